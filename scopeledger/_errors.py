@@ -1,0 +1,204 @@
+"""The exceptions scopeledger raises.
+
+Every error is a :class:`LedgerError`; some also subclass the builtin a caller
+would naturally catch::
+
+    LedgerError
+    ├── InvalidScope (ValueError)        a rule or path that cannot be used
+    ├── InvalidHolderName (ValueError)   a holder name that cannot be used
+    ├── InvalidManifest (ValueError)     a runtime manifest that cannot be used
+    ├── Refused                          a request the ledger turned down
+    │   ├── ScopeConflict                write overlaps a live holder's write
+    │   ├── DelegationError              outside the parent's effective scope,
+    │   │                                or overlapping a sibling
+    │   └── DuplicateHolder              the name is held by a live holder
+    ├── UnknownHolder (LookupError)      no live holder of that name
+    ├── LockTimeout (TimeoutError)       the ledger's lock was not free in time
+    ├── CorruptLedger                    a log line or file that does not check out
+    ├── UnsafeLedgerPath (PermissionError)  wrong owner, loose mode, planted symlink
+    ├── HistoryUnavailable (LookupError) a point before the oldest retained
+    │                                    history, or after the newest event
+    └── LedgerIOError (OSError)          the OS refused a write (disk full, ...)
+
+Messages are lowercase, name the paths and holders involved and carry no
+trailing period, in the manner of cargo's ``failed to <verb>: <path>``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._rules import ScopeRule
+
+
+class LedgerError(Exception):
+    """Base class of every error scopeledger raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors survive pickling (multiprocessing) with their message.
+        return (_rebuild, (type(self), str(self), self.__dict__))
+
+
+def _rebuild(cls: type, message: str, state: dict[str, Any]) -> LedgerError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+class InvalidScope(LedgerError, ValueError):
+    """Raised when a path or rule cannot be used: not absolute, contains NUL,
+    too long, an unknown permission, or a relative path escaping its root."""
+
+
+class InvalidHolderName(LedgerError, ValueError):
+    """Raised when a holder name is empty, too long, or has characters outside
+    ``[A-Za-z0-9._@:+-]`` (names become socket directory names)."""
+
+
+class InvalidManifest(LedgerError, ValueError):
+    """Raised by :func:`scopeledger.load_manifest` when a manifest is not valid
+    TOML, lacks a field, has a field of the wrong type or an unknown key."""
+
+
+def format_chain(chain: tuple[str, ...]) -> str:
+    """``('A', 'B', 'D')`` -> ``"'D' (delegated from 'B', from 'A')"``."""
+    owner = chain[-1]
+    ancestors = list(reversed(chain[:-1]))
+    if not ancestors:
+        return f"'{owner}'"
+    rest = ", ".join(f"from '{a}'" for a in ancestors[1:])
+    via = f"delegated from '{ancestors[0]}'" + (f", {rest}" if rest else "")
+    return f"'{owner}' ({via})"
+
+
+class Refused(LedgerError):
+    """A request the ledger turned down. The refusal is recorded in the log as
+    a ``refused`` event (once per identical request until the state changes)."""
+
+
+class ScopeConflict(Refused):
+    """Raised by ``register``/``delegate``/``hold`` when a requested write rule
+    overlaps a write rule of a live holder outside the requester's own line.
+
+    Attributes:
+        rule: the requested :class:`ScopeRule` that conflicts.
+        owner: name of the deepest holder whose rules overlap it.
+        owner_rule: that holder's overlapping :class:`ScopeRule`.
+        chain: holder names from the top-level holder down to ``owner``.
+    """
+
+    def __init__(self, rule: "ScopeRule", owner: str, owner_rule: "ScopeRule",
+                 chain: tuple[str, ...], requester: str | None = None) -> None:
+        self.rule = rule
+        self.owner = owner
+        self.owner_rule = owner_rule
+        self.chain = chain
+        self.requester = requester
+        super().__init__(
+            f"{rule.permission.value} {rule.display()} conflicts with holder "
+            f"{format_chain(chain)} holding {owner_rule.permission.value} "
+            f"{owner_rule.display()}")
+
+
+class DelegationError(Refused):
+    """Raised by ``delegate`` when a requested rule is not inside the parent's
+    effective scope (its rules minus what it delegated to other live
+    children), or overlaps a sibling's write rule.
+
+    Attributes:
+        parent: the delegating holder's name.
+        child: the requested child name.
+        rule: the offending requested :class:`ScopeRule`.
+        sibling: the sibling's name when a sibling is in the way, else None.
+        chain: the owner chain when a sibling is in the way, else ``()``.
+    """
+
+    def __init__(self, message: str, *, parent: str, child: str, rule: "ScopeRule",
+                 sibling: str | None = None, chain: tuple[str, ...] = ()) -> None:
+        self.parent = parent
+        self.child = child
+        self.rule = rule
+        self.sibling = sibling
+        self.chain = chain
+        super().__init__(message)
+
+
+class DuplicateHolder(Refused):
+    """Raised by ``register``/``delegate`` when a live holder already has the
+    requested name. Attribute ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"holder '{name}' is already registered")
+
+
+class UnknownHolder(LedgerError, LookupError):
+    """Raised when an operation names a holder that is not live (never
+    registered, released or reclaimed). Attribute ``name``."""
+
+    def __init__(self, name: str, what: str = "holder") -> None:
+        self.name = name
+        super().__init__(f"no live {what} named '{name}'")
+
+
+class LockTimeout(LedgerError, TimeoutError):
+    """Raised when the ledger's lock is not acquired within the timeout.
+
+    Attributes: ``path`` (the lock file), ``timeout`` (seconds)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        super().__init__(f"timed out after {timeout:g}s waiting for the lock on {path}")
+
+
+class CorruptLedger(LedgerError):
+    """Raised when a log line or snapshot does not check out: not JSON, a
+    field of the wrong type, an unknown event type, a newer format, a seq gap,
+    a broken hash chain, or an event that does not apply to the state before it.
+
+    Attributes: ``path`` (file), ``line`` (1-based line number or None),
+    ``seq`` (the event's seq when known, else None), ``reason``.
+    """
+
+    def __init__(self, path: str, reason: str, *, line: int | None = None,
+                 seq: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.seq = seq
+        self.reason = reason
+        where = path
+        if line is not None:
+            where += f" line {line}"
+        if seq is not None:
+            where += f" (seq {seq})"
+        super().__init__(f"corrupt ledger: {where}: {reason}")
+
+
+class UnsafeLedgerPath(LedgerError, PermissionError):
+    """Raised when opening a ledger whose directory or files are owned by
+    another user, writable by group or others, or replaced by a symlink.
+    Nothing is followed, changed or deleted. Attribute ``path``."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"unsafe ledger path {path}: {reason}")
+
+
+class HistoryUnavailable(LedgerError, LookupError):
+    """Raised by time-travel queries for a point that is not in the retained
+    history: before the oldest retained event (compacted away) or after the
+    newest one."""
+
+
+class LedgerIOError(LedgerError, OSError):
+    """Raised when the OS refuses a write (for example ENOSPC, disk full).
+    Nothing partial is left in the log. ``__cause__`` is the OSError."""
+
+    def __init__(self, path: str, verb: str, cause: OSError) -> None:
+        self.path = path
+        self.errno = cause.errno
+        super().__init__(f"failed to {verb}: {path}: {cause.strerror or cause}")

@@ -1,0 +1,547 @@
+"""The fold: ledger state as a function of the events, and the queries on it.
+
+``apply(state, event)`` is the whole state machine. It is deterministic and
+reads nothing but its arguments: no file, clock, environment or psutil (a
+test imports this module with those modules poisoned). For speed it updates
+``state`` in place and returns it; :meth:`State.copy` gives an independent
+copy where the old state must be kept (time travel does this through
+snapshots instead).
+
+The state keeps two path tries (write rules, read rules) keyed by path
+component, so a conflict query walks the request's components and the
+overlapping entries, never every holder.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import attrs
+
+from ._errors import DelegationError, DuplicateHolder, ScopeConflict, UnknownHolder
+from ._process import ProcessIdentity
+from ._rules import Permission, ScopeRule, components, covers, overlaps
+
+#: Version of the event and snapshot formats this code writes and reads.
+FORMAT_VERSION = 1
+
+#: Every event type; each changes state except ``refused``.
+EVENT_TYPES = frozenset({"registered", "delegated", "attached", "released", "reclaimed", "refused"})
+
+#: Reasons a ``reclaimed`` event may carry (see ``Liveness``).
+RECLAIM_REASONS = frozenset({"process_gone", "zombie", "pid_reused", "earlier_boot"})
+
+GENESIS_HASH = "0" * 32
+
+
+class FoldError(Exception):
+    """An event that does not apply to the state before it (internal; the
+    store turns it into :class:`CorruptLedger` with file, line and seq)."""
+
+
+@attrs.frozen(slots=True)
+class Allocation:
+    """A live holder's grant.
+
+    Attributes:
+        name: holder name, ``str``, unique among live holders.
+        rules: ``tuple[ScopeRule, ...]`` as granted (canonical paths).
+        process: :class:`ProcessIdentity` the allocation is bound to; for a
+            reserved delegation, the spawner's until the child attaches.
+        parent: the delegating holder's name, or ``None`` at top level.
+        token: fencing token, ``int``: the seq of the event that granted it.
+            A holder released and registered again gets a new token.
+        granted_ns: grant time, integer nanoseconds since the epoch, UTC.
+        reserved: ``True`` while a delegation waits for its child to attach.
+        socket: the socket path the runtime exposes for it, or ``None``.
+    """
+
+    name: str
+    rules: tuple[ScopeRule, ...]
+    process: ProcessIdentity
+    parent: str | None
+    token: int
+    granted_ns: int
+    reserved: bool = False
+    socket: str | None = None
+
+    @property
+    def pid(self) -> int:
+        """The bound process's pid, ``int``."""
+        return self.process.pid
+
+    @property
+    def granted_at(self) -> Any:
+        """Grant time as an aware ``datetime`` in UTC (microsecond precision)."""
+        import datetime as _dt
+
+        return _dt.datetime.fromtimestamp(self.granted_ns / 1e9, tz=_dt.timezone.utc)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rules": [r.to_json() for r in self.rules],
+            "process": self.process.to_json(),
+            "parent": self.parent,
+            "token": self.token,
+            "granted_ns": self.granted_ns,
+            "reserved": self.reserved,
+            "socket": self.socket,
+        }
+
+
+class _Node:
+    __slots__ = ("children", "entries", "count")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] | None = None
+        self.entries: list[tuple[str, ScopeRule]] | None = None
+        self.count = 0
+
+
+class PathIndex:
+    """A trie of ``(holder, rule)`` entries keyed by path component.
+
+    ``count`` on each node is the number of entries in its subtree, so a
+    query can tell whether anything lies below a path without looking.
+    """
+
+    __slots__ = ("root",)
+
+    def __init__(self) -> None:
+        self.root = _Node()
+
+    def add(self, name: str, rule: ScopeRule) -> None:
+        node = self.root
+        node.count += 1
+        for part in rule.parts:
+            if node.children is None:
+                node.children = {}
+            nxt = node.children.get(part)
+            if nxt is None:
+                nxt = node.children[part] = _Node()
+            node = nxt
+            node.count += 1
+        if node.entries is None:
+            node.entries = []
+        node.entries.append((name, rule))
+
+    def remove(self, name: str, rule: ScopeRule) -> None:
+        parts = rule.parts
+        nodes = [self.root]
+        node = self.root
+        for part in parts:
+            node = node.children[part]  # type: ignore[index]
+            nodes.append(node)
+        node.entries.remove((name, rule))  # type: ignore[union-attr]
+        if not node.entries:
+            node.entries = None
+        for n in nodes:
+            n.count -= 1
+        # Prune the nodes left empty, deepest first.
+        for i in range(len(parts), 0, -1):
+            if nodes[i].count:
+                break
+            parent = nodes[i - 1]
+            del parent.children[parts[i - 1]]  # type: ignore[union-attr]
+            if not parent.children:
+                parent.children = None
+
+    def overlapping(self, rule: ScopeRule) -> Iterator[tuple[str, ScopeRule]]:
+        """Entries whose rule overlaps ``rule``: ancestors first (shallowest
+        first), then the path itself, then what lies below it."""
+        parts = rule.parts
+        last = len(parts) - 1
+        node = self.root
+        for depth, part in enumerate(parts):
+            if node.entries:
+                for entry in node.entries:
+                    if entry[1].recursive or depth == last:
+                        yield entry
+            if node.children is None:
+                return
+            nxt = node.children.get(part)
+            if nxt is None:
+                return
+            node = nxt
+        if node.entries:
+            yield from node.entries
+        if node.children is None:
+            return
+        if rule.recursive:
+            stack = list(node.children.values())
+            while stack:
+                n = stack.pop()
+                if n.entries:
+                    yield from n.entries
+                if n.children:
+                    stack.extend(n.children.values())
+        else:
+            for child in node.children.values():
+                if child.entries:
+                    yield from child.entries
+
+    def __len__(self) -> int:
+        return self.root.count
+
+
+class State:
+    """The folded ledger state after event ``seq``.
+
+    Attributes:
+        seq: seq of the last applied event (0 before any), ``int``.
+        last_hash: hash of the last applied line (``GENESIS_HASH`` at 0).
+        last_ts: timestamp of the last applied event, ns since epoch, UTC.
+        holders: ``dict[str, Allocation]`` of live holders, grant order.
+        children: ``dict[str, list[str]]`` live children of each holder that
+            has any, in delegation order (re-parented children go last).
+        refusals: keys of refusals recorded since the last state change
+            (a retry loop does not flood the log).
+    """
+
+    __slots__ = ("seq", "last_hash", "last_ts", "holders", "children", "writes", "reads",
+                 "refusals")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.last_hash = GENESIS_HASH
+        self.last_ts = 0
+        self.holders: dict[str, Allocation] = {}
+        self.children: dict[str, list[str]] = {}
+        self.writes = PathIndex()
+        self.reads = PathIndex()
+        self.refusals: set[str] = set()
+
+    # -- structure -------------------------------------------------------
+
+    def _index(self, alloc: Allocation) -> None:
+        for rule in alloc.rules:
+            (self.writes if rule.permission is Permission.WRITE else self.reads).add(alloc.name, rule)
+
+    def _unindex(self, alloc: Allocation) -> None:
+        for rule in alloc.rules:
+            (self.writes if rule.permission is Permission.WRITE else self.reads).remove(alloc.name, rule)
+
+    def chain(self, name: str) -> tuple[str, ...]:
+        """Holder names from the top-level ancestor down to ``name``."""
+        out = [name]
+        parent = self.holders[name].parent
+        while parent is not None:
+            out.append(parent)
+            parent = self.holders[parent].parent
+        return tuple(reversed(out))
+
+    def descendants(self, name: str) -> list[str]:
+        """Every live holder below ``name``, depth first."""
+        out: list[str] = []
+        stack = list(reversed(self.children.get(name, ())))
+        while stack:
+            n = stack.pop()
+            out.append(n)
+            stack.extend(reversed(self.children.get(n, ())))
+        return out
+
+    def copy(self) -> "State":
+        """An independent deep copy (rebuilt from the serialised form)."""
+        return State.from_json(self.to_json())
+
+    # -- serialisation (snapshots) ----------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "last_hash": self.last_hash,
+            "last_ts": self.last_ts,
+            "holders": [a.to_json() for a in self.holders.values()],
+            "children": {k: list(v) for k, v in self.children.items()},
+            "refusals": sorted(self.refusals),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "State":
+        """Inverse of :meth:`to_json`. Raises KeyError/TypeError/ValueError
+        (or InvalidScope) on a malformed document; callers wrap them."""
+        st = cls()
+        st.seq = int(data["seq"])
+        st.last_hash = str(data["last_hash"])
+        st.last_ts = int(data["last_ts"])
+        for h in data["holders"]:
+            alloc = _alloc_from_json(h)
+            st.holders[alloc.name] = alloc
+            st._index(alloc)
+        st.children = {k: list(v) for k, v in data["children"].items()}
+        st.refusals = set(data["refusals"])
+        return st
+
+
+def _alloc_from_json(h: dict[str, Any]) -> Allocation:
+    return Allocation(
+        name=h["name"],
+        rules=tuple(ScopeRule.from_json(r) for r in h["rules"]),
+        process=ProcessIdentity.from_json(h["process"]),
+        parent=h["parent"],
+        token=h["token"],
+        granted_ns=h["granted_ns"],
+        reserved=bool(h.get("reserved", False)),
+        socket=h.get("socket"),
+    )
+
+
+# -- the fold -------------------------------------------------------------
+
+
+def apply(state: State, event: dict[str, Any], line_hash: str) -> State:
+    """Apply one decoded event to ``state`` (in place) and return it.
+
+    Args:
+        state: the state after event ``event["seq"] - 1``.
+        event: the decoded JSON object of one log line.
+        line_hash: the hash of that line's bytes (becomes ``last_hash``).
+
+    Raises:
+        FoldError: the event does not apply (seq gap, broken chain, unknown
+            holder, duplicate name, malformed payload). ``state`` may then be
+            partly changed; callers discard it.
+    """
+    seq = event.get("seq")
+    if seq != state.seq + 1:
+        raise FoldError(f"seq {seq!r} does not follow {state.seq}")
+    if event.get("prev") != state.last_hash:
+        raise FoldError("hash chain broken: prev does not match the line before")
+    kind = event.get("type")
+    try:
+        handler = _HANDLERS[kind]
+    except (KeyError, TypeError):
+        raise FoldError(f"unknown event type {kind!r}") from None
+    try:
+        handler(state, event)
+    except FoldError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise FoldError(f"malformed {kind} event: {type(exc).__name__}: {exc}") from None
+    state.seq = seq
+    state.last_hash = line_hash
+    ts = event["ts"]
+    if ts > state.last_ts:
+        state.last_ts = ts
+    return state
+
+
+def _grant(state: State, ev: dict[str, Any], top: bool) -> None:
+    h = ev["holder"]
+    name = h["name"]
+    if name in state.holders:
+        raise FoldError(f"holder '{name}' granted while already live")
+    parent = h["parent"]
+    if top:
+        if parent is not None:
+            raise FoldError("registered event with a parent")
+    else:
+        if parent not in state.holders:
+            raise FoldError(f"delegation from '{parent}', which is not live")
+    alloc = Allocation(
+        name=name,
+        rules=tuple(ScopeRule.from_json(r) for r in h["rules"]),
+        process=ProcessIdentity.from_json(h["process"]),
+        parent=parent,
+        token=ev["seq"],
+        granted_ns=ev["ts"],
+        reserved=bool(h.get("reserved", False)),
+        socket=h.get("socket"),
+    )
+    state.holders[name] = alloc
+    state._index(alloc)
+    if parent is not None:
+        state.children.setdefault(parent, []).append(name)
+    state.refusals.clear()
+
+
+def _registered(state: State, ev: dict[str, Any]) -> None:
+    _grant(state, ev, top=True)
+
+
+def _delegated(state: State, ev: dict[str, Any]) -> None:
+    _grant(state, ev, top=False)
+
+
+def _attached(state: State, ev: dict[str, Any]) -> None:
+    name = ev["name"]
+    alloc = state.holders.get(name)
+    if alloc is None:
+        raise FoldError(f"attach to '{name}', which is not live")
+    state.holders[name] = attrs.evolve(
+        alloc, process=ProcessIdentity.from_json(ev["process"]), reserved=False)
+    state.refusals.clear()
+
+
+def reparent_plan(state: State, name: str) -> list[list[Any]]:
+    """``[[child, new_parent], ...]`` that removing ``name`` implies: its
+    children move to its parent (``None`` at top level), in order."""
+    parent = state.holders[name].parent
+    return [[c, parent] for c in state.children.get(name, ())]
+
+
+def _remove(state: State, ev: dict[str, Any]) -> None:
+    name = ev["name"]
+    alloc = state.holders.get(name)
+    if alloc is None:
+        raise FoldError(f"removal of '{name}', which is not live")
+    plan = reparent_plan(state, name)
+    if ev["reparented"] != plan:
+        raise FoldError(f"recorded re-parenting {ev['reparented']!r} differs from the fold's {plan!r}")
+    parent = alloc.parent
+    for child, _ in plan:
+        state.holders[child] = attrs.evolve(state.holders[child], parent=parent)
+    kids = state.children.pop(name, [])
+    if parent is not None:
+        siblings = state.children[parent]
+        siblings.remove(name)
+        siblings.extend(kids)
+        if not siblings:
+            del state.children[parent]
+    state._unindex(alloc)
+    del state.holders[name]
+    state.refusals.clear()
+
+
+def _reclaimed(state: State, ev: dict[str, Any]) -> None:
+    if ev["reason"] not in RECLAIM_REASONS:
+        raise FoldError(f"unknown reclaim reason {ev['reason']!r}")
+    _remove(state, ev)
+
+
+def _refused(state: State, ev: dict[str, Any]) -> None:
+    state.refusals.add(ev["key"])
+
+
+_HANDLERS = {
+    "registered": _registered,
+    "delegated": _delegated,
+    "attached": _attached,
+    "released": _remove,
+    "reclaimed": _reclaimed,
+    "refused": _refused,
+}
+assert set(_HANDLERS) == EVENT_TYPES
+
+
+# -- queries (pure) ---------------------------------------------------------
+
+
+def owner_chain(state: State, rule: ScopeRule, top: str) -> tuple[tuple[str, ...], ScopeRule]:
+    """Walk down from top-level holder ``top`` to the deepest holder whose
+    write rules overlap ``rule`` (the seed's ``find_conflict_owner``).
+
+    Returns ``(chain, owner_rule)``: names from ``top`` down to the owner,
+    and the owner's overlapping rule.
+    """
+    chain = [top]
+    owner_rule = _overlapping_write(state.holders[top], rule)
+    assert owner_rule is not None
+    current = top
+    while True:
+        for child in state.children.get(current, ()):
+            r = _overlapping_write(state.holders[child], rule)
+            if r is not None:
+                chain.append(child)
+                owner_rule = r
+                current = child
+                break
+        else:
+            return tuple(chain), owner_rule
+
+
+def _overlapping_write(alloc: Allocation, rule: ScopeRule) -> ScopeRule | None:
+    for r in alloc.rules:
+        if r.permission is Permission.WRITE and overlaps(r, rule):
+            return r
+    return None
+
+
+def check_request(state: State, name: str, rules: tuple[ScopeRule, ...],
+                  parent: str | None) -> Exception | None:
+    """Validate a register (``parent is None``) or delegate request.
+
+    Returns the error that would be raised (:class:`DuplicateHolder`,
+    :class:`ScopeConflict`, :class:`DelegationError`, :class:`UnknownHolder`
+    for a parent that is not live) or ``None`` when it may be granted.
+    Pure; cost: for each rule, the path's depth plus the overlapping
+    entries met (the parent's own line is skipped cheaply).
+    """
+    if name in state.holders:
+        return DuplicateHolder(name)
+    if parent is not None:
+        palloc = state.holders.get(parent)
+        if palloc is None:
+            return UnknownHolder(parent)
+        line = set(state.chain(parent))
+        for rule in rules:
+            if not any(covers(p, rule) for p in palloc.rules):
+                kind = "effective write" if rule.permission is Permission.WRITE else "read"
+                return DelegationError(
+                    f"cannot delegate {rule} from '{parent}' to '{name}': not inside "
+                    f"'{parent}''s {kind} scope", parent=parent, child=name, rule=rule)
+    else:
+        line = set()
+    for rule in rules:
+        if rule.permission is not Permission.WRITE:
+            continue
+        for owner, _ in state.writes.overlapping(rule):
+            if owner in line:
+                continue
+            ochain = state.chain(owner)
+            if parent is not None and parent in ochain:
+                # A sibling (or its delegate) holds it: walk down from the sibling.
+                sib = ochain[ochain.index(parent) + 1]
+                sub, orule = owner_chain(state, rule, sib)
+                full = ochain[: ochain.index(parent) + 1] + sub
+                return DelegationError(
+                    f"cannot delegate {rule} from '{parent}' to '{name}': overlaps sibling "
+                    f"'{sib}' (held by {_fmt(full)} as {orule})",
+                    parent=parent, child=name, rule=rule, sibling=sib, chain=full)
+            fchain, orule = owner_chain(state, rule, ochain[0])
+            return ScopeConflict(rule, fchain[-1], orule, fchain, requester=name)
+    return None
+
+
+def _fmt(chain: tuple[str, ...]) -> str:
+    from ._errors import format_chain
+
+    return format_chain(chain)
+
+
+def blockers(state: State, rules: tuple[ScopeRule, ...], exclude: set[str]) -> list[str]:
+    """Names of live holders (whole chains) whose write rules overlap a write
+    rule in ``rules``, skipping ``exclude``; the holders a hot-path liveness
+    probe should look at."""
+    seen: dict[str, None] = {}
+    for rule in rules:
+        if rule.permission is not Permission.WRITE:
+            continue
+        for owner, _ in state.writes.overlapping(rule):
+            if owner in exclude or owner in seen:
+                continue
+            for n in state.chain(owner):
+                if n not in exclude:
+                    seen[n] = None
+    return list(seen)
+
+
+def effective_rules(state: State, name: str) -> tuple[tuple[ScopeRule, ...], tuple[tuple[str, ScopeRule], ...]]:
+    """``(rules, delegated)``: the holder's rules and the ``(child, rule)``
+    pairs it has delegated to live children. The effective scope is the
+    rules minus what the delegated write rules cover."""
+    alloc = state.holders[name]
+    delegated = tuple((c, r) for c in state.children.get(name, ()) for r in state.holders[c].rules
+                      if r.permission is Permission.WRITE)
+    return alloc.rules, delegated
+
+
+def holders_of(state: State, rule: ScopeRule) -> list[tuple[tuple[str, ...], ScopeRule]]:
+    """Every live holder whose rules (read or write) overlap ``rule``, as
+    ``(chain, their_rule)``, write holders first."""
+    out = []
+    for index in (state.writes, state.reads):
+        for owner, r in index.overlapping(rule):
+            out.append((state.chain(owner), r))
+    return out

@@ -1,0 +1,768 @@
+"""The ``Ledger`` facade: the one place that joins the fold, the log, the
+snapshots and liveness.
+
+A mutation (register, delegate, attach, release, reclaim) is one
+transaction: take the lock (``Store.locked``, nowhere else), fold in the
+events appended since this object last looked (by byte offset), validate,
+append the new line(s) with one ``write``, release. An error before that
+write leaves no trace: the in-memory state is dropped and rebuilt.
+Queries read the log's new complete lines without the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import attrs
+import orjson
+
+from . import _snapshots
+from ._errors import (
+    CorruptLedger,
+    DelegationError,
+    DuplicateHolder,
+    InvalidHolderName,
+    InvalidScope,
+    LedgerError,
+    Refused,
+    ScopeConflict,
+    UnknownHolder,
+)
+from ._events import decode, encode, line_hash, split_lines
+from ._fold import (
+    FORMAT_VERSION,
+    Allocation,
+    FoldError,
+    State,
+    apply,
+    check_request,
+    effective_rules,
+    reparent_plan,
+)
+from ._process import Liveness, ProcessIdentity, Probe, identify, probe as default_probe, run_probe
+from ._rules import Permission, ScopeRule, covers, overlaps
+from ._store import Store
+
+log = logging.getLogger("scopeledger")
+
+#: Environment variable naming the default ledger directory.
+ENV_DIR = "SCOPELEDGER_DIR"
+
+#: Default number of events between automatic snapshots (see BENCHMARKS.md);
+#: the interval also grows to the number of live holders, so that writing a
+#: snapshot costs O(1) per event amortised.
+DEFAULT_SNAPSHOT_EVERY = 10_000
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,254}$")
+
+
+def default_path() -> str:
+    """The ledger directory used when none is given: ``$SCOPELEDGER_DIR``,
+    else ``$XDG_STATE_HOME/scopeledger``, else
+    ``~/.local/state/scopeledger``. History is the product, so the default
+    is a state directory that survives reboots, not a runtime directory."""
+    env = os.environ.get(ENV_DIR)
+    if env:
+        return os.path.abspath(env)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "scopeledger")
+
+
+def check_name(name: Any) -> str:
+    """Validate a holder name.
+
+    Raises:
+        InvalidHolderName: not a ``str`` of 1-255 characters from
+            ``[A-Za-z0-9._@:+-]`` starting with a letter or digit.
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise InvalidHolderName(
+            f"invalid holder name {name!r}: use 1-255 characters from [A-Za-z0-9._@:+-], "
+            "starting with a letter or digit")
+    return name
+
+
+def _as_rules(rules: Any) -> list[ScopeRule]:
+    if isinstance(rules, ScopeRule):
+        rules = [rules]
+    if isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):
+        raise InvalidScope(f"invalid rules {rules!r}: expected a list of ScopeRule")
+    out = []
+    for r in rules:
+        if isinstance(r, ScopeRule):
+            out.append(r)
+        elif isinstance(r, (tuple, list)) and 2 <= len(r) <= 3:
+            out.append(ScopeRule(*r))
+        else:
+            raise InvalidScope(f"invalid rule {r!r}: expected a ScopeRule or (path, permission[, recursive])")
+    if not out:
+        raise InvalidScope("no rules given: a holder needs at least one scope rule")
+    return out
+
+
+@attrs.frozen
+class EffectiveScope:
+    """A holder's effective scope: its rules minus the write rules it has
+    delegated to live children (the seed's ``is_within_effective_write``).
+
+    Attributes:
+        holder: the holder's name.
+        rules: ``tuple[ScopeRule, ...]``, everything it was granted.
+        delegated: ``tuple[(child name, ScopeRule), ...]``, write rules
+            now held by its live children.
+    """
+
+    holder: str
+    rules: tuple[ScopeRule, ...]
+    delegated: tuple[tuple[str, ScopeRule], ...]
+
+    def allows(self, rule: ScopeRule) -> bool:
+        """Whether ``rule`` could be delegated now: covered by one of the
+        holder's rules and, for a write, overlapping no delegated write."""
+        if not any(covers(r, rule) for r in self.rules):
+            return False
+        if rule.permission is Permission.WRITE:
+            return not any(overlaps(rule, d) for _, d in self.delegated)
+        return True
+
+
+@attrs.define
+class LedgerStats:
+    """Counters for tests and benchmarks: ``events_folded`` (events applied
+    since open), ``snapshot_seq`` (seq of the snapshot loaded at open, 0 for
+    none), ``snapshots_skipped`` (names of snapshots that did not check out),
+    ``torn`` (paths torn fragments were moved to by this object)."""
+
+    events_folded: int = 0
+    snapshot_seq: int = 0
+    snapshots_skipped: list[str] = attrs.Factory(list)
+    torn: list[str] = attrs.Factory(list)
+
+
+class _Txn:
+    """Events built under the lock, applied to the state as they are built,
+    written with one ``write`` at commit."""
+
+    def __init__(self, ledger: "Ledger", state: State) -> None:
+        self.ledger = ledger
+        self.state = state
+        self.lines: list[bytes] = []
+        self.error: Exception | None = None
+        self.liveness: dict[str, Liveness] = {}
+
+    def emit(self, kind: str, **payload: Any) -> int:
+        st = self.state
+        seq = st.seq + 1
+        ts = self.ledger._clock()
+        if ts < st.last_ts:  # the wall clock stepped back: never go back in the log
+            ts = st.last_ts
+        ev = {"v": FORMAT_VERSION, "seq": seq, "ts": ts, "actor": self.ledger._actor().to_json(),
+              "prev": st.last_hash, "type": kind}
+        ev.update(payload)
+        line = encode(ev)
+        apply(st, ev, line_hash(line))
+        self.lines.append(line)
+        return seq
+
+    def reclaim(self, name: str, reason: str) -> None:
+        self.emit("reclaimed", name=name, reason=reason, reparented=reparent_plan(self.state, name))
+
+    def refuse(self, name: str, parent: str | None, rules: Sequence[ScopeRule], err: Exception) -> None:
+        kind = {ScopeConflict: "scope_conflict", DelegationError: "delegation",
+                DuplicateHolder: "duplicate", UnknownHolder: "unknown_parent"}[type(err)]
+        chain = list(getattr(err, "chain", ()) or ())
+        rule = getattr(err, "rule", None)
+        request = {"name": name, "parent": parent, "rules": [r.to_json() for r in rules]}
+        key = hashlib.blake2b(orjson.dumps([request, kind, chain, str(err)]), digest_size=12).hexdigest()
+        self.error = err
+        if key in self.state.refusals:
+            return  # the same refusal is already on record since the last change
+        self.emit("refused", key=key, error=kind, message=str(err), request=request,
+                  rule=rule.to_json() if rule is not None else None, chain=chain)
+
+
+class Ledger:
+    """An open scope ledger.
+
+    Use :meth:`open`. Every method may also raise :class:`LockTimeout` (for
+    mutations, when the lock is not free within ``timeout``),
+    :class:`CorruptLedger` (a log line that does not check out) and
+    :class:`LedgerIOError` (the OS refused a write; nothing was recorded).
+    """
+
+    def __init__(self, store: Store, *, timeout: float | None, probe: Probe | None,
+                 fsync: bool, snapshot_every: int, keep_snapshots: int | None,
+                 resolve_symlinks: bool, clock: Callable[[], int] | None) -> None:
+        self._store = store
+        self.path = store.path
+        self.timeout = timeout
+        self._probe: Probe = probe or default_probe
+        self.fsync = fsync
+        if snapshot_every < 1:
+            raise ValueError("snapshot_every must be >= 1")
+        self.snapshot_every = snapshot_every
+        self.keep_snapshots = keep_snapshots
+        self.resolve_symlinks = resolve_symlinks
+        self._clock: Callable[[], int] = clock or time.time_ns
+        self._mem = threading.RLock()
+        self._state: State | None = None
+        self._offset = 0
+        self._line_start = 0
+        self._snap_seq = 0
+        self._actor_cache: tuple[int, ProcessIdentity] | None = None
+        self.stats = LedgerStats()
+        with self._mem:
+            self._load()
+
+    # -- opening -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, *, timeout: float | None = None,
+             probe: Probe | None = None, fsync: bool = False,
+             snapshot_every: int = DEFAULT_SNAPSHOT_EVERY, keep_snapshots: int | None = None,
+             resolve_symlinks: bool = True, clock: Callable[[], int] | None = None) -> "Ledger":
+        """Open (creating if needed) the ledger in directory ``path``.
+
+        Args:
+            path: the ledger directory; default :func:`default_path`.
+                Created 0700 with its files 0600, whatever the umask.
+            timeout: seconds a mutation waits for the lock at most
+                (``None``: for ever, logging once after about 1 s).
+            probe: liveness probe ``ProcessIdentity -> Liveness | bool``;
+                default the psutil probe (:func:`scopeledger.probe`).
+            fsync: ``fdatasync`` the log after every append (durability
+                across power loss; a killed process loses nothing without it).
+            snapshot_every: events between automatic snapshots (at least
+                this many, and at least the number of live holders).
+            keep_snapshots: how many snapshots to keep (``None``: all, so
+                that any past state costs at most one interval of folding).
+            resolve_symlinks: resolve symlinks in the existing part of each
+                rule's path at the API boundary (``os.path.realpath``), so
+                that an alias of a held directory conflicts; the canonical
+                path is what the event records.
+            clock: ``() -> int`` nanoseconds since the epoch, UTC (tests).
+
+        Raises:
+            UnsafeLedgerPath: the directory or a file in it is owned by
+                another user, group/other-writable, or a planted symlink.
+            CorruptLedger: a complete log line does not check out.
+            OSError: the directory cannot be created or read.
+        """
+        store = Store(os.fspath(path) if path is not None else default_path())
+        try:
+            return cls(store, timeout=timeout, probe=probe, fsync=fsync,
+                       snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,
+                       resolve_symlinks=resolve_symlinks, clock=clock)
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        """Close the descriptors. The object cannot be used afterwards."""
+        self._store.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Ledger {self.path!r} seq={self._state.seq if self._state else '?'}>"
+
+    # -- state maintenance ------------------------------------------------------
+
+    def _log_line_hash(self, start: int, end: int) -> str | None:
+        if end <= start:
+            return None
+        data = self._store.read_at(start, end - start)
+        if len(data) != end - start or not data.endswith(b"\n"):
+            return None
+        return line_hash(data[:-1])
+
+    def _load(self) -> None:
+        """Newest snapshot that checks out, then the events after it."""
+        self._state = None
+        for seq, name in reversed(_snapshots.list_snapshots(self._store)):
+            try:
+                state, info = _snapshots.load(self._store, name, self._log_line_hash)
+            except _snapshots.SnapshotInvalid as exc:
+                log.warning("skipping snapshot: %s", exc)
+                self.stats.snapshots_skipped.append(name)
+                continue
+            self._state, self._offset, self._line_start = state, info.offset, info.line_start
+            self._snap_seq = max(self._snap_seq, info.seq)
+            self.stats.snapshot_seq = info.seq
+            break
+        if self._state is None:
+            self._state, self._offset, self._line_start = State(), 0, 0
+        self._catch_up(locked=False)
+
+    def _catch_up(self, locked: bool) -> State:
+        """Fold in the complete lines appended since ``_offset``. Under the
+        lock, a tail without a newline is a torn line: it is set aside."""
+        if self._state is None:
+            self._load()
+        state = self._state
+        assert state is not None
+        store = self._store
+        size = store.size()
+        if size == self._offset:
+            return state
+        if size < self._offset:
+            raise CorruptLedger(store.log_path, f"the log shrank from {self._offset} to {size} bytes")
+        end = self._offset
+        try:
+            for line, start, stop in split_lines(store.read(self._offset, size), self._offset):
+                lineno = state.seq + 1
+                ev = decode(line, store.log_path, lineno)
+                try:
+                    apply(state, ev, line_hash(line))
+                except FoldError as exc:
+                    raise CorruptLedger(store.log_path, str(exc), line=lineno, seq=ev["seq"]) from None
+                self.stats.events_folded += 1
+                self._line_start, end = start, stop
+                self._offset = end
+        except BaseException:
+            self._state = None  # partly applied: rebuild on next use
+            raise
+        if end < size and locked:
+            fragment = store.read_at(end, size - end)
+            where = store.set_aside(end, fragment)
+            log.warning("torn last line (%d bytes) in %s moved to %s", len(fragment), store.log_path, where)
+            self.stats.torn.append(where)
+        return state
+
+    def refresh(self) -> int:
+        """Fold in events other processes appended; returns the current seq."""
+        with self._mem:
+            return self._catch_up(locked=False).seq
+
+    def _actor(self) -> ProcessIdentity:
+        pid = os.getpid()
+        if self._actor_cache is None or self._actor_cache[0] != pid:
+            self._actor_cache = (pid, identify(pid))
+        return self._actor_cache[1]
+
+    def _identity(self, pid: int | None) -> ProcessIdentity:
+        if pid is None or pid == os.getpid():
+            return self._actor()
+        try:
+            return identify(pid)
+        except ProcessLookupError:
+            raise LedgerError(f"cannot bind an allocation to pid {pid}: no such process") from None
+
+    def _prepare(self, rules: Any) -> tuple[ScopeRule, ...]:
+        out = []
+        for r in _as_rules(rules):
+            if self.resolve_symlinks:
+                real = os.path.realpath(r.path)
+                if real != r.path:
+                    r = ScopeRule(real, r.permission, r.recursive)
+            out.append(r)
+        return tuple(out)
+
+    # -- transactions -----------------------------------------------------------
+
+    def _transact(self, build: Callable[[_Txn], Any]) -> Any:
+        store = self._store
+        with store.locked(self.timeout):
+            with self._mem:
+                state = self._catch_up(locked=True)
+                txn = _Txn(self, state)
+                try:
+                    result = build(txn)
+                    if txn.lines:
+                        data = b"\n".join(txn.lines) + b"\n"
+                        store.append(data, self._offset, self.fsync)
+                        last = len(txn.lines[-1]) + 1
+                        self._offset += len(data)
+                        self._line_start = self._offset - last
+                except BaseException:
+                    if txn.lines:
+                        self._state = None  # applied but not written: rebuild from the log
+                    raise
+        if txn.lines:
+            self._maybe_snapshot()
+        if txn.error is not None:
+            raise txn.error
+        return result
+
+    def _liveness(self, txn: _Txn, name: str, probe: Probe | None = None) -> Liveness:
+        lv = txn.liveness.get(name)
+        if lv is None:
+            lv = txn.liveness[name] = run_probe(probe or self._probe, txn.state.holders[name].process)
+        return lv
+
+    def _check(self, txn: _Txn, name: str, rules: tuple[ScopeRule, ...], parent: str | None) -> Exception | None:
+        """check_request, reclaiming dead holders that stand in the way."""
+        state = txn.state
+        for _ in range(1000):
+            err = check_request(state, name, rules, parent)
+            if isinstance(err, DuplicateHolder):
+                in_way: Sequence[str] = (name,)
+            elif isinstance(err, ScopeConflict):
+                in_way = err.chain
+            elif isinstance(err, DelegationError) and err.sibling is not None:
+                in_way = err.chain[err.chain.index(err.sibling):]
+            else:
+                return err
+            dead = [(n, lv) for n in in_way if (lv := self._liveness(txn, n)).dead]
+            if not dead:
+                return err
+            for n, lv in dead:
+                if n in state.holders:
+                    txn.reclaim(n, lv.value)
+        return err  # pragma: no cover - bounded by the number of holders
+
+    # -- mutations -------------------------------------------------------------
+
+    def register(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
+                 *, socket: str | None = None) -> Allocation:
+        """Register a top-level holder.
+
+        Args:
+            name: holder name (see :func:`check_name`).
+            rules: one or more :class:`ScopeRule` (or ``(path, permission[,
+                recursive])`` tuples). Paths are canonicalised first.
+            pid: process to bind to; ``None`` is the calling process.
+            socket: the socket path the runtime exposes for it, if any.
+
+        Returns:
+            The :class:`Allocation`; its ``token`` is the granting seq.
+
+        Raises:
+            InvalidHolderName, InvalidScope: bad input (nothing recorded).
+            DuplicateHolder: a live holder has this name.
+            ScopeConflict: a write rule overlaps a live holder's write rule;
+                holders in the way whose process is dead are reclaimed
+                first. The refusal is recorded once.
+            LedgerError: ``pid`` names no process.
+        """
+        check_name(name)
+        rules_t = self._prepare(rules)
+        ident = self._identity(pid)
+
+        def build(txn: _Txn) -> Allocation | None:
+            err = self._check(txn, name, rules_t, None)
+            if err is not None:
+                txn.refuse(name, None, rules_t, err)
+                return None
+            txn.emit("registered", holder=_holder_json(name, rules_t, ident, None, False, socket))
+            return txn.state.holders[name]
+
+        return self._transact(build)
+
+    def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
+                 pid: int | None = None, *, reserved: bool = False,
+                 socket: str | None = None) -> Allocation:
+        """Delegate part of ``parent``'s effective scope to a new holder.
+
+        Every rule must be fully covered by one of the parent's rules
+        (:func:`scopeledger.covers`); a write rule must also not overlap a
+        write rule the parent already delegated to another live child.
+
+        Args:
+            parent: live holder delegating.
+            child: new holder name.
+            rules: the child's rules.
+            pid: the child's process; ``None`` is the calling process.
+            reserved: reserve the scope before the child process exists:
+                the allocation is bound to ``pid`` (default: the calling
+                process, the spawner) and marked reserved until the child
+                calls :meth:`attach`. If the spawner dies first, it is
+                reclaimed like any other.
+            socket: the socket path the runtime exposes for it, if any.
+
+        Raises:
+            UnknownHolder: ``parent`` is not live.
+            DelegationError: a rule is outside the parent's effective scope
+                or overlaps a sibling's write rule.
+            DuplicateHolder, InvalidHolderName, InvalidScope: as register.
+        """
+        check_name(parent)
+        check_name(child)
+        rules_t = self._prepare(rules)
+        ident = self._identity(pid)
+
+        def build(txn: _Txn) -> Allocation | None:
+            err = self._check(txn, child, rules_t, parent)
+            if isinstance(err, UnknownHolder):
+                raise err
+            if err is not None:
+                txn.refuse(child, parent, rules_t, err)
+                return None
+            txn.emit("delegated", holder=_holder_json(child, rules_t, ident, parent, reserved, socket))
+            return txn.state.holders[child]
+
+        return self._transact(build)
+
+    def attach(self, name: str, pid: int | None = None) -> Allocation:
+        """Bind a (reserved) allocation to process ``pid`` (default: the
+        calling process) and clear ``reserved``.
+
+        Raises:
+            UnknownHolder: ``name`` is not live.
+        """
+        check_name(name)
+        ident = self._identity(pid)
+
+        def build(txn: _Txn) -> Allocation:
+            if name not in txn.state.holders:
+                raise UnknownHolder(name)
+            txn.emit("attached", name=name, process=ident.to_json())
+            return txn.state.holders[name]
+
+        return self._transact(build)
+
+    def release(self, name: str, token: int | None = None) -> list[str]:
+        """Release holder ``name``: its children are re-parented to its
+        parent (to top level if it had none) and its scope returns to its
+        parent, or opens up.
+
+        Args:
+            name: live holder.
+            token: if given, release only while this exact grant is live.
+
+        Returns:
+            The names of the re-parented children, ``list[str]``.
+
+        Raises:
+            UnknownHolder: ``name`` is not live (or holds another token).
+        """
+        check_name(name)
+
+        def build(txn: _Txn) -> list[str]:
+            alloc = txn.state.holders.get(name)
+            if alloc is None or (token is not None and alloc.token != token):
+                raise UnknownHolder(name)
+            plan = reparent_plan(txn.state, name)
+            txn.emit("released", name=name, reparented=plan)
+            return [c for c, _ in plan]
+
+        return self._transact(build)
+
+    def reclaim_stale(self, probe: Probe | None = None, *, dry_run: bool = False) -> list[str]:
+        """Reclaim every holder whose process is provably gone: exited, a
+        zombie, its pid reused (another start time), or from an earlier boot.
+        Each is removed like a release (children re-parented) with the
+        reason recorded. A process whose liveness cannot be read is kept.
+
+        The sweep probes outside the lock, then re-probes only the suspects
+        under it.
+
+        Args:
+            probe: liveness probe for this call (the seed's
+                ``reclaim_stale_with``); default the ledger's.
+            dry_run: report, record nothing.
+
+        Returns:
+            Names reclaimed (or that would be), ``list[str]``, in order.
+        """
+        fn = probe or self._probe
+        with self._mem:
+            snapshot = list(self._catch_up(locked=False).holders.values())
+        suspects = [a for a in snapshot if run_probe(fn, a.process).dead]
+        if not suspects:
+            return []
+        if dry_run:
+            return [a.name for a in suspects]
+
+        def build(txn: _Txn) -> list[str]:
+            out = []
+            for a in suspects:
+                cur = txn.state.holders.get(a.name)
+                if cur is None or cur.token != a.token or cur.process != a.process:
+                    continue
+                lv = self._liveness(txn, a.name, fn)
+                if lv.dead:
+                    txn.reclaim(a.name, lv.value)
+                    out.append(a.name)
+            return out
+
+        return self._transact(build)
+
+    def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
+             *, parent: str | None = None, socket: str | None = None) -> "Hold":
+        """Register (or, with ``parent``, delegate) now and return a guard
+        that releases the allocation when the ``with`` block ends (also on
+        an exception), when the guard is garbage collected, or at interpreter
+        exit, whichever comes first. ``with ledger.hold(...) as alloc``
+        binds the :class:`Allocation`.
+
+        Raises:
+            as :meth:`register` / :meth:`delegate`.
+        """
+        if parent is None:
+            alloc = self.register(name, rules, pid, socket=socket)
+        else:
+            alloc = self.delegate(parent, name, rules, pid, socket=socket)
+        return Hold(self, alloc)
+
+    def snapshot(self) -> int:
+        """Write a snapshot of the current state now; returns its seq (0 and
+        nothing written for an empty log)."""
+        with self._mem:
+            state = self._catch_up(locked=False)
+            if state.seq == 0:
+                return 0
+            self._write_snapshot(state)
+            return state.seq
+
+    def _write_snapshot(self, state: State) -> None:
+        _snapshots.write_snapshot(self._store, state, self._offset, self._line_start)
+        self._snap_seq = state.seq
+        _snapshots.clean_temp_files(self._store)
+        _snapshots.prune(self._store, self.keep_snapshots)
+
+    def _maybe_snapshot(self) -> None:
+        with self._mem:
+            state = self._state
+            if state is None:
+                return
+            due = max(self.snapshot_every, len(state.holders))
+            if state.seq - self._snap_seq < due:
+                return
+            # Another process may have written one: look before writing.
+            snaps = _snapshots.list_snapshots(self._store)
+            if snaps:
+                self._snap_seq = max(self._snap_seq, snaps[-1][0])
+            if state.seq - self._snap_seq < due:
+                return
+            try:
+                self._write_snapshot(state)
+            except OSError as exc:
+                log.warning("could not write snapshot at seq %d: %s", state.seq, exc)
+
+    # -- queries ---------------------------------------------------------------
+
+    def _current(self) -> State:
+        return self._catch_up(locked=False)
+
+    @property
+    def seq(self) -> int:
+        """Seq of the newest event this object has folded, ``int``."""
+        return self.refresh()
+
+    def holders(self) -> list[Allocation]:
+        """Live allocations now, in grant order, ``list[Allocation]``."""
+        with self._mem:
+            return list(self._current().holders.values())
+
+    def holder(self, name: str) -> Allocation:
+        """The live allocation named ``name``.
+
+        Raises:
+            UnknownHolder: no live holder has that name.
+        """
+        with self._mem:
+            alloc = self._current().holders.get(name)
+        if alloc is None:
+            raise UnknownHolder(name)
+        return alloc
+
+    def children(self, name: str) -> list[str]:
+        """Names of ``name``'s live children, in delegation order."""
+        with self._mem:
+            state = self._current()
+            if name not in state.holders:
+                raise UnknownHolder(name)
+            return list(state.children.get(name, ()))
+
+    def find_conflict(self, rules: Sequence[ScopeRule] | ScopeRule) -> ScopeConflict | None:
+        """The conflict a top-level request for ``rules`` would meet now, or
+        ``None``. The :class:`ScopeConflict` carries the rule, the owner and
+        the chain from the top-level holder down to the real owner. Dead
+        owners are reported too (``register`` would reclaim them first).
+
+        Raises:
+            InvalidScope: bad rules.
+        """
+        rules_t = self._prepare(rules)
+        with self._mem:
+            err = check_request(self._current(), "\x00query", rules_t, None)
+        return err if isinstance(err, ScopeConflict) else None
+
+    def effective_scope(self, name: str) -> EffectiveScope:
+        """``name``'s rules minus what it has delegated to live children.
+
+        Raises:
+            UnknownHolder: ``name`` is not live.
+        """
+        with self._mem:
+            state = self._current()
+            if name not in state.holders:
+                raise UnknownHolder(name)
+            rules, delegated = effective_rules(state, name)
+        return EffectiveScope(name, rules, delegated)
+
+    def check(self, name: str, token: int) -> bool:
+        """Fencing check: ``True`` only while the grant of holder ``name``
+        with this ``token`` is live (a new grant of the same name has
+        another token)."""
+        with self._mem:
+            alloc = self._current().holders.get(name)
+        return alloc is not None and alloc.token == token
+
+    def state(self) -> State:
+        """A copy of the current folded :class:`State` (for inspection)."""
+        with self._mem:
+            return self._current().copy()
+
+
+def _holder_json(name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,
+                 parent: str | None, reserved: bool, socket: str | None) -> dict[str, Any]:
+    return {"name": name, "rules": [r.to_json() for r in rules], "process": ident.to_json(),
+            "parent": parent, "reserved": reserved, "socket": socket}
+
+
+class Hold:
+    """Guard tying an allocation to a scope of code or an object's life.
+
+    Attributes: ``ledger``, ``allocation`` (:class:`Allocation`).
+    ``release()`` releases it now (only that exact grant, by token); it is
+    also called when the ``with`` block exits, when the guard is garbage
+    collected, and at interpreter exit. Releasing twice is a no-op.
+    """
+
+    def __init__(self, ledger: Ledger, allocation: Allocation) -> None:
+        self.ledger = ledger
+        self.allocation = allocation
+        self._finalizer = weakref.finalize(self, _release_quietly, ledger, allocation.name,
+                                           allocation.token)
+
+    @property
+    def released(self) -> bool:
+        return not self._finalizer.alive
+
+    def release(self) -> None:
+        """Release now (no-op if already released or no longer live)."""
+        self._finalizer()
+
+    def __enter__(self) -> Allocation:
+        return self.allocation
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = "released" if self.released else "held"
+        return f"<Hold {self.allocation.name!r} token={self.allocation.token} {state}>"
+
+
+def _release_quietly(ledger: Ledger, name: str, token: int) -> None:
+    with contextlib.suppress(UnknownHolder):
+        try:
+            ledger.release(name, token=token)
+        except LedgerError as exc:
+            log.warning("could not release holder %r: %s", name, exc)
+        except (OSError, ValueError) as exc:  # closed ledger at interpreter exit
+            log.warning("could not release holder %r: %s", name, exc)

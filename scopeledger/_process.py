@@ -1,0 +1,147 @@
+"""Process identity and liveness (psutil).
+
+A pid alone is not an identity: pids are reused, and a zombie answers
+``kill(pid, 0)``. A holder's process is identified by ``(pid, start, boot)``:
+the process start time as psutil reports it (seconds since the epoch, UTC,
+``float``) and the kernel's boot id. The liveness probe fails closed, like
+filelock's ``(pid, start time)`` check: when it cannot prove a process dead
+(access denied, start time unreadable), the process counts as alive.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from typing import Any, Callable, Union
+
+import attrs
+import psutil
+
+_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+_boot_id_cache: str | None = None
+
+#: Start times closer than this (seconds) are the same process. psutil derives
+#: them from clock ticks (1/100 s on Linux) plus the boot time.
+START_TOLERANCE = 0.001
+
+
+def boot_id() -> str:
+    """The kernel's boot id (``/proc/sys/kernel/random/boot_id``), or
+    ``"btime:<seconds>"`` from psutil's boot time where that file is missing.
+    Cached for the life of the process."""
+    global _boot_id_cache
+    if _boot_id_cache is None:
+        try:
+            with open(_BOOT_ID_PATH, encoding="ascii") as f:
+                _boot_id_cache = f.read().strip()
+        except OSError:
+            _boot_id_cache = f"btime:{int(psutil.boot_time())}"
+    return _boot_id_cache
+
+
+@attrs.frozen(slots=True)
+class ProcessIdentity:
+    """Who a process is, robust to pid reuse.
+
+    Attributes:
+        pid: ``int``, as seen from this pid namespace.
+        start: process start time, seconds since the epoch (UTC), ``float``;
+            ``None`` when it could not be read (then liveness is undecidable
+            beyond "the pid exists").
+        boot: boot id of the kernel the process ran under, ``str``.
+    """
+
+    pid: int
+    start: float | None
+    boot: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "start": self.start, "boot": self.boot}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> "ProcessIdentity":
+        return cls(value["pid"], value["start"], value["boot"])
+
+
+def identify(pid: int | None = None) -> ProcessIdentity:
+    """The identity of process ``pid`` (default: the calling process).
+
+    Raises:
+        UnknownHolder: never. psutil.NoSuchProcess propagates as
+        :class:`ProcessLookupError` when ``pid`` does not exist.
+        TypeError / ValueError: ``pid`` is not a positive ``int``.
+    """
+    if pid is None:
+        pid = os.getpid()
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise TypeError(f"pid must be an int, not {type(pid).__name__}")
+    if pid <= 0:
+        raise ValueError(f"pid must be positive, got {pid}")
+    try:
+        start: float | None = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        raise ProcessLookupError(f"no process with pid {pid}") from None
+    except (psutil.AccessDenied, OSError):
+        start = None
+    return ProcessIdentity(pid, start, boot_id())
+
+
+class Liveness(enum.Enum):
+    """What a probe learned about a holder's process. ``ALIVE`` and
+    ``UNKNOWN`` keep the holder; the others are reclaim reasons."""
+
+    ALIVE = "alive"
+    UNKNOWN = "unknown"
+    GONE = "process_gone"
+    ZOMBIE = "zombie"
+    PID_REUSED = "pid_reused"
+    EARLIER_BOOT = "earlier_boot"
+
+    @property
+    def dead(self) -> bool:
+        return self not in (Liveness.ALIVE, Liveness.UNKNOWN)
+
+
+#: A liveness probe: identity -> Liveness, or a plain bool (True = alive,
+#: False = gone), as the seed's ``reclaim_stale_with`` predicate.
+Probe = Callable[[ProcessIdentity], Union[Liveness, bool]]
+
+
+def probe(ident: ProcessIdentity) -> Liveness:
+    """The default liveness probe (psutil).
+
+    Order: another boot id -> ``EARLIER_BOOT``; no such pid -> ``GONE``;
+    status zombie -> ``ZOMBIE``; a start time differing by more than
+    :data:`START_TOLERANCE` -> ``PID_REUSED``; access denied or unreadable
+    -> ``UNKNOWN`` (kept); else ``ALIVE``.
+    """
+    if ident.boot != boot_id():
+        return Liveness.EARLIER_BOOT
+    try:
+        proc = psutil.Process(ident.pid)
+    except psutil.NoSuchProcess:
+        return Liveness.GONE
+    except (psutil.AccessDenied, OSError):
+        return Liveness.UNKNOWN
+    try:
+        if ident.start is not None and abs(proc.create_time() - ident.start) > START_TOLERANCE:
+            return Liveness.PID_REUSED
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return Liveness.ZOMBIE
+    except psutil.NoSuchProcess:
+        return Liveness.GONE
+    except (psutil.AccessDenied, OSError):
+        return Liveness.UNKNOWN
+    return Liveness.ALIVE
+
+
+def run_probe(fn: Probe, ident: ProcessIdentity) -> Liveness:
+    """Call a probe and normalise its answer; an exception inside the probe
+    counts as ``UNKNOWN`` (never reclaim what you cannot prove dead)."""
+    try:
+        answer = fn(ident)
+    except Exception:  # noqa: BLE001 - fail closed
+        return Liveness.UNKNOWN
+    if isinstance(answer, Liveness):
+        return answer
+    return Liveness.ALIVE if answer else Liveness.GONE

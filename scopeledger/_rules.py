@@ -1,0 +1,241 @@
+"""The rule algebra: permissions, scope rules, overlap and coverage.
+
+Pure: nothing here touches the filesystem, the clock or other processes.
+Paths are compared component by component, never as string prefixes, so
+``/data/proj`` does not contain ``/data/proj-backup``.
+
+The overlap table is the seed's ``rules_overlap`` (REQUIREMENTS.md, "Scope
+rules"): a recursive rule covers its path and everything below it, a
+non-recursive rule covers its path and its direct children.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+from ._errors import InvalidScope
+
+#: Longest accepted path in bytes (Linux PATH_MAX, including the NUL).
+PATH_MAX = 4096
+#: Longest accepted path component in bytes (Linux NAME_MAX).
+NAME_MAX = 255
+
+
+class Permission(enum.Enum):
+    """``read`` or ``write``; ordered ``READ < WRITE``."""
+
+    READ = "read"
+    WRITE = "write"
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Permission):
+            return NotImplemented
+        return self is Permission.READ and other is Permission.WRITE
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Permission):
+            return NotImplemented
+        return self is other or self < other
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, Permission):
+            return NotImplemented
+        return other < self
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, Permission):
+            return NotImplemented
+        return self is other or other < self
+
+    @classmethod
+    def parse(cls, value: "Permission | str") -> "Permission":
+        """``"read"``/``"write"`` (any case) or a Permission -> Permission.
+
+        Raises:
+            InvalidScope: for anything else.
+        """
+        if isinstance(value, Permission):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().lower())
+            except ValueError:
+                pass
+        raise InvalidScope(f"invalid permission {value!r}: expected 'read' or 'write'")
+
+
+def normalize_path(path: Any) -> str:
+    """Lexically normalise an absolute POSIX path.
+
+    Removes ``.`` components, repeated and trailing slashes, and applies ``..``
+    lexically (``/..`` stays ``/``). ``/data//x//``, ``/data/./x/`` and
+    ``/data/x/`` all become ``/data/x``. Symlinks are not resolved here (that
+    is IO; :class:`~scopeledger.Ledger` does it at its boundary).
+
+    Args:
+        path: a ``str`` (or ``os.PathLike``) absolute path.
+
+    Returns:
+        The normalised path, ``str``.
+
+    Raises:
+        InvalidScope: not a string, empty, relative, containing NUL, not
+            encodable as UTF-8, longer than 4096 bytes or with a component
+            longer than 255 bytes.
+    """
+    if hasattr(path, "__fspath__"):
+        path = path.__fspath__()
+    if not isinstance(path, str):
+        raise InvalidScope(f"invalid path {path!r}: expected a string")
+    if not path:
+        raise InvalidScope("invalid path '': empty")
+    if "\x00" in path:
+        raise InvalidScope(f"invalid path {path!r}: contains NUL")
+    if not path.startswith("/"):
+        raise InvalidScope(f"invalid path {path!r}: not absolute")
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidScope(f"invalid path {path!r}: not valid UTF-8") from None
+    if size >= PATH_MAX:
+        raise InvalidScope(f"invalid path {path[:60]!r}...: longer than {PATH_MAX - 1} bytes")
+    out: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if out:
+                out.pop()
+            continue
+        if len(part.encode("utf-8")) > NAME_MAX:
+            raise InvalidScope(
+                f"invalid path {path[:60]!r}: component {part[:40]!r}... longer than {NAME_MAX} bytes")
+        out.append(part)
+    return "/" + "/".join(out)
+
+
+def components(path: str) -> tuple[str, ...]:
+    """``"/a/b"`` -> ``("a", "b")``; ``"/"`` -> ``()``. Expects a normalised path."""
+    if path == "/":
+        return ()
+    return tuple(path[1:].split("/"))
+
+
+def _perm_converter(value: Any) -> Permission:
+    return Permission.parse(value)
+
+
+def _recursive_converter(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidScope(f"invalid recursive flag {value!r}: expected true or false")
+    return value
+
+
+@attrs.frozen(slots=True, cache_hash=True, order=False)
+class ScopeRule:
+    """One scope rule: ``(path, permission, recursive)``.
+
+    Attributes:
+        path: normalised absolute path (``str``); see :func:`normalize_path`.
+        permission: :class:`Permission`; ``"read"``/``"write"`` are accepted.
+        recursive: ``True`` (default) covers the path and everything below
+            it; ``False`` covers the path and its direct children only.
+
+    Raises:
+        InvalidScope: on construction, for a bad path, permission or flag.
+    """
+
+    path: str = attrs.field(converter=normalize_path)
+    permission: Permission = attrs.field(converter=_perm_converter, default=Permission.WRITE)
+    recursive: bool = attrs.field(converter=_recursive_converter, default=True, kw_only=False)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The path's components, ``tuple[str, ...]``."""
+        return components(self.path)
+
+    def display(self) -> str:
+        """Compact form: ``/a/**`` (recursive) or ``/a/*`` (non-recursive)."""
+        base = self.path.rstrip("/")
+        return f"{base}/**" if self.recursive else f"{base}/*"
+
+    def to_json(self) -> list[Any]:
+        """``[path, "read"|"write", recursive]``: the form stored in events."""
+        return [self.path, self.permission.value, self.recursive]
+
+    @classmethod
+    def from_json(cls, value: Any) -> "ScopeRule":
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            InvalidScope: when ``value`` is not a ``[str, str, bool]`` list.
+        """
+        if not (isinstance(value, (list, tuple)) and len(value) == 3):
+            raise InvalidScope(f"invalid rule {value!r}: expected [path, permission, recursive]")
+        return cls(value[0], value[1], value[2])
+
+    def __str__(self) -> str:
+        return f"{self.permission.value} {self.display()}"
+
+
+def _relation(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    """Depth difference when one path is an ancestor-or-self of the other.
+
+    Returns ``len(b) - len(a)`` (>= 0) when ``a`` is ``b`` or an ancestor of
+    it, ``-(len(a) - len(b))`` (< 0) when ``b`` is a strict ancestor of ``a``,
+    and ``None`` when neither contains the other.
+    """
+    n = min(len(a), len(b))
+    if a[:n] != b[:n]:
+        return None  # type: ignore[return-value]
+    return len(b) - len(a)
+
+
+def parts_overlap(a: tuple[str, ...], a_rec: bool, b: tuple[str, ...], b_rec: bool) -> bool:
+    """Overlap on component tuples; see :func:`overlaps`."""
+    d = _relation(a, b)
+    if d is None:
+        return False
+    if d == 0:
+        return True
+    if d > 0:  # a is a strict ancestor of b
+        return a_rec or d == 1
+    return b_rec or d == -1  # b is a strict ancestor of a
+
+
+def overlaps(a: ScopeRule, b: ScopeRule) -> bool:
+    """Whether what ``a`` covers intersects what ``b`` covers (permissions
+    ignored). Symmetric. The four recursive/non-recursive cases of
+    REQUIREMENTS.md reduce to: same path; or the ancestor rule is recursive;
+    or the ancestor is the direct parent of the other path.
+    """
+    return parts_overlap(a.parts, a.recursive, b.parts, b.recursive)
+
+
+def parts_cover(c: tuple[str, ...], c_rec: bool, i: tuple[str, ...], i_rec: bool) -> bool:
+    """Coverage on component tuples (permissions ignored); see :func:`covers`."""
+    d = _relation(c, i)
+    if d is None or d < 0:
+        return False
+    if c_rec:
+        return True
+    # A non-recursive cover covers its path and its direct children only.
+    # Any rule at a child covers that child's children too, so only a
+    # non-recursive rule at the very same path is inside it.
+    return d == 0 and not i_rec
+
+
+def covers(cover: ScopeRule, inner: ScopeRule) -> bool:
+    """Whether ``cover`` fully covers ``inner``: ``cover.permission >=
+    inner.permission`` and everything ``inner`` covers, ``cover`` covers.
+
+    A recursive cover covers any rule at or below its path. A non-recursive
+    cover covers only a non-recursive rule at the same path (any rule at a
+    child covers that child's children too, which the cover does not).
+    """
+    if cover.permission < inner.permission:
+        return False
+    return parts_cover(cover.parts, cover.recursive, inner.parts, inner.recursive)

@@ -1,0 +1,359 @@
+"""Files of a ledger directory, and the one place that takes the lock.
+
+Layout of a ledger directory (mode 0700, every file 0600)::
+
+    lock                  flock(2) target; never truncated or deleted
+    events.jsonl          the append-only log, one JSON event per line
+    snapshots/            snap-<seq:016d>.json checkpoints (see _snapshots)
+    torn/                 fragments of torn last lines, set aside
+
+Every descriptor is opened close-on-exec, with ``O_NOFOLLOW`` relative to a
+descriptor of the directory, so a symlink planted where a file should be is
+refused without touching its target. Modes are set with ``fchmod`` on the
+new descriptor, never by changing the process umask (other threads would
+see it).
+
+Pre-existing files and directories: owned by another user, writable by
+group or others, a symlink, a hard link, or not the right kind of file:
+refused (:class:`UnsafeLedgerPath`). Merely readable by group or others:
+tightened to 0700/0600 with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import stat
+import threading
+import time
+import weakref
+from typing import Iterator
+
+from ._errors import LedgerIOError, LockTimeout, UnsafeLedgerPath
+
+log = logging.getLogger("scopeledger")
+
+LOCK_NAME = "lock"
+LOG_NAME = "events.jsonl"
+SNAPSHOT_DIR = "snapshots"
+TORN_DIR = "torn"
+
+#: After this many seconds of waiting for the lock, say once which ledger.
+WAIT_NOTICE_SECONDS = 1.0
+
+_O_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
+
+_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_stores):
+        store._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _makedirs_private(path: str) -> None:
+    """Create the missing directories of ``path``, each 0700 (fchmod'ed, so
+    the umask cannot loosen or tighten them)."""
+    missing = []
+    p = path
+    while not os.path.lexists(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(d, 0o700)
+
+
+def _check_owned(path: str, st: os.stat_result) -> None:
+    if st.st_uid != os.geteuid():
+        raise UnsafeLedgerPath(path, f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})")
+    if st.st_mode & 0o022:
+        raise UnsafeLedgerPath(path, f"mode {stat.S_IMODE(st.st_mode):04o} is writable by group or others")
+
+
+def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True) -> int:
+    """Open (creating 0700 if missing) a private directory without following
+    a symlink at its last component.
+
+    Raises:
+        UnsafeLedgerPath: a symlink or non-directory is there, or its owner or
+            mode is unsafe (see the module docstring).
+    """
+    created = False
+    if create:
+        try:
+            os.mkdir(name, 0o700, dir_fd=dirfd)
+            created = True
+        except FileExistsError:
+            pass
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS, dir_fd=dirfd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafeLedgerPath(display, "is a symlink or not a directory") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if created:
+            os.fchmod(fd, 0o700)
+        else:
+            _check_owned(display, st)
+            if stat.S_IMODE(st.st_mode) != 0o700:
+                log.warning("tightening mode of %s from %04o to 0700", display, stat.S_IMODE(st.st_mode))
+                os.fchmod(fd, 0o700)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_private_file(dirfd: int, name: str, display: str, flags: int, create: bool = True) -> int:
+    """Open a regular file in the ledger directory, 0600, without following
+    symlinks; returns the descriptor (close-on-exec).
+
+    Raises:
+        UnsafeLedgerPath: a symlink, hard link, non-regular file, another
+            owner or a group/other-writable mode is found.
+        FileNotFoundError: ``create`` is false and the file does not exist.
+    """
+    if create:
+        flags |= os.O_CREAT
+    try:
+        fd = os.open(name, flags | _O_FLAGS, 0o600, dir_fd=dirfd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeLedgerPath(display, "is a symlink") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeLedgerPath(display, "is not a regular file")
+        if st.st_nlink > 1:
+            raise UnsafeLedgerPath(display, f"has {st.st_nlink} hard links")
+        _check_owned(display, st)
+        mode = stat.S_IMODE(st.st_mode)
+        if mode != 0o600:
+            if st.st_size or not create:
+                log.warning("tightening mode of %s from %04o to 0600", display, mode)
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class Store:
+    """The ledger directory's descriptors, the log's bytes and the lock.
+
+    ``locked()`` is the only code in scopeledger that takes the lock. It
+    excludes other processes (``flock(LOCK_EX)`` on ``lock``), other
+    ``Store`` objects in this process (each has its own open file
+    description), and other threads using this ``Store`` (a thread lock).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        parent = os.path.dirname(self.path)
+        _makedirs_private(parent)
+        self.dirfd = open_dir_fd(None, self.path, self.path)
+        try:
+            self.snapfd = open_dir_fd(self.dirfd, SNAPSHOT_DIR, self.file(SNAPSHOT_DIR))
+            self.lockfd = open_private_file(self.dirfd, LOCK_NAME, self.file(LOCK_NAME), os.O_RDWR)
+            self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path,
+                                           os.O_RDWR | os.O_APPEND)
+        except BaseException:
+            self._close_fds()
+            raise
+        self._tlock = threading.Lock()
+        self._pid = os.getpid()
+        self._holding_pid: int | None = None
+        _stores.add(self)
+
+    @property
+    def log_path(self) -> str:
+        return self.file(LOG_NAME)
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    # -- the lock ----------------------------------------------------------
+
+    def _forked(self) -> None:
+        # In a forked child: the inherited descriptors share their open file
+        # descriptions (and the flock) with the parent. Use new ones so that
+        # nothing the child does can release or take the parent's lock.
+        self._tlock = threading.Lock()
+        self._holding_pid = None
+        old = (self.lockfd, self.logfd)
+        try:
+            self.lockfd = open_private_file(self.dirfd, LOCK_NAME, self.file(LOCK_NAME), os.O_RDWR)
+            self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path,
+                                           os.O_RDWR | os.O_APPEND)
+        except OSError:  # pragma: no cover - the child will fail on use
+            pass
+        for fd in old:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._pid = os.getpid()
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float | None = None) -> Iterator[float]:
+        """Hold the ledger's exclusive lock for the ``with`` block.
+
+        Args:
+            timeout: seconds to wait at most; ``None`` waits for ever
+                (saying once, at INFO on logger ``scopeledger``, which
+                ledger it waits on after about a second).
+
+        Yields:
+            The seconds spent waiting, ``float``.
+
+        Raises:
+            LockTimeout: not acquired within ``timeout``.
+        """
+        if self._pid != os.getpid():  # forked without at-fork hooks running
+            self._forked()
+        t0 = time.monotonic()
+        if not self._tlock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            raise LockTimeout(self.file(LOCK_NAME), timeout or 0.0)
+        try:
+            try:
+                fcntl.flock(self.lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._wait(t0, timeout)
+            self._holding_pid = os.getpid()
+            try:
+                yield time.monotonic() - t0
+            finally:
+                if self._holding_pid == os.getpid():
+                    self._holding_pid = None
+                    fcntl.flock(self.lockfd, fcntl.LOCK_UN)
+        finally:
+            self._tlock.release()
+
+    def _wait(self, t0: float, timeout: float | None) -> None:
+        lock_path = self.file(LOCK_NAME)
+        if timeout is None:
+            timer = threading.Timer(WAIT_NOTICE_SECONDS, log.info,
+                                    ("blocking waiting for file lock on %s", lock_path))
+            timer.daemon = True
+            timer.start()
+            try:
+                fcntl.flock(self.lockfd, fcntl.LOCK_EX)
+            finally:
+                timer.cancel()
+            return
+        deadline = t0 + timeout
+        delay = 0.0005
+        noticed = False
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise LockTimeout(lock_path, timeout)
+            if not noticed and now - t0 >= WAIT_NOTICE_SECONDS:
+                log.info("blocking waiting for file lock on %s", lock_path)
+                noticed = True
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 2, 0.02)
+            try:
+                fcntl.flock(self.lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                continue
+
+    def assert_locked(self) -> None:
+        assert self._holding_pid == os.getpid(), "the ledger lock is not held"
+
+    # -- the log -----------------------------------------------------------
+
+    def size(self) -> int:
+        return os.fstat(self.logfd).st_size
+
+    def read(self, start: int, end: int | None = None, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """Raw bytes of the log from ``start`` up to ``end`` (default: EOF),
+        in chunks of at most ``chunk`` bytes."""
+        pos = start
+        while end is None or pos < end:
+            want = chunk if end is None else min(chunk, end - pos)
+            data = os.pread(self.logfd, want, pos)
+            if not data:
+                return
+            pos += len(data)
+            yield data
+
+    def read_at(self, start: int, length: int) -> bytes:
+        return os.pread(self.logfd, length, start)
+
+    def append(self, data: bytes, expected_size: int, fsync: bool) -> None:
+        """Append ``data`` (whole lines) with one ``write``; the lock is held.
+
+        On a short write or an OS error the log is cut back to
+        ``expected_size`` so that no partial line stays behind.
+
+        Raises:
+            LedgerIOError: the OS refused (disk full, quota, I/O error).
+        """
+        self.assert_locked()
+        try:
+            n = os.write(self.logfd, data)
+            if n != len(data):
+                raise OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes)")
+            if fsync:
+                os.fdatasync(self.logfd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.logfd, expected_size)
+            raise LedgerIOError(self.log_path, "append to the log", exc) from exc
+
+    def set_aside(self, start: int, fragment: bytes) -> str:
+        """Move a torn last line (``fragment``, at byte ``start``) out of the
+        log into ``torn/``, then cut the log back to ``start``. Lock held.
+
+        Returns the path of the file the fragment now lives in.
+        """
+        self.assert_locked()
+        tornfd = open_dir_fd(self.dirfd, TORN_DIR, self.file(TORN_DIR))
+        try:
+            name = f"torn-{start:016d}-{time.time_ns()}.bin"
+            fd = open_private_file(tornfd, name, os.path.join(self.file(TORN_DIR), name),
+                                   os.O_WRONLY | os.O_EXCL)
+            try:
+                os.write(fd, fragment)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.fsync(tornfd)
+        finally:
+            os.close(tornfd)
+        os.ftruncate(self.logfd, start)
+        return os.path.join(self.file(TORN_DIR), name)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _close_fds(self) -> None:
+        for attr in ("logfd", "lockfd", "snapfd", "dirfd"):
+            fd = getattr(self, attr, None)
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                setattr(self, attr, None)
+
+    def close(self) -> None:
+        self._close_fds()
+        _stores.discard(self)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._close_fds()
