@@ -21,9 +21,18 @@ from ._errors import (
     UnsafeLedgerPath,
 )
 from ._fold import Allocation, State
+from ._history import Diff, Event, Holding, Problem, VerifyReport
 from ._ledger import EffectiveScope, Hold, Ledger, check_name, default_path
 from ._process import Liveness, ProcessIdentity, identify, probe
-from ._rules import Permission, ScopeRule, covers, normalize_path, overlaps
+from ._rules import Permission, ScopeRule, covers, normalize_path, overlaps, parse_rule
+from ._runtime import (
+    Manifest,
+    install_from_manifest,
+    load_manifest,
+    parse_manifest,
+    runtime_base,
+    socket_path_for,
+)
 
 __version__ = "0.1.0"
 
@@ -31,10 +40,13 @@ __all__ = [
     "Allocation",
     "CorruptLedger",
     "DelegationError",
+    "Diff",
     "DuplicateHolder",
     "EffectiveScope",
+    "Event",
     "HistoryUnavailable",
     "Hold",
+    "Holding",
     "InvalidHolderName",
     "InvalidManifest",
     "InvalidScope",
@@ -43,7 +55,9 @@ __all__ = [
     "LedgerIOError",
     "Liveness",
     "LockTimeout",
+    "Manifest",
     "Permission",
+    "Problem",
     "ProcessIdentity",
     "Refused",
     "ScopeConflict",
@@ -51,11 +65,18 @@ __all__ = [
     "State",
     "UnknownHolder",
     "UnsafeLedgerPath",
+    "VerifyReport",
     "check_name",
     "covers",
     "default_path",
     "identify",
+    "install_from_manifest",
+    "load_manifest",
     "normalize_path",
     "overlaps",
+    "parse_manifest",
+    "parse_rule",
     "probe",
+    "runtime_base",
+    "socket_path_for",
 ]

@@ -37,6 +37,7 @@ from ._errors import (
     UnknownHolder,
 )
 from ._events import decode, encode, line_hash, split_lines
+from ._history import HistoryMixin
 from ._fold import (
     FORMAT_VERSION,
     Allocation,
@@ -189,7 +190,7 @@ class _Txn:
                   rule=rule.to_json() if rule is not None else None, chain=chain)
 
 
-class Ledger:
+class Ledger(HistoryMixin):
     """An open scope ledger.
 
     Use :meth:`open`. Every method may also raise :class:`LockTimeout` (for

@@ -239,3 +239,47 @@ def covers(cover: ScopeRule, inner: ScopeRule) -> bool:
     if cover.permission < inner.permission:
         return False
     return parts_cover(cover.parts, cover.recursive, inner.parts, inner.recursive)
+
+
+def parse_rule(spec: str, permission: "Permission | str", root: str | None = None) -> ScopeRule:
+    """Parse the compact rule syntax used by the command line and manifests.
+
+    ``PATH/**`` or ``PATH``: recursive (the path and everything below it);
+    ``PATH/*``: non-recursive (the path and its direct children). ``PATH`` is
+    absolute, or relative to ``root``; a relative path may not climb out of
+    ``root`` with ``..``.
+
+    Args:
+        spec: e.g. ``"src/**"``, ``"/repo/docs/*"``, ``"src/parser"``.
+        permission: ``"read"``/``"write"`` or a :class:`Permission`.
+        root: absolute base for relative specs; ``None`` refuses them.
+
+    Returns:
+        The :class:`ScopeRule` (lexically normalised; no symlink resolution).
+
+    Raises:
+        InvalidScope: empty spec, a relative spec without root or escaping
+            it, a bad permission, or any path error of :func:`normalize_path`.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidScope(f"invalid rule {spec!r}: empty")
+    if "\x00" in spec:
+        raise InvalidScope(f"invalid rule {spec!r}: contains NUL")
+    perm = Permission.parse(permission)
+    recursive = True
+    body = spec
+    if body.endswith("/**") or body == "**":
+        body = body[:-2]
+    elif body.endswith("/*") or body == "*":
+        body, recursive = body[:-1], False
+    if "*" in body:
+        raise InvalidScope(f"invalid rule {spec!r}: '*' is only allowed as a final '/*' or '/**'")
+    if not body.startswith("/"):
+        if root is None:
+            raise InvalidScope(f"invalid rule {spec!r}: relative path without a root")
+        base = normalize_path(root)
+        joined = normalize_path(base.rstrip("/") + "/" + body)
+        if joined != base and not joined.startswith(base.rstrip("/") + "/"):
+            raise InvalidScope(f"invalid rule {spec!r}: climbs out of its root {base}")
+        return ScopeRule(joined, perm, recursive)
+    return ScopeRule(body, perm, recursive)

@@ -762,10 +762,13 @@ def _self_check() -> None:
         for make in (SeedDesign, SQLiteLedger):
             directory = os.path.join(tmp, make.__name__)
             _check_baseline(make, directory)
-            modes = {n: oct(os.stat(os.path.join(directory, n)).st_mode & 0o777) for n in os.listdir(directory)}
+            modes = {
+                n: oct(os.stat(os.path.join(directory, n)).st_mode & 0o777) for n in os.listdir(directory)
+            }
             print(f"  {make.__name__}: register/conflict/release/find_conflict ok, files {modes}")
-        _check_differential(os.path.join(tmp, "diff"))
-        print("  SeedDesign and SQLiteLedger agree on 400 random operations")
+        steps = 400
+        _check_differential(os.path.join(tmp, "diff"), steps=steps)
+        print(f"  SeedDesign and SQLiteLedger agree on {steps} random operations")
         _check_floor(os.path.join(tmp, "floor"))
     print(f"self-check passed in {time.perf_counter() - started:.2f} s")
 

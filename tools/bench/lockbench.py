@@ -188,7 +188,9 @@ def run_contended(
             "max": (waits[-1] if waits else 0) / 1e6,
             "mean": (sum(waits) / len(waits) if waits else 0) / 1e6,
         },
-        "waits_over_1ms_fraction": (len(waits) - bisect.bisect_right(waits, 1_000_000)) / len(waits) if waits else 0.0,
+        "waits_over_1ms_fraction": (
+            (len(waits) - bisect.bisect_right(waits, 1_000_000)) / len(waits) if waits else 0.0
+        ),
     }
 
 
@@ -223,7 +225,9 @@ def render(results: dict[str, Any], console: Console) -> None:
             f"{cfg['seconds']} s on {results['platform']['cpus']} CPUs"
         )
     )
-    columns = ("method", "ops/s", "ops per process", "min/max", "p50 ms", "p99 ms", "max ms", ">1 ms", "solo ops/s")
+    columns = (
+        "method", "ops/s", "ops per process", "min/max", "p50 ms", "p99 ms", "max ms", ">1 ms", "solo ops/s"
+    )
     for column in columns:
         table.add_column(column, justify="left" if column in ("method", "ops per process") else "right")
     for method in cfg["methods"]:
@@ -240,7 +244,10 @@ def render(results: dict[str, Any], console: Console) -> None:
             f"{c['waits_over_1ms_fraction']:.2%}",
             f"{u['ops_per_s']:,.0f}",
         )
-    table.caption = "p50/p99/max: wait to acquire; >1 ms: share of acquisitions that waited longer; solo: one process, acquire+release only"
+    table.caption = (
+        "p50/p99/max: wait to acquire; >1 ms: share of acquisitions that waited longer;"
+        " solo: one process, acquire+release only"
+    )
     console.print(table)
 
 
@@ -248,10 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--procs", type=int, default=4, help="contending processes (default 4)")
     parser.add_argument("--seconds", type=float, default=3.0, help="contended run per method (default 3)")
-    parser.add_argument("--uncontended-seconds", type=float, default=1.0, help="solo run per method (default 1)")
-    parser.add_argument("--poll-us", type=float, default=100.0, help="flock-nb sleep between tries, µs (default 100)")
+    parser.add_argument(
+        "--uncontended-seconds", type=float, default=1.0, help="solo run per method (default 1)"
+    )
+    parser.add_argument(
+        "--poll-us", type=float, default=100.0, help="flock-nb sleep between tries, µs (default 100)"
+    )
     parser.add_argument("--line-bytes", type=int, default=300, help="bytes appended per op (default 300)")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}"
+    )
     parser.add_argument("--start-method", choices=("fork", "spawn", "forkserver"), default="fork")
     parser.add_argument("--dir", default=None, help="where to put the files (default: system temp dir)")
     parser.add_argument("--json", dest="json_path", default=None, help="write results here")

@@ -1,0 +1,496 @@
+"""Time travel, audit queries and verification.
+
+Everything here reads the log and the snapshots without the lock; the log
+is append-only, so a prefix once read never changes. A past state costs the
+newest snapshot at or before it plus at most one snapshot interval of
+folding (the eventsourcing library's "newest snapshot at or before N, then
+the events after it").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+import attrs
+
+from . import _snapshots
+from ._errors import CorruptLedger, HistoryUnavailable
+from ._events import decode, line_hash, split_lines
+from ._fold import FoldError, State, apply, check_request, holders_of
+from ._rules import Permission, ScopeRule, normalize_path, overlaps
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._ledger import Ledger
+
+log = logging.getLogger("scopeledger")
+
+
+def to_ns(when: dt.datetime) -> int:
+    """An aware datetime -> integer ns since the epoch (UTC). A naive
+    datetime is taken as UTC (documented)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+def from_ns(ns: int) -> dt.datetime:
+    """Integer ns since the epoch -> aware UTC datetime (microseconds)."""
+    return dt.datetime.fromtimestamp(ns // 1000 / 1e6, tz=dt.timezone.utc)
+
+
+@attrs.frozen(slots=True)
+class Event:
+    """One event of the log, as read back.
+
+    Attributes:
+        seq: ``int``, gapless from 1.
+        ts: ``int`` nanoseconds since the epoch, UTC.
+        type: ``str``, one of registered, delegated, attached, released,
+            reclaimed, refused.
+        actor: ``dict`` ``{"pid", "start", "boot"}`` of the appending process.
+        data: ``dict``, the whole decoded line (payload included); its
+            schema is in :mod:`scopeledger._events`.
+    """
+
+    seq: int
+    ts: int
+    type: str
+    actor: dict[str, Any]
+    data: dict[str, Any]
+
+    @property
+    def time(self) -> dt.datetime:
+        """``ts`` as an aware UTC datetime."""
+        return from_ns(self.ts)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Holder names this event is about (the subject, and for a grant
+        its parent; for a removal the re-parented children)."""
+        d = self.data
+        if self.type in ("registered", "delegated"):
+            h = d["holder"]
+            return (h["name"],) + ((h["parent"],) if h["parent"] else ())
+        if self.type == "refused":
+            req = d["request"]
+            return (req["name"],) + ((req["parent"],) if req["parent"] else ()) + tuple(d.get("chain") or ())
+        if self.type in ("released", "reclaimed"):
+            return (d["name"],) + tuple(c for c, _ in d["reparented"])
+        return (d["name"],)
+
+    @property
+    def rules(self) -> tuple[ScopeRule, ...]:
+        """Rules the event carries (grants and refused requests), else ``()``."""
+        if self.type in ("registered", "delegated"):
+            return tuple(ScopeRule.from_json(r) for r in self.data["holder"]["rules"])
+        if self.type == "refused":
+            return tuple(ScopeRule.from_json(r) for r in self.data["request"]["rules"])
+        return ()
+
+
+@attrs.frozen
+class Holding:
+    """One answer of :meth:`Ledger.who`: ``chain`` (top-level holder down
+    to the holder, ``tuple[str, ...]``), ``rule`` (its :class:`ScopeRule`
+    covering the path), ``deepest`` (``True`` when no child of it covers the
+    path too: the real holder)."""
+
+    chain: tuple[str, ...]
+    rule: ScopeRule
+    deepest: bool
+
+    @property
+    def name(self) -> str:
+        return self.chain[-1]
+
+
+@attrs.frozen
+class Diff:
+    """What changed between two points (:meth:`Ledger.diff`).
+
+    Attributes (each a sorted ``tuple``): ``added`` and ``removed`` holder
+    names; ``reparented`` ``(name, old parent, new parent)``; ``rebound``
+    names whose process changed (attach); ``regranted`` names released and
+    granted again in between (another token).
+    """
+
+    a: int
+    b: int
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    reparented: tuple[tuple[str, str | None, str | None], ...]
+    rebound: tuple[str, ...]
+    regranted: tuple[str, ...]
+
+
+@attrs.frozen
+class Problem:
+    """A problem ``verify`` found: ``file``, ``line`` (1-based or None),
+    ``seq`` (or None), ``message``."""
+
+    file: str
+    line: int | None
+    seq: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file + (f" line {self.line}" if self.line is not None else "")
+        where += f" (seq {self.seq})" if self.seq is not None else ""
+        return f"{where}: {self.message}"
+
+
+@attrs.frozen
+class VerifyReport:
+    """Result of :meth:`Ledger.verify`: ``ok`` (bool), ``events`` and
+    ``snapshots`` checked (ints), ``problems`` (``tuple[Problem, ...]``, the
+    first one stops the event scan), ``notes`` (``tuple[str, ...]``, e.g. a
+    torn last line awaiting the next writer)."""
+
+    ok: bool
+    events: int
+    snapshots: int
+    problems: tuple[Problem, ...]
+    notes: tuple[str, ...]
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"ok: {self.events} events and {self.snapshots} snapshots checked"
+        return f"{len(self.problems)} problem(s), first: {self.problems[0]}"
+
+
+def covering(state: State, path: str) -> list[Holding]:
+    """Live holdings whose rules cover ``path`` (normalised), write first."""
+    probe = ScopeRule(path, Permission.READ, recursive=False)
+    parts = probe.parts
+    out: list[Holding] = []
+    found = []
+    for chain, rule in holders_of(state, probe):
+        rp = rule.parts
+        d = len(parts) - len(rp)
+        if d < 0 or parts[: len(rp)] != rp:
+            continue  # a rule below the path: it does not cover the path itself
+        if d == 0 or rule.recursive or d == 1:
+            found.append((chain, rule))
+    names = {c[-1] for c, _ in found}
+    for chain, rule in found:
+        kids = state.children.get(chain[-1], ())
+        deepest = not any(k in names for k in kids)
+        out.append(Holding(chain, rule, deepest))
+    out.sort(key=lambda h: (h.rule.permission is not Permission.WRITE, len(h.chain)))
+    return out
+
+
+class HistoryMixin:
+    """Time travel, audit and verify for :class:`Ledger` (mixed in)."""
+
+    # The Ledger provides these.
+    _store: Any
+    _mem: Any
+
+    def _current(self) -> State: ...  # pragma: no cover
+
+    # -- reading the log --------------------------------------------------------
+
+    def _scan(self, state: State, start: int, stop_seq: int | None = None,
+              stop_ts: int | None = None) -> Iterator[tuple[dict[str, Any], bytes, int, int]]:
+        """Fold the log from byte ``start`` into ``state`` (in place),
+        yielding ``(event, line, line_start, line_end)`` after each apply.
+        Stops before an event with seq > ``stop_seq`` or ts > ``stop_ts``."""
+        path = self._store.log_path
+        for line, ls, le in split_lines(self._store.read(start), start):
+            lineno = state.seq + 1
+            ev = decode(line, path, lineno)
+            if stop_seq is not None and ev["seq"] > stop_seq:
+                return
+            if stop_ts is not None and ev["ts"] > stop_ts:
+                return
+            try:
+                apply(state, ev, line_hash(line))
+            except FoldError as exc:
+                raise CorruptLedger(path, str(exc), line=lineno, seq=ev["seq"]) from None
+            yield ev, line, ls, le
+
+    def _snapshot_headers(self) -> list[_snapshots.SnapshotInfo]:
+        out = []
+        for _, name in _snapshots.list_snapshots(self._store):
+            try:
+                out.append(_snapshots.read_header(self._store, name))
+            except _snapshots.SnapshotInvalid as exc:
+                log.warning("skipping snapshot: %s", exc)
+        return out
+
+    def _base_for(self, seq: int | None = None, ts: int | None = None) -> tuple[State, int]:
+        """Newest snapshot that checks out at or before ``seq`` / ``ts``;
+        ``(state, log offset)``; ``(State(), 0)`` when there is none."""
+        for info in reversed(self._snapshot_headers()):
+            if seq is not None and info.seq > seq:
+                continue
+            if ts is not None and info.ts > ts:
+                continue
+            try:
+                state, info = _snapshots.load(self._store, info.name, self._log_line_hash)  # type: ignore[attr-defined]
+            except _snapshots.SnapshotInvalid as exc:
+                log.warning("skipping snapshot: %s", exc)
+                continue
+            return state, info.offset
+        return State(), 0
+
+    # -- time travel ----------------------------------------------------------
+
+    def state_at(self, seq: int | None = None, time: dt.datetime | None = None) -> State:
+        """The folded state as it was after event ``seq``, or at ``time``.
+
+        ``time`` (an aware datetime; naive is taken as UTC) means: after
+        every event whose ``ts`` is at or before it, and none after. Times
+        between two events give the state after the earlier one; a time
+        before the first event gives the empty state (seq 0). Event times
+        never decrease in the log (a clock stepping back is clamped), so
+        this is well defined.
+
+        Returns:
+            A new :class:`State` (``seq``, ``last_ts``, ``holders``,
+            ``children``), independent of the live one.
+
+        Raises:
+            TypeError: neither or both of ``seq`` and ``time`` given.
+            HistoryUnavailable: ``seq`` is negative or after the newest
+                event. (A time after the newest event gives the newest
+                state: nothing has happened since.)
+        """
+        if (seq is None) == (time is None):
+            raise TypeError("state_at() takes exactly one of seq= or time=")
+        with self._mem:
+            newest = self._current().seq
+        if seq is not None:
+            if isinstance(seq, bool) or not isinstance(seq, int):
+                raise TypeError(f"seq must be an int, not {type(seq).__name__}")
+            if seq < 0 or seq > newest:
+                raise HistoryUnavailable(
+                    f"no state at seq {seq}: the history holds seq 0 to {newest}")
+            state, offset = self._base_for(seq=seq)
+            for _ in self._scan(state, offset, stop_seq=seq):
+                pass
+            return state
+        assert time is not None
+        ts = to_ns(time)
+        state, offset = self._base_for(ts=ts)
+        for _ in self._scan(state, offset, stop_ts=ts, stop_seq=newest):
+            pass
+        return state
+
+    def who(self, path: str, *, seq: int | None = None, time: dt.datetime | None = None) -> list[Holding]:
+        """Who holds ``path`` (read or write), now or at a past point.
+
+        Returns:
+            ``list[Holding]``, write holdings first, each with its
+            delegation chain; ``deepest`` marks the real holder.
+
+        Raises:
+            InvalidScope: bad path. HistoryUnavailable: as :meth:`state_at`.
+        """
+        path = normalize_path(path)
+        if seq is None and time is None:
+            with self._mem:
+                return covering(self._current(), path)
+        return covering(self.state_at(seq=seq, time=time), path)
+
+    def diff(self, a: int, b: int) -> Diff:
+        """What changed between after-seq ``a`` and after-seq ``b``.
+
+        Raises:
+            HistoryUnavailable: either point is outside the history.
+        """
+        sa, sb = self.state_at(seq=a), self.state_at(seq=b)
+        ha, hb = sa.holders, sb.holders
+        both = ha.keys() & hb.keys()
+        return Diff(
+            a, b,
+            added=tuple(sorted(hb.keys() - ha.keys())),
+            removed=tuple(sorted(ha.keys() - hb.keys())),
+            reparented=tuple(sorted((n, ha[n].parent, hb[n].parent) for n in both
+                                    if ha[n].token == hb[n].token and ha[n].parent != hb[n].parent)),
+            rebound=tuple(sorted(n for n in both if ha[n].token == hb[n].token
+                                 and ha[n].process != hb[n].process)),
+            regranted=tuple(sorted(n for n in both if ha[n].token != hb[n].token)),
+        )
+
+    # -- audit -------------------------------------------------------------------
+
+    def events(self, since: int | None = None, until: int | None = None, *,
+               types: Iterable[str] | None = None, holder: str | None = None,
+               path: str | None = None, since_time: dt.datetime | None = None,
+               until_time: dt.datetime | None = None) -> Iterator[Event]:
+        """Events in order, filtered.
+
+        Args:
+            since / until: first / last seq included.
+            since_time / until_time: first / last time included (UTC).
+            types: event types to keep.
+            holder: keep events about this holder or any holder delegated
+                from it (transitively), as the subtree was at each event.
+            path: keep events whose rules overlap this path (grants and
+                refusals), and removals/attaches of holders whose rules do.
+
+        Raises:
+            CorruptLedger: a line does not check out.
+            ValueError: an unknown event type in ``types``.
+        """
+        from ._fold import EVENT_TYPES
+
+        want = None
+        if types is not None:
+            want = set(types)
+            bad = want - EVENT_TYPES
+            if bad:
+                raise ValueError(f"unknown event type(s) {sorted(bad)}: expected {sorted(EVENT_TYPES)}")
+        probe = ScopeRule(path, Permission.READ, True) if path is not None else None
+        lo_ts = to_ns(since_time) if since_time is not None else None
+        hi_ts = to_ns(until_time) if until_time is not None else None
+        subtree: set[str] = {holder} if holder is not None else set()
+        rules_of: dict[str, tuple[ScopeRule, ...]] = {}
+        start = 0
+        if since is not None and holder is None and probe is None:
+            # Skip ahead with a snapshot's offset: no subtree/rules to track.
+            for info in reversed(self._snapshot_headers()):
+                if info.seq < since:
+                    start = info.offset
+                    break
+        path_ = self._store.log_path
+        for line, _ls, _le in split_lines(self._store.read(start), start):
+            ev = decode(line, path_, None)
+            seq, ts, kind = ev["seq"], ev["ts"], ev["type"]
+            if until is not None and seq > until:
+                return
+            if hi_ts is not None and ts > hi_ts:
+                return
+            e = Event(seq, ts, kind, ev["actor"], ev)
+            keep = True
+            if holder is not None:
+                keep = _track_subtree(e, subtree)
+            if probe is not None:
+                keep = keep and _touches_path(e, probe, rules_of)
+            if since is not None and seq < since:
+                continue
+            if lo_ts is not None and ts < lo_ts:
+                continue
+            if want is not None and kind not in want:
+                continue
+            if keep:
+                yield e
+
+    def history(self, name: str) -> list[Event]:
+        """Every event about holder ``name`` and the holders it delegated to
+        (transitively), in order: grants, attaches, refusals, re-parenting,
+        releases and reclaims. Empty when the name never appears."""
+        return list(self.events(holder=name))
+
+    # -- verification ---------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        """Check the whole log and every snapshot; see ``VerifyReport``.
+
+        Checks: each line is a valid event; seqs are gapless; the hash
+        chain holds; every event applies to the state before it; every
+        grant was grantable then (no two live holders outside one line of
+        delegation hold overlapping write rules; every delegated rule lies
+        inside its parent's scope); every snapshot equals the fold at its
+        seq. Folds from scratch: trusts no snapshot.
+        """
+        store = self._store
+        path = store.log_path
+        problems: list[Problem] = []
+        notes: list[str] = []
+        snaps = {}
+        for seq, name in _snapshots.list_snapshots(store):
+            snaps[seq] = name
+        state = State()
+        events = 0
+        end = 0
+        try:
+            for line, _ls, le in split_lines(store.read(0), 0):
+                lineno = events + 1
+                try:
+                    ev = decode(line, path, lineno)
+                except CorruptLedger as exc:
+                    problems.append(Problem(path, lineno, exc.seq, exc.reason))
+                    break
+                kind = ev["type"]
+                if kind in ("registered", "delegated"):
+                    try:
+                        h = ev["holder"]
+                        rules = tuple(ScopeRule.from_json(r) for r in h["rules"])
+                        err = check_request(state, h["name"], rules, h["parent"])
+                    except Exception as exc:  # noqa: BLE001
+                        err = exc
+                    if err is not None and ev.get("seq") == state.seq + 1:
+                        problems.append(Problem(path, lineno, ev["seq"],
+                                                f"{kind} event breaks an invariant: {err}"))
+                        break
+                try:
+                    apply(state, ev, line_hash(line))
+                except FoldError as exc:
+                    problems.append(Problem(path, lineno, ev.get("seq"), str(exc)))
+                    break
+                events += 1
+                end = le
+                if state.seq in snaps:
+                    problems.extend(self._check_snapshot(snaps.pop(state.seq), state))
+        except OSError as exc:
+            problems.append(Problem(path, None, None, f"cannot read: {exc}"))
+        else:
+            if not problems:
+                size = store.size()
+                if size > end:
+                    notes.append(f"{path}: torn last line of {size - end} bytes after seq "
+                                 f"{state.seq} (the next writer sets it aside)")
+        checked = len(_snapshots.list_snapshots(store)) - len(snaps)
+        if not problems:
+            for seq, name in sorted(snaps.items()):
+                problems.append(Problem(f"{store.file('snapshots')}/{name}", None, seq,
+                                        f"snapshot at seq {seq} is past the end of the log (seq {state.seq})"))
+        return VerifyReport(not problems, events, checked, tuple(problems), tuple(notes))
+
+    def _check_snapshot(self, name: str, state: State) -> list[Problem]:
+        file = f"{self._store.file('snapshots')}/{name}"
+        try:
+            snap, _info = _snapshots.load(self._store, name, self._log_line_hash)  # type: ignore[attr-defined]
+        except _snapshots.SnapshotInvalid as exc:
+            return [Problem(file, None, state.seq, str(exc))]
+        if snap.to_json() != state.to_json():
+            return [Problem(file, None, state.seq, "snapshot differs from the fold of the log at its seq")]
+        return []
+
+
+def _track_subtree(e: Event, subtree: set[str]) -> bool:
+    d = e.data
+    if e.type in ("registered", "delegated"):
+        h = d["holder"]
+        if h["name"] in subtree:
+            return True
+        if h["parent"] in subtree:
+            subtree.add(h["name"])
+            return True
+        return False
+    if e.type == "refused":
+        req = d["request"]
+        return req["name"] in subtree or req["parent"] in subtree
+    if e.type in ("released", "reclaimed"):
+        return d["name"] in subtree or any(c in subtree for c, _ in d["reparented"])
+    return d["name"] in subtree
+
+
+def _touches_path(e: Event, probe: ScopeRule, rules_of: dict[str, tuple[ScopeRule, ...]]) -> bool:
+    d = e.data
+    if e.type in ("registered", "delegated"):
+        rules = e.rules
+        rules_of[d["holder"]["name"]] = rules
+        return any(overlaps(r, probe) for r in rules)
+    if e.type == "refused":
+        return any(overlaps(r, probe) for r in e.rules)
+    rules = rules_of.get(d["name"], ())
+    if e.type in ("released", "reclaimed"):
+        rules_of.pop(d["name"], None)
+    return any(overlaps(r, probe) for r in rules)
