@@ -226,7 +226,8 @@ class Store:
         if self._pid != os.getpid():  # forked without at-fork hooks running
             self._forked()
         t0 = time.monotonic()
-        if not self._tlock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+        tlock = self._tlock  # a forked child swaps in a new one: release this one
+        if not tlock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
             raise LockTimeout(self.file(LOCK_NAME), timeout or 0.0)
         try:
             try:
@@ -241,7 +242,7 @@ class Store:
                     self._holding_pid = None
                     fcntl.flock(self.lockfd, fcntl.LOCK_UN)
         finally:
-            self._tlock.release()
+            tlock.release()
 
     def _wait(self, t0: float, timeout: float | None) -> None:
         lock_path = self.file(LOCK_NAME)

@@ -1,0 +1,292 @@
+"""Library behaviour of Ledger beyond the seed's scenarios."""
+
+import os
+import threading
+
+import orjson
+import pytest
+
+from scopeledger import (
+    DelegationError,
+    InvalidHolderName,
+    InvalidScope,
+    Ledger,
+    LedgerError,
+    Liveness,
+    ScopeConflict,
+    ScopeRule,
+    UnknownHolder,
+)
+
+
+def W(path, rec=True):
+    return ScopeRule(path, "write", rec)
+
+
+def Rd(path, rec=True):
+    return ScopeRule(path, "read", rec)
+
+
+def log_lines(ledger_dir):
+    with open(os.path.join(ledger_dir, "events.jsonl"), "rb") as f:
+        return [orjson.loads(line) for line in f.read().splitlines()]
+
+
+def test_allocation_fields(ledger):
+    a = ledger.register("A", [W("/r")], socket="/run/x/A/sock")
+    assert a.name == "A" and a.parent is None and a.pid == os.getpid()
+    assert a.rules == (W("/r"),)
+    assert a.token == 1 and a.socket == "/run/x/A/sock"
+    assert a.process.start is not None and a.process.boot
+    assert a.granted_at.tzinfo is not None
+
+
+def test_tuples_are_accepted_as_rules(ledger):
+    a = ledger.register("A", [("/r/a", "write"), ("/r/b", "read", False)])
+    assert a.rules == (W("/r/a"), Rd("/r/b", rec=False))
+
+
+def test_tokens_are_new_on_every_grant(ledger):
+    first = ledger.register("A", [W("/r")])
+    assert ledger.check("A", first.token)
+    ledger.release("A")
+    assert not ledger.check("A", first.token)
+    second = ledger.register("A", [W("/r")])
+    assert second.token != first.token
+    assert ledger.check("A", second.token) and not ledger.check("A", first.token)
+    with pytest.raises(UnknownHolder):
+        ledger.release("A", token=first.token)
+    assert ledger.holder("A").token == second.token
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "..", ".x", "a b", "x" * 256, None, 3, "é"])
+def test_bad_holder_names(ledger, name):
+    with pytest.raises(InvalidHolderName):
+        ledger.register(name, [W("/r")])
+    assert log_lines(ledger.path) == []
+
+
+@pytest.mark.parametrize("rules", [[], "not rules", [("/r",)], [("relative", "write")], [object()]])
+def test_bad_rules_record_nothing(ledger, rules):
+    ledger.register("keep", [W("/keep")])
+    with pytest.raises(InvalidScope):
+        ledger.register("A", rules)
+    assert [e["type"] for e in log_lines(ledger.path)] == ["registered"]
+
+
+def test_unknown_holder_errors(ledger):
+    with pytest.raises(UnknownHolder, match="'ghost'"):
+        ledger.release("ghost")
+    with pytest.raises(UnknownHolder):
+        ledger.delegate("ghost", "child", [W("/r")])
+    with pytest.raises(UnknownHolder):
+        ledger.effective_scope("ghost")
+    with pytest.raises(UnknownHolder):
+        ledger.attach("ghost")
+    assert isinstance(UnknownHolder("x"), LookupError)
+    assert log_lines(ledger.path) == []
+
+
+def test_refusals_are_recorded_once_until_the_state_changes(ledger):
+    ledger.register("A", [W("/r")])
+    for _ in range(20):
+        with pytest.raises(ScopeConflict):
+            ledger.register("B", [W("/r/x")])
+    types = [e["type"] for e in log_lines(ledger.path)]
+    assert types == ["registered", "refused"]
+    refused = log_lines(ledger.path)[1]
+    assert refused["chain"] == ["A"] and refused["request"]["name"] == "B"
+    assert "conflicts with holder 'A'" in refused["message"]
+    ledger.register("C", [W("/other")])
+    with pytest.raises(ScopeConflict):
+        ledger.register("B", [W("/r/x")])
+    assert [e["type"] for e in log_lines(ledger.path)][-2:] == ["registered", "refused"]
+
+
+def test_delegated_reads_must_be_covered_by_parent_rules(ledger):
+    ledger.register("A", [W("/r/src"), Rd("/r/docs")])
+    ledger.delegate("A", "B", [Rd("/r/docs/x"), Rd("/r/src/y")])
+    with pytest.raises(DelegationError):
+        ledger.delegate("A", "C", [W("/r/docs/x")])  # a write inside a read
+    with pytest.raises(DelegationError):
+        ledger.delegate("A", "C", [Rd("/elsewhere")])
+
+
+def test_delegated_reads_do_not_block_siblings(ledger):
+    ledger.register("A", [W("/r")])
+    ledger.delegate("A", "B", [Rd("/r/x")])
+    ledger.delegate("A", "C", [W("/r/x")])
+
+
+def test_grandchild_blocks_a_new_child(ledger):
+    ledger.register("A", [W("/r")])
+    ledger.delegate("A", "B", [W("/r/b")])
+    ledger.delegate("B", "D", [W("/r/b/d")])
+    with pytest.raises(DelegationError) as info:
+        ledger.delegate("B", "E", [W("/r/b/d/e")])
+    assert info.value.sibling == "D"
+    assert info.value.chain == ("A", "B", "D")
+
+
+def test_holder_with_own_overlapping_rules(ledger):
+    ledger.register("A", [W("/r"), W("/r/x"), Rd("/r/x/y")])
+    ledger.delegate("A", "B", [W("/r/x/z")])
+    ledger.release("B")
+    ledger.release("A")
+    ledger.register("C", [W("/")])
+
+
+def test_effective_scope(ledger):
+    ledger.register("A", [W("/r"), Rd("/docs")])
+    ledger.delegate("A", "B", [W("/r/b")])
+    eff = ledger.effective_scope("A")
+    assert eff.rules == (W("/r"), Rd("/docs"))
+    assert eff.delegated == (("B", W("/r/b")),)
+    assert eff.allows(W("/r/c"))
+    assert not eff.allows(W("/r/b/x"))
+    assert not eff.allows(W("/r"))
+    assert eff.allows(Rd("/r/b/x"))
+    assert eff.allows(Rd("/docs/x")) and not eff.allows(W("/docs/x"))
+
+
+def test_reserved_delegation_and_attach(ledger):
+    import subprocess
+
+    ledger.register("runtime", [W("/r")])
+    child = ledger.delegate("runtime", "worker", [W("/r/w")], reserved=True)
+    assert child.reserved and child.pid == os.getpid()
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        attached = ledger.attach("worker", pid=proc.pid)
+        assert attached.pid == proc.pid and not attached.reserved
+        assert attached.token == child.token
+        assert ledger.reclaim_stale() == []
+    finally:
+        proc.kill()
+        proc.wait()
+    assert ledger.reclaim_stale() == ["worker"]
+    assert [e["type"] for e in log_lines(ledger.path)] == ["registered", "delegated", "attached", "reclaimed"]
+
+
+def test_dead_owner_in_the_way_is_reclaimed_on_the_hot_path(ledger_dir):
+    dead = set()
+    led = Ledger.open(ledger_dir, probe=lambda ident: Liveness.GONE if ident.pid in dead else Liveness.ALIVE)
+    led.register("A", [W("/r")], pid=os.getpid())
+    led.register("other", [W("/other")])
+    dead.add(os.getpid())
+    calls = []
+    real = led._probe
+    led._probe = lambda ident: calls.append(ident) or real(ident)
+    led.register("B", [W("/r/x")], pid=os.getppid())
+    assert len(calls) == 1  # only the holder in the way was probed, not "other"
+    types = [e["type"] for e in log_lines(ledger_dir)]
+    assert types == ["registered", "registered", "reclaimed", "registered"]
+    # "other" has the same (dead) pid but was not in the way: the hot path left it.
+    assert [a.name for a in led.holders()] == ["other", "B"]
+
+
+def test_duplicate_name_of_a_dead_holder_is_reclaimed(ledger_dir):
+    led = Ledger.open(ledger_dir, probe=lambda ident: ident.pid != 999999)
+    led.register("A", [W("/r")], pid=os.getppid())
+    led._identity = lambda pid: led._actor().__class__(999999, 1.0, led._actor().boot)
+    led.register("B", [W("/b")], pid=123)
+    led._identity = Ledger._identity.__get__(led)
+    led.register("B", [W("/b")])
+    assert [e["type"] for e in log_lines(ledger_dir)] == ["registered", "registered", "reclaimed", "registered"]
+
+
+def test_probe_errors_keep_the_holder(ledger):
+    ledger.register("A", [W("/r")])
+
+    def broken(ident):
+        raise PermissionError("cannot read /proc")
+    assert ledger.reclaim_stale(broken) == []
+    assert ledger.reclaim_stale(lambda i: Liveness.UNKNOWN) == []
+    assert [a.name for a in ledger.holders()] == ["A"]
+
+
+def test_reclaim_dry_run_records_nothing(ledger):
+    ledger.register("A", [W("/r")])
+    assert ledger.reclaim_stale(lambda i: False, dry_run=True) == ["A"]
+    assert [a.name for a in ledger.holders()] == ["A"]
+
+
+def test_two_threads_racing_exactly_one_wins(ledger_dir):
+    for round_ in range(20):
+        led = Ledger.open(ledger_dir)
+        barrier = threading.Barrier(2)
+        results = []
+
+        def contender(name, path):
+            barrier.wait()
+            try:
+                led.register(name, [W(path)])
+                results.append(name)
+            except ScopeConflict:
+                pass
+        t1 = threading.Thread(target=contender, args=(f"a{round_}", f"/race{round_}"))
+        t2 = threading.Thread(target=contender, args=(f"b{round_}", f"/race{round_}/x"))
+        t1.start(), t2.start(), t1.join(), t2.join()
+        assert len(results) == 1
+        led.close()
+
+
+def test_two_ledger_objects_in_one_process_exclude_each_other(ledger_dir):
+    one, two = Ledger.open(ledger_dir), Ledger.open(ledger_dir)
+    barrier = threading.Barrier(8)
+    wins = []
+
+    def contender(led, i):
+        barrier.wait()
+        try:
+            led.register(f"h{i}", [W("/shared")])
+            wins.append(i)
+        except ScopeConflict:
+            pass
+    threads = [threading.Thread(target=contender, args=((one, two)[i % 2], i)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert one.verify().ok
+    assert [a.name for a in one.holders()] == [a.name for a in two.holders()] == [f"h{wins[0]}"]
+
+
+def test_another_objects_events_are_seen(ledger_dir):
+    one, two = Ledger.open(ledger_dir), Ledger.open(ledger_dir)
+    one.register("A", [W("/r")])
+    with pytest.raises(ScopeConflict):
+        two.register("B", [W("/r/x")])
+    two.release("A")
+    one.register("B", [W("/r/x")])
+    assert [a.name for a in two.holders()] == ["B"]
+
+
+def test_symlinked_alias_of_a_held_directory_conflicts(ledger, tmp_path):
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    alias = tmp_path / "alias"
+    alias.symlink_to(real)
+    ledger.register("A", [W(str(real / "sub"))])
+    with pytest.raises(ScopeConflict):
+        ledger.register("B", [W(str(alias / "sub" / "file"))])
+    b = ledger.register("B", [Rd(str(alias / "sub"))])
+    assert b.rules[0].path == str(real / "sub")  # the event records the canonical path
+    # A path that does not exist yet keeps its lexical form below the real part.
+    c = ledger.register("C", [W(str(alias / "new" / "x"))])
+    assert c.rules[0].path == str(real / "new" / "x")
+
+
+def test_clock_stepping_back_never_goes_back_in_the_log(ledger_dir):
+    times = iter([5_000, 4_000, 6_000])
+    led = Ledger.open(ledger_dir, clock=lambda: next(times))
+    led.register("a", [W("/a")])
+    led.register("b", [W("/b")])
+    led.register("c", [W("/c")])
+    assert [e["ts"] for e in log_lines(ledger_dir)] == [5_000, 5_000, 6_000]
+
+
+def test_pid_that_does_not_exist(ledger):
+    with pytest.raises(LedgerError, match="no such process"):
+        ledger.register("A", [W("/r")], pid=2**22 + 12345)

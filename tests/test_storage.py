@@ -1,0 +1,228 @@
+"""Files, modes, symlinks, torn lines, corruption, the lock, fork."""
+
+import fcntl
+import os
+import stat
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from scopeledger import (
+    CorruptLedger,
+    Ledger,
+    LockTimeout,
+    ScopeRule,
+    UnsafeLedgerPath,
+)
+
+W = lambda p: ScopeRule(p, "write")  # noqa: E731
+
+
+def modes(root):
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        out[dirpath] = stat.S_IMODE(os.lstat(dirpath).st_mode)
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            out[p] = stat.S_IMODE(os.lstat(p).st_mode)
+    return out
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o002, 0o077, 0o777])
+def test_files_0600_dirs_0700_whatever_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = str(tmp_path / "deep" / "ledger")
+        with Ledger.open(path, snapshot_every=2) as led:
+            led.register("a", [W("/a")])
+            led.register("b", [W("/b")])
+            led.snapshot()
+        assert os.umask(umask) == umask  # the process umask is unchanged
+    finally:
+        os.umask(old)
+    found = modes(str(tmp_path / "deep"))
+    assert len(found) >= 6
+    for p, mode in found.items():
+        expected = 0o700 if os.path.isdir(p) else 0o600
+        assert mode == expected, (p, oct(mode))
+
+
+def test_loose_existing_modes_are_tightened(tmp_path):
+    path = tmp_path / "ledger"
+    with Ledger.open(str(path)) as led:
+        led.register("a", [W("/a")])
+    os.chmod(path, 0o755)
+    os.chmod(path / "events.jsonl", 0o644)
+    with Ledger.open(str(path)):
+        pass
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path / "events.jsonl").st_mode) == 0o600
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o702, 0o777])
+def test_group_or_other_writable_directory_is_refused(tmp_path, mode):
+    path = tmp_path / "ledger"
+    Ledger.open(str(path)).close()
+    os.chmod(path, mode)
+    with pytest.raises(UnsafeLedgerPath, match="writable by group or others"):
+        Ledger.open(str(path))
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_directory_owned_by_another_user_is_refused(tmp_path):
+    path = tmp_path / "ledger"
+    Ledger.open(str(path)).close()
+    os.chown(path, 65534, 65534)
+    with pytest.raises(UnsafeLedgerPath, match="owned by uid 65534"):
+        Ledger.open(str(path))
+
+
+@pytest.mark.parametrize("name", ["lock", "events.jsonl", "snapshots"])
+def test_planted_symlink_is_refused_and_target_untouched(tmp_path, name):
+    path = tmp_path / "ledger"
+    path.mkdir(mode=0o700)
+    target = tmp_path / "victim"
+    target.write_bytes(b"precious\n")
+    os.chmod(target, 0o644)
+    os.symlink(target, path / name)
+    with pytest.raises(UnsafeLedgerPath, match="symlink"):
+        Ledger.open(str(path))
+    assert target.read_bytes() == b"precious\n"
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
+
+
+def test_ledger_directory_itself_a_symlink_is_refused(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    os.symlink(real, tmp_path / "ledger")
+    with pytest.raises(UnsafeLedgerPath):
+        Ledger.open(str(tmp_path / "ledger"))
+
+
+def test_hard_link_at_the_log_is_refused(tmp_path):
+    path = tmp_path / "ledger"
+    Ledger.open(str(path)).close()
+    os.link(path / "events.jsonl", tmp_path / "other-name")
+    with pytest.raises(UnsafeLedgerPath, match="hard links"):
+        Ledger.open(str(path))
+
+
+def test_descriptors_are_close_on_exec(ledger):
+    store = ledger._store
+    for fd in (store.dirfd, store.lockfd, store.logfd, store.snapfd):
+        assert not os.get_inheritable(fd)
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+
+
+def test_torn_tail_open_works_and_next_append_lands_on_its_own_line(ledger_dir):
+    with Ledger.open(ledger_dir) as led:
+        led.register("a", [W("/a")])
+    log = os.path.join(ledger_dir, "events.jsonl")
+    with open(log, "ab") as f:
+        f.write(b'{"v":1,"seq":2,"ts":1,"actor":{"pid":1')  # a writer killed mid-append
+    led = Ledger.open(ledger_dir)
+    assert [a.name for a in led.holders()] == ["a"]
+    note = led.verify()
+    assert note.ok and "torn last line" in note.notes[0]
+    led.register("b", [W("/b")])
+    lines = open(log, "rb").read().splitlines()
+    assert [orjson.loads(x)["seq"] for x in lines] == [1, 2]
+    (where,) = led.stats.torn
+    assert open(where, "rb").read().startswith(b'{"v":1,"seq":2,"ts":1')
+    assert stat.S_IMODE(os.stat(where).st_mode) == 0o600
+    assert Ledger.open(ledger_dir).verify().ok
+
+
+def test_broken_line_in_the_middle_is_corrupt_never_skipped(ledger_dir):
+    with Ledger.open(ledger_dir) as led:
+        for n in "abc":
+            led.register(n, [W(f"/{n}")])
+    log = os.path.join(ledger_dir, "events.jsonl")
+    lines = open(log, "rb").read().splitlines(keepends=True)
+    lines[1] = b"this is not json\n"
+    open(log, "wb").write(b"".join(lines))
+    with pytest.raises(CorruptLedger) as info:
+        Ledger.open(ledger_dir)
+    assert info.value.line == 2 and "not JSON" in str(info.value)
+    assert "events.jsonl line 2" in str(info.value)
+
+
+def test_lock_timeout_is_a_timeout_error(ledger_dir):
+    led = Ledger.open(ledger_dir, timeout=0.2)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({os.path.join(ledger_dir, 'lock')!r}, os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(30)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockTimeout) as info:
+            led.register("a", [W("/a")])
+        assert isinstance(info.value, TimeoutError)
+        assert info.value.path.endswith("lock")
+        assert "timed out after 0.2s" in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    led.register("a", [W("/a")])  # free again
+    assert os.path.getsize(os.path.join(ledger_dir, "lock")) == 0
+
+
+def test_forked_child_cannot_release_the_parents_lock(ledger):
+    lock_path = os.path.join(ledger.path, "lock")
+    pid = None
+    try:
+        with ledger._store.locked():
+            pid = os.fork()
+            if pid:
+                _, status = os.waitpid(pid, 0)
+                assert os.waitstatus_to_exitcode(status) == 0, "the child released or took the lock"
+        # (the child has left the with block too, which must not unlock the parent's lock)
+    finally:
+        if pid == 0:
+            code = 1
+            try:
+                fd = os.open(lock_path, os.O_RDWR)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    code = 0  # the parent still holds it
+            finally:
+                os._exit(code)
+    ledger.register("a", [W("/a")])
+
+
+def test_a_failed_write_leaves_no_trace(ledger, monkeypatch):
+    ledger.register("a", [W("/a")])
+    before = open(os.path.join(ledger.path, "events.jsonl"), "rb").read()
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "write", full)
+    from scopeledger import LedgerIOError
+    with pytest.raises(LedgerIOError, match="No space left"):
+        ledger.register("b", [W("/b")])
+    monkeypatch.undo()
+    assert open(os.path.join(ledger.path, "events.jsonl"), "rb").read() == before
+    assert [a.name for a in ledger.holders()] == ["a"]
+    ledger.register("b", [W("/b")])
+    assert ledger.verify().ok
+
+
+def test_a_short_write_is_cut_back(ledger, monkeypatch):
+    ledger.register("a", [W("/a")])
+    before = open(os.path.join(ledger.path, "events.jsonl"), "rb").read()
+    real_write = os.write
+
+    def short(fd, data):
+        return real_write(fd, bytes(data)[:10])
+    monkeypatch.setattr(os, "write", short)
+    from scopeledger import LedgerIOError
+    with pytest.raises(LedgerIOError, match="short write"):
+        ledger.register("b", [W("/b")])
+    monkeypatch.undo()
+    assert open(os.path.join(ledger.path, "events.jsonl"), "rb").read() == before
+    assert ledger.verify().ok
