@@ -22,7 +22,7 @@ from ._errors import (
 )
 from ._fold import Allocation, State
 from ._history import Diff, Event, Holding, Problem, VerifyReport
-from ._ledger import EffectiveScope, Hold, Ledger, check_name, default_path
+from ._ledger import EffectiveScope, Hold, Ledger, check_name, default_path, verify
 from ._process import Liveness, ProcessIdentity, identify, probe
 from ._rules import Permission, ScopeRule, covers, normalize_path, overlaps, parse_rule
 from ._runtime import (
@@ -79,4 +79,5 @@ __all__ = [
     "probe",
     "runtime_base",
     "socket_path_for",
+    "verify",
 ]

@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import attrs
+import orjson
 
 from . import _snapshots
 from ._errors import CorruptLedger, HistoryUnavailable
@@ -410,7 +411,9 @@ class HistoryMixin:
         events = 0
         end = 0
         try:
-            for line, _ls, le in split_lines(store.read(0), 0):
+            lines = split_lines(store.read(0), 0)
+            prev_line: bytes | None = None
+            for line, _ls, le in lines:
                 lineno = events + 1
                 try:
                     ev = decode(line, path, lineno)
@@ -432,10 +435,14 @@ class HistoryMixin:
                 try:
                     apply(state, ev, line_hash(line))
                 except FoldError as exc:
-                    problems.append(Problem(path, lineno, ev.get("seq"), str(exc)))
+                    if ev.get("prev") != state.last_hash and ev.get("seq") == state.seq + 1:
+                        problems.append(_chain_problem(path, lineno, ev, line, prev_line, next(lines, None)))
+                    else:
+                        problems.append(Problem(path, lineno, ev.get("seq"), str(exc)))
                     break
                 events += 1
                 end = le
+                prev_line = line
                 if state.seq in snaps:
                     problems.extend(self._check_snapshot(snaps.pop(state.seq), state))
         except OSError as exc:
@@ -462,6 +469,30 @@ class HistoryMixin:
         if snap.to_json() != state.to_json():
             return [Problem(file, None, state.seq, "snapshot differs from the fold of the log at its seq")]
         return []
+
+
+def _chain_problem(path: str, lineno: int, ev: dict[str, Any], line: bytes,
+                   prev_line: bytes | None, nxt: Any) -> Problem:
+    """Line ``lineno``'s ``prev`` does not match the line before. If the
+    next line still chains to this one, this line is intact and the line
+    before it was altered; otherwise this line (its ``prev``) was."""
+    if prev_line is not None and nxt is not None:
+        try:
+            nxt_prev = orjson.loads(nxt[0]).get("prev")
+        except (orjson.JSONDecodeError, AttributeError):
+            nxt_prev = None
+        if nxt_prev == line_hash(line):
+            try:
+                before_seq = orjson.loads(prev_line).get("seq")
+            except (orjson.JSONDecodeError, AttributeError):
+                before_seq = None
+            return Problem(path, lineno - 1, before_seq,
+                           f"line altered after it was written: its hash no longer matches "
+                           f"the prev recorded by line {lineno}")
+        return Problem(path, lineno, ev.get("seq"),
+                       "line altered after it was written: its prev does not match the line before, "
+                       "and the line after does not chain to it")
+    return Problem(path, lineno, ev.get("seq"), "hash chain broken: prev does not match the line before")
 
 
 def _track_subtree(e: Event, subtree: set[str]) -> bool:

@@ -37,7 +37,7 @@ from ._errors import (
     UnknownHolder,
 )
 from ._events import decode, encode, line_hash, split_lines
-from ._history import HistoryMixin
+from ._history import HistoryMixin, VerifyReport
 from ._fold import (
     FORMAT_VERSION,
     Allocation,
@@ -201,7 +201,8 @@ class Ledger(HistoryMixin):
 
     def __init__(self, store: Store, *, timeout: float | None, probe: Probe | None,
                  fsync: bool, snapshot_every: int, keep_snapshots: int | None,
-                 resolve_symlinks: bool, clock: Callable[[], int] | None) -> None:
+                 resolve_symlinks: bool, clock: Callable[[], int] | None,
+                 load: bool = True) -> None:
         self._store = store
         self.path = store.path
         self.timeout = timeout
@@ -220,8 +221,9 @@ class Ledger(HistoryMixin):
         self._snap_seq = 0
         self._actor_cache: tuple[int, ProcessIdentity] | None = None
         self.stats = LedgerStats()
-        with self._mem:
-            self._load()
+        if load:
+            with self._mem:
+                self._load()
 
     # -- opening -------------------------------------------------------------
 
@@ -717,6 +719,23 @@ class Ledger(HistoryMixin):
         """A copy of the current folded :class:`State` (for inspection)."""
         with self._mem:
             return self._current().copy()
+
+
+def verify(path: str | os.PathLike[str] | None = None) -> "VerifyReport":
+    """Verify the ledger in directory ``path`` (default :func:`default_path`)
+    without opening it for use: a ledger that :meth:`Ledger.open` refuses as
+    corrupt can still be examined. See :meth:`Ledger.verify`.
+
+    Raises:
+        UnsafeLedgerPath: as :meth:`Ledger.open`.
+    """
+    store = Store(os.fspath(path) if path is not None else default_path())
+    try:
+        led = Ledger(store, timeout=None, probe=None, fsync=False, snapshot_every=DEFAULT_SNAPSHOT_EVERY,
+                     keep_snapshots=None, resolve_symlinks=False, clock=None, load=False)
+        return led.verify()
+    finally:
+        store.close()
 
 
 def _holder_json(name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,

@@ -109,6 +109,30 @@ def _strict_bool(value: Any, _type: Any) -> bool:
     return value
 
 
+def _is_list(t: Any) -> bool:
+    return getattr(t, "__origin__", None) is list
+
+
+def _strict_list(value: Any, t: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__} {value!r}")
+    (item,) = t.__args__
+    out = []
+    for i, v in enumerate(value):
+        try:
+            out.append(_converter.structure(v, item))
+        except TypeError as exc:
+            raise TypeError(f"item {i}: {exc}") from None
+    return out
+
+
+def _format_error(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, TypeError) and str(exc).startswith(("expected", "item ")):
+        return f"invalid value: {exc}"
+    return cattrs.v.format_exception(exc, type_)
+
+
+_converter.register_structure_hook_func(_is_list, _strict_list)
 _converter.register_structure_hook(str, _strict_str)
 _converter.register_structure_hook(bool, _strict_bool)
 
@@ -128,7 +152,8 @@ def parse_manifest(data: dict[str, Any], root: str, source: str = "<manifest>") 
     try:
         raw = _converter.structure(data, _RawManifest)
     except (cattrs.ClassValidationError, cattrs.ForbiddenExtraKeysError) as exc:
-        problems = "; ".join(cattrs.transform_error(exc, path="manifest"))
+        problems = "; ".join(cattrs.transform_error(exc, path="manifest",
+                                                    format_exception=_format_error))
         raise InvalidManifest(f"invalid manifest {source}: {problems}") from None
     except Exception as exc:  # noqa: BLE001 - cattrs may raise plain TypeErrors too
         raise InvalidManifest(f"invalid manifest {source}: {exc}") from None

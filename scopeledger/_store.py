@@ -32,7 +32,7 @@ import time
 import weakref
 from typing import Iterator
 
-from ._errors import LedgerIOError, LockTimeout, UnsafeLedgerPath
+from ._errors import LedgerError, LedgerIOError, LockTimeout, UnsafeLedgerPath
 
 log = logging.getLogger("scopeledger")
 
@@ -223,6 +223,8 @@ class Store:
         Raises:
             LockTimeout: not acquired within ``timeout``.
         """
+        if self.lockfd is None:
+            raise LedgerError(f"ledger {self.path} is closed")
         if self._pid != os.getpid():  # forked without at-fork hooks running
             self._forked()
         t0 = time.monotonic()
@@ -280,6 +282,8 @@ class Store:
     # -- the log -----------------------------------------------------------
 
     def size(self) -> int:
+        if self.logfd is None:
+            raise LedgerError(f"ledger {self.path} is closed")
         return os.fstat(self.logfd).st_size
 
     def read(self, start: int, end: int | None = None, chunk: int = 1 << 20) -> Iterator[bytes]:

@@ -1,0 +1,327 @@
+"""Human rendering for the command line: event lines, the allocation tree,
+tables, and the JSON shapes of ``--json``.
+
+Nothing here opens a ledger or takes a lock; the command line passes in
+events, states and answers. Human output goes through rich (colour only on a
+terminal, never with ``NO_COLOR``); JSON output is built from plain dicts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from typing import Any, Callable, Iterable, Mapping
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from ._errors import format_chain
+from ._fold import Allocation, State
+from ._history import Diff, Event, Holding, VerifyReport, from_ns
+from ._process import Liveness
+from ._rules import ScopeRule
+
+#: What each reclaim reason means, for people.
+REASONS = {
+    "process_gone": "process gone",
+    "zombie": "zombie",
+    "pid_reused": "pid reused",
+    "earlier_boot": "from an earlier boot",
+}
+
+_REASON_DETAIL = {
+    "process_gone": "pid {pid} no longer exists",
+    "zombie": "pid {pid} exited and was never reaped by its parent",
+    "pid_reused": "pid {pid} now belongs to another process",
+    "earlier_boot": "pid {pid} ran under an earlier boot of this machine",
+}
+
+_TYPE_STYLE = {
+    "registered": "green",
+    "delegated": "cyan",
+    "attached": "blue",
+    "released": "yellow",
+    "reclaimed": "red",
+    "refused": "magenta",
+}
+
+
+def make_console(stderr: bool = False, color: str = "auto") -> Console:
+    """A rich console for stdout (or stderr).
+
+    ``color``: ``auto`` (colour on a terminal unless ``NO_COLOR`` is set:
+    rich honours it), ``always`` or ``never``. Off a terminal nothing is
+    wrapped: lines are as long as they need to be.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    kwargs: dict[str, Any] = {"stderr": stderr, "highlight": False, "emoji": False}
+    if color == "always":
+        kwargs["force_terminal"] = True
+        tty = True
+    elif color == "never":
+        kwargs["no_color"] = True
+        kwargs["color_system"] = None
+    if not tty:
+        kwargs["width"] = 100_000  # never wrap in a pipe or a file
+    return Console(**kwargs)
+
+
+# -- small formatters ---------------------------------------------------------
+
+
+def iso(ns: int | None) -> str | None:
+    """Integer ns since the epoch -> ``2025-11-29T14:03:05.123456Z`` (UTC)."""
+    if ns is None:
+        return None
+    return from_ns(ns).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def short_time(ns: int) -> str:
+    """``2025-11-29T14:03:05.123Z``: milliseconds, for event lines."""
+    return from_ns(ns).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def rules_text(rules: Iterable[Any]) -> str:
+    """``write /r/src/**, read /r/docs/*``; accepts ScopeRules or the
+    ``[path, perm, recursive]`` JSON form."""
+    out = []
+    for r in rules:
+        if not isinstance(r, ScopeRule):
+            r = ScopeRule.from_json(r)
+        out.append(str(r))
+    return ", ".join(out)
+
+
+def chain_text(chain: Iterable[str]) -> str:
+    chain = tuple(chain)
+    return format_chain(chain) if chain else "?"
+
+
+# -- event lines -----------------------------------------------------------------
+
+
+class Narrator:
+    """Turns events into one readable line each, remembering which process
+    each holder was bound to so that later lines can name it.
+
+    Args:
+        lookup: ``(name, seq) -> pid | None``, asked for a holder whose
+            grant this narrator has not seen (a filtered replay); may be
+            ``None``.
+    """
+
+    def __init__(self, lookup: Callable[[str, int], int | None] | None = None) -> None:
+        self.pids: dict[str, int] = {}
+        self.lookup = lookup
+
+    def _pid(self, name: str, seq: int) -> int | None:
+        pid = self.pids.get(name)
+        if pid is None and self.lookup is not None:
+            pid = self.lookup(name, seq)
+            if pid is not None:
+                self.pids[name] = pid
+        return pid
+
+    def describe(self, e: Event) -> str:
+        """What event ``e`` did to the tree, in words (no seq or time)."""
+        d = e.data
+        kind = e.type
+        actor = (e.actor or {}).get("pid")
+        if kind in ("registered", "delegated"):
+            h = d["holder"]
+            name, pid = h["name"], h["process"]["pid"]
+            self.pids[name] = pid
+            rules = rules_text(h["rules"])
+            if kind == "registered":
+                head = f"'{name}' pid {pid} at top level"
+            else:
+                head = f"'{name}' from '{h['parent']}'"
+                head += (f", reserved by pid {pid} until its process attaches" if h.get("reserved")
+                         else f" pid {pid}")
+            extra = f"; socket {h['socket']}" if h.get("socket") else ""
+            return f"{head}: {rules}{extra}"
+        if kind == "attached":
+            name, pid = d["name"], d["process"]["pid"]
+            old = self._pid(name, e.seq)
+            self.pids[name] = pid
+            was = f" (was pid {old})" if old is not None and old != pid else ""
+            return f"'{name}' attached to pid {pid}{was}"
+        if kind in ("released", "reclaimed"):
+            name = d["name"]
+            pid = self._pid(name, e.seq)
+            self.pids.pop(name, None)
+            pid_s = f"pid {pid}" if pid is not None else "pid ?"
+            if kind == "released":
+                text = f"'{name}' ({pid_s})"
+                if actor is not None and pid is not None and actor != pid:
+                    text += f" by pid {actor}"
+            else:
+                reason = d["reason"]
+                detail = _REASON_DETAIL.get(reason, "{pid}").format(pid=pid if pid is not None else "?")
+                text = f"'{name}' because {REASONS.get(reason, reason)}: {detail}"
+                if actor is not None:
+                    text += f"; by pid {actor}"
+            moves = d.get("reparented") or []
+            if moves:
+                parts = []
+                for child, new_parent in moves:
+                    parts.append(f"'{child}' to '{new_parent}'" if new_parent else f"'{child}' to top level")
+                text += "; re-parented " + ", ".join(parts)
+            return text
+        if kind == "refused":
+            req = d["request"]
+            who = f"'{req['name']}'"
+            if req.get("parent"):
+                who += f" from '{req['parent']}'"
+            asked = f" (asked by pid {actor})" if actor is not None else ""
+            return f"{who}{asked}: {d.get('message', d.get('error'))}"
+        return str({k: v for k, v in d.items() if k not in ("v", "seq", "ts", "prev", "actor", "type")})
+
+    def line(self, e: Event) -> Text:
+        """``   12  2025-11-29T14:03:05.123Z  reclaimed   'w' because ...``."""
+        text = Text()
+        text.append(f"{e.seq:>6}  ", style="dim")
+        text.append(short_time(e.ts) + "  ", style="dim")
+        text.append(f"{e.type:<10}  ", style=_TYPE_STYLE.get(e.type, "") + " bold")
+        text.append(self.describe(e))
+        return text
+
+
+# -- the allocation tree -----------------------------------------------------
+
+
+def _alloc_label(a: Allocation, liveness: Mapping[str, Liveness] | None) -> Text:
+    t = Text()
+    t.append(a.name, style="bold")
+    t.append(f"  pid {a.pid}  token {a.token}  ", style="dim")
+    t.append(rules_text(a.rules))
+    if a.reserved:
+        t.append("  [reserved: waiting for its process to attach]", style="yellow")
+    if liveness is not None:
+        lv = liveness.get(a.name)
+        if lv is not None and lv.dead:
+            t.append(f"  [dead: {REASONS.get(lv.value, lv.value)}; 'ledger reclaim' frees it]", style="red bold")
+        elif lv is Liveness.UNKNOWN:
+            t.append("  [liveness unknown]", style="yellow")
+    return t
+
+
+def state_tree(state: State, title: str, liveness: Mapping[str, Liveness] | None = None) -> Tree:
+    """The live allocation tree of ``state`` as a rich Tree."""
+    tree = Tree(Text(title, style="bold"))
+    if not state.holders:
+        tree.add(Text("(no live holders)", style="dim"))
+        return tree
+
+    def add(node: Tree, name: str) -> None:
+        branch = node.add(_alloc_label(state.holders[name], liveness))
+        for child in state.children.get(name, ()):
+            add(branch, child)
+
+    for a in state.holders.values():
+        if a.parent is None:
+            add(tree, a.name)
+    return tree
+
+
+def state_json(state: State, ledger_path: str, liveness: Mapping[str, Liveness] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ledger": ledger_path,
+        "seq": state.seq,
+        "ts": state.last_ts or None,
+        "time": iso(state.last_ts) if state.last_ts else None,
+        "holders": [a.to_json() for a in state.holders.values()],
+        "children": {k: list(v) for k, v in state.children.items()},
+    }
+    if liveness is not None:
+        out["liveness"] = {k: v.value for k, v in liveness.items()}
+    return out
+
+
+# -- who, diff, verify -------------------------------------------------------------
+
+
+def holding_json(h: Holding) -> dict[str, Any]:
+    return {"name": h.name, "chain": list(h.chain), "permission": h.rule.permission.value,
+            "rule": h.rule.to_json(), "deepest": h.deepest}
+
+
+def who_table(path: str, holdings: list[Holding], when: str) -> Table | Text:
+    if not holdings:
+        return Text(f"nobody holds {path} {when}")
+    table = Table(title=f"who holds {path} {when}", title_justify="left", show_edge=False)
+    table.add_column("access")
+    table.add_column("holder")
+    table.add_column("rule")
+    table.add_column("real holder")
+    for h in holdings:
+        style = "bold" if h.rule.permission.value == "write" else ""
+        table.add_row(Text(h.rule.permission.value, style=style), chain_text(h.chain),
+                      h.rule.display(), "yes" if h.deepest else "no (delegated below)")
+    return table
+
+
+def diff_json(d: Diff) -> dict[str, Any]:
+    return {"a": d.a, "b": d.b, "added": list(d.added), "removed": list(d.removed),
+            "reparented": [{"name": n, "from": a, "to": b} for n, a, b in d.reparented],
+            "rebound": list(d.rebound), "regranted": list(d.regranted)}
+
+
+def diff_lines(d: Diff) -> list[Text]:
+    out = [Text(f"from seq {d.a} to seq {d.b}:", style="bold")]
+    empty = True
+    for n in d.added:
+        out.append(Text(f"  + {n}", style="green"))
+        empty = False
+    for n in d.removed:
+        out.append(Text(f"  - {n}", style="red"))
+        empty = False
+    for n, a, b in d.reparented:
+        out.append(Text(f"  ~ {n}: parent {a or '(top level)'} -> {b or '(top level)'}", style="yellow"))
+        empty = False
+    for n in d.rebound:
+        out.append(Text(f"  ~ {n}: bound to another process (attached)", style="blue"))
+        empty = False
+    for n in d.regranted:
+        out.append(Text(f"  ~ {n}: released and granted again (new token)", style="cyan"))
+        empty = False
+    if empty:
+        out.append(Text("  no change", style="dim"))
+    return out
+
+
+def verify_json(r: VerifyReport) -> dict[str, Any]:
+    return {"ok": r.ok, "events": r.events, "snapshots": r.snapshots,
+            "problems": [{"file": p.file, "line": p.line, "seq": p.seq, "message": p.message}
+                         for p in r.problems],
+            "notes": list(r.notes)}
+
+
+def event_json_line(e: Event) -> dict[str, Any]:
+    """The event exactly as stored (schema in ``scopeledger._events``)."""
+    return e.data
+
+
+def parse_when(value: str) -> int | dt.datetime:
+    """``"12"`` -> seq 12; an ISO 8601 time -> aware datetime (naive = UTC).
+
+    Raises:
+        ValueError: neither.
+    """
+    v = value.strip()
+    if v.isdigit():
+        return int(v)
+    try:
+        when = dt.datetime.fromisoformat(v)
+    except ValueError:
+        raise ValueError(f"invalid point {value!r}: expected a seq (e.g. 12) or an ISO time "
+                         "(e.g. 2025-11-29T14:03:05Z)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when

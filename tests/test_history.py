@@ -1,0 +1,201 @@
+"""Time travel, audit queries, fencing, verify."""
+
+import datetime as dt
+import os
+
+import orjson
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+from scopeledger import CorruptLedger, HistoryUnavailable, Ledger, ScopeRule, verify
+from scopeledger._events import line_hash
+from scopeledger._fold import State, apply
+
+from history_gen import random_history
+
+W = lambda p, rec=True: ScopeRule(p, "write", rec)  # noqa: E731
+Rd = lambda p, rec=True: ScopeRule(p, "read", rec)  # noqa: E731
+
+
+def prefix_folds(ledger_dir):
+    """Reference: the fold of every prefix of the log, from scratch."""
+    state = State()
+    out = [state.to_json()]
+    with open(os.path.join(ledger_dir, "events.jsonl"), "rb") as f:
+        for line in f.read().splitlines():
+            apply(state, orjson.loads(line), line_hash(line))
+            out.append(state.to_json())
+    return out
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), every=st.integers(3, 40))
+def test_state_at_every_seq_equals_a_fresh_fold_of_the_prefix(tmp_path_factory, seed, every):
+    path = str(tmp_path_factory.mktemp("h") / "ledger")
+    with Ledger.open(path, snapshot_every=every) as led:
+        random_history(led, 150, seed)
+        expected = prefix_folds(path)
+        assert len(expected) == led.seq + 1
+        for seq, want in enumerate(expected):
+            assert led.state_at(seq=seq).to_json() == want, seq
+
+
+def test_state_at_time_means_after_every_event_at_or_before_it(ledger_dir):
+    clock = iter([1_000, 2_000, 3_000, 4_000])
+    led = Ledger.open(ledger_dir, clock=lambda: next(clock), snapshot_every=2)
+    led.register("a", [W("/a")])        # ts 1000
+    led.register("b", [W("/b")])        # ts 2000
+    led.release("a")                    # ts 3000
+    led.register("c", [W("/c")])        # ts 4000
+
+    def at(ns):
+        t = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=ns / 1000)
+        return sorted(led.state_at(time=t).holders)
+    assert at(0) == []
+    assert at(1_000) == ["a"]
+    assert at(2_500) == ["a", "b"]      # between two events: after the earlier
+    assert at(3_000) == ["b"]
+    assert at(10**12) == ["b", "c"]
+    naive = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=2.5)
+    assert sorted(led.state_at(time=naive).holders) == ["a", "b"]  # naive = UTC
+
+
+def test_state_at_outside_history_is_a_clear_error(ledger):
+    ledger.register("a", [W("/a")])
+    with pytest.raises(HistoryUnavailable, match="seq 0 to 1"):
+        ledger.state_at(seq=5)
+    with pytest.raises(HistoryUnavailable):
+        ledger.state_at(seq=-1)
+    with pytest.raises(TypeError):
+        ledger.state_at()
+    with pytest.raises(TypeError):
+        ledger.state_at(seq=1, time=dt.datetime.now(dt.timezone.utc))
+
+
+def test_who_with_chain_now_and_in_the_past(ledger):
+    ledger.register("A", [W("/r")])
+    ledger.delegate("A", "B", [W("/r/src")])
+    ledger.delegate("B", "D", [W("/r/src/parser")])
+    ledger.register("R", [Rd("/r/src/parser", rec=False)])
+    mid = ledger.seq
+    ledger.release("D")
+    now = ledger.who("/r/src/parser/x.py")
+    assert [(h.chain, h.deepest) for h in now] == [(("A",), False), (("A", "B"), True), (("R",), True)]
+    then = ledger.who("/r/src/parser/x.py", seq=mid)
+    assert [h.chain for h in then if h.deepest] == [("A", "B", "D"), ("R",)]
+    assert ledger.who("/r/src/parser/deep/er.py", seq=mid)[-1].chain == ("A", "B", "D")
+    assert ledger.who("/elsewhere") == []
+    assert [h.name for h in ledger.who("/r-backup")] == []
+
+
+def test_history_follows_the_delegated_subtree(ledger):
+    ledger.register("A", [W("/r")])
+    ledger.register("X", [W("/x")])
+    ledger.delegate("A", "B", [W("/r/b")])
+    ledger.delegate("B", "D", [W("/r/b/d")])
+    ledger.delegate("X", "Y", [W("/x/y")])
+    with pytest.raises(Exception):
+        ledger.delegate("B", "E", [W("/r/b/d/e")])
+    ledger.release("B")
+    assert [(e.seq, e.type) for e in ledger.history("B")] == [
+        (3, "delegated"), (4, "delegated"), (6, "refused"), (7, "released")]
+    assert [e.type for e in ledger.history("nobody")] == []
+
+
+def test_diff(ledger):
+    ledger.register("A", [W("/r")])
+    ledger.delegate("A", "B", [W("/r/b")])
+    ledger.delegate("B", "D", [W("/r/b/d")])
+    a = ledger.seq
+    ledger.release("B")
+    ledger.register("E", [W("/e")])
+    ledger.release("E")
+    ledger.register("E", [W("/e")])
+    d = ledger.diff(a, ledger.seq)
+    assert d.added == ("E",) and d.removed == ("B",)
+    assert d.reparented == (("D", "B", "A"),)
+    assert ledger.diff(2, 7).regranted == ()
+    assert ledger.diff(5, 7).regranted == ("E",)
+
+
+def test_event_filters(ledger):
+    ledger.register("A", [W("/r/a")])
+    ledger.register("B", [W("/r/b")])
+    ledger.release("A")
+    with pytest.raises(Exception):
+        ledger.register("C", [W("/r/b/c")])
+    assert [e.seq for e in ledger.events(since=2, until=3)] == [2, 3]
+    assert [e.type for e in ledger.events(types=["refused"])] == ["refused"]
+    assert [e.seq for e in ledger.events(path="/r/a/file")] == [1, 3]
+    assert [e.seq for e in ledger.events(path="/r/b/c")] == [2, 4]
+    with pytest.raises(ValueError, match="unknown event type"):
+        list(ledger.events(types=["exploded"]))
+    first = next(iter(ledger.events()))
+    assert first.time.tzinfo == dt.timezone.utc and first.actor["pid"] == os.getpid()
+
+
+def test_fencing_check(ledger):
+    a = ledger.register("A", [W("/r")])
+    assert ledger.check("A", a.token)
+    assert not ledger.check("A", a.token + 1)
+    ledger.release("A")
+    assert not ledger.check("A", a.token)
+    b = ledger.register("A", [W("/r")])
+    assert ledger.check("A", b.token) and not ledger.check("A", a.token)
+
+
+def test_verify_counts_what_it_checked(ledger_dir):
+    with Ledger.open(ledger_dir, snapshot_every=10) as led:
+        random_history(led, 100, seed=3)
+        report = led.verify()
+        assert report.ok and report.events == led.seq
+    assert report.snapshots == len(os.listdir(os.path.join(ledger_dir, "snapshots")))
+    assert f"{report.events} events" in str(report)
+
+
+@pytest.mark.parametrize("edit", ["payload", "seq", "prev", "json", "drop"])
+def test_verify_finds_a_tampered_line_in_the_middle_at_its_seq(ledger_dir, edit):
+    with Ledger.open(ledger_dir) as led:
+        for i in range(10):
+            led.register(f"h{i}", [W(f"/h/{i}")])
+    log = os.path.join(ledger_dir, "events.jsonl")
+    lines = open(log, "rb").read().splitlines()
+    ev = orjson.loads(lines[4])
+    if edit == "payload":
+        ev["holder"]["rules"][0][0] = "/h/everything"
+        lines[4] = orjson.dumps(ev)
+    elif edit == "seq":
+        ev["seq"] = 50
+        lines[4] = orjson.dumps(ev)
+    elif edit == "prev":
+        ev["prev"] = "f" * 32
+        lines[4] = orjson.dumps(ev)
+    elif edit == "json":
+        lines[4] = lines[4][:-5]
+    else:
+        del lines[4]
+    open(log, "wb").write(b"\n".join(lines) + b"\n")
+    with pytest.raises(CorruptLedger):
+        Ledger.open(ledger_dir)
+    rep = verify(ledger_dir)  # examines what open refuses
+    assert not rep.ok
+    first = rep.problems[0]
+    # Line 5 (seq 5) was tampered with; a dropped line shows as a gap at line 5.
+    assert first.file == log and first.line == 5, str(first)
+    expected_seq = {"payload": 5, "seq": 50, "prev": 5, "json": None, "drop": 6}[edit]
+    assert first.seq == expected_seq, str(first)
+
+
+def test_invariant_breaking_event_is_found_by_verify(ledger_dir):
+    with Ledger.open(ledger_dir) as led:
+        led.register("a", [W("/a")])
+        led.register("b", [W("/b")])
+    log = os.path.join(ledger_dir, "events.jsonl")
+    lines = open(log, "rb").read().splitlines()
+    ev = orjson.loads(lines[1])
+    ev["holder"]["rules"][0][0] = "/a/inside"  # a second writer inside a's scope
+    lines[1] = orjson.dumps(ev)
+    open(log, "wb").write(b"\n".join(lines) + b"\n")
+    rep = verify(ledger_dir)
+    assert not rep.ok and rep.problems[0].seq == 2
+    assert "breaks an invariant" in rep.problems[0].message

@@ -1,0 +1,167 @@
+"""Snapshots: cheap opening, atomic writes, distrust of bad snapshots."""
+
+import logging
+import os
+
+import orjson
+import pytest
+
+from scopeledger import Ledger, ScopeRule
+
+from history_gen import random_history
+
+W = lambda p: ScopeRule(p, "write")  # noqa: E731
+
+
+def churn(led, n, live=5):
+    """n events: registers and releases over a small live set."""
+    for i in range(n // 2):
+        led.register(f"c{i}", [W(f"/churn/{i}")])
+        led.release(f"c{i}")
+    for i in range(live):
+        if f"keep{i}" not in {a.name for a in led.holders()}:
+            led.register(f"keep{i}", [W(f"/keep/{i}")])
+
+
+def snapshot_files(path):
+    return sorted(os.listdir(os.path.join(path, "snapshots")))
+
+
+def test_open_with_long_history_folds_at_most_one_interval(ledger_dir):
+    every = 100
+    with Ledger.open(ledger_dir, snapshot_every=every) as led:
+        churn(led, 2000)
+        total = led.seq
+        expected = led.holders()
+    assert total >= 2000
+    again = Ledger.open(ledger_dir, snapshot_every=every)
+    assert again.holders() == expected
+    assert again.stats.snapshot_seq > 0
+    assert again.stats.events_folded <= every
+    assert again.stats.events_folded == total - again.stats.snapshot_seq
+
+
+def test_snapshot_file_format(ledger_dir):
+    with Ledger.open(ledger_dir) as led:
+        led.register("a", [W("/a")])
+        assert led.snapshot() == 1
+    (name,) = snapshot_files(ledger_dir)
+    assert name == "snap-0000000000000001.json"
+    header, body, rest = open(os.path.join(ledger_dir, "snapshots", name), "rb").read().split(b"\n")
+    h = orjson.loads(header)
+    assert rest == b""
+    assert set(h) == {"format", "seq", "offset", "line_start", "last_hash", "ts", "checksum"}
+    assert h["seq"] == 1 and h["line_start"] == 0
+    assert h["offset"] == os.path.getsize(os.path.join(ledger_dir, "events.jsonl"))
+    assert orjson.loads(body)["holders"][0]["name"] == "a"
+
+
+def corrupt_variants():
+    def truncate(data):
+        return data[: len(data) // 2]
+
+    def flip_body(data):
+        i = data.index(b'"holders"')
+        return data[:i] + data[i:].replace(b'"a"', b'"b"', 1)
+
+    def older_format(data):
+        header, rest = data.split(b"\n", 1)
+        h = orjson.loads(header)
+        h["format"] = 0
+        return orjson.dumps(h) + b"\n" + rest
+
+    def wrong_seq(data):
+        header, rest = data.split(b"\n", 1)
+        h = orjson.loads(header)
+        h["seq"] += 1
+        return orjson.dumps(h) + b"\n" + rest
+
+    def empty(data):
+        return b""
+
+    def not_json(data):
+        return b"garbage\n" + data
+    return [truncate, flip_body, older_format, wrong_seq, empty, not_json]
+
+
+@pytest.mark.parametrize("damage", corrupt_variants(), ids=lambda f: f.__name__)
+def test_bad_snapshot_is_skipped_with_a_warning(ledger_dir, damage, caplog):
+    with Ledger.open(ledger_dir) as led:
+        led.register("a", [W("/a")])
+        led.snapshot()
+        led.register("b", [W("/b")])
+        led.snapshot()
+        led.register("c", [W("/c")])
+        expected = led.holders()
+    newest = os.path.join(ledger_dir, "snapshots", snapshot_files(ledger_dir)[-1])
+    data = open(newest, "rb").read()
+    open(newest, "wb").write(damage(data))
+    with caplog.at_level(logging.WARNING, logger="scopeledger"):
+        again = Ledger.open(ledger_dir)
+    assert again.holders() == expected
+    assert again.stats.snapshot_seq == 1  # fell back to the older one
+    assert again.stats.snapshots_skipped == ["snap-0000000000000002.json"]
+    assert "skipping snapshot" in caplog.text
+    report = again.verify()
+    assert not report.ok and "snap-0000000000000002" in str(report.problems[0])
+
+
+def test_snapshot_not_matching_the_log_is_skipped(ledger_dir, tmp_path):
+    # A snapshot from another ledger with the same seq: its hash does not match this log.
+    other = str(tmp_path / "other")
+    with Ledger.open(other) as led:
+        led.register("intruder", [W("/x")])
+        led.snapshot()
+    with Ledger.open(ledger_dir) as led:
+        led.register("a", [W("/a")])
+    src = os.path.join(other, "snapshots", "snap-0000000000000001.json")
+    dst = os.path.join(ledger_dir, "snapshots", "snap-0000000000000001.json")
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, open(src, "rb").read())
+    os.close(fd)
+    again = Ledger.open(ledger_dir)
+    assert [a.name for a in again.holders()] == ["a"]
+    assert again.stats.snapshots_skipped == ["snap-0000000000000001.json"]
+
+
+def test_crash_after_snapshot_loses_nothing_and_duplicates_nothing(ledger_dir):
+    with Ledger.open(ledger_dir) as led:
+        for i in range(10):
+            led.register(f"h{i}", [W(f"/h/{i}")])
+        led.snapshot()  # the crash comes "right after" this
+    # A temp file from a writer killed before its rename is left too.
+    tmp = os.path.join(ledger_dir, "snapshots", ".tmp-999999-1")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b'{"format":1,"seq":99')
+    os.close(fd)
+    with Ledger.open(ledger_dir) as led:
+        assert led.stats.events_folded == 0
+        for i in range(10, 13):
+            led.register(f"h{i}", [W(f"/h/{i}")])
+        assert led.state_at(seq=led.seq).to_json() == led.state().to_json()
+        assert len(led.holders()) == 13
+        assert led.verify().ok
+        led.snapshot()
+    assert ".tmp-999999-1" not in os.listdir(os.path.join(ledger_dir, "snapshots"))
+    again = Ledger.open(ledger_dir)
+    assert again.stats.events_folded == 0 and len(again.holders()) == 13
+
+
+def test_retention_keeps_the_newest(ledger_dir):
+    with Ledger.open(ledger_dir, snapshot_every=10, keep_snapshots=2) as led:
+        churn(led, 100)
+    assert len(snapshot_files(ledger_dir)) == 2
+
+
+def test_automatic_snapshots_every_n(ledger_dir):
+    with Ledger.open(ledger_dir, snapshot_every=50) as led:
+        churn(led, 200, live=0)
+    seqs = [int(n[5:21]) for n in snapshot_files(ledger_dir)]
+    assert seqs == [50, 100, 150, 200]
+
+
+def test_state_equals_fresh_fold_after_random_history_with_snapshots(ledger_dir):
+    with Ledger.open(ledger_dir, snapshot_every=7) as led:
+        random_history(led, 300, seed=7)
+        assert led.verify().ok
+        assert Ledger.open(ledger_dir).state().to_json() == led.state().to_json()
