@@ -20,7 +20,7 @@ import attrs
 
 from ._errors import DelegationError, DuplicateHolder, ScopeConflict, UnknownHolder
 from ._process import ProcessIdentity
-from ._rules import Permission, ScopeRule, components, covers, overlaps
+from ._rules import Permission, ScopeRule, components, covers, overlaps, rule_from_log
 
 #: Version of the event and snapshot formats this code writes and reads.
 FORMAT_VERSION = 1
@@ -274,11 +274,27 @@ class State:
         return st
 
 
+_last_ident: list[Any] = [None, None]
+
+
+def _ident(value: dict[str, Any]) -> ProcessIdentity:
+    """Process identity from the log; consecutive events of one process
+    share one object (memoisation only: the result is the same)."""
+    key = (value["pid"], value["start"], value["boot"])
+    if _last_ident[0] == key:
+        return _last_ident[1]
+    if type(key[0]) is not int or type(key[2]) is not str or not (key[1] is None or type(key[1]) in (int, float)):
+        raise ValueError(f"malformed process {value!r}")
+    ident = ProcessIdentity(*key)
+    _last_ident[0], _last_ident[1] = key, ident
+    return ident
+
+
 def _alloc_from_json(h: dict[str, Any]) -> Allocation:
     return Allocation(
         name=h["name"],
-        rules=tuple(ScopeRule.from_json(r) for r in h["rules"]),
-        process=ProcessIdentity.from_json(h["process"]),
+        rules=tuple(rule_from_log(r) for r in h["rules"]),
+        process=_ident(h["process"]),
         parent=h["parent"],
         token=h["token"],
         granted_ns=h["granted_ns"],
@@ -341,8 +357,8 @@ def _grant(state: State, ev: dict[str, Any], top: bool) -> None:
             raise FoldError(f"delegation from '{parent}', which is not live")
     alloc = Allocation(
         name=name,
-        rules=tuple(ScopeRule.from_json(r) for r in h["rules"]),
-        process=ProcessIdentity.from_json(h["process"]),
+        rules=tuple(rule_from_log(r) for r in h["rules"]),
+        process=_ident(h["process"]),
         parent=parent,
         token=ev["seq"],
         granted_ns=ev["ts"],
@@ -370,7 +386,7 @@ def _attached(state: State, ev: dict[str, Any]) -> None:
     if alloc is None:
         raise FoldError(f"attach to '{name}', which is not live")
     state.holders[name] = attrs.evolve(
-        alloc, process=ProcessIdentity.from_json(ev["process"]), reserved=False)
+        alloc, process=_ident(ev["process"]), reserved=False)
     state.refusals.clear()
 
 

@@ -426,6 +426,11 @@ class HistoryMixin:
                         h = ev["holder"]
                         rules = tuple(ScopeRule.from_json(r) for r in h["rules"])
                         err = check_request(state, h["name"], rules, h["parent"])
+                        for raw, rule in zip(h["rules"], rules):
+                            if raw[0] != rule.path:
+                                err = ValueError(f"rule path {raw[0]!r} is not normalised")
+                        if not rules:
+                            err = ValueError("a grant without rules")
                     except Exception as exc:  # noqa: BLE001
                         err = exc
                     if err is not None and ev.get("seq") == state.seq + 1:

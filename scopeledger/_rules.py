@@ -134,7 +134,7 @@ def _recursive_converter(value: Any) -> bool:
     return value
 
 
-@attrs.frozen(slots=True, cache_hash=True, order=False)
+@attrs.frozen(slots=True, order=False)
 class ScopeRule:
     """One scope rule: ``(path, permission, recursive)``.
 
@@ -168,7 +168,7 @@ class ScopeRule:
 
     @classmethod
     def from_json(cls, value: Any) -> "ScopeRule":
-        """Inverse of :meth:`to_json`.
+        """Inverse of :meth:`to_json`, validating and normalising.
 
         Raises:
             InvalidScope: when ``value`` is not a ``[str, str, bool]`` list.
@@ -179,6 +179,29 @@ class ScopeRule:
 
     def __str__(self) -> str:
         return f"{self.permission.value} {self.display()}"
+
+
+_PERMS = {"read": Permission.READ, "write": Permission.WRITE}
+_new = object.__new__
+_set = object.__setattr__
+
+
+def rule_from_log(value: Any) -> ScopeRule:
+    """``[path, permission, recursive]`` read back from the log or a snapshot
+    -> :class:`ScopeRule`, without re-normalising (the fold's fast path; the
+    path was normalised when the event was written, and ``verify`` checks it).
+
+    Raises:
+        ValueError: not a ``[str starting with "/", "read"|"write", bool]``.
+    """
+    path, perm, rec = value
+    if type(path) is not str or not path.startswith("/") or type(rec) is not bool:
+        raise ValueError(f"malformed rule {value!r}")
+    rule = _new(ScopeRule)
+    _set(rule, "path", path)
+    _set(rule, "permission", _PERMS[perm])
+    _set(rule, "recursive", rec)
+    return rule
 
 
 def _relation(a: tuple[str, ...], b: tuple[str, ...]) -> int:
