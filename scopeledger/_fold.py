@@ -90,99 +90,105 @@ class Allocation:
         }
 
 
-class _Node:
-    __slots__ = ("children", "entries", "count")
+# A trie node is a 3-item list (cheaper to create than an object):
+# [children: dict[str, node] | None, entries: list[(name, rule)] | None,
+#  count: entries in this node's subtree].
+_CHILDREN, _ENTRIES, _COUNT = 0, 1, 2
 
-    def __init__(self) -> None:
-        self.children: dict[str, _Node] | None = None
-        self.entries: list[tuple[str, ScopeRule]] | None = None
-        self.count = 0
+
+def _parts(path: str) -> list[str]:
+    return path.split("/")[1:] if path != "/" else []
 
 
 class PathIndex:
     """A trie of ``(holder, rule)`` entries keyed by path component.
 
-    ``count`` on each node is the number of entries in its subtree, so a
-    query can tell whether anything lies below a path without looking.
+    Each node counts the entries in its subtree, so a query can tell
+    whether anything lies below a path without looking; empty nodes are
+    pruned, so the trie's size follows the live rules, not the history.
     """
 
     __slots__ = ("root",)
 
     def __init__(self) -> None:
-        self.root = _Node()
+        self.root: list[Any] = [None, None, 0]
 
     def add(self, name: str, rule: ScopeRule) -> None:
         node = self.root
-        node.count += 1
-        for part in rule.parts:
-            if node.children is None:
-                node.children = {}
-            nxt = node.children.get(part)
+        node[2] += 1
+        for part in _parts(rule.path):
+            children = node[0]
+            if children is None:
+                children = node[0] = {}
+            nxt = children.get(part)
             if nxt is None:
-                nxt = node.children[part] = _Node()
+                nxt = children[part] = [None, None, 0]
+            nxt[2] += 1
             node = nxt
-            node.count += 1
-        if node.entries is None:
-            node.entries = []
-        node.entries.append((name, rule))
+        if node[1] is None:
+            node[1] = [(name, rule)]
+        else:
+            node[1].append((name, rule))
 
     def remove(self, name: str, rule: ScopeRule) -> None:
-        parts = rule.parts
+        parts = _parts(rule.path)
         nodes = [self.root]
         node = self.root
         for part in parts:
-            node = node.children[part]  # type: ignore[index]
+            node = node[0][part]
             nodes.append(node)
-        node.entries.remove((name, rule))  # type: ignore[union-attr]
-        if not node.entries:
-            node.entries = None
+        entries = node[1]
+        entries.remove((name, rule))
+        if not entries:
+            node[1] = None
         for n in nodes:
-            n.count -= 1
+            n[2] -= 1
         # Prune the nodes left empty, deepest first.
         for i in range(len(parts), 0, -1):
-            if nodes[i].count:
+            if nodes[i][2]:
                 break
             parent = nodes[i - 1]
-            del parent.children[parts[i - 1]]  # type: ignore[union-attr]
-            if not parent.children:
-                parent.children = None
+            del parent[0][parts[i - 1]]
+            if not parent[0]:
+                parent[0] = None
 
     def overlapping(self, rule: ScopeRule) -> Iterator[tuple[str, ScopeRule]]:
         """Entries whose rule overlaps ``rule``: ancestors first (shallowest
         first), then the path itself, then what lies below it."""
-        parts = rule.parts
+        parts = _parts(rule.path)
         last = len(parts) - 1
         node = self.root
         for depth, part in enumerate(parts):
-            if node.entries:
-                for entry in node.entries:
+            entries = node[1]
+            if entries:
+                for entry in entries:
                     if entry[1].recursive or depth == last:
                         yield entry
-            if node.children is None:
+            children = node[0]
+            if children is None:
                 return
-            nxt = node.children.get(part)
-            if nxt is None:
+            node = children.get(part)
+            if node is None:
                 return
-            node = nxt
-        if node.entries:
-            yield from node.entries
-        if node.children is None:
+        if node[1]:
+            yield from node[1]
+        if node[0] is None:
             return
         if rule.recursive:
-            stack = list(node.children.values())
+            stack = list(node[0].values())
             while stack:
                 n = stack.pop()
-                if n.entries:
-                    yield from n.entries
-                if n.children:
-                    stack.extend(n.children.values())
+                if n[1]:
+                    yield from n[1]
+                if n[0]:
+                    stack.extend(n[0].values())
         else:
-            for child in node.children.values():
-                if child.entries:
-                    yield from child.entries
+            for child in node[0].values():
+                if child[1]:
+                    yield from child[1]
 
     def __len__(self) -> int:
-        return self.root.count
+        return self.root[2]
 
 
 class State:

@@ -94,7 +94,7 @@ def check_name(name: Any) -> str:
 def _as_rules(rules: Any) -> list[ScopeRule]:
     if isinstance(rules, ScopeRule):
         rules = [rules]
-    if isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):
+    if isinstance(rules, (str, bytes)) or not hasattr(rules, "__iter__"):
         raise InvalidScope(f"invalid rules {rules!r}: expected a list of ScopeRule")
     out = []
     for r in rules:
@@ -158,6 +158,7 @@ class _Txn:
         self.lines: list[bytes] = []
         self.error: Exception | None = None
         self.liveness: dict[str, Liveness] = {}
+        self.actor = ledger._actor_and_json()[1]
 
     def emit(self, kind: str, **payload: Any) -> int:
         st = self.state
@@ -165,7 +166,7 @@ class _Txn:
         ts = self.ledger._clock()
         if ts < st.last_ts:  # the wall clock stepped back: never go back in the log
             ts = st.last_ts
-        ev = {"v": FORMAT_VERSION, "seq": seq, "ts": ts, "actor": self.ledger._actor().to_json(),
+        ev = {"v": FORMAT_VERSION, "seq": seq, "ts": ts, "actor": self.actor,
               "prev": st.last_hash, "type": kind}
         ev.update(payload)
         line = encode(ev)
@@ -219,8 +220,10 @@ class Ledger(HistoryMixin):
         self._offset = 0
         self._line_start = 0
         self._snap_seq = 0
-        self._actor_cache: tuple[int, ProcessIdentity] | None = None
+        self._actor_cache: tuple[int, ProcessIdentity, dict[str, Any]] | None = None
         self.stats = LedgerStats()
+        #: Seconds the last mutation waited for the lock (for benchmarks).
+        self.last_wait = 0.0
         if load:
             with self._mem:
                 self._load()
@@ -350,10 +353,15 @@ class Ledger(HistoryMixin):
             return self._catch_up(locked=False).seq
 
     def _actor(self) -> ProcessIdentity:
+        return self._actor_and_json()[0]
+
+    def _actor_and_json(self) -> tuple[ProcessIdentity, dict[str, Any]]:
         pid = os.getpid()
-        if self._actor_cache is None or self._actor_cache[0] != pid:
-            self._actor_cache = (pid, identify(pid))
-        return self._actor_cache[1]
+        cache = self._actor_cache
+        if cache is None or cache[0] != pid:
+            ident = identify(pid)
+            cache = self._actor_cache = (pid, ident, ident.to_json())
+        return cache[1], cache[2]
 
     def _identity(self, pid: int | None) -> ProcessIdentity:
         if pid is None or pid == os.getpid():
@@ -377,7 +385,8 @@ class Ledger(HistoryMixin):
 
     def _transact(self, build: Callable[[_Txn], Any]) -> Any:
         store = self._store
-        with store.locked(self.timeout):
+        self.last_wait = store.acquire(self.timeout)
+        try:
             with self._mem:
                 state = self._catch_up(locked=True)
                 txn = _Txn(self, state)
@@ -393,7 +402,9 @@ class Ledger(HistoryMixin):
                     if txn.lines:
                         self._state = None  # applied but not written: rebuild from the log
                     raise
-        if txn.lines:
+        finally:
+            store.release()
+        if txn.lines and self._snapshot_due(state):
             self._maybe_snapshot()
         if txn.error is not None:
             raise txn.error
@@ -626,14 +637,15 @@ class Ledger(HistoryMixin):
         _snapshots.clean_temp_files(self._store)
         _snapshots.prune(self._store, self.keep_snapshots)
 
+    def _snapshot_due(self, state: State) -> bool:
+        return state.seq - self._snap_seq >= max(self.snapshot_every, len(state.holders))
+
     def _maybe_snapshot(self) -> None:
         with self._mem:
             state = self._state
             if state is None:
                 return
             due = max(self.snapshot_every, len(state.holders))
-            if state.seq - self._snap_seq < due:
-                return
             # Another process may have written one: look before writing.
             snaps = _snapshots.list_snapshots(self._store)
             if snaps:

@@ -179,6 +179,7 @@ class Store:
         self._tlock = threading.Lock()
         self._pid = os.getpid()
         self._holding_pid: int | None = None
+        self._held_tlock: threading.Lock | None = None
         _stores.add(self)
 
     @property
@@ -208,43 +209,68 @@ class Store:
                 os.close(fd)
         self._pid = os.getpid()
 
-    @contextlib.contextmanager
-    def locked(self, timeout: float | None = None) -> Iterator[float]:
-        """Hold the ledger's exclusive lock for the ``with`` block.
+    def acquire(self, timeout: float | None = None) -> float:
+        """Take the ledger's exclusive lock: the only code in scopeledger that
+        does. Pair with :meth:`release` (or use :meth:`locked`).
 
         Args:
             timeout: seconds to wait at most; ``None`` waits for ever
                 (saying once, at INFO on logger ``scopeledger``, which
                 ledger it waits on after about a second).
 
-        Yields:
+        Returns:
             The seconds spent waiting, ``float``.
 
         Raises:
             LockTimeout: not acquired within ``timeout``.
+            LedgerError: the ledger is closed.
         """
         if self.lockfd is None:
             raise LedgerError(f"ledger {self.path} is closed")
-        if self._pid != os.getpid():  # forked without at-fork hooks running
+        pid = os.getpid()
+        if self._pid != pid:  # forked without the at-fork hook running
             self._forked()
         t0 = time.monotonic()
-        tlock = self._tlock  # a forked child swaps in a new one: release this one
+        tlock = self._tlock
         if not tlock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
             raise LockTimeout(self.file(LOCK_NAME), timeout or 0.0)
         try:
+            fcntl.flock(self.lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             try:
-                fcntl.flock(self.lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
                 self._wait(t0, timeout)
-            self._holding_pid = os.getpid()
-            try:
-                yield time.monotonic() - t0
-            finally:
-                if self._holding_pid == os.getpid():
-                    self._holding_pid = None
-                    fcntl.flock(self.lockfd, fcntl.LOCK_UN)
-        finally:
+            except BaseException:
+                tlock.release()
+                raise
+        except BaseException:
             tlock.release()
+            raise
+        self._held_tlock = tlock
+        self._holding_pid = pid
+        return time.monotonic() - t0
+
+    def release(self) -> None:
+        """Release what :meth:`acquire` took. In a forked child that
+        inherited a held lock, this never unlocks the parent's lock."""
+        tlock = self._held_tlock
+        self._held_tlock = None
+        try:
+            if self._holding_pid == os.getpid():
+                self._holding_pid = None
+                fcntl.flock(self.lockfd, fcntl.LOCK_UN)
+        finally:
+            if tlock is not None:
+                tlock.release()
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float | None = None) -> Iterator[float]:
+        """``with store.locked(timeout) as waited:`` — :meth:`acquire` and
+        :meth:`release` around the block; ``waited`` in seconds."""
+        waited = self.acquire(timeout)
+        try:
+            yield waited
+        finally:
+            self.release()
 
     def _wait(self, t0: float, timeout: float | None) -> None:
         lock_path = self.file(LOCK_NAME)
@@ -310,7 +336,6 @@ class Store:
         Raises:
             LedgerIOError: the OS refused (disk full, quota, I/O error).
         """
-        self.assert_locked()
         try:
             n = os.write(self.logfd, data)
             if n != len(data):
