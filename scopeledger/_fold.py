@@ -14,6 +14,7 @@ overlapping entries, never every holder.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Iterator
 
 import attrs
@@ -90,45 +91,54 @@ class Allocation:
         }
 
 
-# A trie node is a 3-item list (cheaper to create than an object):
-# [children: dict[str, node] | None, entries: list[(name, rule)] | None,
-#  count: entries in this node's subtree].
-_CHILDREN, _ENTRIES, _COUNT = 0, 1, 2
+# A trie node is a 2-item list (cheaper than an object):
+# [children: dict[str, node] | None, entries], where entries is None, one
+# (name, rule) tuple, or a list of them (most paths have one holder).
+# A node exists only while something is held at or below it: empty nodes
+# are pruned, so "the node exists" means "something lies here or below".
+_intern = sys.intern
 
 
 def _parts(path: str) -> list[str]:
     return path.split("/")[1:] if path != "/" else []
 
 
+def _node_entries(node: list[Any]) -> Any:
+    e = node[1]
+    if e is None:
+        return ()
+    return (e,) if type(e) is tuple else e
+
+
 class PathIndex:
-    """A trie of ``(holder, rule)`` entries keyed by path component.
+    """A trie of ``(holder, rule)`` entries keyed by path component; its
+    size follows the live rules, not the history."""
 
-    Each node counts the entries in its subtree, so a query can tell
-    whether anything lies below a path without looking; empty nodes are
-    pruned, so the trie's size follows the live rules, not the history.
-    """
-
-    __slots__ = ("root",)
+    __slots__ = ("root", "size")
 
     def __init__(self) -> None:
-        self.root: list[Any] = [None, None, 0]
+        self.root: list[Any] = [None, None]
+        self.size = 0
 
     def add(self, name: str, rule: ScopeRule) -> None:
         node = self.root
-        node[2] += 1
         for part in _parts(rule.path):
             children = node[0]
             if children is None:
                 children = node[0] = {}
             nxt = children.get(part)
             if nxt is None:
-                nxt = children[part] = [None, None, 0]
-            nxt[2] += 1
+                nxt = children[_intern(part)] = [None, None]
             node = nxt
-        if node[1] is None:
-            node[1] = [(name, rule)]
+        entry = (name, rule)
+        e = node[1]
+        if e is None:
+            node[1] = entry
+        elif type(e) is tuple:
+            node[1] = [e, entry]
         else:
-            node[1].append((name, rule))
+            e.append(entry)
+        self.size += 1
 
     def remove(self, name: str, rule: ScopeRule) -> None:
         parts = _parts(rule.path)
@@ -137,15 +147,21 @@ class PathIndex:
         for part in parts:
             node = node[0][part]
             nodes.append(node)
-        entries = node[1]
-        entries.remove((name, rule))
-        if not entries:
+        entry = (name, rule)
+        e = node[1]
+        if type(e) is tuple:
+            if e != entry:
+                raise ValueError(f"{entry!r} is not in the index")
             node[1] = None
-        for n in nodes:
-            n[2] -= 1
+        else:
+            e.remove(entry)
+            if len(e) == 1:
+                node[1] = e[0]
+        self.size -= 1
         # Prune the nodes left empty, deepest first.
         for i in range(len(parts), 0, -1):
-            if nodes[i][2]:
+            n = nodes[i]
+            if n[0] is not None or n[1] is not None:
                 break
             parent = nodes[i - 1]
             del parent[0][parts[i - 1]]
@@ -159,9 +175,8 @@ class PathIndex:
         last = len(parts) - 1
         node = self.root
         for depth, part in enumerate(parts):
-            entries = node[1]
-            if entries:
-                for entry in entries:
+            if node[1] is not None:
+                for entry in _node_entries(node):
                     if entry[1].recursive or depth == last:
                         yield entry
             children = node[0]
@@ -170,25 +185,22 @@ class PathIndex:
             node = children.get(part)
             if node is None:
                 return
-        if node[1]:
-            yield from node[1]
+        yield from _node_entries(node)
         if node[0] is None:
             return
         if rule.recursive:
             stack = list(node[0].values())
             while stack:
                 n = stack.pop()
-                if n[1]:
-                    yield from n[1]
+                yield from _node_entries(n)
                 if n[0]:
                     stack.extend(n[0].values())
         else:
             for child in node[0].values():
-                if child[1]:
-                    yield from child[1]
+                yield from _node_entries(child)
 
     def __len__(self) -> int:
-        return self.root[2]
+        return self.size
 
 
 class State:
