@@ -226,3 +226,23 @@ def test_a_short_write_is_cut_back(ledger, monkeypatch):
     monkeypatch.undo()
     assert open(os.path.join(ledger.path, "events.jsonl"), "rb").read() == before
     assert ledger.verify().ok
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+def test_a_long_wait_says_once_which_ledger(ledger_dir, caplog, timeout):
+    led = Ledger.open(ledger_dir, timeout=timeout)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({os.path.join(ledger_dir, 'lock')!r}, os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(1.6)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with caplog.at_level("INFO", logger="scopeledger"):
+            led.register("a", [W("/a")])
+    finally:
+        holder.kill()
+        holder.wait()
+    notices = [r.getMessage() for r in caplog.records if "waiting for file lock" in r.getMessage()]
+    assert notices == [f"blocking waiting for file lock on {os.path.join(ledger_dir, 'lock')}"]
+    assert led.last_wait >= 1.0
