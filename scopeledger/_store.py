@@ -165,6 +165,8 @@ class Store:
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(os.fspath(path))
+        #: The log's path, ``str`` (for messages).
+        self.log_path = os.path.join(self.path, LOG_NAME)
         parent = os.path.dirname(self.path)
         _makedirs_private(parent)
         self.dirfd = open_dir_fd(None, self.path, self.path)
@@ -182,9 +184,6 @@ class Store:
         self._held_tlock: threading.Lock | None = None
         _stores.add(self)
 
-    @property
-    def log_path(self) -> str:
-        return self.file(LOG_NAME)
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
