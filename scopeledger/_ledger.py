@@ -422,7 +422,9 @@ class Ledger(HistoryMixin):
         for _ in range(1000):
             err = check_request(state, name, rules, parent)
             if isinstance(err, DuplicateHolder):
-                in_way: Sequence[str] = (name,)
+                # The name of the requester's own parent is taken by the
+                # parent: reclaiming it would remove what the request needs.
+                in_way: Sequence[str] = (name,) if name != parent else ()
             elif isinstance(err, ScopeConflict):
                 in_way = err.chain
             elif isinstance(err, DelegationError) and err.sibling is not None:

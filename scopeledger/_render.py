@@ -9,8 +9,9 @@ terminal, never with ``NO_COLOR``); JSON output is built from plain dicts.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sys
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from rich.console import Console
 from rich.table import Table
@@ -19,7 +20,7 @@ from rich.tree import Tree
 
 from ._errors import format_chain
 from ._fold import Allocation, State
-from ._history import Diff, Event, Holding, VerifyReport, from_ns
+from ._history import Diff, Event, Holding, VerifyReport, from_ns, to_ns
 from ._process import Liveness
 from ._rules import ScopeRule
 
@@ -46,6 +47,11 @@ _TYPE_STYLE = {
     "reclaimed": "red",
     "refused": "magenta",
 }
+
+
+def styled(console: Console) -> bool:
+    """Whether ``console`` shows styles at all (else write plain text)."""
+    return console.is_terminal or console.color_system is not None
 
 
 def make_console(stderr: bool = False, color: str = "auto") -> Console:
@@ -87,15 +93,35 @@ def short_time(ns: int) -> str:
     return from_ns(ns).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def rules_text(rules: Iterable[Any]) -> str:
+def rel(path: str, root: str | None) -> str:
+    """``path`` relative to ``root`` when it lies below it (display only)."""
+    if not root or root == "/":
+        return path
+    if path == root:
+        return "."
+    if path.startswith(root + "/"):
+        return path[len(root) + 1:]
+    return path
+
+
+def rule_text(r: Any, root: str | None = None) -> str:
+    """``write /r/src/**`` (or ``write src/**`` below ``root``)."""
+    if not isinstance(r, ScopeRule):
+        r = ScopeRule.from_json(r)
+    return f"{r.permission.value} {rel(r.path, root).rstrip('/')}/{'**' if r.recursive else '*'}"
+
+
+def rules_text(rules: Iterable[Any], root: str | None = None) -> str:
     """``write /r/src/**, read /r/docs/*``; accepts ScopeRules or the
     ``[path, perm, recursive]`` JSON form."""
-    out = []
-    for r in rules:
-        if not isinstance(r, ScopeRule):
-            r = ScopeRule.from_json(r)
-        out.append(str(r))
-    return ", ".join(out)
+    return ", ".join(rule_text(r, root) for r in rules)
+
+
+def rel_message(message: str, root: str | None) -> str:
+    """A stored message with the paths below ``root`` made relative."""
+    if not root or root == "/":
+        return message
+    return message.replace(root + "/", "")
 
 
 def chain_text(chain: Iterable[str]) -> str:
@@ -110,23 +136,28 @@ class Narrator:
     """Turns events into one readable line each, remembering which process
     each holder was bound to so that later lines can name it.
 
+    A filtered replay feeds the events it does not print to
+    :meth:`describe` too (see :func:`narrate`), and one starting after seq 1
+    is seeded with the state before it, so every line can name pids and
+    parents.
+
     Args:
-        lookup: ``(name, seq) -> pid | None``, asked for a holder whose
-            grant this narrator has not seen (a filtered replay); may be
-            ``None``.
+        root: show paths below this directory relative to it.
     """
 
-    def __init__(self, lookup: Callable[[str, int], int | None] | None = None) -> None:
+    def __init__(self, root: str | None = None) -> None:
         self.pids: dict[str, int] = {}
-        self.lookup = lookup
+        self.parents: dict[str, str | None] = {}
+        self.root = root
+
+    def seed(self, state: State) -> None:
+        """Start from ``state`` (the state just before the first event)."""
+        for a in state.holders.values():
+            self.pids[a.name] = a.pid
+            self.parents[a.name] = a.parent
 
     def _pid(self, name: str, seq: int) -> int | None:
-        pid = self.pids.get(name)
-        if pid is None and self.lookup is not None:
-            pid = self.lookup(name, seq)
-            if pid is not None:
-                self.pids[name] = pid
-        return pid
+        return self.pids.get(name)
 
     def describe(self, e: Event) -> str:
         """What event ``e`` did to the tree, in words (no seq or time)."""
@@ -137,7 +168,8 @@ class Narrator:
             h = d["holder"]
             name, pid = h["name"], h["process"]["pid"]
             self.pids[name] = pid
-            rules = rules_text(h["rules"])
+            self.parents[name] = h["parent"]
+            rules = rules_text(h["rules"], self.root)
             if kind == "registered":
                 head = f"'{name}' pid {pid} at top level"
             else:
@@ -156,6 +188,8 @@ class Narrator:
             name = d["name"]
             pid = self._pid(name, e.seq)
             self.pids.pop(name, None)
+            known = name in self.parents
+            parent = self.parents.pop(name, None)
             pid_s = f"pid {pid}" if pid is not None else "pid ?"
             if kind == "released":
                 text = f"'{name}' ({pid_s})"
@@ -171,8 +205,11 @@ class Narrator:
             if moves:
                 parts = []
                 for child, new_parent in moves:
+                    self.parents[child] = new_parent
                     parts.append(f"'{child}' to '{new_parent}'" if new_parent else f"'{child}' to top level")
                 text += "; re-parented " + ", ".join(parts)
+            if known:
+                text += f"; its scope returns to '{parent}'" if parent else "; its scope opens up"
             return text
         if kind == "refused":
             req = d["request"]
@@ -180,8 +217,12 @@ class Narrator:
             if req.get("parent"):
                 who += f" from '{req['parent']}'"
             asked = f" (asked by pid {actor})" if actor is not None else ""
-            return f"{who}{asked}: {d.get('message', d.get('error'))}"
+            return f"{who}{asked}: {rel_message(str(d.get('message', d.get('error'))), self.root)}"
         return str({k: v for k, v in d.items() if k not in ("v", "seq", "ts", "prev", "actor", "type")})
+
+    def plain(self, e: Event) -> str:
+        """:meth:`line` without styles (the fast path for pipes and files)."""
+        return f"{e.seq:>6}  {short_time(e.ts)}  {e.type:<10}  {self.describe(e)}"
 
     def line(self, e: Event) -> Text:
         """``   12  2025-11-29T14:03:05.123Z  reclaimed   'w' because ...``."""
@@ -196,11 +237,27 @@ class Narrator:
 # -- the allocation tree -----------------------------------------------------
 
 
-def _alloc_label(a: Allocation, liveness: Mapping[str, Liveness] | None) -> Text:
+def narrate(narrator: Narrator, shown: Iterable[Event], everything: Iterable[Event] | None) -> Iterator[Event]:
+    """Yield the events of ``shown`` (a filtered stream) after feeding the
+    narrator every event of ``everything`` (the same range, unfiltered) that
+    comes before each, so it keeps track of pids and parents. Linear."""
+    if everything is None:
+        yield from shown
+        return
+    rest = iter(everything)
+    for e in shown:
+        for other in rest:
+            if other.seq >= e.seq:
+                break
+            narrator.describe(other)
+        yield e
+
+
+def _alloc_label(a: Allocation, liveness: Mapping[str, Liveness] | None, root: str | None) -> Text:
     t = Text()
     t.append(a.name, style="bold")
     t.append(f"  pid {a.pid}  token {a.token}  ", style="dim")
-    t.append(rules_text(a.rules))
+    t.append(rules_text(a.rules, root))
     if a.reserved:
         t.append("  [reserved: waiting for its process to attach]", style="yellow")
     if liveness is not None:
@@ -212,7 +269,8 @@ def _alloc_label(a: Allocation, liveness: Mapping[str, Liveness] | None) -> Text
     return t
 
 
-def state_tree(state: State, title: str, liveness: Mapping[str, Liveness] | None = None) -> Tree:
+def state_tree(state: State, title: str, liveness: Mapping[str, Liveness] | None = None,
+               root: str | None = None) -> Tree:
     """The live allocation tree of ``state`` as a rich Tree."""
     tree = Tree(Text(title, style="bold"))
     if not state.holders:
@@ -220,7 +278,7 @@ def state_tree(state: State, title: str, liveness: Mapping[str, Liveness] | None
         return tree
 
     def add(node: Tree, name: str) -> None:
-        branch = node.add(_alloc_label(state.holders[name], liveness))
+        branch = node.add(_alloc_label(state.holders[name], liveness, root))
         for child in state.children.get(name, ()):
             add(branch, child)
 
@@ -252,7 +310,7 @@ def holding_json(h: Holding) -> dict[str, Any]:
             "rule": h.rule.to_json(), "deepest": h.deepest}
 
 
-def who_table(path: str, holdings: list[Holding], when: str) -> Table | Text:
+def who_table(path: str, holdings: list[Holding], when: str, root: str | None = None) -> Table | Text:
     if not holdings:
         return Text(f"nobody holds {path} {when}")
     table = Table(title=f"who holds {path} {when}", title_justify="left", show_edge=False)
@@ -263,7 +321,7 @@ def who_table(path: str, holdings: list[Holding], when: str) -> Table | Text:
     for h in holdings:
         style = "bold" if h.rule.permission.value == "write" else ""
         table.add_row(Text(h.rule.permission.value, style=style), chain_text(h.chain),
-                      h.rule.display(), "yes" if h.deepest else "no (delegated below)")
+                      rule_text(h.rule, root).split(" ", 1)[1], "yes" if h.deepest else "no (delegated below)")
     return table
 
 
@@ -303,13 +361,14 @@ def verify_json(r: VerifyReport) -> dict[str, Any]:
             "notes": list(r.notes)}
 
 
-def event_json_line(e: Event) -> dict[str, Any]:
-    """The event exactly as stored (schema in ``scopeledger._events``)."""
-    return e.data
+_FRACTION = re.compile(r"(T|\s)(\d{2}:\d{2}(?::\d{2})?)(?:[.,](\d+))?")
 
 
-def parse_when(value: str) -> int | dt.datetime:
-    """``"12"`` -> seq 12; an ISO 8601 time -> aware datetime (naive = UTC).
+def parse_when(value: str) -> int | tuple[int, int]:
+    """A point on the command line: ``"12"`` -> seq 12; an ISO 8601 time ->
+    ``(first_ns, last_ns)``, the span its precision names (``14:03:05.123Z``
+    is that whole millisecond, ``14:03`` that whole minute). A time without
+    a zone is UTC, as the times ``replay`` prints.
 
     Raises:
         ValueError: neither.
@@ -317,11 +376,26 @@ def parse_when(value: str) -> int | dt.datetime:
     v = value.strip()
     if v.isdigit():
         return int(v)
+    bad = ValueError(f"invalid point {value!r}: expected a seq (e.g. 12) or an ISO time "
+                     "(e.g. 2025-11-29T14:03:05.123Z)")
+    m = _FRACTION.search(v)
+    digits = ""
+    if m and m.group(3):
+        digits = m.group(3)
+        v = v[: m.start(3) - 1] + v[m.end(3):]  # parse without the fraction
     try:
         when = dt.datetime.fromisoformat(v)
     except ValueError:
-        raise ValueError(f"invalid point {value!r}: expected a seq (e.g. 12) or an ISO time "
-                         "(e.g. 2025-11-29T14:03:05Z)") from None
+        raise bad from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
-    return when
+    first = to_ns(when) + int((digits[:9] or "0").ljust(9, "0"))
+    if digits:
+        unit = 10 ** (9 - min(len(digits), 9))
+    elif m is None:
+        unit = 86400 * 10**9  # a date alone: that whole day
+    elif m.group(2).count(":") == 1:
+        unit = 60 * 10**9
+    else:
+        unit = 10**9
+    return first, first + unit - 1

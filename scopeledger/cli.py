@@ -1,0 +1,1201 @@
+"""The ``ledger`` command line (also installed as ``scopeledger``, and run by
+``python -m scopeledger``). Reference: docs/cli.md.
+
+Every command takes ``--ledger DIR`` (else ``$SCOPELEDGER_DIR``, else
+:func:`scopeledger.default_path`) and ``--json``. Errors are one line,
+``error: ...``, on stderr, and a documented exit code (see ``EXIT_*``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno as errno_mod
+import json
+import os
+import random
+import re
+import signal
+import sys
+import time
+from typing import Any, Callable, Iterator, NoReturn, Sequence
+
+import click
+
+from . import __version__
+from ._errors import (
+    CorruptLedger,
+    DelegationError,
+    DuplicateHolder,
+    HistoryUnavailable,
+    InvalidHolderName,
+    InvalidManifest,
+    InvalidScope,
+    LedgerError,
+    LedgerIOError,
+    LockTimeout,
+    Refused,
+    ScopeConflict,
+    UnknownHolder,
+    UnsafeLedgerPath,
+)
+from ._fold import EVENT_TYPES, State, apply, check_request, reparent_plan
+from ._history import Event
+from ._ledger import ENV_DIR, Ledger, check_name, default_path
+from ._process import Liveness, probe as default_probe, run_probe
+from ._rules import ScopeRule, parse_rule
+from ._runtime import load_manifest
+from ._store import LOG_NAME
+
+# -- exit codes (docs/cli.md, "Exit codes") ------------------------------------
+
+EXIT_OK = 0
+EXIT_REFUSED = 1          # refused, check denied, verify found problems, run conflict
+EXIT_USAGE = 2            # bad option, rule, path, name, time or manifest
+EXIT_LOCK_TIMEOUT = 3     # the ledger's lock was not free in time
+EXIT_CORRUPT = 4          # a log line or snapshot that does not check out
+EXIT_UNSAFE = 5           # ledger directory owned by another user, loose mode, symlink
+EXIT_NOT_FOUND = 6        # no such ledger, holder, or point in the history
+EXIT_OS = 7               # the OS refused (cannot create, read or write the ledger)
+EXIT_INTERNAL = 70        # a bug: please report it
+EXIT_CANNOT_EXEC = 126    # run: the command exists but cannot be executed
+EXIT_NO_COMMAND = 127     # run: the command was not found
+EXIT_INTERRUPTED = 130    # Ctrl-C (SIGINT)
+
+#: Environment variables ``ledger run`` sets for its command.
+ENV_HOLDER = "SCOPELEDGER_HOLDER"
+ENV_TOKEN = "SCOPELEDGER_TOKEN"
+
+#: Signals ``ledger run`` passes on to its command.
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
+
+#: A replay that has not finished after this many seconds shows a progress
+#: bar on stderr (when stderr is a terminal).
+PROGRESS_AFTER = 0.5
+
+
+class CliError(Exception):
+    """An error the command line reports as one line with an exit code."""
+
+    def __init__(self, message: str, code: int, kind: str = "error") -> None:
+        super().__init__(message)
+        self.code = code
+        self.kind = kind
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit code for an exception."""
+    if isinstance(exc, CliError):
+        return exc.code
+    if isinstance(exc, Refused):
+        return EXIT_REFUSED
+    if isinstance(exc, (InvalidScope, InvalidHolderName, InvalidManifest)):
+        return EXIT_USAGE
+    if isinstance(exc, LockTimeout):
+        return EXIT_LOCK_TIMEOUT
+    if isinstance(exc, CorruptLedger):
+        return EXIT_CORRUPT
+    if isinstance(exc, UnsafeLedgerPath):
+        return EXIT_UNSAFE
+    if isinstance(exc, (UnknownHolder, HistoryUnavailable)):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, (LedgerIOError, OSError)):
+        return EXIT_OS
+    if isinstance(exc, LedgerError):
+        return EXIT_REFUSED
+    if isinstance(exc, click.ClickException):
+        return exc.exit_code
+    return EXIT_INTERNAL
+
+
+def error_json(exc: BaseException, code: int) -> dict[str, Any]:
+    """``{"error": {...}}``: what ``--json`` prints for a failure."""
+    body: dict[str, Any] = {"type": type(exc).__name__, "message": one_line(exc), "exit_code": code}
+    for attr in ("path", "line", "seq", "reason", "name", "owner", "parent", "child", "sibling",
+                 "requester", "timeout"):
+        if attr in getattr(exc, "__dict__", {}):
+            body[attr] = getattr(exc, attr)
+    for attr in ("rule", "owner_rule"):
+        value = getattr(exc, "__dict__", {}).get(attr)
+        if isinstance(value, ScopeRule):
+            body[attr] = value.to_json()
+    chain = getattr(exc, "__dict__", {}).get("chain")
+    if chain:
+        body["chain"] = list(chain)
+    return {"error": body}
+
+
+def one_line(exc: BaseException) -> str:
+    if isinstance(exc, click.ClickException):
+        msg = exc.format_message()
+    elif isinstance(exc, OSError) and not isinstance(exc, LedgerError) and exc.strerror:
+        msg = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        msg = str(exc) or type(exc).__name__
+    msg = " ".join(msg.split())
+    if msg[:1].isupper() and not msg[1:2].isupper():
+        msg = msg[0].lower() + msg[1:]
+    return msg.rstrip(".")
+
+
+# -- shared options and context ----------------------------------------------------
+
+
+class Env:
+    """What the group options decided; ``ctx.obj``."""
+
+    def __init__(self) -> None:
+        self.ledger_dir: str | None = None
+        self.json = False
+        self.json_to_stderr = False  # 'run': stdout belongs to the command
+        self.color = "auto"
+        self.lock_timeout: float | None = 30.0
+        self._out: Any = None
+        self._err: Any = None
+
+    @property
+    def path(self) -> str:
+        return os.path.abspath(self.ledger_dir or default_path())
+
+    @property
+    def out(self) -> Any:
+        if self._out is None:
+            from ._render import make_console
+
+            self._out = make_console(color=self.color)
+        return self._out
+
+    @property
+    def err(self) -> Any:
+        if self._err is None:
+            from ._render import make_console
+
+            self._err = make_console(stderr=True, color=self.color)
+        return self._err
+
+    def open(self, create: bool = False) -> Ledger:
+        """Open the selected ledger. Without ``create``, a directory that does
+        not exist is an error (looking must not create state)."""
+        path = self.path
+        if not create and not os.path.lexists(path):
+            raise CliError(f"no ledger at {path}: nothing has been recorded there "
+                           f"(choose one with --ledger DIR or ${ENV_DIR})", EXIT_NOT_FOUND)
+        return Ledger.open(path, timeout=self.lock_timeout)
+
+    def emit_json(self, obj: Any) -> None:
+        sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def _ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    def cb(ctx: click.Context, _p: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.ensure_object(Env).ledger_dir = value
+
+    return click.option("--ledger", "ledger_dir", metavar="DIR", expose_value=False,
+                        callback=cb, is_eager=True,
+                        help=f"Ledger directory (default: ${ENV_DIR}, else "
+                             "$XDG_STATE_HOME/scopeledger or ~/.local/state/scopeledger).")(f)
+
+
+def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    def cb(ctx: click.Context, _p: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.ensure_object(Env).json = True
+
+    return click.option("--json", "json_", is_flag=True, expose_value=False, callback=cb,
+                        help="Machine-readable output (shapes in docs/cli.md).")(f)
+
+
+def common(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--ledger`` and ``--json``, accepted after the command name too."""
+    return _ledger_option(_json_option(f))
+
+
+pass_env = click.make_pass_decorator(Env, ensure=True)
+
+
+def _relative_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--relative-to", "relative_to", metavar="DIR",
+                        help="Show paths below DIR relative to it (human output only).")(f)
+
+
+def _display_root(value: str | None) -> str | None:
+    return _abs_path(value) if value else None
+
+
+def _rules_from(writes: Sequence[str], reads: Sequence[str], root: str | None) -> list[ScopeRule]:
+    """Parse compact rules (relative to ``root``, default the working
+    directory) and resolve symlinks as the ledger does."""
+    base = os.path.realpath(root) if root else os.getcwd()
+    out = []
+    for perm, specs in (("write", writes), ("read", reads)):
+        for spec in specs:
+            r = parse_rule(spec, perm, base)
+            real = os.path.realpath(r.path)
+            out.append(ScopeRule(real, r.permission, r.recursive) if real != r.path else r)
+    return out
+
+
+def _abs_path(p: str) -> str:
+    if "\x00" in p:
+        raise InvalidScope(f"invalid path {p!r}: contains NUL")
+    return os.path.realpath(os.path.abspath(os.path.expanduser(p)))
+
+
+def _seq_at_ns(ledger: Ledger, end_ns: int) -> int:
+    """Seq of the last event stamped at or before ``end_ns`` (0: none).
+    Exact to the nanosecond, although the library's times are datetimes."""
+    us = -(-end_ns // 1000)  # round up to a whole microsecond, then step back
+    when = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)
+    seq = ledger.state_at(time=when).seq
+    while seq > 0:
+        e = next(iter(ledger.events(since=seq, until=seq)), None)
+        if e is None or e.ts <= end_ns:
+            break
+        seq -= 1
+    return seq
+
+
+def _resolve(ledger: Ledger, value: str | None, what: str, edge: str = "end") -> int | None:
+    """A seq or time from the command line -> a seq. A time names a span
+    (its precision): ``edge="end"`` gives the last event in or before it,
+    ``"start"`` the first event in or after it."""
+    from ._render import parse_when
+
+    if value is None:
+        return None
+    try:
+        when = parse_when(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=what) from None
+    if isinstance(when, int):
+        return when
+    first, last = when
+    if edge == "end":
+        return _seq_at_ns(ledger, last)
+    return _seq_at_ns(ledger, first - 1) + 1
+
+
+def _at_label(state: State, at: str | None) -> str:
+    from ._render import iso
+
+    if at is None:
+        return f"now (seq {state.seq})"
+    stamp = f", {iso(state.last_ts)}" if state.last_ts else ""
+    if at.strip().isdigit():
+        return f"at seq {state.seq}{stamp}"
+    return f"at {at} (seq {state.seq}{stamp})"
+
+
+# -- the group ----------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@common
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True, help="Colour in human output (auto: only on a terminal, "
+                                      "never with NO_COLOR set).")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="SECONDS", help="How long a change waits for the ledger's lock.")
+@click.version_option(__version__, "-V", "--version", prog_name="scopeledger")
+@pass_env
+def cli(env: Env, color: str, lock_timeout: float) -> None:
+    """An event-sourced ledger of which process may read and write which part
+    of a file tree.
+
+    Start with 'ledger demo'. Rules on the command line use the compact
+    syntax: PATH or PATH/** (the path and everything below it), PATH/* (the
+    path and its direct children); relative paths are based at --root (default:
+    the working directory). Quote patterns so the shell does not expand them.
+    """
+    env.color = color
+    env.lock_timeout = lock_timeout
+
+
+# -- replay ---------------------------------------------------------------------------
+
+
+def _narrator(ledger: Ledger, since: int | None, filtered: bool, root: str | None) -> tuple[Any, Any]:
+    """A Narrator seeded with the state before ``since``, and (for a
+    filtered replay) the unfiltered stream that keeps it informed."""
+    from ._render import Narrator
+
+    narrator = Narrator(root=root)
+    if since is not None and since > 1:
+        try:
+            narrator.seed(ledger.state_at(seq=min(since - 1, ledger.seq)))
+        except HistoryUnavailable:
+            pass
+    everything = ledger.events(since=since) if filtered else None
+    return narrator, everything
+
+
+class _Progress:
+    """A progress bar on stderr, shown only once a replay has taken more than
+    a moment and only when stderr is a terminal."""
+
+    def __init__(self, env: Env, total: int) -> None:
+        self.env = env
+        self.total = total
+        self.t0 = time.monotonic()
+        self.bar: Any = None
+        self.task: Any = None
+        self.enabled = total > 0 and sys.stderr.isatty()
+
+    def update(self, seq: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            if time.monotonic() - self.t0 < PROGRESS_AFTER:
+                return
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("replaying"), BarColumn(),
+                                TextColumn("seq {task.completed}/{task.total}"),
+                                TimeRemainingColumn(), console=self.env.err, transient=True,
+                                redirect_stdout=sys.stdout.isatty(), redirect_stderr=False)
+            self.bar.start()
+            self.task = self.bar.add_task("replay", total=self.total)
+        self.bar.update(self.task, completed=seq)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+@cli.command()
+@common
+@click.option("--from", "from_", metavar="SEQ|TIME", help="First event: a seq or an ISO time.")
+@click.option("--until", metavar="SEQ|TIME", help="Last event: a seq or an ISO time.")
+@click.option("--holder", metavar="NAME", help="Only events about NAME and the holders it delegated to.")
+@click.option("--path", "path_", metavar="PATH", help="Only events whose rules overlap PATH.")
+@click.option("--type", "types", multiple=True, type=click.Choice(sorted(EVENT_TYPES)),
+              help="Only events of this type (repeatable).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing events as they are appended.")
+@_relative_option
+@click.option("--interval", type=click.FloatRange(min=0.01), default=0.2, show_default=True,
+              hidden=True, help="Polling interval of --follow, seconds.")
+@pass_env
+def replay(env: Env, from_: str | None, until: str | None, holder: str | None, path_: str | None,
+           types: tuple[str, ...], follow: bool, relative_to: str | None, interval: float) -> int:
+    """Print the events in order, one line each: who, what, which rules, and
+    what it did to the tree (re-parented children, reclaim reasons, refusals
+    with the owner chain). --json prints JSON Lines, one stored event each."""
+    from ._render import narrate, parse_when, styled
+
+    if holder is not None:
+        check_name(holder)
+    path = _abs_path(path_) if path_ is not None else None
+    with env.open() as ledger:
+        since = _resolve(ledger, from_, "--from", "start")
+        until_seq = _resolve(ledger, until, "--until", "end")
+        until_ns = None
+        if until is not None and not until.strip().isdigit():
+            until_ns = parse_when(until)[1]  # type: ignore[index]
+        filtered = bool(types or holder or path)
+        narrator, everything = _narrator(ledger, since, filtered and not env.json,
+                                         _display_root(relative_to))
+        kwargs = dict(types=types or None, holder=holder, path=path)
+        progress = _Progress(env, ledger.seq)
+        count = 0
+        fancy = not env.json and styled(env.out)
+        write = sys.stdout.write
+
+        def show(events: Iterator[Event]) -> None:
+            nonlocal count
+            for e in events:
+                count += 1
+                if env.json:
+                    write(json.dumps(e.data, ensure_ascii=False) + "\n")
+                elif fancy:
+                    env.out.print(narrator.line(e), soft_wrap=True)
+                else:
+                    write(narrator.plain(e) + "\n")
+                progress.update(e.seq)
+
+        try:
+            show(narrate(narrator, ledger.events(since=since, until=until_seq, **kwargs), everything))
+        finally:
+            progress.close()
+        if not follow:
+            if count == 0 and not env.json:
+                env.err.print("no events match", style="dim")
+            return EXIT_OK
+        # --follow: watch the log's size, read what was appended.
+        log_path = os.path.join(ledger.path, LOG_NAME)
+        seen = os.stat(log_path).st_size
+        high = ledger.seq
+        follow_until = until_seq if until_ns is None else None
+        try:
+            while True:
+                if follow_until is not None and high >= follow_until:
+                    return EXIT_OK
+                if until_ns is not None and time.time_ns() > until_ns:
+                    return EXIT_OK
+                sys.stdout.flush()
+                time.sleep(interval)
+                size = os.stat(log_path).st_size
+                if size == seen:
+                    continue
+                seen = size
+                start = max(high + 1, since or 1)
+                new = ledger.events(since=start, until=follow_until, **kwargs)
+                if until_ns is not None:
+                    new = (e for e in new if e.ts <= until_ns)
+                if filtered and not env.json:
+                    new = narrate(narrator, new, ledger.events(since=start))
+                show(new)
+                high = max(high, ledger.seq)
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+
+
+# -- show, who ------------------------------------------------------------------------
+
+
+def _liveness(state: State) -> dict[str, Liveness]:
+    return {name: run_probe(default_probe, a.process) for name, a in state.holders.items()}
+
+
+@cli.command()
+@common
+@click.option("--at", metavar="SEQ|TIME", help="Show the tree as it was after this seq or at this time.")
+@_relative_option
+@pass_env
+def show(env: Env, at: str | None, relative_to: str | None) -> int:
+    """The live allocation tree: holders, pids, rules, delegation. Now, the
+    process of each holder is probed and dead ones are marked."""
+    with env.open() as ledger:
+        seq = _resolve(ledger, at, "--at")
+        state = ledger.state_at(seq=seq) if seq is not None else ledger.state()
+        live = _liveness(state) if seq is None else None
+        if env.json:
+            from ._render import state_json
+
+            env.emit_json(state_json(state, ledger.path, live))
+        else:
+            from ._render import state_tree
+
+            title = f"ledger {ledger.path} {_at_label(state, at)}: {len(state.holders)} holder(s)"
+            env.out.print(state_tree(state, title, live, _display_root(relative_to)))
+    return EXIT_OK
+
+
+@cli.command()
+@common
+@click.argument("path")
+@click.option("--at", metavar="SEQ|TIME", help="Ask about a past point: a seq or an ISO time.")
+@_relative_option
+@pass_env
+def who(env: Env, path: str, at: str | None, relative_to: str | None) -> int:
+    """Who holds PATH, for read and for write, with the delegation chain."""
+    target = _abs_path(path)
+    with env.open() as ledger:
+        seq = _resolve(ledger, at, "--at")
+        holdings = ledger.who(target, seq=seq)
+        state_seq = seq if seq is not None else ledger.seq
+        if env.json:
+            from ._render import holding_json
+
+            env.emit_json({"ledger": ledger.path, "path": target, "seq": state_seq,
+                           "holders": [holding_json(h) for h in holdings]})
+        else:
+            from ._render import who_table
+
+            when = f"at seq {state_seq}" if seq is not None else f"now (seq {state_seq})"
+            env.out.print(who_table(target, holdings, when, _display_root(relative_to)))
+    return EXIT_OK
+
+
+# -- check --------------------------------------------------------------------------------
+
+
+def _in_way(err: Exception, name: str) -> Sequence[str]:
+    if isinstance(err, DuplicateHolder):
+        return (name,)
+    if isinstance(err, ScopeConflict):
+        return err.chain
+    if isinstance(err, DelegationError) and err.sibling is not None:
+        return err.chain[err.chain.index(err.sibling):]
+    return ()
+
+
+def would_grant(ledger: Ledger, name: str, rules: Sequence[ScopeRule],
+                parent: str | None) -> tuple[Exception | None, list[tuple[str, str]]]:
+    """Whether ``register``/``delegate`` would grant the request now, as the
+    ledger decides it: holders in the way whose process is dead would be
+    reclaimed first. Records nothing.
+
+    Returns ``(error or None, [(reclaimed name, reason), ...])``.
+    """
+    state = ledger.state()
+    rules_t = tuple(rules)
+    reclaimed: list[tuple[str, str]] = []
+    for _ in range(len(state.holders) + 1):
+        err = check_request(state, name, rules_t, parent)
+        if err is None:
+            return None, reclaimed
+        dead = []
+        for n in _in_way(err, name):
+            if n in state.holders:
+                lv = run_probe(default_probe, state.holders[n].process)
+                if lv.dead:
+                    dead.append((n, lv.value))
+        if not dead:
+            return err, reclaimed
+        for n, reason in dead:
+            if n in state.holders:  # simulate the reclaim on the copy
+                ev = {"v": 1, "seq": state.seq + 1, "ts": state.last_ts, "prev": state.last_hash,
+                      "type": "reclaimed", "name": n, "reason": reason,
+                      "reparented": reparent_plan(state, n)}
+                apply(state, ev, state.last_hash)
+                reclaimed.append((n, reason))
+    return err, reclaimed  # pragma: no cover - bounded by the number of holders
+
+
+def _parent_from_env(parent: str | None, top_level: bool) -> tuple[str | None, int | None]:
+    """``--parent``/``$SCOPELEDGER_HOLDER`` and ``$SCOPELEDGER_TOKEN``."""
+    if top_level:
+        return None, None
+    if parent is not None:
+        return check_name(parent), None
+    env_parent = os.environ.get(ENV_HOLDER) or None
+    if env_parent is None:
+        return None, None
+    token_s = os.environ.get(ENV_TOKEN)
+    token = None
+    if token_s:
+        try:
+            token = int(token_s)
+        except ValueError:
+            raise CliError(f"invalid ${ENV_TOKEN} {token_s!r}: expected an integer", EXIT_USAGE) from None
+    try:
+        check_name(env_parent)
+    except InvalidHolderName as exc:
+        raise CliError(f"invalid ${ENV_HOLDER}: {exc}", EXIT_USAGE) from None
+    return env_parent, token
+
+
+def _rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--manifest", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="Take the name and rules from a runtime manifest (TOML).")(f)
+    f = click.option("--root", type=click.Path(file_okay=False), metavar="DIR",
+                     help="Base of relative rules (default: the working directory).")(f)
+    f = click.option("--read", "reads", multiple=True, metavar="RULE",
+                     help="A read rule (repeatable).")(f)
+    f = click.option("--write", "writes", multiple=True, metavar="RULE",
+                     help="A write rule (repeatable): PATH or PATH/** recursive, PATH/* the "
+                          "directory and its direct children.")(f)
+    return f
+
+
+def _request(writes: Sequence[str], reads: Sequence[str], root: str | None,
+             manifest: str | None, name: str | None) -> tuple[str | None, list[ScopeRule]]:
+    rules = _rules_from(writes, reads, root)
+    if manifest is not None:
+        m = load_manifest(manifest)
+        rules = [ScopeRule(os.path.realpath(r.path), r.permission, r.recursive) for r in m.rules] + rules
+        name = name or m.name
+    if not rules:
+        raise click.UsageError("no rules: give at least one --write or --read (or --manifest)")
+    return name, rules
+
+
+@cli.command()
+@common
+@_rule_options
+@click.option("--name", metavar="NAME", help="Also check that the name is free.")
+@click.option("--parent", metavar="NAME",
+              help=f"Ask as a delegation from NAME (default: ${ENV_HOLDER}, when set).")
+@click.option("--top-level", is_flag=True, help=f"Ask at top level, ignoring ${ENV_HOLDER}.")
+@pass_env
+def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | None,
+          manifest: str | None, name: str | None, parent: str | None, top_level: bool) -> int:
+    """Would this request be granted now? Exit 0 if yes, 1 if not (naming the
+    owner chain). Holders in the way whose process is dead do not count: the
+    request itself would reclaim them. Records nothing."""
+    name, rules = _request(writes, reads, root, manifest, name)
+    if name is not None:
+        check_name(name)
+    parent, _token = _parent_from_env(parent, top_level)
+    with env.open() as ledger:
+        err, reclaimed = would_grant(ledger, name or "\x00check", rules, parent)
+        from ._render import rules_text
+
+        result: dict[str, Any] = {
+            "granted": err is None,
+            "request": {"name": name, "parent": parent, "rules": [r.to_json() for r in rules]},
+            "would_reclaim": [{"name": n, "reason": r} for n, r in reclaimed],
+            "conflict": None,
+        }
+        if err is not None:
+            result["conflict"] = error_json(err, exit_code_for(err))["error"]
+        if env.json:
+            env.emit_json(result)
+        else:
+            from ._render import REASONS
+
+            if reclaimed:
+                for n, r in reclaimed:
+                    env.out.print(f"'{n}' stands in the way but is dead ({REASONS.get(r, r)}): "
+                                  "it would be reclaimed first")
+            if err is None:
+                where = f" from '{parent}'" if parent else ""
+                env.out.print(f"granted: {rules_text(rules)}{where} would be granted now")
+            else:
+                env.out.print(f"refused: {one_line(err)}")
+        if err is None:
+            return EXIT_OK
+        return EXIT_NOT_FOUND if isinstance(err, UnknownHolder) else EXIT_REFUSED
+
+
+# -- history, diff, verify, snapshot, reclaim, release --------------------------------------
+
+
+@cli.command()
+@common
+@click.argument("name")
+@_relative_option
+@pass_env
+def history(env: Env, name: str, relative_to: str | None) -> int:
+    """Every event about holder NAME and the holders it delegated to: grants,
+    attaches, refusals, re-parenting, releases and reclaims."""
+    check_name(name)
+    with env.open() as ledger:
+        from ._render import narrate, styled
+
+        events = ledger.history(name)
+        narrator, everything = _narrator(ledger, None, not env.json, _display_root(relative_to))
+        fancy = styled(env.out)
+        for e in narrate(narrator, events, everything):
+            if env.json:
+                env.emit_json(e.data)
+            elif fancy:
+                env.out.print(narrator.line(e), soft_wrap=True)
+            else:
+                sys.stdout.write(narrator.plain(e) + "\n")
+        if not events and not env.json:
+            env.err.print(f"no events about holder '{name}'", style="dim")
+    return EXIT_OK
+
+
+@cli.command()
+@common
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@pass_env
+def diff(env: Env, a: str, b: str) -> int:
+    """What changed between two points A and B (each a seq or an ISO time):
+    holders added, removed, re-parented, re-bound, re-granted."""
+    with env.open() as ledger:
+        d = ledger.diff(_resolve(ledger, a, "A"), _resolve(ledger, b, "B"))  # type: ignore[arg-type]
+        if env.json:
+            from ._render import diff_json
+
+            env.emit_json(diff_json(d))
+        else:
+            from ._render import diff_lines
+
+            for line in diff_lines(d):
+                env.out.print(line, soft_wrap=True)
+    return EXIT_OK
+
+
+@cli.command()
+@common
+@pass_env
+def verify(env: Env) -> int:
+    """Check the whole log and every snapshot: format, gapless seqs, the hash
+    chain, that every event applies and every grant was grantable, that every
+    snapshot equals the fold. Exit 1 on any problem, naming file, line, seq."""
+    from ._ledger import verify as verify_dir
+    from ._render import verify_json
+
+    if not os.path.lexists(env.path):
+        env.open()  # the one-line "no ledger at ..." error
+    report = verify_dir(env.path)  # works on a ledger that open() refuses as corrupt
+    if env.json:
+        env.emit_json({"ledger": env.path, **verify_json(report)})
+    else:
+        if report.ok:
+            env.out.print(f"ok: {report.events} events and {report.snapshots} snapshots checked "
+                          f"in {env.path}")
+        for p in report.problems:
+            env.err.print(f"problem: {p}", soft_wrap=True, markup=False)
+        for n in report.notes:
+            env.out.print(f"note: {n}", soft_wrap=True, markup=False)
+    return EXIT_OK if report.ok else EXIT_REFUSED
+
+
+@cli.command()
+@common
+@pass_env
+def snapshot(env: Env) -> int:
+    """Write a snapshot of the current state now (the ledger also writes them
+    by itself every so many events)."""
+    with env.open() as ledger:
+        seq = ledger.snapshot()
+        if env.json:
+            env.emit_json({"ledger": ledger.path, "seq": seq, "written": seq > 0})
+        elif seq:
+            env.out.print(f"snapshot at seq {seq} in {ledger.path}")
+        else:
+            env.out.print("nothing to snapshot: the log is empty")
+    return EXIT_OK
+
+
+@cli.command()
+@common
+@click.option("-n", "--dry-run", is_flag=True, help="Report what would be reclaimed; record nothing.")
+@pass_env
+def reclaim(env: Env, dry_run: bool) -> int:
+    """Reclaim every holder whose process is provably gone: exited, a zombie,
+    its pid reused, or from an earlier boot. Children are re-parented."""
+    from ._render import REASONS
+
+    with env.open() as ledger:
+        rows: list[dict[str, Any]] = []
+        if dry_run:
+            state = ledger.state()
+            for n, a in state.holders.items():
+                lv = run_probe(default_probe, a.process)
+                if lv.dead:
+                    rows.append({"name": n, "reason": lv.value, "pid": a.pid, "seq": None,
+                                 "reparented": reparent_plan(state, n)})
+        else:
+            before = ledger.state()
+            names = ledger.reclaim_stale()
+            if names:
+                wanted = set(names)
+                for e in ledger.events(since=before.seq + 1, types=["reclaimed"]):
+                    n = e.data["name"]
+                    if n in wanted:
+                        wanted.discard(n)
+                        alloc = before.holders.get(n)
+                        rows.append({"name": n, "reason": e.data["reason"],
+                                     "pid": alloc.pid if alloc else None, "seq": e.seq,
+                                     "reparented": e.data["reparented"]})
+        if env.json:
+            env.emit_json({"ledger": ledger.path, "dry_run": dry_run, "reclaimed": rows})
+        else:
+            verb = "would reclaim" if dry_run else "reclaimed"
+            for r in rows:
+                moves = ", ".join(f"'{c}' to '{p}'" if p else f"'{c}' to top level"
+                                  for c, p in r["reparented"])
+                extra = f"; re-parented {moves}" if moves else ""
+                env.out.print(f"{verb} '{r['name']}' (pid {r['pid']}): "
+                              f"{REASONS.get(r['reason'], r['reason'])}{extra}", soft_wrap=True)
+            if not rows:
+                env.out.print("nothing to reclaim: every holder's process is alive")
+    return EXIT_OK
+
+
+@cli.command()
+@common
+@click.argument("name")
+@click.option("--token", type=int, help="Release only while this exact grant is live.")
+@pass_env
+def release(env: Env, name: str, token: int | None) -> int:
+    """Release holder NAME by hand (an operator's tool: normally its process
+    or 'ledger run' releases it). Its children are re-parented."""
+    check_name(name)
+    with env.open() as ledger:
+        moved = ledger.release(name, token=token)
+        if env.json:
+            env.emit_json({"ledger": ledger.path, "name": name, "reparented": moved})
+        else:
+            env.out.print(f"released '{name}'" + (f"; re-parented {', '.join(moved)}" if moved else ""))
+    return EXIT_OK
+
+
+# -- run -------------------------------------------------------------------------------------
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _default_name(command: Sequence[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9._@:+-]", "-", os.path.basename(command[0]))[:40].lstrip("._@:+-")
+    return f"{base or 'run'}-{os.getpid()}"
+
+
+def _foreground_group() -> bool:
+    """Whether this process is in the terminal's foreground process group
+    (then the terminal already sends Ctrl-C and Ctrl-\\ to the child too)."""
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd):
+                return os.tcgetpgrp(fd) == os.getpgrp()
+        except OSError:
+            continue
+    return False
+
+
+class _Runner:
+    """``ledger run``: acquire, fork a gated child, bind the allocation to it,
+    let it exec, forward signals, wait, release."""
+
+    def __init__(self, env: Env, ledger: Ledger, name: str, rules: list[ScopeRule],
+                 parent: str | None, command: Sequence[str], quiet: bool) -> None:
+        self.env = env
+        self.ledger = ledger
+        self.name = name
+        self.rules = rules
+        self.parent = parent
+        self.command = list(command)
+        self.quiet = quiet
+        self.me = os.getpid()
+        self.alloc: Any = None
+        self.child: int | None = None
+        self.waited = False
+        self.fg = _foreground_group()
+        self.old_handlers: dict[int, Any] = {}
+
+    # signals
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if os.getpid() != self.me:
+            return
+        if self.child is None:
+            raise _Interrupted(signum)
+        if signum in (signal.SIGINT, signal.SIGQUIT) and self.fg:
+            return  # the terminal sent it to the child's process group already
+        try:
+            os.kill(self.child, signum)
+        except ProcessLookupError:
+            pass
+
+    def install(self) -> None:
+        for s in FORWARDED_SIGNALS:
+            self.old_handlers[s] = signal.signal(s, self._on_signal)
+
+    def restore(self) -> None:
+        for s, h in self.old_handlers.items():
+            signal.signal(s, h)
+
+    @staticmethod
+    def block() -> Any:
+        return signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            if self.env.json:
+                sys.stderr.write(json.dumps({"notice": message}) + "\n")
+            else:
+                self.env.err.print(message, markup=False, soft_wrap=True)
+
+    # acquisition
+    def _try(self) -> None:
+        old = self.block()
+        try:
+            if self.parent is None:
+                self.alloc = self.ledger.register(self.name, self.rules)
+            else:
+                self.alloc = self.ledger.delegate(self.parent, self.name, self.rules)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def acquire(self, wait: float | None) -> None:
+        """``wait``: 0 fail at once, None for ever, else seconds."""
+        deadline = None if wait is None else time.monotonic() + wait
+        log_path = os.path.join(self.ledger.path, LOG_NAME)
+        backoff = 0.05
+        noticed = False
+        while True:
+            try:
+                self._try()
+                return
+            except Refused as exc:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    if wait:
+                        raise CliError(f"timed out after {wait:g}s waiting for the scope: "
+                                       f"{one_line(exc)}", EXIT_REFUSED, "refused") from exc
+                    raise
+                if not noticed:
+                    self.say(f"Blocking waiting for the scope: {one_line(exc)}")
+                    noticed = True
+            # Wait politely: watch the log's size (a stat, no lock) and retry
+            # when something was appended, or after the backoff (a holder in
+            # the way may have died: the next attempt reclaims it).
+            try:
+                size = os.stat(log_path).st_size
+            except OSError:
+                size = -1
+            until = time.monotonic() + backoff * random.uniform(0.8, 1.2)
+            if deadline is not None:
+                until = min(until, deadline)
+            while time.monotonic() < until:
+                time.sleep(min(0.05, max(0.0, until - time.monotonic())))
+                try:
+                    if os.stat(log_path).st_size != size:
+                        break
+                except OSError:
+                    pass
+            backoff = min(backoff * 2, 1.0)
+
+    # the child
+    def spawn(self) -> tuple[int, int]:
+        """Fork a child that waits at a gate; returns (gate write end, exec
+        error read end)."""
+        env = dict(os.environ)
+        env[ENV_DIR] = self.ledger.path
+        env[ENV_HOLDER] = self.name
+        env[ENV_TOKEN] = str(self.alloc.token)
+        gate_r, gate_w = os.pipe()
+        err_r, err_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: no Python-level cleanup, ever
+            try:
+                for s in FORWARDED_SIGNALS:
+                    signal.signal(s, signal.SIG_DFL)
+                for s in (signal.SIGPIPE, signal.SIGXFSZ):
+                    signal.signal(s, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, [])
+                os.close(gate_w)
+                os.close(err_r)
+                if os.read(gate_r, 1) != b"g":
+                    os._exit(125)  # the wrapper died or gave up: do not run
+                os.close(gate_r)
+                os.execvpe(self.command[0], self.command, env)
+            except OSError as exc:
+                try:
+                    os.write(err_w, str(exc.errno or 0).encode())
+                except OSError:
+                    pass
+            except BaseException:  # noqa: BLE001
+                pass
+            os._exit(EXIT_NO_COMMAND)
+        self.child = pid
+        os.close(gate_r)
+        os.close(err_w)
+        return gate_w, err_r
+
+    def wait_child(self) -> int:
+        """Wait for the child (signals keep being forwarded meanwhile);
+        its exit code, or 128+N when signal N killed it."""
+        assert self.child is not None
+        try:
+            _pid, status = os.waitpid(self.child, 0)
+        except ChildProcessError:
+            return EXIT_INTERNAL
+        finally:
+            self.waited = True
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code
+
+    def release(self) -> None:
+        if self.alloc is None:
+            return
+        alloc, self.alloc = self.alloc, None
+        old = self.block()
+        try:
+            self.ledger.release(alloc.name, token=alloc.token)
+        except UnknownHolder:
+            pass  # already reclaimed or released by an operator
+        except LedgerError as exc:
+            self.say(f"warning: could not release '{alloc.name}': {one_line(exc)}")
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def run(self, wait: float | None) -> int:
+        gate_w = err_r = -1
+        token = None
+        try:
+            self.install()
+            self.acquire(wait)
+            token = self.alloc.token
+            old = self.block()
+            try:
+                gate_w, err_r = self.spawn()
+                try:
+                    self.ledger.attach(self.name, self.child)
+                except BaseException:
+                    os.close(gate_w)  # the child sees EOF and exits without running
+                    gate_w = -1
+                    raise
+                os.write(gate_w, b"g")
+                os.close(gate_w)
+                gate_w = -1
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            data = b""
+            while True:
+                try:
+                    chunk = os.read(err_r, 64)
+                except InterruptedError:  # pragma: no cover - PEP 475 retries
+                    continue
+                if not chunk:
+                    break
+                data += chunk
+            os.close(err_r)
+            err_r = -1
+            code = self.wait_child()
+            if data:
+                errno_ = int(data or b"0")
+                reason = os.strerror(errno_)
+                self.release()
+                raise CliError(f"cannot run {self.command[0]!r}: {reason}",
+                               EXIT_NO_COMMAND if errno_ == errno_mod.ENOENT else EXIT_CANNOT_EXEC)
+            self.release()
+            if self.env.json:
+                sys.stderr.write(json.dumps({"name": self.name, "token": token, "parent": self.parent,
+                                             "pid": self.child, "exit_code": code}) + "\n")
+            return code
+        except _Interrupted as exc:
+            return 128 + exc.signum
+        finally:
+            for fd in (gate_w, err_r):
+                if fd >= 0:
+                    os.close(fd)
+            if self.child is not None and not self.waited:
+                # A child still at its gate exits at once (EOF); one that runs
+                # the command keeps the scope until it ends: never release early.
+                try:
+                    os.waitpid(self.child, 0)
+                except ChildProcessError:
+                    pass
+            self.release()
+            self.restore()
+
+
+@cli.command(context_settings={"allow_interspersed_args": False})
+@common
+@_rule_options
+@click.option("--name", metavar="NAME", help="Holder name (default: the command's name and this pid).")
+@click.option("-n", "--nonblock", is_flag=True, help="Fail at once if the scope is held.")
+@click.option("-w", "--wait", "wait", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Wait at most SECONDS for the scope (default: wait for ever).")
+@click.option("-E", "--conflict-exit-code", type=click.IntRange(0, 255), default=EXIT_REFUSED,
+              show_default=True, help="Exit code when the scope is not granted.")
+@click.option("--parent", metavar="NAME",
+              help=f"Delegate from holder NAME (default: ${ENV_HOLDER}, set by an enclosing 'ledger run').")
+@click.option("--top-level", is_flag=True, help=f"Register at top level, ignoring ${ENV_HOLDER}.")
+@click.option("-q", "--quiet", is_flag=True, help="No notice while waiting.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_env
+def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | None,
+        manifest: str | None, name: str | None, nonblock: bool, wait: float | None,
+        conflict_exit_code: int, parent: str | None, top_level: bool, quiet: bool,
+        command: tuple[str, ...]) -> int:
+    """Run COMMAND holding a scope, like flock(1): register it (or delegate it
+    from the enclosing 'ledger run'), run the command as a child, release when
+    it ends, and exit with its exit code (128+N if signal N killed it).
+
+    The command sees SCOPELEDGER_DIR, SCOPELEDGER_HOLDER and SCOPELEDGER_TOKEN,
+    so a 'ledger run' inside it delegates from this holder. Signals sent to
+    this process reach the command. The allocation is bound to the command's
+    process: if this wrapper is killed, it is reclaimed once the command is
+    gone too.
+
+    Example: ledger run --name build --write src --read docs -w 60 -- make
+    """
+    env.json_to_stderr = True
+    if nonblock and wait is not None:
+        raise click.UsageError("-n and -w exclude each other")
+    name, rules = _request(writes, reads, root, manifest, name)
+    name = check_name(name) if name is not None else _default_name(command)
+    parent, token = _parent_from_env(parent, top_level)
+    with env.open(create=True) as ledger:
+        if parent is not None and token is not None and not ledger.check(parent, token):
+            raise CliError(f"the enclosing holder '{parent}' (token {token}, from ${ENV_HOLDER}) "
+                           "is no longer live", EXIT_NOT_FOUND)
+        runner = _Runner(env, ledger, name, rules, parent, command, quiet)
+        try:
+            return runner.run(0 if nonblock else wait)
+        except (Refused, CliError) as exc:
+            if isinstance(exc, CliError) and exc.kind != "refused":
+                raise
+            _report(env, exc, conflict_exit_code)
+            return conflict_exit_code
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@common
+@click.option("--dir", "dir_", type=click.Path(file_okay=False), metavar="DIR",
+              help="Where to build the demo (default: a new temporary directory).")
+@click.option("--keep/--clean", default=True, show_default=True,
+              help="Keep the demo's tree and ledger to explore afterwards, or remove them.")
+@pass_env
+def demo(env: Env, dir_: str | None, keep: bool) -> int:
+    """A tour on real processes in a real temporary tree: a runtime delegates
+    to a builder, which delegates to workers; one worker finishes, one is
+    killed with SIGKILL, one is left a zombie; a newcomer is refused, reclaim
+    frees the dead, the newcomer gets in. Then it replays what happened."""
+    from ._demo import run_demo
+
+    return run_demo(env, dir_, keep)
+
+
+# -- entry point --------------------------------------------------------------------------
+
+
+def _report(env: Env | None, exc: BaseException, code: int) -> None:
+    message = one_line(exc)
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        message += f" (see '{exc.ctx.command_path} --help')"
+    try:
+        if env is not None and env.json:
+            stream = sys.stderr if env.json_to_stderr else sys.stdout
+            stream.write(json.dumps(error_json(exc, code), default=str) + "\n")
+            stream.flush()
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console script: run the command line and exit with its code."""
+    env = Env()
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "ledger"
+    if prog in ("__main__.py", "-m", "-c") or not prog:
+        prog = "ledger"
+    code: int
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name=prog,
+                      standalone_mode=False, obj=env)
+        code = rv if isinstance(rv, int) else EXIT_OK
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (e.g. `ledger replay | head`): stop quietly.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        code = EXIT_REFUSED  # as click does for EPIPE
+    except (click.ClickException, LedgerError, CliError, OSError) as exc:
+        code = exit_code_for(exc)
+        _report(env, exc, code)
+    except Exception as exc:  # noqa: BLE001 - a bug; say so in one line
+        if os.environ.get("SCOPELEDGER_DEBUG"):
+            raise
+        code = EXIT_INTERNAL
+        _report(env, RuntimeError(f"internal error: {type(exc).__name__}: {exc} "
+                                  "(set SCOPELEDGER_DEBUG=1 for a traceback)"), code)
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

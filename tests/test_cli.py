@@ -1,0 +1,535 @@
+"""The ``ledger`` command line, run as a user runs it: the installed console
+script as a subprocess; output and exit codes checked, ``--json`` parsed and
+compared with the library's answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from scopeledger import Ledger, ScopeRule, parse_rule
+
+_BIN = os.path.dirname(sys.executable)
+LEDGER = shutil.which("ledger", path=_BIN) or shutil.which("ledger")
+CMD = [LEDGER] if LEDGER else [sys.executable, "-m", "scopeledger"]
+PY = sys.executable
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCOPELEDGER_")}
+    env["NO_COLOR"] = "1"
+    env["PATH"] = _BIN + os.pathsep + env.get("PATH", "")
+    env.update(extra)
+    return env
+
+
+def ledger_cmd(led: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+               timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CMD, "--ledger", str(led), *args], capture_output=True, text=True,
+                          env=env or clean_env(), cwd=cwd, timeout=timeout)
+
+
+def jl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    for d in ("src/parser", "src/lexer", "tests", "docs"):
+        (root / d).mkdir(parents=True)
+    return root.resolve()
+
+
+@pytest.fixture
+def led(tmp_path: Path) -> Path:
+    return tmp_path / "ledger"
+
+
+@pytest.fixture
+def lib(led: Path):
+    with Ledger.open(led) as ledger:
+        yield ledger
+
+
+def W(root: Path, spec: str) -> ScopeRule:
+    return parse_rule(spec, "write", str(root))
+
+
+def R(root: Path, spec: str) -> ScopeRule:
+    return parse_rule(spec, "read", str(root))
+
+
+_readers: dict[int, "queue.Queue[str]"] = {}
+
+
+def readline(p: subprocess.Popen, timeout: float = 20.0) -> str:
+    """A line of ``p``'s stdout, failing (not hanging) after ``timeout``.
+    A reader thread per process: a pipe's buffer may hold several lines."""
+    q = _readers.get(id(p))
+    if q is None:
+        q = _readers[id(p)] = queue.Queue()
+        assert p.stdout is not None
+        threading.Thread(target=lambda: [q.put(line) for line in p.stdout], daemon=True).start()
+    try:
+        return q.get(timeout=timeout)
+    except queue.Empty:
+        p.kill()
+        raise AssertionError(f"no output from {p.args!r} within {timeout}s") from None
+
+
+def wait_for(pred, timeout: float = 20.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- entry points, usage, errors -----------------------------------------------------------
+
+
+def test_entry_points_help_and_version(led: Path) -> None:
+    out = subprocess.run([*CMD, "--help"], capture_output=True, text=True, env=clean_env())
+    assert out.returncode == 0
+    for cmd in ("replay", "show", "who", "check", "history", "diff", "verify", "snapshot",
+                "reclaim", "run", "demo"):
+        assert cmd in out.stdout
+    alias = shutil.which("scopeledger", path=_BIN)
+    if alias:
+        v = subprocess.run([alias, "--version"], capture_output=True, text=True, env=clean_env())
+        assert v.returncode == 0 and "scopeledger" in v.stdout
+    m = subprocess.run([PY, "-m", "scopeledger", "run", "--help"], capture_output=True, text=True,
+                       env=clean_env())
+    assert m.returncode == 0 and "flock" in m.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["bogus"],
+    ["run"],
+    ["run", "--write", "x", "-n", "-w", "1", "--", "true"],
+    ["show", "--at", "not-a-time"],
+    ["replay", "--type", "nonsense"],
+    ["check", "--write", "a/*/b"],
+    ["check"],
+    ["history", "bad name!"],
+])
+def test_usage_errors_are_one_line_exit_2(led: Path, lib: Ledger, args: list[str]) -> None:
+    res = ledger_cmd(led, *args)
+    assert res.returncode == 2, res
+    one_error_line(res.stderr)
+
+
+def test_missing_ledger_is_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    for args in (["show"], ["replay"], ["verify"], ["who", "/x"]):
+        res = ledger_cmd(missing, *args)
+        assert res.returncode == 6
+        assert "no ledger at" in one_error_line(res.stderr)
+    assert not missing.exists()
+    # --json also reports the error as JSON on stdout.
+    res = ledger_cmd(missing, "show", "--json")
+    assert json.loads(res.stdout)["error"]["exit_code"] == 6
+
+
+def test_ledger_selection_env_and_option(tmp_path: Path, tree: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    with Ledger.open(a) as la, Ledger.open(b) as lb:
+        la.register("in-a", [W(tree, "src")])
+        lb.register("in-b", [W(tree, "docs")])
+    env = clean_env(SCOPELEDGER_DIR=str(a))
+    res = subprocess.run([*CMD, "show", "--json"], capture_output=True, text=True, env=env)
+    assert [h["name"] for h in json.loads(res.stdout)["holders"]] == ["in-a"]
+    # --ledger wins over the environment, before or after the command name.
+    res = subprocess.run([*CMD, "show", "--json", "--ledger", str(b)], capture_output=True, text=True, env=env)
+    assert [h["name"] for h in json.loads(res.stdout)["holders"]] == ["in-b"]
+
+
+def test_unsafe_ledger_exit_5(led: Path, lib: Ledger) -> None:
+    os.chmod(led, 0o777)
+    res = ledger_cmd(led, "show")
+    assert res.returncode == 5
+    assert "unsafe ledger path" in one_error_line(res.stderr)
+    os.chmod(led, 0o700)
+
+
+def test_corrupt_ledger_exit_4_and_verify_names_line(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("a", [W(tree, "src")])
+    lib.release("a")
+    assert ledger_cmd(led, "verify").returncode == 0
+    log = led / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"released"', b'"releasXd"')
+    log.write_bytes(b"".join(lines))
+    res = ledger_cmd(led, "verify")
+    assert res.returncode == 1
+    assert f"{log} line 2 (seq 2)" in res.stderr
+    res = ledger_cmd(led, "verify", "--json")
+    report = json.loads(res.stdout)
+    assert res.returncode == 1 and report["ok"] is False
+    assert report["problems"][0]["file"] == str(log)
+    assert report["problems"][0]["line"] == 2 and report["problems"][0]["seq"] == 2
+    res = ledger_cmd(led, "show")
+    assert res.returncode == 4
+    assert "corrupt ledger" in one_error_line(res.stderr)
+
+
+# -- show, who, replay, history, diff --------------------------------------------------------
+
+
+def test_show_tree_and_json_match_library(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("rt", [W(tree, "src"), R(tree, "docs")])
+    lib.delegate("rt", "builder", [W(tree, "src/parser")])
+    lib.delegate("builder", "worker", [W(tree, "src/parser/gen/*")])
+    res = ledger_cmd(led, "show", "--json")
+    assert res.returncode == 0
+    doc = json.loads(res.stdout)
+    assert doc["holders"] == [a.to_json() for a in lib.holders()]
+    assert doc["seq"] == lib.seq
+    assert doc["liveness"] == {"rt": "alive", "builder": "alive", "worker": "alive"}
+    assert doc["children"] == {"rt": ["builder"], "builder": ["worker"]}
+    human = ledger_cmd(led, "show", "--relative-to", str(tree)).stdout
+    assert "rt  pid" in human and "write src/**, read docs/**" in human
+    assert "worker  pid" in human and "write src/parser/gen/*" in human
+    # nesting: the worker's line is indented deeper than the builder's
+    indent = {n: next(len(line) - len(line.lstrip(" │├└─")) for line in human.splitlines()
+                      if f"{n}  pid" in line) for n in ("rt", "builder", "worker")}
+    assert indent["rt"] < indent["builder"] < indent["worker"]
+
+
+def test_show_at_and_who_at(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("rt", [W(tree, "src")])
+    lib.delegate("rt", "b", [W(tree, "src/lexer")])
+    mid = lib.seq
+    lib.release("b")
+    at = json.loads(ledger_cmd(led, "show", "--at", str(mid), "--json").stdout)
+    assert at["holders"] == [a.to_json() for a in lib.state_at(seq=mid).holders.values()]
+    assert "liveness" not in at
+    now = json.loads(ledger_cmd(led, "show", "--json").stdout)
+    assert [h["name"] for h in now["holders"]] == ["rt"]
+    # by ISO time: just after the delegation
+    t = lib.state_at(seq=mid).last_ts
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 10**9)) + f".{(t // 1000) % 10**6:06d}Z"
+    by_time = json.loads(ledger_cmd(led, "show", "--at", iso, "--json").stdout)
+    assert by_time["seq"] == mid
+    # who, now and then
+    who = json.loads(ledger_cmd(led, "who", str(tree / "src/lexer/x.py"), "--json").stdout)
+    assert [(h["chain"], h["deepest"]) for h in who["holders"]] == [(["rt"], True)]
+    who_then = json.loads(ledger_cmd(led, "who", "src/lexer/x.py", "--at", str(mid), "--json",
+                                     cwd=tree).stdout)
+    lib_then = lib.who(str(tree / "src/lexer/x.py"), seq=mid)
+    assert [(h["chain"], h["rule"], h["deepest"]) for h in who_then["holders"]] == \
+        [(list(h.chain), h.rule.to_json(), h.deepest) for h in lib_then]
+    human = ledger_cmd(led, "who", "src/lexer", "--at", str(mid), cwd=tree).stdout
+    assert "'b' (delegated from 'rt')" in human
+    res = ledger_cmd(led, "show", "--at", "999")
+    assert res.returncode == 6
+    assert "no state at seq 999" in one_error_line(res.stderr)
+
+
+def test_replay_says_what_each_event_did(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("rt", [W(tree, "src")])
+    lib.delegate("rt", "mid", [W(tree, "src/parser"), W(tree, "src/lexer")])
+    lib.delegate("mid", "leaf", [W(tree, "src/parser")])
+    gone = subprocess.Popen([PY, "-c", "import time; time.sleep(30)"])
+    zombie = subprocess.Popen([PY, "-c", "pass"])
+    lib.register("gone", [W(tree, "tests")], pid=gone.pid)
+    lib.register("zombie", [W(tree, "docs")], pid=zombie.pid)
+    try:
+        lib.register("newcomer", [W(tree, "src/parser/x")])
+    except Exception:
+        pass
+    lib.release("mid")  # leaf is re-parented to rt
+    gone.kill()
+    gone.wait()
+    wait_for(lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE, what="a zombie")
+    rec = ledger_cmd(led, "reclaim", "--json")
+    assert rec.returncode == 0
+    doc = json.loads(rec.stdout)
+    assert sorted((r["name"], r["reason"]) for r in doc["reclaimed"]) == \
+        [("gone", "process_gone"), ("zombie", "zombie")]
+    zombie.wait()
+
+    res = ledger_cmd(led, "replay", "--relative-to", str(tree))
+    assert res.returncode == 0
+    lines = res.stdout.splitlines()
+    assert len(lines) == lib.seq
+    text = res.stdout
+    assert "registered  'rt' pid" in text
+    assert "delegated   'leaf' from 'mid'" in text
+    assert "refused     'newcomer'" in text and "'leaf' (delegated from 'mid', from 'rt')" in text
+    assert "released    'mid'" in text and "re-parented 'leaf' to 'rt'" in text
+    assert f"reclaimed   'gone' because process gone: pid {gone.pid} no longer exists" in text
+    assert f"reclaimed   'zombie' because zombie: pid {zombie.pid} exited" in text
+
+    # --json: JSON Lines, the stored events
+    js = jl(ledger_cmd(led, "replay", "--json").stdout)
+    assert js == [e.data for e in lib.events()]
+    # filters
+    only = jl(ledger_cmd(led, "replay", "--json", "--type", "reclaimed", "--type", "refused").stdout)
+    assert [e["type"] for e in only] == ["refused", "reclaimed", "reclaimed"]
+    sub = jl(ledger_cmd(led, "replay", "--json", "--holder", "mid").stdout)
+    assert [e["seq"] for e in sub] == [e.seq for e in lib.events(holder="mid")]
+    rng = jl(ledger_cmd(led, "replay", "--json", "--from", "2", "--until", "4").stdout)
+    assert [e["seq"] for e in rng] == [2, 3, 4]
+    by_path = jl(ledger_cmd(led, "replay", "--json", "--path", "docs", cwd=tree).stdout)
+    assert [e["seq"] for e in by_path] == [e.seq for e in lib.events(path=str(tree / "docs"))]
+    # a filtered replay still names the pid of a reclaimed holder
+    rec_line = ledger_cmd(led, "replay", "--type", "reclaimed").stdout
+    assert f"pid {gone.pid} no longer exists" in rec_line
+    # --from an ISO time
+    t = lib.state_at(seq=5).last_ts
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 10**9)) + f".{(t // 1000) % 10**6:06d}+00:00"
+    from_t = jl(ledger_cmd(led, "replay", "--json", "--from", iso).stdout)
+    assert from_t[0]["seq"] == 5 and from_t[-1]["seq"] == lib.seq
+
+
+def test_replay_follow(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("first", [W(tree, "src")])
+    p = subprocess.Popen([*CMD, "--ledger", str(led), "replay", "--follow", "--json", "--interval", "0.05"],
+                         stdout=subprocess.PIPE, text=True, env=clean_env())
+    try:
+        assert json.loads(readline(p))["seq"] == 1
+        lib.register("second", [W(tree, "docs")])
+        lib.release("first")
+        assert json.loads(readline(p))["holder"]["name"] == "second"
+        assert json.loads(readline(p))["type"] == "released"
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 130
+
+
+def test_history_and_diff_match_library(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("rt", [W(tree, "src")])
+    a = lib.seq
+    lib.delegate("rt", "b", [W(tree, "src/lexer")])
+    lib.delegate("b", "c", [W(tree, "src/lexer/x")])
+    lib.release("b")
+    b = lib.seq
+    hist = jl(ledger_cmd(led, "history", "b", "--json").stdout)
+    assert hist == [e.data for e in lib.history("b")]
+    human = ledger_cmd(led, "history", "b").stdout
+    assert len(human.splitlines()) == len(hist)
+    d = json.loads(ledger_cmd(led, "diff", str(a), str(b), "--json").stdout)
+    lib_d = lib.diff(a, b)
+    assert d == {"a": a, "b": b, "added": list(lib_d.added), "removed": list(lib_d.removed),
+                 "reparented": [{"name": n, "from": x, "to": y} for n, x, y in lib_d.reparented],
+                 "rebound": list(lib_d.rebound), "regranted": list(lib_d.regranted)}
+    assert d["added"] == ["c"]
+    human = ledger_cmd(led, "diff", "1", str(b)).stdout
+    assert "+ c" in human
+    human = ledger_cmd(led, "diff", str(b - 1), str(b)).stdout
+    assert "- b" in human and "c: parent b -> rt" in human
+    none = ledger_cmd(led, "history", "nobody")
+    assert none.returncode == 0 and "no events" in none.stderr
+
+
+def test_snapshot_and_reclaim_dry_run(led: Path, lib: Ledger, tree: Path) -> None:
+    p = subprocess.Popen([PY, "-c", "pass"])
+    lib.register("w", [W(tree, "src")], pid=p.pid)
+    p.wait()
+    dry = json.loads(ledger_cmd(led, "reclaim", "--dry-run", "--json").stdout)
+    assert dry["dry_run"] and [r["name"] for r in dry["reclaimed"]] == ["w"]
+    assert dry["reclaimed"][0]["reason"] == "process_gone"
+    assert [a.name for a in lib.holders()] == ["w"]  # nothing recorded
+    human = ledger_cmd(led, "reclaim").stdout
+    assert "reclaimed 'w'" in human and "process gone" in human
+    assert lib.holders() == []
+    assert "nothing to reclaim" in ledger_cmd(led, "reclaim").stdout
+    snap = json.loads(ledger_cmd(led, "snapshot", "--json").stdout)
+    assert snap == {"ledger": str(led), "seq": lib.seq, "written": True}
+    assert ledger_cmd(led, "verify").stdout.startswith("ok:")
+
+
+# -- check ------------------------------------------------------------------------------------------
+
+
+def test_check_exit_codes_and_owner_chain(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("A", [W(tree, "src")])
+    lib.delegate("A", "B", [W(tree, "src/parser")])
+    lib.delegate("B", "D", [W(tree, "src/parser/deep")])
+    ok = ledger_cmd(led, "check", "--write", "docs", "--read", "src", cwd=tree)
+    assert ok.returncode == 0 and ok.stdout.startswith("granted")
+    no = ledger_cmd(led, "check", "--write", "src/parser/deep/x", cwd=tree)
+    assert no.returncode == 1
+    assert "'D' (delegated from 'B', from 'A')" in no.stdout
+    js = json.loads(ledger_cmd(led, "check", "--write", "src/parser/deep/x", "--json", cwd=tree).stdout)
+    assert js["granted"] is False and js["conflict"]["chain"] == ["A", "B", "D"]
+    assert js["conflict"]["type"] == "ScopeConflict"
+    err = lib.find_conflict([W(tree, "src/parser/deep/x")])
+    assert tuple(js["conflict"]["chain"]) == err.chain
+    # as a delegation from B: the sibling D is in the way
+    sib = ledger_cmd(led, "check", "--parent", "B", "--write", "src/parser/deep", cwd=tree)
+    assert sib.returncode == 1 and "sibling 'D'" in sib.stdout
+    assert ledger_cmd(led, "check", "--parent", "B", "--write", "src/parser/other", cwd=tree).returncode == 0
+    assert ledger_cmd(led, "check", "--parent", "nobody", "--write", "src", cwd=tree).returncode == 6
+    assert ledger_cmd(led, "check", "--name", "A", "--write", "docs", cwd=tree).returncode == 1
+    seq = lib.seq
+    assert lib.seq == seq  # check records nothing
+
+
+def test_check_counts_dead_holders_as_reclaimable(led: Path, lib: Ledger, tree: Path) -> None:
+    p = subprocess.Popen([PY, "-c", "pass"])
+    lib.register("dead", [W(tree, "src")], pid=p.pid)
+    p.wait()
+    js = json.loads(ledger_cmd(led, "check", "--write", "src", "--json", cwd=tree).stdout)
+    assert js["granted"] is True
+    assert js["would_reclaim"] == [{"name": "dead", "reason": "process_gone"}]
+    assert [a.name for a in lib.holders()] == ["dead"]
+
+
+# -- run --------------------------------------------------------------------------------------------
+
+
+def test_run_passes_exit_code_and_environment(led: Path, tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "env.json"
+    code = ("import json, os, sys; json.dump({k: os.environ.get(k) for k in "
+            "('SCOPELEDGER_DIR', 'SCOPELEDGER_HOLDER', 'SCOPELEDGER_TOKEN')}, open(sys.argv[1], 'w')); "
+            "sys.exit(7)")
+    res = ledger_cmd(led, "run", "--name", "job", "--write", "src", "--read", "docs", "--",
+                     PY, "-c", code, str(out), cwd=tree)
+    assert res.returncode == 7, res.stderr
+    seen = json.loads(out.read_text())
+    with Ledger.open(led) as lib:
+        events = list(lib.events())
+        assert [e.type for e in events] == ["registered", "attached", "released"]
+        assert seen == {"SCOPELEDGER_DIR": str(led), "SCOPELEDGER_HOLDER": "job",
+                        "SCOPELEDGER_TOKEN": str(events[0].seq)}
+        assert events[0].rules == (W(tree, "src"), R(tree, "docs"))
+        assert lib.holders() == []
+    # killed by a signal: 128 + N
+    res = ledger_cmd(led, "run", "--write", "src", "--", "sh", "-c", "kill -TERM $$", cwd=tree)
+    assert res.returncode == 128 + signal.SIGTERM
+    # not found / not executable
+    res = ledger_cmd(led, "run", "--write", "src", "--", str(tmp_path / "no-such-command"), cwd=tree)
+    assert res.returncode == 127 and "no such file" in one_error_line(res.stderr).lower()
+    (tmp_path / "plain.txt").write_text("x")
+    res = ledger_cmd(led, "run", "--write", "src", "--", str(tmp_path / "plain.txt"), cwd=tree)
+    assert res.returncode == 126
+    with Ledger.open(led) as lib:
+        assert lib.holders() == []
+    # --json: a summary on stderr, stdout stays the command's
+    res = ledger_cmd(led, "run", "--json", "--name", "j2", "--write", "src", "--", "echo", "hi", cwd=tree)
+    assert res.stdout == "hi\n"
+    summary = json.loads(res.stderr.splitlines()[-1])
+    assert summary["name"] == "j2" and summary["exit_code"] == 0
+
+
+def test_run_nonblock_refused_names_owner_chain(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("A", [W(tree, "src")])
+    lib.delegate("A", "B", [W(tree, "src/lexer")])
+    res = ledger_cmd(led, "run", "-n", "--write", "src/lexer/x", "--", "true", cwd=tree)
+    assert res.returncode == 1
+    assert "'B' (delegated from 'A')" in one_error_line(res.stderr)
+    res = ledger_cmd(led, "run", "-n", "-E", "42", "--write", "src", "--", "true", cwd=tree)
+    assert res.returncode == 42
+    res = ledger_cmd(led, "run", "-w", "0.3", "--write", "src", "--", "true", cwd=tree)
+    notice, error = res.stderr.splitlines()
+    assert notice.startswith("Blocking waiting for the scope: ")
+    assert res.returncode == 1 and error.startswith("error: timed out after 0.3s waiting for the scope")
+    refused = [e for e in lib.events(types=["refused"])]
+    assert refused and refused[0].data["chain"] == ["A", "B"]
+
+
+def test_run_wait_until_holder_releases(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("holder", [W(tree, "src")])
+    p = subprocess.Popen([*CMD, "--ledger", str(led), "run", "-w", "20", "--name", "waiter",
+                          "--write", "src/parser", "--", "true"], cwd=tree, env=clean_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(True for _ in lib.events(types=["refused"])), what="the waiter's refusal")
+    time.sleep(0.3)
+    assert p.poll() is None  # still waiting
+    t0 = time.monotonic()
+    lib.release("holder")
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 0, err
+    assert time.monotonic() - t0 < 5.0  # it noticed the release promptly
+    assert "Blocking waiting for the scope" in err
+    types = [(e.type, e.data.get("name") or e.data.get("holder", {}).get("name")) for e in lib.events()]
+    assert ("registered", "waiter") in types
+    # polite: one refusal on record, not one per poll
+    assert len(list(lib.events(types=["refused"]))) == 1
+
+
+def test_nested_run_delegates_from_parent_holder(led: Path, tree: Path) -> None:
+    show_holder = "import os; print(os.environ['SCOPELEDGER_HOLDER'])"
+    inner = f"ledger run --name inner --write src/parser -- {PY} -c \"{show_holder}\""
+    res = ledger_cmd(led, "run", "--name", "outer", "--write", "src", "--", "sh", "-c", inner, cwd=tree)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "inner"
+    with Ledger.open(led) as lib:
+        grants = [e.data["holder"] for e in lib.events(types=["registered", "delegated"])]
+    assert [(g["name"], g["parent"]) for g in grants] == [("outer", None), ("inner", "outer")]
+    # outside its parent's scope: refused as a delegation
+    bad = "ledger run -n --name inner2 --write docs -- true"
+    res = ledger_cmd(led, "run", "--name", "outer2", "--write", "src", "--", "sh", "-c", bad, cwd=tree)
+    assert res.returncode == 1 and "cannot delegate" in res.stderr
+    # a stale parent token is refused
+    res = ledger_cmd(led, "run", "--write", "src", "--", "true", cwd=tree,
+                     env=clean_env(SCOPELEDGER_HOLDER="outer", SCOPELEDGER_TOKEN="1"))
+    assert res.returncode == 6 and "no longer live" in res.stderr
+
+
+def test_run_forwards_sigterm(led: Path, tree: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "got-term"
+    code = ("import signal, sys, time\n"
+            "def h(*a):\n    open(sys.argv[1], 'w').write('term'); sys.exit(5)\n"
+            "signal.signal(signal.SIGTERM, h)\nprint('ready', flush=True)\ntime.sleep(30)\n")
+    p = subprocess.Popen([*CMD, "--ledger", str(led), "run", "--name", "t", "--write", "src", "--",
+                          PY, "-c", code, str(marker)], cwd=tree, env=clean_env(),
+                         stdout=subprocess.PIPE, text=True)
+    assert readline(p).strip() == "ready"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(10) == 5
+    assert marker.read_text() == "term"
+    with Ledger.open(led) as lib:
+        assert lib.holders() == []
+        assert [e.type for e in lib.events()][-1] == "released"
+
+
+def test_wrapper_sigkill_reclaimed_only_after_child_is_gone(led: Path, tree: Path) -> None:
+    p = subprocess.Popen([*CMD, "--ledger", str(led), "run", "--name", "k", "--write", "src", "--",
+                          PY, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
+                         cwd=tree, env=clean_env(), stdout=subprocess.PIPE, text=True)
+    assert readline(p).strip() == "ready"
+    with Ledger.open(led) as lib:
+        child = lib.holder("k").pid
+        assert child != p.pid  # bound to the command's process
+        p.kill()
+        p.wait()
+        res = json.loads(ledger_cmd(led, "reclaim", "--json").stdout)
+        assert res["reclaimed"] == []  # the command still runs
+        assert lib.holder("k").pid == child
+        os.kill(child, signal.SIGKILL)
+
+        def dead() -> bool:
+            try:
+                return psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        wait_for(dead, what="the orphaned command to die")
+        res = json.loads(ledger_cmd(led, "reclaim", "--json").stdout)
+        assert [r["name"] for r in res["reclaimed"]] == ["k"]
+        assert res["reclaimed"][0]["reason"] in ("process_gone", "zombie")
+        assert lib.holders() == []
