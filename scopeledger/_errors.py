@@ -43,7 +43,8 @@ class LedgerError(Exception):
 def _rebuild(cls: type, message: str, state: dict[str, Any]) -> LedgerError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
-    err.__dict__.update(state)
+    for key, value in state.items():
+        setattr(err, key, value)  # (OSError's errno is a slot, not in __dict__)
     return err
 
 
@@ -200,5 +201,8 @@ class LedgerIOError(LedgerError, OSError):
 
     def __init__(self, path: str, verb: str, cause: OSError) -> None:
         self.path = path
-        self.errno = cause.errno
         super().__init__(f"failed to {verb}: {path}: {cause.strerror or cause}")
+        self.errno = cause.errno  # after OSError.__init__, which resets it
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), str(self), dict(self.__dict__, errno=self.errno)))

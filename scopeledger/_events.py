@@ -6,7 +6,8 @@ One event is one line of UTF-8 JSON (no newline inside), keys in this order::
      "seq": 42,                 gapless, from 1 (int)
      "ts": 1764426000123456789, UTC, integer nanoseconds since the epoch;
                                 never less than the previous event's ts
-     "actor": {"pid": 4242, "start": 1764425990.12, "boot": "<boot id>"},
+     "actor": {"pid": 4242, "start": 1764425990.12, "boot": "<boot id>",
+               "pidns": "pid:[4026531836]"},   (pidns: optional)
      "prev": "<32 hex>",        blake2b-128 of the previous line's bytes
                                 (without its newline); 32 zeros for seq 1
      "type": "registered",      see EVENT_TYPES
@@ -14,7 +15,7 @@ One event is one line of UTF-8 JSON (no newline inside), keys in this order::
 
 Payloads (rules are ``[path, "read"|"write", recursive]``)::
 
-    registered / delegated  "holder": {"name", "rules", "process": {pid, start, boot},
+    registered / delegated  "holder": {"name", "rules", "process": {pid, start, boot[, pidns]},
                                        "parent": str|null, "reserved": bool,
                                        "socket": str|null}
     attached                "name", "process"

@@ -91,9 +91,12 @@ class Allocation:
         }
 
 
-# A trie node is a 2-item list (cheaper than an object):
-# [children: dict[str, node] | None, entries], where entries is None, one
-# (name, rule) tuple, or a list of them (most paths have one holder).
+# A trie node is a 3-item list (cheaper than an object):
+# [children: dict[str, node] | None, a, b] holding the entries at this path:
+#   a is None                 no entry;
+#   a is a str                one entry: (a, b) is (holder name, rule);
+#   a is a dict, b is None    several: {(name, rule): count} (removal is O(1),
+#                             even when thousands of holders read one path).
 # A node exists only while something is held at or below it: empty nodes
 # are pruned, so "the node exists" means "something lies here or below".
 _intern = sys.intern
@@ -104,10 +107,12 @@ def _parts(path: str) -> list[str]:
 
 
 def _node_entries(node: list[Any]) -> Any:
-    e = node[1]
-    if e is None:
+    a = node[1]
+    if a is None:
         return ()
-    return (e,) if type(e) is tuple else e
+    if type(a) is str:
+        return ((a, node[2]),)
+    return a.keys()
 
 
 class PathIndex:
@@ -117,7 +122,7 @@ class PathIndex:
     __slots__ = ("root", "size")
 
     def __init__(self) -> None:
-        self.root: list[Any] = [None, None]
+        self.root: list[Any] = [None, None, None]
         self.size = 0
 
     def add(self, name: str, rule: ScopeRule) -> None:
@@ -128,16 +133,17 @@ class PathIndex:
                 children = node[0] = {}
             nxt = children.get(part)
             if nxt is None:
-                nxt = children[_intern(part)] = [None, None]
+                nxt = children[_intern(part)] = [None, None, None]
             node = nxt
-        entry = (name, rule)
-        e = node[1]
-        if e is None:
-            node[1] = entry
-        elif type(e) is tuple:
-            node[1] = [e, entry]
+        a = node[1]
+        if a is None:
+            node[1], node[2] = name, rule
         else:
-            e.append(entry)
+            if type(a) is str:
+                a = node[1] = {(a, node[2]): 1}
+                node[2] = None
+            key = (name, rule)
+            a[key] = a.get(key, 0) + 1
         self.size += 1
 
     def remove(self, name: str, rule: ScopeRule) -> None:
@@ -147,21 +153,29 @@ class PathIndex:
         for part in parts:
             node = node[0][part]
             nodes.append(node)
-        entry = (name, rule)
-        e = node[1]
-        if type(e) is tuple:
-            if e != entry:
-                raise ValueError(f"{entry!r} is not in the index")
-            node[1] = None
+        a = node[1]
+        if type(a) is str:
+            if a != name or node[2] != rule:
+                raise ValueError(f"{(name, rule)!r} is not in the index")
+            node[1] = node[2] = None
         else:
-            e.remove(entry)
-            if len(e) == 1:
-                node[1] = e[0]
+            key = (name, rule)
+            n = a[key] - 1
+            if n:
+                a[key] = n
+            else:
+                del a[key]
+                if not a:
+                    node[1] = None
+                elif len(a) == 1:
+                    ((only, count),) = a.items()
+                    if count == 1:
+                        node[1], node[2] = only
         self.size -= 1
         # Prune the nodes left empty, deepest first.
         for i in range(len(parts), 0, -1):
-            n = nodes[i]
-            if n[0] is not None or n[1] is not None:
+            n_ = nodes[i]
+            if n_[0] is not None or n_[1] is not None:
                 break
             parent = nodes[i - 1]
             del parent[0][parts[i - 1]]
@@ -170,7 +184,8 @@ class PathIndex:
 
     def overlapping(self, rule: ScopeRule) -> Iterator[tuple[str, ScopeRule]]:
         """Entries whose rule overlaps ``rule``: ancestors first (shallowest
-        first), then the path itself, then what lies below it."""
+        first), then the path itself, then what lies below it. Each distinct
+        ``(holder, rule)`` once."""
         parts = _parts(rule.path)
         last = len(parts) - 1
         node = self.root
@@ -298,10 +313,11 @@ _last_ident: list[Any] = [None, None]
 def _ident(value: dict[str, Any]) -> ProcessIdentity:
     """Process identity from the log; consecutive events of one process
     share one object (memoisation only: the result is the same)."""
-    key = (value["pid"], value["start"], value["boot"])
+    key = (value["pid"], value["start"], value["boot"], value.get("pidns"))
     if _last_ident[0] == key:
         return _last_ident[1]
-    if type(key[0]) is not int or type(key[2]) is not str or not (key[1] is None or type(key[1]) in (int, float)):
+    if type(key[0]) is not int or type(key[2]) is not str or not (key[1] is None or type(key[1]) in (int, float)) \
+            or not (key[3] is None or type(key[3]) is str):
         raise ValueError(f"malformed process {value!r}")
     ident = ProcessIdentity(*key)
     _last_ident[0], _last_ident[1] = key, ident

@@ -197,7 +197,8 @@ class Ledger(HistoryMixin):
     Use :meth:`open`. Every method may also raise :class:`LockTimeout` (for
     mutations, when the lock is not free within ``timeout``),
     :class:`CorruptLedger` (a log line that does not check out) and
-    :class:`LedgerIOError` (the OS refused a write; nothing was recorded).
+    :class:`LedgerIOError` (the OS refused a write; the request was not
+    recorded, though dead holders reclaimed on its way may have been).
     """
 
     def __init__(self, store: Store, *, timeout: float | None, probe: Probe | None,
@@ -287,7 +288,9 @@ class Ledger(HistoryMixin):
     # -- state maintenance ------------------------------------------------------
 
     def _log_line_hash(self, start: int, end: int) -> str | None:
-        if end <= start:
+        # (start, end) come from a snapshot header: do not trust them to be
+        # inside the log (a huge length would be allocated by pread).
+        if start < 0 or end <= start or end > self._store.size():
             return None
         data = self._store.read_at(start, end - start)
         if len(data) != end - start or not data.endswith(b"\n"):
@@ -385,6 +388,10 @@ class Ledger(HistoryMixin):
 
     def _transact(self, build: Callable[[_Txn], Any]) -> Any:
         store = self._store
+        with self._mem:
+            # Fold what other processes appended before taking the lock, so
+            # that the lock is held for as little folding as possible.
+            self._catch_up(locked=False)
         self.last_wait = store.acquire(self.timeout)
         try:
             with self._mem:
@@ -625,7 +632,12 @@ class Ledger(HistoryMixin):
 
     def snapshot(self) -> int:
         """Write a snapshot of the current state now; returns its seq (0 and
-        nothing written for an empty log)."""
+        nothing written for an empty log).
+
+        Raises:
+            LedgerIOError: the OS refused the write (disk full, ...); no
+                snapshot and no temp file are left, nothing else changes.
+        """
         with self._mem:
             state = self._catch_up(locked=False)
             if state.seq == 0:
@@ -764,14 +776,16 @@ class Hold:
     Attributes: ``ledger``, ``allocation`` (:class:`Allocation`).
     ``release()`` releases it now (only that exact grant, by token); it is
     also called when the ``with`` block exits, when the guard is garbage
-    collected, and at interpreter exit. Releasing twice is a no-op.
+    collected, and at interpreter exit. Releasing twice is a no-op. Only the
+    process that created the guard releases: in a forked child (which
+    inherits a copy of it) all of these do nothing.
     """
 
     def __init__(self, ledger: Ledger, allocation: Allocation) -> None:
         self.ledger = ledger
         self.allocation = allocation
         self._finalizer = weakref.finalize(self, _release_quietly, ledger, allocation.name,
-                                           allocation.token)
+                                           allocation.token, os.getpid())
 
     @property
     def released(self) -> bool:
@@ -792,7 +806,9 @@ class Hold:
         return f"<Hold {self.allocation.name!r} token={self.allocation.token} {state}>"
 
 
-def _release_quietly(ledger: Ledger, name: str, token: int) -> None:
+def _release_quietly(ledger: Ledger, name: str, token: int, owner_pid: int) -> None:
+    if os.getpid() != owner_pid:
+        return  # a forked child's copy of the guard: the allocation is not its own
     with contextlib.suppress(UnknownHolder):
         try:
             ledger.release(name, token=token)

@@ -1,9 +1,10 @@
 """Process identity and liveness (psutil).
 
 A pid alone is not an identity: pids are reused, and a zombie answers
-``kill(pid, 0)``. A holder's process is identified by ``(pid, start, boot)``:
-the process start time as psutil reports it (seconds since the epoch, UTC,
-``float``) and the kernel's boot id. The liveness probe fails closed, like
+``kill(pid, 0)``. A holder's process is identified by ``(pid, start, boot,
+pidns)``: the process start time as psutil reports it (seconds since the
+epoch, UTC, ``float``), the kernel's boot id, and the PID namespace the pid
+is a number in (the same pid names another process in another namespace). The liveness probe fails closed, like
 filelock's ``(pid, start time)`` check: when it cannot prove a process dead
 (access denied, start time unreadable), the process counts as alive.
 """
@@ -19,6 +20,7 @@ import psutil
 
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 _boot_id_cache: str | None = None
+_pidns_cache: tuple[int, str | None] | None = None
 
 #: Start times closer than this (seconds) are the same process. psutil derives
 #: them from clock ticks (1/100 s on Linux) plus the boot time.
@@ -39,6 +41,20 @@ def boot_id() -> str:
     return _boot_id_cache
 
 
+def pid_namespace() -> str | None:
+    """The PID namespace of this process (``/proc/self/ns/pid``'s target,
+    e.g. ``"pid:[4026531836]"``), or ``None`` where it cannot be read."""
+    global _pidns_cache
+    pid = os.getpid()
+    if _pidns_cache is None or _pidns_cache[0] != pid:
+        try:
+            ns: str | None = os.readlink("/proc/self/ns/pid")
+        except OSError:
+            ns = None
+        _pidns_cache = (pid, ns)
+    return _pidns_cache[1]
+
+
 @attrs.frozen(slots=True)
 class ProcessIdentity:
     """Who a process is, robust to pid reuse.
@@ -49,18 +65,25 @@ class ProcessIdentity:
             ``None`` when it could not be read (then liveness is undecidable
             beyond "the pid exists").
         boot: boot id of the kernel the process ran under, ``str``.
+        pidns: the PID namespace ``pid`` is a number in (see
+            :func:`pid_namespace`), ``str``; ``None`` when unknown (then
+            the pid is taken to be in the prober's namespace).
     """
 
     pid: int
     start: float | None
     boot: str
+    pidns: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"pid": self.pid, "start": self.start, "boot": self.boot}
+        out: dict[str, Any] = {"pid": self.pid, "start": self.start, "boot": self.boot}
+        if self.pidns is not None:
+            out["pidns"] = self.pidns
+        return out
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> "ProcessIdentity":
-        return cls(value["pid"], value["start"], value["boot"])
+        return cls(value["pid"], value["start"], value["boot"], value.get("pidns"))
 
 
 def identify(pid: int | None = None) -> ProcessIdentity:
@@ -83,7 +106,7 @@ def identify(pid: int | None = None) -> ProcessIdentity:
         raise ProcessLookupError(f"no process with pid {pid}") from None
     except (psutil.AccessDenied, OSError):
         start = None
-    return ProcessIdentity(pid, start, boot_id())
+    return ProcessIdentity(pid, start, boot_id(), pid_namespace())
 
 
 class Liveness(enum.Enum):
@@ -110,29 +133,54 @@ Probe = Callable[[ProcessIdentity], Union[Liveness, bool]]
 def probe(ident: ProcessIdentity) -> Liveness:
     """The default liveness probe (psutil).
 
-    Order: another boot id -> ``EARLIER_BOOT``; no such pid -> ``GONE``;
-    status zombie -> ``ZOMBIE``; a start time differing by more than
-    :data:`START_TOLERANCE` -> ``PID_REUSED``; access denied or unreadable
-    -> ``UNKNOWN`` (kept); else ``ALIVE``.
+    Order: another boot id -> ``EARLIER_BOOT``; a pid from another PID
+    namespace -> ``UNKNOWN`` (kept: that number names another process
+    here, or none); no such pid -> ``GONE`` (when ``kill(pid, 0)`` agrees:
+    /proc mounted with ``hidepid=2`` hides live processes); a start time
+    differing by more than :data:`START_TOLERANCE` -> ``PID_REUSED``, unless
+    by whole seconds (a step of the wall clock moves psutil's start times by
+    whole seconds: ``UNKNOWN``, kept); status zombie -> ``ZOMBIE``; access
+    denied or unreadable -> ``UNKNOWN`` (kept); else ``ALIVE``.
     """
     if ident.boot != boot_id():
         return Liveness.EARLIER_BOOT
+    if ident.pidns is not None and ident.pidns != pid_namespace():
+        return Liveness.UNKNOWN
     try:
         proc = psutil.Process(ident.pid)
     except psutil.NoSuchProcess:
-        return Liveness.GONE
+        return _gone_or_hidden(ident.pid)
     except (psutil.AccessDenied, OSError):
         return Liveness.UNKNOWN
     try:
-        if ident.start is not None and abs(proc.create_time() - ident.start) > START_TOLERANCE:
-            return Liveness.PID_REUSED
+        stepped = False
+        if ident.start is not None:
+            d = proc.create_time() - ident.start
+            if abs(d) > START_TOLERANCE:
+                if abs(d - round(d)) > START_TOLERANCE:
+                    return Liveness.PID_REUSED
+                stepped = True  # whole seconds: a clock step, or a reuse; cannot tell
         if proc.status() == psutil.STATUS_ZOMBIE:
-            return Liveness.ZOMBIE
+            return Liveness.ZOMBIE  # ours, or a stranger after ours: dead either way
+        if stepped:
+            return Liveness.UNKNOWN
     except psutil.NoSuchProcess:
-        return Liveness.GONE
+        return _gone_or_hidden(ident.pid)
     except (psutil.AccessDenied, OSError):
         return Liveness.UNKNOWN
     return Liveness.ALIVE
+
+
+def _gone_or_hidden(pid: int) -> Liveness:
+    """psutil sees no such pid; ``kill(pid, 0)``, which /proc's ``hidepid``
+    does not affect, decides between gone and hidden (kept)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return Liveness.GONE
+    except OSError:  # EPERM: it exists, owned by someone else
+        return Liveness.UNKNOWN
+    return Liveness.UNKNOWN
 
 
 def run_probe(fn: Probe, ident: ProcessIdentity) -> Liveness:

@@ -188,7 +188,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
             data = tomllib.load(f)
     except OSError as exc:
         raise InvalidManifest(f"cannot read manifest {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # (not UTF-8: not TOML either)
         raise InvalidManifest(f"invalid manifest {path}: not TOML ({exc})") from None
     return parse_manifest(data, os.path.dirname(path), path)
 

@@ -37,6 +37,7 @@ import attrs
 import orjson
 import psutil
 
+from ._errors import LedgerIOError, UnsafeLedgerPath
 from ._fold import FORMAT_VERSION, State
 from ._store import Store, open_private_file
 
@@ -88,7 +89,9 @@ def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> 
     ``offset``/``line_start``: where event ``state.seq``'s line ends/starts.
 
     Raises:
-        OSError: writing failed (the temp file is removed; no snapshot).
+        LedgerIOError: the OS refused (disk full, ...): the temp file is
+            removed, no snapshot.
+        UnsafeLedgerPath: as :func:`open_private_file`.
     """
     body = orjson.dumps(state.to_json())
     header = {
@@ -104,7 +107,13 @@ def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> 
     tmp = f".tmp-{os.getpid()}-{time.time_ns()}"
     name = snapshot_name(state.seq)
     display = os.path.join(store.file("snapshots"), tmp)
-    fd = open_private_file(store.snapfd, tmp, display, os.O_WRONLY | os.O_EXCL)
+    final = os.path.join(store.file("snapshots"), name)
+    try:
+        fd = open_private_file(store.snapfd, tmp, display, os.O_WRONLY | os.O_EXCL)
+    except UnsafeLedgerPath:
+        raise
+    except OSError as exc:
+        raise LedgerIOError(final, "write a snapshot", exc) from exc
     try:
         try:
             view = memoryview(data)
@@ -115,11 +124,13 @@ def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> 
         finally:
             os.close(fd)
         os.rename(tmp, name, src_dir_fd=store.snapfd, dst_dir_fd=store.snapfd)
-    except BaseException:
+        os.fsync(store.snapfd)
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=store.snapfd)
+        if isinstance(exc, OSError):
+            raise LedgerIOError(final, "write a snapshot", exc) from exc
         raise
-    os.fsync(store.snapfd)
     return SnapshotInfo(state.seq, offset, line_start, state.last_hash, state.last_ts, name)
 
 

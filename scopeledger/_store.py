@@ -9,7 +9,8 @@ Layout of a ledger directory (mode 0700, every file 0600)::
 
 Every descriptor is opened close-on-exec, with ``O_NOFOLLOW`` relative to a
 descriptor of the directory, so a symlink planted where a file should be is
-refused without touching its target. Modes are set with ``fchmod`` on the
+refused without touching its target (and ``O_NONBLOCK``, so a planted FIFO
+cannot hang an open). Modes are set with ``fchmod`` on the
 new descriptor, never by changing the process umask (other threads would
 see it).
 
@@ -44,12 +45,63 @@ TORN_DIR = "torn"
 #: After this many seconds of waiting for the lock, say once which ledger.
 WAIT_NOTICE_SECONDS = 1.0
 
-_O_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
+# O_NONBLOCK: opening a FIFO planted where a file should be must not block
+# (it is then refused as not a regular file); it changes nothing for files.
+_O_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 _stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
 
 
+class _WaitNotices:
+    """One daemon thread per process that says once, at INFO, which ledger a
+    caller blocked in ``flock`` has waited on for over WAIT_NOTICE_SECONDS.
+    (A ``threading.Timer`` per wait cost a thread start on every contended
+    acquisition: 19% of wall time with 4 processes, BENCHMARKS.md.)"""
+
+    def __init__(self) -> None:
+        self.cv = threading.Condition(threading.Lock())
+        self.waits: dict[int, tuple[float, str]] = {}
+        self.thread: threading.Thread | None = None
+        self.counter = 0
+
+    def begin(self, lock_path: str) -> int:
+        with self.cv:
+            self.counter += 1
+            self.waits[self.counter] = (time.monotonic() + WAIT_NOTICE_SECONDS, lock_path)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="scopeledger-wait-notices",
+                                               daemon=True)
+                self.thread.start()
+            self.cv.notify()
+            return self.counter
+
+    def end(self, key: int) -> None:
+        with self.cv:
+            self.waits.pop(key, None)
+
+    def _run(self) -> None:
+        with self.cv:
+            while True:
+                if not self.waits:
+                    self.cv.wait()
+                    continue
+                now = time.monotonic()
+                due = min(d for d, _ in self.waits.values())
+                if due > now:
+                    self.cv.wait(due - now)
+                    continue
+                for key, (d, path) in list(self.waits.items()):
+                    if d <= now:
+                        del self.waits[key]
+                        log.info("blocking waiting for file lock on %s", path)
+
+
+_notices = _WaitNotices()
+
+
 def _after_fork_in_child() -> None:
+    global _notices
+    _notices = _WaitNotices()  # the parent's thread does not exist here
     for store in list(_stores):
         store._forked()
 
@@ -135,6 +187,8 @@ def open_private_file(dirfd: int, name: str, display: str, flags: int, create: b
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafeLedgerPath(display, "is a symlink") from None
+        if exc.errno == errno.EISDIR:
+            raise UnsafeLedgerPath(display, "is not a regular file") from None
         raise
     try:
         st = os.fstat(fd)
@@ -274,14 +328,11 @@ class Store:
     def _wait(self, t0: float, timeout: float | None) -> None:
         lock_path = self.file(LOCK_NAME)
         if timeout is None:
-            timer = threading.Timer(WAIT_NOTICE_SECONDS, log.info,
-                                    ("blocking waiting for file lock on %s", lock_path))
-            timer.daemon = True
-            timer.start()
+            key = _notices.begin(lock_path)
             try:
                 fcntl.flock(self.lockfd, fcntl.LOCK_EX)
             finally:
-                timer.cancel()
+                _notices.end(key)
             return
         deadline = t0 + timeout
         delay = 0.0005
@@ -330,7 +381,9 @@ class Store:
         """Append ``data`` (whole lines) with one ``write``; the lock is held.
 
         On a short write or an OS error the log is cut back to
-        ``expected_size`` so that no partial line stays behind.
+        ``expected_size`` so that no partial line stays behind; after a short
+        write, complete lines it did write stay (a reader without the lock
+        may have folded them already: the log never loses a complete line).
 
         Raises:
             LedgerIOError: the OS refused (disk full, quota, I/O error).
@@ -338,6 +391,7 @@ class Store:
         try:
             n = os.write(self.logfd, data)
             if n != len(data):
+                expected_size += data.rfind(b"\n", 0, n) + 1
                 raise OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes)")
             if fsync:
                 os.fdatasync(self.logfd)
@@ -351,23 +405,40 @@ class Store:
         log into ``torn/``, then cut the log back to ``start``. Lock held.
 
         Returns the path of the file the fragment now lives in.
+
+        Raises:
+            LedgerIOError: the fragment could not be saved whole (disk
+                full, ...): no partial copy is left and the log is not cut.
         """
         self.assert_locked()
-        tornfd = open_dir_fd(self.dirfd, TORN_DIR, self.file(TORN_DIR))
+        name = f"torn-{start:016d}-{time.time_ns()}.bin"
+        path = os.path.join(self.file(TORN_DIR), name)
+        tornfd = None
+        created = False
         try:
-            name = f"torn-{start:016d}-{time.time_ns()}.bin"
-            fd = open_private_file(tornfd, name, os.path.join(self.file(TORN_DIR), name),
-                                   os.O_WRONLY | os.O_EXCL)
+            tornfd = open_dir_fd(self.dirfd, TORN_DIR, self.file(TORN_DIR))
+            fd = open_private_file(tornfd, name, path, os.O_WRONLY | os.O_EXCL)
+            created = True
             try:
-                os.write(fd, fragment)
+                view = memoryview(fragment)
+                while view:  # a short write is not an error: write the rest
+                    view = view[os.write(fd, view):]
                 os.fsync(fd)
             finally:
                 os.close(fd)
             os.fsync(tornfd)
+        except OSError as exc:
+            if created:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=tornfd)
+            if isinstance(exc, LedgerError):
+                raise
+            raise LedgerIOError(path, "set aside a torn line", exc) from exc
         finally:
-            os.close(tornfd)
+            if tornfd is not None:
+                os.close(tornfd)
         os.ftruncate(self.logfd, start)
-        return os.path.join(self.file(TORN_DIR), name)
+        return path
 
     # -- lifecycle ---------------------------------------------------------
 

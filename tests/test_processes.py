@@ -78,7 +78,7 @@ def test_live_pid_with_another_start_time_is_reclaimed(ledger_dir, monkeypatch):
         assert probe(real) is Liveness.ALIVE
         led = Ledger.open(ledger_dir)
         # The holder's process started earlier than the process now on its pid.
-        monkeypatch.setattr(led, "_identity", lambda pid: ProcessIdentity(real.pid, real.start - 50, real.boot))
+        monkeypatch.setattr(led, "_identity", lambda pid: ProcessIdentity(real.pid, real.start - 50.37, real.boot))
         led.register("old", [W("/r")], pid=stranger.pid)
         assert led.reclaim_stale() == ["old"]
         assert reclaim_reasons(led) == [("old", "pid_reused")]

@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, settings, strategies as st
 
 from scopeledger import InvalidScope, Permission, ScopeRule, covers, normalize_path, overlaps, parse_rule
 from strategies import covers_path, rules, witnesses
@@ -157,3 +157,17 @@ def test_parse_rule_refuses(spec, why):
 def test_parse_rule_relative_without_root():
     with pytest.raises(InvalidScope, match="without a root"):
         parse_rule("src", "read")
+
+
+@settings(max_examples=1000)
+@given(st.text(alphabet="/.a-é\x00", max_size=30))
+def test_fast_path_agrees_with_full_normalisation(raw):
+    from scopeledger._rules import _is_normal
+    if _is_normal(raw):
+        parts = [p for p in raw.split("/") if p not in ("", ".")]
+        assert ".." not in parts and raw == "/" + "/".join(parts)
+    try:
+        once = normalize_path(raw)
+    except InvalidScope:
+        return
+    assert normalize_path(once) == once
