@@ -92,11 +92,14 @@ class Allocation:
 
 
 # A trie node is a 3-item list (cheaper than an object):
-# [children: dict[str, node] | None, a, b] holding the entries at this path:
-#   a is None                 no entry;
-#   a is a str                one entry: (a, b) is (holder name, rule);
-#   a is a dict, b is None    several: {(name, rule): count} (removal is O(1),
-#                             even when thousands of holders read one path).
+# [children, a, b].
+#   children is None (a leaf), one (component, node) tuple (the common
+#   single child, without a dict's ~200 bytes), or a dict component -> node.
+#   a, b hold the entries at this path:
+#     a is None                 no entry;
+#     a is a str                one entry: (a, b) is (holder name, rule);
+#     a is a dict, b is None    several: {(name, rule): count} (removal is
+#                               O(1), even when thousands read one path).
 # A node exists only while something is held at or below it: empty nodes
 # are pruned, so "the node exists" means "something lies here or below".
 _intern = sys.intern
@@ -115,6 +118,24 @@ def _node_entries(node: list[Any]) -> Any:
     return a.keys()
 
 
+def _child(node: list[Any], part: str) -> Any:
+    c = node[0]
+    if c is None:
+        return None
+    if type(c) is tuple:
+        return c[1] if c[0] == part else None
+    return c.get(part)
+
+
+def _kids(node: list[Any]) -> Any:
+    c = node[0]
+    if c is None:
+        return ()
+    if type(c) is tuple:
+        return (c[1],)
+    return c.values()
+
+
 class PathIndex:
     """A trie of ``(holder, rule)`` entries keyed by path component; its
     size follows the live rules, not the history."""
@@ -128,12 +149,20 @@ class PathIndex:
     def add(self, name: str, rule: ScopeRule) -> None:
         node = self.root
         for part in _parts(rule.path):
-            children = node[0]
-            if children is None:
-                children = node[0] = {}
-            nxt = children.get(part)
-            if nxt is None:
-                nxt = children[_intern(part)] = [None, None, None]
+            c = node[0]
+            if c is None:
+                nxt = [None, None, None]
+                node[0] = (_intern(part), nxt)
+            elif type(c) is tuple:
+                if c[0] == part:
+                    nxt = c[1]
+                else:
+                    nxt = [None, None, None]
+                    node[0] = {c[0]: c[1], _intern(part): nxt}
+            else:
+                nxt = c.get(part)
+                if nxt is None:
+                    nxt = c[_intern(part)] = [None, None, None]
             node = nxt
         a = node[1]
         if a is None:
@@ -151,13 +180,17 @@ class PathIndex:
         nodes = [self.root]
         node = self.root
         for part in parts:
-            node = node[0][part]
+            node = _child(node, part)
+            if node is None:
+                raise ValueError(f"{(name, rule)!r} is not in the index")
             nodes.append(node)
         a = node[1]
         if type(a) is str:
             if a != name or node[2] != rule:
                 raise ValueError(f"{(name, rule)!r} is not in the index")
             node[1] = node[2] = None
+        elif a is None:
+            raise ValueError(f"{(name, rule)!r} is not in the index")
         else:
             key = (name, rule)
             n = a[key] - 1
@@ -178,9 +211,13 @@ class PathIndex:
             if n_[0] is not None or n_[1] is not None:
                 break
             parent = nodes[i - 1]
-            del parent[0][parts[i - 1]]
-            if not parent[0]:
+            c = parent[0]
+            if type(c) is tuple:
                 parent[0] = None
+            else:
+                del c[parts[i - 1]]
+                if len(c) == 1:
+                    parent[0] = next(iter(c.items()))
 
     def overlapping(self, rule: ScopeRule) -> Iterator[tuple[str, ScopeRule]]:
         """Entries whose rule overlaps ``rule``: ancestors first (shallowest
@@ -194,24 +231,21 @@ class PathIndex:
                 for entry in _node_entries(node):
                     if entry[1].recursive or depth == last:
                         yield entry
-            children = node[0]
-            if children is None:
-                return
-            node = children.get(part)
+            node = _child(node, part)
             if node is None:
                 return
         yield from _node_entries(node)
         if node[0] is None:
             return
         if rule.recursive:
-            stack = list(node[0].values())
+            stack = list(_kids(node))
             while stack:
                 n = stack.pop()
                 yield from _node_entries(n)
-                if n[0]:
-                    stack.extend(n[0].values())
+                if n[0] is not None:
+                    stack.extend(_kids(n))
         else:
-            for child in node[0].values():
+            for child in _kids(node):
                 yield from _node_entries(child)
 
     def __len__(self) -> int:
