@@ -30,6 +30,11 @@ class Permission(enum.Enum):
     READ = "read"
     WRITE = "write"
 
+    # Members are singletons compared by identity: hash by identity too (in
+    # C), instead of Enum's Python-level hash of the name. ScopeRule hashes
+    # are on the hot path of the path index.
+    __hash__ = object.__hash__
+
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, Permission):
             return NotImplemented
