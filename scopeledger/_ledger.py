@@ -148,6 +148,15 @@ class LedgerStats:
     torn: list[str] = attrs.Factory(list)
 
 
+class _After:
+    """A transaction's result computed after its deferred event is applied."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+
+
 class _Txn:
     """Events built under the lock, applied to the state as they are built,
     written with one ``write`` at commit."""
@@ -159,8 +168,14 @@ class _Txn:
         self.error: Exception | None = None
         self.liveness: dict[str, Liveness] = {}
         self.actor = ledger._actor_and_json()[1]
+        self.deferred: tuple[dict[str, Any], str] | None = None
 
-    def emit(self, kind: str, **payload: Any) -> int:
+    def emit(self, kind: str, defer: bool = False, **payload: Any) -> int:
+        """Build one event line. It is applied to the state now, or with
+        ``defer`` after the line is written and the lock released (the
+        last event of a transaction only: it keeps the fold out of the
+        time the lock is held)."""
+        assert self.deferred is None, "no event after a deferred one"
         st = self.state
         seq = st.seq + 1
         ts = self.ledger._clock()
@@ -170,7 +185,10 @@ class _Txn:
               "prev": st.last_hash, "type": kind}
         ev.update(payload)
         line = encode(ev)
-        apply(st, ev, line_hash(line))
+        if defer:
+            self.deferred = (ev, line_hash(line))
+        else:
+            apply(st, ev, line_hash(line))
         self.lines.append(line)
         return seq
 
@@ -393,6 +411,7 @@ class Ledger(HistoryMixin):
             # that the lock is held for as little folding as possible.
             self._catch_up(locked=False)
         self.last_wait = store.acquire(self.timeout)
+        locked = True
         try:
             with self._mem:
                 state = self._catch_up(locked=True)
@@ -402,15 +421,25 @@ class Ledger(HistoryMixin):
                     if txn.lines:
                         data = b"\n".join(txn.lines) + b"\n"
                         store.append(data, self._offset, self.fsync)
+                    # The line is in the log: other processes may go on while
+                    # this one applies its own (deferred) event to its state.
+                    store.release()
+                    locked = False
+                    if txn.deferred is not None:
+                        apply(state, *txn.deferred)
+                    if txn.lines:
                         last = len(txn.lines[-1]) + 1
                         self._offset += len(data)
                         self._line_start = self._offset - last
+                    if isinstance(result, _After):
+                        result = result.fn()
                 except BaseException:
                     if txn.lines:
                         self._state = None  # applied but not written: rebuild from the log
                     raise
         finally:
-            store.release()
+            if locked:
+                store.release()
         if txn.lines and self._snapshot_due(state):
             self._maybe_snapshot()
         if txn.error is not None:
@@ -479,8 +508,9 @@ class Ledger(HistoryMixin):
             if err is not None:
                 txn.refuse(name, None, rules_t, err)
                 return None
-            txn.emit("registered", holder=_holder_json(name, rules_t, ident, None, False, socket))
-            return txn.state.holders[name]
+            txn.emit("registered", defer=True,
+                     holder=_holder_json(name, rules_t, ident, None, False, socket))
+            return _After(lambda: txn.state.holders[name])
 
         return self._transact(build)
 
@@ -523,8 +553,9 @@ class Ledger(HistoryMixin):
             if err is not None:
                 txn.refuse(child, parent, rules_t, err)
                 return None
-            txn.emit("delegated", holder=_holder_json(child, rules_t, ident, parent, reserved, socket))
-            return txn.state.holders[child]
+            txn.emit("delegated", defer=True,
+                     holder=_holder_json(child, rules_t, ident, parent, reserved, socket))
+            return _After(lambda: txn.state.holders[child])
 
         return self._transact(build)
 
@@ -541,8 +572,8 @@ class Ledger(HistoryMixin):
         def build(txn: _Txn) -> Allocation:
             if name not in txn.state.holders:
                 raise UnknownHolder(name)
-            txn.emit("attached", name=name, process=ident.to_json())
-            return txn.state.holders[name]
+            txn.emit("attached", defer=True, name=name, process=ident.to_json())
+            return _After(lambda: txn.state.holders[name])
 
         return self._transact(build)
 
@@ -568,7 +599,7 @@ class Ledger(HistoryMixin):
             if alloc is None or (token is not None and alloc.token != token):
                 raise UnknownHolder(name)
             plan = reparent_plan(txn.state, name)
-            txn.emit("released", name=name, reparented=plan)
+            txn.emit("released", defer=True, name=name, reparented=plan)
             return [c for c, _ in plan]
 
         return self._transact(build)
