@@ -48,6 +48,7 @@ from ._fold import (
     effective_rules,
     reparent_plan,
 )
+from ._paths import canonical_path
 from ._process import Liveness, ProcessIdentity, Probe, identify, probe as default_probe, run_probe
 from ._rules import Permission, ScopeRule, covers, overlaps
 from ._store import Store
@@ -396,7 +397,7 @@ class Ledger(HistoryMixin):
         out = []
         for r in _as_rules(rules):
             if self.resolve_symlinks:
-                real = os.path.realpath(r.path)
+                real = canonical_path(r.path)
                 if real != r.path:
                     r = ScopeRule(real, r.permission, r.recursive)
             out.append(r)
