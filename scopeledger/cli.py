@@ -414,8 +414,16 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
                     write(narrator.plain(e) + "\n")
                 progress.update(e.seq)
 
+        first_until = until_seq
+        if follow:
+            log_path = os.path.join(ledger.path, LOG_NAME)
+            seen = os.stat(log_path).st_size
+            high = ledger.refresh()  # what this pass reads; later events come in the loop
+            if until_seq is not None:
+                high = min(high, until_seq)
+            first_until = high
         try:
-            show(narrate(narrator, ledger.events(since=since, until=until_seq, **kwargs), everything))
+            show(narrate(narrator, ledger.events(since=since, until=first_until, **kwargs), everything))
         finally:
             progress.close()
         if not follow:
@@ -423,9 +431,6 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
                 env.err.print("no events match", style="dim")
             return EXIT_OK
         # --follow: watch the log's size, read what was appended.
-        log_path = os.path.join(ledger.path, LOG_NAME)
-        seen = os.stat(log_path).st_size
-        high = ledger.seq
         follow_until = until_seq if until_ns is None else None
         try:
             while True:
@@ -440,13 +445,20 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
                     continue
                 seen = size
                 start = max(high + 1, since or 1)
-                new = ledger.events(since=start, until=follow_until, **kwargs)
+                # Read up to the seq folded now, and remember exactly that:
+                # events appended meanwhile come in the next round.
+                target = ledger.refresh()
+                if follow_until is not None:
+                    target = min(target, follow_until)
+                if target < start:
+                    continue
+                new = ledger.events(since=start, until=target, **kwargs)
                 if until_ns is not None:
                     new = (e for e in new if e.ts <= until_ns)
                 if filtered and not env.json:
                     new = narrate(narrator, new, ledger.events(since=start))
                 show(new)
-                high = max(high, ledger.seq)
+                high = target
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
 

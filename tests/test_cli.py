@@ -319,6 +319,23 @@ def test_replay_follow(led: Path, lib: Ledger, tree: Path) -> None:
         assert p.wait(10) == 130
 
 
+def test_replay_follow_misses_nothing_under_a_burst(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("first", [W(tree, "src")])
+    p = subprocess.Popen([*CMD, "--ledger", str(led), "replay", "--follow", "--json", "--interval", "0.01"],
+                         stdout=subprocess.PIPE, text=True, env=clean_env())
+    seqs = []
+    try:
+        seqs.append(json.loads(readline(p))["seq"])
+        for i in range(150):  # appends race with the follower's reads
+            lib.register(f"b{i}", [W(tree, f"docs/{i}")])
+        while len(seqs) < 151:
+            seqs.append(json.loads(readline(p))["seq"])
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(10)
+    assert seqs == list(range(1, 152))
+
+
 def test_history_and_diff_match_library(led: Path, lib: Ledger, tree: Path) -> None:
     lib.register("rt", [W(tree, "src")])
     a = lib.seq
