@@ -7,6 +7,7 @@ would naturally catch::
     ├── InvalidScope (ValueError)        a rule or path that cannot be used
     ├── InvalidHolderName (ValueError)   a holder name that cannot be used
     ├── InvalidManifest (ValueError)     a runtime manifest that cannot be used
+    ├── InvalidProcess (ValueError)      a pid that is not an int or names no process
     ├── Refused                          a request the ledger turned down
     │   ├── ScopeConflict                write overlaps a live holder's write
     │   ├── DelegationError              outside the parent's effective scope,
@@ -56,6 +57,11 @@ class InvalidScope(LedgerError, ValueError):
 class InvalidHolderName(LedgerError, ValueError):
     """Raised when a holder name is empty, too long, or has characters outside
     ``[A-Za-z0-9._@:+-]`` (names become socket directory names)."""
+
+
+class InvalidProcess(LedgerError, ValueError):
+    """Raised by ``register``/``delegate``/``attach``/``hold`` when ``pid`` is
+    not a positive ``int`` or names no process (nothing is recorded)."""
 
 
 class InvalidManifest(LedgerError, ValueError):

@@ -30,6 +30,7 @@ from ._errors import (
     DelegationError,
     DuplicateHolder,
     InvalidHolderName,
+    InvalidProcess,
     InvalidScope,
     LedgerError,
     Refused,
@@ -180,6 +181,8 @@ class _Txn:
         st = self.state
         seq = st.seq + 1
         ts = self.ledger._clock()
+        if type(ts) is not int:  # never write a line no reader would accept
+            raise TypeError(f"clock() returned {type(ts).__name__} {ts!r}, not int nanoseconds")
         if ts < st.last_ts:  # the wall clock stepped back: never go back in the log
             ts = st.last_ts
         ev = {"v": FORMAT_VERSION, "seq": seq, "ts": ts, "actor": self.actor,
@@ -274,7 +277,9 @@ class Ledger(HistoryMixin):
                 rule's path at the API boundary (``os.path.realpath``), so
                 that an alias of a held directory conflicts; the canonical
                 path is what the event records.
-            clock: ``() -> int`` nanoseconds since the epoch, UTC (tests).
+            clock: ``() -> int`` nanoseconds since the epoch, UTC (tests);
+                a mutation raises ``TypeError`` (recording nothing) when it
+                returns anything but an ``int``.
 
         Raises:
             UnsafeLedgerPath: the directory or a file in it is owned by
@@ -391,7 +396,9 @@ class Ledger(HistoryMixin):
         try:
             return identify(pid)
         except ProcessLookupError:
-            raise LedgerError(f"cannot bind an allocation to pid {pid}: no such process") from None
+            raise InvalidProcess(f"cannot bind an allocation to pid {pid}: no such process") from None
+        except (TypeError, ValueError) as exc:
+            raise InvalidProcess(f"cannot bind an allocation to pid {pid!r}: {exc}") from None
 
     def _prepare(self, rules: Any) -> tuple[ScopeRule, ...]:
         out = []
@@ -498,7 +505,8 @@ class Ledger(HistoryMixin):
             ScopeConflict: a write rule overlaps a live holder's write rule;
                 holders in the way whose process is dead are reclaimed
                 first. The refusal is recorded once.
-            LedgerError: ``pid`` names no process.
+            InvalidProcess: ``pid`` is not a positive ``int`` or names no
+                process.
         """
         check_name(name)
         rules_t = self._prepare(rules)

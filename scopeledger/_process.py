@@ -89,10 +89,13 @@ class ProcessIdentity:
 def identify(pid: int | None = None) -> ProcessIdentity:
     """The identity of process ``pid`` (default: the calling process).
 
+    Returns:
+        :class:`ProcessIdentity`; ``start`` is ``None`` when psutil may not
+        read it (access denied).
+
     Raises:
-        UnknownHolder: never. psutil.NoSuchProcess propagates as
-        :class:`ProcessLookupError` when ``pid`` does not exist.
-        TypeError / ValueError: ``pid`` is not a positive ``int``.
+        ProcessLookupError: no process has this pid.
+        TypeError: ``pid`` is not an ``int``. ValueError: ``pid`` <= 0.
     """
     if pid is None:
         pid = os.getpid()

@@ -29,6 +29,7 @@ from ._errors import (
     HistoryUnavailable,
     InvalidHolderName,
     InvalidManifest,
+    InvalidProcess,
     InvalidScope,
     LedgerError,
     LedgerIOError,
@@ -89,7 +90,7 @@ def exit_code_for(exc: BaseException) -> int:
         return exc.code
     if isinstance(exc, Refused):
         return EXIT_REFUSED
-    if isinstance(exc, (InvalidScope, InvalidHolderName, InvalidManifest)):
+    if isinstance(exc, (InvalidScope, InvalidHolderName, InvalidManifest, InvalidProcess)):
         return EXIT_USAGE
     if isinstance(exc, LockTimeout):
         return EXIT_LOCK_TIMEOUT

@@ -287,6 +287,11 @@ def test_clock_stepping_back_never_goes_back_in_the_log(ledger_dir):
     assert [e["ts"] for e in log_lines(ledger_dir)] == [5_000, 5_000, 6_000]
 
 
-def test_pid_that_does_not_exist(ledger):
-    with pytest.raises(LedgerError, match="no such process"):
-        ledger.register("A", [W("/r")], pid=2**22 + 12345)
+@pytest.mark.parametrize("pid, why", [(2**22 + 12345, "no such process"), ("123", "must be an int"),
+                                      (-5, "must be positive"), (0, "must be positive"),
+                                      (True, "must be an int")])
+def test_bad_pids(ledger, pid, why):
+    from scopeledger import InvalidProcess
+    with pytest.raises(InvalidProcess, match=why):
+        ledger.register("A", [W("/r")], pid=pid)
+    assert log_lines(ledger.path) == []
