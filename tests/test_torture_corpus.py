@@ -1,6 +1,6 @@
 """The bad-input corpus (tools/torture/corpus.py): well over 50 malformed
-paths, rules, holder names, manifests, log lines, snapshots and command
-lines. Each meets its typed error with a clear one-line message (a bad
+paths, rules, holder names, pids, manifests, log lines, snapshots and
+command lines. Each meets its typed error with a clear one-line message (a bad
 snapshot: skipped with a warning naming it, never trusted) and leaves every
 recorded event intact (the log's bytes are compared before and after)."""
 
@@ -19,7 +19,7 @@ CASES = corpus.cases()
 def test_the_corpus_is_big_and_covers_every_kind():
     kinds = {c.category for c in CASES}
     assert len(CASES) >= 50
-    assert kinds == {"path", "rule", "name", "manifest", "log", "snapshot", "cli"}
+    assert kinds == {"path", "rule", "name", "process", "manifest", "log", "snapshot", "cli"}
     assert len({c.id for c in CASES}) == len(CASES)
 
 
@@ -34,3 +34,21 @@ def work():
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case, work):
     corpus.run_case(case, work)
+
+
+@pytest.mark.parametrize("bad", [lambda: 1.7e18, lambda: "now", lambda: None, lambda: True],
+                         ids=["float", "str", "none", "bool"])
+def test_a_clock_not_returning_int_ns_is_refused_before_anything_is_written(work, bad):
+    # The log's ts must be an int; a ledger must never write a line it (and
+    # every other reader) would then refuse as corrupt.
+    from scopeledger import Ledger, ScopeRule, verify
+
+    path = os.path.join(work, "l")
+    corpus.base_ledger(path)
+    before = corpus.log_bytes(path)
+    led = Ledger.open(path, clock=bad)
+    with pytest.raises(TypeError, match="clock"):
+        led.register("n", [ScopeRule("/clock/n", "write")])
+    assert corpus.log_bytes(path) == before
+    assert [a.name for a in led.holders()] == ["A", "A1", "C"]
+    assert verify(path).ok

@@ -36,7 +36,7 @@ ROOT = "/corpus"
 @attrs.frozen
 class Case:
     id: str
-    category: str          # path, rule, name, manifest, log, snapshot, cli
+    category: str          # path, rule, name, process, manifest, log, snapshot, cli
     expect: Any            # exception class, "skipped" (snapshot) or an exit code (cli)
     match: str             # regex the message must match
     data: Any              # the input (or a function building it)
@@ -114,6 +114,12 @@ def _api_cases() -> list[Case]:
         Case("rules-a-dict", "rule", InvalidScope, r"expected a ScopeRule or",
              ("rules", [{"path": "/a"}])),
     ]
+    from scopeledger import InvalidProcess
+
+    for pid, m in [(0, r"pid must be positive"), (-1, r"pid must be positive"), ("12", r"pid must be an int"),
+                   (True, r"pid must be an int"), (1.5, r"pid must be an int"),
+                   (2**22 + 12345, r"no such process")]:
+        cases.append(Case(f"pid-{pid!r}", "process", InvalidProcess, m, ("pid", pid)))
     for i, bad in enumerate(["", " ", "-lead", ".hidden", "a/b", "a b", "x" * 256, "ä", "a\x00",
                              "a\nb", "../up", None, 5]):
         cases.append(Case(f"name-{i}-{bad!r}"[:40], "name", InvalidHolderName, r"invalid holder name",
@@ -136,6 +142,12 @@ def _run_api(case: Case, path: str) -> str:
             call = lambda: led.register("new", [(f"{ROOT}/n", "write", case.data[1])])  # noqa: E731
         elif kind == "rules":
             call = lambda: led.register("new", case.data[1])  # noqa: E731
+        elif kind == "pid":
+            pid = case.data[1]
+            calls = [lambda: led.register("new", [ScopeRule(f"{ROOT}/n", "write")], pid),
+                     lambda: led.delegate("A", "new", [ScopeRule(f"{ROOT}/a/n", "write")], pid),
+                     lambda: led.attach("A", pid)]
+            return {_expect(c, case) for c in calls}.pop()
         else:
             name = case.data[1]
             calls = [lambda: led.register(name, [ScopeRule(f"{ROOT}/n", "write")]),
@@ -602,7 +614,7 @@ def run_case(case: Case, work: str) -> str:
     path = os.path.join(work, "ledger")
     base_ledger(path)
     before = log_bytes(path)
-    if case.category in ("path", "rule", "name"):
+    if case.category in ("path", "rule", "name", "process"):
         msg = _run_api(case, path)
     elif case.category == "manifest":
         msg = _run_manifest(case, path, work)

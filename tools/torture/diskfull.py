@@ -78,7 +78,8 @@ class Disk:
         os.truncate(self.filler, max(0, size - nbytes))
 
     def close(self) -> None:
-        subprocess.run(["umount", self.mnt], capture_output=True)
+        # Lazily: a failed round may still hold descriptors on it.
+        subprocess.run(["umount", "-l", self.mnt], capture_output=True)
         shutil.rmtree(self.mnt, ignore_errors=True)
 
 

@@ -151,18 +151,20 @@ def main(argv: list[str] | None = None) -> int:
     deadline = t0 + ns.minutes * 60
     figures: dict[str, Any] = {"seed": seed, "minutes": ns.minutes, "phases": {}, "runs": {},
                                "seconds": {}, "lost": 0, "violations": []}
-    done_once: set[str] = set()
     status = 0
-    i = 0
+    # Every phase once, then the repeatable ones in turn until the deadline.
+    order = list(phases)
+    repeat = [p for p in phases if p not in ONCE]
     try:
+        i = 0
         while True:
-            todo = [p for p in phases if not (p in ONCE and p in done_once)]
-            if not todo or (time.monotonic() >= deadline and i >= len(phases)):
+            if i < len(order):
+                name = order[i]
+            elif repeat and time.monotonic() < deadline:
+                name = repeat[(i - len(order)) % len(repeat)]
+            else:
                 break
-            name = todo[i % len(todo)]
             i += 1
-            if name in ONCE:
-                done_once.add(name)
             s = time.monotonic()
             print(f"[{time.monotonic() - t0:7.1f}s] {name} ...", file=sys.stderr, flush=True)
             fig = phase(name, work, rng, deadline - time.monotonic())

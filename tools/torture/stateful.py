@@ -295,8 +295,11 @@ class LedgerMachine(RuleBasedStateMachine):
         seq = data.draw(st.sampled_from(sorted(self.past)))
         assert library_view(self.led.state_at(seq=seq).holders.values()) == self.past[seq]
 
+    steps = 0  # rule applications in this interpreter (figures)
+
     @invariant()
     def verify_ok(self) -> None:
+        LedgerMachine.steps += 1
         if self.seq % 7 == 0:
             rep = self.led.verify()
             assert rep.ok, str(rep)
@@ -324,5 +327,6 @@ def run(max_examples: int, steps: int, seed: int | None = None) -> dict[str, int
 
     s = settings(max_examples=max_examples, stateful_step_count=steps, deadline=None,
                  suppress_health_check=list(HealthCheck), database=None, derandomize=seed is not None)
+    before = LedgerMachine.steps
     run_state_machine_as_test(Counted, settings=s)
-    return {"examples": counter["examples"], "max_steps": steps}
+    return {"examples": counter["examples"], "steps": LedgerMachine.steps - before}
