@@ -332,8 +332,9 @@ class State:
         st.seq = int(data["seq"])
         st.last_hash = str(data["last_hash"])
         st.last_ts = int(data["last_ts"])
+        rules: dict[tuple[Any, ...], ScopeRule] = {}  # one object per distinct rule
         for h in data["holders"]:
-            alloc = _alloc_from_json(h)
+            alloc = _alloc_from_json(h, rules)
             st.holders[alloc.name] = alloc
             st._index(alloc)
         st.children = {k: list(v) for k, v in data["children"].items()}
@@ -358,10 +359,18 @@ def _ident(value: dict[str, Any]) -> ProcessIdentity:
     return ident
 
 
-def _alloc_from_json(h: dict[str, Any]) -> Allocation:
+def _shared_rule(value: Any, cache: dict[tuple[Any, ...], ScopeRule]) -> ScopeRule:
+    key = tuple(value)
+    rule = cache.get(key)
+    if rule is None:
+        rule = cache[key] = rule_from_log(value)
+    return rule
+
+
+def _alloc_from_json(h: dict[str, Any], cache: dict[tuple[Any, ...], ScopeRule]) -> Allocation:
     return Allocation(
         name=h["name"],
-        rules=tuple(rule_from_log(r) for r in h["rules"]),
+        rules=tuple(_shared_rule(r, cache) for r in h["rules"]),
         process=_ident(h["process"]),
         parent=h["parent"],
         token=h["token"],

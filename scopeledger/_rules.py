@@ -12,6 +12,7 @@ non-recursive rule covers its path and its direct children.
 from __future__ import annotations
 
 import enum
+import sys
 from typing import Any
 
 import attrs
@@ -203,6 +204,7 @@ class ScopeRule:
 
 
 _PERMS = {"read": Permission.READ, "write": Permission.WRITE}
+_intern = sys.intern
 _new = object.__new__
 _set = object.__setattr__
 
@@ -219,7 +221,7 @@ def rule_from_log(value: Any) -> ScopeRule:
     if type(path) is not str or not path.startswith("/") or type(rec) is not bool:
         raise ValueError(f"malformed rule {value!r}")
     rule = _new(ScopeRule)
-    _set(rule, "path", path)
+    _set(rule, "path", _intern(path))  # holders of one path share its string
     _set(rule, "permission", _PERMS[perm])
     _set(rule, "recursive", rec)
     return rule
