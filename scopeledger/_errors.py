@@ -17,6 +17,7 @@ would naturally catch::
     ├── LockTimeout (TimeoutError)       the ledger's lock was not free in time
     ├── CorruptLedger                    a log line or file that does not check out
     ├── UnsafeLedgerPath (PermissionError)  wrong owner, loose mode, planted symlink
+    ├── NoLedger (FileNotFoundError)     no ledger where one was expected
     ├── HistoryUnavailable (LookupError) a point before the oldest retained
     │                                    history, or after the newest event
     └── LedgerIOError (OSError)          the OS refused a write (disk full, ...)
@@ -193,6 +194,11 @@ class UnsafeLedgerPath(LedgerError, PermissionError):
         self.path = path
         self.reason = reason
         super().__init__(f"unsafe ledger path {path}: {reason}")
+
+
+class NoLedger(LedgerError, FileNotFoundError):
+    """Raised by :func:`scopeledger.verify` (which never creates one) when no
+    ledger is at the path, and by ``Ledger.open`` for an empty path."""
 
 
 class HistoryUnavailable(LedgerError, LookupError):

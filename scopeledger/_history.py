@@ -343,7 +343,7 @@ class HistoryMixin:
 
         want = None
         if types is not None:
-            want = set(types)
+            want = {types} if isinstance(types, str) else set(types)
             bad = want - EVENT_TYPES
             if bad:
                 raise ValueError(f"unknown event type(s) {sorted(bad)}: expected {sorted(EVENT_TYPES)}")

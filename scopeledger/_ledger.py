@@ -64,7 +64,7 @@ ENV_DIR = "SCOPELEDGER_DIR"
 #: snapshot costs O(1) per event amortised.
 DEFAULT_SNAPSHOT_EVERY = 10_000
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,254}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]{0,254}")
 
 
 def default_path() -> str:
@@ -86,7 +86,7 @@ def check_name(name: Any) -> str:
         InvalidHolderName: not a ``str`` of 1-255 characters from
             ``[A-Za-z0-9._@:+-]`` starting with a letter or digit.
     """
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise InvalidHolderName(
             f"invalid holder name {name!r}: use 1-255 characters from [A-Za-z0-9._@:+-], "
             "starting with a letter or digit")
@@ -232,8 +232,12 @@ class Ledger(HistoryMixin):
         self.timeout = timeout
         self._probe: Probe = probe or default_probe
         self.fsync = fsync
-        if snapshot_every < 1:
-            raise ValueError("snapshot_every must be >= 1")
+        if timeout is not None and not (isinstance(timeout, (int, float)) and 0 <= timeout < 1e9):
+            raise ValueError(f"timeout must be None or a number of seconds from 0 to 1e9, not {timeout!r}")
+        if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) or snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be an int >= 1, not {snapshot_every!r}")
+        if keep_snapshots is not None and (not isinstance(keep_snapshots, int) or keep_snapshots < 1):
+            raise ValueError(f"keep_snapshots must be None or an int >= 1, not {keep_snapshots!r}")
         self.snapshot_every = snapshot_every
         self.keep_snapshots = keep_snapshots
         self.resolve_symlinks = resolve_symlinks
@@ -283,7 +287,12 @@ class Ledger(HistoryMixin):
 
         Raises:
             UnsafeLedgerPath: the directory or a file in it is owned by
-                another user, group/other-writable, or a planted symlink.
+                another user, group/other-writable, or a planted symlink;
+                or the directory exists, is not empty and is not a ledger
+                (it is left untouched).
+            NoLedger: ``path`` is empty.
+            ValueError: ``timeout``, ``snapshot_every`` or
+                ``keep_snapshots`` out of range.
             CorruptLedger: a complete log line does not check out.
             OSError: the directory cannot be created or read.
         """
@@ -404,7 +413,8 @@ class Ledger(HistoryMixin):
         out = []
         for r in _as_rules(rules):
             if self.resolve_symlinks:
-                real = canonical_path(r.path)
+                # A '..' after a symlink means the link target's parent.
+                real = canonical_path(r.path) if r.given is None else os.path.realpath(r.given)
                 if real != r.path:
                     r = ScopeRule(real, r.permission, r.recursive)
             out.append(r)
@@ -509,6 +519,7 @@ class Ledger(HistoryMixin):
                 process.
         """
         check_name(name)
+        _check_socket(socket)
         rules_t = self._prepare(rules)
         ident = self._identity(pid)
 
@@ -552,6 +563,7 @@ class Ledger(HistoryMixin):
         """
         check_name(parent)
         check_name(child)
+        _check_socket(socket)
         rules_t = self._prepare(rules)
         ident = self._identity(pid)
 
@@ -790,18 +802,26 @@ class Ledger(HistoryMixin):
 def verify(path: str | os.PathLike[str] | None = None) -> "VerifyReport":
     """Verify the ledger in directory ``path`` (default :func:`default_path`)
     without opening it for use: a ledger that :meth:`Ledger.open` refuses as
-    corrupt can still be examined. See :meth:`Ledger.verify`.
+    corrupt can still be examined. See :meth:`Ledger.verify`. Never creates
+    or changes anything.
 
     Raises:
+        NoLedger: there is no ledger at ``path``.
         UnsafeLedgerPath: as :meth:`Ledger.open`.
     """
-    store = Store(os.fspath(path) if path is not None else default_path())
+    store = Store(os.fspath(path) if path is not None else default_path(), create=False)
     try:
         led = Ledger(store, timeout=None, probe=None, fsync=False, snapshot_every=DEFAULT_SNAPSHOT_EVERY,
                      keep_snapshots=None, resolve_symlinks=False, clock=None, load=False)
         return led.verify()
     finally:
         store.close()
+
+
+def _check_socket(socket: Any) -> None:
+    if socket is not None and not (isinstance(socket, str) and socket.startswith("/")
+                                   and "\x00" not in socket):
+        raise InvalidScope(f"invalid socket {socket!r}: expected an absolute path or None")
 
 
 def _holder_json(name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,

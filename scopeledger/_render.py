@@ -117,11 +117,23 @@ def rules_text(rules: Iterable[Any], root: str | None = None) -> str:
     return ", ".join(rule_text(r, root) for r in rules)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def safe(text: str) -> str:
+    """``text`` with control characters (C0, DEL, C1) escaped as ``\\xNN``,
+    so that a path or name cannot drive the terminal (human output only)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def rel_message(message: str, root: str | None) -> str:
-    """A stored message with the paths below ``root`` made relative."""
+    """A stored message with the paths below ``root`` made relative: only
+    where ``root`` is a whole path prefix (at the start of a path, followed by
+    ``/`` or the end of the path), never inside another path."""
     if not root or root == "/":
         return message
-    return message.replace(root + "/", "")
+    pattern = re.compile(r"(?<![^\s'\"(\[=,])" + re.escape(root) + r"(?:/|(?=$|[\s'\"),\]:;]))")
+    return pattern.sub(lambda m: "" if m.group().endswith("/") else ".", message)
 
 
 def chain_text(chain: Iterable[str]) -> str:
@@ -222,7 +234,7 @@ class Narrator:
 
     def plain(self, e: Event) -> str:
         """:meth:`line` without styles (the fast path for pipes and files)."""
-        return f"{e.seq:>6}  {short_time(e.ts)}  {e.type:<10}  {self.describe(e)}"
+        return f"{e.seq:>6}  {short_time(e.ts)}  {e.type:<10}  {safe(self.describe(e))}"
 
     def line(self, e: Event) -> Text:
         """``   12  2025-11-29T14:03:05.123Z  reclaimed   'w' because ...``."""
@@ -230,7 +242,7 @@ class Narrator:
         text.append(f"{e.seq:>6}  ", style="dim")
         text.append(short_time(e.ts) + "  ", style="dim")
         text.append(f"{e.type:<10}  ", style=_TYPE_STYLE.get(e.type, "") + " bold")
-        text.append(self.describe(e))
+        text.append(safe(self.describe(e)))
         return text
 
 
@@ -255,9 +267,9 @@ def narrate(narrator: Narrator, shown: Iterable[Event], everything: Iterable[Eve
 
 def _alloc_label(a: Allocation, liveness: Mapping[str, Liveness] | None, root: str | None) -> Text:
     t = Text()
-    t.append(a.name, style="bold")
+    t.append(safe(a.name), style="bold")
     t.append(f"  pid {a.pid}  token {a.token}  ", style="dim")
-    t.append(rules_text(a.rules, root))
+    t.append(safe(rules_text(a.rules, root)))
     if a.reserved:
         t.append("  [reserved: waiting for its process to attach]", style="yellow")
     if liveness is not None:
@@ -272,7 +284,7 @@ def _alloc_label(a: Allocation, liveness: Mapping[str, Liveness] | None, root: s
 def state_tree(state: State, title: str, liveness: Mapping[str, Liveness] | None = None,
                root: str | None = None) -> Tree:
     """The live allocation tree of ``state`` as a rich Tree."""
-    tree = Tree(Text(title, style="bold"))
+    tree = Tree(Text(safe(title), style="bold"))
     if not state.holders:
         tree.add(Text("(no live holders)", style="dim"))
         return tree
@@ -312,16 +324,16 @@ def holding_json(h: Holding) -> dict[str, Any]:
 
 def who_table(path: str, holdings: list[Holding], when: str, root: str | None = None) -> Table | Text:
     if not holdings:
-        return Text(f"nobody holds {path} {when}")
-    table = Table(title=f"who holds {path} {when}", title_justify="left", show_edge=False)
+        return Text(safe(f"nobody holds {path} {when}"))
+    table = Table(title=Text(safe(f"who holds {path} {when}")), title_justify="left", show_edge=False)
     table.add_column("access")
     table.add_column("holder")
     table.add_column("rule")
     table.add_column("real holder")
     for h in holdings:
         style = "bold" if h.rule.permission.value == "write" else ""
-        table.add_row(Text(h.rule.permission.value, style=style), chain_text(h.chain),
-                      rule_text(h.rule, root).split(" ", 1)[1], "yes" if h.deepest else "no (delegated below)")
+        table.add_row(Text(h.rule.permission.value, style=style), Text(safe(chain_text(h.chain))),
+                      Text(safe(rule_text(h.rule, root).split(" ", 1)[1])), "yes" if h.deepest else "no (delegated below)")
     return table
 
 
@@ -335,19 +347,19 @@ def diff_lines(d: Diff) -> list[Text]:
     out = [Text(f"from seq {d.a} to seq {d.b}:", style="bold")]
     empty = True
     for n in d.added:
-        out.append(Text(f"  + {n}", style="green"))
+        out.append(Text(safe(f"  + {n}"), style="green"))
         empty = False
     for n in d.removed:
-        out.append(Text(f"  - {n}", style="red"))
+        out.append(Text(safe(f"  - {n}"), style="red"))
         empty = False
     for n, a, b in d.reparented:
-        out.append(Text(f"  ~ {n}: parent {a or '(top level)'} -> {b or '(top level)'}", style="yellow"))
+        out.append(Text(safe(f"  ~ {n}: parent {a or '(top level)'} -> {b or '(top level)'}"), style="yellow"))
         empty = False
     for n in d.rebound:
-        out.append(Text(f"  ~ {n}: bound to another process (attached)", style="blue"))
+        out.append(Text(safe(f"  ~ {n}: bound to another process (attached)"), style="blue"))
         empty = False
     for n in d.regranted:
-        out.append(Text(f"  ~ {n}: released and granted again (new token)", style="cyan"))
+        out.append(Text(safe(f"  ~ {n}: released and granted again (new token)"), style="cyan"))
         empty = False
     if empty:
         out.append(Text("  no change", style="dim"))
@@ -361,41 +373,63 @@ def verify_json(r: VerifyReport) -> dict[str, Any]:
             "notes": list(r.notes)}
 
 
-_FRACTION = re.compile(r"(T|\s)(\d{2}:\d{2}(?::\d{2})?)(?:[.,](\d+))?")
+_TIME_PART = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2}))?)?(?:[.,](\d+))?")
+
+#: The latest instant a time on the command line may name (datetime's range).
+MAX_NS = to_ns(dt.datetime.max.replace(tzinfo=dt.timezone.utc))
+MIN_NS = to_ns(dt.datetime.min.replace(tzinfo=dt.timezone.utc))
 
 
 def parse_when(value: str) -> int | tuple[int, int]:
     """A point on the command line: ``"12"`` -> seq 12; an ISO 8601 time ->
-    ``(first_ns, last_ns)``, the span its precision names (``14:03:05.123Z``
-    is that whole millisecond, ``14:03`` that whole minute). A time without
-    a zone is UTC, as the times ``replay`` prints.
+    ``(first_ns, last_ns)``, exactly the span its precision names: a date
+    alone is that day, ``14`` that hour, ``14:03`` that minute, ``14:03:05``
+    that second, ``14:03:05.123`` that millisecond (and so on, to the
+    nanosecond). A time without a zone is UTC, as the times ``replay`` prints.
 
     Raises:
-        ValueError: neither.
+        ValueError: neither, or a time out of the representable range.
     """
     v = value.strip()
     if v.isdigit():
         return int(v)
     bad = ValueError(f"invalid point {value!r}: expected a seq (e.g. 12) or an ISO time "
                      "(e.g. 2025-11-29T14:03:05.123Z)")
-    m = _FRACTION.search(v)
+    sep = re.search(r"[T ]", v)
     digits = ""
-    if m and m.group(3):
-        digits = m.group(3)
-        v = v[: m.start(3) - 1] + v[m.end(3):]  # parse without the fraction
+    if sep is None:
+        unit = 86400 * 10**9  # a date alone: that whole day
+    else:
+        m = _TIME_PART.match(v, sep.end())
+        if m is None:
+            raise bad
+        if m.group(4) is not None:
+            if m.group(3) is None:
+                raise bad  # a fraction of an hour or minute: not supported
+            digits = m.group(4)
+            v = v[: m.start(4) - 1] + v[m.end(4):]  # parse without the fraction
+        if digits:
+            unit = 10 ** (9 - min(len(digits), 9))
+        elif m.group(3) is not None:
+            unit = 10**9
+        elif m.group(2) is not None:
+            unit = 60 * 10**9
+        else:
+            unit = 3600 * 10**9
     try:
         when = dt.datetime.fromisoformat(v)
     except ValueError:
         raise bad from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
-    first = to_ns(when) + int((digits[:9] or "0").ljust(9, "0"))
-    if digits:
-        unit = 10 ** (9 - min(len(digits), 9))
-    elif m is None:
-        unit = 86400 * 10**9  # a date alone: that whole day
-    elif m.group(2).count(":") == 1:
-        unit = 60 * 10**9
-    else:
-        unit = 10**9
-    return first, first + unit - 1
+    out_of_range = ValueError(f"invalid point {value!r}: out of range (a time must lie between "
+                              "0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z, and so must "
+                              "the whole span its precision names)")
+    try:
+        first = to_ns(when) + int((digits[:9] or "0").ljust(9, "0"))
+    except (OverflowError, ValueError):
+        raise out_of_range from None
+    last = first + unit - 1
+    if first < MIN_NS or last >= MAX_NS:
+        raise out_of_range
+    return first, last

@@ -77,6 +77,7 @@ class Permission(enum.Enum):
 
 
 _BY_VALUE = {"read": Permission.READ, "write": Permission.WRITE}
+_set = object.__setattr__
 
 
 def normalize_path(path: Any) -> str:
@@ -156,9 +157,11 @@ def _recursive_converter(value: Any) -> bool:
     return value
 
 
-@attrs.frozen(slots=True, order=False)
+@attrs.frozen(slots=True, order=False, init=False)
 class ScopeRule:
     """One scope rule: ``(path, permission, recursive)``.
+
+    ``ScopeRule(path, permission="write", recursive=True)``.
 
     Attributes:
         path: normalised absolute path (``str``); see :func:`normalize_path`.
@@ -166,13 +169,29 @@ class ScopeRule:
         recursive: ``True`` (default) covers the path and everything below
             it; ``False`` covers the path and its direct children only.
 
+    A ``..`` in the given path is applied lexically here (the algebra is
+    pure), but the given spelling is kept (``given``, not part of equality)
+    so that :class:`~scopeledger.Ledger` resolves it physically, after
+    symlinks, at its boundary: ``/x/link/..`` is the parent of the link's
+    target, not ``/x``.
+
     Raises:
         InvalidScope: on construction, for a bad path, permission or flag.
     """
 
-    path: str = attrs.field(converter=normalize_path)
-    permission: Permission = attrs.field(converter=_perm_converter, default=Permission.WRITE)
-    recursive: bool = attrs.field(converter=_recursive_converter, default=True, kw_only=False)
+    path: str
+    permission: Permission = Permission.WRITE
+    recursive: bool = True
+    given: str | None = attrs.field(default=None, init=False, eq=False, repr=False, hash=False)
+
+    def __init__(self, path: Any, permission: "Permission | str" = Permission.WRITE,
+                 recursive: bool = True) -> None:
+        norm = normalize_path(path)
+        _set(self, "path", norm)
+        _set(self, "permission", Permission.parse(permission))
+        _set(self, "recursive", _recursive_converter(recursive))
+        raw = path.__fspath__() if hasattr(path, "__fspath__") else path
+        _set(self, "given", raw if ".." in raw.split("/") else None)
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -206,7 +225,6 @@ class ScopeRule:
 _PERMS = {"read": Permission.READ, "write": Permission.WRITE}
 _intern = sys.intern
 _new = object.__new__
-_set = object.__setattr__
 
 
 def rule_from_log(value: Any) -> ScopeRule:
@@ -224,6 +242,7 @@ def rule_from_log(value: Any) -> ScopeRule:
     _set(rule, "path", _intern(path))  # holders of one path share its string
     _set(rule, "permission", _PERMS[perm])
     _set(rule, "recursive", rec)
+    _set(rule, "given", None)
     return rule
 
 
@@ -324,8 +343,9 @@ def parse_rule(spec: str, permission: "Permission | str", root: str | None = Non
         if root is None:
             raise InvalidScope(f"invalid rule {spec!r}: relative path without a root")
         base = normalize_path(root)
-        joined = normalize_path(base.rstrip("/") + "/" + body)
+        raw = base.rstrip("/") + "/" + body
+        joined = normalize_path(raw)
         if joined != base and not joined.startswith(base.rstrip("/") + "/"):
             raise InvalidScope(f"invalid rule {spec!r}: climbs out of its root {base}")
-        return ScopeRule(joined, perm, recursive)
+        return ScopeRule(raw, perm, recursive)
     return ScopeRule(body, perm, recursive)

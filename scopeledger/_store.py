@@ -33,7 +33,7 @@ import time
 import weakref
 from typing import Iterator
 
-from ._errors import LedgerError, LedgerIOError, LockTimeout, UnsafeLedgerPath
+from ._errors import LedgerError, LedgerIOError, LockTimeout, NoLedger, UnsafeLedgerPath
 
 log = logging.getLogger("scopeledger")
 
@@ -135,7 +135,14 @@ def _check_owned(path: str, st: os.stat_result) -> None:
         raise UnsafeLedgerPath(path, f"mode {stat.S_IMODE(st.st_mode):04o} is writable by group or others")
 
 
-def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True) -> int:
+def _looks_like_a_ledger(fd: int) -> bool:
+    """An empty directory, or one holding a ledger's log or lock file."""
+    names = os.listdir(fd)
+    return not names or LOG_NAME in names or LOCK_NAME in names
+
+
+def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True,
+                ledger_root: bool = False) -> int:
     """Open (creating 0700 if missing) a private directory without following
     a symlink at its last component.
 
@@ -162,6 +169,9 @@ def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True)
             os.fchmod(fd, 0o700)
         else:
             _check_owned(display, st)
+            if ledger_root and not _looks_like_a_ledger(fd):
+                raise UnsafeLedgerPath(display, "exists and is not a ledger (no events.jsonl or lock "
+                                                "in it): refusing to turn it into one")
             if stat.S_IMODE(st.st_mode) != 0o700:
                 log.warning("tightening mode of %s from %04o to 0700", display, stat.S_IMODE(st.st_mode))
                 os.fchmod(fd, 0o700)
@@ -217,13 +227,35 @@ class Store:
     description), and other threads using this ``Store`` (a thread lock).
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = os.path.abspath(os.fspath(path))
+    def __init__(self, path: str, create: bool = True) -> None:
+        """Open the ledger directory ``path``.
+
+        Args:
+            path: the directory; created 0700 (with missing parents) when
+                ``create``. An existing directory must be empty or hold a
+                ledger: anything else is refused, never converted.
+            create: with ``False``, a missing ledger is :class:`NoLedger`.
+
+        Raises:
+            NoLedger: ``path`` is empty, or missing and ``create`` is false.
+            UnsafeLedgerPath: see the module docstring; also an existing
+                directory that is not a ledger.
+        """
+        raw = os.fspath(path)
+        if not raw or "\x00" in raw:
+            raise NoLedger(f"no ledger at {raw!r}: give a directory path")
+        self.path = os.path.abspath(raw)
         #: The log's path, ``str`` (for messages).
         self.log_path = os.path.join(self.path, LOG_NAME)
-        parent = os.path.dirname(self.path)
-        _makedirs_private(parent)
-        self.dirfd = open_dir_fd(None, self.path, self.path)
+        if not create:
+            if not os.path.lexists(self.path):
+                raise NoLedger(f"no ledger at {self.path}: nothing has been recorded there")
+            if not os.path.lexists(self.log_path) and os.path.isdir(self.path) \
+                    and not os.path.islink(self.path):
+                raise NoLedger(f"no ledger at {self.path}: it has no {LOG_NAME}")
+        else:
+            _makedirs_private(os.path.dirname(self.path))
+        self.dirfd = open_dir_fd(None, self.path, self.path, create=create, ledger_root=True)
         try:
             self.snapfd = open_dir_fd(self.dirfd, SNAPSHOT_DIR, self.file(SNAPSHOT_DIR))
             self.lockfd = open_private_file(self.dirfd, LOCK_NAME, self.file(LOCK_NAME), os.O_RDWR)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import errno as errno_mod
 import json
+import logging
 import os
 import random
 import re
@@ -156,6 +157,9 @@ class Env:
 
     @property
     def path(self) -> str:
+        if self.ledger_dir is None and ENV_DIR in os.environ and not os.environ[ENV_DIR].strip():
+            raise CliError(f"${ENV_DIR} is set but empty: set it to a ledger directory or unset "
+                           "it for the default ledger", EXIT_USAGE)
         return os.path.abspath(self.ledger_dir or default_path())
 
     @property
@@ -190,6 +194,9 @@ class Env:
 def _ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
     def cb(ctx: click.Context, _p: click.Parameter, value: str | None) -> None:
         if value is not None:
+            if not value.strip():
+                raise click.BadParameter("must not be empty (omit it for the default ledger)",
+                                         param_hint="'--ledger'")
             ctx.ensure_object(Env).ledger_dir = value
 
     return click.option("--ledger", "ledger_dir", metavar="DIR", expose_value=False,
@@ -246,6 +253,8 @@ def _abs_path(p: str) -> str:
 def _seq_at_ns(ledger: Ledger, end_ns: int) -> int:
     """Seq of the last event stamped at or before ``end_ns`` (0: none).
     Exact to the nanosecond, although the library's times are datetimes."""
+    if end_ns < 0:
+        return 0  # before the epoch: no event is stamped there
     us = -(-end_ns // 1000)  # round up to a whole microsecond, then step back
     when = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)
     seq = ledger.state_at(time=when).seq
@@ -288,6 +297,31 @@ def _at_label(state: State, at: str | None) -> str:
     return f"at {at} (seq {state.seq}{stamp})"
 
 
+class _Seconds(click.ParamType):
+    """A finite, non-negative number of seconds (at most :data:`MAX_SECONDS`)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            number = value
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        if number < 0 or number > MAX_SECONDS:
+            self.fail(f"{value!r} is out of range: give 0 to {MAX_SECONDS:g} seconds", param, ctx)
+        return number
+
+
+#: The longest timeout or wait the command line accepts (about 31 years).
+MAX_SECONDS = 1e9
+SECONDS = _Seconds()
+
+
 # -- the group ----------------------------------------------------------------------
 
 
@@ -296,7 +330,7 @@ def _at_label(state: State, at: str | None) -> str:
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
               show_default=True, help="Colour in human output (auto: only on a terminal, "
                                       "never with NO_COLOR set).")
-@click.option("--lock-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+@click.option("--lock-timeout", type=SECONDS, default=30.0, show_default=True,
               metavar="SECONDS", help="How long a change waits for the ledger's lock.")
 @click.version_option(__version__, "-V", "--version", prog_name="scopeledger")
 @pass_env
@@ -534,6 +568,15 @@ def _in_way(err: Exception, name: str) -> Sequence[str]:
     return ()
 
 
+def waitable(err: BaseException) -> bool:
+    """Whether a refusal may clear by waiting: only a conflict with another
+    holder (a ScopeConflict, or a DelegationError naming a sibling). A request
+    outside the parent's scope, a taken name or a gone parent never clears."""
+    if isinstance(err, ScopeConflict):
+        return True
+    return isinstance(err, DelegationError) and err.sibling is not None
+
+
 def would_grant(ledger: Ledger, name: str, rules: Sequence[ScopeRule],
                 parent: str | None) -> tuple[Exception | None, list[tuple[str, str]]]:
     """Whether ``register``/``delegate`` would grant the request now, as the
@@ -615,6 +658,11 @@ def _request(writes: Sequence[str], reads: Sequence[str], root: str | None,
     return name, rules
 
 
+#: The requester's name in ``check``'s answer when no --name is given (not a
+#: valid holder name, so it cannot collide with a real one).
+CHECK_PLACEHOLDER = "(check)"
+
+
 @cli.command()
 @common
 @_rule_options
@@ -633,7 +681,7 @@ def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str |
         check_name(name)
     parent, _token = _parent_from_env(parent, top_level)
     with env.open() as ledger:
-        err, reclaimed = would_grant(ledger, name or "\x00check", rules, parent)
+        err, reclaimed = would_grant(ledger, name or CHECK_PLACEHOLDER, rules, parent)
         from ._render import rules_text
 
         result: dict[str, Any] = {
@@ -647,17 +695,18 @@ def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str |
         if env.json:
             env.emit_json(result)
         else:
-            from ._render import REASONS
+            from ._render import REASONS, safe
 
             if reclaimed:
                 for n, r in reclaimed:
-                    env.out.print(f"'{n}' stands in the way but is dead ({REASONS.get(r, r)}): "
-                                  "it would be reclaimed first")
+                    env.out.print(safe(f"'{n}' stands in the way but is dead ({REASONS.get(r, r)}): "
+                                       "it would be reclaimed first"), markup=False, soft_wrap=True)
             if err is None:
                 where = f" from '{parent}'" if parent else ""
-                env.out.print(f"granted: {rules_text(rules)}{where} would be granted now")
+                env.out.print(safe(f"granted: {rules_text(rules)}{where} would be granted now"),
+                              markup=False, soft_wrap=True)
             else:
-                env.out.print(f"refused: {one_line(err)}")
+                env.out.print(safe(f"refused: {one_line(err)}"), markup=False, soft_wrap=True)
         if err is None:
             return EXIT_OK
         return EXIT_NOT_FOUND if isinstance(err, UnknownHolder) else EXIT_REFUSED
@@ -898,7 +947,9 @@ class _Runner:
             if self.env.json:
                 sys.stderr.write(json.dumps({"notice": message}) + "\n")
             else:
-                self.env.err.print(message, markup=False, soft_wrap=True)
+                from ._render import safe
+
+                self.env.err.print(safe(message), markup=False, soft_wrap=True)
 
     # acquisition
     def _try(self) -> None:
@@ -911,29 +962,59 @@ class _Runner:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
+    def _dry_check(self) -> Exception | None:
+        """Whether the request would be granted now, as ``check`` decides it
+        (dead holders in the way count as reclaimable). Records nothing."""
+        return would_grant(self.ledger, self.name, self.rules, self.parent)[0]
+
     def acquire(self, wait: float | None) -> None:
-        """``wait``: 0 fail at once, None for ever, else seconds."""
+        """``wait``: 0 fail at once, None for ever, else seconds.
+
+        Only a conflict with another holder is waited for (:func:`waitable`);
+        any other refusal fails at once. The first refused attempt is
+        recorded (once); after it, the request is only checked dry, and asked
+        for again when the dry check says it would be granted now.
+        """
         deadline = None if wait is None else time.monotonic() + wait
         log_path = os.path.join(self.ledger.path, LOG_NAME)
         backoff = 0.05
         noticed = False
+        last: Exception | None = None
         while True:
-            try:
-                self._try()
-                return
-            except Refused as exc:
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    if wait:
-                        raise CliError(f"timed out after {wait:g}s waiting for the scope: "
-                                       f"{one_line(exc)}", EXIT_REFUSED, "refused") from exc
-                    raise
-                if not noticed:
-                    self.say(f"Blocking waiting for the scope: {one_line(exc)}")
-                    noticed = True
-            # Wait politely: watch the log's size (a stat, no lock) and retry
-            # when something was appended, or after the backoff (a holder in
-            # the way may have died: the next attempt reclaims it).
+            if last is None:
+                try:
+                    self._try()
+                    return
+                except Refused as exc:
+                    if not waitable(exc):
+                        raise
+                    last = exc
+            else:
+                err = self._dry_check()
+                if err is None:
+                    try:
+                        self._try()
+                        return
+                    except Refused as exc:  # taken meanwhile: rare, recorded once more
+                        if not waitable(exc):
+                            raise
+                        last = exc
+                elif not waitable(err):
+                    raise err  # cannot clear by waiting (e.g. the parent is gone)
+                else:
+                    last = err
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                if wait:
+                    raise CliError(f"timed out after {wait:g}s waiting for the scope: "
+                                   f"{one_line(last)}", EXIT_REFUSED, "refused") from last
+                raise last
+            if not noticed:
+                self.say(f"Blocking waiting for the scope: {one_line(last)}")
+                noticed = True
+            # Wait politely: watch the log's size (a stat, no lock) and check
+            # again when something was appended, or after the backoff (a
+            # holder in the way may have died: the dry check sees that).
             try:
                 size = os.stat(log_path).st_size
             except OSError:
@@ -1082,7 +1163,7 @@ class _Runner:
 @_rule_options
 @click.option("--name", metavar="NAME", help="Holder name (default: the command's name and this pid).")
 @click.option("-n", "--nonblock", is_flag=True, help="Fail at once if the scope is held.")
-@click.option("-w", "--wait", "wait", type=click.FloatRange(min=0), metavar="SECONDS",
+@click.option("-w", "--wait", "wait", type=SECONDS, metavar="SECONDS",
               help="Wait at most SECONDS for the scope (default: wait for ever).")
 @click.option("-E", "--conflict-exit-code", type=click.IntRange(0, 255), default=EXIT_REFUSED,
               show_default=True, help="Exit code when the scope is not granted.")
@@ -1160,19 +1241,84 @@ def _report(env: Env | None, exc: BaseException, code: int) -> None:
             stream = sys.stderr if env.json_to_stderr else sys.stdout
             stream.write(json.dumps(error_json(exc, code), default=str) + "\n")
             stream.flush()
-        sys.stderr.write(f"error: {message}\n")
+        from ._render import safe
+
+        sys.stderr.write(f"error: {safe(message)}\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
 
 
+def _reserve_std_fds() -> None:
+    """Open /dev/null on any of fds 0, 1, 2 that is closed (``>&-``), so that
+    no file the ledger opens lands on them and ``sys.stdout``/``sys.stderr``
+    exist (Python sets them to None when the fd was closed at start)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+            except OSError:  # pragma: no cover
+                continue
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdin is None:
+        sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
+                          closefd=False, buffering=1)
+
+
+class _LogHandler(logging.Handler):
+    """The library's log records on stderr: ``warning: ...`` for warnings
+    and worse, the message alone for notices (INFO); control characters
+    escaped."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from ._render import safe
+
+        try:
+            message = " ".join(safe(record.getMessage()).split())
+            if record.levelno >= logging.ERROR:
+                line = f"error: {message}"
+            elif record.levelno >= logging.WARNING:
+                line = f"warning: {message}"
+            else:
+                line = message
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - never let a log line break a command
+            pass
+
+
+def _install_log_handler() -> None:
+    logger = logging.getLogger("scopeledger")
+    if not any(isinstance(h, _LogHandler) for h in logger.handlers):
+        logger.addHandler(_LogHandler(logging.INFO))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The console script: run the command line and exit with its code."""
+    _reserve_std_fds()
+    _install_log_handler()
     env = Env()
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "ledger"
     if prog in ("__main__.py", "-m", "-c") or not prog:
         prog = "ledger"
     code: int
+    args = list(argv) if argv is not None else sys.argv[1:]
+    if not args:
+        # Bare 'ledger': the help, on stdout, and exit 2 (nothing was done).
+        with click.Context(cli, info_name=prog, obj=env, **cli.context_settings) as ctx:
+            sys.stdout.write(cli.get_help(ctx) + "\n")
+        sys.stdout.flush()
+        sys.exit(EXIT_USAGE)
     try:
         rv = cli.main(args=list(argv) if argv is not None else None, prog_name=prog,
                       standalone_mode=False, obj=env)

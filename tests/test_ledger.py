@@ -59,7 +59,7 @@ def test_tokens_are_new_on_every_grant(ledger):
     assert ledger.holder("A").token == second.token
 
 
-@pytest.mark.parametrize("name", ["", "a/b", "..", ".x", "a b", "x" * 256, None, 3, "é"])
+@pytest.mark.parametrize("name", ["", "a/b", "..", ".x", "a b", "x" * 256, None, 3, "é", "abc\n", "a\nb"])
 def test_bad_holder_names(ledger, name):
     with pytest.raises(InvalidHolderName):
         ledger.register(name, [W("/r")])
@@ -295,3 +295,30 @@ def test_bad_pids(ledger, pid, why):
     with pytest.raises(InvalidProcess, match=why):
         ledger.register("A", [W("/r")], pid=pid)
     assert log_lines(ledger.path) == []
+
+
+def test_dotdot_after_a_symlink_is_resolved_physically(ledger, tmp_path):
+    target = tmp_path / "t3" / "deep" / "dir"
+    target.mkdir(parents=True)
+    (tmp_path / "t2").mkdir()
+    (tmp_path / "t2" / "link").symlink_to(target)
+    ledger.register("owner", [W(str(tmp_path / "t3" / "deep"))])
+    # /t2/link/.. is /t3/deep (the link target's parent), not /t2.
+    with pytest.raises(ScopeConflict):
+        ledger.register("sneaky", [W(str(tmp_path / "t2" / "link" / ".."))])
+    from scopeledger import parse_rule
+    with pytest.raises(ScopeConflict):
+        ledger.register("sneaky", [parse_rule("link/..", "write", str(tmp_path / "t2"))])
+    assert [h.name for h in ledger.who(str(tmp_path / "t3" / "deep" / "x"))] == ["owner"]
+
+
+@pytest.mark.parametrize("socket", [object(), 5, "relative/sock", "/a\x00b"])
+def test_bad_socket_paths(ledger, socket):
+    with pytest.raises(InvalidScope, match="invalid socket"):
+        ledger.register("A", [W("/r")], socket=socket)
+    assert log_lines(ledger.path) == []
+
+
+def test_events_types_may_be_one_string(ledger):
+    ledger.register("A", [W("/r")])
+    assert [e.type for e in ledger.events(types="registered")] == ["registered"]

@@ -246,3 +246,41 @@ def test_a_long_wait_says_once_which_ledger(ledger_dir, caplog, timeout):
     notices = [r.getMessage() for r in caplog.records if "waiting for file lock" in r.getMessage()]
     assert notices == [f"blocking waiting for file lock on {os.path.join(ledger_dir, 'lock')}"]
     assert led.last_wait >= 1.0
+
+
+def test_an_existing_directory_that_is_not_a_ledger_is_refused_untouched(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir(mode=0o755)
+    os.chmod(project, 0o755)
+    (project / "README").write_text("mine")
+    with pytest.raises(UnsafeLedgerPath, match="is not a ledger"):
+        Ledger.open(str(project))
+    assert sorted(os.listdir(project)) == ["README"]
+    assert stat.S_IMODE(os.stat(project).st_mode) == 0o755
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o700)
+    Ledger.open(str(empty)).close()  # an empty directory may become a ledger
+
+
+def test_verify_never_creates(tmp_path):
+    from scopeledger import NoLedger, verify
+    with pytest.raises(NoLedger, match="no ledger at"):
+        verify(str(tmp_path / "missing"))
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(NoLedger):
+        verify(str(tmp_path / "dir"))
+    assert os.listdir(tmp_path / "dir") == []
+
+
+@pytest.mark.parametrize("path", ["", "/tmp/a\x00b"])
+def test_empty_or_nul_ledger_path(path):
+    from scopeledger import NoLedger
+    with pytest.raises(NoLedger):
+        Ledger.open(path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1, "3"])
+def test_bad_timeouts_are_refused(ledger_dir, bad):
+    with pytest.raises(ValueError, match="timeout must be"):
+        Ledger.open(ledger_dir, timeout=bad)
