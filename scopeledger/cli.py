@@ -71,6 +71,11 @@ ENV_TOKEN = "SCOPELEDGER_TOKEN"
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
 
+#: A waiting 'run' that sees its scope free waits up to this many seconds
+#: (at random) and checks again before asking, so that many waiters released
+#: at once do not all ask (and all but one record a refusal).
+RETRY_JITTER = 0.25
+
 #: A replay that has not finished after this many seconds shows a progress
 #: bar on stderr (when stderr is a terminal).
 PROGRESS_AFTER = 0.5
@@ -780,13 +785,15 @@ def verify(env: Env) -> int:
     if env.json:
         env.emit_json({"ledger": env.path, **verify_json(report)})
     else:
+        from ._render import safe
+
         if report.ok:
-            env.out.print(f"ok: {report.events} events and {report.snapshots} snapshots checked "
-                          f"in {env.path}")
+            env.out.print(safe(f"ok: {report.events} events and {report.snapshots} snapshots "
+                               f"checked in {env.path}"), soft_wrap=True, markup=False)
         for p in report.problems:
-            env.err.print(f"problem: {p}", soft_wrap=True, markup=False)
+            env.err.print(safe(f"problem: {p}"), soft_wrap=True, markup=False)
         for n in report.notes:
-            env.out.print(f"note: {n}", soft_wrap=True, markup=False)
+            env.out.print(safe(f"note: {n}"), soft_wrap=True, markup=False)
     return EXIT_OK if report.ok else EXIT_REFUSED
 
 
@@ -991,6 +998,12 @@ class _Runner:
                     last = exc
             else:
                 err = self._dry_check()
+                if err is None:
+                    # Others may have seen the same opening: spread the
+                    # retries out and look again, so that only the first one
+                    # asks (a lost race would record a second refusal).
+                    time.sleep(random.uniform(0.0, RETRY_JITTER))
+                    err = self._dry_check()
                 if err is None:
                     try:
                         self._try()

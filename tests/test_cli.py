@@ -550,3 +550,201 @@ def test_wrapper_sigkill_reclaimed_only_after_child_is_gone(led: Path, tree: Pat
         assert [r["name"] for r in res["reclaimed"]] == ["k"]
         assert res["reclaimed"][0]["reason"] in ("process_gone", "zombie")
         assert lib.holders() == []
+
+
+# -- review fixes ----------------------------------------------------------------------------
+
+
+def test_nested_run_outside_parent_scope_fails_at_once(led: Path, tree: Path) -> None:
+    # -w and the default (wait for ever) alike: a refusal that cannot clear
+    # by waiting fails at once, with one error line.
+    for wait in (["-w", "20"], []):
+        inner = " ".join(["ledger", "run", *wait, "--write", "docs", "--", "true"])
+        script = f"{inner}; echo inner=$? >&2"
+        t0 = time.monotonic()
+        res = ledger_cmd(led, "run", "--write", "src", "--", "sh", "-c", script, cwd=tree, timeout=15)
+        assert time.monotonic() - t0 < 10
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert lines[-1] == "inner=1", res.stderr
+        assert len(lines) == 2 and lines[0].startswith("error: cannot delegate"), res.stderr
+        assert "Blocking waiting" not in res.stderr
+
+
+def test_waiting_runs_record_one_refusal_each(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("holder", [W(tree, "src")])
+    n = 6
+    procs = [subprocess.Popen([*CMD, "--ledger", str(led), "run", "-w", "30", "--name", f"w{i}",
+                               "--write", "src/parser", "--", "true"], cwd=tree, env=clean_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(n)]
+    wait_for(lambda: len(list(lib.events(types=["refused"]))) >= n, what="every waiter's refusal")
+    # Many state changes while they wait: none may record another refusal.
+    for i in range(15):
+        lib.register(f"other{i}", [W(tree, "docs")])
+        lib.release(f"other{i}")
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert len(list(lib.events(types=["refused"]))) == n
+    lib.release("holder")
+    for p in procs:
+        _out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    refused = list(lib.events(types=["refused"]))
+    per_waiter: dict[str, int] = {}
+    for e in refused:
+        per_waiter[e.data["request"]["name"]] = per_waiter.get(e.data["request"]["name"], 0) + 1
+    # each waiter: its first refusal; a retry after a dry "granted" may rarely lose a race
+    assert sorted(per_waiter) == sorted(f"w{i}" for i in range(n))
+    assert len(refused) <= n + 2 and max(per_waiter.values()) <= 2, per_waiter
+
+
+@pytest.mark.parametrize("args", [
+    ["show", "--at", "9999-12-31"],
+    ["replay", "--until", "9999-12-31T23:59:59Z"],
+    ["replay", "--from", "9999-12-31"],
+    ["diff", "9999-12-31", "1"],
+    ["diff", "1", "9999-12-31T23:59:59.9999999Z"],
+    ["who", "/tmp", "--at", "9999-12-31"],
+    ["show", "--at", "0001-01-01T00:00:00+14:00"],
+    ["show", "--at", "9999-12-31T23:59:59-14:00"],
+    ["--lock-timeout", "nan", "show"],
+    ["--lock-timeout", "inf", "show"],
+    ["--lock-timeout", "-inf", "show"],
+    ["--lock-timeout", "1e308", "show"],
+    ["run", "-w", "nan", "--write", "x", "--", "true"],
+    ["run", "-w", "inf", "--write", "x", "--", "true"],
+    ["run", "-w", "1e308", "--write", "x", "--", "true"],
+])
+def test_out_of_range_values_are_usage_errors(led: Path, lib: Ledger, tree: Path, args: list[str]) -> None:
+    lib.register("a", [W(tree, "src")])
+    res = ledger_cmd(led, *args, cwd=tree)
+    assert res.returncode == 2, res.stderr
+    line = one_error_line(res.stderr)
+    assert "internal error" not in line
+    assert "out of range" in line or "finite" in line
+
+
+def test_times_name_exactly_the_span_of_their_precision(led: Path, lib: Ledger, tree: Path) -> None:
+    import datetime as dt
+
+    lib.register("a", [W(tree, "src")])
+    lib.release("a")
+    first = next(iter(lib.events())).ts
+
+    def label(unit_ns: int, start_ns: int) -> str:
+        t = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=start_ns // 1000)
+        if unit_ns == 86400 * 10**9:
+            return t.strftime("%Y-%m-%d")
+        if unit_ns == 3600 * 10**9:
+            return t.strftime("%Y-%m-%dT%H") + "Z"
+        if unit_ns == 60 * 10**9:
+            return t.strftime("%Y-%m-%dT%H:%M") + "Z"
+        base = t.strftime("%Y-%m-%dT%H:%M:%S")
+        if unit_ns == 10**9:
+            return base + "Z"
+        digits = {10**6: 3, 10**3: 6, 1: 9}[unit_ns]
+        return f"{base}.{str(start_ns % 10**9).zfill(9)[:digits]}Z"
+
+    for unit in (86400 * 10**9, 3600 * 10**9, 60 * 10**9, 10**9, 10**6, 10**3, 1):
+        start = first - first % unit
+        here = ledger_cmd(led, "--json", "show", "--at", label(unit, start))
+        before = ledger_cmd(led, "--json", "show", "--at", label(unit, start - unit))
+        assert here.returncode == 0 and before.returncode == 0, (here.stderr, before.stderr)
+        assert json.loads(here.stdout)["seq"] >= 1, label(unit, start)
+        assert json.loads(before.stdout)["seq"] == 0, label(unit, start - unit)
+        # --from the next span: nothing from the first event's span
+        after = ledger_cmd(led, "--json", "replay", "--from", label(unit, start + unit))
+        assert all(e["ts"] >= start + unit for e in jl(after.stdout)), label(unit, start + unit)
+
+
+def test_replay_relative_to_replaces_whole_path_prefixes_only(led: Path, lib: Ledger, tmp_path: Path) -> None:
+    root = (tmp_path / "r").resolve()
+    (root / "src").mkdir(parents=True)
+    other = Path(str(tmp_path.resolve() / "var") + str(root)) / "nc-x"
+    other.mkdir(parents=True)
+    lib.register("owner", [parse_rule(str(other), "write", "/")])
+    res = ledger_cmd(led, "run", "-n", "--name", "late", "--write", str(other), "--", "true")
+    assert res.returncode == 1
+    res = ledger_cmd(led, "replay", "--relative-to", str(root), "--type", "refused")
+    assert res.returncode == 0, res.stderr
+    assert str(other) in res.stdout, res.stdout
+    assert "varnc-x" not in res.stdout
+
+
+def test_control_characters_are_escaped_in_human_output(led: Path, lib: Ledger, tree: Path) -> None:
+    evil = tree / "e\x1b[31mx\x07\x9b"
+    evil.mkdir()
+    lib.register("evil", [parse_rule(str(evil), "write", "/")])
+    res = ledger_cmd(led, "run", "-n", "--name", "late", "--write", str(evil), "--", "true")
+    assert res.returncode == 1
+    assert "\x1b" not in res.stderr and "\\x1b" in res.stderr
+    for args in (["replay"], ["show"], ["who", str(evil)], ["history", "evil"],
+                 ["check", "--write", str(evil)], ["history", "late"]):
+        res = ledger_cmd(led, *args)
+        assert res.returncode in (0, 1), res.stderr
+        out = res.stdout + res.stderr
+        for ch in ("\x1b", "\x07", "\x9b"):
+            assert ch not in out, (args, out)
+        assert "\\x1b[31mx\\x07\\x9b" in out, (args, out)
+    # JSON stays exact
+    res = ledger_cmd(led, "--json", "show")
+    assert json.loads(res.stdout)["holders"][0]["rules"][0][0] == str(evil)
+
+
+def test_check_inside_run_uses_a_printable_placeholder(led: Path, tree: Path) -> None:
+    for json_ in ([], ["--json"]):
+        script = " ".join(["ledger", *json_, "check", "--write", "docs"])
+        res = ledger_cmd(led, "run", "--write", "src", "--", "sh", "-c", script, cwd=tree)
+        assert res.returncode == 1, res.stderr
+        assert "\x00" not in res.stdout and "\\u0000" not in res.stdout
+        assert "(check)" in res.stdout
+        if json_:
+            assert json.loads(res.stdout)["conflict"]["child"] == "(check)"
+
+
+def test_empty_ledger_option_or_variable_is_a_usage_error(tmp_path: Path) -> None:
+    res = subprocess.run([*CMD, "--ledger", "", "show"], capture_output=True, text=True, env=clean_env())
+    assert res.returncode == 2 and "--ledger" in one_error_line(res.stderr)
+    res = subprocess.run([*CMD, "show", "--ledger", ""], capture_output=True, text=True, env=clean_env())
+    assert res.returncode == 2 and "--ledger" in one_error_line(res.stderr)
+    res = subprocess.run([*CMD, "show"], capture_output=True, text=True,
+                         env=clean_env(SCOPELEDGER_DIR="", HOME=str(tmp_path)))
+    assert res.returncode == 2 and "SCOPELEDGER_DIR" in one_error_line(res.stderr)
+
+
+def test_bare_ledger_prints_help_and_exits_2() -> None:
+    res = subprocess.run(CMD, capture_output=True, text=True, env=clean_env())
+    assert res.returncode == 2
+    assert res.stdout.startswith("Usage: ")
+    assert "Commands:" in res.stdout and "-h, --help" in res.stdout
+    assert res.stderr == ""
+
+
+def test_closed_stdout_or_stderr_never_tracebacks(led: Path, lib: Ledger, tree: Path, tmp_path: Path) -> None:
+    lib.register("a", [W(tree, "docs")])
+    base = [*CMD, "--ledger", str(led)]
+    for args in (["show"], ["--json", "show"], ["replay"]):
+        for closed in ("stdout", "stderr"):
+            sh = f"{' '.join(base + args)} {'>&-' if closed == 'stdout' else '2>&-'}"
+            res = subprocess.run(["sh", "-c", sh], capture_output=True, text=True, env=clean_env())
+            assert res.returncode == 0, (sh, res.stderr)
+            assert "Traceback" not in res.stdout + res.stderr
+    for redirect in (">&-", "2>&-"):
+        mark = tmp_path / f"ran{len(redirect)}"
+        sh = f"{' '.join(base)} run --write src -- touch {mark} {redirect}"
+        res = subprocess.run(["sh", "-c", sh], capture_output=True, text=True, env=clean_env(), cwd=tree)
+        assert res.returncode == 0, (sh, res.stderr)
+        assert "Traceback" not in res.stdout + res.stderr
+        assert mark.exists(), sh
+
+
+def test_library_warnings_are_prefixed(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("a", [W(tree, "src")])
+    lib.release("a")
+    assert ledger_cmd(led, "snapshot").returncode == 0
+    for snap in (led / "snapshots").iterdir():
+        snap.write_text("garbage\n")
+    res = ledger_cmd(led, "show", "--at", "1")
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert lines and all(line.startswith("warning: skipping snapshot: ") for line in lines), res.stderr
