@@ -9,6 +9,8 @@ import sys
 import orjson
 import pytest
 
+from torture_support import tree_modes
+
 from scopeledger import (
     CorruptLedger,
     Ledger,
@@ -20,14 +22,6 @@ from scopeledger import (
 W = lambda p: ScopeRule(p, "write")  # noqa: E731
 
 
-def modes(root):
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        out[dirpath] = stat.S_IMODE(os.lstat(dirpath).st_mode)
-        for f in filenames:
-            p = os.path.join(dirpath, f)
-            out[p] = stat.S_IMODE(os.lstat(p).st_mode)
-    return out
 
 
 @pytest.mark.parametrize("umask", [0o000, 0o002, 0o077, 0o777])
@@ -42,7 +36,7 @@ def test_files_0600_dirs_0700_whatever_the_umask(tmp_path, umask):
         assert os.umask(umask) == umask  # the process umask is unchanged
     finally:
         os.umask(old)
-    found = modes(str(tmp_path / "deep"))
+    found = tree_modes(str(tmp_path / "deep"))
     assert len(found) >= 6
     for p, mode in found.items():
         expected = 0o700 if os.path.isdir(p) else 0o600

@@ -29,20 +29,12 @@ from scopeledger import (
     UnsafeLedgerPath,
     verify,
 )
-from torture_support import REPO
+from torture_support import REPO, tree_modes
 
 W = lambda p: ScopeRule(p, "write")  # noqa: E731
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 
 
-def tree_modes(root):
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        out[dirpath] = stat.S_IMODE(os.lstat(dirpath).st_mode)
-        for f in filenames:
-            p = os.path.join(dirpath, f)
-            out[p] = stat.S_IMODE(os.lstat(p).st_mode)
-    return out
 
 
 def append_raw(ledger_dir, data):

@@ -17,6 +17,19 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 
+def tree_modes(root):
+    """``{path: permission bits}`` of every directory and file under ``root``."""
+    import stat
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        out[dirpath] = stat.S_IMODE(os.lstat(dirpath).st_mode)
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            out[p] = stat.S_IMODE(os.lstat(p).st_mode)
+    return out
+
+
 def run_module(args, timeout=120, check=True):
     """``python -m <args...>`` from the repository root; returns the
     CompletedProcess. Fails the test with its stderr when it fails."""
