@@ -109,3 +109,14 @@ def split_lines(chunks: Any, start: int) -> Any:
             i = j + 1
         pending = data[i:]
         pos += len(chunk)
+
+
+def iter_lines(chunks: Any) -> Any:
+    """Complete lines (without newline) of an iterable of byte chunks, as
+    :func:`split_lines` but without offsets, splitting whole chunks at once
+    (the replay path). A last piece without a newline is not yielded."""
+    pending = b""
+    for chunk in chunks:
+        pieces = (pending + chunk if pending else chunk).split(b"\n")
+        pending = pieces.pop()
+        yield from pieces

@@ -199,3 +199,9 @@ def test_invariant_breaking_event_is_found_by_verify(ledger_dir):
     rep = verify(ledger_dir)
     assert not rep.ok and rep.problems[0].seq == 2
     assert "breaks an invariant" in rep.problems[0].message
+
+
+@given(st.lists(st.binary(max_size=12), max_size=8))
+def test_iter_lines_matches_split_lines(chunks):
+    from scopeledger._events import iter_lines, split_lines
+    assert list(iter_lines(chunks)) == [line for line, _s, _e in split_lines(chunks, 0)]
