@@ -251,6 +251,7 @@ class Ledger(HistoryMixin):
         self.stats = LedgerStats()
         #: Seconds the last mutation waited for the lock (for benchmarks).
         self.last_wait = 0.0
+        self._holds: "weakref.WeakSet[Hold]" = weakref.WeakSet()
         if load:
             with self._mem:
                 self._load()
@@ -306,7 +307,11 @@ class Ledger(HistoryMixin):
             raise
 
     def close(self) -> None:
-        """Close the descriptors. The object cannot be used afterwards."""
+        """Release the allocations of this object's live :meth:`hold` guards
+        (their holders are done when their ledger is), then close the
+        descriptors. The object cannot be used afterwards."""
+        for guard in list(self._holds):
+            guard.release()
         self._store.close()
 
     def __enter__(self) -> "Ledger":
@@ -680,7 +685,9 @@ class Ledger(HistoryMixin):
             alloc = self.register(name, rules, pid, socket=socket)
         else:
             alloc = self.delegate(parent, name, rules, pid, socket=socket)
-        return Hold(self, alloc)
+        guard = Hold(self, alloc)
+        self._holds.add(guard)
+        return guard
 
     def snapshot(self) -> int:
         """Write a snapshot of the current state now; returns its seq (0 and

@@ -322,3 +322,13 @@ def test_bad_socket_paths(ledger, socket):
 def test_events_types_may_be_one_string(ledger):
     ledger.register("A", [W("/r")])
     assert [e.type for e in ledger.events(types="registered")] == ["registered"]
+
+
+def test_closing_a_ledger_releases_its_live_guards(ledger_dir):
+    led = Ledger.open(ledger_dir)
+    guard = led.hold("g", [W("/g")])
+    led.register("plain", [W("/p")])  # not a guard: stays
+    led.close()
+    assert guard.released
+    again = Ledger.open(ledger_dir)
+    assert [a.name for a in again.holders()] == ["plain"]
