@@ -389,7 +389,12 @@ class Ledger(HistoryMixin):
         return state
 
     def refresh(self) -> int:
-        """Fold in events other processes appended; returns the current seq."""
+        """Fold in the complete lines other processes appended (no lock);
+        returns the seq now folded, ``int``.
+
+        Raises:
+            CorruptLedger: a new line does not check out.
+        """
         with self._mem:
             return self._catch_up(locked=False).seq
 
@@ -758,7 +763,12 @@ class Ledger(HistoryMixin):
         return alloc
 
     def children(self, name: str) -> list[str]:
-        """Names of ``name``'s live children, in delegation order."""
+        """Names of ``name``'s live children, ``list[str]``, in delegation
+        order (re-parented children last).
+
+        Raises:
+            UnknownHolder: ``name`` is not live.
+        """
         with self._mem:
             state = self._current()
             if name not in state.holders:
