@@ -345,23 +345,14 @@ def diff_json(d: Diff) -> dict[str, Any]:
 
 def diff_lines(d: Diff) -> list[Text]:
     out = [Text(f"from seq {d.a} to seq {d.b}:", style="bold")]
-    empty = True
-    for n in d.added:
-        out.append(Text(safe(f"  + {n}"), style="green"))
-        empty = False
-    for n in d.removed:
-        out.append(Text(safe(f"  - {n}"), style="red"))
-        empty = False
-    for n, a, b in d.reparented:
-        out.append(Text(safe(f"  ~ {n}: parent {a or '(top level)'} -> {b or '(top level)'}"), style="yellow"))
-        empty = False
-    for n in d.rebound:
-        out.append(Text(safe(f"  ~ {n}: bound to another process (attached)"), style="blue"))
-        empty = False
-    for n in d.regranted:
-        out.append(Text(safe(f"  ~ {n}: released and granted again (new token)"), style="cyan"))
-        empty = False
-    if empty:
+    changes = ([(f"+ {n}", "green") for n in d.added]
+               + [(f"- {n}", "red") for n in d.removed]
+               + [(f"~ {n}: parent {a or '(top level)'} -> {b or '(top level)'}", "yellow")
+                  for n, a, b in d.reparented]
+               + [(f"~ {n}: bound to another process (attached)", "blue") for n in d.rebound]
+               + [(f"~ {n}: released and granted again (new token)", "cyan") for n in d.regranted])
+    out += [Text(safe("  " + line), style=style) for line, style in changes]
+    if not changes:
         out.append(Text("  no change", style="dim"))
     return out
 

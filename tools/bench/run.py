@@ -372,13 +372,10 @@ class LedgerBackend(Backend):
         self.led.close()
 
 
-class FloorBackend(Backend):
-    kind = "floor"
+class _WrappedBackend(Backend):
+    """A backend whose operations are those of a baselines object ``self.b``."""
 
-    def __init__(self, directory: str, unlocked: bool = False, fdatasync: bool = False) -> None:
-        super().__init__(directory)
-        cls = _FdatasyncFloor if fdatasync else RawFloor
-        self.b = cls(directory, unlocked=unlocked)
+    b: Any
 
     def register(self, name: str, rules: list[Rule]) -> None:
         self.b.register(name, rules)
@@ -388,6 +385,15 @@ class FloorBackend(Backend):
 
     def find_conflict(self, rules: list[Rule]) -> Any:
         return self.b.find_conflict(rules)
+
+
+class FloorBackend(_WrappedBackend):
+    kind = "floor"
+
+    def __init__(self, directory: str, unlocked: bool = False, fdatasync: bool = False) -> None:
+        super().__init__(directory)
+        cls = _FdatasyncFloor if fdatasync else RawFloor
+        self.b = cls(directory, unlocked=unlocked)
 
     def set_fsync(self, on: bool) -> None:
         self.b.fsync = on
@@ -399,21 +405,13 @@ class FloorBackend(Backend):
         self.b.close()
 
 
-class SeedBackend(Backend):
+
+class SeedBackend(_WrappedBackend):
     kind = "seed"
 
     def __init__(self, directory: str) -> None:
         super().__init__(directory)
         self.b = SeedDesign(directory)
-
-    def register(self, name: str, rules: list[Rule]) -> None:
-        self.b.register(name, rules)
-
-    def release(self, name: str) -> None:
-        self.b.release(name)
-
-    def find_conflict(self, rules: list[Rule]) -> Any:
-        return self.b.find_conflict(rules)
 
     def prefill(self, upto: int) -> None:
         # Registering 100k holders one by one through an O(n) design would take hours;
@@ -445,7 +443,7 @@ class SeedBackend(Backend):
         return os.path.getsize(self.b.path)
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(_WrappedBackend):
     kind = "sqlite"
 
     def __init__(self, directory: str) -> None:
