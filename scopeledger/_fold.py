@@ -103,6 +103,7 @@ class Allocation:
 # A node exists only while something is held at or below it: empty nodes
 # are pruned, so "the node exists" means "something lies here or below".
 _intern = sys.intern
+_WRITE = Permission.WRITE
 
 
 def _parts(path: str) -> list[str]:
@@ -148,25 +149,28 @@ class PathIndex:
 
     def add(self, name: str, rule: ScopeRule) -> None:
         node = self.root
-        for part in _parts(rule.path):
-            c = node[0]
-            if c is None:
-                nxt = [None, None, None]
-                node[0] = (_intern(part), nxt)
-            elif type(c) is tuple:
-                if c[0] == part:
-                    nxt = c[1]
-                else:
+        path = rule.path
+        if path != "/":
+            for part in path[1:].split("/"):
+                c = node[0]
+                if c is None:
                     nxt = [None, None, None]
-                    node[0] = {c[0]: c[1], _intern(part): nxt}
-            else:
-                nxt = c.get(part)
-                if nxt is None:
-                    nxt = c[_intern(part)] = [None, None, None]
-            node = nxt
+                    node[0] = (_intern(part), nxt)
+                elif type(c) is tuple:
+                    if c[0] == part:
+                        nxt = c[1]
+                    else:
+                        nxt = [None, None, None]
+                        node[0] = {c[0]: c[1], _intern(part): nxt}
+                else:
+                    nxt = c.get(part)
+                    if nxt is None:
+                        nxt = c[_intern(part)] = [None, None, None]
+                node = nxt
         a = node[1]
         if a is None:
-            node[1], node[2] = name, rule
+            node[1] = name
+            node[2] = rule
         else:
             if type(a) is str:
                 a = node[1] = {(a, node[2]): 1}
@@ -176,11 +180,18 @@ class PathIndex:
         self.size += 1
 
     def remove(self, name: str, rule: ScopeRule) -> None:
-        parts = _parts(rule.path)
+        path = rule.path
+        parts = path[1:].split("/") if path != "/" else []
         nodes = [self.root]
         node = self.root
         for part in parts:
-            node = _child(node, part)
+            c = node[0]
+            if type(c) is tuple:
+                node = c[1] if c[0] == part else None
+            elif c is not None:
+                node = c.get(part)
+            else:
+                node = None
             if node is None:
                 raise ValueError(f"{(name, rule)!r} is not in the index")
             nodes.append(node)
@@ -193,20 +204,26 @@ class PathIndex:
             raise ValueError(f"{(name, rule)!r} is not in the index")
         else:
             key = (name, rule)
-            n = a[key] - 1
-            if n:
+            n = a.get(key, 0) - 1
+            if n > 0:
                 a[key] = n
-            else:
-                del a[key]
-                if not a:
-                    node[1] = None
-                elif len(a) == 1:
+                self.size -= 1
+                return
+            if n < 0:
+                raise ValueError(f"{(name, rule)!r} is not in the index")
+            del a[key]
+            if a:
+                if len(a) == 1:
                     ((only, count),) = a.items()
                     if count == 1:
                         node[1], node[2] = only
+                self.size -= 1
+                return  # entries remain here: nothing to prune
+            node[1] = None
         self.size -= 1
         # Prune the nodes left empty, deepest first.
-        for i in range(len(parts), 0, -1):
+        i = len(parts)
+        while i:
             n_ = nodes[i]
             if n_[0] is not None or n_[1] is not None:
                 break
@@ -218,6 +235,7 @@ class PathIndex:
                 del c[parts[i - 1]]
                 if len(c) == 1:
                     parent[0] = next(iter(c.items()))
+            i -= 1
 
     def overlapping(self, rule: ScopeRule) -> Iterator[tuple[str, ScopeRule]]:
         """Entries whose rule overlaps ``rule``: ancestors first (shallowest
@@ -282,12 +300,14 @@ class State:
     # -- structure -------------------------------------------------------
 
     def _index(self, alloc: Allocation) -> None:
+        name = alloc.name
         for rule in alloc.rules:
-            (self.writes if rule.permission is Permission.WRITE else self.reads).add(alloc.name, rule)
+            (self.writes if rule.permission is _WRITE else self.reads).add(name, rule)
 
     def _unindex(self, alloc: Allocation) -> None:
+        name = alloc.name
         for rule in alloc.rules:
-            (self.writes if rule.permission is Permission.WRITE else self.reads).remove(alloc.name, rule)
+            (self.writes if rule.permission is _WRITE else self.reads).remove(name, rule)
 
     def chain(self, name: str) -> tuple[str, ...]:
         """Holder names from the top-level ancestor down to ``name``."""
@@ -412,11 +432,7 @@ def apply(state: State, event: dict[str, Any], line_hash: str) -> State:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise FoldError(f"malformed {kind} event: {type(exc).__name__}: {exc}") from None
-    state.seq = seq
-    state.last_hash = line_hash
-    ts = event["ts"]
-    if ts > state.last_ts:
-        state.last_ts = ts
+    _advance(state, seq, event["ts"], line_hash)
     return state
 
 
@@ -432,7 +448,7 @@ def _grant(state: State, ev: dict[str, Any], top: bool) -> None:
     else:
         if parent not in state.holders:
             raise FoldError(f"delegation from '{parent}', which is not live")
-    alloc = Allocation(
+    _install(state, Allocation(
         name=name,
         rules=tuple(rule_from_log(r) for r in h["rules"]),
         process=_ident(h["process"]),
@@ -441,11 +457,15 @@ def _grant(state: State, ev: dict[str, Any], top: bool) -> None:
         granted_ns=ev["ts"],
         reserved=bool(h.get("reserved", False)),
         socket=h.get("socket"),
-    )
+    ))
+
+
+def _install(state: State, alloc: Allocation) -> None:
+    name = alloc.name
     state.holders[name] = alloc
     state._index(alloc)
-    if parent is not None:
-        state.children.setdefault(parent, []).append(name)
+    if alloc.parent is not None:
+        state.children.setdefault(alloc.parent, []).append(name)
     state.refusals.clear()
 
 
@@ -482,14 +502,22 @@ def _remove(state: State, ev: dict[str, Any]) -> None:
     plan = reparent_plan(state, name)
     if ev["reparented"] != plan:
         raise FoldError(f"recorded re-parenting {ev['reparented']!r} differs from the fold's {plan!r}")
+    _drop(state, alloc)
+
+
+def _drop(state: State, alloc: Allocation) -> None:
+    name = alloc.name
     parent = alloc.parent
-    for child, _ in plan:
-        state.holders[child] = attrs.evolve(state.holders[child], parent=parent)
-    kids = state.children.pop(name, [])
+    kids = state.children.pop(name, None)
+    if kids:
+        holders = state.holders
+        for child in kids:
+            holders[child] = attrs.evolve(holders[child], parent=parent)
     if parent is not None:
         siblings = state.children[parent]
         siblings.remove(name)
-        siblings.extend(kids)
+        if kids:
+            siblings.extend(kids)
         if not siblings:
             del state.children[parent]
     state._unindex(alloc)
@@ -505,6 +533,32 @@ def _reclaimed(state: State, ev: dict[str, Any]) -> None:
 
 def _refused(state: State, ev: dict[str, Any]) -> None:
     state.refusals.add(ev["key"])
+
+
+def _advance(state: State, seq: int, ts: int, line_hash: str) -> None:
+    state.seq = seq
+    state.last_hash = line_hash
+    if ts > state.last_ts:
+        state.last_ts = ts
+
+
+def commit_grant(state: State, alloc: Allocation, line_hash: str) -> None:
+    """Apply a ``registered``/``delegated`` event its writer built from
+    ``alloc`` (seq ``alloc.token``, ts ``alloc.granted_ns``), without decoding
+    the line: the same change :func:`apply` makes from it. The writer has
+    checked the request against ``state`` (:func:`check_request`) under the
+    lock, and ``alloc.rules`` are as the log stores them (canonical, no
+    ``given`` spelling)."""
+    _install(state, alloc)
+    _advance(state, alloc.token, alloc.granted_ns, line_hash)
+
+
+def commit_removal(state: State, name: str, seq: int, ts: int, line_hash: str) -> None:
+    """Apply a ``released``/``reclaimed`` event of ``name`` its writer built
+    with ``reparented=reparent_plan(state, name)`` (the same change
+    :func:`apply` makes from it)."""
+    _drop(state, state.holders[name])
+    _advance(state, seq, ts, line_hash)
 
 
 _HANDLERS = {

@@ -46,6 +46,8 @@ from ._fold import (
     State,
     apply,
     check_request,
+    commit_grant,
+    commit_removal,
     effective_rules,
     reparent_plan,
 )
@@ -150,18 +152,15 @@ class LedgerStats:
     torn: list[str] = attrs.Factory(list)
 
 
-class _After:
-    """A transaction's result computed after its deferred event is applied."""
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.fn = fn
-
-
 class _Txn:
     """Events built under the lock, applied to the state as they are built,
-    written with one ``write`` at commit."""
+    written with one ``write`` at commit.
+
+    The last event may instead be built with :meth:`emit_last`: it is applied
+    by ``after`` (set by the caller) once the line is written and the lock
+    released, so that the fold stays out of the time the lock is held."""
+
+    __slots__ = ("ledger", "state", "lines", "error", "liveness", "actor", "after")
 
     def __init__(self, ledger: "Ledger", state: State) -> None:
         self.ledger = ledger
@@ -169,15 +168,12 @@ class _Txn:
         self.lines: list[bytes] = []
         self.error: Exception | None = None
         self.liveness: dict[str, Liveness] = {}
-        self.actor = ledger._actor_and_json()[1]
-        self.deferred: tuple[dict[str, Any], str] | None = None
+        self.actor = ledger._actor_and_json(ledger._store._holding_pid)[1]
+        #: ``(fold function, *args)`` that applies the last event, or None.
+        self.after: tuple[Any, ...] | None = None
 
-    def emit(self, kind: str, defer: bool = False, **payload: Any) -> int:
-        """Build one event line. It is applied to the state now, or with
-        ``defer`` after the line is written and the lock released (the
-        last event of a transaction only: it keeps the fold out of the
-        time the lock is held)."""
-        assert self.deferred is None, "no event after a deferred one"
+    def _line(self, kind: str, payload: dict[str, Any]) -> tuple[int, int, dict[str, Any], bytes]:
+        assert self.after is None, "no event after the last one"
         st = self.state
         seq = st.seq + 1
         ts = self.ledger._clock()
@@ -189,12 +185,20 @@ class _Txn:
               "prev": st.last_hash, "type": kind}
         ev.update(payload)
         line = encode(ev)
-        if defer:
-            self.deferred = (ev, line_hash(line))
-        else:
-            apply(st, ev, line_hash(line))
         self.lines.append(line)
+        return seq, ts, ev, line
+
+    def emit(self, kind: str, **payload: Any) -> int:
+        """Build one event line and apply it to the state now; its seq."""
+        seq, _, ev, line = self._line(kind, payload)
+        apply(self.state, ev, line_hash(line))
         return seq
+
+    def emit_last(self, kind: str, **payload: Any) -> tuple[int, int, str]:
+        """Build the transaction's last line, not applied yet; ``(seq, ts,
+        line hash)`` for the caller's ``after``."""
+        seq, ts, _, line = self._line(kind, payload)
+        return seq, ts, line_hash(line)
 
     def reclaim(self, name: str, reason: str) -> None:
         self.emit("reclaimed", name=name, reason=reason, reparented=reparent_plan(self.state, name))
@@ -401,8 +405,11 @@ class Ledger(HistoryMixin):
     def _actor(self) -> ProcessIdentity:
         return self._actor_and_json()[0]
 
-    def _actor_and_json(self) -> tuple[ProcessIdentity, dict[str, Any]]:
-        pid = os.getpid()
+    def _actor_and_json(self, pid: int | None = None) -> tuple[ProcessIdentity, dict[str, Any]]:
+        """This process's identity and its JSON form, cached per pid
+        (``pid``: ``os.getpid()`` when the caller has it already)."""
+        if pid is None:
+            pid = os.getpid()
         cache = self._actor_cache
         if cache is None or cache[0] != pid:
             ident = identify(pid)
@@ -420,13 +427,21 @@ class Ledger(HistoryMixin):
             raise InvalidProcess(f"cannot bind an allocation to pid {pid!r}: {exc}") from None
 
     def _prepare(self, rules: Any) -> tuple[ScopeRule, ...]:
+        """The request's rules as the log will store them: canonical paths
+        (symlinks resolved unless ``resolve_symlinks`` is off), no ``given``
+        spelling left."""
         out = []
-        for r in _as_rules(rules):
-            if self.resolve_symlinks:
+        resolve = self.resolve_symlinks
+        for r in (rules if type(rules) in (list, tuple) and rules
+                  and all(type(r) is ScopeRule for r in rules) else _as_rules(rules)):
+            given = r.given
+            if resolve:
                 # A '..' after a symlink means the link target's parent.
-                real = canonical_path(r.path) if r.given is None else os.path.realpath(r.given)
-                if real != r.path:
+                real = canonical_path(r.path) if given is None else os.path.realpath(given)
+                if real != r.path or given is not None:
                     r = ScopeRule(real, r.permission, r.recursive)
+            elif given is not None:
+                r = ScopeRule(r.path, r.permission, r.recursive)
             out.append(r)
         return tuple(out)
 
@@ -434,33 +449,33 @@ class Ledger(HistoryMixin):
 
     def _transact(self, build: Callable[[_Txn], Any]) -> Any:
         store = self._store
-        with self._mem:
-            # Fold what other processes appended before taking the lock, so
-            # that the lock is held for as little folding as possible.
-            self._catch_up(locked=False)
+        mem = self._mem
+        if self._state is None or store.size() != self._offset:
+            with mem:
+                # Fold what other processes appended before taking the lock,
+                # so that the lock is held for as little folding as possible.
+                self._catch_up(locked=False)
         self.last_wait = store.acquire(self.timeout)
         locked = True
         try:
-            with self._mem:
+            with mem:
                 state = self._catch_up(locked=True)
                 txn = _Txn(self, state)
                 try:
                     result = build(txn)
-                    if txn.lines:
-                        data = b"\n".join(txn.lines) + b"\n"
+                    lines = txn.lines
+                    if lines:
+                        data = b"\n".join(lines) + b"\n" if len(lines) > 1 else lines[0] + b"\n"
                         store.append(data, self._offset, self.fsync)
-                    # The line is in the log: other processes may go on while
-                    # this one applies its own (deferred) event to its state.
-                    store.release()
-                    locked = False
-                    if txn.deferred is not None:
-                        apply(state, *txn.deferred)
-                    if txn.lines:
-                        last = len(txn.lines[-1]) + 1
+                        # The line is in the log: other processes may go on
+                        # while this one applies its last event to its state.
+                        store.release()
+                        locked = False
+                        after = txn.after
+                        if after is not None:
+                            after[0](state, *after[1:])
                         self._offset += len(data)
-                        self._line_start = self._offset - last
-                    if isinstance(result, _After):
-                        result = result.fn()
+                        self._line_start = self._offset - len(lines[-1]) - 1
                 except BaseException:
                     if txn.lines:
                         self._state = None  # applied but not written: rebuild from the log
@@ -468,7 +483,7 @@ class Ledger(HistoryMixin):
         finally:
             if locked:
                 store.release()
-        if txn.lines and self._snapshot_due(state):
+        if txn.lines and state.seq - self._snap_seq >= self.snapshot_every and self._snapshot_due(state):
             self._maybe_snapshot()
         if txn.error is not None:
             raise txn.error
@@ -538,9 +553,7 @@ class Ledger(HistoryMixin):
             if err is not None:
                 txn.refuse(name, None, rules_t, err)
                 return None
-            txn.emit("registered", defer=True,
-                     holder=_holder_json(name, rules_t, ident, None, False, socket))
-            return _After(lambda: txn.state.holders[name])
+            return _grant(txn, "registered", name, rules_t, ident, None, False, socket)
 
         return self._transact(build)
 
@@ -584,9 +597,7 @@ class Ledger(HistoryMixin):
             if err is not None:
                 txn.refuse(child, parent, rules_t, err)
                 return None
-            txn.emit("delegated", defer=True,
-                     holder=_holder_json(child, rules_t, ident, parent, reserved, socket))
-            return _After(lambda: txn.state.holders[child])
+            return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket)
 
         return self._transact(build)
 
@@ -603,8 +614,8 @@ class Ledger(HistoryMixin):
         def build(txn: _Txn) -> Allocation:
             if name not in txn.state.holders:
                 raise UnknownHolder(name)
-            txn.emit("attached", defer=True, name=name, process=ident.to_json())
-            return _After(lambda: txn.state.holders[name])
+            txn.emit("attached", name=name, process=ident.to_json())
+            return txn.state.holders[name]
 
         return self._transact(build)
 
@@ -630,7 +641,8 @@ class Ledger(HistoryMixin):
             if alloc is None or (token is not None and alloc.token != token):
                 raise UnknownHolder(name)
             plan = reparent_plan(txn.state, name)
-            txn.emit("released", defer=True, name=name, reparented=plan)
+            seq, ts, h = txn.emit_last("released", name=name, reparented=plan)
+            txn.after = (commit_removal, name, seq, ts, h)
             return [c for c, _ in plan]
 
         return self._transact(build)
@@ -841,10 +853,17 @@ def _check_socket(socket: Any) -> None:
         raise InvalidScope(f"invalid socket {socket!r}: expected an absolute path or None")
 
 
-def _holder_json(name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,
-                 parent: str | None, reserved: bool, socket: str | None) -> dict[str, Any]:
-    return {"name": name, "rules": [r.to_json() for r in rules], "process": ident.to_json(),
-            "parent": parent, "reserved": reserved, "socket": socket}
+def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,
+           parent: str | None, reserved: bool, socket: str | None) -> Allocation:
+    """Emit the ``registered``/``delegated`` event (the transaction's last)
+    and return the :class:`Allocation` it grants, applied after the write."""
+    # ``rules`` come from Ledger._prepare: canonical, ``given`` cleared.
+    seq, ts, h = txn.emit_last(kind, holder={
+        "name": name, "rules": [[r.path, r.permission.value, r.recursive] for r in rules],
+        "process": ident.to_json(), "parent": parent, "reserved": reserved, "socket": socket})
+    alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket)
+    txn.after = (commit_grant, alloc, h)
+    return alloc
 
 
 class Hold:

@@ -186,12 +186,17 @@ class ScopeRule:
 
     def __init__(self, path: Any, permission: "Permission | str" = Permission.WRITE,
                  recursive: bool = True) -> None:
-        norm = normalize_path(path)
-        _set(self, "path", norm)
-        _set(self, "permission", Permission.parse(permission))
-        _set(self, "recursive", _recursive_converter(recursive))
-        raw = path.__fspath__() if hasattr(path, "__fspath__") else path
-        _set(self, "given", raw if ".." in raw.split("/") else None)
+        if type(path) is str and _is_normal(path):
+            _set(self, "path", path)
+            _set(self, "given", None)  # a normal path has no '..'
+        else:
+            _set(self, "path", normalize_path(path))
+            raw = path.__fspath__() if hasattr(path, "__fspath__") else path
+            _set(self, "given", raw if ".." in raw.split("/") else None)
+        _set(self, "permission", permission if type(permission) is Permission
+             else Permission.parse(permission))
+        _set(self, "recursive", recursive if recursive is True or recursive is False
+             else _recursive_converter(recursive))
 
     @property
     def parts(self) -> tuple[str, ...]:

@@ -40,3 +40,28 @@ def test_thousands_of_readers_of_one_path_release_in_any_order():
     for i in reversed(range(2000)):
         index.remove(f"h{i}", shared)
     assert len(index) == 0 and index.root == [None, None, None]
+
+
+def test_an_entry_added_twice_needs_two_removals_and_then_prunes():
+    index = PathIndex()
+    rule = ScopeRule("/a/b", "write")
+    index.add("A", rule)
+    index.add("A", rule)  # a holder that lists one rule twice
+    index.remove("A", rule)
+    assert list(index.overlapping(rule)) == [("A", rule)]
+    index.remove("A", rule)
+    assert len(index) == 0 and index.root == [None, None, None]
+
+
+def test_removing_what_is_not_there_raises_and_changes_nothing():
+    import pytest
+
+    index = PathIndex()
+    rule = ScopeRule("/a/b", "write")
+    index.add("A", rule)
+    index.add("B", rule)
+    for name, r in [("C", rule), ("A", ScopeRule("/a/b", "write", False)), ("A", ScopeRule("/a", "write"))]:
+        with pytest.raises(ValueError):
+            index.remove(name, r)
+    assert len(index) == 2
+    assert set(index.overlapping(rule)) == {("A", rule), ("B", rule)}
