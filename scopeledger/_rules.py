@@ -193,8 +193,11 @@ class ScopeRule:
             _set(self, "path", normalize_path(path))
             raw = path.__fspath__() if hasattr(path, "__fspath__") else path
             _set(self, "given", raw if ".." in raw.split("/") else None)
-        _set(self, "permission", permission if type(permission) is Permission
-             else Permission.parse(permission))
+        try:
+            perm = _PERM_FAST[permission]
+        except (KeyError, TypeError):
+            perm = Permission.parse(permission)
+        _set(self, "permission", perm)
         _set(self, "recursive", recursive if recursive is True or recursive is False
              else _recursive_converter(recursive))
 
@@ -228,6 +231,7 @@ class ScopeRule:
 
 
 _PERMS = {"read": Permission.READ, "write": Permission.WRITE}
+_PERM_FAST = {**_PERMS, Permission.READ: Permission.READ, Permission.WRITE: Permission.WRITE}
 _intern = sys.intern
 _new = object.__new__
 
