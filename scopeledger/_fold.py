@@ -104,6 +104,7 @@ class Allocation:
 # are pruned, so "the node exists" means "something lies here or below".
 _intern = sys.intern
 _WRITE = Permission.WRITE
+_PERM_VALUE = {p: p.value for p in Permission}
 
 
 def _parts(path: str) -> list[str]:
@@ -339,10 +340,27 @@ class State:
             "seq": self.seq,
             "last_hash": self.last_hash,
             "last_ts": self.last_ts,
-            "holders": [a.to_json() for a in self.holders.values()],
+            "holders": self._holders_json(),
             "children": {k: list(v) for k, v in self.children.items()},
             "refusals": sorted(self.refusals),
         }
+
+    def _holders_json(self) -> list[dict[str, Any]]:
+        # Allocation.to_json for every holder, inlined (a snapshot's main
+        # cost): one JSON object per distinct process identity.
+        perm = _PERM_VALUE
+        procs: dict[int, dict[str, Any]] = {}
+        out = []
+        for a in self.holders.values():
+            p = a.process
+            pj = procs.get(id(p))
+            if pj is None:
+                pj = procs[id(p)] = p.to_json()
+            out.append({"name": a.name,
+                        "rules": [[r.path, perm[r.permission], r.recursive] for r in a.rules],
+                        "process": pj, "parent": a.parent, "token": a.token,
+                        "granted_ns": a.granted_ns, "reserved": a.reserved, "socket": a.socket})
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "State":

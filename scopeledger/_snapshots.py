@@ -26,12 +26,13 @@ skipped with a warning, never trusted.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 import os
 import re
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import attrs
 import orjson
@@ -64,6 +65,22 @@ class SnapshotInfo:
     name: str
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a snapshot's objects are
+    built or parsed: they hold no cycles, but creating ~10 containers per
+    holder triggers collections that each walk the whole live state (about
+    half a snapshot's cost at 100,000 holders; BENCHMARKS.md). Restores the
+    collector's previous setting."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def snapshot_name(seq: int) -> str:
     return f"snap-{seq:016d}.json"
 
@@ -93,7 +110,8 @@ def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> 
             removed, no snapshot.
         UnsafeLedgerPath: as :func:`open_private_file`.
     """
-    body = orjson.dumps(state.to_json())
+    with _gc_paused():
+        body = orjson.dumps(state.to_json())
     header = {
         "format": FORMAT_VERSION,
         "seq": state.seq,
@@ -248,7 +266,8 @@ def load(store: Store, name: str, log_hash: Any) -> tuple[State, SnapshotInfo]:
     if _checksum(body) != orjson.loads(data[:nl])["checksum"]:
         raise SnapshotInvalid(f"{name}: checksum does not match its content")
     try:
-        state = State.from_json(orjson.loads(body))
+        with _gc_paused():
+            state = State.from_json(orjson.loads(body))
     except Exception as exc:  # noqa: BLE001 - any malformed body is invalid
         raise SnapshotInvalid(f"{name}: body does not parse ({type(exc).__name__}: {exc})") from None
     if state.seq != info.seq or state.last_hash != info.last_hash:

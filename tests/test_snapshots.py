@@ -165,3 +165,19 @@ def test_state_equals_fresh_fold_after_random_history_with_snapshots(ledger_dir)
         random_history(led, 300, seed=7)
         assert led.verify().ok
         assert Ledger.open(ledger_dir).state().to_json() == led.state().to_json()
+
+
+def test_snapshot_body_states_every_holder_as_allocation_to_json(ledger_dir):
+    # The snapshot writer serialises holders inline (its hot loop); it must say
+    # exactly what Allocation.to_json says, for every field and shape.
+    with Ledger.open(ledger_dir) as led:
+        led.register("a", [W("/a"), ScopeRule("/r", "read", False)], socket="/run/a.sock")
+        led.delegate("a", "b", [W("/a/b")], reserved=True)
+        led.register("c", [ScopeRule("/r", "read")])
+        state = led.state()
+        expected = [alloc.to_json() for alloc in state.holders.values()]
+        led.snapshot()
+    (name,) = snapshot_files(ledger_dir)
+    body = open(os.path.join(ledger_dir, "snapshots", name), "rb").read().split(b"\n")[1]
+    assert orjson.loads(body)["holders"] == expected
+    assert state.to_json()["holders"] == expected
