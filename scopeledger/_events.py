@@ -63,6 +63,13 @@ def decode(line: bytes, path: str, lineno: int | None) -> dict[str, Any]:
         ev = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise CorruptLedger(path, f"not JSON ({exc})", line=lineno) from None
+    try:  # the common case in one expression; the checks below name what is wrong
+        if (type(ev["seq"]) is int and ev["v"] == FORMAT_VERSION and type(ev["ts"]) is int
+                and type(ev["prev"]) is str and type(ev["actor"]) is dict
+                and type(ev["type"]) is str and ev["type"] in EVENT_TYPES):
+            return ev
+    except (KeyError, TypeError):
+        pass
     if type(ev) is not dict:
         raise CorruptLedger(path, "not a JSON object", line=lineno)
     seq = ev.get("seq")
@@ -79,7 +86,7 @@ def decode(line: bytes, path: str, lineno: int | None) -> dict[str, Any]:
         raise CorruptLedger(path, "ts is not an integer", line=lineno, seq=seq)
     if type(ev.get("prev")) is not str:
         raise CorruptLedger(path, "prev is not a string", line=lineno, seq=seq)
-    if ev.get("type") not in EVENT_TYPES:
+    if type(ev.get("type")) is not str or ev["type"] not in EVENT_TYPES:
         raise CorruptLedger(path, f"unknown event type {ev.get('type')!r}", line=lineno, seq=seq)
     if type(ev.get("actor")) is not dict:
         raise CorruptLedger(path, "actor is not an object", line=lineno, seq=seq)

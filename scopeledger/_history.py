@@ -360,6 +360,14 @@ class HistoryMixin:
                     start = info.offset
                     break
         path_ = self._store.log_path
+        if (want is None and probe is None and holder is None and lo_ts is None
+                and hi_ts is None and since is None and until is None):
+            # The whole log, unfiltered (replay, export): the lean loop.
+            new = tuple.__new__
+            for line in iter_lines(self._store.read(start)):
+                ev = decode(line, path_, None)
+                yield new(Event, (ev["seq"], ev["ts"], ev["type"], ev["actor"], ev))
+            return
         for line in iter_lines(self._store.read(start)):
             ev = decode(line, path_, None)
             seq, ts, kind = ev["seq"], ev["ts"], ev["type"]

@@ -17,6 +17,7 @@ from scopeledger import (
     LockTimeout,
     ScopeRule,
     UnsafeLedgerPath,
+    verify,
 )
 
 W = lambda p: ScopeRule(p, "write")  # noqa: E731
@@ -142,6 +143,34 @@ def test_broken_line_in_the_middle_is_corrupt_never_skipped(ledger_dir):
         Ledger.open(ledger_dir)
     assert info.value.line == 2 and "not JSON" in str(info.value)
     assert "events.jsonl line 2" in str(info.value)
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("type", ["registered"], "unknown event type"),  # unhashable: once a TypeError
+    ("type", {"a": 1}, "unknown event type"),
+    ("type", "granted", "unknown event type"),
+    ("seq", "2", "seq is '2'"),
+    ("ts", 1.5, "ts is not an integer"),
+    ("prev", None, "prev is not a string"),
+    ("actor", [], "actor is not an object"),
+    ("v", 2, "format version 2 is newer"),
+    ("v", None, "unsupported format version"),
+])
+def test_malformed_envelope_is_corrupt_with_the_field_named(ledger_dir, field, value, says):
+    with Ledger.open(ledger_dir) as led:
+        for n in "abc":
+            led.register(n, [W(f"/{n}")])
+    log = os.path.join(ledger_dir, "events.jsonl")
+    lines = open(log, "rb").read().splitlines(keepends=True)
+    ev = orjson.loads(lines[1])
+    ev[field] = value
+    lines[1] = orjson.dumps(ev) + b"\n"
+    open(log, "wb").write(b"".join(lines))
+    with pytest.raises(CorruptLedger) as info:
+        Ledger.open(ledger_dir)
+    assert info.value.line == 2 and says in str(info.value)
+    report = verify(ledger_dir)  # the replay path reads it the same way
+    assert not report.ok and says in report.problems[0].message
 
 
 def test_lock_timeout_is_a_timeout_error(ledger_dir):
