@@ -392,6 +392,15 @@ class Ledger(HistoryMixin):
             self.stats.torn.append(where)
         return state
 
+    def _fold_while_waiting(self) -> None:
+        """While another process holds the lock: fold what it appends now,
+        not after taking the lock (less time held; see Store.acquire)."""
+        if self._state is not None and self._store.size() != self._offset:
+            with self._mem:
+                self._catch_up(locked=False)
+        else:
+            os.sched_yield()
+
     def refresh(self) -> int:
         """Fold in the complete lines other processes appended (no lock);
         returns the seq now folded, ``int``.
@@ -455,7 +464,7 @@ class Ledger(HistoryMixin):
                 # Fold what other processes appended before taking the lock,
                 # so that the lock is held for as little folding as possible.
                 self._catch_up(locked=False)
-        self.last_wait = store.acquire(self.timeout)
+        self.last_wait = store.acquire(self.timeout, self._fold_while_waiting)
         locked = True
         try:
             with mem:

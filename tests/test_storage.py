@@ -194,6 +194,50 @@ def test_lock_timeout_is_a_timeout_error(ledger_dir):
     assert os.path.getsize(os.path.join(ledger_dir, "lock")) == 0
 
 
+def _hold_lock_in_another_process(ledger_dir):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({os.path.join(ledger_dir, 'lock')!r}, os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\nsys.stdin.read()\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_waiter_polls_with_on_wait_then_times_out_and_holds_nothing(ledger_dir):
+    from scopeledger._store import SPIN_SECONDS
+
+    led = Ledger.open(ledger_dir)
+    store = led._store
+    calls = []
+    holder = _hold_lock_in_another_process(ledger_dir)
+    try:
+        with pytest.raises(LockTimeout):
+            store.acquire(timeout=SPIN_SECONDS * 2, on_wait=lambda: calls.append(1))
+        assert calls, "on_wait was never called while the lock was busy"
+
+        def boom():
+            raise RuntimeError("from on_wait")
+
+        with pytest.raises(RuntimeError, match="from on_wait"):
+            store.acquire(timeout=5, on_wait=boom)
+    finally:
+        holder.communicate("")
+    # Neither failed wait left the thread lock or the flock held.
+    assert store.acquire(timeout=1) < 1
+    store.release()
+    led.register("a", [W("/a")])
+
+
+def test_a_waiting_ledger_folds_what_the_holder_appends(ledger_dir):
+    waiting, other = Ledger.open(ledger_dir), Ledger.open(ledger_dir)
+    other.register("x", [W("/x")])
+    assert "x" not in waiting._state.holders
+    waiting._fold_while_waiting()  # what acquire() calls between tries
+    assert "x" in waiting._state.holders
+    assert not waiting._store._holding_pid  # without taking the lock
+
+
 def test_forked_child_cannot_release_the_parents_lock(ledger):
     lock_path = os.path.join(ledger.path, "lock")
     pid = None

@@ -313,8 +313,8 @@ class LedgerBackend(Backend):
             orig_acquire, orig_release = store.acquire, store.release
             held = [0]
 
-            def acquire(timeout: float | None = None) -> float:
-                waited = orig_acquire(timeout)
+            def acquire(timeout: float | None = None, *args: Any) -> float:
+                waited = orig_acquire(timeout, *args)
                 held[0] = time.perf_counter_ns()
                 waits.append(int(waited * 1e9))
                 return waited
