@@ -466,24 +466,21 @@ def _grant(state: State, ev: dict[str, Any], top: bool) -> None:
     else:
         if parent not in state.holders:
             raise FoldError(f"delegation from '{parent}', which is not live")
+    # (name, rules, process, parent, token, granted_ns, reserved, socket)
     _install(state, Allocation(
-        name=name,
-        rules=tuple(rule_from_log(r) for r in h["rules"]),
-        process=_ident(h["process"]),
-        parent=parent,
-        token=ev["seq"],
-        granted_ns=ev["ts"],
-        reserved=bool(h.get("reserved", False)),
-        socket=h.get("socket"),
-    ))
+        name, tuple(map(rule_from_log, h["rules"])), _ident(h["process"]), parent, ev["seq"],
+        ev["ts"], bool(h.get("reserved", False)), h.get("socket")))
 
 
 def _install(state: State, alloc: Allocation) -> None:
     name = alloc.name
     state.holders[name] = alloc
-    state._index(alloc)
-    if alloc.parent is not None:
-        state.children.setdefault(alloc.parent, []).append(name)
+    writes, reads = state.writes, state.reads
+    for rule in alloc.rules:
+        (writes if rule.permission is _WRITE else reads).add(name, rule)
+    parent = alloc.parent
+    if parent is not None:
+        state.children.setdefault(parent, []).append(name)
     state.refusals.clear()
 
 
@@ -538,7 +535,9 @@ def _drop(state: State, alloc: Allocation) -> None:
             siblings.extend(kids)
         if not siblings:
             del state.children[parent]
-    state._unindex(alloc)
+    writes, reads = state.writes, state.reads
+    for rule in alloc.rules:
+        (writes if rule.permission is _WRITE else reads).remove(name, rule)
     del state.holders[name]
     state.refusals.clear()
 
