@@ -40,6 +40,7 @@ from ._errors import (
 from ._events import decode, encode, line_hash, split_lines
 from ._history import HistoryMixin, VerifyReport
 from ._fold import (
+    _PERM_VALUE,
     FORMAT_VERSION,
     Allocation,
     FoldError,
@@ -160,7 +161,7 @@ class _Txn:
     by ``after`` (set by the caller) once the line is written and the lock
     released, so that the fold stays out of the time the lock is held."""
 
-    __slots__ = ("ledger", "state", "lines", "error", "liveness", "actor", "after")
+    __slots__ = ("ledger", "state", "lines", "error", "liveness", "actor_ident", "actor", "after")
 
     def __init__(self, ledger: "Ledger", state: State) -> None:
         self.ledger = ledger
@@ -168,7 +169,7 @@ class _Txn:
         self.lines: list[bytes] = []
         self.error: Exception | None = None
         self.liveness: dict[str, Liveness] = {}
-        self.actor = ledger._actor_and_json(ledger._store._holding_pid)[1]
+        self.actor_ident, self.actor = ledger._actor_and_json(ledger._store._holding_pid)
         #: ``(fold function, *args)`` that applies the last event, or None.
         self.after: tuple[Any, ...] | None = None
 
@@ -867,9 +868,11 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
     """Emit the ``registered``/``delegated`` event (the transaction's last)
     and return the :class:`Allocation` it grants, applied after the write."""
     # ``rules`` come from Ledger._prepare: canonical, ``given`` cleared.
+    perm = _PERM_VALUE
     seq, ts, h = txn.emit_last(kind, holder={
-        "name": name, "rules": [[r.path, r.permission.value, r.recursive] for r in rules],
-        "process": ident.to_json(), "parent": parent, "reserved": reserved, "socket": socket})
+        "name": name, "rules": [[r.path, perm[r.permission], r.recursive] for r in rules],
+        "process": txn.actor if ident is txn.actor_ident else ident.to_json(), "parent": parent,
+        "reserved": reserved, "socket": socket})
     alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket)
     txn.after = (commit_grant, alloc, h)
     return alloc

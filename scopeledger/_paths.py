@@ -17,6 +17,24 @@ import stat
 
 _PROC_FD = "/proc/self/fd/"
 _HAVE_PROC = os.path.isdir(_PROC_FD)
+access, F_OK = os.access, os.F_OK
+
+
+def _resolved(path: str) -> str:
+    """realpath of an existing ``path`` through the kernel's own resolution."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return os.path.realpath(path)
+    try:
+        real = os.readlink(_PROC_FD + str(fd))
+    except OSError:
+        return os.path.realpath(path)
+    finally:
+        os.close(fd)
+    if real.startswith("/") and not real.endswith(" (deleted)"):
+        return real
+    return os.path.realpath(path)
 
 
 def canonical_path(path: str) -> str:
@@ -30,22 +48,23 @@ def canonical_path(path: str) -> str:
         ``str``, equal to ``os.path.realpath(path)``.
     """
     if _HAVE_PROC:
-        try:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except FileNotFoundError:
-            pass
-        except OSError:
+        # os.access answers without raising (an exception costs as much as
+        # the syscall): the common missing-path case stays cheap.
+        if access(path, F_OK):
+            return _resolved(path)
+        head = path
+        while head != "/":
+            head = head[:head.rfind("/")] or "/"
+            if head == "/" or access(head, F_OK):
+                break
+        # The first missing component may be a dangling symlink (or a loop,
+        # or one created just now): realpath then follows its text.
+        first = path[len(head):].split("/", 2)[1] if head != "/" else path.split("/", 2)[1]
+        if access((head if head != "/" else "") + "/" + first, F_OK, follow_symlinks=False):
             return os.path.realpath(path)
-        else:
-            try:
-                real = os.readlink(_PROC_FD + str(fd))
-            except OSError:
-                return os.path.realpath(path)
-            finally:
-                os.close(fd)
-            if real.startswith("/") and not real.endswith(" (deleted)"):
-                return real
-            return os.path.realpath(path)
+        if head == "/":
+            return path
+        return _resolved(head) + path[len(head):]
     # Missing (or no /proc): walk down, stop at the first missing component.
     done = "/"
     parts = path.split("/")[1:] if path != "/" else []

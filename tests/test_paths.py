@@ -46,3 +46,4 @@ def test_without_proc(tree, monkeypatch):
     for rel in CASES:
         path = str(tree / rel) if rel else str(tree)
         assert canonical_path(path) == os.path.realpath(path), rel
+

@@ -13,7 +13,10 @@ events the step appended and checks them against the model:
   or the sibling in the way, or a rule outside the parent's scope;
 * ``reclaim_stale`` removes exactly the dead holders;
 * the library's holders equal the model's, and both invariants hold;
-* reopening (snapshots) and time travel give the model's past states.
+* reopening (snapshots) and time travel give the model's past states;
+* the state the library keeps in memory (its own events applied from the
+  objects in hand, others' folded from the log) equals a fold of the log
+  from scratch, field for field.
 """
 
 from __future__ import annotations
@@ -296,6 +299,17 @@ class LedgerMachine(RuleBasedStateMachine):
         assert library_view(self.led.state_at(seq=seq).holders.values()) == self.past[seq]
 
     steps = 0  # rule applications in this interpreter (figures)
+
+    @invariant()
+    def memory_equals_the_fold_of_the_log(self) -> None:
+        from scopeledger._events import decode, iter_lines, line_hash
+        from scopeledger._fold import State, apply
+
+        fresh = State()
+        with open(os.path.join(self.dir, "events.jsonl"), "rb") as f:
+            for line in iter_lines([f.read()]):
+                apply(fresh, decode(line, "events.jsonl", None), line_hash(line))
+        assert self.led.state().to_json() == fresh.to_json()
 
     @invariant()
     def verify_ok(self) -> None:
