@@ -98,8 +98,10 @@ class Allocation:
 #   a, b hold the entries at this path:
 #     a is None                 no entry;
 #     a is a str                one entry: (a, b) is (holder name, rule);
-#     a is a dict, b is None    several: {(name, rule): count} (removal is
-#                               O(1), even when thousands read one path).
+#     a is a dict, b is None    several: {(name, recursive, permission):
+#                               [(name, rule), count]} (removal is O(1), even
+#                               when thousands read one path; the key hashes
+#                               in C: all rules at one node share the path).
 # A node exists only while something is held at or below it: empty nodes
 # are pruned, so "the node exists" means "something lies here or below".
 _intern = sys.intern
@@ -117,7 +119,7 @@ def _node_entries(node: list[Any]) -> Any:
         return ()
     if type(a) is str:
         return ((a, node[2]),)
-    return a.keys()
+    return [v[0] for v in a.values()]
 
 
 def _child(node: list[Any], part: str) -> Any:
@@ -174,10 +176,15 @@ class PathIndex:
             node[2] = rule
         else:
             if type(a) is str:
-                a = node[1] = {(a, node[2]): 1}
+                r = node[2]
+                a = node[1] = {(a, r.recursive, r.permission): [(a, r), 1]}
                 node[2] = None
-            key = (name, rule)
-            a[key] = a.get(key, 0) + 1
+            key = (name, rule.recursive, rule.permission)
+            v = a.get(key)
+            if v is None:
+                a[key] = [(name, rule), 1]
+            else:
+                v[1] += 1
         self.size += 1
 
     def remove(self, name: str, rule: ScopeRule) -> None:
@@ -198,26 +205,27 @@ class PathIndex:
             nodes.append(node)
         a = node[1]
         if type(a) is str:
-            if a != name or node[2] != rule:
+            r = node[2]
+            if a != name or (r is not rule and r != rule):
                 raise ValueError(f"{(name, rule)!r} is not in the index")
             node[1] = node[2] = None
         elif a is None:
             raise ValueError(f"{(name, rule)!r} is not in the index")
         else:
-            key = (name, rule)
-            n = a.get(key, 0) - 1
-            if n > 0:
-                a[key] = n
+            key = (name, rule.recursive, rule.permission)
+            v = a.get(key)
+            if v is None:  # (the node is rule.path's: a key match is an equal rule)
+                raise ValueError(f"{(name, rule)!r} is not in the index")
+            if v[1] > 1:
+                v[1] -= 1
                 self.size -= 1
                 return
-            if n < 0:
-                raise ValueError(f"{(name, rule)!r} is not in the index")
             del a[key]
             if a:
                 if len(a) == 1:
-                    ((only, count),) = a.items()
-                    if count == 1:
-                        node[1], node[2] = only
+                    (only,) = a.values()
+                    if only[1] == 1:
+                        node[1], node[2] = only[0]
                 self.size -= 1
                 return  # entries remain here: nothing to prune
             node[1] = None
@@ -380,20 +388,24 @@ class State:
         return st
 
 
-_last_ident: list[Any] = [None, None]
+# [(key, ident)] of the last identity built: one tuple, so that a thread
+# never sees one identity's key with another's object.
+_last_ident: list[Any] = [((), None)]
 
 
 def _ident(value: dict[str, Any]) -> ProcessIdentity:
     """Process identity from the log; consecutive events of one process
     share one object (memoisation only: the result is the same)."""
     key = (value["pid"], value["start"], value["boot"], value.get("pidns"))
-    if _last_ident[0] == key:
-        return _last_ident[1]
-    if type(key[0]) is not int or type(key[2]) is not str or not (key[1] is None or type(key[1]) in (int, float)) \
-            or not (key[3] is None or type(key[3]) is str):
+    pid, start, boot, ns = key
+    if type(pid) is not int or type(boot) is not str or not (start is None or type(start) in (int, float)) \
+            or not (ns is None or type(ns) is str):
         raise ValueError(f"malformed process {value!r}")
+    last = _last_ident[0]
+    if last[0] == key:
+        return last[1]
     ident = ProcessIdentity(*key)
-    _last_ident[0], _last_ident[1] = key, ident
+    _last_ident[0] = (key, ident)
     return ident
 
 

@@ -194,6 +194,22 @@ def test_lock_timeout_is_a_timeout_error(ledger_dir):
     assert os.path.getsize(os.path.join(ledger_dir, "lock")) == 0
 
 
+@pytest.mark.parametrize("pid", [True, 1.0, "1"])
+def test_a_process_pid_of_another_json_type_is_corrupt_even_after_the_same_pid(ledger_dir, pid):
+    # 'true' == 1 in Python: a memo keyed by value alone once accepted it.
+    with Ledger.open(ledger_dir) as led:
+        led.register("a", [W("/a")], pid=1)
+        led.register("b", [W("/b")], pid=1)
+    log = os.path.join(ledger_dir, "events.jsonl")
+    lines = open(log, "rb").read().splitlines(keepends=True)
+    ev = orjson.loads(lines[-1])
+    ev["holder"]["process"]["pid"] = pid
+    lines[-1] = orjson.dumps(ev) + b"\n"
+    open(log, "wb").write(b"".join(lines))
+    with pytest.raises(CorruptLedger, match="malformed process"):
+        Ledger.open(ledger_dir)
+
+
 def _hold_lock_in_another_process(ledger_dir):
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
