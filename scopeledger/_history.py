@@ -398,7 +398,7 @@ class HistoryMixin:
 
     # -- verification ---------------------------------------------------------------
 
-    def verify(self) -> VerifyReport:
+    def verify(self, *, workers: int | None = None) -> VerifyReport:
         """Check the whole log and every snapshot; see ``VerifyReport``.
 
         Checks: each line is a valid event; seqs are gapless; the hash
@@ -407,71 +407,78 @@ class HistoryMixin:
         delegation hold overlapping write rules; every delegated rule lies
         inside its parent's scope); every snapshot equals the fold at its
         seq. Folds from scratch: trusts no snapshot.
+
+        Args:
+            workers: processes to verify with. ``None``: one per CPU (at
+                most 8) when the log is large (``PARALLEL_MIN_BYTES``) and
+                has snapshots, this process has no other thread, and the
+                platform forks. The log is cut at snapshots into segments,
+                each folded from the snapshot where it starts and checked
+                against the one where it ends; segment 0 starts from
+                nothing, so by induction every segment starts from the
+                fold of the log, and the result is the same as folding
+                the whole log in order. Any problem found that way is
+                looked at again in one process, which gives the exact
+                report.
         """
         store = self._store
-        path = store.log_path
-        problems: list[Problem] = []
-        notes: list[str] = []
-        snaps = {}
-        for seq, name in _snapshots.list_snapshots(store):
-            snaps[seq] = name
-        state = State()
-        events = 0
-        end = 0
+        if workers is None:
+            workers = _auto_workers(store)
+        if workers > 1:
+            report = self._verify_parallel(workers)
+            if report is not None:
+                return report
+        snaps = dict(_snapshots.list_snapshots(store))
+        report, _ = _verify_range(self, State(), 0, None, snaps, check_tail=True)
+        return report
+
+    def _verify_parallel(self, workers: int) -> VerifyReport | None:
+        """The segments verified in ``workers`` forked processes; ``None``
+        when that is not possible or something was found (the caller then
+        verifies in this process)."""
+        import multiprocessing
+
+        store = self._store
+        listed = _snapshots.list_snapshots(store)
+        starts: list[tuple[int, str | None, int]] = [(0, None, 0)]  # (seq, snapshot, offset)
+        for seq, name in listed:
+            try:
+                info = _snapshots.read_header(store, name)
+            except _snapshots.SnapshotInvalid:
+                return None
+            starts.append((seq, name, info.offset))
+        size = store.size()
+        # About 4 segments per worker, cut at snapshots, even in bytes.
+        want = max(1, min(len(starts), workers * 4))
+        step = size / want
+        cuts = [starts[0]]
+        for st_ in starts[1:]:
+            if st_[2] - cuts[-1][2] >= step and st_[2] < size:
+                cuts.append(st_)
+        if len(cuts) < 2:
+            return None
+        segments = []
+        for i, (seq, name, offset) in enumerate(cuts):
+            end_seq, end = (cuts[i + 1][0], cuts[i + 1][2]) if i + 1 < len(cuts) else (None, None)
+            inside = {q: n for q, n in listed if q > seq and (end_seq is None or q <= end_seq)}
+            segments.append((store.path, name, offset, end, inside, end is None))
         try:
-            lines = split_lines(store.read(0), 0)
-            prev_line: bytes | None = None
-            for line, _ls, le in lines:
-                lineno = events + 1
-                try:
-                    ev = decode(line, path, lineno)
-                except CorruptLedger as exc:
-                    problems.append(Problem(path, lineno, exc.seq, exc.reason))
-                    break
-                kind = ev["type"]
-                if kind in ("registered", "delegated"):
-                    try:
-                        h = ev["holder"]
-                        rules = tuple(ScopeRule.from_json(r) for r in h["rules"])
-                        err = check_request(state, h["name"], rules, h["parent"])
-                        for raw, rule in zip(h["rules"], rules):
-                            if raw[0] != rule.path:
-                                err = ValueError(f"rule path {raw[0]!r} is not normalised")
-                        if not rules:
-                            err = ValueError("a grant without rules")
-                    except Exception as exc:  # noqa: BLE001
-                        err = exc
-                    if err is not None and ev.get("seq") == state.seq + 1:
-                        problems.append(Problem(path, lineno, ev["seq"],
-                                                f"{kind} event breaks an invariant: {err}"))
-                        break
-                try:
-                    apply(state, ev, line_hash(line))
-                except FoldError as exc:
-                    if ev.get("prev") != state.last_hash and ev.get("seq") == state.seq + 1:
-                        problems.append(_chain_problem(path, lineno, ev, line, prev_line, next(lines, None)))
-                    else:
-                        problems.append(Problem(path, lineno, ev.get("seq"), str(exc)))
-                    break
-                events += 1
-                end = le
-                prev_line = line
-                if state.seq in snaps:
-                    problems.extend(self._check_snapshot(snaps.pop(state.seq), state))
-        except OSError as exc:
-            problems.append(Problem(path, None, None, f"cannot read: {exc}"))
-        else:
-            if not problems:
-                size = store.size()
-                if size > end:
-                    notes.append(f"{path}: torn last line of {size - end} bytes after seq "
-                                 f"{state.seq} (the next writer sets it aside)")
-        checked = len(_snapshots.list_snapshots(store)) - len(snaps)
-        if not problems:
-            for seq, name in sorted(snaps.items()):
-                problems.append(Problem(f"{store.file('snapshots')}/{name}", None, seq,
-                                        f"snapshot at seq {seq} is past the end of the log (seq {state.seq})"))
-        return VerifyReport(not problems, events, checked, tuple(problems), tuple(notes))
+            ctx = multiprocessing.get_context("fork")
+            with ctx.Pool(min(workers, len(segments))) as pool:
+                results = pool.map(_verify_segment, segments, chunksize=1)
+        except Exception as exc:  # noqa: BLE001 - fall back to one process
+            log.info("parallel verify unavailable (%s: %s); verifying in one process",
+                     type(exc).__name__, exc)
+            return None
+        events = checked = 0
+        notes: tuple[str, ...] = ()
+        for r in results:
+            if r is None or not r.ok:
+                return None
+            events += r.events
+            checked += r.snapshots
+            notes = r.notes  # the last segment's (torn tail)
+        return VerifyReport(True, events, checked, (), notes)
 
     def _check_snapshot(self, name: str, state: State) -> list[Problem]:
         file = f"{self._store.file('snapshots')}/{name}"
@@ -538,3 +545,122 @@ def _touches_path(e: Event, probe: ScopeRule, rules_of: dict[str, tuple[ScopeRul
     if e.type in ("released", "reclaimed"):
         rules_of.pop(d["name"], None)
     return any(overlaps(r, probe) for r in rules)
+
+
+#: Logs smaller than this are verified in one process (forking and loading
+#: snapshots costs more than it saves).
+PARALLEL_MIN_BYTES = 32 << 20
+
+
+def _auto_workers(store: Any) -> int:
+    import os
+    import threading
+
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return 1
+    if store.size() < PARALLEL_MIN_BYTES:
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
+
+
+def _verify_segment(args: tuple[Any, ...]) -> "VerifyReport | None":
+    """One segment, in a worker: fold from the snapshot ``start`` (``None``:
+    from nothing), by byte offset ``offset`` to ``end`` (``None``: the end
+    of the log), checking the snapshots in ``inside`` on the way."""
+    from ._ledger import DEFAULT_SNAPSHOT_EVERY, Ledger
+    from ._store import Store
+
+    path, start, offset, end, inside, last = args
+    store = Store(path, create=False)
+    try:
+        led = Ledger(store, timeout=None, probe=None, fsync=False, snapshot_every=DEFAULT_SNAPSHOT_EVERY,
+                     keep_snapshots=None, resolve_symlinks=False, clock=None, load=False)
+        if start is None:
+            state = State()
+        else:
+            try:
+                state, info = _snapshots.load(store, start, led._log_line_hash)
+            except _snapshots.SnapshotInvalid:
+                return None
+            if info.offset != offset:
+                return None
+        report, _ = _verify_range(led, state, offset, end, dict(inside), check_tail=last)
+        return report
+    finally:
+        store.close()
+
+
+def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: dict[int, str],
+                  check_tail: bool) -> tuple[VerifyReport, State]:
+    """Fold the log's lines from byte ``start`` (after ``state``) up to byte
+    ``stop`` (``None``: the end), with every check of ``Ledger.verify``;
+    snapshots in ``snaps`` (seq -> name) are compared with the fold as it
+    reaches them. ``check_tail``: also report a torn last line and
+    snapshots past the end of the log."""
+    store = led._store
+    path = store.log_path
+    problems: list[Problem] = []
+    notes: list[str] = []
+    total = len(snaps)
+    events = 0
+    end = start
+    first_line = state.seq + 1
+    try:
+        lines = split_lines(store.read(start, stop), start)
+        prev_line: bytes | None = None
+        for line, _ls, le in lines:
+            lineno = first_line + events
+            try:
+                ev = decode(line, path, lineno)
+            except CorruptLedger as exc:
+                problems.append(Problem(path, lineno, exc.seq, exc.reason))
+                break
+            kind = ev["type"]
+            if kind in ("registered", "delegated"):
+                try:
+                    h = ev["holder"]
+                    rules = tuple(ScopeRule.from_json(r) for r in h["rules"])
+                    err = check_request(state, h["name"], rules, h["parent"])
+                    for raw, rule in zip(h["rules"], rules):
+                        if raw[0] != rule.path:
+                            err = ValueError(f"rule path {raw[0]!r} is not normalised")
+                    if not rules:
+                        err = ValueError("a grant without rules")
+                except Exception as exc:  # noqa: BLE001
+                    err = exc
+                if err is not None and ev.get("seq") == state.seq + 1:
+                    problems.append(Problem(path, lineno, ev["seq"],
+                                            f"{kind} event breaks an invariant: {err}"))
+                    break
+            try:
+                apply(state, ev, line_hash(line))
+            except FoldError as exc:
+                if ev.get("prev") != state.last_hash and ev.get("seq") == state.seq + 1:
+                    problems.append(_chain_problem(path, lineno, ev, line, prev_line, next(lines, None)))
+                else:
+                    problems.append(Problem(path, lineno, ev.get("seq"), str(exc)))
+                break
+            events += 1
+            end = le
+            prev_line = line
+            if state.seq in snaps:
+                problems.extend(led._check_snapshot(snaps.pop(state.seq), state))
+    except OSError as exc:
+        problems.append(Problem(path, None, None, f"cannot read: {exc}"))
+    else:
+        if not problems and check_tail:
+            size = store.size()
+            if size > end:
+                notes.append(f"{path}: torn last line of {size - end} bytes after seq "
+                             f"{state.seq} (the next writer sets it aside)")
+    if not problems and check_tail:
+        for seq, name in sorted(snaps.items()):
+            problems.append(Problem(f"{store.file('snapshots')}/{name}", None, seq,
+                                    f"snapshot at seq {seq} is past the end of the log (seq {state.seq})"))
+    elif not problems and snaps:
+        return VerifyReport(False, events, total - len(snaps), (), ()), state  # a snapshot was not reached
+    return VerifyReport(not problems, events, total - len(snaps), tuple(problems), tuple(notes)), state

@@ -838,11 +838,11 @@ class Ledger(HistoryMixin):
             return self._current().copy()
 
 
-def verify(path: str | os.PathLike[str] | None = None) -> "VerifyReport":
+def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = None) -> "VerifyReport":
     """Verify the ledger in directory ``path`` (default :func:`default_path`)
     without opening it for use: a ledger that :meth:`Ledger.open` refuses as
-    corrupt can still be examined. See :meth:`Ledger.verify`. Never creates
-    or changes anything.
+    corrupt can still be examined. See :meth:`Ledger.verify` (``workers``
+    too). Never creates or changes anything.
 
     Raises:
         NoLedger: there is no ledger at ``path``.
@@ -852,7 +852,7 @@ def verify(path: str | os.PathLike[str] | None = None) -> "VerifyReport":
     try:
         led = Ledger(store, timeout=None, probe=None, fsync=False, snapshot_every=DEFAULT_SNAPSHOT_EVERY,
                      keep_snapshots=None, resolve_symlinks=False, clock=None, load=False)
-        return led.verify()
+        return led.verify(workers=workers)
     finally:
         store.close()
 

@@ -205,3 +205,58 @@ def test_invariant_breaking_event_is_found_by_verify(ledger_dir):
 def test_iter_lines_matches_split_lines(chunks):
     from scopeledger._events import iter_lines, split_lines
     assert list(iter_lines(chunks)) == [line for line, _s, _e in split_lines(chunks, 0)]
+
+
+
+def _report_tuple(rep):
+    return rep.ok, rep.events, rep.snapshots, [(p.file, p.line, p.seq, p.message) for p in rep.problems], rep.notes
+
+
+def test_parallel_verify_reports_what_one_process_reports(ledger_dir):
+    with Ledger.open(ledger_dir, snapshot_every=12) as led:
+        random_history(led, 400, seed=11)
+        assert led._verify_parallel(3) is not None  # the segments were really verified apart
+        one, many = led.verify(workers=1), led.verify(workers=3)
+    assert one.ok and one.snapshots > 10
+    assert _report_tuple(many) == _report_tuple(one)
+    # A torn last line is a note of the last segment's.
+    with open(os.path.join(ledger_dir, "events.jsonl"), "ab") as f:
+        f.write(b'{"v":1,"se')
+    one, many = verify(ledger_dir, workers=1), verify(ledger_dir, workers=3)
+    assert one.ok and one.notes and _report_tuple(many) == _report_tuple(one)
+
+
+@pytest.mark.parametrize("edit", ["payload", "prev", "json", "drop", "snapshot"])
+def test_parallel_verify_finds_a_late_problem_exactly_as_one_process(ledger_dir, edit):
+    with Ledger.open(ledger_dir, snapshot_every=10) as led:
+        for i in range(60):
+            led.register(f"h{i}", [W(f"/h/{i}")])
+            led.release(f"h{i}")
+    if edit == "snapshot":  # a snapshot that checks out but differs from the fold
+        import hashlib
+
+        snaps = sorted(os.listdir(os.path.join(ledger_dir, "snapshots")))
+        victim = os.path.join(ledger_dir, "snapshots", snaps[-3])
+        header, body, _ = open(victim, "rb").read().split(b"\n")
+        body = body.replace(b'"last_ts":', b'"last_ts":1', 1)
+        h = orjson.loads(header)
+        h["checksum"] = hashlib.blake2b(body, digest_size=16).hexdigest()
+        open(victim, "wb").write(orjson.dumps(h) + b"\n" + body + b"\n")
+    else:
+        log = os.path.join(ledger_dir, "events.jsonl")
+        lines = open(log, "rb").read().splitlines()
+        ev = orjson.loads(lines[98])  # a grant, in the last segments
+        if edit == "payload":
+            ev["holder"]["rules"][0][0] = "/h/everything"
+            lines[98] = orjson.dumps(ev)
+        elif edit == "prev":
+            ev["prev"] = "f" * 32
+            lines[98] = orjson.dumps(ev)
+        elif edit == "json":
+            lines[98] = lines[98][:-5]
+        else:
+            del lines[98]
+        open(log, "wb").write(b"\n".join(lines) + b"\n")
+    one, many = verify(ledger_dir, workers=1), verify(ledger_dir, workers=3)
+    assert not one.ok
+    assert _report_tuple(many) == _report_tuple(one)
