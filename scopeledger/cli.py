@@ -770,9 +770,12 @@ def diff(env: Env, a: str, b: str) -> int:
 
 
 @cli.command()
+@click.option("--workers", type=click.IntRange(1, 256), default=None, metavar="N",
+              help="Processes to verify with (default: one per CPU, at most 8, for logs over 32 MB; "
+                   "else 1).")
 @common
 @pass_env
-def verify(env: Env) -> int:
+def verify(env: Env, workers: int | None) -> int:
     """Check the whole log and every snapshot: format, gapless seqs, the hash
     chain, that every event applies and every grant was grantable, that every
     snapshot equals the fold. Exit 1 on any problem, naming file, line, seq."""
@@ -781,7 +784,8 @@ def verify(env: Env) -> int:
 
     if not os.path.lexists(env.path):
         env.open()  # the one-line "no ledger at ..." error
-    report = verify_dir(env.path)  # works on a ledger that open() refuses as corrupt
+    # Works on a ledger that open() refuses as corrupt.
+    report = verify_dir(env.path, workers=workers)
     if env.json:
         env.emit_json({"ledger": env.path, **verify_json(report)})
     else:

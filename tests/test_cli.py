@@ -194,6 +194,25 @@ def test_corrupt_ledger_exit_4_and_verify_names_line(led: Path, lib: Ledger, tre
     assert "corrupt ledger" in one_error_line(res.stderr)
 
 
+def test_verify_workers_give_the_same_report(led: Path, lib: Ledger, tree: Path) -> None:
+    for i in range(40):
+        lib.register(f"h{i}", [W(tree, f"src/{i}")])
+        lib.release(f"h{i}")
+        if i % 8 == 7:
+            lib.snapshot()  # cut points for the workers
+    outs = [json.loads(ledger_cmd(led, "verify", "--json", "--workers", n).stdout) for n in ("1", "3")]
+    assert outs[0] == outs[1] and outs[0]["ok"] and outs[0]["events"] == 80
+    log = led / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[71] = lines[71].replace(b'"released"', b'"releasXd"')  # a release in a late segment
+    log.write_bytes(b"".join(lines))
+    res = [ledger_cmd(led, "verify", "--json", "--workers", n) for n in ("1", "3")]
+    assert [r.returncode for r in res] == [1, 1]
+    assert json.loads(res[0].stdout) == json.loads(res[1].stdout)
+    bad = ledger_cmd(led, "verify", "--workers", "0")
+    assert bad.returncode == 2 and "--workers" in bad.stderr
+
+
 # -- show, who, replay, history, diff --------------------------------------------------------
 
 
