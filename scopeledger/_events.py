@@ -42,6 +42,9 @@ from ._errors import CorruptLedger
 from ._fold import EVENT_TYPES, FORMAT_VERSION
 
 
+_STARTS = (int, float, type(None))  # a process start time: seconds, or unknown
+
+
 def line_hash(line: bytes) -> str:
     """blake2b with a 16-byte digest of ``line`` (without newline), hex."""
     return hashlib.blake2b(line, digest_size=16).hexdigest()
@@ -64,8 +67,10 @@ def decode(line: bytes, path: str, lineno: int | None) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise CorruptLedger(path, f"not JSON ({exc})", line=lineno) from None
     try:  # the common case in one expression; the checks below name what is wrong
+        actor = ev["actor"]
         if (type(ev["seq"]) is int and ev["v"] == FORMAT_VERSION and type(ev["ts"]) is int
-                and type(ev["prev"]) is str and type(ev["actor"]) is dict
+                and type(ev["prev"]) is str and type(actor) is dict and type(actor["pid"]) is int
+                and type(actor["boot"]) is str and type(actor.get("start")) in _STARTS
                 and type(ev["type"]) is str and ev["type"] in EVENT_TYPES):
             return ev
     except (KeyError, TypeError):
@@ -88,8 +93,11 @@ def decode(line: bytes, path: str, lineno: int | None) -> dict[str, Any]:
         raise CorruptLedger(path, "prev is not a string", line=lineno, seq=seq)
     if type(ev.get("type")) is not str or ev["type"] not in EVENT_TYPES:
         raise CorruptLedger(path, f"unknown event type {ev.get('type')!r}", line=lineno, seq=seq)
-    if type(ev.get("actor")) is not dict:
-        raise CorruptLedger(path, "actor is not an object", line=lineno, seq=seq)
+    actor = ev.get("actor")
+    if type(actor) is not dict or type(actor.get("pid")) is not int or type(actor.get("boot")) is not str \
+            or type(actor.get("start")) not in _STARTS:
+        raise CorruptLedger(path, f"actor is not an object of pid (integer), start (number) and boot "
+                                  f"(string): {actor!r}", line=lineno, seq=seq)
     return ev
 
 

@@ -19,9 +19,19 @@ from typing import Any, Iterator
 
 import attrs
 
-from ._errors import DelegationError, DuplicateHolder, ScopeConflict, UnknownHolder
+from ._errors import DelegationError, DuplicateHolder, InvalidScope, ScopeConflict, UnknownHolder
 from ._process import ProcessIdentity
-from ._rules import Permission, ScopeRule, components, covers, overlaps, rule_from_log
+from ._rules import (
+    HOLDER_NAME,
+    Permission,
+    ScopeRule,
+    _is_normal,
+    components,
+    covers,
+    normalize_path,
+    overlaps,
+    rule_from_log,
+)
 
 #: Version of the event and snapshot formats this code writes and reads.
 FORMAT_VERSION = 1
@@ -456,32 +466,143 @@ def apply(state: State, event: dict[str, Any], line_hash: str) -> State:
         handler = _HANDLERS[kind]
     except (KeyError, TypeError):
         raise FoldError(f"unknown event type {kind!r}") from None
+    ts = event.get("ts")
+    if type(ts) is not int or ts < state.last_ts:
+        raise FoldError(f"ts {ts!r} is not an integer at or after the event before ({state.last_ts})")
     try:
         handler(state, event)
     except FoldError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise FoldError(f"malformed {kind} event: {type(exc).__name__}: {exc}") from None
-    _advance(state, seq, event["ts"], line_hash)
+    _advance(state, seq, ts, line_hash)
     return state
 
 
+def _bad(what: str, value: Any, expected: str) -> FoldError:
+    return FoldError(f"{what} is {value!r}, not {expected}")
+
+
+def _holder_name(value: Any, what: str) -> str:
+    if type(value) is not str or not HOLDER_NAME.fullmatch(value):
+        raise _bad(what, value, "a holder name")
+    return value
+
+
+def _log_rules(value: Any, what: str) -> tuple[ScopeRule, ...]:
+    """``[[path, "read"|"write", bool], ...]`` (at least one) -> rules."""
+    if type(value) is not list or not value:
+        raise _bad(what, value, "a non-empty list of [path, permission, recursive]")
+    out = []
+    for i, r in enumerate(value):
+        if type(r) is not list or len(r) != 3 or type(r[0]) is not str or not r[0].startswith("/") \
+                or r[1] not in ("read", "write") or type(r[2]) is not bool:
+            raise _bad(f"{what}[{i}]", r, "[absolute path, \"read\"|\"write\", true|false]")
+        if not _is_normal(r[0]):
+            try:
+                normal = normalize_path(r[0]) == r[0]
+            except InvalidScope:
+                normal = False
+            if not normal:
+                raise _bad(f"{what}[{i}] path", r[0], "a normalised path")
+        out.append(rule_from_log(r))
+    return tuple(out)
+
+
+def check_event(event: dict[str, Any]) -> None:
+    """Check the payload of one decoded event (its shape and types, not
+    whether it applies to a state): what :func:`apply` checks first.
+
+    Raises:
+        FoldError: naming the field and what it should be.
+    """
+    _SHAPES[event.get("type")](event)
+
+
+def _shape_grant(ev: dict[str, Any]) -> tuple[str, str | None, tuple[ScopeRule, ...], Any, bool, Any]:
+    h = ev.get("holder")
+    if type(h) is not dict:
+        raise _bad("holder", h, "an object")
+    name = _holder_name(h.get("name"), "holder.name")
+    parent = h.get("parent")
+    if ev["type"] == "registered":
+        if parent is not None:
+            raise _bad("holder.parent of a registered event", parent, "null")
+    else:
+        _holder_name(parent, "holder.parent")
+    rules = _log_rules(h.get("rules"), "holder.rules")
+    try:
+        process = _ident(h.get("process"))
+    except (KeyError, TypeError, ValueError):
+        raise _bad("holder.process", h.get("process"), '{"pid": int, "start": number, "boot": str}') from None
+    reserved = h.get("reserved", False)
+    if type(reserved) is not bool:
+        raise _bad("holder.reserved", reserved, "true or false")
+    socket = h.get("socket")
+    if socket is not None and type(socket) is not str:
+        raise _bad("holder.socket", socket, "a path or null")
+    return name, parent, rules, process, reserved, socket
+
+
+def _shape_attached(ev: dict[str, Any]) -> None:
+    _holder_name(ev.get("name"), "name")
+    try:
+        _ident(ev.get("process"))
+    except (KeyError, TypeError, ValueError):
+        raise _bad("process", ev.get("process"), '{"pid": int, "start": number, "boot": str}') from None
+
+
+def _shape_removal(ev: dict[str, Any]) -> None:
+    _holder_name(ev.get("name"), "name")
+    plan = ev.get("reparented")
+    if type(plan) is not list or not all(
+            type(p) is list and len(p) == 2 and type(p[0]) is str and (p[1] is None or type(p[1]) is str)
+            for p in plan):
+        raise _bad("reparented", plan, "a list of [child, new parent or null]")
+    if ev["type"] == "reclaimed":
+        reason = ev.get("reason")
+        if type(reason) is not str or reason not in RECLAIM_REASONS:
+            raise _bad("reason", reason, f"one of {sorted(RECLAIM_REASONS)}")
+
+
+REFUSAL_KINDS = frozenset({"scope_conflict", "delegation", "duplicate", "unknown_parent"})
+
+
+def _shape_refused(ev: dict[str, Any]) -> None:
+    if type(ev.get("key")) is not str:
+        raise _bad("key", ev.get("key"), "a string")
+    if type(ev.get("error")) is not str or ev["error"] not in REFUSAL_KINDS:
+        raise _bad("error", ev.get("error"), f"one of {sorted(REFUSAL_KINDS)}")
+    if type(ev.get("message")) is not str:
+        raise _bad("message", ev.get("message"), "a string")
+    req = ev.get("request")
+    if type(req) is not dict:
+        raise _bad("request", req, "an object")
+    if type(req.get("name")) is not str:
+        raise _bad("request.name", req.get("name"), "a string")
+    if req.get("parent") is not None and type(req["parent"]) is not str:
+        raise _bad("request.parent", req.get("parent"), "a string or null")
+    rules = req.get("rules")
+    if type(rules) is not list or not all(
+            type(r) is list and len(r) == 3 and type(r[0]) is str and type(r[1]) is str and type(r[2]) is bool
+            for r in rules):
+        raise _bad("request.rules", rules, "a list of [path, permission, recursive]")
+    rule = ev.get("rule")
+    if rule is not None:
+        _log_rules([rule], "rule")
+    chain = ev.get("chain")
+    if type(chain) is not list or not all(type(c) is str for c in chain):
+        raise _bad("chain", chain, "a list of holder names")
+
+
 def _grant(state: State, ev: dict[str, Any], top: bool) -> None:
-    h = ev["holder"]
-    name = h["name"]
+    name, parent, rules, process, reserved, socket = _shape_grant(ev)
     if name in state.holders:
         raise FoldError(f"holder '{name}' granted while already live")
-    parent = h["parent"]
-    if top:
-        if parent is not None:
-            raise FoldError("registered event with a parent")
-    else:
-        if parent not in state.holders:
-            raise FoldError(f"delegation from '{parent}', which is not live")
+    if not top and parent not in state.holders:
+        raise FoldError(f"delegation from '{parent}', which is not live")
     # (name, rules, process, parent, token, granted_ns, reserved, socket)
-    _install(state, Allocation(
-        name, tuple(map(rule_from_log, h["rules"])), _ident(h["process"]), parent, ev["seq"],
-        ev["ts"], bool(h.get("reserved", False)), h.get("socket")))
+    _install(state, Allocation(name, rules, process, parent, ev["seq"], ev["ts"], reserved, socket))
 
 
 def _install(state: State, alloc: Allocation) -> None:
@@ -505,6 +626,7 @@ def _delegated(state: State, ev: dict[str, Any]) -> None:
 
 
 def _attached(state: State, ev: dict[str, Any]) -> None:
+    _shape_attached(ev)
     name = ev["name"]
     alloc = state.holders.get(name)
     if alloc is None:
@@ -522,6 +644,7 @@ def reparent_plan(state: State, name: str) -> list[list[Any]]:
 
 
 def _remove(state: State, ev: dict[str, Any]) -> None:
+    _shape_removal(ev)
     name = ev["name"]
     alloc = state.holders.get(name)
     if alloc is None:
@@ -554,13 +677,8 @@ def _drop(state: State, alloc: Allocation) -> None:
     state.refusals.clear()
 
 
-def _reclaimed(state: State, ev: dict[str, Any]) -> None:
-    if ev["reason"] not in RECLAIM_REASONS:
-        raise FoldError(f"unknown reclaim reason {ev['reason']!r}")
-    _remove(state, ev)
-
-
 def _refused(state: State, ev: dict[str, Any]) -> None:
+    _shape_refused(ev)
     state.refusals.add(ev["key"])
 
 
@@ -595,10 +713,19 @@ _HANDLERS = {
     "delegated": _delegated,
     "attached": _attached,
     "released": _remove,
-    "reclaimed": _reclaimed,
+    "reclaimed": _remove,
     "refused": _refused,
 }
 assert set(_HANDLERS) == EVENT_TYPES
+
+_SHAPES = {
+    "registered": _shape_grant,
+    "delegated": _shape_grant,
+    "attached": _shape_attached,
+    "released": _shape_removal,
+    "reclaimed": _shape_removal,
+    "refused": _shape_refused,
+}
 
 
 # -- queries (pure) ---------------------------------------------------------

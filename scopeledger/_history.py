@@ -19,7 +19,7 @@ import orjson
 from . import _snapshots
 from ._errors import CorruptLedger, HistoryUnavailable
 from ._events import decode, iter_lines, line_hash, split_lines
-from ._fold import FoldError, State, apply, check_request, holders_of
+from ._fold import FoldError, State, apply, check_event, check_request, holders_of
 from ._rules import Permission, ScopeRule, normalize_path, overlaps
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -620,6 +620,11 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
                 problems.append(Problem(path, lineno, exc.seq, exc.reason))
                 break
             kind = ev["type"]
+            try:
+                check_event(ev)  # the fold's own checks first, in its words
+            except FoldError as exc:
+                problems.append(Problem(path, lineno, ev["seq"], str(exc)))
+                break
             if kind in ("registered", "delegated"):
                 try:
                     h = ev["holder"]

@@ -54,7 +54,7 @@ from ._fold import (
 )
 from ._paths import canonical_path
 from ._process import Liveness, ProcessIdentity, Probe, identify, probe as default_probe, run_probe
-from ._rules import Permission, ScopeRule, covers, overlaps
+from ._rules import HOLDER_NAME, Permission, ScopeRule, covers, overlaps
 from ._store import Store
 
 log = logging.getLogger("scopeledger")
@@ -67,7 +67,7 @@ ENV_DIR = "SCOPELEDGER_DIR"
 #: snapshot costs O(1) per event amortised.
 DEFAULT_SNAPSHOT_EVERY = 10_000
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]{0,254}")
+_NAME_RE = HOLDER_NAME
 
 
 def default_path() -> str:

@@ -12,6 +12,7 @@ non-recursive rule covers its path and its direct children.
 from __future__ import annotations
 
 import enum
+import re
 import sys
 from typing import Any
 
@@ -78,6 +79,10 @@ class Permission(enum.Enum):
 
 _BY_VALUE = {"read": Permission.READ, "write": Permission.WRITE}
 _set = object.__setattr__
+
+#: A holder name: 1-255 characters from [A-Za-z0-9._@:+-], starting with a
+#: letter or digit (``HOLDER_NAME.fullmatch(name)``).
+HOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]{0,254}")
 
 
 def normalize_path(path: Any) -> str:

@@ -227,13 +227,25 @@ def common(f: Callable[..., Any]) -> Callable[..., Any]:
 pass_env = click.make_pass_decorator(Env, ensure=True)
 
 
+def _not_empty(hint: str = "give '.' for the working directory") -> Callable[..., Any]:
+    """A click callback refusing an empty string (a usage error, exit 2): an
+    empty path would otherwise silently mean the working directory."""
+
+    def cb(_ctx: click.Context, _p: click.Parameter, value: Any) -> Any:
+        if value == "":
+            raise click.BadParameter(f"must not be empty ({hint})")
+        return value
+
+    return cb
+
+
 def _relative_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--relative-to", "relative_to", metavar="DIR",
+    return click.option("--relative-to", "relative_to", metavar="DIR", callback=_not_empty(),
                         help="Show paths below DIR relative to it (human output only).")(f)
 
 
 def _display_root(value: str | None) -> str | None:
-    return _abs_path(value) if value else None
+    return _abs_path(value) if value is not None else None
 
 
 def _rules_from(writes: Sequence[str], reads: Sequence[str], root: str | None) -> list[ScopeRule]:
@@ -350,6 +362,10 @@ def cli(env: Env, color: str, lock_timeout: float) -> None:
     """
     env.color = color
     env.lock_timeout = lock_timeout
+    if click.get_current_context().invoked_subcommand == "run":
+        # Before run's own options are parsed: its usage errors' JSON goes to
+        # stderr too (stdout belongs to the command).
+        env.json_to_stderr = True
 
 
 # -- replay ---------------------------------------------------------------------------
@@ -409,7 +425,8 @@ class _Progress:
 @click.option("--from", "from_", metavar="SEQ|TIME", help="First event: a seq or an ISO time.")
 @click.option("--until", metavar="SEQ|TIME", help="Last event: a seq or an ISO time.")
 @click.option("--holder", metavar="NAME", help="Only events about NAME and the holders it delegated to.")
-@click.option("--path", "path_", metavar="PATH", help="Only events whose rules overlap PATH.")
+@click.option("--path", "path_", metavar="PATH", callback=_not_empty(),
+              help="Only events whose rules overlap PATH.")
 @click.option("--type", "types", multiple=True, type=click.Choice(sorted(EVENT_TYPES)),
               help="Only events of this type (repeatable).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing events as they are appended.")
@@ -536,7 +553,7 @@ def show(env: Env, at: str | None, relative_to: str | None) -> int:
 
 @cli.command()
 @common
-@click.argument("path")
+@click.argument("path", callback=_not_empty())
 @click.option("--at", metavar="SEQ|TIME", help="Ask about a past point: a seq or an ISO time.")
 @_relative_option
 @pass_env
@@ -616,7 +633,10 @@ def would_grant(ledger: Ledger, name: str, rules: Sequence[ScopeRule],
 
 
 def _parent_from_env(parent: str | None, top_level: bool) -> tuple[str | None, int | None]:
-    """``--parent``/``$SCOPELEDGER_HOLDER`` and ``$SCOPELEDGER_TOKEN``."""
+    """``--parent``/``$SCOPELEDGER_HOLDER`` and ``$SCOPELEDGER_TOKEN``.
+    ``--parent`` and ``--top-level`` together are a usage error."""
+    if top_level and parent is not None:
+        raise click.UsageError("--parent and --top-level exclude each other")
     if top_level:
         return None, None
     if parent is not None:
@@ -640,8 +660,10 @@ def _parent_from_env(parent: str | None, top_level: bool) -> tuple[str | None, i
 
 def _rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--manifest", type=click.Path(dir_okay=False), metavar="FILE",
+                     callback=_not_empty("give a manifest file"),
                      help="Take the name and rules from a runtime manifest (TOML).")(f)
     f = click.option("--root", type=click.Path(file_okay=False), metavar="DIR",
+                     callback=_not_empty("omit it, or give '.', for the working directory"),
                      help="Base of relative rules (default: the working directory).")(f)
     f = click.option("--read", "reads", multiple=True, metavar="RULE",
                      help="A read rule (repeatable).")(f)
@@ -687,6 +709,10 @@ def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str |
     parent, _token = _parent_from_env(parent, top_level)
     with env.open() as ledger:
         err, reclaimed = would_grant(ledger, name or CHECK_PLACEHOLDER, rules, parent)
+        if isinstance(err, UnknownHolder):
+            # The parent is not live: an error (as 'run' reports it), not a
+            # refusal of the request.
+            raise err
         from ._render import rules_text
 
         result: dict[str, Any] = {
@@ -712,9 +738,7 @@ def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str |
                               markup=False, soft_wrap=True)
             else:
                 env.out.print(safe(f"refused: {one_line(err)}"), markup=False, soft_wrap=True)
-        if err is None:
-            return EXIT_OK
-        return EXIT_NOT_FOUND if isinstance(err, UnknownHolder) else EXIT_REFUSED
+        return EXIT_OK if err is None else EXIT_REFUSED
 
 
 # -- history, diff, verify, snapshot, reclaim, release --------------------------------------
@@ -1232,6 +1256,7 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | N
 @cli.command()
 @common
 @click.option("--dir", "dir_", type=click.Path(file_okay=False), metavar="DIR",
+              callback=_not_empty("omit it for a new temporary directory"),
               help="Where to build the demo (default: a new temporary directory).")
 @click.option("--keep/--clean", default=True, show_default=True,
               help="Keep the demo's tree and ledger to explore afterwards, or remove them.")

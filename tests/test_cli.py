@@ -140,6 +140,48 @@ def test_usage_errors_are_one_line_exit_2(led: Path, lib: Ledger, args: list[str
     one_error_line(res.stderr)
 
 
+@pytest.mark.parametrize("args, param", [
+    (["who", ""], "'PATH'"),
+    (["who", "", "--at", "1"], "'PATH'"),
+    (["replay", "--path", ""], "'--path'"),
+    (["replay", "--relative-to", ""], "'--relative-to'"),
+    (["show", "--relative-to", ""], "'--relative-to'"),
+    (["who", "src", "--relative-to", ""], "'--relative-to'"),
+    (["history", "a", "--relative-to", ""], "'--relative-to'"),
+    (["check", "--write", "src", "--root", ""], "'--root'"),
+    (["check", "--write", "src", "--manifest", ""], "'--manifest'"),
+    (["run", "--write", "src", "--root", "", "--", "touch", "ran"], "'--root'"),
+    (["run", "--write", "src", "--manifest", "", "--", "touch", "ran"], "'--manifest'"),
+    (["demo", "--dir", ""], "'--dir'"),
+])
+def test_empty_path_is_a_usage_error(led: Path, lib: Ledger, tree: Path, args: list[str],
+                                     param: str) -> None:
+    # An empty path never silently means the working directory.
+    lib.register("a", [W(tree, "src")])
+    seq = lib.seq
+    res = ledger_cmd(led, *args, cwd=tree)
+    assert res.returncode == 2, res
+    line = one_error_line(res.stderr)
+    assert param in line and "must not be empty" in line, line
+    assert res.stdout == ""
+    assert not (tree / "ran").exists()
+    assert lib.refresh() == seq  # nothing recorded
+    # --json: the error as JSON on stdout (on stderr for 'run'), exit 2
+    res = ledger_cmd(led, "--json", *args, cwd=tree)
+    assert res.returncode == 2
+    if args[0] == "run":
+        assert res.stdout == ""  # run's stdout belongs to its command, even before it parses
+    err = json.loads((res.stderr if args[0] == "run" else res.stdout).splitlines()[0])["error"]
+    assert err["exit_code"] == 2 and "must not be empty" in err["message"]
+
+
+def test_empty_path_is_a_usage_error_before_the_ledger_is_opened(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    res = ledger_cmd(missing, "who", "")
+    assert res.returncode == 2 and "must not be empty" in one_error_line(res.stderr)
+    assert not missing.exists()
+
+
 def test_missing_ledger_is_not_created(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     for args in (["show"], ["replay"], ["verify"], ["who", "/x"]):
@@ -422,6 +464,60 @@ def test_check_exit_codes_and_owner_chain(led: Path, lib: Ledger, tree: Path) ->
     assert ledger_cmd(led, "check", "--name", "A", "--write", "docs", cwd=tree).returncode == 1
     seq = lib.seq
     assert lib.seq == seq  # check records nothing
+
+
+def test_check_unknown_parent_is_an_error_like_run(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("A", [W(tree, "src")])
+    seq = lib.seq
+    chk = ledger_cmd(led, "check", "--parent", "nope", "--write", "src/parser", cwd=tree)
+    assert chk.returncode == 6, chk
+    assert chk.stdout == ""  # no "refused: ..." answer: it is an error, not a refusal
+    line = one_error_line(chk.stderr)
+    assert line == "error: no live holder named 'nope'"
+    run = ledger_cmd(led, "run", "-n", "--name", "kid", "--parent", "nope", "--write", "src/parser",
+                     "--", "true", cwd=tree)
+    assert run.returncode == 6 and one_error_line(run.stderr) == line
+    # --json: the error document on stdout, not a check answer
+    js = ledger_cmd(led, "--json", "check", "--parent", "nope", "--write", "src/parser", cwd=tree)
+    assert js.returncode == 6
+    err = json.loads(js.stdout)
+    assert set(err) == {"error"}
+    assert err["error"]["type"] == "UnknownHolder" and err["error"]["name"] == "nope"
+    assert err["error"]["exit_code"] == 6
+    # from $SCOPELEDGER_HOLDER too
+    env = ledger_cmd(led, "check", "--write", "src/parser", cwd=tree,
+                     env=clean_env(SCOPELEDGER_HOLDER="gone"))
+    assert env.returncode == 6 and env.stdout == ""
+    assert one_error_line(env.stderr) == "error: no live holder named 'gone'"
+    # a real refusal is still the answer on stdout, exit 1; a grant still exit 0
+    lib.delegate("A", "B", [W(tree, "src/parser")])
+    no = ledger_cmd(led, "check", "--parent", "A", "--write", "src/parser/x", cwd=tree)
+    assert no.returncode == 1 and no.stdout.startswith("refused: ") and no.stderr == ""
+    ok = ledger_cmd(led, "check", "--parent", "A", "--write", "src/lexer", cwd=tree)
+    assert ok.returncode == 0 and ok.stdout.startswith("granted")
+    assert lib.refresh() == seq + 1  # only the delegation above: check records nothing
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--name", "kid", "--top-level", "--parent", "nope", "--write", "src", "--", "touch", "ran"],
+    ["run", "--parent", "A", "--top-level", "--write", "src/parser", "--", "touch", "ran"],
+    ["check", "--top-level", "--parent", "A", "--write", "src/parser"],
+    ["check", "--parent", "nope", "--top-level", "--write", "docs"],
+])
+def test_parent_and_top_level_exclude_each_other(led: Path, lib: Ledger, tree: Path,
+                                                 args: list[str]) -> None:
+    lib.register("A", [W(tree, "src")])
+    seq = lib.seq
+    res = ledger_cmd(led, *args, cwd=tree, env=clean_env(SCOPELEDGER_HOLDER="A"))
+    assert res.returncode == 2, res
+    line = one_error_line(res.stderr)
+    assert "--parent" in line and "--top-level" in line, line
+    assert res.stdout == ""
+    assert not (tree / "ran").exists()
+    assert lib.refresh() == seq  # nothing recorded, no refusal either
+    # each alone is fine
+    assert ledger_cmd(led, "check", "--top-level", "--write", "docs", cwd=tree).returncode == 0
+    assert ledger_cmd(led, "check", "--parent", "A", "--write", "src/parser", cwd=tree).returncode == 0
 
 
 def test_check_counts_dead_holders_as_reclaimable(led: Path, lib: Ledger, tree: Path) -> None:
