@@ -343,7 +343,27 @@ class Ledger(HistoryMixin):
     def _load(self) -> None:
         """Newest snapshot that checks out, then the events after it."""
         self._state = None
+        size = self._store.size()
+        last_seq: int | None = None
         for seq, name in reversed(_snapshots.list_snapshots(self._store)):
+            try:
+                info = _snapshots.read_header(self._store, name)
+            except _snapshots.SnapshotInvalid:
+                info = None
+            if info is not None and info.offset > size:
+                # Past the end of the log: a damaged header (skipped below),
+                # or the log lost what the snapshot saw. The log never
+                # shrinks (a torn tail is cut after the last complete line,
+                # which no snapshot passes): refuse rather than open a
+                # ledger that silently forgot its holders.
+                if last_seq is None:
+                    last_seq = self._last_seq_in_log(size)
+                if seq > last_seq:
+                    raise CorruptLedger(
+                        self._store.log_path,
+                        f"the log ends at seq {last_seq} ({size} bytes), but snapshot {name} was "
+                        f"written at seq {seq} ({info.offset} bytes): the log was truncated or "
+                        f"replaced (docs/cli.md, 'Recovering a damaged ledger')")
             try:
                 state, info = _snapshots.load(self._store, name, self._log_line_hash)
             except _snapshots.SnapshotInvalid as exc:
@@ -357,6 +377,26 @@ class Ledger(HistoryMixin):
         if self._state is None:
             self._state, self._offset, self._line_start = State(), 0, 0
         self._catch_up(locked=False)
+
+    def _last_seq_in_log(self, size: int) -> int:
+        """The seq of the log's last complete line (0 for none), read from
+        its tail; a line that does not parse counts as 0 (the fold will
+        name it)."""
+        store = self._store
+        start = max(0, size - (1 << 16))
+        while True:
+            data = store.read_at(start, size - start)
+            end = data.rfind(b"\n")
+            begin = data.rfind(b"\n", 0, end) if end > 0 else -1
+            if end < 0:
+                return 0
+            if begin >= 0 or start == 0:
+                try:
+                    seq = orjson.loads(data[begin + 1:end]).get("seq")
+                except (orjson.JSONDecodeError, AttributeError):
+                    return 0
+                return seq if type(seq) is int else 0
+            start = max(0, start - (1 << 20))  # a line longer than the window
 
     def _catch_up(self, locked: bool) -> State:
         """Fold in the complete lines appended since ``_offset``. Under the

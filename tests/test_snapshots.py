@@ -113,7 +113,7 @@ def test_snapshot_not_matching_the_log_is_skipped(ledger_dir, tmp_path):
         led.register("intruder", [W("/x")])
         led.snapshot()
     with Ledger.open(ledger_dir) as led:
-        led.register("a", [W("/a")])
+        led.register("a", [W("/a")])  # its line is shorter: the intruder's offset is past the end
     src = os.path.join(other, "snapshots", "snap-0000000000000001.json")
     dst = os.path.join(ledger_dir, "snapshots", "snap-0000000000000001.json")
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -181,3 +181,27 @@ def test_snapshot_body_states_every_holder_as_allocation_to_json(ledger_dir):
     body = open(os.path.join(ledger_dir, "snapshots", name), "rb").read().split(b"\n")[1]
     assert orjson.loads(body)["holders"] == expected
     assert state.to_json()["holders"] == expected
+
+
+def test_a_log_shorter_than_its_snapshot_is_corrupt_not_an_empty_ledger(ledger_dir):
+    from scopeledger import CorruptLedger, verify
+
+    with Ledger.open(ledger_dir) as led:
+        for i in range(10):
+            led.register(f"h{i}", [W(f"/h/{i}")])
+        led.snapshot()
+    log = os.path.join(ledger_dir, "events.jsonl")
+    data = open(log, "rb").read()
+    half = data[: data.rfind(b"\n", 0, len(data) // 2) + 1]
+    for kept in (b"", half):
+        with open(log, "wb") as f:
+            f.write(kept)
+        with pytest.raises(CorruptLedger, match="was truncated or replaced"):
+            Ledger.open(ledger_dir)
+        rep = verify(ledger_dir)
+        assert not rep.ok and "past the end of the log" in rep.problems[0].message
+    # Removing the snapshot past the end (the documented recovery) opens what is left.
+    for name in snapshot_files(ledger_dir):
+        os.unlink(os.path.join(ledger_dir, "snapshots", name))
+    with Ledger.open(ledger_dir) as led:
+        assert [a.name for a in led.holders()] == [f"h{i}" for i in range(half.count(b"\n"))]
