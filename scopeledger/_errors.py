@@ -146,9 +146,9 @@ class UnknownHolder(LedgerError, LookupError):
     """Raised when an operation names a holder that is not live (never
     registered, released or reclaimed). Attribute ``name``."""
 
-    def __init__(self, name: str, what: str = "holder") -> None:
+    def __init__(self, name: str, what: str = "holder", message: str | None = None) -> None:
         self.name = name
-        super().__init__(f"no live {what} named '{name}'")
+        super().__init__(message or f"no live {what} named '{name}'")
 
 
 class LockTimeout(LedgerError, TimeoutError):

@@ -20,7 +20,7 @@ from . import _snapshots
 from ._errors import CorruptLedger, HistoryUnavailable
 from ._events import decode, iter_lines, line_hash, split_lines
 from ._fold import FoldError, State, apply, check_event, check_request, holders_of
-from ._rules import Permission, ScopeRule, normalize_path, overlaps
+from ._rules import Permission, ScopeRule, overlaps
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._ledger import Ledger
@@ -289,14 +289,22 @@ class HistoryMixin:
             ``list[Holding]``, write holdings first, each with its
             delegation chain; ``deepest`` marks the real holder.
 
+        ``path`` is resolved as rules are (symlinks in its existing part,
+        unless the ledger was opened with ``resolve_symlinks=False``).
+
         Raises:
             InvalidScope: bad path. HistoryUnavailable: as :meth:`state_at`.
         """
-        path = normalize_path(path)
+        path = self._query_path(path)
         if seq is None and time is None:
             with self._mem:
                 return covering(self._current(), path)
         return covering(self.state_at(seq=seq, time=time), path)
+
+    def _query_path(self, path: Any) -> str:
+        """A queried path as a rule's would be stored: normalised, and with
+        ``resolve_symlinks`` its symlinks resolved (see Ledger._prepare)."""
+        return self._prepare(ScopeRule(path, Permission.READ, True))[0].path  # type: ignore[attr-defined]
 
     def diff(self, a: int, b: int) -> Diff:
         """What changed between after-seq ``a`` and after-seq ``b``.
@@ -333,7 +341,8 @@ class HistoryMixin:
             holder: keep events about this holder or any holder delegated
                 from it (transitively), as the subtree was at each event.
             path: keep events whose rules overlap this path (grants and
-                refusals), and removals/attaches of holders whose rules do.
+                refusals), and removals/attaches of holders whose rules do;
+                resolved as in :meth:`who`.
 
         Raises:
             CorruptLedger: a line does not check out.
@@ -347,7 +356,7 @@ class HistoryMixin:
             bad = want - EVENT_TYPES
             if bad:
                 raise ValueError(f"unknown event type(s) {sorted(bad)}: expected {sorted(EVENT_TYPES)}")
-        probe = ScopeRule(path, Permission.READ, True) if path is not None else None
+        probe = ScopeRule(self._query_path(path), Permission.READ, True) if path is not None else None
         lo_ts = to_ns(since_time) if since_time is not None else None
         hi_ts = to_ns(until_time) if until_time is not None else None
         subtree: set[str] = {holder} if holder is not None else set()

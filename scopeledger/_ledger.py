@@ -103,8 +103,14 @@ def _as_rules(rules: Any) -> list[ScopeRule]:
         raise InvalidScope(f"invalid rules {rules!r}: expected a list of ScopeRule")
     out = []
     for r in rules:
-        if isinstance(r, ScopeRule):
+        if type(r) is ScopeRule:
             out.append(r)
+        elif isinstance(r, ScopeRule):  # a subclass: keep the value, not the class
+            try:
+                out.append(ScopeRule(r.given or r.path, r.permission, r.recursive))
+            except AttributeError as exc:
+                raise InvalidScope(f"invalid rule: a {type(r).__name__} that is not a whole ScopeRule "
+                                   f"({exc})") from None
         elif isinstance(r, (tuple, list)) and 2 <= len(r) <= 3:
             out.append(ScopeRule(*r))
         else:
@@ -237,7 +243,7 @@ class Ledger(HistoryMixin):
         self.timeout = timeout
         self._probe: Probe = probe or default_probe
         self.fsync = fsync
-        if timeout is not None and not (isinstance(timeout, (int, float)) and 0 <= timeout < 1e9):
+        if timeout is not None and not (type(timeout) in (int, float) and 0 <= timeout < 1e9):
             raise ValueError(f"timeout must be None or a number of seconds from 0 to 1e9, not {timeout!r}")
         if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) or snapshot_every < 1:
             raise ValueError(f"snapshot_every must be an int >= 1, not {snapshot_every!r}")
@@ -467,7 +473,7 @@ class Ledger(HistoryMixin):
         return cache[1], cache[2]
 
     def _identity(self, pid: int | None) -> ProcessIdentity:
-        if pid is None or pid == os.getpid():
+        if pid is None or (type(pid) is int and pid == os.getpid()):  # 12345.0 is no pid
             return self._actor()
         try:
             return identify(pid)
@@ -493,6 +499,8 @@ class Ledger(HistoryMixin):
             elif given is not None:
                 r = ScopeRule(r.path, r.permission, r.recursive)
             out.append(r)
+        if len(out) > 1:
+            out = list(dict.fromkeys(out))  # a rule given twice is held once
         return tuple(out)
 
     # -- transactions -----------------------------------------------------------
@@ -682,14 +690,21 @@ class Ledger(HistoryMixin):
             The names of the re-parented children, ``list[str]``.
 
         Raises:
-            UnknownHolder: ``name`` is not live (or holds another token).
+            UnknownHolder: ``name`` is not live, or is live with another
+                grant than ``token`` (the message says which).
+            InvalidHolderName: ``name`` is not a holder name.
+            TypeError: ``token`` is neither an ``int`` nor ``None``.
         """
         check_name(name)
+        _check_token(token, allow_none=True)
 
         def build(txn: _Txn) -> list[str]:
             alloc = txn.state.holders.get(name)
-            if alloc is None or (token is not None and alloc.token != token):
+            if alloc is None:
                 raise UnknownHolder(name)
+            if token is not None and alloc.token != token:
+                raise UnknownHolder(name, message=f"holder '{name}' is live with another grant "
+                                                  f"(token {alloc.token}, not {token})")
             plan = reparent_plan(txn.state, name)
             seq, ts, h = txn.emit_last("released", name=name, reparented=plan)
             txn.after = (commit_removal, name, seq, ts, h)
@@ -816,8 +831,10 @@ class Ledger(HistoryMixin):
         """The live allocation named ``name``.
 
         Raises:
+            InvalidHolderName: ``name`` is not a holder name.
             UnknownHolder: no live holder has that name.
         """
+        check_name(name)
         with self._mem:
             alloc = self._current().holders.get(name)
         if alloc is None:
@@ -867,7 +884,14 @@ class Ledger(HistoryMixin):
     def check(self, name: str, token: int) -> bool:
         """Fencing check: ``True`` only while the grant of holder ``name``
         with this ``token`` is live (a new grant of the same name has
-        another token)."""
+        another token).
+
+        Raises:
+            InvalidHolderName: ``name`` is not a holder name.
+            TypeError: ``token`` is not an ``int``.
+        """
+        check_name(name)
+        _check_token(token)
         with self._mem:
             alloc = self._current().holders.get(name)
         return alloc is not None and alloc.token == token
@@ -895,6 +919,12 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
         return led.verify(workers=workers)
     finally:
         store.close()
+
+
+def _check_token(token: Any, allow_none: bool = False) -> None:
+    if not (type(token) is int or (allow_none and token is None)):
+        raise TypeError(f"token must be an int (a grant's seq){' or None' if allow_none else ''}, "
+                        f"not {token!r}")
 
 
 def _check_socket(socket: Any) -> None:

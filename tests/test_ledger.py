@@ -87,6 +87,48 @@ def test_unknown_holder_errors(ledger):
     assert log_lines(ledger.path) == []
 
 
+def test_argument_types_are_checked_before_anything_is_recorded(ledger, ledger_dir):
+    from scopeledger import InvalidProcess
+
+    a = ledger.register("a", [W("/a")])
+    before = log_lines(ledger.path)
+    with pytest.raises(UnknownHolder, match=rf"live with another grant \(token {a.token}, not 99\)"):
+        ledger.release("a", token=99)
+    for token in (True, "1", 1.0):
+        with pytest.raises(TypeError, match="token must be an int"):
+            ledger.release("a", token=token)
+        with pytest.raises(TypeError, match="token must be an int"):
+            ledger.check("a", token)
+    for name in (5, None, "bad name"):
+        with pytest.raises(InvalidHolderName):
+            ledger.holder(name)
+        with pytest.raises(InvalidHolderName):
+            ledger.check(name, a.token)
+    for pid in (float(os.getpid()), True, 1.0, "1", 0, -3):
+        with pytest.raises(InvalidProcess, match="must be an int|must be positive"):
+            ledger.register("b", [W("/b")], pid=pid)
+    with pytest.raises(ValueError, match="timeout"):
+        Ledger.open(ledger_dir, timeout=True)
+    assert log_lines(ledger.path) == before
+
+
+def test_a_rule_given_twice_is_held_once_and_subclasses_are_plain_rules(ledger):
+    class Tagged(ScopeRule):
+        pass
+
+    class Broken(ScopeRule):
+        def __init__(self, path):  # never calls ScopeRule.__init__
+            pass
+
+    alloc = ledger.register("a", [W("/a"), W("/a"), Rd("/r"), ("/a", "write")])
+    assert alloc.rules == (W("/a"), Rd("/r"))
+    assert log_lines(ledger.path)[-1]["holder"]["rules"] == [["/a", "write", True], ["/r", "read", True]]
+    b = ledger.register("b", [Tagged("/b/x/..", "write")])
+    assert b.rules == (W("/b"),) and type(b.rules[0]) is ScopeRule
+    with pytest.raises(InvalidScope, match="invalid rule"):
+        ledger.register("c", [Broken("/c")])
+
+
 def test_refusals_are_recorded_once_until_the_state_changes(ledger):
     ledger.register("A", [W("/r")])
     for _ in range(20):
