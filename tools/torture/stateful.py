@@ -156,13 +156,14 @@ class LedgerMachine(RuleBasedStateMachine):
             raise AssertionError(f"unexpected refusal {err!r}")
 
     def _grant(self, name: str, rules: list, parent: str | None, reserved: bool = False) -> None:
+        requested, rules = rules, list(dict.fromkeys(rules))  # a rule given twice is held once
         pid = self._pid()
         before = self.model.snapshot()
         try:
             if parent is None:
-                alloc = self.led.register(name, rules, pid)
+                alloc = self.led.register(name, requested, pid)
             else:
-                alloc = self.led.delegate(parent, name, rules, pid, reserved=reserved)
+                alloc = self.led.delegate(parent, name, requested, pid, reserved=reserved)
         except UnknownHolder as err:
             assert parent is not None and err.name == parent
             assert self._new_events() == []
