@@ -382,6 +382,14 @@ def _run_log(case: Case, path: str, work: str) -> str:
     fd = os.open(os.path.join(path, "events.jsonl"), os.O_WRONLY | os.O_TRUNC)
     os.write(fd, damaged)
     os.close(fd)
+    if where == "middle":
+        # Opening trusts the newest snapshot whose own line checks out and
+        # folds only what follows it: a same-length edit before it (say a
+        # 4-digit pid made `true`) is verify's to find, not open's. Without
+        # the snapshots, open folds line 3 and must refuse it.
+        snaps = os.path.join(path, "snapshots")
+        for name in os.listdir(snaps):
+            os.unlink(os.path.join(snaps, name))
 
     msgs = []
     try:
