@@ -153,28 +153,34 @@ def test_verify_counts_what_it_checked(ledger_dir):
     assert f"{report.events} events" in str(report)
 
 
+def tamper_line(ledger_dir, index, edit):
+    """Damage line ``index`` (0-based, a grant) of the log in one of five ways;
+    returns the log's path."""
+    log = os.path.join(ledger_dir, "events.jsonl")
+    lines = open(log, "rb").read().splitlines()
+    ev = orjson.loads(lines[index])
+    if edit == "payload":
+        ev["holder"]["rules"][0][0] = "/h/everything"
+    elif edit == "seq":
+        ev["seq"] = 50
+    elif edit == "prev":
+        ev["prev"] = "f" * 32
+    if edit in ("payload", "seq", "prev"):
+        lines[index] = orjson.dumps(ev)
+    elif edit == "json":
+        lines[index] = lines[index][:-5]
+    else:
+        del lines[index]
+    open(log, "wb").write(b"\n".join(lines) + b"\n")
+    return log
+
+
 @pytest.mark.parametrize("edit", ["payload", "seq", "prev", "json", "drop"])
 def test_verify_finds_a_tampered_line_in_the_middle_at_its_seq(ledger_dir, edit):
     with Ledger.open(ledger_dir) as led:
         for i in range(10):
             led.register(f"h{i}", [W(f"/h/{i}")])
-    log = os.path.join(ledger_dir, "events.jsonl")
-    lines = open(log, "rb").read().splitlines()
-    ev = orjson.loads(lines[4])
-    if edit == "payload":
-        ev["holder"]["rules"][0][0] = "/h/everything"
-        lines[4] = orjson.dumps(ev)
-    elif edit == "seq":
-        ev["seq"] = 50
-        lines[4] = orjson.dumps(ev)
-    elif edit == "prev":
-        ev["prev"] = "f" * 32
-        lines[4] = orjson.dumps(ev)
-    elif edit == "json":
-        lines[4] = lines[4][:-5]
-    else:
-        del lines[4]
-    open(log, "wb").write(b"\n".join(lines) + b"\n")
+    log = tamper_line(ledger_dir, 4, edit)
     with pytest.raises(CorruptLedger):
         Ledger.open(ledger_dir)
     rep = verify(ledger_dir)  # examines what open refuses
@@ -243,20 +249,7 @@ def test_parallel_verify_finds_a_late_problem_exactly_as_one_process(ledger_dir,
         h["checksum"] = hashlib.blake2b(body, digest_size=16).hexdigest()
         open(victim, "wb").write(orjson.dumps(h) + b"\n" + body + b"\n")
     else:
-        log = os.path.join(ledger_dir, "events.jsonl")
-        lines = open(log, "rb").read().splitlines()
-        ev = orjson.loads(lines[98])  # a grant, in the last segments
-        if edit == "payload":
-            ev["holder"]["rules"][0][0] = "/h/everything"
-            lines[98] = orjson.dumps(ev)
-        elif edit == "prev":
-            ev["prev"] = "f" * 32
-            lines[98] = orjson.dumps(ev)
-        elif edit == "json":
-            lines[98] = lines[98][:-5]
-        else:
-            del lines[98]
-        open(log, "wb").write(b"\n".join(lines) + b"\n")
+        tamper_line(ledger_dir, 98, edit)  # a grant, in the last segments
     one, many = verify(ledger_dir, workers=1), verify(ledger_dir, workers=3)
     assert not one.ok
     assert _report_tuple(many) == _report_tuple(one)
