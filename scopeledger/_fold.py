@@ -26,7 +26,6 @@ from ._rules import (
     Permission,
     ScopeRule,
     _is_normal,
-    components,
     covers,
     normalize_path,
     overlaps,

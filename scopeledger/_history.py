@@ -580,14 +580,15 @@ def _verify_segment(args: tuple[Any, ...]) -> "VerifyReport | None":
     """One segment, in a worker: fold from the snapshot ``start`` (``None``:
     from nothing), by byte offset ``offset`` to ``end`` (``None``: the end
     of the log), checking the snapshots in ``inside`` on the way."""
-    from ._ledger import DEFAULT_SNAPSHOT_EVERY, Ledger
+    from . import _ledger
     from ._store import Store
 
     path, start, offset, end, inside, last = args
     store = Store(path, create=False)
     try:
-        led = Ledger(store, timeout=None, probe=None, fsync=False, snapshot_every=DEFAULT_SNAPSHOT_EVERY,
-                     keep_snapshots=None, resolve_symlinks=False, clock=None, load=False)
+        led = _ledger.Ledger(store, timeout=None, probe=None, fsync=False,
+                             snapshot_every=_ledger.DEFAULT_SNAPSHOT_EVERY, keep_snapshots=None,
+                             resolve_symlinks=False, clock=None, load=False)
         if start is None:
             state = State()
         else:

@@ -15,11 +15,10 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import attrs
 import orjson
@@ -33,7 +32,6 @@ from ._errors import (
     InvalidProcess,
     InvalidScope,
     LedgerError,
-    Refused,
     ScopeConflict,
     UnknownHolder,
 )
