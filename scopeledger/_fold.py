@@ -500,18 +500,20 @@ def _log_rules(value: Any, what: str) -> tuple[ScopeRule, ...]:
     if type(value) is not list or not value:
         raise _bad(what, value, "a non-empty list of [path, permission, recursive]")
     out = []
-    for i, r in enumerate(value):
-        if type(r) is not list or len(r) != 3 or type(r[0]) is not str or not r[0].startswith("/") \
-                or r[1] not in ("read", "write") or type(r[2]) is not bool:
-            raise _bad(f"{what}[{i}]", r, "[absolute path, \"read\"|\"write\", true|false]")
-        if not _is_normal(r[0]):
+    for r in value:
+        try:  # checks the types and values as it builds the rule
+            rule = rule_from_log(r)
+        except (ValueError, KeyError, TypeError):
+            raise _bad(f"{what}[{len(out)}]", r, "[absolute path, \"read\"|\"write\", true|false]") from None
+        path = rule.path
+        if not _is_normal(path):
             try:
-                normal = normalize_path(r[0]) == r[0]
+                normal = normalize_path(path) == path
             except InvalidScope:
                 normal = False
             if not normal:
-                raise _bad(f"{what}[{i}] path", r[0], "a normalised path")
-        out.append(rule_from_log(r))
+                raise _bad(f"{what}[{len(out)}] path", path, "a normalised path")
+        out.append(rule)
     return tuple(out)
 
 
@@ -520,9 +522,14 @@ def check_event(event: dict[str, Any]) -> None:
     whether it applies to a state): what :func:`apply` checks first.
 
     Raises:
-        FoldError: naming the field and what it should be.
+        FoldError: naming the field and what it should be (or an unknown
+            event type).
     """
-    _SHAPES[event.get("type")](event)
+    kind = event.get("type")
+    shape = _SHAPES.get(kind) if type(kind) is str else None
+    if shape is None:
+        raise FoldError(f"unknown event type {kind!r}")
+    shape(event)
 
 
 def _shape_grant(ev: dict[str, Any]) -> tuple[str, str | None, tuple[ScopeRule, ...], Any, bool, Any]:
@@ -561,9 +568,9 @@ def _shape_attached(ev: dict[str, Any]) -> None:
 def _shape_removal(ev: dict[str, Any]) -> None:
     _holder_name(ev.get("name"), "name")
     plan = ev.get("reparented")
-    if type(plan) is not list or not all(
+    if type(plan) is not list or (plan and not all(
             type(p) is list and len(p) == 2 and type(p[0]) is str and (p[1] is None or type(p[1]) is str)
-            for p in plan):
+            for p in plan)):
         raise _bad("reparented", plan, "a list of [child, new parent or null]")
     if ev["type"] == "reclaimed":
         reason = ev.get("reason")
@@ -614,9 +621,7 @@ def _grant(state: State, ev: dict[str, Any], top: bool) -> None:
 def _install(state: State, alloc: Allocation) -> None:
     name = alloc.name
     state.holders[name] = alloc
-    writes, reads = state.writes, state.reads
-    for rule in alloc.rules:
-        (writes if rule.permission is _WRITE else reads).add(name, rule)
+    state._index(alloc)
     parent = alloc.parent
     if parent is not None:
         state.children.setdefault(parent, []).append(name)
@@ -676,9 +681,7 @@ def _drop(state: State, alloc: Allocation) -> None:
             siblings.extend(kids)
         if not siblings:
             del state.children[parent]
-    writes, reads = state.writes, state.reads
-    for rule in alloc.rules:
-        (writes if rule.permission is _WRITE else reads).remove(name, rule)
+    state._unindex(alloc)
     del state.holders[name]
     state.refusals.clear()
 
@@ -709,7 +712,11 @@ def commit_grant(state: State, alloc: Allocation, line_hash: str) -> None:
 def commit_removal(state: State, name: str, seq: int, ts: int, line_hash: str) -> None:
     """Apply a ``released``/``reclaimed`` event of ``name`` its writer built
     with ``reparented=reparent_plan(state, name)`` (the same change
-    :func:`apply` makes from it)."""
+    :func:`apply` makes from it).
+
+    Raises:
+        KeyError: ``name`` is not live (the writer checked it under the lock).
+    """
     _drop(state, state.holders[name])
     _advance(state, seq, ts, line_hash)
 
@@ -732,6 +739,7 @@ _SHAPES = {
     "reclaimed": _shape_removal,
     "refused": _shape_refused,
 }
+assert set(_SHAPES) == EVENT_TYPES
 
 
 # -- queries (pure) ---------------------------------------------------------

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import threading
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple
 
 import attrs
@@ -438,8 +440,7 @@ class HistoryMixin:
             if report is not None:
                 return report
         snaps = dict(_snapshots.list_snapshots(store))
-        report, _ = _verify_range(self, State(), 0, None, snaps, check_tail=True)
-        return report
+        return _verify_range(self, State(), 0, None, snaps, check_tail=True)
 
     def _verify_parallel(self, workers: int) -> VerifyReport | None:
         """The segments verified in ``workers`` forked processes; ``None``
@@ -562,9 +563,6 @@ PARALLEL_MIN_BYTES = 32 << 20
 
 
 def _auto_workers(store: Any) -> int:
-    import os
-    import threading
-
     if not hasattr(os, "fork") or threading.active_count() > 1:
         return 1
     if store.size() < PARALLEL_MIN_BYTES:
@@ -598,14 +596,13 @@ def _verify_segment(args: tuple[Any, ...]) -> "VerifyReport | None":
                 return None
             if info.offset != offset:
                 return None
-        report, _ = _verify_range(led, state, offset, end, dict(inside), check_tail=last)
-        return report
+        return _verify_range(led, state, offset, end, dict(inside), check_tail=last)
     finally:
         store.close()
 
 
 def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: dict[int, str],
-                  check_tail: bool) -> tuple[VerifyReport, State]:
+                  check_tail: bool) -> VerifyReport:
     """Fold the log's lines from byte ``start`` (after ``state``) up to byte
     ``stop`` (``None``: the end), with every check of ``Ledger.verify``;
     snapshots in ``snaps`` (seq -> name) are compared with the fold as it
@@ -677,5 +674,5 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
             problems.append(Problem(f"{store.file('snapshots')}/{name}", None, seq,
                                     f"snapshot at seq {seq} is past the end of the log (seq {state.seq})"))
     elif not problems and snaps:
-        return VerifyReport(False, events, total - len(snaps), (), ()), state  # a snapshot was not reached
-    return VerifyReport(not problems, events, total - len(snaps), tuple(problems), tuple(notes)), state
+        return VerifyReport(False, events, total - len(snaps), (), ())  # a snapshot was not reached
+    return VerifyReport(not problems, events, total - len(snaps), tuple(problems), tuple(notes))

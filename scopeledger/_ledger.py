@@ -347,30 +347,11 @@ class Ledger(HistoryMixin):
     def _load(self) -> None:
         """Newest snapshot that checks out, then the events after it."""
         self._state = None
-        size = self._store.size()
-        last_seq: int | None = None
         for seq, name in reversed(_snapshots.list_snapshots(self._store)):
-            try:
-                info = _snapshots.read_header(self._store, name)
-            except _snapshots.SnapshotInvalid:
-                info = None
-            if info is not None and info.offset > size:
-                # Past the end of the log: a damaged header (skipped below),
-                # or the log lost what the snapshot saw. The log never
-                # shrinks (a torn tail is cut after the last complete line,
-                # which no snapshot passes): refuse rather than open a
-                # ledger that silently forgot its holders.
-                if last_seq is None:
-                    last_seq = self._last_seq_in_log(size)
-                if seq > last_seq:
-                    raise CorruptLedger(
-                        self._store.log_path,
-                        f"the log ends at seq {last_seq} ({size} bytes), but snapshot {name} was "
-                        f"written at seq {seq} ({info.offset} bytes): the log was truncated or "
-                        f"replaced (docs/cli.md, 'Recovering a damaged ledger')")
             try:
                 state, info = _snapshots.load(self._store, name, self._log_line_hash)
             except _snapshots.SnapshotInvalid as exc:
+                self._refuse_a_truncated_log(seq, name)
                 log.warning("skipping snapshot: %s", exc)
                 self.stats.snapshots_skipped.append(name)
                 continue
@@ -381,6 +362,32 @@ class Ledger(HistoryMixin):
         if self._state is None:
             self._state, self._offset, self._line_start = State(), 0, 0
         self._catch_up(locked=False)
+
+    def _refuse_a_truncated_log(self, seq: int, name: str) -> None:
+        """A snapshot that did not check out: if it was written past the
+        end of the log at a seq the log no longer reaches, the log lost what
+        the snapshot saw (it never shrinks: a torn tail is cut after the last
+        complete line, which no snapshot passes). Refuse, rather than open a
+        ledger that silently forgot its holders; a damaged header alone is
+        skipped by the caller.
+
+        Raises:
+            CorruptLedger: the log was truncated or replaced.
+        """
+        try:
+            info = _snapshots.read_header(self._store, name)
+        except _snapshots.SnapshotInvalid:
+            return
+        size = self._store.size()
+        if info.offset <= size:
+            return
+        last_seq = self._last_seq_in_log(size)
+        if seq > last_seq:
+            raise CorruptLedger(
+                self._store.log_path,
+                f"the log ends at seq {last_seq} ({size} bytes), but snapshot {name} was "
+                f"written at seq {seq} ({info.offset} bytes): the log was truncated or "
+                f"replaced (docs/cli.md, 'Recovering a damaged ledger')")
 
     def _last_seq_in_log(self, size: int) -> int:
         """The seq of the log's last complete line (0 for none), read from
@@ -539,7 +546,7 @@ class Ledger(HistoryMixin):
         finally:
             if locked:
                 store.release()
-        if txn.lines and state.seq - self._snap_seq >= self.snapshot_every and self._snapshot_due(state):
+        if txn.lines and self._snapshot_due(state):
             self._maybe_snapshot()
         if txn.error is not None:
             raise txn.error
