@@ -417,7 +417,7 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict
             # 5. a newcomer is refused
             story.step("A newcomer asks for src/lexer, which lexer-worker holds")
             story.say("an outsider asks at top level whether it could have it (this records nothing):")
-            check = cli("check", "--top-level", "--write", "src/lexer")
+            check = cli("check", "--top-level", "--write", "src/lexer", "--relative-to", ".")
             story.say("a newcomer asks the builder for it with 'ledger run -n' (a refusal is recorded):")
             newcomer = ("run", "-n", "--name", "newcomer", "--write", "src/lexer", "--",
                         sys.executable, "tools/fix_lexer.py")

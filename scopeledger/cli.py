@@ -697,9 +697,11 @@ CHECK_PLACEHOLDER = "(check)"
 @click.option("--parent", metavar="NAME",
               help=f"Ask as a delegation from NAME (default: ${ENV_HOLDER}, when set).")
 @click.option("--top-level", is_flag=True, help=f"Ask at top level, ignoring ${ENV_HOLDER}.")
+@_relative_option
 @pass_env
 def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | None,
-          manifest: str | None, name: str | None, parent: str | None, top_level: bool) -> int:
+          manifest: str | None, name: str | None, parent: str | None, top_level: bool,
+          relative_to: str | None) -> int:
     """Would this request be granted now? Exit 0 if yes, 1 if not (naming the
     owner chain). Holders in the way whose process is dead do not count: the
     request itself would reclaim them. Records nothing."""
@@ -726,18 +728,20 @@ def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str |
         if env.json:
             env.emit_json(result)
         else:
-            from ._render import REASONS, safe
+            from ._render import REASONS, rel_message, safe
 
+            shown = _display_root(relative_to)
             if reclaimed:
                 for n, r in reclaimed:
                     env.out.print(safe(f"'{n}' stands in the way but is dead ({REASONS.get(r, r)}): "
                                        "it would be reclaimed first"), markup=False, soft_wrap=True)
             if err is None:
                 where = f" from '{parent}'" if parent else ""
-                env.out.print(safe(f"granted: {rules_text(rules)}{where} would be granted now"),
+                env.out.print(safe(f"granted: {rules_text(rules, shown)}{where} would be granted now"),
                               markup=False, soft_wrap=True)
             else:
-                env.out.print(safe(f"refused: {one_line(err)}"), markup=False, soft_wrap=True)
+                env.out.print(safe(f"refused: {rel_message(one_line(err), shown)}"),
+                              markup=False, soft_wrap=True)
         return EXIT_OK if err is None else EXIT_REFUSED
 
 

@@ -148,6 +148,7 @@ def test_usage_errors_are_one_line_exit_2(led: Path, lib: Ledger, args: list[str
     (["show", "--relative-to", ""], "'--relative-to'"),
     (["who", "src", "--relative-to", ""], "'--relative-to'"),
     (["history", "a", "--relative-to", ""], "'--relative-to'"),
+    (["check", "--write", "src", "--relative-to", ""], "'--relative-to'"),
     (["check", "--write", "src", "--root", ""], "'--root'"),
     (["check", "--write", "src", "--manifest", ""], "'--manifest'"),
     (["run", "--write", "src", "--root", "", "--", "touch", "ran"], "'--root'"),
@@ -464,6 +465,22 @@ def test_check_exit_codes_and_owner_chain(led: Path, lib: Ledger, tree: Path) ->
     assert ledger_cmd(led, "check", "--name", "A", "--write", "docs", cwd=tree).returncode == 1
     seq = lib.seq
     assert lib.seq == seq  # check records nothing
+
+
+def test_check_relative_to_shows_paths_below_the_root_relative(led: Path, lib: Ledger, tree: Path) -> None:
+    lib.register("A", [W(tree, "src")])
+    no = ledger_cmd(led, "check", "--write", "src/x", "--relative-to", ".", cwd=tree)
+    assert no.returncode == 1
+    assert "write src/x/** conflicts with holder 'A' holding write src/**" in no.stdout
+    assert str(tree) not in no.stdout
+    ok = ledger_cmd(led, "check", "--write", "docs", "--relative-to", str(tree), cwd=tree)
+    assert ok.returncode == 0 and "granted: write docs/**" in ok.stdout
+    # paths outside the root stay absolute; --json is never rewritten
+    out = ledger_cmd(led, "check", "--write", "src/x", "--relative-to", str(tree / "docs"), cwd=tree)
+    assert f"write {tree}/src/x/**" in out.stdout
+    js = json.loads(ledger_cmd(led, "check", "--write", "src/x", "--relative-to", ".", "--json",
+                               cwd=tree).stdout)
+    assert js["request"]["rules"][0][0] == str(tree / "src" / "x")
 
 
 def test_check_unknown_parent_is_an_error_like_run(led: Path, lib: Ledger, tree: Path) -> None:
