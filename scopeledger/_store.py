@@ -3,6 +3,8 @@
 Layout of a ledger directory (mode 0700, every file 0600)::
 
     lock                  flock(2) target; never truncated or deleted
+    gate                  flock(2) target: shared by waiters that waited long
+                          (see Store.acquire); empty
     events.jsonl          the append-only log, one JSON event per line
     snapshots/            snap-<seq:016d>.json checkpoints (see _snapshots)
     torn/                 fragments of torn last lines, set aside
@@ -38,6 +40,7 @@ from ._errors import LedgerError, LedgerIOError, LockTimeout, NoLedger, UnsafeLe
 log = logging.getLogger("scopeledger")
 
 LOCK_NAME = "lock"
+GATE_NAME = "gate"
 LOG_NAME = "events.jsonl"
 SNAPSHOT_DIR = "snapshots"
 TORN_DIR = "torn"
@@ -53,6 +56,15 @@ WAIT_NOTICE_SECONDS = 1.0
 #: (BENCHMARKS.md, "contended"). Bounded, so a long holder (fsync on a slow
 #: disk) costs at most this much CPU per waiter before it sleeps.
 SPIN_SECONDS = 0.002
+
+#: A newcomer stands back at most this many seconds while ``gate`` is held,
+#: that is while a waiter that polled ``SPIN_SECONDS`` in vain sleeps in
+#: ``flock``; so the sleeper, woken when the lock is released, takes it before
+#: processes that are hot on a CPU. Without it a sleeper could lose the lock
+#: many times in a row (min/max pairs per process 0.46 with 4 processes on 2
+#: cores, BENCHMARKS.md). Bounded, so a waiter stopped (SIGSTOP, a frozen
+#: cgroup) while it holds ``gate`` costs each acquisition this much at most.
+DEFER_SECONDS = 0.0005
 
 # O_NONBLOCK: opening a FIFO planted where a file should be must not block
 # (it is then refused as not a regular file); it changes nothing for files.
@@ -144,10 +156,17 @@ def _check_owned(path: str, st: os.stat_result) -> None:
         raise UnsafeLedgerPath(path, f"mode {stat.S_IMODE(st.st_mode):04o} is writable by group or others")
 
 
+#: What a ledger directory may hold; one holding nothing else is a ledger
+#: (perhaps one another process is creating right now: it makes these one
+#: by one).
+_LAYOUT = frozenset((LOCK_NAME, GATE_NAME, LOG_NAME, SNAPSHOT_DIR, TORN_DIR))
+
+
 def _looks_like_a_ledger(fd: int) -> bool:
-    """An empty directory, or one holding a ledger's log or lock file."""
+    """An empty directory, or one holding a ledger's log or lock file, or
+    nothing but names of a ledger's layout."""
     names = os.listdir(fd)
-    return not names or LOG_NAME in names or LOCK_NAME in names
+    return LOG_NAME in names or LOCK_NAME in names or _LAYOUT.issuperset(names)
 
 
 def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True,
@@ -179,8 +198,9 @@ def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True,
         else:
             _check_owned(display, st)
             if ledger_root and not _looks_like_a_ledger(fd):
-                raise UnsafeLedgerPath(display, "exists and is not a ledger (no events.jsonl or lock "
-                                                "in it): refusing to turn it into one")
+                raise UnsafeLedgerPath(display, "exists and is not a ledger (it holds files other "
+                                                "than a ledger's, and no events.jsonl or lock): "
+                                                "refusing to turn it into one")
             if stat.S_IMODE(st.st_mode) != 0o700:
                 log.warning("tightening mode of %s from %04o to 0700", display, stat.S_IMODE(st.st_mode))
                 os.fchmod(fd, 0o700)
@@ -267,9 +287,7 @@ class Store:
         self.dirfd = open_dir_fd(None, self.path, self.path, create=create, ledger_root=True)
         try:
             self.snapfd = open_dir_fd(self.dirfd, SNAPSHOT_DIR, self.file(SNAPSHOT_DIR))
-            self.lockfd = open_private_file(self.dirfd, LOCK_NAME, self.file(LOCK_NAME), os.O_RDWR)
-            self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path,
-                                           os.O_RDWR | os.O_APPEND)
+            self._open_lock_fds()
         except BaseException:
             self._close_fds()
             raise
@@ -283,6 +301,12 @@ class Store:
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
+    def _open_lock_fds(self) -> None:
+        """Open this Store's own descriptions of lock, gate and the log."""
+        self.lockfd = open_private_file(self.dirfd, LOCK_NAME, self.file(LOCK_NAME), os.O_RDWR)
+        self.gatefd = open_private_file(self.dirfd, GATE_NAME, self.file(GATE_NAME), os.O_RDWR)
+        self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, os.O_RDWR | os.O_APPEND)
+
     # -- the lock ----------------------------------------------------------
 
     def _forked(self) -> None:
@@ -291,11 +315,9 @@ class Store:
         # nothing the child does can release or take the parent's lock.
         self._tlock = threading.Lock()
         self._holding_pid = None
-        old = (self.lockfd, self.logfd)
+        old = (self.lockfd, self.gatefd, self.logfd)
         try:
-            self.lockfd = open_private_file(self.dirfd, LOCK_NAME, self.file(LOCK_NAME), os.O_RDWR)
-            self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path,
-                                           os.O_RDWR | os.O_APPEND)
+            self._open_lock_fds()
         except OSError:  # pragma: no cover - the child will fail on use
             pass
         for fd in old:
@@ -336,14 +358,16 @@ class Store:
         if not tlock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
             raise LockTimeout(self.file(LOCK_NAME), timeout or 0.0)
         try:
-            fcntl.flock(self.lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                if not self._poll(t0, timeout, on_wait):
-                    self._wait(t0, timeout)
-            except BaseException:
-                tlock.release()
-                raise
+            if self._gate_clear():
+                try:
+                    fcntl.flock(self.lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    got = True
+                except BlockingIOError:
+                    got = False
+            else:
+                got = False
+            if not got and not self._poll(t0, timeout, on_wait):
+                self._wait(t0, timeout)
         except BaseException:
             tlock.release()
             raise
@@ -374,16 +398,30 @@ class Store:
         finally:
             self.release()
 
+    def _gate_clear(self) -> bool:
+        """``True`` when no sleeper holds ``gate`` (two ``flock`` calls)."""
+        gatefd = self.gatefd
+        try:
+            fcntl.flock(gatefd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(gatefd, fcntl.LOCK_UN)
+        return True
+
     def _poll(self, t0: float, timeout: float | None, on_wait: Callable[[], object] | None) -> bool:
-        """Try the lock until ``SPIN_SECONDS`` (or ``timeout``) have passed;
-        ``True`` once it is held."""
+        """Try the lock until ``SPIN_SECONDS`` (or ``timeout``) have passed,
+        standing back for the first ``DEFER_SECONDS`` while a sleeper holds
+        ``gate``; ``True`` once the lock is held."""
         end = t0 + (SPIN_SECONDS if timeout is None else min(SPIN_SECONDS, timeout))
+        defer_end = t0 + DEFER_SECONDS
         lockfd, monotonic = self.lockfd, time.monotonic
-        while monotonic() < end:
+        while (now := monotonic()) < end:
             if on_wait is None:
                 os.sched_yield()
             else:
                 on_wait()
+            if now < defer_end and not self._gate_clear():
+                continue
             try:
                 fcntl.flock(lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return True
@@ -392,6 +430,21 @@ class Store:
         return False
 
     def _wait(self, t0: float, timeout: float | None) -> None:
+        """Sleep until the lock is ours, holding ``gate`` shared meanwhile so
+        that newcomers stand back when it is released (see DEFER_SECONDS)."""
+        gatefd = self.gatefd
+        for _ in range(1000):  # an exclusive hold of gate lasts one check
+            try:
+                fcntl.flock(gatefd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                os.sched_yield()
+        try:
+            self._sleep_for_lock(t0, timeout)
+        finally:
+            fcntl.flock(gatefd, fcntl.LOCK_UN)
+
+    def _sleep_for_lock(self, t0: float, timeout: float | None) -> None:
         lock_path = self.file(LOCK_NAME)
         if timeout is None:
             key = _notices.begin(lock_path)
@@ -509,7 +562,7 @@ class Store:
     # -- lifecycle ---------------------------------------------------------
 
     def _close_fds(self) -> None:
-        for attr in ("logfd", "lockfd", "snapfd", "dirfd"):
+        for attr in ("logfd", "gatefd", "lockfd", "snapfd", "dirfd"):
             fd = getattr(self, attr, None)
             if fd is not None:
                 with contextlib.suppress(OSError):

@@ -1,8 +1,11 @@
 """Files, modes, symlinks, torn lines, corruption, the lock, fork."""
 
 import fcntl
+import multiprocessing
 import os
 import stat
+import threading
+import time
 import subprocess
 import sys
 
@@ -245,6 +248,63 @@ def test_a_waiter_polls_with_on_wait_then_times_out_and_holds_nothing(ledger_dir
     led.register("a", [W("/a")])
 
 
+def _gate_is_held(ledger_dir):
+    fd = os.open(os.path.join(ledger_dir, "gate"), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def test_a_sleeping_waiter_holds_the_gate_until_it_has_the_lock(ledger_dir, monkeypatch):
+    from scopeledger import _store
+
+    monkeypatch.setattr(_store, "SPIN_SECONDS", 0.0)  # sleep in flock at once
+    led = Ledger.open(ledger_dir)
+    assert not _gate_is_held(ledger_dir)
+    holder = _hold_lock_in_another_process(ledger_dir)
+    got = threading.Event()
+    t = threading.Thread(target=lambda: (led._store.acquire(), got.set()))
+    try:
+        t.start()
+        deadline = time.monotonic() + 10
+        while not _gate_is_held(ledger_dir) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _gate_is_held(ledger_dir), "the sleeping waiter does not hold the gate"
+        assert not got.is_set()
+    finally:
+        holder.communicate("")
+    t.join(10)
+    assert got.is_set()
+    assert not _gate_is_held(ledger_dir)  # let go once the lock is taken
+    led._store.release()
+
+
+def test_a_newcomer_stands_back_for_a_sleeper_but_not_for_ever(ledger_dir, monkeypatch):
+    # Someone holds the gate (a sleeper, here one that never takes the free
+    # lock, as if stopped): a newcomer defers DEFER_SECONDS, then takes it.
+    from scopeledger import _store
+
+    monkeypatch.setattr(_store, "DEFER_SECONDS", 0.2)
+    monkeypatch.setattr(_store, "SPIN_SECONDS", 0.4)
+    led = Ledger.open(ledger_dir)
+    fd = os.open(os.path.join(ledger_dir, "gate"), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        t0 = time.monotonic()
+        led.register("a", [W("/a")])
+        assert time.monotonic() - t0 >= 0.2
+    finally:
+        os.close(fd)
+    t0 = time.monotonic()
+    led.register("b", [W("/b")])
+    assert led.last_wait < 0.2  # gate free: no standing back
+    assert sorted(led.state().holders) == ["a", "b"]
+
+
 def test_a_waiting_ledger_folds_what_the_holder_appends(ledger_dir):
     waiting, other = Ledger.open(ledger_dir), Ledger.open(ledger_dir)
     other.register("x", [W("/x")])
@@ -343,6 +403,56 @@ def test_an_existing_directory_that_is_not_a_ledger_is_refused_untouched(tmp_pat
     empty = tmp_path / "empty"
     empty.mkdir(mode=0o700)
     Ledger.open(str(empty)).close()  # an empty directory may become a ledger
+    other = tmp_path / "other"
+    (other / "snapshots").mkdir(parents=True, mode=0o700)
+    (other / "notes").write_text("mine")
+    with pytest.raises(UnsafeLedgerPath, match="is not a ledger"):
+        Ledger.open(str(other))  # a ledger's name beside others is not enough
+    assert sorted(os.listdir(other)) == ["notes", "snapshots"]
+
+
+def _open_together(path, barrier, q):
+    try:
+        barrier.wait()
+        with Ledger.open(path) as led:
+            led.register(f"p{os.getpid()}", [W(f"/t/{os.getpid()}")])
+        q.put(None)
+    except BaseException as exc:  # noqa: BLE001
+        q.put(repr(exc))
+
+
+def test_processes_creating_one_new_ledger_together_all_open_it(tmp_path):
+    # Found by the stress torture: a creator had made snapshots/ but not yet
+    # the lock, and another process refused the directory as "not a ledger".
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(15):
+        path = str(tmp_path / f"l{attempt}")
+        barrier, q = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_together, args=(path, barrier, q)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        errors = [e for e in (q.get(timeout=60) for _ in procs) if e is not None]
+        for p in procs:
+            p.join()
+        assert errors == [], f"attempt {attempt}: {errors}"
+        with Ledger.open(path) as led:
+            assert len(led.holders()) == 6
+
+
+def test_a_directory_holding_only_parts_of_a_ledger_opens(tmp_path):
+    # What another process creating the ledger leaves at each step.
+    for names in (["snapshots"], ["snapshots", "lock"], ["snapshots", "lock", "gate"]):
+        path = tmp_path / "-".join(names)
+        path.mkdir(mode=0o700)
+        for n in names:
+            if n == "snapshots":
+                (path / n).mkdir(mode=0o700)
+            else:
+                fd = os.open(path / n, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+        with Ledger.open(str(path)) as led:
+            led.register("a", [W("/a")])
+        assert "events.jsonl" in os.listdir(path)
 
 
 def test_verify_never_creates(tmp_path):

@@ -100,7 +100,7 @@ def make_ledger(path, torn=False):
 
 
 @ROOT_ONLY
-@pytest.mark.parametrize("name", ["events.jsonl", "lock", "snapshots", "torn"])
+@pytest.mark.parametrize("name", ["events.jsonl", "lock", "gate", "snapshots", "torn"])
 def test_a_file_or_subdirectory_owned_by_another_user_is_refused_untouched(tmp_path, name):
     path = str(tmp_path / "l")
     make_ledger(path, torn=True)
@@ -134,7 +134,7 @@ def test_a_snapshot_owned_by_another_user_is_not_trusted(tmp_path):
     assert os.stat(snap).st_uid == 65534
 
 
-@pytest.mark.parametrize("name,mode", [("events.jsonl", 0o620), ("events.jsonl", 0o602), ("lock", 0o666),
+@pytest.mark.parametrize("name,mode", [("events.jsonl", 0o620), ("events.jsonl", 0o602), ("lock", 0o666), ("gate", 0o622),
                                        ("snapshots", 0o770), ("snapshots", 0o707), ("torn", 0o777)])
 def test_a_group_or_other_writable_file_or_subdirectory_is_refused_untouched(tmp_path, name, mode):
     path = str(tmp_path / "l")
@@ -227,7 +227,7 @@ def test_symlink_at_the_snapshot_temp_path_cannot_be_followed(tmp_path, victim, 
     assert led.verify().ok
 
 
-@pytest.mark.parametrize("name", ["events.jsonl", "lock"])
+@pytest.mark.parametrize("name", ["events.jsonl", "lock", "gate"])
 def test_dangling_symlink_at_the_log_or_lock_is_refused_and_nothing_created(tmp_path, name):
     path = tmp_path / "l"
     path.mkdir(mode=0o700)
@@ -273,12 +273,13 @@ def test_a_planted_fifo_never_hangs_an_open(tmp_path, name):
     assert stat.S_ISFIFO(os.lstat(target).st_mode)
 
 
-@pytest.mark.parametrize("name", ["events.jsonl", "lock"])
+@pytest.mark.parametrize("name", ["events.jsonl", "lock", "gate"])
 def test_a_directory_at_the_log_or_lock_is_refused(tmp_path, name):
     path = tmp_path / "l"
     path.mkdir(mode=0o700)
     (path / name).mkdir(mode=0o700)
-    with pytest.raises(UnsafeLedgerPath, match="not a regular file"):
+    # (a directory holding only 'gate' is not taken for a ledger at all)
+    with pytest.raises(UnsafeLedgerPath, match="not a regular file|is not a ledger"):
         Ledger.open(str(path))
     assert (path / name).is_dir() and os.listdir(path / name) == []
 
