@@ -255,6 +255,11 @@ class Ledger(HistoryMixin):
         self._state: State | None = None
         self._offset = 0
         self._line_start = 0
+        # Where the log ended after this object's last transaction, and
+        # whether other processes appended between its last two: only then
+        # is the log checked for their lines before the lock is taken.
+        self._end_of_last_txn = -1
+        self._others_active = True
         self._snap_seq = 0
         self._actor_cache: tuple[int, ProcessIdentity, dict[str, Any]] | None = None
         self.stats = LedgerStats()
@@ -513,7 +518,7 @@ class Ledger(HistoryMixin):
     def _transact(self, build: Callable[[_Txn], Any]) -> Any:
         store = self._store
         mem = self._mem
-        if self._state is None or store.size() != self._offset:
+        if self._state is None or (self._others_active and store.size() != self._offset):
             with mem:
                 # Fold what other processes appended before taking the lock,
                 # so that the lock is held for as little folding as possible.
@@ -523,6 +528,7 @@ class Ledger(HistoryMixin):
         try:
             with mem:
                 state = self._catch_up(locked=True)
+                self._others_active = self._offset != self._end_of_last_txn
                 txn = _Txn(self, state)
                 try:
                     result = build(txn)
@@ -539,6 +545,7 @@ class Ledger(HistoryMixin):
                             after[0](state, *after[1:])
                         self._offset += len(data)
                         self._line_start = self._offset - len(lines[-1]) - 1
+                    self._end_of_last_txn = self._offset
                 except BaseException:
                     if txn.lines:
                         self._state = None  # applied but not written: rebuild from the log

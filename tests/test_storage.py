@@ -305,6 +305,28 @@ def test_a_newcomer_stands_back_for_a_sleeper_but_not_for_ever(ledger_dir, monke
     assert sorted(led.state().holders) == ["a", "b"]
 
 
+def test_foreign_lines_are_folded_before_the_lock_only_while_others_write(ledger_dir):
+    a, b = Ledger.open(ledger_dir), Ledger.open(ledger_dir)
+    seen = []  # at each of a's acquisitions: were all lines folded already?
+    real = a._store.acquire
+
+    def spy(*args, **kw):
+        seen.append(a._offset == a._store.size())
+        return real(*args, **kw)
+
+    a._store.acquire = spy
+    a.register("a1", [W("/a1")])
+    a.register("a2", [W("/a2")])  # alone: nothing to fold
+    b.register("b1", [W("/b1")])
+    a.register("a3", [W("/a3")])  # quiet until now: b1 is folded under the lock
+    b.register("b2", [W("/b2")])
+    a.register("a4", [W("/a4")])  # others are active: b2 is folded before it
+    b.register("b3", [W("/b3")])
+    a.register("a5", [W("/a5")])
+    assert seen == [True, True, False, True, True]
+    assert sorted(a.state().holders) == ["a1", "a2", "a3", "a4", "a5", "b1", "b2", "b3"]
+
+
 def test_a_waiting_ledger_folds_what_the_holder_appends(ledger_dir):
     waiting, other = Ledger.open(ledger_dir), Ledger.open(ledger_dir)
     other.register("x", [W("/x")])
