@@ -18,6 +18,7 @@ would naturally catch::
     ├── CorruptLedger                    a log line or file that does not check out
     ├── UnsafeLedgerPath (PermissionError)  wrong owner, loose mode, planted symlink
     ├── NoLedger (FileNotFoundError)     no ledger where one was expected
+    ├── ReadOnlyLedger                   a change asked of a ledger opened read-only
     ├── HistoryUnavailable (LookupError) a point before the oldest retained
     │                                    history, or after the newest event
     └── LedgerIOError (OSError)          the OS refused a write (disk full, ...)
@@ -199,6 +200,16 @@ class UnsafeLedgerPath(LedgerError, PermissionError):
 class NoLedger(LedgerError, FileNotFoundError):
     """Raised by :func:`scopeledger.verify` (which never creates one) when no
     ledger is at the path, and by ``Ledger.open`` for an empty path."""
+
+
+class ReadOnlyLedger(LedgerError):
+    """Raised when a change (a grant, release, reclaim or snapshot) is asked
+    of a ledger opened with ``readonly=True``. Attribute ``path``: the ledger
+    directory."""
+
+    def __init__(self, path: str, action: str) -> None:
+        self.path = path
+        super().__init__(f"cannot {action}: ledger {path} is opened read-only")
 
 
 class HistoryUnavailable(LedgerError, LookupError):

@@ -32,6 +32,7 @@ from ._errors import (
     InvalidProcess,
     InvalidScope,
     LedgerError,
+    ReadOnlyLedger,
     ScopeConflict,
     UnknownHolder,
 )
@@ -230,6 +231,10 @@ class Ledger(HistoryMixin):
     :class:`CorruptLedger` (a log line that does not check out) and
     :class:`LedgerIOError` (the OS refused a write; the request was not
     recorded, though dead holders reclaimed on its way may have been).
+    On a ledger opened ``readonly``, every method that would record an event
+    (``register``, ``delegate``, ``attach``, ``release``, ``hold``,
+    ``reclaim_stale`` with something to reclaim, ``snapshot``) raises
+    :class:`ReadOnlyLedger` before doing anything.
     """
 
     def __init__(self, store: Store, *, timeout: float | None, probe: Probe | None,
@@ -276,7 +281,8 @@ class Ledger(HistoryMixin):
     def open(cls, path: str | os.PathLike[str] | None = None, *, timeout: float | None = None,
              probe: Probe | None = None, fsync: bool = False,
              snapshot_every: int = DEFAULT_SNAPSHOT_EVERY, keep_snapshots: int | None = None,
-             resolve_symlinks: bool = True, clock: Callable[[], int] | None = None) -> "Ledger":
+             resolve_symlinks: bool = True, clock: Callable[[], int] | None = None,
+             readonly: bool = False) -> "Ledger":
         """Open (creating if needed) the ledger in directory ``path``.
 
         Args:
@@ -299,19 +305,27 @@ class Ledger(HistoryMixin):
             clock: ``() -> int`` nanoseconds since the epoch, UTC (tests);
                 a mutation raises ``TypeError`` (recording nothing) when it
                 returns anything but an ``int``.
+            readonly: only read: open the log ``O_RDONLY`` and nothing else
+                (no lock, nothing created, no mode tightened), so that a
+                ledger on a read-only mount, or one this user may read but
+                not write, can be queried, replayed and verified. Queries
+                and time travel work; every change raises
+                :class:`ReadOnlyLedger`. A missing ledger is
+                :class:`NoLedger`.
 
         Raises:
             UnsafeLedgerPath: the directory or a file in it is owned by
                 another user, group/other-writable, or a planted symlink;
                 or the directory exists, is not empty and is not a ledger
                 (it is left untouched).
-            NoLedger: ``path`` is empty.
+            NoLedger: ``path`` is empty (or, with ``readonly``, holds no
+                ledger).
             ValueError: ``timeout``, ``snapshot_every`` or
                 ``keep_snapshots`` out of range.
             CorruptLedger: a complete log line does not check out.
             OSError: the directory cannot be created or read.
         """
-        store = Store(os.fspath(path) if path is not None else default_path())
+        store = Store(os.fspath(path) if path is not None else default_path(), readonly=readonly)
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
                        snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,
@@ -515,8 +529,16 @@ class Ledger(HistoryMixin):
 
     # -- transactions -----------------------------------------------------------
 
+    @property
+    def readonly(self) -> bool:
+        """Opened with ``readonly=True`` (every change raises
+        :class:`ReadOnlyLedger`)."""
+        return self._store.readonly
+
     def _transact(self, build: Callable[[_Txn], Any]) -> Any:
         store = self._store
+        if store.readonly:
+            raise ReadOnlyLedger(self.path, "record a change")
         mem = self._mem
         if self._state is None or (self._others_active and store.size() != self._offset):
             with mem:
@@ -790,7 +812,10 @@ class Ledger(HistoryMixin):
         Raises:
             LedgerIOError: the OS refused the write (disk full, ...); no
                 snapshot and no temp file are left, nothing else changes.
+            ReadOnlyLedger: the ledger was opened ``readonly``.
         """
+        if self._store.readonly:
+            raise ReadOnlyLedger(self.path, "write a snapshot")
         with self._mem:
             state = self._catch_up(locked=False)
             if state.seq == 0:
@@ -924,7 +949,7 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
         NoLedger: there is no ledger at ``path``.
         UnsafeLedgerPath: as :meth:`Ledger.open`.
     """
-    store = Store(os.fspath(path) if path is not None else default_path(), create=False)
+    store = Store(os.fspath(path) if path is not None else default_path(), readonly=True)
     try:
         led = Ledger(store, timeout=None, probe=None, fsync=False, snapshot_every=DEFAULT_SNAPSHOT_EVERY,
                      keep_snapshots=None, resolve_symlinks=False, clock=None, load=False)

@@ -87,7 +87,9 @@ def snapshot_name(seq: int) -> str:
 
 def list_snapshots(store: Store) -> list[tuple[int, str]]:
     """``[(seq, file name), ...]`` of snapshot files, oldest first."""
-    out = []
+    out: list[tuple[int, str]] = []
+    if store.snapfd is None:  # opened read-only, without a snapshots/ directory
+        return out
     for name in os.listdir(store.snapfd):
         m = _NAME.match(name)
         if m:
@@ -182,7 +184,8 @@ def prune(store: Store, keep: int | None) -> None:
 
 def _read(store: Store, name: str) -> bytes:
     display = os.path.join(store.file("snapshots"), name)
-    fd = open_private_file(store.snapfd, name, display, os.O_RDONLY, create=False)
+    fd = open_private_file(store.snapfd, name, display, os.O_RDONLY, create=False,
+                           readonly=store.readonly)
     try:
         chunks = []
         while True:
@@ -206,7 +209,8 @@ def read_header(store: Store, name: str) -> SnapshotInfo:
         raise SnapshotInvalid(f"{name}: not a snapshot name")
     try:
         display = os.path.join(store.file("snapshots"), name)
-        fd = open_private_file(store.snapfd, name, display, os.O_RDONLY, create=False)
+        fd = open_private_file(store.snapfd, name, display, os.O_RDONLY, create=False,
+                               readonly=store.readonly)
         try:
             head = os.pread(fd, 4096, 0)
         finally:

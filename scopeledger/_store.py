@@ -35,7 +35,7 @@ import time
 import weakref
 from typing import Callable, Iterator
 
-from ._errors import LedgerError, LedgerIOError, LockTimeout, NoLedger, UnsafeLedgerPath
+from ._errors import LedgerError, LedgerIOError, LockTimeout, NoLedger, ReadOnlyLedger, UnsafeLedgerPath
 
 log = logging.getLogger("scopeledger")
 
@@ -170,14 +170,17 @@ def _looks_like_a_ledger(fd: int) -> bool:
 
 
 def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True,
-                ledger_root: bool = False) -> int:
+                ledger_root: bool = False, readonly: bool = False) -> int:
     """Open (creating 0700 if missing) a private directory without following
-    a symlink at its last component.
+    a symlink at its last component. ``readonly``: create nothing and leave
+    a readable-by-others mode as it is.
 
     Raises:
         UnsafeLedgerPath: a symlink or non-directory is there, or its owner or
             mode is unsafe (see the module docstring).
+        FileNotFoundError: it is missing and ``create`` is false.
     """
+    create = create and not readonly
     created = False
     if create:
         try:
@@ -201,7 +204,7 @@ def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True,
                 raise UnsafeLedgerPath(display, "exists and is not a ledger (it holds files other "
                                                 "than a ledger's, and no events.jsonl or lock): "
                                                 "refusing to turn it into one")
-            if stat.S_IMODE(st.st_mode) != 0o700:
+            if stat.S_IMODE(st.st_mode) != 0o700 and not readonly:
                 log.warning("tightening mode of %s from %04o to 0700", display, stat.S_IMODE(st.st_mode))
                 os.fchmod(fd, 0o700)
     except BaseException:
@@ -210,15 +213,19 @@ def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True,
     return fd
 
 
-def open_private_file(dirfd: int, name: str, display: str, flags: int, create: bool = True) -> int:
+def open_private_file(dirfd: int, name: str, display: str, flags: int, create: bool = True,
+                      readonly: bool = False) -> int:
     """Open a regular file in the ledger directory, 0600, without following
-    symlinks; returns the descriptor (close-on-exec).
+    symlinks; returns the descriptor (close-on-exec). ``readonly``: open it
+    ``O_RDONLY``, create nothing, and leave a readable-by-others mode as it is.
 
     Raises:
         UnsafeLedgerPath: a symlink, hard link, non-regular file, another
             owner or a group/other-writable mode is found.
         FileNotFoundError: ``create`` is false and the file does not exist.
     """
+    if readonly:
+        flags, create = os.O_RDONLY, False
     if create:
         flags |= os.O_CREAT
     try:
@@ -237,7 +244,7 @@ def open_private_file(dirfd: int, name: str, display: str, flags: int, create: b
             raise UnsafeLedgerPath(display, f"has {st.st_nlink} hard links")
         _check_owned(display, st)
         mode = stat.S_IMODE(st.st_mode)
-        if mode != 0o600:
+        if mode != 0o600 and not readonly:
             if st.st_size or not create:
                 log.warning("tightening mode of %s from %04o to 0600", display, mode)
             os.fchmod(fd, 0o600)
@@ -256,7 +263,7 @@ class Store:
     description), and other threads using this ``Store`` (a thread lock).
     """
 
-    def __init__(self, path: str, create: bool = True) -> None:
+    def __init__(self, path: str, create: bool = True, readonly: bool = False) -> None:
         """Open the ledger directory ``path``.
 
         Args:
@@ -264,12 +271,20 @@ class Store:
                 ``create``. An existing directory must be empty or hold a
                 ledger: anything else is refused, never converted.
             create: with ``False``, a missing ledger is :class:`NoLedger`.
+            readonly: open the log ``O_RDONLY`` and nothing else (no lock,
+                no ``gate``, no mode tightened, nothing created), so that a
+                ledger on a read-only mount or in someone's archive can be
+                read; :meth:`acquire` then raises :class:`ReadOnlyLedger`.
+                Implies ``create=False``.
 
         Raises:
             NoLedger: ``path`` is empty, or missing and ``create`` is false.
             UnsafeLedgerPath: see the module docstring; also an existing
                 directory that is not a ledger.
         """
+        create = create and not readonly
+        #: Opened with ``readonly=True``: ``bool``.
+        self.readonly = readonly
         raw = os.fspath(path)
         if not raw or "\x00" in raw:
             raise NoLedger(f"no ledger at {raw!r}: give a directory path")
@@ -284,9 +299,18 @@ class Store:
                 raise NoLedger(f"no ledger at {self.path}: it has no {LOG_NAME}")
         else:
             _makedirs_private(os.path.dirname(self.path))
-        self.dirfd = open_dir_fd(None, self.path, self.path, create=create, ledger_root=True)
+        self.dirfd = open_dir_fd(None, self.path, self.path, create=create, ledger_root=True,
+                                 readonly=readonly)
+        self.snapfd: int | None = None
+        self.lockfd: int | None = None
+        self.gatefd: int | None = None
+        self.logfd: int | None = None
         try:
-            self.snapfd = open_dir_fd(self.dirfd, SNAPSHOT_DIR, self.file(SNAPSHOT_DIR))
+            try:
+                self.snapfd = open_dir_fd(self.dirfd, SNAPSHOT_DIR, self.file(SNAPSHOT_DIR),
+                                          readonly=readonly)
+            except FileNotFoundError:  # read-only: a ledger without snapshots
+                pass
             self._open_lock_fds()
         except BaseException:
             self._close_fds()
@@ -302,7 +326,12 @@ class Store:
         return os.path.join(self.path, name)
 
     def _open_lock_fds(self) -> None:
-        """Open this Store's own descriptions of lock, gate and the log."""
+        """Open this Store's own descriptions of lock, gate and the log (the
+        log alone, read-only, when ``readonly``)."""
+        if self.readonly:
+            self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, os.O_RDONLY,
+                                           readonly=True)
+            return
         self.lockfd = open_private_file(self.dirfd, LOCK_NAME, self.file(LOCK_NAME), os.O_RDWR)
         self.gatefd = open_private_file(self.dirfd, GATE_NAME, self.file(GATE_NAME), os.O_RDWR)
         self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, os.O_RDWR | os.O_APPEND)
@@ -321,8 +350,9 @@ class Store:
         except OSError:  # pragma: no cover - the child will fail on use
             pass
         for fd in old:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self._pid = os.getpid()
 
     def acquire(self, timeout: float | None = None,
@@ -346,9 +376,12 @@ class Store:
         Raises:
             LockTimeout: not acquired within ``timeout``.
             Whatever ``on_wait`` raises (the lock is then not held).
+            ReadOnlyLedger: the store was opened ``readonly``.
             LedgerError: the ledger is closed.
         """
         if self.lockfd is None:
+            if self.readonly and self.logfd is not None:
+                raise ReadOnlyLedger(self.path, "take the lock")
             raise LedgerError(f"ledger {self.path} is closed")
         pid = os.getpid()
         if self._pid != pid:  # forked without the at-fork hook running

@@ -183,14 +183,16 @@ class Env:
             self._err = make_console(stderr=True, color=self.color)
         return self._err
 
-    def open(self, create: bool = False) -> Ledger:
+    def open(self, create: bool = False, readonly: bool = False) -> Ledger:
         """Open the selected ledger. Without ``create``, a directory that does
-        not exist is an error (looking must not create state)."""
+        not exist is an error (looking must not create state). ``readonly``
+        for commands that only look: they then work on a read-only mount or
+        archive, and change nothing (no lock file made, no mode tightened)."""
         path = self.path
         if not create and not os.path.lexists(path):
             raise CliError(f"no ledger at {path}: nothing has been recorded there "
                            f"(choose one with --ledger DIR or ${ENV_DIR})", EXIT_NOT_FOUND)
-        return Ledger.open(path, timeout=self.lock_timeout)
+        return Ledger.open(path, timeout=self.lock_timeout, readonly=readonly)
 
     def emit_json(self, obj: Any) -> None:
         sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
@@ -444,7 +446,7 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
     if holder is not None:
         check_name(holder)
     path = _abs_path(path_) if path_ is not None else None
-    with env.open() as ledger:
+    with env.open(readonly=True) as ledger:
         since = _resolve(ledger, from_, "--from", "start")
         until_seq = _resolve(ledger, until, "--until", "end")
         until_ns = None
@@ -535,7 +537,7 @@ def _liveness(state: State) -> dict[str, Liveness]:
 def show(env: Env, at: str | None, relative_to: str | None) -> int:
     """The live allocation tree: holders, pids, rules, delegation. Now, the
     process of each holder is probed and dead ones are marked."""
-    with env.open() as ledger:
+    with env.open(readonly=True) as ledger:
         seq = _resolve(ledger, at, "--at")
         state = ledger.state_at(seq=seq) if seq is not None else ledger.state()
         live = _liveness(state) if seq is None else None
@@ -560,7 +562,7 @@ def show(env: Env, at: str | None, relative_to: str | None) -> int:
 def who(env: Env, path: str, at: str | None, relative_to: str | None) -> int:
     """Who holds PATH, for read and for write, with the delegation chain."""
     target = _abs_path(path)
-    with env.open() as ledger:
+    with env.open(readonly=True) as ledger:
         seq = _resolve(ledger, at, "--at")
         holdings = ledger.who(target, seq=seq)
         state_seq = seq if seq is not None else ledger.seq
@@ -709,7 +711,7 @@ def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str |
     if name is not None:
         check_name(name)
     parent, _token = _parent_from_env(parent, top_level)
-    with env.open() as ledger:
+    with env.open(readonly=True) as ledger:
         err, reclaimed = would_grant(ledger, name or CHECK_PLACEHOLDER, rules, parent)
         if isinstance(err, UnknownHolder):
             # The parent is not live: an error (as 'run' reports it), not a
@@ -757,7 +759,7 @@ def history(env: Env, name: str, relative_to: str | None) -> int:
     """Every event about holder NAME and the holders it delegated to: grants,
     attaches, refusals, re-parenting, releases and reclaims."""
     check_name(name)
-    with env.open() as ledger:
+    with env.open(readonly=True) as ledger:
         from ._render import narrate, styled
 
         events = ledger.history(name)
@@ -783,7 +785,7 @@ def history(env: Env, name: str, relative_to: str | None) -> int:
 def diff(env: Env, a: str, b: str) -> int:
     """What changed between two points A and B (each a seq or an ISO time):
     holders added, removed, re-parented, re-bound, re-granted."""
-    with env.open() as ledger:
+    with env.open(readonly=True) as ledger:
         d = ledger.diff(_resolve(ledger, a, "A"), _resolve(ledger, b, "B"))  # type: ignore[arg-type]
         if env.json:
             from ._render import diff_json
@@ -811,7 +813,7 @@ def verify(env: Env, workers: int | None) -> int:
     from ._render import verify_json
 
     if not os.path.lexists(env.path):
-        env.open()  # the one-line "no ledger at ..." error
+        env.open(readonly=True)  # the one-line "no ledger at ..." error
     # Works on a ledger that open() refuses as corrupt.
     report = verify_dir(env.path, workers=workers)
     if env.json:
@@ -855,7 +857,7 @@ def reclaim(env: Env, dry_run: bool) -> int:
     its pid reused, or from an earlier boot. Children are re-parented."""
     from ._render import REASONS
 
-    with env.open() as ledger:
+    with env.open(readonly=dry_run) as ledger:
         rows: list[dict[str, Any]] = []
         if dry_run:
             state = ledger.state()

@@ -1,0 +1,142 @@
+"""Opening a ledger read-only: queries, time travel, replay and verify work
+on a ledger this process may not (or must not) write, and nothing is created
+or changed; every change is refused with ReadOnlyLedger."""
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from scopeledger import Ledger, NoLedger, ReadOnlyLedger, ScopeRule, verify
+from torture_support import tree_modes
+
+
+def W(p):
+    return ScopeRule(p, "write")
+
+
+@pytest.fixture
+def recorded(tmp_path):
+    path = str(tmp_path / "l")
+    with Ledger.open(path, snapshot_every=3) as led:
+        led.register("a", [W("/a")])
+        led.delegate("a", "b", [W("/a/b")])
+        led.register("c", [W("/c")])
+        led.release("c")
+    return path
+
+
+def _everything(path):
+    """Names, modes and bytes of everything in the ledger directory."""
+    out = {}
+    for root, dirs, files in os.walk(path):
+        for n in dirs + files:
+            p = os.path.join(root, n)
+            st = os.lstat(p)
+            out[os.path.relpath(p, path)] = (stat.S_IMODE(st.st_mode),
+                                             open(p, "rb").read() if stat.S_ISREG(st.st_mode) else None)
+    out["."] = stat.S_IMODE(os.stat(path).st_mode)
+    return out
+
+
+def test_queries_work_and_changes_are_refused_with_nothing_touched(recorded):
+    os.unlink(os.path.join(recorded, "lock"))
+    os.unlink(os.path.join(recorded, "gate"))
+    os.chmod(recorded, 0o750)  # readable by the group: a normal open tightens it
+    before = _everything(recorded)
+    with Ledger.open(recorded, readonly=True) as led:
+        assert led.readonly
+        assert sorted(h.name for h in led.holders()) == ["a", "b"]
+        assert led.find_conflict([W("/a/b/x")]).chain == ("a", "b")
+        assert sorted(led.state_at(3).holders) == ["a", "b", "c"]
+        assert [e.type for e in led.events()] == ["registered", "delegated", "registered", "released"]
+        assert led.verify().ok
+        for change in (lambda: led.register("d", [W("/d")]),
+                       lambda: led.delegate("a", "e", [W("/a/e")]),
+                       lambda: led.release("b"),
+                       lambda: led.reclaim_stale(probe=lambda ident: False),
+                       lambda: led.snapshot()):
+            with pytest.raises(ReadOnlyLedger, match="opened read-only") as info:
+                change()
+            assert info.value.path == recorded
+    assert _everything(recorded) == before
+
+
+def test_a_missing_ledger_is_no_ledger_and_is_not_created(tmp_path):
+    with pytest.raises(NoLedger):
+        Ledger.open(str(tmp_path / "missing"), readonly=True)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_verify_creates_and_tightens_nothing(recorded):
+    shutil.rmtree(os.path.join(recorded, "snapshots"))
+    os.unlink(os.path.join(recorded, "lock"))
+    os.unlink(os.path.join(recorded, "gate"))
+    os.chmod(os.path.join(recorded, "events.jsonl"), 0o640)
+    before = _everything(recorded)
+    assert verify(recorded).ok
+    assert _everything(recorded) == before
+
+
+def test_a_forked_child_of_a_read_only_ledger_reads_on(recorded):
+    with Ledger.open(recorded, readonly=True) as led:
+        led.holders()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                ok = sorted(h.name for h in led.holders()) == ["a", "b"]
+                with pytest.raises(ReadOnlyLedger):
+                    led.register("x", [W("/x")])
+            except BaseException:
+                os._exit(1)
+            os._exit(0 if ok else 2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.fixture
+def read_only_mount(recorded, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount", "--bind", recorded, str(mnt)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot bind-mount here: {exc}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mnt)], check=True, capture_output=True)
+        yield str(mnt)
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+CMD = [sys.executable, "-m", "scopeledger"]
+
+
+@pytest.mark.parametrize("args,says", [
+    (["verify"], "ok: 4 events"),
+    (["show"], "2 holder(s)"),
+    (["replay"], "released"),
+    (["who", "/a/b"], "'b'"),
+    (["check", "--write", "/z"], "granted"),
+    (["history", "a"], "delegated"),
+    (["diff", "2", "4"], "c"),
+    (["reclaim", "--dry-run"], ""),
+])
+def test_commands_that_only_look_work_on_a_read_only_mount(read_only_mount, args, says):
+    p = subprocess.run([*CMD, "--ledger", read_only_mount, *args], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert says in p.stdout
+    assert p.stderr == ""
+
+
+def test_a_change_on_a_read_only_mount_is_an_os_error_naming_the_file(read_only_mount):
+    p = subprocess.run([*CMD, "--ledger", read_only_mount, "release", "b"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 7
+    assert p.stderr.strip() == "error: read-only file system: lock"
