@@ -23,6 +23,7 @@ from ._errors import DelegationError, DuplicateHolder, InvalidScope, ScopeConfli
 from ._process import ProcessIdentity
 from ._rules import (
     HOLDER_NAME,
+    PERMISSION_TEXT,
     Permission,
     ScopeRule,
     _is_normal,
@@ -118,7 +119,6 @@ class Allocation:
 _intern = sys.intern
 _WRITE = Permission.WRITE
 _CODE = {Permission.READ: 0, Permission.WRITE: 2}
-_PERM_VALUE = {p: p.value for p in Permission}
 
 
 def _parts(path: str) -> list[str]:
@@ -205,20 +205,29 @@ class PathIndex:
 
     def remove(self, name: str, rule: ScopeRule) -> None:
         path = rule.path
-        parts = path[1:].split("/") if path != "/" else []
-        nodes = [self.root]
         node = self.root
-        for part in parts:
-            c = node[0]
-            if type(c) is tuple:
-                node = c[1] if c[0] == part else None
-            elif c is not None:
-                node = c.get(part)
-            else:
-                node = None
-            if node is None:
-                raise ValueError(f"{(name, rule)!r} is not in the index")
-            nodes.append(node)
+        # Where a branch left empty is cut off: the deepest node on the way
+        # that stays whatever happens below it (the root, or a node with
+        # entries or with other children), and the component under it.
+        keep = node
+        keep_part = None
+        if path != "/":
+            parts = path[1:].split("/")
+            keep_part = parts[0]
+            for part in parts:
+                c = node[0]
+                if type(c) is tuple:
+                    if c[0] != part:
+                        raise ValueError(f"{(name, rule)!r} is not in the index")
+                    if node[1] is not None:
+                        keep, keep_part = node, part
+                    node = c[1]
+                else:
+                    nxt = c.get(part) if c is not None else None
+                    if nxt is None:
+                        raise ValueError(f"{(name, rule)!r} is not in the index")
+                    keep, keep_part = node, part
+                    node = nxt
         a = node[1]
         if type(a) is str:
             r = node[2]
@@ -246,21 +255,16 @@ class PathIndex:
                 return  # entries remain here: nothing to prune
             node[1] = node[2] = None
         self.size -= 1
-        # Prune the nodes left empty, deepest first.
-        i = len(parts)
-        while i:
-            n_ = nodes[i]
-            if n_[0] is not None or n_[1] is not None:
-                break
-            parent = nodes[i - 1]
-            c = parent[0]
+        if node[0] is None and keep_part is not None:
+            # Nothing is left at or below the node: cut the branch of empty
+            # nodes above it off where it hangs from ``keep``.
+            c = keep[0]
             if type(c) is tuple:
-                parent[0] = None
+                keep[0] = None
             else:
-                del c[parts[i - 1]]
+                del c[keep_part]
                 if len(c) == 1:
-                    parent[0] = next(iter(c.items()))
-            i -= 1
+                    keep[0] = next(iter(c.items()))
 
     def overlapping(self, rule: ScopeRule) -> Iterator[tuple[str, ScopeRule]]:
         """Entries whose rule overlaps ``rule``: ancestors first (shallowest
@@ -372,7 +376,7 @@ class State:
     def _holders_json(self) -> list[dict[str, Any]]:
         # Allocation.to_json for every holder, inlined (a snapshot's main
         # cost): one JSON object per distinct process identity.
-        perm = _PERM_VALUE
+        perm = PERMISSION_TEXT
         procs: dict[int, dict[str, Any]] = {}
         out = []
         for a in self.holders.values():
@@ -449,13 +453,22 @@ def _alloc_from_json(h: dict[str, Any], cache: dict[tuple[Any, ...], ScopeRule])
 # -- the fold -------------------------------------------------------------
 
 
-def apply(state: State, event: dict[str, Any], line_hash: str) -> State:
+#: ``checked`` of :func:`apply` when the payload is still to be checked.
+_UNCHECKED: Any = object()
+
+
+def apply(state: State, event: dict[str, Any], line_hash: str, checked: Any = _UNCHECKED) -> State:
     """Apply one decoded event to ``state`` (in place) and return it.
 
     Args:
         state: the state after event ``event["seq"] - 1``.
         event: the decoded JSON object of one log line.
         line_hash: the hash of that line's bytes (becomes ``last_hash``).
+        checked: what :func:`check_event` returned for this very event
+            (unchanged since), when the caller has checked its payload
+            already (``verify`` does, to word a bad payload in the fold's
+            terms): the payload is then not checked a second time. The
+            envelope and the checks against the state are made either way.
 
     Raises:
         FoldError: the event does not apply (seq gap, broken chain, unknown
@@ -469,19 +482,23 @@ def apply(state: State, event: dict[str, Any], line_hash: str) -> State:
         raise FoldError("hash chain broken: prev does not match the line before")
     kind = event.get("type")
     try:
-        handler = _HANDLERS[kind]
+        shape, change = _HANDLERS[kind]
     except (KeyError, TypeError):
         raise FoldError(f"unknown event type {kind!r}") from None
     ts = event.get("ts")
     if type(ts) is not int or ts < state.last_ts:
         raise FoldError(f"ts {ts!r} is not an integer at or after the event before ({state.last_ts})")
     try:
-        handler(state, event)
+        change(state, event, shape(event) if checked is _UNCHECKED else checked)
     except FoldError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise FoldError(f"malformed {kind} event: {type(exc).__name__}: {exc}") from None
-    _advance(state, seq, ts, line_hash)
+    # _advance, inlined (once per event folded)
+    state.seq = seq
+    state.last_hash = line_hash
+    if ts > state.last_ts:
+        state.last_ts = ts
     return state
 
 
@@ -517,19 +534,24 @@ def _log_rules(value: Any, what: str) -> tuple[ScopeRule, ...]:
     return tuple(out)
 
 
-def check_event(event: dict[str, Any]) -> None:
+def check_event(event: dict[str, Any]) -> Any:
     """Check the payload of one decoded event (its shape and types, not
     whether it applies to a state): what :func:`apply` checks first.
+
+    Returns:
+        What the check read from the payload, for :func:`apply`'s ``checked``
+        (for a grant: ``(name, parent, rules, process, reserved, socket)``,
+        the rules as :class:`ScopeRule` objects).
 
     Raises:
         FoldError: naming the field and what it should be (or an unknown
             event type).
     """
     kind = event.get("type")
-    shape = _SHAPES.get(kind) if type(kind) is str else None
-    if shape is None:
+    handler = _HANDLERS.get(kind) if type(kind) is str else None
+    if handler is None:
         raise FoldError(f"unknown event type {kind!r}")
-    shape(event)
+    return handler[0](event)
 
 
 def _shape_grant(ev: dict[str, Any]) -> tuple[str, str | None, tuple[ScopeRule, ...], Any, bool, Any]:
@@ -557,10 +579,10 @@ def _shape_grant(ev: dict[str, Any]) -> tuple[str, str | None, tuple[ScopeRule, 
     return name, parent, rules, process, reserved, socket
 
 
-def _shape_attached(ev: dict[str, Any]) -> None:
+def _shape_attached(ev: dict[str, Any]) -> ProcessIdentity:
     _holder_name(ev.get("name"), "name")
     try:
-        _ident(ev.get("process"))
+        return _ident(ev.get("process"))
     except (KeyError, TypeError, ValueError):
         raise _bad("process", ev.get("process"), '{"pid": int, "start": number, "boot": str}') from None
 
@@ -608,11 +630,11 @@ def _shape_refused(ev: dict[str, Any]) -> None:
         raise _bad("chain", chain, "a list of holder names")
 
 
-def _grant(state: State, ev: dict[str, Any], top: bool) -> None:
-    name, parent, rules, process, reserved, socket = _shape_grant(ev)
+def _grant(state: State, ev: dict[str, Any], checked: Any) -> None:
+    name, parent, rules, process, reserved, socket = checked
     if name in state.holders:
         raise FoldError(f"holder '{name}' granted while already live")
-    if not top and parent not in state.holders:
+    if parent is not None and parent not in state.holders:
         raise FoldError(f"delegation from '{parent}', which is not live")
     # (name, rules, process, parent, token, granted_ns, reserved, socket)
     _install(state, Allocation(name, rules, process, parent, ev["seq"], ev["ts"], reserved, socket))
@@ -628,22 +650,12 @@ def _install(state: State, alloc: Allocation) -> None:
     state.refusals.clear()
 
 
-def _registered(state: State, ev: dict[str, Any]) -> None:
-    _grant(state, ev, top=True)
-
-
-def _delegated(state: State, ev: dict[str, Any]) -> None:
-    _grant(state, ev, top=False)
-
-
-def _attached(state: State, ev: dict[str, Any]) -> None:
-    _shape_attached(ev)
+def _attached(state: State, ev: dict[str, Any], process: ProcessIdentity) -> None:
     name = ev["name"]
     alloc = state.holders.get(name)
     if alloc is None:
         raise FoldError(f"attach to '{name}', which is not live")
-    state.holders[name] = attrs.evolve(
-        alloc, process=_ident(ev["process"]), reserved=False)
+    state.holders[name] = attrs.evolve(alloc, process=process, reserved=False)
     state.refusals.clear()
 
 
@@ -654,8 +666,7 @@ def reparent_plan(state: State, name: str) -> list[list[Any]]:
     return [[c, parent] for c in state.children.get(name, ())]
 
 
-def _remove(state: State, ev: dict[str, Any]) -> None:
-    _shape_removal(ev)
+def _remove(state: State, ev: dict[str, Any], _checked: None) -> None:
     name = ev["name"]
     alloc = state.holders.get(name)
     if alloc is None:
@@ -686,8 +697,7 @@ def _drop(state: State, alloc: Allocation) -> None:
     state.refusals.clear()
 
 
-def _refused(state: State, ev: dict[str, Any]) -> None:
-    _shape_refused(ev)
+def _refused(state: State, ev: dict[str, Any], _checked: None) -> None:
     state.refusals.add(ev["key"])
 
 
@@ -721,25 +731,16 @@ def commit_removal(state: State, name: str, seq: int, ts: int, line_hash: str) -
     _advance(state, seq, ts, line_hash)
 
 
+# type -> (payload check, change of state given what the check returned)
 _HANDLERS = {
-    "registered": _registered,
-    "delegated": _delegated,
-    "attached": _attached,
-    "released": _remove,
-    "reclaimed": _remove,
-    "refused": _refused,
+    "registered": (_shape_grant, _grant),
+    "delegated": (_shape_grant, _grant),
+    "attached": (_shape_attached, _attached),
+    "released": (_shape_removal, _remove),
+    "reclaimed": (_shape_removal, _remove),
+    "refused": (_shape_refused, _refused),
 }
 assert set(_HANDLERS) == EVENT_TYPES
-
-_SHAPES = {
-    "registered": _shape_grant,
-    "delegated": _shape_grant,
-    "attached": _shape_attached,
-    "released": _shape_removal,
-    "reclaimed": _shape_removal,
-    "refused": _shape_refused,
-}
-assert set(_SHAPES) == EVENT_TYPES
 
 
 # -- queries (pure) ---------------------------------------------------------

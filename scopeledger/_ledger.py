@@ -39,7 +39,6 @@ from ._errors import (
 from ._events import decode, encode, line_hash, split_lines
 from ._history import HistoryMixin, VerifyReport
 from ._fold import (
-    _PERM_VALUE,
     FORMAT_VERSION,
     Allocation,
     FoldError,
@@ -53,7 +52,7 @@ from ._fold import (
 )
 from ._paths import canonical_path
 from ._process import Liveness, ProcessIdentity, Probe, identify, probe as default_probe, run_probe
-from ._rules import HOLDER_NAME, Permission, ScopeRule, covers, overlaps
+from ._rules import HOLDER_NAME, PERMISSION_TEXT, Permission, ScopeRule, covers, overlaps
 from ._store import Store
 
 log = logging.getLogger("scopeledger")
@@ -975,7 +974,7 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
     """Emit the ``registered``/``delegated`` event (the transaction's last)
     and return the :class:`Allocation` it grants, applied after the write."""
     # ``rules`` come from Ledger._prepare: canonical, ``given`` cleared.
-    perm = _PERM_VALUE
+    perm = PERMISSION_TEXT
     seq, ts, h = txn.emit_last(kind, holder={
         "name": name, "rules": [[r.path, perm[r.permission], r.recursive] for r in rules],
         "process": txn.actor if ident is txn.actor_ident else ident.to_json(), "parent": parent,

@@ -253,3 +253,88 @@ def test_parallel_verify_finds_a_late_problem_exactly_as_one_process(ledger_dir,
     one, many = verify(ledger_dir, workers=1), verify(ledger_dir, workers=3)
     assert not one.ok
     assert _report_tuple(many) == _report_tuple(one)
+
+
+def _small_history(ledger_dir):
+    """Six events: grants, a reserved delegation, an attach, a release that
+    re-parents, another grant."""
+    with Ledger.open(ledger_dir) as led:
+        led.register("a", [W("/a"), ScopeRule("/shared", "read")])  # 1
+        led.register("b", [W("/b")])                                   # 2
+        led.delegate("a", "c", [W("/a/c")], reserved=True)             # 3
+        led.attach("c")                                                # 4
+        led.release("a")                                               # 5: c goes to top level
+        led.register("d", [W("/d")])                                   # 6
+
+
+def _edit_and_rechain(ledger_dir, index, edit):
+    """Edit the event on line ``index`` (0-based) and rewrite the hash chain
+    after it, so that verify reaches the fold's checks of that event."""
+    log = os.path.join(ledger_dir, "events.jsonl")
+    lines = open(log, "rb").read().splitlines()
+    ev = orjson.loads(lines[index])
+    edit(ev)
+    lines[index] = orjson.dumps(ev)
+    for j in range(index + 1, len(lines)):
+        e = orjson.loads(lines[j])
+        e["prev"] = line_hash(lines[j - 1])
+        lines[j] = orjson.dumps(e)
+    open(log, "wb").write(b"\n".join(lines) + b"\n")
+
+
+# verify checks a payload once (check_event) and folds what the check read;
+# the report must stay word for word what checking it twice gave.
+_PAYLOAD_EDITS = {
+    "not normal": (1, lambda e: e["holder"]["rules"].__setitem__(0, ["/b/../b", "write", True]),
+                   "holder.rules[0] path is '/b/../b', not a normalised path"),
+    "no rules": (1, lambda e: e["holder"].__setitem__("rules", []),
+                 "holder.rules is [], not a non-empty list of [path, permission, recursive]"),
+    "flag not bool": (5, lambda e: e["holder"]["rules"].__setitem__(0, ["/d", "write", 1]),
+                      "holder.rules[0] is ['/d', 'write', 1], not [absolute path, \"read\"|\"write\", true|false]"),
+    "no parent key": (1, lambda e: e["holder"].pop("parent"),
+                      "registered event breaks an invariant: 'parent'"),
+    "overlap": (1, lambda e: e["holder"]["rules"].__setitem__(0, ["/a/inside", "write", True]),
+                "registered event breaks an invariant: write /a/inside/** conflicts with holder 'a' "
+                "holding write /a/**"),
+    "outside parent": (2, lambda e: e["holder"]["rules"].__setitem__(0, ["/b", "write", True]),
+                       "delegated event breaks an invariant: cannot delegate write /b/** from 'a' to 'c': "
+                       "not inside 'a''s effective write scope"),
+    "duplicate": (1, lambda e: e["holder"].__setitem__("name", "a"),
+                  "registered event breaks an invariant: holder 'a' is already registered"),
+    "attach unknown": (3, lambda e: e.__setitem__("name", "zz"), "attach to 'zz', which is not live"),
+    "attach process": (3, lambda e: e.__setitem__("process", {"pid": "1", "start": 1, "boot": "b"}),
+                       "process is {'pid': '1', 'start': 1, 'boot': 'b'}, not "
+                       "{\"pid\": int, \"start\": number, \"boot\": str}"),
+    "re-parenting": (4, lambda e: e.__setitem__("reparented", []),
+                     "recorded re-parenting [] differs from the fold's [['c', None]]"),
+    "release unknown": (4, lambda e: e.__setitem__("name", "zz"), "removal of 'zz', which is not live"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_PAYLOAD_EDITS))
+def test_verify_words_a_bad_payload_exactly(ledger_dir, case):
+    index, edit, message = _PAYLOAD_EDITS[case]
+    _small_history(ledger_dir)
+    assert verify(ledger_dir).ok
+    _edit_and_rechain(ledger_dir, index, edit)
+    for workers in (1, 2):
+        rep = verify(ledger_dir, workers=workers)
+        assert not rep.ok and len(rep.problems) == 1
+        p = rep.problems[0]
+        assert (p.line, p.seq, p.message) == (index + 1, index + 1, message)
+
+
+def test_verify_checks_each_payload_once(ledger_dir, monkeypatch):
+    from scopeledger import _fold
+
+    _small_history(ledger_dir)
+    calls = []
+    real = _fold._log_rules
+
+    def counting(value, what):
+        calls.append(what)
+        return real(value, what)
+
+    monkeypatch.setattr(_fold, "_log_rules", counting)
+    assert verify(ledger_dir, workers=1).ok
+    assert calls == ["holder.rules"] * 4  # four grants, each checked once

@@ -65,3 +65,58 @@ def test_removing_what_is_not_there_raises_and_changes_nothing():
             index.remove(name, r)
     assert len(index) == 2
     assert set(index.overlapping(rule)) == {("A", rule), ("B", rule)}
+
+
+def _shape(index):
+    """``{node path: entries}`` of the trie, checking its invariants on the
+    way: a non-root node has entries or children (a branch left empty is cut
+    off), a dict of children holds two or more, an entry dict is never empty."""
+    out = {}
+    stack = [((), index.root)]
+    while stack:
+        where, node = stack.pop()
+        kids, a = node[0], node[1]
+        if where:
+            assert kids is not None or a is not None, f"empty node left at {where}"
+        if type(kids) is dict:
+            assert len(kids) >= 2, f"a dict of {len(kids)} child at {where}"
+            items = list(kids.items())
+        else:
+            items = [kids] if kids is not None else []
+        for part, child in items:
+            stack.append((where + (part,), child))
+        if type(a) is dict:
+            assert a
+            out[where] = sorted((n, c, k) for (n, c), k in a.items())
+        elif a is not None:
+            out[where] = [(a, node[2])]
+    return out
+
+
+@settings(max_examples=300)
+@given(ops)
+def test_the_trie_holds_a_node_exactly_where_something_lies_at_or_below(operations):
+    index = PathIndex()
+    model: list = []
+    for add, name, rule in operations:
+        if add or (name, rule) not in model:
+            index.add(name, rule)
+            model.append((name, rule))
+        else:
+            index.remove(name, rule)
+            model.remove((name, rule))
+        nodes = set()
+        for _, r in model:
+            parts = r.parts
+            nodes.update(parts[:i] for i in range(len(parts) + 1))
+        shape = _shape(index)
+        reachable = set()
+        stack = [((), index.root)]
+        while stack:
+            where, node = stack.pop()
+            reachable.add(where)
+            kids = node[0]
+            for part, child in (kids.items() if type(kids) is dict else [kids] if kids else []):
+                stack.append((where + (part,), child))
+        assert reachable == nodes | {()}
+        assert set(shape) == {r.parts for _, r in model}
