@@ -2,10 +2,12 @@
 
 Layout of a ledger directory (mode 0700, every file 0600)::
 
-    lock                  flock(2) target; never truncated or deleted
+    events.jsonl          the append-only log, one JSON event per line; also
+                          the flock(2) target of the ledger's lock
     gate                  flock(2) target: shared by waiters that waited long
-                          (see Store.acquire); empty
-    events.jsonl          the append-only log, one JSON event per line
+                          (see Store.acquire); empty, and safe to delete
+    lock                  made by versions before 0.3 (the lock was a file of
+                          its own, and deleting it let two writers in); unused
     snapshots/            snap-<seq:016d>.json checkpoints (see _snapshots)
     torn/                 fragments of torn last lines, set aside
 
@@ -39,7 +41,7 @@ from ._errors import LedgerError, LedgerIOError, LockTimeout, NoLedger, ReadOnly
 
 log = logging.getLogger("scopeledger")
 
-LOCK_NAME = "lock"
+LOCK_NAME = "lock"  # the lock file of earlier versions (see the layout above)
 GATE_NAME = "gate"
 LOG_NAME = "events.jsonl"
 SNAPSHOT_DIR = "snapshots"
@@ -258,7 +260,7 @@ class Store:
     """The ledger directory's descriptors, the log's bytes and the lock.
 
     ``locked()`` is the only code in scopeledger that takes the lock. It
-    excludes other processes (``flock(LOCK_EX)`` on ``lock``), other
+    excludes other processes (``flock(LOCK_EX)`` on ``events.jsonl``), other
     ``Store`` objects in this process (each has its own open file
     description), and other threads using this ``Store`` (a thread lock).
     """
@@ -332,9 +334,13 @@ class Store:
             self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, os.O_RDONLY,
                                            readonly=True)
             return
-        self.lockfd = open_private_file(self.dirfd, LOCK_NAME, self.file(LOCK_NAME), os.O_RDWR)
-        self.gatefd = open_private_file(self.dirfd, GATE_NAME, self.file(GATE_NAME), os.O_RDWR)
         self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, os.O_RDWR | os.O_APPEND)
+        self.gatefd = open_private_file(self.dirfd, GATE_NAME, self.file(GATE_NAME), os.O_RDWR)
+        # The lock is the log itself: a file that is deleted only with the
+        # ledger's history (a lock file of its own, once deleted by someone
+        # cleaning up "stale" locks, let processes that opened the ledger
+        # afterwards lock a new file while others held the old one).
+        self.lockfd = self.logfd
 
     # -- the lock ----------------------------------------------------------
 
@@ -344,7 +350,7 @@ class Store:
         # nothing the child does can release or take the parent's lock.
         self._tlock = threading.Lock()
         self._holding_pid = None
-        old = (self.lockfd, self.gatefd, self.logfd)
+        old = (self.gatefd, self.logfd)
         try:
             self._open_lock_fds()
         except OSError:  # pragma: no cover - the child will fail on use
@@ -389,7 +395,7 @@ class Store:
         t0 = time.monotonic()
         tlock = self._tlock
         if not tlock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
-            raise LockTimeout(self.file(LOCK_NAME), timeout or 0.0)
+            raise LockTimeout(self.log_path, timeout or 0.0)
         try:
             if self._gate_clear():
                 try:
@@ -478,7 +484,7 @@ class Store:
             fcntl.flock(gatefd, fcntl.LOCK_UN)
 
     def _sleep_for_lock(self, t0: float, timeout: float | None) -> None:
-        lock_path = self.file(LOCK_NAME)
+        lock_path = self.log_path
         if timeout is None:
             key = _notices.begin(lock_path)
             try:
@@ -595,7 +601,8 @@ class Store:
     # -- lifecycle ---------------------------------------------------------
 
     def _close_fds(self) -> None:
-        for attr in ("logfd", "gatefd", "lockfd", "snapfd", "dirfd"):
+        self.lockfd = None  # the log's descriptor, closed as logfd
+        for attr in ("logfd", "gatefd", "snapfd", "dirfd"):
             fd = getattr(self, attr, None)
             if fd is not None:
                 with contextlib.suppress(OSError):

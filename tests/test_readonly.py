@@ -43,7 +43,6 @@ def _everything(path):
 
 
 def test_queries_work_and_changes_are_refused_with_nothing_touched(recorded):
-    os.unlink(os.path.join(recorded, "lock"))
     os.unlink(os.path.join(recorded, "gate"))
     os.chmod(recorded, 0o750)  # readable by the group: a normal open tightens it
     before = _everything(recorded)
@@ -73,7 +72,6 @@ def test_a_missing_ledger_is_no_ledger_and_is_not_created(tmp_path):
 
 def test_verify_creates_and_tightens_nothing(recorded):
     shutil.rmtree(os.path.join(recorded, "snapshots"))
-    os.unlink(os.path.join(recorded, "lock"))
     os.unlink(os.path.join(recorded, "gate"))
     os.chmod(os.path.join(recorded, "events.jsonl"), 0o640)
     before = _everything(recorded)
@@ -139,4 +137,4 @@ def test_a_change_on_a_read_only_mount_is_an_os_error_naming_the_file(read_only_
     p = subprocess.run([*CMD, "--ledger", read_only_mount, "release", "b"], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 7
-    assert p.stderr.strip() == "error: read-only file system: lock"
+    assert p.stderr.strip() == "error: read-only file system: events.jsonl"

@@ -33,7 +33,8 @@ def test_file_open_creates_the_file(ledger_dir):
     with Ledger.open(ledger_dir):
         pass
     assert os.path.isfile(os.path.join(ledger_dir, "events.jsonl"))
-    assert os.path.isfile(os.path.join(ledger_dir, "lock"))
+    assert os.path.isfile(os.path.join(ledger_dir, "gate"))
+    assert not os.path.exists(os.path.join(ledger_dir, "lock"))  # the log is the lock
 
 
 def test_file_save_then_reopen_round_trips(ledger_dir):

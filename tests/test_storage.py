@@ -1,5 +1,6 @@
 """Files, modes, symlinks, torn lines, corruption, the lock, fork."""
 
+import contextlib
 import fcntl
 import multiprocessing
 import os
@@ -78,7 +79,7 @@ def test_directory_owned_by_another_user_is_refused(tmp_path):
         Ledger.open(str(path))
 
 
-@pytest.mark.parametrize("name", ["lock", "events.jsonl", "snapshots"])
+@pytest.mark.parametrize("name", ["gate", "events.jsonl", "snapshots"])
 def test_planted_symlink_is_refused_and_target_untouched(tmp_path, name):
     path = tmp_path / "ledger"
     path.mkdir(mode=0o700)
@@ -180,7 +181,7 @@ def test_lock_timeout_is_a_timeout_error(ledger_dir):
     led = Ledger.open(ledger_dir, timeout=0.2)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
-        f"fd = os.open({os.path.join(ledger_dir, 'lock')!r}, os.O_RDWR)\n"
+        f"fd = os.open({os.path.join(ledger_dir, 'events.jsonl')!r}, os.O_RDWR)\n"
         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(30)\n")],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -188,13 +189,12 @@ def test_lock_timeout_is_a_timeout_error(ledger_dir):
         with pytest.raises(LockTimeout) as info:
             led.register("a", [W("/a")])
         assert isinstance(info.value, TimeoutError)
-        assert info.value.path.endswith("lock")
+        assert info.value.path.endswith("events.jsonl")
         assert "timed out after 0.2s" in str(info.value)
     finally:
         holder.kill()
         holder.wait()
     led.register("a", [W("/a")])  # free again
-    assert os.path.getsize(os.path.join(ledger_dir, "lock")) == 0
 
 
 @pytest.mark.parametrize("pid", [True, 1.0, "1"])
@@ -216,7 +216,7 @@ def test_a_process_pid_of_another_json_type_is_corrupt_even_after_the_same_pid(l
 def _hold_lock_in_another_process(ledger_dir):
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
-        f"fd = os.open({os.path.join(ledger_dir, 'lock')!r}, os.O_RDWR)\n"
+        f"fd = os.open({os.path.join(ledger_dir, 'events.jsonl')!r}, os.O_RDWR)\n"
         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\nsys.stdin.read()\n")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -336,8 +336,25 @@ def test_a_waiting_ledger_folds_what_the_holder_appends(ledger_dir):
     assert not waiting._store._holding_pid  # without taking the lock
 
 
+def test_deleting_files_beside_the_log_never_lets_two_writers_in(ledger_dir):
+    # A fresh tester deleted 'lock' (a lock file of its own, then) while 3
+    # processes appended: processes opened afterwards locked a new file, two
+    # wrote at once and the log broke for good. The lock is now the log.
+    first = Ledger.open(ledger_dir)
+    first.register("a", [W("/a")])
+    for name in ("lock", "gate"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(ledger_dir, name))
+    with first._store.locked():
+        later = Ledger.open(ledger_dir, timeout=0.2)  # opened after the deletion
+        with pytest.raises(LockTimeout):
+            later.register("b", [W("/b")])
+    later.register("b", [W("/b")])
+    assert verify(ledger_dir).ok
+
+
 def test_forked_child_cannot_release_the_parents_lock(ledger):
-    lock_path = os.path.join(ledger.path, "lock")
+    lock_path = os.path.join(ledger.path, "events.jsonl")
     pid = None
     try:
         with ledger._store.locked():
@@ -398,7 +415,7 @@ def test_a_long_wait_says_once_which_ledger(ledger_dir, caplog, timeout):
     led = Ledger.open(ledger_dir, timeout=timeout)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
-        f"fd = os.open({os.path.join(ledger_dir, 'lock')!r}, os.O_RDWR)\n"
+        f"fd = os.open({os.path.join(ledger_dir, 'events.jsonl')!r}, os.O_RDWR)\n"
         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(1.6)\n")],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -409,7 +426,7 @@ def test_a_long_wait_says_once_which_ledger(ledger_dir, caplog, timeout):
         holder.kill()
         holder.wait()
     notices = [r.getMessage() for r in caplog.records if "waiting for file lock" in r.getMessage()]
-    assert notices == [f"blocking waiting for file lock on {os.path.join(ledger_dir, 'lock')}"]
+    assert notices == [f"blocking waiting for file lock on {os.path.join(ledger_dir, 'events.jsonl')}"]
     assert led.last_wait >= 1.0
 
 

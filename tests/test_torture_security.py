@@ -81,7 +81,7 @@ def test_every_path_is_0600_or_0700_under_umask_000_even_after_a_crash(tmp_path)
     assert p.returncode == -signal.SIGKILL, p.stderr.decode()
     found = tree_modes(str(tmp_path / "new"))
     kinds = {os.path.basename(os.path.dirname(p)) + "/" + os.path.basename(p)[:4] for p in found}
-    assert {"ledger/lock", "ledger/even", "snapshots/snap", "snapshots/.tmp", "torn/torn"} <= kinds, kinds
+    assert {"ledger/gate", "ledger/even", "snapshots/snap", "snapshots/.tmp", "torn/torn"} <= kinds, kinds
     for p, mode in found.items():
         assert mode == (0o700 if os.path.isdir(p) else 0o600), (p, oct(mode))
 
@@ -100,7 +100,7 @@ def make_ledger(path, torn=False):
 
 
 @ROOT_ONLY
-@pytest.mark.parametrize("name", ["events.jsonl", "lock", "gate", "snapshots", "torn"])
+@pytest.mark.parametrize("name", ["events.jsonl", "gate", "snapshots", "torn"])
 def test_a_file_or_subdirectory_owned_by_another_user_is_refused_untouched(tmp_path, name):
     path = str(tmp_path / "l")
     make_ledger(path, torn=True)
@@ -134,7 +134,7 @@ def test_a_snapshot_owned_by_another_user_is_not_trusted(tmp_path):
     assert os.stat(snap).st_uid == 65534
 
 
-@pytest.mark.parametrize("name,mode", [("events.jsonl", 0o620), ("events.jsonl", 0o602), ("lock", 0o666), ("gate", 0o622),
+@pytest.mark.parametrize("name,mode", [("events.jsonl", 0o620), ("events.jsonl", 0o602), ("gate", 0o666),
                                        ("snapshots", 0o770), ("snapshots", 0o707), ("torn", 0o777)])
 def test_a_group_or_other_writable_file_or_subdirectory_is_refused_untouched(tmp_path, name, mode):
     path = str(tmp_path / "l")
@@ -227,7 +227,7 @@ def test_symlink_at_the_snapshot_temp_path_cannot_be_followed(tmp_path, victim, 
     assert led.verify().ok
 
 
-@pytest.mark.parametrize("name", ["events.jsonl", "lock", "gate"])
+@pytest.mark.parametrize("name", ["events.jsonl", "gate"])
 def test_dangling_symlink_at_the_log_or_lock_is_refused_and_nothing_created(tmp_path, name):
     path = tmp_path / "l"
     path.mkdir(mode=0o700)
@@ -249,7 +249,7 @@ def run_bounded(fn, seconds=10):
         signal.signal(signal.SIGALRM, old)
 
 
-@pytest.mark.parametrize("name", ["events.jsonl", "lock", "snapshots/snap-0000000000000001.json"])
+@pytest.mark.parametrize("name", ["events.jsonl", "gate", "snapshots/snap-0000000000000001.json"])
 def test_a_planted_fifo_never_hangs_an_open(tmp_path, name):
     path = str(tmp_path / "l")
     with Ledger.open(path) as led:
@@ -273,7 +273,7 @@ def test_a_planted_fifo_never_hangs_an_open(tmp_path, name):
     assert stat.S_ISFIFO(os.lstat(target).st_mode)
 
 
-@pytest.mark.parametrize("name", ["events.jsonl", "lock", "gate"])
+@pytest.mark.parametrize("name", ["events.jsonl", "gate"])
 def test_a_directory_at_the_log_or_lock_is_refused(tmp_path, name):
     path = tmp_path / "l"
     path.mkdir(mode=0o700)
