@@ -55,7 +55,7 @@ TREE = {
         "with open(path, 'w') as f:\n"
         "    f.write('fixed\\n')\n"
         "print(f\"newcomer's command (pid {os.getpid()}) wrote {path} as holder \"\n"
-        "      f\"{os.environ['SCOPELEDGER_HOLDER']}, token {os.environ['SCOPELEDGER_TOKEN']}\")\n"
+        "      f\"'{os.environ['SCOPELEDGER_HOLDER']}', token {os.environ['SCOPELEDGER_TOKEN']}\")\n"
     ),
 }
 
@@ -341,7 +341,7 @@ def run_demo(env: "Env", dir_: str | None, keep: bool) -> int:
 
 def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict[str, Any]:
     from ._ledger import Ledger
-    from ._render import REASONS, Narrator, state_tree
+    from ._render import REASONS
     from .cli import _liveness
     from ._rules import parse_rule
 
@@ -425,6 +425,8 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict
             refused = cli(*newcomer, extra_env=as_builder)
             if refused.returncode != 1 or check.returncode != 1:
                 raise DemoError("the newcomer was not refused")
+            story.say("('ledger run' has no --relative-to: it names paths in full; the replay below "
+                      "shows this refusal relative to the tree)", "dim")
             summary["refusal"] = refused.stderr.strip()
 
             # 6. deaths
@@ -473,16 +475,12 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict
             return summary
         out.print()
         out.print("[bold]What happened[/bold], as the ledger recorded it:")
-        story.command(["ledger", "replay", "--relative-to", tree])
-        narrator = Narrator(root=tree)
-        for e in events:
-            line = narrator.line(e)
-            out.print(line, soft_wrap=True)
+        if cli("replay", "--relative-to", ".").returncode != 0:
+            raise DemoError("ledger replay failed")
         out.print()
         out.print(f"[bold]The tree in the middle[/bold], before anything went wrong (seq {middle}):")
-        story.command(["ledger", "show", "--at", str(middle), "--relative-to", tree])
-        out.print(state_tree(ledger.state_at(seq=middle), f"ledger {ledger_dir} at seq {middle}",
-                             root=tree))
+        if cli("show", "--at", str(middle), "--relative-to", ".").returncode != 0:
+            raise DemoError("ledger show failed")
         reasons = ", ".join(sorted({REASONS[e.data['reason']] for e in events if e.type == "reclaimed"}))
         out.print()
         out.print(f"Done in {time.monotonic() - t0:.1f}s ({last} events; reclaimed because: {reasons}).")
@@ -494,11 +492,11 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict
         for cmd in (f"export SCOPELEDGER_DIR={shlex.quote(ledger_dir)}",
                     f"cd {shlex.quote(tree)}",
                     "ledger replay --holder builder --relative-to .",
-                    "ledger replay --type refused --type reclaimed",
-                    f"ledger who src/lexer --at {middle}",
-                    "ledger history lexer-worker",
+                    "ledger replay --type refused --type reclaimed --relative-to .",
+                    f"ledger who src/lexer --at {middle} --relative-to .",
+                    "ledger history lexer-worker --relative-to .",
                     f"ledger diff {middle} {last}",
-                    "ledger show",
+                    "ledger show --relative-to .",
                     "ledger replay --json | head -3",
                     "ledger verify"):
             out.print(f"  {cmd}", markup=False, style="cyan", soft_wrap=True)

@@ -204,12 +204,14 @@ class NoLedger(LedgerError, FileNotFoundError):
 
 class ReadOnlyLedger(LedgerError):
     """Raised when a change (a grant, release, reclaim or snapshot) is asked
-    of a ledger opened with ``readonly=True``. Attribute ``path``: the ledger
-    directory."""
+    of a ledger opened with ``readonly=True``, and when a ledger whose
+    directory or log is write-protected (no owner write bit: someone ran
+    ``chmod a-w``) is opened for writing. Attribute ``path``: the ledger
+    directory or the write-protected file."""
 
-    def __init__(self, path: str, action: str) -> None:
+    def __init__(self, path: str, action: str, why: str | None = None) -> None:
         self.path = path
-        super().__init__(f"cannot {action}: ledger {path} is opened read-only")
+        super().__init__(f"cannot {action}: {why or f'ledger {path} is opened read-only'}")
 
 
 class HistoryUnavailable(LedgerError, LookupError):

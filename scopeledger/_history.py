@@ -431,8 +431,16 @@ class HistoryMixin:
                 the whole log in order. Any problem found that way is
                 looked at again in one process, which gives the exact
                 report.
+
+        Raises:
+            TypeError: ``workers`` is not ``None`` or an ``int``.
+            ValueError: ``workers`` is below 1.
         """
         store = self._store
+        if workers is not None and type(workers) is not int:
+            raise TypeError(f"workers must be None or an int, not {workers!r}")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
         if workers is None:
             workers = _auto_workers(store)
         if workers > 1:

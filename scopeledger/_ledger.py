@@ -324,7 +324,9 @@ class Ledger(HistoryMixin):
             CorruptLedger: a complete log line does not check out.
             OSError: the directory cannot be created or read.
         """
-        store = Store(os.fspath(path) if path is not None else default_path(), readonly=readonly)
+        if type(readonly) is not bool:
+            raise TypeError(f"readonly must be True or False, not {readonly!r}")
+        store = Store(_dir_path(path), readonly=readonly)
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
                        snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,
@@ -948,13 +950,23 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
         NoLedger: there is no ledger at ``path``.
         UnsafeLedgerPath: as :meth:`Ledger.open`.
     """
-    store = Store(os.fspath(path) if path is not None else default_path(), readonly=True)
+    store = Store(_dir_path(path), readonly=True)
     try:
         led = Ledger(store, timeout=None, probe=None, fsync=False, snapshot_every=DEFAULT_SNAPSHOT_EVERY,
                      keep_snapshots=None, resolve_symlinks=False, clock=None, load=False)
         return led.verify(workers=workers)
     finally:
         store.close()
+
+
+def _dir_path(path: Any) -> str:
+    """The ledger directory a caller gave (``None``: :func:`default_path`)."""
+    if path is None:
+        return default_path()
+    raw = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
+    if type(raw) is not str:
+        raise TypeError(f"a ledger path must be a str or os.PathLike[str], not {path!r}")
+    return raw
 
 
 def _check_token(token: Any, allow_none: bool = False) -> None:

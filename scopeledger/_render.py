@@ -13,7 +13,7 @@ import re
 import sys
 from typing import Any, Iterable, Iterator, Mapping
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -132,8 +132,12 @@ def rel_message(message: str, root: str | None) -> str:
     ``/`` or the end of the path), never inside another path."""
     if not root or root == "/":
         return message
-    pattern = re.compile(r"(?<![^\s'\"(\[=,])" + re.escape(root) + r"(?:/|(?=$|[\s'\"),\]:;]))")
-    return pattern.sub(lambda m: "" if m.group().endswith("/") else ".", message)
+    # ``root/x`` -> ``x``; ``root`` itself -> ``.``, also as a rule: ``root/**``
+    # -> ``./**``, ``root/*`` -> ``./*`` and ``root/`` -> ``./`` (as
+    # :func:`rule_text` shows it), never a bare ``**``.
+    pattern = re.compile(r"(?<![^\s'\"(\[=,])" + re.escape(root)
+                         + r"(?:(/(?=(?:\*\*?)?(?:$|[\s'\"),\]:;])))|/|(?=$|[\s'\"),\]:;]))")
+    return pattern.sub(lambda m: "./" if m.group(1) else "" if m.group().endswith("/") else ".", message)
 
 
 def chain_text(chain: Iterable[str]) -> str:
@@ -322,10 +326,32 @@ def holding_json(h: Holding) -> dict[str, Any]:
             "rule": h.rule.to_json(), "deepest": h.deepest}
 
 
-def who_table(path: str, holdings: list[Holding], when: str, root: str | None = None) -> Table | Text:
+class _Trimmed:
+    """Renders ``renderable`` line by line without trailing whitespace (a
+    rich Table pads every cell to its column's width, the last one too), so
+    that printed lines end where their text does; alignment is unchanged."""
+
+    def __init__(self, renderable: RenderableType) -> None:
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for line in console.render_lines(self.renderable, options, pad=False):
+            text = Text(no_wrap=True, overflow="ignore", end="\n")
+            for seg in line:
+                if not seg.control:
+                    text.append(seg.text, seg.style)
+            text.rstrip()
+            yield text
+
+
+def who_table(path: str, holdings: list[Holding], when: str, root: str | None = None) -> RenderableType:
+    """``who holds PATH WHEN`` on a line of its own (a table title would be
+    wrapped to the table's width), then a table of the holdings, without
+    trailing spaces. PATH and the rules are shown relative to ``root``."""
+    path = rel(path, root)
     if not holdings:
         return Text(safe(f"nobody holds {path} {when}"))
-    table = Table(title=Text(safe(f"who holds {path} {when}")), title_justify="left", show_edge=False)
+    table = Table(show_edge=False)
     table.add_column("access")
     table.add_column("holder")
     table.add_column("rule")
@@ -334,7 +360,8 @@ def who_table(path: str, holdings: list[Holding], when: str, root: str | None = 
         style = "bold" if h.rule.permission.value == "write" else ""
         table.add_row(Text(h.rule.permission.value, style=style), Text(safe(chain_text(h.chain))),
                       Text(safe(rule_text(h.rule, root).split(" ", 1)[1])), "yes" if h.deepest else "no (delegated below)")
-    return table
+    title = Text(safe(f"who holds {path} {when}"), style="table.title")
+    return Group(title, _Trimmed(table))
 
 
 def diff_json(d: Diff) -> dict[str, Any]:
@@ -362,6 +389,18 @@ def verify_json(r: VerifyReport) -> dict[str, Any]:
             "problems": [{"file": p.file, "line": p.line, "seq": p.seq, "message": p.message}
                          for p in r.problems],
             "notes": list(r.notes)}
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 event``, ``0 events``, ``2 events`` (a regular plural only)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def verify_text(r: VerifyReport, ledger_path: str) -> str:
+    """``ok: 1 event and 2 snapshots checked in PATH`` (the line of a passing
+    ``ledger verify``; the caller escapes it with :func:`safe`)."""
+    return (f"ok: {plural(r.events, 'event')} and {plural(r.snapshots, 'snapshot')} "
+            f"checked in {ledger_path}")
 
 
 _TIME_PART = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2}))?)?(?:[.,](\d+))?")

@@ -173,6 +173,12 @@ def _check_owned(path: str, st: os.stat_result) -> None:
 _LAYOUT = frozenset((LOCK_NAME, GATE_NAME, LOG_NAME, SNAPSHOT_DIR, TORN_DIR))
 
 
+def _write_protected(path: str, mode: int) -> ReadOnlyLedger:
+    return ReadOnlyLedger(path, "write to the ledger",
+                          f"{path} is mode {mode:04o}, write-protected (the commands that only "
+                          "look, and Ledger.open(readonly=True), still read it)")
+
+
 def _looks_like_a_ledger(fd: int) -> bool:
     """An empty directory, or one holding a ledger's log or lock file, or
     nothing but names of a ledger's layout."""
@@ -215,9 +221,13 @@ def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True,
                 raise UnsafeLedgerPath(display, "exists and is not a ledger (it holds files other "
                                                 "than a ledger's, and no events.jsonl or lock): "
                                                 "refusing to turn it into one")
-            if stat.S_IMODE(st.st_mode) != 0o700 and not readonly:
-                log.warning("tightening mode of %s from %04o to 0700", display, stat.S_IMODE(st.st_mode))
-                os.fchmod(fd, 0o700)
+            mode = stat.S_IMODE(st.st_mode)
+            if not readonly:
+                if not mode & 0o200:
+                    raise _write_protected(display, mode)
+                if mode & ~0o700:  # only ever take bits away
+                    log.warning("tightening mode of %s from %04o to %04o", display, mode, mode & 0o700)
+                    os.fchmod(fd, mode & 0o700)
     except BaseException:
         os.close(fd)
         raise
@@ -241,6 +251,12 @@ def open_private_file(dirfd: int, name: str, display: str, flags: int, create: b
         flags |= os.O_CREAT
     try:
         fd = os.open(name, flags | _O_FLAGS, 0o600, dir_fd=dirfd)
+    except PermissionError:
+        with contextlib.suppress(OSError):
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            if st.st_uid == os.geteuid() and not st.st_mode & 0o200 and flags & (os.O_RDWR | os.O_WRONLY):
+                raise _write_protected(display, stat.S_IMODE(st.st_mode)) from None
+        raise
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafeLedgerPath(display, "is a symlink") from None
@@ -255,10 +271,14 @@ def open_private_file(dirfd: int, name: str, display: str, flags: int, create: b
             raise UnsafeLedgerPath(display, f"has {st.st_nlink} hard links")
         _check_owned(display, st)
         mode = stat.S_IMODE(st.st_mode)
-        if mode != 0o600 and not readonly:
-            if st.st_size or not create:
-                log.warning("tightening mode of %s from %04o to 0600", display, mode)
-            os.fchmod(fd, 0o600)
+        if create and not st.st_size:  # just made (its mode is the umask's), or empty
+            if mode != 0o600:
+                os.fchmod(fd, 0o600)
+        elif not mode & 0o200 and flags & (os.O_RDWR | os.O_WRONLY):  # root could write
+            raise _write_protected(display, mode)
+        elif mode & ~0o600 and not readonly:  # only ever take bits away
+            log.warning("tightening mode of %s from %04o to %04o", display, mode, mode & 0o600)
+            os.fchmod(fd, mode & 0o600)
     except BaseException:
         os.close(fd)
         raise

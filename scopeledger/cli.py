@@ -35,6 +35,8 @@ from ._errors import (
     LedgerError,
     LedgerIOError,
     LockTimeout,
+    NoLedger,
+    ReadOnlyLedger,
     Refused,
     ScopeConflict,
     UnknownHolder,
@@ -104,8 +106,10 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_CORRUPT
     if isinstance(exc, UnsafeLedgerPath):
         return EXIT_UNSAFE
-    if isinstance(exc, (UnknownHolder, HistoryUnavailable)):
+    if isinstance(exc, (UnknownHolder, HistoryUnavailable, NoLedger)):
         return EXIT_NOT_FOUND
+    if isinstance(exc, ReadOnlyLedger):
+        return EXIT_OS
     if isinstance(exc, (LedgerIOError, OSError)):
         return EXIT_OS
     if isinstance(exc, LedgerError):
@@ -819,11 +823,10 @@ def verify(env: Env, workers: int | None) -> int:
     if env.json:
         env.emit_json({"ledger": env.path, **verify_json(report)})
     else:
-        from ._render import safe
+        from ._render import safe, verify_text
 
         if report.ok:
-            env.out.print(safe(f"ok: {report.events} events and {report.snapshots} snapshots "
-                               f"checked in {env.path}"), soft_wrap=True, markup=False)
+            env.out.print(safe(verify_text(report, env.path)), soft_wrap=True, markup=False)
         for p in report.problems:
             env.err.print(safe(f"problem: {p}"), soft_wrap=True, markup=False)
         for n in report.notes:

@@ -52,6 +52,35 @@ def test_demo_runs_and_tells_the_story() -> None:
     where = re.search(r"The ledger was in (\S+);", out)
     assert where is not None
     assert not os.path.exists(where.group(1))
+    # holder names are quoted everywhere
+    assert "as holder 'newcomer', token" in out
+    assert_commands_as_the_cli_prints_them(out, where.group(1))
+
+
+def command_block(out: str, command: str) -> list[str]:
+    """The lines the demo shows for ``$ COMMAND``, up to its exit code."""
+    lines = out.splitlines()
+    start = lines.index(f"   $ {command}")
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("   (exit code"))
+    return lines[start + 1:end]
+
+
+def assert_commands_as_the_cli_prints_them(out: str, ledger_dir: str) -> None:
+    tree = os.path.join(os.path.dirname(ledger_dir), "tree")
+    # the demo's own command lines name the tree relative to it, as it runs them there
+    for line in out.splitlines():
+        if line.startswith("   $ "):
+            assert tree not in line, line
+    # every command's output is indented alike, 'ledger show' and 'replay' too
+    show = command_block(out, "ledger show --at 9 --relative-to .")
+    assert re.fullmatch(rf"     ledger {re.escape(ledger_dir)} at seq 9, \d{{4}}-\d\d-\d\dT[\d:.]+Z: "
+                        r"5 holder\(s\)", show[0]), show[0]
+    assert show[1].startswith("     └── runtime  pid ")
+    assert len(show) == 6 and all(line.startswith("     ") for line in show)
+    replay = command_block(out, "ledger replay --relative-to .")
+    assert len(replay) >= 18 and all(line.startswith("     ") for line in replay)
+    refused = next(line for line in replay if "refused " in line)
+    assert "cannot delegate write src/lexer/** from 'builder'" in refused and tree not in refused
 
 
 def test_demo_json_and_the_ledger_it_leaves(tmp_path: Path) -> None:
@@ -94,3 +123,34 @@ def test_demo_refuses_a_non_empty_dir(tmp_path: Path) -> None:
     res = subprocess.run([*CMD, "demo", "--dir", str(tmp_path)], capture_output=True, text=True, env=env())
     assert res.returncode == 2
     assert res.stderr.startswith("error: demo directory") and len(res.stderr.splitlines()) == 1
+
+
+def test_demo_kept_suggests_commands_relative_to_the_tree(tmp_path: Path) -> None:
+    d = tmp_path / "demo"
+    res = subprocess.run([*CMD, "demo", "--dir", str(d)], capture_output=True, text=True, env=env(),
+                         timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    tree, ledger = str((d / "tree").resolve()), str((d / "ledger").resolve())
+    lines = res.stdout.splitlines()
+    first = lines.index(f"  cd {tree}") + 1
+    last = next(i for i in range(first, len(lines)) if lines[i].startswith("Remove it when done"))
+    suggested = [line.strip() for line in lines[first:last]]
+    assert len(suggested) >= 6
+    e = env()
+    e["SCOPELEDGER_DIR"] = ledger
+    ran = 0
+    for cmd in suggested:
+        argv = cmd.split()
+        assert argv[0] == "ledger", cmd
+        if "|" in argv or "--json" in argv:
+            continue
+        if argv[1] in ("replay", "show", "who", "history", "check"):
+            assert argv[-2:] == ["--relative-to", "."], cmd
+        # as the user would run it, after 'cd tree': no path below the tree in full
+        run = subprocess.run([*CMD, *argv[1:]], cwd=tree, capture_output=True, text=True, env=e,
+                             timeout=30)
+        assert run.returncode == 0, (cmd, run.stderr)
+        assert run.stdout.strip(), cmd
+        assert tree + "/" not in run.stdout, (cmd, run.stdout)
+        ran += 1
+    assert ran >= 6

@@ -138,3 +138,58 @@ def test_a_change_on_a_read_only_mount_is_an_os_error_naming_the_file(read_only_
                        text=True, timeout=60)
     assert p.returncode == 7
     assert p.stderr.strip() == "error: read-only file system: events.jsonl"
+
+
+def test_a_write_protected_ledger_is_read_but_never_made_writable(recorded):
+    # A fresh tester's find: 'chmod -R a-w' was undone ("tightening" 0500 to
+    # 0700) by the next change, which then succeeded.
+    for root, dirs, files in os.walk(recorded):
+        for n in files:
+            os.chmod(os.path.join(root, n), 0o400)
+        os.chmod(root, 0o500)
+    before = _everything(recorded)
+    try:
+        with pytest.raises(ReadOnlyLedger, match=r"mode 0500, write-protected"):
+            Ledger.open(recorded)
+        with Ledger.open(recorded, readonly=True) as led:
+            assert sorted(h.name for h in led.holders()) == ["a", "b"]
+        assert verify(recorded).ok
+        p = subprocess.run([*CMD, "--ledger", recorded, "release", "b"], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 7 and "write-protected" in p.stderr
+        assert _everything(recorded) == before
+        os.chmod(recorded, 0o700)  # the directories writable again, the log not
+        with pytest.raises(ReadOnlyLedger, match=r"snapshots is mode 0500"):
+            Ledger.open(recorded)
+        os.chmod(os.path.join(recorded, "snapshots"), 0o700)
+        with pytest.raises(ReadOnlyLedger, match=r"events.jsonl is mode 0400"):
+            Ledger.open(recorded)
+    finally:
+        for root, dirs, files in os.walk(recorded):
+            os.chmod(root, 0o700)
+            for n in files:
+                os.chmod(os.path.join(root, n), 0o600)
+
+
+def test_modes_tighter_than_the_default_are_left_alone(recorded):
+    snap = os.path.join(recorded, "snapshots", sorted(os.listdir(os.path.join(recorded, "snapshots")))[-1])
+    os.chmod(snap, 0o400)  # read-only: all a snapshot needs, once written
+    with Ledger.open(recorded) as led:
+        led.register("x", [W("/x")])
+    assert stat.S_IMODE(os.stat(snap).st_mode) == 0o400
+    os.chmod(os.path.join(recorded, "events.jsonl"), 0o644)  # too open: only the extra bits go
+    with Ledger.open(recorded):
+        pass
+    assert stat.S_IMODE(os.stat(os.path.join(recorded, "events.jsonl")).st_mode) == 0o600
+
+
+@pytest.mark.parametrize("call,error", [
+    (lambda p: Ledger.open(p.encode()), TypeError),
+    (lambda p: Ledger.open(p, readonly="no"), TypeError),
+    (lambda p: verify(p, workers="2"), TypeError),
+    (lambda p: verify(p, workers=0), ValueError),
+    (lambda p: verify(p.encode()), TypeError),
+])
+def test_wrong_types_are_clear_errors(recorded, call, error):
+    with pytest.raises(error, match="path must be|readonly must be|workers must be"):
+        call(recorded)
