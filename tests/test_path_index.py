@@ -11,11 +11,9 @@ names = st.sampled_from(["A", "B", "C"])
 ops = st.lists(st.tuples(st.booleans(), names, rules), max_size=40)
 
 
-@settings(max_examples=300)
-@given(ops, rules)
-def test_overlapping_matches_brute_force(operations, query):
-    index = PathIndex()
-    model: list = []
+def _run(index, model, operations):
+    """Apply each (add?, name, rule) to ``index`` and to the list ``model``
+    (a remove of an entry not held becomes an add); yield after each."""
     for add, name, rule in operations:
         if add or (name, rule) not in model:
             index.add(name, rule)
@@ -23,6 +21,15 @@ def test_overlapping_matches_brute_force(operations, query):
         else:
             index.remove(name, rule)
             model.remove((name, rule))
+        yield
+
+
+@settings(max_examples=300)
+@given(ops, rules)
+def test_overlapping_matches_brute_force(operations, query):
+    index = PathIndex()
+    model: list = []
+    for _ in _run(index, model, operations):
         assert len(index) == len(model)
     found = list(index.overlapping(query))
     assert len(found) == len(set(found))  # each distinct entry once
@@ -98,13 +105,7 @@ def _shape(index):
 def test_the_trie_holds_a_node_exactly_where_something_lies_at_or_below(operations):
     index = PathIndex()
     model: list = []
-    for add, name, rule in operations:
-        if add or (name, rule) not in model:
-            index.add(name, rule)
-            model.append((name, rule))
-        else:
-            index.remove(name, rule)
-            model.remove((name, rule))
+    for _ in _run(index, model, operations):
         nodes = set()
         for _, r in model:
             parts = r.parts
