@@ -268,22 +268,11 @@ class _Story:
                                markup=False, soft_wrap=True)
 
     def show_tree(self, state: Any, title: str, liveness: Any = None) -> None:
-        from rich.text import Text
-
-        from ._render import state_tree
+        from ._render import Trimmed, state_tree
 
         if not self.quiet:
-            out = self.env.out
-            out.print()
-            # Indented by 3, line by line: rich's Padding would pad every line
-            # with spaces to the widest.
-            tree = state_tree(state, title, liveness, self.tree)
-            for line in out.render_lines(tree, out.options.update(width=max(out.width - 3, 20)), pad=False):
-                text = Text("   ")
-                for seg in line:
-                    text.append(seg.text, seg.style)
-                text.rstrip()
-                out.print(text, soft_wrap=True)
+            self.env.out.print()
+            self.env.out.print(Trimmed(state_tree(state, title, liveness, self.tree), indent=3))
 
     def output(self, text: str, style: str = "") -> None:
         for line in text.rstrip("\n").splitlines():

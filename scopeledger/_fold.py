@@ -494,11 +494,7 @@ def apply(state: State, event: dict[str, Any], line_hash: str, checked: Any = _U
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise FoldError(f"malformed {kind} event: {type(exc).__name__}: {exc}") from None
-    # _advance, inlined (once per event folded)
-    state.seq = seq
-    state.last_hash = line_hash
-    if ts > state.last_ts:
-        state.last_ts = ts
+    _advance(state, seq, ts, line_hash)
     return state
 
 

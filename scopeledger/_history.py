@@ -591,11 +591,9 @@ def _verify_segment(args: tuple[Any, ...]) -> "VerifyReport | None":
     from ._store import Store
 
     path, start, offset, end, inside, last = args
-    store = Store(path, create=False)
+    store = Store(path, readonly=True)  # verify never changes anything, in workers too
     try:
-        led = _ledger.Ledger(store, timeout=None, probe=None, fsync=False,
-                             snapshot_every=_ledger.DEFAULT_SNAPSHOT_EVERY, keep_snapshots=None,
-                             resolve_symlinks=False, clock=None, load=False)
+        led = _ledger._unloaded(store)
         if start is None:
             state = State()
         else:

@@ -65,7 +65,6 @@ ENV_DIR = "SCOPELEDGER_DIR"
 #: snapshot costs O(1) per event amortised.
 DEFAULT_SNAPSHOT_EVERY = 10_000
 
-_NAME_RE = HOLDER_NAME
 
 
 def default_path() -> str:
@@ -87,7 +86,7 @@ def check_name(name: Any) -> str:
         InvalidHolderName: not a ``str`` of 1-255 characters from
             ``[A-Za-z0-9._@:+-]`` starting with a letter or digit.
     """
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not HOLDER_NAME.fullmatch(name):
         raise InvalidHolderName(
             f"invalid holder name {name!r}: use 1-255 characters from [A-Za-z0-9._@:+-], "
             "starting with a letter or digit")
@@ -306,11 +305,12 @@ class Ledger(HistoryMixin):
                 returns anything but an ``int``.
             readonly: only read: open the log ``O_RDONLY`` and nothing else
                 (no lock, nothing created, no mode tightened), so that a
-                ledger on a read-only mount, or one this user may read but
-                not write, can be queried, replayed and verified. Queries
-                and time travel work; every change raises
+                ledger on a read-only mount, or one write-protected with
+                ``chmod a-w``, can be queried, replayed and verified.
+                Queries and time travel work; every change raises
                 :class:`ReadOnlyLedger`. A missing ledger is
-                :class:`NoLedger`.
+                :class:`NoLedger`. The owner and mode checks still apply:
+                another user's ledger is :class:`UnsafeLedgerPath`.
 
         Raises:
             UnsafeLedgerPath: the directory or a file in it is owned by
@@ -319,6 +319,11 @@ class Ledger(HistoryMixin):
                 (it is left untouched).
             NoLedger: ``path`` is empty (or, with ``readonly``, holds no
                 ledger).
+            ReadOnlyLedger: without ``readonly``, the directory, a
+                subdirectory or the log has no owner write bit
+                (write-protected); nothing is changed.
+            TypeError: ``path`` is not a ``str`` or ``os.PathLike[str]``,
+                or ``readonly`` is not a ``bool``.
             ValueError: ``timeout``, ``snapshot_every`` or
                 ``keep_snapshots`` out of range.
             CorruptLedger: a complete log line does not check out.
@@ -952,11 +957,16 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
     """
     store = Store(_dir_path(path), readonly=True)
     try:
-        led = Ledger(store, timeout=None, probe=None, fsync=False, snapshot_every=DEFAULT_SNAPSHOT_EVERY,
-                     keep_snapshots=None, resolve_symlinks=False, clock=None, load=False)
-        return led.verify(workers=workers)
+        return _unloaded(store).verify(workers=workers)
     finally:
         store.close()
+
+
+def _unloaded(store: Store) -> Ledger:
+    """A :class:`Ledger` over ``store`` that has folded nothing yet (for
+    ``verify``, which folds from scratch and trusts no snapshot)."""
+    return Ledger(store, timeout=None, probe=None, fsync=False, snapshot_every=DEFAULT_SNAPSHOT_EVERY,
+                  keep_snapshots=None, resolve_symlinks=False, clock=None, load=False)
 
 
 def _dir_path(path: Any) -> str:

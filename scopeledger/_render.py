@@ -326,17 +326,22 @@ def holding_json(h: Holding) -> dict[str, Any]:
             "rule": h.rule.to_json(), "deepest": h.deepest}
 
 
-class _Trimmed:
+class Trimmed:
     """Renders ``renderable`` line by line without trailing whitespace (a
-    rich Table pads every cell to its column's width, the last one too), so
-    that printed lines end where their text does; alignment is unchanged."""
+    rich Table pads every cell to its column's width, the last one too, and
+    rich's Padding pads every line to the widest), indented by ``indent``
+    spaces, so that printed lines end where their text does; alignment is
+    unchanged."""
 
-    def __init__(self, renderable: RenderableType) -> None:
+    def __init__(self, renderable: RenderableType, indent: int = 0) -> None:
         self.renderable = renderable
+        self.indent = indent
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.indent:
+            options = options.update(width=max(options.max_width - self.indent, 20))
         for line in console.render_lines(self.renderable, options, pad=False):
-            text = Text(no_wrap=True, overflow="ignore", end="\n")
+            text = Text(" " * self.indent, no_wrap=True, overflow="ignore", end="\n")
             for seg in line:
                 if not seg.control:
                     text.append(seg.text, seg.style)
@@ -361,7 +366,7 @@ def who_table(path: str, holdings: list[Holding], when: str, root: str | None = 
         table.add_row(Text(h.rule.permission.value, style=style), Text(safe(chain_text(h.chain))),
                       Text(safe(rule_text(h.rule, root).split(" ", 1)[1])), "yes" if h.deepest else "no (delegated below)")
     title = Text(safe(f"who holds {path} {when}"), style="table.title")
-    return Group(title, _Trimmed(table))
+    return Group(title, Trimmed(table))
 
 
 def diff_json(d: Diff) -> dict[str, Any]:

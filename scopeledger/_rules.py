@@ -240,7 +240,7 @@ class ScopeRule:
         return f"{self.permission.value} {self.display()}"
 
 
-_PERMS = {"read": Permission.READ, "write": Permission.WRITE}
+_PERMS = _BY_VALUE
 _PERM_FAST = {**_PERMS, Permission.READ: Permission.READ, Permission.WRITE: Permission.WRITE}
 _intern = sys.intern
 _new = object.__new__

@@ -191,7 +191,7 @@ class Env:
         """Open the selected ledger. Without ``create``, a directory that does
         not exist is an error (looking must not create state). ``readonly``
         for commands that only look: they then work on a read-only mount or
-        archive, and change nothing (no lock file made, no mode tightened)."""
+        write-protected copy, and change nothing (no file made, no mode tightened)."""
         path = self.path
         if not create and not os.path.lexists(path):
             raise CliError(f"no ledger at {path}: nothing has been recorded there "

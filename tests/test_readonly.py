@@ -193,3 +193,35 @@ def test_modes_tighter_than_the_default_are_left_alone(recorded):
 def test_wrong_types_are_clear_errors(recorded, call, error):
     with pytest.raises(error, match="path must be|readonly must be|workers must be"):
         call(recorded)
+
+
+def _counting_segment(args):
+    from scopeledger import _history
+
+    with open(os.environ["SEGMENTS_SEEN"], "a") as f:
+        f.write("segment\n")
+    return _history._real_verify_segment(args)
+
+
+def test_parallel_verify_workers_change_nothing_either(tmp_path, monkeypatch):
+    # verify's forked workers opened the ledger for writing (tightening
+    # modes, making gate); they read it only, as verify() itself does.
+    from scopeledger import _history
+
+    path = str(tmp_path / "l")
+    with Ledger.open(path, snapshot_every=5) as led:
+        for i in range(20):  # a small live set: a snapshot every 5 events
+            led.register(f"h{i}", [W(f"/h/{i}")])
+            led.release(f"h{i}")
+    os.unlink(os.path.join(path, "gate"))
+    os.chmod(path, 0o750)  # a normal open would tighten these
+    os.chmod(os.path.join(path, "events.jsonl"), 0o640)
+    before = _everything(path)
+    seen = tmp_path / "segments"
+    monkeypatch.setenv("SEGMENTS_SEEN", str(seen))
+    monkeypatch.setattr(_history, "_real_verify_segment", _history._verify_segment, raising=False)
+    monkeypatch.setattr(_history, "_verify_segment", _counting_segment)
+    report = verify(path, workers=2)
+    assert report.ok and report.events == 40
+    assert seen.read_text().count("segment") >= 2  # it did run in segments
+    assert _everything(path) == before

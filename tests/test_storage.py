@@ -111,7 +111,7 @@ def test_hard_link_at_the_log_is_refused(tmp_path):
 
 def test_descriptors_are_close_on_exec(ledger):
     store = ledger._store
-    for fd in (store.dirfd, store.lockfd, store.logfd, store.snapfd):
+    for fd in (store.dirfd, store.gatefd, store.logfd, store.snapfd):
         assert not os.get_inheritable(fd)
         assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
 
