@@ -186,6 +186,42 @@ def _looks_like_a_ledger(fd: int) -> bool:
     return LOG_NAME in names or LOCK_NAME in names or _LAYOUT.issuperset(names)
 
 
+@contextlib.contextmanager
+def _naming(display: str) -> Iterator[None]:
+    """Make an OSError raised in the block name ``display``, the full path:
+    a call relative to a directory descriptor names only the bare name it
+    was given (``permission denied: events.jsonl``), ``fchmod`` nothing.
+    (A LedgerError, which names its path in its message, passes as is.)"""
+    try:
+        yield
+    except LedgerError:
+        raise
+    except OSError as exc:
+        exc.filename = display
+        raise
+
+
+#: What each kind of file is called in messages (by ``stat.S_IFMT``).
+_KINDS = {stat.S_IFREG: "a regular file", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symlink",
+          stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device"}
+
+
+def _kind(mode: int) -> str:
+    """``'a socket'``, ``'a FIFO'``, ...: the kind of a file of ``st_mode`` ``mode``."""
+    return _KINDS.get(stat.S_IFMT(mode), "an unknown kind of file")
+
+
+def _not_a(dirfd: int | None, name: str, wanted: str) -> str:
+    """Why ``name`` is refused where a ``wanted`` (``'directory'``) should
+    be: ``'is a symlink, not a directory'``; vaguer if it cannot be looked at."""
+    try:
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except OSError:
+        return f"is a symlink or not a {wanted}"
+    return f"is {_kind(st.st_mode)}, not a {wanted}"
+
+
 def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True,
                 ledger_root: bool = False, readonly: bool = False) -> int:
     """Open (creating 0700 if missing) a private directory without following
@@ -193,45 +229,81 @@ def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True,
     a readable-by-others mode as it is.
 
     Raises:
-        UnsafeLedgerPath: a symlink or non-directory is there, or its owner or
-            mode is unsafe (see the module docstring).
+        UnsafeLedgerPath: a symlink or non-directory is there (the message
+            says which kind of file), or its owner or mode is unsafe (see the
+            module docstring).
+        ReadOnlyLedger: it is write-protected and ``readonly`` is false.
         FileNotFoundError: it is missing and ``create`` is false.
+        OSError: the OS refused (permission denied, a read-only file
+            system, ...). Every OSError names ``display``, the full path.
     """
     create = create and not readonly
-    created = False
-    if create:
+    with _naming(display):
+        created = create and _mkdir(dirfd, name)
+        fd = _open_dir(dirfd, name, display)
         try:
-            os.mkdir(name, 0o700, dir_fd=dirfd)
-            created = True
-        except FileExistsError:
-            pass
+            _check_dir(fd, display, created, ledger_root, readonly)
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd
+
+
+def _mkdir(dirfd: int | None, name: str) -> bool:
+    """Make the directory ``name`` (0700 before the umask); ``False`` if it
+    exists already.
+
+    Raises:
+        OSError: the OS refused.
+    """
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS, dir_fd=dirfd)
+        os.mkdir(name, 0o700, dir_fd=dirfd)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _open_dir(dirfd: int | None, name: str, display: str) -> int:
+    """``os.open`` of a directory, not following a symlink at ``name``.
+
+    Raises:
+        UnsafeLedgerPath: a symlink or another kind of file is there.
+        OSError: the OS refused.
+    """
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS, dir_fd=dirfd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafeLedgerPath(display, "is a symlink or not a directory") from None
+            raise UnsafeLedgerPath(display, _not_a(dirfd, name, "directory")) from None
         raise
-    try:
-        st = os.fstat(fd)
-        if created:
-            os.fchmod(fd, 0o700)
-        else:
-            _check_owned(display, st)
-            if ledger_root and not _looks_like_a_ledger(fd):
-                raise UnsafeLedgerPath(display, "exists and is not a ledger (it holds files other "
-                                                "than a ledger's, and no events.jsonl or lock): "
-                                                "refusing to turn it into one")
-            mode = stat.S_IMODE(st.st_mode)
-            if not readonly:
-                if not mode & 0o200:
-                    raise _write_protected(display, mode)
-                if mode & ~0o700:  # only ever take bits away
-                    log.warning("tightening mode of %s from %04o to %04o", display, mode, mode & 0o700)
-                    os.fchmod(fd, mode & 0o700)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+
+
+def _check_dir(fd: int, display: str, created: bool, ledger_root: bool, readonly: bool) -> None:
+    """Set a new directory's mode; check an existing one's owner, mode and
+    (``ledger_root``) content, tightening a readable-by-others mode unless
+    ``readonly``.
+
+    Raises:
+        UnsafeLedgerPath: another owner, a group/other-writable mode, or
+            (``ledger_root``) not a ledger.
+        ReadOnlyLedger: write-protected and not ``readonly``.
+    """
+    st = os.fstat(fd)
+    if created:
+        os.fchmod(fd, 0o700)
+        return
+    _check_owned(display, st)
+    if ledger_root and not _looks_like_a_ledger(fd):
+        raise UnsafeLedgerPath(display, "exists and is not a ledger (it holds files other "
+                                        "than a ledger's, and no events.jsonl or lock): "
+                                        "refusing to turn it into one")
+    mode = stat.S_IMODE(st.st_mode)
+    if not readonly:
+        if not mode & 0o200:
+            raise _write_protected(display, mode)
+        if mode & ~0o700:  # only ever take bits away
+            log.warning("tightening mode of %s from %04o to %04o", display, mode, mode & 0o700)
+            os.fchmod(fd, mode & 0o700)
 
 
 def open_private_file(dirfd: int, name: str, display: str, flags: int, create: bool = True,
@@ -241,48 +313,84 @@ def open_private_file(dirfd: int, name: str, display: str, flags: int, create: b
     ``O_RDONLY``, create nothing, and leave a readable-by-others mode as it is.
 
     Raises:
-        UnsafeLedgerPath: a symlink, hard link, non-regular file, another
+        UnsafeLedgerPath: a symlink, hard link, another kind of file (a
+            socket, FIFO, directory, ...: the message says which), another
             owner or a group/other-writable mode is found.
+        ReadOnlyLedger: the file is write-protected and opened for writing.
         FileNotFoundError: ``create`` is false and the file does not exist.
+        OSError: the OS refused (permission denied, a read-only file
+            system, ...). Every OSError names ``display``, the full path.
     """
     if readonly:
         flags, create = os.O_RDONLY, False
     if create:
         flags |= os.O_CREAT
-    try:
-        fd = os.open(name, flags | _O_FLAGS, 0o600, dir_fd=dirfd)
-    except PermissionError:
-        with contextlib.suppress(OSError):
-            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-            if st.st_uid == os.geteuid() and not st.st_mode & 0o200 and flags & (os.O_RDWR | os.O_WRONLY):
-                raise _write_protected(display, stat.S_IMODE(st.st_mode)) from None
-        raise
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafeLedgerPath(display, "is a symlink") from None
-        if exc.errno == errno.EISDIR:
-            raise UnsafeLedgerPath(display, "is not a regular file") from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafeLedgerPath(display, "is not a regular file")
-        if st.st_nlink > 1:
-            raise UnsafeLedgerPath(display, f"has {st.st_nlink} hard links")
-        _check_owned(display, st)
-        mode = stat.S_IMODE(st.st_mode)
-        if create and not st.st_size:  # just made (its mode is the umask's), or empty
-            if mode != 0o600:
-                os.fchmod(fd, 0o600)
-        elif not mode & 0o200 and flags & (os.O_RDWR | os.O_WRONLY):  # root could write
-            raise _write_protected(display, mode)
-        elif mode & ~0o600 and not readonly:  # only ever take bits away
-            log.warning("tightening mode of %s from %04o to %04o", display, mode, mode & 0o600)
-            os.fchmod(fd, mode & 0o600)
-    except BaseException:
-        os.close(fd)
-        raise
+    with _naming(display):
+        try:
+            fd = os.open(name, flags | _O_FLAGS, 0o600, dir_fd=dirfd)
+        except OSError as exc:
+            better = _why_not_opened(exc, dirfd, name, display, flags)
+            if better is None:
+                raise
+            raise better from None
+        try:
+            _check_file(fd, display, flags, create, readonly)
+        except BaseException:
+            os.close(fd)
+            raise
     return fd
+
+
+def _why_not_opened(exc: OSError, dirfd: int, name: str, display: str,
+                    flags: int) -> LedgerError | None:
+    """The error that explains why ``os.open`` of ``name`` failed with
+    ``exc``: what is there instead of a regular file (a symlink: ELOOP; a
+    directory: EISDIR; a socket, or a FIFO without a reader: ENXIO), another
+    owner, or a write-protected mode; ``None`` when ``exc`` says it best (no
+    such file; or, for ``O_EXCL``, one exists, whatever it is)."""
+    if exc.errno in (errno.ENOENT, errno.EEXIST):
+        return None
+    try:
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return UnsafeLedgerPath(display, f"is {_kind(st.st_mode)}, not a regular file")
+    if not isinstance(exc, PermissionError):
+        return None
+    try:
+        _check_owned(display, st)
+    except UnsafeLedgerPath as unsafe:
+        return unsafe
+    if not st.st_mode & 0o200 and flags & (os.O_RDWR | os.O_WRONLY):
+        return _write_protected(display, stat.S_IMODE(st.st_mode))
+    return None
+
+
+def _check_file(fd: int, display: str, flags: int, create: bool, readonly: bool) -> None:
+    """Check an opened ledger file: a regular file with one link, owned by
+    this user, not group/other-writable; set a new file's mode, tighten a
+    readable-by-others one unless ``readonly``.
+
+    Raises:
+        UnsafeLedgerPath: see :func:`open_private_file`.
+        ReadOnlyLedger: write-protected and opened for writing.
+    """
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeLedgerPath(display, f"is {_kind(st.st_mode)}, not a regular file")
+    if st.st_nlink > 1:
+        raise UnsafeLedgerPath(display, f"has {st.st_nlink} hard links")
+    _check_owned(display, st)
+    mode = stat.S_IMODE(st.st_mode)
+    if create and not st.st_size:  # just made (its mode is the umask's), or empty
+        if mode != 0o600:
+            os.fchmod(fd, 0o600)
+    elif not mode & 0o200 and flags & (os.O_RDWR | os.O_WRONLY):  # root could write
+        raise _write_protected(display, mode)
+    elif mode & ~0o600 and not readonly:  # only ever take bits away
+        log.warning("tightening mode of %s from %04o to %04o", display, mode, mode & 0o600)
+        os.fchmod(fd, mode & 0o600)
 
 
 class Store:
@@ -315,6 +423,9 @@ class Store:
             NoLedger: ``path`` is empty, or missing and ``create`` is false.
             UnsafeLedgerPath: see the module docstring; also an existing
                 directory that is not a ledger.
+            ReadOnlyLedger: write-protected, and not ``readonly``.
+            OSError: the OS refused (permission denied, ...); it names the
+                file's full path.
         """
         create = create and not readonly
         #: Opened with ``readonly=True``: ``bool``.

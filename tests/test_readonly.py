@@ -137,7 +137,8 @@ def test_a_change_on_a_read_only_mount_is_an_os_error_naming_the_file(read_only_
     p = subprocess.run([*CMD, "--ledger", read_only_mount, "release", "b"], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 7
-    assert p.stderr.strip() == "error: read-only file system: events.jsonl"
+    full = os.path.join(read_only_mount, "events.jsonl")  # not just the bare name
+    assert p.stderr.strip() == f"error: read-only file system: {full}"
 
 
 def test_a_write_protected_ledger_is_read_but_never_made_writable(recorded):

@@ -4,6 +4,7 @@ import contextlib
 import fcntl
 import multiprocessing
 import os
+import shutil
 import stat
 import threading
 import time
@@ -13,11 +14,12 @@ import sys
 import orjson
 import pytest
 
-from torture_support import tree_modes
+from torture_support import plant, run_as_nobody, shared_ledger, tree_modes
 
 from scopeledger import (
     CorruptLedger,
     Ledger,
+    LedgerError,
     LockTimeout,
     ScopeRule,
     UnsafeLedgerPath,
@@ -107,6 +109,74 @@ def test_hard_link_at_the_log_is_refused(tmp_path):
     os.link(path / "events.jsonl", tmp_path / "other-name")
     with pytest.raises(UnsafeLedgerPath, match="hard links"):
         Ledger.open(str(path))
+
+
+KINDS = {"socket": "a socket", "fifo": "a FIFO", "directory": "a directory"}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("name, readonly", [("events.jsonl", False), ("events.jsonl", True),
+                                            ("gate", False)])
+def test_another_kind_of_file_is_refused_naming_its_full_path_and_kind(tmp_path, kind, name,
+                                                                      readonly):
+    # A socket fails to open with ENXIO, a directory with EISDIR (or opens
+    # read-only), a FIFO opens: each must be named, in full, for what it is.
+    path = str(tmp_path / "ledger")
+    Ledger.open(path).close()
+    plant(os.path.join(path, name), kind)
+    with pytest.raises(UnsafeLedgerPath) as caught:
+        Ledger.open(path, readonly=readonly)
+    full = os.path.join(path, name)
+    assert caught.value.path == full
+    assert str(caught.value) == f"unsafe ledger path {full}: is {KINDS[kind]}, not a regular file"
+
+
+def _recorded(path):
+    with Ledger.open(path) as led:
+        led.register("a", [W("/a")])
+        led.snapshot()
+
+
+def _open_and_say(path, readonly):
+    """For run_as_nobody: open the ledger; print what was refused, and how."""
+    try:
+        Ledger.open(path, readonly=readonly).close()
+    except (OSError, LedgerError) as exc:
+        print(type(exc).__name__, getattr(exc, "filename", None), getattr(exc, "path", None), sep="|")
+        return 3
+    return 0
+
+
+@pytest.mark.parametrize("name, readonly, error", [
+    ("events.jsonl", True, "PermissionError"),
+    ("snapshots", True, "PermissionError"),
+    ("snapshots", False, "PermissionError"),
+    ("events.jsonl", False, "ReadOnlyLedger"),  # mode 0000: write-protected by its owner
+])
+def test_a_file_the_os_refuses_is_named_by_its_full_path(name, readonly, error):
+    # os.open(name, dir_fd=...) names only 'events.jsonl'; the error must
+    # name the file in full. Root reads anything: the ledger is nobody's.
+    path, base = shared_ledger(_recorded)
+    try:
+        os.chmod(os.path.join(path, name), 0)
+        code, out = run_as_nobody(lambda: _open_and_say(path, readonly))
+    finally:
+        shutil.rmtree(base)
+    full = os.path.join(path, name)
+    if error == "ReadOnlyLedger":
+        assert (code, out) == (3, f"ReadOnlyLedger|None|{full}\n")
+    else:
+        assert (code, out) == (3, f"{error}|{full}|None\n")
+
+
+def test_a_file_of_another_owner_that_cannot_be_opened_is_unsafe(tmp_path):
+    path, base = shared_ledger(_recorded)
+    try:
+        os.chown(os.path.join(path, "events.jsonl"), 0, 0)  # root's, 0600: nobody cannot open it
+        code, out = run_as_nobody(lambda: _open_and_say(path, False))
+    finally:
+        shutil.rmtree(base)
+    assert (code, out) == (3, f"UnsafeLedgerPath|None|{os.path.join(path, 'events.jsonl')}\n")
 
 
 def test_descriptors_are_close_on_exec(ledger):

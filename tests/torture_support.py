@@ -1,9 +1,11 @@
-"""Shared bits of tests/test_torture_*.py: makes ``tools.torture``
-importable, and runs helper scripts inside new namespaces (skipping with
-the reason where that is not permitted)."""
+"""Shared bits of tests/test_torture_*.py (and others): makes ``tools.torture``
+importable, runs helper scripts inside new namespaces (skipping with
+the reason where that is not permitted), runs code as user nobody, plants
+files of other kinds."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -60,3 +62,98 @@ def in_namespace(unshare_args, module_args, timeout=120):
                     f"{p.returncode}\nstdout:\n{p.stdout.decode()[-4000:]}\nstderr:\n"
                     f"{p.stderr.decode()[-6000:]}")
     return orjson.loads(out[-1])
+
+
+def _nobody_ids():
+    import pwd
+
+    try:
+        pw = pwd.getpwnam("nobody")
+        return pw.pw_uid, pw.pw_gid
+    except KeyError:
+        return 65534, 65534
+
+
+#: uid and gid of user ``nobody`` (65534 where there is none).
+NOBODY_UID, NOBODY_GID = _nobody_ids()
+
+
+def shared_ledger(build):
+    """A new ledger, built by ``build(path)``, then given to user nobody
+    (``chown -R``) under a new 0755 directory in /tmp that nobody can reach.
+    Returns ``(path, base)``; remove ``base`` when done. Skips unless root."""
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("making files of another user, and becoming it, needs root")
+    base = tempfile.mkdtemp(prefix="scopeledger-test-", dir="/tmp")
+    os.chmod(base, 0o755)
+    path = os.path.join(base, "ledger")
+    build(path)
+    for dirpath, dirnames, filenames in os.walk(path):
+        os.lchown(dirpath, NOBODY_UID, NOBODY_GID)
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), NOBODY_UID, NOBODY_GID)
+    return path, base
+
+
+def run_as_nobody(fn):
+    """Run ``fn()`` in a forked child that became user nobody; returns
+    ``(exit code, what it wrote on stdout and stderr)``. A ``SystemExit``
+    gives its code, an exception 1 with its traceback. The child cannot
+    import anything this process has not (Python lives where nobody cannot
+    read): import what ``fn`` needs first. Skips unless root."""
+    import traceback
+
+    if os.geteuid() != 0:
+        pytest.skip("becoming another user needs root")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 70
+        try:
+            os.close(r)
+            os.dup2(w, 1)
+            os.dup2(w, 2)
+            sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
+            sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
+            os.setgroups([])
+            os.setgid(NOBODY_GID)
+            os.setuid(NOBODY_UID)
+            code = fn() or 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 65536):
+        chunks.append(chunk)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode()
+
+
+def plant(path, kind):
+    """Put a ``kind`` of file (``'socket'``, ``'fifo'``, ``'directory'``)
+    where the file ``path`` is (it is removed)."""
+    import socket
+    import tempfile
+
+    os.unlink(path)
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+    elif kind == "directory":
+        os.mkdir(path, 0o700)
+    else:  # bound at a short path (sun_path holds 108 bytes), then moved
+        short = tempfile.mkdtemp()
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(os.path.join(short, "s"))
+        os.rename(os.path.join(short, "s"), path)
+        os.rmdir(short)
