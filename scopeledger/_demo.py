@@ -258,14 +258,20 @@ class _Story:
             self.env.out.print(f"[bold]{self.step_no}. {title}[/bold]")
 
     def say(self, text: str, style: str = "") -> None:
+        """Print ``text`` indented, control characters escaped (a path given
+        with ``--dir`` may hold any)."""
+        from ._render import safe
+
         if not self.quiet:
-            self.env.out.print("   " + text, style=style or None, markup=False, soft_wrap=True)
+            self.env.out.print("   " + safe(text), style=style or None, markup=False, soft_wrap=True)
 
     def command(self, argv: list[str]) -> None:
+        from ._render import safe
+
         if not self.quiet:
             shown = ["python3" if a == sys.executable else a for a in argv]
-            self.env.out.print("   $ " + " ".join(shlex.quote(a) for a in shown), style="bold cyan",
-                               markup=False, soft_wrap=True)
+            self.env.out.print(safe("   $ " + " ".join(shlex.quote(a) for a in shown)),
+                               style="bold cyan", markup=False, soft_wrap=True)
 
     def show_tree(self, state: Any, title: str, liveness: Any = None) -> None:
         from ._render import Trimmed, state_tree
@@ -329,8 +335,10 @@ def run_demo(env: "Env", dir_: str | None, keep: bool) -> int:
 
 
 def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict[str, Any]:
+    from rich.text import Text
+
     from ._ledger import Ledger
-    from ._render import REASONS
+    from ._render import REASONS, safe
     from .cli import _liveness
     from ._rules import parse_rule
 
@@ -474,10 +482,10 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict
         out.print()
         out.print(f"Done in {time.monotonic() - t0:.1f}s ({last} events; reclaimed because: {reasons}).")
         if not keep:
-            out.print(f"The ledger was in {ledger_dir}; it is removed now (--clean). Run "
-                      "'ledger demo' without --clean to keep one to explore.", markup=False)
+            out.print(safe(f"The ledger was in {ledger_dir}; it is removed now (--clean). Run "
+                           "'ledger demo' without --clean to keep one to explore."), markup=False)
             return summary
-        out.print(f"The ledger lives in [bold]{ledger_dir}[/bold]; explore it:")
+        out.print(Text.assemble("The ledger lives in ", (safe(ledger_dir), "bold"), "; explore it:"))
         for cmd in (f"export SCOPELEDGER_DIR={shlex.quote(ledger_dir)}",
                     f"cd {shlex.quote(tree)}",
                     "ledger replay --holder builder --relative-to .",
@@ -488,8 +496,8 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict
                     "ledger show --relative-to .",
                     "ledger replay --json | head -3",
                     "ledger verify"):
-            out.print(f"  {cmd}", markup=False, style="cyan", soft_wrap=True)
-        out.print(f"Remove it when done: rm -rf {shlex.quote(base)}", markup=False, soft_wrap=True)
+            out.print(safe(f"  {cmd}"), markup=False, style="cyan", soft_wrap=True)
+        out.print(safe(f"Remove it when done: rm -rf {shlex.quote(base)}"), markup=False, soft_wrap=True)
     return summary
 
 

@@ -121,7 +121,7 @@ def exit_code_for(exc: BaseException) -> int:
 
 def error_json(exc: BaseException, code: int) -> dict[str, Any]:
     """``{"error": {...}}``: what ``--json`` prints for a failure."""
-    body: dict[str, Any] = {"type": type(exc).__name__, "message": one_line(exc), "exit_code": code}
+    body: dict[str, Any] = {"type": type(exc).__name__, "message": message_of(exc), "exit_code": code}
     for attr in ("path", "line", "seq", "reason", "name", "owner", "parent", "child", "sibling",
                  "requester", "timeout"):
         if attr in getattr(exc, "__dict__", {}):
@@ -136,17 +136,35 @@ def error_json(exc: BaseException, code: int) -> dict[str, Any]:
     return {"error": body}
 
 
-def one_line(exc: BaseException) -> str:
+def message_of(exc: BaseException) -> str:
+    """The message of ``exc`` as the command line states it: lowercase, no
+    trailing period, an OSError as ``strerror: filename``. Characters are
+    kept exactly (``--json`` carries them so); :func:`one_line` is for people."""
+    if isinstance(exc, OSError) and not isinstance(exc, LedgerError) and exc.strerror:
+        # (no period taken off: it would be the file name's)
+        return _lowercase_first(exc.strerror) + (f": {exc.filename}" if exc.filename else "")
     if isinstance(exc, click.ClickException):
         msg = exc.format_message()
-    elif isinstance(exc, OSError) and not isinstance(exc, LedgerError) and exc.strerror:
-        msg = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     else:
         msg = str(exc) or type(exc).__name__
-    msg = " ".join(msg.split())
+    return _lowercase_first(msg).rstrip(".")
+
+
+def _lowercase_first(msg: str) -> str:
+    """``'Permission denied'`` -> ``'permission denied'``; ``'NO'`` stays."""
     if msg[:1].isupper() and not msg[1:2].isupper():
-        msg = msg[0].lower() + msg[1:]
-    return msg.rstrip(".")
+        return msg[0].lower() + msg[1:]
+    return msg
+
+
+def one_line(exc: BaseException) -> str:
+    """:func:`message_of` ``exc`` for people, on one line: control characters
+    (a newline or ESC in a path the user gave, too) escaped as ``\\xNN`` by
+    ``_render.safe``, so that one error is one line and cannot drive the
+    terminal; nothing else changed (two spaces in a path stay two)."""
+    from ._render import safe
+
+    return safe(message_of(exc))
 
 
 # -- shared options and context ----------------------------------------------------
@@ -639,8 +657,17 @@ def would_grant(ledger: Ledger, name: str, rules: Sequence[ScopeRule],
 
 
 def _parent_from_env(parent: str | None, top_level: bool) -> tuple[str | None, int | None]:
-    """``--parent``/``$SCOPELEDGER_HOLDER`` and ``$SCOPELEDGER_TOKEN``.
-    ``--parent`` and ``--top-level`` together are a usage error."""
+    """The parent to delegate from and its token: ``--parent NAME`` (no
+    token), else ``$SCOPELEDGER_HOLDER`` and ``$SCOPELEDGER_TOKEN``;
+    ``--top-level``: none, whatever the variables say.
+
+    Raises:
+        click.UsageError: ``--parent`` and ``--top-level`` together.
+        CliError: (exit 2) ``$SCOPELEDGER_TOKEN`` set without
+            ``$SCOPELEDGER_HOLDER`` (ignoring it would register at top level
+            a request meant as a delegation), or either is invalid.
+        InvalidHolderName: ``--parent`` is not a valid holder name.
+    """
     if top_level and parent is not None:
         raise click.UsageError("--parent and --top-level exclude each other")
     if top_level:
@@ -648,20 +675,33 @@ def _parent_from_env(parent: str | None, top_level: bool) -> tuple[str | None, i
     if parent is not None:
         return check_name(parent), None
     env_parent = os.environ.get(ENV_HOLDER) or None
+    token_s = os.environ.get(ENV_TOKEN) or None
     if env_parent is None:
+        if token_s is not None:
+            raise CliError(f"${ENV_TOKEN} is set but ${ENV_HOLDER} is not: set both (as an enclosing "
+                           f"'ledger run' does), unset ${ENV_TOKEN}, or give --parent NAME or "
+                           "--top-level", EXIT_USAGE)
         return None, None
-    token_s = os.environ.get(ENV_TOKEN)
-    token = None
-    if token_s:
-        try:
-            token = int(token_s)
-        except ValueError:
-            raise CliError(f"invalid ${ENV_TOKEN} {token_s!r}: expected an integer", EXIT_USAGE) from None
+    token = _env_token(token_s)
     try:
         check_name(env_parent)
     except InvalidHolderName as exc:
         raise CliError(f"invalid ${ENV_HOLDER}: {exc}", EXIT_USAGE) from None
     return env_parent, token
+
+
+def _env_token(value: str | None) -> int | None:
+    """``$SCOPELEDGER_TOKEN``'s value as an int (``None`` when unset or empty).
+
+    Raises:
+        CliError: (exit 2) not an integer.
+    """
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise CliError(f"invalid ${ENV_TOKEN} {value!r}: expected an integer", EXIT_USAGE) from None
 
 
 def _rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -746,7 +786,7 @@ def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str |
                 env.out.print(safe(f"granted: {rules_text(rules, shown)}{where} would be granted now"),
                               markup=False, soft_wrap=True)
             else:
-                env.out.print(safe(f"refused: {rel_message(one_line(err), shown)}"),
+                env.out.print(safe(f"refused: {rel_message(message_of(err), shown)}"),
                               markup=False, soft_wrap=True)
         return EXIT_OK if err is None else EXIT_REFUSED
 
@@ -845,7 +885,9 @@ def snapshot(env: Env) -> int:
         if env.json:
             env.emit_json({"ledger": ledger.path, "seq": seq, "written": seq > 0})
         elif seq:
-            env.out.print(f"snapshot at seq {seq} in {ledger.path}")
+            from ._render import safe
+
+            env.out.print(safe(f"snapshot at seq {seq} in {ledger.path}"), markup=False, soft_wrap=True)
         else:
             env.out.print("nothing to snapshot: the log is empty")
     return EXIT_OK
@@ -1057,10 +1099,10 @@ class _Runner:
             if deadline is not None and now >= deadline:
                 if wait:
                     raise CliError(f"timed out after {wait:g}s waiting for the scope: "
-                                   f"{one_line(last)}", EXIT_REFUSED, "refused") from last
+                                   f"{message_of(last)}", EXIT_REFUSED, "refused") from last
                 raise last
             if not noticed:
-                self.say(f"Blocking waiting for the scope: {one_line(last)}")
+                self.say(f"Blocking waiting for the scope: {message_of(last)}")
                 noticed = True
             # Wait politely: watch the log's size (a stat, no lock) and check
             # again when something was appended, or after the backoff (a
@@ -1143,7 +1185,7 @@ class _Runner:
         except UnknownHolder:
             pass  # already reclaimed or released by an operator
         except LedgerError as exc:
-            self.say(f"warning: could not release '{alloc.name}': {one_line(exc)}")
+            self.say(f"warning: could not release '{alloc.name}': {message_of(exc)}")
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
@@ -1284,6 +1326,8 @@ def demo(env: Env, dir_: str | None, keep: bool) -> int:
 
 
 def _report(env: Env | None, exc: BaseException, code: int) -> None:
+    """Say on stderr, in one line, that ``exc`` ended the command (and, with
+    ``--json``, print its JSON): control characters escaped (:func:`one_line`)."""
     message = one_line(exc)
     if isinstance(exc, click.UsageError) and exc.ctx is not None:
         message += f" (see '{exc.ctx.command_path} --help')"
@@ -1294,7 +1338,7 @@ def _report(env: Env | None, exc: BaseException, code: int) -> None:
             stream.flush()
         from ._render import safe
 
-        sys.stderr.write(f"error: {safe(message)}\n")
+        sys.stderr.write(f"error: {safe(message)}\n")  # the --help hint's program name too
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
@@ -1333,7 +1377,7 @@ class _LogHandler(logging.Handler):
         from ._render import safe
 
         try:
-            message = " ".join(safe(record.getMessage()).split())
+            message = safe(record.getMessage())  # as one_line: nothing but control characters changed
             if record.levelno >= logging.ERROR:
                 line = f"error: {message}"
             elif record.levelno >= logging.WARNING:

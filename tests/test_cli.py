@@ -19,6 +19,8 @@ import psutil
 import pytest
 
 from scopeledger import Ledger, ScopeRule, parse_rule
+from scopeledger import _render  # noqa: F401 - loaded for children that become user nobody
+from torture_support import NOBODY_UID, plant, run_as_nobody, shared_ledger
 
 _BIN = os.path.dirname(sys.executable)
 LEDGER = shutil.which("ledger", path=_BIN) or shutil.which("ledger")
@@ -214,6 +216,62 @@ def test_unsafe_ledger_exit_5(led: Path, lib: Ledger) -> None:
     assert res.returncode == 5
     assert "unsafe ledger path" in one_error_line(res.stderr)
     os.chmod(led, 0o700)
+
+
+@pytest.mark.parametrize("kind, says", [("socket", "a socket"), ("fifo", "a FIFO"),
+                                        ("directory", "a directory")])
+@pytest.mark.parametrize("args", [["show"], ["reclaim"]])
+def test_a_log_of_another_kind_is_unsafe_named_in_full(led: Path, lib: Ledger, kind: str, says: str,
+                                                      args: list[str]) -> None:
+    plant(str(led / "events.jsonl"), kind)
+    res = ledger_cmd(led, *args)
+    assert res.returncode == 5, res
+    assert one_error_line(res.stderr) == (f"error: unsafe ledger path {led}/events.jsonl: "
+                                          f"is {says}, not a regular file")
+
+
+def _cli_as_nobody(path: str, *args: str) -> tuple[int, str]:
+    """``ledger --ledger PATH ARGS...`` in a forked child that is user nobody
+    (in process: nobody cannot read the Python installation to start one)."""
+    from scopeledger import cli
+
+    def child() -> None:
+        for key in [k for k in os.environ if k.startswith("SCOPELEDGER_")]:
+            del os.environ[key]
+        cli.main(["--ledger", path, *args])
+
+    return run_as_nobody(child)
+
+
+def _recorded(path: str) -> None:
+    with Ledger.open(path) as ledger:
+        ledger.register("a", [ScopeRule("/a", "write")])
+        ledger.snapshot()
+
+
+@pytest.mark.parametrize("args, name, change, code, says", [
+    (["show"], "events.jsonl", "chmod", 7, "permission denied: {full}"),
+    (["show"], "snapshots", "chmod", 7, "permission denied: {full}"),
+    (["reclaim"], "snapshots", "chmod", 7, "permission denied: {full}"),
+    (["reclaim"], "events.jsonl", "chown", 5,
+     "unsafe ledger path {full}: owned by uid 0, not by this user (uid {uid})"),
+])
+def test_a_file_the_os_refuses_is_named_by_its_full_path(args: list[str], name: str, change: str,
+                                                         code: int, says: str) -> None:
+    # The files are opened relative to the directory's descriptor: the
+    # OSError names only 'events.jsonl' unless the ledger puts the path back.
+    path, base = shared_ledger(_recorded)
+    try:
+        full = os.path.join(path, name)
+        if change == "chmod":
+            os.chmod(full, 0)
+        else:
+            os.chown(full, 0, 0)
+        got, out = _cli_as_nobody(path, *args)
+    finally:
+        shutil.rmtree(base)
+    assert got == code, out
+    assert one_error_line(out) == "error: " + says.format(full=full, uid=NOBODY_UID)
 
 
 def test_corrupt_ledger_exit_4_and_verify_names_line(led: Path, lib: Ledger, tree: Path) -> None:
@@ -537,6 +595,40 @@ def test_parent_and_top_level_exclude_each_other(led: Path, lib: Ledger, tree: P
     assert ledger_cmd(led, "check", "--parent", "A", "--write", "src/parser", cwd=tree).returncode == 0
 
 
+@pytest.mark.parametrize("cmd", [["run", "-n"], ["check"]])
+def test_token_without_holder_is_a_usage_error(led: Path, lib: Ledger, tree: Path,
+                                               cmd: list[str]) -> None:
+    # $SCOPELEDGER_TOKEN belongs to an enclosing holder: without
+    # $SCOPELEDGER_HOLDER the request is not what the caller meant (a
+    # top-level 'run' could wait for ever on its own parent's scope).
+    token = lib.register("A", [W(tree, "src")]).token
+    seq = lib.seq
+    tail = ["--write", "src/parser"] + (["--", "touch", "ran"] if cmd[0] == "run" else [])
+    for variables in ({"SCOPELEDGER_TOKEN": str(token)}, {"SCOPELEDGER_TOKEN": "junk"},
+                      {"SCOPELEDGER_TOKEN": str(token), "SCOPELEDGER_HOLDER": ""}):
+        res = ledger_cmd(led, *cmd, *tail, cwd=tree, env=clean_env(**variables))
+        assert res.returncode == 2, (variables, res)
+        line = one_error_line(res.stderr)
+        assert "$SCOPELEDGER_TOKEN is set but $SCOPELEDGER_HOLDER is not" in line, line
+        assert "--top-level" in line
+        assert res.stdout == ""
+    res = ledger_cmd(led, "--json", *cmd, *tail, cwd=tree, env=clean_env(SCOPELEDGER_TOKEN="1"))
+    doc = res.stderr if cmd[0] == "run" else res.stdout
+    err = json.loads(doc.splitlines()[0])["error"]
+    assert res.returncode == 2 and err["exit_code"] == 2 and "SCOPELEDGER_HOLDER" in err["message"]
+    assert not (tree / "ran").exists()
+    assert lib.refresh() == seq  # nothing recorded, no refusal either
+    # what decides without the variables: --parent, --top-level (the
+    # variable is not consulted), and the pair; an empty token is no token
+    for extra, env_vars, code in (
+            (["--parent", "A"], {"SCOPELEDGER_TOKEN": str(token)}, 0),
+            (["--top-level"], {"SCOPELEDGER_TOKEN": str(token)}, 1),  # conflicts with A
+            ([], {"SCOPELEDGER_TOKEN": ""}, 1),
+            ([], {"SCOPELEDGER_TOKEN": str(token), "SCOPELEDGER_HOLDER": "A"}, 0)):
+        res = ledger_cmd(led, *cmd, *extra, *tail, cwd=tree, env=clean_env(**env_vars))
+        assert res.returncode == code, (extra, env_vars, res)
+
+
 def test_check_counts_dead_holders_as_reclaimable(led: Path, lib: Ledger, tree: Path) -> None:
     p = subprocess.Popen([PY, "-c", "pass"])
     lib.register("dead", [W(tree, "src")], pid=p.pid)
@@ -821,6 +913,45 @@ def test_control_characters_are_escaped_in_human_output(led: Path, lib: Ledger, 
     # JSON stays exact
     res = ledger_cmd(led, "--json", "show")
     assert json.loads(res.stdout)["holders"][0]["rules"][0][0] == str(evil)
+
+
+def test_control_characters_in_a_given_path_are_escaped_in_errors(tmp_path: Path) -> None:
+    # A newline must not split the error line (it was turned into a space:
+    # another path), ESC must not reach the terminal; --json keeps them exact.
+    missing = tmp_path / "a\nb\x1bc  d"
+    shown = f"{tmp_path}/a\\x0ab\\x1bc  d"
+    for args in (["--ledger", str(missing), "show"], ["show", "--ledger", str(missing)]):
+        res = subprocess.run([*CMD, *args], capture_output=True, text=True, env=clean_env())
+        assert res.returncode == 6
+        assert one_error_line(res.stderr) == (f"error: no ledger at {shown}: nothing has been recorded "
+                                              "there (choose one with --ledger DIR or $SCOPELEDGER_DIR)")
+    res = subprocess.run([*CMD, "show"], capture_output=True, text=True,
+                         env=clean_env(SCOPELEDGER_DIR=str(missing)))
+    assert res.returncode == 6 and shown in one_error_line(res.stderr)
+    res = subprocess.run([*CMD, "--json", "--ledger", str(missing), "show"], capture_output=True,
+                         text=True, env=clean_env())
+    assert f"no ledger at {missing}:" in json.loads(res.stdout)["error"]["message"]
+    # an OSError's file name: a ledger below a regular file
+    afile = tmp_path / "f\ng"
+    afile.write_text("")
+    res = subprocess.run([*CMD, "--ledger", str(afile / "l"), "run", "--write", str(tmp_path), "--",
+                          "true"], capture_output=True, text=True, env=clean_env())
+    assert res.returncode == 7
+    assert one_error_line(res.stderr) == f"error: not a directory: {tmp_path}/f\\x0ag/l"
+    # a success line naming the ledger: escaped, and no markup taken from it
+    odd = tmp_path / "[red]x  \ny"
+    with Ledger.open(odd) as ledger:
+        ledger.register("a", [ScopeRule("/a", "write")])
+    res = subprocess.run([*CMD, "--ledger", str(odd), "snapshot"], capture_output=True, text=True,
+                         env=clean_env())
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"snapshot at seq 1 in {tmp_path}/[red]x  \\x0ay\n"
+    # a warning too, and two spaces stay two (they were made one: another path)
+    os.chmod(odd, 0o750)
+    res = subprocess.run([*CMD, "--ledger", str(odd), "reclaim"], capture_output=True, text=True,
+                         env=clean_env())
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == f"warning: tightening mode of {tmp_path}/[red]x  \\x0ay from 0750 to 0700\n"
 
 
 def test_check_inside_run_uses_a_printable_placeholder(led: Path, tree: Path) -> None:

@@ -154,3 +154,14 @@ def test_demo_kept_suggests_commands_relative_to_the_tree(tmp_path: Path) -> Non
         assert tree + "/" not in run.stdout, (cmd, run.stdout)
         ran += 1
     assert ran >= 6
+
+
+def test_demo_escapes_control_characters_and_markup_in_its_dir(tmp_path: Path) -> None:
+    d = tmp_path / "d[red]\x1b\nx"
+    res = subprocess.run([*CMD, "demo", "--dir", str(d), "--clean"], capture_output=True, text=True,
+                         env=env(), timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    shown = f"{tmp_path}/d[red]\\x1b\\x0ax"
+    assert str(d) not in res.stdout and "\x1b" not in res.stdout
+    assert f"   ledger: {shown}/ledger\n" in res.stdout
+    assert f"The ledger was in {shown}/ledger; it is removed now" in res.stdout
