@@ -155,7 +155,7 @@ QUICK: dict[str, Any] = {
 GROWTH_BACKENDS = ("scopeledger", "floor", "floor-unlocked", "seed", "sqlite")
 QUERY_BACKENDS = ("scopeledger", "seed", "sqlite")
 CONTENDED_BACKENDS = ("scopeledger", "floor", "seed", "sqlite")
-FSYNC_BACKENDS = ("scopeledger", "floor", "floor-fdatasync", "seed", "sqlite")
+FSYNC_BACKENDS = ("scopeledger", "floor", "floor-fdatasync", "floor+cpu", "seed", "sqlite")
 
 
 #: ``shared`` (default): every holder also reads the one tree ``/bench/shared`` (pods
@@ -180,9 +180,18 @@ def transient_rules(tag: str) -> list[Rule]:
 
 
 class _FdatasyncFloor(RawFloor):
-    """RawFloor with ``os.fdatasync`` instead of ``os.fsync`` (what scopeledger calls)."""
+    """RawFloor with ``os.fdatasync`` instead of ``os.fsync`` (what scopeledger calls).
+
+    ``busy_s`` (seconds, default 0): spin that long on the CPU before each event, as
+    scopeledger's own Python does between two syncs (the ``floor+cpu`` diagnostic)."""
+
+    busy_s = 0.0
 
     def _append(self, event: dict[str, Any]) -> None:
+        if self.busy_s:
+            until = time.perf_counter() + self.busy_s
+            while time.perf_counter() < until:
+                pass
         self._seq += 1
         line = (
             orjson.dumps(
@@ -523,7 +532,7 @@ def make_backend(kind: str, directory: str) -> Backend:
         return FloorBackend(directory)
     if kind == "floor-unlocked":
         return FloorBackend(directory, unlocked=True)
-    if kind == "floor-fdatasync":
+    if kind in ("floor-fdatasync", "floor+cpu"):
         return FloorBackend(directory, fdatasync=True)
     if kind == "seed":
         return SeedBackend(directory)
@@ -541,6 +550,7 @@ def _child_loop(conn: Any, kind: str, directory: str) -> None:
     ops: dict[str, Callable[..., Any]] = {
         "prefill": lambda upto: backend.prefill(upto),
         "set_fsync": lambda on: backend.set_fsync(on),
+        "set_busy": lambda seconds: setattr(backend.b, "busy_s", seconds),  # type: ignore[attr-defined]
         "pairs": lambda *a: measure_pairs(backend, *a),
         "queries": lambda *a: measure_queries(backend, *a),
         "rss": lambda: psutil.Process().memory_info().rss,
@@ -956,13 +966,25 @@ def section_contended(cfg: dict[str, Any], root: str, results: dict[str, Any]) -
 
 
 def section_fsync(cfg: dict[str, Any], root: str, results: dict[str, Any]) -> None:
-    out: dict[str, Any] = {}
     remotes = {k: Remote(k, os.path.join(root, "fsync", k)) for k in FSYNC_BACKENDS}
+    out: dict[str, Any] = {k: {} for k in remotes}
     R = cfg["fsync_rounds"]
     got: dict[str, list[dict[str, Any]]] = {k: [] for k in remotes}
     try:
         for r in remotes.values():
             r.call("prefill", cfg["fsync_live"])
+        # The floor+cpu diagnostic: scopeledger's CPU per event over the floor's,
+        # measured here without fsync, spun by the fdatasync floor before each event.
+        cpu = {k: [] for k in ("scopeledger", "floor-fdatasync")}
+        for rnd in range(2):
+            for k in cpu:
+                cpu[k].append(remotes[k].call("pairs", 0.25, cfg["fsync_max"] * 10, cfg["pair_min"],
+                                              2 if rnd == 0 else 0, f"c{rnd}x")["mean_us"])
+        busy_us = max(0.0, (statistics.median(cpu["scopeledger"])
+                            - statistics.median(cpu["floor-fdatasync"])) / 2)
+        remotes["floor+cpu"].call("set_busy", busy_us / 1e6)
+        out["floor+cpu"]["busy_us_per_event"] = busy_us
+        for r in remotes.values():
             r.call("set_fsync", True)
         for rnd in range(R):  # interleaved: device latency drifts
             for k, r in remotes.items():
@@ -972,7 +994,7 @@ def section_fsync(cfg: dict[str, Any], root: str, results: dict[str, Any]) -> No
         for r in remotes.values():
             r.close()
     for k in remotes:
-        res = out[k] = merge_rounds(got[k])
+        res = out[k] = {**out[k], **merge_rounds(got[k])}
         _log(f"fsync {k:15s}: {res['amortized_us']:9.1f} µs/pair, p50 {res['p50_us']:.0f} µs, "
              f"p99 {res['p99_us']:.0f} µs, round means {', '.join(f'{x:.0f}' for x in res['round_means_us'])}")
     results["fsync"] = {"live": cfg["fsync_live"], "backends": out}
@@ -1310,10 +1332,14 @@ def render(results: dict[str, Any]) -> str:
         for k, r in f["backends"].items():
             rows.append([k, _fmt_us(r["amortized_us"]), _fmt_us(r["p50_us"]), _fmt_us(r["p99_us"]),
                          f"{r['pairs_per_s']:,.0f}", f"{fl / r['amortized_us']:.2f}" if fl else "—"])
+        busy = f["backends"].get("floor+cpu", {}).get("busy_us_per_event")
         out.append(_table(f"fsync on every event, {f['live']:,} live holders",
                           ["backend", "µs/pair", "p50", "p99", "pairs/s", "throughput ÷ floor"], rows,
                           "scopeledger: fsync=True (fdatasync); floor: os.fsync (baselines.RawFloor); "
-                          "floor-fdatasync: os.fdatasync; seed: fsync; sqlite: synchronous=FULL."))
+                          "floor-fdatasync: os.fdatasync; seed: fsync; sqlite: synchronous=FULL."
+                          + (f" floor+cpu (a diagnostic): the fdatasync floor spinning {busy:.1f} µs on "
+                             "the CPU before each event, scopeledger's CPU per event over the floor's "
+                             "as measured without fsync in this section." if busy is not None else "")))
     if "history" in results:
         h = results["history"]
         sizes = sorted(int(s) for s in h)
