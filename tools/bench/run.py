@@ -66,6 +66,7 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import resource
 import shlex
 import shutil
 import statistics
@@ -610,6 +611,7 @@ def measure_pairs(b: Backend, budget_s: float, max_pairs: int, min_pairs: int, w
         b.release(name)
     b.window_begin()
     size0 = b.log_bytes()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     lat = array("q")
     clock = time.perf_counter_ns
     deadline_ns = int(budget_s * 1e9)
@@ -627,9 +629,12 @@ def measure_pairs(b: Backend, budget_s: float, max_pairs: int, min_pairs: int, w
         if j >= max_pairs or (j >= min_pairs and t1 - start >= deadline_ns):
             break
     total = clock() - start
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
     size1 = b.log_bytes()
     out: dict[str, Any] = {"pairs": j, "total_ns": total, "lat": lat.tobytes(),
-                           "mean_us": total / j / 1e3}
+                           "mean_us": total / j / 1e3,
+                           # CPU this process used (user + system), per pair
+                           "cpu_us": (ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime) / j * 1e6}
     if size0 is not None and size1 is not None and b.kind in ("scopeledger", "floor"):
         out["bytes_per_event"] = (size1 - size0) / (2 * j)
     out.update(b.window_end(j, total))
@@ -661,7 +666,7 @@ def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "max_us": s[-1] / 1e3,
     }
     out["pairs_per_s"] = 1e6 / out["amortized_us"]
-    for key in ("snapshot_ms", "bytes_per_event"):
+    for key in ("snapshot_ms", "bytes_per_event", "cpu_us"):
         if key in rounds[0]:
             out[key] = statistics.median(r[key] for r in rounds)
     if "snapshot_interval_events" in rounds[0]:
@@ -1331,15 +1336,18 @@ def render(results: dict[str, Any]) -> str:
         fl = f["backends"].get("floor", {}).get("amortized_us")
         for k, r in f["backends"].items():
             rows.append([k, _fmt_us(r["amortized_us"]), _fmt_us(r["p50_us"]), _fmt_us(r["p99_us"]),
+                         _fmt_us(r["cpu_us"]) if "cpu_us" in r else "—",
                          f"{r['pairs_per_s']:,.0f}", f"{fl / r['amortized_us']:.2f}" if fl else "—"])
         busy = f["backends"].get("floor+cpu", {}).get("busy_us_per_event")
         out.append(_table(f"fsync on every event, {f['live']:,} live holders",
-                          ["backend", "µs/pair", "p50", "p99", "pairs/s", "throughput ÷ floor"], rows,
+                          ["backend", "µs/pair", "p50", "p99", "CPU/pair", "pairs/s", "throughput ÷ floor"], rows,
                           "scopeledger: fsync=True (fdatasync); floor: os.fsync (baselines.RawFloor); "
                           "floor-fdatasync: os.fdatasync; seed: fsync; sqlite: synchronous=FULL."
                           + (f" floor+cpu (a diagnostic): the fdatasync floor spinning {busy:.1f} µs on "
                              "the CPU before each event, scopeledger's CPU per event over the floor's "
-                             "as measured without fsync in this section." if busy is not None else "")))
+                             "as measured without fsync in this section (a lower bound: CPU/pair "
+                             "shows what each used with fsync)." if busy is not None else "")
+                          + " CPU/pair: user + system CPU time of the process per pair (median of rounds)."))
     if "history" in results:
         h = results["history"]
         sizes = sorted(int(s) for s in h)
