@@ -21,7 +21,8 @@ would naturally catch::
     ├── ReadOnlyLedger                   a change asked of a ledger opened read-only
     ├── HistoryUnavailable (LookupError) a point before the oldest retained
     │                                    history, or after the newest event
-    └── LedgerIOError (OSError)          the OS refused a write (disk full, ...)
+    └── LedgerIOError (OSError)          the OS refused a read or write of an
+                                         opened ledger file (disk full, EIO, ...)
 
 Messages are lowercase, name the paths and holders involved and carry no
 trailing period, in the manner of cargo's ``failed to <verb>: <path>``.
@@ -221,8 +222,10 @@ class HistoryUnavailable(LedgerError, LookupError):
 
 
 class LedgerIOError(LedgerError, OSError):
-    """Raised when the OS refuses a write (for example ENOSPC, disk full).
-    Nothing partial is left in the log. ``__cause__`` is the OSError."""
+    """Raised when the OS refuses a read or a write of a ledger file it has
+    opened (for example ENOSPC, disk full, or EIO, an I/O error). Nothing
+    partial is left in the log. Attributes: ``path`` (the file's full path),
+    ``errno``; ``__cause__`` is the OSError."""
 
     def __init__(self, path: str, verb: str, cause: OSError) -> None:
         self.path = path

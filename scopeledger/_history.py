@@ -432,9 +432,14 @@ class HistoryMixin:
                 looked at again in one process, which gives the exact
                 report.
 
+        A log that cannot be read (an I/O error) past some line is a
+        problem of the report, ``cannot read: ...``, naming the log.
+
         Raises:
             TypeError: ``workers`` is not ``None`` or an ``int``.
             ValueError: ``workers`` is below 1.
+            LedgerIOError: the log's size or the snapshots directory cannot
+                be read; it names the full path.
         """
         store = self._store
         if workers is not None and type(workers) is not int:
@@ -503,7 +508,7 @@ class HistoryMixin:
         try:
             snap, _info = _snapshots.load(self._store, name, self._log_line_hash)  # type: ignore[attr-defined]
         except _snapshots.SnapshotInvalid as exc:
-            return [Problem(file, None, state.seq, str(exc))]
+            return [Problem(exc.path, None, state.seq, exc.reason)]
         if snap.to_json() != state.to_json():
             return [Problem(file, None, state.seq, "snapshot differs from the fold of the log at its seq")]
         return []
@@ -670,8 +675,8 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
             prev_line = line
             if state.seq in snaps:
                 problems.extend(led._check_snapshot(snaps.pop(state.seq), state))
-    except OSError as exc:
-        problems.append(Problem(path, None, None, f"cannot read: {exc}"))
+    except OSError as exc:  # LedgerIOError: an I/O error reading the log
+        problems.append(Problem(path, None, None, f"cannot read: {_snapshots._why(exc)}"))
     else:
         if not problems and check_tail:
             size = store.size()

@@ -227,8 +227,10 @@ class Ledger(HistoryMixin):
     Use :meth:`open`. Every method may also raise :class:`LockTimeout` (for
     mutations, when the lock is not free within ``timeout``),
     :class:`CorruptLedger` (a log line that does not check out) and
-    :class:`LedgerIOError` (the OS refused a write; the request was not
-    recorded, though dead holders reclaimed on its way may have been).
+    :class:`LedgerIOError` (the OS refused a read or a write of a ledger
+    file, an I/O error or a full disk, naming the file's full path; after a
+    refused write the request was not recorded, though dead holders
+    reclaimed on its way may have been).
     On a ledger opened ``readonly``, every method that would record an event
     (``register``, ``delegate``, ``attach``, ``release``, ``hold``,
     ``reclaim_stale`` with something to reclaim, ``snapshot``) raises
@@ -327,7 +329,10 @@ class Ledger(HistoryMixin):
             ValueError: ``timeout``, ``snapshot_every`` or
                 ``keep_snapshots`` out of range.
             CorruptLedger: a complete log line does not check out.
-            OSError: the directory cannot be created or read.
+            LedgerIOError: the log or the snapshots directory cannot be
+                read once opened (an I/O error); it names the full path.
+            OSError: the directory cannot be created or read, or a file in
+                it opened; it names the full path.
         """
         if type(readonly) is not bool:
             raise TypeError(f"readonly must be True or False, not {readonly!r}")
@@ -815,6 +820,11 @@ class Ledger(HistoryMixin):
         """Write a snapshot of the current state now; returns its seq (0 and
         nothing written for an empty log).
 
+        Removing stale temp files and snapshots past ``keep_snapshots``
+        afterwards is housekeeping: a file the OS refuses to remove is a
+        warning (on logger ``scopeledger``) naming its full path, not an
+        error; the snapshot is written.
+
         Raises:
             LedgerIOError: the OS refused the write (disk full, ...); no
                 snapshot and no temp file are left, nothing else changes.
@@ -954,6 +964,10 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
     Raises:
         NoLedger: there is no ledger at ``path``.
         UnsafeLedgerPath: as :meth:`Ledger.open`.
+        LedgerIOError: the log's size or the snapshots directory cannot be
+            read (an I/O error: reading the log's lines fails with a
+            problem in the report instead); it names the full path.
+        OSError: a file cannot be opened; it names the full path.
     """
     store = Store(_dir_path(path), readonly=True)
     try:

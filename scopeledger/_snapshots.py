@@ -15,12 +15,14 @@ Writing (after the lock is released; a snapshot only restates the log):
 a temp file ``.tmp-<pid>-<ns>`` created 0600 with O_EXCL, written, fsynced,
 renamed into place, then the directory fsynced. A temp file is never read
 as a snapshot; one left by a writer that is gone is removed by the next
-snapshot writer.
+snapshot writer. Removing it, or an old snapshot past retention, is
+housekeeping: if the OS refuses, that is a warning naming the file, never
+an error (the new snapshot is written, and nothing recorded is lost).
 
 Loading checks, in order: the name, the header's format version, the body's
 checksum, the body's seq, and that the log has a line at ``line_start ..
 offset`` whose hash is ``last_hash``. A snapshot failing any check is
-skipped with a warning, never trusted.
+skipped with a warning naming its full path, never trusted.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import psutil
 
 from ._errors import LedgerIOError, UnsafeLedgerPath
 from ._fold import FORMAT_VERSION, State
-from ._store import Store, open_private_file
+from ._store import SNAPSHOT_DIR, Store, open_private_file
 
 log = logging.getLogger("scopeledger")
 
@@ -49,7 +51,31 @@ _TMP = re.compile(r"^\.tmp-(\d+)-(\d+)$")
 
 
 class SnapshotInvalid(Exception):
-    """A snapshot that did not check out (internal; logged and skipped)."""
+    """A snapshot that did not check out (internal; logged and skipped).
+    Attributes: ``path`` (the snapshot's full path), ``reason``; the message
+    is ``PATH: REASON``."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def _file(store: Store, name: str) -> str:
+    """The full path of ``name`` in the snapshots directory (for messages)."""
+    return os.path.join(store.file(SNAPSHOT_DIR), name)
+
+
+def _why(exc: OSError) -> str:
+    """Why a file could not be read or removed, as a message says it:
+    ``'permission denied'``, ``'is a symlink, not a regular file'`` (the
+    caller names the file)."""
+    if isinstance(exc, UnsafeLedgerPath):
+        return exc.reason
+    why = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    if why[:1].isupper() and not why[1:2].isupper():
+        why = why[0].lower() + why[1:]
+    return why
 
 
 @attrs.frozen
@@ -86,16 +112,33 @@ def snapshot_name(seq: int) -> str:
 
 
 def list_snapshots(store: Store) -> list[tuple[int, str]]:
-    """``[(seq, file name), ...]`` of snapshot files, oldest first."""
+    """``[(seq, file name), ...]`` of snapshot files, oldest first.
+
+    Raises:
+        LedgerIOError: the OS refused to list the snapshots directory; it
+            names the directory's full path.
+    """
     out: list[tuple[int, str]] = []
     if store.snapfd is None:  # opened read-only, without a snapshots/ directory
         return out
-    for name in os.listdir(store.snapfd):
+    for name in _listdir(store):
         m = _NAME.match(name)
         if m:
             out.append((int(m.group(1)), name))
     out.sort()
     return out
+
+
+def _listdir(store: Store) -> list[str]:
+    """The names in the snapshots directory.
+
+    Raises:
+        LedgerIOError: the OS refused; it names the directory's full path.
+    """
+    try:
+        return os.listdir(store.snapfd)
+    except OSError as exc:
+        raise LedgerIOError(store.file(SNAPSHOT_DIR), "list the snapshots", exc) from exc
 
 
 def _checksum(body: bytes) -> str:
@@ -126,8 +169,8 @@ def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> 
     data = orjson.dumps(header) + b"\n" + body + b"\n"
     tmp = f".tmp-{os.getpid()}-{time.time_ns()}"
     name = snapshot_name(state.seq)
-    display = os.path.join(store.file("snapshots"), tmp)
-    final = os.path.join(store.file("snapshots"), name)
+    display = _file(store, tmp)
+    final = _file(store, name)
     try:
         fd = open_private_file(store.snapfd, tmp, display, os.O_WRONLY | os.O_EXCL)
     except UnsafeLedgerPath:
@@ -154,36 +197,60 @@ def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> 
     return SnapshotInfo(state.seq, offset, line_start, state.last_hash, state.last_ts, name)
 
 
+def _remove(store: Store, name: str, what: str) -> bool:
+    """Unlink ``name`` in the snapshots directory; ``True`` if this call
+    removed it. A refusal of the OS is a warning naming the file's full
+    path (``what`` says which kind of file), not an error."""
+    try:
+        os.unlink(name, dir_fd=store.snapfd)
+    except FileNotFoundError:  # another process removed it first
+        return False
+    except OSError as exc:
+        log.warning("could not remove %s %s: %s", what, _file(store, name), _why(exc))
+        return False
+    return True
+
+
 def clean_temp_files(store: Store) -> list[str]:
-    """Remove temp files whose writer process is gone; returns their names."""
+    """Remove temp files whose writer process is gone; returns their names.
+    Housekeeping: never raises for what the OS refuses (a file or the
+    directory listing), it logs a warning naming the full path."""
+    try:
+        names = _listdir(store)
+    except LedgerIOError as exc:
+        log.warning("could not clean up stale snapshot temp files: %s", exc)
+        return []
     removed = []
-    for name in os.listdir(store.snapfd):
+    me = os.getpid()
+    for name in names:
         m = _TMP.match(name)
         if not m:
             continue
         pid = int(m.group(1))
-        if pid != os.getpid() and psutil.pid_exists(pid):
+        if pid == me or psutil.pid_exists(pid):
             continue
-        if pid == os.getpid():
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=store.snapfd)
+        if _remove(store, name, "stale snapshot temp file"):
             removed.append(name)
     return removed
 
 
 def prune(store: Store, keep: int | None) -> None:
-    """Keep the newest ``keep`` snapshots (``None``: keep all)."""
+    """Keep the newest ``keep`` snapshots (``None``: keep all). Housekeeping:
+    never raises for what the OS refuses, it logs a warning naming the full
+    path (an old snapshot left behind costs only disk space)."""
     if keep is None:
         return
-    snaps = list_snapshots(store)
+    try:
+        snaps = list_snapshots(store)
+    except LedgerIOError as exc:
+        log.warning("could not prune old snapshots: %s", exc)
+        return
     for _, name in snaps[: max(0, len(snaps) - keep)]:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=store.snapfd)
+        _remove(store, name, "old snapshot")
 
 
 def _read(store: Store, name: str) -> bytes:
-    display = os.path.join(store.file("snapshots"), name)
+    display = _file(store, name)
     fd = open_private_file(store.snapfd, name, display, os.O_RDONLY, create=False,
                            readonly=store.readonly)
     try:
@@ -202,13 +269,14 @@ def read_header(store: Store, name: str) -> SnapshotInfo:
     """Parse only a snapshot's header.
 
     Raises:
-        SnapshotInvalid: unreadable, malformed or another format version.
+        SnapshotInvalid: unreadable, malformed or another format version;
+            it names the snapshot's full path.
     """
+    display = _file(store, name)
     m = _NAME.match(name)
     if not m:
-        raise SnapshotInvalid(f"{name}: not a snapshot name")
+        raise SnapshotInvalid(display, "not a snapshot name")
     try:
-        display = os.path.join(store.file("snapshots"), name)
         fd = open_private_file(store.snapfd, name, display, os.O_RDONLY, create=False,
                                readonly=store.readonly)
         try:
@@ -216,30 +284,30 @@ def read_header(store: Store, name: str) -> SnapshotInfo:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise SnapshotInvalid(f"{name}: cannot read ({exc})") from None
+        raise SnapshotInvalid(display, f"cannot read: {_why(exc)}") from None
     nl = head.find(b"\n")
     if nl < 0:
-        raise SnapshotInvalid(f"{name}: truncated header")
-    return _parse_header(name, head[:nl], int(m.group(1)))
+        raise SnapshotInvalid(display, "truncated header")
+    return _parse_header(name, display, head[:nl], int(m.group(1)))
 
 
-def _parse_header(name: str, line: bytes, seq_in_name: int) -> SnapshotInfo:
+def _parse_header(name: str, display: str, line: bytes, seq_in_name: int) -> SnapshotInfo:
     try:
         h = orjson.loads(line)
     except orjson.JSONDecodeError:
-        raise SnapshotInvalid(f"{name}: header is not JSON") from None
+        raise SnapshotInvalid(display, "header is not JSON") from None
     if not isinstance(h, dict):
-        raise SnapshotInvalid(f"{name}: header is not an object")
+        raise SnapshotInvalid(display, "header is not an object")
     if h.get("format") != FORMAT_VERSION:
-        raise SnapshotInvalid(f"{name}: format {h.get('format')!r}, this scopeledger reads {FORMAT_VERSION}")
+        raise SnapshotInvalid(display, f"format {h.get('format')!r}, this scopeledger reads {FORMAT_VERSION}")
     try:
         info = SnapshotInfo(int(h["seq"]), int(h["offset"]), int(h["line_start"]),
                             str(h["last_hash"]), int(h["ts"]), name)
         _ = str(h["checksum"])
     except (KeyError, TypeError, ValueError):
-        raise SnapshotInvalid(f"{name}: header lacks a field or has a wrong type") from None
+        raise SnapshotInvalid(display, "header lacks a field or has a wrong type") from None
     if info.seq != seq_in_name:
-        raise SnapshotInvalid(f"{name}: header says seq {info.seq}")
+        raise SnapshotInvalid(display, f"header says seq {info.seq}")
     return info
 
 
@@ -250,32 +318,35 @@ def load(store: Store, name: str, log_hash: Any) -> tuple[State, SnapshotInfo]:
     log's line there (``None`` when there is no such line).
 
     Raises:
-        SnapshotInvalid: any check failed (see the module docstring).
+        SnapshotInvalid: any check failed (see the module docstring); it
+            names the snapshot's full path.
+        Whatever ``log_hash`` raises (LedgerIOError: the log cannot be read).
     """
+    display = _file(store, name)
     m = _NAME.match(name)
     if not m:
-        raise SnapshotInvalid(f"{name}: not a snapshot name")
+        raise SnapshotInvalid(display, "not a snapshot name")
     try:
         data = _read(store, name)
     except OSError as exc:
-        raise SnapshotInvalid(f"{name}: cannot read ({exc})") from None
+        raise SnapshotInvalid(display, f"cannot read: {_why(exc)}") from None
     nl = data.find(b"\n")
     if nl < 0:
-        raise SnapshotInvalid(f"{name}: truncated (no header line)")
-    info = _parse_header(name, data[:nl], int(m.group(1)))
+        raise SnapshotInvalid(display, "truncated (no header line)")
+    info = _parse_header(name, display, data[:nl], int(m.group(1)))
     body = data[nl + 1:]
     if not body.endswith(b"\n"):
-        raise SnapshotInvalid(f"{name}: truncated body")
+        raise SnapshotInvalid(display, "truncated body")
     body = body[:-1]
     if _checksum(body) != orjson.loads(data[:nl])["checksum"]:
-        raise SnapshotInvalid(f"{name}: checksum does not match its content")
+        raise SnapshotInvalid(display, "checksum does not match its content")
     try:
         with _gc_paused():
             state = State.from_json(orjson.loads(body))
     except Exception as exc:  # noqa: BLE001 - any malformed body is invalid
-        raise SnapshotInvalid(f"{name}: body does not parse ({type(exc).__name__}: {exc})") from None
+        raise SnapshotInvalid(display, f"body does not parse ({type(exc).__name__}: {exc})") from None
     if state.seq != info.seq or state.last_hash != info.last_hash:
-        raise SnapshotInvalid(f"{name}: body's seq/hash differ from its header")
+        raise SnapshotInvalid(display, "body's seq/hash differ from its header")
     if log_hash(info.line_start, info.offset) != info.last_hash:
-        raise SnapshotInvalid(f"{name}: does not match the log at seq {info.seq}")
+        raise SnapshotInvalid(display, f"does not match the log at seq {info.seq}")
     return state, info

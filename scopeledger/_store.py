@@ -664,24 +664,51 @@ class Store:
     # -- the log -----------------------------------------------------------
 
     def size(self) -> int:
+        """The log's size in bytes, ``int``.
+
+        Raises:
+            LedgerError: the ledger is closed.
+            LedgerIOError: the OS refused (an I/O error, ...); it names the
+                log's full path.
+        """
         if self.logfd is None:
             raise LedgerError(f"ledger {self.path} is closed")
-        return os.fstat(self.logfd).st_size
+        try:
+            return os.fstat(self.logfd).st_size
+        except OSError as exc:
+            raise LedgerIOError(self.log_path, "read the log", exc) from exc
 
     def read(self, start: int, end: int | None = None, chunk: int = 1 << 20) -> Iterator[bytes]:
         """Raw bytes of the log from ``start`` up to ``end`` (default: EOF),
-        in chunks of at most ``chunk`` bytes."""
+        in chunks of at most ``chunk`` bytes.
+
+        Raises:
+            LedgerIOError: (while iterating) the OS refused (an I/O error,
+                ...); it names the log's full path.
+        """
         pos = start
         while end is None or pos < end:
             want = chunk if end is None else min(chunk, end - pos)
-            data = os.pread(self.logfd, want, pos)
+            try:
+                data = os.pread(self.logfd, want, pos)
+            except OSError as exc:
+                raise LedgerIOError(self.log_path, "read the log", exc) from exc
             if not data:
                 return
             pos += len(data)
             yield data
 
     def read_at(self, start: int, length: int) -> bytes:
-        return os.pread(self.logfd, length, start)
+        """At most ``length`` bytes of the log from byte ``start``.
+
+        Raises:
+            LedgerIOError: the OS refused (an I/O error, ...); it names the
+                log's full path.
+        """
+        try:
+            return os.pread(self.logfd, length, start)
+        except OSError as exc:
+            raise LedgerIOError(self.log_path, "read the log", exc) from exc
 
     def append(self, data: bytes, expected_size: int, fsync: bool) -> None:
         """Append ``data`` (whole lines) with one ``write``; the lock is held.
@@ -714,7 +741,10 @@ class Store:
 
         Raises:
             LedgerIOError: the fragment could not be saved whole (disk
-                full, ...): no partial copy is left and the log is not cut.
+                full, ...): no partial copy is left and the log is not cut;
+                or the log could not be cut (the fragment stays in the log,
+                its copy in ``torn/``). It names the file's full path.
+            UnsafeLedgerPath: as :func:`open_dir_fd`, :func:`open_private_file`.
         """
         self.assert_locked()
         name = f"torn-{start:016d}-{time.time_ns()}.bin"
@@ -743,7 +773,10 @@ class Store:
         finally:
             if tornfd is not None:
                 os.close(tornfd)
-        os.ftruncate(self.logfd, start)
+        try:
+            os.ftruncate(self.logfd, start)
+        except OSError as exc:
+            raise LedgerIOError(self.log_path, "cut a torn line off the log", exc) from exc
         return path
 
     # -- lifecycle ---------------------------------------------------------

@@ -1,5 +1,6 @@
 """Snapshots: cheap opening, atomic writes, distrust of bad snapshots."""
 
+import errno
 import logging
 import os
 
@@ -101,9 +102,77 @@ def test_bad_snapshot_is_skipped_with_a_warning(ledger_dir, damage, caplog):
     assert again.holders() == expected
     assert again.stats.snapshot_seq == 1  # fell back to the older one
     assert again.stats.snapshots_skipped == ["snap-0000000000000002.json"]
-    assert "skipping snapshot" in caplog.text
+    # the warning names the snapshot by its full path, not its bare name
+    assert f"skipping snapshot: {newest}: " in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="scopeledger"):
+        assert again.state_at(seq=3).to_json() == again.state().to_json()
+    assert f"skipping snapshot: {newest}: " in caplog.text
     report = again.verify()
-    assert not report.ok and "snap-0000000000000002" in str(report.problems[0])
+    assert not report.ok and report.problems[0].file == newest
+    assert newest not in report.problems[0].message  # named once, as the problem's file
+
+
+def _failing(path, real, error=errno.EIO):
+    """``real`` (``os.read``, ``os.pread``), failing with ``error`` on a
+    descriptor of ``path``."""
+    def fail(fd, *args):
+        if os.readlink(f"/proc/self/fd/{fd}") == path:
+            raise OSError(error, os.strerror(error))
+        return real(fd, *args)
+    return fail
+
+
+@pytest.mark.parametrize("call", ["read", "pread"])
+def test_an_unreadable_snapshot_is_skipped_naming_its_full_path(ledger_dir, monkeypatch, caplog, call):
+    with Ledger.open(ledger_dir) as led:
+        led.register("a", [W("/a")])
+        led.snapshot()
+        led.register("b", [W("/b")])
+        led.snapshot()
+        expected = led.holders()
+    newest = os.path.join(ledger_dir, "snapshots", snapshot_files(ledger_dir)[-1])
+    monkeypatch.setattr(os, call, _failing(newest, getattr(os, call)))
+    with caplog.at_level(logging.WARNING, logger="scopeledger"):
+        again = Ledger.open(ledger_dir)  # read: loading it; pread: its header, for time travel
+        assert again.state_at(seq=2).to_json() == again.state().to_json()
+    assert again.holders() == expected
+    assert f"skipping snapshot: {newest}: cannot read: input/output error" in caplog.text
+
+
+def test_files_the_os_will_not_remove_are_warnings_naming_them(ledger_dir, monkeypatch, caplog):
+    # A stale temp file or an old snapshot past retention that cannot be
+    # removed costs disk space, nothing else: the snapshot asked for is
+    # written, and each file left is named in full (unlink relative to the
+    # directory's descriptor named only the bare name, and stopped the command).
+    snaps = os.path.join(ledger_dir, "snapshots")
+    with Ledger.open(ledger_dir, keep_snapshots=1) as led:
+        led.register("a", [W("/a")])
+        led.snapshot()
+        stale = os.path.join(snaps, ".tmp-999999-1")  # a writer gone long ago
+        os.close(os.open(stale, os.O_WRONLY | os.O_CREAT, 0o600))
+        led.register("b", [W("/b")])
+        real_unlink = os.unlink
+
+        def refuse(name, *args, dir_fd=None, **kwargs):
+            if dir_fd is not None:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+            return real_unlink(name, *args, dir_fd=dir_fd, **kwargs)
+        monkeypatch.setattr(os, "unlink", refuse)
+        with caplog.at_level(logging.WARNING, logger="scopeledger"):
+            assert led.snapshot() == 2
+        monkeypatch.undo()
+        assert f"could not remove stale snapshot temp file {stale}: permission denied" in caplog.text
+        assert (f"could not remove old snapshot {snaps}/snap-0000000000000001.json: "
+                "permission denied") in caplog.text
+        assert sorted(os.listdir(snaps)) == [".tmp-999999-1", "snap-0000000000000001.json",
+                                             "snap-0000000000000002.json"]
+        led.register("c", [W("/c")])
+        assert led.snapshot() == 3  # once the OS lets it, the next snapshot tidies up
+    assert os.listdir(snaps) == ["snap-0000000000000003.json"]
+    with Ledger.open(ledger_dir) as again:
+        assert [a.name for a in again.holders()] == ["a", "b", "c"]
+        assert again.verify().ok
 
 
 def test_snapshot_not_matching_the_log_is_skipped(ledger_dir, tmp_path):

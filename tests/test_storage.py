@@ -1,6 +1,7 @@
 """Files, modes, symlinks, torn lines, corruption, the lock, fork."""
 
 import contextlib
+import errno
 import fcntl
 import multiprocessing
 import os
@@ -484,6 +485,74 @@ def test_a_short_write_is_cut_back(ledger, monkeypatch):
         ledger.register("b", [W("/b")])
     monkeypatch.undo()
     assert open(os.path.join(ledger.path, "events.jsonl"), "rb").read() == before
+    assert ledger.verify().ok
+
+
+def _eio_on(path, real):
+    """``real`` (``os.fstat``, ``os.pread``, ``os.ftruncate``), failing with
+    EIO on a descriptor of ``path`` (as a failing disk does after opening)."""
+    def fail(fd, *args):
+        if isinstance(fd, int) and os.readlink(f"/proc/self/fd/{fd}") == path:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd, *args)
+    return fail
+
+
+READS = {
+    "refresh": lambda led: led.refresh(),
+    "holders": lambda led: led.holders(),
+    "register": lambda led: led.register("c", [W("/c")]),
+    "events": lambda led: list(led.events()),
+    "state_at": lambda led: led.state_at(seq=1),
+    "open": lambda led: Ledger.open(led.path, readonly=True),
+}
+
+
+@pytest.mark.parametrize("call, action", [("pread", a) for a in sorted(READS)] + [
+    ("fstat", a) for a in sorted(READS) if a not in ("events", "open")])  # (no size needed / opening)
+def test_a_read_error_after_opening_names_the_log(ledger_dir, monkeypatch, call, action):
+    # Store.size/read/read_at: an OSError from a descriptor names no file;
+    # it must name the log in full, as an error opening it does.
+    led = Ledger.open(ledger_dir)
+    led.register("a", [W("/a")])
+    with Ledger.open(ledger_dir) as other:
+        other.register("b", [W("/b")])  # something new for led to read
+    log_path = os.path.join(ledger_dir, "events.jsonl")
+    monkeypatch.setattr(os, call, _eio_on(log_path, getattr(os, call)))
+    from scopeledger import LedgerIOError
+    with pytest.raises(LedgerIOError) as caught:
+        READS[action](led)
+    monkeypatch.undo()
+    assert caught.value.path == log_path
+    assert caught.value.errno == errno.EIO
+    assert str(caught.value) == f"failed to read the log: {log_path}: Input/output error"
+    assert [a.name for a in led.holders()] == ["a", "b"]  # it reads on once the disk does
+    led.close()
+
+
+def test_verify_reports_an_unreadable_log_naming_it(ledger_dir, monkeypatch):
+    with Ledger.open(ledger_dir) as led:
+        led.register("a", [W("/a")])
+    log_path = os.path.join(ledger_dir, "events.jsonl")
+    monkeypatch.setattr(os, "pread", _eio_on(log_path, os.pread))
+    report = verify(ledger_dir, workers=1)
+    assert not report.ok
+    assert str(report.problems[0]) == f"{log_path}: cannot read: input/output error"
+
+
+def test_a_torn_line_that_cannot_be_cut_off_names_the_log(ledger, monkeypatch):
+    ledger.register("a", [W("/a")])
+    log_path = os.path.join(ledger.path, "events.jsonl")
+    with open(log_path, "ab") as f:
+        f.write(b'{"v": 1, "seq": 2')  # a writer killed mid-line
+    monkeypatch.setattr(os, "ftruncate", _eio_on(log_path, os.ftruncate))
+    from scopeledger import LedgerIOError
+    with pytest.raises(LedgerIOError) as caught:
+        ledger.register("b", [W("/b")])
+    monkeypatch.undo()
+    assert str(caught.value) == f"failed to cut a torn line off the log: {log_path}: Input/output error"
+    ledger.register("b", [W("/b")])  # the next try sets it aside (again) and goes on
+    assert [a.name for a in ledger.holders()] == ["a", "b"]
     assert ledger.verify().ok
 
 
