@@ -117,13 +117,35 @@ def rules_text(rules: Iterable[Any], root: str | None = None) -> str:
     return ", ".join(rule_text(r, root) for r in rules)
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+def _escape(ch: str) -> str:
+    """``'\\x1b'``, ``'\\u202e'``, ``'\\U000e0001'``: a character as Python
+    would escape it in a string literal."""
+    o = ord(ch)
+    if o < 0x100:
+        return f"\\x{o:02x}"
+    if o < 0x10000:
+        return f"\\u{o:04x}"
+    return f"\\U{o:08x}"
 
 
 def safe(text: str) -> str:
-    """``text`` with control characters (C0, DEL, C1) escaped as ``\\xNN``,
-    so that a path or name cannot drive the terminal (human output only)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` with every character that is not printable escaped as
+    ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``, so that a path or name can
+    neither drive the terminal nor pass for another (human output only).
+
+    Not printable is what :meth:`str.isprintable` says (Rust's ``{:?}``
+    agrees): the Unicode categories Cc (C0, DEL, C1: ESC, a newline),
+    Cf (format: the bidi embeddings, overrides and isolates U+202A-U+202E
+    and U+2066-U+2069 that show a name reversed, marks such as U+200E,
+    zero-width characters, U+FEFF, the soft hyphen), Zl and Zp (U+2028,
+    U+2029, which some terminals and viewers break lines at), Zs other
+    than the space (U+00A0, which looks like one), Cs (a lone surrogate: a
+    file name byte that is not UTF-8), Co (private use) and Cn
+    (unassigned). Everything else, the space and a backslash included, is
+    kept as it is."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
 
 
 def rel_message(message: str, root: str | None) -> str:

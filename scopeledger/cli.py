@@ -158,10 +158,13 @@ def _lowercase_first(msg: str) -> str:
 
 
 def one_line(exc: BaseException) -> str:
-    """:func:`message_of` ``exc`` for people, on one line: control characters
-    (a newline or ESC in a path the user gave, too) escaped as ``\\xNN`` by
-    ``_render.safe``, so that one error is one line and cannot drive the
-    terminal; nothing else changed (two spaces in a path stay two)."""
+    """:func:`message_of` ``exc`` for people, on one line: characters that
+    are not printable (control characters such as a newline or ESC, the
+    line and paragraph separators U+2028/U+2029, bidi controls such as
+    U+202E; in a path the user gave, too) escaped as ``\\xNN``/``\\uNNNN``
+    by ``_render.safe``, so that one error is one line, cannot drive the
+    terminal and cannot show a path reversed; nothing else changed (two
+    spaces in a path stay two)."""
     from ._render import safe
 
     return safe(message_of(exc))
@@ -659,13 +662,17 @@ def would_grant(ledger: Ledger, name: str, rules: Sequence[ScopeRule],
 def _parent_from_env(parent: str | None, top_level: bool) -> tuple[str | None, int | None]:
     """The parent to delegate from and its token: ``--parent NAME`` (no
     token), else ``$SCOPELEDGER_HOLDER`` and ``$SCOPELEDGER_TOKEN``;
-    ``--top-level``: none, whatever the variables say.
+    ``--top-level``: none, whatever the variables say. (``--parent`` and
+    ``--top-level`` do not look at the variables at all.)
 
     Raises:
         click.UsageError: ``--parent`` and ``--top-level`` together.
-        CliError: (exit 2) ``$SCOPELEDGER_TOKEN`` set without
-            ``$SCOPELEDGER_HOLDER`` (ignoring it would register at top level
-            a request meant as a delegation), or either is invalid.
+        CliError: (exit 2) either variable set but empty (as an empty
+            ``$SCOPELEDGER_DIR``: never a silent "unset");
+            ``$SCOPELEDGER_TOKEN`` set without ``$SCOPELEDGER_HOLDER``
+            (ignoring it would register at top level a request meant as a
+            delegation); an invalid holder name or token (see
+            :func:`parse_token`).
         InvalidHolderName: ``--parent`` is not a valid holder name.
     """
     if top_level and parent is not None:
@@ -674,8 +681,8 @@ def _parent_from_env(parent: str | None, top_level: bool) -> tuple[str | None, i
         return None, None
     if parent is not None:
         return check_name(parent), None
-    env_parent = os.environ.get(ENV_HOLDER) or None
-    token_s = os.environ.get(ENV_TOKEN) or None
+    env_parent = _env_value(ENV_HOLDER, "the enclosing holder's name")
+    token_s = _env_value(ENV_TOKEN, "the enclosing holder's token")
     if env_parent is None:
         if token_s is not None:
             raise CliError(f"${ENV_TOKEN} is set but ${ENV_HOLDER} is not: set both (as an enclosing "
@@ -690,18 +697,79 @@ def _parent_from_env(parent: str | None, top_level: bool) -> tuple[str | None, i
     return env_parent, token
 
 
-def _env_token(value: str | None) -> int | None:
-    """``$SCOPELEDGER_TOKEN``'s value as an int (``None`` when unset or empty).
+def _env_value(variable: str, what: str) -> str | None:
+    """The value of environment variable ``variable``; ``None`` when unset.
 
     Raises:
-        CliError: (exit 2) not an integer.
+        CliError: (exit 2) set but empty (or only blanks), which is never
+            taken as unset: set it to ``what`` or unset it.
+    """
+    value = os.environ.get(variable)
+    if value is not None and not value.strip():
+        raise CliError(f"${variable} is set but empty: set it to {what}, or unset it "
+                       "(or give --parent NAME or --top-level)", EXIT_USAGE)
+    return value
+
+
+#: A grant's token as the command line takes it: the decimal digits of a
+#: positive integer, nothing else (no sign, blank, ``_``, leading zero or
+#: non-ASCII digit, which ``int()`` would all accept).
+_TOKEN_RE = re.compile(r"[1-9][0-9]*")
+
+
+def parse_token(value: str) -> int:
+    """A token (the seq of a grant, as ``ledger run`` sets
+    ``$SCOPELEDGER_TOKEN`` and ``ledger show`` prints it) as an ``int``.
+
+    Raises:
+        ValueError: not the decimal digits of a positive integer
+            (``' 5'``, ``'+5'``, ``'1_0'``, ``'05'``, ``'0'``, ``'５'`` are not).
+    """
+    if _TOKEN_RE.fullmatch(value) is None:
+        raise ValueError(f"{value!r}: expected a positive integer in decimal digits "
+                         "(a grant's seq, as 'ledger run' sets it)")
+    return int(value)
+
+
+def _env_token(value: str | None) -> int | None:
+    """``$SCOPELEDGER_TOKEN``'s value as an int (``None`` when unset).
+
+    Raises:
+        CliError: (exit 2) not a token (see :func:`parse_token`).
     """
     if value is None:
         return None
     try:
-        return int(value)
-    except ValueError:
-        raise CliError(f"invalid ${ENV_TOKEN} {value!r}: expected an integer", EXIT_USAGE) from None
+        return parse_token(value)
+    except ValueError as exc:
+        raise CliError(f"invalid ${ENV_TOKEN} {exc}", EXIT_USAGE) from None
+
+
+class TokenType(click.ParamType):
+    """``--token N``: a token as :func:`parse_token` takes it."""
+
+    name = "token"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_token(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _check_enclosing(ledger: Ledger, parent: str | None, token: int | None) -> None:
+    """For ``run`` and ``check``: the enclosing holder's grant, named by
+    ``$SCOPELEDGER_HOLDER`` with ``$SCOPELEDGER_TOKEN``, must still be live.
+
+    Raises:
+        CliError: (exit 6) the grant of that token is no longer live (the
+            holder was released, reclaimed or granted again).
+    """
+    if parent is not None and token is not None and not ledger.check(parent, token):
+        raise CliError(f"the enclosing holder '{parent}' (token {token}, from ${ENV_HOLDER}) "
+                       "is no longer live", EXIT_NOT_FOUND)
 
 
 def _rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -750,12 +818,15 @@ def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str |
           relative_to: str | None) -> int:
     """Would this request be granted now? Exit 0 if yes, 1 if not (naming the
     owner chain). Holders in the way whose process is dead do not count: the
-    request itself would reclaim them. Records nothing."""
+    request itself would reclaim them. Records nothing. Inside 'ledger run'
+    it asks as a delegation from SCOPELEDGER_HOLDER, and a stale
+    SCOPELEDGER_TOKEN is an error (exit 6), as for a nested 'ledger run'."""
     name, rules = _request(writes, reads, root, manifest, name)
     if name is not None:
         check_name(name)
-    parent, _token = _parent_from_env(parent, top_level)
+    parent, token = _parent_from_env(parent, top_level)
     with env.open(readonly=True) as ledger:
+        _check_enclosing(ledger, parent, token)
         err, reclaimed = would_grant(ledger, name or CHECK_PLACEHOLDER, rules, parent)
         if isinstance(err, UnknownHolder):
             # The parent is not live: an error (as 'run' reports it), not a
@@ -942,7 +1013,8 @@ def reclaim(env: Env, dry_run: bool) -> int:
 @cli.command()
 @common
 @click.argument("name")
-@click.option("--token", type=int, help="Release only while this exact grant is live.")
+@click.option("--token", type=TokenType(), metavar="N",
+              help="Release only while this exact grant is live (its token, as 'show' prints it).")
 @pass_env
 def release(env: Env, name: str, token: int | None) -> int:
     """Release holder NAME by hand (an operator's tool: normally its process
@@ -1288,9 +1360,7 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | N
     name = check_name(name) if name is not None else _default_name(command)
     parent, token = _parent_from_env(parent, top_level)
     with env.open(create=True) as ledger:
-        if parent is not None and token is not None and not ledger.check(parent, token):
-            raise CliError(f"the enclosing holder '{parent}' (token {token}, from ${ENV_HOLDER}) "
-                           "is no longer live", EXIT_NOT_FOUND)
+        _check_enclosing(ledger, parent, token)
         runner = _Runner(env, ledger, name, rules, parent, command, quiet)
         try:
             return runner.run(0 if nonblock else wait)

@@ -604,8 +604,7 @@ def test_token_without_holder_is_a_usage_error(led: Path, lib: Ledger, tree: Pat
     token = lib.register("A", [W(tree, "src")]).token
     seq = lib.seq
     tail = ["--write", "src/parser"] + (["--", "touch", "ran"] if cmd[0] == "run" else [])
-    for variables in ({"SCOPELEDGER_TOKEN": str(token)}, {"SCOPELEDGER_TOKEN": "junk"},
-                      {"SCOPELEDGER_TOKEN": str(token), "SCOPELEDGER_HOLDER": ""}):
+    for variables in ({"SCOPELEDGER_TOKEN": str(token)}, {"SCOPELEDGER_TOKEN": "junk"}):
         res = ledger_cmd(led, *cmd, *tail, cwd=tree, env=clean_env(**variables))
         assert res.returncode == 2, (variables, res)
         line = one_error_line(res.stderr)
@@ -619,14 +618,64 @@ def test_token_without_holder_is_a_usage_error(led: Path, lib: Ledger, tree: Pat
     assert not (tree / "ran").exists()
     assert lib.refresh() == seq  # nothing recorded, no refusal either
     # what decides without the variables: --parent, --top-level (the
-    # variable is not consulted), and the pair; an empty token is no token
+    # variable is not consulted), and the pair
     for extra, env_vars, code in (
             (["--parent", "A"], {"SCOPELEDGER_TOKEN": str(token)}, 0),
             (["--top-level"], {"SCOPELEDGER_TOKEN": str(token)}, 1),  # conflicts with A
-            ([], {"SCOPELEDGER_TOKEN": ""}, 1),
+            (["--top-level"], {"SCOPELEDGER_TOKEN": "", "SCOPELEDGER_HOLDER": ""}, 1),
             ([], {"SCOPELEDGER_TOKEN": str(token), "SCOPELEDGER_HOLDER": "A"}, 0)):
         res = ledger_cmd(led, *cmd, *extra, *tail, cwd=tree, env=clean_env(**env_vars))
         assert res.returncode == code, (extra, env_vars, res)
+
+
+@pytest.mark.parametrize("cmd", [["run", "-n"], ["check"]])
+def test_enclosing_holder_variables_are_read_alike_by_run_and_check(led: Path, lib: Ledger, tree: Path,
+                                                                    cmd: list[str]) -> None:
+    # 'check' ignored a stale $SCOPELEDGER_TOKEN that stops 'run' (exit 6); an
+    # empty $SCOPELEDGER_HOLDER counted as unset (an empty $SCOPELEDGER_DIR is
+    # a usage error); and the token took ' 5', '+5', '1_0' as 5 and 10.
+    token = lib.register("A", [W(tree, "src")]).token
+    lib.release("A")
+    lib.register("A", [W(tree, "src")])  # a new grant: the old token is stale
+    seq = lib.seq
+    tail = ["--write", "src/parser"] + (["--", "touch", "ran"] if cmd[0] == "run" else [])
+
+    def ask(**variables: str) -> subprocess.CompletedProcess[str]:
+        return ledger_cmd(led, *cmd, *tail, cwd=tree, env=clean_env(**variables))
+    res = ask(SCOPELEDGER_HOLDER="A", SCOPELEDGER_TOKEN=str(token))
+    assert res.returncode == 6, res
+    assert one_error_line(res.stderr) == (f"error: the enclosing holder 'A' (token {token}, from "
+                                          "$SCOPELEDGER_HOLDER) is no longer live")
+    assert res.stdout == ""  # an error, not check's answer
+    for variable, other in (("SCOPELEDGER_HOLDER", {}), ("SCOPELEDGER_HOLDER", {"SCOPELEDGER_TOKEN": "3"}),
+                            ("SCOPELEDGER_TOKEN", {"SCOPELEDGER_HOLDER": "A"}), ("SCOPELEDGER_TOKEN", {})):
+        for empty in ("", "  "):
+            res = ask(**{variable: empty, **other})
+            assert res.returncode == 2, (variable, other, res)
+            assert one_error_line(res.stderr).startswith(f"error: ${variable} is set but empty: "), res
+    for bad in (" 5", "5 ", "+5", "-5", "1_0", "05", "0", "\uff15", "5.0", "0x5"):
+        res = ask(SCOPELEDGER_HOLDER="A", SCOPELEDGER_TOKEN=bad)
+        assert res.returncode == 2, (bad, res)
+        assert one_error_line(res.stderr).startswith(f"error: invalid $SCOPELEDGER_TOKEN {bad!r}: "
+                                                     "expected a positive integer"), res
+    assert not (tree / "ran").exists()
+    assert lib.refresh() == seq  # nothing recorded, no refusal either
+    # the live grant's token: granted (a delegation from A)
+    live = lib.holder("A").token
+    res = ask(SCOPELEDGER_HOLDER="A", SCOPELEDGER_TOKEN=str(live))
+    assert res.returncode == 0, res
+
+
+def test_release_token_is_read_as_the_environment_token(led: Path, lib: Ledger, tree: Path) -> None:
+    token = lib.register("A", [W(tree, "src")]).token
+    for bad in (" 1", "+1", "1_0", "01", "0", "-1"):
+        res = ledger_cmd(led, "release", "A", f"--token={bad}")
+        assert res.returncode == 2, (bad, res)
+        assert "expected a positive integer" in one_error_line(res.stderr)
+    assert [a.name for a in lib.holders()] == ["A"]
+    res = ledger_cmd(led, "release", "A", "--token", str(token))
+    assert res.returncode == 0, res
+    assert lib.holders() == []
 
 
 def test_check_counts_dead_holders_as_reclaimable(led: Path, lib: Ledger, tree: Path) -> None:
@@ -952,6 +1001,83 @@ def test_control_characters_in_a_given_path_are_escaped_in_errors(tmp_path: Path
                          env=clean_env())
     assert res.returncode == 0, res.stderr
     assert res.stderr == f"warning: tightening mode of {tmp_path}/[red]x  \\x0ay from 0750 to 0700\n"
+
+
+@pytest.mark.parametrize("ch", ["\u2028", "\u2029", "\u202e", "\u2066", "\x85", "\u200f"])
+def test_separators_and_bidi_controls_in_a_path_are_escaped_in_errors(tmp_path: Path, ch: str) -> None:
+    # U+2028/U+2029 break the line in some terminals and viewers, U+202E
+    # shows the rest of a path backwards ('x\u202egpj.exe' reads 'xexe.jpg'):
+    # an error must show the path as it is, on one line.
+    missing = tmp_path / f"led{ch}gpj.exe"
+    shown = f"{tmp_path}/led\\u{ord(ch):04x}gpj.exe" if ord(ch) > 0xff else f"{tmp_path}/led\\x{ord(ch):02x}gpj.exe"
+    res = subprocess.run([*CMD, "--ledger", str(missing), "show"], capture_output=True, text=True,
+                         env=clean_env())
+    assert res.returncode == 6
+    assert one_error_line(res.stderr) == (f"error: no ledger at {shown}: nothing has been recorded "
+                                          "there (choose one with --ledger DIR or $SCOPELEDGER_DIR)")
+    assert ch not in res.stderr
+    res = subprocess.run([*CMD, "--json", "--ledger", str(missing), "show"], capture_output=True,
+                         text=True, env=clean_env())
+    assert f"no ledger at {missing}:" in json.loads(res.stdout)["error"]["message"]  # exact in JSON
+
+
+def cli_patched(prelude: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``ledger ARGS...`` in a new Python process that first runs ``prelude``
+    (say, to make a system call fail as a failing disk would)."""
+    code = f"import errno, os, sys\n{prelude}\nfrom scopeledger import cli\ncli.main(sys.argv[1:])\n"
+    return subprocess.run([PY, "-c", code, *args], capture_output=True, text=True, env=clean_env(),
+                          timeout=60)
+
+
+#: A prelude making ``os.<call>`` fail with EIO on a descriptor of file ``path``.
+EIO_ON = """
+_real_{call} = os.{call}
+def _eio(fd, *args):
+    if os.readlink(f"/proc/self/fd/{{fd}}") == {path!r}:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    return _real_{call}(fd, *args)
+os.{call} = _eio
+"""
+
+
+@pytest.mark.parametrize("args", [["show"], ["replay"], ["who", "/a"], ["reclaim"], ["check", "--write", "/a"],
+                                  ["run", "--write", "/a", "--", "true"]])
+def test_a_read_error_after_opening_names_the_log(led: Path, lib: Ledger, args: list[str]) -> None:
+    # An OSError from pread on the log's descriptor named no file ('error:
+    # input/output error', exit 7). It names the log in full, as an error
+    # opening it does. (fstat, for the log's size: tests/test_storage.py.)
+    lib.register("a", [ScopeRule("/b", "write")])
+    log = str(led / "events.jsonl")
+    res = cli_patched(EIO_ON.format(call="pread", path=log), "--ledger", str(led), *args)
+    assert res.returncode == 7, res
+    assert one_error_line(res.stderr) == f"error: failed to read the log: {log}: Input/output error"
+    res = cli_patched(EIO_ON.format(call="pread", path=log), "--json", "--ledger", str(led), *args)
+    doc = (res.stderr if args[0] == "run" else res.stdout).splitlines()[0]  # run's JSON: stderr
+    err = json.loads(doc)["error"]
+    assert (res.returncode, err["type"], err["path"], err["exit_code"]) == (7, "LedgerIOError", log, 7)
+
+
+def test_snapshot_housekeeping_the_os_refuses_is_a_warning_naming_the_file(led: Path, lib: Ledger) -> None:
+    lib.register("a", [ScopeRule("/a", "write")])
+    stale = led / "snapshots" / ".tmp-999999-1"
+    stale.touch(mode=0o600)
+    refuse = ("_real_unlink = os.unlink\n"
+              "def _refuse(name, *a, dir_fd=None, **k):\n"
+              "    if dir_fd is not None:\n"
+              "        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)\n"
+              "    return _real_unlink(name, *a, dir_fd=dir_fd, **k)\n"
+              "os.unlink = _refuse\n")
+    res = cli_patched(refuse, "--ledger", str(led), "snapshot")
+    assert res.returncode == 0, res
+    assert res.stdout == f"snapshot at seq 1 in {led}\n"
+    assert res.stderr == f"warning: could not remove stale snapshot temp file {stale}: permission denied\n"
+    assert stale.exists() and (led / "snapshots" / "snap-0000000000000001.json").exists()
+    # a snapshot that does not check out: skipped, named in full
+    snap = led / "snapshots" / "snap-0000000000000001.json"
+    snap.write_bytes(snap.read_bytes()[:-5])
+    res = ledger_cmd(led, "show")
+    assert res.returncode == 0, res
+    assert res.stderr == f"warning: skipping snapshot: {snap}: truncated body\n"
 
 
 def test_check_inside_run_uses_a_printable_placeholder(led: Path, tree: Path) -> None:

@@ -11,7 +11,6 @@ import sys
 import pytest
 
 from scopeledger import Ledger, NoLedger, ReadOnlyLedger, ScopeRule, verify
-from torture_support import tree_modes
 
 
 def W(p):

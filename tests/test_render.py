@@ -1,14 +1,24 @@
 """Human rendering details of ``_render``: paths relative to a root, the
-``who`` table's lines, plurals."""
+``who`` table's lines, plurals, escaping."""
 
 from __future__ import annotations
 
 import io
+import unicodedata
 
+import pytest
 from rich.console import Console
 
 from scopeledger._history import Holding, VerifyReport
-from scopeledger._render import plural, rel_message, rule_text, rules_text, verify_text, who_table
+from scopeledger._render import (
+    plural,
+    rel_message,
+    rule_text,
+    rules_text,
+    safe,
+    verify_text,
+    who_table,
+)
 from scopeledger._rules import ScopeRule
 
 
@@ -107,3 +117,38 @@ def test_verify_text_pluralises() -> None:
     assert verify_text(report(1, 1), "/l") == "ok: 1 event and 1 snapshot checked in /l"
     assert verify_text(report(3, 0), "/l") == "ok: 3 events and 0 snapshots checked in /l"
     assert verify_text(report(2, 2), "/l") == "ok: 2 events and 2 snapshots checked in /l"
+
+
+# -- safe: nothing that is not printable reaches the terminal as itself ---------------------
+
+BIDI = "\u061c\u200e\u200f" + "".join(map(chr, range(0x202A, 0x202F))) + "".join(map(chr, range(0x2066, 0x206A)))
+
+
+@pytest.mark.parametrize("ch, shown", [
+    ("\x00", "\\x00"), ("\n", "\\x0a"), ("\x1b", "\\x1b"), ("\x7f", "\\x7f"), ("\x85", "\\x85"),
+    ("\x9b", "\\x9b"),                                          # Cc: C0, DEL, C1 (NEL, CSI)
+    ("\u2028", "\\u2028"), ("\u2029", "\\u2029"),               # Zl, Zp: line breaks elsewhere
+    ("\u202e", "\\u202e"), ("\u2066", "\\u2066"), ("\u200f", "\\u200f"),  # bidi controls (Cf)
+    ("\u200b", "\\u200b"), ("\ufeff", "\\ufeff"), ("\xad", "\\xad"),       # invisible (Cf)
+    ("\xa0", "\\xa0"), ("\u3000", "\\u3000"),                   # Zs: spaces that pass for one
+    ("\udcff", "\\udcff"),                                        # Cs: a file name byte, not UTF-8
+    ("\ue000", "\\ue000"), ("\U000e0001", "\\U000e0001"),         # Co, and Cf beyond the BMP
+], ids=lambda v: f"U+{ord(v):04X}" if len(v) == 1 else "")
+def test_safe_escapes_what_is_not_printable(ch: str, shown: str) -> None:
+    assert safe(f"/a{ch}b") == f"/a{shown}b"
+
+
+def test_safe_escapes_every_separator_and_bidi_control() -> None:
+    for ch in BIDI + "\u2028\u2029":
+        assert safe(ch) == f"\\u{ord(ch):04x}", unicodedata.name(ch)
+    for cp in range(0x110000):
+        ch = chr(cp)
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            assert safe(ch).startswith("\\"), hex(cp)
+
+
+def test_safe_keeps_printable_text_exactly() -> None:
+    text = "/srv/données/日本/ü  two spaces/a\\x1b/\U0001f600 ok"  # a literal backslash stays
+    assert safe(text) == text
+    # a reversed-looking name shows its override, not a disguised extension
+    assert safe("invoice\u202egpj.exe") == "invoice\\u202egpj.exe"
