@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import attrs
 import orjson
@@ -23,9 +23,6 @@ from ._errors import CorruptLedger, HistoryUnavailable
 from ._events import decode, iter_lines, line_hash, split_lines
 from ._fold import FoldError, State, apply, check_event, check_request, holders_of
 from ._rules import Permission, ScopeRule, overlaps
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ._ledger import Ledger
 
 log = logging.getLogger("scopeledger")
 

@@ -11,7 +11,6 @@ from scopeledger import (
     InvalidHolderName,
     InvalidScope,
     Ledger,
-    LedgerError,
     Liveness,
     ScopeConflict,
     ScopeRule,

@@ -9,7 +9,6 @@ import textwrap
 import time
 
 import psutil
-import pytest
 
 from scopeledger import Ledger, Liveness, ProcessIdentity, ScopeRule, identify, probe
 

@@ -1,7 +1,5 @@
 """Runtime embedding: manifests, socket paths, one-call install."""
 
-import gc
-import os
 import subprocess
 import sys
 import textwrap

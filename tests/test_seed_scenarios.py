@@ -11,7 +11,6 @@ from scopeledger import (
     DelegationError,
     DuplicateHolder,
     Ledger,
-    Liveness,
     ScopeConflict,
     ScopeRule,
     overlaps,

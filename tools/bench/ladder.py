@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         base = statistics.median(got["floor"])
         print(f"register+release pairs at {args.holders:,} live holders, median of {args.rounds} "
               f"interleaved rounds of {args.pairs}")
-        print(f"| rung | µs/pair | ÷ floor |\n|---|---:|---:|")
+        print("| rung | µs/pair | ÷ floor |\n|---|---:|---:|")
         for k, v in got.items():
             m = statistics.median(v)
             print(f"| {k} | {m:.1f} | {m / base:.2f}× |")
