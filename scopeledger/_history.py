@@ -10,6 +10,7 @@ the events after it").
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import threading
@@ -21,7 +22,7 @@ import orjson
 from . import _snapshots
 from ._errors import CorruptLedger, HistoryUnavailable
 from ._events import decode, iter_lines, line_hash, split_lines
-from ._fold import FoldError, State, apply, check_event, check_request, holders_of
+from ._fold import GENESIS_HASH, FoldError, State, apply, check_event, check_request, holders_of
 from ._rules import Permission, ScopeRule, overlaps
 
 log = logging.getLogger("scopeledger")
@@ -181,6 +182,16 @@ def covering(state: State, path: str) -> list[Holding]:
         out.append(Holding(chain, rule, deepest))
     out.sort(key=lambda h: (h.rule.permission is not Permission.WRITE, len(h.chain)))
     return out
+
+
+def _chain_fault(ev: dict[str, Any], seq: int, prev: str) -> str:
+    """Why event ``ev``, read as the ``seq``-th, does not follow the line
+    before it (whose hash is ``prev``)."""
+    if ev["seq"] != seq:
+        return (f"seq {ev['seq']} where {seq} should be: a line was removed, moved or "
+                "added (run 'ledger verify' for the whole report)")
+    return (f"hash chain broken: prev does not match the hash of line {seq - 1} (it or this "
+            "line was altered after it was written; run 'ledger verify' for the whole report)")
 
 
 class HistoryMixin:
@@ -360,24 +371,22 @@ class HistoryMixin:
         hi_ts = to_ns(until_time) if until_time is not None else None
         subtree: set[str] = {holder} if holder is not None else set()
         rules_of: dict[str, tuple[ScopeRule, ...]] = {}
-        start = 0
+        start, seq0, prev = 0, 0, GENESIS_HASH
         if since is not None and holder is None and probe is None:
             # Skip ahead with a snapshot's offset: no subtree/rules to track.
+            # The chain goes on from the hash the snapshot recorded.
             for info in reversed(self._snapshot_headers()):
                 if info.seq < since:
-                    start = info.offset
+                    start, seq0, prev = info.offset, info.seq, info.last_hash
                     break
-        path_ = self._store.log_path
         if (want is None and probe is None and holder is None and lo_ts is None
                 and hi_ts is None and since is None and until is None):
             # The whole log, unfiltered (replay, export): the lean loop.
             new = tuple.__new__
-            for line in iter_lines(self._store.read(start)):
-                ev = decode(line, path_, None)
+            for ev in self._chained(start, seq0, prev):
                 yield new(Event, (ev["seq"], ev["ts"], ev["type"], ev["actor"], ev))
             return
-        for line in iter_lines(self._store.read(start)):
-            ev = decode(line, path_, None)
+        for ev in self._chained(start, seq0, prev):
             seq, ts, kind = ev["seq"], ev["ts"], ev["type"]
             if until is not None and seq > until:
                 return
@@ -397,6 +406,34 @@ class HistoryMixin:
                 continue
             if keep:
                 yield e
+
+    def _chained(self, start: int, seq: int, prev: str) -> Iterator[dict[str, Any]]:
+        """The log's events from byte ``start`` (just after event ``seq``,
+        whose line hashes to ``prev``), each checked to follow the one
+        before: the next seq, and ``prev`` the hash of the line before. An
+        event is yielded once the line after it is checked, so a replay
+        never shows a line edited, removed or moved after it was written;
+        but for the last line, which no hash covers until another is
+        appended (``verify`` also re-folds and checks every grant).
+
+        Raises:
+            CorruptLedger: a line does not decode, or breaks the chain
+                (``line`` and ``seq`` say where).
+        """
+        path = self._store.log_path
+        blake2b = hashlib.blake2b
+        held = None  # an event is yielded once the next line vouches for it
+        for line in iter_lines(self._store.read(start)):
+            seq += 1
+            ev = decode(line, path, seq)
+            if ev["prev"] != prev or ev["seq"] != seq:
+                raise CorruptLedger(path, _chain_fault(ev, seq, prev), line=seq, seq=ev["seq"])
+            prev = blake2b(line, digest_size=16).hexdigest()
+            if held is not None:
+                yield held
+            held = ev
+        if held is not None:
+            yield held  # the last line: nothing after it can vouch for it
 
     def history(self, name: str) -> list[Event]:
         """Every event about holder ``name`` and the holders it delegated to

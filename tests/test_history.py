@@ -338,3 +338,76 @@ def test_verify_checks_each_payload_once(ledger_dir, monkeypatch):
     monkeypatch.setattr(_fold, "_log_rules", counting)
     assert verify(ledger_dir, workers=1).ok
     assert calls == ["holder.rules"] * 4  # four grants, each checked once
+
+
+# -- replay checks the chain ----------------------------------------------------------
+
+
+def _chained_ledger(tmp_path, n=12, snapshot_every=5):
+    d = tmp_path / "chain"
+    with Ledger.open(d, snapshot_every=snapshot_every) as led:
+        for i in range(n):
+            led.register(f"h{i}", [ScopeRule(f"/w/{i}", "write")])
+    return d
+
+
+def _lines(d):
+    return (d / "events.jsonl").read_bytes().splitlines(keepends=True)
+
+
+def _tamper(d, edit):
+    lines = _lines(d)
+    edit(lines)
+    (d / "events.jsonl").write_bytes(b"".join(lines))
+
+
+def _edit_line(lineno):
+    def edit(lines):
+        i = lineno - 1
+        lines[i] = lines[i].replace(b'"/w/', b'"/W/', 1)
+    return edit
+
+
+def _swap(a, b):
+    def edit(lines):
+        lines[a - 1], lines[b - 1] = lines[b - 1], lines[a - 1]
+    return edit
+
+
+def _drop(lineno):
+    def edit(lines):
+        del lines[lineno - 1]
+    return edit
+
+
+@pytest.mark.parametrize("edit, line, words", [
+    (_edit_line(3), 4, "hash chain broken"),   # line 3 altered: line 4's prev no longer matches
+    (_swap(3, 4), 3, "seq 4 where 3 should be"),
+    (_drop(3), 3, "seq 4"),                    # (opening already stops: the snapshot's offset moved)
+])
+def test_replay_refuses_a_line_altered_moved_or_removed_before_the_newest_snapshot(
+        tmp_path, edit, line, words):
+    d = _chained_ledger(tmp_path)
+    assert [name for name in os.listdir(d / "snapshots") if name.startswith("snap-")]
+    assert [e.seq for e in Ledger.open(d, readonly=True).events()] == list(range(1, 13))
+    _tamper(d, edit)
+    with pytest.raises(CorruptLedger) as info:
+        # Opening reads the newest snapshot and the lines after it (the edit
+        # is before it); the replay reads every line.
+        list(Ledger.open(d, readonly=True).events())
+    assert info.value.line == line, info.value
+    assert words in str(info.value)
+    assert not verify(d).ok
+    for replay in (lambda led: led.history("h1"), lambda led: list(led.events(types=["registered"]))):
+        with pytest.raises(CorruptLedger):
+            replay(Ledger.open(d, readonly=True))
+
+
+def test_replay_from_a_snapshot_checks_the_chain_from_the_snapshots_hash(tmp_path):
+    d = _chained_ledger(tmp_path)
+    led = Ledger.open(d, readonly=True)
+    assert [e.seq for e in led.events(since=11)] == [11, 12]
+    _tamper(d, _edit_line(11))  # after the snapshot at seq 10: line 12's prev breaks
+    with pytest.raises(CorruptLedger) as info:
+        list(Ledger.open(d, readonly=True).events(since=11))
+    assert info.value.line == 12
