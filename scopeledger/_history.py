@@ -28,9 +28,16 @@ from ._rules import Permission, ScopeRule, overlaps
 log = logging.getLogger("scopeledger")
 
 
-def to_ns(when: dt.datetime) -> int:
+def to_ns(when: dt.datetime, what: str = "time") -> int:
     """An aware datetime -> integer ns since the epoch (UTC). A naive
-    datetime is taken as UTC (documented)."""
+    datetime is taken as UTC (documented).
+
+    Raises:
+        TypeError: ``when`` is not a ``datetime.datetime`` (``what`` names
+            the argument in the message).
+    """
+    if not isinstance(when, dt.datetime):
+        raise TypeError(f"{what} must be a datetime.datetime, not {type(when).__name__} {when!r}")
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -266,7 +273,8 @@ class HistoryMixin:
             ``children``), independent of the live one.
 
         Raises:
-            TypeError: neither or both of ``seq`` and ``time`` given.
+            TypeError: neither or both of ``seq`` and ``time`` given; ``seq``
+                not an ``int`` or ``time`` not a ``datetime.datetime``.
             HistoryUnavailable: ``seq`` is negative or after the newest
                 event. (A time after the newest event gives the newest
                 state: nothing has happened since.)
@@ -286,7 +294,7 @@ class HistoryMixin:
                 pass
             return state
         assert time is not None
-        ts = to_ns(time)
+        ts = to_ns(time, "time")
         state, offset = self._base_for(ts=ts)
         for _ in self._scan(state, offset, stop_ts=ts, stop_seq=newest):
             pass
@@ -321,6 +329,7 @@ class HistoryMixin:
 
         Raises:
             HistoryUnavailable: either point is outside the history.
+            TypeError: ``a`` or ``b`` is not an ``int``.
         """
         sa, sb = self.state_at(seq=a), self.state_at(seq=b)
         ha, hb = sa.holders, sb.holders
@@ -355,20 +364,36 @@ class HistoryMixin:
                 resolved as in :meth:`who`.
 
         Raises:
-            CorruptLedger: a line does not check out.
+            CorruptLedger: a line does not check out (see :meth:`_chained`).
             ValueError: an unknown event type in ``types``.
+            TypeError: ``since``/``until`` not an ``int``, ``since_time``/
+                ``until_time`` not a ``datetime.datetime``, ``types`` not
+                a ``str`` or iterable of them.
+            InvalidHolderName: ``holder`` is not a holder name.
+            InvalidScope: ``path`` is not a valid path.
         """
         from ._fold import EVENT_TYPES
+        from ._ledger import check_name
 
+        for what, value in (("since", since), ("until", until)):
+            if value is not None and (type(value) is not int):
+                raise TypeError(f"{what} must be an int (a seq) or None, not {type(value).__name__} {value!r}")
+        if holder is not None:
+            check_name(holder)
         want = None
         if types is not None:
-            want = {types} if isinstance(types, str) else set(types)
+            try:
+                want = {types} if isinstance(types, str) else set(types)
+            except TypeError:
+                want = {types}  # not iterable (or unhashable items): named below
+            if not all(isinstance(t, str) for t in want):
+                raise TypeError(f"types must be an event type or an iterable of them, not {types!r}")
             bad = want - EVENT_TYPES
             if bad:
                 raise ValueError(f"unknown event type(s) {sorted(bad)}: expected {sorted(EVENT_TYPES)}")
         probe = ScopeRule(self._query_path(path), Permission.READ, True) if path is not None else None
-        lo_ts = to_ns(since_time) if since_time is not None else None
-        hi_ts = to_ns(until_time) if until_time is not None else None
+        lo_ts = to_ns(since_time, "since_time") if since_time is not None else None
+        hi_ts = to_ns(until_time, "until_time") if until_time is not None else None
         subtree: set[str] = {holder} if holder is not None else set()
         rules_of: dict[str, tuple[ScopeRule, ...]] = {}
         start, seq0, prev = 0, 0, GENESIS_HASH
@@ -438,7 +463,12 @@ class HistoryMixin:
     def history(self, name: str) -> list[Event]:
         """Every event about holder ``name`` and the holders it delegated to
         (transitively), in order: grants, attaches, refusals, re-parenting,
-        releases and reclaims. Empty when the name never appears."""
+        releases and reclaims. Empty when the name never appears.
+
+        Raises:
+            InvalidHolderName: ``name`` is not a holder name.
+            CorruptLedger: a line does not check out.
+        """
         return list(self.events(holder=name))
 
     # -- verification ---------------------------------------------------------------

@@ -7,7 +7,7 @@ import orjson
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from scopeledger import CorruptLedger, HistoryUnavailable, Ledger, ScopeRule, verify
+from scopeledger import CorruptLedger, HistoryUnavailable, InvalidHolderName, Ledger, ScopeRule, verify
 from scopeledger._events import line_hash
 from scopeledger._fold import State, apply
 
@@ -411,3 +411,29 @@ def test_replay_from_a_snapshot_checks_the_chain_from_the_snapshots_hash(tmp_pat
     with pytest.raises(CorruptLedger) as info:
         list(Ledger.open(d, readonly=True).events(since=11))
     assert info.value.line == 12
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda led: led.state_at(time="2025-01-01"), TypeError, "time must be a datetime.datetime"),
+    (lambda led: led.state_at(time=0), TypeError, "time must be a datetime.datetime"),
+    (lambda led: list(led.events(since_time="x")), TypeError, "since_time must be a datetime"),
+    (lambda led: list(led.events(until_time=5)), TypeError, "until_time must be a datetime"),
+    (lambda led: list(led.events(since="a")), TypeError, "since must be an int"),
+    (lambda led: list(led.events(since=1.5)), TypeError, "since must be an int"),
+    (lambda led: list(led.events(until=True)), TypeError, "until must be an int"),
+    (lambda led: list(led.events(types=5)), TypeError, "types must be"),
+    (lambda led: list(led.events(types=[1])), TypeError, "types must be"),
+    (lambda led: list(led.events(holder=5)), InvalidHolderName, "invalid holder name"),
+    (lambda led: led.history(5), InvalidHolderName, "invalid holder name"),
+    (lambda led: led.history("bad name"), InvalidHolderName, "invalid holder name"),
+    (lambda led: led.diff("1", 2), TypeError, "seq must be an int"),
+])
+def test_history_queries_refuse_wrong_types_naming_the_argument(tmp_path, call, error, words):
+    d = tmp_path / "q"
+    with Ledger.open(d) as led:
+        led.register("a", [ScopeRule("/q/a", "write")])
+        before = (d / "events.jsonl").read_bytes()
+        with pytest.raises(error) as info:
+            call(led)
+        assert words in str(info.value)
+    assert (d / "events.jsonl").read_bytes() == before
