@@ -22,6 +22,7 @@ Unknown keys, missing fields and wrong types are refused with
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from typing import Any
 
@@ -36,13 +37,19 @@ ENV_RUNTIME_DIR = "SCOPELEDGER_RUNTIME_DIR"
 
 
 def runtime_base() -> str:
-    """Base of per-holder runtime directories: ``$SCOPELEDGER_RUNTIME_DIR``,
-    else ``$XDG_RUNTIME_DIR/scopeledger``, else ``/tmp/scopeledger-<uid>``."""
+    """Base of per-holder runtime directories: ``$SCOPELEDGER_RUNTIME_DIR``
+    (a relative one taken from the working directory, a ``..`` applied as
+    the OS does: :func:`scopeledger._store.resolve_path`), else
+    ``$XDG_RUNTIME_DIR/scopeledger`` (a relative ``$XDG_RUNTIME_DIR`` is
+    ignored, as the XDG Base Directory specification says), else
+    ``/tmp/scopeledger-<uid>``."""
+    from ._store import resolve_path
+
     env = os.environ.get(ENV_RUNTIME_DIR)
     if env:
-        return os.path.abspath(env)
+        return resolve_path(env)
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
+    if xdg and os.path.isabs(xdg):
         return os.path.join(xdg, "scopeledger")
     return f"/tmp/scopeledger-{os.geteuid()}"
 
@@ -182,15 +189,72 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
         InvalidManifest: unreadable, not TOML, or invalid (see
             :func:`parse_manifest`).
     """
-    path = os.path.abspath(os.fspath(path))
+    from ._store import resolve_path
+
+    # Not os.path.abspath: a '..' after a symlink is the target's parent, as
+    # for the OS that opens it (and relative rules are based there).
+    path = resolve_path(os.fspath(path))
+    text = _read_manifest(path)
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise InvalidManifest(f"cannot read manifest {path}: {exc.strerror or exc}") from None
+        data = tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # (not UTF-8: not TOML either)
         raise InvalidManifest(f"invalid manifest {path}: not TOML ({exc})") from None
     return parse_manifest(data, os.path.dirname(path), path)
+
+
+#: The largest manifest read, in bytes (1 MiB; a real one is a few hundred).
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+def _read_manifest(path: str) -> bytes:
+    """The bytes of the manifest file ``path`` (absolute): a regular file
+    (symlinks followed) of at most :data:`MAX_MANIFEST_BYTES`. Anything else
+    (a FIFO, a device such as ``/dev/zero``, a directory, a socket) is
+    refused before it is opened, so that reading can neither block nor run
+    out of memory; the size is checked again on the open file and while
+    reading (a file that grows meanwhile).
+
+    Raises:
+        InvalidManifest: it cannot be read, is not a regular file, or is
+            too large; the message names ``path``.
+    """
+    from ._store import _kind
+
+    def refuse(why: str) -> InvalidManifest:
+        return InvalidManifest(f"cannot read manifest {path}: {why}")
+
+    too_big = f"larger than {MAX_MANIFEST_BYTES} bytes (1 MiB): not a manifest"
+    if "\x00" in path:
+        raise refuse("the path contains NUL")
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse(f"is {_kind(st.st_mode)}, not a regular file")
+        if st.st_size > MAX_MANIFEST_BYTES:
+            raise refuse(too_big)
+        # O_NONBLOCK: should a FIFO be swapped in after the stat, opening it
+        # does not wait for a writer (fstat then refuses it).
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise refuse(f"is {_kind(st.st_mode)}, not a regular file")
+            chunks = []
+            size = 0
+            while size <= MAX_MANIFEST_BYTES:
+                chunk = os.read(fd, MAX_MANIFEST_BYTES + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise refuse(why[:1].lower() + why[1:]) from None
+    if size > MAX_MANIFEST_BYTES:
+        raise refuse(too_big)
+    return b"".join(chunks)
 
 
 def install_from_manifest(ledger: Ledger, manifest: "Manifest | str | os.PathLike[str]",

@@ -141,6 +141,30 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def resolve_path(path: str) -> str:
+    """The absolute path of ``path`` (a ledger directory, a manifest, a
+    runtime directory given by the user) as the OS reaches it: relative to
+    the working directory, with every ``..`` applied after the symlink
+    before it is followed (``lk/../L`` with ``lk -> deep/sub`` is
+    ``deep/L``, as ``open`` has it; ``os.path.abspath`` would drop ``lk/..``
+    lexically and give ``./L``), so that the path shown in messages is the
+    one really used. The existing part of the parent is resolved
+    (``os.path.realpath``); the last component is kept as it is, so that a
+    symlink planted where a ledger directory should be is still refused
+    (``O_NOFOLLOW``). Trailing slashes and ``.`` components are dropped; a
+    last ``..`` is resolved with the rest."""
+    if "\x00" in path:
+        return os.path.abspath(path)  # no such path: refused by its user
+    p = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+    head, tail = os.path.split(p)
+    while tail in ("", ".") and head != p:
+        p = head
+        head, tail = os.path.split(p)
+    if tail in ("..", ""):  # a last '..', or the root directory
+        return os.path.realpath(p)
+    return os.path.join(os.path.realpath(head), tail)
+
+
 def _makedirs_private(path: str) -> None:
     """Create the missing directories of ``path``, each 0700 (fchmod'ed, so
     the umask cannot loosen or tighten them)."""
@@ -267,7 +291,9 @@ def _open_dir(dirfd: int | None, name: str, display: str) -> int:
     """``os.open`` of a directory, not following a symlink at ``name``.
 
     Raises:
-        UnsafeLedgerPath: a symlink or another kind of file is there.
+        UnsafeLedgerPath: a symlink or another kind of file is there, or
+            the OS refused to open another user's (or a group/other-writable)
+            directory.
         OSError: the OS refused.
     """
     try:
@@ -275,6 +301,14 @@ def _open_dir(dirfd: int | None, name: str, display: str) -> int:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafeLedgerPath(display, _not_a(dirfd, name, "directory")) from None
+        if isinstance(exc, PermissionError):
+            # Another user's directory that cannot even be opened is unsafe
+            # (owned by uid N), as one that can (_check_dir), not "permission denied".
+            try:
+                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            except OSError:
+                raise exc from None
+            _check_owned(display, st)
         raise
 
 
@@ -409,7 +443,8 @@ class Store:
         """Open the ledger directory ``path``.
 
         Args:
-            path: the directory; created 0700 (with missing parents) when
+            path: the directory (resolved by :func:`resolve_path`, as the
+                OS reaches it); created 0700 (with missing parents) when
                 ``create``. An existing directory must be empty or hold a
                 ledger: anything else is refused, never converted.
             create: with ``False``, a missing ledger is :class:`NoLedger`.
@@ -420,12 +455,15 @@ class Store:
                 Implies ``create=False``.
 
         Raises:
-            NoLedger: ``path`` is empty, or missing and ``create`` is false.
+            NoLedger: ``path`` is empty, or missing (or, with ``readonly``,
+                a directory without a log) and ``create`` is false; never a
+                directory that cannot be looked into.
             UnsafeLedgerPath: see the module docstring; also an existing
-                directory that is not a ledger.
+                directory that is not a ledger, and another user's directory
+                that this user cannot even open or search.
             ReadOnlyLedger: write-protected, and not ``readonly``.
             OSError: the OS refused (permission denied, ...); it names the
-                file's full path.
+                file's full path (the directory's, when it cannot be searched).
         """
         create = create and not readonly
         #: Opened with ``readonly=True``: ``bool``.
@@ -433,15 +471,13 @@ class Store:
         raw = os.fspath(path)
         if not raw or "\x00" in raw:
             raise NoLedger(f"no ledger at {raw!r}: give a directory path")
-        self.path = os.path.abspath(raw)
+        # As the OS reaches it (a '..' after a symlink is the link target's
+        # parent), and so shown in messages: resolve_path.
+        self.path = resolve_path(raw)
         #: The log's path, ``str`` (for messages).
         self.log_path = os.path.join(self.path, LOG_NAME)
         if not create:
-            if not os.path.lexists(self.path):
-                raise NoLedger(f"no ledger at {self.path}: nothing has been recorded there")
-            if not os.path.lexists(self.log_path) and os.path.isdir(self.path) \
-                    and not os.path.islink(self.path):
-                raise NoLedger(f"no ledger at {self.path}: it has no {LOG_NAME}")
+            self._check_there()
         else:
             _makedirs_private(os.path.dirname(self.path))
         self.dirfd = open_dir_fd(None, self.path, self.path, create=create, ledger_root=True,
@@ -466,6 +502,36 @@ class Store:
         self._held_tlock: threading.Lock | None = None
         _stores.add(self)
 
+
+    def _check_there(self) -> None:
+        """Before opening without creating: a ledger is at ``self.path``.
+        Only a missing path or log is "no ledger"; a directory that cannot
+        be looked into is never taken for an empty one.
+
+        Raises:
+            NoLedger: nothing is there, or a directory without a log.
+            UnsafeLedgerPath: a directory of another user that this user
+                cannot even search (as one it can: owned by uid N).
+            OSError: the OS refused to look (permission denied on the
+                directory or one above it, ...); it names ``self.path``.
+        """
+        try:
+            st = os.lstat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NoLedger(f"no ledger at {self.path}: nothing has been recorded there") from None
+        except OSError as exc:
+            exc.filename = self.path
+            raise
+        if not stat.S_ISDIR(st.st_mode):
+            return  # a symlink or another kind of file: open_dir_fd says which
+        try:
+            os.lstat(self.log_path)
+        except FileNotFoundError:
+            raise NoLedger(f"no ledger at {self.path}: it has no {LOG_NAME}") from None
+        except OSError as exc:
+            _check_owned(self.path, st)
+            exc.filename = self.path  # the directory is what cannot be searched
+            raise
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)

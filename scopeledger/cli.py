@@ -48,7 +48,7 @@ from ._ledger import ENV_DIR, Ledger, check_name, default_path
 from ._process import Liveness, probe as default_probe, run_probe
 from ._rules import ScopeRule, parse_rule
 from ._runtime import load_manifest
-from ._store import LOG_NAME
+from ._store import LOG_NAME, resolve_path
 
 # -- exit codes (docs/cli.md, "Exit codes") ------------------------------------
 
@@ -190,7 +190,8 @@ class Env:
         if self.ledger_dir is None and ENV_DIR in os.environ and not os.environ[ENV_DIR].strip():
             raise CliError(f"${ENV_DIR} is set but empty: set it to a ledger directory or unset "
                            "it for the default ledger", EXIT_USAGE)
-        return os.path.abspath(self.ledger_dir or default_path())
+        # As the OS reaches it: a '..' after a symlink is the link target's parent.
+        return resolve_path(self.ledger_dir or default_path())
 
     @property
     def out(self) -> Any:
@@ -214,13 +215,26 @@ class Env:
         for commands that only look: they then work on a read-only mount or
         write-protected copy, and change nothing (no file made, no mode tightened)."""
         path = self.path
-        if not create and not os.path.lexists(path):
+        if not create and _missing(path):
             raise CliError(f"no ledger at {path}: nothing has been recorded there "
                            f"(choose one with --ledger DIR or ${ENV_DIR})", EXIT_NOT_FOUND)
         return Ledger.open(path, timeout=self.lock_timeout, readonly=readonly)
 
     def emit_json(self, obj: Any) -> None:
         sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def _missing(path: str) -> bool:
+    """Whether nothing is at ``path``: not ``os.path.lexists``, which also
+    says ``False`` when the OS refuses to look (a directory above it that
+    cannot be searched); that is reported as such when the ledger is opened."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 def _ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -283,7 +297,9 @@ def _rules_from(writes: Sequence[str], reads: Sequence[str], root: str | None) -
     for perm, specs in (("write", writes), ("read", reads)):
         for spec in specs:
             r = parse_rule(spec, perm, base)
-            real = os.path.realpath(r.path)
+            # A '..' after a symlink means the link target's parent (as the
+            # ledger resolves it, Ledger._prepare): resolve the given spelling.
+            real = os.path.realpath(r.given or r.path)
             out.append(ScopeRule(real, r.permission, r.recursive) if real != r.path else r)
     return out
 
@@ -291,7 +307,9 @@ def _rules_from(writes: Sequence[str], reads: Sequence[str], root: str | None) -
 def _abs_path(p: str) -> str:
     if "\x00" in p:
         raise InvalidScope(f"invalid path {p!r}: contains NUL")
-    return os.path.realpath(os.path.abspath(os.path.expanduser(p)))
+    # Not os.path.abspath: it drops a '..' lexically, before the symlink
+    # under it is resolved; realpath applies each '..' as the OS does.
+    return os.path.realpath(os.path.join(os.getcwd(), os.path.expanduser(p)))
 
 
 def _seq_at_ns(ledger: Ledger, end_ns: int) -> int:
@@ -310,16 +328,100 @@ def _seq_at_ns(ledger: Ledger, end_ns: int) -> int:
     return seq
 
 
+# -- numbers and points in time -------------------------------------------------------
+
+#: The most digits an integer on the command line may have (a seq, a token,
+#: a count): 19, as many as 2**63 has, far more events than a log holds.
+#: Longer is refused with a message, before ``int()`` (which would raise
+#: Python's own "Exceeds the limit (4300 digits)" past 4300).
+MAX_DIGITS = 19
+
+#: The decimal digits of a non-negative integer as the command line takes
+#: them: ASCII digits, nothing else (no sign, blank, ``_``, leading zero or
+#: non-ASCII digit such as '٣' or '５', which ``int()`` would all accept).
+_DIGITS_RE = re.compile(r"0|[1-9][0-9]*")
+
+#: The most fraction digits of a second a time may have (one nanosecond).
+MAX_FRACTION_DIGITS = 9
+
+#: The longest ISO time taken (a valid one has at most about 40 characters).
+MAX_TIME_CHARS = 64
+
+_FRACTION_RE = re.compile(r"[.,]([0-9]*)")
+
+_POINT_EXPECTED = ("expected a seq (0 or a positive integer in decimal digits, e.g. 12) or an ISO "
+                   "time (e.g. 2025-11-29T14:03:05.123Z)")
+
+
+def _shown(value: str) -> str:
+    """``repr(value)`` for a message, cut short when long (so that a
+    5000-digit value makes a readable one-line error)."""
+    if len(value) <= 40:
+        return repr(value)
+    return f"{value[:20]!r}... ({len(value)} characters)"
+
+
+def parse_number(value: str, expected: str, minimum: int = 0, maximum: int | None = None) -> int:
+    """The one parser of integers on the command line: seqs (``--at``,
+    ``--from``, ``--until``, ``diff``'s points), tokens
+    (``$SCOPELEDGER_TOKEN``, ``--token``: :func:`parse_token`) and counts
+    (``--workers``, ``-E``). ``expected`` says what was wanted, for the
+    message (``'a positive integer in decimal digits'``).
+
+    Raises:
+        ValueError: not the ASCII decimal digits of an integer from
+            ``minimum`` to ``maximum`` (``' 5'``, ``'+5'``, ``'1_0'``,
+            ``'05'``, ``'٣'`` are not), or more than :data:`MAX_DIGITS`
+            digits; the message is one line, the value shown cut short.
+    """
+    if type(value) is not str or _DIGITS_RE.fullmatch(value) is None:
+        raise ValueError(f"{_shown(str(value))}: expected {expected}")
+    if len(value) > MAX_DIGITS:
+        raise ValueError(f"{_shown(value)}: too many digits ({len(value)}, at most {MAX_DIGITS}): "
+                         f"expected {expected}")
+    number = int(value)
+    if number < minimum or (maximum is not None and number > maximum):
+        raise ValueError(f"{_shown(value)}: expected {expected}")
+    return number
+
+
+def parse_point(value: str) -> int | tuple[int, int]:
+    """A point on the command line: a seq (``int``, :func:`parse_number`) or
+    an ISO time (``(first_ns, last_ns)``, the span its precision names:
+    ``_render.parse_when``), with no blanks around it, in ASCII, with at
+    most nine fraction digits.
+
+    Raises:
+        ValueError: neither (the message starts ``invalid point``).
+    """
+    from ._render import parse_when
+
+    if value.strip().isdigit():  # meant as a seq (isdigit: '٣' and '²' too)
+        try:
+            return parse_number(value, "a seq (0 or a positive integer in decimal digits, e.g. 12)")
+        except ValueError as exc:
+            raise ValueError(f"invalid point {exc}") from None
+    if value != value.strip() or not value.isascii():
+        raise ValueError(f"invalid point {_shown(value)}: {_POINT_EXPECTED}, with no blanks around "
+                         "it, in ASCII")
+    fraction = _FRACTION_RE.search(value)
+    if fraction is not None and len(fraction.group(1)) > MAX_FRACTION_DIGITS:
+        raise ValueError(f"invalid point {_shown(value)}: {len(fraction.group(1))} fraction digits; "
+                         f"at most {MAX_FRACTION_DIGITS} (one nanosecond)")
+    if len(value) > MAX_TIME_CHARS:
+        raise ValueError(f"invalid point {_shown(value)}: too long ({len(value)} characters): "
+                         f"{_POINT_EXPECTED}")
+    return parse_when(value)
+
+
 def _resolve(ledger: Ledger, value: str | None, what: str, edge: str = "end") -> int | None:
     """A seq or time from the command line -> a seq. A time names a span
     (its precision): ``edge="end"`` gives the last event in or before it,
     ``"start"`` the first event in or after it."""
-    from ._render import parse_when
-
     if value is None:
         return None
     try:
-        when = parse_when(value)
+        when = parse_point(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=what) from None
     if isinstance(when, int):
@@ -336,7 +438,7 @@ def _at_label(state: State, at: str | None) -> str:
     if at is None:
         return f"now (seq {state.seq})"
     stamp = f", {iso(state.last_ts)}" if state.last_ts else ""
-    if at.strip().isdigit():
+    if _DIGITS_RE.fullmatch(at):
         return f"at seq {state.seq}{stamp}"
     return f"at {at} (seq {state.seq}{stamp})"
 
@@ -350,6 +452,14 @@ class _Seconds(click.ParamType):
         if isinstance(value, float):
             number = value
         else:
+            value = str(value)
+            # As integers are read (parse_number): ASCII, no blanks or '_'
+            # (which float() accepts), and not so long a message cannot show it.
+            if len(value) > MAX_TIME_CHARS:
+                self.fail(f"{_shown(value)} is not a number of seconds: too long", param, ctx)
+            if not value.isascii() or value != value.strip() or "_" in value:
+                self.fail(f"{_shown(value)} is not a number of seconds (ASCII digits, e.g. 2.5)",
+                          param, ctx)
             try:
                 number = float(value)
             except (TypeError, ValueError):
@@ -359,6 +469,25 @@ class _Seconds(click.ParamType):
         if number < 0 or number > MAX_SECONDS:
             self.fail(f"{value!r} is out of range: give 0 to {MAX_SECONDS:g} seconds", param, ctx)
         return number
+
+
+class _Integer(click.ParamType):
+    """An integer from ``minimum`` to ``maximum``, read by :func:`parse_number`
+    (not ``click.IntRange``: ``int()`` takes ``' 2 '``, ``'1_0'``, ``'٣'``)."""
+
+    name = "integer"
+
+    def __init__(self, minimum: int, maximum: int) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_number(value, f"an integer from {self.minimum} to {self.maximum} in "
+                                       "decimal digits", self.minimum, self.maximum)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 #: The longest timeout or wait the command line accepts (about 31 years).
@@ -466,7 +595,7 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
     """Print the events in order, one line each: who, what, which rules, and
     what it did to the tree (re-parented children, reclaim reasons, refusals
     with the owner chain). --json prints JSON Lines, one stored event each."""
-    from ._render import narrate, parse_when, styled
+    from ._render import narrate, styled
 
     if holder is not None:
         check_name(holder)
@@ -475,8 +604,10 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
         since = _resolve(ledger, from_, "--from", "start")
         until_seq = _resolve(ledger, until, "--until", "end")
         until_ns = None
-        if until is not None and not until.strip().isdigit():
-            until_ns = parse_when(until)[1]  # type: ignore[index]
+        if until is not None:
+            point = parse_point(until)  # (valid: _resolve took it)
+            if not isinstance(point, int):
+                until_ns = point[1]
         filtered = bool(types or holder or path)
         narrator, everything = _narrator(ledger, since, filtered and not env.json,
                                          _display_root(relative_to))
@@ -711,24 +842,18 @@ def _env_value(variable: str, what: str) -> str | None:
     return value
 
 
-#: A grant's token as the command line takes it: the decimal digits of a
-#: positive integer, nothing else (no sign, blank, ``_``, leading zero or
-#: non-ASCII digit, which ``int()`` would all accept).
-_TOKEN_RE = re.compile(r"[1-9][0-9]*")
-
-
 def parse_token(value: str) -> int:
     """A token (the seq of a grant, as ``ledger run`` sets
-    ``$SCOPELEDGER_TOKEN`` and ``ledger show`` prints it) as an ``int``.
+    ``$SCOPELEDGER_TOKEN`` and ``ledger show`` prints it) as an ``int``
+    (:func:`parse_number`, as seqs are read).
 
     Raises:
         ValueError: not the decimal digits of a positive integer
-            (``' 5'``, ``'+5'``, ``'1_0'``, ``'05'``, ``'0'``, ``'５'`` are not).
+            (``' 5'``, ``'+5'``, ``'1_0'``, ``'05'``, ``'0'``, ``'５'`` are not),
+            or more than :data:`MAX_DIGITS` digits.
     """
-    if _TOKEN_RE.fullmatch(value) is None:
-        raise ValueError(f"{value!r}: expected a positive integer in decimal digits "
-                         "(a grant's seq, as 'ledger run' sets it)")
-    return int(value)
+    return parse_number(value, "a positive integer in decimal digits (a grant's seq, as "
+                               "'ledger run' sets it)", minimum=1)
 
 
 def _env_token(value: str | None) -> int | None:
@@ -915,7 +1040,7 @@ def diff(env: Env, a: str, b: str) -> int:
 
 
 @cli.command()
-@click.option("--workers", type=click.IntRange(1, 256), default=None, metavar="N",
+@click.option("--workers", type=_Integer(1, 256), default=None, metavar="N",
               help="Processes to verify with (default: one per CPU, at most 8, for logs over 32 MB; "
                    "else 1).")
 @common
@@ -927,7 +1052,7 @@ def verify(env: Env, workers: int | None) -> int:
     from ._ledger import verify as verify_dir
     from ._render import verify_json
 
-    if not os.path.lexists(env.path):
+    if _missing(env.path):
         env.open(readonly=True)  # the one-line "no ledger at ..." error
     # Works on a ledger that open() refuses as corrupt.
     report = verify_dir(env.path, workers=workers)
@@ -1329,7 +1454,7 @@ class _Runner:
 @click.option("-n", "--nonblock", is_flag=True, help="Fail at once if the scope is held.")
 @click.option("-w", "--wait", "wait", type=SECONDS, metavar="SECONDS",
               help="Wait at most SECONDS for the scope (default: wait for ever).")
-@click.option("-E", "--conflict-exit-code", type=click.IntRange(0, 255), default=EXIT_REFUSED,
+@click.option("-E", "--conflict-exit-code", type=_Integer(0, 255), default=EXIT_REFUSED,
               show_default=True, help="Exit code when the scope is not granted.")
 @click.option("--parent", metavar="NAME",
               help=f"Delegate from holder NAME (default: ${ENV_HOLDER}, set by an enclosing 'ledger run').")
@@ -1406,6 +1531,8 @@ def _report(env: Env | None, exc: BaseException, code: int) -> None:
             stream = sys.stderr if env.json_to_stderr else sys.stdout
             stream.write(json.dumps(error_json(exc, code), default=str) + "\n")
             stream.flush()
+            if env.json_to_stderr:
+                return  # 'run': its stderr carries JSON documents only; this one is the error
         from ._render import safe
 
         sys.stderr.write(f"error: {safe(message)}\n")  # the --help hint's program name too
@@ -1429,6 +1556,10 @@ def _reserve_std_fds() -> None:
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
+            else:
+                # os.open makes it close-on-exec (dup2 does not): 'run''s
+                # COMMAND must get /dev/null there too, not a closed stream.
+                os.set_inheritable(fd, True)
     if sys.stdin is None:
         sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115
     if sys.stdout is None:
@@ -1441,12 +1572,22 @@ def _reserve_std_fds() -> None:
 class _LogHandler(logging.Handler):
     """The library's log records on stderr: ``warning: ...`` for warnings
     and worse, the message alone for notices (INFO); control characters
-    escaped."""
+    escaped. For ``run --json`` (whose stderr carries JSON documents only)
+    ``{"warning": ...}`` and ``{"notice": ...}``, the message exact."""
+
+    #: The command line's options (``main`` sets it).
+    env: "Env | None" = None
 
     def emit(self, record: logging.LogRecord) -> None:
         from ._render import safe
 
         try:
+            env = self.env
+            if env is not None and env.json and env.json_to_stderr:
+                kind = "warning" if record.levelno >= logging.WARNING else "notice"
+                sys.stderr.write(json.dumps({kind: record.getMessage()}) + "\n")
+                sys.stderr.flush()
+                return
             message = safe(record.getMessage())  # as one_line: nothing but control characters changed
             if record.levelno >= logging.ERROR:
                 line = f"error: {message}"
@@ -1460,10 +1601,14 @@ class _LogHandler(logging.Handler):
             pass
 
 
-def _install_log_handler() -> None:
+def _install_log_handler(env: Env | None = None) -> None:
     logger = logging.getLogger("scopeledger")
-    if not any(isinstance(h, _LogHandler) for h in logger.handlers):
-        logger.addHandler(_LogHandler(logging.INFO))
+    handlers = [h for h in logger.handlers if isinstance(h, _LogHandler)]
+    if not handlers:
+        handlers = [_LogHandler(logging.INFO)]
+        logger.addHandler(handlers[0])
+    for h in handlers:
+        h.env = env
     logger.setLevel(logging.INFO)
     logger.propagate = False
 
@@ -1471,8 +1616,8 @@ def _install_log_handler() -> None:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The console script: run the command line and exit with its code."""
     _reserve_std_fds()
-    _install_log_handler()
     env = Env()
+    _install_log_handler(env)
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "ledger"
     if prog in ("__main__.py", "-m", "-c") or not prog:
         prog = "ledger"
