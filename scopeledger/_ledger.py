@@ -71,16 +71,40 @@ def default_path() -> str:
     """The ledger directory used when none is given: ``$SCOPELEDGER_DIR``,
     else ``$XDG_STATE_HOME/scopeledger``, else
     ``~/.local/state/scopeledger``. History is the product, so the default
-    is a state directory that survives reboots, not a runtime directory."""
+    is a state directory that survives reboots, not a runtime directory.
+
+    A relative (or empty) ``$XDG_STATE_HOME`` is ignored, as the XDG Base
+    Directory specification says (it would make the default ledger depend
+    on the working directory); so is a relative ``$HOME`` (the home
+    directory of the password database is used instead). A relative
+    ``$SCOPELEDGER_DIR`` is taken from the working directory, resolved as
+    the OS resolves it (a ``..`` after a symlink: the target's parent)."""
+    from ._store import resolve_path
+
     env = os.environ.get(ENV_DIR)
     if env:
-        return os.path.abspath(env)
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+        return resolve_path(env)
+    base = os.environ.get("XDG_STATE_HOME") or ""
+    if not os.path.isabs(base):
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home):
+            import pwd
+
+            try:
+                home = pwd.getpwuid(os.getuid()).pw_dir
+            except KeyError:
+                pass
+        base = os.path.join(home, ".local", "state")
     return os.path.join(base, "scopeledger")
 
 
-def check_name(name: Any) -> str:
-    """Validate a holder name.
+def check_name(name: Any, what: str | None = None) -> str:
+    """Validate a holder name (``what``: the argument it was given as, for
+    the message: ``invalid holder name '' for parent: ...``).
+
+    Returns:
+        The name as a plain ``str`` (a ``str`` subclass is copied, so that
+        what a ledger keeps in memory is what the log's reader gets back).
 
     Raises:
         InvalidHolderName: not a ``str`` of 1-255 characters from
@@ -88,9 +112,9 @@ def check_name(name: Any) -> str:
     """
     if not isinstance(name, str) or not HOLDER_NAME.fullmatch(name):
         raise InvalidHolderName(
-            f"invalid holder name {name!r}: use 1-255 characters from [A-Za-z0-9._@:+-], "
-            "starting with a letter or digit")
-    return name
+            f"invalid holder name {name!r}{' for ' + what if what else ''}: use 1-255 characters "
+            "from [A-Za-z0-9._@:+-], starting with a letter or digit")
+    return name if type(name) is str else str.__str__(name)
 
 
 def _as_rules(rules: Any) -> list[ScopeRule]:
@@ -181,8 +205,10 @@ class _Txn:
         st = self.state
         seq = st.seq + 1
         ts = self.ledger._clock()
-        if type(ts) is not int:  # never write a line no reader would accept
-            raise TypeError(f"clock() returned {type(ts).__name__} {ts!r}, not int nanoseconds")
+        if type(ts) is not int or ts >= _TS_LIMIT:  # never write a line no reader would accept
+            if type(ts) is not int:
+                raise TypeError(f"clock() returned {type(ts).__name__} {ts!r}, not int nanoseconds")
+            raise ValueError(f"clock() returned {ts!r}: nanoseconds at or past 2**63 (the year 2262)")
         if ts < st.last_ts:  # the wall clock stepped back: never go back in the log
             ts = st.last_ts
         ev = {"v": FORMAT_VERSION, "seq": seq, "ts": ts, "actor": self.actor,
@@ -235,27 +261,27 @@ class Ledger(HistoryMixin):
     (``register``, ``delegate``, ``attach``, ``release``, ``hold``,
     ``reclaim_stale`` with something to reclaim, ``snapshot``) raises
     :class:`ReadOnlyLedger` before doing anything.
+    Those methods check the type and value of every argument before they
+    take the lock: a bad one (:class:`InvalidHolderName`,
+    :class:`InvalidScope`, :class:`InvalidProcess`, ``TypeError``,
+    ``ValueError``, naming the argument and the value) records nothing, so
+    that no event the fold would refuse is ever written.
     """
 
     def __init__(self, store: Store, *, timeout: float | None, probe: Probe | None,
                  fsync: bool, snapshot_every: int, keep_snapshots: int | None,
                  resolve_symlinks: bool, clock: Callable[[], int] | None,
                  load: bool = True) -> None:
+        _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         self._store = store
         self.path = store.path
         self.timeout = timeout
-        self._probe: Probe = probe or default_probe
+        self._probe: Probe = probe if probe is not None else default_probe
         self.fsync = fsync
-        if timeout is not None and not (type(timeout) in (int, float) and 0 <= timeout < 1e9):
-            raise ValueError(f"timeout must be None or a number of seconds from 0 to 1e9, not {timeout!r}")
-        if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) or snapshot_every < 1:
-            raise ValueError(f"snapshot_every must be an int >= 1, not {snapshot_every!r}")
-        if keep_snapshots is not None and (not isinstance(keep_snapshots, int) or keep_snapshots < 1):
-            raise ValueError(f"keep_snapshots must be None or an int >= 1, not {keep_snapshots!r}")
         self.snapshot_every = snapshot_every
         self.keep_snapshots = keep_snapshots
         self.resolve_symlinks = resolve_symlinks
-        self._clock: Callable[[], int] = clock or time.time_ns
+        self._clock: Callable[[], int] = clock if clock is not None else time.time_ns
         self._mem = threading.RLock()
         self._state: State | None = None
         self._offset = 0
@@ -304,7 +330,10 @@ class Ledger(HistoryMixin):
                 path is what the event records.
             clock: ``() -> int`` nanoseconds since the epoch, UTC (tests);
                 a mutation raises ``TypeError`` (recording nothing) when it
-                returns anything but an ``int``.
+                returns anything but an ``int``, and ``ValueError`` when it
+                returns 2**63 or more (past the year 2262: every later
+                event would be clamped to it). A value before the last
+                event's (also a negative one) is clamped to it.
             readonly: only read: open the log ``O_RDONLY`` and nothing else
                 (no lock, nothing created, no mode tightened), so that a
                 ledger on a read-only mount, or one write-protected with
@@ -324,10 +353,13 @@ class Ledger(HistoryMixin):
             ReadOnlyLedger: without ``readonly``, the directory, a
                 subdirectory or the log has no owner write bit
                 (write-protected); nothing is changed.
-            TypeError: ``path`` is not a ``str`` or ``os.PathLike[str]``,
-                or ``readonly`` is not a ``bool``.
+            TypeError: ``path`` is not a ``str`` or ``os.PathLike[str]``;
+                ``fsync``, ``resolve_symlinks`` or ``readonly`` is not a
+                ``bool``; ``probe`` or ``clock`` is neither ``None`` nor
+                callable. Nothing is created.
             ValueError: ``timeout``, ``snapshot_every`` or
-                ``keep_snapshots`` out of range.
+                ``keep_snapshots`` of the wrong type or out of range.
+                Nothing is created.
             CorruptLedger: a complete log line does not check out.
             LedgerIOError: the log or the snapshots directory cannot be
                 read once opened (an I/O error); it names the full path.
@@ -336,6 +368,8 @@ class Ledger(HistoryMixin):
         """
         if type(readonly) is not bool:
             raise TypeError(f"readonly must be True or False, not {readonly!r}")
+        # Before the Store: a bad option creates no directory.
+        _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         store = Store(_dir_path(path), readonly=readonly)
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
@@ -508,7 +542,18 @@ class Ledger(HistoryMixin):
         return cache[1], cache[2]
 
     def _identity(self, pid: int | None) -> ProcessIdentity:
-        if pid is None or (type(pid) is int and pid == os.getpid()):  # 12345.0 is no pid
+        """The identity to bind an allocation to (the calling process for
+        ``None``).
+
+        Raises:
+            InvalidProcess: ``pid`` is not a positive ``int`` (a ``bool``,
+                a float, a string) or names no process.
+        """
+        if pid is None:
+            return self._actor()
+        if type(pid) is not int and isinstance(pid, int) and type(pid) is not bool:
+            pid = int.__int__(pid)  # an int subclass (IntEnum): the log holds a plain int
+        if type(pid) is int and pid == os.getpid():  # 12345.0 is no pid
             return self._actor()
         try:
             return identify(pid)
@@ -638,16 +683,21 @@ class Ledger(HistoryMixin):
             The :class:`Allocation`; its ``token`` is the granting seq.
 
         Raises:
-            InvalidHolderName, InvalidScope: bad input (nothing recorded).
+            InvalidHolderName: ``name`` is not a holder name.
+            InvalidScope: bad ``rules`` (not a non-empty list of rules; a
+                bad path, permission or ``recursive`` flag, also once
+                symlinks are resolved), or ``socket`` neither ``None`` nor
+                an absolute UTF-8 path without NUL.
+            InvalidProcess: ``pid`` is not a positive ``int`` or names no
+                process.
             DuplicateHolder: a live holder has this name.
             ScopeConflict: a write rule overlaps a live holder's write rule;
                 holders in the way whose process is dead are reclaimed
                 first. The refusal is recorded once.
-            InvalidProcess: ``pid`` is not a positive ``int`` or names no
-                process.
         """
-        check_name(name)
-        _check_socket(socket)
+        name = check_name(name)
+        if socket is not None:
+            socket = _check_socket(socket)
         rules_t = self._prepare(rules)
         ident = self._identity(pid)
 
@@ -685,11 +735,16 @@ class Ledger(HistoryMixin):
             UnknownHolder: ``parent`` is not live.
             DelegationError: a rule is outside the parent's effective scope
                 or overlaps a sibling's write rule.
-            DuplicateHolder, InvalidHolderName, InvalidScope: as register.
+            InvalidHolderName: ``parent`` or ``child`` is not a holder name.
+            TypeError: ``reserved`` is not a ``bool``.
+            DuplicateHolder, InvalidScope, InvalidProcess: as register.
         """
-        check_name(parent)
-        check_name(child)
-        _check_socket(socket)
+        parent = check_name(parent, "parent")
+        child = check_name(child, "child")
+        if type(reserved) is not bool:
+            raise TypeError(f"reserved must be True or False, not {reserved!r}")
+        if socket is not None:
+            socket = _check_socket(socket)
         rules_t = self._prepare(rules)
         ident = self._identity(pid)
 
@@ -710,8 +765,11 @@ class Ledger(HistoryMixin):
 
         Raises:
             UnknownHolder: ``name`` is not live.
+            InvalidHolderName: ``name`` is not a holder name.
+            InvalidProcess: ``pid`` is not a positive ``int`` or names no
+                process.
         """
-        check_name(name)
+        name = check_name(name)
         ident = self._identity(pid)
 
         def build(txn: _Txn) -> Allocation:
@@ -740,7 +798,7 @@ class Ledger(HistoryMixin):
             InvalidHolderName: ``name`` is not a holder name.
             TypeError: ``token`` is neither an ``int`` nor ``None``.
         """
-        check_name(name)
+        name = check_name(name)
         _check_token(token, allow_none=True)
 
         def build(txn: _Txn) -> list[str]:
@@ -773,8 +831,15 @@ class Ledger(HistoryMixin):
 
         Returns:
             Names reclaimed (or that would be), ``list[str]``, in order.
+
+        Raises:
+            TypeError: ``probe`` is neither ``None`` nor callable, or
+                ``dry_run`` is not a ``bool`` (before anything is probed or
+                recorded).
         """
-        fn = probe or self._probe
+        _check_callable("probe", probe)
+        _check_bool("dry_run", dry_run)
+        fn = probe if probe is not None else self._probe
         with self._mem:
             snapshot = list(self._catch_up(locked=False).holders.values())
         suspects = [a for a in snapshot if run_probe(fn, a.process).dead]
@@ -999,10 +1064,52 @@ def _check_token(token: Any, allow_none: bool = False) -> None:
                         f"not {token!r}")
 
 
-def _check_socket(socket: Any) -> None:
-    if socket is not None and not (isinstance(socket, str) and socket.startswith("/")
-                                   and "\x00" not in socket):
+def _check_socket(socket: Any) -> str | None:
+    """``socket`` as the event records it: ``None`` or a plain ``str``
+    absolute path, UTF-8 encodable (the log is UTF-8 JSON), without NUL.
+
+    Raises:
+        InvalidScope: anything else.
+    """
+    if socket is None:
+        return None
+    if not (isinstance(socket, str) and socket.startswith("/") and "\x00" not in socket):
         raise InvalidScope(f"invalid socket {socket!r}: expected an absolute path or None")
+    if not socket.isascii():
+        try:
+            socket.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidScope(f"invalid socket {socket!r}: not valid UTF-8") from None
+    return socket if type(socket) is str else str.__str__(socket)
+
+
+#: A clock value at or past this (int64 nanoseconds: the year 2262) is refused.
+_TS_LIMIT = 1 << 63
+
+
+def _check_bool(what: str, value: Any) -> None:
+    if type(value) is not bool:
+        raise TypeError(f"{what} must be True or False, not {value!r}")
+
+
+def _check_callable(what: str, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{what} must be None or a callable, not {value!r}")
+
+
+def _check_options(timeout: Any, probe: Any, fsync: Any, snapshot_every: Any, keep_snapshots: Any,
+                   resolve_symlinks: Any, clock: Any) -> None:
+    """Validate :meth:`Ledger.open`'s options (see its Raises)."""
+    if timeout is not None and not (type(timeout) in (int, float) and 0 <= timeout < 1e9):
+        raise ValueError(f"timeout must be None or a number of seconds from 0 to 1e9, not {timeout!r}")
+    if type(snapshot_every) is not int or snapshot_every < 1:
+        raise ValueError(f"snapshot_every must be an int >= 1, not {snapshot_every!r}")
+    if keep_snapshots is not None and (type(keep_snapshots) is not int or keep_snapshots < 1):
+        raise ValueError(f"keep_snapshots must be None or an int >= 1, not {keep_snapshots!r}")
+    _check_bool("fsync", fsync)
+    _check_bool("resolve_symlinks", resolve_symlinks)
+    _check_callable("probe", probe)
+    _check_callable("clock", clock)
 
 
 def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,

@@ -1,0 +1,358 @@
+"""Every argument of every mutation is checked at the boundary, before the
+lock is taken: a bad one raises a typed error naming it and records nothing,
+so that no event the fold would refuse is ever written (a ``reserved="y"``
+once made every later command fail with ``corrupt ledger``). Also the
+options of ``Ledger.open``."""
+
+import enum
+import os
+import re
+import shutil
+import tempfile
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from scopeledger import (
+    DelegationError,
+    DuplicateHolder,
+    InvalidHolderName,
+    InvalidProcess,
+    InvalidScope,
+    Ledger,
+    LockTimeout,
+    ScopeConflict,
+    ScopeRule,
+    UnknownHolder,
+    verify,
+)
+
+
+def W(path, rec=True):
+    return ScopeRule(path, "write", rec)
+
+
+def Rd(path, rec=True):
+    return ScopeRule(path, "read", rec)
+
+
+def log_bytes(ledger_dir):
+    with open(os.path.join(ledger_dir, "events.jsonl"), "rb") as f:
+        return f.read()
+
+
+def _dead_is_pid_1(ident):
+    """The ledger's probe: the holder bound to pid 1 counts as gone, so that
+    a reclaim (or a hot-path reclaim) has something to record."""
+    return ident.pid != 1
+
+
+def make_base(ledger_dir, root):
+    """p (top, writes ROOT/t), r (p's reserved child, ROOT/t/r), q (reads
+    ROOT/q, bound to pid 1: dead to the ledger's probe)."""
+    led = Ledger.open(ledger_dir, probe=_dead_is_pid_1)
+    led.register("p", [W(root + "/t")])
+    led.delegate("p", "r", [W(root + "/t/r")], reserved=True)
+    led.register("q", [Rd(root + "/q")], pid=1)
+    led.close()
+
+
+NAMES = ["", "a/b", "..", ".x", "a b", "x" * 256, "é", "a\n", None, 3, 1.0, True, b"a", ["a"], object()]
+RULES = [[], (), set(), "not rules", None, 5, True, b"/x", [None], [5], ["/x"], [("/x",)],
+         [("rel", "write")], [("/x", "execute")], [("/x", "write", "yes")], [("/x", "write", 1)],
+         [("/x", "write", None)], [("/x\x00y", "write")], [("/\udcff", "write")],
+         [("/" + "a" * 256, "write")], [("/" + "ab/" * 1400, "write")], [object()], {"/x": "write"}]
+PIDS = ["123", 1.0, float(os.getpid()), True, False, 0, -3, [1], b"1", 2**22 + 12345, 2**70, object()]
+SOCKETS = [5, True, b"/s", "relative/sock", "", "/a\x00b", "/\udcff", ["/s"], object()]
+RESERVED = ["y", 1, 0, None, [], "false", "True", 1.0]
+TOKENS = [True, False, "1", 1.0, [], b"1"]
+PROBES = [42, "probe", True, False, [], b"x"]
+DRY_RUNS = ["no", 1, 0, None, [], "False"]
+
+# argument -> (call(ledger, root, bad value), bad values, error, message pattern)
+CALLS = {
+    "register.name": (lambda L, r, v: L.register(v, [W(r + "/n")]),
+                      NAMES, InvalidHolderName, r"invalid holder name"),
+    "register.rules": (lambda L, r, v: L.register("n", v), RULES, InvalidScope, r"invalid|no rules"),
+    "register.pid": (lambda L, r, v: L.register("n", [W(r + "/n")], v), PIDS, InvalidProcess, r"pid"),
+    "register.socket": (lambda L, r, v: L.register("n", [W(r + "/n")], socket=v),
+                        SOCKETS, InvalidScope, r"invalid socket"),
+    "delegate.parent": (lambda L, r, v: L.delegate(v, "c", [W(r + "/t/c")]),
+                        NAMES, InvalidHolderName, r"invalid holder name .* for parent"),
+    "delegate.child": (lambda L, r, v: L.delegate("p", v, [W(r + "/t/c")]),
+                       NAMES, InvalidHolderName, r"invalid holder name .* for child"),
+    "delegate.rules": (lambda L, r, v: L.delegate("p", "c", v), RULES, InvalidScope, r"invalid|no rules"),
+    "delegate.pid": (lambda L, r, v: L.delegate("p", "c", [W(r + "/t/c")], v), PIDS, InvalidProcess, r"pid"),
+    "delegate.reserved": (lambda L, r, v: L.delegate("p", "c", [W(r + "/t/c")], reserved=v),
+                          RESERVED, TypeError, r"reserved must be True or False, not "),
+    "delegate.socket": (lambda L, r, v: L.delegate("p", "c", [W(r + "/t/c")], socket=v),
+                        SOCKETS, InvalidScope, r"invalid socket"),
+    "attach.name": (lambda L, r, v: L.attach(v), NAMES, InvalidHolderName, r"invalid holder name"),
+    "attach.pid": (lambda L, r, v: L.attach("r", v), PIDS, InvalidProcess, r"pid"),
+    "release.name": (lambda L, r, v: L.release(v), NAMES, InvalidHolderName, r"invalid holder name"),
+    "release.token": (lambda L, r, v: L.release("p", v), TOKENS, TypeError, r"token must be an int"),
+    "hold.name": (lambda L, r, v: L.hold(v, [W(r + "/n")]), NAMES, InvalidHolderName, r"invalid holder name"),
+    "hold.rules": (lambda L, r, v: L.hold("n", v), RULES, InvalidScope, r"invalid|no rules"),
+    "hold.pid": (lambda L, r, v: L.hold("n", [W(r + "/n")], v), PIDS, InvalidProcess, r"pid"),
+    "hold.parent": (lambda L, r, v: L.hold("c", [W(r + "/t/c")], parent=v),
+                    # None is no parent (a top-level hold), not a bad value
+                    [n for n in NAMES if n is not None], InvalidHolderName, r"invalid holder name .* for parent"),
+    "hold.socket": (lambda L, r, v: L.hold("n", [W(r + "/n")], socket=v), SOCKETS, InvalidScope,
+                    r"invalid socket"),
+    "reclaim_stale.probe": (lambda L, r, v: L.reclaim_stale(v), PROBES, TypeError,
+                            r"probe must be None or a callable, not "),
+    "reclaim_stale.dry_run": (lambda L, r, v: L.reclaim_stale(dry_run=v), DRY_RUNS, TypeError,
+                              r"dry_run must be True or False, not "),
+}
+
+CASES = [(arg, i) for arg, (_, bad, _, _) in CALLS.items() for i in range(len(bad))]
+
+
+def test_the_table_covers_every_mutation_and_argument():
+    import inspect
+
+    for method in ("register", "delegate", "attach", "release", "hold", "reclaim_stale"):
+        params = [p for p in inspect.signature(getattr(Ledger, method)).parameters if p != "self"]
+        assert {f"{method}.{p}" for p in params} <= set(CALLS), method
+
+
+@pytest.mark.parametrize("arg, i", CASES, ids=[f"{a}-{i}" for a, i in CASES])
+def test_a_bad_argument_records_nothing_and_leaves_a_usable_ledger(tmp_path, arg, i):
+    call, bad_values, error, pattern = CALLS[arg]
+    bad = bad_values[i]
+    root = str(tmp_path / "tree")
+    path = str(tmp_path / "ledger")
+    make_base(path, root)
+    before = log_bytes(path)
+    led = Ledger.open(path, probe=_dead_is_pid_1, timeout=0)
+    blocker = Ledger.open(path)
+    try:
+        # The lock is held elsewhere: an argument checked only under the lock
+        # would meet LockTimeout first.
+        with blocker._store.locked():
+            with pytest.raises(error, match=pattern) as info:
+                call(led, root, bad)
+        assert not isinstance(info.value, LockTimeout)
+        assert "\n" not in str(info.value)
+        if type(bad) in (str, int, bool) and arg.split(".")[1] in ("reserved", "token", "dry_run", "socket"):
+            assert repr(bad) in str(info.value)  # names the bad value
+        assert log_bytes(path) == before, f"{arg}={bad!r} changed the log"
+        assert verify(path).ok
+        fresh = Ledger.open(path)
+        assert [a.name for a in fresh.holders()] == ["p", "r", "q"]
+        fresh.close()
+        # The object that refused still works.
+        led.register("after", [W(root + "/after")])
+        assert verify(path).ok
+    finally:
+        led.close()
+        blocker.close()
+
+
+def test_the_reported_case_reserved_y(tmp_path):
+    root, path = str(tmp_path / "tree"), str(tmp_path / "ledger")
+    led = Ledger.open(path)
+    led.register("a", [W(root + "/t")])
+    before = log_bytes(path)
+    with pytest.raises(TypeError, match=r"reserved must be True or False, not 'y'"):
+        led.delegate("a", "b", [W(root + "/t/x")], reserved="y")
+    assert log_bytes(path) == before
+    assert led.delegate("a", "b", [W(root + "/t/x")], reserved=True).reserved is True
+    assert led.delegate("a", "c", [W(root + "/t/y")], reserved=False).reserved is False
+    led.close()
+    assert verify(path).ok
+    assert [a.name for a in Ledger.open(path).holders()] == ["a", "b", "c"]
+
+
+# -- any value, any argument: the log stays foldable --------------------------
+
+_anything = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8), st.binary(max_size=4),
+    st.lists(st.one_of(st.integers(), st.text(max_size=4)), max_size=3),
+    st.tuples(st.text(max_size=4), st.text(max_size=4)), st.just(object()))
+_ARG_ERRORS = (InvalidHolderName, InvalidScope, InvalidProcess, TypeError, ValueError)
+_REFUSALS = (DuplicateHolder, ScopeConflict, DelegationError, UnknownHolder)
+
+
+def _bad_rules(root):
+    """Rule lists mixing good and bad paths, permissions and flags."""
+    path = st.one_of(st.sampled_from([root + "/t/x", root + "/n", root + "/../x", "/", "rel"]),
+                     st.text(max_size=6).map(lambda s: "/" + s), _anything)
+    perm = st.one_of(st.sampled_from(["read", "write", "READ", " Write ", "exec"]), _anything)
+    rule = st.one_of(st.tuples(path, perm), st.tuples(path, perm, st.one_of(st.booleans(), _anything)))
+    return st.one_of(st.lists(rule, max_size=3), _anything)
+
+
+def test_no_argument_value_makes_an_event_the_fold_refuses(tmp_path):
+    """Property: one argument of one mutation takes any value (good ones
+    too), the others good ones. Whatever happens, the log still verifies
+    and opens; an argument error leaves its bytes as they were."""
+    root, base = str(tmp_path / "tree"), str(tmp_path / "base")
+    make_base(base, root)
+    with Ledger.open(base) as led:
+        led.register("n1", [W(root + "/m")])
+    examples = iter(range(10**6))
+    names = st.sampled_from(["n2", "n3"])
+    pids = st.sampled_from([None, os.getpid()])
+    sockets = st.sampled_from([None, "/run/s.sock"])
+    top_rules = st.sampled_from([[W(root + "/n")], [(root + "/n2", "write")], [Rd(root + "/t")]])
+    sub_rules = st.sampled_from([[W(root + "/t/c")], [(root + "/t/c2", "read", False)]])
+    bad_rules = _bad_rules(root)
+    # method -> (positional argument strategies, keyword argument strategies),
+    # each (good values, any values)
+    signatures = {
+        "register": ([(names, _anything), (top_rules, bad_rules), (pids, _anything)],
+                     {"socket": (sockets, _anything)}),
+        "delegate": ([(st.just("p"), _anything), (names, _anything), (sub_rules, bad_rules),
+                      (pids, _anything)],
+                     {"reserved": (st.booleans(), _anything), "socket": (sockets, _anything)}),
+        "attach": ([(st.just("r"), _anything), (pids, _anything)], {}),
+        "release": ([(st.just("n1"), _anything), (st.none(), _anything)], {}),
+        "hold": ([(names, _anything), (top_rules, bad_rules), (pids, _anything)],
+                 {"parent": (st.none(), _anything), "socket": (sockets, _anything)}),
+        "reclaim_stale": ([(st.sampled_from([None, lambda ident: True]), _anything)],
+                          {"dry_run": (st.booleans(), _anything)}),
+    }
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(st.data())
+    def run(data):
+        method = data.draw(st.sampled_from(sorted(signatures)), label="method")
+        positional, keywords = signatures[method]
+        slots = [str(i) for i in range(len(positional))] + sorted(keywords)
+        odd = data.draw(st.sampled_from(slots), label="any value for")
+        args = [data.draw(anyv if str(i) == odd else good, label=f"arg {i}")
+                for i, (good, anyv) in enumerate(positional)]
+        kwargs = {k: data.draw(anyv if k == odd else good, label=k) for k, (good, anyv) in keywords.items()}
+        # A fresh copy of the base ledger for every example: no example
+        # sees another's events, so that a failure shrinks to its own cause.
+        path = str(tmp_path / f"ex{next(examples)}")
+        shutil.copytree(base, path)
+        before = log_bytes(path)
+        with Ledger.open(path, probe=_dead_is_pid_1) as led:
+            try:
+                out = getattr(led, method)(*args, **kwargs)
+            except _REFUSALS:
+                pass
+            except _ARG_ERRORS as exc:
+                assert log_bytes(path) == before, f"{method}{tuple(args)} {kwargs} raised {exc!r} but wrote"
+            else:
+                if method == "hold":
+                    out.release()
+            report = verify(path)
+            assert report.ok, report.problems
+            Ledger.open(path, readonly=True).close()
+        shutil.rmtree(path)
+
+    run()
+
+
+# -- smaller cases --------------------------------------------------------------
+
+
+def test_a_clock_past_2_63_ns_is_refused_before_anything_is_written(tmp_path):
+    path = str(tmp_path / "ledger")
+    Ledger.open(path).register("a", [W("/clock/a")])
+    before = log_bytes(path)
+    for ts in (2**63, 2**64, 2**70):
+        led = Ledger.open(path, clock=lambda ts=ts: ts)
+        with pytest.raises(ValueError, match=re.escape(f"clock() returned {ts}")):
+            led.register("b", [W("/clock/b")])
+        assert log_bytes(path) == before
+        led.close()
+    assert verify(path).ok
+
+
+def test_falsy_callables_are_used_not_replaced_by_the_defaults(tmp_path):
+    class Clock:
+        def __len__(self):
+            return 0
+
+        def __call__(self):
+            return 5_000
+
+    class Probe:
+        def __bool__(self):
+            return False
+
+        def __call__(self, ident):
+            return False  # everyone is gone
+
+    path = str(tmp_path / "ledger")
+    led = Ledger.open(path, clock=Clock(), probe=Probe())
+    led.register("a", [W("/falsy/a")])
+    assert led.holder("a").granted_ns == 5_000
+    assert led.reclaim_stale() == ["a"]
+    led.register("b", [W("/falsy/b")])
+    assert led.reclaim_stale(probe=Probe()) == ["b"]
+
+
+def test_subclasses_of_str_and_int_are_recorded_as_plain_values(tmp_path):
+    class Name(str):
+        pass
+
+    class Pid(enum.IntEnum):
+        me = os.getpid()
+
+    path = str(tmp_path / "ledger")
+    led = Ledger.open(path)
+    a = led.register(Name("a"), [W("/sub/a")], pid=Pid.me, socket=Name("/run/a.sock"))
+    assert type(a.name) is str and type(a.pid) is int and type(a.socket) is str
+    b = led.delegate(Name("a"), Name("b"), [W("/sub/a/b")], pid=Pid.me, reserved=True)
+    assert type(b.name) is str and type(b.parent) is str
+    led.attach(Name("b"), Pid.me)
+    led.release(Name("b"))
+    assert Ledger.open(path).state().holders == led.state().holders
+    assert verify(path).ok
+
+
+# -- Ledger.open's options ------------------------------------------------------
+
+OPEN_BAD = {
+    "fsync": (["no", 1, 0, None, "false", []], TypeError, r"fsync must be True or False, not "),
+    "resolve_symlinks": (["no", 1, 0, None, "false", []], TypeError,
+                         r"resolve_symlinks must be True or False, not "),
+    "probe": ([42, "probe", True, False, 0, []], TypeError, r"probe must be None or a callable, not "),
+    "clock": ([42, "now", True, 0, 1.5, []], TypeError, r"clock must be None or a callable, not "),
+    "timeout": ([True, -1, "1", float("nan"), 1e10], ValueError, r"timeout must be"),
+    "snapshot_every": ([True, 0, 1.5, "10", None], ValueError, r"snapshot_every must be"),
+    "keep_snapshots": ([True, 0, 1.5, "2"], ValueError, r"keep_snapshots must be"),
+    "readonly": (["no", 1, None], TypeError, r"readonly must be True or False"),
+}
+OPEN_CASES = [(opt, i) for opt, (bad, _, _) in OPEN_BAD.items() for i in range(len(bad))]
+
+
+@pytest.mark.parametrize("opt, i", OPEN_CASES, ids=[f"{o}-{i}" for o, i in OPEN_CASES])
+def test_bad_open_options_are_refused_and_create_nothing(tmp_path, opt, i):
+    bad_values, error, pattern = OPEN_BAD[opt]
+    bad = bad_values[i]
+    missing = str(tmp_path / "missing")
+    with pytest.raises(error, match=pattern):
+        Ledger.open(missing, **{opt: bad})
+    assert not os.path.exists(missing)
+    existing = str(tmp_path / "ledger")
+    Ledger.open(existing).register("a", [W("/opt/a")])
+    before = log_bytes(existing)
+    with pytest.raises(error, match=pattern):
+        Ledger.open(existing, **{opt: bad})
+    assert log_bytes(existing) == before
+    assert verify(existing).ok
+
+
+def test_good_open_options_are_accepted(tmp_path):
+    path = str(tmp_path / "ledger")
+    for kw in ({"fsync": True}, {"fsync": False}, {"resolve_symlinks": False}, {"probe": None},
+               {"clock": None}, {"probe": lambda ident: True}, {"clock": lambda: 7}, {"timeout": 0},
+               {"timeout": 2.5}, {"keep_snapshots": 1}, {"snapshot_every": 1}):
+        Ledger.open(path, **kw).close()
+
+
+def test_a_bad_option_is_refused_before_any_directory_is_made():
+    base = tempfile.mkdtemp()
+    try:
+        target = os.path.join(base, "a", "b", "ledger")
+        with pytest.raises(TypeError):
+            Ledger.open(target, fsync="no")
+        assert os.listdir(base) == []
+    finally:
+        os.rmdir(base)
