@@ -311,7 +311,9 @@ def run_demo(env: "Env", dir_: str | None, keep: bool) -> int:
     from .cli import EXIT_OK, CliError, EXIT_USAGE
 
     if dir_ is not None:
-        base = os.path.abspath(dir_)
+        from ._store import resolve_path
+
+        base = resolve_path(dir_)  # a '..' after a symlink as the OS has it
         if os.path.isdir(base) and os.listdir(base):
             raise CliError(f"demo directory {base} is not empty: give a new or empty one", EXIT_USAGE)
         os.makedirs(base, mode=0o700, exist_ok=True)

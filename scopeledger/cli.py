@@ -69,6 +69,10 @@ EXIT_INTERRUPTED = 130    # Ctrl-C (SIGINT)
 ENV_HOLDER = "SCOPELEDGER_HOLDER"
 ENV_TOKEN = "SCOPELEDGER_TOKEN"
 
+#: How long ``ledger run`` waits for the lock to release its scope once the
+#: command has ended, when ``--lock-timeout`` is shorter (seconds).
+RELEASE_WAIT_SECONDS = 10.0
+
 #: Signals ``ledger run`` passes on to its command.
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
@@ -1377,12 +1381,24 @@ class _Runner:
             return
         alloc, self.alloc = self.alloc, None
         old = self.block()
+        ledger = self.ledger
         try:
-            self.ledger.release(alloc.name, token=alloc.token)
+            try:
+                ledger.release(alloc.name, token=alloc.token)
+            except LockTimeout:
+                # --lock-timeout bounds waiting to take a scope; the command
+                # has ended, and its scope should go back now: wait longer.
+                short = ledger.timeout
+                ledger.timeout = max(short or 0.0, RELEASE_WAIT_SECONDS)
+                try:
+                    ledger.release(alloc.name, token=alloc.token)
+                finally:
+                    ledger.timeout = short
         except UnknownHolder:
             pass  # already reclaimed or released by an operator
         except LedgerError as exc:
-            self.say(f"warning: could not release '{alloc.name}': {message_of(exc)}")
+            self.say(f"warning: could not release '{alloc.name}': {message_of(exc)}; its command "
+                     "has exited, so the next request that needs its scope reclaims it")
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 

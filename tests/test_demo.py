@@ -165,3 +165,13 @@ def test_demo_escapes_control_characters_and_markup_in_its_dir(tmp_path: Path) -
     assert str(d) not in res.stdout and "\x1b" not in res.stdout
     assert f"   ledger: {shown}/ledger\n" in res.stdout
     assert f"The ledger was in {shown}/ledger; it is removed now" in res.stdout
+
+
+def test_demo_dir_with_dotdot_after_a_symlink_is_where_the_os_puts_it(tmp_path: Path) -> None:
+    (tmp_path / "deep" / "sub").mkdir(parents=True)
+    os.symlink("deep/sub", tmp_path / "lk")
+    res = subprocess.run([*CMD, "demo", "--json", "--keep", "--dir", "lk/../D"], capture_output=True,
+                         text=True, env=env(), cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "deep" / "D" / "ledger" / "events.jsonl").is_file()
+    assert not (tmp_path / "D").exists()
