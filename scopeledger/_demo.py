@@ -307,6 +307,20 @@ def _wait_gone_or_zombie(pid: int) -> None:
     raise DemoError(f"pid {pid} did not die in time")
 
 
+def _path_hint() -> tuple[str, ...]:
+    """``export PATH=...`` when the ``ledger`` running now is not the one the
+    shell would find (a venv that is not activated, as README's command
+    leaves it), so that the suggested commands work as printed."""
+    me = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(me) != "ledger" or not os.access(me, os.X_OK):
+        return ()  # run as 'python -m scopeledger' or from tests: no hint
+    found = shutil.which("ledger")
+    if found is not None and os.path.realpath(found) == me:
+        return ()
+    bindir = os.path.dirname(os.path.abspath(sys.argv[0]))
+    return (f"export PATH={shlex.quote(bindir)}:\"$PATH\"",)
+
+
 def run_demo(env: "Env", dir_: str | None, keep: bool) -> int:
     from .cli import EXIT_OK, CliError, EXIT_USAGE
 
@@ -488,7 +502,8 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict
                            "'ledger demo' without --clean to keep one to explore."), markup=False)
             return summary
         out.print(Text.assemble("The ledger lives in ", (safe(ledger_dir), "bold"), "; explore it:"))
-        for cmd in (f"export SCOPELEDGER_DIR={shlex.quote(ledger_dir)}",
+        for cmd in (*_path_hint(),
+                    f"export SCOPELEDGER_DIR={shlex.quote(ledger_dir)}",
                     f"cd {shlex.quote(tree)}",
                     "ledger replay --holder builder --relative-to .",
                     "ledger replay --type refused --type reclaimed --relative-to .",

@@ -6,6 +6,8 @@ import json
 import os
 import re
 import shutil
+
+import pytest
 import subprocess
 import sys
 import time
@@ -175,3 +177,13 @@ def test_demo_dir_with_dotdot_after_a_symlink_is_where_the_os_puts_it(tmp_path: 
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "deep" / "D" / "ledger" / "events.jsonl").is_file()
     assert not (tmp_path / "D").exists()
+
+
+@pytest.mark.skipif(LEDGER is None, reason="needs the installed 'ledger' script")
+def test_demo_suggestions_work_from_a_shell_without_the_venv_on_path(tmp_path: Path) -> None:
+    bindir = os.path.dirname(LEDGER)
+    for path, hinted in (("/usr/bin:/bin", True), (f"{bindir}:/usr/bin:/bin", False)):
+        res = subprocess.run([LEDGER, "demo", "--dir", str(tmp_path / f"d{hinted}")], capture_output=True,
+                             text=True, env={**env(), "PATH": path}, timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert (f"export PATH={bindir}:" in res.stdout) is hinted, res.stdout[-600:]
