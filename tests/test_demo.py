@@ -6,12 +6,12 @@ import json
 import os
 import re
 import shutil
-
-import pytest
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from scopeledger import Ledger, ProcessIdentity, probe
 
