@@ -72,6 +72,18 @@ class InvalidManifest(LedgerError, ValueError):
     TOML, lacks a field, has a field of the wrong type or an unknown key."""
 
 
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, never failing: an ``int`` too
+    long for ``repr`` (Python refuses over 4,300 digits, also inside a list)
+    is described instead, e.g. ``<an int of 16610 bits>``."""
+    try:
+        return repr(value)
+    except ValueError:
+        if isinstance(value, int):
+            return f"<an int of {value.bit_length()} bits>"
+        return f"<a {type(value).__name__} too large to show>"
+
+
 def format_chain(chain: tuple[str, ...]) -> str:
     """``('A', 'B', 'D')`` -> ``"'D' (delegated from 'B', from 'A')"``."""
     owner = chain[-1]

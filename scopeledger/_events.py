@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from ._errors import CorruptLedger
+from ._errors import CorruptLedger, shown
 from ._fold import EVENT_TYPES, FORMAT_VERSION
 
 
@@ -79,25 +79,25 @@ def decode(line: bytes, path: str, lineno: int | None) -> dict[str, Any]:
         raise CorruptLedger(path, "not a JSON object", line=lineno)
     seq = ev.get("seq")
     if type(seq) is not int:
-        raise CorruptLedger(path, f"seq is {seq!r}, not an integer", line=lineno)
+        raise CorruptLedger(path, f"seq is {shown(seq)}, not an integer", line=lineno)
     v = ev.get("v")
     if v != FORMAT_VERSION:
         if type(v) is int and v > FORMAT_VERSION:
             raise CorruptLedger(path, f"format version {v} is newer than this scopeledger "
                                       f"reads ({FORMAT_VERSION}); upgrade scopeledger",
                                 line=lineno, seq=seq)
-        raise CorruptLedger(path, f"unsupported format version {v!r}", line=lineno, seq=seq)
+        raise CorruptLedger(path, f"unsupported format version {shown(v)}", line=lineno, seq=seq)
     if type(ev.get("ts")) is not int:
         raise CorruptLedger(path, "ts is not an integer", line=lineno, seq=seq)
     if type(ev.get("prev")) is not str:
         raise CorruptLedger(path, "prev is not a string", line=lineno, seq=seq)
     if type(ev.get("type")) is not str or ev["type"] not in EVENT_TYPES:
-        raise CorruptLedger(path, f"unknown event type {ev.get('type')!r}", line=lineno, seq=seq)
+        raise CorruptLedger(path, f"unknown event type {shown(ev.get('type'))}", line=lineno, seq=seq)
     actor = ev.get("actor")
     if type(actor) is not dict or type(actor.get("pid")) is not int or type(actor.get("boot")) is not str \
             or type(actor.get("start")) not in _STARTS:
         raise CorruptLedger(path, f"actor is not an object of pid (integer), start (number) and boot "
-                                  f"(string): {actor!r}", line=lineno, seq=seq)
+                                  f"(string): {shown(actor)}", line=lineno, seq=seq)
     return ev
 
 

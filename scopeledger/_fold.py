@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import attrs
 
-from ._errors import DelegationError, DuplicateHolder, InvalidScope, ScopeConflict, UnknownHolder
+from ._errors import DelegationError, DuplicateHolder, InvalidScope, ScopeConflict, UnknownHolder, shown
 from ._process import ProcessIdentity
 from ._rules import (
     HOLDER_NAME,
@@ -218,29 +218,29 @@ class PathIndex:
                 c = node[0]
                 if type(c) is tuple:
                     if c[0] != part:
-                        raise ValueError(f"{(name, rule)!r} is not in the index")
+                        raise ValueError(f"{shown((name, rule))} is not in the index")
                     if node[1] is not None:
                         keep, keep_part = node, part
                     node = c[1]
                 else:
                     nxt = c.get(part) if c is not None else None
                     if nxt is None:
-                        raise ValueError(f"{(name, rule)!r} is not in the index")
+                        raise ValueError(f"{shown((name, rule))} is not in the index")
                     keep, keep_part = node, part
                     node = nxt
         a = node[1]
         if type(a) is str:
             r = node[2]
             if a != name or (r is not rule and r != rule):
-                raise ValueError(f"{(name, rule)!r} is not in the index")
+                raise ValueError(f"{shown((name, rule))} is not in the index")
             node[1] = node[2] = None
         elif a is None:
-            raise ValueError(f"{(name, rule)!r} is not in the index")
+            raise ValueError(f"{shown((name, rule))} is not in the index")
         else:
             key = (name, _CODE[rule.permission] + rule.recursive)
             n = a.get(key)
             if n is None:  # (the node is rule.path's: a key match is an equal rule)
-                raise ValueError(f"{(name, rule)!r} is not in the index")
+                raise ValueError(f"{shown((name, rule))} is not in the index")
             if n > 1:
                 a[key] = n - 1
                 self.size -= 1
@@ -420,7 +420,7 @@ def _ident(value: dict[str, Any]) -> ProcessIdentity:
     pid, start, boot, ns = key
     if type(pid) is not int or type(boot) is not str or not (start is None or type(start) in (int, float)) \
             or not (ns is None or type(ns) is str):
-        raise ValueError(f"malformed process {value!r}")
+        raise ValueError(f"malformed process {shown(value)}")
     last = _last_ident[0]
     if last[0] == key:
         return last[1]
@@ -477,17 +477,17 @@ def apply(state: State, event: dict[str, Any], line_hash: str, checked: Any = _U
     """
     seq = event.get("seq")
     if seq != state.seq + 1:
-        raise FoldError(f"seq {seq!r} does not follow {state.seq}")
+        raise FoldError(f"seq {shown(seq)} does not follow {state.seq}")
     if event.get("prev") != state.last_hash:
         raise FoldError("hash chain broken: prev does not match the line before")
     kind = event.get("type")
     try:
         shape, change = _HANDLERS[kind]
     except (KeyError, TypeError):
-        raise FoldError(f"unknown event type {kind!r}") from None
+        raise FoldError(f"unknown event type {shown(kind)}") from None
     ts = event.get("ts")
     if type(ts) is not int or ts < state.last_ts:
-        raise FoldError(f"ts {ts!r} is not an integer at or after the event before ({state.last_ts})")
+        raise FoldError(f"ts {shown(ts)} is not an integer at or after the event before ({state.last_ts})")
     try:
         change(state, event, shape(event) if checked is _UNCHECKED else checked)
     except FoldError:
@@ -499,7 +499,7 @@ def apply(state: State, event: dict[str, Any], line_hash: str, checked: Any = _U
 
 
 def _bad(what: str, value: Any, expected: str) -> FoldError:
-    return FoldError(f"{what} is {value!r}, not {expected}")
+    return FoldError(f"{what} is {shown(value)}, not {expected}")
 
 
 def _holder_name(value: Any, what: str) -> str:
@@ -546,7 +546,7 @@ def check_event(event: dict[str, Any]) -> Any:
     kind = event.get("type")
     handler = _HANDLERS.get(kind) if type(kind) is str else None
     if handler is None:
-        raise FoldError(f"unknown event type {kind!r}")
+        raise FoldError(f"unknown event type {shown(kind)}")
     return handler[0](event)
 
 
@@ -669,7 +669,7 @@ def _remove(state: State, ev: dict[str, Any], _checked: None) -> None:
         raise FoldError(f"removal of '{name}', which is not live")
     plan = reparent_plan(state, name)
     if ev["reparented"] != plan:
-        raise FoldError(f"recorded re-parenting {ev['reparented']!r} differs from the fold's {plan!r}")
+        raise FoldError(f"recorded re-parenting {shown(ev['reparented'])} differs from the fold's {shown(plan)}")
     _drop(state, alloc)
 
 

@@ -20,7 +20,7 @@ import attrs
 import orjson
 
 from . import _snapshots
-from ._errors import CorruptLedger, HistoryUnavailable
+from ._errors import CorruptLedger, HistoryUnavailable, shown
 from ._events import decode, iter_lines, line_hash, split_lines
 from ._fold import GENESIS_HASH, FoldError, State, apply, check_event, check_request, holders_of
 from ._rules import Permission, ScopeRule, overlaps
@@ -37,7 +37,7 @@ def to_ns(when: dt.datetime, what: str = "time") -> int:
             the argument in the message).
     """
     if not isinstance(when, dt.datetime):
-        raise TypeError(f"{what} must be a datetime.datetime, not {type(when).__name__} {when!r}")
+        raise TypeError(f"{what} must be a datetime.datetime, not {type(when).__name__} {shown(when)}")
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -288,7 +288,7 @@ class HistoryMixin:
                 raise TypeError(f"seq must be an int, not {type(seq).__name__}")
             if seq < 0 or seq > newest:
                 raise HistoryUnavailable(
-                    f"no state at seq {seq}: the history holds seq 0 to {newest}")
+                    f"no state at seq {shown(seq)}: the history holds seq 0 to {newest}")
             state, offset = self._base_for(seq=seq)
             for _ in self._scan(state, offset, stop_seq=seq):
                 pass
@@ -377,7 +377,7 @@ class HistoryMixin:
 
         for what, value in (("since", since), ("until", until)):
             if value is not None and (type(value) is not int):
-                raise TypeError(f"{what} must be an int (a seq) or None, not {type(value).__name__} {value!r}")
+                raise TypeError(f"{what} must be an int (a seq) or None, not {type(value).__name__} {shown(value)}")
         if holder is not None:
             check_name(holder)
         want = None
@@ -387,7 +387,7 @@ class HistoryMixin:
             except TypeError:
                 want = {types}  # not iterable (or unhashable items): named below
             if not all(isinstance(t, str) for t in want):
-                raise TypeError(f"types must be an event type or an iterable of them, not {types!r}")
+                raise TypeError(f"types must be an event type or an iterable of them, not {shown(types)}")
             bad = want - EVENT_TYPES
             if bad:
                 raise ValueError(f"unknown event type(s) {sorted(bad)}: expected {sorted(EVENT_TYPES)}")
@@ -507,7 +507,7 @@ class HistoryMixin:
         """
         store = self._store
         if workers is not None and type(workers) is not int:
-            raise TypeError(f"workers must be None or an int, not {workers!r}")
+            raise TypeError(f"workers must be None or an int, not {shown(workers)}")
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         if workers is None:

@@ -35,6 +35,7 @@ from ._errors import (
     ReadOnlyLedger,
     ScopeConflict,
     UnknownHolder,
+    shown,
 )
 from ._events import decode, encode, line_hash, split_lines
 from ._history import HistoryMixin, VerifyReport
@@ -111,9 +112,10 @@ def check_name(name: Any, what: str | None = None) -> str:
             ``[A-Za-z0-9._@:+-]`` starting with a letter or digit.
     """
     if not isinstance(name, str) or not HOLDER_NAME.fullmatch(name):
+        kind = "" if isinstance(name, str) else f"a str, not {type(name).__name__}, of "
         raise InvalidHolderName(
-            f"invalid holder name {name!r}{' for ' + what if what else ''}: use 1-255 characters "
-            "from [A-Za-z0-9._@:+-], starting with a letter or digit")
+            f"invalid holder name {shown(name)}{' for ' + what if what else ''}: use {kind}1-255 "
+            "characters from [A-Za-z0-9._@:+-], starting with a letter or digit")
     return name if type(name) is str else str.__str__(name)
 
 
@@ -121,7 +123,7 @@ def _as_rules(rules: Any) -> list[ScopeRule]:
     if isinstance(rules, ScopeRule):
         rules = [rules]
     if isinstance(rules, (str, bytes)) or not hasattr(rules, "__iter__"):
-        raise InvalidScope(f"invalid rules {rules!r}: expected a list of ScopeRule")
+        raise InvalidScope(f"invalid rules {shown(rules)}: expected a list of ScopeRule")
     out = []
     for r in rules:
         if type(r) is ScopeRule:
@@ -135,7 +137,7 @@ def _as_rules(rules: Any) -> list[ScopeRule]:
         elif isinstance(r, (tuple, list)) and 2 <= len(r) <= 3:
             out.append(ScopeRule(*r))
         else:
-            raise InvalidScope(f"invalid rule {r!r}: expected a ScopeRule or (path, permission[, recursive])")
+            raise InvalidScope(f"invalid rule {shown(r)}: expected a ScopeRule or (path, permission[, recursive])")
     if not out:
         raise InvalidScope("no rules given: a holder needs at least one scope rule")
     return out
@@ -207,8 +209,8 @@ class _Txn:
         ts = self.ledger._clock()
         if type(ts) is not int or ts >= _TS_LIMIT:  # never write a line no reader would accept
             if type(ts) is not int:
-                raise TypeError(f"clock() returned {type(ts).__name__} {ts!r}, not int nanoseconds")
-            raise ValueError(f"clock() returned {ts!r}: nanoseconds at or past 2**63 (the year 2262)")
+                raise TypeError(f"clock() returned {type(ts).__name__} {shown(ts)}, not int nanoseconds")
+            raise ValueError(f"clock() returned {shown(ts)}: nanoseconds at or past 2**63 (the year 2262)")
         if ts < st.last_ts:  # the wall clock stepped back: never go back in the log
             ts = st.last_ts
         ev = {"v": FORMAT_VERSION, "seq": seq, "ts": ts, "actor": self.actor,
@@ -367,7 +369,7 @@ class Ledger(HistoryMixin):
                 it opened; it names the full path.
         """
         if type(readonly) is not bool:
-            raise TypeError(f"readonly must be True or False, not {readonly!r}")
+            raise TypeError(f"readonly must be True or False, not {shown(readonly)}")
         # Before the Store: a bad option creates no directory.
         _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         store = Store(_dir_path(path), readonly=readonly)
@@ -394,7 +396,7 @@ class Ledger(HistoryMixin):
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Ledger {self.path!r} seq={self._state.seq if self._state else '?'}>"
+        return f"<Ledger {shown(self.path)} seq={self._state.seq if self._state else '?'}>"
 
     # -- state maintenance ------------------------------------------------------
 
@@ -555,12 +557,15 @@ class Ledger(HistoryMixin):
             pid = int.__int__(pid)  # an int subclass (IntEnum): the log holds a plain int
         if type(pid) is int and pid == os.getpid():  # 12345.0 is no pid
             return self._actor()
+        if type(pid) is int and pid >= 1 << 31:
+            raise InvalidProcess(f"cannot bind an allocation to pid {shown(pid)}: a pid is at most "
+                                 f"{(1 << 31) - 1}")
         try:
             return identify(pid)
         except ProcessLookupError:
-            raise InvalidProcess(f"cannot bind an allocation to pid {pid}: no such process") from None
+            raise InvalidProcess(f"cannot bind an allocation to pid {shown(pid)}: no such process") from None
         except (TypeError, ValueError) as exc:
-            raise InvalidProcess(f"cannot bind an allocation to pid {pid!r}: {exc}") from None
+            raise InvalidProcess(f"cannot bind an allocation to pid {shown(pid)}: {exc}") from None
 
     def _prepare(self, rules: Any) -> tuple[ScopeRule, ...]:
         """The request's rules as the log will store them: canonical paths
@@ -742,7 +747,7 @@ class Ledger(HistoryMixin):
         parent = check_name(parent, "parent")
         child = check_name(child, "child")
         if type(reserved) is not bool:
-            raise TypeError(f"reserved must be True or False, not {reserved!r}")
+            raise TypeError(f"reserved must be True or False, not {shown(reserved)}")
         if socket is not None:
             socket = _check_socket(socket)
         rules_t = self._prepare(rules)
@@ -807,7 +812,7 @@ class Ledger(HistoryMixin):
                 raise UnknownHolder(name)
             if token is not None and alloc.token != token:
                 raise UnknownHolder(name, message=f"holder '{name}' is live with another grant "
-                                                  f"(token {alloc.token}, not {token})")
+                                                  f"(token {alloc.token}, not {shown(token)})")
             plan = reparent_plan(txn.state, name)
             seq, ts, h = txn.emit_last("released", name=name, reparented=plan)
             txn.after = (commit_removal, name, seq, ts, h)
@@ -1054,14 +1059,14 @@ def _dir_path(path: Any) -> str:
         return default_path()
     raw = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
     if type(raw) is not str:
-        raise TypeError(f"a ledger path must be a str or os.PathLike[str], not {path!r}")
+        raise TypeError(f"a ledger path must be a str or os.PathLike[str], not {shown(path)}")
     return raw
 
 
 def _check_token(token: Any, allow_none: bool = False) -> None:
     if not (type(token) is int or (allow_none and token is None)):
         raise TypeError(f"token must be an int (a grant's seq){' or None' if allow_none else ''}, "
-                        f"not {token!r}")
+                        f"not {shown(token)}")
 
 
 def _check_socket(socket: Any) -> str | None:
@@ -1074,12 +1079,12 @@ def _check_socket(socket: Any) -> str | None:
     if socket is None:
         return None
     if not (isinstance(socket, str) and socket.startswith("/") and "\x00" not in socket):
-        raise InvalidScope(f"invalid socket {socket!r}: expected an absolute path or None")
+        raise InvalidScope(f"invalid socket {shown(socket)}: expected an absolute path or None")
     if not socket.isascii():
         try:
             socket.encode("utf-8")
         except UnicodeEncodeError:
-            raise InvalidScope(f"invalid socket {socket!r}: not valid UTF-8") from None
+            raise InvalidScope(f"invalid socket {shown(socket)}: not valid UTF-8") from None
     return socket if type(socket) is str else str.__str__(socket)
 
 
@@ -1089,23 +1094,23 @@ _TS_LIMIT = 1 << 63
 
 def _check_bool(what: str, value: Any) -> None:
     if type(value) is not bool:
-        raise TypeError(f"{what} must be True or False, not {value!r}")
+        raise TypeError(f"{what} must be True or False, not {shown(value)}")
 
 
 def _check_callable(what: str, value: Any) -> None:
     if value is not None and not callable(value):
-        raise TypeError(f"{what} must be None or a callable, not {value!r}")
+        raise TypeError(f"{what} must be None or a callable, not {shown(value)}")
 
 
 def _check_options(timeout: Any, probe: Any, fsync: Any, snapshot_every: Any, keep_snapshots: Any,
                    resolve_symlinks: Any, clock: Any) -> None:
     """Validate :meth:`Ledger.open`'s options (see its Raises)."""
     if timeout is not None and not (type(timeout) in (int, float) and 0 <= timeout < 1e9):
-        raise ValueError(f"timeout must be None or a number of seconds from 0 to 1e9, not {timeout!r}")
+        raise ValueError(f"timeout must be None or a number of seconds from 0 to 1e9, not {shown(timeout)}")
     if type(snapshot_every) is not int or snapshot_every < 1:
-        raise ValueError(f"snapshot_every must be an int >= 1, not {snapshot_every!r}")
+        raise ValueError(f"snapshot_every must be an int >= 1, not {shown(snapshot_every)}")
     if keep_snapshots is not None and (type(keep_snapshots) is not int or keep_snapshots < 1):
-        raise ValueError(f"keep_snapshots must be None or an int >= 1, not {keep_snapshots!r}")
+        raise ValueError(f"keep_snapshots must be None or an int >= 1, not {shown(keep_snapshots)}")
     _check_bool("fsync", fsync)
     _check_bool("resolve_symlinks", resolve_symlinks)
     _check_callable("probe", probe)
@@ -1160,7 +1165,7 @@ class Hold:
 
     def __repr__(self) -> str:
         state = "released" if self.released else "held"
-        return f"<Hold {self.allocation.name!r} token={self.allocation.token} {state}>"
+        return f"<Hold {shown(self.allocation.name)} token={self.allocation.token} {state}>"
 
 
 def _release_quietly(ledger: Ledger, name: str, token: int, owner_pid: int) -> None:

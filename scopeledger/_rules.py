@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from ._errors import InvalidScope
+from ._errors import InvalidScope, shown
 
 #: Longest accepted path in bytes (Linux PATH_MAX, including the NUL).
 PATH_MAX = 4096
@@ -74,7 +74,7 @@ class Permission(enum.Enum):
                 return cls(value.strip().lower())
             except ValueError:
                 pass
-        raise InvalidScope(f"invalid permission {value!r}: expected 'read' or 'write'")
+        raise InvalidScope(f"invalid permission {shown(value)}: expected 'read' or 'write'")
 
 
 #: The log's spelling of each permission, ``{Permission: str}``: a dict
@@ -114,19 +114,19 @@ def normalize_path(path: Any) -> str:
     if hasattr(path, "__fspath__"):
         path = path.__fspath__()
     if not isinstance(path, str):
-        raise InvalidScope(f"invalid path {path!r}: expected a string")
+        raise InvalidScope(f"invalid path {shown(path)}: expected a string")
     if not path:
         raise InvalidScope("invalid path '': empty")
     if "\x00" in path:
-        raise InvalidScope(f"invalid path {path!r}: contains NUL")
+        raise InvalidScope(f"invalid path {shown(path)}: contains NUL")
     if not path.startswith("/"):
-        raise InvalidScope(f"invalid path {path!r}: not absolute")
+        raise InvalidScope(f"invalid path {shown(path)}: not absolute")
     try:
         size = len(path.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidScope(f"invalid path {path!r}: not valid UTF-8") from None
+        raise InvalidScope(f"invalid path {shown(path)}: not valid UTF-8") from None
     if size >= PATH_MAX:
-        raise InvalidScope(f"invalid path {path[:60]!r}...: longer than {PATH_MAX - 1} bytes")
+        raise InvalidScope(f"invalid path {shown(path[:60])}...: longer than {PATH_MAX - 1} bytes")
     out: list[str] = []
     for part in path.split("/"):
         if part in ("", "."):
@@ -137,7 +137,7 @@ def normalize_path(path: Any) -> str:
             continue
         if len(part.encode("utf-8")) > NAME_MAX:
             raise InvalidScope(
-                f"invalid path {path[:60]!r}: component {part[:40]!r}... longer than {NAME_MAX} bytes")
+                f"invalid path {shown(path[:60])}: component {shown(part[:40])}... longer than {NAME_MAX} bytes")
         out.append(part)
     return "/" + "/".join(out)
 
@@ -163,7 +163,7 @@ def _perm_converter(value: Any) -> Permission:
 
 def _recursive_converter(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise InvalidScope(f"invalid recursive flag {value!r}: expected true or false")
+        raise InvalidScope(f"invalid recursive flag {shown(value)}: expected true or false")
     return value
 
 
@@ -233,7 +233,7 @@ class ScopeRule:
             InvalidScope: when ``value`` is not a ``[str, str, bool]`` list.
         """
         if not (isinstance(value, (list, tuple)) and len(value) == 3):
-            raise InvalidScope(f"invalid rule {value!r}: expected [path, permission, recursive]")
+            raise InvalidScope(f"invalid rule {shown(value)}: expected [path, permission, recursive]")
         return cls(value[0], value[1], value[2])
 
     def __str__(self) -> str:
@@ -256,7 +256,7 @@ def rule_from_log(value: Any) -> ScopeRule:
     """
     path, perm, rec = value
     if type(path) is not str or not path.startswith("/") or type(rec) is not bool:
-        raise ValueError(f"malformed rule {value!r}")
+        raise ValueError(f"malformed rule {shown(value)}")
     rule = _new(ScopeRule)
     _set(rule, "path", _intern(path))  # holders of one path share its string
     _set(rule, "permission", _PERMS[perm])
@@ -346,9 +346,9 @@ def parse_rule(spec: str, permission: "Permission | str", root: str | None = Non
             it, a bad permission, or any path error of :func:`normalize_path`.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise InvalidScope(f"invalid rule {spec!r}: empty")
+        raise InvalidScope(f"invalid rule {shown(spec)}: empty")
     if "\x00" in spec:
-        raise InvalidScope(f"invalid rule {spec!r}: contains NUL")
+        raise InvalidScope(f"invalid rule {shown(spec)}: contains NUL")
     perm = Permission.parse(permission)
     recursive = True
     body = spec
@@ -357,14 +357,14 @@ def parse_rule(spec: str, permission: "Permission | str", root: str | None = Non
     elif body.endswith("/*") or body == "*":
         body, recursive = body[:-1], False
     if "*" in body:
-        raise InvalidScope(f"invalid rule {spec!r}: '*' is only allowed as a final '/*' or '/**'")
+        raise InvalidScope(f"invalid rule {shown(spec)}: '*' is only allowed as a final '/*' or '/**'")
     if not body.startswith("/"):
         if root is None:
-            raise InvalidScope(f"invalid rule {spec!r}: relative path without a root")
+            raise InvalidScope(f"invalid rule {shown(spec)}: relative path without a root")
         base = normalize_path(root)
         raw = base.rstrip("/") + "/" + body
         joined = normalize_path(raw)
         if joined != base and not joined.startswith(base.rstrip("/") + "/"):
-            raise InvalidScope(f"invalid rule {spec!r}: climbs out of its root {base}")
+            raise InvalidScope(f"invalid rule {shown(spec)}: climbs out of its root {base}")
         return ScopeRule(raw, perm, recursive)
     return ScopeRule(body, perm, recursive)

@@ -20,6 +20,7 @@ from scopeledger import (
     InvalidProcess,
     InvalidScope,
     Ledger,
+    LedgerError,
     LockTimeout,
     ScopeConflict,
     ScopeRule,
@@ -356,3 +357,41 @@ def test_a_bad_option_is_refused_before_any_directory_is_made():
         assert os.listdir(base) == []
     finally:
         os.rmdir(base)
+
+
+# -- a huge int anywhere is named, not a crash of the message itself ------------------
+
+_HUGE = 10**5000  # repr() of it raises ValueError (Python's 4,300-digit limit)
+
+
+@pytest.mark.parametrize("call", [
+    lambda L: L.state_at(seq=_HUGE),
+    lambda L: L.diff(0, _HUGE),
+    lambda L: L.release("a", token=_HUGE),
+    lambda L: L.register("b", [ScopeRule("/huge/b", "write")], pid=_HUGE),
+    lambda L: L.attach("a", pid=_HUGE),
+    lambda L: L.delegate("a", "c", [ScopeRule("/huge/a/c", "write")], reserved=_HUGE),
+    lambda L: L.register(_HUGE, [ScopeRule("/huge/b", "write")]),
+    lambda L: L.register("b", [_HUGE]),
+    lambda L: L.register("b", [ScopeRule("/huge/b", "write")], socket=_HUGE),
+    lambda L: ScopeRule("/huge", "write", _HUGE),
+    lambda L: ScopeRule(_HUGE, "write"),
+    lambda L: ScopeRule("/huge", _HUGE),
+    lambda L: L.who(_HUGE),
+    lambda L: L.find_conflict(_HUGE),
+    lambda L: L.history(_HUGE),
+    lambda L: list(L.events(types=[_HUGE])),
+    lambda L: Ledger.open(L.path + "-other", timeout=_HUGE),
+    lambda L: Ledger.open(L.path + "-other", snapshot_every=-_HUGE),
+])
+def test_a_huge_int_is_refused_with_a_typed_error_that_describes_it(tmp_path, call):
+    d = tmp_path / "huge"
+    with Ledger.open(d) as L:
+        L.register("a", [ScopeRule("/huge/a", "write")])
+        before = (d / "events.jsonl").read_bytes()
+        with pytest.raises((LedgerError, TypeError, ValueError)) as info:
+            call(L)
+        message = str(info.value)
+        assert "4300" not in message and "int_max_str_digits" not in message, message
+        assert "<an int of 16610 bits>" in message or "too large to show" in message, message
+    assert (d / "events.jsonl").read_bytes() == before
