@@ -79,7 +79,9 @@ def decode(line: bytes, path: str, lineno: int | None) -> dict[str, Any]:
         raise CorruptLedger(path, "not a JSON object", line=lineno)
     seq = ev.get("seq")
     if type(seq) is not int:
-        raise CorruptLedger(path, f"seq is {shown(seq)}, not an integer", line=lineno)
+        big = type(seq) is float and seq.is_integer()  # orjson reads ints past 64 bits as floats
+        raise CorruptLedger(path, f"seq is {shown(seq)}, not an integer"
+                            + (" (or an integer too large for a seq)" if big else ""), line=lineno)
     v = ev.get("v")
     if v != FORMAT_VERSION:
         if type(v) is int and v > FORMAT_VERSION:

@@ -198,6 +198,12 @@ _LAYOUT = frozenset((LOCK_NAME, GATE_NAME, LOG_NAME, SNAPSHOT_DIR, TORN_DIR))
 
 
 def _write_protected(path: str, mode: int) -> ReadOnlyLedger:
+    """The refusal for a ledger file or directory of mode ``mode`` without
+    its owner's write bit (saying whether it can still be read)."""
+    if not mode & 0o400:
+        return ReadOnlyLedger(path, "write to the ledger",
+                              f"{path} is mode {mode:04o}: its owner may neither write nor read it "
+                              "(chmod u+rw, or u+rwx for a directory, to use it again)")
     return ReadOnlyLedger(path, "write to the ledger",
                           f"{path} is mode {mode:04o}, write-protected (the commands that only "
                           "look, and Ledger.open(readonly=True), still read it)")

@@ -437,3 +437,11 @@ def test_history_queries_refuse_wrong_types_naming_the_argument(tmp_path, call, 
             call(led)
         assert words in str(info.value)
     assert (d / "events.jsonl").read_bytes() == before
+
+
+def test_a_seq_too_large_for_an_integer_says_so(tmp_path):
+    d = _chained_ledger(tmp_path, n=3)
+    log = d / "events.jsonl"
+    log.write_bytes(log.read_bytes() + b'{"v":1,"seq":1000000000000000000000000000000}\n')
+    with pytest.raises(CorruptLedger, match=r"too large for a seq"):
+        list(Ledger.open(d, readonly=True).events())

@@ -225,3 +225,17 @@ def test_parallel_verify_workers_change_nothing_either(tmp_path, monkeypatch):
     assert report.ok and report.events == 40
     assert seen.read_text().count("segment") >= 2  # it did run in segments
     assert _everything(path) == before
+
+
+def test_a_log_its_owner_may_not_even_read_is_not_called_readable(recorded):
+    # A fresh tester's find: mode 0000 was reported as "write-protected (the
+    # commands that only look still read it)", and then they could not.
+    log = os.path.join(recorded, "events.jsonl")
+    before = _everything(recorded)
+    os.chmod(log, 0o000)
+    try:
+        with pytest.raises(ReadOnlyLedger, match=r"mode 0000: its owner may neither write nor read it"):
+            Ledger.open(recorded)
+    finally:
+        os.chmod(log, 0o600)
+    assert _everything(recorded) == before
