@@ -295,17 +295,11 @@ def _display_root(value: str | None) -> str | None:
 
 def _rules_from(writes: Sequence[str], reads: Sequence[str], root: str | None) -> list[ScopeRule]:
     """Parse compact rules (relative to ``root``, default the working
-    directory) and resolve symlinks as the ledger does."""
+    directory). Symlinks are left to the ledger (``Ledger._prepare``, the
+    one place they are resolved; a rule keeps its given spelling for it)."""
     base = os.path.realpath(root) if root else os.getcwd()
-    out = []
-    for perm, specs in (("write", writes), ("read", reads)):
-        for spec in specs:
-            r = parse_rule(spec, perm, base)
-            # A '..' after a symlink means the link target's parent (as the
-            # ledger resolves it, Ledger._prepare): resolve the given spelling.
-            real = os.path.realpath(r.given or r.path)
-            out.append(ScopeRule(real, r.permission, r.recursive) if real != r.path else r)
-    return out
+    return [parse_rule(spec, perm, base) for perm, specs in (("write", writes), ("read", reads))
+            for spec in specs]
 
 
 def _abs_path(p: str) -> str:
@@ -770,7 +764,7 @@ def would_grant(ledger: Ledger, name: str, rules: Sequence[ScopeRule],
     Returns ``(error or None, [(reclaimed name, reason), ...])``.
     """
     state = ledger.state()
-    rules_t = tuple(rules)
+    rules_t = ledger._prepare(rules)  # as register would store them: symlinks resolved
     reclaimed: list[tuple[str, str]] = []
     for _ in range(len(state.holders) + 1):
         err = check_request(state, name, rules_t, parent)
@@ -921,7 +915,7 @@ def _request(writes: Sequence[str], reads: Sequence[str], root: str | None,
     rules = _rules_from(writes, reads, root)
     if manifest is not None:
         m = load_manifest(manifest)
-        rules = [ScopeRule(os.path.realpath(r.path), r.permission, r.recursive) for r in m.rules] + rules
+        rules = list(m.rules) + rules
         name = name or m.name
     if not rules:
         raise click.UsageError("no rules: give at least one --write or --read (or --manifest)")
@@ -956,6 +950,7 @@ def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str |
     parent, token = _parent_from_env(parent, top_level)
     with env.open(readonly=True) as ledger:
         _check_enclosing(ledger, parent, token)
+        rules = list(ledger._prepare(rules))  # shown as the ledger would store them
         err, reclaimed = would_grant(ledger, name or CHECK_PLACEHOLDER, rules, parent)
         if isinstance(err, UnknownHolder):
             # The parent is not live: an error (as 'run' reports it), not a

@@ -57,3 +57,13 @@ def test_check_and_run_agree_on_symlink_dotdot(linked):
     # A path that really is free is granted by both.
     free = ledger_cmd(led, "check", "--top-level", "--write", "lk/../other", cwd=tmp)
     assert free.returncode == 0, free.stdout + free.stderr
+
+
+def test_a_manifest_rule_through_symlink_dotdot_is_resolved_as_run_resolves_it(linked):
+    tmp, led = linked
+    (tmp / "m.toml").write_text('[holder]\nname = "job"\n\n[scope]\nwrite = ["lk/../x"]\n')
+    r = ledger_cmd(led, "check", "--top-level", "--manifest", "m.toml", cwd=tmp)
+    assert r.returncode != 0, r.stdout  # deep/x is held by owner
+    assert "owner" in r.stdout + r.stderr
+    run = ledger_cmd(led, "run", "-n", "--top-level", "--manifest", "m.toml", "--", "true", cwd=tmp)
+    assert run.returncode != 0 and "owner" in run.stderr, run.stderr
