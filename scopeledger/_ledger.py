@@ -368,8 +368,7 @@ class Ledger(HistoryMixin):
             OSError: the directory cannot be created or read, or a file in
                 it opened; it names the full path.
         """
-        if type(readonly) is not bool:
-            raise TypeError(f"readonly must be True or False, not {shown(readonly)}")
+        _check_bool("readonly", readonly)
         # Before the Store: a bad option creates no directory.
         _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         store = Store(_dir_path(path), readonly=readonly)
@@ -746,8 +745,7 @@ class Ledger(HistoryMixin):
         """
         parent = check_name(parent, "parent")
         child = check_name(child, "child")
-        if type(reserved) is not bool:
-            raise TypeError(f"reserved must be True or False, not {shown(reserved)}")
+        _check_bool("reserved", reserved)
         if socket is not None:
             socket = _check_socket(socket)
         rules_t = self._prepare(rules)
