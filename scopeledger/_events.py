@@ -65,6 +65,11 @@ def decode(line: bytes, path: str, lineno: int | None) -> dict[str, Any]:
     try:
         ev = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise CorruptLedger(path, f"not valid UTF-8 (byte {bad.start + 1} of the line is "
+                                      f"{line[bad.start:bad.start + 1]!r})", line=lineno) from None
         raise CorruptLedger(path, f"not JSON ({exc})", line=lineno) from None
     try:  # the common case in one expression; the checks below name what is wrong
         actor = ev["actor"]

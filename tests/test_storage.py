@@ -220,6 +220,22 @@ def test_broken_line_in_the_middle_is_corrupt_never_skipped(ledger_dir):
     assert "events.jsonl line 2" in str(info.value)
 
 
+@pytest.mark.parametrize("bad", [b"\xff", b"\xed\xa0\x80", b"\xc3"])  # not UTF-8; a surrogate; cut short
+def test_a_line_that_is_not_utf8_is_named_so_with_the_byte(ledger_dir, bad):
+    with Ledger.open(ledger_dir) as led:
+        for n in "abc":
+            led.register(n, [W(f"/{n}")])
+    log = os.path.join(ledger_dir, "events.jsonl")
+    lines = open(log, "rb").read().splitlines(keepends=True)
+    at = lines[1].index(b"/b") + 1
+    lines[1] = lines[1][:at] + bad + lines[1][at + 1:]
+    open(log, "wb").write(b"".join(lines))
+    with pytest.raises(CorruptLedger) as info:
+        Ledger.open(ledger_dir)
+    assert info.value.line == 2
+    assert f"not valid UTF-8 (byte {at + 1} of the line is {bad[:1]!r})" in str(info.value)
+
+
 @pytest.mark.parametrize("field, value, says", [
     ("type", ["registered"], "unknown event type"),  # unhashable: once a TypeError
     ("type", {"a": 1}, "unknown event type"),
