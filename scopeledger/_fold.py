@@ -794,7 +794,7 @@ def check_request(state: State, name: str, rules: tuple[ScopeRule, ...],
                 kind = "effective write" if rule.permission is Permission.WRITE else "read"
                 return DelegationError(
                     f"cannot delegate {rule} from '{parent}' to '{name}': not inside "
-                    f"'{parent}''s {kind} scope", parent=parent, child=name, rule=rule)
+                    f"the {kind} scope of '{parent}'", parent=parent, child=name, rule=rule)
     else:
         line = set()
     for rule in rules:

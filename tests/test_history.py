@@ -298,7 +298,7 @@ _PAYLOAD_EDITS = {
                 "holding write /a/**"),
     "outside parent": (2, lambda e: e["holder"]["rules"].__setitem__(0, ["/b", "write", True]),
                        "delegated event breaks an invariant: cannot delegate write /b/** from 'a' to 'c': "
-                       "not inside 'a''s effective write scope"),
+                       "not inside the effective write scope of 'a'"),
     "duplicate": (1, lambda e: e["holder"].__setitem__("name", "a"),
                   "registered event breaks an invariant: holder 'a' is already registered"),
     "attach unknown": (3, lambda e: e.__setitem__("name", "zz"), "attach to 'zz', which is not live"),
