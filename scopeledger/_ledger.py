@@ -348,8 +348,10 @@ class Ledger(HistoryMixin):
         Raises:
             UnsafeLedgerPath: the directory or a file in it is owned by
                 another user, group/other-writable, or a planted symlink;
-                or the directory exists, is not empty and is not a ledger
-                (it is left untouched).
+                the directory or one on the way to it is another kind of
+                file (``notes.txt/L``: the message names ``notes.txt``); or
+                the directory exists, is not empty and is not a ledger (it
+                is left untouched).
             NoLedger: ``path`` is empty (or, with ``readonly``, holds no
                 ledger).
             ReadOnlyLedger: without ``readonly``, the directory, a

@@ -184,6 +184,29 @@ def _makedirs_private(path: str) -> None:
         os.chmod(d, 0o700)
 
 
+def _refuse_non_directory_on_the_way(path: str) -> None:
+    """A path that fails with ENOTDIR: name the file on the way that is not
+    a directory (``afile`` in ``afile/sub/ledger``), as ``--ledger afile``
+    itself is named.
+
+    Raises:
+        UnsafeLedgerPath: ``path``'s nearest existing ancestor is not a
+            directory (the message says what kind of file it is); nothing
+            is raised when none is found (the caller raises its own).
+    """
+    p = os.path.dirname(path)
+    while not os.path.lexists(p):
+        if os.path.dirname(p) == p:
+            return
+        p = os.path.dirname(p)
+    try:
+        st = os.stat(p)
+    except OSError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeLedgerPath(path, f"{p} is {_kind(st.st_mode)}, not a directory")
+
+
 def _check_owned(path: str, st: os.stat_result) -> None:
     if st.st_uid != os.geteuid():
         raise UnsafeLedgerPath(path, f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})")
@@ -465,8 +488,9 @@ class Store:
                 a directory without a log) and ``create`` is false; never a
                 directory that cannot be looked into.
             UnsafeLedgerPath: see the module docstring; also an existing
-                directory that is not a ledger, and another user's directory
-                that this user cannot even open or search.
+                directory that is not a ledger, another user's directory
+                that this user cannot even open or search, and a file on the
+                way that is not a directory (named).
             ReadOnlyLedger: write-protected, and not ``readonly``.
             OSError: the OS refused (permission denied, ...); it names the
                 file's full path (the directory's, when it cannot be searched).
@@ -482,12 +506,16 @@ class Store:
         self.path = resolve_path(raw)
         #: The log's path, ``str`` (for messages).
         self.log_path = os.path.join(self.path, LOG_NAME)
-        if not create:
-            self._check_there()
-        else:
-            _makedirs_private(os.path.dirname(self.path))
-        self.dirfd = open_dir_fd(None, self.path, self.path, create=create, ledger_root=True,
-                                 readonly=readonly)
+        try:
+            if not create:
+                self._check_there()
+            else:
+                _makedirs_private(os.path.dirname(self.path))
+            self.dirfd = open_dir_fd(None, self.path, self.path, create=create, ledger_root=True,
+                                     readonly=readonly)
+        except NotADirectoryError:
+            _refuse_non_directory_on_the_way(self.path)
+            raise
         self.snapfd: int | None = None
         self.gatefd: int | None = None
         self.logfd: int | None = None
@@ -523,7 +551,7 @@ class Store:
         """
         try:
             st = os.lstat(self.path)
-        except (FileNotFoundError, NotADirectoryError):
+        except FileNotFoundError:
             raise NoLedger(f"no ledger at {self.path}: nothing has been recorded there") from None
         except OSError as exc:
             exc.filename = self.path

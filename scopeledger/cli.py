@@ -234,8 +234,10 @@ def _missing(path: str) -> bool:
     cannot be searched); that is reported as such when the ledger is opened."""
     try:
         os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         return True
+    except NotADirectoryError:
+        return False  # a file on the way: Ledger.open names it
     except (OSError, ValueError):
         return False
     return False

@@ -96,6 +96,21 @@ def test_planted_symlink_is_refused_and_target_untouched(tmp_path, name):
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
 
 
+@pytest.mark.parametrize("below", ["L", "sub/L", "sub/deeper/L"])
+@pytest.mark.parametrize("opener", ["create", "readonly", "verify"])
+def test_a_file_on_the_way_to_the_ledger_is_named_by_every_opener(tmp_path, below, opener):
+    afile = tmp_path / "notes.txt"
+    afile.write_bytes(b"mine\n")
+    path = str(afile / below)
+    with pytest.raises(UnsafeLedgerPath) as info:
+        if opener == "verify":
+            verify(path)
+        else:
+            Ledger.open(path, readonly=opener == "readonly")
+    assert str(info.value) == f"unsafe ledger path {path}: {afile} is a regular file, not a directory"
+    assert afile.read_bytes() == b"mine\n" and sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
 def test_ledger_directory_itself_a_symlink_is_refused(tmp_path):
     real = tmp_path / "real"
     real.mkdir(mode=0o700)
