@@ -1533,6 +1533,18 @@ def demo(env: Env, dir_: str | None, keep: bool) -> int:
 # -- entry point --------------------------------------------------------------------------
 
 
+def _asks_for_json(args: Sequence[str]) -> bool:
+    """Whether ``--json`` is among the arguments before ``--`` (after it, they
+    are ``run``'s COMMAND): for a usage error raised while click parsed the
+    options, before the ``--json`` option's callback could say so."""
+    for a in args:
+        if a == "--":
+            return False
+        if a == "--json":
+            return True
+    return False
+
+
 def _report(env: Env | None, exc: BaseException, code: int) -> None:
     """Say on stderr, in one line, that ``exc`` ended the command (and, with
     ``--json``, print its JSON): control characters escaped (:func:`one_line`)."""
@@ -1662,6 +1674,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         code = EXIT_REFUSED  # as click does for EPIPE
     except (click.ClickException, LedgerError, CliError, OSError) as exc:
         code = exit_code_for(exc)
+        if isinstance(exc, click.UsageError) and _asks_for_json(args):
+            env.json = True  # a usage error before click reached the command's --json
         _report(env, exc, code)
     except Exception as exc:  # noqa: BLE001 - a bug; say so in one line
         if os.environ.get("SCOPELEDGER_DEBUG"):

@@ -380,6 +380,35 @@ def test_other_commands_json_errors_still_go_to_stdout_with_the_line(led: Path) 
     one_error_line(res.stderr)
 
 
+@pytest.mark.parametrize("args", [
+    ["run", "--json", "--bogus", "--", "true"],
+    ["run", "--write", "src", "-w", "abc", "--json", "--", "true"],
+])
+def test_run_json_after_the_command_name_makes_usage_errors_json(led: Path, args: list[str]) -> None:
+    # click refuses --bogus before the --json option's callback has run.
+    res = ledger_cmd(led, *args)
+    assert res.returncode == 2, res
+    assert res.stdout == ""
+    (doc,) = _json_lines(res.stderr)
+    assert doc["error"]["exit_code"] == 2
+
+
+@pytest.mark.parametrize("args, json_out", [
+    (["show", "--json", "--bogus"], True),
+    (["show", "--bogus", "--json"], True),
+    (["run", "--bogus", "--", "python", "--json"], False),  # COMMAND's own --json is not ours
+])
+def test_other_commands_json_after_the_name_makes_usage_errors_json(led: Path, args: list[str],
+                                                                   json_out: bool) -> None:
+    res = ledger_cmd(led, *args)
+    assert res.returncode == 2, res
+    if json_out:
+        assert json.loads(res.stdout)["error"]["type"] == "NoSuchOption"
+    else:
+        assert res.stdout == ""
+    one_error_line(res.stderr)
+
+
 # -- 7. closed standard descriptors: COMMAND gets /dev/null --------------------------------------
 
 
