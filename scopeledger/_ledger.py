@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import operator
 import os
 import threading
 import time
@@ -249,6 +250,40 @@ class _Txn:
                   rule=rule.to_json() if rule is not None else None, chain=chain)
 
 
+def _check_bool(what: str, value: Any) -> None:
+    if type(value) is not bool:
+        raise TypeError(f"{what} must be True or False, not {shown(value)}")
+
+
+def _check_timeout(what: str, timeout: Any) -> None:
+    if timeout is not None and not (type(timeout) in (int, float) and 0 <= timeout < 1e9):
+        raise ValueError(f"{what} must be None or a number of seconds from 0 to 1e9, not {shown(timeout)}")
+
+
+def _check_snapshot_every(what: str, snapshot_every: Any) -> None:
+    if type(snapshot_every) is not int or snapshot_every < 1:
+        raise ValueError(f"{what} must be an int >= 1, not {shown(snapshot_every)}")
+
+
+def _check_keep_snapshots(what: str, keep_snapshots: Any) -> None:
+    if keep_snapshots is not None and (type(keep_snapshots) is not int or keep_snapshots < 1):
+        raise ValueError(f"{what} must be None or an int >= 1, not {shown(keep_snapshots)}")
+
+
+def _option(name: str, check: Callable[[str, Any], None], doc: str) -> property:
+    """A :class:`Ledger` option that may be changed after opening: read as a
+    plain attribute (a C getter: the hot path reads some on every change),
+    set only to a value ``check(name, value)`` accepts (it raises
+    ``TypeError``/``ValueError`` naming the option and the value)."""
+    private = "_" + name
+
+    def set_(self: "Ledger", value: Any) -> None:
+        check(name, value)
+        object.__setattr__(self, private, value)
+
+    return property(operator.attrgetter(private), set_, doc=doc)
+
+
 class Ledger(HistoryMixin):
     """An open scope ledger.
 
@@ -269,6 +304,16 @@ class Ledger(HistoryMixin):
     ``ValueError``, naming the argument and the value) records nothing, so
     that no event the fold would refuse is ever written.
     """
+
+    timeout = _option("timeout", _check_timeout,
+                      "Seconds a mutation waits for the lock (``None``: for ever); as :meth:`open`.")
+    fsync = _option("fsync", _check_bool, "``fdatasync`` after every append, ``bool``; as :meth:`open`.")
+    snapshot_every = _option("snapshot_every", _check_snapshot_every,
+                             "Events between automatic snapshots, ``int`` >= 1; as :meth:`open`.")
+    keep_snapshots = _option("keep_snapshots", _check_keep_snapshots,
+                             "Snapshots kept, ``int`` >= 1 or ``None`` (all); as :meth:`open`.")
+    resolve_symlinks = _option("resolve_symlinks", _check_bool,
+                               "Resolve symlinks in rules' paths, ``bool``; as :meth:`open`.")
 
     def __init__(self, store: Store, *, timeout: float | None, probe: Probe | None,
                  fsync: bool, snapshot_every: int, keep_snapshots: int | None,
@@ -1092,11 +1137,6 @@ def _check_socket(socket: Any) -> str | None:
 _TS_LIMIT = 1 << 63
 
 
-def _check_bool(what: str, value: Any) -> None:
-    if type(value) is not bool:
-        raise TypeError(f"{what} must be True or False, not {shown(value)}")
-
-
 def _check_callable(what: str, value: Any) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"{what} must be None or a callable, not {shown(value)}")
@@ -1105,12 +1145,9 @@ def _check_callable(what: str, value: Any) -> None:
 def _check_options(timeout: Any, probe: Any, fsync: Any, snapshot_every: Any, keep_snapshots: Any,
                    resolve_symlinks: Any, clock: Any) -> None:
     """Validate :meth:`Ledger.open`'s options (see its Raises)."""
-    if timeout is not None and not (type(timeout) in (int, float) and 0 <= timeout < 1e9):
-        raise ValueError(f"timeout must be None or a number of seconds from 0 to 1e9, not {shown(timeout)}")
-    if type(snapshot_every) is not int or snapshot_every < 1:
-        raise ValueError(f"snapshot_every must be an int >= 1, not {shown(snapshot_every)}")
-    if keep_snapshots is not None and (type(keep_snapshots) is not int or keep_snapshots < 1):
-        raise ValueError(f"keep_snapshots must be None or an int >= 1, not {shown(keep_snapshots)}")
+    _check_timeout("timeout", timeout)
+    _check_snapshot_every("snapshot_every", snapshot_every)
+    _check_keep_snapshots("keep_snapshots", keep_snapshots)
     _check_bool("fsync", fsync)
     _check_bool("resolve_symlinks", resolve_symlinks)
     _check_callable("probe", probe)

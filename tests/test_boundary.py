@@ -348,6 +348,36 @@ def test_good_open_options_are_accepted(tmp_path):
         Ledger.open(path, **kw).close()
 
 
+SETTABLE = [o for o in OPEN_BAD if o not in ("probe", "clock", "readonly")]
+SET_CASES = [(opt, i) for opt in SETTABLE for i in range(len(OPEN_BAD[opt][0]))]
+
+
+@pytest.mark.parametrize("opt, i", SET_CASES, ids=[f"{o}-{i}" for o, i in SET_CASES])
+def test_an_option_set_after_opening_is_checked_as_open_checks_it(tmp_path, opt, i):
+    bad_values, error, pattern = OPEN_BAD[opt]
+    path = str(tmp_path / "ledger")
+    led = Ledger.open(path)
+    led.register("a", [W("/opt/a")])
+    kept = getattr(led, opt)
+    with pytest.raises(error, match=pattern):
+        setattr(led, opt, bad_values[i])
+    assert getattr(led, opt) == kept  # unchanged: the next change works as before
+    led.register("b", [W("/opt/b")])
+    led.release("b")
+    assert verify(path).ok
+
+
+def test_good_options_can_be_set_after_opening(tmp_path):
+    led = Ledger.open(str(tmp_path / "ledger"))
+    for opt, value in (("fsync", True), ("resolve_symlinks", False), ("timeout", 0), ("timeout", None),
+                       ("timeout", 2.5), ("keep_snapshots", 1), ("keep_snapshots", None),
+                       ("snapshot_every", 1)):
+        setattr(led, opt, value)
+        assert getattr(led, opt) == value
+    led.register("a", [W("/opt/a")])  # fsync, snapshot every event, keep one
+    assert led.holder("a").token == 1 and len(os.listdir(tmp_path / "ledger" / "snapshots")) == 1
+
+
 def test_a_bad_option_is_refused_before_any_directory_is_made():
     base = tempfile.mkdtemp()
     try:
