@@ -250,6 +250,44 @@ class _Txn:
                   rule=rule.to_json() if rule is not None else None, chain=chain)
 
 
+def decide(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str | None,
+           liveness: Callable[[str], Liveness], reclaim: Callable[[str, str], None]) -> Exception | None:
+    """How ``register`` (``parent`` None) or ``delegate`` decides a request:
+    :func:`check_request`; while it is refused only because of holders in
+    the way (the conflicting chain, a sibling's subtree, the name's live
+    holder) some of which are dead, ``reclaim(name, reason)`` each dead one
+    (which must remove it from ``state``) and ask again. Shared by the
+    ledger (which records each reclaim) and ``ledger check`` (which
+    simulates them on a copy).
+
+    Args:
+        liveness: ``holder name -> Liveness`` of its process.
+
+    Returns:
+        The refusal (an exception, not raised) or ``None`` to grant.
+    """
+    err = None
+    for _ in range(len(state.holders) + 1):  # each round removes at least one holder
+        err = check_request(state, name, rules, parent)
+        if isinstance(err, DuplicateHolder):
+            # The name of the requester's own parent is taken by the
+            # parent: reclaiming it would remove what the request needs.
+            in_way: Sequence[str] = (name,) if name != parent else ()
+        elif isinstance(err, ScopeConflict):
+            in_way = err.chain
+        elif isinstance(err, DelegationError) and err.sibling is not None:
+            in_way = err.chain[err.chain.index(err.sibling):]
+        else:
+            return err
+        dead = [(n, lv) for n in in_way if n in state.holders and (lv := liveness(n)).dead]
+        if not dead:
+            return err
+        for n, lv in dead:
+            if n in state.holders:
+                reclaim(n, lv.value)
+    return err  # pragma: no cover - bounded by the number of holders
+
+
 def _check_bool(what: str, value: Any) -> None:
     if type(value) is not bool:
         raise TypeError(f"{what} must be True or False, not {shown(value)}")
@@ -696,26 +734,7 @@ class Ledger(HistoryMixin):
 
     def _check(self, txn: _Txn, name: str, rules: tuple[ScopeRule, ...], parent: str | None) -> Exception | None:
         """check_request, reclaiming dead holders that stand in the way."""
-        state = txn.state
-        for _ in range(1000):
-            err = check_request(state, name, rules, parent)
-            if isinstance(err, DuplicateHolder):
-                # The name of the requester's own parent is taken by the
-                # parent: reclaiming it would remove what the request needs.
-                in_way: Sequence[str] = (name,) if name != parent else ()
-            elif isinstance(err, ScopeConflict):
-                in_way = err.chain
-            elif isinstance(err, DelegationError) and err.sibling is not None:
-                in_way = err.chain[err.chain.index(err.sibling):]
-            else:
-                return err
-            dead = [(n, lv) for n in in_way if (lv := self._liveness(txn, n)).dead]
-            if not dead:
-                return err
-            for n, lv in dead:
-                if n in state.holders:
-                    txn.reclaim(n, lv.value)
-        return err  # pragma: no cover - bounded by the number of holders
+        return decide(txn.state, name, rules, parent, lambda n: self._liveness(txn, n), txn.reclaim)
 
     # -- mutations -------------------------------------------------------------
 

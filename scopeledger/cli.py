@@ -26,7 +26,6 @@ from . import __version__
 from ._errors import (
     CorruptLedger,
     DelegationError,
-    DuplicateHolder,
     HistoryUnavailable,
     InvalidHolderName,
     InvalidManifest,
@@ -42,9 +41,9 @@ from ._errors import (
     UnknownHolder,
     UnsafeLedgerPath,
 )
-from ._fold import EVENT_TYPES, State, apply, check_request, reparent_plan
+from ._fold import EVENT_TYPES, State, apply, reparent_plan
 from ._history import Event
-from ._ledger import ENV_DIR, Ledger, check_name, default_path
+from ._ledger import ENV_DIR, Ledger, check_name, decide, default_path
 from ._process import Liveness, probe as default_probe, run_probe
 from ._rules import ScopeRule, parse_rule
 from ._runtime import load_manifest
@@ -738,16 +737,6 @@ def who(env: Env, path: str, at: str | None, relative_to: str | None) -> int:
 # -- check --------------------------------------------------------------------------------
 
 
-def _in_way(err: Exception, name: str) -> Sequence[str]:
-    if isinstance(err, DuplicateHolder):
-        return (name,)
-    if isinstance(err, ScopeConflict):
-        return err.chain
-    if isinstance(err, DelegationError) and err.sibling is not None:
-        return err.chain[err.chain.index(err.sibling):]
-    return ()
-
-
 def waitable(err: BaseException) -> bool:
     """Whether a refusal may clear by waiting: only a conflict with another
     holder (a ScopeConflict, or a DelegationError naming a sibling). A request
@@ -768,26 +757,16 @@ def would_grant(ledger: Ledger, name: str, rules: Sequence[ScopeRule],
     state = ledger.state()
     rules_t = ledger._prepare(rules)  # as register would store them: symlinks resolved
     reclaimed: list[tuple[str, str]] = []
-    for _ in range(len(state.holders) + 1):
-        err = check_request(state, name, rules_t, parent)
-        if err is None:
-            return None, reclaimed
-        dead = []
-        for n in _in_way(err, name):
-            if n in state.holders:
-                lv = run_probe(default_probe, state.holders[n].process)
-                if lv.dead:
-                    dead.append((n, lv.value))
-        if not dead:
-            return err, reclaimed
-        for n, reason in dead:
-            if n in state.holders:  # simulate the reclaim on the copy
-                ev = {"v": 1, "seq": state.seq + 1, "ts": state.last_ts, "prev": state.last_hash,
-                      "type": "reclaimed", "name": n, "reason": reason,
-                      "reparented": reparent_plan(state, n)}
-                apply(state, ev, state.last_hash)
-                reclaimed.append((n, reason))
-    return err, reclaimed  # pragma: no cover - bounded by the number of holders
+
+    def reclaim(n: str, reason: str) -> None:  # simulated on the copy
+        ev = {"v": 1, "seq": state.seq + 1, "ts": state.last_ts, "prev": state.last_hash,
+              "type": "reclaimed", "name": n, "reason": reason, "reparented": reparent_plan(state, n)}
+        apply(state, ev, state.last_hash)
+        reclaimed.append((n, reason))
+
+    err = decide(state, name, rules_t, parent,
+                 lambda n: run_probe(ledger._probe, state.holders[n].process), reclaim)
+    return err, reclaimed
 
 
 def _parent_from_env(parent: str | None, top_level: bool) -> tuple[str | None, int | None]:

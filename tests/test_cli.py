@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scopeledger import Ledger, ScopeRule, parse_rule
+from scopeledger import Ledger, LedgerError, ScopeRule, cli, parse_rule
 from scopeledger import _render  # noqa: F401 - loaded for children that become user nobody
 from torture_support import NOBODY_UID, plant, run_as_nobody, shared_ledger
 
@@ -688,6 +688,44 @@ def test_check_counts_dead_holders_as_reclaimable(led: Path, lib: Ledger, tree: 
     assert [a.name for a in lib.holders()] == ["dead"]
 
 
+@pytest.mark.parametrize("parent, name, spec", [
+    (None, "new", "src"),                 # over a dead top-level holder: reclaimed first
+    ("live", "kid", "docs/x"),           # over a dead sibling's subtree
+    ("dead", "dead", "src/parser"),      # the dead parent's own name: never reclaimed for it
+    ("dead", "kid", "src/lexer"),        # from a dead parent that is live in the log
+    (None, "live", "tests"),              # a live holder's name
+    (None, "other", "docs"),              # over a live holder: refused, nothing reclaimed
+])
+def test_check_decides_as_the_ledger_then_does(led: Path, lib: Ledger, tree: Path, tmp_path: Path,
+                                               parent: str | None, name: str, spec: str) -> None:
+    p = subprocess.Popen([PY, "-c", "pass"])
+    lib.register("dead", [W(tree, "src")], pid=p.pid)
+    p.wait()
+    lib.register("live", [W(tree, "docs")])
+    q = subprocess.Popen([PY, "-c", "pass"])
+    lib.delegate("live", "sib", [W(tree, "docs/x")], pid=q.pid)
+    q.wait()
+    rules = [W(tree, spec)]
+    err, reclaimed = cli.would_grant(lib, name, rules, parent)
+    copy = tmp_path / "copy"
+    shutil.copytree(led, copy)
+    with Ledger.open(copy) as real:
+        seq = real.seq
+        try:
+            if parent is None:
+                real.register(name, rules)
+            else:
+                real.delegate(parent, name, rules)
+            got = None
+        except LedgerError as exc:
+            got = exc
+        done = [(e.data["name"], e.data["reason"]) for e in real.events(since=seq + 1)
+                if e.type == "reclaimed"]
+    assert type(err) is type(got)
+    assert reclaimed == done
+    assert [a.name for a in lib.holders()] == ["dead", "live", "sib"]  # check recorded nothing
+
+
 # -- run --------------------------------------------------------------------------------------------
 
 
@@ -980,13 +1018,14 @@ def test_control_characters_in_a_given_path_are_escaped_in_errors(tmp_path: Path
     res = subprocess.run([*CMD, "--json", "--ledger", str(missing), "show"], capture_output=True,
                          text=True, env=clean_env())
     assert f"no ledger at {missing}:" in json.loads(res.stdout)["error"]["message"]
-    # an OSError's file name: a ledger below a regular file
+    # a ledger below a regular file: both paths escaped
     afile = tmp_path / "f\ng"
     afile.write_text("")
     res = subprocess.run([*CMD, "--ledger", str(afile / "l"), "run", "--write", str(tmp_path), "--",
                           "true"], capture_output=True, text=True, env=clean_env())
-    assert res.returncode == 7
-    assert one_error_line(res.stderr) == f"error: not a directory: {tmp_path}/f\\x0ag/l"
+    assert res.returncode == 5
+    assert one_error_line(res.stderr) == (f"error: unsafe ledger path {tmp_path}/f\\x0ag/l: "
+                                          f"{tmp_path}/f\\x0ag is a regular file, not a directory")
     # a success line naming the ledger: escaped, and no markup taken from it
     odd = tmp_path / "[red]x  \ny"
     with Ledger.open(odd) as ledger:
