@@ -216,14 +216,24 @@ class HistoryMixin:
               stop_ts: int | None = None) -> Iterator[tuple[dict[str, Any], bytes, int, int]]:
         """Fold the log from byte ``start`` into ``state`` (in place),
         yielding ``(event, line, line_start, line_end)`` after each apply.
-        Stops before an event with seq > ``stop_seq`` or ts > ``stop_ts``."""
+        Stops before an event with seq > ``stop_seq`` or ts > ``stop_ts``,
+        once that event is checked to follow the last one applied (so that
+        the last line folded is vouched for by the next, as a replay's is:
+        a past state never shows an edited line while the log goes on).
+
+        Raises:
+            CorruptLedger: a line does not decode, apply or follow the one
+                before it.
+        """
         path = self._store.log_path
         for line, ls, le in split_lines(self._store.read(start), start):
             lineno = state.seq + 1
             ev = decode(line, path, lineno)
-            if stop_seq is not None and ev["seq"] > stop_seq:
-                return
-            if stop_ts is not None and ev["ts"] > stop_ts:
+            if ((stop_seq is not None and ev["seq"] > stop_seq)
+                    or (stop_ts is not None and ev["ts"] > stop_ts)):
+                if ev["prev"] != state.last_hash or ev["seq"] != lineno:
+                    raise CorruptLedger(path, _chain_fault(ev, lineno, state.last_hash), line=lineno,
+                                        seq=ev["seq"])
                 return
             try:
                 apply(state, ev, line_hash(line))
