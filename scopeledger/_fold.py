@@ -310,7 +310,8 @@ class State:
         children: ``dict[str, list[str]]`` live children of each holder that
             has any, in delegation order (re-parented children go last).
         refusals: keys of refusals recorded since the last state change
-            (a retry loop does not flood the log).
+            (a retry loop does not flood the log), at most
+            ``REFUSALS_KEPT``: the set starts over when it is full.
     """
 
     __slots__ = ("seq", "last_hash", "last_ts", "holders", "children", "writes", "reads",
@@ -693,8 +694,18 @@ def _drop(state: State, alloc: Allocation) -> None:
     state.refusals.clear()
 
 
+#: Refusal keys a state keeps for deduplication. A retry loop under ever new
+#: names (``ledger run``'s default ``CMD-PID``) would otherwise grow the set,
+#: and every snapshot with it, without bound while no grant or release
+#: clears it; past the bound a repeated refusal is recorded once more.
+REFUSALS_KEPT = 1000
+
+
 def _refused(state: State, ev: dict[str, Any], _checked: None) -> None:
-    state.refusals.add(ev["key"])
+    refusals = state.refusals
+    if len(refusals) >= REFUSALS_KEPT:
+        refusals.clear()
+    refusals.add(ev["key"])
 
 
 def _advance(state: State, seq: int, ts: int, line_hash: str) -> None:

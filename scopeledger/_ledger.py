@@ -987,15 +987,18 @@ class Ledger(HistoryMixin):
             state = self._state
             if state is None:
                 return
-            due = max(self.snapshot_every, len(state.holders))
-            # Another process may have written one: look before writing.
-            snaps = _snapshots.list_snapshots(self._store)
-            if snaps:
-                self._snap_seq = max(self._snap_seq, snaps[-1][0])
-            if state.seq - self._snap_seq < due:
-                return
             try:
-                self._write_snapshot(state)
+                with self._store.snapshot_claim() as mine:
+                    # Another process may be writing one (no claim), or have
+                    # written one: look, once claimed, before writing.
+                    if not mine:
+                        return
+                    snaps = _snapshots.list_snapshots(self._store)
+                    if snaps:
+                        self._snap_seq = max(self._snap_seq, snaps[-1][0])
+                    if not self._snapshot_due(state):
+                        return
+                    self._write_snapshot(state)
             except OSError as exc:
                 log.warning("could not write snapshot at seq %d: %s", state.seq, exc)
 

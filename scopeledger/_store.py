@@ -758,6 +758,40 @@ class Store:
             except BlockingIOError:
                 continue
 
+    @contextlib.contextmanager
+    def snapshot_claim(self) -> Iterator[bool]:
+        """``with store.snapshot_claim() as mine:`` — whether this process
+        may write the automatic snapshot that is due: ``flock(LOCK_EX |
+        LOCK_NB)`` on a new descriptor of ``snapshots/`` (so not shared with
+        a forked parent or another ``Store``), held for the block. Several
+        processes crossing the snapshot interval together would each write
+        one of the same state; the one that gets the claim writes it, the
+        others skip (yielding ``False``). It never waits and orders nothing
+        else: the ledger's lock is :meth:`acquire`'s alone. A process that
+        dies lets go of it with its descriptors.
+
+        Raises:
+            LedgerIOError: ``snapshots/`` cannot be opened; it names the
+                directory's full path.
+        """
+        if self.snapfd is None:
+            yield False
+            return
+        path = self.file(SNAPSHOT_DIR)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS)
+        except OSError as exc:
+            raise LedgerIOError(path, "open the snapshots directory", exc) from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # lets go of the claim
+
     def assert_locked(self) -> None:
         assert self._holding_pid == os.getpid(), "the ledger lock is not held"
 
