@@ -393,7 +393,7 @@ class Ledger(HistoryMixin):
              probe: Probe | None = None, fsync: bool = False,
              snapshot_every: int = DEFAULT_SNAPSHOT_EVERY, keep_snapshots: int | None = None,
              resolve_symlinks: bool = True, clock: Callable[[], int] | None = None,
-             readonly: bool = False) -> "Ledger":
+             readonly: bool = False, create: bool = True) -> "Ledger":
         """Open (creating if needed) the ledger in directory ``path``.
 
         Args:
@@ -427,6 +427,10 @@ class Ledger(HistoryMixin):
                 :class:`ReadOnlyLedger`. A missing ledger is
                 :class:`NoLedger`. The owner and mode checks still apply:
                 another user's ledger is :class:`UnsafeLedgerPath`.
+            create: ``False``: open only a ledger that is there (a directory
+                with ``events.jsonl``); anything else is :class:`NoLedger`
+                and nothing is created (for tools that change a ledger but
+                must not start one by mistake). Implied by ``readonly``.
 
         Raises:
             UnsafeLedgerPath: the directory or a file in it is owned by
@@ -435,14 +439,14 @@ class Ledger(HistoryMixin):
                 file (``notes.txt/L``: the message names ``notes.txt``); or
                 the directory exists, is not empty and is not a ledger (it
                 is left untouched).
-            NoLedger: ``path`` is empty (or, with ``readonly``, holds no
-                ledger).
+            NoLedger: ``path`` is empty (or, with ``readonly`` or without
+                ``create``, holds no ledger).
             ReadOnlyLedger: without ``readonly``, the directory, a
                 subdirectory or the log has no owner write bit
                 (write-protected); nothing is changed.
             TypeError: ``path`` is not a ``str`` or ``os.PathLike[str]``;
-                ``fsync``, ``resolve_symlinks`` or ``readonly`` is not a
-                ``bool``; ``probe`` or ``clock`` is neither ``None`` nor
+                ``fsync``, ``resolve_symlinks``, ``readonly`` or ``create``
+                is not a ``bool``; ``probe`` or ``clock`` is neither ``None`` nor
                 callable. Nothing is created.
             ValueError: ``timeout``, ``snapshot_every`` or
                 ``keep_snapshots`` of the wrong type or out of range.
@@ -454,9 +458,10 @@ class Ledger(HistoryMixin):
                 it opened; it names the full path.
         """
         _check_bool("readonly", readonly)
+        _check_bool("create", create)
         # Before the Store: a bad option creates no directory.
         _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
-        store = Store(_dir_path(path), readonly=readonly)
+        store = Store(_dir_path(path), create=create, readonly=readonly)
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
                        snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,

@@ -498,6 +498,7 @@ class Store:
         create = create and not readonly
         #: Opened with ``readonly=True``: ``bool``.
         self.readonly = readonly
+        self._create = create
         raw = os.fspath(path)
         if not raw or "\x00" in raw:
             raise NoLedger(f"no ledger at {raw!r}: give a directory path")
@@ -577,7 +578,11 @@ class Store:
             self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, os.O_RDONLY,
                                            readonly=True)
             return
-        self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, os.O_RDWR | os.O_APPEND)
+        try:
+            self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, os.O_RDWR | os.O_APPEND,
+                                           create=self._create)
+        except FileNotFoundError:  # removed since _check_there looked
+            raise NoLedger(f"no ledger at {self.path}: it has no {LOG_NAME}") from None
         self.gatefd = open_private_file(self.dirfd, GATE_NAME, self.file(GATE_NAME), os.O_RDWR)
 
     # -- the lock ----------------------------------------------------------

@@ -221,7 +221,7 @@ class Env:
         if not create and _missing(path):
             raise CliError(f"no ledger at {path}: nothing has been recorded there "
                            f"(choose one with --ledger DIR or ${ENV_DIR})", EXIT_NOT_FOUND)
-        return Ledger.open(path, timeout=self.lock_timeout, readonly=readonly)
+        return Ledger.open(path, timeout=self.lock_timeout, readonly=readonly, create=create)
 
     def emit_json(self, obj: Any) -> None:
         sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")

@@ -22,6 +22,7 @@ from scopeledger import (
     Ledger,
     LedgerError,
     LockTimeout,
+    NoLedger,
     ScopeRule,
     UnsafeLedgerPath,
     verify,
@@ -693,3 +694,39 @@ def test_empty_or_nul_ledger_path(path):
 def test_bad_timeouts_are_refused(ledger_dir, bad):
     with pytest.raises(ValueError, match="timeout must be"):
         Ledger.open(ledger_dir, timeout=bad)
+
+
+def test_open_without_create_opens_only_a_ledger_that_is_there(tmp_path):
+    missing = tmp_path / "missing"
+    with pytest.raises(NoLedger, match="nothing has been recorded there"):
+        Ledger.open(missing, create=False)
+    assert not missing.exists()
+    path = tmp_path / "ledger"
+    with Ledger.open(path) as led:
+        led.register("a", [W("/c/a")])
+    with Ledger.open(path, create=False) as led:
+        assert [a.name for a in led.holders()] == ["a"]
+        led.register("b", [W("/c/b")])
+    os.unlink(path / "events.jsonl")  # the log lost, the rest of the layout left
+    before = sorted(os.listdir(path))
+    with pytest.raises(NoLedger, match="it has no events.jsonl"):
+        Ledger.open(path, create=False)
+    assert sorted(os.listdir(path)) == before
+    with pytest.raises(TypeError, match="create must be True or False"):
+        Ledger.open(path, create="no")
+
+
+@pytest.mark.parametrize("args", [["snapshot"], ["release", "a"], ["reclaim"], ["show"], ["verify"]])
+def test_commands_other_than_run_never_create_a_lost_log(tmp_path, args):
+    import subprocess
+
+    path = tmp_path / "ledger"
+    with Ledger.open(path) as led:
+        led.register("a", [W("/c/a")])
+    os.unlink(path / "events.jsonl")
+    before = sorted(os.listdir(path))
+    res = subprocess.run([sys.executable, "-m", "scopeledger", "--ledger", str(path), *args],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 6, res
+    assert res.stderr == f"error: no ledger at {path}: it has no events.jsonl\n"
+    assert sorted(os.listdir(path)) == before
