@@ -280,7 +280,7 @@ def _log_cases() -> list[Case]:
         ("empty-line", lambda n, p: b"", r"not JSON"),
         ("whitespace-line", lambda n, p: b"   \t", r"not JSON"),
         ("invalid-utf8", lambda n, p: orjson.dumps(dict(n, prev=p)).replace(b'"registered"', b'"regist\xffred"'),
-         r"not JSON"),
+         r"not valid UTF-8 \(byte \d+ of the line is b'\\xff'\)"),
         ("nul-byte", lambda n, p: orjson.dumps(dict(n, prev=p))[:20] + b"\x00" + orjson.dumps(dict(n, prev=p))[20:],
          r"not JSON"),
         ("deep-nesting", lambda n, p: b"[" * 100_000 + b"]" * 100_000, r"not JSON|not a JSON object"),
