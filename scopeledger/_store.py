@@ -184,6 +184,25 @@ def _makedirs_private(path: str) -> None:
         os.chmod(d, 0o700)
 
 
+def _refuse_a_ledger_inside_a_ledger(path: str) -> None:
+    """Before a new ledger is made at ``path``: none of the directories
+    above it may be a ledger (hold ``events.jsonl``). A ledger made in
+    another's ``snapshots/`` or beside its log would mix its files with the
+    other's.
+
+    Raises:
+        UnsafeLedgerPath: a directory above ``path`` is a ledger (named).
+    """
+    p = os.path.dirname(path)
+    while True:
+        if os.path.lexists(os.path.join(p, LOG_NAME)):
+            raise UnsafeLedgerPath(path, f"it is inside the ledger {p}: choose a directory outside it")
+        parent = os.path.dirname(p)
+        if parent == p:
+            return
+        p = parent
+
+
 def _refuse_non_directory_on_the_way(path: str) -> None:
     """A path that fails with ENOTDIR: name the file on the way that is not
     a directory (``afile`` in ``afile/sub/ledger``), as ``--ledger afile``
@@ -511,6 +530,8 @@ class Store:
             if not create:
                 self._check_there()
             else:
+                if not os.path.lexists(self.log_path):
+                    _refuse_a_ledger_inside_a_ledger(self.path)
                 _makedirs_private(os.path.dirname(self.path))
             self.dirfd = open_dir_fd(None, self.path, self.path, create=create, ledger_root=True,
                                      readonly=readonly)

@@ -730,3 +730,18 @@ def test_commands_other_than_run_never_create_a_lost_log(tmp_path, args):
     assert res.returncode == 6, res
     assert res.stderr == f"error: no ledger at {path}: it has no events.jsonl\n"
     assert sorted(os.listdir(path)) == before
+
+
+@pytest.mark.parametrize("inner", ["snapshots", "snapshots/x", "torn", "sub", "sub/deeper"])
+def test_a_new_ledger_inside_another_is_refused(tmp_path, inner):
+    outer = tmp_path / "outer"
+    with Ledger.open(outer) as led:
+        led.register("a", [W("/c/a")])
+    before = {p: sorted(os.listdir(p)) for p in (outer, outer / "snapshots")}
+    path = outer / inner
+    with pytest.raises(UnsafeLedgerPath) as info:
+        Ledger.open(path)
+    assert str(info.value) == (f"unsafe ledger path {path}: it is inside the ledger {outer}: "
+                               "choose a directory outside it")
+    assert {p: sorted(os.listdir(p)) for p in before} == before
+    assert Ledger.open(outer).verify().ok
