@@ -374,7 +374,8 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict
     summary: dict[str, Any] = {"dir": base, "tree": tree, "ledger": ledger_dir}
 
     def cli(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        argv = ["ledger", *args]
+        # As a shell would run it: the variables given to this command first.
+        argv = [f"{k}={v}" for k, v in (extra_env or {}).items()] + ["ledger", *args]
         story.command(argv)
         e = dict(child_env)
         e.update(extra_env or {})
@@ -431,7 +432,8 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict
             story.step("A newcomer asks for src/lexer, which lexer-worker holds")
             story.say("an outsider asks at top level whether it could have it (this records nothing):")
             check = cli("check", "--top-level", "--write", "src/lexer", "--relative-to", ".")
-            story.say("a newcomer asks the builder for it with 'ledger run -n' (a refusal is recorded):")
+            story.say("a newcomer started by the builder asks for it with 'ledger run -n' "
+                      "($SCOPELEDGER_HOLDER names the parent to delegate from; a refusal is recorded):")
             newcomer = ("run", "-n", "--name", "newcomer", "--write", "src/lexer", "--",
                         sys.executable, "tools/fix_lexer.py")
             as_builder = {"SCOPELEDGER_HOLDER": "builder", "SCOPELEDGER_TOKEN": builder_token}
