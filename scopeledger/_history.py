@@ -687,6 +687,22 @@ def _verify_segment(args: tuple[Any, ...]) -> "VerifyReport | None":
         store.close()
 
 
+def _past_the_end(store: Any, seq: int, name: str, last_seq: int) -> Problem:
+    """The problem of a snapshot file at a seq the log does not reach. One
+    that is not a snapshot at all (a symlink, a FIFO, a directory, a file
+    that cannot be read or whose header does not parse) is named for that,
+    as the snapshot loader names it (``cannot read: is a symlink, not a
+    regular file``): removing it is the remedy either way, but the reason
+    is what went wrong. Only a readable snapshot is "past the end of the
+    log" (the log was cut or replaced after it was written)."""
+    try:
+        _snapshots.read_header(store, name)
+    except _snapshots.SnapshotInvalid as exc:
+        return Problem(exc.path, None, seq, exc.reason)
+    return Problem(f"{store.file('snapshots')}/{name}", None, seq,
+                   f"snapshot at seq {seq} is past the end of the log (seq {last_seq})")
+
+
 def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: dict[int, str],
                   check_tail: bool) -> VerifyReport:
     """Fold the log's lines from byte ``start`` (after ``state``) up to byte
@@ -759,8 +775,7 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
                              f"{state.seq} (the next writer sets it aside)")
     if not problems and check_tail:
         for seq, name in sorted(snaps.items()):
-            problems.append(Problem(f"{store.file('snapshots')}/{name}", None, seq,
-                                    f"snapshot at seq {seq} is past the end of the log (seq {state.seq})"))
+            problems.append(_past_the_end(store, seq, name, state.seq))
     elif not problems and snaps:
         return VerifyReport(False, events, total - len(snaps), (), ())  # a snapshot was not reached
     return VerifyReport(not problems, events, total - len(snaps), tuple(problems), tuple(notes))

@@ -16,7 +16,9 @@ A manifest is a TOML file::
     recursive = false
 
 Unknown keys, missing fields and wrong types are refused with
-:class:`InvalidManifest` naming the key (validated by cattrs).
+:class:`InvalidManifest` naming the key (validated by cattrs), and so is
+every value that is wrong in itself (a bad holder name or rule, an empty
+``root`` or rule path: an empty path never stands for a directory).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import attrs
 import cattrs
 
-from ._errors import InvalidManifest, InvalidScope
+from ._errors import InvalidHolderName, InvalidManifest, InvalidScope
 from ._ledger import Hold, Ledger, check_name
 from ._rules import ScopeRule, parse_rule
 
@@ -154,7 +156,10 @@ def parse_manifest(data: dict[str, Any], root: str, source: str = "<manifest>") 
 
     Raises:
         InvalidManifest: unknown keys, missing fields, wrong types, a bad
-            holder name or rule, or no rules at all.
+            holder name or rule, an empty ``[holder] root`` or rule path
+            (never taken as the manifest's directory), or no rules at all;
+            the message names the key (``@ manifest.holder.root``,
+            ``@ manifest.scope.write[0]``), but for "no rules".
     """
     try:
         raw = _converter.structure(data, _RawManifest)
@@ -164,18 +169,35 @@ def parse_manifest(data: dict[str, Any], root: str, source: str = "<manifest>") 
         raise InvalidManifest(f"invalid manifest {source}: {problems}") from None
     except Exception as exc:  # noqa: BLE001 - cattrs may raise plain TypeErrors too
         raise InvalidManifest(f"invalid manifest {source}: {exc}") from None
+
+    def refuse(why: Any, key: str) -> InvalidManifest:
+        return InvalidManifest(f"invalid manifest {source}: {why} @ manifest.{key}")
+
     try:
         name = check_name(raw.holder.name)
-        base = raw.holder.root or root
-        if not base.startswith("/"):
-            base = os.path.join(root, base)
-        rules = [parse_rule(s, "write", base) for s in raw.scope.write]
-        rules += [parse_rule(s, "read", base) for s in raw.scope.read]
-        for r in raw.scope.rules:
+    except InvalidHolderName as exc:
+        raise refuse(exc, "holder.name") from None
+    if raw.holder.root == "":
+        # As '--root ""' on the command line: never the manifest's directory.
+        raise refuse("must not be empty (leave root out for the manifest's directory, or "
+                     "give '.')", "holder.root")
+    if raw.holder.root is not None and "\x00" in raw.holder.root:
+        raise refuse(f"invalid root {raw.holder.root!r}: contains NUL", "holder.root")
+    base = raw.holder.root if raw.holder.root is not None else root
+    if not base.startswith("/"):
+        base = os.path.join(root, base)
+    rules: list[ScopeRule] = []
+    try:
+        for perm, specs in (("write", raw.scope.write), ("read", raw.scope.read)):
+            for i, spec in enumerate(specs):
+                key = f"scope.{perm}[{i}]"
+                rules.append(parse_rule(spec, perm, base))
+        for i, r in enumerate(raw.scope.rules):
+            key = f"scope.rules[{i}]." + ("path" if r.permission in ("read", "write") else "permission")
             rule = parse_rule(r.path, r.permission, base)
             rules.append(ScopeRule(rule.path, rule.permission, r.recursive))
     except (InvalidScope, ValueError) as exc:
-        raise InvalidManifest(f"invalid manifest {source}: {exc}") from None
+        raise refuse(exc, key) from None
     if not rules:
         raise InvalidManifest(f"invalid manifest {source}: no scope rules ([scope] write/read/rules)")
     return Manifest(name, tuple(rules))

@@ -1,8 +1,9 @@
 """The ``ledger`` command line (also installed as ``scopeledger``, and run by
 ``python -m scopeledger``). Reference: docs/cli.md.
 
-Every command takes ``--ledger DIR`` (else ``$SCOPELEDGER_DIR``, else
-:func:`scopeledger.default_path`) and ``--json``. Errors are one line,
+Every command but ``demo`` (which makes its own ledger) takes ``--ledger
+DIR`` (else ``$SCOPELEDGER_DIR``, else :func:`scopeledger.default_path`);
+every command takes ``--json``. Errors are one line,
 ``error: ...``, on stderr, and a documented exit code (see ``EXIT_*``).
 """
 
@@ -16,6 +17,7 @@ import os
 import random
 import re
 import signal
+import stat as stat_mod
 import sys
 import time
 from typing import Any, Callable, Iterator, NoReturn, Sequence
@@ -285,6 +287,75 @@ def _not_empty(hint: str = "give '.' for the working directory") -> Callable[...
     return cb
 
 
+def _not_a_directory(value: str) -> str | None:
+    """Why the path ``value`` cannot be a directory: it, or the nearest
+    existing file on the way to it, is another kind of file (``'/r/notes.txt
+    is a regular file, not a directory'``); ``None`` when it is a directory
+    or could be made one (missing), or when the OS will not say (left to
+    what uses it). Symlinks are followed; the path is shown as
+    :func:`scopeledger._store.resolve_path` has it."""
+    from ._store import _kind, resolve_path
+
+    path = resolve_path(value)
+    p = path
+    while True:
+        try:
+            st = os.stat(p)
+        except (FileNotFoundError, NotADirectoryError):
+            parent = os.path.dirname(p)
+            if parent == p:
+                return None
+            p = parent
+            continue
+        except (OSError, ValueError):
+            return None
+        if stat_mod.S_ISDIR(st.st_mode):
+            return None
+        what = f"{p} is {_kind(st.st_mode)}, not a directory"
+        return what if p == path else f"{path}: {what}"
+
+
+def _directory(hint: str) -> Callable[..., Any]:
+    """A click callback for an option naming a directory (``--root``,
+    ``demo --dir``), which need not exist yet: :func:`_not_empty`, and a
+    path that is (or lies below) another kind of file is a usage error
+    (exit 2) saying what kind, in the words the ledger's own paths use
+    (not click's ``Directory 'x' is a file``).
+
+    The callback raises:
+        click.BadParameter: the value is empty, or is (or lies below)
+            another kind of file than a directory (:func:`_not_a_directory`).
+    """
+    empty = _not_empty(hint)
+
+    def cb(ctx: click.Context, p: click.Parameter, value: Any) -> Any:
+        value = empty(ctx, p, value)
+        if value is not None:
+            problem = _not_a_directory(value)
+            if problem is not None:
+                raise click.BadParameter(problem)
+        return value
+
+    return cb
+
+
+def _holder_name(_ctx: click.Context, _p: click.Parameter, value: str | None) -> str | None:
+    """A click callback for a holder name given on the command line (``NAME``
+    of ``history`` and ``release``, ``--name``, ``--parent``, ``--holder``):
+    an invalid one is a usage error (exit 2) naming the argument or option,
+    with the ``--help`` hint, like every other bad value on the command line.
+
+    Raises:
+        click.BadParameter: not a valid holder name (see :func:`check_name`).
+    """
+    if value is None:
+        return None
+    try:
+        return check_name(value)
+    except InvalidHolderName as exc:
+        raise click.BadParameter(message_of(exc)) from None
+
+
 def _relative_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--relative-to", "relative_to", metavar="DIR", callback=_not_empty(),
                         help="Show paths below DIR relative to it (human output only).")(f)
@@ -297,10 +368,21 @@ def _display_root(value: str | None) -> str | None:
 def _rules_from(writes: Sequence[str], reads: Sequence[str], root: str | None) -> list[ScopeRule]:
     """Parse compact rules (relative to ``root``, default the working
     directory). Symlinks are left to the ledger (``Ledger._prepare``, the
-    one place they are resolved; a rule keeps its given spelling for it)."""
+    one place they are resolved; a rule keeps its given spelling for it).
+
+    Raises:
+        click.BadParameter: a rule is invalid (a usage error, exit 2, naming
+            ``--write`` or ``--read``; the message is ``parse_rule``'s).
+    """
     base = os.path.realpath(root) if root else os.getcwd()
-    return [parse_rule(spec, perm, base) for perm, specs in (("write", writes), ("read", reads))
-            for spec in specs]
+    rules = []
+    for perm, specs in (("write", writes), ("read", reads)):
+        for spec in specs:
+            try:
+                rules.append(parse_rule(spec, perm, base))
+            except InvalidScope as exc:
+                raise click.BadParameter(message_of(exc), param_hint=f"'--{perm}'") from None
+    return rules
 
 
 def _abs_path(p: str) -> str:
@@ -346,10 +428,26 @@ MAX_FRACTION_DIGITS = 9
 #: The longest ISO time taken (a valid one has at most about 40 characters).
 MAX_TIME_CHARS = 64
 
-_FRACTION_RE = re.compile(r"[.,]([0-9]*)")
+_FRACTION_RE = re.compile(r"\.([0-9]*)")
 
-_POINT_EXPECTED = ("expected a seq (0 or a positive integer in decimal digits, e.g. 12) or an ISO "
-                   "time (e.g. 2025-11-29T14:03:05.123Z)")
+#: The one form of time a point may be written in (docs/cli.md, "Points in
+#: time"): ISO 8601's extended format, calendar dates only, as RFC 3339 has
+#: it (``T``/``t`` or a space between date and time, ``Z``/``z`` or
+#: ``+hh:mm``/``-hh:mm`` for the zone, ``.`` before a fraction), but the
+#: time may stop after the hour or the minute, the zone may be left out
+#: (UTC) and so may the whole time (that day). Not taken, although
+#: ``datetime.fromisoformat`` would: the basic format (``20251129T140305Z``),
+#: week dates (``2025-W48-6``), ordinal dates (``2025-333``), a decimal
+#: comma (``05,123``), offsets ``+hh``, ``+hhmm`` or with seconds, a zone
+#: after a date alone, a fraction of an hour or minute.
+_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+                      r"(?:[Tt ][0-9]{2}(?::[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)?"
+                      r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?)?")
+
+_TIME_FORM = "YYYY-MM-DD[Thh[:mm[:ss[.fraction]]]][Z|+hh:mm|-hh:mm]"
+
+_POINT_EXPECTED = ("expected a seq (0 or a positive integer in decimal digits, e.g. 12) or a time "
+                   f"{_TIME_FORM} (e.g. 2025-11-29T14:03:05.123Z)")
 
 
 def _shown(value: str) -> str:
@@ -386,12 +484,19 @@ def parse_number(value: str, expected: str, minimum: int = 0, maximum: int | Non
 
 def parse_point(value: str) -> int | tuple[int, int]:
     """A point on the command line: a seq (``int``, :func:`parse_number`) or
-    an ISO time (``(first_ns, last_ns)``, the span its precision names:
-    ``_render.parse_when``), with no blanks around it, in ASCII, with at
-    most nine fraction digits.
+    a time (``(first_ns, last_ns)``, the span its precision names:
+    ``_render.parse_when``) written as :data:`_TIME_RE` says:
+    ``YYYY-MM-DD[Thh[:mm[:ss[.fraction]]]][Z|+hh:mm|-hh:mm]``, ``T`` and
+    ``Z`` in either case (RFC 3339), a space for ``T`` too, at most nine
+    fraction digits, no blanks around it; no zone is UTC.
 
     Raises:
-        ValueError: neither (the message starts ``invalid point``).
+        ValueError: neither (the message starts ``invalid point``): not
+            ASCII, blanks around it, more than nine fraction digits, another
+            form of ISO 8601 time (basic format, week or ordinal date,
+            decimal comma, ``+hh`` or ``+hhmm`` offset), a date or time
+            that does not exist (``2025-02-30``, ``24:00``, ``14:03:60``),
+            or a span outside years 1 to 9999.
     """
     from ._render import parse_when
 
@@ -410,7 +515,19 @@ def parse_point(value: str) -> int | tuple[int, int]:
     if len(value) > MAX_TIME_CHARS:
         raise ValueError(f"invalid point {_shown(value)}: too long ({len(value)} characters): "
                          f"{_POINT_EXPECTED}")
-    return parse_when(value)
+    if _TIME_RE.fullmatch(value) is None:
+        raise ValueError(f"invalid point {_shown(value)}: {_POINT_EXPECTED}")
+    # RFC 3339 allows a lowercase 't' and 'z'; parse_when reads uppercase.
+    normal = value[:10] + value[10:11].upper() + value[11:]
+    if normal[-1:] == "z":
+        normal = normal[:-1] + "Z"
+    try:
+        return parse_when(normal)
+    except ValueError as exc:
+        if "out of range" in str(exc):
+            raise ValueError(str(exc).replace(repr(normal), _shown(value), 1)) from None
+        raise ValueError(f"invalid point {_shown(value)}: no such date, time or offset: "
+                         f"{_POINT_EXPECTED}") from None
 
 
 def _resolve(ledger: Ledger, value: str | None, what: str, edge: str = "end") -> int | None:
@@ -579,7 +696,8 @@ class _Progress:
 @common
 @click.option("--from", "from_", metavar="SEQ|TIME", help="First event: a seq or an ISO time.")
 @click.option("--until", metavar="SEQ|TIME", help="Last event: a seq or an ISO time.")
-@click.option("--holder", metavar="NAME", help="Only events about NAME and the holders it delegated to.")
+@click.option("--holder", metavar="NAME", callback=_holder_name,
+              help="Only events about NAME and the holders it delegated to.")
 @click.option("--path", "path_", metavar="PATH", callback=_not_empty(),
               help="Only events whose rules overlap PATH.")
 @click.option("--type", "types", multiple=True, type=click.Choice(sorted(EVENT_TYPES)),
@@ -596,8 +714,6 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
     with the owner chain). --json prints JSON Lines, one stored event each."""
     from ._render import narrate, styled
 
-    if holder is not None:
-        check_name(holder)
     path = _abs_path(path_) if path_ is not None else None
     with env.open(readonly=True) as ledger:
         since = _resolve(ledger, from_, "--from", "start")
@@ -877,11 +993,12 @@ def _check_enclosing(ledger: Ledger, parent: str | None, token: int | None) -> N
 
 
 def _rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--manifest", type=click.Path(dir_okay=False), metavar="FILE",
-                     callback=_not_empty("give a manifest file"),
+    # No click.Path: load_manifest reads and refuses it (a directory, a FIFO,
+    # a missing file), in the words docs/cli.md gives, for run and check alike.
+    f = click.option("--manifest", metavar="FILE", callback=_not_empty("give a manifest file"),
                      help="Take the name and rules from a runtime manifest (TOML).")(f)
-    f = click.option("--root", type=click.Path(file_okay=False), metavar="DIR",
-                     callback=_not_empty("omit it, or give '.', for the working directory"),
+    f = click.option("--root", metavar="DIR",
+                     callback=_directory("omit it, or give '.', for the working directory"),
                      help="Base of relative rules (default: the working directory).")(f)
     f = click.option("--read", "reads", multiple=True, metavar="RULE",
                      help="A read rule (repeatable).")(f)
@@ -911,8 +1028,9 @@ CHECK_PLACEHOLDER = "(check)"
 @cli.command()
 @common
 @_rule_options
-@click.option("--name", metavar="NAME", help="Also check that the name is free.")
-@click.option("--parent", metavar="NAME",
+@click.option("--name", metavar="NAME", callback=_holder_name,
+              help="Also check that the name is free.")
+@click.option("--parent", metavar="NAME", callback=_holder_name,
               help=f"Ask as a delegation from NAME (default: ${ENV_HOLDER}, when set).")
 @click.option("--top-level", is_flag=True, help=f"Ask at top level, ignoring ${ENV_HOLDER}.")
 @_relative_option
@@ -926,8 +1044,6 @@ def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str |
     it asks as a delegation from SCOPELEDGER_HOLDER, and a stale
     SCOPELEDGER_TOKEN is an error (exit 6), as for a nested 'ledger run'."""
     name, rules = _request(writes, reads, root, manifest, name)
-    if name is not None:
-        check_name(name)
     parent, token = _parent_from_env(parent, top_level)
     with env.open(readonly=True) as ledger:
         _check_enclosing(ledger, parent, token)
@@ -972,13 +1088,12 @@ def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str |
 
 @cli.command()
 @common
-@click.argument("name")
+@click.argument("name", callback=_holder_name)
 @_relative_option
 @pass_env
 def history(env: Env, name: str, relative_to: str | None) -> int:
     """Every event about holder NAME and the holders it delegated to: grants,
     attaches, refusals, re-parenting, releases and reclaims."""
-    check_name(name)
     with env.open(readonly=True) as ledger:
         from ._render import narrate, styled
 
@@ -1117,14 +1232,13 @@ def reclaim(env: Env, dry_run: bool) -> int:
 
 @cli.command()
 @common
-@click.argument("name")
+@click.argument("name", callback=_holder_name)
 @click.option("--token", type=TokenType(), metavar="N",
               help="Release only while this exact grant is live (its token, as 'show' prints it).")
 @pass_env
 def release(env: Env, name: str, token: int | None) -> int:
     """Release holder NAME by hand (an operator's tool: normally its process
     or 'ledger run' releases it). Its children are re-parented."""
-    check_name(name)
     with env.open() as ledger:
         moved = ledger.release(name, token=token)
         if env.json:
@@ -1442,13 +1556,14 @@ class _Runner:
 @cli.command(context_settings={"allow_interspersed_args": False})
 @common
 @_rule_options
-@click.option("--name", metavar="NAME", help="Holder name (default: the command's name and this pid).")
+@click.option("--name", metavar="NAME", callback=_holder_name,
+              help="Holder name (default: the command's name and this pid).")
 @click.option("-n", "--nonblock", is_flag=True, help="Fail at once if the scope is held.")
 @click.option("-w", "--wait", "wait", type=SECONDS, metavar="SECONDS",
               help="Wait at most SECONDS for the scope (default: wait for ever).")
 @click.option("-E", "--conflict-exit-code", type=_Integer(0, 255), default=EXIT_REFUSED,
               show_default=True, help="Exit code when the scope is not granted.")
-@click.option("--parent", metavar="NAME",
+@click.option("--parent", metavar="NAME", callback=_holder_name,
               help=f"Delegate from holder NAME (default: ${ENV_HOLDER}, set by an enclosing 'ledger run').")
 @click.option("--top-level", is_flag=True, help=f"Register at top level, ignoring ${ENV_HOLDER}.")
 @click.option("-q", "--quiet", is_flag=True, help="No notice while waiting.")
@@ -1474,7 +1589,7 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | N
     if nonblock and wait is not None:
         raise click.UsageError("-n and -w exclude each other")
     name, rules = _request(writes, reads, root, manifest, name)
-    name = check_name(name) if name is not None else _default_name(command)
+    name = name if name is not None else _default_name(command)
     parent, token = _parent_from_env(parent, top_level)
     with env.open(create=True) as ledger:
         _check_enclosing(ledger, parent, token)
@@ -1491,10 +1606,28 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | N
 # -- demo ---------------------------------------------------------------------------------
 
 
+#: Why ``demo`` takes no ``--ledger`` (given before or after ``demo``).
+DEMO_NO_LEDGER = ("'ledger demo' makes its own ledger, in a new temporary directory (or under "
+                  "--dir DIR): --ledger is not taken")
+
+
+def _no_ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """A hidden ``--ledger`` (not in ``--help``) that refuses itself with a
+    usage error saying why, instead of click's bare "no such option"."""
+
+    def cb(_ctx: click.Context, _p: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            raise click.UsageError(DEMO_NO_LEDGER)
+
+    return click.option("--ledger", "ledger_dir", metavar="DIR", expose_value=False, hidden=True,
+                        callback=cb, is_eager=True)(f)
+
+
 @cli.command()
-@common
-@click.option("--dir", "dir_", type=click.Path(file_okay=False), metavar="DIR",
-              callback=_not_empty("omit it for a new temporary directory"),
+@_no_ledger_option
+@_json_option
+@click.option("--dir", "dir_", metavar="DIR",
+              callback=_directory("omit it for a new temporary directory"),
               help="Where to build the demo (default: a new temporary directory).")
 @click.option("--keep/--clean", default=True, show_default=True,
               help="Keep the demo's tree and ledger to explore afterwards, or remove them.")
@@ -1503,9 +1636,19 @@ def demo(env: Env, dir_: str | None, keep: bool) -> int:
     """A tour on real processes in a real temporary tree: a runtime delegates
     to a builder, which delegates to workers; one worker finishes, one is
     killed with SIGKILL, one is left a zombie; a newcomer is refused, reclaim
-    frees the dead, the newcomer gets in. Then it replays what happened."""
+    frees the dead, the newcomer gets in. Then it replays what happened.
+    It makes its own ledger (with the tree, in --dir), so --ledger is not
+    taken."""
     from ._demo import run_demo
 
+    if env.ledger_dir is not None:  # 'ledger --ledger DIR demo'
+        raise click.UsageError(DEMO_NO_LEDGER)
+    if dir_ is not None:
+        from ._store import resolve_path
+
+        base = resolve_path(dir_)
+        if os.path.isdir(base) and os.listdir(base):  # (run_demo checks it too)
+            raise click.UsageError(f"demo directory {base} is not empty: give a new or empty one")
     return run_demo(env, dir_, keep)
 
 

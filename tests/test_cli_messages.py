@@ -1,0 +1,359 @@
+"""What the command line says, and that docs/cli.md says the same: paths of
+the wrong kind in the ledger's words (not click's), NO_COLOR and --color,
+'demo' and --ledger, empty paths in a manifest, the one form of a time,
+a snapshot that is a symlink, and the --help hint of usage errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scopeledger import InvalidManifest, Ledger, ScopeRule, cli, load_manifest, verify
+from test_cli import CMD, clean_env, ledger_cmd, one_error_line
+from test_cli_inputs import _seq, led  # noqa: F401 - led is a fixture: a ledger where 'a' holds ./held
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+MANIFEST = '[holder]\nname = "m"\n[scope]\nwrite = ["src"]\n'
+
+
+
+
+def _docs() -> str:
+    return DOCS.read_text()
+
+
+# -- 1. --manifest, --root, demo --dir: the ledger's words for a path of the wrong kind ------------
+
+
+@pytest.mark.parametrize("cmd", ["check", "run"])
+@pytest.mark.parametrize("kind, says", [
+    ("directory", "is a directory, not a regular file"),
+    ("missing", "no such file or directory"),
+])
+def test_every_manifest_option_reads_through_the_manifest_reader(tmp_path: Path, led: Path, cmd: str,
+                                                                 kind: str, says: str) -> None:
+    manifest = tmp_path / "m.toml"
+    if kind == "directory":
+        manifest.mkdir()
+    ran = tmp_path / "ran"
+    args = [cmd, "--manifest", "m.toml"] + (["--", "touch", str(ran)] if cmd == "run" else [])
+    before = _seq(led)
+    res = ledger_cmd(led, *args, cwd=tmp_path)
+    assert res.returncode == 2, res
+    # the full path, as docs/cli.md promises ("cannot read manifest PATH: ..."), not click's
+    # "File 'm.toml' is a directory"
+    assert one_error_line(res.stderr) == f"error: cannot read manifest {manifest}: {says}"
+    assert not ran.exists() and _seq(led) == before
+
+
+def _plant(where: Path, kind: str) -> tuple[str, str]:
+    """A path of ``kind`` that cannot be a directory, and what the error says of it."""
+    if kind == "regular file":
+        where.write_text("x")
+        return str(where), f"{where} is a regular file, not a directory"
+    if kind == "fifo":
+        os.mkfifo(where)
+        return str(where), f"{where} is a FIFO, not a directory"
+    where.write_text("x")  # a file on the way
+    return str(where / "sub"), f"{where}/sub: {where} is a regular file, not a directory"
+
+
+@pytest.mark.parametrize("kind", ["regular file", "fifo", "on the way"])
+@pytest.mark.parametrize("cmd", ["check", "run", "demo"])
+def test_a_directory_option_naming_another_kind_of_file_is_a_usage_error(tmp_path: Path, led: Path,
+                                                                         cmd: str, kind: str) -> None:
+    path, says = _plant(tmp_path / "notes.txt", kind)
+    ran = tmp_path / "ran"
+    if cmd == "demo":
+        argv, option = [*CMD, "demo", "--dir", path], "--dir"
+    else:
+        tail = ["--", "touch", str(ran)] if cmd == "run" else []
+        argv, option = [*CMD, "--ledger", str(led), cmd, "--write", "src", "--root", path, *tail], "--root"
+    res = subprocess.run(argv, capture_output=True, text=True, env=clean_env(), cwd=tmp_path, timeout=60)
+    assert res.returncode == 2, res
+    assert one_error_line(res.stderr) == (f"error: invalid value for '{option}': {says} "
+                                          f"(see 'ledger {cmd} --help')")
+    assert "Directory '" not in res.stderr  # click's wording
+    assert not ran.exists() and _seq(led) == 1
+
+
+def test_a_root_that_does_not_exist_yet_is_still_taken(tmp_path: Path, led: Path) -> None:
+    res = ledger_cmd(led, "--json", "check", "--write", "src", "--root", str(tmp_path / "new"))
+    assert res.returncode == 0, res
+    assert json.loads(res.stdout)["request"]["rules"] == [[f"{tmp_path}/new/src", "write", True]]
+
+
+def test_no_option_of_the_command_line_checks_paths_with_click() -> None:
+    # click.Path(exists=/dir_okay=/file_okay=) words its refusals its own way ("File 'x' is
+    # a directory"); docs/cli.md words them as the ledger does.
+    for command in cli.cli.commands.values():
+        for param in command.params:
+            assert not isinstance(param.type, click_path()), (command.name, param.name)
+
+
+def click_path() -> type:
+    import click
+
+    return click.Path
+
+
+# -- 2. NO_COLOR and --color always ------------------------------------------------------------------
+
+
+def test_no_color_row_says_that_color_always_overrides_it(led: Path) -> None:
+    row = next(line for line in _docs().splitlines() if line.startswith("| `NO_COLOR` |"))
+    assert "`--color always`" in row and "overrides" in row, row
+    # ... which is what the command line does
+    forced = ledger_cmd(led, "--color", "always", "show", env=clean_env(NO_COLOR="1"))
+    assert forced.returncode == 0 and "\x1b[" in forced.stdout
+    auto = ledger_cmd(led, "show", env=clean_env(NO_COLOR="1"))
+    assert auto.returncode == 0 and "\x1b[" not in auto.stdout
+
+
+# -- 3. demo takes no --ledger -------------------------------------------------------------------------
+
+
+def test_demo_help_does_not_offer_ledger() -> None:
+    res = subprocess.run([*CMD, "demo", "--help"], capture_output=True, text=True, env=clean_env())
+    assert res.returncode == 0
+    options = res.stdout.split("Options:")[1]
+    assert "--ledger" not in options
+    assert "--dir" in options and "--json" in options  # --json prints the demo's summary
+
+
+@pytest.mark.parametrize("where", ["after", "before"])
+def test_demo_refuses_ledger_saying_it_makes_its_own(tmp_path: Path, where: str) -> None:
+    r3 = tmp_path / "R3"
+    args = ["demo", "--ledger", str(r3)] if where == "after" else ["--ledger", str(r3), "demo"]
+    res = subprocess.run([*CMD, *args], capture_output=True, text=True, env=clean_env(), cwd=tmp_path,
+                         timeout=60)
+    assert res.returncode == 2, res
+    line = one_error_line(res.stderr)
+    assert "makes its own ledger" in line and "--dir DIR" in line, line
+    assert line.endswith("(see 'ledger demo --help')"), line
+    assert not r3.exists()
+    assert os.listdir(tmp_path) == []  # no demo was played
+
+
+def test_demo_non_empty_dir_is_a_usage_error_with_the_hint(tmp_path: Path) -> None:
+    (tmp_path / "something").write_text("x")
+    res = subprocess.run([*CMD, "demo", "--dir", str(tmp_path)], capture_output=True, text=True,
+                         env=clean_env(), timeout=60)
+    assert res.returncode == 2
+    assert one_error_line(res.stderr) == (f"error: demo directory {tmp_path} is not empty: give a new "
+                                          "or empty one (see 'ledger demo --help')")
+
+
+# -- 4. empty paths in a manifest ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[holder]\nname = "m"\nroot = ""\n[scope]\nwrite = ["src"]\n', "manifest.holder.root"),
+    ('[holder]\nname = "m"\n[scope]\nwrite = [""]\n', r"manifest.scope.write\[0\]"),
+    ('[holder]\nname = "m"\n[scope]\nread = ["docs", ""]\n', r"manifest.scope.read\[1\]"),
+    ('[holder]\nname = "m"\n[[scope.rules]]\npath = ""\npermission = "write"\n',
+     r"manifest.scope.rules\[0\].path"),
+    ('[holder]\nname = "m"\n[[scope.rules]]\npath = "a"\npermission = "exec"\n',
+     r"manifest.scope.rules\[0\].permission"),
+    ('[holder]\nname = ""\n[scope]\nwrite = ["src"]\n', "manifest.holder.name"),
+])
+def test_an_empty_path_in_a_manifest_is_refused_naming_its_key(tmp_path: Path, led: Path, text: str,
+                                                               key: str) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    with pytest.raises(InvalidManifest, match=f"@ {key}$"):
+        load_manifest(path)
+    res = ledger_cmd(led, "check", "--manifest", str(path))
+    assert res.returncode == 2, res
+    line = one_error_line(res.stderr)
+    assert re.search(f"^error: invalid manifest {re.escape(str(path))}: .* @ {key}$", line), line
+
+
+def test_empty_root_is_never_the_manifests_directory(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('[holder]\nname = "m"\nroot = ""\n[scope]\nwrite = ["src"]\n')
+    with pytest.raises(InvalidManifest, match="must not be empty"):
+        load_manifest(path)
+    # leaving it out, or '.', is the manifest's directory
+    for root in ("", 'root = "."\n'):
+        path.write_text(f'[holder]\nname = "m"\n{root}[scope]\nwrite = ["src"]\n')
+        assert load_manifest(path).rules == (ScopeRule(f"{tmp_path}/src", "write"),)
+
+
+# -- 5. points in time: one form, as documented --------------------------------------------------------
+
+SPAN = (1764425000123000000, 1764425000123999999)  # 2025-11-29T14:03:20.123Z, that millisecond
+
+
+@pytest.mark.parametrize("value", [
+    "2025-11-29T14:03:20.123Z",
+    "2025-11-29T14:03:20.123z",  # RFC 3339: 'z' and 't' may be lowercase
+    "2025-11-29t14:03:20.123Z",
+    "2025-11-29t14:03:20.123z",
+    "2025-11-29 14:03:20.123Z",
+    "2025-11-29T14:03:20.123",  # no zone: UTC
+    "2025-11-29T15:03:20.123+01:00",
+    "2025-11-29T14:03:20.123-00:00",
+])
+def test_accepted_forms_of_a_time(value: str) -> None:
+    assert cli.parse_point(value) == SPAN
+
+
+@pytest.mark.parametrize("value", [
+    "2025-11-29T14:03:20,123Z",  # decimal comma
+    "20251129T140320.123Z",  # basic format
+    "2025-11-29T140320Z",
+    "2025-W48-6",  # week date
+    "2025-W48-6T14:03",
+    "2025-333",  # ordinal date
+    "2025-11",
+    "2025-11-29T14:03:20+01",  # offsets other than +hh:mm
+    "2025-11-29T14:03:20+0100",
+    "2025-11-29T14:03:20+01:00:30",
+    "2025-11-29Z",  # a zone after a date alone
+    "2025-11-29T14.5",  # a fraction of an hour
+    "2025-11-29T14:03.5",
+    "2025-11-29T",
+    "2025-11-29T14:03:20.Z",
+    "2025-11-29T24:00",
+    "2025-11-29T23:59:60Z",  # leap second
+    "2025-02-30",
+])
+def test_refused_forms_of_a_time(led: Path, value: str) -> None:
+    with pytest.raises(ValueError, match="^invalid point"):
+        cli.parse_point(value)
+    res = ledger_cmd(led, "show", "--at", value)
+    assert res.returncode == 2, res
+    line = one_error_line(res.stderr)
+    assert "invalid point" in line and "--at" in line, line
+
+
+def test_a_lowercase_t_names_the_same_span_as_an_uppercase_one() -> None:
+    # (a lowercase 't' used to be read as a date alone: the whole day)
+    assert cli.parse_point("2025-11-29t14:03") == cli.parse_point("2025-11-29T14:03")
+    first, last = cli.parse_point("2025-11-29t14:03")
+    assert last - first + 1 == 60 * 10**9
+
+
+def test_lowercase_z_on_the_command_line(led: Path) -> None:
+    with Ledger.open(led, readonly=True) as ledger:
+        ts = next(iter(ledger.events())).time
+    stamp = ts.strftime("%Y-%m-%dT%H:%M:%S.%f") + "z"
+    for args in (["show", "--at", stamp], ["replay", "--from", stamp, "--until", stamp],
+                 ["diff", "0", stamp]):
+        res = ledger_cmd(led, *args)
+        assert res.returncode == 0, (args, res.stderr)
+
+
+def _points_section() -> str:
+    text = _docs()
+    start = text.index("- a **time**")
+    return text[start:text.index("Event times are integer", start)]
+
+
+def test_the_examples_in_the_docs_are_what_the_parser_does() -> None:
+    accepted, refused = _points_section().split("Other ISO 8601 forms")
+    looks_like_a_time = re.compile(r"`([0-9]{4}[-0-9][^`]*)`")
+    good = looks_like_a_time.findall(accepted)
+    bad = [v for v in looks_like_a_time.findall(refused) if not v.isdigit()]
+    assert len(good) >= 6 and len(bad) >= 5, (good, bad)
+    for value in good:
+        assert isinstance(cli.parse_point(value), tuple), value
+    for value in bad:
+        with pytest.raises(ValueError):
+            cli.parse_point(value)
+    assert "`20251129` alone is a seq" in refused and cli.parse_point("20251129") == 20251129
+
+
+# -- 6. verify names a snapshot file that is not one for what it is ------------------------------------
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("symlink", "cannot read: is a symlink, not a regular file"),
+    ("fifo", "cannot read: is a FIFO, not a regular file"),
+    ("directory", "cannot read: is a directory, not a regular file"),
+    ("garbage", "header is not JSON"),
+])
+def test_verify_names_what_a_snapshot_file_past_the_end_really_is(led: Path, tmp_path: Path,
+                                                                  kind: str, says: str) -> None:
+    bogus = led / "snapshots" / "snap-0000000000000099.json"
+    if kind == "symlink":
+        target = tmp_path / "passwd"
+        target.write_text("root:x:0:0::/root:/bin/sh\n")
+        os.symlink(target, bogus)
+    elif kind == "fifo":
+        os.mkfifo(bogus, 0o600)
+    elif kind == "directory":
+        bogus.mkdir(mode=0o700)
+    else:
+        bogus.write_text("not a snapshot\n")
+        bogus.chmod(0o600)
+    report = verify(led)
+    assert not report.ok
+    assert [(p.file, p.seq, p.message) for p in report.problems] == [(str(bogus), 99, says)]
+    res = ledger_cmd(led, "verify")
+    assert res.returncode == 1, res
+    assert f"problem: {bogus} (seq 99): {says}" in res.stderr.splitlines(), res.stderr
+    assert "past the end" not in res.stderr
+    # as 'show' names it when it skips it
+    if kind != "garbage":
+        show = ledger_cmd(led, "show")
+        assert show.returncode == 0
+        assert f"warning: skipping snapshot: {bogus}: {says}" in show.stderr, show.stderr
+
+
+def test_a_readable_snapshot_past_the_end_is_still_past_the_end(led: Path) -> None:
+    with Ledger.open(led) as ledger:
+        ledger.register("b", [ScopeRule("/b", "write")])
+        seq = ledger.snapshot()
+    log = led / "events.jsonl"
+    log.write_bytes(log.read_bytes().split(b"\n", 1)[0] + b"\n")  # the log cut after seq 1
+    report = verify(led)
+    assert [p.message for p in report.problems] == [
+        f"snapshot at seq {seq} is past the end of the log (seq 1)"]
+
+
+# -- 7. usage errors of the command line carry the --help hint ------------------------------------------
+
+
+@pytest.mark.parametrize("args, param", [
+    (["history", "bad name"], "'NAME'"),
+    (["release", ""], "'NAME'"),
+    (["release", "no/such"], "'NAME'"),
+    (["run", "--name", "bad name", "--", "touch", "ran"], "'--name'"),
+    (["run", "--parent", "bad name", "--write", "src", "--", "touch", "ran"], "'--parent'"),
+    (["check", "--write", "src", "--name", "bad name"], "'--name'"),
+    (["check", "--write", "src", "--parent", "bad name"], "'--parent'"),
+    (["replay", "--holder", "bad name"], "'--holder'"),
+    (["check", "--write", ""], "'--write'"),
+    (["check", "--read", "a/*/b"], "'--read'"),
+    (["run", "--write", "../x", "--root", "/r", "--", "touch", "ran"], "'--write'"),
+])
+def test_a_bad_value_on_the_command_line_is_a_usage_error_with_the_hint(led: Path, tmp_path: Path,
+                                                                      args: list[str], param: str) -> None:
+    before = _seq(led)
+    res = ledger_cmd(led, *args, cwd=tmp_path)
+    assert res.returncode == 2, res
+    line = one_error_line(res.stderr)
+    assert line.startswith(f"error: invalid value for {param}: invalid "), line
+    assert line.endswith(f"(see 'ledger {args[0]} --help')"), line
+    assert not (tmp_path / "ran").exists() and _seq(led) == before
+    res = ledger_cmd(led, "--json", *args, cwd=tmp_path)
+    doc = json.loads((res.stderr if args[0] == "run" else res.stdout).splitlines()[0])["error"]
+    assert (doc["type"], doc["exit_code"]) == ("BadParameter", 2)
+
+
+def test_what_a_manifest_or_the_environment_says_has_no_hint(led: Path, tmp_path: Path) -> None:
+    # as docs/cli.md says: the command line itself was right
+    path = tmp_path / "m.toml"
+    path.write_text('[holder]\nname = "bad name"\n[scope]\nwrite = ["src"]\n')
+    res = ledger_cmd(led, "check", "--manifest", str(path))
+    assert res.returncode == 2 and "--help" not in one_error_line(res.stderr)
+    res = ledger_cmd(led, "check", "--write", "src", env=clean_env(SCOPELEDGER_HOLDER="bad name"))
+    assert res.returncode == 2 and "--help" not in one_error_line(res.stderr)
+    assert "(see 'ledger CMD --help')" in _docs()
