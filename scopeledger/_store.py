@@ -203,27 +203,27 @@ def _refuse_a_ledger_inside_a_ledger(path: str) -> None:
         p = parent
 
 
-def _refuse_non_directory_on_the_way(path: str) -> None:
-    """A path that fails with ENOTDIR: name the file on the way that is not
-    a directory (``afile`` in ``afile/sub/ledger``), as ``--ledger afile``
-    itself is named.
-
-    Raises:
-        UnsafeLedgerPath: ``path``'s nearest existing ancestor is not a
-            directory (the message says what kind of file it is); nothing
-            is raised when none is found (the caller raises its own).
-    """
-    p = os.path.dirname(path)
-    while not os.path.lexists(p):
-        if os.path.dirname(p) == p:
-            return
-        p = os.path.dirname(p)
-    try:
-        st = os.stat(p)
-    except OSError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeLedgerPath(path, f"{p} is {_kind(st.st_mode)}, not a directory")
+def non_directory_on_the_way(path: str) -> tuple[str, str] | None:
+    """Why ``path`` cannot be, or be made, a directory: it, or the nearest
+    existing path above it, is another kind of file. Returns ``(that file,
+    'is a regular file, not a directory')``; ``None`` when it is a directory
+    or could be made one, or when the OS will not say (left to whatever
+    uses the path). Symlinks are followed."""
+    p = path
+    while True:
+        try:
+            st = os.stat(p)
+        except (FileNotFoundError, NotADirectoryError):
+            parent = os.path.dirname(p)
+            if parent == p:
+                return None
+            p = parent
+            continue
+        except (OSError, ValueError):
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        return p, f"is {_kind(st.st_mode)}, not a directory"
 
 
 def _check_owned(path: str, st: os.stat_result) -> None:
@@ -536,7 +536,10 @@ class Store:
             self.dirfd = open_dir_fd(None, self.path, self.path, create=create, ledger_root=True,
                                      readonly=readonly)
         except NotADirectoryError:
-            _refuse_non_directory_on_the_way(self.path)
+            # A file on the way (notes.txt/L): name it, as --ledger notes.txt is named.
+            blocked = non_directory_on_the_way(self.path)
+            if blocked is not None:
+                raise UnsafeLedgerPath(self.path, " ".join(blocked)) from None
             raise
         self.snapfd: int | None = None
         self.gatefd: int | None = None

@@ -17,7 +17,6 @@ import os
 import random
 import re
 import signal
-import stat as stat_mod
 import sys
 import time
 from typing import Any, Callable, Iterator, NoReturn, Sequence
@@ -288,31 +287,19 @@ def _not_empty(hint: str = "give '.' for the working directory") -> Callable[...
 
 
 def _not_a_directory(value: str) -> str | None:
-    """Why the path ``value`` cannot be a directory: it, or the nearest
-    existing file on the way to it, is another kind of file (``'/r/notes.txt
-    is a regular file, not a directory'``); ``None`` when it is a directory
-    or could be made one (missing), or when the OS will not say (left to
-    what uses it). Symlinks are followed; the path is shown as
+    """Why the path ``value`` cannot be a directory (see
+    :func:`scopeledger._store.non_directory_on_the_way`): ``'/r/notes.txt is
+    a regular file, not a directory'``, prefixed with the path when the file
+    in the way lies above it; ``None`` when it can be. The path is shown as
     :func:`scopeledger._store.resolve_path` has it."""
-    from ._store import _kind, resolve_path
+    from ._store import non_directory_on_the_way, resolve_path
 
     path = resolve_path(value)
-    p = path
-    while True:
-        try:
-            st = os.stat(p)
-        except (FileNotFoundError, NotADirectoryError):
-            parent = os.path.dirname(p)
-            if parent == p:
-                return None
-            p = parent
-            continue
-        except (OSError, ValueError):
-            return None
-        if stat_mod.S_ISDIR(st.st_mode):
-            return None
-        what = f"{p} is {_kind(st.st_mode)}, not a directory"
-        return what if p == path else f"{path}: {what}"
+    blocked = non_directory_on_the_way(path)
+    if blocked is None:
+        return None
+    what = " ".join(blocked)
+    return what if blocked[0] == path else f"{path}: {what}"
 
 
 def _directory(hint: str) -> Callable[..., Any]:
