@@ -429,7 +429,7 @@ _FRACTION_RE = re.compile(r"\.([0-9]*)")
 #: after a date alone, a fraction of an hour or minute.
 _TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
                       r"(?:[Tt ][0-9]{2}(?::[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)?"
-                      r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?)?")
+                      r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?")
 
 _TIME_FORM = "YYYY-MM-DD[Thh[:mm[:ss[.fraction]]]][Z|+hh:mm|-hh:mm]"
 

@@ -215,6 +215,10 @@ def test_accepted_forms_of_a_time(value: str) -> None:
     "2025-11-29T14:03:20+01",  # offsets other than +hh:mm
     "2025-11-29T14:03:20+0100",
     "2025-11-29T14:03:20+01:00:30",
+    "2025-11-29T14:03:20+01:60",  # offset minutes past 59 (were read as +02:00)
+    "2025-11-29T14:03:20+01:99",
+    "2025-11-29T14:03:20-00:75",
+    "2025-11-29T14:03:20+24:00",
     "2025-11-29Z",  # a zone after a date alone
     "2025-11-29T14.5",  # a fraction of an hour
     "2025-11-29T14:03.5",
