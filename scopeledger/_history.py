@@ -219,22 +219,35 @@ class HistoryMixin:
         Stops before an event with seq > ``stop_seq`` or ts > ``stop_ts``,
         once that event is checked to follow the last one applied (so that
         the last line folded is vouched for by the next, as a replay's is:
-        a past state never shows an edited line while the log goes on).
+        a past state never shows an edited line while the log goes on). A
+        stop decided by the event's ``ts`` also has the line after it
+        checked, since that line's own content decided where to stop (an
+        edited ``ts`` would otherwise name another seq).
 
         Raises:
             CorruptLedger: a line does not decode, apply or follow the one
                 before it.
         """
         path = self._store.log_path
+        vouch: tuple[str, int] | None = None  # (hash, seq) of the line that decided a stop by ts
         for line, ls, le in split_lines(self._store.read(start), start):
+            if vouch is not None:
+                prev, seq = vouch
+                ev = decode(line, path, seq + 1)
+                if ev["prev"] != prev or ev["seq"] != seq + 1:
+                    raise CorruptLedger(path, _chain_fault(ev, seq + 1, prev), line=seq + 1, seq=ev["seq"])
+                return
             lineno = state.seq + 1
             ev = decode(line, path, lineno)
-            if ((stop_seq is not None and ev["seq"] > stop_seq)
-                    or (stop_ts is not None and ev["ts"] > stop_ts)):
+            by_seq = stop_seq is not None and ev["seq"] > stop_seq
+            if by_seq or (stop_ts is not None and ev["ts"] > stop_ts):
                 if ev["prev"] != state.last_hash or ev["seq"] != lineno:
                     raise CorruptLedger(path, _chain_fault(ev, lineno, state.last_hash), line=lineno,
                                         seq=ev["seq"])
-                return
+                if by_seq:
+                    return
+                vouch = (line_hash(line), lineno)
+                continue
             try:
                 apply(state, ev, line_hash(line))
             except FoldError as exc:

@@ -78,4 +78,32 @@ def test_state_at_an_edited_line_by_seq_or_time_is_corrupt(tmp_path: Path):
             with pytest.raises(CorruptLedger) as info:
                 call()
             assert info.value.line == 16 and "hash chain broken" in str(info.value)
-        assert led.state_at(time=at - dt.timedelta(seconds=1)).seq == 14
+        # Line 14's time: the stop is decided by line 15 (the edited one): corrupt too.
+        with pytest.raises(CorruptLedger):
+            led.state_at(time=at - dt.timedelta(seconds=1))
+        assert led.state_at(time=at - dt.timedelta(seconds=2)).seq == 13
+
+
+def test_a_time_that_an_edited_ts_would_move_is_corrupt_not_another_seq(tmp_path: Path):
+    # Line 7's ts edited in place to line 12's: the stop by time was decided by
+    # a line nothing had checked, and state_at(time of seq 10) gave seq 6.
+    d = tmp_path / "led"
+    seconds = itertools.count(1_700_000_000)
+    with Ledger.open(d, clock=lambda: next(seconds) * 10**9) as led:
+        for i in range(14):
+            led.register(f"h{i}", [ScopeRule(f"/t/d{i:02}", "write")])
+        led.snapshot()  # opening starts here: only time travel reads line 7
+    log = d / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert b'"ts":1700000006000000000' in lines[6]
+    lines[6] = lines[6].replace(b'"ts":1700000006000000000', b'"ts":1700000011000000000')
+    log.write_bytes(b"".join(lines))
+    at_10 = dt.datetime.fromtimestamp(1_700_000_000 + 9, dt.timezone.utc)
+    with Ledger.open(d) as led:
+        for call in (lambda: led.state_at(time=at_10), lambda: led.who("/t/d06", time=at_10)):
+            with pytest.raises(CorruptLedger) as info:
+                call()
+            assert info.value.line == 8 and "hash chain broken" in str(info.value)
+        assert led.state_at(time=at_10 - dt.timedelta(seconds=5)).seq == 5  # before the edit: sound
+    r = ledger_cmd(d, "show", "--at", "2023-11-14T22:13:29Z")  # = at_10
+    assert r.returncode == 4 and "line 8 (seq 8)" in one_error_line(r.stderr), r
