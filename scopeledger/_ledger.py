@@ -294,7 +294,7 @@ def _check_bool(what: str, value: Any) -> None:
 
 
 def _check_timeout(what: str, timeout: Any) -> None:
-    if timeout is not None and not (type(timeout) in (int, float) and 0 <= timeout < 1e9):
+    if timeout is not None and not (type(timeout) in (int, float) and 0 <= timeout <= 1e9):
         raise ValueError(f"{what} must be None or a number of seconds from 0 to 1e9, not {shown(timeout)}")
 
 

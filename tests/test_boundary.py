@@ -344,7 +344,8 @@ def test_good_open_options_are_accepted(tmp_path):
     path = str(tmp_path / "ledger")
     for kw in ({"fsync": True}, {"fsync": False}, {"resolve_symlinks": False}, {"probe": None},
                {"clock": None}, {"probe": lambda ident: True}, {"clock": lambda: 7}, {"timeout": 0},
-               {"timeout": 2.5}, {"keep_snapshots": 1}, {"snapshot_every": 1}):
+               {"timeout": 2.5}, {"timeout": 1e9}, {"timeout": 10**9}, {"keep_snapshots": 1},
+               {"snapshot_every": 1}):
         Ledger.open(path, **kw).close()
 
 
@@ -425,3 +426,20 @@ def test_a_huge_int_is_refused_with_a_typed_error_that_describes_it(tmp_path, ca
         assert "4300" not in message and "int_max_str_digits" not in message, message
         assert "<an int of 16610 bits>" in message or "too large to show" in message, message
     assert (d / "events.jsonl").read_bytes() == before
+
+
+def test_the_cli_s_largest_lock_timeout_is_one_the_library_takes(tmp_path):
+    # The CLI takes --lock-timeout up to MAX_SECONDS (1e9, as documented); the
+    # library refused exactly 1e9, and 'ledger --lock-timeout 1e9 show' was an
+    # internal error (exit 70).
+    import subprocess
+    import sys
+
+    from scopeledger.cli import MAX_SECONDS
+
+    path = str(tmp_path / "ledger")
+    Ledger.open(path, timeout=MAX_SECONDS).register("a", [W("/opt/a")])
+    for args in (["show"], ["release", "a"]):
+        res = subprocess.run([sys.executable, "-m", "scopeledger", "--ledger", path, "--lock-timeout",
+                              "1e9", *args], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res
