@@ -42,11 +42,11 @@ import psutil
 
 from ._errors import LedgerIOError, UnsafeLedgerPath
 from ._fold import FORMAT_VERSION, State
-from ._store import SNAPSHOT_DIR, Store, open_private_file
+from ._store import SNAPSHOT_DIR, SNAPSHOT_NAME, Store, open_private_file
 
 log = logging.getLogger("scopeledger")
 
-_NAME = re.compile(r"^snap-(\d{16})\.json$")
+_NAME = SNAPSHOT_NAME
 _TMP = re.compile(r"^\.tmp-(\d+)-(\d+)$")
 
 

@@ -31,13 +31,15 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import stat
 import threading
 import time
 import weakref
 from typing import Callable, Iterator
 
-from ._errors import LedgerError, LedgerIOError, LockTimeout, NoLedger, ReadOnlyLedger, UnsafeLedgerPath
+from ._errors import (CorruptLedger, LedgerError, LedgerIOError, LockTimeout, NoLedger, ReadOnlyLedger,
+                      UnsafeLedgerPath)
 
 log = logging.getLogger("scopeledger")
 
@@ -45,6 +47,8 @@ LOCK_NAME = "lock"  # the lock file of earlier versions (see the layout above)
 GATE_NAME = "gate"
 LOG_NAME = "events.jsonl"
 SNAPSHOT_DIR = "snapshots"
+#: A snapshot file's name in ``snapshots/``: ``snap-<seq, 16 digits>.json``.
+SNAPSHOT_NAME = re.compile(r"^snap-(\d{16})\.json$")
 TORN_DIR = "torn"
 
 #: After this many seconds of waiting for the lock, say once which ledger.
@@ -592,6 +596,33 @@ class Store:
             exc.filename = self.path  # the directory is what cannot be searched
             raise
 
+    def _refuse_a_lost_log(self) -> None:
+        """Before a log is created: a directory with snapshots but no log
+        is a ledger whose log was lost (deleted, moved), not a new one. An
+        empty log made there would turn "the log is missing" into "the log
+        was truncated" for every later command; create nothing instead.
+
+        Raises:
+            CorruptLedger: ``events.jsonl`` is missing and ``snapshots/``
+                holds snapshots (the newest is named).
+        """
+        try:
+            os.stat(LOG_NAME, dir_fd=self.dirfd, follow_symlinks=False)
+            return
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return  # open_private_file reports it
+        try:
+            names = os.listdir(self.snapfd) if self.snapfd is not None else []
+        except OSError:
+            return
+        seqs = [int(m.group(1)) for m in map(SNAPSHOT_NAME.match, names) if m]
+        if seqs:
+            raise CorruptLedger(self.log_path, f"the log is missing, but {self.file(SNAPSHOT_DIR)} holds "
+                                               f"snapshots up to seq {max(seqs)}: it was deleted or moved; "
+                                               "restore it (docs/cli.md, 'Recovering a damaged ledger')")
+
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
@@ -602,6 +633,8 @@ class Store:
             self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, os.O_RDONLY,
                                            readonly=True)
             return
+        if self._create:
+            self._refuse_a_lost_log()
         try:
             self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, os.O_RDWR | os.O_APPEND,
                                            create=self._create)

@@ -745,3 +745,27 @@ def test_a_new_ledger_inside_another_is_refused(tmp_path, inner):
                                "choose a directory outside it")
     assert {p: sorted(os.listdir(p)) for p in before} == before
     assert Ledger.open(outer).verify().ok
+
+
+def test_a_lost_log_beside_snapshots_is_never_recreated(tmp_path):
+    # 'ledger run' on a ledger whose events.jsonl was deleted made an empty log,
+    # then failed (exit 4); every command then said "corrupt" instead of "missing".
+    import subprocess
+
+    path = tmp_path / "ledger"
+    with Ledger.open(path) as led:
+        led.register("a", [W("/c/a")])
+        led.snapshot()
+    os.unlink(path / "events.jsonl")
+    before = sorted(os.listdir(path))
+    with pytest.raises(CorruptLedger, match=r"the log is missing, but .*snapshots holds snapshots up to "
+                                            r"seq 1: it was deleted or moved"):
+        Ledger.open(path)
+    assert sorted(os.listdir(path)) == before
+    res = subprocess.run([sys.executable, "-m", "scopeledger", "--ledger", str(path), "run", "--write",
+                          str(tmp_path / "x"), "--", "true"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 4 and "the log is missing" in res.stderr, res
+    assert sorted(os.listdir(path)) == before
+    res = subprocess.run([sys.executable, "-m", "scopeledger", "--ledger", str(path), "show"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 6, res  # still "no ledger here", not "corrupt"
