@@ -343,6 +343,12 @@ class Ledger(HistoryMixin):
     that no event the fold would refuse is ever written.
     """
 
+    path = property(operator.attrgetter("_path"),
+                    doc="The ledger directory's absolute path, ``str`` (fixed at open).")
+    probe = property(operator.attrgetter("_probe"),
+                     doc="The liveness probe (fixed at open: ``Ledger.open(probe=...)``).")
+    clock = property(operator.attrgetter("_clock"),
+                     doc="The event clock, ``() -> int`` ns (fixed at open: ``Ledger.open(clock=...)``).")
     timeout = _option("timeout", _check_timeout,
                       "Seconds a mutation waits for the lock (``None``: for ever); as :meth:`open`.")
     fsync = _option("fsync", _check_bool, "``fdatasync`` after every append, ``bool``; as :meth:`open`.")
@@ -359,7 +365,7 @@ class Ledger(HistoryMixin):
                  load: bool = True) -> None:
         _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         self._store = store
-        self.path = store.path
+        self._path = store.path
         self.timeout = timeout
         self._probe: Probe = probe if probe is not None else default_probe
         self.fsync = fsync

@@ -443,3 +443,14 @@ def test_the_cli_s_largest_lock_timeout_is_one_the_library_takes(tmp_path):
         res = subprocess.run([sys.executable, "-m", "scopeledger", "--ledger", path, "--lock-timeout",
                               "1e9", *args], capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res
+
+
+@pytest.mark.parametrize("attr, value", [("path", "/etc"), ("probe", lambda ident: False),
+                                         ("clock", lambda: 5)])
+def test_what_open_fixed_cannot_be_set_afterwards_as_if_it_took_effect(tmp_path, attr, value):
+    # led.probe = f was accepted and did nothing (the ledger used _probe).
+    led = Ledger.open(str(tmp_path / "ledger"))
+    kept = getattr(led, attr)
+    with pytest.raises(AttributeError, match=f"'{attr}'"):
+        setattr(led, attr, value)
+    assert getattr(led, attr) is kept
