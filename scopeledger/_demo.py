@@ -321,27 +321,63 @@ def _path_hint() -> tuple[str, ...]:
     return (f"export PATH={shlex.quote(bindir)}:\"$PATH\"",)
 
 
+def dir_problem(base: str) -> str | None:
+    """Why the demo cannot be built in ``base`` (``--dir``, as
+    :func:`scopeledger._store.resolve_path` has it), for a usage error;
+    ``None`` when it can: a dangling symlink (which ``mkdir`` cannot make a
+    directory of: it said ``file exists``), or a directory that is not
+    empty."""
+    if os.path.islink(base) and not os.path.exists(base):
+        return (f"demo directory {base} is a dangling symlink (to {os.readlink(base)}): give a "
+                "new or empty directory")
+    if os.path.isdir(base) and os.listdir(base):
+        return f"demo directory {base} is not empty: give a new or empty one"
+    return None
+
+
+def _first_missing(path: str) -> str | None:
+    """The topmost directory of ``path`` that does not exist yet (what
+    ``os.makedirs(path)`` would create first); ``None`` if it exists."""
+    first = None
+    p = path
+    while not os.path.lexists(p):
+        first = p
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    return first
+
+
 def run_demo(env: "Env", dir_: str | None, keep: bool) -> int:
+    from ._store import _refuse_a_ledger_inside_a_ledger, resolve_path
     from .cli import EXIT_OK, CliError, EXIT_USAGE
 
     if dir_ is not None:
-        from ._store import resolve_path
-
         base = resolve_path(dir_)  # a '..' after a symlink as the OS has it
-        if os.path.isdir(base) and os.listdir(base):
-            raise CliError(f"demo directory {base} is not empty: give a new or empty one", EXIT_USAGE)
+        problem = dir_problem(base)
+        if problem is not None:
+            raise CliError(problem, EXIT_USAGE)
+        # Before anything is made: not a ledger inside another (--dir L/snapshots).
+        _refuse_a_ledger_inside_a_ledger(os.path.join(os.path.realpath(base), "ledger"))
+        new = _first_missing(base)
         os.makedirs(base, mode=0o700, exist_ok=True)
-        created = [os.path.join(base, "tree"), os.path.join(base, "ledger")]
+        # --clean removes what the demo made: the directories it created for
+        # --dir, else (a directory the user made) only the tree and ledger in it.
+        created = [new] if new is not None else [os.path.join(base, "tree"), os.path.join(base, "ledger")]
     else:
         base = tempfile.mkdtemp(prefix="scopeledger-demo-")
         created = [base]
     base = os.path.realpath(base)
     tree = os.path.join(base, "tree")
     ledger_dir = os.path.join(base, "ledger")
+    played = False
     try:
+        _refuse_a_ledger_inside_a_ledger(ledger_dir)  # ($TMPDIR inside a ledger: removed below)
+        played = True
         summary = _play(env, base, tree, ledger_dir, keep)
     finally:
-        if not keep:
+        if not keep or not played:
             for path in created:
                 shutil.rmtree(path, ignore_errors=True)
     if env.json:

@@ -46,7 +46,7 @@ from ._fold import EVENT_TYPES, State, apply, reparent_plan
 from ._history import Event
 from ._ledger import ENV_DIR, Ledger, check_name, decide, default_path
 from ._process import Liveness, probe as default_probe, run_probe
-from ._rules import ScopeRule, parse_rule
+from ._rules import ScopeRule, normalize_path, parse_rule
 from ._runtime import load_manifest
 from ._store import LOG_NAME, resolve_path
 
@@ -326,6 +326,56 @@ def _directory(hint: str) -> Callable[..., Any]:
     return cb
 
 
+def _path(hint: str = "give '.' for the working directory", directory: bool = False) -> Callable[..., Any]:
+    """A click callback for a path on the command line (``who PATH``,
+    ``replay --path``, ``demo --dir``): :func:`_not_empty`, then a path no
+    ledger can take (not valid UTF-8, longer than 4095 bytes, a component
+    longer than 255 bytes, a NUL: :func:`scopeledger._rules.normalize_path`)
+    is a usage error (exit 2) naming the argument or option, with the
+    ``--help`` hint, found before any ledger is opened or file made (it was
+    a bare ``error: invalid path ...`` once the ledger was open).
+    ``directory``: then as :func:`_directory` too.
+
+    The callback raises:
+        click.BadParameter: empty, not a path the ledger takes, or (with
+            ``directory``) another kind of file than a directory.
+    """
+    first = _not_empty(hint)
+    kind = _directory(hint) if directory else None
+
+    def cb(ctx: click.Context, p: click.Parameter, value: Any) -> Any:
+        value = first(ctx, p, value)
+        if value is None:
+            return None
+        try:
+            normalize_path(_abs_path(value))
+        except InvalidScope as exc:
+            raise click.BadParameter(message_of(exc)) from None
+        return kind(ctx, p, value) if kind is not None else value
+
+    return cb
+
+
+def _point(_ctx: click.Context, _p: click.Parameter, value: str | None) -> str | None:
+    """A click callback for a point on the command line (``--at``,
+    ``--from``, ``--until``, ``diff``'s A and B): its syntax is checked
+    (:func:`parse_point`) when it is parsed, so that a malformed point is a
+    usage error (exit 2) naming it before any ledger is opened (a missing
+    ledger was exit 6 first). The value is kept as given: :func:`_resolve`
+    finds its seq in the ledger later.
+
+    Raises:
+        click.BadParameter: not a point (see :func:`parse_point`).
+    """
+    if value is None:
+        return None
+    try:
+        parse_point(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _holder_name(_ctx: click.Context, _p: click.Parameter, value: str | None) -> str | None:
     """A click callback for a holder name given on the command line (``NAME``
     of ``history`` and ``release``, ``--name``, ``--parent``, ``--holder``):
@@ -601,7 +651,31 @@ SECONDS = _Seconds()
 # -- the group ----------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _UsageErrorsKnowTheirCommand:
+    """click's option parser raises some usage errors without a context
+    (``option '--at' requires an argument``, ``option '--json' does not take
+    a value``), so :func:`_report` could not add ``(see 'ledger CMD
+    --help')`` to them: give them the context of the command being parsed."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)  # type: ignore[misc]
+        except click.UsageError as exc:
+            if exc.ctx is None:
+                exc.ctx = ctx
+            raise
+
+
+class _Command(_UsageErrorsKnowTheirCommand, click.Command):
+    pass
+
+
+class _Group(_UsageErrorsKnowTheirCommand, click.Group):
+    command_class = _Command
+
+
+@click.group(cls=_Group,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @common
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
               show_default=True, help="Colour in human output (auto: only on a terminal, "
@@ -681,11 +755,12 @@ class _Progress:
 
 @cli.command()
 @common
-@click.option("--from", "from_", metavar="SEQ|TIME", help="First event: a seq or an ISO time.")
-@click.option("--until", metavar="SEQ|TIME", help="Last event: a seq or an ISO time.")
+@click.option("--from", "from_", metavar="SEQ|TIME", callback=_point,
+              help="First event: a seq or an ISO time.")
+@click.option("--until", metavar="SEQ|TIME", callback=_point, help="Last event: a seq or an ISO time.")
 @click.option("--holder", metavar="NAME", callback=_holder_name,
               help="Only events about NAME and the holders it delegated to.")
-@click.option("--path", "path_", metavar="PATH", callback=_not_empty(),
+@click.option("--path", "path_", metavar="PATH", callback=_path(),
               help="Only events whose rules overlap PATH.")
 @click.option("--type", "types", multiple=True, type=click.Choice(sorted(EVENT_TYPES)),
               help="Only events of this type (repeatable).")
@@ -789,7 +864,8 @@ def _liveness(state: State) -> dict[str, Liveness]:
 
 @cli.command()
 @common
-@click.option("--at", metavar="SEQ|TIME", help="Show the tree as it was after this seq or at this time.")
+@click.option("--at", metavar="SEQ|TIME", callback=_point,
+              help="Show the tree as it was after this seq or at this time.")
 @_relative_option
 @pass_env
 def show(env: Env, at: str | None, relative_to: str | None) -> int:
@@ -813,8 +889,9 @@ def show(env: Env, at: str | None, relative_to: str | None) -> int:
 
 @cli.command()
 @common
-@click.argument("path", callback=_not_empty())
-@click.option("--at", metavar="SEQ|TIME", help="Ask about a past point: a seq or an ISO time.")
+@click.argument("path", callback=_path())
+@click.option("--at", metavar="SEQ|TIME", callback=_point,
+              help="Ask about a past point: a seq or an ISO time.")
 @_relative_option
 @pass_env
 def who(env: Env, path: str, at: str | None, relative_to: str | None) -> int:
@@ -1101,8 +1178,8 @@ def history(env: Env, name: str, relative_to: str | None) -> int:
 
 @cli.command()
 @common
-@click.argument("a", metavar="A")
-@click.argument("b", metavar="B")
+@click.argument("a", metavar="A", callback=_point)
+@click.argument("b", metavar="B", callback=_point)
 @pass_env
 def diff(env: Env, a: str, b: str) -> int:
     """What changed between two points A and B (each a seq or an ISO time):
@@ -1614,7 +1691,7 @@ def _no_ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
 @_no_ledger_option
 @_json_option
 @click.option("--dir", "dir_", metavar="DIR",
-              callback=_directory("omit it for a new temporary directory"),
+              callback=_path("omit it for a new temporary directory", directory=True),
               help="Where to build the demo (default: a new temporary directory).")
 @click.option("--keep/--clean", default=True, show_default=True,
               help="Keep the demo's tree and ledger to explore afterwards, or remove them.")
@@ -1631,11 +1708,11 @@ def demo(env: Env, dir_: str | None, keep: bool) -> int:
     if env.ledger_dir is not None:  # 'ledger --ledger DIR demo'
         raise click.UsageError(DEMO_NO_LEDGER)
     if dir_ is not None:
-        from ._store import resolve_path
+        from ._demo import dir_problem
 
-        base = resolve_path(dir_)
-        if os.path.isdir(base) and os.listdir(base):  # (run_demo checks it too)
-            raise click.UsageError(f"demo directory {base} is not empty: give a new or empty one")
+        problem = dir_problem(resolve_path(dir_))  # (run_demo checks it too)
+        if problem is not None:
+            raise click.UsageError(problem)
     return run_demo(env, dir_, keep)
 
 

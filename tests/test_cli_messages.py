@@ -337,6 +337,18 @@ def test_a_readable_snapshot_past_the_end_is_still_past_the_end(led: Path) -> No
     (["check", "--write", ""], "'--write'"),
     (["check", "--read", "a/*/b"], "'--read'"),
     (["run", "--write", "../x", "--root", "/r", "--", "touch", "ran"], "'--write'"),
+    # paths no ledger takes: named as the argument, when parsed (was a bare "error: invalid path")
+    (["who", "/tmp/\udcff"], "'PATH'"),  # the byte 0xff: not UTF-8
+    (["who", "/" + "a" * 5000], "'PATH'"),
+    (["who", "a" * 300], "'PATH'"),  # a component over 255 bytes
+    (["replay", "--path", "a\udcff"], "'--path'"),
+    # points: their syntax is checked when parsed
+    (["show", "--at", "xx"], "'--at'"),
+    (["who", ".", "--at", "2025-13-01"], "'--at'"),
+    (["replay", "--from", "x"], "'--from'"),
+    (["replay", "--until", "05"], "'--until'"),
+    (["diff", "x", "1"], "'A'"),
+    (["diff", "0", "2025-W48-6"], "'B'"),
 ])
 def test_a_bad_value_on_the_command_line_is_a_usage_error_with_the_hint(led: Path, tmp_path: Path,
                                                                       args: list[str], param: str) -> None:
@@ -361,3 +373,52 @@ def test_what_a_manifest_or_the_environment_says_has_no_hint(led: Path, tmp_path
     res = ledger_cmd(led, "check", "--write", "src", env=clean_env(SCOPELEDGER_HOLDER="bad name"))
     assert res.returncode == 2 and "--help" not in one_error_line(res.stderr)
     assert "(see 'ledger CMD --help')" in _docs()
+
+
+@pytest.mark.parametrize("args, param", [
+    (["show", "--at", "xx"], "'--at'"),
+    (["who", ".", "--at", "x"], "'--at'"),
+    (["replay", "--from", "x"], "'--from'"),
+    (["replay", "--until", "x"], "'--until'"),
+    (["diff", "0", "x"], "'B'"),
+    (["who", "/tmp/\udcff"], "'PATH'"),
+    (["replay", "--path", "a\udcff"], "'--path'"),
+])
+def test_a_malformed_point_or_path_is_a_usage_error_before_the_ledger_is_opened(
+        tmp_path: Path, args: list[str], param: str) -> None:
+    # no ledger there: the value is wrong before that matters (it was exit 6, "no ledger")
+    missing = tmp_path / "nonexistent"
+    res = subprocess.run([*CMD, "--json", *args, "--ledger", str(missing)], capture_output=True,
+                         text=True, env=clean_env(), timeout=60)
+    assert res.returncode == 2, res
+    line = one_error_line(res.stderr)
+    assert line.startswith(f"error: invalid value for {param}: invalid "), line
+    assert line.endswith(f"(see 'ledger {args[0]} --help')"), line
+    assert json.loads(res.stdout)["error"]["exit_code"] == 2
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["show", "--at"], "ledger show"),  # a missing value
+    (["show", "--json=1"], "ledger show"),  # a value given to a flag
+    (["reclaim", "--dry-run=1"], "ledger reclaim"),
+    (["run", "-w"], "ledger run"),
+    (["--json=1", "show"], "ledger"),
+    (["--lock-timeout"], "ledger"),
+])
+def test_usage_errors_found_by_clicks_parser_carry_the_hint(led: Path, args: list[str], hint: str) -> None:
+    # click's parser raises these without a context: they had no "(see ...)"
+    res = ledger_cmd(led, *args)
+    assert res.returncode == 2, res
+    line = one_error_line(res.stderr)
+    assert line.endswith(f" (see '{hint} --help')"), line
+
+
+def test_demo_dir_that_no_ledger_can_take_is_a_usage_error_and_makes_nothing(tmp_path: Path) -> None:
+    res = subprocess.run([*CMD, "demo", "--dir", "d\udcff", "--clean"], capture_output=True, text=True,
+                         env=clean_env(), cwd=tmp_path, timeout=60)
+    assert res.returncode == 2, res
+    assert one_error_line(res.stderr) == (f"error: invalid value for '--dir': invalid path "
+                                          f"'{tmp_path}/d\\udcff': not valid UTF-8 "
+                                          "(see 'ledger demo --help')")
+    assert os.listdir(tmp_path) == [] and res.stdout == ""

@@ -187,3 +187,48 @@ def test_demo_suggestions_work_from_a_shell_without_the_venv_on_path(tmp_path: P
                              text=True, env={**env(), "PATH": path}, timeout=120)
         assert res.returncode == 0, res.stderr
         assert (f"export PATH={bindir}:" in res.stdout) is hinted, res.stdout[-600:]
+
+
+def _files(top: Path) -> list[str]:
+    return sorted(str(p.relative_to(top)) for p in top.rglob("*"))
+
+
+@pytest.mark.parametrize("sub", ["snapshots", "torn", "inside", "inside/deeper"])
+def test_demo_refuses_a_dir_inside_a_ledger_before_making_anything(tmp_path: Path, sub: str) -> None:
+    made = subprocess.run([*CMD, "--ledger", "L4", "run", "--write", str(tmp_path / "q"), "--", "true"],
+                          capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=60)
+    assert made.returncode == 0, made.stderr
+    before = _files(tmp_path)
+    res = subprocess.run([*CMD, "demo", "--dir", f"L4/{sub}"], capture_output=True, text=True,
+                         env=env(), cwd=tmp_path, timeout=60)
+    assert res.returncode == 5, res
+    assert res.stdout == ""  # not half of its header
+    assert res.stderr == (f"error: unsafe ledger path {tmp_path}/L4/{sub}/ledger: it is inside the "
+                          f"ledger {tmp_path}/L4: choose a directory outside it\n")
+    assert _files(tmp_path) == before  # (it left L4/{sub}/tree/...)
+
+
+def test_demo_clean_removes_the_directories_it_made_and_keeps_one_the_user_made(tmp_path: Path) -> None:
+    res = subprocess.run([*CMD, "demo", "--json", "--clean", "--dir", "NEW/a"], capture_output=True,
+                         text=True, env=env(), cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert os.listdir(tmp_path) == []  # NEW was left, empty
+    (tmp_path / "mine").mkdir()
+    res = subprocess.run([*CMD, "demo", "--json", "--clean", "--dir", "mine"], capture_output=True,
+                         text=True, env=env(), cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert os.listdir(tmp_path) == ["mine"] and os.listdir(tmp_path / "mine") == []
+
+
+@pytest.mark.parametrize("target", ["nowhere", "loop"])
+def test_demo_dir_that_is_a_dangling_symlink_is_a_usage_error(tmp_path: Path, target: str) -> None:
+    os.symlink(target, tmp_path / "dang")
+    if target == "loop":
+        os.symlink("dang", tmp_path / "loop")
+    before = _files(tmp_path)
+    res = subprocess.run([*CMD, "demo", "--dir", "dang"], capture_output=True, text=True, env=env(),
+                         cwd=tmp_path, timeout=60)
+    assert res.returncode == 2, res  # was 7, "error: file exists"
+    assert res.stderr == (f"error: demo directory {tmp_path}/dang is a dangling symlink (to {target}): "
+                          "give a new or empty directory (see 'ledger demo --help')\n")
+    assert _files(tmp_path) == before and res.stdout == ""
