@@ -704,6 +704,34 @@ def cli(env: Env, color: str, lock_timeout: float) -> None:
 # -- replay ---------------------------------------------------------------------------
 
 
+def _open_for_replay(env: Env, from_: str | None, until: str | None,
+                     follow: bool) -> tuple[Ledger, CorruptLedger | None]:
+    """The ledger for ``replay``, and ``None``; or, when it does not open
+    because a line after its newest snapshot does not check out, a ledger
+    that has folded nothing and the damage: a replay from the first event
+    (no ``--from``, no ``--follow``, ``--until`` a seq if any) can still
+    show everything before the damaged line, which an audit of a damaged
+    ledger needs, and then fail with the error (exit 4).
+
+    Raises:
+        CorruptLedger: the ledger does not open and the replay asked for
+            needs its current state, or the line is not known.
+    """
+    try:
+        return env.open(readonly=True), None
+    except CorruptLedger as exc:
+        if (exc.line is None or from_ is not None or follow
+                or (until is not None and not _DIGITS_RE.fullmatch(until))):
+            raise
+        damage = exc
+    from ._ledger import _unloaded
+    from ._store import Store
+
+    env.err.print(f"warning: {one_line(damage)}; replaying the events before line {damage.line}",
+                  style="yellow", markup=False, highlight=False, soft_wrap=True)
+    return _unloaded(Store(env.path, readonly=True)), damage
+
+
 def _narrator(ledger: Ledger, since: int | None, filtered: bool, root: str | None) -> tuple[Any, Any]:
     """A Narrator seeded with the state before ``since``, and (for a
     filtered replay) the unfiltered stream that keeps it informed."""
@@ -777,9 +805,15 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
     from ._render import narrate, styled
 
     path = _abs_path(path_) if path_ is not None else None
-    with env.open(readonly=True) as ledger:
+    ledger, damage = _open_for_replay(env, from_, until, follow)
+    with ledger:
         since = _resolve(ledger, from_, "--from", "start")
         until_seq = _resolve(ledger, until, "--until", "end")
+        if damage is not None:
+            # Up to the line before the one the fold stopped at: each is then
+            # vouched for by the next (a broken chain stops events() itself).
+            before = (damage.line or 1) - 1
+            until_seq = before if until_seq is None else min(until_seq, before)
         until_ns = None
         if until is not None:
             point = parse_point(until)  # (valid: _resolve took it)
@@ -789,7 +823,7 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
         narrator, everything = _narrator(ledger, since, filtered and not env.json,
                                          _display_root(relative_to))
         kwargs = dict(types=types or None, holder=holder, path=path)
-        progress = _Progress(env, ledger.seq)
+        progress = _Progress(env, ledger.seq if damage is None else 0)
         count = 0
         fancy = not env.json and styled(env.out)
         write = sys.stdout.write
@@ -818,6 +852,8 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
             show(narrate(narrator, ledger.events(since=since, until=first_until, **kwargs), everything))
         finally:
             progress.close()
+        if damage is not None:
+            raise damage  # what stopped the ledger from opening, after what precedes it
         if not follow:
             if count == 0 and not env.json:
                 env.err.print("no events match", style="dim")

@@ -5,6 +5,7 @@ moved line is exit 4 naming it, never printed as history."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import itertools
 import os
 from pathlib import Path
@@ -107,3 +108,39 @@ def test_a_time_that_an_edited_ts_would_move_is_corrupt_not_another_seq(tmp_path
         assert led.state_at(time=at_10 - dt.timedelta(seconds=5)).seq == 5  # before the edit: sound
     r = ledger_cmd(d, "show", "--at", "2023-11-14T22:13:29Z")  # = at_10
     assert r.returncode == 4 and "line 8 (seq 8)" in one_error_line(r.stderr), r
+
+
+def test_replay_of_a_ledger_that_does_not_open_shows_what_precedes_the_damage(tmp_path: Path):
+    # A line edited after the newest snapshot: every command stops at open.
+    # replay (from the start) shows the events before the damaged line, then
+    # exit 4 with the error: an audit of a damaged ledger needs that prefix.
+    d = tmp_path / "led"
+    with Ledger.open(d, snapshot_every=10**6) as led:
+        for i in range(16):
+            led.register(f"h{i}", [ScopeRule(f"/t/d{i:02}", "write")])
+            if led.seq == 12:
+                led.snapshot()
+    log = d / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[13] = lines[13].replace(b"/t/d13", b"/t/x13")
+    log.write_bytes(b"".join(lines))
+    before = log.read_bytes()
+    assert ledger_cmd(d, "show").returncode == 4
+    r = ledger_cmd(d, "replay")
+    assert r.returncode == 4, r
+    assert [int(x.split()[0]) for x in r.stdout.splitlines()] == list(range(1, 14))
+    assert "x13" not in r.stdout
+    warning, error = r.stderr.splitlines()
+    assert warning.startswith("warning: corrupt ledger: ") and "replaying the events before line 15" in warning
+    assert error.startswith("error: corrupt ledger: ") and "line 15 (seq 15)" in error
+    r = ledger_cmd(d, "replay", "--json")
+    assert r.returncode == 4
+    docs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [doc["seq"] for doc in docs[:-1]] == list(range(1, 14)) and docs[-1]["error"]["exit_code"] == 4
+    r = ledger_cmd(d, "replay", "--until", "5")
+    assert r.returncode == 4 and len(r.stdout.splitlines()) == 5
+    # What needs the current state still refuses at once.
+    for args in (("replay", "--from", "3"), ("replay", "--follow"), ("history", "h1")):
+        r = ledger_cmd(d, *args)
+        assert r.returncode == 4 and r.stdout == "", args
+    assert log.read_bytes() == before
