@@ -54,7 +54,7 @@ from ._fold import (
 )
 from ._paths import canonical_path
 from ._process import Liveness, ProcessIdentity, Probe, identify, probe as default_probe, run_probe
-from ._rules import HOLDER_NAME, PERMISSION_TEXT, Permission, ScopeRule, covers, overlaps
+from ._rules import HOLDER_NAME, PATH_MAX, PERMISSION_TEXT, Permission, ScopeRule, covers, overlaps
 from ._store import Store
 
 log = logging.getLogger("scopeledger")
@@ -1149,7 +1149,8 @@ def _check_token(token: Any, allow_none: bool = False) -> None:
 
 def _check_socket(socket: Any) -> str | None:
     """``socket`` as the event records it: ``None`` or a plain ``str``
-    absolute path, UTF-8 encodable (the log is UTF-8 JSON), without NUL.
+    absolute path, UTF-8 encodable (the log is UTF-8 JSON), without NUL,
+    shorter than ``PATH_MAX`` (4096) bytes, as a rule's path.
 
     Raises:
         InvalidScope: anything else.
@@ -1158,11 +1159,12 @@ def _check_socket(socket: Any) -> str | None:
         return None
     if not (isinstance(socket, str) and socket.startswith("/") and "\x00" not in socket):
         raise InvalidScope(f"invalid socket {shown(socket)}: expected an absolute path or None")
-    if not socket.isascii():
-        try:
-            socket.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidScope(f"invalid socket {shown(socket)}: not valid UTF-8") from None
+    try:
+        size = len(socket.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidScope(f"invalid socket {shown(socket)}: not valid UTF-8") from None
+    if size >= PATH_MAX:
+        raise InvalidScope(f"invalid socket path: {size} bytes, longer than {PATH_MAX - 1}")
     return socket if type(socket) is str else str.__str__(socket)
 
 
