@@ -1001,8 +1001,11 @@ class Ledger(HistoryMixin):
             try:
                 with self._store.snapshot_claim() as mine:
                     # Another process may be writing one (no claim), or have
-                    # written one: look, once claimed, before writing.
-                    if not mine:
+                    # written one: look, once claimed, before writing. A
+                    # claim held for SNAPSHOT_CLAIM_PATIENCE intervals (its
+                    # holder stopped mid-write) is not waited for any more.
+                    if not mine and (state.seq - self._snap_seq
+                                     < SNAPSHOT_CLAIM_PATIENCE * max(self.snapshot_every, len(state.holders))):
                         return
                     snaps = _snapshots.list_snapshots(self._store)
                     if snaps:
@@ -1166,6 +1169,13 @@ def _check_socket(socket: Any) -> str | None:
     if size >= PATH_MAX:
         raise InvalidScope(f"invalid socket path: {size} bytes, longer than {PATH_MAX - 1}")
     return socket if type(socket) is str else str.__str__(socket)
+
+
+#: Snapshot intervals a process lets pass while another holds the snapshot
+#: claim (``Store.snapshot_claim``) before it writes one anyway: a writer
+#: stopped in the middle of a snapshot (SIGSTOP, a frozen cgroup) must not
+#: stop every other process's snapshots; a duplicate costs only disk.
+SNAPSHOT_CLAIM_PATIENCE = 4
 
 
 #: A clock value at or past this (int64 nanoseconds: the year 2262) is refused.

@@ -337,3 +337,27 @@ def test_refusal_keys_are_bounded_between_changes(ledger_dir):
     body = os.path.getsize(os.path.join(ledger_dir, "snapshots", snapshot_files(ledger_dir)[-1]))
     assert body < 100 * REFUSALS_KEPT  # ~33 bytes a key
     assert Ledger.open(ledger_dir).verify().ok
+
+
+def test_a_claim_held_for_ever_does_not_stop_snapshots_for_ever(ledger_dir):
+    # A writer stopped in the middle of a snapshot keeps its claim: the others
+    # wait SNAPSHOT_CLAIM_PATIENCE intervals, then write one anyway.
+    from scopeledger._ledger import SNAPSHOT_CLAIM_PATIENCE
+
+    a = Ledger.open(ledger_dir, snapshot_every=10)
+    b = Ledger.open(ledger_dir, snapshot_every=10)
+    with a._store.snapshot_claim() as mine:
+        assert mine
+        patience = SNAPSHOT_CLAIM_PATIENCE * 10  # events (a live set under 10)
+        for i in range(patience // 2 - 1):
+            b.register(f"b{i}", [W(f"/b/{i}")])
+            b.release(f"b{i}")
+        b.register("last", [W("/b/last")])
+        assert snapshot_files(ledger_dir) == []
+        b.release("last")
+        assert snapshot_files(ledger_dir) == [f"snap-{patience:016d}.json"]
+        for i in range(10):  # due again, claim still held: wait again
+            b.register(f"c{i}", [W(f"/c/{i}")])
+            b.release(f"c{i}")
+        assert len(snapshot_files(ledger_dir)) == 1
+    assert Ledger.open(ledger_dir).verify().ok
