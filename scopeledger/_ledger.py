@@ -54,7 +54,7 @@ from ._fold import (
 )
 from ._paths import canonical_path
 from ._process import Liveness, ProcessIdentity, Probe, identify, probe as default_probe, run_probe
-from ._rules import HOLDER_NAME, PATH_MAX, PERMISSION_TEXT, Permission, ScopeRule, covers, overlaps
+from ._rules import HOLDER_NAME, PERMISSION_TEXT, Permission, ScopeRule, check_path_text, covers, overlaps
 from ._store import Store
 
 log = logging.getLogger("scopeledger")
@@ -768,7 +768,7 @@ class Ledger(HistoryMixin):
             InvalidScope: bad ``rules`` (not a non-empty list of rules; a
                 bad path, permission or ``recursive`` flag, also once
                 symlinks are resolved), or ``socket`` neither ``None`` nor
-                an absolute UTF-8 path without NUL.
+                an absolute UTF-8 path without NUL, under 4096 bytes.
             InvalidProcess: ``pid`` is not a positive ``int`` or names no
                 process.
             DuplicateHolder: a live holder has this name.
@@ -1160,14 +1160,9 @@ def _check_socket(socket: Any) -> str | None:
     """
     if socket is None:
         return None
-    if not (isinstance(socket, str) and socket.startswith("/") and "\x00" not in socket):
+    if not isinstance(socket, str):
         raise InvalidScope(f"invalid socket {shown(socket)}: expected an absolute path or None")
-    try:
-        size = len(socket.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidScope(f"invalid socket {shown(socket)}: not valid UTF-8") from None
-    if size >= PATH_MAX:
-        raise InvalidScope(f"invalid socket path: {size} bytes, longer than {PATH_MAX - 1}")
+    check_path_text(socket, "socket")
     return socket if type(socket) is str else str.__str__(socket)
 
 

@@ -90,6 +90,28 @@ _set = object.__setattr__
 HOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]{0,254}")
 
 
+def check_path_text(path: str, what: str = "path") -> None:
+    """Check a path's text as the log will hold it (``what`` names it in
+    messages: ``'path'``, ``'socket'``).
+
+    Raises:
+        InvalidScope: empty, containing NUL, not absolute, not encodable as
+            UTF-8, or ``PATH_MAX`` (4096) bytes or longer.
+    """
+    if not path:
+        raise InvalidScope(f"invalid {what} '': empty")
+    if "\x00" in path:
+        raise InvalidScope(f"invalid {what} {shown(path)}: contains NUL")
+    if not path.startswith("/"):
+        raise InvalidScope(f"invalid {what} {shown(path)}: not absolute")
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidScope(f"invalid {what} {shown(path)}: not valid UTF-8") from None
+    if size >= PATH_MAX:
+        raise InvalidScope(f"invalid {what} {shown(path[:60])}...: longer than {PATH_MAX - 1} bytes")
+
+
 def normalize_path(path: Any) -> str:
     """Lexically normalise an absolute POSIX path.
 
@@ -115,18 +137,7 @@ def normalize_path(path: Any) -> str:
         path = path.__fspath__()
     if not isinstance(path, str):
         raise InvalidScope(f"invalid path {shown(path)}: expected a string")
-    if not path:
-        raise InvalidScope("invalid path '': empty")
-    if "\x00" in path:
-        raise InvalidScope(f"invalid path {shown(path)}: contains NUL")
-    if not path.startswith("/"):
-        raise InvalidScope(f"invalid path {shown(path)}: not absolute")
-    try:
-        size = len(path.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidScope(f"invalid path {shown(path)}: not valid UTF-8") from None
-    if size >= PATH_MAX:
-        raise InvalidScope(f"invalid path {shown(path[:60])}...: longer than {PATH_MAX - 1} bytes")
+    check_path_text(path)
     out: list[str] = []
     for part in path.split("/"):
         if part in ("", "."):

@@ -138,7 +138,7 @@ def test_a_bad_argument_records_nothing_and_leaves_a_usable_ledger(tmp_path, arg
         assert "\n" not in str(info.value)
         if type(bad) in (str, int, bool) and arg.split(".")[1] in ("reserved", "token", "dry_run", "socket"):
             # names the bad value (a 4096-byte one by its size)
-            assert repr(bad) in str(info.value) or "longer than 4095" in str(info.value)
+            assert repr(bad) in str(info.value) or "longer than 4095 bytes" in str(info.value)
         assert log_bytes(path) == before, f"{arg}={bad!r} changed the log"
         assert verify(path).ok
         fresh = Ledger.open(path)
