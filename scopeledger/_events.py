@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from ._errors import CorruptLedger, shown
-from ._fold import EVENT_TYPES, FORMAT_VERSION
+from ._fold import EVENT_TYPES, FORMAT_VERSION, TS_LIMIT
 
 
 _STARTS = (int, float, type(None))  # a process start time: seconds, or unknown
@@ -73,8 +73,10 @@ def decode(line: bytes, path: str, lineno: int | None) -> dict[str, Any]:
         raise CorruptLedger(path, f"not JSON ({exc})", line=lineno) from None
     try:  # the common case in one expression; the checks below name what is wrong
         actor = ev["actor"]
-        if (type(ev["seq"]) is int and ev["v"] == FORMAT_VERSION and type(ev["ts"]) is int
-                and type(ev["prev"]) is str and type(actor) is dict and type(actor["pid"]) is int
+        ts = ev["ts"]
+        if (type(ev["seq"]) is int and ev["v"] == FORMAT_VERSION and type(ts) is int
+                and -TS_LIMIT <= ts < TS_LIMIT and type(ev["prev"]) is str
+                and type(actor) is dict and type(actor["pid"]) is int
                 and type(actor["boot"]) is str and type(actor.get("start")) in _STARTS
                 and type(ev["type"]) is str and ev["type"] in EVENT_TYPES):
             return ev
@@ -96,6 +98,9 @@ def decode(line: bytes, path: str, lineno: int | None) -> dict[str, Any]:
         raise CorruptLedger(path, f"unsupported format version {shown(v)}", line=lineno, seq=seq)
     if type(ev.get("ts")) is not int:
         raise CorruptLedger(path, "ts is not an integer", line=lineno, seq=seq)
+    if not -TS_LIMIT <= ev["ts"] < TS_LIMIT:
+        raise CorruptLedger(path, f"ts {shown(ev['ts'])} is out of range (signed 64-bit nanoseconds)",
+                            line=lineno, seq=seq)
     if type(ev.get("prev")) is not str:
         raise CorruptLedger(path, "prev is not a string", line=lineno, seq=seq)
     if type(ev.get("type")) is not str or ev["type"] not in EVENT_TYPES:

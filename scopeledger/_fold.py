@@ -44,6 +44,11 @@ RECLAIM_REASONS = frozenset({"process_gone", "zombie", "pid_reused", "earlier_bo
 
 GENESIS_HASH = "0" * 32
 
+#: An event's ``ts`` lies in ``[-TS_LIMIT, TS_LIMIT)``: signed 64-bit
+#: nanoseconds (the year 2262). Writers refuse a clock past it; readers refuse
+#: a line past it (clamping would carry it to every later event).
+TS_LIMIT = 1 << 63
+
 
 class FoldError(Exception):
     """An event that does not apply to the state before it (internal; the

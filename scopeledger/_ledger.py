@@ -42,6 +42,7 @@ from ._events import decode, encode, line_hash, split_lines
 from ._history import HistoryMixin, VerifyReport
 from ._fold import (
     FORMAT_VERSION,
+    TS_LIMIT,
     Allocation,
     FoldError,
     State,
@@ -208,10 +209,11 @@ class _Txn:
         st = self.state
         seq = st.seq + 1
         ts = self.ledger._clock()
-        if type(ts) is not int or ts >= _TS_LIMIT:  # never write a line no reader would accept
+        if type(ts) is not int or not -TS_LIMIT <= ts < TS_LIMIT:  # never write a line no reader would accept
             if type(ts) is not int:
                 raise TypeError(f"clock() returned {type(ts).__name__} {shown(ts)}, not int nanoseconds")
-            raise ValueError(f"clock() returned {shown(ts)}: nanoseconds at or past 2**63 (the year 2262)")
+            raise ValueError(f"clock() returned {shown(ts)}: nanoseconds outside signed 64 bits "
+                             "(before 1677 or from 2262 on)")
         if ts < st.last_ts:  # the wall clock stepped back: never go back in the log
             ts = st.last_ts
         ev = {"v": FORMAT_VERSION, "seq": seq, "ts": ts, "actor": self.actor,
@@ -1173,8 +1175,6 @@ def _check_socket(socket: Any) -> str | None:
 SNAPSHOT_CLAIM_PATIENCE = 4
 
 
-#: A clock value at or past this (int64 nanoseconds: the year 2262) is refused.
-_TS_LIMIT = 1 << 63
 
 
 def _check_callable(what: str, value: Any) -> None:

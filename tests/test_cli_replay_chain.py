@@ -144,3 +144,24 @@ def test_replay_of_a_ledger_that_does_not_open_shows_what_precedes_the_damage(tm
         r = ledger_cmd(d, *args)
         assert r.returncode == 4 and r.stdout == "", args
     assert log.read_bytes() == before
+
+
+def test_a_last_line_ts_past_64_bits_is_refused_not_carried_into_later_events(tmp_path: Path):
+    # The writer clamps a clock that steps back to the last event's ts: a last
+    # line forged to 2**63 would have stamped every later event with it.
+    d = tmp_path / "led"
+    with Ledger.open(d) as led:
+        led.register("a", [ScopeRule("/t/a", "write")])
+        led.snapshot()
+        led.register("b", [ScopeRule("/t/b", "write")])
+    log = d / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    ev = json.loads(lines[-1])
+    lines[-1] = lines[-1].replace(b'"ts":%d' % ev["ts"], b'"ts":9223372036854775808')
+    log.write_bytes(b"".join(lines))
+    before = log.read_bytes()
+    for args in (("verify",), ("run", "--write", "/t/c", "--", "true"), ("show",)):
+        r = ledger_cmd(d, *args)
+        assert r.returncode in (1, 4), (args, r)
+        assert "ts 9223372036854775808 is out of range" in r.stderr, args
+    assert log.read_bytes() == before

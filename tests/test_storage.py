@@ -258,6 +258,8 @@ def test_a_line_that_is_not_utf8_is_named_so_with_the_byte(ledger_dir, bad):
     ("type", "granted", "unknown event type"),
     ("seq", "2", "seq is '2'"),
     ("ts", 1.5, "ts is not an integer"),
+    ("ts", 2**63, "ts 9223372036854775808 is out of range"),  # would be clamped into every later event
+    ("ts", 2**64 - 1, "ts 18446744073709551615 is out of range"),
     ("prev", None, "prev is not a string"),
     ("actor", [], "actor is not an object"),
     ("v", 2, "format version 2 is newer"),
