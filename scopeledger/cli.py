@@ -727,7 +727,8 @@ def _open_for_replay(env: Env, from_: str | None, until: str | None,
     from ._ledger import _unloaded
     from ._store import Store
 
-    env.err.print(f"warning: {one_line(damage)}; replaying the events before line {damage.line}",
+    env.err.print(f"warning: {one_line(damage)}; replaying the events before line {damage.line} "
+                  "that the line after each vouches for",
                   style="yellow", markup=False, highlight=False, soft_wrap=True)
     return _unloaded(Store(env.path, readonly=True)), damage
 
