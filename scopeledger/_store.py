@@ -199,7 +199,9 @@ def _refuse_a_ledger_inside_a_ledger(path: str) -> None:
     """
     p = os.path.dirname(path)
     while True:
-        if os.path.lexists(os.path.join(p, LOG_NAME)):
+        if os.path.lexists(os.path.join(p, LOG_NAME)) or (
+                os.path.lexists(os.path.join(p, GATE_NAME))
+                and os.path.isdir(os.path.join(p, SNAPSHOT_DIR))):  # one whose log was lost
             raise UnsafeLedgerPath(path, f"it is inside the ledger {p}: choose a directory outside it")
         parent = os.path.dirname(p)
         if parent == p:
@@ -573,6 +575,8 @@ class Store:
 
         Raises:
             NoLedger: nothing is there, or a directory without a log.
+            CorruptLedger: a directory without a log but with snapshots
+                (the log was lost: :meth:`_lost_log`).
             UnsafeLedgerPath: a directory of another user that this user
                 cannot even search (as one it can: owned by uid N).
             OSError: the OS refused to look (permission denied on the
@@ -590,6 +594,9 @@ class Store:
         try:
             os.lstat(self.log_path)
         except FileNotFoundError:
+            lost = self._lost_log()
+            if lost is not None:
+                raise lost from None
             raise NoLedger(f"no ledger at {self.path}: it has no {LOG_NAME}") from None
         except OSError as exc:
             _check_owned(self.path, st)
@@ -603,8 +610,7 @@ class Store:
         was truncated" for every later command; create nothing instead.
 
         Raises:
-            CorruptLedger: ``events.jsonl`` is missing and ``snapshots/``
-                holds snapshots (the newest is named).
+            CorruptLedger: see :meth:`_lost_log`.
         """
         try:
             os.stat(LOG_NAME, dir_fd=self.dirfd, follow_symlinks=False)
@@ -613,15 +619,25 @@ class Store:
             pass
         except OSError:
             return  # open_private_file reports it
+        lost = self._lost_log()
+        if lost is not None:
+            raise lost
+
+    def _lost_log(self) -> CorruptLedger | None:
+        """For a ledger directory without ``events.jsonl``: the error when
+        ``snapshots/`` still holds snapshots (the log was lost, and every
+        command says so alike: exit 4, "the log is missing"), else ``None``
+        (nothing was ever recorded there)."""
         try:
-            names = os.listdir(self.snapfd) if self.snapfd is not None else []
+            names = os.listdir(self.file(SNAPSHOT_DIR))
         except OSError:
-            return
+            return None
         seqs = [int(m.group(1)) for m in map(SNAPSHOT_NAME.match, names) if m]
-        if seqs:
-            raise CorruptLedger(self.log_path, f"the log is missing, but {self.file(SNAPSHOT_DIR)} holds "
-                                               f"snapshots up to seq {max(seqs)}: it was deleted or moved; "
-                                               "restore it (docs/cli.md, 'Recovering a damaged ledger')")
+        if not seqs:
+            return None
+        return CorruptLedger(self.log_path, f"the log is missing, but {self.file(SNAPSHOT_DIR)} holds "
+                                            f"snapshots up to seq {max(seqs)}: it was deleted or moved; "
+                                            "restore it (docs/cli.md, 'Recovering a damaged ledger')")
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)

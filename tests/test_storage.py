@@ -768,6 +768,16 @@ def test_a_lost_log_beside_snapshots_is_never_recreated(tmp_path):
                           str(tmp_path / "x"), "--", "true"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 4 and "the log is missing" in res.stderr, res
     assert sorted(os.listdir(path)) == before
-    res = subprocess.run([sys.executable, "-m", "scopeledger", "--ledger", str(path), "show"],
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 6, res  # still "no ledger here", not "corrupt"
+    # Every command, and every way of opening, says the same (readers said "no ledger").
+    for args in (["show"], ["verify"], ["release", "a"], ["reclaim"], ["snapshot"], ["replay"]):
+        res = subprocess.run([sys.executable, "-m", "scopeledger", "--ledger", str(path), *args],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 4 and "the log is missing, but" in res.stderr, (args, res)
+    for kw in ({"readonly": True}, {"create": False}):
+        with pytest.raises(CorruptLedger, match="the log is missing, but"):
+            Ledger.open(path, **kw)
+    with pytest.raises(CorruptLedger, match="the log is missing, but"):
+        verify(path)
+    with pytest.raises(UnsafeLedgerPath, match="inside the ledger"):  # still a ledger's directory
+        Ledger.open(path / "sub")
+    assert sorted(os.listdir(path)) == before
