@@ -355,11 +355,12 @@ def run_demo(env: "Env", dir_: str | None, keep: bool) -> int:
 
     if dir_ is not None:
         base = resolve_path(dir_)  # a '..' after a symlink as the OS has it
+        # Before anything is made: not a ledger inside another (--dir
+        # L/snapshots, not empty either: this is what is wrong with it).
+        _refuse_a_ledger_inside_a_ledger(os.path.join(os.path.realpath(base), "ledger"))
         problem = dir_problem(base)
         if problem is not None:
             raise CliError(problem, EXIT_USAGE)
-        # Before anything is made: not a ledger inside another (--dir L/snapshots).
-        _refuse_a_ledger_inside_a_ledger(os.path.join(os.path.realpath(base), "ledger"))
         new = _first_missing(base)
         os.makedirs(base, mode=0o700, exist_ok=True)
         # --clean removes what the demo made: the directories it created for

@@ -1327,7 +1327,8 @@ def reclaim(env: Env, dry_run: bool) -> int:
                 env.out.print(f"{verb} '{r['name']}' (pid {r['pid']}): "
                               f"{REASONS.get(r['reason'], r['reason'])}{extra}", soft_wrap=True)
             if not rows:
-                env.out.print("nothing to reclaim: every holder's process is alive")
+                env.out.print("nothing to reclaim: every holder's process is alive" if ledger.holders()
+                              else "nothing to reclaim: no live holders")
     return EXIT_OK
 
 
@@ -1746,8 +1747,11 @@ def demo(env: Env, dir_: str | None, keep: bool) -> int:
         raise click.UsageError(DEMO_NO_LEDGER)
     if dir_ is not None:
         from ._demo import dir_problem
+        from ._store import _refuse_a_ledger_inside_a_ledger
 
-        problem = dir_problem(resolve_path(dir_))  # (run_demo checks it too)
+        base = resolve_path(dir_)  # (run_demo checks both too)
+        _refuse_a_ledger_inside_a_ledger(os.path.join(os.path.realpath(base), "ledger"))
+        problem = dir_problem(base)
         if problem is not None:
             raise click.UsageError(problem)
     return run_demo(env, dir_, keep)

@@ -422,3 +422,12 @@ def test_demo_dir_that_no_ledger_can_take_is_a_usage_error_and_makes_nothing(tmp
                                           f"'{tmp_path}/d\\udcff': not valid UTF-8 "
                                           "(see 'ledger demo --help')")
     assert os.listdir(tmp_path) == [] and res.stdout == ""
+
+
+def test_reclaim_with_nothing_to_reclaim_says_why(led: Path) -> None:
+    # 'a' holds ./held, bound to this (live) process.
+    res = ledger_cmd(led, "reclaim")
+    assert res.returncode == 0 and res.stdout == "nothing to reclaim: every holder's process is alive\n"
+    assert ledger_cmd(led, "release", "a").returncode == 0
+    res = ledger_cmd(led, "reclaim")  # it said every holder's process was alive: there were none
+    assert res.returncode == 0 and res.stdout == "nothing to reclaim: no live holders\n"

@@ -198,6 +198,9 @@ def test_demo_refuses_a_dir_inside_a_ledger_before_making_anything(tmp_path: Pat
     made = subprocess.run([*CMD, "--ledger", "L4", "run", "--write", str(tmp_path / "q"), "--", "true"],
                           capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=60)
     assert made.returncode == 0, made.stderr
+    snap = subprocess.run([*CMD, "--ledger", "L4", "snapshot"], capture_output=True, text=True, env=env(),
+                          cwd=tmp_path, timeout=60)  # snapshots/ not empty: still "inside", exit 5
+    assert snap.returncode == 0, snap.stderr
     before = _files(tmp_path)
     res = subprocess.run([*CMD, "demo", "--dir", f"L4/{sub}"], capture_output=True, text=True,
                          env=env(), cwd=tmp_path, timeout=60)
