@@ -351,7 +351,9 @@ def _first_missing(path: str) -> str | None:
 
 def run_demo(env: "Env", dir_: str | None, keep: bool) -> int:
     from ._store import _refuse_a_ledger_inside_a_ledger, resolve_path
-    from .cli import EXIT_OK, CliError, EXIT_USAGE
+    import click
+
+    from .cli import EXIT_OK
 
     if dir_ is not None:
         base = resolve_path(dir_)  # a '..' after a symlink as the OS has it
@@ -360,7 +362,7 @@ def run_demo(env: "Env", dir_: str | None, keep: bool) -> int:
         _refuse_a_ledger_inside_a_ledger(os.path.join(os.path.realpath(base), "ledger"))
         problem = dir_problem(base)
         if problem is not None:
-            raise CliError(problem, EXIT_USAGE)
+            raise click.UsageError(problem)  # (inside the command: click adds its context, the hint)
         new = _first_missing(base)
         os.makedirs(base, mode=0o700, exist_ok=True)
         # --clean removes what the demo made: the directories it created for

@@ -1745,15 +1745,6 @@ def demo(env: Env, dir_: str | None, keep: bool) -> int:
 
     if env.ledger_dir is not None:  # 'ledger --ledger DIR demo'
         raise click.UsageError(DEMO_NO_LEDGER)
-    if dir_ is not None:
-        from ._demo import dir_problem
-        from ._store import _refuse_a_ledger_inside_a_ledger
-
-        base = resolve_path(dir_)  # (run_demo checks both too)
-        _refuse_a_ledger_inside_a_ledger(os.path.join(os.path.realpath(base), "ledger"))
-        problem = dir_problem(base)
-        if problem is not None:
-            raise click.UsageError(problem)
     return run_demo(env, dir_, keep)
 
 
