@@ -36,8 +36,18 @@ one small interface (register / release / find_conflict). Backends:
   append, unlock; nothing else;
 - ``floor-unlocked``: the same without flock (pure append);
 - ``seed``: :class:`baselines.SeedDesign`: one JSON file read, changed and rewritten under
-  flock per operation;
-- ``sqlite``: :class:`baselines.SQLiteLedger`: WAL, indexed conflict queries.
+  flock per operation, parsed with the stdlib json (the first baseline, kept);
+- ``seed-orjson``: the same design parsing with orjson (the seed was Rust: the fair one);
+- ``sqlite``: :class:`baselines.SQLiteLedger`: WAL, indexed conflict queries, several
+  statements and three tables (the first SQLite baseline, kept);
+- ``sqlite-lean``: :class:`baselines.LeanSQLite`: WAL, an events and an allocations
+  table, the conflict found by one query, one transaction per operation (the fair one).
+  ``tests/test_bench_baselines.py`` checks that the checking baselines refuse exactly
+  what scopeledger refuses on the same workload.
+
+Every row reports p50 and CPU time per operation beside the mean (CPU: user + system of
+the process doing the work, from ``getrusage``), figures that a loaded machine moves
+less than the mean.
 
 Workloads (sections):
 
@@ -86,7 +96,7 @@ import orjson  # noqa: E402
 import psutil  # noqa: E402
 
 import baselines  # noqa: E402
-from baselines import RawFloor, SeedDesign, SQLiteLedger  # noqa: E402
+from baselines import LeanSQLite, RawFloor, SeedDesign, SQLiteLedger  # noqa: E402
 
 import scopeledger  # noqa: E402
 from scopeledger import Ledger, ScopeRule  # noqa: E402
@@ -153,10 +163,11 @@ QUICK: dict[str, Any] = {
     "state_at_samples": 3,
 }
 
-GROWTH_BACKENDS = ("scopeledger", "floor", "floor-unlocked", "seed", "sqlite")
-QUERY_BACKENDS = ("scopeledger", "seed", "sqlite")
-CONTENDED_BACKENDS = ("scopeledger", "floor", "seed", "sqlite")
-FSYNC_BACKENDS = ("scopeledger", "floor", "floor-fdatasync", "floor+cpu", "seed", "sqlite")
+GROWTH_BACKENDS = ("scopeledger", "floor", "floor-unlocked", "seed", "seed-orjson", "sqlite", "sqlite-lean")
+QUERY_BACKENDS = ("scopeledger", "seed", "seed-orjson", "sqlite", "sqlite-lean")
+CONTENDED_BACKENDS = ("scopeledger", "floor", "seed", "seed-orjson", "sqlite", "sqlite-lean")
+FSYNC_BACKENDS = ("scopeledger", "floor", "floor-fdatasync", "floor+cpu", "seed", "seed-orjson", "sqlite",
+                  "sqlite-lean")
 
 
 #: ``shared`` (default): every holder also reads the one tree ``/bench/shared`` (pods
@@ -419,9 +430,11 @@ class FloorBackend(_WrappedBackend):
 class SeedBackend(_WrappedBackend):
     kind = "seed"
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, codec: str = "json") -> None:
         super().__init__(directory)
-        self.b = SeedDesign(directory)
+        self.b = SeedDesign(directory, codec=codec)
+        if codec != "json":
+            self.kind = f"seed-{codec}"
 
     def prefill(self, upto: int) -> None:
         # Registering 100k holders one by one through an O(n) design would take hours;
@@ -496,6 +509,31 @@ class SQLiteBackend(_WrappedBackend):
         self.b.close()
 
 
+class LeanSQLiteBackend(SQLiteBackend):
+    kind = "sqlite-lean"
+
+    def __init__(self, directory: str) -> None:
+        Backend.__init__(self, directory)
+        self.b = LeanSQLite(directory)
+
+    def prefill(self, upto: int) -> None:
+        # The same rows LeanSQLite.register writes, in one transaction (not timed).
+        b = self.b
+        pid = os.getpid()
+        db = b._db
+        db.execute("BEGIN IMMEDIATE")
+        for i in range(self.n, upto):
+            name = f"h{i}"
+            rules = baselines.normalise_rules(holder_rules(i))
+            db.execute("INSERT INTO events(body) VALUES (?)",
+                       (b._body("registered", {"holder": {"name": name, "pid": pid, "rules": rules,
+                                                          "parent": None}}),))
+            db.executemany("INSERT INTO allocations(holder, path, permission, recursive) VALUES (?, ?, ?, ?)",
+                           [(name, p, perm, int(rec)) for p, perm, rec in rules])
+        db.execute("COMMIT")
+        self.n = max(self.n, upto)
+
+
 class _DbProxy:
     """Times ``BEGIN IMMEDIATE`` (SQLite's write lock, waited on by its busy handler)."""
 
@@ -537,8 +575,12 @@ def make_backend(kind: str, directory: str) -> Backend:
         return FloorBackend(directory, fdatasync=True)
     if kind == "seed":
         return SeedBackend(directory)
+    if kind == "seed-orjson":
+        return SeedBackend(directory, codec="orjson")
     if kind == "sqlite":
         return SQLiteBackend(directory)
+    if kind == "sqlite-lean":
+        return LeanSQLiteBackend(directory)
     raise ValueError(kind)
 
 
@@ -599,6 +641,12 @@ def _pct(sorted_ns: list[int], q: float) -> float:
     if not sorted_ns:
         return 0.0
     return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1e3
+
+
+def _cpu_self() -> float:
+    """CPU seconds (user + system) this process has used so far, all its threads."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def measure_pairs(b: Backend, budget_s: float, max_pairs: int, min_pairs: int, warmup: int,
@@ -682,6 +730,7 @@ def measure_queries(b: Backend, holders: int, budget_s: float, max_q: int, min_q
     rng = random.Random(seed)
     hit, miss = array("q"), array("q")
     clock = time.perf_counter_ns
+    cpu0 = _cpu_self()
     start = clock()
     j = 0
     while True:
@@ -703,10 +752,12 @@ def measure_queries(b: Backend, holders: int, budget_s: float, max_q: int, min_q
         j += 2
         if j >= max_q or (j >= min_q and t1 - start >= budget_s * 1e9):
             break
+    cpu = _cpu_self() - cpu0
     sh, sm = sorted(hit), sorted(miss)
     both = sorted(hit + miss)
     return {
         "queries": j,
+        "cpu_us": cpu / j * 1e6,
         "rules": 2 * holders,
         "hit_us": sum(hit) / len(hit) / 1e3,
         "miss_us": sum(miss) / len(miss) / 1e3,
@@ -799,7 +850,7 @@ def section_growth(cfg: dict[str, Any], root: str, results: dict[str, Any]) -> N
                 got: dict[str, list[dict[str, Any]]] = {k: [] for k in remotes}
                 for rnd in range(R):
                     for k, r in remotes.items():
-                        seed_like = k == "seed"
+                        seed_like = k.startswith("seed")
                         budget = (cfg["seed_budget_s"] if seed_like else cfg["pair_budget_s"]) / R
                         got[k].append(r.call(
                             "pairs", budget, max(1, cfg["pair_max"] // R),
@@ -855,6 +906,7 @@ def _contended_worker(kind: str, directory: str, idx: int, seconds: float, barri
         del waits[:]
         del holds[:]
         barrier.wait()
+        cpu0 = _cpu_self()
         start = clock()
         deadline = start + int(seconds * 1e9)
         j = 0
@@ -868,10 +920,11 @@ def _contended_worker(kind: str, directory: str, idx: int, seconds: float, barri
             lat.append(clock() - t0)
             j += 1
         elapsed = (clock() - start) / 1e9
+        cpu = _cpu_self() - cpu0
         b.close()
-        q.put((idx, j, elapsed, waits.tobytes(), lat.tobytes(), None, holds.tobytes()))
+        q.put((idx, j, elapsed, waits.tobytes(), lat.tobytes(), None, holds.tobytes(), cpu))
     except BaseException:  # noqa: BLE001
-        q.put((idx, 0, 0.0, b"", b"", traceback.format_exc(), b""))
+        q.put((idx, 0, 0.0, b"", b"", traceback.format_exc(), b"", 0.0))
 
 
 def run_contended(kind: str, directory: str, procs: int, seconds: float) -> dict[str, Any]:
@@ -902,9 +955,12 @@ def run_contended(kind: str, directory: str, procs: int, seconds: float) -> dict
     lat.sort()
     holds.sort()
     total = sum(counts)
+    cpu = sum(r[7] for r in reports)
     return {
         "_waits": waits, "_lat": lat, "_holds": holds,
         "procs": procs,
+        "cpu_s": cpu,
+        "cpu_us_per_pair": cpu / total * 1e6 if total else 0.0,
         "pairs": total,
         "seconds": elapsed,
         "pairs_per_s": total / elapsed,
@@ -927,8 +983,10 @@ def _merge_contended(rs: list[dict[str, Any]]) -> dict[str, Any]:
     holds = sorted(x for r in rs for x in r["_holds"])
     counts = [sum(c) for c in zip(*(r["per_process_pairs"] for r in rs))]
     total, elapsed = sum(counts), sum(r["seconds"] for r in rs)
+    cpu = sum(r["cpu_s"] for r in rs)
     return {
         "procs": rs[0]["procs"],
+        "cpu_us_per_pair": cpu / total * 1e6 if total else 0.0,
         "runs": len(rs),
         "pairs": total,
         "seconds": elapsed,
@@ -942,7 +1000,8 @@ def _merge_contended(rs: list[dict[str, Any]]) -> dict[str, Any]:
                     "max": (waits[-1] / 1e6) if waits else 0.0,
                     "mean": (sum(waits) / len(waits) / 1e6) if waits else 0.0},
         "pair_latency_ms": {"p50": _pct(lat, 0.5) / 1e3, "p99": _pct(lat, 0.99) / 1e3,
-                            "max": (lat[-1] / 1e6) if lat else 0.0},
+                            "max": (lat[-1] / 1e6) if lat else 0.0,
+                            "mean": (sum(lat) / len(lat) / 1e6) if lat else 0.0},
         "hold_ms": {"p50": _pct(holds, 0.5) / 1e3, "p99": _pct(holds, 0.99) / 1e3,
                     "max": (holds[-1] / 1e6) if holds else 0.0,
                     "mean": (sum(holds) / len(holds) / 1e6) if holds else 0.0},
@@ -1103,26 +1162,26 @@ def _history_measure(cfg: dict[str, Any], directory: str, info: dict[str, Any], 
         # replay: parsing the lines alone, events(), verify()
         path = led._store.log_path
         gc.collect()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_tree()
         n = 0
         loads = orjson.loads
         with open(path, "rb") as f:
             for line in f:
                 loads(line)
                 n += 1
-        parse_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        parse_s, parse_cpu = time.perf_counter() - t0, _cpu_tree() - c0
+        t0, c0 = time.perf_counter(), _cpu_tree()
         n_ev = sum(1 for _ in led.events())
-        events_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        events_s, events_cpu = time.perf_counter() - t0, _cpu_tree() - c0
+        t0, c0 = time.perf_counter(), _cpu_tree()
         report1 = led.verify(workers=1)
-        verify1_s = time.perf_counter() - t0
+        verify1_s, verify1_cpu = time.perf_counter() - t0, _cpu_tree() - c0
         # As `ledger verify` runs it: one worker per CPU on a large log (explicit
         # here, since this harness may have threads of its own).
         workers = len(os.sched_getaffinity(0))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_tree()
         report = led.verify(workers=workers)
-        verify_s = time.perf_counter() - t0
+        verify_s, verify_cpu = time.perf_counter() - t0, _cpu_tree() - c0
         for rep in (report1, report):
             if not rep.ok:
                 raise RuntimeError(f"verify failed on the generated history: {rep}")
@@ -1134,6 +1193,12 @@ def _history_measure(cfg: dict[str, Any], directory: str, info: dict[str, Any], 
             "verify_events_per_s": n / verify_s,
             "verify_workers": workers,
             "verify1_events_per_s": n / verify1_s,
+            # per CPU second (user + system of this process and the workers it reaped):
+            # the rate on one core whatever else the machine is doing
+            "parse_events_per_cpu_s": n / parse_cpu if parse_cpu else None,
+            "events_api_events_per_cpu_s": n / events_cpu if events_cpu else None,
+            "verify1_events_per_cpu_s": n / verify1_cpu if verify1_cpu else None,
+            "verify_events_per_cpu_s": n / verify_cpu if verify_cpu else None,
             "events_api_vs_parse": (n / events_s) / (n / parse_s),
             "verify_vs_parse": (n / verify_s) / (n / parse_s),
             "parse_s": parse_s, "events_api_s": events_s, "verify_s": verify_s, "verify1_s": verify1_s,
@@ -1187,6 +1252,12 @@ def _history_measure(cfg: dict[str, Any], directory: str, info: dict[str, Any], 
     finally:
         led.close()
     return out
+
+
+def _cpu_tree() -> float:
+    """CPU seconds used so far by this process and the children it has reaped."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _history_child(cfg: dict[str, Any], root: str, conn: Any) -> None:
@@ -1247,7 +1318,7 @@ def render(results: dict[str, Any]) -> str:
         pairs = results["pairs"]
         sizes = sorted({int(s) for b in pairs.values() for s in b})
         rows = []
-        for k in GROWTH_BACKENDS:
+        for k in pairs:
             row = [k] + [_fmt_us(pairs[k].get(str(n), {}).get("amortized_us")) for n in sizes]
             if str(sizes[0]) in pairs[k] and str(sizes[-1]) in pairs[k]:
                 row.append(f"{pairs[k][str(sizes[-1])]['amortized_us'] / pairs[k][str(sizes[0])]['amortized_us']:.2f}×")
@@ -1258,7 +1329,9 @@ def render(results: dict[str, Any]) -> str:
         rows.append(["*scopeledger cost ÷ floor cost*"] + [
             f"{led[str(n)]['amortized_us'] / pairs['floor'][str(n)]['amortized_us']:.1f}×"
             if str(n) in pairs["floor"] else "—" for n in sizes] + [""])
-        for other in ("seed", "sqlite"):
+        for other in ("seed", "seed-orjson", "sqlite", "sqlite-lean"):
+            if other not in pairs:
+                continue
             rows.append([f"*{other} cost ÷ scopeledger cost*"] + [
                 f"{pairs[other][str(n)]['amortized_us'] / led[str(n)]['amortized_us']:,.2f}×"
                 if str(n) in pairs[other] else "—" for n in sizes] + [""])
@@ -1277,18 +1350,21 @@ def render(results: dict[str, Any]) -> str:
                           ["live", "steady mean", "p50", "p99", "max", "snapshot cost / interval",
                            "amortised", "log B/event", "pairs timed"], rows))
         rows = []
-        for k in GROWTH_BACKENDS:
+        for k in pairs:
             for n in sizes:
                 r = pairs[k].get(str(n))
                 if r:
-                    rows.append([k, f"{n:,}", _fmt_us(r["mean_us"]), _fmt_us(r["p50_us"]), _fmt_us(r["p99_us"]),
-                                 f"{r['pairs_per_s']:,.0f}", f"{r['pairs']:,}"])
-        out.append(_table("All backends, pair detail", ["backend", "live", "mean", "p50", "p99", "pairs/s", "pairs timed"], rows))
+                    rows.append([k, f"{n:,}", _fmt_us(r["mean_us"]), _fmt_us(r["p50_us"]), _fmt_us(r.get("cpu_us")),
+                                 _fmt_us(r["p99_us"]), f"{r['pairs_per_s']:,.0f}", f"{r['pairs']:,}"])
+        out.append(_table("All backends, pair detail",
+                          ["backend", "live", "mean", "p50", "CPU/pair", "p99", "pairs/s", "pairs timed"], rows,
+                          "CPU/pair: user + system CPU time of the backend's process per pair (median of "
+                          "the rounds); with p50, the figures a loaded machine moves least."))
     if "queries" in results:
         q = results["queries"]
         sizes = sorted({int(s) for b in q.values() for s in b})
         rows = []
-        for k in QUERY_BACKENDS:
+        for k in q:
             for what in ("hit_us", "miss_us"):
                 row = [f"{k} ({what[:-3]})"] + [_fmt_us(q[k][str(n)][what]) for n in sizes]
                 row.append(f"{q[k][str(sizes[-1])][what] / q[k][str(sizes[0])][what]:.2f}×")
@@ -1297,6 +1373,11 @@ def render(results: dict[str, Any]) -> str:
                           ["backend"] + [f"{n:,}" for n in sizes] + [f"{sizes[-1]:,} ÷ {sizes[0]:,}"], rows,
                           "hit: a write rule under a random live holder's tree (conflict found); "
                           "miss: a write rule on a free tree."))
+        rows = [[k, f"{n:,}", _fmt_us(q[k][str(n)]["mean_us"]), _fmt_us(q[k][str(n)]["p50_us"]),
+                 _fmt_us(q[k][str(n)].get("cpu_us")), _fmt_us(q[k][str(n)]["p99_us"]), f"{q[k][str(n)]['queries']:,}"]
+                for k in q for n in sizes]
+        out.append(_table("Conflict query detail (hits and misses together)",
+                          ["backend", "live rules", "mean", "p50", "CPU/query", "p99", "queries"], rows))
     if "memory" in results:
         m = results["memory"]
         rows = []
@@ -1322,14 +1403,17 @@ def render(results: dict[str, Any]) -> str:
                 rows.append([k, procs, f"{r['pairs_per_s']:,.0f}", " ".join(str(x) for x in r["per_process_pairs"]),
                              f"{r['min_max_ratio']:.2f}", f"{r['wait_ms']['p50']:.3f}", f"{r['wait_ms']['p99']:.3f}",
                              f"{r['wait_ms']['max']:.1f}", f"{r['hold_ms']['p50']:.3f}",
-                             f"{r['hold_ms']['p99']:.3f}", f"{r['pair_latency_ms']['p99']:.2f}"])
+                             f"{r['hold_ms']['p99']:.3f}", f"{r['pair_latency_ms'].get('mean', 0):.3f}",
+                             f"{r['pair_latency_ms']['p50']:.3f}", f"{r['pair_latency_ms']['p99']:.2f}",
+                             _fmt_us(r.get("cpu_us_per_pair"))])
         out.append(_table(f"Contention: register+release pairs, {c['live']:,} live holders",
                           ["backend", "procs", "pairs/s (aggregate)", "pairs per process", "min/max",
                            "wait p50 ms", "wait p99 ms", "wait max ms", "hold p50 ms", "hold p99 ms",
-                           "pair p99 ms"], rows,
+                           "pair mean ms", "pair p50 ms", "pair p99 ms", "CPU/pair"], rows,
                           "wait: time to acquire the store's exclusive lock (scopeledger: Store.acquire; "
                           "floor/seed: flock; sqlite: BEGIN IMMEDIATE); hold: from acquiring it to "
-                          "releasing it (sqlite: to COMMIT); per-process counts summed over the runs."))
+                          "releasing it (sqlite: to COMMIT); per-process counts summed over the runs; "
+                          "CPU/pair: the workers' user + system CPU time over their pairs."))
     if "fsync" in results:
         f = results["fsync"]
         rows = []
@@ -1374,6 +1458,19 @@ def render(results: dict[str, Any]) -> str:
                           f"verify(workers={w}) forks {w} workers whatever the size (on small logs the fork "
                           "costs more than it saves); `ledger verify` and verify() without workers= fork only "
                           "for logs over 32 MB (scopeledger._history.PARALLEL_MIN_BYTES)."))
+        rows = []
+        for n in sizes:
+            r = h[str(n)]["replay"]
+            rows.append([f"{r['events']:,}"] + [
+                f"{r[k]:,.0f}" if r.get(k) else "—"
+                for k in ("parse_events_per_cpu_s", "events_api_events_per_cpu_s", "verify1_events_per_cpu_s",
+                          "verify_events_per_cpu_s")])
+        out.append(_table("Full replay, events per CPU second",
+                          ["events", "orjson parse of the lines", "ledger.events()", "verify(workers=1)",
+                           f"verify(workers={w})"], rows,
+                          "Events over the CPU time (user + system) the call used, its reaped workers "
+                          "included: the rate on one core, which load on other cores moves less than "
+                          "the wall-clock rate above."))
         rows = []
         for n in sizes:
             r = h[str(n)]["state_at"]
