@@ -795,7 +795,7 @@ class Ledger(HistoryMixin):
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                  pid: int | None = None, *, reserved: bool = False,
-                 socket: str | None = None) -> Allocation:
+                 socket: str | None = None, parent_token: int | None = None) -> Allocation:
         """Delegate part of ``parent``'s effective scope to a new holder.
 
         Every rule must be fully covered by one of the parent's rules
@@ -813,24 +813,33 @@ class Ledger(HistoryMixin):
                 calls :meth:`attach`. If the spawner dies first, it is
                 reclaimed like any other.
             socket: the socket path the runtime exposes for it, if any.
+            parent_token: if given, delegate only from this exact grant of
+                ``parent`` (its token): a parent released and granted again
+                under the same name is another grant.
 
         Raises:
-            UnknownHolder: ``parent`` is not live.
+            UnknownHolder: ``parent`` is not live, or is live with another
+                grant than ``parent_token`` (the message says which).
             DelegationError: a rule is outside the parent's effective scope
                 or overlaps a sibling's write rule.
             InvalidHolderName: ``parent`` or ``child`` is not a holder name.
-            TypeError: ``reserved`` is not a ``bool``.
+            TypeError: ``reserved`` is not a ``bool``; ``parent_token`` is
+                neither an ``int`` nor ``None``.
             DuplicateHolder, InvalidScope, InvalidProcess: as register.
         """
         parent = check_name(parent, "parent")
         child = check_name(child, "child")
         _check_bool("reserved", reserved)
+        _check_token(parent_token, allow_none=True, what="parent_token")
         if socket is not None:
             socket = _check_socket(socket)
         rules_t = self._prepare(rules)
         ident = self._identity(pid)
 
         def build(txn: _Txn) -> Allocation | None:
+            stale = stale_grant(txn.state, parent, parent_token, "parent")
+            if stale is not None:
+                raise stale
             err = self._check(txn, child, rules_t, parent)
             if isinstance(err, UnknownHolder):
                 raise err
@@ -841,22 +850,34 @@ class Ledger(HistoryMixin):
 
         return self._transact(build)
 
-    def attach(self, name: str, pid: int | None = None) -> Allocation:
+    def attach(self, name: str, pid: int | None = None, token: int | None = None) -> Allocation:
         """Bind a (reserved) allocation to process ``pid`` (default: the
         calling process) and clear ``reserved``.
 
+        Args:
+            name: live holder.
+            pid: the process to bind it to; ``None`` is the calling process.
+            token: the grant's token (:attr:`Allocation.token`): attach only
+                while this exact grant is live. Pass it: without it, a
+                process that lost its grant would take over a newer grant
+                of the same name.
+
         Raises:
-            UnknownHolder: ``name`` is not live.
+            UnknownHolder: ``name`` is not live, or is live with another
+                grant than ``token`` (the message says which).
             InvalidHolderName: ``name`` is not a holder name.
             InvalidProcess: ``pid`` is not a positive ``int`` or names no
                 process.
+            TypeError: ``token`` is neither an ``int`` nor ``None``.
         """
         name = check_name(name)
+        _check_token(token, allow_none=True)
         ident = self._identity(pid)
 
         def build(txn: _Txn) -> Allocation:
-            if name not in txn.state.holders:
-                raise UnknownHolder(name)
+            stale = stale_grant(txn.state, name, token)
+            if stale is not None:
+                raise stale
             txn.emit("attached", name=name, process=ident.to_json())
             return txn.state.holders[name]
 
@@ -884,12 +905,9 @@ class Ledger(HistoryMixin):
         _check_token(token, allow_none=True)
 
         def build(txn: _Txn) -> list[str]:
-            alloc = txn.state.holders.get(name)
-            if alloc is None:
-                raise UnknownHolder(name)
-            if token is not None and alloc.token != token:
-                raise UnknownHolder(name, message=f"holder '{name}' is live with another grant "
-                                                  f"(token {alloc.token}, not {shown(token)})")
+            stale = stale_grant(txn.state, name, token)
+            if stale is not None:
+                raise stale
             plan = reparent_plan(txn.state, name)
             seq, ts, h = txn.emit_last("released", name=name, reparented=plan)
             txn.after = (commit_removal, name, seq, ts, h)
@@ -945,20 +963,24 @@ class Ledger(HistoryMixin):
         return self._transact(build)
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
-             *, parent: str | None = None, socket: str | None = None) -> "Hold":
+             *, parent: str | None = None, socket: str | None = None,
+             parent_token: int | None = None) -> "Hold":
         """Register (or, with ``parent``, delegate) now and return a guard
         that releases the allocation when the ``with`` block ends (also on
         an exception), when the guard is garbage collected, or at interpreter
         exit, whichever comes first. ``with ledger.hold(...) as alloc``
-        binds the :class:`Allocation`.
+        binds the :class:`Allocation`. ``parent_token``: as
+        :meth:`delegate` (a ``TypeError`` without ``parent``).
 
         Raises:
             as :meth:`register` / :meth:`delegate`.
         """
         if parent is None:
+            if parent_token is not None:
+                raise TypeError("parent_token is given without parent")
             alloc = self.register(name, rules, pid, socket=socket)
         else:
-            alloc = self.delegate(parent, name, rules, pid, socket=socket)
+            alloc = self.delegate(parent, name, rules, pid, socket=socket, parent_token=parent_token)
         guard = Hold(self, alloc)
         self._holds.add(guard)
         return guard
@@ -1146,10 +1168,29 @@ def _dir_path(path: Any) -> str:
     return raw
 
 
-def _check_token(token: Any, allow_none: bool = False) -> None:
+def _check_token(token: Any, allow_none: bool = False, what: str = "token") -> None:
     if not (type(token) is int or (allow_none and token is None)):
-        raise TypeError(f"token must be an int (a grant's seq){' or None' if allow_none else ''}, "
+        raise TypeError(f"{what} must be an int (a grant's seq){' or None' if allow_none else ''}, "
                         f"not {shown(token)}")
+
+
+def stale_grant(state: State, name: str, token: int | None, what: str = "holder") -> UnknownHolder | None:
+    """The refusal of an operation on the grant of ``name`` with ``token``
+    (``None``: whichever grant is live), or ``None`` when it may go on.
+
+    For ``what="parent"`` a parent that is not live is left to
+    :func:`check_request` (it says so in its own words); for a holder, it
+    is refused here. A live holder with another token than ``token`` was
+    released (or reclaimed) and granted again under the same name: refused,
+    naming both tokens.
+    """
+    alloc = state.holders.get(name)
+    if alloc is None:
+        return None if what == "parent" else UnknownHolder(name)
+    if token is not None and alloc.token != token:
+        return UnknownHolder(name, message=f"{what} '{name}' is live with another grant "
+                                           f"(token {alloc.token}, not {shown(token)})")
+    return None
 
 
 def _check_socket(socket: Any) -> str | None:

@@ -44,7 +44,7 @@ from ._errors import (
 )
 from ._fold import EVENT_TYPES, State, apply, reparent_plan
 from ._history import Event
-from ._ledger import ENV_DIR, Ledger, check_name, decide, default_path
+from ._ledger import ENV_DIR, Ledger, check_name, decide, default_path, stale_grant
 from ._process import Liveness, probe as default_probe, run_probe
 from ._rules import ScopeRule, normalize_path, parse_rule
 from ._runtime import load_manifest
@@ -963,15 +963,20 @@ def waitable(err: BaseException) -> bool:
     return isinstance(err, DelegationError) and err.sibling is not None
 
 
-def would_grant(ledger: Ledger, name: str, rules: Sequence[ScopeRule],
-                parent: str | None) -> tuple[Exception | None, list[tuple[str, str]]]:
+def would_grant(ledger: Ledger, name: str, rules: Sequence[ScopeRule], parent: str | None,
+                parent_token: int | None = None) -> tuple[Exception | None, list[tuple[str, str]]]:
     """Whether ``register``/``delegate`` would grant the request now, as the
     ledger decides it: holders in the way whose process is dead would be
-    reclaimed first. Records nothing.
+    reclaimed first; a ``parent_token`` that is not the parent's live grant
+    is an :class:`UnknownHolder`, as ``delegate`` raises it. Records nothing.
 
     Returns ``(error or None, [(reclaimed name, reason), ...])``.
     """
     state = ledger.state()
+    if parent is not None:
+        stale = stale_grant(state, parent, parent_token, "parent")
+        if stale is not None:
+            return stale, []
     rules_t = ledger._prepare(rules)  # as register would store them: symlinks resolved
     reclaimed: list[tuple[str, str]] = []
 
@@ -1149,7 +1154,7 @@ def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str |
     with env.open(readonly=True) as ledger:
         _check_enclosing(ledger, parent, token)
         rules = list(ledger._prepare(rules))  # shown as the ledger would store them
-        err, reclaimed = would_grant(ledger, name or CHECK_PLACEHOLDER, rules, parent)
+        err, reclaimed = would_grant(ledger, name or CHECK_PLACEHOLDER, rules, parent, token)
         if isinstance(err, UnknownHolder):
             # The parent is not live: an error (as 'run' reports it), not a
             # refusal of the request.
@@ -1381,12 +1386,14 @@ class _Runner:
     let it exec, forward signals, wait, release."""
 
     def __init__(self, env: Env, ledger: Ledger, name: str, rules: list[ScopeRule],
-                 parent: str | None, command: Sequence[str], quiet: bool) -> None:
+                 parent: str | None, command: Sequence[str], quiet: bool,
+                 parent_token: int | None = None) -> None:
         self.env = env
         self.ledger = ledger
         self.name = name
         self.rules = rules
         self.parent = parent
+        self.parent_token = parent_token
         self.command = list(command)
         self.quiet = quiet
         self.me = os.getpid()
@@ -1437,14 +1444,15 @@ class _Runner:
             if self.parent is None:
                 self.alloc = self.ledger.register(self.name, self.rules)
             else:
-                self.alloc = self.ledger.delegate(self.parent, self.name, self.rules)
+                self.alloc = self.ledger.delegate(self.parent, self.name, self.rules,
+                                                  parent_token=self.parent_token)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def _dry_check(self) -> Exception | None:
         """Whether the request would be granted now, as ``check`` decides it
         (dead holders in the way count as reclaimable). Records nothing."""
-        return would_grant(self.ledger, self.name, self.rules, self.parent)[0]
+        return would_grant(self.ledger, self.name, self.rules, self.parent, self.parent_token)[0]
 
     def acquire(self, wait: float | None) -> None:
         """``wait``: 0 fail at once, None for ever, else seconds.
@@ -1605,7 +1613,10 @@ class _Runner:
             try:
                 gate_w, err_r = self.spawn()
                 try:
-                    self.ledger.attach(self.name, self.child)
+                    # This grant only: had another process released the
+                    # name and registered it again meanwhile, attaching by
+                    # name alone would take over that newer grant.
+                    self.ledger.attach(self.name, self.child, token=token)
                 except BaseException:
                     os.close(gate_w)  # the child sees EOF and exits without running
                     gate_w = -1
@@ -1695,7 +1706,7 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | N
     parent, token = _parent_from_env(parent, top_level)
     with env.open(create=True) as ledger:
         _check_enclosing(ledger, parent, token)
-        runner = _Runner(env, ledger, name, rules, parent, command, quiet)
+        runner = _Runner(env, ledger, name, rules, parent, command, quiet, token)
         try:
             return runner.run(0 if nonblock else wait)
         except (Refused, CliError) as exc:

@@ -91,6 +91,11 @@ CALLS = {
                         SOCKETS, InvalidScope, r"invalid socket"),
     "attach.name": (lambda L, r, v: L.attach(v), NAMES, InvalidHolderName, r"invalid holder name"),
     "attach.pid": (lambda L, r, v: L.attach("r", v), PIDS, InvalidProcess, r"pid"),
+    "attach.token": (lambda L, r, v: L.attach("r", None, v), TOKENS, TypeError, r"token must be an int"),
+    "delegate.parent_token": (lambda L, r, v: L.delegate("p", "c", [W(r + "/t/c")], parent_token=v),
+                              TOKENS, TypeError, r"parent_token must be an int"),
+    "hold.parent_token": (lambda L, r, v: L.hold("c", [W(r + "/t/c")], parent="p", parent_token=v),
+                          TOKENS, TypeError, r"parent_token must be an int"),
     "release.name": (lambda L, r, v: L.release(v), NAMES, InvalidHolderName, r"invalid holder name"),
     "release.token": (lambda L, r, v: L.release("p", v), TOKENS, TypeError, r"token must be an int"),
     "hold.name": (lambda L, r, v: L.hold(v, [W(r + "/n")]), NAMES, InvalidHolderName, r"invalid holder name"),
@@ -136,7 +141,8 @@ def test_a_bad_argument_records_nothing_and_leaves_a_usable_ledger(tmp_path, arg
                 call(led, root, bad)
         assert not isinstance(info.value, LockTimeout)
         assert "\n" not in str(info.value)
-        if type(bad) in (str, int, bool) and arg.split(".")[1] in ("reserved", "token", "dry_run", "socket"):
+        if type(bad) in (str, int, bool) and arg.split(".")[1] in ("reserved", "token", "dry_run", "socket",
+                                                                    "parent_token"):
             # names the bad value (a 4096-byte one by its size)
             assert repr(bad) in str(info.value) or "longer than 4095 bytes" in str(info.value)
         assert log_bytes(path) == before, f"{arg}={bad!r} changed the log"
@@ -208,11 +214,13 @@ def test_no_argument_value_makes_an_event_the_fold_refuses(tmp_path):
                      {"socket": (sockets, _anything)}),
         "delegate": ([(st.just("p"), _anything), (names, _anything), (sub_rules, bad_rules),
                       (pids, _anything)],
-                     {"reserved": (st.booleans(), _anything), "socket": (sockets, _anything)}),
-        "attach": ([(st.just("r"), _anything), (pids, _anything)], {}),
+                     {"reserved": (st.booleans(), _anything), "socket": (sockets, _anything),
+                      "parent_token": (st.none(), _anything)}),
+        "attach": ([(st.just("r"), _anything), (pids, _anything), (st.none(), _anything)], {}),
         "release": ([(st.just("n1"), _anything), (st.none(), _anything)], {}),
         "hold": ([(names, _anything), (top_rules, bad_rules), (pids, _anything)],
-                 {"parent": (st.none(), _anything), "socket": (sockets, _anything)}),
+                 {"parent": (st.none(), _anything), "socket": (sockets, _anything),
+                  "parent_token": (st.none(), _anything)}),
         "reclaim_stale": ([(st.sampled_from([None, lambda ident: True]), _anything)],
                           {"dry_run": (st.booleans(), _anything)}),
     }
