@@ -20,8 +20,9 @@ Rungs, each a register+release pair of a fresh holder with the harness's rules
 - ``scopeledger, no symlink resolution``: rules built per pair.
 - ``scopeledger``: the defaults (symlinks resolved), as ``run.py`` measures it.
 
-Rounds are interleaved (each rung in turn, ``--rounds`` times); the figure is the
-median of the round means. Snapshots are off (``snapshot_every`` past the run) so
+Rounds are interleaved (each rung in turn, ``--rounds`` times); the figures are the
+median of the round means, the p50 of every pair timed, and the CPU time (user + system,
+``time.process_time``) per pair, median of the rounds: the last two move least with load. Snapshots are off (``snapshot_every`` past the run) so
 that only the per-event path is compared.
 """
 
@@ -116,15 +117,20 @@ def main(argv: list[str] | None = None) -> int:
         fixed = [ScopeRule(p, perm, rec) for p, perm, rec in transient_rules("fixed")]
         count = [0]
 
-        def rung(register: Callable, release: Callable, build: Callable) -> Callable[[], float]:
-            def run() -> float:
-                t = time.perf_counter()
+        def rung(register: Callable, release: Callable, build: Callable) -> Callable[[], tuple[float, float, list[int]]]:
+            def run() -> tuple[float, float, list[int]]:
+                clock = time.perf_counter_ns
+                lat = []
+                c, t = time.process_time(), clock()
                 for _ in range(args.pairs):
                     count[0] += 1
                     name = f"t{count[0]}"
+                    t0 = clock()
                     register(name, build(name))
                     release(name)
-                return (time.perf_counter() - t) / args.pairs * 1e6
+                    lat.append(clock() - t0)
+                wall, cpu = clock() - t, time.process_time() - c
+                return wall / args.pairs / 1e3, cpu / args.pairs * 1e6, lat
             return run
 
         def built(name: str) -> list[ScopeRule]:
@@ -137,17 +143,25 @@ def main(argv: list[str] | None = None) -> int:
             "scopeledger, no symlink resolution": rung(plain.register, plain.release, built),
             "scopeledger": rung(led.register, led.release, built),
         }
-        got: dict[str, list[float]] = {k: [] for k in rungs}
+        means: dict[str, list[float]] = {k: [] for k in rungs}
+        cpus: dict[str, list[float]] = {k: [] for k in rungs}
+        lats: dict[str, list[int]] = {k: [] for k in rungs}
         for _ in range(args.rounds):
             for k, f in rungs.items():
-                got[k].append(f())
-        base = statistics.median(got["floor"])
-        print(f"register+release pairs at {args.holders:,} live holders, median of {args.rounds} "
-              f"interleaved rounds of {args.pairs}")
-        print("| rung | µs/pair | ÷ floor |\n|---|---:|---:|")
-        for k, v in got.items():
-            m = statistics.median(v)
-            print(f"| {k} | {m:.1f} | {m / base:.2f}× |")
+                mean, cpu, lat = f()
+                means[k].append(mean)
+                cpus[k].append(cpu)
+                lats[k].extend(lat)
+        fig = {k: (statistics.median(means[k]), statistics.median(lats[k]) / 1e3, statistics.median(cpus[k]))
+               for k in rungs}
+        base = fig["floor"]
+        print(f"register+release pairs at {args.holders:,} live holders, {args.rounds} interleaved rounds of "
+              f"{args.pairs}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs at the end")
+        print("| rung | µs/pair (mean) | p50 µs | CPU µs/pair | ÷ floor (mean) | ÷ floor (p50) | ÷ floor (CPU) |\n"
+              "|---|---:|---:|---:|---:|---:|---:|")
+        for k, (m, p50, cpu) in fig.items():
+            print(f"| {k} | {m:.1f} | {p50:.1f} | {cpu:.1f} | {m / base[0]:.2f}× | {p50 / base[1]:.2f}× | "
+                  f"{cpu / base[2]:.2f}× |")
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return 0

@@ -3,11 +3,12 @@
 
 Run from the repository root (see BENCHMARKS.md for the numbers and the machine)::
 
-    .venv/bin/python tools/bench/run.py --json bench-results.json   # full mode, ~4-5 min on 2 cores
-    .venv/bin/python tools/bench/run.py --quick                     # tiny sizes, ~10 s (CI smoke run)
+    .venv/bin/python tools/bench/run.py --json bench-results.json   # full mode, ~6-8 min on 2 cores
+    .venv/bin/python tools/bench/run.py --quick                     # tiny sizes, ~25 s (CI smoke run)
     .venv/bin/python -m tools.bench --quick                         # the same entry point
+    .venv/bin/python tools/bench/targets.py [--quick]               # only what issue 18's targets need
 
-``--only growth,contended,fsync,history`` runs a subset; ``--dir DIR`` puts the ledgers
+``--only startup,growth,contended,fsync,history,counts`` runs a subset; ``--dir DIR`` puts the ledgers
 somewhere else (default: a temp dir, removed afterwards unless ``--keep``); ``--reads
 disjoint`` gives every holder a read tree of its own instead of the shared one (a
 diagnostic). No timing is asserted anywhere: ``--quick`` exists to keep the harness
@@ -22,7 +23,10 @@ repository (the JSON records the path, commit and whether it had uncommitted cha
     git clone -q . /tmp/sl-clone && cd /tmp && \
         PYTHONPATH=/tmp/sl-clone /work/main/.venv/bin/python /work/main/tools/bench/run.py --json out.json
 
-The machine's load is recorded per section (CPU used by this run vs by other processes).
+The machine's load is recorded per section (CPU used by this run vs by other processes)
+and printed with the targets (load average at the start and the end). The run ends with
+two target tables: issue 5's (means, as first set) and issue 18's (:mod:`targets`: p50,
+CPU time, events per CPU second, instruction and syscall counts).
 
 Every backend receives the same operations with the same rules
 (:func:`holder_rules`, :func:`transient_rules`: a recursive write rule on a path of its own,
@@ -51,6 +55,8 @@ less than the mean.
 
 Workloads (sections):
 
+- ``startup``: whole-process CPU time of ``ledger --version``, ``--help`` and ``run -- true``
+  against ``python3 -c pass``, and ``-X importtime`` by package (:mod:`startup`).
 - ``growth``: one process, the live set grown to each size in turn (10 .. 100k holders
   with 2 rules each); at each size every backend is measured before the next size is
   built. Register+release pairs, conflict queries (hit and miss) and scopeledger's memory
@@ -61,7 +67,9 @@ Workloads (sections):
 - ``history``: a generated log (the library's own encoder and hash chain, snapshots every
   interval) of 10k and 1M events with the same live set and the same tail after the newest
   snapshot; cold open, full replay (``events()``, ``verify()``, vs parsing the lines with
-  orjson), ``state_at`` at random past seqs.
+  orjson; per wall second and per CPU second), ``state_at`` at random past seqs.
+- ``counts``: instructions (callgrind) and system calls (strace) per pair, per backend,
+  at 1,000 live holders (:mod:`counts`).
 """
 
 from __future__ import annotations
@@ -95,7 +103,13 @@ if HERE not in sys.path:
 import orjson  # noqa: E402
 import psutil  # noqa: E402
 
+if __name__ == "__main__":  # the helper modules import this one as ``run``: one copy
+    sys.modules.setdefault("run", sys.modules[__name__])
+
 import baselines  # noqa: E402
+import counts  # noqa: E402
+import startup  # noqa: E402
+import targets  # noqa: E402
 from baselines import LeanSQLite, RawFloor, SeedDesign, SQLiteLedger  # noqa: E402
 
 import scopeledger  # noqa: E402
@@ -162,6 +176,38 @@ QUICK: dict[str, Any] = {
     "open_repeats": 2,
     "state_at_samples": 3,
 }
+
+FULL.update({
+    "startup_rounds": 15,
+    "startup_import_runs": 4,
+    "counts_holders": 1_000,
+    "counts_pairs": 300,
+    "counts_backends": ["scopeledger", "floor", "seed", "seed-orjson", "sqlite", "sqlite-lean"],
+})
+QUICK.update({
+    "startup_rounds": 3,
+    "startup_import_runs": 2,
+    "counts_holders": 50,
+    "counts_pairs": 30,
+    "counts_backends": ["scopeledger", "floor"],
+})
+
+#: What issue 18's targets need and no more (``targets.py``): pairs at 1,000 live holders
+#: against the floor and the fair baselines, scopeledger contending, a 1M-event history.
+_TARGETS_ONLY: dict[str, Any] = {
+    "sections": ["startup", "growth", "contended", "history", "counts"],
+    "growth_backends": ["scopeledger", "floor", "seed-orjson", "sqlite-lean"],
+    "contended_backends": ["scopeledger"],
+    "query_rule_sizes": [],
+    "issue5_targets": False,
+}
+TARGETS: dict[str, Any] = {**FULL, **_TARGETS_ONLY, "pair_sizes": [1_000], "memory_sizes": [10_000],
+                           "history_sizes": [1_000_000],
+                           "counts_backends": ["scopeledger", "floor", "seed-orjson", "sqlite-lean"]}
+TARGETS_QUICK: dict[str, Any] = {**QUICK, **_TARGETS_ONLY, "pair_sizes": [200], "memory_sizes": [200],
+                                 "history_sizes": [5_000]}
+PRESETS = {"full": FULL, "quick": QUICK, "targets": TARGETS, "targets-quick": TARGETS_QUICK}
+SECTIONS = ("startup", "growth", "contended", "fsync", "history", "counts")
 
 GROWTH_BACKENDS = ("scopeledger", "floor", "floor-unlocked", "seed", "seed-orjson", "sqlite", "sqlite-lean")
 QUERY_BACKENDS = ("scopeledger", "seed", "seed-orjson", "sqlite", "sqlite-lean")
@@ -295,9 +341,9 @@ class _FcntlShim:
 class LedgerBackend(Backend):
     kind = "scopeledger"
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, **open_kw: Any) -> None:
         super().__init__(directory)
-        self.led = Ledger.open(directory)
+        self.led = Ledger.open(directory, **open_kw)
         self._snap_times: list[int] = []
         orig = self.led._write_snapshot
 
@@ -564,9 +610,11 @@ class _DbProxy:
         self._db.close()
 
 
-def make_backend(kind: str, directory: str) -> Backend:
+def make_backend(kind: str, directory: str, **ledger_kw: Any) -> Backend:
+    """The backend named ``kind`` on ``directory``; ``ledger_kw`` goes to
+    ``Ledger.open`` (scopeledger only)."""
     if kind == "scopeledger":
-        return LedgerBackend(directory)
+        return LedgerBackend(directory, **ledger_kw)
     if kind == "floor":
         return FloorBackend(directory)
     if kind == "floor-unlocked":
@@ -822,11 +870,13 @@ def section_growth(cfg: dict[str, Any], root: str, results: dict[str, Any]) -> N
     query_holders = {r // 2: r for r in cfg["query_rule_sizes"]}
     memory_sizes = set(cfg["memory_sizes"])
     checkpoints = sorted(set(pair_sizes) | set(query_holders) | memory_sizes)
-    remotes = {k: Remote(k, os.path.join(root, "growth", k)) for k in GROWTH_BACKENDS}
-    pairs: dict[str, dict[str, Any]] = {k: {} for k in GROWTH_BACKENDS}
-    queries: dict[str, dict[str, Any]] = {k: {} for k in QUERY_BACKENDS}
+    backends = cfg.get("growth_backends", GROWTH_BACKENDS)
+    query_backends = [k for k in QUERY_BACKENDS if k in backends]
+    remotes = {k: Remote(k, os.path.join(root, "growth", k)) for k in backends}
+    pairs: dict[str, dict[str, Any]] = {k: {} for k in backends}
+    queries: dict[str, dict[str, Any]] = {k: {} for k in query_backends}
     memory: dict[str, Any] = {}
-    fill: dict[str, dict[str, Any]] = {k: {} for k in GROWTH_BACKENDS}
+    fill: dict[str, dict[str, Any]] = {k: {} for k in backends}
     try:
         n_prev = 0
         for n in checkpoints:
@@ -863,7 +913,7 @@ def section_growth(cfg: dict[str, Any], root: str, results: dict[str, Any]) -> N
                          f"({res['pairs']} pairs, round means "
                          f"{', '.join(f'{x:.0f}' for x in res['round_means_us'])})")
             if n in query_holders:
-                for k in QUERY_BACKENDS:
+                for k in query_backends:
                     res = remotes[k].call("queries", n, cfg["query_budget_s"], cfg["query_max"],
                                           cfg["query_min"], n)
                     queries[k][str(query_holders[n])] = res
@@ -888,7 +938,8 @@ def section_growth(cfg: dict[str, Any], root: str, results: dict[str, Any]) -> N
             "rss_per_holder": (mb["rss_bytes"] - ma["rss_bytes"]) / (b - a),
         }
     results["pairs"] = pairs
-    results["queries"] = queries
+    if query_holders:
+        results["queries"] = queries
     results["memory"] = memory
     results["fill"] = fill
 
@@ -1010,7 +1061,7 @@ def _merge_contended(rs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def section_contended(cfg: dict[str, Any], root: str, results: dict[str, Any]) -> None:
     out: dict[str, Any] = {}
-    for k in CONTENDED_BACKENDS:
+    for k in cfg.get("contended_backends", CONTENDED_BACKENDS):
         d = os.path.join(root, "contended", k)
         r = Remote(k, d)
         try:
@@ -1314,6 +1365,8 @@ def _table(title: str, header: list[str], rows: list[list[str]], note: str | Non
 
 def render(results: dict[str, Any]) -> str:
     out: list[str] = []
+    if "startup" in results:
+        out.append(startup.render(results["startup"]))
     if "pairs" in results:
         pairs = results["pairs"]
         sizes = sorted({int(s) for b in pairs.values() for s in b})
@@ -1360,6 +1413,8 @@ def render(results: dict[str, Any]) -> str:
                           ["backend", "live", "mean", "p50", "CPU/pair", "p99", "pairs/s", "pairs timed"], rows,
                           "CPU/pair: user + system CPU time of the backend's process per pair (median of "
                           "the rounds); with p50, the figures a loaded machine moves least."))
+    if "counts" in results:
+        out.append(counts.render(results["counts"]))
     if "queries" in results:
         q = results["queries"]
         sizes = sorted({int(s) for b in q.values() for s in b})
@@ -1499,7 +1554,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         led = p["scopeledger"]
         sizes = sorted(int(s) for s in led)
         ref = 1000 if "1000" in led else sizes[-1]
-        if str(ref) in p["seed"]:
+        if str(ref) in p.get("seed", {}):
             x = p["seed"][str(ref)]["amortized_us"] / led[str(ref)]["amortized_us"]
             add("pairs, 1 process", f"≥ 200× the seed's design at {ref:,} holders", f"{x:,.0f}×", x >= 200)
         ratios = {n: led[str(n)]["amortized_us"] / p["floor"][str(n)]["amortized_us"] for n in sizes}
@@ -1507,15 +1562,17 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add("pairs, 1 process", "≤ 3× the raw floor (every size)",
             f"{ratios[worst]:.1f}× at {worst:,} (" + ", ".join(f"{n:,}: {r:.1f}×" for n, r in ratios.items()) + ")",
             ratios[worst] <= 3)
-        sq = {n: p["sqlite"][str(n)]["amortized_us"] / led[str(n)]["amortized_us"] for n in sizes}
-        worst = min(sq, key=sq.get)  # type: ignore[arg-type]
-        add("pairs, 1 process", "≥ 2× SQLite (every size)",
-            f"{sq[worst]:.2f}× at {worst:,} (" + ", ".join(f"{n:,}: {r:.2f}×" for n, r in sq.items()) + ")",
-            sq[worst] >= 2)
+        if "sqlite" in p:
+            sq = {n: p["sqlite"][str(n)]["amortized_us"] / led[str(n)]["amortized_us"] for n in sizes}
+            worst = min(sq, key=sq.get)  # type: ignore[arg-type]
+            add("pairs, 1 process", "≥ 2× SQLite (every size)",
+                f"{sq[worst]:.2f}× at {worst:,} (" + ", ".join(f"{n:,}: {r:.2f}×" for n, r in sq.items()) + ")",
+                sq[worst] >= 2)
         g = led[str(sizes[-1])]["amortized_us"] / led[str(sizes[0])]["amortized_us"]
-        add("pairs, 1 process", f"cost at {sizes[-1]:,} ≤ 1.5× cost at {sizes[0]:,}",
-            f"{g:.2f}× ({_fmt_us(led[str(sizes[-1])]['amortized_us'])} vs {_fmt_us(led[str(sizes[0])]['amortized_us'])})",
-            g <= 1.5)
+        if len(sizes) > 1:
+            add("pairs, 1 process", f"cost at {sizes[-1]:,} ≤ 1.5× cost at {sizes[0]:,}",
+                f"{g:.2f}× ({_fmt_us(led[str(sizes[-1])]['amortized_us'])} vs "
+                f"{_fmt_us(led[str(sizes[0])]['amortized_us'])})", g <= 1.5)
     if "contended" in results:
         c = results["contended"]["backends"]["scopeledger"]
         procs = max(int(k) for k in c)
@@ -1544,8 +1601,9 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         sizes = sorted(int(s) for s in h)
         a, b = h[str(sizes[0])], h[str(sizes[-1])]
         x = b["open"]["median_ms"] / a["open"]["median_ms"]
-        add("cold open", f"open({b['build']['events']:,}) ≤ 1.5× open({a['build']['events']:,})",
-            f"{x:.2f}× ({b['open']['median_ms']:.1f} vs {a['open']['median_ms']:.1f} ms)", x <= 1.5)
+        if len(sizes) > 1:
+            add("cold open", f"open({b['build']['events']:,}) ≤ 1.5× open({a['build']['events']:,})",
+                f"{x:.2f}× ({b['open']['median_ms']:.1f} vs {a['open']['median_ms']:.1f} ms)", x <= 1.5)
         r = b["replay"]
         add("full replay", "events() ≥ 300k events/s",
             f"{r['events_api_events_per_s']:,.0f}/s ({r['events_api_vs_parse']:.2f}× orjson parse at {r['parse_events_per_s']:,.0f}/s)",
@@ -1642,12 +1700,24 @@ def _cpu_model() -> str:
     return platform.processor() or "?"
 
 
+def section_startup(cfg: dict[str, Any], root: str, results: dict[str, Any]) -> None:
+    results["startup"] = startup.measure(cfg["startup_rounds"], log=_log, import_runs=cfg["startup_import_runs"])
+
+
+def section_counts(cfg: dict[str, Any], root: str, results: dict[str, Any]) -> None:
+    results["counts"] = counts.measure(cfg["counts_backends"], cfg["counts_holders"], cfg["counts_pairs"],
+                                       root=root, log=_log)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="scopeledger side-by-side benchmarks (issue 5)")
+    parser = argparse.ArgumentParser(description="scopeledger side-by-side benchmarks (issues 5 and 18)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds; for CI (no timing assertions)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="sizes and sections: full (default), quick (= --quick), targets and "
+                             "targets-quick (what issue 18's targets need; tools/bench/targets.py)")
     parser.add_argument("--json", dest="json_path", help="write all results here")
-    parser.add_argument("--only", default="growth,contended,fsync,history",
-                        help="comma-separated sections: growth,contended,fsync,history")
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated sections: {','.join(SECTIONS)} (default: all, or the preset's)")
     parser.add_argument("--dir", default=None, help="parent directory for the ledgers (default: system temp)")
     parser.add_argument("--keep", action="store_true", help="keep the ledgers afterwards")
     parser.add_argument("--reads", choices=("shared", "disjoint"), default="shared",
@@ -1655,17 +1725,18 @@ def main(argv: list[str] | None = None) -> int:
                              "tree of its own (diagnostic)")
     args = parser.parse_args(argv)
     READS["mode"] = args.reads
-    cfg = dict(QUICK if args.quick else FULL)
+    preset = args.preset or ("quick" if args.quick else "full")
+    cfg = dict(PRESETS[preset])
     cfg["reads"] = args.reads
-    sections = [s for s in args.only.split(",") if s]
-    unknown = set(sections) - {"growth", "contended", "fsync", "history"}
+    sections = [s for s in args.only.split(",") if s] if args.only else list(cfg.get("sections", SECTIONS))
+    unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {sorted(unknown)}")
     root = tempfile.mkdtemp(prefix="scopeledger-bench-", dir=args.dir)
     started = time.time()
     results: dict[str, Any] = {
         "meta": {
-            "mode": "quick" if args.quick else "full",
+            "mode": preset,
             "command": " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:]),
             "machine": machine_info(),
             "source": source_info(),
@@ -1678,12 +1749,15 @@ def main(argv: list[str] | None = None) -> int:
          f"{results['meta']['source']['commit'][:10]}"
          f"{' + uncommitted changes' if results['meta']['source']['dirty'] else ''}")
     load = os.getloadavg()[0]
+    results["meta"]["loadavg"] = {"start": round(load, 2)}
+    _log(f"load average (1 min) at the start: {load:.2f} on {os.cpu_count()} CPUs")
     if load > 0.5 * (os.cpu_count() or 1):
         _log(f"WARNING: load average {load:.2f} on {os.cpu_count()} CPUs: other processes are "
              "running; absolute figures will be low (interleaved ratios suffer less)")
     try:
-        for name, fn in (("growth", section_growth), ("contended", section_contended),
-                         ("fsync", section_fsync), ("history", section_history)):
+        for name, fn in (("startup", section_startup), ("growth", section_growth),
+                         ("contended", section_contended), ("fsync", section_fsync),
+                         ("history", section_history), ("counts", section_counts)):
             if name in sections:
                 t0 = time.perf_counter()
                 cpu0 = psutil.cpu_times()
@@ -1697,9 +1771,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     results["meta"]["duration_s"] = round(time.time() - started, 1)
-    results["targets"] = evaluate_targets(results)
+    results["meta"]["loadavg"]["end"] = round(os.getloadavg()[0], 2)
+    if cfg.get("issue5_targets", True):
+        results["targets"] = evaluate_targets(results)
+    results["targets_issue18"] = targets.evaluate(results)
     text = render(results)
     print(text)
+    print(targets.render(results["targets_issue18"], results["meta"]))
     print(f"total {results['meta']['duration_s']:.0f} s; sections {results['meta'].get('section_seconds')}")
     for name, ld in results["meta"].get("load", {}).items():
         print(f"  {name}: machine busy {ld['machine_busy_cpus']:.2f} of {ld['cpus']} CPUs, ours "
