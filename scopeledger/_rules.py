@@ -207,12 +207,14 @@ class ScopeRule:
 
     def __init__(self, path: Any, permission: "Permission | str" = Permission.WRITE,
                  recursive: bool = True) -> None:
-        if type(path) is str and _is_normal(path):
+        if type(path) is str and _is_normal(path) and "*" not in path:
             _set(self, "path", path)
             _set(self, "given", None)  # a normal path has no '..'
         else:
             _set(self, "path", normalize_path(path))
             raw = path.__fspath__() if hasattr(path, "__fspath__") else path
+            if "*" in raw:
+                raise InvalidScope(_star_in_path(raw, permission))
             _set(self, "given", raw if ".." in raw.split("/") else None)
         try:
             perm = _PERM_FAST[permission]
@@ -245,7 +247,17 @@ class ScopeRule:
         """
         if not (isinstance(value, (list, tuple)) and len(value) == 3):
             raise InvalidScope(f"invalid rule {shown(value)}: expected [path, permission, recursive]")
-        return cls(value[0], value[1], value[2])
+        path = value[0]
+        if isinstance(path, str) and "*" in path:
+            # A log written before '*' was refused may hold one: read it
+            # back as it was recorded (a literal name), never re-parsed.
+            rule = _new(cls)
+            _set(rule, "path", normalize_path(path))
+            _set(rule, "permission", Permission.parse(value[1]))
+            _set(rule, "recursive", _recursive_converter(value[2]))
+            _set(rule, "given", None)
+            return rule
+        return cls(path, value[1], value[2])
 
     def __str__(self) -> str:
         return f"{self.permission.value} {self.display()}"
@@ -336,13 +348,30 @@ def covers(cover: ScopeRule, inner: ScopeRule) -> bool:
     return parts_cover(cover.parts, cover.recursive, inner.parts, inner.recursive)
 
 
+def _star_in_path(raw: str, permission: Any) -> str:
+    """Why a path with ``*`` is refused, and what was probably meant."""
+    perm = permission.value if isinstance(permission, Permission) else permission
+    head = f"invalid path {shown(raw)}: '*' is rule syntax, not part of a path"
+    body = raw[:-3] if raw.endswith("/**") else raw[:-2] if raw.endswith("/*") else None
+    if body is not None and "*" not in body:
+        rec = raw.endswith("/**")
+        return (f"{head}: read it as a rule with parse_rule({raw!r}, {perm!r}) (as the command "
+                f"line does), or give ScopeRule({body or '/'!r}, {perm!r}, recursive={rec})")
+    return (f"{head}, and the rule language has no wildcard but a final '/*' (the directory and "
+            "its direct children) or '/**' (everything below it)")
+
+
 def parse_rule(spec: str, permission: "Permission | str", root: str | None = None) -> ScopeRule:
-    """Parse the compact rule syntax used by the command line and manifests.
+    """Parse the compact rule syntax used by the command line and manifests
+    (the one reader of rule text: :class:`ScopeRule` takes a path, and
+    refuses a ``*`` in it).
 
     ``PATH/**`` or ``PATH``: recursive (the path and everything below it);
     ``PATH/*``: non-recursive (the path and its direct children). ``PATH`` is
     absolute, or relative to ``root``; a relative path may not climb out of
-    ``root`` with ``..``.
+    ``root`` with ``..``. ``*`` anywhere else (``src/*.py``, ``src/**/x``)
+    is refused: the rule language has no other wildcard. ``?`` and ``[``
+    are ordinary characters of a name (``app/[id]``).
 
     Args:
         spec: e.g. ``"src/**"``, ``"/repo/docs/*"``, ``"src/parser"``.
@@ -353,8 +382,9 @@ def parse_rule(spec: str, permission: "Permission | str", root: str | None = Non
         The :class:`ScopeRule` (lexically normalised; no symlink resolution).
 
     Raises:
-        InvalidScope: empty spec, a relative spec without root or escaping
-            it, a bad permission, or any path error of :func:`normalize_path`.
+        InvalidScope: empty spec, a ``*`` other than a final ``/*`` or
+            ``/**``, a relative spec without root or escaping it, a bad
+            permission, or any path error of :func:`normalize_path`.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidScope(f"invalid rule {shown(spec)}: empty")
@@ -368,14 +398,38 @@ def parse_rule(spec: str, permission: "Permission | str", root: str | None = Non
     elif body.endswith("/*") or body == "*":
         body, recursive = body[:-1], False
     if "*" in body:
-        raise InvalidScope(f"invalid rule {shown(spec)}: '*' is only allowed as a final '/*' or '/**'")
-    if not body.startswith("/"):
+        raise InvalidScope(f"invalid rule {shown(spec)}: '*' is only allowed as a final '/*' or '/**' "
+                           "(the rule language has no other wildcard)")
+    return path_rule(body, perm, recursive, root, spec)
+
+
+def path_rule(path: str, permission: "Permission | str", recursive: bool, root: str | None,
+              spec: str | None = None) -> ScopeRule:
+    """A rule on ``path`` (a path, not rule text: a ``*`` in it is refused),
+    absolute or relative to ``root`` (a relative path may not climb out of
+    it with ``..``): the long form of manifests' ``[[scope.rules]]``.
+
+    Raises:
+        InvalidScope: as :func:`parse_rule` (``spec``, if given, is the
+            text named in messages).
+    """
+    if spec is None:
+        spec = path
+        if not isinstance(path, str) or not path.strip():
+            raise InvalidScope(f"invalid rule path {shown(path)}: empty")
+        if "\x00" in path:
+            raise InvalidScope(f"invalid rule path {shown(path)}: contains NUL")
+        permission = Permission.parse(permission)
+        if "*" in path:
+            raise InvalidScope(f"invalid rule path {shown(path)}: '*' is rule syntax, not part of a path "
+                               "(give the path and recursive, or the rule in the compact form)")
+    if not path.startswith("/"):
         if root is None:
             raise InvalidScope(f"invalid rule {shown(spec)}: relative path without a root")
         base = normalize_path(root)
-        raw = base.rstrip("/") + "/" + body
+        raw = base.rstrip("/") + "/" + path
         joined = normalize_path(raw)
         if joined != base and not joined.startswith(base.rstrip("/") + "/"):
             raise InvalidScope(f"invalid rule {shown(spec)}: climbs out of its root {base}")
-        return ScopeRule(raw, perm, recursive)
-    return ScopeRule(body, perm, recursive)
+        return ScopeRule(raw, permission, recursive)
+    return ScopeRule(path, permission, recursive)

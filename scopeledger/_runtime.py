@@ -33,7 +33,7 @@ import cattrs
 
 from ._errors import InvalidHolderName, InvalidManifest, InvalidScope
 from ._ledger import Hold, Ledger, check_name
-from ._rules import ScopeRule, parse_rule
+from ._rules import ScopeRule, parse_rule, path_rule
 
 ENV_RUNTIME_DIR = "SCOPELEDGER_RUNTIME_DIR"
 
@@ -194,8 +194,7 @@ def parse_manifest(data: dict[str, Any], root: str, source: str = "<manifest>") 
                 rules.append(parse_rule(spec, perm, base))
         for i, r in enumerate(raw.scope.rules):
             key = f"scope.rules[{i}]." + ("path" if r.permission in ("read", "write") else "permission")
-            rule = parse_rule(r.path, r.permission, base)
-            rules.append(ScopeRule(rule.path, rule.permission, r.recursive))
+            rules.append(path_rule(r.path, r.permission, r.recursive, base))
     except (InvalidScope, ValueError) as exc:
         raise refuse(exc, key) from None
     if not rules:

@@ -171,3 +171,42 @@ def test_fast_path_agrees_with_full_normalisation(raw):
     except InvalidScope:
         return
     assert normalize_path(once) == once
+
+
+# -- one reader of rule text (issue 13 item 8) -------------------------------------
+
+@pytest.mark.parametrize("path, hint", [
+    ("/repo/src/**", r"parse_rule\('/repo/src/\*\*', 'write'\).*ScopeRule\('/repo/src', 'write', recursive=True\)"),
+    ("/repo/src/*", r"ScopeRule\('/repo/src', 'write', recursive=False\)"),
+    ("/repo/*.py", "no wildcard but a final"),
+    ("/repo/**/x", "no wildcard but a final"),
+    ("/**", r"ScopeRule\('/', 'write', recursive=True\)"),
+])
+def test_a_star_in_a_path_is_refused_never_stored(path, hint):
+    # ScopeRule("/repo/src/**") was stored as the literal path, protected
+    # nothing and was shown as /repo/src/**/**; the CLI reads the same text
+    # as a recursive rule on /repo/src.
+    with pytest.raises(InvalidScope, match=r"'\*' is rule syntax, not part of a path.*" + hint):
+        ScopeRule(path, "write")
+
+
+def test_the_library_reads_rule_text_as_the_command_line_does(tmp_path):
+    from scopeledger import Ledger
+    led = Ledger.open(str(tmp_path / "l"))
+    led.register("a", parse_rule("/repo/src/**", "write"))
+    conflict = led.find_conflict(ScopeRule("/repo/src/x", "write"))
+    assert conflict is not None and conflict.owner == "a"
+    assert [str(r) for r in led.holders()[0].rules] == ["write /repo/src/**"]
+
+
+def test_a_star_stored_by_an_older_version_is_read_back_as_recorded():
+    # ScopeRule.from_json reads events and snapshots: a literal '*' an older
+    # version stored stays what it was, for replay and show.
+    r = ScopeRule.from_json(["/repo/src/**", "write", True])
+    assert (r.path, r.recursive) == ("/repo/src/**", True)
+
+
+@pytest.mark.parametrize("spec", ["app/[id]", "src/what?", "a/{x,y}"])
+def test_other_glob_characters_are_names(spec):
+    assert parse_rule(spec, "write", "/repo").path == "/repo/" + spec
+    assert ScopeRule("/repo/" + spec).path == "/repo/" + spec

@@ -63,6 +63,11 @@ def test_root_override(tmp_path):
     ("[holder]\nname='x'\n[scope]\nwrite=['../../etc']\n", "climbs out"),
     ("[holder]\nname='x'\n[[scope.rules]]\npath='a'\npermission='exec'\n", "invalid permission"),
     ("[holder]\nname='x'\n[[scope.rules]]\npath='a'\npermission='read'\nrecursive='yes'\n", "recursive"),
+    # The long form's path is a path: 'src/**' with recursive = false was
+    # read as 'src', non-recursive, whatever the '**' said.
+    ("[holder]\nname='x'\n[[scope.rules]]\npath='src/**'\npermission='write'\nrecursive=false\n",
+     r"'\*' is rule syntax, not part of a path .* @ manifest.scope.rules\[0\].path"),
+    ("[holder]\nname='x'\n[scope]\nwrite=['src/*.py']\n", r"no other wildcard\) @ manifest.scope.write\[0\]"),
 ])
 def test_bad_manifests(tmp_path, text, why):
     with pytest.raises(InvalidManifest, match=why):
