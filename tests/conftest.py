@@ -6,6 +6,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from scopeledger import Ledger  # noqa: E402
+from pgserver import pg_cluster, pg_url  # noqa: E402,F401  (PostgreSQL test cluster)
 
 
 @pytest.fixture
