@@ -1,0 +1,1102 @@
+"""The PostgreSQL log store: the ledger's lines in a database schema.
+
+Not wired into :class:`~scopeledger.Ledger` yet (the store interface comes with
+the layering issue); this module is the groundwork and its reference. Only
+this module imports psycopg 3 (``pip install 'scopeledger[postgresql]'``).
+
+Where it lives
+--------------
+One ledger is one schema: ``postgresql://user@host/db?schema=team1``. The
+``schema`` parameter (default ``scopeledger``; ``[a-z_][a-z0-9_]*``, at most
+48 characters) is taken out of the URL, and the rest goes to libpq unchanged,
+so libpq's environment (``PGHOST``, ``PGPASSWORD``, ...), ``~/.pgpass``,
+``sslmode`` and the other URL parameters apply. A password is never shown:
+messages use :func:`redact` (``postgresql://user:***@host/db?schema=team1``).
+``connect_timeout`` is 10 s unless the URL sets it.
+
+Tables (created by ``PgStore.open(url, create=True)``, with the schema)::
+
+    meta(one, format_version, created_at)   one row; format_version = STORE_FORMAT
+    events(seq bigint primary key,          gapless from 1
+           ts bigint,                       the running maximum of the lines' ts (ns,
+                                            UTC): never decreasing, so "the last seq at
+                                            or before a time" is one index lookup even
+                                            when a writer's clock stepped back
+           line bytea)                      the log line, byte for byte, no newline
+    snapshots(seq bigint primary key references events, body bytea)
+    sessions(id, host, pid, instance, ttl_ms, opened_at, lease_until, closed_at)
+
+Server-side backstops that do not trust clients (triggers): an insert into
+``events`` whose seq is not the current maximum + 1 is refused (rows of one
+transaction are checked one statement at a time), and UPDATE, DELETE and
+TRUNCATE of ``events`` are refused, as are UPDATE of ``snapshots`` and
+DELETE/TRUNCATE of ``sessions``. A role that owns the tables can still drop
+the triggers: they stop mistakes, not an owner. Each insert notifies the
+channel ``scopeledger_<schema>`` with its seq (a hint for :meth:`PgStore.wait`).
+
+A mutation
+----------
+:meth:`PgStore.locked` sends, in one round trip (pipeline mode): ``BEGIN``,
+``SET LOCAL lock_timeout``, ``pg_advisory_xact_lock(<schema oid>, 0)``, then
+reads the lines after the caller's seq and the head; the read is a statement
+of its own, after the lock, so in READ COMMITTED it sees everything committed
+before the lock was granted. :meth:`PgStore.append` sends the inserts and
+``COMMIT`` in one more round trip. ``synchronous_commit`` is set to ``on`` for
+every connection (asynchronous commit could drop an acknowledged event in a
+server crash), and ``idle_in_transaction_session_timeout`` (60 s) ends a client
+that stopped while it held the lock.
+
+A commit whose outcome is unknown (the connection broke while the inserts or
+the COMMIT were on their way) is resolved: on a new connection the old backend
+is terminated if it still runs (matched by pid and start time), the advisory
+lock is taken (so the old transaction has ended, one way or the other), and
+the seqs are read back. All there with the same bytes: the append succeeded.
+None there (or others' bytes at those seqs): nothing was recorded,
+:class:`NotRecorded`. Not resolvable within ``resolve_timeout``: :class:`InDoubt`.
+
+Sessions (liveness across hosts)
+--------------------------------
+:meth:`PgStore.open_session` opens a connection of its own that takes a
+session-level advisory lock ``(<schema oid>, <session id>)`` and a lease
+(``lease_until`` = the server's clock + TTL) renewed by a background thread
+every TTL/3. The session learns it is lost (:attr:`PgSession.lost`, the
+``on_lost`` callback) when a renewal fails, when the server closes its
+connection, or when its own lease deadline (its monotonic clock, counted from
+before it sent the renewal) passes. :meth:`PgStore.dead_sessions` judges other
+sessions: dead when its lease has expired (server clock), or when its lock is
+gone on the same server instance it was taken on (``system_identifier`` from
+``pg_control_system()`` and ``pg_postmaster_start_time()``): every session lock
+vanishes at a server restart, and without that rule the first client back
+would be judged to have outlived everyone. A pooler in transaction mode
+(PgBouncer) breaks session-level locks: connect to the server directly.
+
+Processes and threads
+---------------------
+A forked child never uses its parent's connections: after a fork, the child's
+copies of their sockets are replaced by ``/dev/null`` (so closing them cannot
+send a Terminate message on the parent's connection), and the child opens new
+connections when it needs them. A session does not survive a fork (its lock
+is the parent's connection's). A ``PgStore`` may be shared by threads (a lock
+serialises its main connection; :meth:`PgStore.locked` holds it throughout).
+
+Errors
+------
+:class:`InvalidLedgerURL` (``ValueError``) for a URL or schema name that cannot
+be used; :class:`~scopeledger.NoLedger` for a missing schema when not creating;
+:class:`~scopeledger.CorruptLedger` for a schema that is not a ledger, a newer
+store format, or lines that do not follow; :class:`~scopeledger.LockTimeout`
+when the append lock is not granted in time; :class:`StoreUnavailable`
+(``ConnectionError``) when the server cannot be reached or the connection is
+lost (reads are retried once on a new connection first); :class:`NotRecorded`
+and :class:`InDoubt` as above; :class:`SessionLost`; :class:`StoreError` for
+any other refusal by the server (disk full, permission denied), carrying its
+SQLSTATE. They are all :class:`~scopeledger.LedgerError`.
+
+Figures measured with this module are in ``shared/design/postgresql-backend.md``
+("Groundwork built (session 6)") and ``tests/test_pgstore.py``'s docstring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import select
+import threading
+import time
+import weakref
+from typing import Any, Callable, Iterator
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import orjson
+
+from ._errors import CorruptLedger, LedgerError, LockTimeout, NoLedger
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+except ImportError:  # pragma: no cover - exercised only without the extra
+    psycopg = None  # type: ignore[assignment]
+    pg_errors = None  # type: ignore[assignment]
+
+STORE_FORMAT = 1
+"""Version of the table layout (not of the line format)."""
+
+DEFAULT_SCHEMA = "scopeledger"
+_SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,47}")
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+CONNECT_TIMEOUT_S = 10
+RESOLVE_TIMEOUT_S = 30.0
+
+
+# -- errors (to move to _errors.py when the store is wired in) ---------------
+
+class InvalidLedgerURL(LedgerError, ValueError):
+    """Raised by :func:`parse_url` and :meth:`PgStore.open` when a URL is not a
+    ``postgresql://`` URL libpq accepts, or its ``schema`` parameter is not a
+    usable name. The message shows the URL redacted."""
+
+
+class StoreError(LedgerError):
+    """Raised when the database server refuses an operation (disk full,
+    permission denied, a backstop trigger). Attributes: ``url`` (redacted),
+    ``sqlstate`` (the server's code, or ``None``)."""
+
+    def __init__(self, url: str, message: str, sqlstate: str | None = None) -> None:
+        self.url = url
+        self.sqlstate = sqlstate
+        super().__init__(message)
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """Raised when the server cannot be reached, or the connection broke
+    where nothing can have been recorded (a read, taking the lock)."""
+
+
+class NotRecorded(StoreUnavailable):
+    """Raised by :meth:`PgStore.append` when the connection broke during the
+    append and reading back showed the lines were not recorded: retry the
+    whole transaction (take the lock again, decide again). Attribute
+    ``first_seq``."""
+
+
+class InDoubt(StoreError):
+    """Raised by :meth:`PgStore.append` when the connection broke during the
+    append and whether the lines were committed could not be found out within
+    the resolve timeout. Open the store again and read ``first_seq`` back
+    before acting on the outcome. Attribute ``first_seq``."""
+
+
+class SessionLost(StoreError):
+    """Raised by :meth:`PgSession.renew` (and set as :attr:`PgSession.lost`)
+    when the session's lease expired, its connection broke, or it is used in
+    a forked child."""
+
+
+# -- URL ---------------------------------------------------------------------
+
+def redact(url: str) -> str:
+    """``url`` with any password (user info or a ``password`` parameter)
+    replaced by ``***``; an unparsable URL is shown as ``<unparsable URL>``."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            if ":" in userinfo:
+                userinfo = userinfo.split(":", 1)[0] + ":***"
+            netloc = f"{userinfo}@{host}"
+        query = "&".join(
+            (p.split("=", 1)[0] + "=***") if unquote(p.split("=", 1)[0]) == "password" else p
+            for p in parts.query.split("&")) if parts.query else ""
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+class PgLocation:
+    """A parsed ledger URL: ``conninfo`` (the URL without ``schema``, for
+    libpq), ``schema``, ``shown`` (redacted, with the schema)."""
+
+    __slots__ = ("conninfo", "schema", "shown")
+
+    def __init__(self, conninfo: str, schema: str, shown: str) -> None:
+        self.conninfo = conninfo
+        self.schema = schema
+        self.shown = shown
+
+
+def is_postgresql_url(text: str) -> bool:
+    """Whether ``text`` names a PostgreSQL ledger (``postgresql://`` or
+    ``postgres://``), as opposed to a directory."""
+    return isinstance(text, str) and text.split("://", 1)[0].lower() in ("postgresql", "postgres") \
+        and "://" in text
+
+
+def parse_url(url: str) -> PgLocation:
+    """Split ``url`` into what libpq gets and the schema.
+
+    Raises:
+        InvalidLedgerURL: not a ``postgresql://``/``postgres://`` URL, more than
+            one ``schema`` parameter, a schema name outside
+            ``[a-z_][a-z0-9_]{0,47}``, or a URL libpq refuses (its reason,
+            without the password).
+    """
+    if not is_postgresql_url(url):
+        raise InvalidLedgerURL(f"not a PostgreSQL URL: {redact(url) if isinstance(url, str) else url!r}"
+                               " (expected postgresql://user@host/db?schema=NAME)")
+    shown = redact(url)
+    base, _, rest = url.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    kept, schemas = [], []
+    for piece in query.split("&") if query else []:
+        key, _, value = piece.partition("=")
+        if unquote(key) == "schema":
+            schemas.append(unquote(value))
+        else:
+            kept.append(piece)
+    if len(schemas) > 1:
+        raise InvalidLedgerURL(f"more than one schema parameter in {shown}")
+    schema = schemas[0] if schemas else DEFAULT_SCHEMA
+    if not _SCHEMA_RE.fullmatch(schema):
+        raise InvalidLedgerURL(f"schema {schema!r} in {shown} is not a name of lowercase letters, "
+                               "digits and _ (not starting with a digit, at most 48 characters)")
+    conninfo = base + ("?" + "&".join(kept) if kept else "") + (hash_ + fragment)
+    if psycopg is not None:
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(conninfo)
+        except psycopg.Error as exc:
+            raise InvalidLedgerURL(f"libpq refuses {shown}: {_scrub(_first_line(exc), url)}") from None
+        if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
+            conninfo += ("&" if kept else "?") + f"connect_timeout={CONNECT_TIMEOUT_S}"
+    return PgLocation(conninfo, schema, shown)
+
+
+def _secrets(url: str) -> list[str]:
+    """The password texts in ``url`` (raw and decoded), longest first."""
+    found: list[str] = []
+    netloc = url.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+    if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
+        found.append(netloc.rsplit("@", 1)[0].split(":", 1)[1])
+    for piece in url.partition("?")[2].split("&"):
+        key, _, value = piece.partition("=")
+        if unquote(key) == "password":
+            found.append(value)
+    found += [unquote(f) for f in found]
+    return sorted({f for f in found if f}, key=len, reverse=True)
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` with every password of ``url`` replaced by ``***``."""
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# -- schema ------------------------------------------------------------------
+
+def _ddl(schema: str) -> str:
+    s = schema
+    return f"""
+CREATE SCHEMA {s};
+CREATE TABLE {s}.meta (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    format_version integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE {s}.events (
+    seq bigint PRIMARY KEY CHECK (seq >= 1),
+    ts bigint NOT NULL,
+    line bytea NOT NULL);
+CREATE INDEX events_ts_seq ON {s}.events (ts, seq);
+CREATE TABLE {s}.snapshots (
+    seq bigint PRIMARY KEY REFERENCES {s}.events (seq),
+    body bytea NOT NULL);
+CREATE TABLE {s}.sessions (
+    id integer GENERATED ALWAYS AS IDENTITY (MAXVALUE 2147483647) PRIMARY KEY,
+    host text,
+    pid integer,
+    instance text NOT NULL,
+    ttl_ms integer NOT NULL CHECK (ttl_ms > 0),
+    opened_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    lease_until timestamptz NOT NULL,
+    closed_at timestamptz);
+
+CREATE FUNCTION {s}.instance() RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT (SELECT system_identifier::text FROM pg_control_system()) || '@'
+           || to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC',
+                      'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') $$;
+
+CREATE FUNCTION {s}.events_next_seq() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE last_seq bigint; last_ts bigint;
+BEGIN
+    SELECT e.seq, e.ts INTO last_seq, last_ts FROM {s}.events e ORDER BY e.seq DESC LIMIT 1;
+    IF NEW.seq IS DISTINCT FROM coalesce(last_seq, 0) + 1 THEN
+        RAISE EXCEPTION 'scopeledger: seq % does not follow the last seq %', NEW.seq, coalesce(last_seq, 0)
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    NEW.ts := greatest(NEW.ts, last_ts);
+    PERFORM pg_notify('scopeledger_{s}', NEW.seq::text);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER events_next_seq BEFORE INSERT ON {s}.events
+    FOR EACH ROW EXECUTE FUNCTION {s}.events_next_seq();
+
+CREATE FUNCTION {s}.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'scopeledger: % of %.% is refused (the log is append-only)',
+        TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME USING ERRCODE = 'integrity_constraint_violation';
+END $$;
+CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON {s}.events
+    FOR EACH ROW EXECUTE FUNCTION {s}.refuse_change();
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON {s}.events
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.refuse_change();
+CREATE TRIGGER snapshots_no_update BEFORE UPDATE ON {s}.snapshots
+    FOR EACH ROW EXECUTE FUNCTION {s}.refuse_change();
+CREATE TRIGGER sessions_keep BEFORE DELETE ON {s}.sessions
+    FOR EACH ROW EXECUTE FUNCTION {s}.refuse_change();
+CREATE TRIGGER sessions_no_truncate BEFORE TRUNCATE ON {s}.sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.refuse_change();
+INSERT INTO {s}.meta (format_version) VALUES ({STORE_FORMAT});
+"""
+
+
+def _signed32(oid: int) -> int:
+    """An oid (uint32) as the int4 the two-key advisory lock functions take."""
+    return oid - (1 << 32) if oid >= (1 << 31) else oid
+
+
+# -- fork safety -------------------------------------------------------------
+
+_live: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _blind(conn: Any) -> None:
+    """In a forked child: point our copy of ``conn``'s socket at /dev/null,
+    then close it, so nothing (not even libpq's Terminate message) reaches
+    the parent's connection."""
+    try:
+        fd = conn.pgconn.socket
+    except Exception:
+        fd = -1
+    if fd >= 0:
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
+def _after_fork_in_child() -> None:
+    for obj in list(_live):
+        obj._forked_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- the store ---------------------------------------------------------------
+
+class _Txn:
+    __slots__ = ("head", "thread", "done")
+
+    def __init__(self, head: int) -> None:
+        self.head = head
+        self.thread = threading.get_ident()
+        self.done = False
+
+
+class PgStore:
+    """The log of one ledger in one PostgreSQL schema. Open with
+    :meth:`PgStore.open`; close with :meth:`close` (or ``with``)."""
+
+    def __init__(self, loc: PgLocation, *, resolve_timeout: float = RESOLVE_TIMEOUT_S) -> None:
+        self._loc = loc
+        self.url = loc.shown
+        self.schema = loc.schema
+        self._channel = f"scopeledger_{loc.schema}"
+        self._mutex = threading.RLock()
+        self._conn: Any = None
+        self._listen: Any = None
+        self._backend: tuple[int, Any] | None = None  # (pid, backend_start) of _conn's backend
+        self._txn: _Txn | None = None
+        self._key = 0  # the schema's oid as int4: the first key of our advisory locks
+        self._pid = os.getpid()
+        self._resolve_timeout = resolve_timeout
+        self._sessions: "weakref.WeakSet[PgSession]" = weakref.WeakSet()
+        _live.add(self)
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = False,
+             resolve_timeout: float = RESOLVE_TIMEOUT_S) -> "PgStore":
+        """Connect to the ledger at ``url``; with ``create``, make its schema
+        and tables when the schema does not exist (concurrent creators are
+        serialised; all of them open it).
+
+        Raises:
+            InvalidLedgerURL: see :func:`parse_url`.
+            LedgerError: psycopg is not installed (the message says how).
+            StoreUnavailable: the server cannot be reached or refuses the login.
+            NoLedger: the schema does not exist and ``create`` is false.
+            CorruptLedger: the schema exists and is not a scopeledger ledger,
+                or its store format is newer than this scopeledger knows.
+            StoreError: the server refused creating it (e.g. permission denied).
+        """
+        if psycopg is None:
+            raise LedgerError("the PostgreSQL backend needs psycopg 3: "
+                              "pip install 'scopeledger[postgresql]'")
+        store = cls(parse_url(url), resolve_timeout=resolve_timeout)
+        try:
+            store._open(create)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _open(self, create: bool) -> None:
+        with self._mutex:
+            conn = self._connection()
+            s = self.schema
+            try:
+                if create:
+                    with conn.transaction():
+                        # Serialise creators of this schema in this database.
+                        conn.execute("SELECT pg_advisory_xact_lock(hashtext('scopeledger:create'), hashtext(%s))", (s,))
+                        exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (s,)).fetchone()
+                        if not exists:
+                            conn.execute(_ddl(s))
+                oid = conn.execute("SELECT oid FROM pg_namespace WHERE nspname = %s", (s,)).fetchone()
+                if oid is None:
+                    raise NoLedger(f"no ledger at {self.url}: schema {s} does not exist")
+                self._key = _signed32(int(oid[0]))
+                has_meta = conn.execute(
+                    "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'meta'", (s,)).fetchone()
+                if not has_meta:
+                    raise CorruptLedger(self.url, f"schema {s} exists and is not a scopeledger ledger "
+                                                  "(it has no meta table)")
+                row = conn.execute(f"SELECT format_version FROM {s}.meta").fetchone()
+            except psycopg.Error as exc:
+                raise self._error(exc, f"open the ledger at {self.url}") from exc
+            if row is None:
+                raise CorruptLedger(self.url, f"{s}.meta has no row")
+            if row[0] > STORE_FORMAT:
+                raise CorruptLedger(self.url, f"store format {row[0]} is newer than this scopeledger "
+                                              f"reads ({STORE_FORMAT}); upgrade scopeledger")
+            if row[0] != STORE_FORMAT:
+                raise CorruptLedger(self.url, f"unsupported store format {row[0]!r}")
+
+    # -- connections --------------------------------------------------------
+
+    def _new_connection(self) -> Any:
+        try:
+            conn = psycopg.connect(self._loc.conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(self.url, f"cannot connect to {self.url}: {_first_line(exc)}",
+                                   getattr(exc, "sqlstate", None)) from exc
+        try:
+            conn.execute(
+                "SELECT set_config('synchronous_commit', 'on', false),"
+                " set_config('idle_in_transaction_session_timeout', %s, false)",
+                (str(IDLE_IN_TRANSACTION_TIMEOUT_MS),))
+        except psycopg.Error as exc:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise self._error(exc, f"set up a connection to {self.url}") from exc
+        return conn
+
+    def _connection(self) -> Any:
+        """The main connection, (re)opened when missing or broken."""
+        if self._pid != os.getpid():  # belt and braces: the at-fork hook did this already
+            self._forked_child()
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = self._new_connection()
+            try:
+                row = conn.execute("SELECT pg_backend_pid(), backend_start FROM pg_stat_activity"
+                                   " WHERE pid = pg_backend_pid()").fetchone()
+            except psycopg.Error as exc:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise self._error(exc, f"set up a connection to {self.url}") from exc
+            self._conn = conn
+            self._backend = (int(row[0]), row[1]) if row else None
+        return conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+        self._backend = None
+
+    def _forked_child(self) -> None:
+        if self._pid == os.getpid():
+            return
+        for conn in (self._conn, self._listen):
+            if conn is not None:
+                _blind(conn)
+        self._conn = self._listen = None
+        self._backend = None
+        self._txn = None
+        self._mutex = threading.RLock()
+        self._pid = os.getpid()
+
+    def _error(self, exc: BaseException, doing: str) -> LedgerError:
+        """A psycopg error as ours."""
+        if isinstance(exc, LedgerError):
+            return exc
+        sqlstate = getattr(exc, "sqlstate", None)
+        if isinstance(exc, psycopg.OperationalError) and (sqlstate is None or sqlstate.startswith(("08", "57P"))):
+            return StoreUnavailable(self.url, f"failed to {doing}: connection lost: {_first_line(exc)}", sqlstate)
+        return StoreError(self.url, f"failed to {doing}: {_first_line(exc)}"
+                                    + (f" (SQLSTATE {sqlstate})" if sqlstate else ""), sqlstate)
+
+    def _retrying(self, doing: str, fn: Callable[[Any], Any]) -> Any:
+        """Run a read ``fn(conn)``; on a lost connection, once more on a new one."""
+        with self._mutex:
+            for attempt in (0, 1):
+                conn = self._connection()
+                try:
+                    return fn(conn)
+                except psycopg.OperationalError as exc:
+                    if self._txn is not None or not (conn.closed or conn.broken) or attempt:
+                        raise self._error(exc, doing) from exc
+                    self._drop()
+                except psycopg.Error as exc:
+                    raise self._error(exc, doing) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        """Close the connections (sessions opened from this store stay open
+        until their own :meth:`PgSession.close`). Idempotent."""
+        with self._mutex:
+            if self._pid != os.getpid():
+                self._forked_child()
+            self._drop()
+            if self._listen is not None:
+                with contextlib.suppress(Exception):
+                    self._listen.close()
+                self._listen = None
+
+    def __enter__(self) -> "PgStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ------------------------------------------------------------
+
+    def read_after(self, seq: int, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """The lines with seq > ``seq``, in order, at most ``limit`` of them:
+        ``[(seq, line)]``, each line the stored bytes (no newline).
+
+        Raises: StoreUnavailable, StoreError.
+        """
+        sql = (f"SELECT seq, line FROM {self.schema}.events WHERE seq > %s ORDER BY seq"
+               + (" LIMIT %s" if limit is not None else ""))
+        params = (seq, limit) if limit is not None else (seq,)
+
+        def run(conn: Any) -> list[tuple[int, bytes]]:
+            with conn.cursor(binary=True) as cur:
+                return [(s, bytes(b)) for s, b in cur.execute(sql, params)]
+        return self._retrying("read the log", run)
+
+    def head(self) -> int:
+        """The last seq (0 for an empty log). Raises: StoreUnavailable, StoreError."""
+        return self._retrying("read the log", lambda conn: conn.execute(
+            f"SELECT coalesce(max(seq), 0) FROM {self.schema}.events").fetchone()[0])
+
+    def seq_at(self, ts: int) -> int:
+        """The last seq before the first line whose ts is later than ``ts``
+        (ns, UTC): the point "as of ``ts``"; 0 when the first line is later.
+
+        Raises: StoreUnavailable, StoreError.
+        """
+        row = self._retrying("read the log", lambda conn: conn.execute(
+            f"SELECT seq FROM {self.schema}.events WHERE ts <= %s ORDER BY ts DESC, seq DESC LIMIT 1",
+            (ts,)).fetchone())
+        return row[0] if row else 0
+
+    # -- the lock and appending -------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, after: int, timeout: float | None = None) -> Iterator[list[tuple[int, bytes]]]:
+        """Hold the ledger's exclusive append lock; yields the lines with seq >
+        ``after`` (what this caller has not seen), read after the lock was
+        granted. :meth:`append` may be called once inside; leaving without it
+        (or on an error) rolls back and releases the lock.
+
+        ``timeout``: seconds to wait for the lock, ``None`` for ever, under
+        1 ms a single try.
+
+        Raises:
+            LockTimeout: the lock was not granted within ``timeout``
+                (``path`` is the redacted URL).
+            CorruptLedger: the log has fewer lines than ``after`` (replaced or
+                restored from an older backup), or its seqs do not follow.
+            StoreUnavailable, StoreError.
+        """
+        with self._mutex:
+            if self._txn is not None:
+                raise RuntimeError("PgStore.locked() is not re-entrant")
+            lines, head = self._begin(after, timeout)
+            txn = self._txn = _Txn(head)
+            try:
+                yield lines
+            finally:
+                self._txn = None
+                if not txn.done:
+                    self._rollback()
+
+    def _begin(self, after: int, timeout: float | None) -> tuple[list[tuple[int, bytes]], int]:
+        s = self.schema
+        trylock = timeout is not None and timeout < 0.001
+        for attempt in (0, 1):
+            conn = self._connection()
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    if trylock:
+                        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s, 0)", (self._key,))
+                    else:
+                        ms = 0 if timeout is None else max(1, math.ceil(timeout * 1000))
+                        conn.execute(f"SET LOCAL lock_timeout = {int(ms)}")
+                        conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (self._key,))
+                    rows = conn.cursor(binary=True).execute(
+                        f"SELECT seq, line FROM {s}.events WHERE seq > %s ORDER BY seq", (after,))
+                    headc = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {s}.events")
+                if trylock and not got.fetchone()[0]:
+                    self._rollback()
+                    raise LockTimeout(self.url, timeout or 0.0)
+                lines = [(q, bytes(b)) for q, b in rows.fetchall()]
+                head = headc.fetchone()[0]
+                break
+            except pg_errors.LockNotAvailable:
+                self._rollback()
+                raise LockTimeout(self.url, timeout or 0.0) from None
+            except psycopg.OperationalError as exc:
+                # Nothing was done yet: a connection that went stale (a server
+                # restart) is replaced once.
+                broken = conn.closed or conn.broken
+                self._drop()
+                if not broken or attempt:
+                    raise self._error(exc, "take the ledger's lock") from exc
+            except psycopg.Error as exc:
+                self._rollback()
+                raise self._error(exc, "take the ledger's lock") from exc
+        if head < after:
+            self._rollback()
+            raise CorruptLedger(self.url, f"the log ends at seq {head}, and seq {after} was seen "
+                                          "before: replaced or restored from an older copy")
+        want = after + 1
+        for q, _ in lines:
+            if q != want:
+                self._rollback()
+                raise CorruptLedger(self.url, f"seq {q} where {want} was expected", seq=q)
+            want += 1
+        return lines, head
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+        except psycopg.Error:
+            self._drop()  # the server ends the transaction with the connection
+
+    def append(self, lines: list[bytes], first_seq: int) -> None:
+        """Append ``lines`` (each one event's bytes, no newline) as seqs
+        ``first_seq ..`` and commit; durable on the server when it returns
+        (synchronous commit). Only inside :meth:`locked`, once, with
+        ``first_seq`` = the head seen there + 1; the lock is released by the
+        commit.
+
+        Each line's ``seq`` field must be its seq, and its ``ts`` (int ns) is
+        stored for :meth:`seq_at`.
+
+        Raises:
+            RuntimeError: outside :meth:`locked`, or a second time in it.
+            ValueError: ``first_seq`` is not the next seq, a line holds a
+                newline, or a line's seq or ts field is not what it must be
+                (nothing is sent).
+            NotRecorded: the connection broke, and the lines are not in the log.
+            InDoubt: the connection broke, and whether they are could not be
+                found out within the resolve timeout.
+            StoreError: the server refused the insert (nothing recorded).
+        """
+        txn = self._txn
+        if txn is None or txn.thread != threading.get_ident() or self._pid != os.getpid():
+            raise RuntimeError("PgStore.append() outside locked()")
+        if txn.done:
+            raise RuntimeError("PgStore.append() called twice in one locked()")
+        if first_seq != txn.head + 1:
+            raise ValueError(f"first_seq {first_seq} is not the next seq ({txn.head + 1})")
+        rows = []
+        for i, line in enumerate(lines):
+            rows.append((first_seq + i, _line_ts(line, first_seq + i), line))
+        if not rows:
+            return
+        conn = self._conn
+        backend = self._backend
+        txn.done = True
+        try:
+            with conn.pipeline():
+                with conn.cursor() as cur:
+                    cur.executemany(f"INSERT INTO {self.schema}.events (seq, ts, line) VALUES (%s, %s, %b)", rows)
+                conn.execute("COMMIT")
+            return
+        except psycopg.OperationalError as exc:
+            if not (conn.closed or conn.broken):
+                self._rollback()
+                raise self._error(exc, "append to the log") from exc
+            self._drop()
+            cause: BaseException = exc
+        except psycopg.Error as exc:
+            self._rollback()
+            raise self._error(exc, "append to the log") from exc
+        self._resolve(rows, backend, cause)
+
+    def _resolve(self, rows: list[tuple[int, int, bytes]], backend: tuple[int, Any] | None,
+                 cause: BaseException) -> None:
+        """The connection broke during an append: find out whether it committed."""
+        first, n = rows[0][0], len(rows)
+        deadline = time.monotonic() + self._resolve_timeout
+        pause = 0.02
+        last: BaseException = cause
+        while True:
+            try:
+                found = self._read_back(first, n, backend, deadline)
+            except (StoreUnavailable, LockTimeout) as exc:
+                last = exc
+            else:
+                if len(found) == n and all(found.get(q) == line for q, _, line in rows):
+                    return  # committed before the connection broke
+                if not any(found.get(q) == line for q, _, line in rows):
+                    raise NotRecorded(self.url, f"the connection to {self.url} broke during an append, "
+                                                f"and seq {first} was not recorded; nothing was changed: "
+                                                "take the lock and decide again", None) from cause
+                raise CorruptLedger(self.url, f"seqs {first}..{first + n - 1} were recorded in part "
+                                              "after a broken connection", seq=first)
+            if time.monotonic() + pause >= deadline:
+                err = InDoubt(self.url, f"the connection to {self.url} broke during an append, and "
+                                        f"whether seq {first} was recorded could not be found out "
+                                        f"within {self._resolve_timeout:g}s ({_first_line(last)}); "
+                                        "read it back before acting on it", None)
+                err.first_seq = first  # type: ignore[attr-defined]
+                raise err from cause
+            time.sleep(pause)  # a back-off between reconnection attempts
+            pause = min(pause * 2, 1.0)
+
+    def _read_back(self, first: int, n: int, backend: tuple[int, Any] | None,
+                   deadline: float) -> dict[int, bytes]:
+        with self._mutex:
+            conn = self._connection()
+            try:
+                if backend is not None:  # end our old transaction if its backend still runs
+                    with contextlib.suppress(pg_errors.InsufficientPrivilege):
+                        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                     " WHERE pid = %s AND backend_start = %s", backend)
+                remaining = max(0.001, deadline - time.monotonic())
+                with conn.transaction():
+                    conn.execute(f"SET LOCAL lock_timeout = {max(1, math.ceil(remaining * 1000))}")
+                    conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (self._key,))
+                    with conn.cursor(binary=True) as cur:
+                        cur.execute(f"SELECT seq, line FROM {self.schema}.events"
+                                    " WHERE seq >= %s AND seq < %s", (first, first + n))
+                        return {q: bytes(b) for q, b in cur.fetchall()}
+            except pg_errors.LockNotAvailable:
+                raise LockTimeout(self.url, self._resolve_timeout) from None
+            except psycopg.Error as exc:
+                self._drop()
+                raise self._error(exc, "read back an append") from exc
+
+    # -- waiting ------------------------------------------------------------
+
+    def wait(self, after: int, timeout: float | None = None) -> int:
+        """Wait until the log has a line with seq > ``after``, at most
+        ``timeout`` seconds (``None``: for ever); return the head seq (≤
+        ``after`` when the time ran out). Woken by LISTEN/NOTIFY; the table is
+        the truth (the head is read after LISTEN and after every wake-up).
+
+        Raises: StoreUnavailable (the connection broke twice), StoreError.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        retried = False
+        while True:
+            try:
+                with self._mutex:
+                    conn = self._listen_connection()
+                head = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {self.schema}.events").fetchone()[0]
+                if head > after:
+                    return head
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return head
+                for _ in conn.notifies(timeout=remaining, stop_after=1):
+                    pass
+            except psycopg.OperationalError as exc:
+                with self._mutex:
+                    if self._listen is not None:
+                        with contextlib.suppress(Exception):
+                            self._listen.close()
+                    self._listen = None
+                if retried:
+                    raise self._error(exc, "wait for new events") from exc
+                retried = True
+            except psycopg.Error as exc:
+                raise self._error(exc, "wait for new events") from exc
+
+    def _listen_connection(self) -> Any:
+        if self._pid != os.getpid():
+            self._forked_child()
+        if self._listen is None or self._listen.closed:
+            conn = self._new_connection()
+            try:
+                conn.execute(f"LISTEN {self._channel}")
+            except psycopg.Error as exc:
+                conn.close()
+                raise self._error(exc, "listen for new events") from exc
+            self._listen = conn
+        return self._listen
+
+    # -- snapshots ----------------------------------------------------------
+
+    def snapshot_get(self, at_or_before: int | None = None) -> tuple[int, bytes] | None:
+        """The newest snapshot at or before seq ``at_or_before`` (``None``: the
+        newest): ``(seq, body)``, or ``None``. Raises: StoreUnavailable, StoreError."""
+        s = self.schema
+        if at_or_before is None:
+            sql, params = f"SELECT seq, body FROM {s}.snapshots ORDER BY seq DESC LIMIT 1", ()
+        else:
+            sql, params = (f"SELECT seq, body FROM {s}.snapshots WHERE seq <= %s ORDER BY seq DESC LIMIT 1",
+                           (at_or_before,))
+
+        def run(conn: Any) -> tuple[int, bytes] | None:
+            with conn.cursor(binary=True) as cur:
+                row = cur.execute(sql, params or None).fetchone()
+            return (row[0], bytes(row[1])) if row else None
+        return self._retrying("read a snapshot", run)
+
+    def snapshot_put(self, seq: int, body: bytes) -> bool:
+        """Store a snapshot of the state at ``seq`` (committed on return);
+        ``False`` if one at that seq exists already (it is kept).
+
+        Raises:
+            StoreError: no event ``seq`` in the log (foreign key), or another refusal.
+            StoreUnavailable.
+        """
+        return self._retrying("write a snapshot", lambda conn: conn.execute(
+            f"INSERT INTO {self.schema}.snapshots (seq, body) VALUES (%s, %b) ON CONFLICT (seq) DO NOTHING",
+            (seq, body)).rowcount == 1)
+
+    def snapshot_seqs(self) -> list[int]:
+        """The seqs of the stored snapshots, ascending."""
+        return [r[0] for r in self._retrying("list snapshots", lambda conn: conn.execute(
+            f"SELECT seq FROM {self.schema}.snapshots ORDER BY seq").fetchall())]
+
+    def snapshot_delete(self, seq: int) -> None:
+        """Remove the snapshot at ``seq`` (retention); none there is no error."""
+        self._retrying("remove a snapshot", lambda conn: conn.execute(
+            f"DELETE FROM {self.schema}.snapshots WHERE seq = %s", (seq,)))
+
+    # -- sessions -----------------------------------------------------------
+
+    def instance(self) -> str:
+        """The server instance: ``<system identifier>@<postmaster start, UTC>``."""
+        return self._retrying("read the server instance", lambda conn: conn.execute(
+            f"SELECT {self.schema}.instance()").fetchone()[0])
+
+    def open_session(self, ttl: float, *, host: str | None = None, pid: int | None = None,
+                     renew: bool = True, on_lost: Callable[["PgSession"], object] | None = None
+                     ) -> "PgSession":
+        """Open a client session: a connection of its own holding a
+        session-level advisory lock, and a lease of ``ttl`` seconds renewed by
+        a background thread every ``ttl``/3 (``renew=False``: by the caller).
+
+        Raises:
+            ValueError: ``ttl`` not a positive number of at most a day.
+            StoreUnavailable, StoreError.
+        """
+        if not isinstance(ttl, (int, float)) or not 0.01 <= ttl <= 86400:
+            raise ValueError(f"a session ttl is 0.01..86400 seconds, not {ttl!r}")
+        return PgSession(self, float(ttl), host, os.getpid() if pid is None else pid, renew, on_lost)
+
+    def dead_sessions(self, ids: list[int]) -> dict[int, str]:
+        """Which of the sessions ``ids`` are provably dead, with why:
+        ``"session_closed"`` (closed by its client), ``"lease_expired"``
+        (server clock past ``lease_until``), ``"session_lock_gone"`` (its lock
+        is not held, and the server is the instance it was taken on). A session
+        not named here is alive or unknown (an id not in the table is unknown,
+        not dead). One query; the server's clock decides.
+
+        Raises: StoreUnavailable, StoreError.
+        """
+        s = self.schema
+        sql = f"""
+            SELECT s.id,
+                   s.closed_at IS NOT NULL,
+                   s.lease_until < clock_timestamp(),
+                   s.instance = {s}.instance(),
+                   EXISTS (SELECT 1 FROM pg_locks l
+                           WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                             AND l.classid = %s::bigint::oid AND l.objid = s.id::bigint::oid)
+            FROM {s}.sessions s WHERE s.id = ANY(%s)"""
+        rows = self._retrying("judge sessions", lambda conn: conn.execute(
+            sql, (self._key & 0xFFFFFFFF, list(ids))).fetchall())
+        out: dict[int, str] = {}
+        for sid, closed, expired, same_instance, locked in rows:
+            if closed:
+                out[sid] = "session_closed"
+            elif expired:
+                out[sid] = "lease_expired"
+            elif same_instance and not locked:
+                out[sid] = "session_lock_gone"
+        return out
+
+
+def _line_ts(line: bytes, seq: int) -> int:
+    if b"\n" in line:
+        raise ValueError(f"the line for seq {seq} holds a newline")
+    try:
+        ev = orjson.loads(line)
+        ts, lseq = ev["ts"], ev["seq"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"the line for seq {seq} is not an event line (no seq and ts)") from None
+    if type(lseq) is not int or lseq != seq:
+        raise ValueError(f"the line for seq {seq} says seq {lseq!r}")
+    if type(ts) is not int or not -(1 << 63) <= ts < (1 << 63):
+        raise ValueError(f"the line for seq {seq} has ts {ts!r}, not a signed 64-bit integer")
+    return ts
+
+
+# -- sessions ----------------------------------------------------------------
+
+class PgSession:
+    """A client session (see the module docstring). Attributes: ``id``
+    (int), ``instance`` (the server instance it was opened on), ``ttl``
+    (seconds), ``lost`` (``None`` while valid, else why it was lost)."""
+
+    def __init__(self, store: PgStore, ttl: float, host: str | None, pid: int, renew: bool,
+                 on_lost: Callable[["PgSession"], object] | None) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.lost: str | None = None
+        self._on_lost = on_lost
+        self._mutex = threading.Lock()
+        self._pid = os.getpid()
+        self._stop_r, self._stop_w = os.pipe()
+        s = store.schema
+        conn = store._new_connection()
+        self._conn = conn
+        try:
+            sent = time.monotonic()
+            row = conn.execute(
+                f"WITH s AS (INSERT INTO {s}.sessions (host, pid, instance, ttl_ms, lease_until)"
+                f"  VALUES (%s, %s, {s}.instance(), %s, clock_timestamp() + %s * interval '1 millisecond')"
+                "  RETURNING id, instance)"
+                " SELECT id, instance, pg_advisory_lock(%s, id) FROM s",
+                (host, pid, math.ceil(ttl * 1000), math.ceil(ttl * 1000), store._key)).fetchone()
+        except psycopg.Error as exc:
+            self._close_quietly()
+            raise store._error(exc, "open a session") from exc
+        self.id: int = row[0]
+        self.instance: str = row[1]
+        self._deadline = sent + ttl
+        _live.add(self)
+        self._thread: threading.Thread | None = None
+        if renew:
+            self._thread = threading.Thread(target=self._keep, name=f"scopeledger-session-{self.id}",
+                                            daemon=True)
+            self._thread.start()
+
+    @property
+    def valid(self) -> bool:
+        """Not lost, and this client's own deadline for the lease (counted
+        from before the last renewal was sent) not passed."""
+        if self.lost is None and time.monotonic() >= self._deadline:
+            self._lose("lease_expired")
+        return self.lost is None
+
+    def renew(self) -> None:
+        """Extend the lease by ``ttl`` from now (server clock).
+
+        Raises:
+            SessionLost: the lease had expired (anyone may have judged the
+                session dead), the connection broke, or this is a forked child.
+        """
+        with self._mutex:
+            if self._pid != os.getpid():
+                raise SessionLost(self.store.url, "a forked child does not use its parent's session")
+            if self.lost is not None:
+                raise SessionLost(self.store.url, f"session {self.id} is lost ({self.lost})")
+            if time.monotonic() >= self._deadline:
+                self._lose("lease_expired")
+                raise SessionLost(self.store.url, f"session {self.id} is lost (lease_expired)")
+            s = self.store.schema
+            sent = time.monotonic()
+            try:
+                row = self._conn.execute(
+                    f"UPDATE {s}.sessions SET lease_until = clock_timestamp() + ttl_ms * interval '1 millisecond'"
+                    " WHERE id = %s AND closed_at IS NULL AND lease_until > clock_timestamp() RETURNING id",
+                    (self.id,)).fetchone()
+            except psycopg.Error as exc:
+                self._lose(f"connection_lost: {_first_line(exc)}")
+                raise SessionLost(self.store.url, f"session {self.id} is lost: {_first_line(exc)}") from exc
+            if row is None:
+                self._lose("lease_expired")
+                raise SessionLost(self.store.url, f"session {self.id} is lost (lease_expired)")
+            self._deadline = sent + self.ttl
+
+    def _keep(self) -> None:
+        """The background renewer: renews every ttl/3, and notices at once
+        when the server closes the connection (its socket turns readable)."""
+        period = self.ttl / 3
+        fd = self._conn.pgconn.socket
+        while self.lost is None:
+            readable, _, _ = select.select([fd, self._stop_r], [], [], period)
+            if self._stop_r in readable:
+                return
+            # Readable: the server closed the connection (or sent a notice);
+            # renewing now finds out which, and consumes what came.
+            with contextlib.suppress(SessionLost):
+                self.renew()
+
+    def _lose(self, why: str) -> None:
+        if self.lost is not None:
+            return
+        self.lost = why
+        if self._on_lost is not None:
+            with contextlib.suppress(Exception):
+                self._on_lost(self)
+
+    def close(self) -> None:
+        """Mark the session closed (its holders are then dead to everyone),
+        release its lock and close its connection. Idempotent; best effort
+        when the connection is gone (the lock goes with it, the lease lapses)."""
+        if self._pid != os.getpid():
+            return
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            os.write(self._stop_w, b"x")
+            thread.join()
+        with self._mutex:
+            if not self._conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.execute(f"UPDATE {self.store.schema}.sessions SET closed_at = clock_timestamp()"
+                                       " WHERE id = %s AND closed_at IS NULL", (self.id,))
+            if self.lost is None:
+                self.lost = "closed"
+            self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        for fd in (self._stop_r, self._stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._stop_r = self._stop_w = -1
+
+    def _forked_child(self) -> None:
+        if self._pid == os.getpid():
+            return
+        _blind(self._conn)
+        self.lost = "forked"
+        self._thread = None
+        self._mutex = threading.Lock()
+        self._on_lost = None
+
+    def __enter__(self) -> "PgSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

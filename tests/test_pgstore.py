@@ -1,0 +1,691 @@
+"""The PostgreSQL log store (``scopeledger/_pgstore.py``) against a real server.
+
+Every test runs on the worker's throwaway cluster (``tests/pgserver.py``) in a
+schema of its own. Faults are real: connections cut by a TCP proxy at a chosen
+message, backends ended with ``pg_terminate_backend``, clients killed with
+SIGKILL, the server restarted with ``pg_ctl restart -m immediate``. Verdicts
+wait on conditions with generous bounds and never depend on speed; the figures
+some tests print (``-s``) are measurements, not assertions.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import statistics
+import threading
+import time
+
+import orjson
+import psycopg
+import pytest
+
+from scopeledger import CorruptLedger, LedgerError, LockTimeout, NoLedger
+from scopeledger._pgstore import (
+    STORE_FORMAT,
+    InvalidLedgerURL,
+    NotRecorded,
+    PgStore,
+    SessionLost,
+    StoreError,
+    StoreUnavailable,
+    parse_url,
+    redact,
+)
+
+import pgserver
+
+FORK = multiprocessing.get_context("fork")
+
+
+def line(seq: int, ts: int | None = None, **payload: object) -> bytes:
+    return orjson.dumps({"v": 2, "seq": seq, "ts": time.time_ns() if ts is None else ts, **payload})
+
+
+def append(store: PgStore, *payloads: dict, after: int | None = None, timeout: float = 60) -> int:
+    """Append one line per payload; returns the first seq."""
+    seen = store.head() if after is None else after
+    with store.locked(seen, timeout) as missed:
+        first = seen + len(missed) + 1
+        store.append([line(first + i, **p) for i, p in enumerate(payloads)], first)
+    return first
+
+
+def wait_for(cond, what: str, bound: float = 60.0, every: float = 0.01):
+    """Poll ``cond()`` until truthy (returned) or ``bound`` seconds (fail)."""
+    deadline = time.monotonic() + bound
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {bound:g}s: {what}")
+        time.sleep(every)
+
+
+@pytest.fixture
+def store(pg_url):
+    st = PgStore.open(pg_url, create=True)
+    yield st
+    st.close()
+
+
+# -- URLs ----------------------------------------------------------------------
+
+def test_the_schema_parameter_is_taken_out_and_the_rest_goes_to_libpq():
+    loc = parse_url("postgresql://u@h:5433/db?sslmode=disable&schema=team1&application_name=x")
+    assert loc.schema == "team1"
+    assert loc.conninfo.startswith("postgresql://u@h:5433/db?sslmode=disable&application_name=x")
+    assert "schema" not in loc.conninfo
+    assert "connect_timeout=10" in loc.conninfo  # a default, unless the URL says
+    assert "connect_timeout=3" in parse_url("postgres://h/db?connect_timeout=3").conninfo
+    assert parse_url("postgresql:///db").schema == "scopeledger"
+    assert parse_url("postgresql://%2Ftmp%2Fx/db?schema=a_1").conninfo.startswith("postgresql://%2Ftmp%2Fx/db")
+
+
+@pytest.mark.parametrize("url", [
+    "/var/lib/ledger", "mysql://h/db", "postgresql://h/db?schema=Team", "postgresql://h/db?schema=1a",
+    "postgresql://h/db?schema=a-b", "postgresql://h/db?schema=" + "a" * 49,
+    "postgresql://h/db?schema=a&schema=b", "postgresql://h/db?schema=a;drop",
+    "postgresql://h/db?nosuchoption=1", "postgresql://[::1/db", "postgresql://h/db?port",
+])
+def test_bad_urls_are_refused_with_a_typed_error(url):
+    with pytest.raises(InvalidLedgerURL) as err:
+        parse_url(url)
+    assert isinstance(err.value, ValueError) and isinstance(err.value, LedgerError)
+
+
+def test_passwords_are_never_shown():
+    url = "postgresql://alice:s3cr%40t@127.0.0.1:1/db?password=other&schema=x&sslmode=disable"
+    assert redact(url) == "postgresql://alice:***@127.0.0.1:1/db?password=***&schema=x&sslmode=disable"
+    with pytest.raises(StoreUnavailable) as err:  # nothing listens on port 1
+        PgStore.open(url)
+    text = str(err.value) + repr(err.value.__dict__)
+    assert "s3cr" not in text and "other" not in text and "***" in text
+    for bad in ("postgresql://alice:s3cr3t@h/db?schema=BAD", "postgresql://alice:s3cr3t@[::1/db",
+                "postgresql://h/db?password=s3cr3t&port"):
+        with pytest.raises(InvalidLedgerURL) as err:
+            parse_url(bad)
+        assert "s3cr3t" not in str(err.value), err.value
+
+
+def test_a_missing_schema_is_no_ledger_and_a_foreign_one_is_refused(pg_cluster, pg_url):
+    with pytest.raises(NoLedger):
+        PgStore.open(pg_url)
+    schema = parse_url(pg_url).schema
+    pg_cluster.psql_execute(f"CREATE SCHEMA {schema}")
+    pg_cluster.psql_execute(f"CREATE TABLE {schema}.events (x int)")
+    with pytest.raises(CorruptLedger, match="not a scopeledger ledger"):
+        PgStore.open(pg_url, create=True)
+    assert pg_cluster.psql_execute(f"SELECT count(*) FROM {schema}.events") == [(0,)]
+
+
+def test_a_newer_store_format_says_upgrade(pg_cluster, store):
+    pg_cluster.psql_execute(f"UPDATE {store.schema}.meta SET format_version = {STORE_FORMAT + 1}")
+    with pytest.raises(CorruptLedger, match="upgrade scopeledger"):
+        PgStore.open(pg_cluster.url(store.schema))
+
+
+def _create_and_append(url, q):
+    try:
+        with PgStore.open(url, create=True) as st:
+            append(st, {"who": os.getpid()})
+        q.put("ok")
+    except BaseException as exc:  # reported to the parent
+        q.put(repr(exc))
+
+
+def test_processes_creating_one_ledger_together_all_open_it(pg_url):
+    q = FORK.Queue()
+    procs = [FORK.Process(target=_create_and_append, args=(pg_url, q)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert results == ["ok"] * 6
+    with PgStore.open(pg_url) as st:
+        assert [s for s, _ in st.read_after(0)] == [1, 2, 3, 4, 5, 6]
+
+
+# -- lines -----------------------------------------------------------------------
+
+def test_lines_come_back_byte_for_byte(store, pg_cluster):
+    odd = [
+        b'{"v": 2, "seq": 1, "ts": 5,  "x": "spaces and key order as written"}',
+        orjson.dumps({"seq": 2, "v": 2, "ts": 6, "x": "\u00e9\u4e2d\U0001f600 \\ \" \u0000 \t"}),
+        b'{"v":2,"seq":3,"ts":7,"x":"\\u00e9 escaped, not raw"}',
+        orjson.dumps({"v": 2, "seq": 4, "ts": 8, "big": "x" * (1 << 20)}),
+        b'{"v":1,"seq":5,"ts":9,"actor":{"pid":1,"start":1.5,"boot":"b"},"prev":"00","type":"released"}',
+    ]
+    with store.locked(0, 10) as missed:
+        assert missed == []
+        store.append(odd[:2], 1)
+    with store.locked(2, 10) as missed:
+        assert missed == []
+        store.append(odd[2:], 3)
+    assert store.read_after(0) == list(enumerate(odd, 1))
+    assert store.read_after(2, limit=2) == [(3, odd[2]), (4, odd[3])]
+    assert store.read_after(5) == []
+    with PgStore.open(pg_cluster.url(store.schema)) as again:  # another connection, same bytes
+        assert again.read_after(0) == list(enumerate(odd, 1))
+        with again.locked(3, 10) as missed:
+            assert missed == [(4, odd[3]), (5, odd[4])]
+
+
+def test_a_bad_append_sends_nothing(store):
+    append(store, {})
+    with store.locked(1, 10):
+        with pytest.raises(ValueError, match="not the next seq"):
+            store.append([line(3)], 3)
+        with pytest.raises(ValueError, match="says seq"):
+            store.append([line(3)], 2)
+        with pytest.raises(ValueError, match="newline"):
+            store.append([line(2) + b"\n"], 2)
+        with pytest.raises(ValueError, match="ts"):
+            store.append([orjson.dumps({"seq": 2, "ts": 1.5})], 2)
+        with pytest.raises(ValueError, match="not an event line"):
+            store.append([b"[1,2]"], 2)
+    with pytest.raises(RuntimeError, match="outside locked"):
+        store.append([line(2)], 2)
+    assert [s for s, _ in store.read_after(0)] == [1]
+    append(store, {})  # the lock was released each time
+    assert store.head() == 2
+
+
+def test_seeing_more_than_the_log_holds_is_corruption(store):
+    append(store, {})
+    with pytest.raises(CorruptLedger, match="restored from an older copy"):
+        with store.locked(5, 10):
+            pass
+    assert append(store, {}) == 2
+
+
+def test_the_server_refuses_a_wrong_seq_update_delete_and_truncate(store, pg_cluster):
+    append(store, {}, {}, {})
+    s = store.schema
+    before = store.read_after(0)
+    refused = [
+        f"INSERT INTO {s}.events VALUES (5, 1, 'x')",    # a gap
+        f"INSERT INTO {s}.events VALUES (3, 1, 'x')",    # taken
+        f"INSERT INTO {s}.events VALUES (0, 1, 'x')",
+        f"UPDATE {s}.events SET line = 'x' WHERE seq = 2",
+        f"DELETE FROM {s}.events WHERE seq = 3",
+        f"TRUNCATE {s}.events CASCADE",
+        f"INSERT INTO {s}.events SELECT g, 1, 'x' FROM generate_series(4, 6) g ORDER BY g DESC",
+    ]
+    for sql in refused:
+        with pytest.raises(psycopg.Error):
+            pg_cluster.psql_execute(sql)
+    assert store.read_after(0) == before
+    # The next seq goes in, even without the advisory lock (the trigger is the backstop).
+    pg_cluster.psql_execute(f"INSERT INTO {s}.events VALUES (4, 1, 'x')")
+    assert store.head() == 4
+
+
+def test_a_refusal_by_the_server_is_a_store_error_and_releases_the_lock(store, pg_cluster):
+    append(store, {})
+    pg_cluster.psql_execute(f"ALTER TABLE {store.schema}.events ADD CHECK (length(line) < 100)")
+    with store.locked(1, 10):
+        with pytest.raises(StoreError, match="SQLSTATE 23514"):
+            store.append([line(2, pad="y" * 200)], 2)
+    assert store.head() == 1
+    assert append(store, {}) == 2
+
+
+def test_seq_at_is_the_last_seq_before_the_first_later_line(store):
+    with store.locked(0, 10):  # a clock stepping back at seq 3
+        store.append([line(1, ts=100), line(2, ts=300), line(3, ts=200), line(4, ts=400)], 1)
+    assert [store.seq_at(t) for t in (50, 100, 250, 299, 300, 399, 400, 10**18)] == [0, 1, 1, 1, 3, 3, 4, 4]
+    assert store.read_after(2, 1) == [(3, line(3, ts=200))]  # the line keeps its own ts
+
+
+# -- the lock --------------------------------------------------------------------
+
+def test_the_lock_excludes_and_times_out(store, pg_cluster):
+    other = PgStore.open(pg_cluster.url(store.schema))
+    try:
+        with store.locked(0, 10):
+            with pytest.raises(LockTimeout):
+                with other.locked(0, 0):
+                    pass
+            t0 = time.monotonic()
+            with pytest.raises(LockTimeout) as err:
+                with other.locked(0, 0.3):
+                    pass
+            assert time.monotonic() - t0 >= 0.3
+            assert err.value.path == store.url
+            store.append([line(1)], 1)
+        with other.locked(0, 10) as missed:  # free again; the winner's line is seen
+            assert [s for s, _ in missed] == [1]
+    finally:
+        other.close()
+
+
+def _appender(store, n, q):
+    """A forked child using its parent's store object: it must open its own
+    connections. Appends ``n`` times 1-3 lines; reports what it appended."""
+    try:
+        acks, waits, seen = [], [], 0
+        for i in range(n):
+            t0 = time.perf_counter()
+            with store.locked(seen, 120) as missed:
+                waits.append(time.perf_counter() - t0)
+                first = seen + len(missed) + 1
+                lines = [line(first + k, pid=os.getpid(), i=i, k=k) for k in range(1 + i % 3)]
+                store.append(lines, first)
+            seen = first + len(lines) - 1
+            acks.extend(zip(range(first, seen + 1), lines))
+        q.put((os.getpid(), acks, waits))
+    except BaseException as exc:
+        q.put((os.getpid(), repr(exc), []))
+
+
+def test_concurrent_appends_from_processes_are_gapless_and_lose_nothing(store, pg_cluster):
+    append(store, {"from": "parent"})
+    conn_before, backend_before = store._conn, store._backend
+    q = FORK.Queue()
+    n_procs, n_each = 4, 40
+    procs = [FORK.Process(target=_appender, args=(store, n_each, q)) for _ in range(n_procs)]
+    t0 = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=300) for _ in procs]
+    elapsed = time.perf_counter() - t0
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    for pid, acks, _ in results:
+        assert isinstance(acks, list), acks
+    stored = store.read_after(0)
+    # The parent's connection survived its children (they never used it).
+    assert store._conn is conn_before and not store._conn.closed and store._backend == backend_before
+    assert [s for s, _ in stored] == list(range(1, len(stored) + 1))
+    acked = {s: b for _, acks, _ in results for s, b in acks}
+    assert len(acked) == n_procs * sum(1 + i % 3 for i in range(n_each)) and len(stored) == 1 + len(acked)
+    assert all(dict(stored)[s] == b for s, b in acked.items())
+    waits = sorted(w for *_, ws in results for w in ws)
+    per_proc = [len(ws) / sum(ws) if sum(ws) else 0 for *_, ws in results]
+    print(f"\n{n_procs} processes x {n_each} appends in {elapsed:.2f}s; lock wait p50 "
+          f"{statistics.median(waits) * 1e3:.2f} ms, max {waits[-1] * 1e3:.1f} ms")
+
+
+# -- faults: a TCP proxy that cuts the connection at a chosen message ----------
+
+class CuttingProxy:
+    """Forwards 127.0.0.1:<port> to the cluster's TCP port. Once armed, the
+    first client message containing ``marker`` starts the fault, per ``mode``:
+    ``"ack_lost"``: everything the client sends goes on, but nothing more
+    comes back; once the server's answer holds ``COMMIT``'s completion (the
+    server committed), both sides are closed: the client never hears it.
+    ``"cut_keep_server"``: the message is not forwarded, the client side is
+    closed, the server side left open (a half-dead link: the server's backend
+    still holds the transaction, and the lock)."""
+
+    def __init__(self, upstream_port: int, marker: bytes, mode: str) -> None:
+        self.upstream = upstream_port
+        self.marker, self.mode = marker, mode
+        self.armed = threading.Event()
+        self.fired = threading.Event()
+        self.done = threading.Event()
+        self._held: list[socket.socket] = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            pair = {"faulty": False}
+            threading.Thread(target=self._pump, args=(client, server, True, pair), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False, pair), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool, pair: dict) -> None:
+        seen = b""
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if from_client and self.armed.is_set() and not self.fired.is_set() and self.marker in data:
+                    self.fired.set()
+                    pair["faulty"] = True
+                    if self.mode == "cut_keep_server":
+                        self._held.append(dst)  # the server keeps waiting for more
+                        src.shutdown(socket.SHUT_RDWR)
+                        src.close()
+                        self.done.set()
+                        return
+                if not from_client and pair["faulty"] and self.mode == "ack_lost":
+                    seen += data  # dropped, not forwarded
+                    if b"COMMIT\x00" in seen:
+                        dst.shutdown(socket.SHUT_RDWR)
+                        self.done.set()
+                        break
+                    continue
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            if s not in self._held:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self._held:
+            s.close()
+
+
+def _through(cluster, proxy: CuttingProxy, schema: str) -> str:
+    return f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres?sslmode=disable&schema={schema}"
+
+
+def test_an_append_whose_answer_was_lost_is_resolved_as_committed(store, pg_cluster):
+    append(store, {})
+    proxy = CuttingProxy(pg_cluster.port, b"COMMIT", "ack_lost")
+    try:
+        st = PgStore.open(_through(pg_cluster, proxy, store.schema))
+        with st.locked(1, 10):
+            proxy.armed.set()
+            st.append([line(2, ts=7, what="committed, answer lost")], 2)  # returns: resolved
+        assert proxy.done.is_set()  # the server did answer COMMIT, and it was dropped
+        assert st.read_after(1) == [(2, line(2, ts=7, what="committed, answer lost"))]
+        st.close()
+    finally:
+        proxy.close()
+    assert append(store, {}) == 3
+
+
+def test_an_append_cut_before_it_reached_the_server_is_not_recorded(store, pg_cluster):
+    append(store, {})
+    proxy = CuttingProxy(pg_cluster.port, b"INSERT INTO", "cut_keep_server")
+    try:
+        st = PgStore.open(_through(pg_cluster, proxy, store.schema))
+        with st.locked(1, 10):
+            proxy.armed.set()
+            with pytest.raises(NotRecorded) as err:
+                # The old backend still holds the lock, idle in its transaction:
+                # resolving ends it (pg_terminate_backend) before reading back.
+                st.append([line(2, what="never sent")], 2)
+        assert proxy.done.is_set()
+        assert isinstance(err.value, StoreUnavailable) and "not recorded" in str(err.value)
+        assert st.read_after(1) == []
+        with st.locked(1, 10) as missed:  # the lock is free, the store usable
+            assert missed == []
+            st.append([line(2, ts=7, what="again")], 2)
+        st.close()
+    finally:
+        proxy.close()
+    assert store.read_after(1) == [(2, line(2, ts=7, what="again"))]
+
+
+def test_a_server_restart_loses_no_acknowledged_line_and_the_store_reconnects(store, pg_cluster):
+    first = append(store, {"n": 1}, {"n": 2})
+    before = store.read_after(0)
+    waiter = PgStore.open(pg_cluster.url(store.schema))
+    assert waiter.wait(0, 0) == 2  # its LISTEN connection exists before the restart
+    pg_cluster.restart("immediate")
+    assert store.read_after(0) == before  # a read retries once on a new connection
+    assert append(store, {"n": 3}, after=2) == 3  # so does taking the lock
+    assert waiter.wait(2, 60) == 3
+    waiter.close()
+    assert first == 1
+
+
+def test_a_lost_connection_inside_locked_is_a_typed_error_and_records_nothing(store, pg_cluster):
+    append(store, {})
+    with store.locked(1, 10):
+        pg_cluster.psql_execute("SELECT pg_terminate_backend(%s)", store._backend[0])
+        with pytest.raises(NotRecorded):
+            store.append([line(2)], 2)
+    assert store.head() == 1
+    assert append(store, {}) == 2
+
+
+# -- waiting ---------------------------------------------------------------------
+
+def test_listen_notify_wakes_a_waiter(store, pg_cluster):
+    append(store, {})
+    waiter = PgStore.open(pg_cluster.url(store.schema))
+    got, woke = [], []
+    assert waiter.wait(0, 60) == 1  # news already there: at once
+    assert waiter.wait(1, 0.05) == 1  # nothing new: the head, after the timeout
+    ready = threading.Event()
+
+    def wait():
+        ready.set()
+        got.append(waiter.wait(1, 120))
+        woke.append(time.perf_counter())
+    t = threading.Thread(target=wait)
+    t.start()
+    ready.wait(10)
+    time.sleep(0.05)  # not synchronisation: only so that the waiter is likely asleep (verdict unaffected)
+    sent = time.perf_counter()
+    append(store, {}, after=1)
+    t.join(180)
+    waiter.close()
+    assert got == [2]
+    print(f"\nwake-up {(woke[0] - sent) * 1e3:.2f} ms after the append was sent")
+
+
+# -- snapshots -------------------------------------------------------------------
+
+def test_snapshots_round_trip(store):
+    append(store, *[{}] * 5)
+    assert store.snapshot_get() is None
+    body = bytes(range(256)) * 100
+    assert store.snapshot_put(2, b"two") is True
+    assert store.snapshot_put(4, body) is True
+    assert store.snapshot_put(4, b"other") is False  # one per seq; the first is kept
+    assert store.snapshot_get() == (4, body)
+    assert store.snapshot_get(3) == (2, b"two")
+    assert store.snapshot_get(1) is None
+    assert store.snapshot_seqs() == [2, 4]
+    with pytest.raises(StoreError):
+        store.snapshot_put(9, b"past the log")
+    store.snapshot_delete(2)
+    store.snapshot_delete(2)
+    assert store.snapshot_seqs() == [4]
+
+
+# -- sessions --------------------------------------------------------------------
+
+def _session_holder(url, ttl, conn):
+    st = PgStore.open(url)
+    s = st.open_session(ttl, host="h1")
+    conn.send(s.id)
+    conn.recv()  # until killed, or told to go
+
+
+def _start_holder(url, ttl=600.0):
+    parent, child = FORK.Pipe()
+    p = FORK.Process(target=_session_holder, args=(url, ttl, child))
+    p.start()
+    assert parent.poll(60)
+    return p, parent, parent.recv()
+
+
+def test_a_killed_client_is_judged_dead_by_its_lock_and_a_live_one_never(store, pg_cluster):
+    url = pg_cluster.url(store.schema)
+    live, live_pipe, live_id = _start_holder(url)
+    doomed, doomed_pipe, doomed_id = _start_holder(url)
+    try:
+        assert store.dead_sessions([live_id, doomed_id, 12345]) == {}
+        t0 = time.perf_counter()
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.join(30)
+        got = wait_for(lambda: store.dead_sessions([live_id, doomed_id]), "the killed client judged dead")
+        print(f"\ndead-client detection {(time.perf_counter() - t0) * 1e3:.1f} ms after SIGKILL")
+        assert got == {doomed_id: "session_lock_gone"}  # ttl 600 s: by the lock, not the lease
+    finally:
+        live_pipe.send("go")
+        live.join(30)
+        for p in (live, doomed):
+            if p.is_alive():
+                p.kill()
+
+
+def test_no_session_is_judged_dead_by_its_lock_across_a_server_restart(store, pg_cluster):
+    url = pg_cluster.url(store.schema)
+    live, live_pipe, live_id = _start_holder(url)
+    doomed, _, doomed_id = _start_holder(url)
+    short = store.open_session(1.0, renew=False)
+    instance = store.instance()
+    os.kill(doomed.pid, signal.SIGKILL)  # killed just before the restart
+    doomed.join(30)
+    try:
+        pg_cluster.restart("immediate")
+        assert store.instance() != instance
+        # Every session lock is gone now; none of these is provably dead by it.
+        assert store.dead_sessions([live_id, doomed_id]) == {}
+        # The short lease lapses (server clock): dead by the lease.
+        assert wait_for(lambda: store.dead_sessions([short.id]), "the short lease lapsed") == \
+            {short.id: "lease_expired"}
+        assert store.dead_sessions([live_id, doomed_id]) == {}
+    finally:
+        live_pipe.send("go")
+        live.join(30)
+        short.close()
+        if live.is_alive():
+            live.kill()
+
+
+def test_a_session_learns_when_its_connection_is_ended(store, pg_cluster):
+    lost = threading.Event()
+    s = store.open_session(600, on_lost=lambda sess: lost.set())
+    try:
+        assert s.valid and s.lost is None
+        pid = pg_cluster.psql_execute(
+            f"SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = {s.id} AND objsubid = 2")[0][0]
+        pg_cluster.psql_execute("SELECT pg_terminate_backend(%s)", pid)
+        assert lost.wait(60), "the session did not notice its connection ended"
+        assert not s.valid and s.lost.startswith("connection_lost")
+        with pytest.raises(SessionLost):
+            s.renew()
+        assert store.dead_sessions([s.id]) == {s.id: "session_lock_gone"}
+    finally:
+        s.close()
+
+
+def test_a_lapsed_lease_cannot_be_renewed(store):
+    s = store.open_session(0.2, renew=False)
+    wait_for(lambda: not s.valid, "the client's own lease deadline passed")
+    with pytest.raises(SessionLost, match="lease_expired"):
+        s.renew()
+    assert wait_for(lambda: store.dead_sessions([s.id]), "lease expired on the server") == \
+        {s.id: "lease_expired"}
+    s.close()
+    assert store.dead_sessions([s.id]) == {s.id: "session_closed"}
+
+
+def test_a_closed_session_is_dead_and_a_lapsed_one_knew_first(store):
+    s = store.open_session(0.3)  # renewed every 0.1 s in the background
+    other = store.open_session(600)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # across several lease periods
+        # Renewal keeps it alive; should the renewer stall (a busy machine) and
+        # the server see the lease lapse, the client must already know.
+        assert store.dead_sessions([s.id]) == {} or not s.valid
+        time.sleep(0.05)
+    s.close()
+    assert store.dead_sessions([s.id, other.id]) == {s.id: "session_closed"}
+    other.close()
+
+
+def _child_uses_session(s, store, q):
+    try:
+        s.renew()
+        q.put("renewed")
+    except SessionLost as exc:
+        q.put(f"lost: {exc}")
+    q.put(store.head())
+
+
+def test_a_forked_child_never_uses_its_parents_session(store):
+    append(store, {})
+    s = store.open_session(600)
+    q = FORK.Queue()
+    p = FORK.Process(target=_child_uses_session, args=(s, store, q))
+    p.start()
+    assert q.get(timeout=60).startswith("lost: a forked child")
+    assert q.get(timeout=60) == 1
+    p.join(60)
+    s.renew()  # the parent's session is intact
+    assert s.valid and store.dead_sessions([s.id]) == {}
+    s.close()
+
+
+# -- the test cluster itself -------------------------------------------------------
+
+def test_missing_server_binaries_skip_or_fail_as_configured(monkeypatch):
+    monkeypatch.delenv(pgserver.REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="why"):
+        pgserver._unavailable("why")
+    monkeypatch.setenv(pgserver.REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="cannot run: why"):
+        pgserver._unavailable("why")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(pgserver.glob, "glob", lambda pattern: [])
+    bindir, why = pgserver.find_binaries()
+    assert bindir is None and "apt-get install postgresql" in why
+
+
+def test_a_waiter_for_the_lock_sees_what_the_holder_committed(store, pg_cluster):
+    """The read after the lock is a statement of its own: its snapshot is
+    taken after the lock was granted (READ COMMITTED), so a waiter misses
+    nothing the previous holder committed."""
+    other = PgStore.open(pg_cluster.url(store.schema))
+    seen = []
+    try:
+        with store.locked(0, 10):
+            t = threading.Thread(target=lambda: seen.append(_locked_read(other)))
+            t.start()
+            wait_for(lambda: pg_cluster.psql_execute(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                " AND pid = %s", other._backend[0]) if other._backend else None,
+                "the other store waiting for the lock")
+            store.append([line(1, ts=1)], 1)
+        t.join(60)
+    finally:
+        other.close()
+    assert seen == [[(1, line(1, ts=1))]]
+
+
+def _locked_read(st):
+    with st.locked(0, 60) as missed:
+        return missed
+
+
+def test_a_forked_child_never_touches_its_parents_connections(store, pg_cluster):
+    append(store, {})
+    assert store.wait(0, 0) == 1  # the LISTEN connection exists too
+    main_pid, listen_pid = store._backend[0], store._listen.info.backend_pid
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reads (on its own connection), closes, drops everything
+        try:
+            ok = [s for s, _ in store.read_after(0)] == [1] and store.wait(0, 0) == 1
+            store.close()
+            import gc
+            gc.collect()
+            os.write(w, b"ok" if ok else b"no")
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    assert os.read(r, 2) == b"ok"
+    os.close(r)
+    alive = {p for (p,) in pg_cluster.psql_execute("SELECT pid FROM pg_stat_activity")}
+    assert {main_pid, listen_pid} <= alive  # no Terminate reached the parent's backends
+    assert store.read_after(0)[0][0] == 1 and store._backend[0] == main_pid
