@@ -10,6 +10,7 @@ some tests print (``-s``) are measurements, not assertions.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -387,31 +388,32 @@ class CuttingProxy:
             s.close()
 
 
-def _through(cluster, proxy: CuttingProxy, schema: str) -> str:
-    return f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres?sslmode=disable&schema={schema}"
+@contextlib.contextmanager
+def through_proxy(pg_cluster, schema: str, marker: bytes, mode: str):
+    """A store reaching ``schema`` through a :class:`CuttingProxy`."""
+    proxy = CuttingProxy(pg_cluster.port, marker, mode)
+    try:
+        with PgStore.open(f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+                          f"?sslmode=disable&schema={schema}") as st:
+            yield st, proxy
+    finally:
+        proxy.close()
 
 
 def test_an_append_whose_answer_was_lost_is_resolved_as_committed(store, pg_cluster):
     append(store, {})
-    proxy = CuttingProxy(pg_cluster.port, b"COMMIT", "ack_lost")
-    try:
-        st = PgStore.open(_through(pg_cluster, proxy, store.schema))
+    with through_proxy(pg_cluster, store.schema, b"COMMIT", "ack_lost") as (st, proxy):
         with st.locked(1, 10):
             proxy.armed.set()
             st.append([line(2, ts=7, what="committed, answer lost")], 2)  # returns: resolved
         assert proxy.done.is_set()  # the server did answer COMMIT, and it was dropped
         assert st.read_after(1) == [(2, line(2, ts=7, what="committed, answer lost"))]
-        st.close()
-    finally:
-        proxy.close()
     assert append(store, {}) == 3
 
 
 def test_an_append_cut_before_it_reached_the_server_is_not_recorded(store, pg_cluster):
     append(store, {})
-    proxy = CuttingProxy(pg_cluster.port, b"INSERT INTO", "cut_keep_server")
-    try:
-        st = PgStore.open(_through(pg_cluster, proxy, store.schema))
+    with through_proxy(pg_cluster, store.schema, b"INSERT INTO", "cut_keep_server") as (st, proxy):
         with st.locked(1, 10):
             proxy.armed.set()
             with pytest.raises(NotRecorded) as err:
@@ -424,9 +426,6 @@ def test_an_append_cut_before_it_reached_the_server_is_not_recorded(store, pg_cl
         with st.locked(1, 10) as missed:  # the lock is free, the store usable
             assert missed == []
             st.append([line(2, ts=7, what="again")], 2)
-        st.close()
-    finally:
-        proxy.close()
     assert store.read_after(1) == [(2, line(2, ts=7, what="again"))]
 
 
@@ -689,3 +688,18 @@ def test_a_forked_child_never_touches_its_parents_connections(store, pg_cluster)
     alive = {p for (p,) in pg_cluster.psql_execute("SELECT pid FROM pg_stat_activity")}
     assert {main_pid, listen_pid} <= alive  # no Terminate reached the parent's backends
     assert store.read_after(0)[0][0] == 1 and store._backend[0] == main_pid
+
+
+def test_only_the_pg_store_imports_psycopg_and_importing_scopeledger_does_not():
+    import subprocess
+    import sys
+    import scopeledger
+    pkg = os.path.dirname(scopeledger.__file__)
+    importers = sorted(name for name in os.listdir(pkg) if name.endswith(".py")
+                       and "psycopg" in open(os.path.join(pkg, name), encoding="utf-8").read()
+                       .replace("scopeledger[postgresql]", ""))
+    assert importers == ["_pgstore.py"]
+    out = subprocess.run([sys.executable, "-c", "import sys, scopeledger, scopeledger.cli; "
+                          "print(sorted(m for m in sys.modules if 'psycopg' in m or '_pgstore' in m))"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

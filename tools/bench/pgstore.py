@@ -1,0 +1,169 @@
+"""Figures for the PostgreSQL log store alone (scopeledger/_pgstore.py), not yet
+the ledger on it: appends per second with 1, 4 and 16 processes, fairness,
+LISTEN/NOTIFY wake-up latency, dead-client detection after SIGKILL.
+
+    .venv/bin/python tools/bench/pgstore.py                 # a throwaway cluster (tests/pgserver.py)
+    .venv/bin/python tools/bench/pgstore.py --url postgresql://...?schema=bench_x --seconds 5
+
+One "append" = locked(seen) (lock + read of the missed lines, one round trip)
++ append of one ~300-byte line + COMMIT (second round trip, synchronous
+commit). Each process counts its appends over the same wall-clock window;
+fairness = slowest process's count / fastest's. Latencies are per append
+(p50/p99), CPU is the client processes' user+sys per append. The server's
+own CPU is not counted. The machine is shared: read the ratios, not the
+absolute numbers, and say so when quoting them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import resource
+import signal
+import statistics
+import sys
+import threading
+import time
+import uuid
+
+import orjson
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))
+
+from scopeledger._pgstore import PgStore  # noqa: E402
+
+FORK = multiprocessing.get_context("fork")
+PAD = "x" * 220
+
+
+def _line(seq: int) -> bytes:
+    return orjson.dumps({"v": 2, "seq": seq, "ts": time.time_ns(), "type": "registered", "pad": PAD})
+
+
+def _worker(url: str, start_at: float, stop_at: float, q) -> None:
+    st = PgStore.open(url)
+    seen = st.head()
+    lat: list[float] = []
+    while time.time() < start_at:
+        time.sleep(0.001)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    while time.time() < stop_at:
+        t0 = time.perf_counter()
+        with st.locked(seen, 60) as missed:
+            first = seen + len(missed) + 1
+            st.append([_line(first)], first)
+        seen = first
+        lat.append(time.perf_counter() - t0)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    st.close()
+    q.put((lat, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)))
+
+
+def appends(url: str, procs: int, seconds: float) -> dict:
+    q = FORK.Queue()
+    start_at = time.time() + 1.0 + 0.05 * procs
+    stop_at = start_at + seconds
+    ps = [FORK.Process(target=_worker, args=(url, start_at, stop_at, q)) for _ in range(procs)]
+    for p in ps:
+        p.start()
+    res = [q.get(timeout=seconds + 120) for _ in ps]
+    for p in ps:
+        p.join(60)
+    counts = [len(lat) for lat, _ in res]
+    lats = sorted(x for lat, _ in res for x in lat)
+    total = sum(counts)
+    return {
+        "procs": procs, "appends_per_s": total / seconds,
+        "fairness": min(counts) / max(counts) if max(counts) else 0.0,
+        "p50_ms": 1e3 * statistics.median(lats), "p99_ms": 1e3 * lats[int(0.99 * (len(lats) - 1))],
+        "cpu_us_per_append": 1e6 * sum(c for _, c in res) / max(1, total),
+    }
+
+
+def wakeups(url: str, rounds: int) -> dict:
+    writer, waiter = PgStore.open(url), PgStore.open(url)
+    out: list[float] = []
+    for _ in range(rounds):
+        head = writer.head()
+        got: list[float] = []
+        ready = threading.Event()
+
+        def wait(h=head):
+            ready.set()
+            waiter.wait(h, 30)
+            got.append(time.perf_counter())
+        t = threading.Thread(target=wait)
+        t.start()
+        ready.wait(10)
+        time.sleep(0.02)  # let the waiter go to sleep in notifies()
+        with writer.locked(head, 30) as missed:
+            first = head + len(missed) + 1
+            t0 = time.perf_counter()
+            writer.append([_line(first)], first)
+        t.join(60)
+        out.append(got[0] - t0)  # from before the append was sent
+    writer.close()
+    waiter.close()
+    out.sort()
+    return {"rounds": rounds, "p50_ms": 1e3 * statistics.median(out), "p99_ms": 1e3 * out[int(0.99 * (len(out) - 1))]}
+
+
+def _holder(url: str, conn) -> None:
+    st = PgStore.open(url)
+    s = st.open_session(600)
+    conn.send(s.id)
+    conn.recv()
+
+
+def detection(url: str, rounds: int) -> dict:
+    st = PgStore.open(url)
+    out = []
+    for _ in range(rounds):
+        a, b = FORK.Pipe()
+        p = FORK.Process(target=_holder, args=(url, b))
+        p.start()
+        sid = a.recv()
+        t0 = time.perf_counter()
+        os.kill(p.pid, signal.SIGKILL)
+        while not st.dead_sessions([sid]):
+            time.sleep(0.001)
+        out.append(time.perf_counter() - t0)
+        p.join(10)
+    st.close()
+    out.sort()
+    return {"rounds": rounds, "median_ms": 1e3 * statistics.median(out), "max_ms": 1e3 * out[-1]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", help="a PostgreSQL URL with ?schema= (default: a throwaway cluster)")
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--procs", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--rounds", type=int, default=50)
+    args = ap.parse_args()
+    cluster = None
+    url = args.url
+    if url is None:
+        import pgserver
+        bindir, why = pgserver.find_binaries()
+        if bindir is None:
+            sys.exit(why)
+        cluster = pgserver.Cluster(bindir).start()
+        url = cluster.url("bench_" + uuid.uuid4().hex[:8])
+    try:
+        PgStore.open(url, create=True).close()
+        for n in args.procs:
+            print(orjson.dumps({"appends": appends(url, n, args.seconds)}).decode(), flush=True)
+        print(orjson.dumps({"wakeup": wakeups(url, args.rounds)}).decode(), flush=True)
+        print(orjson.dumps({"dead_client_detection": detection(url, max(5, args.rounds // 5))}).decode(),
+              flush=True)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
