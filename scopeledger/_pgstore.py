@@ -807,7 +807,8 @@ class PgStore:
         ``after`` when the time ran out). Woken by LISTEN/NOTIFY; the table is
         the truth (the head is read after LISTEN and after every wake-up).
 
-        Raises: StoreUnavailable (the connection broke twice), StoreError.
+        Raises: StoreUnavailable (the connection broke, and a new one failed
+            too), StoreError.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         retried = False
@@ -816,6 +817,7 @@ class PgStore:
                 with self._mutex:
                     conn = self._listen_connection()
                 head = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {self.schema}.events").fetchone()[0]
+                retried = False  # a connection lost later gets its own retry
                 if head > after:
                     return head
                 remaining = None if deadline is None else deadline - time.monotonic()
