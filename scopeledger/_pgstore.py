@@ -92,8 +92,8 @@ and :class:`InDoubt` as above; :class:`SessionLost`; :class:`StoreError` for
 any other refusal by the server (disk full, permission denied), carrying its
 SQLSTATE. They are all :class:`~scopeledger.LedgerError`.
 
-Figures measured with this module are in ``shared/design/postgresql-backend.md``
-("Groundwork built (session 6)") and ``tests/test_pgstore.py``'s docstring.
+Figures: ``tools/bench/pgstore.py`` (appends/s with 1, 4, 16 processes,
+fairness, LISTEN/NOTIFY wake-up, dead-client detection after SIGKILL).
 """
 
 from __future__ import annotations
