@@ -1,11 +1,18 @@
-"""The log's line format: encoding, decoding and the hash chain.
+"""The log's line format: encoding, decoding, the key tables and the hash chain.
 
-One event is one line of UTF-8 JSON (no newline inside), keys in this order::
+One event is one line of UTF-8 JSON (no newline inside). This scopeledger
+writes format version 2 and reads versions 1 and 2: a log begun by an older
+scopeledger and continued by this one holds v1 lines, then v2 lines (the
+hash chain runs through both; a stored line is never rewritten). A version
+newer than it knows is :class:`CorruptLedger` ("upgrade scopeledger").
+Keys in this order::
 
-    {"v": 1,                    format version (int)
+    {"v": 2,                    format version (int): 1 or 2
      "seq": 42,                 gapless, from 1 (int)
-     "ts": 1764426000123456789, UTC, integer nanoseconds since the epoch;
-                                never less than the previous event's ts
+     "ts": 1764426000123456789, UTC, integer nanoseconds since the epoch,
+                                signed 64 bits; v1: never less than the
+                                previous event's ts (a clock stepping back
+                                was clamped)
      "actor": {"pid": 4242, "start": 1764425990.12, "boot": "<boot id>",
                "pidns": "pid:[4026531836]"},   (pidns: optional)
      "prev": "<32 hex>",        blake2b-128 of the previous line's bytes
@@ -26,6 +33,17 @@ Payloads (rules are ``[path, "read"|"write", recursive]``)::
                             "message", "request": {"name", "parent", "rules"},
                             "rule": rule|null, "chain": [names, top first]
 
+The format is strict: every object of a line (the line itself, ``actor``,
+``holder``, ``process``, ``request``) may carry only the keys :data:`KEYS`
+lists for its format version and event type. Any other key is
+:class:`CorruptLedger` naming the key, the object and the line, wherever a
+line is folded (open and every later read, time travel, ``verify``); a
+replay (``Ledger.events``, ``ledger replay``), which only shows lines,
+checks the top level and ``actor`` (checking the payload's objects too
+would cost it about 10 %). A tool adding a key of its own would otherwise
+write lines this scopeledger reads without seeing what they say. Versions
+1 and 2 have the same keys.
+
 The hash chain lets ``verify`` find a line edited after the fact; it is an
 integrity check, not a signature (anyone who can write the log can rewrite
 the chain).
@@ -34,15 +52,134 @@ the chain).
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+import operator
+from typing import Any, Callable
 
 import orjson
 
 from ._errors import CorruptLedger, shown
-from ._fold import EVENT_TYPES, FORMAT_VERSION, TS_LIMIT
+from ._fold import EVENT_TYPES, FORMAT_VERSION, FORMAT_VERSIONS, TS_LIMIT
 
 
 _STARTS = (int, float, type(None))  # a process start time: seconds, or unknown
+
+#: The schema's keys, strictly: for each format version, the keys each kind
+#: of object in a line may carry. ``"line"`` is the envelope every line has;
+#: an event type names the payload keys its lines add at the top level; the
+#: other kinds are the objects nested in a line (see :data:`NESTED`). A
+#: change of the format adds a key here, for the version that has it (v2:
+#: this code writes it), and documents it in this module's docstring.
+KEYS: dict[int, dict[str, frozenset[str]]] = {
+    1: {
+        "line": frozenset({"v", "seq", "ts", "actor", "prev", "type"}),
+        "registered": frozenset({"holder"}),
+        "delegated": frozenset({"holder"}),
+        "attached": frozenset({"name", "process"}),
+        "released": frozenset({"name", "reparented"}),
+        "reclaimed": frozenset({"name", "reason", "reparented"}),
+        "refused": frozenset({"key", "error", "message", "request", "rule", "chain"}),
+        "actor": frozenset({"pid", "start", "boot", "pidns"}),
+        "holder": frozenset({"name", "rules", "process", "parent", "reserved", "socket"}),
+        "process": frozenset({"pid", "start", "boot", "pidns"}),
+        "request": frozenset({"name", "parent", "rules"}),
+    },
+}
+KEYS[2] = dict(KEYS[1])
+
+#: Where objects nest: for a kind of object (as in :data:`KEYS`), the keys
+#: holding an object and that object's kind. The same in every version.
+NESTED: dict[str, tuple[tuple[str, str], ...]] = {
+    "line": (("actor", "actor"),),
+    "registered": (("holder", "holder"),),
+    "delegated": (("holder", "holder"),),
+    "attached": (("process", "process"),),
+    "refused": (("request", "request"),),
+    "holder": (("process", "process"),),
+}
+
+
+def _actor_v1(actor: Any, keys: frozenset[str]) -> bool:
+    return (type(actor) is dict and type(actor.get("pid")) is int and type(actor.get("boot")) is str
+            and type(actor.get("start")) in _STARTS and actor.keys() <= keys)
+
+
+#: Per version: whether a line's ``actor`` has the right value types and
+#: only the keys ``KEYS[version]["actor"]`` (passed as ``keys``), and what
+#: it should be, for messages.
+ACTOR: dict[int, tuple[Callable[[Any, frozenset[str]], bool], str]] = {
+    1: (_actor_v1, "pid (integer), start (number or null) and boot (string)"),
+    2: (_actor_v1, "pid (integer), start (number or null) and boot (string)"),
+}
+
+assert set(KEYS) == set(ACTOR) == FORMAT_VERSIONS and FORMAT_VERSION == max(FORMAT_VERSIONS)
+
+
+def _keys_within(kind: str, keys: dict[str, frozenset[str]]) -> Callable[[dict[str, Any]], bool]:
+    """``obj -> bool``: whether a ``kind`` object and the objects nested in
+    it carry only known keys (a nested value that is not an object is the
+    fold's to name)."""
+    allowed = keys[kind]
+    inside = [(key, _keys_within(sub, keys)) for key, sub in NESTED.get(kind, ())]
+    if not inside:
+        return lambda obj: obj.keys() <= allowed
+    if len(inside) == 1:
+        ((key, within),) = inside
+        return lambda obj: obj.keys() <= allowed and (type(c := obj.get(key)) is not dict or within(c))
+    return lambda obj: obj.keys() <= allowed and all(type(c := obj.get(k)) is not dict or f(c) for k, f in inside)
+
+
+def _compile() -> dict[int, dict[str, tuple[Any, ...]]]:
+    """Per version and event type, for decode's fast path: ``(number of
+    top-level keys, getter of the payload's top-level keys, actor check,
+    actor keys, payload check)``. The fast path takes a line whose top
+    level has exactly the allowed keys (the envelope's are read anyway; the
+    getter raises ``KeyError`` for a missing payload key); the payload check
+    is ``None`` for a payload without objects, else ``line -> bool`` (the
+    keys of the objects in the payload)."""
+    out: dict[int, dict[str, tuple[Any, ...]]] = {}
+    for v, keys in KEYS.items():
+        assert EVENT_TYPES <= keys.keys(), f"KEYS[{v}] lacks an event type"
+        out[v] = {}
+        for kind in EVENT_TYPES:
+            payload = None
+            if NESTED.get(kind):
+                ((key, sub),) = NESTED[kind]  # (one object per payload, so far)
+                within = _keys_within(sub, keys)
+                payload = (lambda w, k: lambda ev: type(c := ev[k]) is not dict or w(c))(within, key)
+            top = keys["line"] | keys[kind]
+            out[v][kind] = (len(top), operator.itemgetter(*sorted(keys[kind])), ACTOR[v][0], keys["actor"],
+                            payload)
+    return out
+
+
+_SPEC = _compile()
+
+
+def unknown_key(obj: dict[str, Any], kind: str, version: int, where: str = "",
+                inside: bool = True) -> str | None:
+    """The first key of ``obj`` (or of an object nested in it) that format
+    ``version`` does not allow in a ``kind`` object, as a message naming it
+    and where it is (``"unknown key 'x' in holder.process"``); ``None`` when
+    every key is known. ``kind`` is an event type for a whole line (then
+    ``inside=False`` looks at its top level and actor only)."""
+    keys = KEYS[version]
+    if kind in EVENT_TYPES:
+        allowed = keys["line"] | keys[kind]
+        inside_ = NESTED["line"] + (NESTED.get(kind, ()) if inside else ())
+    else:
+        allowed = keys[kind]
+        inside_ = NESTED.get(kind, ())
+    if not obj.keys() <= allowed:
+        extra = sorted(str(k) for k in obj if k not in allowed)
+        return (f"unknown key {shown(extra[0])} in {where or 'a ' + kind + ' event'} (format version "
+                f"{version} has only {', '.join(sorted(allowed))} there)")
+    for key, sub in inside_:
+        child = obj.get(key)
+        if type(child) is dict:
+            found = unknown_key(child, sub, version, f"{where}.{key}" if where else key)
+            if found is not None:
+                return found
+    return None
 
 
 def line_hash(line: bytes) -> str:
@@ -55,12 +192,22 @@ def encode(event: dict[str, Any]) -> bytes:
     return orjson.dumps(event)
 
 
-def decode(line: bytes, path: str, lineno: int | None) -> dict[str, Any]:
-    """One line (without newline) -> the event dict, envelope checked.
+def decode(line: bytes, path: str, lineno: int | None, payload: bool = True) -> dict[str, Any]:
+    """One line (without newline) -> the event dict, envelope and keys
+    checked (the payload's value types are the fold's to check:
+    :func:`scopeledger._fold.check_event`).
+
+    Args:
+        payload: also check the keys of the objects in the payload
+            (``holder``, ``process``, ``request``); ``False`` for a replay
+            that only shows the lines (``Ledger.events``: about 10 % of its
+            cost), never where the payload is folded.
 
     Raises:
         CorruptLedger: not JSON, not an object, a missing or mistyped
-            envelope field, an unknown type, or a newer format version.
+            envelope field, an unknown type, a newer format version, or a
+            key its version does not have (:data:`KEYS`) in the line, its
+            actor or (``payload``) an object of its payload.
     """
     try:
         ev = orjson.loads(line)
@@ -72,13 +219,14 @@ def decode(line: bytes, path: str, lineno: int | None) -> dict[str, Any]:
                                       f"{line[bad.start:bad.start + 1]!r})", line=lineno) from None
         raise CorruptLedger(path, f"not JSON ({exc})", line=lineno) from None
     try:  # the common case in one expression; the checks below name what is wrong
-        actor = ev["actor"]
         ts = ev["ts"]
-        if (type(ev["seq"]) is int and ev["v"] == FORMAT_VERSION and type(ts) is int
+        v = ev["v"]
+        top_n, payload_keys, actor_ok, actor_keys, payload_ok = _SPEC[v][ev["type"]]
+        if (type(ev["seq"]) is int and type(v) is int and type(ts) is int
                 and -TS_LIMIT <= ts < TS_LIMIT and type(ev["prev"]) is str
-                and type(actor) is dict and type(actor["pid"]) is int
-                and type(actor["boot"]) is str and type(actor.get("start")) in _STARTS
-                and type(ev["type"]) is str and ev["type"] in EVENT_TYPES):
+                and len(ev) == top_n and payload_keys(ev) is not _SPEC
+                and actor_ok(ev["actor"], actor_keys)
+                and (payload_ok is None or not payload or payload_ok(ev))):
             return ev
     except (KeyError, TypeError):
         pass
@@ -90,7 +238,7 @@ def decode(line: bytes, path: str, lineno: int | None) -> dict[str, Any]:
         raise CorruptLedger(path, f"seq is {shown(seq)}, not an integer"
                             + (" (or an integer too large for a seq)" if big else ""), line=lineno)
     v = ev.get("v")
-    if v != FORMAT_VERSION:
+    if type(v) is not int or v not in FORMAT_VERSIONS:
         if type(v) is int and v > FORMAT_VERSION:
             raise CorruptLedger(path, f"format version {v} is newer than this scopeledger "
                                       f"reads ({FORMAT_VERSION}); upgrade scopeledger",
@@ -103,14 +251,17 @@ def decode(line: bytes, path: str, lineno: int | None) -> dict[str, Any]:
                             line=lineno, seq=seq)
     if type(ev.get("prev")) is not str:
         raise CorruptLedger(path, "prev is not a string", line=lineno, seq=seq)
-    if type(ev.get("type")) is not str or ev["type"] not in EVENT_TYPES:
-        raise CorruptLedger(path, f"unknown event type {shown(ev.get('type'))}", line=lineno, seq=seq)
+    kind = ev.get("type")
+    if type(kind) is not str or kind not in EVENT_TYPES:
+        raise CorruptLedger(path, f"unknown event type {shown(kind)}", line=lineno, seq=seq)
     actor = ev.get("actor")
-    if type(actor) is not dict or type(actor.get("pid")) is not int or type(actor.get("boot")) is not str \
-            or type(actor.get("start")) not in _STARTS:
-        raise CorruptLedger(path, f"actor is not an object of pid (integer), start (number) and boot "
-                                  f"(string): {shown(actor)}", line=lineno, seq=seq)
-    return ev
+    check, shape = ACTOR[v]
+    if not check(actor, frozenset(actor) if type(actor) is dict else frozenset()):  # keys: below
+        raise CorruptLedger(path, f"actor is not an object of {shape}: {shown(actor)}", line=lineno, seq=seq)
+    unknown = unknown_key(ev, kind, v, inside=payload)
+    if unknown is not None:
+        raise CorruptLedger(path, unknown, line=lineno, seq=seq)
+    return ev  # (a missing payload object: the fold names it)
 
 
 def split_lines(chunks: Any, start: int) -> Any:

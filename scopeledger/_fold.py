@@ -33,8 +33,17 @@ from ._rules import (
     rule_from_log,
 )
 
-#: Version of the event and snapshot formats this code writes and reads.
-FORMAT_VERSION = 1
+#: Version of the event format this code writes (lines of every version in
+#: ``FORMAT_VERSIONS`` are read; see ``_events``).
+FORMAT_VERSION = 2
+
+#: Event format versions this code reads.
+FORMAT_VERSIONS = frozenset({1, 2})
+
+#: Version of the snapshot format (the header and ``State.to_json``) this
+#: code writes and reads; a snapshot of another format is skipped (the state
+#: is folded from the log instead, and a new snapshot written in time).
+SNAPSHOT_FORMAT = 1
 
 #: Every event type; each changes state except ``refused``.
 EVENT_TYPES = frozenset({"registered", "delegated", "attached", "released", "reclaimed", "refused"})

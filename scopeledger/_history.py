@@ -473,7 +473,7 @@ class HistoryMixin:
         held = None  # an event is yielded once the next line vouches for it
         for line in iter_lines(self._store.read(start)):
             seq += 1
-            ev = decode(line, path, seq)
+            ev = decode(line, path, seq, payload=False)
             if ev["prev"] != prev or ev["seq"] != seq:
                 raise CorruptLedger(path, _chain_fault(ev, seq, prev), line=seq, seq=ev["seq"])
             prev = blake2b(line, digest_size=16).hexdigest()

@@ -41,7 +41,7 @@ import orjson
 import psutil
 
 from ._errors import LedgerIOError, UnsafeLedgerPath
-from ._fold import FORMAT_VERSION, State
+from ._fold import SNAPSHOT_FORMAT, State
 from ._store import SNAPSHOT_DIR, SNAPSHOT_NAME, Store, open_private_file
 
 log = logging.getLogger("scopeledger")
@@ -158,7 +158,7 @@ def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> 
     with _gc_paused():
         body = orjson.dumps(state.to_json())
     header = {
-        "format": FORMAT_VERSION,
+        "format": SNAPSHOT_FORMAT,
         "seq": state.seq,
         "offset": offset,
         "line_start": line_start,
@@ -298,8 +298,8 @@ def _parse_header(name: str, display: str, line: bytes, seq_in_name: int) -> Sna
         raise SnapshotInvalid(display, "header is not JSON") from None
     if not isinstance(h, dict):
         raise SnapshotInvalid(display, "header is not an object")
-    if h.get("format") != FORMAT_VERSION:
-        raise SnapshotInvalid(display, f"format {h.get('format')!r}, this scopeledger reads {FORMAT_VERSION}")
+    if h.get("format") != SNAPSHOT_FORMAT:
+        raise SnapshotInvalid(display, f"format {h.get('format')!r}, this scopeledger reads {SNAPSHOT_FORMAT}")
     try:
         info = SnapshotInfo(int(h["seq"]), int(h["offset"]), int(h["line_start"]),
                             str(h["last_hash"]), int(h["ts"]), name)

@@ -289,7 +289,7 @@ def _log_cases() -> list[Case]:
         ("seq-float", ev_json(lambda e: e.__setitem__("seq", float(e["seq"]))), r"not an integer"),
         ("seq-bool", ev_json(setk("seq", True)), r"seq is True, not an integer"),
         ("version-missing", ev_json(delk("v")), r"unsupported format version None"),
-        ("version-newer", ev_json(setk("v", 2)), r"format version 2 is newer than this scopeledger reads \(1\); upgrade"),
+        ("version-newer", ev_json(setk("v", 3)), r"format version 3 is newer than this scopeledger reads \(2\); upgrade"),
         ("version-older", ev_json(setk("v", 0)), r"unsupported format version 0"),
         ("version-string", ev_json(setk("v", "1")), r"unsupported format version '1'"),
         ("ts-string", ev_json(setk("ts", "now")), r"ts is not an integer"),
@@ -347,12 +347,21 @@ def _log_cases() -> list[Case]:
                                             rule=None, chain=5)), r"chain is 5, not a list"),
         ("released-name-list", ev_json(other("released", name=["A"], reparented=[])),
          r"name is \['A'\], not a holder name"),
+        # The format is strict: a key its version does not have (issue 13 item 16).
+        ("key-extra-top", ev_json(setk("extra", 1)), r"unknown key 'extra' in a registered event"),
+        ("key-extra-holder", ev_json(lambda e: holder(e, extra=1)), r"unknown key 'extra' in holder"),
+        ("key-extra-actor", ev_json(lambda e: e["actor"].__setitem__("extra", 1)), r"unknown key 'extra' in actor"),
+        ("key-extra-process", ev_json(lambda e: e["holder"]["process"].__setitem__("extra", 1)),
+         r"unknown key 'extra' in holder\.process"),
+        ("key-v1-extra-holder", ev_json(lambda e: (e.__setitem__("v", 1), holder(e, extra=1))[0]),
+         r"unknown key 'extra' in holder \(format version 1"),
     ]
     cases = [Case(f"log-last-{i}", L, CorruptLedger, m, (fn, "last")) for i, fn, m in raw]
     # The same inputs in the middle of the log (replacing line 3).
     middle = {"not-json", "json-array", "invalid-utf8", "seq-string", "version-newer", "type-unknown",
               "actor-string", "seq-gap", "broken-hash", "name-live-twice", "released-unknown",
-              "empty-line", "rule-relative", "name-int", "ts-back", "actor-pid-true", "refused-request-null"}
+              "empty-line", "rule-relative", "name-int", "ts-back", "actor-pid-true", "refused-request-null",
+              "key-extra-top", "key-extra-holder"}
     cases += [Case(f"log-middle-{i}", L, CorruptLedger, m, (fn, "middle")) for i, fn, m in raw if i in middle]
     return cases
 
