@@ -160,12 +160,20 @@ class NotRecorded(StoreUnavailable):
     whole transaction (take the lock again, decide again). Attribute
     ``first_seq``."""
 
+    def __init__(self, url: str, message: str, first_seq: int) -> None:
+        super().__init__(url, message)
+        self.first_seq = first_seq
+
 
 class InDoubt(StoreError):
     """Raised by :meth:`PgStore.append` when the connection broke during the
     append and whether the lines were committed could not be found out within
     the resolve timeout. Open the store again and read ``first_seq`` back
     before acting on the outcome. Attribute ``first_seq``."""
+
+    def __init__(self, url: str, message: str, first_seq: int) -> None:
+        super().__init__(url, message)
+        self.first_seq = first_seq
 
 
 class SessionLost(StoreError):
@@ -763,15 +771,14 @@ class PgStore:
                 if not any(found.get(q) == line for q, _, line in rows):
                     raise NotRecorded(self.url, f"the connection to {self.url} broke during an append, "
                                                 f"and seq {first} was not recorded; nothing was changed: "
-                                                "take the lock and decide again", None) from cause
+                                                "take the lock and decide again", first) from cause
                 raise CorruptLedger(self.url, f"seqs {first}..{first + n - 1} were recorded in part "
                                               "after a broken connection", seq=first)
             if time.monotonic() + pause >= deadline:
                 err = InDoubt(self.url, f"the connection to {self.url} broke during an append, and "
                                         f"whether seq {first} was recorded could not be found out "
                                         f"within {self._resolve_timeout:g}s ({_first_line(last)}); "
-                                        "read it back before acting on it", None)
-                err.first_seq = first  # type: ignore[attr-defined]
+                                        "read it back before acting on it", first)
                 raise err from cause
             time.sleep(pause)  # a back-off between reconnection attempts
             pause = min(pause * 2, 1.0)

@@ -110,7 +110,7 @@ class Cluster:
     def start(self) -> "Cluster":
         self._run(os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", "postgres",
                   "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
-        self.pg_ctl("-l", self.log, "-w", "-t", "120", "-o", self._options(), "start")
+        self.start_server()
         self._start_watchdog()
         return self
 
@@ -118,6 +118,13 @@ class Cluster:
         """``pg_ctl restart -m <mode>``: with ``immediate`` every backend is
         killed and the server recovers from its WAL."""
         self.pg_ctl("-l", self.log, "-w", "-t", "120", "-m", mode, "-o", self._options(), "restart")
+
+    def stop_server(self) -> None:
+        """``pg_ctl stop -m immediate``, keeping the data (see :meth:`start_server`)."""
+        self.pg_ctl("-m", "immediate", "-w", "stop")
+
+    def start_server(self) -> None:
+        self.pg_ctl("-l", self.log, "-w", "-t", "120", "-o", self._options(), "start")
 
     def stop(self) -> None:
         if self._watchdog is not None:

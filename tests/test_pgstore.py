@@ -26,6 +26,7 @@ import pytest
 from scopeledger import CorruptLedger, LedgerError, LockTimeout, NoLedger
 from scopeledger._pgstore import (
     STORE_FORMAT,
+    InDoubt,
     InvalidLedgerURL,
     NotRecorded,
     PgStore,
@@ -422,6 +423,10 @@ def test_an_append_cut_before_it_reached_the_server_is_not_recorded(store, pg_cl
                 st.append([line(2, what="never sent")], 2)
         assert proxy.done.is_set()
         assert isinstance(err.value, StoreUnavailable) and "not recorded" in str(err.value)
+        assert err.value.first_seq == 2
+        import pickle
+        again = pickle.loads(pickle.dumps(err.value))  # survives multiprocessing
+        assert type(again) is NotRecorded and again.first_seq == 2 and str(again) == str(err.value)
         assert st.read_after(1) == []
         with st.locked(1, 10) as missed:  # the lock is free, the store usable
             assert missed == []
@@ -440,6 +445,33 @@ def test_a_server_restart_loses_no_acknowledged_line_and_the_store_reconnects(st
     assert waiter.wait(2, 60) == 3
     waiter.close()
     assert first == 1
+
+
+def test_a_server_crash_between_lock_and_append_records_nothing(store, pg_cluster):
+    append(store, {})
+    with store.locked(1, 10):
+        pg_cluster.restart("immediate")  # the transaction holding the lock dies with it
+        with pytest.raises(NotRecorded):
+            store.append([line(2)], 2)
+    assert store.head() == 1
+    assert append(store, {}) == 2
+
+
+def test_an_append_whose_outcome_cannot_be_found_out_is_in_doubt(store, pg_cluster):
+    append(store, {})
+    st = PgStore.open(pg_cluster.url(store.schema), resolve_timeout=1.0)
+    try:
+        with st.locked(1, 10):
+            pg_cluster.stop_server()  # down for the whole resolve timeout
+            try:
+                with pytest.raises(InDoubt) as err:
+                    st.append([line(2)], 2)
+            finally:
+                pg_cluster.start_server()
+        assert err.value.first_seq == 2 and "read it back" in str(err.value)
+        assert st.head() == 1  # (here the crash took it: not recorded)
+    finally:
+        st.close()
 
 
 def test_a_lost_connection_inside_locked_is_a_typed_error_and_records_nothing(store, pg_cluster):
