@@ -264,37 +264,111 @@ def decode(line: bytes, path: str, lineno: int | None, payload: bool = True) -> 
     return ev  # (a missing payload object: the fold names it)
 
 
-def split_lines(chunks: Any, start: int) -> Any:
+#: The longest line a log may hold, in bytes (64 MiB, newline excluded).
+#: A writer refuses to write a longer one (``InvalidScope``: the request is
+#: too large); a reader meets a longer complete line as corruption
+#: (``CorruptLedger``), and keeps at most this many bytes of a line without
+#: a newline in memory (a torn tail longer than that is set aside by the
+#: writer in pieces, never read whole).
+MAX_LINE_BYTES = 64 << 20
+
+
+def _too_long(path: str, line_start: int, length: int, limit: int) -> CorruptLedger:
+    return CorruptLedger(path, f"the line at byte {line_start} is {length} bytes long, over the "
+                               f"limit of {limit} bytes (scopeledger never writes one that long)")
+
+
+def split_lines(chunks: Any, start: int, path: str = "the log", limit: int | None = None) -> Any:
     """Split an iterable of byte chunks (starting at byte ``start`` of the
-    log) into complete lines.
+    log ``path``) into complete lines, in time linear in the bytes: only
+    the new chunk is searched for a newline, and a line spanning chunks is
+    joined once, when its newline comes.
 
     Yields ``(line, line_start, line_end)`` with ``line`` lacking its newline
     and ``line_end`` the offset just past the newline. Bytes after the last
     newline (a line being written, or a torn one) are not yielded: callers
-    compare the last ``line_end`` with the end of what they read.
+    compare the last ``line_end`` with the end of what they read. At most
+    ``limit`` (default :data:`MAX_LINE_BYTES`) bytes of them are kept.
+
+    Raises:
+        CorruptLedger: (while iterating) a complete line is longer than
+            ``limit`` bytes; it names the byte offset where the line starts.
     """
-    pending = b""
-    pos = start
+    if limit is None:
+        limit = MAX_LINE_BYTES
+    pending: list[bytes] = []  # pieces of the line not yet ended
+    pending_len = 0  # its length so far (pieces past the limit are dropped)
+    pos = start  # offset of the current chunk
     for chunk in chunks:
-        data = pending + chunk if pending else chunk
-        base = pos - len(pending)
-        i = 0
-        while True:
-            j = data.find(b"\n", i)
-            if j < 0:
-                break
-            yield data[i:j], base + i, base + j + 1
+        j = chunk.find(b"\n")
+        if j < 0:
+            pending_len += len(chunk)
+            if pending_len <= limit:
+                pending.append(chunk)
+            else:
+                pending.clear()
+            pos += len(chunk)
+            continue
+        line_start = pos - pending_len
+        if pending_len + j > limit:
+            raise _too_long(path, line_start, pending_len + j, limit)
+        if pending:
+            pending.append(chunk[:j])
+            yield b"".join(pending), line_start, pos + j + 1
+            pending = []
+        else:
+            yield chunk[:j], line_start, pos + j + 1
+        i = j + 1
+        while (j := chunk.find(b"\n", i)) >= 0:
+            if j - i > limit:
+                raise _too_long(path, pos + i, j - i, limit)
+            yield chunk[i:j], pos + i, pos + j + 1
             i = j + 1
-        pending = data[i:]
+        pending_len = len(chunk) - i
+        if pending_len and pending_len <= limit:
+            pending.append(chunk[i:])
         pos += len(chunk)
 
 
-def iter_lines(chunks: Any) -> Any:
+def iter_lines(chunks: Any, path: str = "the log", start: int = 0, limit: int | None = None) -> Any:
     """Complete lines (without newline) of an iterable of byte chunks, as
-    :func:`split_lines` but without offsets, splitting whole chunks at once
-    (the replay path). A last piece without a newline is not yielded."""
-    pending = b""
+    :func:`split_lines` (linear, ``limit`` likewise) but without offsets,
+    splitting whole chunks at once (the replay path). A last piece without
+    a newline is not yielded.
+
+    Raises:
+        CorruptLedger: (while iterating) a complete line is longer than
+            ``limit`` bytes.
+    """
+    if limit is None:
+        limit = MAX_LINE_BYTES
+    pending: list[bytes] = []
+    pending_len = 0
+    pos = start
     for chunk in chunks:
-        pieces = (pending + chunk if pending else chunk).split(b"\n")
-        pending = pieces.pop()
+        if b"\n" not in chunk:
+            pending_len += len(chunk)
+            if pending_len <= limit:
+                pending.append(chunk)
+            else:
+                pending.clear()
+            pos += len(chunk)
+            continue
+        pieces = chunk.split(b"\n")
+        last = pieces.pop()
+        first = pieces[0]
+        if pending_len + len(first) > limit:
+            raise _too_long(path, pos - pending_len, pending_len + len(first), limit)
+        if pending:
+            pending.append(first)
+            pieces[0] = b"".join(pending)
+        if len(pieces) > 1 and max(map(len, pieces[1:])) > limit:
+            at = pos + len(first) + 1
+            for p in pieces[1:]:
+                if len(p) > limit:
+                    raise _too_long(path, at, len(p), limit)
+                at += len(p) + 1
         yield from pieces
+        pending_len = len(last)
+        pending = [last] if last and pending_len <= limit else []
+        pos += len(chunk)

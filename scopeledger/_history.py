@@ -230,7 +230,7 @@ class HistoryMixin:
         """
         path = self._store.log_path
         vouch: tuple[str, int] | None = None  # (hash, seq) of the line that decided a stop by ts
-        for line, ls, le in split_lines(self._store.read(start), start):
+        for line, ls, le in split_lines(self._store.read(start), start, path):
             if vouch is not None:
                 prev, seq = vouch
                 ev = decode(line, path, seq + 1)
@@ -471,7 +471,7 @@ class HistoryMixin:
         path = self._store.log_path
         blake2b = hashlib.blake2b
         held = None  # an event is yielded once the next line vouches for it
-        for line in iter_lines(self._store.read(start)):
+        for line in iter_lines(self._store.read(start), path, start):
             seq += 1
             ev = decode(line, path, seq, payload=False)
             if ev["prev"] != prev or ev["seq"] != seq:
@@ -732,7 +732,7 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
     end = start
     first_line = state.seq + 1
     try:
-        lines = iter_lines(store.read(start, stop))
+        lines = iter_lines(store.read(start, stop), path, start)
         prev_line: bytes | None = None
         le = start  # where the current line ends (just past its newline)
         for line in lines:
@@ -778,6 +778,8 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
             prev_line = line
             if state.seq in snaps:
                 problems.extend(led._check_snapshot(snaps.pop(state.seq), state))
+    except CorruptLedger as exc:  # a line over MAX_LINE_BYTES, found while splitting
+        problems.append(Problem(path, first_line + events, None, exc.reason))
     except OSError as exc:  # LedgerIOError: an I/O error reading the log
         problems.append(Problem(path, None, None, f"cannot read: {_snapshots._why(exc)}"))
     else:

@@ -38,7 +38,7 @@ from ._errors import (
     UnknownHolder,
     shown,
 )
-from ._events import decode, encode, line_hash, split_lines
+from ._events import MAX_LINE_BYTES, decode, encode, line_hash, split_lines
 from ._history import HistoryMixin, VerifyReport
 from ._fold import (
     FORMAT_VERSION,
@@ -220,6 +220,9 @@ class _Txn:
               "prev": st.last_hash, "type": kind}
         ev.update(payload)
         line = encode(ev)
+        if len(line) > MAX_LINE_BYTES:  # never write a line no reader would accept
+            raise InvalidScope(f"the request is too large: its {kind} event would be a line of "
+                               f"{len(line)} bytes, over the log's limit of {MAX_LINE_BYTES} bytes")
         self.lines.append(line)
         return seq, ts, ev, line
 
@@ -587,7 +590,7 @@ class Ledger(HistoryMixin):
             raise CorruptLedger(store.log_path, f"the log shrank from {self._offset} to {size} bytes")
         end = self._offset
         try:
-            for line, start, stop in split_lines(store.read(self._offset, size), self._offset):
+            for line, start, stop in split_lines(store.read(self._offset, size), self._offset, store.log_path):
                 lineno = state.seq + 1
                 ev = decode(line, store.log_path, lineno)
                 try:
@@ -601,9 +604,8 @@ class Ledger(HistoryMixin):
             self._state = None  # partly applied: rebuild on next use
             raise
         if end < size and locked:
-            fragment = store.read_at(end, size - end)
-            where = store.set_aside(end, fragment)
-            log.warning("torn last line (%d bytes) in %s moved to %s", len(fragment), store.log_path, where)
+            where = store.set_aside(end, size)
+            log.warning("torn last line (%d bytes) in %s moved to %s", size - end, store.log_path, where)
             self.stats.torn.append(where)
         return state
 

@@ -945,9 +945,11 @@ class Store:
                 os.ftruncate(self.logfd, expected_size)
             raise LedgerIOError(self.log_path, "append to the log", exc) from exc
 
-    def set_aside(self, start: int, fragment: bytes) -> str:
-        """Move a torn last line (``fragment``, at byte ``start``) out of the
-        log into ``torn/``, then cut the log back to ``start``. Lock held.
+    def set_aside(self, start: int, end: int) -> str:
+        """Move a torn last line (the log's bytes ``start .. end``) out of
+        the log into ``torn/``, then cut the log back to ``start``. Lock
+        held. The fragment is copied in pieces of 1 MiB, never read whole
+        (a torn tail may be longer than any line, ``MAX_LINE_BYTES``).
 
         Returns the path of the file the fragment now lives in.
 
@@ -968,9 +970,15 @@ class Store:
             fd = open_private_file(tornfd, name, path, os.O_WRONLY | os.O_EXCL)
             created = True
             try:
-                view = memoryview(fragment)
-                while view:  # a short write is not an error: write the rest
-                    view = view[os.write(fd, view):]
+                pos = start
+                while pos < end:
+                    piece = os.pread(self.logfd, min(1 << 20, end - pos), pos)
+                    if not piece:
+                        raise OSError(errno.EIO, f"the log ended at byte {pos}, before {end}")
+                    pos += len(piece)
+                    view = memoryview(piece)
+                    while view:  # a short write is not an error: write the rest
+                        view = view[os.write(fd, view):]
                 os.fsync(fd)
             finally:
                 os.close(fd)
