@@ -463,10 +463,11 @@ class Ledger(HistoryMixin):
                 ``keep_snapshots`` of the wrong type or out of range.
                 Nothing is created.
             CorruptLedger: a complete log line does not check out.
-            LedgerIOError: the log or the snapshots directory cannot be
-                read once opened (an I/O error); it names the full path.
-            OSError: the directory cannot be created or read, or a file in
-                it opened; it names the full path.
+            LedgerIOError: the OS refused to create, open or read the
+                directory or a file in it (permission denied, an I/O error,
+                ...); it names the full path, ``__cause__`` is the OSError.
+            ReadOnlyLedger: also when, without ``readonly``, the file
+                system is mounted read-only (EROFS).
         """
         _check_bool("readonly", readonly)
         _check_bool("create", create)
@@ -1141,10 +1142,10 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
     Raises:
         NoLedger: there is no ledger at ``path``.
         UnsafeLedgerPath: as :meth:`Ledger.open`.
-        LedgerIOError: the log's size or the snapshots directory cannot be
-            read (an I/O error: reading the log's lines fails with a
-            problem in the report instead); it names the full path.
-        OSError: a file cannot be opened; it names the full path.
+        LedgerIOError: a file cannot be opened, or the log's size or the
+            snapshots directory cannot be read (an I/O error: reading the
+            log's lines fails with a problem in the report instead); it
+            names the full path, ``__cause__`` is the OSError.
     """
     store = Store(_dir_path(path), readonly=True)
     try:

@@ -279,6 +279,19 @@ def _naming(display: str) -> Iterator[None]:
         raise
 
 
+def refused_at_open(exc: OSError, path: str) -> LedgerError:
+    """The :class:`LedgerError` for an OS refusal met while opening the
+    ledger at ``path`` (``exc.filename``, when set, names the file):
+    :class:`ReadOnlyLedger` for a read-only file system (EROFS), else
+    :class:`LedgerIOError`. The caller raises it ``from exc``."""
+    where = exc.filename if isinstance(exc.filename, str) else path
+    if exc.errno == errno.EROFS:
+        return ReadOnlyLedger(where, "write to the ledger",
+                              f"{where} is on a read-only file system (the commands that only "
+                              "look, and Ledger.open(readonly=True), still read it)")
+    return LedgerIOError(where, "open the ledger", exc)
+
+
 #: What each kind of file is called in messages (by ``stat.S_IFMT``).
 _KINDS = {stat.S_IFREG: "a regular file", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symlink",
           stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
@@ -517,9 +530,20 @@ class Store:
                 that this user cannot even open or search, and a file on the
                 way that is not a directory (named).
             ReadOnlyLedger: write-protected, and not ``readonly``.
-            OSError: the OS refused (permission denied, ...); it names the
-                file's full path (the directory's, when it cannot be searched).
+            LedgerIOError: the OS refused (permission denied, an I/O
+                error, ...); it names the file's full path (the directory's,
+                when it cannot be searched); ``__cause__`` is the OSError.
+            ReadOnlyLedger: also when, not ``readonly``, the file system is
+                mounted read-only (EROFS); ``__cause__`` is the OSError.
         """
+        try:
+            self._open(path, create, readonly)
+        except LedgerError:
+            raise
+        except OSError as exc:
+            raise refused_at_open(exc, getattr(self, "path", None) or os.fspath(path)) from exc
+
+    def _open(self, path: str, create: bool, readonly: bool) -> None:
         create = create and not readonly
         #: Opened with ``readonly=True``: ``bool``.
         self.readonly = readonly
@@ -699,6 +723,8 @@ class Store:
             LockTimeout: not acquired within ``timeout``.
             Whatever ``on_wait`` raises (the lock is then not held).
             ReadOnlyLedger: the store was opened ``readonly``.
+            LedgerIOError: ``flock`` failed (EIO, ENOLCK, ...); it names
+                the log, ``__cause__`` is the OSError; the lock is not held.
             LedgerError: the ledger is closed.
         """
         if self.logfd is None:
@@ -725,8 +751,11 @@ class Store:
                     got = False
             if not got and not self._poll(t0, timeout, on_wait, stand_back):
                 self._wait(t0, timeout)
-        except BaseException:
+        except BaseException as exc:
             tlock.release()
+            if isinstance(exc, OSError) and not isinstance(exc, LedgerError):
+                # flock failed (EIO, ENOLCK on a network file system, ...)
+                raise LedgerIOError(self.log_path, "lock the ledger", exc) from exc
             raise
         self._held_tlock = tlock
         self._holding_pid = pid
@@ -741,6 +770,8 @@ class Store:
             if self._holding_pid == os.getpid():
                 self._holding_pid = None
                 fcntl.flock(self.logfd, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise LedgerIOError(self.log_path, "unlock the ledger", exc) from exc
         finally:
             if tlock is not None:
                 tlock.release()
@@ -866,6 +897,8 @@ class Store:
             except BlockingIOError:
                 yield False
                 return
+            except OSError as exc:
+                raise LedgerIOError(path, "claim the snapshot", exc) from exc
             yield True
         finally:
             os.close(fd)  # lets go of the claim

@@ -250,9 +250,9 @@ def _recorded(path: str) -> None:
 
 
 @pytest.mark.parametrize("args, name, change, code, says", [
-    (["show"], "events.jsonl", "chmod", 7, "permission denied: {full}"),
-    (["show"], "snapshots", "chmod", 7, "permission denied: {full}"),
-    (["reclaim"], "snapshots", "chmod", 7, "permission denied: {full}"),
+    (["show"], "events.jsonl", "chmod", 7, "failed to open the ledger: {full}: Permission denied"),
+    (["show"], "snapshots", "chmod", 7, "failed to open the ledger: {full}: Permission denied"),
+    (["reclaim"], "snapshots", "chmod", 7, "failed to open the ledger: {full}: Permission denied"),
     (["reclaim"], "events.jsonl", "chown", 5,
      "unsafe ledger path {full}: owned by uid 0, not by this user (uid {uid})"),
 ])

@@ -233,7 +233,7 @@ def test_a_ledger_below_a_directory_that_cannot_be_searched_is_permission_denied
     below = os.path.join(roots_ledger, "snapshots")  # exists; nobody cannot tell
     code, out = _cli_as_nobody(below, *args)
     assert code == 7, out
-    assert one_error_line(out) == f"error: permission denied: {below}"
+    assert one_error_line(out) == f"error: failed to open the ledger: {below}: Permission denied"
 
 
 @pytest.mark.parametrize("args", [["show"], ["verify"], ["replay"],
@@ -255,7 +255,7 @@ def test_ones_own_ledger_of_mode_0000_is_permission_denied(args: list[str]) -> N
         os.chmod(path, 0)
         code, out = _cli_as_nobody(path, *args)
         assert code == 7, out
-        assert one_error_line(out) == f"error: permission denied: {path}"
+        assert one_error_line(out) == f"error: failed to open the ledger: {path}: Permission denied"
     finally:
         shutil.rmtree(base)
 

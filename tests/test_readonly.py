@@ -137,7 +137,9 @@ def test_a_change_on_a_read_only_mount_is_an_os_error_naming_the_file(read_only_
                        text=True, timeout=60)
     assert p.returncode == 7
     full = os.path.join(read_only_mount, "events.jsonl")  # not just the bare name
-    assert p.stderr.strip() == f"error: read-only file system: {full}"
+    assert p.stderr.strip() == (f"error: cannot write to the ledger: {full} is on a read-only file "
+                                "system (the commands that only look, and Ledger.open(readonly=True), "
+                                "still read it)")
 
 
 def test_a_write_protected_ledger_is_read_but_never_made_writable(recorded):

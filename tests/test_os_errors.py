@@ -1,0 +1,219 @@
+"""Every failure is a LedgerError (issue 19, "Not every failure is a
+LedgerError"): the OS refusing any call that touches the ledger's files,
+while opening, reading or changing it, surfaces as a ``LedgerError``
+subclass with the ``OSError`` as its cause, never as a raw ``OSError``;
+and the ledger is whole afterwards. Checked by failing each such call in
+turn (the k-th call of the operation, for every k), on a read-only mount,
+and on a file system that fails for real (an xfs image shut down)."""
+
+import errno
+import fcntl
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from scopeledger import LedgerError, LedgerIOError, Ledger, ReadOnlyLedger, ScopeRule, verify
+from scopeledger import _ledger, _snapshots, _store
+
+from fs_support import xfs_mount
+
+#: The OS calls of scopeledger's store, snapshots and ledger modules that
+#: touch the file system (and can fail: EIO on a failing disk, ENOLCK on a
+#: network file system's flock).
+CALLS = {"open", "mkdir", "chmod", "fchmod", "fstat", "stat", "lstat", "listdir", "pread", "write",
+         "fsync", "fdatasync", "ftruncate", "rename", "unlink", "flock"}
+
+
+class _Plan:
+    def __init__(self, fail_at, err, only=None):
+        self.n = 0
+        self.fail_at = fail_at
+        self.err = err
+        self.only = only
+        self.failed = None
+
+
+class _Faulty:
+    """A stand-in for the ``os`` (or ``fcntl``) module that fails the
+    ``plan.fail_at``-th call of :data:`CALLS` with ``plan.err``."""
+
+    def __init__(self, real, plan):
+        self._real = real
+        self._plan = plan
+
+    def __getattr__(self, name):
+        value = getattr(self._real, name)
+        plan = self._plan
+        if name not in CALLS or (plan.only is not None and name not in plan.only):
+            return value
+
+        def call(*args, **kwargs):
+            plan.n += 1
+            if plan.n == plan.fail_at:
+                plan.failed = name
+                raise OSError(plan.err, os.strerror(plan.err))
+            return value(*args, **kwargs)
+
+        return call
+
+
+def _inject(monkeypatch, plan):
+    for mod in (_store, _snapshots, _ledger):
+        monkeypatch.setattr(mod, "os", _Faulty(os, plan))
+    monkeypatch.setattr(_store, "fcntl", _Faulty(fcntl, plan))
+
+
+def _template(base):
+    path = os.path.join(base, "template")
+    with Ledger.open(path, snapshot_every=3) as led:
+        led.register("a", [ScopeRule("/r/a", "write")])
+        led.delegate("a", "b", [ScopeRule("/r/a/b", "write")])
+        led.register("c", [ScopeRule("/r/c", "write")])
+        led.release("c")
+    return path
+
+
+def _op_open_new(path):
+    shutil.rmtree(path)
+    Ledger.open(path).close()
+
+
+def _op_open(path):
+    Ledger.open(path).close()
+
+
+def _op_open_readonly(path):
+    with Ledger.open(path, readonly=True) as led:
+        led.holders()
+
+
+def _op_verify(path):
+    verify(path)
+
+
+def _op_register_after_others(path, led):
+    led.register("d", [ScopeRule("/r/d", "write")])
+    led.release("d")
+
+
+def _op_snapshot(path, led):
+    led.snapshot()
+
+
+def _op_torn_tail(path, led):
+    with open(os.path.join(path, "events.jsonl"), "ab") as f:
+        f.write(b'{"v": 1, "se')
+    led.register("e", [ScopeRule("/r/e", "write")])
+
+
+OPS = [_op_open_new, _op_open, _op_open_readonly, _op_verify, _op_register_after_others,
+       _op_snapshot, _op_torn_tail]
+
+
+def _run(op, path, plan, monkeypatch):
+    """Run ``op`` with ``plan``'s fault; the exception it raised, or None."""
+    led = None
+    if op.__code__.co_argcount == 2:
+        led = Ledger.open(path)
+        other = Ledger.open(path)  # appends something ``led`` has not folded
+        other.register("x", [ScopeRule("/r/x", "write")])
+        other.close()
+    with monkeypatch.context() as m:
+        _inject(m, plan)
+        try:
+            op(path, led) if led is not None else op(path)
+        except Exception as exc:  # noqa: BLE001 - judged by the caller
+            return exc
+        finally:
+            if led is not None:
+                m.undo()
+                led.close()
+    return None
+
+
+def _caused_by(exc, err):
+    while exc is not None:
+        if type(exc) is OSError and exc.errno == err:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@pytest.mark.parametrize("op, err", [(op, errno.EIO) for op in OPS] + [
+    (op, errno.ENOLCK) for op in (_op_register_after_others, _op_torn_tail)],
+    ids=lambda v: v.__name__[4:] if callable(v) else errno.errorcode[v])
+def test_every_os_call_that_fails_is_a_ledger_error_and_the_ledger_stays_whole(tmp_path, monkeypatch,
+                                                                               op, err):
+    template = _template(str(tmp_path))
+    only = {"flock"} if err == errno.ENOLCK else None
+    count = _Plan(0, err, only)
+    path = str(tmp_path / "L")
+    shutil.copytree(template, path)
+    assert _run(op, path, count, monkeypatch) is None
+    assert count.n > 0
+    raw = []
+    for k in range(1, count.n + 1):
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.copytree(template, path)
+        plan = _Plan(k, err, only)
+        exc = _run(op, path, plan, monkeypatch)
+        if exc is not None:
+            if not isinstance(exc, LedgerError) or not _caused_by(exc, err):
+                raw.append((k, plan.failed, type(exc).__name__, str(exc)))
+                continue
+        # Whole afterwards: opens, verifies, and the lock is free.
+        with Ledger.open(path, timeout=5) as led:
+            assert led.verify().ok, (k, plan.failed, led.verify())
+            led.register("z", [ScopeRule("/r/z", "write")])
+    assert raw == [], f"{len(raw)} of {count.n} failing calls escaped as non-LedgerError: {raw[:5]}"
+
+
+def test_a_failing_flock_in_register_is_a_ledger_io_error_with_the_cause(tmp_path, monkeypatch):
+    with Ledger.open(str(tmp_path / "L")) as led:
+        plan = _Plan(1, errno.ENOLCK, {"flock"})
+        with monkeypatch.context() as m:
+            _inject(m, plan)
+            with pytest.raises(LedgerIOError, match="failed to lock the ledger: .*events.jsonl") as info:
+                led.register("a", [ScopeRule("/r/a", "write")])
+        assert info.value.errno == errno.ENOLCK
+        assert isinstance(info.value.__cause__, OSError)
+        led.register("a", [ScopeRule("/r/a", "write")])  # the lock was not left taken
+
+
+@pytest.fixture
+def ro_mount(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        yield str(mnt)
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_new_ledger_on_a_read_only_file_system_is_read_only_ledger(ro_mount):
+    with pytest.raises(ReadOnlyLedger, match=f"{ro_mount}/L is on a read-only file system") as info:
+        Ledger.open(os.path.join(ro_mount, "L"))
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.EROFS
+
+
+def test_a_ledger_on_a_failing_file_system_is_a_ledger_io_error(tmp_path):
+    with xfs_mount(tmp_path) as mnt:
+        path = os.path.join(mnt, "L")
+        with Ledger.open(path) as led:
+            led.register("a", [ScopeRule("/r/a", "write")])
+            subprocess.run(["xfs_io", "-x", "-c", "shutdown", mnt], check=True)
+            with pytest.raises(LedgerIOError) as info:
+                led.register("b", [ScopeRule("/r/b", "write")])
+            assert info.value.errno == errno.EIO and isinstance(info.value.__cause__, OSError)
+        for readonly in (False, True):
+            with pytest.raises(LedgerIOError, match=f"failed to open the ledger: {path}") as info:
+                Ledger.open(path, readonly=readonly)
+            assert info.value.errno == errno.EIO and isinstance(info.value.__cause__, OSError)
