@@ -25,7 +25,7 @@ from ._errors import (
 )
 from ._fold import Allocation, State
 from ._history import Diff, Event, Holding, Problem, VerifyReport
-from ._ledger import EffectiveScope, Hold, Ledger, check_name, default_path, verify
+from ._ledger import EffectiveScope, Hold, Ledger, LostEvents, check_name, default_path, verify
 from ._process import Liveness, ProcessIdentity, identify, probe
 from ._rules import Permission, ScopeRule, covers, normalize_path, overlaps, parse_rule
 from ._runtime import (
@@ -59,6 +59,7 @@ __all__ = [
     "LedgerIOError",
     "Liveness",
     "LockTimeout",
+    "LostEvents",
     "Manifest",
     "NoLedger",
     "Permission",

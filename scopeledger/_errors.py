@@ -21,8 +21,9 @@ would naturally catch::
     ├── ReadOnlyLedger                   a change asked of a ledger opened read-only
     ├── HistoryUnavailable (LookupError) a point before the oldest retained
     │                                    history, or after the newest event
-    └── LedgerIOError (OSError)          the OS refused a read or write of an
-                                         opened ledger file (disk full, EIO, ...)
+    └── LedgerIOError (OSError)          the OS refused to create, open, read,
+                                         write, flush or lock a ledger file
+                                         (disk full, EIO, ENOLCK, ...)
 
 Messages are lowercase, name the paths and holders involved and carry no
 trailing period, in the manner of cargo's ``failed to <verb>: <path>``.
@@ -168,12 +169,15 @@ class UnknownHolder(LedgerError, LookupError):
 class LockTimeout(LedgerError, TimeoutError):
     """Raised when the ledger's lock is not acquired within the timeout.
 
-    Attributes: ``path`` (the lock file), ``timeout`` (seconds)."""
+    Attributes: ``path`` (the lock file), ``timeout`` (seconds),
+    ``holder`` (who held the lock, as ``_store.lock_holder`` says, or None)."""
 
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(self, path: str, timeout: float, holder: str | None = None) -> None:
         self.path = path
         self.timeout = timeout
-        super().__init__(f"timed out after {timeout:g}s waiting for the lock on {path}")
+        self.holder = holder
+        super().__init__(f"timed out after {timeout:g}s waiting for the lock on {path}"
+                         + (f", {holder}" if holder else ""))
 
 
 class CorruptLedger(LedgerError):
@@ -234,14 +238,18 @@ class HistoryUnavailable(LedgerError, LookupError):
 
 
 class LedgerIOError(LedgerError, OSError):
-    """Raised when the OS refuses a read or a write of a ledger file it has
-    opened (for example ENOSPC, disk full, or EIO, an I/O error). Nothing
-    partial is left in the log. Attributes: ``path`` (the file's full path),
-    ``errno``; ``__cause__`` is the OSError."""
+    """Raised when the OS refuses to create, open, read, write, flush or
+    lock a ledger file (for example ENOSPC, disk full, EIO, an I/O error,
+    ENOLCK). Nothing partial is left in the log. After a failed flush
+    (``fsync=True``) the lines written stay in the log, and the ledger
+    object refuses every later change with this error until the ledger is
+    opened again (the message says so). Attributes: ``path`` (the file's
+    full path), ``errno``; ``__cause__`` is the OSError."""
 
-    def __init__(self, path: str, verb: str, cause: OSError) -> None:
+    def __init__(self, path: str, verb: str, cause: OSError, detail: str | None = None) -> None:
         self.path = path
-        super().__init__(f"failed to {verb}: {path}: {cause.strerror or cause}")
+        super().__init__(f"failed to {verb}: {path}: {cause.strerror or cause}"
+                         + (f"; {detail}" if detail else ""))
         self.errno = cause.errno  # after OSError.__init__, which resets it
 
     def __reduce__(self) -> tuple[Any, ...]:

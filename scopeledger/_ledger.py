@@ -171,6 +171,27 @@ class EffectiveScope:
         return True
 
 
+@attrs.frozen
+class LostEvents:
+    """Events a ledger's log lost (:attr:`Ledger.lost`): snapshots were
+    written at seqs the log no longer reaches (a power cut took its tail
+    before it reached the disk). The ledger opened from the newest snapshot
+    the log still reaches and goes on after ``last_seq``; the snapshots are
+    kept (``snapshots``, their file names), so that what they describe can
+    still be read.
+
+    Attributes:
+        last_seq: the seq of the log's last line when opened, ``int``.
+        snapshot_seq: the newest snapshot's seq, ``int``: events
+            ``last_seq + 1`` to ``snapshot_seq`` (at least) were lost.
+        snapshots: names of the snapshots past the log, ``tuple[str, ...]``.
+    """
+
+    last_seq: int
+    snapshot_seq: int
+    snapshots: tuple[str, ...]
+
+
 @attrs.define
 class LedgerStats:
     """Counters for tests and benchmarks: ``events_folded`` (events applied
@@ -393,6 +414,8 @@ class Ledger(HistoryMixin):
         #: Seconds the last mutation waited for the lock (for benchmarks).
         self.last_wait = 0.0
         self._holds: "weakref.WeakSet[Hold]" = weakref.WeakSet()
+        self._lost: LostEvents | None = None
+        _ledgers.add(self)
         if load:
             with self._mem:
                 self._load()
@@ -473,7 +496,7 @@ class Ledger(HistoryMixin):
         _check_bool("create", create)
         # Before the Store: a bad option creates no directory.
         _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
-        store = Store(_dir_path(path), create=create, readonly=readonly)
+        store = Store(_dir_path(path), create=create, readonly=readonly, fsync=fsync)
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
                        snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,
@@ -512,13 +535,22 @@ class Ledger(HistoryMixin):
         return line_hash(data[:-1])
 
     def _load(self) -> None:
-        """Newest snapshot that checks out, then the events after it."""
+        """Newest snapshot that checks out, then the events after it.
+
+        Snapshots written at a seq the log no longer reaches (a power cut
+        took the log's tail, with ``fsync=False`` or from a version that did
+        not flush the log before a snapshot) are passed over: the ledger
+        opens from the newest snapshot the log still reaches, warns, and
+        says what was lost in :attr:`lost`. Nothing is deleted."""
         self._state = None
+        past: list[tuple[int, str]] = []
         for seq, name in reversed(_snapshots.list_snapshots(self._store)):
             try:
                 state, info = _snapshots.load(self._store, name, self._log_line_hash)
             except _snapshots.SnapshotInvalid as exc:
-                self._refuse_a_truncated_log(seq, name)
+                if self._past_the_log(name):
+                    past.append((seq, name))
+                    continue
                 log.warning("skipping snapshot: %s", exc)
                 self.stats.snapshots_skipped.append(name)
                 continue
@@ -529,52 +561,67 @@ class Ledger(HistoryMixin):
         if self._state is None:
             self._state, self._offset, self._line_start = State(), 0, 0
         self._catch_up(locked=False)
+        if past:
+            newest, name = past[0]
+            state = self._state
+            assert state is not None
+            self._lost = LostEvents(state.seq, newest, tuple(sorted(n for _, n in past)))
+            self.stats.snapshots_skipped.extend(n for _, n in past)
+            log.warning("events lost: the log %s ends at seq %d, but snapshot %s was written at seq "
+                        "%d: events %d to %d were lost (a power cut before they reached the disk?); "
+                        "opened from what the log holds, the snapshots are kept (docs/cli.md, "
+                        "'Recovering a damaged ledger')", self._store.log_path, state.seq,
+                        _snapshots._file(self._store, name), newest, state.seq + 1, newest)
 
-    def _refuse_a_truncated_log(self, seq: int, name: str) -> None:
-        """A snapshot that did not check out: if it was written past the
-        end of the log at a seq the log no longer reaches, the log lost what
-        the snapshot saw (it never shrinks: a torn tail is cut after the last
-        complete line, which no snapshot passes). Refuse, rather than open a
-        ledger that silently forgot its holders; a damaged header alone is
-        skipped by the caller.
+    @property
+    def lost(self) -> "LostEvents | None":
+        """What the log lost, as found when this object opened the ledger:
+        a :class:`LostEvents` when snapshots were written at seqs the log
+        no longer reaches (a power cut took its tail), else ``None``."""
+        return self._lost
 
-        Raises:
-            CorruptLedger: the log was truncated or replaced.
-        """
+    def _past_the_log(self, name: str) -> bool:
+        """Whether the snapshot ``name`` (which did not check out) was
+        written at a seq past the log's last line and a byte offset past
+        its end: the log lost what the snapshot saw (it never shrinks
+        otherwise: a torn tail is cut after the last complete line, which
+        no snapshot passes). A damaged header is just a bad snapshot."""
         try:
             info = _snapshots.read_header(self._store, name)
         except _snapshots.SnapshotInvalid:
-            return
+            return False
         size = self._store.size()
-        if info.offset <= size:
-            return
-        last_seq = self._last_seq_in_log(size)
-        if seq > last_seq:
-            raise CorruptLedger(
-                self._store.log_path,
-                f"the log ends at seq {last_seq} ({size} bytes), but snapshot {name} was "
-                f"written at seq {seq} ({info.offset} bytes): the log was truncated or "
-                f"replaced (docs/cli.md, 'Recovering a damaged ledger')")
+        return info.offset > size and info.seq > self._last_seq_in_log(size)
 
     def _last_seq_in_log(self, size: int) -> int:
         """The seq of the log's last complete line (0 for none), read from
-        its tail; a line that does not parse counts as 0 (the fold will
-        name it)."""
+        its tail in 64 KiB pieces (linear in the bytes read; a line over
+        ``MAX_LINE_BYTES`` is not read); a line that does not parse counts
+        as 0 (the fold will name it)."""
+        end = self._newline_before(size, size + 1)
+        if end < 0:
+            return 0
+        begin = self._newline_before(end, MAX_LINE_BYTES + 1)
+        if end - begin - 1 > MAX_LINE_BYTES:
+            return 0
+        try:
+            seq = orjson.loads(self._store.read_at(begin + 1, end - begin - 1)).get("seq")
+        except (orjson.JSONDecodeError, AttributeError):
+            return 0
+        return seq if type(seq) is int else 0
+
+    def _newline_before(self, pos: int, within: int) -> int:
+        """The offset of the last newline in the log before byte ``pos``,
+        looking back at most ``within`` bytes; -1 when there is none."""
         store = self._store
-        start = max(0, size - (1 << 16))
-        while True:
-            data = store.read_at(start, size - start)
-            end = data.rfind(b"\n")
-            begin = data.rfind(b"\n", 0, end) if end > 0 else -1
-            if end < 0:
-                return 0
-            if begin >= 0 or start == 0:
-                try:
-                    seq = orjson.loads(data[begin + 1:end]).get("seq")
-                except (orjson.JSONDecodeError, AttributeError):
-                    return 0
-                return seq if type(seq) is int else 0
-            start = max(0, start - (1 << 20))  # a line longer than the window
+        stop = max(0, pos - within)
+        while pos > stop:
+            start = max(stop, pos - (1 << 16))
+            i = store.read_at(start, pos - start).rfind(b"\n")
+            if i >= 0:
+                return start + i
+            pos = start
+        return -1
 
     def _catch_up(self, locked: bool) -> State:
         """Fold in the complete lines appended since ``_offset``. Under the
@@ -696,7 +743,16 @@ class Ledger(HistoryMixin):
         :class:`ReadOnlyLedger`)."""
         return self._store.readonly
 
-    def _transact(self, build: Callable[[_Txn], Any]) -> Any:
+    def _transact(self, build: Callable[[_Txn], Any], written: list[Any] | None = None) -> Any:
+        """Run ``build`` under the lock and append the lines it emitted.
+
+        An exception at any point (also a signal handler's, e.g.
+        KeyboardInterrupt) leaves the lock free (``store.release`` in
+        ``finally`` is a no-op unless this thread still holds it) and the
+        in-memory state rebuilt from the log if it may differ. ``written``:
+        for a grant, ``(name, token, offset, bytes)`` is put there before
+        the append, so that the caller can withdraw a grant it recorded but
+        never returned (:meth:`_withdraw`)."""
         store = self._store
         if store.readonly:
             raise ReadOnlyLedger(self.path, "record a change")
@@ -706,9 +762,8 @@ class Ledger(HistoryMixin):
                 # Fold what other processes appended before taking the lock,
                 # so that the lock is held for as little folding as possible.
                 self._catch_up(locked=False)
-        self.last_wait = store.acquire(self.timeout, self._fold_while_waiting)
-        locked = True
         try:
+            self.last_wait = store.acquire(self.timeout, self._fold_while_waiting)
             with mem:
                 state = self._catch_up(locked=True)
                 self._others_active = self._offset != self._end_of_last_txn
@@ -718,12 +773,13 @@ class Ledger(HistoryMixin):
                     lines = txn.lines
                     if lines:
                         data = b"\n".join(lines) + b"\n" if len(lines) > 1 else lines[0] + b"\n"
+                        after = txn.after
+                        if written is not None and after is not None and after[0] is commit_grant:
+                            written.append((after[1].name, after[1].token, self._offset, data))
                         store.append(data, self._offset, self.fsync)
                         # The line is in the log: other processes may go on
                         # while this one applies its last event to its state.
                         store.release()
-                        locked = False
-                        after = txn.after
                         if after is not None:
                             after[0](state, *after[1:])
                         self._offset += len(data)
@@ -731,16 +787,37 @@ class Ledger(HistoryMixin):
                     self._end_of_last_txn = self._offset
                 except BaseException:
                     if txn.lines:
-                        self._state = None  # applied but not written: rebuild from the log
+                        self._state = None  # applied but perhaps not written: rebuild from the log
                     raise
         finally:
-            if locked:
-                store.release()
+            store.release()  # a no-op unless this thread still holds the lock
         if txn.lines and self._snapshot_due(state):
             self._maybe_snapshot()
         if txn.error is not None:
             raise txn.error
         return result
+
+    def _withdraw(self, written: list[Any]) -> None:
+        """After an exception left a grant's call (``written``, from
+        :meth:`_transact`): if its line is in the log, the caller never saw
+        the grant: record its release (by token), so that the log agrees
+        with what the caller saw. Never raises (a failure is a warning)."""
+        if not written:
+            return
+        name, token, offset, data = written[0]
+        try:
+            if self._store.read_at(offset, len(data)) != data:
+                return  # not recorded
+            with self._mem:
+                self._state = None  # it may be half applied: rebuild from the log
+            self.release(name, token=token)
+            log.warning("withdrew the grant of holder %r (token %d): its call was interrupted "
+                        "before it returned", name, token)
+        except UnknownHolder:
+            pass
+        except Exception as exc:  # noqa: BLE001 - the caller's exception is the one to raise
+            log.warning("could not withdraw the grant of holder %r (token %d), whose call was "
+                        "interrupted before it returned: %s", name, token, exc)
 
     def _liveness(self, txn: _Txn, name: str, probe: Probe | None = None) -> Liveness:
         lv = txn.liveness.get(name)
@@ -781,6 +858,15 @@ class Ledger(HistoryMixin):
                 holders in the way whose process is dead are reclaimed
                 first. The refusal is recorded once.
         """
+        written: list[Any] = []
+        try:
+            return self._register(name, rules, pid, socket, written)
+        except BaseException:
+            self._withdraw(written)
+            raise
+
+    def _register(self, name: str, rules: Any, pid: int | None, socket: str | None,
+                  written: list[Any]) -> Allocation:
         name = check_name(name)
         if socket is not None:
             socket = _check_socket(socket)
@@ -794,7 +880,7 @@ class Ledger(HistoryMixin):
                 return None
             return _grant(txn, "registered", name, rules_t, ident, None, False, socket)
 
-        return self._transact(build)
+        return self._transact(build, written)
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                  pid: int | None = None, *, reserved: bool = False,
@@ -830,6 +916,15 @@ class Ledger(HistoryMixin):
                 neither an ``int`` nor ``None``.
             DuplicateHolder, InvalidScope, InvalidProcess: as register.
         """
+        written: list[Any] = []
+        try:
+            return self._delegate(parent, child, rules, pid, reserved, socket, parent_token, written)
+        except BaseException:
+            self._withdraw(written)
+            raise
+
+    def _delegate(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
+                  socket: str | None, parent_token: int | None, written: list[Any]) -> Allocation:
         parent = check_name(parent, "parent")
         child = check_name(child, "child")
         _check_bool("reserved", reserved)
@@ -851,7 +946,7 @@ class Ledger(HistoryMixin):
                 return None
             return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket)
 
-        return self._transact(build)
+        return self._transact(build, written)
 
     def attach(self, name: str, pid: int | None = None, token: int | None = None) -> Allocation:
         """Bind a (reserved) allocation to process ``pid`` (default: the
@@ -978,15 +1073,26 @@ class Ledger(HistoryMixin):
         Raises:
             as :meth:`register` / :meth:`delegate`.
         """
-        if parent is None:
-            if parent_token is not None:
-                raise TypeError("parent_token is given without parent")
-            alloc = self.register(name, rules, pid, socket=socket)
-        else:
-            alloc = self.delegate(parent, name, rules, pid, socket=socket, parent_token=parent_token)
-        guard = Hold(self, alloc)
-        self._holds.add(guard)
-        return guard
+        written: list[Any] = []
+        guard = None
+        try:
+            if parent is None:
+                if parent_token is not None:
+                    raise TypeError("parent_token is given without parent")
+                alloc = self._register(name, rules, pid, socket, written)
+            else:
+                alloc = self._delegate(parent, name, rules, pid, False, socket, parent_token, written)
+            guard = Hold(self, alloc)
+            self._holds.add(guard)
+            return guard
+        except BaseException:
+            # The caller never gets the guard (an exception's traceback may
+            # keep it alive a long while): release now.
+            if guard is not None:
+                guard.release()
+            else:
+                self._withdraw(written)
+            raise
 
     def snapshot(self) -> int:
         """Write a snapshot of the current state now; returns its seq (0 and
@@ -1211,6 +1317,26 @@ def _check_socket(socket: Any) -> str | None:
     check_path_text(socket, "socket")
     return socket if type(socket) is str else str.__str__(socket)
 
+
+#: Every open Ledger, for the fork handler below.
+_ledgers: "weakref.WeakSet[Ledger]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a child forked while another thread of the parent was inside a
+    Ledger call: that thread does not exist here, but what it held was
+    copied as held (the in-memory state's lock) and what it was changing
+    may be half changed. Give every Ledger a new lock and let it refold
+    from the log on next use, so that the child never waits for ever.
+    (The Store's thread lock and descriptors are renewed by _store's own
+    handler.)"""
+    for led in list(_ledgers):
+        led._mem = threading.RLock()
+        led._state = None
+        led._actor_cache = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 #: Snapshot intervals a process lets pass while another holds the snapshot
 #: claim (``Store.snapshot_claim``) before it writes one anyway: a writer

@@ -13,7 +13,11 @@ where that line starts, ``last_hash`` the hash of that line, ``ts`` its time
 
 Writing (after the lock is released; a snapshot only restates the log):
 a temp file ``.tmp-<pid>-<ns>`` created 0600 with O_EXCL, written, fsynced,
-renamed into place, then the directory fsynced. A temp file is never read
+the log fdatasynced (a snapshot is never durable ahead of the log: after a
+power cut it would describe events the log lost), renamed into place, then
+the directory fsynced. A file already at that name that describes another
+history (a power cut took the log's tail, then the log went on) is kept as
+``lost-<name>-<ns>``, never overwritten. A temp file is never read
 as a snapshot; one left by a writer that is gone is removed by the next
 snapshot writer. Removing it, or an old snapshot past retention, is
 housekeeping: if the OS refuses, that is a warning naming the file, never
@@ -40,7 +44,7 @@ import attrs
 import orjson
 import psutil
 
-from ._errors import LedgerIOError, UnsafeLedgerPath
+from ._errors import LedgerError, LedgerIOError, UnsafeLedgerPath
 from ._fold import SNAPSHOT_FORMAT, State
 from ._store import SNAPSHOT_DIR, SNAPSHOT_NAME, Store, open_private_file
 
@@ -150,11 +154,16 @@ def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> 
 
     ``offset``/``line_start``: where event ``state.seq``'s line ends/starts.
 
+    The log is flushed (``fdatasync``) before the snapshot is renamed into
+    place, so that no snapshot is durable ahead of the log it describes.
+
     Raises:
         LedgerIOError: the OS refused (disk full, ...): the temp file is
-            removed, no snapshot.
+            removed, no snapshot; or flushing the log failed (then the
+            store refuses every later change, see ``Store.append``).
         UnsafeLedgerPath: as :func:`open_private_file`.
     """
+    store.check_writable()  # not after a failed flush of the log
     with _gc_paused():
         body = orjson.dumps(state.to_json())
     header = {
@@ -186,15 +195,37 @@ def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> 
             os.fsync(fd)
         finally:
             os.close(fd)
+        # Never durable ahead of the log it describes: after a power cut a
+        # snapshot past the log's end would describe events that are gone.
+        store.flush()
+        _keep_a_stale_one(store, name, state)
         os.rename(tmp, name, src_dir_fd=store.snapfd, dst_dir_fd=store.snapfd)
         os.fsync(store.snapfd)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=store.snapfd)
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) and not isinstance(exc, LedgerError):
             raise LedgerIOError(final, "write a snapshot", exc) from exc
         raise
     return SnapshotInfo(state.seq, offset, line_start, state.last_hash, state.last_ts, name)
+
+
+def _keep_a_stale_one(store: Store, name: str, state: State) -> None:
+    """Before a snapshot at ``state.seq`` is renamed into place: a snapshot
+    file of that name describing another history (written before a power
+    cut took the log's tail, then the log went on with other events) is
+    renamed ``lost-<name>-<ns>``, never overwritten: it is the only record
+    of what was lost. One of this same state is left to be replaced."""
+    try:
+        info = read_header(store, name)
+    except SnapshotInvalid:
+        return  # none there (or unreadable: renaming over it loses nothing readable)
+    if info.last_hash == state.last_hash:
+        return
+    lost = f"lost-{name}-{time.time_ns()}"
+    os.rename(name, lost, src_dir_fd=store.snapfd, dst_dir_fd=store.snapfd)
+    log.warning("kept snapshot %s, which describes events the log no longer holds, as %s",
+                _file(store, name), _file(store, lost))
 
 
 def _remove(store: Store, name: str, what: str) -> bool:

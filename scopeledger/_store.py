@@ -88,9 +88,70 @@ _O_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
 
 
+def _say_waiting(log_path: str) -> None:
+    """The waiting notice: a warning (so that it reaches a user without any
+    logging set up: Python's last-resort handler prints warnings) naming
+    the ledger and who holds its lock (:func:`lock_holder`)."""
+    log.warning("waiting for the lock on %s, %s", log_path, lock_holder(log_path))
+
+
+def lock_holder(log_path: str) -> str:
+    """Who holds the ``flock`` on the log at ``log_path``, for messages:
+    ``'held by pid 4242 (stopped: it holds the lock until it is continued
+    or killed): python3 writer.py'``, from ``/proc/locks`` (the pid as this
+    PID namespace sees it), ``/proc/PID/stat`` (its state) and
+    ``/proc/PID/cmdline``; or why that cannot be said (``'held by a
+    process this PID namespace cannot see (another container, or another
+    host sharing the directory)'``). Never raises."""
+    try:
+        st = os.stat(log_path)
+        want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        with open("/proc/locks") as f:
+            rows = [line.split() for line in f]
+    except OSError as exc:
+        return f"held by a process that cannot be named ({exc.strerror or exc})"
+    pids = []
+    for row in rows:
+        # "1: FLOCK  ADVISORY  WRITE 4242 00:2a:1234 0 EOF"; waiters' rows have "->".
+        if len(row) >= 6 and row[1] == "FLOCK" and row[3] == "WRITE" and row[5] == want:
+            pids.append(row[4])
+    if not pids:
+        return "held by a process that /proc/locks does not show (it may have just let go)"
+    out = []
+    for pid in dict.fromkeys(pids):
+        if not pid.isdigit() or pid == "0" or pid == "-1":
+            out.append("held by a process this PID namespace cannot see (another container, or "
+                       "another host sharing the directory)")
+            continue
+        out.append(f"held by pid {pid}{_process_summary(int(pid))}")
+    return "; ".join(out)
+
+
+def _process_summary(pid: int) -> str:
+    """``' (stopped: ...): CMDLINE'`` for a pid, as far as ``/proc`` tells."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+        state = stat_line[stat_line.rindex(b")") + 2:][:1].decode()
+    except (OSError, ValueError):
+        return " (no longer running, or not visible here)"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = " ".join(f.read(4096).decode("utf-8", "replace").replace("\0", " ").split())
+    except OSError:
+        cmd = ""
+    if len(cmd) > 200:
+        cmd = cmd[:200] + "..."
+    why = {"T": " (stopped: it holds the lock until it is continued or killed)",
+           "t": " (stopped by a debugger: it holds the lock until it is continued or killed)",
+           "D": " (in uninterruptible I/O)", "Z": " (a zombie)"}.get(state, "")
+    return f"{why}: {cmd}" if cmd else why
+
+
 class _WaitNotices:
-    """One daemon thread per process that says once, at INFO, which ledger a
-    caller blocked in ``flock`` has waited on for over WAIT_NOTICE_SECONDS.
+    """One daemon thread per process that says once, as a warning, which
+    ledger a caller blocked in ``flock`` has waited on for over
+    WAIT_NOTICE_SECONDS, and who holds its lock.
     (A ``threading.Timer`` per wait cost a thread start on every contended
     acquisition: 19% of wall time with 4 processes, BENCHMARKS.md.)"""
 
@@ -129,7 +190,7 @@ class _WaitNotices:
                 for key, (d, path) in list(self.waits.items()):
                     if d <= now:
                         del self.waits[key]
-                        log.info("blocking waiting for file lock on %s", path)
+                        _say_waiting(path)
 
 
 _notices = _WaitNotices()
@@ -169,9 +230,9 @@ def resolve_path(path: str) -> str:
     return os.path.join(os.path.realpath(head), tail)
 
 
-def _makedirs_private(path: str) -> None:
+def _makedirs_private(path: str) -> list[str]:
     """Create the missing directories of ``path``, each 0700 (fchmod'ed, so
-    the umask cannot loosen or tighten them)."""
+    the umask cannot loosen or tighten them); returns those it made."""
     missing = []
     p = path
     while not os.path.lexists(p):
@@ -180,12 +241,29 @@ def _makedirs_private(path: str) -> None:
         if parent == p:
             break
         p = parent
+    made = []
     for d in reversed(missing):
         try:
             os.mkdir(d, 0o700)
         except FileExistsError:
             continue
         os.chmod(d, 0o700)
+        made.append(d)
+    return made
+
+
+def _fsync_dir(path: str) -> None:
+    """fsync the directory ``path`` (so that the names made in it survive
+    a power cut).
+
+    Raises:
+        OSError: the OS refused.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _refuse_a_ledger_inside_a_ledger(path: str) -> None:
@@ -506,7 +584,8 @@ class Store:
     processes opened afterwards lock a new file while others held the old.)
     """
 
-    def __init__(self, path: str, create: bool = True, readonly: bool = False) -> None:
+    def __init__(self, path: str, create: bool = True, readonly: bool = False,
+                 fsync: bool = False) -> None:
         """Open the ledger directory ``path``.
 
         Args:
@@ -520,6 +599,9 @@ class Store:
                 ledger on a read-only mount or write-protected (``chmod a-w``) can be
                 read; :meth:`acquire` then raises :class:`ReadOnlyLedger`.
                 Implies ``create=False``.
+            fsync: after creating the ledger (or any of its files), fsync
+                what was made and the directories holding it, up to the
+                existing parent of the first directory made.
 
         Raises:
             NoLedger: ``path`` is empty, or missing (or, with ``readonly``,
@@ -536,14 +618,17 @@ class Store:
             ReadOnlyLedger: also when, not ``readonly``, the file system is
                 mounted read-only (EROFS); ``__cause__`` is the OSError.
         """
+        #: The OSError of a failed flush of the log: every later change
+        #: through this Store is refused (see :meth:`append`).
+        self.flush_failed: OSError | None = None
         try:
-            self._open(path, create, readonly)
+            self._open(path, create, readonly, fsync)
         except LedgerError:
             raise
         except OSError as exc:
             raise refused_at_open(exc, getattr(self, "path", None) or os.fspath(path)) from exc
 
-    def _open(self, path: str, create: bool, readonly: bool) -> None:
+    def _open(self, path: str, create: bool, readonly: bool, fsync: bool) -> None:
         create = create and not readonly
         #: Opened with ``readonly=True``: ``bool``.
         self.readonly = readonly
@@ -562,7 +647,10 @@ class Store:
             else:
                 if not os.path.lexists(self.log_path):
                     _refuse_a_ledger_inside_a_ledger(self.path)
-                _makedirs_private(os.path.dirname(self.path))
+                made = _makedirs_private(os.path.dirname(self.path))
+                if not os.path.lexists(self.path):
+                    made.append(self.path)
+                fresh = made or not os.path.lexists(self.log_path)
             self.dirfd = open_dir_fd(None, self.path, self.path, create=create, ledger_root=True,
                                      readonly=readonly)
         except NotADirectoryError:
@@ -581,14 +669,22 @@ class Store:
             except FileNotFoundError:  # read-only: a ledger without snapshots
                 pass
             self._open_lock_fds()
+            if create and fsync and fresh:
+                # A ledger made with fsync=True survives a power cut as made:
+                # its files' entries, and the directories made for it.
+                os.fsync(self.logfd)
+                os.fsync(self.snapfd)
+                os.fsync(self.dirfd)
+                for d in reversed(made):
+                    _fsync_dir(os.path.dirname(d))
         except BaseException:
             self._close_fds()
             raise
         self._gate_ignored_until = 0.0
-        self._tlock = threading.Lock()
+        # An RLock for its _is_owned() (see acquire); never taken twice.
+        self._tlock = threading.RLock()
         self._pid = os.getpid()
         self._holding_pid: int | None = None
-        self._held_tlock: threading.Lock | None = None
         _stores.add(self)
 
 
@@ -688,7 +784,7 @@ class Store:
         # In a forked child: the inherited descriptors share their open file
         # descriptions (and the flock) with the parent. Use new ones so that
         # nothing the child does can release or take the parent's lock.
-        self._tlock = threading.Lock()
+        self._tlock = threading.RLock()
         self._holding_pid = None
         old = (self.gatefd, self.logfd)
         try:
@@ -707,9 +803,10 @@ class Store:
         does. Pair with :meth:`release` (or use :meth:`locked`).
 
         Args:
-            timeout: seconds to wait at most; ``None`` waits for ever
-                (saying once, at INFO on logger ``scopeledger``, which
-                ledger it waits on after about a second).
+            timeout: seconds to wait at most; ``None`` waits for ever.
+                After about a second of waiting, a warning on logger
+                ``scopeledger`` says once which ledger and who holds its
+                lock (:func:`lock_holder`).
 
             on_wait: called between tries while the lock is polled (see
                 ``SPIN_SECONDS``); it should do a little useful work (the
@@ -725,20 +822,32 @@ class Store:
             ReadOnlyLedger: the store was opened ``readonly``.
             LedgerIOError: ``flock`` failed (EIO, ENOLCK, ...); it names
                 the log, ``__cause__`` is the OSError; the lock is not held.
+                Or a flush of the log failed earlier (:meth:`append`).
             LedgerError: the ledger is closed.
         """
         if self.logfd is None:
             raise LedgerError(f"ledger {self.path} is closed")
         if self.readonly:
             raise ReadOnlyLedger(self.path, "take the lock")
+        if self.flush_failed is not None:
+            self.check_writable()
         pid = os.getpid()
         if self._pid != pid:  # forked without the at-fork hook running
             self._forked()
         t0 = time.monotonic()
         tlock = self._tlock
-        if not tlock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
-            raise LockTimeout(self.log_path, timeout or 0.0)
+        if tlock._is_owned():
+            raise LedgerError(f"the lock on {self.log_path} is already held by this thread: a ledger "
+                              "call was made inside another (a Hold's guard collected meanwhile?)")
         try:
+            # From the thread lock on, an exception at any point (a signal
+            # handler raising KeyboardInterrupt, say) is undone below by
+            # _let_go: the thread lock is owned or not (RLock._is_owned),
+            # and the flock marker is set before flock is called, so that an
+            # unlock follows whether or not flock had returned.
+            if not tlock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+                raise LockTimeout(self.log_path, timeout or 0.0)
+            self._holding_pid = pid
             stand_back = ((timeout is None or timeout > DEFER_SECONDS)
                           and t0 >= self._gate_ignored_until)
             if stand_back and not self._gate_clear():
@@ -752,29 +861,54 @@ class Store:
             if not got and not self._poll(t0, timeout, on_wait, stand_back):
                 self._wait(t0, timeout)
         except BaseException as exc:
-            tlock.release()
+            self._let_go()
             if isinstance(exc, OSError) and not isinstance(exc, LedgerError):
                 # flock failed (EIO, ENOLCK on a network file system, ...)
                 raise LedgerIOError(self.log_path, "lock the ledger", exc) from exc
             raise
-        self._held_tlock = tlock
-        self._holding_pid = pid
         return time.monotonic() - t0
 
-    def release(self) -> None:
-        """Release what :meth:`acquire` took. In a forked child that
-        inherited a held lock, this never unlocks the parent's lock."""
-        tlock = self._held_tlock
-        self._held_tlock = None
-        try:
-            if self._holding_pid == os.getpid():
-                self._holding_pid = None
+    def _let_go(self) -> None:
+        """Undo whatever part of :meth:`acquire` this thread got through
+        (idempotent; an unlock of a lock not taken is harmless)."""
+        tlock = self._tlock
+        if not tlock._is_owned():
+            return
+        if self._holding_pid == os.getpid():
+            with contextlib.suppress(OSError):
                 fcntl.flock(self.logfd, fcntl.LOCK_UN)
-        except OSError as exc:
-            raise LedgerIOError(self.log_path, "unlock the ledger", exc) from exc
-        finally:
-            if tlock is not None:
+            self._holding_pid = None
+        tlock.release()
+
+    def owns_lock(self) -> bool:
+        """Whether the calling thread holds the lock (:meth:`acquire`
+        returned, :meth:`release` not yet called), ``bool``."""
+        return self._tlock._is_owned()
+
+    def release(self) -> None:
+        """Release what :meth:`acquire` took; a no-op when the calling
+        thread holds nothing (so a ``finally`` may call it again after an
+        exception anywhere). In a forked child that inherited a held lock,
+        this never unlocks the parent's lock.
+
+        Raises:
+            LedgerIOError: the unlock failed (EIO, ...); the thread lock is
+                released all the same.
+        """
+        tlock = self._tlock
+        if not tlock._is_owned():
+            return
+        if self._holding_pid == os.getpid():
+            # Unlock first, then forget: interrupted in between, the next
+            # call unlocks again (harmless) rather than never.
+            try:
+                fcntl.flock(self.logfd, fcntl.LOCK_UN)
+            except OSError as exc:
+                self._holding_pid = None
                 tlock.release()
+                raise LedgerIOError(self.log_path, "unlock the ledger", exc) from exc
+            self._holding_pid = None
+        tlock.release()
 
     @contextlib.contextmanager
     def locked(self, timeout: float | None = None) -> Iterator[float]:
@@ -855,9 +989,9 @@ class Store:
         while True:
             now = time.monotonic()
             if now >= deadline:
-                raise LockTimeout(lock_path, timeout)
+                raise LockTimeout(lock_path, timeout, lock_holder(lock_path))
             if not noticed and now - t0 >= WAIT_NOTICE_SECONDS:
-                log.info("blocking waiting for file lock on %s", lock_path)
+                _say_waiting(lock_path)
                 noticed = True
             time.sleep(min(delay, deadline - now))
             delay = min(delay * 2, 0.02)
@@ -958,25 +1092,66 @@ class Store:
     def append(self, data: bytes, expected_size: int, fsync: bool) -> None:
         """Append ``data`` (whole lines) with one ``write``; the lock is held.
 
-        On a short write or an OS error the log is cut back to
+        On a short write or an OS error of ``write`` the log is cut back to
         ``expected_size`` so that no partial line stays behind; after a short
         write, complete lines it did write stay (a reader without the lock
         may have folded them already: the log never loses a complete line).
 
+        With ``fsync``, ``fdatasync`` follows. If it fails, the lines stay
+        in the log (readers may have folded them; after a failed flush what
+        the disk holds is unknown, and a second flush could report success
+        without writing them: the lesson of PostgreSQL's "fsyncgate"), and
+        this Store refuses every later change (:meth:`check_writable`) until
+        the ledger is opened again.
+
         Raises:
-            LedgerIOError: the OS refused (disk full, quota, I/O error).
+            LedgerIOError: the OS refused (disk full, quota, I/O error), or
+                an earlier flush failed.
         """
+        if self.flush_failed is not None:
+            self.check_writable()
         try:
             n = os.write(self.logfd, data)
             if n != len(data):
                 expected_size += data.rfind(b"\n", 0, n) + 1
                 raise OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes)")
-            if fsync:
-                os.fdatasync(self.logfd)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(self.logfd, expected_size)
             raise LedgerIOError(self.log_path, "append to the log", exc) from exc
+        if fsync:
+            self.flush()
+
+    def flush(self) -> None:
+        """``fdatasync`` the log (before a snapshot of it is renamed into
+        place, and after every append with ``fsync=True``).
+
+        Raises:
+            LedgerIOError: it failed: from then on every change through
+                this Store is refused (see :meth:`append`); or an earlier
+                one failed.
+        """
+        self.check_writable()
+        try:
+            os.fdatasync(self.logfd)
+        except OSError as exc:
+            self.flush_failed = exc
+            raise LedgerIOError(self.log_path, "flush the log", exc,
+                                "what was written stays in the log, but may not survive a power "
+                                "cut; this ledger object refuses changes until the ledger is "
+                                "opened again") from exc
+
+    def check_writable(self) -> None:
+        """Refuse a change after a failed flush of the log (see :meth:`append`).
+
+        Raises:
+            LedgerIOError: a flush failed earlier; ``__cause__`` is its OSError.
+        """
+        failed = self.flush_failed
+        if failed is not None:
+            raise LedgerIOError(self.log_path, "record a change", failed,
+                                "a flush of the log failed earlier: what was written may not "
+                                "survive a power cut; open the ledger again to go on") from failed
 
     def set_aside(self, start: int, end: int) -> str:
         """Move a torn last line (the log's bytes ``start .. end``) out of
@@ -1016,11 +1191,12 @@ class Store:
             finally:
                 os.close(fd)
             os.fsync(tornfd)
-        except OSError as exc:
+            os.fsync(self.dirfd)  # torn/ itself may be new
+        except BaseException as exc:  # also KeyboardInterrupt: no partial copy stays
             if created:
                 with contextlib.suppress(OSError):
                     os.unlink(name, dir_fd=tornfd)
-            if isinstance(exc, LedgerError):
+            if isinstance(exc, LedgerError) or not isinstance(exc, OSError):
                 raise
             raise LedgerIOError(path, "set aside a torn line", exc) from exc
         finally:

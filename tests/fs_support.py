@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -61,9 +62,8 @@ def xfs_mount(base, size_mb: int = 300):
         try:
             yield mnt
         finally:
-            for _ in range(50):
-                if _run("umount", mnt).returncode == 0 or not os.path.ismount(mnt):
-                    break
+            if _run("umount", mnt).returncode:  # still open (a test failed): let go lazily
+                _run("umount", "-l", mnt)
     finally:
         _run("losetup", "-d", dev)
 
@@ -76,3 +76,59 @@ def remount(mnt: str, image_dev_cmd=None) -> None:
     assert p.returncode == 0, p.stderr
     p = _run("mount", "-t", "xfs", src, mnt)
     assert p.returncode == 0, p.stderr
+
+
+@contextlib.contextmanager
+def failing_xfs(base):
+    """An xfs on a loop device whose backing file is a sparse image on a
+    small tmpfs: once ``fill()`` has filled the tmpfs, writing back new
+    data to the device fails for real ("critical space allocation error",
+    ``fdatasync`` fails), while what is cached stays readable and the file
+    system stays mounted read-write. Yields ``(mount point, fill)``."""
+    why = xfs_missing()
+    if why:
+        pytest.skip(why)
+    base = str(base)
+    backing = os.path.join(base, "backing")
+    mnt = os.path.join(base, "failing")
+    os.makedirs(backing, exist_ok=True)
+    os.makedirs(mnt, exist_ok=True)
+    p = _run("mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", backing)
+    if p.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    dev = None
+    try:
+        image = os.path.join(backing, "img")
+        with open(image, "wb") as f:
+            f.truncate(300 << 20)
+        p = _run("mkfs.xfs", "-q", "-f", image)
+        if p.returncode:
+            pytest.skip(f"mkfs.xfs failed: {p.stderr.strip()}")
+        p = _run("losetup", "--find", "--show", image)
+        if p.returncode:
+            pytest.skip(f"no free loop device: {p.stderr.strip()}")
+        dev = p.stdout.strip()
+        p = _run("mount", "-t", "xfs", dev, mnt)
+        if p.returncode:
+            pytest.skip(f"cannot mount an xfs loop image here: {p.stderr.strip()}")
+
+        def fill() -> None:
+            try:
+                with open(os.path.join(backing, "fill"), "wb") as f:
+                    while True:
+                        f.write(b"\0" * (1 << 20))
+            except OSError:
+                pass
+
+        try:
+            yield mnt, fill
+        finally:
+            if _run("umount", mnt).returncode:  # still open (a test failed): let go lazily
+                _run("umount", "-l", mnt)
+    finally:
+        if dev is not None:
+            _run("losetup", "-d", dev)
+        for _ in range(100):  # the loop device lets go of its file asynchronously
+            if _run("umount", backing).returncode == 0 or not os.path.ismount(backing):
+                break
+            time.sleep(0.05)

@@ -252,28 +252,55 @@ def test_snapshot_body_states_every_holder_as_allocation_to_json(ledger_dir):
     assert state.to_json()["holders"] == expected
 
 
-def test_a_log_shorter_than_its_snapshot_is_corrupt_not_an_empty_ledger(ledger_dir):
-    from scopeledger import CorruptLedger, verify
+def test_a_log_shorter_than_its_snapshot_opens_from_what_it_holds_and_says_what_was_lost(
+        ledger_dir, caplog):
+    # A power cut with fsync=False (or before snapshots flushed the log) can
+    # leave the log shorter than a snapshot. On 813fdac that was
+    # CorruptLedger for every command until snapshots were deleted by hand
+    # (issue 19); now the ledger opens from the newest snapshot the log
+    # still reaches, says what was lost, keeps working, and deletes nothing.
+    from scopeledger import LostEvents, verify
 
-    with Ledger.open(ledger_dir) as led:
+    with Ledger.open(ledger_dir, snapshot_every=1000) as led:
         for i in range(10):
             led.register(f"h{i}", [W(f"/h/{i}")])
-        led.snapshot()
+            if i in (3, 7):
+                led.snapshot()
     log = os.path.join(ledger_dir, "events.jsonl")
     data = open(log, "rb").read()
-    half = data[: data.rfind(b"\n", 0, len(data) // 2) + 1]
-    for kept in (b"", half):
+    snaps = snapshot_files(ledger_dir)
+    assert snaps == ["snap-0000000000000004.json", "snap-0000000000000008.json"]
+    for kept_lines, opened_from in ((0, 0), (5, 4)):
+        kept = b"".join(line + b"\n" for line in data.split(b"\n")[:kept_lines])
         with open(log, "wb") as f:
             f.write(kept)
-        with pytest.raises(CorruptLedger, match="was truncated or replaced"):
-            Ledger.open(ledger_dir)
+        caplog.clear()
+        with Ledger.open(ledger_dir) as led:
+            assert led.lost == LostEvents(kept_lines, 8, tuple(n for n in snaps if int(n[5:21]) > kept_lines))
+            assert led.stats.snapshot_seq == opened_from
+            assert [a.name for a in led.holders()] == [f"h{i}" for i in range(kept_lines)]
+        assert (f"events lost: the log {log} ends at seq {kept_lines}, but snapshot "
+                f"{ledger_dir}/snapshots/snap-0000000000000008.json was written at seq 8: events "
+                f"{kept_lines + 1} to 8 were lost") in caplog.text
+        assert snapshot_files(ledger_dir) == snaps  # nothing deleted
         rep = verify(ledger_dir)
         assert not rep.ok and "past the end of the log" in rep.problems[0].message
-    # Removing the snapshot past the end (the documented recovery) opens what is left.
-    for name in snapshot_files(ledger_dir):
-        os.unlink(os.path.join(ledger_dir, "snapshots", name))
+    # It keeps working: the log goes on from seq 5; the snapshot written at
+    # seq 8 of the new history keeps the old one, renamed, not overwritten.
+    old8 = open(os.path.join(ledger_dir, "snapshots", snaps[1]), "rb").read()
+    with Ledger.open(ledger_dir, snapshot_every=1000) as led:
+        for i in range(5, 9):
+            led.register(f"n{i}", [W(f"/n/{i}")])
+            if i == 7:
+                assert led.snapshot() == 8
+        assert led.seq == 9
+    names = sorted(os.listdir(os.path.join(ledger_dir, "snapshots")))
+    lost = [n for n in names if n.startswith("lost-snap-0000000000000008.json-")]
+    assert len(lost) == 1 and open(os.path.join(ledger_dir, "snapshots", lost[0]), "rb").read() == old8
     with Ledger.open(ledger_dir) as led:
-        assert [a.name for a in led.holders()] == [f"h{i}" for i in range(half.count(b"\n"))]
+        assert led.lost is None and led.stats.snapshot_seq == 8
+        assert [a.name for a in led.holders()] == [f"h{i}" for i in range(5)] + [f"n{i}" for i in range(5, 9)]
+        assert led.verify().ok
 
 
 def test_a_due_snapshot_is_written_by_the_process_that_claims_it_only(ledger_dir):
