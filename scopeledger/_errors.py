@@ -22,8 +22,10 @@ would naturally catch::
     ├── HistoryUnavailable (LookupError) a point before the oldest retained
     │                                    history, or after the newest event
     └── LedgerIOError (OSError)          the OS refused to create, open, read,
-                                         write, flush or lock a ledger file
-                                         (disk full, EIO, ENOLCK, ...)
+        │                                write, flush or lock a ledger file
+        │                                (disk full, EIO, ENOLCK, ...)
+        └── PartlyRecorded               a change of several events of which
+                                         only the first ones were written
 
 Messages are lowercase, name the paths and holders involved and carry no
 trailing period, in the manner of cargo's ``failed to <verb>: <path>``.
@@ -254,3 +256,37 @@ class LedgerIOError(LedgerError, OSError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), str(self), dict(self.__dict__, errno=self.errno)))
+
+
+class PartlyRecorded(LedgerIOError):
+    """Raised by a change that records several events (``reclaim_stale``
+    reclaiming many holders; ``register``/``delegate`` reclaiming dead
+    holders in the way before the grant) when the disk filled up part way:
+    the first events are in the log, the rest are not (never a part of a
+    line). The message counts and names both.
+
+    Attributes: as :class:`LedgerIOError`, and ``recorded``,
+    ``not_recorded``: ``tuple[(seq, event type, holder name), ...]``.
+    """
+
+    def __init__(self, cause: LedgerIOError, recorded: tuple[tuple[int, str, str], ...],
+                 not_recorded: tuple[tuple[int, str, str], ...]) -> None:
+        self.recorded = recorded
+        self.not_recorded = not_recorded
+        total = len(recorded) + len(not_recorded)
+        detail = (f"{len(recorded)} of the {total} events of this change were recorded"
+                  + (f" ({_events_said(recorded)})" if recorded else "")
+                  + f", {len(not_recorded)} were not ({_events_said(not_recorded)})")
+        OSError.__init__(self, f"{cause}; {detail}")
+        self.path = cause.path
+        self.errno = cause.errno
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), str(self), dict(self.__dict__, errno=self.errno)))
+
+
+def _events_said(events: tuple[tuple[int, str, str], ...], most: int = 5) -> str:
+    """``"seq 4 reclaimed 'a', seq 5 reclaimed 'b', and 7 more"``."""
+    said = ", ".join(f"seq {seq} {kind} '{name}'" for seq, kind, name in events[:most])
+    return said + (f", and {len(events) - most} more" if len(events) > most else "")
+

@@ -33,6 +33,8 @@ from ._errors import (
     InvalidProcess,
     InvalidScope,
     LedgerError,
+    LedgerIOError,
+    PartlyRecorded,
     ReadOnlyLedger,
     ScopeConflict,
     UnknownHolder,
@@ -776,7 +778,12 @@ class Ledger(HistoryMixin):
                         after = txn.after
                         if written is not None and after is not None and after[0] is commit_grant:
                             written.append((after[1].name, after[1].token, self._offset, data))
-                        store.append(data, self._offset, self.fsync)
+                        try:
+                            store.append(data, self._offset, self.fsync)
+                        except LedgerIOError as exc:
+                            if len(lines) > 1 and hasattr(exc, "lines_kept"):
+                                raise _partly(exc, lines) from exc.__cause__
+                            raise
                         # The line is in the log: other processes may go on
                         # while this one applies its last event to its state.
                         store.release()
@@ -1362,6 +1369,18 @@ def _check_options(timeout: Any, probe: Any, fsync: Any, snapshot_every: Any, ke
     _check_bool("resolve_symlinks", resolve_symlinks)
     _check_callable("probe", probe)
     _check_callable("clock", clock)
+
+
+def _partly(exc: Any, lines: list[bytes]) -> PartlyRecorded:
+    """The :class:`PartlyRecorded` for a write of ``lines`` (one change)
+    that left the first ``exc.lines_kept`` of them in the log."""
+    said = []
+    for line in lines:
+        ev = orjson.loads(line)
+        holder = ev.get("holder")
+        name = holder.get("name") if isinstance(holder, dict) else ev.get("name")
+        said.append((ev["seq"], ev["type"], str(name)))
+    return PartlyRecorded(exc, tuple(said[:exc.lines_kept]), tuple(said[exc.lines_kept:]))
 
 
 def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,

@@ -1106,19 +1106,26 @@ class Store:
 
         Raises:
             LedgerIOError: the OS refused (disk full, quota, I/O error), or
-                an earlier flush failed.
+                an earlier flush failed. Its ``lines_kept``: how many of the
+                lines a short write left in the log (0 for none).
         """
         if self.flush_failed is not None:
             self.check_writable()
+        kept = 0  # complete lines the write left in the log
         try:
             n = os.write(self.logfd, data)
             if n != len(data):
-                expected_size += data.rfind(b"\n", 0, n) + 1
-                raise OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes)")
+                cut = data.rfind(b"\n", 0, n) + 1
+                expected_size += cut
+                kept = data.count(b"\n", 0, cut)
+                raise OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes): "
+                                            f"{os.strerror(errno.ENOSPC)}")
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(self.logfd, expected_size)
-            raise LedgerIOError(self.log_path, "append to the log", exc) from exc
+            err = LedgerIOError(self.log_path, "append to the log", exc)
+            err.lines_kept = kept
+            raise err from exc
         if fsync:
             self.flush()
 

@@ -36,6 +36,7 @@ from ._errors import (
     LedgerIOError,
     LockTimeout,
     NoLedger,
+    PartlyRecorded,
     ReadOnlyLedger,
     Refused,
     ScopeConflict,
@@ -1301,6 +1302,7 @@ def reclaim(env: Env, dry_run: bool) -> int:
 
     with env.open(readonly=dry_run) as ledger:
         rows: list[dict[str, Any]] = []
+        partly: PartlyRecorded | None = None
         if dry_run:
             state = ledger.state()
             for n, a in state.holders.items():
@@ -1310,7 +1312,11 @@ def reclaim(env: Env, dry_run: bool) -> int:
                                  "reparented": reparent_plan(state, n)})
         else:
             before = ledger.state()
-            names = ledger.reclaim_stale()
+            try:
+                names = ledger.reclaim_stale()
+            except PartlyRecorded as exc:  # the disk filled up part way: say what was recorded
+                partly = exc
+                names = [n for _, kind, n in exc.recorded if kind == "reclaimed"]
             if names:
                 wanted = set(names)
                 for e in ledger.events(since=before.seq + 1, types=["reclaimed"]):
@@ -1331,9 +1337,11 @@ def reclaim(env: Env, dry_run: bool) -> int:
                 extra = f"; re-parented {moves}" if moves else ""
                 env.out.print(f"{verb} '{r['name']}' (pid {r['pid']}): "
                               f"{REASONS.get(r['reason'], r['reason'])}{extra}", soft_wrap=True)
-            if not rows:
+            if not rows and partly is None:
                 env.out.print("nothing to reclaim: every holder's process is alive" if ledger.holders()
                               else "nothing to reclaim: no live holders")
+        if partly is not None:
+            raise partly
     return EXIT_OK
 
 

@@ -177,3 +177,88 @@ def test_a_power_cut_never_bricks_the_ledger_and_fsync_loses_nothing(tmp_path, f
         assert fig["lost"] == 0, fig
     else:  # only what came after the last flush (the newest snapshot) may be lost
         assert fig["log_seq"] >= max(fig["snapshots"]), fig
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    import subprocess
+
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        yield str(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _dead_holders(path, n):
+    """``n`` holders bound to one process that then exits."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "600"])
+    with Ledger.open(path, snapshot_every=10**6) as led:
+        for i in range(n):
+            led.register(f"h{i}", [W(f"/r/h{i}")], pid=child.pid)
+    child.kill()
+    child.wait()
+
+
+def _fill(disk, leave):
+    """Fill the tmpfs at ``disk`` but ``leave`` bytes."""
+    st = os.statvfs(disk)
+    free = st.f_bavail * st.f_frsize
+    with open(os.path.join(disk, "filler"), "wb") as f:
+        f.write(b"\0" * max(0, free - leave))
+
+
+def test_a_change_the_disk_fills_part_way_says_what_was_recorded_and_what_not(small_disk):
+    # On 813fdac 'ledger reclaim' recorded 179 of 240 reclaims and said only
+    # "failed to append" (issue 13 item 15).
+    from scopeledger import PartlyRecorded
+
+    path = os.path.join(small_disk, "L")
+    _dead_holders(path, 240)
+    size = os.path.getsize(os.path.join(path, "events.jsonl"))
+    _fill(small_disk, 16 << 10)
+    with Ledger.open(path, snapshot_every=10**6) as led:
+        with pytest.raises(PartlyRecorded) as info:
+            led.reclaim_stale()
+        err = info.value
+        assert 0 < len(err.recorded) < 240 and len(err.recorded) + len(err.not_recorded) == 240
+        assert [k for _, k, _ in err.recorded + err.not_recorded] == ["reclaimed"] * 240
+        assert (f"{len(err.recorded)} of the 240 events of this change were recorded (seq 241 "
+                f"reclaimed 'h0', ") in str(err)
+        assert f", {len(err.not_recorded)} were not (seq {241 + len(err.recorded)} reclaimed" in str(err)
+        log = _log(path)
+        reclaimed = [line for line in log[size:].split(b"\n") if line]
+        assert len(reclaimed) == len(err.recorded)  # exactly those, whole lines only
+        live = {a.name for a in led.holders()}
+        assert live == {name for _, _, name in err.not_recorded}
+    os.unlink(os.path.join(small_disk, "filler"))
+    with Ledger.open(path) as led:
+        assert led.reclaim_stale() == [name for _, _, name in err.not_recorded]
+        assert led.verify().ok
+
+
+def test_ledger_reclaim_on_a_full_disk_prints_what_it_reclaimed_and_what_not(small_disk):
+    import subprocess
+    import sys
+
+    path = os.path.join(small_disk, "L")
+    _dead_holders(path, 240)
+    _fill(small_disk, 16 << 10)
+    p = subprocess.run([sys.executable, "-m", "scopeledger", "--ledger", path, "reclaim"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 7, p.stderr
+    done = [line for line in p.stdout.splitlines() if line.startswith("reclaimed 'h")]
+    assert 0 < len(done) < 240
+    (error,) = p.stderr.strip().splitlines()
+    assert error.startswith("error: failed to append to the log: ")
+    assert f"; {len(done)} of the 240 events of this change were recorded" in error
+    assert f", {240 - len(done)} were not (" in error
