@@ -18,6 +18,10 @@ Keys in this order::
      "prev": "<32 hex>",        blake2b-128 of the previous line's bytes
                                 (without its newline); 32 zeros for seq 1
      "type": "registered",      see EVENT_TYPES
+     "network_fs": "nfs4",      v2, optional: written by a process that opened
+                                the ledger on a file system where flock may
+                                not exclude other hosts, having opted in
+                                (Ledger.open(allow_network_fs=True)); its type
      ...payload}
 
 Payloads (rules are ``[path, "read"|"write", recursive]``)::
@@ -85,6 +89,12 @@ KEYS: dict[int, dict[str, frozenset[str]]] = {
     },
 }
 KEYS[2] = dict(KEYS[1])
+KEYS[2]["line"] = KEYS[1]["line"] | {"network_fs"}
+
+#: Keys a line may carry or not (``KEYS`` lists them too): the fast path of
+#: :func:`decode` counts a line's keys without them, so that a line with
+#: one goes the slower way, which checks each key.
+OPTIONAL: frozenset[str] = frozenset({"network_fs"})
 
 #: Where objects nest: for a kind of object (as in :data:`KEYS`), the keys
 #: holding an object and that object's kind. The same in every version.
@@ -146,7 +156,7 @@ def _compile() -> dict[int, dict[str, tuple[Any, ...]]]:
                 ((key, sub),) = NESTED[kind]  # (one object per payload, so far)
                 within = _keys_within(sub, keys)
                 payload = (lambda w, k: lambda ev: type(c := ev[k]) is not dict or w(c))(within, key)
-            top = keys["line"] | keys[kind]
+            top = (keys["line"] | keys[kind]) - OPTIONAL
             out[v][kind] = (len(top), operator.itemgetter(*sorted(keys[kind])), ACTOR[v][0], keys["actor"],
                             payload)
     return out
@@ -261,6 +271,9 @@ def decode(line: bytes, path: str, lineno: int | None, payload: bool = True) -> 
     unknown = unknown_key(ev, kind, v, inside=payload)
     if unknown is not None:
         raise CorruptLedger(path, unknown, line=lineno, seq=seq)
+    if "network_fs" in ev and type(ev["network_fs"]) is not str:
+        raise CorruptLedger(path, f"network_fs is {shown(ev['network_fs'])}, not a string",
+                            line=lineno, seq=seq)
     return ev  # (a missing payload object: the fold names it)
 
 

@@ -215,7 +215,8 @@ class _Txn:
     by ``after`` (set by the caller) once the line is written and the lock
     released, so that the fold stays out of the time the lock is held."""
 
-    __slots__ = ("ledger", "state", "lines", "error", "liveness", "actor_ident", "actor", "after")
+    __slots__ = ("ledger", "state", "lines", "error", "liveness", "actor_ident", "actor", "after",
+                 "network_fs")
 
     def __init__(self, ledger: "Ledger", state: State) -> None:
         self.ledger = ledger
@@ -226,6 +227,7 @@ class _Txn:
         self.actor_ident, self.actor = ledger._actor_and_json(ledger._store._holding_pid)
         #: ``(fold function, *args)`` that applies the last event, or None.
         self.after: tuple[Any, ...] | None = None
+        self.network_fs = ledger._store.network_fs
 
     def _line(self, kind: str, payload: dict[str, Any]) -> tuple[int, int, dict[str, Any], bytes]:
         assert self.after is None, "no event after the last one"
@@ -241,6 +243,8 @@ class _Txn:
             ts = st.last_ts
         ev = {"v": FORMAT_VERSION, "seq": seq, "ts": ts, "actor": self.actor,
               "prev": st.last_hash, "type": kind}
+        if self.network_fs is not None:  # written where flock may not exclude other hosts
+            ev["network_fs"] = self.network_fs
         ev.update(payload)
         line = encode(ev)
         if len(line) > MAX_LINE_BYTES:  # never write a line no reader would accept
@@ -429,7 +433,8 @@ class Ledger(HistoryMixin):
              probe: Probe | None = None, fsync: bool = False,
              snapshot_every: int = DEFAULT_SNAPSHOT_EVERY, keep_snapshots: int | None = None,
              resolve_symlinks: bool = True, clock: Callable[[], int] | None = None,
-             readonly: bool = False, create: bool = True) -> "Ledger":
+             readonly: bool = False, create: bool = True,
+             allow_network_fs: bool = False) -> "Ledger":
         """Open (creating if needed) the ledger in directory ``path``.
 
         Args:
@@ -467,10 +472,21 @@ class Ledger(HistoryMixin):
                 with ``events.jsonl``); anything else is :class:`NoLedger`
                 and nothing is created (for tools that change a ledger but
                 must not start one by mistake). Implied by ``readonly``.
+            allow_network_fs: open for writing on a file system where
+                ``flock`` may not exclude writers on other hosts (NFS,
+                SMB/CIFS, 9p, virtiofs, Ceph, GlusterFS, Lustre, any FUSE:
+                ``scopeledger._store.NETWORK_FS_TYPES``); only safe when
+                this host alone writes the ledger. Every event this object
+                writes then records the file system's type
+                (``network_fs``). Without it, opening such a ledger for
+                writing is :class:`UnsafeLedgerPath`; ``readonly`` needs
+                no opt-in.
 
         Raises:
             UnsafeLedgerPath: the directory or a file in it is owned by
                 another user, group/other-writable, or a planted symlink;
+                without ``readonly``, it is on a network file system and
+                ``allow_network_fs`` is false (the message names the type);
                 the directory or one on the way to it is another kind of
                 file (``notes.txt/L``: the message names ``notes.txt``); or
                 the directory exists, is not empty and is not a ledger (it
@@ -496,9 +512,11 @@ class Ledger(HistoryMixin):
         """
         _check_bool("readonly", readonly)
         _check_bool("create", create)
+        _check_bool("allow_network_fs", allow_network_fs)
         # Before the Store: a bad option creates no directory.
         _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
-        store = Store(_dir_path(path), create=create, readonly=readonly, fsync=fsync)
+        store = Store(_dir_path(path), create=create, readonly=readonly, fsync=fsync,
+                      allow_network_fs=allow_network_fs)
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
                        snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,

@@ -266,6 +266,53 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+#: File system types on which ``flock`` does not exclude processes on other
+#: hosts (or, for FUSE, on which what another host does is unknown): NFS,
+#: SMB/CIFS, the VM shared folders (9p, virtiofs, vboxsf), the cluster and
+#: distributed file systems, and every FUSE file system (``fuse``,
+#: ``fuseblk``, ``fuse.*``: sshfs, ceph-fuse, glusterfs, ...).
+NETWORK_FS_TYPES = frozenset((
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "smb2", "ncpfs", "9p", "virtiofs", "vboxsf", "vmhgfs",
+    "ceph", "glusterfs", "lustre", "gpfs", "beegfs", "orangefs", "pvfs2", "afs", "coda", "fuse",
+    "fuseblk", "davfs"))
+
+
+def is_network_fs(fs_type: str) -> bool:
+    """Whether a file system of type ``fs_type`` (as ``/proc/self/mountinfo``
+    names it: ``nfs4``, ``fuse.sshfs``) is one where ``flock`` may not
+    exclude a writer on another host (:data:`NETWORK_FS_TYPES`, ``fuse.*``)."""
+    return fs_type in NETWORK_FS_TYPES or fs_type.startswith("fuse.")
+
+
+def fs_type_of(path: str) -> str | None:
+    """The type of the file system holding ``path``, or of its nearest
+    existing parent (``ext4``, ``nfs4``, ``fuse.sshfs``), from the mount
+    whose device is the path's (``/proc/self/mountinfo``); ``None`` when it
+    cannot be told."""
+    p = path
+    while True:
+        try:
+            st = os.stat(p)
+            break
+        except (FileNotFoundError, NotADirectoryError):
+            parent = os.path.dirname(p)
+            if parent == p:
+                return None
+            p = parent
+        except (OSError, ValueError):
+            return None
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == dev and "-" in fields:
+                    return fields[fields.index("-", 6) + 1]
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _refuse_a_ledger_inside_a_ledger(path: str) -> None:
     """Before a new ledger is made at ``path``: none of the directories
     above it may be a ledger (hold ``events.jsonl``). A ledger made in
@@ -585,7 +632,7 @@ class Store:
     """
 
     def __init__(self, path: str, create: bool = True, readonly: bool = False,
-                 fsync: bool = False) -> None:
+                 fsync: bool = False, allow_network_fs: bool = False) -> None:
         """Open the ledger directory ``path``.
 
         Args:
@@ -602,6 +649,10 @@ class Store:
             fsync: after creating the ledger (or any of its files), fsync
                 what was made and the directories holding it, up to the
                 existing parent of the first directory made.
+            allow_network_fs: open for writing on a file system where
+                ``flock`` may not exclude other hosts (:func:`is_network_fs`);
+                without it that is :class:`UnsafeLedgerPath`. Every line
+                this Store's writer appends then says so (``network_fs``).
 
         Raises:
             NoLedger: ``path`` is empty, or missing (or, with ``readonly``,
@@ -609,8 +660,9 @@ class Store:
                 directory that cannot be looked into.
             UnsafeLedgerPath: see the module docstring; also an existing
                 directory that is not a ledger, another user's directory
-                that this user cannot even open or search, and a file on the
-                way that is not a directory (named).
+                that this user cannot even open or search, a file on the
+                way that is not a directory (named), and (not ``readonly``)
+                a network file system without ``allow_network_fs``.
             ReadOnlyLedger: write-protected, and not ``readonly``.
             LedgerIOError: the OS refused (permission denied, an I/O
                 error, ...); it names the file's full path (the directory's,
@@ -621,14 +673,18 @@ class Store:
         #: The OSError of a failed flush of the log: every later change
         #: through this Store is refused (see :meth:`append`).
         self.flush_failed: OSError | None = None
+        #: The network file system type this writer opted in to
+        #: (``allow_network_fs``), else ``None``.
+        self.network_fs: str | None = None
         try:
-            self._open(path, create, readonly, fsync)
+            self._open(path, create, readonly, fsync, allow_network_fs)
         except LedgerError:
             raise
         except OSError as exc:
             raise refused_at_open(exc, getattr(self, "path", None) or os.fspath(path)) from exc
 
-    def _open(self, path: str, create: bool, readonly: bool, fsync: bool) -> None:
+    def _open(self, path: str, create: bool, readonly: bool, fsync: bool,
+              allow_network_fs: bool) -> None:
         create = create and not readonly
         #: Opened with ``readonly=True``: ``bool``.
         self.readonly = readonly
@@ -641,6 +697,8 @@ class Store:
         self.path = resolve_path(raw)
         #: The log's path, ``str`` (for messages).
         self.log_path = os.path.join(self.path, LOG_NAME)
+        if not readonly:
+            self._refuse_a_network_fs(allow_network_fs)
         try:
             if not create:
                 self._check_there()
@@ -687,6 +745,27 @@ class Store:
         self._holding_pid: int | None = None
         _stores.add(self)
 
+
+    def _refuse_a_network_fs(self, allowed: bool) -> None:
+        """Before anything is created or written: the ledger's file system
+        must be one where ``flock`` excludes every writer, unless the
+        caller opted in (then ``self.network_fs`` records its type).
+
+        Raises:
+            UnsafeLedgerPath: a network file system (named), not allowed.
+        """
+        fs = fs_type_of(self.path)
+        if fs is None or not is_network_fs(fs):
+            return
+        if allowed:
+            self.network_fs = fs
+            return
+        raise UnsafeLedgerPath(
+            self.path, f"it is on a {fs} file system, where flock(2) may not exclude writers on "
+                       "other hosts, so two of them could be let in at once: keep the ledger on a "
+                       "local file system, use the PostgreSQL backend for a ledger shared between "
+                       "hosts, or, if only this host ever writes it, open it with "
+                       "allow_network_fs=True (ledger --allow-network-fs), which the log records")
 
     def _check_there(self) -> None:
         """Before opening without creating: a ledger is at ``self.path``.

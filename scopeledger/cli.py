@@ -187,6 +187,7 @@ class Env:
         self.json_to_stderr = False  # 'run': stdout belongs to the command
         self.color = "auto"
         self.lock_timeout: float | None = 30.0
+        self.allow_network_fs = False
         self._out: Any = None
         self._err: Any = None
 
@@ -223,7 +224,8 @@ class Env:
         if not create and _missing(path):
             raise CliError(f"no ledger at {path}: nothing has been recorded there "
                            f"(choose one with --ledger DIR or ${ENV_DIR})", EXIT_NOT_FOUND)
-        return Ledger.open(path, timeout=self.lock_timeout, readonly=readonly, create=create)
+        return Ledger.open(path, timeout=self.lock_timeout, readonly=readonly, create=create,
+                           allow_network_fs=self.allow_network_fs)
 
     def emit_json(self, obj: Any) -> None:
         sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
@@ -683,9 +685,13 @@ class _Group(_UsageErrorsKnowTheirCommand, click.Group):
                                       "never with NO_COLOR set).")
 @click.option("--lock-timeout", type=SECONDS, default=30.0, show_default=True,
               metavar="SECONDS", help="How long a change waits for the ledger's lock.")
+@click.option("--allow-network-fs", is_flag=True,
+              help="Change a ledger on a network file system (NFS, SMB, 9p, virtiofs, FUSE, ...), "
+                   "where flock may not exclude other hosts: only if this host alone writes it "
+                   "(recorded in the log).")
 @click.version_option(__version__, "-V", "--version", prog_name="scopeledger")
 @pass_env
-def cli(env: Env, color: str, lock_timeout: float) -> None:
+def cli(env: Env, color: str, lock_timeout: float, allow_network_fs: bool) -> None:
     """An event-sourced ledger of which process may read and write which part
     of a file tree.
 
@@ -696,6 +702,7 @@ def cli(env: Env, color: str, lock_timeout: float) -> None:
     """
     env.color = color
     env.lock_timeout = lock_timeout
+    env.allow_network_fs = allow_network_fs
     if click.get_current_context().invoked_subcommand == "run":
         # Before run's own options are parsed: its usage errors' JSON goes to
         # stderr too (stdout belongs to the command).
