@@ -291,6 +291,19 @@ def _too_long(path: str, line_start: int, length: int, limit: int) -> CorruptLed
                                f"limit of {limit} bytes (scopeledger never writes one that long)")
 
 
+def _unfinished(pending: list[bytes], pending_len: int, chunk: bytes, limit: int) -> int:
+    """Add ``chunk`` (no newline in it) to the line not yet ended, whose
+    pieces are ``pending`` and length ``pending_len``; past ``limit`` bytes
+    the pieces are dropped (the line is too long to be one: only its length
+    is kept). Returns the new length."""
+    pending_len += len(chunk)
+    if pending_len <= limit:
+        pending.append(chunk)
+    else:
+        pending.clear()
+    return pending_len
+
+
 def split_lines(chunks: Any, start: int, path: str = "the log", limit: int | None = None) -> Any:
     """Split an iterable of byte chunks (starting at byte ``start`` of the
     log ``path``) into complete lines, in time linear in the bytes: only
@@ -315,11 +328,7 @@ def split_lines(chunks: Any, start: int, path: str = "the log", limit: int | Non
     for chunk in chunks:
         j = chunk.find(b"\n")
         if j < 0:
-            pending_len += len(chunk)
-            if pending_len <= limit:
-                pending.append(chunk)
-            else:
-                pending.clear()
+            pending_len = _unfinished(pending, pending_len, chunk, limit)
             pos += len(chunk)
             continue
         line_start = pos - pending_len
@@ -360,11 +369,7 @@ def iter_lines(chunks: Any, path: str = "the log", start: int = 0, limit: int | 
     pos = start
     for chunk in chunks:
         if b"\n" not in chunk:
-            pending_len += len(chunk)
-            if pending_len <= limit:
-                pending.append(chunk)
-            else:
-                pending.clear()
+            pending_len = _unfinished(pending, pending_len, chunk, limit)
             pos += len(chunk)
             continue
         pieces = chunk.split(b"\n")

@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 
@@ -34,18 +33,9 @@ def _run(*cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-@contextlib.contextmanager
-def xfs_mount(base, size_mb: int = 300):
-    """Mount a fresh xfs image of ``size_mb`` MiB (sparse, under ``base``)
-    on a directory under ``base``; yields the mount point. A shut down
-    file system is unmounted and its loop device detached afterwards."""
-    why = xfs_missing()
-    if why:
-        pytest.skip(why)
-    base = str(base)
-    image = os.path.join(base, "xfs.img")
-    mnt = os.path.join(base, "xfs")
-    os.makedirs(mnt, exist_ok=True)
+def _loop_xfs(image: str, size_mb: int) -> str:
+    """A sparse xfs image of ``size_mb`` MiB at ``image`` on a new loop
+    device; returns the device. Skips, saying why, where that fails."""
     with open(image, "wb") as f:
         f.truncate(size_mb << 20)
     p = _run("mkfs.xfs", "-q", "-f", image)
@@ -54,11 +44,23 @@ def xfs_mount(base, size_mb: int = 300):
     p = _run("losetup", "--find", "--show", image)
     if p.returncode:
         pytest.skip(f"no free loop device: {p.stderr.strip()}")
-    dev = p.stdout.strip()
+    return p.stdout.strip()
+
+
+def _mount_xfs(dev: str, mnt: str) -> None:
+    p = _run("mount", "-t", "xfs", dev, mnt)
+    if p.returncode:
+        _run("losetup", "-d", dev)
+        pytest.skip(f"cannot mount an xfs loop image here: {p.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def _xfs_at(image: str, mnt: str, size_mb: int):
+    """A fresh xfs image at ``image`` mounted on ``mnt`` for the block;
+    unmounted (lazily if something is still open) and detached afterwards."""
+    dev = _loop_xfs(image, size_mb)
     try:
-        p = _run("mount", "-t", "xfs", dev, mnt)
-        if p.returncode:
-            pytest.skip(f"cannot mount an xfs loop image here: {p.stderr.strip()}")
+        _mount_xfs(dev, mnt)
         try:
             yield mnt
         finally:
@@ -68,14 +70,18 @@ def xfs_mount(base, size_mb: int = 300):
         _run("losetup", "-d", dev)
 
 
-def remount(mnt: str, image_dev_cmd=None) -> None:
-    """Unmount and mount again the xfs at ``mnt`` (after a shutdown: what
-    the disk holds is what a power cut would have left)."""
-    src = _run("findmnt", "-n", "-o", "SOURCE", mnt).stdout.strip()
-    p = _run("umount", mnt)
-    assert p.returncode == 0, p.stderr
-    p = _run("mount", "-t", "xfs", src, mnt)
-    assert p.returncode == 0, p.stderr
+@contextlib.contextmanager
+def xfs_mount(base, size_mb: int = 300):
+    """Mount a fresh xfs image of ``size_mb`` MiB (sparse, under ``base``)
+    on a directory under ``base``; yields the mount point. A shut down
+    file system is unmounted and its loop device detached afterwards."""
+    why = xfs_missing()
+    if why:
+        pytest.skip(why)
+    mnt = os.path.join(str(base), "xfs")
+    os.makedirs(mnt, exist_ok=True)
+    with _xfs_at(os.path.join(str(base), "xfs.img"), mnt, size_mb):
+        yield mnt
 
 
 @contextlib.contextmanager
@@ -88,47 +94,36 @@ def failing_xfs(base):
     why = xfs_missing()
     if why:
         pytest.skip(why)
-    base = str(base)
-    backing = os.path.join(base, "backing")
-    mnt = os.path.join(base, "failing")
-    os.makedirs(backing, exist_ok=True)
+    mnt = os.path.join(str(base), "failing")
     os.makedirs(mnt, exist_ok=True)
-    p = _run("mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", backing)
+    with tmpfs_mount(base, "size=80m") as backing:
+        with _xfs_at(os.path.join(backing, "img"), mnt, 300):
+
+            def fill() -> None:
+                try:
+                    with open(os.path.join(backing, "fill"), "wb") as f:
+                        while True:
+                            f.write(b"\0" * (1 << 20))
+                except OSError:
+                    pass
+
+            yield mnt, fill
+
+
+@contextlib.contextmanager
+def tmpfs_mount(base, options: str):
+    """Mount a tmpfs with ``options`` (``"ro,size=1m"``) on ``base/tmpfs``;
+    yields its path. Skips, saying why, where it cannot be mounted."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = os.path.join(str(base), "tmpfs")
+    os.makedirs(mnt, exist_ok=True)
+    p = _run("mount", "-t", "tmpfs", "-o", options, "tmpfs", mnt)
     if p.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
-    dev = None
     try:
-        image = os.path.join(backing, "img")
-        with open(image, "wb") as f:
-            f.truncate(300 << 20)
-        p = _run("mkfs.xfs", "-q", "-f", image)
-        if p.returncode:
-            pytest.skip(f"mkfs.xfs failed: {p.stderr.strip()}")
-        p = _run("losetup", "--find", "--show", image)
-        if p.returncode:
-            pytest.skip(f"no free loop device: {p.stderr.strip()}")
-        dev = p.stdout.strip()
-        p = _run("mount", "-t", "xfs", dev, mnt)
-        if p.returncode:
-            pytest.skip(f"cannot mount an xfs loop image here: {p.stderr.strip()}")
-
-        def fill() -> None:
-            try:
-                with open(os.path.join(backing, "fill"), "wb") as f:
-                    while True:
-                        f.write(b"\0" * (1 << 20))
-            except OSError:
-                pass
-
-        try:
-            yield mnt, fill
-        finally:
-            if _run("umount", mnt).returncode:  # still open (a test failed): let go lazily
-                _run("umount", "-l", mnt)
+        yield mnt
     finally:
-        if dev is not None:
-            _run("losetup", "-d", dev)
-        for _ in range(100):  # the loop device lets go of its file asynchronously
-            if _run("umount", backing).returncode == 0 or not os.path.ismount(backing):
-                break
-            time.sleep(0.05)
+        if _run("umount", mnt).returncode:  # still open (a test failed): let go lazily
+            _run("umount", "-l", mnt)
+

@@ -11,7 +11,7 @@ import pytest
 from scopeledger import CorruptLedger, LedgerIOError, Ledger, ScopeRule
 from scopeledger import _snapshots, _store
 
-from fs_support import failing_xfs
+from fs_support import failing_xfs, tmpfs_mount
 
 
 def W(p):
@@ -181,20 +181,8 @@ def test_a_power_cut_never_bricks_the_ledger_and_fsync_loses_nothing(tmp_path, f
 
 @pytest.fixture
 def small_disk(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    import subprocess
-
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if p.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
-    try:
-        yield str(mnt)
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    with tmpfs_mount(tmp_path, "size=2m") as mnt:
+        yield mnt
 
 
 def _dead_holders(path, n):

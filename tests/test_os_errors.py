@@ -17,7 +17,7 @@ import pytest
 from scopeledger import LedgerError, LedgerIOError, Ledger, ReadOnlyLedger, ScopeRule, verify
 from scopeledger import _ledger, _snapshots, _store
 
-from fs_support import xfs_mount
+from fs_support import tmpfs_mount, xfs_mount
 
 #: The OS calls of scopeledger's store, snapshots and ledger modules that
 #: touch the file system (and can fail: EIO on a failing disk, ENOLCK on a
@@ -184,18 +184,8 @@ def test_a_failing_flock_in_register_is_a_ledger_io_error_with_the_cause(tmp_pat
 
 @pytest.fixture
 def ro_mount(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting needs root")
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if p.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
-    try:
-        yield str(mnt)
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
+    with tmpfs_mount(tmp_path, "ro,size=1m") as mnt:
+        yield mnt
 
 
 def test_a_new_ledger_on_a_read_only_file_system_is_read_only_ledger(ro_mount):
