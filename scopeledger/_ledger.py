@@ -815,7 +815,8 @@ class Ledger(HistoryMixin):
                         self._state = None  # applied but perhaps not written: rebuild from the log
                     raise
         finally:
-            store.release()  # a no-op unless this thread still holds the lock
+            if store._tlock._is_owned():  # still held by this thread (an exception)
+                store.release()
         if txn.lines and self._snapshot_due(state):
             self._maybe_snapshot()
         if txn.error is not None:
