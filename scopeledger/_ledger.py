@@ -444,8 +444,15 @@ class Ledger(HistoryMixin):
                 (``None``: for ever, logging once after about 1 s).
             probe: liveness probe ``ProcessIdentity -> Liveness | bool``;
                 default the psutil probe (:func:`scopeledger.probe`).
-            fsync: ``fdatasync`` the log after every append (durability
-                across power loss; a killed process loses nothing without it).
+            fsync: ``fdatasync`` the log after every append, and fsync a
+                new ledger's files and directories: a power cut then loses
+                nothing acknowledged. Without it a killed process loses
+                nothing either, and a power cut at most the changes after
+                the newest snapshot (the log is flushed before each one)
+                not yet written back (RELIABILITY.md, "Durability"). If a
+                flush fails, the lines stay in the log, the call raises
+                :class:`LedgerIOError`, and this object refuses every later
+                change until the ledger is opened again.
             snapshot_every: events between automatic snapshots (at least
                 this many, and at least the number of live holders).
             keep_snapshots: how many snapshots to keep (``None``: all, so
