@@ -21,7 +21,9 @@ register checks that it still takes changes.
 Prints one JSON object per round: ``acknowledged``, ``lost`` (acknowledged
 operations not in the log), ``log_seq`` (the log's last seq after the cut),
 ``snapshots`` (their seqs), ``opened`` (or the error ``Ledger.open`` raised),
-``lost_events`` (``Ledger.lost``), ``works_after``. Run it against another
+``lost_events`` (``Ledger.lost``), ``works_after``; ``log_bytes`` is null
+when the log itself did not survive (a ledger made with ``fsync=False``
+whose directory entries never reached the disk). Run it against another
 checkout with ``PYTHONPATH=/path/to/checkout`` to compare versions.
 """
 
@@ -112,8 +114,11 @@ def one_round(base: str, pairs: int, writers: int, fsync: bool, every: int, sett
             with open(a) as f:
                 acknowledged += [line.split() for line in f]
         out["acknowledged"] = len(acknowledged)
-        out["log_bytes"] = os.path.getsize(os.path.join(path, "events.jsonl"))
-        snaps = sorted(int(n[5:21]) for n in os.listdir(os.path.join(path, "snapshots"))
+        log_path = os.path.join(path, "events.jsonl")
+        # (a ledger made with fsync=False may not survive as made: no log, no snapshots/)
+        out["log_bytes"] = os.path.getsize(log_path) if os.path.exists(log_path) else None
+        snap_dir = os.path.join(path, "snapshots")
+        snaps = sorted(int(n[5:21]) for n in (os.listdir(snap_dir) if os.path.isdir(snap_dir) else ())
                        if n.startswith("snap-"))
         out["snapshots"] = snaps
         try:
@@ -123,7 +128,7 @@ def one_round(base: str, pairs: int, writers: int, fsync: bool, every: int, sett
             lines: list[dict[str, Any]] = []
             import orjson
 
-            with open(os.path.join(path, "events.jsonl"), "rb") as f:
+            with open(log_path, "rb") as f:
                 for raw in f.read().split(b"\n"):
                     if raw:
                         try:
