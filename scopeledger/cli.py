@@ -128,7 +128,7 @@ def error_json(exc: BaseException, code: int) -> dict[str, Any]:
     """``{"error": {...}}``: what ``--json`` prints for a failure."""
     body: dict[str, Any] = {"type": type(exc).__name__, "message": message_of(exc), "exit_code": code}
     for attr in ("path", "line", "seq", "reason", "name", "owner", "parent", "child", "sibling",
-                 "requester", "timeout"):
+                 "requester", "timeout", "holder"):
         if attr in getattr(exc, "__dict__", {}):
             body[attr] = getattr(exc, attr)
     for attr in ("rule", "owner_rule"):

@@ -313,3 +313,17 @@ def test_the_waiting_notice_reaches_a_user_without_logging_set_up(stopped_holder
     finally:
         waiter.kill()
         waiter.wait()
+
+
+def test_the_command_line_names_a_stopped_holder_on_a_lock_timeout(stopped_holder):
+    import json
+
+    path, holder = stopped_holder
+    p = subprocess.run([sys.executable, "-m", "scopeledger", "--lock-timeout", "1.5", "--ledger", path,
+                        "--json", "release", "nobody"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3, p.stderr
+    err = json.loads(p.stdout)["error"]
+    assert err["type"] == "LockTimeout"
+    assert err["holder"].startswith(f"held by pid {holder.pid} (stopped: it holds the lock until it is "
+                                    "continued or killed): ")
+    assert f"warning: waiting for the lock on {path}/events.jsonl, held by pid {holder.pid}" in p.stderr
