@@ -395,6 +395,24 @@ class HistoryMixin:
             InvalidHolderName: ``holder`` is not a holder name.
             InvalidScope: ``path`` is not a valid path.
         """
+        return self._events(since, until, types, holder, path, since_time, until_time, False)
+
+    def event_lines(self, since: int | None = None, until: int | None = None, *,
+                    types: Iterable[str] | None = None, holder: str | None = None,
+                    path: str | None = None, since_time: dt.datetime | None = None,
+                    until_time: dt.datetime | None = None) -> Iterator[tuple[Event, bytes]]:
+        """As :meth:`events` (same arguments, same checks, same errors), each
+        event with its line exactly as stored in the log: ``(Event, bytes)``,
+        the line's UTF-8 bytes without its newline. Hashing one line with
+        ``hashlib.blake2b(line, digest_size=16).hexdigest()`` gives the next
+        line's ``prev``: an outside tool can re-check the chain from these.
+        """
+        return self._events(since, until, types, holder, path, since_time, until_time, True)
+
+    def _events(self, since: int | None, until: int | None, types: Iterable[str] | None,
+                holder: str | None, path: str | None, since_time: dt.datetime | None,
+                until_time: dt.datetime | None, lines: bool) -> Iterator[Any]:
+        """:meth:`events` (``lines`` false) or :meth:`event_lines`."""
         from ._fold import EVENT_TYPES
         from ._ledger import check_name
 
@@ -431,10 +449,17 @@ class HistoryMixin:
                 and hi_ts is None and since is None and until is None):
             # The whole log, unfiltered (replay, export): the lean loop.
             new = tuple.__new__
+            if lines:
+                for ev, line in self._chained(start, seq0, prev, True):
+                    yield new(Event, (ev["seq"], ev["ts"], ev["type"], ev["actor"], ev)), line
+                return
             for ev in self._chained(start, seq0, prev):
                 yield new(Event, (ev["seq"], ev["ts"], ev["type"], ev["actor"], ev))
             return
-        for ev in self._chained(start, seq0, prev):
+        line = b""
+        for ev in self._chained(start, seq0, prev, lines):
+            if lines:
+                ev, line = ev
             seq, ts, kind = ev["seq"], ev["ts"], ev["type"]
             if until is not None and seq > until:
                 return
@@ -453,16 +478,17 @@ class HistoryMixin:
             if want is not None and kind not in want:
                 continue
             if keep:
-                yield e
+                yield (e, line) if lines else e
 
-    def _chained(self, start: int, seq: int, prev: str) -> Iterator[dict[str, Any]]:
+    def _chained(self, start: int, seq: int, prev: str, lines: bool = False) -> Iterator[Any]:
         """The log's events from byte ``start`` (just after event ``seq``,
         whose line hashes to ``prev``), each checked to follow the one
         before: the next seq, and ``prev`` the hash of the line before. An
         event is yielded once the line after it is checked, so a replay
         never shows a line edited, removed or moved after it was written;
         but for the last line, which no hash covers until another is
-        appended (``verify`` also re-folds and checks every grant).
+        appended (``verify`` also re-folds and checks every grant). With
+        ``lines``, yields ``(event, line)``, the line's bytes as stored.
 
         Raises:
             CorruptLedger: a line does not decode, or breaks the chain
@@ -479,7 +505,7 @@ class HistoryMixin:
             prev = blake2b(line, digest_size=16).hexdigest()
             if held is not None:
                 yield held
-            held = ev
+            held = (ev, line) if lines else ev
         if held is not None:
             yield held  # the last line: nothing after it can vouch for it
 

@@ -841,12 +841,21 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
             nonlocal count
             for e in events:
                 count += 1
-                if env.json:
-                    write(json.dumps(e.data, ensure_ascii=False) + "\n")
-                elif fancy:
+                if fancy:
                     env.out.print(narrator.line(e), soft_wrap=True)
                 else:
                     write(narrator.plain(e) + "\n")
+                progress.update(e.seq)
+
+        def show_lines(pairs: Iterator[tuple[Event, bytes]]) -> None:
+            # --json: each line exactly as stored (an outside tool can re-hash the chain).
+            nonlocal count
+            sys.stdout.flush()
+            put = sys.stdout.buffer.write
+            for e, line in pairs:
+                count += 1
+                put(line)
+                put(b"\n")
                 progress.update(e.seq)
 
         first_until = until_seq
@@ -858,7 +867,10 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
                 high = min(high, until_seq)
             first_until = high
         try:
-            show(narrate(narrator, ledger.events(since=since, until=first_until, **kwargs), everything))
+            if env.json:
+                show_lines(ledger.event_lines(since=since, until=first_until, **kwargs))
+            else:
+                show(narrate(narrator, ledger.events(since=since, until=first_until, **kwargs), everything))
         finally:
             progress.close()
         if damage is not None:
@@ -889,12 +901,18 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
                     target = min(target, follow_until)
                 if target < start:
                     continue
-                new = ledger.events(since=start, until=target, **kwargs)
-                if until_ns is not None:
-                    new = (e for e in new if e.ts <= until_ns)
-                if filtered and not env.json:
-                    new = narrate(narrator, new, ledger.events(since=start))
-                show(new)
+                if env.json:
+                    pairs = ledger.event_lines(since=start, until=target, **kwargs)
+                    if until_ns is not None:
+                        pairs = (p for p in pairs if p[0].ts <= until_ns)
+                    show_lines(pairs)
+                else:
+                    new = ledger.events(since=start, until=target, **kwargs)
+                    if until_ns is not None:
+                        new = (e for e in new if e.ts <= until_ns)
+                    if filtered:
+                        new = narrate(narrator, new, ledger.events(since=start))
+                    show(new)
                 high = target
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
@@ -1211,13 +1229,16 @@ def history(env: Env, name: str, relative_to: str | None) -> int:
     with env.open(readonly=True) as ledger:
         from ._render import narrate, styled
 
+        if env.json:  # each line exactly as stored, as replay --json
+            sys.stdout.flush()
+            for _e, line in ledger.event_lines(holder=name):
+                sys.stdout.buffer.write(line + b"\n")
+            return EXIT_OK
         events = ledger.history(name)
-        narrator, everything = _narrator(ledger, None, not env.json, _display_root(relative_to))
+        narrator, everything = _narrator(ledger, None, True, _display_root(relative_to))
         fancy = styled(env.out)
         for e in narrate(narrator, events, everything):
-            if env.json:
-                env.emit_json(e.data)
-            elif fancy:
+            if fancy:
                 env.out.print(narrator.line(e), soft_wrap=True)
             else:
                 sys.stdout.write(narrator.plain(e) + "\n")
