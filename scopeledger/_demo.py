@@ -349,7 +349,7 @@ def _first_missing(path: str) -> str | None:
     return first
 
 
-def run_demo(env: "Env", dir_: str | None, keep: bool) -> int:
+def run_demo(env: "Env", dir_: str | None, keep: bool, timeline: str | None = None) -> int:
     from ._store import _refuse_a_ledger_inside_a_ledger, resolve_path
     import click
 
@@ -378,7 +378,7 @@ def run_demo(env: "Env", dir_: str | None, keep: bool) -> int:
     try:
         _refuse_a_ledger_inside_a_ledger(ledger_dir)  # ($TMPDIR inside a ledger: removed below)
         played = True
-        summary = _play(env, base, tree, ledger_dir, keep)
+        summary = _play(env, base, tree, ledger_dir, keep, timeline)
     finally:
         if not keep or not played:
             for path in created:
@@ -389,7 +389,8 @@ def run_demo(env: "Env", dir_: str | None, keep: bool) -> int:
     return EXIT_OK
 
 
-def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict[str, Any]:
+def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool,
+          timeline: str | None = None) -> dict[str, Any]:
     from rich.text import Text
 
     from ._ledger import Ledger
@@ -525,6 +526,12 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict
         # what happened
         events = list(ledger.events())
         summary["events"] = [e.data for e in events]
+        if timeline is not None:
+            from .cli import draw_timeline
+
+            drawn = draw_timeline(ledger, timeline, root=tree,
+                                  title="ledger demo: who held what, and how it ended")
+            summary["timeline"] = drawn["output"]
         if story.quiet:
             return summary
         out.print()
@@ -536,6 +543,10 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool) -> dict
         if cli("show", "--at", str(middle), "--relative-to", ".").returncode != 0:
             raise DemoError("ledger show failed")
         reasons = ", ".join(sorted({REASONS[e.data['reason']] for e in events if e.type == "reclaimed"}))
+        if timeline is not None:
+            out.print()
+            out.print(safe(f"The timeline of it all ('ledger timeline -o FILE'): {summary['timeline']}"),
+                      markup=False, soft_wrap=True)
         out.print()
         out.print(f"Done in {time.monotonic() - t0:.1f}s ({last} events; reclaimed because: {reasons}).")
         if not keep:

@@ -1,0 +1,297 @@
+"""`ledger export`: CSV read back with the csv module (every event, the
+right values), Parquet read back with pyarrow (when installed), and Trace
+Event JSON checked against the format's documented fields and for what it
+shows; each streams in bounded memory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from scopeledger import Ledger
+from scopeledger import _export as X
+
+import audit_support
+from test_cli import CMD, clean_env, ledger_cmd, one_error_line
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "bench")
+
+try:
+    import pyarrow  # noqa: F401
+    import pyarrow.parquet as pq
+    HAVE_ARROW = True
+except ImportError:  # pragma: no cover
+    HAVE_ARROW = False
+
+needs_arrow = pytest.mark.skipif(not HAVE_ARROW, reason="pyarrow is not installed (the parquet extra: "
+                                                        "pip install -e '.[parquet]')")
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("story") / "ledger"
+    with audit_support.helpers(3) as pids:
+        led = audit_support.story(d, pids)
+        yield d, led, pids
+        led.close()
+
+
+def _expected_row(e) -> dict[str, str]:
+    """What the CSV must say for event ``e``, from the event itself."""
+    d = e.data
+
+    def js(v):
+        return "" if v is None else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+
+    def s(v):
+        return "" if v is None else ("true" if v is True else "false" if v is False else str(v))
+
+    row = dict.fromkeys(X.COLUMN_NAMES, "")
+    row.update(seq=str(e.seq), ts=str(e.ts), type=e.type, actor_pid=str(e.actor["pid"]), actor=js(e.actor),
+               prev=d["prev"], v=str(d["v"]))
+    secs, frac = divmod(e.ts, 10**9)
+    row["time"] = e.time.strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    if e.type in ("registered", "delegated"):
+        h = d["holder"]
+        row.update(holder=h["name"], parent=s(h["parent"]), rules=js(h["rules"]), pid=str(h["process"]["pid"]),
+                   reserved=s(h["reserved"]), socket=s(h["socket"]), process=js(h["process"]))
+    elif e.type == "refused":
+        r = d["request"]
+        row.update(holder=r["name"], parent=s(r["parent"]), rules=js(r["rules"]), error=d["error"],
+                   message=d["message"], obstacle_rule=js(d["rule"]), chain=js(d["chain"]))
+    elif e.type == "attached":
+        row.update(holder=d["name"], pid=str(d["process"]["pid"]), process=js(d["process"]))
+    else:
+        row.update(holder=d["name"], reparented=js(d["reparented"]), reason=s(d.get("reason")))
+    return row
+
+
+# -- csv ------------------------------------------------------------------------------
+
+
+def test_csv_from_the_console_script_reads_back_every_event(story, tmp_path: Path) -> None:
+    d, led, _p = story
+    r = subprocess.run([*CMD, "--ledger", str(d), "export", "--format", "csv"], capture_output=True,
+                       env=clean_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout.decode("utf-8"), newline="")))
+    events = list(led.events())
+    assert len(rows) == len(events) == 10
+    for got, e in zip(rows, events):
+        assert got == _expected_row(e), e.seq
+    # spot checks a reader cares about, independent of the helper above
+    by_seq = {int(x["seq"]): x for x in rows}
+    assert by_seq[8]["reason"] == "process_gone" and json.loads(by_seq[8]["reparented"]) == [["leaf", "rt"]]
+    assert by_seq[6]["error"] == "delegation" and json.loads(by_seq[6]["chain"])[-1] == "leaf"
+    assert by_seq[2]["reserved"] == "true" and by_seq[1]["parent"] == ""
+    # to a file: the same bytes, mode 0600, a line on stderr
+    out = tmp_path / "e.csv"
+    f = ledger_cmd(d, "export", "--format", "csv", "-o", str(out))
+    assert f.returncode == 0 and "wrote 10 event(s)" in f.stderr
+    assert out.read_bytes() == r.stdout and (out.stat().st_mode & 0o777) == 0o600
+
+
+def test_csv_window_and_message_with_commas_quotes_and_newlines(tmp_path: Path) -> None:
+    d = tmp_path / "led"
+    from scopeledger import Refused, ScopeRule
+
+    with Ledger.open(d) as led:
+        tricky = '/t/a,b "q"\nnext'
+        led.register("a", [ScopeRule(tricky, "write", True)])
+        with pytest.raises(Refused):
+            led.register("b", [ScopeRule(tricky + "/x", "write", True)])
+        events = list(led.events())
+    r = ledger_cmd(d, "export", "--format", "csv", "--from", "2")
+    rows = list(csv.reader(io.StringIO(r.stdout, newline="")))
+    assert rows[0] == list(X.COLUMN_NAMES) and len(rows) == 2
+    got = dict(zip(rows[0], rows[1]))
+    assert got == _expected_row(events[1]) and tricky in got["message"]
+
+
+def test_docs_list_the_columns_in_order() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    section = doc[doc.index("The columns of `csv` and `parquet`"):]
+    names = re.findall(r"^\| `([a-z_]+)` \|", section[:section.index("\n\n", section.index("|---"))], re.M)
+    assert tuple(names) == X.COLUMN_NAMES
+
+
+# -- parquet --------------------------------------------------------------------------
+
+
+@needs_arrow
+def test_parquet_reads_back_typed(story, tmp_path: Path) -> None:
+    d, led, _p = story
+    out = tmp_path / "e.parquet"
+    r = ledger_cmd(d, "export", "--format", "parquet", "-o", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"output": str(out), "format": "parquet", "events": 10}
+    table = pq.read_table(out)
+    assert table.column_names == list(X.COLUMN_NAMES)
+    rows = table.to_pylist()
+    for got, e in zip(rows, led.events(), strict=True):
+        want = _expected_row(e)
+        assert got["seq"] == e.seq and got["ts"] == e.ts and got["v"] == e.data["v"]
+        assert got["time"].timestamp() == pytest.approx(e.ts / 1e9, abs=1e-6)
+        assert got["reserved"] == (None if want["reserved"] == "" else want["reserved"] == "true")
+        assert got["pid"] == (int(want["pid"]) if want["pid"] else None)
+        for col in ("type", "holder", "parent", "rules", "reason", "reparented", "error", "message",
+                    "obstacle_rule", "chain", "actor", "process", "prev"):
+            assert (got[col] or "") == want[col], (e.seq, col)
+
+
+def test_parquet_usage(story, tmp_path: Path) -> None:
+    d, _led, _p = story
+    r = ledger_cmd(d, "export", "--format", "parquet")
+    assert r.returncode == 2 and "parquet goes to a file" in one_error_line(r.stderr)
+    shadow = tmp_path / "shadow" / "pyarrow"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named pyarrow (test shadow)')\n")
+    r = ledger_cmd(d, "export", "--format", "parquet", "-o", str(tmp_path / "x.parquet"),
+                   env=clean_env(PYTHONPATH=str(tmp_path / "shadow")))
+    assert r.returncode == 2
+    line = one_error_line(r.stderr)
+    assert "needs pyarrow" in line and "pip install 'scopeledger[parquet]'" in line
+    assert not (tmp_path / "x.parquet").exists()
+
+
+# -- trace ----------------------------------------------------------------------------
+
+#: Trace Event Format (the Catapult document): the phases used and what each must carry.
+PHASES = {"X", "i", "M"}
+METADATA = {"process_name": "name", "thread_name": "name", "process_sort_index": "sort_index",
+            "thread_sort_index": "sort_index"}
+
+
+def check_trace(doc: object) -> list[dict]:
+    """The Trace Event format's documented fields, strictly, for the subset a
+    trace export writes; returns the events."""
+    assert isinstance(doc, dict) and set(doc) <= {"traceEvents", "displayTimeUnit", "otherData"}
+    assert doc.get("displayTimeUnit", "ms") in ("ms", "ns")
+    assert isinstance(doc.get("otherData", {}), dict)
+    events = doc["traceEvents"]
+    assert isinstance(events, list)
+    named_threads, named_procs = set(), set()
+    slices: dict[tuple[int, int], tuple[float, float]] = {}
+    for ev in events:
+        assert isinstance(ev, dict) and ev.get("ph") in PHASES, ev
+        assert type(ev["pid"]) is int and type(ev["tid"]) is int, ev
+        assert isinstance(ev["name"], str) and ev["name"], ev
+        if "args" in ev:
+            assert isinstance(ev["args"], dict), ev
+        if ev["ph"] == "M":
+            assert ev["name"] in METADATA, ev
+            value = ev["args"][METADATA[ev["name"]]]
+            assert isinstance(value, str if METADATA[ev["name"]] == "name" else int), ev
+            if ev["name"] == "thread_name":
+                named_threads.add((ev["pid"], ev["tid"]))
+            if ev["name"] == "process_name":
+                named_procs.add(ev["pid"])
+            continue
+        assert isinstance(ev["ts"], (int, float)) and isinstance(ev.get("cat", ""), str), ev
+        if ev["ph"] == "X":
+            assert isinstance(ev["dur"], (int, float)) and ev["dur"] >= 0, ev
+            key = (ev["pid"], ev["tid"])
+            assert key not in slices, f"two bars on one track: {ev}"  # one grant per track
+            slices[key] = (ev["ts"], ev["ts"] + ev["dur"])
+        else:
+            assert ev["s"] in ("g", "p", "t"), ev
+    for ev in events:
+        if ev["ph"] in ("X", "i"):
+            assert (ev["pid"], ev["tid"]) in named_threads and ev["pid"] in named_procs, ev
+        if ev["ph"] == "i" and ev["pid"] != X.REFUSALS_PID:
+            lo, hi = slices[(ev["pid"], ev["tid"])]
+            assert lo <= ev["ts"] <= hi, ev  # an instant on a track lies within its bar
+    return events
+
+
+def test_trace_shows_tracks_nested_by_delegation_and_refusals(story, tmp_path: Path) -> None:
+    d, led, pids = story
+    out = tmp_path / "t.json"
+    r = subprocess.run([*CMD, "--ledger", str(d), "export", "--format", "trace", "-o", str(out)],
+                       capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_bytes())
+    events = check_trace(doc)
+    assert doc["otherData"]["events"] == 10 and doc["otherData"]["ledger"] == str(d)
+    bars = {e["name"]: e for e in events if e["ph"] == "X"}
+    assert {n: (b["cat"], b["pid"], b["tid"]) for n, b in bars.items()} == {
+        "rt": ("held", 1, 1), "mid": ("reclaimed", 1, 2), "leaf": ("reclaimed", 1, 4),
+        "other": ("released", 5, 5), "newcomer": ("held", 1, 10)}
+    assert bars["leaf"]["args"]["ended"] == "reclaimed:zombie"
+    assert bars["other"]["dur"] == 2_000_000  # two seconds, in microseconds
+    assert bars["rt"]["ts"] + bars["rt"]["dur"] == bars["newcomer"]["ts"]  # held: to the last event
+    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert threads[(1, 4)] == "rt > mid > leaf (token 4)"
+    instants = [(e["name"], e["pid"], e["tid"], e["args"]["seq"]) for e in events if e["ph"] == "i"]
+    assert (f"attached pid {pids[1]}", 1, 2, 3) in instants
+    assert ("re-parented to 'rt'", 1, 4, 8) in instants
+    assert ("refused 'newcomer'", X.REFUSALS_PID, 0, 6) in instants
+
+
+def test_trace_window_starts_with_the_holders_live_then(story) -> None:
+    d, _led, _p = story
+    r = subprocess.run([*CMD, "--ledger", str(d), "export", "--format", "trace", "--from", "5"],
+                       capture_output=True, env=clean_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    events = check_trace(json.loads(r.stdout))
+    bars = {e["name"]: e for e in events if e["ph"] == "X"}
+    assert sorted(bars) == ["leaf", "mid", "newcomer", "other", "rt"]
+    assert bars["mid"]["args"].get("granted_before_window") is True
+    assert bars["mid"]["ts"] == bars["other"]["ts"]  # both start at seq 5's time
+
+
+class _Sink:
+    """A stream that keeps nothing (counts what it was given)."""
+
+    n = 0
+
+    def write(self, data) -> int:
+        self.n += len(data)
+        return len(data)
+
+
+def test_trace_and_csv_stream_in_bounded_memory(tmp_path: Path) -> None:
+    sys.path.insert(0, BENCH)
+    import run as bench  # tools/bench/run.py: a valid log, fast
+
+    peaks = {}
+    for n in (2_000, 20_000):
+        d = tmp_path / f"h{n}"
+        bench.build_history(str(d), 10, n, 1_000, 0)
+        with Ledger.open(d, readonly=True) as led:
+            for fmt in ("trace", "csv"):
+                sink = _Sink()
+                tracemalloc.start()
+                if fmt == "trace":
+                    count = X.write_trace(led.events(), sink)  # type: ignore[arg-type]
+                else:
+                    count = X.write_csv(led.events(), sink)  # type: ignore[arg-type]
+                peaks[(fmt, n)] = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+                assert count == n and sink.n > n * 50
+    for fmt in ("trace", "csv"):
+        small, large = peaks[(fmt, 2_000)], peaks[(fmt, 20_000)]
+        # ten times the events, not ten times the memory (the output buffer left out)
+        assert large < small * 2 + (1 << 20), (fmt, small, large)
+
+
+def test_export_usage_errors(tmp_path: Path) -> None:
+    for args, words in ((("--format", "xml"), "invalid value for '--format'"),
+                        (("--format", "csv", "-o", str(tmp_path / "no" / "x.csv")), "does not exist"),
+                        (("--format", "csv", "--json"), "--json prints a summary"),
+                        (("--format", "csv", "--from", "nope"), "--from")):
+        r = ledger_cmd(tmp_path / "led-missing", "export", *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert words in one_error_line(r.stderr), args
+    r = ledger_cmd(tmp_path / "led-missing", "export", "--format", "csv")
+    assert r.returncode == 6  # no ledger: nothing created
+    assert not (tmp_path / "led-missing").exists()
