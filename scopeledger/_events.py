@@ -48,6 +48,11 @@ would cost it about 10 %). A tool adding a key of its own would otherwise
 write lines this scopeledger reads without seeing what they say. Versions
 1 and 2 have the same keys.
 
+The same schema, for other tools, is the JSON Schema
+``scopeledger/schema/event.schema.json``, generated from :data:`KEYS` by
+:mod:`scopeledger._schema` (a key added here needs its value type there;
+``tests/test_schema.py`` fails until the file is regenerated).
+
 The hash chain lets ``verify`` find a line edited after the fact; it is an
 integrity check, not a signature (anyone who can write the log can rewrite
 the chain).
