@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import pytest
+
 from scopeledger import Ledger, Liveness, ProcessIdentity, Refused, ScopeRule
 
 REASONS = (Liveness.GONE, Liveness.ZOMBIE, Liveness.PID_REUSED)
@@ -100,7 +102,7 @@ if __name__ == "__main__":
         build(Path(sys.argv[1]), int(sys.argv[2]), pids).close()
 
 
-def story(d: Path, pids: list[int]) -> Ledger:
+def build_story(d: Path, pids: list[int]) -> Ledger:
     """A short history with one of each thing, one second apart (from
     ``start`` 2025-11-29T14:20:00Z), with :func:`helpers` pids:
 
@@ -135,3 +137,14 @@ def story(d: Path, pids: list[int]) -> Ledger:
     led.delegate("rt", "newcomer", [ScopeRule("/r/mid", "write", True)], pid=pids[0])
     assert led.seq == 10, led.seq
     return led
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Ledger, list[int]]]:
+    """:func:`build_story`'s ledger, its directory and the helper pids (the
+    helpers live as long as the module's tests)."""
+    d = tmp_path_factory.mktemp("story") / "ledger"
+    with helpers(3) as pids:
+        led = build_story(d, pids)
+        yield d, led, pids
+        led.close()

@@ -21,6 +21,7 @@ from scopeledger import Ledger
 from scopeledger import _export as X
 
 import audit_support
+from audit_support import story  # noqa: F401 - the fixture
 from test_cli import CMD, clean_env, ledger_cmd, one_error_line
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "bench")
@@ -35,14 +36,6 @@ except ImportError:  # pragma: no cover
 needs_arrow = pytest.mark.skipif(not HAVE_ARROW, reason="pyarrow is not installed (the parquet extra: "
                                                         "pip install -e '.[parquet]')")
 
-
-@pytest.fixture(scope="module")
-def story(tmp_path_factory: pytest.TempPathFactory):
-    d = tmp_path_factory.mktemp("story") / "ledger"
-    with audit_support.helpers(3) as pids:
-        led = audit_support.story(d, pids)
-        yield d, led, pids
-        led.close()
 
 
 def _expected_row(e) -> dict[str, str]:

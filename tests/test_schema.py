@@ -70,7 +70,7 @@ def _write_many(d: Path, tmp: Path) -> list[bytes]:
         led = audit_support.build(tmp / "many", 300, pids)
         led.close()
         out += _lines(tmp / "many")
-        led = audit_support.story(tmp / "story", pids)
+        led = audit_support.build_story(tmp / "story", pids)
         led.close()
         out += _lines(tmp / "story")
     with Ledger.open(d) as led:

@@ -17,6 +17,7 @@ from scopeledger import ScopeRule
 from scopeledger import _timeline as T
 
 import audit_support
+from audit_support import story  # noqa: F401 - the fixture
 from test_cli import CMD, PY, clean_env, ledger_cmd, one_error_line
 
 try:
@@ -31,14 +32,6 @@ needs_mpl = pytest.mark.skipif(not HAVE_MPL, reason="matplotlib is not installed
 SECOND = 10**9
 T0 = 1_764_426_000 * SECOND
 
-
-@pytest.fixture(scope="module")
-def story(tmp_path_factory: pytest.TempPathFactory):
-    d = tmp_path_factory.mktemp("story") / "ledger"
-    with audit_support.helpers(3) as pids:
-        led = audit_support.story(d, pids)
-        yield d, led, pids
-        led.close()
 
 
 def _by_name(bars: list[T.Bar]) -> dict[str, T.Bar]:
