@@ -133,7 +133,7 @@ def draw(tl: Timeline, layout: Layout, out: IO[bytes], fmt: str, *, title: str,
     n = len(rows) + agg_rows
     row_in = 0.42 if detail else 0.26
     t0 = tl.start_ns
-    span = max(tl.end_ns - t0, 1)
+    span = max(tl.end_ns - t0, 10**9)  # a window of one instant is drawn a second wide
     scale, unit = _unit(span)
 
     def x(ns: int) -> float:
@@ -182,7 +182,7 @@ def draw(tl: Timeline, layout: Layout, out: IO[bytes], fmt: str, *, title: str,
     head_in = 0.7 + (0.15 * (note.count("\n") + 1) + 0.1 if note else 0)
     legend_in = 0.55
     axis_in = 0.55
-    height_in = head_in + n * row_in + axis_in + legend_in
+    height_in = head_in + max(n, 1) * row_in + axis_in + legend_in
     with mpl.rc_context({"svg.fonttype": "none", "font.family": "DejaVu Sans",
                          "svg.hashsalt": "scopeledger", "path.simplify": True}):
         fig = Figure(figsize=(width_in, height_in), dpi=dpi)
@@ -192,8 +192,8 @@ def draw(tl: Timeline, layout: Layout, out: IO[bytes], fmt: str, *, title: str,
         bottom = (axis_in + legend_in) / height_in
         top = 1 - head_in / height_in
         ax = fig.add_axes((left, bottom, right - left, top - bottom))
-        ax.set_ylim(n - 0.5, -0.5)
-        ax.set_xlim(x(t0) - 0.01 * span / scale, x(tl.end_ns) + 0.03 * span / scale)
+        ax.set_ylim(max(n, 1) - 0.5, -0.5)
+        ax.set_xlim(x(t0) - 0.01 * span / scale, x(t0 + span) + 0.03 * span / scale)
         ax.set_yticks([])
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
@@ -329,14 +329,17 @@ def draw(tl: Timeline, layout: Layout, out: IO[bytes], fmt: str, *, title: str,
         sub = (f"seq {tl.first_seq:,} to {tl.last_seq:,}, {_iso(tl.start_ns)} to {_iso(tl.end_ns)}; "
                f"{sum(1 for r in rows if r.bar is not None) + len(layout.hidden):,} grant"
                f"{'s' if len(tl.bars) != 1 else ''}, {len(tl.marks):,} refusal{'s' if len(tl.marks) != 1 else ''}")
+        if tl.empty:
+            sub = "nothing was held or refused in this window"
+            ax.set_xlabel("")
+            ax.set_xticks([])
+            ax.text(0.5, 0.5, "no events in this window", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=10, color="#777777")
         fig.text(mid, 1 - 0.47 / height_in, sub,
                  ha="center", va="top", fontsize=8, color="#444444")
         if note:
             fig.text(0.5, 1 - 0.68 / height_in, note, ha="center", va="top", fontsize=8,
                      color="#A03000", gid="note", linespacing=1.3)
-        if tl.empty:
-            ax.text(0.5, 0.5, "no events in this window", transform=ax.transAxes, ha="center",
-                    va="center", fontsize=10, color="#777777")
 
         canvas.draw()
         px_h = fig.bbox.height

@@ -1839,11 +1839,9 @@ class _Window:
         end_seq = self.until if self.until is not None else last
         self.end = (self._ts(end_seq), end_seq) if end_seq > 0 else None
         self.live = []
-        if self.since is not None and self.since > 1:
-            if self.since > last + 1:
-                raise HistoryUnavailable(f"--from seq {self.since} is past the last event (seq {last})")
+        if self.since is not None and 1 < self.since <= last:  # (past the last event: an empty window)
             before = ledger.state_at(seq=self.since - 1)
-            start_ns = self._ts(self.since) if self.since <= last else before.last_ts
+            start_ns = self._ts(self.since)
             probe = ScopeRule(self.path, "read", True) if self.path is not None else None
             self.live = seed(before.holders.values(), start_ns, self.since, holder=holder, path=probe)
 

@@ -310,3 +310,14 @@ def test_readme_picture_is_one_the_demo_made() -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
     assert b"scopeledger (matplotlib)" in data  # the Software tag _plot writes
     assert b"Title\x00ledger demo: " in data  # and the demo's title
+
+
+@needs_mpl
+def test_an_empty_window_draws_a_picture_saying_so(story, tmp_path: Path) -> None:
+    d, _led, _p = story
+    for args in (("--from", "2099-01-01"), ("--path", "/nothing/here")):
+        out = tmp_path / "e.svg"
+        r = ledger_cmd(d, "timeline", "-o", str(out), "--json", *args)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["bars"] == 0
+        assert "no events in this window" in " ".join(_texts(_svg(out)))
