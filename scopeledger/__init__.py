@@ -26,8 +26,18 @@ from ._errors import (
 )
 from ._fold import Allocation, State
 from ._history import Diff, Event, Holding, Problem, VerifyReport
-from ._ledger import EffectiveScope, Hold, Ledger, LostEvents, check_name, default_path, verify
-from ._process import Liveness, ProcessIdentity, identify, probe
+from ._ledger import (
+    EffectiveScope,
+    Hold,
+    Ledger,
+    LostEvents,
+    Reclaimed,
+    ReclaimReport,
+    check_name,
+    default_path,
+    verify,
+)
+from ._process import Liveness, ProcessIdentity, Verdict, host_id, identify, judge, probe
 from ._rules import Permission, ScopeRule, covers, normalize_path, overlaps, parse_rule
 from ._runtime import (
     Manifest,
@@ -68,18 +78,23 @@ __all__ = [
     "Problem",
     "ProcessIdentity",
     "ReadOnlyLedger",
+    "ReclaimReport",
+    "Reclaimed",
     "Refused",
     "ScopeConflict",
     "ScopeRule",
     "State",
     "UnknownHolder",
     "UnsafeLedgerPath",
+    "Verdict",
     "VerifyReport",
     "check_name",
     "covers",
     "default_path",
+    "host_id",
     "identify",
     "install_from_manifest",
+    "judge",
     "load_manifest",
     "normalize_path",
     "overlaps",

@@ -395,7 +395,6 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool,
 
     from ._ledger import Ledger
     from ._render import REASONS, safe
-    from .cli import _liveness
     from ._rules import parse_rule
 
     t0 = time.monotonic()
@@ -494,7 +493,8 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool,
             story.say(f"tests-worker (pid {pids['tests-worker']}) exited without releasing; the builder "
                       f"keeps its Popen unwaited, so it is a {status}")
             state = ledger.state()
-            story.show_tree(state, f"the tree now (seq {state.seq}): the dead still hold", _liveness(state))
+            story.show_tree(state, f"the tree now (seq {state.seq}): the dead still hold",
+                            ledger.liveness(list(state.holders.values())))
 
             # 7. reclaim
             story.step("'ledger reclaim' frees the dead holders and says why")

@@ -13,8 +13,9 @@ Keys in this order::
                                 signed 64 bits; v1: never less than the
                                 previous event's ts (a clock stepping back
                                 was clamped)
-     "actor": {"pid": 4242, "start": 1764425990.12, "boot": "<boot id>",
-               "pidns": "pid:[4026531836]"},   (pidns: optional)
+     "actor": {"host": "<machine id>", "boot": "<boot id>", "pid": 4242,
+               "ticks": 123456, "pidns": "pid:[4026531836]"},
+                                the appending process (a process identity)
      "prev": "<32 hex>",        blake2b-128 of the previous line's bytes
                                 (without its newline); 32 zeros for seq 1
      "type": "registered",      see EVENT_TYPES
@@ -26,27 +27,38 @@ Keys in this order::
 
 Payloads (rules are ``[path, "read"|"write", recursive]``)::
 
-    registered / delegated  "holder": {"name", "rules", "process": {pid, start, boot[, pidns]},
+    registered / delegated  "holder": {"name", "rules", "process": <process identity>,
                                        "parent": str|null, "reserved": bool,
                                        "socket": str|null}
     attached                "name", "process"
     released                "name", "reparented": [[child, new_parent|null], ...]
     reclaimed               "name", "reason", "reparented"
                             reason: process_gone | zombie | pid_reused | earlier_boot
+                                    | namespace_gone (v2)
     refused                 "key", "error": scope_conflict|delegation|duplicate|unknown_parent,
                             "message", "request": {"name", "parent", "rules"},
                             "rule": rule|null, "chain": [names, top first]
 
+A process identity (v2; see ``scopeledger._process``) has exactly these
+keys: ``host`` (the machine id, 32 hex digits, or null when the host has
+none), ``boot`` (the kernel's boot id, or null when unreadable), ``pid``
+(int, in PID namespace ``pidns``), ``ticks`` (its start in clock ticks since
+boot, /proc/PID/stat field 22, an int > 0, or null when unknown), ``pidns``
+(``"pid:[inode]"``, or null when unknown). No wall-clock time. A v1 identity
+was ``{"pid", "start", "boot"[, "pidns"]}``, ``start`` in wall-clock seconds
+(a number or null); v1 lines keep it, and it is judged as it was.
+
 The format is strict: every object of a line (the line itself, ``actor``,
 ``holder``, ``process``, ``request``) may carry only the keys :data:`KEYS`
-lists for its format version and event type. Any other key is
+lists for its format version and event type (a v2 process identity:
+all five of its keys). Any other key is
 :class:`CorruptLedger` naming the key, the object and the line, wherever a
 line is folded (open and every later read, time travel, ``verify``); a
 replay (``Ledger.events``, ``ledger replay``), which only shows lines,
 checks the top level and ``actor`` (checking the payload's objects too
 would cost it about 10 %). A tool adding a key of its own would otherwise
 write lines this scopeledger reads without seeing what they say. Versions
-1 and 2 have the same keys.
+1 and 2 differ in the process identity (``actor``, ``process``) only.
 
 The same schema, for other tools, is the JSON Schema
 ``scopeledger/schema/event.schema.json``, generated from :data:`KEYS` by
@@ -94,6 +106,7 @@ KEYS: dict[int, dict[str, frozenset[str]]] = {
     },
 }
 KEYS[2] = dict(KEYS[1])
+KEYS[2]["actor"] = KEYS[2]["process"] = frozenset({"host", "boot", "pid", "ticks", "pidns"})
 KEYS[2]["line"] = KEYS[1]["line"] | {"network_fs"}
 
 #: Keys a line may carry or not (``KEYS`` lists them too): the fast path of
@@ -118,12 +131,26 @@ def _actor_v1(actor: Any, keys: frozenset[str]) -> bool:
             and type(actor.get("start")) in _STARTS and actor.keys() <= keys)
 
 
+_OPT_STR = (str, type(None))
+
+
+def _actor_v2(actor: Any, keys: frozenset[str]) -> bool:
+    # every key present (a missing one reads as 0, which no check takes)
+    if type(actor) is not dict:
+        return False
+    ticks = actor.get("ticks", 0)
+    return (type(actor.get("pid")) is int and type(actor.get("boot", 0)) in _OPT_STR
+            and type(actor.get("host", 0)) in _OPT_STR and type(actor.get("pidns", 0)) in _OPT_STR
+            and (ticks is None or (type(ticks) is int and ticks > 0)) and actor.keys() <= keys)
+
+
 #: Per version: whether a line's ``actor`` has the right value types and
 #: only the keys ``KEYS[version]["actor"]`` (passed as ``keys``), and what
 #: it should be, for messages.
 ACTOR: dict[int, tuple[Callable[[Any, frozenset[str]], bool], str]] = {
     1: (_actor_v1, "pid (integer), start (number or null) and boot (string)"),
-    2: (_actor_v1, "pid (integer), start (number or null) and boot (string)"),
+    2: (_actor_v2, "host (string or null), boot (string or null), pid (integer), ticks (integer > 0 "
+        "or null) and pidns (string or null)"),
 }
 
 assert set(KEYS) == set(ACTOR) == FORMAT_VERSIONS and FORMAT_VERSION == max(FORMAT_VERSIONS)

@@ -43,13 +43,13 @@ FORMAT_VERSIONS = frozenset({1, 2})
 #: Version of the snapshot format (the header and ``State.to_json``) this
 #: code writes and reads; a snapshot of another format is skipped (the state
 #: is folded from the log instead, and a new snapshot written in time).
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # 2: v2 process identities (host, boot, pid, ticks, pidns)
 
 #: Every event type; each changes state except ``refused``.
 EVENT_TYPES = frozenset({"registered", "delegated", "attached", "released", "reclaimed", "refused"})
 
 #: Reasons a ``reclaimed`` event may carry (see ``Liveness``).
-RECLAIM_REASONS = frozenset({"process_gone", "zombie", "pid_reused", "earlier_boot"})
+RECLAIM_REASONS = frozenset({"process_gone", "zombie", "pid_reused", "earlier_boot", "namespace_gone"})
 
 GENESIS_HASH = "0" * 32
 
@@ -429,17 +429,30 @@ _last_ident: list[Any] = [((), None)]
 
 
 def _ident(value: dict[str, Any]) -> ProcessIdentity:
-    """Process identity from the log; consecutive events of one process
-    share one object (memoisation only: the result is the same)."""
-    key = (value["pid"], value["start"], value["boot"], value.get("pidns"))
-    pid, start, boot, ns = key
-    if type(pid) is not int or type(boot) is not str or not (start is None or type(start) in (int, float)) \
-            or not (ns is None or type(ns) is str):
-        raise ValueError(f"malformed process {shown(value)}")
+    """Process identity from the log, v1 (``start``) or v2 (``host``,
+    ``boot``, ``pid``, ``ticks``, ``pidns``: all present); consecutive
+    events of one process share one object (memoisation only: the result
+    is the same)."""
+    if "start" in value:  # v1
+        key: tuple[Any, ...] = (value["pid"], value["start"], value["boot"], value.get("pidns"))
+        pid, start, boot, ns = key
+        if type(pid) is not int or type(boot) is not str or not (start is None or type(start) in (int, float)) \
+                or not (ns is None or type(ns) is str):
+            raise ValueError(f"malformed process {shown(value)}")
+    else:
+        key = (value["host"], value["boot"], value["pid"], value["ticks"], value["pidns"])
+        host, boot, pid, ticks, ns = key
+        if type(pid) is not int or not (boot is None or type(boot) is str) \
+                or not (host is None or type(host) is str) or not (ns is None or type(ns) is str) \
+                or not (ticks is None or (type(ticks) is int and ticks > 0)):
+            raise ValueError(f"malformed process {shown(value)}")
     last = _last_ident[0]
     if last[0] == key:
         return last[1]
-    ident = ProcessIdentity(*key)
+    if len(key) == 4:
+        ident = ProcessIdentity(pid=key[0], start=key[1], boot=key[2], pidns=key[3], format=1)
+    else:
+        ident = ProcessIdentity(host=key[0], boot=key[1], pid=key[2], ticks=key[3], pidns=key[4])
     _last_ident[0] = (key, ident)
     return ident
 
@@ -565,6 +578,14 @@ def check_event(event: dict[str, Any]) -> Any:
     return handler[0](event)
 
 
+def _process_shape(value: Any) -> str:
+    """What a process identity should be, for a message: v1's shape when
+    it has a ``start``, else v2's."""
+    if type(value) is dict and "start" in value:
+        return '{"pid": int, "start": number, "boot": str}'
+    return '{"host": str|null, "boot": str|null, "pid": int, "ticks": int > 0|null, "pidns": str|null}'
+
+
 def _shape_grant(ev: dict[str, Any]) -> tuple[str, str | None, tuple[ScopeRule, ...], Any, bool, Any]:
     h = ev.get("holder")
     if type(h) is not dict:
@@ -580,7 +601,7 @@ def _shape_grant(ev: dict[str, Any]) -> tuple[str, str | None, tuple[ScopeRule, 
     try:
         process = _ident(h.get("process"))
     except (KeyError, TypeError, ValueError):
-        raise _bad("holder.process", h.get("process"), '{"pid": int, "start": number, "boot": str}') from None
+        raise _bad("holder.process", h.get("process"), _process_shape(h.get("process"))) from None
     reserved = h.get("reserved", False)
     if type(reserved) is not bool:
         raise _bad("holder.reserved", reserved, "true or false")
@@ -595,7 +616,7 @@ def _shape_attached(ev: dict[str, Any]) -> ProcessIdentity:
     try:
         return _ident(ev.get("process"))
     except (KeyError, TypeError, ValueError):
-        raise _bad("process", ev.get("process"), '{"pid": int, "start": number, "boot": str}') from None
+        raise _bad("process", ev.get("process"), _process_shape(ev.get("process"))) from None
 
 
 def _shape_removal(ev: dict[str, Any]) -> None:

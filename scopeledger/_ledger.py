@@ -56,7 +56,7 @@ from ._fold import (
     reparent_plan,
 )
 from ._paths import canonical_path
-from ._process import Liveness, ProcessIdentity, Probe, identify, probe as default_probe, run_probe
+from ._process import Liveness, ProcessIdentity, Probe, Verdict, identify, probe as default_probe, run_probe
 from ._rules import HOLDER_NAME, PERMISSION_TEXT, Permission, ScopeRule, check_path_text, covers, overlaps
 from ._store import Store
 
@@ -207,6 +207,47 @@ class LedgerStats:
     torn: list[str] = attrs.Factory(list)
 
 
+@attrs.frozen
+class Reclaimed:
+    """One holder a reclaim removed (or, in a dry run, would remove).
+
+    Attributes:
+        name: the holder's name, ``str``.
+        reason: the recorded reason, ``str`` (``process_gone``, ``zombie``,
+            ``pid_reused``, ``earlier_boot``, ``namespace_gone``).
+        why: what proved it, ``str`` (the probe's :attr:`Verdict.why`).
+        pid: its process's pid, ``int``.
+        seq: the ``reclaimed`` event's seq, ``int``; ``None`` in a dry run.
+        reparented: ``tuple[(child, new parent or None), ...]``.
+    """
+
+    name: str
+    reason: str
+    why: str
+    pid: int
+    seq: int | None
+    reparented: tuple[tuple[str, str | None], ...]
+
+
+@attrs.frozen
+class ReclaimReport:
+    """What :meth:`Ledger.reclaim` did.
+
+    Attributes:
+        reclaimed: ``tuple[Reclaimed, ...]``, in the order recorded.
+        kept: ``tuple[(name, Verdict), ...]``: every other holder probed,
+            alive or unknown, in grant order.
+    """
+
+    reclaimed: tuple[Reclaimed, ...]
+    kept: tuple[tuple[str, Verdict], ...]
+
+    @property
+    def unknown(self) -> list[tuple[str, Verdict]]:
+        """The kept holders whose liveness could not be decided, with why."""
+        return [(n, v) for n, v in self.kept if v.liveness is Liveness.UNKNOWN]
+
+
 class _Txn:
     """Events built under the lock, applied to the state as they are built,
     written with one ``write`` at commit.
@@ -223,7 +264,7 @@ class _Txn:
         self.state = state
         self.lines: list[bytes] = []
         self.error: Exception | None = None
-        self.liveness: dict[str, Liveness] = {}
+        self.liveness: dict[str, Verdict] = {}
         self.actor_ident, self.actor = ledger._actor_and_json(ledger._store._holding_pid)
         #: ``(fold function, *args)`` that applies the last event, or None.
         self.after: tuple[Any, ...] | None = None
@@ -265,8 +306,9 @@ class _Txn:
         seq, ts, _, line = self._line(kind, payload)
         return seq, ts, line_hash(line)
 
-    def reclaim(self, name: str, reason: str) -> None:
-        self.emit("reclaimed", name=name, reason=reason, reparented=reparent_plan(self.state, name))
+    def reclaim(self, name: str, reason: str) -> tuple[int, list[list[Any]]]:
+        plan = reparent_plan(self.state, name)
+        return self.emit("reclaimed", name=name, reason=reason, reparented=plan), plan
 
     def refuse(self, name: str, parent: str | None, rules: Sequence[ScopeRule], err: Exception) -> None:
         kind = {ScopeConflict: "scope_conflict", DelegationError: "delegation",
@@ -283,7 +325,7 @@ class _Txn:
 
 
 def decide(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str | None,
-           liveness: Callable[[str], Liveness], reclaim: Callable[[str, str], None]) -> Exception | None:
+           liveness: Callable[[str], Verdict | Liveness], reclaim: Callable[[str, str], Any]) -> Exception | None:
     """How ``register`` (``parent`` None) or ``delegate`` decides a request:
     :func:`check_request`; while it is refused only because of holders in
     the way (the conflicting chain, a sibling's subtree, the name's live
@@ -293,7 +335,7 @@ def decide(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str | 
     simulates them on a copy).
 
     Args:
-        liveness: ``holder name -> Liveness`` of its process.
+        liveness: ``holder name -> Verdict`` (or ``Liveness``) of its process.
 
     Returns:
         The refusal (an exception, not raised) or ``None`` to grant.
@@ -316,7 +358,7 @@ def decide(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str | 
             return err
         for n, lv in dead:
             if n in state.holders:
-                reclaim(n, lv.value)
+                reclaim(n, (lv.liveness if isinstance(lv, Verdict) else lv).value)
     return err  # pragma: no cover - bounded by the number of holders
 
 
@@ -366,7 +408,7 @@ class Ledger(HistoryMixin):
     reclaimed on its way may have been).
     On a ledger opened ``readonly``, every method that would record an event
     (``register``, ``delegate``, ``attach``, ``release``, ``hold``,
-    ``reclaim_stale`` with something to reclaim, ``snapshot``) raises
+    ``reclaim``/``reclaim_stale`` with something to reclaim, ``snapshot``) raises
     :class:`ReadOnlyLedger` before doing anything.
     Those methods check the type and value of every argument before they
     take the lock: a bad one (:class:`InvalidHolderName`,
@@ -852,7 +894,7 @@ class Ledger(HistoryMixin):
             log.warning("could not withdraw the grant of holder %r (token %d), whose call was "
                         "interrupted before it returned: %s", name, token, exc)
 
-    def _liveness(self, txn: _Txn, name: str, probe: Probe | None = None) -> Liveness:
+    def _liveness(self, txn: _Txn, name: str, probe: Probe | None = None) -> Verdict:
         lv = txn.liveness.get(name)
         if lv is None:
             lv = txn.liveness[name] = run_probe(probe or self._probe, txn.state.holders[name].process)
@@ -1047,10 +1089,23 @@ class Ledger(HistoryMixin):
         return self._transact(build)
 
     def reclaim_stale(self, probe: Probe | None = None, *, dry_run: bool = False) -> list[str]:
+        """Reclaim every holder whose process is provably gone; the names,
+        ``list[str]``, in order. :meth:`reclaim` says what it did and why
+        (and why each holder it kept was kept); this is its list of names.
+
+        Raises:
+            as :meth:`reclaim`.
+        """
+        return [r.name for r in self.reclaim(probe, dry_run=dry_run).reclaimed]
+
+    def reclaim(self, probe: Probe | None = None, *, dry_run: bool = False) -> ReclaimReport:
         """Reclaim every holder whose process is provably gone: exited, a
-        zombie, its pid reused (another start time), or from an earlier boot.
-        Each is removed like a release (children re-parented) with the
-        reason recorded. A process whose liveness cannot be read is kept.
+        zombie, its pid reused (a later start), from an earlier boot of this
+        host, or its PID namespace gone. Each is removed like a release
+        (children re-parented) with the reason recorded. A holder whose
+        liveness cannot be decided (another host, another PID namespace
+        that still exists, /proc unreadable, ...) is kept, and the report
+        says why.
 
         The sweep probes outside the lock, then re-probes only the suspects
         under it.
@@ -1058,40 +1113,74 @@ class Ledger(HistoryMixin):
         Args:
             probe: liveness probe for this call (the seed's
                 ``reclaim_stale_with``); default the ledger's.
-            dry_run: report, record nothing.
+            dry_run: report, record nothing (``seq`` is ``None``; the
+                re-parenting is as if each were reclaimed in turn).
 
         Returns:
-            Names reclaimed (or that would be), ``list[str]``, in order.
+            :class:`ReclaimReport`.
 
         Raises:
             TypeError: ``probe`` is neither ``None`` nor callable, or
                 ``dry_run`` is not a ``bool`` (before anything is probed or
                 recorded).
+            PartlyRecorded: the disk filled up part way: its ``recorded``
+                and ``not_recorded`` say which reclaims are in the log.
         """
         _check_callable("probe", probe)
         _check_bool("dry_run", dry_run)
         fn = probe if probe is not None else self._probe
         with self._mem:
-            snapshot = list(self._catch_up(locked=False).holders.values())
-        suspects = [a for a in snapshot if run_probe(fn, a.process).dead]
-        if not suspects:
-            return []
-        if dry_run:
-            return [a.name for a in suspects]
+            state = self._catch_up(locked=False)
+            snapshot = list(state.holders.values())
+            if dry_run:
+                state = state.copy()
+        verdicts = {a.name: run_probe(fn, a.process) for a in snapshot}
+        suspects = [a for a in snapshot if verdicts[a.name].dead]
 
-        def build(txn: _Txn) -> list[str]:
+        def kept() -> tuple[tuple[str, Verdict], ...]:
+            return tuple((a.name, verdicts[a.name]) for a in snapshot if not verdicts[a.name].dead)
+
+        if not suspects:
+            return ReclaimReport((), kept())
+        if dry_run:
+            out = []
+            for a in suspects:
+                v = verdicts[a.name]
+                plan = reparent_plan(state, a.name)
+                out.append(Reclaimed(a.name, v.liveness.value, v.why, a.pid, None,
+                                     tuple((c, p) for c, p in plan)))
+                commit_removal(state, a.name, state.seq + 1, state.last_ts, state.last_hash)
+            return ReclaimReport(tuple(out), kept())
+
+        def build(txn: _Txn) -> tuple[Reclaimed, ...]:
             out = []
             for a in suspects:
                 cur = txn.state.holders.get(a.name)
                 if cur is None or cur.token != a.token or cur.process != a.process:
+                    del verdicts[a.name]  # released or granted again meanwhile: not ours to report
                     continue
-                lv = self._liveness(txn, a.name, fn)
-                if lv.dead:
-                    txn.reclaim(a.name, lv.value)
-                    out.append(a.name)
-            return out
+                v = verdicts[a.name] = self._liveness(txn, a.name, fn)
+                if v.dead:
+                    seq, plan = txn.reclaim(a.name, v.liveness.value)
+                    out.append(Reclaimed(a.name, v.liveness.value, v.why, a.pid, seq,
+                                         tuple((c, p) for c, p in plan)))
+            return tuple(out)
 
-        return self._transact(build)
+        done = self._transact(build)
+        return ReclaimReport(done, tuple((a.name, verdicts[a.name]) for a in snapshot
+                                         if a.name in verdicts and not verdicts[a.name].dead))
+
+    def liveness(self, holders: Sequence[Allocation] | None = None) -> dict[str, Verdict]:
+        """The ledger's probe's verdict on each holder's process now, with
+        why (:class:`Verdict`), in order; records nothing.
+
+        Args:
+            holders: the allocations to probe (say, those of a
+                :meth:`state` just taken); default the live holders now.
+        """
+        if holders is None:
+            holders = self.holders()
+        return {a.name: run_probe(self._probe, a.process) for a in holders}
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
              *, parent: str | None = None, socket: str | None = None,

@@ -1,12 +1,35 @@
-"""Process identity and liveness (psutil).
+"""Process identity and liveness.
 
 A pid alone is not an identity: pids are reused, and a zombie answers
-``kill(pid, 0)``. A holder's process is identified by ``(pid, start, boot,
-pidns)``: the process start time as psutil reports it (seconds since the
-epoch, UTC, ``float``), the kernel's boot id, and the PID namespace the pid
-is a number in (the same pid names another process in another namespace). The liveness probe fails closed, like
-filelock's ``(pid, start time)`` check: when it cannot prove a process dead
-(access denied, start time unreadable), the process counts as alive.
+``kill(pid, 0)``. A holder's process is identified by (format v2)::
+
+    {"host": machine id, "boot": boot id, "pid": int,
+     "ticks": start in clock ticks since boot, "pidns": "pid:[inode]"}
+
+- ``host``: ``/etc/machine-id``, else ``/var/lib/dbus/machine-id`` (32 hex
+  digits; an empty or ``uninitialized`` file counts as missing); ``None``
+  where neither holds one. It tells an earlier boot of this host from
+  another host sharing the ledger directory (NFS, virtiofs, a VM's shared
+  folder).
+- ``boot``: ``/proc/sys/kernel/random/boot_id`` (random per boot of a
+  kernel); ``None`` where it cannot be read.
+- ``ticks``: field 22 (``starttime``) of ``/proc/PID/stat``, clock ticks
+  (``SC_CLK_TCK``, 1/100 s) since boot. No wall clock enters the identity
+  (psutil's ``create_time`` adds the boot time, which moves when the wall
+  clock is stepped). A start of 0 or one that cannot be read is ``None``:
+  unknown, never proof of anything. Inside a time namespace the reading is
+  shifted by its boot-time offset, which is taken back off, so every
+  process of one boot records the same clock.
+- ``pidns``: the PID namespace the pid is a number in (the recording
+  process's, ``/proc/self/ns/pid``); ``None`` where it cannot be read.
+
+Identities read from v1 lines (``{"pid", "start", "boot"[, "pidns"]}``,
+``start`` in wall-clock seconds) keep their v1 meaning and are judged as
+before (:func:`judge`).
+
+The probe fails closed, like filelock's ``(pid, start time)`` check: a
+holder is dead only on proof; when its liveness cannot be read the verdict
+is ``UNKNOWN`` with the reason.
 """
 
 from __future__ import annotations
@@ -18,27 +41,64 @@ from typing import Any, Callable, Union
 import attrs
 import psutil
 
+#: Where /proc is (tests point it at a made-up tree).
+PROC = "/proc"
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-_boot_id_cache: str | None = None
-_pidns_cache: tuple[int, str | None] | None = None
+_MACHINE_ID_PATHS = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+#: The initial PID and time namespaces' inode numbers (the kernel's
+#: ``PROC_PID_INIT_INO`` and ``PROC_TIME_INIT_INO``, fixed since Linux 3.8/5.6).
+INIT_PID_NS = "pid:[4026531836]"
+INIT_TIME_NS = "time:[4026531834]"
 
-#: Start times closer than this (seconds) are the same process. psutil derives
-#: them from clock ticks (1/100 s on Linux) plus the boot time.
+_boot_id_cache: list[str | None] = []
+_host_id_cache: list[str | None] = []
+_pidns_cache: tuple[int, str | None] | None = None
+_offset_cache: tuple[int, int | None] | None = None
+
+#: Start times closer than this (seconds) are the same process (v1
+#: identities only: psutil derives them from clock ticks plus the boot time).
 START_TOLERANCE = 0.001
 
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+_NS_PER_TICK = 1_000_000_000 // _TICKS_PER_SECOND
 
-def boot_id() -> str:
-    """The kernel's boot id (``/proc/sys/kernel/random/boot_id``), or
-    ``"btime:<seconds>"`` from psutil's boot time where that file is missing.
-    Cached for the life of the process."""
-    global _boot_id_cache
-    if _boot_id_cache is None:
+
+def boot_id() -> str | None:
+    """The kernel's boot id (``/proc/sys/kernel/random/boot_id``), ``str``;
+    ``None`` when it cannot be read. Cached for the life of the process."""
+    if not _boot_id_cache:
         try:
             with open(_BOOT_ID_PATH, encoding="ascii") as f:
-                _boot_id_cache = f.read().strip()
-        except OSError:
-            _boot_id_cache = f"btime:{int(psutil.boot_time())}"
-    return _boot_id_cache
+                value: str | None = f.read().strip() or None
+        except (OSError, ValueError):
+            value = None
+        _boot_id_cache.append(value)
+    return _boot_id_cache[0]
+
+
+def host_id() -> str | None:
+    """This host's identity: the machine id (``/etc/machine-id``, else
+    ``/var/lib/dbus/machine-id``), 32 lowercase hex digits; ``None`` when
+    neither file holds one (missing, empty, ``uninitialized``, unreadable).
+    Cached for the life of the process.
+
+    Without it a holder from another boot id cannot be told from one on
+    another host, so it is never reclaimed as from an earlier boot (see
+    :func:`judge`); ``systemd-machine-id-setup`` or ``dbus-uuidgen
+    --ensure=/etc/machine-id`` creates one."""
+    if not _host_id_cache:
+        value = None
+        for path in _MACHINE_ID_PATHS:
+            try:
+                with open(path, "rb") as f:
+                    text = f.read(64).strip().decode("ascii").lower()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
+                value = text
+                break
+        _host_id_cache.append(value)
+    return _host_id_cache[0]
 
 
 def pid_namespace() -> str | None:
@@ -48,68 +108,178 @@ def pid_namespace() -> str | None:
     pid = os.getpid()
     if _pidns_cache is None or _pidns_cache[0] != pid:
         try:
-            ns: str | None = os.readlink("/proc/self/ns/pid")
+            ns: str | None = os.readlink(f"{PROC}/self/ns/pid")
         except OSError:
             ns = None
         _pidns_cache = (pid, ns)
     return _pidns_cache[1]
 
 
-@attrs.frozen(slots=True)
+def _boottime_offset() -> int | None:
+    """Nanoseconds this process's time namespace adds to the boot-time
+    clock (0 in the initial one); ``None`` when it cannot be known (its
+    time namespace is not the one ``timens_offsets`` describes)."""
+    global _offset_cache
+    pid = os.getpid()
+    if _offset_cache is None or _offset_cache[0] != pid:
+        offset: int | None
+        try:
+            ns = os.readlink(f"{PROC}/self/ns/time")
+        except OSError:
+            ns = INIT_TIME_NS  # no time namespaces (before Linux 5.6): no offset
+        if ns == INIT_TIME_NS:
+            offset = 0
+        else:
+            offset = None
+            try:
+                # timens_offsets describes the namespace of this process's
+                # future children: it is ours only while both are the same.
+                if os.readlink(f"{PROC}/self/ns/time_for_children") == ns:
+                    with open(f"{PROC}/self/timens_offsets", encoding="ascii") as f:
+                        for line in f:
+                            parts = line.split()
+                            if parts and parts[0] in ("boottime", "7"):
+                                offset = int(parts[1]) * 1_000_000_000 + int(parts[2])
+            except (OSError, ValueError, IndexError):
+                offset = None
+        _offset_cache = (pid, offset)
+    return _offset_cache[1]
+
+
+def read_stat(pid: int | str) -> tuple[str, int | None]:
+    """``(state, start ticks)`` of process ``pid`` from ``/proc/PID/stat``.
+
+    The command name (field 2) may hold spaces and parentheses: the fields
+    after it are those after the *last* ``)``. The start (field 22) is in
+    clock ticks since boot, taken back to the initial time namespace's
+    clock; ``None`` when it reads 0 or the offset of this process's time
+    namespace cannot be known or is not whole ticks.
+
+    Raises:
+        FileNotFoundError: no such process (here). PermissionError: /proc
+            refuses (``hidepid``). OSError: another read error.
+        ValueError: the file does not parse.
+    """
+    with open(f"{PROC}/{pid}/stat", "rb", buffering=0) as f:
+        data = f.read(4096)
+    close = data.rfind(b")")
+    fields = data[close + 1:].split()
+    if close < 0 or len(fields) < 20:
+        raise ValueError(f"{PROC}/{pid}/stat does not parse: {data[:200]!r}")
+    state = fields[0].decode("ascii", "replace")
+    ticks = int(fields[19])
+    if ticks <= 0:
+        return state, None
+    offset = _boottime_offset()
+    if offset is None or offset % _NS_PER_TICK:
+        return state, None
+    ticks -= offset // _NS_PER_TICK
+    return state, ticks if ticks > 0 else None
+
+
+def _proc_is_ours() -> bool:
+    """Whether /proc shows this process's PID namespace (``/proc/self`` is
+    our pid): under ``unshare --pid --fork`` without ``--mount-proc`` it
+    shows the parent's, where the same numbers are other processes."""
+    try:
+        return os.readlink(f"{PROC}/self") == str(os.getpid())
+    except OSError:
+        return False
+
+
+@attrs.frozen(slots=True, kw_only=True)
 class ProcessIdentity:
-    """Who a process is, robust to pid reuse.
+    """Who a process is, robust to pid reuse (see the module docstring).
 
     Attributes:
-        pid: ``int``, as seen from this pid namespace.
-        start: process start time, seconds since the epoch (UTC), ``float``;
-            ``None`` when it could not be read (then liveness is undecidable
-            beyond "the pid exists").
-        boot: boot id of the kernel the process ran under, ``str``.
-        pidns: the PID namespace ``pid`` is a number in (see
-            :func:`pid_namespace`), ``str``; ``None`` when unknown (then
-            the pid is taken to be in the prober's namespace).
+        pid: ``int``, as seen from PID namespace ``pidns``.
+        boot: boot id of the kernel the process ran under, ``str``;
+            ``None`` when it could not be read.
+        host: machine id of the host, ``str`` (32 hex digits); ``None``
+            when the host has none (or for a v1 identity).
+        ticks: start in clock ticks since boot, ``int`` > 0; ``None`` when
+            unknown (then a live pid cannot be told from a later process on
+            the same pid: ``UNKNOWN``).
+        pidns: the PID namespace ``pid`` is a number in, ``str``; ``None``
+            when unknown.
+        start: v1 identities only: start time in seconds since the epoch
+            (UTC, wall clock, as psutil gave it), ``float`` or ``None``.
+        format: ``2``, or ``1`` for an identity read from a v1 line (its
+            ``start``, not ``ticks`` and ``host``, identifies it).
     """
 
     pid: int
-    start: float | None
-    boot: str
+    boot: str | None
+    host: str | None = None
+    ticks: int | None = None
     pidns: str | None = None
+    start: float | None = None
+    format: int = 2
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"pid": self.pid, "start": self.start, "boot": self.boot}
-        if self.pidns is not None:
-            out["pidns"] = self.pidns
-        return out
+        """The log's form of this identity (v2 keys, or v1's for a v1 one)."""
+        if self.format == 1:
+            out: dict[str, Any] = {"pid": self.pid, "start": self.start, "boot": self.boot}
+            if self.pidns is not None:
+                out["pidns"] = self.pidns
+            return out
+        return {"host": self.host, "boot": self.boot, "pid": self.pid, "ticks": self.ticks,
+                "pidns": self.pidns}
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> "ProcessIdentity":
-        return cls(value["pid"], value["start"], value["boot"], value.get("pidns"))
+        """Inverse of :meth:`to_json`: a dict with ``start`` is a v1
+        identity. Raises KeyError on a missing key (types are the
+        decoder's business)."""
+        if "start" in value:
+            return cls(pid=value["pid"], boot=value["boot"], start=value["start"],
+                       pidns=value.get("pidns"), format=1)
+        return cls(pid=value["pid"], boot=value["boot"], host=value["host"], ticks=value["ticks"],
+                   pidns=value["pidns"])
 
 
 def identify(pid: int | None = None) -> ProcessIdentity:
-    """The identity of process ``pid`` (default: the calling process).
+    """The identity of process ``pid`` (default: the calling process), as
+    seen from this process's PID namespace.
 
     Returns:
-        :class:`ProcessIdentity`; ``start`` is ``None`` when psutil may not
-        read it (access denied).
+        :class:`ProcessIdentity`; ``ticks`` is ``None`` when the start
+        cannot be read (``hidepid``, a /proc of another PID namespace, a
+        start of 0).
 
     Raises:
         ProcessLookupError: no process has this pid.
         TypeError: ``pid`` is not an ``int``. ValueError: ``pid`` <= 0.
     """
     if pid is None:
+        where: int | str = "self"
         pid = os.getpid()
-    if isinstance(pid, bool) or not isinstance(pid, int):
-        raise TypeError(f"pid must be an int, not {type(pid).__name__}")
-    if pid <= 0:
-        raise ValueError(f"pid must be positive, got {pid}")
+    else:
+        if isinstance(pid, bool) or not isinstance(pid, int):
+            raise TypeError(f"pid must be an int, not {type(pid).__name__}")
+        if pid <= 0:
+            raise ValueError(f"pid must be positive, got {pid}")
+        where = pid if pid != os.getpid() else "self"
+    ticks = None
+    if where == "self" or _proc_is_ours():
+        try:
+            ticks = read_stat(where)[1]
+        except FileNotFoundError:
+            _must_exist(pid)
+        except (OSError, ValueError):
+            pass
+    else:
+        _must_exist(pid)
+    return ProcessIdentity(host=host_id(), boot=boot_id(), pid=pid, ticks=ticks, pidns=pid_namespace())
+
+
+def _must_exist(pid: int) -> None:
     try:
-        start: float | None = psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         raise ProcessLookupError(f"no process with pid {pid}") from None
-    except (psutil.AccessDenied, OSError):
-        start = None
-    return ProcessIdentity(pid, start, boot_id(), pid_namespace())
+    except OSError:
+        pass  # EPERM: it exists
 
 
 class Liveness(enum.Enum):
@@ -122,77 +292,301 @@ class Liveness(enum.Enum):
     ZOMBIE = "zombie"
     PID_REUSED = "pid_reused"
     EARLIER_BOOT = "earlier_boot"
+    NAMESPACE_GONE = "namespace_gone"
 
     @property
     def dead(self) -> bool:
         return self not in (Liveness.ALIVE, Liveness.UNKNOWN)
 
 
-#: A liveness probe: identity -> Liveness, or a plain bool (True = alive,
-#: False = gone), as the seed's ``reclaim_stale_with`` predicate.
-Probe = Callable[[ProcessIdentity], Union[Liveness, bool]]
+@attrs.frozen(slots=True)
+class Verdict:
+    """A probe's answer with its reason.
+
+    Attributes:
+        liveness: :class:`Liveness`.
+        why: ``str``, one lowercase clause: for ``UNKNOWN`` what could not
+            be decided and why (``"on another host (<machine id>)"``), for a
+            dead one what proved it; ``""`` when there is nothing to say.
+    """
+
+    liveness: Liveness
+    why: str = ""
+
+    @property
+    def dead(self) -> bool:
+        """``True`` for a reclaim reason (proof of death)."""
+        return self.liveness.dead
+
+
+#: A liveness probe: identity -> :class:`Verdict`, :class:`Liveness`, or a
+#: plain bool (True = alive, False = gone), as the seed's
+#: ``reclaim_stale_with`` predicate.
+Probe = Callable[[ProcessIdentity], Union[Verdict, Liveness, bool]]
 
 
 def probe(ident: ProcessIdentity) -> Liveness:
-    """The default liveness probe (psutil).
+    """The default liveness probe: :func:`judge` without its reason."""
+    return judge(ident).liveness
 
-    Order: another boot id -> ``EARLIER_BOOT``; a pid from another PID
-    namespace -> ``UNKNOWN`` (kept: that number names another process
-    here, or none); no such pid -> ``GONE`` (when ``kill(pid, 0)`` agrees:
-    /proc mounted with ``hidepid=2`` hides live processes); a start time
-    differing by more than :data:`START_TOLERANCE` -> ``PID_REUSED``, unless
-    by whole seconds (a step of the wall clock moves psutil's start times by
-    whole seconds: ``UNKNOWN``, kept); status zombie -> ``ZOMBIE``; access
-    denied or unreadable -> ``UNKNOWN`` (kept); else ``ALIVE``.
+
+def _unknown(why: str) -> Verdict:
+    return Verdict(Liveness.UNKNOWN, why)
+
+
+def judge(ident: ProcessIdentity) -> Verdict:
+    """Whether the process of ``ident`` is alive, and why.
+
+    For a v2 identity, in this order:
+
+    - no boot id (recorded or here): ``UNKNOWN``;
+    - another boot id: ``EARLIER_BOOT`` when the host (machine id) is this
+      one; ``UNKNOWN`` "on another host (<id>)" when it is another, and
+      when either has no machine id (an earlier boot cannot be told from
+      another host);
+    - the same boot id is the same running kernel, whatever the machine id
+      says (a container with its own): the pid is judged here;
+    - another PID namespace: ``NAMESPACE_GONE`` when no process on the host
+      is in it any more, or those in a namespace of that number all started
+      after the holder's process (a new namespace reusing the inode
+      number); ``UNKNOWN`` while it exists, or when that cannot be read
+      (this process is not in the initial PID namespace and so does not see
+      every process, /proc is mounted with ``hidepid``, a process's
+      namespace is unreadable);
+    - no such pid: ``GONE`` when ``kill(pid, 0)`` agrees (``hidepid=2``
+      hides live processes: ``UNKNOWN``); a later start (ticks) on the pid:
+      ``PID_REUSED``; a zombie: ``ZOMBIE``; a start not recorded or not
+      readable: ``UNKNOWN`` (never proof of reuse); else ``ALIVE``.
+
+    A v1 identity (``start`` in wall-clock seconds) is judged as before v2:
+    another boot id is ``EARLIER_BOOT`` (v1 recorded no host), another PID
+    namespace ``UNKNOWN``, a start time off by whole seconds ``UNKNOWN`` (a
+    wall-clock step or a reuse: cannot tell).
+
+    Returns:
+        :class:`Verdict`. Never raises for a well-formed identity.
     """
-    if ident.boot != boot_id():
-        return Liveness.EARLIER_BOOT
-    if ident.pidns is not None and ident.pidns != pid_namespace():
-        return Liveness.UNKNOWN
+    if ident.format == 1:
+        return _judge_v1(ident)
+    here_boot = boot_id()
+    if ident.boot is None:
+        return _unknown("no boot id was recorded for its process")
+    if here_boot is None:
+        return _unknown("this host's boot id cannot be read")
+    if ident.boot != here_boot:
+        here = host_id()
+        if ident.host is not None and here is not None:
+            if ident.host == here:
+                return Verdict(Liveness.EARLIER_BOOT, f"it ran under an earlier boot of this host "
+                                                      f"(boot {ident.boot})")
+            return _unknown(f"on another host ({ident.host})")
+        missing = "no machine id was recorded for it" if ident.host is None else \
+            "this host has no machine id (/etc/machine-id)"
+        return _unknown(f"from another boot ({ident.boot}), and {missing}: an earlier boot of this "
+                        "host cannot be told from another host")
+    here_ns = pid_namespace()
+    if ident.pidns is None:
+        return _unknown("its PID namespace was not recorded")
+    if here_ns is None:
+        return _unknown("this process's PID namespace cannot be read")
+    if not _proc_is_ours():
+        return _unknown(f"{PROC} shows another PID namespace than this process's")
+    if ident.pidns != here_ns:
+        return _judge_namespace(ident, here_ns)
+    pid = ident.pid
     try:
-        proc = psutil.Process(ident.pid)
+        state, ticks = read_stat(pid)
+    except FileNotFoundError:
+        return _gone_or_hidden(pid)
+    except PermissionError:
+        return _unknown(f"{PROC}/{pid}/stat cannot be read (permission denied)")
+    except (OSError, ValueError) as exc:
+        return _unknown(f"{PROC}/{pid}/stat cannot be read ({exc})")
+    if ident.ticks is not None and ticks is not None and ticks != ident.ticks:
+        if ticks > ident.ticks:
+            return Verdict(Liveness.PID_REUSED, f"pid {pid} now belongs to a process started at tick "
+                                                f"{ticks} since boot, not {ident.ticks}")
+        return _unknown(f"pid {pid} started at tick {ticks} since boot, before the recorded "
+                        f"{ident.ticks}: the two readings do not agree")
+    if state in ("Z", "X"):
+        # Ours, or a stranger's after ours: dead either way.
+        return Verdict(Liveness.ZOMBIE, f"pid {pid} exited and was never reaped by its parent")
+    if ident.ticks is None:
+        return _unknown(f"its start time was not recorded: pid {pid} is in use, by it or by a "
+                        "later process")
+    if ticks is None:
+        return _unknown(f"the start time of pid {pid} cannot be read")
+    return Verdict(Liveness.ALIVE)
+
+
+def _gone_or_hidden(pid: int) -> Verdict:
+    """/proc shows no such pid; ``kill(pid, 0)``, which /proc's ``hidepid``
+    does not affect, decides between gone and hidden (kept)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return Verdict(Liveness.GONE, f"pid {pid} no longer exists")
+    except OSError:  # EPERM: it exists, owned by someone else
+        pass
+    return _unknown(f"pid {pid} exists but {PROC} does not show it (hidepid)")
+
+
+# -- PID namespaces ------------------------------------------------------------------
+
+def _hidepid() -> str | None:
+    """The ``hidepid=`` option of the /proc mount, when set (not 0/off)."""
+    try:
+        with open(f"{PROC}/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return "unknown (mountinfo unreadable)"
+    found = None
+    for line in lines:
+        head, _, tail = line.partition(" - ")
+        parts = head.split()
+        if len(parts) >= 5 and parts[4] == PROC:
+            fs = tail.split()
+            found = None
+            if fs and fs[0] == "proc":
+                for opt in (fs[2] if len(fs) > 2 else "").split(","):
+                    if opt.startswith("hidepid=") and opt[8:] not in ("0", "off"):
+                        found = opt[8:]
+    return found
+
+
+def _nspid(pid: str) -> list[str] | None:
+    with open(f"{PROC}/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"NSpid:"):
+                return line.split()[1:]
+    return None
+
+
+def _scan_namespace(ns: str) -> tuple[bool, int | None, list[tuple[str, str]]]:
+    """Look for processes in PID namespace ``ns`` among every process /proc
+    lists (one ``readlink`` each; the start of those in ``ns``).
+
+    Returns:
+        ``(any found, oldest start ticks among them or None when one is
+        unreadable, [(pid, why), ...] of processes whose namespace cannot be
+        read)``.
+    """
+    found = False
+    oldest: int | None = None
+    unreadable: list[tuple[str, str]] = []
+    with os.scandir(PROC) as it:
+        pids = [e.name for e in it if e.name.isdigit()]
+    for pid in pids:
+        try:
+            link = os.readlink(f"{PROC}/{pid}/ns/pid")
+        except FileNotFoundError:
+            continue  # exited meanwhile
+        except OSError as exc:
+            # Its namespace link is refused (ptrace rules): NSpid, readable
+            # by all, still says whether it is in /proc's own namespace.
+            try:
+                nspid = _nspid(pid)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                nspid = None
+            if nspid is not None and len(nspid) == 1:
+                continue  # in this (the initial) namespace
+            unreadable.append((pid, exc.strerror or str(exc)))
+            continue
+        if link != ns:
+            continue
+        try:
+            ticks = read_stat(pid)[1]
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            ticks = None
+        oldest = ticks if not found else (None if oldest is None or ticks is None else min(oldest, ticks))
+        found = True
+    return found, oldest, unreadable
+
+
+def _judge_namespace(ident: ProcessIdentity, here_ns: str) -> Verdict:
+    """A holder in another PID namespace than this process's (same boot)."""
+    ns = ident.pidns
+    if here_ns != INIT_PID_NS:
+        return _unknown(f"in another PID namespace ({ns}); this process is in {here_ns}, not the "
+                        "host's first, and does not see every process to tell whether it still exists")
+    hide = _hidepid()
+    if hide is not None:
+        return _unknown(f"in another PID namespace ({ns}); {PROC} is mounted with hidepid={hide}, so "
+                        "whether it still exists cannot be told")
+    found, first, unreadable = _scan_namespace(ns)
+    if found:
+        if ident.ticks is None or first is None or first <= ident.ticks:
+            return _unknown(f"in another PID namespace ({ns}), which still exists")
+        gone = Verdict(Liveness.NAMESPACE_GONE,
+                       f"its PID namespace ({ns}) is gone: the namespace of that number now is a new one "
+                       f"(its oldest process started at tick {first} since boot, after this holder's "
+                       f"{ident.ticks})")
+    else:
+        gone = Verdict(Liveness.NAMESPACE_GONE, f"no process is left in its PID namespace ({ns})")
+    if unreadable:
+        pids = ", ".join(p for p, _ in unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
+        return _unknown(f"in another PID namespace ({ns}); the namespace of pid {pids} cannot be read "
+                        f"({unreadable[0][1]}), so whether it still exists cannot be told")
+    return gone
+
+
+# -- v1 identities ---------------------------------------------------------------------
+
+
+def _judge_v1(ident: ProcessIdentity) -> Verdict:
+    """A v1 identity (wall-clock ``start``), judged as before v2."""
+    here_boot = boot_id()
+    if here_boot is None:
+        return _unknown("this host's boot id cannot be read")
+    if ident.boot != here_boot:
+        return Verdict(Liveness.EARLIER_BOOT, f"it ran under an earlier boot (boot {ident.boot}; a v1 "
+                                              "record, which names no host)")
+    if ident.pidns is not None and ident.pidns != pid_namespace():
+        return _unknown(f"in another PID namespace ({ident.pidns}), as a v1 record")
+    pid = ident.pid
+    try:
+        proc = psutil.Process(pid)
     except psutil.NoSuchProcess:
-        return _gone_or_hidden(ident.pid)
-    except (psutil.AccessDenied, OSError):
-        return Liveness.UNKNOWN
+        return _gone_or_hidden(pid)
+    except (psutil.AccessDenied, OSError) as exc:
+        return _unknown(f"pid {pid} cannot be read ({type(exc).__name__})")
     try:
         stepped = False
         if ident.start is not None:
             d = proc.create_time() - ident.start
             if abs(d) > START_TOLERANCE:
                 if abs(d - round(d)) > START_TOLERANCE:
-                    return Liveness.PID_REUSED
+                    return Verdict(Liveness.PID_REUSED, f"pid {pid} now belongs to a process started "
+                                                        f"{d:+.2f} s from the recorded start")
                 stepped = True  # whole seconds: a clock step, or a reuse; cannot tell
         if proc.status() == psutil.STATUS_ZOMBIE:
-            return Liveness.ZOMBIE  # ours, or a stranger after ours: dead either way
+            return Verdict(Liveness.ZOMBIE, f"pid {pid} exited and was never reaped by its parent")
         if stepped:
-            return Liveness.UNKNOWN
+            return _unknown(f"pid {pid} started a whole number of seconds from the recorded start: a "
+                            "wall-clock step or a reused pid (a v1 record: cannot tell)")
     except psutil.NoSuchProcess:
-        return _gone_or_hidden(ident.pid)
-    except (psutil.AccessDenied, OSError):
-        return Liveness.UNKNOWN
-    return Liveness.ALIVE
+        return _gone_or_hidden(pid)
+    except (psutil.AccessDenied, OSError) as exc:
+        return _unknown(f"pid {pid} cannot be read ({type(exc).__name__})")
+    return Verdict(Liveness.ALIVE)
 
 
-def _gone_or_hidden(pid: int) -> Liveness:
-    """psutil sees no such pid; ``kill(pid, 0)``, which /proc's ``hidepid``
-    does not affect, decides between gone and hidden (kept)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return Liveness.GONE
-    except OSError:  # EPERM: it exists, owned by someone else
-        return Liveness.UNKNOWN
-    return Liveness.UNKNOWN
-
-
-def run_probe(fn: Probe, ident: ProcessIdentity) -> Liveness:
-    """Call a probe and normalise its answer; an exception inside the probe
-    counts as ``UNKNOWN`` (never reclaim what you cannot prove dead)."""
+def run_probe(fn: Probe, ident: ProcessIdentity) -> Verdict:
+    """Call a probe and normalise its answer to a :class:`Verdict`; the
+    default probe gives its reasons (:func:`judge`); an exception inside a
+    probe counts as ``UNKNOWN`` (never reclaim what you cannot prove dead)."""
+    if fn is probe:
+        fn = judge
     try:
         answer = fn(ident)
-    except Exception:  # noqa: BLE001 - fail closed
-        return Liveness.UNKNOWN
-    if isinstance(answer, Liveness):
+    except Exception as exc:  # noqa: BLE001 - fail closed
+        return _unknown(f"the liveness probe failed ({type(exc).__name__}: {exc})")
+    if isinstance(answer, Verdict):
         return answer
-    return Liveness.ALIVE if answer else Liveness.GONE
+    if isinstance(answer, Liveness):
+        return Verdict(answer, "" if answer is not Liveness.UNKNOWN else "the liveness probe could not tell")
+    return Verdict(Liveness.ALIVE) if answer else Verdict(Liveness.GONE, "the liveness probe said so")

@@ -21,7 +21,7 @@ from rich.tree import Tree
 from ._errors import format_chain
 from ._fold import Allocation, State
 from ._history import Diff, Event, Holding, VerifyReport, from_ns, to_ns
-from ._process import Liveness
+from ._process import Liveness, Verdict
 from ._rules import ScopeRule
 
 #: What each reclaim reason means, for people.
@@ -30,6 +30,7 @@ REASONS = {
     "zombie": "zombie",
     "pid_reused": "pid reused",
     "earlier_boot": "from an earlier boot",
+    "namespace_gone": "its PID namespace is gone",
 }
 
 _REASON_DETAIL = {
@@ -37,6 +38,7 @@ _REASON_DETAIL = {
     "zombie": "pid {pid} exited and was never reaped by its parent",
     "pid_reused": "pid {pid} now belongs to another process",
     "earlier_boot": "pid {pid} ran under an earlier boot of this machine",
+    "namespace_gone": "no process is left in the PID namespace pid {pid} was a number in",
 }
 
 _TYPE_STYLE = {
@@ -291,7 +293,7 @@ def narrate(narrator: Narrator, shown: Iterable[Event], everything: Iterable[Eve
         yield e
 
 
-def _alloc_label(a: Allocation, liveness: Mapping[str, Liveness] | None, root: str | None) -> Text:
+def _alloc_label(a: Allocation, liveness: Mapping[str, Verdict] | None, root: str | None) -> Text:
     t = Text()
     t.append(safe(a.name), style="bold")
     t.append(f"  pid {a.pid}  token {a.token}  ", style="dim")
@@ -299,15 +301,16 @@ def _alloc_label(a: Allocation, liveness: Mapping[str, Liveness] | None, root: s
     if a.reserved:
         t.append("  [reserved: waiting for its process to attach]", style="yellow")
     if liveness is not None:
-        lv = liveness.get(a.name)
-        if lv is not None and lv.dead:
-            t.append(f"  [dead: {REASONS.get(lv.value, lv.value)}; 'ledger reclaim' frees it]", style="red bold")
-        elif lv is Liveness.UNKNOWN:
-            t.append("  [liveness unknown]", style="yellow")
+        v = liveness.get(a.name)
+        if v is not None and v.dead:
+            code = v.liveness.value
+            t.append(safe(f"  [dead: {REASONS.get(code, code)}; 'ledger reclaim' frees it]"), style="red bold")
+        elif v is not None and v.liveness is Liveness.UNKNOWN:
+            t.append(safe(f"  [liveness unknown: {v.why or 'the probe could not tell'}; kept]"), style="yellow")
     return t
 
 
-def state_tree(state: State, title: str, liveness: Mapping[str, Liveness] | None = None,
+def state_tree(state: State, title: str, liveness: Mapping[str, Verdict] | None = None,
                root: str | None = None) -> Tree:
     """The live allocation tree of ``state`` as a rich Tree."""
     tree = Tree(Text(safe(title), style="bold"))
@@ -326,7 +329,7 @@ def state_tree(state: State, title: str, liveness: Mapping[str, Liveness] | None
     return tree
 
 
-def state_json(state: State, ledger_path: str, liveness: Mapping[str, Liveness] | None = None) -> dict[str, Any]:
+def state_json(state: State, ledger_path: str, liveness: Mapping[str, Verdict] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "ledger": ledger_path,
         "seq": state.seq,
@@ -336,7 +339,8 @@ def state_json(state: State, ledger_path: str, liveness: Mapping[str, Liveness] 
         "children": {k: list(v) for k, v in state.children.items()},
     }
     if liveness is not None:
-        out["liveness"] = {k: v.value for k, v in liveness.items()}
+        out["liveness"] = {k: v.liveness.value for k, v in liveness.items()}
+        out["liveness_why"] = {k: v.why for k, v in liveness.items() if v.why}
     return out
 
 

@@ -3,7 +3,7 @@ after checking.
 
 A snapshot file ``snapshots/snap-<seq:016d>.json`` holds two lines::
 
-    {"format": 1, "seq": S, "offset": O, "line_start": L, "last_hash": H,
+    {"format": 2, "seq": S, "offset": O, "line_start": L, "last_hash": H,
      "ts": T, "checksum": C, "events": S}
     <the State.to_json() document>
 

@@ -45,8 +45,8 @@ from ._errors import (
 )
 from ._fold import EVENT_TYPES, State, apply, reparent_plan
 from ._history import Event
-from ._ledger import ENV_DIR, Ledger, check_name, decide, default_path, stale_grant
-from ._process import Liveness, probe as default_probe, run_probe
+from ._ledger import ENV_DIR, Ledger, Reclaimed, ReclaimReport, check_name, decide, default_path, stale_grant
+from ._process import run_probe
 from ._rules import ScopeRule, normalize_path, parse_rule
 from ._runtime import load_manifest
 from ._store import LOG_NAME, resolve_path
@@ -921,10 +921,6 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
 # -- show, who ------------------------------------------------------------------------
 
 
-def _liveness(state: State) -> dict[str, Liveness]:
-    return {name: run_probe(default_probe, a.process) for name, a in state.holders.items()}
-
-
 @cli.command()
 @common
 @click.option("--at", metavar="SEQ|TIME", callback=_point,
@@ -933,11 +929,12 @@ def _liveness(state: State) -> dict[str, Liveness]:
 @pass_env
 def show(env: Env, at: str | None, relative_to: str | None) -> int:
     """The live allocation tree: holders, pids, rules, delegation. Now, the
-    process of each holder is probed and dead ones are marked."""
+    process of each holder is probed: dead ones are marked, and so are those
+    whose liveness is unknown, with the reason."""
     with env.open(readonly=True) as ledger:
         seq = _resolve(ledger, at, "--at")
         state = ledger.state_at(seq=seq) if seq is not None else ledger.state()
-        live = _liveness(state) if seq is None else None
+        live = ledger.liveness(list(state.holders.values())) if seq is None else None
         if env.json:
             from ._render import state_json
 
@@ -1013,7 +1010,7 @@ def would_grant(ledger: Ledger, name: str, rules: Sequence[ScopeRule], parent: s
         reclaimed.append((n, reason))
 
     err = decide(state, name, rules_t, parent,
-                 lambda n: run_probe(ledger._probe, state.holders[n].process), reclaim)
+                 lambda n: run_probe(ledger.probe, state.holders[n].process), reclaim)
     return err, reclaimed
 
 
@@ -1325,49 +1322,52 @@ def snapshot(env: Env) -> int:
 @pass_env
 def reclaim(env: Env, dry_run: bool) -> int:
     """Reclaim every holder whose process is provably gone: exited, a zombie,
-    its pid reused, or from an earlier boot. Children are re-parented."""
-    from ._render import REASONS
+    its pid reused, from an earlier boot of this host, or its PID namespace
+    gone. Children are re-parented. Holders whose liveness cannot be decided
+    are kept, each with the reason."""
+    from ._render import REASONS, safe
 
     with env.open(readonly=dry_run) as ledger:
-        rows: list[dict[str, Any]] = []
         partly: PartlyRecorded | None = None
-        if dry_run:
-            state = ledger.state()
-            for n, a in state.holders.items():
-                lv = run_probe(default_probe, a.process)
-                if lv.dead:
-                    rows.append({"name": n, "reason": lv.value, "pid": a.pid, "seq": None,
-                                 "reparented": reparent_plan(state, n)})
-        else:
-            before = ledger.state()
-            try:
-                names = ledger.reclaim_stale()
-            except PartlyRecorded as exc:  # the disk filled up part way: say what was recorded
-                partly = exc
-                names = [n for _, kind, n in exc.recorded if kind == "reclaimed"]
-            if names:
-                wanted = set(names)
-                for e in ledger.events(since=before.seq + 1, types=["reclaimed"]):
-                    n = e.data["name"]
-                    if n in wanted:
-                        wanted.discard(n)
-                        alloc = before.holders.get(n)
-                        rows.append({"name": n, "reason": e.data["reason"],
-                                     "pid": alloc.pid if alloc else None, "seq": e.seq,
-                                     "reparented": e.data["reparented"]})
+        before = ledger.state()
+        try:
+            report = ledger.reclaim(dry_run=dry_run)
+        except PartlyRecorded as exc:  # the disk filled up part way: say what was recorded
+            partly = exc
+            names = {n for _, kind, n in exc.recorded if kind == "reclaimed"}
+            got = [e for e in ledger.events(since=before.seq + 1, types=["reclaimed"]) if e.data["name"] in names]
+            report = ReclaimReport(tuple(
+                Reclaimed(e.data["name"], e.data["reason"], "", before.holders[e.data["name"]].pid, e.seq,
+                          tuple((c, p) for c, p in e.data["reparented"]))
+                for e in got if e.data["name"] in before.holders), ())
+        pids = {a.name: a.pid for a in before.holders.values()}
+        unknown = [{"name": n, "pid": pids.get(n), "why": v.why} for n, v in report.unknown]
+        rows = [{"name": r.name, "reason": r.reason, "why": r.why, "pid": r.pid, "seq": r.seq,
+                 "reparented": [list(m) for m in r.reparented]} for r in report.reclaimed]
         if env.json:
-            env.emit_json({"ledger": ledger.path, "dry_run": dry_run, "reclaimed": rows})
+            env.emit_json({"ledger": ledger.path, "dry_run": dry_run, "reclaimed": rows, "unknown": unknown})
         else:
             verb = "would reclaim" if dry_run else "reclaimed"
             for r in rows:
                 moves = ", ".join(f"'{c}' to '{p}'" if p else f"'{c}' to top level"
                                   for c, p in r["reparented"])
                 extra = f"; re-parented {moves}" if moves else ""
-                env.out.print(f"{verb} '{r['name']}' (pid {r['pid']}): "
-                              f"{REASONS.get(r['reason'], r['reason'])}{extra}", soft_wrap=True)
+                why = f": {r['why']}" if r["why"] else ""
+                env.out.print(safe(f"{verb} '{r['name']}' (pid {r['pid']}): "
+                                   f"{REASONS.get(r['reason'], r['reason'])}{why}{extra}"),
+                              markup=False, soft_wrap=True)
+            for u in unknown:
+                env.out.print(safe(f"kept '{u['name']}' (pid {u['pid']}): liveness unknown: {u['why']}"),
+                              markup=False, soft_wrap=True)
             if not rows and partly is None:
-                env.out.print("nothing to reclaim: every holder's process is alive" if ledger.holders()
-                              else "nothing to reclaim: no live holders")
+                if not report.kept:
+                    env.out.print("nothing to reclaim: no live holders")
+                elif not unknown:
+                    env.out.print("nothing to reclaim: every holder's process is alive")
+                else:
+                    alive = len(report.kept) - len(unknown)
+                    env.out.print(f"nothing to reclaim: {alive} holder(s) alive, {len(unknown)} of "
+                                  "unknown liveness (kept, as above)")
         if partly is not None:
             raise partly
     return EXIT_OK

@@ -110,6 +110,9 @@ CALLS = {
                             r"probe must be None or a callable, not "),
     "reclaim_stale.dry_run": (lambda L, r, v: L.reclaim_stale(dry_run=v), DRY_RUNS, TypeError,
                               r"dry_run must be True or False, not "),
+    "reclaim.probe": (lambda L, r, v: L.reclaim(v), PROBES, TypeError, r"probe must be None or a callable, not "),
+    "reclaim.dry_run": (lambda L, r, v: L.reclaim(dry_run=v), DRY_RUNS, TypeError,
+                        r"dry_run must be True or False, not "),
 }
 
 CASES = [(arg, i) for arg, (_, bad, _, _) in CALLS.items() for i in range(len(bad))]
@@ -118,7 +121,7 @@ CASES = [(arg, i) for arg, (_, bad, _, _) in CALLS.items() for i in range(len(ba
 def test_the_table_covers_every_mutation_and_argument():
     import inspect
 
-    for method in ("register", "delegate", "attach", "release", "hold", "reclaim_stale"):
+    for method in ("register", "delegate", "attach", "release", "hold", "reclaim_stale", "reclaim"):
         params = [p for p in inspect.signature(getattr(Ledger, method)).parameters if p != "self"]
         assert {f"{method}.{p}" for p in params} <= set(CALLS), method
 
@@ -223,6 +226,8 @@ def test_no_argument_value_makes_an_event_the_fold_refuses(tmp_path):
                   "parent_token": (st.none(), _anything)}),
         "reclaim_stale": ([(st.sampled_from([None, lambda ident: True]), _anything)],
                           {"dry_run": (st.booleans(), _anything)}),
+        "reclaim": ([(st.sampled_from([None, lambda ident: True]), _anything)],
+                    {"dry_run": (st.booleans(), _anything)}),
     }
 
     @settings(max_examples=300, deadline=None, database=None)

@@ -302,9 +302,11 @@ _PAYLOAD_EDITS = {
     "duplicate": (1, lambda e: e["holder"].__setitem__("name", "a"),
                   "registered event breaks an invariant: holder 'a' is already registered"),
     "attach unknown": (3, lambda e: e.__setitem__("name", "zz"), "attach to 'zz', which is not live"),
-    "attach process": (3, lambda e: e.__setitem__("process", {"pid": "1", "start": 1, "boot": "b"}),
-                       "process is {'pid': '1', 'start': 1, 'boot': 'b'}, not "
-                       "{\"pid\": int, \"start\": number, \"boot\": str}"),
+    "attach process": (3, lambda e: e.__setitem__("process", {"host": None, "boot": "b", "pid": "1", "ticks": 1,
+                                                              "pidns": None}),
+                       "process is {'host': None, 'boot': 'b', 'pid': '1', 'ticks': 1, 'pidns': None}, not "
+                       "{\"host\": str|null, \"boot\": str|null, \"pid\": int, \"ticks\": int > 0|null, "
+                       "\"pidns\": str|null}"),
     "re-parenting": (4, lambda e: e.__setitem__("reparented", []),
                      "recorded re-parenting [] differs from the fold's [['c', None]]"),
     "release unknown": (4, lambda e: e.__setitem__("name", "zz"), "removal of 'zz', which is not live"),

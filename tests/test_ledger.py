@@ -3,6 +3,7 @@
 import os
 import threading
 
+import attrs
 import orjson
 import pytest
 
@@ -36,7 +37,7 @@ def test_allocation_fields(ledger):
     assert a.name == "A" and a.parent is None and a.pid == os.getpid()
     assert a.rules == (W("/r"),)
     assert a.token == 1 and a.socket == "/run/x/A/sock"
-    assert a.process.start is not None and a.process.boot
+    assert a.process.ticks is not None and a.process.boot
     assert a.granted_at.tzinfo is not None
 
 
@@ -229,7 +230,7 @@ def test_dead_owner_in_the_way_is_reclaimed_on_the_hot_path(ledger_dir):
 def test_duplicate_name_of_a_dead_holder_is_reclaimed(ledger_dir):
     led = Ledger.open(ledger_dir, probe=lambda ident: ident.pid != 999999)
     led.register("A", [W("/r")], pid=os.getppid())
-    led._identity = lambda pid: led._actor().__class__(999999, 1.0, led._actor().boot)
+    led._identity = lambda pid: attrs.evolve(led._actor(), pid=999999, ticks=1)
     led.register("B", [W("/b")], pid=123)
     led._identity = Ledger._identity.__get__(led)
     led.register("B", [W("/b")])

@@ -10,7 +10,10 @@ import time
 
 import psutil
 
-from scopeledger import Ledger, Liveness, ProcessIdentity, ScopeRule, identify, probe
+import attrs
+
+import scopeledger._process
+from scopeledger import Ledger, Liveness, ScopeRule, Verdict, identify, judge, probe
 
 W = lambda p: ScopeRule(p, "write")  # noqa: E731
 
@@ -77,7 +80,7 @@ def test_live_pid_with_another_start_time_is_reclaimed(ledger_dir, monkeypatch):
         assert probe(real) is Liveness.ALIVE
         led = Ledger.open(ledger_dir)
         # The holder's process started earlier than the process now on its pid.
-        monkeypatch.setattr(led, "_identity", lambda pid: ProcessIdentity(real.pid, real.start - 50.37, real.boot))
+        monkeypatch.setattr(led, "_identity", lambda pid: attrs.evolve(real, ticks=real.ticks - 5037))
         led.register("old", [W("/r")], pid=stranger.pid)
         assert led.reclaim_stale() == ["old"]
         assert reclaim_reasons(led) == [("old", "pid_reused")]
@@ -89,7 +92,7 @@ def test_live_pid_with_another_start_time_is_reclaimed(ledger_dir, monkeypatch):
 def test_holder_from_an_earlier_boot_is_reclaimed(ledger_dir, monkeypatch):
     led = Ledger.open(ledger_dir)
     me = identify()
-    monkeypatch.setattr(led, "_identity", lambda pid: ProcessIdentity(me.pid, me.start, "an-earlier-boot-id"))
+    monkeypatch.setattr(led, "_identity", lambda pid: attrs.evolve(me, boot="an-earlier-boot-id"))
     led.register("before-reboot", [W("/r")], pid=12345)
     assert led.reclaim_stale() == ["before-reboot"]
     assert reclaim_reasons(led) == [("before-reboot", "earlier_boot")]
@@ -99,14 +102,15 @@ def test_unreadable_liveness_keeps_the_holder(ledger_dir, monkeypatch):
     led = Ledger.open(ledger_dir)
     led.register("A", [W("/r")])
 
-    def denied(*args, **kwargs):
-        raise psutil.AccessDenied(os.getpid())
-    monkeypatch.setattr(psutil.Process, "create_time", denied)
+    def denied(pid):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(scopeledger._process, "read_stat", denied)
     assert probe(led.holder("A").process) is Liveness.UNKNOWN
     assert led.reclaim_stale() == []
     assert [a.name for a in led.holders()] == ["A"]
 
 
 def test_identity_without_start_time_is_kept_while_pid_lives(ledger_dir):
-    ident = ProcessIdentity(os.getpid(), None, identify().boot)
-    assert probe(ident) is Liveness.ALIVE
+    ident = attrs.evolve(identify(), ticks=None)
+    assert judge(ident) == Verdict(Liveness.UNKNOWN, f"its start time was not recorded: pid {os.getpid()} "
+                                                     "is in use, by it or by a later process")

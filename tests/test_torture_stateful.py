@@ -22,7 +22,7 @@ def test_delegating_to_the_parents_own_name_is_a_duplicate_even_when_the_parent_
     dead = set()
     led = Ledger.open(str(tmp_path / "l"), resolve_symlinks=False,
                       probe=lambda ident: Liveness.GONE if ident.pid in dead else Liveness.ALIVE)
-    led._identity = lambda pid: ProcessIdentity(pid, 1000.0 + pid, "boot")
+    led._identity = lambda pid: ProcessIdentity(pid=pid, boot="boot", ticks=1000 + pid)
     led.register("h1", [("/r", "write", True)], pid=5)
     dead.add(5)
     try:

@@ -28,7 +28,22 @@ from typing import Any, Callable
 import attrs
 import orjson
 
+from scopeledger._fold import SNAPSHOT_FORMAT
+
 from .model import LogChecker, library_view, line_hash
+
+
+def _as_v1(ev: dict[str, Any]) -> None:
+    """Make a v2 event (in place) as the v1 code wrote it: ``v`` 1 and v1
+    process identities (``pid``, ``start`` seconds, ``boot``)."""
+    def v1(i: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": i["pid"], "start": 1764425990.5, "boot": i["boot"]}
+    ev["v"] = 1
+    ev["actor"] = v1(ev["actor"])
+    if "holder" in ev:
+        ev["holder"]["process"] = v1(ev["holder"]["process"])
+    if "process" in ev:
+        ev["process"] = v1(ev["process"])
 
 ROOT = "/corpus"
 
@@ -334,7 +349,8 @@ def _log_cases() -> list[Case]:
          r"recorded re-parenting \[\] differs"),
         ("reclaimed-bad-reason", ev_json(other("reclaimed", name="C", reason="bored", reparented=[])),
          r"reason is 'bored', not one of"),
-        ("attached-unknown", ev_json(other("attached", name="ghost", process={"pid": 1, "start": 1.0, "boot": "b"})),
+        ("attached-unknown", ev_json(other("attached", name="ghost", process={"host": None, "boot": "b", "pid": 1,
+                                                                               "ticks": None, "pidns": None})),
          r"attach to 'ghost', which is not live"),
         ("refused-no-key", ev_json(other("refused")), r"key is None, not a string"),
         ("refused-request-null", ev_json(other("refused", key="k", error="duplicate", message="m", request=None,
@@ -353,7 +369,7 @@ def _log_cases() -> list[Case]:
         ("key-extra-actor", ev_json(lambda e: e["actor"].__setitem__("extra", 1)), r"unknown key 'extra' in actor"),
         ("key-extra-process", ev_json(lambda e: e["holder"]["process"].__setitem__("extra", 1)),
          r"unknown key 'extra' in holder\.process"),
-        ("key-v1-extra-holder", ev_json(lambda e: (e.__setitem__("v", 1), holder(e, extra=1))[0]),
+        ("key-v1-extra-holder", ev_json(lambda e: (_as_v1(e), holder(e, extra=1))[0]),
          r"unknown key 'extra' in holder \(format version 1"),
     ]
     cases = [Case(f"log-last-{i}", L, CorruptLedger, m, (fn, "last")) for i, fn, m in raw]
@@ -470,8 +486,9 @@ def _snapshot_cases() -> list[Case]:
         ("checksum-mangled", header_edit(checksum="0" * 32), r"checksum does not match"),
         ("header-not-json", lambda d: b"{not json\n" + d.split(b"\n", 1)[1], r"header is not JSON"),
         ("header-array", lambda d: b"[4]\n" + d.split(b"\n", 1)[1], r"header is not an object"),
-        ("older-format", header_edit(format=0), r"format 0, this scopeledger reads 1"),
-        ("newer-format", header_edit(format=2), r"format 2, this scopeledger reads 1"),
+        ("older-format", header_edit(format=0), rf"format 0, this scopeledger reads {SNAPSHOT_FORMAT}"),
+        ("newer-format", header_edit(format=SNAPSHOT_FORMAT + 1),
+         rf"format {SNAPSHOT_FORMAT + 1}, this scopeledger reads {SNAPSHOT_FORMAT}"),
         ("wrong-seq", header_edit(seq=5), r"header says seq 5"),
         ("seq-string", header_edit(seq="four"), r"lacks a field or has a wrong type"),
         ("offset-missing", lambda d: _drop_header_key(d, "offset"), r"lacks a field"),

@@ -55,7 +55,7 @@ def hidepid(mode: str, base: str) -> dict[str, Any]:
     finally:
         os.seteuid(0)
         os.setegid(0)
-    assert ident.start is not None and probe(ident) is Liveness.ALIVE
+    assert ident.ticks is not None and probe(ident) is Liveness.ALIVE
     r = subprocess.run(["mount", "-o", f"remount,hidepid={mode}", "/proc"], capture_output=True)
     if r.returncode != 0:
         print(f"cannot remount /proc with hidepid={mode}: {r.stderr.decode().strip()}")
@@ -116,7 +116,7 @@ def earlier_boot(path: str, pid: int) -> dict[str, Any]:
     try:
         with Ledger.open(path) as led:
             alloc = led.register("before-reboot", [ScopeRule("/eb/r", "write")], pid=pid)
-            return {"boot": alloc.process.boot, "pid": alloc.pid, "start": alloc.process.start}
+            return {"boot": alloc.process.boot, "pid": alloc.pid, "ticks": alloc.process.ticks}
     finally:
         os.unlink(fake.name)
 

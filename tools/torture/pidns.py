@@ -48,7 +48,7 @@ def _env_check() -> dict[str, Any]:
     info = {"pid": me, "proc_self": int(os.readlink("/proc/self")),
             "psutil_pid": psutil.Process().pid, "boot_id": boot_id()}
     assert info["proc_self"] == me, f"/proc is not this namespace's ({info})"
-    assert identify().start is not None
+    assert identify().ticks is not None
     assert len(info["boot_id"]) == 36, info
     return info
 

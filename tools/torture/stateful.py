@@ -79,7 +79,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _open(self) -> Ledger:
         led = Ledger.open(self.dir, probe=self._probe, snapshot_every=4, resolve_symlinks=False)
-        led._identity = lambda pid: ProcessIdentity(pid, 1000.0 + pid, BOOT)  # type: ignore[method-assign]
+        led._identity = lambda pid: ProcessIdentity(pid=pid, boot=BOOT, ticks=1000 + pid)  # type: ignore[method-assign]
         return led
 
     def _pid(self) -> int:
