@@ -92,6 +92,15 @@ VALUES: dict[str, dict[str, Any]] = {
 
 #: Per version, values that differ from :data:`VALUES` (kind -> key -> value).
 VALUES_BY_VERSION: dict[int, dict[str, dict[str, Any]]] = {1: {}, 2: {}}
+#: v2's process identity (``scopeledger._process``): every key present.
+_IDENTITY_V2: dict[str, Any] = {
+        "host": {"type": ["string", "null"]},
+        "boot": {"type": ["string", "null"]},
+        "pid": {"type": "integer"},
+        "ticks": {"anyOf": [{"type": "integer", "minimum": 1}, _NULL]},
+        "pidns": {"type": ["string", "null"]},
+    }
+VALUES_BY_VERSION[2]["actor"] = VALUES_BY_VERSION[2]["process"] = _IDENTITY_V2
 
 #: Keys an object of a kind may leave out; every other key KEYS lists for it
 #: is required (the decoder and the fold refuse a line without it). A
@@ -99,6 +108,10 @@ VALUES_BY_VERSION: dict[int, dict[str, dict[str, Any]]] = {1: {}, 2: {}}
 OPTIONAL: dict[str, frozenset[str]] = {
     "actor": frozenset({"start", "pidns"}),
     "process": frozenset({"pidns"}),
+}
+#: Per version, optional keys that differ from :data:`OPTIONAL`.
+OPTIONAL_BY_VERSION: dict[int, dict[str, frozenset[str]]] = {
+    2: {"actor": frozenset(), "process": frozenset()},  # a v2 identity has all five keys
 }
 
 #: A normalised absolute path, as the fold takes a rule's: ``/``, or
@@ -170,7 +183,8 @@ def _object(version: int, kind: str, keys: frozenset[str]) -> dict[str, Any]:
         else:
             raise SchemaDrift(f"format version {version}: no value type for key {key!r} of {kind}: "
                               f"add it to scopeledger._schema.VALUES (or VALUES_BY_VERSION)")
-    optional = LINE_OPTIONAL if top else OPTIONAL.get(kind, frozenset())
+    optional = LINE_OPTIONAL if top else OPTIONAL_BY_VERSION.get(version, {}).get(
+        kind, OPTIONAL.get(kind, frozenset()))
     return {"type": "object", "properties": props, "required": sorted(keys - optional),
             "additionalProperties": False}
 

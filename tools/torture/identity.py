@@ -183,7 +183,7 @@ def verdicts(ledger_dir: str, hidepid: bool, nobody: bool) -> dict[str, Any]:
         os.setgroups([])
         os.setresgid(65534, 65534, 65534)
         os.setresuid(65534, 65534, 65534)
-    out = {}
+    out: dict[str, Any] = {"_pidns": pid_namespace(), "_recorded": {n: i.pidns for n, i in idents.items()}}
     for name, ident in idents.items():
         v = judge(ident)
         out[name] = [v.liveness.value, v.why]
