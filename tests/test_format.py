@@ -7,6 +7,7 @@ import pytest
 
 from scopeledger import CorruptLedger, Ledger, ScopeRule, verify
 from scopeledger._events import decode, line_hash
+from torture_support import as_v1_event
 
 W = lambda p: ScopeRule(p, "write")  # noqa: E731
 
@@ -55,27 +56,11 @@ def test_writers_write_version_2_and_every_key_written_is_in_the_tables(ledger_d
         assert unknown_key(e, e["type"], 2) is None
 
 
-def _v1_identity(ident):
-    """A v2 process identity in v1's shape (wall-clock start seconds)."""
-    return {"pid": ident["pid"], "start": 1764425990.12 + (ident["ticks"] or 0) / 100, "boot": ident["boot"],
-            "pidns": ident["pidns"]}
-
-
-def _as_v1(ev):
-    """A v2 event as the v1 code wrote it (v1 process identities)."""
-    ev = dict(ev, v=1, actor=_v1_identity(ev["actor"]))
-    if "holder" in ev:
-        ev["holder"] = dict(ev["holder"], process=_v1_identity(ev["holder"]["process"]))
-    if "process" in ev:
-        ev["process"] = _v1_identity(ev["process"])
-    return ev
-
-
 def test_a_v1_log_is_read_and_continued_with_v2_lines(ledger_dir):
     """A log written by the previous version (v1 lines), continued by this
     one: both read, the chain runs through, nothing stored is rewritten."""
     _every_kind_of_event(ledger_dir)
-    v1 = [_as_v1(orjson.loads(x)) for x in _lines(ledger_dir)]
+    v1 = [as_v1_event(orjson.loads(x)) for x in _lines(ledger_dir)]
     _write_rechained(ledger_dir, v1)
     before = open(os.path.join(ledger_dir, "events.jsonl"), "rb").read()
     with Ledger.open(ledger_dir) as led:

@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import orjson
+from torture_support import as_v1_event
 import pytest
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed (pip install -e '.[test]')")
@@ -87,18 +88,6 @@ def _write_many(d: Path, tmp: Path) -> list[bytes]:
     return out
 
 
-def _as_v1(ev):
-    """A v2 event as the v1 code wrote it: v1 process identities."""
-    def v1(i):
-        return {"pid": i["pid"], "start": 1764425990.5, "boot": i["boot"] or "b", "pidns": i["pidns"]}
-    ev = dict(ev, v=1, actor=v1(ev["actor"]))
-    if "holder" in ev:
-        ev["holder"] = dict(ev["holder"], process=v1(ev["holder"]["process"]))
-    if "process" in ev:
-        ev["process"] = v1(ev["process"])
-    return ev
-
-
 def test_every_line_a_ledger_writes_validates_and_its_v1_form_too(validator, tmp_path: Path) -> None:
     lines = _write_many(tmp_path / "led", tmp_path)
     seen = set()
@@ -109,7 +98,7 @@ def test_every_line_a_ledger_writes_validates_and_its_v1_form_too(validator, tmp
         seen.add(ev["type"] + (":" + ev["reason"] if ev["type"] == "reclaimed" else "")
                  + (":" + ev["error"] if ev["type"] == "refused" else ""))
         assert ev["v"] == 2
-        v1 = _as_v1(ev)  # the same event as the previous version wrote it
+        v1 = as_v1_event(ev)  # the same event as the previous version wrote it
         v1.pop("network_fs", None)
         assert not list(validator.iter_errors(v1)), line
     assert {"registered", "delegated", "attached", "released", "reclaimed:process_gone", "reclaimed:zombie",

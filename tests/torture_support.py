@@ -157,3 +157,17 @@ def plant(path, kind):
             s.bind(os.path.join(short, "s"))
         os.rename(os.path.join(short, "s"), path)
         os.rmdir(short)
+
+
+def as_v1_event(ev):
+    """A v2 event (dict) as the v1 code wrote it: ``v`` 1 and v1 process
+    identities (``pid``, wall-clock ``start``, ``boot``, ``pidns``)."""
+    def v1(i):
+        return {"pid": i["pid"], "start": 1764425990.12 + (i["ticks"] or 0) / 100, "boot": i["boot"] or "b",
+                "pidns": i["pidns"]}
+    ev = dict(ev, v=1, actor=v1(ev["actor"]))
+    if "holder" in ev:
+        ev["holder"] = dict(ev["holder"], process=v1(ev["holder"]["process"]))
+    if "process" in ev:
+        ev["process"] = v1(ev["process"])
+    return ev
