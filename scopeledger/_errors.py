@@ -122,9 +122,9 @@ class ScopeConflict(Refused):
         self.chain = chain
         self.requester = requester
         super().__init__(
-            f"{rule.permission.value} {rule.display()} conflicts with holder "
+            f"{rule.permission.value} {rule.display()}{rule.identity_text()} conflicts with holder "
             f"{format_chain(chain)} holding {owner_rule.permission.value} "
-            f"{owner_rule.display()}")
+            f"{owner_rule.display()}{owner_rule.identity_text()}")
 
 
 class DelegationError(Refused):

@@ -25,7 +25,12 @@ Keys in this order::
                                 (Ledger.open(allow_network_fs=True)); its type
      ...payload}
 
-Payloads (rules are ``[path, "read"|"write", recursive]``)::
+Payloads (rules are ``[path, "read"|"write", recursive]``; in a v2 line a
+rule may carry its path's identity as a fourth item, ``{"fs": key, "via":
+[keys], "below": [keys]}``, ``via`` and ``below`` left out when empty: a key
+is the filesystem's device number and the path within that filesystem,
+``"254:0/home/u/src"``, folded where the filesystem folds case; see
+ARCHITECTURE.md, "The identity of a path")::
 
     registered / delegated  "holder": {"name", "rules", "process": <process identity>,
                                        "parent": str|null, "reserved": bool,
@@ -80,6 +85,7 @@ import orjson
 
 from ._errors import CorruptLedger, shown
 from ._fold import EVENT_TYPES, FORMAT_VERSION, FORMAT_VERSIONS, TS_LIMIT
+from ._rules import IDENTITY_KEYS
 
 
 _STARTS = (int, float, type(None))  # a process start time: seconds, or unknown
@@ -113,6 +119,10 @@ KEYS[2]["line"] = KEYS[1]["line"] | {"network_fs"}
 #: :func:`decode` counts a line's keys without them, so that a line with
 #: one goes the slower way, which checks each key.
 OPTIONAL: frozenset[str] = frozenset({"network_fs"})
+
+#: A rule's identity, the fourth item of a rule in a v2 line (rules are
+#: lists, so the fold checks it: ``_fold._log_rules``).
+KEYS[2]["rule_identity"] = IDENTITY_KEYS
 
 #: Where objects nest: for a kind of object (as in :data:`KEYS`), the keys
 #: holding an object and that object's kind. The same in every version.

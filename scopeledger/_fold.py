@@ -28,6 +28,8 @@ from ._rules import (
     ScopeRule,
     _is_normal,
     covers,
+    identity_fault,
+    identity_json,
     normalize_path,
     overlaps,
     rule_from_log,
@@ -43,7 +45,7 @@ FORMAT_VERSIONS = frozenset({1, 2})
 #: Version of the snapshot format (the header and ``State.to_json``) this
 #: code writes and reads; a snapshot of another format is skipped (the state
 #: is folded from the log instead, and a new snapshot written in time).
-SNAPSHOT_FORMAT = 2  # 2: v2 process identities (host, boot, pid, ticks, pidns)
+SNAPSHOT_FORMAT = 3  # 2: v2 process identities (host, boot, pid, ticks, pidns); 3: rules with their identity
 
 #: Every event type; each changes state except ``refused``.
 EVENT_TYPES = frozenset({"registered", "delegated", "attached", "released", "reclaimed", "refused"})
@@ -119,24 +121,27 @@ class Allocation:
 # [children, a, b].
 #   children is None (a leaf), one (component, node) tuple (the common
 #   single child, without a dict's ~200 bytes), or a dict component -> node.
-#   a, b hold the entries at this path:
+#   a, b hold the entries at this key:
 #     a is None                 no entry;
 #     a is a str                one entry: (a, b) is (holder name, rule);
-#     a is a dict               several: {(name, code): count}, b the list
-#                               [rule for code 0..3] (code = 2 for write +
-#                               1 for recursive: the rules at one node differ
-#                               in nothing else). Removal is O(1) even when
-#                               thousands read one path, and the key hashes
-#                               in C, at the size of a (name, rule) pair.
+#     a is a dict               several: {(name, code): rule}, or a list of
+#                               rules when one holder has more than one rule
+#                               with this code here (code = 2 for write + 1
+#                               for recursive); b is None. Removal is O(1)
+#                               even when thousands read one path, and the
+#                               key hashes in C.
 # A node exists only while something is held at or below it: empty nodes
 # are pruned, so "the node exists" means "something lies here or below".
+# Keys (ScopeRule.key, .below, .via; a rule without a key: its path) are
+# split at "/": the device is the first component ("254:0/a" -> "254:0",
+# "a"), and a path's is "" ("/a" -> "", "a"; "/" -> "").
 _intern = sys.intern
 _WRITE = Permission.WRITE
 _CODE = {Permission.READ: 0, Permission.WRITE: 2}
 
 
-def _parts(path: str) -> list[str]:
-    return path.split("/")[1:] if path != "/" else []
+def _kparts(key: str) -> list[str]:
+    return [""] if key == "/" else key.split("/")
 
 
 def _node_entries(node: list[Any]) -> Any:
@@ -145,8 +150,17 @@ def _node_entries(node: list[Any]) -> Any:
         return ()
     if type(a) is str:
         return ((a, node[2]),)
-    reps = node[2]
-    return [(n, reps[c]) for n, c in a]
+    out = []
+    for (n, _), v in a.items():
+        if type(v) is list:
+            seen: list[ScopeRule] = []
+            for r in v:
+                if not any(r is x or r == x for x in seen):  # one holder listing one rule twice
+                    seen.append(r)
+                    out.append((n, r))
+        else:
+            out.append((n, v))
+    return out
 
 
 def _child(node: list[Any], part: str) -> Any:
@@ -167,147 +181,273 @@ def _kids(node: list[Any]) -> Any:
     return c.values()
 
 
-class PathIndex:
-    """A trie of ``(holder, rule)`` entries keyed by path component; its
-    size follows the live rules, not the history."""
+def _trie_add(root: list[Any], key: str, name: str, rule: ScopeRule) -> None:
+    node = root
+    for part in (key.split("/") if key != "/" else ("",)):
+        c = node[0]
+        if c is None:
+            nxt = [None, None, None]
+            node[0] = (_intern(part), nxt)
+        elif type(c) is tuple:
+            if c[0] == part:
+                nxt = c[1]
+            else:
+                nxt = [None, None, None]
+                node[0] = {c[0]: c[1], _intern(part): nxt}
+        else:
+            nxt = c.get(part)
+            if nxt is None:
+                nxt = c[_intern(part)] = [None, None, None]
+        node = nxt
+    a = node[1]
+    if a is None:
+        node[1] = name
+        node[2] = rule
+        return
+    if type(a) is str:
+        r = node[2]
+        a = node[1] = {(a, _CODE[r.permission] + r.recursive): r}
+        node[2] = None
+    k = (name, _CODE[rule.permission] + rule.recursive)
+    v = a.get(k)
+    if v is None:
+        a[k] = rule
+    elif type(v) is list:
+        v.append(rule)
+    else:
+        a[k] = [v, rule]
 
-    __slots__ = ("root", "size")
+
+def _trie_remove(root: list[Any], key: str, name: str, rule: ScopeRule) -> None:
+    node = root
+    # Where a branch left empty is cut off: the deepest node on the way
+    # that stays whatever happens below it (the root, or a node with
+    # entries or with other children), and the component under it.
+    keep = node
+    parts = _kparts(key)
+    keep_part = parts[0]
+    for part in parts:
+        c = node[0]
+        if type(c) is tuple:
+            if c[0] != part:
+                raise ValueError(f"{shown((name, rule))} is not in the index")
+            if node[1] is not None:
+                keep, keep_part = node, part
+            node = c[1]
+        else:
+            nxt = c.get(part) if c is not None else None
+            if nxt is None:
+                raise ValueError(f"{shown((name, rule))} is not in the index")
+            keep, keep_part = node, part
+            node = nxt
+    a = node[1]
+    if type(a) is str:
+        r = node[2]
+        if a != name or (r is not rule and r != rule):
+            raise ValueError(f"{shown((name, rule))} is not in the index")
+        node[1] = node[2] = None
+    elif a is None:
+        raise ValueError(f"{shown((name, rule))} is not in the index")
+    else:
+        k = (name, _CODE[rule.permission] + rule.recursive)
+        v = a.get(k)
+        if type(v) is list:
+            for i, r in enumerate(v):
+                if r is rule:
+                    break
+            else:
+                for i, r in enumerate(v):
+                    if r == rule:
+                        break
+                else:
+                    raise ValueError(f"{shown((name, rule))} is not in the index")
+            del v[i]
+            if len(v) == 1:
+                a[k] = v[0]
+            return  # entries remain here: nothing to prune
+        if v is None or (v is not rule and v != rule):
+            raise ValueError(f"{shown((name, rule))} is not in the index")
+        del a[k]
+        if a:
+            if len(a) == 1:
+                ((only, _), r), = a.items()
+                if type(r) is not list:
+                    node[1], node[2] = only, r
+            return  # entries remain here: nothing to prune
+        node[1] = node[2] = None
+    if node[0] is None:
+        # Nothing is left at or below the node: cut the branch of empty
+        # nodes above it off where it hangs from ``keep``.
+        c = keep[0]
+        if type(c) is tuple:
+            keep[0] = None
+        else:
+            del c[keep_part]
+            if len(c) == 1:
+                keep[0] = next(iter(c.items()))
+
+
+def _walk(root: list[Any], key: str, recursive: bool) -> Iterator[tuple[str, ScopeRule]]:
+    """Entries of the trie ``root`` whose (key, recursion) overlaps ``key``
+    with ``recursive``: ancestors first (shallowest first), then the key
+    itself, then what lies below it."""
+    parts = _kparts(key)
+    last = len(parts) - 1
+    node = root
+    for depth, part in enumerate(parts):
+        if node[1] is not None:
+            for entry in _node_entries(node):
+                if entry[1].recursive or depth == last:
+                    yield entry
+        node = _child(node, part)
+        if node is None:
+            return
+    yield from _node_entries(node)
+    if node[0] is None:
+        return
+    if recursive:
+        stack = list(_kids(node))
+        while stack:
+            n = stack.pop()
+            yield from _node_entries(n)
+            if n[0] is not None:
+                stack.extend(_kids(n))
+    else:
+        for child in _kids(node):
+            yield from _node_entries(child)
+
+
+class PathIndex:
+    """Two tries of ``(holder, rule)`` entries keyed by key component (see
+    :class:`~scopeledger.ScopeRule`): ``root`` holds each rule at its
+    :func:`~scopeledger._rules.real_keys` (its key, or its path when it has
+    none, and its ``below``), ``via`` at its ``via`` keys. Its size follows
+    the live rules, not the history.
+
+    A rule's path is a key only of rules without an identity (granted
+    before identities were recorded); a request without one (a process with
+    no mount table) is the one thing that needs identified rules by path:
+    it builds the ``paths`` trie of them once (O(entries)), kept from then
+    on. While no entry has ``below`` or ``via`` or lacks an identity (the
+    counts ``multi``, ``weak``, ``lexical``), a request with neither needs
+    one walk, which meets each entry once."""
+
+    __slots__ = ("root", "via", "paths", "size", "multi", "weak", "lexical")
 
     def __init__(self) -> None:
         self.root: list[Any] = [None, None, None]
+        self.via: list[Any] = [None, None, None]
+        self.paths: list[Any] | None = None
         self.size = 0
+        self.multi = 0  # entries with ``below``: held at more than one key
+        self.weak = 0  # entries with ``via``
+        self.lexical = 0  # entries without an identity
 
     def add(self, name: str, rule: ScopeRule) -> None:
-        node = self.root
-        path = rule.path
-        if path != "/":
-            for part in path[1:].split("/"):
-                c = node[0]
-                if c is None:
-                    nxt = [None, None, None]
-                    node[0] = (_intern(part), nxt)
-                elif type(c) is tuple:
-                    if c[0] == part:
-                        nxt = c[1]
-                    else:
-                        nxt = [None, None, None]
-                        node[0] = {c[0]: c[1], _intern(part): nxt}
-                else:
-                    nxt = c.get(part)
-                    if nxt is None:
-                        nxt = c[_intern(part)] = [None, None, None]
-                node = nxt
-        a = node[1]
-        if a is None:
-            node[1] = name
-            node[2] = rule
+        ident = rule.ident
+        if type(ident) is str:  # the key is that device and the path (the common case)
+            path = rule.path
+            _trie_add(self.root, ident if path == "/" else ident + path, name, rule)
+            if self.paths is not None:
+                _trie_add(self.paths, path, name, rule)
         else:
-            code = _CODE[rule.permission] + rule.recursive
-            if type(a) is str:
-                r = node[2]
-                c0 = _CODE[r.permission] + r.recursive
-                a = node[1] = {(a, c0): 1}
-                reps = node[2] = [None, None, None, None]
-                reps[c0] = r
-            else:
-                reps = node[2]
-            if reps[code] is None:
-                reps[code] = rule
-            key = (name, code)
-            a[key] = a.get(key, 0) + 1
+            self._change(name, rule, ident, _trie_add, 1)
         self.size += 1
 
     def remove(self, name: str, rule: ScopeRule) -> None:
-        path = rule.path
-        node = self.root
-        # Where a branch left empty is cut off: the deepest node on the way
-        # that stays whatever happens below it (the root, or a node with
-        # entries or with other children), and the component under it.
-        keep = node
-        keep_part = None
-        if path != "/":
-            parts = path[1:].split("/")
-            keep_part = parts[0]
-            for part in parts:
-                c = node[0]
-                if type(c) is tuple:
-                    if c[0] != part:
-                        raise ValueError(f"{shown((name, rule))} is not in the index")
-                    if node[1] is not None:
-                        keep, keep_part = node, part
-                    node = c[1]
-                else:
-                    nxt = c.get(part) if c is not None else None
-                    if nxt is None:
-                        raise ValueError(f"{shown((name, rule))} is not in the index")
-                    keep, keep_part = node, part
-                    node = nxt
-        a = node[1]
-        if type(a) is str:
-            r = node[2]
-            if a != name or (r is not rule and r != rule):
-                raise ValueError(f"{shown((name, rule))} is not in the index")
-            node[1] = node[2] = None
-        elif a is None:
-            raise ValueError(f"{shown((name, rule))} is not in the index")
+        ident = rule.ident
+        if type(ident) is str:
+            path = rule.path
+            _trie_remove(self.root, ident if path == "/" else ident + path, name, rule)
+            if self.paths is not None:
+                _trie_remove(self.paths, path, name, rule)
         else:
-            key = (name, _CODE[rule.permission] + rule.recursive)
-            n = a.get(key)
-            if n is None:  # (the node is rule.path's: a key match is an equal rule)
-                raise ValueError(f"{shown((name, rule))} is not in the index")
-            if n > 1:
-                a[key] = n - 1
-                self.size -= 1
-                return
-            del a[key]
-            if a:
-                if len(a) == 1:
-                    ((only, code), count), = a.items()
-                    if count == 1:
-                        node[1], node[2] = only, node[2][code]
-                self.size -= 1
-                return  # entries remain here: nothing to prune
-            node[1] = node[2] = None
+            self._change(name, rule, ident, _trie_remove, -1)
         self.size -= 1
-        if node[0] is None and keep_part is not None:
-            # Nothing is left at or below the node: cut the branch of empty
-            # nodes above it off where it hangs from ``keep``.
-            c = keep[0]
-            if type(c) is tuple:
-                keep[0] = None
-            else:
-                del c[keep_part]
-                if len(c) == 1:
-                    keep[0] = next(iter(c.items()))
+
+    def _change(self, name: str, rule: ScopeRule, ident: Any, op: Any, step: int) -> None:
+        """:meth:`add` (``op`` ``_trie_add``, ``step`` 1) or :meth:`remove`
+        of a rule without an identity or with more than one key."""
+        if ident is None:
+            op(self.root, rule.path, name, rule)
+            self.lexical += step
+            return
+        key, via, below = ident
+        op(self.root, key, name, rule)
+        if below:
+            self.multi += step
+            for k in below:
+                op(self.root, k, name, rule)
+        if via:
+            self.weak += step
+            for k in via:
+                op(self.via, k, name, rule)
+        if self.paths is not None:
+            op(self.paths, rule.path, name, rule)
 
     def overlapping(self, rule: ScopeRule) -> Iterator[tuple[str, ScopeRule]]:
-        """Entries whose rule overlaps ``rule``: ancestors first (shallowest
-        first), then the path itself, then what lies below it. Each distinct
-        ``(holder, rule)`` once."""
-        parts = _parts(rule.path)
-        last = len(parts) - 1
-        node = self.root
-        for depth, part in enumerate(parts):
-            if node[1] is not None:
-                for entry in _node_entries(node):
-                    if entry[1].recursive or depth == last:
-                        yield entry
-            node = _child(node, part)
-            if node is None:
-                return
-        yield from _node_entries(node)
-        if node[0] is None:
+        """Entries whose rule overlaps ``rule`` (:func:`~scopeledger.overlaps`),
+        each distinct ``(holder, rule)`` once; for each of ``rule``'s keys,
+        ancestors first (shallowest first), then the key itself, then what
+        lies below it."""
+        ident = rule.ident
+        if type(ident) is str and not (self.multi or self.weak or self.lexical):
+            path = rule.path
+            return _walk(self.root, ident if path == "/" else ident + path, rule.recursive)  # the common case
+        return self._deduplicated(rule)
+
+    def _deduplicated(self, rule: ScopeRule) -> Iterator[tuple[str, ScopeRule]]:
+        seen: set[tuple[str, int]] = set()
+        for entry in self._candidates(rule):
+            k = (entry[0], id(entry[1]))
+            if k not in seen:
+                seen.add(k)
+                yield entry
+
+    def _candidates(self, rule: ScopeRule) -> Iterator[tuple[str, ScopeRule]]:
+        root = self.root
+        rec = rule.recursive
+        key = rule.key
+        if key is None:  # (``key``, ``below``, ``via``: properties that read ``ident``)
+            yield from _walk(root, rule.path, rec)
+            if self.size:
+                yield from _walk(self._paths(), rule.path, rec)
             return
-        if rule.recursive:
-            stack = list(_kids(node))
-            while stack:
-                n = stack.pop()
-                yield from _node_entries(n)
-                if n[0] is not None:
-                    stack.extend(_kids(n))
-        else:
-            for child in _kids(node):
-                yield from _node_entries(child)
+        via = self.weak > 0
+        yield from _walk(root, key, rec)
+        if via:
+            yield from _walk(self.via, key, rec)
+        for k in rule.below:
+            yield from _walk(root, k, True)
+            if via:
+                yield from _walk(self.via, k, True)
+        for k in rule.via:
+            yield from _walk(root, k, rec)
+        if self.lexical:  # rules without an identity: by path
+            yield from _walk(root, rule.path, rec)
+
+    def _paths(self) -> list[Any]:
+        """The ``paths`` trie: every identified rule at its path."""
+        if self.paths is None:
+            paths: list[Any] = [None, None, None]
+            for name, r in self.entries():
+                if r.key is not None:
+                    _trie_add(paths, r.path, name, r)
+            self.paths = paths
+        return self.paths
+
+    def entries(self) -> Iterator[tuple[str, ScopeRule]]:
+        """Every ``(holder, rule)`` once."""
+        seen: set[tuple[str, int]] = set()
+        stack = [self.root]
+        while stack:
+            n = stack.pop()
+            for entry in _node_entries(n):
+                k = (entry[0], id(entry[1]))
+                if k not in seen:
+                    seen.add(k)
+                    yield entry
+            stack.extend(_kids(n))
 
     def __len__(self) -> int:
         return self.size
@@ -400,7 +540,9 @@ class State:
             if pj is None:
                 pj = procs[id(p)] = p.to_json()
             out.append({"name": a.name,
-                        "rules": [[r.path, perm[r.permission], r.recursive] for r in a.rules],
+                        "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
+                                  else [r.path, perm[r.permission], r.recursive, identity_json(r)]
+                                  for r in a.rules],
                         "process": pj, "parent": a.parent, "token": a.token,
                         "granted_ns": a.granted_ns, "reserved": a.reserved, "socket": a.socket})
         return out
@@ -458,7 +600,11 @@ def _ident(value: dict[str, Any]) -> ProcessIdentity:
 
 
 def _shared_rule(value: Any, cache: dict[tuple[Any, ...], ScopeRule]) -> ScopeRule:
-    key = tuple(value)
+    if len(value) == 4 and type(value[3]) is dict:
+        i = value[3]
+        key = (*value[:3], i.get("fs"), tuple(i.get("via", ())), tuple(i.get("below", ())))
+    else:
+        key = tuple(value)
     rule = cache.get(key)
     if rule is None:
         rule = cache[key] = rule_from_log(value)
@@ -536,12 +682,19 @@ def _holder_name(value: Any, what: str) -> str:
     return value
 
 
-def _log_rules(value: Any, what: str) -> tuple[ScopeRule, ...]:
-    """``[[path, "read"|"write", bool], ...]`` (at least one) -> rules."""
+def _log_rules(value: Any, what: str, version: Any) -> tuple[ScopeRule, ...]:
+    """``[[path, "read"|"write", bool], ...]`` (at least one; in a v2 line
+    a rule may carry its identity as a fourth item) -> rules."""
     if type(value) is not list or not value:
         raise _bad(what, value, "a non-empty list of [path, permission, recursive]")
     out = []
     for r in value:
+        if type(r) is list and len(r) == 4:
+            if version == 1:
+                raise _bad(f"{what}[{len(out)}]", r, "[path, \"read\"|\"write\", true|false] (a v1 line)")
+            why = identity_fault(r[3])
+            if why is not None:
+                raise FoldError(f"{what}[{len(out)}]: {why}")
         try:  # checks the types and values as it builds the rule
             rule = rule_from_log(r)
         except (ValueError, KeyError, TypeError):
@@ -554,6 +707,8 @@ def _log_rules(value: Any, what: str) -> tuple[ScopeRule, ...]:
                 normal = False
             if not normal:
                 raise _bad(f"{what}[{len(out)}] path", path, "a normalised path")
+        if rule.below and not rule.recursive:
+            raise FoldError(f"{what}[{len(out)}]: a non-recursive rule with filesystems below it")
         out.append(rule)
     return tuple(out)
 
@@ -597,7 +752,7 @@ def _shape_grant(ev: dict[str, Any]) -> tuple[str, str | None, tuple[ScopeRule, 
             raise _bad("holder.parent of a registered event", parent, "null")
     else:
         _holder_name(parent, "holder.parent")
-    rules = _log_rules(h.get("rules"), "holder.rules")
+    rules = _log_rules(h.get("rules"), "holder.rules", ev.get("v"))
     try:
         process = _ident(h.get("process"))
     except (KeyError, TypeError, ValueError):
@@ -651,12 +806,13 @@ def _shape_refused(ev: dict[str, Any]) -> None:
         raise _bad("request.parent", req.get("parent"), "a string or null")
     rules = req.get("rules")
     if type(rules) is not list or not all(
-            type(r) is list and len(r) == 3 and type(r[0]) is str and type(r[1]) is str and type(r[2]) is bool
+            type(r) is list and len(r) in (3, 4) and type(r[0]) is str and type(r[1]) is str
+            and type(r[2]) is bool and (len(r) == 3 or (ev.get("v") != 1 and identity_fault(r[3]) is None))
             for r in rules):
-        raise _bad("request.rules", rules, "a list of [path, permission, recursive]")
+        raise _bad("request.rules", rules, "a list of [path, permission, recursive(, identity)]")
     rule = ev.get("rule")
     if rule is not None:
-        _log_rules([rule], "rule")
+        _log_rules([rule], "rule", ev.get("v"))
     chain = ev.get("chain")
     if type(chain) is not list or not all(type(c) is str for c in chain):
         raise _bad("chain", chain, "a list of holder names")

@@ -23,7 +23,7 @@ from . import _snapshots
 from ._errors import CorruptLedger, HistoryUnavailable, shown
 from ._events import decode, iter_lines, line_hash, split_lines
 from ._fold import GENESIS_HASH, FoldError, State, apply, check_event, check_request, holders_of
-from ._rules import Permission, ScopeRule, overlaps
+from ._rules import Permission, ScopeRule, covers_place, overlaps
 
 log = logging.getLogger("scopeledger")
 
@@ -169,18 +169,17 @@ class VerifyReport:
         return f"{len(self.problems)} problem(s), first: {self.problems[0]}"
 
 
-def covering(state: State, path: str) -> list[Holding]:
-    """Live holdings whose rules cover ``path`` (normalised), write first."""
-    probe = ScopeRule(path, Permission.READ, recursive=False)
-    parts = probe.parts
+def covering(state: State, probe: "ScopeRule | str") -> list[Holding]:
+    """Live holdings whose rules cover the path of ``probe`` (a
+    non-recursive rule as ``Ledger._prepare`` returns it, identified, or a
+    normalised path, compared by path), write first: the rules a write
+    request on that path would meet there."""
+    if isinstance(probe, str):
+        probe = ScopeRule(probe, Permission.READ, recursive=False)
     out: list[Holding] = []
     found = []
     for chain, rule in holders_of(state, probe):
-        rp = rule.parts
-        d = len(parts) - len(rp)
-        if d < 0 or parts[: len(rp)] != rp:
-            continue  # a rule below the path: it does not cover the path itself
-        if d == 0 or rule.recursive or d == 1:
+        if covers_place(rule, probe):  # not a rule below the path only
             found.append((chain, rule))
     names = {c[-1] for c, _ in found}
     for chain, rule in found:
@@ -336,16 +335,17 @@ class HistoryMixin:
         Raises:
             InvalidScope: bad path. HistoryUnavailable: as :meth:`state_at`.
         """
-        path = self._query_path(path)
+        probe = self._query_rule(path, False)
         if seq is None and time is None:
             with self._mem:
-                return covering(self._current(), path)
-        return covering(self.state_at(seq=seq, time=time), path)
+                return covering(self._current(), probe)
+        return covering(self.state_at(seq=seq, time=time), probe)
 
-    def _query_path(self, path: Any) -> str:
-        """A queried path as a rule's would be stored: normalised, and with
-        ``resolve_symlinks`` its symlinks resolved (see Ledger._prepare)."""
-        return self._prepare(ScopeRule(path, Permission.READ, True))[0].path  # type: ignore[attr-defined]
+    def _query_rule(self, path: Any, recursive: bool) -> ScopeRule:
+        """A queried path as a rule on it would be stored: normalised, with
+        ``resolve_symlinks`` its symlinks resolved, identified by the mount
+        table now (see Ledger._prepare)."""
+        return self._prepare(ScopeRule(path, Permission.READ, recursive))[0]  # type: ignore[attr-defined]
 
     def diff(self, a: int, b: int) -> Diff:
         """What changed between after-seq ``a`` and after-seq ``b``.
@@ -432,7 +432,7 @@ class HistoryMixin:
             bad = want - EVENT_TYPES
             if bad:
                 raise ValueError(f"unknown event type(s) {sorted(bad)}: expected {sorted(EVENT_TYPES)}")
-        probe = ScopeRule(self._query_path(path), Permission.READ, True) if path is not None else None
+        probe = self._query_rule(path, True) if path is not None else None
         lo_ts = to_ns(since_time, "since_time") if since_time is not None else None
         hi_ts = to_ns(until_time, "until_time") if until_time is not None else None
         subtree: set[str] = {holder} if holder is not None else set()

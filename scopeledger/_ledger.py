@@ -55,9 +55,10 @@ from ._fold import (
     effective_rules,
     reparent_plan,
 )
-from ._paths import canonical_path
+from ._paths import canonical, identity as identify_path, mount_table
 from ._process import Liveness, ProcessIdentity, Probe, Verdict, identify, probe as default_probe, run_probe
-from ._rules import HOLDER_NAME, PERMISSION_TEXT, Permission, ScopeRule, check_path_text, covers, overlaps
+from ._rules import (HOLDER_NAME, PERMISSION_TEXT, Permission, ScopeRule, check_path_text, covers, identity_json,
+                     overlaps)
 from ._store import Store
 
 log = logging.getLogger("scopeledger")
@@ -502,7 +503,10 @@ class Ledger(HistoryMixin):
             resolve_symlinks: resolve symlinks in the existing part of each
                 rule's path at the API boundary (``os.path.realpath``), so
                 that an alias of a held directory conflicts; the canonical
-                path is what the event records.
+                path is what the event records. Either way the path is
+                identified by the mount table (ARCHITECTURE.md, "The
+                identity of a path"); ``False`` also leaves out reading
+                which directories fold case (no file is opened).
             clock: ``() -> int`` nanoseconds since the epoch, UTC (tests);
                 a mutation raises ``TypeError`` (recording nothing) when it
                 returns anything but an ``int``, and ``ValueError`` when it
@@ -785,20 +789,48 @@ class Ledger(HistoryMixin):
 
     def _prepare(self, rules: Any) -> tuple[ScopeRule, ...]:
         """The request's rules as the log will store them: canonical paths
-        (symlinks resolved unless ``resolve_symlinks`` is off), no ``given``
-        spelling left."""
+        (symlinks resolved unless ``resolve_symlinks`` is off), identified
+        by the mount table (``_paths.identify``), no ``given`` spelling
+        left.
+
+        Raises:
+            InvalidScope: bad rules, also once resolved, or a path whose
+                identity cannot be told (a case-folding directory whose
+                flags cannot be read).
+        """
         out = []
         resolve = self.resolve_symlinks
+        table = mount_table()  # one look (and staleness check) for the whole request
+        cache = table.rules if table is not None else None
+        folding = table is not None and cache is None  # a directory may fold case: read its flags
         for r in (rules if type(rules) in (list, tuple) and rules
                   and all(type(r) is ScopeRule for r in rules) else _as_rules(rules)):
             given = r.given
+            path = r.path
+            known: tuple[str | None, bool | None] = (None, None)
             if resolve:
                 # A '..' after a symlink means the link target's parent.
-                real = canonical_path(r.path) if given is None else os.path.realpath(given)
-                if real != r.path or given is not None:
-                    r = ScopeRule(real, r.permission, r.recursive)
-            elif given is not None:
-                r = ScopeRule(r.path, r.permission, r.recursive)
+                if given is None:
+                    real, *known = canonical(path, folding)  # type: ignore[assignment]
+                else:
+                    real = os.path.realpath(given)
+                if real != path:
+                    path = ScopeRule(real, r.permission, r.recursive).path  # checked as given ones are
+            if cache is not None:
+                k = (path, r.permission, r.recursive, resolve)
+                hit = cache.get(k)
+                if hit is not None:
+                    out.append(hit)
+                    continue
+            ident = identify_path(path, r.recursive, resolve, table, tuple(known)) if table is not None else None
+            if ident is not None:
+                r = r.identified(path, ident)
+                if cache is not None:
+                    if len(cache) >= _IDENTIFIED_KEPT:
+                        cache.clear()
+                    cache[k] = r
+            elif path != r.path or given is not None or r.ident is not None:
+                r = ScopeRule(path, r.permission, r.recursive)
             out.append(r)
         if len(out) > 1:
             out = list(dict.fromkeys(out))  # a rule given twice is held once
@@ -1469,6 +1501,11 @@ SNAPSHOT_CLAIM_PATIENCE = 4
 
 
 
+#: Identified rules ``_prepare`` keeps per mount table for reuse (a path
+#: registered again, a rule every holder reads): the cache starts over past it.
+_IDENTIFIED_KEPT = 1024
+
+
 def _check_callable(what: str, value: Any) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"{what} must be None or a callable, not {shown(value)}")
@@ -1505,7 +1542,9 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
     # ``rules`` come from Ledger._prepare: canonical, ``given`` cleared.
     perm = PERMISSION_TEXT
     seq, ts, h = txn.emit_last(kind, holder={
-        "name": name, "rules": [[r.path, perm[r.permission], r.recursive] for r in rules],
+        "name": name, "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
+                                else [r.path, perm[r.permission], r.recursive, identity_json(r)]
+                                for r in rules],
         "process": txn.actor if ident is txn.actor_ident else ident.to_json(), "parent": parent,
         "reserved": reserved, "socket": socket})
     alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket)

@@ -107,10 +107,13 @@ def rel(path: str, root: str | None) -> str:
 
 
 def rule_text(r: Any, root: str | None = None) -> str:
-    """``write /r/src/**`` (or ``write src/**`` below ``root``)."""
+    """``write /r/src/**`` (or ``write src/**`` below ``root``), and where
+    the path lives when that is not its own path (``ScopeRule.identity_text``:
+    ``write /work/src/** [254:0:/data/p1/src]``)."""
     if not isinstance(r, ScopeRule):
         r = ScopeRule.from_json(r)
-    return f"{r.permission.value} {rel(r.path, root).rstrip('/')}/{'**' if r.recursive else '*'}"
+    return (f"{r.permission.value} {rel(r.path, root).rstrip('/')}/{'**' if r.recursive else '*'}"
+            f"{r.identity_text()}")
 
 
 def rules_text(rules: Iterable[Any], root: str | None = None) -> str:

@@ -180,15 +180,37 @@ def _recursive_converter(value: Any) -> bool:
 
 @attrs.frozen(slots=True, order=False, init=False)
 class ScopeRule:
-    """One scope rule: ``(path, permission, recursive)``.
+    """One scope rule: ``(path, permission, recursive)``, and, once a
+    :class:`~scopeledger.Ledger` has identified its path, where that path
+    lives (``key``, ``via``, ``below``).
 
     ``ScopeRule(path, permission="write", recursive=True)``.
 
     Attributes:
         path: normalised absolute path (``str``); see :func:`normalize_path`.
+            In a granted rule: the canonical path as its holder saw it
+            (symlinks resolved), what users are shown.
         permission: :class:`Permission`; ``"read"``/``"write"`` are accepted.
         recursive: ``True`` (default) covers the path and everything below
             it; ``False`` covers the path and its direct children only.
+        key: the path's identity, ``str``: its filesystem's device number
+            and the path within that filesystem, ``"254:0/home/u/src"``
+            (ARCHITECTURE.md, "The identity of a path"); ``None`` for a rule
+            compared by its path alone (as built here, or granted by a
+            scopeledger before 0.2).
+        via: ``tuple[str, ...]``: the same path in each filesystem the one
+            holding it is mounted on, nearest first (keys).
+        below: ``tuple[str, ...]``: for a recursive rule, the root of each
+            filesystem mounted below the path when it was identified (keys).
+
+    Equality and hash are those of ``(path, permission, recursive)``, what
+    was asked for: a granted rule equals the ``ScopeRule`` it was granted
+    from. A rule without a ``key`` is compared with any rule by path. Two
+    identified rules overlap when a key of one (``key``, ``below``) and a key of
+    the other (``key``, ``below``, ``via``) are one path or one lies within
+    the other as the rules' recursion says; two ``via`` keys are never
+    compared with each other, nor two paths (two pods each with its own
+    ``/work`` are not one directory).
 
     A ``..`` in the given path is applied lexically here (the algebra is
     pure), but the given spelling is kept (``given``, not part of equality)
@@ -203,10 +225,38 @@ class ScopeRule:
     path: str
     permission: Permission = Permission.WRITE
     recursive: bool = True
+    # The identity in one slot (building a rule costs one attribute more,
+    # not three): ``None``; a device ``"254:0"`` when the key is that
+    # device and the path itself, with no via or below (the common case,
+    # which costs no string per rule); else ``(key, via, below)``.
+    ident: "str | tuple[str, tuple[str, ...], tuple[str, ...]] | None" = attrs.field(
+        default=None, init=False, eq=False, repr=False, hash=False)
     given: str | None = attrs.field(default=None, init=False, eq=False, repr=False, hash=False)
+
+    @property
+    def key(self) -> str | None:
+        """The path's identity (see the class docstring), or ``None``."""
+        ident = self.ident
+        if type(ident) is str:
+            path = self.path
+            return ident if path == "/" else ident + path
+        return None if ident is None else ident[0]
+
+    @property
+    def via(self) -> tuple[str, ...]:
+        """Keys of the path in the filesystems its own is mounted on."""
+        ident = self.ident
+        return ident[1] if type(ident) is tuple else ()
+
+    @property
+    def below(self) -> tuple[str, ...]:
+        """Keys of the roots of the filesystems mounted below the path."""
+        ident = self.ident
+        return ident[2] if type(ident) is tuple else ()
 
     def __init__(self, path: Any, permission: "Permission | str" = Permission.WRITE,
                  recursive: bool = True) -> None:
+        _set(self, "ident", None)
         if type(path) is str and _is_normal(path) and "*" not in path:
             _set(self, "path", path)
             _set(self, "given", None)  # a normal path has no '..'
@@ -235,17 +285,22 @@ class ScopeRule:
         return f"{base}/**" if self.recursive else f"{base}/*"
 
     def to_json(self) -> list[Any]:
-        """``[path, "read"|"write", recursive]``: the form stored in events."""
-        return [self.path, self.permission.value, self.recursive]
+        """The form stored in events: ``[path, "read"|"write", recursive]``,
+        and for an identified rule a fourth item, ``{"fs": key}`` with
+        ``"via"`` and ``"below"`` lists when they are not empty."""
+        if self.key is None:
+            return [self.path, self.permission.value, self.recursive]
+        return [self.path, self.permission.value, self.recursive, identity_json(self)]
 
     @classmethod
     def from_json(cls, value: Any) -> "ScopeRule":
         """Inverse of :meth:`to_json`, validating and normalising.
 
         Raises:
-            InvalidScope: when ``value`` is not a ``[str, str, bool]`` list.
+            InvalidScope: when ``value`` is not a ``[str, str, bool]`` list
+                (or one with a valid identity as fourth item).
         """
-        if not (isinstance(value, (list, tuple)) and len(value) == 3):
+        if not (isinstance(value, (list, tuple)) and len(value) in (3, 4)):
             raise InvalidScope(f"invalid rule {shown(value)}: expected [path, permission, recursive]")
         path = value[0]
         if isinstance(path, str) and "*" in path:
@@ -256,11 +311,44 @@ class ScopeRule:
             _set(rule, "permission", Permission.parse(value[1]))
             _set(rule, "recursive", _recursive_converter(value[2]))
             _set(rule, "given", None)
-            return rule
-        return cls(path, value[1], value[2])
+            _set(rule, "ident", None)
+        else:
+            rule = cls(path, value[1], value[2])
+        if len(value) == 4:
+            why = identity_fault(value[3])
+            if why is not None:
+                raise InvalidScope(f"invalid rule {shown(value)}: {why}")
+            ident = value[3]
+            _set(rule, "ident", compact_ident(rule.path, ident["fs"], tuple(ident.get("via", ())),
+                                              tuple(ident.get("below", ())) if rule.recursive else ()))
+        return rule
+
+    def identified(self, path: str, ident: Any) -> "ScopeRule":
+        """This rule on canonical ``path`` with the identity ``ident``: as
+        ``scopeledger._paths.identity`` gives it (a device, or ``(key,
+        via, below)``; no checks: that made them)."""
+        rule = _new(ScopeRule)
+        _set(rule, "path", path)
+        _set(rule, "permission", self.permission)
+        _set(rule, "recursive", self.recursive)
+        _set(rule, "ident", ident)
+        _set(rule, "given", None)
+        return rule
+
+    def identity_text(self) -> str:
+        """Where the path lives, for people, when that says more than the
+        path: ``" [254:0:/data/p1/src]"`` (device, then the path within the
+        filesystem), or ``""`` when the rule has no identity or that path
+        is its own path."""
+        key = self.key
+        if key is None:
+            return ""
+        i = key.find("/")
+        dev, within = (key, "/") if i < 0 else (key[:i], key[i:])
+        return "" if within == self.path else f" [{dev}:{within}]"
 
     def __str__(self) -> str:
-        return f"{self.permission.value} {self.display()}"
+        return f"{self.permission.value} {self.display()}{self.identity_text()}"
 
 
 _PERMS = _BY_VALUE
@@ -269,15 +357,80 @@ _intern = sys.intern
 _new = object.__new__
 
 
+#: The keys of a rule's identity object (the fourth item of a rule in a
+#: v2 line): ``fs`` (required), ``via``, ``below`` (omitted when empty).
+IDENTITY_KEYS = frozenset({"fs", "via", "below"})
+
+#: A key: a device number ``MAJ:MIN``, then the normalised path within that
+#: filesystem (nothing for its root): no empty, ``.`` or ``..`` component.
+KEY = re.compile(r"[0-9]{1,10}:[0-9]{1,10}(?:/(?!\.\.?(?:/|$))[^/\x00]+)*")
+
+
+def compact_ident(path: str, key: str, via: tuple[str, ...], below: tuple[str, ...]) -> Any:
+    """``ScopeRule.ident`` for these: the device alone (interned, shared by
+    every such rule) when ``key`` is it and ``path``, with no ``via`` or
+    ``below``; else the tuple."""
+    if not via and not below:
+        i = key.find("/")
+        if (key[i:] == path) if i >= 0 else path == "/":
+            return _intern(key if i < 0 else key[:i])
+    return (_intern(key), via, below)
+
+
+def identity_json(rule: ScopeRule) -> dict[str, Any]:
+    """A rule's identity as the log stores it: ``{"fs", "via"?, "below"?}``."""
+    ident = rule.ident
+    if type(ident) is str:
+        path = rule.path
+        return {"fs": ident if path == "/" else ident + path}
+    key, via, below = ident  # type: ignore[misc]
+    if not via and not below:
+        return {"fs": key}
+    out: dict[str, Any] = {"fs": key}
+    if via:
+        out["via"] = list(via)
+    if below:
+        out["below"] = list(below)
+    return out
+
+
+def identity_fault(value: Any) -> str | None:
+    """Why ``value`` is not a rule's identity object, or ``None``."""
+    if type(value) is not dict:
+        return f"identity {shown(value)} is not an object"
+    if not value.keys() <= IDENTITY_KEYS:
+        extra = sorted(str(k) for k in value if k not in IDENTITY_KEYS)
+        return f"unknown key {shown(extra[0])} in a rule's identity (it has only below, fs, via)"
+    fs = value.get("fs")
+    if type(fs) is not str or not KEY.fullmatch(fs):
+        return f"identity fs {shown(fs)} is not a key (MAJ:MIN and a normalised path)"
+    for what in ("via", "below"):
+        keys = value.get(what, ())
+        if what in value and (type(keys) is not list or not keys):
+            return f"identity {what} {shown(keys)} is not a non-empty list of keys"
+        for k in keys:
+            if type(k) is not str or not KEY.fullmatch(k):
+                return f"identity {what} item {shown(k)} is not a key (MAJ:MIN and a normalised path)"
+    return None
+
+
 def rule_from_log(value: Any) -> ScopeRule:
-    """``[path, permission, recursive]`` read back from the log or a snapshot
-    -> :class:`ScopeRule`, without re-normalising (the fold's fast path; the
-    path was normalised when the event was written, and ``verify`` checks it).
+    """``[path, permission, recursive]`` (or with an identity object as a
+    fourth item) read back from the log or a snapshot -> :class:`ScopeRule`,
+    without re-normalising (the fold's fast path; the path was normalised
+    when the event was written; ``_fold`` checks the rest).
 
     Raises:
-        ValueError: not a ``[str starting with "/", "read"|"write", bool]``.
+        ValueError: not a ``[str starting with "/", "read"|"write", bool]``,
+            or a fourth item that is not an object with a str ``fs``.
     """
-    path, perm, rec = value
+    if len(value) == 3:
+        path, perm, rec = value
+        ident = None
+    else:
+        path, perm, rec, ident = value
+        if type(ident) is not dict or type(ident.get("fs")) is not str:
+            raise ValueError(f"malformed rule {shown(value)}")
     if type(path) is not str or not path.startswith("/") or type(rec) is not bool:
         raise ValueError(f"malformed rule {shown(value)}")
     rule = _new(ScopeRule)
@@ -285,6 +438,13 @@ def rule_from_log(value: Any) -> ScopeRule:
     _set(rule, "permission", _PERMS[perm])
     _set(rule, "recursive", rec)
     _set(rule, "given", None)
+    if ident is None:
+        _set(rule, "ident", None)
+    else:
+        via = ident.get("via")
+        below = ident.get("below")
+        _set(rule, "ident", compact_ident(rule.path, ident["fs"], tuple(via) if via else (),
+                                          tuple(below) if below else ()))
     return rule
 
 
@@ -313,13 +473,55 @@ def parts_overlap(a: tuple[str, ...], a_rec: bool, b: tuple[str, ...], b_rec: bo
     return b_rec or d == -1  # b is a strict ancestor of a
 
 
+def key_parts(key: str) -> tuple[str, ...]:
+    """A key's components: the device, then the path's (``"254:0/a"`` ->
+    ``("254:0", "a")``). A path is the key of a rule without an identity,
+    its first component ``""`` (``"/a"`` -> ``("", "a")``, ``"/"`` ->
+    ``("",)``), so that paths and keys never meet."""
+    return ("",) if key == "/" else tuple(key.split("/"))
+
+
+def real_keys(rule: ScopeRule) -> list[tuple[tuple[str, ...], bool]]:
+    """``[(key parts, recursive)]`` of what ``rule`` itself covers: its key
+    (its path when it has none), and the filesystems mounted below it."""
+    out = [(key_parts(rule.key or rule.path), rule.recursive)]
+    if rule.below:
+        out.extend((key_parts(k), True) for k in rule.below)
+    return out
+
+
+def weak_keys(rule: ScopeRule) -> list[tuple[tuple[str, ...], bool]]:
+    """``[(key parts, recursive)]`` of the places ``rule`` is also found at,
+    compared only with other rules' :func:`real_keys`: its path in the
+    filesystems its own is mounted on (``via``)."""
+    rec = rule.recursive
+    return [(key_parts(k), rec) for k in rule.via]
+
+
 def overlaps(a: ScopeRule, b: ScopeRule) -> bool:
     """Whether what ``a`` covers intersects what ``b`` covers (permissions
     ignored). Symmetric. The four recursive/non-recursive cases of
     REQUIREMENTS.md reduce to: same path; or the ancestor rule is recursive;
-    or the ancestor is the direct parent of the other path.
+    or the ancestor is the direct parent of the other path. Rules a
+    :class:`~scopeledger.Ledger` identified are compared by their keys (see
+    :class:`ScopeRule`).
     """
-    return parts_overlap(a.parts, a.recursive, b.parts, b.recursive)
+    if a.key is None or b.key is None:  # a rule without an identity: by path
+        return parts_overlap(a.parts, a.recursive, b.parts, b.recursive)
+    ra, rb = real_keys(a), real_keys(b)
+    wa, wb = weak_keys(a), weak_keys(b)
+    for pa, fa in ra:
+        for pb, fb in rb:
+            if parts_overlap(pa, fa, pb, fb):
+                return True
+        for pb, fb in wb:
+            if parts_overlap(pa, fa, pb, fb):
+                return True
+    for pa, fa in wa:
+        for pb, fb in rb:
+            if parts_overlap(pa, fa, pb, fb):
+                return True
+    return False
 
 
 def parts_cover(c: tuple[str, ...], c_rec: bool, i: tuple[str, ...], i_rec: bool) -> bool:
@@ -345,7 +547,36 @@ def covers(cover: ScopeRule, inner: ScopeRule) -> bool:
     """
     if cover.permission < inner.permission:
         return False
-    return parts_cover(cover.parts, cover.recursive, inner.parts, inner.recursive)
+    if cover.key is None or inner.key is None:  # a rule without an identity: by path
+        return parts_cover(cover.parts, cover.recursive, inner.parts, inner.recursive)
+    # Where ``inner`` lives, or where its filesystem is mounted, lies inside
+    # what ``cover`` itself covers (what is mounted below ``inner`` lies
+    # below it there too).
+    places = [(key_parts(inner.key or inner.path), inner.recursive)] + weak_keys(inner)
+    rec = inner.recursive
+    for pc, fc in real_keys(cover):
+        for pi, _ in places:
+            if parts_cover(pc, fc, pi, rec):
+                return True
+    return False
+
+
+def covers_place(rule: ScopeRule, probe: ScopeRule) -> bool:
+    """Whether ``rule`` covers the path of ``probe`` itself (``who``): the
+    place is ``rule``'s path, below it (recursive) or a direct child, in
+    the key pairs :func:`overlaps` compares."""
+    def inside(pr: tuple[str, ...], fr: bool, pq: tuple[str, ...]) -> bool:
+        d = len(pq) - len(pr)
+        return d >= 0 and pq[:len(pr)] == pr and (d <= 1 or fr)
+
+    if rule.key is None or probe.key is None:
+        return inside(rule.parts, rule.recursive, probe.parts)
+    own = key_parts(probe.key or probe.path)
+    places = [own] + [p for p, _ in weak_keys(probe)]
+    for pr, fr in real_keys(rule):
+        if any(inside(pr, fr, pq) for pq in places):
+            return True
+    return any(inside(pr, fr, own) for pr, fr in weak_keys(rule))
 
 
 def _star_in_path(raw: str, permission: Any) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 from ._events import KEYS, NESTED, OPTIONAL as LINE_OPTIONAL
 from ._fold import EVENT_TYPES, RECLAIM_REASONS, REFUSAL_KINDS, TS_LIMIT
-from ._rules import HOLDER_NAME
+from ._rules import HOLDER_NAME, KEY
 
 #: Where the schema is, inside the package.
 SCHEMA_RESOURCE = ("schema", "event.schema.json")
@@ -90,8 +90,20 @@ VALUES: dict[str, dict[str, Any]] = {
     },
 }
 
+# A rule's identity (v2): the fourth item of a rule, {"fs", "via"?, "below"?}.
+VALUES["rule_identity"] = {
+    "fs": {"$ref": "#/$defs/key"},
+    "via": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/key"}},
+    "below": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/key"}},
+}
+
 #: Per version, values that differ from :data:`VALUES` (kind -> key -> value).
-VALUES_BY_VERSION: dict[int, dict[str, dict[str, Any]]] = {1: {}, 2: {}}
+VALUES_BY_VERSION: dict[int, dict[str, dict[str, Any]]] = {1: {}, 2: {
+    # v2 rules may carry their path's identity as a fourth item.
+    "holder": {"rules": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/v2.rule"}}},
+    "request": {"rules": {"type": "array", "items": {"$ref": "#/$defs/v2.requestedRule"}}},
+    "refused": {"rule": {"anyOf": [{"$ref": "#/$defs/v2.rule"}, _NULL]}},
+}}
 #: v2's process identity (``scopeledger._process``): every key present.
 _IDENTITY_V2: dict[str, Any] = {
         "host": {"type": ["string", "null"]},
@@ -108,6 +120,7 @@ VALUES_BY_VERSION[2]["actor"] = VALUES_BY_VERSION[2]["process"] = _IDENTITY_V2
 OPTIONAL: dict[str, frozenset[str]] = {
     "actor": frozenset({"start", "pidns"}),
     "process": frozenset({"pidns"}),
+    "rule_identity": frozenset({"via", "below"}),
 }
 #: Per version, optional keys that differ from :data:`OPTIONAL`.
 OPTIONAL_BY_VERSION: dict[int, dict[str, frozenset[str]]] = {
@@ -136,6 +149,24 @@ _DEFS: dict[str, Any] = {
         "prefixItems": [{"type": "string"}, {"type": "string"}, {"type": "boolean"}],
         "minItems": 3,
         "maxItems": 3,
+    },
+    "key": {"description": "a filesystem's device number and a path within it, \"254:0/srv/x\"",
+            "type": "string", "pattern": f"^{KEY.pattern}$"},
+    "v2.rule": {
+        "description": "[path, permission, recursive(, identity)]",
+        "type": "array",
+        "prefixItems": [{"type": "string", "pattern": PATH_PATTERN}, {"enum": ["read", "write"]},
+                        {"type": "boolean"}, {"$ref": "#/$defs/v2.rule_identity"}],
+        "minItems": 3,
+        "maxItems": 4,
+    },
+    "v2.requestedRule": {
+        "description": "a refused request's rule, as asked: [path, permission, recursive(, identity)]",
+        "type": "array",
+        "prefixItems": [{"type": "string"}, {"type": "string"}, {"type": "boolean"},
+                        {"$ref": "#/$defs/v2.rule_identity"}],
+        "minItems": 3,
+        "maxItems": 4,
     },
     "reparented": {
         "description": "[[child, new parent or null], ...]",

@@ -85,7 +85,7 @@ def test_a_directory_option_naming_another_kind_of_file_is_a_usage_error(tmp_pat
 def test_a_root_that_does_not_exist_yet_is_still_taken(tmp_path: Path, led: Path) -> None:
     res = ledger_cmd(led, "--json", "check", "--write", "src", "--root", str(tmp_path / "new"))
     assert res.returncode == 0, res
-    assert json.loads(res.stdout)["request"]["rules"] == [[f"{tmp_path}/new/src", "write", True]]
+    assert [r[:3] for r in json.loads(res.stdout)["request"]["rules"]] == [[f"{tmp_path}/new/src", "write", True]]
 
 
 def test_no_option_of_the_command_line_checks_paths_with_click() -> None:

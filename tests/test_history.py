@@ -199,7 +199,9 @@ def test_invariant_breaking_event_is_found_by_verify(ledger_dir):
     log = os.path.join(ledger_dir, "events.jsonl")
     lines = open(log, "rb").read().splitlines()
     ev = orjson.loads(lines[1])
-    ev["holder"]["rules"][0][0] = "/a/inside"  # a second writer inside a's scope
+    a_rule = orjson.loads(lines[0])["holder"]["rules"][0]
+    # A second writer inside a's scope (its identity too: rules are compared by it).
+    ev["holder"]["rules"][0] = ["/a/inside", "write", True, {"fs": a_rule[3]["fs"] + "/inside"}]
     lines[1] = orjson.dumps(ev)
     open(log, "wb").write(b"\n".join(lines) + b"\n")
     rep = verify(ledger_dir)
@@ -333,9 +335,9 @@ def test_verify_checks_each_payload_once(ledger_dir, monkeypatch):
     calls = []
     real = _fold._log_rules
 
-    def counting(value, what):
+    def counting(value, what, version):
         calls.append(what)
-        return real(value, what)
+        return real(value, what, version)
 
     monkeypatch.setattr(_fold, "_log_rules", counting)
     assert verify(ledger_dir, workers=1).ok

@@ -160,8 +160,9 @@ def plant(path, kind):
 
 
 def as_v1_event(ev):
-    """A v2 event (dict) as the v1 code wrote it: ``v`` 1 and v1 process
-    identities (``pid``, wall-clock ``start``, ``boot``, ``pidns``)."""
+    """A v2 event (dict) as the v1 code wrote it: ``v`` 1, v1 process
+    identities (``pid``, wall-clock ``start``, ``boot``, ``pidns``), and
+    rules without the identity a v2 line gives them."""
     def v1(i):
         return {"pid": i["pid"], "start": 1764425990.12 + (i["ticks"] or 0) / 100, "boot": i["boot"] or "b",
                 "pidns": i["pidns"]}
@@ -170,4 +171,10 @@ def as_v1_event(ev):
         ev["holder"] = dict(ev["holder"], process=v1(ev["holder"]["process"]))
     if "process" in ev:
         ev["process"] = v1(ev["process"])
+    if "holder" in ev:
+        ev["holder"]["rules"] = [r[:3] for r in ev["holder"]["rules"]]
+    if "request" in ev:
+        ev["request"] = dict(ev["request"], rules=[r[:3] for r in ev["request"]["rules"]])
+    if ev.get("rule") is not None:
+        ev["rule"] = ev["rule"][:3]
     return ev
