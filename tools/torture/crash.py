@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from .model import LogChecker, library_view
+from .model import LogChecker, LostAcknowledged, library_view
 
 ROOT = "/torture-crash"
 COMPONENTS = ["a", "b", "c"]
@@ -174,15 +174,18 @@ def check_after_crash(ledger_dir: str, acks: list[dict[str, Any]], probe_name: s
             live_token[ev["holder"]["name"]] = ev["seq"]
         elif ev["type"] in ("released", "reclaimed"):
             removal[live_token.pop(ev["name"])] = ev
+    lost = []
     for a in acks:
         if a["op"] in ("register", "delegate"):
             ev = by_seq.get(a["token"])
             if ev is None or ev["type"] not in ("registered", "delegated") or ev["holder"]["name"] != a["name"]:
-                raise CrashError(f"acknowledged {a} lost: the log has {ev}")
+                lost.append(f"acknowledged {a} lost: the log has {ev}")
         elif a["op"] == "release":
             ev = removal.get(a["token"])
             if ev is None or ev["type"] != "released":
-                raise CrashError(f"acknowledged {a} lost: removal is {ev}")
+                lost.append(f"acknowledged {a} lost: removal is {ev}")
+    if lost:
+        raise LostAcknowledged(lost)
     torn_before = _torn_files(ledger_dir)
     led = Ledger.open(ledger_dir)  # must open
     try:

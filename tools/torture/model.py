@@ -58,6 +58,15 @@ def as_rule(r: Any) -> Rule:
     return (r.path, r.permission.value, r.recursive)
 
 
+class LostAcknowledged(AssertionError):
+    """Acknowledged operations the log does not have: ``lost`` (one line
+    each); the message says how many and lists them."""
+
+    def __init__(self, lost: list[str]) -> None:
+        self.lost = list(lost)
+        super().__init__(f"{len(lost)} acknowledged operation(s) lost:\n" + "\n".join(lost[:20]))
+
+
 class ModelError(AssertionError):
     """The library did something the reference model says it must not."""
 

@@ -37,6 +37,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from tools.torture.model import LostAcknowledged  # noqa: E402
+
 PHASES = ["stress", "crash", "stateful", "pidns", "diskfull", "corpus", "security"]
 ONCE = {"corpus", "security"}
 
@@ -67,15 +69,17 @@ def _add(total: dict[str, Any], fig: dict[str, Any]) -> None:
             _add(total.setdefault(k, {}), v)
 
 
-def phase(name: str, work: str, rng: random.Random, left: float) -> dict[str, Any]:
+def phase(name: str, work: str, rng: random.Random, left: float, quick: bool = False,
+          lose_releases: int = 0) -> dict[str, Any]:
     seed = rng.randrange(1 << 30)
     if name == "stress":
         from . import stress
         d = tempfile.mkdtemp(dir=work, prefix="stress-")
+        size = dict(workers=3, total_workers=5, ops=30) if quick else dict(workers=8, total_workers=24, ops=300)
         try:
-            return stress.run(os.path.join(d, "ledger"), os.path.join(d, "acks"), workers=8,
-                              total_workers=24, ops=300, kill_every=(0.1, 0.8), seed=seed,
-                              snapshot_every=50, deadline=time.monotonic() + max(left, 5))
+            return stress.run(os.path.join(d, "ledger"), os.path.join(d, "acks"), **size,
+                              kill_every=(0.1, 0.8), seed=seed, snapshot_every=50,
+                              deadline=time.monotonic() + max(left, 5), lose_releases=lose_releases)
         finally:
             shutil.rmtree(d, ignore_errors=True)
     if name == "crash":
@@ -137,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="seed of the run (default: random, printed)")
     ap.add_argument("--dir", default=None, help="work directory (default: a new one under $TMPDIR)")
     ap.add_argument("--out", default=None, help="also write the figures (JSON) here")
+    ap.add_argument("--quick", action="store_true", help="small stress rounds (3 of 5 workers, 30 operations)")
+    ap.add_argument("--inject-lost-release", type=int, default=0, metavar="N",
+                    help="checks the checks: a stress worker acknowledges N releases it never makes; "
+                         "the run must report them lost")
     ns = ap.parse_args(argv)
     phases = [p.strip() for p in ns.phases.split(",") if p.strip()]
     bad = set(phases) - set(PHASES)
@@ -149,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(work, exist_ok=True)
     t0 = time.monotonic()
     deadline = t0 + ns.minutes * 60
+    # Every figure printed is counted: "lost" adds up the acknowledged
+    # operations each phase found missing (a phase stops at a loss, with
+    # the number it found).
     figures: dict[str, Any] = {"seed": seed, "minutes": ns.minutes, "phases": {}, "runs": {},
                                "seconds": {}, "lost": 0, "violations": []}
     status = 0
@@ -167,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             i += 1
             s = time.monotonic()
             print(f"[{time.monotonic() - t0:7.1f}s] {name} ...", file=sys.stderr, flush=True)
-            fig = phase(name, work, rng, deadline - time.monotonic())
+            fig = phase(name, work, rng, deadline - time.monotonic(), ns.quick, ns.inject_lost_release)
             figures["seconds"][name] = round(figures["seconds"].get(name, 0) + time.monotonic() - s, 1)
             figures["runs"][name] = figures["runs"].get(name, 0) + 1
             _add(figures["phases"].setdefault(name, {}), {k: v for k, v in fig.items() if k != "skipped"})
@@ -176,9 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"           {orjson.dumps(fig).decode()[:400]}", file=sys.stderr, flush=True)
     except Exception as exc:  # noqa: BLE001 - reported with the figures
         figures["violations"].append(f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, LostAcknowledged):
+            figures["lost"] += len(exc.lost)
         traceback.print_exc()
         status = 1
     finally:
+        figures["lost"] += sum(p.get("lost", 0) for p in figures["phases"].values())
         figures["total_seconds"] = round(time.monotonic() - t0, 1)
         if ns.dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from . import procs
-from .model import LogChecker, Model, ModelError, as_rule, library_view
+from .model import LogChecker, LostAcknowledged, Model, ModelError, as_rule, library_view
 
 ROOT = "/torture-nonexistent"
 COMPONENTS = ["a", "b", "c", "d"]
@@ -61,8 +61,14 @@ def rule_inside(rng: random.Random, parent: tuple) -> tuple:
 
 # -- the worker ----------------------------------------------------------------
 
-def worker(ledger_dir: str, wid: int, seed: int, ops: int, ack_path: str,
-           snapshot_every: int) -> int:
+def worker(ledger_dir: str, wid: int, seed: int, ops: int | None, ack_path: str,
+           snapshot_every: int, lose_releases: int = 0) -> int:
+    """``ops``: operations to do, ``None``: until killed (a victim, which
+    first registers a holder it never releases). ``lose_releases``: acknowledge
+    that many releases without making them (to check that the harness finds
+    and counts lost operations)."""
+    import itertools
+
     from scopeledger import Ledger, LedgerError, Refused, UnknownHolder
 
     rng = random.Random(seed)
@@ -79,7 +85,11 @@ def worker(ledger_dir: str, wid: int, seed: int, ops: int, ack_path: str,
     kids: list[int] = []
     zombies: list[int] = []
     ack(op="start", pid=os.getpid())
-    for i in range(ops):
+    if ops is None:
+        rules = [(f"{ROOT}/victim/{wid}", "write", True)]
+        a = led.register(f"victim{wid}", rules)
+        ack(op="register", name=a.name, token=a.token, rules=rules, parent=None, pid=a.pid)
+    for i in (itertools.count() if ops is None else range(ops)):
         r = rng.random()
         try:
             if r < 0.30 or not mine:
@@ -114,7 +124,10 @@ def worker(ledger_dir: str, wid: int, seed: int, ops: int, ack_path: str,
             elif r < 0.72:
                 name = rng.choice(list(mine))
                 token = mine.pop(name)[0]
-                led.release(name, token=token)
+                if lose_releases > 0:
+                    lose_releases -= 1  # injected: acknowledged, never made
+                else:
+                    led.release(name, token=token)
                 ack(op="release", name=name, token=token)
             elif r < 0.76 and reserved:
                 name = reserved.pop()
@@ -143,9 +156,11 @@ def worker(ledger_dir: str, wid: int, seed: int, ops: int, ack_path: str,
                     m.check_all()
                 except ModelError as exc:
                     ack(op="violation", seq=led.seq, error=str(exc))
+                ack(op="query")
                 led.find_conflict([random_rule(rng)[:2] + (True,)])
             else:
                 led.snapshot()
+                ack(op="snapshot")
         except UnknownHolder as exc:
             # Our holder was reclaimed (its process killed) or released.
             mine.pop(getattr(exc, "name", ""), None)
@@ -157,6 +172,14 @@ def worker(ledger_dir: str, wid: int, seed: int, ops: int, ack_path: str,
             raise
         if zombies and rng.random() < 0.1:
             os.waitpid(zombies.pop(0), 0)
+    n = 0
+    while lose_releases > 0:  # injected losses the random operations did not reach
+        rules = [(f"{ROOT}/lost/{wid}/{n}", "write", True)]
+        a = led.register(f"lost{wid}.{n}", rules)
+        ack(op="register", name=a.name, token=a.token, rules=rules, parent=None, pid=a.pid)
+        lose_releases -= 1
+        ack(op="release", name=a.name, token=a.token)  # acknowledged, never made
+        n += 1
     for pid in kids:
         ack(op="kill", pid=pid)
         os.kill(pid, signal.SIGKILL)
@@ -169,6 +192,14 @@ def worker(ledger_dir: str, wid: int, seed: int, ops: int, ack_path: str,
 
 
 # -- the harness -----------------------------------------------------------------
+
+def _count_lines(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
 
 def read_acks(path: str) -> list[dict[str, Any]]:
     try:
@@ -187,9 +218,19 @@ def read_acks(path: str) -> list[dict[str, Any]]:
 
 def run(ledger_dir: str, work_dir: str, *, workers: int = 8, total_workers: int = 24,
         ops: int = 200, kill_every: tuple[float, float] = (0.05, 0.6), seed: int = 0,
-        snapshot_every: int = 40, deadline: float | None = None) -> dict[str, Any]:
-    """Run one stress round; raises ModelError/AssertionError on a violation.
-    Returns the figures."""
+        snapshot_every: int = 40, deadline: float | None = None, victims: int = 2,
+        lose_releases: int = 0) -> dict[str, Any]:
+    """Run one stress round; raises ModelError/AssertionError on a violation
+    (:class:`LostAcknowledged` for acknowledged operations missing from the
+    log). Returns the figures.
+
+    Besides the SIGKILLs every ``kill_every`` seconds, the first ``victims``
+    workers run until killed, each SIGKILLed once it has acknowledged
+    ``ops // 2`` operations (a condition, not a time: whatever the machine's
+    speed, a run has at least ``victims`` kills in the middle of work, each
+    leaving a holder of a dead process). ``lose_releases``: one worker
+    acknowledges that many releases without making them (to check the
+    checks)."""
     rng = random.Random(seed)
     try:
         procs.become_subreaper()
@@ -202,17 +243,22 @@ def run(ledger_dir: str, work_dir: str, *, workers: int = 8, total_workers: int 
     exits: dict[int, int] = {}      # worker pid -> exit code
     all_wids: list[tuple[int, str, int]] = []  # (wid, ack path, pid)
 
+    victim_acks: dict[int, str] = {}   # pid of a victim not killed yet -> its ack file
+    spared: set[int] = set()            # the worker injecting losses: never killed
+
     def start() -> None:
         nonlocal started
         wid = started
         started += 1
         ack = os.path.join(work_dir, f"ack-{wid}.jsonl")
         wseed = rng.randrange(1 << 30)
+        victim = wid < victims
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the worker
             code = 70
             try:
-                code = worker(ledger_dir, wid, wseed, ops, ack, snapshot_every)
+                code = worker(ledger_dir, wid, wseed, None if victim else ops, ack, snapshot_every,
+                              lose_releases if wid == victims else 0)
             except BaseException:
                 import traceback
                 with open(ack + ".err", "w") as f:
@@ -221,6 +267,10 @@ def run(ledger_dir: str, work_dir: str, *, workers: int = 8, total_workers: int 
                 os._exit(code)
         running[pid] = (wid, ack)
         all_wids.append((wid, ack, pid))
+        if victim:
+            victim_acks[pid] = ack
+        if victim or (lose_releases and wid == victims):
+            spared.add(pid)  # a victim is killed once it has done its share, not by the clock
 
     for _ in range(min(workers, total_workers)):
         start()
@@ -240,11 +290,17 @@ def run(ledger_dir: str, work_dir: str, *, workers: int = 8, total_workers: int 
                 del running[pid]
                 if started < total_workers and (deadline is None or time.monotonic() < deadline):
                     start()
+        for pid, ack in list(victim_acks.items()):
+            if _count_lines(ack) >= max(1, ops // 2):
+                kills[pid] = time.time_ns()
+                os.kill(pid, signal.SIGKILL)
+                del victim_acks[pid]
         now = time.monotonic()
-        if running and now >= next_kill and (deadline is None or now < deadline):
-            pid = rng.choice(list(running))
+        if running.keys() - spared and now >= next_kill and (deadline is None or now < deadline):
+            pid = rng.choice(sorted(running.keys() - spared))
             kills[pid] = time.time_ns()
             os.kill(pid, signal.SIGKILL)
+            victim_acks.pop(pid, None)
             next_kill = now + rng.uniform(*kill_every)
     elapsed = time.monotonic() - t0
     while True:
@@ -284,8 +340,9 @@ def check(ledger_dir: str, all_wids: list[tuple[int, str, int]], kills: dict[int
     # children of workers that exited.
     died: dict[int, list[int]] = {}   # pid -> times it was seen to die (pids are reused)
     acked: list[tuple[int, dict[str, Any]]] = []
-    figures = {"workers": len(all_wids), "kills": len(kills), "ops_ok": 0, "ops_refused": 0,
-               "violations": 0}
+    figures = {"workers": len(all_wids), "kills": len(kills), "workers_completed": 0, "ops_ok": 0,
+               "ops_refused": 0, "queries": 0, "violations": 0, "lost": 0}
+    violations: list[str] = []
     worker_of_pid: dict[int, int] = {}
     for wid, ack, pid in all_wids:
         recs = read_acks(ack)
@@ -294,14 +351,17 @@ def check(ledger_dir: str, all_wids: list[tuple[int, str, int]], kills: dict[int
         for rec in recs:
             op = rec["op"]
             if op == "violation":
-                raise AssertionError(f"worker {wid} read a state breaking the invariants at seq "
-                                     f"{rec['seq']}: {rec['error']}")
+                violations.append(f"worker {wid} read a state breaking the invariants at seq "
+                                  f"{rec['seq']}: {rec['error']}")
             if op == "error":
                 raise AssertionError(f"worker {wid}: {rec['error']}")
             if op == "kill":
                 died.setdefault(rec["pid"], []).append(rec["t"])
             elif op == "exit":
                 t_end = rec["t"]
+                figures["workers_completed"] += 1
+            elif op in ("query", "snapshot"):
+                figures["queries"] += 1
             elif op == "refused":
                 figures["ops_refused"] += 1
             elif op in ("register", "delegate", "release", "attach", "reclaim"):
@@ -313,6 +373,9 @@ def check(ledger_dir: str, all_wids: list[tuple[int, str, int]], kills: dict[int
                 if rec["op"] == "spawn" and rec["pid"] not in killed:
                     died.setdefault(rec["pid"], []).append(t_end)  # died with its worker
     figures["ops_ok"] = len(acked)
+    figures["violations"] = len(violations)
+    if violations:
+        raise AssertionError("\n".join(violations))
 
     by_seq = {ev["seq"]: ev for ev in events}
     # Removal of each grant (token -> removal event), found by folding names.
@@ -326,6 +389,7 @@ def check(ledger_dir: str, all_wids: list[tuple[int, str, int]], kills: dict[int
             removal[live_token.pop(ev["name"])] = ev
 
     accounted: set[int] = set()
+    lost: list[str] = []
     for wid, rec in acked:
         op = rec["op"]
         if op in ("register", "delegate"):
@@ -335,14 +399,16 @@ def check(ledger_dir: str, all_wids: list[tuple[int, str, int]], kills: dict[int
                     or ev["holder"]["parent"] != rec["parent"] \
                     or sorted(tuple(r[:3]) for r in ev["holder"]["rules"]) != sorted({as_rule(r) for r in rec["rules"]}):
                 # (a rule requested twice is granted and recorded once)
-                raise AssertionError(f"acknowledged {op} {rec} is not in the log at seq {rec['token']}: {ev}")
+                lost.append(f"acknowledged {op} {rec} is not in the log at seq {rec['token']}: {ev}")
+                continue
             if rec["token"] in accounted:
                 raise AssertionError(f"seq {rec['token']} acknowledged twice")
             accounted.add(rec["token"])
         elif op == "release":
             ev = removal.get(rec["token"])
             if ev is None or ev["type"] != "released" or ev["name"] != rec["name"]:
-                raise AssertionError(f"acknowledged release {rec} is not the removal of its grant: {ev}")
+                lost.append(f"acknowledged release {rec} is not the removal of its grant: {ev}")
+                continue
             if ev["seq"] in accounted:
                 raise AssertionError(f"release at seq {ev['seq']} acknowledged twice")
             accounted.add(ev["seq"])
@@ -350,12 +416,16 @@ def check(ledger_dir: str, all_wids: list[tuple[int, str, int]], kills: dict[int
             cands = [e for e in events if e["type"] == "attached" and e["name"] == rec["name"]
                      and e["seq"] > rec["token"] and e["seq"] not in accounted]
             if not cands:
-                raise AssertionError(f"acknowledged attach {rec} is not in the log")
+                lost.append(f"acknowledged attach {rec} is not in the log")
+                continue
             accounted.add(cands[0]["seq"])
         elif op == "reclaim":
             for n in rec["names"]:
                 if not any(e["type"] == "reclaimed" and e["name"] == n for e in events):
-                    raise AssertionError(f"acknowledged reclaim of {n!r} is not in the log")
+                    lost.append(f"acknowledged reclaim of {n!r} is not in the log")
+    figures["lost"] = len(lost)
+    if lost:
+        raise LostAcknowledged(lost)
 
     # Unacknowledged grants/releases/attaches: only a killed worker's in-flight one.
     inflight: dict[int, set[int]] = {}
@@ -442,12 +512,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kill-every", type=float, nargs=2, default=(0.05, 0.6), metavar=("MIN", "MAX"),
                     help="seconds between SIGKILLs, uniform in [MIN, MAX]")
     ap.add_argument("--snapshot-every", type=int, default=40)
+    ap.add_argument("--victims", type=int, default=2,
+                    help="workers that run until killed once they acknowledged OPS/2 operations")
+    ap.add_argument("--lose-releases", type=int, default=0, help="inject lost releases (checks the checks)")
     ns = ap.parse_args(args)
     import logging
     logging.getLogger("scopeledger").setLevel(logging.ERROR)
     fig = run(os.path.join(ns.dir, "ledger"), os.path.join(ns.dir, "acks"), workers=ns.workers,
               total_workers=ns.total_workers, ops=ns.ops, seed=ns.seed,
-              kill_every=tuple(ns.kill_every), snapshot_every=ns.snapshot_every)
+              kill_every=tuple(ns.kill_every), snapshot_every=ns.snapshot_every,
+              victims=ns.victims, lose_releases=ns.lose_releases)
     print(orjson.dumps(fig).decode())
     return 0
 
