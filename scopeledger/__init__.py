@@ -24,7 +24,7 @@ from ._errors import (
     UnknownHolder,
     UnsafeLedgerPath,
 )
-from ._fold import Allocation, State
+from ._fold import MAX_RULES_PER_REQUEST, Allocation, State
 from ._history import Diff, Event, Holding, Problem, VerifyReport
 from ._ledger import (
     EffectiveScope,
@@ -51,6 +51,7 @@ from ._runtime import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_RULES_PER_REQUEST",
     "Allocation",
     "CorruptLedger",
     "DelegationError",

@@ -34,16 +34,19 @@ from ._errors import (
     InvalidScope,
     LedgerError,
     LedgerIOError,
+    NoLedger,
     PartlyRecorded,
     ReadOnlyLedger,
     ScopeConflict,
     UnknownHolder,
+    UnsafeLedgerPath,
     shown,
 )
 from ._events import MAX_LINE_BYTES, decode, encode, line_hash, split_lines
 from ._history import HistoryMixin, VerifyReport
 from ._fold import (
     FORMAT_VERSION,
+    MAX_RULES_PER_REQUEST,
     TS_LIMIT,
     Allocation,
     FoldError,
@@ -84,11 +87,21 @@ def default_path() -> str:
     on the working directory); so is a relative ``$HOME`` (the home
     directory of the password database is used instead). A relative
     ``$SCOPELEDGER_DIR`` is taken from the working directory, resolved as
-    the OS resolves it (a ``..`` after a symlink: the target's parent)."""
+    the OS resolves it (a ``..`` after a symlink: the target's parent).
+
+    Raises:
+        NoLedger: ``$SCOPELEDGER_DIR`` is set but empty (or only
+            whitespace): never taken as "unset", which would silently use
+            another ledger than the one meant (the command line says the
+            same, exit 2).
+    """
     from ._store import resolve_path
 
     env = os.environ.get(ENV_DIR)
-    if env:
+    if env is not None:
+        if not env.strip():
+            raise NoLedger(f"${ENV_DIR} is set but empty: set it to a ledger directory or unset it "
+                           "for the default ledger")
         return resolve_path(env)
     base = os.environ.get("XDG_STATE_HOME") or ""
     if not os.path.isabs(base):
@@ -102,6 +115,57 @@ def default_path() -> str:
                 pass
         base = os.path.join(home, ".local", "state")
     return os.path.join(base, "scopeledger")
+
+
+def check_not_in_another_users_directory(path: str) -> None:
+    """As root, refuse to create a ledger inside a directory that belongs to
+    another user: ``sudo -E ledger run ...`` keeps the user's ``$HOME``, and
+    would leave root-owned ``~/.local`` and ``~/.local/state`` there,
+    which the user's own ledger (and every application writing there) then
+    cannot use. Nothing is checked when ``path`` exists (opening checks its
+    owner) or when this process is not root.
+
+    Raises:
+        UnsafeLedgerPath: the nearest existing directory above ``path`` is
+            owned by a user other than root; the message names the user.
+    """
+    if os.geteuid() != 0:
+        return
+    here = path
+    while True:
+        try:
+            st = os.lstat(here)
+        except OSError:
+            parent = os.path.dirname(here)
+            if parent == here:
+                return
+            here = parent
+            continue
+        break
+    if here == path or st.st_uid == 0:
+        return
+    import pwd
+
+    try:
+        who = f"user {pwd.getpwuid(st.st_uid).pw_name!r} (uid {st.st_uid})"
+    except KeyError:
+        who = f"uid {st.st_uid}"
+    raise UnsafeLedgerPath(path, f"not created: {here} belongs to {who}, and directories root made there "
+                                 f"would be root's, which that user's own programs cannot use (with "
+                                 f"'sudo -E', $HOME is still theirs); run as that user, or choose a ledger "
+                                 f"outside their directories with --ledger or ${ENV_DIR}")
+
+
+def check_rule_count(n: int) -> None:
+    """Refuse a request of more than ``MAX_RULES_PER_REQUEST`` (10,000)
+    rules (before anything else is done with them).
+
+    Raises:
+        InvalidScope: ``n`` is over the cap; the message gives both numbers.
+    """
+    if n > MAX_RULES_PER_REQUEST:
+        raise InvalidScope(f"too many rules: {n} in one request, at most {MAX_RULES_PER_REQUEST}; "
+                           "hold a directory with one recursive rule, or split the request")
 
 
 def check_name(name: Any, what: str | None = None) -> str:
@@ -536,7 +600,11 @@ class Ledger(HistoryMixin):
                 no opt-in.
 
         Raises:
-            UnsafeLedgerPath: the directory or a file in it is owned by
+            UnsafeLedgerPath: as root, the ledger does not exist and
+                would be created inside a directory another user owns
+                (:func:`check_not_in_another_users_directory`: ``sudo -E``
+                with that user's ``$HOME``; the message names the user);
+                the directory or a file in it is owned by
                 another user, group/other-writable, or a planted symlink;
                 without ``readonly``, it is on a network file system and
                 ``allow_network_fs`` is false (the message names the type);
@@ -544,8 +612,9 @@ class Ledger(HistoryMixin):
                 file (``notes.txt/L``: the message names ``notes.txt``); or
                 the directory exists, is not empty and is not a ledger (it
                 is left untouched).
-            NoLedger: ``path`` is empty (or, with ``readonly`` or without
-                ``create``, holds no ledger).
+            NoLedger: ``path`` is empty, or ``None`` with
+                ``$SCOPELEDGER_DIR`` set but empty (or, with ``readonly``
+                or without ``create``, holds no ledger).
             ReadOnlyLedger: without ``readonly``, the directory, a
                 subdirectory or the log has no owner write bit
                 (write-protected); nothing is changed.
@@ -568,7 +637,10 @@ class Ledger(HistoryMixin):
         _check_bool("allow_network_fs", allow_network_fs)
         # Before the Store: a bad option creates no directory.
         _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
-        store = Store(_dir_path(path), create=create, readonly=readonly, fsync=fsync,
+        path = _dir_path(path)
+        if create and not readonly:
+            check_not_in_another_users_directory(path)
+        store = Store(path, create=create, readonly=readonly, fsync=fsync,
                       allow_network_fs=allow_network_fs)
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
@@ -739,6 +811,17 @@ class Ledger(HistoryMixin):
         else:
             os.sched_yield()
 
+    def unload(self) -> None:
+        """Drop the folded state from memory (about 2 kB per live holder);
+        the next call that needs it folds it again from the newest snapshot
+        and the log after it, as opening does. For a process that keeps a
+        ledger open while it waits, such as ``ledger run``'s wrapper while
+        its command runs. The object stays open (descriptors, options,
+        :meth:`hold` guards)."""
+        with self._mem:
+            self._state = None
+            self._end_of_last_txn = -1
+
     def refresh(self) -> int:
         """Fold in the complete lines other processes appended (no lock);
         returns the seq now folded, ``int``.
@@ -800,11 +883,13 @@ class Ledger(HistoryMixin):
         """
         out = []
         resolve = self.resolve_symlinks
+        given_rules = (rules if type(rules) in (list, tuple) and rules
+                       and all(type(r) is ScopeRule for r in rules) else _as_rules(rules))
+        check_rule_count(len(given_rules))
         table = mount_table()  # one look (and staleness check) for the whole request
         cache = table.rules if table is not None else None
         folding = table is not None and cache is None  # a directory may fold case: read its flags
-        for r in (rules if type(rules) in (list, tuple) and rules
-                  and all(type(r) is ScopeRule for r in rules) else _as_rules(rules)):
+        for r in given_rules:
             given = r.given
             path = r.path
             known: tuple[str | None, bool | None] = (None, None)
@@ -956,7 +1041,8 @@ class Ledger(HistoryMixin):
             InvalidHolderName: ``name`` is not a holder name.
             InvalidScope: bad ``rules`` (not a non-empty list of rules; a
                 bad path, permission or ``recursive`` flag, also once
-                symlinks are resolved), or ``socket`` neither ``None`` nor
+                symlinks are resolved; more than
+                ``MAX_RULES_PER_REQUEST``, 10,000), or ``socket`` neither ``None`` nor
                 an absolute UTF-8 path without NUL, under 4096 bytes.
             InvalidProcess: ``pid`` is not a positive ``int`` or names no
                 process.
@@ -1219,8 +1305,9 @@ class Ledger(HistoryMixin):
              parent_token: int | None = None) -> "Hold":
         """Register (or, with ``parent``, delegate) now and return a guard
         that releases the allocation when the ``with`` block ends (also on
-        an exception), when the guard is garbage collected, or at interpreter
-        exit, whichever comes first. ``with ledger.hold(...) as alloc``
+        an exception), when the guard is garbage collected (with a
+        ``ResourceWarning``: keep the guard), or at interpreter exit,
+        whichever comes first. ``with ledger.hold(...) as alloc``
         binds the :class:`Allocation`. ``parent_token``: as
         :meth:`delegate` (a ``TypeError`` without ``parent``).
 
@@ -1561,13 +1648,21 @@ class Hold:
     collected, and at interpreter exit. Releasing twice is a no-op. Only the
     process that created the guard releases: in a forked child (which
     inherits a copy of it) all of these do nothing.
+
+    A guard that is not kept (``ledger.hold(...)`` without ``with`` and
+    without a reference) is collected at once and its allocation released,
+    while the caller may go on using the token it read: that release also
+    warns, ``ResourceWarning`` naming the holder (as an unclosed file does;
+    Python shows it with ``-X dev`` or ``-W default``).
     """
 
     def __init__(self, ledger: Ledger, allocation: Allocation) -> None:
         self.ledger = ledger
         self.allocation = allocation
+        # The finalizer is told whether the guard is still there when it runs
+        # (release(), close(), interpreter exit) or was collected.
         self._finalizer = weakref.finalize(self, _release_quietly, ledger, allocation.name,
-                                           allocation.token, os.getpid())
+                                           allocation.token, os.getpid(), weakref.ref(self))
 
     @property
     def released(self) -> bool:
@@ -1588,9 +1683,16 @@ class Hold:
         return f"<Hold {shown(self.allocation.name)} token={self.allocation.token} {state}>"
 
 
-def _release_quietly(ledger: Ledger, name: str, token: int, owner_pid: int) -> None:
+def _release_quietly(ledger: Ledger, name: str, token: int, owner_pid: int,
+                     guard: "weakref.ref[Hold] | None" = None) -> None:
     if os.getpid() != owner_pid:
         return  # a forked child's copy of the guard: the allocation is not its own
+    if guard is not None and guard() is None:
+        import warnings
+
+        warnings.warn(f"the hold() guard of holder {name!r} (token {token}) was garbage collected: "
+                      "its allocation is released; keep the guard (with ledger.hold(...) as alloc:, "
+                      "or a reference and .release())", ResourceWarning, stacklevel=2)
     with contextlib.suppress(UnknownHolder):
         try:
             ledger.release(name, token=token)

@@ -33,6 +33,7 @@ import cattrs
 
 from ._errors import InvalidHolderName, InvalidManifest, InvalidScope
 from ._ledger import Hold, Ledger, check_name
+from ._fold import MAX_RULES_PER_REQUEST
 from ._rules import ScopeRule, parse_rule, path_rule
 
 ENV_RUNTIME_DIR = "SCOPELEDGER_RUNTIME_DIR"
@@ -157,7 +158,8 @@ def parse_manifest(data: dict[str, Any], root: str, source: str = "<manifest>") 
     Raises:
         InvalidManifest: unknown keys, missing fields, wrong types, a bad
             holder name or rule, an empty ``[holder] root`` or rule path
-            (never taken as the manifest's directory), or no rules at all;
+            (never taken as the manifest's directory), no rules at all, or
+            more than ``MAX_RULES_PER_REQUEST`` (10,000, ``@ manifest.scope``);
             the message names the key (``@ manifest.holder.root``,
             ``@ manifest.scope.write[0]``), but for "no rules".
     """
@@ -186,6 +188,9 @@ def parse_manifest(data: dict[str, Any], root: str, source: str = "<manifest>") 
     base = raw.holder.root if raw.holder.root is not None else root
     if not base.startswith("/"):
         base = os.path.join(root, base)
+    given = len(raw.scope.write) + len(raw.scope.read) + len(raw.scope.rules)
+    if given > MAX_RULES_PER_REQUEST:
+        raise refuse(f"too many rules: {given}, at most {MAX_RULES_PER_REQUEST} in one request", "scope")
     rules: list[ScopeRule] = []
     try:
         for perm, specs in (("write", raw.scope.write), ("read", raw.scope.read)):

@@ -175,6 +175,28 @@ def one_line(exc: BaseException) -> str:
     return safe(message_of(exc))
 
 
+def json_text(obj: Any, **kw: Any) -> str:
+    """``obj`` as one line of JSON for ``--json`` output: every character
+    that is not printable (as human output escapes them, ``_render.safe``:
+    control characters, U+2028/U+2029, bidi controls such as U+202E, other
+    format characters, lone surrogates, ...) written as a JSON escape
+    (``\\u202e``; past U+FFFF, a surrogate pair), so that a path in the
+    output can neither drive a terminal nor show reversed, and a JSON
+    reader gets it back exactly; other characters (``é``) as they are."""
+    text = json.dumps(obj, ensure_ascii=False, **kw)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _json_escape(ch) for ch in text)
+
+
+def _json_escape(ch: str) -> str:
+    o = ord(ch)
+    if o < 0x10000:
+        return f"\\u{o:04x}"
+    o -= 0x10000
+    return f"\\u{0xd800 + (o >> 10):04x}\\u{0xdc00 + (o & 0x3ff):04x}"
+
+
 # -- shared options and context ----------------------------------------------------
 
 
@@ -193,11 +215,13 @@ class Env:
 
     @property
     def path(self) -> str:
-        if self.ledger_dir is None and ENV_DIR in os.environ and not os.environ[ENV_DIR].strip():
-            raise CliError(f"${ENV_DIR} is set but empty: set it to a ledger directory or unset "
-                           "it for the default ledger", EXIT_USAGE)
-        # As the OS reaches it: a '..' after a symlink is the link target's parent.
-        return resolve_path(self.ledger_dir or default_path())
+        if self.ledger_dir is not None:
+            # As the OS reaches it: a '..' after a symlink is the link target's parent.
+            return resolve_path(self.ledger_dir)
+        try:
+            return resolve_path(default_path())
+        except NoLedger as exc:  # $SCOPELEDGER_DIR set but empty: the library's rule, a usage error here
+            raise CliError(message_of(exc), EXIT_USAGE) from None
 
     @property
     def out(self) -> Any:
@@ -228,7 +252,7 @@ class Env:
                            allow_network_fs=self.allow_network_fs)
 
     def emit_json(self, obj: Any) -> None:
-        sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_text(obj) + "\n")
 
 
 def _missing(path: str) -> bool:
@@ -1417,6 +1441,20 @@ def _foreground_group() -> bool:
     return False
 
 
+def _give_memory_back() -> None:
+    """Collect what was freed and hand free heap pages back to the OS
+    (glibc's ``malloc_trim``; elsewhere only the collection)."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class _Runner:
     """``ledger run``: acquire, fork a gated child, bind the allocation to it,
     let it exec, forward signals, wait, release."""
@@ -1467,7 +1505,7 @@ class _Runner:
     def say(self, message: str) -> None:
         if not self.quiet:
             if self.env.json:
-                sys.stderr.write(json.dumps({"notice": message}) + "\n")
+                sys.stderr.write(json_text({"notice": message}) + "\n")
             else:
                 from ._render import safe
 
@@ -1662,6 +1700,11 @@ class _Runner:
                 gate_w = -1
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            # While the command runs, this process only waits: it keeps no
+            # folded state (1 M holders: ~1.8 GB per waiting wrapper); the
+            # release folds it again from the newest snapshot.
+            self.ledger.unload()
+            _give_memory_back()
             data = b""
             while True:
                 try:
@@ -1682,7 +1725,7 @@ class _Runner:
                                EXIT_NO_COMMAND if errno_ == errno_mod.ENOENT else EXIT_CANNOT_EXEC)
             self.release()
             if self.env.json:
-                sys.stderr.write(json.dumps({"name": self.name, "token": token, "parent": self.parent,
+                sys.stderr.write(json_text({"name": self.name, "token": token, "parent": self.parent,
                                              "pid": self.child, "exit_code": code}) + "\n")
             return code
         except _Interrupted as exc:
@@ -2059,7 +2102,7 @@ def _report(env: Env | None, exc: BaseException, code: int) -> None:
     try:
         if env is not None and env.json:
             stream = sys.stderr if env.json_to_stderr else sys.stdout
-            stream.write(json.dumps(error_json(exc, code), default=str) + "\n")
+            stream.write(json_text(error_json(exc, code), default=str) + "\n")
             stream.flush()
             if env.json_to_stderr:
                 return  # 'run': its stderr carries JSON documents only; this one is the error
@@ -2115,7 +2158,7 @@ class _LogHandler(logging.Handler):
             env = self.env
             if env is not None and env.json and env.json_to_stderr:
                 kind = "warning" if record.levelno >= logging.WARNING else "notice"
-                sys.stderr.write(json.dumps({kind: record.getMessage()}) + "\n")
+                sys.stderr.write(json_text({kind: record.getMessage()}) + "\n")
                 sys.stderr.flush()
                 return
             message = safe(record.getMessage())  # as one_line: nothing but control characters changed
