@@ -25,7 +25,7 @@ from ._errors import (
     UnsafeLedgerPath,
 )
 from ._fold import MAX_RULES_PER_REQUEST, Allocation, State
-from ._history import Diff, Event, Holding, Problem, VerifyReport
+from ._history import ClockJump, ClockJumpWarning, Diff, Event, Holding, Problem, Stamped, TimePoint, VerifyReport
 from ._ledger import (
     EffectiveScope,
     Hold,
@@ -53,6 +53,8 @@ __version__ = "0.1.0"
 __all__ = [
     "MAX_RULES_PER_REQUEST",
     "Allocation",
+    "ClockJump",
+    "ClockJumpWarning",
     "CorruptLedger",
     "DelegationError",
     "Diff",
@@ -84,7 +86,9 @@ __all__ = [
     "Refused",
     "ScopeConflict",
     "ScopeRule",
+    "Stamped",
     "State",
+    "TimePoint",
     "UnknownHolder",
     "UnsafeLedgerPath",
     "Verdict",

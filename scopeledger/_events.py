@@ -10,9 +10,11 @@ Keys in this order::
     {"v": 2,                    format version (int): 1 or 2
      "seq": 42,                 gapless, from 1 (int)
      "ts": 1764426000123456789, UTC, integer nanoseconds since the epoch,
-                                signed 64 bits; v1: never less than the
-                                previous event's ts (a clock stepping back
-                                was clamped)
+                                signed 64 bits; v2: the writer's own clock
+                                reading, never clamped (it may be less
+                                than an earlier event's: the order is the
+                                seq); v1: never less than the previous
+                                event's (a clock stepping back was clamped)
      "actor": {"host": "<machine id>", "boot": "<boot id>", "pid": 4242,
                "ticks": 123456, "pidns": "pid:[4026531836]"},
                                 the appending process (a process identity)

@@ -45,7 +45,7 @@ FORMAT_VERSIONS = frozenset({1, 2})
 #: Version of the snapshot format (the header and ``State.to_json``) this
 #: code writes and reads; a snapshot of another format is skipped (the state
 #: is folded from the log instead, and a new snapshot written in time).
-SNAPSHOT_FORMAT = 3  # 2: v2 process identities (host, boot, pid, ticks, pidns); 3: rules with their identity
+SNAPSHOT_FORMAT = 4  # 2: v2 process identities (host, boot, pid, ticks, pidns); 3: rules with their identity; 4: max_ts, clock_back_seq
 
 #: Every event type; each changes state except ``refused``.
 EVENT_TYPES = frozenset({"registered", "delegated", "attached", "released", "reclaimed", "refused"})
@@ -466,7 +466,15 @@ class State:
     Attributes:
         seq: seq of the last applied event (0 before any), ``int``.
         last_hash: hash of the last applied line (``GENESIS_HASH`` at 0).
-        last_ts: timestamp of the last applied event, ns since epoch, UTC.
+        last_ts: timestamp of the last applied event, ns since epoch, UTC
+            (as its writer's clock read it: v2 events are not clamped, so
+            it may be less than an earlier event's).
+        max_ts: the highest timestamp of the events applied (0 before any).
+        clock_back_seq: seq of the last event stamped before the event
+            preceding it (its writer's clock behind, or the one before it
+            ahead); 0 when the timestamps never went back. Time travel by
+            time uses it (and ``max_ts``) to know when it must look at
+            every event's time.
         holders: ``dict[str, Allocation]`` of live holders, grant order.
         children: ``dict[str, list[str]]`` live children of each holder that
             has any, in delegation order (re-parented children go last).
@@ -475,13 +483,15 @@ class State:
             ``REFUSALS_KEPT``: the set starts over when it is full.
     """
 
-    __slots__ = ("seq", "last_hash", "last_ts", "holders", "children", "writes", "reads",
-                 "refusals")
+    __slots__ = ("seq", "last_hash", "last_ts", "max_ts", "clock_back_seq", "holders", "children",
+                 "writes", "reads", "refusals")
 
     def __init__(self) -> None:
         self.seq = 0
         self.last_hash = GENESIS_HASH
         self.last_ts = 0
+        self.max_ts = 0
+        self.clock_back_seq = 0
         self.holders: dict[str, Allocation] = {}
         self.children: dict[str, list[str]] = {}
         self.writes = PathIndex()
@@ -530,6 +540,8 @@ class State:
             "seq": self.seq,
             "last_hash": self.last_hash,
             "last_ts": self.last_ts,
+            "max_ts": self.max_ts,
+            "clock_back_seq": self.clock_back_seq,
             "holders": self._holders_json(),
             "children": {k: list(v) for k, v in self.children.items()},
             "refusals": sorted(self.refusals),
@@ -562,6 +574,8 @@ class State:
         st.seq = int(data["seq"])
         st.last_hash = str(data["last_hash"])
         st.last_ts = int(data["last_ts"])
+        st.max_ts = int(data["max_ts"])
+        st.clock_back_seq = int(data["clock_back_seq"])
         rules: dict[tuple[Any, ...], ScopeRule] = {}  # one object per distinct rule
         for h in data["holders"]:
             alloc = _alloc_from_json(h, rules)
@@ -667,8 +681,12 @@ def apply(state: State, event: dict[str, Any], line_hash: str, checked: Any = _U
     except (KeyError, TypeError):
         raise FoldError(f"unknown event type {shown(kind)}") from None
     ts = event.get("ts")
-    if type(ts) is not int or ts < state.last_ts:
-        raise FoldError(f"ts {shown(ts)} is not an integer at or after the event before ({state.last_ts})")
+    if type(ts) is not int or (event.get("v") == 1 and ts < state.max_ts):
+        # A v1 writer clamped its clock to the time before; a v2 line holds
+        # its writer's own reading (order is by seq).
+        if type(ts) is not int:
+            raise FoldError(f"ts {shown(ts)} is not an integer")
+        raise FoldError(f"ts {shown(ts)} is not an integer at or after the event before ({state.max_ts})")
     try:
         change(state, event, shape(event) if checked is _UNCHECKED else checked)
     except FoldError:
@@ -907,10 +925,16 @@ def _refused(state: State, ev: dict[str, Any], _checked: None) -> None:
 
 
 def _advance(state: State, seq: int, ts: int, line_hash: str) -> None:
+    if state.seq == 0:
+        state.max_ts = ts
+    else:
+        if ts < state.last_ts:
+            state.clock_back_seq = seq
+        if ts > state.max_ts:
+            state.max_ts = ts
     state.seq = seq
     state.last_hash = line_hash
-    if ts > state.last_ts:
-        state.last_ts = ts
+    state.last_ts = ts
 
 
 def commit_grant(state: State, alloc: Allocation, line_hash: str) -> None:

@@ -9,11 +9,14 @@ the events after it").
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import hashlib
 import logging
 import os
 import threading
+import time as _time
+import warnings
 from typing import Any, Iterable, Iterator, NamedTuple
 
 import attrs
@@ -42,6 +45,132 @@ def to_ns(when: dt.datetime, what: str = "time") -> int:
         when = when.replace(tzinfo=dt.timezone.utc)
     delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
     return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+#: ``verify`` reports two consecutive events more than this far apart
+#: (ns: 7 days) as a clock jump forward. An idle ledger shows such gaps too,
+#: so it is a note, never a problem; a clock ahead by less shows as the step
+#: back after it, or as a time in the future.
+CLOCK_JUMP_FORWARD_NS = 7 * 86400 * 10**9
+
+#: ``verify`` reports an event stamped more than this (ns: 60 s) after the
+#: verifying machine's own clock as stamped in the future.
+CLOCK_FUTURE_SLACK_NS = 60 * 10**9
+
+#: Clock jumps a report keeps in full (``VerifyReport.clock_jumps``); all
+#: are counted (``clock_jumps_total``).
+CLOCK_JUMPS_KEPT = 100
+
+
+class ClockJumpWarning(UserWarning):
+    """Time travel by time (``state_at(time=...)``, ``who(time=...)``)
+    whose answer crosses a clock jump: some event at or before the seq it
+    answers with was stamped after the time asked for (the message names
+    them). :meth:`HistoryMixin.time_point` returns the same as data; turn the
+    warning into an error with ``warnings.simplefilter("error",
+    ClockJumpWarning)``."""
+
+
+def writer_of(actor: Any) -> str:
+    """Who stamped an event, from its ``actor``: ``"pid 4242 on host H"``
+    (the actor's ``host``, else ``"boot B"`` from its boot id)."""
+    if type(actor) is not dict:
+        return "an unknown writer"
+    host = actor.get("host")
+    where = f"host {host}" if host else f"boot {actor.get('boot')}"
+    return f"pid {actor.get('pid')} on {where}"
+
+
+def _what(ev: dict[str, Any]) -> str:
+    """``"registered 'build'"``: an event's type and the holder it is about."""
+    kind = ev.get("type")
+    name = None
+    if kind in ("registered", "delegated") and type(ev.get("holder")) is dict:
+        name = ev["holder"].get("name")
+    elif kind == "refused" and type(ev.get("request")) is dict:
+        name = ev["request"].get("name")
+    else:
+        name = ev.get("name")
+    return f"{kind} {name!r}" if type(name) is str else str(kind)
+
+
+@attrs.frozen
+class Stamped:
+    """One event and its time: ``seq``, ``ts`` (ns, UTC), ``writer`` (see
+    :func:`writer_of`), ``what`` (``"registered 'build'"``)."""
+
+    seq: int
+    ts: int
+    writer: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"seq {self.seq} ({self.what}, by {self.writer}) at {_iso(self.ts)}"
+
+
+@attrs.frozen
+class ClockJump:
+    """Where the events' times jump (:attr:`VerifyReport.clock_jumps`).
+
+    Attributes: ``kind`` (``"back"``: stamped before the event before it;
+    ``"forward"``: more than :data:`CLOCK_JUMP_FORWARD_NS` after it;
+    ``"future"``: more than :data:`CLOCK_FUTURE_SLACK_NS` after the
+    verifying machine's clock), ``event`` (:class:`Stamped`), ``before``
+    (:class:`Stamped` of the event before it; ``None`` for ``"future"``, or
+    when verify started at a snapshot: ``before.writer`` is then
+    ``"unknown"``). Which of two clocks was wrong, the record cannot say:
+    both writers are named."""
+
+    kind: str
+    event: Stamped
+    before: Stamped | None
+
+    def __str__(self) -> str:
+        if self.kind == "future":
+            return f"{self.event} is in the future (of this machine's clock)"
+        assert self.before is not None
+        gap = self.event.ts - self.before.ts
+        how = f"{_span(-gap)} before" if gap < 0 else f"{_span(gap)} after"
+        return f"clock jump {self.kind}: {self.event} is stamped {how} {self.before}"
+
+
+def _iso(ns: int) -> str:
+    from ._render import iso
+
+    return iso(ns)
+
+
+def _span(ns: int) -> str:
+    """``"1 day, 0:00:03.250000"``: a duration as ``timedelta`` writes it."""
+    return str(dt.timedelta(microseconds=ns // 1000))
+
+
+@attrs.frozen
+class TimePoint:
+    """Where time travel to a time lands (:meth:`HistoryMixin.time_point`).
+
+    Attributes:
+        seq: the last event (by seq) stamped at or before ``ts``; 0: none.
+        ts: the time asked for, ns since the epoch, UTC.
+        crossed_count: how many events at or before ``seq`` were stamped
+            after ``ts`` (0 when the log's times are in order there): the
+            answer then crosses a clock jump.
+        crossed: the first of them (at most 5), :class:`Stamped`.
+    """
+
+    seq: int
+    ts: int
+    crossed_count: int = 0
+    crossed: tuple[Stamped, ...] = ()
+
+    def message(self) -> str:
+        """The warning, ``""`` when nothing was crossed."""
+        if not self.crossed_count:
+            return ""
+        shown_ = "; ".join(str(e) for e in self.crossed)
+        more = f" and {self.crossed_count - len(self.crossed)} more" if self.crossed_count > len(self.crossed) else ""
+        return (f"time travel to {_iso(self.ts)} crosses a clock jump: the state after seq {self.seq} "
+                f"includes {self.crossed_count} event(s) stamped after that time: {shown_}{more}")
 
 
 def from_ns(ns: int) -> dt.datetime:
@@ -155,13 +284,18 @@ class VerifyReport:
     """Result of :meth:`Ledger.verify`: ``ok`` (bool), ``events`` and
     ``snapshots`` checked (ints), ``problems`` (``tuple[Problem, ...]``, the
     first one stops the event scan), ``notes`` (``tuple[str, ...]``, e.g. a
-    torn last line awaiting the next writer)."""
+    torn last line awaiting the next writer, each clock jump, a snapshot of
+    an older format), ``clock_jumps`` (``tuple[ClockJump, ...]``, the first
+    :data:`CLOCK_JUMPS_KEPT`) and ``clock_jumps_total`` (``int``). Clock
+    jumps are not problems: the order of events is their seq."""
 
     ok: bool
     events: int
     snapshots: int
     problems: tuple[Problem, ...]
     notes: tuple[str, ...]
+    clock_jumps: tuple[ClockJump, ...] = ()
+    clock_jumps_total: int = 0
 
     def __str__(self) -> str:
         if self.ok:
@@ -198,6 +332,12 @@ def _chain_fault(ev: dict[str, Any], seq: int, prev: str) -> str:
                 "added (run 'ledger verify' for the whole report)")
     return (f"hash chain broken: prev does not match the hash of line {seq - 1} (it or this "
             "line was altered after it was written; run 'ledger verify' for the whole report)")
+
+
+def _skipping(exc: Exception) -> None:
+    """Log a snapshot skipped: a warning, but for one of an older format
+    (an upgrade: info)."""
+    (log.info if isinstance(exc, _snapshots.SnapshotOutdated) else log.warning)("skipping snapshot: %s", exc)
 
 
 class HistoryMixin:
@@ -259,7 +399,7 @@ class HistoryMixin:
             try:
                 out.append(_snapshots.read_header(self._store, name))
             except _snapshots.SnapshotInvalid as exc:
-                log.warning("skipping snapshot: %s", exc)
+                _skipping(exc)
         return out
 
     def _base_for(self, seq: int | None = None, ts: int | None = None) -> tuple[State, int]:
@@ -273,7 +413,7 @@ class HistoryMixin:
             try:
                 state, info = _snapshots.load(self._store, info.name, self._log_line_hash)  # type: ignore[attr-defined]
             except _snapshots.SnapshotInvalid as exc:
-                log.warning("skipping snapshot: %s", exc)
+                _skipping(exc)
                 continue
             return state, info.offset
         return State(), 0
@@ -283,12 +423,14 @@ class HistoryMixin:
     def state_at(self, seq: int | None = None, time: dt.datetime | None = None) -> State:
         """The folded state as it was after event ``seq``, or at ``time``.
 
-        ``time`` (an aware datetime; naive is taken as UTC) means: after
-        every event whose ``ts`` is at or before it, and none after. Times
-        between two events give the state after the earlier one; a time
-        before the first event gives the empty state (seq 0). Event times
-        never decrease in the log (a clock stepping back is clamped), so
-        this is well defined.
+        ``time`` (an aware datetime; naive is taken as UTC) means: after the
+        last event, by seq, stamped at or before it (:meth:`time_point`);
+        the empty state (seq 0) when no event is. While the events' times
+        are in order, that is every event stamped at or before ``time`` and
+        none after. Times are each writer's own clock reading (format v2),
+        so they can go back or jump ahead; when the answer includes an
+        event stamped after ``time``, it crosses a clock jump, and a
+        :class:`ClockJumpWarning` says so, naming those events.
 
         Returns:
             A new :class:`State` (``seq``, ``last_ts``, ``holders``,
@@ -316,11 +458,85 @@ class HistoryMixin:
                 pass
             return state
         assert time is not None
-        ts = to_ns(time, "time")
-        state, offset = self._base_for(ts=ts)
-        for _ in self._scan(state, offset, stop_ts=ts, stop_seq=newest):
+        point = self.time_point(to_ns(time, "time"))
+        state, offset = self._base_for(seq=point.seq)
+        for _ in self._scan(state, offset, stop_seq=point.seq):
             pass
+        if point.crossed_count:
+            warnings.warn(point.message(), ClockJumpWarning, stacklevel=2)
         return state
+
+    def time_point(self, time: dt.datetime | int) -> TimePoint:
+        """Where time travel to ``time`` lands: the last event, by seq,
+        stamped at or before it, and the events at or before that one
+        stamped after it (the answer crosses a clock jump when there are
+        any).
+
+        Args:
+            time: an aware datetime (naive: UTC), or ``int`` nanoseconds
+                since the epoch, UTC.
+
+        Cost: while the times never went back (``State.clock_back_seq``
+        0), the newest snapshot at or before ``time`` and the events after
+        it up to ``time``; once they did, every event's time is read (the
+        last event stamped at or before ``time`` may come after any jump).
+
+        Raises:
+            TypeError: ``time`` is neither a datetime nor an int.
+            CorruptLedger: a line read does not decode.
+        """
+        if type(time) is int:
+            ts = time
+        else:
+            ts = to_ns(time, "time")
+        with self._mem:
+            cur = self._current()
+            newest, max_ts, back = cur.seq, cur.max_ts, cur.clock_back_seq
+        if newest == 0 or ts >= max_ts:
+            return TimePoint(newest, ts)  # every event is stamped at or before it
+        path = self._store.log_path
+        # Every line read is checked to follow the one before (its times
+        # decide the answer), and a line that decides where an answer
+        # stops is vouched for by the line after it, as a replay's are.
+        if back == 0:  # in order: stop at the first event stamped after it
+            state, offset = self._base_for(ts=ts)
+            seq, prev = state.seq, state.last_hash
+            decided: tuple[str, int] | None = None
+            for line in iter_lines(self._store.read(offset)):
+                ev = decode(line, path, seq + 1, payload=False)
+                if decided is not None:
+                    if ev["prev"] != decided[0] or ev["seq"] != decided[1] + 1:
+                        raise CorruptLedger(path, _chain_fault(ev, decided[1] + 1, decided[0]),
+                                            line=decided[1] + 1, seq=ev["seq"])
+                    break
+                if ev["prev"] != prev or ev["seq"] != seq + 1:
+                    raise CorruptLedger(path, _chain_fault(ev, seq + 1, prev), line=seq + 1, seq=ev["seq"])
+                if ev["seq"] > newest:
+                    break
+                if ev["ts"] > ts:
+                    decided = (line_hash(line), ev["seq"])
+                    continue
+                seq, prev = ev["seq"], line_hash(line)
+            return TimePoint(seq, ts)
+        at = 0
+        later: list[int] = []  # seqs stamped after ts, in order
+        first: list[Stamped] = []
+        seq, prev = 0, GENESIS_HASH
+        for line in iter_lines(self._store.read(0)):
+            ev = decode(line, path, seq + 1, payload=False)
+            if ev["prev"] != prev or ev["seq"] != seq + 1:
+                raise CorruptLedger(path, _chain_fault(ev, seq + 1, prev), line=seq + 1, seq=ev["seq"])
+            seq, prev = ev["seq"], line_hash(line)
+            if seq > newest:
+                break
+            if ev["ts"] <= ts:
+                at = seq
+            else:
+                later.append(seq)
+                if len(first) < 5:
+                    first.append(Stamped(seq, ev["ts"], writer_of(ev["actor"]), _what(ev)))
+        count = bisect.bisect_right(later, at)
+        return TimePoint(at, ts, count, tuple(e for e in first if e.seq <= at))
 
     def who(self, path: str, *, seq: int | None = None, time: dt.datetime | None = None) -> list[Holding]:
         """Who holds ``path`` (read or write), now or at a past point.
@@ -530,7 +746,13 @@ class HistoryMixin:
         grant was grantable then (no two live holders outside one line of
         delegation hold overlapping write rules; every delegated rule lies
         inside its parent's scope); every snapshot equals the fold at its
-        seq. Folds from scratch: trusts no snapshot.
+        seq. Folds from scratch: trusts no snapshot. Also reports, as
+        notes and ``clock_jumps`` (not problems: the order of events is
+        their seq), every event stamped before the event before it, more
+        than :data:`CLOCK_JUMP_FORWARD_NS` (7 days) after it, or more than
+        :data:`CLOCK_FUTURE_SLACK_NS` (60 s) after this machine's clock,
+        naming the writers (pid and host) of both events. A snapshot of an
+        older format is a note too (it is skipped when opening).
 
         Args:
             workers: processes to verify with. ``None``: one per CPU (at
@@ -566,7 +788,9 @@ class HistoryMixin:
             if report is not None:
                 return report
         snaps = dict(_snapshots.list_snapshots(store))
-        return _verify_range(self, State(), 0, None, snaps, check_tail=True)
+        report = _verify_range(self, State(), 0, None, snaps, check_tail=True)
+        return attrs.evolve(report, notes=report.notes + tuple(_jump_notes(report.clock_jumps,
+                                                                            report.clock_jumps_total)))
 
     def _verify_parallel(self, workers: int) -> VerifyReport | None:
         """The segments verified in ``workers`` forked processes; ``None``
@@ -606,20 +830,29 @@ class HistoryMixin:
             log.info("parallel verify unavailable (%s: %s); verifying in one process",
                      type(exc).__name__, exc)
             return None
-        events = checked = 0
+        events = checked = total = 0
         notes: tuple[str, ...] = ()
+        jumps: list[ClockJump] = []
         for r in results:
             if r is None or not r.ok:
                 return None
             events += r.events
             checked += r.snapshots
+            total += r.clock_jumps_total
+            jumps.extend(r.clock_jumps)
             notes = r.notes  # the last segment's (torn tail)
-        return VerifyReport(True, events, checked, (), notes)
+        jumps = jumps[:CLOCK_JUMPS_KEPT]
+        return VerifyReport(True, events, checked, (), notes + tuple(_jump_notes(jumps, total)),
+                            tuple(jumps), total)
 
-    def _check_snapshot(self, name: str, state: State) -> list[Problem]:
+    def _check_snapshot(self, name: str, state: State, notes: list[str] | None = None) -> list[Problem]:
         file = f"{self._store.file('snapshots')}/{name}"
         try:
             snap, _info = _snapshots.load(self._store, name, self._log_line_hash)  # type: ignore[attr-defined]
+        except _snapshots.SnapshotOutdated as exc:
+            if notes is not None:
+                notes.append(str(exc))
+            return []
         except _snapshots.SnapshotInvalid as exc:
             return [Problem(exc.path, None, state.seq, exc.reason)]
         if snap.to_json() != state.to_json():
@@ -757,6 +990,23 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
     events = 0
     end = start
     first_line = state.seq + 1
+    jumps: list[ClockJump] = []
+    jumps_total = 0
+    future = _time.time_ns() + CLOCK_FUTURE_SLACK_NS
+    # The event before (its dict); at a snapshot, only its seq and time are known.
+    before: Any = {"seq": state.seq, "ts": state.last_ts} if state.seq else None
+
+    def stamped(e: dict[str, Any]) -> Stamped:
+        if "type" not in e:
+            return Stamped(e["seq"], e["ts"], "a writer before this segment", "the event before")
+        return Stamped(e["seq"], e["ts"], writer_of(e.get("actor")), _what(e))
+
+    def jump(kind: str, e: dict[str, Any], prev: Any) -> None:
+        nonlocal jumps_total
+        jumps_total += 1
+        if len(jumps) < CLOCK_JUMPS_KEPT:
+            jumps.append(ClockJump(kind, stamped(e), stamped(prev) if prev is not None else None))
+
     try:
         lines = iter_lines(store.read(start, stop), path, start)
         prev_line: bytes | None = None
@@ -802,8 +1052,17 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
             events += 1
             end = le
             prev_line = line
+            ts = ev["ts"]
+            if before is not None:
+                if ts < before["ts"]:
+                    jump("back", ev, before)
+                elif ts - before["ts"] > CLOCK_JUMP_FORWARD_NS:
+                    jump("forward", ev, before)
+            if ts > future:
+                jump("future", ev, None)
+            before = ev
             if state.seq in snaps:
-                problems.extend(led._check_snapshot(snaps.pop(state.seq), state))
+                problems.extend(led._check_snapshot(snaps.pop(state.seq), state, notes))
     except CorruptLedger as exc:  # a line over MAX_LINE_BYTES, found while splitting
         problems.append(Problem(path, first_line + events, None, exc.reason))
     except OSError as exc:  # LedgerIOError: an I/O error reading the log
@@ -819,4 +1078,13 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
             problems.append(_past_the_end(store, seq, name, state.seq))
     elif not problems and snaps:
         return VerifyReport(False, events, total - len(snaps), (), ())  # a snapshot was not reached
-    return VerifyReport(not problems, events, total - len(snaps), tuple(problems), tuple(notes))
+    return VerifyReport(not problems, events, total - len(snaps), tuple(problems), tuple(notes),
+                        tuple(jumps), jumps_total)
+
+
+def _jump_notes(jumps: Any, total: int, shown_: int = 10) -> list[str]:
+    """Notes for the first ``shown_`` clock jumps, and how many more."""
+    out = [str(j) for j in jumps[:shown_]]
+    if total > len(out):
+        out.append(f"{total - len(out)} more clock jump(s)")
+    return out

@@ -135,6 +135,8 @@ def check_not_in_another_users_directory(path: str) -> None:
     while True:
         try:
             st = os.lstat(here)
+        except ValueError:  # NUL in the path: opening names it
+            return
         except OSError:
             parent = os.path.dirname(here)
             if parent == here:
@@ -345,8 +347,9 @@ class _Txn:
                 raise TypeError(f"clock() returned {type(ts).__name__} {shown(ts)}, not int nanoseconds")
             raise ValueError(f"clock() returned {shown(ts)}: nanoseconds outside signed 64 bits "
                              "(before 1677 or from 2262 on)")
-        if ts < st.last_ts:  # the wall clock stepped back: never go back in the log
-            ts = st.last_ts
+        # The clock's own reading, never clamped (format v2): order is by
+        # seq, and a clock that stepped back or ran ahead shows as such
+        # (verify reports it; time travel by time says when it crosses it).
         ev = {"v": FORMAT_VERSION, "seq": seq, "ts": ts, "actor": self.actor,
               "prev": st.last_hash, "type": kind}
         if self.network_fs is not None:  # written where flock may not exclude other hosts
@@ -574,9 +577,11 @@ class Ledger(HistoryMixin):
             clock: ``() -> int`` nanoseconds since the epoch, UTC (tests);
                 a mutation raises ``TypeError`` (recording nothing) when it
                 returns anything but an ``int``, and ``ValueError`` when it
-                returns 2**63 or more (past the year 2262: every later
-                event would be clamped to it). A value before the last
-                event's (also a negative one) is clamped to it.
+                returns 2**63 or more (past the year 2262). Its reading is
+                recorded as it is (format v2), also when it is before the
+                last event's: the order of events is their seq; ``verify``
+                reports such clock jumps, and time travel by time says when
+                its answer crosses one.
             readonly: only read: open the log ``O_RDONLY`` and nothing else
                 (no lock, nothing created, no mode tightened), so that a
                 ledger on a read-only mount, or one write-protected with
@@ -689,9 +694,15 @@ class Ledger(HistoryMixin):
         says what was lost in :attr:`lost`. Nothing is deleted."""
         self._state = None
         past: list[tuple[int, str]] = []
+        outdated = False
         for seq, name in reversed(_snapshots.list_snapshots(self._store)):
             try:
                 state, info = _snapshots.load(self._store, name, self._log_line_hash)
+            except _snapshots.SnapshotOutdated as exc:
+                log.info("skipping snapshot: %s", exc)  # an upgrade: not a fault
+                self.stats.snapshots_skipped.append(name)
+                outdated = True
+                continue
             except _snapshots.SnapshotInvalid as exc:
                 if self._past_the_log(name):
                     past.append((seq, name))
@@ -705,11 +716,9 @@ class Ledger(HistoryMixin):
             break
         if self._state is None:
             self._state, self._offset, self._line_start = State(), 0, 0
-        self._catch_up(locked=False)
+        state = self._catch_up(locked=False)
         if past:
             newest, name = past[0]
-            state = self._state
-            assert state is not None
             self._lost = LostEvents(state.seq, newest, tuple(sorted(n for _, n in past)))
             self.stats.snapshots_skipped.extend(n for _, n in past)
             log.warning("events lost: the log %s ends at seq %d, but snapshot %s was written at seq "
@@ -717,6 +726,13 @@ class Ledger(HistoryMixin):
                         "opened from what the log holds, the snapshots are kept (docs/cli.md, "
                         "'Recovering a damaged ledger')", self._store.log_path, state.seq,
                         _snapshots._file(self._store, name), newest, state.seq + 1, newest)
+        if outdated and self._snap_seq == 0 and state.seq and not self._store.readonly:
+            # Only snapshots of an older format: write one of this format now,
+            # so that the next opening does not fold the whole log again.
+            try:
+                self._write_snapshot(state)
+            except (OSError, LedgerError) as exc:
+                log.warning("could not write snapshot at seq %d: %s", state.seq, exc)
 
     @property
     def lost(self) -> "LostEvents | None":

@@ -13,6 +13,8 @@ import re
 import sys
 from typing import Any, Iterable, Iterator, Mapping
 
+import attrs
+
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
@@ -422,7 +424,11 @@ def verify_json(r: VerifyReport) -> dict[str, Any]:
     return {"ok": r.ok, "events": r.events, "snapshots": r.snapshots,
             "problems": [{"file": p.file, "line": p.line, "seq": p.seq, "message": p.message}
                          for p in r.problems],
-            "notes": list(r.notes)}
+            "notes": list(r.notes),
+            "clock_jumps": [{"kind": j.kind, "event": attrs.asdict(j.event),
+                             "before": attrs.asdict(j.before) if j.before is not None else None}
+                            for j in r.clock_jumps],
+            "clock_jumps_total": r.clock_jumps_total}
 
 
 def plural(n: int, noun: str) -> str:

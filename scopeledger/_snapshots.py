@@ -65,6 +65,12 @@ class SnapshotInvalid(Exception):
         super().__init__(f"{path}: {reason}")
 
 
+class SnapshotOutdated(SnapshotInvalid):
+    """A snapshot of an older format than this scopeledger writes: skipped
+    (the state is folded from the log instead, and a new snapshot written),
+    never an error; ``verify`` notes it."""
+
+
 def _file(store: Store, name: str) -> str:
     """The full path of ``name`` in the snapshots directory (for messages)."""
     return os.path.join(store.file(SNAPSHOT_DIR), name)
@@ -330,7 +336,11 @@ def _parse_header(name: str, display: str, line: bytes, seq_in_name: int) -> Sna
     if not isinstance(h, dict):
         raise SnapshotInvalid(display, "header is not an object")
     if h.get("format") != SNAPSHOT_FORMAT:
-        raise SnapshotInvalid(display, f"format {h.get('format')!r}, this scopeledger reads {SNAPSHOT_FORMAT}")
+        fmt = h.get("format")
+        if type(fmt) is int and 1 <= fmt < SNAPSHOT_FORMAT:
+            raise SnapshotOutdated(display, f"format {fmt}, older than this scopeledger's {SNAPSHOT_FORMAT}: "
+                                            "skipped, the state is folded from the log")
+        raise SnapshotInvalid(display, f"format {fmt!r}, this scopeledger reads {SNAPSHOT_FORMAT}")
     try:
         info = SnapshotInfo(int(h["seq"]), int(h["offset"]), int(h["line_start"]),
                             str(h["last_hash"]), int(h["ts"]), name)

@@ -458,19 +458,14 @@ def _abs_path(p: str) -> str:
 
 
 def _seq_at_ns(ledger: Ledger, end_ns: int) -> int:
-    """Seq of the last event stamped at or before ``end_ns`` (0: none).
-    Exact to the nanosecond, although the library's times are datetimes."""
-    if end_ns < 0:
-        return 0  # before the epoch: no event is stamped there
-    us = -(-end_ns // 1000)  # round up to a whole microsecond, then step back
-    when = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)
-    seq = ledger.state_at(time=when).seq
-    while seq > 0:
-        e = next(iter(ledger.events(since=seq, until=seq)), None)
-        if e is None or e.ts <= end_ns:
-            break
-        seq -= 1
-    return seq
+    """Seq of the last event (by seq) stamped at or before ``end_ns`` (0:
+    none), as ``Ledger.time_point`` finds it. When that answer includes
+    events stamped after ``end_ns`` (a clock jump), a warning says so (on
+    stderr: ``warning: time travel to ... crosses a clock jump: ...``)."""
+    point = ledger.time_point(end_ns)
+    if point.crossed_count:
+        logging.getLogger("scopeledger").warning("%s", point.message())
+    return point.seq
 
 
 # -- numbers and points in time -------------------------------------------------------
@@ -1028,7 +1023,7 @@ def would_grant(ledger: Ledger, name: str, rules: Sequence[ScopeRule], parent: s
     reclaimed: list[tuple[str, str]] = []
 
     def reclaim(n: str, reason: str) -> None:  # simulated on the copy
-        ev = {"v": 1, "seq": state.seq + 1, "ts": state.last_ts, "prev": state.last_hash,
+        ev = {"v": 2, "seq": state.seq + 1, "ts": state.last_ts, "prev": state.last_hash,
               "type": "reclaimed", "name": n, "reason": reason, "reparented": reparent_plan(state, n)}
         apply(state, ev, state.last_hash)
         reclaimed.append((n, reason))

@@ -321,13 +321,17 @@ def test_symlinked_alias_of_a_held_directory_conflicts(ledger, tmp_path):
     assert c.rules[0].path == str(real / "new" / "x")
 
 
-def test_clock_stepping_back_never_goes_back_in_the_log(ledger_dir):
+def test_a_clock_stepping_back_is_recorded_as_it_read(ledger_dir):
+    """Format v2: each event's own clock reading, never clamped (the order
+    is the seq); v1 writers clamped (issue 13 item 14)."""
     times = iter([5_000, 4_000, 6_000])
     led = Ledger.open(ledger_dir, clock=lambda: next(times))
     led.register("a", [W("/a")])
     led.register("b", [W("/b")])
     led.register("c", [W("/c")])
-    assert [e["ts"] for e in log_lines(ledger_dir)] == [5_000, 5_000, 6_000]
+    assert [e["ts"] for e in log_lines(ledger_dir)] == [5_000, 4_000, 6_000]
+    state = Ledger.open(ledger_dir).state()
+    assert (state.last_ts, state.max_ts, state.clock_back_seq) == (6_000, 6_000, 2)
 
 
 @pytest.mark.parametrize("pid, why", [(2**22 + 12345, "no such process"), ("123", "must be an int"),
