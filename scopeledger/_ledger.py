@@ -699,6 +699,9 @@ class Ledger(HistoryMixin):
             try:
                 state, info = _snapshots.load(self._store, name, self._log_line_hash)
             except _snapshots.SnapshotOutdated as exc:
+                if self._past_the_log(name):
+                    past.append((seq, name))
+                    continue
                 log.info("skipping snapshot: %s", exc)  # an upgrade: not a fault
                 self.stats.snapshots_skipped.append(name)
                 outdated = True
@@ -749,6 +752,10 @@ class Ledger(HistoryMixin):
         no snapshot passes). A damaged header is just a bad snapshot."""
         try:
             info = _snapshots.read_header(self._store, name)
+        except _snapshots.SnapshotOutdated as exc:  # an older format: its header still says where
+            if exc.info is None:
+                return False
+            info = exc.info
         except _snapshots.SnapshotInvalid:
             return False
         size = self._store.size()

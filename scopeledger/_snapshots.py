@@ -68,7 +68,11 @@ class SnapshotInvalid(Exception):
 class SnapshotOutdated(SnapshotInvalid):
     """A snapshot of an older format than this scopeledger writes: skipped
     (the state is folded from the log instead, and a new snapshot written),
-    never an error; ``verify`` notes it."""
+    never an error; ``verify`` notes it. ``info``: its header
+    (:class:`SnapshotInfo`), so that one written past the end of the log
+    still tells what the log lost."""
+
+    info: "SnapshotInfo | None" = None
 
 
 def _file(store: Store, name: str) -> str:
@@ -335,11 +339,9 @@ def _parse_header(name: str, display: str, line: bytes, seq_in_name: int) -> Sna
         raise SnapshotInvalid(display, "header is not JSON") from None
     if not isinstance(h, dict):
         raise SnapshotInvalid(display, "header is not an object")
-    if h.get("format") != SNAPSHOT_FORMAT:
-        fmt = h.get("format")
-        if type(fmt) is int and 1 <= fmt < SNAPSHOT_FORMAT:
-            raise SnapshotOutdated(display, f"format {fmt}, older than this scopeledger's {SNAPSHOT_FORMAT}: "
-                                            "skipped, the state is folded from the log")
+    fmt = h.get("format")
+    outdated = type(fmt) is int and 1 <= fmt < SNAPSHOT_FORMAT
+    if fmt != SNAPSHOT_FORMAT and not outdated:
         raise SnapshotInvalid(display, f"format {fmt!r}, this scopeledger reads {SNAPSHOT_FORMAT}")
     try:
         info = SnapshotInfo(int(h["seq"]), int(h["offset"]), int(h["line_start"]),
@@ -349,6 +351,11 @@ def _parse_header(name: str, display: str, line: bytes, seq_in_name: int) -> Sna
         raise SnapshotInvalid(display, "header lacks a field or has a wrong type") from None
     if info.seq != seq_in_name:
         raise SnapshotInvalid(display, f"header says seq {info.seq}")
+    if outdated:  # (the header's fields are the same in every format so far)
+        exc = SnapshotOutdated(display, f"format {fmt}, older than this scopeledger's {SNAPSHOT_FORMAT}: "
+                                        "skipped, the state is folded from the log")
+        exc.info = info
+        raise exc
     return info
 
 

@@ -165,3 +165,23 @@ def test_a_snapshot_of_the_older_format_is_skipped_quietly_and_replaced(ledger_d
     assert orjson.loads(open(path, "rb").readline())["format"] == SNAPSHOT_FORMAT  # written again
     with Ledger.open(ledger_dir) as led:
         assert led.stats.snapshot_seq == 3 and led.stats.events_folded == 0
+
+
+def test_a_snapshot_of_the_older_format_past_the_end_of_the_log_still_tells_what_was_lost(ledger_dir):
+    """An upgrade after a power cut: the log lost its tail, a format-1
+    snapshot saw it. Skipping that snapshot as merely outdated would hide
+    the loss."""
+    with Ledger.open(ledger_dir) as led:
+        for n in "abcd":
+            led.register(n, [W(f"/{n}")])
+        led.snapshot()
+    snaps = os.path.join(ledger_dir, "snapshots")
+    (name,) = os.listdir(snaps)
+    path = os.path.join(snaps, name)
+    head, body = open(path, "rb").read().split(b"\n", 1)
+    open(path, "wb").write(orjson.dumps(dict(orjson.loads(head), format=1)) + b"\n" + body)
+    log = os.path.join(ledger_dir, "events.jsonl")
+    lines = open(log, "rb").read().splitlines(keepends=True)
+    open(log, "wb").write(b"".join(lines[:2]))  # the power cut took seq 3 and 4
+    with Ledger.open(ledger_dir) as led:
+        assert led.lost is not None and (led.lost.last_seq, led.lost.snapshot_seq) == (2, 4)
