@@ -242,8 +242,30 @@ def line_hash(line: bytes) -> str:
 
 
 def encode(event: dict[str, Any]) -> bytes:
-    """One event dict -> its line, without the trailing newline."""
-    return orjson.dumps(event)
+    """One event dict -> its line, without the trailing newline. Every
+    character :meth:`str.isprintable` rejects (control characters, DEL and
+    C1, U+2028/9, bidi controls such as U+202E, other format characters,
+    lone surrogates, ...) is written as a JSON escape (``\\u202e``), so
+    that a line shown as it is stored (``cat``, ``ledger replay --json``)
+    can neither drive a terminal nor show a path reversed; a reader decodes
+    the same text. Most lines are ASCII without DEL: checked in C, unchanged."""
+    line = orjson.dumps(event)
+    if line.isascii() and 127 not in line:  # (an int: memchr; a bytes needle costs 4x more)
+        return line
+    text = line.decode("utf-8", "surrogatepass")
+    if text.isprintable():
+        return line
+    return "".join(ch if ch.isprintable() else json_escape(ch) for ch in text).encode("utf-8")
+
+
+def json_escape(ch: str) -> str:
+    """One character as a JSON escape: ``\\u202e``; past U+FFFF, a
+    surrogate pair."""
+    o = ord(ch)
+    if o < 0x10000:
+        return f"\\u{o:04x}"
+    o -= 0x10000
+    return f"\\u{0xd800 + (o >> 10):04x}\\u{0xdc00 + (o & 0x3ff):04x}"
 
 
 def decode(line: bytes, path: str, lineno: int | None, payload: bool = True) -> dict[str, Any]:

@@ -186,15 +186,9 @@ def json_text(obj: Any, **kw: Any) -> str:
     text = json.dumps(obj, ensure_ascii=False, **kw)
     if text.isprintable():
         return text
-    return "".join(ch if ch.isprintable() else _json_escape(ch) for ch in text)
+    from ._events import json_escape
 
-
-def _json_escape(ch: str) -> str:
-    o = ord(ch)
-    if o < 0x10000:
-        return f"\\u{o:04x}"
-    o -= 0x10000
-    return f"\\u{0xd800 + (o >> 10):04x}\\u{0xdc00 + (o & 0x3ff):04x}"
+    return "".join(ch if ch.isprintable() else json_escape(ch) for ch in text)
 
 
 # -- shared options and context ----------------------------------------------------

@@ -134,3 +134,18 @@ def test_json_output_escapes_every_character_that_is_not_printable(ledger_dir, t
     for ch in NOT_PRINTABLE:
         assert ch not in p.stdout + p.stderr
     assert missing in json.loads(p.stdout)["error"]["message"]
+
+
+def test_the_log_stores_characters_that_are_not_printable_escaped(ledger_dir):
+    """replay --json writes lines as stored: the stored line is escaped,
+    and decodes to the very path (the chain is of the stored bytes)."""
+    path = f"/t/evil{NOT_PRINTABLE}name"
+    with Ledger.open(ledger_dir, resolve_symlinks=False) as led:
+        led.register("h", [ScopeRule(path, "write")])
+        assert led.holder("h").rules[0].path == path
+    raw = open(os.path.join(ledger_dir, "events.jsonl"), "rb").read()
+    text = raw.decode("utf-8")
+    assert text.isascii() or all(ch.isprintable() or ch == "\n" for ch in text)
+    assert b"\\u202e" in raw and b"\\u007f" in raw
+    assert Ledger.open(ledger_dir).holder("h").rules[0].path == path
+    assert verify(ledger_dir).ok
