@@ -139,21 +139,26 @@ def test_a_v1_line_going_back_is_still_corrupt(ledger_dir):
         Ledger.open(ledger_dir)
 
 
-def test_a_snapshot_of_the_older_format_is_skipped_quietly_and_replaced(ledger_dir, caplog):
-    """The State's JSON gained fields, so the snapshot format went up: one
-    of format 1 is skipped (the state is folded from the log), never an error,
-    and a new one is written; verify notes it."""
+def _format_1_snapshot(ledger_dir, names):
+    """A ledger of holders ``names`` whose one snapshot (at the end) says
+    format 1, as the previous version wrote them; ``(name, path)``."""
     with Ledger.open(ledger_dir) as led:
-        for n in "abc":
+        for n in names:
             led.register(n, [W(f"/{n}")])
         led.snapshot()
     snaps = os.path.join(ledger_dir, "snapshots")
     (name,) = os.listdir(snaps)
     path = os.path.join(snaps, name)
     head, body = open(path, "rb").read().split(b"\n", 1)
-    h = orjson.loads(head)
-    h["format"] = 1
-    open(path, "wb").write(orjson.dumps(h) + b"\n" + body)
+    open(path, "wb").write(orjson.dumps(dict(orjson.loads(head), format=1)) + b"\n" + body)
+    return name, path
+
+
+def test_a_snapshot_of_the_older_format_is_skipped_quietly_and_replaced(ledger_dir, caplog):
+    """The State's JSON gained fields, so the snapshot format went up: one
+    of format 1 is skipped (the state is folded from the log), never an error,
+    and a new one is written; verify notes it."""
+    name, path = _format_1_snapshot(ledger_dir, "abc")
     report = verify(ledger_dir)
     assert report.ok and any(f"format 1, older than this scopeledger's {SNAPSHOT_FORMAT}" in n
                              for n in report.notes)
@@ -171,15 +176,7 @@ def test_a_snapshot_of_the_older_format_past_the_end_of_the_log_still_tells_what
     """An upgrade after a power cut: the log lost its tail, a format-1
     snapshot saw it. Skipping that snapshot as merely outdated would hide
     the loss."""
-    with Ledger.open(ledger_dir) as led:
-        for n in "abcd":
-            led.register(n, [W(f"/{n}")])
-        led.snapshot()
-    snaps = os.path.join(ledger_dir, "snapshots")
-    (name,) = os.listdir(snaps)
-    path = os.path.join(snaps, name)
-    head, body = open(path, "rb").read().split(b"\n", 1)
-    open(path, "wb").write(orjson.dumps(dict(orjson.loads(head), format=1)) + b"\n" + body)
+    _format_1_snapshot(ledger_dir, "abcd")
     log = os.path.join(ledger_dir, "events.jsonl")
     lines = open(log, "rb").read().splitlines(keepends=True)
     open(log, "wb").write(b"".join(lines[:2]))  # the power cut took seq 3 and 4
