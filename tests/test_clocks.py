@@ -129,9 +129,11 @@ def test_a_v1_line_going_back_is_still_corrupt(ledger_dir):
             led.register(n, [W(f"/{n}")])
     evs = [orjson.loads(x) for x in open(os.path.join(ledger_dir, "events.jsonl"), "rb").read().splitlines()]
     evs[1]["ts"] = evs[0]["ts"] - 1
+    from torture_support import as_v1_event
+
     prev, out = "0" * 32, []
     for e in evs:
-        e = dict(e, v=1, prev=prev)
+        e = dict(as_v1_event(e), prev=prev)
         out.append(orjson.dumps(e))
         prev = line_hash(out[-1])
     open(os.path.join(ledger_dir, "events.jsonl"), "wb").write(b"".join(x + b"\n" for x in out))

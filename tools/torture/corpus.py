@@ -335,7 +335,7 @@ def _log_cases() -> list[Case]:
         ("reserved-string", ev_json(lambda e: holder(e, reserved="no")), r"holder\.reserved is 'no', not true or false"),
         ("socket-int", ev_json(lambda e: holder(e, socket=5)), r"holder\.socket is 5, not a path or null"),
         # A v1 line (its writer clamped the clock) going back; a v2 line's ts is its writer's own.
-        ("ts-back", ev_json(lambda e: (e.__setitem__("v", 1), e.__setitem__("ts", 1))[0]),
+        ("ts-back", ev_json(lambda e: (_as_v1(e), e.__setitem__("ts", 1))[0]),
          r"ts 1 is not an integer at or after the event before"),
         ("actor-pid-true", ev_json(lambda e: e["actor"].__setitem__("pid", True)), r"actor is not"),
         ("actor-boot-int", ev_json(lambda e: e["actor"].__setitem__("boot", 5)), r"actor is not"),
