@@ -1055,39 +1055,15 @@ def check_request(state: State, name: str, rules: tuple[ScopeRule, ...],
     return None
 
 
-def _has_entry(node: list[Any], name: str, code: int) -> bool:
-    """Whether a trie node holds holder ``name``'s rule with ``code``
-    (2 for write + 1 for recursive). O(1): one dict lookup."""
-    a = node[1]
-    if a is None:
-        return False
-    if type(a) is str:
-        r = node[2]
-        return a == name and _CODE[r.permission] + r.recursive == code
-    return (name, code) in a
-
-
 def covered_by(state: State, name: str, rule: ScopeRule) -> bool:
     """Whether one of live holder ``name``'s rules covers ``rule``
-    (:func:`scopeledger.covers`: at least its permission, and a recursive
-    rule at its path or above, or the very same non-recursive rule), found
-    by walking ``rule``'s path in the tries: O(depth of the path), whatever
-    the number of rules the holder or anyone else has."""
-    parts = _parts(rule.path)
-    # The codes of a covering rule: a write covers a read; only a recursive
-    # rule covers from above; at the path itself a non-recursive rule also
-    # covers a non-recursive one.
-    tries = ((state.writes, 2),) if rule.permission is _WRITE else ((state.writes, 2), (state.reads, 0))
-    for index, base in tries:
-        node = index.root
-        for part in parts:
-            if _has_entry(node, name, base + 1):
-                return True
-            node = _child(node, part)
-            if node is None:
-                break
-        else:
-            if _has_entry(node, name, base + 1) or (not rule.recursive and _has_entry(node, name, base)):
+    (:func:`scopeledger.covers`), looked for among the entries the path
+    tries give as overlapping ``rule`` (a covering rule overlaps it): the
+    rule's ancestors and what lies at or below it, never every rule the
+    holder has."""
+    for index in ((state.writes,) if rule.permission is _WRITE else (state.writes, state.reads)):
+        for owner, r in index.overlapping(rule):
+            if owner == name and covers(r, rule):
                 return True
     return False
 
