@@ -34,14 +34,16 @@ from .model import LogChecker, library_view, line_hash
 
 
 def _as_v1(ev: dict[str, Any]) -> None:
-    """Make a v2 event (in place) as the v1 code wrote it: ``v`` 1 and v1
-    process identities (``pid``, ``start`` seconds, ``boot``)."""
+    """Make a v2 event (in place) as the v1 code wrote it: ``v`` 1, v1
+    process identities (``pid``, ``start`` seconds, ``boot``) and rules of
+    three items (no path identity)."""
     def v1(i: dict[str, Any]) -> dict[str, Any]:
         return {"pid": i["pid"], "start": 1764425990.5, "boot": i["boot"]}
     ev["v"] = 1
     ev["actor"] = v1(ev["actor"])
     if "holder" in ev:
         ev["holder"]["process"] = v1(ev["holder"]["process"])
+        ev["holder"]["rules"] = [r[:3] for r in ev["holder"]["rules"]]  # v1 rules carry no path identity
     if "process" in ev:
         ev["process"] = v1(ev["process"])
 
