@@ -1181,6 +1181,7 @@ def build_history(directory: str, live: int, events: int, interval: int, tail: i
             if seq % interval == 0 and seq <= events:
                 assert (seq - live) % 2 == 0  # after a release: the state is the live set
                 st.seq, st.last_hash, st.last_ts = seq, h, ts
+                st.max_ts = max(st.max_ts, ts)  # the fold keeps the highest ts seen (v2 ts are not clamped)
                 f.flush()
                 write_snapshot(store, st, offset, line_start)
                 snaps += 1
