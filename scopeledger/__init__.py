@@ -24,9 +24,11 @@ from ._errors import (
     UnknownHolder,
     UnsafeLedgerPath,
 )
-from ._fold import MAX_RULES_PER_REQUEST, Allocation, State
+from ._fold import EVENT_TYPES, MAX_RULES_PER_REQUEST, Allocation, State
 from ._history import ClockJump, ClockJumpWarning, Diff, Event, Holding, Problem, Stamped, TimePoint, VerifyReport
 from ._ledger import (
+    ENV_DIR,
+    Decision,
     EffectiveScope,
     Hold,
     Ledger,
@@ -39,6 +41,7 @@ from ._ledger import (
 )
 from ._process import Liveness, ProcessIdentity, Verdict, host_id, identify, judge, probe
 from ._rules import Permission, ScopeRule, covers, normalize_path, overlaps, parse_rule
+from ._store import resolve_path
 from ._runtime import (
     Manifest,
     install_from_manifest,
@@ -51,11 +54,14 @@ from ._runtime import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ENV_DIR",
+    "EVENT_TYPES",
     "MAX_RULES_PER_REQUEST",
     "Allocation",
     "ClockJump",
     "ClockJumpWarning",
     "CorruptLedger",
+    "Decision",
     "DelegationError",
     "Diff",
     "DuplicateHolder",
@@ -106,6 +112,7 @@ __all__ = [
     "parse_manifest",
     "parse_rule",
     "probe",
+    "resolve_path",
     "runtime_base",
     "socket_path_for",
     "verify",

@@ -37,6 +37,7 @@ from ._errors import (
     NoLedger,
     PartlyRecorded,
     ReadOnlyLedger,
+    Refused,
     ScopeConflict,
     UnknownHolder,
     UnsafeLedgerPath,
@@ -74,6 +75,14 @@ ENV_DIR = "SCOPELEDGER_DIR"
 #: snapshot costs O(1) per event amortised.
 DEFAULT_SNAPSHOT_EVERY = 10_000
 
+
+
+#: The requester's name in :meth:`Ledger.decide`'s messages when it is asked
+#: without a name (not a valid holder name, so it cannot be a holder's).
+CHECK_NAME = "(check)"
+
+#: How often :meth:`Ledger.wait` looks at the log's size, in seconds.
+WAIT_POLL_SECONDS = 0.05
 
 
 def default_path() -> str:
@@ -315,6 +324,34 @@ class ReclaimReport:
         return [(n, v) for n, v in self.kept if v.liveness is Liveness.UNKNOWN]
 
 
+@attrs.frozen
+class Decision:
+    """How ``register`` (or ``delegate``) would decide a request now
+    (:meth:`Ledger.decide`); nothing is recorded.
+
+    Attributes:
+        refusal: the :class:`Refused` the request would meet
+            (:class:`ScopeConflict`, :class:`DelegationError` or
+            :class:`DuplicateHolder`), not raised; ``None`` when it would be
+            granted.
+        reclaimed: ``tuple[Reclaimed, ...]``: the holders in the way whose
+            process is provably dead, which the request would reclaim
+            first, in that order (``seq`` is ``None``: nothing was
+            recorded; ``reparented`` as if each were reclaimed in turn).
+        rules: ``tuple[ScopeRule, ...]``: the request's rules as the
+            ledger would record them (:meth:`Ledger.canonical_rules`).
+    """
+
+    refusal: Refused | None
+    reclaimed: tuple[Reclaimed, ...]
+    rules: tuple[ScopeRule, ...]
+
+    @property
+    def granted(self) -> bool:
+        """``True`` when the request would be granted now."""
+        return self.refusal is None
+
+
 class _Txn:
     """Events built under the lock, applied to the state as they are built,
     written with one ``write`` at commit.
@@ -544,7 +581,7 @@ class Ledger(HistoryMixin):
              snapshot_every: int = DEFAULT_SNAPSHOT_EVERY, keep_snapshots: int | None = None,
              resolve_symlinks: bool = True, clock: Callable[[], int] | None = None,
              readonly: bool = False, create: bool = True,
-             allow_network_fs: bool = False) -> "Ledger":
+             allow_network_fs: bool = False, fold: bool = True) -> "Ledger":
         """Open (creating if needed) the ledger in directory ``path``.
 
         Args:
@@ -603,6 +640,15 @@ class Ledger(HistoryMixin):
                 (``network_fs``). Without it, opening such a ledger for
                 writing is :class:`UnsafeLedgerPath`; ``readonly`` needs
                 no opt-in.
+            fold: ``False``: fold nothing now; the first call that needs
+                the current state folds it (from the newest snapshot, as
+                opening does), and raises what opening would have raised. A
+                replay from the first event (:meth:`events`,
+                :meth:`event_lines`, :meth:`history`) and :meth:`verify` do
+                not need it: so a ledger whose log is damaged after its
+                newest snapshot, which does not open, can still show the
+                events before the damaged line (each vouched for by the
+                line after it) before raising :class:`CorruptLedger` there.
 
         Raises:
             UnsafeLedgerPath: as root, the ledger does not exist and
@@ -624,13 +670,14 @@ class Ledger(HistoryMixin):
                 subdirectory or the log has no owner write bit
                 (write-protected); nothing is changed.
             TypeError: ``path`` is not a ``str`` or ``os.PathLike[str]``;
-                ``fsync``, ``resolve_symlinks``, ``readonly`` or ``create``
-                is not a ``bool``; ``probe`` or ``clock`` is neither ``None`` nor
+                ``fsync``, ``resolve_symlinks``, ``readonly``, ``create``
+                or ``fold`` is not a ``bool``; ``probe`` or ``clock`` is neither ``None`` nor
                 callable. Nothing is created.
             ValueError: ``timeout``, ``snapshot_every`` or
                 ``keep_snapshots`` of the wrong type or out of range.
                 Nothing is created.
-            CorruptLedger: a complete log line does not check out.
+            CorruptLedger: a complete log line does not check out (with
+                ``fold=False``: when the state is first needed).
             LedgerIOError: the OS refused to create, open or read the
                 directory or a file in it (permission denied, an I/O error,
                 ...); it names the full path, ``__cause__`` is the OSError.
@@ -640,6 +687,7 @@ class Ledger(HistoryMixin):
         _check_bool("readonly", readonly)
         _check_bool("create", create)
         _check_bool("allow_network_fs", allow_network_fs)
+        _check_bool("fold", fold)
         # Before the Store: a bad option creates no directory.
         _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         path = _dir_path(path)
@@ -650,7 +698,7 @@ class Ledger(HistoryMixin):
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
                        snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,
-                       resolve_symlinks=resolve_symlinks, clock=clock)
+                       resolve_symlinks=resolve_symlinks, clock=clock, load=fold)
         except BaseException:
             store.close()
             raise
@@ -1310,6 +1358,124 @@ class Ledger(HistoryMixin):
         done = self._transact(build)
         return ReclaimReport(done, tuple((a.name, verdicts[a.name]) for a in snapshot
                                          if a.name in verdicts and not verdicts[a.name].dead))
+
+    def decide(self, name: str | None, rules: Sequence[ScopeRule] | ScopeRule, *,
+               parent: str | None = None, parent_token: int | None = None) -> Decision:
+        """How :meth:`register` (``parent`` ``None``) or :meth:`delegate`
+        would decide this request now, by the same rule: holders in the way
+        (the conflicting chain, a sibling's subtree, the name's holder)
+        whose process the ledger's probe proves dead count as reclaimed
+        first. Records nothing and takes no lock (what ``ledger check`` and
+        ``ledger run``'s waiting ask). The answer may be stale as soon as it
+        is given: another process may change the ledger meanwhile.
+
+        Args:
+            name: the holder name asked for; ``None`` checks the rules only
+                (no name is taken; messages call the requester ``'(check)'``).
+            rules: as :meth:`register`.
+            parent: ask as a delegation from this live holder.
+            parent_token: as :meth:`delegate` (a ``TypeError`` without
+                ``parent``).
+
+        Returns:
+            :class:`Decision`.
+
+        Raises:
+            UnknownHolder: ``parent`` is not live, or is live with another
+                grant than ``parent_token`` (as :meth:`delegate` raises it).
+            InvalidHolderName, InvalidScope, TypeError: as :meth:`delegate`
+                (nothing is probed).
+        """
+        name = CHECK_NAME if name is None else check_name(name)
+        if parent is not None:
+            parent = check_name(parent, "parent")
+        elif parent_token is not None:
+            raise TypeError("parent_token is given without parent")
+        _check_token(parent_token, allow_none=True, what="parent_token")
+        rules_t = self._prepare(rules)
+        with self._mem:
+            state = self._current()
+            if parent is not None:
+                stale = stale_grant(state, parent, parent_token, "parent")
+                if stale is not None:
+                    raise stale
+            err = check_request(state, name, rules_t, parent)
+            if err is None or isinstance(err, UnknownHolder):
+                if err is not None:
+                    raise err
+                return Decision(None, (), rules_t)
+            state = state.copy()  # the reclaims below are simulated on a copy
+        verdicts: dict[str, Verdict] = {}
+        reclaimed: list[Reclaimed] = []
+
+        def liveness(n: str) -> Verdict:
+            v = verdicts.get(n)
+            if v is None:
+                v = verdicts[n] = run_probe(self._probe, state.holders[n].process)
+            return v
+
+        def reclaim(n: str, reason: str) -> None:
+            plan = reparent_plan(state, n)
+            reclaimed.append(Reclaimed(n, reason, verdicts[n].why, state.holders[n].pid, None,
+                                       tuple((c, p) for c, p in plan)))
+            commit_removal(state, n, state.seq + 1, state.last_ts, state.last_hash)
+
+        err = decide(state, name, rules_t, parent, liveness, reclaim)
+        if isinstance(err, UnknownHolder):
+            raise err
+        assert err is None or isinstance(err, Refused)
+        return Decision(err, tuple(reclaimed), rules_t)
+
+    def would_grant(self, name: str | None, rules: Sequence[ScopeRule] | ScopeRule, *,
+                    parent: str | None = None, parent_token: int | None = None) -> Refused | None:
+        """The refusal :meth:`register`/:meth:`delegate` would meet now, or
+        ``None`` when the request would be granted: ``decide(...).refusal``
+        (see :meth:`decide`; dead holders in the way count as reclaimable).
+        Records nothing.
+
+        Raises:
+            as :meth:`decide`.
+        """
+        return self.decide(name, rules, parent=parent, parent_token=parent_token).refusal
+
+    def canonical_rules(self, rules: Sequence[ScopeRule] | ScopeRule) -> tuple[ScopeRule, ...]:
+        """``rules`` as this ledger would record them in a grant: each path
+        canonical (symlinks in its existing part resolved, unless opened
+        with ``resolve_symlinks=False``), identified by the mount table now
+        (ARCHITECTURE.md, "The identity of a path"), a rule given twice kept
+        once. Records nothing.
+
+        Raises:
+            InvalidScope: as :meth:`register` (bad rules, too many).
+        """
+        return self._prepare(rules)
+
+    def wait(self, after: int, timeout: float | None = None) -> int:
+        """Wait until the log holds an event after seq ``after``, at most
+        ``timeout`` seconds (``None``: for ever), folding it in; returns the
+        newest seq folded, ``int`` (``<= after`` when the time ran out).
+        Takes no lock: the log's size is looked at (``fstat``) every 50 ms.
+
+        Raises:
+            TypeError: ``after`` is not an ``int``.
+            ValueError: ``timeout`` not ``None`` or 0 to 1e9 seconds.
+            CorruptLedger: a new line does not check out.
+        """
+        if type(after) is not int:
+            raise TypeError(f"after must be an int (a seq), not {shown(after)}")
+        _check_timeout("timeout", timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        store = self._store
+        while True:
+            seq = self.refresh()
+            if seq > after:
+                return seq
+            size = store.size()
+            while store.size() == size:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    return seq
+                time.sleep(WAIT_POLL_SECONDS if deadline is None else min(WAIT_POLL_SECONDS, deadline - now))
 
     def liveness(self, holders: Sequence[Allocation] | None = None) -> dict[str, Verdict]:
         """The ledger's probe's verdict on each holder's process now, with

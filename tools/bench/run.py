@@ -206,7 +206,15 @@ TARGETS: dict[str, Any] = {**FULL, **_TARGETS_ONLY, "pair_sizes": [1_000], "memo
                            "counts_backends": ["scopeledger", "floor", "seed-orjson", "sqlite-lean"]}
 TARGETS_QUICK: dict[str, Any] = {**QUICK, **_TARGETS_ONLY, "pair_sizes": [200], "memory_sizes": [200],
                                  "history_sizes": [5_000]}
-PRESETS = {"full": FULL, "quick": QUICK, "targets": TARGETS, "targets-quick": TARGETS_QUICK}
+#: Before/after a change of the library's layers (issue 14): register+release at 1,000 live
+#: holders beside the floor, open/replay/verify/state_at on a 200k-event history, and the
+#: instruction count of a pair; run the old and the new tree alternately.
+LAYERS: dict[str, Any] = {**FULL, "sections": ["growth", "history", "counts"],
+                          "growth_backends": ["scopeledger", "floor"], "pair_sizes": [1_000],
+                          "query_rule_sizes": [], "memory_sizes": [], "history_sizes": [200_000],
+                          "counts_backends": ["scopeledger"], "issue5_targets": False}
+PRESETS = {"full": FULL, "quick": QUICK, "targets": TARGETS, "targets-quick": TARGETS_QUICK,
+           "layers": LAYERS}
 SECTIONS = ("startup", "growth", "contended", "fsync", "history", "counts")
 
 GROWTH_BACKENDS = ("scopeledger", "floor", "floor-unlocked", "seed", "seed-orjson", "sqlite", "sqlite-lean")

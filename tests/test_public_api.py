@@ -1,0 +1,133 @@
+"""The public API the command line uses: Ledger.decide / would_grant (what a
+request would meet now, dead holders in the way counted as reclaimed, nothing
+recorded), canonical_rules, wait (news from another process) and
+Ledger.open(fold=False) (a damaged ledger replayed up to its damage)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import scopeledger
+from scopeledger import (
+    CorruptLedger,
+    Decision,
+    DelegationError,
+    DuplicateHolder,
+    Ledger,
+    ScopeConflict,
+    ScopeRule,
+    UnknownHolder,
+)
+
+
+def W(path):
+    return ScopeRule(path, "write")
+
+
+def _dead_pid():
+    child = subprocess.Popen(["sleep", "600"])
+    child.kill()
+    child.wait()
+    return child.pid
+
+
+def _log(led):
+    with open(os.path.join(led.path, "events.jsonl"), "rb") as f:
+        return f.read()
+
+
+def test_decide_counts_a_dead_holder_in_the_way_as_reclaimed_and_records_nothing(ledger, tmp_path):
+    child = subprocess.Popen(["sleep", "600"])
+    ledger.register("dead", [W("/r/a")], pid=child.pid)
+    ledger.delegate("dead", "kid", [W("/r/a/k")], pid=child.pid)
+    child.kill()
+    child.wait()
+    before = _log(ledger)
+    d = ledger.decide("new", [W("/r/a")])
+    assert isinstance(d, Decision) and d.granted and d.refusal is None
+    assert [(r.name, r.reason, r.seq) for r in d.reclaimed] == [
+        ("dead", "process_gone", None), ("kid", "process_gone", None)]
+    assert d.reclaimed[0].reparented == (("kid", None),)
+    assert d.reclaimed[0].pid == child.pid and "no longer exists" in d.reclaimed[0].why
+    assert d.rules == ledger.canonical_rules([W("/r/a")])
+    assert ledger.would_grant("new", [W("/r/a")]) is None
+    assert _log(ledger) == before  # nothing recorded
+    assert {a.name for a in ledger.holders()} == {"dead", "kid"}
+
+
+def test_decide_refuses_as_register_and_delegate_would(ledger):
+    ledger.register("a", [W("/r/a")])
+    ledger.register("b", [W("/r/b")])
+    ledger.delegate("a", "a1", [W("/r/a/x")])
+    err = ledger.would_grant(None, [W("/r/a/x/y")])
+    assert isinstance(err, ScopeConflict) and err.chain == ("a", "a1")
+    assert isinstance(ledger.would_grant("b", [W("/r/c")]), DuplicateHolder)
+    err = ledger.would_grant("a2", [W("/r/a/x")], parent="a")
+    assert isinstance(err, DelegationError) and err.sibling == "a1"
+    err = ledger.would_grant(None, [W("/r/b")], parent="a")
+    assert isinstance(err, DelegationError) and "'(check)'" in str(err)
+    # The same refusal register gives, in the same words; nothing recorded by decide.
+    with pytest.raises(ScopeConflict) as exc:
+        ledger.register("c", [W("/r/a/x/y")])
+    assert str(exc.value) == str(ledger.would_grant("c", [W("/r/a/x/y")]))
+
+
+def test_decide_raises_for_a_parent_that_is_not_live_or_another_grant(ledger):
+    a = ledger.register("a", [W("/r/a")])
+    with pytest.raises(UnknownHolder):
+        ledger.decide("k", [W("/r/a/k")], parent="nobody")
+    with pytest.raises(UnknownHolder, match="another grant"):
+        ledger.decide("k", [W("/r/a/k")], parent="a", parent_token=a.token + 1)
+    assert ledger.decide("k", [W("/r/a/k")], parent="a", parent_token=a.token).granted
+    with pytest.raises(TypeError):
+        ledger.decide("k", [W("/r/a/k")], parent_token=a.token)
+    with pytest.raises(scopeledger.InvalidHolderName):
+        ledger.decide("bad name", [W("/r/a/k")])
+
+
+def test_canonical_rules_resolve_symlinks_and_drop_repeats(ledger, tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    got = ledger.canonical_rules([W(str(tmp_path / "link")), W(str(real))])
+    assert [r.path for r in got] == [str(real)]
+
+
+def test_wait_returns_when_another_process_appends(ledger, ledger_dir):
+    seq = ledger.seq
+    assert ledger.wait(seq, timeout=0.1) == seq  # nothing new: the time runs out
+    code = (f"from scopeledger import Ledger, ScopeRule\n"
+            f"with Ledger.open({ledger_dir!r}) as led: led.register('other', [ScopeRule('/r/o', 'write')])\n")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        got = ledger.wait(seq, timeout=60)
+    finally:
+        child.wait()
+    assert got == seq + 1 and ledger.holder("other")
+    with pytest.raises(TypeError):
+        ledger.wait("1")
+
+
+def test_open_without_folding_replays_a_damaged_log_up_to_the_damage(ledger_dir):
+    with Ledger.open(ledger_dir) as led:
+        for i in range(4):
+            led.register(f"h{i}", [W(f"/r/{i}")])
+    log = os.path.join(ledger_dir, "events.jsonl")
+    lines = open(log, "rb").read().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b'"h2"', b'"hX"')  # seq 3 edited: seq 4's prev no longer matches
+    open(log, "wb").write(b"".join(lines))
+    with pytest.raises(CorruptLedger):
+        Ledger.open(ledger_dir, readonly=True)
+    led = Ledger.open(ledger_dir, readonly=True, fold=False)
+    seen = []
+    with pytest.raises(CorruptLedger) as exc:
+        for e in led.events():
+            seen.append(e.seq)
+    assert seen == [1, 2] and exc.value.line == 4  # seq 3 is not vouched for by seq 4
+    with pytest.raises(CorruptLedger):
+        led.holders()  # the current state is needed: folding it raises
+    led.close()
+    with pytest.raises(TypeError):
+        Ledger.open(ledger_dir, fold=1)
