@@ -27,14 +27,7 @@ from scopeledger import (
     UnknownHolder,
     verify,
 )
-
-
-def W(path, rec=True):
-    return ScopeRule(path, "write", rec)
-
-
-def Rd(path, rec=True):
-    return ScopeRule(path, "read", rec)
+from helpers import Rd, W
 
 
 def log_bytes(ledger_dir):

@@ -18,95 +18,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from helpers import (BIN, CMD, PY, R_at, W_at, cli_as_nobody, clean_env, jl, ledger_cmd, one_error_line, readline,
+                     wait_for)
 from scopeledger import Ledger, LedgerError, ScopeRule, cli, parse_rule
 from scopeledger import _render  # noqa: F401 - loaded for children that become user nobody
-from torture_support import NOBODY_UID, plant, run_as_nobody, shared_ledger
-
-_BIN = os.path.dirname(sys.executable)
-LEDGER = shutil.which("ledger", path=_BIN) or shutil.which("ledger")
-CMD = [LEDGER] if LEDGER else [sys.executable, "-m", "scopeledger"]
-PY = sys.executable
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCOPELEDGER_")}
-    env["NO_COLOR"] = "1"
-    env["PATH"] = _BIN + os.pathsep + env.get("PATH", "")
-    env.update(extra)
-    return env
-
-
-def ledger_cmd(led: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-               timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CMD, "--ledger", str(led), *args], capture_output=True, text=True,
-                          env=env or clean_env(), cwd=cwd, timeout=timeout)
-
-
-def jl(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def one_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("error: "), stderr
-    assert "Traceback" not in stderr
-    return lines[0]
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    root = tmp_path / "tree"
-    for d in ("src/parser", "src/lexer", "tests", "docs"):
-        (root / d).mkdir(parents=True)
-    return root.resolve()
-
-
-@pytest.fixture
-def led(tmp_path: Path) -> Path:
-    return tmp_path / "ledger"
-
-
-@pytest.fixture
-def lib(led: Path):
-    with Ledger.open(led) as ledger:
-        yield ledger
-
-
-def W(root: Path, spec: str) -> ScopeRule:
-    return parse_rule(spec, "write", str(root))
-
-
-def R(root: Path, spec: str) -> ScopeRule:
-    return parse_rule(spec, "read", str(root))
-
-
-_readers: dict[int, "queue.Queue[str]"] = {}
-
-
-def readline(p: subprocess.Popen, timeout: float = 20.0) -> str:
-    """A line of ``p``'s stdout, failing (not hanging) after ``timeout``.
-    A reader thread per process: a pipe's buffer may hold several lines."""
-    q = _readers.get(id(p))
-    if q is None:
-        q = _readers[id(p)] = queue.Queue()
-        assert p.stdout is not None
-        threading.Thread(target=lambda: [q.put(line) for line in p.stdout], daemon=True).start()
-    try:
-        return q.get(timeout=timeout)
-    except queue.Empty:
-        p.kill()
-        raise AssertionError(f"no output from {p.args!r} within {timeout}s") from None
-
-
-def wait_for(pred, timeout: float = 20.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
+from torture_support import NOBODY_UID, plant, shared_ledger
 
 # -- entry points, usage, errors -----------------------------------------------------------
 
@@ -117,7 +33,7 @@ def test_entry_points_help_and_version(led: Path) -> None:
     for cmd in ("replay", "show", "who", "check", "history", "diff", "verify", "snapshot",
                 "reclaim", "run", "demo"):
         assert cmd in out.stdout
-    alias = shutil.which("scopeledger", path=_BIN)
+    alias = shutil.which("scopeledger", path=BIN)
     if alias:
         v = subprocess.run([alias, "--version"], capture_output=True, text=True, env=clean_env())
         assert v.returncode == 0 and "scopeledger" in v.stdout
@@ -160,7 +76,7 @@ def test_usage_errors_are_one_line_exit_2(led: Path, lib: Ledger, args: list[str
 def test_empty_path_is_a_usage_error(led: Path, lib: Ledger, tree: Path, args: list[str],
                                      param: str) -> None:
     # An empty path never silently means the working directory.
-    lib.register("a", [W(tree, "src")])
+    lib.register("a", [W_at(tree, "src")])
     seq = lib.seq
     res = ledger_cmd(led, *args, cwd=tree)
     assert res.returncode == 2, res
@@ -200,8 +116,8 @@ def test_missing_ledger_is_not_created(tmp_path: Path) -> None:
 def test_ledger_selection_env_and_option(tmp_path: Path, tree: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     with Ledger.open(a) as la, Ledger.open(b) as lb:
-        la.register("in-a", [W(tree, "src")])
-        lb.register("in-b", [W(tree, "docs")])
+        la.register("in-a", [W_at(tree, "src")])
+        lb.register("in-b", [W_at(tree, "docs")])
     env = clean_env(SCOPELEDGER_DIR=str(a))
     res = subprocess.run([*CMD, "show", "--json"], capture_output=True, text=True, env=env)
     assert [h["name"] for h in json.loads(res.stdout)["holders"]] == ["in-a"]
@@ -230,19 +146,6 @@ def test_a_log_of_another_kind_is_unsafe_named_in_full(led: Path, lib: Ledger, k
                                           f"is {says}, not a regular file")
 
 
-def _cli_as_nobody(path: str, *args: str) -> tuple[int, str]:
-    """``ledger --ledger PATH ARGS...`` in a forked child that is user nobody
-    (in process: nobody cannot read the Python installation to start one)."""
-    from scopeledger import cli
-
-    def child() -> None:
-        for key in [k for k in os.environ if k.startswith("SCOPELEDGER_")]:
-            del os.environ[key]
-        cli.main(["--ledger", path, *args])
-
-    return run_as_nobody(child)
-
-
 def _recorded(path: str) -> None:
     with Ledger.open(path) as ledger:
         ledger.register("a", [ScopeRule("/a", "write")])
@@ -267,7 +170,7 @@ def test_a_file_the_os_refuses_is_named_by_its_full_path(args: list[str], name: 
             os.chmod(full, 0)
         else:
             os.chown(full, 0, 0)
-        got, out = _cli_as_nobody(path, *args)
+        got, out = cli_as_nobody(path, *args)
     finally:
         shutil.rmtree(base)
     assert got == code, out
@@ -275,7 +178,7 @@ def test_a_file_the_os_refuses_is_named_by_its_full_path(args: list[str], name: 
 
 
 def test_corrupt_ledger_exit_4_and_verify_names_line(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("a", [W(tree, "src")])
+    lib.register("a", [W_at(tree, "src")])
     lib.release("a")
     assert ledger_cmd(led, "verify").returncode == 0
     log = led / "events.jsonl"
@@ -297,7 +200,7 @@ def test_corrupt_ledger_exit_4_and_verify_names_line(led: Path, lib: Ledger, tre
 
 def test_verify_workers_give_the_same_report(led: Path, lib: Ledger, tree: Path) -> None:
     for i in range(40):
-        lib.register(f"h{i}", [W(tree, f"src/{i}")])
+        lib.register(f"h{i}", [W_at(tree, f"src/{i}")])
         lib.release(f"h{i}")
         if i % 8 == 7:
             lib.snapshot()  # cut points for the workers
@@ -318,9 +221,9 @@ def test_verify_workers_give_the_same_report(led: Path, lib: Ledger, tree: Path)
 
 
 def test_show_tree_and_json_match_library(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("rt", [W(tree, "src"), R(tree, "docs")])
-    lib.delegate("rt", "builder", [W(tree, "src/parser")])
-    lib.delegate("builder", "worker", [W(tree, "src/parser/gen/*")])
+    lib.register("rt", [W_at(tree, "src"), R_at(tree, "docs")])
+    lib.delegate("rt", "builder", [W_at(tree, "src/parser")])
+    lib.delegate("builder", "worker", [W_at(tree, "src/parser/gen/*")])
     res = ledger_cmd(led, "show", "--json")
     assert res.returncode == 0
     doc = json.loads(res.stdout)
@@ -338,8 +241,8 @@ def test_show_tree_and_json_match_library(led: Path, lib: Ledger, tree: Path) ->
 
 
 def test_show_at_and_who_at(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("rt", [W(tree, "src")])
-    lib.delegate("rt", "b", [W(tree, "src/lexer")])
+    lib.register("rt", [W_at(tree, "src")])
+    lib.delegate("rt", "b", [W_at(tree, "src/lexer")])
     mid = lib.seq
     lib.release("b")
     at = json.loads(ledger_cmd(led, "show", "--at", str(mid), "--json").stdout)
@@ -368,15 +271,15 @@ def test_show_at_and_who_at(led: Path, lib: Ledger, tree: Path) -> None:
 
 
 def test_replay_says_what_each_event_did(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("rt", [W(tree, "src")])
-    lib.delegate("rt", "mid", [W(tree, "src/parser"), W(tree, "src/lexer")])
-    lib.delegate("mid", "leaf", [W(tree, "src/parser")])
+    lib.register("rt", [W_at(tree, "src")])
+    lib.delegate("rt", "mid", [W_at(tree, "src/parser"), W_at(tree, "src/lexer")])
+    lib.delegate("mid", "leaf", [W_at(tree, "src/parser")])
     gone = subprocess.Popen([PY, "-c", "import time; time.sleep(30)"])
     zombie = subprocess.Popen([PY, "-c", "pass"])
-    lib.register("gone", [W(tree, "tests")], pid=gone.pid)
-    lib.register("zombie", [W(tree, "docs")], pid=zombie.pid)
+    lib.register("gone", [W_at(tree, "tests")], pid=gone.pid)
+    lib.register("zombie", [W_at(tree, "docs")], pid=zombie.pid)
     try:
-        lib.register("newcomer", [W(tree, "src/parser/x")])
+        lib.register("newcomer", [W_at(tree, "src/parser/x")])
     except Exception:
         pass
     lib.release("mid")  # leaf is re-parented to rt
@@ -425,12 +328,12 @@ def test_replay_says_what_each_event_did(led: Path, lib: Ledger, tree: Path) -> 
 
 
 def test_replay_follow(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("first", [W(tree, "src")])
+    lib.register("first", [W_at(tree, "src")])
     p = subprocess.Popen([*CMD, "--ledger", str(led), "replay", "--follow", "--json", "--interval", "0.05"],
                          stdout=subprocess.PIPE, text=True, env=clean_env())
     try:
         assert json.loads(readline(p))["seq"] == 1
-        lib.register("second", [W(tree, "docs")])
+        lib.register("second", [W_at(tree, "docs")])
         lib.release("first")
         assert json.loads(readline(p))["holder"]["name"] == "second"
         assert json.loads(readline(p))["type"] == "released"
@@ -440,14 +343,14 @@ def test_replay_follow(led: Path, lib: Ledger, tree: Path) -> None:
 
 
 def test_replay_follow_misses_nothing_under_a_burst(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("first", [W(tree, "src")])
+    lib.register("first", [W_at(tree, "src")])
     p = subprocess.Popen([*CMD, "--ledger", str(led), "replay", "--follow", "--json", "--interval", "0.01"],
                          stdout=subprocess.PIPE, text=True, env=clean_env())
     seqs = []
     try:
         seqs.append(json.loads(readline(p))["seq"])
         for i in range(150):  # appends race with the follower's reads
-            lib.register(f"b{i}", [W(tree, f"docs/{i}")])
+            lib.register(f"b{i}", [W_at(tree, f"docs/{i}")])
         while len(seqs) < 151:
             seqs.append(json.loads(readline(p))["seq"])
     finally:
@@ -457,10 +360,10 @@ def test_replay_follow_misses_nothing_under_a_burst(led: Path, lib: Ledger, tree
 
 
 def test_history_and_diff_match_library(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("rt", [W(tree, "src")])
+    lib.register("rt", [W_at(tree, "src")])
     a = lib.seq
-    lib.delegate("rt", "b", [W(tree, "src/lexer")])
-    lib.delegate("b", "c", [W(tree, "src/lexer/x")])
+    lib.delegate("rt", "b", [W_at(tree, "src/lexer")])
+    lib.delegate("b", "c", [W_at(tree, "src/lexer/x")])
     lib.release("b")
     b = lib.seq
     hist = jl(ledger_cmd(led, "history", "b", "--json").stdout)
@@ -483,7 +386,7 @@ def test_history_and_diff_match_library(led: Path, lib: Ledger, tree: Path) -> N
 
 def test_snapshot_and_reclaim_dry_run(led: Path, lib: Ledger, tree: Path) -> None:
     p = subprocess.Popen([PY, "-c", "pass"])
-    lib.register("w", [W(tree, "src")], pid=p.pid)
+    lib.register("w", [W_at(tree, "src")], pid=p.pid)
     p.wait()
     dry = json.loads(ledger_cmd(led, "reclaim", "--dry-run", "--json").stdout)
     assert dry["dry_run"] and [r["name"] for r in dry["reclaimed"]] == ["w"]
@@ -502,9 +405,9 @@ def test_snapshot_and_reclaim_dry_run(led: Path, lib: Ledger, tree: Path) -> Non
 
 
 def test_check_exit_codes_and_owner_chain(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("A", [W(tree, "src")])
-    lib.delegate("A", "B", [W(tree, "src/parser")])
-    lib.delegate("B", "D", [W(tree, "src/parser/deep")])
+    lib.register("A", [W_at(tree, "src")])
+    lib.delegate("A", "B", [W_at(tree, "src/parser")])
+    lib.delegate("B", "D", [W_at(tree, "src/parser/deep")])
     ok = ledger_cmd(led, "check", "--write", "docs", "--read", "src", cwd=tree)
     assert ok.returncode == 0 and ok.stdout.startswith("granted")
     no = ledger_cmd(led, "check", "--write", "src/parser/deep/x", cwd=tree)
@@ -513,7 +416,7 @@ def test_check_exit_codes_and_owner_chain(led: Path, lib: Ledger, tree: Path) ->
     js = json.loads(ledger_cmd(led, "check", "--write", "src/parser/deep/x", "--json", cwd=tree).stdout)
     assert js["granted"] is False and js["conflict"]["chain"] == ["A", "B", "D"]
     assert js["conflict"]["type"] == "ScopeConflict"
-    err = lib.find_conflict([W(tree, "src/parser/deep/x")])
+    err = lib.find_conflict([W_at(tree, "src/parser/deep/x")])
     assert tuple(js["conflict"]["chain"]) == err.chain
     # as a delegation from B: the sibling D is in the way
     sib = ledger_cmd(led, "check", "--parent", "B", "--write", "src/parser/deep", cwd=tree)
@@ -526,7 +429,7 @@ def test_check_exit_codes_and_owner_chain(led: Path, lib: Ledger, tree: Path) ->
 
 
 def test_check_relative_to_shows_paths_below_the_root_relative(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("A", [W(tree, "src")])
+    lib.register("A", [W_at(tree, "src")])
     no = ledger_cmd(led, "check", "--write", "src/x", "--relative-to", ".", cwd=tree)
     assert no.returncode == 1
     assert "write src/x/** conflicts with holder 'A' holding write src/**" in no.stdout
@@ -542,7 +445,7 @@ def test_check_relative_to_shows_paths_below_the_root_relative(led: Path, lib: L
 
 
 def test_check_unknown_parent_is_an_error_like_run(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("A", [W(tree, "src")])
+    lib.register("A", [W_at(tree, "src")])
     seq = lib.seq
     chk = ledger_cmd(led, "check", "--parent", "nope", "--write", "src/parser", cwd=tree)
     assert chk.returncode == 6, chk
@@ -565,7 +468,7 @@ def test_check_unknown_parent_is_an_error_like_run(led: Path, lib: Ledger, tree:
     assert env.returncode == 6 and env.stdout == ""
     assert one_error_line(env.stderr) == "error: no live holder named 'gone'"
     # a real refusal is still the answer on stdout, exit 1; a grant still exit 0
-    lib.delegate("A", "B", [W(tree, "src/parser")])
+    lib.delegate("A", "B", [W_at(tree, "src/parser")])
     no = ledger_cmd(led, "check", "--parent", "A", "--write", "src/parser/x", cwd=tree)
     assert no.returncode == 1 and no.stdout.startswith("refused: ") and no.stderr == ""
     ok = ledger_cmd(led, "check", "--parent", "A", "--write", "src/lexer", cwd=tree)
@@ -581,7 +484,7 @@ def test_check_unknown_parent_is_an_error_like_run(led: Path, lib: Ledger, tree:
 ])
 def test_parent_and_top_level_exclude_each_other(led: Path, lib: Ledger, tree: Path,
                                                  args: list[str]) -> None:
-    lib.register("A", [W(tree, "src")])
+    lib.register("A", [W_at(tree, "src")])
     seq = lib.seq
     res = ledger_cmd(led, *args, cwd=tree, env=clean_env(SCOPELEDGER_HOLDER="A"))
     assert res.returncode == 2, res
@@ -601,7 +504,7 @@ def test_token_without_holder_is_a_usage_error(led: Path, lib: Ledger, tree: Pat
     # $SCOPELEDGER_TOKEN belongs to an enclosing holder: without
     # $SCOPELEDGER_HOLDER the request is not what the caller meant (a
     # top-level 'run' could wait for ever on its own parent's scope).
-    token = lib.register("A", [W(tree, "src")]).token
+    token = lib.register("A", [W_at(tree, "src")]).token
     seq = lib.seq
     tail = ["--write", "src/parser"] + (["--", "touch", "ran"] if cmd[0] == "run" else [])
     for variables in ({"SCOPELEDGER_TOKEN": str(token)}, {"SCOPELEDGER_TOKEN": "junk"}):
@@ -634,9 +537,9 @@ def test_enclosing_holder_variables_are_read_alike_by_run_and_check(led: Path, l
     # 'check' ignored a stale $SCOPELEDGER_TOKEN that stops 'run' (exit 6); an
     # empty $SCOPELEDGER_HOLDER counted as unset (an empty $SCOPELEDGER_DIR is
     # a usage error); and the token took ' 5', '+5', '1_0' as 5 and 10.
-    token = lib.register("A", [W(tree, "src")]).token
+    token = lib.register("A", [W_at(tree, "src")]).token
     lib.release("A")
-    lib.register("A", [W(tree, "src")])  # a new grant: the old token is stale
+    lib.register("A", [W_at(tree, "src")])  # a new grant: the old token is stale
     seq = lib.seq
     tail = ["--write", "src/parser"] + (["--", "touch", "ran"] if cmd[0] == "run" else [])
 
@@ -667,7 +570,7 @@ def test_enclosing_holder_variables_are_read_alike_by_run_and_check(led: Path, l
 
 
 def test_release_token_is_read_as_the_environment_token(led: Path, lib: Ledger, tree: Path) -> None:
-    token = lib.register("A", [W(tree, "src")]).token
+    token = lib.register("A", [W_at(tree, "src")]).token
     for bad in (" 1", "+1", "1_0", "01", "0", "-1"):
         res = ledger_cmd(led, "release", "A", f"--token={bad}")
         assert res.returncode == 2, (bad, res)
@@ -680,7 +583,7 @@ def test_release_token_is_read_as_the_environment_token(led: Path, lib: Ledger, 
 
 def test_check_counts_dead_holders_as_reclaimable(led: Path, lib: Ledger, tree: Path) -> None:
     p = subprocess.Popen([PY, "-c", "pass"])
-    lib.register("dead", [W(tree, "src")], pid=p.pid)
+    lib.register("dead", [W_at(tree, "src")], pid=p.pid)
     p.wait()
     js = json.loads(ledger_cmd(led, "check", "--write", "src", "--json", cwd=tree).stdout)
     assert js["granted"] is True
@@ -699,13 +602,13 @@ def test_check_counts_dead_holders_as_reclaimable(led: Path, lib: Ledger, tree: 
 def test_check_decides_as_the_ledger_then_does(led: Path, lib: Ledger, tree: Path, tmp_path: Path,
                                                parent: str | None, name: str, spec: str) -> None:
     p = subprocess.Popen([PY, "-c", "pass"])
-    lib.register("dead", [W(tree, "src")], pid=p.pid)
+    lib.register("dead", [W_at(tree, "src")], pid=p.pid)
     p.wait()
-    lib.register("live", [W(tree, "docs")])
+    lib.register("live", [W_at(tree, "docs")])
     q = subprocess.Popen([PY, "-c", "pass"])
-    lib.delegate("live", "sib", [W(tree, "docs/x")], pid=q.pid)
+    lib.delegate("live", "sib", [W_at(tree, "docs/x")], pid=q.pid)
     q.wait()
-    rules = [W(tree, spec)]
+    rules = [W_at(tree, spec)]
     err, reclaimed = cli.would_grant(lib, name, rules, parent)
     copy = tmp_path / "copy"
     shutil.copytree(led, copy)
@@ -743,7 +646,7 @@ def test_run_passes_exit_code_and_environment(led: Path, tree: Path, tmp_path: P
         assert [e.type for e in events] == ["registered", "attached", "released"]
         assert seen == {"SCOPELEDGER_DIR": str(led), "SCOPELEDGER_HOLDER": "job",
                         "SCOPELEDGER_TOKEN": str(events[0].seq)}
-        assert events[0].rules == (W(tree, "src"), R(tree, "docs"))
+        assert events[0].rules == (W_at(tree, "src"), R_at(tree, "docs"))
         assert lib.holders() == []
     # killed by a signal: 128 + N
     res = ledger_cmd(led, "run", "--write", "src", "--", "sh", "-c", "kill -TERM $$", cwd=tree)
@@ -764,8 +667,8 @@ def test_run_passes_exit_code_and_environment(led: Path, tree: Path, tmp_path: P
 
 
 def test_run_nonblock_refused_names_owner_chain(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("A", [W(tree, "src")])
-    lib.delegate("A", "B", [W(tree, "src/lexer")])
+    lib.register("A", [W_at(tree, "src")])
+    lib.delegate("A", "B", [W_at(tree, "src/lexer")])
     res = ledger_cmd(led, "run", "-n", "--write", "src/lexer/x", "--", "true", cwd=tree)
     assert res.returncode == 1
     assert "'B' (delegated from 'A')" in one_error_line(res.stderr)
@@ -780,7 +683,7 @@ def test_run_nonblock_refused_names_owner_chain(led: Path, lib: Ledger, tree: Pa
 
 
 def test_run_wait_until_holder_releases(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("holder", [W(tree, "src")])
+    lib.register("holder", [W_at(tree, "src")])
     p = subprocess.Popen([*CMD, "--ledger", str(led), "run", "-w", "20", "--name", "waiter",
                           "--write", "src/parser", "--", "true"], cwd=tree, env=clean_env(),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -882,7 +785,7 @@ def test_nested_run_outside_parent_scope_fails_at_once(led: Path, tree: Path) ->
 
 
 def test_waiting_runs_record_one_refusal_each(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("holder", [W(tree, "src")])
+    lib.register("holder", [W_at(tree, "src")])
     n = 6
     procs = [subprocess.Popen([*CMD, "--ledger", str(led), "run", "-w", "30", "--name", f"w{i}",
                                "--write", "src/parser", "--", "true"], cwd=tree, env=clean_env(),
@@ -891,7 +794,7 @@ def test_waiting_runs_record_one_refusal_each(led: Path, lib: Ledger, tree: Path
     wait_for(lambda: len(list(lib.events(types=["refused"]))) >= n, what="every waiter's refusal")
     # Many state changes while they wait: none may record another refusal.
     for i in range(15):
-        lib.register(f"other{i}", [W(tree, "docs")])
+        lib.register(f"other{i}", [W_at(tree, "docs")])
         lib.release(f"other{i}")
         time.sleep(0.05)
     time.sleep(0.5)
@@ -927,7 +830,7 @@ def test_waiting_runs_record_one_refusal_each(led: Path, lib: Ledger, tree: Path
     ["run", "-w", "1e308", "--write", "x", "--", "true"],
 ])
 def test_out_of_range_values_are_usage_errors(led: Path, lib: Ledger, tree: Path, args: list[str]) -> None:
-    lib.register("a", [W(tree, "src")])
+    lib.register("a", [W_at(tree, "src")])
     res = ledger_cmd(led, *args, cwd=tree)
     assert res.returncode == 2, res.stderr
     line = one_error_line(res.stderr)
@@ -938,7 +841,7 @@ def test_out_of_range_values_are_usage_errors(led: Path, lib: Ledger, tree: Path
 def test_times_name_exactly_the_span_of_their_precision(led: Path, lib: Ledger, tree: Path) -> None:
     import datetime as dt
 
-    lib.register("a", [W(tree, "src")])
+    lib.register("a", [W_at(tree, "src")])
     lib.release("a")
     first = next(iter(lib.events())).ts
 
@@ -1149,7 +1052,7 @@ def test_bare_ledger_prints_help_and_exits_2() -> None:
 
 
 def test_closed_stdout_or_stderr_never_tracebacks(led: Path, lib: Ledger, tree: Path, tmp_path: Path) -> None:
-    lib.register("a", [W(tree, "docs")])
+    lib.register("a", [W_at(tree, "docs")])
     base = [*CMD, "--ledger", str(led)]
     for args in (["show"], ["--json", "show"], ["replay"]):
         for closed in ("stdout", "stderr"):
@@ -1167,7 +1070,7 @@ def test_closed_stdout_or_stderr_never_tracebacks(led: Path, lib: Ledger, tree: 
 
 
 def test_library_warnings_are_prefixed(led: Path, lib: Ledger, tree: Path) -> None:
-    lib.register("a", [W(tree, "src")])
+    lib.register("a", [W_at(tree, "src")])
     lib.release("a")
     assert ledger_cmd(led, "snapshot").returncode == 0
     for snap in (led / "snapshots").iterdir():

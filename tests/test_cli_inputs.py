@@ -21,7 +21,7 @@ from scopeledger import Ledger, ScopeRule, default_path, load_manifest
 from scopeledger import _render, cli  # noqa: F401 - loaded for children that become user nobody
 from scopeledger._errors import InvalidManifest
 from scopeledger._runtime import MAX_MANIFEST_BYTES
-from test_cli import CMD, _cli_as_nobody, clean_env, ledger_cmd, one_error_line
+from helpers import CMD, cli_as_nobody, clean_env, ledger_cmd, one_error_line, seq_of
 from torture_support import NOBODY_GID, NOBODY_UID, plant
 
 MANIFEST = '[holder]\nname = "m"\n[scope]\nwrite = ["src"]\n'
@@ -33,25 +33,12 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 
 
-def _seq(led: Path) -> int:
-    with Ledger.open(led, readonly=True) as ledger:
-        return ledger.seq
-
-
-@pytest.fixture
-def led(tmp_path: Path) -> Path:
-    led = tmp_path / "ledger"
-    with Ledger.open(led) as ledger:
-        ledger.register("a", [ScopeRule(str(tmp_path / "held"), "write")])
-    return led
-
-
 # -- 1. manifests: regular files of bounded size -----------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["zero", "fifo", "socket", "directory", "oversized"])
 @pytest.mark.parametrize("cmd", ["check", "run"])
-def test_a_manifest_must_be_a_bounded_regular_file(tmp_path: Path, led: Path, kind: str,
+def test_a_manifest_must_be_a_bounded_regular_file(tmp_path: Path, a_ledger: Path, kind: str,
                                                    cmd: str) -> None:
     if kind == "zero":
         manifest = "/dev/zero"
@@ -68,15 +55,15 @@ def test_a_manifest_must_be_a_bounded_regular_file(tmp_path: Path, led: Path, ki
         says = {"fifo": "is a FIFO", "socket": "is a socket",
                 "directory": "is a directory"}[kind] + ", not a regular file"
     args = [cmd, "--manifest", manifest] + (["--", "touch", str(tmp_path / "ran")] if cmd == "run" else [])
-    before = _seq(led)
-    res = subprocess.run([*CMD, "--ledger", str(led), *args], capture_output=True, text=True,
+    before = seq_of(a_ledger)
+    res = subprocess.run([*CMD, "--ledger", str(a_ledger), *args], capture_output=True, text=True,
                          env=clean_env(), cwd=tmp_path, timeout=60, preexec_fn=_limit_memory)
     assert res.returncode == 2, res
     line = one_error_line(res.stderr)
     # the same reader and words for every kind, 'check' as 'run' (not click's "File ... is a directory")
     assert line == f"error: cannot read manifest {manifest}: {says}", line
     assert not (tmp_path / "ran").exists()
-    assert _seq(led) == before  # nothing recorded
+    assert seq_of(a_ledger) == before  # nothing recorded
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
@@ -219,19 +206,19 @@ def roots_ledger():
                                   ["run", "--write", "/tmp/scopeledger-nobody-x", "--", "true"]])
 def test_another_users_ledger_that_cannot_be_searched_is_unsafe(roots_ledger: str,
                                                                args: list[str]) -> None:
-    before = _seq(Path(roots_ledger))
-    code, out = _cli_as_nobody(roots_ledger, *args)
+    before = seq_of(Path(roots_ledger))
+    code, out = cli_as_nobody(roots_ledger, *args)
     assert code == 5, out
     assert one_error_line(out) == (f"error: unsafe ledger path {roots_ledger}: owned by uid 0, not "
                                    f"by this user (uid {NOBODY_UID})")
-    assert _seq(Path(roots_ledger)) == before
+    assert seq_of(Path(roots_ledger)) == before
 
 
 @pytest.mark.parametrize("args", [["show"], ["verify"]])
 def test_a_ledger_below_a_directory_that_cannot_be_searched_is_permission_denied(
         roots_ledger: str, args: list[str]) -> None:
     below = os.path.join(roots_ledger, "snapshots")  # exists; nobody cannot tell
-    code, out = _cli_as_nobody(below, *args)
+    code, out = cli_as_nobody(below, *args)
     assert code == 7, out
     assert one_error_line(out) == f"error: failed to open the ledger: {below}: Permission denied"
 
@@ -253,7 +240,7 @@ def test_ones_own_ledger_of_mode_0000_is_permission_denied(args: list[str]) -> N
             for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
                 os.lchown(name, NOBODY_UID, NOBODY_GID)
         os.chmod(path, 0)
-        code, out = _cli_as_nobody(path, *args)
+        code, out = cli_as_nobody(path, *args)
         assert code == 7, out
         assert one_error_line(out) == f"error: failed to open the ledger: {path}: Permission denied"
     finally:
@@ -291,9 +278,9 @@ LONG = "1" * 5000
     (["run", "-w", LONG, "--write", "x", "--", "true"], "--wait"),
     (["run", "-w", "\u0663", "--write", "x", "--", "true"], "--wait"),
 ])
-def test_integers_are_read_by_one_parser(led: Path, args: list[str], hint: str) -> None:
-    before = _seq(led)
-    res = ledger_cmd(led, *args, cwd=led.parent)
+def test_integers_are_read_by_one_parser(a_ledger: Path, args: list[str], hint: str) -> None:
+    before = seq_of(a_ledger)
+    res = ledger_cmd(a_ledger, *args, cwd=a_ledger.parent)
     assert res.returncode == 2, res
     line = one_error_line(res.stderr)
     assert hint in line, line
@@ -301,12 +288,12 @@ def test_integers_are_read_by_one_parser(led: Path, args: list[str], hint: str) 
     assert len(line) < 400, line  # a long value is shown cut short
     for internal in ("Exceeds the limit", "set_int_max_str_digits", "invalid literal"):
         assert internal not in line
-    assert _seq(led) == before
+    assert seq_of(a_ledger) == before
 
 
-def test_a_long_token_in_the_environment_is_a_clear_usage_error(led: Path) -> None:
+def test_a_long_token_in_the_environment_is_a_clear_usage_error(a_ledger: Path) -> None:
     for cmd in (["check", "--write", "x"], ["run", "--write", "x", "--", "true"]):
-        res = ledger_cmd(led, *cmd, cwd=led.parent,
+        res = ledger_cmd(a_ledger, *cmd, cwd=a_ledger.parent,
                          env=clean_env(SCOPELEDGER_HOLDER="a", SCOPELEDGER_TOKEN=LONG))
         assert res.returncode == 2, res
         assert one_error_line(res.stderr) == (
@@ -316,10 +303,10 @@ def test_a_long_token_in_the_environment_is_a_clear_usage_error(led: Path) -> No
 
 
 @pytest.mark.parametrize("point", ["0", "1", "2025-11-29T14:03:05.123456789Z", "2025-11-29"])
-def test_valid_points_are_still_taken(led: Path, point: str) -> None:
-    res = ledger_cmd(led, "show", "--at", point)
+def test_valid_points_are_still_taken(a_ledger: Path, point: str) -> None:
+    res = ledger_cmd(a_ledger, "show", "--at", point)
     assert res.returncode == 0, res
-    res = ledger_cmd(led, "diff", point, "1")
+    res = ledger_cmd(a_ledger, "diff", point, "1")
     assert res.returncode == 0, res
 
 
@@ -349,30 +336,30 @@ def _json_lines(stderr: str) -> list[dict]:
     (["run", "-n", "-w", "1", "--write", "src", "--", "true"], 2),
     (["run", "--bogus", "--", "true"], 2),
 ])
-def test_run_json_errors_are_one_json_document_on_stderr(led: Path, args: list[str], code: int) -> None:
-    res = subprocess.run([*CMD, "--ledger", str(led), "--json", *args], capture_output=True, text=True,
-                         env=clean_env(), cwd=led.parent, timeout=60)
+def test_run_json_errors_are_one_json_document_on_stderr(a_ledger: Path, args: list[str], code: int) -> None:
+    res = subprocess.run([*CMD, "--ledger", str(a_ledger), "--json", *args], capture_output=True, text=True,
+                         env=clean_env(), cwd=a_ledger.parent, timeout=60)
     assert res.returncode == code, res
     assert res.stdout == ""
     docs = _json_lines(res.stderr)
     assert len(docs) == 1, res.stderr
     assert docs[0]["error"]["exit_code"] == code
-    with Ledger.open(led, readonly=True) as ledger:
+    with Ledger.open(a_ledger, readonly=True) as ledger:
         assert [a.name for a in ledger.holders()] == ["a"]  # nothing left held
 
 
-def test_run_json_warnings_are_json_too(led: Path) -> None:
-    os.chmod(led, 0o750)  # tightened, with a warning
-    res = subprocess.run([*CMD, "--ledger", str(led), "--json", "run", "--write", "src", "--", "true"],
-                         capture_output=True, text=True, env=clean_env(), cwd=led.parent, timeout=60)
+def test_run_json_warnings_are_json_too(a_ledger: Path) -> None:
+    os.chmod(a_ledger, 0o750)  # tightened, with a warning
+    res = subprocess.run([*CMD, "--ledger", str(a_ledger), "--json", "run", "--write", "src", "--", "true"],
+                         capture_output=True, text=True, env=clean_env(), cwd=a_ledger.parent, timeout=60)
     assert res.returncode == 0, res
     docs = _json_lines(res.stderr)
-    assert docs[0] == {"warning": f"tightening mode of {led} from 0750 to 0700"}
+    assert docs[0] == {"warning": f"tightening mode of {a_ledger} from 0750 to 0700"}
     assert docs[-1]["exit_code"] == 0
 
 
-def test_other_commands_json_errors_still_go_to_stdout_with_the_line(led: Path) -> None:
-    res = ledger_cmd(led, "--json", "show", "--at", "\u0663")
+def test_other_commands_json_errors_still_go_to_stdout_with_the_line(a_ledger: Path) -> None:
+    res = ledger_cmd(a_ledger, "--json", "show", "--at", "\u0663")
     assert res.returncode == 2
     assert json.loads(res.stdout)["error"]["exit_code"] == 2
     one_error_line(res.stderr)
@@ -382,9 +369,9 @@ def test_other_commands_json_errors_still_go_to_stdout_with_the_line(led: Path) 
     ["run", "--json", "--bogus", "--", "true"],
     ["run", "--write", "src", "-w", "abc", "--json", "--", "true"],
 ])
-def test_run_json_after_the_command_name_makes_usage_errors_json(led: Path, args: list[str]) -> None:
+def test_run_json_after_the_command_name_makes_usage_errors_json(a_ledger: Path, args: list[str]) -> None:
     # click refuses --bogus before the --json option's callback has run.
-    res = ledger_cmd(led, *args)
+    res = ledger_cmd(a_ledger, *args)
     assert res.returncode == 2, res
     assert res.stdout == ""
     (doc,) = _json_lines(res.stderr)
@@ -396,9 +383,9 @@ def test_run_json_after_the_command_name_makes_usage_errors_json(led: Path, args
     (["show", "--bogus", "--json"], True),
     (["run", "--bogus", "--", "python", "--json"], False),  # COMMAND's own --json is not ours
 ])
-def test_other_commands_json_after_the_name_makes_usage_errors_json(led: Path, args: list[str],
+def test_other_commands_json_after_the_name_makes_usage_errors_json(a_ledger: Path, args: list[str],
                                                                    json_out: bool) -> None:
-    res = ledger_cmd(led, *args)
+    res = ledger_cmd(a_ledger, *args)
     assert res.returncode == 2, res
     if json_out:
         assert json.loads(res.stdout)["error"]["type"] == "NoSuchOption"
@@ -411,7 +398,7 @@ def test_other_commands_json_after_the_name_makes_usage_errors_json(led: Path, a
 
 
 @pytest.mark.parametrize("fd", [0, 1, 2])
-def test_run_gives_command_dev_null_for_a_closed_standard_descriptor(tmp_path: Path, led: Path,
+def test_run_gives_command_dev_null_for_a_closed_standard_descriptor(tmp_path: Path, a_ledger: Path,
                                                                     fd: int) -> None:
     out = tmp_path / "seen"
     probe = ("import os, sys\n"
@@ -429,7 +416,7 @@ def test_run_gives_command_dev_null_for_a_closed_standard_descriptor(tmp_path: P
     def close() -> None:
         os.close(fd)
 
-    res = subprocess.run([*CMD, "--ledger", str(led), "run", "--write", str(tmp_path / "t"), "--",
+    res = subprocess.run([*CMD, "--ledger", str(a_ledger), "run", "--write", str(tmp_path / "t"), "--",
                           shutil.which("python3") or "python3", "-c", probe],
                          stdout=subprocess.PIPE if fd != 1 else None,
                          stderr=subprocess.PIPE if fd != 2 else None, env=clean_env(),

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from scopeledger import InvalidManifest, Ledger, ScopeRule, cli, load_manifest, verify
-from test_cli import CMD, clean_env, ledger_cmd, one_error_line
-from test_cli_inputs import _seq, led  # noqa: F401 - led is a fixture: a ledger where 'a' holds ./held
+from helpers import CMD, clean_env, ledger_cmd, one_error_line, seq_of
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 MANIFEST = '[holder]\nname = "m"\n[scope]\nwrite = ["src"]\n'
@@ -35,20 +34,20 @@ def _docs() -> str:
     ("directory", "is a directory, not a regular file"),
     ("missing", "no such file or directory"),
 ])
-def test_every_manifest_option_reads_through_the_manifest_reader(tmp_path: Path, led: Path, cmd: str,
+def test_every_manifest_option_reads_through_the_manifest_reader(tmp_path: Path, a_ledger: Path, cmd: str,
                                                                  kind: str, says: str) -> None:
     manifest = tmp_path / "m.toml"
     if kind == "directory":
         manifest.mkdir()
     ran = tmp_path / "ran"
     args = [cmd, "--manifest", "m.toml"] + (["--", "touch", str(ran)] if cmd == "run" else [])
-    before = _seq(led)
-    res = ledger_cmd(led, *args, cwd=tmp_path)
+    before = seq_of(a_ledger)
+    res = ledger_cmd(a_ledger, *args, cwd=tmp_path)
     assert res.returncode == 2, res
     # the full path, as docs/cli.md promises ("cannot read manifest PATH: ..."), not click's
     # "File 'm.toml' is a directory"
     assert one_error_line(res.stderr) == f"error: cannot read manifest {manifest}: {says}"
-    assert not ran.exists() and _seq(led) == before
+    assert not ran.exists() and seq_of(a_ledger) == before
 
 
 def _plant(where: Path, kind: str) -> tuple[str, str]:
@@ -65,7 +64,7 @@ def _plant(where: Path, kind: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("kind", ["regular file", "fifo", "on the way"])
 @pytest.mark.parametrize("cmd", ["check", "run", "demo"])
-def test_a_directory_option_naming_another_kind_of_file_is_a_usage_error(tmp_path: Path, led: Path,
+def test_a_directory_option_naming_another_kind_of_file_is_a_usage_error(tmp_path: Path, a_ledger: Path,
                                                                          cmd: str, kind: str) -> None:
     path, says = _plant(tmp_path / "notes.txt", kind)
     ran = tmp_path / "ran"
@@ -73,17 +72,17 @@ def test_a_directory_option_naming_another_kind_of_file_is_a_usage_error(tmp_pat
         argv, option = [*CMD, "demo", "--dir", path], "--dir"
     else:
         tail = ["--", "touch", str(ran)] if cmd == "run" else []
-        argv, option = [*CMD, "--ledger", str(led), cmd, "--write", "src", "--root", path, *tail], "--root"
+        argv, option = [*CMD, "--ledger", str(a_ledger), cmd, "--write", "src", "--root", path, *tail], "--root"
     res = subprocess.run(argv, capture_output=True, text=True, env=clean_env(), cwd=tmp_path, timeout=60)
     assert res.returncode == 2, res
     assert one_error_line(res.stderr) == (f"error: invalid value for '{option}': {says} "
                                           f"(see 'ledger {cmd} --help')")
     assert "Directory '" not in res.stderr  # click's wording
-    assert not ran.exists() and _seq(led) == 1
+    assert not ran.exists() and seq_of(a_ledger) == 1
 
 
-def test_a_root_that_does_not_exist_yet_is_still_taken(tmp_path: Path, led: Path) -> None:
-    res = ledger_cmd(led, "--json", "check", "--write", "src", "--root", str(tmp_path / "new"))
+def test_a_root_that_does_not_exist_yet_is_still_taken(tmp_path: Path, a_ledger: Path) -> None:
+    res = ledger_cmd(a_ledger, "--json", "check", "--write", "src", "--root", str(tmp_path / "new"))
     assert res.returncode == 0, res
     assert [r[:3] for r in json.loads(res.stdout)["request"]["rules"]] == [[f"{tmp_path}/new/src", "write", True]]
 
@@ -105,13 +104,13 @@ def click_path() -> type:
 # -- 2. NO_COLOR and --color always ------------------------------------------------------------------
 
 
-def test_no_color_row_says_that_color_always_overrides_it(led: Path) -> None:
+def test_no_color_row_says_that_color_always_overrides_it(a_ledger: Path) -> None:
     row = next(line for line in _docs().splitlines() if line.startswith("| `NO_COLOR` |"))
     assert "`--color always`" in row and "overrides" in row, row
     # ... which is what the command line does
-    forced = ledger_cmd(led, "--color", "always", "show", env=clean_env(NO_COLOR="1"))
+    forced = ledger_cmd(a_ledger, "--color", "always", "show", env=clean_env(NO_COLOR="1"))
     assert forced.returncode == 0 and "\x1b[" in forced.stdout
-    auto = ledger_cmd(led, "show", env=clean_env(NO_COLOR="1"))
+    auto = ledger_cmd(a_ledger, "show", env=clean_env(NO_COLOR="1"))
     assert auto.returncode == 0 and "\x1b[" not in auto.stdout
 
 
@@ -162,13 +161,13 @@ def test_demo_non_empty_dir_is_a_usage_error_with_the_hint(tmp_path: Path) -> No
      r"manifest.scope.rules\[0\].permission"),
     ('[holder]\nname = ""\n[scope]\nwrite = ["src"]\n', "manifest.holder.name"),
 ])
-def test_an_empty_path_in_a_manifest_is_refused_naming_its_key(tmp_path: Path, led: Path, text: str,
+def test_an_empty_path_in_a_manifest_is_refused_naming_its_key(tmp_path: Path, a_ledger: Path, text: str,
                                                                key: str) -> None:
     path = tmp_path / "m.toml"
     path.write_text(text)
     with pytest.raises(InvalidManifest, match=f"@ {key}$"):
         load_manifest(path)
-    res = ledger_cmd(led, "check", "--manifest", str(path))
+    res = ledger_cmd(a_ledger, "check", "--manifest", str(path))
     assert res.returncode == 2, res
     line = one_error_line(res.stderr)
     assert re.search(f"^error: invalid manifest {re.escape(str(path))}: .* @ {key}$", line), line
@@ -228,10 +227,10 @@ def test_accepted_forms_of_a_time(value: str) -> None:
     "2025-11-29T23:59:60Z",  # leap second
     "2025-02-30",
 ])
-def test_refused_forms_of_a_time(led: Path, value: str) -> None:
+def test_refused_forms_of_a_time(a_ledger: Path, value: str) -> None:
     with pytest.raises(ValueError, match="^invalid point"):
         cli.parse_point(value)
-    res = ledger_cmd(led, "show", "--at", value)
+    res = ledger_cmd(a_ledger, "show", "--at", value)
     assert res.returncode == 2, res
     line = one_error_line(res.stderr)
     assert "invalid point" in line and "--at" in line, line
@@ -244,13 +243,13 @@ def test_a_lowercase_t_names_the_same_span_as_an_uppercase_one() -> None:
     assert last - first + 1 == 60 * 10**9
 
 
-def test_lowercase_z_on_the_command_line(led: Path) -> None:
-    with Ledger.open(led, readonly=True) as ledger:
+def test_lowercase_z_on_the_command_line(a_ledger: Path) -> None:
+    with Ledger.open(a_ledger, readonly=True) as ledger:
         ts = next(iter(ledger.events())).time
     stamp = ts.strftime("%Y-%m-%dT%H:%M:%S.%f") + "z"
     for args in (["show", "--at", stamp], ["replay", "--from", stamp, "--until", stamp],
                  ["diff", "0", stamp]):
-        res = ledger_cmd(led, *args)
+        res = ledger_cmd(a_ledger, *args)
         assert res.returncode == 0, (args, res.stderr)
 
 
@@ -283,9 +282,9 @@ def test_the_examples_in_the_docs_are_what_the_parser_does() -> None:
     ("directory", "cannot read: is a directory, not a regular file"),
     ("garbage", "header is not JSON"),
 ])
-def test_verify_names_what_a_snapshot_file_past_the_end_really_is(led: Path, tmp_path: Path,
+def test_verify_names_what_a_snapshot_file_past_the_end_really_is(a_ledger: Path, tmp_path: Path,
                                                                   kind: str, says: str) -> None:
-    bogus = led / "snapshots" / "snap-0000000000000099.json"
+    bogus = a_ledger / "snapshots" / "snap-0000000000000099.json"
     if kind == "symlink":
         target = tmp_path / "passwd"
         target.write_text("root:x:0:0::/root:/bin/sh\n")
@@ -297,27 +296,27 @@ def test_verify_names_what_a_snapshot_file_past_the_end_really_is(led: Path, tmp
     else:
         bogus.write_text("not a snapshot\n")
         bogus.chmod(0o600)
-    report = verify(led)
+    report = verify(a_ledger)
     assert not report.ok
     assert [(p.file, p.seq, p.message) for p in report.problems] == [(str(bogus), 99, says)]
-    res = ledger_cmd(led, "verify")
+    res = ledger_cmd(a_ledger, "verify")
     assert res.returncode == 1, res
     assert f"problem: {bogus} (seq 99): {says}" in res.stderr.splitlines(), res.stderr
     assert "past the end" not in res.stderr
     # as 'show' names it when it skips it
     if kind != "garbage":
-        show = ledger_cmd(led, "show")
+        show = ledger_cmd(a_ledger, "show")
         assert show.returncode == 0
         assert f"warning: skipping snapshot: {bogus}: {says}" in show.stderr, show.stderr
 
 
-def test_a_readable_snapshot_past_the_end_is_still_past_the_end(led: Path) -> None:
-    with Ledger.open(led) as ledger:
+def test_a_readable_snapshot_past_the_end_is_still_past_the_end(a_ledger: Path) -> None:
+    with Ledger.open(a_ledger) as ledger:
         ledger.register("b", [ScopeRule("/b", "write")])
         seq = ledger.snapshot()
-    log = led / "events.jsonl"
+    log = a_ledger / "events.jsonl"
     log.write_bytes(log.read_bytes().split(b"\n", 1)[0] + b"\n")  # the log cut after seq 1
-    report = verify(led)
+    report = verify(a_ledger)
     assert [p.message for p in report.problems] == [
         f"snapshot at seq {seq} is past the end of the log (seq 1)"]
 
@@ -350,27 +349,27 @@ def test_a_readable_snapshot_past_the_end_is_still_past_the_end(led: Path) -> No
     (["diff", "x", "1"], "'A'"),
     (["diff", "0", "2025-W48-6"], "'B'"),
 ])
-def test_a_bad_value_on_the_command_line_is_a_usage_error_with_the_hint(led: Path, tmp_path: Path,
+def test_a_bad_value_on_the_command_line_is_a_usage_error_with_the_hint(a_ledger: Path, tmp_path: Path,
                                                                       args: list[str], param: str) -> None:
-    before = _seq(led)
-    res = ledger_cmd(led, *args, cwd=tmp_path)
+    before = seq_of(a_ledger)
+    res = ledger_cmd(a_ledger, *args, cwd=tmp_path)
     assert res.returncode == 2, res
     line = one_error_line(res.stderr)
     assert line.startswith(f"error: invalid value for {param}: invalid "), line
     assert line.endswith(f"(see 'ledger {args[0]} --help')"), line
-    assert not (tmp_path / "ran").exists() and _seq(led) == before
-    res = ledger_cmd(led, "--json", *args, cwd=tmp_path)
+    assert not (tmp_path / "ran").exists() and seq_of(a_ledger) == before
+    res = ledger_cmd(a_ledger, "--json", *args, cwd=tmp_path)
     doc = json.loads((res.stderr if args[0] == "run" else res.stdout).splitlines()[0])["error"]
     assert (doc["type"], doc["exit_code"]) == ("BadParameter", 2)
 
 
-def test_what_a_manifest_or_the_environment_says_has_no_hint(led: Path, tmp_path: Path) -> None:
+def test_what_a_manifest_or_the_environment_says_has_no_hint(a_ledger: Path, tmp_path: Path) -> None:
     # as docs/cli.md says: the command line itself was right
     path = tmp_path / "m.toml"
     path.write_text('[holder]\nname = "bad name"\n[scope]\nwrite = ["src"]\n')
-    res = ledger_cmd(led, "check", "--manifest", str(path))
+    res = ledger_cmd(a_ledger, "check", "--manifest", str(path))
     assert res.returncode == 2 and "--help" not in one_error_line(res.stderr)
-    res = ledger_cmd(led, "check", "--write", "src", env=clean_env(SCOPELEDGER_HOLDER="bad name"))
+    res = ledger_cmd(a_ledger, "check", "--write", "src", env=clean_env(SCOPELEDGER_HOLDER="bad name"))
     assert res.returncode == 2 and "--help" not in one_error_line(res.stderr)
     assert "(see 'ledger CMD --help')" in _docs()
 
@@ -406,9 +405,9 @@ def test_a_malformed_point_or_path_is_a_usage_error_before_the_ledger_is_opened(
     (["--json=1", "show"], "ledger"),
     (["--lock-timeout"], "ledger"),
 ])
-def test_usage_errors_found_by_clicks_parser_carry_the_hint(led: Path, args: list[str], hint: str) -> None:
+def test_usage_errors_found_by_clicks_parser_carry_the_hint(a_ledger: Path, args: list[str], hint: str) -> None:
     # click's parser raises these without a context: they had no "(see ...)"
-    res = ledger_cmd(led, *args)
+    res = ledger_cmd(a_ledger, *args)
     assert res.returncode == 2, res
     line = one_error_line(res.stderr)
     assert line.endswith(f" (see '{hint} --help')"), line
@@ -424,10 +423,10 @@ def test_demo_dir_that_no_ledger_can_take_is_a_usage_error_and_makes_nothing(tmp
     assert os.listdir(tmp_path) == [] and res.stdout == ""
 
 
-def test_reclaim_with_nothing_to_reclaim_says_why(led: Path) -> None:
+def test_reclaim_with_nothing_to_reclaim_says_why(a_ledger: Path) -> None:
     # 'a' holds ./held, bound to this (live) process.
-    res = ledger_cmd(led, "reclaim")
+    res = ledger_cmd(a_ledger, "reclaim")
     assert res.returncode == 0 and res.stdout == "nothing to reclaim: every holder's process is alive\n"
-    assert ledger_cmd(led, "release", "a").returncode == 0
-    res = ledger_cmd(led, "reclaim")  # it said every holder's process was alive: there were none
+    assert ledger_cmd(a_ledger, "release", "a").returncode == 0
+    res = ledger_cmd(a_ledger, "reclaim")  # it said every holder's process was alive: there were none
     assert res.returncode == 0 and res.stdout == "nothing to reclaim: no live holders\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scopeledger import CorruptLedger, Ledger, ScopeRule
-from test_cli import ledger_cmd, one_error_line
+from helpers import ledger_cmd, one_error_line
 
 
 def test_replay_and_history_exit_4_on_a_line_altered_before_the_newest_snapshot(tmp_path: Path):

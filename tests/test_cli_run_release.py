@@ -9,7 +9,7 @@ from pathlib import Path
 
 from scopeledger import Ledger
 from scopeledger._store import Store
-from test_cli import CMD, clean_env
+from helpers import CMD, clean_env
 
 
 def test_run_releases_after_the_command_though_the_lock_is_busy_past_lock_timeout(tmp_path: Path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from scopeledger import Ledger, ScopeRule
-from test_cli import clean_env, ledger_cmd
+from helpers import clean_env, ledger_cmd
 
 
 @pytest.fixture

@@ -15,20 +15,12 @@ import pytest
 
 from scopeledger import Ledger, ProcessIdentity, probe
 
-_BIN = os.path.dirname(sys.executable)
-LEDGER = shutil.which("ledger", path=_BIN) or shutil.which("ledger")
-CMD = [LEDGER] if LEDGER else [sys.executable, "-m", "scopeledger"]
-
-
-def env() -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("SCOPELEDGER_")}
-    e["NO_COLOR"] = "1"
-    return e
+from helpers import CMD, LEDGER, clean_env
 
 
 def test_demo_runs_and_tells_the_story() -> None:
     t0 = time.monotonic()
-    res = subprocess.run([*CMD, "demo", "--clean"], capture_output=True, text=True, env=env(),
+    res = subprocess.run([*CMD, "demo", "--clean"], capture_output=True, text=True, env=clean_env(),
                          timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     assert time.monotonic() - t0 < 45  # a few seconds alone; generous under a parallel suite
@@ -88,7 +80,7 @@ def assert_commands_as_the_cli_prints_them(out: str, ledger_dir: str) -> None:
 def test_demo_json_and_the_ledger_it_leaves(tmp_path: Path) -> None:
     d = tmp_path / "demo"
     res = subprocess.run([*CMD, "demo", "--json", "--dir", str(d)], capture_output=True, text=True,
-                         env=env(), timeout=60)
+                         env=clean_env(), timeout=60)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["ledger"] == str((d / "ledger").resolve())
@@ -116,20 +108,20 @@ def test_demo_json_and_the_ledger_it_leaves(tmp_path: Path) -> None:
                 assert probe(ProcessIdentity.from_json(e.data["process"])).dead
     # the CLI can explore what it left
     show = subprocess.run([*CMD, "--ledger", summary["ledger"], "show", "--at", str(summary["middle_seq"])],
-                          capture_output=True, text=True, env=env())
+                          capture_output=True, text=True, env=clean_env())
     assert show.returncode == 0 and "tests-worker" in show.stdout
 
 
 def test_demo_refuses_a_non_empty_dir(tmp_path: Path) -> None:
     (tmp_path / "something").write_text("x")
-    res = subprocess.run([*CMD, "demo", "--dir", str(tmp_path)], capture_output=True, text=True, env=env())
+    res = subprocess.run([*CMD, "demo", "--dir", str(tmp_path)], capture_output=True, text=True, env=clean_env())
     assert res.returncode == 2
     assert res.stderr.startswith("error: demo directory") and len(res.stderr.splitlines()) == 1
 
 
 def test_demo_kept_suggests_commands_relative_to_the_tree(tmp_path: Path) -> None:
     d = tmp_path / "demo"
-    res = subprocess.run([*CMD, "demo", "--dir", str(d)], capture_output=True, text=True, env=env(),
+    res = subprocess.run([*CMD, "demo", "--dir", str(d)], capture_output=True, text=True, env=clean_env(),
                          timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     tree, ledger = str((d / "tree").resolve()), str((d / "ledger").resolve())
@@ -138,7 +130,7 @@ def test_demo_kept_suggests_commands_relative_to_the_tree(tmp_path: Path) -> Non
     last = next(i for i in range(first, len(lines)) if lines[i].startswith("Remove it when done"))
     suggested = [line.strip() for line in lines[first:last]]
     assert len(suggested) >= 6
-    e = env()
+    e = clean_env()
     e["SCOPELEDGER_DIR"] = ledger
     ran = 0
     for cmd in suggested:
@@ -161,7 +153,7 @@ def test_demo_kept_suggests_commands_relative_to_the_tree(tmp_path: Path) -> Non
 def test_demo_escapes_control_characters_and_markup_in_its_dir(tmp_path: Path) -> None:
     d = tmp_path / "d[red]\x1b\nx"
     res = subprocess.run([*CMD, "demo", "--dir", str(d), "--clean"], capture_output=True, text=True,
-                         env=env(), timeout=60)
+                         env=clean_env(), timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     shown = f"{tmp_path}/d[red]\\x1b\\x0ax"
     assert str(d) not in res.stdout and "\x1b" not in res.stdout
@@ -173,7 +165,7 @@ def test_demo_dir_with_dotdot_after_a_symlink_is_where_the_os_puts_it(tmp_path: 
     (tmp_path / "deep" / "sub").mkdir(parents=True)
     os.symlink("deep/sub", tmp_path / "lk")
     res = subprocess.run([*CMD, "demo", "--json", "--keep", "--dir", "lk/../D"], capture_output=True,
-                         text=True, env=env(), cwd=tmp_path, timeout=120)
+                         text=True, env=clean_env(), cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "deep" / "D" / "ledger" / "events.jsonl").is_file()
     assert not (tmp_path / "D").exists()
@@ -184,7 +176,7 @@ def test_demo_suggestions_work_from_a_shell_without_the_venv_on_path(tmp_path: P
     bindir = os.path.dirname(LEDGER)
     for path, hinted in (("/usr/bin:/bin", True), (f"{bindir}:/usr/bin:/bin", False)):
         res = subprocess.run([LEDGER, "demo", "--dir", str(tmp_path / f"d{hinted}")], capture_output=True,
-                             text=True, env={**env(), "PATH": path}, timeout=120)
+                             text=True, env={**clean_env(), "PATH": path}, timeout=120)
         assert res.returncode == 0, res.stderr
         assert (f"export PATH={bindir}:" in res.stdout) is hinted, res.stdout[-600:]
 
@@ -196,14 +188,14 @@ def _files(top: Path) -> list[str]:
 @pytest.mark.parametrize("sub", ["snapshots", "torn", "inside", "inside/deeper"])
 def test_demo_refuses_a_dir_inside_a_ledger_before_making_anything(tmp_path: Path, sub: str) -> None:
     made = subprocess.run([*CMD, "--ledger", "L4", "run", "--write", str(tmp_path / "q"), "--", "true"],
-                          capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=60)
+                          capture_output=True, text=True, env=clean_env(), cwd=tmp_path, timeout=60)
     assert made.returncode == 0, made.stderr
-    snap = subprocess.run([*CMD, "--ledger", "L4", "snapshot"], capture_output=True, text=True, env=env(),
+    snap = subprocess.run([*CMD, "--ledger", "L4", "snapshot"], capture_output=True, text=True, env=clean_env(),
                           cwd=tmp_path, timeout=60)  # snapshots/ not empty: still "inside", exit 5
     assert snap.returncode == 0, snap.stderr
     before = _files(tmp_path)
     res = subprocess.run([*CMD, "demo", "--dir", f"L4/{sub}"], capture_output=True, text=True,
-                         env=env(), cwd=tmp_path, timeout=60)
+                         env=clean_env(), cwd=tmp_path, timeout=60)
     assert res.returncode == 5, res
     assert res.stdout == ""  # not half of its header
     assert res.stderr == (f"error: unsafe ledger path {tmp_path}/L4/{sub}/ledger: it is inside the "
@@ -213,12 +205,12 @@ def test_demo_refuses_a_dir_inside_a_ledger_before_making_anything(tmp_path: Pat
 
 def test_demo_clean_removes_the_directories_it_made_and_keeps_one_the_user_made(tmp_path: Path) -> None:
     res = subprocess.run([*CMD, "demo", "--json", "--clean", "--dir", "NEW/a"], capture_output=True,
-                         text=True, env=env(), cwd=tmp_path, timeout=120)
+                         text=True, env=clean_env(), cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
     assert os.listdir(tmp_path) == []  # NEW was left, empty
     (tmp_path / "mine").mkdir()
     res = subprocess.run([*CMD, "demo", "--json", "--clean", "--dir", "mine"], capture_output=True,
-                         text=True, env=env(), cwd=tmp_path, timeout=120)
+                         text=True, env=clean_env(), cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
     assert os.listdir(tmp_path) == ["mine"] and os.listdir(tmp_path / "mine") == []
 
@@ -229,7 +221,7 @@ def test_demo_dir_that_is_a_dangling_symlink_is_a_usage_error(tmp_path: Path, ta
     if target == "loop":
         os.symlink("dang", tmp_path / "loop")
     before = _files(tmp_path)
-    res = subprocess.run([*CMD, "demo", "--dir", "dang"], capture_output=True, text=True, env=env(),
+    res = subprocess.run([*CMD, "demo", "--dir", "dang"], capture_output=True, text=True, env=clean_env(),
                          cwd=tmp_path, timeout=60)
     assert res.returncode == 2, res  # was 7, "error: file exists"
     assert res.stderr == (f"error: demo directory {tmp_path}/dang is a dangling symlink (to {target}): "

@@ -12,10 +12,7 @@ from scopeledger import CorruptLedger, LedgerIOError, Ledger, ScopeRule
 from scopeledger import _snapshots, _store
 
 from fs_support import failing_xfs, tmpfs_mount
-
-
-def W(p):
-    return ScopeRule(p, "write")
+from helpers import W
 
 
 def _log(path):

@@ -22,7 +22,7 @@ from scopeledger import _export as X
 
 import audit_support
 from audit_support import story  # noqa: F401 - the fixture
-from test_cli import CMD, clean_env, ledger_cmd, one_error_line
+from helpers import CMD, clean_env, ledger_cmd, one_error_line
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "bench")
 

@@ -25,7 +25,7 @@ import pytest
 import scopeledger._process as proc_mod
 from scopeledger import Ledger, Liveness, ScopeConflict, ScopeRule, Verdict, identify, judge, probe
 from scopeledger._process import INIT_PID_NS, boot_id, host_id, pid_namespace, read_stat
-from test_cli import CMD, clean_env
+from helpers import CMD, clean_env
 from torture_support import REPO, in_namespace
 
 W = lambda p: ScopeRule(p, "write")  # noqa: E731

@@ -17,14 +17,7 @@ from scopeledger import (
     ScopeRule,
     UnknownHolder,
 )
-
-
-def W(path, rec=True):
-    return ScopeRule(path, "write", rec)
-
-
-def Rd(path, rec=True):
-    return ScopeRule(path, "read", rec)
+from helpers import Rd, W
 
 
 def log_lines(ledger_dir):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import CMD, clean_env
+from helpers import CMD, clean_env
 
 PY = sys.executable
 

@@ -11,10 +11,7 @@ import sys
 import pytest
 
 from scopeledger import Ledger, NoLedger, ReadOnlyLedger, ScopeRule, verify
-
-
-def W(p):
-    return ScopeRule(p, "write")
+from helpers import W
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scopeledger import Ledger, ScopeRule
-from test_cli import CMD, clean_env, ledger_cmd
+from helpers import CMD, clean_env, ledger_cmd
 import subprocess
 
 

@@ -15,14 +15,7 @@ from scopeledger import (
     ScopeRule,
     overlaps,
 )
-
-
-def W(path, rec=True):
-    return ScopeRule(path, "write", rec)
-
-
-def Rd(path, rec=True):
-    return ScopeRule(path, "read", rec)
+from helpers import Rd, W
 
 
 # file ------------------------------------------------------------------------

@@ -23,12 +23,9 @@ import pytest
 
 import scopeledger
 from scopeledger import LockTimeout, Ledger, ScopeRule, UnknownHolder
+from helpers import W
 
 PACKAGE = os.path.dirname(os.path.abspath(scopeledger.__file__))
-
-
-def W(p):
-    return ScopeRule(p, "write")
 
 
 def _in_package(frame):

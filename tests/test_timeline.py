@@ -18,7 +18,7 @@ from scopeledger import _timeline as T
 
 import audit_support
 from audit_support import story  # noqa: F401 - the fixture
-from test_cli import CMD, PY, clean_env, ledger_cmd, one_error_line
+from helpers import CMD, PY, clean_env, ledger_cmd, one_error_line
 
 try:
     import matplotlib  # noqa: F401

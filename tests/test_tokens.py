@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from scopeledger import Ledger, ScopeRule, UnknownHolder
-from test_cli import CMD, clean_env
+from helpers import CMD, clean_env
 
 W = lambda p: ScopeRule(p, "write")  # noqa: E731
 
