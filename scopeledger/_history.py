@@ -135,9 +135,8 @@ class ClockJump:
 
 
 def _iso(ns: int) -> str:
-    from ._render import iso
-
-    return iso(ns)
+    """``2025-11-29T14:03:05.123456Z`` (UTC), as the command line shows a time."""
+    return from_ns(ns).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _span(ns: int) -> str:

@@ -443,7 +443,7 @@ def test_the_cli_s_largest_lock_timeout_is_one_the_library_takes(tmp_path):
     import subprocess
     import sys
 
-    from scopeledger.cli import MAX_SECONDS
+    from scopeledger.cli.params import MAX_SECONDS
 
     path = str(tmp_path / "ledger")
     Ledger.open(path, timeout=MAX_SECONDS).register("a", [W("/opt/a")])

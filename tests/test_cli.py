@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,8 +17,7 @@ import pytest
 
 from helpers import (BIN, CMD, PY, R_at, W_at, cli_as_nobody, clean_env, jl, ledger_cmd, one_error_line, readline,
                      wait_for)
-from scopeledger import Ledger, LedgerError, ScopeRule, cli, parse_rule
-from scopeledger import _render  # noqa: F401 - loaded for children that become user nobody
+from scopeledger import Ledger, LedgerError, ScopeRule, parse_rule
 from torture_support import NOBODY_UID, plant, shared_ledger
 
 # -- entry points, usage, errors -----------------------------------------------------------
@@ -609,7 +605,9 @@ def test_check_decides_as_the_ledger_then_does(led: Path, lib: Ledger, tree: Pat
     lib.delegate("live", "sib", [W_at(tree, "docs/x")], pid=q.pid)
     q.wait()
     rules = [W_at(tree, spec)]
-    err, reclaimed = cli.would_grant(lib, name, rules, parent)
+    decision = lib.decide(name, rules, parent=parent)
+    err = decision.refusal
+    reclaimed = [(r.name, r.reason) for r in decision.reclaimed]
     copy = tmp_path / "copy"
     shutil.copytree(led, copy)
     with Ledger.open(copy) as real:

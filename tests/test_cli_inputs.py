@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from scopeledger import Ledger, ScopeRule, default_path, load_manifest
-from scopeledger import _render, cli  # noqa: F401 - loaded for children that become user nobody
+from scopeledger.cli import params
 from scopeledger._errors import InvalidManifest
 from scopeledger._runtime import MAX_MANIFEST_BYTES
 from helpers import CMD, cli_as_nobody, clean_env, ledger_cmd, one_error_line, seq_of
@@ -311,14 +311,14 @@ def test_valid_points_are_still_taken(a_ledger: Path, point: str) -> None:
 
 
 def test_parse_number() -> None:
-    assert cli.parse_number("0", "n") == 0
-    assert cli.parse_number("9" * 19, "n") == int("9" * 19)
-    assert cli.parse_token("12") == 12
+    assert params.parse_number("0", "n") == 0
+    assert params.parse_number("9" * 19, "n") == int("9" * 19)
+    assert params.parse_token("12") == 12
     for bad in ("", " 1", "1 ", "+1", "-1", "1_0", "01", "\u0663", "1.0", "9" * 20, LONG):
         with pytest.raises(ValueError, match="expected n"):
-            cli.parse_number(bad, "n")
+            params.parse_number(bad, "n")
     with pytest.raises(ValueError):
-        cli.parse_number("7", "n", 1, 5)
+        params.parse_number("7", "n", 1, 5)
 
 
 # -- 6. run --json: stderr is JSON only ----------------------------------------------------------

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from scopeledger import InvalidManifest, Ledger, ScopeRule, cli, load_manifest, verify
+from scopeledger import InvalidManifest, Ledger, ScopeRule, load_manifest, verify
+from scopeledger.cli import app, params
 from helpers import CMD, clean_env, ledger_cmd, one_error_line, seq_of
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
@@ -90,7 +91,7 @@ def test_a_root_that_does_not_exist_yet_is_still_taken(tmp_path: Path, a_ledger:
 def test_no_option_of_the_command_line_checks_paths_with_click() -> None:
     # click.Path(exists=/dir_okay=/file_okay=) words its refusals its own way ("File 'x' is
     # a directory"); docs/cli.md words them as the ledger does.
-    for command in cli.cli.commands.values():
+    for command in (app.cli.get_command(None, n) for n in app.cli.list_commands(None)):  # type: ignore[arg-type]
         for param in command.params:
             assert not isinstance(param.type, click_path()), (command.name, param.name)
 
@@ -200,7 +201,7 @@ SPAN = (1764425000123000000, 1764425000123999999)  # 2025-11-29T14:03:20.123Z, t
     "2025-11-29T14:03:20.123-00:00",
 ])
 def test_accepted_forms_of_a_time(value: str) -> None:
-    assert cli.parse_point(value) == SPAN
+    assert params.parse_point(value) == SPAN
 
 
 @pytest.mark.parametrize("value", [
@@ -229,7 +230,7 @@ def test_accepted_forms_of_a_time(value: str) -> None:
 ])
 def test_refused_forms_of_a_time(a_ledger: Path, value: str) -> None:
     with pytest.raises(ValueError, match="^invalid point"):
-        cli.parse_point(value)
+        params.parse_point(value)
     res = ledger_cmd(a_ledger, "show", "--at", value)
     assert res.returncode == 2, res
     line = one_error_line(res.stderr)
@@ -238,8 +239,8 @@ def test_refused_forms_of_a_time(a_ledger: Path, value: str) -> None:
 
 def test_a_lowercase_t_names_the_same_span_as_an_uppercase_one() -> None:
     # (a lowercase 't' used to be read as a date alone: the whole day)
-    assert cli.parse_point("2025-11-29t14:03") == cli.parse_point("2025-11-29T14:03")
-    first, last = cli.parse_point("2025-11-29t14:03")
+    assert params.parse_point("2025-11-29t14:03") == params.parse_point("2025-11-29T14:03")
+    first, last = params.parse_point("2025-11-29t14:03")
     assert last - first + 1 == 60 * 10**9
 
 
@@ -266,11 +267,11 @@ def test_the_examples_in_the_docs_are_what_the_parser_does() -> None:
     bad = [v for v in looks_like_a_time.findall(refused) if not v.isdigit()]
     assert len(good) >= 6 and len(bad) >= 5, (good, bad)
     for value in good:
-        assert isinstance(cli.parse_point(value), tuple), value
+        assert isinstance(params.parse_point(value), tuple), value
     for value in bad:
         with pytest.raises(ValueError):
-            cli.parse_point(value)
-    assert "`20251129` alone is a seq" in refused and cli.parse_point("20251129") == 20251129
+            params.parse_point(value)
+    assert "`20251129` alone is a seq" in refused and params.parse_point("20251129") == 20251129
 
 
 # -- 6. verify names a snapshot file that is not one for what it is ------------------------------------

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from scopeledger import CorruptLedger, LedgerIOError, Ledger, ScopeRule
+from scopeledger import LedgerIOError, Ledger
 from scopeledger import _snapshots, _store
 
 from fs_support import failing_xfs, tmpfs_mount

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from scopeledger import Ledger
-from scopeledger import _export as X
+from scopeledger.cli import export as X
 
 import audit_support
 from audit_support import story  # noqa: F401 - the fixture

@@ -228,7 +228,7 @@ def test_a_mount_point_is_a_direct_child_of_a_non_recursive_rule_but_its_filesys
 
 
 def test_people_are_shown_where_a_path_lives_when_it_is_not_the_path():
-    from scopeledger._render import rule_text
+    from scopeledger.cli.render import rule_text
     t = table()
     assert rule_text(_rule("/work/src", True, t)) == "write /work/src/** [8:1:/srv/pods/p1/src]"
     assert rule_text(_rule("/etc", False, t)) == "write /etc/*"

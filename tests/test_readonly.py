@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from scopeledger import Ledger, NoLedger, ReadOnlyLedger, ScopeRule, verify
+from scopeledger import Ledger, NoLedger, ReadOnlyLedger, verify
 from helpers import W
 
 

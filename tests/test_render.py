@@ -1,4 +1,4 @@
-"""Human rendering details of ``_render``: paths relative to a root, the
+"""Human rendering details of ``scopeledger.cli.render``: paths relative to a root, the
 ``who`` table's lines, plurals, escaping."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from scopeledger._history import Holding, VerifyReport
-from scopeledger._render import (
+from scopeledger.cli.render import (
     plural,
     rel_message,
     rule_text,

@@ -12,7 +12,6 @@ from scopeledger import (
     DuplicateHolder,
     Ledger,
     ScopeConflict,
-    ScopeRule,
     overlaps,
 )
 from helpers import Rd, W

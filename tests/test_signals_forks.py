@@ -22,7 +22,7 @@ import time
 import pytest
 
 import scopeledger
-from scopeledger import LockTimeout, Ledger, ScopeRule, UnknownHolder
+from scopeledger import LockTimeout, Ledger, UnknownHolder
 from helpers import W
 
 PACKAGE = os.path.dirname(os.path.abspath(scopeledger.__file__))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from scopeledger import ScopeRule
-from scopeledger import _timeline as T
+from scopeledger.cli import timeline_model as T
 
 import audit_support
 from audit_support import story  # noqa: F401 - the fixture
@@ -124,7 +124,7 @@ def test_live_counts_and_tree_prefixes() -> None:
 
 
 def test_model_and_cli_import_no_plotting_or_export_library() -> None:
-    code = ("import sys, scopeledger, scopeledger.cli, scopeledger._timeline, scopeledger._export\n"
+    code = ("import sys, scopeledger, scopeledger.cli, scopeledger.cli.timeline_model, scopeledger.cli.export\n"
             "bad = [m for m in ('matplotlib', 'pyarrow', 'jsonschema', 'numpy') if m in sys.modules]\n"
             "assert not bad, bad\n")
     r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
@@ -156,7 +156,7 @@ def _texts(root: ET.Element) -> list[str]:
 
 @needs_mpl
 def test_cli_timeline_svg_has_each_bar_in_its_colour_and_each_label(story, tmp_path: Path) -> None:
-    from scopeledger._plot import COLORS
+    from scopeledger.cli.plot import COLORS
 
     d, led, _p = story
     out = tmp_path / "t.svg"
@@ -188,13 +188,13 @@ def test_cli_timeline_svg_has_each_bar_in_its_colour_and_each_label(story, tmp_p
 def test_png_pixels_at_each_bar_are_its_colour(story, tmp_path: Path) -> None:
     from PIL import Image
 
-    from scopeledger import cli
-    from scopeledger._plot import COLORS
+    from scopeledger.cli import pictures
+    from scopeledger.cli.plot import COLORS
 
     d, led, _p = story
     out = tmp_path / "t.png"
     # draw_timeline is what the command runs; _plot.draw reports where each bar went
-    from scopeledger import _plot
+    from scopeledger.cli import plot as _plot
     calls = []
     real = _plot.draw
 
@@ -205,7 +205,7 @@ def test_png_pixels_at_each_bar_are_its_colour(story, tmp_path: Path) -> None:
 
     _plot.draw = spy
     try:
-        cli.draw_timeline(led, str(out))
+        pictures.draw_timeline(led, str(out))
     finally:
         _plot.draw = real
     (drawn,) = calls
@@ -308,7 +308,7 @@ def test_readme_picture_is_one_the_demo_made() -> None:
     assert "docs/timeline-demo.png" in readme and "ledger demo --timeline docs/timeline-demo.png" in readme
     data = pic.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
-    assert b"scopeledger (matplotlib)" in data  # the Software tag _plot writes
+    assert b"scopeledger (matplotlib)" in data  # the Software tag cli/plot.py writes
     assert b"Title\x00ledger demo: " in data  # and the demo's title
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The demo, as a script: the same as ``ledger demo`` (scopeledger/_demo.py).
+"""The demo, as a script: the same as ``ledger demo`` (scopeledger/cli/demo.py).
 
     python tools/demo.py [--dir DIR] [--clean] [--json]
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, NamedTuple
 
-from ._fold import Allocation
-from ._history import Event
-from ._rules import ScopeRule, overlaps
+from scopeledger import Allocation, Event, ScopeRule, overlaps
 
 #: How a bar ended: ``"released"``, ``"reclaimed"`` (with a reason), or
 #: ``"held"`` (still held at the end of the window).

@@ -27,8 +27,9 @@ from typing import IO, Any, Iterable, Iterator
 
 import orjson
 
-from ._history import Event
-from ._timeline import Bar, track
+from scopeledger import Event
+
+from .timeline_model import Bar, track
 
 #: The columns of the CSV and Parquet exports, in order, and what each
 #: holds (docs/cli.md repeats this table). Structured values are compact

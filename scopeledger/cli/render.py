@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sys
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import attrs
 
@@ -20,11 +20,25 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from ._errors import format_chain
-from ._fold import Allocation, State
-from ._history import Diff, Event, Holding, VerifyReport, from_ns, to_ns
-from ._process import Liveness, Verdict
-from ._rules import ScopeRule
+from scopeledger import Liveness, ScopeRule
+
+from .internals import format_chain
+
+if TYPE_CHECKING:
+    from scopeledger import Allocation, Diff, Event, Holding, State, Verdict, VerifyReport
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def from_ns(ns: int) -> dt.datetime:
+    """Integer nanoseconds since the epoch -> an aware UTC ``datetime``, truncated
+    to the microsecond (integer arithmetic, as the library's time model shows a time).
+
+    Raises:
+        OverflowError: outside the years 1 to 9999.
+    """
+    return _EPOCH + dt.timedelta(microseconds=ns // 1000)
+
 
 #: What each reclaim reason means, for people.
 REASONS = {
@@ -441,65 +455,3 @@ def verify_text(r: VerifyReport, ledger_path: str) -> str:
     ``ledger verify``; the caller escapes it with :func:`safe`)."""
     return (f"ok: {plural(r.events, 'event')} and {plural(r.snapshots, 'snapshot')} "
             f"checked in {ledger_path}")
-
-
-_TIME_PART = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2}))?)?(?:[.,](\d+))?")
-
-#: The latest instant a time on the command line may name (datetime's range).
-MAX_NS = to_ns(dt.datetime.max.replace(tzinfo=dt.timezone.utc))
-MIN_NS = to_ns(dt.datetime.min.replace(tzinfo=dt.timezone.utc))
-
-
-def parse_when(value: str) -> int | tuple[int, int]:
-    """A point on the command line: ``"12"`` -> seq 12; an ISO 8601 time ->
-    ``(first_ns, last_ns)``, exactly the span its precision names: a date
-    alone is that day, ``14`` that hour, ``14:03`` that minute, ``14:03:05``
-    that second, ``14:03:05.123`` that millisecond (and so on, to the
-    nanosecond). A time without a zone is UTC, as the times ``replay`` prints.
-
-    Raises:
-        ValueError: neither, or a time out of the representable range.
-    """
-    v = value.strip()
-    if v.isdigit():
-        return int(v)
-    bad = ValueError(f"invalid point {value!r}: expected a seq (e.g. 12) or an ISO time "
-                     "(e.g. 2025-11-29T14:03:05.123Z)")
-    sep = re.search(r"[T ]", v)
-    digits = ""
-    if sep is None:
-        unit = 86400 * 10**9  # a date alone: that whole day
-    else:
-        m = _TIME_PART.match(v, sep.end())
-        if m is None:
-            raise bad
-        if m.group(4) is not None:
-            if m.group(3) is None:
-                raise bad  # a fraction of an hour or minute: not supported
-            digits = m.group(4)
-            v = v[: m.start(4) - 1] + v[m.end(4):]  # parse without the fraction
-        if digits:
-            unit = 10 ** (9 - min(len(digits), 9))
-        elif m.group(3) is not None:
-            unit = 10**9
-        elif m.group(2) is not None:
-            unit = 60 * 10**9
-        else:
-            unit = 3600 * 10**9
-    try:
-        when = dt.datetime.fromisoformat(v)
-    except ValueError:
-        raise bad from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    out_of_range = ValueError(f"invalid point {value!r}: out of range (a time must lie between "
-                              "0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z, and so must "
-                              "the whole span its precision names)")
-    try:
-        first = to_ns(when) + int((digits[:9] or "0").ljust(9, "0"))
-    except (OverflowError, ValueError):
-        raise out_of_range from None
-    last = first + unit - 1
-    if first < MIN_NS or last >= MAX_NS:
-        raise out_of_range
-    return first, last

@@ -18,7 +18,7 @@ import datetime as dt
 import textwrap
 from typing import IO, Any, NamedTuple
 
-from ._timeline import Bar, Layout, Mark, Timeline, live_counts, live_counts_by_kind, tree_prefixes
+from .timeline_model import Bar, Layout, Mark, Timeline, live_counts, live_counts_by_kind, tree_prefixes
 
 #: Fill colour of a bar by how it ended (``Bar.kind``); an unknown reclaim
 #: reason gets :data:`OTHER_COLOR`.
@@ -95,7 +95,7 @@ def _cut(text: str, n: int) -> str:
 
 
 def _rules_line(bar: Bar, root: str | None) -> str:
-    from ._render import rules_text, safe
+    from .render import rules_text, safe
 
     return safe(rules_text(bar.rules, root))
 
@@ -124,7 +124,7 @@ def draw(tl: Timeline, layout: Layout, out: IO[bytes], fmt: str, *, title: str,
     from matplotlib.patches import Patch, Rectangle
     import matplotlib as mpl
 
-    from ._render import safe
+    from .render import safe
 
     rows = layout.rows
     aggregate = bool(layout.hidden or layout.hidden_marks)

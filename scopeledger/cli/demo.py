@@ -1,7 +1,7 @@
 """``ledger demo``: the tour README starts with, on real processes.
 
 In a new temporary directory it lays out a small source tree and a ledger,
-then plays a story with real child processes (``python -m scopeledger._demo
+then plays a story with real child processes (``python -m scopeledger.cli.demo
 builder|worker``) and the real command line (``python -m scopeledger``):
 
     runtime (this process)          write src/**, tests/**; read docs/**
@@ -27,10 +27,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .cli import Env
+import click
+
+from .errors import EXIT_OK
+from .params import Command, Env, json_option, output_path_param, pass_env, path_param
+
 
 #: Seconds any one step of the demo may take before it gives up.
 STEP_TIMEOUT = 30.0
@@ -76,7 +79,7 @@ class DemoError(Exception):
 
 
 def _rules(specs: list[str], root: str) -> list[Any]:
-    from ._rules import parse_rule
+    from scopeledger import parse_rule
 
     out = []
     for spec in specs:
@@ -102,7 +105,7 @@ def _stdin_line(timeout: float) -> str | None:
 def worker_main(name: str, mode: str) -> int:
     """A worker: attach to the reserved allocation, report, then act out
     ``mode`` when told to (a line on stdin)."""
-    from ._ledger import Ledger
+    from scopeledger import Ledger
 
     ledger = Ledger.open(os.environ["SCOPELEDGER_DIR"])
     alloc = ledger.attach(name)
@@ -131,8 +134,7 @@ def builder_main() -> int:
     requests (one line each) on stdin."""
     import psutil
 
-    from ._errors import LedgerError
-    from ._ledger import Ledger
+    from scopeledger import Ledger, LedgerError
 
     ledger = Ledger.open(os.environ["SCOPELEDGER_DIR"])
     tree = os.environ["DEMO_TREE"]
@@ -152,7 +154,7 @@ def builder_main() -> int:
                 except LedgerError as exc:
                     _reply(f"refused {exc}")
                     continue
-                p = subprocess.Popen([sys.executable, "-m", "scopeledger._demo", "worker", name, mode],
+                p = subprocess.Popen([sys.executable, "-m", "scopeledger.cli.demo", "worker", name, mode],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 workers[name] = p
                 assert p.stdout is not None
@@ -204,7 +206,7 @@ def builder_main() -> int:
 
 class _Builder:
     def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "scopeledger._demo", "builder"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "scopeledger.cli.demo", "builder"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env=env, start_new_session=True)
 
@@ -260,13 +262,13 @@ class _Story:
     def say(self, text: str, style: str = "") -> None:
         """Print ``text`` indented, control characters escaped (a path given
         with ``--dir`` may hold any)."""
-        from ._render import safe
+        from .render import safe
 
         if not self.quiet:
             self.env.out.print("   " + safe(text), style=style or None, markup=False, soft_wrap=True)
 
     def command(self, argv: list[str]) -> None:
-        from ._render import safe
+        from .render import safe
 
         if not self.quiet:
             shown = ["python3" if a == sys.executable else a for a in argv]
@@ -274,7 +276,7 @@ class _Story:
                                style="bold cyan", markup=False, soft_wrap=True)
 
     def show_tree(self, state: Any, title: str, liveness: Any = None) -> None:
-        from ._render import Trimmed, state_tree
+        from .render import Trimmed, state_tree
 
         if not self.quiet:
             self.env.out.print()
@@ -323,7 +325,7 @@ def _path_hint() -> tuple[str, ...]:
 
 def dir_problem(base: str) -> str | None:
     """Why the demo cannot be built in ``base`` (``--dir``, as
-    :func:`scopeledger._store.resolve_path` has it), for a usage error;
+    :func:`scopeledger.resolve_path` has it), for a usage error;
     ``None`` when it can: a dangling symlink (which ``mkdir`` cannot make a
     directory of: it said ``file exists``), or a directory that is not
     empty."""
@@ -349,17 +351,69 @@ def _first_missing(path: str) -> str | None:
     return first
 
 
-def run_demo(env: "Env", dir_: str | None, keep: bool, timeline: str | None = None) -> int:
-    from ._store import _refuse_a_ledger_inside_a_ledger, resolve_path
-    import click
+# -- the command ---------------------------------------------------------------------------------
 
-    from .cli import EXIT_OK
+
+#: Why ``demo`` takes no ``--ledger`` (given before or after ``demo``).
+DEMO_NO_LEDGER = ("'ledger demo' makes its own ledger, in a new temporary directory (or under "
+                  "--dir DIR): --ledger is not taken")
+
+
+def _no_ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """A hidden ``--ledger`` (not in ``--help``) that refuses itself with a
+    usage error saying why, instead of click's bare "no such option"."""
+
+    def cb(_ctx: click.Context, _p: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            raise click.UsageError(DEMO_NO_LEDGER)
+
+    return click.option("--ledger", "ledger_dir", metavar="DIR", expose_value=False, hidden=True,
+                        callback=cb, is_eager=True)(f)
+
+
+@click.command(cls=Command)
+@_no_ledger_option
+@json_option
+@click.option("--dir", "dir_", metavar="DIR",
+              callback=path_param("omit it for a new temporary directory", directory=True),
+              help="Where to build the demo (default: a new temporary directory).")
+@click.option("--keep/--clean", default=True, show_default=True,
+              help="Keep the demo's tree and ledger to explore afterwards, or remove them.")
+@click.option("--timeline", metavar="FILE.png|FILE.svg", callback=output_path_param((".png", ".svg")),
+              help="Also draw the demo's timeline into FILE (as 'ledger timeline'; the 'plot' extra).")
+@pass_env
+def demo(env: Env, dir_: str | None, keep: bool, timeline: str | None) -> int:
+    """A tour on real processes in a real temporary tree: a runtime delegates
+    to a builder, which delegates to workers; one worker finishes, one is
+    killed with SIGKILL, one is left a zombie; a newcomer is refused, reclaim
+    frees the dead, the newcomer gets in. Then it replays what happened.
+    It makes its own ledger (with the tree, in --dir), so --ledger is not
+    taken."""
+    if env.ledger_dir is not None:  # 'ledger --ledger DIR demo'
+        raise click.UsageError(DEMO_NO_LEDGER)
+    if timeline == "-":
+        raise click.BadParameter("a picture goes to a file: give FILE.png or FILE.svg",
+                                 param_hint="'--timeline'")
+    if timeline is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            from .pictures import extra_missing
+
+            raise extra_missing("plot", "ledger demo --timeline") from None
+    return run_demo(env, dir_, keep, timeline)
+
+
+def run_demo(env: "Env", dir_: str | None, keep: bool, timeline: str | None = None) -> int:
+    from scopeledger import resolve_path
+
+    from .internals import refuse_a_ledger_inside_a_ledger
 
     if dir_ is not None:
         base = resolve_path(dir_)  # a '..' after a symlink as the OS has it
         # Before anything is made: not a ledger inside another (--dir
         # L/snapshots, not empty either: this is what is wrong with it).
-        _refuse_a_ledger_inside_a_ledger(os.path.join(os.path.realpath(base), "ledger"))
+        refuse_a_ledger_inside_a_ledger(os.path.join(os.path.realpath(base), "ledger"))
         problem = dir_problem(base)
         if problem is not None:
             raise click.UsageError(problem)  # (inside the command: click adds its context, the hint)
@@ -376,7 +430,7 @@ def run_demo(env: "Env", dir_: str | None, keep: bool, timeline: str | None = No
     ledger_dir = os.path.join(base, "ledger")
     played = False
     try:
-        _refuse_a_ledger_inside_a_ledger(ledger_dir)  # ($TMPDIR inside a ledger: removed below)
+        refuse_a_ledger_inside_a_ledger(ledger_dir)  # ($TMPDIR inside a ledger: removed below)
         played = True
         summary = _play(env, base, tree, ledger_dir, keep, timeline)
     finally:
@@ -393,9 +447,9 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool,
           timeline: str | None = None) -> dict[str, Any]:
     from rich.text import Text
 
-    from ._ledger import Ledger
-    from ._render import REASONS, safe
-    from ._rules import parse_rule
+    from scopeledger import Ledger, parse_rule
+
+    from .render import REASONS, safe
 
     t0 = time.monotonic()
     _lay_out(tree)
@@ -527,7 +581,7 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool,
         events = list(ledger.events())
         summary["events"] = [e.data for e in events]
         if timeline is not None:
-            from .cli import draw_timeline
+            from .pictures import draw_timeline
 
             drawn = draw_timeline(ledger, timeline, root=tree,
                                   title="ledger demo: who held what, and how it ended")
@@ -575,7 +629,7 @@ def _main(argv: list[str]) -> int:
         return builder_main()
     if argv[:1] == ["worker"] and len(argv) == 3:
         return worker_main(argv[1], argv[2])
-    sys.stderr.write("usage: python -m scopeledger._demo builder | worker NAME MODE\n")
+    sys.stderr.write("usage: python -m scopeledger.cli.demo builder | worker NAME MODE\n")
     return 2
 
 

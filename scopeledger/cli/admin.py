@@ -1,0 +1,141 @@
+"""The operator's commands: ``verify``, ``snapshot``, ``reclaim``, ``release``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from .errors import EXIT_OK, EXIT_REFUSED
+from .params import Command, Env, Integer, TokenType, common, holder_name_param, nothing_at, pass_env
+
+if TYPE_CHECKING:
+    from scopeledger import PartlyRecorded
+
+@click.command(cls=Command)
+@click.option("--workers", type=Integer(1, 256), default=None, metavar="N",
+              help="Processes to verify with (default: one per CPU, at most 8, for logs over 32 MB; "
+                   "else 1).")
+@common
+@pass_env
+def verify(env: Env, workers: int | None) -> int:
+    """Check the whole log and every snapshot: format, gapless seqs, the hash
+    chain, that every event applies and every grant was grantable, that every
+    snapshot equals the fold. Exit 1 on any problem, naming file, line, seq."""
+    from scopeledger import verify as verify_dir
+    from .render import verify_json
+
+    if nothing_at(env.path):
+        env.open(readonly=True)  # the one-line "no ledger at ..." error
+    # Works on a ledger that open() refuses as corrupt.
+    report = verify_dir(env.path, workers=workers)
+    if env.json:
+        env.emit_json({"ledger": env.path, **verify_json(report)})
+    else:
+        from .render import safe, verify_text
+
+        if report.ok:
+            env.out.print(safe(verify_text(report, env.path)), soft_wrap=True, markup=False)
+        for p in report.problems:
+            env.err.print(safe(f"problem: {p}"), soft_wrap=True, markup=False)
+        for n in report.notes:
+            env.out.print(safe(f"note: {n}"), soft_wrap=True, markup=False)
+    return EXIT_OK if report.ok else EXIT_REFUSED
+
+
+@click.command(cls=Command)
+@common
+@pass_env
+def snapshot(env: Env) -> int:
+    """Write a snapshot of the current state now (the ledger also writes them
+    by itself every so many events)."""
+    with env.open() as ledger:
+        seq = ledger.snapshot()
+        if env.json:
+            env.emit_json({"ledger": ledger.path, "seq": seq, "written": seq > 0})
+        elif seq:
+            from .render import safe
+
+            env.out.print(safe(f"snapshot at seq {seq} in {ledger.path}"), markup=False, soft_wrap=True)
+        else:
+            env.out.print("nothing to snapshot: the log is empty")
+    return EXIT_OK
+
+
+@click.command(cls=Command)
+@common
+@click.option("-n", "--dry-run", is_flag=True, help="Report what would be reclaimed; record nothing.")
+@pass_env
+def reclaim(env: Env, dry_run: bool) -> int:
+    """Reclaim every holder whose process is provably gone: exited, a zombie,
+    its pid reused, from an earlier boot of this host, or its PID namespace
+    gone. Children are re-parented. Holders whose liveness cannot be decided
+    are kept, each with the reason."""
+    from scopeledger import PartlyRecorded, Reclaimed, ReclaimReport
+
+    from .render import REASONS, safe
+
+    with env.open(readonly=dry_run) as ledger:
+        partly: PartlyRecorded | None = None
+        before = ledger.state()
+        try:
+            report = ledger.reclaim(dry_run=dry_run)
+        except PartlyRecorded as exc:  # the disk filled up part way: say what was recorded
+            partly = exc
+            names = {n for _, kind, n in exc.recorded if kind == "reclaimed"}
+            got = [e for e in ledger.events(since=before.seq + 1, types=["reclaimed"]) if e.data["name"] in names]
+            report = ReclaimReport(tuple(
+                Reclaimed(e.data["name"], e.data["reason"], "", before.holders[e.data["name"]].pid, e.seq,
+                          tuple((c, p) for c, p in e.data["reparented"]))
+                for e in got if e.data["name"] in before.holders), ())
+        pids = {a.name: a.pid for a in before.holders.values()}
+        unknown = [{"name": n, "pid": pids.get(n), "why": v.why} for n, v in report.unknown]
+        rows = [{"name": r.name, "reason": r.reason, "why": r.why, "pid": r.pid, "seq": r.seq,
+                 "reparented": [list(m) for m in r.reparented]} for r in report.reclaimed]
+        if env.json:
+            env.emit_json({"ledger": ledger.path, "dry_run": dry_run, "reclaimed": rows, "unknown": unknown})
+        else:
+            verb = "would reclaim" if dry_run else "reclaimed"
+            for r in rows:
+                moves = ", ".join(f"'{c}' to '{p}'" if p else f"'{c}' to top level"
+                                  for c, p in r["reparented"])
+                extra = f"; re-parented {moves}" if moves else ""
+                why = f": {r['why']}" if r["why"] else ""
+                env.out.print(safe(f"{verb} '{r['name']}' (pid {r['pid']}): "
+                                   f"{REASONS.get(r['reason'], r['reason'])}{why}{extra}"),
+                              markup=False, soft_wrap=True)
+            for u in unknown:
+                env.out.print(safe(f"kept '{u['name']}' (pid {u['pid']}): liveness unknown: {u['why']}"),
+                              markup=False, soft_wrap=True)
+            if not rows and partly is None:
+                if not report.kept:
+                    env.out.print("nothing to reclaim: no live holders")
+                elif not unknown:
+                    env.out.print("nothing to reclaim: every holder's process is alive")
+                else:
+                    alive = len(report.kept) - len(unknown)
+                    env.out.print(f"nothing to reclaim: {alive} holder(s) alive, {len(unknown)} of "
+                                  "unknown liveness (kept, as above)")
+        if partly is not None:
+            raise partly
+    return EXIT_OK
+
+
+@click.command(cls=Command)
+@common
+@click.argument("name", callback=holder_name_param)
+@click.option("--token", type=TokenType(), metavar="N",
+              help="Release only while this exact grant is live (its token, as 'show' prints it).")
+@pass_env
+def release(env: Env, name: str, token: int | None) -> int:
+    """Release holder NAME by hand (an operator's tool: normally its process
+    or 'ledger run' releases it). Its children are re-parented."""
+    with env.open() as ledger:
+        moved = ledger.release(name, token=token)
+        if env.json:
+            env.emit_json({"ledger": ledger.path, "name": name, "reparented": moved})
+        else:
+            env.out.print(f"released '{name}'" + (f"; re-parented {', '.join(moved)}" if moved else ""))
+    return EXIT_OK
+
+

@@ -1,0 +1,213 @@
+"""The ``ledger`` group and the entry point: the group's options, which module
+each command lives in (imported when that command runs or its help is shown, so
+``ledger --version`` imports none of them), and :func:`main`, which turns every
+ending into an exit code and one line on stderr (docs/cli.md, "Exit codes").
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from typing import NoReturn, Sequence
+
+import click
+
+from scopeledger import __version__
+
+from .errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, CliError,
+                     asks_for_json, exit_code_for, json_text, report)
+from .params import SECONDS, Env, Group, common, pass_env
+
+#: Each command, and the module of this package that defines it.
+COMMANDS = {
+    "check": "run", "demo": "demo", "diff": "query", "export": "pictures", "history": "query",
+    "reclaim": "admin", "release": "admin", "replay": "query", "run": "run", "show": "query",
+    "snapshot": "admin", "timeline": "pictures", "verify": "admin", "who": "query",
+}
+
+
+class _LazyGroup(Group):
+    """A group whose commands are imported when first asked for (:data:`COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in COMMANDS:
+            module = importlib.import_module(f"{__package__}.{COMMANDS[cmd_name]}")
+            command = getattr(module, cmd_name)
+            assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
+            self.add_command(command)
+        return command
+
+
+@click.group(cls=_LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@common
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True, help="Colour in human output (auto: only on a terminal, "
+                                      "never with NO_COLOR set).")
+@click.option("--lock-timeout", type=SECONDS, default=30.0, show_default=True,
+              metavar="SECONDS", help="How long a change waits for the ledger's lock.")
+@click.option("--allow-network-fs", is_flag=True,
+              help="Change a ledger on a network file system (NFS, SMB, 9p, virtiofs, FUSE, ...), "
+                   "where flock may not exclude other hosts: only if this host alone writes it "
+                   "(recorded in the log).")
+@click.version_option(__version__, "-V", "--version", prog_name="scopeledger")
+@pass_env
+def cli(env: Env, color: str, lock_timeout: float, allow_network_fs: bool) -> None:
+    """An event-sourced ledger of which process may read and write which part
+    of a file tree.
+
+    Start with 'ledger demo'. Rules on the command line use the compact
+    syntax: PATH or PATH/** (the path and everything below it), PATH/* (the
+    path and its direct children); relative paths are based at --root (default:
+    the working directory). Quote patterns so the shell does not expand them.
+    """
+    env.color = color
+    env.lock_timeout = lock_timeout
+    env.allow_network_fs = allow_network_fs
+    if click.get_current_context().invoked_subcommand == "run":
+        # Before run's own options are parsed: its usage errors' JSON goes to
+        # stderr too (stdout belongs to the command).
+        env.json_to_stderr = True
+
+
+# -- the entry point ---------------------------------------------------------------------
+
+
+def _reserve_std_fds() -> None:
+    """Open /dev/null on any of fds 0, 1, 2 that is closed (``>&-``), so that
+    no file the ledger opens lands on them and ``sys.stdout``/``sys.stderr``
+    exist (Python sets them to None when the fd was closed at start)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+            except OSError:  # pragma: no cover
+                continue
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            else:
+                # os.open makes it close-on-exec (dup2 does not): 'run''s
+                # COMMAND must get /dev/null there too, not a closed stream.
+                os.set_inheritable(fd, True)
+    if sys.stdin is None:
+        sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
+                          closefd=False, buffering=1)
+
+
+class _LogHandler(logging.Handler):
+    """The library's log records on stderr: ``warning: ...`` for warnings
+    and worse, the message alone for notices (INFO); control characters
+    escaped. For ``run --json`` (whose stderr carries JSON documents only)
+    ``{"warning": ...}`` and ``{"notice": ...}``, the message exact."""
+
+    #: The command line's options (``main`` sets it).
+    env: "Env | None" = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from .render import safe
+
+        try:
+            env = self.env
+            if env is not None and env.json and env.json_to_stderr:
+                kind = "warning" if record.levelno >= logging.WARNING else "notice"
+                sys.stderr.write(json_text({kind: record.getMessage()}) + "\n")
+                sys.stderr.flush()
+                return
+            message = safe(record.getMessage())  # as one_line: nothing but control characters changed
+            if record.levelno >= logging.ERROR:
+                line = f"error: {message}"
+            elif record.levelno >= logging.WARNING:
+                line = f"warning: {message}"
+            else:
+                line = message
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - never let a log line break a command
+            pass
+
+
+def _install_log_handler(env: Env | None = None) -> None:
+    logger = logging.getLogger("scopeledger")
+    handlers = [h for h in logger.handlers if isinstance(h, _LogHandler)]
+    if not handlers:
+        handlers = [_LogHandler(logging.INFO)]
+        logger.addHandler(handlers[0])
+    for h in handlers:
+        h.env = env
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console script: run the command line and exit with its code."""
+    _reserve_std_fds()
+    env = Env()
+    _install_log_handler(env)
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "ledger"
+    if prog in ("__main__.py", "-m", "-c") or not prog:
+        prog = "ledger"
+    code: int
+    args = list(argv) if argv is not None else sys.argv[1:]
+    if not args:
+        # Bare 'ledger': the help, on stdout, and exit 2 (nothing was done).
+        with click.Context(cli, info_name=prog, obj=env, **cli.context_settings) as ctx:
+            sys.stdout.write(cli.get_help(ctx) + "\n")
+        sys.stdout.flush()
+        sys.exit(EXIT_USAGE)
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name=prog,
+                      standalone_mode=False, obj=env)
+        code = rv if isinstance(rv, int) else EXIT_OK
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (e.g. `ledger replay | head`): stop quietly.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        code = EXIT_REFUSED  # as click does for EPIPE
+    except Exception as exc:  # noqa: BLE001 - ours to say in one line; anything else is a bug
+        from scopeledger import LedgerError
+
+        if isinstance(exc, (click.ClickException, LedgerError, CliError, OSError)):
+            code = exit_code_for(exc)
+            if isinstance(exc, click.UsageError) and asks_for_json(args):
+                env.json = True  # a usage error before click reached the command's --json
+            report(env, exc, code)
+        else:
+            if os.environ.get("SCOPELEDGER_DEBUG"):
+                raise
+            code = EXIT_INTERNAL
+            report(env, RuntimeError(f"internal error: {type(exc).__name__}: {exc} "
+                                     "(set SCOPELEDGER_DEBUG=1 for a traceback)"), code)
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,16 @@
+"""The library's internals the command line still reaches for, in one place, until
+they are public (/work/notes/CLI_NEEDS.md, answers 1 and 4): then each line here
+becomes an import from ``scopeledger`` (and this module goes).
+
+- :func:`non_directory_on_the_way` (``--root``, ``-o FILE``'s directory, ``demo --dir``);
+- :func:`refuse_a_ledger_inside_a_ledger` (``demo --dir``, before the demo makes anything);
+- :func:`format_chain` (``who`` names an owner chain as a ``Refused`` message does).
+"""
+
+from __future__ import annotations
+
+from scopeledger._errors import format_chain
+from scopeledger._store import _refuse_a_ledger_inside_a_ledger as refuse_a_ledger_inside_a_ledger
+from scopeledger._store import non_directory_on_the_way
+
+__all__ = ["format_chain", "non_directory_on_the_way", "refuse_a_ledger_inside_a_ledger"]

@@ -1,0 +1,364 @@
+"""The commands that look back: ``replay``, ``show``, ``who``, ``history``, ``diff``.
+They open the ledger read-only and change nothing; points in time are parsed by
+:mod:`.params`, output is drawn by :mod:`.render` (imported when there is output).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Iterator
+
+import click
+
+from .errors import EXIT_INTERRUPTED, EXIT_OK, one_line
+from .params import (DIGITS_RE, MAX_SECONDS, Command, Env, abs_path, common, display_root, holder_name_param,
+                     pass_env, path_param, point_param, relative_option, resolve_point, parse_point)
+
+if TYPE_CHECKING:
+    from scopeledger import CorruptLedger, Event, Ledger, State
+
+#: A replay that has not finished after this many seconds shows a progress
+#: bar on stderr (when stderr is a terminal).
+PROGRESS_AFTER = 0.5
+
+
+class _EventTypes(click.Choice):
+    """``--type``'s choices, :data:`scopeledger.EVENT_TYPES`, read when first
+    needed (``ledger --help`` does not import the library)."""
+
+    def __init__(self) -> None:
+        self.case_sensitive = True
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from scopeledger import EVENT_TYPES
+
+        return tuple(sorted(EVENT_TYPES))
+
+
+def _at_label(state: State, at: str | None) -> str:
+    from .render import iso
+
+    if at is None:
+        return f"now (seq {state.seq})"
+    stamp = f", {iso(state.last_ts)}" if state.last_ts else ""
+    if DIGITS_RE.fullmatch(at):
+        return f"at seq {state.seq}{stamp}"
+    return f"at {at} (seq {state.seq}{stamp})"
+
+
+
+# -- replay ---------------------------------------------------------------------------
+
+
+def _open_for_replay(env: Env, from_: str | None, until: str | None,
+                     follow: bool) -> tuple[Ledger, CorruptLedger | None]:
+    """The ledger for ``replay``, and ``None``; or, when it does not open
+    because a line after its newest snapshot does not check out, a ledger
+    that has folded nothing and the damage: a replay from the first event
+    (no ``--from``, no ``--follow``, ``--until`` a seq if any) can still
+    show everything before the damaged line, which an audit of a damaged
+    ledger needs, and then fail with the error (exit 4).
+
+    Raises:
+        CorruptLedger: the ledger does not open and the replay asked for
+            needs its current state, or the line is not known.
+    """
+    from scopeledger import CorruptLedger
+
+    try:
+        return env.open(readonly=True), None
+    except CorruptLedger as exc:
+        if (exc.line is None or from_ is not None or follow
+                or (until is not None and not DIGITS_RE.fullmatch(until))):
+            raise
+        damage = exc
+    env.err.print(f"warning: {one_line(damage)}; replaying the events before line {damage.line} "
+                  "that the line after each vouches for",
+                  style="yellow", markup=False, highlight=False, soft_wrap=True)
+    return env.open(readonly=True, fold=False), damage
+
+
+def _narrator(ledger: Ledger, since: int | None, filtered: bool, root: str | None) -> tuple[Any, Any]:
+    """A Narrator seeded with the state before ``since``, and (for a
+    filtered replay) the unfiltered stream that keeps it informed."""
+    from .render import Narrator
+
+    from scopeledger import HistoryUnavailable
+
+    narrator = Narrator(root=root)
+    if since is not None and since > 1:
+        try:
+            narrator.seed(ledger.state_at(seq=min(since - 1, ledger.seq)))
+        except HistoryUnavailable:
+            pass
+    everything = ledger.events(since=since) if filtered else None
+    return narrator, everything
+
+
+class _Progress:
+    """A progress bar on stderr, shown only once a replay has taken more than
+    a moment and only when stderr is a terminal."""
+
+    def __init__(self, env: Env, total: int) -> None:
+        self.env = env
+        self.total = total
+        self.t0 = time.monotonic()
+        self.bar: Any = None
+        self.task: Any = None
+        self.enabled = total > 0 and sys.stderr.isatty()
+
+    def update(self, seq: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            if time.monotonic() - self.t0 < PROGRESS_AFTER:
+                return
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("replaying"), BarColumn(),
+                                TextColumn("seq {task.completed}/{task.total}"),
+                                TimeRemainingColumn(), console=self.env.err, transient=True,
+                                redirect_stdout=sys.stdout.isatty(), redirect_stderr=False)
+            self.bar.start()
+            self.task = self.bar.add_task("replay", total=self.total)
+        self.bar.update(self.task, completed=seq)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+@click.command(cls=Command)
+@common
+@click.option("--from", "from_", metavar="SEQ|TIME", callback=point_param,
+              help="First event: a seq or an ISO time.")
+@click.option("--until", metavar="SEQ|TIME", callback=point_param, help="Last event: a seq or an ISO time.")
+@click.option("--holder", metavar="NAME", callback=holder_name_param,
+              help="Only events about NAME and the holders it delegated to.")
+@click.option("--path", "path_", metavar="PATH", callback=path_param(),
+              help="Only events whose rules overlap PATH.")
+@click.option("--type", "types", multiple=True, type=_EventTypes(),
+              help="Only events of this type (repeatable).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing events as they are appended.")
+@relative_option
+@click.option("--interval", type=click.FloatRange(min=0.01), default=0.2, show_default=True,
+              hidden=True, help="Polling interval of --follow, seconds.")
+@pass_env
+def replay(env: Env, from_: str | None, until: str | None, holder: str | None, path_: str | None,
+           types: tuple[str, ...], follow: bool, relative_to: str | None, interval: float) -> int:
+    """Print the events in order, one line each: who, what, which rules, and
+    what it did to the tree (re-parented children, reclaim reasons, refusals
+    with the owner chain). --json prints JSON Lines, one stored event each."""
+    from .render import narrate, styled
+
+    path = abs_path(path_) if path_ is not None else None
+    ledger, damage = _open_for_replay(env, from_, until, follow)
+    with ledger:
+        since = resolve_point(ledger, from_, "--from", "start")
+        until_seq = resolve_point(ledger, until, "--until", "end")
+        if damage is not None:
+            # Up to the line before the one the fold stopped at: each is then
+            # vouched for by the next (a broken chain stops events() itself).
+            before = (damage.line or 1) - 1
+            until_seq = before if until_seq is None else min(until_seq, before)
+        until_ns = None
+        if until is not None:
+            point = parse_point(until)  # (valid: resolve_point took it)
+            if not isinstance(point, int):
+                until_ns = point[1]
+        filtered = bool(types or holder or path)
+        narrator, everything = _narrator(ledger, since, filtered and not env.json,
+                                         display_root(relative_to))
+        kwargs = dict(types=types or None, holder=holder, path=path)
+        progress = _Progress(env, ledger.seq if damage is None else 0)
+        count = 0
+        fancy = not env.json and styled(env.out)
+        write = sys.stdout.write
+
+        def show(events: Iterator[Event]) -> None:
+            nonlocal count
+            for e in events:
+                count += 1
+                if fancy:
+                    env.out.print(narrator.line(e), soft_wrap=True)
+                else:
+                    write(narrator.plain(e) + "\n")
+                progress.update(e.seq)
+
+        def show_lines(pairs: Iterator[tuple[Event, bytes]]) -> None:
+            # --json: each line exactly as stored (an outside tool can re-hash the chain).
+            nonlocal count
+            sys.stdout.flush()
+            put = sys.stdout.buffer.write
+            for e, line in pairs:
+                count += 1
+                put(line)
+                put(b"\n")
+                progress.update(e.seq)
+
+        first_until = until_seq
+        if follow:
+            folded = high = ledger.refresh()  # what this pass reads; later events come in the loop
+            if until_seq is not None:
+                high = min(high, until_seq)
+            first_until = high
+        try:
+            if env.json:
+                show_lines(ledger.event_lines(since=since, until=first_until, **kwargs))
+            else:
+                show(narrate(narrator, ledger.events(since=since, until=first_until, **kwargs), everything))
+        finally:
+            progress.close()
+        if damage is not None:
+            raise damage  # what stopped the ledger from opening, after what precedes it
+        if not follow:
+            if count == 0 and not env.json:
+                env.err.print("no events match", style="dim")
+            return EXIT_OK
+        # --follow: wait for news (Ledger.wait), read what was appended.
+        follow_until = until_seq if until_ns is None else None
+        try:
+            while True:
+                if follow_until is not None and high >= follow_until:
+                    return EXIT_OK
+                if until_ns is not None and time.time_ns() > until_ns:
+                    return EXIT_OK
+                sys.stdout.flush()
+                # Read up to the seq folded now, and remember exactly that:
+                # events appended meanwhile come in the next round.
+                target = ledger.wait(folded, timeout=min(interval, MAX_SECONDS))
+                if target <= folded:
+                    continue  # no news within the interval: look at --until's time again
+                folded = target
+                start = max(high + 1, since or 1)
+                if follow_until is not None:
+                    target = min(target, follow_until)
+                if target < start:
+                    continue
+                if env.json:
+                    pairs = ledger.event_lines(since=start, until=target, **kwargs)
+                    if until_ns is not None:
+                        pairs = (p for p in pairs if p[0].ts <= until_ns)
+                    show_lines(pairs)
+                else:
+                    new = ledger.events(since=start, until=target, **kwargs)
+                    if until_ns is not None:
+                        new = (e for e in new if e.ts <= until_ns)
+                    if filtered:
+                        new = narrate(narrator, new, ledger.events(since=start))
+                    show(new)
+                high = target
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+
+
+# -- show, who ------------------------------------------------------------------------
+
+
+@click.command(cls=Command)
+@common
+@click.option("--at", metavar="SEQ|TIME", callback=point_param,
+              help="Show the tree as it was after this seq or at this time.")
+@relative_option
+@pass_env
+def show(env: Env, at: str | None, relative_to: str | None) -> int:
+    """The live allocation tree: holders, pids, rules, delegation. Now, the
+    process of each holder is probed: dead ones are marked, and so are those
+    whose liveness is unknown, with the reason."""
+    with env.open(readonly=True) as ledger:
+        seq = resolve_point(ledger, at, "--at")
+        state = ledger.state_at(seq=seq) if seq is not None else ledger.state()
+        live = ledger.liveness(list(state.holders.values())) if seq is None else None
+        if env.json:
+            from .render import state_json
+
+            env.emit_json(state_json(state, ledger.path, live))
+        else:
+            from .render import state_tree
+
+            title = f"ledger {ledger.path} {_at_label(state, at)}: {len(state.holders)} holder(s)"
+            env.out.print(state_tree(state, title, live, display_root(relative_to)))
+    return EXIT_OK
+
+
+@click.command(cls=Command)
+@common
+@click.argument("path", callback=path_param())
+@click.option("--at", metavar="SEQ|TIME", callback=point_param,
+              help="Ask about a past point: a seq or an ISO time.")
+@relative_option
+@pass_env
+def who(env: Env, path: str, at: str | None, relative_to: str | None) -> int:
+    """Who holds PATH, for read and for write, with the delegation chain."""
+    target = abs_path(path)
+    with env.open(readonly=True) as ledger:
+        seq = resolve_point(ledger, at, "--at")
+        holdings = ledger.who(target, seq=seq)
+        state_seq = seq if seq is not None else ledger.seq
+        if env.json:
+            from .render import holding_json
+
+            env.emit_json({"ledger": ledger.path, "path": target, "seq": state_seq,
+                           "holders": [holding_json(h) for h in holdings]})
+        else:
+            from .render import who_table
+
+            when = f"at seq {state_seq}" if seq is not None else f"now (seq {state_seq})"
+            env.out.print(who_table(target, holdings, when, display_root(relative_to)))
+    return EXIT_OK
+
+
+@click.command(cls=Command)
+@common
+@click.argument("name", callback=holder_name_param)
+@relative_option
+@pass_env
+def history(env: Env, name: str, relative_to: str | None) -> int:
+    """Every event about holder NAME and the holders it delegated to: grants,
+    attaches, refusals, re-parenting, releases and reclaims."""
+    with env.open(readonly=True) as ledger:
+        from .render import narrate, styled
+
+        if env.json:  # each line exactly as stored, as replay --json
+            sys.stdout.flush()
+            for _e, line in ledger.event_lines(holder=name):
+                sys.stdout.buffer.write(line + b"\n")
+            return EXIT_OK
+        events = ledger.history(name)
+        narrator, everything = _narrator(ledger, None, True, display_root(relative_to))
+        fancy = styled(env.out)
+        for e in narrate(narrator, events, everything):
+            if fancy:
+                env.out.print(narrator.line(e), soft_wrap=True)
+            else:
+                sys.stdout.write(narrator.plain(e) + "\n")
+        if not events and not env.json:
+            env.err.print(f"no events about holder '{name}'", style="dim")
+    return EXIT_OK
+
+
+@click.command(cls=Command)
+@common
+@click.argument("a", metavar="A", callback=point_param)
+@click.argument("b", metavar="B", callback=point_param)
+@pass_env
+def diff(env: Env, a: str, b: str) -> int:
+    """What changed between two points A and B (each a seq or an ISO time):
+    holders added, removed, re-parented, re-bound, re-granted."""
+    with env.open(readonly=True) as ledger:
+        d = ledger.diff(resolve_point(ledger, a, "A"), resolve_point(ledger, b, "B"))  # type: ignore[arg-type]
+        if env.json:
+            from .render import diff_json
+
+            env.emit_json(diff_json(d))
+        else:
+            from .render import diff_lines
+
+            for line in diff_lines(d):
+                env.out.print(line, soft_wrap=True)
+    return EXIT_OK
+
+

@@ -1,0 +1,496 @@
+"""``check`` (would this request be granted now?) and ``run`` (hold a scope while a
+command runs, like flock(1)): both ask the ledger as it decides
+(:meth:`scopeledger.Ledger.decide`), ``run`` waits for news with
+:meth:`scopeledger.Ledger.wait`, forks a gated child, binds the grant to it,
+forwards signals and releases when it ends.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import random
+import re
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+import click
+
+from .errors import (EXIT_CANNOT_EXEC, EXIT_INTERNAL, EXIT_NO_COMMAND, EXIT_OK, EXIT_REFUSED, CliError,
+                     error_json, exit_code_for, json_text, message_of, report)
+from .params import (ENV_DIR, ENV_HOLDER, ENV_TOKEN, SECONDS, Command, Env, Integer, check_enclosing, common,
+                     display_root, holder_name_param, parent_from_env, pass_env, relative_option, request_from,
+                     rule_options)
+
+if TYPE_CHECKING:
+    from scopeledger import Ledger, ScopeRule
+
+#: How long ``ledger run`` waits for the lock to release its scope once the
+#: command has ended, when ``--lock-timeout`` is shorter (seconds).
+RELEASE_WAIT_SECONDS = 10.0
+
+#: Signals ``ledger run`` passes on to its command.
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
+
+#: A waiting 'run' that sees its scope free waits up to this many seconds
+#: (at random) and checks again before asking, so that many waiters released
+#: at once do not all ask (and all but one record a refusal).
+RETRY_JITTER = 0.25
+
+# -- check --------------------------------------------------------------------------------
+
+
+def waitable(err: BaseException) -> bool:
+    """Whether a refusal may clear by waiting: only a conflict with another
+    holder (a ScopeConflict, or a DelegationError naming a sibling). A request
+    outside the parent's scope, a taken name or a gone parent never clears."""
+    from scopeledger import DelegationError, ScopeConflict
+
+    if isinstance(err, ScopeConflict):
+        return True
+    return isinstance(err, DelegationError) and err.sibling is not None
+
+
+@click.command(cls=Command)
+@common
+@rule_options
+@click.option("--name", metavar="NAME", callback=holder_name_param,
+              help="Also check that the name is free.")
+@click.option("--parent", metavar="NAME", callback=holder_name_param,
+              help=f"Ask as a delegation from NAME (default: ${ENV_HOLDER}, when set).")
+@click.option("--top-level", is_flag=True, help=f"Ask at top level, ignoring ${ENV_HOLDER}.")
+@relative_option
+@pass_env
+def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | None,
+          manifest: str | None, name: str | None, parent: str | None, top_level: bool,
+          relative_to: str | None) -> int:
+    """Would this request be granted now? Exit 0 if yes, 1 if not (naming the
+    owner chain). Holders in the way whose process is dead do not count: the
+    request itself would reclaim them. Records nothing. Inside 'ledger run'
+    it asks as a delegation from SCOPELEDGER_HOLDER, and a stale
+    SCOPELEDGER_TOKEN is an error (exit 6), as for a nested 'ledger run'."""
+    name, rules = request_from(writes, reads, root, manifest, name)
+    parent, token = parent_from_env(parent, top_level)
+    with env.open(readonly=True) as ledger:
+        check_enclosing(ledger, parent, token)
+        # A parent that is not live raises UnknownHolder: an error (as 'run'
+        # reports it), not a refusal of the request.
+        decision = ledger.decide(name, rules, parent=parent, parent_token=token)
+        rules = list(decision.rules)  # shown as the ledger would store them
+        err = decision.refusal
+        reclaimed = [(r.name, r.reason) for r in decision.reclaimed]
+        from .render import rules_text
+
+        result: dict[str, Any] = {
+            "granted": err is None,
+            "request": {"name": name, "parent": parent, "rules": [r.to_json() for r in rules]},
+            "would_reclaim": [{"name": n, "reason": r} for n, r in reclaimed],
+            "conflict": None,
+        }
+        if err is not None:
+            result["conflict"] = error_json(err, exit_code_for(err))["error"]
+        if env.json:
+            env.emit_json(result)
+        else:
+            from .render import REASONS, rel_message, safe
+
+            shown = display_root(relative_to)
+            if reclaimed:
+                for n, r in reclaimed:
+                    env.out.print(safe(f"'{n}' stands in the way but is dead ({REASONS.get(r, r)}): "
+                                       "it would be reclaimed first"), markup=False, soft_wrap=True)
+            if err is None:
+                where = f" from '{parent}'" if parent else ""
+                env.out.print(safe(f"granted: {rules_text(rules, shown)}{where} would be granted now"),
+                              markup=False, soft_wrap=True)
+            else:
+                env.out.print(safe(f"refused: {rel_message(message_of(err), shown)}"),
+                              markup=False, soft_wrap=True)
+        return EXIT_OK if err is None else EXIT_REFUSED
+
+
+# -- run -------------------------------------------------------------------------------------
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _default_name(command: Sequence[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9._@:+-]", "-", os.path.basename(command[0]))[:40].lstrip("._@:+-")
+    return f"{base or 'run'}-{os.getpid()}"
+
+
+def _foreground_group() -> bool:
+    """Whether this process is in the terminal's foreground process group
+    (then the terminal already sends Ctrl-C and Ctrl-\\ to the child too)."""
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd):
+                return os.tcgetpgrp(fd) == os.getpgrp()
+        except OSError:
+            continue
+    return False
+
+
+def _give_memory_back() -> None:
+    """Collect what was freed and hand free heap pages back to the OS
+    (glibc's ``malloc_trim``; elsewhere only the collection)."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class _Runner:
+    """``ledger run``: acquire, fork a gated child, bind the allocation to it,
+    let it exec, forward signals, wait, release."""
+
+    def __init__(self, env: Env, ledger: Ledger, name: str, rules: list[ScopeRule],
+                 parent: str | None, command: Sequence[str], quiet: bool,
+                 parent_token: int | None = None) -> None:
+        self.env = env
+        self.ledger = ledger
+        self.name = name
+        self.rules = rules
+        self.parent = parent
+        self.parent_token = parent_token
+        self.command = list(command)
+        self.quiet = quiet
+        self.me = os.getpid()
+        self.alloc: Any = None
+        self.child: int | None = None
+        self.waited = False
+        self.fg = _foreground_group()
+        self.old_handlers: dict[int, Any] = {}
+
+    # signals
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if os.getpid() != self.me:
+            return
+        if self.child is None:
+            raise _Interrupted(signum)
+        if signum in (signal.SIGINT, signal.SIGQUIT) and self.fg:
+            return  # the terminal sent it to the child's process group already
+        try:
+            os.kill(self.child, signum)
+        except ProcessLookupError:
+            pass
+
+    def install(self) -> None:
+        for s in FORWARDED_SIGNALS:
+            self.old_handlers[s] = signal.signal(s, self._on_signal)
+
+    def restore(self) -> None:
+        for s, h in self.old_handlers.items():
+            signal.signal(s, h)
+
+    @staticmethod
+    def block() -> Any:
+        return signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            if self.env.json:
+                sys.stderr.write(json_text({"notice": message}) + "\n")
+            else:
+                from .render import safe
+
+                self.env.err.print(safe(message), markup=False, soft_wrap=True)
+
+    # acquisition
+    def _try(self) -> None:
+        old = self.block()
+        try:
+            if self.parent is None:
+                self.alloc = self.ledger.register(self.name, self.rules)
+            else:
+                self.alloc = self.ledger.delegate(self.parent, self.name, self.rules,
+                                                  parent_token=self.parent_token)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def _dry_check(self) -> Exception | None:
+        """The refusal the request would meet now (``None``: granted), as
+        ``check`` decides it (dead holders in the way count as reclaimable).
+        Records nothing.
+
+        Raises:
+            UnknownHolder: the parent is no longer live (cannot clear by waiting).
+        """
+        return self.ledger.would_grant(self.name, self.rules, parent=self.parent,
+                                       parent_token=self.parent_token)
+
+    def acquire(self, wait: float | None) -> None:
+        """``wait``: 0 fail at once, None for ever, else seconds.
+
+        Only a conflict with another holder is waited for (:func:`waitable`);
+        any other refusal fails at once. The first refused attempt is
+        recorded (once); after it, the request is only checked dry, and asked
+        for again when the dry check says it would be granted now.
+        """
+        from scopeledger import Refused
+
+        deadline = None if wait is None else time.monotonic() + wait
+        backoff = 0.05
+        noticed = False
+        last: Exception | None = None
+        while True:
+            seen = self.ledger.seq  # news after this (even during the check) ends the wait early
+            if last is None:
+                try:
+                    self._try()
+                    return
+                except Refused as exc:
+                    if not waitable(exc):
+                        raise
+                    last = exc
+            else:
+                err = self._dry_check()
+                if err is None:
+                    # Others may have seen the same opening: spread the
+                    # retries out and look again, so that only the first one
+                    # asks (a lost race would record a second refusal).
+                    time.sleep(random.uniform(0.0, RETRY_JITTER))
+                    err = self._dry_check()
+                if err is None:
+                    try:
+                        self._try()
+                        return
+                    except Refused as exc:  # taken meanwhile: rare, recorded once more
+                        if not waitable(exc):
+                            raise
+                        last = exc
+                elif not waitable(err):
+                    raise err  # cannot clear by waiting (e.g. the parent is gone)
+                else:
+                    last = err
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                if wait:
+                    raise CliError(f"timed out after {wait:g}s waiting for the scope: "
+                                   f"{message_of(last)}", EXIT_REFUSED, "refused") from last
+                raise last
+            if not noticed:
+                self.say(f"Blocking waiting for the scope: {message_of(last)}")
+                noticed = True
+            # Wait politely (no lock): until something is appended after what
+            # the check saw, or the backoff ends (a holder in the way may have
+            # died meanwhile: the dry check sees that).
+            timeout = backoff * random.uniform(0.8, 1.2)
+            if deadline is not None:
+                timeout = max(0.0, min(timeout, deadline - time.monotonic()))
+            self.ledger.wait(seen, timeout=timeout)
+            backoff = min(backoff * 2, 1.0)
+
+    # the child
+    def spawn(self) -> tuple[int, int]:
+        """Fork a child that waits at a gate; returns (gate write end, exec
+        error read end)."""
+        env = dict(os.environ)
+        env[ENV_DIR] = self.ledger.path
+        env[ENV_HOLDER] = self.name
+        env[ENV_TOKEN] = str(self.alloc.token)
+        gate_r, gate_w = os.pipe()
+        err_r, err_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: no Python-level cleanup, ever
+            try:
+                for s in FORWARDED_SIGNALS:
+                    signal.signal(s, signal.SIG_DFL)
+                for s in (signal.SIGPIPE, signal.SIGXFSZ):
+                    signal.signal(s, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, [])
+                os.close(gate_w)
+                os.close(err_r)
+                if os.read(gate_r, 1) != b"g":
+                    os._exit(125)  # the wrapper died or gave up: do not run
+                os.close(gate_r)
+                os.execvpe(self.command[0], self.command, env)
+            except OSError as exc:
+                try:
+                    os.write(err_w, str(exc.errno or 0).encode())
+                except OSError:
+                    pass
+            except BaseException:  # noqa: BLE001
+                pass
+            os._exit(EXIT_NO_COMMAND)
+        self.child = pid
+        os.close(gate_r)
+        os.close(err_w)
+        return gate_w, err_r
+
+    def wait_child(self) -> int:
+        """Wait for the child (signals keep being forwarded meanwhile);
+        its exit code, or 128+N when signal N killed it."""
+        assert self.child is not None
+        try:
+            _pid, status = os.waitpid(self.child, 0)
+        except ChildProcessError:
+            return EXIT_INTERNAL
+        finally:
+            self.waited = True
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code
+
+    def release(self) -> None:
+        from scopeledger import LedgerError, LockTimeout, UnknownHolder
+
+        if self.alloc is None:
+            return
+        alloc, self.alloc = self.alloc, None
+        old = self.block()
+        ledger = self.ledger
+        try:
+            try:
+                ledger.release(alloc.name, token=alloc.token)
+            except LockTimeout:
+                # --lock-timeout bounds waiting to take a scope; the command
+                # has ended, and its scope should go back now: wait longer.
+                short = ledger.timeout
+                ledger.timeout = max(short or 0.0, RELEASE_WAIT_SECONDS)
+                try:
+                    ledger.release(alloc.name, token=alloc.token)
+                finally:
+                    ledger.timeout = short
+        except UnknownHolder:
+            pass  # already reclaimed or released by an operator
+        except LedgerError as exc:
+            self.say(f"warning: could not release '{alloc.name}': {message_of(exc)}; its command "
+                     "has exited, so the next request that needs its scope reclaims it")
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def run(self, wait: float | None) -> int:
+        gate_w = err_r = -1
+        token = None
+        try:
+            self.install()
+            self.acquire(wait)
+            token = self.alloc.token
+            old = self.block()
+            try:
+                gate_w, err_r = self.spawn()
+                try:
+                    # This grant only: had another process released the
+                    # name and registered it again meanwhile, attaching by
+                    # name alone would take over that newer grant.
+                    self.ledger.attach(self.name, self.child, token=token)
+                except BaseException:
+                    os.close(gate_w)  # the child sees EOF and exits without running
+                    gate_w = -1
+                    raise
+                os.write(gate_w, b"g")
+                os.close(gate_w)
+                gate_w = -1
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            # While the command runs, this process only waits: it keeps no
+            # folded state (1 M holders: ~1.8 GB per waiting wrapper); the
+            # release folds it again from the newest snapshot.
+            self.ledger.unload()
+            _give_memory_back()
+            data = b""
+            while True:
+                try:
+                    chunk = os.read(err_r, 64)
+                except InterruptedError:  # pragma: no cover - PEP 475 retries
+                    continue
+                if not chunk:
+                    break
+                data += chunk
+            os.close(err_r)
+            err_r = -1
+            code = self.wait_child()
+            if data:
+                errno_ = int(data or b"0")
+                reason = os.strerror(errno_)
+                self.release()
+                raise CliError(f"cannot run {self.command[0]!r}: {reason}",
+                               EXIT_NO_COMMAND if errno_ == errno_mod.ENOENT else EXIT_CANNOT_EXEC)
+            self.release()
+            if self.env.json:
+                sys.stderr.write(json_text({"name": self.name, "token": token, "parent": self.parent,
+                                             "pid": self.child, "exit_code": code}) + "\n")
+            return code
+        except _Interrupted as exc:
+            return 128 + exc.signum
+        finally:
+            for fd in (gate_w, err_r):
+                if fd >= 0:
+                    os.close(fd)
+            if self.child is not None and not self.waited:
+                # A child still at its gate exits at once (EOF); one that runs
+                # the command keeps the scope until it ends: never release early.
+                try:
+                    os.waitpid(self.child, 0)
+                except ChildProcessError:
+                    pass
+            self.release()
+            self.restore()
+
+
+@click.command(cls=Command, context_settings={"allow_interspersed_args": False})
+@common
+@rule_options
+@click.option("--name", metavar="NAME", callback=holder_name_param,
+              help="Holder name (default: the command's name and this pid).")
+@click.option("-n", "--nonblock", is_flag=True, help="Fail at once if the scope is held.")
+@click.option("-w", "--wait", "wait", type=SECONDS, metavar="SECONDS",
+              help="Wait at most SECONDS for the scope (default: wait for ever).")
+@click.option("-E", "--conflict-exit-code", type=Integer(0, 255), default=EXIT_REFUSED,
+              show_default=True, help="Exit code when the scope is not granted.")
+@click.option("--parent", metavar="NAME", callback=holder_name_param,
+              help=f"Delegate from holder NAME (default: ${ENV_HOLDER}, set by an enclosing 'ledger run').")
+@click.option("--top-level", is_flag=True, help=f"Register at top level, ignoring ${ENV_HOLDER}.")
+@click.option("-q", "--quiet", is_flag=True, help="No notice while waiting.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_env
+def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | None,
+        manifest: str | None, name: str | None, nonblock: bool, wait: float | None,
+        conflict_exit_code: int, parent: str | None, top_level: bool, quiet: bool,
+        command: tuple[str, ...]) -> int:
+    """Run COMMAND holding a scope, like flock(1): register it (or delegate it
+    from the enclosing 'ledger run'), run the command as a child, release when
+    it ends, and exit with its exit code (128+N if signal N killed it).
+
+    The command sees SCOPELEDGER_DIR, SCOPELEDGER_HOLDER and SCOPELEDGER_TOKEN,
+    so a 'ledger run' inside it delegates from this holder. Signals sent to
+    this process reach the command. The allocation is bound to the command's
+    process: if this wrapper is killed, it is reclaimed once the command is
+    gone too.
+
+    Example: ledger run --name build --write src --read docs -w 60 -- make
+    """
+    env.json_to_stderr = True
+    if nonblock and wait is not None:
+        raise click.UsageError("-n and -w exclude each other")
+    name, rules = request_from(writes, reads, root, manifest, name)
+    name = name if name is not None else _default_name(command)
+    parent, token = parent_from_env(parent, top_level)
+    with env.open(create=True) as ledger:
+        check_enclosing(ledger, parent, token)
+        runner = _Runner(env, ledger, name, rules, parent, command, quiet, token)
+        from scopeledger import Refused
+
+        try:
+            return runner.run(0 if nonblock else wait)
+        except (Refused, CliError) as exc:
+            if isinstance(exc, CliError) and exc.kind != "refused":
+                raise
+            report(env, exc, conflict_exit_code)
+            return conflict_exit_code
+
+
