@@ -18,17 +18,20 @@ Tables (created by ``PgStore.open(url, create=True)``, with the schema)::
 
     meta(one, format_version, created_at)   one row; format_version = STORE_FORMAT
     events(seq bigint primary key,          gapless from 1
-           ts bigint,                       the running maximum of the lines' ts (ns,
-                                            UTC): never decreasing, so "the last seq at
-                                            or before a time" is one index lookup even
-                                            when a writer's clock stepped back
+           ts bigint,                       the line's ts (ns, UTC): its writer's own
+                                            clock reading, never clamped (format v2)
+           ts_max bigint,                   the running maximum of ts, kept by the server:
+                                            ascending, so time travel is an index lookup
+                                            while no clock stepped back (see time_point)
            line bytea)                      the log line, byte for byte, no newline
     snapshots(seq bigint primary key references events, body bytea)
     sessions(id, host, pid, instance, ttl_ms, opened_at, lease_until, closed_at)
 
 Server-side backstops that do not trust clients (triggers): an insert into
 ``events`` whose seq is not the current maximum + 1 is refused (rows of one
-transaction are checked one statement at a time), and UPDATE, DELETE and
+transaction are checked one statement at a time), as is one whose line does
+not say that seq and ts (a JSON object; so the table and an exported file
+agree), and one made under ``synchronous_commit = off``; UPDATE, DELETE and
 TRUNCATE of ``events`` are refused, as are UPDATE of ``snapshots`` and
 DELETE/TRUNCATE of ``sessions``. A role that owns the tables can still drop
 the triggers: they stop mistakes, not an owner. Each insert notifies the
@@ -120,8 +123,9 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     psycopg = None  # type: ignore[assignment]
     pg_errors = None  # type: ignore[assignment]
 
-STORE_FORMAT = 1
-"""Version of the table layout (not of the line format)."""
+STORE_FORMAT = 2
+"""Version of the table layout (not of the line format). 1 (a development
+version, never behind ``Ledger``) stored the running maximum as ``ts``."""
 
 DEFAULT_SCHEMA = "scopeledger"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,47}")
@@ -300,8 +304,10 @@ CREATE TABLE {s}.meta (
 CREATE TABLE {s}.events (
     seq bigint PRIMARY KEY CHECK (seq >= 1),
     ts bigint NOT NULL,
+    ts_max bigint NOT NULL,
     line bytea NOT NULL);
-CREATE INDEX events_ts_seq ON {s}.events (ts, seq);
+CREATE INDEX events_ts_max ON {s}.events (ts_max, seq);
+CREATE INDEX events_stepped_back ON {s}.events (ts, seq) WHERE ts < ts_max;
 CREATE TABLE {s}.snapshots (
     seq bigint PRIMARY KEY REFERENCES {s}.events (seq),
     body bytea NOT NULL);
@@ -321,14 +327,27 @@ CREATE FUNCTION {s}.instance() RETURNS text LANGUAGE sql STABLE AS $$
                       'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') $$;
 
 CREATE FUNCTION {s}.events_next_seq() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE last_seq bigint; last_ts bigint;
+DECLARE last_seq bigint; last_max bigint; j json;
 BEGIN
-    SELECT e.seq, e.ts INTO last_seq, last_ts FROM {s}.events e ORDER BY e.seq DESC LIMIT 1;
+    IF current_setting('synchronous_commit') = 'off' THEN
+        RAISE EXCEPTION 'scopeledger: an append under synchronous_commit = off is refused '
+                        '(a server crash could lose an event a client acted on)'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    SELECT e.seq, e.ts_max INTO last_seq, last_max FROM {s}.events e ORDER BY e.seq DESC LIMIT 1;
     IF NEW.seq IS DISTINCT FROM coalesce(last_seq, 0) + 1 THEN
         RAISE EXCEPTION 'scopeledger: seq % does not follow the last seq %', NEW.seq, coalesce(last_seq, 0)
             USING ERRCODE = 'integrity_constraint_violation';
     END IF;
-    NEW.ts := greatest(NEW.ts, last_ts);
+    -- \\u0000 becomes \\u0001 (same shape, so the JSON stays valid): the
+    -- json operators refuse to read past a \\u0000 in any string.
+    j := replace(convert_from(NEW.line, 'UTF8'), '\\u0000', '\\u0001')::json;
+    IF json_typeof(j) IS DISTINCT FROM 'object' OR (j->>'seq') IS DISTINCT FROM NEW.seq::text
+            OR (j->>'ts') IS DISTINCT FROM NEW.ts::text THEN
+        RAISE EXCEPTION 'scopeledger: the line for seq % does not say seq % and ts %', NEW.seq, NEW.seq, NEW.ts
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    NEW.ts_max := greatest(NEW.ts, last_max);
     PERFORM pg_notify('scopeledger_{s}', NEW.seq::text);
     RETURN NEW;
 END $$;
@@ -602,15 +621,53 @@ class PgStore:
             f"SELECT coalesce(max(seq), 0) FROM {self.schema}.events").fetchone()[0])
 
     def seq_at(self, ts: int) -> int:
-        """The last seq before the first line whose ts is later than ``ts``
-        (ns, UTC): the point "as of ``ts``"; 0 when the first line is later.
+        """The seq time travel to ``ts`` (ns, UTC) lands on: the last seq
+        whose line is stamped at or before ``ts``, 0 when none is; the seq of
+        :meth:`time_point`. Raises: StoreUnavailable, StoreError."""
+        return self.time_point(ts, 0)[0]
+
+    def time_point(self, ts: int, crossed: int = 5) -> tuple[int, int, list[tuple[int, bytes]]]:
+        """Where time travel to ``ts`` (ns, UTC) lands, as
+        :meth:`Ledger.time_point <scopeledger.Ledger.time_point>` finds it on
+        a file: ``(seq, crossed_count, first_crossed)``. ``seq`` is the last
+        seq (by seq) whose line is stamped at or before ``ts`` (each line's
+        ``ts`` is its writer's own clock reading, never clamped: format v2);
+        ``crossed_count`` is how many lines at or before ``seq`` are stamped
+        after ``ts`` (the answer crosses a clock jump when it is not 0);
+        ``first_crossed`` the first ``crossed`` of them, ``[(seq, line)]``.
+
+        Cost: while no line is stamped before the line before it, one index
+        lookup (``ts_max``, the running maximum the server keeps, is
+        ascending); past a clock that stepped back, the stepped-back lines up
+        to ``ts`` (a partial index) and the lines between the two answers.
 
         Raises: StoreUnavailable, StoreError.
         """
-        row = self._retrying("read the log", lambda conn: conn.execute(
-            f"SELECT seq FROM {self.schema}.events WHERE ts <= %s ORDER BY ts DESC, seq DESC LIMIT 1",
-            (ts,)).fetchone())
-        return row[0] if row else 0
+        s = self.schema
+
+        def run(conn: Any) -> tuple[int, int, list[tuple[int, bytes]]]:
+            # b: the last seq before the first line stamped after ts (every
+            # line up to b is at or before ts); a >= b: lines after b stamped
+            # at or before ts all stepped back (ts < ts_max), so the partial
+            # index finds the last of them.
+            at, before = conn.execute(
+                f"WITH b AS (SELECT coalesce((SELECT seq FROM {s}.events WHERE ts_max <= %(t)s"
+                f"                            ORDER BY ts_max DESC, seq DESC LIMIT 1), 0) AS b)"
+                f" SELECT greatest(b.b, coalesce((SELECT max(seq) FROM {s}.events"
+                f"                                WHERE ts < ts_max AND ts <= %(t)s), 0)), b.b FROM b",
+                {"t": ts}).fetchone()
+            if at == before:
+                return at, 0, []
+            count = conn.execute(f"SELECT count(*) FROM {s}.events WHERE seq > %s AND seq <= %s AND ts > %s",
+                                 (before, at, ts)).fetchone()[0]
+            first: list[tuple[int, bytes]] = []
+            if crossed > 0:
+                with conn.cursor(binary=True) as cur:
+                    first = [(q, bytes(b)) for q, b in cur.execute(
+                        f"SELECT seq, line FROM {s}.events WHERE seq > %s AND seq <= %s AND ts > %s"
+                        " ORDER BY seq LIMIT %s", (before, at, ts, crossed))]
+            return at, count, first
+        return self._retrying("read the log", run)
 
     # -- the lock and appending -------------------------------------------
 

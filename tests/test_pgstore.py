@@ -205,25 +205,33 @@ def test_seeing_more_than_the_log_holds_is_corruption(store):
     assert append(store, {}) == 2
 
 
+def _insert(schema: str, seq: int, ts: int = 1) -> str:
+    """SQL inserting a well-formed line for ``seq`` (what only the seq check can refuse)."""
+    return (f"INSERT INTO {schema}.events (seq, ts, line) VALUES ({seq}, {ts}, "
+            f"convert_to('{{\"seq\": {seq}, \"ts\": {ts}}}', 'UTF8'))")
+
+
 def test_the_server_refuses_a_wrong_seq_update_delete_and_truncate(store, pg_cluster):
     append(store, {}, {}, {})
     s = store.schema
     before = store.read_after(0)
     refused = [
-        f"INSERT INTO {s}.events VALUES (5, 1, 'x')",    # a gap
-        f"INSERT INTO {s}.events VALUES (3, 1, 'x')",    # taken
-        f"INSERT INTO {s}.events VALUES (0, 1, 'x')",
+        _insert(s, 5),    # a gap
+        _insert(s, 3),    # taken
+        _insert(s, 0),
         f"UPDATE {s}.events SET line = 'x' WHERE seq = 2",
+        f"UPDATE {s}.events SET ts = 0 WHERE seq = 2",
         f"DELETE FROM {s}.events WHERE seq = 3",
         f"TRUNCATE {s}.events CASCADE",
-        f"INSERT INTO {s}.events SELECT g, 1, 'x' FROM generate_series(4, 6) g ORDER BY g DESC",
+        f"INSERT INTO {s}.events (seq, ts, line) SELECT g, 1, convert_to('{{\"seq\": ' || g || ', \"ts\": 1}}',"
+        " 'UTF8') FROM generate_series(4, 6) g ORDER BY g DESC",
     ]
     for sql in refused:
-        with pytest.raises(psycopg.Error):
+        with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="scopeledger: "):
             pg_cluster.psql_execute(sql)
     assert store.read_after(0) == before
     # The next seq goes in, even without the advisory lock (the trigger is the backstop).
-    pg_cluster.psql_execute(f"INSERT INTO {s}.events VALUES (4, 1, 'x')")
+    pg_cluster.psql_execute(_insert(s, 4))
     assert store.head() == 4
 
 
@@ -237,11 +245,82 @@ def test_a_refusal_by_the_server_is_a_store_error_and_releases_the_lock(store, p
     assert append(store, {}) == 2
 
 
-def test_seq_at_is_the_last_seq_before_the_first_later_line(store):
-    with store.locked(0, 10):  # a clock stepping back at seq 3
+def test_ts_is_the_writers_own_reading_and_time_travel_lands_as_on_a_file(store, pg_cluster):
+    with store.locked(0, 10):  # a clock ahead at seq 2, stepping back at seq 3
         store.append([line(1, ts=100), line(2, ts=300), line(3, ts=200), line(4, ts=400)], 1)
-    assert [store.seq_at(t) for t in (50, 100, 250, 299, 300, 399, 400, 10**18)] == [0, 1, 1, 1, 3, 3, 4, 4]
+    # Stored as written, never clamped (v2); the server keeps the running maximum beside it.
+    assert pg_cluster.psql_execute(f"SELECT seq, ts, ts_max FROM {store.schema}.events ORDER BY seq") == \
+        [(1, 100, 100), (2, 300, 300), (3, 200, 300), (4, 400, 400)]
+    # The last seq stamped at or before the time; seq 2 is crossed between 200 and 299.
+    assert [store.seq_at(t) for t in (50, 100, 199, 200, 250, 299, 300, 399, 400, 10**18)] == \
+        [0, 1, 1, 3, 3, 3, 3, 3, 4, 4]
+    assert store.time_point(250) == (3, 1, [(2, line(2, ts=300))])
+    assert store.time_point(250, 0) == (3, 1, [])
+    assert store.time_point(199) == (1, 0, []) and store.time_point(300) == (3, 0, [])
     assert store.read_after(2, 1) == [(3, line(3, ts=200))]  # the line keeps its own ts
+
+
+def test_time_points_are_the_file_ledgers_own_answers(store, tmp_path):
+    """The same lines on a file (written by real Ledger writers with skewed
+    clocks) and in the table give the same time points, at every stamp and
+    between them."""
+    from scopeledger import Ledger, ScopeRule
+
+    d = str(tmp_path / "l")
+    base = time.time_ns()
+    skews = [0, 10**12, -(10**12), 0, 5 * 10**11, 0, -(10**9), 3 * 10**12, 0, 0]
+    writers = [Ledger.open(d, clock=lambda k=k: base + k * 10**6 + skews[k]) for k in range(len(skews))]
+    for k, w in enumerate(writers):
+        w.register(f"h{k}", [ScopeRule(f"/x/{k}", "write")])
+    lines = open(os.path.join(d, "events.jsonl"), "rb").read().splitlines()
+    with store.locked(0, 10):
+        store.append(lines, 1)
+    stamps = sorted({orjson.loads(x)["ts"] for x in lines})
+    probes = sorted({t + d for t in stamps for d in (-1, 0, 1)} | {0, 2**62})
+    ledger = writers[0]
+    for t in probes:
+        point = ledger.time_point(t)
+        got = store.time_point(t)
+        assert (got[0], got[1], [q for q, _ in got[2]]) == \
+            (point.seq, point.crossed_count, [e.seq for e in point.crossed]), t
+
+
+def test_a_line_that_does_not_say_its_seq_and_ts_is_refused_by_the_server(store, pg_cluster):
+    append(store, {})
+    s = store.schema
+    for bad in ("'{\"seq\": 3, \"ts\": 7}'", "'{\"seq\": 2, \"ts\": 8}'", "'{\"seq\": 2.0, \"ts\": 7}'",
+                "'{\"ts\": 7}'", "'[2, 7]'", "'not json'", "'\\xff'::bytea"):
+        with pytest.raises(psycopg.Error):
+            pg_cluster.psql_execute(f"INSERT INTO {s}.events (seq, ts, line) VALUES (2, 7, {bad}::bytea)")
+    # A client cannot choose the running maximum either: the server computes it.
+    pg_cluster.psql_execute(_insert(s, 2, 7).replace("(seq, ts, line) VALUES (2, 7,",
+                                                     "(seq, ts, ts_max, line) VALUES (2, 7, 99999,"))
+    assert pg_cluster.psql_execute(f"SELECT ts, ts_max FROM {s}.events WHERE seq = 2")[0][1] == \
+        max(7, pg_cluster.psql_execute(f"SELECT ts FROM {s}.events WHERE seq = 1")[0][0])
+
+
+def test_synchronous_commit_is_forced_on_and_the_server_refuses_appends_without_it(pg_cluster, pg_url):
+    schema = parse_url(pg_url).schema
+    PgStore.open(pg_url, create=True).close()
+    # Asked for asynchronous commit three ways: by the URL, the role and the database.
+    pg_cluster.psql_execute("ALTER ROLE postgres IN DATABASE postgres SET synchronous_commit = off")
+    try:
+        url = pg_cluster.url(schema) + "&options=-c%20synchronous_commit%3Doff"
+        with PgStore.open(url) as st:
+            raw = psycopg.connect(parse_url(url).conninfo, autocommit=True)
+            assert raw.execute("SHOW synchronous_commit").fetchone()[0] == "off"  # what it would get
+            with st.locked(0, 10):
+                assert st._conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+                st.append([line(1)], 1)
+            assert st.head() == 1
+            # A client that does not force it on is refused by the server.
+            with pytest.raises(psycopg.errors.InvalidTransactionState, match="synchronous_commit"):
+                raw.execute(f"INSERT INTO {schema}.events (seq, ts, line) "
+                            "VALUES (2, 7, convert_to('{\"seq\": 2, \"ts\": 7}', 'UTF8'))")
+            raw.close()
+            assert st.head() == 1
+    finally:
+        pg_cluster.psql_execute("ALTER ROLE postgres IN DATABASE postgres RESET synchronous_commit")
 
 
 # -- the lock --------------------------------------------------------------------
