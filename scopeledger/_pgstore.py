@@ -106,6 +106,7 @@ import math
 import os
 import re
 import select
+import socket
 import threading
 import time
 import weakref
@@ -317,6 +318,7 @@ CREATE TABLE {s}.sessions (
     pid integer,
     instance text NOT NULL,
     ttl_ms integer NOT NULL CHECK (ttl_ms > 0),
+    grace_ms integer NOT NULL CHECK (grace_ms >= 0),
     opened_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     lease_until timestamptz NOT NULL,
     closed_at timestamptz);
@@ -501,9 +503,11 @@ class PgStore:
 
     # -- connections --------------------------------------------------------
 
-    def _new_connection(self) -> Any:
+    def _new_connection(self, **params: Any) -> Any:
+        """A new connection (``params``: libpq connection parameters added to
+        the URL's), with synchronous commit forced on."""
         try:
-            conn = psycopg.connect(self._loc.conninfo, autocommit=True)
+            conn = psycopg.connect(self._loc.conninfo, autocommit=True, **params)
         except psycopg.Error as exc:
             raise StoreUnavailable(self.url, f"cannot connect to {self.url}: {_first_line(exc)}",
                                    getattr(exc, "sqlstate", None)) from exc
@@ -621,10 +625,19 @@ class PgStore:
             f"SELECT coalesce(max(seq), 0) FROM {self.schema}.events").fetchone()[0])
 
     def seq_at(self, ts: int) -> int:
-        """The seq time travel to ``ts`` (ns, UTC) lands on: the last seq
-        whose line is stamped at or before ``ts``, 0 when none is; the seq of
-        :meth:`time_point`. Raises: StoreUnavailable, StoreError."""
-        return self.time_point(ts, 0)[0]
+        """The last seq before the first line whose ``ts`` is later than
+        ``ts`` (ns, UTC): the log "as of" that time, 0 when the first line is
+        later, the head when none is (the store interface's meaning; writers'
+        clocks may step back, and the first later line ends the answer,
+        whatever follows it). One index lookup (``ts_max``). Time travel
+        (:meth:`time_point`) lands at or after it.
+
+        Raises: StoreUnavailable, StoreError.
+        """
+        row = self._retrying("read the log", lambda conn: conn.execute(
+            f"SELECT seq FROM {self.schema}.events WHERE ts_max <= %s ORDER BY ts_max DESC, seq DESC LIMIT 1",
+            (ts,)).fetchone())
+        return row[0] if row else 0
 
     def time_point(self, ts: int, crossed: int = 5) -> tuple[int, int, list[tuple[int, bytes]]]:
         """Where time travel to ``ts`` (ns, UTC) lands, as
@@ -962,26 +975,38 @@ class PgStore:
             f"SELECT {self.schema}.instance()").fetchone()[0])
 
     def open_session(self, ttl: float, *, host: str | None = None, pid: int | None = None,
-                     renew: bool = True, on_lost: Callable[["PgSession"], object] | None = None
-                     ) -> "PgSession":
+                     renew: bool = True, on_lost: Callable[["PgSession"], object] | None = None,
+                     grace: float | None = None) -> "PgSession":
         """Open a client session: a connection of its own holding a
         session-level advisory lock, and a lease of ``ttl`` seconds renewed by
         a background thread every ``ttl``/3 (``renew=False``: by the caller).
+        ``grace`` (seconds; default :func:`default_grace`) is how long after
+        the lease's end on the server's clock others still wait before
+        judging the session dead by it.
 
         Raises:
-            ValueError: ``ttl`` not a positive number of at most a day.
+            ValueError: ``ttl`` not a number of 0.01..86400 seconds, or
+                ``grace`` not one of 0..86400.
             StoreUnavailable, StoreError.
         """
-        if not isinstance(ttl, (int, float)) or not 0.01 <= ttl <= 86400:
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0.01 <= ttl <= 86400:
             raise ValueError(f"a session ttl is 0.01..86400 seconds, not {ttl!r}")
-        return PgSession(self, float(ttl), host, os.getpid() if pid is None else pid, renew, on_lost)
+        if grace is None:
+            grace = default_grace(ttl)
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= 86400:
+            raise ValueError(f"a session grace is 0..86400 seconds, not {grace!r}")
+        return PgSession(self, float(ttl), float(grace), host, os.getpid() if pid is None else pid,
+                         renew, on_lost)
 
     def dead_sessions(self, ids: list[int]) -> dict[int, str]:
         """Which of the sessions ``ids`` are provably dead, with why:
         ``"session_closed"`` (closed by its client), ``"lease_expired"``
-        (server clock past ``lease_until``), ``"session_lock_gone"`` (its lock
-        is not held, and the server is the instance it was taken on). A session
-        not named here is alive or unknown (an id not in the table is unknown,
+        (the server's clock past ``lease_until`` + the session's grace: its
+        client stopped trusting the lease at ``lease_until`` or before, see
+        :class:`PgSession`), ``"session_lock_gone"`` (its lock is not held,
+        and the server is the instance it was taken on: after a restart, or
+        while its client re-takes it, only the lease decides). A session not
+        named here is alive or unknown (an id not in the table is unknown,
         not dead). One query; the server's clock decides.
 
         Raises: StoreUnavailable, StoreError.
@@ -990,6 +1015,7 @@ class PgStore:
         sql = f"""
             SELECT s.id,
                    s.closed_at IS NOT NULL,
+                   s.lease_until + s.grace_ms * interval '1 millisecond' < clock_timestamp(),
                    s.lease_until < clock_timestamp(),
                    s.instance = {s}.instance(),
                    EXISTS (SELECT 1 FROM pg_locks l
@@ -1000,13 +1026,14 @@ class PgStore:
         rows = self._retrying("judge sessions", lambda conn: conn.execute(
             sql, (self._key & 0xFFFFFFFF, list(ids))).fetchall())
         out: dict[int, str] = {}
-        for sid, closed, expired, same_instance, locked in rows:
+        for sid, closed, expired, lapsed, same_instance, locked in rows:
             if closed:
                 out[sid] = "session_closed"
             elif expired:
                 out[sid] = "lease_expired"
             elif same_instance and not locked:
-                out[sid] = "session_lock_gone"
+                # A client lets its lock go when its lease lapsed: say so.
+                out[sid] = "lease_expired" if lapsed else "session_lock_gone"
         return out
 
 
@@ -1027,31 +1054,73 @@ def _line_ts(line: bytes, seq: int) -> int:
 
 # -- sessions ----------------------------------------------------------------
 
-class PgSession:
-    """A client session (see the module docstring). Attributes: ``id``
-    (int), ``instance`` (the server instance it was opened on), ``ttl``
-    (seconds), ``lost`` (``None`` while valid, else why it was lost)."""
+def default_grace(ttl: float) -> float:
+    """The default grace of a session of ``ttl`` seconds: a tenth of the ttl,
+    at least 0.25 s (seconds).
 
-    def __init__(self, store: PgStore, ttl: float, host: str | None, pid: int, renew: bool,
+    Why: a client trusts its lease until ``sent + ttl`` on its own monotonic
+    clock, ``sent`` read before the renewal left; the server's lease ends at
+    the server's wall clock when the renewal ran + ttl, which is later in
+    real time. The grace covers what can make the server's end come first:
+    the two clocks ticking at different rates (NTP slews at most 500 ppm:
+    0.05 % of the ttl), a small step of the server's wall clock, and the
+    time a loaded machine takes to run the client's watchdog (its
+    ``valid`` turns false at the deadline whatever the threads do). A step
+    of the server's clock forward by more than the grace is outside what
+    this protects against: run the server with a slewing NTP client.
+    """
+    return max(0.25, ttl / 10)
+
+
+class PgSession:
+    """A client session (see the module docstring), made by
+    :meth:`PgStore.open_session`.
+
+    Attributes: ``id`` (int), ``instance`` (the server instance its lock is
+    held on; it changes when the session re-takes its lock after a server
+    restart), ``ttl`` and ``grace`` (seconds), ``lost`` (``None`` while
+    valid, else why it was lost: ``"lease_expired"``, ``"connection_lost:
+    ..."``, ``"closed"``, ``"forked"``), ``lost_at`` (``time.monotonic()``
+    when it stopped being valid: for a lapsed lease, its deadline).
+
+    Liveness, as the holder sees it: the lease is trusted until ``sent +
+    ttl`` on this process's monotonic clock (``sent``: before the last
+    acknowledged renewal was sent). At that deadline :attr:`valid` turns
+    false and ``on_lost`` is called by a watchdog thread, whether or not the
+    renewer is stuck on a cut link; others may judge the session dead by its
+    lease only at the server's ``lease_until`` + ``grace``, later in real
+    time (:func:`default_grace`). Its connection lost: when the server
+    restarted (another instance answers), the session takes its lock again
+    on the new instance, then moves its row to that instance and renews, if
+    its lease has not lapsed; when the same instance answers, its lock was
+    gone there (others may have judged it dead): the session is lost.
+    """
+
+    def __init__(self, store: PgStore, ttl: float, grace: float, host: str | None, pid: int, renew: bool,
                  on_lost: Callable[["PgSession"], object] | None) -> None:
         self.store = store
         self.ttl = ttl
+        self.grace = grace
         self.lost: str | None = None
+        self.lost_at: float | None = None
         self._on_lost = on_lost
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()       # the connection and renewals (RLock: on_lost may close)
+        self._state = threading.Condition()   # lost, _deadline, _closing
+        self._closing = False
         self._pid = os.getpid()
         self._stop_r, self._stop_w = os.pipe()
         s = store.schema
-        conn = store._new_connection()
+        conn = self._connect()
         self._conn = conn
         try:
             sent = time.monotonic()
             row = conn.execute(
-                f"WITH s AS (INSERT INTO {s}.sessions (host, pid, instance, ttl_ms, lease_until)"
-                f"  VALUES (%s, %s, {s}.instance(), %s, clock_timestamp() + %s * interval '1 millisecond')"
+                f"WITH s AS (INSERT INTO {s}.sessions (host, pid, instance, ttl_ms, grace_ms, lease_until)"
+                f"  VALUES (%s, %s, {s}.instance(), %s, %s, clock_timestamp() + %s * interval '1 millisecond')"
                 "  RETURNING id, instance)"
                 " SELECT id, instance, pg_advisory_lock(%s, id) FROM s",
-                (host, pid, math.ceil(ttl * 1000), math.ceil(ttl * 1000), store._key)).fetchone()
+                (host, pid, math.ceil(ttl * 1000), math.ceil(grace * 1000), math.ceil(ttl * 1000),
+                 store._key)).fetchone()
         except psycopg.Error as exc:
             self._close_quietly()
             raise store._error(exc, "open a session") from exc
@@ -1060,34 +1129,47 @@ class PgSession:
         self._deadline = sent + ttl
         _live.add(self)
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = threading.Thread(
+            target=self._watch, name=f"scopeledger-session-{self.id}-watchdog", daemon=True)
+        self._watchdog.start()
         if renew:
             self._thread = threading.Thread(target=self._keep, name=f"scopeledger-session-{self.id}",
                                             daemon=True)
             self._thread.start()
 
+    def _connect(self) -> Any:
+        """A connection for the session: TCP keepalives and a user timeout
+        so that a renewal on a cut link fails within about ttl/3 (ignored on
+        a unix socket)."""
+        third = max(1, int(self.ttl / 3))
+        return self.store._new_connection(
+            keepalives=1, keepalives_idle=third, keepalives_interval=1, keepalives_count=3,
+            tcp_user_timeout=max(1000, math.ceil(self.ttl * 1000 / 3)))
+
     @property
     def valid(self) -> bool:
         """Not lost, and this client's own deadline for the lease (counted
-        from before the last renewal was sent) not passed."""
+        from before the last acknowledged renewal was sent) not passed."""
         if self.lost is None and time.monotonic() >= self._deadline:
             self._lose("lease_expired")
         return self.lost is None
 
     def renew(self) -> None:
-        """Extend the lease by ``ttl`` from now (server clock).
+        """Extend the lease by ``ttl`` from now (server clock). When the
+        connection broke and another server instance answers (a restart),
+        the lock is taken again there first.
 
         Raises:
             SessionLost: the lease had expired (anyone may have judged the
-                session dead), the connection broke, or this is a forked child.
+                session dead), the connection broke and the same server
+                instance answers (its lock was gone there) or none answered
+                before the deadline, or this is a forked child.
         """
         with self._mutex:
             if self._pid != os.getpid():
                 raise SessionLost(self.store.url, "a forked child does not use its parent's session")
-            if self.lost is not None:
+            if not self.valid:
                 raise SessionLost(self.store.url, f"session {self.id} is lost ({self.lost})")
-            if time.monotonic() >= self._deadline:
-                self._lose("lease_expired")
-                raise SessionLost(self.store.url, f"session {self.id} is lost (lease_expired)")
             s = self.store.schema
             sent = time.monotonic()
             try:
@@ -1096,31 +1178,114 @@ class PgSession:
                     " WHERE id = %s AND closed_at IS NULL AND lease_until > clock_timestamp() RETURNING id",
                     (self.id,)).fetchone()
             except psycopg.Error as exc:
-                self._lose(f"connection_lost: {_first_line(exc)}")
-                raise SessionLost(self.store.url, f"session {self.id} is lost: {_first_line(exc)}") from exc
+                if not (self._conn.closed or self._conn.broken):
+                    self._lose(f"connection_lost: {_first_line(exc)}")
+                    raise SessionLost(self.store.url, f"session {self.id} is lost: {_first_line(exc)}") from exc
+                got = self._reattach(exc)
+                row, sent = (None, sent) if got is None else ((got[0],), got[1])
             if row is None:
                 self._lose("lease_expired")
                 raise SessionLost(self.store.url, f"session {self.id} is lost (lease_expired)")
-            self._deadline = sent + self.ttl
+            self._extend(sent + self.ttl)
+
+    def _extend(self, deadline: float) -> None:
+        with self._state:
+            if self.lost is None:
+                self._deadline = deadline
+
+    def _reattach(self, cause: BaseException) -> tuple[int, float] | None:
+        """The connection broke: reconnect until the deadline; on another
+        server instance, take the lock again, then move the row there and
+        renew (``(id, sent)``; ``None``: the lease had lapsed). Under
+        ``_mutex``."""
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        s = self.store.schema
+        why = _first_line(cause)
+        pause = 0.02
+        while self.valid:
+            try:
+                conn = self._connect()
+            except StoreError as exc:
+                why = _first_line(exc)
+                time.sleep(min(pause, max(0.0, self._deadline - time.monotonic())))  # a back-off
+                pause = min(pause * 2, 0.5)
+                continue
+            try:
+                instance = conn.execute(f"SELECT {s}.instance()").fetchone()[0]
+                if instance == self.instance:
+                    break  # the same server: the lock was gone there
+                if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (self.store._key, self.id)).fetchone()[0]:
+                    break
+                sent = time.monotonic()
+                row = conn.execute(
+                    f"UPDATE {s}.sessions SET instance = {s}.instance(),"
+                    " lease_until = clock_timestamp() + ttl_ms * interval '1 millisecond'"
+                    " WHERE id = %s AND closed_at IS NULL AND lease_until > clock_timestamp() RETURNING id",
+                    (self.id,)).fetchone()
+            except psycopg.Error as exc:
+                why = _first_line(exc)
+                with contextlib.suppress(Exception):
+                    conn.close()
+                continue
+            self._conn = conn
+            if row is None:
+                return None
+            self.instance = instance
+            return row[0], sent
+        self._lose(f"connection_lost: {why}")
+        raise SessionLost(self.store.url, f"session {self.id} is lost: its connection broke ({why})") from cause
 
     def _keep(self) -> None:
-        """The background renewer: renews every ttl/3, and notices at once
-        when the server closes the connection (its socket turns readable)."""
+        """The background renewer: renews every ttl/3, and at once when the
+        server closes the connection (its socket turns readable)."""
         period = self.ttl / 3
-        fd = self._conn.pgconn.socket
         while self.lost is None:
-            readable, _, _ = select.select([fd, self._stop_r], [], [], period)
+            try:
+                fd = self._conn.pgconn.socket
+                readable, _, _ = select.select([fd, self._stop_r], [], [], period)
+            except (OSError, ValueError, psycopg.Error):
+                readable = []  # the connection is gone: renewing reconnects
             if self._stop_r in readable:
                 return
-            # Readable: the server closed the connection (or sent a notice);
-            # renewing now finds out which, and consumes what came.
             with contextlib.suppress(SessionLost):
                 self.renew()
 
-    def _lose(self, why: str) -> None:
-        if self.lost is not None:
+    def _watch(self) -> None:
+        """The watchdog: the session is lost at its deadline, even while a
+        renewal hangs on a cut link."""
+        with self._state:
+            while self.lost is None and not self._closing:
+                remaining = self._deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._state.wait(remaining)
+        if not self._closing:
+            self._lose("lease_expired")
+            self._shut()  # a renewal stuck on a cut link returns now
+
+    def _shut(self) -> None:
+        """Shut the connection's socket down (both ways) without closing it:
+        a thread blocked on it returns with an error; the fd stays ours."""
+        try:
+            fd = self._conn.pgconn.socket
+        except Exception:
             return
-        self.lost = why
+        with contextlib.suppress(OSError):
+            sock = socket.socket(fileno=os.dup(fd))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.close()
+
+    def _lose(self, why: str) -> None:
+        with self._state:
+            if self.lost is not None:
+                return
+            now = time.monotonic()
+            self.lost_at = min(now, self._deadline) if why == "lease_expired" else now
+            self.lost = why
+            self._state.notify_all()
         if self._on_lost is not None:
             with contextlib.suppress(Exception):
                 self._on_lost(self)
@@ -1131,17 +1296,30 @@ class PgSession:
         when the connection is gone (the lock goes with it, the lease lapses)."""
         if self._pid != os.getpid():
             return
+        with self._state:
+            self._closing = True
+            self._state.notify_all()
+        me = threading.current_thread()  # close() may be called by on_lost, in either thread
         thread, self._thread = self._thread, None
         if thread is not None:
-            os.write(self._stop_w, b"x")
-            thread.join()
+            with contextlib.suppress(OSError):
+                os.write(self._stop_w, b"x")
+            if thread is not me:
+                thread.join(max(0.0, self._deadline - time.monotonic()) + 1.0)
+                if thread.is_alive():  # stuck in a renewal on a cut link
+                    self._shut()
+                    thread.join()
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog is not me:
+            watchdog.join()
         with self._mutex:
             if not self._conn.closed:
                 with contextlib.suppress(psycopg.Error):
                     self._conn.execute(f"UPDATE {self.store.schema}.sessions SET closed_at = clock_timestamp()"
                                        " WHERE id = %s AND closed_at IS NULL", (self.id,))
-            if self.lost is None:
-                self.lost = "closed"
+            with self._state:
+                if self.lost is None:
+                    self.lost = "closed"
             self._close_quietly()
 
     def _close_quietly(self) -> None:
@@ -1149,7 +1327,8 @@ class PgSession:
             self._conn.close()
         for fd in (self._stop_r, self._stop_w):
             with contextlib.suppress(OSError):
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
         self._stop_r = self._stop_w = -1
 
     def _forked_child(self) -> None:
@@ -1157,8 +1336,10 @@ class PgSession:
             return
         _blind(self._conn)
         self.lost = "forked"
-        self._thread = None
-        self._mutex = threading.Lock()
+        self._thread = self._watchdog = None
+        self._mutex = threading.RLock()
+        self._state = threading.Condition()
+        self._closing = True
         self._on_lost = None
 
     def __enter__(self) -> "PgSession":

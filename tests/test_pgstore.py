@@ -251,9 +251,11 @@ def test_ts_is_the_writers_own_reading_and_time_travel_lands_as_on_a_file(store,
     # Stored as written, never clamped (v2); the server keeps the running maximum beside it.
     assert pg_cluster.psql_execute(f"SELECT seq, ts, ts_max FROM {store.schema}.events ORDER BY seq") == \
         [(1, 100, 100), (2, 300, 300), (3, 200, 300), (4, 400, 400)]
-    # The last seq stamped at or before the time; seq 2 is crossed between 200 and 299.
-    assert [store.seq_at(t) for t in (50, 100, 199, 200, 250, 299, 300, 399, 400, 10**18)] == \
-        [0, 1, 1, 3, 3, 3, 3, 3, 4, 4]
+    probes = (50, 100, 199, 200, 250, 299, 300, 399, 400, 10**18)
+    # Time travel: the last seq stamped at or before the time; seq 2 is crossed between 200 and 299.
+    assert [store.time_point(t)[0] for t in probes] == [0, 1, 1, 3, 3, 3, 3, 3, 4, 4]
+    # seq_at (the store interface): the last seq before the first line stamped later.
+    assert [store.seq_at(t) for t in probes] == [0, 1, 1, 1, 1, 1, 3, 3, 4, 4]
     assert store.time_point(250) == (3, 1, [(2, line(2, ts=300))])
     assert store.time_point(250, 0) == (3, 1, [])
     assert store.time_point(199) == (1, 0, []) and store.time_point(300) == (3, 0, [])
@@ -695,8 +697,208 @@ def test_a_lapsed_lease_cannot_be_renewed(store):
         s.renew()
     assert wait_for(lambda: store.dead_sessions([s.id]), "lease expired on the server") == \
         {s.id: "lease_expired"}
-    s.close()
-    assert store.dead_sessions([s.id]) == {s.id: "session_closed"}
+    s.close()  # its connection was shut when it lapsed: the row stays as it was
+    assert store.dead_sessions([s.id]) == {s.id: "lease_expired"}
+
+
+def test_a_holder_learns_its_lease_lapsed_before_anyone_judges_it_dead(store):
+    """Not renewed (a stalled renewer): the client's own deadline passes,
+    its on_lost fires from the watchdog, and only after that, by the server
+    clock plus the grace, does anyone else see the session dead."""
+    fired = []
+    s = store.open_session(0.5, renew=False, grace=1.0, on_lost=lambda sess: fired.append(time.monotonic()))
+    try:
+        judged = []
+        def judge():
+            got = store.dead_sessions([s.id])
+            if got:
+                judged.append(time.monotonic())  # after the answer: when a grantor could act
+            return got
+        assert wait_for(judge, "the lapsed session judged dead") == {s.id: "lease_expired"}
+        assert s.lost == "lease_expired" and s.lost_at < judged[0]
+        assert not s.valid and fired and s.lost_at <= fired[0]
+    finally:
+        s.close()
+
+
+class Blackhole:
+    """A TCP forwarder to the cluster whose link can be cut: once ``cut`` is
+    set, nothing more passes either way and no socket is closed (a
+    partition: neither end hears from the other)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = upstream_port
+        self.cut = threading.Event()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            self._socks += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if not self.cut.is_set():
+                    dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+        for x in self._socks:
+            with contextlib.suppress(OSError):
+                x.close()
+
+
+def test_a_partitioned_client_learns_first_and_is_judged_dead_by_its_lease(store, pg_cluster):
+    """Its link cut, a client's renewal hangs; its watchdog ends the session
+    at its own deadline; the server still holds its backend and lock (no
+    FIN came), so the lease decides, after the grace."""
+    hole = Blackhole(pg_cluster.port)
+    far = PgStore.open(f"postgresql://postgres@127.0.0.1:{hole.port}/postgres?sslmode=disable"
+                       f"&schema={store.schema}")
+    fired = threading.Event()
+    s = far.open_session(1.5, on_lost=lambda sess: fired.set())
+    try:
+        assert store.dead_sessions([s.id]) == {}
+        hole.cut.set()
+        judged = []
+        def judge():
+            got = store.dead_sessions([s.id])
+            if got:
+                judged.append(time.monotonic())
+            return got
+        assert wait_for(judge, "the partitioned session judged dead") == {s.id: "lease_expired"}
+        assert s.lost == "lease_expired" and s.lost_at < judged[0]
+        assert fired.wait(60), "on_lost did not fire"
+        # Its backend still held the lock all along: only the lease could tell.
+        assert pg_cluster.psql_execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s",
+            s.id) == [(1,)]
+    finally:
+        s.close()  # returns although the renewer was stuck on the cut link
+        far.close()
+        hole.close()
+
+
+def _session_client(url, ttl, n_lines, q, go, finish):
+    """A client process: a session, and appends (each naming its session)
+    retried through server restarts; reports what was acknowledged and when
+    its session was lost, if it was."""
+    try:
+        st = PgStore.open(url)
+        s = st.open_session(ttl, host=f"h{os.getpid()}")
+        q.put(("session", os.getpid(), s.id))
+        go.wait(120)
+        acked, seen, i = [], 0, 0
+        while i < n_lines:
+            try:
+                with st.locked(seen, 60) as missed:
+                    first = seen + len(missed) + 1
+                    ln = line(first, session=s.id, i=i)
+                    st.append([ln], first)
+                acked.append((first, ln))
+                seen, i = first, i + 1
+            except (StoreUnavailable, LockTimeout) as exc:  # NotRecorded too; InDoubt is read back
+                if isinstance(exc, InDoubt):
+                    got = dict(st.read_after(exc.first_seq - 1, 1))
+                    if got.get(exc.first_seq) == ln:
+                        acked.append((exc.first_seq, ln))
+                        seen, i = exc.first_seq, i + 1
+                time.sleep(0.05)  # a back-off while the server restarts
+        q.put(("done", os.getpid(), s.id, acked, s.lost, s.lost_at, s.instance))
+        finish.wait(300)  # keep the session until the parent has judged everyone
+        s.close()
+    except BaseException as exc:
+        q.put(("error", os.getpid(), repr(exc)))
+
+
+def test_server_restarts_and_a_kill_mid_run_reclaim_no_live_client_and_lose_nothing(store, pg_cluster):
+    """Four client processes with sessions append through two
+    ``pg_ctl restart -m immediate``; one is killed with SIGKILL. A judge polls
+    all the sessions throughout: only the killed one (or one that had
+    already learnt it was lost) is ever judged dead; every acknowledged line
+    is in the log, gapless."""
+    url = pg_cluster.url(store.schema)
+    q, go, finish = FORK.Queue(), FORK.Event(), FORK.Event()
+    # ttl 30 s: a generous bound for a restart (the sessions re-take their locks within it).
+    procs = [FORK.Process(target=_session_client, args=(url, 30.0, 60, q, go, finish)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    sessions = {}
+    for _ in procs:
+        msg = q.get(timeout=120)
+        assert msg[0] == "session", msg
+        sessions[msg[1]] = msg[2]
+    victim = procs[0]
+    judged: dict[int, tuple[str, float]] = {}
+    stop = threading.Event()
+
+    def judge():
+        while not stop.is_set():
+            try:
+                got = store.dead_sessions(list(sessions.values()))
+            except StoreUnavailable:
+                time.sleep(0.05)  # the server is restarting
+                continue
+            now = time.monotonic()
+            for sid, why in got.items():
+                judged.setdefault(sid, (why, now))
+            time.sleep(0.01)
+    judge_thread = threading.Thread(target=judge)
+    judge_thread.start()
+    try:
+        go.set()
+        wait_for(lambda: store.head() >= 20, "the clients appending", bound=120)
+        pg_cluster.restart("immediate")
+        wait_for(lambda: store.head() >= 60, "the clients appending after a restart", bound=120)
+        killed_at = time.monotonic()
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(30)
+        wait_for(lambda: sessions[victim.pid] in judged, "the killed client judged dead", bound=120)
+        pg_cluster.restart("immediate")
+        done = [q.get(timeout=300) for _ in procs[1:]]
+    finally:
+        stop.set()
+        judge_thread.join(60)
+        go.set()
+        finish.set()
+        for p in procs:
+            p.join(120)
+            if p.is_alive():
+                p.kill()
+    assert all(m[0] == "done" for m in done), done
+    lost_at = {m[2]: m[5] for m in done if m[4] is not None}
+    # Only the killed client is judged dead, after it was killed; a live one
+    # judged dead must have known before (its lease lapsed in a slow restart).
+    assert judged[sessions[victim.pid]][1] > killed_at
+    for sid, (why, when) in judged.items():
+        if sid != sessions[victim.pid]:
+            assert sid in lost_at and lost_at[sid] < when, (sid, why, judged, lost_at)
+    # Every acknowledged line is there, byte for byte; the log is gapless.
+    stored = dict(store.read_after(0))
+    assert sorted(stored) == list(range(1, len(stored) + 1))
+    acked = [a for m in done for a in m[3]]
+    assert len(acked) == 3 * 60 and all(stored[q_] == b for q_, b in acked)
+    # A restart is not mass death: the survivors re-took their locks on the new instance.
+    assert judged[sessions[victim.pid]][0] == "session_lock_gone"
+    assert [m[4] for m in done] == [None] * 3 and {m[6] for m in done} == {store.instance()}
+    print(f"\njudged dead: {judged}; lost by their clients: {lost_at}")
 
 
 def test_a_closed_session_is_dead_and_a_lapsed_one_knew_first(store):
