@@ -63,15 +63,20 @@ Sessions (liveness across hosts)
 session-level advisory lock ``(<schema oid>, <session id>)`` and a lease
 (``lease_until`` = the server's clock + TTL) renewed by a background thread
 every TTL/3. The session learns it is lost (:attr:`PgSession.lost`, the
-``on_lost`` callback) when a renewal fails, when the server closes its
-connection, or when its own lease deadline (its monotonic clock, counted from
-before it sent the renewal) passes. :meth:`PgStore.dead_sessions` judges other
-sessions: dead when its lease has expired (server clock), or when its lock is
-gone on the same server instance it was taken on (``system_identifier`` from
-``pg_control_system()`` and ``pg_postmaster_start_time()``): every session lock
-vanishes at a server restart, and without that rule the first client back
-would be judged to have outlived everyone. A pooler in transaction mode
-(PgBouncer) breaks session-level locks: connect to the server directly.
+``on_lost`` callback) when its own lease deadline passes (its monotonic
+clock, counted from before the renewal was sent; a watchdog thread fires
+then even while a renewal hangs on a cut link), when a renewal is refused, or
+when its connection broke and the same server instance answers again. When
+another instance answers (the server restarted), it takes its lock again
+there, then moves its row to that instance and renews.
+:meth:`PgStore.dead_sessions` judges other sessions: dead when closed, when
+its lease ended more than its grace ago (server clock; the holder knew at its
+own deadline, earlier), or when its lock is gone on the same server instance
+it was taken on (``system_identifier`` from ``pg_control_system()`` and
+``pg_postmaster_start_time()``): every session lock vanishes at a server
+restart, and without that rule the first client back would be judged to have
+outlived everyone. A pooler in transaction mode (PgBouncer) breaks
+session-level locks: connect to the server directly.
 
 Processes and threads
 ---------------------
