@@ -137,6 +137,12 @@ DEFAULT_SCHEMA = "scopeledger"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
 CONNECT_TIMEOUT_S = 10
+#: libpq's TCP settings unless the URL sets them: a connection whose link is
+#: cut fails in about 20 s (keepalives while it waits, a user timeout while
+#: data is unacknowledged) instead of TCP's 15 minutes. A wait for the lock
+#: is not cut short: the server's kernel answers the keepalives.
+_TCP_DEFAULTS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                 "keepalives_count": 3, "tcp_user_timeout": 20_000}
 RESOLVE_TIMEOUT_S = 30.0
 
 
@@ -217,12 +223,13 @@ class PgLocation:
     """A parsed ledger URL: ``conninfo`` (the URL without ``schema``, for
     libpq), ``schema``, ``shown`` (redacted, with the schema)."""
 
-    __slots__ = ("conninfo", "schema", "shown")
+    __slots__ = ("conninfo", "schema", "shown", "params")
 
-    def __init__(self, conninfo: str, schema: str, shown: str) -> None:
+    def __init__(self, conninfo: str, schema: str, shown: str, params: frozenset[str] = frozenset()) -> None:
         self.conninfo = conninfo
         self.schema = schema
         self.shown = shown
+        self.params = params  # the libpq parameter names the URL sets
 
 
 def is_postgresql_url(text: str) -> bool:
@@ -261,14 +268,16 @@ def parse_url(url: str) -> PgLocation:
         raise InvalidLedgerURL(f"schema {schema!r} in {shown} is not a name of lowercase letters, "
                                "digits and _ (not starting with a digit, at most 48 characters)")
     conninfo = base + ("?" + "&".join(kept) if kept else "") + (hash_ + fragment)
+    given: frozenset[str] = frozenset()
     if psycopg is not None:
         try:
             params = psycopg.conninfo.conninfo_to_dict(conninfo)
         except psycopg.Error as exc:
             raise InvalidLedgerURL(f"libpq refuses {shown}: {_scrub(_first_line(exc), url)}") from None
+        given = frozenset(params)
         if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
             conninfo += ("&" if kept else "?") + f"connect_timeout={CONNECT_TIMEOUT_S}"
-    return PgLocation(conninfo, schema, shown)
+    return PgLocation(conninfo, schema, shown, given)
 
 
 def _secrets(url: str) -> list[str]:
@@ -511,15 +520,25 @@ class PgStore:
     def _new_connection(self, **params: Any) -> Any:
         """A new connection (``params``: libpq connection parameters added to
         the URL's), with synchronous commit forced on."""
+        given = self._loc.params
+        params = {**{k: v for k, v in _TCP_DEFAULTS.items() if k not in given}, **params}
         try:
             conn = psycopg.connect(self._loc.conninfo, autocommit=True, **params)
         except psycopg.Error as exc:
             raise StoreUnavailable(self.url, f"cannot connect to {self.url}: {_first_line(exc)}",
                                    getattr(exc, "sqlstate", None)) from exc
         try:
+            # The server's side of the TCP settings too, for this connection:
+            # a client whose link is cut while it holds the append lock is
+            # let go in about 20 s (its transaction rolls back; a session's
+            # connection sets its own, longer, values).
             conn.execute(
                 "SELECT set_config('synchronous_commit', 'on', false),"
-                " set_config('idle_in_transaction_session_timeout', %s, false)",
+                " set_config('idle_in_transaction_session_timeout', %s, false),"
+                " set_config('tcp_keepalives_idle', '5', false),"
+                " set_config('tcp_keepalives_interval', '2', false),"
+                " set_config('tcp_keepalives_count', '3', false),"
+                " set_config('tcp_user_timeout', '20000', false)",
                 (str(IDLE_IN_TRANSACTION_TIMEOUT_MS),))
         except psycopg.Error as exc:
             with contextlib.suppress(Exception):
@@ -1143,13 +1162,30 @@ class PgSession:
             self._thread.start()
 
     def _connect(self) -> Any:
-        """A connection for the session: TCP keepalives and a user timeout
-        so that a renewal on a cut link fails within about ttl/3 (ignored on
-        a unix socket)."""
+        """A connection for the session (TCP settings are ignored on a unix
+        socket). Client side: keepalives and a user timeout, so that a
+        renewal on a cut link fails within about ttl/3. Server side, for
+        this connection only: the server must not drop it for silence
+        before the lease + grace is over (the lock gone on the same instance
+        means death at once, and a partitioned client still trusts its lease
+        until its deadline), whatever the server's defaults say."""
         third = max(1, int(self.ttl / 3))
-        return self.store._new_connection(
+        conn = self.store._new_connection(
             keepalives=1, keepalives_idle=third, keepalives_interval=1, keepalives_count=3,
             tcp_user_timeout=max(1000, math.ceil(self.ttl * 1000 / 3)))
+        quiet = math.ceil(self.ttl + self.grace) + 1
+        try:
+            conn.execute(
+                "SELECT set_config('tcp_keepalives_idle', %s, false),"
+                " set_config('tcp_keepalives_interval', '1', false),"
+                " set_config('tcp_keepalives_count', '3', false),"
+                " set_config('tcp_user_timeout', %s, false)",
+                (str(quiet), str(quiet * 1000 + 3000)))
+        except psycopg.Error as exc:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise self.store._error(exc, "set up a session's connection") from exc
+        return conn
 
     @property
     def valid(self) -> bool:

@@ -61,8 +61,13 @@ class Cluster:
     """One running cluster. ``conninfo(...)`` and ``url(schema)`` reach it as
     the superuser ``postgres`` (trust authentication)."""
 
-    def __init__(self, bindir: str, *, tcp: bool = False) -> None:
+    def __init__(self, bindir: str, *, tcp: bool = False, listen: tuple[str, ...] = (),
+                 hba: tuple[str, ...] = ()) -> None:
+        """``listen``: more addresses to listen on (TCP; they must exist when
+        the server starts); ``hba``: more ``pg_hba.conf`` lines."""
         self.bindir = bindir
+        self.listen = tuple(listen)
+        self.hba = tuple(hba)
         self.as_root = os.geteuid() == 0
         if self.as_root:
             try:
@@ -77,8 +82,8 @@ class Cluster:
             os.chown(self.dir, self._uid, self._gid)
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "server.log")
-        self.port = _free_port() if tcp else 5432
-        self.tcp = tcp
+        self.port = _free_port() if tcp or listen else 5432
+        self.tcp = tcp or bool(listen)
         self._watchdog: subprocess.Popen[bytes] | None = None
 
     def _run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -103,13 +108,16 @@ class Cluster:
         return self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, *args, check=check)
 
     def _options(self) -> str:
-        listen = "127.0.0.1" if self.tcp else "''"
+        listen = ",".join(("127.0.0.1",) + self.listen) if self.tcp else "''"
         return (f"-c listen_addresses={listen} -k {self.dir} -p {self.port} "
                 "-c max_connections=200 -c shared_buffers=16MB")
 
     def start(self) -> "Cluster":
         self._run(os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", "postgres",
                   "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
+        if self.hba:
+            with open(os.path.join(self.data, "pg_hba.conf"), "a", encoding="utf-8") as f:
+                f.write("".join(line + "\n" for line in self.hba))
         self.start_server()
         self._start_watchdog()
         return self
