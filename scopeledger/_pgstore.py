@@ -24,7 +24,10 @@ Tables (created by ``PgStore.open(url, create=True)``, with the schema)::
                                             ascending, so time travel is an index lookup
                                             while no clock stepped back (see time_point)
            line bytea)                      the log line, byte for byte, no newline
-    snapshots(seq bigint primary key references events, body bytea)
+    snapshots(seq bigint primary key references events,
+              header bytea,                 the snapshot's header (JSON: format, seq,
+                                            last_hash, ts, checksum)
+              body bytea)                   the state's JSON bytes as written
     sessions(id, host, pid, instance, ttl_ms, opened_at, lease_until, closed_at)
 
 Server-side backstops that do not trust clients (triggers): an insert into
@@ -32,8 +35,7 @@ Server-side backstops that do not trust clients (triggers): an insert into
 transaction are checked one statement at a time), as is one whose line does
 not say that seq and ts (a JSON object; so the table and an exported file
 agree), and one made under ``synchronous_commit = off``; UPDATE, DELETE and
-TRUNCATE of ``events`` are refused, as are UPDATE of ``snapshots`` and
-DELETE/TRUNCATE of ``sessions``. A role that owns the tables can still drop
+TRUNCATE of ``events`` are refused, as are DELETE/TRUNCATE of ``sessions``. A role that owns the tables can still drop
 the triggers: they stop mistakes, not an owner. Each insert notifies the
 channel ``scopeledger_<schema>`` with its seq (a hint for :meth:`PgStore.wait`).
 
@@ -115,12 +117,14 @@ import socket
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import orjson
 
-from ._errors import CorruptLedger, LedgerError, LockTimeout, NoLedger
+from ._errors import CorruptLedger, LedgerError, LockTimeout, NoLedger, ReadOnlyLedger
+from ._events import line_hash
+from ._snapshots import SnapshotInvalid
 
 try:
     import psycopg
@@ -325,6 +329,7 @@ CREATE INDEX events_ts_max ON {s}.events (ts_max, seq);
 CREATE INDEX events_stepped_back ON {s}.events (ts, seq) WHERE ts < ts_max;
 CREATE TABLE {s}.snapshots (
     seq bigint PRIMARY KEY REFERENCES {s}.events (seq),
+    header bytea NOT NULL,
     body bytea NOT NULL);
 CREATE TABLE {s}.sessions (
     id integer GENERATED ALWAYS AS IDENTITY (MAXVALUE 2147483647) PRIMARY KEY,
@@ -379,8 +384,6 @@ CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON {s}.events
     FOR EACH ROW EXECUTE FUNCTION {s}.refuse_change();
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON {s}.events
     FOR EACH STATEMENT EXECUTE FUNCTION {s}.refuse_change();
-CREATE TRIGGER snapshots_no_update BEFORE UPDATE ON {s}.snapshots
-    FOR EACH ROW EXECUTE FUNCTION {s}.refuse_change();
 CREATE TRIGGER sessions_keep BEFORE DELETE ON {s}.sessions
     FOR EACH ROW EXECUTE FUNCTION {s}.refuse_change();
 CREATE TRIGGER sessions_no_truncate BEFORE TRUNCATE ON {s}.sessions
@@ -440,8 +443,10 @@ class PgStore:
     """The log of one ledger in one PostgreSQL schema. Open with
     :meth:`PgStore.open`; close with :meth:`close` (or ``with``)."""
 
-    def __init__(self, loc: PgLocation, *, resolve_timeout: float = RESOLVE_TIMEOUT_S) -> None:
+    def __init__(self, loc: PgLocation, *, resolve_timeout: float = RESOLVE_TIMEOUT_S,
+                 readonly: bool = False) -> None:
         self._loc = loc
+        self._readonly = readonly
         self.url = loc.shown
         self.schema = loc.schema
         self._channel = f"scopeledger_{loc.schema}"
@@ -457,11 +462,13 @@ class PgStore:
         _live.add(self)
 
     @classmethod
-    def open(cls, url: str, *, create: bool = False,
+    def open(cls, url: str, *, create: bool = False, readonly: bool = False,
              resolve_timeout: float = RESOLVE_TIMEOUT_S) -> "PgStore":
         """Connect to the ledger at ``url``; with ``create``, make its schema
         and tables when the schema does not exist (concurrent creators are
-        serialised; all of them open it).
+        serialised; all of them open it). ``readonly``: reads only (nothing
+        is created; :meth:`locked` and snapshot writes raise
+        :class:`~scopeledger.ReadOnlyLedger`).
 
         Raises:
             InvalidLedgerURL: see :func:`parse_url`.
@@ -475,9 +482,9 @@ class PgStore:
         if psycopg is None:
             raise LedgerError("the PostgreSQL backend needs psycopg 3: "
                               "pip install 'scopeledger[postgresql]'")
-        store = cls(parse_url(url), resolve_timeout=resolve_timeout)
+        store = cls(parse_url(url), resolve_timeout=resolve_timeout, readonly=readonly)
         try:
-            store._open(create)
+            store._open(create and not readonly)
         except BaseException:
             store.close()
             raise
@@ -628,12 +635,29 @@ class PgStore:
 
     # -- reading ------------------------------------------------------------
 
+    @property
+    def location(self) -> str:
+        """The URL with its password redacted (as messages show it)."""
+        return self.url
+
+    @property
+    def readonly(self) -> bool:
+        """Opened with ``readonly=True``."""
+        return self._readonly
+
     def read_after(self, seq: int, limit: int | None = None) -> list[tuple[int, bytes]]:
         """The lines with seq > ``seq``, in order, at most ``limit`` of them:
         ``[(seq, line)]``, each line the stored bytes (no newline).
 
-        Raises: StoreUnavailable, StoreError.
+        Raises:
+            ValueError: ``seq`` < 0 or ``limit`` < 1.
+            CorruptLedger: the log holds fewer than ``seq`` lines.
+            StoreUnavailable, StoreError.
         """
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise ValueError(f"seq must be an int >= 0, not {seq!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"limit must be None or an int >= 1, not {limit!r}")
         sql = (f"SELECT seq, line FROM {self.schema}.events WHERE seq > %s ORDER BY seq"
                + (" LIMIT %s" if limit is not None else ""))
         params = (seq, limit) if limit is not None else (seq,)
@@ -641,7 +665,13 @@ class PgStore:
         def run(conn: Any) -> list[tuple[int, bytes]]:
             with conn.cursor(binary=True) as cur:
                 return [(s, bytes(b)) for s, b in cur.execute(sql, params)]
-        return self._retrying("read the log", run)
+        lines = self._retrying("read the log", run)
+        if not lines and seq > 0:
+            head = self.head()
+            if head < seq:
+                raise CorruptLedger(self.url, f"the log ends at seq {head}, and seq {seq} was seen "
+                                              "before: replaced or restored from an older copy")
+        return lines
 
     def head(self) -> int:
         """The last seq (0 for an empty log). Raises: StoreUnavailable, StoreError."""
@@ -725,6 +755,8 @@ class PgStore:
                 restored from an older backup), or its seqs do not follow.
             StoreUnavailable, StoreError.
         """
+        if self._readonly:
+            raise ReadOnlyLedger(self.url, "take the append lock")
         with self._mutex:
             if self._txn is not None:
                 raise RuntimeError("PgStore.locked() is not re-entrant")
@@ -795,21 +827,19 @@ class PgStore:
         except psycopg.Error:
             self._drop()  # the server ends the transaction with the connection
 
-    def append(self, lines: list[bytes], first_seq: int) -> None:
-        """Append ``lines`` (each one event's bytes, no newline) as seqs
-        ``first_seq ..`` and commit; durable on the server when it returns
-        (synchronous commit). Only inside :meth:`locked`, once, with
+    def append(self, entries: Sequence[tuple[int, bytes]], first_seq: int) -> None:
+        """Append ``entries``, ``(ts, line)`` pairs (each line one event's
+        bytes, no newline; ``ts`` its time, int ns, UTC, as the line says),
+        as seqs ``first_seq ..`` and commit; durable on the server when it
+        returns (synchronous commit). Only inside :meth:`locked`, once, with
         ``first_seq`` = the head seen there + 1; the lock is released by the
-        commit.
-
-        Each line's ``seq`` field must be its seq, and its ``ts`` (int ns) is
-        stored for :meth:`seq_at`.
+        commit. The server checks each line says its seq and ts.
 
         Raises:
             RuntimeError: outside :meth:`locked`, or a second time in it.
-            ValueError: ``first_seq`` is not the next seq, a line holds a
-                newline, or a line's seq or ts field is not what it must be
-                (nothing is sent).
+            ValueError: ``entries`` is empty, ``first_seq`` is not the next
+                seq, a line holds a newline, or a ts is not a signed 64-bit
+                int (nothing is sent).
             NotRecorded: the connection broke, and the lines are not in the log.
             InDoubt: the connection broke, and whether they are could not be
                 found out within the resolve timeout.
@@ -820,13 +850,17 @@ class PgStore:
             raise RuntimeError("PgStore.append() outside locked()")
         if txn.done:
             raise RuntimeError("PgStore.append() called twice in one locked()")
+        if not entries:
+            raise ValueError("nothing to append")
         if first_seq != txn.head + 1:
             raise ValueError(f"first_seq {first_seq} is not the next seq ({txn.head + 1})")
         rows = []
-        for i, line in enumerate(lines):
-            rows.append((first_seq + i, _line_ts(line, first_seq + i), line))
-        if not rows:
-            return
+        for i, (ts, line) in enumerate(entries):
+            if type(ts) is not int or not -(1 << 63) <= ts < (1 << 63):
+                raise ValueError(f"the ts for seq {first_seq + i} is {ts!r}, not a signed 64-bit int")
+            if b"\n" in line:
+                raise ValueError(f"the line for seq {first_seq + i} holds a newline")
+            rows.append((first_seq + i, ts, bytes(line)))
         conn = self._conn
         backend = self._backend
         txn.done = True
@@ -953,33 +987,66 @@ class PgStore:
 
     # -- snapshots ----------------------------------------------------------
 
-    def snapshot_get(self, at_or_before: int | None = None) -> tuple[int, bytes] | None:
-        """The newest snapshot at or before seq ``at_or_before`` (``None``: the
-        newest): ``(seq, body)``, or ``None``. Raises: StoreUnavailable, StoreError."""
-        s = self.schema
-        if at_or_before is None:
-            sql, params = f"SELECT seq, body FROM {s}.snapshots ORDER BY seq DESC LIMIT 1", ()
-        else:
-            sql, params = (f"SELECT seq, body FROM {s}.snapshots WHERE seq <= %s ORDER BY seq DESC LIMIT 1",
-                           (at_or_before,))
-
-        def run(conn: Any) -> tuple[int, bytes] | None:
-            with conn.cursor(binary=True) as cur:
-                row = cur.execute(sql, params or None).fetchone()
-            return (row[0], bytes(row[1])) if row else None
-        return self._retrying("read a snapshot", run)
-
-    def snapshot_put(self, seq: int, body: bytes) -> bool:
-        """Store a snapshot of the state at ``seq`` (committed on return);
-        ``False`` if one at that seq exists already (it is kept).
+    def snapshot_read(self, seq: int) -> tuple[dict[str, Any], bytes]:
+        """The snapshot at ``seq``: ``(header, body)``, the header as written
+        (``format``, ``seq``, ``last_hash``, ``ts``, ``checksum``), the body
+        the state's JSON bytes.
 
         Raises:
-            StoreError: no event ``seq`` in the log (foreign key), or another refusal.
-            StoreUnavailable.
+            SnapshotInvalid: none at ``seq``, a header that is not a JSON
+                object naming ``seq``, or one whose ``last_hash`` is not the
+                hash of line ``seq``.
+            StoreUnavailable, StoreError.
         """
-        return self._retrying("write a snapshot", lambda conn: conn.execute(
-            f"INSERT INTO {self.schema}.snapshots (seq, body) VALUES (%s, %b) ON CONFLICT (seq) DO NOTHING",
-            (seq, body)).rowcount == 1)
+        s = self.schema
+
+        def run(conn: Any) -> Any:
+            with conn.cursor(binary=True) as cur:
+                return cur.execute(f"SELECT n.header, n.body, e.line FROM {s}.snapshots n"
+                                   f" JOIN {s}.events e USING (seq) WHERE n.seq = %s", (seq,)).fetchone()
+        row = self._retrying("read a snapshot", run)
+        where = f"{self.url} snapshot at seq {seq}"
+        if row is None:
+            raise SnapshotInvalid(where, f"no snapshot at seq {seq}")
+        try:
+            header = orjson.loads(bytes(row[0]))
+        except orjson.JSONDecodeError as exc:
+            raise SnapshotInvalid(where, f"its header is not JSON ({exc})") from None
+        if not isinstance(header, dict) or header.get("seq") != seq:
+            raise SnapshotInvalid(where, "its header does not name its seq")
+        if header.get("last_hash") != line_hash(bytes(row[2])):
+            raise SnapshotInvalid(where, f"its last_hash does not match the log at seq {seq}")
+        return header, bytes(row[1])
+
+    def snapshot_write(self, header: dict[str, Any], body: bytes) -> None:
+        """Store a snapshot (one statement: all or nothing), named by
+        ``header["seq"]``, which must be a line of the log; one at that seq
+        is replaced (the log cannot lose its tail here, so a snapshot at a
+        seq always describes the same line).
+
+        Raises:
+            ReadOnlyLedger: opened read-only.
+            ValueError: ``header["seq"]`` is not a line of the log.
+            StoreUnavailable, StoreError.
+        """
+        if self._readonly:
+            raise ReadOnlyLedger(self.url, "write a snapshot")
+        seq = header.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            raise ValueError(f"a snapshot header names seq {seq!r}, not a line of the log")
+        s = self.schema
+        try:
+            done = self._retrying("write a snapshot", lambda conn: conn.execute(
+                f"INSERT INTO {s}.snapshots (seq, header, body) SELECT %s, %b, %b"
+                f" WHERE EXISTS (SELECT 1 FROM {s}.events WHERE seq = %s)"
+                " ON CONFLICT (seq) DO UPDATE SET header = EXCLUDED.header, body = EXCLUDED.body",
+                (seq, orjson.dumps(header), bytes(body), seq)).rowcount)
+        except StoreError as exc:
+            if exc.sqlstate == "23503":  # the line went away: cannot happen (append-only), said anyway
+                raise ValueError(f"seq {seq} is not a line of the log at {self.url}") from None
+            raise
+        if done != 1:
+            raise ValueError(f"seq {seq} is not a line of the log at {self.url}")
 
     def snapshot_seqs(self) -> list[int]:
         """The seqs of the stored snapshots, ascending."""
@@ -987,7 +1054,10 @@ class PgStore:
             f"SELECT seq FROM {self.schema}.snapshots ORDER BY seq").fetchall())]
 
     def snapshot_delete(self, seq: int) -> None:
-        """Remove the snapshot at ``seq`` (retention); none there is no error."""
+        """Remove the snapshot at ``seq`` (retention); none there is no error.
+        Raises: ReadOnlyLedger (opened read-only), StoreUnavailable, StoreError."""
+        if self._readonly:
+            raise ReadOnlyLedger(self.url, "remove a snapshot")
         self._retrying("remove a snapshot", lambda conn: conn.execute(
             f"DELETE FROM {self.schema}.snapshots WHERE seq = %s", (seq,)))
 
@@ -1059,21 +1129,6 @@ class PgStore:
                 # A client lets its lock go when its lease lapsed: say so.
                 out[sid] = "lease_expired" if lapsed else "session_lock_gone"
         return out
-
-
-def _line_ts(line: bytes, seq: int) -> int:
-    if b"\n" in line:
-        raise ValueError(f"the line for seq {seq} holds a newline")
-    try:
-        ev = orjson.loads(line)
-        ts, lseq = ev["ts"], ev["seq"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise ValueError(f"the line for seq {seq} is not an event line (no seq and ts)") from None
-    if type(lseq) is not int or lseq != seq:
-        raise ValueError(f"the line for seq {seq} says seq {lseq!r}")
-    if type(ts) is not int or not -(1 << 63) <= ts < (1 << 63):
-        raise ValueError(f"the line for seq {seq} has ts {ts!r}, not a signed 64-bit integer")
-    return ts
 
 
 # -- sessions ----------------------------------------------------------------

@@ -86,7 +86,7 @@ def main() -> None:
                     ts = time.time_ns()
                     lines = [orjson.dumps({"v": 2, "seq": first + i, "ts": ts, "host": host, **e})
                              for i, e in enumerate(events)]
-                    st.append(lines, first)
+                    st.append([(ts, x) for x in lines], first)
             if lines:
                 for i, ln in enumerate(lines):
                     say(event="ack", seq=first + i, line=ln.decode())

@@ -23,7 +23,9 @@ import orjson
 import psycopg
 import pytest
 
-from scopeledger import CorruptLedger, LedgerError, LockTimeout, NoLedger
+from scopeledger import CorruptLedger, LedgerError, LockTimeout, NoLedger, ReadOnlyLedger
+from scopeledger._events import line_hash
+from scopeledger._snapshots import SnapshotInvalid
 from scopeledger._pgstore import (
     STORE_FORMAT,
     InDoubt,
@@ -46,12 +48,17 @@ def line(seq: int, ts: int | None = None, **payload: object) -> bytes:
     return orjson.dumps({"v": 2, "seq": seq, "ts": time.time_ns() if ts is None else ts, **payload})
 
 
+def E(lines: list[bytes]) -> list[tuple[int, bytes]]:
+    """Lines as the entries append takes: ``(ts, line)``, ts read from the line."""
+    return [(orjson.loads(x)["ts"], x) for x in lines]
+
+
 def append(store: PgStore, *payloads: dict, after: int | None = None, timeout: float = 60) -> int:
     """Append one line per payload; returns the first seq."""
     seen = store.head() if after is None else after
     with store.locked(seen, timeout) as missed:
         first = seen + len(missed) + 1
-        store.append([line(first + i, **p) for i, p in enumerate(payloads)], first)
+        store.append(E([line(first + i, **p) for i, p in enumerate(payloads)]), first)
     return first
 
 
@@ -164,10 +171,10 @@ def test_lines_come_back_byte_for_byte(store, pg_cluster):
     ]
     with store.locked(0, 10) as missed:
         assert missed == []
-        store.append(odd[:2], 1)
+        store.append(E(odd[:2]), 1)
     with store.locked(2, 10) as missed:
         assert missed == []
-        store.append(odd[2:], 3)
+        store.append(E(odd[2:]), 3)
     assert store.read_after(0) == list(enumerate(odd, 1))
     assert store.read_after(2, limit=2) == [(3, odd[2]), (4, odd[3])]
     assert store.read_after(5) == []
@@ -181,17 +188,20 @@ def test_a_bad_append_sends_nothing(store):
     append(store, {})
     with store.locked(1, 10):
         with pytest.raises(ValueError, match="not the next seq"):
-            store.append([line(3)], 3)
-        with pytest.raises(ValueError, match="says seq"):
-            store.append([line(3)], 2)
+            store.append(E([line(3)]), 3)
+        with pytest.raises(ValueError, match="nothing to append"):
+            store.append(E([]), 2)
         with pytest.raises(ValueError, match="newline"):
-            store.append([line(2) + b"\n"], 2)
+            store.append(E([line(2) + b"\n"]), 2)
         with pytest.raises(ValueError, match="ts"):
-            store.append([orjson.dumps({"seq": 2, "ts": 1.5})], 2)
-        with pytest.raises(ValueError, match="not an event line"):
-            store.append([b"[1,2]"], 2)
+            store.append([(1.5, line(2))], 2)
     with pytest.raises(RuntimeError, match="outside locked"):
-        store.append([line(2)], 2)
+        store.append(E([line(2)]), 2)
+    # What only the server checks: a line that does not say its seq or its ts.
+    for entries in ([(7, line(3, ts=7))], [(8, line(2, ts=7))], [(7, b"[1,2]")]):
+        with store.locked(1, 10):
+            with pytest.raises(StoreError, match="SQLSTATE 23000|SQLSTATE 22P02"):
+                store.append(entries, 2)
     assert [s for s, _ in store.read_after(0)] == [1]
     append(store, {})  # the lock was released each time
     assert store.head() == 2
@@ -240,14 +250,14 @@ def test_a_refusal_by_the_server_is_a_store_error_and_releases_the_lock(store, p
     pg_cluster.psql_execute(f"ALTER TABLE {store.schema}.events ADD CHECK (length(line) < 100)")
     with store.locked(1, 10):
         with pytest.raises(StoreError, match="SQLSTATE 23514"):
-            store.append([line(2, pad="y" * 200)], 2)
+            store.append(E([line(2, pad="y" * 200)]), 2)
     assert store.head() == 1
     assert append(store, {}) == 2
 
 
 def test_ts_is_the_writers_own_reading_and_time_travel_lands_as_on_a_file(store, pg_cluster):
     with store.locked(0, 10):  # a clock ahead at seq 2, stepping back at seq 3
-        store.append([line(1, ts=100), line(2, ts=300), line(3, ts=200), line(4, ts=400)], 1)
+        store.append(E([line(1, ts=100), line(2, ts=300), line(3, ts=200), line(4, ts=400)]), 1)
     # Stored as written, never clamped (v2); the server keeps the running maximum beside it.
     assert pg_cluster.psql_execute(f"SELECT seq, ts, ts_max FROM {store.schema}.events ORDER BY seq") == \
         [(1, 100, 100), (2, 300, 300), (3, 200, 300), (4, 400, 400)]
@@ -276,7 +286,7 @@ def test_time_points_are_the_file_ledgers_own_answers(store, tmp_path):
         w.register(f"h{k}", [ScopeRule(f"/x/{k}", "write")])
     lines = open(os.path.join(d, "events.jsonl"), "rb").read().splitlines()
     with store.locked(0, 10):
-        store.append(lines, 1)
+        store.append(E(lines), 1)
     stamps = sorted({orjson.loads(x)["ts"] for x in lines})
     probes = sorted({t + d for t in stamps for d in (-1, 0, 1)} | {0, 2**62})
     ledger = writers[0]
@@ -313,7 +323,7 @@ def test_synchronous_commit_is_forced_on_and_the_server_refuses_appends_without_
             assert raw.execute("SHOW synchronous_commit").fetchone()[0] == "off"  # what it would get
             with st.locked(0, 10):
                 assert st._conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
-                st.append([line(1)], 1)
+                st.append(E([line(1)]), 1)
             assert st.head() == 1
             # A client that does not force it on is refused by the server.
             with pytest.raises(psycopg.errors.InvalidTransactionState, match="synchronous_commit"):
@@ -340,7 +350,7 @@ def test_the_lock_excludes_and_times_out(store, pg_cluster):
                     pass
             assert time.monotonic() - t0 >= 0.3
             assert err.value.path == store.url
-            store.append([line(1)], 1)
+            store.append(E([line(1)]), 1)
         with other.locked(0, 10) as missed:  # free again; the winner's line is seen
             assert [s for s, _ in missed] == [1]
     finally:
@@ -358,7 +368,7 @@ def _appender(store, n, q):
                 waits.append(time.perf_counter() - t0)
                 first = seen + len(missed) + 1
                 lines = [line(first + k, pid=os.getpid(), i=i, k=k) for k in range(1 + i % 3)]
-                store.append(lines, first)
+                store.append(E(lines), first)
             seen = first + len(lines) - 1
             acks.extend(zip(range(first, seen + 1), lines))
         q.put((os.getpid(), acks, waits))
@@ -487,7 +497,7 @@ def test_an_append_whose_answer_was_lost_is_resolved_as_committed(store, pg_clus
     with through_proxy(pg_cluster, store.schema, b"COMMIT", "ack_lost") as (st, proxy):
         with st.locked(1, 10):
             proxy.armed.set()
-            st.append([line(2, ts=7, what="committed, answer lost")], 2)  # returns: resolved
+            st.append(E([line(2, ts=7, what="committed, answer lost")]), 2)  # returns: resolved
         assert proxy.done.is_set()  # the server did answer COMMIT, and it was dropped
         assert st.read_after(1) == [(2, line(2, ts=7, what="committed, answer lost"))]
     assert append(store, {}) == 3
@@ -501,7 +511,7 @@ def test_an_append_cut_before_it_reached_the_server_is_not_recorded(store, pg_cl
             with pytest.raises(NotRecorded) as err:
                 # The old backend still holds the lock, idle in its transaction:
                 # resolving ends it (pg_terminate_backend) before reading back.
-                st.append([line(2, what="never sent")], 2)
+                st.append(E([line(2, what="never sent")]), 2)
         assert proxy.done.is_set()
         assert isinstance(err.value, StoreUnavailable) and "not recorded" in str(err.value)
         assert err.value.first_seq == 2
@@ -511,7 +521,7 @@ def test_an_append_cut_before_it_reached_the_server_is_not_recorded(store, pg_cl
         assert st.read_after(1) == []
         with st.locked(1, 10) as missed:  # the lock is free, the store usable
             assert missed == []
-            st.append([line(2, ts=7, what="again")], 2)
+            st.append(E([line(2, ts=7, what="again")]), 2)
     assert store.read_after(1) == [(2, line(2, ts=7, what="again"))]
 
 
@@ -533,7 +543,7 @@ def test_a_server_crash_between_lock_and_append_records_nothing(store, pg_cluste
     with store.locked(1, 10):
         pg_cluster.restart("immediate")  # the transaction holding the lock dies with it
         with pytest.raises(NotRecorded):
-            store.append([line(2)], 2)
+            store.append(E([line(2)]), 2)
     assert store.head() == 1
     assert append(store, {}) == 2
 
@@ -546,7 +556,7 @@ def test_an_append_whose_outcome_cannot_be_found_out_is_in_doubt(store, pg_clust
             pg_cluster.stop_server()  # down for the whole resolve timeout
             try:
                 with pytest.raises(InDoubt) as err:
-                    st.append([line(2)], 2)
+                    st.append(E([line(2)]), 2)
             finally:
                 pg_cluster.start_server()
         assert err.value.first_seq == 2 and "read it back" in str(err.value)
@@ -560,7 +570,7 @@ def test_a_lost_connection_inside_locked_is_a_typed_error_and_records_nothing(st
     with store.locked(1, 10):
         pg_cluster.psql_execute("SELECT pg_terminate_backend(%s)", store._backend[0])
         with pytest.raises(NotRecorded):
-            store.append([line(2)], 2)
+            store.append(E([line(2)]), 2)
     assert store.head() == 1
     assert append(store, {}) == 2
 
@@ -593,22 +603,59 @@ def test_listen_notify_wakes_a_waiter(store, pg_cluster):
 
 # -- snapshots -------------------------------------------------------------------
 
-def test_snapshots_round_trip(store):
+def _header(store, seq, **over):
+    (_, ln), = store.read_after(seq - 1, limit=1)
+    return {"format": 4, "seq": seq, "last_hash": line_hash(ln), "ts": 1, "checksum": "c" * 32, **over}
+
+
+def test_snapshots_round_trip_and_are_checked_against_the_log(store, pg_cluster):
     append(store, *[{}] * 5)
-    assert store.snapshot_get() is None
+    assert store.snapshot_seqs() == []
     body = bytes(range(256)) * 100
-    assert store.snapshot_put(2, b"two") is True
-    assert store.snapshot_put(4, body) is True
-    assert store.snapshot_put(4, b"other") is False  # one per seq; the first is kept
-    assert store.snapshot_get() == (4, body)
-    assert store.snapshot_get(3) == (2, b"two")
-    assert store.snapshot_get(1) is None
+    store.snapshot_write(_header(store, 2), b"two")
+    store.snapshot_write(_header(store, 4), body)
+    assert store.snapshot_read(4) == (_header(store, 4), body)
+    store.snapshot_write(_header(store, 4, ts=9), b"again")  # the same line: replaced
+    assert store.snapshot_read(4) == (_header(store, 4, ts=9), b"again")
     assert store.snapshot_seqs() == [2, 4]
-    with pytest.raises(StoreError):
-        store.snapshot_put(9, b"past the log")
+    for bad in (9, 0, "2", None):
+        with pytest.raises(ValueError):
+            store.snapshot_write(dict(_header(store, 1), seq=bad), b"past the log")
+    store.snapshot_write(_header(store, 3, last_hash="0" * 32), b"{}")
+    with pytest.raises(SnapshotInvalid, match="does not match the log at seq 3"):
+        store.snapshot_read(3)
+    with pytest.raises(SnapshotInvalid, match="no snapshot at seq 5"):
+        store.snapshot_read(5)
+    pg_cluster.psql_execute(f"UPDATE {store.schema}.snapshots SET header = 'x' WHERE seq = 2")
+    with pytest.raises(SnapshotInvalid, match="not JSON"):
+        store.snapshot_read(2)
     store.snapshot_delete(2)
     store.snapshot_delete(2)
-    assert store.snapshot_seqs() == [4]
+    assert store.snapshot_seqs() == [3, 4]
+
+
+def test_a_read_only_store_reads_and_refuses_to_write(store, pg_cluster):
+    append(store, {})
+    with PgStore.open(pg_cluster.url(store.schema), readonly=True) as ro:
+        assert ro.readonly and not store.readonly and ro.location == store.location == store.url
+        assert ro.read_after(0) == store.read_after(0)
+        for write in (lambda: ro.locked(1, 10).__enter__(), lambda: ro.snapshot_write(_header(store, 1), b"{}"),
+                      lambda: ro.snapshot_delete(1)):
+            with pytest.raises(ReadOnlyLedger):
+                write()
+    with pytest.raises(NoLedger):  # read-only never creates
+        PgStore.open(pg_cluster.url(new_schema := pgserver.new_schema_name()), create=True, readonly=True)
+    assert pg_cluster.psql_execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", new_schema) == []
+
+
+def test_reading_past_the_log_or_a_bad_seq_is_refused(store):
+    append(store, {})
+    with pytest.raises(CorruptLedger, match="ends at seq 1"):
+        store.read_after(5)
+    for bad in ((-1, None), (0, 0), (True, None)):
+        with pytest.raises(ValueError):
+            store.read_after(*bad)
+    assert store.read_after(1) == []
 
 
 # -- sessions --------------------------------------------------------------------
@@ -811,7 +858,7 @@ def _session_client(url, ttl, n_lines, q, go, finish):
                 with st.locked(seen, 60) as missed:
                     first = seen + len(missed) + 1
                     ln = line(first, session=s.id, i=i)
-                    st.append([ln], first)
+                    st.append(E([ln]), first)
                 acked.append((first, ln))
                 seen, i = first, i + 1
             except (StoreUnavailable, LockTimeout) as exc:  # NotRecorded too; InDoubt is read back
@@ -867,6 +914,9 @@ def test_server_restarts_and_a_kill_mid_run_reclaim_no_live_client_and_lose_noth
         wait_for(lambda: store.head() >= 20, "the clients appending", bound=120)
         pg_cluster.restart("immediate")
         wait_for(lambda: store.head() >= 60, "the clients appending after a restart", bound=120)
+        wait_for(lambda: {r[0] for r in pg_cluster.psql_execute(
+            f"SELECT instance FROM {store.schema}.sessions")} == {store.instance()},
+            "every session's lock re-taken on the new instance", bound=120)
         killed_at = time.monotonic()
         os.kill(victim.pid, signal.SIGKILL)
         victim.join(30)
@@ -967,7 +1017,7 @@ def test_a_waiter_for_the_lock_sees_what_the_holder_committed(store, pg_cluster)
                 "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
                 " AND pid = %s", other._backend[0]) if other._backend else None,
                 "the other store waiting for the lock")
-            store.append([line(1, ts=1)], 1)
+            store.append(E([line(1, ts=1)]), 1)
         t.join(60)
     finally:
         other.close()

@@ -1,6 +1,8 @@
 """Figures for the PostgreSQL log store alone (scopeledger/_pgstore.py), not yet
 the ledger on it: appends per second with 1, 4 and 16 processes, fairness,
-LISTEN/NOTIFY wake-up latency, dead-client detection after SIGKILL.
+side by side with the file store (scopeledger._store.Store: flock, read the
+missed bytes, one write, with and without fdatasync), LISTEN/NOTIFY wake-up
+latency, dead-client detection after SIGKILL.
 
     .venv/bin/python tools/bench/pgstore.py                 # a throwaway cluster (tests/pgserver.py)
     .venv/bin/python tools/bench/pgstore.py --url postgresql://...?schema=bench_x --seconds 5
@@ -39,8 +41,14 @@ FORK = multiprocessing.get_context("fork")
 PAD = "x" * 220
 
 
-def _line(seq: int) -> bytes:
-    return orjson.dumps({"v": 2, "seq": seq, "ts": time.time_ns(), "type": "registered", "pad": PAD})
+def _line(seq: int, ts: int | None = None) -> bytes:
+    return orjson.dumps({"v": 2, "seq": seq, "ts": time.time_ns() if ts is None else ts,
+                         "type": "registered", "pad": PAD})
+
+
+def _entry(seq: int) -> tuple[int, bytes]:
+    ts = time.time_ns()
+    return ts, _line(seq, ts)
 
 
 def _worker(url: str, start_at: float, stop_at: float, q) -> None:
@@ -54,7 +62,7 @@ def _worker(url: str, start_at: float, stop_at: float, q) -> None:
         t0 = time.perf_counter()
         with st.locked(seen, 60) as missed:
             first = seen + len(missed) + 1
-            st.append([_line(first)], first)
+            st.append([_entry(first)], first)
         seen = first
         lat.append(time.perf_counter() - t0)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -62,11 +70,45 @@ def _worker(url: str, start_at: float, stop_at: float, q) -> None:
     q.put((lat, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)))
 
 
-def appends(url: str, procs: int, seconds: float) -> dict:
+def _file_worker(path: str, fsync: bool, start_at: float, stop_at: float, q) -> None:
+    """The same append on the file store (scopeledger._store.Store): flock,
+    read the bytes after what this process has seen, write one line
+    (``fdatasync`` with ``fsync``), unlock."""
+    from scopeledger._store import Store
+
+    st = Store(path, create=False)
+    seen_bytes, seq = 0, 0
+    lat: list[float] = []
+    while time.time() < start_at:
+        time.sleep(0.001)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    while time.time() < stop_at:
+        t0 = time.perf_counter()
+        with st.locked(60):
+            size = st.size()
+            missed = b"".join(st.read(seen_bytes, size))
+            seq += missed.count(b"\n")
+            seq += 1
+            data = _line(seq) + b"\n"
+            st.append(data, size, fsync)
+            seen_bytes = size + len(data)
+        lat.append(time.perf_counter() - t0)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    st.close()
+    q.put((lat, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)))
+
+
+def appends(url: str, procs: int, seconds: float, backend: str = "pg") -> dict:
+    """``backend``: ``pg`` (``url``), ``file`` or ``file-fsync`` (``url`` is
+    then a ledger directory)."""
     q = FORK.Queue()
     start_at = time.time() + 1.0 + 0.05 * procs
     stop_at = start_at + seconds
-    ps = [FORK.Process(target=_worker, args=(url, start_at, stop_at, q)) for _ in range(procs)]
+    if backend == "pg":
+        ps = [FORK.Process(target=_worker, args=(url, start_at, stop_at, q)) for _ in range(procs)]
+    else:
+        ps = [FORK.Process(target=_file_worker, args=(url, backend == "file-fsync", start_at, stop_at, q))
+              for _ in range(procs)]
     for p in ps:
         p.start()
     res = [q.get(timeout=seconds + 120) for _ in ps]
@@ -76,7 +118,7 @@ def appends(url: str, procs: int, seconds: float) -> dict:
     lats = sorted(x for lat, _ in res for x in lat)
     total = sum(counts)
     return {
-        "procs": procs, "appends_per_s": total / seconds,
+        "backend": backend, "procs": procs, "appends_per_s": total / seconds,
         "fairness": min(counts) / max(counts) if max(counts) else 0.0,
         "p50_ms": 1e3 * statistics.median(lats), "p99_ms": 1e3 * lats[int(0.99 * (len(lats) - 1))],
         "cpu_us_per_append": 1e6 * sum(c for _, c in res) / max(1, total),
@@ -102,7 +144,7 @@ def wakeups(url: str, rounds: int) -> dict:
         with writer.locked(head, 30) as missed:
             first = head + len(missed) + 1
             t0 = time.perf_counter()
-            writer.append([_line(first)], first)
+            writer.append([_entry(first)], first)
         t.join(60)
         out.append(got[0] - t0)  # from before the append was sent
     writer.close()
@@ -143,6 +185,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--rounds", type=int, default=50)
+    ap.add_argument("--backends", nargs="+", default=["pg", "file", "file-fsync"],
+                    choices=["pg", "file", "file-fsync"],
+                    help="side by side, interleaved per process count (file: a ledger directory in /tmp)")
     args = ap.parse_args()
     cluster = None
     url = args.url
@@ -155,8 +200,19 @@ def main() -> None:
         url = cluster.url("bench_" + uuid.uuid4().hex[:8])
     try:
         PgStore.open(url, create=True).close()
+        import tempfile
+        from scopeledger import Ledger
+
         for n in args.procs:
-            print(orjson.dumps({"appends": appends(url, n, args.seconds)}).decode(), flush=True)
+            for backend in args.backends:
+                target = url
+                if backend != "pg":
+                    target = tempfile.mkdtemp(prefix="slbench-", dir="/tmp")
+                    Ledger.open(target).close()
+                print(orjson.dumps({"appends": appends(target, n, args.seconds, backend)}).decode(), flush=True)
+                if backend != "pg":
+                    import shutil
+                    shutil.rmtree(target, ignore_errors=True)
         print(orjson.dumps({"wakeup": wakeups(url, args.rounds)}).decode(), flush=True)
         print(orjson.dumps({"dead_client_detection": detection(url, max(5, args.rounds // 5))}).decode(),
               flush=True)
