@@ -243,6 +243,17 @@ def is_postgresql_url(text: str) -> bool:
         and "://" in text
 
 
+def refuse_url(url: str) -> InvalidLedgerURL:
+    """The error for a URL given where a ledger directory is opened, until
+    ``Ledger`` runs on the PostgreSQL store (the message never shows a
+    password)."""
+    if is_postgresql_url(url):
+        return InvalidLedgerURL(f"{redact(url)}: a ledger at a PostgreSQL URL cannot be opened by this "
+                                "version of scopeledger yet (its store exists; Ledger and the command "
+                                "line are not wired to it); nothing was created")
+    return InvalidLedgerURL(f"{redact(url)} is a URL, not a path; nothing was created")
+
+
 def parse_url(url: str) -> PgLocation:
     """Split ``url`` into what libpq gets and the schema.
 

@@ -206,6 +206,12 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+#: ``scheme://``: a URL, never taken as a relative path (the plain string
+#: test that tells a URL from a directory; the PostgreSQL module is imported
+#: only for a URL).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def resolve_path(path: str) -> str:
     """The absolute path of ``path`` (a ledger directory, a manifest, a
     runtime directory given by the user) as the OS reaches it: relative to
@@ -218,6 +224,10 @@ def resolve_path(path: str) -> str:
     symlink planted where a ledger directory should be is still refused
     (``O_NOFOLLOW``). Trailing slashes and ``.`` components are dropped; a
     last ``..`` is resolved with the rest."""
+    if _URL.match(path):  # a URL is not a directory (it would make one, password and all)
+        from ._pgstore import refuse_url
+
+        raise refuse_url(path)
     if "\x00" in path:
         return os.path.abspath(path)  # no such path: refused by its user
     p = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)

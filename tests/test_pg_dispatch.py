@@ -1,0 +1,58 @@
+"""A URL given where a ledger is opened (``Ledger.open``, ``$SCOPELEDGER_DIR``,
+``ledger --ledger``) is told from a directory by a plain string test
+(``scheme://``), and the PostgreSQL module is imported only for a URL. Until
+``Ledger`` runs on the PostgreSQL store, a URL is refused with a typed error
+that shows no password, and nothing is created (before, it made a directory
+tree named after the URL, password included)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scopeledger import Ledger, LedgerError
+from scopeledger._pgstore import InvalidLedgerURL
+
+URLS = ["postgresql://alice:s3cr3t@db.example/ledgers?schema=team1", "postgres://h/db",
+        "mysql://bob:s3cr3t@h/d", "file:///tmp/x"]
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_a_url_is_not_a_directory(tmp_path, monkeypatch, url):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidLedgerURL) as err:
+        Ledger.open(url)
+    assert isinstance(err.value, LedgerError) and "nothing was created" in str(err.value)
+    assert "s3cr3t" not in str(err.value)
+    monkeypatch.setenv("SCOPELEDGER_DIR", url)
+    with pytest.raises(InvalidLedgerURL):
+        Ledger.open()
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("how", ["--ledger", "env"])
+def test_the_command_line_refuses_a_url_without_a_traceback_or_a_password(tmp_path, how):
+    url = URLS[0]
+    env = dict(os.environ)
+    args = [sys.executable, "-m", "scopeledger"]
+    if how == "env":
+        env["SCOPELEDGER_DIR"] = url
+    else:
+        args += ["--ledger", url]
+    out = subprocess.run(args + ["show"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "postgresql://alice:***@db.example/ledgers?schema=team1" in out.stderr
+    assert "s3cr3t" not in out.stderr + out.stdout and "Traceback" not in out.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_path_with_a_colon_is_still_a_directory_and_needs_no_postgresql(tmp_path):
+    code = ("import sys, scopeledger; scopeledger.Ledger.open(sys.argv[1]).close(); "
+            "print(sorted(m for m in sys.modules if 'psycopg' in m or '_pgstore' in m))")
+    out = subprocess.run([sys.executable, "-c", code, "a:b"], cwd=tmp_path, capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
+    assert os.path.exists(tmp_path / "a:b" / "events.jsonl")
