@@ -178,6 +178,21 @@ class Cluster:
             return cur.fetchall() if cur.description else []
 
 
+def wait_for(cond: Any, what: str, bound: float = 60.0, every: float = 0.01) -> Any:
+    """Poll ``cond()`` until truthy (returned) or ``bound`` seconds (the test
+    fails, naming ``what``): a bound on a real condition, not a measure."""
+    import time
+
+    deadline = time.monotonic() + bound
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {bound:g}s: {what}")
+        time.sleep(every)
+
+
 def new_schema_name() -> str:
     return "t_" + uuid.uuid4().hex[:16]
 

@@ -37,6 +37,7 @@ import orjson
 import pytest
 
 import pgserver
+from pgserver import wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT = os.path.join(HERE, "pg_multihost_client.py")
@@ -134,17 +135,6 @@ class Host:
         return self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
 
 
-def wait_for(cond, what: str, bound: float = 120.0):
-    deadline = time.monotonic() + bound
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {bound:g}s: {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def hosts():
     why = _why_no_namespaces()
@@ -202,7 +192,7 @@ def test_hosts_in_their_own_namespaces_restart_kill_partition(hosts, net_cluster
                 f"?sslmode=disable&schema={schema}", stopfile)
     store = PgStore.open(net_cluster.url(schema))
     try:
-        sessions = {h.ns: wait_for(lambda h=h: h.first("session"), f"{h.ns}'s session")["id"] for h in made}
+        sessions = {h.ns: wait_for(lambda h=h: h.first("session"), f"{h.ns}'s session", bound=120)["id"] for h in made}
         # Each is its own host: its own machine id and PID namespace (PID 1 there).
         infos = [h.first("session") for h in made]
         assert [i["host"] for i in infos] == [h.machine_id for h in made]
@@ -220,11 +210,11 @@ def test_hosts_in_their_own_namespaces_restart_kill_partition(hosts, net_cluster
             return {orjson.loads(raw)["session"] for _, raw in store.read_after(seq)
                     if orjson.loads(raw)["type"] == "work"}
 
-        wait_for(lambda: len(holders()) == 2, "both slots held")
+        wait_for(lambda: len(holders()) == 2, "both slots held", bound=120)
         # A server restart mid-run: no session is judged dead, work goes on.
         net_cluster.restart("immediate")
         mark = store.head()
-        wait_for(lambda: works_since(mark) == set(holders().values()), "work after the restart")
+        wait_for(lambda: works_since(mark) == set(holders().values()), "work after the restart", bound=120)
 
         by_session = {sessions[h.ns]: h for h in made}
         first_holders = holders()
@@ -240,11 +230,11 @@ def test_hosts_in_their_own_namespaces_restart_kill_partition(hosts, net_cluster
         wait_for(lambda: set(holders().values()) == {sessions[survivor.ns]},
                  "the survivor holds both slots", bound=180)
         mark = store.head()
-        wait_for(lambda: works_since(mark) == {sessions[survivor.ns]}, "the survivor working")
+        wait_for(lambda: works_since(mark) == {sessions[survivor.ns]}, "the survivor working", bound=120)
         # Another restart: the survivor keeps its session.
         net_cluster.restart("immediate")
         mark = store.head()
-        wait_for(lambda: works_since(mark) == {sessions[survivor.ns]}, "work after the second restart")
+        wait_for(lambda: works_since(mark) == {sessions[survivor.ns]}, "work after the second restart", bound=120)
     except BaseException:
         for h in made:  # where each client is, on stderr (shown below)
             with contextlib.suppress(OSError):

@@ -40,6 +40,7 @@ from scopeledger._pgstore import (
 )
 
 import pgserver
+from pgserver import wait_for
 
 FORK = multiprocessing.get_context("fork")
 
@@ -60,18 +61,6 @@ def append(store: PgStore, *payloads: dict, after: int | None = None, timeout: f
         first = seen + len(missed) + 1
         store.append(E([line(first + i, **p) for i, p in enumerate(payloads)]), first)
     return first
-
-
-def wait_for(cond, what: str, bound: float = 60.0, every: float = 0.01):
-    """Poll ``cond()`` until truthy (returned) or ``bound`` seconds (fail)."""
-    deadline = time.monotonic() + bound
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {bound:g}s: {what}")
-        time.sleep(every)
 
 
 @pytest.fixture
@@ -768,33 +757,17 @@ def test_a_holder_learns_its_lease_lapsed_before_anyone_judges_it_dead(store):
         s.close()
 
 
-class Blackhole:
+class Blackhole(CuttingProxy):
     """A TCP forwarder to the cluster whose link can be cut: once ``cut`` is
     set, nothing more passes either way and no socket is closed (a
     partition: neither end hears from the other)."""
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream = upstream_port
         self.cut = threading.Event()
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        self._socks: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream_port, b"", "blackhole")
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.upstream))
-            self._socks += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool, pair: dict) -> None:
+        self._held.append(src)  # closed by close(), never before
         try:
             while True:
                 data = src.recv(65536)
@@ -804,12 +777,6 @@ class Blackhole:
                     dst.sendall(data)
         except OSError:
             pass
-
-    def close(self) -> None:
-        self.listener.close()
-        for x in self._socks:
-            with contextlib.suppress(OSError):
-                x.close()
 
 
 def test_a_partitioned_client_learns_first_and_is_judged_dead_by_its_lease(store, pg_cluster):

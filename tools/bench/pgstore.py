@@ -51,23 +51,33 @@ def _entry(seq: int) -> tuple[int, bytes]:
     return ts, _line(seq, ts)
 
 
-def _worker(url: str, start_at: float, stop_at: float, q) -> None:
-    st = PgStore.open(url)
-    seen = st.head()
+def _timed(start_at: float, stop_at: float, one) -> tuple[list[float], float]:
+    """Call ``one()`` from ``start_at`` until ``stop_at`` (wall clock):
+    the latency of each call (s), and the CPU time used (user + sys, s)."""
     lat: list[float] = []
     while time.time() < start_at:
         time.sleep(0.001)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     while time.time() < stop_at:
         t0 = time.perf_counter()
-        with st.locked(seen, 60) as missed:
-            first = seen + len(missed) + 1
-            st.append([_entry(first)], first)
-        seen = first
+        one()
         lat.append(time.perf_counter() - t0)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return lat, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+
+def _worker(url: str, start_at: float, stop_at: float, q) -> None:
+    st = PgStore.open(url)
+    seen = [st.head()]
+
+    def one() -> None:
+        with st.locked(seen[0], 60) as missed:
+            first = seen[0] + len(missed) + 1
+            st.append([_entry(first)], first)
+        seen[0] = first
+    result = _timed(start_at, stop_at, one)
     st.close()
-    q.put((lat, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)))
+    q.put(result)
 
 
 def _file_worker(path: str, fsync: bool, start_at: float, stop_at: float, q) -> None:
@@ -77,25 +87,19 @@ def _file_worker(path: str, fsync: bool, start_at: float, stop_at: float, q) -> 
     from scopeledger._store import Store
 
     st = Store(path, create=False)
-    seen_bytes, seq = 0, 0
-    lat: list[float] = []
-    while time.time() < start_at:
-        time.sleep(0.001)
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
-    while time.time() < stop_at:
-        t0 = time.perf_counter()
+    pos = {"bytes": 0, "seq": 0}
+
+    def one() -> None:
         with st.locked(60):
             size = st.size()
-            missed = b"".join(st.read(seen_bytes, size))
-            seq += missed.count(b"\n")
-            seq += 1
-            data = _line(seq) + b"\n"
+            missed = b"".join(st.read(pos["bytes"], size))
+            pos["seq"] += missed.count(b"\n") + 1
+            data = _line(pos["seq"]) + b"\n"
             st.append(data, size, fsync)
-            seen_bytes = size + len(data)
-        lat.append(time.perf_counter() - t0)
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
+            pos["bytes"] = size + len(data)
+    result = _timed(start_at, stop_at, one)
     st.close()
-    q.put((lat, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)))
+    q.put(result)
 
 
 def appends(url: str, procs: int, seconds: float, backend: str = "pg") -> dict:
