@@ -355,7 +355,9 @@ def judge(ident: ProcessIdentity) -> Verdict:
       namespace is unreadable);
     - no such pid: ``GONE`` when ``kill(pid, 0)`` agrees (``hidepid=2``
       hides live processes: ``UNKNOWN``); a later start (ticks) on the pid:
-      ``PID_REUSED``; a zombie: ``ZOMBIE``; a start not recorded or not
+      ``PID_REUSED``; a zombie: ``ZOMBIE`` (but a process whose main
+      thread has exited while other threads run shows as a zombie too:
+      alive, ``UNKNOWN`` when its threads cannot be read); a start not recorded or not
       readable: ``UNKNOWN`` (never proof of reuse); else ``ALIVE``.
 
     A v1 identity (``start`` in wall-clock seconds) is judged as before v2:
@@ -409,14 +411,51 @@ def judge(ident: ProcessIdentity) -> Verdict:
         return _unknown(f"pid {pid} started at tick {ticks} since boot, before the recorded "
                         f"{ident.ticks}: the two readings do not agree")
     if state in ("Z", "X"):
-        # Ours, or a stranger's after ours: dead either way.
-        return Verdict(Liveness.ZOMBIE, f"pid {pid} exited and was never reaped by its parent")
+        # Ours, or a stranger's after ours: dead either way, unless only its
+        # main thread has exited (pthread_exit) and other threads run on.
+        threads = _live_threads(pid)
+        if threads is None:
+            return _unknown(f"pid {pid}'s main thread has exited and whether other threads of it still "
+                            f"run cannot be read ({PROC}/{pid}/task)")
+        if not threads:
+            return Verdict(Liveness.ZOMBIE, f"pid {pid} exited and was never reaped by its parent")
     if ident.ticks is None:
         return _unknown(f"its start time was not recorded: pid {pid} is in use, by it or by a "
                         "later process")
     if ticks is None:
         return _unknown(f"the start time of pid {pid} cannot be read")
     return Verdict(Liveness.ALIVE)
+
+
+def _live_threads(pid: int) -> bool | None:
+    """Whether a process whose ``/proc/PID/stat`` says zombie (``Z``, or
+    ``X``) still has a thread that is not: its main thread (the
+    thread-group leader, whose state ``stat`` shows) shows ``Z`` from the
+    moment it exits (``pthread_exit``) until the process's last thread
+    does, while the other threads run on. ``None`` when the threads cannot
+    be read. One ``listdir`` and one read per thread."""
+    try:
+        tids = os.listdir(f"{PROC}/{pid}/task")
+    except FileNotFoundError:
+        return False  # gone meanwhile
+    except OSError:
+        return None
+    for tid in tids:
+        if tid == str(pid):
+            continue
+        try:
+            with open(f"{PROC}/{pid}/task/{tid}/stat", "rb", buffering=0) as f:
+                data = f.read(4096)
+        except FileNotFoundError:
+            continue  # that thread exited meanwhile
+        except OSError:
+            return None
+        fields = data[data.rfind(b")") + 1:].split()
+        if not fields:
+            return None
+        if fields[0] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 def _gone_or_hidden(pid: int) -> Verdict:
@@ -564,7 +603,12 @@ def _judge_v1(ident: ProcessIdentity) -> Verdict:
                                                         f"{d:+.2f} s from the recorded start")
                 stepped = True  # whole seconds: a clock step, or a reuse; cannot tell
         if proc.status() == psutil.STATUS_ZOMBIE:
-            return Verdict(Liveness.ZOMBIE, f"pid {pid} exited and was never reaped by its parent")
+            threads = _live_threads(pid)
+            if threads is None:
+                return _unknown(f"pid {pid}'s main thread has exited and whether other threads of it "
+                                f"still run cannot be read ({PROC}/{pid}/task)")
+            if not threads:
+                return Verdict(Liveness.ZOMBIE, f"pid {pid} exited and was never reaped by its parent")
         if stepped:
             return _unknown(f"pid {pid} started a whole number of seconds from the recorded start: a "
                             "wall-clock step or a reused pid (a v1 record: cannot tell)")

@@ -144,7 +144,9 @@ def _process_summary(pid: int) -> str:
         cmd = cmd[:200] + "..."
     why = {"T": " (stopped: it holds the lock until it is continued or killed)",
            "t": " (stopped by a debugger: it holds the lock until it is continued or killed)",
-           "D": " (in uninterruptible I/O)", "Z": " (a zombie)"}.get(state, "")
+           "D": " (in uninterruptible I/O)",
+           # A zombie holds no file: its main thread has exited, others run on.
+           "Z": " (its main thread has exited; its other threads run on)"}.get(state, "")
     return f"{why}: {cmd}" if cmd else why
 
 

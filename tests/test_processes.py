@@ -14,6 +14,7 @@ import attrs
 
 import scopeledger._process
 from scopeledger import Ledger, Liveness, ScopeRule, Verdict, identify, judge, probe
+from scopeledger._store import _process_summary
 
 W = lambda p: ScopeRule(p, "write")  # noqa: E731
 
@@ -114,3 +115,69 @@ def test_identity_without_start_time_is_kept_while_pid_lives(ledger_dir):
     ident = attrs.evolve(identify(), ticks=None)
     assert judge(ident) == Verdict(Liveness.UNKNOWN, f"its start time was not recorded: pid {os.getpid()} "
                                                      "is in use, by it or by a later process")
+
+
+LEADER_EXITS = textwrap.dedent("""
+    import ctypes, sys, threading
+    from scopeledger import Ledger, ScopeRule
+    led = Ledger.open(sys.argv[1])
+    led.register("worker", [ScopeRule("/r/threads", "write")])
+    def work():  # the process's real work goes on in this thread until told to stop
+        sys.stdin.readline()
+    threading.Thread(target=work).start()
+    print("ready", flush=True)
+    ctypes.CDLL(None).pthread_exit(None)  # as a C, Go or Java program's main thread may
+""")
+
+
+def _stat_state(path):
+    with open(path, "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()[0].decode()
+
+
+def test_a_process_whose_main_thread_exited_while_others_run_is_alive(ledger_dir):
+    """/proc/PID/stat shows the thread-group leader: "Z" from the moment the
+    main thread exits (pthread_exit) until the last thread does. Such a
+    holder is alive (v2 and v1 identities, reclaim and the hot path); once
+    its last thread has exited it is a zombie (never reaped here) and is
+    reclaimed as one."""
+    proc = subprocess.Popen([sys.executable, "-c", LEADER_EXITS, ledger_dir], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        deadline = time.monotonic() + 60
+        while _stat_state(f"/proc/{proc.pid}/stat") != "Z":
+            assert time.monotonic() < deadline, "the main thread never exited"
+            time.sleep(0.01)
+        tasks = [t for t in os.listdir(f"/proc/{proc.pid}/task") if t != str(proc.pid)]
+        assert tasks and any(_stat_state(f"/proc/{proc.pid}/task/{t}/stat") != "Z" for t in tasks)
+        # Were it to hold the ledger's lock, a waiter would say so (not "a zombie").
+        assert "(its main thread has exited; its other threads run on)" in _process_summary(proc.pid)
+        led = Ledger.open(ledger_dir)
+        ident = led.holder("worker").process
+        assert judge(ident) == Verdict(Liveness.ALIVE)
+        v1 = attrs.evolve(ident, format=1, ticks=None, host=None,
+                          start=psutil.Process(proc.pid).create_time())
+        assert judge(v1) == Verdict(Liveness.ALIVE)
+        report = led.reclaim()
+        assert report.reclaimed == () and report.unknown == []
+        try:
+            led.register("newcomer", [W("/r/threads")])  # the hot path: in the live holder's way
+        except Exception as exc:
+            assert type(exc).__name__ == "ScopeConflict", exc
+        else:
+            raise AssertionError("granted the live holder's scope")
+        # The last thread exits: now a zombie (this test does not reap it yet).
+        proc.stdin.write("stop\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while os.listdir(f"/proc/{proc.pid}/task") != [str(proc.pid)]:
+            assert time.monotonic() < deadline, "the worker thread never exited"
+            time.sleep(0.01)
+        assert judge(ident).liveness is Liveness.ZOMBIE
+        assert judge(v1).liveness is Liveness.ZOMBIE
+        assert led.reclaim_stale() == ["worker"]
+        assert reclaim_reasons(led) == [("worker", "zombie")]
+    finally:
+        proc.kill()
+        proc.wait()
