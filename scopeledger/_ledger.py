@@ -16,6 +16,7 @@ import hashlib
 import logging
 import operator
 import os
+import re
 import threading
 import time
 import weakref
@@ -43,7 +44,7 @@ from ._errors import (
     UnsafeLedgerPath,
     shown,
 )
-from ._events import MAX_LINE_BYTES, decode, encode, line_hash, split_lines
+from ._events import MAX_LINE_BYTES, decode, encode, iter_lines, line_hash, split_lines
 from ._history import HistoryMixin, VerifyReport
 from ._fold import (
     FORMAT_VERSION,
@@ -60,7 +61,8 @@ from ._fold import (
     reparent_plan,
 )
 from ._paths import canonical, identity as identify_path, mount_table
-from ._process import Liveness, ProcessIdentity, Probe, Verdict, identify, probe as default_probe, run_probe
+from ._process import (Liveness, ProcessIdentity, Probe, Verdict, host_id, identify, probe as default_probe,
+                       run_probe)
 from ._rules import (HOLDER_NAME, PERMISSION_TEXT, Permission, ScopeRule, check_path_text, covers, identity_json,
                      overlaps)
 from ._store import Store
@@ -563,6 +565,7 @@ class Ledger(HistoryMixin):
         self._others_active = True
         self._snap_seq = 0
         self._actor_cache: tuple[int, ProcessIdentity, dict[str, Any]] | None = None
+        self._boots: tuple[int, dict[str, list[int]]] | None = None  # see _boot_spans
         self.stats = LedgerStats()
         #: Seconds the last mutation waited for the lock (for benchmarks).
         self.last_wait = 0.0
@@ -873,6 +876,49 @@ class Ledger(HistoryMixin):
             self.stats.torn.append(where)
         return state
 
+    def _boot_spans(self) -> dict[str, list[int]]:
+        """What the log says of this host's machine id (the default
+        probe's evidence that another boot id of it is not an earlier boot,
+        ``_process.earlier_boot_disproved``): ``{boot id: [first seq, last
+        seq, ts of its last event]}`` of the events whose writer recorded
+        this machine id, in the lines folded so far. Read once, then only
+        the lines appended since; asked only for a holder of this machine id
+        and another boot id."""
+        host = host_id()
+        memo = self._boots
+        start, spans = memo if memo is not None else (0, {})
+        end = self._offset
+        if host is None or end <= start:
+            return spans
+        spans = {b: list(v) for b, v in spans.items()}
+        needle = f'"host":"{host}"'.encode()
+        store = self._store
+        for line in iter_lines(store.read(start, end), store.log_path, start):
+            if needle not in line:
+                continue
+            m = _ACTOR_AT_START.match(line)
+            if m is not None:
+                if m[3].decode() != host:
+                    continue
+                seq, ts, boot = int(m[1]), int(m[2]), m[4].decode()
+            else:  # not our writer's key order: read it whole
+                try:
+                    ev = orjson.loads(line)
+                    actor = ev["actor"]
+                    seq, ts, boot = ev["seq"], ev["ts"], actor["boot"]
+                    if actor.get("host") != host or type(seq) is not int or type(ts) is not int \
+                            or type(boot) is not str:
+                        continue
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue
+            span = spans.get(boot)
+            if span is None:
+                spans[boot] = [seq, seq, ts]
+            else:
+                span[1], span[2] = seq, ts
+        self._boots = (end, spans)
+        return spans
+
     def _fold_while_waiting(self) -> None:
         """While another process holds the lock: fold what it appends now,
         not after taking the lock (less time held; see Store.acquire)."""
@@ -1085,7 +1131,8 @@ class Ledger(HistoryMixin):
     def _liveness(self, txn: _Txn, name: str, probe: Probe | None = None) -> Verdict:
         lv = txn.liveness.get(name)
         if lv is None:
-            lv = txn.liveness[name] = run_probe(probe or self._probe, txn.state.holders[name].process)
+            lv = txn.liveness[name] = run_probe(probe or self._probe, txn.state.holders[name].process,
+                                                     self._boot_spans)
         return lv
 
     def _check(self, txn: _Txn, name: str, rules: tuple[ScopeRule, ...], parent: str | None) -> Exception | None:
@@ -1323,7 +1370,7 @@ class Ledger(HistoryMixin):
             snapshot = list(state.holders.values())
             if dry_run:
                 state = state.copy()
-        verdicts = {a.name: run_probe(fn, a.process) for a in snapshot}
+        verdicts = {a.name: run_probe(fn, a.process, self._boot_spans) for a in snapshot}
         suspects = [a for a in snapshot if verdicts[a.name].dead]
 
         def kept() -> tuple[tuple[str, Verdict], ...]:
@@ -1411,7 +1458,7 @@ class Ledger(HistoryMixin):
         def liveness(n: str) -> Verdict:
             v = verdicts.get(n)
             if v is None:
-                v = verdicts[n] = run_probe(self._probe, state.holders[n].process)
+                v = verdicts[n] = run_probe(self._probe, state.holders[n].process, self._boot_spans)
             return v
 
         def reclaim(n: str, reason: str) -> None:
@@ -1487,7 +1534,7 @@ class Ledger(HistoryMixin):
         """
         if holders is None:
             holders = self.holders()
-        return {a.name: run_probe(self._probe, a.process) for a in holders}
+        return {a.name: run_probe(self._probe, a.process, self._boot_spans) for a in holders}
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
              *, parent: str | None = None, socket: str | None = None,
@@ -1767,6 +1814,9 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+#: The start of a v2 line as this library writes it, up to the writer's boot id.
+_ACTOR_AT_START = re.compile(rb'\{"v":2,"seq":(\d+),"ts":(-?\d+),"actor":\{"host":"([0-9a-f]{32})","boot":"([^"\\]*)"')
 
 #: Snapshot intervals a process lets pass while another holds the snapshot
 #: claim (``Store.snapshot_claim``) before it writes one anyway: a writer

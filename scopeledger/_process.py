@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import os
+import time
 from typing import Any, Callable, Union
 
 import attrs
@@ -334,16 +335,17 @@ def _unknown(why: str) -> Verdict:
     return Verdict(Liveness.UNKNOWN, why)
 
 
-def judge(ident: ProcessIdentity) -> Verdict:
+def judge(ident: ProcessIdentity, boots: Callable[[], dict[str, list[int]]] | None = None) -> Verdict:
     """Whether the process of ``ident`` is alive, and why.
 
     For a v2 identity, in this order:
 
     - no boot id (recorded or here): ``UNKNOWN``;
     - another boot id: ``EARLIER_BOOT`` when the host (machine id) is this
-      one; ``UNKNOWN`` "on another host (<id>)" when it is another, and
-      when either has no machine id (an earlier boot cannot be told from
-      another host);
+      one and nothing ``boots`` knows disproves it (see
+      :func:`earlier_boot_disproved`); ``UNKNOWN`` "on another host (<id>)"
+      when it is another, and when either has no machine id (an earlier
+      boot cannot be told from another host);
     - the same boot id is the same running kernel, whatever the machine id
       says (a container with its own): the pid is judged here;
     - another PID namespace: ``NAMESPACE_GONE`` when no process on the host
@@ -365,6 +367,13 @@ def judge(ident: ProcessIdentity) -> Verdict:
     namespace ``UNKNOWN``, a start time off by whole seconds ``UNKNOWN`` (a
     wall-clock step or a reuse: cannot tell).
 
+    Args:
+        ident: the holder's process identity.
+        boots: ``() -> {boot id: [first seq, last seq, ts of the last
+            event]}``, what the log says of the boots that wrote with this
+            host's machine id (``Ledger`` passes it); ``None``: the machine
+            id alone decides.
+
     Returns:
         :class:`Verdict`. Never raises for a well-formed identity.
     """
@@ -379,6 +388,9 @@ def judge(ident: ProcessIdentity) -> Verdict:
         here = host_id()
         if ident.host is not None and here is not None:
             if ident.host == here:
+                doubt = earlier_boot_disproved(ident.boot, here_boot, here, boots()) if boots else None
+                if doubt is not None:
+                    return _unknown(doubt)
                 return Verdict(Liveness.EARLIER_BOOT, f"it ran under an earlier boot of this host "
                                                       f"(boot {ident.boot})")
             return _unknown(f"on another host ({ident.host})")
@@ -456,6 +468,65 @@ def _live_threads(pid: int) -> bool | None:
         if fields[0] not in (b"Z", b"X"):
             return True
     return False
+
+
+def _boot_start_ns() -> int | None:
+    """When this boot began, ns since the epoch by this host's wall clock
+    (now less ``CLOCK_BOOTTIME``, whose time-namespace offset is taken
+    back off); ``None`` when that offset cannot be known."""
+    offset = _boottime_offset()
+    if offset is None:
+        return None
+    return time.time_ns() - (time.clock_gettime_ns(time.CLOCK_BOOTTIME) - offset)
+
+
+def earlier_boot_disproved(boot: str, here_boot: str, host: str,
+                           spans: dict[str, list[int]]) -> str | None:
+    """Why boot id ``boot``, recorded with this host's machine id ``host``,
+    is not provably an earlier boot of this host, or ``None`` when nothing
+    the log says disproves it.
+
+    A machine id is shared by every clone of an image that ships one, and
+    a log can never prove that another boot id is over; it can prove that
+    it is not an earlier boot of this host. Boots of one host follow one
+    another: each wrote the log in one stretch of seqs, before the next
+    began, and this (running) boot's stretch lasts until now. So the
+    machine id is more than one host's when two boots' stretches overlap
+    (one wrote, another wrote, the first wrote again; or another wrote
+    after this boot had): then no other boot of it is taken for an earlier
+    one. And a boot whose last event is stamped at or after the moment
+    this boot began (its clock against this host's) cannot be an earlier
+    boot, unless a clock was wrong: kept as well.
+
+    Args:
+        boot: the holder's boot id; here_boot: this boot's; host: the
+            machine id both were recorded with.
+        spans: ``{boot id: [first seq, last seq, ts of its last event
+            (ns)]}`` of the events whose writer had machine id ``host``.
+    """
+    stretches = sorted((first, last if b != here_boot else float("inf"), b)
+                       for b, (first, last, _) in spans.items())
+    top: tuple[float, str, int] | None = None  # the stretch reaching furthest so far
+    for first, last, b in stretches:
+        if top is not None and first < top[0]:
+            reach, other, other_first = top
+            if other == here_boot:
+                seen = f"boot {b} wrote at seq {first}, after this boot's first event (seq {other_first})"
+            else:
+                seen = (f"boot {other} wrote at seqs {other_first} and {int(reach)}, boot {b} at seq "
+                        f"{first} in between")
+            return (f"this host's machine id ({host}) is more than one running host's (a cloned "
+                    f"image?): {seen}; so boot {boot} may be another live host's, not an earlier boot "
+                    "of this one (give each host its own machine id: systemd-machine-id-setup)")
+        if top is None or last > top[0]:
+            top = (last, b, first)
+    mine = spans.get(boot)
+    start = _boot_start_ns()
+    if mine is not None and start is not None and mine[2] >= start:
+        return (f"its boot ({boot}) wrote at seq {mine[1]}, stamped {(mine[2] - start) / 1e9:.1f} s "
+                "after this boot began (by this host's clock): not an earlier boot of this host unless "
+                f"a clock was wrong; another host with this machine id ({host})? (a cloned image)")
+    return None
 
 
 def _gone_or_hidden(pid: int) -> Verdict:
@@ -619,13 +690,15 @@ def _judge_v1(ident: ProcessIdentity) -> Verdict:
     return Verdict(Liveness.ALIVE)
 
 
-def run_probe(fn: Probe, ident: ProcessIdentity) -> Verdict:
+def run_probe(fn: Probe, ident: ProcessIdentity,
+              boots: Callable[[], dict[str, list[int]]] | None = None) -> Verdict:
     """Call a probe and normalise its answer to a :class:`Verdict`; the
-    default probe gives its reasons (:func:`judge`); an exception inside a
-    probe counts as ``UNKNOWN`` (never reclaim what you cannot prove dead)."""
-    if fn is probe:
-        fn = judge
+    default probe gives its reasons (:func:`judge`, with ``boots``); an
+    exception inside a probe counts as ``UNKNOWN`` (never reclaim what you
+    cannot prove dead)."""
     try:
+        if fn is probe or fn is judge:
+            return judge(ident, boots)
         answer = fn(ident)
     except Exception as exc:  # noqa: BLE001 - fail closed
         return _unknown(f"the liveness probe failed ({type(exc).__name__}: {exc})")

@@ -208,6 +208,101 @@ def test_an_earlier_boot_of_this_host_is_reclaimed_and_without_a_machine_id_it_i
     assert judge(earlier).liveness is Liveness.EARLIER_BOOT
 
 
+def clone_args(led_dir, name, boot, clock=None):
+    extra = [] if clock is None else ["--clock", str(clock)]
+    return ["unshare", "--mount", sys.executable, "-m", "tools.torture.identity", "clone", str(led_dir), name,
+            "--boot", boot, *extra]
+
+
+def before_this_boot():
+    """An instant an hour before this boot began (this host's clock), in ns."""
+    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME) - 3600 * 10**9
+
+
+BOOT_X = "11111111-1111-4111-8111-111111111111"
+BOOT_Y = "22222222-2222-4222-8222-222222222222"
+
+
+def test_a_clone_sharing_this_hosts_machine_id_is_not_taken_for_an_earlier_boot(tmp_path):
+    """Two hosts booted from one image share /etc/machine-id; each boot has
+    its own boot id. The log disproves "an earlier boot" when boots of one
+    machine id wrote interleaved (another wrote after this running boot
+    had), and the clock when the other boot wrote after this one began:
+    such holders are kept, unknown; an earlier boot is still reclaimed."""
+    need_unshare(["--mount"])
+    old = before_this_boot()  # the clones' clocks, so that only the log can tell
+    # 1. This boot writes, then a clone (boot X) registers: it wrote after
+    # this boot's first event (the breaker's finding 03).
+    d1 = tmp_path / "after-this-boot"
+    with Ledger.open(d1) as led:
+        led.register("local-early", [W("/hosts/local")])
+        led.release("local-early")
+    p = spawn(clone_args(d1, "clone-worker", BOOT_X, old))
+    try:
+        ready(p)
+        with Ledger.open(d1) as led:
+            ident = led.holder("clone-worker").process
+            assert (ident.host, ident.boot) == (host_id(), BOOT_X)
+            assert judge(ident).liveness is Liveness.EARLIER_BOOT  # the machine id alone would say so
+            v = led.liveness()["clone-worker"]
+            assert v.liveness is Liveness.UNKNOWN, v
+            assert f"boot {BOOT_X} wrote at seq 3, after this boot's first event (seq 1)" in v.why
+            assert "more than one running host" in v.why
+            report = led.reclaim()
+            assert report.reclaimed == () and report.unknown == [("clone-worker", v)]
+            with pytest.raises(ScopeConflict):  # the hot path keeps it too
+                led.register("thief", [W("/hosts/clone-worker")])
+        r = ledger_cli(d1, "reclaim")
+        assert r.returncode == 0, r.stderr
+        assert "kept 'clone-worker'" in r.stdout and "more than one running host" in r.stdout, r.stdout
+    finally:
+        assert '"still_held":true' in finish(p)
+    # 2. Two clones (boots X and Y) wrote interleaved; this boot never wrote.
+    d2 = tmp_path / "interleaved"
+    px = spawn(clone_args(d2, "x", BOOT_X, old))
+    try:
+        ready(px)
+        py = spawn(clone_args(d2, "y", BOOT_Y, old))
+        try:
+            ready(py)
+            px.stdin.write("write\n")
+            px.stdin.flush()
+            assert px.stdout.readline().split() == ["WROTE", "4"]
+            with Ledger.open(d2) as led:
+                for name in ("x", "y"):
+                    v = led.liveness()[name]
+                    assert v.liveness is Liveness.UNKNOWN, (name, v)
+                    assert f"boot {BOOT_X} wrote at seqs 1 and 4, boot {BOOT_Y} at seq 2 in between" in v.why
+                assert led.reclaim_stale() == []
+        finally:
+            finish(py)
+    finally:
+        finish(px)
+    # 3. A clone that registered after this boot began (by the clocks), this
+    # boot not having written yet: not an earlier boot either.
+    d3 = tmp_path / "clock"
+    p = spawn(clone_args(d3, "now", BOOT_X))
+    try:
+        ready(p)
+        with Ledger.open(d3) as led:
+            v = led.liveness()["now"]
+            assert v.liveness is Liveness.UNKNOWN and "after this boot began" in v.why, v
+            assert led.reclaim_stale() == []
+    finally:
+        finish(p)
+    # 4. An earlier boot: it wrote before this boot began, never after this
+    # boot wrote, no other boot in between: reclaimed, as before.
+    d4 = tmp_path / "earlier"
+    p = spawn(clone_args(d4, "before-reboot", BOOT_X, old))
+    ready(p)
+    finish(p)
+    with Ledger.open(d4) as led:
+        led.register("local", [W("/hosts/local")])
+        assert led.liveness()["before-reboot"].liveness is Liveness.EARLIER_BOOT
+        assert led.reclaim_stale() == ["before-reboot"]
+        led.register("after", [W("/hosts/before-reboot")])
+
+
 # -- item 3: start times without the wall clock -------------------------------------------
 
 

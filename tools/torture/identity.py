@@ -7,6 +7,15 @@ this process is on another host. It registers a holder bound to itself,
 prints ``READY <machine id>`` and waits for a line on stdin; the caller
 (on the first "host") probes and reclaims meanwhile, and after it exits.
 
+``clone DIR NAME --boot BOOT [--clock NS]`` (run under ``unshare
+--mount``): another host cloned from this one's image: the same machine
+id, a boot id of its own (BOOT, bind-mounted over
+``/proc/sys/kernel/random/boot_id``), and, with ``--clock``, a clock that
+reads NS (ns since the epoch) at every event. It registers NAME bound to
+itself and prints ``READY <pid> <seq>``; then each line ``write`` on stdin
+registers and releases NAME-w (``WROTE <seq>``); an empty line or EOF
+ends it.
+
 ``whole-seconds DIR --rounds N`` (run as pid 1 of ``unshare --pid --fork
 --mount-proc``): real PID reuse where the stranger starts a whole number of
 seconds (to the clock tick) after the dead holder's process, which a
@@ -89,6 +98,25 @@ def _start_tick(pid: int) -> int:
 
 def _boottime_tick() -> int:
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // (1_000_000_000 // os.sysconf("SC_CLK_TCK"))
+
+
+def clone(ledger_dir: str, name: str, boot: str, clock: int | None) -> dict[str, Any]:
+    err = _bind(boot + "\n", "/proc/sys/kernel/random/boot_id")
+    if err is not None:
+        print(f"cannot bind-mount over /proc/sys/kernel/random/boot_id: {err}")
+        sys.exit(77)
+    from scopeledger import Ledger, ScopeRule
+
+    with open("/proc/sys/kernel/random/boot_id") as g:
+        assert g.read().strip() == boot
+    with Ledger.open(ledger_dir, clock=None if clock is None else (lambda: clock)) as led:
+        alloc = led.register(name, [ScopeRule(f"/hosts/{name}", "write")])
+        print(f"READY {alloc.pid} {led.seq}", flush=True)
+        while sys.stdin.readline().strip() == "write":
+            led.register(f"{name}-w", [ScopeRule(f"/hosts/{name}-w", "write")])
+            led.release(f"{name}-w")
+            print(f"WROTE {led.seq}", flush=True)
+        return {"pid": alloc.pid, "still_held": name in {a.name for a in led.holders()}}
 
 
 def whole_seconds(ledger_dir: str, rounds: int) -> dict[str, Any]:
@@ -194,15 +222,19 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m tools.torture.identity")
-    ap.add_argument("what", choices=["other-host", "whole-seconds", "ns-hold", "verdicts"])
+    ap.add_argument("what", choices=["other-host", "clone", "whole-seconds", "ns-hold", "verdicts"])
     ap.add_argument("dir")
     ap.add_argument("name", nargs="?", default="gone")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--hidepid", action="store_true")
     ap.add_argument("--nobody", action="store_true")
+    ap.add_argument("--boot", default=FAKE_BOOT)
+    ap.add_argument("--clock", type=int)
     ns = ap.parse_args(argv)
     if ns.what == "other-host":
         fig = other_host(ns.dir)
+    elif ns.what == "clone":
+        fig = clone(ns.dir, ns.name, ns.boot, ns.clock)
     elif ns.what == "verdicts":
         fig = verdicts(ns.dir, ns.hidepid, ns.nobody)
     elif ns.what == "whole-seconds":

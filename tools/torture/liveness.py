@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any
 
 import orjson
@@ -113,8 +114,10 @@ def earlier_boot(path: str, pid: int) -> dict[str, Any]:
     if r.returncode != 0:
         print(f"cannot bind-mount a boot id: {r.stderr.decode().strip()}")
         sys.exit(77)
+    # Stamped as an earlier boot's events were: before this boot began.
+    then = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME) - 3600 * 10**9
     try:
-        with Ledger.open(path) as led:
+        with Ledger.open(path, clock=lambda: then) as led:
             alloc = led.register("before-reboot", [ScopeRule("/eb/r", "write")], pid=pid)
             return {"boot": alloc.process.boot, "pid": alloc.pid, "ticks": alloc.process.ticks}
     finally:
