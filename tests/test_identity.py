@@ -255,6 +255,8 @@ def test_a_clone_sharing_this_hosts_machine_id_is_not_taken_for_an_earlier_boot(
         r = ledger_cli(d1, "reclaim")
         assert r.returncode == 0, r.stderr
         assert "kept 'clone-worker'" in r.stdout and "more than one running host" in r.stdout, r.stdout
+        r = ledger_cli(d1, "check", "--write", "/hosts/clone-worker/x")  # decides as the ledger does
+        assert r.returncode != 0 and "clone-worker" in r.stdout + r.stderr, (r.stdout, r.stderr)
     finally:
         assert '"still_held":true' in finish(p)
     # 2. Two clones (boots X and Y) wrote interleaved; this boot never wrote.
