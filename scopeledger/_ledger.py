@@ -60,7 +60,7 @@ from ._fold import (
     effective_rules,
     reparent_plan,
 )
-from ._paths import canonical, identity as identify_path, mount_table
+from ._paths import canonical, check_reached, identity as identify_path, mount_table
 from ._process import (Liveness, ProcessIdentity, Probe, Verdict, host_id, identify, probe as default_probe,
                        run_probe)
 from ._rules import (HOLDER_NAME, PERMISSION_TEXT, Permission, ScopeRule, check_path_text, covers, identity_json,
@@ -1017,6 +1017,9 @@ class Ledger(HistoryMixin):
                 else:
                     real = os.path.realpath(given)
                 if real != path:
+                    # A link was followed: through /proc into another mount
+                    # namespace, the text names another file here.
+                    check_reached(given if given is not None else path, real)
                     path = ScopeRule(real, r.permission, r.recursive).path  # checked as given ones are
             if cache is not None:
                 k = (path, r.permission, r.recursive, resolve)

@@ -65,6 +65,63 @@ def _resolved(path: str, want: bool = False) -> tuple[str, bool | None]:
     return os.path.realpath(path), None
 
 
+#: A procfs name that leads elsewhere: a process's root or working
+#: directory, or an open file (``/proc/PID/...``, ``/proc/self/...``,
+#: ``/proc/thread-self/...``, ``/proc/PID/task/TID/...``).
+_MAGIC = re.compile(r"/(?:\d+|self|thread-self)(?:/task/\d+)?/(?:root|cwd|fd|map_files)(?:/|$)")
+
+
+def check_reached(given: str, real: str) -> None:
+    """Check that ``real``, the canonical text the kernel (or
+    ``os.path.realpath``) gave for ``given``, names here what ``given``
+    reaches: its longest existing part is the same file (device and inode)
+    opened by either path. A magic link of /proc (``/proc/PID/root``,
+    ``/proc/PID/cwd``, ``/proc/PID/fd/N``) leads into another mount
+    namespace, or outside this process's root, where that text means
+    another file (or none): such a path cannot be identified by this
+    mount table, and is refused. ``/proc/self/root/...`` and a process's
+    root in this namespace check out.
+
+    Raises:
+        InvalidScope: it does not check out (naming both paths).
+    """
+    head = given
+    while True:
+        try:
+            fd = os.open(head, os.O_PATH | os.O_CLOEXEC)
+            break
+        except (FileNotFoundError, NotADirectoryError):
+            if head == "/":
+                return
+            head = head[:head.rfind("/")] or "/"
+        except OSError:
+            return  # cannot be read: the kernel's walk will refuse it alike
+    try:
+        st = os.fstat(fd)
+        try:
+            text = os.readlink(_PROC_FD + str(fd))
+        except OSError:
+            text = None
+    finally:
+        os.close(fd)
+    if text is not None and text.startswith("/") and not text.endswith(" (deleted)"):
+        try:
+            here = os.stat(text)
+            if (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino):
+                return
+        except OSError:
+            pass
+    else:
+        text = real
+    magic = _MAGIC.match(given, 5) if given.startswith("/proc/") else None
+    through = f", through {shown(given[:magic.end()].rstrip('/'))}," if magic else ""
+    raise InvalidScope(
+        f"cannot identify {shown(given)}: it leads{through} into another mount namespace or outside "
+        f"this process's root, where it is {shown(text)}, and here that path is another file or none; "
+        "give the path as this mount namespace sees it, or register from inside that namespace "
+        "(nsenter --mount --target PID)")
+
+
 def canonical_path(path: str) -> str:
     """The canonical form of a normalised absolute ``path``: symlinks in its
     existing part resolved, the missing rest appended as it is.
@@ -647,6 +704,14 @@ def identity(path: str, recursive: bool, resolve: bool = True, table: MountTable
             return m.dev
         return (m.dev if path == "/" else m.dev + path, (),
                 tuple(dict.fromkeys(mount_key(table, n, n.point, n.point, resolve) for n in below)))
+    if m.fstype == "proc":
+        magic = _MAGIC.match(path, len(m.point) if m.point != "/" else 0)
+        if magic is not None:
+            # Not resolved (resolve_symlinks=False): the name of a magic
+            # link is not where the files below it are.
+            raise InvalidScope(f"cannot identify {shown(path)}: {shown(path[:magic.end()].rstrip('/'))} is a "
+                               "link of /proc to a process's root, working directory or open file, not "
+                               "resolved (resolve_symlinks=False); give the path it leads to")
     key = mount_key(table, m, path, None, resolve, known)
     via: tuple[str, ...] = ()
     if m.parent != m.id and m.parent in table.by_id:

@@ -202,6 +202,61 @@ def test_one_directory_at_two_paths_in_two_namespaces_conflicts(tmp_path):
         holder.communicate("\n", timeout=30)
 
 
+@needs_mounts
+def test_a_path_through_proc_into_another_mount_namespace_is_refused_never_misidentified(tmp_path):
+    """From the host, a pod's files are reached through /proc/POD/root,
+    /proc/POD/cwd or /proc/POD/fd/N. The kernel's text for what they lead
+    to is the path in the pod's mount namespace, which here names another
+    directory (the pod's root is a tmpfs of its own, as runtimes make one):
+    such a path is refused (library, resolve_symlinks=False, command line),
+    never identified by this namespace's mount table; one that leads to a
+    file this namespace sees at that path is identified as that file."""
+    t, led = tmp_path / "t", tmp_path / "led"
+    (t / "podroot").mkdir(parents=True)
+    (t / "shared").mkdir()
+    led.mkdir()
+    r = t / "podroot"
+    pod = in_namespace(f"mount -t tmpfs pod {r}; mkdir -p {r}/work {r}/proc {r}{led}; "
+                       f"mount --bind {led} {r}{led}; mount -t proc proc {r}/proc", f"""
+        import scopeledger._ledger, scopeledger._render, scopeledger._paths, scopeledger._process
+        scopeledger._process.identify()  # machine id and boot id read before the chroot
+        os.chroot({str(r)!r})
+        os.chdir("/work")
+        led = Ledger.open({str(led)!r})
+        a = led.register("pod", [W("/work")])
+        fd = os.open("/work", os.O_RDONLY | os.O_DIRECTORY)
+        out(pid=os.getpid(), fd=fd, key=a.rules[0].to_json())
+        sys.stdin.readline()
+    """, stdin=True)
+    try:
+        got = _line(pod)
+        pid = got["pid"]
+        root = f"/proc/{pid}/root"
+        from scopeledger import InvalidScope, Ledger, ScopeConflict, ScopeRule
+
+        assert os.listdir(f"{root}/work") == [] and not os.path.exists(f"{r}/work")
+        with Ledger.open(led) as ledger, Ledger.open(led, resolve_symlinks=False) as literal:
+            for path in (f"{root}/work/x", f"{root}/work", f"/proc/{pid}/cwd/x", f"/proc/{pid}/fd/{got['fd']}/x",
+                         f"{root}/work/../work/x"):
+                for lg in (ledger, literal):
+                    with pytest.raises(InvalidScope, match="cannot identify") as e:
+                        lg.register("host", [ScopeRule(path, "write", True)])
+                    assert f"/proc/{pid}/" in str(e.value), e.value
+            # Through /proc into this namespace (this process's root, /proc/self): that file.
+            ledger.register("sharer", [ScopeRule(f"{t}/shared", "write", True)])
+            with pytest.raises(ScopeConflict, match="holder 'sharer'"):
+                ledger.register("host", [ScopeRule(f"/proc/{os.getpid()}/root{t}/shared/x", "write", True)])
+            a = ledger.register("mine", [ScopeRule(f"/proc/self/root{t}/mine", "write", True)])
+            assert a.rules[0].path == f"{t}/mine"
+            assert [x.name for x in ledger.holders()] == ["pod", "sharer", "mine"]
+        for args in (["check", "--top-level", "--write", f"{root}/work/x"], ["who", f"{root}/work"]):
+            p = subprocess.run([*CMD, "--ledger", str(led), *args], capture_output=True, text=True, env=clean_env())
+            assert p.returncode == 2 and "cannot identify" in p.stderr and "Traceback" not in p.stderr, \
+                (args, p.returncode, p.stdout, p.stderr)
+    finally:
+        pod.communicate("\n", timeout=30)
+
+
 # -- filesystems mounted below a held recursive rule ---------------------------------------
 
 

@@ -302,7 +302,9 @@ def abs_path(p: str) -> str:
     """``p`` as an absolute path, every ``..`` applied as the OS does.
 
     Raises:
-        InvalidScope: ``p`` contains NUL.
+        InvalidScope: ``p`` contains NUL, or leads through a link of /proc
+            into another mount namespace (``/proc/PID/root/...``), where
+            the text realpath gives names another file.
     """
     if "\x00" in p:
         from scopeledger import InvalidScope
@@ -311,7 +313,13 @@ def abs_path(p: str) -> str:
         raise InvalidScope(f"invalid path {p!r}: contains NUL")
     # Not os.path.abspath: it drops a '..' lexically, before the symlink
     # under it is resolved; realpath applies each '..' as the OS does.
-    return os.path.realpath(os.path.join(os.getcwd(), os.path.expanduser(p)))
+    given = os.path.join(os.getcwd(), os.path.expanduser(p))
+    real = os.path.realpath(given)
+    if real != given:
+        from .internals import check_reached
+
+        check_reached(given, real)  # not through /proc into another mount namespace
+    return real
 
 
 def _seq_at_ns(ledger: Ledger, end_ns: int) -> int:
