@@ -199,6 +199,19 @@ FOLDING_FILESYSTEMS = frozenset({"vfat", "msdos", "exfat", "hfsplus"})
 #: FS_CASEFOLD_FL): a name is folded where the directory it is in folds.
 CASEFOLD_CAPABLE = frozenset({"ext4", "f2fs", "tmpfs"})
 
+#: Filesystem types that compare names exactly, byte for byte (local
+#: filesystems without a case-insensitive mode, and the kernel's own).
+#: Any other type (FUSE: ``fuseblk``, ``fuse.*``; network: ``nfs``,
+#: ``cifs``, ``9p``, ``virtiofs``; ``zfs``, ``jfs``, ``ntfs3``,
+#: ``iso9660``, ...) may fold case, as the volume, server or options
+#: decide: the filesystem itself is asked (:func:`_ask_folds`).
+EXACT_FILESYSTEMS = frozenset({
+    "ext2", "ext3", "xfs", "btrfs", "overlay", "squashfs", "erofs", "ramfs", "nilfs2", "reiserfs",
+    "ubifs", "gfs2", "ocfs2", "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "mqueue",
+    "hugetlbfs", "debugfs", "tracefs", "securityfs", "pstore", "bpf", "configfs", "fusectl",
+    "binfmt_misc", "autofs", "efivarfs", "rpc_pipefs", "nsfs", "selinuxfs",
+})
+
 FS_CASEFOLD_FL = 0x40000000
 # _IOR('f', 1, long): the kernel reads and writes an int through it.
 FS_IOC_GETFLAGS = (2 << 30) | (struct.calcsize("l") << 16) | (ord("f") << 8) | 1
@@ -221,7 +234,9 @@ class Mount:
     ``root`` (the path within the filesystem of the directory mounted),
     ``point`` (where, relative to the process's root), ``fstype`` and
     ``options`` (the filesystem's own, ``str``). ``fold``: 0, names keep
-    their case; 1, the whole filesystem folds case; 2, each directory may."""
+    their case; 1, the whole filesystem folds case; 2, each directory may;
+    3, not known from its type: the filesystem is asked when a key needs
+    it (then 0 or 1)."""
 
     __slots__ = ("id", "parent", "dev", "root", "point", "fstype", "options", "fold")
 
@@ -232,10 +247,12 @@ class Mount:
         opts = options.split(",")
         if fstype in FOLDING_FILESYSTEMS or "nocase" in opts:
             self.fold = 1
-        elif fstype in CASEFOLD_CAPABLE and _casefold_supported(fstype, opts):
-            self.fold = 2
-        else:
+        elif fstype in CASEFOLD_CAPABLE:
+            self.fold = 2 if _casefold_supported(fstype, opts) else 0
+        elif fstype in EXACT_FILESYSTEMS:
             self.fold = 0
+        else:
+            self.fold = 3
 
     def key(self, within: str) -> str:
         """The key of ``within``, a path below this mount's root directory
@@ -334,7 +351,7 @@ class MountTable:
         # case and hangs from nothing here: a key is then its device and the
         # path (identify's fast path).
         r = self.root
-        self.whole_root = (r if r is not None and r.root == "/" and r.fold != 1
+        self.whole_root = (r if r is not None and r.root == "/" and r.fold in (0, 2)
                            and (r.parent == r.id or r.parent not in self.by_id) else None)
         self.plain_root = self.whole_root if r is not None and r.fold == 0 else None
         # Rules identified with this table, for callers to reuse (a path's
@@ -635,6 +652,99 @@ def _fold_key(key: str, keep: int) -> str:
     return "/".join(parts[: keep + 1] + [fold_name(p) for p in parts[keep + 1:]])
 
 
+def _askable(name: str) -> list[str]:
+    """Other spellings of ``name`` a filesystem that folds case (or
+    normalises Unicode) takes for it: the case swapped, the other normal
+    form."""
+    out = []
+    swapped = name.swapcase()
+    if swapped != name and fold_name(swapped) == fold_name(name):
+        out.append(swapped)
+    if not name.isascii():
+        for form in ("NFD", "NFC"):
+            other = unicodedata.normalize(form, name)
+            if other != name and other not in out:
+                out.append(other)
+    return out
+
+
+def _ask_folds(m: Mount, path: str, stop: str | None) -> int:
+    """Whether the filesystem of mount ``m`` (a type without a rule,
+    ``m.fold == 3``) folds case: 1 or 0, kept in ``m.fold`` for the life of
+    this mount table.
+
+    Asked by looking a name up under another spelling: an existing name
+    on the way (below ``m.point``, down to ``stop`` or the deepest
+    existing directory of ``path``), else one in that directory, else one
+    in the mount's root directory. The filesystem folds when a name is
+    found under a spelling its directory does not list (``PROJ`` found, the
+    listing has ``Proj``); it does not when that spelling is not found, or
+    is listed as a name of its own. Inode numbers are not compared: FUSE
+    gives each spelling looked up its own. One ``listdir`` of one
+    directory and a few ``lstat`` calls.
+
+    Raises:
+        InvalidScope: there is no name with a letter to ask with (an empty
+            filesystem), or the directory cannot be read.
+    """
+    base = "" if m.point == "/" else m.point
+    limit = stop if stop is not None else path
+    names = limit[len(base):].split("/")[1:] if len(limit) > len(base) else []
+    d = m.point
+    asked: list[tuple[str, str]] = []  # (directory, name found there)
+    for n in names:
+        p = (base if d == m.point else d) + "/" + n
+        try:
+            st = os.lstat(p)
+        except OSError:
+            break
+        if _askable(n):
+            asked.append((d, n))
+            break
+        if not stat.S_ISDIR(st.st_mode):
+            break
+        d = p
+    try:
+        for directory in ([] if asked else list(dict.fromkeys((d, m.point)))):
+            with os.scandir(directory) as it:
+                for e in it:
+                    if _askable(e.name):
+                        asked.append((directory, e.name))
+                        break
+            if asked:
+                break
+        if not asked:
+            raise InvalidScope(
+                f"cannot tell whether names in {shown(m.point)} fold case: its filesystem ({m.fstype}) may "
+                "(no rule for its type) and has no name with a letter in it to ask it with; make one "
+                "there first (mkdir)")
+        directory, name = asked[0]
+        listed = set(os.listdir(directory))
+        prefix = "" if directory == "/" else directory
+        if name not in listed:
+            m.fold = 1  # found under a spelling the directory does not hold
+            return 1
+        for other in _askable(name):
+            if other in listed:
+                continue  # a name of its own: tells nothing
+            try:
+                os.lstat(prefix + "/" + other)
+            except FileNotFoundError:
+                continue
+            m.fold = 1
+            return 1
+        # Every other spelling is not found, or is a name of its own (two
+        # names a folding filesystem would take for one): it does not fold.
+    except InvalidScope:
+        raise
+    except OSError as exc:
+        raise InvalidScope(f"cannot tell whether names in {shown(m.point)} fold case (a {m.fstype} "
+                           f"filesystem, which may): {shown(exc.filename or m.point)} cannot be read: "
+                           f"{exc.strerror}") from None
+    m.fold = 0
+    return 0
+
+
 def mount_key(table: MountTable, m: Mount, path: str, stop: str | None = None,
               resolve: bool = True, known: tuple[str | None, bool | None] = (None, None)) -> str:
     """The key of ``path`` (below ``m.point``) in mount ``m``: its device
@@ -643,6 +753,11 @@ def mount_key(table: MountTable, m: Mount, path: str, stop: str | None = None,
     within = path if m.point == "/" else path[len(m.point):]
     key = m.key("" if within == "/" else within)
     fold = m.fold
+    if fold == 3:
+        rest = key[len(m.dev):]
+        if rest.isascii() and rest.islower() or fold_name(rest) == rest:
+            return key  # folding would change nothing: no need to ask
+        fold = _ask_folds(m, path, stop)
     if fold == 1:
         return _fold_key(key, 0)
     if fold == 2 and resolve:
@@ -669,8 +784,9 @@ def identify(path: str, recursive: bool, resolve: bool = True, table: MountTable
     Args:
         path: canonical absolute path (:func:`canonical_path`).
         recursive: whether the rule is.
-        resolve: ``False`` (``resolve_symlinks=False``): no file is opened:
-            the mount table alone, no directory's case folding read.
+        resolve: ``False`` (``resolve_symlinks=False``): no directory's
+            case-folding flags are read (a filesystem whose type has no
+            rule is still asked whether it folds, :func:`_ask_folds`).
         table: the mount table to use (one :func:`mount_table` call for
             all the rules of a request); ``None``: :func:`mount_table`.
         known: ``canonical(path, want)[1:]``, when the caller has it.

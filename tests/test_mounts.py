@@ -370,6 +370,71 @@ def test_a_case_insensitive_filesystem_folds_every_name(tmp_path, fstype, mkfs):
     assert got["beside"] is None, got
 
 
+FUSE_FOLDS = {
+    # name: (the binary, how the image is made, how it is mounted (shell; $IMG, $MNT), folds)
+    "exfat-fuse": ("mount.exfat-fuse", "mkfs.exfat", 'L=$(losetup -f --show "$IMG"); echo "$L" > "$IMG.loop"; mount.exfat-fuse "$L" "$MNT"', True),
+    "fusefat": ("fusefat", "mkfs.vfat", 'fusefat -o rw+ "$IMG" "$MNT"', True),
+    "bindfs": ("bindfs", None, 'mkdir "$IMG"; bindfs "$IMG" "$MNT"', False),
+}
+
+
+@pytest.mark.parametrize("fs", sorted(FUSE_FOLDS))
+def test_a_filesystem_whose_type_has_no_rule_is_asked_whether_it_folds(tmp_path, fs):
+    """FUSE (``fuseblk``, ``fuse.*``) and any other type without a rule may
+    fold case or not, as its volume or daemon does: the filesystem is
+    asked (a name looked up under another spelling), never trusted to be
+    exact. A case-insensitive volume through FUSE folds; a case-sensitive
+    FUSE filesystem does not; one with no name to ask with refuses a name
+    that folding would change, and takes one it would not."""
+    binary, mkfs, mount, folds = FUSE_FOLDS[fs]
+    if _WHY_NOT is not None:
+        pytest.skip(_WHY_NOT)
+    for tool in (binary, mkfs):
+        if tool is not None and not shutil.which(tool):
+            pytest.skip(f"{tool} is not installed (.ci/run installs it)")
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("no /dev/fuse here")
+    img, mnt, led = tmp_path / "fs.img", tmp_path / "mnt", tmp_path / "led"
+    mnt.mkdir()
+    if mkfs is not None:
+        subprocess.run(["truncate", "-s", "64M", str(img)], check=True)
+        subprocess.run([mkfs, str(img)], check=True, capture_output=True)
+    got = in_namespace(f"IMG={img}; MNT={mnt}; {mount}", f"""
+        from scopeledger import InvalidScope
+        mnt = {str(mnt)!r}
+        try:
+            with open("/proc/self/mountinfo") as f:
+                fstype = [l.split(" - ")[1].split()[0] for l in f if l.split()[4] == mnt][-1]
+            led = Ledger.open({str(led)!r})
+            try:
+                led.register("empty", [W(mnt + "/Build")])
+                empty = None
+            except InvalidScope as exc:
+                empty = str(exc)
+            led.register("lower", [W(mnt + "/build")])  # folding changes nothing: not asked
+            os.mkdir(mnt + "/Proj")
+            led.register("A", [W(mnt + "/Proj")])
+            out(fstype=fstype, empty=empty, upper=conflict(led, "B", [W(mnt + "/PROJ/x")]),
+                lower=conflict(led, "C", [W(mnt + "/proj")]), beside=conflict(led, "D", [W(mnt + "/Other")]),
+                key=led.holder("A").rules[0].to_json())
+        finally:
+            subprocess.run(["umount", mnt])
+            if os.path.exists({str(img)!r} + ".loop"):  # this loop device, no other
+                with open({str(img)!r} + ".loop") as f:
+                    subprocess.run(["losetup", "-d", f.read().strip()], capture_output=True)
+    """)
+    assert got["fstype"] in ("fuseblk", "fuse", f"fuse.{fs}"), got
+    assert got["empty"] and "no name with a letter" in got["empty"] and got["fstype"] in got["empty"], got
+    assert got["beside"] is None, got
+    if folds:
+        assert got["upper"] and "holder 'A'" in got["upper"], got
+        assert got["lower"] and "holder 'A'" in got["lower"], got
+        assert got["key"][3]["fs"].endswith("/proj"), got
+    else:
+        assert got["upper"] is None and got["lower"] is None, got
+        assert got["key"][3]["fs"].endswith("/Proj"), got
+
+
 # -- helpers -------------------------------------------------------------------------------
 
 

@@ -233,3 +233,15 @@ def test_people_are_shown_where_a_path_lives_when_it_is_not_the_path():
     assert rule_text(_rule("/work/src", True, t)) == "write /work/src/** [8:1:/srv/pods/p1/src]"
     assert rule_text(_rule("/etc", False, t)) == "write /etc/*"
     assert str(_rule("/proc/x", True, t)) == "write /proc/x/** [0:5:/x]"
+
+
+@pytest.mark.parametrize("fstype, fold", [
+    ("xfs", 0), ("btrfs", 0), ("overlay", 0), ("vfat", 1), ("exfat", 1),
+    # No rule for the type: the filesystem is asked when a key needs it.
+    ("fuseblk", 3), ("fuse", 3), ("fuse.sshfs", 3), ("nfs4", 3), ("cifs", 3), ("9p", 3),
+    ("virtiofs", 3), ("zfs", 3), ("ntfs3", 3), ("a-type-from-the-future", 3),
+])
+def test_a_filesystem_type_without_a_rule_is_never_trusted_to_keep_case(fstype, fold):
+    m = parse_mountinfo(b"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
+                        + f"2 1 0:50 / /x rw - {fstype} src rw\n".encode())[1]
+    assert m.fold == fold
