@@ -425,18 +425,28 @@ def judge(ident: ProcessIdentity, boots: Callable[[], dict[str, list[int]]] | No
     if state in ("Z", "X"):
         # Ours, or a stranger's after ours: dead either way, unless only its
         # main thread has exited (pthread_exit) and other threads run on.
-        threads = _live_threads(pid)
-        if threads is None:
-            return _unknown(f"pid {pid}'s main thread has exited and whether other threads of it still "
-                            f"run cannot be read ({PROC}/{pid}/task)")
-        if not threads:
-            return Verdict(Liveness.ZOMBIE, f"pid {pid} exited and was never reaped by its parent")
+        verdict = _zombie(pid)
+        if verdict is not None:
+            return verdict
     if ident.ticks is None:
         return _unknown(f"its start time was not recorded: pid {pid} is in use, by it or by a "
                         "later process")
     if ticks is None:
         return _unknown(f"the start time of pid {pid} cannot be read")
     return Verdict(Liveness.ALIVE)
+
+
+def _zombie(pid: int) -> Verdict | None:
+    """The verdict on a pid whose ``stat`` reads zombie: ``ZOMBIE`` when
+    every thread has exited, ``UNKNOWN`` when its threads cannot be read,
+    ``None`` (judge on) when a thread runs on (see :func:`_live_threads`)."""
+    threads = _live_threads(pid)
+    if threads is None:
+        return _unknown(f"pid {pid}'s main thread has exited and whether other threads of it still run "
+                        f"cannot be read ({PROC}/{pid}/task)")
+    if not threads:
+        return Verdict(Liveness.ZOMBIE, f"pid {pid} exited and was never reaped by its parent")
+    return None
 
 
 def _live_threads(pid: int) -> bool | None:
@@ -674,12 +684,9 @@ def _judge_v1(ident: ProcessIdentity) -> Verdict:
                                                         f"{d:+.2f} s from the recorded start")
                 stepped = True  # whole seconds: a clock step, or a reuse; cannot tell
         if proc.status() == psutil.STATUS_ZOMBIE:
-            threads = _live_threads(pid)
-            if threads is None:
-                return _unknown(f"pid {pid}'s main thread has exited and whether other threads of it "
-                                f"still run cannot be read ({PROC}/{pid}/task)")
-            if not threads:
-                return Verdict(Liveness.ZOMBIE, f"pid {pid} exited and was never reaped by its parent")
+            verdict = _zombie(pid)
+            if verdict is not None:
+                return verdict
         if stepped:
             return _unknown(f"pid {pid} started a whole number of seconds from the recorded start: a "
                             "wall-clock step or a reused pid (a v1 record: cannot tell)")
