@@ -209,7 +209,7 @@ EXACT_FILESYSTEMS = frozenset({
     "ext2", "ext3", "xfs", "btrfs", "overlay", "squashfs", "erofs", "ramfs", "nilfs2", "reiserfs",
     "ubifs", "gfs2", "ocfs2", "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "mqueue",
     "hugetlbfs", "debugfs", "tracefs", "securityfs", "pstore", "bpf", "configfs", "fusectl",
-    "binfmt_misc", "autofs", "efivarfs", "rpc_pipefs", "nsfs", "selinuxfs",
+    "binfmt_misc", "autofs", "efivarfs", "rpc_pipefs", "nsfs", "selinuxfs", "rootfs",
 })
 
 FS_CASEFOLD_FL = 0x40000000
