@@ -218,7 +218,14 @@ def test_a_path_through_proc_into_another_mount_namespace_is_refused_never_misid
     r = t / "podroot"
     pod = in_namespace(f"mount -t tmpfs pod {r}; mkdir -p {r}/work {r}/proc {r}{led}; "
                        f"mount --bind {led} {r}{led}; mount -t proc proc {r}/proc", f"""
-        import scopeledger._ledger, scopeledger._render, scopeledger._paths, scopeledger._process
+        import importlib, pkgutil, scopeledger
+        for m in pkgutil.iter_modules(scopeledger.__path__):  # the library's modules, before the chroot
+            if not m.name.startswith("_") or m.name == "__main__":
+                continue
+            try:
+                importlib.import_module("scopeledger." + m.name)
+            except ImportError:
+                pass
         scopeledger._process.identify()  # machine id and boot id read before the chroot
         os.chroot({str(r)!r})
         os.chdir("/work")
