@@ -1,8 +1,18 @@
 """scopeledger: an event-sourced ledger of which process may read and write
 which part of a file tree.
 
-See README.md for a tour and ARCHITECTURE.md for the design.
+See README.md for a tour and ARCHITECTURE.md for the design. Linux only:
+importing it elsewhere raises :class:`UnsupportedPlatform`.
 """
+
+import sys as _sys
+
+from ._version import __version__
+
+if not _sys.platform.startswith("linux"):  # before anything reads /proc or imports fcntl
+    from ._errors import UnsupportedPlatform as _UnsupportedPlatform
+
+    raise _UnsupportedPlatform(_sys.platform)
 
 from ._errors import (
     CorruptLedger,
@@ -23,6 +33,7 @@ from ._errors import (
     ScopeConflict,
     UnknownHolder,
     UnsafeLedgerPath,
+    UnsupportedPlatform,
 )
 from ._fold import EVENT_TYPES, MAX_RULES_PER_REQUEST, Allocation, State
 from ._history import ClockJump, ClockJumpWarning, Diff, Event, Holding, Problem, Stamped, TimePoint, VerifyReport
@@ -51,7 +62,6 @@ from ._runtime import (
     socket_path_for,
 )
 
-__version__ = "0.1.0"
 
 __all__ = [
     "ENV_DIR",
@@ -97,6 +107,7 @@ __all__ = [
     "TimePoint",
     "UnknownHolder",
     "UnsafeLedgerPath",
+    "UnsupportedPlatform",
     "Verdict",
     "VerifyReport",
     "check_name",

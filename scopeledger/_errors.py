@@ -21,11 +21,12 @@ would naturally catch::
     ├── ReadOnlyLedger                   a change asked of a ledger opened read-only
     ├── HistoryUnavailable (LookupError) a point before the oldest retained
     │                                    history, or after the newest event
-    └── LedgerIOError (OSError)          the OS refused to create, open, read,
-        │                                write, flush or lock a ledger file
-        │                                (disk full, EIO, ENOLCK, ...)
-        └── PartlyRecorded               a change of several events of which
-                                         only the first ones were written
+    ├── LedgerIOError (OSError)          the OS refused to create, open, read,
+    │   │                                write, flush or lock a ledger file
+    │   │                                (disk full, EIO, ENOLCK, ...)
+    │   └── PartlyRecorded               a change of several events of which
+    │                                    only the first ones were written
+    └── UnsupportedPlatform (ImportError)  imported on a system other than Linux
 
 Messages are lowercase, name the paths and holders involved and carry no
 trailing period, in the manner of cargo's ``failed to <verb>: <path>``.
@@ -290,3 +291,21 @@ def _events_said(events: tuple[tuple[int, str, str], ...], most: int = 5) -> str
     said = ", ".join(f"seq {seq} {kind} '{name}'" for seq, kind, name in events[:most])
     return said + (f", and {len(events) - most} more" if len(events) > most else "")
 
+
+
+class UnsupportedPlatform(LedgerError, ImportError):
+    """Raised by ``import scopeledger`` on a system other than Linux.
+
+    A holder's identity and liveness are read from Linux's ``/proc``
+    (``/proc/PID/stat``'s start in clock ticks, ``/proc/*/ns/pid``, the boot
+    id, ``/proc/self/mountinfo``); on macOS, the BSDs or Windows the ledger
+    could not tell a live holder from a dead one, so it refuses to load at all
+    rather than fail later with an ``AttributeError`` or a wrong reclaim.
+    ``platform`` holds ``sys.platform``.
+    """
+
+    def __init__(self, platform: str) -> None:
+        self.platform = platform
+        ImportError.__init__(
+            self, f"scopeledger runs on Linux only (this is {platform!r}): "
+            "a holder's identity and liveness are read from /proc")
