@@ -5,7 +5,11 @@ See README.md for a tour and ARCHITECTURE.md for the design. Linux only:
 importing it elsewhere raises :class:`UnsupportedPlatform`.
 """
 
+from __future__ import annotations
+
+import importlib
 import sys as _sys
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
@@ -14,54 +18,83 @@ if not _sys.platform.startswith("linux"):  # before anything reads /proc or impo
 
     raise _UnsupportedPlatform(_sys.platform)
 
-from ._errors import (
-    CorruptLedger,
-    DelegationError,
-    DuplicateHolder,
-    HistoryUnavailable,
-    InvalidHolderName,
-    InvalidManifest,
-    InvalidProcess,
-    InvalidScope,
-    LedgerError,
-    LedgerIOError,
-    PartlyRecorded,
-    LockTimeout,
-    NoLedger,
-    ReadOnlyLedger,
-    Refused,
-    ScopeConflict,
-    UnknownHolder,
-    UnsafeLedgerPath,
-    UnsupportedPlatform,
-)
-from ._fold import EVENT_TYPES, MAX_RULES_PER_REQUEST, Allocation, State
-from ._history import ClockJump, ClockJumpWarning, Diff, Event, Holding, Problem, Stamped, TimePoint, VerifyReport
-from ._ledger import (
-    ENV_DIR,
-    Decision,
-    EffectiveScope,
-    Hold,
-    Ledger,
-    LostEvents,
-    Reclaimed,
-    ReclaimReport,
-    check_name,
-    default_path,
-    verify,
-)
-from ._process import Liveness, ProcessIdentity, Verdict, host_id, identify, judge, probe
-from ._rules import Permission, ScopeRule, covers, normalize_path, overlaps, parse_rule
-from ._store import resolve_path
-from ._runtime import (
-    Manifest,
-    install_from_manifest,
-    load_manifest,
-    parse_manifest,
-    runtime_base,
-    socket_path_for,
-)
-
+#: Each public name, and the module that defines it. A name's module is imported
+#: when the name is first used (:func:`__getattr__`, PEP 562), so that
+#: ``import scopeledger`` alone, and ``ledger --version``, import none of them
+#: (issue 18); ``from scopeledger import Ledger`` imports what ``Ledger`` needs.
+_PUBLIC = {
+    # _errors.py
+    "CorruptLedger": "_errors",
+    "DelegationError": "_errors",
+    "DuplicateHolder": "_errors",
+    "HistoryUnavailable": "_errors",
+    "InvalidHolderName": "_errors",
+    "InvalidManifest": "_errors",
+    "InvalidProcess": "_errors",
+    "InvalidScope": "_errors",
+    "LedgerError": "_errors",
+    "LedgerIOError": "_errors",
+    "LockTimeout": "_errors",
+    "NoLedger": "_errors",
+    "PartlyRecorded": "_errors",
+    "ReadOnlyLedger": "_errors",
+    "Refused": "_errors",
+    "ScopeConflict": "_errors",
+    "UnknownHolder": "_errors",
+    "UnsafeLedgerPath": "_errors",
+    "UnsupportedPlatform": "_errors",
+    # _fold.py
+    "EVENT_TYPES": "_fold",
+    "MAX_RULES_PER_REQUEST": "_fold",
+    "Allocation": "_fold",
+    "State": "_fold",
+    # _history.py
+    "ClockJump": "_history",
+    "ClockJumpWarning": "_history",
+    "Diff": "_history",
+    "Event": "_history",
+    "Holding": "_history",
+    "Problem": "_history",
+    "Stamped": "_history",
+    "TimePoint": "_history",
+    "VerifyReport": "_history",
+    # _ledger.py
+    "ENV_DIR": "_ledger",
+    "Decision": "_ledger",
+    "EffectiveScope": "_ledger",
+    "Hold": "_ledger",
+    "Ledger": "_ledger",
+    "LostEvents": "_ledger",
+    "ReclaimReport": "_ledger",
+    "Reclaimed": "_ledger",
+    "check_name": "_ledger",
+    "default_path": "_ledger",
+    "verify": "_ledger",
+    # _process.py
+    "Liveness": "_process",
+    "ProcessIdentity": "_process",
+    "Verdict": "_process",
+    "host_id": "_process",
+    "identify": "_process",
+    "judge": "_process",
+    "probe": "_process",
+    # _rules.py
+    "Permission": "_rules",
+    "ScopeRule": "_rules",
+    "covers": "_rules",
+    "normalize_path": "_rules",
+    "overlaps": "_rules",
+    "parse_rule": "_rules",
+    # _store.py
+    "resolve_path": "_store",
+    # _runtime.py
+    "Manifest": "_runtime",
+    "install_from_manifest": "_runtime",
+    "load_manifest": "_runtime",
+    "parse_manifest": "_runtime",
+    "runtime_base": "_runtime",
+    "socket_path_for": "_runtime",
+}
 
 __all__ = [
     "ENV_DIR",
@@ -128,3 +161,49 @@ __all__ = [
     "socket_path_for",
     "verify",
 ]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
+    from ._errors import (  # noqa: F401
+        CorruptLedger, DelegationError, DuplicateHolder, HistoryUnavailable,
+        InvalidHolderName, InvalidManifest, InvalidProcess, InvalidScope, LedgerError,
+        LedgerIOError, LockTimeout, NoLedger, PartlyRecorded, ReadOnlyLedger, Refused,
+        ScopeConflict, UnknownHolder, UnsafeLedgerPath, UnsupportedPlatform,
+    )
+    from ._fold import Allocation, EVENT_TYPES, MAX_RULES_PER_REQUEST, State  # noqa: F401
+    from ._history import (  # noqa: F401
+        ClockJump, ClockJumpWarning, Diff, Event, Holding, Problem, Stamped, TimePoint,
+        VerifyReport,
+    )
+    from ._ledger import (  # noqa: F401
+        Decision, ENV_DIR, EffectiveScope, Hold, Ledger, LostEvents, ReclaimReport,
+        Reclaimed, check_name, default_path, verify,
+    )
+    from ._process import (  # noqa: F401
+        Liveness, ProcessIdentity, Verdict, host_id, identify, judge, probe,
+    )
+    from ._rules import (  # noqa: F401
+        Permission, ScopeRule, covers, normalize_path, overlaps, parse_rule,
+    )
+    from ._store import resolve_path  # noqa: F401
+    from ._runtime import (  # noqa: F401
+        Manifest, install_from_manifest, load_manifest, parse_manifest, runtime_base,
+        socket_path_for,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use (then cached here).
+
+    Raises:
+        AttributeError: not a public name of scopeledger.
+    """
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
