@@ -10,6 +10,7 @@ It uses only the library's public names (``from scopeledger import ...``; the fe
 internals it still needs are in :mod:`.internals`, until they are public). Code map:
 
 - :mod:`.app`: the group, its options, which module holds each command, :func:`main`;
+- :mod:`.logs`: the library's log records on stderr (installed when a command runs);
 - :mod:`.errors`: exit codes, :class:`~.errors.CliError`, how a failure is said;
 - :mod:`.params`: options, parameter types and callbacks, points in time, :class:`~.params.Env`;
 - :mod:`.render`: human output (rich) and the ``--json`` shapes;
@@ -18,7 +19,7 @@ internals it still needs are in :mod:`.internals`, until they are public). Code 
 - :mod:`.run`: ``check`` and ``run``;
 - :mod:`.pictures`: ``timeline`` and ``export`` (with :mod:`.timeline_model`, :mod:`.plot`,
   :mod:`.export`);
-- :mod:`.demo`: ``demo``, and the demo's child processes (``python -m scopeledger.cli.demo``).
+- :mod:`.demo`: ``demo``; what it plays, with its child processes, is :mod:`.demo_story`.
 
 A command's module is imported when the command runs or its help is shown; the library
 is imported when a command needs it (``ledger --version`` imports neither).

@@ -7,7 +7,6 @@ ending into an exit code and one line on stderr (docs/cli.md, "Exit codes").
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 from typing import NoReturn, Sequence
@@ -17,7 +16,7 @@ import click
 from scopeledger import __version__
 
 from .errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, CliError,
-                     asks_for_json, exit_code_for, json_text, report)
+                     asks_for_json, exit_code_for, report)
 from .params import SECONDS, Env, Group, common, pass_env
 
 #: Each command, and the module of this package that defines it.
@@ -67,6 +66,9 @@ def cli(env: Env, color: str, lock_timeout: float, allow_network_fs: bool) -> No
     path and its direct children); relative paths are based at --root (default:
     the working directory). Quote patterns so the shell does not expand them.
     """
+    from .logs import install_log_handler
+
+    install_log_handler(env)  # (here, not in main: --version and --help need no logging)
     env.color = color
     env.lock_timeout = lock_timeout
     env.allow_network_fs = allow_network_fs
@@ -107,55 +109,10 @@ def _reserve_std_fds() -> None:
                           closefd=False, buffering=1)
 
 
-class _LogHandler(logging.Handler):
-    """The library's log records on stderr: ``warning: ...`` for warnings
-    and worse, the message alone for notices (INFO); control characters
-    escaped. For ``run --json`` (whose stderr carries JSON documents only)
-    ``{"warning": ...}`` and ``{"notice": ...}``, the message exact."""
-
-    #: The command line's options (``main`` sets it).
-    env: "Env | None" = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from .render import safe
-
-        try:
-            env = self.env
-            if env is not None and env.json and env.json_to_stderr:
-                kind = "warning" if record.levelno >= logging.WARNING else "notice"
-                sys.stderr.write(json_text({kind: record.getMessage()}) + "\n")
-                sys.stderr.flush()
-                return
-            message = safe(record.getMessage())  # as one_line: nothing but control characters changed
-            if record.levelno >= logging.ERROR:
-                line = f"error: {message}"
-            elif record.levelno >= logging.WARNING:
-                line = f"warning: {message}"
-            else:
-                line = message
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
-        except Exception:  # noqa: BLE001 - never let a log line break a command
-            pass
-
-
-def _install_log_handler(env: Env | None = None) -> None:
-    logger = logging.getLogger("scopeledger")
-    handlers = [h for h in logger.handlers if isinstance(h, _LogHandler)]
-    if not handlers:
-        handlers = [_LogHandler(logging.INFO)]
-        logger.addHandler(handlers[0])
-    for h in handlers:
-        h.env = env
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The console script: run the command line and exit with its code."""
     _reserve_std_fds()
     env = Env()
-    _install_log_handler(env)
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "ledger"
     if prog in ("__main__.py", "-m", "-c") or not prog:
         prog = "ledger"

@@ -1,7 +1,7 @@
-"""``ledger demo``: the tour README starts with, on real processes.
+"""What ``ledger demo`` plays (:func:`run_demo`): the tour README starts with, on real processes.
 
 In a new temporary directory it lays out a small source tree and a ledger,
-then plays a story with real child processes (``python -m scopeledger.cli.demo
+then plays a story with real child processes (``python -m scopeledger.cli.demo_story
 builder|worker``) and the real command line (``python -m scopeledger``):
 
     runtime (this process)          write src/**, tests/**; read docs/**
@@ -27,12 +27,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .errors import EXIT_OK
-from .params import Command, Env, json_option, output_path_param, pass_env, path_param
+
+if TYPE_CHECKING:
+    from .params import Env
 
 
 #: Seconds any one step of the demo may take before it gives up.
@@ -154,7 +156,7 @@ def builder_main() -> int:
                 except LedgerError as exc:
                     _reply(f"refused {exc}")
                     continue
-                p = subprocess.Popen([sys.executable, "-m", "scopeledger.cli.demo", "worker", name, mode],
+                p = subprocess.Popen([sys.executable, "-m", "scopeledger.cli.demo_story", "worker", name, mode],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 workers[name] = p
                 assert p.stdout is not None
@@ -206,7 +208,7 @@ def builder_main() -> int:
 
 class _Builder:
     def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "scopeledger.cli.demo", "builder"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "scopeledger.cli.demo_story", "builder"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env=env, start_new_session=True)
 
@@ -351,57 +353,7 @@ def _first_missing(path: str) -> str | None:
     return first
 
 
-# -- the command ---------------------------------------------------------------------------------
-
-
-#: Why ``demo`` takes no ``--ledger`` (given before or after ``demo``).
-DEMO_NO_LEDGER = ("'ledger demo' makes its own ledger, in a new temporary directory (or under "
-                  "--dir DIR): --ledger is not taken")
-
-
-def _no_ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """A hidden ``--ledger`` (not in ``--help``) that refuses itself with a
-    usage error saying why, instead of click's bare "no such option"."""
-
-    def cb(_ctx: click.Context, _p: click.Parameter, value: str | None) -> None:
-        if value is not None:
-            raise click.UsageError(DEMO_NO_LEDGER)
-
-    return click.option("--ledger", "ledger_dir", metavar="DIR", expose_value=False, hidden=True,
-                        callback=cb, is_eager=True)(f)
-
-
-@click.command(cls=Command)
-@_no_ledger_option
-@json_option
-@click.option("--dir", "dir_", metavar="DIR",
-              callback=path_param("omit it for a new temporary directory", directory=True),
-              help="Where to build the demo (default: a new temporary directory).")
-@click.option("--keep/--clean", default=True, show_default=True,
-              help="Keep the demo's tree and ledger to explore afterwards, or remove them.")
-@click.option("--timeline", metavar="FILE.png|FILE.svg", callback=output_path_param((".png", ".svg")),
-              help="Also draw the demo's timeline into FILE (as 'ledger timeline'; the 'plot' extra).")
-@pass_env
-def demo(env: Env, dir_: str | None, keep: bool, timeline: str | None) -> int:
-    """A tour on real processes in a real temporary tree: a runtime delegates
-    to a builder, which delegates to workers; one worker finishes, one is
-    killed with SIGKILL, one is left a zombie; a newcomer is refused, reclaim
-    frees the dead, the newcomer gets in. Then it replays what happened.
-    It makes its own ledger (with the tree, in --dir), so --ledger is not
-    taken."""
-    if env.ledger_dir is not None:  # 'ledger --ledger DIR demo'
-        raise click.UsageError(DEMO_NO_LEDGER)
-    if timeline == "-":
-        raise click.BadParameter("a picture goes to a file: give FILE.png or FILE.svg",
-                                 param_hint="'--timeline'")
-    if timeline is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            from .pictures import extra_missing
-
-            raise extra_missing("plot", "ledger demo --timeline") from None
-    return run_demo(env, dir_, keep, timeline)
+# -- the demo, start to end -------------------------------------------------------------
 
 
 def run_demo(env: "Env", dir_: str | None, keep: bool, timeline: str | None = None) -> int:
@@ -629,7 +581,7 @@ def _main(argv: list[str]) -> int:
         return builder_main()
     if argv[:1] == ["worker"] and len(argv) == 3:
         return worker_main(argv[1], argv[2])
-    sys.stderr.write("usage: python -m scopeledger.cli.demo builder | worker NAME MODE\n")
+    sys.stderr.write("usage: python -m scopeledger.cli.demo_story builder | worker NAME MODE\n")
     return 2
 
 

@@ -7,7 +7,6 @@ Imports nothing from the library until an exception is to be classified.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -135,6 +134,8 @@ def json_text(obj: Any, **kw: Any) -> str:
     (``\\u202e``; past U+FFFF, a surrogate pair), so that a path in the
     output can neither drive a terminal nor show reversed, and a JSON
     reader gets it back exactly; other characters (``é``) as they are."""
+    import json
+
     text = json.dumps(obj, ensure_ascii=False, **kw)
     if text.isprintable():
         return text

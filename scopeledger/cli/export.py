@@ -211,7 +211,7 @@ def write_trace(events: Iterable[Event], out: IO[bytes], live: Iterable[Bar] = (
     are instant events on a track of their own (pid :data:`REFUSALS_PID`).
 
     ``live`` are the bars held when ``events`` begin (see
-    :func:`scopeledger._timeline.seed`); bars still held at the end are
+    :func:`.timeline_model.seed`); bars still held at the end are
     drawn up to ``end`` (``(ns, seq)``, default the last event). ``other``
     goes into ``otherData``. Returns the number of events read.
     """

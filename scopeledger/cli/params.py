@@ -10,7 +10,6 @@ Imports nothing from the library until a value needs it (``ledger --help`` stays
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 import re
 import sys
@@ -329,6 +328,8 @@ def _seq_at_ns(ledger: Ledger, end_ns: int) -> int:
     stderr: ``warning: time travel to ... crosses a clock jump: ...``)."""
     point = ledger.time_point(end_ns)
     if point.crossed_count:
+        import logging
+
         logging.getLogger("scopeledger").warning("%s", point.message())
     return point.seq
 

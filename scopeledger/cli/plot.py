@@ -1,4 +1,4 @@
-"""Drawing ``ledger timeline``: the :class:`scopeledger._timeline.Layout`
+"""Drawing ``ledger timeline``: the :class:`.timeline_model.Layout`
 as a picture, with matplotlib (the ``plot`` extra: ``pip install
 'scopeledger[plot]'``). Only this module imports matplotlib, and only the
 ``timeline`` command and ``demo --timeline`` import this module: matplotlib

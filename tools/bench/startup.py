@@ -6,6 +6,13 @@ Usage (from the repository root)::
 
     .venv/bin/python tools/bench/startup.py              # 15 interleaved rounds
     .venv/bin/python tools/bench/startup.py --rounds 3   # a quick look
+    .venv/bin/python tools/bench/startup.py --before /tmp/main-tree   # against another tree
+
+``--before DIR``: DIR is a source tree of the version to compare with (say ``git worktree
+add --detach /tmp/main-tree main``); each ``ledger`` command also runs with
+``PYTHONPATH=DIR`` (so the same interpreter and console script import that tree's
+``scopeledger``), labelled ``(before)``, in the same interleaved rounds, and the import
+profiles are taken of both.
 
 Each round runs every command once, in turn (interleaved, so drift and bursts of outside
 load hit all alike), as a child of this process with its output thrown away; the child's
@@ -52,9 +59,20 @@ def ledger_argv() -> list[str]:
             "sys.exit(main())"]
 
 
-def _env() -> dict[str, str]:
-    """This process's environment without the variables an enclosing ``ledger run`` sets."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("SCOPELEDGER_")}
+def _env(tree: str | None = None, compare: bool = False) -> dict[str, str]:
+    """This process's environment without the variables an enclosing ``ledger run`` sets;
+    with ``tree``, ``PYTHONPATH`` naming it (``--before``). ``compare`` (both sides of
+    ``--before``): ``PYTHONSAFEPATH=1``, so that ``python -c`` does not import the
+    ``scopeledger`` of the working directory (a source tree) ahead of ``PYTHONPATH``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCOPELEDGER_")}
+    if tree is not None:
+        env["PYTHONPATH"] = tree
+    if compare or tree is not None:
+        env["PYTHONSAFEPATH"] = "1"
+    return env
+
+
+BEFORE = " (before)"
 
 
 def commands(work: str) -> dict[str, list[str]]:
@@ -90,21 +108,27 @@ def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     return ru.ru_utime + ru.ru_stime, wall, os.waitstatus_to_exitcode(status)
 
 
-def measure(rounds: int = 15, log: Any = None, import_runs: int = 3) -> dict[str, Any]:
-    """Whole-process CPU and wall time of each command, interleaved ``rounds`` times."""
-    env = _env()
+def measure(rounds: int = 15, log: Any = None, import_runs: int = 3, before: str | None = None) -> dict[str, Any]:
+    """Whole-process CPU and wall time of each command, interleaved ``rounds`` times
+    (with ``before``: each ``ledger`` command also with that tree, see ``--before``)."""
     work = tempfile.mkdtemp(prefix="bench-startup-")
     try:
         cmds = commands(work)
+        envs = {label: _env(compare=before is not None) for label in cmds}
+        if before is not None:
+            for label in [k for k in cmds if k.startswith("ledger")]:
+                cmds[label + BEFORE] = cmds[label]
+                envs[label + BEFORE] = _env(before)
+            cmds = dict(sorted(cmds.items(), key=lambda kv: kv[0].replace(BEFORE, "")))
         for label, argv in cmds.items():  # one untimed run each: page cache, bytecode, the ledger
-            _, _, code = run_once(argv, env)
+            _, _, code = run_once(argv, envs[label])
             if code != 0:
                 raise RuntimeError(f"{label}: exit status {code} ({argv})")
         cpu: dict[str, list[float]] = {k: [] for k in cmds}
         wall: dict[str, list[float]] = {k: [] for k in cmds}
         for _ in range(rounds):
             for label, argv in cmds.items():
-                c, w, code = run_once(argv, env)
+                c, w, code = run_once(argv, envs[label])
                 if code != 0:
                     raise RuntimeError(f"{label}: exit status {code}")
                 cpu[label].append(c)
@@ -122,7 +146,9 @@ def measure(rounds: int = 15, log: Any = None, import_runs: int = 3) -> dict[str
         }
         if log:
             log(f"startup {label:22s}: CPU {m * 1e3:7.1f} ms ({m / base if base else 0:.2f}× {BASELINE})")
-    out["imports"] = import_offenders(import_runs)
+    out["imports"] = import_offenders(import_runs, compare=before is not None)
+    if before is not None:
+        out["imports"].update({k + BEFORE: v for k, v in import_offenders(import_runs, before).items()})
     return out
 
 
@@ -143,9 +169,11 @@ def parse_importtime(stderr: str) -> list[tuple[str, int, int]]:
     return rows
 
 
-def import_profile(argv: list[str], runs: int = 3) -> dict[str, Any]:
-    """Self time by top-level package (median over runs after the first), and the total."""
-    env = _env()
+def import_profile(argv: list[str], runs: int = 3, tree: str | None = None,
+                   compare: bool = False) -> dict[str, Any]:
+    """Self time by top-level package (median over runs after the first), and the total
+    (``tree``: that tree's ``scopeledger``, as ``--before``; ``compare``: see :func:`_env`)."""
+    env = _env(tree, compare)
     per_run: list[dict[str, int]] = []
     per_module: list[dict[str, int]] = []
     totals: list[int] = []
@@ -177,13 +205,14 @@ def import_profile(argv: list[str], runs: int = 3) -> dict[str, Any]:
             "top_modules": [{"module": k, "self_ms": v / 1e3} for k, v in med_mod[:10]]}
 
 
-def import_offenders(runs: int = 3) -> dict[str, Any]:
-    """:func:`import_profile` of ``import scopeledger``, ``ledger --version`` and ``--help``."""
+def import_offenders(runs: int = 3, tree: str | None = None, compare: bool = False) -> dict[str, Any]:
+    """:func:`import_profile` of ``import scopeledger``, ``ledger --version`` and ``--help``
+    (``tree``: that tree's, as ``--before``; ``compare``: see :func:`_env`)."""
     ledger = ledger_argv()
     return {
-        "import scopeledger": import_profile([sys.executable, "-c", "import scopeledger"], runs),
-        "ledger --version": import_profile(ledger + ["--version"], runs),
-        "ledger --help": import_profile(ledger + ["--help"], runs),
+        "import scopeledger": import_profile([sys.executable, "-c", "import scopeledger"], runs, tree, compare),
+        "ledger --version": import_profile(ledger + ["--version"], runs, tree, compare),
+        "ledger --help": import_profile(ledger + ["--help"], runs, tree, compare),
     }
 
 
@@ -216,10 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--import-runs", type=int, default=3)
+    ap.add_argument("--before", metavar="DIR", help="a source tree to compare with, interleaved "
+                    "(its scopeledger on PYTHONPATH)")
     args = ap.parse_args(argv)
     import run
 
-    print(render(measure(args.rounds, log=run._log, import_runs=args.import_runs)))
+    before = os.path.abspath(args.before) if args.before else None
+    print(render(measure(args.rounds, log=run._log, import_runs=args.import_runs, before=before)))
     return 0
 
 

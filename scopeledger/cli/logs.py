@@ -1,0 +1,59 @@
+"""The library's log records on the command line's stderr (:class:`LogHandler`),
+installed when a command runs (``--version`` and ``--help`` import no logging)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+from .errors import json_text
+
+if TYPE_CHECKING:
+    from .params import Env
+
+
+class LogHandler(logging.Handler):
+    """The library's log records on stderr: ``warning: ...`` for warnings
+    and worse, the message alone for notices (INFO); control characters
+    escaped. For ``run --json`` (whose stderr carries JSON documents only)
+    ``{"warning": ...}`` and ``{"notice": ...}``, the message exact."""
+
+    #: The command line's options (:func:`install_log_handler` sets it).
+    env: "Env | None" = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from .render import safe
+
+        try:
+            env = self.env
+            if env is not None and env.json and env.json_to_stderr:
+                kind = "warning" if record.levelno >= logging.WARNING else "notice"
+                sys.stderr.write(json_text({kind: record.getMessage()}) + "\n")
+                sys.stderr.flush()
+                return
+            message = safe(record.getMessage())  # as one_line: nothing but control characters changed
+            if record.levelno >= logging.ERROR:
+                line = f"error: {message}"
+            elif record.levelno >= logging.WARNING:
+                line = f"warning: {message}"
+            else:
+                line = message
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - never let a log line break a command
+            pass
+
+
+def install_log_handler(env: Env | None = None) -> None:
+    """Give the ``scopeledger`` logger one :class:`LogHandler` (INFO and worse) that
+    knows ``env``; the records go no further."""
+    logger = logging.getLogger("scopeledger")
+    handlers = [h for h in logger.handlers if isinstance(h, LogHandler)]
+    if not handlers:
+        handlers = [LogHandler(logging.INFO)]
+        logger.addHandler(handlers[0])
+    for h in handlers:
+        h.env = env
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
