@@ -152,8 +152,6 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
     """Print the events in order, one line each: who, what, which rules, and
     what it did to the tree (re-parented children, reclaim reasons, refusals
     with the owner chain). --json prints JSON Lines, one stored event each."""
-    from .render import narrate, styled
-
     path = abs_path(path_) if path_ is not None else None
     ledger, damage = _open_for_replay(env, from_, until, follow)
     with ledger:
@@ -164,95 +162,114 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
             # vouched for by the next (a broken chain stops events() itself).
             before = (damage.line or 1) - 1
             until_seq = before if until_seq is None else min(until_seq, before)
-        until_ns = None
-        if until is not None:
-            point = parse_point(until)  # (valid: resolve_point took it)
-            if not isinstance(point, int):
-                until_ns = point[1]
-        filtered = bool(types or holder or path)
-        narrator, everything = _narrator(ledger, since, filtered and not env.json,
-                                         display_root(relative_to))
-        kwargs = dict(types=types or None, holder=holder, path=path)
+        filters: dict[str, Any] = dict(types=types or None, holder=holder, path=path)
+        filtered = bool(types or holder or path) and not env.json
+        narrator, everything = _narrator(ledger, since, filtered, display_root(relative_to))
         progress = _Progress(env, ledger.seq if damage is None else 0)
-        count = 0
-        fancy = not env.json and styled(env.out)
-        write = sys.stdout.write
-
-        def show(events: Iterator[Event]) -> None:
-            nonlocal count
-            for e in events:
-                count += 1
-                if fancy:
-                    env.out.print(narrator.line(e), soft_wrap=True)
-                else:
-                    write(narrator.plain(e) + "\n")
-                progress.update(e.seq)
-
-        def show_lines(pairs: Iterator[tuple[Event, bytes]]) -> None:
-            # --json: each line exactly as stored (an outside tool can re-hash the chain).
-            nonlocal count
-            sys.stdout.flush()
-            put = sys.stdout.buffer.write
-            for e, line in pairs:
-                count += 1
-                put(line)
-                put(b"\n")
-                progress.update(e.seq)
-
-        first_until = until_seq
+        printer = _Printer(env, narrator, progress)
+        high, folded = until_seq, 0
         if follow:
-            folded = high = ledger.refresh()  # what this pass reads; later events come in the loop
-            if until_seq is not None:
-                high = min(high, until_seq)
-            first_until = high
+            folded = ledger.refresh()  # what this pass reads; later events come in the loop
+            high = folded if until_seq is None else min(folded, until_seq)
         try:
-            if env.json:
-                show_lines(ledger.event_lines(since=since, until=first_until, **kwargs))
-            else:
-                show(narrate(narrator, ledger.events(since=since, until=first_until, **kwargs), everything))
+            printer.range(ledger, since, high, filters, everything)
         finally:
             progress.close()
         if damage is not None:
             raise damage  # what stopped the ledger from opening, after what precedes it
-        if not follow:
-            if count == 0 and not env.json:
-                env.err.print("no events match", style="dim")
-            return EXIT_OK
-        # --follow: wait for news (Ledger.wait), read what was appended.
-        follow_until = until_seq if until_ns is None else None
-        try:
-            while True:
-                if follow_until is not None and high >= follow_until:
-                    return EXIT_OK
-                if until_ns is not None and time.time_ns() > until_ns:
-                    return EXIT_OK
-                sys.stdout.flush()
-                # Read up to the seq folded now, and remember exactly that:
-                # events appended meanwhile come in the next round.
-                target = ledger.wait(folded, timeout=min(interval, MAX_SECONDS))
-                if target <= folded:
-                    continue  # no news within the interval: look at --until's time again
-                folded = target
-                start = max(high + 1, since or 1)
-                if follow_until is not None:
-                    target = min(target, follow_until)
-                if target < start:
-                    continue
-                if env.json:
-                    pairs = ledger.event_lines(since=start, until=target, **kwargs)
-                    if until_ns is not None:
-                        pairs = (p for p in pairs if p[0].ts <= until_ns)
-                    show_lines(pairs)
-                else:
-                    new = ledger.events(since=start, until=target, **kwargs)
-                    if until_ns is not None:
-                        new = (e for e in new if e.ts <= until_ns)
-                    if filtered:
-                        new = narrate(narrator, new, ledger.events(since=start))
-                    show(new)
-                high = target
-        except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
+        if follow:
+            return _follow(ledger, printer, since, until, until_seq, high or 0, folded, filters, filtered,
+                           interval)
+        if printer.count == 0 and not env.json:
+            env.err.print("no events match", style="dim")
+        return EXIT_OK
+
+
+class _Printer:
+    """What ``replay`` prints: each event narrated (human output), or each line
+    exactly as stored (``--json``: an outside tool can re-hash the chain);
+    counted, and moving the progress bar."""
+
+    def __init__(self, env: Env, narrator: Any, progress: _Progress) -> None:
+        from .render import styled
+
+        self.env, self.narrator, self.progress = env, narrator, progress
+        self.count = 0
+        self.fancy = not env.json and styled(env.out)
+
+    def range(self, ledger: Ledger, since: int | None, until: int | None, filters: dict[str, Any],
+              everything: Iterator[Event] | None = None, until_ns: int | None = None) -> None:
+        """The events from seq ``since`` to ``until`` that pass ``filters`` (with
+        ``until_ns``: stamped no later); ``everything``: the unfiltered stream the
+        narrator follows (:func:`scopeledger.cli.render.narrate`)."""
+        from .render import narrate
+
+        if self.env.json:
+            pairs = ledger.event_lines(since=since, until=until, **filters)
+            if until_ns is not None:
+                pairs = (p for p in pairs if p[0].ts <= until_ns)
+            self._lines(pairs)
+        else:
+            events = ledger.events(since=since, until=until, **filters)
+            if until_ns is not None:
+                events = (e for e in events if e.ts <= until_ns)
+            self._events(narrate(self.narrator, events, everything))
+
+    def _events(self, events: Iterator[Event]) -> None:
+        write = sys.stdout.write
+        for e in events:
+            self.count += 1
+            if self.fancy:
+                self.env.out.print(self.narrator.line(e), soft_wrap=True)
+            else:
+                write(self.narrator.plain(e) + "\n")
+            self.progress.update(e.seq)
+
+    def _lines(self, pairs: Iterator[tuple[Event, bytes]]) -> None:
+        sys.stdout.flush()
+        put = sys.stdout.buffer.write
+        for e, line in pairs:
+            self.count += 1
+            put(line)
+            put(b"\n")
+            self.progress.update(e.seq)
+
+
+def _follow(ledger: Ledger, printer: _Printer, since: int | None, until: str | None, until_seq: int | None,
+            high: int, folded: int, filters: dict[str, Any], filtered: bool, interval: float) -> int:
+    """``replay --follow`` after the first pass (which printed up to seq ``high``,
+    having folded up to ``folded``): wait for news (:meth:`scopeledger.Ledger.wait`),
+    print what was appended, until ``--until`` (a seq: once it is printed; a time:
+    once this machine's clock passes it) or Ctrl-C (exit 130)."""
+    until_ns = None
+    if until is not None:
+        point = parse_point(until)  # (valid: resolve_point took it)
+        if not isinstance(point, int):
+            until_ns = point[1]
+    follow_until = until_seq if until_ns is None else None
+    try:
+        while True:
+            if follow_until is not None and high >= follow_until:
+                return EXIT_OK
+            if until_ns is not None and time.time_ns() > until_ns:
+                return EXIT_OK
+            sys.stdout.flush()
+            # Read up to the seq folded now, and remember exactly that:
+            # events appended meanwhile come in the next round.
+            target = ledger.wait(folded, timeout=min(interval, MAX_SECONDS))
+            if target <= folded:
+                continue  # no news within the interval: look at --until's time again
+            folded = target
+            start = max(high + 1, since or 1)
+            if follow_until is not None:
+                target = min(target, follow_until)
+            if target < start:
+                continue
+            everything = ledger.events(since=start) if filtered else None
+            printer.range(ledger, start, target, filters, everything, until_ns)
+            high = target
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 # -- show, who ------------------------------------------------------------------------
