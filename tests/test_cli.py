@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import (BIN, CMD, PY, R_at, W_at, cli_as_nobody, clean_env, jl, ledger_cmd, one_error_line, readline,
-                     wait_for)
+from helpers import (BIN, CMD, PY, R_at, W_at, cli_as_nobody, clean_env, invoke, jl, ledger_cmd, one_error_line,
+                     readline, wait_for)
 from scopeledger import Ledger, LedgerError, ScopeRule, parse_rule
 from torture_support import NOBODY_UID, plant, shared_ledger
 
@@ -115,10 +115,10 @@ def test_ledger_selection_env_and_option(tmp_path: Path, tree: Path) -> None:
         la.register("in-a", [W_at(tree, "src")])
         lb.register("in-b", [W_at(tree, "docs")])
     env = clean_env(SCOPELEDGER_DIR=str(a))
-    res = subprocess.run([*CMD, "show", "--json"], capture_output=True, text=True, env=env)
+    res = invoke(["show", "--json"], env=env)
     assert [h["name"] for h in json.loads(res.stdout)["holders"]] == ["in-a"]
     # --ledger wins over the environment, before or after the command name.
-    res = subprocess.run([*CMD, "show", "--json", "--ledger", str(b)], capture_output=True, text=True, env=env)
+    res = invoke(["show", "--json", "--ledger", str(b)], env=env)
     assert [h["name"] for h in json.loads(res.stdout)["holders"]] == ["in-b"]
 
 
@@ -909,15 +909,13 @@ def test_control_characters_in_a_given_path_are_escaped_in_errors(tmp_path: Path
     missing = tmp_path / "a\nb\x1bc  d"
     shown = f"{tmp_path}/a\\x0ab\\x1bc  d"
     for args in (["--ledger", str(missing), "show"], ["show", "--ledger", str(missing)]):
-        res = subprocess.run([*CMD, *args], capture_output=True, text=True, env=clean_env())
+        res = invoke([*args], env=clean_env())
         assert res.returncode == 6
         assert one_error_line(res.stderr) == (f"error: no ledger at {shown}: nothing has been recorded "
                                               "there (choose one with --ledger DIR or $SCOPELEDGER_DIR)")
-    res = subprocess.run([*CMD, "show"], capture_output=True, text=True,
-                         env=clean_env(SCOPELEDGER_DIR=str(missing)))
+    res = invoke(["show"], env=clean_env(SCOPELEDGER_DIR=str(missing)))
     assert res.returncode == 6 and shown in one_error_line(res.stderr)
-    res = subprocess.run([*CMD, "--json", "--ledger", str(missing), "show"], capture_output=True,
-                         text=True, env=clean_env())
+    res = invoke(["--json", "--ledger", str(missing), "show"], env=clean_env())
     assert f"no ledger at {missing}:" in json.loads(res.stdout)["error"]["message"]
     # a ledger below a regular file: both paths escaped
     afile = tmp_path / "f\ng"
@@ -931,14 +929,12 @@ def test_control_characters_in_a_given_path_are_escaped_in_errors(tmp_path: Path
     odd = tmp_path / "[red]x  \ny"
     with Ledger.open(odd) as ledger:
         ledger.register("a", [ScopeRule("/a", "write")])
-    res = subprocess.run([*CMD, "--ledger", str(odd), "snapshot"], capture_output=True, text=True,
-                         env=clean_env())
+    res = invoke(["--ledger", str(odd), "snapshot"], env=clean_env())
     assert res.returncode == 0, res.stderr
     assert res.stdout == f"snapshot at seq 1 in {tmp_path}/[red]x  \\x0ay\n"
     # a warning too, and two spaces stay two (they were made one: another path)
     os.chmod(odd, 0o750)
-    res = subprocess.run([*CMD, "--ledger", str(odd), "reclaim"], capture_output=True, text=True,
-                         env=clean_env())
+    res = invoke(["--ledger", str(odd), "reclaim"], env=clean_env())
     assert res.returncode == 0, res.stderr
     assert res.stderr == f"warning: tightening mode of {tmp_path}/[red]x  \\x0ay from 0750 to 0700\n"
 
@@ -950,14 +946,12 @@ def test_separators_and_bidi_controls_in_a_path_are_escaped_in_errors(tmp_path: 
     # an error must show the path as it is, on one line.
     missing = tmp_path / f"led{ch}gpj.exe"
     shown = f"{tmp_path}/led\\u{ord(ch):04x}gpj.exe" if ord(ch) > 0xff else f"{tmp_path}/led\\x{ord(ch):02x}gpj.exe"
-    res = subprocess.run([*CMD, "--ledger", str(missing), "show"], capture_output=True, text=True,
-                         env=clean_env())
+    res = invoke(["--ledger", str(missing), "show"], env=clean_env())
     assert res.returncode == 6
     assert one_error_line(res.stderr) == (f"error: no ledger at {shown}: nothing has been recorded "
                                           "there (choose one with --ledger DIR or $SCOPELEDGER_DIR)")
     assert ch not in res.stderr
-    res = subprocess.run([*CMD, "--json", "--ledger", str(missing), "show"], capture_output=True,
-                         text=True, env=clean_env())
+    res = invoke(["--json", "--ledger", str(missing), "show"], env=clean_env())
     assert f"no ledger at {missing}:" in json.loads(res.stdout)["error"]["message"]  # exact in JSON
 
 
@@ -1032,12 +1026,11 @@ def test_check_inside_run_uses_a_printable_placeholder(led: Path, tree: Path) ->
 
 
 def test_empty_ledger_option_or_variable_is_a_usage_error(tmp_path: Path) -> None:
-    res = subprocess.run([*CMD, "--ledger", "", "show"], capture_output=True, text=True, env=clean_env())
+    res = invoke(["--ledger", "", "show"], env=clean_env())
     assert res.returncode == 2 and "--ledger" in one_error_line(res.stderr)
-    res = subprocess.run([*CMD, "show", "--ledger", ""], capture_output=True, text=True, env=clean_env())
+    res = invoke(["show", "--ledger", ""], env=clean_env())
     assert res.returncode == 2 and "--ledger" in one_error_line(res.stderr)
-    res = subprocess.run([*CMD, "show"], capture_output=True, text=True,
-                         env=clean_env(SCOPELEDGER_DIR="", HOME=str(tmp_path)))
+    res = invoke(["show"], env=clean_env(SCOPELEDGER_DIR="", HOME=str(tmp_path)))
     assert res.returncode == 2 and "SCOPELEDGER_DIR" in one_error_line(res.stderr)
 
 

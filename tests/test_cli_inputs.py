@@ -21,7 +21,7 @@ from scopeledger import Ledger, ScopeRule, default_path, load_manifest
 from scopeledger.cli import params
 from scopeledger._errors import InvalidManifest
 from scopeledger._runtime import MAX_MANIFEST_BYTES
-from helpers import CMD, cli_as_nobody, clean_env, ledger_cmd, one_error_line, seq_of
+from helpers import CMD, cli_as_nobody, clean_env, invoke, ledger_cmd, one_error_line, seq_of
 from torture_support import NOBODY_GID, NOBODY_UID, plant
 
 MANIFEST = '[holder]\nname = "m"\n[scope]\nwrite = ["src"]\n'
@@ -154,12 +154,10 @@ def test_dotdot_after_a_symlink_in_a_ledger_path_is_the_targets_parent(tmp_path:
     assert res.returncode == 0, res
     assert (deep / "L6").is_dir() and not (tmp_path / "L6").exists()
     # messages show it resolved
-    res = subprocess.run([*CMD, "--ledger", "lk2/../L5", "--json", "show"], capture_output=True,
-                         text=True, env=clean_env(), cwd=tmp_path, timeout=60)
+    res = invoke(["--ledger", "lk2/../L5", "--json", "show"], cwd=tmp_path)
     assert res.returncode == 0, res
     assert json.loads(res.stdout)["ledger"] == f"{deep}/L5"
-    res = subprocess.run([*CMD, "--ledger", "lk2/../L7", "show"], capture_output=True, text=True,
-                         env=clean_env(), cwd=tmp_path, timeout=60)
+    res = invoke(["--ledger", "lk2/../L7", "show"], cwd=tmp_path)
     assert res.returncode == 6
     assert one_error_line(res.stderr).startswith(f"error: no ledger at {deep}/L7: ")
     # the library too
@@ -178,8 +176,7 @@ def test_dotdot_after_a_symlink_in_a_ledger_path_is_the_targets_parent(tmp_path:
     # a symlink as the last component is still refused, however it is spelled
     (tmp_path / "lk3").symlink_to("deep/L5")
     for spelled in ("lk3", "lk3/", "lk3/."):
-        res = subprocess.run([*CMD, "--ledger", spelled, "show"], capture_output=True, text=True,
-                             env=clean_env(), cwd=tmp_path, timeout=60)
+        res = invoke(["--ledger", spelled, "show"], cwd=tmp_path)
         assert res.returncode == 5, (spelled, res)
         assert "is a symlink" in one_error_line(res.stderr)
 

@@ -15,7 +15,7 @@ import pytest
 
 from scopeledger import InvalidManifest, Ledger, ScopeRule, load_manifest, verify
 from scopeledger.cli import app, params
-from helpers import CMD, clean_env, ledger_cmd, one_error_line, seq_of
+from helpers import CMD, clean_env, invoke, ledger_cmd, one_error_line, seq_of
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 MANIFEST = '[holder]\nname = "m"\n[scope]\nwrite = ["src"]\n'
@@ -119,7 +119,7 @@ def test_no_color_row_says_that_color_always_overrides_it(a_ledger: Path) -> Non
 
 
 def test_demo_help_does_not_offer_ledger() -> None:
-    res = subprocess.run([*CMD, "demo", "--help"], capture_output=True, text=True, env=clean_env())
+    res = invoke(["demo", "--help"], env=clean_env())
     assert res.returncode == 0
     options = res.stdout.split("Options:")[1]
     assert "--ledger" not in options
@@ -130,8 +130,7 @@ def test_demo_help_does_not_offer_ledger() -> None:
 def test_demo_refuses_ledger_saying_it_makes_its_own(tmp_path: Path, where: str) -> None:
     r3 = tmp_path / "R3"
     args = ["demo", "--ledger", str(r3)] if where == "after" else ["--ledger", str(r3), "demo"]
-    res = subprocess.run([*CMD, *args], capture_output=True, text=True, env=clean_env(), cwd=tmp_path,
-                         timeout=60)
+    res = invoke([*args], env=clean_env(), cwd=tmp_path)
     assert res.returncode == 2, res
     line = one_error_line(res.stderr)
     assert "makes its own ledger" in line and "--dir DIR" in line, line
@@ -142,8 +141,7 @@ def test_demo_refuses_ledger_saying_it_makes_its_own(tmp_path: Path, where: str)
 
 def test_demo_non_empty_dir_is_a_usage_error_with_the_hint(tmp_path: Path) -> None:
     (tmp_path / "something").write_text("x")
-    res = subprocess.run([*CMD, "demo", "--dir", str(tmp_path)], capture_output=True, text=True,
-                         env=clean_env(), timeout=60)
+    res = invoke(["demo", "--dir", str(tmp_path)], env=clean_env())
     assert res.returncode == 2
     assert one_error_line(res.stderr) == (f"error: demo directory {tmp_path} is not empty: give a new "
                                           "or empty one (see 'ledger demo --help')")
@@ -388,8 +386,7 @@ def test_a_malformed_point_or_path_is_a_usage_error_before_the_ledger_is_opened(
         tmp_path: Path, args: list[str], param: str) -> None:
     # no ledger there: the value is wrong before that matters (it was exit 6, "no ledger")
     missing = tmp_path / "nonexistent"
-    res = subprocess.run([*CMD, "--json", *args, "--ledger", str(missing)], capture_output=True,
-                         text=True, env=clean_env(), timeout=60)
+    res = invoke(["--json", *args, "--ledger", str(missing)], env=clean_env())
     assert res.returncode == 2, res
     line = one_error_line(res.stderr)
     assert line.startswith(f"error: invalid value for {param}: invalid "), line
