@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -90,7 +90,7 @@ def reclaim(env: Env, dry_run: bool) -> int:
                 for e in got if e.data["name"] in before.holders), ())
         pids = {a.name: a.pid for a in before.holders.values()}
         unknown = [{"name": n, "pid": pids.get(n), "why": v.why} for n, v in report.unknown]
-        rows = [{"name": r.name, "reason": r.reason, "why": r.why, "pid": r.pid, "seq": r.seq,
+        rows: list[dict[str, Any]] = [{"name": r.name, "reason": r.reason, "why": r.why, "pid": r.pid, "seq": r.seq,
                  "reparented": [list(m) for m in r.reparented]} for r in report.reclaimed]
         if env.json:
             env.emit_json({"ledger": ledger.path, "dry_run": dry_run, "reclaimed": rows, "unknown": unknown})

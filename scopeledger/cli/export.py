@@ -135,8 +135,8 @@ def write_csv(events: Iterable[Event], out: IO[str]) -> int:
 def parquet_available() -> bool:
     """Whether pyarrow can be imported (the ``parquet`` extra)."""
     try:
-        import pyarrow  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
+        import pyarrow  # type: ignore[import-not-found]  # noqa: F401
+        import pyarrow.parquet  # type: ignore[import-not-found]  # noqa: F401
     except ImportError:
         return False
     return True
@@ -255,8 +255,8 @@ def write_trace(events: Iterable[Event], out: IO[bytes], live: Iterable[Bar] = (
              "cname": TRACE_COLORS[b.ended], "args": args})
 
     live = list(live)
-    for b in live:
-        begin(b)
+    for held in live:
+        begin(held)
     last_ns = live[0].start_ns if live else None
     refusals_named = False
 
@@ -268,16 +268,16 @@ def write_trace(events: Iterable[Event], out: IO[bytes], live: Iterable[Bar] = (
 
     for ch in track(counted(), live):
         last_ns = ch.ns
-        b = ch.bar
-        if ch.what == "start":
-            begin(b)  # type: ignore[arg-type]
-        elif ch.what == "end":
-            finish(b, ch.ns)  # type: ignore[arg-type]
-        elif ch.what in ("attach", "reparent"):
-            _b, pid, _c = open_bars[b.token]  # type: ignore[union-attr]
+        b = ch.bar  # None only for a refusal
+        if b is not None and ch.what == "start":
+            begin(b)
+        elif b is not None and ch.what == "end":
+            finish(b, ch.ns)
+        elif b is not None and ch.what in ("attach", "reparent"):
+            _b, pid, _c = open_bars[b.token]
             text = (f"attached pid {ch.detail}" if ch.what == "attach"
                     else f"re-parented to '{ch.detail}'" if ch.detail else "re-parented to top level")
-            put({"ph": "i", "s": "t", "name": text, "cat": ch.what, "pid": pid, "tid": b.token,  # type: ignore[union-attr]
+            put({"ph": "i", "s": "t", "name": text, "cat": ch.what, "pid": pid, "tid": b.token,
                  "ts": _us(ch.ns), "args": {"seq": ch.seq}})
         else:
             m = ch.detail

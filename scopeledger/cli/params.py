@@ -543,7 +543,7 @@ def resolve_point(ledger: Ledger, value: str | None, what: str, edge: str = "end
     return _seq_at_ns(ledger, first - 1) + 1
 
 
-class Seconds(click.ParamType):
+class Seconds(click.ParamType):  # type: ignore[type-arg]  # (not generic before click 8.2)
     """A finite, non-negative number of seconds (at most :data:`MAX_SECONDS`)."""
 
     name = "seconds"
@@ -571,7 +571,7 @@ class Seconds(click.ParamType):
         return number
 
 
-class Integer(click.ParamType):
+class Integer(click.ParamType):  # type: ignore[type-arg]
     """An integer from ``minimum`` to ``maximum``, read by :func:`parse_number`
     (not ``click.IntRange``: ``int()`` takes ``' 2 '``, ``'1_0'``, ``'٣'``)."""
 
@@ -598,7 +598,7 @@ SECONDS = Seconds()
 # -- the command classes -----------------------------------------------------------------
 
 
-class _UsageErrorsKnowTheirCommand:
+class _UsageErrorsKnowTheirCommand(click.Command):
     """click's option parser raises some usage errors without a context
     (``option '--at' requires an argument``, ``option '--json' does not take
     a value``), so :func:`report` could not add ``(see 'ledger CMD
@@ -606,7 +606,7 @@ class _UsageErrorsKnowTheirCommand:
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
-            return super().parse_args(ctx, args)  # type: ignore[misc]
+            return super().parse_args(ctx, args)
         except click.UsageError as exc:
             if exc.ctx is None:
                 exc.ctx = ctx
@@ -706,7 +706,7 @@ def _env_token(value: str | None) -> int | None:
         raise CliError(f"invalid ${ENV_TOKEN} {exc}", EXIT_USAGE) from None
 
 
-class TokenType(click.ParamType):
+class TokenType(click.ParamType):  # type: ignore[type-arg]
     """``--token N``: a token as :func:`parse_token` takes it."""
 
     name = "token"

@@ -304,7 +304,7 @@ def draw(tl: Timeline, layout: Layout, out: IO[bytes], fmt: str, *, title: str,
                        zorder=5, gid="refusals")
 
         # legend under the axis, only what is drawn
-        handles = [Patch(facecolor=COLORS.get(k, OTHER_COLOR), label=KIND_TEXT.get(k, k.replace(":", ": ")))
+        handles: list[Any] = [Patch(facecolor=COLORS.get(k, OTHER_COLOR), label=KIND_TEXT.get(k, k.replace(":", ": ")))
                    for k in sorted(kinds_used, key=_kind_order)]
         if any(r.bar is not None and r.bar.reserved and r.bar.attaches for r in rows):
             handles.append(Patch(facecolor="white", edgecolor="#555555", hatch="////",
@@ -341,7 +341,7 @@ def draw(tl: Timeline, layout: Layout, out: IO[bytes], fmt: str, *, title: str,
             fig.text(0.5, 1 - 0.68 / height_in, note, ha="center", va="top", fontsize=8,
                      color="#A03000", gid="note", linespacing=1.3)
 
-        canvas.draw()
+        canvas.draw()  # type: ignore[no-untyped-call]
         px_h = fig.bbox.height
         out_boxes = []
         for token, kind, rect in boxes:

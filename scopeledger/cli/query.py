@@ -23,15 +23,15 @@ if TYPE_CHECKING:
 PROGRESS_AFTER = 0.5
 
 
-class _EventTypes(click.Choice):
+class _EventTypes(click.Choice):  # type: ignore[type-arg]  # (not generic before click 8.2)
     """``--type``'s choices, :data:`scopeledger.EVENT_TYPES`, read when first
     needed (``ledger --help`` does not import the library)."""
 
     def __init__(self) -> None:
         self.case_sensitive = True
 
-    @property  # type: ignore[override]
-    def choices(self) -> tuple[str, ...]:
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
         from scopeledger import EVENT_TYPES
 
         return tuple(sorted(EVENT_TYPES))

@@ -174,22 +174,22 @@ def track(events: Iterable[Event], live: Iterable[Bar] = ()) -> Iterator[Change]
             current[b.name] = b
             yield Change("start", b, e.ts, e.seq)
         elif kind == "released" or kind == "reclaimed":
-            b = current.pop(d["name"], None)
+            gone = current.pop(d["name"], None)
             for child, new_parent in d.get("reparented") or ():
                 c = current.get(child)
                 if c is not None:
                     yield Change("reparent", c, e.ts, e.seq, new_parent)
-            if b is not None:
-                b.end_ns, b.end_seq, b.ended = e.ts, e.seq, kind
+            if gone is not None:
+                gone.end_ns, gone.end_seq, gone.ended = e.ts, e.seq, kind
                 if kind == "reclaimed":
-                    b.reason = str(d.get("reason"))
-                yield Change("end", b, e.ts, e.seq)
+                    gone.reason = str(d.get("reason"))
+                yield Change("end", gone, e.ts, e.seq)
         elif kind == "attached":
-            b = current.get(d["name"])
-            if b is not None:
+            bound = current.get(d["name"])
+            if bound is not None:
                 pid = _process_pid(d.get("process"))
-                b.attaches.append((e.ts, pid))
-                yield Change("attach", b, e.ts, e.seq, pid)
+                bound.attaches.append((e.ts, pid))
+                yield Change("attach", bound, e.ts, e.seq, pid)
         elif kind == "refused":
             req = d.get("request") or {}
             chain = d.get("chain") or ()
