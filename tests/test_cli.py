@@ -688,11 +688,9 @@ def test_run_wait_until_holder_releases(led: Path, lib: Ledger, tree: Path) -> N
     wait_for(lambda: any(True for _ in lib.events(types=["refused"])), what="the waiter's refusal")
     time.sleep(0.3)
     assert p.poll() is None  # still waiting
-    t0 = time.monotonic()
     lib.release("holder")
-    out, err = p.communicate(timeout=20)
-    assert p.returncode == 0, err
-    assert time.monotonic() - t0 < 5.0  # it noticed the release promptly
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err  # it noticed the release before its -w 20 ran out (a bound, not a measure)
     assert "Blocking waiting for the scope" in err
     types = [(e.type, e.data.get("name") or e.data.get("holder", {}).get("name")) for e in lib.events()]
     assert ("registered", "waiter") in types
@@ -769,13 +767,13 @@ def test_wrapper_sigkill_reclaimed_only_after_child_is_gone(led: Path, tree: Pat
 
 def test_nested_run_outside_parent_scope_fails_at_once(led: Path, tree: Path) -> None:
     # -w and the default (wait for ever) alike: a refusal that cannot clear
-    # by waiting fails at once, with one error line.
+    # by waiting fails at once, with one error line: not the notice of a wait,
+    # nor -w's "timed out" after 20 s; waiting for ever would meet the bound
+    # (a bound, not a measure: the verdict does not depend on the machine's load).
     for wait in (["-w", "20"], []):
         inner = " ".join(["ledger", "run", *wait, "--write", "docs", "--", "true"])
         script = f"{inner}; echo inner=$? >&2"
-        t0 = time.monotonic()
-        res = ledger_cmd(led, "run", "--write", "src", "--", "sh", "-c", script, cwd=tree, timeout=15)
-        assert time.monotonic() - t0 < 10
+        res = ledger_cmd(led, "run", "--write", "src", "--", "sh", "-c", script, cwd=tree, timeout=120)
         lines = [line for line in res.stderr.splitlines() if line.strip()]
         assert lines[-1] == "inner=1", res.stderr
         assert len(lines) == 2 and lines[0].startswith("error: cannot delegate"), res.stderr

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,9 @@ from helpers import CMD, LEDGER, clean_env
 
 
 def test_demo_runs_and_tells_the_story() -> None:
-    t0 = time.monotonic()
     res = subprocess.run([*CMD, "demo", "--clean"], capture_output=True, text=True, env=clean_env(),
-                         timeout=60)
+                         timeout=120)  # a few seconds alone; the bound is for a hang, not a speed
     assert res.returncode == 0, res.stdout + res.stderr
-    assert time.monotonic() - t0 < 45  # a few seconds alone; generous under a parallel suite
     out = res.stdout
     for needle in (
         "delegation chain, three deep: runtime -> builder -> tests-worker",
