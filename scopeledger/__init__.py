@@ -7,7 +7,6 @@ importing it elsewhere raises :class:`UnsupportedPlatform`.
 
 from __future__ import annotations
 
-import importlib
 import sys as _sys
 from typing import TYPE_CHECKING, Any
 
@@ -200,7 +199,10 @@ def __getattr__(name: str) -> Any:
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    # __import__, not importlib.import_module: the import statement's path, which
+    # python -X importtime reports (import_module's is not timed).
+    __import__(f"{__name__}.{module}")
+    value = getattr(_sys.modules[f"{__name__}.{module}"], name)
     globals()[name] = value
     return value
 

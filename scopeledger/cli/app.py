@@ -6,7 +6,6 @@ ending into an exit code and one line on stderr (docs/cli.md, "Exit codes").
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from typing import NoReturn, Sequence
@@ -36,7 +35,9 @@ class _LazyGroup(Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = self.commands.get(cmd_name)
         if command is None and cmd_name in COMMANDS:
-            module = importlib.import_module(f"{__package__}.{COMMANDS[cmd_name]}")
+            name = f"{__package__}.{COMMANDS[cmd_name]}"
+            __import__(name)  # (not importlib.import_module: python -X importtime reports this one)
+            module = sys.modules[name]
             command = getattr(module, cmd_name)
             assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
             self.add_command(command)
