@@ -93,6 +93,7 @@ _PUBLIC = {
     "parse_manifest": "_runtime",
     "runtime_base": "_runtime",
     "socket_path_for": "_runtime",
+    "WaitTimeout": "_errors",
 }
 
 __all__ = [
@@ -142,6 +143,7 @@ __all__ = [
     "UnsupportedPlatform",
     "Verdict",
     "VerifyReport",
+    "WaitTimeout",
     "check_name",
     "covers",
     "default_path",
@@ -166,7 +168,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         CorruptLedger, DelegationError, DuplicateHolder, HistoryUnavailable,
         InvalidHolderName, InvalidManifest, InvalidProcess, InvalidScope, LedgerError,
         LedgerIOError, LockTimeout, NoLedger, PartlyRecorded, ReadOnlyLedger, Refused,
-        ScopeConflict, UnknownHolder, UnsafeLedgerPath, UnsupportedPlatform,
+        ScopeConflict, UnknownHolder, UnsafeLedgerPath, UnsupportedPlatform, WaitTimeout,
     )
     from ._fold import Allocation, EVENT_TYPES, MAX_RULES_PER_REQUEST, State  # noqa: F401
     from ._history import (  # noqa: F401

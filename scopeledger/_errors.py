@@ -12,7 +12,9 @@ would naturally catch::
     │   ├── ScopeConflict                write overlaps a live holder's write
     │   ├── DelegationError              outside the parent's effective scope,
     │   │                                or overlapping a sibling
-    │   └── DuplicateHolder              the name is held by a live holder
+    │   ├── DuplicateHolder              the name is held by a live holder
+    │   └── WaitTimeout (TimeoutError)   a waiting request (``wait=``) not
+    │                                    granted in time
     ├── UnknownHolder (LookupError)      no live holder of that name
     ├── LockTimeout (TimeoutError)       the ledger's lock was not free in time
     ├── CorruptLedger                    a log line or file that does not check out
@@ -158,6 +160,32 @@ class DuplicateHolder(Refused):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"holder '{name}' is already registered")
+
+
+class WaitTimeout(Refused, TimeoutError):
+    """Raised by ``register``/``delegate``/``hold`` called with ``wait=``
+    (and their :class:`~scopeledger.AsyncLedger` forms) when the request was
+    not granted within that many seconds. Nothing was granted, and nothing
+    will be: the grant is decided under the lock only before the deadline.
+
+    Attributes:
+        name: the holder name asked for.
+        waited: the seconds it was allowed to wait, ``float``.
+        refusal: the last :class:`Refused` the request met (a
+            :class:`ScopeConflict` or a :class:`DelegationError` naming a
+            sibling), or ``None`` when it was last waiting behind an earlier
+            waiter (first come, first served).
+        in_the_way: ``tuple[str, ...]``: the holders (or, behind an earlier
+            waiter, the waiters' holder names) it was waiting for.
+    """
+
+    def __init__(self, name: str, waited: float, refusal: Refused | None, in_the_way: tuple[str, ...],
+                 reason: str) -> None:
+        self.name = name
+        self.waited = waited
+        self.refusal = refusal
+        self.in_the_way = in_the_way
+        super().__init__(f"timed out after {waited:g}s waiting for the scope of '{name}': {reason}")
 
 
 class UnknownHolder(LedgerError, LookupError):

@@ -1145,7 +1145,7 @@ class Ledger(HistoryMixin):
     # -- mutations -------------------------------------------------------------
 
     def register(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
-                 *, socket: str | None = None) -> Allocation:
+                 *, socket: str | None = None, wait: float = 0) -> Allocation:
         """Register a top-level holder.
 
         Args:
@@ -1154,6 +1154,13 @@ class Ledger(HistoryMixin):
                 recursive])`` tuples). Paths are canonicalised first.
             pid: process to bind to; ``None`` is the calling process.
             socket: the socket path the runtime exposes for it, if any.
+            wait: seconds to wait while the request is refused only because
+                of other holders in the way (a :class:`ScopeConflict`),
+                ``int``/``float`` >= 0, ``math.inf`` for ever; ``0`` (the
+                default) refuses at once. Waiters are served first come,
+                first served (``scopeledger._wait``: its docstring says
+                how); woken when the log changes or a holder's process in
+                the way exits.
 
         Returns:
             The :class:`Allocation`; its ``token`` is the granting seq.
@@ -1171,7 +1178,16 @@ class Ledger(HistoryMixin):
             ScopeConflict: a write rule overlaps a live holder's write rule;
                 holders in the way whose process is dead are reclaimed
                 first. The refusal is recorded once.
+            WaitTimeout: with ``wait``, not granted within ``wait`` seconds
+                (it is never granted afterwards).
+            TypeError, ValueError: ``wait`` is not a number of seconds >= 0.
         """
+        if _waits(wait):
+            from ._wait import wait_for_grant, Request
+
+            req = Request.of(self, name, rules, None, None, wait)
+            return wait_for_grant(self, req, lambda commit: self._attempt(
+                lambda written: self._register(name, rules, pid, socket, written, commit)))
         written: list[Any] = []
         try:
             return self._register(name, rules, pid, socket, written)
@@ -1179,8 +1195,18 @@ class Ledger(HistoryMixin):
             self._withdraw(written)
             raise
 
+    def _attempt(self, grant: Callable[[list[Any]], Allocation]) -> Allocation:
+        """``grant(written)``, withdrawing a grant whose call raised after
+        its line was written (as :meth:`register` does)."""
+        written: list[Any] = []
+        try:
+            return grant(written)
+        except BaseException:
+            self._withdraw(written)
+            raise
+
     def _register(self, name: str, rules: Any, pid: int | None, socket: str | None,
-                  written: list[Any]) -> Allocation:
+                  written: list[Any], commit: Callable[[], None] | None = None) -> Allocation:
         name = check_name(name)
         if socket is not None:
             socket = _check_socket(socket)
@@ -1192,13 +1218,16 @@ class Ledger(HistoryMixin):
             if err is not None:
                 txn.refuse(name, None, rules_t, err)
                 return None
+            if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
+                commit()
             return _grant(txn, "registered", name, rules_t, ident, None, False, socket)
 
         return self._transact(build, written)
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                  pid: int | None = None, *, reserved: bool = False,
-                 socket: str | None = None, parent_token: int | None = None) -> Allocation:
+                 socket: str | None = None, parent_token: int | None = None,
+                 wait: float = 0) -> Allocation:
         """Delegate part of ``parent``'s effective scope to a new holder.
 
         Every rule must be fully covered by one of the parent's rules
@@ -1219,17 +1248,28 @@ class Ledger(HistoryMixin):
             parent_token: if given, delegate only from this exact grant of
                 ``parent`` (its token): a parent released and granted again
                 under the same name is another grant.
+            wait: as :meth:`register`: waits while a sibling's write rule
+                is in the way (a :class:`DelegationError` naming it); a rule
+                outside the parent's scope is refused at once.
 
         Raises:
             UnknownHolder: ``parent`` is not live, or is live with another
                 grant than ``parent_token`` (the message says which).
             DelegationError: a rule is outside the parent's effective scope
                 or overlaps a sibling's write rule.
+            WaitTimeout: as :meth:`register`.
             InvalidHolderName: ``parent`` or ``child`` is not a holder name.
             TypeError: ``reserved`` is not a ``bool``; ``parent_token`` is
                 neither an ``int`` nor ``None``.
             DuplicateHolder, InvalidScope, InvalidProcess: as register.
         """
+        if _waits(wait):
+            from ._wait import wait_for_grant, Request
+
+            req = Request.of(self, child, rules, parent, parent_token, wait)
+            return wait_for_grant(self, req, lambda commit: self._attempt(
+                lambda written: self._delegate(parent, child, rules, pid, reserved, socket, parent_token,
+                                               written, commit)))
         written: list[Any] = []
         try:
             return self._delegate(parent, child, rules, pid, reserved, socket, parent_token, written)
@@ -1238,7 +1278,8 @@ class Ledger(HistoryMixin):
             raise
 
     def _delegate(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
-                  socket: str | None, parent_token: int | None, written: list[Any]) -> Allocation:
+                  socket: str | None, parent_token: int | None, written: list[Any],
+                  commit: Callable[[], None] | None = None) -> Allocation:
         parent = check_name(parent, "parent")
         child = check_name(child, "child")
         _check_bool("reserved", reserved)
@@ -1258,6 +1299,8 @@ class Ledger(HistoryMixin):
             if err is not None:
                 txn.refuse(child, parent, rules_t, err)
                 return None
+            if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
+                commit()
             return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket)
 
         return self._transact(build, written)
@@ -1541,22 +1584,30 @@ class Ledger(HistoryMixin):
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
              *, parent: str | None = None, socket: str | None = None,
-             parent_token: int | None = None) -> "Hold":
+             parent_token: int | None = None, wait: float = 0) -> "Hold":
         """Register (or, with ``parent``, delegate) now and return a guard
         that releases the allocation when the ``with`` block ends (also on
         an exception), when the guard is garbage collected (with a
         ``ResourceWarning``: keep the guard), or at interpreter exit,
         whichever comes first. ``with ledger.hold(...) as alloc``
         binds the :class:`Allocation`. ``parent_token``: as
-        :meth:`delegate` (a ``TypeError`` without ``parent``).
+        :meth:`delegate` (a ``TypeError`` without ``parent``). ``wait``: as
+        :meth:`register`.
 
         Raises:
             as :meth:`register` / :meth:`delegate`.
         """
         written: list[Any] = []
         guard = None
+        alloc = None
         try:
-            if parent is None:
+            if _waits(wait):
+                if parent is None and parent_token is not None:
+                    raise TypeError("parent_token is given without parent")
+                alloc = (self.register(name, rules, pid, socket=socket, wait=wait) if parent is None else
+                         self.delegate(parent, name, rules, pid, socket=socket, parent_token=parent_token,
+                                       wait=wait))
+            elif parent is None:
                 if parent_token is not None:
                     raise TypeError("parent_token is given without parent")
                 alloc = self._register(name, rules, pid, socket, written)
@@ -1570,6 +1621,8 @@ class Ledger(HistoryMixin):
             # keep it alive a long while): release now.
             if guard is not None:
                 guard.release()
+            elif alloc is not None:
+                _release_quietly(self, alloc.name, alloc.token, os.getpid())
             else:
                 self._withdraw(written)
             raise
@@ -1833,6 +1886,12 @@ SNAPSHOT_CLAIM_PATIENCE = 4
 #: Identified rules ``_prepare`` keeps per mount table for reuse (a path
 #: registered again, a rule every holder reads): the cache starts over past it.
 _IDENTIFIED_KEPT = 1024
+
+
+def _waits(wait: Any) -> bool:
+    """Whether ``wait=`` asks to wait (anything but 0 or 0.0; a bad value
+    is refused by ``_wait.check_wait``)."""
+    return not (type(wait) in (int, float) and wait == 0)
 
 
 def _check_callable(what: str, value: Any) -> None:

@@ -1,0 +1,589 @@
+"""Waiting for a scope: ``register``/``delegate``/``hold`` with ``wait=``
+(and :class:`~scopeledger.AsyncLedger`'s forms), built on the ledger's
+public decisions (:meth:`~scopeledger.Ledger.decide`) plus one hook: the
+grant's last check under the lock (:class:`Gate`).
+
+**What is waited for.** Only a refusal that may clear by itself: a
+:class:`~scopeledger.ScopeConflict` (another holder's write rule in the way)
+or a :class:`~scopeledger.DelegationError` naming a sibling
+(:func:`waitable`). A rule outside the parent's scope, a taken name or a
+parent that is gone are raised at once, as without ``wait``.
+
+**First come, first served: a queue of tickets beside the log.** A waiter
+that is refused joins the queue: a file ``waiters/<number>`` in the ledger
+directory (0700; files 0600) holding its request, created under a temporary
+name, locked (``flock(LOCK_EX)``, held while it waits) and then linked to
+the next free number (``link`` fails with ``EEXIST`` when another waiter took
+it: the next number is tried). Numbers only grow while the queue is not
+empty, so the order of the numbers is the order in which waiters joined.
+Before each attempt a waiter reads the tickets before its own; it stands
+back while one of them is alive and *contends* with it (a write rule of one
+overlaps a write rule of the other, :func:`scopeledger.overlaps`), except
+when that earlier waiter is itself kept out by the waiter's own line of
+delegation (its parent or the parent's ancestors hold what it needs: it
+cannot be granted before that line lets go, and standing back would
+deadlock). A ticket whose lock can be taken belongs to a waiter that died
+(its descriptors closed): it is skipped and removed. A waiter that is
+granted, times out or is cancelled removes its ticket.
+
+The queue orders waiters among themselves. A request without ``wait`` does
+not look at it (the hot path stays as it was) and may be granted ahead of
+waiters, as a non-blocking ``flock`` may. Nothing of the queue is in the
+log: a waiter records at most its first refusal (as any refused request),
+and its grant. Strict order has the usual price: a waiter for a large
+scope holds back later waiters for parts of it until it is granted; a
+process that waits while it holds what an earlier waiter needs (outside its
+own line of delegation) waits until one of them times out.
+
+**Waking.** A waiter sleeps until the log is appended to (inotify
+``IN_MODIFY`` on ``events.jsonl``), a ticket leaves the queue (``IN_DELETE``;
+a dead waiter's descriptors closing: ``IN_CLOSE_WRITE``), or the process of
+a holder in the way exits (a pidfd, for holders on this host and in this PID
+namespace); and at least every :data:`RECHECK_SECONDS`, for what none of
+these shows (a holder in another PID namespace that died, a clock). Without
+inotify (no more instances: ``fs.inotify.max_user_instances``) or on a
+network file system (other hosts' appends make no inotify event here), the
+waiter looks every :data:`POLL_SECONDS` instead.
+
+**A timed-out or cancelled wait is never granted afterwards.** The last
+check before a waiter's grant is written runs under the ledger's lock
+(:meth:`Gate.commit`): past the deadline, or once cancelled, nothing is
+written. Cancelling (:meth:`Gate.cancel`) says whether the grant was decided
+before it; then the canceller releases it (AsyncLedger does).
+
+Sources: the ticket queue is the classic ticket lock / the "lock" recipe of
+ZooKeeper and etcd (a waiter queues by a sequence number and watches its
+predecessors), with a file lock standing for the session.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import math
+import os
+import secrets
+import select
+import threading
+import time
+from typing import Any, Callable
+
+import attrs
+import orjson
+
+from ._errors import DelegationError, InvalidScope, Refused, ScopeConflict, UnknownHolder, WaitTimeout, shown
+from ._fold import Allocation
+from ._rules import Permission, ScopeRule, identity_json, overlaps, rule_from_log
+
+log = logging.getLogger("scopeledger")
+
+#: The queue's directory in the ledger directory.
+QUEUE_DIR = "waiters"
+
+#: A waiter decides again at least this often, in seconds, whatever woke it
+#: (a holder in the way that died where no pidfd shows it).
+RECHECK_SECONDS = 1.0
+
+#: Without inotify, or on a network file system, a waiter looks this often.
+POLL_SECONDS = 0.01
+
+_O = os.O_CLOEXEC | os.O_NOFOLLOW
+
+#: inotify masks (linux/inotify.h).
+IN_MODIFY = 0x2
+IN_CLOSE_WRITE = 0x8
+IN_MOVED_FROM = 0x40
+IN_DELETE = 0x200
+
+
+def waitable(err: BaseException) -> bool:
+    """Whether a refusal may clear by waiting: a conflict with another holder
+    (:class:`ScopeConflict`), or a :class:`DelegationError` naming a sibling.
+    A rule outside the parent's scope, a taken name or a gone parent never
+    clears."""
+    if isinstance(err, ScopeConflict):
+        return True
+    return isinstance(err, DelegationError) and err.sibling is not None
+
+
+def check_wait(wait: Any) -> float:
+    """``wait`` as seconds (``math.inf``: for ever).
+
+    Raises:
+        TypeError: not an ``int`` or ``float`` (a ``bool``, ``None``).
+        ValueError: negative or NaN.
+    """
+    if type(wait) not in (int, float):
+        raise TypeError(f"wait must be seconds (int or float; 0 refuses at once, math.inf waits for ever), "
+                        f"not {shown(wait)}")
+    if math.isnan(wait) or wait < 0:
+        raise ValueError(f"wait must be seconds >= 0 (math.inf waits for ever), not {shown(wait)}")
+    return float(wait)
+
+
+class GaveUp(Exception):
+    """Raised by :meth:`Gate.commit` under the lock: the waiter's deadline
+    passed or it was cancelled; nothing is written."""
+
+
+class Gate:
+    """The waiter's last word on a grant, and its cancellation, made
+    atomic with each other (a thread lock): either :meth:`commit` runs
+    first (the grant is written; :meth:`cancel` then returns ``True`` and
+    the canceller must release it) or :meth:`cancel` does (no grant)."""
+
+    __slots__ = ("_lock", "deadline", "cancelled", "committed")
+
+    def __init__(self, deadline: float | None) -> None:
+        self._lock = threading.Lock()
+        self.deadline = deadline
+        self.cancelled = False
+        self.committed = False
+
+    def commit(self) -> None:
+        """Called under the ledger's lock just before the grant is built.
+
+        Raises:
+            GaveUp: cancelled, or past the deadline (``time.monotonic``).
+        """
+        with self._lock:
+            if self.cancelled:
+                raise GaveUp("cancelled")
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                raise GaveUp("deadline")
+            self.committed = True
+
+    def cancel(self) -> bool:
+        """No grant after this; ``True`` when one was decided before."""
+        with self._lock:
+            self.cancelled = True
+            return self.committed
+
+
+@attrs.frozen
+class Request:
+    """A waiting request: the holder name, its rules as the ledger records
+    them, the parent (a delegation) and its token, the seconds to wait."""
+
+    name: str
+    rules: tuple[ScopeRule, ...]
+    parent: str | None
+    parent_token: int | None
+    wait: float
+
+    @classmethod
+    def of(cls, ledger: Any, name: Any, rules: Any, parent: Any, parent_token: Any, wait: Any) -> "Request":
+        """Checked as ``register``/``delegate`` check them (nothing recorded).
+
+        Raises:
+            InvalidHolderName, InvalidScope, TypeError, ValueError.
+        """
+        from ._ledger import check_name
+
+        wait = check_wait(wait)
+        name = check_name(name, None if parent is None else "child")
+        if parent is not None:
+            parent = check_name(parent, "parent")
+        if parent_token is not None and type(parent_token) is not int:
+            raise TypeError(f"parent_token must be an int (a grant's seq) or None, not {shown(parent_token)}")
+        return cls(name, ledger.canonical_rules(rules), parent, parent_token, wait)
+
+    def writes(self) -> list[ScopeRule]:
+        return [r for r in self.rules if r.permission is Permission.WRITE]
+
+    def to_json(self) -> bytes:
+        perm = {Permission.READ: "read", Permission.WRITE: "write"}
+        return orjson.dumps({
+            "name": self.name, "parent": self.parent, "pid": os.getpid(),
+            "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
+                      else [r.path, perm[r.permission], r.recursive, identity_json(r)] for r in self.rules]})
+
+
+@attrs.frozen
+class Waiter:
+    """A ticket read from the queue: its number, holder name, pid, write rules."""
+
+    number: int
+    name: str
+    pid: int
+    writes: tuple[ScopeRule, ...]
+
+
+def _contend(a: tuple[ScopeRule, ...] | list[ScopeRule], b: tuple[ScopeRule, ...] | list[ScopeRule]) -> bool:
+    return any(overlaps(x, y) for x in a for y in b)
+
+
+class Queue:
+    """The waiters' queue of one ledger directory (see the module docstring)."""
+
+    def __init__(self, ledger_path: str) -> None:
+        self.dir = os.path.join(ledger_path, QUEUE_DIR)
+        self._cache: dict[tuple[str, int], Waiter | None] = {}
+
+    def _make_dir(self) -> None:
+        try:
+            os.mkdir(self.dir, 0o700)
+        except FileExistsError:
+            pass
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | _O)
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid():
+                raise InvalidScope(f"cannot wait: {self.dir} belongs to uid {st.st_uid}")
+            if st.st_mode & 0o777 != 0o700:
+                os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+
+    def join(self, req: Request) -> tuple[int, int, str]:
+        """Take the next ticket; ``(number, fd, path)``, the fd locked."""
+        self._make_dir()
+        tmp = os.path.join(self.dir, f".tmp-{os.getpid()}-{secrets.token_hex(6)}")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, req.to_json())
+            number = max((n for n, _ in self._numbers()), default=0) + 1
+            while True:
+                path = os.path.join(self.dir, f"{number:016d}")
+                try:
+                    os.link(tmp, path)
+                    return number, fd, path
+                except FileExistsError:
+                    number += 1
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    @staticmethod
+    def leave(ticket: tuple[int, int, str] | None) -> None:
+        """Remove the ticket (its file, then its lock)."""
+        if ticket is None:
+            return
+        _number, fd, path = ticket
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        os.close(fd)
+
+    def _numbers(self) -> list[tuple[int, os.DirEntry[str]]]:
+        try:
+            entries = list(os.scandir(self.dir))
+        except FileNotFoundError:
+            return []
+        out = []
+        for e in entries:
+            if len(e.name) == 16 and e.name.isdigit():
+                out.append((int(e.name), e))
+        out.sort(key=lambda x: x[0])
+        return out
+
+    def _read(self, number: int, entry: os.DirEntry[str]) -> Waiter | None:
+        key = (entry.name, entry.inode())
+        if key in self._cache:
+            return self._cache[key]
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | _O | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            data = os.read(fd, 1 << 26)
+            doc = orjson.loads(data)
+            rules = tuple(r for r in (rule_from_log(x) for x in doc["rules"])
+                          if r.permission is Permission.WRITE)
+            w = Waiter(number, str(doc["name"]), int(doc["pid"]), rules)
+        except (OSError, ValueError, KeyError, TypeError):
+            w = None  # being written (not linked yet cannot be: link comes after) or damaged: ignored
+        finally:
+            os.close(fd)
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[key] = w
+        return w
+
+    @staticmethod
+    def _alive(entry: os.DirEntry[str]) -> bool:
+        """Whether the ticket's waiter still holds its lock; a dead one's
+        file is removed."""
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | _O | os.O_NONBLOCK)
+        except OSError:
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return True
+                raise
+            try:  # nobody holds it: its waiter died
+                os.unlink(entry.path)
+            except OSError:
+                pass
+            return False
+        finally:
+            os.close(fd)
+
+    def ahead(self, mine: int | None, req: Request, line_writes: Callable[[], list[ScopeRule]]) -> list[Waiter]:
+        """The live waiters before ticket ``mine`` (``None``: every one)
+        that ``req`` must stand back for (see the module docstring).
+        ``line_writes()``: the write rules of the requester's own line of
+        delegation (the parent and its ancestors), asked only when needed."""
+        writes = req.writes()
+        if not writes:
+            return []
+        out = []
+        line: list[ScopeRule] | None = None
+        for number, entry in self._numbers():
+            if mine is not None and number >= mine:
+                break
+            w = self._read(number, entry)
+            if w is None or not _contend(w.writes, writes):
+                continue
+            if req.parent is not None:
+                if line is None:
+                    line = line_writes()
+                if _contend(w.writes, line):
+                    continue  # it waits for this waiter's own line: standing back would deadlock
+            if self._alive(entry):
+                out.append(w)
+        return out
+
+
+@attrs.frozen
+class Blocked:
+    """Why a waiter is still waiting: the refusal it met (or ``None``,
+    behind earlier waiters), who is in the way, and pids to watch."""
+
+    refusal: Refused | None
+    in_the_way: tuple[str, ...]
+    reason: str
+    pids: tuple[int, ...]
+
+
+def line_writes(ledger: Any, parent: str | None) -> list[ScopeRule]:
+    """The write rules of ``parent`` and its ancestors (live now)."""
+    out: list[ScopeRule] = []
+    seen = set()
+    while parent is not None and parent not in seen:
+        seen.add(parent)
+        try:
+            a = ledger.holder(parent)
+        except UnknownHolder:
+            break
+        out.extend(r for r in a.rules if r.permission is Permission.WRITE)
+        parent = a.parent
+    return out
+
+
+def _in_the_way(err: Refused) -> tuple[str, ...]:
+    if isinstance(err, ScopeConflict):
+        return tuple(err.chain)
+    if isinstance(err, DelegationError) and err.sibling is not None:
+        return tuple(err.chain[err.chain.index(err.sibling):])
+    return ()
+
+
+def _local_pids(ledger: Any, names: tuple[str, ...], me: Any) -> tuple[int, ...]:
+    out = []
+    for n in names:
+        try:
+            p = ledger.holder(n).process
+        except UnknownHolder:
+            continue
+        if p.boot == me.boot and p.pidns == me.pidns and p.boot is not None:
+            out.append(p.pid)
+    return tuple(out)
+
+
+def blocked_by(ledger: Any, err: Refused, me: Any) -> Blocked:
+    names = _in_the_way(err)
+    return Blocked(err, names, str(err), _local_pids(ledger, names, me))
+
+
+def behind(waiters: list[Waiter]) -> Blocked:
+    w = waiters[0]
+    more = f" and {len(waiters) - 1} more" if len(waiters) > 1 else ""
+    return Blocked(None, tuple(x.name for x in waiters), f"waiting behind '{w.name}' (pid {w.pid}), "
+                   f"which asked first for an overlapping write scope{more}", ())
+
+
+def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
+              attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any) -> Allocation | Blocked:
+    """One look: stand back for earlier waiters, else decide, else try.
+    Returns the grant or why not.
+
+    Raises:
+        Refused: a refusal that cannot clear by waiting.
+        UnknownHolder: the parent is gone (or granted again).
+        GaveUp: the deadline passed, or cancelled, before the grant.
+    """
+    ahead = queue.ahead(mine, req, lambda: line_writes(ledger, req.parent))
+    if ahead:
+        return behind(ahead)
+    decision = ledger.decide(req.name, req.rules, parent=req.parent, parent_token=req.parent_token)
+    if decision.refusal is not None:
+        if not waitable(decision.refusal):
+            raise decision.refusal
+        return blocked_by(ledger, decision.refusal, me)
+    try:
+        return attempt(gate.commit)
+    except Refused as exc:  # taken meanwhile (rare; recorded once)
+        if not waitable(exc):
+            raise
+        return blocked_by(ledger, exc, me)
+
+
+def timed_out(req: Request, last: Blocked | None) -> WaitTimeout:
+    if last is None:
+        return WaitTimeout(req.name, req.wait, None, (), "the time ran out before it could be decided")
+    return WaitTimeout(req.name, req.wait, last.refusal, last.in_the_way, last.reason)
+
+
+def first_attempt(ledger: Any, req: Request, queue: Queue,
+                  attempt: Callable[[Callable[[], None]], Allocation], gate: Gate,
+                  me: Any) -> Allocation | Blocked:
+    """Before joining the queue: with no earlier waiter to stand back for,
+    ask as a request without ``wait`` does (a refusal is recorded)."""
+    ahead = queue.ahead(None, req, lambda: line_writes(ledger, req.parent))
+    if ahead:
+        return behind(ahead)
+    try:
+        return attempt(gate.commit)
+    except Refused as exc:
+        if not waitable(exc):
+            raise
+        return blocked_by(ledger, exc, me)
+
+
+def notice(req: Request, blocked: Blocked) -> None:
+    forever = "for ever" if math.isinf(req.wait) else f"up to {req.wait:g}s"
+    log.info("holder '%s' waits %s for its scope: %s", req.name, forever, blocked.reason)
+
+
+class Watch:
+    """What wakes a waiter (see the module docstring): an inotify instance
+    watching the log and the queue, and pidfds of holders in the way."""
+
+    def __init__(self, ledger: Any, queue: Queue) -> None:
+        self.inotify: Any = None
+        self.pidfds: dict[int, int] = {}
+        network = getattr(getattr(ledger, "_store", None), "network_fs", None)
+        if network is None:
+            try:
+                from inotify_simple import INotify
+
+                ino = INotify(nonblocking=True)
+                try:
+                    ino.add_watch(os.path.join(ledger.path, "events.jsonl"), IN_MODIFY)
+                    ino.add_watch(queue.dir, IN_DELETE | IN_CLOSE_WRITE | IN_MOVED_FROM)
+                except OSError:
+                    ino.close()
+                    raise
+                self.inotify = ino
+            except (OSError, ImportError) as exc:
+                log.debug("waiting without inotify (looking every %gs): %s", POLL_SECONDS, exc)
+        #: The longest sleep between two looks, seconds.
+        self.period = RECHECK_SECONDS if self.inotify is not None else POLL_SECONDS
+
+    def fds(self) -> list[int]:
+        out = list(self.pidfds.values())
+        if self.inotify is not None:
+            out.append(self.inotify.fileno())
+        return out
+
+    def arm(self, pids: tuple[int, ...]) -> None:
+        """Watch these pids' exits (and no others)."""
+        for pid in list(self.pidfds):
+            if pid not in pids:
+                os.close(self.pidfds.pop(pid))
+        for pid in pids:
+            if pid not in self.pidfds:
+                try:
+                    self.pidfds[pid] = os.pidfd_open(pid)
+                except OSError:
+                    pass  # gone already (the next decision reclaims it), or no pidfds here
+
+    def drain(self) -> None:
+        if self.inotify is not None:
+            try:
+                self.inotify.read(timeout=0)
+            except OSError:
+                pass
+        for pid, fd in list(self.pidfds.items()):
+            if select.select([fd], [], [], 0)[0]:  # exited: look once, then forget it
+                os.close(self.pidfds.pop(pid))
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until something may have changed, at most ``timeout`` s."""
+        fds = self.fds()
+        if fds:
+            p = select.poll()
+            for fd in fds:
+                p.register(fd, select.POLLIN)
+            p.poll(max(0, math.ceil(min(timeout, self.period) * 1000)))
+        else:
+            time.sleep(max(0.0, min(timeout, self.period)))
+        self.drain()
+
+    def close(self) -> None:
+        for fd in self.pidfds.values():
+            os.close(fd)
+        self.pidfds.clear()
+        if self.inotify is not None:
+            self.inotify.close()
+            self.inotify = None
+
+
+def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation]) -> Allocation:
+    """Ask; while refused by holders in the way (or behind earlier waiters),
+    wait in the queue; the grant, or :class:`WaitTimeout`.
+
+    ``attempt(commit)`` asks the ledger once, calling ``commit()`` under the
+    lock just before the grant is built (``Ledger.register`` passes it).
+    """
+    from ._process import identify
+
+    me = identify()
+    deadline = None if math.isinf(req.wait) else time.monotonic() + req.wait
+    gate = Gate(deadline)
+    queue = Queue(ledger.path)
+    try:
+        out = first_attempt(ledger, req, queue, attempt, gate, me)
+    except GaveUp:
+        raise timed_out(req, None) from None
+    if isinstance(out, Allocation):
+        return out
+    last = out
+    ticket = None
+    watch = None
+    try:
+        ticket = queue.join(req)
+        watch = Watch(ledger, queue)
+        notice(req, last)
+        while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise timed_out(req, last)
+            out = one_round(ledger, req, queue, ticket[0], attempt, gate, me)
+            if isinstance(out, Allocation):
+                return out
+            last = out
+            watch.arm(out.pids)
+            remaining = math.inf if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise timed_out(req, last)
+            watch.wait(remaining)
+    except GaveUp:
+        raise timed_out(req, last) from None
+    finally:
+        if watch is not None:
+            watch.close()
+        queue.leave(ticket)

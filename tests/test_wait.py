@@ -1,0 +1,322 @@
+"""Waiting for a scope in the library: ``register``/``delegate``/``hold`` with
+``wait=`` (scopeledger/_wait.py). Real processes hold, wait, die and are
+killed; every wait is on a condition (a ticket in the queue, a line in the
+log), never on a sleep."""
+
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import orjson
+import pytest
+
+from scopeledger import (
+    DelegationError,
+    DuplicateHolder,
+    Ledger,
+    ScopeConflict,
+    ScopeRule,
+    WaitTimeout,
+)
+from scopeledger._wait import QUEUE_DIR
+
+BOUND = 60.0  # generous bound on any condition a test waits for
+
+
+def W(path):
+    return ScopeRule(path, "write")
+
+
+def events(led):
+    with open(os.path.join(led.path, "events.jsonl"), "rb") as f:
+        return [orjson.loads(line) for line in f]
+
+
+def grants(led, name=None):
+    out = []
+    for ev in events(led):
+        if ev["type"] in ("registered", "delegated") and (name is None or ev["holder"]["name"] == name):
+            out.append(ev)
+    return out
+
+
+def tickets(ledger_dir):
+    try:
+        return sorted(n for n in os.listdir(os.path.join(ledger_dir, QUEUE_DIR)) if n.isdigit())
+    except FileNotFoundError:
+        return []
+
+
+def until(cond, what):
+    deadline = time.monotonic() + BOUND
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+WAITER = textwrap.dedent("""
+    import json, sys, time
+    from scopeledger import Ledger, ScopeRule, WaitTimeout
+    ledger_dir, name, paths, wait, parent, hold_for = json.loads(sys.argv[1])
+    led = Ledger.open(ledger_dir)
+    rules = [ScopeRule(p, "write") for p in paths]
+    try:
+        if parent is None:
+            a = led.register(name, rules, wait=wait)
+        else:
+            a = led.delegate(parent, name, rules, wait=wait)
+    except WaitTimeout as exc:
+        print(json.dumps({"timeout": str(exc), "in_the_way": list(exc.in_the_way)}), flush=True)
+        sys.exit(3)
+    print(json.dumps({"token": a.token}), flush=True)
+    if hold_for == "stdin":
+        sys.stdin.read()
+    led.release(name, token=a.token)
+""")
+
+
+def waiter(ledger_dir, name, paths, wait=60, parent=None, hold_for=None):
+    return subprocess.Popen([sys.executable, "-c", WAITER,
+                             json.dumps([ledger_dir, name, paths, wait, parent, hold_for])],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def holder_process(ledger_dir, name, paths):
+    """A process that registers and holds until its stdin closes (or it is killed)."""
+    code = textwrap.dedent("""
+        import json, sys
+        from scopeledger import Ledger, ScopeRule
+        d, name, paths = json.loads(sys.argv[1])
+        led = Ledger.open(d)
+        a = led.register(name, [ScopeRule(p, "write") for p in paths])
+        print(a.token, flush=True)
+        sys.stdin.read()
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code, json.dumps([ledger_dir, name, paths])],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip().isdigit()
+    return p
+
+
+def test_a_waiter_is_granted_when_the_holder_in_its_way_releases(ledger, ledger_dir, tmp_path, caplog):
+    src = str(tmp_path / "src")
+    h = holder_process(ledger_dir, "builder", [src])
+    try:
+        caplog.set_level(logging.INFO, logger="scopeledger")
+        import threading
+
+        got = {}
+
+        def wait():
+            got["alloc"] = ledger.register("tests", [W(src)], wait=BOUND)
+
+        t = threading.Thread(target=wait)
+        t.start()
+        until(lambda: len(tickets(ledger_dir)) == 1, "the waiter's ticket")
+        # The waiting notice names the holder in the way.
+        until(lambda: any("waits up to" in r.getMessage() for r in caplog.records), "the notice")
+        notice = [r.getMessage() for r in caplog.records if "waits up to" in r.getMessage()][0]
+        assert "holder 'tests' waits up to 60s for its scope" in notice and "'builder'" in notice
+        assert "alloc" not in got
+        h.stdin.close()  # builder releases... no: it exits; its scope is reclaimed or released
+        t.join(BOUND)
+        assert not t.is_alive()
+        assert got["alloc"].name == "tests"
+        assert tickets(ledger_dir) == []
+    finally:
+        h.kill()
+        h.wait()
+
+
+def test_a_timed_out_wait_names_the_holders_and_is_never_granted_afterwards(ledger, ledger_dir, tmp_path):
+    src = str(tmp_path / "src")
+    h = holder_process(ledger_dir, "builder", [src])
+    try:
+        with pytest.raises(WaitTimeout) as info:
+            ledger.register("tests", [W(src + "/t")], wait=0.2)
+        exc = info.value
+        assert isinstance(exc, TimeoutError) and isinstance(exc.refusal, ScopeConflict)
+        assert exc.in_the_way == ("builder",) and exc.name == "tests" and exc.waited == 0.2
+        assert str(exc).startswith("timed out after 0.2s waiting for the scope of 'tests': write ")
+        assert "'builder'" in str(exc)
+        assert tickets(ledger_dir) == []
+    finally:
+        h.stdin.close()
+        h.wait()
+    # The scope is free now: nothing was left waiting that could take it.
+    after = ledger.seq
+    assert ledger.register("other", [W(src)]).name == "other"
+    assert grants(ledger, "tests") == []
+    assert ledger.seq > after
+
+
+def test_waiters_are_granted_in_the_order_they_joined_the_queue(ledger, ledger_dir, tmp_path):
+    src = str(tmp_path / "src")
+    ledger.register("holder", [W(src)])
+    names = [f"w{i}" for i in range(5)]
+    procs = []
+    try:
+        # Each waits for a part of the held scope (they all overlap each other).
+        for i, n in enumerate(names):
+            procs.append(waiter(ledger_dir, n, [src + "/" if i % 2 else src], hold_for="stdin"))
+            until(lambda: len(tickets(ledger_dir)) == i + 1, f"{n}'s ticket")
+        ledger.release("holder")
+        order = []
+        for p, n in zip(procs, names):
+            assert json.loads(p.stdout.readline())["token"] > 0
+            order.append(n)
+            p.stdin.close()  # releases; the next in line is granted
+        for p in procs:
+            assert p.wait(BOUND) == 0
+        assert [g["holder"]["name"] for g in grants(ledger) if g["holder"]["name"] != "holder"] == names
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_a_newcomer_that_waits_stands_back_for_an_earlier_waiter(ledger, ledger_dir, tmp_path):
+    """A free scope is not taken by a waiting newcomer while an earlier
+    waiter for it is alive (the earlier one waits for a second holder)."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    ledger.register("hold-a", [W(a)])
+    ledger.register("hold-b", [W(b)])
+    first = waiter(ledger_dir, "first", [a, b], hold_for="stdin")
+    try:
+        until(lambda: len(tickets(ledger_dir)) == 1, "first's ticket")
+        ledger.release("hold-a")
+        # 'a' is free, but 'first' asked for it before: the newcomer waits.
+        with pytest.raises(WaitTimeout) as info:
+            ledger.register("newcomer", [W(a)], wait=0.3)
+        assert info.value.refusal is None and info.value.in_the_way == ("first",)
+        assert "waiting behind 'first'" in str(info.value)
+        # Without wait= the queue is not looked at (the hot path is unchanged).
+        ledger.release(ledger.register("plain", [W(a)]).name)
+        ledger.release("hold-b")
+        assert json.loads(first.stdout.readline())["token"] > 0
+    finally:
+        first.stdin.close()
+        first.wait()
+
+
+def test_a_killed_waiter_does_not_hold_up_the_queue(ledger, ledger_dir, tmp_path):
+    src = str(tmp_path / "src")
+    ledger.register("holder", [W(src)])
+    dead = waiter(ledger_dir, "dead", [src])
+    until(lambda: len(tickets(ledger_dir)) == 1, "the ticket of the waiter to kill")
+    dead.send_signal(signal.SIGKILL)
+    dead.wait()
+    live = waiter(ledger_dir, "live", [src], hold_for="stdin")
+    try:
+        until(lambda: _queued(ledger_dir, "live"), "live's ticket")
+        ledger.release("holder")
+        assert json.loads(live.stdout.readline())["token"] > 0
+        assert grants(ledger, "dead") == []
+    finally:
+        live.stdin.close()
+        live.wait()
+    assert tickets(ledger_dir) == []  # the dead waiter's ticket was removed on the way
+
+
+def _queued(ledger_dir, name):
+    d = os.path.join(ledger_dir, QUEUE_DIR)
+    for t in tickets(ledger_dir):
+        try:
+            with open(os.path.join(d, t), "rb") as f:
+                if orjson.loads(f.read())["name"] == name:
+                    return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
+def test_a_holder_in_the_way_that_dies_is_reclaimed_for_the_waiter(ledger, ledger_dir, tmp_path):
+    src = str(tmp_path / "src")
+    h = holder_process(ledger_dir, "doomed", [src])
+    w = waiter(ledger_dir, "next", [src], hold_for="stdin")
+    try:
+        until(lambda: _queued(ledger_dir, "next"), "the waiter's ticket")
+        h.kill()
+        h.wait()
+        assert json.loads(w.stdout.readline())["token"] > 0
+        reclaimed = [e for e in events(ledger) if e["type"] == "reclaimed"]
+        assert [e["name"] for e in reclaimed] == ["doomed"]
+    finally:
+        w.stdin.close()
+        w.wait()
+
+
+def test_a_delegation_waits_for_a_sibling(ledger, ledger_dir, tmp_path):
+    src = str(tmp_path / "src")
+    ledger.register("parent", [W(src)])
+    ledger.delegate("parent", "sib", [W(src + "/x")])
+    w = waiter(ledger_dir, "child", [src + "/x/y"], parent="parent", hold_for="stdin")
+    try:
+        until(lambda: _queued(ledger_dir, "child"), "the waiter's ticket")
+        ledger.release("sib")
+        assert json.loads(w.stdout.readline())["token"] > 0
+    finally:
+        w.stdin.close()
+        w.wait()
+    assert grants(ledger, "child")[0]["holder"]["parent"] == "parent"
+
+
+def test_a_delegation_from_the_holder_an_earlier_waiter_waits_for_is_not_held_back(ledger, ledger_dir, tmp_path):
+    """An earlier waiter for the parent's scope cannot be granted before the
+    parent lets go: the parent's own delegation does not stand back for it
+    (that would deadlock)."""
+    src = str(tmp_path / "src")
+    ledger.register("parent", [W(src)])
+    w = waiter(ledger_dir, "outsider", [src], wait=BOUND)
+    try:
+        until(lambda: _queued(ledger_dir, "outsider"), "the outsider's ticket")
+        alloc = ledger.delegate("parent", "child", [W(src + "/c")], wait=BOUND)
+        assert alloc.parent == "parent"
+    finally:
+        w.kill()
+        w.wait()
+
+
+def test_refusals_that_cannot_clear_by_waiting_are_raised_at_once(ledger, tmp_path):
+    src = str(tmp_path / "src")
+    ledger.register("parent", [W(src)])
+    t0 = time.monotonic()
+    with pytest.raises(DuplicateHolder):
+        ledger.register("parent", [W(str(tmp_path / "other"))], wait=math.inf)
+    with pytest.raises(DelegationError) as info:
+        ledger.delegate("parent", "child", [W(str(tmp_path / "outside"))], wait=math.inf)
+    assert info.value.sibling is None
+    assert time.monotonic() - t0 < BOUND  # (they return; a hang would fail the run)
+
+
+@pytest.mark.parametrize("bad, kind", [(None, TypeError), (True, TypeError), ("1", TypeError),
+                                       (-1, ValueError), (float("nan"), ValueError)])
+def test_a_bad_wait_records_nothing(ledger, tmp_path, bad, kind):
+    before = ledger.seq
+    with pytest.raises(kind, match="wait must be"):
+        ledger.register("x", [W(str(tmp_path / "a"))], wait=bad)
+    assert ledger.seq == before
+
+
+def test_hold_waits_and_releases(ledger, ledger_dir, tmp_path):
+    src = str(tmp_path / "src")
+    h = holder_process(ledger_dir, "builder", [src])
+    try:
+        until(lambda: ledger.holders(), "the holder")
+        import threading
+
+        threading.Timer(0.0, lambda: (until(lambda: tickets(ledger_dir), "the ticket"),
+                                      h.stdin.close())).start()
+        with ledger.hold("job", [W(src)], wait=BOUND) as alloc:
+            assert ledger.check("job", alloc.token)
+        assert not ledger.check("job", alloc.token)
+    finally:
+        h.kill()
+        h.wait()
