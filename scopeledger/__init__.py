@@ -96,11 +96,28 @@ _PUBLIC = {
     "WaitTimeout": "_errors",
 }
 
+
+def __getattr__(name: str) -> object:
+    # AsyncLedger imports asyncio (~10 ms): only for those who use it.
+    if name in ("AsyncLedger", "AsyncHold", "AsyncSpawned"):
+        from . import _async
+
+        return getattr(_async, name)
+    if name in ("Spawned", "Adopted", "spawn", "adopt", "from_environment"):
+        from . import _spawn
+
+        return getattr(_spawn, name)
+    raise AttributeError(f"module 'scopeledger' has no attribute {name!r}")
+
 __all__ = [
     "ENV_DIR",
     "EVENT_TYPES",
     "MAX_RULES_PER_REQUEST",
+    "Adopted",
     "Allocation",
+    "AsyncHold",
+    "AsyncLedger",
+    "AsyncSpawned",
     "ClockJump",
     "ClockJumpWarning",
     "CorruptLedger",
@@ -135,6 +152,7 @@ __all__ = [
     "Refused",
     "ScopeConflict",
     "ScopeRule",
+    "Spawned",
     "Stamped",
     "State",
     "TimePoint",
@@ -144,9 +162,11 @@ __all__ = [
     "Verdict",
     "VerifyReport",
     "WaitTimeout",
+    "adopt",
     "check_name",
     "covers",
     "default_path",
+    "from_environment",
     "host_id",
     "identify",
     "install_from_manifest",
@@ -160,6 +180,7 @@ __all__ = [
     "resolve_path",
     "runtime_base",
     "socket_path_for",
+    "spawn",
     "verify",
 ]
 

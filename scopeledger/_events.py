@@ -39,6 +39,12 @@ ARCHITECTURE.md, "The identity of a path")::
                                        "socket": str|null}
     attached                "name", "process"
     released                "name", "reparented": [[child, new_parent|null], ...]
+                            v2, optional: "exit_code": int 0-255 or "exit_signal":
+                            int 1-127 (at most one: how the holder's process
+                            ended, when the releaser knows it, as
+                            Ledger.release(returncode=...) or spawn records
+                            it), "note": str (at most 4096 characters: why,
+                            in the releaser's words)
     reclaimed               "name", "reason", "reparented"
                             reason: process_gone | zombie | pid_reused | earlier_boot
                                     | namespace_gone (v2)
@@ -116,11 +122,12 @@ KEYS: dict[int, dict[str, frozenset[str]]] = {
 KEYS[2] = dict(KEYS[1])
 KEYS[2]["actor"] = KEYS[2]["process"] = frozenset({"host", "boot", "pid", "ticks", "pidns"})
 KEYS[2]["line"] = KEYS[1]["line"] | {"network_fs"}
+KEYS[2]["released"] = KEYS[1]["released"] | {"exit_code", "exit_signal", "note"}
 
 #: Keys a line may carry or not (``KEYS`` lists them too): the fast path of
 #: :func:`decode` counts a line's keys without them, so that a line with
 #: one goes the slower way, which checks each key.
-OPTIONAL: frozenset[str] = frozenset({"network_fs"})
+OPTIONAL: frozenset[str] = frozenset({"network_fs", "exit_code", "exit_signal", "note"})
 
 #: A rule's identity, the fourth item of a rule in a v2 line (rules are
 #: lists, so the fold checks it: ``_fold._log_rules``).

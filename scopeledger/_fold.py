@@ -810,6 +810,34 @@ def _shape_removal(ev: dict[str, Any]) -> None:
         reason = ev.get("reason")
         if type(reason) is not str or reason not in RECLAIM_REASONS:
             raise _bad("reason", reason, f"one of {sorted(RECLAIM_REASONS)}")
+    elif len(ev) > 8:  # a release's optional keys (v2): how the process ended, a note
+        check_release_extras(ev)
+
+
+#: The longest note a release may carry, in characters.
+MAX_NOTE = 4096
+
+
+def check_release_extras(ev: dict[str, Any]) -> None:
+    """A release's optional ``exit_code`` (0-255), ``exit_signal`` (1-127),
+    at most one of them, and ``note`` (a str of at most :data:`MAX_NOTE`
+    characters).
+
+    Raises:
+        FoldError: naming the key and the value.
+    """
+    code, sig, note = ev.get("exit_code"), ev.get("exit_signal"), ev.get("note")
+    if code is not None and (type(code) is not int or not 0 <= code <= 255):
+        raise _bad("exit_code", code, "an integer from 0 to 255")
+    if sig is not None and (type(sig) is not int or not 1 <= sig <= 127):
+        raise _bad("exit_signal", sig, "an integer from 1 to 127")
+    if code is not None and sig is not None:
+        raise _bad("exit_signal", sig, "absent when exit_code is given")
+    if "note" in ev and (type(note) is not str or len(note) > MAX_NOTE):
+        raise _bad("note", note, f"a string of at most {MAX_NOTE} characters")
+    if ("exit_code" in ev and code is None) or ("exit_signal" in ev and sig is None):
+        raise _bad("exit_code" if "exit_code" in ev and code is None else "exit_signal", None,
+                   "an integer (leave the key out when unknown)")
 
 
 REFUSAL_KINDS = frozenset({"scope_conflict", "delegation", "duplicate", "unknown_parent"})

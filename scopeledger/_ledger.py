@@ -20,7 +20,7 @@ import re
 import threading
 import time
 import weakref
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import attrs
 import orjson
@@ -66,6 +66,9 @@ from ._process import (Liveness, ProcessIdentity, Probe, Verdict, host_id, ident
 from ._rules import (HOLDER_NAME, PERMISSION_TEXT, Permission, ScopeRule, check_path_text, covers, identity_json,
                      overlaps)
 from ._store import Store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._spawn import Adopted, Spawned
 
 log = logging.getLogger("scopeledger")
 
@@ -1338,7 +1341,8 @@ class Ledger(HistoryMixin):
 
         return self._transact(build)
 
-    def release(self, name: str, token: int | None = None) -> list[str]:
+    def release(self, name: str, token: int | None = None, *, returncode: int | None = None,
+                note: str | None = None) -> list[str]:
         """Release holder ``name``: its children are re-parented to its
         parent (to top level if it had none) and its scope returns to its
         parent, or opens up.
@@ -1346,6 +1350,12 @@ class Ledger(HistoryMixin):
         Args:
             name: live holder.
             token: if given, release only while this exact grant is live.
+            returncode: how the holder's process ended, recorded with the
+                release: ``subprocess``'s convention, an exit status 0-255,
+                or ``-N`` when signal N (1-127) killed it (``exit_code`` /
+                ``exit_signal`` in the event); ``None``: not recorded.
+            note: why, in the releaser's words (``str``, at most 4096
+                characters; recorded as ``note``).
 
         Returns:
             The names of the re-parented children, ``list[str]``.
@@ -1354,17 +1364,23 @@ class Ledger(HistoryMixin):
             UnknownHolder: ``name`` is not live, or is live with another
                 grant than ``token`` (the message says which).
             InvalidHolderName: ``name`` is not a holder name.
-            TypeError: ``token`` is neither an ``int`` nor ``None``.
+            TypeError: ``token`` is neither an ``int`` nor ``None``;
+                ``returncode`` not an ``int`` or ``None``; ``note`` not a
+                ``str`` or ``None``.
+            ValueError: ``returncode`` outside -127..255; ``note`` longer
+                than 4096 characters or not encodable (a lone surrogate).
+                Nothing is recorded.
         """
         name = check_name(name)
         _check_token(token, allow_none=True)
+        extras = _release_extras(returncode, note)
 
         def build(txn: _Txn) -> list[str]:
             stale = stale_grant(txn.state, name, token)
             if stale is not None:
                 raise stale
             plan = reparent_plan(txn.state, name)
-            seq, ts, h = txn.emit_last("released", name=name, reparented=plan)
+            seq, ts, h = txn.emit_last("released", name=name, reparented=plan, **extras)
             txn.after = (commit_removal, name, seq, ts, h)
             return [c for c, _ in plan]
 
@@ -1627,6 +1643,26 @@ class Ledger(HistoryMixin):
                 self._withdraw(written)
             raise
 
+    def spawn(self, name: str, argv: Sequence[str], rules: Sequence[ScopeRule] | ScopeRule,
+              **options: Any) -> "Spawned":
+        """Reserve ``rules`` for holder ``name``, start ``argv`` bound to it
+        (``SCOPELEDGER_*`` set so nested tools delegate), and return the
+        :class:`~scopeledger.Spawned` whose ``wait()`` releases it with the
+        exit status: :func:`scopeledger._spawn.spawn` (options and errors
+        there: ``parent``, ``parent_token``, ``wait``, ``env``, Popen's)."""
+        from ._spawn import spawn
+
+        return spawn(self, name, argv, rules, **options)
+
+    def adopt(self, name: str, token: int) -> "Adopted":
+        """Take back grant ``(name, token)`` after a restart:
+        :func:`scopeledger._spawn.adopt` (a running child keeps it, and the
+        :class:`~scopeledger.Adopted` waits for it; a gone process's grant
+        is bound to this process)."""
+        from ._spawn import adopt
+
+        return adopt(self, name, token)
+
     def snapshot(self) -> int:
         """Write a snapshot of the current state now; returns its seq (0 and
         nothing written for an empty log).
@@ -1886,6 +1922,33 @@ SNAPSHOT_CLAIM_PATIENCE = 4
 #: Identified rules ``_prepare`` keeps per mount table for reuse (a path
 #: registered again, a rule every holder reads): the cache starts over past it.
 _IDENTIFIED_KEPT = 1024
+
+
+def _release_extras(returncode: Any, note: Any) -> dict[str, Any]:
+    """``release``'s optional keys from its arguments (see its Raises)."""
+    out: dict[str, Any] = {}
+    if returncode is not None:
+        if type(returncode) is not int:
+            raise TypeError(f"returncode must be an int (an exit status, or -N for signal N) or None, "
+                            f"not {shown(returncode)}")
+        if not -127 <= returncode <= 255:
+            raise ValueError(f"returncode must be an exit status 0-255 or -N for signal N (1-127), "
+                             f"not {shown(returncode)}")
+        if returncode < 0:
+            out["exit_signal"] = -returncode
+        else:
+            out["exit_code"] = returncode
+    if note is not None:
+        if not isinstance(note, str):
+            raise TypeError(f"note must be a str or None, not {shown(note)}")
+        if len(note) > 4096:
+            raise ValueError(f"note must be at most 4096 characters, not {len(note)}")
+        try:
+            note.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"note must be text that UTF-8 can encode: {exc.reason} at {exc.start}") from None
+        out["note"] = str.__str__(note)
+    return out
 
 
 def _waits(wait: Any) -> bool:

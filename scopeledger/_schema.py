@@ -75,7 +75,10 @@ VALUES: dict[str, dict[str, Any]] = {
     "registered": {"holder": {"properties": {"parent": _NULL}}},
     "delegated": {"holder": {"properties": {"parent": _NAME}}},
     "attached": {"name": _NAME},
-    "released": {"name": _NAME, "reparented": {"$ref": "#/$defs/reparented"}},
+    "released": {"name": _NAME, "reparented": {"$ref": "#/$defs/reparented"},
+                 "exit_code": {"type": "integer", "minimum": 0, "maximum": 255},
+                 "exit_signal": {"type": "integer", "minimum": 1, "maximum": 127},
+                 "note": {"type": "string", "maxLength": 4096}},
     "reclaimed": {
         "name": _NAME,
         "reason": {"enum": sorted(RECLAIM_REASONS)},
@@ -121,6 +124,7 @@ OPTIONAL: dict[str, frozenset[str]] = {
     "actor": frozenset({"start", "pidns"}),
     "process": frozenset({"pidns"}),
     "rule_identity": frozenset({"via", "below"}),
+    "released": frozenset({"exit_code", "exit_signal", "note"}),
 }
 #: Per version, optional keys that differ from :data:`OPTIONAL`.
 OPTIONAL_BY_VERSION: dict[int, dict[str, frozenset[str]]] = {

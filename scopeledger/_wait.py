@@ -200,6 +200,26 @@ class Request:
                       else [r.path, perm[r.permission], r.recursive, identity_json(r)] for r in self.rules]})
 
 
+#: The descriptors of this process's tickets (each holds its ticket's lock).
+_ticket_fds: set[int] = set()
+
+
+def _after_fork_in_child() -> None:
+    """A child forked while a thread waited must not keep that waiter's
+    ticket alive after the waiter's process died (the lock belongs to the
+    open file description the child shares): close the child's copies (the
+    lock stays while the parent holds it)."""
+    for fd in list(_ticket_fds):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _ticket_fds.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @attrs.frozen
 class Waiter:
     """A ticket read from the queue: its number, holder name, pid, write rules."""
@@ -250,6 +270,7 @@ class Queue:
                 path = os.path.join(self.dir, f"{number:016d}")
                 try:
                     os.link(tmp, path)
+                    _ticket_fds.add(fd)
                     return number, fd, path
                 except FileExistsError:
                     number += 1
@@ -268,10 +289,13 @@ class Queue:
         if ticket is None:
             return
         _number, fd, path = ticket
+        if fd not in _ticket_fds:
+            return  # closed already (by this call, or in a forked child)
         try:
             os.unlink(path)
         except OSError:
             pass
+        _ticket_fds.discard(fd)
         os.close(fd)
 
     def _numbers(self) -> list[tuple[int, os.DirEntry[str]]]:
@@ -469,39 +493,59 @@ def notice(req: Request, blocked: Blocked) -> None:
     log.info("holder '%s' waits %s for its scope: %s", req.name, forever, blocked.reason)
 
 
+def _inotify(path: str, mask: int) -> Any:
+    from inotify_simple import INotify
+
+    ino = INotify(nonblocking=True)
+    try:
+        ino.add_watch(path, mask)
+    except OSError:
+        ino.close()
+        raise
+    return ino
+
+
 class Watch:
     """What wakes a waiter (see the module docstring): an inotify instance
     watching the log and the queue, and pidfds of holders in the way."""
 
-    def __init__(self, ledger: Any, queue: Queue) -> None:
-        self.inotify: Any = None
+    def __init__(self, ledger: Any, queue: Queue | None) -> None:
+        #: One inotify instance for the log, one for the queue: a waiter
+        #: behind an earlier one sleeps through appends to the log (only the
+        #: head of the queue is woken by a release; 8 waiters on 2 cores
+        #: woken together delayed the one that mattered).
+        self.log_watch: Any = None
+        self.queue_watch: Any = None
         self.pidfds: dict[int, int] = {}
+        self.watch_log = True
         network = getattr(getattr(ledger, "_store", None), "network_fs", None)
         if network is None:
             try:
-                from inotify_simple import INotify
-
-                ino = INotify(nonblocking=True)
-                try:
-                    ino.add_watch(os.path.join(ledger.path, "events.jsonl"), IN_MODIFY)
-                    ino.add_watch(queue.dir, IN_DELETE | IN_CLOSE_WRITE | IN_MOVED_FROM)
-                except OSError:
-                    ino.close()
-                    raise
-                self.inotify = ino
+                self.log_watch = _inotify(os.path.join(ledger.path, "events.jsonl"), IN_MODIFY)
+                if queue is not None:
+                    self.queue_watch = _inotify(queue.dir, IN_DELETE | IN_CLOSE_WRITE | IN_MOVED_FROM)
             except (OSError, ImportError) as exc:
                 log.debug("waiting without inotify (looking every %gs): %s", POLL_SECONDS, exc)
+                self.close()
         #: The longest sleep between two looks, seconds.
-        self.period = RECHECK_SECONDS if self.inotify is not None else POLL_SECONDS
+        self.period = RECHECK_SECONDS if self.log_watch is not None else POLL_SECONDS
+
+    @property
+    def inotify(self) -> Any:
+        return self.log_watch
 
     def fds(self) -> list[int]:
         out = list(self.pidfds.values())
-        if self.inotify is not None:
-            out.append(self.inotify.fileno())
+        if self.log_watch is not None and self.watch_log:
+            out.append(self.log_watch.fileno())
+        if self.queue_watch is not None:
+            out.append(self.queue_watch.fileno())
         return out
 
-    def arm(self, pids: tuple[int, ...]) -> None:
-        """Watch these pids' exits (and no others)."""
+    def arm(self, pids: tuple[int, ...], log_too: bool = True) -> None:
+        """Watch these pids' exits (and no others); the log too unless
+        ``log_too`` is false (behind an earlier waiter: only the queue)."""
+        self.watch_log = log_too
         for pid in list(self.pidfds):
             if pid not in pids:
                 os.close(self.pidfds.pop(pid))
@@ -513,11 +557,12 @@ class Watch:
                     pass  # gone already (the next decision reclaims it), or no pidfds here
 
     def drain(self) -> None:
-        if self.inotify is not None:
-            try:
-                self.inotify.read(timeout=0)
-            except OSError:
-                pass
+        for ino in (self.log_watch, self.queue_watch):
+            if ino is not None:
+                try:
+                    ino.read(timeout=0)
+                except OSError:
+                    pass
         for pid, fd in list(self.pidfds.items()):
             if select.select([fd], [], [], 0)[0]:  # exited: look once, then forget it
                 os.close(self.pidfds.pop(pid))
@@ -538,9 +583,10 @@ class Watch:
         for fd in self.pidfds.values():
             os.close(fd)
         self.pidfds.clear()
-        if self.inotify is not None:
-            self.inotify.close()
-            self.inotify = None
+        for ino in (self.log_watch, self.queue_watch):
+            if ino is not None:
+                ino.close()
+        self.log_watch = self.queue_watch = None
 
 
 def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation]) -> Allocation:
@@ -576,7 +622,7 @@ def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], No
             if isinstance(out, Allocation):
                 return out
             last = out
-            watch.arm(out.pids)
+            watch.arm(out.pids, log_too=out.refusal is not None)
             remaining = math.inf if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise timed_out(req, last)

@@ -320,3 +320,45 @@ def test_hold_waits_and_releases(ledger, ledger_dir, tmp_path):
     finally:
         h.kill()
         h.wait()
+
+
+FORKER = textwrap.dedent("""
+    import os, sys, threading, time
+    from scopeledger import Ledger, ScopeRule
+    d, src = sys.argv[1], sys.argv[2]
+    led = Ledger.open(d)
+    threading.Thread(target=lambda: led.register("forker", [ScopeRule(src, "write")], wait=600),
+                     daemon=True).start()
+    while not [n for n in os.listdir(os.path.join(d, "waiters")) if n.isdigit()] if os.path.isdir(
+            os.path.join(d, "waiters")) else True:
+        time.sleep(0.005)
+    pid = os.fork()
+    if pid == 0:
+        sys.stdin.read()  # the child lives on (it never waited itself)
+        os._exit(0)
+    print(pid, flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_a_child_forked_while_a_thread_waits_does_not_keep_the_dead_waiters_ticket(ledger, ledger_dir, tmp_path):
+    src = str(tmp_path / "src")
+    ledger.register("holder", [W(src)])
+    forker = subprocess.Popen([sys.executable, "-c", FORKER, ledger_dir, src],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = int(forker.stdout.readline())
+    try:
+        forker.kill()
+        forker.wait()
+        nxt = waiter(ledger_dir, "next", [src], wait=BOUND / 3, hold_for="stdin")
+        until(lambda: _queued(ledger_dir, "next"), "next's ticket")
+        ledger.release("holder")
+        got = json.loads(nxt.stdout.readline())
+        assert "token" in got, got
+        nxt.stdin.close()
+        assert nxt.wait(BOUND) == 0
+    finally:
+        os.kill(child, signal.SIGKILL)
+        for p in (forker,):
+            p.kill()
+            p.wait()

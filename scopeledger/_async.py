@@ -1,0 +1,452 @@
+"""``AsyncLedger``: the ledger for asyncio programs (supervisors, agent
+orchestrators), without blocking the event loop.
+
+Every call that may take the ledger's lock, read the log or probe a process
+runs in a worker thread (the loop's default executor, or the one given);
+waiting for a scope (``wait=``) happens on the loop itself: the inotify
+instance and the pidfds of :mod:`scopeledger._wait` are watched with
+``loop.add_reader``, so a thousand waiting coroutines take no thread. Only
+each look (is an earlier waiter in the way? would it be granted?) and the
+grant itself run in a thread, one short transaction at a time.
+
+**Cancellation is safe.** A call cancelled (``task.cancel()``,
+``asyncio.timeout``, ``asyncio.wait_for``) is never granted afterwards: the
+grant's last check runs under the ledger's lock and refuses once the call is
+cancelled (:class:`scopeledger._wait.Gate`). When the grant was decided just
+before the cancellation, the call releases it (in a thread, shielded from
+further cancellation) before the ``CancelledError`` propagates, so that no
+scope is left to a holder nobody knows about. A ticket taken in the queue is
+given back the same way.
+
+**Threads and forks.** See ``docs/threads-and-forks.md``: every method of
+:class:`~scopeledger.Ledger` may be called from several threads at once (a
+thread lock per ledger object, beside ``flock``); an ``AsyncLedger`` belongs
+to one event loop (use it from that loop's thread); neither survives a
+``fork()`` in use: a forked child opens its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import math
+import os
+import time
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+from ._errors import UnknownHolder
+from ._fold import Allocation
+from ._process import identify
+from ._rules import ScopeRule
+from ._wait import Gate, GaveUp, Queue, Request, Watch, first_attempt, notice, one_round, timed_out
+
+T = TypeVar("T")
+
+
+class AsyncLedger:
+    """An open ledger for asyncio: the methods of
+    :class:`~scopeledger.Ledger` that record or read, as coroutines that
+    never block the event loop (see the module docstring for how, and for
+    cancellation).
+
+    Make one with ``await AsyncLedger.open(path, **options)`` (options as
+    :meth:`Ledger.open`) or ``AsyncLedger(ledger)`` around an open
+    :class:`~scopeledger.Ledger` (the two may be used side by side: a
+    ``Ledger`` is thread-safe). ``async with`` closes it.
+
+    Every method raises what its :class:`~scopeledger.Ledger` namesake
+    raises; ``wait=`` works as there (:class:`~scopeledger.WaitTimeout`),
+    and the call may also be cancelled at any point.
+    """
+
+    def __init__(self, ledger: Any, *, executor: concurrent.futures.Executor | None = None) -> None:
+        """Args:
+            ledger: an open :class:`~scopeledger.Ledger`.
+            executor: the threads blocking calls run in; default the
+                loop's default executor.
+        """
+        self._ledger = ledger
+        self._executor = executor
+        self._me: Any = None
+        self._cleanups: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    async def open(cls, path: Any = None, *, executor: concurrent.futures.Executor | None = None,
+                   **options: Any) -> "AsyncLedger":
+        """Open (creating if needed) the ledger in directory ``path``, in a
+        thread; ``options`` as :meth:`Ledger.open`.
+
+        Raises:
+            as :meth:`Ledger.open`.
+        """
+        from ._ledger import Ledger
+
+        loop = asyncio.get_running_loop()
+        ledger = await loop.run_in_executor(executor, functools.partial(Ledger.open, path, **options))
+        return cls(ledger, executor=executor)
+
+    @property
+    def ledger(self) -> Any:
+        """The :class:`~scopeledger.Ledger` underneath (thread-safe: its
+        blocking methods should not be called on the loop's thread)."""
+        return self._ledger
+
+    @property
+    def path(self) -> str:
+        """The ledger directory, ``str``."""
+        return self._ledger.path
+
+    async def __aenter__(self) -> "AsyncLedger":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncLedger {self._ledger.path!r}>"
+
+    # -- threads ----------------------------------------------------------------
+
+    async def _thread(self, fn: Callable[..., T], *args: Any, undo: Callable[[T], Any] | None = None,
+                      on_cancel: Callable[[], Any] | None = None) -> T:
+        """``fn(*args)`` in a worker thread. If this coroutine is cancelled
+        while it runs, ``on_cancel()`` is called at once; the thread still
+        finishes (it cannot be stopped), and ``undo(result)`` then runs on
+        its result, in a thread, before the ``CancelledError`` goes on
+        (shielded from a second cancellation)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            if on_cancel is not None:
+                on_cancel()
+            if undo is not None:
+                task = asyncio.ensure_future(self._undo(fut, undo))
+                self._cleanups.add(task)
+                task.add_done_callback(self._cleanups.discard)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(task)
+            raise
+
+    async def _undo(self, fut: Awaitable[T], undo: Callable[[T], Any]) -> None:
+        try:
+            result = await fut
+        except BaseException:  # noqa: BLE001 - it failed: nothing to undo
+            return
+        if result is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, undo, result)
+
+    def _release_quietly(self, alloc: Any) -> None:
+        if isinstance(alloc, Allocation):
+            with contextlib.suppress(UnknownHolder):
+                self._ledger.release(alloc.name, token=alloc.token)
+
+    # -- mutations --------------------------------------------------------------
+
+    async def register(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
+                       socket: str | None = None, wait: float = 0) -> Allocation:
+        """:meth:`Ledger.register`, waiting (``wait``) on the loop."""
+        led = self._ledger
+
+        def attempt(commit: Callable[[], None]) -> Allocation:
+            return led._attempt(lambda written: led._register(name, rules, pid, socket, written, commit))
+
+        return await self._grant(name, rules, None, None, wait, attempt)
+
+    async def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
+                       pid: int | None = None, *, reserved: bool = False, socket: str | None = None,
+                       parent_token: int | None = None, wait: float = 0) -> Allocation:
+        """:meth:`Ledger.delegate`, waiting (``wait``) on the loop."""
+        led = self._ledger
+
+        def attempt(commit: Callable[[], None]) -> Allocation:
+            return led._attempt(lambda written: led._delegate(parent, child, rules, pid, reserved, socket,
+                                                              parent_token, written, commit))
+
+        return await self._grant(child, rules, parent, parent_token, wait, attempt)
+
+    async def _grant(self, name: Any, rules: Any, parent: Any, parent_token: Any, wait: Any,
+                     attempt: Callable[[Callable[[], None]], Allocation]) -> Allocation:
+        from ._ledger import _waits
+
+        led = self._ledger
+        if not _waits(wait):
+            gate = Gate(None)
+            return await self._gated(gate, attempt, gate.commit)
+        req = await self._thread(Request.of, led, name, rules, parent, parent_token, wait)
+        if self._me is None:
+            self._me = await self._thread(identify)
+        me = self._me
+        deadline = None if math.isinf(req.wait) else time.monotonic() + req.wait
+        gate = Gate(deadline)
+        queue = Queue(led.path)
+        try:
+            out = await self._gated(gate, first_attempt, led, req, queue, attempt, gate, me)
+        except GaveUp:
+            raise timed_out(req, None) from None
+        if isinstance(out, Allocation):
+            return out
+        last = out
+        ticket = None
+        watch = None
+        try:
+            ticket = await self._thread(queue.join, req, undo=Queue.leave)
+            watch = Watch(led, queue)
+            notice(req, last)
+            while True:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise timed_out(req, last)
+                out = await self._gated(gate, one_round, led, req, queue, ticket[0], attempt, gate, me)
+                if isinstance(out, Allocation):
+                    return out
+                last = out
+                watch.arm(out.pids, log_too=out.refusal is not None)
+                remaining = math.inf if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise timed_out(req, last)
+                await _sleep(watch, remaining)
+        except GaveUp:
+            raise timed_out(req, last) from None
+        finally:
+            if watch is not None:
+                watch.close()
+            Queue.leave(ticket)
+
+    async def _gated(self, gate: Gate, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a thread, where a grant passes ``gate``: if this
+        coroutine is cancelled, the gate shuts (no grant after it), and a
+        grant decided before is released before the cancellation goes on."""
+        return await self._thread(fn, *args, undo=self._release_quietly, on_cancel=gate.cancel)
+
+    def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
+             parent: str | None = None, socket: str | None = None, parent_token: int | None = None,
+             wait: float = 0) -> "AsyncHold":
+        """``async with aledger.hold(...) as alloc:``: register (or, with
+        ``parent``, delegate) on entry, release (that grant, by token) on
+        exit, also on an exception or a cancellation."""
+        return AsyncHold(self, name, rules, pid, parent, socket, parent_token, wait)
+
+    async def release(self, name: str, token: int | None = None, *, returncode: int | None = None,
+                      note: str | None = None) -> list[str]:
+        """:meth:`Ledger.release` (it completes in its thread even if this
+        call is cancelled)."""
+        return await self._thread(functools.partial(self._ledger.release, name, token, returncode=returncode,
+                                                    note=note))
+
+    async def spawn(self, name: str, argv: Sequence[str], rules: Sequence[ScopeRule] | ScopeRule,
+                    **options: Any) -> "AsyncSpawned":
+        """:meth:`Ledger.spawn` without blocking the loop: the scope is
+        waited for on the loop (``wait=``), the child started in a thread;
+        ``await spawned.wait()`` releases it with its exit status. Cancelled
+        after the child started, the child is killed and its grant released."""
+        return await _spawn(self, name, argv, rules, **options)
+
+    async def adopt(self, name: str, token: int) -> Any:
+        """:meth:`Ledger.adopt` (in a thread); an :class:`~scopeledger.Adopted`."""
+        return await _adopt(self, name, token)
+
+    async def attach(self, name: str, pid: int | None = None, token: int | None = None) -> Allocation:
+        """:meth:`Ledger.attach`."""
+        return await self._thread(self._ledger.attach, name, pid, token)
+
+    async def reclaim(self, probe: Any = None, *, dry_run: bool = False) -> Any:
+        """:meth:`Ledger.reclaim` (a :class:`~scopeledger.ReclaimReport`)."""
+        return await self._thread(functools.partial(self._ledger.reclaim, probe, dry_run=dry_run))
+
+    # -- queries ----------------------------------------------------------------
+
+    async def check(self, name: str, token: int) -> bool:
+        """:meth:`Ledger.check`: ``True`` while that grant is live."""
+        return await self._thread(self._ledger.check, name, token)
+
+    async def holders(self) -> list[Allocation]:
+        """:meth:`Ledger.holders`."""
+        return await self._thread(self._ledger.holders)
+
+    async def holder(self, name: str) -> Allocation:
+        """:meth:`Ledger.holder`."""
+        return await self._thread(self._ledger.holder, name)
+
+    async def decide(self, name: str | None, rules: Sequence[ScopeRule] | ScopeRule, *,
+                     parent: str | None = None, parent_token: int | None = None) -> Any:
+        """:meth:`Ledger.decide`."""
+        return await self._thread(functools.partial(self._ledger.decide, name, rules, parent=parent,
+                                                    parent_token=parent_token))
+
+    async def refresh(self) -> int:
+        """:meth:`Ledger.refresh`: the seq now folded."""
+        return await self._thread(self._ledger.refresh)
+
+    async def wait(self, after: int, timeout: float | None = None) -> int:
+        """Wait, on the loop, until the log holds an event after seq
+        ``after`` (at most ``timeout`` seconds, ``None``: for ever); the
+        newest seq folded (``<= after`` when the time ran out). Woken by
+        inotify on the log (every 10 ms without it).
+
+        Raises:
+            TypeError, ValueError, CorruptLedger: as :meth:`Ledger.wait`.
+        """
+        if type(after) is not int:
+            raise TypeError(f"after must be an int (a seq), not {after!r}")
+        from ._ledger import _check_timeout
+
+        _check_timeout("timeout", timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        watch = Watch(self._ledger, None)
+        try:
+            while True:
+                seq = await self.refresh()
+                if seq > after:
+                    return seq
+                remaining = math.inf if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    return seq
+                await _sleep(watch, remaining)
+        finally:
+            watch.close()
+
+    async def close(self) -> None:
+        """Finish pending clean-ups (releases of cancelled grants), then close
+        the ledger (:meth:`Ledger.close`, in a thread)."""
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
+        await self._thread(self._ledger.close)
+
+
+class AsyncHold:
+    """``async with`` guard of :meth:`AsyncLedger.hold`; ``allocation`` once
+    entered; ``await release()`` releases early (a no-op the second time)."""
+
+    def __init__(self, aledger: AsyncLedger, name: str, rules: Any, pid: int | None, parent: str | None,
+                 socket: str | None, parent_token: int | None, wait: float) -> None:
+        self._aledger = aledger
+        self._args = (name, rules, pid, parent, socket, parent_token, wait)
+        self.allocation: Allocation | None = None
+        self._released = False
+
+    async def __aenter__(self) -> Allocation:
+        name, rules, pid, parent, socket, parent_token, wait = self._args
+        if parent is None:
+            if parent_token is not None:
+                raise TypeError("parent_token is given without parent")
+            self.allocation = await self._aledger.register(name, rules, pid, socket=socket, wait=wait)
+        else:
+            self.allocation = await self._aledger.delegate(parent, name, rules, pid, socket=socket,
+                                                           parent_token=parent_token, wait=wait)
+        return self.allocation
+
+    async def release(self) -> None:
+        """Release the allocation now (that grant only)."""
+        a = self.allocation
+        if a is None or self._released:
+            return
+        self._released = True
+        with contextlib.suppress(UnknownHolder):
+            await self._aledger.release(a.name, a.token)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+
+async def _sleep(watch: Watch, timeout: float) -> None:
+    """Sleep on the loop until one of ``watch``'s descriptors is readable,
+    at most ``timeout`` (and ``watch.period``) seconds."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def wake() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    fds = watch.fds()
+    for fd in fds:
+        loop.add_reader(fd, wake)
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(timeout, watch.period)):
+                await fut
+    finally:
+        for fd in fds:
+            loop.remove_reader(fd)
+    watch.drain()
+
+
+
+class AsyncSpawned:
+    """A child started by :meth:`AsyncLedger.spawn`: ``process`` (a
+    ``subprocess.Popen``), ``allocation``, ``returncode``; ``await
+    wait(note=...)`` waits on the loop (a pidfd) and releases the grant with
+    the exit status."""
+
+    def __init__(self, aledger: AsyncLedger, spawned: Any) -> None:
+        self._aledger = aledger
+        self._spawned = spawned
+        self.process = spawned.process
+        self.allocation = spawned.allocation
+
+    @property
+    def pid(self) -> int:
+        return self._spawned.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._spawned.returncode
+
+    async def wait(self, *, note: str | None = None) -> int:
+        """Wait for the child's exit without blocking the loop, release its
+        grant with the exit status (and ``note``); its returncode."""
+        if self.process.poll() is None:
+            try:
+                fd = os.pidfd_open(self.process.pid)
+            except OSError:
+                fd = -1
+            try:
+                while self.process.poll() is None:
+                    if fd >= 0:
+                        loop = asyncio.get_running_loop()
+                        fut = loop.create_future()
+                        loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+                        try:
+                            await fut
+                        finally:
+                            loop.remove_reader(fd)
+                    else:
+                        await asyncio.sleep(0.05)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        return await self._aledger._thread(functools.partial(self._spawned.wait, note=note))
+
+    def __repr__(self) -> str:
+        return f"<AsyncSpawned {self.allocation.name!r} pid={self.pid} token={self.allocation.token}>"
+
+
+async def _spawn(aledger: AsyncLedger, name: str, argv: Sequence[str], rules: Any, *, parent: str | None = None,
+                 parent_token: int | None = None, wait: float = 0, env: Any = None, **popen: Any) -> AsyncSpawned:
+    from . import _spawn as sp
+
+    sp.check_spawn_args(argv, popen, parent, parent_token)
+    if parent is None:
+        alloc = await aledger.register(name, rules, wait=wait)
+    else:
+        alloc = await aledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait)
+
+    def undo(spawned: Any) -> None:  # cancelled while it started: stop it, release with a note
+        spawned.process.kill()
+        spawned.wait(note="spawn was cancelled; the child was killed")
+
+    try:
+        spawned = await aledger._thread(sp.start, aledger.ledger, alloc, argv, env, popen, undo=undo)
+    except asyncio.CancelledError:
+        raise
+    return AsyncSpawned(aledger, spawned)
+
+
+async def _adopt(aledger: AsyncLedger, name: str, token: int) -> Any:
+    from . import _spawn as sp
+
+    return await aledger._thread(sp.adopt, aledger.ledger, name, token)

@@ -1,0 +1,290 @@
+"""``spawn`` and ``adopt``: what ``ledger run`` does, for a runtime in
+Python, and taking children back after a restart.
+
+``spawn(ledger, name, argv, rules)`` reserves the scope (``register``, or
+``delegate`` with ``parent``; ``wait=`` as there), starts the child held at a
+gate (a shell waiting on a pipe before it ``exec``\\ s the command, so
+the command never runs unbound), binds the grant to the child (``attach``
+with the grant's token), opens the gate, and returns a :class:`Spawned`.
+The child's environment has ``SCOPELEDGER_DIR``, ``SCOPELEDGER_HOLDER`` and
+``SCOPELEDGER_TOKEN``, so that a ``ledger run`` (or a ``spawn`` reading
+:func:`from_environment`) inside it delegates from this holder.
+``Spawned.wait()`` waits for the child and releases the grant with its exit
+status (``exit_code``, or ``exit_signal`` when a signal killed it) and an
+optional note. Bound to the child, the grant outlives the supervisor: if the
+supervisor dies, the child keeps its scope until it exits (then it is
+reclaimed, or taken back by :func:`adopt`).
+
+``adopt(ledger, name, token)`` is for a supervisor that restarted and kept
+the names and tokens of its grants: a grant whose process is alive (a child
+still running) stays bound to it, and the returned :class:`Adopted` waits for
+it to exit (with a pidfd) and then releases it (its exit status is not known
+to a process that is not its parent: the release says so in its note); a
+grant whose process is gone (the old supervisor itself) is bound to this
+process, so that it is not reclaimed and its children stay its children.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import time
+from typing import Any, Mapping, Sequence
+
+from ._errors import UnknownHolder, shown
+from ._fold import Allocation
+from ._process import Liveness
+
+#: The environment variables a spawned child sees (as ``ledger run`` sets them).
+ENV_DIR = "SCOPELEDGER_DIR"
+ENV_HOLDER = "SCOPELEDGER_HOLDER"
+ENV_TOKEN = "SCOPELEDGER_TOKEN"
+
+#: The exit status of a child whose supervisor gave up before it ran the
+#: command (the gate closed without the word).
+GATE_CLOSED_EXIT = 125
+
+#: The gate: wait for one line on the pipe, close it, become the command
+#: (bash: dash takes only one-digit descriptors; without bash, sh reads the
+#: pipe through /dev/fd and the command inherits the closed pipe's end).
+_GATE_BASH = 'read -r _ <&{fd} || exit 125; exec {fd}<&-; exec "$@"'
+_GATE_SH = 'read -r _ < /dev/fd/{fd} || exit 125; exec "$@"'
+
+
+def _gate(fd: int) -> list[str]:
+    bash = shutil.which("bash", path="/usr/bin:/bin")
+    if bash is not None:
+        return [bash, "-c", _GATE_BASH.format(fd=fd), "scopeledger-spawn"]
+    return ["/bin/sh", "-c", _GATE_SH.format(fd=fd), "scopeledger-spawn"]
+
+#: How often :meth:`Adopted.wait` asks the probe when no pidfd can watch
+#: the process (another PID namespace), in seconds.
+ADOPT_POLL_SECONDS = 1.0
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> tuple[str, int] | None:
+    """``(holder, token)`` of the enclosing ``ledger run``/``spawn`` from
+    ``$SCOPELEDGER_HOLDER`` and ``$SCOPELEDGER_TOKEN``, or ``None`` when
+    they are not set.
+
+    Raises:
+        ValueError: one set without the other, or a token that is not an
+            integer.
+    """
+    env = os.environ if environ is None else environ
+    holder, token = env.get(ENV_HOLDER), env.get(ENV_TOKEN)
+    if holder is None and token is None:
+        return None
+    if not holder or not token:
+        raise ValueError(f"${ENV_HOLDER} and ${ENV_TOKEN} must be set together (got {shown(holder)}, "
+                         f"{shown(token)})")
+    try:
+        return holder, int(token)
+    except ValueError:
+        raise ValueError(f"${ENV_TOKEN} is {shown(token)}, not an integer") from None
+
+
+class Spawned:
+    """A child started by :func:`spawn`.
+
+    Attributes:
+        process: the ``subprocess.Popen`` of the child.
+        allocation: its :class:`Allocation` (bound to the child's pid).
+        returncode: ``None`` until :meth:`wait` saw it exit.
+    """
+
+    def __init__(self, ledger: Any, process: subprocess.Popen[Any], allocation: Allocation) -> None:
+        self.ledger = ledger
+        self.process = process
+        self.allocation = allocation
+        self.returncode: int | None = None
+        self._released = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait(self, timeout: float | None = None, *, note: str | None = None) -> int:
+        """Wait for the child to exit (at most ``timeout`` seconds) and
+        release its grant with its exit status (and ``note``); its
+        ``returncode`` (``-N``: signal N). Releasing twice is a no-op; a
+        grant released or reclaimed meanwhile by someone else is left so.
+
+        Raises:
+            subprocess.TimeoutExpired: still running after ``timeout``
+                (nothing is released).
+        """
+        rc = self.process.wait(timeout)
+        self.returncode = rc
+        self.release(note=note)
+        return rc
+
+    def release(self, *, note: str | None = None) -> None:
+        """Release the grant now (with the exit status once known)."""
+        if self._released:
+            return
+        self._released = True
+        a = self.allocation
+        try:
+            self.ledger.release(a.name, token=a.token, returncode=self.returncode, note=note)
+        except UnknownHolder:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<Spawned {self.allocation.name!r} pid={self.pid} token={self.allocation.token}>"
+
+
+def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: str | None = None,
+          parent_token: int | None = None, wait: float = 0, env: Mapping[str, str] | None = None,
+          **popen: Any) -> Spawned:
+    """Reserve ``rules`` for holder ``name``, start ``argv`` bound to it,
+    return the :class:`Spawned` (see the module docstring).
+
+    Args:
+        name, rules, parent, parent_token, wait: as :meth:`Ledger.register`
+            (``parent``: as :meth:`Ledger.delegate`).
+        argv: the command and its arguments (``argv[0]`` looked up in
+            ``PATH``); not found: the child exits 127, not runnable: 126.
+        env: the child's environment (default this process's), to which the
+            three ``SCOPELEDGER_*`` variables are added.
+        popen: more ``subprocess.Popen`` arguments (``cwd``, ``stdout``,
+            ...; not ``args``, ``env``, ``pass_fds``, ``preexec_fn``).
+
+    Raises:
+        as :meth:`Ledger.register`/:meth:`Ledger.delegate` (nothing is
+        started); ``TypeError``/``ValueError`` for an empty or non-string
+        ``argv``; ``OSError`` when the gate (``/bin/sh``) cannot start (the
+        grant is released).
+    """
+    check_spawn_args(argv, popen, parent, parent_token)
+    if parent is None:
+        alloc = ledger.register(name, rules, wait=wait)
+    else:
+        alloc = ledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait)
+    return start(ledger, alloc, argv, env, popen)
+
+
+def check_spawn_args(argv: Any, popen: Mapping[str, Any], parent: Any, parent_token: Any) -> None:
+    """Raises ``TypeError`` for what :func:`spawn` refuses before it asks."""
+    if isinstance(argv, (str, bytes)) or not argv or not all(isinstance(a, str) for a in argv):
+        raise TypeError(f"argv must be a non-empty sequence of str, not {shown(argv)}")
+    for key in ("args", "env", "pass_fds", "preexec_fn", "executable"):
+        if key in popen:
+            raise TypeError(f"spawn() sets {key} itself")
+    if parent is None and parent_token is not None:
+        raise TypeError("parent_token is given without parent")
+
+
+def start(ledger: Any, alloc: Allocation, argv: Sequence[str], env: Mapping[str, str] | None,
+          popen: Mapping[str, Any]) -> Spawned:
+    """Start ``argv`` at the gate, bind ``alloc`` to it, open the gate.
+    On any failure the child (still at its gate) exits and the grant is
+    released, and the exception goes on."""
+    child_env = dict(os.environ if env is None else env)
+    child_env.update({ENV_DIR: ledger.path, ENV_HOLDER: alloc.name, ENV_TOKEN: str(alloc.token)})
+    r, w = os.pipe()
+    proc = None
+    try:
+        try:
+            proc = subprocess.Popen([*_gate(r), *argv],
+                                    env=child_env, pass_fds=(r,), **popen)
+        finally:
+            os.close(r)
+        # The command runs only once its grant is bound to it (this grant:
+        # had the name been released and granted again, attach refuses).
+        ledger.attach(alloc.name, proc.pid, token=alloc.token)
+        os.write(w, b"g\n")
+    except BaseException:
+        os.close(w)
+        w = -1
+        if proc is not None:
+            proc.wait()  # it saw the gate close: it exits 125 without running the command
+        try:
+            ledger.release(alloc.name, token=alloc.token, note="spawn failed before the command ran")
+        except UnknownHolder:
+            pass
+        raise
+    finally:
+        if w >= 0:
+            os.close(w)
+    return Spawned(ledger, proc, ledger.holder(alloc.name) if ledger.check(alloc.name, alloc.token) else alloc)
+
+
+class Adopted:
+    """A grant taken back by :func:`adopt`.
+
+    Attributes:
+        allocation: the :class:`Allocation` as it is now.
+        rebound: ``True`` when it was bound to this process (its process
+            was gone); ``False`` when its own process (a child still
+            running) keeps it.
+    """
+
+    def __init__(self, ledger: Any, allocation: Allocation, rebound: bool) -> None:
+        self.ledger = ledger
+        self.allocation = allocation
+        self.rebound = rebound
+
+    def wait(self, timeout: float | None = None, *, note: str | None = None) -> bool:
+        """For a grant still bound to a running child: wait until that
+        process exits (a pidfd; the probe every second where none can be
+        had), then release the grant (``note``, default one saying that the
+        exit status is unknown here); ``True`` once released, ``False``
+        when ``timeout`` ran out. A rebound grant (this process's own) is
+        not waited for: ``False`` at once."""
+        if self.rebound:
+            return False
+        a = self.allocation
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd = -1
+        try:
+            try:
+                fd = os.pidfd_open(a.pid)
+            except OSError:
+                fd = -1
+            while True:
+                verdict = self.ledger.liveness([a])[a.name]
+                if verdict.dead:
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                step = ADOPT_POLL_SECONDS if remaining is None else min(remaining, ADOPT_POLL_SECONDS)
+                if fd >= 0:
+                    select.select([fd], [], [], step)
+                else:
+                    time.sleep(step)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        try:
+            self.ledger.release(a.name, token=a.token, note=note if note is not None else
+                                "exited while adopted; exit status unknown to the adopting process")
+        except UnknownHolder:
+            pass
+        return True
+
+
+def adopt(ledger: Any, name: str, token: int) -> Adopted:
+    """Take back grant ``(name, token)`` after a restart (see the module
+    docstring): its process alive, it stays bound to it; otherwise it is
+    bound to this process (``attach``).
+
+    Raises:
+        UnknownHolder: the grant is not live any more (reclaimed or
+            released meanwhile: too late), or ``name`` is live with another
+            grant.
+        InvalidHolderName, TypeError: as :meth:`Ledger.attach`.
+    """
+    alloc = ledger.holder(name)
+    if type(token) is not int:
+        raise TypeError(f"token must be an int (a grant's seq), not {shown(token)}")
+    if alloc.token != token:
+        raise UnknownHolder(name, message=f"holder '{name}' is live with another grant "
+                                          f"(token {alloc.token}, not {token})")
+    verdict = ledger.liveness([alloc])[name]
+    if verdict.liveness is Liveness.ALIVE and alloc.pid != os.getpid():
+        return Adopted(ledger, alloc, False)
+    return Adopted(ledger, ledger.attach(name, token=token), True)

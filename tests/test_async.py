@@ -1,0 +1,222 @@
+"""AsyncLedger (scopeledger/_async.py): the ledger for asyncio, waiting on the
+loop, cancellation never leaving a grant behind. Holders and contending
+writers are real processes; every wait is on a condition."""
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import orjson
+import pytest
+
+import scopeledger._wait as wait_mod
+from scopeledger import AsyncLedger, Ledger, ScopeConflict, ScopeRule, WaitTimeout
+
+from test_wait import BOUND, grants, holder_process, tickets, until, events
+
+
+def W(path):
+    return ScopeRule(path, "write")
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, BOUND * 2))
+
+
+def test_register_check_release_and_hold(ledger_dir, tmp_path):
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            a = await aled.register("job", [W(str(tmp_path / "a"))])
+            assert await aled.check("job", a.token)
+            with pytest.raises(ScopeConflict):
+                await aled.register("other", [W(str(tmp_path / "a" / "b"))])
+            assert await aled.release("job", a.token) == []
+            async with aled.hold("h", [W(str(tmp_path / "a"))]) as alloc:
+                assert [x.name for x in await aled.holders()] == ["h"]
+            assert not await aled.check("h", alloc.token)
+
+    run(main())
+
+
+def test_a_waiting_register_is_granted_when_the_holder_in_the_way_exits(ledger_dir, tmp_path):
+    src = str(tmp_path / "src")
+    Ledger.open(ledger_dir).close()
+    h = holder_process(ledger_dir, "builder", [src])
+
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            task = asyncio.ensure_future(aled.register("job", [W(src)], wait=BOUND))
+            await asyncio.to_thread(until, lambda: tickets(ledger_dir), "the ticket")
+            assert not task.done()
+            h.stdin.close()
+            alloc = await task
+            assert alloc.name == "job"
+            await aled.release("job", alloc.token)
+
+    try:
+        run(main())
+    finally:
+        h.kill()
+        h.wait()
+
+
+def test_a_timed_out_or_cancelled_wait_is_never_granted_afterwards(ledger_dir, tmp_path):
+    """The issue's case: ``wait_for(..., 0.3)`` that timed out was still
+    granted later. Here neither a wait_for timeout nor the call's own
+    ``wait=`` leaves anything that is granted once the holder is gone."""
+    src = str(tmp_path / "src")
+    Ledger.open(ledger_dir).close()
+    h = holder_process(ledger_dir, "builder", [src])
+
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(aled.register("cancelled", [W(src)], wait=float("inf")), 0.3)
+            with pytest.raises(WaitTimeout) as info:
+                await aled.register("timed-out", [W(src)], wait=0.3)
+            assert info.value.in_the_way == ("builder",)
+            assert tickets(ledger_dir) == []
+            h.stdin.close()
+            await asyncio.to_thread(h.wait)
+            # The scope is free: a newcomer gets it, nobody else took it.
+            a = await aled.register("newcomer", [W(src)])
+            assert a.name == "newcomer"
+
+    try:
+        run(main())
+    finally:
+        h.kill()
+        h.wait()
+    led = Ledger.open(ledger_dir)
+    assert grants(led, "cancelled") == [] and grants(led, "timed-out") == []
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_cancellation_racing_the_grant_leaves_no_grant_behind(ledger_dir, tmp_path, monkeypatch, when):
+    """Cancelled while its thread is inside the grant's transaction, under
+    the lock: before the gate (no grant line at all) or just after it (the
+    grant is written, then released before CancelledError propagates)."""
+    src = str(tmp_path / "src")
+    Ledger.open(ledger_dir).close()
+    inside = threading.Event()
+    go_on = threading.Event()
+    real_commit = wait_mod.Gate.commit
+
+    def commit(self):
+        if when == "after":
+            real_commit(self)
+        inside.set()
+        go_on.wait(BOUND)
+        if when == "before":
+            real_commit(self)
+
+    monkeypatch.setattr(wait_mod.Gate, "commit", commit)
+
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            task = asyncio.ensure_future(aled.register("racer", [W(src)]))
+            await asyncio.to_thread(inside.wait, BOUND)
+            task.cancel()
+            await asyncio.sleep(0)  # the cancellation reaches the task; its gate shuts
+            go_on.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert not await aled.check("racer", 2) and await aled.holders() == []
+
+    run(main())
+    led = Ledger.open(ledger_dir)
+    kinds = [(e["type"], e.get("name") or e.get("holder", {}).get("name")) for e in events(led)]
+    if when == "before":
+        assert kinds == []
+    else:
+        assert kinds == [("registered", "racer"), ("released", "racer")]
+
+
+def test_many_waiting_coroutines_take_no_threads_and_are_served_in_order(ledger_dir, tmp_path):
+    """20 coroutines wait while the loop has 2 worker threads: waiting is
+    on the loop, only each look runs in a thread."""
+    src = str(tmp_path / "src")
+    Ledger.open(ledger_dir).close()
+    h = holder_process(ledger_dir, "builder", [src])
+    order = []
+
+    async def worker(aled, i):
+        async with aled.hold(f"w{i}", [W(src)], wait=BOUND):
+            order.append(i)
+
+    async def main():
+        asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(2))
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            tasks = []
+            for i in range(20):
+                tasks.append(asyncio.ensure_future(worker(aled, i)))
+                await asyncio.to_thread(until, lambda: len(tickets(ledger_dir)) == i + 1, f"w{i}'s ticket")
+            h.stdin.close()
+            await asyncio.gather(*tasks)
+
+    try:
+        run(main())
+    finally:
+        h.kill()
+        h.wait()
+    assert order == list(range(20))
+
+
+CONTENDER = textwrap.dedent("""
+    import sys
+    from scopeledger import Ledger, ScopeRule
+    d, i, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    led = Ledger.open(d)
+    for k in range(n):
+        a = led.register(f"c{i}-{k}", [ScopeRule(d + f"-c{i}", "write")])
+        led.release(a.name, token=a.token)
+    print("done", flush=True)
+""")
+
+
+def test_waiting_among_four_contending_writer_processes(ledger_dir, tmp_path):
+    src = str(tmp_path / "src")
+    Ledger.open(ledger_dir).close()
+    h = holder_process(ledger_dir, "builder", [src])
+    procs = [subprocess.Popen([sys.executable, "-c", CONTENDER, ledger_dir, str(i), "300"],
+                              stdout=subprocess.PIPE, text=True) for i in range(4)]
+
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            task = asyncio.ensure_future(aled.register("job", [W(src)], wait=BOUND))
+            await asyncio.to_thread(until, lambda: tickets(ledger_dir), "the ticket")
+            h.stdin.close()
+            alloc = await task
+            await aled.release("job", alloc.token)
+
+    try:
+        run(main())
+        for p in procs:
+            assert p.stdout.readline().strip() == "done"
+            assert p.wait(BOUND) == 0
+    finally:
+        for p in procs + [h]:
+            p.kill()
+            p.wait()
+    led = Ledger.open(ledger_dir)
+    assert len(grants(led, "job")) == 1
+    assert led.verify().ok
+
+
+def test_readme_supervisor_runs_and_its_workers_take_turns():
+    readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+    text = open(readme, encoding="utf-8").read()
+    start = text.index("```python\n", text.index("A supervisor in asyncio")) + len("```python\n")
+    code = text[start:text.index("```", start)]
+    assert len(code.splitlines()) <= 22
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=BOUND * 2)
+    assert out.returncode == 0, out.stderr
+    lines = sorted(out.stdout.splitlines())
+    assert [line.split(":")[0] for line in lines] == [f"worker {i}" for i in range(4)]
+    tokens = [int(line.split("token ")[1]) for line in lines]
+    assert len(set(tokens)) == 4  # four grants, one after the other

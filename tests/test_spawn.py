@@ -1,0 +1,216 @@
+"""spawn / adopt (scopeledger/_spawn.py) and what a release records (exit
+status or signal, a note: v2 keys). Real children, real signals, a real
+supervisor killed and restarted."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import orjson
+import pytest
+
+from scopeledger import (
+    AsyncLedger,
+    CorruptLedger,
+    Ledger,
+    ScopeConflict,
+    ScopeRule,
+    UnknownHolder,
+)
+from scopeledger._events import decode
+
+from test_wait import BOUND, events, until
+
+
+def W(path):
+    return ScopeRule(path, "write")
+
+
+def released(led, name):
+    return [e for e in events(led) if e["type"] == "released" and e["name"] == name]
+
+
+def test_release_records_the_exit_status_signal_and_note(ledger, tmp_path):
+    for i, (rc, note) in enumerate([(0, None), (3, "tests failed"), (-9, None), (None, "done by hand")]):
+        a = ledger.register(f"h{i}", [W(str(tmp_path / f"p{i}"))])
+        ledger.release(a.name, token=a.token, returncode=rc, note=note)
+    got = [{k: e[k] for k in ("exit_code", "exit_signal", "note") if k in e} for e in events(ledger)
+           if e["type"] == "released"]
+    assert got == [{"exit_code": 0}, {"exit_code": 3, "note": "tests failed"}, {"exit_signal": 9},
+                   {"note": "done by hand"}]
+    # Every reader folds them: a fresh open, time travel, verify.
+    again = Ledger.open(ledger.path)
+    assert again.holders() == [] and again.verify().ok
+    assert [e.type for e in again.events()][-1] == "released"
+
+
+@pytest.mark.parametrize("kwargs, kind", [({"returncode": 256}, ValueError), ({"returncode": -128}, ValueError),
+                                          ({"returncode": "0"}, TypeError), ({"returncode": True}, TypeError),
+                                          ({"note": 5}, TypeError), ({"note": "x" * 4097}, ValueError),
+                                          ({"note": "\udc80"}, ValueError)])
+def test_a_bad_returncode_or_note_records_nothing(ledger, tmp_path, kwargs, kind):
+    a = ledger.register("h", [W(str(tmp_path / "p"))])
+    before = ledger.seq
+    with pytest.raises(kind):
+        ledger.release("h", token=a.token, **kwargs)
+    assert ledger.seq == before and ledger.check("h", a.token)
+
+
+@pytest.mark.parametrize("extra, message", [({"exit_code": "3"}, "exit_code is '3'"),
+                                            ({"exit_code": 1, "exit_signal": 9}, "exit_signal is 9"),
+                                            ({"exit_signal": 0}, "exit_signal is 0"),
+                                            ({"note": None}, "note is None"),
+                                            ({"exit_code": None}, "exit_code is None")])
+def test_a_release_line_with_bad_extras_is_corrupt(ledger, tmp_path, extra, message):
+    a = ledger.register("h", [W(str(tmp_path / "p"))])
+    ledger.release("h", token=a.token)
+    log = os.path.join(ledger.path, "events.jsonl")
+    lines = open(log, "rb").read().splitlines()
+    ev = orjson.loads(lines[-1])
+    ev.update(extra)
+    lines[-1] = orjson.dumps(ev)
+    open(log, "wb").write(b"\n".join(lines) + b"\n")
+    with pytest.raises(CorruptLedger, match=message.replace("(", r"\(")):
+        Ledger.open(ledger.path + "/../ledger")
+
+
+def test_v1_release_lines_have_no_extras(ledger):
+    line = orjson.dumps({"v": 1, "seq": 1, "ts": 1, "actor": {"pid": 1, "start": None, "boot": "b"},
+                         "prev": "0" * 32, "type": "released", "name": "x", "reparented": [], "exit_code": 0})
+    with pytest.raises(CorruptLedger, match="unknown key 'exit_code'"):
+        decode(line, "log", 1)
+
+
+def test_spawn_binds_the_child_sets_the_environment_and_records_its_exit(ledger, tmp_path):
+    out = tmp_path / "out"
+    code = ("import os,sys; print(os.environ['SCOPELEDGER_DIR'], os.environ['SCOPELEDGER_HOLDER'], "
+            "os.environ['SCOPELEDGER_TOKEN'], os.getpid()); sys.exit(7)")
+    sp = ledger.spawn("job", [sys.executable, "-c", code], [W(str(out))], stdout=subprocess.PIPE, text=True)
+    assert ledger.holder("job").pid == sp.pid  # bound to the child, not to us
+    d, holder, token, pid = sp.process.stdout.readline().split()
+    assert (d, holder, int(token), int(pid)) == (ledger.path, "job", sp.allocation.token, sp.pid)
+    assert sp.wait() == 7
+    assert released(ledger, "job")[0]["exit_code"] == 7
+    assert ledger.holders() == []
+
+
+def test_a_nested_ledger_run_delegates_from_the_spawned_holder(ledger, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    ledger_bin = os.path.join(os.path.dirname(sys.executable), "ledger")
+    sp = ledger.spawn("build", [ledger_bin, "run", "--name", "build.tests", "--write", str(src / "tests"),
+                                "--", "true"], [W(str(src))])
+    assert sp.wait() == 0
+    nested = [e for e in events(ledger) if e["type"] == "delegated"]
+    assert [(e["holder"]["name"], e["holder"]["parent"]) for e in nested] == [("build.tests", "build")]
+
+
+def test_a_child_killed_by_a_signal_is_recorded_so(ledger, tmp_path):
+    sp = ledger.spawn("sleeper", ["sleep", "600"], [W(str(tmp_path / "s"))])
+    sp.process.send_signal(signal.SIGTERM)
+    assert sp.wait(note="stopped by the test") == -signal.SIGTERM
+    ev = released(ledger, "sleeper")[0]
+    assert ev["exit_signal"] == signal.SIGTERM and ev["note"] == "stopped by the test"
+
+
+def test_spawn_of_a_missing_command_exits_127_and_releases(ledger, tmp_path):
+    sp = ledger.spawn("ghost", ["/nonexistent/command"], [W(str(tmp_path / "g"))], stderr=subprocess.DEVNULL)
+    assert sp.wait() == 127
+    assert released(ledger, "ghost")[0]["exit_code"] == 127
+
+
+def test_spawn_refused_starts_nothing(ledger, tmp_path):
+    ledger.register("owner", [W(str(tmp_path / "x"))])
+    marker = tmp_path / "ran"
+    with pytest.raises(ScopeConflict):
+        ledger.spawn("job", ["touch", str(marker)], [W(str(tmp_path / "x"))])
+    assert not marker.exists()
+
+
+SUPERVISOR = textwrap.dedent("""
+    import json, sys
+    from scopeledger import Ledger, ScopeRule
+    d, root = sys.argv[1], sys.argv[2]
+    led = Ledger.open(d)
+    top = led.register("supervisor", [ScopeRule(root, "write")])
+    kids = [led.spawn(f"worker-{i}", ["sleep", "600"], [ScopeRule(f"{root}/w{i}", "write")],
+                      parent="supervisor", parent_token=top.token) for i in range(2)]
+    print(json.dumps({"supervisor": top.token, "workers": [[k.allocation.name, k.allocation.token, k.pid]
+                                                             for k in kids]}), flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_a_restarted_supervisor_adopts_its_holder_and_running_children(ledger, ledger_dir, tmp_path):
+    root = str(tmp_path / "root")
+    sup = subprocess.Popen([sys.executable, "-c", SUPERVISOR, ledger_dir, root],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    saved = json.loads(sup.stdout.readline())
+    sup.kill()  # the supervisor dies; its workers (sleep) run on
+    sup.wait()
+    pids = [w[2] for w in saved["workers"]]
+    try:
+        # The new supervisor (this process) takes everything back before anyone reclaims it.
+        top = ledger.adopt("supervisor", saved["supervisor"])
+        assert top.rebound and ledger.holder("supervisor").pid == os.getpid()
+        kids = [ledger.adopt(name, token) for name, token, _pid in saved["workers"]]
+        assert [k.rebound for k in kids] == [False, False]
+        assert ledger.reclaim_stale() == []  # nothing is dead: nothing moved to the top
+        assert [a.parent for a in ledger.holders() if a.name.startswith("worker")] == ["supervisor"] * 2
+        os.kill(pids[0], signal.SIGKILL)
+        assert kids[0].wait(timeout=BOUND) is True
+        assert "exit status unknown" in released(ledger, "worker-0")[0]["note"]
+        assert kids[1].wait(timeout=0.05) is False  # still running
+    finally:
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    with pytest.raises(UnknownHolder):
+        ledger.adopt("worker-0", saved["workers"][0][1])  # released: too late
+    with pytest.raises(UnknownHolder, match="another grant"):
+        ledger.adopt("supervisor", saved["supervisor"] + 1000)
+
+
+def test_async_spawn_waits_on_the_loop_and_records_the_exit(ledger_dir, tmp_path):
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            sp = await aled.spawn("job", ["sh", "-c", "exit 5"], [W(str(tmp_path / "w"))])
+            assert await sp.wait(note="async") == 5
+            return sp.allocation.token
+
+    asyncio.run(asyncio.wait_for(main(), BOUND))
+    led = Ledger.open(ledger_dir)
+    ev = released(led, "job")[0]
+    assert ev["exit_code"] == 5 and ev["note"] == "async"
+
+
+def test_the_command_never_runs_when_its_grant_cannot_be_bound(ledger, tmp_path, monkeypatch):
+    marker = tmp_path / "ran"
+
+    def attach(*a, **k):
+        raise UnknownHolder("job", message="taken away meanwhile (the test)")
+
+    monkeypatch.setattr(ledger, "attach", attach)
+    with pytest.raises(UnknownHolder, match="the test"):
+        ledger.spawn("job", ["touch", str(marker)], [W(str(tmp_path / "x"))])
+    assert not marker.exists()
+    assert released(ledger, "job")[0]["note"] == "spawn failed before the command ran"
+
+
+def test_the_gate_without_bash(ledger, tmp_path, monkeypatch):
+    import scopeledger._spawn as sp
+
+    monkeypatch.setattr(sp.shutil, "which", lambda *a, **k: None)
+    fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(12)]  # push the pipe's descriptors past 9
+    try:
+        s = ledger.spawn("job", ["sh", "-c", "exit 4"], [W(str(tmp_path / "x"))])
+        assert s.wait() == 4
+    finally:
+        for fd in fds:
+            os.close(fd)

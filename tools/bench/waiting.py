@@ -1,0 +1,215 @@
+#!/usr/bin/env python
+"""Waiting and asyncio (issue 16): the event loop's stalls under contending
+writers, and the time from a release to the next waiter's grant.
+
+Usage (from the repository root)::
+
+    .venv/bin/python tools/bench/waiting.py                 # both parts
+    .venv/bin/python tools/bench/waiting.py --quick         # short (CI keeps it working)
+
+**Stall.** One asyncio loop runs a heartbeat (``asyncio.sleep(0.001)`` in a
+loop; a stall is how late each wake-up is) while it does register+release
+pairs on its own path, and 4 writer processes register+release pairs on
+theirs as fast as they can (every pair contends for the ledger's lock).
+Side by side, in one run: ``AsyncLedger`` against calling the blocking
+``Ledger`` from the coroutine (what the issue measured). Reported: the
+largest stall, its p99, and the pairs done.
+
+**Release to grant.** 8 processes take turns on one scope: each waits
+(``register(..., wait=inf)``), holds it for ~1 ms, and releases. The time
+from one release's return to the next grant's return is read from
+``CLOCK_MONOTONIC`` (one clock for every process of the boot). Side by side:
+woken by inotify and pidfds, against the fallback that looks every
+``POLL_SECONDS`` (inotify turned off), and the async waiters
+(``AsyncLedger``, one process each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from scopeledger import Ledger, ScopeRule
+    d, i, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    led = Ledger.open(d)
+    rule = [ScopeRule(f"/bench/writer{i}", "write")]
+    n = 0
+    print("ready", flush=True)
+    sys.stdin.readline()
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        a = led.register(f"writer{i}", rule)
+        led.release(a.name, token=a.token)
+        n += 1
+    print(n, flush=True)
+""")
+
+
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+async def _stall_run(d: str, seconds: float, use_async: bool) -> dict[str, float]:
+    from scopeledger import AsyncLedger, Ledger, ScopeRule
+
+    led = Ledger.open(d)
+    aled = AsyncLedger(led)
+    rule = [ScopeRule("/bench/loop", "write")]
+    stalls: list[float] = []
+    stop = time.monotonic() + seconds
+    pairs = 0
+
+    async def heartbeat() -> None:
+        while time.monotonic() < stop:
+            t = time.monotonic()
+            await asyncio.sleep(0.001)
+            stalls.append(time.monotonic() - t - 0.001)
+
+    async def work() -> None:
+        nonlocal pairs
+        while time.monotonic() < stop:
+            if use_async:
+                a = await aled.register("loop", rule)
+                await aled.release("loop", a.token)
+            else:
+                a = led.register("loop", rule)  # blocks the loop while it waits for the lock
+                led.release("loop", token=a.token)
+                await asyncio.sleep(0)
+            pairs += 1
+
+    await asyncio.gather(heartbeat(), work())
+    led.close()
+    return {"max_ms": max(stalls) * 1e3, "p99_ms": pct(stalls, 99) * 1e3, "p50_ms": pct(stalls, 50) * 1e3,
+            "pairs": pairs}
+
+
+def stall(seconds: float, rounds: int) -> dict[str, list[dict[str, float]]]:
+    out: dict[str, list[dict[str, float]]] = {"async": [], "blocking": []}
+    for r in range(rounds):
+        for mode in ("async", "blocking") if r % 2 == 0 else ("blocking", "async"):
+            d = tempfile.mkdtemp(prefix="wait-bench-") + "/ledger"
+            from scopeledger import Ledger
+
+            Ledger.open(d).close()
+            writers = [subprocess.Popen([sys.executable, "-c", WRITER, d, str(i), str(seconds + 0.3)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                       for i in range(4)]
+            for w in writers:
+                assert w.stdout.readline().strip() == "ready"
+            for w in writers:
+                w.stdin.write("go\n")
+                w.stdin.flush()
+            time.sleep(0.2)  # the writers are in their loop before the event loop's run starts
+            res = asyncio.run(_stall_run(d, seconds, mode == "async"))
+            res["writer_pairs"] = sum(int(w.communicate()[0] or 0) for w in writers)
+            out[mode].append(res)
+    return out
+
+
+TAKER = textwrap.dedent("""
+    import asyncio, json, sys, time
+    from scopeledger import Ledger, ScopeRule, AsyncLedger
+    import scopeledger._wait as W
+    d, i, turns, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    if mode == "poll":
+        # inotify turned off: as on a network file system
+        _init = W.Watch.__init__
+        def init(self, ledger, queue):
+            _init(self, ledger, queue)
+            self.close()
+            self.period = W.POLL_SECONDS
+        W.Watch.__init__ = init
+    led = Ledger.open(d)
+    rule = [ScopeRule("/bench/shared", "write")]
+    out = []
+    print("ready", flush=True)
+    sys.stdin.readline()
+    async def amain():
+        aled = AsyncLedger(led)
+        for k in range(turns):
+            a = await aled.register(f"taker{i}", rule, wait=float("inf"))
+            g = time.monotonic()
+            t_end = g + 0.001
+            while time.monotonic() < t_end:
+                pass
+            await aled.release(a.name, a.token)
+            out.append((g, time.monotonic()))
+    if mode == "async":
+        asyncio.run(amain())
+    else:
+        for k in range(turns):
+            a = led.register(f"taker{i}", rule, wait=float("inf"))
+            g = time.monotonic()
+            t_end = g + 0.001
+            while time.monotonic() < t_end:
+                pass
+            led.release(a.name, token=a.token)
+            out.append((g, time.monotonic()))
+    print(json.dumps(out), flush=True)
+""")
+
+
+def handover(turns: int, mode: str, waiters: int = 8) -> dict[str, float]:
+    from scopeledger import Ledger
+
+    d = tempfile.mkdtemp(prefix="wait-bench-") + "/ledger"
+    Ledger.open(d).close()
+    procs = [subprocess.Popen([sys.executable, "-c", TAKER, d, str(i), str(turns), mode],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(waiters)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    spans = []
+    for p in procs:
+        spans.extend(json.loads(p.communicate()[0]))
+    spans.sort()
+    gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:]) if b[0] > a[1]]
+    return {"p50_ms": pct(gaps, 50) * 1e3, "p99_ms": pct(gaps, 99) * 1e3, "max_ms": max(gaps) * 1e3,
+            "mean_ms": statistics.fmean(gaps) * 1e3, "handovers": len(gaps)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seconds", type=float, default=3.0, help="per stall run")
+    ap.add_argument("--rounds", type=int, default=3, help="alternated runs of each mode")
+    ap.add_argument("--turns", type=int, default=50, help="grants per waiter process")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seconds, args.rounds, args.turns = 0.5, 1, 5
+    print(f"# waiting bench: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    res = stall(args.seconds, args.rounds)
+    for mode, runs in res.items():
+        for r in runs:
+            print(f"stall {mode:8s} max {r['max_ms']:8.2f} ms  p99 {r['p99_ms']:6.2f} ms  p50 {r['p50_ms']:5.2f} ms"
+                  f"  loop pairs {int(r['pairs']):6d}  writer pairs {int(r['writer_pairs'])}")
+    for rnd in range(args.rounds):
+        modes = ("inotify", "poll", "async") if rnd % 2 == 0 else ("async", "poll", "inotify")
+        for mode in modes:
+            h = handover(args.turns, mode)
+            print(f"release->grant {mode:8s} p50 {h['p50_ms']:6.2f} ms  p99 {h['p99_ms']:6.2f} ms  "
+                  f"max {h['max_ms']:7.2f} ms  mean {h['mean_ms']:6.2f} ms  ({int(h['handovers'])} handovers, "
+                  f"8 waiters)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
