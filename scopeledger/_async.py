@@ -208,7 +208,7 @@ class AsyncLedger:
                 remaining = math.inf if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     raise timed_out(req, last)
-                await _sleep(watch, remaining)
+                await _sleep(watch, remaining, ticket[0])
         except GaveUp:
             raise timed_out(req, last) from None
         finally:
@@ -309,6 +309,34 @@ class AsyncLedger:
         finally:
             watch.close()
 
+    async def until_lost(self, name: str, token: int) -> Any:
+        """Wait (on the loop) until grant ``(name, token)`` is no longer
+        live, and return the :class:`~scopeledger.Event` that ended it
+        (``released``, by whom and with which note, or ``reclaimed``, with
+        the reason): the signal a holder needs when its scope is taken
+        away (a forced release, a reclaim). Returns at once when the grant
+        is not live now; ``None`` when the ending event cannot be found
+        (the grant was never live).
+
+        Raises:
+            InvalidHolderName, TypeError: as :meth:`Ledger.check`.
+            CorruptLedger: a line does not check out.
+        """
+        led = self._ledger
+        while True:
+            seq = await self.refresh()
+            if not await self.check(name, token):
+                break
+            await self.wait(seq)
+
+        def ending() -> Any:
+            for e in led.events(since=token, types=("released", "reclaimed")):
+                if e.data["name"] == name:
+                    return e
+            return None
+
+        return await self._thread(ending)
+
     async def close(self) -> None:
         """Finish pending clean-ups (releases of cancelled grants), then close
         the ledger (:meth:`Ledger.close`, in a thread)."""
@@ -352,27 +380,39 @@ class AsyncHold:
         await self.release()
 
 
-async def _sleep(watch: Watch, timeout: float) -> None:
-    """Sleep on the loop until one of ``watch``'s descriptors is readable,
-    at most ``timeout`` (and ``watch.period``) seconds."""
+async def _sleep(watch: Watch, timeout: float, mine: int | None = None) -> None:
+    """Sleep on the loop until something that matters to ticket ``mine``
+    may have changed (:meth:`Watch.drain`), at most ``timeout`` (and
+    ``watch.period``) seconds."""
     loop = asyncio.get_running_loop()
-    fut = loop.create_future()
-
-    def wake() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
     fds = watch.fds()
-    for fd in fds:
-        loop.add_reader(fd, wake)
-    try:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(timeout, watch.period)):
-                await fut
-    finally:
+    end = time.monotonic() + min(timeout, watch.period)
+    if not fds:
+        await asyncio.sleep(max(0.0, end - time.monotonic()))
+        return
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        fut = loop.create_future()
+
+        def wake(fut: asyncio.Future[None] = fut) -> None:
+            if not fut.done():
+                fut.set_result(None)
+
         for fd in fds:
-            loop.remove_reader(fd)
-    watch.drain()
+            loop.add_reader(fd, wake)
+        try:
+            try:
+                async with asyncio.timeout(left):
+                    await fut
+            except TimeoutError:
+                return
+        finally:
+            for fd in fds:
+                loop.remove_reader(fd)
+        if watch.drain(mine):
+            return
 
 
 

@@ -257,10 +257,24 @@ class Queue:
             os.close(fd)
 
     def join(self, req: Request) -> tuple[int, int, str]:
-        """Take the next ticket; ``(number, fd, path)``, the fd locked."""
+        """Take the next ticket; ``(number, fd, path)``, the fd locked. The
+        file is made unnamed (``O_TMPFILE``) and linked in once complete
+        and locked, so that no other name comes and goes in the queue (each
+        would wake every waiter); where the file system has no
+        ``O_TMPFILE``, under a temporary name."""
         self._make_dir()
-        tmp = os.path.join(self.dir, f".tmp-{os.getpid()}-{secrets.token_hex(6)}")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O, 0o600)
+        tmp = None
+        try:
+            fd = os.open(self.dir, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
+            src = f"/proc/self/fd/{fd}"
+        except (OSError, AttributeError):
+            tmp = src = os.path.join(self.dir, f".tmp-{os.getpid()}-{secrets.token_hex(6)}")
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O, 0o600)
+        try:
+            dirfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | _O)
+        except BaseException:
+            os.close(fd)
+            raise
         try:
             os.fchmod(fd, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -269,7 +283,9 @@ class Queue:
             while True:
                 path = os.path.join(self.dir, f"{number:016d}")
                 try:
-                    os.link(tmp, path)
+                    # linkat(AT_SYMLINK_FOLLOW): /proc/self/fd/N to the unnamed file (CPython
+                    # calls linkat, which follows, only with a dir_fd).
+                    os.link(src, os.path.basename(path), dst_dir_fd=dirfd, follow_symlinks=True)
                     _ticket_fds.add(fd)
                     return number, fd, path
                 except FileExistsError:
@@ -278,10 +294,12 @@ class Queue:
             os.close(fd)
             raise
         finally:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            os.close(dirfd)
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
 
     @staticmethod
     def leave(ticket: tuple[int, int, str] | None) -> None:
@@ -357,8 +375,9 @@ class Queue:
             os.close(fd)
 
     def ahead(self, mine: int | None, req: Request, line_writes: Callable[[], list[ScopeRule]]) -> list[Waiter]:
-        """The live waiters before ticket ``mine`` (``None``: every one)
-        that ``req`` must stand back for (see the module docstring).
+        """The first live waiter before ticket ``mine`` (``None``: any) that
+        ``req`` must stand back for (see the module docstring), in a list
+        (empty: none).
         ``line_writes()``: the write rules of the requester's own line of
         delegation (the parent and its ancestors), asked only when needed."""
         writes = req.writes()
@@ -379,6 +398,7 @@ class Queue:
                     continue  # it waits for this waiter's own line: standing back would deadlock
             if self._alive(entry):
                 out.append(w)
+                break  # one is enough to stand back for (and each look costs an open and a flock)
         return out
 
 
@@ -556,28 +576,53 @@ class Watch:
                 except OSError:
                     pass  # gone already (the next decision reclaims it), or no pidfds here
 
-    def drain(self) -> None:
-        for ino in (self.log_watch, self.queue_watch):
-            if ino is not None:
-                try:
-                    ino.read(timeout=0)
-                except OSError:
-                    pass
+    def drain(self, mine: int | None = None) -> bool:
+        """Read what woke the waiter; whether it matters to ticket ``mine``:
+        an append to the log (while watched), a holder's exit, or a ticket
+        before ``mine`` leaving the queue (tickets after it, and names that
+        are not tickets, do not)."""
+        relevant = False
+        if self.log_watch is not None:
+            try:
+                if list(self.log_watch.read(timeout=0)) and self.watch_log:
+                    relevant = True
+            except OSError:
+                relevant = True
+        if self.queue_watch is not None:
+            try:
+                for ev in self.queue_watch.read(timeout=0):
+                    name = ev.name
+                    if name.isdigit() and (mine is None or int(name) < mine):
+                        relevant = True
+                    elif ev.mask & 0x4000:  # IN_Q_OVERFLOW: events were lost
+                        relevant = True
+            except OSError:
+                relevant = True
         for pid, fd in list(self.pidfds.items()):
             if select.select([fd], [], [], 0)[0]:  # exited: look once, then forget it
                 os.close(self.pidfds.pop(pid))
+                relevant = True
+        return relevant
 
-    def wait(self, timeout: float) -> None:
-        """Sleep until something may have changed, at most ``timeout`` s."""
-        fds = self.fds()
-        if fds:
+    def wait(self, timeout: float, mine: int | None = None) -> None:
+        """Sleep until something that matters to ticket ``mine`` may have
+        changed (:meth:`drain`), at most ``timeout`` s and :attr:`period`."""
+        end = time.monotonic() + min(timeout, self.period)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            fds = self.fds()
+            if not fds:
+                time.sleep(left)
+                return
             p = select.poll()
             for fd in fds:
                 p.register(fd, select.POLLIN)
-            p.poll(max(0, math.ceil(min(timeout, self.period) * 1000)))
-        else:
-            time.sleep(max(0.0, min(timeout, self.period)))
-        self.drain()
+            if not p.poll(max(0, math.ceil(left * 1000))):
+                return
+            if self.drain(mine):
+                return
 
     def close(self) -> None:
         for fd in self.pidfds.values():
@@ -626,7 +671,7 @@ def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], No
             remaining = math.inf if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise timed_out(req, last)
-            watch.wait(remaining)
+            watch.wait(remaining, ticket[0])
     except GaveUp:
         raise timed_out(req, last) from None
     finally:

@@ -220,3 +220,25 @@ def test_readme_supervisor_runs_and_its_workers_take_turns():
     assert [line.split(":")[0] for line in lines] == [f"worker {i}" for i in range(4)]
     tokens = [int(line.split("token ")[1]) for line in lines]
     assert len(set(tokens)) == 4  # four grants, one after the other
+
+
+def test_until_lost_tells_the_holder_who_took_its_scope_and_why(ledger_dir, tmp_path):
+    src = str(tmp_path / "src")
+
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            a = await aled.register("worker", [W(src)])
+            lost = asyncio.ensure_future(aled.until_lost("worker", a.token))
+            await asyncio.sleep(0)
+            assert not lost.done()
+            # An operator in another process forces it out, saying why.
+            code = ("import sys; from scopeledger import Ledger; Ledger.open(sys.argv[1]).release("
+                    "'worker', note='forced by the operator: disk maintenance')")
+            out = await asyncio.create_subprocess_exec(sys.executable, "-c", code, ledger_dir)
+            assert await out.wait() == 0
+            ev = await lost
+            assert ev.type == "released" and ev.data["note"] == "forced by the operator: disk maintenance"
+            assert ev.actor["pid"] == out.pid
+            assert not await aled.check("worker", a.token)
+
+    run(main())

@@ -362,3 +362,18 @@ def test_a_child_forked_while_a_thread_waits_does_not_keep_the_dead_waiters_tick
         for p in (forker,):
             p.kill()
             p.wait()
+
+
+def test_tickets_are_made_under_a_temporary_name_without_o_tmpfile(ledger, ledger_dir, monkeypatch):
+    from scopeledger._wait import Queue, Request
+
+    monkeypatch.delattr(os, "O_TMPFILE")
+    q = Queue(ledger_dir)
+    req = Request.of(ledger, "a", [W("/x")], None, None, 1)
+    t1, t2 = q.join(req), q.join(req)
+    assert (t1[0], t2[0]) == (1, 2) and tickets(ledger_dir) == [f"{1:016d}", f"{2:016d}"]
+    assert sorted(os.listdir(q.dir)) == tickets(ledger_dir)  # no temporary name left
+    assert oct(os.stat(t1[2]).st_mode & 0o777) == "0o600"
+    Queue.leave(t1)
+    Queue.leave(t2)
+    assert os.listdir(q.dir) == []
