@@ -38,9 +38,9 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from ._errors import UnknownHolder
 from ._fold import Allocation
-from ._process import identify
 from ._rules import ScopeRule
-from ._wait import Gate, GaveUp, Queue, Request, Watch, first_attempt, notice, one_round, timed_out
+from ._wait import (Gate, GaveUp, Queue, Request, Watch, first_attempt, notice, one_round, queue_of, timed_out,
+                    whoami)
 
 T = TypeVar("T")
 
@@ -179,11 +179,11 @@ class AsyncLedger:
             return await self._gated(gate, attempt, gate.commit)
         req = await self._thread(Request.of, led, name, rules, parent, parent_token, wait)
         if self._me is None:
-            self._me = await self._thread(identify)
+            self._me = await self._thread(whoami, led)
         me = self._me
         deadline = None if math.isinf(req.wait) else time.monotonic() + req.wait
         gate = Gate(deadline)
-        queue = Queue(led.path)
+        queue = queue_of(led)
         try:
             out = await self._gated(gate, first_attempt, led, req, queue, attempt, gate, me)
         except GaveUp:
@@ -195,7 +195,7 @@ class AsyncLedger:
         watch = None
         try:
             ticket = await self._thread(queue.join, req, undo=Queue.leave)
-            watch = Watch(led, queue)
+            watch = Watch.take(led, queue)
             notice(req, last)
             while True:
                 if deadline is not None and time.monotonic() >= deadline:
@@ -204,7 +204,7 @@ class AsyncLedger:
                 if isinstance(out, Allocation):
                     return out
                 last = out
-                watch.arm(out.pids, log_too=out.refusal is not None)
+                watch.arm(out.pids, log_too=out.refusal is not None, behind=out.behind)
                 remaining = math.inf if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     raise timed_out(req, last)
@@ -212,9 +212,9 @@ class AsyncLedger:
         except GaveUp:
             raise timed_out(req, last) from None
         finally:
+            Queue.leave(ticket)  # first: the next waiter may go on
             if watch is not None:
-                watch.close()
-            Queue.leave(ticket)
+                watch.give_back(led)
 
     async def _gated(self, gate: Gate, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` in a thread, where a grant passes ``gate``: if this
@@ -296,7 +296,7 @@ class AsyncLedger:
 
         _check_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        watch = Watch(self._ledger, None)
+        watch = Watch.take(self._ledger, None)
         try:
             while True:
                 seq = await self.refresh()
@@ -307,7 +307,7 @@ class AsyncLedger:
                     return seq
                 await _sleep(watch, remaining)
         finally:
-            watch.close()
+            watch.give_back(self._ledger)
 
     async def until_lost(self, name: str, token: int) -> Any:
         """Wait (on the loop) until grant ``(name, token)`` is no longer

@@ -16,15 +16,17 @@ name, locked (``flock(LOCK_EX)``, held while it waits) and then linked to
 the next free number (``link`` fails with ``EEXIST`` when another waiter took
 it: the next number is tried). Numbers only grow while the queue is not
 empty, so the order of the numbers is the order in which waiters joined.
-Before each attempt a waiter reads the tickets before its own; it stands
-back while one of them is alive and *contends* with it (a write rule of one
+Before each attempt a waiter reads the tickets before its own, nearest
+first; it stands back while one of them is alive and *contends* with it (a write rule of one
 overlaps a write rule of the other, :func:`scopeledger.overlaps`), except
 when that earlier waiter is itself kept out by the waiter's own line of
 delegation (its parent or the parent's ancestors hold what it needs: it
 cannot be granted before that line lets go, and standing back would
 deadlock). A ticket whose lock can be taken belongs to a waiter that died
 (its descriptors closed): it is skipped and removed. A waiter that is
-granted, times out or is cancelled removes its ticket.
+granted, times out or is cancelled removes its ticket. A waiter that stands
+back watches only the ticket it stands behind (the nearest), so a grant
+wakes the next waiter, not the whole queue.
 
 The queue orders waiters among themselves. A request without ``wait`` does
 not look at it (the hot path stays as it was) and may be granted ahead of
@@ -67,6 +69,7 @@ import secrets
 import select
 import threading
 import time
+import weakref
 from typing import Any, Callable
 
 import attrs
@@ -375,9 +378,11 @@ class Queue:
             os.close(fd)
 
     def ahead(self, mine: int | None, req: Request, line_writes: Callable[[], list[ScopeRule]]) -> list[Waiter]:
-        """The first live waiter before ticket ``mine`` (``None``: any) that
-        ``req`` must stand back for (see the module docstring), in a list
-        (empty: none).
+        """The nearest live waiter before ticket ``mine`` (``None``: any)
+        that ``req`` must stand back for (see the module docstring), in a
+        list (empty: none). The nearest, not the first: each waiter then
+        watches the one just before it, and a grant wakes one waiter, not
+        the whole queue.
         ``line_writes()``: the write rules of the requester's own line of
         delegation (the parent and its ancestors), asked only when needed."""
         writes = req.writes()
@@ -385,9 +390,9 @@ class Queue:
             return []
         out = []
         line: list[ScopeRule] | None = None
-        for number, entry in self._numbers():
+        for number, entry in reversed(self._numbers()):
             if mine is not None and number >= mine:
-                break
+                continue
             w = self._read(number, entry)
             if w is None or not _contend(w.writes, writes):
                 continue
@@ -398,19 +403,21 @@ class Queue:
                     continue  # it waits for this waiter's own line: standing back would deadlock
             if self._alive(entry):
                 out.append(w)
-                break  # one is enough to stand back for (and each look costs an open and a flock)
+                break  # one is enough to stand back for (each look costs an open and a flock)
         return out
 
 
 @attrs.frozen
 class Blocked:
     """Why a waiter is still waiting: the refusal it met (or ``None``,
-    behind earlier waiters), who is in the way, and pids to watch."""
+    behind an earlier waiter: ``behind`` is its ticket number), who is in
+    the way, and pids to watch."""
 
     refusal: Refused | None
     in_the_way: tuple[str, ...]
     reason: str
     pids: tuple[int, ...]
+    behind: int | None = None
 
 
 def line_writes(ledger: Any, parent: str | None) -> list[ScopeRule]:
@@ -457,7 +464,7 @@ def behind(waiters: list[Waiter]) -> Blocked:
     w = waiters[0]
     more = f" and {len(waiters) - 1} more" if len(waiters) > 1 else ""
     return Blocked(None, tuple(x.name for x in waiters), f"waiting behind '{w.name}' (pid {w.pid}), "
-                   f"which asked first for an overlapping write scope{more}", ())
+                   f"which asked first for an overlapping write scope{more}", (), w.number)
 
 
 def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
@@ -538,6 +545,8 @@ class Watch:
         self.queue_watch: Any = None
         self.pidfds: dict[int, int] = {}
         self.watch_log = True
+        self.behind: int | None = None
+        self.pid = os.getpid()
         network = getattr(getattr(ledger, "_store", None), "network_fs", None)
         if network is None:
             try:
@@ -562,10 +571,14 @@ class Watch:
             out.append(self.queue_watch.fileno())
         return out
 
-    def arm(self, pids: tuple[int, ...], log_too: bool = True) -> None:
+    def arm(self, pids: tuple[int, ...], log_too: bool = True, behind: int | None = None) -> None:
         """Watch these pids' exits (and no others); the log too unless
-        ``log_too`` is false (behind an earlier waiter: only the queue)."""
+        ``log_too`` is false; in the queue, only ticket ``behind`` (the
+        earlier waiter this one stands back for: only its leaving, or its
+        waiter's death, can let this one on; a refused waiter has no waiter
+        before it to wait for)."""
         self.watch_log = log_too
+        self.behind = behind
         for pid in list(self.pidfds):
             if pid not in pids:
                 os.close(self.pidfds.pop(pid))
@@ -577,10 +590,10 @@ class Watch:
                     pass  # gone already (the next decision reclaims it), or no pidfds here
 
     def drain(self, mine: int | None = None) -> bool:
-        """Read what woke the waiter; whether it matters to ticket ``mine``:
-        an append to the log (while watched), a holder's exit, or a ticket
-        before ``mine`` leaving the queue (tickets after it, and names that
-        are not tickets, do not)."""
+        """Read what woke the waiter; whether it matters: an append to the
+        log (while watched), a holder's exit, or the ticket it stands
+        behind leaving or closing (without one: any ticket before ``mine``;
+        names that are not tickets never)."""
         relevant = False
         if self.log_watch is not None:
             try:
@@ -592,7 +605,13 @@ class Watch:
             try:
                 for ev in self.queue_watch.read(timeout=0):
                     name = ev.name
-                    if name.isdigit() and (mine is None or int(name) < mine):
+                    if not name.isdigit():
+                        continue
+                    if self.behind is not None:
+                        relevant = relevant or int(name) == self.behind
+                    elif self.watch_log:
+                        continue  # refused: holders are in the way, not waiters
+                    elif mine is None or int(name) < mine:
                         relevant = True
                     elif ev.mask & 0x4000:  # IN_Q_OVERFLOW: events were lost
                         relevant = True
@@ -624,6 +643,34 @@ class Watch:
             if self.drain(mine):
                 return
 
+    @classmethod
+    def take(cls, ledger: Any, queue: Queue | None) -> "Watch":
+        """A watch for ``ledger`` from its pool, or a new one. Closing an
+        inotify instance costs milliseconds (the kernel waits for a grace
+        period): a waiter that is granted gives its watch back
+        (:meth:`give_back`) instead, and the next wait takes it."""
+        pool = _watches.get(ledger)
+        while pool:
+            try:
+                w = pool.pop()
+            except IndexError:
+                break
+            if (w.queue_watch is None) == (queue is None) and w.pid == os.getpid():
+                w.drain()
+                w.arm((), True, None)
+                return w
+            w.close()
+        return cls(ledger, queue)
+
+    def give_back(self, ledger: Any) -> None:
+        """Back to ``ledger``'s pool (at most :data:`POOL` kept), pidfds closed."""
+        self.arm((), True, None)
+        pool = _watches.setdefault(ledger, [])
+        if self.log_watch is not None and len(pool) < POOL and self.pid == os.getpid():
+            pool.append(self)
+        else:
+            self.close()
+
     def close(self) -> None:
         for fd in self.pidfds.values():
             os.close(fd)
@@ -634,6 +681,33 @@ class Watch:
         self.log_watch = self.queue_watch = None
 
 
+#: Watches kept per ledger object for the next wait (see Watch.take).
+_watches: "weakref.WeakKeyDictionary[Any, list[Watch]]" = weakref.WeakKeyDictionary()
+
+#: At most this many watches kept per ledger object.
+POOL = 8
+
+#: One queue object (its cache of tickets read) per ledger object.
+_queues: "weakref.WeakKeyDictionary[Any, Queue]" = weakref.WeakKeyDictionary()
+
+
+def queue_of(ledger: Any) -> Queue:
+    q = _queues.get(ledger)
+    if q is None:
+        q = _queues[ledger] = Queue(ledger.path)
+    return q
+
+
+def whoami(ledger: Any) -> Any:
+    """This process's identity (the ledger's cached one where it has it)."""
+    actor = getattr(ledger, "_actor", None)
+    if actor is not None:
+        return actor()
+    from ._process import identify
+
+    return identify()
+
+
 def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation]) -> Allocation:
     """Ask; while refused by holders in the way (or behind earlier waiters),
     wait in the queue; the grant, or :class:`WaitTimeout`.
@@ -641,12 +715,10 @@ def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], No
     ``attempt(commit)`` asks the ledger once, calling ``commit()`` under the
     lock just before the grant is built (``Ledger.register`` passes it).
     """
-    from ._process import identify
-
-    me = identify()
+    me = whoami(ledger)
     deadline = None if math.isinf(req.wait) else time.monotonic() + req.wait
     gate = Gate(deadline)
-    queue = Queue(ledger.path)
+    queue = queue_of(ledger)
     try:
         out = first_attempt(ledger, req, queue, attempt, gate, me)
     except GaveUp:
@@ -658,7 +730,7 @@ def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], No
     watch = None
     try:
         ticket = queue.join(req)
-        watch = Watch(ledger, queue)
+        watch = Watch.take(ledger, queue)
         notice(req, last)
         while True:
             if deadline is not None and time.monotonic() >= deadline:
@@ -667,7 +739,7 @@ def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], No
             if isinstance(out, Allocation):
                 return out
             last = out
-            watch.arm(out.pids, log_too=out.refusal is not None)
+            watch.arm(out.pids, log_too=out.refusal is not None, behind=out.behind)
             remaining = math.inf if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise timed_out(req, last)
@@ -675,6 +747,6 @@ def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], No
     except GaveUp:
         raise timed_out(req, last) from None
     finally:
+        queue.leave(ticket)  # first: the next waiter may go on
         if watch is not None:
-            watch.close()
-        queue.leave(ticket)
+            watch.give_back(ledger)

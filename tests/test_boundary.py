@@ -63,6 +63,9 @@ RESERVED = ["y", 1, 0, None, [], "false", "True", 1.0]
 TOKENS = [True, False, "1", 1.0, [], b"1"]
 PROBES = [42, "probe", True, False, [], b"x"]
 DRY_RUNS = ["no", 1, 0, None, [], "False"]
+WAITS = [None, True, False, "1", -1, float("nan"), [1], b"1"]
+RETURNCODES = [256, -128, "0", True, 1.5, [0]]
+NOTES = [5, "x" * 4097, "\udc80", b"x", ["x"]]
 
 # argument -> (call(ledger, root, bad value), bad values, error, message pattern)
 CALLS = {
@@ -106,6 +109,15 @@ CALLS = {
     "reclaim.probe": (lambda L, r, v: L.reclaim(v), PROBES, TypeError, r"probe must be None or a callable, not "),
     "reclaim.dry_run": (lambda L, r, v: L.reclaim(dry_run=v), DRY_RUNS, TypeError,
                         r"dry_run must be True or False, not "),
+    "register.wait": (lambda L, r, v: L.register("n", [W(r + "/n")], wait=v), WAITS, (TypeError, ValueError),
+                      r"wait must be seconds"),
+    "delegate.wait": (lambda L, r, v: L.delegate("p", "c", [W(r + "/t/c")], wait=v), WAITS,
+                      (TypeError, ValueError), r"wait must be seconds"),
+    "hold.wait": (lambda L, r, v: L.hold("n", [W(r + "/n")], wait=v), WAITS, (TypeError, ValueError),
+                  r"wait must be seconds"),
+    "release.returncode": (lambda L, r, v: L.release("p", returncode=v), RETURNCODES, (TypeError, ValueError),
+                           r"returncode must be"),
+    "release.note": (lambda L, r, v: L.release("p", note=v), NOTES, (TypeError, ValueError), r"note must be"),
 }
 
 CASES = [(arg, i) for arg, (_, bad, _, _) in CALLS.items() for i in range(len(bad))]
