@@ -64,8 +64,10 @@ class InvalidScope(LedgerError, ValueError):
 
 
 class InvalidHolderName(LedgerError, ValueError):
-    """Raised when a holder name is empty, too long, or has characters outside
-    ``[A-Za-z0-9._@:+-]`` (names become socket directory names)."""
+    """Raised when a holder name is empty, too long, or not parts of
+    ``[A-Za-z0-9._@:+-]`` and inner spaces, each starting with a letter or
+    digit, joined by ``/`` (names become socket paths: no ``..``, no control
+    characters)."""
 
 
 class InvalidProcess(LedgerError, ValueError):

@@ -193,14 +193,16 @@ def check_name(name: Any, what: str | None = None) -> str:
         what a ledger keeps in memory is what the log's reader gets back).
 
     Raises:
-        InvalidHolderName: not a ``str`` of 1-255 characters from
-            ``[A-Za-z0-9._@:+-]`` starting with a letter or digit.
+        InvalidHolderName: not a ``str`` of 1-255 characters, parts of
+            ``[A-Za-z0-9._@:+-]`` and inner spaces, each starting with a
+            letter or digit, joined by ``/`` (``scopeledger._rules.HOLDER_NAME``).
     """
     if not isinstance(name, str) or not HOLDER_NAME.fullmatch(name):
         kind = "" if isinstance(name, str) else f"a str, not {type(name).__name__}, of "
         raise InvalidHolderName(
             f"invalid holder name {shown(name)}{' for ' + what if what else ''}: use {kind}1-255 "
-            "characters from [A-Za-z0-9._@:+-], starting with a letter or digit")
+            "characters: parts of [A-Za-z0-9._@:+-] and inner spaces, each starting with a letter or digit, "
+            "joined by '/' (as in 'team/agent 3')")
     return name if type(name) is str else str.__str__(name)
 
 

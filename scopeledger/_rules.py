@@ -85,9 +85,15 @@ PERMISSION_TEXT = {p: p.value for p in Permission}
 _BY_VALUE = {"read": Permission.READ, "write": Permission.WRITE}
 _set = object.__setattr__
 
-#: A holder name: 1-255 characters from [A-Za-z0-9._@:+-], starting with a
-#: letter or digit (``HOLDER_NAME.fullmatch(name)``).
-HOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]{0,254}")
+#: A holder name (``HOLDER_NAME.fullmatch(name)``): 1-255 characters, one or
+#: more parts joined by ``/`` (``team/agent 3``); a part is characters from
+#: ``[A-Za-z0-9._@:+-]`` and spaces, starting with a letter or digit and not
+#: ending with a space. So no control character, no empty part, no ``.`` or
+#: ``..`` part (a name with ``/`` is a path below the runtime's socket
+#: directory, ``socket_path_for``, and never leaves it), nothing outside
+#: ASCII, no leading ``-`` (an option on a command line).
+HOLDER_NAME = re.compile(r"(?=.{1,255}$)[A-Za-z0-9](?:[A-Za-z0-9._@:+ -]*[A-Za-z0-9._@:+-])?"
+                         r"(?:/[A-Za-z0-9](?:[A-Za-z0-9._@:+ -]*[A-Za-z0-9._@:+-])?)*")
 
 
 def check_path_text(path: str, what: str = "path") -> None:

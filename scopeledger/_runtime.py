@@ -58,7 +58,10 @@ def runtime_base() -> str:
 
 
 def socket_path_for(name: str, base: str | None = None) -> str:
-    """The socket path a holder's runtime exposes: ``<base>/<name>/sock``.
+    """The socket path a holder's runtime exposes: ``<base>/<name>/sock``
+    (a name with ``/``, ``team/agent-3``, is a directory below another:
+    ``<base>/team/agent-3/sock``; no part of a name is ``.`` or ``..``, so
+    the path never leaves ``base``).
 
     The one function both a runtime's directory code and the ledger call
     (the seed review's finding 2: never predict the path in two places).

@@ -324,14 +324,14 @@ def test_a_readable_snapshot_past_the_end_is_still_past_the_end(a_ledger: Path) 
 
 
 @pytest.mark.parametrize("args, param", [
-    (["history", "bad name"], "'NAME'"),
+    (["history", "bad/../name"], "'NAME'"),
     (["release", ""], "'NAME'"),
-    (["release", "no/such"], "'NAME'"),
-    (["run", "--name", "bad name", "--", "touch", "ran"], "'--name'"),
-    (["run", "--parent", "bad name", "--write", "src", "--", "touch", "ran"], "'--parent'"),
-    (["check", "--write", "src", "--name", "bad name"], "'--name'"),
-    (["check", "--write", "src", "--parent", "bad name"], "'--parent'"),
-    (["replay", "--holder", "bad name"], "'--holder'"),
+    (["release", "no//such"], "'NAME'"),
+    (["run", "--name", "bad/../name", "--", "touch", "ran"], "'--name'"),
+    (["run", "--parent", "bad/../name", "--write", "src", "--", "touch", "ran"], "'--parent'"),
+    (["check", "--write", "src", "--name", "bad/../name"], "'--name'"),
+    (["check", "--write", "src", "--parent", "bad/../name"], "'--parent'"),
+    (["replay", "--holder", "bad/../name"], "'--holder'"),
     (["check", "--write", ""], "'--write'"),
     (["check", "--read", "a/*/b"], "'--read'"),
     (["run", "--write", "../x", "--root", "/r", "--", "touch", "ran"], "'--write'"),
@@ -365,10 +365,10 @@ def test_a_bad_value_on_the_command_line_is_a_usage_error_with_the_hint(a_ledger
 def test_what_a_manifest_or_the_environment_says_has_no_hint(a_ledger: Path, tmp_path: Path) -> None:
     # as docs/cli.md says: the command line itself was right
     path = tmp_path / "m.toml"
-    path.write_text('[holder]\nname = "bad name"\n[scope]\nwrite = ["src"]\n')
+    path.write_text('[holder]\nname = "bad/../name"\n[scope]\nwrite = ["src"]\n')
     res = ledger_cmd(a_ledger, "check", "--manifest", str(path))
     assert res.returncode == 2 and "--help" not in one_error_line(res.stderr)
-    res = ledger_cmd(a_ledger, "check", "--write", "src", env=clean_env(SCOPELEDGER_HOLDER="bad name"))
+    res = ledger_cmd(a_ledger, "check", "--write", "src", env=clean_env(SCOPELEDGER_HOLDER="bad/../name"))
     assert res.returncode == 2 and "--help" not in one_error_line(res.stderr)
     assert "(see 'ledger CMD --help')" in _docs()
 

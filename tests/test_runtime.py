@@ -59,7 +59,7 @@ def test_root_override(tmp_path):
     ("[holder]\nname='x'\ncolour='red'\n[scope]\nwrite=['a']\n", r"extra fields found \(colour\)"),
     ("[holder]\nname='x'\n[scope]\nwrite='a'\n", "manifest.scope.write"),
     ("[holder]\nname='x'\n[scope]\n", "no scope rules"),
-    ("[holder]\nname='a/b'\n[scope]\nwrite=['a']\n", "invalid holder name"),
+    ("[holder]\nname='a/../b'\n[scope]\nwrite=['a']\n", "invalid holder name"),
     ("[holder]\nname='x'\n[scope]\nwrite=['../../etc']\n", "climbs out"),
     ("[holder]\nname='x'\n[[scope.rules]]\npath='a'\npermission='exec'\n", "invalid permission"),
     ("[holder]\nname='x'\n[[scope.rules]]\npath='a'\npermission='read'\nrecursive='yes'\n", "recursive"),
