@@ -11,7 +11,8 @@ Usage (from the repository root)::
 loop; a stall is how late each wake-up is) while it does register+release
 pairs on its own path, and 4 writer processes register+release pairs on
 theirs as fast as they can (every pair contends for the ledger's lock).
-Side by side, in one run: ``AsyncLedger`` against calling the blocking
+Side by side, in one run: the heartbeat alone (``idle``: what the machine
+itself does to the loop), ``AsyncLedger``, and calling the blocking
 ``Ledger`` from the coroutine (what the issue measured). Reported: the
 largest stall, its p99, and the pairs done.
 
@@ -65,7 +66,7 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-async def _stall_run(d: str, seconds: float, use_async: bool) -> dict[str, float]:
+async def _stall_run(d: str, seconds: float, mode: str) -> dict[str, float]:
     from scopeledger import AsyncLedger, Ledger, ScopeRule
 
     led = Ledger.open(d)
@@ -84,7 +85,10 @@ async def _stall_run(d: str, seconds: float, use_async: bool) -> dict[str, float
     async def work() -> None:
         nonlocal pairs
         while time.monotonic() < stop:
-            if use_async:
+            if mode == "idle":  # the heartbeat alone: what the machine does to the loop
+                await asyncio.sleep(0.001)
+                continue
+            if mode == "async":
                 a = await aled.register("loop", rule)
                 await aled.release("loop", a.token)
             else:
@@ -100,9 +104,9 @@ async def _stall_run(d: str, seconds: float, use_async: bool) -> dict[str, float
 
 
 def stall(seconds: float, rounds: int) -> dict[str, list[dict[str, float]]]:
-    out: dict[str, list[dict[str, float]]] = {"async": [], "blocking": []}
+    out: dict[str, list[dict[str, float]]] = {"idle": [], "async": [], "blocking": []}
     for r in range(rounds):
-        for mode in ("async", "blocking") if r % 2 == 0 else ("blocking", "async"):
+        for mode in ("idle", "async", "blocking") if r % 2 == 0 else ("blocking", "async", "idle"):
             d = tempfile.mkdtemp(prefix="wait-bench-") + "/ledger"
             from scopeledger import Ledger
 
@@ -116,7 +120,7 @@ def stall(seconds: float, rounds: int) -> dict[str, list[dict[str, float]]]:
                 w.stdin.write("go\n")
                 w.stdin.flush()
             time.sleep(0.2)  # the writers are in their loop before the event loop's run starts
-            res = asyncio.run(_stall_run(d, seconds, mode == "async"))
+            res = asyncio.run(_stall_run(d, seconds, mode))
             res["writer_pairs"] = sum(int(w.communicate()[0] or 0) for w in writers)
             out[mode].append(res)
     return out
@@ -149,8 +153,9 @@ TAKER = textwrap.dedent("""
             t_end = g + 0.001
             while time.monotonic() < t_end:
                 pass
-            await aled.release(a.name, a.token)
-            out.append((g, time.monotonic()))
+            # the release's own return, in its thread (not when the loop resumes the coroutine)
+            r = await asyncio.to_thread(lambda: (led.release(a.name, token=a.token), time.monotonic())[1])
+            out.append((g, r))
     if mode == "async":
         asyncio.run(amain())
     else:
