@@ -17,11 +17,8 @@ import pytest
 import scopeledger._wait as wait_mod
 from scopeledger import AsyncLedger, Ledger, ScopeConflict, ScopeRule, WaitTimeout
 
+from helpers import W
 from test_wait import BOUND, grants, holder_process, tickets, until, events
-
-
-def W(path):
-    return ScopeRule(path, "write")
 
 
 def run(coro):

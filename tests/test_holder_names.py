@@ -10,13 +10,9 @@ import pytest
 
 from scopeledger import InvalidHolderName, Ledger, ScopeRule, socket_path_for
 
-from test_cli import clean_env, ledger_cmd
+from helpers import W, clean_env, ledger_cmd
 
 NAMES = ["team/agent-3", "team/agent 3", "Build Runner", "org/team/agent 3.1@host:7+x"]
-
-
-def W(path):
-    return ScopeRule(path, "write")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -23,11 +23,8 @@ from scopeledger import (
 )
 from scopeledger._events import decode
 
+from helpers import W
 from test_wait import BOUND, events, until
-
-
-def W(path):
-    return ScopeRule(path, "write")
 
 
 def released(led, name):

@@ -26,11 +26,9 @@ from scopeledger import (
 )
 from scopeledger._wait import QUEUE_DIR
 
+from helpers import W, wait_for
+
 BOUND = 60.0  # generous bound on any condition a test waits for
-
-
-def W(path):
-    return ScopeRule(path, "write")
 
 
 def events(led):
@@ -54,11 +52,7 @@ def tickets(ledger_dir):
 
 
 def until(cond, what):
-    deadline = time.monotonic() + BOUND
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+    wait_for(cond, BOUND, what)
 
 
 WAITER = textwrap.dedent("""
