@@ -371,3 +371,36 @@ def test_tickets_are_made_under_a_temporary_name_without_o_tmpfile(ledger, ledge
     Queue.leave(t1)
     Queue.leave(t2)
     assert os.listdir(q.dir) == []
+
+
+def test_threads_sharing_one_ledger_wait_and_are_served_one_at_a_time(ledger, tmp_path):
+    """docs/threads-and-forks.md: waiting calls are thread-safe; 8 threads of
+    one process, one Ledger object, one scope: each is granted in turn, and
+    no two hold it at once."""
+    import threading
+
+    src = str(tmp_path / "src")
+    holder = ledger.register("holder", [W(src)])
+    inside = []
+    overlap = []
+    errors = []
+
+    def worker(i):
+        try:
+            with ledger.hold(f"t{i}", [W(src)], wait=BOUND):
+                inside.append(i)
+                if len(inside) > 1:
+                    overlap.append(list(inside))
+                inside.remove(i)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for i, t in enumerate(threads):
+        t.start()
+        until(lambda: len(tickets(ledger.path)) == i + 1, f"t{i}'s ticket")
+    ledger.release("holder", token=holder.token)
+    for t in threads:
+        t.join(BOUND)
+    assert not errors and not overlap
+    assert [g["holder"]["name"] for g in grants(ledger)][1:] == [f"t{i}" for i in range(8)]
