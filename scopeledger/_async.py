@@ -148,24 +148,24 @@ class AsyncLedger:
     # -- mutations --------------------------------------------------------------
 
     async def register(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
-                       socket: str | None = None, wait: float = 0) -> Allocation:
+                       socket: str | None = None, wait: float = 0, note: str | None = None) -> Allocation:
         """:meth:`Ledger.register`, waiting (``wait``) on the loop."""
         led = self._ledger
 
         def attempt(commit: Callable[[], None]) -> Allocation:
-            return led._attempt(lambda written: led._register(name, rules, pid, socket, written, commit))
+            return led._attempt(lambda written: led._register(name, rules, pid, socket, written, commit, note))
 
         return await self._grant(name, rules, None, None, wait, attempt)
 
     async def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                        pid: int | None = None, *, reserved: bool = False, socket: str | None = None,
-                       parent_token: int | None = None, wait: float = 0) -> Allocation:
+                       parent_token: int | None = None, wait: float = 0, note: str | None = None) -> Allocation:
         """:meth:`Ledger.delegate`, waiting (``wait``) on the loop."""
         led = self._ledger
 
         def attempt(commit: Callable[[], None]) -> Allocation:
             return led._attempt(lambda written: led._delegate(parent, child, rules, pid, reserved, socket,
-                                                              parent_token, written, commit))
+                                                              parent_token, written, commit, note))
 
         return await self._grant(child, rules, parent, parent_token, wait, attempt)
 
@@ -224,11 +224,11 @@ class AsyncLedger:
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
              parent: str | None = None, socket: str | None = None, parent_token: int | None = None,
-             wait: float = 0) -> "AsyncHold":
+             wait: float = 0, note: str | None = None) -> "AsyncHold":
         """``async with aledger.hold(...) as alloc:``: register (or, with
         ``parent``, delegate) on entry, release (that grant, by token) on
         exit, also on an exception or a cancellation."""
-        return AsyncHold(self, name, rules, pid, parent, socket, parent_token, wait)
+        return AsyncHold(self, name, rules, pid, parent, socket, parent_token, wait, note)
 
     async def release(self, name: str, token: int | None = None, *, returncode: int | None = None,
                       note: str | None = None) -> list[str]:
@@ -350,21 +350,21 @@ class AsyncHold:
     entered; ``await release()`` releases early (a no-op the second time)."""
 
     def __init__(self, aledger: AsyncLedger, name: str, rules: Any, pid: int | None, parent: str | None,
-                 socket: str | None, parent_token: int | None, wait: float) -> None:
+                 socket: str | None, parent_token: int | None, wait: float, note: str | None = None) -> None:
         self._aledger = aledger
-        self._args = (name, rules, pid, parent, socket, parent_token, wait)
+        self._args = (name, rules, pid, parent, socket, parent_token, wait, note)
         self.allocation: Allocation | None = None
         self._released = False
 
     async def __aenter__(self) -> Allocation:
-        name, rules, pid, parent, socket, parent_token, wait = self._args
+        name, rules, pid, parent, socket, parent_token, wait, note = self._args
         if parent is None:
             if parent_token is not None:
                 raise TypeError("parent_token is given without parent")
-            self.allocation = await self._aledger.register(name, rules, pid, socket=socket, wait=wait)
+            self.allocation = await self._aledger.register(name, rules, pid, socket=socket, wait=wait, note=note)
         else:
             self.allocation = await self._aledger.delegate(parent, name, rules, pid, socket=socket,
-                                                           parent_token=parent_token, wait=wait)
+                                                           parent_token=parent_token, wait=wait, note=note)
         return self.allocation
 
     async def release(self) -> None:
@@ -466,14 +466,15 @@ class AsyncSpawned:
 
 
 async def _spawn(aledger: AsyncLedger, name: str, argv: Sequence[str], rules: Any, *, parent: str | None = None,
-                 parent_token: int | None = None, wait: float = 0, env: Any = None, **popen: Any) -> AsyncSpawned:
+                 parent_token: int | None = None, wait: float = 0, env: Any = None, note: str | None = None,
+                 **popen: Any) -> AsyncSpawned:
     from . import _spawn as sp
 
     sp.check_spawn_args(argv, popen, parent, parent_token)
     if parent is None:
-        alloc = await aledger.register(name, rules, wait=wait)
+        alloc = await aledger.register(name, rules, wait=wait, note=note)
     else:
-        alloc = await aledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait)
+        alloc = await aledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait, note=note)
 
     def undo(spawned: Any) -> None:  # cancelled while it started: stop it, release with a note
         spawned.process.kill()

@@ -36,7 +36,9 @@ ARCHITECTURE.md, "The identity of a path")::
 
     registered / delegated  "holder": {"name", "rules", "process": <process identity>,
                                        "parent": str|null, "reserved": bool,
-                                       "socket": str|null}
+                                       "socket": str|null,
+                                       "note": str (v2, optional: why the scope was
+                                               asked for, at most 4096 characters)}
     attached                "name", "process"
     released                "name", "reparented": [[child, new_parent|null], ...]
                             v2, optional: "exit_code": int 0-255 or "exit_signal":
@@ -123,6 +125,7 @@ KEYS[2] = dict(KEYS[1])
 KEYS[2]["actor"] = KEYS[2]["process"] = frozenset({"host", "boot", "pid", "ticks", "pidns"})
 KEYS[2]["line"] = KEYS[1]["line"] | {"network_fs"}
 KEYS[2]["released"] = KEYS[1]["released"] | {"exit_code", "exit_signal", "note"}
+KEYS[2]["holder"] = KEYS[1]["holder"] | {"note"}
 
 #: Keys a line may carry or not (``KEYS`` lists them too): the fast path of
 #: :func:`decode` counts a line's keys without them, so that a line with

@@ -788,6 +788,8 @@ def _shape_grant(ev: dict[str, Any]) -> tuple[str, str | None, tuple[ScopeRule, 
     socket = h.get("socket")
     if socket is not None and type(socket) is not str:
         raise _bad("holder.socket", socket, "a path or null")
+    if len(h) > 6 and "note" in h and (type(h["note"]) is not str or len(h["note"]) > MAX_NOTE):
+        raise _bad("holder.note", h["note"], f"a string of at most {MAX_NOTE} characters")
     return name, parent, rules, process, reserved, socket
 
 

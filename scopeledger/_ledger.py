@@ -1150,7 +1150,7 @@ class Ledger(HistoryMixin):
     # -- mutations -------------------------------------------------------------
 
     def register(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
-                 *, socket: str | None = None, wait: float = 0) -> Allocation:
+                 *, socket: str | None = None, wait: float = 0, note: str | None = None) -> Allocation:
         """Register a top-level holder.
 
         Args:
@@ -1166,6 +1166,9 @@ class Ledger(HistoryMixin):
                 first served (``scopeledger._wait``: its docstring says
                 how); woken when the log changes or a holder's process in
                 the way exits.
+            note: why the scope is asked for, in the requester's words
+                (``str``, at most 4096 characters), recorded with the grant
+                (``holder.note``).
 
         Returns:
             The :class:`Allocation`; its ``token`` is the granting seq.
@@ -1185,17 +1188,19 @@ class Ledger(HistoryMixin):
                 first. The refusal is recorded once.
             WaitTimeout: with ``wait``, not granted within ``wait`` seconds
                 (it is never granted afterwards).
-            TypeError, ValueError: ``wait`` is not a number of seconds >= 0.
+            TypeError, ValueError: ``wait`` is not a number of seconds >= 0;
+                ``note`` is not a ``str`` of at most 4096 characters that
+                UTF-8 can encode.
         """
         if _waits(wait):
             from ._wait import wait_for_grant, Request
 
             req = Request.of(self, name, rules, None, None, wait)
             return wait_for_grant(self, req, lambda commit: self._attempt(
-                lambda written: self._register(name, rules, pid, socket, written, commit)))
+                lambda written: self._register(name, rules, pid, socket, written, commit, note)))
         written: list[Any] = []
         try:
-            return self._register(name, rules, pid, socket, written)
+            return self._register(name, rules, pid, socket, written, None, note)
         except BaseException:
             self._withdraw(written)
             raise
@@ -1211,8 +1216,10 @@ class Ledger(HistoryMixin):
             raise
 
     def _register(self, name: str, rules: Any, pid: int | None, socket: str | None,
-                  written: list[Any], commit: Callable[[], None] | None = None) -> Allocation:
+                  written: list[Any], commit: Callable[[], None] | None = None,
+                  note: str | None = None) -> Allocation:
         name = check_name(name)
+        note = _check_note(note)
         if socket is not None:
             socket = _check_socket(socket)
         rules_t = self._prepare(rules)
@@ -1225,14 +1232,14 @@ class Ledger(HistoryMixin):
                 return None
             if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
                 commit()
-            return _grant(txn, "registered", name, rules_t, ident, None, False, socket)
+            return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note)
 
         return self._transact(build, written)
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                  pid: int | None = None, *, reserved: bool = False,
                  socket: str | None = None, parent_token: int | None = None,
-                 wait: float = 0) -> Allocation:
+                 wait: float = 0, note: str | None = None) -> Allocation:
         """Delegate part of ``parent``'s effective scope to a new holder.
 
         Every rule must be fully covered by one of the parent's rules
@@ -1256,6 +1263,7 @@ class Ledger(HistoryMixin):
             wait: as :meth:`register`: waits while a sibling's write rule
                 is in the way (a :class:`DelegationError` naming it); a rule
                 outside the parent's scope is refused at once.
+            note: as :meth:`register`.
 
         Raises:
             UnknownHolder: ``parent`` is not live, or is live with another
@@ -1274,18 +1282,19 @@ class Ledger(HistoryMixin):
             req = Request.of(self, child, rules, parent, parent_token, wait)
             return wait_for_grant(self, req, lambda commit: self._attempt(
                 lambda written: self._delegate(parent, child, rules, pid, reserved, socket, parent_token,
-                                               written, commit)))
+                                               written, commit, note)))
         written: list[Any] = []
         try:
-            return self._delegate(parent, child, rules, pid, reserved, socket, parent_token, written)
+            return self._delegate(parent, child, rules, pid, reserved, socket, parent_token, written, None, note)
         except BaseException:
             self._withdraw(written)
             raise
 
     def _delegate(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
                   socket: str | None, parent_token: int | None, written: list[Any],
-                  commit: Callable[[], None] | None = None) -> Allocation:
+                  commit: Callable[[], None] | None = None, note: str | None = None) -> Allocation:
         parent = check_name(parent, "parent")
+        note = _check_note(note)
         child = check_name(child, "child")
         _check_bool("reserved", reserved)
         _check_token(parent_token, allow_none=True, what="parent_token")
@@ -1306,7 +1315,7 @@ class Ledger(HistoryMixin):
                 return None
             if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
                 commit()
-            return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket)
+            return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket, note)
 
         return self._transact(build, written)
 
@@ -1602,15 +1611,15 @@ class Ledger(HistoryMixin):
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
              *, parent: str | None = None, socket: str | None = None,
-             parent_token: int | None = None, wait: float = 0) -> "Hold":
+             parent_token: int | None = None, wait: float = 0, note: str | None = None) -> "Hold":
         """Register (or, with ``parent``, delegate) now and return a guard
         that releases the allocation when the ``with`` block ends (also on
         an exception), when the guard is garbage collected (with a
         ``ResourceWarning``: keep the guard), or at interpreter exit,
         whichever comes first. ``with ledger.hold(...) as alloc``
         binds the :class:`Allocation`. ``parent_token``: as
-        :meth:`delegate` (a ``TypeError`` without ``parent``). ``wait``: as
-        :meth:`register`.
+        :meth:`delegate` (a ``TypeError`` without ``parent``). ``wait``,
+        ``note``: as :meth:`register`.
 
         Raises:
             as :meth:`register` / :meth:`delegate`.
@@ -1622,15 +1631,15 @@ class Ledger(HistoryMixin):
             if _waits(wait):
                 if parent is None and parent_token is not None:
                     raise TypeError("parent_token is given without parent")
-                alloc = (self.register(name, rules, pid, socket=socket, wait=wait) if parent is None else
-                         self.delegate(parent, name, rules, pid, socket=socket, parent_token=parent_token,
-                                       wait=wait))
+                alloc = (self.register(name, rules, pid, socket=socket, wait=wait, note=note) if parent is None
+                         else self.delegate(parent, name, rules, pid, socket=socket, parent_token=parent_token,
+                                            wait=wait, note=note))
             elif parent is None:
                 if parent_token is not None:
                     raise TypeError("parent_token is given without parent")
-                alloc = self._register(name, rules, pid, socket, written)
+                alloc = self._register(name, rules, pid, socket, written, None, note)
             else:
-                alloc = self._delegate(parent, name, rules, pid, False, socket, parent_token, written)
+                alloc = self._delegate(parent, name, rules, pid, False, socket, parent_token, written, None, note)
             guard = Hold(self, alloc)
             self._holds.add(guard)
             return guard
@@ -1940,17 +1949,30 @@ def _release_extras(returncode: Any, note: Any) -> dict[str, Any]:
             out["exit_signal"] = -returncode
         else:
             out["exit_code"] = returncode
+    note = _check_note(note)
     if note is not None:
-        if not isinstance(note, str):
-            raise TypeError(f"note must be a str or None, not {shown(note)}")
-        if len(note) > 4096:
-            raise ValueError(f"note must be at most 4096 characters, not {len(note)}")
-        try:
-            note.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"note must be text that UTF-8 can encode: {exc.reason} at {exc.start}") from None
-        out["note"] = str.__str__(note)
+        out["note"] = note
     return out
+
+
+def _check_note(note: Any) -> str | None:
+    """A grant's or release's ``note`` as the log records it.
+
+    Raises:
+        TypeError: not a ``str`` or ``None``.
+        ValueError: over 4096 characters, or not encodable (a lone surrogate).
+    """
+    if note is None:
+        return None
+    if not isinstance(note, str):
+        raise TypeError(f"note must be a str or None, not {shown(note)}")
+    if len(note) > 4096:
+        raise ValueError(f"note must be at most 4096 characters, not {len(note)}")
+    try:
+        note.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"note must be text that UTF-8 can encode: {exc.reason} at {exc.start}") from None
+    return str.__str__(note)
 
 
 def _waits(wait: Any) -> bool:
@@ -1989,17 +2011,20 @@ def _partly(exc: Any, lines: list[bytes]) -> PartlyRecorded:
 
 
 def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,
-           parent: str | None, reserved: bool, socket: str | None) -> Allocation:
+           parent: str | None, reserved: bool, socket: str | None, note: str | None = None) -> Allocation:
     """Emit the ``registered``/``delegated`` event (the transaction's last)
     and return the :class:`Allocation` it grants, applied after the write."""
     # ``rules`` come from Ledger._prepare: canonical, ``given`` cleared.
     perm = PERMISSION_TEXT
-    seq, ts, h = txn.emit_last(kind, holder={
+    holder = {
         "name": name, "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
                                 else [r.path, perm[r.permission], r.recursive, identity_json(r)]
                                 for r in rules],
         "process": txn.actor if ident is txn.actor_ident else ident.to_json(), "parent": parent,
-        "reserved": reserved, "socket": socket})
+        "reserved": reserved, "socket": socket}
+    if note is not None:
+        holder["note"] = note
+    seq, ts, h = txn.emit_last(kind, holder=holder)
     alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket)
     txn.after = (commit_grant, alloc, h)
     return alloc

@@ -66,6 +66,7 @@ VALUES: dict[str, dict[str, Any]] = {
         "parent": {"anyOf": [_NAME, _NULL]},
         "reserved": {"type": "boolean"},
         "socket": {"type": ["string", "null"]},
+        "note": {"type": "string", "maxLength": 4096},
     },
     "request": {
         "name": {"type": "string"},
@@ -125,6 +126,7 @@ OPTIONAL: dict[str, frozenset[str]] = {
     "process": frozenset({"pidns"}),
     "rule_identity": frozenset({"via", "below"}),
     "released": frozenset({"exit_code", "exit_signal", "note"}),
+    "holder": frozenset({"note"}),
 }
 #: Per version, optional keys that differ from :data:`OPTIONAL`.
 OPTIONAL_BY_VERSION: dict[int, dict[str, frozenset[str]]] = {

@@ -138,12 +138,12 @@ class Spawned:
 
 def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: str | None = None,
           parent_token: int | None = None, wait: float = 0, env: Mapping[str, str] | None = None,
-          **popen: Any) -> Spawned:
+          note: str | None = None, **popen: Any) -> Spawned:
     """Reserve ``rules`` for holder ``name``, start ``argv`` bound to it,
     return the :class:`Spawned` (see the module docstring).
 
     Args:
-        name, rules, parent, parent_token, wait: as :meth:`Ledger.register`
+        name, rules, parent, parent_token, wait, note: as :meth:`Ledger.register`
             (``parent``: as :meth:`Ledger.delegate`).
         argv: the command and its arguments (``argv[0]`` looked up in
             ``PATH``); not found: the child exits 127, not runnable: 126.
@@ -160,9 +160,9 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
     """
     check_spawn_args(argv, popen, parent, parent_token)
     if parent is None:
-        alloc = ledger.register(name, rules, wait=wait)
+        alloc = ledger.register(name, rules, wait=wait, note=note)
     else:
-        alloc = ledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait)
+        alloc = ledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait, note=note)
     return start(ledger, alloc, argv, env, popen)
 
 

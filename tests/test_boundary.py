@@ -118,6 +118,12 @@ CALLS = {
     "release.returncode": (lambda L, r, v: L.release("p", returncode=v), RETURNCODES, (TypeError, ValueError),
                            r"returncode must be"),
     "release.note": (lambda L, r, v: L.release("p", note=v), NOTES, (TypeError, ValueError), r"note must be"),
+    "register.note": (lambda L, r, v: L.register("n", [W(r + "/n")], note=v), NOTES, (TypeError, ValueError),
+                      r"note must be"),
+    "delegate.note": (lambda L, r, v: L.delegate("p", "c", [W(r + "/t/c")], note=v), NOTES,
+                      (TypeError, ValueError), r"note must be"),
+    "hold.note": (lambda L, r, v: L.hold("n", [W(r + "/n")], note=v), NOTES, (TypeError, ValueError),
+                  r"note must be"),
 }
 
 CASES = [(arg, i) for arg, (_, bad, _, _) in CALLS.items() for i in range(len(bad))]

@@ -211,3 +211,28 @@ def test_the_gate_without_bash(ledger, tmp_path, monkeypatch):
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def test_a_grant_records_why_it_was_asked_for(ledger, tmp_path):
+    a = ledger.register("agent", [W(str(tmp_path / "src"))], note="refactor the parser (ticket 42)")
+    ledger.delegate("agent", "agent/lexer", [W(str(tmp_path / "src" / "lexer"))], note="the lexer part")
+    with ledger.hold("plain", [W(str(tmp_path / "docs"))]):
+        pass
+    got = [(e["holder"]["name"], e["holder"].get("note")) for e in events(ledger)
+           if e["type"] in ("registered", "delegated")]
+    assert got == [("agent", "refactor the parser (ticket 42)"), ("agent/lexer", "the lexer part"), ("plain", None)]
+    assert Ledger.open(ledger.path).verify().ok
+    assert ledger.check("agent", a.token)
+
+
+@pytest.mark.parametrize("note, message", [(5, "holder.note is 5"), ("x" * 4097, "holder.note is 'xxx")])
+def test_a_grant_line_with_a_bad_note_is_corrupt(ledger, tmp_path, note, message):
+    ledger.register("h", [W(str(tmp_path / "p"))], note="fine")
+    log = os.path.join(ledger.path, "events.jsonl")
+    lines = open(log, "rb").read().splitlines()
+    ev = orjson.loads(lines[-1])
+    ev["holder"]["note"] = note
+    lines[-1] = orjson.dumps(ev)
+    open(log, "wb").write(b"\n".join(lines) + b"\n")
+    with pytest.raises(CorruptLedger, match=message):
+        Ledger.open(ledger.path + "/../ledger")
