@@ -82,6 +82,12 @@ def waiter(ledger_dir, name, paths, wait=60, parent=None, hold_for=None):
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
+def finish(p):
+    """Let a waiter or holder process go (its stdin closed) and reap it."""
+    p.stdin.close()
+    p.wait()
+
+
 def holder_process(ledger_dir, name, paths):
     """A process that registers and holds until its stdin closes (or it is killed)."""
     code = textwrap.dedent("""
@@ -142,8 +148,7 @@ def test_a_timed_out_wait_names_the_holders_and_is_never_granted_afterwards(ledg
         assert "'builder'" in str(exc)
         assert tickets(ledger_dir) == []
     finally:
-        h.stdin.close()
-        h.wait()
+        finish(h)
     # The scope is free now: nothing was left waiting that could take it.
     after = ledger.seq
     assert ledger.register("other", [W(src)]).name == "other"
@@ -196,8 +201,7 @@ def test_a_newcomer_that_waits_stands_back_for_an_earlier_waiter(ledger, ledger_
         ledger.release("hold-b")
         assert json.loads(first.stdout.readline())["token"] > 0
     finally:
-        first.stdin.close()
-        first.wait()
+        finish(first)
 
 
 def test_a_killed_waiter_does_not_hold_up_the_queue(ledger, ledger_dir, tmp_path):
@@ -214,8 +218,7 @@ def test_a_killed_waiter_does_not_hold_up_the_queue(ledger, ledger_dir, tmp_path
         assert json.loads(live.stdout.readline())["token"] > 0
         assert grants(ledger, "dead") == []
     finally:
-        live.stdin.close()
-        live.wait()
+        finish(live)
     assert tickets(ledger_dir) == []  # the dead waiter's ticket was removed on the way
 
 
@@ -243,8 +246,7 @@ def test_a_holder_in_the_way_that_dies_is_reclaimed_for_the_waiter(ledger, ledge
         reclaimed = [e for e in events(ledger) if e["type"] == "reclaimed"]
         assert [e["name"] for e in reclaimed] == ["doomed"]
     finally:
-        w.stdin.close()
-        w.wait()
+        finish(w)
 
 
 def test_a_delegation_waits_for_a_sibling(ledger, ledger_dir, tmp_path):
@@ -257,8 +259,7 @@ def test_a_delegation_waits_for_a_sibling(ledger, ledger_dir, tmp_path):
         ledger.release("sib")
         assert json.loads(w.stdout.readline())["token"] > 0
     finally:
-        w.stdin.close()
-        w.wait()
+        finish(w)
     assert grants(ledger, "child")[0]["holder"]["parent"] == "parent"
 
 
