@@ -94,20 +94,18 @@ _PUBLIC = {
     "runtime_base": "_runtime",
     "socket_path_for": "_runtime",
     "WaitTimeout": "_errors",
+    # _async.py (imports asyncio: only for those who use it)
+    "AsyncHold": "_async",
+    "AsyncLedger": "_async",
+    "AsyncSpawned": "_async",
+    # _spawn.py
+    "Adopted": "_spawn",
+    "Spawned": "_spawn",
+    "adopt": "_spawn",
+    "from_environment": "_spawn",
+    "spawn": "_spawn",
 }
 
-
-def __getattr__(name: str) -> object:
-    # AsyncLedger imports asyncio (~10 ms): only for those who use it.
-    if name in ("AsyncLedger", "AsyncHold", "AsyncSpawned"):
-        from . import _async
-
-        return getattr(_async, name)
-    if name in ("Spawned", "Adopted", "spawn", "adopt", "from_environment"):
-        from . import _spawn
-
-        return getattr(_spawn, name)
-    raise AttributeError(f"module 'scopeledger' has no attribute {name!r}")
 
 __all__ = [
     "ENV_DIR",
@@ -207,6 +205,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         Permission, ScopeRule, covers, normalize_path, overlaps, parse_rule,
     )
     from ._store import resolve_path  # noqa: F401
+    from ._async import AsyncHold, AsyncLedger, AsyncSpawned  # noqa: F401
+    from ._spawn import Adopted, Spawned, adopt, from_environment, spawn  # noqa: F401
     from ._runtime import (  # noqa: F401
         Manifest, install_from_manifest, load_manifest, parse_manifest, runtime_base,
         socket_path_for,
