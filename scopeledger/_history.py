@@ -10,6 +10,7 @@ the events after it").
 from __future__ import annotations
 
 import bisect
+from array import array
 import datetime as dt
 import hashlib
 import logging
@@ -155,21 +156,72 @@ class TimePoint:
             after ``ts`` (0 when the log's times are in order there): the
             answer then crosses a clock jump.
         crossed: the first of them (at most 5), :class:`Stamped`.
+        doubted_count: how many events right after ``seq`` (left out, being
+            stamped after ``ts``) have a stamp the log itself puts in doubt:
+            more than :data:`CLOCK_FUTURE_SLACK_NS` after the reader's clock,
+            or after the stamp of a later event that is in order with the
+            answer's last event. Their
+            real time is unknown and may be at or before ``ts``: the answer
+            may leave out what was held then (a writer whose clock ran
+            ahead). Counted from the first event after ``seq`` up to the
+            first whose stamp nothing contradicts.
+        doubted: the first of them (at most 5), :class:`Stamped`.
     """
 
     seq: int
     ts: int
     crossed_count: int = 0
     crossed: tuple[Stamped, ...] = ()
+    doubted_count: int = 0
+    doubted: tuple[Stamped, ...] = ()
+
+    @property
+    def crosses_jump(self) -> bool:
+        """Whether the answer may be wrong because of a clock jump (either
+        kind above): then :meth:`message` is the warning to give."""
+        return bool(self.crossed_count or self.doubted_count)
 
     def message(self) -> str:
-        """The warning, ``""`` when nothing was crossed."""
-        if not self.crossed_count:
+        """The warning, ``""`` when the answer crosses no clock jump."""
+        said = []
+        if self.crossed_count:
+            said.append(f"includes {self.crossed_count} event(s) stamped after that time: "
+                        + _listed(self.crossed, self.crossed_count))
+        if self.doubted_count:
+            said.append(f"leaves out {self.doubted_count} event(s) after it whose stamps a later event "
+                        f"or this machine's clock contradicts (their real time may be before that "
+                        f"time): " + _listed(self.doubted, self.doubted_count))
+        if not said:
             return ""
-        shown_ = "; ".join(str(e) for e in self.crossed)
-        more = f" and {self.crossed_count - len(self.crossed)} more" if self.crossed_count > len(self.crossed) else ""
         return (f"time travel to {_iso(self.ts)} crosses a clock jump: the state after seq {self.seq} "
-                f"includes {self.crossed_count} event(s) stamped after that time: {shown_}{more}")
+                + "; and it ".join(said))
+
+
+def _doubted(seqs: array[int], stamps: array[int], first: int, before: int | None, future: int) -> list[int]:
+    """The leading run, from index ``first``, of events (``seqs`` with their
+    ``stamps``, in seq order) whose stamp is in doubt: later than ``future``
+    (this machine's clock and slack), or later than the stamp of an event
+    after it that is itself not earlier than ``before``, the stamp of the
+    answer's last event (``None``: no event before the run, then only the
+    clock judges), so that the jump is its own, not the later event's (a writer
+    whose clock is behind makes the events before it look ahead: those are
+    not in doubt). A time travel leaving these out may leave out what was
+    held then. Cost: one pass per event of the run (short: a run ends at
+    the first stamp in order)."""
+    run: list[int] = []
+    for i in range(first, len(seqs)):
+        stamp = stamps[i]
+        doubt = stamp > future or (before is not None and any(
+            before <= later < stamp for later in stamps[i + 1:]))
+        if not doubt:
+            break
+        run.append(seqs[i])  # (the run's own stamps prove nothing: ``before`` stays the bound)
+    return run
+
+
+def _listed(events: tuple[Stamped, ...], count: int) -> str:
+    more = f" and {count - len(events)} more" if count > len(events) else ""
+    return "; ".join(str(e) for e in events) + more
 
 
 def from_ns(ns: int) -> dt.datetime:
@@ -461,7 +513,7 @@ class HistoryMixin:
         state, offset = self._base_for(seq=point.seq)
         for _ in self._scan(state, offset, stop_seq=point.seq):
             pass
-        if point.crossed_count:
+        if point.crosses_jump:
             warnings.warn(point.message(), ClockJumpWarning, stacklevel=2)
         return state
 
@@ -493,6 +545,9 @@ class HistoryMixin:
             newest, max_ts, back = cur.seq, cur.max_ts, cur.clock_back_seq
         if newest == 0 or ts >= max_ts:
             return TimePoint(newest, ts)  # every event is stamped at or before it
+        # A stamp later than this machine's clock (with slack) is in doubt,
+        # as one later than a later event's stamp is.
+        future = _time.time_ns() + CLOCK_FUTURE_SLACK_NS
         path = self._store.log_path
         # Every line read is checked to follow the one before (its times
         # decide the answer), and a line that decides where an answer
@@ -501,6 +556,7 @@ class HistoryMixin:
             state, offset = self._base_for(ts=ts)
             seq, prev = state.seq, state.last_hash
             decided: tuple[str, int] | None = None
+            doubted: tuple[Stamped, ...] = ()
             for line in iter_lines(self._store.read(offset)):
                 ev = decode(line, path, seq + 1, payload=False)
                 if decided is not None:
@@ -514,11 +570,14 @@ class HistoryMixin:
                     break
                 if ev["ts"] > ts:
                     decided = (line_hash(line), ev["seq"])
+                    if ev["ts"] > future:  # in order, so every event from here on is as far ahead
+                        doubted = (Stamped(ev["seq"], ev["ts"], writer_of(ev["actor"]), _what(ev)),)
                     continue
                 seq, prev = ev["seq"], line_hash(line)
-            return TimePoint(seq, ts)
-        at = 0
-        later: list[int] = []  # seqs stamped after ts, in order
+            return TimePoint(seq, ts, doubted_count=newest - seq if doubted else 0, doubted=doubted)
+        at, at_ts = 0, None
+        later = array("q")     # seqs stamped after ts, in order
+        later_ts = array("q")  # ... and their stamps
         first: list[Stamped] = []
         seq, prev = 0, GENESIS_HASH
         for line in iter_lines(self._store.read(0)):
@@ -529,13 +588,33 @@ class HistoryMixin:
             if seq > newest:
                 break
             if ev["ts"] <= ts:
-                at = seq
+                at, at_ts = seq, ev["ts"]
             else:
                 later.append(seq)
+                later_ts.append(ev["ts"])
                 if len(first) < 5:
                     first.append(Stamped(seq, ev["ts"], writer_of(ev["actor"]), _what(ev)))
         count = bisect.bisect_right(later, at)
-        return TimePoint(at, ts, count, tuple(e for e in first if e.seq <= at))
+        # The events after ``at`` (all stamped after ts): the leading ones
+        # whose stamp is in doubt (see _doubted).
+        doubted_seqs = _doubted(later, later_ts, count, at_ts, future)
+        return TimePoint(at, ts, count, tuple(e for e in first if e.seq <= at), len(doubted_seqs),
+                         self._stamped(doubted_seqs[:5]))
+
+    def _stamped(self, seqs: list[int]) -> tuple[Stamped, ...]:
+        """:class:`Stamped` of the events ``seqs`` (ascending), read again
+        from the log (only when a time travel's answer leaves out events
+        whose stamps are in doubt: rare)."""
+        if not seqs:
+            return ()
+        wanted, found = set(seqs), []
+        for line in iter_lines(self._store.read(0)):
+            ev = decode(line, self._store.log_path, None, payload=False)
+            if ev["seq"] in wanted:
+                found.append(Stamped(ev["seq"], ev["ts"], writer_of(ev["actor"]), _what(ev)))
+                if ev["seq"] == seqs[-1]:
+                    break
+        return tuple(found)
 
     def who(self, path: str, *, seq: int | None = None, time: dt.datetime | None = None) -> list[Holding]:
         """Who holds ``path`` (read or write), now or at a past point.

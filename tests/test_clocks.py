@@ -16,7 +16,7 @@ import warnings
 import orjson
 import pytest
 
-from scopeledger import Ledger, ScopeRule, verify
+from scopeledger import ClockJumpWarning, Ledger, ScopeRule, verify
 from scopeledger._fold import SNAPSHOT_FORMAT
 
 W = lambda p: ScopeRule(p, "write")  # noqa: E731
@@ -75,7 +75,10 @@ def test_a_writer_whose_clock_is_ahead_is_recorded_reported_and_crossed_knowingl
         warnings.simplefilter("error")
         assert normal.state_at(time=_utc(ts[1] + 1)).seq == 3
         assert normal.time_point(ts[1] + 1).crossed_count == 0
-        assert normal.state_at(time=_utc(ts[0])).seq == 1  # before the jump: a alone, in order
+    # Before the jump: a alone; b, right after, is stamped after c (and
+    # ahead of this clock): its real time is unknown, so that is said too.
+    with pytest.warns(ClockJumpWarning, match=r"leaves out 1 event\(s\) after it .* seq 2 \(registered 'b'"):
+        assert normal.state_at(time=_utc(ts[0])).seq == 1
 
     # The command line: the answer and the warning.
     at = _utc(now).isoformat().replace("+00:00", "Z")
@@ -90,6 +93,42 @@ def test_a_writer_whose_clock_is_ahead_is_recorded_reported_and_crossed_knowingl
     assert "warning: time travel to" in p.stderr and "crosses a clock jump" in p.stderr  # stderr, as every warning
     p = subprocess.run([LEDGER, "--ledger", ledger_dir, "verify"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "note: clock jump back: seq 3" in p.stdout, p
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["nothing-after", "an-honest-event-after"])
+def test_time_travel_that_leaves_out_an_event_stamped_ahead_says_so(ledger_dir, after):
+    """A writer a year ahead registers 'future' (acknowledged, live); asked
+    at a time after its real time, the answer (the state before it, by its
+    stamp) may leave out what was held then: said, never silently. With
+    nothing after it, this machine's clock contradicts its stamp; with an
+    honest event after it, that event's stamp does (found by a reviewer,
+    /tmp/verify13-findings/01*)."""
+    normal = Ledger.open(ledger_dir)
+    fast = Ledger.open(ledger_dir, clock=lambda: time.time_ns() + YEARS)
+    normal.register("before", [W("/b")])
+    fast.register("future", [W("/f")])
+    asked = time.time_ns()  # 'future' is certainly held now
+    if after:
+        normal.register("after", [W("/a")])
+    point = normal.time_point(asked)
+    assert (point.seq, point.crossed_count) == (1, 0)
+    assert (point.doubted_count, [e.seq for e in point.doubted]) == (1, [2]) and point.crosses_jump
+    assert point.doubted[0].what == "registered 'future'"
+    with pytest.warns(ClockJumpWarning, match=r"the state after seq 1 leaves out 1 event\(s\) after it whose "
+                                              r"stamps .* seq 2 \(registered 'future'"):
+        assert sorted(normal.state_at(time=_utc(asked)).holders) == ["before"]
+    with pytest.warns(ClockJumpWarning):
+        assert normal.who("/f", time=_utc(asked)) == []
+    done = subprocess.run([LEDGER, "--ledger", ledger_dir, "show", "--at", _utc(asked).isoformat()],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "warning: time travel to" in done.stderr and "leaves out 1 event(s)" in done.stderr
+    # Asked before 'before' was registered... nothing left out that could be
+    # in doubt? 'future' still is; asked after the honest event: in order.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if after:
+            assert normal.time_point(time.time_ns()).doubted_count == 0  # 'after' is the answer's last
 
 
 def test_a_writer_whose_clock_is_behind(ledger_dir):

@@ -323,11 +323,12 @@ def abs_path(p: str) -> str:
 
 def _seq_at_ns(ledger: Ledger, end_ns: int) -> int:
     """Seq of the last event (by seq) stamped at or before ``end_ns`` (0:
-    none), as ``Ledger.time_point`` finds it. When that answer includes
-    events stamped after ``end_ns`` (a clock jump), a warning says so (on
-    stderr: ``warning: time travel to ... crosses a clock jump: ...``)."""
+    none), as ``Ledger.time_point`` finds it. When that answer crosses a
+    clock jump (it includes events stamped after ``end_ns``, or leaves out
+    events whose stamps are in doubt), a warning says so (on stderr:
+    ``warning: time travel to ... crosses a clock jump: ...``)."""
     point = ledger.time_point(end_ns)
-    if point.crossed_count:
+    if point.crosses_jump:
         import logging
 
         logging.getLogger("scopeledger").warning("%s", point.message())
