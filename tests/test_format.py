@@ -1,6 +1,7 @@
 """The log format: versions 1 and 2, strict keys (issue 13 item 16)."""
 
 import os
+import re
 
 import orjson
 import pytest
@@ -169,3 +170,46 @@ def test_the_unknown_key_is_named_whatever_its_text(ledger_dir):
     with pytest.raises(CorruptLedger, match=r"unknown key '\\u202eevil' in holder"):
         decode(orjson.dumps(ev), "events.jsonl", 1)
     assert decode(orjson.dumps(ev), "events.jsonl", 1, payload=False) == ev  # replay reads the top level only
+
+
+def _rechain_lines(path, lines):
+    """Write raw ``lines`` (bytes) as the log, re-chaining each ``prev``."""
+    out, prev = [], b"0" * 32
+    for line in lines:
+        line = re.sub(rb'"prev":"[0-9a-f]{32}"', b'"prev":"' + prev + b'"', line, count=1)
+        out.append(line)
+        prev = line_hash(line).encode()
+    with open(os.path.join(path, "events.jsonl"), "wb") as f:
+        f.write(b"".join(x + b"\n" for x in out))
+
+
+@pytest.mark.parametrize("twice", [
+    (b'"type":"delegated"', b'"type":"registered","type":"delegated"'),   # the top level
+    (b'"name":"kid"', b'"name":"evil","name":"kid"'),                     # inside holder
+    (b'"pid":', b'"pid":1,"pid":'),                                       # inside actor
+])
+def test_a_correctly_chained_line_with_a_key_twice_is_corrupt(ledger_dir, twice):
+    """JSON readers differ on which of two values of one key they keep (the
+    last: Python, orjson; the first: some streaming readers): such a line
+    says two events at once (found by a reviewer: open and verify took it)."""
+    _every_kind_of_event(ledger_dir)
+    lines = _lines(ledger_dir)
+    at = next(i for i, x in enumerate(lines) if b'"type":"delegated"' in x)
+    lines[at] = lines[at].replace(*twice, 1)
+    _rechain_lines(ledger_dir, lines)
+    key = twice[1].split(b'"')[1].decode()
+    with pytest.raises(CorruptLedger, match=rf"line {at + 1} .*the key '{key}' appears twice in one object"):
+        Ledger.open(ledger_dir)
+    report = verify(ledger_dir)
+    assert not report.ok and report.problems[0].line == at + 1
+
+
+def test_a_quote_and_colon_inside_a_value_is_not_taken_for_a_key(ledger_dir):
+    """The key count reads JSON strings, escapes and all: a path holding
+    '":' and a name's escaped characters are values, not keys."""
+    with Ledger.open(ledger_dir) as led:
+        led.register("a", [W('/t/x":y\\":z')])
+        led.register("b", [W("/t/\u202e\u0001")])  # stored escaped: not its own re-encoding
+    with Ledger.open(ledger_dir) as led:
+        assert sorted(a.name for a in led.holders()) == ["a", "b"]
+    assert verify(ledger_dir).ok
