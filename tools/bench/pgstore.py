@@ -2,7 +2,8 @@
 the ledger on it: appends per second with 1, 4 and 16 processes, fairness,
 side by side with the file store (scopeledger._store.Store: flock, read the
 missed bytes, one write, with and without fdatasync), LISTEN/NOTIFY wake-up
-latency, dead-client detection after SIGKILL.
+latency, dead-client detection after SIGKILL, false reclaims across server
+restarts (``pg_ctl restart -m immediate`` under live sessions).
 
     .venv/bin/python tools/bench/pgstore.py                 # a throwaway cluster (tests/pgserver.py)
     .venv/bin/python tools/bench/pgstore.py --url postgresql://...?schema=bench_x --seconds 5
@@ -183,6 +184,72 @@ def detection(url: str, rounds: int) -> dict:
     return {"rounds": rounds, "median_ms": 1e3 * statistics.median(out), "max_ms": 1e3 * out[-1]}
 
 
+def _idle_holder(url: str, conn) -> None:
+    """A live client: a session (ttl 30 s), kept until told; reports how it ended."""
+    st = PgStore.open(url)
+    s = st.open_session(30.0)
+    conn.send(s.id)
+    conn.recv()
+    conn.send(s.lost)
+    s.close()
+
+
+def restarts(url: str, cluster, n: int, clients: int) -> dict:
+    """``clients`` live client processes with sessions; ``n`` times
+    ``pg_ctl restart -m immediate``, each time waiting (at most 120 s) until
+    every session has re-taken its lock on the new instance; a judge polls
+    ``dead_sessions`` every 10 ms throughout. Every client stays alive, so
+    any session judged dead is a false reclaim."""
+    st = PgStore.open(url)
+    pipes, procs = [], []
+    for _ in range(clients):
+        a, b = FORK.Pipe()
+        p = FORK.Process(target=_idle_holder, args=(url, b))
+        p.start()
+        pipes.append(a)
+        procs.append(p)
+    ids = [a.recv() for a in pipes]
+    judged: set[int] = set()
+    stop = threading.Event()
+
+    def judge() -> None:
+        while not stop.is_set():
+            try:
+                judged.update(st.dead_sessions(ids))
+            except Exception:
+                pass  # the server is restarting
+            time.sleep(0.01)
+    t = threading.Thread(target=judge)
+    t.start()
+    back: list[float] = []
+    for _ in range(n):
+        cluster.restart("immediate")
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                rows = {r[0] for r in cluster.psql_execute(
+                    f"SELECT instance FROM {st.schema}.sessions WHERE id = ANY(%s)", ids)}
+                if rows == {st.instance()}:
+                    break
+            except Exception:
+                pass
+            time.sleep(0.01)
+        back.append(time.perf_counter() - t0)
+    stop.set()
+    t.join()
+    lost = []
+    for a in pipes:
+        a.send("go")
+        lost.append(a.recv())
+    for p in procs:
+        p.join(60)
+    st.close()
+    return {"restarts": n, "clients": clients, "false_reclaims": len(judged),
+            "sessions_lost_by_their_clients": sum(x is not None for x in lost),
+            "all_back_on_new_instance_s_max": max(back)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", help="a PostgreSQL URL with ?schema= (default: a throwaway cluster)")
@@ -192,6 +259,9 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["pg", "file", "file-fsync"],
                     choices=["pg", "file", "file-fsync"],
                     help="side by side, interleaved per process count (file: a ledger directory in /tmp)")
+    ap.add_argument("--restarts", type=int, default=5,
+                    help="pg_ctl restart -m immediate this many times under live sessions "
+                         "(throwaway cluster only; 0: skip)")
     args = ap.parse_args()
     cluster = None
     url = args.url
@@ -220,6 +290,9 @@ def main() -> None:
         print(orjson.dumps({"wakeup": wakeups(url, args.rounds)}).decode(), flush=True)
         print(orjson.dumps({"dead_client_detection": detection(url, max(5, args.rounds // 5))}).decode(),
               flush=True)
+        if cluster is not None and args.restarts:
+            print(orjson.dumps({"server_restarts": restarts(url, cluster, args.restarts, 4)}).decode(),
+                  flush=True)
     finally:
         if cluster is not None:
             cluster.stop()
