@@ -1,0 +1,95 @@
+"""Moving a ledger between stores without changing a byte (issue 15: the library
+half of ``ledger export URL DIR`` / ``ledger import DIR URL``):
+:func:`scopeledger._pgstore.copy_log`, on a real server. The file direction
+joins when the file store speaks the store interface on main."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from scopeledger import CorruptLedger, LedgerError
+from scopeledger._events import line_hash
+from scopeledger._pgstore import PgStore, copy_log
+
+import pgserver
+
+
+def _line(seq: int, ts: int, **payload: object) -> bytes:
+    return orjson.dumps({"v": 2, "seq": seq, "ts": ts, **payload})
+
+
+@pytest.fixture
+def two(pg_cluster):
+    urls = [pg_cluster.url(pgserver.new_schema_name()) for _ in range(2)]
+    stores = [PgStore.open(u, create=True) for u in urls]
+    yield stores
+    for st in stores:
+        st.close()
+    for u in urls:
+        pg_cluster.psql_execute(f"DROP SCHEMA IF EXISTS {u.rsplit('=', 1)[1]} CASCADE")
+
+
+def _fill(st: PgStore, n: int) -> None:
+    stamps = [1000 + 10 * i - (300 if i % 7 == 3 else 0) for i in range(1, n + 1)]  # clocks stepping back
+    with st.locked(0, 60):
+        st.append([(t, _line(i, t, x="\u00e9\\u0000")) for i, t in enumerate(stamps, 1)], 1)
+    for seq in (5, 12):
+        (_, ln), = st.read_after(seq - 1, limit=1)
+        st.snapshot_write({"format": 4, "seq": seq, "last_hash": line_hash(ln), "ts": seq, "checksum": "c" * 32},
+                          orjson.dumps({"seq": seq}))
+
+
+def test_a_copy_is_byte_for_byte_with_its_snapshots_and_answers_the_same(two):
+    a, b = two
+    _fill(a, 23)
+    assert copy_log(a, b, page=4) == 23
+    assert b.read_after(0) == a.read_after(0)
+    assert b.snapshot_seqs() == a.snapshot_seqs() == [5, 12]
+    assert all(b.snapshot_read(q) == a.snapshot_read(q) for q in (5, 12))
+    for t in range(900, 1300, 7):
+        assert (b.seq_at(t), b.time_point(t)) == (a.seq_at(t), a.time_point(t))
+
+
+def test_a_copy_goes_only_into_an_empty_ledger_and_stops_if_someone_else_appends(two, pg_cluster):
+    a, b = two
+    _fill(a, 13)
+    with b.locked(0, 60):
+        b.append([(1, _line(1, 1))], 1)
+    with pytest.raises(LedgerError, match="not empty"):
+        copy_log(a, b)
+    assert [q for q, _ in b.read_after(0)] == [1]
+
+    url = pg_cluster.url(pgserver.new_schema_name())
+    c = PgStore.open(url, create=True)
+    intruder = PgStore.open(url)
+
+    class Interleaved:
+        """``c``, with a foreign line appended before its second transaction."""
+        calls = 0
+
+        def __getattr__(self, name):
+            return getattr(c, name)
+
+        def locked(self, after, timeout=None):
+            Interleaved.calls += 1
+            if Interleaved.calls == 2:
+                with intruder.locked(after, 60):
+                    intruder.append([(5, _line(after + 1, 5, who="intruder"))], after + 1)
+            return c.locked(after, timeout)
+    with pytest.raises(LedgerError, match="appended to during the copy"):
+        copy_log(a, Interleaved(), page=4)
+    assert c.read_after(0)[:4] == a.read_after(0)[:4] and c.head() == 5  # a prefix, and the intruder's line
+    intruder.close()
+    c.close()
+
+
+def test_a_damaged_source_is_not_copied_past_the_damage(two, pg_cluster):
+    a, b = two
+    with a.locked(0, 60):
+        a.append([(1, _line(1, 1)), (2, _line(2, 2))], 1)
+    pg_cluster.psql_execute(f"ALTER TABLE {a.schema}.events DISABLE TRIGGER events_next_seq")
+    pg_cluster.psql_execute(f"INSERT INTO {a.schema}.events (seq, ts, ts_max, line) VALUES (3, 3, 3, 'not json')")
+    with pytest.raises(CorruptLedger, match="line 3 is not an event line"):
+        copy_log(a, b, page=2)
+    assert [q for q, _ in b.read_after(0)] == [1, 2]
