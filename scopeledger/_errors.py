@@ -322,7 +322,6 @@ def _events_said(events: tuple[tuple[int, str, str], ...], most: int = 5) -> str
     return said + (f", and {len(events) - most} more" if len(events) > most else "")
 
 
-
 class UnsupportedPlatform(LedgerError, ImportError):
     """Raised by ``import scopeledger`` on a system other than Linux.
 

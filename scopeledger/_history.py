@@ -10,7 +10,6 @@ the events after it").
 from __future__ import annotations
 
 import bisect
-from array import array
 import datetime as dt
 import hashlib
 import logging
@@ -18,6 +17,7 @@ import os
 import threading
 import time as _time
 import warnings
+from array import array
 from typing import Any, Iterable, Iterator, NamedTuple
 
 import attrs
@@ -197,25 +197,24 @@ class TimePoint:
                 + "; and it ".join(said))
 
 
-def _doubted(seqs: array[int], stamps: array[int], first: int, before: int | None, future: int) -> list[int]:
-    """The leading run, from index ``first``, of events (``seqs`` with their
-    ``stamps``, in seq order) whose stamp is in doubt: later than ``future``
-    (this machine's clock and slack), or later than the stamp of an event
-    after it that is itself not earlier than ``before``, the stamp of the
-    answer's last event (``None``: no event before the run, then only the
-    clock judges), so that the jump is its own, not the later event's (a writer
-    whose clock is behind makes the events before it look ahead: those are
-    not in doubt). A time travel leaving these out may leave out what was
-    held then. Cost: one pass per event of the run (short: a run ends at
-    the first stamp in order)."""
-    run: list[int] = []
-    for i in range(first, len(seqs)):
+def _doubted(stamps: array[int], first: int, before: int | None, future: int) -> int:
+    """How many events, from index ``first`` of ``stamps`` (ns, UTC, in seq
+    order) on, have a stamp in doubt, up to the first that has not: later
+    than ``future`` (this machine's clock and slack), or later than the
+    stamp of an event after it that is itself not earlier than ``before``
+    (the stamp of the answer's last event; ``None``: none, then only the
+    clock judges). So the jump is the event's own, not the later event's: a
+    writer whose clock is behind does not put the events before it in doubt.
+    A time travel leaving these out may leave out what was held then. Cost:
+    a pass over the later stamps per event of the run (a run is short: it
+    ends at the first stamp in order)."""
+    run = 0
+    for i in range(first, len(stamps)):
         stamp = stamps[i]
-        doubt = stamp > future or (before is not None and any(
-            before <= later < stamp for later in stamps[i + 1:]))
-        if not doubt:
+        if not (stamp > future or (before is not None and any(
+                before <= later < stamp for later in stamps[i + 1:]))):
             break
-        run.append(seqs[i])  # (the run's own stamps prove nothing: ``before`` stays the bound)
+        run += 1  # (the run's own stamps prove nothing: ``before`` stays the bound)
     return run
 
 
@@ -578,7 +577,8 @@ class HistoryMixin:
         at, at_ts = 0, None
         later = array("q")     # seqs stamped after ts, in order
         later_ts = array("q")  # ... and their stamps
-        first: list[Stamped] = []
+        first: list[Stamped] = []     # the first events stamped after ts
+        after_at: list[Stamped] = []  # the first events after ``at``
         seq, prev = 0, GENESIS_HASH
         for line in iter_lines(self._store.read(0)):
             ev = decode(line, path, seq + 1, payload=False)
@@ -589,32 +589,22 @@ class HistoryMixin:
                 break
             if ev["ts"] <= ts:
                 at, at_ts = seq, ev["ts"]
+                after_at.clear()
             else:
                 later.append(seq)
                 later_ts.append(ev["ts"])
-                if len(first) < 5:
-                    first.append(Stamped(seq, ev["ts"], writer_of(ev["actor"]), _what(ev)))
+                if len(first) < 5 or len(after_at) < 5:
+                    stamped = Stamped(seq, ev["ts"], writer_of(ev["actor"]), _what(ev))
+                    if len(first) < 5:
+                        first.append(stamped)
+                    if len(after_at) < 5:
+                        after_at.append(stamped)
         count = bisect.bisect_right(later, at)
         # The events after ``at`` (all stamped after ts): the leading ones
         # whose stamp is in doubt (see _doubted).
-        doubted_seqs = _doubted(later, later_ts, count, at_ts, future)
-        return TimePoint(at, ts, count, tuple(e for e in first if e.seq <= at), len(doubted_seqs),
-                         self._stamped(doubted_seqs[:5]))
-
-    def _stamped(self, seqs: list[int]) -> tuple[Stamped, ...]:
-        """:class:`Stamped` of the events ``seqs`` (ascending), read again
-        from the log (only when a time travel's answer leaves out events
-        whose stamps are in doubt: rare)."""
-        if not seqs:
-            return ()
-        wanted, found = set(seqs), []
-        for line in iter_lines(self._store.read(0)):
-            ev = decode(line, self._store.log_path, None, payload=False)
-            if ev["seq"] in wanted:
-                found.append(Stamped(ev["seq"], ev["ts"], writer_of(ev["actor"]), _what(ev)))
-                if ev["seq"] == seqs[-1]:
-                    break
-        return tuple(found)
+        doubted = _doubted(later_ts, count, at_ts, future)
+        return TimePoint(at, ts, count, tuple(e for e in first if e.seq <= at), doubted,
+                         tuple(after_at[:doubted]))
 
     def who(self, path: str, *, seq: int | None = None, time: dt.datetime | None = None) -> list[Holding]:
         """Who holds ``path`` (read or write), now or at a past point.
