@@ -91,6 +91,14 @@ def _command_of(args: Sequence[str]) -> str | None:
     return None
 
 
+def _starts_interpreter(env: dict[str, str] | None) -> bool:
+    """Whether ``env`` sets a ``PYTHON*`` variable differently from this process: those
+    are read when an interpreter starts, so :func:`invoke` (this interpreter) would
+    silently ignore them."""
+    return env is not None and any(
+        env.get(k) != os.environ.get(k) for k in {*env, *os.environ} if k.startswith("PYTHON"))
+
+
 def invoke(args: Sequence[str], env: dict[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
            input: str | bytes | None = None) -> subprocess.CompletedProcess[str]:
     """``ledger ARGS...`` in this process: ``scopeledger.cli.main`` under ``CliRunner``'s
@@ -103,6 +111,7 @@ def invoke(args: Sequence[str], env: dict[str, str] | None = None, cwd: str | os
     from scopeledger.cli import main
 
     env = clean_env() if env is None else env
+    assert not _starts_interpreter(env), "PYTHON* variables need a new interpreter: ledger_cmd"
     overrides: dict[str, str | None] = {k: None for k in os.environ if k not in env}
     overrides.update(env)
     logger = logging.getLogger("scopeledger")
@@ -143,9 +152,12 @@ def ledger_cmd(led: str | os.PathLike[str], *args: str, env: dict[str, str] | No
                cwd: str | os.PathLike[str] | None = None, timeout: float = 30,
                subprocess_: bool | None = None) -> subprocess.CompletedProcess[str]:
     """``ledger --ledger LED ARGS...``: in this process (:func:`invoke`), or in a child
-    process for ``run`` (and with ``subprocess_=True``), bounded by ``timeout`` seconds."""
+    process for ``run``, when ``env`` changes what only a new interpreter reads
+    (:func:`_starts_interpreter`: ``PYTHONPATH`` shadowing an extra, for one), and with
+    ``subprocess_=True``; bounded by ``timeout`` seconds."""
     argv = ["--ledger", os.fspath(led), *args]
-    child = subprocess_ if subprocess_ is not None else _command_of(argv) in SUBPROCESS_COMMANDS
+    child = subprocess_ if subprocess_ is not None else (
+        _command_of(argv) in SUBPROCESS_COMMANDS or _starts_interpreter(env))
     if child:
         return subprocess.run([*CMD, *argv], capture_output=True, text=True, env=env or clean_env(),
                               cwd=cwd, timeout=timeout)

@@ -890,6 +890,14 @@ def test_server_restarts_and_a_kill_mid_run_reclaim_no_live_client_and_lose_noth
         wait_for(lambda: sessions[victim.pid] in judged, "the killed client judged dead", bound=120)
         pg_cluster.restart("immediate")
         done = [q.get(timeout=300) for _ in procs[1:]]
+        # A restart is not mass death: the survivors (their sessions still open) re-take
+        # their locks on the new instance. Read from the table, not from what each client
+        # last saw: a client may have finished its lines before the second restart.
+        survivors = [m[2] for m in done if m[0] == "done"]
+        wait_for(lambda: {r[0] for r in pg_cluster.psql_execute(
+            f"SELECT instance FROM {store.schema}.sessions WHERE id = ANY(%s)", survivors)}
+            == {store.instance()}, "the survivors' locks re-taken after the second restart",
+            bound=120)
     finally:
         stop.set()
         judge_thread.join(60)
@@ -912,9 +920,8 @@ def test_server_restarts_and_a_kill_mid_run_reclaim_no_live_client_and_lose_noth
     assert sorted(stored) == list(range(1, len(stored) + 1))
     acked = [a for m in done for a in m[3]]
     assert len(acked) == 3 * 60 and all(stored[q_] == b for q_, b in acked)
-    # A restart is not mass death: the survivors re-took their locks on the new instance.
     assert judged[sessions[victim.pid]][0] == "session_lock_gone"
-    assert [m[4] for m in done] == [None] * 3 and {m[6] for m in done} == {store.instance()}
+    assert [m[4] for m in done] == [None] * 3
     print(f"\njudged dead: {judged}; lost by their clients: {lost_at}")
 
 
