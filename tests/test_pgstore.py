@@ -810,17 +810,24 @@ def test_a_partitioned_client_learns_first_and_is_judged_dead_by_its_lease(store
         hole.close()
 
 
-def _session_client(url, ttl, n_lines, q, go, finish):
+def _session_client(url, ttl, n_lines, q, go, pause_at, resume, finish):
     """A client process: a session, and appends (each naming its session)
-    retried through server restarts; reports what was acknowledged and when
-    its session was lost, if it was."""
+    retried through server restarts; after ``pause_at`` lines it reports
+    ("paused") and waits for ``resume``; reports what was acknowledged and
+    when its session was lost, if it was. ``resume`` and ``finish`` are this
+    client's own (a process killed while waiting on a multiprocessing event
+    would leave whoever sets it waiting for ever)."""
     try:
         st = PgStore.open(url)
         s = st.open_session(ttl, host=f"h{os.getpid()}")
         q.put(("session", os.getpid(), s.id))
         go.wait(120)
-        acked, seen, i = [], 0, 0
+        acked, seen, i, paused = [], 0, 0, False
         while i < n_lines:
+            if i == pause_at and not paused:
+                q.put(("paused", os.getpid()))
+                resume.wait(300)
+                paused = True
             try:
                 with st.locked(seen, 60) as missed:
                     first = seen + len(missed) + 1
@@ -847,11 +854,16 @@ def test_server_restarts_and_a_kill_mid_run_reclaim_no_live_client_and_lose_noth
     ``pg_ctl restart -m immediate``; one is killed with SIGKILL. A judge polls
     all the sessions throughout: only the killed one (or one that had
     already learnt it was lost) is ever judged dead; every acknowledged line
-    is in the log, gapless."""
+    is in the log, gapless. The clients pause at their 40th line, so the kill
+    and the second restart come while each still has lines to append,
+    whatever the machine's speed."""
     url = pg_cluster.url(store.schema)
-    q, go, finish = FORK.Queue(), FORK.Event(), FORK.Event()
+    q, go = FORK.Queue(), FORK.Event()
+    resume = [FORK.Event() for _ in range(4)]
+    finish = [FORK.Event() for _ in range(4)]
     # ttl 30 s: a generous bound for a restart (the sessions re-take their locks within it).
-    procs = [FORK.Process(target=_session_client, args=(url, 30.0, 60, q, go, finish)) for _ in range(4)]
+    procs = [FORK.Process(target=_session_client, args=(url, 30.0, 60, q, go, 40, resume[k], finish[k]))
+             for k in range(4)]
     for p in procs:
         p.start()
     sessions = {}
@@ -876,23 +888,28 @@ def test_server_restarts_and_a_kill_mid_run_reclaim_no_live_client_and_lose_noth
             time.sleep(0.01)
     judge_thread = threading.Thread(target=judge)
     judge_thread.start()
+    done: list = []
+    killed = False
     try:
         go.set()
         wait_for(lambda: store.head() >= 20, "the clients appending", bound=120)
         pg_cluster.restart("immediate")
-        wait_for(lambda: store.head() >= 60, "the clients appending after a restart", bound=120)
+        paused = [q.get(timeout=300) for _ in procs]
+        assert sorted(m[:2] for m in paused) == sorted(("paused", p.pid) for p in procs), paused
         wait_for(lambda: {r[0] for r in pg_cluster.psql_execute(
             f"SELECT instance FROM {store.schema}.sessions")} == {store.instance()},
             "every session's lock re-taken on the new instance", bound=120)
-        killed_at = time.monotonic()
+        killed, killed_at = True, time.monotonic()
         os.kill(victim.pid, signal.SIGKILL)
         victim.join(30)
         wait_for(lambda: sessions[victim.pid] in judged, "the killed client judged dead", bound=120)
+        for ev in resume[1:]:
+            ev.set()
         pg_cluster.restart("immediate")
         done = [q.get(timeout=300) for _ in procs[1:]]
         # A restart is not mass death: the survivors (their sessions still open) re-take
         # their locks on the new instance. Read from the table, not from what each client
-        # last saw: a client may have finished its lines before the second restart.
+        # last saw: a client may have finished its lines before its session re-took its lock.
         survivors = [m[2] for m in done if m[0] == "done"]
         wait_for(lambda: {r[0] for r in pg_cluster.psql_execute(
             f"SELECT instance FROM {store.schema}.sessions WHERE id = ANY(%s)", survivors)}
@@ -902,7 +919,10 @@ def test_server_restarts_and_a_kill_mid_run_reclaim_no_live_client_and_lose_noth
         stop.set()
         judge_thread.join(60)
         go.set()
-        finish.set()
+        for k, p in enumerate(procs):
+            if p.is_alive() and not (killed and p is victim):  # never an event a killed process waited on
+                resume[k].set()
+                finish[k].set()
         for p in procs:
             p.join(120)
             if p.is_alive():
