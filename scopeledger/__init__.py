@@ -42,8 +42,9 @@ _PUBLIC = {
     "UnknownHolder": "_errors",
     "UnsafeLedgerPath": "_errors",
     "UnsupportedPlatform": "_errors",
+    # _events.py
+    "EVENT_TYPES": "_events",
     # _fold.py
-    "EVENT_TYPES": "_fold",
     "MAX_RULES_PER_REQUEST": "_fold",
     "Allocation": "_fold",
     "State": "_fold",
@@ -69,10 +70,11 @@ _PUBLIC = {
     "check_name": "_ledger",
     "default_path": "_ledger",
     "verify": "_ledger",
+    # _identity.py
+    "Liveness": "_identity",
+    "ProcessIdentity": "_identity",
+    "Verdict": "_identity",
     # _process.py
-    "Liveness": "_process",
-    "ProcessIdentity": "_process",
-    "Verdict": "_process",
     "host_id": "_process",
     "identify": "_process",
     "judge": "_process",
@@ -189,7 +191,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         LedgerIOError, LockTimeout, NoLedger, PartlyRecorded, ReadOnlyLedger, Refused,
         ScopeConflict, UnknownHolder, UnsafeLedgerPath, UnsupportedPlatform, WaitTimeout,
     )
-    from ._fold import Allocation, EVENT_TYPES, MAX_RULES_PER_REQUEST, State  # noqa: F401
+    from ._events import EVENT_TYPES  # noqa: F401
+    from ._fold import Allocation, MAX_RULES_PER_REQUEST, State  # noqa: F401
     from ._history import (  # noqa: F401
         ClockJump, ClockJumpWarning, Diff, Event, Holding, Problem, Stamped, TimePoint,
         VerifyReport,
@@ -198,9 +201,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         Decision, ENV_DIR, EffectiveScope, Hold, Ledger, LostEvents, ReclaimReport,
         Reclaimed, check_name, default_path, verify,
     )
-    from ._process import (  # noqa: F401
-        Liveness, ProcessIdentity, Verdict, host_id, identify, judge, probe,
-    )
+    from ._identity import Liveness, ProcessIdentity, Verdict  # noqa: F401
+    from ._process import host_id, identify, judge, probe  # noqa: F401
     from ._rules import (  # noqa: F401
         Permission, ScopeRule, covers, normalize_path, overlaps, parse_rule,
     )

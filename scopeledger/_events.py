@@ -95,9 +95,36 @@ from typing import Any, Callable
 
 import orjson
 
-from ._errors import CorruptLedger, shown
-from ._fold import EVENT_TYPES, FORMAT_VERSION, FORMAT_VERSIONS, TS_LIMIT
-from ._rules import IDENTITY_KEYS
+from ._errors import CorruptLedger, InvalidScope, shown
+from ._identity import ProcessIdentity
+from ._rules import HOLDER_NAME, IDENTITY_KEYS, ScopeRule, identity_fault, is_normal, normalize_path, rule_from_log
+
+# -- constants of the format ---------------------------------------------------
+
+#: Version of the event format this code writes (lines of every version in
+#: ``FORMAT_VERSIONS`` are read; see ``_events``).
+FORMAT_VERSION = 2
+
+#: Event format versions this code reads.
+FORMAT_VERSIONS = frozenset({1, 2})
+
+#: Every event type; each changes state except ``refused``.
+EVENT_TYPES = frozenset({"registered", "delegated", "attached", "released", "reclaimed", "refused"})
+
+#: Reasons a ``reclaimed`` event may carry (see ``Liveness``).
+RECLAIM_REASONS = frozenset({"process_gone", "zombie", "pid_reused", "earlier_boot", "namespace_gone"})
+
+GENESIS_HASH = "0" * 32
+
+#: An event's ``ts`` lies in ``[-TS_LIMIT, TS_LIMIT)``: signed 64-bit
+#: nanoseconds (the year 2262). Writers refuse a clock past it; readers refuse
+#: a line past it (clamping would carry it to every later event).
+TS_LIMIT = 1 << 63
+
+
+class FoldError(Exception):
+    """An event that does not apply to the state before it (internal; the
+    store turns it into :class:`CorruptLedger` with file, line and seq)."""
 
 
 _STARTS = (int, float, type(None))  # a process start time: seconds, or unknown
@@ -135,7 +162,7 @@ KEYS[2]["holder"] = KEYS[1]["holder"] | {"note"}
 OPTIONAL: frozenset[str] = frozenset({"network_fs", "exit_code", "exit_signal", "note"})
 
 #: A rule's identity, the fourth item of a rule in a v2 line (rules are
-#: lists, so the fold checks it: ``_fold._log_rules``).
+#: lists, checked with the payload: ``rules_from_log``).
 KEYS[2]["rule_identity"] = IDENTITY_KEYS
 
 #: Where objects nest: for a kind of object (as in :data:`KEYS`), the keys
@@ -283,7 +310,7 @@ def json_escape(ch: str) -> str:
 def decode(line: bytes, path: str, lineno: int | None, payload: bool = True) -> dict[str, Any]:
     """One line (without newline) -> the event dict, envelope and keys
     checked (the payload's value types are the fold's to check:
-    :func:`scopeledger._fold.check_event`).
+    :func:`check_event`).
 
     Args:
         payload: also check the keys of the objects in the payload
@@ -521,3 +548,228 @@ def iter_lines(chunks: Any, path: str = "the log", start: int = 0, limit: int | 
         pending_len = len(last)
         pending = [last] if last and pending_len <= limit else []
         pos += len(chunk)
+
+
+# -- payloads: checked and read into values ----------------------------------
+
+# [(key, ident)] of the last identity built: one tuple, so that a thread
+# never sees one identity's key with another's object.
+_last_ident: list[Any] = [((), None)]
+
+
+def process_from_log(value: dict[str, Any]) -> ProcessIdentity:
+    """Process identity from the log, v1 (``start``) or v2 (``host``,
+    ``boot``, ``pid``, ``ticks``, ``pidns``: all present); consecutive
+    events of one process share one object (memoisation only: the result
+    is the same)."""
+    if "start" in value:  # v1
+        key: tuple[Any, ...] = (value["pid"], value["start"], value["boot"], value.get("pidns"))
+        pid, start, boot, ns = key
+        if type(pid) is not int or type(boot) is not str or not (start is None or type(start) in (int, float)) \
+                or not (ns is None or type(ns) is str):
+            raise ValueError(f"malformed process {shown(value)}")
+    else:
+        key = (value["host"], value["boot"], value["pid"], value["ticks"], value["pidns"])
+        host, boot, pid, ticks, ns = key
+        if type(pid) is not int or not (boot is None or type(boot) is str) \
+                or not (host is None or type(host) is str) or not (ns is None or type(ns) is str) \
+                or not (ticks is None or (type(ticks) is int and ticks > 0)):
+            raise ValueError(f"malformed process {shown(value)}")
+    last = _last_ident[0]
+    if last[0] == key:
+        return last[1]
+    if len(key) == 4:
+        ident = ProcessIdentity(pid=key[0], start=key[1], boot=key[2], pidns=key[3], format=1)
+    else:
+        ident = ProcessIdentity(host=key[0], boot=key[1], pid=key[2], ticks=key[3], pidns=key[4])
+    _last_ident[0] = (key, ident)
+    return ident
+
+
+def _bad(what: str, value: Any, expected: str) -> FoldError:
+    return FoldError(f"{what} is {shown(value)}, not {expected}")
+
+
+def _holder_name(value: Any, what: str) -> str:
+    if type(value) is not str or not HOLDER_NAME.fullmatch(value):
+        raise _bad(what, value, "a holder name")
+    return value
+
+
+def rules_from_log(value: Any, what: str, version: Any) -> tuple[ScopeRule, ...]:
+    """``[[path, "read"|"write", bool], ...]`` (at least one; in a v2 line
+    a rule may carry its identity as a fourth item) -> rules."""
+    if type(value) is not list or not value:
+        raise _bad(what, value, "a non-empty list of [path, permission, recursive]")
+    out = []
+    for r in value:
+        if type(r) is list and len(r) == 4:
+            if version == 1:
+                raise _bad(f"{what}[{len(out)}]", r, "[path, \"read\"|\"write\", true|false] (a v1 line)")
+            why = identity_fault(r[3])
+            if why is not None:
+                raise FoldError(f"{what}[{len(out)}]: {why}")
+        try:  # checks the types and values as it builds the rule
+            rule = rule_from_log(r)
+        except (ValueError, KeyError, TypeError):
+            raise _bad(f"{what}[{len(out)}]", r, "[absolute path, \"read\"|\"write\", true|false]") from None
+        path = rule.path
+        if not is_normal(path):
+            try:
+                normal = normalize_path(path) == path
+            except InvalidScope:
+                normal = False
+            if not normal:
+                raise _bad(f"{what}[{len(out)}] path", path, "a normalised path")
+        if rule.below and not rule.recursive:
+            raise FoldError(f"{what}[{len(out)}]: a non-recursive rule with filesystems below it")
+        out.append(rule)
+    return tuple(out)
+
+
+def check_event(event: dict[str, Any]) -> Any:
+    """Check the payload of one decoded event (its shape and types, not
+    whether it applies to a state): what :func:`apply` checks first.
+
+    Returns:
+        What the check read from the payload, for :func:`apply`'s ``checked``
+        (for a grant: ``(name, parent, rules, process, reserved, socket)``,
+        the rules as :class:`ScopeRule` objects).
+
+    Raises:
+        FoldError: naming the field and what it should be (or an unknown
+            event type).
+    """
+    kind = event.get("type")
+    shape = SHAPES.get(kind) if type(kind) is str else None
+    if shape is None:
+        raise FoldError(f"unknown event type {shown(kind)}")
+    return shape(event)
+
+
+def _process_shape(value: Any) -> str:
+    """What a process identity should be, for a message: v1's shape when
+    it has a ``start``, else v2's."""
+    if type(value) is dict and "start" in value:
+        return '{"pid": int, "start": number, "boot": str}'
+    return '{"host": str|null, "boot": str|null, "pid": int, "ticks": int > 0|null, "pidns": str|null}'
+
+
+def _shape_grant(ev: dict[str, Any]) -> tuple[str, str | None, tuple[ScopeRule, ...], Any, bool, Any]:
+    h = ev.get("holder")
+    if type(h) is not dict:
+        raise _bad("holder", h, "an object")
+    name = _holder_name(h.get("name"), "holder.name")
+    parent = h.get("parent")
+    if ev["type"] == "registered":
+        if parent is not None:
+            raise _bad("holder.parent of a registered event", parent, "null")
+    else:
+        _holder_name(parent, "holder.parent")
+    rules = rules_from_log(h.get("rules"), "holder.rules", ev.get("v"))
+    try:
+        process = process_from_log(h.get("process"))
+    except (KeyError, TypeError, ValueError):
+        raise _bad("holder.process", h.get("process"), _process_shape(h.get("process"))) from None
+    reserved = h.get("reserved", False)
+    if type(reserved) is not bool:
+        raise _bad("holder.reserved", reserved, "true or false")
+    socket = h.get("socket")
+    if socket is not None and type(socket) is not str:
+        raise _bad("holder.socket", socket, "a path or null")
+    if len(h) > 6 and "note" in h and (type(h["note"]) is not str or len(h["note"]) > MAX_NOTE):
+        raise _bad("holder.note", h["note"], f"a string of at most {MAX_NOTE} characters")
+    return name, parent, rules, process, reserved, socket
+
+
+def _shape_attached(ev: dict[str, Any]) -> ProcessIdentity:
+    _holder_name(ev.get("name"), "name")
+    try:
+        return process_from_log(ev.get("process"))
+    except (KeyError, TypeError, ValueError):
+        raise _bad("process", ev.get("process"), _process_shape(ev.get("process"))) from None
+
+
+def _shape_removal(ev: dict[str, Any]) -> None:
+    _holder_name(ev.get("name"), "name")
+    plan = ev.get("reparented")
+    if type(plan) is not list or (plan and not all(
+            type(p) is list and len(p) == 2 and type(p[0]) is str and (p[1] is None or type(p[1]) is str)
+            for p in plan)):
+        raise _bad("reparented", plan, "a list of [child, new parent or null]")
+    if ev["type"] == "reclaimed":
+        reason = ev.get("reason")
+        if type(reason) is not str or reason not in RECLAIM_REASONS:
+            raise _bad("reason", reason, f"one of {sorted(RECLAIM_REASONS)}")
+    elif len(ev) > 8:  # a release's optional keys (v2): how the process ended, a note
+        check_release_extras(ev)
+
+
+#: The longest note a release may carry, in characters.
+MAX_NOTE = 4096
+
+
+def check_release_extras(ev: dict[str, Any]) -> None:
+    """A release's optional ``exit_code`` (0-255), ``exit_signal`` (1-127),
+    at most one of them, and ``note`` (a str of at most :data:`MAX_NOTE`
+    characters).
+
+    Raises:
+        FoldError: naming the key and the value.
+    """
+    code, sig, note = ev.get("exit_code"), ev.get("exit_signal"), ev.get("note")
+    if code is not None and (type(code) is not int or not 0 <= code <= 255):
+        raise _bad("exit_code", code, "an integer from 0 to 255")
+    if sig is not None and (type(sig) is not int or not 1 <= sig <= 127):
+        raise _bad("exit_signal", sig, "an integer from 1 to 127")
+    if code is not None and sig is not None:
+        raise _bad("exit_signal", sig, "absent when exit_code is given")
+    if "note" in ev and (type(note) is not str or len(note) > MAX_NOTE):
+        raise _bad("note", note, f"a string of at most {MAX_NOTE} characters")
+    if ("exit_code" in ev and code is None) or ("exit_signal" in ev and sig is None):
+        raise _bad("exit_code" if "exit_code" in ev and code is None else "exit_signal", None,
+                   "an integer (leave the key out when unknown)")
+
+
+REFUSAL_KINDS = frozenset({"scope_conflict", "delegation", "duplicate", "unknown_parent"})
+
+
+def _shape_refused(ev: dict[str, Any]) -> None:
+    if type(ev.get("key")) is not str:
+        raise _bad("key", ev.get("key"), "a string")
+    if type(ev.get("error")) is not str or ev["error"] not in REFUSAL_KINDS:
+        raise _bad("error", ev.get("error"), f"one of {sorted(REFUSAL_KINDS)}")
+    if type(ev.get("message")) is not str:
+        raise _bad("message", ev.get("message"), "a string")
+    req = ev.get("request")
+    if type(req) is not dict:
+        raise _bad("request", req, "an object")
+    if type(req.get("name")) is not str:
+        raise _bad("request.name", req.get("name"), "a string")
+    if req.get("parent") is not None and type(req["parent"]) is not str:
+        raise _bad("request.parent", req.get("parent"), "a string or null")
+    rules = req.get("rules")
+    if type(rules) is not list or not all(
+            type(r) is list and len(r) in (3, 4) and type(r[0]) is str and type(r[1]) is str
+            and type(r[2]) is bool and (len(r) == 3 or (ev.get("v") != 1 and identity_fault(r[3]) is None))
+            for r in rules):
+        raise _bad("request.rules", rules, "a list of [path, permission, recursive(, identity)]")
+    rule = ev.get("rule")
+    if rule is not None:
+        rules_from_log([rule], "rule", ev.get("v"))
+    chain = ev.get("chain")
+    if type(chain) is not list or not all(type(c) is str for c in chain):
+        raise _bad("chain", chain, "a list of holder names")
+
+
+#: Per event type: the check of its payload (:func:`check_event`), returning
+#: what it read for the fold's change of state.
+SHAPES: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "registered": _shape_grant,
+    "delegated": _shape_grant,
+    "attached": _shape_attached,
+    "released": _shape_removal,
+    "reclaimed": _shape_removal,
+    "refused": _shape_refused,
+}
+assert set(SHAPES) == EVENT_TYPES

@@ -14,41 +14,22 @@ overlapping entries, never every holder.
 
 from __future__ import annotations
 
+import datetime
 import sys
 from typing import Any, Iterator
 
 import attrs
 
-from ._errors import DelegationError, DuplicateHolder, InvalidScope, ScopeConflict, UnknownHolder, shown
-from ._process import ProcessIdentity
-from ._rules import (
-    HOLDER_NAME,
-    PERMISSION_TEXT,
-    Permission,
-    ScopeRule,
-    _is_normal,
-    covers,
-    identity_fault,
-    identity_json,
-    normalize_path,
-    overlaps,
-    rule_from_log,
-)
-
-#: Version of the event format this code writes (lines of every version in
-#: ``FORMAT_VERSIONS`` are read; see ``_events``).
-FORMAT_VERSION = 2
-
-#: Event format versions this code reads.
-FORMAT_VERSIONS = frozenset({1, 2})
+from ._errors import DelegationError, DuplicateHolder, ScopeConflict, UnknownHolder, format_chain, shown
+from ._events import GENESIS_HASH, SHAPES, FoldError, process_from_log
+from ._identity import ProcessIdentity
+from ._time import from_ns
+from ._rules import PERMISSION_TEXT, Permission, ScopeRule, covers, identity_json, overlaps, rule_from_log
 
 #: Version of the snapshot format (the header and ``State.to_json``) this
 #: code writes and reads; a snapshot of another format is skipped (the state
 #: is folded from the log instead, and a new snapshot written in time).
 SNAPSHOT_FORMAT = 4  # 2: v2 process identities (host, boot, pid, ticks, pidns); 3: rules with their identity; 4: max_ts, clock_back_seq
-
-#: Every event type; each changes state except ``refused``.
-EVENT_TYPES = frozenset({"registered", "delegated", "attached", "released", "reclaimed", "refused"})
 
 #: At most this many rules in one request (register, delegate, a manifest,
 #: the command line): the work under the lock and the event's line grow with
@@ -56,21 +37,6 @@ EVENT_TYPES = frozenset({"registered", "delegated", "attached", "released", "rec
 #: rules from a parent with 8,000 takes ~0.05 s of CPU under the lock;
 #: 10,000 rules of the longest paths (4,095 bytes) make a 41 MB line.
 MAX_RULES_PER_REQUEST = 10_000
-
-#: Reasons a ``reclaimed`` event may carry (see ``Liveness``).
-RECLAIM_REASONS = frozenset({"process_gone", "zombie", "pid_reused", "earlier_boot", "namespace_gone"})
-
-GENESIS_HASH = "0" * 32
-
-#: An event's ``ts`` lies in ``[-TS_LIMIT, TS_LIMIT)``: signed 64-bit
-#: nanoseconds (the year 2262). Writers refuse a clock past it; readers refuse
-#: a line past it (clamping would carry it to every later event).
-TS_LIMIT = 1 << 63
-
-
-class FoldError(Exception):
-    """An event that does not apply to the state before it (internal; the
-    store turns it into :class:`CorruptLedger` with file, line and seq)."""
 
 
 @attrs.frozen(slots=True)
@@ -105,11 +71,11 @@ class Allocation:
         return self.process.pid
 
     @property
-    def granted_at(self) -> Any:
-        """Grant time as an aware ``datetime`` in UTC (microsecond precision)."""
-        import datetime as _dt
-
-        return _dt.datetime.fromtimestamp(self.granted_ns / 1e9, tz=_dt.timezone.utc)
+    def granted_at(self) -> datetime.datetime:
+        """Grant time as an aware ``datetime`` in UTC, ``granted_ns``
+        truncated to the microsecond: the time of its event
+        (:attr:`Event.time <scopeledger.Event.time>`)."""
+        return from_ns(self.granted_ns)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -519,16 +485,6 @@ class State:
             parent = self.holders[parent].parent
         return tuple(reversed(out))
 
-    def descendants(self, name: str) -> list[str]:
-        """Every live holder below ``name``, depth first."""
-        out: list[str] = []
-        stack = list(reversed(self.children.get(name, ())))
-        while stack:
-            n = stack.pop()
-            out.append(n)
-            stack.extend(reversed(self.children.get(n, ())))
-        return out
-
     def copy(self) -> "State":
         """An independent deep copy (rebuilt from the serialised form)."""
         return State.from_json(self.to_json())
@@ -586,40 +542,6 @@ class State:
         return st
 
 
-# [(key, ident)] of the last identity built: one tuple, so that a thread
-# never sees one identity's key with another's object.
-_last_ident: list[Any] = [((), None)]
-
-
-def _ident(value: dict[str, Any]) -> ProcessIdentity:
-    """Process identity from the log, v1 (``start``) or v2 (``host``,
-    ``boot``, ``pid``, ``ticks``, ``pidns``: all present); consecutive
-    events of one process share one object (memoisation only: the result
-    is the same)."""
-    if "start" in value:  # v1
-        key: tuple[Any, ...] = (value["pid"], value["start"], value["boot"], value.get("pidns"))
-        pid, start, boot, ns = key
-        if type(pid) is not int or type(boot) is not str or not (start is None or type(start) in (int, float)) \
-                or not (ns is None or type(ns) is str):
-            raise ValueError(f"malformed process {shown(value)}")
-    else:
-        key = (value["host"], value["boot"], value["pid"], value["ticks"], value["pidns"])
-        host, boot, pid, ticks, ns = key
-        if type(pid) is not int or not (boot is None or type(boot) is str) \
-                or not (host is None or type(host) is str) or not (ns is None or type(ns) is str) \
-                or not (ticks is None or (type(ticks) is int and ticks > 0)):
-            raise ValueError(f"malformed process {shown(value)}")
-    last = _last_ident[0]
-    if last[0] == key:
-        return last[1]
-    if len(key) == 4:
-        ident = ProcessIdentity(pid=key[0], start=key[1], boot=key[2], pidns=key[3], format=1)
-    else:
-        ident = ProcessIdentity(host=key[0], boot=key[1], pid=key[2], ticks=key[3], pidns=key[4])
-    _last_ident[0] = (key, ident)
-    return ident
-
-
 def _shared_rule(value: Any, cache: dict[tuple[Any, ...], ScopeRule]) -> ScopeRule:
     if len(value) == 4 and type(value[3]) is dict:
         i = value[3]
@@ -636,7 +558,7 @@ def _alloc_from_json(h: dict[str, Any], cache: dict[tuple[Any, ...], ScopeRule])
     return Allocation(
         name=h["name"],
         rules=tuple(_shared_rule(r, cache) for r in h["rules"]),
-        process=_ident(h["process"]),
+        process=process_from_log(h["process"]),
         parent=h["parent"],
         token=h["token"],
         granted_ns=h["granted_ns"],
@@ -695,182 +617,6 @@ def apply(state: State, event: dict[str, Any], line_hash: str, checked: Any = _U
         raise FoldError(f"malformed {kind} event: {type(exc).__name__}: {exc}") from None
     _advance(state, seq, ts, line_hash)
     return state
-
-
-def _bad(what: str, value: Any, expected: str) -> FoldError:
-    return FoldError(f"{what} is {shown(value)}, not {expected}")
-
-
-def _holder_name(value: Any, what: str) -> str:
-    if type(value) is not str or not HOLDER_NAME.fullmatch(value):
-        raise _bad(what, value, "a holder name")
-    return value
-
-
-def _log_rules(value: Any, what: str, version: Any) -> tuple[ScopeRule, ...]:
-    """``[[path, "read"|"write", bool], ...]`` (at least one; in a v2 line
-    a rule may carry its identity as a fourth item) -> rules."""
-    if type(value) is not list or not value:
-        raise _bad(what, value, "a non-empty list of [path, permission, recursive]")
-    out = []
-    for r in value:
-        if type(r) is list and len(r) == 4:
-            if version == 1:
-                raise _bad(f"{what}[{len(out)}]", r, "[path, \"read\"|\"write\", true|false] (a v1 line)")
-            why = identity_fault(r[3])
-            if why is not None:
-                raise FoldError(f"{what}[{len(out)}]: {why}")
-        try:  # checks the types and values as it builds the rule
-            rule = rule_from_log(r)
-        except (ValueError, KeyError, TypeError):
-            raise _bad(f"{what}[{len(out)}]", r, "[absolute path, \"read\"|\"write\", true|false]") from None
-        path = rule.path
-        if not _is_normal(path):
-            try:
-                normal = normalize_path(path) == path
-            except InvalidScope:
-                normal = False
-            if not normal:
-                raise _bad(f"{what}[{len(out)}] path", path, "a normalised path")
-        if rule.below and not rule.recursive:
-            raise FoldError(f"{what}[{len(out)}]: a non-recursive rule with filesystems below it")
-        out.append(rule)
-    return tuple(out)
-
-
-def check_event(event: dict[str, Any]) -> Any:
-    """Check the payload of one decoded event (its shape and types, not
-    whether it applies to a state): what :func:`apply` checks first.
-
-    Returns:
-        What the check read from the payload, for :func:`apply`'s ``checked``
-        (for a grant: ``(name, parent, rules, process, reserved, socket)``,
-        the rules as :class:`ScopeRule` objects).
-
-    Raises:
-        FoldError: naming the field and what it should be (or an unknown
-            event type).
-    """
-    kind = event.get("type")
-    handler = _HANDLERS.get(kind) if type(kind) is str else None
-    if handler is None:
-        raise FoldError(f"unknown event type {shown(kind)}")
-    return handler[0](event)
-
-
-def _process_shape(value: Any) -> str:
-    """What a process identity should be, for a message: v1's shape when
-    it has a ``start``, else v2's."""
-    if type(value) is dict and "start" in value:
-        return '{"pid": int, "start": number, "boot": str}'
-    return '{"host": str|null, "boot": str|null, "pid": int, "ticks": int > 0|null, "pidns": str|null}'
-
-
-def _shape_grant(ev: dict[str, Any]) -> tuple[str, str | None, tuple[ScopeRule, ...], Any, bool, Any]:
-    h = ev.get("holder")
-    if type(h) is not dict:
-        raise _bad("holder", h, "an object")
-    name = _holder_name(h.get("name"), "holder.name")
-    parent = h.get("parent")
-    if ev["type"] == "registered":
-        if parent is not None:
-            raise _bad("holder.parent of a registered event", parent, "null")
-    else:
-        _holder_name(parent, "holder.parent")
-    rules = _log_rules(h.get("rules"), "holder.rules", ev.get("v"))
-    try:
-        process = _ident(h.get("process"))
-    except (KeyError, TypeError, ValueError):
-        raise _bad("holder.process", h.get("process"), _process_shape(h.get("process"))) from None
-    reserved = h.get("reserved", False)
-    if type(reserved) is not bool:
-        raise _bad("holder.reserved", reserved, "true or false")
-    socket = h.get("socket")
-    if socket is not None and type(socket) is not str:
-        raise _bad("holder.socket", socket, "a path or null")
-    if len(h) > 6 and "note" in h and (type(h["note"]) is not str or len(h["note"]) > MAX_NOTE):
-        raise _bad("holder.note", h["note"], f"a string of at most {MAX_NOTE} characters")
-    return name, parent, rules, process, reserved, socket
-
-
-def _shape_attached(ev: dict[str, Any]) -> ProcessIdentity:
-    _holder_name(ev.get("name"), "name")
-    try:
-        return _ident(ev.get("process"))
-    except (KeyError, TypeError, ValueError):
-        raise _bad("process", ev.get("process"), _process_shape(ev.get("process"))) from None
-
-
-def _shape_removal(ev: dict[str, Any]) -> None:
-    _holder_name(ev.get("name"), "name")
-    plan = ev.get("reparented")
-    if type(plan) is not list or (plan and not all(
-            type(p) is list and len(p) == 2 and type(p[0]) is str and (p[1] is None or type(p[1]) is str)
-            for p in plan)):
-        raise _bad("reparented", plan, "a list of [child, new parent or null]")
-    if ev["type"] == "reclaimed":
-        reason = ev.get("reason")
-        if type(reason) is not str or reason not in RECLAIM_REASONS:
-            raise _bad("reason", reason, f"one of {sorted(RECLAIM_REASONS)}")
-    elif len(ev) > 8:  # a release's optional keys (v2): how the process ended, a note
-        check_release_extras(ev)
-
-
-#: The longest note a release may carry, in characters.
-MAX_NOTE = 4096
-
-
-def check_release_extras(ev: dict[str, Any]) -> None:
-    """A release's optional ``exit_code`` (0-255), ``exit_signal`` (1-127),
-    at most one of them, and ``note`` (a str of at most :data:`MAX_NOTE`
-    characters).
-
-    Raises:
-        FoldError: naming the key and the value.
-    """
-    code, sig, note = ev.get("exit_code"), ev.get("exit_signal"), ev.get("note")
-    if code is not None and (type(code) is not int or not 0 <= code <= 255):
-        raise _bad("exit_code", code, "an integer from 0 to 255")
-    if sig is not None and (type(sig) is not int or not 1 <= sig <= 127):
-        raise _bad("exit_signal", sig, "an integer from 1 to 127")
-    if code is not None and sig is not None:
-        raise _bad("exit_signal", sig, "absent when exit_code is given")
-    if "note" in ev and (type(note) is not str or len(note) > MAX_NOTE):
-        raise _bad("note", note, f"a string of at most {MAX_NOTE} characters")
-    if ("exit_code" in ev and code is None) or ("exit_signal" in ev and sig is None):
-        raise _bad("exit_code" if "exit_code" in ev and code is None else "exit_signal", None,
-                   "an integer (leave the key out when unknown)")
-
-
-REFUSAL_KINDS = frozenset({"scope_conflict", "delegation", "duplicate", "unknown_parent"})
-
-
-def _shape_refused(ev: dict[str, Any]) -> None:
-    if type(ev.get("key")) is not str:
-        raise _bad("key", ev.get("key"), "a string")
-    if type(ev.get("error")) is not str or ev["error"] not in REFUSAL_KINDS:
-        raise _bad("error", ev.get("error"), f"one of {sorted(REFUSAL_KINDS)}")
-    if type(ev.get("message")) is not str:
-        raise _bad("message", ev.get("message"), "a string")
-    req = ev.get("request")
-    if type(req) is not dict:
-        raise _bad("request", req, "an object")
-    if type(req.get("name")) is not str:
-        raise _bad("request.name", req.get("name"), "a string")
-    if req.get("parent") is not None and type(req["parent"]) is not str:
-        raise _bad("request.parent", req.get("parent"), "a string or null")
-    rules = req.get("rules")
-    if type(rules) is not list or not all(
-            type(r) is list and len(r) in (3, 4) and type(r[0]) is str and type(r[1]) is str
-            and type(r[2]) is bool and (len(r) == 3 or (ev.get("v") != 1 and identity_fault(r[3]) is None))
-            for r in rules):
-        raise _bad("request.rules", rules, "a list of [path, permission, recursive(, identity)]")
-    rule = ev.get("rule")
-    if rule is not None:
-        _log_rules([rule], "rule", ev.get("v"))
-    chain = ev.get("chain")
-    if type(chain) is not list or not all(type(c) is str for c in chain):
-        raise _bad("chain", chain, "a list of holder names")
 
 
 def _grant(state: State, ev: dict[str, Any], checked: Any) -> None:
@@ -990,16 +736,19 @@ def commit_removal(state: State, name: str, seq: int, ts: int, line_hash: str) -
     _advance(state, seq, ts, line_hash)
 
 
-# type -> (payload check, change of state given what the check returned)
-_HANDLERS = {
-    "registered": (_shape_grant, _grant),
-    "delegated": (_shape_grant, _grant),
-    "attached": (_shape_attached, _attached),
-    "released": (_shape_removal, _remove),
-    "reclaimed": (_shape_removal, _remove),
-    "refused": (_shape_refused, _refused),
+#: Per event type: its change of state, given what its payload check
+#: (``_events.SHAPES``) returned.
+CHANGES = {
+    "registered": _grant,
+    "delegated": _grant,
+    "attached": _attached,
+    "released": _remove,
+    "reclaimed": _remove,
+    "refused": _refused,
 }
-assert set(_HANDLERS) == EVENT_TYPES
+# type -> (payload check, change of state): one lookup on the fold's path
+_HANDLERS = {kind: (SHAPES[kind], change) for kind, change in CHANGES.items()}
+assert _HANDLERS.keys() == SHAPES.keys()
 
 
 # -- queries (pure) ---------------------------------------------------------
@@ -1078,7 +827,7 @@ def check_request(state: State, name: str, rules: tuple[ScopeRule, ...],
                 full = ochain[: ochain.index(parent) + 1] + sub
                 return DelegationError(
                     f"cannot delegate {rule} from '{parent}' to '{name}': overlaps sibling "
-                    f"'{sib}' (held by {_fmt(full)} as {orule})",
+                    f"'{sib}' (held by {format_chain(full)} as {orule})",
                     parent=parent, child=name, rule=rule, sibling=sib, chain=full)
             fchain, orule = owner_chain(state, rule, ochain[0])
             return ScopeConflict(rule, fchain[-1], orule, fchain, requester=name)
@@ -1096,29 +845,6 @@ def covered_by(state: State, name: str, rule: ScopeRule) -> bool:
             if owner == name and covers(r, rule):
                 return True
     return False
-
-
-def _fmt(chain: tuple[str, ...]) -> str:
-    from ._errors import format_chain
-
-    return format_chain(chain)
-
-
-def blockers(state: State, rules: tuple[ScopeRule, ...], exclude: set[str]) -> list[str]:
-    """Names of live holders (whole chains) whose write rules overlap a write
-    rule in ``rules``, skipping ``exclude``; the holders a hot-path liveness
-    probe should look at."""
-    seen: dict[str, None] = {}
-    for rule in rules:
-        if rule.permission is not Permission.WRITE:
-            continue
-        for owner, _ in state.writes.overlapping(rule):
-            if owner in exclude or owner in seen:
-                continue
-            for n in state.chain(owner):
-                if n not in exclude:
-                    seen[n] = None
-    return list(seen)
 
 
 def effective_rules(state: State, name: str) -> tuple[tuple[ScopeRule, ...], tuple[tuple[str, ScopeRule], ...]]:

@@ -26,26 +26,12 @@ import orjson
 from . import _snapshots
 from ._errors import CorruptLedger, HistoryUnavailable, shown
 from ._events import decode, iter_lines, line_hash, split_lines
-from ._fold import GENESIS_HASH, FoldError, State, apply, check_event, check_request, holders_of
+from ._events import GENESIS_HASH, FoldError, check_event
+from ._fold import State, apply, check_request, holders_of
 from ._rules import Permission, ScopeRule, covers_place, overlaps
+from ._time import from_ns, iso, to_ns
 
 log = logging.getLogger("scopeledger")
-
-
-def to_ns(when: dt.datetime, what: str = "time") -> int:
-    """An aware datetime -> integer ns since the epoch (UTC). A naive
-    datetime is taken as UTC (documented).
-
-    Raises:
-        TypeError: ``when`` is not a ``datetime.datetime`` (``what`` names
-            the argument in the message).
-    """
-    if not isinstance(when, dt.datetime):
-        raise TypeError(f"{what} must be a datetime.datetime, not {type(when).__name__} {shown(when)}")
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
 
 
 #: ``verify`` reports two consecutive events more than this far apart
@@ -106,7 +92,7 @@ class Stamped:
     what: str
 
     def __str__(self) -> str:
-        return f"seq {self.seq} ({self.what}, by {self.writer}) at {_iso(self.ts)}"
+        return f"seq {self.seq} ({self.what}, by {self.writer}) at {iso(self.ts)}"
 
 
 @attrs.frozen
@@ -133,11 +119,6 @@ class ClockJump:
         gap = self.event.ts - self.before.ts
         how = f"{_span(-gap)} before" if gap < 0 else f"{_span(gap)} after"
         return f"clock jump {self.kind}: {self.event} is stamped {how} {self.before}"
-
-
-def _iso(ns: int) -> str:
-    """``2025-11-29T14:03:05.123456Z`` (UTC), as the command line shows a time."""
-    return from_ns(ns).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _span(ns: int) -> str:
@@ -193,7 +174,7 @@ class TimePoint:
                         f"time): " + _listed(self.doubted, self.doubted_count))
         if not said:
             return ""
-        return (f"time travel to {_iso(self.ts)} crosses a clock jump: the state after seq {self.seq} "
+        return (f"time travel to {iso(self.ts)} crosses a clock jump: the state after seq {self.seq} "
                 + "; and it ".join(said))
 
 
@@ -221,11 +202,6 @@ def _doubted(stamps: array[int], first: int, before: int | None, future: int) ->
 def _listed(events: tuple[Stamped, ...], count: int) -> str:
     more = f" and {count - len(events)} more" if count > len(events) else ""
     return "; ".join(str(e) for e in events) + more
-
-
-def from_ns(ns: int) -> dt.datetime:
-    """Integer ns since the epoch -> aware UTC datetime (microseconds)."""
-    return dt.datetime.fromtimestamp(ns // 1000 / 1e6, tz=dt.timezone.utc)
 
 
 class Event(NamedTuple):
@@ -470,10 +446,11 @@ class HistoryMixin:
 
     # -- time travel ----------------------------------------------------------
 
-    def state_at(self, seq: int | None = None, time: dt.datetime | None = None) -> State:
+    def state_at(self, seq: int | None = None, time: dt.datetime | int | None = None) -> State:
         """The folded state as it was after event ``seq``, or at ``time``.
 
-        ``time`` (an aware datetime; naive is taken as UTC) means: after the
+        ``time`` (an aware datetime, naive taken as UTC, or ``int``
+        nanoseconds since the epoch, UTC) means: after the
         last event, by seq, stamped at or before it (:meth:`time_point`);
         the empty state (seq 0) when no event is. While the events' times
         are in order, that is every event stamped at or before ``time`` and
@@ -488,7 +465,8 @@ class HistoryMixin:
 
         Raises:
             TypeError: neither or both of ``seq`` and ``time`` given; ``seq``
-                not an ``int`` or ``time`` not a ``datetime.datetime``.
+                not an ``int``, or ``time`` neither a ``datetime.datetime``
+                nor an ``int``.
             HistoryUnavailable: ``seq`` is negative or after the newest
                 event. (A time after the newest event gives the newest
                 state: nothing has happened since.)
@@ -535,10 +513,7 @@ class HistoryMixin:
             TypeError: ``time`` is neither a datetime nor an int.
             CorruptLedger: a line read does not decode.
         """
-        if type(time) is int:
-            ts = time
-        else:
-            ts = to_ns(time, "time")
+        ts = to_ns(time, "time")
         with self._mem:
             cur = self._current()
             newest, max_ts, back = cur.seq, cur.max_ts, cur.clock_back_seq
@@ -606,7 +581,8 @@ class HistoryMixin:
         return TimePoint(at, ts, count, tuple(e for e in first if e.seq <= at), doubted,
                          tuple(after_at[:doubted]))
 
-    def who(self, path: str, *, seq: int | None = None, time: dt.datetime | None = None) -> list[Holding]:
+    def who(self, path: str, *, seq: int | None = None,
+            time: dt.datetime | int | None = None) -> list[Holding]:
         """Who holds ``path`` (read or write), now or at a past point.
 
         Returns:
@@ -656,13 +632,14 @@ class HistoryMixin:
 
     def events(self, since: int | None = None, until: int | None = None, *,
                types: Iterable[str] | None = None, holder: str | None = None,
-               path: str | None = None, since_time: dt.datetime | None = None,
-               until_time: dt.datetime | None = None) -> Iterator[Event]:
+               path: str | None = None, since_time: dt.datetime | int | None = None,
+               until_time: dt.datetime | int | None = None) -> Iterator[Event]:
         """Events in order, filtered.
 
         Args:
             since / until: first / last seq included.
-            since_time / until_time: first / last time included (UTC).
+            since_time / until_time: first / last time included: an aware
+                datetime (naive: UTC) or ``int`` nanoseconds since the epoch.
             types: event types to keep.
             holder: keep events about this holder or any holder delegated
                 from it (transitively), as the subtree was at each event.
@@ -674,7 +651,7 @@ class HistoryMixin:
             CorruptLedger: a line does not check out (see :meth:`_chained`).
             ValueError: an unknown event type in ``types``.
             TypeError: ``since``/``until`` not an ``int``, ``since_time``/
-                ``until_time`` not a ``datetime.datetime``, ``types`` not
+                ``until_time`` neither a ``datetime.datetime`` nor an ``int``, ``types`` not
                 a ``str`` or iterable of them.
             InvalidHolderName: ``holder`` is not a holder name.
             InvalidScope: ``path`` is not a valid path.
@@ -683,8 +660,8 @@ class HistoryMixin:
 
     def event_lines(self, since: int | None = None, until: int | None = None, *,
                     types: Iterable[str] | None = None, holder: str | None = None,
-                    path: str | None = None, since_time: dt.datetime | None = None,
-                    until_time: dt.datetime | None = None) -> Iterator[tuple[Event, bytes]]:
+                    path: str | None = None, since_time: dt.datetime | int | None = None,
+                    until_time: dt.datetime | int | None = None) -> Iterator[tuple[Event, bytes]]:
         """As :meth:`events` (same arguments, same checks, same errors), each
         event with its line exactly as stored in the log: ``(Event, bytes)``,
         the line's UTF-8 bytes without its newline. Hashing one line with
@@ -694,10 +671,10 @@ class HistoryMixin:
         return self._events(since, until, types, holder, path, since_time, until_time, True)
 
     def _events(self, since: int | None, until: int | None, types: Iterable[str] | None,
-                holder: str | None, path: str | None, since_time: dt.datetime | None,
-                until_time: dt.datetime | None, lines: bool) -> Iterator[Any]:
+                holder: str | None, path: str | None, since_time: dt.datetime | int | None,
+                until_time: dt.datetime | int | None, lines: bool) -> Iterator[Any]:
         """:meth:`events` (``lines`` false) or :meth:`event_lines`."""
-        from ._fold import EVENT_TYPES
+        from ._events import EVENT_TYPES
         from ._ledger import check_name
 
         for what, value in (("since", since), ("until", until)):

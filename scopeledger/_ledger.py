@@ -46,12 +46,10 @@ from ._errors import (
 )
 from ._events import MAX_LINE_BYTES, decode, encode, iter_lines, line_hash, split_lines
 from ._history import HistoryMixin, VerifyReport
+from ._events import FORMAT_VERSION, TS_LIMIT, FoldError
 from ._fold import (
-    FORMAT_VERSION,
     MAX_RULES_PER_REQUEST,
-    TS_LIMIT,
     Allocation,
-    FoldError,
     State,
     apply,
     check_request,
@@ -61,10 +59,11 @@ from ._fold import (
     reparent_plan,
 )
 from ._paths import canonical, check_reached, identity as identify_path, mount_table
-from ._process import (Liveness, ProcessIdentity, Probe, Verdict, host_id, identify, probe as default_probe,
-                       run_probe)
+from ._identity import Liveness, Probe, ProcessIdentity, Verdict
+from ._process import host_id, identify, probe as default_probe, run_probe
 from ._rules import (HOLDER_NAME, PERMISSION_TEXT, Permission, ScopeRule, check_path_text, covers, identity_json,
                      overlaps)
+from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._store import Store
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -423,8 +422,7 @@ class _Txn:
         return self.emit("reclaimed", name=name, reason=reason, reparented=plan), plan
 
     def refuse(self, name: str, parent: str | None, rules: Sequence[ScopeRule], err: Exception) -> None:
-        kind = {ScopeConflict: "scope_conflict", DelegationError: "delegation",
-                DuplicateHolder: "duplicate", UnknownHolder: "unknown_parent"}[type(err)]
+        kind = REFUSAL_KIND[type(err)]
         chain = list(getattr(err, "chain", ()) or ())
         rule = getattr(err, "rule", None)
         request = {"name": name, "parent": parent, "rules": [r.to_json() for r in rules]}
@@ -434,44 +432,6 @@ class _Txn:
             return  # the same refusal is already on record since the last change
         self.emit("refused", key=key, error=kind, message=str(err), request=request,
                   rule=rule.to_json() if rule is not None else None, chain=chain)
-
-
-def decide(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str | None,
-           liveness: Callable[[str], Verdict | Liveness], reclaim: Callable[[str, str], Any]) -> Exception | None:
-    """How ``register`` (``parent`` None) or ``delegate`` decides a request:
-    :func:`check_request`; while it is refused only because of holders in
-    the way (the conflicting chain, a sibling's subtree, the name's live
-    holder) some of which are dead, ``reclaim(name, reason)`` each dead one
-    (which must remove it from ``state``) and ask again. Shared by the
-    ledger (which records each reclaim) and ``ledger check`` (which
-    simulates them on a copy).
-
-    Args:
-        liveness: ``holder name -> Verdict`` (or ``Liveness``) of its process.
-
-    Returns:
-        The refusal (an exception, not raised) or ``None`` to grant.
-    """
-    err = None
-    for _ in range(len(state.holders) + 1):  # each round removes at least one holder
-        err = check_request(state, name, rules, parent)
-        if isinstance(err, DuplicateHolder):
-            # The name of the requester's own parent is taken by the
-            # parent: reclaiming it would remove what the request needs.
-            in_way: Sequence[str] = (name,) if name != parent else ()
-        elif isinstance(err, ScopeConflict):
-            in_way = err.chain
-        elif isinstance(err, DelegationError) and err.sibling is not None:
-            in_way = err.chain[err.chain.index(err.sibling):]
-        else:
-            return err
-        dead = [(n, lv) for n in in_way if n in state.holders and (lv := liveness(n)).dead]
-        if not dead:
-            return err
-        for n, lv in dead:
-            if n in state.holders:
-                reclaim(n, (lv.liveness if isinstance(lv, Verdict) else lv).value)
-    return err  # pragma: no cover - bounded by the number of holders
 
 
 def _check_bool(what: str, value: Any) -> None:
@@ -1861,25 +1821,6 @@ def _check_token(token: Any, allow_none: bool = False, what: str = "token") -> N
     if not (type(token) is int or (allow_none and token is None)):
         raise TypeError(f"{what} must be an int (a grant's seq){' or None' if allow_none else ''}, "
                         f"not {shown(token)}")
-
-
-def stale_grant(state: State, name: str, token: int | None, what: str = "holder") -> UnknownHolder | None:
-    """The refusal of an operation on the grant of ``name`` with ``token``
-    (``None``: whichever grant is live), or ``None`` when it may go on.
-
-    For ``what="parent"`` a parent that is not live is left to
-    :func:`check_request` (it says so in its own words); for a holder, it
-    is refused here. A live holder with another token than ``token`` was
-    released (or reclaimed) and granted again under the same name: refused,
-    naming both tokens.
-    """
-    alloc = state.holders.get(name)
-    if alloc is None:
-        return None if what == "parent" else UnknownHolder(name)
-    if token is not None and alloc.token != token:
-        return UnknownHolder(name, message=f"{what} '{name}' is live with another grant "
-                                           f"(token {alloc.token}, not {shown(token)})")
-    return None
 
 
 def _check_socket(socket: Any) -> str | None:

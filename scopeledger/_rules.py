@@ -137,7 +137,7 @@ def normalize_path(path: Any) -> str:
             encodable as UTF-8, longer than 4096 bytes or with a component
             longer than 255 bytes.
     """
-    if type(path) is str and _is_normal(path):
+    if type(path) is str and is_normal(path):
         return path
     if hasattr(path, "__fspath__"):
         path = path.__fspath__()
@@ -159,7 +159,7 @@ def normalize_path(path: Any) -> str:
     return "/" + "/".join(out)
 
 
-def _is_normal(path: str) -> bool:
+def is_normal(path: str) -> bool:
     """Fast check that ``path`` is already normal (ASCII, short enough that
     no component can exceed NAME_MAX): most paths, at a fraction of the cost."""
     return (path.startswith("/") and len(path) <= NAME_MAX and path.isascii()
@@ -172,10 +172,6 @@ def components(path: str) -> tuple[str, ...]:
     if path == "/":
         return ()
     return tuple(path[1:].split("/"))
-
-
-def _perm_converter(value: Any) -> Permission:
-    return Permission.parse(value)
 
 
 def _recursive_converter(value: Any) -> bool:
@@ -263,7 +259,7 @@ class ScopeRule:
     def __init__(self, path: Any, permission: "Permission | str" = Permission.WRITE,
                  recursive: bool = True) -> None:
         _set(self, "ident", None)
-        if type(path) is str and _is_normal(path) and "*" not in path:
+        if type(path) is str and is_normal(path) and "*" not in path:
             _set(self, "path", path)
             _set(self, "given", None)  # a normal path has no '..'
         else:

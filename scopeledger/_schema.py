@@ -26,8 +26,7 @@ import json
 import sys
 from typing import Any
 
-from ._events import KEYS, NESTED, OPTIONAL as LINE_OPTIONAL
-from ._fold import EVENT_TYPES, RECLAIM_REASONS, REFUSAL_KINDS, TS_LIMIT
+from ._events import EVENT_TYPES, KEYS, NESTED, OPTIONAL as LINE_OPTIONAL, RECLAIM_REASONS, REFUSAL_KINDS, TS_LIMIT
 from ._rules import HOLDER_NAME, KEY
 
 #: Where the schema is, inside the package.

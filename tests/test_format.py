@@ -151,7 +151,7 @@ def _replay(path):
 
 def test_the_key_tables_cover_every_version_type_and_nested_object():
     from scopeledger._events import KEYS, NESTED
-    from scopeledger._fold import EVENT_TYPES, FORMAT_VERSION, FORMAT_VERSIONS
+    from scopeledger._events import EVENT_TYPES, FORMAT_VERSION, FORMAT_VERSIONS
 
     assert set(KEYS) == FORMAT_VERSIONS and FORMAT_VERSION == 2
     for v, keys in KEYS.items():

@@ -329,17 +329,17 @@ def test_verify_words_a_bad_payload_exactly(ledger_dir, case):
 
 
 def test_verify_checks_each_payload_once(ledger_dir, monkeypatch):
-    from scopeledger import _fold
+    from scopeledger import _events
 
     _small_history(ledger_dir)
     calls = []
-    real = _fold._log_rules
+    real = _events.rules_from_log
 
     def counting(value, what, version):
         calls.append(what)
         return real(value, what, version)
 
-    monkeypatch.setattr(_fold, "_log_rules", counting)
+    monkeypatch.setattr(_events, "rules_from_log", counting)
     assert verify(ledger_dir, workers=1).ok
     assert calls == ["holder.rules"] * 4  # four grants, each checked once
 
@@ -419,9 +419,10 @@ def test_replay_from_a_snapshot_checks_the_chain_from_the_snapshots_hash(tmp_pat
 
 @pytest.mark.parametrize("call, error, words", [
     (lambda led: led.state_at(time="2025-01-01"), TypeError, "time must be a datetime.datetime"),
-    (lambda led: led.state_at(time=0), TypeError, "time must be a datetime.datetime"),
+    (lambda led: led.state_at(time=0.5), TypeError, "time must be a datetime.datetime or int"),
+    (lambda led: led.state_at(time=True), TypeError, "time must be a datetime.datetime or int"),
     (lambda led: list(led.events(since_time="x")), TypeError, "since_time must be a datetime"),
-    (lambda led: list(led.events(until_time=5)), TypeError, "until_time must be a datetime"),
+    (lambda led: list(led.events(until_time=5.0)), TypeError, "until_time must be a datetime"),
     (lambda led: list(led.events(since="a")), TypeError, "since must be an int"),
     (lambda led: list(led.events(since=1.5)), TypeError, "since must be an int"),
     (lambda led: list(led.events(until=True)), TypeError, "until must be an int"),

@@ -131,3 +131,35 @@ def test_open_without_folding_replays_a_damaged_log_up_to_the_damage(ledger_dir)
     led.close()
     with pytest.raises(TypeError):
         Ledger.open(ledger_dir, fold=1)
+
+
+def test_granted_at_is_its_events_time_to_the_microsecond(ledger_dir):
+    # One time model: on 3773b62 granted_at rounded the nanoseconds (a float
+    # division) while Event.time truncated them: 1 µs apart on about half of
+    # all grants (here every one: each clock reading ends in ...999 ns).
+    import datetime as dt
+    import random
+
+    rng = random.Random(5)
+    readings = iter(rng.randrange(10**18, 2 * 10**18) // 1000 * 1000 + 999 for _ in range(200))
+    with Ledger.open(ledger_dir, clock=lambda: next(readings)) as led:
+        allocs = [led.register(f"h{i}", [W(f"/r/{i}")]) for i in range(100)]
+        events = {e.seq: e for e in led.events()}
+    for a in allocs:
+        assert a.granted_at == events[a.token].time
+        assert a.granted_at == dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
+            microseconds=a.granted_ns // 1000)
+
+
+def test_every_time_argument_takes_a_datetime_or_int_nanoseconds(ledger):
+    import datetime as dt
+
+    a = ledger.register("a", [W("/r/a")])
+    ledger.release("a")
+    at = a.granted_ns
+    assert ledger.state_at(time=at).holders.keys() == {"a"}
+    assert ledger.state_at(time=at - 1).seq == 0
+    assert ledger.state_at(time=a.granted_at + dt.timedelta(microseconds=1)).seq == 1
+    assert [e.seq for e in ledger.events(since_time=at, until_time=at)] == [1]
+    assert [h.name for h in ledger.who("/r/a", time=at)] == ["a"]
+    assert ledger.time_point(at).seq == 1

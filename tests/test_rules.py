@@ -162,8 +162,8 @@ def test_parse_rule_relative_without_root():
 @settings(max_examples=1000)
 @given(st.text(alphabet="/.a-é\x00", max_size=30))
 def test_fast_path_agrees_with_full_normalisation(raw):
-    from scopeledger._rules import _is_normal
-    if _is_normal(raw):
+    from scopeledger._rules import is_normal
+    if is_normal(raw):
         parts = [p for p in raw.split("/") if p not in ("", ".")]
         assert ".." not in parts and raw == "/" + "/".join(parts)
     try:

@@ -1139,7 +1139,8 @@ def build_history(directory: str, live: int, events: int, interval: int, tail: i
     whole log and compares every snapshot with it, so any mismatch would be reported.
     """
     from scopeledger._events import encode, line_hash
-    from scopeledger._fold import FORMAT_VERSION, State, apply
+    from scopeledger._events import FORMAT_VERSION
+    from scopeledger._fold import State, apply
     from scopeledger._process import identify
     from scopeledger._snapshots import write_snapshot
     from scopeledger._store import Store
