@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from ._errors import DelegationError, DuplicateHolder, Refused, ScopeConflict, UnknownHolder, shown
+from ._errors import DelegationError, DuplicateHolder, ScopeConflict, UnknownHolder, shown
 from ._fold import State, check_request
 from ._identity import Liveness, Verdict
 from ._rules import ScopeRule

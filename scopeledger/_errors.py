@@ -316,6 +316,70 @@ class PartlyRecorded(LedgerIOError):
         return (_rebuild, (type(self), str(self), dict(self.__dict__, errno=self.errno)))
 
 
+class SnapshotInvalid(Exception):
+    """A snapshot that did not check out (internal: the ledger logs it and
+    skips the snapshot, never raises it to a caller). Attributes: ``path``
+    (where the snapshot is: a file's full path, or the store's location and
+    seq), ``reason``; the message is ``PATH: REASON``."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+# -- the store's errors (a server's; a file store raises LedgerIOError) --------
+
+class InvalidLedgerURL(LedgerError, ValueError):
+    """Raised when a ledger URL is not a ``postgresql://`` URL libpq
+    accepts, or its ``schema`` parameter is not a usable name. The message
+    shows the URL redacted."""
+
+
+class StoreError(LedgerError):
+    """Raised when the database server refuses an operation (disk full,
+    permission denied, a backstop trigger): nothing was recorded.
+    Attributes: ``url`` (redacted), ``sqlstate`` (the server's code, or
+    ``None``)."""
+
+    def __init__(self, url: str, message: str, sqlstate: str | None = None) -> None:
+        self.url = url
+        self.sqlstate = sqlstate
+        super().__init__(message)
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """Raised when the server cannot be reached, or the connection broke
+    where nothing can have been recorded (a read, taking the lock)."""
+
+
+class NotRecorded(StoreUnavailable):
+    """Raised by an append when the connection broke during it and reading
+    back showed the lines were not recorded: handled as a full disk is
+    (nothing recorded; take the lock and decide again). Attribute
+    ``first_seq``."""
+
+    def __init__(self, url: str, message: str, first_seq: int) -> None:
+        super().__init__(url, message)
+        self.first_seq = first_seq
+
+
+class InDoubt(StoreError):
+    """Raised by an append when the connection broke during it and whether
+    the lines were committed could not be found out in time: the ledger
+    reads the log again before acting. Attribute ``first_seq``."""
+
+    def __init__(self, url: str, message: str, first_seq: int) -> None:
+        super().__init__(url, message)
+        self.first_seq = first_seq
+
+
+class SessionLost(StoreError):
+    """Raised when a client session's lease expired, its connection broke,
+    or it is used in a forked child: the holders bound to it may be
+    reclaimed by others."""
+
+
 def _events_said(events: tuple[tuple[int, str, str], ...], most: int = 5) -> str:
     """``"seq 4 reclaimed 'a', seq 5 reclaimed 'b', and 7 more"``."""
     said = ", ".join(f"seq {seq} {kind} '{name}'" for seq, kind, name in events[:most])

@@ -307,7 +307,9 @@ def json_escape(ch: str) -> str:
     return f"\\u{0xd800 + (o >> 10):04x}\\u{0xdc00 + (o & 0x3ff):04x}"
 
 
-def decode(line: bytes, path: str, lineno: int | None, payload: bool = True) -> dict[str, Any]:
+def decode(line: bytes, path: str, lineno: int | None, payload: bool = True) -> dict[str, Any]:  # noqa: C901
+    # (Complexity 16: one check after another of one line's envelope, in
+    # the order a message names them; run once per line on every replay.)
     """One line (without newline) -> the event dict, envelope and keys
     checked (the payload's value types are the fold's to check:
     :func:`check_event`).

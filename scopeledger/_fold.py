@@ -29,7 +29,9 @@ from ._rules import PERMISSION_TEXT, Permission, ScopeRule, covers, identity_jso
 #: Version of the snapshot format (the header and ``State.to_json``) this
 #: code writes and reads; a snapshot of another format is skipped (the state
 #: is folded from the log instead, and a new snapshot written in time).
-SNAPSHOT_FORMAT = 4  # 2: v2 process identities (host, boot, pid, ticks, pidns); 3: rules with their identity; 4: max_ts, clock_back_seq
+# 2: v2 process identities (host, boot, pid, ticks, pidns); 3: rules with their
+# identity; 4: max_ts, clock_back_seq.
+SNAPSHOT_FORMAT = 4
 
 #: At most this many rules in one request (register, delegate, a manifest,
 #: the command line): the work under the lock and the event's line grow with
@@ -191,7 +193,10 @@ def _trie_add(root: list[Any], key: str, name: str, rule: ScopeRule) -> None:
         a[k] = [v, rule]
 
 
-def _trie_remove(root: list[Any], key: str, name: str, rule: ScopeRule) -> None:
+def _trie_remove(root: list[Any], key: str, name: str, rule: ScopeRule) -> None:  # noqa: C901
+    # (Complexity 22: one walk down and one prune, each over the node
+    # shapes a trie entry takes (none, one rule, a list); on the hot path of
+    # every release, where a helper call per node costs more than it reads.)
     node = root
     # Where a branch left empty is cut off: the deepest node on the way
     # that stays whatever happens below it (the root, or a node with
@@ -225,11 +230,11 @@ def _trie_remove(root: list[Any], key: str, name: str, rule: ScopeRule) -> None:
         k = (name, _CODE[rule.permission] + rule.recursive)
         v = a.get(k)
         if type(v) is list:
-            for i, r in enumerate(v):
+            for i, r in enumerate(v):  # noqa: B007 - the index found is used after the loop
                 if r is rule:
                     break
             else:
-                for i, r in enumerate(v):
+                for i, r in enumerate(v):  # noqa: B007 - as above
                     if r == rule:
                         break
                 else:

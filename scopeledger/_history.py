@@ -670,10 +670,12 @@ class HistoryMixin:
         """
         return self._events(since, until, types, holder, path, since_time, until_time, True)
 
-    def _events(self, since: int | None, until: int | None, types: Iterable[str] | None,
+    def _events(self, since: int | None, until: int | None, types: Iterable[str] | None,  # noqa: C901
                 holder: str | None, path: str | None, since_time: dt.datetime | int | None,
                 until_time: dt.datetime | int | None, lines: bool) -> Iterator[Any]:
         """:meth:`events` (``lines`` false) or :meth:`event_lines`."""
+        # (Complexity 25: the arguments' checks, then one pass applying every
+        # filter; to become the one log reader's filters, issue 14.)
         from ._events import EVENT_TYPES
         from ._ledger import check_name
 
@@ -989,7 +991,7 @@ def _verify_segment(args: tuple[Any, ...]) -> "VerifyReport | None":
     path, start, offset, end, inside, last = args
     store = Store(path, readonly=True)  # verify never changes anything, in workers too
     try:
-        led = _ledger._unloaded(store)
+        led = _ledger.unloaded(store)
         if start is None:
             state = State()
         else:
@@ -1020,13 +1022,15 @@ def _past_the_end(store: Any, seq: int, name: str, last_seq: int) -> Problem:
                    f"snapshot at seq {seq} is past the end of the log (seq {last_seq})")
 
 
-def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: dict[int, str],
+def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: dict[int, str],  # noqa: C901
                   check_tail: bool) -> VerifyReport:
     """Fold the log's lines from byte ``start`` (after ``state``) up to byte
     ``stop`` (``None``: the end), with every check of ``Ledger.verify``;
     snapshots in ``snaps`` (seq -> name) are compared with the fold as it
     reaches them. ``check_tail``: also report a torn last line and
     snapshots past the end of the log."""
+    # (Complexity 26: every check of verify in one pass over the lines, the
+    # hot loop of verify; to become the one log reader's, issue 14.)
     store = led._store
     path = store.log_path
     problems: list[Problem] = []
@@ -1111,7 +1115,7 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
     except CorruptLedger as exc:  # a line over MAX_LINE_BYTES, found while splitting
         problems.append(Problem(path, first_line + events, None, exc.reason))
     except OSError as exc:  # LedgerIOError: an I/O error reading the log
-        problems.append(Problem(path, None, None, f"cannot read: {_snapshots._why(exc)}"))
+        problems.append(Problem(path, None, None, f"cannot read: {_snapshots.why(exc)}"))
     else:
         if not problems and check_tail:
             size = store.size()

@@ -28,8 +28,6 @@ import orjson
 from . import _snapshots
 from ._errors import (
     CorruptLedger,
-    DelegationError,
-    DuplicateHolder,
     InvalidHolderName,
     InvalidProcess,
     InvalidScope,
@@ -744,7 +742,7 @@ class Ledger(HistoryMixin):
                         "%d: events %d to %d were lost (a power cut before they reached the disk?); "
                         "opened from what the log holds, the snapshots are kept (docs/cli.md, "
                         "'Recovering a damaged ledger')", self._store.log_path, state.seq,
-                        _snapshots._file(self._store, name), newest, state.seq + 1, newest)
+                        _snapshots.snapshot_path(self._store, name), newest, state.seq + 1, newest)
         if outdated and self._snap_seq == 0 and state.seq and not self._store.readonly:
             # Only snapshots of an older format: write one of this format now,
             # so that the next opening does not fold the whole log again.
@@ -1795,16 +1793,19 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
     """
     store = Store(_dir_path(path), readonly=True)
     try:
-        return _unloaded(store).verify(workers=workers)
+        return unloaded(store).verify(workers=workers)
     finally:
         store.close()
 
 
-def _unloaded(store: Store) -> Ledger:
+def unloaded(store: Store) -> Ledger:
     """A :class:`Ledger` over ``store`` that has folded nothing yet (for
     ``verify``, which folds from scratch and trusts no snapshot)."""
     return Ledger(store, timeout=None, probe=None, fsync=False, snapshot_every=DEFAULT_SNAPSHOT_EVERY,
                   keep_snapshots=None, resolve_symlinks=False, clock=None, load=False)
+
+
+_unloaded = unloaded  # cli.py's import, until it opens with Ledger.open(fold=False)
 
 
 def _dir_path(path: Any) -> str:

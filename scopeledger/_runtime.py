@@ -247,7 +247,7 @@ def _read_manifest(path: str) -> bytes:
         InvalidManifest: it cannot be read, is not a regular file, or is
             too large; the message names ``path``.
     """
-    from ._store import _kind
+    from ._store import kind_of
 
     def refuse(why: str) -> InvalidManifest:
         return InvalidManifest(f"cannot read manifest {path}: {why}")
@@ -258,7 +258,7 @@ def _read_manifest(path: str) -> bytes:
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
-            raise refuse(f"is {_kind(st.st_mode)}, not a regular file")
+            raise refuse(f"is {kind_of(st.st_mode)}, not a regular file")
         if st.st_size > MAX_MANIFEST_BYTES:
             raise refuse(too_big)
         # O_NONBLOCK: should a FIFO be swapped in after the stat, opening it
@@ -267,7 +267,7 @@ def _read_manifest(path: str) -> bytes:
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise refuse(f"is {_kind(st.st_mode)}, not a regular file")
+                raise refuse(f"is {kind_of(st.st_mode)}, not a regular file")
             chunks = []
             size = 0
             while size <= MAX_MANIFEST_BYTES:

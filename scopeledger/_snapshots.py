@@ -44,7 +44,7 @@ import attrs
 import orjson
 import psutil
 
-from ._errors import LedgerError, LedgerIOError, UnsafeLedgerPath
+from ._errors import LedgerError, LedgerIOError, SnapshotInvalid, UnsafeLedgerPath
 from ._fold import SNAPSHOT_FORMAT, State
 from ._store import SNAPSHOT_DIR, SNAPSHOT_NAME, Store, open_private_file
 
@@ -52,17 +52,6 @@ log = logging.getLogger("scopeledger")
 
 _NAME = SNAPSHOT_NAME
 _TMP = re.compile(r"^\.tmp-(\d+)-(\d+)$")
-
-
-class SnapshotInvalid(Exception):
-    """A snapshot that did not check out (internal; logged and skipped).
-    Attributes: ``path`` (the snapshot's full path), ``reason``; the message
-    is ``PATH: REASON``."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
 
 
 class SnapshotOutdated(SnapshotInvalid):
@@ -75,12 +64,12 @@ class SnapshotOutdated(SnapshotInvalid):
     info: "SnapshotInfo | None" = None
 
 
-def _file(store: Store, name: str) -> str:
+def snapshot_path(store: Store, name: str) -> str:
     """The full path of ``name`` in the snapshots directory (for messages)."""
     return os.path.join(store.file(SNAPSHOT_DIR), name)
 
 
-def _why(exc: OSError) -> str:
+def why(exc: OSError) -> str:
     """Why a file could not be read or removed, as a message says it:
     ``'permission denied'``, ``'is a symlink, not a regular file'`` (the
     caller names the file)."""
@@ -159,6 +148,18 @@ def _checksum(body: bytes) -> str:
     return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
+def header_of(state: State, body: bytes) -> dict[str, Any]:
+    """The header of a snapshot of ``state`` whose body is ``body``, as the
+    store interface sees it (seqs, no byte offsets)."""
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "seq": state.seq,
+        "last_hash": state.last_hash,
+        "ts": state.last_ts,
+        "checksum": _checksum(body),
+    }
+
+
 def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> SnapshotInfo:
     """Write the snapshot of ``state`` (after its ``seq``) atomically.
 
@@ -176,20 +177,26 @@ def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> 
     store.check_writable()  # not after a failed flush of the log
     with _gc_paused():
         body = orjson.dumps(state.to_json())
-    header = {
-        "format": SNAPSHOT_FORMAT,
-        "seq": state.seq,
-        "offset": offset,
-        "line_start": line_start,
-        "last_hash": state.last_hash,
-        "ts": state.last_ts,
-        "checksum": _checksum(body),
-    }
-    data = orjson.dumps(header) + b"\n" + body + b"\n"
+    header = header_of(state, body)
+    header = {"format": header["format"], "seq": header["seq"], "offset": offset,
+              "line_start": line_start, **header}
+    write_file(store, state.seq, orjson.dumps(header) + b"\n" + body + b"\n", state.last_hash)
+    return SnapshotInfo(state.seq, offset, line_start, state.last_hash, state.last_ts, snapshot_name(state.seq))
+
+
+def write_file(store: Store, seq: int, data: bytes, last_hash: str) -> None:
+    """Write ``data`` (a whole snapshot file) as the snapshot at ``seq``
+    atomically (see the module docstring): a temp file, fsynced, the log
+    flushed, a file of that name describing another history (not
+    ``last_hash``) kept aside, renamed into place, the directory fsynced.
+
+    Raises: as :func:`write_snapshot`.
+    """
+    store.check_writable()  # not after a failed flush of the log
     tmp = f".tmp-{os.getpid()}-{time.time_ns()}"
-    name = snapshot_name(state.seq)
-    display = _file(store, tmp)
-    final = _file(store, name)
+    name = snapshot_name(seq)
+    display = snapshot_path(store, tmp)
+    final = snapshot_path(store, name)
     try:
         fd = open_private_file(store.snapfd, tmp, display, os.O_WRONLY | os.O_EXCL)
     except UnsafeLedgerPath:
@@ -208,7 +215,7 @@ def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> 
         # Never durable ahead of the log it describes: after a power cut a
         # snapshot past the log's end would describe events that are gone.
         store.flush()
-        _keep_a_stale_one(store, name, state)
+        _keep_a_stale_one(store, name, last_hash)
         os.rename(tmp, name, src_dir_fd=store.snapfd, dst_dir_fd=store.snapfd)
         os.fsync(store.snapfd)
     except BaseException as exc:
@@ -217,10 +224,9 @@ def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> 
         if isinstance(exc, OSError) and not isinstance(exc, LedgerError):
             raise LedgerIOError(final, "write a snapshot", exc) from exc
         raise
-    return SnapshotInfo(state.seq, offset, line_start, state.last_hash, state.last_ts, name)
 
 
-def _keep_a_stale_one(store: Store, name: str, state: State) -> None:
+def _keep_a_stale_one(store: Store, name: str, last_hash: str) -> None:
     """Before a snapshot at ``state.seq`` is renamed into place: a snapshot
     file of that name describing another history (written before a power
     cut took the log's tail, then the log went on with other events) is
@@ -230,12 +236,12 @@ def _keep_a_stale_one(store: Store, name: str, state: State) -> None:
         info = read_header(store, name)
     except SnapshotInvalid:
         return  # none there (or unreadable: renaming over it loses nothing readable)
-    if info.last_hash == state.last_hash:
+    if info.last_hash == last_hash:
         return
     lost = f"lost-{name}-{time.time_ns()}"
     os.rename(name, lost, src_dir_fd=store.snapfd, dst_dir_fd=store.snapfd)
     log.warning("kept snapshot %s, which describes events the log no longer holds, as %s",
-                _file(store, name), _file(store, lost))
+                snapshot_path(store, name), snapshot_path(store, lost))
 
 
 def _remove(store: Store, name: str, what: str) -> bool:
@@ -247,7 +253,7 @@ def _remove(store: Store, name: str, what: str) -> bool:
     except FileNotFoundError:  # another process removed it first
         return False
     except OSError as exc:
-        log.warning("could not remove %s %s: %s", what, _file(store, name), _why(exc))
+        log.warning("could not remove %s %s: %s", what, snapshot_path(store, name), why(exc))
         return False
     return True
 
@@ -290,8 +296,14 @@ def prune(store: Store, keep: int | None) -> None:
         _remove(store, name, "old snapshot")
 
 
-def _read(store: Store, name: str) -> bytes:
-    display = _file(store, name)
+def read_file(store: Store, name: str) -> bytes:
+    """The bytes of the snapshot file ``name``.
+
+    Raises:
+        OSError: the OS refused (FileNotFoundError: none there);
+            UnsafeLedgerPath: not a private regular file.
+    """
+    display = snapshot_path(store, name)
     fd = open_private_file(store.snapfd, name, display, os.O_RDONLY, create=False,
                            readonly=store.readonly)
     try:
@@ -313,7 +325,7 @@ def read_header(store: Store, name: str) -> SnapshotInfo:
         SnapshotInvalid: unreadable, malformed or another format version;
             it names the snapshot's full path.
     """
-    display = _file(store, name)
+    display = snapshot_path(store, name)
     m = _NAME.match(name)
     if not m:
         raise SnapshotInvalid(display, "not a snapshot name")
@@ -325,7 +337,7 @@ def read_header(store: Store, name: str) -> SnapshotInfo:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise SnapshotInvalid(display, f"cannot read: {_why(exc)}") from None
+        raise SnapshotInvalid(display, f"cannot read: {why(exc)}") from None
     nl = head.find(b"\n")
     if nl < 0:
         raise SnapshotInvalid(display, "truncated header")
@@ -370,14 +382,14 @@ def load(store: Store, name: str, log_hash: Any) -> tuple[State, SnapshotInfo]:
             names the snapshot's full path.
         Whatever ``log_hash`` raises (LedgerIOError: the log cannot be read).
     """
-    display = _file(store, name)
+    display = snapshot_path(store, name)
     m = _NAME.match(name)
     if not m:
         raise SnapshotInvalid(display, "not a snapshot name")
     try:
-        data = _read(store, name)
+        data = read_file(store, name)
     except OSError as exc:
-        raise SnapshotInvalid(display, f"cannot read: {_why(exc)}") from None
+        raise SnapshotInvalid(display, f"cannot read: {why(exc)}") from None
     nl = data.find(b"\n")
     if nl < 0:
         raise SnapshotInvalid(display, "truncated (no header line)")

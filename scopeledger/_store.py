@@ -366,7 +366,7 @@ def non_directory_on_the_way(path: str) -> tuple[str, str] | None:
             return None
         if stat.S_ISDIR(st.st_mode):
             return None
-        return p, f"is {_kind(st.st_mode)}, not a directory"
+        return p, f"is {kind_of(st.st_mode)}, not a directory"
 
 
 def _check_owned(path: str, st: os.stat_result) -> None:
@@ -435,7 +435,7 @@ _KINDS = {stat.S_IFREG: "a regular file", stat.S_IFDIR: "a directory", stat.S_IF
           stat.S_IFBLK: "a block device"}
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
     """``'a socket'``, ``'a FIFO'``, ...: the kind of a file of ``st_mode`` ``mode``."""
     return _KINDS.get(stat.S_IFMT(mode), "an unknown kind of file")
 
@@ -447,7 +447,7 @@ def _not_a(dirfd: int | None, name: str, wanted: str) -> str:
         st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
     except OSError:
         return f"is a symlink or not a {wanted}"
-    return f"is {_kind(st.st_mode)}, not a {wanted}"
+    return f"is {kind_of(st.st_mode)}, not a {wanted}"
 
 
 def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True,
@@ -593,7 +593,7 @@ def _why_not_opened(exc: OSError, dirfd: int, name: str, display: str,
     except OSError:
         return None
     if not stat.S_ISREG(st.st_mode):
-        return UnsafeLedgerPath(display, f"is {_kind(st.st_mode)}, not a regular file")
+        return UnsafeLedgerPath(display, f"is {kind_of(st.st_mode)}, not a regular file")
     if not isinstance(exc, PermissionError):
         return None
     try:
@@ -616,7 +616,7 @@ def _check_file(fd: int, display: str, flags: int, create: bool, readonly: bool)
     """
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
-        raise UnsafeLedgerPath(display, f"is {_kind(st.st_mode)}, not a regular file")
+        raise UnsafeLedgerPath(display, f"is {kind_of(st.st_mode)}, not a regular file")
     if st.st_nlink > 1:
         raise UnsafeLedgerPath(display, f"has {st.st_nlink} hard links")
     _check_owned(display, st)

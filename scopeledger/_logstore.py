@@ -1,0 +1,188 @@
+"""The store interface: what the ledger needs from where its log and
+snapshots live, and nothing more.
+
+A store holds the log as numbered lines (seq 1, 2, ... gapless; each line
+the event's bytes exactly as appended, without a newline) and snapshots
+named by the seq they were taken at. It knows nothing of events, the fold,
+holders or processes: the layers above speak seqs and lines, never byte
+offsets or descriptors. Every store implements :class:`LogStore`:
+
+- ``scopeledger._filestore.FileStore``: a ledger directory (``events.jsonl``
+  under ``flock``, ``snapshots/snap-<seq>.json``); its files are byte for
+  byte those of earlier versions (byte offsets stay inside it);
+- ``scopeledger._memstore.MemoryStore``: a list in memory, for tests and
+  as the reference of the contract;
+- ``scopeledger._pgstore.PgStore``: a PostgreSQL schema (issue 15).
+
+``tests/test_store_contract.py`` runs one suite against every store; a new
+store joins it with one fixture.
+
+A mutation, on any store::
+
+    with store.locked(after=seen) as missed:    # the exclusive append lock
+        ...fold ``missed`` (the lines after ``seen``), decide...
+        store.append([(ts, line), ...], first_seq=seen + len(missed) + 1)
+    # append commits and ends the locked section; leaving without it
+    # (or on an exception) appends nothing and lets the lock go.
+
+Errors: what the OS or a server refuses is a :class:`~scopeledger.LedgerError`
+(``LedgerIOError`` for a file store; ``StoreUnavailable``, ``NotRecorded``,
+``InDoubt``, ``StoreError`` for a server; all in ``_errors``). ``NotRecorded``
+means the append did not happen (as a full disk does: decide again);
+``InDoubt`` means its outcome is unknown (the caller must re-read the log
+before acting: the ledger reloads).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ContextManager, Protocol, Sequence
+
+#: One line of the log as a store gives it back: ``(seq, line)``, the line
+#: the bytes appended (UTF-8 JSON, no newline).
+Line = tuple[int, bytes]
+
+#: One line to append: ``(ts, line)``; ``ts`` is the event's time (int ns
+#: since the epoch, UTC, the writer's clock: not monotonic), given so that no
+#: store parses a line to index it by time (:meth:`LogStore.seq_at`).
+Entry = tuple[int, bytes]
+
+
+class LogStore(Protocol):
+    """What the ledger needs from storage (see the module docstring).
+
+    Thread safety: one store object may be used by several threads; a
+    thread inside :meth:`locked` excludes the others (and other store
+    objects and processes on the same ledger) until its :meth:`append` or
+    the end of the block. After ``fork()`` the child never uses the
+    parent's lock or connection (it gets its own on first use).
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the ledger is, as messages show it: the directory's path,
+        or the URL with its password redacted."""
+        ...
+
+    @property
+    def readonly(self) -> bool:
+        """Opened read-only: :meth:`locked` and every write raise
+        ``ReadOnlyLedger``."""
+        ...
+
+    def read_after(self, seq: int, limit: int | None = None) -> list[Line]:
+        """The complete lines with seq > ``seq``, ascending and gapless, at
+        most ``limit`` of them (``None``: all); ``[]`` when there are none.
+        A line being written (a file's tail without its newline) is not
+        complete and not returned. Page through a long log with ``limit``.
+
+        Raises:
+            ValueError: ``seq`` < 0 or ``limit`` < 1.
+            CorruptLedger: the log holds fewer than ``seq`` lines (it was
+                replaced by a shorter one), naming where.
+            LedgerError: the store could not be read (its subclass says
+                why: ``LedgerIOError``, ``StoreUnavailable``, ...).
+        """
+        ...
+
+    def head(self) -> int:
+        """The seq of the last complete line, 0 for an empty log."""
+        ...
+
+    def locked(self, after: int, timeout: float | None = None) -> ContextManager[list[Line]]:
+        """Take the exclusive append lock; the block gets the lines with
+        seq > ``after`` read under it (what the caller has not folded yet).
+        A file store sets a torn tail aside here, under the lock.
+
+        Args:
+            after: the last seq the caller has folded.
+            timeout: seconds to wait for the lock; ``None`` for ever; 0 one
+                try.
+
+        Raises:
+            LockTimeout: not granted within ``timeout``.
+            ReadOnlyLedger: opened read-only.
+            CorruptLedger: the log holds fewer than ``after`` lines.
+            LedgerError: as :meth:`read_after`; the lock is not held.
+        """
+        ...
+
+    def append(self, entries: Sequence[Entry], first_seq: int) -> None:
+        """Append ``entries`` (``(ts, line)`` pairs) as seqs ``first_seq``,
+        ``first_seq + 1``, ... and commit: durable as the store promises
+        (a file store: written with one ``write``, ``fdatasync`` when opened
+        with ``fsync``; a server: committed) when it returns. Ends the
+        locked section (the lock is let go): once per :meth:`locked`.
+
+        Raises:
+            RuntimeError: outside :meth:`locked` (of this thread), or a
+                second time in one.
+            ValueError: ``first_seq`` is not the head seen under the lock + 1,
+                ``entries`` is empty, or a line holds a newline (nothing is
+                written).
+            LedgerIOError: a file store's OS refused (disk full: nothing,
+                or only whole lines, ``lines_kept`` of them, were written).
+            NotRecorded: nothing was recorded (a server's connection broke);
+                decide again under a new lock.
+            InDoubt: whether it was recorded is unknown: read the log again
+                before acting.
+        """
+        ...
+
+    def wait(self, after: int, timeout: float | None = None) -> int:
+        """Wait until the log has a line with seq > ``after``, at most
+        ``timeout`` seconds (``None``: for ever). Returns the head (``<=
+        after`` when the time ran out). A hint for followers; the lines
+        themselves are read with :meth:`read_after`."""
+        ...
+
+    def seq_at(self, ts: int) -> int:
+        """The last seq before the first line whose ``ts`` is later than
+        ``ts`` (int ns, UTC): the log "as of" that time, 0 when the first
+        line is later, the head when none is. (Writers' clocks may step
+        back, so a later line may carry an earlier time: the first later
+        line ends the answer, whatever follows it.)"""
+        ...
+
+    # -- snapshots: named by seq; headers as the interface sees them ---------
+
+    def snapshot_seqs(self) -> list[int]:
+        """The seqs of the stored snapshots, ascending (whatever their
+        content: reading one may still fail)."""
+        ...
+
+    def snapshot_read(self, seq: int) -> tuple[dict[str, Any], bytes]:
+        """The snapshot at ``seq``: ``(header, body)``. ``header`` names
+        seqs only (``format``, ``seq``, ``last_hash``, ``ts``,
+        ``checksum``; a store's own keys, such as a file's byte offsets,
+        are not in it); ``body`` is the state's JSON bytes as written.
+
+        Raises:
+            SnapshotInvalid: missing, unreadable, malformed, or not matching
+                the log (no line ``seq``, or its hash is not the header's
+                ``last_hash``); it names the snapshot and why.
+        """
+        ...
+
+    def snapshot_write(self, header: dict[str, Any], body: bytes) -> None:
+        """Store a snapshot atomically (all or nothing): ``header`` as
+        :meth:`snapshot_read` gives it back (``header["seq"]`` names it and
+        must be a line of the log), ``body`` the state's JSON bytes. Never
+        durable ahead of the log it describes. One at that seq describing
+        the same line is replaced; one describing another history (the log
+        lost its tail and went on) is kept aside, never overwritten.
+
+        Raises:
+            ReadOnlyLedger: opened read-only.
+            ValueError: ``header["seq"]`` is not a line of the log.
+            LedgerError: the store refused (disk full, ...): no snapshot.
+        """
+        ...
+
+    def snapshot_delete(self, seq: int) -> None:
+        """Remove the snapshot at ``seq`` (retention); none there is no
+        error. Raises ``LedgerError`` when the store refuses."""
+        ...
+
+    def close(self) -> None:
+        """Let go of descriptors and connections; idempotent."""
+        ...

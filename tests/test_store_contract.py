@@ -1,0 +1,319 @@
+"""The store contract (``scopeledger/_logstore.py``), run against every store.
+
+A store joins with one more entry in ``STORES``: a function ``(tmp_path,
+request) -> make`` where ``make(readonly=False)`` opens one more store object
+on the same ledger (the first call creates it). The PostgreSQL store (issue
+15) joins with ``PgStore.open(request.getfixturevalue("pg_url"), create=...)``.
+File-only behaviour (torn tails, the snapshot files' bytes) is at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import orjson
+import pytest
+
+from scopeledger import CorruptLedger, Ledger, LockTimeout, ReadOnlyLedger, ScopeRule
+from scopeledger._errors import SnapshotInvalid
+from scopeledger._events import line_hash
+from scopeledger._filestore import FileStore
+from scopeledger._memstore import MemoryLog, MemoryStore
+
+BOUND = 60.0  # seconds: a generous bound on waits for a real condition
+
+
+def _file(tmp_path, request):
+    path = str(tmp_path / "ledger")
+    return lambda readonly=False: FileStore.open(path, create=not readonly, readonly=readonly)
+
+
+def _memory(tmp_path, request):
+    backing = MemoryLog()
+    return lambda readonly=False: MemoryStore(backing, readonly=readonly)
+
+
+STORES = {"file": _file, "memory": _memory}
+
+
+@pytest.fixture(params=sorted(STORES))
+def make(request, tmp_path):
+    opener = STORES[request.param](tmp_path, request)
+    opened = []
+
+    def make_store(readonly=False):
+        st = opener(readonly=readonly)
+        opened.append(st)
+        return st
+
+    yield make_store
+    for st in opened:
+        st.close()
+
+
+@pytest.fixture
+def store(make):
+    return make()
+
+
+def line(seq, ts=None, **payload):
+    return orjson.dumps({"v": 2, "seq": seq, "ts": seq if ts is None else ts, **payload})
+
+
+def append(st, *timestamps, payload=None):
+    """Append one line per ts under the lock; returns the seqs."""
+    seen = st.head()
+    with st.locked(seen, BOUND) as missed:
+        first = seen + len(missed) + 1
+        entries = [(ts, line(first + i, ts, **(payload or {}))) for i, ts in enumerate(timestamps)]
+        st.append(entries, first)
+    return list(range(first, first + len(timestamps)))
+
+
+# -- reading and appending ---------------------------------------------------
+
+def test_an_empty_store_has_no_lines(store):
+    assert store.head() == 0
+    assert store.read_after(0) == []
+    assert store.seq_at(10**18) == 0
+    assert store.snapshot_seqs() == []
+    assert not store.readonly
+    assert isinstance(store.location, str) and store.location
+
+
+def test_lines_come_back_byte_for_byte_with_their_seqs(store):
+    with store.locked(0, BOUND) as missed:
+        assert missed == []
+        entries = [(1, line(1, 1, path="/é/ü")), (2, line(2, 2)), (3, line(3, 3, x="\\u202e"))]
+        store.append(entries, 1)
+    assert store.read_after(0) == [(1, entries[0][1]), (2, entries[1][1]), (3, entries[2][1])]
+    assert store.read_after(1, limit=1) == [(2, entries[1][1])]
+    assert store.read_after(3) == []
+    assert store.head() == 3
+
+
+def test_paging_through_a_long_log(store):
+    append(store, *range(1, 10_001))
+    got, seen = [], 0
+    while page := store.read_after(seen, limit=777):
+        got.extend(page)
+        seen = page[-1][0]
+    assert [s for s, _ in got] == list(range(1, 10_001))
+    assert got[4096] == (4097, line(4097, 4097))
+    assert store.read_after(9_998) == [(9_999, line(9_999, 9_999)), (10_000, line(10_000, 10_000))]
+
+
+def test_another_store_object_sees_the_lines_and_gets_what_it_missed(make):
+    a = make()
+    b = make()
+    append(a, 1, 2)
+    assert b.read_after(0) == a.read_after(0)
+    with b.locked(1, BOUND) as missed:
+        assert missed == [(2, line(2))]
+        b.append([(3, line(3))], 3)
+    assert a.read_after(2) == [(3, line(3))]
+
+
+def test_reading_past_the_log_or_a_bad_seq_is_refused(store):
+    append(store, 1)
+    with pytest.raises(CorruptLedger):
+        store.read_after(5)
+    with pytest.raises(ValueError):
+        store.read_after(-1)
+    with pytest.raises(ValueError):
+        store.read_after(0, limit=0)
+    with pytest.raises(CorruptLedger):
+        with store.locked(5, BOUND):
+            pass
+    append(store, 2)  # the failed lock was let go
+
+
+# -- the lock ----------------------------------------------------------------
+
+def test_append_is_once_per_locked_with_the_next_seq(store):
+    with pytest.raises(RuntimeError):
+        store.append([(1, line(1))], 1)
+    with store.locked(0, BOUND):
+        with pytest.raises(ValueError):
+            store.append([(2, line(2))], 2)  # not the next seq
+        with pytest.raises(ValueError):
+            store.append([], 1)
+        with pytest.raises(ValueError):
+            store.append([(1, line(1) + b"\n" + line(2))], 1)
+        store.append([(1, line(1))], 1)
+        with pytest.raises(RuntimeError):
+            store.append([(2, line(2))], 2)
+    assert store.read_after(0) == [(1, line(1))]
+
+
+def test_leaving_the_block_without_append_records_nothing_and_lets_go(make):
+    a, b = make(), make()
+    with a.locked(0, BOUND):
+        pass
+    with pytest.raises(KeyError):
+        with a.locked(0, BOUND):
+            raise KeyError("boom")
+    assert a.head() == 0
+    with b.locked(0, 0):  # one try: free
+        pass
+
+
+def test_the_lock_excludes_another_store_until_append_ends_it(make):
+    a, b = make(), make()
+    inside, tried, result = threading.Event(), threading.Event(), {}
+
+    def other():
+        assert inside.wait(BOUND)
+        try:
+            with b.locked(0, 0):
+                result["first"] = "granted"
+        except LockTimeout:
+            result["first"] = "timeout"
+        tried.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    with a.locked(0, BOUND):
+        inside.set()
+        assert tried.wait(BOUND)
+        a.append([(1, line(1))], 1)
+        # append ended the locked section, before the block's end
+        with b.locked(1, 0) as missed:
+            assert missed == []
+    t.join(BOUND)
+    assert result["first"] == "timeout"
+
+
+def test_a_waiting_locker_gets_the_lock_and_the_line_it_missed(make):
+    a, b = make(), make()
+    got = {}
+    inside = threading.Event()
+
+    def other():
+        assert inside.wait(BOUND)
+        with b.locked(0, BOUND) as missed:
+            got["missed"] = missed
+            b.append([(2, line(2))], 2)
+
+    t = threading.Thread(target=other)
+    t.start()
+    with a.locked(0, BOUND):
+        inside.set()
+        a.append([(1, line(1))], 1)
+    t.join(BOUND)
+    assert got["missed"] == [(1, line(1))]
+    assert a.read_after(0) == [(1, line(1)), (2, line(2))]
+
+
+def test_a_read_only_store_reads_and_refuses_to_write(make):
+    writer = make()
+    append(writer, 1)
+    ro = make(readonly=True)
+    assert ro.readonly
+    assert ro.read_after(0) == [(1, line(1))]
+    with pytest.raises(ReadOnlyLedger):
+        with ro.locked(1, BOUND):
+            pass
+    with pytest.raises(ReadOnlyLedger):
+        ro.snapshot_write(_header(writer, 1), b"{}")
+
+
+# -- waiting and time ------------------------------------------------------------
+
+def test_wait_returns_the_head_or_times_out(make):
+    a, b = make(), make()
+    assert a.wait(0, timeout=0) == 0
+    append(b, 1)
+    assert a.wait(0, timeout=BOUND) == 1
+    assert a.wait(1, timeout=0.01) == 1
+
+
+def test_wait_is_woken_by_an_append(make):
+    a, b = make(), make()
+    started = threading.Event()
+    got = {}
+
+    def waiter():
+        started.set()
+        got["head"] = a.wait(0, timeout=BOUND)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    assert started.wait(BOUND)
+    append(b, 1)
+    t.join(BOUND)
+    assert got["head"] == 1
+
+
+def test_seq_at_is_the_last_seq_before_the_first_later_line(store):
+    append(store, 10, 20, 15, 30)  # a clock stepped back at seq 3
+    assert [store.seq_at(t) for t in (5, 10, 15, 19, 20, 29, 30, 100)] == [0, 1, 1, 1, 3, 3, 4, 4]
+
+
+# -- snapshots -----------------------------------------------------------------
+
+def _header(st, seq):
+    (_, ln), = st.read_after(seq - 1, limit=1)
+    return {"format": 4, "seq": seq, "last_hash": line_hash(ln), "ts": seq, "checksum": "c" * 32}
+
+
+def test_a_snapshot_is_read_back_as_written(store):
+    append(store, 1, 2, 3)
+    body = orjson.dumps({"seq": 2, "holders": {}})
+    store.snapshot_write(_header(store, 2), body)
+    assert store.snapshot_seqs() == [2]
+    header, got = store.snapshot_read(2)
+    assert header == _header(store, 2)
+    assert got == body
+    store.snapshot_write(_header(store, 3), b"{}")
+    assert store.snapshot_seqs() == [2, 3]
+    store.snapshot_delete(2)
+    store.snapshot_delete(2)  # none there: no error
+    assert store.snapshot_seqs() == [3]
+    with pytest.raises(SnapshotInvalid):
+        store.snapshot_read(2)
+
+
+def test_a_snapshot_must_name_a_line_of_the_log_and_match_it(make):
+    st = make()
+    append(st, 1, 2)
+    with pytest.raises(ValueError):
+        st.snapshot_write(dict(_header(st, 2), seq=3), b"{}")
+    st.snapshot_write(dict(_header(st, 2), last_hash="0" * 32), b"{}")
+    with pytest.raises(SnapshotInvalid, match="does not match the log at seq 2"):
+        make().snapshot_read(2)
+
+
+# -- the file store only ---------------------------------------------------------
+
+def test_file_a_torn_tail_is_not_read_and_is_set_aside_under_the_lock(tmp_path):
+    st = FileStore.open(str(tmp_path / "l"))
+    append(st, 1)
+    with open(os.path.join(st.location, "events.jsonl"), "ab") as f:
+        f.write(b'{"v":2,"seq":2,"ts"')
+    assert st.read_after(0) == [(1, line(1))] and st.head() == 1
+    with st.locked(1, BOUND) as missed:
+        assert missed == []
+        st.append([(2, line(2))], 2)
+    assert len(st.torn) == 1 and open(st.torn[0], "rb").read() == b'{"v":2,"seq":2,"ts"'
+    assert open(os.path.join(st.location, "events.jsonl"), "rb").read() == line(1) + b"\n" + line(2) + b"\n"
+    st.close()
+
+
+def test_file_snapshots_are_byte_for_byte_what_the_ledger_writes(tmp_path):
+    path = str(tmp_path / "l")
+    with Ledger.open(path, snapshot_every=3) as led:
+        for i in range(4):
+            led.register(f"h{i}", [ScopeRule(f"/r/{i}")])
+    snapdir = os.path.join(path, "snapshots")
+    (name,) = [n for n in os.listdir(snapdir) if n.startswith("snap-")]
+    written = open(os.path.join(snapdir, name), "rb").read()
+    st = FileStore.open(path)
+    seq = int(name[5:21])
+    header, body = st.snapshot_read(seq)
+    assert "offset" not in header and "line_start" not in header
+    st.snapshot_delete(seq)
+    st.snapshot_write(header, body)
+    assert open(os.path.join(snapdir, name), "rb").read() == written
+    st.close()
