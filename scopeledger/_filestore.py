@@ -28,7 +28,7 @@ import orjson
 
 from . import _snapshots
 from ._errors import CorruptLedger, LedgerIOError, ReadOnlyLedger, SnapshotInvalid
-from ._events import line_hash, split_lines
+from ._events import split_lines
 from ._logstore import Entry, Line
 from ._store import Store
 
@@ -272,13 +272,7 @@ class FileStore:
         return header, data[nl + 1:-1]
 
     def _is_line(self, seq: int, start: int, end: int, last_hash: Any) -> bool:
-        # (start, end) come from a snapshot header: do not trust them to be
-        # inside the log (a huge length would be allocated by pread).
-        if start < 0 or end <= start or end > self.store.size():
-            return False
-        data = self.store.read_at(start, end - start)
-        return (len(data) == end - start and data.endswith(b"\n") and (start == 0 or seq > 1)
-                and line_hash(data[:-1]) == last_hash)
+        return (start == 0 or seq > 1) and _snapshots.line_hash_at(self.store, start, end) == last_hash
 
     def snapshot_write(self, header: dict[str, Any], body: bytes) -> None:
         if self.store.readonly:

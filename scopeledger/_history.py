@@ -18,17 +18,17 @@ import threading
 import time as _time
 import warnings
 from array import array
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import attrs
 import orjson
 
 from . import _snapshots
 from ._errors import CorruptLedger, HistoryUnavailable, shown
-from ._events import decode, iter_lines, line_hash, split_lines
-from ._events import GENESIS_HASH, FoldError, check_event
+from ._events import EVENT_TYPES, GENESIS_HASH, FoldError, check_event, decode, iter_lines, line_hash, split_lines
 from ._fold import State, apply, check_request, holders_of
-from ._rules import Permission, ScopeRule, covers_place, overlaps
+from ._rules import Permission, ScopeRule, check_name, covers_place, overlaps
+from ._store import Store
 from ._time import from_ns, iso, to_ns
 
 log = logging.getLogger("scopeledger")
@@ -366,14 +366,29 @@ def _skipping(exc: Exception) -> None:
     (log.info if isinstance(exc, _snapshots.SnapshotOutdated) else log.warning)("skipping snapshot: %s", exc)
 
 
-class HistoryMixin:
-    """Time travel, audit and verify for :class:`Ledger` (mixed in)."""
+class History:
+    """Time travel, audit and verify over a ledger's store: what
+    :class:`~scopeledger.Ledger` answers ``state_at``, ``time_point``,
+    ``who``, ``diff``, ``events``, ``event_lines``, ``history`` and
+    ``verify`` with (it owns one, and passes each call on).
 
-    # The Ledger provides these.
-    _store: Any
-    _mem: Any
+    Args:
+        store: the ledger's store (read only; nothing here takes the lock).
+        current: returns the ledger's folded state now (called under ``mem``).
+        mem: the ledger's lock of its in-memory state.
+        prepare: the ledger's ``_prepare`` (rules -> rules as the log
+            stores them), for a queried path.
+    """
 
-    def _current(self) -> State: ...  # pragma: no cover
+    def __init__(self, store: Store, current: Callable[[], State], mem: Any,
+                 prepare: Callable[[Any], tuple[ScopeRule, ...]]) -> None:
+        self._store = store
+        self._current = current
+        self._mem = mem
+        self._prepare = prepare
+
+    def _log_line_hash(self, start: int, end: int) -> str | None:
+        return _snapshots.line_hash_at(self._store, start, end)
 
     # -- reading the log --------------------------------------------------------
 
@@ -437,7 +452,7 @@ class HistoryMixin:
             if ts is not None and info.ts > ts:
                 continue
             try:
-                state, info = _snapshots.load(self._store, info.name, self._log_line_hash)  # type: ignore[attr-defined]
+                state, info = _snapshots.load(self._store, info.name, self._log_line_hash)
             except _snapshots.SnapshotInvalid as exc:
                 _skipping(exc)
                 continue
@@ -491,7 +506,7 @@ class HistoryMixin:
         for _ in self._scan(state, offset, stop_seq=point.seq):
             pass
         if point.crosses_jump:
-            warnings.warn(point.message(), ClockJumpWarning, stacklevel=2)
+            warnings.warn(point.message(), ClockJumpWarning, stacklevel=3)  # the caller of Ledger.state_at
         return state
 
     def time_point(self, time: dt.datetime | int) -> TimePoint:
@@ -605,7 +620,7 @@ class HistoryMixin:
         """A queried path as a rule on it would be stored: normalised, with
         ``resolve_symlinks`` its symlinks resolved, identified by the mount
         table now (see Ledger._prepare)."""
-        return self._prepare(ScopeRule(path, Permission.READ, recursive))[0]  # type: ignore[attr-defined]
+        return self._prepare(ScopeRule(path, Permission.READ, recursive))[0]
 
     def diff(self, a: int, b: int) -> Diff:
         """What changed between after-seq ``a`` and after-seq ``b``.
@@ -676,8 +691,6 @@ class HistoryMixin:
         """:meth:`events` (``lines`` false) or :meth:`event_lines`."""
         # (Complexity 25: the arguments' checks, then one pass applying every
         # filter; to become the one log reader's filters, issue 14.)
-        from ._events import EVENT_TYPES
-        from ._ledger import check_name
 
         for what, value in (("since", since), ("until", until)):
             if value is not None and (type(value) is not int):
@@ -895,7 +908,7 @@ class HistoryMixin:
     def _check_snapshot(self, name: str, state: State, notes: list[str] | None = None) -> list[Problem]:
         file = f"{self._store.file('snapshots')}/{name}"
         try:
-            snap, _info = _snapshots.load(self._store, name, self._log_line_hash)  # type: ignore[attr-defined]
+            snap, _info = _snapshots.load(self._store, name, self._log_line_hash)
         except _snapshots.SnapshotOutdated as exc:
             if notes is not None:
                 notes.append(str(exc))
@@ -985,13 +998,10 @@ def _verify_segment(args: tuple[Any, ...]) -> "VerifyReport | None":
     """One segment, in a worker: fold from the snapshot ``start`` (``None``:
     from nothing), by byte offset ``offset`` to ``end`` (``None``: the end
     of the log), checking the snapshots in ``inside`` on the way."""
-    from . import _ledger
-    from ._store import Store
-
     path, start, offset, end, inside, last = args
     store = Store(path, readonly=True)  # verify never changes anything, in workers too
     try:
-        led = _ledger.unloaded(store)
+        led = History(store, State, threading.RLock(), _no_prepare)
         if start is None:
             state = State()
         else:
@@ -1004,6 +1014,10 @@ def _verify_segment(args: tuple[Any, ...]) -> "VerifyReport | None":
         return _verify_range(led, state, offset, end, dict(inside), check_tail=last)
     finally:
         store.close()
+
+
+def _no_prepare(rules: Any) -> tuple[ScopeRule, ...]:  # pragma: no cover - verify queries no path
+    raise AssertionError("verify resolves no path")
 
 
 def _past_the_end(store: Any, seq: int, name: str, last_seq: int) -> Problem:

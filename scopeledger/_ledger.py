@@ -12,6 +12,7 @@ Queries read the log's new complete lines without the lock.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import logging
 import operator
@@ -20,7 +21,7 @@ import re
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import attrs
 import orjson
@@ -28,7 +29,6 @@ import orjson
 from . import _snapshots
 from ._errors import (
     CorruptLedger,
-    InvalidHolderName,
     InvalidProcess,
     InvalidScope,
     LedgerError,
@@ -43,7 +43,7 @@ from ._errors import (
     shown,
 )
 from ._events import MAX_LINE_BYTES, decode, encode, iter_lines, line_hash, split_lines
-from ._history import HistoryMixin, VerifyReport
+from ._history import Diff, Event, History, Holding, TimePoint, VerifyReport
 from ._events import FORMAT_VERSION, TS_LIMIT, FoldError
 from ._fold import (
     MAX_RULES_PER_REQUEST,
@@ -59,8 +59,8 @@ from ._fold import (
 from ._paths import canonical, check_reached, identity as identify_path, mount_table
 from ._identity import Liveness, Probe, ProcessIdentity, Verdict
 from ._process import host_id, identify, probe as default_probe, run_probe
-from ._rules import (HOLDER_NAME, PERMISSION_TEXT, Permission, ScopeRule, check_path_text, covers, identity_json,
-                     overlaps)
+from ._rules import (PERMISSION_TEXT, Permission, ScopeRule, check_name, check_path_text, covers,
+                     identity_json, overlaps)
 from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._store import Store
 
@@ -179,28 +179,6 @@ def check_rule_count(n: int) -> None:
     if n > MAX_RULES_PER_REQUEST:
         raise InvalidScope(f"too many rules: {n} in one request, at most {MAX_RULES_PER_REQUEST}; "
                            "hold a directory with one recursive rule, or split the request")
-
-
-def check_name(name: Any, what: str | None = None) -> str:
-    """Validate a holder name (``what``: the argument it was given as, for
-    the message: ``invalid holder name '' for parent: ...``).
-
-    Returns:
-        The name as a plain ``str`` (a ``str`` subclass is copied, so that
-        what a ledger keeps in memory is what the log's reader gets back).
-
-    Raises:
-        InvalidHolderName: not a ``str`` of 1-255 characters, parts of
-            ``[A-Za-z0-9._@:+-]`` and inner spaces, each starting with a
-            letter or digit, joined by ``/`` (``scopeledger._rules.HOLDER_NAME``).
-    """
-    if not isinstance(name, str) or not HOLDER_NAME.fullmatch(name):
-        kind = "" if isinstance(name, str) else f"a str, not {type(name).__name__}, of "
-        raise InvalidHolderName(
-            f"invalid holder name {shown(name)}{' for ' + what if what else ''}: use {kind}1-255 "
-            "characters: parts of [A-Za-z0-9._@:+-] and inner spaces, each starting with a letter or digit, "
-            "joined by '/' (as in 'team/agent 3')")
-    return name if type(name) is str else str.__str__(name)
 
 
 def _as_rules(rules: Any) -> list[ScopeRule]:
@@ -466,7 +444,7 @@ def _option(name: str, check: Callable[[str, Any], None], doc: str) -> property:
     return property(operator.attrgetter(private), set_, doc=doc)
 
 
-class Ledger(HistoryMixin):
+class Ledger:
     """An open scope ledger.
 
     Use :meth:`open`. Every method may also raise :class:`LockTimeout` (for
@@ -533,6 +511,7 @@ class Ledger(HistoryMixin):
         #: Seconds the last mutation waited for the lock (for benchmarks).
         self.last_wait = 0.0
         self._holds: "weakref.WeakSet[Hold]" = weakref.WeakSet()
+        self._history = History(store, self._current, self._mem, self._prepare)
         self._lost: LostEvents | None = None
         _ledgers.add(self)
         if load:
@@ -689,14 +668,7 @@ class Ledger(HistoryMixin):
     # -- state maintenance ------------------------------------------------------
 
     def _log_line_hash(self, start: int, end: int) -> str | None:
-        # (start, end) come from a snapshot header: do not trust them to be
-        # inside the log (a huge length would be allocated by pread).
-        if start < 0 or end <= start or end > self._store.size():
-            return None
-        data = self._store.read_at(start, end - start)
-        if len(data) != end - start or not data.endswith(b"\n"):
-            return None
-        return line_hash(data[:-1])
+        return _snapshots.line_hash_at(self._store, start, end)
 
     def _load(self) -> None:
         """Newest snapshot that checks out, then the events after it.
@@ -1691,6 +1663,45 @@ class Ledger(HistoryMixin):
 
     def _current(self) -> State:
         return self._catch_up(locked=False)
+
+    # -- time travel, audit, verify: the ledger's History --------------------------
+
+    def state_at(self, seq: int | None = None, time: dt.datetime | int | None = None) -> State:
+        return self._history.state_at(seq, time)
+
+    def time_point(self, time: dt.datetime | int) -> TimePoint:
+        return self._history.time_point(time)
+
+    def who(self, path: str, *, seq: int | None = None,
+            time: dt.datetime | int | None = None) -> list[Holding]:
+        return self._history.who(path, seq=seq, time=time)
+
+    def diff(self, a: int, b: int) -> Diff:
+        return self._history.diff(a, b)
+
+    def events(self, since: int | None = None, until: int | None = None, *,
+               types: Iterable[str] | None = None, holder: str | None = None,
+               path: str | None = None, since_time: dt.datetime | int | None = None,
+               until_time: dt.datetime | int | None = None) -> Iterator[Event]:
+        return self._history.events(since, until, types=types, holder=holder, path=path,
+                                    since_time=since_time, until_time=until_time)
+
+    def event_lines(self, since: int | None = None, until: int | None = None, *,
+                    types: Iterable[str] | None = None, holder: str | None = None,
+                    path: str | None = None, since_time: dt.datetime | int | None = None,
+                    until_time: dt.datetime | int | None = None) -> Iterator[tuple[Event, bytes]]:
+        return self._history.event_lines(since, until, types=types, holder=holder, path=path,
+                                         since_time=since_time, until_time=until_time)
+
+    def history(self, name: str) -> list[Event]:
+        return self._history.history(name)
+
+    def verify(self, *, workers: int | None = None) -> VerifyReport:
+        return self._history.verify(workers=workers)
+
+    for _name in ("state_at", "time_point", "who", "diff", "events", "event_lines", "history", "verify"):
+        locals()[_name].__doc__ = getattr(History, _name).__doc__  # one text: History's
+    del _name
 
     @property
     def seq(self) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from ._errors import InvalidScope, shown
+from ._errors import InvalidHolderName, InvalidScope, shown
 
 #: Longest accepted path in bytes (Linux PATH_MAX, including the NUL).
 PATH_MAX = 4096
@@ -666,3 +666,25 @@ def path_rule(path: str, permission: "Permission | str", recursive: bool, root: 
             raise InvalidScope(f"invalid rule {shown(spec)}: climbs out of its root {base}")
         return ScopeRule(raw, permission, recursive)
     return ScopeRule(path, permission, recursive)
+
+
+def check_name(name: Any, what: str | None = None) -> str:
+    """Validate a holder name (``what``: the argument it was given as, for
+    the message: ``invalid holder name '' for parent: ...``).
+
+    Returns:
+        The name as a plain ``str`` (a ``str`` subclass is copied, so that
+        what a ledger keeps in memory is what the log's reader gets back).
+
+    Raises:
+        InvalidHolderName: not a ``str`` of 1-255 characters, parts of
+            ``[A-Za-z0-9._@:+-]`` and inner spaces, each starting with a
+            letter or digit, joined by ``/`` (``scopeledger._rules.HOLDER_NAME``).
+    """
+    if not isinstance(name, str) or not HOLDER_NAME.fullmatch(name):
+        kind = "" if isinstance(name, str) else f"a str, not {type(name).__name__}, of "
+        raise InvalidHolderName(
+            f"invalid holder name {shown(name)}{' for ' + what if what else ''}: use {kind}1-255 "
+            "characters: parts of [A-Za-z0-9._@:+-] and inner spaces, each starting with a letter or digit, "
+            "joined by '/' (as in 'team/agent 3')")
+    return name if type(name) is str else str.__str__(name)

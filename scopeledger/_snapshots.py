@@ -45,6 +45,7 @@ import orjson
 import psutil
 
 from ._errors import LedgerError, LedgerIOError, SnapshotInvalid, UnsafeLedgerPath
+from ._events import line_hash
 from ._fold import SNAPSHOT_FORMAT, State
 from ._store import SNAPSHOT_DIR, SNAPSHOT_NAME, Store, open_private_file
 
@@ -108,6 +109,23 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+def line_hash_at(store: Store, start: int, end: int) -> str | None:
+    """The hash of the log's line at bytes ``start .. end`` (its newline
+    included), or ``None`` when there is no such line there. ``(start,
+    end)`` come from a snapshot header: they are not trusted to be inside
+    the log (a huge length would be allocated by pread).
+
+    Raises:
+        LedgerIOError: the log cannot be read.
+    """
+    if start < 0 or end <= start or end > store.size():
+        return None
+    data = store.read_at(start, end - start)
+    if len(data) != end - start or not data.endswith(b"\n"):
+        return None
+    return line_hash(data[:-1])
 
 
 def snapshot_name(seq: int) -> str:

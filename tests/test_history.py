@@ -223,7 +223,7 @@ def _report_tuple(rep):
 def test_parallel_verify_reports_what_one_process_reports(ledger_dir):
     with Ledger.open(ledger_dir, snapshot_every=12) as led:
         random_history(led, 400, seed=11)
-        assert led._verify_parallel(3) is not None  # the segments were really verified apart
+        assert led._history._verify_parallel(3) is not None  # the segments were really verified apart
         one, many = led.verify(workers=1), led.verify(workers=3)
     assert one.ok and one.snapshots > 10
     assert _report_tuple(many) == _report_tuple(one)

@@ -1270,14 +1270,14 @@ def _history_measure(cfg: dict[str, Any], directory: str, info: dict[str, Any], 
 
         # state_at at random past seqs; count events folded per call
         folded = [0]
-        orig_scan = led._scan
+        orig_scan = led._history._scan
 
         def counting_scan(*a: Any, **kw: Any) -> Any:
             for item in orig_scan(*a, **kw):
                 folded[0] += 1
                 yield item
 
-        led._scan = counting_scan  # type: ignore[method-assign]
+        led._history._scan = counting_scan  # type: ignore[method-assign]
         rng = random.Random(rng_seed)
         newest = info["events"]
         samples = []
@@ -1298,7 +1298,7 @@ def _history_measure(cfg: dict[str, Any], directory: str, info: dict[str, Any], 
             t0 = time.perf_counter()
             led.state_at(seq=seq)
             ref[label] = {"seq": seq, "ms": (time.perf_counter() - t0) * 1e3, "folded": folded[0]}
-        led._scan = orig_scan  # type: ignore[method-assign]
+        led._history._scan = orig_scan  # type: ignore[method-assign]
         ms = [s["ms"] for s in samples]
         counted = ref["interval_minus_1"]["folded"] > 0  # the wrapper saw the fold
         out["state_at"] = {
@@ -1629,7 +1629,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 s["max_folded"] <= s["interval"])
         else:
             add("state_at", f"bounded by one snapshot interval ({s['interval']:,} events)",
-                "could not count the events folded (Ledger._scan not used any more?)", False)
+                "could not count the events folded (History._scan not used any more?)", False)
     if "queries" in results:
         q = results["queries"]["scopeledger"]
         sizes = sorted(int(s) for s in q)
