@@ -42,6 +42,13 @@ _PUBLIC = {
     "UnknownHolder": "_errors",
     "UnsafeLedgerPath": "_errors",
     "UnsupportedPlatform": "_errors",
+    "InDoubt": "_errors",
+    "InvalidLedgerURL": "_errors",
+    "NotRecorded": "_errors",
+    "SessionLost": "_errors",
+    "StoreError": "_errors",
+    "StoreUnavailable": "_errors",
+    "format_chain": "_errors",
     # _events.py
     "EVENT_TYPES": "_events",
     # _fold.py
@@ -67,7 +74,7 @@ _PUBLIC = {
     "LostEvents": "_ledger",
     "ReclaimReport": "_ledger",
     "Reclaimed": "_ledger",
-    "check_name": "_ledger",
+    "check_name": "_rules",
     "default_path": "_ledger",
     "verify": "_ledger",
     # _identity.py
@@ -87,7 +94,12 @@ _PUBLIC = {
     "overlaps": "_rules",
     "parse_rule": "_rules",
     # _store.py
+    "check_ledger_path": "_store",
+    "non_directory_on_the_way": "_store",
     "resolve_path": "_store",
+    # _time.py
+    "from_ns": "_time",
+    "to_ns": "_time",
     # _runtime.py
     "Manifest": "_runtime",
     "install_from_manifest": "_runtime",
@@ -126,6 +138,12 @@ __all__ = [
     "Diff",
     "DuplicateHolder",
     "EffectiveScope",
+    "InDoubt",
+    "InvalidLedgerURL",
+    "NotRecorded",
+    "SessionLost",
+    "StoreError",
+    "StoreUnavailable",
     "Event",
     "HistoryUnavailable",
     "Hold",
@@ -163,15 +181,19 @@ __all__ = [
     "VerifyReport",
     "WaitTimeout",
     "adopt",
+    "check_ledger_path",
     "check_name",
     "covers",
     "default_path",
+    "format_chain",
     "from_environment",
+    "from_ns",
     "host_id",
     "identify",
     "install_from_manifest",
     "judge",
     "load_manifest",
+    "non_directory_on_the_way",
     "normalize_path",
     "overlaps",
     "parse_manifest",
@@ -181,6 +203,7 @@ __all__ = [
     "runtime_base",
     "socket_path_for",
     "spawn",
+    "to_ns",
     "verify",
 ]
 
@@ -190,6 +213,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         InvalidHolderName, InvalidManifest, InvalidProcess, InvalidScope, LedgerError,
         LedgerIOError, LockTimeout, NoLedger, PartlyRecorded, ReadOnlyLedger, Refused,
         ScopeConflict, UnknownHolder, UnsafeLedgerPath, UnsupportedPlatform, WaitTimeout,
+        InDoubt, InvalidLedgerURL, NotRecorded, SessionLost, StoreError, StoreUnavailable,
+        format_chain,
     )
     from ._events import EVENT_TYPES  # noqa: F401
     from ._fold import Allocation, MAX_RULES_PER_REQUEST, State  # noqa: F401
@@ -199,14 +224,15 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from ._ledger import (  # noqa: F401
         Decision, ENV_DIR, EffectiveScope, Hold, Ledger, LostEvents, ReclaimReport,
-        Reclaimed, check_name, default_path, verify,
+        Reclaimed, default_path, verify,
     )
     from ._identity import Liveness, ProcessIdentity, Verdict  # noqa: F401
     from ._process import host_id, identify, judge, probe  # noqa: F401
     from ._rules import (  # noqa: F401
-        Permission, ScopeRule, covers, normalize_path, overlaps, parse_rule,
+        Permission, ScopeRule, check_name, covers, normalize_path, overlaps, parse_rule,
     )
-    from ._store import resolve_path  # noqa: F401
+    from ._store import check_ledger_path, non_directory_on_the_way, resolve_path  # noqa: F401
+    from ._time import from_ns, to_ns  # noqa: F401
     from ._async import AsyncHold, AsyncLedger, AsyncSpawned  # noqa: F401
     from ._spawn import Adopted, Spawned, adopt, from_environment, spawn  # noqa: F401
     from ._runtime import (  # noqa: F401

@@ -24,7 +24,7 @@ import attrs
 import orjson
 
 from . import _snapshots
-from ._errors import CorruptLedger, HistoryUnavailable, shown
+from ._errors import CorruptLedger, HistoryUnavailable, SnapshotInvalid, shown
 from ._events import EVENT_TYPES, GENESIS_HASH, FoldError, check_event, decode, iter_lines, line_hash, split_lines
 from ._fold import State, apply, check_request, holders_of
 from ._rules import Permission, ScopeRule, check_name, covers_place, overlaps
@@ -439,7 +439,7 @@ class History:
         for _, name in _snapshots.list_snapshots(self._store):
             try:
                 out.append(_snapshots.read_header(self._store, name))
-            except _snapshots.SnapshotInvalid as exc:
+            except SnapshotInvalid as exc:
                 _skipping(exc)
         return out
 
@@ -453,7 +453,7 @@ class History:
                 continue
             try:
                 state, info = _snapshots.load(self._store, info.name, self._log_line_hash)
-            except _snapshots.SnapshotInvalid as exc:
+            except SnapshotInvalid as exc:
                 _skipping(exc)
                 continue
             return state, info.offset
@@ -864,7 +864,7 @@ class History:
         for seq, name in listed:
             try:
                 info = _snapshots.read_header(store, name)
-            except _snapshots.SnapshotInvalid:
+            except SnapshotInvalid:
                 return None
             starts.append((seq, name, info.offset))
         size = store.size()
@@ -913,7 +913,7 @@ class History:
             if notes is not None:
                 notes.append(str(exc))
             return []
-        except _snapshots.SnapshotInvalid as exc:
+        except SnapshotInvalid as exc:
             return [Problem(exc.path, None, state.seq, exc.reason)]
         if snap.to_json() != state.to_json():
             return [Problem(file, None, state.seq, "snapshot differs from the fold of the log at its seq")]
@@ -1007,7 +1007,7 @@ def _verify_segment(args: tuple[Any, ...]) -> "VerifyReport | None":
         else:
             try:
                 state, info = _snapshots.load(store, start, led._log_line_hash)
-            except _snapshots.SnapshotInvalid:
+            except SnapshotInvalid:
                 return None
             if info.offset != offset:
                 return None
@@ -1030,7 +1030,7 @@ def _past_the_end(store: Any, seq: int, name: str, last_seq: int) -> Problem:
     log" (the log was cut or replaced after it was written)."""
     try:
         _snapshots.read_header(store, name)
-    except _snapshots.SnapshotInvalid as exc:
+    except SnapshotInvalid as exc:
         return Problem(exc.path, None, seq, exc.reason)
     return Problem(f"{store.file('snapshots')}/{name}", None, seq,
                    f"snapshot at seq {seq} is past the end of the log (seq {last_seq})")

@@ -28,6 +28,7 @@ import orjson
 
 from . import _snapshots
 from ._errors import (
+    SnapshotInvalid,
     CorruptLedger,
     InvalidProcess,
     InvalidScope,
@@ -692,7 +693,7 @@ class Ledger:
                 self.stats.snapshots_skipped.append(name)
                 outdated = True
                 continue
-            except _snapshots.SnapshotInvalid as exc:
+            except SnapshotInvalid as exc:
                 if self._past_the_log(name):
                     past.append((seq, name))
                     continue
@@ -742,7 +743,7 @@ class Ledger:
             if exc.info is None:
                 return False
             info = exc.info
-        except _snapshots.SnapshotInvalid:
+        except SnapshotInvalid:
             return False
         size = self._store.size()
         return info.offset > size and info.seq > self._last_seq_in_log(size)

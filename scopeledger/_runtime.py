@@ -32,7 +32,8 @@ import attrs
 import cattrs
 
 from ._errors import InvalidHolderName, InvalidManifest, InvalidScope
-from ._ledger import Hold, Ledger, check_name
+from ._ledger import Hold, Ledger
+from ._rules import check_name
 from ._fold import MAX_RULES_PER_REQUEST
 from ._rules import ScopeRule, parse_rule, path_rule
 

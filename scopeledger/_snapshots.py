@@ -140,7 +140,7 @@ def list_snapshots(store: Store) -> list[tuple[int, str]]:
             names the directory's full path.
     """
     out: list[tuple[int, str]] = []
-    if store.snapfd is None:  # opened read-only, without a snapshots/ directory
+    if store.snapfd < 0:  # opened read-only, without a snapshots/ directory
         return out
     for name in _listdir(store):
         m = _NAME.match(name)

@@ -83,6 +83,9 @@ GATE_DISTRUST_SECONDS = 0.05
 
 # O_NONBLOCK: opening a FIFO planted where a file should be must not block
 # (it is then refused as not a regular file); it changes nothing for files.
+#: A descriptor attribute's value when nothing is open there.
+NO_FD = -1
+
 _O_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 _stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
@@ -344,6 +347,28 @@ def _refuse_a_ledger_inside_a_ledger(path: str) -> None:
         if parent == p:
             return
         p = parent
+
+
+def check_ledger_path(path: str) -> str:
+    """Whether a new ledger (or a directory for one, ``ledger demo --dir``)
+    may be made at ``path``, before anything is made: refused when a file
+    on the way is not a directory, or when ``path`` is inside another
+    ledger. Creates nothing.
+
+    Returns:
+        ``path`` as the OS reaches it (:func:`resolve_path`), ``str``.
+
+    Raises:
+        UnsafeLedgerPath: it names the file on the way that is not a
+            directory (``is a regular file, not a directory``), or the
+            ledger ``path`` is inside.
+    """
+    p = resolve_path(os.fspath(path))
+    blocked = non_directory_on_the_way(p)
+    if blocked is not None:
+        raise UnsafeLedgerPath(blocked[0], blocked[1])
+    _refuse_a_ledger_inside_a_ledger(p)
+    return p
 
 
 def non_directory_on_the_way(path: str) -> tuple[str, str] | None:
@@ -729,9 +754,11 @@ class Store:
             if blocked is not None:
                 raise UnsafeLedgerPath(self.path, " ".join(blocked)) from None
             raise
-        self.snapfd: int | None = None
-        self.gatefd: int | None = None
-        self.logfd: int | None = None
+        # Descriptors are ints, NO_FD when not open (never None): the gate
+        # and snapshots/ of a read-only opening may not exist.
+        self.snapfd: int = NO_FD
+        self.gatefd: int = NO_FD
+        self.logfd: int = NO_FD
         try:
             try:
                 self.snapfd = open_dir_fd(self.dirfd, SNAPSHOT_DIR, self.file(SNAPSHOT_DIR),
@@ -883,7 +910,7 @@ class Store:
         except OSError:  # pragma: no cover - the child will fail on use
             pass
         for fd in old:
-            if fd is not None:
+            if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._pid = os.getpid()
@@ -916,7 +943,7 @@ class Store:
                 Or a flush of the log failed earlier (:meth:`append`).
             LedgerError: the ledger is closed.
         """
-        if self.logfd is None:
+        if self.logfd < 0:
             raise LedgerError(f"ledger {self.path} is closed")
         if self.readonly:
             raise ReadOnlyLedger(self.path, "take the lock")
@@ -1108,7 +1135,7 @@ class Store:
             LedgerIOError: ``snapshots/`` cannot be opened; it names the
                 directory's full path.
         """
-        if self.snapfd is None:
+        if self.snapfd < 0:
             yield False
             return
         path = self.file(SNAPSHOT_DIR)
@@ -1141,7 +1168,7 @@ class Store:
             LedgerIOError: the OS refused (an I/O error, ...); it names the
                 log's full path.
         """
-        if self.logfd is None:
+        if self.logfd < 0:
             raise LedgerError(f"ledger {self.path} is closed")
         try:
             return os.fstat(self.logfd).st_size
@@ -1310,11 +1337,11 @@ class Store:
 
     def _close_fds(self) -> None:
         for attr in ("logfd", "gatefd", "snapfd", "dirfd"):
-            fd = getattr(self, attr, None)
-            if fd is not None:
+            fd = getattr(self, attr, NO_FD)
+            if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-                setattr(self, attr, None)
+                setattr(self, attr, NO_FD)
 
     def close(self) -> None:
         self._close_fds()
