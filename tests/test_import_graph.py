@@ -98,7 +98,7 @@ def _analyse():
                 if target != key:
                     edges[key].add(target)
                 if _is_cli(key) and not _is_cli(target):
-                    if target != "__init__" or a.name not in public:
+                    if target != "__init__" or (a.name not in public and a.name != "__version__"):
                         cli_private.add((key, f"{target}.{a.name}"))
                 elif a.name.startswith("_") and target != key and not _is_cli(target):
                     private.add((key, f"{target}.{a.name}"))
