@@ -446,18 +446,9 @@ class History:
     def _base_for(self, seq: int | None = None, ts: int | None = None) -> tuple[State, int]:
         """Newest snapshot that checks out at or before ``seq`` / ``ts``;
         ``(state, log offset)``; ``(State(), 0)`` when there is none."""
-        for info in reversed(self._snapshot_headers()):
-            if seq is not None and info.seq > seq:
-                continue
-            if ts is not None and info.ts > ts:
-                continue
-            try:
-                state, info = _snapshots.load(self._store, info.name, self._log_line_hash)
-            except SnapshotInvalid as exc:
-                _skipping(exc)
-                continue
-            return state, info.offset
-        return State(), 0
+        got = _snapshots.newest(self._store, self._log_line_hash, lambda _name, exc: _skipping(exc),
+                                seq=seq, ts=ts)
+        return (got[0], got[1].offset) if got is not None else (State(), 0)
 
     # -- time travel ----------------------------------------------------------
 

@@ -682,28 +682,25 @@ class Ledger:
         self._state = None
         past: list[tuple[int, str]] = []
         outdated = False
-        for seq, name in reversed(_snapshots.list_snapshots(self._store)):
-            try:
-                state, info = _snapshots.load(self._store, name, self._log_line_hash)
-            except _snapshots.SnapshotOutdated as exc:
-                if self._past_the_log(name):
-                    past.append((seq, name))
-                    continue
+
+        def skipped(name: str, exc: SnapshotInvalid) -> None:
+            nonlocal outdated
+            if self._past_the_log(name):
+                past.append((int(name[5:21]), name))  # snap-<seq:016d>.json
+                return
+            if isinstance(exc, _snapshots.SnapshotOutdated):
                 log.info("skipping snapshot: %s", exc)  # an upgrade: not a fault
-                self.stats.snapshots_skipped.append(name)
                 outdated = True
-                continue
-            except SnapshotInvalid as exc:
-                if self._past_the_log(name):
-                    past.append((seq, name))
-                    continue
+            else:
                 log.warning("skipping snapshot: %s", exc)
-                self.stats.snapshots_skipped.append(name)
-                continue
+            self.stats.snapshots_skipped.append(name)
+
+        got = _snapshots.newest(self._store, self._log_line_hash, skipped)
+        if got is not None:
+            state, info = got
             self._state, self._offset, self._line_start = state, info.offset, info.line_start
             self._snap_seq = max(self._snap_seq, info.seq)
             self.stats.snapshot_seq = info.seq
-            break
         if self._state is None:
             self._state, self._offset, self._line_start = State(), 0, 0
         state = self._catch_up(locked=False)

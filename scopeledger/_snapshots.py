@@ -38,7 +38,7 @@ import logging
 import os
 import re
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import attrs
 import orjson
@@ -387,6 +387,33 @@ def _parse_header(name: str, display: str, line: bytes, seq_in_name: int) -> Sna
         exc.info = info
         raise exc
     return info
+
+
+def newest(store: Store, log_hash: Any, skipped: Callable[[str, SnapshotInvalid], object], *,
+           seq: int | None = None, ts: int | None = None) -> tuple[State, SnapshotInfo] | None:
+    """The one snapshot picker: the newest snapshot that checks out
+    (:func:`load`), taken at or before seq ``seq`` and time ``ts`` (ns, UTC;
+    ``None``: any), or ``None`` when none does. Each snapshot passed over
+    because it did not check out (its header, or loading it) is given to
+    ``skipped(name, exc)`` (to log it, count it, or tell what the log lost).
+
+    Raises:
+        LedgerIOError: the snapshots directory or the log cannot be read.
+    """
+    for _, name in reversed(list_snapshots(store)):
+        if seq is not None or ts is not None:
+            try:
+                info = read_header(store, name)
+            except SnapshotInvalid as exc:
+                skipped(name, exc)
+                continue
+            if (seq is not None and info.seq > seq) or (ts is not None and info.ts > ts):
+                continue
+        try:
+            return load(store, name, log_hash)
+        except SnapshotInvalid as exc:
+            skipped(name, exc)
+    return None
 
 
 def load(store: Store, name: str, log_hash: Any) -> tuple[State, SnapshotInfo]:
