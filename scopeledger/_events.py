@@ -559,7 +559,7 @@ def iter_lines(chunks: Any, path: str = "the log", start: int = 0, limit: int | 
 _last_ident: list[Any] = [((), None)]
 
 
-def process_from_log(value: dict[str, Any]) -> ProcessIdentity:
+def process_from_log(value: Any) -> ProcessIdentity:
     """Process identity from the log, v1 (``start``) or v2 (``host``,
     ``boot``, ``pid``, ``ticks``, ``pidns``: all present); consecutive
     events of one process share one object (memoisation only: the result
@@ -579,7 +579,7 @@ def process_from_log(value: dict[str, Any]) -> ProcessIdentity:
             raise ValueError(f"malformed process {shown(value)}")
     last = _last_ident[0]
     if last[0] == key:
-        return last[1]
+        return last[1]  # type: ignore[no-any-return]  # (memo of the type returned below)
     if len(key) == 4:
         ident = ProcessIdentity(pid=key[0], start=key[1], boot=key[2], pidns=key[3], format=1)
     else:
@@ -603,7 +603,7 @@ def rules_from_log(value: Any, what: str, version: Any) -> tuple[ScopeRule, ...]
     a rule may carry its identity as a fourth item) -> rules."""
     if type(value) is not list or not value:
         raise _bad(what, value, "a non-empty list of [path, permission, recursive]")
-    out = []
+    out: list[ScopeRule] = []
     for r in value:
         if type(r) is list and len(r) == 4:
             if version == 1:

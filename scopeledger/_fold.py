@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime
 import sys
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import attrs
 
@@ -743,7 +743,7 @@ def commit_removal(state: State, name: str, seq: int, ts: int, line_hash: str) -
 
 #: Per event type: its change of state, given what its payload check
 #: (``_events.SHAPES``) returned.
-CHANGES = {
+CHANGES: dict[str, Callable[[State, dict[str, Any], Any], None]] = {
     "registered": _grant,
     "delegated": _grant,
     "attached": _attached,
@@ -752,7 +752,8 @@ CHANGES = {
     "refused": _refused,
 }
 # type -> (payload check, change of state): one lookup on the fold's path
-_HANDLERS = {kind: (SHAPES[kind], change) for kind, change in CHANGES.items()}
+_HANDLERS: dict[Any, tuple[Callable[[dict[str, Any]], Any], Callable[[State, dict[str, Any], Any], None]]] = {
+    kind: (SHAPES[kind], change) for kind, change in CHANGES.items()}
 assert _HANDLERS.keys() == SHAPES.keys()
 
 

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, cast
 
 import attrs
 import orjson
@@ -1162,7 +1162,7 @@ class Ledger:
                 commit()
             return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note)
 
-        return self._transact(build, written)
+        return cast(Allocation, self._transact(build, written))
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                  pid: int | None = None, *, reserved: bool = False,
@@ -1245,7 +1245,7 @@ class Ledger:
                 commit()
             return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket, note)
 
-        return self._transact(build, written)
+        return cast(Allocation, self._transact(build, written))
 
     def attach(self, name: str, pid: int | None = None, token: int | None = None) -> Allocation:
         """Bind a (reserved) allocation to process ``pid`` (default: the
@@ -1278,7 +1278,7 @@ class Ledger:
             txn.emit("attached", name=name, process=ident.to_json())
             return txn.state.holders[name]
 
-        return self._transact(build)
+        return cast(Allocation, self._transact(build))
 
     def release(self, name: str, token: int | None = None, *, returncode: int | None = None,
                 note: str | None = None) -> list[str]:
@@ -1323,7 +1323,7 @@ class Ledger:
             txn.after = (commit_removal, name, seq, ts, h)
             return [c for c, _ in plan]
 
-        return self._transact(build)
+        return cast("list[str]", self._transact(build))
 
     def reclaim_stale(self, probe: Probe | None = None, *, dry_run: bool = False) -> list[str]:
         """Reclaim every holder whose process is provably gone; the names,
@@ -1632,7 +1632,7 @@ class Ledger:
         _snapshots.prune(self._store, self.keep_snapshots)
 
     def _snapshot_due(self, state: State) -> bool:
-        return state.seq - self._snap_seq >= max(self.snapshot_every, len(state.holders))
+        return state.seq - self._snap_seq >= max(self.snapshot_every, len(state.holders))  # type: ignore[no-any-return]
 
     def _maybe_snapshot(self) -> None:
         with self._mem:

@@ -272,7 +272,8 @@ def load() -> dict[str, Any]:
     """The shipped schema (``scopeledger/schema/event.schema.json``)."""
     from importlib.resources import files
 
-    return json.loads(files("scopeledger").joinpath(*SCHEMA_RESOURCE).read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads(files("scopeledger").joinpath(*SCHEMA_RESOURCE).read_text(encoding="utf-8"))
+    return schema
 
 
 if __name__ == "__main__":
