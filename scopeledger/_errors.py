@@ -50,7 +50,7 @@ class LedgerError(Exception):
         return (_rebuild, (type(self), str(self), self.__dict__))
 
 
-def _rebuild(cls: type, message: str, state: dict[str, Any]) -> LedgerError:
+def _rebuild(cls: type[LedgerError], message: str, state: dict[str, Any]) -> LedgerError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     for key, value in state.items():

@@ -36,7 +36,7 @@ import stat
 import threading
 import time
 import weakref
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from ._errors import (CorruptLedger, LedgerError, LedgerIOError, LockTimeout, NoLedger, ReadOnlyLedger,
                       UnsafeLedgerPath)
@@ -779,7 +779,8 @@ class Store:
             raise
         self._gate_ignored_until = 0.0
         # An RLock for its _is_owned() (see acquire); never taken twice.
-        self._tlock = threading.RLock()
+        # (Any: _is_owned is CPython's, not in the typeshed stubs.)
+        self._tlock: Any = threading.RLock()
         self._pid = os.getpid()
         self._holding_pid: int | None = None
         _stores.add(self)
@@ -1001,7 +1002,7 @@ class Store:
     def owns_lock(self) -> bool:
         """Whether the calling thread holds the lock (:meth:`acquire`
         returned, :meth:`release` not yet called), ``bool``."""
-        return self._tlock._is_owned()
+        return bool(self._tlock._is_owned())
 
     def release(self) -> None:
         """Release what :meth:`acquire` took; a no-op when the calling
@@ -1242,7 +1243,7 @@ class Store:
             with contextlib.suppress(OSError):
                 os.ftruncate(self.logfd, expected_size)
             err = LedgerIOError(self.log_path, "append to the log", exc)
-            err.lines_kept = kept
+            err.lines_kept = kept  # type: ignore[attr-defined]  # (documented above)
             raise err from exc
         if fsync:
             self.flush()
