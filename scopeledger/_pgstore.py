@@ -124,7 +124,7 @@ import orjson
 
 from ._errors import CorruptLedger, LedgerError, LockTimeout, NoLedger, ReadOnlyLedger
 from ._events import line_hash
-from ._snapshots import SnapshotInvalid
+from ._errors import SnapshotInvalid
 
 try:
     import psycopg
