@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys as _sys
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from ._version import __version__ as __version__  # (re-exported)
 
 if not _sys.platform.startswith("linux"):  # before anything reads /proc or imports fcntl
     from ._errors import UnsupportedPlatform as _UnsupportedPlatform

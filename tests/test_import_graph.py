@@ -100,7 +100,8 @@ def _analyse():
                 if _is_cli(key) and not _is_cli(target):
                     if target != "__init__" or (a.name not in public and a.name != "__version__"):
                         cli_private.add((key, f"{target}.{a.name}"))
-                elif a.name.startswith("_") and target != key and not _is_cli(target):
+                elif (a.name.startswith("_") and not a.name.startswith("__") and target != key
+                      and not _is_cli(target)):  # (a dunder such as __version__ is public)
                     private.add((key, f"{target}.{a.name}"))
         for node in ast.walk(tree):
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
