@@ -154,8 +154,13 @@ EDGES, PRIVATE, CLI_PRIVATE = _analyse()
 
 #: What is left to mend in the library (the ratchet: remove an entry when
 #: it is mended; the test fails until you do).
-KNOWN_CYCLES: list[list[str]] = []
-KNOWN_PRIVATE: set[tuple[str, str]] = set()
+# Found when the runtime's waiting landed (7ad2d33): _ledger imports _wait,
+# _wait imports _ledger back; for its owner to cut (one module, or an
+# interface the ledger passes in).
+KNOWN_CYCLES: list[list[str]] = [["_ledger", "_wait"]]
+KNOWN_PRIVATE: set[tuple[str, str]] = {
+    ("_async", "_ledger._waits"), ("_async", "_ledger._check_timeout"),  # runtime's (7ad2d33)
+}
 
 
 def test_the_analysis_sees_the_package():
