@@ -109,22 +109,22 @@ CALLS = {
     "reclaim.probe": (lambda L, r, v: L.reclaim(v), PROBES, TypeError, r"probe must be None or a callable, not "),
     "reclaim.dry_run": (lambda L, r, v: L.reclaim(dry_run=v), DRY_RUNS, TypeError,
                         r"dry_run must be True or False, not "),
-    "register.wait": (lambda L, r, v: L.register("n", [W(r + "/n")], wait=v), WAITS, (TypeError, ValueError),
-                      r"wait must be seconds"),
-    "delegate.wait": (lambda L, r, v: L.delegate("p", "c", [W(r + "/t/c")], wait=v), WAITS,
-                      (TypeError, ValueError), r"wait must be seconds"),
-    "hold.wait": (lambda L, r, v: L.hold("n", [W(r + "/n")], wait=v), WAITS, (TypeError, ValueError),
-                  r"wait must be seconds"),
     "release.returncode": (lambda L, r, v: L.release("p", returncode=v), RETURNCODES, (TypeError, ValueError),
                            r"returncode must be"),
     "release.note": (lambda L, r, v: L.release("p", note=v), NOTES, (TypeError, ValueError), r"note must be"),
-    "register.note": (lambda L, r, v: L.register("n", [W(r + "/n")], note=v), NOTES, (TypeError, ValueError),
-                      r"note must be"),
-    "delegate.note": (lambda L, r, v: L.delegate("p", "c", [W(r + "/t/c")], note=v), NOTES,
-                      (TypeError, ValueError), r"note must be"),
-    "hold.note": (lambda L, r, v: L.hold("n", [W(r + "/n")], note=v), NOTES, (TypeError, ValueError),
-                  r"note must be"),
 }
+
+#: The three grants take ``wait`` and ``note`` alike: one row per grant and argument.
+_GRANTS = {
+    "register": lambda L, r, **kw: L.register("n", [W(r + "/n")], **kw),
+    "delegate": lambda L, r, **kw: L.delegate("p", "c", [W(r + "/t/c")], **kw),
+    "hold": lambda L, r, **kw: L.hold("n", [W(r + "/n")], **kw),
+}
+for _grant, _call in _GRANTS.items():
+    CALLS[f"{_grant}.wait"] = (lambda L, r, v, c=_call: c(L, r, wait=v), WAITS, (TypeError, ValueError),
+                               r"wait must be seconds")
+    CALLS[f"{_grant}.note"] = (lambda L, r, v, c=_call: c(L, r, note=v), NOTES, (TypeError, ValueError),
+                               r"note must be")
 
 CASES = [(arg, i) for arg, (_, bad, _, _) in CALLS.items() for i in range(len(bad))]
 
