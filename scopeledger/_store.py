@@ -394,9 +394,18 @@ def non_directory_on_the_way(path: str) -> tuple[str, str] | None:
         return p, f"is {kind_of(st.st_mode)}, not a directory"
 
 
-def _check_owned(path: str, st: os.stat_result) -> None:
-    if st.st_uid != os.geteuid():
+def _check_owned(path: str, st: os.stat_result, owner: int | None = None) -> None:
+    """Refuse ``path`` (whose ``lstat`` is ``st``) unless it is owned by
+    ``owner`` (``None``: this user) and not writable by group or others.
+
+    Raises:
+        UnsafeLedgerPath: naming the owner or the mode.
+    """
+    if owner is None and st.st_uid != os.geteuid():
         raise UnsafeLedgerPath(path, f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})")
+    if owner is not None and st.st_uid != owner:
+        raise UnsafeLedgerPath(path, f"owned by uid {st.st_uid}, not by the ledger directory's owner "
+                                     f"(uid {owner})")
     if st.st_mode & 0o022:
         raise UnsafeLedgerPath(path, f"mode {stat.S_IMODE(st.st_mode):04o} is writable by group or others")
 
@@ -495,7 +504,7 @@ def open_dir_fd(dirfd: int | None, name: str, display: str, create: bool = True,
         created = create and _mkdir(dirfd, name)
         fd = _open_dir(dirfd, name, display)
         try:
-            _check_dir(fd, display, created, ledger_root, readonly)
+            _check_dir(fd, display, created, ledger_root, readonly, _owner_of(dirfd, readonly))
         except BaseException:
             os.close(fd)
             raise
@@ -541,10 +550,13 @@ def _open_dir(dirfd: int | None, name: str, display: str) -> int:
         raise
 
 
-def _check_dir(fd: int, display: str, created: bool, ledger_root: bool, readonly: bool) -> None:
+def _check_dir(fd: int, display: str, created: bool, ledger_root: bool, readonly: bool,
+               owner: int | None = None) -> None:
     """Set a new directory's mode; check an existing one's owner, mode and
     (``ledger_root``) content, tightening a readable-by-others mode unless
-    ``readonly``.
+    ``readonly``. The owner must be this user; ``readonly``, it may be
+    another (an audit of another user's ledger): the ledger directory's
+    own, whoever that is, then ``owner`` (the ledger directory's) below it.
 
     Raises:
         UnsafeLedgerPath: another owner, a group/other-writable mode, or
@@ -555,7 +567,7 @@ def _check_dir(fd: int, display: str, created: bool, ledger_root: bool, readonly
     if created:
         os.fchmod(fd, 0o700)
         return
-    _check_owned(display, st)
+    _check_owned(display, st, (st.st_uid if ledger_root else owner) if readonly else None)
     if ledger_root and not _looks_like_a_ledger(fd):
         raise UnsafeLedgerPath(display, "exists and is not a ledger (it holds files other "
                                         "than a ledger's, and no events.jsonl or lock): "
@@ -569,11 +581,21 @@ def _check_dir(fd: int, display: str, created: bool, ledger_root: bool, readonly
             os.fchmod(fd, mode & 0o700)
 
 
+def _owner_of(dirfd: int | None, readonly: bool) -> int | None:
+    """Whom what is opened in ``dirfd`` must belong to: this user
+    (``None``); ``readonly``, the owner of ``dirfd`` (checked in its turn,
+    up to the ledger directory: see :func:`_check_dir`)."""
+    return os.fstat(dirfd).st_uid if readonly and dirfd is not None else None
+
+
 def open_private_file(dirfd: int, name: str, display: str, flags: int, create: bool = True,
                       readonly: bool = False) -> int:
     """Open a regular file in the ledger directory, 0600, without following
     symlinks; returns the descriptor (close-on-exec). ``readonly``: open it
-    ``O_RDONLY``, create nothing, and leave a readable-by-others mode as it is.
+    ``O_RDONLY``, create nothing, leave a readable-by-others mode as it is,
+    and accept a file of another user when the directory holding it is
+    theirs too (an audit of another user's ledger, by root or by a reader
+    the owner let in).
 
     Raises:
         UnsafeLedgerPath: a symlink, hard link, another kind of file (a
@@ -592,12 +614,12 @@ def open_private_file(dirfd: int, name: str, display: str, flags: int, create: b
         try:
             fd = os.open(name, flags | _O_FLAGS, 0o600, dir_fd=dirfd)
         except OSError as exc:
-            better = _why_not_opened(exc, dirfd, name, display, flags)
+            better = _why_not_opened(exc, dirfd, name, display, flags, _owner_of(dirfd, readonly))
             if better is None:
                 raise
             raise better from None
         try:
-            _check_file(fd, display, flags, create, readonly)
+            _check_file(fd, display, flags, create, readonly, _owner_of(dirfd, readonly))
         except BaseException:
             os.close(fd)
             raise
@@ -605,7 +627,7 @@ def open_private_file(dirfd: int, name: str, display: str, flags: int, create: b
 
 
 def _why_not_opened(exc: OSError, dirfd: int, name: str, display: str,
-                    flags: int) -> LedgerError | None:
+                    flags: int, owner: int | None = None) -> LedgerError | None:
     """The error that explains why ``os.open`` of ``name`` failed with
     ``exc``: what is there instead of a regular file (a symlink: ELOOP; a
     directory: EISDIR; a socket, or a FIFO without a reader: ENXIO), another
@@ -622,7 +644,7 @@ def _why_not_opened(exc: OSError, dirfd: int, name: str, display: str,
     if not isinstance(exc, PermissionError):
         return None
     try:
-        _check_owned(display, st)
+        _check_owned(display, st, owner)
     except UnsafeLedgerPath as unsafe:
         return unsafe
     if not st.st_mode & 0o200 and flags & (os.O_RDWR | os.O_WRONLY):
@@ -630,10 +652,11 @@ def _why_not_opened(exc: OSError, dirfd: int, name: str, display: str,
     return None
 
 
-def _check_file(fd: int, display: str, flags: int, create: bool, readonly: bool) -> None:
+def _check_file(fd: int, display: str, flags: int, create: bool, readonly: bool,
+                owner: int | None = None) -> None:
     """Check an opened ledger file: a regular file with one link, owned by
-    this user, not group/other-writable; set a new file's mode, tighten a
-    readable-by-others one unless ``readonly``.
+    this user (``owner`` when given), not group/other-writable; set a new
+    file's mode, tighten a readable-by-others one unless ``readonly``.
 
     Raises:
         UnsafeLedgerPath: see :func:`open_private_file`.
@@ -644,7 +667,7 @@ def _check_file(fd: int, display: str, flags: int, create: bool, readonly: bool)
         raise UnsafeLedgerPath(display, f"is {kind_of(st.st_mode)}, not a regular file")
     if st.st_nlink > 1:
         raise UnsafeLedgerPath(display, f"has {st.st_nlink} hard links")
-    _check_owned(display, st)
+    _check_owned(display, st, owner)
     mode = stat.S_IMODE(st.st_mode)
     if create and not st.st_size:  # just made (its mode is the umask's), or empty
         if mode != 0o600:
