@@ -415,7 +415,6 @@ async def _sleep(watch: Watch, timeout: float, mine: int | None = None) -> None:
             return
 
 
-
 class AsyncSpawned:
     """A child started by :meth:`AsyncLedger.spawn`: ``process`` (a
     ``subprocess.Popen``), ``allocation``, ``returncode``; ``await
@@ -480,10 +479,7 @@ async def _spawn(aledger: AsyncLedger, name: str, argv: Sequence[str], rules: An
         spawned.process.kill()
         spawned.wait(note="spawn was cancelled; the child was killed")
 
-    try:
-        spawned = await aledger._thread(sp.start, aledger.ledger, alloc, argv, env, popen, undo=undo)
-    except asyncio.CancelledError:
-        raise
+    spawned = await aledger._thread(sp.start, aledger.ledger, alloc, argv, env, popen, undo=undo)
     return AsyncSpawned(aledger, spawned)
 
 

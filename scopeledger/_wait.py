@@ -77,7 +77,7 @@ import orjson
 
 from ._errors import DelegationError, InvalidScope, Refused, ScopeConflict, UnknownHolder, WaitTimeout, shown
 from ._fold import Allocation
-from ._rules import Permission, ScopeRule, identity_json, overlaps, rule_from_log
+from ._rules import Permission, ScopeRule, overlaps, rule_from_log
 
 log = logging.getLogger("scopeledger")
 
@@ -196,11 +196,8 @@ class Request:
         return [r for r in self.rules if r.permission is Permission.WRITE]
 
     def to_json(self) -> bytes:
-        perm = {Permission.READ: "read", Permission.WRITE: "write"}
-        return orjson.dumps({
-            "name": self.name, "parent": self.parent, "pid": os.getpid(),
-            "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
-                      else [r.path, perm[r.permission], r.recursive, identity_json(r)] for r in self.rules]})
+        return orjson.dumps({"name": self.name, "parent": self.parent, "pid": os.getpid(),
+                             "rules": [r.to_json() for r in self.rules]})
 
 
 #: The descriptors of this process's tickets (each holds its ticket's lock).
@@ -558,10 +555,6 @@ class Watch:
                 self.close()
         #: The longest sleep between two looks, seconds.
         self.period = RECHECK_SECONDS if self.log_watch is not None else POLL_SECONDS
-
-    @property
-    def inotify(self) -> Any:
-        return self.log_watch
 
     def fds(self) -> list[int]:
         out = list(self.pidfds.values())
