@@ -39,8 +39,7 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 from ._errors import UnknownHolder
 from ._fold import Allocation
 from ._rules import ScopeRule
-from ._wait import (Gate, GaveUp, Queue, Request, Watch, first_attempt, notice, one_round, queue_of, timed_out,
-                    whoami)
+from ._wait import Gate, Request, Sleep, Watch, deadline_of, release_grant, resume, waiting, whoami
 
 T = TypeVar("T")
 
@@ -140,11 +139,6 @@ class AsyncLedger:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, undo, result)
 
-    def _release_quietly(self, alloc: Any) -> None:
-        if isinstance(alloc, Allocation):
-            with contextlib.suppress(UnknownHolder):
-                self._ledger.release(alloc.name, token=alloc.token)
-
     # -- mutations --------------------------------------------------------------
 
     async def register(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
@@ -171,6 +165,9 @@ class AsyncLedger:
 
     async def _grant(self, name: Any, rules: Any, parent: Any, parent_token: Any, wait: Any,
                      attempt: Callable[[Callable[[], None]], Allocation]) -> Allocation:
+        """The grant, asked once (``wait`` 0) or waited for: the loop of
+        :func:`scopeledger._wait.waiting`, its blocking steps run in threads
+        and its sleeps on the event loop."""
         from ._ledger import _waits
 
         led = self._ledger
@@ -180,47 +177,28 @@ class AsyncLedger:
         req = await self._thread(Request.of, led, name, rules, parent, parent_token, wait)
         if self._me is None:
             self._me = await self._thread(whoami, led)
-        me = self._me
-        deadline = None if math.isinf(req.wait) else time.monotonic() + req.wait
-        gate = Gate(deadline)
-        queue = queue_of(led)
-        try:
-            out = await self._gated(gate, first_attempt, led, req, queue, attempt, gate, me)
-        except GaveUp:
-            raise timed_out(req, None) from None
-        if isinstance(out, Allocation):
-            return out
-        last = out
-        ticket = None
-        watch = None
-        try:
-            ticket = await self._thread(queue.join, req, undo=Queue.leave)
-            watch = Watch.take(led, queue)
-            notice(req, last)
-            while True:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise timed_out(req, last)
-                out = await self._gated(gate, one_round, led, req, queue, ticket[0], attempt, gate, me)
-                if isinstance(out, Allocation):
-                    return out
-                last = out
-                watch.arm(out.pids, log_too=out.refusal is not None, behind=out.behind)
-                remaining = math.inf if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
-                    raise timed_out(req, last)
-                await _sleep(watch, remaining, ticket[0])
-        except GaveUp:
-            raise timed_out(req, last) from None
-        finally:
-            Queue.leave(ticket)  # first: the next waiter may go on
-            if watch is not None:
-                watch.give_back(led)
+        gate = Gate(deadline_of(req))
+        steps = waiting(led, req, attempt, gate, self._me)
+        with contextlib.closing(steps):  # however this ends, the ticket is given back
+            step = resume(steps)
+            while not isinstance(step, Allocation):
+                try:
+                    if isinstance(step, Sleep):
+                        reply = await _sleep(step.watch, step.seconds, step.mine)
+                    else:
+                        reply = await self._thread(step.fn, *step.args, undo=step.undo, on_cancel=gate.cancel)
+                except BaseException as exc:  # noqa: BLE001 - thrown in (a cancellation too): the loop cleans up
+                    step = resume(steps, error=exc)
+                else:
+                    step = resume(steps, reply)
+            return step
 
     async def _gated(self, gate: Gate, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` in a thread, where a grant passes ``gate``: if this
         coroutine is cancelled, the gate shuts (no grant after it), and a
         grant decided before is released before the cancellation goes on."""
-        return await self._thread(fn, *args, undo=self._release_quietly, on_cancel=gate.cancel)
+        return await self._thread(fn, *args, undo=functools.partial(release_grant, self._ledger),
+                                  on_cancel=gate.cancel)
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
              parent: str | None = None, socket: str | None = None, parent_token: int | None = None,

@@ -60,8 +60,10 @@ predecessors), with a file lock standing for the session.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import math
 import os
@@ -70,7 +72,7 @@ import select
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Generator
 
 import attrs
 import orjson
@@ -482,9 +484,15 @@ def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
         if not waitable(decision.refusal):
             raise decision.refusal
         return blocked_by(ledger, decision.refusal, me)
+    return _ask(ledger, attempt, gate, me)  # refused: taken meanwhile (rare; recorded once)
+
+
+def _ask(ledger: Any, attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any) -> Allocation | Blocked:
+    """``attempt`` once: the grant, or why a refusal that may clear by
+    waiting was met (any other refusal is raised)."""
     try:
         return attempt(gate.commit)
-    except Refused as exc:  # taken meanwhile (rare; recorded once)
+    except Refused as exc:
         if not waitable(exc):
             raise
         return blocked_by(ledger, exc, me)
@@ -504,12 +512,7 @@ def first_attempt(ledger: Any, req: Request, queue: Queue,
     ahead = queue.ahead(None, req, lambda: line_writes(ledger, req.parent))
     if ahead:
         return behind(ahead)
-    try:
-        return attempt(gate.commit)
-    except Refused as exc:
-        if not waitable(exc):
-            raise
-        return blocked_by(ledger, exc, me)
+    return _ask(ledger, attempt, gate, me)
 
 
 def notice(req: Request, blocked: Blocked) -> None:
@@ -701,19 +704,71 @@ def whoami(ledger: Any) -> Any:
     return identify()
 
 
-def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation]) -> Allocation:
-    """Ask; while refused by holders in the way (or behind earlier waiters),
-    wait in the queue; the grant, or :class:`WaitTimeout`.
+def release_grant(ledger: Any, out: Any) -> None:
+    """Release ``out`` if it is a grant (:class:`Allocation`), by its token;
+    one released or reclaimed meanwhile is left so. What a cancelled asyncio
+    waiter does with a grant decided just before its cancellation."""
+    if isinstance(out, Allocation):
+        try:
+            ledger.release(out.name, token=out.token)
+        except UnknownHolder:
+            pass
+
+
+@attrs.frozen
+class Call:
+    """A step of :func:`waiting` that may block on the ledger's lock or the
+    file system: ``fn(*args)``. ``undo(result)``: what a driver cancelled
+    while the call runs does with its result once the call returns (a
+    blocking driver cannot be cancelled there and ignores it)."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    undo: Callable[[Any], None]
+
+
+@attrs.frozen
+class Sleep:
+    """A step of :func:`waiting`: sleep at most ``seconds`` (``float``,
+    ``math.inf``: no deadline) on ``watch`` (:meth:`Watch.wait`), waking
+    for what matters to ticket number ``mine``."""
+
+    watch: Watch
+    seconds: float
+    mine: int
+
+
+def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation], gate: Gate,
+            me: Any) -> Generator[Call | Sleep, Any, Allocation]:
+    """The waiting loop, written once for the blocking caller
+    (:func:`wait_for_grant`) and the asyncio one (``AsyncLedger``): ask;
+    while refused by holders in the way (or behind earlier waiters), wait in
+    the queue until ``gate.deadline`` (``time.monotonic`` seconds, ``None``:
+    for ever). A generator that does no blocking work itself: it yields each
+    step that may block (:class:`Call`, :class:`Sleep`), and its driver runs
+    the step and hands back the outcome with :func:`resume` (what the step
+    raised, a cancellation too, is thrown in: the ticket is given back on
+    the way out, as it is when the generator is closed). Its return value is
+    the grant. Every grant passes ``gate`` under the ledger's lock, so a
+    wait that timed out or was cancelled (``gate.cancel()``) is never
+    granted afterwards.
 
     ``attempt(commit)`` asks the ledger once, calling ``commit()`` under the
     lock just before the grant is built (``Ledger.register`` passes it).
+    ``me``: this process's identity (:func:`whoami`), to tell which holders
+    in the way have a pidfd here.
+
+    Raises:
+        WaitTimeout: not granted by the deadline (never granted afterwards).
+        Refused: a refusal that cannot clear by waiting (a ``DuplicateHolder``,
+            a ``DelegationError`` not naming a sibling, ...).
+        UnknownHolder: the parent is gone (or granted again).
     """
-    me = whoami(ledger)
-    deadline = None if math.isinf(req.wait) else time.monotonic() + req.wait
-    gate = Gate(deadline)
+    deadline = gate.deadline
     queue = queue_of(ledger)
+    undo_grant = functools.partial(release_grant, ledger)
     try:
-        out = first_attempt(ledger, req, queue, attempt, gate, me)
+        out = yield Call(first_attempt, (ledger, req, queue, attempt, gate, me), undo_grant)
     except GaveUp:
         raise timed_out(req, None) from None
     if isinstance(out, Allocation):
@@ -722,13 +777,13 @@ def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], No
     ticket = None
     watch = None
     try:
-        ticket = queue.join(req)
+        ticket = yield Call(queue.join, (req,), Queue.leave)
         watch = Watch.take(ledger, queue)
         notice(req, last)
         while True:
             if deadline is not None and time.monotonic() >= deadline:
                 raise timed_out(req, last)
-            out = one_round(ledger, req, queue, ticket[0], attempt, gate, me)
+            out = yield Call(one_round, (ledger, req, queue, ticket[0], attempt, gate, me), undo_grant)
             if isinstance(out, Allocation):
                 return out
             last = out
@@ -736,10 +791,50 @@ def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], No
             remaining = math.inf if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise timed_out(req, last)
-            watch.wait(remaining, ticket[0])
+            yield Sleep(watch, remaining, ticket[0])
     except GaveUp:
         raise timed_out(req, last) from None
     finally:
-        queue.leave(ticket)  # first: the next waiter may go on
+        Queue.leave(ticket)  # first: the next waiter may go on
         if watch is not None:
             watch.give_back(ledger)
+
+
+def resume(steps: Generator[Call | Sleep, Any, Allocation], reply: Any = None,
+           error: BaseException | None = None) -> Call | Sleep | Allocation:
+    """Go on with :func:`waiting` once its last step returned ``reply`` or
+    raised ``error`` (thrown in); the next step, or the grant once done.
+
+    Raises:
+        as :func:`waiting`; ``error`` itself when the loop does not turn it
+        into one of those (a cancellation, ``KeyboardInterrupt``).
+    """
+    try:
+        return steps.send(reply) if error is None else steps.throw(error)
+    except StopIteration as done:
+        return done.value
+
+
+def deadline_of(req: Request) -> float | None:
+    """``req``'s deadline, ``time.monotonic`` seconds from now (``None``:
+    it waits for ever)."""
+    return None if math.isinf(req.wait) else time.monotonic() + req.wait
+
+
+def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation]) -> Allocation:
+    """:func:`waiting`, blocking this thread; the grant.
+
+    Raises:
+        as :func:`waiting`.
+    """
+    steps = waiting(ledger, req, attempt, Gate(deadline_of(req)), whoami(ledger))
+    with contextlib.closing(steps):  # however this ends, the ticket is given back
+        step = resume(steps)
+        while not isinstance(step, Allocation):
+            try:
+                reply = step.watch.wait(step.seconds, step.mine) if isinstance(step, Sleep) else step.fn(*step.args)
+            except BaseException as exc:  # noqa: BLE001 - thrown in (KeyboardInterrupt too): the loop cleans up
+                step = resume(steps, error=exc)
+            else:
+                step = resume(steps, reply)
+        return step

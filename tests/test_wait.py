@@ -405,3 +405,33 @@ def test_threads_sharing_one_ledger_wait_and_are_served_one_at_a_time(ledger, tm
         t.join(BOUND)
     assert not errors and not overlap
     assert [g["holder"]["name"] for g in grants(ledger)][1:] == [f"t{i}" for i in range(8)]
+
+
+@pytest.mark.parametrize("how", ["thrown", "closed"])
+def test_the_waiting_loop_gives_its_ticket_back_however_its_driver_stops(ledger, ledger_dir, tmp_path, how):
+    """``_wait.waiting`` driven step by step, as ``Ledger`` and ``AsyncLedger``
+    drive it: asleep in the queue, an exception thrown in (a cancellation,
+    ``KeyboardInterrupt``) goes on out of it, and closing it stops it too;
+    either way its ticket is gone and nothing was granted."""
+    from scopeledger._wait import Call, Gate, Request, Sleep, resume, waiting, whoami
+
+    class Stop(BaseException):
+        pass
+
+    src = str(tmp_path / "src")
+    ledger.register("holder", [W(src)])
+    req = Request.of(ledger, "w", [W(src)], None, None, BOUND)
+    steps = waiting(ledger, req, lambda commit: ledger.register("w", [W(src)]), Gate(time.monotonic() + BOUND),
+                    whoami(ledger))
+    step = resume(steps)
+    while isinstance(step, Call):
+        step = resume(steps, step.fn(*step.args))
+    assert isinstance(step, Sleep) and len(tickets(ledger_dir)) == 1
+    if how == "thrown":
+        with pytest.raises(Stop):
+            resume(steps, error=Stop())
+    else:
+        steps.close()
+    assert tickets(ledger_dir) == [] and grants(ledger, "w") == []
+    with pytest.raises(StopIteration):
+        next(steps)
