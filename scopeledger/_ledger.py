@@ -1595,9 +1595,10 @@ class Ledger:
 
     def adopt(self, name: str, token: int) -> "Adopted":
         """Take back grant ``(name, token)`` after a restart:
-        :func:`scopeledger._spawn.adopt` (a running child keeps it, and the
-        :class:`~scopeledger.Adopted` waits for it; a gone process's grant
-        is bound to this process)."""
+        :func:`scopeledger._spawn.adopt` (a process alive, or not provably
+        gone, keeps it, and the :class:`~scopeledger.Adopted` waits for it;
+        a proven-gone process's grant is bound to this process; errors
+        there)."""
         from ._spawn import adopt
 
         return adopt(self, name, token)

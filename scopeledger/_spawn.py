@@ -17,11 +17,13 @@ reclaimed, or taken back by :func:`adopt`).
 
 ``adopt(ledger, name, token)`` is for a supervisor that restarted and kept
 the names and tokens of its grants: a grant whose process is alive (a child
-still running) stays bound to it, and the returned :class:`Adopted` waits for
-it to exit (with a pidfd) and then releases it (its exit status is not known
-to a process that is not its parent: the release says so in its note); a
-grant whose process is gone (the old supervisor itself) is bound to this
-process, so that it is not reclaimed and its children stay its children.
+still running), or not provably gone (liveness unknown: on another host, in
+another PID namespace, ...), stays bound to it, and the returned
+:class:`Adopted` waits until that process is proven gone and then releases
+it (its exit status is not known to a process that is not its parent: the
+release says so in its note); a grant whose process is proven gone (the old
+supervisor itself) is bound to this process, so that it is not reclaimed and
+its children stay its children.
 """
 
 from __future__ import annotations
@@ -218,8 +220,9 @@ class Adopted:
     Attributes:
         allocation: the :class:`Allocation` as it is now.
         rebound: ``True`` when it was bound to this process (its process
-            was gone); ``False`` when its own process (a child still
-            running) keeps it.
+            was proven gone, or was this one); ``False`` when its own
+            process keeps it (a child still running, or a process whose
+            liveness is unknown here).
     """
 
     def __init__(self, ledger: Any, allocation: Allocation, rebound: bool) -> None:
@@ -228,11 +231,13 @@ class Adopted:
         self.rebound = rebound
 
     def wait(self, timeout: float | None = None, *, note: str | None = None) -> bool:
-        """For a grant still bound to a running child: wait until that
-        process exits (a pidfd; the probe every second where none can be
-        had), then release the grant (``note``, default one saying that the
-        exit status is unknown here); ``True`` once released, ``False``
-        when ``timeout`` ran out. A rebound grant (this process's own) is
+        """For a grant still bound to its process: wait until the ledger's
+        probe proves that process gone (woken by a pidfd when it exits; the
+        probe asked every :data:`ADOPT_POLL_SECONDS` anyway), then release
+        the grant (``note``, default one saying that the exit status is
+        unknown here). ``timeout``: seconds (``None``: for ever). ``True``
+        once the process is gone and the grant released (by this call, or
+        meanwhile by another), ``False`` when ``timeout`` ran out. A rebound grant (this process's own) is
         not waited for: ``False`` at once."""
         if self.rebound:
             return False
@@ -253,7 +258,12 @@ class Adopted:
                     return False
                 step = ADOPT_POLL_SECONDS if remaining is None else min(remaining, ADOPT_POLL_SECONDS)
                 if fd >= 0:
-                    select.select([fd], [], [], step)
+                    if select.select([fd], [], [], step)[0]:
+                        # Exited. A pidfd stays readable: from now on the probe
+                        # alone (a pid of another host or namespace names another
+                        # process here, which may exit long before the holder's).
+                        os.close(fd)
+                        fd = -1
                 else:
                     time.sleep(step)
         finally:
@@ -269,22 +279,25 @@ class Adopted:
 
 def adopt(ledger: Any, name: str, token: int) -> Adopted:
     """Take back grant ``(name, token)`` after a restart (see the module
-    docstring): its process alive, it stays bound to it; otherwise it is
-    bound to this process (``attach``).
+    docstring): its process alive or not provably gone (the ledger's probe
+    says ``unknown``), it stays bound to it (a live holder is never taken
+    on a guess); proven gone, it is bound to this process (``attach``).
 
     Raises:
+        TypeError: ``token`` is not an ``int``.
         UnknownHolder: the grant is not live any more (reclaimed or
             released meanwhile: too late), or ``name`` is live with another
             grant.
-        InvalidHolderName, TypeError: as :meth:`Ledger.attach`.
+        InvalidHolderName: as :meth:`Ledger.attach`.
     """
-    alloc = ledger.holder(name)
     if type(token) is not int:
         raise TypeError(f"token must be an int (a grant's seq), not {shown(token)}")
+    alloc = ledger.holder(name)
     if alloc.token != token:
         raise UnknownHolder(name, message=f"holder '{name}' is live with another grant "
                                           f"(token {alloc.token}, not {token})")
     verdict = ledger.liveness([alloc])[name]
-    if verdict.liveness is Liveness.ALIVE and alloc.pid != os.getpid():
-        return Adopted(ledger, alloc, False)
-    return Adopted(ledger, ledger.attach(name, token=token), True)
+    ours = verdict.liveness is Liveness.ALIVE and alloc.pid == os.getpid()
+    if verdict.dead or ours:
+        return Adopted(ledger, ledger.attach(name, token=token), True)
+    return Adopted(ledger, alloc, False)

@@ -236,3 +236,41 @@ def test_a_grant_line_with_a_bad_note_is_corrupt(ledger, tmp_path, note, message
     open(log, "wb").write(b"\n".join(lines) + b"\n")
     with pytest.raises(CorruptLedger, match=message):
         Ledger.open(ledger.path + "/../ledger")
+
+
+def test_adopt_leaves_a_grant_whose_process_may_be_alive_bound_to_it(tmp_path):
+    """A grant whose process's liveness is unknown here (a live holder on
+    another host) is not proven gone: adopting it must not take it from that
+    process (it stays bound, not rebound to the adopter), and waiting for it
+    does not release it."""
+    from scopeledger import Liveness
+    from test_identity import need_unshare, ready, spawn as helper
+
+    need_unshare(["--mount"])
+    led_dir = tmp_path / "l"
+    p = helper(["unshare", "--mount", sys.executable, "-m", "tools.torture.identity", "other-host", str(led_dir)])
+    try:
+        ready(p)
+        with Ledger.open(led_dir) as led:
+            remote = led.holder("remote")
+            assert led.liveness([remote])["remote"].liveness is Liveness.UNKNOWN
+            adopted = led.adopt("remote", remote.token)
+            assert adopted.rebound is False
+            assert led.holder("remote").process == remote.process
+            assert adopted.wait(timeout=0) is False
+            assert led.check("remote", remote.token) and released(led, "remote") == []
+            # Its pid here names a process that has exited (the helper, not
+            # reaped yet: its pidfd is readable) while the holder stays
+            # unknown: waiting asks the probe again after that exit, not in a
+            # loop on the readable pidfd.
+            p.kill()
+            os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
+            asks = []
+            real = led.liveness
+            led.liveness = lambda holders: asks.append(1) or real(holders)
+            assert adopted.wait(timeout=0.3) is False
+            assert 1 <= len(asks) <= 3, len(asks)  # the first look, one when woken, one at the deadline
+            assert led.check("remote", remote.token)
+    finally:
+        p.kill()
+        p.wait()
