@@ -100,6 +100,7 @@ IN_MODIFY = 0x2
 IN_CLOSE_WRITE = 0x8
 IN_MOVED_FROM = 0x40
 IN_DELETE = 0x200
+IN_Q_OVERFLOW = 0x4000
 
 
 def waitable(err: BaseException) -> bool:
@@ -587,9 +588,10 @@ class Watch:
 
     def drain(self, mine: int | None = None) -> bool:
         """Read what woke the waiter; whether it matters: an append to the
-        log (while watched), a holder's exit, or the ticket it stands
-        behind leaving or closing (without one: any ticket before ``mine``;
-        names that are not tickets never)."""
+        log (while watched), a holder's exit, the ticket it stands behind
+        leaving or closing (without one: any ticket before ``mine``; names
+        that are not tickets never), or the queue's events lost (the
+        kernel's queue overflowed)."""
         relevant = False
         if self.log_watch is not None:
             try:
@@ -601,15 +603,15 @@ class Watch:
             try:
                 for ev in self.queue_watch.read(timeout=0):
                     name = ev.name
-                    if not name.isdigit():
+                    if ev.mask & IN_Q_OVERFLOW:
+                        relevant = True  # events were lost: one that mattered may be among them
+                    elif not name.isdigit():
                         continue
-                    if self.behind is not None:
+                    elif self.behind is not None:
                         relevant = relevant or int(name) == self.behind
                     elif self.watch_log:
                         continue  # refused: holders are in the way, not waiters
                     elif mine is None or int(name) < mine:
-                        relevant = True
-                    elif ev.mask & 0x4000:  # IN_Q_OVERFLOW: events were lost
                         relevant = True
             except OSError:
                 relevant = True

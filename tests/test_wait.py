@@ -435,3 +435,29 @@ def test_the_waiting_loop_gives_its_ticket_back_however_its_driver_stops(ledger,
     assert tickets(ledger_dir) == [] and grants(ledger, "w") == []
     with pytest.raises(StopIteration):
         next(steps)
+
+
+def test_a_waiter_looks_again_when_the_queues_inotify_events_were_lost(ledger, tmp_path):
+    """More events than the kernel queues for an inotify instance
+    (``fs.inotify.max_queued_events``): they are dropped and an overflow
+    event says so; one that mattered (a ticket before this waiter's leaving)
+    may be among them, so the waiter looks again (it slept on, up to
+    RECHECK_SECONDS, as if nothing had happened)."""
+    from scopeledger._wait import Queue, Watch
+
+    with open("/proc/sys/fs/inotify/max_queued_events") as f:
+        limit = int(f.read())
+    if limit > 100_000:
+        pytest.skip(f"fs.inotify.max_queued_events is {limit}: too many files to make here")
+    q = Queue(ledger.path)
+    q._make_dir()
+    w = Watch(ledger, q)
+    if w.queue_watch is None:
+        pytest.skip("no inotify here")
+    try:
+        w.arm((), log_too=False, behind=1)  # ticket 2 standing back for ticket 1: only ticket 1 matters
+        for i in range(limit + 10):  # names that are not tickets: each alone does not matter
+            open(os.path.join(q.dir, f"x{i}"), "wb").close()
+        assert w.drain(mine=2) is True
+    finally:
+        w.close()
