@@ -50,8 +50,8 @@ waiter looks every :data:`POLL_SECONDS` instead.
 **A timed-out or cancelled wait is never granted afterwards.** The last
 check before a waiter's grant is written runs under the ledger's lock
 (:meth:`Gate.commit`): past the deadline, or once cancelled, nothing is
-written. Cancelling (:meth:`Gate.cancel`) says whether the grant was decided
-before it; then the canceller releases it (AsyncLedger does).
+written. A grant decided before the cancellation is returned by the call
+that was cancelled; its canceller releases it (AsyncLedger does).
 
 Sources: the ticket queue is the classic ticket lock / the "lock" recipe of
 ZooKeeper and etcd (a waiter queues by a sequence number and watches its
@@ -136,16 +136,16 @@ class GaveUp(Exception):
 class Gate:
     """The waiter's last word on a grant, and its cancellation, made
     atomic with each other (a thread lock): either :meth:`commit` runs
-    first (the grant is written; :meth:`cancel` then returns ``True`` and
-    the canceller must release it) or :meth:`cancel` does (no grant)."""
+    first (the grant is written, and the call that was cancelled returns
+    it: the canceller must release it) or :meth:`cancel` does (no grant).
+    ``deadline``: ``time.monotonic`` seconds, ``None`` for none."""
 
-    __slots__ = ("_lock", "deadline", "cancelled", "committed")
+    __slots__ = ("_lock", "deadline", "cancelled")
 
     def __init__(self, deadline: float | None) -> None:
         self._lock = threading.Lock()
         self.deadline = deadline
         self.cancelled = False
-        self.committed = False
 
     def commit(self) -> None:
         """Called under the ledger's lock just before the grant is built.
@@ -158,13 +158,12 @@ class Gate:
                 raise GaveUp("cancelled")
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 raise GaveUp("deadline")
-            self.committed = True
 
-    def cancel(self) -> bool:
-        """No grant after this; ``True`` when one was decided before."""
+    def cancel(self) -> None:
+        """No grant after this (one that passed :meth:`commit` before is
+        the cancelled call's result)."""
         with self._lock:
             self.cancelled = True
-            return self.committed
 
 
 @attrs.frozen
