@@ -102,7 +102,9 @@ def test_a_cancellation_racing_the_grant_leaves_no_grant_behind(ledger_dir, tmp_
     Ledger.open(ledger_dir).close()
     inside = threading.Event()
     go_on = threading.Event()
+    shut = threading.Event()
     real_commit = wait_mod.Gate.commit
+    real_cancel = wait_mod.Gate.cancel
 
     def commit(self):
         if when == "after":
@@ -112,14 +114,19 @@ def test_a_cancellation_racing_the_grant_leaves_no_grant_behind(ledger_dir, tmp_
         if when == "before":
             real_commit(self)
 
+    def cancel(self):
+        real_cancel(self)
+        shut.set()
+
     monkeypatch.setattr(wait_mod.Gate, "commit", commit)
+    monkeypatch.setattr(wait_mod.Gate, "cancel", cancel)
 
     async def main():
         async with await AsyncLedger.open(ledger_dir) as aled:
             task = asyncio.ensure_future(aled.register("racer", [W(src)]))
             await asyncio.to_thread(inside.wait, BOUND)
             task.cancel()
-            await asyncio.sleep(0)  # the cancellation reaches the task; its gate shuts
+            assert await asyncio.to_thread(shut.wait, BOUND)  # the cancellation reached the task: its gate shut
             go_on.set()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -226,8 +233,18 @@ def test_until_lost_tells_the_holder_who_took_its_scope_and_why(ledger_dir, tmp_
     async def main():
         async with await AsyncLedger.open(ledger_dir) as aled:
             a = await aled.register("worker", [W(src)])
+            seen_live = asyncio.Event()
+            check = aled.check
+
+            async def checked(name, token):
+                live = await check(name, token)
+                if live:
+                    seen_live.set()
+                return live
+
+            aled.check = checked
             lost = asyncio.ensure_future(aled.until_lost("worker", a.token))
-            await asyncio.sleep(0)
+            await seen_live.wait()  # until_lost found the grant live: it must wait now
             assert not lost.done()
             # An operator in another process forces it out, saying why.
             code = ("import sys; from scopeledger import Ledger; Ledger.open(sys.argv[1]).release("

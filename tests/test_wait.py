@@ -279,7 +279,13 @@ def test_a_delegation_from_the_holder_an_earlier_waiter_waits_for_is_not_held_ba
         w.wait()
 
 
-def test_refusals_that_cannot_clear_by_waiting_are_raised_at_once(ledger, tmp_path):
+def test_refusals_that_cannot_clear_by_waiting_are_raised_at_once(ledger, tmp_path, monkeypatch):
+    from scopeledger._wait import Queue
+
+    def join(self, req):
+        raise AssertionError(f"'{req.name}' joined the queue for a refusal that cannot clear by waiting")
+
+    monkeypatch.setattr(Queue, "join", join)  # waiting would hang (wait=math.inf): fail instead
     src = str(tmp_path / "src")
     ledger.register("parent", [W(src)])
     t0 = time.monotonic()
