@@ -224,7 +224,10 @@ class AsyncLedger:
         return await _spawn(self, name, argv, rules, **options)
 
     async def adopt(self, name: str, token: int) -> Any:
-        """:meth:`Ledger.adopt` (in a thread); an :class:`~scopeledger.Adopted`."""
+        """:meth:`Ledger.adopt` (in a thread); an :class:`~scopeledger.Adopted`,
+        whose ``wait()`` blocks: call it in a thread
+        (``await asyncio.to_thread(adopted.wait, timeout)``), never on the
+        loop."""
         return await _adopt(self, name, token)
 
     async def attach(self, name: str, pid: int | None = None, token: int | None = None) -> Allocation:

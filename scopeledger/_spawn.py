@@ -56,10 +56,13 @@ _GATE_SH = 'read -r _ < /dev/fd/{fd} || exit 125; exec "$@"'
 
 
 def _gate(fd: int) -> list[str]:
+    """The gate's argv (bash where there is one, else ``/bin/sh``), the
+    pipe's read end being descriptor ``fd``; the command's argv follows."""
     bash = shutil.which("bash", path="/usr/bin:/bin")
     if bash is not None:
         return [bash, "-c", _GATE_BASH.format(fd=fd), "scopeledger-spawn"]
     return ["/bin/sh", "-c", _GATE_SH.format(fd=fd), "scopeledger-spawn"]
+
 
 #: How often :meth:`Adopted.wait` asks the probe when no pidfd can watch
 #: the process (another PID namespace), in seconds.
@@ -152,13 +155,19 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
         env: the child's environment (default this process's), to which the
             three ``SCOPELEDGER_*`` variables are added.
         popen: more ``subprocess.Popen`` arguments (``cwd``, ``stdout``,
-            ...; not ``args``, ``env``, ``pass_fds``, ``preexec_fn``).
+            ...; not ``args``, ``env``, ``pass_fds``, ``preexec_fn``,
+            ``executable``).
 
     Raises:
-        as :meth:`Ledger.register`/:meth:`Ledger.delegate` (nothing is
-        started); ``TypeError``/``ValueError`` for an empty or non-string
-        ``argv``; ``OSError`` when the gate (``/bin/sh``) cannot start (the
-        grant is released).
+        TypeError: ``argv`` is not a non-empty sequence of ``str``;
+            ``popen`` has a key spawn sets itself; ``parent_token``
+            without ``parent`` (nothing is asked or started).
+        Refused, WaitTimeout, ...: as :meth:`Ledger.register` /
+            :meth:`Ledger.delegate` (nothing is started).
+        OSError: the gate (bash, else ``/bin/sh``) cannot start (the grant
+            is released).
+        UnknownHolder: the grant was taken away before it could be bound
+            to the child (the command never runs; the grant is released).
     """
     check_spawn_args(argv, popen, parent, parent_token)
     if parent is None:
@@ -169,7 +178,11 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
 
 
 def check_spawn_args(argv: Any, popen: Mapping[str, Any], parent: Any, parent_token: Any) -> None:
-    """Raises ``TypeError`` for what :func:`spawn` refuses before it asks."""
+    """What :func:`spawn` refuses before it asks the ledger.
+
+    Raises:
+        TypeError: see :func:`spawn`.
+    """
     if isinstance(argv, (str, bytes)) or not argv or not all(isinstance(a, str) for a in argv):
         raise TypeError(f"argv must be a non-empty sequence of str, not {shown(argv)}")
     for key in ("args", "env", "pass_fds", "preexec_fn", "executable"):
