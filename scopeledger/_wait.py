@@ -669,13 +669,23 @@ class Watch:
             self.close()
 
     def close(self) -> None:
+        """Close the pidfds now and the inotify instances in a thread of
+        their own: closing one waits for the kernel (an RCU grace period,
+        about 10 ms measured on 2 shared cores), which neither a caller
+        just granted nor an event loop (AsyncLedger gives watches back on
+        the loop) should wait for."""
         for fd in self.pidfds.values():
             os.close(fd)
         self.pidfds.clear()
-        for ino in (self.log_watch, self.queue_watch):
-            if ino is not None:
-                ino.close()
+        inos = [ino for ino in (self.log_watch, self.queue_watch) if ino is not None]
         self.log_watch = self.queue_watch = None
+        if inos:
+            threading.Thread(target=_close_all, args=(inos,), name="scopeledger-inotify-close", daemon=True).start()
+
+
+def _close_all(inos: list[Any]) -> None:
+    for ino in inos:
+        ino.close()
 
 
 #: Watches kept per ledger object for the next wait (see Watch.take).

@@ -257,3 +257,46 @@ def test_until_lost_tells_the_holder_who_took_its_scope_and_why(ledger_dir, tmp_
             assert not await aled.check("worker", a.token)
 
     run(main())
+
+
+def test_waiting_coroutines_never_close_an_inotify_instance_on_the_loop(ledger_dir, tmp_path, monkeypatch):
+    """Closing an inotify instance waits for the kernel (about 10 ms here):
+    with more waiters than a ledger's pool of watches keeps (``POOL``), the
+    watches given back are closed, and never on the event loop's thread."""
+    from inotify_simple import INotify
+
+    closed_on = []
+    real_close = INotify.close
+
+    def close(self):
+        closed_on.append(threading.get_ident())
+        real_close(self)
+
+    monkeypatch.setattr(INotify, "close", close)
+    src = str(tmp_path / "src")
+    Ledger.open(ledger_dir).close()
+    h = holder_process(ledger_dir, "builder", [src])
+    n = wait_mod.POOL + 4
+
+    async def worker(aled, i):
+        async with aled.hold(f"w{i}", [W(src)], wait=BOUND):
+            pass
+
+    async def main():
+        loop_thread = threading.get_ident()
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            tasks = []
+            for i in range(n):
+                tasks.append(asyncio.ensure_future(worker(aled, i)))
+                await asyncio.to_thread(until, lambda: len(tickets(ledger_dir)) == i + 1, f"w{i}'s ticket")
+            h.stdin.close()
+            await asyncio.gather(*tasks)
+            # n watches were in use at once; POOL of them are kept, the others closed (two instances each).
+            await asyncio.to_thread(until, lambda: len(closed_on) >= 2 * (n - wait_mod.POOL), "the closes")
+            assert loop_thread not in closed_on
+
+    try:
+        run(main())
+    finally:
+        h.kill()
+        h.wait()
