@@ -36,7 +36,7 @@ import os
 import time
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
-from ._errors import UnknownHolder
+from ._errors import UnknownHolder, shown
 from ._fold import Allocation
 from ._rules import ScopeRule
 from ._wait import Gate, Request, Sleep, Watch, deadline_of, release_grant, resume, waiting, whoami
@@ -272,7 +272,7 @@ class AsyncLedger:
             TypeError, ValueError, CorruptLedger: as :meth:`Ledger.wait`.
         """
         if type(after) is not int:
-            raise TypeError(f"after must be an int (a seq), not {after!r}")
+            raise TypeError(f"after must be an int (a seq), not {shown(after)}")
         from ._ledger import _check_timeout
 
         _check_timeout("timeout", timeout)

@@ -508,7 +508,12 @@ def first_attempt(ledger: Any, req: Request, queue: Queue,
                   attempt: Callable[[Callable[[], None]], Allocation], gate: Gate,
                   me: Any) -> Allocation | Blocked:
     """Before joining the queue: with no earlier waiter to stand back for,
-    ask as a request without ``wait`` does (a refusal is recorded)."""
+    ask as a request without ``wait`` does (a refusal is recorded).
+    Returns the grant or why not.
+
+    Raises:
+        as :func:`one_round`.
+    """
     ahead = queue.ahead(None, req, lambda: line_writes(ledger, req.parent))
     if ahead:
         return behind(ahead)
