@@ -18,6 +18,7 @@ import logging
 import operator
 import os
 import re
+import sys
 import threading
 import time
 import weakref
@@ -652,10 +653,14 @@ class Ledger:
     def close(self) -> None:
         """Release the allocations of this object's live :meth:`hold` guards
         (their holders are done when their ledger is), then close the
-        descriptors. The object cannot be used afterwards."""
+        descriptors (the log's, and the watches kept for the next
+        ``wait=``). The object cannot be used afterwards."""
         for guard in list(self._holds):
             guard.release()
         self._store.close()
+        waiting = sys.modules.get("scopeledger._wait")  # imported by the first wait=, if any
+        if waiting is not None:
+            waiting.forget(self)
 
     def __enter__(self) -> "Ledger":
         return self

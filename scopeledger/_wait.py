@@ -703,6 +703,15 @@ POOL = 8
 _queues: "weakref.WeakKeyDictionary[Any, Queue]" = weakref.WeakKeyDictionary()
 
 
+def forget(ledger: Any) -> None:
+    """Close the watches kept for ``ledger`` (its :meth:`close`): their
+    inotify instances count against a per-user limit
+    (``fs.inotify.max_user_instances``, 128 by default)."""
+    for w in _watches.pop(ledger, ()):
+        w.close()
+    _queues.pop(ledger, None)
+
+
 def queue_of(ledger: Any) -> Queue:
     q = _queues.get(ledger)
     if q is None:

@@ -467,3 +467,38 @@ def test_a_waiter_looks_again_when_the_queues_inotify_events_were_lost(ledger, t
         assert w.drain(mine=2) is True
     finally:
         w.close()
+
+
+def _inotify_fds():
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify":
+                out.add(int(fd))
+        except OSError:
+            pass
+    return out
+
+
+def test_closing_a_ledger_closes_the_watches_it_kept_for_the_next_wait(ledger_dir, tmp_path):
+    """A waiter's inotify instances are kept for the next wait of the same
+    ledger object (up to POOL watches, two instances each, from a per-user
+    limit of 128 by default); closing the ledger closes them."""
+    from scopeledger import _wait
+
+    src = str(tmp_path / "src")
+    before = _inotify_fds()
+    led = Ledger.open(ledger_dir)
+    h = holder_process(ledger_dir, "builder", [src])
+    try:
+        with pytest.raises(WaitTimeout):
+            led.register("w", [W(src)], wait=0.1)
+        kept = _inotify_fds() - before
+        if not kept:
+            pytest.skip("no inotify here: nothing is kept")
+        assert _wait._watches.get(led)
+        led.close()
+        assert not _wait._watches.get(led)
+        until(lambda: not (kept & _inotify_fds()), "the kept inotify instances closed")
+    finally:
+        finish(h)
