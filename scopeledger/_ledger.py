@@ -1557,19 +1557,17 @@ class Ledger:
         Raises:
             as :meth:`register` / :meth:`delegate`.
         """
+        if parent is None and parent_token is not None:
+            raise TypeError("parent_token is given without parent")
         written: list[Any] = []
         guard = None
         alloc = None
         try:
             if _waits(wait):
-                if parent is None and parent_token is not None:
-                    raise TypeError("parent_token is given without parent")
                 alloc = (self.register(name, rules, pid, socket=socket, wait=wait, note=note) if parent is None
                          else self.delegate(parent, name, rules, pid, socket=socket, parent_token=parent_token,
                                             wait=wait, note=note))
             elif parent is None:
-                if parent_token is not None:
-                    raise TypeError("parent_token is given without parent")
                 alloc = self._register(name, rules, pid, socket, written, None, note)
             else:
                 alloc = self._delegate(parent, name, rules, pid, False, socket, parent_token, written, None, note)

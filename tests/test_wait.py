@@ -502,3 +502,11 @@ def test_closing_a_ledger_closes_the_watches_it_kept_for_the_next_wait(ledger_di
         until(lambda: not (kept & _inotify_fds()), "the kept inotify instances closed")
     finally:
         finish(h)
+
+
+@pytest.mark.parametrize("wait", [0, BOUND])
+def test_hold_with_a_parent_token_but_no_parent_records_nothing(ledger, tmp_path, wait):
+    before = ledger.seq
+    with pytest.raises(TypeError, match="parent_token is given without parent"):
+        ledger.hold("h", [W(str(tmp_path / "a"))], parent_token=1, wait=wait)
+    assert ledger.seq == before and tickets(ledger.path) == []
