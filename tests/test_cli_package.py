@@ -69,3 +69,36 @@ def test_run_imports_no_rendering_manifest_or_plotting(tmp_path: Path) -> None:
     got = _ledger("--ledger", str(tmp_path / "L"), "run", "--write", str(tmp_path / "t"), "--", "true")
     assert not _top(got) & {"rich", "cattrs", "tomllib", "matplotlib", "pyarrow"}, _top(got)
     assert "scopeledger.cli.render" not in got and "scopeledger.cli.query" not in got
+
+
+# -- the lazy table of scopeledger/__init__.py -------------------------------------------------
+
+
+def _type_checking_imports() -> dict[str, str]:
+    """Name -> module of each import under ``if TYPE_CHECKING:`` in ``scopeledger/__init__.py``."""
+    import scopeledger
+
+    tree = ast.parse(Path(scopeledger.__file__).read_text())
+    found: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom) and imp.level == 1 and imp.module, ast.dump(imp)
+                for alias in imp.names:
+                    assert alias.name not in found, alias.name
+                    found[alias.name] = imp.module
+    return found
+
+
+def test_the_lazy_table_all_and_the_type_checking_imports_name_the_same() -> None:
+    import importlib
+
+    import scopeledger
+
+    table: dict[str, str] = scopeledger._PUBLIC  # type: ignore[attr-defined]
+    assert len(scopeledger.__all__) == len(set(scopeledger.__all__)), "a name twice in __all__"
+    assert set(scopeledger.__all__) == set(table), set(scopeledger.__all__) ^ set(table)
+    assert _type_checking_imports() == table
+    for name, module in table.items():  # each name is the object its module defines
+        assert getattr(scopeledger, name) is getattr(importlib.import_module(f"scopeledger.{module}"), name), name
+    assert set(table) <= set(dir(scopeledger))
