@@ -3,6 +3,14 @@ what it imports to start (issue 18: a fact, not a timing)."""
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import clean_env
 from scopeledger import ENV_DIR
 from scopeledger.cli import params
 
@@ -14,15 +22,6 @@ def test_the_command_line_names_the_librarys_variable() -> None:
 
 # -- start-up: what each command imports (issue 18) -------------------------------------------
 
-import ast  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from helpers import clean_env  # noqa: E402
-
 #: Third-party modules that cost start-up time and that a command imports only when it needs them.
 HEAVY = {"attr", "attrs", "cattrs", "psutil", "rich", "orjson", "matplotlib", "pyarrow", "tomllib"}
 
@@ -31,9 +30,11 @@ _REPORT = ("import sys, atexit\n"
 
 
 def _modules(code: str, *args: str, cwd: Path | None = None) -> set[str]:
-    """The modules a new interpreter has imported when ``code`` (given ``args``) ends."""
+    """The modules a new interpreter has imported when ``code`` (given ``args``) ends, having
+    succeeded (exit 0: a command that failed early would import little, and pass)."""
     res = subprocess.run([sys.executable, "-c", _REPORT + code, *args], capture_output=True, text=True,
                          env=clean_env(), cwd=cwd, timeout=120)
+    assert res.returncode == 0, res
     last = [line for line in res.stderr.splitlines() if line.startswith("MODULES ")]
     assert last, res
     return set(ast.literal_eval(last[-1][len("MODULES "):]))
@@ -66,6 +67,8 @@ def test_version_and_help_import_no_library_module(args: list[str]) -> None:
 
 
 def test_run_imports_no_rendering_manifest_or_plotting(tmp_path: Path) -> None:
+    # `true`, not `false`: exit 0 (asserted by _modules) then says the scope was granted, the
+    # command ran and the scope was released; `false` exits 1, as a refusal does.
     got = _ledger("--ledger", str(tmp_path / "L"), "run", "--write", str(tmp_path / "t"), "--", "true")
     assert not _top(got) & {"rich", "cattrs", "tomllib", "matplotlib", "pyarrow"}, _top(got)
     assert "scopeledger.cli.render" not in got and "scopeledger.cli.query" not in got
