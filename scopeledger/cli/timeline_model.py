@@ -17,6 +17,7 @@ a picture can show and counts the rest.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, NamedTuple
 
 from scopeledger import Allocation, Event, ScopeRule, overlaps
@@ -26,6 +27,7 @@ from scopeledger import Allocation, Event, ScopeRule, overlaps
 ENDINGS = ("released", "reclaimed", "held")
 
 
+@dataclass(slots=True, eq=False, repr=False)  # eq=False: a bar is itself (hashable, by identity)
 class Bar:
     """One grant, from its event to its end (see the module docstring).
 
@@ -54,28 +56,22 @@ class Bar:
             the bars), else the delegator's depth + 1.
     """
 
-    __slots__ = ("token", "name", "parent", "parent_token", "rules", "pid", "start_ns", "start_seq",
-                 "end_ns", "end_seq", "ended", "reason", "attaches", "reserved", "before", "depth")
-
-    def __init__(self, token: int, name: str, parent: str | None, parent_token: int | None,
-                 rules: list[Any], pid: int, start_ns: int, start_seq: int,
-                 before: bool = False, depth: int = 0, reserved: bool = False) -> None:
-        self.token = token
-        self.name = name
-        self.parent = parent
-        self.parent_token = parent_token
-        self.rules = rules
-        self.pid = pid
-        self.start_ns = start_ns
-        self.start_seq = start_seq
-        self.end_ns: int | None = None
-        self.end_seq: int | None = None
-        self.ended = "held"
-        self.reason: str | None = None
-        self.attaches: list[tuple[int, int]] = []
-        self.reserved = reserved
-        self.before = before
-        self.depth = depth
+    token: int
+    name: str
+    parent: str | None
+    parent_token: int | None
+    rules: list[Any]
+    pid: int
+    start_ns: int
+    start_seq: int
+    before: bool = False
+    depth: int = 0
+    reserved: bool = False
+    end_ns: int | None = field(default=None, init=False)
+    end_seq: int | None = field(default=None, init=False)
+    ended: str = field(default="held", init=False)
+    reason: str | None = field(default=None, init=False)
+    attaches: list[tuple[int, int]] = field(default_factory=list, init=False)
 
     @property
     def kind(self) -> str:
