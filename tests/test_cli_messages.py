@@ -335,6 +335,8 @@ def test_a_readable_snapshot_past_the_end_is_still_past_the_end(a_ledger: Path) 
     (["check", "--write", ""], "'--write'"),
     (["check", "--read", "a/*/b"], "'--read'"),
     (["run", "--write", "../x", "--root", "/r", "--", "touch", "ran"], "'--write'"),
+    # an empty program name: exec refuses it only once the scope is granted (was exit 127, no message)
+    (["run", "--write", "src", "--", "", "ran"], "'COMMAND...'"),
     # paths no ledger takes: named as the argument, when parsed (was a bare "error: invalid path")
     (["who", "/tmp/\udcff"], "'PATH'"),  # the byte 0xff: not UTF-8
     (["who", "/" + "a" * 5000], "'PATH'"),

@@ -152,6 +152,21 @@ def _give_memory_back() -> None:
         pass
 
 
+def command_param(_ctx: click.Context, _p: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """A click callback for ``run``'s COMMAND: a usage error (exit 2), before
+    any ledger is opened, for a program name the child could never run.
+
+    Raises:
+        click.BadParameter: the program (COMMAND's first word) is the empty
+            string (``os.execvpe`` refuses it with a ValueError, which the
+            child could only report as a bare exit 127, after the grant).
+    """
+    if value and value[0] == "":
+        raise click.BadParameter("invalid program name '': it is empty (the command to run comes "
+                                 "after '--')")
+    return value
+
+
 class _Runner:
     """``ledger run``: acquire, fork a gated child, bind the allocation to it,
     let it exec, forward signals, wait, release."""
@@ -456,7 +471,7 @@ class _Runner:
               help=f"Delegate from holder NAME (default: ${ENV_HOLDER}, set by an enclosing 'ledger run').")
 @click.option("--top-level", is_flag=True, help=f"Register at top level, ignoring ${ENV_HOLDER}.")
 @click.option("-q", "--quiet", is_flag=True, help="No notice while waiting.")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, callback=command_param)
 @pass_env
 def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | None,
         manifest: str | None, name: str | None, nonblock: bool, wait: float | None,
