@@ -834,6 +834,17 @@ def test_out_of_range_values_are_usage_errors(led: Path, lib: Ledger, tree: Path
     assert "out of range" in line or "finite" in line
 
 
+@pytest.mark.parametrize("interval", ["nan", "inf", "0.001", "1e308"])
+def test_out_of_range_follow_intervals_are_usage_errors(led: Path, lib: Ledger, interval: str) -> None:
+    # (--interval nan was taken, and the first wait failed: "internal error", exit 70)
+    lib.register("a", [ScopeRule("/a", "write")])
+    res = ledger_cmd(led, "replay", "-f", "--interval", interval, subprocess_=True, timeout=60)
+    assert res.returncode == 2, res.stderr
+    line = one_error_line(res.stderr)
+    assert line.startswith("error: invalid value for '--interval': ") and "internal error" not in line, line
+    assert "out of range" in line or "finite" in line, line
+
+
 def test_times_name_exactly_the_span_of_their_precision(led: Path, lib: Ledger, tree: Path) -> None:
     import datetime as dt
 

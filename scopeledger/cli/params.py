@@ -545,9 +545,13 @@ def resolve_point(ledger: Ledger, value: str | None, what: str, edge: str = "end
 
 
 class Seconds(click.ParamType):  # type: ignore[type-arg]  # (not generic before click 8.2)
-    """A finite, non-negative number of seconds (at most :data:`MAX_SECONDS`)."""
+    """A finite number of seconds from ``minimum`` (default 0) to :data:`MAX_SECONDS`
+    (not ``click.FloatRange``, which takes ``nan``: no comparison refuses it)."""
 
     name = "seconds"
+
+    def __init__(self, minimum: float = 0.0) -> None:
+        self.minimum = minimum
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, float):
@@ -567,8 +571,8 @@ class Seconds(click.ParamType):  # type: ignore[type-arg]  # (not generic before
                 self.fail(f"{value!r} is not a number of seconds", param, ctx)
         if number != number or number in (float("inf"), float("-inf")):
             self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
-        if number < 0 or number > MAX_SECONDS:
-            self.fail(f"{value!r} is out of range: give 0 to {MAX_SECONDS:g} seconds", param, ctx)
+        if number < self.minimum or number > MAX_SECONDS:
+            self.fail(f"{value!r} is out of range: give {self.minimum:g} to {MAX_SECONDS:g} seconds", param, ctx)
         return number
 
 

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 import click
 
 from .errors import EXIT_INTERRUPTED, EXIT_OK, one_line
-from .params import (DIGITS_RE, MAX_SECONDS, Command, Env, abs_path, common, display_root, holder_name_param,
-                     pass_env, path_param, point_param, relative_option, resolve_point, parse_point)
+from .params import (DIGITS_RE, MAX_SECONDS, Command, Env, Seconds, abs_path, common, display_root,
+                     holder_name_param, pass_env, path_param, point_param, relative_option, resolve_point,
+                     parse_point)
 
 if TYPE_CHECKING:
     from scopeledger import CorruptLedger, Event, Ledger, State
@@ -144,7 +145,7 @@ class _Progress:
               help="Only events of this type (repeatable).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing events as they are appended.")
 @relative_option
-@click.option("--interval", type=click.FloatRange(min=0.01), default=0.2, show_default=True,
+@click.option("--interval", type=Seconds(minimum=0.01), default=0.2, show_default=True,
               hidden=True, help="Polling interval of --follow, seconds.")
 @pass_env
 def replay(env: Env, from_: str | None, until: str | None, holder: str | None, path_: str | None,
