@@ -430,3 +430,61 @@ def test_reclaim_with_nothing_to_reclaim_says_why(a_ledger: Path) -> None:
     assert ledger_cmd(a_ledger, "release", "a").returncode == 0
     res = ledger_cmd(a_ledger, "reclaim")  # it said every holder's process was alive: there were none
     assert res.returncode == 0 and res.stdout == "nothing to reclaim: no live holders\n"
+
+
+# -- 8. -o never replaces what is not a regular file ----------------------------------------------
+
+
+def _not_regular_files(tmp_path: Path) -> list[tuple[Path, str]]:
+    """A FIFO, a socket, a symlink (as /dev/stdout is one) and, as root, a character device
+    (a copy of /dev/null): each with the kind the error names."""
+    import socket
+    import stat
+
+    made = []
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    made.append((fifo, "a FIFO"))
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock.csv"))
+    sock.close()
+    made.append((tmp_path / "sock.csv", "a socket"))
+    (tmp_path / "target.csv").write_text("kept\n")
+    (tmp_path / "link.csv").symlink_to("target.csv")
+    made.append((tmp_path / "link.csv", "a symlink"))
+    if os.geteuid() == 0:
+        os.mknod(tmp_path / "null.csv", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        made.append((tmp_path / "null.csv", "a character device"))
+    return made
+
+
+@pytest.mark.parametrize("command", [["export", "--format", "csv", "-o"], ["export", "--format", "trace", "-o"],
+                                     ["timeline", "-o"]])
+def test_output_onto_a_file_that_is_not_regular_is_refused_and_left_alone(a_ledger: Path, tmp_path: Path,
+                                                                         command: list[str]) -> None:
+    # It was renamed over: `ledger export -o /dev/stdout` as root replaced /dev/stdout (a symlink)
+    # with a regular file, `-o /dev/null` the device itself.
+    for path, kind in _not_regular_files(tmp_path):
+        target = path.with_suffix(".png") if command[0] == "timeline" else path
+        if target != path:
+            path.rename(target)
+        before = os.lstat(target)
+        res = ledger_cmd(a_ledger, *command, str(target))
+        assert res.returncode == 2, (kind, res)
+        line = one_error_line(res.stderr)
+        assert line.startswith(f"error: invalid value for '-o' / '--output': {target} is {kind}, "
+                               "not a regular file"), line
+        after = os.lstat(target)
+        assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode), kind
+        target.unlink()
+    assert (tmp_path / "target.csv").read_text() == "kept\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".scopeledger-export-")]
+
+
+def test_demo_timeline_onto_a_fifo_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "t.png"
+    os.mkfifo(fifo)
+    res = invoke(["demo", "--timeline", str(fifo)], cwd=tmp_path)
+    assert res.returncode == 2, res
+    assert f"{fifo} is a FIFO, not a regular file" in one_error_line(res.stderr)
+    assert os.path.exists(fifo) and not os.path.isfile(fifo)

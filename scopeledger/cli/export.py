@@ -308,7 +308,9 @@ def output_file(path: str, binary: bool = True) -> Iterator[Any]:
     temporary file beside it and renamed over ``path`` only when the block
     ends without an error (a failed export leaves no half file, and an
     existing file or symlink at ``path`` is replaced, never written
-    through). Text mode uses UTF-8 and ``newline=""``.
+    through; the command line refuses a ``path`` that is not a regular file
+    before it gets here: ``params.output_path_param``). Text mode uses UTF-8
+    and ``newline=""``.
 
     Raises:
         OSError: the directory cannot be written, and the like.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import stat
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -771,14 +772,24 @@ def request_from(writes: Sequence[str], reads: Sequence[str], root: str | None,
 # -- output files, windows of the log ------------------------------------------------------
 
 
+#: What a file that is not a regular one is called in messages, by ``stat.S_IFMT``.
+_NOT_REGULAR = {stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symlink", stat.S_IFIFO: "a FIFO",
+                stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
 def output_path_param(extensions: Sequence[str] | None = None) -> Callable[..., Any]:
     """A click callback for ``-o FILE``: not empty, ``-`` (stdout) kept as
-    is, else a file in an existing directory (and with ``extensions``, one
-    of them), checked before any ledger is opened.
+    is, else a new or regular file in an existing directory (and with
+    ``extensions``, one of them), checked before any ledger is opened. The
+    file is written beside it and renamed over it (``export.output_file``),
+    so anything else there (``/dev/stdout``, a symlink; ``/dev/null``, a
+    device; a FIFO) would be replaced, not written to: it is refused.
 
     The callback raises:
         click.BadParameter: empty, a directory, in a directory that does
-            not exist, or (``extensions``) another extension.
+            not exist, something there that is not a regular file (named:
+            a symlink, a FIFO, a socket, a device), or (``extensions``)
+            another extension.
     """
     empty = not_empty("give a file name, or '-' for stdout")
 
@@ -792,6 +803,15 @@ def output_path_param(extensions: Sequence[str] | None = None) -> Callable[..., 
         path = os.path.abspath(value)
         if os.path.isdir(path):
             raise click.BadParameter(f"{path} is a directory: give a file name")
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:  # nothing there (or not to be looked at: writing it says why)
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            stdout = ", or '-' for stdout" if extensions is None else ""
+            kind = _NOT_REGULAR.get(stat.S_IFMT(mode), "an unknown kind of file")
+            raise click.BadParameter(f"{path} is {kind}, not a regular file, and would be replaced: "
+                                     f"give a file name{stdout}")
         parent = os.path.dirname(path)
         if not os.path.isdir(parent):
             problem = not_a_directory(parent)
