@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import subprocess
 from pathlib import Path
 
@@ -488,3 +489,18 @@ def test_demo_timeline_onto_a_fifo_is_refused(tmp_path: Path) -> None:
     assert res.returncode == 2, res
     assert f"{fifo} is a FIFO, not a regular file" in one_error_line(res.stderr)
     assert os.path.exists(fifo) and not os.path.isfile(fifo)
+
+
+# -- 9. output that could not be written is not a success ------------------------------------------
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full") or not stat.S_ISCHR(os.stat("/dev/full").st_mode),
+                    reason="no /dev/full (a device that refuses every write with ENOSPC)")
+@pytest.mark.parametrize("args", [["show"], ["replay"], ["--json", "show"], ["who", "/"]])
+def test_output_to_a_full_device_is_an_os_error(a_ledger: Path, args: list[str]) -> None:
+    # The last flush's ENOSPC was swallowed: exit 0, the output lost without a word.
+    with open("/dev/full", "w") as full:
+        res = subprocess.run([*CMD, "--ledger", str(a_ledger), *args], stdout=full, stderr=subprocess.PIPE,
+                             text=True, env=clean_env(), timeout=60)
+    assert res.returncode == 7, res
+    assert one_error_line(res.stderr).startswith("error: no space left on device"), res.stderr

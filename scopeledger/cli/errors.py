@@ -165,13 +165,17 @@ def report(env: Env | None, exc: BaseException, code: int) -> None:
     message = one_line(exc)
     if isinstance(exc, click.UsageError) and exc.ctx is not None:
         message += f" (see '{exc.ctx.command_path} --help')"
-    try:
-        if env is not None and env.json:
-            stream = sys.stderr if env.json_to_stderr else sys.stdout
+    if env is not None and env.json:
+        stream = sys.stderr if env.json_to_stderr else sys.stdout
+        try:
             stream.write(json_text(error_json(exc, code), default=str) + "\n")
             stream.flush()
+        except (OSError, ValueError):
+            pass  # (stdout full or gone: the line on stderr below still says what ended the command)
+        else:
             if env.json_to_stderr:
                 return  # 'run': its stderr carries JSON documents only; this one is the error
+    try:
         from .render import safe
 
         sys.stderr.write(f"error: {safe(message)}\n")  # the --help hint's program name too
