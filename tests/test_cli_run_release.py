@@ -3,34 +3,58 @@ busy longer than --lock-timeout (which bounds waiting to *take* a scope)."""
 
 from __future__ import annotations
 
+import queue
 import subprocess
-import time
+import threading
 from pathlib import Path
 
 from scopeledger import Ledger
 from scopeledger._store import Store
-from helpers import CMD, clean_env
+from helpers import CMD, clean_env, wait_for
 
 
-def test_run_releases_after_the_command_though_the_lock_is_busy_past_lock_timeout(tmp_path: Path):
-    led, tree, flag = tmp_path / "led", tmp_path / "tree", tmp_path / "started"
+def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
+    """``proc``'s output, line by line, ``None`` at its end (a reader thread)."""
+    q: queue.Queue[str | None] = queue.Queue()
+    assert proc.stdout is not None
+    out = proc.stdout
+
+    def read() -> None:
+        for line in out:
+            q.put(line)
+        q.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return q
+
+
+def test_run_releases_after_the_command_though_the_lock_is_busy_past_lock_timeout(tmp_path: Path) -> None:
+    led, tree, started, go = tmp_path / "led", tmp_path / "tree", tmp_path / "started", tmp_path / "go"
     tree.mkdir()
     Ledger.open(led).close()
     proc = subprocess.Popen(
         [*CMD, "--ledger", str(led), "--lock-timeout", "0", "run", "--name", "job", "--write", str(tree),
-         "--", "sh", "-c", f"touch {flag}; sleep 0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
-    deadline = time.monotonic() + 30
-    while not flag.exists():
-        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-        time.sleep(0.01)
+         "--", "sh", "-c", f"touch {started}; while [ ! -e {go} ]; do sleep 0.01; done"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
+    lines = _lines(proc)
+    wait_for(lambda: started.exists() or proc.poll() is not None, timeout=120, what="the command to start")
+    assert proc.poll() is None, proc.communicate()
+    said: list[str] = []
     store = Store(str(led))
-    with store.locked():  # held while the command ends and run releases
-        time.sleep(1.5)
+    with store.locked():
+        go.touch()  # the command ends while the lock is busy: its release meets the busy lock
+        # --lock-timeout 0 gives up on it at once; run waits on, and after a second of waiting
+        # the library says so: only then is the lock let go (not after a sleep, which on a busy
+        # machine could end before run even tried, and pass without testing anything).
+        while not any(line.startswith("warning: waiting for the lock") for line in said):
+            line = lines.get(timeout=120)
+            assert line is not None, ("run ended while the lock was held", said)
+            said.append(line)
     store.close()
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert "could not release" not in err, err
+    assert proc.wait(timeout=120) == 0, said
+    while (line := lines.get(timeout=120)) is not None:
+        said.append(line)
+    assert not any("could not release" in line for line in said), said
     with Ledger.open(led, readonly=True) as ledger:
         assert ledger.holders() == []
         assert [e.type for e in ledger.events()][-1] == "released"  # released, not reclaimed
