@@ -197,6 +197,21 @@ def readline(p: subprocess.Popen[str], timeout: float = 20.0) -> str:
         raise AssertionError(f"no output from {p.args!r} within {timeout}s") from None
 
 
+def lines_of(stream: Any) -> "queue.Queue[str | None]":
+    """The lines of a child's text ``stream`` (its ``stdout`` or ``stderr`` pipe) as a
+    reader thread gets them, then ``None`` at its end: ``q.get(timeout=...)`` waits for
+    the next one with a bound, and a child that ended is told apart from one still quiet."""
+    q: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            q.put(line)
+        q.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return q
+
+
 def wait_for(pred: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
     """Wait until ``pred()`` is true, failing after ``timeout`` seconds (a bound, not a
     measure: the condition is polled every 20 ms)."""

@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import (BIN, CMD, PY, R_at, W_at, cli_as_nobody, clean_env, invoke, jl, ledger_cmd, one_error_line,
-                     readline, wait_for)
+from helpers import (BIN, CMD, PY, R_at, W_at, cli_as_nobody, clean_env, invoke, jl, ledger_cmd, lines_of,
+                     one_error_line, readline, wait_for)
 from scopeledger import Ledger, LedgerError, ScopeRule, parse_rule
 from torture_support import NOBODY_UID, plant, shared_ledger
 
@@ -686,14 +686,19 @@ def test_run_wait_until_holder_releases(led: Path, lib: Ledger, tree: Path) -> N
                           "--write", "src/parser", "--", "true"], cwd=tree, env=clean_env(),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: any(True for _ in lib.events(types=["refused"])), what="the waiter's refusal")
-    time.sleep(0.3)
+    said = lines_of(p.stderr)
+    notice = said.get(timeout=60)  # said once refused, before it waits (not a sleep's guess at when)
+    assert notice is not None and notice.startswith("Blocking waiting for the scope"), notice
     assert p.poll() is None  # still waiting
     lib.release("holder")
-    out, err = p.communicate(timeout=60)
-    assert p.returncode == 0, err  # it noticed the release before its -w 20 ran out (a bound, not a measure)
+    assert p.wait(timeout=60) == 0  # it noticed the release before its -w 20 ran out (a bound, not a measure)
+    err = "".join(iter(lambda: said.get(timeout=60), None))
+    assert "error" not in err, err
+    err = notice + err
     assert "Blocking waiting for the scope" in err
     types = [(e.type, e.data.get("name") or e.data.get("holder", {}).get("name")) for e in lib.events()]
     assert ("registered", "waiter") in types
+    assert types.index(("registered", "waiter")) > types.index(("released", "holder"))  # granted after, not before
     # polite: one refusal on record, not one per poll
     assert len(list(lib.events(types=["refused"]))) == 1
 

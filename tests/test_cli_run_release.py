@@ -3,29 +3,12 @@ busy longer than --lock-timeout (which bounds waiting to *take* a scope)."""
 
 from __future__ import annotations
 
-import queue
 import subprocess
-import threading
 from pathlib import Path
 
 from scopeledger import Ledger
 from scopeledger._store import Store
-from helpers import CMD, clean_env, wait_for
-
-
-def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
-    """``proc``'s output, line by line, ``None`` at its end (a reader thread)."""
-    q: queue.Queue[str | None] = queue.Queue()
-    assert proc.stdout is not None
-    out = proc.stdout
-
-    def read() -> None:
-        for line in out:
-            q.put(line)
-        q.put(None)
-
-    threading.Thread(target=read, daemon=True).start()
-    return q
+from helpers import CMD, clean_env, lines_of, wait_for
 
 
 def test_run_releases_after_the_command_though_the_lock_is_busy_past_lock_timeout(tmp_path: Path) -> None:
@@ -36,7 +19,7 @@ def test_run_releases_after_the_command_though_the_lock_is_busy_past_lock_timeou
         [*CMD, "--ledger", str(led), "--lock-timeout", "0", "run", "--name", "job", "--write", str(tree),
          "--", "sh", "-c", f"touch {started}; while [ ! -e {go} ]; do sleep 0.01; done"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
-    lines = _lines(proc)
+    lines = lines_of(proc.stdout)
     wait_for(lambda: started.exists() or proc.poll() is not None, timeout=120, what="the command to start")
     assert proc.poll() is None, proc.communicate()
     said: list[str] = []
