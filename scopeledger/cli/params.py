@@ -51,6 +51,15 @@ class Env:
 
     @property
     def path(self) -> str:
+        """The selected ledger directory, ``str``, absolute: ``--ledger DIR``, else
+        :func:`scopeledger.default_path` (``$SCOPELEDGER_DIR``, else the state
+        directory), resolved as the OS reaches it (:func:`scopeledger.resolve_path`).
+
+        Raises:
+            CliError: (exit 2) ``$SCOPELEDGER_DIR`` is set but empty.
+            LedgerError: a URL given for the directory (``InvalidLedgerURL``,
+                from :func:`scopeledger.resolve_path`; exit 1).
+        """
         from scopeledger import NoLedger, default_path, resolve_path
 
         if self.ledger_dir is not None:
@@ -82,7 +91,15 @@ class Env:
         not exist is an error (looking must not create state). ``readonly``
         for commands that only look: they then work on a read-only mount or
         write-protected copy, and change nothing (no file made, no mode tightened).
-        ``fold=False``: as :meth:`scopeledger.Ledger.open` (a damaged ledger's replay)."""
+        ``fold=False``: as :meth:`scopeledger.Ledger.open` (a damaged ledger's replay).
+        Waits at most ``--lock-timeout`` seconds for the lock.
+
+        Raises:
+            CliError: (exit 6) without ``create``, nothing is at the path.
+            LedgerError: whatever :meth:`scopeledger.Ledger.open` raises (an unsafe
+                or corrupt ledger, a read-only one without ``readonly``, ...).
+            OSError: the OS refused to open it.
+        """
         from scopeledger import Ledger
 
         path = self.path
@@ -273,6 +290,11 @@ def relative_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def display_root(value: str | None) -> str | None:
+    """``--relative-to DIR`` as an absolute path (:func:`abs_path`), or ``None``.
+
+    Raises:
+        InvalidScope: as :func:`abs_path`.
+    """
     return abs_path(value) if value is not None else None
 
 
@@ -528,9 +550,16 @@ def parse_when(value: str) -> int | tuple[int, int]:
 
 
 def resolve_point(ledger: Ledger, value: str | None, what: str, edge: str = "end") -> int | None:
-    """A seq or time from the command line -> a seq. A time names a span
-    (its precision): ``edge="end"`` gives the last event in or before it,
-    ``"start"`` the first event in or after it."""
+    """A seq or time from the command line -> a seq (``None`` for ``None``).
+    A time names a span (its precision, UTC without a zone): ``edge="end"``
+    gives the last event in or before it, ``"start"`` the first event in or
+    after it; a seq is taken as it is (whether the history holds it is for
+    the caller's query to say).
+
+    Raises:
+        click.BadParameter: ``value`` is not a point (:func:`parse_point`),
+            named as ``what``.
+    """
     if value is None:
         return None
     try:
@@ -756,7 +785,17 @@ def rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def request_from(writes: Sequence[str], reads: Sequence[str], root: str | None,
-             manifest: str | None, name: str | None) -> tuple[str | None, list[ScopeRule]]:
+                 manifest: str | None, name: str | None) -> tuple[str | None, list[ScopeRule]]:
+    """The name and rules a request asks for (``run``, ``check``): ``--manifest``'s
+    rules first, then ``--write`` and ``--read`` (:func:`rules_from`); ``name``
+    (``--name``) wins over the manifest's.
+
+    Raises:
+        click.BadParameter: a ``--write`` or ``--read`` rule is invalid.
+        InvalidManifest: the manifest is unreadable, not TOML, or invalid
+            (exit 2, no ``--help`` hint: the command line itself was right).
+        click.UsageError: no rules at all.
+    """
     rules = rules_from(writes, reads, root)
     if manifest is not None:
         from scopeledger import load_manifest
