@@ -2,18 +2,16 @@
 they are public (/work/notes/CLI_NEEDS.md, answers 1 and 4): then each line here
 becomes an import from ``scopeledger`` (and this module goes).
 
-- :func:`non_directory_on_the_way` (``--root``, ``-o FILE``'s directory, ``demo --dir``);
 - :func:`refuse_a_ledger_inside_a_ledger` (``demo --dir``, before the demo makes anything);
-- :func:`format_chain` (``who`` names an owner chain as a ``Refused`` message does);
 - :func:`check_reached` (a path given to ``who``, ``replay --path``, ... that leads through
   ``/proc/PID/root`` into another mount namespace is refused, as the library refuses it).
+
+(``format_chain`` and ``non_directory_on_the_way``, once here, are public now.)
 """
 
 from __future__ import annotations
 
-from scopeledger._errors import format_chain
 from scopeledger._paths import check_reached
 from scopeledger._store import _refuse_a_ledger_inside_a_ledger as refuse_a_ledger_inside_a_ledger
-from scopeledger._store import non_directory_on_the_way
 
-__all__ = ["check_reached", "format_chain", "non_directory_on_the_way", "refuse_a_ledger_inside_a_ledger"]
+__all__ = ["check_reached", "refuse_a_ledger_inside_a_ledger"]

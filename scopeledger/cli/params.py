@@ -173,13 +173,11 @@ def not_empty(hint: str = "give '.' for the working directory") -> Callable[...,
 
 def not_a_directory(value: str) -> str | None:
     """Why the path ``value`` cannot be a directory (see
-    :func:`.internals.non_directory_on_the_way`): ``'/r/notes.txt is
+    :func:`scopeledger.non_directory_on_the_way`): ``'/r/notes.txt is
     a regular file, not a directory'``, prefixed with the path when the file
     in the way lies above it; ``None`` when it can be. The path is shown as
     :func:`scopeledger.resolve_path` has it."""
-    from scopeledger import resolve_path
-
-    from .internals import non_directory_on_the_way
+    from scopeledger import non_directory_on_the_way, resolve_path
 
     path = resolve_path(value)
     blocked = non_directory_on_the_way(path)

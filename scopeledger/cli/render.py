@@ -20,9 +20,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from scopeledger import Liveness, ScopeRule
-
-from .internals import format_chain
+from scopeledger import Liveness, ScopeRule, format_chain
 
 if TYPE_CHECKING:
     from scopeledger import Allocation, Diff, Event, Holding, State, Verdict, VerifyReport
