@@ -504,3 +504,13 @@ def test_output_to_a_full_device_is_an_os_error(a_ledger: Path, args: list[str])
                              text=True, env=clean_env(), timeout=60)
     assert res.returncode == 7, res
     assert one_error_line(res.stderr).startswith("error: no space left on device"), res.stderr
+
+
+@pytest.mark.parametrize("command", [["export", "--format", "csv", "-o"], ["timeline", "-o"]])
+def test_an_output_file_that_cannot_be_made_is_named_as_given(a_ledger: Path, command: list[str]) -> None:
+    # (it named the temporary file beside it: "permission denied: /sys/.scopeledger-export-scn_f1tt")
+    target = "/proc/scopeledger-out.png" if command[0] == "timeline" else "/proc/scopeledger-out.csv"
+    res = ledger_cmd(a_ledger, *command, target)
+    assert res.returncode == 7, res
+    line = one_error_line(res.stderr)
+    assert line.endswith(f": {target}") and ".scopeledger-export-" not in line, line

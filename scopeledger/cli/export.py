@@ -313,10 +313,14 @@ def output_file(path: str, binary: bool = True) -> Iterator[Any]:
     and ``newline=""``.
 
     Raises:
-        OSError: the directory cannot be written, and the like.
+        OSError: the directory cannot be written, and the like (the
+            error's ``filename`` is ``path``).
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".scopeledger-export-", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".scopeledger-export-", dir=directory)
+    except OSError as exc:  # named as the user gave it, not as the temporary file beside it
+        raise OSError(exc.errno, exc.strerror, path) from None
     try:
         os.fchmod(fd, 0o600)
         f = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
