@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import click
 
 from .errors import EXIT_INTERRUPTED, EXIT_OK, one_line
-from .params import (DIGITS_RE, MAX_SECONDS, Command, Env, Seconds, abs_path, common, display_root,
+from .params import (DIGITS_RE, Command, Env, Seconds, abs_path, common, display_root,
                      holder_name_param, pass_env, path_param, point_param, relative_option, resolve_point,
                      parse_point)
 
@@ -257,7 +257,7 @@ def _follow(ledger: Ledger, printer: _Printer, since: int | None, until: str | N
             sys.stdout.flush()
             # Read up to the seq folded now, and remember exactly that:
             # events appended meanwhile come in the next round.
-            target = ledger.wait(folded, timeout=min(interval, MAX_SECONDS))
+            target = ledger.wait(folded, timeout=interval)  # (at most params.MAX_SECONDS: --interval's type)
             if target <= folded:
                 continue  # no news within the interval: look at --until's time again
             folded = target

@@ -22,11 +22,6 @@ from typing import Any, Iterable, Iterator, NamedTuple
 
 from scopeledger import Allocation, Event, ScopeRule, overlaps
 
-#: How a bar ended: ``"released"``, ``"reclaimed"`` (with a reason), or
-#: ``"held"`` (still held at the end of the window).
-ENDINGS = ("released", "reclaimed", "held")
-
-
 @dataclass(slots=True, eq=False, repr=False)  # eq=False: a bar is itself (hashable, by identity)
 class Bar:
     """One grant, from its event to its end (see the module docstring).
