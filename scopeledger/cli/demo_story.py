@@ -74,7 +74,9 @@ WORKERS = [
 
 
 class DemoError(Exception):
-    pass
+    """The demo did not go as written (a child that did not answer within
+    :data:`STEP_TIMEOUT` seconds, or answered otherwise): not a user's mistake,
+    so the command line reports it as an internal error (exit 70)."""
 
 
 # -- the child processes ------------------------------------------------------------
@@ -357,6 +359,17 @@ def _first_missing(path: str) -> str | None:
 
 
 def run_demo(env: "Env", dir_: str | None, keep: bool, timeline: str | None = None) -> int:
+    """``ledger demo``: lay out a tree and a ledger in ``dir_`` (default: a new
+    temporary directory), play the story (:func:`_play`), and remove what it
+    made unless ``keep``; with ``timeline``, draw it into that file. Returns
+    the exit code, 0.
+
+    Raises:
+        click.UsageError: ``dir_`` is not empty, or is not a directory.
+        UnsafeLedgerPath: ``dir_`` (or ``$TMPDIR``) lies inside a ledger.
+        DemoError: a step did not go as written (see :class:`DemoError`).
+        OSError: the directory cannot be made.
+    """
     from scopeledger import resolve_path
 
     from .internals import refuse_a_ledger_inside_a_ledger

@@ -347,6 +347,8 @@ def state_tree(state: State, title: str, liveness: Mapping[str, Verdict] | None 
 
 
 def state_json(state: State, ledger_path: str, liveness: Mapping[str, Verdict] | None = None) -> dict[str, Any]:
+    """``show --json``'s document (docs/cli.md, "--json shapes"); ``ts`` in ns since the
+    epoch (UTC), ``time`` the same in ISO 8601; ``liveness`` only for now, not for ``--at``."""
     out: dict[str, Any] = {
         "ledger": ledger_path,
         "seq": state.seq,
@@ -365,6 +367,7 @@ def state_json(state: State, ledger_path: str, liveness: Mapping[str, Verdict] |
 
 
 def holding_json(h: Holding) -> dict[str, Any]:
+    """One holder of ``who --json`` (docs/cli.md, "--json shapes")."""
     return {"name": h.name, "chain": list(h.chain), "permission": h.rule.permission.value,
             "rule": h.rule.to_json(), "deepest": h.deepest}
 
@@ -413,6 +416,7 @@ def who_table(path: str, holdings: list[Holding], when: str, root: str | None = 
 
 
 def diff_json(d: Diff) -> dict[str, Any]:
+    """``diff --json``'s document (docs/cli.md, "--json shapes")."""
     return {"a": d.a, "b": d.b, "added": list(d.added), "removed": list(d.removed),
             "reparented": [{"name": n, "from": a, "to": b} for n, a, b in d.reparented],
             "rebound": list(d.rebound), "regranted": list(d.regranted)}
@@ -433,6 +437,7 @@ def diff_lines(d: Diff) -> list[Text]:
 
 
 def verify_json(r: VerifyReport) -> dict[str, Any]:
+    """``verify --json``'s document, without ``ledger`` (docs/cli.md, "--json shapes")."""
     return {"ok": r.ok, "events": r.events, "snapshots": r.snapshots,
             "problems": [{"file": p.file, "line": p.line, "seq": p.seq, "message": p.message}
                          for p in r.problems],

@@ -361,6 +361,11 @@ class _Runner:
         return 128 - code if code < 0 else code
 
     def release(self) -> None:
+        """Release the grant, once (a second call does nothing), with the
+        forwarded signals blocked; waits for the lock at least
+        :data:`RELEASE_WAIT_SECONDS` seconds. Raises nothing: a grant that is
+        gone already is fine, and one that cannot be released is said in a
+        warning (its command has exited, so it is reclaimable)."""
         from scopeledger import LedgerError, LockTimeout, UnknownHolder
 
         if self.alloc is None:
@@ -389,6 +394,17 @@ class _Runner:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def run(self, wait: float | None) -> int:
+        """Acquire (``wait``: as :meth:`acquire`), run the command, release;
+        returns the command's exit code (128+N when signal N ended it, or
+        ended this process before the command started).
+
+        Raises:
+            Refused: refused, and it cannot clear by waiting (:func:`waitable`)
+                or ``wait`` is 0.
+            CliError: ``wait`` seconds ran out (exit 1, kind ``refused``); the
+                command cannot be run (exit 126, or 127 when not found).
+            LedgerError, OSError: from the ledger (acquiring, attaching).
+        """
         gate_w = err_r = -1
         token = None
         try:
