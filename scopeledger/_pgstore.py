@@ -118,7 +118,7 @@ import threading
 import time
 import weakref
 from typing import Any, Callable, Iterator, Sequence
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import orjson
 
@@ -204,23 +204,60 @@ class SessionLost(StoreError):
 
 # -- URL ---------------------------------------------------------------------
 
+def _userinfo_end(url: str) -> int:
+    """The index in ``url`` of the ``@`` that ends its user info, or -1.
+
+    As libpq reads a URL, the authority ends at the first ``/`` after
+    ``://``, so a ``?``, ``#`` or ``&`` before it belongs to the user info
+    (``postgresql://alice:pa?ss@h/db``: the password is ``pa?ss``). Two
+    mistakes are read more widely than libpq does, so that no part of a
+    password shows: an unescaped ``@`` in it (the last ``@`` of the
+    authority ends the user info, not the first), and an unescaped ``/``
+    (libpq then reads ``alice:p`` as a host and a port that is no number:
+    when an ``@`` follows, everything up to the last one is user info).
+    :func:`parse_url` refuses both.
+    """
+    start = url.find("://")
+    if start < 0:
+        return -1
+    start += 3
+    rest = url[start:]
+    slash = rest.find("/")
+    auth = rest if slash < 0 else rest[:slash]
+    if "@" in auth:
+        return start + auth.rfind("@")
+    hostport = auth.split(",", 1)[0]
+    port = hostport[hostport.find("]") + 1:] if hostport.startswith("[") else hostport
+    if slash >= 0 and ":" in port and not port.split(":", 1)[1].isdigit() and "@" in rest[slash:]:
+        return start + rest.rfind("@")
+    return -1
+
+
+def _query_start(url: str) -> int:
+    """The index of the ``?`` that starts ``url``'s parameters (after its
+    user info), or -1."""
+    return url.find("?", _userinfo_end(url) + 1)
+
+
 def redact(url: str) -> str:
-    """``url`` with any password (user info or a ``password`` parameter)
-    replaced by ``***``; an unparsable URL is shown as ``<unparsable URL>``."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            if ":" in userinfo:
-                userinfo = userinfo.split(":", 1)[0] + ":***"
-            netloc = f"{userinfo}@{host}"
-        query = "&".join(
-            (p.split("=", 1)[0] + "=***") if unquote(p.split("=", 1)[0]) == "password" else p
-            for p in parts.query.split("&")) if parts.query else ""
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<unparsable URL>"
+    """``url`` with any password (in the user info, as libpq reads it or
+    wider, see :func:`_userinfo_end`, or a ``password`` parameter) replaced
+    by ``***``; anything that is not a string is shown as ``<not a URL>``."""
+    if not isinstance(url, str):
+        return "<not a URL>"
+    at = _userinfo_end(url)
+    if at >= 0:
+        start = url.find("://") + 3
+        userinfo = url[start:at]
+        if ":" in userinfo:
+            url = url[:start] + userinfo.split(":", 1)[0] + ":***" + url[at:]
+    q = _query_start(url)
+    if q < 0:
+        return url
+    query, hash_, fragment = url[q + 1:].partition("#")
+    query = "&".join((p.split("=", 1)[0] + "=***") if unquote(p.split("=", 1)[0]) == "password" else p
+                     for p in query.split("&")) if query else ""
+    return url[:q + 1] + query + hash_ + fragment
 
 
 class PgLocation:
@@ -267,7 +304,8 @@ def parse_url(url: str) -> PgLocation:
         raise InvalidLedgerURL(f"not a PostgreSQL URL: {redact(url) if isinstance(url, str) else url!r}"
                                " (expected postgresql://user@host/db?schema=NAME)")
     shown = redact(url)
-    base, _, rest = url.partition("?")
+    q = _query_start(url)
+    base, rest = (url, "") if q < 0 else (url[:q], url[q + 1:])
     query, hash_, fragment = rest.partition("#")
     kept, schemas = [], []
     for piece in query.split("&") if query else []:
@@ -289,6 +327,13 @@ def parse_url(url: str) -> PgLocation:
             params = psycopg.conninfo.conninfo_to_dict(conninfo)
         except psycopg.Error as exc:
             raise InvalidLedgerURL(f"libpq refuses {shown}: {_scrub(_first_line(exc), url)}") from None
+        hosts = str(params.get("host", "")).split(",")
+        ports = str(params.get("port", "")).split(",")
+        if any("@" in h for h in hosts) or not all(p.strip().isdigit() or not p.strip() for p in ports):
+            # libpq's reading of an unescaped '@' or '/' in a password (see _userinfo_end).
+            raise InvalidLedgerURL(f"{shown}: a host holds '@' or a port is not a number; a password "
+                                   "holding '@', '/', ':', '?', '#' or '&' must be percent-encoded "
+                                   "(%40, %2F, %3A, %3F, %23, %26)")
         given = frozenset(params)
         if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
             conninfo += ("&" if kept else "?") + f"connect_timeout={CONNECT_TIMEOUT_S}"
@@ -296,12 +341,17 @@ def parse_url(url: str) -> PgLocation:
 
 
 def _secrets(url: str) -> list[str]:
-    """The password texts in ``url`` (raw and decoded), longest first."""
+    """The password texts in ``url`` (raw and decoded), longest first: the
+    user info's, read as :func:`redact` reads it, and ``password``
+    parameters."""
     found: list[str] = []
-    netloc = url.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
-    if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
-        found.append(netloc.rsplit("@", 1)[0].split(":", 1)[1])
-    for piece in url.partition("?")[2].split("&"):
+    at = _userinfo_end(url)
+    if at >= 0:
+        userinfo = url[url.find("://") + 3:at]
+        if ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
+    q = _query_start(url)
+    for piece in (url[q + 1:].partition("#")[0].split("&") if q >= 0 else []):
         key, _, value = piece.partition("=")
         if unquote(key) == "password":
             found.append(value)
@@ -543,7 +593,7 @@ class PgStore:
         try:
             conn = psycopg.connect(self._loc.conninfo, autocommit=True, **params)
         except psycopg.Error as exc:
-            raise StoreUnavailable(self.url, f"cannot connect to {self.url}: {_first_line(exc)}",
+            raise StoreUnavailable(self.url, f"cannot connect to {self.url}: {self._why(exc)}",
                                    getattr(exc, "sqlstate", None)) from exc
         try:
             # The server's side of the TCP settings too, for this connection:
@@ -601,14 +651,19 @@ class PgStore:
         self._mutex = threading.RLock()
         self._pid = os.getpid()
 
+    def _why(self, exc: BaseException) -> str:
+        """The first line of ``exc``'s message, without this URL's password
+        (libpq's messages quote hosts and ports it read from the URL)."""
+        return _scrub(_first_line(exc), self._loc.conninfo)
+
     def _error(self, exc: BaseException, doing: str) -> LedgerError:
         """A psycopg error as ours."""
         if isinstance(exc, LedgerError):
             return exc
         sqlstate = getattr(exc, "sqlstate", None)
         if isinstance(exc, psycopg.OperationalError) and (sqlstate is None or sqlstate.startswith(("08", "57P"))):
-            return StoreUnavailable(self.url, f"failed to {doing}: connection lost: {_first_line(exc)}", sqlstate)
-        return StoreError(self.url, f"failed to {doing}: {_first_line(exc)}"
+            return StoreUnavailable(self.url, f"failed to {doing}: connection lost: {self._why(exc)}", sqlstate)
+        return StoreError(self.url, f"failed to {doing}: {self._why(exc)}"
                                     + (f" (SQLSTATE {sqlstate})" if sqlstate else ""), sqlstate)
 
     def _retrying(self, doing: str, fn: Callable[[Any], Any]) -> Any:
@@ -916,7 +971,7 @@ class PgStore:
             if time.monotonic() + pause >= deadline:
                 err = InDoubt(self.url, f"the connection to {self.url} broke during an append, and "
                                         f"whether seq {first} was recorded could not be found out "
-                                        f"within {self._resolve_timeout:g}s ({_first_line(last)}); "
+                                        f"within {self._resolve_timeout:g}s ({self._why(last)}); "
                                         "read it back before acting on it", first)
                 raise err from cause
             time.sleep(pause)  # a back-off between reconnection attempts
@@ -1345,8 +1400,8 @@ class PgSession:
                     (self.id,)).fetchone()
             except psycopg.Error as exc:
                 if not (self._conn.closed or self._conn.broken):
-                    self._lose(f"connection_lost: {_first_line(exc)}")
-                    raise SessionLost(self.store.url, f"session {self.id} is lost: {_first_line(exc)}") from exc
+                    self._lose(f"connection_lost: {self.store._why(exc)}")
+                    raise SessionLost(self.store.url, f"session {self.id} is lost: {self.store._why(exc)}") from exc
                 got = self._reattach(exc)
                 row, sent = (None, sent) if got is None else ((got[0],), got[1])
             if row is None:
@@ -1367,13 +1422,13 @@ class PgSession:
         with contextlib.suppress(Exception):
             self._conn.close()
         s = self.store.schema
-        why = _first_line(cause)
+        why = self.store._why(cause)
         pause = 0.02
         while self.valid:
             try:
                 conn = self._connect()
             except StoreError as exc:
-                why = _first_line(exc)
+                why = self.store._why(exc)
                 time.sleep(min(pause, max(0.0, self._deadline - time.monotonic())))  # a back-off
                 pause = min(pause * 2, 0.5)
                 continue
@@ -1390,7 +1445,7 @@ class PgSession:
                     " WHERE id = %s AND closed_at IS NULL AND lease_until > clock_timestamp() RETURNING id",
                     (self.id,)).fetchone()
             except psycopg.Error as exc:
-                why = _first_line(exc)
+                why = self.store._why(exc)
                 with contextlib.suppress(Exception):
                     conn.close()
                 continue
