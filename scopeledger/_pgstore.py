@@ -366,6 +366,14 @@ def _scrub(text: str, url: str) -> str:
     return text
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether the server answered ``exc`` as a refusal (an SQLSTATE outside
+    the connection (08) and shutdown (57P) classes): the statement, and its
+    transaction, did not take effect."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return sqlstate is not None and not sqlstate.startswith(("08", "57P"))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -852,9 +860,7 @@ class PgStore:
                     rows = conn.cursor(binary=True).execute(
                         f"SELECT seq, line FROM {s}.events WHERE seq > %s ORDER BY seq", (after,))
                     headc = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {s}.events")
-                if trylock and not got.fetchone()[0]:
-                    self._rollback()
-                    raise LockTimeout(self.url, timeout or 0.0)
+                granted = got.fetchone()[0] if trylock else True
                 lines = [(q, bytes(b)) for q, b in rows.fetchall()]
                 head = headc.fetchone()[0]
                 break
@@ -871,6 +877,16 @@ class PgStore:
             except psycopg.Error as exc:
                 self._rollback()
                 raise self._error(exc, "take the ledger's lock") from exc
+            except BaseException:
+                # Interrupted (KeyboardInterrupt, a signal handler's exception)
+                # while the lock was asked for: it may be granted afterwards.
+                # Closing the connection ends that transaction, so that no lock
+                # stays with an idle connection (60 s for every writer).
+                self._drop()
+                raise
+        if not granted:
+            self._rollback()
+            raise LockTimeout(self.url, timeout or 0.0)
         if head < after:
             self._rollback()
             raise CorruptLedger(self.url, f"the log ends at seq {head}, and seq {after} was seen "
@@ -906,10 +922,15 @@ class PgStore:
             ValueError: ``entries`` is empty, ``first_seq`` is not the next
                 seq, a line holds a newline, or a ts is not a signed 64-bit
                 int (nothing is sent).
-            NotRecorded: the connection broke, and the lines are not in the log.
+            NotRecorded: the connection broke (or psycopg gave up on it), and
+                reading back showed the lines are not in the log.
             InDoubt: the connection broke, and whether they are could not be
                 found out within the resolve timeout.
             StoreError: the server refused the insert (nothing recorded).
+
+        A KeyboardInterrupt while the lines are on their way is let through
+        after closing the connection: whether they were committed is then
+        unknown (read ``first_seq`` back).
         """
         txn = self._txn
         if txn is None or txn.thread != threading.get_ident() or self._pid != os.getpid():
@@ -936,15 +957,23 @@ class PgStore:
                     cur.executemany(f"INSERT INTO {self.schema}.events (seq, ts, line) VALUES (%s, %s, %b)", rows)
                 conn.execute("COMMIT")
             return
-        except psycopg.OperationalError as exc:
-            if not (conn.closed or conn.broken):
+        except psycopg.Error as exc:
+            if _refused(exc) and not (conn.closed or conn.broken):
+                # The server refused a statement: the transaction is aborted
+                # (a pipeline skips what follows an error): nothing committed.
                 self._rollback()
                 raise self._error(exc, "append to the log") from exc
-            self._drop()
+            # The connection broke, or the client gave up on it (an error of
+            # psycopg's own, e.g. an interruption it turned into one), while
+            # the inserts and COMMIT may be at the server: resolve.
             cause: BaseException = exc
-        except psycopg.Error as exc:
-            self._rollback()
-            raise self._error(exc, "append to the log") from exc
+        except BaseException:
+            # Interrupted (KeyboardInterrupt): let it through, the outcome
+            # unknown; closing the connection leaves no transaction, and no
+            # lock, behind (a COMMIT the server already read still commits).
+            self._drop()
+            raise
+        self._drop()
         self._resolve(rows, backend, cause)
 
     def _resolve(self, rows: list[tuple[int, int, bytes]], backend: tuple[int, Any] | None,

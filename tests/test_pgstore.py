@@ -593,6 +593,112 @@ def test_a_lost_connection_inside_locked_is_a_typed_error_and_records_nothing(st
     assert append(store, {}) == 2
 
 
+class Interrupted(Exception):
+    """Raised by a signal handler in the main thread (as a KeyboardInterrupt
+    or a timer's handler would be) while the store waits on the server."""
+
+
+@contextlib.contextmanager
+def interrupt_when(cond, what: str, then=lambda: None, kind: type[BaseException] = Interrupted):
+    """Raise ``kind`` in this (the main) thread once ``cond()`` holds (a
+    real condition, polled by a helper thread), then call ``then()`` in the
+    helper. psycopg cancels the query on a KeyboardInterrupt, and not on
+    other exceptions."""
+    main = threading.get_ident()
+
+    def handler(signum, frame):
+        raise kind()
+
+    def watch():
+        wait_for(cond, what)
+        signal.pthread_kill(main, signal.SIGUSR1)
+        then()
+    old = signal.signal(signal.SIGUSR1, handler)
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        yield
+    finally:
+        t.join(120)
+        signal.signal(signal.SIGUSR1, old)
+
+
+def _waiting_on_advisory(pg_cluster, pid):
+    return pg_cluster.psql_execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'"
+                                   " AND wait_event = 'advisory'", pid)
+
+
+@pytest.mark.parametrize("kind", [Interrupted, KeyboardInterrupt])
+def test_an_append_interrupted_on_its_way_is_resolved_not_reported_unrecorded(store, pg_cluster, kind):
+    """Found in review: an exception in the middle of an append (a signal
+    handler's, raised while the INSERT and COMMIT were at the server) came
+    out as StoreUnavailable, whose promise is that nothing can have been
+    recorded, and the server committed the line afterwards. Now it is
+    resolved as a broken connection is: returned means recorded, NotRecorded
+    means never recorded (an interruption let through means "read back")."""
+    append(store, {})
+    s = store.schema
+    # The server stalls the INSERT on an advisory lock the test holds (a real wait, not a timer).
+    pg_cluster.psql_execute(f"CREATE FUNCTION {s}.stall() RETURNS trigger LANGUAGE plpgsql AS $$"
+                            " BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NULL; END $$")
+    pg_cluster.psql_execute(f"CREATE TRIGGER stall AFTER INSERT ON {s}.events FOR EACH ROW EXECUTE FUNCTION {s}.stall()")
+    blocker = psycopg.connect(pg_cluster.conninfo(), autocommit=True)
+    blocker.execute("SELECT pg_advisory_lock(4242)")
+    old_backend = store._backend[0]
+    ours = line(2, ts=7, what="on its way")
+    try:
+        with interrupt_when(lambda: _waiting_on_advisory(pg_cluster, old_backend), "the INSERT stalled",
+                            kind=kind):
+            try:
+                with store.locked(1, 10):
+                    store.append(E([ours]), 2)
+                outcome = "returned"
+            except NotRecorded:
+                outcome = "not recorded"
+            except kind:
+                outcome = "interrupted"
+            except StoreError as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+    finally:
+        blocker.execute("SELECT pg_advisory_unlock(4242)")
+        blocker.close()
+    # The old backend finishes whatever it still had (commit or not); then look.
+    wait_for(lambda: not pg_cluster.psql_execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", old_backend),
+             "the interrupted append's backend gone")
+    pg_cluster.psql_execute(f"DROP TRIGGER stall ON {s}.events")
+    recorded = store.read_after(1) == [(2, ours)]
+    print(f"\n{kind.__name__} during an append: {outcome}, recorded: {recorded}")
+    assert outcome in ("returned", "not recorded", "interrupted"), outcome
+    assert outcome == "interrupted" or recorded == (outcome == "returned"), (outcome, recorded)
+    assert append(store, {}) == 2 + recorded  # the lock is free, the store usable
+
+
+@pytest.mark.parametrize("kind", [Interrupted, KeyboardInterrupt])
+def test_a_wait_for_the_lock_interrupted_leaves_no_lock_behind(store, pg_cluster, kind):
+    """Found in review: an exception raised while locked() waited for the
+    lock left the store's connection inside its transaction: once granted,
+    the lock stayed held by an idle connection, blocking every writer for
+    idle_in_transaction_session_timeout (60 s)."""
+    append(store, {})
+    holder = psycopg.connect(parse_url(pg_cluster.url(store.schema)).conninfo, autocommit=True)
+    holder.execute("BEGIN")
+    holder.execute("SELECT pg_advisory_xact_lock(%s, 0)", (store._key,))
+    backend = store._backend[0]
+    other = PgStore.open(pg_cluster.url(store.schema))
+    try:
+        with interrupt_when(lambda: _waiting_on_advisory(pg_cluster, backend), "locked() waiting for the lock",
+                            then=lambda: holder.execute("ROLLBACK"), kind=kind):
+            with pytest.raises((kind, StoreUnavailable)):  # psycopg may turn it into its own error
+                with store.locked(1, None):
+                    pass
+        with other.locked(1, 30) as missed:  # the lock is free (not held by the interrupted store)
+            assert missed == []
+        assert append(store, {}) == 2  # and the interrupted store is usable
+    finally:
+        other.close()
+        holder.close()
+
+
 # -- waiting ---------------------------------------------------------------------
 
 def test_listen_notify_wakes_a_waiter(store, pg_cluster):
