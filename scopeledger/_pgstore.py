@@ -33,10 +33,15 @@ Tables (created by ``PgStore.open(url, create=True)``, with the schema)::
 Server-side backstops that do not trust clients (triggers): an insert into
 ``events`` whose seq is not the current maximum + 1 is refused (rows of one
 transaction are checked one statement at a time), as is one whose line does
-not say that seq and ts (a JSON object; so the table and an exported file
-agree), and one made under ``synchronous_commit = off``; UPDATE, DELETE and
-TRUNCATE of ``events`` are refused, as are DELETE/TRUNCATE of ``sessions``. A role that owns the tables can still drop
-the triggers: they stop mistakes, not an owner. Each insert notifies the
+not say that seq and ts as JSON numbers (a JSON object; so the table and an
+exported file agree), and a transaction that commits an insert under
+``synchronous_commit = off`` (checked at COMMIT, by a deferred trigger);
+UPDATE, DELETE and TRUNCATE of ``events`` are refused, as are DELETE and
+TRUNCATE of ``sessions``, and an UPDATE of a session's row by any connection
+but the one holding its lock (or of anything but its lease, instance and
+closing, or once it is closed). A role that owns the tables can still drop
+the triggers (and a client can ``SET CONSTRAINTS ALL IMMEDIATE`` before
+turning asynchronous commit on): they stop mistakes, not an owner. Each insert notifies the
 channel ``scopeledger_<schema>`` with its seq (a hint for :meth:`PgStore.wait`).
 
 A mutation
@@ -133,9 +138,11 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     psycopg = None  # type: ignore[assignment]
     pg_errors = None  # type: ignore[assignment]
 
-STORE_FORMAT = 2
-"""Version of the table layout (not of the line format). 1 (a development
-version, never behind ``Ledger``) stored the running maximum as ``ts``."""
+STORE_FORMAT = 3
+"""Version of the table layout (not of the line format). Development
+versions, never behind ``Ledger``: 1 stored the running maximum as ``ts``;
+2 lacked the backstops that check ``synchronous_commit`` at commit, the
+line's seq and ts as JSON numbers, and who changes a session's row."""
 
 DEFAULT_SCHEMA = "scopeledger"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,47}")
@@ -416,14 +423,22 @@ CREATE FUNCTION {s}.instance() RETURNS text LANGUAGE sql STABLE AS $$
            || to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC',
                       'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') $$;
 
-CREATE FUNCTION {s}.events_next_seq() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE last_seq bigint; last_max bigint; j json;
+CREATE FUNCTION {s}.events_durable() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF current_setting('synchronous_commit') = 'off' THEN
         RAISE EXCEPTION 'scopeledger: an append under synchronous_commit = off is refused '
                         '(a server crash could lose an event a client acted on)'
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
+    RETURN NULL;
+END $$;
+-- Deferred: checked at COMMIT, whose setting is the one that counts.
+CREATE CONSTRAINT TRIGGER events_durable AFTER INSERT ON {s}.events
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {s}.events_durable();
+
+CREATE FUNCTION {s}.events_next_seq() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE last_seq bigint; last_max bigint; j json;
+BEGIN
     SELECT e.seq, e.ts_max INTO last_seq, last_max FROM {s}.events e ORDER BY e.seq DESC LIMIT 1;
     IF NEW.seq IS DISTINCT FROM coalesce(last_seq, 0) + 1 THEN
         RAISE EXCEPTION 'scopeledger: seq % does not follow the last seq %', NEW.seq, coalesce(last_seq, 0)
@@ -433,7 +448,8 @@ BEGIN
     -- json operators refuse to read past a \\u0000 in any string.
     j := replace(convert_from(NEW.line, 'UTF8'), '\\u0000', '\\u0001')::json;
     IF json_typeof(j) IS DISTINCT FROM 'object' OR (j->>'seq') IS DISTINCT FROM NEW.seq::text
-            OR (j->>'ts') IS DISTINCT FROM NEW.ts::text THEN
+            OR (j->>'ts') IS DISTINCT FROM NEW.ts::text OR json_typeof(j->'seq') IS DISTINCT FROM 'number'
+            OR json_typeof(j->'ts') IS DISTINCT FROM 'number' THEN
         RAISE EXCEPTION 'scopeledger: the line for seq % does not say seq % and ts %', NEW.seq, NEW.seq, NEW.ts
             USING ERRCODE = 'integrity_constraint_violation';
     END IF;
@@ -453,6 +469,29 @@ CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON {s}.events
     FOR EACH ROW EXECUTE FUNCTION {s}.refuse_change();
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON {s}.events
     FOR EACH STATEMENT EXECUTE FUNCTION {s}.refuse_change();
+-- A session's row is changed only by its own connection (the one holding
+-- its lock: renewing, moving to a new server instance, closing), only in its
+-- lease, instance and closing, and never once closed: another client cannot
+-- make it dead to the judges while it lives.
+CREATE FUNCTION {s}.sessions_own() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.closed_at IS NOT NULL
+            OR (NEW.id, NEW.host, NEW.pid, NEW.ttl_ms, NEW.grace_ms, NEW.opened_at)
+               IS DISTINCT FROM (OLD.id, OLD.host, OLD.pid, OLD.ttl_ms, OLD.grace_ms, OLD.opened_at)
+            OR NOT EXISTS (SELECT 1 FROM pg_locks l
+                           WHERE l.locktype = 'advisory' AND l.granted AND l.pid = pg_backend_pid()
+                             AND l.objsubid = 2 AND l.objid = OLD.id::bigint::oid
+                             AND l.classid = (SELECT oid FROM pg_namespace WHERE nspname = TG_TABLE_SCHEMA)
+                             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+    THEN
+        RAISE EXCEPTION 'scopeledger: session % is changed only by its own connection, in its lease, '
+                        'instance and closing, and never once closed', OLD.id
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER sessions_own BEFORE UPDATE ON {s}.sessions
+    FOR EACH ROW EXECUTE FUNCTION {s}.sessions_own();
 CREATE TRIGGER sessions_keep BEFORE DELETE ON {s}.sessions
     FOR EACH ROW EXECUTE FUNCTION {s}.refuse_change();
 CREATE TRIGGER sessions_no_truncate BEFORE TRUNCATE ON {s}.sessions

@@ -353,6 +353,40 @@ def test_synchronous_commit_is_forced_on_and_the_server_refuses_appends_without_
         pg_cluster.psql_execute("ALTER ROLE postgres IN DATABASE postgres RESET synchronous_commit")
 
 
+def test_the_backstops_hold_against_a_hostile_client(store, pg_cluster):
+    """Found in review, by a client with plain SQL: asynchronous commit
+    asked for after the INSERT (the trigger looked only at insert time, the
+    commit is what counts), a line saying its seq and ts as JSON strings,
+    and another client's UPDATE of a session's row (closing it, or ending
+    its lease, made it dead to every judge while its client held its lock).
+    Each was accepted; each is refused now."""
+    append(store, {})
+    s = store.schema
+    with psycopg.connect(parse_url(pg_cluster.url(s)).conninfo) as conn:  # one transaction
+        conn.execute(_insert(s, 2))
+        conn.execute("SET LOCAL synchronous_commit = off")
+        with pytest.raises(psycopg.errors.InvalidTransactionState, match="synchronous_commit"):
+            conn.commit()
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="does not say seq 2"):
+        pg_cluster.psql_execute(f"INSERT INTO {s}.events (seq, ts, line) VALUES "
+                                "(2, 7, convert_to('{\"seq\": \"2\", \"ts\": \"7\"}', 'UTF8'))")
+    assert store.head() == 1
+    sess = store.open_session(600)
+    try:
+        for change in ("closed_at = clock_timestamp()", "lease_until = clock_timestamp() - interval '1 day'",
+                       "instance = 'elsewhere'", "ttl_ms = 1", "host = 'h2'"):
+            with pytest.raises(psycopg.Error, match="scopeledger: "):
+                pg_cluster.psql_execute(f"UPDATE {s}.sessions SET {change} WHERE id = %s", sess.id)
+        assert store.dead_sessions([sess.id]) == {}
+        sess.renew()  # its own connection still may
+        assert sess.valid
+    finally:
+        sess.close()
+    assert store.dead_sessions([sess.id]) == {sess.id: "session_closed"}
+    with pytest.raises(psycopg.Error, match="scopeledger: "):  # and a closed session stays closed
+        pg_cluster.psql_execute(f"UPDATE {s}.sessions SET closed_at = NULL WHERE id = %s", sess.id)
+
+
 # -- the lock --------------------------------------------------------------------
 
 def test_the_lock_excludes_and_times_out(store, pg_cluster):
