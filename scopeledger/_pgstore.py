@@ -92,7 +92,8 @@ copies of their sockets are replaced by ``/dev/null`` (so closing them cannot
 send a Terminate message on the parent's connection), and the child opens new
 connections when it needs them. A session does not survive a fork (its lock
 is the parent's connection's). A ``PgStore`` may be shared by threads (a lock
-serialises its main connection; :meth:`PgStore.locked` holds it throughout).
+serialises its main connection; :meth:`PgStore.locked` holds it throughout;
+each thread in :meth:`PgStore.wait` listens on a connection of its own).
 
 Errors
 ------
@@ -560,7 +561,7 @@ class PgStore:
         self._channel = f"scopeledger_{loc.schema}"
         self._mutex = threading.RLock()
         self._conn: Any = None
-        self._listen: Any = None
+        self._listens: dict[int, Any] = {}  # thread ident -> its LISTEN connection (see wait)
         self._backend: tuple[int, Any] | None = None  # (pid, backend_start) of _conn's backend
         self._txn: _Txn | None = None
         self._key = 0  # the schema's oid as int4: the first key of our advisory locks
@@ -689,10 +690,11 @@ class PgStore:
     def _forked_child(self) -> None:
         if self._pid == os.getpid():
             return
-        for conn in (self._conn, self._listen):
+        for conn in (self._conn, *self._listens.values()):
             if conn is not None:
                 _blind(conn)
-        self._conn = self._listen = None
+        self._conn = None
+        self._listens = {}
         self._backend = None
         self._txn = None
         self._mutex = threading.RLock()
@@ -735,10 +737,10 @@ class PgStore:
             if self._pid != os.getpid():
                 self._forked_child()
             self._drop()
-            if self._listen is not None:
+            listens, self._listens = self._listens, {}
+            for conn in listens.values():
                 with contextlib.suppress(Exception):
-                    self._listen.close()
-                self._listen = None
+                    conn.close()
 
     def __enter__(self) -> "PgStore":
         return self
@@ -1075,6 +1077,10 @@ class PgStore:
         ``timeout`` seconds (``None``: for ever); return the head seq (≤
         ``after`` when the time ran out). Woken by LISTEN/NOTIFY; the table is
         the truth (the head is read after LISTEN and after every wake-up).
+        Each thread that waits has a LISTEN connection of its own (psycopg
+        serialises a connection: shared, one thread's wait held up another's
+        until it ended, whatever its timeout); a thread's is closed by
+        :meth:`close`, or when a later waiter finds the thread gone.
 
         Raises: StoreUnavailable (the connection broke, and a new one failed
             too), StoreError.
@@ -1096,28 +1102,41 @@ class PgStore:
                     pass
             except psycopg.OperationalError as exc:
                 with self._mutex:
-                    if self._listen is not None:
-                        with contextlib.suppress(Exception):
-                            self._listen.close()
-                    self._listen = None
+                    gone = self._listens.pop(threading.get_ident(), None)
+                if gone is not None:
+                    with contextlib.suppress(Exception):
+                        gone.close()
                 if retried:
                     raise self._error(exc, "wait for new events") from exc
                 retried = True
             except psycopg.Error as exc:
                 raise self._error(exc, "wait for new events") from exc
 
+    @property
+    def _listen(self) -> Any:
+        """The calling thread's LISTEN connection, or ``None``."""
+        return self._listens.get(threading.get_ident())
+
     def _listen_connection(self) -> Any:
+        """The calling thread's LISTEN connection, opened when missing or
+        closed (under ``_mutex``); those of threads that ended are closed."""
         if self._pid != os.getpid():
             self._forked_child()
-        if self._listen is None or self._listen.closed:
+        me = threading.get_ident()
+        conn = self._listens.get(me)
+        if conn is None or conn.closed:
+            alive = {t.ident for t in threading.enumerate()}
+            for ident in [i for i in self._listens if i not in alive]:
+                with contextlib.suppress(Exception):
+                    self._listens.pop(ident).close()
             conn = self._new_connection()
             try:
                 conn.execute(f"LISTEN {self._channel}")
             except psycopg.Error as exc:
                 conn.close()
                 raise self._error(exc, "listen for new events") from exc
-            self._listen = conn
-        return self._listen
+            self._listens[me] = conn
+        return conn
 
     # -- snapshots ----------------------------------------------------------
 

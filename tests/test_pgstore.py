@@ -452,7 +452,6 @@ def test_concurrent_appends_from_processes_are_gapless_and_lose_nothing(store, p
     assert len(acked) == n_procs * sum(1 + i % 3 for i in range(n_each)) and len(stored) == 1 + len(acked)
     assert all(dict(stored)[s] == b for s, b in acked.items())
     waits = sorted(w for *_, ws in results for w in ws)
-    per_proc = [len(ws) / sum(ws) if sum(ws) else 0 for *_, ws in results]
     print(f"\n{n_procs} processes x {n_each} appends in {elapsed:.2f}s; lock wait p50 "
           f"{statistics.median(waits) * 1e3:.2f} ms, max {waits[-1] * 1e3:.1f} ms")
 
@@ -757,6 +756,30 @@ def test_listen_notify_wakes_a_waiter(store, pg_cluster):
     waiter.close()
     assert got == [2]
     print(f"\nwake-up {(woke[0] - sent) * 1e3:.2f} ms after the append was sent")
+
+
+def test_threads_waiting_on_one_store_each_keep_their_own_timeout(store, pg_cluster):
+    """Found in review: the threads of one store shared its LISTEN
+    connection, and psycopg serialises a connection, so wait(after, 0.2)
+    in one thread returned only when another thread's longer wait did."""
+    append(store, {})
+    long_wait: list[int] = []
+    a = threading.Thread(target=lambda: long_wait.append(store.wait(1, None)))
+    a.start()
+    head_sql = f"SELECT coalesce(max(seq), 0) FROM {store.schema}.events"
+    try:
+        wait_for(lambda: pg_cluster.psql_execute(  # the long waiter has read the head: it is listening
+            "SELECT 1 FROM pg_stat_activity WHERE state = 'idle' AND query = %s", head_sql),
+            "the first thread waiting for notifications")
+        short: list[int] = []
+        b = threading.Thread(target=lambda: short.append(store.wait(1, 0.2)))
+        b.start()
+        b.join(60)  # a generous bound: before the fix it returned only after the long wait did
+        assert short == [1] and long_wait == [], (short, long_wait)
+    finally:
+        append(store, {}, after=1)  # wakes the long waiter
+        a.join(120)
+    assert long_wait == [2]
 
 
 # -- snapshots -------------------------------------------------------------------
