@@ -567,7 +567,6 @@ class PgStore:
         self._key = 0  # the schema's oid as int4: the first key of our advisory locks
         self._pid = os.getpid()
         self._resolve_timeout = resolve_timeout
-        self._sessions: "weakref.WeakSet[PgSession]" = weakref.WeakSet()
         _live.add(self)
 
     @classmethod
@@ -732,7 +731,7 @@ class PgStore:
 
     def close(self) -> None:
         """Close the connections (sessions opened from this store stay open
-        until their own :meth:`PgSession.close`). Idempotent."""
+        until their own :meth:`PgSession.close`). Idempotent; raises nothing."""
         with self._mutex:
             if self._pid != os.getpid():
                 self._forked_child()
@@ -1202,7 +1201,11 @@ class PgStore:
             raise ValueError(f"seq {seq} is not a line of the log at {self.url}")
 
     def snapshot_seqs(self) -> list[int]:
-        """The seqs of the stored snapshots, ascending."""
+        """The seqs of the stored snapshots, ascending (whether each is valid
+        is :meth:`snapshot_read`'s to say).
+
+        Raises: StoreUnavailable, StoreError.
+        """
         return [r[0] for r in self._retrying("list snapshots", lambda conn: conn.execute(
             f"SELECT seq FROM {self.schema}.snapshots ORDER BY seq").fetchall())]
 
@@ -1217,7 +1220,11 @@ class PgStore:
     # -- sessions -----------------------------------------------------------
 
     def instance(self) -> str:
-        """The server instance: ``<system identifier>@<postmaster start, UTC>``."""
+        """The server instance: ``<system identifier>@<postmaster start, UTC,
+        to the microsecond>``; it changes when the server restarts.
+
+        Raises: StoreUnavailable, StoreError.
+        """
         return self._retrying("read the server instance", lambda conn: conn.execute(
             f"SELECT {self.schema}.instance()").fetchone()[0])
 
@@ -1226,10 +1233,17 @@ class PgStore:
                      grace: float | None = None) -> "PgSession":
         """Open a client session: a connection of its own holding a
         session-level advisory lock, and a lease of ``ttl`` seconds renewed by
-        a background thread every ``ttl``/3 (``renew=False``: by the caller).
-        ``grace`` (seconds; default :func:`default_grace`) is how long after
-        the lease's end on the server's clock others still wait before
-        judging the session dead by it.
+        a background thread every ``ttl``/3 (``renew=False``: by the caller,
+        with :meth:`PgSession.renew`). ``grace`` (seconds; default
+        :func:`default_grace`) is how long after the lease's end on the
+        server's clock others still wait before judging the session dead by
+        it. ``host`` (the client's machine id, or ``None``) and ``pid``
+        (default: this process's) are recorded in the session's row for
+        people reading it; nothing judges by them. ``on_lost(session)`` is
+        called once, when the session is found lost, from whichever thread
+        finds it (the watchdog, the renewer, or a caller of
+        :attr:`PgSession.valid` or :meth:`PgSession.renew`); its exceptions
+        are ignored.
 
         Raises:
             ValueError: ``ttl`` not a number of 0.01..86400 seconds, or
