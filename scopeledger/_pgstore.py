@@ -156,6 +156,13 @@ CONNECT_TIMEOUT_S = 10
 _TCP_DEFAULTS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
                  "keepalives_count": 3, "tcp_user_timeout": 20_000}
 RESOLVE_TIMEOUT_S = 30.0
+#: Server settings every connection starts with (libpq ``options``), whatever
+#: the role or database default to: READ COMMITTED (the read after the lock
+#: must see what was committed while waiting for it; so must a read-back), and
+#: no statement or lock timeout of the server's (a wait for the lock is bounded
+#: by the store's own ``lock_timeout``, set per transaction).
+_STARTUP = ("-c default_transaction_isolation=read\\ committed -c statement_timeout=0"
+            " -c lock_timeout=0")
 
 
 # -- errors (to move to _errors.py when the store is wired in) ---------------
@@ -272,13 +279,15 @@ class PgLocation:
     """A parsed ledger URL: ``conninfo`` (the URL without ``schema``, for
     libpq), ``schema``, ``shown`` (redacted, with the schema)."""
 
-    __slots__ = ("conninfo", "schema", "shown", "params")
+    __slots__ = ("conninfo", "schema", "shown", "params", "options")
 
-    def __init__(self, conninfo: str, schema: str, shown: str, params: frozenset[str] = frozenset()) -> None:
+    def __init__(self, conninfo: str, schema: str, shown: str, params: frozenset[str] = frozenset(),
+                 options: str | None = None) -> None:
         self.conninfo = conninfo
         self.schema = schema
         self.shown = shown
         self.params = params  # the libpq parameter names the URL sets
+        self.options = options  # the URL's libpq ``options`` (server settings), if it sets them
 
 
 def is_postgresql_url(text: str) -> bool:
@@ -343,9 +352,10 @@ def parse_url(url: str) -> PgLocation:
                                    "holding '@', '/', ':', '?', '#' or '&' must be percent-encoded "
                                    "(%40, %2F, %3A, %3F, %23, %26)")
         given = frozenset(params)
+        options = params.get("options")
         if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
             conninfo += ("&" if kept else "?") + f"connect_timeout={CONNECT_TIMEOUT_S}"
-    return PgLocation(conninfo, schema, shown, given)
+    return PgLocation(conninfo, schema, shown, given, options if psycopg is not None else None)
 
 
 def _secrets(url: str) -> list[str]:
@@ -634,9 +644,14 @@ class PgStore:
 
     def _new_connection(self, **params: Any) -> Any:
         """A new connection (``params``: libpq connection parameters added to
-        the URL's), with synchronous commit forced on."""
+        the URL's), with synchronous commit forced on and the server settings
+        the store depends on (:data:`_STARTUP`, after the URL's or
+        ``PGOPTIONS``'s own, so they win) whatever the role, the database or
+        the URL set."""
         given = self._loc.params
-        params = {**{k: v for k, v in _TCP_DEFAULTS.items() if k not in given}, **params}
+        options = self._loc.options if self._loc.options is not None else os.environ.get("PGOPTIONS", "")
+        params = {**{k: v for k, v in _TCP_DEFAULTS.items() if k not in given},
+                  "options": f"{options} {_STARTUP}".strip(), **params}
         try:
             conn = psycopg.connect(self._loc.conninfo, autocommit=True, **params)
         except psycopg.Error as exc:
@@ -653,7 +668,11 @@ class PgStore:
                 " set_config('tcp_keepalives_idle', '5', false),"
                 " set_config('tcp_keepalives_interval', '2', false),"
                 " set_config('tcp_keepalives_count', '3', false),"
-                " set_config('tcp_user_timeout', '20000', false)",
+                " set_config('tcp_user_timeout', '20000', false)"
+                # PostgreSQL 14+: a server default must not end an idle
+                # session's connection (and with it the session) between renewals.
+                + (", set_config('idle_session_timeout', '0', false)"
+                   if conn.info.server_version >= 140000 else ""),
                 (str(IDLE_IN_TRANSACTION_TIMEOUT_MS),))
         except psycopg.Error as exc:
             with contextlib.suppress(Exception):

@@ -1210,6 +1210,65 @@ def test_a_waiter_for_the_lock_sees_what_the_holder_committed(store, pg_cluster)
     assert seen == [[(1, line(1, ts=1))]]
 
 
+def _with_options(url: str, *settings: str) -> str:
+    """``url`` asking the server for ``settings`` (``name=value``) by libpq's ``options``."""
+    from urllib.parse import quote
+    return url + "&options=" + quote(" ".join(f"-c {x}" for x in settings), safe="")
+
+
+def test_server_defaults_the_store_depends_on_are_overridden(store, pg_cluster):
+    """Found in review: a role's or database's default transaction isolation
+    (repeatable read: the read after the lock used a snapshot from before the
+    lock was granted, so a waiter missed the previous holder's lines, and a
+    read-back could say NotRecorded for a committed append) and statement
+    timeout (a wait for the lock cancelled, reported as a lost connection)
+    reached the store's connections. Asked for by the URL here, as by the
+    role or the database."""
+    url = _with_options(pg_cluster.url(store.schema), "default_transaction_isolation=repeatable\\ read",
+                        "statement_timeout=1")
+    other = PgStore.open(url)
+    seen, errors = [], []
+
+    def wait_for_lock():
+        try:
+            seen.append(_locked_read(other))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+    try:
+        with store.locked(0, 10):
+            t = threading.Thread(target=wait_for_lock)
+            t.start()
+            for _ in range(2):  # still waiting after another connection's round trips (> 1 ms)
+                wait_for(lambda: errors or _waiting_on_advisory(pg_cluster, other._backend[0] if other._backend
+                                                                 else -1), "the other store waiting")
+            store.append(E([line(1, ts=1)]), 1)
+        t.join(60)
+    finally:
+        other.close()
+    assert errors == [] and seen == [[(1, line(1, ts=1))]], (errors, seen)
+
+
+def test_a_servers_idle_session_timeout_does_not_end_a_session(store, pg_cluster):
+    """Found in review: a server default idle_session_timeout shorter than
+    ttl/3 ended a session's idle connection between renewals, and with it
+    the session (lost on the same instance, judged dead by its lock)."""
+    url = _with_options(pg_cluster.url(store.schema), "idle_session_timeout=100")
+    far = PgStore.open(url)
+    s = far.open_session(600)
+    try:
+        pid = pg_cluster.psql_execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND objsubid = 2", s.id)[0][0]
+        # Idle for more than ten times the timeout, by the server's clock (or already ended).
+        wait_for(lambda: s.lost or pg_cluster.psql_execute(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND state = 'idle'"
+            " AND state_change < clock_timestamp() - interval '1 second'", pid), "the session idle for 1 s")
+        assert s.valid and s.lost is None, s.lost
+        assert store.dead_sessions([s.id]) == {}
+    finally:
+        s.close()
+        far.close()
+
+
 def _locked_read(st):
     with st.locked(0, 60) as missed:
         return missed
