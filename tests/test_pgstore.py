@@ -744,17 +744,23 @@ def test_listen_notify_wakes_a_waiter(store, pg_cluster):
 
     def wait():
         ready.set()
-        got.append(waiter.wait(1, 120))
+        got.append(waiter.wait(1, 600))
         woke.append(time.perf_counter())
-    t = threading.Thread(target=wait)
+    t = threading.Thread(target=wait, daemon=True)
     t.start()
     ready.wait(10)
-    time.sleep(0.05)  # not synchronisation: only so that the waiter is likely asleep (verdict unaffected)
+    # The waiter has read the head on its LISTEN connection and sleeps (before, a sleep
+    # of 50 ms here, and a wait of 120 s that the test outlasted: it passed without NOTIFY).
+    head_sql = f"SELECT coalesce(max(seq), 0) FROM {store.schema}.events"
+    wait_for(lambda: pg_cluster.psql_execute(
+        "SELECT 1 FROM pg_stat_activity WHERE state = 'idle' AND query = %s AND pid = %s",
+        head_sql, waiter._listens[t.ident].info.backend_pid) if t.ident in waiter._listens else None,
+        "the waiter listening")
     sent = time.perf_counter()
     append(store, {}, after=1)
-    t.join(180)
-    waiter.close()
+    t.join(60)  # woken by the notification, far before its own 600 s
     assert got == [2]
+    waiter.close()
     print(f"\nwake-up {(woke[0] - sent) * 1e3:.2f} ms after the append was sent")
 
 
