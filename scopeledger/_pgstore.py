@@ -384,6 +384,24 @@ def _scrub(text: str, url: str) -> str:
     return text
 
 
+def _int(name: str, value: Any, lo: int | None = None) -> int:
+    """``value``, when it is an int (not a bool) that fits a signed 64-bit
+    column and is at least ``lo``; else :class:`ValueError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not -(1 << 63) <= value < (1 << 63) \
+            or (lo is not None and value < lo):
+        raise ValueError(f"{name} must be an int{'' if lo is None else f' >= {lo}'}, not {value!r}")
+    return value
+
+
+def _seconds(name: str, value: Any) -> float | None:
+    """``value``, when it is ``None`` or a number of seconds (not a bool, not
+    NaN); else :class:`ValueError` naming ``name``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or math.isnan(value)):
+        raise ValueError(f"{name} must be None or a number of seconds, not {value!r}")
+    return value
+
+
 def _refused(exc: BaseException) -> bool:
     """Whether the server answered ``exc`` as a refusal (an SQLSTATE outside
     the connection (08) and shutdown (57P) classes): the statement, and its
@@ -787,8 +805,7 @@ class PgStore:
             CorruptLedger: the log holds fewer than ``seq`` lines.
             StoreUnavailable, StoreError.
         """
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-            raise ValueError(f"seq must be an int >= 0, not {seq!r}")
+        _int("seq", seq, 0)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"limit must be None or an int >= 1, not {limit!r}")
         sql = (f"SELECT seq, line FROM {self.schema}.events WHERE seq > %s ORDER BY seq"
@@ -819,8 +836,11 @@ class PgStore:
         whatever follows it). One index lookup (``ts_max``). Time travel
         (:meth:`time_point`) lands at or after it.
 
-        Raises: StoreUnavailable, StoreError.
+        Raises:
+            ValueError: ``ts`` is not a signed 64-bit int.
+            StoreUnavailable, StoreError.
         """
+        _int("ts", ts)
         row = self._retrying("read the log", lambda conn: conn.execute(
             f"SELECT seq FROM {self.schema}.events WHERE ts_max <= %s ORDER BY ts_max DESC, seq DESC LIMIT 1",
             (ts,)).fetchone())
@@ -841,8 +861,13 @@ class PgStore:
         ascending); past a clock that stepped back, the stepped-back lines up
         to ``ts`` (a partial index) and the lines between the two answers.
 
-        Raises: StoreUnavailable, StoreError.
+        Raises:
+            ValueError: ``ts`` is not a signed 64-bit int, or ``crossed`` not
+                an int >= 0.
+            StoreUnavailable, StoreError.
         """
+        _int("ts", ts)
+        _int("crossed", crossed, 0)
         s = self.schema
 
         def run(conn: Any) -> tuple[int, int, list[tuple[int, bytes]]]:
@@ -886,10 +911,16 @@ class PgStore:
                 (``path`` is the redacted URL).
             CorruptLedger: the log has fewer lines than ``after`` (replaced or
                 restored from an older backup), or its seqs do not follow.
+            ReadOnlyLedger: opened read-only.
+            ValueError: ``after`` is not an int >= 0, or ``timeout`` not
+                ``None`` or a number.
+            RuntimeError: called again inside :meth:`locked` in this thread.
             StoreUnavailable, StoreError.
         """
         if self._readonly:
             raise ReadOnlyLedger(self.url, "take the append lock")
+        _int("after", after, 0)
+        _seconds("timeout", timeout)
         with self._mutex:
             if self._txn is not None:
                 raise RuntimeError("PgStore.locked() is not re-entrant")
@@ -1100,9 +1131,14 @@ class PgStore:
         until it ended, whatever its timeout); a thread's is closed by
         :meth:`close`, or when a later waiter finds the thread gone.
 
-        Raises: StoreUnavailable (the connection broke, and a new one failed
-            too), StoreError.
+        Raises:
+            ValueError: ``after`` is not an int >= 0, or ``timeout`` not
+                ``None`` or a number.
+            StoreUnavailable: the connection broke, and a new one failed too.
+            StoreError.
         """
+        _int("after", after, 0)
+        _seconds("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         retried = False
         while True:
@@ -1167,8 +1203,10 @@ class PgStore:
             SnapshotInvalid: none at ``seq``, a header that is not a JSON
                 object naming ``seq``, or one whose ``last_hash`` is not the
                 hash of line ``seq``.
+            ValueError: ``seq`` is not an int.
             StoreUnavailable, StoreError.
         """
+        _int("seq", seq)
         s = self.schema
 
         def run(conn: Any) -> Any:
@@ -1230,9 +1268,11 @@ class PgStore:
 
     def snapshot_delete(self, seq: int) -> None:
         """Remove the snapshot at ``seq`` (retention); none there is no error.
-        Raises: ReadOnlyLedger (opened read-only), StoreUnavailable, StoreError."""
+        Raises: ReadOnlyLedger (opened read-only), ValueError (``seq`` is not
+        an int), StoreUnavailable, StoreError."""
         if self._readonly:
             raise ReadOnlyLedger(self.url, "remove a snapshot")
+        _int("seq", seq)
         self._retrying("remove a snapshot", lambda conn: conn.execute(
             f"DELETE FROM {self.schema}.snapshots WHERE seq = %s", (seq,)))
 
@@ -1289,8 +1329,11 @@ class PgStore:
         named here is alive or unknown (an id not in the table is unknown,
         not dead). One query; the server's clock decides.
 
-        Raises: StoreUnavailable, StoreError.
+        Raises:
+            ValueError: an id is not an int.
+            StoreUnavailable, StoreError.
         """
+        ids = [_int("a session id", i) for i in ids]
         s = self.schema
         sql = f"""
             SELECT s.id,

@@ -845,6 +845,27 @@ def test_reading_past_the_log_or_a_bad_seq_is_refused(store):
     assert store.read_after(1) == []
 
 
+def test_bad_arguments_are_value_errors_naming_them(store):
+    """Found in review: only read_after checked its arguments; elsewhere a
+    bad value reached the server (a StoreError with an SQLSTATE, or none:
+    time_point(None) answered (0, 0, []), dead_sessions([1.5]) {})."""
+    append(store, {})
+    calls = {
+        "ts": [lambda: store.seq_at("x"), lambda: store.seq_at(True), lambda: store.time_point(None),
+               lambda: store.time_point(2**63)],
+        "crossed": [lambda: store.time_point(1, -1), lambda: store.time_point(1, 1.5)],
+        "after": [lambda: store.locked("x", 1).__enter__(), lambda: store.wait(-1, 0), lambda: store.wait("x", 0)],
+        "timeout": [lambda: store.locked(0, "x").__enter__(), lambda: store.wait(0, float("nan"))],
+        "seq": [lambda: store.snapshot_read("1"), lambda: store.snapshot_delete(None)],
+        "session id": [lambda: store.dead_sessions([1.5]), lambda: store.dead_sessions(["a"])],
+    }
+    for name, bad in calls.items():
+        for call in bad:
+            with pytest.raises(ValueError, match=name):
+                call()
+    assert append(store, {}) == 2  # no lock left behind
+
+
 # -- sessions --------------------------------------------------------------------
 
 def _session_holder(url, ttl, conn):
