@@ -956,6 +956,26 @@ def test_a_lapsed_lease_cannot_be_renewed(store):
     assert store.dead_sessions([s.id]) == {s.id: "lease_expired"}
 
 
+def test_a_lease_lapsed_by_the_servers_clock_is_not_renewed_whatever_the_client_thinks(store):
+    """The server, not the client, decides a lease lapsed: with the client's
+    own deadline far off (ttl 600 s), the server's clock past ``lease_until``
+    (here moved back by the session's own connection, as a step of the
+    server's clock would) makes the renewal fail, and the session stays dead
+    for the judges (it was untested: without the server's check in the
+    renewal, a session judged dead came back)."""
+    s = store.open_session(600, renew=False, grace=0)
+    try:
+        s._conn.execute(f"UPDATE {store.schema}.sessions SET lease_until = clock_timestamp() - interval '1 second'"
+                        " WHERE id = %s", (s.id,))
+        assert store.dead_sessions([s.id]) == {s.id: "lease_expired"}
+        with pytest.raises(SessionLost, match="lease_expired"):
+            s.renew()
+        assert s.lost == "lease_expired" and not s.valid
+        assert store.dead_sessions([s.id]) == {s.id: "lease_expired"}
+    finally:
+        s.close()
+
+
 def test_a_holder_learns_its_lease_lapsed_before_anyone_judges_it_dead(store):
     """Not renewed (a stalled renewer): the client's own deadline passes,
     its on_lost fires from the watchdog, and only after that, by the server
