@@ -51,16 +51,20 @@ A mutation
 reads the lines after the caller's seq and the head; the read is a statement
 of its own, after the lock, so in READ COMMITTED it sees everything committed
 before the lock was granted. :meth:`PgStore.append` sends the inserts and
-``COMMIT`` in one more round trip. ``synchronous_commit`` is set to ``on`` for
-every connection (asynchronous commit could drop an acknowledged event in a
-server crash), and ``idle_in_transaction_session_timeout`` (60 s) ends a client
-that stopped while it held the lock.
+``COMMIT`` in one more round trip. Every connection forces what this relies
+on, whatever the role, the database or the URL ask for: READ COMMITTED, no
+server statement or lock timeout, no idle-session timeout, and
+``synchronous_commit = on`` (asynchronous commit could drop an acknowledged
+event in a server crash); ``idle_in_transaction_session_timeout`` (60 s) ends
+a client that stopped while it held the lock.
 
 A commit whose outcome is unknown (the connection broke while the inserts or
 the COMMIT were on their way) is resolved: on a new connection the old backend
 is terminated if it still runs (matched by pid and start time), the advisory
 lock is taken (so the old transaction has ended, one way or the other), and
-the seqs are read back. All there with the same bytes: the append succeeded.
+the seqs are read back (so is an append psycopg gave up on, e.g. when a
+signal handler's exception interrupted it; a KeyboardInterrupt is let through
+after closing the connection). All there with the same bytes: the append succeeded.
 None there (or others' bytes at those seqs): nothing was recorded,
 :class:`NotRecorded`. Not resolvable within ``resolve_timeout``: :class:`InDoubt`.
 
