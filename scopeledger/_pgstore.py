@@ -1309,10 +1309,14 @@ class PgStore:
         are ignored.
 
         Raises:
+            ReadOnlyLedger: the store was opened read-only (a session is a
+                row written, and kept, for a writer).
             ValueError: ``ttl`` not a number of 0.01..86400 seconds, or
                 ``grace`` not one of 0..86400.
             StoreUnavailable, StoreError.
         """
+        if self._readonly:
+            raise ReadOnlyLedger(self.url, "open a session")
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0.01 <= ttl <= 86400:
             raise ValueError(f"a session ttl is 0.01..86400 seconds, not {ttl!r}")
         if grace is None:

@@ -827,9 +827,10 @@ def test_a_read_only_store_reads_and_refuses_to_write(store, pg_cluster):
         assert ro.readonly and not store.readonly and ro.location == store.location == store.url
         assert ro.read_after(0) == store.read_after(0)
         for write in (lambda: ro.locked(1, 10).__enter__(), lambda: ro.snapshot_write(_header(store, 1), b"{}"),
-                      lambda: ro.snapshot_delete(1)):
+                      lambda: ro.snapshot_delete(1), lambda: ro.open_session(60)):  # (the session: found in review)
             with pytest.raises(ReadOnlyLedger):
                 write()
+        assert pg_cluster.psql_execute(f"SELECT count(*) FROM {store.schema}.sessions") == [(0,)]
     with pytest.raises(NoLedger):  # read-only never creates
         PgStore.open(pg_cluster.url(new_schema := pgserver.new_schema_name()), create=True, readonly=True)
     assert pg_cluster.psql_execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", new_schema) == []
