@@ -591,6 +591,11 @@ class PgStore:
         self.url = loc.shown
         self.schema = loc.schema
         self._channel = f"scopeledger_{loc.schema}"
+        # The head, and seq_at (the last seq before the first line stamped after
+        # %(t)s: one lookup in the ts_max index), each said once.
+        self._head_sql = f"SELECT coalesce(max(seq), 0) FROM {loc.schema}.events"
+        self._seq_at_sql = (f"SELECT coalesce((SELECT seq FROM {loc.schema}.events WHERE ts_max <= %(t)s"
+                            " ORDER BY ts_max DESC, seq DESC LIMIT 1), 0)")
         self._mutex = threading.RLock()
         self._conn: Any = None
         self._listens: dict[int, Any] = {}  # thread ident -> its LISTEN connection (see wait)
@@ -830,7 +835,7 @@ class PgStore:
     def head(self) -> int:
         """The last seq (0 for an empty log). Raises: StoreUnavailable, StoreError."""
         return self._retrying("read the log", lambda conn: conn.execute(
-            f"SELECT coalesce(max(seq), 0) FROM {self.schema}.events").fetchone()[0])
+            self._head_sql).fetchone()[0])
 
     def seq_at(self, ts: int) -> int:
         """The last seq before the first line whose ``ts`` is later than
@@ -845,10 +850,8 @@ class PgStore:
             StoreUnavailable, StoreError.
         """
         _int("ts", ts)
-        row = self._retrying("read the log", lambda conn: conn.execute(
-            f"SELECT seq FROM {self.schema}.events WHERE ts_max <= %s ORDER BY ts_max DESC, seq DESC LIMIT 1",
-            (ts,)).fetchone())
-        return row[0] if row else 0
+        return self._retrying("read the log", lambda conn: conn.execute(
+            self._seq_at_sql, {"t": ts}).fetchone()[0])
 
     def time_point(self, ts: int, crossed: int = 5) -> tuple[int, int, list[tuple[int, bytes]]]:
         """Where time travel to ``ts`` (ns, UTC) lands, as
@@ -880,8 +883,7 @@ class PgStore:
             # at or before ts all stepped back (ts < ts_max), so the partial
             # index finds the last of them.
             at, before = conn.execute(
-                f"WITH b AS (SELECT coalesce((SELECT seq FROM {s}.events WHERE ts_max <= %(t)s"
-                f"                            ORDER BY ts_max DESC, seq DESC LIMIT 1), 0) AS b)"
+                f"WITH b AS ({self._seq_at_sql} AS b)"
                 f" SELECT greatest(b.b, coalesce((SELECT max(seq) FROM {s}.events"
                 f"                                WHERE ts < ts_max AND ts <= %(t)s), 0)), b.b FROM b",
                 {"t": ts}).fetchone()
@@ -953,7 +955,7 @@ class PgStore:
                         conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (self._key,))
                     rows = conn.cursor(binary=True).execute(
                         f"SELECT seq, line FROM {s}.events WHERE seq > %s ORDER BY seq", (after,))
-                    headc = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {s}.events")
+                    headc = conn.execute(self._head_sql)
                 granted = got.fetchone()[0] if trylock else True
                 lines = [(q, bytes(b)) for q, b in rows.fetchall()]
                 head = headc.fetchone()[0]
@@ -1149,7 +1151,7 @@ class PgStore:
             try:
                 with self._mutex:
                     conn = self._listen_connection()
-                head = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {self.schema}.events").fetchone()[0]
+                head = conn.execute(self._head_sql).fetchone()[0]
                 retried = False  # a connection lost later gets its own retry
                 if head > after:
                     return head
