@@ -343,6 +343,7 @@ def parse_url(url: str) -> PgLocation:
                                "digits and _ (not starting with a digit, at most 48 characters)")
     conninfo = base + ("?" + "&".join(kept) if kept else "") + (hash_ + fragment)
     given: frozenset[str] = frozenset()
+    options: Any = None
     if psycopg is not None:
         try:
             params = psycopg.conninfo.conninfo_to_dict(conninfo)
@@ -359,7 +360,7 @@ def parse_url(url: str) -> PgLocation:
         options = params.get("options")
         if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
             conninfo += ("&" if kept else "?") + f"connect_timeout={CONNECT_TIMEOUT_S}"
-    return PgLocation(conninfo, schema, shown, given, options if psycopg is not None else None)
+    return PgLocation(conninfo, schema, shown, given, None if options is None else str(options))
 
 
 def _secrets(url: str) -> list[str]:
@@ -850,8 +851,8 @@ class PgStore:
             StoreUnavailable, StoreError.
         """
         _int("ts", ts)
-        return self._retrying("read the log", lambda conn: conn.execute(
-            self._seq_at_sql, {"t": ts}).fetchone()[0])
+        return int(self._retrying("read the log", lambda conn: conn.execute(
+            self._seq_at_sql, {"t": ts}).fetchone()[0]))
 
     def time_point(self, ts: int, crossed: int = 5) -> tuple[int, int, list[tuple[int, bytes]]]:
         """Where time travel to ``ts`` (ns, UTC) lands, as
