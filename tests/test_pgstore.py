@@ -1186,16 +1186,29 @@ def test_server_restarts_and_a_kill_mid_run_reclaim_no_live_client_and_lose_noth
 
 
 def test_a_closed_session_is_dead_and_a_lapsed_one_knew_first(store):
+    """(Review: its last verdict depended on the machine's speed: a renewer
+    of the 0.3 s session stalled past its deadline, as on a loaded machine,
+    lost the session, close() could then not mark it, and the judges said
+    lease_expired, not session_closed. The closed verdict is now asserted
+    exactly on a session that cannot lapse in the test, and on the short one
+    whenever its client closed it rather than lost it.)"""
     s = store.open_session(0.3)  # renewed every 0.1 s in the background
     other = store.open_session(600)
+    closing = store.open_session(600)
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:  # across several lease periods
         # Renewal keeps it alive; should the renewer stall (a busy machine) and
         # the server see the lease lapse, the client must already know.
         assert store.dead_sessions([s.id]) == {} or not s.valid
-        time.sleep(0.05)
+        time.sleep(0.05)  # polling, not synchronisation
     s.close()
-    assert store.dead_sessions([s.id, other.id]) == {s.id: "session_closed"}
+    closing.close()
+    got = store.dead_sessions([s.id, other.id, closing.id])
+    if s.lost == "closed":  # closed by its client while valid
+        assert got == {s.id: "session_closed", closing.id: "session_closed"}
+    else:  # its renewer stalled past its deadline: it knew first, and is dead by its lease or not yet judged
+        assert s.lost == "lease_expired" and got in ({closing.id: "session_closed"},
+                                                    {s.id: "lease_expired", closing.id: "session_closed"}), got
     other.close()
 
 
