@@ -132,9 +132,21 @@ from urllib.parse import unquote
 
 import orjson
 
-from ._errors import CorruptLedger, LedgerError, LockTimeout, NoLedger, ReadOnlyLedger
+from ._errors import (
+    CorruptLedger,
+    InDoubt,
+    InvalidLedgerURL,
+    LedgerError,
+    LockTimeout,
+    NoLedger,
+    NotRecorded,
+    ReadOnlyLedger,
+    SessionLost,
+    SnapshotInvalid,
+    StoreError,
+    StoreUnavailable,
+)
 from ._events import line_hash
-from ._errors import SnapshotInvalid
 
 try:
     import psycopg
@@ -169,56 +181,9 @@ _STARTUP = ("-c default_transaction_isolation=read\\ committed -c statement_time
             " -c lock_timeout=0")
 
 
-# -- errors (to move to _errors.py when the store is wired in) ---------------
-
-class InvalidLedgerURL(LedgerError, ValueError):
-    """Raised by :func:`parse_url` and :meth:`PgStore.open` when a URL is not a
-    ``postgresql://`` URL libpq accepts, or its ``schema`` parameter is not a
-    usable name. The message shows the URL redacted."""
-
-
-class StoreError(LedgerError):
-    """Raised when the database server refuses an operation (disk full,
-    permission denied, a backstop trigger). Attributes: ``url`` (redacted),
-    ``sqlstate`` (the server's code, or ``None``)."""
-
-    def __init__(self, url: str, message: str, sqlstate: str | None = None) -> None:
-        self.url = url
-        self.sqlstate = sqlstate
-        super().__init__(message)
-
-
-class StoreUnavailable(StoreError, ConnectionError):
-    """Raised when the server cannot be reached, or the connection broke
-    where nothing can have been recorded (a read, taking the lock)."""
-
-
-class NotRecorded(StoreUnavailable):
-    """Raised by :meth:`PgStore.append` when the connection broke during the
-    append and reading back showed the lines were not recorded: retry the
-    whole transaction (take the lock again, decide again). Attribute
-    ``first_seq``."""
-
-    def __init__(self, url: str, message: str, first_seq: int) -> None:
-        super().__init__(url, message)
-        self.first_seq = first_seq
-
-
-class InDoubt(StoreError):
-    """Raised by :meth:`PgStore.append` when the connection broke during the
-    append and whether the lines were committed could not be found out within
-    the resolve timeout. Open the store again and read ``first_seq`` back
-    before acting on the outcome. Attribute ``first_seq``."""
-
-    def __init__(self, url: str, message: str, first_seq: int) -> None:
-        super().__init__(url, message)
-        self.first_seq = first_seq
-
-
-class SessionLost(StoreError):
-    """Raised by :meth:`PgSession.renew` (and set as :attr:`PgSession.lost`)
-    when the session's lease expired, its connection broke, or it is used in
-    a forked child."""
+# The store's errors (InvalidLedgerURL, StoreError, StoreUnavailable,
+# NotRecorded, InDoubt, SessionLost) are the public ones of _errors, imported
+# above, so that ``except scopeledger.NotRecorded`` catches this store's.
 
 
 # -- URL ---------------------------------------------------------------------

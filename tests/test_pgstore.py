@@ -138,6 +138,20 @@ def test_a_password_holding_url_delimiters_is_never_shown(url, shown, secret):
     assert secret not in str(err.value) and shown in str(err.value)
 
 
+def test_the_stores_errors_are_the_public_ones():
+    """Found in review: the store defined its own classes under the names of
+    scopeledger's public ones (in _errors since the store interface landed),
+    so ``except scopeledger.NotRecorded`` did not catch this store's."""
+    import scopeledger
+    from scopeledger import _pgstore
+    for name in ("InvalidLedgerURL", "StoreError", "StoreUnavailable", "NotRecorded", "InDoubt", "SessionLost"):
+        assert getattr(_pgstore, name) is getattr(scopeledger, name), name
+    with pytest.raises(scopeledger.InvalidLedgerURL):
+        PgStore.open("postgresql://h/db?schema=BAD")
+    with pytest.raises(scopeledger.StoreUnavailable):  # nothing listens on port 1
+        PgStore.open("postgresql://u@127.0.0.1:1/db")
+
+
 def test_a_missing_schema_is_no_ledger_and_a_foreign_one_is_refused(pg_cluster, pg_url):
     with pytest.raises(NoLedger):
         PgStore.open(pg_url)
