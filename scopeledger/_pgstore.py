@@ -223,12 +223,19 @@ def _query_start(url: str) -> int:
     return url.find("?", _userinfo_end(url) + 1)
 
 
+#: ``password=VALUE`` in libpq's keyword/value form (VALUE quoted or not).
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
     """``url`` with any password (in the user info, as libpq reads it or
-    wider, see :func:`_userinfo_end`, or a ``password`` parameter) replaced
-    by ``***``; anything that is not a string is shown as ``<not a URL>``."""
+    wider, see :func:`_userinfo_end`, a ``password`` parameter, or
+    ``password=`` in libpq's keyword/value form) replaced by ``***``;
+    anything that is not a string is shown as ``<not a URL>``."""
     if not isinstance(url, str):
         return "<not a URL>"
+    if "://" not in url:  # libpq's keyword/value form (refused, but shown in the refusal)
+        return _KEYWORD_PASSWORD.sub(r"\1***", url)
     at = _userinfo_end(url)
     if at >= 0:
         start = url.find("://") + 3

@@ -138,6 +138,15 @@ def test_a_password_holding_url_delimiters_is_never_shown(url, shown, secret):
     assert secret not in str(err.value) and shown in str(err.value)
 
 
+@pytest.mark.parametrize("conninfo", ["host=h password=s3cret dbname=x", "host=h PASSWORD = 's3cret x' dbname=x"])
+def test_a_keyword_value_conninfo_is_refused_without_showing_its_password(conninfo):
+    """Found in review: libpq's keyword/value form given instead of a URL was
+    refused with the text quoted whole, password and all."""
+    with pytest.raises(InvalidLedgerURL) as err:
+        PgStore.open(conninfo)
+    assert "s3cret" not in str(err.value) and "***" in str(err.value)
+
+
 def test_the_stores_errors_are_the_public_ones():
     """Found in review: the store defined its own classes under the names of
     scopeledger's public ones (in _errors since the store interface landed),
