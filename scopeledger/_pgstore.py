@@ -1458,10 +1458,10 @@ class PgSession:
         self._state = threading.Condition()   # lost, _deadline, _closing
         self._closing = False
         self._pid = os.getpid()
-        self._stop_r, self._stop_w = os.pipe()
         s = store.schema
         conn = self._connect()
         self._conn = conn
+        self._stop_r, self._stop_w = os.pipe()  # after the connection: nothing to close if it failed
         try:
             sent = time.monotonic()
             row = conn.execute(

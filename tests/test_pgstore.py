@@ -1244,6 +1244,19 @@ def _child_uses_session(s, store, q):
     q.put(store.head())
 
 
+def test_a_session_that_cannot_connect_leaves_no_descriptor_behind(store, monkeypatch):
+    """Found in review: the session's stop pipe was made before its
+    connection, and a failed connection left both ends open."""
+    def refuse(**params):
+        raise StoreUnavailable(store.url, "refused for the test")
+    monkeypatch.setattr(store, "_new_connection", refuse)
+    before = set(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):
+            store.open_session(60)
+    assert set(os.listdir("/proc/self/fd")) - before == set()
+
+
 def test_a_forked_child_never_uses_its_parents_session(store):
     append(store, {})
     s = store.open_session(600)
