@@ -13,8 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# A verdict never depends on the machine's speed: no Hypothesis deadline, and
+# no "input generation is slow" health check (a loaded CI machine failed it).
+# A test's own @settings(suppress_health_check=...) must list too_slow again.
+settings.register_profile("scopeledger", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("scopeledger")
 
 from scopeledger import Ledger, ScopeRule  # noqa: E402
 from helpers import tree_of  # noqa: E402

@@ -28,7 +28,7 @@ def prefix_folds(ledger_dir):
     return out
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), every=st.integers(3, 40))
 def test_state_at_every_seq_equals_a_fresh_fold_of_the_prefix(tmp_path_factory, seed, every):
     path = str(tmp_path_factory.mktemp("h") / "ledger")
