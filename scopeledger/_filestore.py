@@ -181,10 +181,10 @@ class FileStore:
     def wait(self, after: int, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            size = self.store.size()  # before the head: an append in between changes it
             seq = self.head()
             if seq > after:
                 return seq
-            size = self.store.size()
             while self.store.size() == size:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:

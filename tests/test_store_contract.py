@@ -311,6 +311,27 @@ def test_file_a_torn_tail_is_not_read_and_is_set_aside_under_the_lock(tmp_path):
     st.close()
 
 
+def test_file_wait_sees_an_append_landing_between_its_two_looks(tmp_path):
+    """wait() looks at the head, then watches the log's size: an append
+    landing between the two looks must wake it (it once measured the size
+    after the head, took the new line's bytes for the old size, and slept
+    until the timeout: the contract's wait test failed under load)."""
+    path = str(tmp_path / "l")
+    a, b = FileStore.open(path), FileStore.open(path)
+    real_head = a.head
+
+    def head_then_an_append() -> int:
+        seq = real_head()
+        if seq == 0:
+            append(b, 1)  # lands right after the head was read
+        return seq
+
+    a.head = head_then_an_append  # type: ignore[method-assign]
+    assert a.wait(0, timeout=BOUND) == 1
+    a.close()
+    b.close()
+
+
 def test_file_snapshots_are_byte_for_byte_what_the_ledger_writes(tmp_path):
     path = str(tmp_path / "l")
     with Ledger.open(path, snapshot_every=3) as led:
