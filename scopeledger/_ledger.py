@@ -1520,10 +1520,10 @@ class Ledger:
         deadline = None if timeout is None else time.monotonic() + timeout
         store = self._store
         while True:
+            size = store.size()  # before folding: an append in between changes it
             seq = self.refresh()
             if seq > after:
                 return seq
-            size = store.size()
             while store.size() == size:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:

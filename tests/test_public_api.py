@@ -110,6 +110,24 @@ def test_wait_returns_when_another_process_appends(ledger, ledger_dir):
         ledger.wait("1")
 
 
+def test_wait_sees_an_append_landing_right_after_it_folded(ledger, ledger_dir):
+    """An append between wait()'s fold and its look at the log's size
+    wakes it (it took the new bytes for the old size and slept to its
+    timeout, as FileStore.wait did)."""
+    seq = ledger.seq
+    real_refresh = ledger.refresh
+
+    def refresh_then_an_append() -> int:
+        got = real_refresh()
+        if got == seq:
+            with Ledger.open(ledger_dir) as other:
+                other.register("other", [W("/r/o")])
+        return got
+
+    ledger.refresh = refresh_then_an_append
+    assert ledger.wait(seq, timeout=60) == seq + 1
+
+
 def test_open_without_folding_replays_a_damaged_log_up_to_the_damage(ledger_dir):
     with Ledger.open(ledger_dir) as led:
         for i in range(4):
