@@ -24,7 +24,7 @@ import attrs
 import orjson
 
 from . import _snapshots
-from ._errors import CorruptLedger, HistoryUnavailable, SnapshotInvalid, shown
+from ._errors import CorruptLedger, HistoryUnavailable, InvalidScope, SnapshotInvalid, shown
 from ._events import EVENT_TYPES, GENESIS_HASH, FoldError, check_event, decode, iter_lines, line_hash, split_lines
 from ._fold import State, apply, check_request, holders_of
 from ._rules import Permission, ScopeRule, check_name, covers_place, overlaps
@@ -587,25 +587,40 @@ class History:
         return TimePoint(at, ts, count, tuple(e for e in first if e.seq <= at), doubted,
                          tuple(after_at[:doubted]))
 
-    def who(self, path: str, *, seq: int | None = None,
-            time: dt.datetime | int | None = None) -> list[Holding]:
+    def who(self, path: Any, *, seq: int | None = None,
+            time: dt.datetime | int | None = None) -> Any:
         """Who holds ``path`` (read or write), now or at a past point.
 
+        Args:
+            path: a path (``str`` or ``os.PathLike``), or several in a
+                ``list``/``tuple``: then each is answered from the one
+                state (one look at the log, no lock), in order.
+
         Returns:
-            ``list[Holding]``, write holdings first, each with its
-            delegation chain; ``deepest`` marks the real holder.
+            For one path, ``list[Holding]``, write holdings first, each with
+            its delegation chain; ``deepest`` marks the real holder. For a
+            list of paths, ``list[list[Holding]]``, one such answer per path.
 
         ``path`` is resolved as rules are (symlinks in its existing part,
         unless the ledger was opened with ``resolve_symlinks=False``).
 
         Raises:
-            InvalidScope: bad path. HistoryUnavailable: as :meth:`state_at`.
+            InvalidScope: a bad path (the message names it; for a list, the
+                first bad one), or an empty list. HistoryUnavailable: as
+                :meth:`state_at`.
         """
-        probe = self._query_rule(path, False)
+        many = isinstance(path, (list, tuple))
+        if many and not path:
+            raise InvalidScope("no paths given: who needs at least one path")
+        probes = [self._query_rule(p, False) for p in (path if many else (path,))]
         if seq is None and time is None:
             with self._mem:
-                return covering(self._current(), probe)
-        return covering(self.state_at(seq=seq, time=time), probe)
+                state = self._current()
+                answers = [covering(state, probe) for probe in probes]
+        else:
+            state = self.state_at(seq=seq, time=time)
+            answers = [covering(state, probe) for probe in probes]
+        return answers if many else answers[0]
 
     def _query_rule(self, path: Any, recursive: bool) -> ScopeRule:
         """A queried path as a rule on it would be stored: normalised, with

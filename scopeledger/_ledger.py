@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, cast, overload
 
 import attrs
 import orjson
@@ -1439,25 +1439,67 @@ class Ledger:
             InvalidHolderName, InvalidScope, TypeError: as :meth:`delegate`
                 (nothing is probed).
         """
+        name, parent, rules_t = self._question(name, rules, parent, parent_token)
+        with self._mem:
+            state = self._current()
+            _check_parent(state, parent, parent_token)
+            got = self._decided_copy(state, name, rules_t, parent)
+        return got if isinstance(got, Decision) else self._decided(got, name, rules_t, parent)
+
+    def decide_each(self, name: str | None, rules: Sequence[ScopeRule] | ScopeRule, *,
+                    parent: str | None = None, parent_token: int | None = None) -> list[Decision]:
+        """One :class:`Decision` per rule, each rule decided as :meth:`decide`
+        would decide a request of that rule alone, all against one state
+        (one look at the log, no lock): a guard over many files asks once.
+        Records nothing.
+
+        Args:
+            name, parent, parent_token: as :meth:`decide` (the same for
+                every rule).
+            rules: as :meth:`register`; a rule given twice (after
+                canonicalisation) is answered once.
+
+        Returns:
+            ``list[Decision]``, in the order of the canonical rules; each
+            decision's ``rules`` is its one rule.
+
+        Raises:
+            as :meth:`decide` (a bad rule: nothing is decided).
+        """
+        name, parent, rules_t = self._question(name, rules, parent, parent_token)
+        with self._mem:
+            state = self._current()
+            _check_parent(state, parent, parent_token)
+            answers = [self._decided_copy(state, name, (r,), parent) for r in rules_t]
+        return [a if isinstance(a, Decision) else self._decided(a, name, (r,), parent)
+                for a, r in zip(answers, rules_t)]
+
+    def _question(self, name: str | None, rules: Any, parent: str | None,
+                  parent_token: int | None) -> tuple[str, str | None, tuple[ScopeRule, ...]]:
+        """:meth:`decide`'s arguments checked: ``(name, parent, rules)``."""
         name = CHECK_NAME if name is None else check_name(name)
         if parent is not None:
             parent = check_name(parent, "parent")
         elif parent_token is not None:
             raise TypeError("parent_token is given without parent")
         _check_token(parent_token, allow_none=True, what="parent_token")
-        rules_t = self._prepare(rules)
-        with self._mem:
-            state = self._current()
-            if parent is not None:
-                stale = stale_grant(state, parent, parent_token, "parent")
-                if stale is not None:
-                    raise stale
-            err = check_request(state, name, rules_t, parent)
-            if err is None or isinstance(err, UnknownHolder):
-                if err is not None:
-                    raise err
-                return Decision(None, (), rules_t)
-            state = state.copy()  # the reclaims below are simulated on a copy
+        return name, parent, self._prepare(rules)
+
+    @staticmethod
+    def _decided_copy(state: State, name: str, rules_t: tuple[ScopeRule, ...],
+                      parent: str | None) -> "Decision | State":
+        """The :class:`Decision` when no holder stands in the way, else a
+        copy of ``state`` to simulate reclaims on (under ``_mem``)."""
+        err = check_request(state, name, rules_t, parent)
+        if err is None:
+            return Decision(None, (), rules_t)
+        if isinstance(err, UnknownHolder):
+            raise err
+        return state.copy()  # the reclaims are simulated on a copy
+
+    def _decided(self, state: State, name: str, rules_t: tuple[ScopeRule, ...],
+                 parent: str | None) -> Decision:
+        """:meth:`decide` on ``state`` (a copy), probing the holders in the way."""
         verdicts: dict[str, Verdict] = {}
         reclaimed: list[Reclaimed] = []
 
@@ -1674,8 +1716,15 @@ class Ledger:
     def time_point(self, time: dt.datetime | int) -> TimePoint:
         return self._history.time_point(time)
 
-    def who(self, path: str, *, seq: int | None = None,
-            time: dt.datetime | int | None = None) -> list[Holding]:
+    @overload
+    def who(self, path: str | os.PathLike[str], *, seq: int | None = None,
+            time: dt.datetime | int | None = None) -> list[Holding]: ...
+
+    @overload
+    def who(self, path: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...], *,
+            seq: int | None = None, time: dt.datetime | int | None = None) -> list[list[Holding]]: ...
+
+    def who(self, path: Any, *, seq: int | None = None, time: dt.datetime | int | None = None) -> Any:
         return self._history.who(path, seq=seq, time=time)
 
     def diff(self, a: int, b: int) -> Diff:
@@ -1829,6 +1878,15 @@ def _dir_path(path: Any) -> str:
     if type(raw) is not str:
         raise TypeError(f"a ledger path must be a str or os.PathLike[str], not {shown(path)}")
     return raw
+
+
+def _check_parent(state: State, parent: str | None, parent_token: int | None) -> None:
+    """Raise the :class:`UnknownHolder` a delegation from ``parent`` (with
+    ``parent_token``) would meet in ``state``, if any."""
+    if parent is not None:
+        stale = stale_grant(state, parent, parent_token, "parent")
+        if stale is not None:
+            raise stale
 
 
 def _check_token(token: Any, allow_none: bool = False, what: str = "token") -> None:

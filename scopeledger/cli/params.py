@@ -243,6 +243,15 @@ def path_param(hint: str = "give '.' for the working directory", directory: bool
     return cb
 
 
+def each_param(cb: Callable[..., Any]) -> Callable[..., Any]:
+    """A click callback for an argument with ``nargs=-1``: ``cb`` on each
+    value, in order (the first bad one is named)."""
+    def each(ctx: click.Context, p: click.Parameter, values: Any) -> Any:
+        return tuple(cb(ctx, p, v) for v in values)
+
+    return each
+
+
 def point_param(_ctx: click.Context, _p: click.Parameter, value: str | None) -> str | None:
     """A click callback for a point on the command line (``--at``,
     ``--from``, ``--until``, ``diff``'s A and B): its syntax is checked

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import click
 
 from .errors import EXIT_INTERRUPTED, EXIT_OK, one_line
-from .params import (DIGITS_RE, Command, Env, Seconds, abs_path, common, display_root,
+from .params import (DIGITS_RE, Command, Env, Seconds, abs_path, common, display_root, each_param,
                      holder_name_param, pass_env, path_param, point_param, relative_option, resolve_point,
                      parse_point)
 
@@ -304,28 +304,37 @@ def show(env: Env, at: str | None, relative_to: str | None) -> int:
 
 @click.command(cls=Command)
 @common
-@click.argument("path", callback=path_param())
+@click.argument("paths", metavar="PATH", nargs=-1, required=True, callback=each_param(path_param()))
 @click.option("--at", metavar="SEQ|TIME", callback=point_param,
               help="Ask about a past point: a seq or an ISO time.")
 @relative_option
 @pass_env
-def who(env: Env, path: str, at: str | None, relative_to: str | None) -> int:
-    """Who holds PATH, for read and for write, with the delegation chain."""
-    target = abs_path(path)
+def who(env: Env, paths: tuple[str, ...], at: str | None, relative_to: str | None) -> int:
+    """Who holds PATH, for read and for write, with the delegation chain. With
+    several paths, one line each (one JSON object each with --json), all from one
+    state of the ledger."""
+    targets = [abs_path(p) for p in paths]
     with env.open(readonly=True) as ledger:
         seq = resolve_point(ledger, at, "--at")
-        holdings = ledger.who(target, seq=seq)
+        answers = ledger.who(targets, seq=seq)
         state_seq = seq if seq is not None else ledger.seq
         if env.json:
             from .render import holding_json
 
-            env.emit_json({"ledger": ledger.path, "path": target, "seq": state_seq,
-                           "holders": [holding_json(h) for h in holdings]})
-        else:
+            for target, holdings in zip(targets, answers):
+                env.emit_json({"ledger": ledger.path, "path": target, "seq": state_seq,
+                               "holders": [holding_json(h) for h in holdings]})
+        elif len(targets) == 1:
             from .render import who_table
 
             when = f"at seq {state_seq}" if seq is not None else f"now (seq {state_seq})"
-            env.out.print(who_table(target, holdings, when, display_root(relative_to)))
+            env.out.print(who_table(targets[0], answers[0], when, display_root(relative_to)))
+        else:
+            from .render import who_line
+
+            for target, holdings in zip(targets, answers):
+                env.out.print(who_line(target, holdings, display_root(relative_to)), markup=False,
+                              soft_wrap=True)
     return EXIT_OK
 
 

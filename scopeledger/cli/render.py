@@ -415,6 +415,15 @@ def who_table(path: str, holdings: list[Holding], when: str, root: str | None = 
     return Group(title, Trimmed(table))
 
 
+def who_line(path: str, holdings: list[Holding], root: str | None = None) -> str:
+    """``PATH: write by CHAIN (RULE), read by ...`` (or ``PATH: nobody``) on
+    one line: ``who`` with several paths. The real holder of each chain
+    comes last in it; a holding delegated below is marked."""
+    parts = [f"{h.rule.permission.value} by {chain_text(h.chain)} ({rule_text(h.rule, root).split(' ', 1)[1]}"
+             f"{'' if h.deepest else ', delegated below'})" for h in holdings]
+    return safe(f"{rel(path, root)}: {', '.join(parts) if parts else 'nobody'}")
+
+
 def diff_json(d: Diff) -> dict[str, Any]:
     """``diff --json``'s document (docs/cli.md, "--json shapes")."""
     return {"a": d.a, "b": d.b, "added": list(d.added), "removed": list(d.removed),

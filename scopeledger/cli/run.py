@@ -62,11 +62,14 @@ def waitable(err: BaseException) -> bool:
 @click.option("--parent", metavar="NAME", callback=holder_name_param,
               help=f"Ask as a delegation from NAME (default: ${ENV_HOLDER}, when set).")
 @click.option("--top-level", is_flag=True, help=f"Ask at top level, ignoring ${ENV_HOLDER}.")
+@click.option("--each", is_flag=True,
+              help="Decide each rule alone: one answer (line, or JSON object) per rule; exit 0 only "
+                   "if all would be granted.")
 @relative_option
 @pass_env
 def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | None,
           manifest: str | None, name: str | None, parent: str | None, top_level: bool,
-          relative_to: str | None) -> int:
+          each: bool, relative_to: str | None) -> int:
     """Would this request be granted now? Exit 0 if yes, 1 if not (naming the
     owner chain). Holders in the way whose process is dead do not count: the
     request itself would reclaim them. Records nothing. Inside 'ledger run'
@@ -78,38 +81,47 @@ def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str |
         check_enclosing(ledger, parent, token)
         # A parent that is not live raises UnknownHolder: an error (as 'run'
         # reports it), not a refusal of the request.
-        decision = ledger.decide(name, rules, parent=parent, parent_token=token)
-        rules = list(decision.rules)  # shown as the ledger would store them
-        err = decision.refusal
-        reclaimed = [(r.name, r.reason) for r in decision.reclaimed]
-        from .render import rules_text
-
-        result: dict[str, Any] = {
-            "granted": err is None,
-            "request": {"name": name, "parent": parent, "rules": [r.to_json() for r in rules]},
-            "would_reclaim": [{"name": n, "reason": r} for n, r in reclaimed],
-            "conflict": None,
-        }
-        if err is not None:
-            result["conflict"] = error_json(err, exit_code_for(err))["error"]
-        if env.json:
-            env.emit_json(result)
+        if each:
+            decisions = ledger.decide_each(name, rules, parent=parent, parent_token=token)
         else:
-            from .render import REASONS, rel_message, safe
+            decisions = [ledger.decide(name, rules, parent=parent, parent_token=token)]
+        for decision in decisions:
+            _answer(env, decision, name, parent, relative_to)
+        return EXIT_OK if all(d.granted for d in decisions) else EXIT_REFUSED
 
-            shown = display_root(relative_to)
-            if reclaimed:
-                for n, r in reclaimed:
-                    env.out.print(safe(f"'{n}' stands in the way but is dead ({REASONS.get(r, r)}): "
-                                       "it would be reclaimed first"), markup=False, soft_wrap=True)
-            if err is None:
-                where = f" from '{parent}'" if parent else ""
-                env.out.print(safe(f"granted: {rules_text(rules, shown)}{where} would be granted now"),
-                              markup=False, soft_wrap=True)
-            else:
-                env.out.print(safe(f"refused: {rel_message(message_of(err), shown)}"),
-                              markup=False, soft_wrap=True)
-        return EXIT_OK if err is None else EXIT_REFUSED
+
+def _answer(env: Env, decision: Any, name: str | None, parent: str | None, relative_to: str | None) -> None:
+    """One answer of ``check``: a JSON object, or its lines."""
+    rules = list(decision.rules)  # shown as the ledger would store them
+    err = decision.refusal
+    reclaimed = [(r.name, r.reason) for r in decision.reclaimed]
+    from .render import rules_text
+
+    result: dict[str, Any] = {
+        "granted": err is None,
+        "request": {"name": name, "parent": parent, "rules": [r.to_json() for r in rules]},
+        "would_reclaim": [{"name": n, "reason": r} for n, r in reclaimed],
+        "conflict": None,
+    }
+    if err is not None:
+        result["conflict"] = error_json(err, exit_code_for(err))["error"]
+    if env.json:
+        env.emit_json(result)
+        return
+    from .render import REASONS, rel_message, safe
+
+    shown = display_root(relative_to)
+    if reclaimed:
+        for n, r in reclaimed:
+            env.out.print(safe(f"'{n}' stands in the way but is dead ({REASONS.get(r, r)}): "
+                               "it would be reclaimed first"), markup=False, soft_wrap=True)
+    if err is None:
+        where = f" from '{parent}'" if parent else ""
+        env.out.print(safe(f"granted: {rules_text(rules, shown)}{where} would be granted now"),
+                      markup=False, soft_wrap=True)
+    else:
+        env.out.print(safe(f"refused: {rel_message(message_of(err), shown)}"),
+                      markup=False, soft_wrap=True)
 
 
 # -- run -------------------------------------------------------------------------------------
