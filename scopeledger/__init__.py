@@ -31,6 +31,7 @@ _PUBLIC = {
     "DelegationError": "_errors",
     "DuplicateHolder": "_errors",
     "HistoryUnavailable": "_errors",
+    "InvalidArgument": "_errors",
     "InvalidHolderName": "_errors",
     "InvalidManifest": "_errors",
     "InvalidProcess": "_errors",
@@ -152,6 +153,7 @@ __all__ = [
     "HistoryUnavailable",
     "Hold",
     "Holding",
+    "InvalidArgument",
     "InvalidHolderName",
     "InvalidManifest",
     "InvalidProcess",
@@ -214,7 +216,7 @@ __all__ = [
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
     from ._errors import (  # noqa: F401
         CorruptLedger, DelegationError, DuplicateHolder, HistoryUnavailable,
-        InvalidHolderName, InvalidManifest, InvalidProcess, InvalidScope, LedgerError,
+        InvalidArgument, InvalidHolderName, InvalidManifest, InvalidProcess, InvalidScope, LedgerError,
         LedgerIOError, LockTimeout, NoLedger, PartlyRecorded, ReadOnlyLedger, Refused,
         ScopeConflict, UnknownHolder, UnsafeLedgerPath, UnsupportedPlatform, WaitTimeout,
         InDoubt, InvalidLedgerURL, NotRecorded, SessionLost, StoreError, StoreUnavailable,

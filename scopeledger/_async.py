@@ -209,11 +209,11 @@ class AsyncLedger:
         return AsyncHold(self, name, rules, pid, parent, socket, parent_token, wait, note)
 
     async def release(self, name: str, token: int | None = None, *, returncode: int | None = None,
-                      note: str | None = None) -> list[str]:
+                      note: str | None = None, force: bool = False, reason: str | None = None) -> list[str]:
         """:meth:`Ledger.release` (it completes in its thread even if this
         call is cancelled)."""
         return await self._thread(functools.partial(self._ledger.release, name, token, returncode=returncode,
-                                                    note=note))
+                                                    note=note, force=force, reason=reason))
 
     async def spawn(self, name: str, argv: Sequence[str], rules: Sequence[ScopeRule] | ScopeRule,
                     **options: Any) -> "AsyncSpawned":

@@ -8,6 +8,9 @@ would naturally catch::
     ├── InvalidHolderName (ValueError)   a holder name that cannot be used
     ├── InvalidManifest (ValueError)     a runtime manifest that cannot be used
     ├── InvalidProcess (ValueError)      a pid that is not an int or names no process
+    ├── InvalidArgument (ValueError, TypeError)  another argument of the wrong
+    │                                    type or value (``force``, ``reason``,
+    │                                    ``advisory``, ...)
     ├── Refused                          a request the ledger turned down
     │   ├── ScopeConflict                write overlaps a live holder's write
     │   ├── DelegationError              outside the parent's effective scope,
@@ -73,6 +76,14 @@ class InvalidHolderName(LedgerError, ValueError):
 class InvalidProcess(LedgerError, ValueError):
     """Raised by ``register``/``delegate``/``attach``/``hold`` when ``pid`` is
     not a positive ``int`` or names no process (nothing is recorded)."""
+
+
+class InvalidArgument(LedgerError, ValueError, TypeError):
+    """Raised when an argument other than a name, rule, pid or manifest has
+    the wrong type or value (``release(force=, reason=)``,
+    ``register(advisory=)``): the message names the argument and the value,
+    and nothing is recorded. A ``ValueError`` and a ``TypeError``, so that
+    callers catching either builtin keep working."""
 
 
 class InvalidManifest(LedgerError, ValueError):

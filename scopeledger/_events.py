@@ -46,7 +46,11 @@ ARCHITECTURE.md, "The identity of a path")::
                             ended, when the releaser knows it, as
                             Ledger.release(returncode=...) or spawn records
                             it), "note": str (at most 4096 characters: why,
-                            in the releaser's words)
+                            in the releaser's words), "forced": str (1 to 4096
+                            characters: the reason given for a forced release,
+                            Ledger.release(force=True, reason=...), made by
+                            someone else than the holder; who it was is the
+                            line's actor)
     reclaimed               "name", "reason", "reparented"
                             reason: process_gone | zombie | pid_reused | earlier_boot
                                     | namespace_gone (v2)
@@ -155,11 +159,13 @@ KEYS[2]["actor"] = KEYS[2]["process"] = frozenset({"host", "boot", "pid", "ticks
 KEYS[2]["line"] = KEYS[1]["line"] | {"network_fs"}
 KEYS[2]["released"] = KEYS[1]["released"] | {"exit_code", "exit_signal", "note"}
 KEYS[2]["holder"] = KEYS[1]["holder"] | {"note"}
+# Policy (issue 16, the peers' features), v2 only: a forced release's reason.
+KEYS[2]["released"] = KEYS[2]["released"] | {"forced"}
 
 #: Keys a line may carry or not (``KEYS`` lists them too): the fast path of
 #: :func:`decode` counts a line's keys without them, so that a line with
 #: one goes the slower way, which checks each key.
-OPTIONAL: frozenset[str] = frozenset({"network_fs", "exit_code", "exit_signal", "note"})
+OPTIONAL: frozenset[str] = frozenset({"network_fs", "exit_code", "exit_signal", "note"}) | {"forced"}
 
 #: A rule's identity, the fourth item of a rule in a v2 line (rules are
 #: lists, checked with the payload: ``rules_from_log``).
@@ -713,8 +719,8 @@ MAX_NOTE = 4096
 
 def check_release_extras(ev: dict[str, Any]) -> None:
     """A release's optional ``exit_code`` (0-255), ``exit_signal`` (1-127),
-    at most one of them, and ``note`` (a str of at most :data:`MAX_NOTE`
-    characters).
+    at most one of them, ``note`` (a str of at most :data:`MAX_NOTE`
+    characters) and ``forced`` (a reason of 1 to :data:`MAX_NOTE` characters).
 
     Raises:
         FoldError: naming the key and the value.
@@ -728,6 +734,9 @@ def check_release_extras(ev: dict[str, Any]) -> None:
         raise _bad("exit_signal", sig, "absent when exit_code is given")
     if "note" in ev and (type(note) is not str or len(note) > MAX_NOTE):
         raise _bad("note", note, f"a string of at most {MAX_NOTE} characters")
+    forced = ev.get("forced", "x")
+    if type(forced) is not str or not 0 < len(forced) <= MAX_NOTE:
+        raise _bad("forced", forced, f"a reason of 1 to {MAX_NOTE} characters")
     if ("exit_code" in ev and code is None) or ("exit_signal" in ev and sig is None):
         raise _bad("exit_code" if "exit_code" in ev and code is None else "exit_signal", None,
                    "an integer (leave the key out when unknown)")

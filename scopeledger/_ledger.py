@@ -31,6 +31,7 @@ from . import _snapshots
 from ._errors import (
     SnapshotInvalid,
     CorruptLedger,
+    InvalidArgument,
     InvalidProcess,
     InvalidScope,
     LedgerError,
@@ -1286,7 +1287,7 @@ class Ledger:
         return cast(Allocation, self._transact(build))
 
     def release(self, name: str, token: int | None = None, *, returncode: int | None = None,
-                note: str | None = None) -> list[str]:
+                note: str | None = None, force: bool = False, reason: str | None = None) -> list[str]:
         """Release holder ``name``: its children are re-parented to its
         parent (to top level if it had none) and its scope returns to its
         parent, or opens up.
@@ -1300,6 +1301,17 @@ class Ledger:
                 ``exit_signal`` in the event); ``None``: not recorded.
             note: why, in the releaser's words (``str``, at most 4096
                 characters; recorded as ``note``).
+            force: ``True`` when someone other than the holder releases it
+                (an operator, a supervisor taking a scope back), usually
+                without its token; needs ``reason``. The event records the
+                reason (``forced``) and, as every event, who wrote it (its
+                ``actor``: this process). The holder learns it: its
+                :meth:`check` turns ``False``, and
+                :meth:`AsyncLedger.until_lost <scopeledger.AsyncLedger.until_lost>`
+                returns this event. With ``token``, only that grant is
+                released, as without ``force``.
+            reason: why it was forced (``str``, 1 to 4096 characters); only
+                with ``force``.
 
         Returns:
             The names of the re-parented children, ``list[str]``.
@@ -1314,10 +1326,17 @@ class Ledger:
             ValueError: ``returncode`` outside -127..255; ``note`` longer
                 than 4096 characters or not encodable (a lone surrogate).
                 Nothing is recorded.
+            InvalidArgument: ``force`` not a ``bool``; ``force`` without a
+                ``reason``, or a ``reason`` without ``force``; ``reason``
+                not a ``str`` of 1 to 4096 characters UTF-8 can encode.
+                Nothing is recorded.
         """
         name = check_name(name)
         _check_token(token, allow_none=True)
         extras = _release_extras(returncode, note)
+        forced = _check_forced(force, reason)
+        if forced is not None:
+            extras["forced"] = forced
 
         def build(txn: _Txn) -> list[str]:
             stale = stale_grant(txn.state, name, token)
@@ -1966,6 +1985,29 @@ def _release_extras(returncode: Any, note: Any) -> dict[str, Any]:
     if note is not None:
         out["note"] = note
     return out
+
+
+def _check_forced(force: Any, reason: Any) -> str | None:
+    """``release``'s ``forced`` key from ``force`` and ``reason`` (see its
+    Raises), or ``None`` for a release that is not forced."""
+    if type(force) is not bool:
+        raise InvalidArgument(f"force must be True or False, not {shown(force)}")
+    if not force:
+        if reason is not None:
+            raise InvalidArgument(f"reason {shown(reason)} is given without force=True: a reason is "
+                                  "recorded for a forced release (give note= for a release's note)")
+        return None
+    if reason is None:
+        raise InvalidArgument("force=True needs a reason (reason='why the holder's scope is taken')")
+    if not isinstance(reason, str) or not 0 < len(reason) <= 4096:
+        raise InvalidArgument(f"reason must be a str of 1 to 4096 characters, not {shown(reason)}"
+                              + (f" ({len(reason)} characters)" if isinstance(reason, str) else ""))
+    try:
+        reason.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(f"reason {shown(reason)} is not text UTF-8 can encode: {exc.reason} "
+                              f"at {exc.start}") from None
+    return str.__str__(reason)
 
 
 def _check_note(note: Any) -> str | None:

@@ -78,7 +78,8 @@ VALUES: dict[str, dict[str, Any]] = {
     "released": {"name": _NAME, "reparented": {"$ref": "#/$defs/reparented"},
                  "exit_code": {"type": "integer", "minimum": 0, "maximum": 255},
                  "exit_signal": {"type": "integer", "minimum": 1, "maximum": 127},
-                 "note": {"type": "string", "maxLength": 4096}},
+                 "note": {"type": "string", "maxLength": 4096},
+                 "forced": {"type": "string", "minLength": 1, "maxLength": 4096}},
     "reclaimed": {
         "name": _NAME,
         "reason": {"enum": sorted(RECLAIM_REASONS)},
@@ -124,7 +125,7 @@ OPTIONAL: dict[str, frozenset[str]] = {
     "actor": frozenset({"start", "pidns"}),
     "process": frozenset({"pidns"}),
     "rule_identity": frozenset({"via", "below"}),
-    "released": frozenset({"exit_code", "exit_signal", "note"}),
+    "released": frozenset({"exit_code", "exit_signal", "note", "forced"}),
     "holder": frozenset({"note"}),
 }
 #: Per version, optional keys that differ from :data:`OPTIONAL`.

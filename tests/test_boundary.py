@@ -17,6 +17,7 @@ from scopeledger import (
     DelegationError,
     DuplicateHolder,
     InvalidHolderName,
+    InvalidArgument,
     InvalidProcess,
     InvalidScope,
     Ledger,
@@ -66,6 +67,8 @@ DRY_RUNS = ["no", 1, 0, None, [], "False"]
 WAITS = [None, True, False, "1", -1, float("nan"), [1], b"1"]
 RETURNCODES = [256, -128, "0", True, 1.5, [0]]
 NOTES = [5, "x" * 4097, "\udc80", b"x", ["x"]]
+FORCES = [1, 0, "yes", None, [], "True"]
+REASONS = [None, "", 5, "x" * 4097, "\udc80", b"x", ["x"]]
 
 # argument -> (call(ledger, root, bad value), bad values, error, message pattern)
 CALLS = {
@@ -112,6 +115,10 @@ CALLS = {
     "release.returncode": (lambda L, r, v: L.release("p", returncode=v), RETURNCODES, (TypeError, ValueError),
                            r"returncode must be"),
     "release.note": (lambda L, r, v: L.release("p", note=v), NOTES, (TypeError, ValueError), r"note must be"),
+    "release.force": (lambda L, r, v: L.release("p", force=v, reason="why"), FORCES, InvalidArgument,
+                      r"force must be True or False, not "),
+    "release.reason": (lambda L, r, v: L.release("p", force=True, reason=v), REASONS, InvalidArgument,
+                       r"reason"),
 }
 
 #: The three grants take ``wait`` and ``note`` alike: one row per grant and argument.
@@ -156,7 +163,7 @@ def test_a_bad_argument_records_nothing_and_leaves_a_usable_ledger(tmp_path, arg
         assert not isinstance(info.value, LockTimeout)
         assert "\n" not in str(info.value)
         if type(bad) in (str, int, bool) and arg.split(".")[1] in ("reserved", "token", "dry_run", "socket",
-                                                                    "parent_token"):
+                                                                    "parent_token", "force"):
             # names the bad value (a 4096-byte one by its size)
             assert repr(bad) in str(info.value) or "longer than 4095 bytes" in str(info.value)
         assert log_bytes(path) == before, f"{arg}={bad!r} changed the log"

@@ -77,3 +77,83 @@ def test_cli_check_each(led: Path, tmp_path: Path) -> None:
     res = ledger_cmd(led, "check", "--each", "--write", b, "--read", a)
     assert res.returncode == 0
     assert [ln.split(":")[0] for ln in res.stdout.splitlines()] == ["granted", "granted"]
+
+
+# -- force-release with a reason ---------------------------------------------------
+
+
+def test_force_release_records_reason_and_actor(ledger: Ledger, tmp_path: Path) -> None:
+    import os
+
+    alloc = ledger.register("w", [W(str(tmp_path / "a"))])
+    with Ledger.open(ledger.path) as operator:
+        operator.release("w", force=True, reason="stuck job, ticket 42")
+    assert not ledger.check("w", alloc.token)
+    ev = list(ledger.events(types=("released",)))[-1]
+    assert ev.data["forced"] == "stuck job, ticket 42"
+    assert ev.actor["pid"] == os.getpid()
+    line = (Path(ledger.path) / "events.jsonl").read_bytes().splitlines()[-1]
+    assert json.loads(line)["forced"] == "stuck job, ticket 42"
+    with Ledger.open(ledger.path) as again:  # folds back
+        assert again.holders() == []
+
+
+def test_force_release_bad_input_records_nothing(ledger: Ledger, tmp_path: Path) -> None:
+    from scopeledger import InvalidArgument, UnknownHolder
+
+    alloc = ledger.register("w", [W(str(tmp_path / "a"))])
+    seq = ledger.seq
+    for kwargs, said in (({"force": True}, "reason"), ({"force": True, "reason": ""}, "''"),
+                         ({"force": True, "reason": 5}, "5"), ({"force": 1, "reason": "x"}, "1"),
+                         ({"reason": "why"}, "force"), ({"force": True, "reason": "x" * 4097}, "4097")):
+        with pytest.raises(InvalidArgument, match=said):
+            ledger.release("w", **kwargs)
+    with pytest.raises(UnknownHolder):  # the wrong token stays refused, forced or not
+        ledger.release("w", alloc.token + 1)
+    with pytest.raises(UnknownHolder):
+        ledger.release("w", alloc.token + 1, force=True, reason="x")
+    assert ledger.seq == seq and ledger.check("w", alloc.token)
+
+
+def test_force_release_until_lost_returns_the_event(ledger: Ledger, tmp_path: Path) -> None:
+    import asyncio
+    import threading
+
+    from scopeledger import AsyncLedger
+
+    alloc = ledger.register("w", [W(str(tmp_path / "a"))])
+
+    async def main():
+        async with await AsyncLedger.open(ledger.path) as al:
+            lost = asyncio.ensure_future(al.until_lost("w", alloc.token))
+            await asyncio.sleep(0)
+            threading.Thread(target=lambda: Ledger.open(ledger.path).release(
+                "w", force=True, reason="maintenance")).start()
+            return await asyncio.wait_for(lost, 30)
+
+    ev = asyncio.run(main())
+    assert ev.type == "released" and ev.data["forced"] == "maintenance"
+
+
+def test_cli_release_force(led: Path, tmp_path: Path) -> None:
+    with Ledger.open(led) as ledger:
+        ledger.register("w", [W(str(tmp_path / "a"))])
+    res = ledger_cmd(led, "release", "w", "--force")
+    assert res.returncode == 2 and "--reason" in res.stderr and "Traceback" not in res.stderr
+    res = ledger_cmd(led, "release", "w", "--reason", "x")
+    assert res.returncode == 2 and "--force" in res.stderr
+    res = ledger_cmd(led, "--json", "release", "w", "--force", "--reason", "hung for 2 h")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["forced"] == "hung for 2 h"
+    with Ledger.open(led) as ledger:
+        assert list(ledger.events(types=("released",)))[-1].data["forced"] == "hung for 2 h"
+
+
+def test_v1_line_with_forced_is_corrupt(led: Path, tmp_path: Path) -> None:
+    from scopeledger import CorruptLedger
+    from scopeledger._events import decode
+
+    line = (b'{"v":1,"seq":1,"ts":1,"actor":{"pid":1,"start":1.0,"boot":"b"},"prev":"' + b"0" * 32
+            + b'","type":"released","name":"w","reparented":[],"forced":"x"}')
+    with pytest.raises(CorruptLedger, match="forced"):
+        decode(line, "log", 1)

@@ -126,16 +126,34 @@ def reclaim(env: Env, dry_run: bool) -> int:
 @click.argument("name", callback=holder_name_param)
 @click.option("--token", type=TokenType(), metavar="N",
               help="Release only while this exact grant is live (its token, as 'show' prints it).")
+@click.option("--force", is_flag=True,
+              help="Take the scope from its holder, recording why (--reason) and who (this process).")
+@click.option("--reason", metavar="TEXT", help="Why the release is forced (needed with --force).")
 @pass_env
-def release(env: Env, name: str, token: int | None) -> int:
+def release(env: Env, name: str, token: int | None, force: bool, reason: str | None) -> int:
     """Release holder NAME by hand (an operator's tool: normally its process
-    or 'ledger run' releases it). Its children are re-parented."""
+    or 'ledger run' releases it). Its children are re-parented. With --force
+    --reason TEXT, the release records the reason and who forced it; the
+    holder's fencing check turns false."""
+    if force and reason is None:
+        raise click.UsageError("--force needs --reason TEXT: why the holder's scope is taken")
+    if reason is not None and not force:
+        raise click.UsageError("--reason is for a forced release: give --force too")
+    if reason is not None and not 0 < len(reason) <= 4096:
+        raise click.BadParameter(f"a reason of 1 to 4096 characters, not {len(reason)}",
+                                 param_hint="'--reason'")
     with env.open() as ledger:
-        moved = ledger.release(name, token=token)
+        moved = ledger.release(name, token=token, force=force, reason=reason)
         if env.json:
-            env.emit_json({"ledger": ledger.path, "name": name, "reparented": moved})
+            doc: dict[str, Any] = {"ledger": ledger.path, "name": name, "reparented": moved}
+            if force:
+                doc["forced"] = reason
+            env.emit_json(doc)
         else:
-            env.out.print(f"released '{name}'" + (f"; re-parented {', '.join(moved)}" if moved else ""))
+            from .render import safe
+
+            env.out.print(safe(f"released '{name}'" + (f" (forced: {reason})" if force else "")
+                               + (f"; re-parented {', '.join(moved)}" if moved else "")), markup=False)
     return EXIT_OK
 
 
