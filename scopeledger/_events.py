@@ -27,7 +27,8 @@ Keys in this order::
                                 (Ledger.open(allow_network_fs=True)); its type
      ...payload}
 
-Payloads (rules are ``[path, "read"|"write", recursive]``; in a v2 line a
+Payloads (rules are ``[path, "read"|"write", recursive]``, and in a v2 line
+also ``[path, "exclusive-read", recursive]``, a read that excludes writers; in a v2 line a
 rule may carry its path's identity as a fourth item, ``{"fs": key, "via":
 [keys], "below": [keys]}``, ``via`` and ``below`` left out when empty: a key
 is the filesystem's device number and the path within that filesystem,
@@ -101,7 +102,8 @@ import orjson
 
 from ._errors import CorruptLedger, InvalidScope, shown
 from ._identity import ProcessIdentity
-from ._rules import HOLDER_NAME, IDENTITY_KEYS, ScopeRule, identity_fault, is_normal, normalize_path, rule_from_log
+from ._rules import (HOLDER_NAME, IDENTITY_KEYS, Permission, ScopeRule, identity_fault, is_normal, normalize_path,
+                     rule_from_log)
 
 # -- constants of the format ---------------------------------------------------
 
@@ -621,6 +623,9 @@ def rules_from_log(value: Any, what: str, version: Any) -> tuple[ScopeRule, ...]
             rule = rule_from_log(r)
         except (ValueError, KeyError, TypeError):
             raise _bad(f"{what}[{len(out)}]", r, "[absolute path, \"read\"|\"write\", true|false]") from None
+        if version == 1 and rule.permission is Permission.EXCLUSIVE_READ:
+            raise _bad(f"{what}[{len(out)}]", r, "[path, \"read\"|\"write\", true|false] (a v1 line: "
+                       "\"exclusive-read\" is format 2's)")
         path = rule.path
         if not is_normal(path):
             try:

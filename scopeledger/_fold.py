@@ -7,14 +7,15 @@ test imports this module with those modules poisoned). For speed it updates
 copy where the old state must be kept (time travel does this through
 snapshots instead).
 
-The state keeps two path tries (write rules, read rules) keyed by path
-component, so a conflict query walks the request's components and the
+The state keeps three path tries (write rules, read rules, exclusive read
+rules) keyed by path component, so a conflict query walks the request's components and the
 overlapping entries, never every holder.
 """
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import sys
 from typing import Any, Callable, Iterator
 
@@ -24,7 +25,8 @@ from ._errors import DelegationError, DuplicateHolder, ScopeConflict, UnknownHol
 from ._events import GENESIS_HASH, SHAPES, FoldError, process_from_log
 from ._identity import ProcessIdentity
 from ._time import from_ns
-from ._rules import PERMISSION_TEXT, Permission, ScopeRule, covers, identity_json, overlaps, rule_from_log
+from ._rules import (CONFLICTS_WITH, PERMISSION_TEXT, Permission, ScopeRule, conflicts, covers, identity_json,
+                     overlaps, rule_from_log)
 
 #: Version of the snapshot format (the header and ``State.to_json``) this
 #: code writes and reads; a snapshot of another format is skipped (the state
@@ -112,7 +114,8 @@ class Allocation:
 # "a"), and a path's is "" ("/a" -> "", "a"; "/" -> "").
 _intern = sys.intern
 _WRITE = Permission.WRITE
-_CODE = {Permission.READ: 0, Permission.WRITE: 2}
+_READ = Permission.READ
+_CODE = {Permission.READ: 0, Permission.WRITE: 2, Permission.EXCLUSIVE_READ: 4}
 
 
 def _kparts(key: str) -> list[str]:
@@ -455,7 +458,7 @@ class State:
     """
 
     __slots__ = ("seq", "last_hash", "last_ts", "max_ts", "clock_back_seq", "holders", "children",
-                 "writes", "reads", "refusals")
+                 "writes", "reads", "xreads", "refusals")
 
     def __init__(self) -> None:
         self.seq = 0
@@ -467,6 +470,7 @@ class State:
         self.children: dict[str, list[str]] = {}
         self.writes = PathIndex()
         self.reads = PathIndex()
+        self.xreads = PathIndex()  # exclusive reads
         self.refusals: set[str] = set()
 
     # -- structure -------------------------------------------------------
@@ -474,12 +478,19 @@ class State:
     def _index(self, alloc: Allocation) -> None:
         name = alloc.name
         for rule in alloc.rules:
-            (self.writes if rule.permission is _WRITE else self.reads).add(name, rule)
+            p = rule.permission
+            (self.writes if p is _WRITE else self.reads if p is _READ else self.xreads).add(name, rule)
 
     def _unindex(self, alloc: Allocation) -> None:
         name = alloc.name
         for rule in alloc.rules:
-            (self.writes if rule.permission is _WRITE else self.reads).remove(name, rule)
+            p = rule.permission
+            (self.writes if p is _WRITE else self.reads if p is _READ else self.xreads).remove(name, rule)
+
+    def index_of(self, permission: Permission) -> PathIndex:
+        """The path trie holding the live rules of ``permission``."""
+        return (self.writes if permission is _WRITE else self.reads if permission is _READ
+                else self.xreads)
 
     def chain(self, name: str) -> tuple[str, ...]:
         """Holder names from the top-level ancestor down to ``name``."""
@@ -762,18 +773,20 @@ assert _HANDLERS.keys() == SHAPES.keys()
 
 def owner_chain(state: State, rule: ScopeRule, top: str) -> tuple[tuple[str, ...], ScopeRule]:
     """Walk down from top-level holder ``top`` to the deepest holder whose
-    write rules overlap ``rule`` (the seed's ``find_conflict_owner``).
+    rules conflict with ``rule`` (:func:`~scopeledger._rules.conflicts`: a
+    write, or an exclusive read against a write; the seed's
+    ``find_conflict_owner``).
 
     Returns ``(chain, owner_rule)``: names from ``top`` down to the owner,
-    and the owner's overlapping rule.
+    and the owner's conflicting rule.
     """
     chain = [top]
-    owner_rule = _overlapping_write(state.holders[top], rule)
+    owner_rule = _conflicting(state.holders[top], rule)
     assert owner_rule is not None
     current = top
     while True:
         for child in state.children.get(current, ()):
-            r = _overlapping_write(state.holders[child], rule)
+            r = _conflicting(state.holders[child], rule)
             if r is not None:
                 chain.append(child)
                 owner_rule = r
@@ -783,9 +796,9 @@ def owner_chain(state: State, rule: ScopeRule, top: str) -> tuple[tuple[str, ...
             return tuple(chain), owner_rule
 
 
-def _overlapping_write(alloc: Allocation, rule: ScopeRule) -> ScopeRule | None:
+def _conflicting(alloc: Allocation, rule: ScopeRule) -> ScopeRule | None:
     for r in alloc.rules:
-        if r.permission is Permission.WRITE and overlaps(r, rule):
+        if conflicts(r, rule):
             return r
     return None
 
@@ -813,16 +826,17 @@ def check_request(state: State, name: str, rules: tuple[ScopeRule, ...],
         line = set(state.chain(parent))
         for rule in rules:
             if not covered_by(state, parent, rule):
-                kind = "effective write" if rule.permission is Permission.WRITE else "read"
+                kind = _SCOPE_KIND[rule.permission]
                 return DelegationError(
                     f"cannot delegate {rule} from '{parent}' to '{name}': not inside "
                     f"the {kind} scope of '{parent}'", parent=parent, child=name, rule=rule)
     else:
         line = set()
     for rule in rules:
-        if rule.permission is not Permission.WRITE:
+        against = CONFLICTS_WITH[rule.permission]
+        if not against:
             continue
-        for owner, _ in state.writes.overlapping(rule):
+        for owner, _ in _overlapping_in(state, against, rule):
             if owner in line:
                 continue
             ochain = state.chain(owner)
@@ -840,13 +854,36 @@ def check_request(state: State, name: str, rules: tuple[ScopeRule, ...],
     return None
 
 
+#: How a delegation refusal names the scope a rule must lie inside.
+_SCOPE_KIND = {Permission.WRITE: "effective write", Permission.EXCLUSIVE_READ: "write or exclusive read",
+               Permission.READ: "read"}
+
+
+def _overlapping_in(state: State, permissions: frozenset[Permission],
+                    rule: ScopeRule) -> Iterator[tuple[str, ScopeRule]]:
+    """Entries of the tries of ``permissions`` (writes, exclusive reads)
+    that overlap ``rule``, writes first; no exclusive read held costs
+    nothing (the common case: the writes' walk itself)."""
+    w = _WRITE in permissions
+    x = Permission.EXCLUSIVE_READ in permissions and state.xreads.size > 0
+    if not x:
+        return state.writes.overlapping(rule) if w else iter(())
+    if not w:
+        return state.xreads.overlapping(rule)
+    return itertools.chain(state.writes.overlapping(rule), state.xreads.overlapping(rule))
+
+
 def covered_by(state: State, name: str, rule: ScopeRule) -> bool:
     """Whether one of live holder ``name``'s rules covers ``rule``
     (:func:`scopeledger.covers`), looked for among the entries the path
     tries give as overlapping ``rule`` (a covering rule overlaps it): the
     rule's ancestors and what lies at or below it, never every rule the
     holder has."""
-    for index in ((state.writes,) if rule.permission is _WRITE else (state.writes, state.reads)):
+    p = rule.permission
+    for index in ((state.writes,) if p is _WRITE else (state.writes, state.xreads) if p is not _READ
+                  else (state.writes, state.xreads, state.reads)):
+        if not index.size:
+            continue
         for owner, r in index.overlapping(rule):
             if owner == name and covers(r, rule):
                 return True
@@ -855,19 +892,21 @@ def covered_by(state: State, name: str, rule: ScopeRule) -> bool:
 
 def effective_rules(state: State, name: str) -> tuple[tuple[ScopeRule, ...], tuple[tuple[str, ScopeRule], ...]]:
     """``(rules, delegated)``: the holder's rules and the ``(child, rule)``
-    pairs it has delegated to live children. The effective scope is the
-    rules minus what the delegated write rules cover."""
+    pairs it has delegated to live children that exclude others (writes and
+    exclusive reads). The effective scope is the rules minus what those
+    exclude (:func:`~scopeledger._rules.conflicts`)."""
     alloc = state.holders[name]
     delegated = tuple((c, r) for c in state.children.get(name, ()) for r in state.holders[c].rules
-                      if r.permission is Permission.WRITE)
+                      if r.permission is not _READ)
     return alloc.rules, delegated
 
 
 def holders_of(state: State, rule: ScopeRule) -> list[tuple[tuple[str, ...], ScopeRule]]:
-    """Every live holder whose rules (read or write) overlap ``rule``, as
-    ``(chain, their_rule)``, write holders first."""
+    """Every live holder whose rules (of any permission) overlap ``rule``, as
+    ``(chain, their_rule)``: write holders first, then exclusive reads, then
+    reads."""
     out = []
-    for index in (state.writes, state.reads):
+    for index in (state.writes, state.xreads, state.reads):
         for owner, r in index.overlapping(rule):
             out.append((state.chain(owner), r))
     return out

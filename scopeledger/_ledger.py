@@ -62,8 +62,8 @@ from ._fold import (
 from ._paths import canonical, check_reached, identity as identify_path, mount_table
 from ._identity import Liveness, Probe, ProcessIdentity, Verdict
 from ._process import host_id, identify, probe as default_probe, run_probe
-from ._rules import (PERMISSION_TEXT, Permission, ScopeRule, check_name, check_path_text, covers,
-                     identity_json, overlaps)
+from ._rules import (PERMISSION_TEXT, Permission, ScopeRule, check_name, check_path_text, conflicts, covers,
+                     identity_json)
 from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._store import Store
 
@@ -216,8 +216,8 @@ class EffectiveScope:
     Attributes:
         holder: the holder's name.
         rules: ``tuple[ScopeRule, ...]``, everything it was granted.
-        delegated: ``tuple[(child name, ScopeRule), ...]``, write rules
-            now held by its live children.
+        delegated: ``tuple[(child name, ScopeRule), ...]``, write and
+            exclusive read rules now held by its live children.
     """
 
     holder: str
@@ -226,12 +226,12 @@ class EffectiveScope:
 
     def allows(self, rule: ScopeRule) -> bool:
         """Whether ``rule`` could be delegated now: covered by one of the
-        holder's rules and, for a write, overlapping no delegated write."""
+        holder's rules and conflicting with no delegated rule (a write
+        with no delegated write or exclusive read, an exclusive read with
+        no delegated write: :func:`scopeledger._rules.conflicts`)."""
         if not any(covers(r, rule) for r in self.rules):
             return False
-        if rule.permission is Permission.WRITE:
-            return not any(overlaps(rule, d) for _, d in self.delegated)
-        return True
+        return not any(conflicts(rule, d) for _, d in self.delegated)
 
 
 @attrs.frozen
@@ -1117,7 +1117,9 @@ class Ledger:
             InvalidProcess: ``pid`` is not a positive ``int`` or names no
                 process.
             DuplicateHolder: a live holder has this name.
-            ScopeConflict: a write rule overlaps a live holder's write rule;
+            ScopeConflict: a write rule overlaps a live holder's write or
+                exclusive read rule, or an exclusive read rule a live
+                holder's write rule (holders outside one line of delegation);
                 holders in the way whose process is dead are reclaimed
                 first. The refusal is recorded once.
             WaitTimeout: with ``wait``, not granted within ``wait`` seconds

@@ -27,10 +27,21 @@ NAME_MAX = 255
 
 
 class Permission(enum.Enum):
-    """``read`` or ``write``; ordered ``READ < WRITE``."""
+    """``read``, ``exclusive-read`` or ``write``; ordered ``READ <
+    EXCLUSIVE_READ < WRITE`` (a rule covers another only with a permission
+    at least as strong).
+
+    ``READ`` is shared: reads never conflict. ``EXCLUSIVE_READ`` is a read
+    that excludes writers (``flock -s`` against ``-x``, etcd's RWMutex
+    reader): it conflicts with another holder's overlapping ``WRITE``, never
+    with a read of either kind. ``WRITE`` conflicts with another holder's
+    overlapping ``WRITE`` or ``EXCLUSIVE_READ`` (holders outside one line of
+    delegation; see :func:`conflicts`).
+    """
 
     READ = "read"
     WRITE = "write"
+    EXCLUSIVE_READ = "exclusive-read"
 
     # Members are singletons compared by identity: hash by identity too (in
     # C), instead of Enum's Python-level hash of the name. ScopeRule hashes
@@ -40,7 +51,7 @@ class Permission(enum.Enum):
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, Permission):
             return NotImplemented
-        return self is Permission.READ and other is Permission.WRITE
+        return _RANK[self] < _RANK[other]
 
     def __le__(self, other: object) -> bool:
         if not isinstance(other, Permission):
@@ -59,7 +70,8 @@ class Permission(enum.Enum):
 
     @classmethod
     def parse(cls, value: "Permission | str") -> "Permission":
-        """``"read"``/``"write"`` (any case) or a Permission -> Permission.
+        """``"read"``/``"write"``/``"exclusive-read"`` (any case; also
+        ``"exclusive_read"``) or a Permission -> Permission.
 
         Raises:
             InvalidScope: for anything else.
@@ -71,10 +83,10 @@ class Permission(enum.Enum):
             return fast
         if isinstance(value, str):
             try:
-                return cls(value.strip().lower())
+                return cls(value.strip().lower().replace("_", "-"))
             except ValueError:
                 pass
-        raise InvalidScope(f"invalid permission {shown(value)}: expected 'read' or 'write'")
+        raise InvalidScope(f"invalid permission {shown(value)}: expected 'read', 'exclusive-read' or 'write'")
 
 
 #: The log's spelling of each permission, ``{Permission: str}``: a dict
@@ -82,7 +94,18 @@ class Permission(enum.Enum):
 PERMISSION_TEXT = {p: p.value for p in Permission}
 
 
-_BY_VALUE = {"read": Permission.READ, "write": Permission.WRITE}
+_BY_VALUE = {"read": Permission.READ, "write": Permission.WRITE, "exclusive-read": Permission.EXCLUSIVE_READ}
+_RANK = {Permission.READ: 0, Permission.EXCLUSIVE_READ: 1, Permission.WRITE: 2}
+
+#: For each permission, the permissions of another holder's overlapping
+#: rule it conflicts with (outside one line of delegation): a write with a
+#: write or an exclusive read, an exclusive read with a write, a read with
+#: nothing.
+CONFLICTS_WITH: dict[Permission, frozenset[Permission]] = {
+    Permission.WRITE: frozenset({Permission.WRITE, Permission.EXCLUSIVE_READ}),
+    Permission.EXCLUSIVE_READ: frozenset({Permission.WRITE}),
+    Permission.READ: frozenset(),
+}
 _set = object.__setattr__
 
 #: A holder name (``HOLDER_NAME.fullmatch(name)``): 1-255 characters, one or
@@ -192,7 +215,8 @@ class ScopeRule:
         path: normalised absolute path (``str``); see :func:`normalize_path`.
             In a granted rule: the canonical path as its holder saw it
             (symlinks resolved), what users are shown.
-        permission: :class:`Permission`; ``"read"``/``"write"`` are accepted.
+        permission: :class:`Permission`; ``"read"``/``"exclusive-read"``/``"write"``
+            are accepted.
         recursive: ``True`` (default) covers the path and everything below
             it; ``False`` covers the path and its direct children only.
         key: the path's identity, ``str``: its filesystem's device number
@@ -287,7 +311,7 @@ class ScopeRule:
         return f"{base}/**" if self.recursive else f"{base}/*"
 
     def to_json(self) -> list[Any]:
-        """The form stored in events: ``[path, "read"|"write", recursive]``,
+        """The form stored in events: ``[path, "read"|"exclusive-read"|"write", recursive]``,
         and for an identified rule a fourth item, ``{"fs": key}`` with
         ``"via"`` and ``"below"`` lists when they are not empty."""
         if self.key is None:
@@ -354,7 +378,7 @@ class ScopeRule:
 
 
 _PERMS = _BY_VALUE
-_PERM_FAST = {**_PERMS, Permission.READ: Permission.READ, Permission.WRITE: Permission.WRITE}
+_PERM_FAST = {**_PERMS, **{p: p for p in Permission}}
 _intern = sys.intern
 _new = object.__new__
 
@@ -539,6 +563,14 @@ def parts_cover(c: tuple[str, ...], c_rec: bool, i: tuple[str, ...], i_rec: bool
     return d == 0 and not i_rec
 
 
+def conflicts(a: ScopeRule, b: ScopeRule) -> bool:
+    """Whether ``a`` and ``b``, held by two holders outside one line of
+    delegation, conflict: they overlap (:func:`overlaps`) and one is a
+    write while the other is a write or an exclusive read
+    (:data:`CONFLICTS_WITH`). Symmetric."""
+    return b.permission in CONFLICTS_WITH[a.permission] and overlaps(a, b)
+
+
 def covers(cover: ScopeRule, inner: ScopeRule) -> bool:
     """Whether ``cover`` fully covers ``inner``: ``cover.permission >=
     inner.permission`` and everything ``inner`` covers, ``cover`` covers.
@@ -608,7 +640,7 @@ def parse_rule(spec: str, permission: "Permission | str", root: str | None = Non
 
     Args:
         spec: e.g. ``"src/**"``, ``"/repo/docs/*"``, ``"src/parser"``.
-        permission: ``"read"``/``"write"`` or a :class:`Permission`.
+        permission: ``"read"``/``"exclusive-read"``/``"write"`` or a :class:`Permission`.
         root: absolute base for relative specs; ``None`` refuses them.
 
     Returns:

@@ -161,7 +161,8 @@ _DEFS: dict[str, Any] = {
     "v2.rule": {
         "description": "[path, permission, recursive(, identity)]",
         "type": "array",
-        "prefixItems": [{"type": "string", "pattern": PATH_PATTERN}, {"enum": ["read", "write"]},
+        "prefixItems": [{"type": "string", "pattern": PATH_PATTERN},
+                        {"enum": ["read", "write", "exclusive-read"]},  # (v2: exclusive reads)
                         {"type": "boolean"}, {"$ref": "#/$defs/v2.rule_identity"}],
         "minItems": 3,
         "maxItems": 4,

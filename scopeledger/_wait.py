@@ -17,8 +17,9 @@ the next free number (``link`` fails with ``EEXIST`` when another waiter took
 it: the next number is tried). Numbers only grow while the queue is not
 empty, so the order of the numbers is the order in which waiters joined.
 Before each attempt a waiter reads the tickets before its own, nearest
-first; it stands back while one of them is alive and *contends* with it (a write rule of one
-overlaps a write rule of the other, :func:`scopeledger.overlaps`), except
+first; it stands back while one of them is alive and *contends* with it (a rule of one
+conflicts with a rule of the other: a write overlapping a write or an exclusive read,
+``scopeledger._rules.conflicts``), except
 when that earlier waiter is itself kept out by the waiter's own line of
 delegation (its parent or the parent's ancestors hold what it needs: it
 cannot be granted before that line lets go, and standing back would
@@ -79,7 +80,7 @@ import orjson
 
 from ._errors import DelegationError, InvalidScope, Refused, ScopeConflict, UnknownHolder, WaitTimeout, shown
 from ._fold import Allocation
-from ._rules import Permission, ScopeRule, overlaps, rule_from_log
+from ._rules import Permission, ScopeRule, conflicts, rule_from_log
 
 log = logging.getLogger("scopeledger")
 
@@ -195,7 +196,8 @@ class Request:
         return cls(name, ledger.canonical_rules(rules), parent, parent_token, wait)
 
     def writes(self) -> list[ScopeRule]:
-        return [r for r in self.rules if r.permission is Permission.WRITE]
+        """The rules that exclude others: writes and exclusive reads."""
+        return [r for r in self.rules if r.permission is not Permission.READ]
 
     def to_json(self) -> bytes:
         return orjson.dumps({"name": self.name, "parent": self.parent, "pid": os.getpid(),
@@ -233,7 +235,7 @@ class Waiter:
 
 
 def _contend(a: tuple[ScopeRule, ...] | list[ScopeRule], b: tuple[ScopeRule, ...] | list[ScopeRule]) -> bool:
-    return any(overlaps(x, y) for x in a for y in b)
+    return any(conflicts(x, y) for x in a for y in b)
 
 
 class Queue:
@@ -342,7 +344,7 @@ class Queue:
             data = os.read(fd, 1 << 26)
             doc = orjson.loads(data)
             rules = tuple(r for r in (rule_from_log(x) for x in doc["rules"])
-                          if r.permission is Permission.WRITE)
+                          if r.permission is not Permission.READ)
             w = Waiter(number, str(doc["name"]), int(doc["pid"]), rules)
         except (OSError, ValueError, KeyError, TypeError):
             w = None  # being written (not linked yet cannot be: link comes after) or damaged: ignored
@@ -420,7 +422,8 @@ class Blocked:
 
 
 def line_writes(ledger: Any, parent: str | None) -> list[ScopeRule]:
-    """The write rules of ``parent`` and its ancestors (live now)."""
+    """The rules of ``parent`` and its ancestors (live now) that exclude
+    others: writes and exclusive reads."""
     out: list[ScopeRule] = []
     seen = set()
     while parent is not None and parent not in seen:
@@ -429,7 +432,7 @@ def line_writes(ledger: Any, parent: str | None) -> list[ScopeRule]:
             a = ledger.holder(parent)
         except UnknownHolder:
             break
-        out.extend(r for r in a.rules if r.permission is Permission.WRITE)
+        out.extend(r for r in a.rules if r.permission is not Permission.READ)
         parent = a.parent
     return out
 

@@ -157,3 +157,121 @@ def test_v1_line_with_forced_is_corrupt(led: Path, tmp_path: Path) -> None:
             + b'","type":"released","name":"w","reparented":[],"forced":"x"}')
     with pytest.raises(CorruptLedger, match="forced"):
         decode(line, "log", 1)
+
+
+# -- exclusive reads ---------------------------------------------------------------
+
+
+def X(path: str, rec: bool = True) -> ScopeRule:
+    return ScopeRule(path, "exclusive-read", rec)
+
+
+def test_exclusive_read_excludes_writers_not_readers(ledger: Ledger, tmp_path: Path) -> None:
+    from scopeledger import Permission, ScopeConflict
+
+    a = str(tmp_path / "a")
+    ledger.register("x", [X(a)])
+    assert ledger.holder("x").rules[0].permission is Permission.EXCLUSIVE_READ
+    ledger.register("r", [Rd(a + "/sub")])          # a shared reader: fine
+    ledger.register("x2", [X(a + "/sub")])          # another exclusive reader: fine
+    with pytest.raises(ScopeConflict) as info:      # a writer below it: refused
+        ledger.register("w", [W(a + "/sub/f", rec=False)])
+    assert info.value.owner == "x" and info.value.owner_rule == X(a)
+    ledger.release("x")
+    ledger.release("x2")
+    ledger.register("w", [W(a + "/sub")])
+    with pytest.raises(ScopeConflict) as info:      # and a writer excludes it
+        ledger.register("x3", [X(a)])
+    assert info.value.owner == "w"
+    ledger.register("r2", [Rd(a)])                  # shared reads still never conflict
+
+
+def test_exclusive_read_delegation(ledger: Ledger, tmp_path: Path) -> None:
+    from scopeledger import DelegationError
+
+    a = str(tmp_path / "a")
+    ledger.register("p", [W(a)])
+    ledger.delegate("p", "c1", [X(a + "/s")])       # inside a write
+    ledger.delegate("c1", "g", [X(a + "/s/t")])     # inside an exclusive read
+    ledger.delegate("c1", "g2", [Rd(a + "/s/u")])   # a read inside it too
+    with pytest.raises(DelegationError, match="not inside"):
+        ledger.delegate("c1", "g3", [W(a + "/s/v")])  # a write is not inside an exclusive read
+    with pytest.raises(DelegationError, match="sibling"):
+        ledger.delegate("p", "c2", [W(a + "/s/w")])   # a sibling's write over c1's exclusive read
+    ledger.register("q", [Rd(str(tmp_path / "b"))])
+    with pytest.raises(DelegationError, match="not inside"):
+        ledger.delegate("q", "qx", [X(str(tmp_path / "b"))])  # not inside a shared read
+
+
+def test_exclusive_read_in_text_and_log(ledger: Ledger, tmp_path: Path) -> None:
+    from scopeledger import CorruptLedger, Permission, parse_rule
+    from scopeledger._events import decode, check_event
+    from scopeledger._events import FoldError
+
+    rule = parse_rule(str(tmp_path / "a") + "/**", "exclusive-read")
+    assert rule.permission is Permission.EXCLUSIVE_READ and rule.recursive
+    assert Permission.parse("Exclusive-Read") is Permission.EXCLUSIVE_READ
+    assert Permission.READ < Permission.EXCLUSIVE_READ < Permission.WRITE
+    ledger.register("x", [rule])
+    line = (Path(ledger.path) / "events.jsonl").read_bytes().splitlines()[-1]
+    assert json.loads(line)["holder"]["rules"][0][1] == "exclusive-read"
+    with Ledger.open(ledger.path) as again:
+        assert again.holder("x").rules[0].permission is Permission.EXCLUSIVE_READ
+    # a v1 line with the new value is not a v1 line
+    v1 = (b'{"v":1,"seq":1,"ts":1,"actor":{"pid":1,"start":1.0,"boot":"b"},"prev":"' + b"0" * 32
+          + b'","type":"registered","holder":{"name":"x","rules":[["/a","exclusive-read",true]],'
+          b'"process":{"pid":1,"start":1.0,"boot":"b"},"parent":null,"reserved":false,"socket":null}}')
+    with pytest.raises(FoldError, match="exclusive-read"):
+        check_event(decode(v1, "log", 1))
+
+
+def test_cli_exclusive_read(led: Path, tmp_path: Path) -> None:
+    a = str(tmp_path / "a")
+    with Ledger.open(led) as ledger:
+        ledger.register("x", [X(a)])
+    res = ledger_cmd(led, "check", "--write", a + "/f")
+    assert res.returncode == 1 and "exclusive-read" in res.stdout, res.stdout
+    res = ledger_cmd(led, "check", "--exclusive-read", a + "/f", "--read", a)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = ledger_cmd(led, "--json", "who", a)
+    assert json.loads(res.stdout)["holders"][0]["permission"] == "exclusive-read"
+
+
+def test_schema_takes_exclusive_read_in_v2_only(ledger: Ledger, tmp_path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed (pip install -e '.[test]')")
+    from scopeledger import _schema
+
+    validator = jsonschema.Draft202012Validator(_schema.load())
+    ledger.register("x", [X(str(tmp_path / "a"))])
+    ledger.release("x", force=True, reason="test")
+    lines = (Path(ledger.path) / "events.jsonl").read_bytes().splitlines()
+    for line in lines:
+        validator.validate(json.loads(line))
+    v1 = json.loads(lines[0])
+    v1.update(v=1, actor={"pid": 1, "start": 1.0, "boot": "b"})
+    v1["holder"]["process"] = {"pid": 1, "start": 1.0, "boot": "b"}
+    v1["holder"]["rules"] = [v1["holder"]["rules"][0][:3]]
+    assert not validator.is_valid(v1)
+    v1["holder"]["rules"][0][1] = "read"
+    assert validator.is_valid(v1), list(validator.iter_errors(v1))
+
+
+def test_exclusive_read_waits_for_a_writer(ledger: Ledger, tmp_path: Path) -> None:
+    import threading
+
+    a = str(tmp_path / "a")
+    ledger.register("w", [W(a)])
+    got = {}
+
+    def waiter():
+        with Ledger.open(ledger.path) as other:
+            got["alloc"] = other.register("x", [X(a + "/s")], wait=60)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    from helpers import wait_for
+
+    wait_for(lambda: any(e.type == "refused" for e in ledger.events()), what="the waiter's refusal")
+    ledger.release("w")
+    t.join(60)
+    assert got["alloc"].rules == (X(a + "/s"),)

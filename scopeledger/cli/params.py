@@ -305,20 +305,22 @@ def display_root(value: str | None) -> str | None:
     return abs_path(value) if value is not None else None
 
 
-def rules_from(writes: Sequence[str], reads: Sequence[str], root: str | None) -> list[ScopeRule]:
+def rules_from(writes: Sequence[str], reads: Sequence[str], root: str | None,
+               xreads: Sequence[str] = ()) -> list[ScopeRule]:
     """Parse compact rules (relative to ``root``, default the working
     directory). Symlinks are left to the ledger (``Ledger.canonical_rules``, the
     one place they are resolved; a rule keeps its given spelling for it).
 
     Raises:
         click.BadParameter: a rule is invalid (a usage error, exit 2, naming
-            ``--write`` or ``--read``; the message is ``parse_rule``'s).
+            ``--write``, ``--read`` or ``--exclusive-read``; the message is
+            ``parse_rule``'s).
     """
     from scopeledger import InvalidScope, parse_rule
 
     base = os.path.realpath(root) if root else os.getcwd()
     rules = []
-    for perm, specs in (("write", writes), ("read", reads)):
+    for perm, specs in (("write", writes), ("read", reads), ("exclusive-read", xreads)):
         for spec in specs:
             try:
                 rules.append(parse_rule(spec, perm, base))
@@ -783,6 +785,9 @@ def rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--root", metavar="DIR",
                      callback=directory_param("omit it, or give '.', for the working directory"),
                      help="Base of relative rules (default: the working directory).")(f)
+    f = click.option("--exclusive-read", "xreads", multiple=True, metavar="RULE",
+                     help="An exclusive read rule (repeatable): a read that excludes other holders' "
+                          "writes, not their reads.")(f)
     f = click.option("--read", "reads", multiple=True, metavar="RULE",
                      help="A read rule (repeatable).")(f)
     f = click.option("--write", "writes", multiple=True, metavar="RULE",
@@ -792,18 +797,19 @@ def rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def request_from(writes: Sequence[str], reads: Sequence[str], root: str | None,
-                 manifest: str | None, name: str | None) -> tuple[str | None, list[ScopeRule]]:
+                 manifest: str | None, name: str | None,
+                 xreads: Sequence[str] = ()) -> tuple[str | None, list[ScopeRule]]:
     """The name and rules a request asks for (``run``, ``check``): ``--manifest``'s
-    rules first, then ``--write`` and ``--read`` (:func:`rules_from`); ``name``
-    (``--name``) wins over the manifest's.
+    rules first, then ``--write``, ``--read`` and ``--exclusive-read``
+    (:func:`rules_from`); ``name`` (``--name``) wins over the manifest's.
 
     Raises:
-        click.BadParameter: a ``--write`` or ``--read`` rule is invalid.
+        click.BadParameter: a ``--write``, ``--read`` or ``--exclusive-read`` rule is invalid.
         InvalidManifest: the manifest is unreadable, not TOML, or invalid
             (exit 2, no ``--help`` hint: the command line itself was right).
         click.UsageError: no rules at all.
     """
-    rules = rules_from(writes, reads, root)
+    rules = rules_from(writes, reads, root, xreads)
     if manifest is not None:
         from scopeledger import load_manifest
 
@@ -811,7 +817,7 @@ def request_from(writes: Sequence[str], reads: Sequence[str], root: str | None,
         rules = list(m.rules) + rules
         name = name or m.name
     if not rules:
-        raise click.UsageError("no rules: give at least one --write or --read (or --manifest)")
+        raise click.UsageError("no rules: give at least one --write, --read or --exclusive-read (or --manifest)")
     return name, rules
 
 

@@ -67,15 +67,15 @@ def waitable(err: BaseException) -> bool:
                    "if all would be granted.")
 @relative_option
 @pass_env
-def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | None,
-          manifest: str | None, name: str | None, parent: str | None, top_level: bool,
+def check(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple[str, ...],
+          root: str | None, manifest: str | None, name: str | None, parent: str | None, top_level: bool,
           each: bool, relative_to: str | None) -> int:
     """Would this request be granted now? Exit 0 if yes, 1 if not (naming the
     owner chain). Holders in the way whose process is dead do not count: the
     request itself would reclaim them. Records nothing. Inside 'ledger run'
     it asks as a delegation from SCOPELEDGER_HOLDER, and a stale
     SCOPELEDGER_TOKEN is an error (exit 6), as for a nested 'ledger run'."""
-    name, rules = request_from(writes, reads, root, manifest, name)
+    name, rules = request_from(writes, reads, root, manifest, name, xreads)
     parent, token = parent_from_env(parent, top_level)
     with env.open(readonly=True) as ledger:
         check_enclosing(ledger, parent, token)
@@ -501,7 +501,7 @@ class _Runner:
 @click.option("-q", "--quiet", is_flag=True, help="No notice while waiting.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, callback=command_param)
 @pass_env
-def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | None,
+def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple[str, ...], root: str | None,
         manifest: str | None, name: str | None, nonblock: bool, wait: float | None,
         conflict_exit_code: int, parent: str | None, top_level: bool, quiet: bool,
         command: tuple[str, ...]) -> int:
@@ -520,7 +520,7 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], root: str | N
     env.json_to_stderr = True
     if nonblock and wait is not None:
         raise click.UsageError("-n and -w exclude each other")
-    name, rules = request_from(writes, reads, root, manifest, name)
+    name, rules = request_from(writes, reads, root, manifest, name, xreads)
     name = name if name is not None else _default_name(command)
     parent, token = parent_from_env(parent, top_level)
     with env.open(create=True) as ledger:
