@@ -39,7 +39,13 @@ ARCHITECTURE.md, "The identity of a path")::
                                        "parent": str|null, "reserved": bool,
                                        "socket": str|null,
                                        "note": str (v2, optional: why the scope was
-                                               asked for, at most 4096 characters)}
+                                               asked for, at most 4096 characters),
+                                       "advisory": [[chain, their rule, requested rule], ...]
+                                               (v2, optional: the grant was asked with
+                                               advisory=True and granted despite these
+                                               conflicts, each the owner chain, top first,
+                                               its rule and the request's; [] when it met
+                                               none)}
     attached                "name", "process"
     released                "name", "reparented": [[child, new_parent|null], ...]
                             v2, optional: "exit_code": int 0-255 or "exit_signal":
@@ -161,8 +167,10 @@ KEYS[2]["actor"] = KEYS[2]["process"] = frozenset({"host", "boot", "pid", "ticks
 KEYS[2]["line"] = KEYS[1]["line"] | {"network_fs"}
 KEYS[2]["released"] = KEYS[1]["released"] | {"exit_code", "exit_signal", "note"}
 KEYS[2]["holder"] = KEYS[1]["holder"] | {"note"}
-# Policy (issue 16, the peers' features), v2 only: a forced release's reason.
+# Policy (issue 16, the peers' features), v2 only: a forced release's reason,
+# an advisory grant's conflicts.
 KEYS[2]["released"] = KEYS[2]["released"] | {"forced"}
+KEYS[2]["holder"] = KEYS[2]["holder"] | {"advisory"}
 
 #: Keys a line may carry or not (``KEYS`` lists them too): the fast path of
 #: :func:`decode` counts a line's keys without them, so that a line with
@@ -692,7 +700,21 @@ def _shape_grant(ev: dict[str, Any]) -> tuple[str, str | None, tuple[ScopeRule, 
         raise _bad("holder.socket", socket, "a path or null")
     if len(h) > 6 and "note" in h and (type(h["note"]) is not str or len(h["note"]) > MAX_NOTE):
         raise _bad("holder.note", h["note"], f"a string of at most {MAX_NOTE} characters")
+    if len(h) > 6 and "advisory" in h:
+        _check_advisory(h["advisory"], ev.get("v"))
     return name, parent, rules, process, reserved, socket
+
+
+def _check_advisory(value: Any, version: Any) -> None:
+    """An advisory grant's conflicts: ``[[chain, rule, rule], ...]``."""
+    if type(value) is not list:
+        raise _bad("holder.advisory", value, "a list of [chain, their rule, requested rule]")
+    for i, c in enumerate(value):
+        if type(c) is not list or len(c) != 3 or type(c[0]) is not list or not c[0]:
+            raise _bad(f"holder.advisory[{i}]", c, "[chain, their rule, requested rule]")
+        for n in c[0]:
+            _holder_name(n, f"holder.advisory[{i}] chain")
+        rules_from_log(c[1:], f"holder.advisory[{i}]", version)
 
 
 def _shape_attached(ev: dict[str, Any]) -> ProcessIdentity:

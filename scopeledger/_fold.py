@@ -33,7 +33,8 @@ from ._rules import (CONFLICTS_WITH, PERMISSION_TEXT, Permission, ScopeRule, con
 #: is folded from the log instead, and a new snapshot written in time).
 # 2: v2 process identities (host, boot, pid, ticks, pidns); 3: rules with their
 # identity; 4: max_ts, clock_back_seq.
-SNAPSHOT_FORMAT = 4
+# 5: a holder's "advisory".
+SNAPSHOT_FORMAT = 5
 
 #: At most this many rules in one request (register, delegate, a manifest,
 #: the command line): the work under the lock and the event's line grow with
@@ -58,6 +59,9 @@ class Allocation:
         granted_ns: grant time, integer nanoseconds since the epoch, UTC.
         reserved: ``True`` while a delegation waits for its child to attach.
         socket: the socket path the runtime exposes for it, or ``None``.
+        advisory: ``True`` when it was asked with ``advisory=True`` (granted
+            even where it conflicts; its event records the conflicts). Its
+            rules count against later requests like any holder's.
     """
 
     name: str
@@ -68,6 +72,7 @@ class Allocation:
     granted_ns: int
     reserved: bool = False
     socket: str | None = None
+    advisory: bool = False
 
     @property
     def pid(self) -> int:
@@ -91,6 +96,7 @@ class Allocation:
             "granted_ns": self.granted_ns,
             "reserved": self.reserved,
             "socket": self.socket,
+            "advisory": self.advisory,
         }
 
 
@@ -535,7 +541,8 @@ class State:
                                   else [r.path, perm[r.permission], r.recursive, identity_json(r)]
                                   for r in a.rules],
                         "process": pj, "parent": a.parent, "token": a.token,
-                        "granted_ns": a.granted_ns, "reserved": a.reserved, "socket": a.socket})
+                        "granted_ns": a.granted_ns, "reserved": a.reserved, "socket": a.socket,
+                        "advisory": a.advisory})
         return out
 
     @classmethod
@@ -580,6 +587,7 @@ def _alloc_from_json(h: dict[str, Any], cache: dict[tuple[Any, ...], ScopeRule])
         granted_ns=h["granted_ns"],
         reserved=bool(h.get("reserved", False)),
         socket=h.get("socket"),
+        advisory=h["advisory"] is True,
     )
 
 
@@ -642,7 +650,8 @@ def _grant(state: State, ev: dict[str, Any], checked: Any) -> None:
     if parent is not None and parent not in state.holders:
         raise FoldError(f"delegation from '{parent}', which is not live")
     # (name, rules, process, parent, token, granted_ns, reserved, socket)
-    _install(state, Allocation(name, rules, process, parent, ev["seq"], ev["ts"], reserved, socket))
+    _install(state, Allocation(name, rules, process, parent, ev["seq"], ev["ts"], reserved, socket,
+                               "advisory" in ev["holder"]))
 
 
 def _install(state: State, alloc: Allocation) -> None:
@@ -871,6 +880,36 @@ def _overlapping_in(state: State, permissions: frozenset[Permission],
     if not w:
         return state.xreads.overlapping(rule)
     return itertools.chain(state.writes.overlapping(rule), state.xreads.overlapping(rule))
+
+
+def conflicts_met(state: State, name: str, rules: tuple[ScopeRule, ...],
+                  parent: str | None) -> list[tuple[tuple[str, ...], ScopeRule, ScopeRule]]:
+    """Every conflict a request meets (what :func:`check_request` refuses
+    at the first of): ``(owner chain, their rule, requested rule)`` for each
+    requested rule and each live holder outside the requester's line whose
+    rule conflicts with it (the deepest such holder of each chain), in
+    order, once each. What an advisory grant records."""
+    line = set(state.chain(parent)) if parent is not None and parent in state.holders else set()
+    out = []
+    seen: set[tuple[tuple[str, ...], int, int]] = set()
+    for rule in rules:
+        against = CONFLICTS_WITH[rule.permission]
+        if not against:
+            continue
+        for owner, _ in _overlapping_in(state, against, rule):
+            if owner in line:
+                continue
+            ochain = state.chain(owner)
+            top = ochain[0]
+            if parent is not None and parent in ochain:
+                top = ochain[ochain.index(parent) + 1]
+            sub, orule = owner_chain(state, rule, top)
+            chain = ochain[: ochain.index(top)] + sub
+            k = (chain, id(orule), id(rule))
+            if k not in seen:
+                seen.add(k)
+                out.append((chain, orule, rule))
+    return out
 
 
 def covered_by(state: State, name: str, rule: ScopeRule) -> bool:

@@ -24,7 +24,8 @@ import attrs
 import orjson
 
 from . import _snapshots
-from ._errors import CorruptLedger, HistoryUnavailable, InvalidScope, SnapshotInvalid, shown
+from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidScope, ScopeConflict,
+                      SnapshotInvalid, shown)
 from ._events import EVENT_TYPES, GENESIS_HASH, FoldError, check_event, decode, iter_lines, line_hash, split_lines
 from ._fold import State, apply, check_request, holders_of
 from ._rules import Permission, ScopeRule, check_name, covers_place, overlaps
@@ -259,11 +260,13 @@ class Holding:
     """One answer of :meth:`Ledger.who`: ``chain`` (top-level holder down
     to the holder, ``tuple[str, ...]``), ``rule`` (its :class:`ScopeRule`
     covering the path), ``deepest`` (``True`` when no child of it covers the
-    path too: the real holder)."""
+    path too: the real holder), ``advisory`` (``True`` for a holder granted
+    with ``advisory=True``, which may conflict with others)."""
 
     chain: tuple[str, ...]
     rule: ScopeRule
     deepest: bool
+    advisory: bool = False
 
     @property
     def name(self) -> str:
@@ -345,9 +348,15 @@ def covering(state: State, probe: "ScopeRule | str") -> list[Holding]:
     for chain, rule in found:
         kids = state.children.get(chain[-1], ())
         deepest = not any(k in names for k in kids)
-        out.append(Holding(chain, rule, deepest))
+        out.append(Holding(chain, rule, deepest, state.holders[chain[-1]].advisory))
     out.sort(key=lambda h: (h.rule.permission is not Permission.WRITE, len(h.chain)))
     return out
+
+
+def _advice_lifts(err: Exception) -> bool:
+    """Whether an advisory grant may be granted despite ``err``: a conflict
+    with another holder, not a taken name or a rule outside the parent's."""
+    return isinstance(err, ScopeConflict) or (isinstance(err, DelegationError) and err.sibling is not None)
 
 
 def _chain_fault(ev: dict[str, Any], seq: int, prev: str) -> str:
@@ -1106,6 +1115,8 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
                     err = check_request(state, h["name"], checked[2], h["parent"])
                 except Exception as exc:  # noqa: BLE001 - e.g. no "parent" key: reported as is
                     err = exc
+                if err is not None and "advisory" in h and _advice_lifts(err):
+                    err = None  # granted despite its conflicts, which its event records
                 if err is not None and ev.get("seq") == state.seq + 1:
                     problems.append(Problem(path, lineno, ev["seq"],
                                             f"{kind} event breaks an invariant: {err}"))

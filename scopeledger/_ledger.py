@@ -31,6 +31,7 @@ from . import _snapshots
 from ._errors import (
     SnapshotInvalid,
     CorruptLedger,
+    DelegationError,
     InvalidArgument,
     InvalidProcess,
     InvalidScope,
@@ -56,6 +57,7 @@ from ._fold import (
     check_request,
     commit_grant,
     commit_removal,
+    conflicts_met,
     effective_rules,
     reparent_plan,
 )
@@ -1084,7 +1086,8 @@ class Ledger:
     # -- mutations -------------------------------------------------------------
 
     def register(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
-                 *, socket: str | None = None, wait: float = 0, note: str | None = None) -> Allocation:
+                 *, socket: str | None = None, wait: float = 0, note: str | None = None,
+                 advisory: bool = False) -> Allocation:
         """Register a top-level holder.
 
         Args:
@@ -1103,6 +1106,12 @@ class Ledger:
             note: why the scope is asked for, in the requester's words
                 (``str``, at most 4096 characters), recorded with the grant
                 (``holder.note``).
+            advisory: ``True`` grants the request even where it conflicts
+                with live holders (for tools that warn rather than deny),
+                recording each conflict on the grant (``holder.advisory``:
+                owner chain, its rule, the requested rule); the allocation is marked
+                ``advisory``. A taken name, or (``delegate``) a rule outside
+                the parent's scope, is still refused. Default ``False``.
 
         Returns:
             The :class:`Allocation`; its ``token`` is the granting seq.
@@ -1127,8 +1136,10 @@ class Ledger:
             TypeError, ValueError: ``wait`` is not a number of seconds >= 0;
                 ``note`` is not a ``str`` of at most 4096 characters that
                 UTF-8 can encode.
+            InvalidArgument: ``advisory`` is not a ``bool``.
         """
-        if _waits(wait):
+        _check_advisory(advisory)
+        if _waits(wait) and not advisory:
             from ._wait import wait_for_grant, Request
 
             req = Request.of(self, name, rules, None, None, wait)
@@ -1136,7 +1147,7 @@ class Ledger:
                 lambda written: self._register(name, rules, pid, socket, written, commit, note)))
         written: list[Any] = []
         try:
-            return self._register(name, rules, pid, socket, written, None, note)
+            return self._register(name, rules, pid, socket, written, None, note, advisory)
         except BaseException:
             self._withdraw(written)
             raise
@@ -1153,7 +1164,7 @@ class Ledger:
 
     def _register(self, name: str, rules: Any, pid: int | None, socket: str | None,
                   written: list[Any], commit: Callable[[], None] | None = None,
-                  note: str | None = None) -> Allocation:
+                  note: str | None = None, advisory: bool = False) -> Allocation:
         name = check_name(name)
         note = _check_note(note)
         if socket is not None:
@@ -1163,19 +1174,20 @@ class Ledger:
 
         def build(txn: _Txn) -> Allocation | None:
             err = self._check(txn, name, rules_t, None)
-            if err is not None:
+            met = _advised(txn.state, name, rules_t, None, err) if advisory else None
+            if err is not None and met is None:
                 txn.refuse(name, None, rules_t, err)
                 return None
             if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
                 commit()
-            return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note)
+            return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met)
 
         return cast(Allocation, self._transact(build, written))
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                  pid: int | None = None, *, reserved: bool = False,
                  socket: str | None = None, parent_token: int | None = None,
-                 wait: float = 0, note: str | None = None) -> Allocation:
+                 wait: float = 0, note: str | None = None, advisory: bool = False) -> Allocation:
         """Delegate part of ``parent``'s effective scope to a new holder.
 
         Every rule must be fully covered by one of the parent's rules
@@ -1200,6 +1212,9 @@ class Ledger:
                 is in the way (a :class:`DelegationError` naming it); a rule
                 outside the parent's scope is refused at once.
             note: as :meth:`register`.
+            advisory: as :meth:`register`: a sibling's rule in the way is
+                recorded instead of refusing; a rule outside the parent's
+                scope is still refused.
 
         Raises:
             UnknownHolder: ``parent`` is not live, or is live with another
@@ -1210,9 +1225,10 @@ class Ledger:
             InvalidHolderName: ``parent`` or ``child`` is not a holder name.
             TypeError: ``reserved`` is not a ``bool``; ``parent_token`` is
                 neither an ``int`` nor ``None``.
-            DuplicateHolder, InvalidScope, InvalidProcess: as register.
+            DuplicateHolder, InvalidScope, InvalidProcess, InvalidArgument: as register.
         """
-        if _waits(wait):
+        _check_advisory(advisory)
+        if _waits(wait) and not advisory:
             from ._wait import wait_for_grant, Request
 
             req = Request.of(self, child, rules, parent, parent_token, wait)
@@ -1221,14 +1237,16 @@ class Ledger:
                                                written, commit, note)))
         written: list[Any] = []
         try:
-            return self._delegate(parent, child, rules, pid, reserved, socket, parent_token, written, None, note)
+            return self._delegate(parent, child, rules, pid, reserved, socket, parent_token, written, None, note,
+                                  advisory)
         except BaseException:
             self._withdraw(written)
             raise
 
     def _delegate(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
                   socket: str | None, parent_token: int | None, written: list[Any],
-                  commit: Callable[[], None] | None = None, note: str | None = None) -> Allocation:
+                  commit: Callable[[], None] | None = None, note: str | None = None,
+                  advisory: bool = False) -> Allocation:
         parent = check_name(parent, "parent")
         note = _check_note(note)
         child = check_name(child, "child")
@@ -1246,12 +1264,13 @@ class Ledger:
             err = self._check(txn, child, rules_t, parent)
             if isinstance(err, UnknownHolder):
                 raise err
-            if err is not None:
+            met = _advised(txn.state, child, rules_t, parent, err) if advisory else None
+            if err is not None and met is None:
                 txn.refuse(child, parent, rules_t, err)
                 return None
             if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
                 commit()
-            return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket, note)
+            return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket, note, met)
 
         return cast(Allocation, self._transact(build, written))
 
@@ -1989,6 +2008,24 @@ def _release_extras(returncode: Any, note: Any) -> dict[str, Any]:
     return out
 
 
+def _check_advisory(advisory: Any) -> None:
+    if type(advisory) is not bool:
+        raise InvalidArgument(f"advisory must be True or False, not {shown(advisory)}")
+
+
+def _advised(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str | None,
+             err: Exception | None) -> list[Any] | None:
+    """What an advisory grant records (``holder.advisory``: each conflict
+    as ``[chain, their rule, requested rule]``), or ``None`` when ``err``
+    is a refusal advice does not lift (a taken name, a rule outside the
+    parent's scope)."""
+    if err is not None and not (isinstance(err, ScopeConflict)
+                                or (isinstance(err, DelegationError) and err.sibling is not None)):
+        return None
+    return [[list(chain), theirs.to_json(), mine.to_json()]
+            for chain, theirs, mine in conflicts_met(state, name, rules, parent)]
+
+
 def _check_forced(force: Any, reason: Any) -> str | None:
     """``release``'s ``forced`` key from ``force`` and ``reason`` (see its
     Raises), or ``None`` for a release that is not forced."""
@@ -2068,7 +2105,8 @@ def _partly(exc: Any, lines: list[bytes]) -> PartlyRecorded:
 
 
 def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,
-           parent: str | None, reserved: bool, socket: str | None, note: str | None = None) -> Allocation:
+           parent: str | None, reserved: bool, socket: str | None, note: str | None = None,
+           advisory: list[Any] | None = None) -> Allocation:
     """Emit the ``registered``/``delegated`` event (the transaction's last)
     and return the :class:`Allocation` it grants, applied after the write."""
     # ``rules`` come from Ledger._prepare: canonical, ``given`` cleared.
@@ -2081,8 +2119,10 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
         "reserved": reserved, "socket": socket}
     if note is not None:
         holder["note"] = note
+    if advisory is not None:
+        holder["advisory"] = advisory
     seq, ts, h = txn.emit_last(kind, holder=holder)
-    alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket)
+    alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket, advisory is not None)
     txn.after = (commit_grant, alloc, h)
     return alloc
 

@@ -66,6 +66,10 @@ VALUES: dict[str, dict[str, Any]] = {
         "reserved": {"type": "boolean"},
         "socket": {"type": ["string", "null"]},
         "note": {"type": "string", "maxLength": 4096},
+        "advisory": {"type": "array", "items": {
+            "type": "array", "prefixItems": [{"type": "array", "minItems": 1, "items": _NAME},
+                                             {"$ref": "#/$defs/v2.rule"}, {"$ref": "#/$defs/v2.rule"}],
+            "minItems": 3, "maxItems": 3}},
     },
     "request": {
         "name": {"type": "string"},
@@ -126,7 +130,7 @@ OPTIONAL: dict[str, frozenset[str]] = {
     "process": frozenset({"pidns"}),
     "rule_identity": frozenset({"via", "below"}),
     "released": frozenset({"exit_code", "exit_signal", "note", "forced"}),
-    "holder": frozenset({"note"}),
+    "holder": frozenset({"note", "advisory"}),
 }
 #: Per version, optional keys that differ from :data:`OPTIONAL`.
 OPTIONAL_BY_VERSION: dict[int, dict[str, frozenset[str]]] = {

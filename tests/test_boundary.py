@@ -115,6 +115,10 @@ CALLS = {
     "release.returncode": (lambda L, r, v: L.release("p", returncode=v), RETURNCODES, (TypeError, ValueError),
                            r"returncode must be"),
     "release.note": (lambda L, r, v: L.release("p", note=v), NOTES, (TypeError, ValueError), r"note must be"),
+    "register.advisory": (lambda L, r, v: L.register("n", [W(r + "/n")], advisory=v), FORCES, InvalidArgument,
+                          r"advisory must be True or False, not "),
+    "delegate.advisory": (lambda L, r, v: L.delegate("p", "c", [W(r + "/t/c")], advisory=v), FORCES,
+                          InvalidArgument, r"advisory must be True or False, not "),
     "release.force": (lambda L, r, v: L.release("p", force=v, reason="why"), FORCES, InvalidArgument,
                       r"force must be True or False, not "),
     "release.reason": (lambda L, r, v: L.release("p", force=True, reason=v), REASONS, InvalidArgument,
@@ -163,7 +167,7 @@ def test_a_bad_argument_records_nothing_and_leaves_a_usable_ledger(tmp_path, arg
         assert not isinstance(info.value, LockTimeout)
         assert "\n" not in str(info.value)
         if type(bad) in (str, int, bool) and arg.split(".")[1] in ("reserved", "token", "dry_run", "socket",
-                                                                    "parent_token", "force"):
+                                                                    "parent_token", "force", "advisory"):
             # names the bad value (a 4096-byte one by its size)
             assert repr(bad) in str(info.value) or "longer than 4095 bytes" in str(info.value)
         assert log_bytes(path) == before, f"{arg}={bad!r} changed the log"

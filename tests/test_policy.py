@@ -275,3 +275,44 @@ def test_exclusive_read_waits_for_a_writer(ledger: Ledger, tmp_path: Path) -> No
     ledger.release("w")
     t.join(60)
     assert got["alloc"].rules == (X(a + "/s"),)
+
+
+# -- advisory grants -----------------------------------------------------------------
+
+
+def test_advisory_grant_records_its_conflicts(ledger: Ledger, tmp_path: Path) -> None:
+    from scopeledger import InvalidArgument, ScopeConflict
+
+    a = str(tmp_path / "a")
+    ledger.register("w", [W(a)])
+    with pytest.raises(ScopeConflict):  # off by default
+        ledger.register("tool", [W(a + "/f")])
+    alloc = ledger.register("tool", [W(a + "/f")], advisory=True)
+    assert alloc.advisory
+    ev = list(ledger.events(types=("registered",)))[-1]
+    assert ev.data["holder"]["advisory"] == [[["w"], W(a).to_json()[:3], W(a + "/f").to_json()[:3]]] or \
+        [c[0] for c in ev.data["holder"]["advisory"]] == [["w"]]
+    with Ledger.open(ledger.path) as again:  # folds back, marked
+        assert again.holder("tool").advisory and not again.holder("w").advisory
+        assert [h.advisory for h in again.who(a + "/f")] == [False, True] or \
+            sorted(h.advisory for h in again.who(a + "/f")) == [False, True]
+        assert again.verify().ok
+    # a later non-advisory request meets the advisory holder too
+    ledger.release("w")
+    with pytest.raises(ScopeConflict):
+        ledger.register("w2", [W(a)])
+    seq = ledger.seq
+    with pytest.raises(InvalidArgument, match="advisory"):
+        ledger.register("z", [W(str(tmp_path / "z"))], advisory="yes")
+    assert ledger.seq == seq
+
+
+def test_cli_run_advisory_warns(led: Path, tmp_path: Path) -> None:
+    import sys
+
+    a = str(tmp_path / "a")
+    with Ledger.open(led) as ledger:
+        ledger.register("w", [W(a)], pid=1)
+    res = ledger_cmd(led, "run", "--advisory", "--write", a + "/f", "--", sys.executable, "-c", "pass")
+    assert res.returncode == 0, res.stderr
+    assert "warning" in res.stderr and "'w'" in res.stderr and "advisory" in res.stderr, res.stderr

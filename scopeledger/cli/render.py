@@ -317,6 +317,8 @@ def _alloc_label(a: Allocation, liveness: Mapping[str, Verdict] | None, root: st
     t.append(safe(rules_text(a.rules, root)))
     if a.reserved:
         t.append("  [reserved: waiting for its process to attach]", style="yellow")
+    if a.advisory:
+        t.append("  [advisory: granted despite conflicts]", style="yellow")
     if liveness is not None:
         v = liveness.get(a.name)
         if v is not None and v.dead:
@@ -369,7 +371,7 @@ def state_json(state: State, ledger_path: str, liveness: Mapping[str, Verdict] |
 def holding_json(h: Holding) -> dict[str, Any]:
     """One holder of ``who --json`` (docs/cli.md, "--json shapes")."""
     return {"name": h.name, "chain": list(h.chain), "permission": h.rule.permission.value,
-            "rule": h.rule.to_json(), "deepest": h.deepest}
+            "rule": h.rule.to_json(), "deepest": h.deepest, "advisory": h.advisory}
 
 
 class Trimmed:
@@ -409,7 +411,8 @@ def who_table(path: str, holdings: list[Holding], when: str, root: str | None = 
     table.add_column("real holder")
     for h in holdings:
         style = "bold" if h.rule.permission.value == "write" else ""
-        table.add_row(Text(h.rule.permission.value, style=style), Text(safe(chain_text(h.chain))),
+        table.add_row(Text(h.rule.permission.value, style=style),
+                      Text(safe(chain_text(h.chain)) + (" [advisory]" if h.advisory else "")),
                       Text(safe(rule_text(h.rule, root).split(" ", 1)[1])), "yes" if h.deepest else "no (delegated below)")
     title = Text(safe(f"who holds {path} {when}"), style="table.title")
     return Group(title, Trimmed(table))
@@ -420,7 +423,7 @@ def who_line(path: str, holdings: list[Holding], root: str | None = None) -> str
     one line: ``who`` with several paths. The real holder of each chain
     comes last in it; a holding delegated below is marked."""
     parts = [f"{h.rule.permission.value} by {chain_text(h.chain)} ({rule_text(h.rule, root).split(' ', 1)[1]}"
-             f"{'' if h.deepest else ', delegated below'})" for h in holdings]
+             f"{'' if h.deepest else ', delegated below'}{', advisory' if h.advisory else ''})" for h in holdings]
     return safe(f"{rel(path, root)}: {', '.join(parts) if parts else 'nobody'}")
 
 

@@ -200,6 +200,7 @@ class _Runner:
         self.waited = False
         self.fg = _foreground_group()
         self.old_handlers: dict[int, Any] = {}
+        self.advisory = False  # --advisory: granted despite conflicts, with a warning naming them
 
     # signals
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -240,12 +241,29 @@ class _Runner:
         old = self.block()
         try:
             if self.parent is None:
-                self.alloc = self.ledger.register(self.name, self.rules)
+                self.alloc = self.ledger.register(self.name, self.rules, advisory=self.advisory)
             else:
                 self.alloc = self.ledger.delegate(self.parent, self.name, self.rules,
-                                                  parent_token=self.parent_token)
+                                                  parent_token=self.parent_token, advisory=self.advisory)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if self.advisory:
+            self._warn_conflicts()
+
+    def _warn_conflicts(self) -> None:
+        """One warning naming each conflict the advisory grant met, as its
+        event records them (nothing when it met none)."""
+        from .render import chain_text, safe
+
+        token = self.alloc.token
+        for ev in self.ledger.events(since=token, until=token):
+            for chain, theirs, mine in ev.data["holder"].get("advisory", ()):
+                message = (f"advisory grant of '{self.name}': {mine[1]} {mine[0]} conflicts with "
+                           f"{chain_text(chain)} holding {theirs[1]} {theirs[0]}")
+                if self.env.json:
+                    sys.stderr.write(json_text({"warning": message}) + "\n")
+                else:
+                    self.env.err.print(safe("warning: " + message), markup=False, soft_wrap=True)
 
     def _dry_check(self) -> Exception | None:
         """The refusal the request would meet now (``None``: granted), as
@@ -499,11 +517,13 @@ class _Runner:
               help=f"Delegate from holder NAME (default: ${ENV_HOLDER}, set by an enclosing 'ledger run').")
 @click.option("--top-level", is_flag=True, help=f"Register at top level, ignoring ${ENV_HOLDER}.")
 @click.option("-q", "--quiet", is_flag=True, help="No notice while waiting.")
+@click.option("--advisory", is_flag=True,
+              help="Grant even where the scope conflicts (recording the conflicts), with a warning naming them.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, callback=command_param)
 @pass_env
 def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple[str, ...], root: str | None,
         manifest: str | None, name: str | None, nonblock: bool, wait: float | None,
-        conflict_exit_code: int, parent: str | None, top_level: bool, quiet: bool,
+        conflict_exit_code: int, parent: str | None, top_level: bool, quiet: bool, advisory: bool,
         command: tuple[str, ...]) -> int:
     """Run COMMAND holding a scope, like flock(1): register it (or delegate it
     from the enclosing 'ledger run'), run the command as a child, release when
@@ -526,6 +546,7 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple
     with env.open(create=True) as ledger:
         check_enclosing(ledger, parent, token)
         runner = _Runner(env, ledger, name, rules, parent, command, quiet, token)
+        runner.advisory = advisory
         from scopeledger import Refused
 
         try:
