@@ -110,6 +110,26 @@ def _reserve_std_fds() -> None:
                           closefd=False, buffering=1)
 
 
+def completion_variable(prog: str) -> str:
+    """The variable through which a shell asks ``prog`` for completions
+    (``_LEDGER_COMPLETE``, ``_SCOPELEDGER_COMPLETE``), named as click names it
+    (``Command._main_shell_completion``): with it set, a bare ``ledger`` is a
+    question to click, not a request for the help."""
+    return "_{}_COMPLETE".format(prog.replace("-", "_").replace(".", "_")).upper()
+
+
+def _check_completion(variable: str, value: str) -> None:
+    """A completion request click would refuse silently (exit 1, nothing
+    said): one ``error:`` line naming the variable and the forms taken, exit 2."""
+    from click.shell_completion import get_completion_class
+
+    shell, _, instruction = value.partition("_")
+    if get_completion_class(shell) is None or instruction not in ("source", "complete"):
+        sys.stderr.write(f"error: ${variable}={value!r}: expected bash_source, zsh_source or "
+                         "fish_source (docs/cli.md, \"Shell completion\")\n")
+        sys.exit(EXIT_USAGE)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The console script: run the command line and exit with its code."""
     _reserve_std_fds()
@@ -119,7 +139,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         prog = "ledger"
     code: int
     args = list(argv) if argv is not None else sys.argv[1:]
-    if not args:
+    completion = os.environ.get(completion_variable(prog))
+    if completion:
+        _check_completion(completion_variable(prog), completion)  # click then answers and exits
+    elif not args:
         # Bare 'ledger': the help, on stdout, and exit 2 (nothing was done).
         with click.Context(cli, info_name=prog, obj=env, **cli.context_settings) as ctx:
             sys.stdout.write(cli.get_help(ctx) + "\n")
