@@ -49,7 +49,7 @@ class _LazyGroup(Group):
 @common
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
               show_default=True, help="Colour in human output (auto: only on a terminal, "
-                                      "never with NO_COLOR set).")
+                                      "never with NO_COLOR set; always: even with NO_COLOR set).")
 @click.option("--lock-timeout", type=SECONDS, default=30.0, show_default=True,
               metavar="SECONDS", help="How long a change waits for the ledger's lock.")
 @click.option("--allow-network-fs", is_flag=True,

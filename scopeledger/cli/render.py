@@ -74,8 +74,10 @@ def make_console(stderr: bool = False, color: str = "auto") -> Console:
     """A rich console for stdout (or stderr).
 
     ``color``: ``auto`` (colour on a terminal unless ``NO_COLOR`` is set:
-    rich honours it), ``always`` or ``never``. Off a terminal nothing is
-    wrapped: lines are as long as they need to be.
+    rich honours it), ``always`` (colour whatever ``NO_COLOR``, the stream or
+    ``TERM`` say: the command line overrides the environment, as no-color.org
+    allows) or ``never``. Off a terminal nothing is wrapped: lines are as long
+    as they need to be.
     """
     stream = sys.stderr if stderr else sys.stdout
     try:
@@ -85,13 +87,17 @@ def make_console(stderr: bool = False, color: str = "auto") -> Console:
     kwargs: dict[str, Any] = {"stderr": stderr, "highlight": False, "emoji": False}
     if color == "always":
         kwargs["force_terminal"] = True
+        kwargs["no_color"] = False  # (None: rich reads NO_COLOR)
         tty = True
     elif color == "never":
         kwargs["no_color"] = True
         kwargs["color_system"] = None
     if not tty:
         kwargs["width"] = 100_000  # never wrap in a pipe or a file
-    return Console(**kwargs)
+    console = Console(**kwargs)
+    if color == "always" and console.color_system is None:  # TERM=dumb or unset: rich found none
+        console = Console(**kwargs, color_system="standard")
+    return console
 
 
 # -- small formatters ---------------------------------------------------------
