@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from .errors import EXIT_OK, EXIT_REFUSED
-from .params import Command, Env, Integer, TokenType, common, holder_name_param, nothing_at, pass_env
+from .params import (Command, Env, Integer, TokenType, common, holder_name_param, no_progress_option, nothing_at,
+                     pass_env)
+
+from .progress import Spinner
 
 if TYPE_CHECKING:
     from scopeledger import PartlyRecorded
+
+
+def _log_size(path: str) -> int:
+    """The size of the log in the ledger directory ``path`` in bytes (0 when it
+    cannot be read: then ``verify`` says why)."""
+    try:
+        return os.stat(os.path.join(path, "events.jsonl")).st_size
+    except (OSError, ValueError):
+        return 0
 
 @click.command(cls=Command)
 @click.option("--workers", type=Integer(1, 256), default=None, metavar="N",
               help="Processes to verify with (default: one per CPU, at most 8, for logs over 32 MB; "
                    "else 1).")
 @common
+@no_progress_option
 @pass_env
 def verify(env: Env, workers: int | None) -> int:
     """Check the whole log and every snapshot: format, gapless seqs, the hash
@@ -28,7 +42,9 @@ def verify(env: Env, workers: int | None) -> int:
     if nothing_at(env.path):
         env.open(readonly=True)  # the one-line "no ledger at ..." error
     # Works on a ledger that open() refuses as corrupt.
-    report = verify_dir(env.path, workers=workers)
+    size = _log_size(env.path)
+    with Spinner(env, f"verifying {env.path} ({size / 1e6:.0f} MB of log)", size):
+        report = verify_dir(env.path, workers=workers)
     if env.json:
         env.emit_json({"ledger": env.path, **verify_json(report)})
     else:

@@ -46,6 +46,7 @@ class Env:
         self.color = "auto"
         self.lock_timeout: float | None = 30.0
         self.allow_network_fs = False
+        self.progress = True  # --no-progress: False (scopeledger.cli.progress)
         self._out: Any = None
         self._err: Any = None
 
@@ -888,3 +889,15 @@ def window_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+
+
+def no_progress_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--no-progress``: no progress on stderr (:mod:`.progress`), even on a terminal."""
+
+    def cb(ctx: click.Context, _p: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.ensure_object(Env).progress = False
+
+    return click.option("--no-progress", is_flag=True, expose_value=False, callback=cb,
+                        help="No progress bar on stderr (shown only on a terminal, for large logs, "
+                             "never with --json).")(f)

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 import click
 
 from .errors import EXIT_OK, EXIT_USAGE, CliError
-from .params import (Command, Env, Integer, abs_path, common, display_root, output_path_param, pass_env,
-                     relative_option, resolve_point, window_options)
+from .params import (Command, Env, Integer, abs_path, common, display_root, no_progress_option, output_path_param,
+                     pass_env, relative_option, resolve_point, window_options)
 
 if TYPE_CHECKING:
     from scopeledger import Event, Ledger
@@ -149,6 +149,7 @@ def timeline(env: Env, output: str, from_: str | None, until: str | None, holder
 @click.option("-o", "--output", metavar="FILE", default="-", show_default=True, callback=output_path_param(),
               help="Where to write ('-': stdout; parquet needs a file).")
 @window_options
+@no_progress_option
 @pass_env
 def export(env: Env, format_: str, output: str, from_: str | None, until: str | None,
            holder: str | None, path_: str | None) -> int:
@@ -169,16 +170,22 @@ def export(env: Env, format_: str, output: str, from_: str | None, until: str | 
     if env.json and output == "-":
         raise click.BadParameter("--json prints a summary: give -o FILE for the export itself",
                                  param_hint="'--json'")
+    from .progress import Bar
+
     with env.open(readonly=True) as ledger:
         window = Window(ledger, from_, until, holder, path_)
+        progress = Bar(env, "exporting", window.since or 1, window.until if window.until is not None else ledger.seq,
+                       streams_to_stdout=output == "-")
 
         def write(f: Any) -> int:
-            if format_ == "csv":
-                return exports.write_csv(window.events(), f)
-            if format_ == "parquet":
-                return exports.write_parquet(window.events(), f)
-            return exports.write_trace(window.events(), f, window.live, window.end,
-                                       {"ledger": ledger.path, "exported_by": f"scopeledger {__version__}"})
+            with progress:
+                events = progress.track(window.events())
+                if format_ == "csv":
+                    return exports.write_csv(events, f)
+                if format_ == "parquet":
+                    return exports.write_parquet(events, f)
+                return exports.write_trace(events, f, window.live, window.end,
+                                           {"ledger": ledger.path, "exported_by": f"scopeledger {__version__}"})
 
         if output == "-":
             sys.stdout.flush()

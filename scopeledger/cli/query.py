@@ -13,16 +13,12 @@ import click
 
 from .errors import EXIT_INTERRUPTED, EXIT_OK, one_line
 from .params import (DIGITS_RE, Command, Env, Seconds, abs_path, common, display_root, each_param,
-                     holder_name_param, pass_env, path_param, point_param, relative_option, resolve_point,
-                     parse_point)
+                     holder_name_param, no_progress_option, pass_env, path_param, point_param,
+                     relative_option, resolve_point, parse_point)
+from .progress import Bar
 
 if TYPE_CHECKING:
     from scopeledger import CorruptLedger, Event, Ledger, State
-
-#: A replay that has not finished after this many seconds shows a progress
-#: bar on stderr (when stderr is a terminal).
-PROGRESS_AFTER = 0.5
-
 
 class _EventTypes(click.Choice):  # type: ignore[type-arg]  # (not generic before click 8.2)
     """``--type``'s choices, :data:`scopeledger.EVENT_TYPES`, read when first
@@ -98,40 +94,6 @@ def _narrator(ledger: Ledger, since: int | None, filtered: bool, root: str | Non
     return narrator, everything
 
 
-class _Progress:
-    """A progress bar on stderr, shown only once a replay has taken more than
-    a moment and only when stderr is a terminal."""
-
-    def __init__(self, env: Env, total: int) -> None:
-        self.env = env
-        self.total = total
-        self.t0 = time.monotonic()
-        self.bar: Any = None
-        self.task: Any = None
-        self.enabled = total > 0 and sys.stderr.isatty()
-
-    def update(self, seq: int) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
-            if time.monotonic() - self.t0 < PROGRESS_AFTER:
-                return
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("replaying"), BarColumn(),
-                                TextColumn("seq {task.completed}/{task.total}"),
-                                TimeRemainingColumn(), console=self.env.err, transient=True,
-                                redirect_stdout=sys.stdout.isatty(), redirect_stderr=False)
-            self.bar.start()
-            self.task = self.bar.add_task("replay", total=self.total)
-        self.bar.update(self.task, completed=seq)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-
 @click.command(cls=Command)
 @common
 @click.option("--from", "from_", metavar="SEQ|TIME", callback=point_param,
@@ -145,6 +107,7 @@ class _Progress:
               help="Only events of this type (repeatable).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing events as they are appended.")
 @relative_option
+@no_progress_option
 @click.option("--interval", type=Seconds(minimum=0.01), default=0.2, show_default=True,
               hidden=True, help="Polling interval of --follow, seconds.")
 @pass_env
@@ -166,16 +129,18 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
         filters: dict[str, Any] = dict(types=types or None, holder=holder, path=path)
         filtered = bool(types or holder or path) and not env.json
         narrator, everything = _narrator(ledger, since, filtered, display_root(relative_to))
-        progress = _Progress(env, ledger.seq if damage is None else 0)
-        printer = _Printer(env, narrator, progress)
         high, folded = until_seq, 0
         if follow:
             folded = ledger.refresh()  # what this pass reads; later events come in the loop
             high = folded if until_seq is None else min(folded, until_seq)
-        try:
-            printer.range(ledger, since, high, filters, everything)
-        finally:
-            progress.close()
+        # The bar counts the events this pass reads (--from to --until), not the whole log
+        # (a damaged ledger's seq is not known: it stops at the line before the damage).
+        last = high if damage is not None or (high is not None and high <= ledger.seq) else ledger.seq
+        progress = Bar(env, "replaying", since or 1, last or 0, streams_to_stdout=True)
+        printer = _Printer(env, narrator, progress)
+        with progress:
+            printer.range(ledger, since, high, filters,
+                          progress.track(everything) if everything is not None else None)
         if damage is not None:
             raise damage  # what stopped the ledger from opening, after what precedes it
         if follow:
@@ -191,7 +156,7 @@ class _Printer:
     exactly as stored (``--json``: an outside tool can re-hash the chain);
     counted, and moving the progress bar."""
 
-    def __init__(self, env: Env, narrator: Any, progress: _Progress) -> None:
+    def __init__(self, env: Env, narrator: Any, progress: Bar) -> None:
         from .render import styled
 
         self.env, self.narrator, self.progress = env, narrator, progress
@@ -224,7 +189,7 @@ class _Printer:
                 self.env.out.print(self.narrator.line(e), soft_wrap=True)
             else:
                 write(self.narrator.plain(e) + "\n")
-            self.progress.update(e.seq)
+            self.progress.at(e.seq)
 
     def _lines(self, pairs: Iterator[tuple[Event, bytes]]) -> None:
         sys.stdout.flush()
@@ -233,7 +198,7 @@ class _Printer:
             self.count += 1
             put(line)
             put(b"\n")
-            self.progress.update(e.seq)
+            self.progress.at(e.seq)
 
 
 def _follow(ledger: Ledger, printer: _Printer, since: int | None, until: str | None, until_seq: int | None,
@@ -342,6 +307,7 @@ def who(env: Env, paths: tuple[str, ...], at: str | None, relative_to: str | Non
 @common
 @click.argument("name", callback=holder_name_param)
 @relative_option
+@no_progress_option
 @pass_env
 def history(env: Env, name: str, relative_to: str | None) -> int:
     """Every event about holder NAME and the holders it delegated to: grants,
@@ -354,15 +320,19 @@ def history(env: Env, name: str, relative_to: str | None) -> int:
             for _e, line in ledger.event_lines(holder=name):
                 sys.stdout.buffer.write(line + b"\n")
             return EXIT_OK
-        events = ledger.history(name)
         narrator, everything = _narrator(ledger, None, True, display_root(relative_to))
         fancy = styled(env.out)
-        for e in narrate(narrator, events, everything):
-            if fancy:
-                env.out.print(narrator.line(e), soft_wrap=True)
-            else:
-                sys.stdout.write(narrator.plain(e) + "\n")
-        if not events and not env.json:
+        count = 0
+        with Bar(env, "reading", 1, ledger.seq, streams_to_stdout=True) as progress:
+            # Ledger.history(name) is list(events(holder=name)): streamed here, the bar
+            # following the unfiltered stream the narrator reads.
+            for e in narrate(narrator, ledger.events(holder=name), progress.track(everything)):
+                count += 1
+                if fancy:
+                    env.out.print(narrator.line(e), soft_wrap=True)
+                else:
+                    sys.stdout.write(narrator.plain(e) + "\n")
+        if not count and not env.json:
             env.err.print(f"no events about holder '{name}'", style="dim")
     return EXIT_OK
 
