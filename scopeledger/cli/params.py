@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
@@ -47,6 +48,7 @@ class Env:
         self.lock_timeout: float | None = 30.0
         self.allow_network_fs = False
         self.progress = True  # --no-progress: False (scopeledger.cli.progress)
+        self.zone: Any = None  # --local, --tz: how human output shows times (render.LOCAL, a tzinfo; None: UTC)
         self._out: Any = None
         self._err: Any = None
 
@@ -405,8 +407,18 @@ _TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 
 _TIME_FORM = "YYYY-MM-DD[Thh[:mm[:ss[.fraction]]]][Z|+hh:mm|-hh:mm]"
 
-_POINT_EXPECTED = ("expected a seq (0 or a positive integer in decimal digits, e.g. 12) or a time "
-                   f"{_TIME_FORM} (e.g. 2025-11-29T14:03:05.123Z)")
+_POINT_EXPECTED = ("expected a seq (0 or a positive integer in decimal digits, e.g. 12), a time "
+                   f"{_TIME_FORM} (e.g. 2025-11-29T14:03:05.123Z), a time before now (-30m, -1h, -2d, -1h30m; "
+                   "units s m h d w) or epoch seconds (@1700000000[.fraction])")
+
+#: A time before now (docs/cli.md, "Points in time"): ``-`` and one or more
+#: amounts, each ASCII digits and a unit.
+_AGO_RE = re.compile(r"-(?:[0-9]+[smhdw])+")
+_AGO_PART = re.compile(r"([0-9]+)([smhdw])")
+_AGO_UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
+
+#: Seconds since the epoch (1970-01-01T00:00:00Z), as ``date +%s`` prints them.
+_EPOCH_RE = re.compile(r"@(0|[1-9][0-9]*)(?:\.([0-9]+))?")
 
 
 def _shown(value: str) -> str:
@@ -457,6 +469,8 @@ def parse_point(value: str) -> int | tuple[int, int]:
             that does not exist (``2025-02-30``, ``24:00``, ``14:03:60``),
             or a span outside years 1 to 9999.
     """
+    if value[:1] in ("-", "@"):
+        return parse_relative(value)
     if value.strip().isdigit():  # meant as a seq (isdigit: '٣' and '²' too)
         try:
             return parse_number(value, "a seq (0 or a positive integer in decimal digits, e.g. 12)")
@@ -488,6 +502,46 @@ def parse_point(value: str) -> int | tuple[int, int]:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def parse_relative(value: str, now_ns: int | None = None) -> tuple[int, int]:
+    """A point before now or in epoch seconds -> ``(first_ns, last_ns)``, UTC:
+    ``-30m``, ``-1h``, ``-2d``, ``-1h30m`` (units s, m, h, d, w: that long
+    before ``now_ns``, default this machine's clock; one instant) or
+    ``@1700000000[.fraction]`` (seconds since 1970-01-01T00:00:00Z, naming the
+    span its precision gives, as an ISO time does: that second, or that
+    millisecond for ``.123``, down to nine fraction digits).
+
+    Raises:
+        ValueError: neither form (the message starts ``invalid point`` and
+            lists the forms taken), more than nine fraction digits, or a
+            point outside the years 1 to 9999.
+    """
+    if len(value) > MAX_TIME_CHARS:
+        raise ValueError(f"invalid point {_shown(value)}: too long ({len(value)} characters): "
+                         f"{_POINT_EXPECTED}")
+    out_of_range = ValueError(f"invalid point {_shown(value)}: out of range (a time must lie between "
+                              "0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z)")
+    if _AGO_RE.fullmatch(value):
+        ago = sum(int(n) * _AGO_UNIT_NS[unit] for n, unit in _AGO_PART.findall(value))
+        when = (time.time_ns() if now_ns is None else now_ns) - ago
+        if when < MIN_NS:
+            raise out_of_range
+        return when, when
+    m = _EPOCH_RE.fullmatch(value)
+    if m is None:
+        raise ValueError(f"invalid point {_shown(value)}: {_POINT_EXPECTED}")
+    digits = m.group(2) or ""
+    if len(digits) > MAX_FRACTION_DIGITS:
+        raise ValueError(f"invalid point {_shown(value)}: {len(digits)} fraction digits; "
+                         f"at most {MAX_FRACTION_DIGITS} (one nanosecond)")
+    if len(m.group(1)) > MAX_DIGITS:
+        raise out_of_range
+    first = int(m.group(1)) * 10**9 + int(digits.ljust(9, "0") or "0")
+    last = first + 10 ** (9 - len(digits)) - 1
+    if last >= MAX_NS:
+        raise out_of_range
+    return first, last
 
 
 def _to_ns(when: dt.datetime) -> int:
@@ -901,3 +955,45 @@ def no_progress_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--no-progress", is_flag=True, expose_value=False, callback=cb,
                         help="No progress bar on stderr (shown only on a terminal, for large logs, "
                              "never with --json).")(f)
+
+
+def zone_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--local`` and ``--tz ZONE``: the time zone human output shows times in
+    (:attr:`Env.zone`); UTC without them. Points given without a zone stay UTC.
+
+    The callbacks raise:
+        click.BadParameter: ``--tz`` names no time zone zoneinfo knows.
+        click.UsageError: both options given.
+    """
+
+    def chosen(ctx: click.Context, option: str, zone: Any) -> None:
+        other = ctx.meta.get("scopeledger.zone_option")
+        if other is not None and other != option:
+            raise click.UsageError("--local and --tz exclude each other: give one")
+        ctx.meta["scopeledger.zone_option"] = option
+        ctx.ensure_object(Env).zone = zone
+
+    def local_cb(ctx: click.Context, _p: click.Parameter, value: bool) -> None:
+        if value:
+            from .render import LOCAL
+
+            chosen(ctx, "--local", LOCAL)
+
+    def tz_cb(ctx: click.Context, _p: click.Parameter, value: str | None) -> None:
+        if value is None:
+            return
+        import zoneinfo
+
+        try:
+            zone = zoneinfo.ZoneInfo(value)
+        except (ValueError, KeyError, OSError):
+            raise click.BadParameter(f"{_shown(value)}: no such time zone: expected an IANA time zone "
+                                     "name such as UTC, Europe/Paris or America/New_York "
+                                     "(zoneinfo's: /usr/share/zoneinfo, or the tzdata package)") from None
+        chosen(ctx, "--tz", zone)
+
+    f = click.option("--tz", metavar="ZONE", expose_value=False, callback=tz_cb,
+                     help="Show times in this time zone (an IANA name, e.g. Europe/Paris) with their "
+                          "offset; default UTC.")(f)
+    return click.option("--local", is_flag=True, expose_value=False, callback=local_cb,
+                        help="Show times in this machine's time zone ($TZ) with their offset; default UTC.")(f)

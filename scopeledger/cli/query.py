@@ -14,7 +14,7 @@ import click
 from .errors import EXIT_INTERRUPTED, EXIT_OK, one_line
 from .params import (DIGITS_RE, Command, Env, Seconds, abs_path, common, display_root, each_param,
                      holder_name_param, no_progress_option, pass_env, path_param, point_param,
-                     relative_option, resolve_point, parse_point)
+                     relative_option, resolve_point, parse_point, zone_options)
 from .progress import Bar
 
 if TYPE_CHECKING:
@@ -34,12 +34,12 @@ class _EventTypes(click.Choice):  # type: ignore[type-arg]  # (not generic befor
         return tuple(sorted(EVENT_TYPES))
 
 
-def _at_label(state: State, at: str | None) -> str:
-    from .render import iso
+def _at_label(state: State, at: str | None, zone: Any = None) -> str:
+    from .render import human_time
 
     if at is None:
         return f"now (seq {state.seq})"
-    stamp = f", {iso(state.last_ts)}" if state.last_ts else ""
+    stamp = f", {human_time(state.last_ts, zone)}" if state.last_ts else ""
     if DIGITS_RE.fullmatch(at):
         return f"at seq {state.seq}{stamp}"
     return f"at {at} (seq {state.seq}{stamp})"
@@ -77,14 +77,15 @@ def _open_for_replay(env: Env, from_: str | None, until: str | None,
     return env.open(readonly=True, fold=False), damage
 
 
-def _narrator(ledger: Ledger, since: int | None, filtered: bool, root: str | None) -> tuple[Any, Any]:
+def _narrator(ledger: Ledger, since: int | None, filtered: bool, root: str | None,
+              zone: Any = None) -> tuple[Any, Any]:
     """A Narrator seeded with the state before ``since``, and (for a
     filtered replay) the unfiltered stream that keeps it informed."""
     from .render import Narrator
 
     from scopeledger import HistoryUnavailable
 
-    narrator = Narrator(root=root)
+    narrator = Narrator(root=root, zone=zone)
     if since is not None and since > 1:
         try:
             narrator.seed(ledger.state_at(seq=min(since - 1, ledger.seq)))
@@ -107,6 +108,7 @@ def _narrator(ledger: Ledger, since: int | None, filtered: bool, root: str | Non
               help="Only events of this type (repeatable).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing events as they are appended.")
 @relative_option
+@zone_options
 @no_progress_option
 @click.option("--interval", type=Seconds(minimum=0.01), default=0.2, show_default=True,
               hidden=True, help="Polling interval of --follow, seconds.")
@@ -128,7 +130,7 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
             until_seq = before if until_seq is None else min(until_seq, before)
         filters: dict[str, Any] = dict(types=types or None, holder=holder, path=path)
         filtered = bool(types or holder or path) and not env.json
-        narrator, everything = _narrator(ledger, since, filtered, display_root(relative_to))
+        narrator, everything = _narrator(ledger, since, filtered, display_root(relative_to), env.zone)
         high, folded = until_seq, 0
         if follow:
             folded = ledger.refresh()  # what this pass reads; later events come in the loop
@@ -246,6 +248,7 @@ def _follow(ledger: Ledger, printer: _Printer, since: int | None, until: str | N
 @click.option("--at", metavar="SEQ|TIME", callback=point_param,
               help="Show the tree as it was after this seq or at this time.")
 @relative_option
+@zone_options
 @pass_env
 def show(env: Env, at: str | None, relative_to: str | None) -> int:
     """The live allocation tree: holders, pids, rules, delegation. Now, the
@@ -262,7 +265,7 @@ def show(env: Env, at: str | None, relative_to: str | None) -> int:
         else:
             from .render import state_tree
 
-            title = f"ledger {ledger.path} {_at_label(state, at)}: {len(state.holders)} holder(s)"
+            title = f"ledger {ledger.path} {_at_label(state, at, env.zone)}: {len(state.holders)} holder(s)"
             env.out.print(state_tree(state, title, live, display_root(relative_to)))
     return EXIT_OK
 
@@ -307,6 +310,7 @@ def who(env: Env, paths: tuple[str, ...], at: str | None, relative_to: str | Non
 @common
 @click.argument("name", callback=holder_name_param)
 @relative_option
+@zone_options
 @no_progress_option
 @pass_env
 def history(env: Env, name: str, relative_to: str | None) -> int:
@@ -320,7 +324,7 @@ def history(env: Env, name: str, relative_to: str | None) -> int:
             for _e, line in ledger.event_lines(holder=name):
                 sys.stdout.buffer.write(line + b"\n")
             return EXIT_OK
-        narrator, everything = _narrator(ledger, None, True, display_root(relative_to))
+        narrator, everything = _narrator(ledger, None, True, display_root(relative_to), env.zone)
         fancy = styled(env.out)
         count = 0
         with Bar(env, "reading", 1, ledger.seq, streams_to_stdout=True) as progress:
@@ -337,7 +341,34 @@ def history(env: Env, name: str, relative_to: str | None) -> int:
     return EXIT_OK
 
 
-@click.command(cls=Command)
+class _PointArguments(Command):
+    """A command whose arguments are points: ``diff -1h -30m`` takes ``-1h`` as a
+    point, not as the options ``-1`` and ``-h`` (help). A word of ``-`` and a
+    digit (no option is spelled so) is an argument; the arguments are moved
+    after a ``--``, in order, the options (and their values) kept before it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {name for p in self.params if isinstance(p, click.Option) and not p.is_flag
+                       for name in p.opts}
+        options: list[str] = []
+        arguments: list[str] = []
+        rest = iter(args)
+        for a in rest:
+            if a == "--":
+                arguments.extend(rest)
+            elif a in takes_value:
+                options.append(a)
+                value = next(rest, None)
+                if value is not None:
+                    options.append(value)
+            elif a.startswith("-") and not a[1:2].isdigit():
+                options.append(a)
+            else:
+                arguments.append(a)
+        return super().parse_args(ctx, [*options, "--", *arguments] if arguments else options)
+
+
+@click.command(cls=_PointArguments)
 @common
 @click.argument("a", metavar="A", callback=point_param)
 @click.argument("b", metavar="B", callback=point_param)

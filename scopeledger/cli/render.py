@@ -110,9 +110,42 @@ def iso(ns: int | None) -> str | None:
     return from_ns(ns).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def short_time(ns: int) -> str:
-    """``2025-11-29T14:03:05.123Z``: milliseconds, for event lines."""
-    return from_ns(ns).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+#: The ``zone`` of human output (``--local``): this machine's time zone, each
+#: instant with its own offset (``time.localtime``; ``$TZ`` when set). ``None``
+#: is UTC (the default); else a ``datetime.tzinfo`` (``--tz``: a ``zoneinfo.ZoneInfo``).
+LOCAL = "local"
+
+
+def in_zone(ns: int, zone: Any = None) -> dt.datetime:
+    """Integer ns since the epoch -> an aware ``datetime`` in ``zone`` (see
+    :data:`LOCAL`), to the microsecond; in UTC where the zone's would
+    leave the years 1 to 9999.
+
+    Raises:
+        OverflowError: outside the years 1 to 9999 (as :func:`from_ns`).
+    """
+    t = from_ns(ns)
+    if zone is None:
+        return t
+    try:
+        return t.astimezone() if zone == LOCAL else t.astimezone(zone)
+    except (OverflowError, ValueError, OSError):
+        return t
+
+
+def short_time(ns: int, zone: Any = None) -> str:
+    """``2025-11-29T14:03:05.123Z``: milliseconds, for event lines; in another
+    ``zone`` with its offset, ``2025-11-29T19:33:05.123+05:30``."""
+    if zone is None:
+        return from_ns(ns).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return in_zone(ns, zone).isoformat(timespec="milliseconds")
+
+
+def human_time(ns: int, zone: Any = None) -> str:
+    """As :func:`iso` (microseconds, ``Z``) in UTC; in another ``zone`` with its offset."""
+    if zone is None:
+        return iso(ns) or ""
+    return in_zone(ns, zone).isoformat(timespec="microseconds")
 
 
 def rel(path: str, root: str | None) -> str:
@@ -206,12 +239,14 @@ class Narrator:
 
     Args:
         root: show paths below this directory relative to it.
+        zone: show times in this zone (:data:`LOCAL`, a ``tzinfo``); ``None``: UTC.
     """
 
-    def __init__(self, root: str | None = None) -> None:
+    def __init__(self, root: str | None = None, zone: Any = None) -> None:
         self.pids: dict[str, int] = {}
         self.parents: dict[str, str | None] = {}
         self.root = root
+        self.zone = zone
 
     def seed(self, state: State) -> None:
         """Start from ``state`` (the state just before the first event)."""
@@ -285,13 +320,13 @@ class Narrator:
 
     def plain(self, e: Event) -> str:
         """:meth:`line` without styles (the fast path for pipes and files)."""
-        return f"{e.seq:>6}  {short_time(e.ts)}  {e.type:<10}  {safe(self.describe(e))}"
+        return f"{e.seq:>6}  {short_time(e.ts, self.zone)}  {e.type:<10}  {safe(self.describe(e))}"
 
     def line(self, e: Event) -> Text:
         """``   12  2025-11-29T14:03:05.123Z  reclaimed   'w' because ...``."""
         text = Text()
         text.append(f"{e.seq:>6}  ", style="dim")
-        text.append(short_time(e.ts) + "  ", style="dim")
+        text.append(short_time(e.ts, self.zone) + "  ", style="dim")
         text.append(f"{e.type:<10}  ", style=_TYPE_STYLE.get(e.type, "") + " bold")
         text.append(safe(self.describe(e)))
         return text
