@@ -1711,6 +1711,36 @@ class Ledger:
             self._write_snapshot(state)
             return state.seq
 
+    def prune_snapshots(self, keep: int | None = None) -> list[int]:
+        """Remove old snapshot files, keeping the newest ``keep`` (default:
+        ``keep_snapshots`` if the ledger was opened with it, else
+        ``PRUNE_KEEP`` = 3) and, whatever ``keep`` says, every snapshot past
+        the log's end (the only record of events a power cut took:
+        :attr:`lost`) and the newest one that checks out against the log
+        (the one opening starts from), even when older. Fewer snapshots only
+        make time travel to older points fold more; nothing recorded is lost.
+
+        Returns:
+            The seqs of the snapshots removed (``list[int]``), oldest first;
+            empty when there was nothing to remove. A file the OS refuses to
+            remove is a warning (logger ``scopeledger``) naming its full path,
+            and is not listed.
+
+        Raises:
+            ValueError: ``keep`` is not ``None`` or an ``int`` of at least 1.
+            ReadOnlyLedger: the ledger was opened ``readonly``.
+            LedgerIOError: the snapshots directory or the log cannot be read.
+            CorruptLedger: a log line after the last one read does not check out.
+        """
+        _check_keep_snapshots("keep", keep)
+        if self._store.readonly:
+            raise ReadOnlyLedger(self.path, "prune snapshots")
+        if keep is None:
+            keep = self.keep_snapshots if self.keep_snapshots is not None else _snapshots.PRUNE_KEEP
+        with self._mem:
+            state = self._catch_up(locked=False)
+        return _snapshots.prune_keeping(self._store, keep, state.seq, self._log_line_hash)
+
     def _write_snapshot(self, state: State) -> None:
         _snapshots.write_snapshot(self._store, state, self._offset, self._line_start)
         self._snap_seq = state.seq

@@ -314,6 +314,33 @@ def prune(store: Store, keep: int | None) -> None:
         _remove(store, name, "old snapshot")
 
 
+#: How many snapshots :meth:`scopeledger.Ledger.prune_snapshots` keeps when
+#: not told (and the ledger was opened without ``keep_snapshots``): the newest,
+#: and two to fall back on should it be damaged.
+PRUNE_KEEP = 3
+
+
+def prune_keeping(store: Store, keep: int, log_seq: int, log_hash: Any) -> list[int]:
+    """Remove snapshot files but the newest ``keep``, every one past seq
+    ``log_seq`` (the log's end: they are the only record of events the log
+    lost, docs/cli.md "Recovering a damaged ledger"), and the one opening
+    starts from (:func:`newest` at or before ``log_seq``, with ``log_hash``
+    as :func:`load` takes it), however old. ``lost-*`` and temp files are not
+    snapshots here. Returns the seqs removed, oldest first; a file the OS
+    refuses to remove is a warning naming its full path, and not in the list.
+
+    Raises:
+        LedgerIOError: the snapshots directory or the log cannot be read.
+    """
+    snaps = list_snapshots(store)
+    kept = {name for _, name in snaps[-keep:]} if keep > 0 else set()
+    kept.update(name for seq, name in snaps if seq > log_seq)
+    start = newest(store, log_hash, lambda _name, _exc: None, seq=log_seq)
+    if start is not None:
+        kept.add(start[1].name)
+    return [seq for seq, name in snaps if name not in kept and _remove(store, name, "old snapshot")]
+
+
 def read_file(store: Store, name: str) -> bytes:
     """The bytes of the snapshot file ``name``.
 

@@ -61,20 +61,36 @@ def verify(env: Env, workers: int | None) -> int:
 
 @click.command(cls=Command)
 @common
+@click.option("--prune", is_flag=True,
+              help="Then remove old snapshots: keep the newest N (--keep), every one past the log's end, "
+                   "and the newest that checks out.")
+@click.option("--keep", type=Integer(1, 1_000_000), default=None, metavar="N",
+              help="With --prune: how many of the newest to keep (default: the library's, 3).")
 @pass_env
-def snapshot(env: Env) -> int:
+def snapshot(env: Env, prune: bool, keep: int | None) -> int:
     """Write a snapshot of the current state now (the ledger also writes them
-    by itself every so many events)."""
+    by itself every so many events); with --prune, then remove old ones."""
+    if keep is not None and not prune:
+        raise click.UsageError("--keep goes with --prune (ledger snapshot --prune --keep N)")
     with env.open() as ledger:
         seq = ledger.snapshot()
+        removed = ledger.prune_snapshots(keep) if prune else []
         if env.json:
-            env.emit_json({"ledger": ledger.path, "seq": seq, "written": seq > 0})
-        elif seq:
-            from .render import safe
+            doc: dict[str, Any] = {"ledger": ledger.path, "seq": seq, "written": seq > 0}
+            if prune:
+                doc["pruned"] = removed
+            env.emit_json(doc)
+            return EXIT_OK
+        from .render import safe
 
+        if seq:
             env.out.print(safe(f"snapshot at seq {seq} in {ledger.path}"), markup=False, soft_wrap=True)
         else:
             env.out.print("nothing to snapshot: the log is empty")
+        for old in removed:
+            env.out.print(f"removed snapshot at seq {old}", markup=False, soft_wrap=True)
+        if prune and not removed:
+            env.out.print("no snapshot to remove", markup=False)
     return EXIT_OK
 
 
