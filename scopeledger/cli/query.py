@@ -98,8 +98,8 @@ def _narrator(ledger: Ledger, since: int | None, filtered: bool, root: str | Non
 @click.command(cls=Command)
 @common
 @click.option("--from", "from_", metavar="SEQ|TIME", callback=point_param,
-              help="First event: a seq or an ISO time.")
-@click.option("--until", metavar="SEQ|TIME", callback=point_param, help="Last event: a seq or an ISO time.")
+              help="First event: a seq, an ISO time, a time before now (-1h) or @EPOCH.")
+@click.option("--until", metavar="SEQ|TIME", callback=point_param, help="Last event: a seq, an ISO time, a time before now (-1h) or @EPOCH.")
 @click.option("--holder", metavar="NAME", callback=holder_name_param,
               help="Only events about NAME and the holders it delegated to.")
 @click.option("--path", "path_", metavar="PATH", callback=path_param(),
@@ -274,7 +274,7 @@ def show(env: Env, at: str | None, relative_to: str | None) -> int:
 @common
 @click.argument("paths", metavar="PATH", nargs=-1, required=True, callback=each_param(path_param()))
 @click.option("--at", metavar="SEQ|TIME", callback=point_param,
-              help="Ask about a past point: a seq or an ISO time.")
+              help="Ask about a past point: a seq, an ISO time, -1h or @EPOCH.")
 @relative_option
 @pass_env
 def who(env: Env, paths: tuple[str, ...], at: str | None, relative_to: str | None) -> int:
@@ -374,7 +374,7 @@ class _PointArguments(Command):
 @click.argument("b", metavar="B", callback=point_param)
 @pass_env
 def diff(env: Env, a: str, b: str) -> int:
-    """What changed between two points A and B (each a seq or an ISO time):
+    """What changed between two points A and B (each a seq, an ISO time, -1h or @EPOCH):
     holders added, removed, re-parented, re-bound, re-granted."""
     with env.open(readonly=True) as ledger:
         d = ledger.diff(resolve_point(ledger, a, "A"), resolve_point(ledger, b, "B"))  # type: ignore[arg-type]
