@@ -933,7 +933,8 @@ def window_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed((
         click.option("--from", "from_", metavar="SEQ|TIME", callback=point_param,
                      help="First event: a seq, an ISO time, a time before now (-1h) or @EPOCH."),
-        click.option("--until", metavar="SEQ|TIME", callback=point_param, help="Last event: a seq, an ISO time, a time before now (-1h) or @EPOCH."),
+        click.option("--until", metavar="SEQ|TIME", callback=point_param,
+                     help="Last event: a seq, an ISO time, a time before now (-1h) or @EPOCH."),
         click.option("--holder", metavar="NAME", callback=holder_name_param,
                      help="Only NAME and the holders it delegated to."),
         click.option("--path", "path_", metavar="PATH", callback=path_param(),

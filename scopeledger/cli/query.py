@@ -99,7 +99,8 @@ def _narrator(ledger: Ledger, since: int | None, filtered: bool, root: str | Non
 @common
 @click.option("--from", "from_", metavar="SEQ|TIME", callback=point_param,
               help="First event: a seq, an ISO time, a time before now (-1h) or @EPOCH.")
-@click.option("--until", metavar="SEQ|TIME", callback=point_param, help="Last event: a seq, an ISO time, a time before now (-1h) or @EPOCH.")
+@click.option("--until", metavar="SEQ|TIME", callback=point_param,
+              help="Last event: a seq, an ISO time, a time before now (-1h) or @EPOCH.")
 @click.option("--holder", metavar="NAME", callback=holder_name_param,
               help="Only events about NAME and the holders it delegated to.")
 @click.option("--path", "path_", metavar="PATH", callback=path_param(),
