@@ -66,6 +66,16 @@ def test_the_metadata_states_licence_version_platform_and_typing(dists: dict[str
     assert meta["Requires-Python"] == ">=3.11"
 
 
+def test_the_wheel_carries_the_help_pages(dists: dict[str, Path]) -> None:
+    # ledger help TOPIC reads them from the package (tests/test_cli_help_topics.py).
+    from scopeledger.cli import helptopics
+
+    docs = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    with zipfile.ZipFile(dists["wheel"]) as zf:
+        for topic, (heading, _what) in helptopics.TOPICS.items():
+            assert zf.read(f"scopeledger/cli/help/{topic}.md").decode() == helptopics.section(docs, heading)
+
+
 def test_the_wheel_carries_the_licence_the_types_marker_and_the_schema(dists: dict[str, Path]) -> None:
     with zipfile.ZipFile(dists["wheel"]) as zf:
         names = set(zf.namelist())
