@@ -19,7 +19,9 @@ internals it still needs are in :mod:`.internals`, until they are public). Code 
 - :mod:`.run`: ``check`` and ``run``;
 - :mod:`.pictures`: ``timeline`` and ``export`` (with :mod:`.timeline_model`, :mod:`.plot`,
   :mod:`.export`);
-- :mod:`.demo`: ``demo``; what it plays, with its child processes, is :mod:`.demo_story`.
+- :mod:`.demo`: ``demo``; what it plays, with its child processes, is :mod:`.demo_story`;
+- :mod:`.helptopics`: ``help`` (docs/cli.md's sections, shipped in ``help/``);
+- :mod:`.progress`: progress on stderr for ``replay``, ``history``, ``export``, ``verify``.
 
 A command's module is imported when the command runs or its help is shown; the library
 is imported when a command needs it (``ledger --version`` imports neither).
