@@ -120,3 +120,23 @@ def test_zsh_completes_commands_and_choices(tmp_path: Path) -> None:
     first, second = p.stdout.split("--\n")
     assert [line.split(":")[0] for line in first.splitlines()] == ["reclaim", "release", "replay"]
     assert sorted(second.split()) == ["always", "auto", "never"]
+
+
+def test_help_topics_and_ledger_directories_complete(tmp_path: Path) -> None:
+    fish = _shell("fish")
+    (tmp_path / "ledA").mkdir()
+    (tmp_path / "ledB").mkdir()
+    (tmp_path / "ledger-notes.txt").write_text("")
+    script = ('_LEDGER_COMPLETE=fish_source ledger | source\n'
+              'complete -C "ledger help e"\n'
+              'echo ==\n'
+              'complete -C "ledger --ledger led"\n')
+    p = subprocess.run([fish, "--no-config", "-c", script], capture_output=True, text=True, timeout=60,
+                       env=_env(tmp_path), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    first, second = p.stdout.split("==\n")
+    assert first.split() == ["environment", "exit-codes", "export"]
+    # --ledger: directories only, found by the shell (click's 'dir' completion)
+    assert [line.split("\t")[0] for line in second.splitlines()] == ["ledA/", "ledB/"]
+    # bash, through the function its script registers
+    assert _bash(tmp_path, ["ledger", "help", "ex"], 2) == ["exit-codes", "export"]

@@ -59,8 +59,15 @@ def _listing() -> str:
             f"{rows}\n")
 
 
+def _complete(ctx: click.Context, _p: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of TOPIC: the topics, then the commands."""
+    from .app import COMMANDS
+
+    return [n for n in (*TOPICS, *sorted(set(COMMANDS) - {"help"})) if n.startswith(incomplete)]
+
+
 @click.command(name="help", cls=Command)
-@click.argument("topic", required=False, metavar="[TOPIC|COMMAND]")
+@click.argument("topic", required=False, metavar="[TOPIC|COMMAND]", shell_complete=_complete)
 @json_option
 @pass_env
 def help_command(env: Env, topic: str | None) -> int:

@@ -140,9 +140,16 @@ def ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
             ctx.ensure_object(Env).ledger_dir = value
 
     return click.option("--ledger", "ledger_dir", metavar="DIR", expose_value=False,
-                        callback=cb, is_eager=True,
+                        callback=cb, is_eager=True, shell_complete=_directories,
                         help=f"Ledger directory (default: ${ENV_DIR}, else "
                              "$XDG_STATE_HOME/scopeledger or ~/.local/state/scopeledger).")(f)
+
+
+def _directories(_ctx: click.Context, _p: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of a directory: the shell's own (click's ``dir`` type)."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="dir")]
 
 
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
