@@ -22,7 +22,7 @@ import attrs
 
 from ._errors import DelegationError, DuplicateHolder, ScopeConflict, UnknownHolder, format_chain, shown
 from ._events import GENESIS_HASH, SHAPES, FoldError, process_from_log
-from ._identity import ProcessIdentity
+from ._identity import Lease, ProcessIdentity
 from ._time import from_ns
 from ._rules import PERMISSION_TEXT, Permission, ScopeRule, covers, identity_json, overlaps, rule_from_log
 
@@ -30,8 +30,8 @@ from ._rules import PERMISSION_TEXT, Permission, ScopeRule, covers, identity_jso
 #: code writes and reads; a snapshot of another format is skipped (the state
 #: is folded from the log instead, and a new snapshot written in time).
 # 2: v2 process identities (host, boot, pid, ticks, pidns); 3: rules with their
-# identity; 4: max_ts, clock_back_seq.
-SNAPSHOT_FORMAT = 4
+# identity; 4: max_ts, clock_back_seq; 5: a holder's lease.
+SNAPSHOT_FORMAT = 5
 
 #: At most this many rules in one request (register, delegate, a manifest,
 #: the command line): the work under the lock and the event's line grow with
@@ -56,6 +56,8 @@ class Allocation:
         granted_ns: grant time, integer nanoseconds since the epoch, UTC.
         reserved: ``True`` while a delegation waits for its child to attach.
         socket: the socket path the runtime exposes for it, or ``None``.
+        lease: its :class:`~scopeledger.Lease` (ttl and last renewal), or
+            ``None`` when only its process binds it.
     """
 
     name: str
@@ -66,6 +68,7 @@ class Allocation:
     granted_ns: int
     reserved: bool = False
     socket: str | None = None
+    lease: Lease | None = None
 
     @property
     def pid(self) -> int:
@@ -80,7 +83,7 @@ class Allocation:
         return from_ns(self.granted_ns)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "rules": [r.to_json() for r in self.rules],
             "process": self.process.to_json(),
@@ -90,6 +93,9 @@ class Allocation:
             "reserved": self.reserved,
             "socket": self.socket,
         }
+        if self.lease is not None:
+            out["lease"] = self.lease.to_json()
+        return out
 
 
 # A trie node is a 3-item list (cheaper than an object):
@@ -519,12 +525,15 @@ class State:
             pj = procs.get(id(p))
             if pj is None:
                 pj = procs[id(p)] = p.to_json()
-            out.append({"name": a.name,
-                        "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
-                                  else [r.path, perm[r.permission], r.recursive, identity_json(r)]
-                                  for r in a.rules],
-                        "process": pj, "parent": a.parent, "token": a.token,
-                        "granted_ns": a.granted_ns, "reserved": a.reserved, "socket": a.socket})
+            h = {"name": a.name,
+                 "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
+                           else [r.path, perm[r.permission], r.recursive, identity_json(r)]
+                           for r in a.rules],
+                 "process": pj, "parent": a.parent, "token": a.token,
+                 "granted_ns": a.granted_ns, "reserved": a.reserved, "socket": a.socket}
+            if a.lease is not None:
+                h["lease"] = a.lease.to_json()
+            out.append(h)
         return out
 
     @classmethod
@@ -569,6 +578,7 @@ def _alloc_from_json(h: dict[str, Any], cache: dict[tuple[Any, ...], ScopeRule])
         granted_ns=h["granted_ns"],
         reserved=bool(h.get("reserved", False)),
         socket=h.get("socket"),
+        lease=Lease.from_json(h["lease"]) if "lease" in h else None,
     )
 
 
@@ -630,8 +640,30 @@ def _grant(state: State, ev: dict[str, Any], checked: Any) -> None:
         raise FoldError(f"holder '{name}' granted while already live")
     if parent is not None and parent not in state.holders:
         raise FoldError(f"delegation from '{parent}', which is not live")
-    # (name, rules, process, parent, token, granted_ns, reserved, socket)
-    _install(state, Allocation(name, rules, process, parent, ev["seq"], ev["ts"], reserved, socket))
+    # (name, rules, process, parent, token, granted_ns, reserved, socket, lease)
+    h = ev["holder"]
+    lease = lease_of(ev, h["ttl_ns"], "lease_only" not in h) if "ttl_ns" in h else None
+    _install(state, Allocation(name, rules, process, parent, ev["seq"], ev["ts"], reserved, socket, lease))
+
+
+def lease_of(ev: dict[str, Any], ttl_ns: int, process: bool) -> Lease:
+    """The lease a grant or renewal line ``ev`` (checked) starts: ``ttl_ns``
+    from its writer's boottime, judged on that writer's host and boot."""
+    actor = ev["actor"]
+    return Lease(ttl_ns, process, actor.get("host"), actor.get("boot"), ev.get("boot_ns"), ev["ts"], ev["seq"])
+
+
+def _renewed(state: State, ev: dict[str, Any], _checked: None) -> None:
+    name = ev["name"]
+    alloc = state.holders.get(name)
+    if alloc is None:
+        raise FoldError(f"renewal of '{name}', which is not live")
+    if alloc.token != ev["token"]:
+        raise FoldError(f"renewal of '{name}' with token {shown(ev['token'])}: its live grant has "
+                        f"token {alloc.token}")
+    if alloc.lease is None:
+        raise FoldError(f"renewal of '{name}', which has no lease")
+    state.holders[name] = attrs.evolve(alloc, lease=lease_of(ev, ev["ttl_ns"], alloc.lease.process))
 
 
 def _install(state: State, alloc: Allocation) -> None:
@@ -750,6 +782,7 @@ CHANGES: dict[str, Callable[[State, dict[str, Any], Any], None]] = {
     "released": _remove,
     "reclaimed": _remove,
     "refused": _refused,
+    "renewed": _renewed,
 }
 # type -> (payload check, change of state): one lookup on the fold's path
 _HANDLERS: dict[Any, tuple[Callable[[dict[str, Any]], Any], Callable[[State, dict[str, Any], Any], None]]] = {
