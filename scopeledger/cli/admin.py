@@ -1,4 +1,4 @@
-"""The operator's commands: ``verify``, ``snapshot``, ``reclaim``, ``release``."""
+"""The operator's commands: ``verify``, ``snapshot``, ``reclaim``, ``release``, ``renew``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .errors import EXIT_OK, EXIT_REFUSED
-from .params import Command, Env, Integer, TokenType, common, holder_name_param, nothing_at, pass_env
+from .params import TTL, Command, Env, Integer, TokenType, common, holder_name_param, nothing_at, pass_env
 
 if TYPE_CHECKING:
     from scopeledger import PartlyRecorded
@@ -139,3 +139,29 @@ def release(env: Env, name: str, token: int | None) -> int:
     return EXIT_OK
 
 
+
+
+@click.command(cls=Command)
+@common
+@click.argument("name", callback=holder_name_param)
+@click.option("--token", type=TokenType(), metavar="N", required=True,
+              help="The grant whose lease to renew (its token, as 'show' prints it).")
+@click.option("--ttl", type=TTL, metavar="SECONDS",
+              help="The lease's new ttl (default: the one it has).")
+@pass_env
+def renew(env: Env, name: str, token: int, ttl: float | None) -> int:
+    """Renew the lease of holder NAME (granted with a ttl, as 'ledger run
+    --ttl' does): it lasts its ttl again from now, on this host's boot-time
+    clock. Exit 6 when that grant is gone or its lease had already expired
+    (its reclaim is then recorded)."""
+    with env.open() as ledger:
+        alloc = ledger.renew(name, token, ttl)
+        lease = alloc.lease
+        assert lease is not None
+        if env.json:
+            env.emit_json({"ledger": ledger.path, "name": name, "token": token, "ttl": lease.ttl,
+                           "seq": lease.renewed_seq})
+        else:
+            env.out.print(f"renewed '{name}' (token {token}) for {lease.ttl:g} s at seq {lease.renewed_seq}",
+                          markup=False, soft_wrap=True)
+    return EXIT_OK
