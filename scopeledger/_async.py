@@ -387,7 +387,7 @@ class AsyncHold:
                  ttl: float | None = None, lease_only: bool = False) -> None:
         self._aledger = aledger
         self._args = (name, rules, pid, parent, socket, parent_token, wait, note)
-        self._lease = {"ttl": ttl, "lease_only": lease_only}
+        self._ttl, self._lease_only = ttl, lease_only
         self.allocation: Allocation | None = None
         self._released = False
 
@@ -397,11 +397,11 @@ class AsyncHold:
             if parent_token is not None:
                 raise TypeError("parent_token is given without parent")
             self.allocation = await self._aledger.register(name, rules, pid, socket=socket, wait=wait, note=note,
-                                                           **self._lease)
+                                                           ttl=self._ttl, lease_only=self._lease_only)
         else:
             self.allocation = await self._aledger.delegate(parent, name, rules, pid, socket=socket,
                                                            parent_token=parent_token, wait=wait, note=note,
-                                                           **self._lease)
+                                                           ttl=self._ttl, lease_only=self._lease_only)
         return self.allocation
 
     async def release(self) -> None:

@@ -269,8 +269,10 @@ def _compile() -> dict[int, dict[str, tuple[Any, ...]]]:
                 within = _keys_within(sub, keys)
                 payload = (lambda w, k: lambda ev: type(c := ev[k]) is not dict or w(c))(within, key)
             top = (keys["line"] | keys[kind]) - OPTIONAL
-            out[v][kind] = (len(top), operator.itemgetter(*sorted(keys[kind])), ACTOR[v][0], keys["actor"],
-                            payload)
+            # (the getter reads the required payload keys: an optional one missing must not send
+            # every line without it the slow way)
+            out[v][kind] = (len(top), operator.itemgetter(*sorted(keys[kind] - OPTIONAL)), ACTOR[v][0],
+                            keys["actor"], payload)
     return out
 
 

@@ -1418,7 +1418,7 @@ class Ledger:
                 return None
             txn.emit("renewed", name=name, token=token,
                      ttl_ns=ttl_ns if ttl_ns is not None else alloc.lease.ttl_ns, **clock)
-            return cast(Allocation, txn.state.holders[name])
+            return txn.state.holders[name]
 
         return cast(Allocation, self._transact(build))
 
@@ -2139,7 +2139,7 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
     and return the :class:`Allocation` it grants, applied after the write."""
     # ``rules`` come from Ledger._prepare: canonical, ``given`` cleared.
     perm = PERMISSION_TEXT
-    holder = {
+    holder: dict[str, Any] = {
         "name": name, "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
                                 else [r.path, perm[r.permission], r.recursive, identity_json(r)]
                                 for r in rules],
