@@ -349,7 +349,10 @@ class AsyncLedger:
         the reason): the signal a holder needs when its scope is taken
         away (a forced release, a reclaim). Returns at once when the grant
         is not live now; ``None`` when the ending event cannot be found
-        (the grant was never live).
+        (the grant was never live), and when its lease lapsed by this
+        process's clock (:meth:`Ledger.check` turned false at its ttl:
+        nobody may reclaim it before ttl + grace, so the holder learns
+        first; the log is then looked at every min(1 s, ttl/10)).
 
         Raises:
             InvalidHolderName, TypeError: as :meth:`Ledger.check`.
@@ -360,7 +363,11 @@ class AsyncLedger:
             seq = await self.refresh()
             if not await self.check(name, token):
                 break
-            await self.wait(seq)
+            try:
+                lease = (await self.holder(name)).lease
+            except UnknownHolder:
+                continue
+            await self.wait(seq, None if lease is None else min(1.0, lease.ttl_ns / 1e10))
 
         def ending() -> Any:
             for e in led.events(since=token, types=("released", "reclaimed")):

@@ -326,3 +326,17 @@ def test_async_keep_renewed_renews_on_the_loop_until_cancelled(ledger_dir):
                 assert held.lease.ttl_ns == S and await aled.check("h", held.token)
 
     asyncio.run(main())
+
+
+def test_until_lost_returns_when_the_lease_lapses_by_the_holders_clock_with_nobody_writing(ledger_dir):
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:  # the real clock; no renewer
+            a = await aled.register("agent", [W("/srv/a")], ttl=0.2, lease_only=True)
+            async with asyncio.timeout(60):
+                assert await aled.until_lost("agent", a.token) is None
+            assert not await aled.check("agent", a.token)
+            return a
+
+    a = asyncio.run(main())
+    with Ledger.open(ledger_dir) as led:
+        assert led.seq == a.token  # nobody wrote: the holder learnt it by its own clock
