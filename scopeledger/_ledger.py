@@ -283,6 +283,10 @@ class Reclaimed:
         pid: its process's pid, ``int``.
         seq: the ``reclaimed`` event's seq, ``int``; ``None`` in a dry run.
         reparented: ``tuple[(child, new parent or None), ...]``.
+        last_seen_ns: when the holder was last seen alive, ns since the
+            epoch (UTC, its writer's clock): its last renewal's time, else
+            its grant's (the event's ``last_seen``); ``None`` where not
+            known (a report rebuilt from an older log).
     """
 
     name: str
@@ -291,6 +295,7 @@ class Reclaimed:
     pid: int
     seq: int | None
     reparented: tuple[tuple[str, str | None], ...]
+    last_seen_ns: int | None = None
 
 
 @attrs.frozen
@@ -1500,7 +1505,7 @@ class Ledger:
                 v = verdicts[a.name]
                 plan = reparent_plan(state, a.name)
                 out.append(Reclaimed(a.name, v.liveness.value, v.why, a.pid, None,
-                                     tuple((c, p) for c, p in plan)))
+                                     tuple((c, p) for c, p in plan), last_seen_ns(a)))
                 commit_removal(state, a.name, state.seq + 1, state.last_ts, state.last_hash)
             return ReclaimReport(tuple(out), kept())
 
@@ -1513,9 +1518,10 @@ class Ledger:
                     continue
                 v = verdicts[a.name] = self._liveness(txn, a.name, fn)
                 if v.dead:
+                    seen = last_seen_ns(cur)
                     seq, plan = txn.reclaim(a.name, v.liveness.value)
                     out.append(Reclaimed(a.name, v.liveness.value, v.why, a.pid, seq,
-                                         tuple((c, p) for c, p in plan)))
+                                         tuple((c, p) for c, p in plan), seen))
             return tuple(out)
 
         done = self._transact(build)
@@ -1580,7 +1586,7 @@ class Ledger:
         def reclaim(n: str, reason: str) -> None:
             plan = reparent_plan(state, n)
             reclaimed.append(Reclaimed(n, reason, verdicts[n].why, state.holders[n].pid, None,
-                                       tuple((c, p) for c, p in plan)))
+                                       tuple((c, p) for c, p in plan), last_seen_ns(state.holders[n])))
             commit_removal(state, n, state.seq + 1, state.last_ts, state.last_hash)
 
         err = decide(state, name, rules_t, parent, liveness, reclaim)

@@ -81,7 +81,7 @@ def test_a_stopped_wrapper_loses_its_scope_to_lease_expired_while_its_command_ru
             assert r.reason == "lease_expired" and "not renewed for" in r.why
             os.kill(command, 0)  # its command still runs: the lease alone ended the grant
             last = list(led.events(types=["reclaimed"]))[-1]
-            assert last.data["last_seen"] < last.ts
+            assert last.data["last_seen"] < last.ts and r.last_seen_ns == last.data["last_seen"]
         os.kill(p.pid, signal.SIGCONT)
         p.stdin.close()
         code = p.wait(60)

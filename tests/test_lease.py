@@ -110,8 +110,11 @@ def test_a_lease_is_expired_past_ttl_and_grace_and_reclaimed_as_lease_expired(le
     clock.now += 1
     v = led.liveness()["agent"]
     assert v.liveness is Liveness.LEASE_EXPIRED and "11.000 s since seq 2" in v.why, v
+    assert led.reclaim(dry_run=True).reclaimed[0].last_seen_ns == renewed.lease.renewed_ns
+    assert led.decide(None, [W("/srv/a")]).reclaimed[0].last_seen_ns == renewed.lease.renewed_ns
     report = led.reclaim()
-    assert [(r.name, r.reason) for r in report.reclaimed] == [("agent", "lease_expired")]
+    assert [(r.name, r.reason, r.last_seen_ns) for r in report.reclaimed] == [
+        ("agent", "lease_expired", renewed.lease.renewed_ns)]
     ev = lines(ledger_dir)[-1]
     assert ev["type"] == "reclaimed" and ev["reason"] == "lease_expired"
     assert ev["last_seen"] == renewed.lease.renewed_ns  # last seen alive: its renewal; noticed: the event's ts
