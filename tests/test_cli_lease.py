@@ -120,3 +120,12 @@ def test_ledger_renew_renews_and_refuses_bad_input_naming_it_recording_nothing(l
 def test_run_documents_ttl():
     r = ledger_cmd("/nonexistent", "run", "--help")
     assert "--ttl SECONDS" in r.stdout and "renews" in r.stdout and "SECONDS/3" in r.stdout, r.stdout
+
+
+def test_show_says_which_holders_hold_a_lease(ledger_dir):
+    with Ledger.open(ledger_dir) as led:
+        led.register("agent", [("/srv/a", "write")], ttl=30, lease_only=True)
+        led.register("both", [("/srv/b", "write")], ttl=2.5)
+    out = ledger_cmd(ledger_dir, "show").stdout
+    assert "agent  asked by pid" in out and "lease 30 s only" in out, out
+    assert "lease 2.5 s  write /srv/b" in out, out

@@ -322,7 +322,10 @@ def narrate(narrator: Narrator, shown: Iterable[Event], everything: Iterable[Eve
 def _alloc_label(a: Allocation, liveness: Mapping[str, Verdict] | None, root: str | None) -> Text:
     t = Text()
     t.append(safe(a.name), style="bold")
-    t.append(f"  pid {a.pid}  token {a.token}  ", style="dim")
+    lease = a.lease
+    held = "" if lease is None else f"  lease {lease.ttl:g} s{' only' if not lease.process else ''}"
+    t.append(f"  {'asked by ' if lease is not None and not lease.process else ''}pid {a.pid}  token {a.token}"
+             f"{held}  ", style="dim")
     t.append(safe(rules_text(a.rules, root)))
     if a.reserved:
         t.append("  [reserved: waiting for its process to attach]", style="yellow")
