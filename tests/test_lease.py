@@ -343,3 +343,40 @@ def test_until_lost_returns_when_the_lease_lapses_by_the_holders_clock_with_nobo
     a = asyncio.run(main())
     with Ledger.open(ledger_dir) as led:
         assert led.seq == a.token  # nobody wrote: the holder learnt it by its own clock
+
+
+def _rechained(ledger_dir, events):
+    from scopeledger._events import encode, line_hash
+
+    prev, out = "0" * 32, []
+    for ev in events:
+        line = encode(dict(ev, prev=prev))
+        out.append(line)
+        prev = line_hash(line)
+    with open(os.path.join(ledger_dir, "events.jsonl"), "wb") as f:
+        f.write(b"".join(x + b"\n" for x in out))
+    for name in os.listdir(os.path.join(ledger_dir, "snapshots")):
+        os.unlink(os.path.join(ledger_dir, "snapshots", name))
+
+
+@pytest.mark.parametrize("change, said", [
+    (lambda ev: dict(ev, token=99), "renewal of 'plain' with token 99: its live grant has token 1"),
+    (lambda ev: dict(ev, name="ghost"), "renewal of 'ghost', which is not live"),
+    (lambda ev: dict(ev, token=2), "renewal of 'agent', which has no lease"),  # (agent: the second grant)
+    (lambda ev: dict(ev, v=1), "event type 'renewed' is not in format version 1"),
+], ids=["wrong-token", "not-live", "no-lease", "v1"])
+def test_a_renewal_the_fold_cannot_apply_is_corrupt_naming_why(ledger_dir, change, said):
+    from scopeledger import CorruptLedger
+
+    with Ledger.open(ledger_dir) as led:
+        a = led.register("plain", [W("/srv/p")], ttl=5)
+        led.register("agent", [W("/srv/a")])
+        led.renew("plain", a.token)
+    evs = lines(ledger_dir)
+    bad = change(evs[2])
+    if said.startswith("renewal of 'agent'"):
+        bad = dict(bad, name="agent")
+    _rechained(ledger_dir, evs[:2] + [bad])
+    with pytest.raises(CorruptLedger, match=said):
+        Ledger.open(ledger_dir)
+    assert not verify(ledger_dir).ok
