@@ -251,7 +251,7 @@ class AsyncLedger:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.renew(name, token, ttl)
+                renewed = await self.renew(name, token, ttl)
             except UnknownHolder as exc:
                 if on_lost is not None:
                     on_lost(exc)
@@ -259,6 +259,9 @@ class AsyncLedger:
             except (LedgerError, OSError) as exc:
                 log.warning("could not renew the lease of holder %r (token %d), trying again in %.3f s: %s",
                             name, token, interval, exc)
+            else:
+                if ttl is None and renewed.lease is not None:  # the beat follows the ttl it has
+                    interval = renewed.lease.ttl_ns / 3e9
 
     async def release(self, name: str, token: int | None = None, *, returncode: int | None = None,
                       note: str | None = None) -> list[str]:

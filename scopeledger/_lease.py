@@ -133,6 +133,9 @@ class Renewer:
     """Renews one grant's lease in a background thread every ttl/3 until
     :meth:`stop` (or the ``with`` block's end): ``Ledger.keep_renewed``.
 
+    Without ``ttl`` each renewal keeps the ttl the lease has, and the beat
+    follows it (another process's ``renew(..., ttl=)`` changes both).
+
     A renewal the ledger refuses because the grant is gone (released,
     reclaimed, its lease expired: :class:`UnknownHolder`, including
     :class:`LeaseExpired`) ends the thread: :attr:`lost` holds the error,
@@ -171,7 +174,7 @@ class Renewer:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self._ledger.renew(self.name, self.token, self._ttl)
+                alloc = self._ledger.renew(self.name, self.token, self._ttl)
             except UnknownHolder as exc:
                 self.lost = exc
                 if self._on_lost is not None:
@@ -185,6 +188,8 @@ class Renewer:
                             self.name, self.token, self.interval, exc)
             else:
                 self.renewals += 1
+                if self._ttl is None:  # another renewal may have changed the ttl: a third of the one it has
+                    self.interval = alloc.lease.ttl_ns / 3e9
 
     @property
     def running(self) -> bool:

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import orjson
 import pytest
@@ -380,3 +381,18 @@ def test_a_renewal_the_fold_cannot_apply_is_corrupt_naming_why(ledger_dir, chang
     with pytest.raises(CorruptLedger, match=said):
         Ledger.open(ledger_dir)
     assert not verify(ledger_dir).ok
+
+
+def test_keep_renewed_follows_a_ttl_another_renewal_set(ledger_dir):
+    with Ledger.open(ledger_dir) as led:
+        a = led.register("agent", [W("/srv/a")], ttl=0.3, lease_only=True)
+        with led.keep_renewed("agent", a.token) as renewer:  # a beat of 0.1 s
+            assert renewer.interval == pytest.approx(0.1)
+            with Ledger.open(ledger_dir) as other:
+                other.renew("agent", a.token, ttl=600)
+            seq, deadline = led.seq, time.monotonic() + 60
+            while renewer.interval != 200:  # its next renewal keeps ttl 600 s, and beats by it
+                assert time.monotonic() < deadline, renewer
+                seq = led.wait(seq, timeout=1)
+            assert led.holder("agent").lease.ttl_ns == 600 * S and renewer.running
+        assert not renewer.running
