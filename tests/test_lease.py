@@ -396,3 +396,20 @@ def test_keep_renewed_follows_a_ttl_another_renewal_set(ledger_dir):
                 seq = led.wait(seq, timeout=1)
             assert led.holder("agent").lease.ttl_ns == 600 * S and renewer.running
         assert not renewer.running
+
+
+def test_a_waiter_behind_a_leased_holder_is_granted_once_the_lease_expires(ledger_dir, clock):
+    with Ledger.open(ledger_dir, boottime=clock) as led:
+        a = led.register("agent", [W("/srv/a")], ttl=5, lease_only=True)
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(led.register("next", [W("/srv/a/x")], wait=60)))
+        waiter.start()
+        seq, deadline = led.seq, time.monotonic() + 60
+        while not any(e.type == "refused" for e in led.events(since=a.token + 1)):  # it waits
+            assert time.monotonic() < deadline
+            seq = led.wait(seq, timeout=1)
+        clock.advance(5 + 1 + 0.001)  # past ttl + grace: nobody writes; the waiter's own look finds it
+        waiter.join(60)
+        assert not waiter.is_alive() and got and got[0].name == "next"
+        assert [(e.type, e.data.get("reason")) for e in led.events(since=a.token + 1)] == [
+            ("refused", None), ("reclaimed", "lease_expired"), ("registered", None)]
