@@ -84,6 +84,7 @@ _PUBLIC = {
     "default_path": "_ledger",
     "verify": "_ledger",
     # _identity.py
+    "Lease": "_identity",
     "Liveness": "_identity",
     "ProcessIdentity": "_identity",
     "Verdict": "_identity",
@@ -113,6 +114,9 @@ _PUBLIC = {
     "parse_manifest": "_runtime",
     "runtime_base": "_runtime",
     "socket_path_for": "_runtime",
+    "InvalidLease": "_errors",
+    "LeaseExpired": "_errors",
+    "Renewer": "_lease",
     # _async.py (imports asyncio: only for those who use it)
     "AsyncHold": "_async",
     "AsyncLedger": "_async",
@@ -155,12 +159,15 @@ __all__ = [
     "Holding",
     "InvalidArgument",
     "InvalidHolderName",
+    "InvalidLease",
     "InvalidManifest",
     "InvalidProcess",
     "InvalidScope",
     "Ledger",
     "LedgerError",
     "LedgerIOError",
+    "Lease",
+    "LeaseExpired",
     "Liveness",
     "LockTimeout",
     "LostEvents",
@@ -174,6 +181,7 @@ __all__ = [
     "ReclaimReport",
     "Reclaimed",
     "Refused",
+    "Renewer",
     "ScopeConflict",
     "ScopeRule",
     "Spawned",
@@ -220,7 +228,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         LedgerIOError, LockTimeout, NoLedger, PartlyRecorded, ReadOnlyLedger, Refused,
         ScopeConflict, UnknownHolder, UnsafeLedgerPath, UnsupportedPlatform, WaitTimeout,
         InDoubt, InvalidLedgerURL, NotRecorded, SessionLost, StoreError, StoreUnavailable,
-        format_chain,
+        format_chain, InvalidLease, LeaseExpired,
     )
     from ._events import EVENT_TYPES  # noqa: F401
     from ._fold import Allocation, MAX_RULES_PER_REQUEST, State  # noqa: F401
@@ -232,7 +240,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         Decision, ENV_DIR, EffectiveScope, Hold, Ledger, LostEvents, ReclaimReport,
         Reclaimed, default_path, verify,
     )
-    from ._identity import Liveness, ProcessIdentity, Verdict  # noqa: F401
+    from ._identity import Lease, Liveness, ProcessIdentity, Verdict  # noqa: F401
+    from ._lease import Renewer  # noqa: F401
     from ._process import host_id, identify, judge, probe  # noqa: F401
     from ._rules import (  # noqa: F401
         Permission, ScopeRule, check_name, covers, normalize_path, overlaps, parse_rule,

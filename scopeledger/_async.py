@@ -31,17 +31,19 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import math
 import os
 import time
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
-from ._errors import UnknownHolder, shown
+from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
 from ._rules import ScopeRule
 from ._wait import Gate, Request, Sleep, Watch, deadline_of, release_grant, resume, waiting, whoami
 
 T = TypeVar("T")
+log = logging.getLogger("scopeledger")
 
 
 class AsyncLedger:
@@ -142,24 +144,27 @@ class AsyncLedger:
     # -- mutations --------------------------------------------------------------
 
     async def register(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
-                       socket: str | None = None, wait: float = 0, note: str | None = None) -> Allocation:
+                       socket: str | None = None, wait: float = 0, note: str | None = None,
+                       ttl: float | None = None, lease_only: bool = False) -> Allocation:
         """:meth:`Ledger.register`, waiting (``wait``) on the loop."""
         led = self._ledger
 
         def attempt(commit: Callable[[], None]) -> Allocation:
-            return led._attempt(lambda written: led._register(name, rules, pid, socket, written, commit, note))
+            return led._attempt(lambda written: led._register(name, rules, pid, socket, written, commit, note,
+                                                              ttl=ttl, lease_only=lease_only))
 
         return await self._grant(name, rules, None, None, wait, attempt)
 
     async def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                        pid: int | None = None, *, reserved: bool = False, socket: str | None = None,
-                       parent_token: int | None = None, wait: float = 0, note: str | None = None) -> Allocation:
+                       parent_token: int | None = None, wait: float = 0, note: str | None = None,
+                       ttl: float | None = None, lease_only: bool = False) -> Allocation:
         """:meth:`Ledger.delegate`, waiting (``wait``) on the loop."""
         led = self._ledger
 
         def attempt(commit: Callable[[], None]) -> Allocation:
             return led._attempt(lambda written: led._delegate(parent, child, rules, pid, reserved, socket,
-                                                              parent_token, written, commit, note))
+                                                              parent_token, written, commit, note, ttl=ttl, lease_only=lease_only))
 
         return await self._grant(child, rules, parent, parent_token, wait, attempt)
 
@@ -202,11 +207,61 @@ class AsyncLedger:
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
              parent: str | None = None, socket: str | None = None, parent_token: int | None = None,
-             wait: float = 0, note: str | None = None) -> "AsyncHold":
+             wait: float = 0, note: str | None = None, ttl: float | None = None,
+             lease_only: bool = False) -> "AsyncHold":
         """``async with aledger.hold(...) as alloc:``: register (or, with
         ``parent``, delegate) on entry, release (that grant, by token) on
-        exit, also on an exception or a cancellation."""
-        return AsyncHold(self, name, rules, pid, parent, socket, parent_token, wait, note)
+        exit, also on an exception or a cancellation. A lease (``ttl``) is
+        not renewed by the guard: :meth:`keep_renewed` does."""
+        return AsyncHold(self, name, rules, pid, parent, socket, parent_token, wait, note, ttl=ttl, lease_only=lease_only)
+
+    async def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
+        """:meth:`Ledger.renew` (it completes in its thread even if this
+        call is cancelled)."""
+        return await self._thread(self._ledger.renew, name, token, ttl)
+
+    def keep_renewed(self, name: str, token: int, ttl: float | None = None, *,
+                     on_lost: Callable[[BaseException], Any] | None = None) -> "asyncio.Task[BaseException]":
+        """Renew grant ``(name, token)``'s lease every ttl/3 (``ttl``: as
+        :meth:`Ledger.renew`; default the ttl it has) in an asyncio task
+        on this loop, until the task is cancelled (``task.cancel()``).
+        When the grant is gone (released, reclaimed, expired:
+        :class:`~scopeledger.UnknownHolder`) the task ends, returning that
+        error, after calling ``on_lost(error)`` (on the loop); other
+        failures are logged and retried at the next beat. The holder's own
+        :meth:`check` turns false at ttl if no renewal succeeds.
+
+        Raises:
+            RuntimeError: no running event loop.
+            TypeError: ``on_lost`` is not callable.
+        """
+        if on_lost is not None and not callable(on_lost):
+            raise TypeError(f"on_lost must be None or a callable, not {on_lost!r}")
+        return asyncio.get_running_loop().create_task(self._keep_renewed(name, token, ttl, on_lost),
+                                                      name=f"scopeledger-renew-{name}")
+
+    async def _keep_renewed(self, name: str, token: int, ttl: float | None,
+                            on_lost: Callable[[BaseException], Any] | None) -> BaseException:
+        from ._lease import check_ttl
+
+        alloc = await self.holder(name)
+        if alloc.token != token or alloc.lease is None:
+            await self.renew(name, token, ttl)  # raises what a renewal would (another grant, no lease)
+        interval = (check_ttl(ttl) if ttl is not None else alloc.lease.ttl_ns) / 3e9  # type: ignore[union-attr]
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                renewed = await self.renew(name, token, ttl)
+            except UnknownHolder as exc:
+                if on_lost is not None:
+                    on_lost(exc)
+                return exc
+            except (LedgerError, OSError) as exc:
+                log.warning("could not renew the lease of holder %r (token %d), trying again in %.3f s: %s",
+                            name, token, interval, exc)
+            else:
+                if ttl is None and renewed.lease is not None:  # the beat follows the ttl it has
+                    interval = renewed.lease.ttl_ns / 3e9
 
     async def release(self, name: str, token: int | None = None, *, returncode: int | None = None,
                       note: str | None = None, force: bool = False, reason: str | None = None) -> list[str]:
@@ -297,7 +352,10 @@ class AsyncLedger:
         the reason): the signal a holder needs when its scope is taken
         away (a forced release, a reclaim). Returns at once when the grant
         is not live now; ``None`` when the ending event cannot be found
-        (the grant was never live).
+        (the grant was never live), and when its lease lapsed by this
+        process's clock (:meth:`Ledger.check` turned false at its ttl:
+        nobody may reclaim it before ttl + grace, so the holder learns
+        first; the log is then looked at every min(1 s, ttl/10)).
 
         Raises:
             InvalidHolderName, TypeError: as :meth:`Ledger.check`.
@@ -308,7 +366,11 @@ class AsyncLedger:
             seq = await self.refresh()
             if not await self.check(name, token):
                 break
-            await self.wait(seq)
+            try:
+                lease = (await self.holder(name)).lease
+            except UnknownHolder:
+                continue
+            await self.wait(seq, None if lease is None else min(1.0, lease.ttl_ns / 1e10))
 
         def ending() -> Any:
             for e in led.events(since=token, types=("released", "reclaimed")):
@@ -331,9 +393,11 @@ class AsyncHold:
     entered; ``await release()`` releases early (a no-op the second time)."""
 
     def __init__(self, aledger: AsyncLedger, name: str, rules: Any, pid: int | None, parent: str | None,
-                 socket: str | None, parent_token: int | None, wait: float, note: str | None = None) -> None:
+                 socket: str | None, parent_token: int | None, wait: float, note: str | None = None,
+                 ttl: float | None = None, lease_only: bool = False) -> None:
         self._aledger = aledger
         self._args = (name, rules, pid, parent, socket, parent_token, wait, note)
+        self._ttl, self._lease_only = ttl, lease_only
         self.allocation: Allocation | None = None
         self._released = False
 
@@ -342,10 +406,12 @@ class AsyncHold:
         if parent is None:
             if parent_token is not None:
                 raise TypeError("parent_token is given without parent")
-            self.allocation = await self._aledger.register(name, rules, pid, socket=socket, wait=wait, note=note)
+            self.allocation = await self._aledger.register(name, rules, pid, socket=socket, wait=wait, note=note,
+                                                           ttl=self._ttl, lease_only=self._lease_only)
         else:
             self.allocation = await self._aledger.delegate(parent, name, rules, pid, socket=socket,
-                                                           parent_token=parent_token, wait=wait, note=note)
+                                                           parent_token=parent_token, wait=wait, note=note,
+                                                           ttl=self._ttl, lease_only=self._lease_only)
         return self.allocation
 
     async def release(self) -> None:

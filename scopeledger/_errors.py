@@ -11,6 +11,8 @@ would naturally catch::
     ├── InvalidArgument (ValueError, TypeError)  another argument of the wrong
     │                                    type or value (``force``, ``reason``,
     │                                    ``advisory``, ...)
+    ├── InvalidLease (ValueError)        a ttl that is not a number of seconds > 0,
+    │                                    or a renewal of a holder without a lease
     ├── Refused                          a request the ledger turned down
     │   ├── ScopeConflict                write overlaps a live holder's write
     │   ├── DelegationError              outside the parent's effective scope,
@@ -19,6 +21,7 @@ would naturally catch::
     │   └── WaitTimeout (TimeoutError)   a waiting request (``wait=``) not
     │                                    granted in time
     ├── UnknownHolder (LookupError)      no live holder of that name
+    │   └── LeaseExpired                 a renewal that came after its lease ran out
     ├── LockTimeout (TimeoutError)       the ledger's lock was not free in time
     ├── CorruptLedger                    a log line or file that does not check out
     ├── UnsafeLedgerPath (PermissionError)  wrong owner, loose mode, planted symlink
@@ -84,6 +87,13 @@ class InvalidArgument(LedgerError, ValueError, TypeError):
     ``register(advisory=)``): the message names the argument and the value,
     and nothing is recorded. A ``ValueError`` and a ``TypeError``, so that
     callers catching either builtin keep working."""
+
+
+class InvalidLease(LedgerError, ValueError):
+    """Raised by ``register``/``delegate``/``hold``/``renew`` (and ``ledger
+    run --ttl``, ``ledger renew``) when a ttl is not a finite number of
+    seconds > 0 (at most 10**9), or a renewal names a holder granted
+    without a lease; nothing is recorded."""
 
 
 class InvalidManifest(LedgerError, ValueError):
@@ -208,6 +218,17 @@ class UnknownHolder(LedgerError, LookupError):
     def __init__(self, name: str, what: str = "holder", message: str | None = None) -> None:
         self.name = name
         super().__init__(message or f"no live {what} named '{name}'")
+
+
+class LeaseExpired(UnknownHolder):
+    """Raised by ``renew`` when the holder's lease ran out (past its ttl and
+    grace, judged as a reclaim judges it) before the renewal: the holder is
+    reclaimed (``lease_expired``) by that call instead. Attribute ``name``;
+    ``why`` says how long it went unrenewed."""
+
+    def __init__(self, name: str, why: str) -> None:
+        self.why = why
+        super().__init__(name, message=f"the lease of holder '{name}' has expired ({why}): it was reclaimed")
 
 
 class LockTimeout(LedgerError, TimeoutError):

@@ -45,7 +45,18 @@ ARCHITECTURE.md, "The identity of a path")::
                                                advisory=True and granted despite these
                                                conflicts, each the owner chain, top first,
                                                its rule and the request's; [] when it met
-                                               none)}
+                                               none),
+                                       "ttl_ns": int (v2, optional: a lease of that
+                                               many ns, 1 to 10**18, from this event),
+                                       "lease_only": true (v2, optional, only with
+                                               ttl_ns: the lease alone binds it;
+                                               "process" is who asked, not judged)}
+                            v2, optional, only with holder.ttl_ns: "boot_ns": the
+                            writer's CLOCK_BOOTTIME in ns (the initial time
+                            namespace's), beside ts; left out when unreadable.
+                            A lease is judged on it, from the same host and boot
+                            as the actor of its last grant or renewal only
+                            (scopeledger._lease)
     attached                "name", "process"
     released                "name", "reparented": [[child, new_parent|null], ...]
                             v2, optional: "exit_code": int 0-255 or "exit_signal":
@@ -60,7 +71,14 @@ ARCHITECTURE.md, "The identity of a path")::
                             line's actor)
     reclaimed               "name", "reason", "reparented"
                             reason: process_gone | zombie | pid_reused | earlier_boot
-                                    | namespace_gone (v2)
+                                    | namespace_gone (v2) | lease_expired (v2)
+                            v2, optional: "last_seen": when the holder was last
+                            seen alive (the ts of its last renewal, or of its
+                            grant), ns since the epoch, UTC; the event's own
+                            ts is when its death was noticed
+    renewed (v2)            "name", "token" (the grant's seq), "ttl_ns" (int ns > 0:
+                            the lease now lasts that long from this event),
+                            "boot_ns" (optional, as on a grant)
     refused                 "key", "error": scope_conflict|delegation|duplicate|unknown_parent,
                             "message", "request": {"name", "parent", "rules"},
                             "rule": rule|null, "chain": [names, top first]
@@ -120,11 +138,13 @@ FORMAT_VERSION = 2
 #: Event format versions this code reads.
 FORMAT_VERSIONS = frozenset({1, 2})
 
-#: Every event type; each changes state except ``refused``.
-EVENT_TYPES = frozenset({"registered", "delegated", "attached", "released", "reclaimed", "refused"})
+#: Every event type; each changes state except ``refused``. ``renewed`` is
+#: format v2's only (a v1 line of that type is corrupt).
+EVENT_TYPES = frozenset({"registered", "delegated", "attached", "released", "reclaimed", "refused", "renewed"})
 
 #: Reasons a ``reclaimed`` event may carry (see ``Liveness``).
-RECLAIM_REASONS = frozenset({"process_gone", "zombie", "pid_reused", "earlier_boot", "namespace_gone"})
+RECLAIM_REASONS = frozenset({"process_gone", "zombie", "pid_reused", "earlier_boot", "namespace_gone",
+                             "lease_expired"})
 
 GENESIS_HASH = "0" * 32
 
@@ -171,11 +191,20 @@ KEYS[2]["holder"] = KEYS[1]["holder"] | {"note"}
 # an advisory grant's conflicts.
 KEYS[2]["released"] = KEYS[2]["released"] | {"forced"}
 KEYS[2]["holder"] = KEYS[2]["holder"] | {"advisory"}
+# Leases (issue 16): a grant's ttl (and whether its process is judged too),
+# the writer's CLOCK_BOOTTIME beside ts on grants and renewals, the renewal
+# itself, and when a reclaimed holder was last seen alive.
+KEYS[2]["holder"] = KEYS[2]["holder"] | {"ttl_ns", "lease_only"}
+KEYS[2]["registered"] = KEYS[1]["registered"] | {"boot_ns"}
+KEYS[2]["delegated"] = KEYS[1]["delegated"] | {"boot_ns"}
+KEYS[2]["renewed"] = frozenset({"name", "token", "ttl_ns", "boot_ns"})
+KEYS[2]["reclaimed"] = KEYS[1]["reclaimed"] | {"last_seen"}
 
 #: Keys a line may carry or not (``KEYS`` lists them too): the fast path of
 #: :func:`decode` counts a line's keys without them, so that a line with
 #: one goes the slower way, which checks each key.
-OPTIONAL: frozenset[str] = frozenset({"network_fs", "exit_code", "exit_signal", "note"}) | {"forced"}
+OPTIONAL: frozenset[str] = frozenset({"network_fs", "exit_code", "exit_signal", "note", "forced",
+                                      "boot_ns", "last_seen"})
 
 #: A rule's identity, the fourth item of a rule in a v2 line (rules are
 #: lists, checked with the payload: ``rules_from_log``).
@@ -247,17 +276,19 @@ def _compile() -> dict[int, dict[str, tuple[Any, ...]]]:
     keys of the objects in the payload)."""
     out: dict[int, dict[str, tuple[Any, ...]]] = {}
     for v, keys in KEYS.items():
-        assert EVENT_TYPES <= keys.keys(), f"KEYS[{v}] lacks an event type"
+        assert EVENT_TYPES - {"renewed"} <= keys.keys(), f"KEYS[{v}] lacks an event type"
         out[v] = {}
-        for kind in EVENT_TYPES:
+        for kind in EVENT_TYPES & keys.keys():
             payload = None
             if NESTED.get(kind):
                 ((key, sub),) = NESTED[kind]  # (one object per payload, so far)
                 within = _keys_within(sub, keys)
                 payload = (lambda w, k: lambda ev: type(c := ev[k]) is not dict or w(c))(within, key)
             top = (keys["line"] | keys[kind]) - OPTIONAL
-            out[v][kind] = (len(top), operator.itemgetter(*sorted(keys[kind])), ACTOR[v][0], keys["actor"],
-                            payload)
+            # (the getter reads the required payload keys: an optional one missing must not send
+            # every line without it the slow way)
+            out[v][kind] = (len(top), operator.itemgetter(*sorted(keys[kind] - OPTIONAL)), ACTOR[v][0],
+                            keys["actor"], payload)
     return out
 
 
@@ -389,6 +420,8 @@ def decode(line: bytes, path: str, lineno: int | None, payload: bool = True) -> 
     kind = ev.get("type")
     if type(kind) is not str or kind not in EVENT_TYPES:
         raise CorruptLedger(path, f"unknown event type {shown(kind)}", line=lineno, seq=seq)
+    if kind not in KEYS[v]:
+        raise CorruptLedger(path, f"event type {shown(kind)} is not in format version {v}", line=lineno, seq=seq)
     actor = ev.get("actor")
     check, shape = ACTOR[v]
     if not check(actor, frozenset(actor) if type(actor) is dict else frozenset()):  # keys: below
@@ -698,10 +731,15 @@ def _shape_grant(ev: dict[str, Any]) -> tuple[str, str | None, tuple[ScopeRule, 
     socket = h.get("socket")
     if socket is not None and type(socket) is not str:
         raise _bad("holder.socket", socket, "a path or null")
-    if len(h) > 6 and "note" in h and (type(h["note"]) is not str or len(h["note"]) > MAX_NOTE):
-        raise _bad("holder.note", h["note"], f"a string of at most {MAX_NOTE} characters")
-    if len(h) > 6 and "advisory" in h:
-        _check_advisory(h["advisory"], ev.get("v"))
+    if len(h) > 6:
+        if "note" in h and (type(h["note"]) is not str or len(h["note"]) > MAX_NOTE):
+            raise _bad("holder.note", h["note"], f"a string of at most {MAX_NOTE} characters")
+        if "advisory" in h:
+            _check_advisory(h["advisory"], ev.get("v"))
+        if "ttl_ns" in h or "lease_only" in h:
+            _check_lease(h, ev)
+    if "boot_ns" in ev and "ttl_ns" not in h:
+        raise _bad("boot_ns", ev["boot_ns"], "absent from a grant without a lease (holder.ttl_ns)")
     return name, parent, rules, process, reserved, socket
 
 
@@ -715,6 +753,39 @@ def _check_advisory(value: Any, version: Any) -> None:
         for n in c[0]:
             _holder_name(n, f"holder.advisory[{i}] chain")
         rules_from_log(c[1:], f"holder.advisory[{i}]", version)
+
+
+#: The longest lease, in nanoseconds (10**9 seconds, about 31.7 years).
+MAX_TTL_NS = 10**18
+
+
+def _ttl_ns(value: Any, what: str) -> int:
+    if type(value) is not int or not 0 < value <= MAX_TTL_NS:
+        raise _bad(what, value, f"an integer of nanoseconds from 1 to {MAX_TTL_NS}")
+    return value
+
+
+def _boot_ns(ev: dict[str, Any]) -> None:
+    if "boot_ns" in ev and (type(ev["boot_ns"]) is not int or not 0 <= ev["boot_ns"] < TS_LIMIT):
+        raise _bad("boot_ns", ev["boot_ns"], "an integer of nanoseconds >= 0 (CLOCK_BOOTTIME)")
+
+
+def _check_lease(h: dict[str, Any], ev: dict[str, Any]) -> None:
+    """A leased grant's ``holder.ttl_ns``, ``holder.lease_only`` (``true``,
+    only with a ttl) and the line's ``boot_ns``."""
+    _ttl_ns(h.get("ttl_ns"), "holder.ttl_ns")
+    if "lease_only" in h and h["lease_only"] is not True:
+        raise _bad("holder.lease_only", h["lease_only"], "true (left out when the process is bound too)")
+    _boot_ns(ev)
+
+
+def _shape_renewed(ev: dict[str, Any]) -> None:
+    _holder_name(ev.get("name"), "name")
+    token = ev.get("token")
+    if type(token) is not int or token < 1:
+        raise _bad("token", token, "a seq (an integer >= 1)")
+    _ttl_ns(ev.get("ttl_ns"), "ttl_ns")
+    _boot_ns(ev)
 
 
 def _shape_attached(ev: dict[str, Any]) -> ProcessIdentity:
@@ -736,6 +807,9 @@ def _shape_removal(ev: dict[str, Any]) -> None:
         reason = ev.get("reason")
         if type(reason) is not str or reason not in RECLAIM_REASONS:
             raise _bad("reason", reason, f"one of {sorted(RECLAIM_REASONS)}")
+        seen = ev.get("last_seen", 0)
+        if type(seen) is not int or not -TS_LIMIT <= seen < TS_LIMIT:
+            raise _bad("last_seen", seen, "an integer of nanoseconds since the epoch (signed 64 bits)")
     elif len(ev) > 8:  # a release's optional keys (v2): how the process ended, a note
         check_release_extras(ev)
 
@@ -809,5 +883,6 @@ SHAPES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "released": _shape_removal,
     "reclaimed": _shape_removal,
     "refused": _shape_refused,
+    "renewed": _shape_renewed,
 }
 assert set(SHAPES) == EVENT_TYPES

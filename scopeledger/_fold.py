@@ -23,7 +23,7 @@ import attrs
 
 from ._errors import DelegationError, DuplicateHolder, ScopeConflict, UnknownHolder, format_chain, shown
 from ._events import GENESIS_HASH, SHAPES, FoldError, process_from_log
-from ._identity import ProcessIdentity
+from ._identity import Lease, ProcessIdentity
 from ._time import from_ns
 from ._rules import (CONFLICTS_WITH, PERMISSION_TEXT, Permission, ScopeRule, conflicts, covers, identity_json,
                      overlaps, rule_from_log)
@@ -32,8 +32,7 @@ from ._rules import (CONFLICTS_WITH, PERMISSION_TEXT, Permission, ScopeRule, con
 #: code writes and reads; a snapshot of another format is skipped (the state
 #: is folded from the log instead, and a new snapshot written in time).
 # 2: v2 process identities (host, boot, pid, ticks, pidns); 3: rules with their
-# identity; 4: max_ts, clock_back_seq.
-# 5: a holder's "advisory".
+# identity; 4: max_ts, clock_back_seq; 5: a holder's "advisory" and its lease.
 SNAPSHOT_FORMAT = 5
 
 #: At most this many rules in one request (register, delegate, a manifest,
@@ -62,6 +61,8 @@ class Allocation:
         advisory: ``True`` when it was asked with ``advisory=True`` (granted
             even where it conflicts; its event records the conflicts). Its
             rules count against later requests like any holder's.
+        lease: its :class:`~scopeledger.Lease` (ttl and last renewal), or
+            ``None`` when only its process binds it.
     """
 
     name: str
@@ -73,6 +74,7 @@ class Allocation:
     reserved: bool = False
     socket: str | None = None
     advisory: bool = False
+    lease: Lease | None = None
 
     @property
     def pid(self) -> int:
@@ -87,7 +89,7 @@ class Allocation:
         return from_ns(self.granted_ns)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "rules": [r.to_json() for r in self.rules],
             "process": self.process.to_json(),
@@ -98,6 +100,9 @@ class Allocation:
             "socket": self.socket,
             "advisory": self.advisory,
         }
+        if self.lease is not None:
+            out["lease"] = self.lease.to_json()
+        return out
 
 
 # A trie node is a 3-item list (cheaper than an object):
@@ -536,13 +541,16 @@ class State:
             pj = procs.get(id(p))
             if pj is None:
                 pj = procs[id(p)] = p.to_json()
-            out.append({"name": a.name,
-                        "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
-                                  else [r.path, perm[r.permission], r.recursive, identity_json(r)]
-                                  for r in a.rules],
-                        "process": pj, "parent": a.parent, "token": a.token,
-                        "granted_ns": a.granted_ns, "reserved": a.reserved, "socket": a.socket,
-                        "advisory": a.advisory})
+            h = {"name": a.name,
+                 "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
+                           else [r.path, perm[r.permission], r.recursive, identity_json(r)]
+                           for r in a.rules],
+                 "process": pj, "parent": a.parent, "token": a.token,
+                 "granted_ns": a.granted_ns, "reserved": a.reserved, "socket": a.socket,
+                 "advisory": a.advisory}
+            if a.lease is not None:
+                h["lease"] = a.lease.to_json()
+            out.append(h)
         return out
 
     @classmethod
@@ -587,7 +595,8 @@ def _alloc_from_json(h: dict[str, Any], cache: dict[tuple[Any, ...], ScopeRule])
         granted_ns=h["granted_ns"],
         reserved=bool(h.get("reserved", False)),
         socket=h.get("socket"),
-        advisory=h["advisory"] is True,
+        advisory=h.get("advisory") is True,
+        lease=Lease.from_json(h["lease"]) if "lease" in h else None,
     )
 
 
@@ -649,9 +658,31 @@ def _grant(state: State, ev: dict[str, Any], checked: Any) -> None:
         raise FoldError(f"holder '{name}' granted while already live")
     if parent is not None and parent not in state.holders:
         raise FoldError(f"delegation from '{parent}', which is not live")
-    # (name, rules, process, parent, token, granted_ns, reserved, socket)
+    # (name, rules, process, parent, token, granted_ns, reserved, socket, advisory, lease)
+    h = ev["holder"]
+    lease = lease_of(ev, h["ttl_ns"], "lease_only" not in h) if "ttl_ns" in h else None
     _install(state, Allocation(name, rules, process, parent, ev["seq"], ev["ts"], reserved, socket,
-                               "advisory" in ev["holder"]))
+                               "advisory" in h, lease))
+
+
+def lease_of(ev: dict[str, Any], ttl_ns: int, process: bool) -> Lease:
+    """The lease a grant or renewal line ``ev`` (checked) starts: ``ttl_ns``
+    from its writer's boottime, judged on that writer's host and boot."""
+    actor = ev["actor"]
+    return Lease(ttl_ns, process, actor.get("host"), actor.get("boot"), ev.get("boot_ns"), ev["ts"], ev["seq"])
+
+
+def _renewed(state: State, ev: dict[str, Any], _checked: None) -> None:
+    name = ev["name"]
+    alloc = state.holders.get(name)
+    if alloc is None:
+        raise FoldError(f"renewal of '{name}', which is not live")
+    if alloc.token != ev["token"]:
+        raise FoldError(f"renewal of '{name}' with token {shown(ev['token'])}: its live grant has "
+                        f"token {alloc.token}")
+    if alloc.lease is None:
+        raise FoldError(f"renewal of '{name}', which has no lease")
+    state.holders[name] = attrs.evolve(alloc, lease=lease_of(ev, ev["ttl_ns"], alloc.lease.process))
 
 
 def _install(state: State, alloc: Allocation) -> None:
@@ -770,6 +801,7 @@ CHANGES: dict[str, Callable[[State, dict[str, Any], Any], None]] = {
     "released": _remove,
     "reclaimed": _remove,
     "refused": _refused,
+    "renewed": _renewed,
 }
 # type -> (payload check, change of state): one lookup on the fold's path
 _HANDLERS: dict[Any, tuple[Callable[[dict[str, Any]], Any], Callable[[State, dict[str, Any], Any], None]]] = {

@@ -77,6 +77,10 @@ class Liveness(enum.Enum):
     PID_REUSED = "pid_reused"
     EARLIER_BOOT = "earlier_boot"
     NAMESPACE_GONE = "namespace_gone"
+    #: The holder's lease ran out (``scopeledger._lease``): not renewed
+    #: within its ttl and the grace after it, on the clock of the boot that
+    #: last renewed it.
+    LEASE_EXPIRED = "lease_expired"
 
     @property
     def dead(self) -> bool:
@@ -101,6 +105,70 @@ class Verdict:
     def dead(self) -> bool:
         """``True`` for a reclaim reason (proof of death)."""
         return self.liveness.dead
+
+
+#: The least grace after a lease's ttl before anyone but its holder may
+#: count it expired: one second, in nanoseconds (the PostgreSQL store's
+#: sessions use the same rule, with its own floor).
+LEASE_GRACE_MIN_NS = 1_000_000_000
+
+
+def lease_grace_ns(ttl_ns: int) -> int:
+    """The grace after a lease's ttl (both ``int`` nanoseconds): ``max(1 s,
+    ttl/10)``. The holder stops trusting its lease at ttl; others may
+    reclaim it only at ttl + grace, so that the holder learns first."""
+    return max(LEASE_GRACE_MIN_NS, ttl_ns // 10)
+
+
+@attrs.frozen(slots=True)
+class Lease:
+    """A holder's lease, as the log records it (``holder.ttl_ns`` and the
+    last ``renewed`` event, or the grant when it was never renewed).
+
+    Attributes:
+        ttl_ns: ``int`` nanoseconds the lease lasts after each renewal.
+        process: ``True`` when the holder is also bound to its process
+            (dead when either says so); ``False`` for a lease only (the
+            allocation's process is then who asked, not judged).
+        host: machine id of the last renewal's writer, ``str`` or ``None``.
+        boot: boot id of the last renewal's writer, ``str`` or ``None``.
+        boot_ns: that writer's ``CLOCK_BOOTTIME`` reading when it wrote the
+            renewal (in the initial time namespace), ``int`` ns; ``None``
+            when it could not be read (the lease cannot then be judged).
+        renewed_ns: the renewal's ``ts`` (its writer's wall clock, ns since
+            the epoch, UTC): when the holder was last seen alive. Never
+            used to judge the lease.
+        renewed_seq: the seq of that renewal (or grant), ``int``.
+    """
+
+    ttl_ns: int
+    process: bool
+    host: str | None
+    boot: str | None
+    boot_ns: int | None
+    renewed_ns: int
+    renewed_seq: int
+
+    @property
+    def ttl(self) -> float:
+        """The ttl in seconds, ``float``."""
+        return self.ttl_ns / 1e9
+
+    @property
+    def grace_ns(self) -> int:
+        """:func:`lease_grace_ns` of the ttl."""
+        return lease_grace_ns(self.ttl_ns)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ttl_ns": self.ttl_ns, "process": self.process, "host": self.host, "boot": self.boot,
+                "boot_ns": self.boot_ns, "renewed_ns": self.renewed_ns, "renewed_seq": self.renewed_seq}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> "Lease":
+        """Inverse of :meth:`to_json` (a snapshot's). Raises KeyError on a
+        missing key."""
+        return cls(value["ttl_ns"], value["process"], value["host"], value["boot"], value["boot_ns"],
+                   value["renewed_ns"], value["renewed_seq"])
 
 
 #: A liveness probe: identity -> :class:`Verdict`, :class:`Liveness`, or a

@@ -33,8 +33,10 @@ from ._errors import (
     CorruptLedger,
     DelegationError,
     InvalidArgument,
+    InvalidLease,
     InvalidProcess,
     InvalidScope,
+    LeaseExpired,
     LedgerError,
     LedgerIOError,
     NoLedger,
@@ -62,14 +64,16 @@ from ._fold import (
     reparent_plan,
 )
 from ._paths import canonical, check_reached, identity as identify_path, mount_table
-from ._identity import Liveness, Probe, ProcessIdentity, Verdict
-from ._process import host_id, identify, probe as default_probe, run_probe
+from ._identity import Lease, Liveness, Probe, ProcessIdentity, Verdict
+from ._process import boot_id, boottime_ns, host_id, identify, probe as default_probe, run_probe
+from ._lease import check_ttl, holder_verdict, judge_lease
 from ._rules import (PERMISSION_TEXT, Permission, ScopeRule, check_name, check_path_text, conflicts, covers,
-                     identity_json)
+                     identity_json, overlaps)
 from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._store import Store
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._lease import Renewer
     from ._spawn import Adopted, Spawned
 
 log = logging.getLogger("scopeledger")
@@ -282,6 +286,10 @@ class Reclaimed:
         pid: its process's pid, ``int``.
         seq: the ``reclaimed`` event's seq, ``int``; ``None`` in a dry run.
         reparented: ``tuple[(child, new parent or None), ...]``.
+        last_seen_ns: when the holder was last seen alive, ns since the
+            epoch (UTC, its writer's clock): its last renewal's time, else
+            its grant's (the event's ``last_seen``); ``None`` where not
+            known (a report rebuilt from an older log).
     """
 
     name: str
@@ -290,6 +298,7 @@ class Reclaimed:
     pid: int
     seq: int | None
     reparented: tuple[tuple[str, str | None], ...]
+    last_seen_ns: int | None = None
 
 
 @attrs.frozen
@@ -400,7 +409,8 @@ class _Txn:
 
     def reclaim(self, name: str, reason: str) -> tuple[int, list[list[Any]]]:
         plan = reparent_plan(self.state, name)
-        return self.emit("reclaimed", name=name, reason=reason, reparented=plan), plan
+        return self.emit("reclaimed", name=name, reason=reason, reparented=plan,
+                         last_seen=last_seen_ns(self.state.holders[name])), plan
 
     def refuse(self, name: str, parent: str | None, rules: Sequence[ScopeRule], err: Exception) -> None:
         kind = REFUSAL_KIND[type(err)]
@@ -489,7 +499,7 @@ class Ledger:
     def __init__(self, store: Store, *, timeout: float | None, probe: Probe | None,
                  fsync: bool, snapshot_every: int, keep_snapshots: int | None,
                  resolve_symlinks: bool, clock: Callable[[], int] | None,
-                 load: bool = True) -> None:
+                 load: bool = True, boottime: Callable[[], int | None] | None = None) -> None:
         _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         self._store = store
         self._path = store.path
@@ -500,6 +510,8 @@ class Ledger:
         self.keep_snapshots = keep_snapshots
         self.resolve_symlinks = resolve_symlinks
         self._clock: Callable[[], int] = clock if clock is not None else time.time_ns
+        _check_callable("boottime", boottime)
+        self._boottime: Callable[[], int | None] = boottime if boottime is not None else boottime_ns
         self._mem = threading.RLock()
         self._state: State | None = None
         self._offset = 0
@@ -531,7 +543,8 @@ class Ledger:
              snapshot_every: int = DEFAULT_SNAPSHOT_EVERY, keep_snapshots: int | None = None,
              resolve_symlinks: bool = True, clock: Callable[[], int] | None = None,
              readonly: bool = False, create: bool = True,
-             allow_network_fs: bool = False, fold: bool = True) -> "Ledger":
+             allow_network_fs: bool = False, fold: bool = True,
+             boottime: Callable[[], int | None] | None = None) -> "Ledger":
         """Open (creating if needed) the ledger in directory ``path``.
 
         Args:
@@ -569,6 +582,10 @@ class Ledger:
                 last event's: the order of events is their seq; ``verify``
                 reports such clock jumps, and time travel by time says when
                 its answer crosses one.
+            boottime: ``() -> int | None``, ``CLOCK_BOOTTIME`` in ns as the
+                initial time namespace reads it, ``None`` when unreadable
+                (tests); default :func:`scopeledger._process.boottime_ns`.
+                Leases are recorded and judged on it (``scopeledger._lease``).
             readonly: only read: open the log ``O_RDONLY`` and nothing else
                 (no lock, nothing created, no mode tightened), so that a
                 ledger on a read-only mount, or one write-protected with
@@ -638,6 +655,7 @@ class Ledger:
         _check_bool("create", create)
         _check_bool("allow_network_fs", allow_network_fs)
         _check_bool("fold", fold)
+        _check_callable("boottime", boottime)
         # Before the Store: a bad option creates no directory.
         _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         path = _dir_path(path)
@@ -648,7 +666,7 @@ class Ledger:
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
                        snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,
-                       resolve_symlinks=resolve_symlinks, clock=clock, load=fold)
+                       resolve_symlinks=resolve_symlinks, clock=clock, load=fold, boottime=boottime)
         except BaseException:
             store.close()
             raise
@@ -1075,9 +1093,17 @@ class Ledger:
     def _liveness(self, txn: _Txn, name: str, probe: Probe | None = None) -> Verdict:
         lv = txn.liveness.get(name)
         if lv is None:
-            lv = txn.liveness[name] = run_probe(probe or self._probe, txn.state.holders[name].process,
-                                                     self._boot_spans)
+            lv = txn.liveness[name] = self._verdict(txn.state.holders[name], probe)
         return lv
+
+    def _verdict(self, alloc: Allocation, probe: Probe | None = None) -> Verdict:
+        """Whether holder ``alloc`` is alive: its process's verdict (by
+        ``probe``, default the ledger's) and its lease's (``_lease``)."""
+        fn = probe or self._probe
+        if alloc.lease is None:
+            return run_probe(fn, alloc.process, self._boot_spans)
+        return holder_verdict(alloc.lease, lambda: run_probe(fn, alloc.process, self._boot_spans),
+                              self._boottime(), host_id(), boot_id())
 
     def _check(self, txn: _Txn, name: str, rules: tuple[ScopeRule, ...], parent: str | None) -> Exception | None:
         """check_request, reclaiming dead holders that stand in the way."""
@@ -1087,7 +1113,7 @@ class Ledger:
 
     def register(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
                  *, socket: str | None = None, wait: float = 0, note: str | None = None,
-                 advisory: bool = False) -> Allocation:
+                 advisory: bool = False, ttl: float | None = None, lease_only: bool = False) -> Allocation:
         """Register a top-level holder.
 
         Args:
@@ -1112,6 +1138,18 @@ class Ledger:
                 owner chain, its rule, the requested rule); the allocation is marked
                 ``advisory``. A taken name, or (``delegate``) a rule outside
                 the parent's scope, is still refused. Default ``False``.
+            ttl: a lease of this many seconds (``int``/``float`` > 0, at
+                most 10**9): the holder must be :meth:`renew`-ed within it
+                (:meth:`keep_renewed` does so every ttl/3), or it is
+                reclaimed as ``lease_expired`` once ttl + grace (max(1 s,
+                ttl/10)) have passed on the clock of the boot that last
+                renewed it; its own :meth:`check` turns false at ttl
+                (``scopeledger._lease`` says how the clocks are read).
+                ``None`` (the default): no lease.
+            lease_only: with ``ttl``, bind the holder to the lease alone
+                (its process, ``pid``, is recorded as who asked but not
+                judged); without it a leased holder is bound to both (dead
+                when either says so).
 
         Returns:
             The :class:`Allocation`; its ``token`` is the granting seq.
@@ -1137,6 +1175,8 @@ class Ledger:
                 ``note`` is not a ``str`` of at most 4096 characters that
                 UTF-8 can encode.
             InvalidArgument: ``advisory`` is not a ``bool``.
+            InvalidLease: ``ttl`` is not a finite number of seconds > 0
+                (at most 10**9); ``lease_only`` without ``ttl``.
         """
         _check_advisory(advisory)
         if _waits(wait) and not advisory:
@@ -1144,10 +1184,10 @@ class Ledger:
 
             req = Request.of(self, name, rules, None, None, wait)
             return wait_for_grant(self, req, lambda commit: self._attempt(
-                lambda written: self._register(name, rules, pid, socket, written, commit, note)))
+                lambda written: self._register(name, rules, pid, socket, written, commit, note, ttl=ttl, lease_only=lease_only)))
         written: list[Any] = []
         try:
-            return self._register(name, rules, pid, socket, written, None, note, advisory)
+            return self._register(name, rules, pid, socket, written, None, note, advisory, ttl=ttl, lease_only=lease_only)
         except BaseException:
             self._withdraw(written)
             raise
@@ -1164,9 +1204,11 @@ class Ledger:
 
     def _register(self, name: str, rules: Any, pid: int | None, socket: str | None,
                   written: list[Any], commit: Callable[[], None] | None = None,
-                  note: str | None = None, advisory: bool = False) -> Allocation:
+                  note: str | None = None, advisory: bool = False, ttl: Any = None,
+                  lease_only: Any = False) -> Allocation:
         name = check_name(name)
         note = _check_note(note)
+        lease = _lease_request(ttl, lease_only)
         if socket is not None:
             socket = _check_socket(socket)
         rules_t = self._prepare(rules)
@@ -1180,14 +1222,15 @@ class Ledger:
                 return None
             if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
                 commit()
-            return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met)
+            return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met, lease)
 
         return cast(Allocation, self._transact(build, written))
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                  pid: int | None = None, *, reserved: bool = False,
                  socket: str | None = None, parent_token: int | None = None,
-                 wait: float = 0, note: str | None = None, advisory: bool = False) -> Allocation:
+                 wait: float = 0, note: str | None = None, advisory: bool = False, ttl: float | None = None,
+                 lease_only: bool = False) -> Allocation:
         """Delegate part of ``parent``'s effective scope to a new holder.
 
         Every rule must be fully covered by one of the parent's rules
@@ -1215,6 +1258,8 @@ class Ledger:
             advisory: as :meth:`register`: a sibling's rule in the way is
                 recorded instead of refusing; a rule outside the parent's
                 scope is still refused.
+            ttl, lease_only: as :meth:`register` (a child's lease is its
+                own: the parent's does not renew it).
 
         Raises:
             UnknownHolder: ``parent`` is not live, or is live with another
@@ -1225,7 +1270,7 @@ class Ledger:
             InvalidHolderName: ``parent`` or ``child`` is not a holder name.
             TypeError: ``reserved`` is not a ``bool``; ``parent_token`` is
                 neither an ``int`` nor ``None``.
-            DuplicateHolder, InvalidScope, InvalidProcess, InvalidArgument: as register.
+            DuplicateHolder, InvalidScope, InvalidProcess, InvalidArgument, InvalidLease: as register.
         """
         _check_advisory(advisory)
         if _waits(wait) and not advisory:
@@ -1234,11 +1279,11 @@ class Ledger:
             req = Request.of(self, child, rules, parent, parent_token, wait)
             return wait_for_grant(self, req, lambda commit: self._attempt(
                 lambda written: self._delegate(parent, child, rules, pid, reserved, socket, parent_token,
-                                               written, commit, note)))
+                                               written, commit, note, ttl=ttl, lease_only=lease_only)))
         written: list[Any] = []
         try:
             return self._delegate(parent, child, rules, pid, reserved, socket, parent_token, written, None, note,
-                                  advisory)
+                                  advisory, ttl=ttl, lease_only=lease_only)
         except BaseException:
             self._withdraw(written)
             raise
@@ -1246,9 +1291,10 @@ class Ledger:
     def _delegate(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
                   socket: str | None, parent_token: int | None, written: list[Any],
                   commit: Callable[[], None] | None = None, note: str | None = None,
-                  advisory: bool = False) -> Allocation:
+                  advisory: bool = False, ttl: Any = None, lease_only: Any = False) -> Allocation:
         parent = check_name(parent, "parent")
         note = _check_note(note)
+        lease = _lease_request(ttl, lease_only)
         child = check_name(child, "child")
         _check_bool("reserved", reserved)
         _check_token(parent_token, allow_none=True, what="parent_token")
@@ -1270,7 +1316,7 @@ class Ledger:
                 return None
             if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
                 commit()
-            return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket, note, met)
+            return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket, note, met, lease)
 
         return cast(Allocation, self._transact(build, written))
 
@@ -1370,6 +1416,74 @@ class Ledger:
 
         return cast("list[str]", self._transact(build))
 
+    def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
+        """Renew the lease of grant ``(name, token)``: it lasts ``ttl``
+        seconds (default: its ttl so far) from now, on this boot's clock
+        (the ``renewed`` event records this process's boot-time clock;
+        ``scopeledger._lease`` says how it is judged). Renewing from
+        another host or boot moves the lease onto that boot's clock.
+
+        Args:
+            name: a live holder granted with ``ttl``.
+            token: its grant's token (:attr:`Allocation.token`).
+            ttl: the new ttl in seconds (``int``/``float`` > 0, at most
+                10**9), or ``None`` to keep it.
+
+        Returns:
+            The :class:`Allocation` as renewed (``lease.renewed_seq`` is
+            the ``renewed`` event's seq).
+
+        Raises:
+            UnknownHolder: ``name`` is not live, or is live with another
+                grant than ``token``; nothing is recorded.
+            LeaseExpired: (an :class:`UnknownHolder`) its lease had run out
+                (past ttl + grace) before this call: the call records its
+                reclaim (``lease_expired``) instead, as any reclaim would.
+            InvalidLease: a bad ``ttl``, or the holder has no lease.
+            InvalidHolderName: ``name`` is not a holder name.
+            TypeError: ``token`` is not an ``int``.
+        """
+        name = check_name(name)
+        _check_token(token)
+        ttl_ns = check_ttl(ttl) if ttl is not None else None
+
+        def build(txn: _Txn) -> Allocation | None:
+            stale = stale_grant(txn.state, name, token)
+            if stale is not None:
+                raise stale
+            alloc = txn.state.holders[name]
+            if alloc.lease is None:
+                raise InvalidLease(f"holder '{name}' has no lease to renew (it was granted without a ttl)")
+            clock = _boot_reading(self._boottime)
+            verdict = judge_lease(alloc.lease, clock.get("boot_ns"), host_id(), boot_id())
+            if verdict.dead:
+                txn.reclaim(name, verdict.liveness.value)
+                txn.error = LeaseExpired(name, verdict.why)
+                return None
+            txn.emit("renewed", name=name, token=token,
+                     ttl_ns=ttl_ns if ttl_ns is not None else alloc.lease.ttl_ns, **clock)
+            return txn.state.holders[name]
+
+        return cast(Allocation, self._transact(build))
+
+    def keep_renewed(self, name: str, token: int, ttl: float | None = None, *,
+                     on_lost: Callable[[BaseException], Any] | None = None) -> "Renewer":
+        """Renew grant ``(name, token)``'s lease in a background thread
+        every ttl/3 (``ttl``: as :meth:`renew`) until the returned
+        :class:`scopeledger._lease.Renewer` is stopped (``stop()``, or
+        ``with ledger.keep_renewed(...):``). If the grant is gone (released,
+        reclaimed, expired) the thread ends and ``on_lost(error)`` is called
+        in it; other failures are logged and retried at the next beat.
+
+        Raises:
+            UnknownHolder: ``name`` is not live with ``token``.
+            InvalidLease: it has no lease, or a bad ``ttl``.
+            TypeError: ``on_lost`` is not callable.
+        """
+        from ._lease import Renewer
+
+        return Renewer(self, name, token, ttl, on_lost)
+
     def reclaim_stale(self, probe: Probe | None = None, *, dry_run: bool = False) -> list[str]:
         """Reclaim every holder whose process is provably gone; the names,
         ``list[str]``, in order. :meth:`reclaim` says what it did and why
@@ -1416,7 +1530,7 @@ class Ledger:
             snapshot = list(state.holders.values())
             if dry_run:
                 state = state.copy()
-        verdicts = {a.name: run_probe(fn, a.process, self._boot_spans) for a in snapshot}
+        verdicts = {a.name: self._verdict(a, fn) for a in snapshot}
         suspects = [a for a in snapshot if verdicts[a.name].dead]
 
         def kept() -> tuple[tuple[str, Verdict], ...]:
@@ -1430,7 +1544,7 @@ class Ledger:
                 v = verdicts[a.name]
                 plan = reparent_plan(state, a.name)
                 out.append(Reclaimed(a.name, v.liveness.value, v.why, a.pid, None,
-                                     tuple((c, p) for c, p in plan)))
+                                     tuple((c, p) for c, p in plan), last_seen_ns(a)))
                 commit_removal(state, a.name, state.seq + 1, state.last_ts, state.last_hash)
             return ReclaimReport(tuple(out), kept())
 
@@ -1443,9 +1557,10 @@ class Ledger:
                     continue
                 v = verdicts[a.name] = self._liveness(txn, a.name, fn)
                 if v.dead:
+                    seen = last_seen_ns(cur)
                     seq, plan = txn.reclaim(a.name, v.liveness.value)
                     out.append(Reclaimed(a.name, v.liveness.value, v.why, a.pid, seq,
-                                         tuple((c, p) for c, p in plan)))
+                                         tuple((c, p) for c, p in plan), seen))
             return tuple(out)
 
         done = self._transact(build)
@@ -1546,13 +1661,13 @@ class Ledger:
         def liveness(n: str) -> Verdict:
             v = verdicts.get(n)
             if v is None:
-                v = verdicts[n] = run_probe(self._probe, state.holders[n].process, self._boot_spans)
+                v = verdicts[n] = self._verdict(state.holders[n])
             return v
 
         def reclaim(n: str, reason: str) -> None:
             plan = reparent_plan(state, n)
             reclaimed.append(Reclaimed(n, reason, verdicts[n].why, state.holders[n].pid, None,
-                                       tuple((c, p) for c, p in plan)))
+                                       tuple((c, p) for c, p in plan), last_seen_ns(state.holders[n])))
             commit_removal(state, n, state.seq + 1, state.last_ts, state.last_hash)
 
         err = decide(state, name, rules_t, parent, liveness, reclaim)
@@ -1613,8 +1728,10 @@ class Ledger:
                 time.sleep(WAIT_POLL_SECONDS if deadline is None else min(WAIT_POLL_SECONDS, deadline - now))
 
     def liveness(self, holders: Sequence[Allocation] | None = None) -> dict[str, Verdict]:
-        """The ledger's probe's verdict on each holder's process now, with
-        why (:class:`Verdict`), in order; records nothing.
+        """The ledger's verdict on each holder now, with why
+        (:class:`Verdict`), in order: its process's (the ledger's probe)
+        and, for a holder with a lease, its lease's (``scopeledger._lease``:
+        dead when either is); records nothing.
 
         Args:
             holders: the allocations to probe (say, those of a
@@ -1622,11 +1739,12 @@ class Ledger:
         """
         if holders is None:
             holders = self.holders()
-        return {a.name: run_probe(self._probe, a.process, self._boot_spans) for a in holders}
+        return {a.name: self._verdict(a) for a in holders}
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
              *, parent: str | None = None, socket: str | None = None,
-             parent_token: int | None = None, wait: float = 0, note: str | None = None) -> "Hold":
+             parent_token: int | None = None, wait: float = 0, note: str | None = None,
+             ttl: float | None = None, lease_only: bool = False) -> "Hold":
         """Register (or, with ``parent``, delegate) now and return a guard
         that releases the allocation when the ``with`` block ends (also on
         an exception), when the guard is garbage collected (with a
@@ -1634,7 +1752,8 @@ class Ledger:
         whichever comes first. ``with ledger.hold(...) as alloc``
         binds the :class:`Allocation`. ``parent_token``: as
         :meth:`delegate` (a ``TypeError`` without ``parent``). ``wait``,
-        ``note``: as :meth:`register`.
+        ``note``, ``ttl``, ``lease_only``: as :meth:`register` (the guard
+        does not renew a lease: :meth:`keep_renewed` does).
 
         Raises:
             as :meth:`register` / :meth:`delegate`.
@@ -1646,13 +1765,15 @@ class Ledger:
         alloc = None
         try:
             if _waits(wait):
-                alloc = (self.register(name, rules, pid, socket=socket, wait=wait, note=note) if parent is None
+                alloc = (self.register(name, rules, pid, socket=socket, wait=wait, note=note, ttl=ttl,
+                                       lease_only=lease_only) if parent is None
                          else self.delegate(parent, name, rules, pid, socket=socket, parent_token=parent_token,
-                                            wait=wait, note=note))
+                                            wait=wait, note=note, ttl=ttl, lease_only=lease_only))
             elif parent is None:
-                alloc = self._register(name, rules, pid, socket, written, None, note)
+                alloc = self._register(name, rules, pid, socket, written, None, note, ttl=ttl, lease_only=lease_only)
             else:
-                alloc = self._delegate(parent, name, rules, pid, False, socket, parent_token, written, None, note)
+                alloc = self._delegate(parent, name, rules, pid, False, socket, parent_token, written, None, note,
+                                       ttl=ttl, lease_only=lease_only)
             guard = Hold(self, alloc)
             self._holds.add(guard)
             return guard
@@ -1891,7 +2012,12 @@ class Ledger:
     def check(self, name: str, token: int) -> bool:
         """Fencing check: ``True`` only while the grant of holder ``name``
         with this ``token`` is live (a new grant of the same name has
-        another token).
+        another token) and, for a grant with a lease, while the lease runs
+        by this process's boot-time clock: ``False`` from ``ttl`` after its
+        last renewal on, ``grace`` (max(1 s, ttl/10)) before anyone else
+        may reclaim it, so that the holder learns first. A lease last
+        renewed on another host or boot cannot be judged here (nor is it
+        reclaimed from here): ``True`` while the grant is live.
 
         Raises:
             InvalidHolderName: ``name`` is not a holder name.
@@ -1901,7 +2027,11 @@ class Ledger:
         _check_token(token)
         with self._mem:
             alloc = self._current().holders.get(name)
-        return alloc is not None and alloc.token == token
+        if alloc is None or alloc.token != token:
+            return False
+        if alloc.lease is None:
+            return True
+        return not judge_lease(alloc.lease, self._boottime(), host_id(), boot_id(), grace=False).dead
 
     def state(self) -> State:
         """A copy of the current folded :class:`State` (for inspection)."""
@@ -2134,14 +2264,56 @@ def _partly(exc: Any, lines: list[bytes]) -> PartlyRecorded:
     return PartlyRecorded(exc, tuple(said[:exc.lines_kept]), tuple(said[exc.lines_kept:]))
 
 
+def _lease_request(ttl: Any, lease_only: Any) -> tuple[int, bool] | None:
+    """A grant's ``ttl``/``lease_only`` as ``(ttl_ns, lease_only)``, or
+    ``None`` without a lease.
+
+    Raises:
+        InvalidLease: a bad ``ttl`` (``_lease.check_ttl``), ``lease_only``
+            without one.
+        TypeError: ``lease_only`` is not a ``bool``.
+    """
+    _check_bool("lease_only", lease_only)
+    if ttl is None:
+        if lease_only:
+            raise InvalidLease("lease_only=True needs a ttl: a holder bound to nothing could never be reclaimed")
+        return None
+    return check_ttl(ttl), lease_only
+
+
+def _boot_reading(boottime: Callable[[], int | None]) -> dict[str, int]:
+    """``{"boot_ns": reading}`` of the boot-time clock for a grant or
+    renewal line, ``{}`` when it cannot be read (the lease then cannot be
+    judged: ``unknown``).
+
+    Raises:
+        TypeError, ValueError: the clock returned something else than
+            ``None`` or an ``int`` in 0..2**63-1 (nothing is written).
+    """
+    ns = boottime()
+    if ns is None:
+        return {}
+    if type(ns) is not int or not 0 <= ns < TS_LIMIT:
+        if type(ns) is not int:
+            raise TypeError(f"boottime() returned {type(ns).__name__} {shown(ns)}, not int nanoseconds or None")
+        raise ValueError(f"boottime() returned {shown(ns)}: not nanoseconds in 0..2**63-1")
+    return {"boot_ns": ns}
+
+
+def last_seen_ns(alloc: Allocation) -> int:
+    """When holder ``alloc`` was last seen alive, ns since the epoch (UTC,
+    its writer's clock): its last renewal's ``ts``, else its grant's."""
+    return alloc.lease.renewed_ns if alloc.lease is not None else alloc.granted_ns
+
+
 def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,
            parent: str | None, reserved: bool, socket: str | None, note: str | None = None,
-           advisory: list[Any] | None = None) -> Allocation:
+           advisory: list[Any] | None = None, lease: tuple[int, bool] | None = None) -> Allocation:
     """Emit the ``registered``/``delegated`` event (the transaction's last)
     and return the :class:`Allocation` it grants, applied after the write."""
     # ``rules`` come from Ledger._prepare: canonical, ``given`` cleared.
     perm = PERMISSION_TEXT
-    holder = {
+    holder: dict[str, Any] = {
         "name": name, "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
                                 else [r.path, perm[r.permission], r.recursive, identity_json(r)]
                                 for r in rules],
@@ -2151,8 +2323,19 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
         holder["note"] = note
     if advisory is not None:
         holder["advisory"] = advisory
-    seq, ts, h = txn.emit_last(kind, holder=holder)
-    alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket, advisory is not None)
+    if lease is None:
+        seq, ts, h = txn.emit_last(kind, holder=holder)
+        alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket, advisory is not None)
+    else:
+        ttl_ns, only = lease
+        holder["ttl_ns"] = ttl_ns
+        if only:
+            holder["lease_only"] = True
+        clock = _boot_reading(txn.ledger._boottime)
+        seq, ts, h = txn.emit_last(kind, holder=holder, **clock)
+        actor = txn.actor
+        alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket, advisory is not None,
+                           Lease(ttl_ns, not only, actor.get("host"), actor.get("boot"), clock.get("boot_ns"), ts, seq))
     txn.after = (commit_grant, alloc, h)
     return alloc
 

@@ -388,6 +388,18 @@ def _live_threads(pid: int) -> bool | None:
     return False
 
 
+def boottime_ns() -> int | None:
+    """``CLOCK_BOOTTIME`` now, ``int`` nanoseconds since this boot began
+    (counting suspend; never stepped), as the initial time namespace reads
+    it (this process's time-namespace offset taken back off), so that every
+    process of one boot reads one clock; ``None`` when that offset cannot
+    be known. What leases are judged on (``scopeledger._lease``)."""
+    offset = _boottime_offset()
+    if offset is None:
+        return None
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) - offset
+
+
 def _boot_start_ns() -> int | None:
     """When this boot began, ns since the epoch by this host's wall clock
     (now less ``CLOCK_BOOTTIME``, whose time-namespace offset is taken

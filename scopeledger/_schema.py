@@ -26,7 +26,8 @@ import json
 import sys
 from typing import Any
 
-from ._events import EVENT_TYPES, KEYS, NESTED, OPTIONAL as LINE_OPTIONAL, RECLAIM_REASONS, REFUSAL_KINDS, TS_LIMIT
+from ._events import (EVENT_TYPES, KEYS, MAX_TTL_NS, NESTED, OPTIONAL as LINE_OPTIONAL, RECLAIM_REASONS, REFUSAL_KINDS,
+                      TS_LIMIT)
 from ._rules import HOLDER_NAME, KEY
 
 #: Where the schema is, inside the package.
@@ -70,14 +71,21 @@ VALUES: dict[str, dict[str, Any]] = {
             "type": "array", "prefixItems": [{"type": "array", "minItems": 1, "items": _NAME},
                                              {"$ref": "#/$defs/v2.rule"}, {"$ref": "#/$defs/v2.rule"}],
             "minItems": 3, "maxItems": 3}},
+        "ttl_ns": {"type": "integer", "minimum": 1, "maximum": MAX_TTL_NS},
+        "lease_only": {"const": True},
     },
     "request": {
         "name": {"type": "string"},
         "parent": {"type": ["string", "null"]},
         "rules": {"type": "array", "items": {"$ref": "#/$defs/requestedRule"}},
     },
-    "registered": {"holder": {"properties": {"parent": _NULL}}},
-    "delegated": {"holder": {"properties": {"parent": _NAME}}},
+    "registered": {"holder": {"properties": {"parent": _NULL}},
+                   "boot_ns": {"type": "integer", "minimum": 0, "maximum": TS_LIMIT - 1}},
+    "delegated": {"holder": {"properties": {"parent": _NAME}},
+                  "boot_ns": {"type": "integer", "minimum": 0, "maximum": TS_LIMIT - 1}},
+    "renewed": {"name": _NAME, "token": {"type": "integer", "minimum": 1},
+                "ttl_ns": {"type": "integer", "minimum": 1, "maximum": MAX_TTL_NS},
+                "boot_ns": {"type": "integer", "minimum": 0, "maximum": TS_LIMIT - 1}},
     "attached": {"name": _NAME},
     "released": {"name": _NAME, "reparented": {"$ref": "#/$defs/reparented"},
                  "exit_code": {"type": "integer", "minimum": 0, "maximum": 255},
@@ -88,6 +96,7 @@ VALUES: dict[str, dict[str, Any]] = {
         "name": _NAME,
         "reason": {"enum": sorted(RECLAIM_REASONS)},
         "reparented": {"$ref": "#/$defs/reparented"},
+        "last_seen": {"type": "integer", "minimum": -TS_LIMIT, "maximum": TS_LIMIT - 1},
     },
     "refused": {
         "key": {"type": "string"},
@@ -130,7 +139,7 @@ OPTIONAL: dict[str, frozenset[str]] = {
     "process": frozenset({"pidns"}),
     "rule_identity": frozenset({"via", "below"}),
     "released": frozenset({"exit_code", "exit_signal", "note", "forced"}),
-    "holder": frozenset({"note", "advisory"}),
+    "holder": frozenset({"note", "advisory", "ttl_ns", "lease_only"}),
 }
 #: Per version, optional keys that differ from :data:`OPTIONAL`.
 OPTIONAL_BY_VERSION: dict[int, dict[str, frozenset[str]]] = {

@@ -18,6 +18,7 @@ from scopeledger import (
     DuplicateHolder,
     InvalidHolderName,
     InvalidArgument,
+    InvalidLease,
     InvalidProcess,
     InvalidScope,
     Ledger,
@@ -69,6 +70,8 @@ RETURNCODES = [256, -128, "0", True, 1.5, [0]]
 NOTES = [5, "x" * 4097, "\udc80", b"x", ["x"]]
 FORCES = [1, 0, "yes", None, [], "True"]
 REASONS = [None, "", 5, "x" * 4097, "\udc80", b"x", ["x"]]
+TTLS = [0, -1, float("nan"), float("inf"), "10", True, [1], 10**10, 1e300]
+LEASE_ONLY = [1, "yes", None, [], 1.0]  # (True without a ttl: tests/test_lease.py)
 
 # argument -> (call(ledger, root, bad value), bad values, error, message pattern)
 CALLS = {
@@ -123,9 +126,12 @@ CALLS = {
                       r"force must be True or False, not "),
     "release.reason": (lambda L, r, v: L.release("p", force=True, reason=v), REASONS, InvalidArgument,
                        r"reason"),
+    "renew.name": (lambda L, r, v: L.renew(v, 1), NAMES, InvalidHolderName, r"invalid holder name"),
+    "renew.token": (lambda L, r, v: L.renew("p", v), TOKENS, TypeError, r"token must be an int"),
+    "renew.ttl": (lambda L, r, v: L.renew("p", 1, ttl=v), TTLS, InvalidLease, r"ttl must be"),
 }
 
-#: The three grants take ``wait`` and ``note`` alike: one row per grant and argument.
+#: The three grants take ``wait``, ``note``, ``ttl`` and ``lease_only`` alike: one row per grant and argument.
 _GRANTS = {
     "register": lambda L, r, **kw: L.register("n", [W(r + "/n")], **kw),
     "delegate": lambda L, r, **kw: L.delegate("p", "c", [W(r + "/t/c")], **kw),
@@ -136,6 +142,9 @@ for _grant, _call in _GRANTS.items():
                                r"wait must be seconds")
     CALLS[f"{_grant}.note"] = (lambda L, r, v, c=_call: c(L, r, note=v), NOTES, (TypeError, ValueError),
                                r"note must be")
+    CALLS[f"{_grant}.ttl"] = (lambda L, r, v, c=_call: c(L, r, ttl=v), TTLS, InvalidLease, r"ttl must be")
+    CALLS[f"{_grant}.lease_only"] = (lambda L, r, v, c=_call: c(L, r, ttl=5, lease_only=v), LEASE_ONLY, TypeError,
+                                     r"lease_only must be True or False")
 
 CASES = [(arg, i) for arg, (_, bad, _, _) in CALLS.items() for i in range(len(bad))]
 
@@ -143,7 +152,7 @@ CASES = [(arg, i) for arg, (_, bad, _, _) in CALLS.items() for i in range(len(ba
 def test_the_table_covers_every_mutation_and_argument():
     import inspect
 
-    for method in ("register", "delegate", "attach", "release", "hold", "reclaim_stale", "reclaim"):
+    for method in ("register", "delegate", "attach", "release", "hold", "reclaim_stale", "reclaim", "renew"):
         params = [p for p in inspect.signature(getattr(Ledger, method)).parameters if p != "self"]
         assert {f"{method}.{p}" for p in params} <= set(CALLS), method
 

@@ -167,6 +167,7 @@ def as_v1_event(ev):
         return {"pid": i["pid"], "start": 1764425990.12 + (i["ticks"] or 0) / 100, "boot": i["boot"] or "b",
                 "pidns": i["pidns"]}
     ev = dict(ev, v=1, actor=v1(ev["actor"]))
+    ev.pop("last_seen", None)  # (v2's: when a reclaimed holder was last seen alive)
     if "holder" in ev:
         ev["holder"] = dict(ev["holder"], process=v1(ev["holder"]["process"]))
     if "process" in ev:

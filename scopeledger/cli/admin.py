@@ -1,4 +1,4 @@
-"""The operator's commands: ``verify``, ``snapshot``, ``reclaim``, ``release``."""
+"""The operator's commands: ``verify``, ``snapshot``, ``reclaim``, ``release``, ``renew``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .errors import EXIT_OK, EXIT_REFUSED
-from .params import (Command, Env, Integer, TokenType, common, holder_name_param, no_progress_option, nothing_at,
-                     pass_env)
-
+from .params import (TTL, Command, Env, Integer, TokenType, common, holder_name_param, no_progress_option,
+                     nothing_at, pass_env)
 from .progress import Spinner
 
 if TYPE_CHECKING:
@@ -118,12 +117,13 @@ def reclaim(env: Env, dry_run: bool) -> int:
             got = [e for e in ledger.events(since=before.seq + 1, types=["reclaimed"]) if e.data["name"] in names]
             report = ReclaimReport(tuple(
                 Reclaimed(e.data["name"], e.data["reason"], "", before.holders[e.data["name"]].pid, e.seq,
-                          tuple((c, p) for c, p in e.data["reparented"]))
+                          tuple((c, p) for c, p in e.data["reparented"]), e.data.get("last_seen"))
                 for e in got if e.data["name"] in before.holders), ())
         pids = {a.name: a.pid for a in before.holders.values()}
         unknown = [{"name": n, "pid": pids.get(n), "why": v.why} for n, v in report.unknown]
         rows: list[dict[str, Any]] = [{"name": r.name, "reason": r.reason, "why": r.why, "pid": r.pid, "seq": r.seq,
-                 "reparented": [list(m) for m in r.reparented]} for r in report.reclaimed]
+                 "reparented": [list(m) for m in r.reparented], "last_seen_ns": r.last_seen_ns}
+                for r in report.reclaimed]
         if env.json:
             env.emit_json({"ledger": ledger.path, "dry_run": dry_run, "reclaimed": rows, "unknown": unknown})
         else:
@@ -189,3 +189,29 @@ def release(env: Env, name: str, token: int | None, force: bool, reason: str | N
     return EXIT_OK
 
 
+
+
+@click.command(cls=Command)
+@common
+@click.argument("name", callback=holder_name_param)
+@click.option("--token", type=TokenType(), metavar="N", required=True,
+              help="The grant whose lease to renew (its token, as 'show' prints it).")
+@click.option("--ttl", type=TTL, metavar="SECONDS",
+              help="The lease's new ttl (default: the one it has).")
+@pass_env
+def renew(env: Env, name: str, token: int, ttl: float | None) -> int:
+    """Renew the lease of holder NAME (granted with a ttl, as 'ledger run
+    --ttl' does): it lasts its ttl again from now, on this host's boot-time
+    clock. Exit 6 when that grant is gone or its lease had already expired
+    (its reclaim is then recorded)."""
+    with env.open() as ledger:
+        alloc = ledger.renew(name, token, ttl)
+        lease = alloc.lease
+        assert lease is not None
+        if env.json:
+            env.emit_json({"ledger": ledger.path, "name": name, "token": token, "ttl": lease.ttl,
+                           "seq": lease.renewed_seq})
+        else:
+            env.out.print(f"renewed '{name}' (token {token}) for {lease.ttl:g} s at seq {lease.renewed_seq}",
+                          markup=False, soft_wrap=True)
+    return EXIT_OK

@@ -42,7 +42,8 @@ class CliError(Exception):
 
 def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for an exception."""
-    from scopeledger import (CorruptLedger, HistoryUnavailable, InvalidArgument, InvalidHolderName, InvalidManifest,
+    from scopeledger import (CorruptLedger, HistoryUnavailable, InvalidArgument, InvalidHolderName, InvalidLease,
+                             InvalidManifest,
                              InvalidProcess, InvalidScope, LedgerError, LedgerIOError, LockTimeout,
                              NoLedger, ReadOnlyLedger, Refused, UnknownHolder, UnsafeLedgerPath)
 
@@ -50,7 +51,8 @@ def exit_code_for(exc: BaseException) -> int:
         return exc.code
     if isinstance(exc, Refused):
         return EXIT_REFUSED
-    if isinstance(exc, (InvalidScope, InvalidHolderName, InvalidManifest, InvalidProcess, InvalidArgument)):
+    if isinstance(exc, (InvalidScope, InvalidHolderName, InvalidManifest, InvalidProcess, InvalidArgument,
+                        InvalidLease)):
         return EXIT_USAGE
     if isinstance(exc, LockTimeout):
         return EXIT_LOCK_TIMEOUT

@@ -701,6 +701,21 @@ MAX_SECONDS = 1e9
 SECONDS = Seconds()
 
 
+class Ttl(Seconds):
+    """A lease's ttl: seconds as :class:`Seconds` reads them, more than 0."""
+
+    name = "ttl"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if number <= 0:
+            self.fail(f"{value!r} is not a ttl: give a number of seconds > 0", param, ctx)
+        return number
+
+
+TTL = Ttl()
+
+
 # -- the command classes -----------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ COLORS = {
     "reclaimed:zombie": "#CC79A7",       # reddish purple
     "reclaimed:pid_reused": "#E69F00",   # orange
     "reclaimed:earlier_boot": "#F0E442",  # yellow
+    "reclaimed:lease_expired": "#56B4E9",  # sky blue
 }
 OTHER_COLOR = "#7F7F7F"
 REFUSAL_COLOR = "#000000"
@@ -41,6 +42,7 @@ KIND_TEXT = {
     "reclaimed:zombie": "reclaimed: zombie",
     "reclaimed:pid_reused": "reclaimed: pid reused",
     "reclaimed:earlier_boot": "reclaimed: from an earlier boot",
+    "reclaimed:lease_expired": "reclaimed: lease expired",
 }
 
 #: The formats ``-o FILE`` may name, by file name extension.

@@ -45,6 +45,7 @@ REASONS = {
     "pid_reused": "pid reused",
     "earlier_boot": "from an earlier boot",
     "namespace_gone": "its PID namespace is gone",
+    "lease_expired": "its lease expired",
 }
 
 _REASON_DETAIL = {
@@ -53,6 +54,7 @@ _REASON_DETAIL = {
     "pid_reused": "pid {pid} now belongs to another process",
     "earlier_boot": "pid {pid} ran under an earlier boot of this machine",
     "namespace_gone": "no process is left in the PID namespace pid {pid} was a number in",
+    "lease_expired": "it was not renewed within its ttl and grace",
 }
 
 _TYPE_STYLE = {
@@ -62,6 +64,7 @@ _TYPE_STYLE = {
     "released": "yellow",
     "reclaimed": "red",
     "refused": "magenta",
+    "renewed": "blue",
 }
 
 
@@ -275,7 +278,11 @@ class Narrator:
                 head += (f", reserved by pid {pid} until its process attaches" if h.get("reserved")
                          else f" pid {pid}")
             extra = f"; socket {h['socket']}" if h.get("socket") else ""
+            if h.get("ttl_ns"):
+                extra += f"; lease {h['ttl_ns'] / 1e9:g} s" + (" (lease only)" if h.get("lease_only") else "")
             return f"{head}: {rules}{extra}"
+        if kind == "renewed":
+            return f"'{d['name']}' (token {d['token']}) for {d['ttl_ns'] / 1e9:g} s"
         if kind == "attached":
             name, pid = d["name"], d["process"]["pid"]
             old = self._pid(name, e.seq)
@@ -354,7 +361,10 @@ def narrate(narrator: Narrator, shown: Iterable[Event], everything: Iterable[Eve
 def _alloc_label(a: Allocation, liveness: Mapping[str, Verdict] | None, root: str | None) -> Text:
     t = Text()
     t.append(safe(a.name), style="bold")
-    t.append(f"  pid {a.pid}  token {a.token}  ", style="dim")
+    lease = a.lease
+    held = "" if lease is None else f"  lease {lease.ttl:g} s{' only' if not lease.process else ''}"
+    t.append(f"  {'asked by ' if lease is not None and not lease.process else ''}pid {a.pid}  token {a.token}"
+             f"{held}  ", style="dim")
     t.append(safe(rules_text(a.rules, root)))
     if a.reserved:
         t.append("  [reserved: waiting for its process to attach]", style="yellow")

@@ -20,7 +20,7 @@ import click
 
 from .errors import (EXIT_CANNOT_EXEC, EXIT_INTERNAL, EXIT_NO_COMMAND, EXIT_OK, EXIT_REFUSED, CliError,
                      error_json, exit_code_for, json_text, message_of, report)
-from .params import (ENV_DIR, ENV_HOLDER, ENV_TOKEN, SECONDS, Command, Env, Integer, check_enclosing, common,
+from .params import (ENV_DIR, ENV_HOLDER, ENV_TOKEN, SECONDS, TTL, Command, Env, Integer, check_enclosing, common,
                      display_root, holder_name_param, parent_from_env, pass_env, relative_option, request_from,
                      rule_options)
 
@@ -185,8 +185,10 @@ class _Runner:
 
     def __init__(self, env: Env, ledger: Ledger, name: str, rules: list[ScopeRule],
                  parent: str | None, command: Sequence[str], quiet: bool,
-                 parent_token: int | None = None) -> None:
+                 parent_token: int | None = None, ttl: float | None = None) -> None:
         self.env = env
+        self.ttl = ttl
+        self.renewer: Any = None
         self.ledger = ledger
         self.name = name
         self.rules = rules
@@ -241,10 +243,11 @@ class _Runner:
         old = self.block()
         try:
             if self.parent is None:
-                self.alloc = self.ledger.register(self.name, self.rules, advisory=self.advisory)
+                self.alloc = self.ledger.register(self.name, self.rules, advisory=self.advisory, ttl=self.ttl)
             else:
                 self.alloc = self.ledger.delegate(self.parent, self.name, self.rules,
-                                                  parent_token=self.parent_token, advisory=self.advisory)
+                                                  parent_token=self.parent_token, advisory=self.advisory,
+                                                  ttl=self.ttl)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         if self.advisory:
@@ -398,6 +401,9 @@ class _Runner:
         warning (its command has exited, so it is reclaimable)."""
         from scopeledger import LedgerError, LockTimeout, UnknownHolder
 
+        if self.renewer is not None:
+            self.renewer.stop()
+            self.renewer = None
         if self.alloc is None:
             return
         alloc, self.alloc = self.alloc, None
@@ -456,13 +462,19 @@ class _Runner:
                 os.write(gate_w, b"g")
                 os.close(gate_w)
                 gate_w = -1
+                if self.ttl is not None:  # (started with the signals blocked: they stay the main thread's)
+                    self.renewer = self.ledger.keep_renewed(
+                        self.name, token, on_lost=lambda exc: self.say(
+                            f"warning: the lease of '{self.name}' is lost: {message_of(exc)}"))
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
-            # While the command runs, this process only waits: it keeps no
-            # folded state (1 M holders: ~1.8 GB per waiting wrapper); the
-            # release folds it again from the newest snapshot.
-            self.ledger.unload()
-            _give_memory_back()
+            if self.renewer is None:
+                # While the command runs, this process only waits: it keeps no
+                # folded state (1 M holders: ~1.8 GB per waiting wrapper); the
+                # release folds it again from the newest snapshot. (A lease's
+                # renewals need it: kept then.)
+                self.ledger.unload()
+                _give_memory_back()
             data = b""
             while True:
                 try:
@@ -519,12 +531,16 @@ class _Runner:
 @click.option("-q", "--quiet", is_flag=True, help="No notice while waiting.")
 @click.option("--advisory", is_flag=True,
               help="Grant even where the scope conflicts (recording the conflicts), with a warning naming them.")
+@click.option("--ttl", type=TTL, metavar="SECONDS",
+              help="Hold it on a lease too: this wrapper renews it every SECONDS/3; if it stops renewing "
+                   "(stopped, hung, killed), the scope is reclaimed after SECONDS plus a grace of "
+                   "max(1, SECONDS/10), even while the command runs.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, callback=command_param)
 @pass_env
 def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple[str, ...], root: str | None,
         manifest: str | None, name: str | None, nonblock: bool, wait: float | None,
         conflict_exit_code: int, parent: str | None, top_level: bool, quiet: bool, advisory: bool,
-        command: tuple[str, ...]) -> int:
+        ttl: float | None, command: tuple[str, ...]) -> int:
     """Run COMMAND holding a scope, like flock(1): register it (or delegate it
     from the enclosing 'ledger run'), run the command as a child, release when
     it ends, and exit with its exit code (128+N if signal N killed it).
@@ -545,7 +561,7 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple
     parent, token = parent_from_env(parent, top_level)
     with env.open(create=True) as ledger:
         check_enclosing(ledger, parent, token)
-        runner = _Runner(env, ledger, name, rules, parent, command, quiet, token)
+        runner = _Runner(env, ledger, name, rules, parent, command, quiet, token, ttl)
         runner.advisory = advisory
         from scopeledger import Refused
 

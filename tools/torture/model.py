@@ -240,6 +240,9 @@ class LogChecker:
             if ev["name"] not in m.holders:
                 raise ModelError(f"{where}: attach to {ev['name']!r}, not live")
             m.holders[ev["name"]]["pid"] = tuple(ev["process"].values())
+        elif kind == "renewed":
+            if ev["name"] not in m.holders:
+                raise ModelError(f"{where}: renewal of {ev['name']!r}, not live")
         elif kind != "refused":
             raise ModelError(f"{where}: unknown type {kind!r}")
         for n in touched:

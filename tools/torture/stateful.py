@@ -17,6 +17,12 @@ events the step appended and checks them against the model:
 * the state the library keeps in memory (its own events applied from the
   objects in hand, others' folded from the log) equals a fold of the log
   from scratch, field for field.
+
+Some grants hold a lease (``ttl``; bound to the process too, or the lease
+alone) on a boot-time clock the machine moves: a holder is dead when its
+process is (unless it is bound to the lease alone) or when its lease has
+gone unrenewed for ttl + max(1 s, ttl/10); renewals of live, expired,
+unknown and wrongly named grants are checked likewise.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from scopeledger import (
     DelegationError,
     DuplicateHolder,
     Ledger,
+    LeaseExpired,
     Liveness,
     ProcessIdentity,
     Refused,
@@ -67,6 +74,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.next_pid = 1000
         self.model = Model()
         self.past: dict[int, dict[str, tuple]] = {0: {}}
+        self.now = 10**12  # the boot-time clock, ns
+        self.leases: dict[str, list[Any]] = {}  # name -> [ttl_ns, boot_ns of its last renewal, lease_only]
         self.led = self._open()
         self.seq = 0
 
@@ -78,7 +87,8 @@ class LedgerMachine(RuleBasedStateMachine):
         return ans
 
     def _open(self) -> Ledger:
-        led = Ledger.open(self.dir, probe=self._probe, snapshot_every=4, resolve_symlinks=False)
+        led = Ledger.open(self.dir, probe=self._probe, snapshot_every=4, resolve_symlinks=False,
+                          boottime=lambda: self.now)
         led._identity = lambda pid: ProcessIdentity(pid=pid, boot=BOOT, ticks=1000 + pid)  # type: ignore[method-assign]
         return led
 
@@ -86,8 +96,21 @@ class LedgerMachine(RuleBasedStateMachine):
         self.next_pid += 1
         return self.next_pid
 
-    def _dead(self, name: str) -> bool:
+    def _verdict(self, name: str) -> Any:
+        """What the model says of holder ``name``: the reclaim reason
+        (a dead :class:`Liveness`) or what the probe answers."""
         ans = self.answers.get(self.model.holders[name]["pid"], Liveness.ALIVE)
+        lease = self.leases.get(name)
+        if lease is not None and lease[2]:
+            ans = Liveness.ALIVE  # bound to the lease alone: the process is not asked
+        if isinstance(ans, Liveness) and ans.dead:
+            return ans
+        if lease is not None and self.now - lease[1] > lease[0] + max(10**9, lease[0] // 10):
+            return Liveness.LEASE_EXPIRED
+        return ans
+
+    def _dead(self, name: str) -> bool:
+        ans = self._verdict(name)
         return isinstance(ans, Liveness) and ans.dead
 
     def _new_events(self) -> list[Any]:
@@ -105,12 +128,13 @@ class LedgerMachine(RuleBasedStateMachine):
             if e.type == "reclaimed":
                 name = e.data["name"]
                 assert name in self.model.holders, f"reclaimed {name!r}, not live in the model"
-                ans = self.answers.get(self.model.holders[name]["pid"], Liveness.ALIVE)
+                ans = self._verdict(name)
                 assert isinstance(ans, Liveness) and ans.dead, f"reclaimed live holder {name!r} ({ans})"
                 assert e.data["reason"] == ans.value, (e.data["reason"], ans)
                 if allowed is not None:
                     assert name in allowed, f"reclaimed {name!r}, which was not in the way"
                 plan = self.model.remove(name)
+                self.leases.pop(name, None)
                 assert sorted(map(tuple, e.data["reparented"])) == sorted(plan)
             else:
                 rest.append(e)
@@ -155,15 +179,17 @@ class LedgerMachine(RuleBasedStateMachine):
         else:  # pragma: no cover
             raise AssertionError(f"unexpected refusal {err!r}")
 
-    def _grant(self, name: str, rules: list, parent: str | None, reserved: bool = False) -> None:
+    def _grant(self, name: str, rules: list, parent: str | None, reserved: bool = False,
+               lease: tuple[float, bool] | None = None) -> None:
         requested, rules = rules, list(dict.fromkeys(rules))  # a rule given twice is held once
         pid = self._pid()
         before = self.model.snapshot()
+        ttl, only = lease if lease is not None else (None, False)
         try:
             if parent is None:
-                alloc = self.led.register(name, requested, pid)
+                alloc = self.led.register(name, requested, pid, ttl=ttl, lease_only=only)
             else:
-                alloc = self.led.delegate(parent, name, requested, pid, reserved=reserved)
+                alloc = self.led.delegate(parent, name, requested, pid, reserved=reserved, ttl=ttl, lease_only=only)
         except UnknownHolder as err:
             assert parent is not None and err.name == parent
             assert self._new_events() == []
@@ -181,6 +207,9 @@ class LedgerMachine(RuleBasedStateMachine):
         probs = self.model.problems(name, rules, parent)
         assert not probs, f"granted {name!r} {rules} under {parent!r} despite {probs} (before: {before})"
         self.model.grant(name, rules, parent, alloc.token, pid)
+        if ttl is not None:
+            self.leases[name] = [round(ttl * 10**9), self.now, only]
+            assert alloc.lease is not None and alloc.lease.boot_ns == self.now and alloc.lease.process is not only
         self._after()
 
     # -- rules ---------------------------------------------------------------
@@ -193,6 +222,40 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(name=st.sampled_from(NAMES), rules=st.lists(rules_st, min_size=1, max_size=2))
     def register(self, name: str, rules: list) -> None:
         self._grant(name, rules, None)
+
+    @rule(name=st.sampled_from(NAMES), rules=st.lists(rules_st, min_size=1, max_size=2),
+          ttl=st.sampled_from([0.5, 2, 15]), only=st.booleans())
+    def register_leased(self, name: str, rules: list, ttl: float, only: bool) -> None:
+        self._grant(name, rules, None, lease=(ttl, only))
+
+    @rule(seconds=st.sampled_from([0.5, 1, 2, 30]))
+    def time_passes(self, seconds: float) -> None:
+        self.now += round(seconds * 10**9)
+
+    @precondition(lambda self: self.leases)
+    @rule(data=st.data(), wrong_token=st.booleans())
+    def renew(self, data: Any, wrong_token: bool) -> None:
+        name = data.draw(st.sampled_from(sorted(self.leases)))
+        token = self.model.holders[name]["token"] + (1 if wrong_token else 0)
+        expired = self._verdict(name) is Liveness.LEASE_EXPIRED or (
+            self.now - self.leases[name][1] > self.leases[name][0] + max(10**9, self.leases[name][0] // 10))
+        try:
+            alloc = self.led.renew(name, token)
+        except LeaseExpired:
+            assert expired and not wrong_token
+            assert self._apply_removals(self._new_events(), allowed={name}) == []
+            assert name not in self.model.holders
+            self._after()
+            return
+        except UnknownHolder:
+            assert wrong_token
+            assert self._new_events() == []
+            return
+        assert not wrong_token and not expired
+        (ev,) = self._new_events()
+        assert ev.type == "renewed" and ev.data["boot_ns"] == self.now and alloc.lease.boot_ns == self.now
+        self.leases[name][1] = self.now
+        self._after()
 
     @rule(data=st.data(), reserved=st.booleans())
     def delegate(self, data: Any, reserved: bool) -> None:
@@ -214,6 +277,7 @@ class LedgerMachine(RuleBasedStateMachine):
         kids = self.led.release(name)
         (ev,) = self._new_events()
         plan = self.model.remove(name)
+        self.leases.pop(name, None)
         assert ev.type == "released" and sorted(kids) == sorted(c for c, _ in plan)
         assert sorted(map(tuple, ev.data["reparented"])) == sorted(plan)
         self._after()
@@ -257,6 +321,7 @@ class LedgerMachine(RuleBasedStateMachine):
         (ev,) = self._new_events()
         assert ev.type == "released" and ev.data["name"] == name
         plan = self.model.remove(name)
+        self.leases.pop(name, None)
         assert sorted(kids) == sorted(c for c, _ in plan)
         assert sorted(map(tuple, ev.data["reparented"])) == sorted(plan)
         self._after()
