@@ -972,7 +972,8 @@ class Ledger:
             if resolve:
                 # A '..' after a symlink means the link target's parent.
                 if given is None:
-                    real, *known = canonical(path, folding)  # type: ignore[assignment]
+                    real, existing, folds = canonical(path, folding)
+                    known = (existing, folds)
                 else:
                     real = os.path.realpath(given)
                 if real != path:
@@ -986,7 +987,7 @@ class Ledger:
                 if hit is not None:
                     out.append(hit)
                     continue
-            ident = identify_path(path, r.recursive, resolve, table, tuple(known)) if table is not None else None
+            ident = identify_path(path, r.recursive, resolve, table, known) if table is not None else None
             if ident is not None:
                 r = r.identified(path, ident)
                 if cache is not None:

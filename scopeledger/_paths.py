@@ -501,7 +501,8 @@ def mount_table() -> MountTable | None:
         view = _views.view
     except AttributeError:
         view = _views.view = _MountView()
-    return view.get()
+    got: MountTable | None = view.get()
+    return got
 
 
 def forget_mounts() -> None:
@@ -800,7 +801,8 @@ def identify(path: str, recursive: bool, resolve: bool = True, table: MountTable
     ident = identity(path, recursive, resolve, table, known)
     if type(ident) is str:
         return (ident if path == "/" else ident + path), (), ()
-    return ident
+    full: tuple[str, tuple[str, ...], tuple[str, ...]] | None = ident
+    return full
 
 
 def identity(path: str, recursive: bool, resolve: bool = True, table: MountTable | None = None,
@@ -817,11 +819,11 @@ def identity(path: str, recursive: bool, resolve: bool = True, table: MountTable
         # The common case: the root filesystem, whole, and no name on the
         # way folds (none may, or the deepest existing directory, read as
         # the path was resolved, does not: then none above it does either).
-        below = table.under.get(path) if recursive else None
-        if below is None:
+        inside = table.under.get(path) if recursive else None
+        if inside is None:
             return m.dev
         return (m.dev if path == "/" else m.dev + path, (),
-                tuple(dict.fromkeys(mount_key(table, n, n.point, n.point, resolve) for n in below)))
+                tuple(dict.fromkeys(mount_key(table, n, n.point, n.point, resolve) for n in inside)))
     if m.fstype == "proc":
         magic = _MAGIC.match(path, len(m.point) if m.point != "/" else 0)
         if magic is not None:

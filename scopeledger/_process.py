@@ -494,7 +494,7 @@ def _hidepid() -> str | None:
     return found
 
 
-def _nspid(pid: str) -> list[str] | None:
+def _nspid(pid: str) -> list[bytes] | None:
     with open(f"{PROC}/{pid}/status", "rb") as f:
         for line in f:
             if line.startswith(b"NSpid:"):
@@ -548,8 +548,10 @@ def _scan_namespace(ns: str) -> tuple[bool, int | None, list[tuple[str, str]]]:
 
 
 def _judge_namespace(ident: ProcessIdentity, here_ns: str) -> Verdict:
-    """A holder in another PID namespace than this process's (same boot)."""
+    """A holder in another PID namespace than this process's (same boot;
+    its namespace recorded: :func:`judge` asks only then)."""
     ns = ident.pidns
+    assert ns is not None
     if here_ns != INIT_PID_NS:
         return _unknown(f"in another PID namespace ({ns}); this process is in {here_ns}, not the "
                         "host's first, and does not see every process to tell whether it still exists")

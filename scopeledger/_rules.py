@@ -378,7 +378,10 @@ class ScopeRule:
 
 
 _PERMS = _BY_VALUE
-_PERM_FAST = {**_PERMS, **{p: p for p in Permission}}
+#: A permission given as text or as itself -> itself (the rule constructor's fast path).
+_PERM_FAST: dict[str | Permission, Permission] = {p: p for p in Permission}
+for _text, _perm in _PERMS.items():
+    _PERM_FAST[_text] = _perm
 _intern = sys.intern
 _new = object.__new__
 
@@ -409,7 +412,7 @@ def identity_json(rule: ScopeRule) -> dict[str, Any]:
     if type(ident) is str:
         path = rule.path
         return {"fs": ident if path == "/" else ident + path}
-    key, via, below = ident  # type: ignore[misc]
+    key, via, below = ident  # type: ignore[misc,str-unpack]  # (a tuple here: the str case returned above)
     if not via and not below:
         return {"fs": key}
     out: dict[str, Any] = {"fs": key}

@@ -37,7 +37,7 @@ from typing import Any, Mapping, Sequence
 
 from ._errors import UnknownHolder, shown
 from ._fold import Allocation
-from ._process import Liveness
+from ._identity import Liveness
 
 #: The environment variables a spawned child sees (as ``ledger run`` sets them).
 ENV_DIR = "SCOPELEDGER_DIR"
