@@ -1013,7 +1013,13 @@ def test_a_holder_learns_its_lease_lapsed_before_anyone_judges_it_dead(store):
             if got:
                 judged.append(time.monotonic())  # after the answer: when a grantor could act
             return got
-        assert wait_for(judge, "the lapsed session judged dead") == {s.id: "lease_expired"}
+        got = wait_for(judge, "the lapsed session judged dead")
+        # Why the judge says so depends on two clocks: the client lets its lock go at its
+        # own deadline (sent + ttl, before the server's lease_until), so a judge asking
+        # before the server's lease_until has passed finds the lock gone, after it the
+        # lease expired; a loaded machine widens the first window. Either is death after
+        # the holder knew, which is what this test is about.
+        assert got in ({s.id: "lease_expired"}, {s.id: "session_lock_gone"}), got
         assert s.lost == "lease_expired" and s.lost_at < judged[0]
         assert not s.valid and fired and s.lost_at <= fired[0]
     finally:
