@@ -873,26 +873,34 @@ def check_request(state: State, name: str, rules: tuple[ScopeRule, ...],
                     f"the {kind} scope of '{parent}'", parent=parent, child=name, rule=rule)
     else:
         line = set()
+    for rule, ochain in _in_the_way(state, rules, line):
+        if parent is not None and parent in ochain:
+            # A sibling (or its delegate) holds it: walk down from the sibling.
+            sib = ochain[ochain.index(parent) + 1]
+            sub, orule = owner_chain(state, rule, sib)
+            full = ochain[: ochain.index(parent) + 1] + sub
+            return DelegationError(
+                f"cannot delegate {rule} from '{parent}' to '{name}': overlaps sibling "
+                f"'{sib}' (held by {format_chain(full)} as {orule})",
+                parent=parent, child=name, rule=rule, sibling=sib, chain=full)
+        fchain, orule = owner_chain(state, rule, ochain[0])
+        return ScopeConflict(rule, fchain[-1], orule, fchain, requester=name)
+    return None
+
+
+def _in_the_way(state: State, rules: tuple[ScopeRule, ...],
+                line: set[str]) -> Iterator[tuple[ScopeRule, tuple[str, ...]]]:
+    """``(requested rule, owner chain)`` for each live holder outside
+    ``line`` (the requester's own chain) holding a rule that conflicts with
+    a requested one, in request order: :func:`check_request` refuses at the
+    first, :func:`conflicts_met` records them all."""
     for rule in rules:
         against = CONFLICTS_WITH[rule.permission]
         if not against:
             continue
         for owner, _ in _overlapping_in(state, against, rule):
-            if owner in line:
-                continue
-            ochain = state.chain(owner)
-            if parent is not None and parent in ochain:
-                # A sibling (or its delegate) holds it: walk down from the sibling.
-                sib = ochain[ochain.index(parent) + 1]
-                sub, orule = owner_chain(state, rule, sib)
-                full = ochain[: ochain.index(parent) + 1] + sub
-                return DelegationError(
-                    f"cannot delegate {rule} from '{parent}' to '{name}': overlaps sibling "
-                    f"'{sib}' (held by {format_chain(full)} as {orule})",
-                    parent=parent, child=name, rule=rule, sibling=sib, chain=full)
-            fchain, orule = owner_chain(state, rule, ochain[0])
-            return ScopeConflict(rule, fchain[-1], orule, fchain, requester=name)
-    return None
+            if owner not in line:
+                yield rule, state.chain(owner)
 
 
 #: How a delegation refusal names the scope a rule must lie inside.
@@ -924,23 +932,16 @@ def conflicts_met(state: State, name: str, rules: tuple[ScopeRule, ...],
     line = set(state.chain(parent)) if parent is not None and parent in state.holders else set()
     out = []
     seen: set[tuple[tuple[str, ...], int, int]] = set()
-    for rule in rules:
-        against = CONFLICTS_WITH[rule.permission]
-        if not against:
-            continue
-        for owner, _ in _overlapping_in(state, against, rule):
-            if owner in line:
-                continue
-            ochain = state.chain(owner)
-            top = ochain[0]
-            if parent is not None and parent in ochain:
-                top = ochain[ochain.index(parent) + 1]
-            sub, orule = owner_chain(state, rule, top)
-            chain = ochain[: ochain.index(top)] + sub
-            k = (chain, id(orule), id(rule))
-            if k not in seen:
-                seen.add(k)
-                out.append((chain, orule, rule))
+    for rule, ochain in _in_the_way(state, rules, line):
+        top = ochain[0]
+        if parent is not None and parent in ochain:
+            top = ochain[ochain.index(parent) + 1]
+        sub, orule = owner_chain(state, rule, top)
+        chain = ochain[: ochain.index(top)] + sub
+        k = (chain, id(orule), id(rule))
+        if k not in seen:
+            seen.add(k)
+            out.append((chain, orule, rule))
     return out
 
 
