@@ -74,6 +74,17 @@ def test_run_imports_no_rendering_manifest_or_plotting(tmp_path: Path) -> None:
     assert "scopeledger.cli.render" not in got and "scopeledger.cli.query" not in got
 
 
+@pytest.mark.parametrize("command", [["show"], ["replay"], ["history", "a"], ["verify"]])
+def test_rich_output_imports_neither_pygments_nor_markdown_it(tmp_path: Path, command: list[str]) -> None:
+    """rich pulls Pygments (~9.5 MB) and markdown-it-py in as install-time
+    dependencies; only ``ledger help TOPIC`` imports them, to render its
+    Markdown pages (ARCHITECTURE.md, "Choices")."""
+    led = tmp_path / "L"
+    _ledger("--ledger", str(led), "run", "--write", str(tmp_path / "t"), "--name", "a", "--", "true")
+    got = _ledger("--color", "always", "--ledger", str(led), *command)
+    assert "rich" in _top(got) and not _top(got) & {"pygments", "markdown_it"}, sorted(_top(got))
+
+
 # -- the lazy table of scopeledger/__init__.py -------------------------------------------------
 
 
