@@ -446,7 +446,7 @@ class History:
     def _base_for(self, seq: int | None = None, ts: int | None = None) -> tuple[State, int]:
         """Newest snapshot that checks out at or before ``seq`` / ``ts``;
         ``(state, log offset)``; ``(State(), 0)`` when there is none."""
-        got = _snapshots.newest(self._store, self._log_line_hash, lambda _name, exc: _skipping(exc),
+        got = _snapshots.newest_file(self._store, self._log_line_hash, lambda _name, exc: _skipping(exc),
                                 seq=seq, ts=ts)
         return (got[0], got[1].offset) if got is not None else (State(), 0)
 

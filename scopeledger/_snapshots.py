@@ -162,7 +162,7 @@ def _listdir(store: Store) -> list[str]:
         raise LedgerIOError(store.file(SNAPSHOT_DIR), "list the snapshots", exc) from exc
 
 
-def _checksum(body: bytes) -> str:
+def checksum(body: bytes) -> str:
     return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
@@ -174,7 +174,7 @@ def header_of(state: State, body: bytes) -> dict[str, Any]:
         "seq": state.seq,
         "last_hash": state.last_hash,
         "ts": state.last_ts,
-        "checksum": _checksum(body),
+        "checksum": checksum(body),
     }
 
 
@@ -362,34 +362,181 @@ def read_header(store: Store, name: str) -> SnapshotInfo:
     return _parse_header(name, display, head[:nl], int(m.group(1)))
 
 
-def _parse_header(name: str, display: str, line: bytes, seq_in_name: int) -> SnapshotInfo:
+def parse_header(display: str, line: bytes, seq_in_name: int) -> dict[str, Any]:
+    """A snapshot file's header line, checked (format, fields and their
+    types, the seq its name says), as a dict.
+
+    Raises:
+        SnapshotInvalid: malformed or another format (``SnapshotOutdated``
+            for an older one); it names ``display``.
+    """
     try:
         h = orjson.loads(line)
     except orjson.JSONDecodeError:
         raise SnapshotInvalid(display, "header is not JSON") from None
     if not isinstance(h, dict):
         raise SnapshotInvalid(display, "header is not an object")
+    check_header(display, h, seq_in_name, ("offset", "line_start"))
+    return h
+
+
+def check_header(display: str, h: dict[str, Any], seq: int, file_keys: tuple[str, ...] = ()) -> None:
+    """Check a snapshot header's format and fields (and ``file_keys``,
+    ints, for a file's); the seq must be ``seq``.
+
+    Raises:
+        SnapshotInvalid: naming ``display`` (``SnapshotOutdated`` for an
+            older format).
+    """
     fmt = h.get("format")
     outdated = type(fmt) is int and 1 <= fmt < SNAPSHOT_FORMAT
     if fmt != SNAPSHOT_FORMAT and not outdated:
         raise SnapshotInvalid(display, f"format {fmt!r}, this scopeledger reads {SNAPSHOT_FORMAT}")
     try:
-        info = SnapshotInfo(int(h["seq"]), int(h["offset"]), int(h["line_start"]),
-                            str(h["last_hash"]), int(h["ts"]), name)
-        _ = str(h["checksum"])
+        got = int(h["seq"])
+        for key in file_keys:
+            int(h[key])
+        _ = str(h["last_hash"]), int(h["ts"]), str(h["checksum"])
     except (KeyError, TypeError, ValueError):
         raise SnapshotInvalid(display, "header lacks a field or has a wrong type") from None
-    if info.seq != seq_in_name:
-        raise SnapshotInvalid(display, f"header says seq {info.seq}")
+    if got != seq:
+        raise SnapshotInvalid(display, f"header says seq {got}")
     if outdated:  # (the header's fields are the same in every format so far)
-        exc = SnapshotOutdated(display, f"format {fmt}, older than this scopeledger's {SNAPSHOT_FORMAT}: "
+        raise SnapshotOutdated(display, f"format {fmt}, older than this scopeledger's {SNAPSHOT_FORMAT}: "
                                         "skipped, the state is folded from the log")
-        exc.info = info
-        raise exc
-    return info
 
 
-def newest(store: Store, log_hash: Any, skipped: Callable[[str, SnapshotInvalid], object], *,
+def _parse_header(name: str, display: str, line: bytes, seq_in_name: int) -> SnapshotInfo:
+    try:
+        h = parse_header(display, line, seq_in_name)
+    except SnapshotOutdated as exc:
+        h = orjson.loads(line)
+        exc.info = SnapshotInfo(int(h["seq"]), int(h["offset"]), int(h["line_start"]),
+                                str(h["last_hash"]), int(h["ts"]), name)
+        raise
+    return SnapshotInfo(int(h["seq"]), int(h["offset"]), int(h["line_start"]), str(h["last_hash"]),
+                        int(h["ts"]), name)
+
+
+def read_head(store: Store, name: str) -> bytes:
+    """The first 4096 bytes of the snapshot file ``name`` (its header).
+
+    Raises:
+        OSError: as :func:`read_file`.
+    """
+    fd = open_private_file(store.snapfd, name, snapshot_path(store, name), os.O_RDONLY, create=False,
+                           readonly=store.readonly)
+    try:
+        return os.pread(fd, 4096, 0)
+    finally:
+        os.close(fd)
+
+
+def where(store: Any, seq: int) -> str:
+    """How messages name the snapshot at ``seq`` of ``store``: a file's
+    full path, else the store's location and the seq."""
+    named = getattr(store, "snapshot_where", None)
+    return named(seq) if named is not None else f"{store.location} snapshot {seq}"
+
+
+def encode(state: State) -> tuple[dict[str, Any], bytes]:
+    """``(header, body)`` of a snapshot of ``state``, as the store
+    interface takes them (``LogStore.snapshot_write``)."""
+    with _gc_paused():
+        body = orjson.dumps(state.to_json())
+    return header_of(state, body), body
+
+
+def state_from(store: Any, seq: int, header: dict[str, Any], body: bytes) -> State:
+    """The state a snapshot read from ``store`` (``snapshot_read(seq)``)
+    holds, checked: its header, its checksum, its body and that the body is
+    the state the header names.
+
+    Raises:
+        SnapshotInvalid: any check failed (``SnapshotOutdated``: an older
+            format); it names the snapshot (:func:`where`).
+    """
+    display = where(store, seq)
+    check_header(display, header, seq)
+    if checksum(body) != header["checksum"]:
+        raise SnapshotInvalid(display, "checksum does not match its content")
+    try:
+        with _gc_paused():
+            state = State.from_json(orjson.loads(body))
+    except Exception as exc:  # noqa: BLE001 - any malformed body is invalid
+        raise SnapshotInvalid(display, f"body does not parse ({type(exc).__name__}: {exc})") from None
+    if state.seq != seq or state.last_hash != header["last_hash"]:
+        raise SnapshotInvalid(display, "body's seq/hash differ from its header")
+    return state
+
+
+def read_state(store: Any, seq: int) -> State:
+    """The checked state of the snapshot at ``seq`` (:func:`state_from`).
+
+    Raises:
+        SnapshotInvalid: as ``snapshot_read`` and :func:`state_from`.
+        LedgerError: the log cannot be read to check it.
+    """
+    header, body = store.snapshot_read(seq)
+    return state_from(store, seq, header, body)
+
+
+def newest(store: Any, skipped: Callable[[int, SnapshotInvalid], object], *,
+           seq: int | None = None, ts: int | None = None) -> State | None:
+    """The one snapshot picker: the state of the newest snapshot of
+    ``store`` (a ``LogStore``) that checks out (:func:`read_state`), taken
+    at or before seq ``seq`` and time ``ts`` (ns, UTC; ``None``: any), or
+    ``None`` when none does. Each snapshot passed over because it did not
+    check out is given to ``skipped(seq, exc)`` (to log it, count it, or
+    tell what the log lost). A store that can read a header alone
+    (``snapshot_header``: a file's) is asked that first, so that a picker
+    by time reads one body.
+
+    Raises:
+        LedgerError: the snapshots or the log cannot be read.
+    """
+    header_of_ = getattr(store, "snapshot_header", None) if (seq is not None or ts is not None) else None
+    for at in reversed(store.snapshot_seqs()):
+        if seq is not None and at > seq:
+            continue
+        if header_of_ is not None:
+            try:
+                h = header_of_(at)
+            except SnapshotInvalid as exc:
+                skipped(at, exc)
+                continue
+            if ts is not None and h["ts"] > ts:
+                continue
+        try:
+            state = read_state(store, at)
+        except SnapshotInvalid as exc:
+            skipped(at, exc)
+            continue
+        if ts is not None and state.last_ts > ts:
+            continue
+        return state
+    return None
+
+
+def prune_store(store: Any, keep: int | None) -> None:
+    """Keep the newest ``keep`` snapshots of ``store`` (``None``: all);
+    a file store also removes temp files whose writer is gone.
+    Housekeeping: what the store refuses is a warning, never an error."""
+    tidy = getattr(store, "tidy_snapshots", None)
+    if tidy is not None:
+        tidy(keep)
+        return
+    if keep is None:
+        return
+    try:
+        seqs = store.snapshot_seqs()
+        for at in seqs[: max(0, len(seqs) - keep)]:
+            store.snapshot_delete(at)
+    except LedgerError as exc:
+        log.warning("could not prune old snapshots: %s", exc)
+
+
+def newest_file(store: Store, log_hash: Any, skipped: Callable[[str, SnapshotInvalid], object], *,
            seq: int | None = None, ts: int | None = None) -> tuple[State, SnapshotInfo] | None:
     """The one snapshot picker: the newest snapshot that checks out
     (:func:`load`), taken at or before seq ``seq`` and time ``ts`` (ns, UTC;
@@ -443,7 +590,7 @@ def load(store: Store, name: str, log_hash: Any) -> tuple[State, SnapshotInfo]:
     if not body.endswith(b"\n"):
         raise SnapshotInvalid(display, "truncated body")
     body = body[:-1]
-    if _checksum(body) != orjson.loads(data[:nl])["checksum"]:
+    if checksum(body) != orjson.loads(data[:nl])["checksum"]:
         raise SnapshotInvalid(display, "checksum does not match its content")
     try:
         with _gc_paused():
