@@ -238,45 +238,73 @@ class FileStore:
         """As the interface; ``on_wait`` is :meth:`Store.acquire`'s (work to
         do between tries while another process holds the lock). The seconds
         spent waiting are left in :attr:`last_wait`."""
+        try:
+            yield self.begin(after, timeout, on_wait)
+        finally:
+            self.end()
+
+    def begin(self, after: int, timeout: float | None = None,
+              on_wait: Callable[[], object] | None = None) -> list[Line]:
+        """:meth:`locked` without the context manager (the ledger's hot
+        path: a generator and its context manager cost more than the rest
+        of taking the lock): take the lock, set a torn tail aside, return
+        the lines after ``after``. Pair with :meth:`append` and, in a
+        ``finally``, :meth:`end`; an exception here lets the lock go."""
         _check_seq(after)
         store = self.store
-        me = threading.get_ident()
         try:
             # From here on an exception at any point (a signal handler's)
             # lets the lock go: Store.release is a no-op when this thread
             # holds nothing.
             self.last_wait = store.acquire(timeout, on_wait)
-            self._owner = me
+            self._owner = threading.get_ident()
             size = store.size()
-            missed, end = self._read_after(after, None, size)
+            tseq, _, tend = self._tail
+            if tseq == after and tend == size:  # nothing new since the last line read or appended
+                missed: list[Line] = []
+                end = size
+            else:
+                missed, end = self._read_after(after, None, size)
             head = after + len(missed)
             if size > end:
                 where = store.set_aside(end, size)
                 log.warning("torn last line (%d bytes) in %s moved to %s", size - end, store.log_path, where)
                 self.torn.append(where)
             self._head_seen, self._end_seen = head, end
-            yield missed
-        finally:
-            if self._owner == me:  # no append: let go
-                self._owner = None
-            store.release()
+            return missed
+        except BaseException:
+            self.end()
+            raise
+
+    def end(self) -> None:
+        """End the locked section :meth:`begin` started: let the lock go
+        unless :meth:`append` did (idempotent; a no-op in a thread that
+        holds nothing)."""
+        if self._owner == threading.get_ident():
+            self._owner = None
+        self.store.release()
 
     def append(self, entries: Sequence[Entry], first_seq: int) -> None:
         if self._owner != threading.get_ident() or not self.store.owns_lock():
             raise RuntimeError("append() outside locked(), or a second time in one")
         if first_seq != self._head_seen + 1:
             raise ValueError(f"first_seq {first_seq} is not the next seq ({self._head_seen + 1})")
-        if not entries:
-            raise ValueError("nothing to append")
-        lines = [line for _, line in entries]
-        for line in lines:
+        if len(entries) == 1:  # the common case, without a list
+            line = entries[0][1]
             if type(line) is not bytes or b"\n" in line:
                 raise ValueError(f"a line is bytes without a newline, not {line!r:.80}")
-        data = b"\n".join(lines) + b"\n"
+            data = line + b"\n"
+        else:
+            if not entries:
+                raise ValueError("nothing to append")
+            lines = [line for _, line in entries]
+            for line in lines:
+                if type(line) is not bytes or b"\n" in line:
+                    raise ValueError(f"a line is bytes without a newline, not {line!r:.80}")
+            data = b"\n".join(lines) + b"\n"
         self.store.append(data, self._end_seen, self.fsync)
         end = self._end_seen + len(data)
-        last = first_seq + len(lines) - 1
-        self._remember(last, end - len(lines[-1]) - 1, end)
+        self._remember(first_seq + len(entries) - 1, end - len(line) - 1, end)
         self._owner = None
         self.store.release()
 

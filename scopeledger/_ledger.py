@@ -531,7 +531,7 @@ class Ledger:
         #: Seconds the last mutation waited for the lock (for benchmarks).
         self.last_wait = 0.0
         self._holds: "weakref.WeakSet[Hold]" = weakref.WeakSet()
-        self._history = History(self._store, self._current, self._mem, self._prepare)
+        self._history = History(store, self._current, self._mem, self._prepare, self._log_where)
         self._lost: LostEvents | None = None
         _ledgers.add(self)
         if load:
@@ -999,49 +999,58 @@ class Ledger:
                 state = self._catch_up()
         files = self._files
         after_seq = state.seq
-        try:
-            with (store.locked(after_seq, self.timeout) if files is None else
-                  files.locked(after_seq, self.timeout, self._fold_while_waiting)) as missed:
-                if files is not None:
-                    self.last_wait = files.last_wait
-                with mem:
-                    state = self._fold_locked(after_seq, missed)
-                    self._others_active = state.seq != self._seq_of_last_txn
-                    base = state.seq
-                    txn = _Txn(self, state)
-                    try:
-                        result = build(txn)
-                        lines = txn.lines
-                        if lines:
-                            after = txn.after
-                            if written is not None and after is not None and after[0] is commit_grant:
-                                written.append((after[1].name, after[1].token, base + 1, list(lines)))
-                            if files is not None:
-                                files.fsync = self._fsync
-                            try:
-                                store.append(txn.entries, base + 1)
-                            except LedgerIOError as exc:
-                                if len(lines) > 1 and hasattr(exc, "lines_kept"):
-                                    raise _partly(exc, lines) from exc.__cause__
-                                raise
-                            # The lines are in the log and the lock is free:
-                            # other processes may go on while this one
-                            # applies its last event to its state.
-                            if after is not None:
-                                after[0](state, *after[1:])
-                        self._seq_of_last_txn = state.seq
-                    except BaseException:
-                        if txn.lines:
-                            self._state = None  # applied but perhaps not written: rebuild from the log
-                        raise
-        finally:
-            if files is not None:
-                files.store.release()  # a no-op unless this thread still holds it (an exception)
+        if files is not None:
+            try:
+                missed = files.begin(after_seq, self.timeout, self._fold_while_waiting)
+                self.last_wait = files.last_wait
+                result, txn, state = self._locked_part(build, written, after_seq, missed)
+            finally:
+                files.end()  # a no-op unless this thread still holds the lock (an exception)
+        else:
+            with store.locked(after_seq, self.timeout) as missed:
+                result, txn, state = self._locked_part(build, written, after_seq, missed)
         if txn.lines and self._snapshot_due(state):
             self._maybe_snapshot()
         if txn.error is not None:
             raise txn.error
         return result
+
+    def _locked_part(self, build: Callable[[_Txn], Any], written: list[Any] | None, after_seq: int,
+                     missed: list[Line]) -> tuple[Any, _Txn, State]:
+        """:meth:`_transact` with the lock held: fold ``missed``, build,
+        append (which lets the lock go), apply the last event."""
+        with self._mem:
+            state = self._fold_locked(after_seq, missed)
+            self._others_active = state.seq != self._seq_of_last_txn
+            base = state.seq
+            txn = _Txn(self, state)
+            try:
+                result = build(txn)
+                lines = txn.lines
+                if lines:
+                    after = txn.after
+                    if written is not None and after is not None and after[0] is commit_grant:
+                        written.append((after[1].name, after[1].token, base + 1, list(lines)))
+                    files = self._files
+                    if files is not None:
+                        files.fsync = self._fsync
+                    try:
+                        self._log.append(txn.entries, base + 1)
+                    except LedgerIOError as exc:
+                        if len(lines) > 1 and hasattr(exc, "lines_kept"):
+                            raise _partly(exc, lines) from exc.__cause__
+                        raise
+                    # The lines are in the log and the lock is free: other
+                    # processes may go on while this one applies its last
+                    # event to its state.
+                    if after is not None:
+                        after[0](state, *after[1:])
+                self._seq_of_last_txn = state.seq
+            except BaseException:
+                if txn.lines:
+                    self._state = None  # applied but perhaps not written: rebuild from the log
+                raise
+        return result, txn, state
 
     def _withdraw(self, written: list[Any]) -> None:
         """After an exception left a grant's call (``written``, from

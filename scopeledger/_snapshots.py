@@ -40,7 +40,6 @@ import re
 import time
 from typing import Any, Callable, Iterator
 
-import attrs
 import orjson
 import psutil
 
@@ -58,11 +57,7 @@ _TMP = re.compile(r"^\.tmp-(\d+)-(\d+)$")
 class SnapshotOutdated(SnapshotInvalid):
     """A snapshot of an older format than this scopeledger writes: skipped
     (the state is folded from the log instead, and a new snapshot written),
-    never an error; ``verify`` notes it. ``info``: its header
-    (:class:`SnapshotInfo`), so that one written past the end of the log
-    still tells what the log lost."""
-
-    info: "SnapshotInfo | None" = None
+    never an error; ``verify`` notes it."""
 
 
 def snapshot_path(store: Store, name: str) -> str:
@@ -80,19 +75,6 @@ def why(exc: OSError) -> str:
     if why[:1].isupper() and not why[1:2].isupper():
         why = why[0].lower() + why[1:]
     return why
-
-
-@attrs.frozen
-class SnapshotInfo:
-    """What a snapshot's header says. ``seq``, ``offset`` (bytes),
-    ``line_start`` (bytes), ``last_hash``, ``ts`` (ns, UTC), ``name``."""
-
-    seq: int
-    offset: int
-    line_start: int
-    last_hash: str
-    ts: int
-    name: str
 
 
 @contextlib.contextmanager
@@ -178,30 +160,6 @@ def header_of(state: State, body: bytes) -> dict[str, Any]:
     }
 
 
-def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> SnapshotInfo:
-    """Write the snapshot of ``state`` (after its ``seq``) atomically.
-
-    ``offset``/``line_start``: where event ``state.seq``'s line ends/starts.
-
-    The log is flushed (``fdatasync``) before the snapshot is renamed into
-    place, so that no snapshot is durable ahead of the log it describes.
-
-    Raises:
-        LedgerIOError: the OS refused (disk full, ...): the temp file is
-            removed, no snapshot; or flushing the log failed (then the
-            store refuses every later change, see ``Store.append``).
-        UnsafeLedgerPath: as :func:`open_private_file`.
-    """
-    store.check_writable()  # not after a failed flush of the log
-    with _gc_paused():
-        body = orjson.dumps(state.to_json())
-    header = header_of(state, body)
-    header = {"format": header["format"], "seq": header["seq"], "offset": offset,
-              "line_start": line_start, **header}
-    write_file(store, state.seq, orjson.dumps(header) + b"\n" + body + b"\n", state.last_hash)
-    return SnapshotInfo(state.seq, offset, line_start, state.last_hash, state.last_ts, snapshot_name(state.seq))
-
-
 def write_file(store: Store, seq: int, data: bytes, last_hash: str) -> None:
     """Write ``data`` (a whole snapshot file) as the snapshot at ``seq``
     atomically (see the module docstring): a temp file, fsynced, the log
@@ -233,7 +191,7 @@ def write_file(store: Store, seq: int, data: bytes, last_hash: str) -> None:
         # Never durable ahead of the log it describes: after a power cut a
         # snapshot past the log's end would describe events that are gone.
         store.flush()
-        _keep_a_stale_one(store, name, last_hash)
+        _keep_a_stale_one(store, seq, name, last_hash)
         os.rename(tmp, name, src_dir_fd=store.snapfd, dst_dir_fd=store.snapfd)
         os.fsync(store.snapfd)
     except BaseException as exc:
@@ -244,17 +202,25 @@ def write_file(store: Store, seq: int, data: bytes, last_hash: str) -> None:
         raise
 
 
-def _keep_a_stale_one(store: Store, name: str, last_hash: str) -> None:
+def _keep_a_stale_one(store: Store, seq: int, name: str, last_hash: str) -> None:
     """Before a snapshot at ``state.seq`` is renamed into place: a snapshot
     file of that name describing another history (written before a power
     cut took the log's tail, then the log went on with other events) is
     renamed ``lost-<name>-<ns>``, never overwritten: it is the only record
     of what was lost. One of this same state is left to be replaced."""
+    display = snapshot_path(store, name)
     try:
-        info = read_header(store, name)
+        try:
+            head = read_head(store, name)
+        except OSError as exc:
+            raise SnapshotInvalid(display, f"cannot read: {why(exc)}") from None
+        nl = head.find(b"\n")
+        if nl < 0:
+            raise SnapshotInvalid(display, "truncated header")
+        header = parse_header(display, head[:nl], seq)
     except SnapshotInvalid:
         return  # none there (or unreadable: renaming over it loses nothing readable)
-    if info.last_hash == last_hash:
+    if header["last_hash"] == last_hash:
         return
     lost = f"lost-{name}-{time.time_ns()}"
     os.rename(name, lost, src_dir_fd=store.snapfd, dst_dir_fd=store.snapfd)
@@ -336,32 +302,6 @@ def read_file(store: Store, name: str) -> bytes:
         os.close(fd)
 
 
-def read_header(store: Store, name: str) -> SnapshotInfo:
-    """Parse only a snapshot's header.
-
-    Raises:
-        SnapshotInvalid: unreadable, malformed or another format version;
-            it names the snapshot's full path.
-    """
-    display = snapshot_path(store, name)
-    m = _NAME.match(name)
-    if not m:
-        raise SnapshotInvalid(display, "not a snapshot name")
-    try:
-        fd = open_private_file(store.snapfd, name, display, os.O_RDONLY, create=False,
-                               readonly=store.readonly)
-        try:
-            head = os.pread(fd, 4096, 0)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise SnapshotInvalid(display, f"cannot read: {why(exc)}") from None
-    nl = head.find(b"\n")
-    if nl < 0:
-        raise SnapshotInvalid(display, "truncated header")
-    return _parse_header(name, display, head[:nl], int(m.group(1)))
-
-
 def parse_header(display: str, line: bytes, seq_in_name: int) -> dict[str, Any]:
     """A snapshot file's header line, checked (format, fields and their
     types, the seq its name says), as a dict.
@@ -404,18 +344,6 @@ def check_header(display: str, h: dict[str, Any], seq: int, file_keys: tuple[str
     if outdated:  # (the header's fields are the same in every format so far)
         raise SnapshotOutdated(display, f"format {fmt}, older than this scopeledger's {SNAPSHOT_FORMAT}: "
                                         "skipped, the state is folded from the log")
-
-
-def _parse_header(name: str, display: str, line: bytes, seq_in_name: int) -> SnapshotInfo:
-    try:
-        h = parse_header(display, line, seq_in_name)
-    except SnapshotOutdated as exc:
-        h = orjson.loads(line)
-        exc.info = SnapshotInfo(int(h["seq"]), int(h["offset"]), int(h["line_start"]),
-                                str(h["last_hash"]), int(h["ts"]), name)
-        raise
-    return SnapshotInfo(int(h["seq"]), int(h["offset"]), int(h["line_start"]), str(h["last_hash"]),
-                        int(h["ts"]), name)
 
 
 def read_head(store: Store, name: str) -> bytes:
@@ -534,71 +462,3 @@ def prune_store(store: Any, keep: int | None) -> None:
             store.snapshot_delete(at)
     except LedgerError as exc:
         log.warning("could not prune old snapshots: %s", exc)
-
-
-def newest_file(store: Store, log_hash: Any, skipped: Callable[[str, SnapshotInvalid], object], *,
-           seq: int | None = None, ts: int | None = None) -> tuple[State, SnapshotInfo] | None:
-    """The one snapshot picker: the newest snapshot that checks out
-    (:func:`load`), taken at or before seq ``seq`` and time ``ts`` (ns, UTC;
-    ``None``: any), or ``None`` when none does. Each snapshot passed over
-    because it did not check out (its header, or loading it) is given to
-    ``skipped(name, exc)`` (to log it, count it, or tell what the log lost).
-
-    Raises:
-        LedgerIOError: the snapshots directory or the log cannot be read.
-    """
-    for _, name in reversed(list_snapshots(store)):
-        if seq is not None or ts is not None:
-            try:
-                info = read_header(store, name)
-            except SnapshotInvalid as exc:
-                skipped(name, exc)
-                continue
-            if (seq is not None and info.seq > seq) or (ts is not None and info.ts > ts):
-                continue
-        try:
-            return load(store, name, log_hash)
-        except SnapshotInvalid as exc:
-            skipped(name, exc)
-    return None
-
-
-def load(store: Store, name: str, log_hash: Any) -> tuple[State, SnapshotInfo]:
-    """Load and check one snapshot.
-
-    ``log_hash(line_start, offset) -> str | None`` returns the hash of the
-    log's line there (``None`` when there is no such line).
-
-    Raises:
-        SnapshotInvalid: any check failed (see the module docstring); it
-            names the snapshot's full path.
-        Whatever ``log_hash`` raises (LedgerIOError: the log cannot be read).
-    """
-    display = snapshot_path(store, name)
-    m = _NAME.match(name)
-    if not m:
-        raise SnapshotInvalid(display, "not a snapshot name")
-    try:
-        data = read_file(store, name)
-    except OSError as exc:
-        raise SnapshotInvalid(display, f"cannot read: {why(exc)}") from None
-    nl = data.find(b"\n")
-    if nl < 0:
-        raise SnapshotInvalid(display, "truncated (no header line)")
-    info = _parse_header(name, display, data[:nl], int(m.group(1)))
-    body = data[nl + 1:]
-    if not body.endswith(b"\n"):
-        raise SnapshotInvalid(display, "truncated body")
-    body = body[:-1]
-    if checksum(body) != orjson.loads(data[:nl])["checksum"]:
-        raise SnapshotInvalid(display, "checksum does not match its content")
-    try:
-        with _gc_paused():
-            state = State.from_json(orjson.loads(body))
-    except Exception as exc:  # noqa: BLE001 - any malformed body is invalid
-        raise SnapshotInvalid(display, f"body does not parse ({type(exc).__name__}: {exc})") from None
-    if state.seq != info.seq or state.last_hash != info.last_hash:
-        raise SnapshotInvalid(display, "body's seq/hash differ from its header")
-    if log_hash(info.line_start, info.offset) != info.last_hash:
-        raise SnapshotInvalid(display, f"does not match the log at seq {info.seq}")
-    return state, info
