@@ -200,7 +200,8 @@ class AsyncLedger:
             while True:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise timed_out(req, last)
-                out = await self._gated(gate, one_round, led, req, queue, ticket[0], attempt, gate, me)
+                mine = ticket[0] if ticket is not None else None
+                out = await self._gated(gate, one_round, led, req, queue, mine, attempt, gate, me)
                 if isinstance(out, Allocation):
                     return out
                 last = out
@@ -208,7 +209,7 @@ class AsyncLedger:
                 remaining = math.inf if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     raise timed_out(req, last)
-                await _sleep(watch, remaining, ticket[0])
+                await _sleep(watch, remaining, mine)
         except GaveUp:
             raise timed_out(req, last) from None
         finally:
@@ -388,6 +389,9 @@ async def _sleep(watch: Watch, timeout: float, mine: int | None = None) -> None:
     fds = watch.fds()
     end = time.monotonic() + min(timeout, watch.period)
     if not fds:
+        if watch.ledger is not None and watch.watch_log:  # a store's wait (a server notifies): in a thread
+            await asyncio.to_thread(watch.wait, max(0.0, end - time.monotonic()), mine)
+            return
         await asyncio.sleep(max(0.0, end - time.monotonic()))
         return
     while True:
