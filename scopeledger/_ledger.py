@@ -547,11 +547,19 @@ class Ledger:
              resolve_symlinks: bool = True, clock: Callable[[], int] | None = None,
              readonly: bool = False, create: bool = True,
              allow_network_fs: bool = False, fold: bool = True) -> "Ledger":
-        """Open (creating if needed) the ledger in directory ``path``.
+        """Open (creating if needed) the ledger in directory ``path``, or
+        at a PostgreSQL URL.
 
         Args:
             path: the ledger directory; default :func:`default_path`.
-                Created 0700 with its files 0600, whatever the umask.
+                Created 0700 with its files 0600, whatever the umask. Or a
+                ``postgresql://user@host/db?schema=NAME`` URL (told apart
+                by a plain string test; the PostgreSQL store, and psycopg,
+                are imported only then; ``pip install
+                'scopeledger[postgresql]'``): one ledger is one schema,
+                created with ``create``; ``fsync`` and ``allow_network_fs``
+                do not apply (every commit is synchronous). Another
+                ``scheme://`` is refused (``InvalidLedgerURL``).
             timeout: seconds a mutation waits for the lock at most
                 (``None``: for ever, logging once after about 1 s).
             probe: liveness probe ``ProcessIdentity -> Liveness | bool``;
@@ -616,6 +624,10 @@ class Ledger:
                 line after it) before raising :class:`CorruptLedger` there.
 
         Raises:
+            InvalidLedgerURL, StoreUnavailable, StoreError, NoLedger: a
+                PostgreSQL URL that is malformed, a server that cannot be
+                reached or refuses, a schema that does not exist without
+                ``create`` (``PgStore.open``; no message shows a password).
             UnsafeLedgerPath: as root, the ledger does not exist and
                 would be created inside a directory another user owns
                 (:func:`check_not_in_another_users_directory`: ``sudo -E``
@@ -656,10 +668,16 @@ class Ledger:
         # Before the Store: a bad option creates no directory.
         _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         path = _dir_path(path)
-        if create and not readonly:
-            check_not_in_another_users_directory(path)
-        store = FileStore.open(path, create=create, readonly=readonly, fsync=fsync,
-                               allow_network_fs=allow_network_fs)
+        store: LogStore
+        if _is_postgresql_url(path):
+            from ._pgstore import PgStore  # only for a URL: psycopg stays unimported otherwise
+
+            store = PgStore.open(path, create=create, readonly=readonly)
+        else:
+            if create and not readonly:
+                check_not_in_another_users_directory(path)
+            store = FileStore.open(path, create=create, readonly=readonly, fsync=fsync,
+                                   allow_network_fs=allow_network_fs)
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
                        snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,
@@ -1808,14 +1826,21 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
             log's lines fails with a problem in the report instead); it
             names the full path, ``__cause__`` is the OSError.
     """
-    store = Store(_dir_path(path), readonly=True)
+    where = _dir_path(path)
+    store: LogStore
+    if _is_postgresql_url(where):
+        from ._pgstore import PgStore
+
+        store = PgStore.open(where, readonly=True)
+    else:
+        store = FileStore(Store(where, readonly=True))
     try:
         return unloaded(store).verify(workers=workers)
     finally:
         store.close()
 
 
-def unloaded(store: Store) -> Ledger:
+def unloaded(store: LogStore | Store) -> Ledger:
     """A :class:`Ledger` over ``store`` that has folded nothing yet (for
     ``verify``, which folds from scratch and trusts no snapshot)."""
     return Ledger(store, timeout=None, probe=None, fsync=False, snapshot_every=DEFAULT_SNAPSHOT_EVERY,
@@ -1823,6 +1848,13 @@ def unloaded(store: Store) -> Ledger:
 
 
 _unloaded = unloaded  # cli.py's import, until it opens with Ledger.open(fold=False)
+
+
+def _is_postgresql_url(path: str) -> bool:
+    """Whether ``path`` is a PostgreSQL URL (``postgresql://`` or
+    ``postgres://``, any case): the plain string test that picks the store."""
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.lower() in ("postgresql", "postgres")
 
 
 def _dir_path(path: Any) -> str:
