@@ -20,7 +20,6 @@ import bisect
 import contextlib
 import logging
 import os
-import threading
 import time
 from typing import Any, Callable, ContextManager, Iterator, Sequence
 
@@ -70,7 +69,6 @@ class FileStore:
         self._recent: list[tuple[int, int]] = []
         #: Seconds the last :meth:`locked` waited for the lock.
         self.last_wait = 0.0
-        self._owner: int | None = None
         self._head_seen = 0
         self._end_seen = 0
 
@@ -250,14 +248,14 @@ class FileStore:
         of taking the lock): take the lock, set a torn tail aside, return
         the lines after ``after``. Pair with :meth:`append` and, in a
         ``finally``, :meth:`end`; an exception here lets the lock go."""
-        _check_seq(after)
+        if type(after) is not int or after < 0:
+            _check_seq(after)
         store = self.store
         try:
             # From here on an exception at any point (a signal handler's)
             # lets the lock go: Store.release is a no-op when this thread
             # holds nothing.
             self.last_wait = store.acquire(timeout, on_wait)
-            self._owner = threading.get_ident()
             size = store.size()
             tseq, _, tend = self._tail
             if tseq == after and tend == size:  # nothing new since the last line read or appended
@@ -280,12 +278,11 @@ class FileStore:
         """End the locked section :meth:`begin` started: let the lock go
         unless :meth:`append` did (idempotent; a no-op in a thread that
         holds nothing)."""
-        if self._owner == threading.get_ident():
-            self._owner = None
         self.store.release()
 
     def append(self, entries: Sequence[Entry], first_seq: int) -> None:
-        if self._owner != threading.get_ident() or not self.store.owns_lock():
+        store = self.store
+        if not store.owns_lock():  # (per thread; append lets it go)
             raise RuntimeError("append() outside locked(), or a second time in one")
         if first_seq != self._head_seen + 1:
             raise ValueError(f"first_seq {first_seq} is not the next seq ({self._head_seen + 1})")
@@ -302,11 +299,10 @@ class FileStore:
                 if type(line) is not bytes or b"\n" in line:
                     raise ValueError(f"a line is bytes without a newline, not {line!r:.80}")
             data = b"\n".join(lines) + b"\n"
-        self.store.append(data, self._end_seen, self.fsync)
+        store.append(data, self._end_seen, self.fsync)
         end = self._end_seen + len(data)
         self._remember(first_seq + len(entries) - 1, end - len(line) - 1, end)
-        self._owner = None
-        self.store.release()
+        store.release()
 
     # -- snapshots ----------------------------------------------------------------
 

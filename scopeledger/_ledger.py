@@ -358,7 +358,8 @@ class _Txn:
         self.entries: list[Entry] = []  # (ts, line) of each line, for the store
         self.error: Exception | None = None
         self.liveness: dict[str, Verdict] = {}
-        self.actor_ident, self.actor = ledger._actor_and_json()
+        store = ledger._store
+        self.actor_ident, self.actor = ledger._actor_and_json(store._holding_pid if store is not None else None)
         #: ``(fold function, *args)`` that applies the last event, or None.
         self.after: tuple[Any, ...] | None = None
         self.network_fs = ledger._network_fs
