@@ -37,6 +37,9 @@ log = logging.getLogger("scopeledger")
 #: finding any line reads at most this many lines' bytes.
 MARK_EVERY = 4096
 
+#: Bytes read at a time for a page of lines (``read_after`` with a limit).
+PAGE_CHUNK = 1 << 16
+
 #: How many earlier tails (the last line of each read) are remembered.
 RECENT_KEPT = 64
 
@@ -144,11 +147,12 @@ class FileStore:
         raise CorruptLedger(self.store.log_path, f"the log holds {known} complete lines, and seq {seq} "
                                                  "was read before: replaced by a shorter log?")
 
-    def _lines(self, seq: int, pos: int, size: int) -> Iterator[tuple[bytes, int, int]]:
+    def _lines(self, seq: int, pos: int, size: int, chunk: int = 1 << 20) -> Iterator[tuple[bytes, int, int]]:
         """The complete lines after line ``seq`` (which ends at ``pos``),
-        up to byte ``size``, remembering where they end."""
+        up to byte ``size``, remembering where they end; read ``chunk``
+        bytes at a time."""
         s = seq
-        for line, start, end in split_lines(self.store.read(pos, size), pos, self.store.log_path):
+        for line, start, end in split_lines(self.store.read(pos, size, chunk), pos, self.store.log_path):
             s += 1
             if s % MARK_EVERY == 0:
                 self._remember(s, start, end)
@@ -176,12 +180,19 @@ class FileStore:
             return out, pos
         s = seq
         end = pos
-        for line, start, end in self._lines(seq, pos, size):
-            s += 1
-            out.append((s, line))
-            if limit is not None and len(out) >= limit:
-                self._remember(s, start, end)
-                break
+        try:
+            # A page (``limit``) is read in pieces of PAGE_CHUNK bytes, so that
+            # paging through a log reads little past each page's end.
+            for line, start, end in self._lines(seq, pos, size, PAGE_CHUNK if limit is not None else 1 << 20):
+                s += 1
+                out.append((s, line))
+                if limit is not None and len(out) >= limit:
+                    self._remember(s, start, end)
+                    break
+        except CorruptLedger:  # a line over MAX_LINE_BYTES: a page gives the lines
+            if not out or limit is None:  # before it, the next read the error
+                raise
+            self._remember(s, end - len(out[-1][1]) - 1, end)
         return out, end
 
     def head(self) -> int:

@@ -34,8 +34,9 @@ from ._time import from_ns, iso, to_ns
 
 log = logging.getLogger("scopeledger")
 
-#: Lines read from the store at a time (bounded memory on any log).
-PAGE_LINES = 4096
+#: Lines read from the store at a time (bounded memory on any log: a page
+#: of long lines is a few hundred kB; tests/test_export.py bounds it).
+PAGE_LINES = 1024
 
 
 #: ``verify`` reports two consecutive events more than this far apart

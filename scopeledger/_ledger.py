@@ -555,8 +555,8 @@ class Ledger:
             path: the ledger directory; default :func:`default_path`.
                 Created 0700 with its files 0600, whatever the umask. Or a
                 ``postgresql://user@host/db?schema=NAME`` URL (told apart
-                by a plain string test; the PostgreSQL store, and psycopg,
-                are imported only then; ``pip install
+                by a plain string test; the PostgreSQL store, and its
+                client library, are imported only then; ``pip install
                 'scopeledger[postgresql]'``): one ledger is one schema,
                 created with ``create``; ``fsync`` and ``allow_network_fs``
                 do not apply (every commit is synchronous). Another
@@ -671,7 +671,7 @@ class Ledger:
         path = _dir_path(path)
         store: LogStore
         if _is_postgresql_url(path):
-            from ._pgstore import PgStore  # only for a URL: psycopg stays unimported otherwise
+            from ._pgstore import PgStore  # only for a URL: its client library stays unimported otherwise
 
             store = PgStore.open(path, create=create, readonly=readonly)
         else:
