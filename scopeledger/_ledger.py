@@ -475,7 +475,8 @@ class Ledger:
     """
 
     path = property(operator.attrgetter("_path"),
-                    doc="The ledger directory's absolute path, ``str`` (fixed at open).")
+                    doc="The ledger directory's absolute path, or its PostgreSQL URL with the "
+                        "password redacted, ``str`` (fixed at open).")
     probe = property(operator.attrgetter("_probe"),
                      doc="The liveness probe (fixed at open: ``Ledger.open(probe=...)``).")
     clock = property(operator.attrgetter("_clock"),
