@@ -435,6 +435,9 @@ async def _sleep(watch: Watch, timeout: float, mine: int | None = None) -> None:
     fds = watch.fds()
     end = time.monotonic() + min(timeout, watch.period)
     if not fds:
+        if watch.ledger is not None and watch.watch_log:  # a store's wait (a server notifies): in a thread
+            await asyncio.to_thread(watch.wait, max(0.0, end - time.monotonic()), mine)
+            return
         await asyncio.sleep(max(0.0, end - time.monotonic()))
         return
     while True:

@@ -20,9 +20,8 @@ import bisect
 import contextlib
 import logging
 import os
-import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import orjson
 
@@ -37,6 +36,12 @@ log = logging.getLogger("scopeledger")
 #: A line's end is remembered for every this many lines read, so that
 #: finding any line reads at most this many lines' bytes.
 MARK_EVERY = 4096
+
+#: Bytes read at a time for a page of lines (``read_after`` with a limit).
+PAGE_CHUNK = 1 << 16
+
+#: How many earlier tails (the last line of each read) are remembered.
+RECENT_KEPT = 64
 
 #: How often :meth:`FileStore.wait` looks at the log's size, in seconds.
 WAIT_POLL_SECONDS = 0.05
@@ -59,13 +64,14 @@ class FileStore:
         self.fsync = fsync
         #: Paths of the torn tails :meth:`locked` set aside, ``list[str]``.
         self.torn: list[str] = []
-        self._mu = threading.Lock()  # guards the marks
         # (seq, end offset) pairs, ascending: seq 0 ends at byte 0.
-        self._mark_seqs = [0]
-        self._mark_ends = [0]
-        # The last line read or appended: (seq, its start, its end).
+        self._marks: list[tuple[int, int]] = [(0, 0)]
+        # The last line read or appended: (seq, its start, its end); and
+        # where earlier tails ended (ascending).
         self._tail = (0, 0, 0)
-        self._owner: int | None = None
+        self._recent: list[tuple[int, int]] = []
+        #: Seconds the last :meth:`locked` waited for the lock.
+        self.last_wait = 0.0
         self._head_seen = 0
         self._end_seen = 0
 
@@ -87,31 +93,48 @@ class FileStore:
 
     # -- where lines are ------------------------------------------------------
 
+    # No lock guards these hints (a ``with lock:`` interrupted by a signal
+    # handler at the wrong bytecode can leave it held): each update is one
+    # atomic store or list operation under the GIL, every remembered
+    # (seq, end) is true whenever it was stored, and a lost update only
+    # costs a longer read.
+
     def _remember(self, seq: int, start: int, end: int) -> None:
-        with self._mu:
-            if seq >= self._tail[0]:
-                self._tail = (seq, start, end)
-            if seq % MARK_EVERY == 0 and seq > self._mark_seqs[-1]:
-                self._mark_seqs.append(seq)
-                self._mark_ends.append(end)
+        tail = self._tail
+        if seq >= tail[0]:
+            if seq > tail[0]:  # the tail moves on: keep where it was among the recent ends
+                recent = self._recent
+                if len(recent) >= RECENT_KEPT:
+                    del recent[:RECENT_KEPT // 2]
+                recent.append((tail[0], tail[2]))
+            self._tail = (seq, start, end)
+        if seq % MARK_EVERY == 0 and seq > self._marks[-1][0]:
+            self._marks.append((seq, end))
 
     def _nearest(self, seq: int) -> tuple[int, int]:
-        """The remembered (seq, end) at or before ``seq``."""
-        with self._mu:
-            tseq, _, tend = self._tail
-            if tseq <= seq:
-                return tseq, tend
-            i = bisect.bisect_right(self._mark_seqs, seq) - 1
-            return self._mark_seqs[i], self._mark_ends[i]
+        """The remembered (seq, end) at or before ``seq``: the last line
+        read or appended, one of the recent tails (a waiter that folded
+        lines while it waited for the lock reads on from where it asked),
+        or a mark."""
+        tseq, _, tend = self._tail
+        if tseq <= seq:
+            return tseq, tend
+        marks = self._marks
+        best = marks[bisect.bisect_right(marks, seq, key=_first) - 1]
+        recent = self._recent[:]  # a copy: another thread may cut it meanwhile
+        j = bisect.bisect_right(recent, seq, key=_first) - 1
+        if j >= 0 and recent[j][0] > best[0]:
+            best = recent[j]
+        return best
 
-    def _end_of(self, seq: int) -> int:
-        """The byte offset just past line ``seq``'s newline (0 for seq 0).
+    def _end_of(self, seq: int, size: int) -> int:
+        """The byte offset just past line ``seq``'s newline (0 for seq 0),
+        in a log of ``size`` bytes.
 
         Raises:
             CorruptLedger: the log has fewer complete lines than ``seq``.
         """
         known, pos = self._nearest(seq)
-        size = self.store.size()
         if pos > size:
             raise CorruptLedger(self.store.log_path, f"the log shrank to {size} bytes, and line {known} "
                                                      f"ended at byte {pos} before")
@@ -124,11 +147,12 @@ class FileStore:
         raise CorruptLedger(self.store.log_path, f"the log holds {known} complete lines, and seq {seq} "
                                                  "was read before: replaced by a shorter log?")
 
-    def _lines(self, seq: int, pos: int, size: int) -> Iterator[tuple[bytes, int, int]]:
+    def _lines(self, seq: int, pos: int, size: int, chunk: int = 1 << 20) -> Iterator[tuple[bytes, int, int]]:
         """The complete lines after line ``seq`` (which ends at ``pos``),
-        up to byte ``size``, remembering where they end."""
+        up to byte ``size``, remembering where they end; read ``chunk``
+        bytes at a time."""
         s = seq
-        for line, start, end in split_lines(self.store.read(pos, size), pos, self.store.log_path):
+        for line, start, end in split_lines(self.store.read(pos, size, chunk), pos, self.store.log_path):
             s += 1
             if s % MARK_EVERY == 0:
                 self._remember(s, start, end)
@@ -143,16 +167,33 @@ class FileStore:
         _check_seq(seq)
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ValueError(f"limit must be an int >= 1 or None, not {limit!r}")
-        pos = self._end_of(seq)
+        return self._read_after(seq, limit, self.store.size())[0]
+
+    def _read_after(self, seq: int, limit: int | None, size: int) -> tuple[list[Line], int]:
+        """``read_after`` in a log of ``size`` bytes, and where the last
+        line returned ends (line ``seq``'s end when none is). One ``pread``
+        from a known offset in the common case (reading on from the last
+        line read or appended)."""
+        pos = self._end_of(seq, size)
         out: list[Line] = []
+        if pos == size:
+            return out, pos
         s = seq
-        for line, start, end in self._lines(seq, pos, self.store.size()):
-            s += 1
-            out.append((s, line))
-            if limit is not None and len(out) >= limit:
-                self._remember(s, start, end)
-                break
-        return out
+        end = pos
+        try:
+            # A page (``limit``) is read in pieces of PAGE_CHUNK bytes, so that
+            # paging through a log reads little past each page's end.
+            for line, start, end in self._lines(seq, pos, size, PAGE_CHUNK if limit is not None else 1 << 20):
+                s += 1
+                out.append((s, line))
+                if limit is not None and len(out) >= limit:
+                    self._remember(s, start, end)
+                    break
+        except CorruptLedger:  # a line over MAX_LINE_BYTES: a page gives the lines
+            if not out or limit is None:  # before it, the next read the error
+                raise
+            self._remember(s, end - len(out[-1][1]) - 1, end)
+        return out, end
 
     def head(self) -> int:
         seq, pos = self._nearest(1 << 62)
@@ -163,6 +204,13 @@ class FileStore:
         for _ in self._lines(seq, pos, size):
             seq += 1
         return seq
+
+    def torn_bytes(self) -> int:
+        """The bytes after the last complete line (a torn tail not set
+        aside yet), ``int``; 0 for none. (File store only: for ``verify``'s
+        note.)"""
+        size = self.store.size()
+        return size - self._end_of(self.head(), size)
 
     def seq_at(self, ts: int) -> int:
         seq = 0
@@ -197,79 +245,135 @@ class FileStore:
     def locked(self, after: int, timeout: float | None = None,
                on_wait: Callable[[], object] | None = None) -> Iterator[list[Line]]:
         """As the interface; ``on_wait`` is :meth:`Store.acquire`'s (work to
-        do between tries while another process holds the lock)."""
-        _check_seq(after)
-        store = self.store
-        store.acquire(timeout, on_wait)
-        me = threading.get_ident()
-        self._owner = me
+        do between tries while another process holds the lock). The seconds
+        spent waiting are left in :attr:`last_wait`."""
         try:
-            missed = self.read_after(after)
-            head = after + len(missed)
-            end = self._end_of(head)
+            yield self.begin(after, timeout, on_wait)
+        finally:
+            self.end()
+
+    def begin(self, after: int, timeout: float | None = None,
+              on_wait: Callable[[], object] | None = None) -> list[Line]:
+        """:meth:`locked` without the context manager (the ledger's hot
+        path: a generator and its context manager cost more than the rest
+        of taking the lock): take the lock, set a torn tail aside, return
+        the lines after ``after``. Pair with :meth:`append` and, in a
+        ``finally``, :meth:`end`; an exception here lets the lock go."""
+        if type(after) is not int or after < 0:
+            _check_seq(after)
+        store = self.store
+        try:
+            # From here on an exception at any point (a signal handler's)
+            # lets the lock go: Store.release is a no-op when this thread
+            # holds nothing.
+            self.last_wait = store.acquire(timeout, on_wait)
             size = store.size()
+            tseq, _, tend = self._tail
+            if tseq == after and tend == size:  # nothing new since the last line read or appended
+                missed: list[Line] = []
+                end = size
+            else:
+                missed, end = self._read_after(after, None, size)
+            head = after + len(missed)
             if size > end:
                 where = store.set_aside(end, size)
                 log.warning("torn last line (%d bytes) in %s moved to %s", size - end, store.log_path, where)
                 self.torn.append(where)
             self._head_seen, self._end_seen = head, end
-            yield missed
-        finally:
-            if self._owner == me:  # no append: let go
-                self._owner = None
-                store.release()
+            return missed
+        except BaseException:
+            self.end()
+            raise
+
+    def end(self) -> None:
+        """End the locked section :meth:`begin` started: let the lock go
+        unless :meth:`append` did (idempotent; a no-op in a thread that
+        holds nothing)."""
+        self.store.release()
 
     def append(self, entries: Sequence[Entry], first_seq: int) -> None:
-        if self._owner != threading.get_ident() or not self.store.owns_lock():
+        store = self.store
+        if not store.owns_lock():  # (per thread; append lets it go)
             raise RuntimeError("append() outside locked(), or a second time in one")
         if first_seq != self._head_seen + 1:
             raise ValueError(f"first_seq {first_seq} is not the next seq ({self._head_seen + 1})")
-        if not entries:
-            raise ValueError("nothing to append")
-        lines = [line for _, line in entries]
-        for line in lines:
+        if len(entries) == 1:  # the common case, without a list
+            line = entries[0][1]
             if type(line) is not bytes or b"\n" in line:
                 raise ValueError(f"a line is bytes without a newline, not {line!r:.80}")
-        data = b"\n".join(lines) + b"\n"
-        self.store.append(data, self._end_seen, self.fsync)
+            data = line + b"\n"
+        else:
+            if not entries:
+                raise ValueError("nothing to append")
+            lines = [line for _, line in entries]
+            for line in lines:
+                if type(line) is not bytes or b"\n" in line:
+                    raise ValueError(f"a line is bytes without a newline, not {line!r:.80}")
+            data = b"\n".join(lines) + b"\n"
+        store.append(data, self._end_seen, self.fsync)
         end = self._end_seen + len(data)
-        last = first_seq + len(lines) - 1
-        self._remember(last, end - len(lines[-1]) - 1, end)
-        self._owner = None
-        self.store.release()
+        self._remember(first_seq + len(entries) - 1, end - len(line) - 1, end)
+        store.release()
 
     # -- snapshots ----------------------------------------------------------------
 
     def snapshot_seqs(self) -> list[int]:
         return [seq for seq, _ in _snapshots.list_snapshots(self.store)]
 
-    def snapshot_read(self, seq: int) -> tuple[dict[str, Any], bytes]:
+    def snapshot_where(self, seq: int) -> str:
+        """The full path of the snapshot file at ``seq`` (for messages)."""
+        return _snapshots.snapshot_path(self.store, _snapshots.snapshot_name(seq))
+
+    def _snapshot_data(self, seq: int, header_only: bool) -> tuple[str, bytes]:
         name = _snapshots.snapshot_name(seq)
         display = _snapshots.snapshot_path(self.store, name)
         try:
-            data = _snapshots.read_file(self.store, name)
+            if header_only:
+                return display, _snapshots.read_head(self.store, name)
+            return display, _snapshots.read_file(self.store, name)
         except FileNotFoundError:
             raise SnapshotInvalid(display, "no such snapshot") from None
         except OSError as exc:
             raise SnapshotInvalid(display, f"cannot read: {_snapshots.why(exc)}") from None
+
+    def snapshot_header(self, seq: int) -> dict[str, Any]:
+        """The header of the snapshot at ``seq`` as :meth:`snapshot_read`
+        gives it, reading only its first line and checking nothing against
+        the log (for picking a snapshot by time without reading bodies).
+
+        Raises:
+            SnapshotInvalid: as :meth:`snapshot_read` (``SnapshotOutdated``
+                for an older format).
+        """
+        display, head = self._snapshot_data(seq, True)
+        nl = head.find(b"\n")
+        if nl < 0:
+            raise SnapshotInvalid(display, "truncated header")
+        header = _snapshots.parse_header(display, head[:nl], seq)
+        for key in _FILE_KEYS:
+            del header[key]
+        return header
+
+    def snapshot_read(self, seq: int) -> tuple[dict[str, Any], bytes]:
+        """As the interface; also checks the header's format
+        (``SnapshotOutdated`` for an older one) and fields. (The body's
+        checksum and content are the layer above's to check:
+        ``_snapshots.state_from``.)"""
+        display, data = self._snapshot_data(seq, False)
         nl = data.find(b"\n")
-        if nl < 0 or not data.endswith(b"\n"):
-            raise SnapshotInvalid(display, "truncated")
-        try:
-            header = orjson.loads(data[:nl])
-        except orjson.JSONDecodeError:
-            raise SnapshotInvalid(display, "header is not JSON") from None
-        if type(header) is not dict:
-            raise SnapshotInvalid(display, "header is not an object")
-        start, end = header.get("line_start"), header.get("offset")
-        if header.get("seq") != seq or type(start) is not int or type(end) is not int:
-            raise SnapshotInvalid(display, "header lacks a field or has a wrong type")
-        if not self._is_line(seq, start, end, header.get("last_hash")):
+        if nl < 0:
+            raise SnapshotInvalid(display, "truncated (no header line)")
+        header = _snapshots.parse_header(display, data[:nl], seq)
+        if not data.endswith(b"\n"):
+            raise SnapshotInvalid(display, "truncated body")
+        body = data[nl + 1:-1]
+        start, end = header["line_start"], header["offset"]
+        if not self._is_line(seq, start, end, header["last_hash"]):
             raise SnapshotInvalid(display, f"does not match the log at seq {seq}")
         self._remember(seq, start, end)
         for key in _FILE_KEYS:
             del header[key]
-        return header, data[nl + 1:-1]
+        return header, body
 
     def _is_line(self, seq: int, start: int, end: int, last_hash: Any) -> bool:
         return (start == 0 or seq > 1) and _snapshots.line_hash_at(self.store, start, end) == last_hash
@@ -280,13 +384,14 @@ class FileStore:
         seq = header["seq"]
         if type(seq) is not int or seq < 1:
             raise ValueError(f"a snapshot at seq {seq!r}: the log has no such line")
+        size = self.store.size()
         try:
-            end = self._end_of(seq)
+            end = self._end_of(seq, size)
         except CorruptLedger:
             raise ValueError(f"a snapshot at seq {seq}: the log has no such line") from None
         tseq, start, tend = self._tail
         if (tseq, tend) != (seq, end):
-            start = self._end_of(seq - 1)
+            start = self._end_of(seq - 1, size)
         head: dict[str, Any] = {"format": header["format"], "seq": seq, "offset": end, "line_start": start}
         head.update((k, v) for k, v in header.items() if k not in head)
         data = orjson.dumps(head) + b"\n" + body + b"\n"
@@ -303,8 +408,31 @@ class FileStore:
         except OSError as exc:
             raise LedgerIOError(_snapshots.snapshot_path(self.store, name), "remove a snapshot", exc) from exc
 
+    def tidy_snapshots(self, keep: int | None) -> None:
+        """Housekeeping after a snapshot: remove temp files whose writer is
+        gone and the snapshots past the newest ``keep`` (``None``: keep
+        all). What the OS refuses is a warning naming the file in full."""
+        _snapshots.clean_temp_files(self.store)
+        _snapshots.prune(self.store, keep)
+
+    @property
+    def network_fs(self) -> str | None:
+        """The network file system type the log is on when opened for
+        writing with ``allow_network_fs`` (each line then says so), else
+        ``None``."""
+        return self.store.network_fs
+
+    def snapshot_claim(self) -> ContextManager[bool]:
+        """:meth:`Store.snapshot_claim`: whether this process writes the
+        automatic snapshot that is due."""
+        return self.store.snapshot_claim()
+
     def close(self) -> None:
         self.store.close()
+
+
+def _first(pair: tuple[int, int]) -> int:
+    return pair[0]
 
 
 def _check_seq(seq: Any) -> None:

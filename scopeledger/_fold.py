@@ -26,7 +26,7 @@ from ._events import GENESIS_HASH, SHAPES, FoldError, process_from_log
 from ._identity import Lease, ProcessIdentity
 from ._time import from_ns
 from ._rules import (CONFLICTS_WITH, PERMISSION_TEXT, Permission, ScopeRule, conflicts, covers, identity_json,
-                     overlaps, rule_from_log)
+                     rule_from_log)
 
 #: Version of the snapshot format (the header and ``State.to_json``) this
 #: code writes and reads; a snapshot of another format is skipped (the state

@@ -26,13 +26,18 @@ import orjson
 from . import _snapshots
 from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidScope, ScopeConflict,
                       SnapshotInvalid, shown)
-from ._events import EVENT_TYPES, GENESIS_HASH, FoldError, check_event, decode, iter_lines, line_hash, split_lines
+from ._events import EVENT_TYPES, GENESIS_HASH, FoldError, check_event, decode, line_hash
+from ._filestore import FileStore
 from ._fold import State, apply, check_request, holders_of
+from ._logstore import LogStore
 from ._rules import Permission, ScopeRule, check_name, covers_place, overlaps
-from ._store import Store
 from ._time import from_ns, iso, to_ns
 
 log = logging.getLogger("scopeledger")
+
+#: Lines read from the store at a time (bounded memory on any log: a page
+#: of long lines is a few hundred kB; tests/test_export.py bounds it).
+PAGE_LINES = 1024
 
 
 #: ``verify`` reports two consecutive events more than this far apart
@@ -382,29 +387,42 @@ class History:
     ``verify`` with (it owns one, and passes each call on).
 
     Args:
-        store: the ledger's store (read only; nothing here takes the lock).
+        store: the ledger's store (read only; nothing here takes the lock):
+            the log is read by seq, a page of lines at a time.
         current: returns the ledger's folded state now (called under ``mem``).
         mem: the ledger's lock of its in-memory state.
         prepare: the ledger's ``_prepare`` (rules -> rules as the log
             stores them), for a queried path.
+        where: how messages name the log (a file's full path; default the
+            store's location).
     """
 
-    def __init__(self, store: Store, current: Callable[[], State], mem: Any,
-                 prepare: Callable[[Any], tuple[ScopeRule, ...]]) -> None:
+    def __init__(self, store: LogStore, current: Callable[[], State], mem: Any,
+                 prepare: Callable[[Any], tuple[ScopeRule, ...]], where: str | None = None) -> None:
         self._store = store
         self._current = current
         self._mem = mem
         self._prepare = prepare
+        self._where = where if where is not None else store.location
 
-    def _log_line_hash(self, start: int, end: int) -> str | None:
-        return _snapshots.line_hash_at(self._store, start, end)
+    def _lines(self, after: int, until: int | None = None) -> Iterator[bytes]:
+        """The log's lines after seq ``after`` (up to seq ``until``;
+        ``None``: to the end, as it grows while read), a page at a time."""
+        store = self._store
+        while until is None or after < until:
+            page = store.read_after(after, PAGE_LINES if until is None else min(PAGE_LINES, until - after))
+            if not page:
+                return
+            for _, line in page:
+                yield line
+            after = page[-1][0]
 
     # -- reading the log --------------------------------------------------------
 
-    def _scan(self, state: State, start: int, stop_seq: int | None = None,
-              stop_ts: int | None = None) -> Iterator[tuple[dict[str, Any], bytes, int, int]]:
-        """Fold the log from byte ``start`` into ``state`` (in place),
-        yielding ``(event, line, line_start, line_end)`` after each apply.
+    def _scan(self, state: State, stop_seq: int | None = None,
+              stop_ts: int | None = None) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """Fold the log after ``state.seq`` into ``state`` (in place),
+        yielding ``(event, line)`` after each apply.
         Stops before an event with seq > ``stop_seq`` or ts > ``stop_ts``,
         once that event is checked to follow the last one applied (so that
         the last line folded is vouched for by the next, as a replay's is:
@@ -417,9 +435,9 @@ class History:
             CorruptLedger: a line does not decode, apply or follow the one
                 before it.
         """
-        path = self._store.log_path
+        path = self._where
         vouch: tuple[str, int] | None = None  # (hash, seq) of the line that decided a stop by ts
-        for line, ls, le in split_lines(self._store.read(start), start, path):
+        for line in self._lines(state.seq):
             if vouch is not None:
                 prev, seq = vouch
                 ev = decode(line, path, seq + 1)
@@ -441,23 +459,32 @@ class History:
                 apply(state, ev, line_hash(line))
             except FoldError as exc:
                 raise CorruptLedger(path, str(exc), line=lineno, seq=ev["seq"]) from None
-            yield ev, line, ls, le
+            yield ev, line
 
-    def _snapshot_headers(self) -> list[_snapshots.SnapshotInfo]:
-        out = []
-        for _, name in _snapshots.list_snapshots(self._store):
+    def _chain_start(self, before: int) -> tuple[int, str]:
+        """``(seq, hash of its line)`` of the newest snapshot before seq
+        ``before`` whose header reads (its recorded hash: where a replay
+        may start, checking the chain on from it); ``(0, GENESIS_HASH)``
+        when there is none."""
+        store = self._store
+        header_of = getattr(store, "snapshot_header", None)
+        for seq in reversed(store.snapshot_seqs()):
+            if seq >= before:
+                continue
             try:
-                out.append(_snapshots.read_header(self._store, name))
+                header = header_of(seq) if header_of is not None else store.snapshot_read(seq)[0]
             except SnapshotInvalid as exc:
                 _skipping(exc)
-        return out
+                continue
+            return seq, header["last_hash"]
+        return 0, GENESIS_HASH
 
-    def _base_for(self, seq: int | None = None, ts: int | None = None) -> tuple[State, int]:
-        """Newest snapshot that checks out at or before ``seq`` / ``ts``;
-        ``(state, log offset)``; ``(State(), 0)`` when there is none."""
-        got = _snapshots.newest(self._store, self._log_line_hash, lambda _name, exc: _skipping(exc),
-                                seq=seq, ts=ts)
-        return (got[0], got[1].offset) if got is not None else (State(), 0)
+    def _base_for(self, seq: int | None = None, ts: int | None = None) -> State:
+        """Newest snapshot that checks out at or before ``seq`` / ``ts``
+        (the one snapshot picker, ``_snapshots.newest``); ``State()`` when
+        there is none."""
+        got = _snapshots.newest(self._store, lambda _seq, exc: _skipping(exc), seq=seq, ts=ts)
+        return got if got is not None else State()
 
     # -- time travel ----------------------------------------------------------
 
@@ -496,14 +523,14 @@ class History:
             if seq < 0 or seq > newest:
                 raise HistoryUnavailable(
                     f"no state at seq {shown(seq)}: the history holds seq 0 to {newest}")
-            state, offset = self._base_for(seq=seq)
-            for _ in self._scan(state, offset, stop_seq=seq):
+            state = self._base_for(seq=seq)
+            for _ in self._scan(state, stop_seq=seq):
                 pass
             return state
         assert time is not None
         point = self.time_point(to_ns(time, "time"))
-        state, offset = self._base_for(seq=point.seq)
-        for _ in self._scan(state, offset, stop_seq=point.seq):
+        state = self._base_for(seq=point.seq)
+        for _ in self._scan(state, stop_seq=point.seq):
             pass
         if point.crosses_jump:
             warnings.warn(point.message(), ClockJumpWarning, stacklevel=3)  # the caller of Ledger.state_at
@@ -537,16 +564,16 @@ class History:
         # A stamp later than this machine's clock (with slack) is in doubt,
         # as one later than a later event's stamp is.
         future = _time.time_ns() + CLOCK_FUTURE_SLACK_NS
-        path = self._store.log_path
+        path = self._where
         # Every line read is checked to follow the one before (its times
         # decide the answer), and a line that decides where an answer
         # stops is vouched for by the line after it, as a replay's are.
         if back == 0:  # in order: stop at the first event stamped after it
-            state, offset = self._base_for(ts=ts)
+            state = self._base_for(ts=ts)
             seq, prev = state.seq, state.last_hash
             decided: tuple[str, int] | None = None
             doubted: tuple[Stamped, ...] = ()
-            for line in iter_lines(self._store.read(offset)):
+            for line in self._lines(seq):
                 ev = decode(line, path, seq + 1, payload=False)
                 if decided is not None:
                     if ev["prev"] != decided[0] or ev["seq"] != decided[1] + 1:
@@ -570,7 +597,7 @@ class History:
         first: list[Stamped] = []     # the first events stamped after ts
         after_at: list[Stamped] = []  # the first events after ``at``
         seq, prev = 0, GENESIS_HASH
-        for line in iter_lines(self._store.read(0)):
+        for line in self._lines(0):
             ev = decode(line, path, seq + 1, payload=False)
             if ev["prev"] != prev or ev["seq"] != seq + 1:
                 raise CorruptLedger(path, _chain_fault(ev, seq + 1, prev), line=seq + 1, seq=ev["seq"])
@@ -728,27 +755,24 @@ class History:
         hi_ts = to_ns(until_time, "until_time") if until_time is not None else None
         subtree: set[str] = {holder} if holder is not None else set()
         rules_of: dict[str, tuple[ScopeRule, ...]] = {}
-        start, seq0, prev = 0, 0, GENESIS_HASH
+        seq0, prev = 0, GENESIS_HASH
         if since is not None and holder is None and probe is None:
-            # Skip ahead with a snapshot's offset: no subtree/rules to track.
+            # Skip ahead to a snapshot's seq: no subtree/rules to track.
             # The chain goes on from the hash the snapshot recorded.
-            for info in reversed(self._snapshot_headers()):
-                if info.seq < since:
-                    start, seq0, prev = info.offset, info.seq, info.last_hash
-                    break
+            seq0, prev = self._chain_start(since)
         if (want is None and probe is None and holder is None and lo_ts is None
                 and hi_ts is None and since is None and until is None):
             # The whole log, unfiltered (replay, export): the lean loop.
             new = tuple.__new__
             if lines:
-                for ev, line in self._chained(start, seq0, prev, True):
+                for ev, line in self._chained(seq0, prev, True):
                     yield new(Event, (ev["seq"], ev["ts"], ev["type"], ev["actor"], ev)), line
                 return
-            for ev in self._chained(start, seq0, prev):
+            for ev in self._chained(seq0, prev):
                 yield new(Event, (ev["seq"], ev["ts"], ev["type"], ev["actor"], ev))
             return
         line = b""
-        for ev in self._chained(start, seq0, prev, lines):
+        for ev in self._chained(seq0, prev, lines):
             if lines:
                 ev, line = ev
             seq, ts, kind = ev["seq"], ev["ts"], ev["type"]
@@ -771,9 +795,9 @@ class History:
             if keep:
                 yield (e, line) if lines else e
 
-    def _chained(self, start: int, seq: int, prev: str, lines: bool = False) -> Iterator[Any]:
-        """The log's events from byte ``start`` (just after event ``seq``,
-        whose line hashes to ``prev``), each checked to follow the one
+    def _chained(self, seq: int, prev: str, lines: bool = False) -> Iterator[Any]:
+        """The log's events after event ``seq`` (whose line hashes to
+        ``prev``), each checked to follow the one
         before: the next seq, and ``prev`` the hash of the line before. An
         event is yielded once the line after it is checked, so a replay
         never shows a line edited, removed or moved after it was written;
@@ -785,10 +809,10 @@ class History:
             CorruptLedger: a line does not decode, or breaks the chain
                 (``line`` and ``seq`` say where).
         """
-        path = self._store.log_path
+        path = self._where
         blake2b = hashlib.blake2b
         held = None  # an event is yielded once the next line vouches for it
-        for line in iter_lines(self._store.read(start), path, start):
+        for line in self._lines(seq):
             seq += 1
             ev = decode(line, path, seq, payload=False)
             if ev["prev"] != prev or ev["seq"] != seq:
@@ -862,8 +886,8 @@ class History:
             report = self._verify_parallel(workers)
             if report is not None:
                 return report
-        snaps = dict(_snapshots.list_snapshots(store))
-        report = _verify_range(self, State(), 0, None, snaps, check_tail=True)
+        snaps = set(store.snapshot_seqs())
+        report = _verify_range(self, State(), None, snaps, check_tail=True)
         return attrs.evolve(report, notes=report.notes + tuple(_jump_notes(report.clock_jumps,
                                                                             report.clock_jumps_total)))
 
@@ -874,29 +898,24 @@ class History:
         import multiprocessing
 
         store = self._store
-        listed = _snapshots.list_snapshots(store)
-        starts: list[tuple[int, str | None, int]] = [(0, None, 0)]  # (seq, snapshot, offset)
-        for seq, name in listed:
-            try:
-                info = _snapshots.read_header(store, name)
-            except SnapshotInvalid:
-                return None
-            starts.append((seq, name, info.offset))
-        size = store.size()
-        # About 4 segments per worker, cut at snapshots, even in bytes.
-        want = max(1, min(len(starts), workers * 4))
-        step = size / want
-        cuts = [starts[0]]
-        for st_ in starts[1:]:
-            if st_[2] - cuts[-1][2] >= step and st_[2] < size:
-                cuts.append(st_)
+        if not isinstance(store, FileStore):
+            return None  # (workers reopen the ledger by its path)
+        listed = store.snapshot_seqs()
+        head = store.head()
+        # About 4 segments per worker, cut at snapshots, even in lines.
+        want = max(1, min(len(listed) + 1, workers * 4))
+        step = head / want
+        cuts = [0]
+        for seq in listed:
+            if seq - cuts[-1] >= step and seq < head:
+                cuts.append(seq)
         if len(cuts) < 2:
             return None
         segments = []
-        for i, (seq, name, offset) in enumerate(cuts):
-            end_seq, end = (cuts[i + 1][0], cuts[i + 1][2]) if i + 1 < len(cuts) else (None, None)
-            inside = {q: n for q, n in listed if q > seq and (end_seq is None or q <= end_seq)}
-            segments.append((store.path, name, offset, end, inside, end is None))
+        for i, seq in enumerate(cuts):
+            end_seq = cuts[i + 1] if i + 1 < len(cuts) else None
+            inside = {q for q in listed if q > seq and (end_seq is None or q <= end_seq)}
+            segments.append((store.location, seq, end_seq, inside, end_seq is None))
         try:
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(min(workers, len(segments))) as pool:
@@ -920,10 +939,9 @@ class History:
         return VerifyReport(True, events, checked, (), notes + tuple(_jump_notes(jumps, total)),
                             tuple(jumps), total)
 
-    def _check_snapshot(self, name: str, state: State, notes: list[str] | None = None) -> list[Problem]:
-        file = f"{self._store.file('snapshots')}/{name}"
+    def _check_snapshot(self, seq: int, state: State, notes: list[str] | None = None) -> list[Problem]:
         try:
-            snap, _info = _snapshots.load(self._store, name, self._log_line_hash)
+            snap = _snapshots.read_state(self._store, seq)
         except _snapshots.SnapshotOutdated as exc:
             if notes is not None:
                 notes.append(str(exc))
@@ -931,7 +949,8 @@ class History:
         except SnapshotInvalid as exc:
             return [Problem(exc.path, None, state.seq, exc.reason)]
         if snap.to_json() != state.to_json():
-            return [Problem(file, None, state.seq, "snapshot differs from the fold of the log at its seq")]
+            return [Problem(_snapshots.where(self._store, seq), None, state.seq,
+                            "snapshot differs from the fold of the log at its seq")]
         return []
 
 
@@ -998,9 +1017,9 @@ PARALLEL_MIN_BYTES = 32 << 20
 
 
 def _auto_workers(store: Any) -> int:
-    if not hasattr(os, "fork") or threading.active_count() > 1:
+    if not hasattr(os, "fork") or threading.active_count() > 1 or not isinstance(store, FileStore):
         return 1
-    if store.size() < PARALLEL_MIN_BYTES:
+    if store.store.size() < PARALLEL_MIN_BYTES:
         return 1
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -1010,23 +1029,21 @@ def _auto_workers(store: Any) -> int:
 
 
 def _verify_segment(args: tuple[Any, ...]) -> "VerifyReport | None":
-    """One segment, in a worker: fold from the snapshot ``start`` (``None``:
-    from nothing), by byte offset ``offset`` to ``end`` (``None``: the end
-    of the log), checking the snapshots in ``inside`` on the way."""
-    path, start, offset, end, inside, last = args
-    store = Store(path, readonly=True)  # verify never changes anything, in workers too
+    """One segment, in a worker: fold from the snapshot at seq ``start``
+    (0: from nothing) to seq ``end`` (``None``: the end of the log),
+    checking the snapshots in ``inside`` on the way."""
+    path, start, end, inside, last = args
+    store = FileStore.open(path, readonly=True)  # verify never changes anything, in workers too
     try:
-        led = History(store, State, threading.RLock(), _no_prepare)
-        if start is None:
+        led = History(store, State, threading.RLock(), _no_prepare, store.store.log_path)
+        if start == 0:
             state = State()
         else:
             try:
-                state, info = _snapshots.load(store, start, led._log_line_hash)
+                state = _snapshots.read_state(store, start)
             except SnapshotInvalid:
                 return None
-            if info.offset != offset:
-                return None
-        return _verify_range(led, state, offset, end, dict(inside), check_tail=last)
+        return _verify_range(led, state, end, set(inside), check_tail=last)
     finally:
         store.close()
 
@@ -1035,38 +1052,39 @@ def _no_prepare(rules: Any) -> tuple[ScopeRule, ...]:  # pragma: no cover - veri
     raise AssertionError("verify resolves no path")
 
 
-def _past_the_end(store: Any, seq: int, name: str, last_seq: int) -> Problem:
-    """The problem of a snapshot file at a seq the log does not reach. One
+def _past_the_end(store: Any, seq: int, last_seq: int) -> Problem:
+    """The problem of a snapshot at a seq the log does not reach. One
     that is not a snapshot at all (a symlink, a FIFO, a directory, a file
     that cannot be read or whose header does not parse) is named for that,
     as the snapshot loader names it (``cannot read: is a symlink, not a
     regular file``): removing it is the remedy either way, but the reason
     is what went wrong. Only a readable snapshot is "past the end of the
     log" (the log was cut or replaced after it was written)."""
-    try:
-        _snapshots.read_header(store, name)
-    except SnapshotInvalid as exc:
-        return Problem(exc.path, None, seq, exc.reason)
-    return Problem(f"{store.file('snapshots')}/{name}", None, seq,
+    header = getattr(store, "snapshot_header", None)
+    if header is not None:
+        try:
+            header(seq)
+        except SnapshotInvalid as exc:
+            return Problem(exc.path, None, seq, exc.reason)
+    return Problem(_snapshots.where(store, seq), None, seq,
                    f"snapshot at seq {seq} is past the end of the log (seq {last_seq})")
 
 
-def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: dict[int, str],  # noqa: C901
+def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # noqa: C901
                   check_tail: bool) -> VerifyReport:
-    """Fold the log's lines from byte ``start`` (after ``state``) up to byte
-    ``stop`` (``None``: the end), with every check of ``Ledger.verify``;
-    snapshots in ``snaps`` (seq -> name) are compared with the fold as it
-    reaches them. ``check_tail``: also report a torn last line and
+    """Fold the log's lines after ``state.seq`` up to seq ``stop``
+    (``None``: the end), with every check of ``Ledger.verify``; snapshots
+    at the seqs in ``snaps`` are compared with the fold as it reaches them.
+    ``check_tail``: also report a torn last line (a file store's) and
     snapshots past the end of the log."""
     # (Complexity 26: every check of verify in one pass over the lines, the
     # hot loop of verify; to become the one log reader's, issue 14.)
     store = led._store
-    path = store.log_path
+    path = led._where
     problems: list[Problem] = []
     notes: list[str] = []
     total = len(snaps)
     events = 0
-    end = start
     first_line = state.seq + 1
     jumps: list[ClockJump] = []
     jumps_total = 0
@@ -1086,11 +1104,9 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
             jumps.append(ClockJump(kind, stamped(e), stamped(prev) if prev is not None else None))
 
     try:
-        lines = iter_lines(store.read(start, stop), path, start)
+        lines = led._lines(state.seq, stop)
         prev_line: bytes | None = None
-        le = start  # where the current line ends (just past its newline)
         for line in lines:
-            le += len(line) + 1
             lineno = first_line + events
             try:
                 ev = decode(line, path, lineno)
@@ -1130,7 +1146,6 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
                     problems.append(Problem(path, lineno, ev.get("seq"), str(exc)))
                 break
             events += 1
-            end = le
             prev_line = line
             ts = ev["ts"]
             if before is not None:
@@ -1142,20 +1157,22 @@ def _verify_range(led: Any, state: State, start: int, stop: int | None, snaps: d
                 jump("future", ev, None)
             before = ev
             if state.seq in snaps:
-                problems.extend(led._check_snapshot(snaps.pop(state.seq), state, notes))
+                snaps.discard(state.seq)
+                problems.extend(led._check_snapshot(state.seq, state, notes))
     except CorruptLedger as exc:  # a line over MAX_LINE_BYTES, found while splitting
         problems.append(Problem(path, first_line + events, None, exc.reason))
     except OSError as exc:  # LedgerIOError: an I/O error reading the log
         problems.append(Problem(path, None, None, f"cannot read: {_snapshots.why(exc)}"))
     else:
-        if not problems and check_tail:
-            size = store.size()
-            if size > end:
-                notes.append(f"{path}: torn last line of {size - end} bytes after seq "
+        torn = getattr(store, "torn_bytes", None)
+        if not problems and check_tail and torn is not None:
+            left = torn()
+            if left:
+                notes.append(f"{path}: torn last line of {left} bytes after seq "
                              f"{state.seq} (the next writer sets it aside)")
     if not problems and check_tail:
-        for seq, name in sorted(snaps.items()):
-            problems.append(_past_the_end(store, seq, name, state.seq))
+        for seq in sorted(snaps):
+            problems.append(_past_the_end(store, seq, state.seq))
     elif not problems and snaps:
         return VerifyReport(False, events, total - len(snaps), (), ())  # a snapshot was not reached
     return VerifyReport(not problems, events, total - len(snaps), tuple(problems), tuple(notes),

@@ -1,12 +1,15 @@
 """The ``Ledger`` facade: the one place that joins the fold, the log, the
 snapshots and liveness.
 
-A mutation (register, delegate, attach, release, reclaim) is one
-transaction: take the lock (``Store.locked``, nowhere else), fold in the
-events appended since this object last looked (by byte offset), validate,
-append the new line(s) with one ``write``, release. An error before that
-write leaves no trace: the in-memory state is dropped and rebuilt.
-Queries read the log's new complete lines without the lock.
+The ledger runs on any store (:class:`~scopeledger._logstore.LogStore`: a
+directory, PostgreSQL, memory) and speaks seqs and lines to it, never byte
+offsets. A mutation (register, delegate, attach, release, reclaim) is one
+transaction: take the store's lock (``LogStore.locked``, nowhere else),
+fold in the lines appended since this object last looked, validate, append
+the new line(s) (``LogStore.append``: one ``write``, or one commit, which
+lets the lock go). An error before that leaves no trace: the in-memory
+state is dropped and rebuilt. Queries read the log's new complete lines
+without the lock.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from ._errors import (
     UnsafeLedgerPath,
     shown,
 )
-from ._events import MAX_LINE_BYTES, decode, encode, iter_lines, line_hash, split_lines
+from ._events import MAX_LINE_BYTES, decode, encode, line_hash
 from ._history import Diff, Event, History, Holding, TimePoint, VerifyReport
 from ._events import FORMAT_VERSION, TS_LIMIT, FoldError
 from ._fold import (
@@ -67,9 +70,11 @@ from ._paths import canonical, check_reached, identity as identify_path, mount_t
 from ._identity import Lease, Liveness, Probe, ProcessIdentity, Verdict
 from ._process import boot_id, boottime_ns, host_id, identify, probe as default_probe, run_probe
 from ._lease import check_ttl, holder_verdict, judge_lease
-from ._rules import (PERMISSION_TEXT, Permission, ScopeRule, check_name, check_path_text, conflicts, covers,
-                     identity_json, overlaps)
+from ._rules import (PERMISSION_TEXT, ScopeRule, check_name, check_path_text, conflicts, covers,
+                     identity_json)
 from ._decide import REFUSAL_KIND, decide, stale_grant
+from ._filestore import FileStore
+from ._logstore import Entry, Line, LogStore
 from ._store import Store
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -356,19 +361,21 @@ class _Txn:
     by ``after`` (set by the caller) once the line is written and the lock
     released, so that the fold stays out of the time the lock is held."""
 
-    __slots__ = ("ledger", "state", "lines", "error", "liveness", "actor_ident", "actor", "after",
-                 "network_fs")
+    __slots__ = ("ledger", "state", "lines", "entries", "error", "liveness", "actor_ident", "actor",
+                 "after", "network_fs")
 
     def __init__(self, ledger: "Ledger", state: State) -> None:
         self.ledger = ledger
         self.state = state
         self.lines: list[bytes] = []
+        self.entries: list[Entry] = []  # (ts, line) of each line, for the store
         self.error: Exception | None = None
         self.liveness: dict[str, Verdict] = {}
-        self.actor_ident, self.actor = ledger._actor_and_json(ledger._store._holding_pid)
+        store = ledger._store
+        self.actor_ident, self.actor = ledger._actor_and_json(store._holding_pid if store is not None else None)
         #: ``(fold function, *args)`` that applies the last event, or None.
         self.after: tuple[Any, ...] | None = None
-        self.network_fs = ledger._store.network_fs
+        self.network_fs = ledger._network_fs
 
     def _line(self, kind: str, payload: dict[str, Any]) -> tuple[int, int, dict[str, Any], bytes]:
         assert self.after is None, "no event after the last one"
@@ -393,6 +400,7 @@ class _Txn:
             raise InvalidScope(f"the request is too large: its {kind} event would be a line of "
                                f"{len(line)} bytes, over the log's limit of {MAX_LINE_BYTES} bytes")
         self.lines.append(line)
+        self.entries.append((ts, line))
         return seq, ts, ev, line
 
     def emit(self, kind: str, **payload: Any) -> int:
@@ -481,7 +489,8 @@ class Ledger:
     """
 
     path = property(operator.attrgetter("_path"),
-                    doc="The ledger directory's absolute path, ``str`` (fixed at open).")
+                    doc="The ledger directory's absolute path, or its PostgreSQL URL with the "
+                        "password redacted, ``str`` (fixed at open).")
     probe = property(operator.attrgetter("_probe"),
                      doc="The liveness probe (fixed at open: ``Ledger.open(probe=...)``).")
     clock = property(operator.attrgetter("_clock"),
@@ -496,13 +505,25 @@ class Ledger:
     resolve_symlinks = _option("resolve_symlinks", _check_bool,
                                "Resolve symlinks in rules' paths, ``bool``; as :meth:`open`.")
 
-    def __init__(self, store: Store, *, timeout: float | None, probe: Probe | None,
+    def __init__(self, store: LogStore | Store, *, timeout: float | None, probe: Probe | None,
                  fsync: bool, snapshot_every: int, keep_snapshots: int | None,
                  resolve_symlinks: bool, clock: Callable[[], int] | None,
                  load: bool = True, boottime: Callable[[], int | None] | None = None) -> None:
         _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
-        self._store = store
-        self._path = store.path
+        if isinstance(store, Store):  # a directory opened by the caller
+            store = FileStore(store, fsync=fsync)
+        #: The store (the interface: seqs and lines).
+        self._log: LogStore = store
+        #: A file store's own: its directory (the lock's polling, the
+        #: snapshot claim, torn tails), else None.
+        self._files: FileStore | None = store if isinstance(store, FileStore) else None
+        #: The directory object of a file store (tests and tools reach for
+        #: it), else None.
+        self._store: Store | None = self._files.store if self._files is not None else None
+        self._network_fs: str | None = getattr(store, "network_fs", None)
+        self._path = store.location
+        #: How messages name the log: a file's full path, else the store's location.
+        self._log_where = self._store.log_path if self._store is not None else store.location
         self.timeout = timeout
         self._probe: Probe = probe if probe is not None else default_probe
         self.fsync = fsync
@@ -514,21 +535,21 @@ class Ledger:
         self._boottime: Callable[[], int | None] = boottime if boottime is not None else boottime_ns
         self._mem = threading.RLock()
         self._state: State | None = None
-        self._offset = 0
-        self._line_start = 0
-        # Where the log ended after this object's last transaction, and
-        # whether other processes appended between its last two: only then
-        # is the log checked for their lines before the lock is taken.
-        self._end_of_last_txn = -1
+        # The seq after this object's last transaction, and whether other
+        # processes appended between its last two: only then is the log
+        # checked for their lines before the lock is taken.
+        self._seq_of_last_txn = -1
         self._others_active = True
         self._snap_seq = 0
         self._actor_cache: tuple[int, ProcessIdentity, dict[str, Any]] | None = None
         self._boots: tuple[int, dict[str, list[int]]] | None = None  # see _boot_spans
         self.stats = LedgerStats()
+        if self._files is not None:
+            self.stats.torn = self._files.torn  # torn tails its lock set aside
         #: Seconds the last mutation waited for the lock (for benchmarks).
         self.last_wait = 0.0
         self._holds: "weakref.WeakSet[Hold]" = weakref.WeakSet()
-        self._history = History(store, self._current, self._mem, self._prepare)
+        self._history = History(store, self._current, self._mem, self._prepare, self._log_where)
         self._lost: LostEvents | None = None
         _ledgers.add(self)
         if load:
@@ -545,11 +566,19 @@ class Ledger:
              readonly: bool = False, create: bool = True,
              allow_network_fs: bool = False, fold: bool = True,
              boottime: Callable[[], int | None] | None = None) -> "Ledger":
-        """Open (creating if needed) the ledger in directory ``path``.
+        """Open (creating if needed) the ledger in directory ``path``, or
+        at a PostgreSQL URL.
 
         Args:
             path: the ledger directory; default :func:`default_path`.
-                Created 0700 with its files 0600, whatever the umask.
+                Created 0700 with its files 0600, whatever the umask. Or a
+                ``postgresql://user@host/db?schema=NAME`` URL (told apart
+                by a plain string test; the PostgreSQL store, and its
+                client library, are imported only then; ``pip install
+                'scopeledger[postgresql]'``): one ledger is one schema,
+                created with ``create``; ``fsync`` and ``allow_network_fs``
+                do not apply (every commit is synchronous). Another
+                ``scheme://`` is refused (``InvalidLedgerURL``).
             timeout: seconds a mutation waits for the lock at most
                 (``None``: for ever, logging once after about 1 s).
             probe: liveness probe ``ProcessIdentity -> Liveness | bool``;
@@ -618,6 +647,10 @@ class Ledger:
                 line after it) before raising :class:`CorruptLedger` there.
 
         Raises:
+            InvalidLedgerURL, StoreUnavailable, StoreError, NoLedger: a
+                PostgreSQL URL that is malformed, a server that cannot be
+                reached or refuses, a schema that does not exist without
+                ``create`` (``PgStore.open``; no message shows a password).
             UnsafeLedgerPath: as root, the ledger does not exist and
                 would be created inside a directory another user owns
                 (:func:`check_not_in_another_users_directory`: ``sudo -E``
@@ -659,10 +692,16 @@ class Ledger:
         # Before the Store: a bad option creates no directory.
         _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         path = _dir_path(path)
-        if create and not readonly:
-            check_not_in_another_users_directory(path)
-        store = Store(path, create=create, readonly=readonly, fsync=fsync,
-                      allow_network_fs=allow_network_fs)
+        store: LogStore
+        if _is_postgresql_url(path):
+            from ._pgstore import PgStore  # only for a URL: its client library stays unimported otherwise
+
+            store = PgStore.open(path, create=create, readonly=readonly)
+        else:
+            if create and not readonly:
+                check_not_in_another_users_directory(path)
+            store = FileStore.open(path, create=create, readonly=readonly, fsync=fsync,
+                                   allow_network_fs=allow_network_fs)
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
                        snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,
@@ -678,7 +717,7 @@ class Ledger:
         ``wait=``). The object cannot be used afterwards."""
         for guard in list(self._holds):
             guard.release()
-        self._store.close()
+        self._log.close()
         waiting = sys.modules.get("scopeledger._wait")  # imported by the first wait=, if any
         if waiting is not None:
             waiting.forget(self)
@@ -694,9 +733,6 @@ class Ledger:
 
     # -- state maintenance ------------------------------------------------------
 
-    def _log_line_hash(self, start: int, end: int) -> str | None:
-        return _snapshots.line_hash_at(self._store, start, end)
-
     def _load(self) -> None:
         """Newest snapshot that checks out, then the events after it.
 
@@ -706,40 +742,41 @@ class Ledger:
         opens from the newest snapshot the log still reaches, warns, and
         says what was lost in :attr:`lost`. Nothing is deleted."""
         self._state = None
-        past: list[tuple[int, str]] = []
+        past: list[int] = []
         outdated = False
+        head: list[int] = []  # the log's head, read once when a snapshot fails
 
-        def skipped(name: str, exc: SnapshotInvalid) -> None:
+        def skipped(seq: int, exc: SnapshotInvalid) -> None:
             nonlocal outdated
-            if self._past_the_log(name):
-                past.append((int(name[5:21]), name))  # snap-<seq:016d>.json
+            if not head:
+                head.append(self._log.head())
+            if self._past_the_log(seq, head[0]):
+                past.append(seq)
                 return
             if isinstance(exc, _snapshots.SnapshotOutdated):
                 log.info("skipping snapshot: %s", exc)  # an upgrade: not a fault
                 outdated = True
             else:
                 log.warning("skipping snapshot: %s", exc)
-            self.stats.snapshots_skipped.append(name)
+            self.stats.snapshots_skipped.append(_snapshots.snapshot_name(seq))
 
-        got = _snapshots.newest(self._store, self._log_line_hash, skipped)
-        if got is not None:
-            state, info = got
-            self._state, self._offset, self._line_start = state, info.offset, info.line_start
-            self._snap_seq = max(self._snap_seq, info.seq)
-            self.stats.snapshot_seq = info.seq
-        if self._state is None:
-            self._state, self._offset, self._line_start = State(), 0, 0
-        state = self._catch_up(locked=False)
+        state = _snapshots.newest(self._log, skipped)
+        if state is not None:
+            self._snap_seq = max(self._snap_seq, state.seq)
+            self.stats.snapshot_seq = state.seq
+        self._state = state if state is not None else State()
+        state = self._catch_up()
         if past:
-            newest, name = past[0]
-            self._lost = LostEvents(state.seq, newest, tuple(sorted(n for _, n in past)))
-            self.stats.snapshots_skipped.extend(n for _, n in past)
+            newest = past[0]
+            names = tuple(_snapshots.snapshot_name(q) for q in sorted(past))
+            self._lost = LostEvents(state.seq, newest, names)
+            self.stats.snapshots_skipped.extend(_snapshots.snapshot_name(q) for q in past)
             log.warning("events lost: the log %s ends at seq %d, but snapshot %s was written at seq "
                         "%d: events %d to %d were lost (a power cut before they reached the disk?); "
                         "opened from what the log holds, the snapshots are kept (docs/cli.md, "
-                        "'Recovering a damaged ledger')", self._store.log_path, state.seq,
-                        _snapshots.snapshot_path(self._store, name), newest, state.seq + 1, newest)
-        if outdated and self._snap_seq == 0 and state.seq and not self._store.readonly:
+                        "'Recovering a damaged ledger')", self._log_where, state.seq,
+                        _snapshots.where(self._log, newest), newest, state.seq + 1, newest)
+        if outdated and self._snap_seq == 0 and state.seq and not self._log.readonly:
             # Only snapshots of an older format: write one of this format now,
             # so that the next opening does not fold the whole log again.
             try:
@@ -754,85 +791,62 @@ class Ledger:
         no longer reaches (a power cut took its tail), else ``None``."""
         return self._lost
 
-    def _past_the_log(self, name: str) -> bool:
-        """Whether the snapshot ``name`` (which did not check out) was
-        written at a seq past the log's last line and a byte offset past
-        its end: the log lost what the snapshot saw (it never shrinks
-        otherwise: a torn tail is cut after the last complete line, which
-        no snapshot passes). A damaged header is just a bad snapshot."""
-        try:
-            info = _snapshots.read_header(self._store, name)
-        except _snapshots.SnapshotOutdated as exc:  # an older format: its header still says where
-            if exc.info is None:
-                return False
-            info = exc.info
-        except SnapshotInvalid:
+    def _past_the_log(self, seq: int, head: int) -> bool:
+        """Whether the snapshot at ``seq`` (which did not check out) was
+        written past the log's last line (``head``): the log lost what the
+        snapshot saw (it never shrinks otherwise: a torn tail is cut after
+        the last complete line, which no snapshot passes). A damaged header
+        (of a file store's snapshot) is just a bad snapshot."""
+        if seq <= head:
             return False
-        size = self._store.size()
-        return info.offset > size and info.seq > self._last_seq_in_log(size)
+        header = getattr(self._log, "snapshot_header", None)
+        if header is not None:
+            try:
+                header(seq)
+            except _snapshots.SnapshotOutdated:
+                return True  # an older format: its header still says where
+            except SnapshotInvalid:
+                return False
+        return True
 
-    def _last_seq_in_log(self, size: int) -> int:
-        """The seq of the log's last complete line (0 for none), read from
-        its tail in 64 KiB pieces (linear in the bytes read; a line over
-        ``MAX_LINE_BYTES`` is not read); a line that does not parse counts
-        as 0 (the fold will name it)."""
-        end = self._newline_before(size, size + 1)
-        if end < 0:
-            return 0
-        begin = self._newline_before(end, MAX_LINE_BYTES + 1)
-        if end - begin - 1 > MAX_LINE_BYTES:
-            return 0
-        try:
-            seq = orjson.loads(self._store.read_at(begin + 1, end - begin - 1)).get("seq")
-        except (orjson.JSONDecodeError, AttributeError):
-            return 0
-        return seq if type(seq) is int else 0
-
-    def _newline_before(self, pos: int, within: int) -> int:
-        """The offset of the last newline in the log before byte ``pos``,
-        looking back at most ``within`` bytes; -1 when there is none."""
-        store = self._store
-        stop = max(0, pos - within)
-        while pos > stop:
-            start = max(stop, pos - (1 << 16))
-            i = store.read_at(start, pos - start).rfind(b"\n")
-            if i >= 0:
-                return start + i
-            pos = start
-        return -1
-
-    def _catch_up(self, locked: bool) -> State:
-        """Fold in the complete lines appended since ``_offset``. Under the
-        lock, a tail without a newline is a torn line: it is set aside."""
+    def _catch_up(self) -> State:
+        """Fold in the complete lines appended since the state's seq (no
+        lock needed: the log is append-only, and a store returns only
+        complete lines)."""
         if self._state is None:
             self._load()
         state = self._state
         assert state is not None
-        store = self._store
-        size = store.size()
-        if size == self._offset:
-            return state
-        if size < self._offset:
-            raise CorruptLedger(store.log_path, f"the log shrank from {self._offset} to {size} bytes")
-        end = self._offset
+        lines = self._log.read_after(state.seq)
+        if lines:
+            self._fold(state, lines)
+        return state
+
+    def _fold(self, state: State, lines: list[Line]) -> None:
+        """Apply ``lines`` (the ones after ``state.seq``) to ``state``;
+        on any error the state is dropped (rebuilt on next use)."""
+        where = self._log_where
         try:
-            for line, start, stop in split_lines(store.read(self._offset, size), self._offset, store.log_path):
-                lineno = state.seq + 1
-                ev = decode(line, store.log_path, lineno)
+            for lineno, line in lines:
+                ev = decode(line, where, lineno)
                 try:
                     apply(state, ev, line_hash(line))
                 except FoldError as exc:
-                    raise CorruptLedger(store.log_path, str(exc), line=lineno, seq=ev["seq"]) from None
-                self.stats.events_folded += 1
-                self._line_start, end = start, stop
-                self._offset = end
+                    raise CorruptLedger(where, str(exc), line=lineno, seq=ev["seq"]) from None
+            self.stats.events_folded += len(lines)
         except BaseException:
             self._state = None  # partly applied: rebuild on next use
             raise
-        if end < size and locked:
-            where = store.set_aside(end, size)
-            log.warning("torn last line (%d bytes) in %s moved to %s", size - end, store.log_path, where)
-            self.stats.torn.append(where)
+
+    def _fold_locked(self, after: int, missed: list[Line]) -> State:
+        """Under the lock: fold ``missed`` (the lines after seq ``after``,
+        read under it), but for those folded meanwhile (while waiting)."""
+        state = self._state
+        if state is None or state.seq < after:  # dropped (or reloaded) meanwhile
+            return self._catch_up()
+        skip = state.seq - after
+        if skip < len(missed):
+            self._fold(state, missed[skip:] if skip else missed)
         return state
 
     def _boot_spans(self) -> dict[str, list[int]]:
@@ -846,13 +860,12 @@ class Ledger:
         host = host_id()
         memo = self._boots
         start, spans = memo if memo is not None else (0, {})
-        end = self._offset
+        end = self._state.seq if self._state is not None else 0
         if host is None or end <= start:
             return spans
         spans = {b: list(v) for b, v in spans.items()}
         needle = f'"host":"{host}"'.encode()
-        store = self._store
-        for line in iter_lines(store.read(start, end), store.log_path, start):
+        for _, line in _read_lines(self._log, start, end):
             if needle not in line:
                 continue
             m = _ACTOR_AT_START.match(line)
@@ -881,11 +894,13 @@ class Ledger:
     def _fold_while_waiting(self) -> None:
         """While another process holds the lock: fold what it appends now,
         not after taking the lock (less time held; see Store.acquire)."""
-        if self._state is not None and self._store.size() != self._offset:
+        state = self._state
+        if state is not None:
+            seq = state.seq
             with self._mem:
-                self._catch_up(locked=False)
-        else:
-            os.sched_yield()
+                if self._state is state and self._catch_up().seq != seq:
+                    return
+        os.sched_yield()
 
     def unload(self) -> None:
         """Drop the folded state from memory (about 2 kB per live holder);
@@ -896,7 +911,7 @@ class Ledger:
         :meth:`hold` guards)."""
         with self._mem:
             self._state = None
-            self._end_of_last_txn = -1
+            self._seq_of_last_txn = -1
 
     def refresh(self) -> int:
         """Fold in the complete lines other processes appended (no lock);
@@ -906,7 +921,7 @@ class Ledger:
             CorruptLedger: a new line does not check out.
         """
         with self._mem:
-            return self._catch_up(locked=False).seq
+            return self._catch_up().seq
 
     def _actor(self) -> ProcessIdentity:
         return self._actor_and_json()[0]
@@ -1007,7 +1022,7 @@ class Ledger:
     def readonly(self) -> bool:
         """Opened with ``readonly=True`` (every change raises
         :class:`ReadOnlyLedger`)."""
-        return self._store.readonly
+        return self._log.readonly
 
     def _transact(self, build: Callable[[_Txn], Any], written: list[Any] | None = None) -> Any:
         """Run ``build`` under the lock and append the lines it emitted.
@@ -1016,58 +1031,73 @@ class Ledger:
         KeyboardInterrupt) leaves the lock free (``store.release`` in
         ``finally`` is a no-op unless this thread still holds it) and the
         in-memory state rebuilt from the log if it may differ. ``written``:
-        for a grant, ``(name, token, offset, bytes)`` is put there before
+        for a grant, ``(name, token, first seq, lines)`` is put there before
         the append, so that the caller can withdraw a grant it recorded but
         never returned (:meth:`_withdraw`)."""
-        store = self._store
+        store = self._log
         if store.readonly:
             raise ReadOnlyLedger(self.path, "record a change")
         mem = self._mem
-        if self._state is None or (self._others_active and store.size() != self._offset):
+        state = self._state
+        if state is None or self._others_active:
             with mem:
                 # Fold what other processes appended before taking the lock,
                 # so that the lock is held for as little folding as possible.
-                self._catch_up(locked=False)
-        try:
-            self.last_wait = store.acquire(self.timeout, self._fold_while_waiting)
-            with mem:
-                state = self._catch_up(locked=True)
-                self._others_active = self._offset != self._end_of_last_txn
-                txn = _Txn(self, state)
-                try:
-                    result = build(txn)
-                    lines = txn.lines
-                    if lines:
-                        data = b"\n".join(lines) + b"\n" if len(lines) > 1 else lines[0] + b"\n"
-                        after = txn.after
-                        if written is not None and after is not None and after[0] is commit_grant:
-                            written.append((after[1].name, after[1].token, self._offset, data))
-                        try:
-                            store.append(data, self._offset, self.fsync)
-                        except LedgerIOError as exc:
-                            if len(lines) > 1 and hasattr(exc, "lines_kept"):
-                                raise _partly(exc, lines) from exc.__cause__
-                            raise
-                        # The line is in the log: other processes may go on
-                        # while this one applies its last event to its state.
-                        store.release()
-                        if after is not None:
-                            after[0](state, *after[1:])
-                        self._offset += len(data)
-                        self._line_start = self._offset - len(lines[-1]) - 1
-                    self._end_of_last_txn = self._offset
-                except BaseException:
-                    if txn.lines:
-                        self._state = None  # applied but perhaps not written: rebuild from the log
-                    raise
-        finally:
-            if store._tlock._is_owned():  # still held by this thread (an exception)
-                store.release()
+                state = self._catch_up()
+        files = self._files
+        after_seq = state.seq
+        if files is not None:
+            try:
+                missed = files.begin(after_seq, self.timeout, self._fold_while_waiting)
+                self.last_wait = files.last_wait
+                result, txn, state = self._locked_part(build, written, after_seq, missed)
+            finally:
+                files.end()  # a no-op unless this thread still holds the lock (an exception)
+        else:
+            with store.locked(after_seq, self.timeout) as missed:
+                result, txn, state = self._locked_part(build, written, after_seq, missed)
         if txn.lines and self._snapshot_due(state):
             self._maybe_snapshot()
         if txn.error is not None:
             raise txn.error
         return result
+
+    def _locked_part(self, build: Callable[[_Txn], Any], written: list[Any] | None, after_seq: int,
+                     missed: list[Line]) -> tuple[Any, _Txn, State]:
+        """:meth:`_transact` with the lock held: fold ``missed``, build,
+        append (which lets the lock go), apply the last event."""
+        with self._mem:
+            state = self._fold_locked(after_seq, missed)
+            self._others_active = state.seq != self._seq_of_last_txn
+            base = state.seq
+            txn = _Txn(self, state)
+            try:
+                result = build(txn)
+                lines = txn.lines
+                if lines:
+                    after = txn.after
+                    if written is not None and after is not None and after[0] is commit_grant:
+                        written.append((after[1].name, after[1].token, base + 1, list(lines)))
+                    files = self._files
+                    if files is not None:
+                        files.fsync = self._fsync
+                    try:
+                        self._log.append(txn.entries, base + 1)
+                    except LedgerIOError as exc:
+                        if len(lines) > 1 and hasattr(exc, "lines_kept"):
+                            raise _partly(exc, lines) from exc.__cause__
+                        raise
+                    # The lines are in the log and the lock is free: other
+                    # processes may go on while this one applies its last
+                    # event to its state.
+                    if after is not None:
+                        after[0](state, *after[1:])
+                self._seq_of_last_txn = state.seq
+            except BaseException:
+                if txn.lines:
+                    self._state = None  # applied but perhaps not written: rebuild from the log
+                raise
+        return result, txn, state
 
     def _withdraw(self, written: list[Any]) -> None:
         """After an exception left a grant's call (``written``, from
@@ -1076,9 +1106,9 @@ class Ledger:
         with what the caller saw. Never raises (a failure is a warning)."""
         if not written:
             return
-        name, token, offset, data = written[0]
+        name, token, seq, lines = written[0]
         try:
-            if self._store.read_at(offset, len(data)) != data:
+            if [line for _, line in self._log.read_after(seq - 1, limit=len(lines))] != lines:
                 return  # not recorded
             with self._mem:
                 self._state = None  # it may be half applied: rebuild from the log
@@ -1527,7 +1557,7 @@ class Ledger:
         _check_bool("dry_run", dry_run)
         fn = probe if probe is not None else self._probe
         with self._mem:
-            state = self._catch_up(locked=False)
+            state = self._catch_up()
             snapshot = list(state.holders.values())
             if dry_run:
                 state = state.copy()
@@ -1716,17 +1746,14 @@ class Ledger:
             raise TypeError(f"after must be an int (a seq), not {shown(after)}")
         _check_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        store = self._store
         while True:
-            size = store.size()  # before folding: an append in between changes it
             seq = self.refresh()
             if seq > after:
                 return seq
-            while store.size() == size:
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    return seq
-                time.sleep(WAIT_POLL_SECONDS if deadline is None else min(WAIT_POLL_SECONDS, deadline - now))
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return seq
+            self._log.wait(seq, left)
 
     def liveness(self, holders: Sequence[Allocation] | None = None) -> dict[str, Verdict]:
         """The ledger's verdict on each holder now, with why
@@ -1824,10 +1851,10 @@ class Ledger:
                 snapshot and no temp file are left, nothing else changes.
             ReadOnlyLedger: the ledger was opened ``readonly``.
         """
-        if self._store.readonly:
+        if self._log.readonly:
             raise ReadOnlyLedger(self.path, "write a snapshot")
         with self._mem:
-            state = self._catch_up(locked=False)
+            state = self._catch_up()
             if state.seq == 0:
                 return 0
             self._write_snapshot(state)
@@ -1855,19 +1882,19 @@ class Ledger:
             CorruptLedger: a log line after the last one read does not check out.
         """
         _check_keep_snapshots("keep", keep)
-        if self._store.readonly:
+        if self._log.readonly:
             raise ReadOnlyLedger(self.path, "prune snapshots")
         if keep is None:
             keep = self.keep_snapshots if self.keep_snapshots is not None else _snapshots.PRUNE_KEEP
         with self._mem:
-            state = self._catch_up(locked=False)
-        return _snapshots.prune_keeping(self._store, keep, state.seq, self._log_line_hash)
+            state = self._catch_up()
+        return _snapshots.prune_keeping(self._log, keep, state.seq)
 
     def _write_snapshot(self, state: State) -> None:
-        _snapshots.write_snapshot(self._store, state, self._offset, self._line_start)
+        header, body = _snapshots.encode(state)
+        self._log.snapshot_write(header, body)  # never durable ahead of the log: the store's promise
         self._snap_seq = state.seq
-        _snapshots.clean_temp_files(self._store)
-        _snapshots.prune(self._store, self.keep_snapshots)
+        _snapshots.prune_store(self._log, self.keep_snapshots)
 
     def _snapshot_due(self, state: State) -> bool:
         return state.seq - self._snap_seq >= max(self.snapshot_every, len(state.holders))  # type: ignore[no-any-return]
@@ -1878,7 +1905,8 @@ class Ledger:
             if state is None:
                 return
             try:
-                with self._store.snapshot_claim() as mine:
+                with (self._files.snapshot_claim() if self._files is not None
+                      else contextlib.nullcontext(True)) as mine:
                     # Another process may be writing one (no claim), or have
                     # written one: look, once claimed, before writing. A
                     # claim held for SNAPSHOT_CLAIM_PATIENCE intervals (its
@@ -1886,19 +1914,19 @@ class Ledger:
                     if not mine and (state.seq - self._snap_seq
                                      < SNAPSHOT_CLAIM_PATIENCE * max(self.snapshot_every, len(state.holders))):
                         return
-                    snaps = _snapshots.list_snapshots(self._store)
+                    snaps = self._log.snapshot_seqs()
                     if snaps:
-                        self._snap_seq = max(self._snap_seq, snaps[-1][0])
+                        self._snap_seq = max(self._snap_seq, snaps[-1])
                     if not self._snapshot_due(state):
                         return
                     self._write_snapshot(state)
-            except OSError as exc:
+            except (OSError, LedgerError) as exc:
                 log.warning("could not write snapshot at seq %d: %s", state.seq, exc)
 
     # -- queries ---------------------------------------------------------------
 
     def _current(self) -> State:
-        return self._catch_up(locked=False)
+        return self._catch_up()
 
     # -- time travel, audit, verify: the ledger's History --------------------------
 
@@ -2054,14 +2082,21 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
             log's lines fails with a problem in the report instead); it
             names the full path, ``__cause__`` is the OSError.
     """
-    store = Store(_dir_path(path), readonly=True)
+    where = _dir_path(path)
+    store: LogStore
+    if _is_postgresql_url(where):
+        from ._pgstore import PgStore
+
+        store = PgStore.open(where, readonly=True)
+    else:
+        store = FileStore(Store(where, readonly=True))
     try:
         return unloaded(store).verify(workers=workers)
     finally:
         store.close()
 
 
-def unloaded(store: Store) -> Ledger:
+def unloaded(store: LogStore | Store) -> Ledger:
     """A :class:`Ledger` over ``store`` that has folded nothing yet (for
     ``verify``, which folds from scratch and trusts no snapshot)."""
     return Ledger(store, timeout=None, probe=None, fsync=False, snapshot_every=DEFAULT_SNAPSHOT_EVERY,
@@ -2069,6 +2104,13 @@ def unloaded(store: Store) -> Ledger:
 
 
 _unloaded = unloaded  # cli.py's import, until it opens with Ledger.open(fold=False)
+
+
+def _is_postgresql_url(path: str) -> bool:
+    """Whether ``path`` is a PostgreSQL URL (``postgresql://`` or
+    ``postgres://``, any case): the plain string test that picks the store."""
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.lower() in ("postgresql", "postgres")
 
 
 def _dir_path(path: Any) -> str:
@@ -2088,6 +2130,19 @@ def _check_parent(state: State, parent: str | None, parent_token: int | None) ->
         stale = stale_grant(state, parent, parent_token, "parent")
         if stale is not None:
             raise stale
+#: Lines read at a time when the log is read through (bounded memory).
+PAGE_LINES = 4096
+
+
+def _read_lines(store: LogStore, after: int, until: int) -> Iterator[Line]:
+    """The lines with seqs ``after + 1 .. until`` of ``store``, read a page
+    (:data:`PAGE_LINES`) at a time."""
+    while after < until:
+        page = store.read_after(after, limit=min(PAGE_LINES, until - after))
+        if not page:
+            return
+        yield from page
+        after = page[-1][0]
 
 
 def _check_token(token: Any, allow_none: bool = False, what: str = "token") -> None:

@@ -40,7 +40,6 @@ import re
 import time
 from typing import Any, Callable, Iterator
 
-import attrs
 import orjson
 import psutil
 
@@ -58,11 +57,7 @@ _TMP = re.compile(r"^\.tmp-(\d+)-(\d+)$")
 class SnapshotOutdated(SnapshotInvalid):
     """A snapshot of an older format than this scopeledger writes: skipped
     (the state is folded from the log instead, and a new snapshot written),
-    never an error; ``verify`` notes it. ``info``: its header
-    (:class:`SnapshotInfo`), so that one written past the end of the log
-    still tells what the log lost."""
-
-    info: "SnapshotInfo | None" = None
+    never an error; ``verify`` notes it."""
 
 
 def snapshot_path(store: Store, name: str) -> str:
@@ -80,19 +75,6 @@ def why(exc: OSError) -> str:
     if why[:1].isupper() and not why[1:2].isupper():
         why = why[0].lower() + why[1:]
     return why
-
-
-@attrs.frozen
-class SnapshotInfo:
-    """What a snapshot's header says. ``seq``, ``offset`` (bytes),
-    ``line_start`` (bytes), ``last_hash``, ``ts`` (ns, UTC), ``name``."""
-
-    seq: int
-    offset: int
-    line_start: int
-    last_hash: str
-    ts: int
-    name: str
 
 
 @contextlib.contextmanager
@@ -162,7 +144,7 @@ def _listdir(store: Store) -> list[str]:
         raise LedgerIOError(store.file(SNAPSHOT_DIR), "list the snapshots", exc) from exc
 
 
-def _checksum(body: bytes) -> str:
+def checksum(body: bytes) -> str:
     return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
@@ -174,32 +156,8 @@ def header_of(state: State, body: bytes) -> dict[str, Any]:
         "seq": state.seq,
         "last_hash": state.last_hash,
         "ts": state.last_ts,
-        "checksum": _checksum(body),
+        "checksum": checksum(body),
     }
-
-
-def write_snapshot(store: Store, state: State, offset: int, line_start: int) -> SnapshotInfo:
-    """Write the snapshot of ``state`` (after its ``seq``) atomically.
-
-    ``offset``/``line_start``: where event ``state.seq``'s line ends/starts.
-
-    The log is flushed (``fdatasync``) before the snapshot is renamed into
-    place, so that no snapshot is durable ahead of the log it describes.
-
-    Raises:
-        LedgerIOError: the OS refused (disk full, ...): the temp file is
-            removed, no snapshot; or flushing the log failed (then the
-            store refuses every later change, see ``Store.append``).
-        UnsafeLedgerPath: as :func:`open_private_file`.
-    """
-    store.check_writable()  # not after a failed flush of the log
-    with _gc_paused():
-        body = orjson.dumps(state.to_json())
-    header = header_of(state, body)
-    header = {"format": header["format"], "seq": header["seq"], "offset": offset,
-              "line_start": line_start, **header}
-    write_file(store, state.seq, orjson.dumps(header) + b"\n" + body + b"\n", state.last_hash)
-    return SnapshotInfo(state.seq, offset, line_start, state.last_hash, state.last_ts, snapshot_name(state.seq))
 
 
 def write_file(store: Store, seq: int, data: bytes, last_hash: str) -> None:
@@ -233,7 +191,7 @@ def write_file(store: Store, seq: int, data: bytes, last_hash: str) -> None:
         # Never durable ahead of the log it describes: after a power cut a
         # snapshot past the log's end would describe events that are gone.
         store.flush()
-        _keep_a_stale_one(store, name, last_hash)
+        _keep_a_stale_one(store, seq, name, last_hash)
         os.rename(tmp, name, src_dir_fd=store.snapfd, dst_dir_fd=store.snapfd)
         os.fsync(store.snapfd)
     except BaseException as exc:
@@ -244,17 +202,25 @@ def write_file(store: Store, seq: int, data: bytes, last_hash: str) -> None:
         raise
 
 
-def _keep_a_stale_one(store: Store, name: str, last_hash: str) -> None:
+def _keep_a_stale_one(store: Store, seq: int, name: str, last_hash: str) -> None:
     """Before a snapshot at ``state.seq`` is renamed into place: a snapshot
     file of that name describing another history (written before a power
     cut took the log's tail, then the log went on with other events) is
     renamed ``lost-<name>-<ns>``, never overwritten: it is the only record
     of what was lost. One of this same state is left to be replaced."""
+    display = snapshot_path(store, name)
     try:
-        info = read_header(store, name)
+        try:
+            head = read_head(store, name)
+        except OSError as exc:
+            raise SnapshotInvalid(display, f"cannot read: {why(exc)}") from None
+        nl = head.find(b"\n")
+        if nl < 0:
+            raise SnapshotInvalid(display, "truncated header")
+        header = parse_header(display, head[:nl], seq)
     except SnapshotInvalid:
         return  # none there (or unreadable: renaming over it loses nothing readable)
-    if info.last_hash == last_hash:
+    if header["last_hash"] == last_hash:
         return
     lost = f"lost-{name}-{time.time_ns()}"
     os.rename(name, lost, src_dir_fd=store.snapfd, dst_dir_fd=store.snapfd)
@@ -320,25 +286,34 @@ def prune(store: Store, keep: int | None) -> None:
 PRUNE_KEEP = 3
 
 
-def prune_keeping(store: Store, keep: int, log_seq: int, log_hash: Any) -> list[int]:
-    """Remove snapshot files but the newest ``keep``, every one past seq
-    ``log_seq`` (the log's end: they are the only record of events the log
-    lost, docs/cli.md "Recovering a damaged ledger"), and the one opening
-    starts from (:func:`newest` at or before ``log_seq``, with ``log_hash``
-    as :func:`load` takes it), however old. ``lost-*`` and temp files are not
-    snapshots here. Returns the seqs removed, oldest first; a file the OS
-    refuses to remove is a warning naming its full path, and not in the list.
+def prune_keeping(store: Any, keep: int, log_seq: int) -> list[int]:
+    """Remove the snapshots of ``store`` (a ``LogStore``) but the newest
+    ``keep``, every one past seq ``log_seq`` (the log's end: they are the
+    only record of events the log lost, docs/cli.md "Recovering a damaged
+    ledger"), and the one opening starts from (:func:`newest` at or before
+    ``log_seq``), however old. Returns the seqs removed, oldest first; one
+    the store refuses to remove is a warning naming it, and not in the list.
 
     Raises:
-        LedgerIOError: the snapshots directory or the log cannot be read.
+        LedgerError: the snapshots or the log cannot be read.
     """
-    snaps = list_snapshots(store)
-    kept = {name for _, name in snaps[-keep:]} if keep > 0 else set()
-    kept.update(name for seq, name in snaps if seq > log_seq)
-    start = newest(store, log_hash, lambda _name, _exc: None, seq=log_seq)
+    seqs = store.snapshot_seqs()
+    kept = set(seqs[-keep:]) if keep > 0 else set()
+    kept.update(at for at in seqs if at > log_seq)
+    start = newest(store, lambda _seq, _exc: None, seq=log_seq)
     if start is not None:
-        kept.add(start[1].name)
-    return [seq for seq, name in snaps if name not in kept and _remove(store, name, "old snapshot")]
+        kept.add(start.seq)
+    removed = []
+    for at in seqs:
+        if at in kept:
+            continue
+        try:
+            store.snapshot_delete(at)
+        except LedgerError as exc:
+            log.warning("could not remove old snapshot %s: %s", where(store, at), exc)
+            continue
+        removed.append(at)
+    return removed
 
 
 def read_file(store: Store, name: str) -> bytes:
@@ -363,122 +338,163 @@ def read_file(store: Store, name: str) -> bytes:
         os.close(fd)
 
 
-def read_header(store: Store, name: str) -> SnapshotInfo:
-    """Parse only a snapshot's header.
+def parse_header(display: str, line: bytes, seq_in_name: int) -> dict[str, Any]:
+    """A snapshot file's header line, checked (format, fields and their
+    types, the seq its name says), as a dict.
 
     Raises:
-        SnapshotInvalid: unreadable, malformed or another format version;
-            it names the snapshot's full path.
+        SnapshotInvalid: malformed or another format (``SnapshotOutdated``
+            for an older one); it names ``display``.
     """
-    display = snapshot_path(store, name)
-    m = _NAME.match(name)
-    if not m:
-        raise SnapshotInvalid(display, "not a snapshot name")
-    try:
-        fd = open_private_file(store.snapfd, name, display, os.O_RDONLY, create=False,
-                               readonly=store.readonly)
-        try:
-            head = os.pread(fd, 4096, 0)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise SnapshotInvalid(display, f"cannot read: {why(exc)}") from None
-    nl = head.find(b"\n")
-    if nl < 0:
-        raise SnapshotInvalid(display, "truncated header")
-    return _parse_header(name, display, head[:nl], int(m.group(1)))
-
-
-def _parse_header(name: str, display: str, line: bytes, seq_in_name: int) -> SnapshotInfo:
     try:
         h = orjson.loads(line)
     except orjson.JSONDecodeError:
         raise SnapshotInvalid(display, "header is not JSON") from None
     if not isinstance(h, dict):
         raise SnapshotInvalid(display, "header is not an object")
+    check_header(display, h, seq_in_name, ("offset", "line_start"))
+    return h
+
+
+def check_header(display: str, h: dict[str, Any], seq: int, file_keys: tuple[str, ...] = ()) -> None:
+    """Check a snapshot header's format and fields (and ``file_keys``,
+    ints, for a file's); the seq must be ``seq``.
+
+    Raises:
+        SnapshotInvalid: naming ``display`` (``SnapshotOutdated`` for an
+            older format).
+    """
     fmt = h.get("format")
     outdated = type(fmt) is int and 1 <= fmt < SNAPSHOT_FORMAT
     if fmt != SNAPSHOT_FORMAT and not outdated:
         raise SnapshotInvalid(display, f"format {fmt!r}, this scopeledger reads {SNAPSHOT_FORMAT}")
     try:
-        info = SnapshotInfo(int(h["seq"]), int(h["offset"]), int(h["line_start"]),
-                            str(h["last_hash"]), int(h["ts"]), name)
-        _ = str(h["checksum"])
+        got = int(h["seq"])
+        for key in file_keys:
+            int(h[key])
+        _ = str(h["last_hash"]), int(h["ts"]), str(h["checksum"])
     except (KeyError, TypeError, ValueError):
         raise SnapshotInvalid(display, "header lacks a field or has a wrong type") from None
-    if info.seq != seq_in_name:
-        raise SnapshotInvalid(display, f"header says seq {info.seq}")
+    if got != seq:
+        raise SnapshotInvalid(display, f"header says seq {got}")
     if outdated:  # (the header's fields are the same in every format so far)
-        exc = SnapshotOutdated(display, f"format {fmt}, older than this scopeledger's {SNAPSHOT_FORMAT}: "
+        raise SnapshotOutdated(display, f"format {fmt}, older than this scopeledger's {SNAPSHOT_FORMAT}: "
                                         "skipped, the state is folded from the log")
-        exc.info = info
-        raise exc
-    return info
 
 
-def newest(store: Store, log_hash: Any, skipped: Callable[[str, SnapshotInvalid], object], *,
-           seq: int | None = None, ts: int | None = None) -> tuple[State, SnapshotInfo] | None:
-    """The one snapshot picker: the newest snapshot that checks out
-    (:func:`load`), taken at or before seq ``seq`` and time ``ts`` (ns, UTC;
-    ``None``: any), or ``None`` when none does. Each snapshot passed over
-    because it did not check out (its header, or loading it) is given to
-    ``skipped(name, exc)`` (to log it, count it, or tell what the log lost).
+def read_head(store: Store, name: str) -> bytes:
+    """The first 4096 bytes of the snapshot file ``name`` (its header).
 
     Raises:
-        LedgerIOError: the snapshots directory or the log cannot be read.
+        OSError: as :func:`read_file`.
     """
-    for _, name in reversed(list_snapshots(store)):
-        if seq is not None or ts is not None:
-            try:
-                info = read_header(store, name)
-            except SnapshotInvalid as exc:
-                skipped(name, exc)
-                continue
-            if (seq is not None and info.seq > seq) or (ts is not None and info.ts > ts):
-                continue
-        try:
-            return load(store, name, log_hash)
-        except SnapshotInvalid as exc:
-            skipped(name, exc)
-    return None
-
-
-def load(store: Store, name: str, log_hash: Any) -> tuple[State, SnapshotInfo]:
-    """Load and check one snapshot.
-
-    ``log_hash(line_start, offset) -> str | None`` returns the hash of the
-    log's line there (``None`` when there is no such line).
-
-    Raises:
-        SnapshotInvalid: any check failed (see the module docstring); it
-            names the snapshot's full path.
-        Whatever ``log_hash`` raises (LedgerIOError: the log cannot be read).
-    """
-    display = snapshot_path(store, name)
-    m = _NAME.match(name)
-    if not m:
-        raise SnapshotInvalid(display, "not a snapshot name")
+    fd = open_private_file(store.snapfd, name, snapshot_path(store, name), os.O_RDONLY, create=False,
+                           readonly=store.readonly)
     try:
-        data = read_file(store, name)
-    except OSError as exc:
-        raise SnapshotInvalid(display, f"cannot read: {why(exc)}") from None
-    nl = data.find(b"\n")
-    if nl < 0:
-        raise SnapshotInvalid(display, "truncated (no header line)")
-    info = _parse_header(name, display, data[:nl], int(m.group(1)))
-    body = data[nl + 1:]
-    if not body.endswith(b"\n"):
-        raise SnapshotInvalid(display, "truncated body")
-    body = body[:-1]
-    if _checksum(body) != orjson.loads(data[:nl])["checksum"]:
+        return os.pread(fd, 4096, 0)
+    finally:
+        os.close(fd)
+
+
+def where(store: Any, seq: int) -> str:
+    """How messages name the snapshot at ``seq`` of ``store``: a file's
+    full path, else the store's location and the seq."""
+    named = getattr(store, "snapshot_where", None)
+    return named(seq) if named is not None else f"{store.location} snapshot {seq}"
+
+
+def encode(state: State) -> tuple[dict[str, Any], bytes]:
+    """``(header, body)`` of a snapshot of ``state``, as the store
+    interface takes them (``LogStore.snapshot_write``)."""
+    with _gc_paused():
+        body = orjson.dumps(state.to_json())
+    return header_of(state, body), body
+
+
+def state_from(store: Any, seq: int, header: dict[str, Any], body: bytes) -> State:
+    """The state a snapshot read from ``store`` (``snapshot_read(seq)``)
+    holds, checked: its header, its checksum, its body and that the body is
+    the state the header names.
+
+    Raises:
+        SnapshotInvalid: any check failed (``SnapshotOutdated``: an older
+            format); it names the snapshot (:func:`where`).
+    """
+    display = where(store, seq)
+    check_header(display, header, seq)
+    if checksum(body) != header["checksum"]:
         raise SnapshotInvalid(display, "checksum does not match its content")
     try:
         with _gc_paused():
             state = State.from_json(orjson.loads(body))
     except Exception as exc:  # noqa: BLE001 - any malformed body is invalid
         raise SnapshotInvalid(display, f"body does not parse ({type(exc).__name__}: {exc})") from None
-    if state.seq != info.seq or state.last_hash != info.last_hash:
+    if state.seq != seq or state.last_hash != header["last_hash"]:
         raise SnapshotInvalid(display, "body's seq/hash differ from its header")
-    if log_hash(info.line_start, info.offset) != info.last_hash:
-        raise SnapshotInvalid(display, f"does not match the log at seq {info.seq}")
-    return state, info
+    return state
+
+
+def read_state(store: Any, seq: int) -> State:
+    """The checked state of the snapshot at ``seq`` (:func:`state_from`).
+
+    Raises:
+        SnapshotInvalid: as ``snapshot_read`` and :func:`state_from`.
+        LedgerError: the log cannot be read to check it.
+    """
+    header, body = store.snapshot_read(seq)
+    return state_from(store, seq, header, body)
+
+
+def newest(store: Any, skipped: Callable[[int, SnapshotInvalid], object], *,
+           seq: int | None = None, ts: int | None = None) -> State | None:
+    """The one snapshot picker: the state of the newest snapshot of
+    ``store`` (a ``LogStore``) that checks out (:func:`read_state`), taken
+    at or before seq ``seq`` and time ``ts`` (ns, UTC; ``None``: any), or
+    ``None`` when none does. Each snapshot passed over because it did not
+    check out is given to ``skipped(seq, exc)`` (to log it, count it, or
+    tell what the log lost). A store that can read a header alone
+    (``snapshot_header``: a file's) is asked that first, so that a picker
+    by time reads one body.
+
+    Raises:
+        LedgerError: the snapshots or the log cannot be read.
+    """
+    header_of_ = getattr(store, "snapshot_header", None) if (seq is not None or ts is not None) else None
+    for at in reversed(store.snapshot_seqs()):
+        if seq is not None and at > seq:
+            continue
+        if header_of_ is not None:
+            try:
+                h = header_of_(at)
+            except SnapshotInvalid as exc:
+                skipped(at, exc)
+                continue
+            if ts is not None and h["ts"] > ts:
+                continue
+        try:
+            state = read_state(store, at)
+        except SnapshotInvalid as exc:
+            skipped(at, exc)
+            continue
+        if ts is not None and state.last_ts > ts:
+            continue
+        return state
+    return None
+
+
+def prune_store(store: Any, keep: int | None) -> None:
+    """Keep the newest ``keep`` snapshots of ``store`` (``None``: all);
+    a file store also removes temp files whose writer is gone.
+    Housekeeping: what the store refuses is a warning, never an error."""
+    tidy = getattr(store, "tidy_snapshots", None)
+    if tidy is not None:
+        tidy(keep)
+        return
+    if keep is None:
+        return
+    try:
+        seqs = store.snapshot_seqs()
+        for at in seqs[: max(0, len(seqs) - keep)]:
+            store.snapshot_delete(at)
+    except LedgerError as exc:
+        log.warning("could not prune old snapshots: %s", exc)

@@ -78,6 +78,7 @@ from typing import Any, Callable, Generator
 import attrs
 import orjson
 
+from ._filestore import FileStore
 from ._errors import DelegationError, InvalidScope, Refused, ScopeConflict, UnknownHolder, WaitTimeout, shown
 from ._fold import Allocation
 from ._rules import Permission, ScopeRule, conflicts, rule_from_log
@@ -236,6 +237,25 @@ class Waiter:
 
 def _contend(a: tuple[ScopeRule, ...] | list[ScopeRule], b: tuple[ScopeRule, ...] | list[ScopeRule]) -> bool:
     return any(conflicts(x, y) for x in a for y in b)
+
+
+class NoQueue:
+    """The queue of a ledger that is not a directory (a PostgreSQL or
+    in-memory store): none yet. Its waiters are not ordered among
+    themselves; each decides again when the store says the log grew
+    (``LogStore.wait``) or a holder in the way exits."""
+
+    dir = None
+
+    def join(self, req: "Request") -> None:
+        return None
+
+    @staticmethod
+    def leave(ticket: Any) -> None:
+        return None
+
+    def ahead(self, mine: int | None, req: "Request", line_writes: Any) -> list[Any]:
+        return []
 
 
 class Queue:
@@ -469,7 +489,7 @@ def behind(waiters: list[Waiter]) -> Blocked:
                    f"which asked first for an overlapping write scope{more}", (), w.number)
 
 
-def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
+def one_round(ledger: Any, req: Request, queue: Queue | NoQueue, mine: int | None,
               attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any) -> Allocation | Blocked:
     """One look: stand back for earlier waiters, else decide, else try.
     Returns the grant or why not.
@@ -507,7 +527,7 @@ def timed_out(req: Request, last: Blocked | None) -> WaitTimeout:
     return WaitTimeout(req.name, req.wait, last.refusal, last.in_the_way, last.reason)
 
 
-def first_attempt(ledger: Any, req: Request, queue: Queue,
+def first_attempt(ledger: Any, req: Request, queue: Queue | NoQueue,
                   attempt: Callable[[Callable[[], None]], Allocation], gate: Gate,
                   me: Any) -> Allocation | Blocked:
     """Before joining the queue: with no earlier waiter to stand back for,
@@ -544,7 +564,7 @@ class Watch:
     """What wakes a waiter (see the module docstring): an inotify instance
     watching the log and the queue, and pidfds of holders in the way."""
 
-    def __init__(self, ledger: Any, queue: Queue | None) -> None:
+    def __init__(self, ledger: Any, queue: Queue | NoQueue | None) -> None:
         #: One inotify instance for the log, one for the queue: a waiter
         #: behind an earlier one sleeps through appends to the log (only the
         #: head of the queue is woken by a release; 8 waiters on 2 cores
@@ -555,8 +575,13 @@ class Watch:
         self.watch_log = True
         self.behind: int | None = None
         self.pid = os.getpid()
+        store = getattr(ledger, "_log", None)
+        #: A ledger that is not a directory: woken by its store (LogStore.wait).
+        self.ledger = None if store is None or isinstance(store, FileStore) else ledger
         network = getattr(getattr(ledger, "_store", None), "network_fs", None)
-        if network is None:
+        if self.ledger is not None:
+            pass  # no file to watch: the store's wait (a server notifies)
+        elif network is None:
             try:
                 self.log_watch = _inotify(os.path.join(ledger.path, "events.jsonl"), IN_MODIFY)
                 if queue is not None:
@@ -565,7 +590,8 @@ class Watch:
                 log.debug("waiting without inotify (looking every %gs): %s", POLL_SECONDS, exc)
                 self.close()
         #: The longest sleep between two looks, seconds.
-        self.period = RECHECK_SECONDS if self.log_watch is not None else POLL_SECONDS
+        self.period = (RECHECK_SECONDS if self.log_watch is not None or self.ledger is not None
+                       else POLL_SECONDS)
 
     def fds(self) -> list[int]:
         out = list(self.pidfds.values())
@@ -637,6 +663,11 @@ class Watch:
             if left <= 0:
                 return
             fds = self.fds()
+            if not fds and self.ledger is not None and self.watch_log:
+                led = self.ledger
+                seen = led.refresh()
+                led._log.wait(seen, left)  # the log grew (or the time ran out)
+                return
             if not fds:
                 time.sleep(left)
                 return
@@ -649,7 +680,7 @@ class Watch:
                 return
 
     @classmethod
-    def take(cls, ledger: Any, queue: Queue | None) -> "Watch":
+    def take(cls, ledger: Any, queue: Queue | NoQueue | None) -> "Watch":
         """A watch for ``ledger`` from its pool, or a new one. Closing an
         inotify instance costs milliseconds (the kernel waits for a grace
         period): a waiter that is granted gives its watch back
@@ -703,7 +734,7 @@ _watches: "weakref.WeakKeyDictionary[Any, list[Watch]]" = weakref.WeakKeyDiction
 POOL = 8
 
 #: One queue object (its cache of tickets read) per ledger object.
-_queues: "weakref.WeakKeyDictionary[Any, Queue]" = weakref.WeakKeyDictionary()
+_queues: "weakref.WeakKeyDictionary[Any, Queue | NoQueue]" = weakref.WeakKeyDictionary()
 
 
 def forget(ledger: Any) -> None:
@@ -715,10 +746,12 @@ def forget(ledger: Any) -> None:
     _queues.pop(ledger, None)
 
 
-def queue_of(ledger: Any) -> Queue:
+def queue_of(ledger: Any) -> Queue | NoQueue:
     q = _queues.get(ledger)
     if q is None:
-        q = _queues[ledger] = Queue(ledger.path)
+        store = getattr(ledger, "_log", None)
+        q = _queues[ledger] = (Queue(ledger.path) if store is None or isinstance(store, FileStore)
+                               else NoQueue())
     return q
 
 
@@ -811,7 +844,8 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
         while True:
             if deadline is not None and time.monotonic() >= deadline:
                 raise timed_out(req, last)
-            out = yield Call(one_round, (ledger, req, queue, ticket[0], attempt, gate, me), undo_grant)
+            mine = ticket[0] if ticket is not None else None
+            out = yield Call(one_round, (ledger, req, queue, mine, attempt, gate, me), undo_grant)
             if isinstance(out, Allocation):
                 return out
             last = out
@@ -819,7 +853,7 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
             remaining = math.inf if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise timed_out(req, last)
-            yield Sleep(watch, remaining, ticket[0])
+            yield Sleep(watch, remaining, mine)
     except GaveUp:
         raise timed_out(req, last) from None
     finally:

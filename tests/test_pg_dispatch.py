@@ -1,9 +1,11 @@
 """A URL given where a ledger is opened (``Ledger.open``, ``$SCOPELEDGER_DIR``,
 ``ledger --ledger``) is told from a directory by a plain string test
-(``scheme://``), and the PostgreSQL module is imported only for a URL. Until
-``Ledger`` runs on the PostgreSQL store, a URL is refused with a typed error
-that shows no password, and nothing is created (before, it made a directory
-tree named after the URL, password included)."""
+(``scheme://``), and the PostgreSQL module is imported only for a URL.
+``Ledger.open`` runs on the PostgreSQL store for a ``postgresql://`` URL
+(tests/test_ledger_stores.py); any other URL, and a URL where the command line
+or ``$SCOPELEDGER_DIR`` (not wired yet) name a ledger, is refused with a typed
+error that shows no password, and nothing is created (before, it made a
+directory tree named after the URL, password included)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ URLS = ["postgresql://alice:s3cr3t@db.example/ledgers?schema=team1", "postgres:/
         "mysql://bob:s3cr3t@h/d", "file:///tmp/x"]
 
 
-@pytest.mark.parametrize("url", URLS)
+@pytest.mark.parametrize("url", URLS[2:])
 def test_a_url_is_not_a_directory(tmp_path, monkeypatch, url):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidLedgerURL) as err:
@@ -29,6 +31,21 @@ def test_a_url_is_not_a_directory(tmp_path, monkeypatch, url):
     assert "s3cr3t" not in str(err.value)
     monkeypatch.setenv("SCOPELEDGER_DIR", url)
     with pytest.raises(InvalidLedgerURL):
+        Ledger.open()
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("url", URLS[:2])
+def test_a_postgresql_url_opens_the_postgresql_store_and_creates_no_directory(tmp_path, monkeypatch, url):
+    # (Until Ledger ran on the store, Ledger.open refused it as it refuses
+    # any other URL; it now connects: here to no server.)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LedgerError) as err:
+        Ledger.open(url)
+    assert type(err.value).__name__ == "StoreUnavailable" and "cannot connect to" in str(err.value)
+    assert "s3cr3t" not in str(err.value)
+    monkeypatch.setenv("SCOPELEDGER_DIR", url)
+    with pytest.raises(InvalidLedgerURL):  # $SCOPELEDGER_DIR is not wired to the store yet
         Ledger.open()
     assert os.listdir(tmp_path) == []
 

@@ -20,6 +20,7 @@ from scopeledger import CorruptLedger, Ledger, LockTimeout, ReadOnlyLedger, Scop
 from scopeledger._errors import SnapshotInvalid
 from scopeledger._events import line_hash
 from scopeledger._filestore import FileStore
+from scopeledger._fold import SNAPSHOT_FORMAT
 from scopeledger._memstore import MemoryLog, MemoryStore
 
 BOUND = 60.0  # seconds: a generous bound on waits for a real condition
@@ -265,7 +266,7 @@ def test_seq_at_is_the_last_seq_before_the_first_later_line(store):
 
 def _header(st, seq):
     (_, ln), = st.read_after(seq - 1, limit=1)
-    return {"format": 4, "seq": seq, "last_hash": line_hash(ln), "ts": seq, "checksum": "c" * 32}
+    return {"format": SNAPSHOT_FORMAT, "seq": seq, "last_hash": line_hash(ln), "ts": seq, "checksum": "c" * 32}
 
 
 def test_a_snapshot_is_read_back_as_written(store):

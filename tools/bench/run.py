@@ -1142,8 +1142,15 @@ def build_history(directory: str, live: int, events: int, interval: int, tail: i
     from scopeledger._events import FORMAT_VERSION
     from scopeledger._fold import State, apply
     from scopeledger._process import identify
-    from scopeledger._snapshots import write_snapshot
+    from scopeledger._snapshots import encode as encode_snapshot, write_file
     from scopeledger._store import Store
+
+    def write_snapshot(store: Store, st: State, offset: int, line_start: int) -> None:
+        # A snapshot file as the file store writes it (its byte offsets in the header).
+        header, body = encode_snapshot(st)
+        header = {"format": header["format"], "seq": header["seq"], "offset": offset,
+                  "line_start": line_start, **header}
+        write_file(store, st.seq, orjson.dumps(header) + b"\n" + body + b"\n", st.last_hash)
 
     assert live % 2 == 0 and interval % 2 == 0 and interval > live
     Ledger.open(directory).close()  # directory layout and modes, as the library makes them
