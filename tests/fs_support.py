@@ -4,6 +4,7 @@ done (not root, no xfs tools, no loop devices: ``.ci/run`` installs
 xfsprogs)."""
 
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -54,20 +55,40 @@ def _mount_xfs(dev: str, mnt: str) -> None:
         pytest.skip(f"cannot mount an xfs loop image here: {p.stderr.strip()}")
 
 
+#: Loop devices belong to the whole machine, not to one test (xdist worker).
+LOOP_LOCK = "/run/scopeledger-tests-loop.lock"
+
+
+@contextlib.contextmanager
+def one_loop_user():
+    """Hold the machine's loop devices for the block: tests that attach
+    loop devices run one at a time. (A whole-suite run failed with EIO
+    opening a directory on an xfs just made: the device had been freed a
+    moment before by the failing-disk test, whose writes to its full
+    backing tmpfs were still failing, ENOSPC in the kernel log.)"""
+    fd = os.open(LOOP_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def _xfs_at(image: str, mnt: str, size_mb: int):
     """A fresh xfs image at ``image`` mounted on ``mnt`` for the block;
     unmounted (lazily if something is still open) and detached afterwards."""
-    dev = _loop_xfs(image, size_mb)
-    try:
-        _mount_xfs(dev, mnt)
+    with one_loop_user():
+        dev = _loop_xfs(image, size_mb)
         try:
-            yield mnt
+            _mount_xfs(dev, mnt)
+            try:
+                yield mnt
+            finally:
+                if _run("umount", mnt).returncode:  # still open (a test failed): let go lazily
+                    _run("umount", "-l", mnt)
         finally:
-            if _run("umount", mnt).returncode:  # still open (a test failed): let go lazily
-                _run("umount", "-l", mnt)
-    finally:
-        _run("losetup", "-d", dev)
+            _run("losetup", "-d", dev)
 
 
 @contextlib.contextmanager

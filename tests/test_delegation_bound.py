@@ -28,7 +28,7 @@ class _Counted:
 
     def __init__(self, monkeypatch):
         self.calls = 0
-        for name in ("covers", "overlaps"):
+        for name in ("covers", "conflicts"):  # (conflicts: overlaps, by permission; issue 16)
             real = getattr(fold, name)
 
             def counted(*a, _real=real):

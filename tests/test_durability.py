@@ -154,7 +154,7 @@ def test_a_power_cut_never_bricks_the_ledger_and_fsync_loses_nothing(tmp_path, f
     # ledger opened as CorruptLedger and every acknowledged operation was gone.
     import sys
 
-    from fs_support import xfs_missing
+    from fs_support import one_loop_user, xfs_missing
 
     why = xfs_missing()
     if why:
@@ -164,8 +164,9 @@ def test_a_power_cut_never_bricks_the_ledger_and_fsync_loses_nothing(tmp_path, f
         import powercut
     finally:
         sys.path.pop(0)
-    fig = powercut.one_round(str(tmp_path), pairs=150, writers=1, fsync=fsync, every=40, settle=0.0,
-                             size_mb=300)
+    with one_loop_user():
+        fig = powercut.one_round(str(tmp_path), pairs=150, writers=1, fsync=fsync, every=40, settle=0.0,
+                                 size_mb=300)
     assert fig["opened"] == "ok", fig
     assert fig["works_after"] is True, fig
     assert fig["lost_events"] is None, fig  # no snapshot outlived the log

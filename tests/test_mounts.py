@@ -60,6 +60,15 @@ PRELUDE = textwrap.dedent("""
 """)
 
 
+@pytest.fixture
+def loop_devices():
+    """The machine's loop devices for this test alone (:func:`fs_support.one_loop_user`)."""
+    from fs_support import one_loop_user
+
+    with one_loop_user():
+        yield
+
+
 def in_namespace(setup: str, code: str, *, stdin: bool = False, timeout: float = 60) -> "subprocess.Popen[str] | dict":
     """Run ``setup`` (shell) and then ``code`` (Python, after PRELUDE) in a
     private mount namespace of their own. Returns the last JSON line the
@@ -325,7 +334,7 @@ def _image_skip(fstype: str, mkfs: str) -> None:
             pytest.skip(f"this kernel has no {fstype} (not in /proc/filesystems, no module to load)")
 
 
-def test_ext4_casefold_directories_fold_case_and_unicode(tmp_path):
+def test_ext4_casefold_directories_fold_case_and_unicode(tmp_path, loop_devices):
     # A holds MNT/ci/Proj in a casefolded directory: MNT/ci/PROJ is the same
     # directory, and so is a name in another Unicode normal form; in a
     # directory that does not fold, MNT/cs/PROJ is another one.
@@ -362,7 +371,7 @@ def test_ext4_casefold_directories_fold_case_and_unicode(tmp_path):
 
 
 @pytest.mark.parametrize("fstype, mkfs", [("vfat", "mkfs.vfat"), ("exfat", "mkfs.exfat")])
-def test_a_case_insensitive_filesystem_folds_every_name(tmp_path, fstype, mkfs):
+def test_a_case_insensitive_filesystem_folds_every_name(tmp_path, loop_devices, fstype, mkfs):
     _image_skip(fstype, mkfs)
     img, mnt, led = tmp_path / "ci.img", tmp_path / "mnt", tmp_path / "led"
     mnt.mkdir()
@@ -386,7 +395,7 @@ FUSE_FOLDS = {
 
 
 @pytest.mark.parametrize("fs", sorted(FUSE_FOLDS))
-def test_a_filesystem_whose_type_has_no_rule_is_asked_whether_it_folds(tmp_path, fs):
+def test_a_filesystem_whose_type_has_no_rule_is_asked_whether_it_folds(tmp_path, loop_devices, fs):
     """FUSE (``fuseblk``, ``fuse.*``) and any other type without a rule may
     fold case or not, as its volume or daemon does: the filesystem is
     asked (a name looked up under another spelling), never trusted to be
