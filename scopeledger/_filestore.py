@@ -37,7 +37,8 @@ log = logging.getLogger("scopeledger")
 #: finding any line reads at most this many lines' bytes.
 MARK_EVERY = 4096
 
-#: Bytes read at a time for a page of lines (``read_after`` with a limit).
+#: Bytes read at a time, at most, for a page of lines (``read_after`` with
+#: a limit; less for a short page).
 PAGE_CHUNK = 1 << 16
 
 #: How many earlier tails (the last line of each read) are remembered.
@@ -193,8 +194,8 @@ class FileStore:
         try:
             # A page (``limit``) is read in pieces of PAGE_CHUNK bytes, so that
             # paging through a log reads little past each page's end.
-            for line, start, end in split_lines(self.store.read(pos, size, PAGE_CHUNK if limit is not None
-                                                                else 1 << 20), pos, self.store.log_path):
+            for line, start, end in split_lines(self.store.read(pos, size, self._chunk(limit)), pos,
+                                                self.store.log_path):
                 s += 1
                 append((s, line))
                 if s % marks == 0:
@@ -207,6 +208,16 @@ class FileStore:
         if s > seq:
             self._remember(s, start, end)
         return out, end
+
+    def _chunk(self, limit: int | None) -> int:
+        """Bytes to read at a time for ``limit`` lines: about twice what
+        they take at the log's mean line length so far, between 4 KiB and
+        :data:`PAGE_CHUNK` (1 MiB without a limit)."""
+        if limit is None:
+            return 1 << 20
+        tseq, _, tend = self._tail
+        mean = tend // tseq if tseq else 256
+        return min(PAGE_CHUNK, max(4096, 2 * limit * mean))
 
     def head(self) -> int:
         seq, pos = self._nearest(1 << 62)
