@@ -37,7 +37,8 @@ log = logging.getLogger("scopeledger")
 #: finding any line reads at most this many lines' bytes.
 MARK_EVERY = 4096
 
-#: Bytes read at a time for a page of lines (``read_after`` with a limit).
+#: Bytes read at a time, at most, for a page of lines (``read_after`` with
+#: a limit; less for a short page).
 PAGE_CHUNK = 1 << 16
 
 #: How many earlier tails (the last line of each read) are remembered.
@@ -70,6 +71,8 @@ class FileStore:
         # where earlier tails ended (ascending).
         self._tail = (0, 0, 0)
         self._recent: list[tuple[int, int]] = []
+        # Where the last page read before the tail ended (seq, end).
+        self._cursor = (0, 0)
         #: Seconds the last :meth:`locked` waited for the lock.
         self.last_wait = 0.0
         self._head_seen = 0
@@ -101,7 +104,9 @@ class FileStore:
 
     def _remember(self, seq: int, start: int, end: int) -> None:
         tail = self._tail
-        if seq >= tail[0]:
+        if seq < tail[0]:  # a reader paging through older lines reads on from here
+            self._cursor = (seq, end)
+        else:
             if seq > tail[0]:  # the tail moves on: keep where it was among the recent ends
                 recent = self._recent
                 if len(recent) >= RECENT_KEPT:
@@ -115,7 +120,8 @@ class FileStore:
         """The remembered (seq, end) at or before ``seq``: the last line
         read or appended, one of the recent tails (a waiter that folded
         lines while it waited for the lock reads on from where it asked),
-        or a mark."""
+        the end of the last page read before the tail (a replay paging
+        through the log), or a mark."""
         tseq, _, tend = self._tail
         if tseq <= seq:
             return tseq, tend
@@ -125,6 +131,9 @@ class FileStore:
         j = bisect.bisect_right(recent, seq, key=_first) - 1
         if j >= 0 and recent[j][0] > best[0]:
             best = recent[j]
+        cursor = self._cursor
+        if best[0] < cursor[0] <= seq:
+            best = cursor
         return best
 
     def _end_of(self, seq: int, size: int) -> int:
@@ -179,21 +188,36 @@ class FileStore:
         if pos == size:
             return out, pos
         s = seq
-        end = pos
+        end = start = pos
+        append = out.append
+        marks = MARK_EVERY
         try:
             # A page (``limit``) is read in pieces of PAGE_CHUNK bytes, so that
             # paging through a log reads little past each page's end.
-            for line, start, end in self._lines(seq, pos, size, PAGE_CHUNK if limit is not None else 1 << 20):
+            for line, start, end in split_lines(self.store.read(pos, size, self._chunk(limit)), pos,
+                                                self.store.log_path):
                 s += 1
-                out.append((s, line))
-                if limit is not None and len(out) >= limit:
+                append((s, line))
+                if s % marks == 0:
                     self._remember(s, start, end)
+                if limit is not None and s - seq >= limit:
                     break
         except CorruptLedger:  # a line over MAX_LINE_BYTES: a page gives the lines
             if not out or limit is None:  # before it, the next read the error
                 raise
-            self._remember(s, end - len(out[-1][1]) - 1, end)
+        if s > seq:
+            self._remember(s, start, end)
         return out, end
+
+    def _chunk(self, limit: int | None) -> int:
+        """Bytes to read at a time for ``limit`` lines: about twice what
+        they take at the log's mean line length so far, between 4 KiB and
+        :data:`PAGE_CHUNK` (1 MiB without a limit)."""
+        if limit is None:
+            return 1 << 20
+        tseq, _, tend = self._tail
+        mean = tend // tseq if tseq else 256
+        return min(PAGE_CHUNK, max(4096, 2 * limit * mean))
 
     def head(self) -> int:
         seq, pos = self._nearest(1 << 62)

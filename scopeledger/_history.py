@@ -405,17 +405,23 @@ class History:
         self._prepare = prepare
         self._where = where if where is not None else store.location
 
-    def _lines(self, after: int, until: int | None = None) -> Iterator[bytes]:
+    def _pages(self, after: int, until: int | None = None) -> Iterator[list[tuple[int, bytes]]]:
         """The log's lines after seq ``after`` (up to seq ``until``;
-        ``None``: to the end, as it grows while read), a page at a time."""
+        ``None``: to the end, as it grows while read), a page of
+        ``(seq, line)`` at a time."""
         store = self._store
         while until is None or after < until:
             page = store.read_after(after, PAGE_LINES if until is None else min(PAGE_LINES, until - after))
             if not page:
                 return
+            yield page
+            after = page[-1][0]
+
+    def _lines(self, after: int, until: int | None = None) -> Iterator[bytes]:
+        """:meth:`_pages`, line by line."""
+        for page in self._pages(after, until):
             for _, line in page:
                 yield line
-            after = page[-1][0]
 
     # -- reading the log --------------------------------------------------------
 
@@ -812,15 +818,15 @@ class History:
         path = self._where
         blake2b = hashlib.blake2b
         held = None  # an event is yielded once the next line vouches for it
-        for line in self._lines(seq):
-            seq += 1
-            ev = decode(line, path, seq, payload=False)
-            if ev["prev"] != prev or ev["seq"] != seq:
-                raise CorruptLedger(path, _chain_fault(ev, seq, prev), line=seq, seq=ev["seq"])
-            prev = blake2b(line, digest_size=16).hexdigest()
-            if held is not None:
-                yield held
-            held = (ev, line) if lines else ev
+        for page in self._pages(seq):
+            for seq, line in page:
+                ev = decode(line, path, seq, payload=False)
+                if ev["prev"] != prev or ev["seq"] != seq:
+                    raise CorruptLedger(path, _chain_fault(ev, seq, prev), line=seq, seq=ev["seq"])
+                prev = blake2b(line, digest_size=16).hexdigest()
+                if held is not None:
+                    yield held
+                held = (ev, line) if lines else ev
         if held is not None:
             yield held  # the last line: nothing after it can vouch for it
 
