@@ -274,13 +274,13 @@ def is_postgresql_url(text: str) -> bool:
 
 
 def refuse_url(url: str) -> InvalidLedgerURL:
-    """The error for a URL given where a ledger directory is opened, until
-    ``Ledger`` runs on the PostgreSQL store (the message never shows a
-    password)."""
+    """The error for a URL given where a ledger directory is expected (the
+    command line's ``--ledger``, ``$SCOPELEDGER_DIR``, a path argument;
+    ``Ledger.open`` itself opens a PostgreSQL URL). The message never
+    shows a password."""
     if is_postgresql_url(url):
-        return InvalidLedgerURL(f"{redact(url)}: a ledger at a PostgreSQL URL cannot be opened by this "
-                                "version of scopeledger yet (its store exists; Ledger and the command "
-                                "line are not wired to it); nothing was created")
+        return InvalidLedgerURL(f"{redact(url)}: the command line does not open a ledger at a PostgreSQL "
+                                "URL yet (the library does: Ledger.open(URL)); nothing was created")
     return InvalidLedgerURL(f"{redact(url)} is a URL, not a path; nothing was created")
 
 
