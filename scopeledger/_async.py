@@ -164,7 +164,8 @@ class AsyncLedger:
 
         def attempt(commit: Callable[[], None]) -> Allocation:
             return led._attempt(lambda written: led._delegate(parent, child, rules, pid, reserved, socket,
-                                                              parent_token, written, commit, note, ttl=ttl, lease_only=lease_only))
+                                                              parent_token, written, commit, note, ttl=ttl,
+                                                              lease_only=lease_only))
 
         return await self._grant(child, rules, parent, parent_token, wait, attempt)
 
@@ -213,7 +214,8 @@ class AsyncLedger:
         ``parent``, delegate) on entry, release (that grant, by token) on
         exit, also on an exception or a cancellation. A lease (``ttl``) is
         not renewed by the guard: :meth:`keep_renewed` does."""
-        return AsyncHold(self, name, rules, pid, parent, socket, parent_token, wait, note, ttl=ttl, lease_only=lease_only)
+        return AsyncHold(self, name, rules, pid, parent, socket, parent_token, wait, note, ttl=ttl,
+                         lease_only=lease_only)
 
     async def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
         """:meth:`Ledger.renew` (it completes in its thread even if this

@@ -570,33 +570,46 @@ class History:
         # A stamp later than this machine's clock (with slack) is in doubt,
         # as one later than a later event's stamp is.
         future = _time.time_ns() + CLOCK_FUTURE_SLACK_NS
-        path = self._where
         # Every line read is checked to follow the one before (its times
         # decide the answer), and a line that decides where an answer
         # stops is vouched for by the line after it, as a replay's are.
         if back == 0:  # in order: stop at the first event stamped after it
-            state = self._base_for(ts=ts)
-            seq, prev = state.seq, state.last_hash
-            decided: tuple[str, int] | None = None
-            doubted: tuple[Stamped, ...] = ()
-            for line in self._lines(seq):
-                ev = decode(line, path, seq + 1, payload=False)
-                if decided is not None:
-                    if ev["prev"] != decided[0] or ev["seq"] != decided[1] + 1:
-                        raise CorruptLedger(path, _chain_fault(ev, decided[1] + 1, decided[0]),
-                                            line=decided[1] + 1, seq=ev["seq"])
-                    break
-                if ev["prev"] != prev or ev["seq"] != seq + 1:
-                    raise CorruptLedger(path, _chain_fault(ev, seq + 1, prev), line=seq + 1, seq=ev["seq"])
-                if ev["seq"] > newest:
-                    break
-                if ev["ts"] > ts:
-                    decided = (line_hash(line), ev["seq"])
-                    if ev["ts"] > future:  # in order, so every event from here on is as far ahead
-                        doubted = (Stamped(ev["seq"], ev["ts"], writer_of(ev["actor"]), _what(ev)),)
-                    continue
-                seq, prev = ev["seq"], line_hash(line)
-            return TimePoint(seq, ts, doubted_count=newest - seq if doubted else 0, doubted=doubted)
+            return self._point_in_order(ts, newest, future)
+        return self._point_by_scan(ts, newest, future)
+
+    def _point_in_order(self, ts: int, newest: int, future: int) -> TimePoint:
+        """:meth:`time_point` while the stamps never went back: from the
+        newest snapshot at or before ``ts``, up to the first event stamped
+        after it (``future``: this machine's clock and slack, ns)."""
+        path = self._where
+        state = self._base_for(ts=ts)
+        seq, prev = state.seq, state.last_hash
+        decided: tuple[str, int] | None = None
+        doubted: tuple[Stamped, ...] = ()
+        for line in self._lines(seq):
+            ev = decode(line, path, seq + 1, payload=False)
+            if decided is not None:
+                if ev["prev"] != decided[0] or ev["seq"] != decided[1] + 1:
+                    raise CorruptLedger(path, _chain_fault(ev, decided[1] + 1, decided[0]),
+                                        line=decided[1] + 1, seq=ev["seq"])
+                break
+            if ev["prev"] != prev or ev["seq"] != seq + 1:
+                raise CorruptLedger(path, _chain_fault(ev, seq + 1, prev), line=seq + 1, seq=ev["seq"])
+            if ev["seq"] > newest:
+                break
+            if ev["ts"] > ts:
+                decided = (line_hash(line), ev["seq"])
+                if ev["ts"] > future:  # in order, so every event from here on is as far ahead
+                    doubted = (Stamped(ev["seq"], ev["ts"], writer_of(ev["actor"]), _what(ev)),)
+                continue
+            seq, prev = ev["seq"], line_hash(line)
+        return TimePoint(seq, ts, doubted_count=newest - seq if doubted else 0, doubted=doubted)
+
+    def _point_by_scan(self, ts: int, newest: int, future: int) -> TimePoint:
+        """:meth:`time_point` once the stamps went back: every event's
+        stamp read from the first (the last one at or before ``ts`` may
+        come after any jump)."""
+        path = self._where
         at, at_ts = 0, None
         later = array("q")     # seqs stamped after ts, in order
         later_ts = array("q")  # ... and their stamps

@@ -1215,10 +1215,12 @@ class Ledger:
 
             req = Request.of(self, name, rules, None, None, wait)
             return wait_for_grant(self, req, lambda commit: self._attempt(
-                lambda written: self._register(name, rules, pid, socket, written, commit, note, ttl=ttl, lease_only=lease_only)))
+                lambda written: self._register(name, rules, pid, socket, written, commit, note, ttl=ttl,
+                                               lease_only=lease_only)))
         written: list[Any] = []
         try:
-            return self._register(name, rules, pid, socket, written, None, note, advisory, ttl=ttl, lease_only=lease_only)
+            return self._register(name, rules, pid, socket, written, None, note, advisory, ttl=ttl,
+                                  lease_only=lease_only)
         except BaseException:
             self._withdraw(written)
             raise
@@ -1658,7 +1660,7 @@ class Ledger:
             _check_parent(state, parent, parent_token)
             answers = [self._decided_copy(state, name, (r,), parent) for r in rules_t]
         return [a if isinstance(a, Decision) else self._decided(a, name, (r,), parent)
-                for a, r in zip(answers, rules_t)]
+                for a, r in zip(answers, rules_t, strict=True)]
 
     def _question(self, name: str | None, rules: Any, parent: str | None,
                   parent_token: int | None) -> tuple[str, str | None, tuple[ScopeRule, ...]]:

@@ -290,7 +290,7 @@ def who(env: Env, paths: tuple[str, ...], at: str | None, relative_to: str | Non
         if env.json:
             from .render import holding_json
 
-            for target, holdings in zip(targets, answers):
+            for target, holdings in zip(targets, answers, strict=True):
                 env.emit_json({"ledger": ledger.path, "path": target, "seq": state_seq,
                                "holders": [holding_json(h) for h in holdings]})
         elif len(targets) == 1:
@@ -301,7 +301,7 @@ def who(env: Env, paths: tuple[str, ...], at: str | None, relative_to: str | Non
         else:
             from .render import who_line
 
-            for target, holdings in zip(targets, answers):
+            for target, holdings in zip(targets, answers, strict=True):
                 env.out.print(who_line(target, holdings, display_root(relative_to)), markup=False,
                               soft_wrap=True)
     return EXIT_OK
