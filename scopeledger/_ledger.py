@@ -1490,7 +1490,10 @@ class Ledger:
             clock = _boot_reading(self._boottime)
             verdict = judge_lease(alloc.lease, clock.get("boot_ns"), host_id(), boot_id())
             if verdict.dead:
-                txn.reclaim(name, verdict.liveness.value)
+                # Reclaimed for the reason any reclaim records: its process's first
+                # (a holder whose process is also dead), else its lease's.
+                holder = self._verdict(alloc)
+                txn.reclaim(name, (holder if holder.dead else verdict).liveness.value)
                 txn.error = LeaseExpired(name, verdict.why)
                 return None
             txn.emit("renewed", name=name, token=token,
