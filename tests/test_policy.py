@@ -125,11 +125,31 @@ def test_force_release_until_lost_returns_the_event(ledger: Ledger, tmp_path: Pa
 
     async def main():
         async with await AsyncLedger.open(ledger.path) as al:
+            # The release comes once until_lost has seen the grant live (so it waits
+            # for the event, not only finds it): a real condition, not a sleep.
+            seen_live = asyncio.Event()
+            check = al.check
+
+            async def checked(name, token):
+                live = await check(name, token)
+                if live:
+                    seen_live.set()
+                return live
+
+            al.check = checked
             lost = asyncio.ensure_future(al.until_lost("w", alloc.token))
-            await asyncio.sleep(0)
-            threading.Thread(target=lambda: Ledger.open(ledger.path).release(
-                "w", force=True, reason="maintenance")).start()
-            return await asyncio.wait_for(lost, 30)
+            await asyncio.wait_for(seen_live.wait(), 30)
+
+            def force() -> None:
+                with Ledger.open(ledger.path) as other:
+                    other.release("w", force=True, reason="maintenance")
+
+            releaser = threading.Thread(target=force)
+            releaser.start()
+            try:
+                return await asyncio.wait_for(lost, 30)
+            finally:
+                releaser.join(30)
 
     ev = asyncio.run(main())
     assert ev.type == "released" and ev.data["forced"] == "maintenance"
