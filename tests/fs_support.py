@@ -62,10 +62,13 @@ LOOP_LOCK = "/run/scopeledger-tests-loop.lock"
 @contextlib.contextmanager
 def one_loop_user():
     """Hold the machine's loop devices for the block: tests that attach
-    loop devices run one at a time. (A whole-suite run failed with EIO
-    opening a directory on an xfs just made: the device had been freed a
-    moment before by the failing-disk test, whose writes to its full
-    backing tmpfs were still failing, ENOSPC in the kernel log.)"""
+    loop devices run one at a time, so no test's device is freed and
+    taken again by another while the first one's writes may still be in
+    flight. (A precaution taken after a whole-suite run failed with EIO
+    opening a directory on a fresh xfs right after the failing-disk test
+    had used the same loop device; the same EIO was seen once more with
+    this lock in place, so it is not the whole cause: see the
+    closing note of issue 14.)"""
     fd = os.open(LOOP_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
