@@ -127,7 +127,7 @@ import socket
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar, cast
 from urllib.parse import unquote
 
 import orjson
@@ -359,6 +359,9 @@ def _scrub(text: str, url: str) -> str:
     for secret in _secrets(url):
         text = text.replace(secret, "***")
     return text
+
+
+_T = TypeVar("_T")
 
 
 def _int(name: str, value: Any, lo: int | None = None) -> int:
@@ -733,8 +736,10 @@ class PgStore:
         return StoreError(self.url, f"failed to {doing}: {self._why(exc)}"
                                     + (f" (SQLSTATE {sqlstate})" if sqlstate else ""), sqlstate)
 
-    def _retrying(self, doing: str, fn: Callable[[Any], Any]) -> Any:
-        """Run a read ``fn(conn)``; on a lost connection, once more on a new one."""
+    def _retrying(self, doing: str, fn: Callable[[Any], _T]) -> _T:
+        """Run a read ``fn(conn)``; on a lost connection, once more on a new one.
+        Returns what ``fn`` returns (psycopg's rows are untyped: ``fn`` or its
+        caller names their types)."""
         with self._mutex:
             for attempt in (0, 1):
                 conn = self._connection()
@@ -807,8 +812,8 @@ class PgStore:
 
     def head(self) -> int:
         """The last seq (0 for an empty log). Raises: StoreUnavailable, StoreError."""
-        return self._retrying("read the log", lambda conn: conn.execute(
-            self._head_sql).fetchone()[0])
+        return cast(int, self._retrying("read the log", lambda conn: conn.execute(
+            self._head_sql).fetchone()[0]))
 
     def seq_at(self, ts: int) -> int:
         """The last seq before the first line whose ``ts`` is later than
@@ -1124,7 +1129,7 @@ class PgStore:
             try:
                 with self._mutex:
                     conn = self._listen_connection()
-                head = conn.execute(self._head_sql).fetchone()[0]
+                head = cast(int, conn.execute(self._head_sql).fetchone()[0])
                 retried = False  # a connection lost later gets its own retry
                 if head > after:
                     return head
@@ -1263,8 +1268,8 @@ class PgStore:
 
         Raises: StoreUnavailable, StoreError.
         """
-        return self._retrying("read the server instance", lambda conn: conn.execute(
-            f"SELECT {self.schema}.instance()").fetchone()[0])
+        return cast(str, self._retrying("read the server instance", lambda conn: conn.execute(
+            f"SELECT {self.schema}.instance()").fetchone()[0]))
 
     def open_session(self, ttl: float, *, host: str | None = None, pid: int | None = None,
                      renew: bool = True, on_lost: Callable[["PgSession"], object] | None = None,
