@@ -18,7 +18,7 @@ import threading
 import time as _time
 import warnings
 from array import array
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, cast
 
 import attrs
 import orjson
@@ -758,14 +758,16 @@ class History:
                 raise TypeError(f"{what} must be an int (a seq) or None, not {type(value).__name__} {shown(value)}")
         if holder is not None:
             check_name(holder)
-        want = None
+        want: set[str] | None = None
         if types is not None:
+            given: set[object]  # the caller's items, whatever they are until checked
             try:
-                want = {types} if isinstance(types, str) else set(types)
+                given = {types} if isinstance(types, str) else set(types)
             except TypeError:
-                want = {types}  # not iterable (or unhashable items): named below
-            if not all(isinstance(t, str) for t in want):
+                given = {types}  # not iterable (or unhashable items): named below
+            if not all(isinstance(t, str) for t in given):
                 raise TypeError(f"types must be an event type or an iterable of them, not {shown(types)}")
+            want = cast("set[str]", given)  # each one a str, checked just above
             bad = want - EVENT_TYPES
             if bad:
                 raise ValueError(f"unknown event type(s) {sorted(bad)}: expected {sorted(EVENT_TYPES)}")
