@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, cast, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar, cast, overload
 
 import attrs
 import orjson
@@ -99,6 +99,10 @@ CHECK_NAME = "(check)"
 
 #: How often :meth:`Ledger.wait` looks at the log's size, in seconds.
 WAIT_POLL_SECONDS = 0.05
+
+#: One queried path's type, for :meth:`Ledger.who` with several (a list of
+#: ``str``, of ``pathlib.Path`` or of both; lists are invariant).
+_PathT = TypeVar("_PathT", bound="str | os.PathLike[str]")
 
 
 def default_path() -> str:
@@ -504,6 +508,13 @@ class Ledger:
                              "Snapshots kept, ``int`` >= 1 or ``None`` (all); as :meth:`open`.")
     resolve_symlinks = _option("resolve_symlinks", _check_bool,
                                "Resolve symlinks in rules' paths, ``bool``; as :meth:`open`.")
+    # Where the options above keep their values (each set only through its
+    # property, which checks it; read directly on the hot path).
+    _timeout: float | None
+    _fsync: bool
+    _snapshot_every: int
+    _keep_snapshots: int | None
+    _resolve_symlinks: bool
 
     def __init__(self, store: LogStore | Store, *, timeout: float | None, probe: Probe | None,
                  fsync: bool, snapshot_every: int, keep_snapshots: int | None,
@@ -1946,7 +1957,7 @@ class Ledger:
             time: dt.datetime | int | None = None) -> list[Holding]: ...
 
     @overload
-    def who(self, path: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...], *,
+    def who(self, path: list[_PathT] | tuple[_PathT, ...], *,
             seq: int | None = None, time: dt.datetime | int | None = None) -> list[list[Holding]]: ...
 
     def who(self, path: Any, *, seq: int | None = None, time: dt.datetime | int | None = None) -> Any:
