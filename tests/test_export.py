@@ -20,8 +20,6 @@ import pytest
 from scopeledger import Ledger
 from scopeledger.cli import export as X
 
-import audit_support
-from audit_support import story  # noqa: F401 - the fixture
 from helpers import CMD, clean_env, ledger_cmd, one_error_line
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "bench")
