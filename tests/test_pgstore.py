@@ -445,7 +445,7 @@ def _appender(store, n, q):
                 lines = [line(first + k, pid=os.getpid(), i=i, k=k) for k in range(1 + i % 3)]
                 store.append(E(lines), first)
             seen = first + len(lines) - 1
-            acks.extend(zip(range(first, seen + 1), lines))
+            acks.extend(zip(range(first, seen + 1), lines, strict=True))
         q.put((os.getpid(), acks, waits))
     except BaseException as exc:
         q.put((os.getpid(), repr(exc), []))
@@ -465,7 +465,7 @@ def test_concurrent_appends_from_processes_are_gapless_and_lose_nothing(store, p
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    for pid, acks, _ in results:
+    for _pid, acks, _ in results:
         assert isinstance(acks, list), acks
     stored = store.read_after(0)
     # The parent's connection survived its children (they never used it).
@@ -697,7 +697,8 @@ def test_an_append_interrupted_on_its_way_is_resolved_not_reported_unrecorded(st
     # The server stalls the INSERT on an advisory lock the test holds (a real wait, not a timer).
     pg_cluster.psql_execute(f"CREATE FUNCTION {s}.stall() RETURNS trigger LANGUAGE plpgsql AS $$"
                             " BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NULL; END $$")
-    pg_cluster.psql_execute(f"CREATE TRIGGER stall AFTER INSERT ON {s}.events FOR EACH ROW EXECUTE FUNCTION {s}.stall()")
+    pg_cluster.psql_execute(f"CREATE TRIGGER stall AFTER INSERT ON {s}.events"
+                            f" FOR EACH ROW EXECUTE FUNCTION {s}.stall()")
     blocker = psycopg.connect(pg_cluster.conninfo(), autocommit=True)
     blocker.execute("SELECT pg_advisory_lock(4242)")
     old_backend = store._backend[0]
