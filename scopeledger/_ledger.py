@@ -100,8 +100,9 @@ CHECK_NAME = "(check)"
 #: How often :meth:`Ledger.wait` looks at the log's size, in seconds.
 WAIT_POLL_SECONDS = 0.05
 
-#: One queried path's type, for :meth:`Ledger.who` with several (a list of
-#: ``str``, of ``pathlib.Path`` or of both; lists are invariant).
+#: One queried path's type, for :meth:`Ledger.who` given a ``list[str]`` or a
+#: ``list[pathlib.Path]`` (lists are invariant: neither is a
+#: ``list[str | os.PathLike[str]]``, the overload a list of both takes).
 _PathT = TypeVar("_PathT", bound="str | os.PathLike[str]")
 
 
@@ -1957,7 +1958,11 @@ class Ledger:
             time: dt.datetime | int | None = None) -> list[Holding]: ...
 
     @overload
-    def who(self, path: list[_PathT] | tuple[_PathT, ...], *,
+    def who(self, path: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...], *,
+            seq: int | None = None, time: dt.datetime | int | None = None) -> list[list[Holding]]: ...
+
+    @overload
+    def who(self, path: list[_PathT], *,  # a list[str] or list[Path] (lists are invariant)
             seq: int | None = None, time: dt.datetime | int | None = None) -> list[list[Holding]]: ...
 
     def who(self, path: Any, *, seq: int | None = None, time: dt.datetime | int | None = None) -> Any:
