@@ -37,6 +37,7 @@ import os
 import time
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
+from ._arguments import asks_to_wait, check_timeout
 from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
 from ._rules import ScopeRule
@@ -174,10 +175,8 @@ class AsyncLedger:
         """The grant, asked once (``wait`` 0) or waited for: the loop of
         :func:`scopeledger._wait.waiting`, its blocking steps run in threads
         and its sleeps on the event loop."""
-        from ._ledger import _waits
-
         led = self._ledger
-        if not _waits(wait):
+        if not asks_to_wait(wait):
             gate = Gate(None)
             return await self._gated(gate, attempt, gate.commit)
         req = await self._thread(Request.of, led, name, rules, parent, parent_token, wait)
@@ -330,9 +329,7 @@ class AsyncLedger:
         """
         if type(after) is not int:
             raise TypeError(f"after must be an int (a seq), not {shown(after)}")
-        from ._ledger import _check_timeout
-
-        _check_timeout("timeout", timeout)
+        check_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         watch = Watch.take(self._ledger, None)
         try:

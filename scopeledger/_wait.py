@@ -81,7 +81,7 @@ import orjson
 from ._filestore import FileStore
 from ._errors import DelegationError, InvalidScope, Refused, ScopeConflict, UnknownHolder, WaitTimeout, shown
 from ._fold import Allocation
-from ._rules import Permission, ScopeRule, conflicts, rule_from_log
+from ._rules import Permission, ScopeRule, check_name, conflicts, rule_from_log
 
 log = logging.getLogger("scopeledger")
 
@@ -186,8 +186,6 @@ class Request:
         Raises:
             InvalidHolderName, InvalidScope, TypeError, ValueError.
         """
-        from ._ledger import check_name
-
         wait = check_wait(wait)
         name = check_name(name, None if parent is None else "child")
         if parent is not None:
