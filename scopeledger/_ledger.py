@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, cast, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, overload
 
 import attrs
 import orjson
@@ -496,6 +496,8 @@ class Ledger:
             store = FileStore(store, fsync=fsync)
         #: The store (the interface: seqs and lines).
         self._log: LogStore = store
+        #: Opened read-only (a store's mode never changes; read once, off the hot path).
+        self._readonly: bool = store.readonly
         #: A file store's own: its directory (the lock's polling, the
         #: snapshot claim, torn tails), else None.
         self._files: FileStore | None = store if isinstance(store, FileStore) else None
@@ -1017,7 +1019,7 @@ class Ledger:
         the append, so that the caller can withdraw a grant it recorded but
         never returned (:meth:`_withdraw`)."""
         store = self._log
-        if store.readonly:
+        if self._readonly:
             raise ReadOnlyLedger(self.path, "record a change")
         mem = self._mem
         state = self._state
@@ -1029,12 +1031,14 @@ class Ledger:
         files = self._files
         after_seq = state.seq
         if files is not None:
+            txn = None
             try:
                 missed = files.begin(after_seq, self.timeout, self._fold_while_waiting)
                 self.last_wait = files.last_wait
                 result, txn, state = self._locked_part(build, written, after_seq, missed)
             finally:
-                files.end()  # a no-op unless this thread still holds the lock (an exception)
+                if txn is None or not txn.lines:  # (an append that returned let the lock go)
+                    files.end()  # a no-op unless this thread still holds the lock (an exception)
         else:
             with store.locked(after_seq, self.timeout) as missed:
                 result, txn, state = self._locked_part(build, written, after_seq, missed)
@@ -1049,7 +1053,9 @@ class Ledger:
         """:meth:`_transact` with the lock held: fold ``missed``, build,
         append (which lets the lock go), apply the last event."""
         with self._mem:
-            state = self._fold_locked(after_seq, missed)
+            state = self._state
+            if missed or state is None or state.seq != after_seq:  # (else nothing to fold: no call)
+                state = self._fold_locked(after_seq, missed)
             self._others_active = state.seq != self._seq_of_last_txn
             base = state.seq
             txn = _Txn(self, state)
@@ -1191,8 +1197,9 @@ class Ledger:
             InvalidLease: ``ttl`` is not a finite number of seconds > 0
                 (at most 10**9); ``lease_only`` without ``ttl``.
         """
-        check_advisory(advisory)
-        if asks_to_wait(wait) and not advisory:
+        if advisory is not False:
+            check_advisory(advisory)
+        if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
             from ._wait import wait_for_grant, Request
 
             req = Request.of(self, name, rules, None, None, wait)
@@ -1222,8 +1229,9 @@ class Ledger:
                   note: str | None = None, advisory: bool = False, ttl: Any = None,
                   lease_only: Any = False) -> Allocation:
         name = check_name(name)
-        note = check_note(note)
-        lease = _lease_request(ttl, lease_only)
+        if note is not None:
+            note = check_note(note)
+        lease = None if ttl is None and lease_only is False else _lease_request(ttl, lease_only)
         if socket is not None:
             socket = check_socket(socket)
         rules_t = self._prepare(rules)
@@ -1239,7 +1247,8 @@ class Ledger:
                 commit()
             return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met, lease)
 
-        return cast(Allocation, self._transact(build, written))
+        granted: Allocation = self._transact(build, written)  # (not cast(): a call at run time)
+        return granted
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                  pid: int | None = None, *, reserved: bool = False,
@@ -1287,8 +1296,9 @@ class Ledger:
                 neither an ``int`` nor ``None``.
             DuplicateHolder, InvalidScope, InvalidProcess, InvalidArgument, InvalidLease: as register.
         """
-        check_advisory(advisory)
-        if asks_to_wait(wait) and not advisory:
+        if advisory is not False:
+            check_advisory(advisory)
+        if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
             from ._wait import wait_for_grant, Request
 
             req = Request.of(self, child, rules, parent, parent_token, wait)
@@ -1308,11 +1318,14 @@ class Ledger:
                   commit: Callable[[], None] | None = None, note: str | None = None,
                   advisory: bool = False, ttl: Any = None, lease_only: Any = False) -> Allocation:
         parent = check_name(parent, "parent")
-        note = check_note(note)
-        lease = _lease_request(ttl, lease_only)
+        if note is not None:
+            note = check_note(note)
+        lease = None if ttl is None and lease_only is False else _lease_request(ttl, lease_only)
         child = check_name(child, "child")
-        check_bool("reserved", reserved)
-        check_token(parent_token, allow_none=True, what="parent_token")
+        if type(reserved) is not bool:
+            check_bool("reserved", reserved)
+        if parent_token is not None and type(parent_token) is not int:
+            check_token(parent_token, allow_none=True, what="parent_token")
         if socket is not None:
             socket = check_socket(socket)
         rules_t = self._prepare(rules)
@@ -1333,7 +1346,8 @@ class Ledger:
                 commit()
             return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket, note, met, lease)
 
-        return cast(Allocation, self._transact(build, written))
+        granted: Allocation = self._transact(build, written)  # (not cast(): a call at run time)
+        return granted
 
     def attach(self, name: str, pid: int | None = None, token: int | None = None) -> Allocation:
         """Bind a (reserved) allocation to process ``pid`` (default: the
@@ -1366,7 +1380,8 @@ class Ledger:
             txn.emit("attached", name=name, process=ident.to_json())
             return txn.state.holders[name]
 
-        return cast(Allocation, self._transact(build))
+        renewed: Allocation = self._transact(build)
+        return renewed
 
     def release(self, name: str, token: int | None = None, *, returncode: int | None = None,
                 note: str | None = None, force: bool = False, reason: str | None = None) -> list[str]:
@@ -1414,9 +1429,11 @@ class Ledger:
                 Nothing is recorded.
         """
         name = check_name(name)
-        check_token(token, allow_none=True)
-        extras = _release_extras(returncode, note)
-        forced = check_forced(force, reason)
+        if token is not None and type(token) is not int:
+            check_token(token, allow_none=True)
+        # (defaults skip the checks' calls: the hot path)
+        extras = _release_extras(returncode, note) if returncode is not None or note is not None else {}
+        forced = check_forced(force, reason) if force is not False or reason is not None else None
         if forced is not None:
             extras["forced"] = forced
 
@@ -1429,7 +1446,8 @@ class Ledger:
             txn.after = (commit_removal, name, seq, ts, h)
             return [c for c, _ in plan]
 
-        return cast("list[str]", self._transact(build))
+        children: list[str] = self._transact(build)
+        return children
 
     def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
         """Renew the lease of grant ``(name, token)``: it lasts ``ttl``
@@ -1482,7 +1500,8 @@ class Ledger:
                      ttl_ns=ttl_ns if ttl_ns is not None else alloc.lease.ttl_ns, **clock)
             return txn.state.holders[name]
 
-        return cast(Allocation, self._transact(build))
+        renewed: Allocation = self._transact(build)
+        return renewed
 
     def keep_renewed(self, name: str, token: int, ttl: float | None = None, *,
                      on_lost: Callable[[BaseException], Any] | None = None) -> "Renewer":
