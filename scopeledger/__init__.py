@@ -93,6 +93,8 @@ _PUBLIC = {
     "identify": "_process",
     "judge": "_process",
     "probe": "_process",
+    # _paths.py
+    "real_path": "_paths",
     # _rules.py
     "Permission": "_rules",
     "ScopeRule": "_rules",
@@ -213,6 +215,7 @@ __all__ = [
     "parse_manifest",
     "parse_rule",
     "probe",
+    "real_path",
     "resolve_path",
     "runtime_base",
     "socket_path_for",
@@ -242,6 +245,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from ._identity import Lease, Liveness, ProcessIdentity, Verdict  # noqa: F401
     from ._lease import Renewer  # noqa: F401
+    from ._paths import real_path  # noqa: F401
     from ._process import host_id, identify, judge, probe  # noqa: F401
     from ._rules import (  # noqa: F401
         Permission, ScopeRule, check_name, covers, normalize_path, overlaps, parse_rule,

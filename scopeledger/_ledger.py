@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar, overload
 
 import attrs
 import orjson
@@ -35,7 +35,6 @@ from ._errors import (
     SnapshotInvalid,
     CorruptLedger,
     DelegationError,
-    InvalidArgument,
     InvalidLease,
     InvalidProcess,
     InvalidScope,
@@ -70,8 +69,11 @@ from ._paths import canonical, check_reached, identity as identify_path, mount_t
 from ._identity import Lease, Liveness, Probe, ProcessIdentity, Verdict
 from ._process import boot_id, boottime_ns, host_id, identify, probe as default_probe, run_probe
 from ._lease import check_ttl, holder_verdict, judge_lease
-from ._rules import (PERMISSION_TEXT, ScopeRule, check_name, check_path_text, conflicts, covers,
+from ._rules import (PERMISSION_TEXT, ScopeRule, check_name, conflicts, covers,
                      identity_json)
+from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callable, check_forced,
+                         check_keep_snapshots, check_note, check_options, check_snapshot_every, check_socket,
+                         check_timeout, check_token)
 from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._filestore import FileStore
 from ._logstore import Entry, Line, LogStore
@@ -438,26 +440,6 @@ class _Txn:
                   rule=rule.to_json() if rule is not None else None, chain=chain)
 
 
-def _check_bool(what: str, value: Any) -> None:
-    if type(value) is not bool:
-        raise TypeError(f"{what} must be True or False, not {shown(value)}")
-
-
-def _check_timeout(what: str, timeout: Any) -> None:
-    if timeout is not None and not (type(timeout) in (int, float) and 0 <= timeout <= 1e9):
-        raise ValueError(f"{what} must be None or a number of seconds from 0 to 1e9, not {shown(timeout)}")
-
-
-def _check_snapshot_every(what: str, snapshot_every: Any) -> None:
-    if type(snapshot_every) is not int or snapshot_every < 1:
-        raise ValueError(f"{what} must be an int >= 1, not {shown(snapshot_every)}")
-
-
-def _check_keep_snapshots(what: str, keep_snapshots: Any) -> None:
-    if keep_snapshots is not None and (type(keep_snapshots) is not int or keep_snapshots < 1):
-        raise ValueError(f"{what} must be None or an int >= 1, not {shown(keep_snapshots)}")
-
-
 def _option(name: str, check: Callable[[str, Any], None], doc: str) -> property:
     """A :class:`Ledger` option that may be changed after opening: read as a
     plain attribute (a C getter: the hot path reads some on every change),
@@ -500,14 +482,14 @@ class Ledger:
                      doc="The liveness probe (fixed at open: ``Ledger.open(probe=...)``).")
     clock = property(operator.attrgetter("_clock"),
                      doc="The event clock, ``() -> int`` ns (fixed at open: ``Ledger.open(clock=...)``).")
-    timeout = _option("timeout", _check_timeout,
+    timeout = _option("timeout", check_timeout,
                       "Seconds a mutation waits for the lock (``None``: for ever); as :meth:`open`.")
-    fsync = _option("fsync", _check_bool, "``fdatasync`` after every append, ``bool``; as :meth:`open`.")
-    snapshot_every = _option("snapshot_every", _check_snapshot_every,
+    fsync = _option("fsync", check_bool, "``fdatasync`` after every append, ``bool``; as :meth:`open`.")
+    snapshot_every = _option("snapshot_every", check_snapshot_every,
                              "Events between automatic snapshots, ``int`` >= 1; as :meth:`open`.")
-    keep_snapshots = _option("keep_snapshots", _check_keep_snapshots,
+    keep_snapshots = _option("keep_snapshots", check_keep_snapshots,
                              "Snapshots kept, ``int`` >= 1 or ``None`` (all); as :meth:`open`.")
-    resolve_symlinks = _option("resolve_symlinks", _check_bool,
+    resolve_symlinks = _option("resolve_symlinks", check_bool,
                                "Resolve symlinks in rules' paths, ``bool``; as :meth:`open`.")
     # Where the options above keep their values (each set only through its
     # property, which checks it; read directly on the hot path).
@@ -521,11 +503,13 @@ class Ledger:
                  fsync: bool, snapshot_every: int, keep_snapshots: int | None,
                  resolve_symlinks: bool, clock: Callable[[], int] | None,
                  load: bool = True, boottime: Callable[[], int | None] | None = None) -> None:
-        _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
+        check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         if isinstance(store, Store):  # a directory opened by the caller
             store = FileStore(store, fsync=fsync)
         #: The store (the interface: seqs and lines).
         self._log: LogStore = store
+        #: Opened read-only (a store's mode never changes; read once, off the hot path).
+        self._readonly: bool = store.readonly
         #: A file store's own: its directory (the lock's polling, the
         #: snapshot claim, torn tails), else None.
         self._files: FileStore | None = store if isinstance(store, FileStore) else None
@@ -543,7 +527,7 @@ class Ledger:
         self.keep_snapshots = keep_snapshots
         self.resolve_symlinks = resolve_symlinks
         self._clock: Callable[[], int] = clock if clock is not None else time.time_ns
-        _check_callable("boottime", boottime)
+        check_callable("boottime", boottime)
         self._boottime: Callable[[], int | None] = boottime if boottime is not None else boottime_ns
         self._mem = threading.RLock()
         self._state: State | None = None
@@ -696,13 +680,13 @@ class Ledger:
             ReadOnlyLedger: also when, without ``readonly``, the file
                 system is mounted read-only (EROFS).
         """
-        _check_bool("readonly", readonly)
-        _check_bool("create", create)
-        _check_bool("allow_network_fs", allow_network_fs)
-        _check_bool("fold", fold)
-        _check_callable("boottime", boottime)
+        check_bool("readonly", readonly)
+        check_bool("create", create)
+        check_bool("allow_network_fs", allow_network_fs)
+        check_bool("fold", fold)
+        check_callable("boottime", boottime)
         # Before the Store: a bad option creates no directory.
-        _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
+        check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         path = _dir_path(path)
         store: LogStore
         if _is_postgresql_url(path):
@@ -1047,7 +1031,7 @@ class Ledger:
         the append, so that the caller can withdraw a grant it recorded but
         never returned (:meth:`_withdraw`)."""
         store = self._log
-        if store.readonly:
+        if self._readonly:
             raise ReadOnlyLedger(self.path, "record a change")
         mem = self._mem
         state = self._state
@@ -1059,12 +1043,14 @@ class Ledger:
         files = self._files
         after_seq = state.seq
         if files is not None:
+            txn = None
             try:
                 missed = files.begin(after_seq, self.timeout, self._fold_while_waiting)
                 self.last_wait = files.last_wait
                 result, txn, state = self._locked_part(build, written, after_seq, missed)
             finally:
-                files.end()  # a no-op unless this thread still holds the lock (an exception)
+                if txn is None or not txn.lines:  # (an append that returned let the lock go)
+                    files.end()  # a no-op unless this thread still holds the lock (an exception)
         else:
             with store.locked(after_seq, self.timeout) as missed:
                 result, txn, state = self._locked_part(build, written, after_seq, missed)
@@ -1079,7 +1065,9 @@ class Ledger:
         """:meth:`_transact` with the lock held: fold ``missed``, build,
         append (which lets the lock go), apply the last event."""
         with self._mem:
-            state = self._fold_locked(after_seq, missed)
+            state = self._state
+            if missed or state is None or state.seq != after_seq:  # (else nothing to fold: no call)
+                state = self._fold_locked(after_seq, missed)
             self._others_active = state.seq != self._seq_of_last_txn
             base = state.seq
             txn = _Txn(self, state)
@@ -1221,8 +1209,9 @@ class Ledger:
             InvalidLease: ``ttl`` is not a finite number of seconds > 0
                 (at most 10**9); ``lease_only`` without ``ttl``.
         """
-        _check_advisory(advisory)
-        if _waits(wait) and not advisory:
+        if advisory is not False:
+            check_advisory(advisory)
+        if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
             from ._wait import wait_for_grant, Request
 
             req = Request.of(self, name, rules, None, None, wait)
@@ -1252,10 +1241,11 @@ class Ledger:
                   note: str | None = None, advisory: bool = False, ttl: Any = None,
                   lease_only: Any = False) -> Allocation:
         name = check_name(name)
-        note = _check_note(note)
-        lease = _lease_request(ttl, lease_only)
+        if note is not None:
+            note = check_note(note)
+        lease = None if ttl is None and lease_only is False else _lease_request(ttl, lease_only)
         if socket is not None:
-            socket = _check_socket(socket)
+            socket = check_socket(socket)
         rules_t = self._prepare(rules)
         ident = self._identity(pid)
 
@@ -1269,7 +1259,8 @@ class Ledger:
                 commit()
             return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met, lease)
 
-        return cast(Allocation, self._transact(build, written))
+        granted: Allocation = self._transact(build, written)  # (not cast(): a call at run time)
+        return granted
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                  pid: int | None = None, *, reserved: bool = False,
@@ -1317,8 +1308,9 @@ class Ledger:
                 neither an ``int`` nor ``None``.
             DuplicateHolder, InvalidScope, InvalidProcess, InvalidArgument, InvalidLease: as register.
         """
-        _check_advisory(advisory)
-        if _waits(wait) and not advisory:
+        if advisory is not False:
+            check_advisory(advisory)
+        if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
             from ._wait import wait_for_grant, Request
 
             req = Request.of(self, child, rules, parent, parent_token, wait)
@@ -1338,13 +1330,16 @@ class Ledger:
                   commit: Callable[[], None] | None = None, note: str | None = None,
                   advisory: bool = False, ttl: Any = None, lease_only: Any = False) -> Allocation:
         parent = check_name(parent, "parent")
-        note = _check_note(note)
-        lease = _lease_request(ttl, lease_only)
+        if note is not None:
+            note = check_note(note)
+        lease = None if ttl is None and lease_only is False else _lease_request(ttl, lease_only)
         child = check_name(child, "child")
-        _check_bool("reserved", reserved)
-        _check_token(parent_token, allow_none=True, what="parent_token")
+        if type(reserved) is not bool:
+            check_bool("reserved", reserved)
+        if parent_token is not None and type(parent_token) is not int:
+            check_token(parent_token, allow_none=True, what="parent_token")
         if socket is not None:
-            socket = _check_socket(socket)
+            socket = check_socket(socket)
         rules_t = self._prepare(rules)
         ident = self._identity(pid)
 
@@ -1363,7 +1358,8 @@ class Ledger:
                 commit()
             return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket, note, met, lease)
 
-        return cast(Allocation, self._transact(build, written))
+        granted: Allocation = self._transact(build, written)  # (not cast(): a call at run time)
+        return granted
 
     def attach(self, name: str, pid: int | None = None, token: int | None = None) -> Allocation:
         """Bind a (reserved) allocation to process ``pid`` (default: the
@@ -1386,7 +1382,7 @@ class Ledger:
             TypeError: ``token`` is neither an ``int`` nor ``None``.
         """
         name = check_name(name)
-        _check_token(token, allow_none=True)
+        check_token(token, allow_none=True)
         ident = self._identity(pid)
 
         def build(txn: _Txn) -> Allocation:
@@ -1396,7 +1392,8 @@ class Ledger:
             txn.emit("attached", name=name, process=ident.to_json())
             return txn.state.holders[name]
 
-        return cast(Allocation, self._transact(build))
+        renewed: Allocation = self._transact(build)
+        return renewed
 
     def release(self, name: str, token: int | None = None, *, returncode: int | None = None,
                 note: str | None = None, force: bool = False, reason: str | None = None) -> list[str]:
@@ -1444,9 +1441,11 @@ class Ledger:
                 Nothing is recorded.
         """
         name = check_name(name)
-        _check_token(token, allow_none=True)
-        extras = _release_extras(returncode, note)
-        forced = _check_forced(force, reason)
+        if token is not None and type(token) is not int:
+            check_token(token, allow_none=True)
+        # (defaults skip the checks' calls: the hot path)
+        extras = _release_extras(returncode, note) if returncode is not None or note is not None else {}
+        forced = check_forced(force, reason) if force is not False or reason is not None else None
         if forced is not None:
             extras["forced"] = forced
 
@@ -1459,7 +1458,8 @@ class Ledger:
             txn.after = (commit_removal, name, seq, ts, h)
             return [c for c, _ in plan]
 
-        return cast("list[str]", self._transact(build))
+        children: list[str] = self._transact(build)
+        return children
 
     def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
         """Renew the lease of grant ``(name, token)``: it lasts ``ttl``
@@ -1489,7 +1489,7 @@ class Ledger:
             TypeError: ``token`` is not an ``int``.
         """
         name = check_name(name)
-        _check_token(token)
+        check_token(token)
         ttl_ns = check_ttl(ttl) if ttl is not None else None
 
         def build(txn: _Txn) -> Allocation | None:
@@ -1512,7 +1512,8 @@ class Ledger:
                      ttl_ns=ttl_ns if ttl_ns is not None else alloc.lease.ttl_ns, **clock)
             return txn.state.holders[name]
 
-        return cast(Allocation, self._transact(build))
+        renewed: Allocation = self._transact(build)
+        return renewed
 
     def keep_renewed(self, name: str, token: int, ttl: float | None = None, *,
                      on_lost: Callable[[BaseException], Any] | None = None) -> "Renewer":
@@ -1570,8 +1571,8 @@ class Ledger:
             PartlyRecorded: the disk filled up part way: its ``recorded``
                 and ``not_recorded`` say which reclaims are in the log.
         """
-        _check_callable("probe", probe)
-        _check_bool("dry_run", dry_run)
+        check_callable("probe", probe)
+        check_bool("dry_run", dry_run)
         fn = probe if probe is not None else self._probe
         with self._mem:
             state = self._catch_up()
@@ -1685,7 +1686,7 @@ class Ledger:
             parent = check_name(parent, "parent")
         elif parent_token is not None:
             raise TypeError("parent_token is given without parent")
-        _check_token(parent_token, allow_none=True, what="parent_token")
+        check_token(parent_token, allow_none=True, what="parent_token")
         return name, parent, self._prepare(rules)
 
     @staticmethod
@@ -1761,7 +1762,7 @@ class Ledger:
         """
         if type(after) is not int:
             raise TypeError(f"after must be an int (a seq), not {shown(after)}")
-        _check_timeout("timeout", timeout)
+        check_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             seq = self.refresh()
@@ -1809,7 +1810,7 @@ class Ledger:
         guard = None
         alloc = None
         try:
-            if _waits(wait):
+            if asks_to_wait(wait):
                 alloc = (self.register(name, rules, pid, socket=socket, wait=wait, note=note, ttl=ttl,
                                        lease_only=lease_only) if parent is None
                          else self.delegate(parent, name, rules, pid, socket=socket, parent_token=parent_token,
@@ -1898,7 +1899,7 @@ class Ledger:
             LedgerIOError: the snapshots directory or the log cannot be read.
             CorruptLedger: a log line after the last one read does not check out.
         """
-        _check_keep_snapshots("keep", keep)
+        check_keep_snapshots("keep", keep)
         if self._log.readonly:
             raise ReadOnlyLedger(self.path, "prune snapshots")
         if keep is None:
@@ -2074,7 +2075,7 @@ class Ledger:
             TypeError: ``token`` is not an ``int``.
         """
         check_name(name)
-        _check_token(token)
+        check_token(token)
         with self._mem:
             alloc = self._current().holders.get(name)
         if alloc is None or alloc.token != token:
@@ -2166,28 +2167,6 @@ def _read_lines(store: LogStore, after: int, until: int) -> Iterator[Line]:
         after = page[-1][0]
 
 
-def _check_token(token: Any, allow_none: bool = False, what: str = "token") -> None:
-    if not (type(token) is int or (allow_none and token is None)):
-        raise TypeError(f"{what} must be an int (a grant's seq){' or None' if allow_none else ''}, "
-                        f"not {shown(token)}")
-
-
-def _check_socket(socket: Any) -> str | None:
-    """``socket`` as the event records it: ``None`` or a plain ``str``
-    absolute path, UTF-8 encodable (the log is UTF-8 JSON), without NUL,
-    shorter than ``PATH_MAX`` (4096) bytes, as a rule's path.
-
-    Raises:
-        InvalidScope: anything else.
-    """
-    if socket is None:
-        return None
-    if not isinstance(socket, str):
-        raise InvalidScope(f"invalid socket {shown(socket)}: expected an absolute path or None")
-    check_path_text(socket, "socket")
-    return socket if type(socket) is str else str.__str__(socket)
-
-
 #: Every open Ledger, for the fork handler below.
 _ledgers: "weakref.WeakSet[Ledger]" = weakref.WeakSet()
 
@@ -2239,15 +2218,10 @@ def _release_extras(returncode: Any, note: Any) -> dict[str, Any]:
             out["exit_signal"] = -returncode
         else:
             out["exit_code"] = returncode
-    note = _check_note(note)
+    note = check_note(note)
     if note is not None:
         out["note"] = note
     return out
-
-
-def _check_advisory(advisory: Any) -> None:
-    if type(advisory) is not bool:
-        raise InvalidArgument(f"advisory must be True or False, not {shown(advisory)}")
 
 
 def _advised(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str | None,
@@ -2261,72 +2235,6 @@ def _advised(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str 
         return None
     return [[list(chain), theirs.to_json(), mine.to_json()]
             for chain, theirs, mine in conflicts_met(state, name, rules, parent)]
-
-
-def _check_forced(force: Any, reason: Any) -> str | None:
-    """``release``'s ``forced`` key from ``force`` and ``reason`` (see its
-    Raises), or ``None`` for a release that is not forced."""
-    if type(force) is not bool:
-        raise InvalidArgument(f"force must be True or False, not {shown(force)}")
-    if not force:
-        if reason is not None:
-            raise InvalidArgument(f"reason {shown(reason)} is given without force=True: a reason is "
-                                  "recorded for a forced release (give note= for a release's note)")
-        return None
-    if reason is None:
-        raise InvalidArgument("force=True needs a reason (reason='why the holder's scope is taken')")
-    if not isinstance(reason, str) or not 0 < len(reason) <= 4096:
-        raise InvalidArgument(f"reason must be a str of 1 to 4096 characters, not {shown(reason)}"
-                              + (f" ({len(reason)} characters)" if isinstance(reason, str) else ""))
-    try:
-        reason.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidArgument(f"reason {shown(reason)} is not text UTF-8 can encode: {exc.reason} "
-                              f"at {exc.start}") from None
-    return str.__str__(reason)
-
-
-def _check_note(note: Any) -> str | None:
-    """A grant's or release's ``note`` as the log records it.
-
-    Raises:
-        TypeError: not a ``str`` or ``None``.
-        ValueError: over 4096 characters, or not encodable (a lone surrogate).
-    """
-    if note is None:
-        return None
-    if not isinstance(note, str):
-        raise TypeError(f"note must be a str or None, not {shown(note)}")
-    if len(note) > 4096:
-        raise ValueError(f"note must be at most 4096 characters, not {len(note)}")
-    try:
-        note.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"note must be text that UTF-8 can encode: {exc.reason} at {exc.start}") from None
-    return str.__str__(note)
-
-
-def _waits(wait: Any) -> bool:
-    """Whether ``wait=`` asks to wait (anything but 0 or 0.0; a bad value
-    is refused by ``_wait.check_wait``)."""
-    return not (type(wait) in (int, float) and wait == 0)
-
-
-def _check_callable(what: str, value: Any) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{what} must be None or a callable, not {shown(value)}")
-
-
-def _check_options(timeout: Any, probe: Any, fsync: Any, snapshot_every: Any, keep_snapshots: Any,
-                   resolve_symlinks: Any, clock: Any) -> None:
-    """Validate :meth:`Ledger.open`'s options (see its Raises)."""
-    _check_timeout("timeout", timeout)
-    _check_snapshot_every("snapshot_every", snapshot_every)
-    _check_keep_snapshots("keep_snapshots", keep_snapshots)
-    _check_bool("fsync", fsync)
-    _check_bool("resolve_symlinks", resolve_symlinks)
-    _check_callable("probe", probe)
-    _check_callable("clock", clock)
 
 
 def _partly(exc: Any, lines: list[bytes]) -> PartlyRecorded:
@@ -2350,7 +2258,7 @@ def _lease_request(ttl: Any, lease_only: Any) -> tuple[int, bool] | None:
             without one.
         TypeError: ``lease_only`` is not a ``bool``.
     """
-    _check_bool("lease_only", lease_only)
+    check_bool("lease_only", lease_only)
     if ttl is None:
         if lease_only:
             raise InvalidLease("lease_only=True needs a ttl: a holder bound to nothing could never be reclaimed")

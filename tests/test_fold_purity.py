@@ -24,7 +24,7 @@ from scopeledger._fold import State, apply, check_request
 
 from history_gen import random_history
 
-PURE = ["_errors", "_rules", "_identity", "_events", "_fold", "_decide", "_time"]
+PURE = ["_errors", "_arguments", "_rules", "_identity", "_events", "_fold", "_decide", "_time"]
 
 FORBIDDEN = {"os", "io", "time", "psutil", "pathlib", "subprocess", "socket", "random", "fcntl",
              "shutil", "tempfile", "logging", "threading", "multiprocessing", "select", "signal",

@@ -6,8 +6,8 @@ Every command but ``demo`` (which makes its own ledger) takes ``--ledger DIR`` (
 ``--json``. Errors are one line, ``error: ...``, on stderr, and a documented exit code
 (:mod:`.errors`).
 
-It uses only the library's public names (``from scopeledger import ...``; the few
-internals it still needs are in :mod:`.internals`, until they are public). Code map:
+It uses only the library's public names (``from scopeledger import ...``;
+``tests/test_import_graph.py`` keeps it so). Code map:
 
 - :mod:`.app`: the group, its options, which module holds each command, :func:`main`;
 - :mod:`.logs`: the library's log records on stderr (installed when a command runs);

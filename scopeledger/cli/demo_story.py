@@ -336,6 +336,19 @@ def _path_hint() -> tuple[str, ...]:
     return (f"export PATH={shlex.quote(bindir)}:\"$PATH\"",)
 
 
+def _refuse_a_ledger_inside_a_ledger(ledger_dir: str) -> None:
+    """The demo's ledger ``ledger_dir`` (its parent is, or will be, a
+    directory) may not be made inside another ledger.
+
+    Raises:
+        UnsafeLedgerPath: it would be (naming that ledger).
+    """
+    from scopeledger import check_ledger_path, non_directory_on_the_way
+
+    if non_directory_on_the_way(ledger_dir) is None:  # (else dir_problem says what is wrong)
+        check_ledger_path(ledger_dir)
+
+
 def dir_problem(base: str) -> str | None:
     """Why the demo cannot be built in ``base`` (``--dir``, as
     :func:`scopeledger.resolve_path` has it), for a usage error;
@@ -381,13 +394,11 @@ def run_demo(env: "Env", dir_: str | None, keep: bool, timeline: str | None = No
     """
     from scopeledger import resolve_path
 
-    from .internals import refuse_a_ledger_inside_a_ledger
-
     if dir_ is not None:
         base = resolve_path(dir_)  # a '..' after a symlink as the OS has it
         # Before anything is made: not a ledger inside another (--dir
         # L/snapshots, not empty either: this is what is wrong with it).
-        refuse_a_ledger_inside_a_ledger(os.path.join(os.path.realpath(base), "ledger"))
+        _refuse_a_ledger_inside_a_ledger(os.path.join(os.path.realpath(base), "ledger"))
         problem = dir_problem(base)
         if problem is not None:
             raise click.UsageError(problem)  # (inside the command: click adds its context, the hint)
@@ -404,7 +415,7 @@ def run_demo(env: "Env", dir_: str | None, keep: bool, timeline: str | None = No
     ledger_dir = os.path.join(base, "ledger")
     played = False
     try:
-        refuse_a_ledger_inside_a_ledger(ledger_dir)  # ($TMPDIR inside a ledger: removed below)
+        _refuse_a_ledger_inside_a_ledger(ledger_dir)  # ($TMPDIR inside a ledger: removed below)
         played = True
         summary = _play(env, base, tree, ledger_dir, keep, timeline)
     finally:

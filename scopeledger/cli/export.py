@@ -135,8 +135,8 @@ def write_csv(events: Iterable[Event], out: IO[str]) -> int:
 def parquet_available() -> bool:
     """Whether pyarrow can be imported (the ``parquet`` extra)."""
     try:
-        import pyarrow  # type: ignore[import-not-found]  # noqa: F401
-        import pyarrow.parquet  # type: ignore[import-not-found]  # noqa: F401
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
     except ImportError:
         return False
     return True

@@ -340,27 +340,18 @@ def rules_from(writes: Sequence[str], reads: Sequence[str], root: str | None,
 
 
 def abs_path(p: str) -> str:
-    """``p`` as an absolute path, every ``..`` applied as the OS does.
+    """``p`` as an absolute path, ``~`` expanded, every ``..`` applied as
+    the OS does (:func:`scopeledger.real_path`: as the ledger resolves a
+    rule's path).
 
     Raises:
         InvalidScope: ``p`` contains NUL, or leads through a link of /proc
             into another mount namespace (``/proc/PID/root/...``), where
             the text realpath gives names another file.
     """
-    if "\x00" in p:
-        from scopeledger import InvalidScope
+    from scopeledger import real_path
 
-
-        raise InvalidScope(f"invalid path {p!r}: contains NUL")
-    # Not os.path.abspath: it drops a '..' lexically, before the symlink
-    # under it is resolved; realpath applies each '..' as the OS does.
-    given = os.path.join(os.getcwd(), os.path.expanduser(p))
-    real = os.path.realpath(given)
-    if real != given:
-        from .internals import check_reached
-
-        check_reached(given, real)  # not through /proc into another mount namespace
-    return real
+    return real_path(p if "\x00" in p else os.path.expanduser(p))  # (NUL: refused, named as given)
 
 
 def _seq_at_ns(ledger: Ledger, end_ns: int) -> int:
