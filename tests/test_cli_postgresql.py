@@ -356,15 +356,23 @@ def test_import_into_a_schema_made_by_init_and_an_empty_source(url: str, tmp_pat
     (["import", "URL", "URL"], 2, "the same ledger"),
     (["import", "MISSING", "URL"], 6, "no ledger"),
     (["import", "DIR", "http://u:pw@h/db"], 2, "is a URL, not a path"),
+    (["export", "URL", "NEW"], 6, "does not exist"),
+    (["export", "DOWN", "NEW"], 7, "cannot connect to"),
+    (["import", "DIR", "DOWN"], 7, "cannot connect to"),
+    (["import", "DIR", "BAD"], 2, "is not a name of lowercase"),
 ])
 def test_export_and_import_refuse_what_they_cannot_do(url: str, tmp_path: Path, args, code, says) -> None:
     d = tmp_path / "d"
     with Ledger.open(str(d)) as lib:
         lib.register("a", [W(tmp_path / "a")])
-    names = {"URL": url, "DIR": str(d), "MISSING": str(tmp_path / "missing")}
+    names = {"URL": url, "DIR": str(d), "MISSING": str(tmp_path / "missing"), "NEW": str(tmp_path / "new"),
+             "DOWN": "postgresql://u:s3cr3t@127.0.0.1:1/db?schema=x", "BAD": url.rsplit("schema=", 1)[0] + "schema=Bad"}
+    before = (d / "events.jsonl").read_bytes()
     r = ok(invoke([names.get(a, a) for a in args]), code)
     assert says in one_error_line(r.stderr), r.stderr
-    assert "pw@" not in r.stderr
+    assert "pw@" not in r.stderr and "s3cr3t" not in r.stderr
+    assert not (tmp_path / "new").exists()  # nothing made where the copy would have gone
+    assert (d / "events.jsonl").read_bytes() == before  # nor the source changed
 
 
 # -- errors --------------------------------------------------------------------------------------
