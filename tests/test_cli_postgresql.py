@@ -194,6 +194,24 @@ def test_scopeledger_dir_url_selects_the_ledger(url: str, bare_url: str, tmp_pat
         assert [(e.type, e.data.get("name")) for e in lib.events()][-1] == ("released", "job")
 
 
+def test_another_role_works_with_the_grants_docs_cli_md_gives(url: str, pg_cluster, schema, role) -> None:
+    ok(invoke(["init", url]))
+    other = "cli_" + uuid.uuid4().hex[:10]
+    pg_cluster.password_role(other, PASSWORD)
+    theirs = pg_cluster.url(schema, user=other, password=PASSWORD)
+    denied = ok(invoke(["--ledger", theirs, "show"]), 7)
+    assert f"permission denied for schema {schema}" in one_error_line(denied.stderr)
+    pg_cluster.psql_execute(f"SET ROLE {role}; GRANT USAGE ON SCHEMA {schema} TO {other}; "
+                            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {other}")
+    r = ok(subprocess.run([*CMD, "--ledger", theirs, "run", "--write", "/nonexistent/x", "--", "true"],
+                          capture_output=True, text=True, env=clean_env(), timeout=60))
+    assert r.stdout == ""
+    for args in (["snapshot"], ["snapshot", "--prune", "--keep", "1"], ["verify"], ["reclaim"]):
+        ok(invoke(["--ledger", theirs, *args]))
+    with Ledger.open(url) as lib:
+        assert [e.type for e in lib.events()] == ["registered", "attached", "released"]
+
+
 def test_libpq_s_environment_and_pgpass_apply(bare_url: str, url: str, tmp_path: Path, pg_cluster, role) -> None:
     ok(invoke(["init", url]))
     refused = ok(invoke(["--ledger", bare_url, "show"]), 7)
