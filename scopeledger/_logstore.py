@@ -15,7 +15,9 @@ offsets or descriptors. Every store implements :class:`LogStore`:
 - ``scopeledger._pgstore.PgStore``: a PostgreSQL schema (issue 15).
 
 ``tests/test_store_contract.py`` runs one suite against every store; a new
-store joins it with one fixture.
+store joins it with one fixture. :func:`copy_log` moves a ledger from any
+store into an empty one through this interface alone (``copy_ledger``,
+``ledger export``/``ledger import``).
 
 A mutation, on any store::
 
