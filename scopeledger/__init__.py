@@ -40,6 +40,7 @@ _PUBLIC = {
     "LedgerIOError": "_errors",
     "LockTimeout": "_errors",
     "NoLedger": "_errors",
+    "LedgerNotEmpty": "_errors",
     "PartlyRecorded": "_errors",
     "ReadOnlyLedger": "_errors",
     "Refused": "_errors",
@@ -82,6 +83,8 @@ _PUBLIC = {
     "Reclaimed": "_ledger",
     "check_name": "_rules",
     "default_path": "_ledger",
+    "copy_ledger": "_ledger",
+    "redact_url": "_ledger",
     "verify": "_ledger",
     # _identity.py
     "Lease": "_identity",
@@ -168,6 +171,7 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LedgerIOError",
+    "LedgerNotEmpty",
     "Lease",
     "LeaseExpired",
     "Liveness",
@@ -199,6 +203,7 @@ __all__ = [
     "adopt",
     "check_ledger_path",
     "check_name",
+    "copy_ledger",
     "covers",
     "default_path",
     "format_chain",
@@ -216,6 +221,7 @@ __all__ = [
     "parse_rule",
     "probe",
     "real_path",
+    "redact_url",
     "resolve_path",
     "runtime_base",
     "socket_path_for",
@@ -231,7 +237,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         LedgerIOError, LockTimeout, NoLedger, PartlyRecorded, ReadOnlyLedger, Refused,
         ScopeConflict, UnknownHolder, UnsafeLedgerPath, UnsupportedPlatform, WaitTimeout,
         InDoubt, InvalidLedgerURL, NotRecorded, SessionLost, StoreError, StoreUnavailable,
-        format_chain, InvalidLease, LeaseExpired,
+        format_chain, InvalidLease, LeaseExpired, LedgerNotEmpty,
     )
     from ._events import EVENT_TYPES  # noqa: F401
     from ._fold import Allocation, MAX_RULES_PER_REQUEST, State  # noqa: F401
@@ -241,7 +247,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from ._ledger import (  # noqa: F401
         Decision, ENV_DIR, EffectiveScope, Hold, Ledger, LostEvents, ReclaimReport,
-        Reclaimed, default_path, verify,
+        Reclaimed, copy_ledger, default_path, redact_url, verify,
     )
     from ._identity import Lease, Liveness, ProcessIdentity, Verdict  # noqa: F401
     from ._lease import Renewer  # noqa: F401

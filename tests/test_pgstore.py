@@ -37,6 +37,7 @@ from scopeledger._pgstore import (
     StoreUnavailable,
     parse_url,
     redact,
+    without_password,
 )
 
 import pgserver
@@ -107,6 +108,25 @@ def test_passwords_are_never_shown():
         with pytest.raises(InvalidLedgerURL) as err:
             parse_url(bad)
         assert "s3cr3t" not in str(err.value), err.value
+
+
+@pytest.mark.parametrize("url, plain, password", [
+    ("postgresql://alice:s3cr%40t@h:5/db?schema=x&sslmode=disable", "postgresql://alice@h:5/db?schema=x&sslmode=disable",
+     "s3cr@t"),
+    ("postgresql://:pw@h/db?schema=x", "postgresql://h/db?schema=x", "pw"),
+    ("postgresql://alice@h/db?password=p%26w&schema=x", "postgresql://alice@h/db?schema=x", "p&w"),
+    ("postgresql://alice@h/db?password=pw", "postgresql://alice@h/db", "pw"),
+    ("postgresql://alice:pa?ss@h/db?schema=x", "postgresql://alice@h/db?schema=x", "pa?ss"),
+    ("postgres://alice@h/db?schema=x", "postgres://alice@h/db?schema=x", None),
+    ("postgresql:///db?host=/run/pg&schema=x", "postgresql:///db?host=/run/pg&schema=x", None),
+])
+def test_what_a_child_is_given_is_the_url_without_its_password_and_the_password(url, plain, password):
+    """``ledger run`` and ``spawn`` put the URL into the child's environment (tools print
+    it) without the password, and the password as libpq reads it apart (PGPASSWORD)."""
+    assert without_password(url) == plain
+    loc = parse_url(url)
+    assert (loc.plain, loc.password) == (plain, password)
+    assert psycopg.conninfo.conninfo_to_dict(parse_url(plain).conninfo).get("password") is None
 
 
 @pytest.mark.parametrize("url, shown, secret", [

@@ -19,8 +19,10 @@ from .errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXI
 from .params import SECONDS, Env, Group, common, pass_env
 
 #: Each command, and the module of this package that defines it.
+#: (A command whose name is a Python keyword is its module's ``NAME_``: ``import_``.)
 COMMANDS = {
     "check": "run", "demo": "demo", "diff": "query", "export": "pictures", "help": "helptopics", "history": "query",
+    "import": "transfer", "init": "transfer",
     "reclaim": "admin", "release": "admin", "renew": "admin", "replay": "query", "run": "run", "show": "query",
     "snapshot": "admin", "timeline": "pictures", "verify": "admin", "who": "query",
 }
@@ -38,7 +40,7 @@ class _LazyGroup(Group):
             name = f"{__package__}.{COMMANDS[cmd_name]}"
             __import__(name)  # (not importlib.import_module: python -X importtime reports this one)
             module = sys.modules[name]
-            command = getattr(module, cmd_name)
+            command = getattr(module, cmd_name, None) or getattr(module, cmd_name + "_")
             assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
             self.add_command(command)
         return command

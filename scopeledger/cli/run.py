@@ -20,7 +20,7 @@ import click
 
 from .errors import (EXIT_CANNOT_EXEC, EXIT_INTERNAL, EXIT_NO_COMMAND, EXIT_OK, EXIT_REFUSED, CliError,
                      error_json, exit_code_for, json_text, message_of, report)
-from .params import (ENV_DIR, ENV_HOLDER, ENV_TOKEN, SECONDS, TTL, Command, Env, Integer, check_enclosing, common,
+from .params import (ENV_HOLDER, ENV_TOKEN, SECONDS, TTL, Command, Env, Integer, check_enclosing, common,
                      display_root, holder_name_param, parent_from_env, pass_env, relative_option, request_from,
                      rule_options)
 
@@ -346,7 +346,9 @@ class _Runner:
         """Fork a child that waits at a gate; returns (gate write end, exec
         error read end)."""
         env = dict(os.environ)
-        env[ENV_DIR] = self.ledger.path
+        # The ledger's directory, or its URL without the password (a password
+        # the URL carried goes in PGPASSWORD, unless that is set already).
+        env.update(self.ledger.child_environment(env))
         env[ENV_HOLDER] = self.name
         env[ENV_TOKEN] = str(self.alloc.token)
         gate_r, gate_w = os.pipe()
