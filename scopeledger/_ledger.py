@@ -73,7 +73,7 @@ from ._rules import (PERMISSION_TEXT, ScopeRule, check_name, conflicts, covers,
                      identity_json)
 from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callable, check_forced,
                          check_keep_snapshots, check_note, check_options, check_snapshot_every, check_socket,
-                         check_timeout, check_token)
+                         check_timeout, check_token, check_wait)
 from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._filestore import FileStore
 from ._logstore import Entry, Line, LogStore
@@ -1184,7 +1184,8 @@ class Ledger:
                 default) refuses at once. Waiters are served first come,
                 first served (``scopeledger._wait``: its docstring says
                 how); woken when the log changes or a holder's process in
-                the way exits.
+                the way exits. With ``advisory=True`` nothing is waited
+                for (see ``advisory``).
             note: why the scope is asked for, in the requester's words
                 (``str``, at most 4096 characters), recorded with the grant
                 (``holder.note``).
@@ -1193,7 +1194,14 @@ class Ledger:
                 recording each conflict on the grant (``holder.advisory``:
                 owner chain, its rule, the requested rule); the allocation is marked
                 ``advisory``. A taken name, or (``delegate``) a rule outside
-                the parent's scope, is still refused. Default ``False``.
+                the parent's scope, is still refused. An advisory request
+                never waits, whatever ``wait`` says: it is granted at once
+                with its conflicts recorded (what a waiter waits for, a
+                conflict, does not refuse it; what refuses it is refused at
+                once, as with ``wait``). ``wait`` is still checked, and the
+                request takes no place in the waiters' queue (it may be
+                granted ahead of waiters, as a request without ``wait`` may).
+                Default ``False``.
             ttl: a lease of this many seconds (``int``/``float`` > 0, at
                 most 10**9): the holder must be :meth:`renew`-ed within it
                 (:meth:`keep_renewed` does so every ttl/3), or it is
@@ -1225,8 +1233,8 @@ class Ledger:
                 holder's write rule (holders outside one line of delegation);
                 holders in the way whose process is dead are reclaimed
                 first. The refusal is recorded once.
-            WaitTimeout: with ``wait``, not granted within ``wait`` seconds
-                (it is never granted afterwards).
+            WaitTimeout: with ``wait`` (and not ``advisory``), not granted
+                within ``wait`` seconds (it is never granted afterwards).
             TypeError, ValueError: ``wait`` is not a number of seconds >= 0;
                 ``note`` is not a ``str`` of at most 4096 characters that
                 UTF-8 can encode.
@@ -1236,6 +1244,7 @@ class Ledger:
         """
         if advisory is not False:
             check_advisory(advisory)
+            check_wait(wait)  # an advisory request never waits; a bad wait is still refused
         if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
             from ._wait import wait_for_grant, Request
 
@@ -1317,8 +1326,8 @@ class Ledger:
                 outside the parent's scope is refused at once.
             note: as :meth:`register`.
             advisory: as :meth:`register`: a sibling's rule in the way is
-                recorded instead of refusing; a rule outside the parent's
-                scope is still refused.
+                recorded instead of refusing (at once, whatever ``wait``
+                says); a rule outside the parent's scope is still refused.
             ttl, lease_only: as :meth:`register` (a child's lease is its
                 own: the parent's does not renew it).
 
@@ -1327,7 +1336,7 @@ class Ledger:
                 grant than ``parent_token`` (the message says which).
             DelegationError: a rule is outside the parent's effective scope
                 or overlaps a sibling's write rule.
-            WaitTimeout: as :meth:`register`.
+            WaitTimeout: as :meth:`register` (never with ``advisory``).
             InvalidHolderName: ``parent`` or ``child`` is not a holder name.
             TypeError: ``reserved`` is not a ``bool``; ``parent_token`` is
                 neither an ``int`` nor ``None``.
@@ -1335,6 +1344,7 @@ class Ledger:
         """
         if advisory is not False:
             check_advisory(advisory)
+            check_wait(wait)  # an advisory request never waits; a bad wait is still refused
         if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
             from ._wait import wait_for_grant, Request
 
@@ -1815,7 +1825,7 @@ class Ledger:
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
              *, parent: str | None = None, socket: str | None = None,
              parent_token: int | None = None, wait: float = 0, note: str | None = None,
-             ttl: float | None = None, lease_only: bool = False) -> "Hold":
+             advisory: bool = False, ttl: float | None = None, lease_only: bool = False) -> "Hold":
         """Register (or, with ``parent``, delegate) now and return a guard
         that releases the allocation when the ``with`` block ends (also on
         an exception), when the guard is garbage collected (with a
@@ -1823,28 +1833,34 @@ class Ledger:
         whichever comes first. ``with ledger.hold(...) as alloc``
         binds the :class:`Allocation`. ``parent_token``: as
         :meth:`delegate` (a ``TypeError`` without ``parent``). ``wait``,
-        ``note``, ``ttl``, ``lease_only``: as :meth:`register` (the guard
-        does not renew a lease: :meth:`keep_renewed` does).
+        ``note``, ``advisory``, ``ttl``, ``lease_only``: as :meth:`register`
+        (an advisory hold is granted at once, its conflicts recorded,
+        whatever ``wait`` says; the guard does not renew a lease:
+        :meth:`keep_renewed` does).
 
         Raises:
             as :meth:`register` / :meth:`delegate`.
         """
         if parent is None and parent_token is not None:
             raise TypeError("parent_token is given without parent")
+        if advisory is not False:
+            check_advisory(advisory)
+            check_wait(wait)  # an advisory request never waits; a bad wait is still refused
         written: list[Any] = []
         guard = None
         alloc = None
         try:
-            if asks_to_wait(wait):
+            if asks_to_wait(wait) and not advisory:
                 alloc = (self.register(name, rules, pid, socket=socket, wait=wait, note=note, ttl=ttl,
                                        lease_only=lease_only) if parent is None
                          else self.delegate(parent, name, rules, pid, socket=socket, parent_token=parent_token,
                                             wait=wait, note=note, ttl=ttl, lease_only=lease_only))
             elif parent is None:
-                alloc = self._register(name, rules, pid, socket, written, None, note, ttl=ttl, lease_only=lease_only)
+                alloc = self._register(name, rules, pid, socket, written, None, note, advisory, ttl=ttl,
+                                       lease_only=lease_only)
             else:
                 alloc = self._delegate(parent, name, rules, pid, False, socket, parent_token, written, None, note,
-                                       ttl=ttl, lease_only=lease_only)
+                                       advisory, ttl=ttl, lease_only=lease_only)
             guard = Hold(self, alloc)
             self._holds.add(guard)
             return guard
