@@ -37,7 +37,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar
 
-from ._arguments import asks_to_wait, check_timeout
+from ._arguments import asks_to_wait, check_advisory, check_timeout, check_wait
 from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
 from ._rules import ScopeRule
@@ -151,27 +151,39 @@ class AsyncLedger:
 
     async def register(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
                        socket: str | None = None, wait: float = 0, note: str | None = None,
-                       ttl: float | None = None, lease_only: bool = False) -> Allocation:
-        """:meth:`Ledger.register`, waiting (``wait``) on the loop."""
+                       advisory: bool = False, ttl: float | None = None, lease_only: bool = False) -> Allocation:
+        """:meth:`Ledger.register`, waiting (``wait``) on the loop.
+        ``advisory=True``: as there, granted at once with its conflicts
+        recorded, never waiting whatever ``wait`` says (``wait`` is still
+        checked)."""
         led = self._ledger
+        if advisory is not False:
+            check_advisory(advisory)
+            check_wait(wait)  # checked, then not waited for: an advisory request never waits
+            wait = 0
 
         def attempt(commit: Callable[[], None]) -> Allocation:
             return led._attempt(lambda written: led._register(name, rules, pid, socket, written, commit, note,
-                                                              ttl=ttl, lease_only=lease_only))
+                                                              advisory, ttl=ttl, lease_only=lease_only))
 
         return await self._grant(name, rules, None, None, wait, attempt)
 
     async def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                        pid: int | None = None, *, reserved: bool = False, socket: str | None = None,
                        parent_token: int | None = None, wait: float = 0, note: str | None = None,
-                       ttl: float | None = None, lease_only: bool = False) -> Allocation:
-        """:meth:`Ledger.delegate`, waiting (``wait``) on the loop."""
+                       advisory: bool = False, ttl: float | None = None, lease_only: bool = False) -> Allocation:
+        """:meth:`Ledger.delegate`, waiting (``wait``) on the loop;
+        ``advisory``: as :meth:`register` (never waits)."""
         led = self._ledger
+        if advisory is not False:
+            check_advisory(advisory)
+            check_wait(wait)  # checked, then not waited for: an advisory request never waits
+            wait = 0
 
         def attempt(commit: Callable[[], None]) -> Allocation:
             return led._attempt(lambda written: led._delegate(parent, child, rules, pid, reserved, socket,
-                                                              parent_token, written, commit, note, ttl=ttl,
-                                                              lease_only=lease_only))
+                                                              parent_token, written, commit, note, advisory,
+                                                              ttl=ttl, lease_only=lease_only))
 
         return await self._grant(child, rules, parent, parent_token, wait, attempt)
 
@@ -213,14 +225,17 @@ class AsyncLedger:
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
              parent: str | None = None, socket: str | None = None, parent_token: int | None = None,
-             wait: float = 0, note: str | None = None, ttl: float | None = None,
+             wait: float = 0, note: str | None = None, advisory: bool = False, ttl: float | None = None,
              lease_only: bool = False) -> "AsyncHold":
         """``async with aledger.hold(...) as alloc:``: register (or, with
         ``parent``, delegate) on entry, release (that grant, by token) on
-        exit, also on an exception or a cancellation. A lease (``ttl``) is
-        not renewed by the guard: :meth:`keep_renewed` does."""
+        exit, also on an exception or a cancellation. ``advisory``: as
+        :meth:`register` (granted at once, never waiting). A lease
+        (``ttl``) is not renewed by the guard: :meth:`keep_renewed` does.
+        The arguments are checked on entry (as :meth:`register` checks
+        them)."""
         return AsyncHold(self, name, rules, pid, parent, socket, parent_token, wait, note, ttl=ttl,
-                         lease_only=lease_only)
+                         lease_only=lease_only, advisory=advisory)
 
     async def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
         """:meth:`Ledger.renew` (it completes in its thread even if this
@@ -399,10 +414,10 @@ class AsyncHold:
 
     def __init__(self, aledger: AsyncLedger, name: str, rules: Any, pid: int | None, parent: str | None,
                  socket: str | None, parent_token: int | None, wait: float, note: str | None = None,
-                 ttl: float | None = None, lease_only: bool = False) -> None:
+                 ttl: float | None = None, lease_only: bool = False, advisory: bool = False) -> None:
         self._aledger = aledger
         self._args = (name, rules, pid, parent, socket, parent_token, wait, note)
-        self._ttl, self._lease_only = ttl, lease_only
+        self._ttl, self._lease_only, self._advisory = ttl, lease_only, advisory
         self.allocation: Allocation | None = None
         self._released = False
 
@@ -412,11 +427,13 @@ class AsyncHold:
             if parent_token is not None:
                 raise TypeError("parent_token is given without parent")
             self.allocation = await self._aledger.register(name, rules, pid, socket=socket, wait=wait, note=note,
-                                                           ttl=self._ttl, lease_only=self._lease_only)
+                                                           advisory=self._advisory, ttl=self._ttl,
+                                                           lease_only=self._lease_only)
         else:
             self.allocation = await self._aledger.delegate(parent, name, rules, pid, socket=socket,
                                                            parent_token=parent_token, wait=wait, note=note,
-                                                           ttl=self._ttl, lease_only=self._lease_only)
+                                                           advisory=self._advisory, ttl=self._ttl,
+                                                           lease_only=self._lease_only)
         return self.allocation
 
     async def release(self) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from scopeledger import (
+    AsyncLedger,
     InvalidArgument,
     Ledger,
     ScopeConflict,
@@ -36,10 +37,11 @@ def refusals(ledger_dir):
     return [e for e in events(Ledger.open(ledger_dir)) if e["type"] == "refused"]
 
 
-def assert_advised_at_once(ledger_dir, h, name, owner="builder"):
+def assert_advised_at_once(ledger_dir, h, name, owner="builder", refused=0):
     """``name`` was granted as advisory, recording ``owner`` in its way, while
     ``owner``'s process stayed alive: it did not wait (no ticket left, no
-    refusal recorded: a waiter records its first refusal)."""
+    refusal recorded but the ``refused`` before: a waiter records its first
+    refusal)."""
     with Ledger.open(ledger_dir) as led:
         assert h.poll() is None, "the holder in the way must still be alive"
         assert led.check(owner, led.holder(owner).token)
@@ -47,7 +49,7 @@ def assert_advised_at_once(ledger_dir, h, name, owner="builder"):
     ev = grants(led, name)[-1]
     assert [c[0][-1] for c in ev["holder"]["advisory"]] == [owner]
     assert tickets(ledger_dir) == []
-    assert refusals(ledger_dir) == []
+    assert len(refusals(ledger_dir)) == refused
 
 
 # -- 1. hold(advisory=...) ---------------------------------------------------------------
@@ -125,3 +127,43 @@ def test_an_advisory_delegation_with_wait_is_granted_at_once(ledger_dir, tmp_pat
         alloc = led.delegate("parent", "kid", [W(top + "/a")], wait=float("inf"), advisory=True)
         assert alloc.advisory
     assert_advised_at_once(ledger_dir, builder, "kid", owner="sibling")
+
+
+def test_async_advisory_register_delegate_and_hold_with_wait_are_granted_at_once(ledger_dir, tmp_path, builder):
+    src, top = str(tmp_path / "src"), str(tmp_path / "top")
+
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            with pytest.raises(ScopeConflict):
+                await aled.register("tool", [W(src + "/f")], advisory=False)
+            a = await aled.register("tool", [W(src + "/f")], wait=30, advisory=True)
+            assert a.advisory
+            assert_advised_at_once(ledger_dir, builder, "tool", refused=1)
+            await aled.release("tool", a.token)
+
+            await aled.register("parent", [W(top)])
+            await aled.delegate("parent", "sibling", [W(top + "/a")], pid=builder.pid)
+            k = await aled.delegate("parent", "kid", [W(top + "/a/k")], wait=30, advisory=True)
+            assert k.advisory
+            assert_advised_at_once(ledger_dir, builder, "kid", owner="sibling", refused=1)
+            await aled.release("kid", k.token)
+
+            async with aled.hold("held", [W(src + "/g")], wait=float("inf"), advisory=True) as h:
+                assert h.advisory
+                assert_advised_at_once(ledger_dir, builder, "held", refused=1)
+                async with aled.hold("kid2", [W(top + "/a/z")], parent="parent", wait=30, advisory=True) as k2:
+                    assert k2.advisory and k2.parent == "parent"
+            assert not await aled.check("held", h.token)
+            assert not await aled.check("kid2", k2.token)
+
+            seq = await aled.refresh()
+            with pytest.raises(InvalidArgument):
+                await aled.register("bad", [W(str(tmp_path / "q"))], advisory="yes")
+            with pytest.raises(ValueError):
+                await aled.register("bad", [W(str(tmp_path / "q"))], advisory=True, wait=-1)
+            with pytest.raises(InvalidArgument):
+                async with aled.hold("bad", [W(str(tmp_path / "q"))], advisory=None):
+                    pass
+            assert await aled.refresh() == seq
+
+    run(main())
