@@ -297,7 +297,9 @@ class AsyncLedger:
         """:meth:`Ledger.spawn` without blocking the loop: the scope is
         waited for on the loop (``wait=``), the child started in a thread;
         ``await spawned.wait()`` releases it with its exit status. Cancelled
-        after the child started, the child is killed and its grant released."""
+        after the child started, the child is killed and its grant released.
+        Options as :meth:`Ledger.spawn` (``advisory=True``: granted at once,
+        never waiting)."""
         return await _spawn(self, name, argv, rules, **options)
 
     async def adopt(self, name: str, token: int) -> Any:
@@ -544,14 +546,15 @@ class AsyncSpawned:
 
 async def _spawn(aledger: AsyncLedger, name: str, argv: Sequence[str], rules: Any, *, parent: str | None = None,
                  parent_token: int | None = None, wait: float = 0, env: Any = None, note: str | None = None,
-                 **popen: Any) -> AsyncSpawned:
+                 advisory: bool = False, **popen: Any) -> AsyncSpawned:
     from . import _spawn as sp
 
     sp.check_spawn_args(argv, popen, parent, parent_token)
     if parent is None:
-        alloc = await aledger.register(name, rules, wait=wait, note=note)
+        alloc = await aledger.register(name, rules, wait=wait, note=note, advisory=advisory)
     else:
-        alloc = await aledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait, note=note)
+        alloc = await aledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait, note=note,
+                                       advisory=advisory)
 
     def undo(spawned: Any) -> None:  # cancelled while it started: stop it, release with a note
         spawned.process.kill()

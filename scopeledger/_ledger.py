@@ -1881,7 +1881,8 @@ class Ledger:
         (``SCOPELEDGER_*`` set so nested tools delegate), and return the
         :class:`~scopeledger.Spawned` whose ``wait()`` releases it with the
         exit status: :func:`scopeledger._spawn.spawn` (options and errors
-        there: ``parent``, ``parent_token``, ``wait``, ``env``, Popen's)."""
+        there: ``parent``, ``parent_token``, ``wait``, ``note``, ``advisory``,
+        ``env``, Popen's)."""
         from ._spawn import spawn
 
         return spawn(self, name, argv, rules, **options)

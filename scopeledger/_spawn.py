@@ -146,13 +146,15 @@ class Spawned:
 
 def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: str | None = None,
           parent_token: int | None = None, wait: float = 0, env: Mapping[str, str] | None = None,
-          note: str | None = None, **popen: Any) -> Spawned:
+          note: str | None = None, advisory: bool = False, **popen: Any) -> Spawned:
     """Reserve ``rules`` for holder ``name``, start ``argv`` bound to it,
     return the :class:`Spawned` (see the module docstring).
 
     Args:
-        name, rules, parent, parent_token, wait, note: as :meth:`Ledger.register`
-            (``parent``: as :meth:`Ledger.delegate`).
+        name, rules, parent, parent_token, wait, note, advisory: as
+            :meth:`Ledger.register` (``parent``: as :meth:`Ledger.delegate`;
+            ``advisory=True``: granted at once with its conflicts recorded,
+            never waiting, as ``ledger run --advisory``).
         argv: the command and its arguments (``argv[0]`` looked up in
             ``PATH``); not found: the child exits 127, not runnable: 126.
         env: the child's environment (default this process's), to which the
@@ -175,9 +177,10 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
     """
     check_spawn_args(argv, popen, parent, parent_token)
     if parent is None:
-        alloc = ledger.register(name, rules, wait=wait, note=note)
+        alloc = ledger.register(name, rules, wait=wait, note=note, advisory=advisory)
     else:
-        alloc = ledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait, note=note)
+        alloc = ledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait, note=note,
+                                advisory=advisory)
     return start(ledger, alloc, argv, env, popen)
 
 

@@ -45,7 +45,6 @@ def assert_advised_at_once(ledger_dir, h, name, owner="builder", refused=0):
     with Ledger.open(ledger_dir) as led:
         assert h.poll() is None, "the holder in the way must still be alive"
         assert led.check(owner, led.holder(owner).token)
-        assert led.holder(name).advisory
     ev = grants(led, name)[-1]
     assert [c[0][-1] for c in ev["holder"]["advisory"]] == [owner]
     assert tickets(ledger_dir) == []
@@ -167,3 +166,27 @@ def test_async_advisory_register_delegate_and_hold_with_wait_are_granted_at_once
             assert await aled.refresh() == seq
 
     run(main())
+
+
+def test_spawn_advisory_with_wait_starts_the_child_at_once(ledger_dir, tmp_path, builder):
+    """``spawn(advisory=True)``, the library's ``ledger run --advisory``:
+    granted past a live holder, the child runs and its exit is recorded."""
+    src = str(tmp_path / "src")
+    with Ledger.open(ledger_dir) as led:
+        with pytest.raises(ScopeConflict):
+            led.spawn("job", ["true"], [W(src + "/a")])
+        sp = led.spawn("job", ["sh", "-c", "exit 3"], [W(src + "/a")], wait=30, advisory=True)
+        assert sp.allocation.advisory
+        assert sp.wait() == 3
+    assert_advised_at_once(ledger_dir, builder, "job", refused=1)
+
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            asp = await aled.spawn("ajob", ["sh", "-c", "exit 4"], [W(src + "/b")], wait=30, advisory=True)
+            assert asp.allocation.advisory
+            assert await asp.wait() == 4
+
+    run(main())
+    assert_advised_at_once(ledger_dir, builder, "ajob", refused=1)
+    assert [e["exit_code"] for e in events(Ledger.open(ledger_dir))
+            if e["type"] == "released" and e["name"] in ("job", "ajob")] == [3, 4]
