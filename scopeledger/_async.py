@@ -30,12 +30,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime as dt
 import functools
 import logging
 import math
 import os
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar, overload
 
 from ._arguments import asks_to_wait, check_advisory, check_timeout, check_wait
 from ._errors import LedgerError, UnknownHolder, shown
@@ -44,10 +45,14 @@ from ._rules import ScopeRule
 from ._wait import Gate, Request, Sleep, Watch, deadline_of, release_grant, resume, waiting, whoami
 
 if TYPE_CHECKING:
-    from ._ledger import Ledger
+    from ._errors import Refused
+    from ._history import Holding
+    from ._identity import Verdict
+    from ._ledger import Decision, Ledger
     from ._spawn import Spawned
 
 T = TypeVar("T")
+_PathT = TypeVar("_PathT", bound="str | os.PathLike[str]")
 log = logging.getLogger("scopeledger")
 
 
@@ -336,6 +341,44 @@ class AsyncLedger:
         """:meth:`Ledger.decide`."""
         return await self._thread(functools.partial(self._ledger.decide, name, rules, parent=parent,
                                                     parent_token=parent_token))
+
+    async def decide_each(self, name: str | None, rules: Sequence[ScopeRule] | ScopeRule, *,
+                          parent: str | None = None, parent_token: int | None = None) -> list[Decision]:
+        """:meth:`Ledger.decide_each`: one :class:`~scopeledger.Decision`
+        per rule, all against one state, in a thread (it canonicalises
+        paths and probes the holders in the way). Records nothing."""
+        return await self._thread(functools.partial(self._ledger.decide_each, name, rules, parent=parent,
+                                                    parent_token=parent_token))
+
+    async def would_grant(self, name: str | None, rules: Sequence[ScopeRule] | ScopeRule, *,
+                          parent: str | None = None, parent_token: int | None = None) -> Refused | None:
+        """:meth:`Ledger.would_grant`: the refusal the request would meet
+        now, or ``None``, in a thread. Records nothing."""
+        return await self._thread(functools.partial(self._ledger.would_grant, name, rules, parent=parent,
+                                                    parent_token=parent_token))
+
+    @overload
+    async def who(self, path: str | os.PathLike[str], *, seq: int | None = None,
+                  time: dt.datetime | int | None = None) -> list[Holding]: ...
+
+    @overload
+    async def who(self, path: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...], *,
+                  seq: int | None = None, time: dt.datetime | int | None = None) -> list[list[Holding]]: ...
+
+    @overload
+    async def who(self, path: list[_PathT], *,
+                  seq: int | None = None, time: dt.datetime | int | None = None) -> list[list[Holding]]: ...
+
+    async def who(self, path: Any, *, seq: int | None = None, time: dt.datetime | int | None = None) -> Any:
+        """:meth:`Ledger.who`, in a thread: who holds ``path`` now (or at
+        ``seq``/``time``, which may read much of the log); for a
+        ``list``/``tuple`` of paths, one answer per path from one state."""
+        return await self._thread(functools.partial(self._ledger.who, path, seq=seq, time=time))
+
+    async def liveness(self, holders: Sequence[Allocation] | None = None) -> dict[str, Verdict]:
+        """:meth:`Ledger.liveness`: the verdict on each holder (default the
+        live ones) now, probing their processes in a thread."""
+        return await self._thread(self._ledger.liveness, holders)
 
     async def refresh(self) -> int:
         """:meth:`Ledger.refresh`: the seq now folded."""

@@ -15,7 +15,7 @@ from scopeledger import (
     ScopeConflict,
 )
 
-from helpers import W
+from helpers import Rd, W
 from test_wait import BOUND, events, grants, holder_process, tickets
 
 
@@ -190,3 +190,76 @@ def test_spawn_advisory_with_wait_starts_the_child_at_once(ledger_dir, tmp_path,
     assert_advised_at_once(ledger_dir, builder, "ajob", refused=1)
     assert [e["exit_code"] for e in events(Ledger.open(ledger_dir))
             if e["type"] == "released" and e["name"] in ("job", "ajob")] == [3, 4]
+
+
+# -- 3. AsyncLedger.decide_each, who, would_grant, liveness: in a thread ---------------------
+
+
+def off_the_loop(aled, method):
+    """Make ``aled.ledger.<method>`` block until the event loop has run
+    while it is in progress: on the loop's own thread it would wait in vain
+    (and fail after BOUND); in a worker thread the loop goes on and opens
+    it. Returns the list of threads it ran in."""
+    import threading
+
+    opened = threading.Event()
+    ran_in = []
+    real = getattr(aled.ledger, method)
+
+    def blocking(*args, **kwargs):
+        ran_in.append(threading.current_thread())
+        assert opened.wait(BOUND), f"{method} blocked the event loop"
+        return real(*args, **kwargs)
+
+    setattr(aled.ledger, method, blocking)
+    return opened, ran_in
+
+
+async def in_flight(aled, method, call):
+    """``await call`` while proving that ``aled.ledger.<method>`` ran off the loop."""
+    import threading
+
+    opened, ran_in = off_the_loop(aled, method)
+    task = asyncio.ensure_future(call)
+    await asyncio.sleep(0)  # the task starts: its call is now in progress (in a thread, or blocking us)
+    opened.set()  # the loop ran meanwhile
+    result = await task
+    assert ran_in and ran_in[0] is not threading.current_thread()
+    delattr(aled.ledger, method)
+    return result
+
+
+def test_async_decide_each_who_would_grant_liveness_answer_as_the_sync_ones(ledger_dir, tmp_path, builder):
+    src, b = str(tmp_path / "src"), str(tmp_path / "b")
+
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            sync = aled.ledger
+            rules = [W(src + "/x"), W(b), Rd(src)]
+            seq = await aled.refresh()
+            answers = await in_flight(aled, "decide_each", aled.decide_each(None, rules))
+            assert [d.granted for d in answers] == [False, True, True]
+            assert answers[0].refusal.owner == "builder"
+            shown = [(str(d.refusal), d.reclaimed, d.rules) for d in answers]
+            assert shown == [(str(d.refusal), d.reclaimed, d.rules) for d in sync.decide_each(None, rules)]
+            await aled.register("wb", [W(b)])
+            kids = await aled.decide_each("kid", [W(b + "/k"), W(src)], parent="wb")
+            assert [d.granted for d in kids] == [True, False]
+
+            one = await in_flight(aled, "who", aled.who(src + "/x"))
+            assert [h.name for h in one] == ["builder"]
+            many = await aled.who([src, b, str(tmp_path / "none")])
+            assert [[h.name for h in hs] for hs in many] == [["builder"], ["wb"], []]
+            assert many == sync.who([src, b, str(tmp_path / "none")])
+            past = await aled.who((src, b), seq=seq)
+            assert [[h.name for h in hs] for hs in past] == [["builder"], []]
+
+            refusal = await in_flight(aled, "would_grant", aled.would_grant("n", [W(src)]))
+            assert refusal is not None and refusal.owner == "builder"
+            assert await aled.would_grant("n", [W(str(tmp_path / "free"))]) is None
+
+            verdicts = await in_flight(aled, "liveness", aled.liveness())
+            assert {n: v.liveness.value for n, v in verdicts.items()} == {"builder": "alive", "wb": "alive"}
+            assert await aled.refresh() == seq + 1  # only wb's grant was recorded
+
+    run(main())
