@@ -123,6 +123,7 @@ _PUBLIC = {
     "LeaseExpired": "_errors",
     "Renewer": "_lease",
     # _async.py (imports asyncio: only for those who use it)
+    "AsyncAdopted": "_async",
     "AsyncHold": "_async",
     "AsyncLedger": "_async",
     "AsyncSpawned": "_async",
@@ -141,6 +142,7 @@ __all__ = [
     "MAX_RULES_PER_REQUEST",
     "Adopted",
     "Allocation",
+    "AsyncAdopted",
     "AsyncHold",
     "AsyncLedger",
     "AsyncSpawned",
@@ -258,7 +260,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from ._store import check_ledger_path, non_directory_on_the_way, resolve_path  # noqa: F401
     from ._time import from_ns, to_ns  # noqa: F401
-    from ._async import AsyncHold, AsyncLedger, AsyncSpawned  # noqa: F401
+    from ._async import AsyncAdopted, AsyncHold, AsyncLedger, AsyncSpawned  # noqa: F401
     from ._spawn import Adopted, Spawned, adopt, from_environment, spawn  # noqa: F401
     from ._runtime import (  # noqa: F401
         Manifest, install_from_manifest, load_manifest, parse_manifest, runtime_base,

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from ._history import Holding
     from ._identity import Verdict
     from ._ledger import Decision, Ledger
-    from ._spawn import Spawned
+    from ._spawn import Adopted, Spawned
 
 T = TypeVar("T")
 _PathT = TypeVar("_PathT", bound="str | os.PathLike[str]")
@@ -307,11 +307,15 @@ class AsyncLedger:
         never waiting)."""
         return await _spawn(self, name, argv, rules, **options)
 
-    async def adopt(self, name: str, token: int) -> Any:
-        """:meth:`Ledger.adopt` (in a thread); an :class:`~scopeledger.Adopted`,
-        whose ``wait()`` blocks: call it in a thread
-        (``await asyncio.to_thread(adopted.wait, timeout)``), never on the
-        loop."""
+    async def adopt(self, name: str, token: int) -> "AsyncAdopted":
+        """:meth:`Ledger.adopt` (in a thread): an :class:`AsyncAdopted`,
+        whose ``await wait()`` waits for the process on the loop and then
+        releases the grant (with its exit status when this process is its
+        parent: ``scopeledger._spawn`` says what an adopter can know).
+
+        Raises:
+            as :meth:`Ledger.adopt`.
+        """
         return await _adopt(self, name, token)
 
     async def attach(self, name: str, pid: int | None = None, token: int | None = None) -> Allocation:
@@ -607,7 +611,103 @@ async def _spawn(aledger: AsyncLedger, name: str, argv: Sequence[str], rules: An
     return AsyncSpawned(aledger, spawned)
 
 
-async def _adopt(aledger: AsyncLedger, name: str, token: int) -> Any:
+class AsyncAdopted:
+    """A grant taken back by :meth:`AsyncLedger.adopt`: as
+    :class:`~scopeledger.Adopted` (``adopted``, the object underneath;
+    ``allocation``, ``rebound``, ``pid``, ``returncode``), with ``await
+    wait(...)`` and ``await release(...)`` that never block the loop."""
+
+    def __init__(self, aledger: AsyncLedger, adopted: Adopted) -> None:
+        self._aledger = aledger
+        self.adopted = adopted
+        self.allocation = adopted.allocation
+        self.rebound = adopted.rebound
+
+    @property
+    def pid(self) -> int:
+        """The pid the grant is bound to."""
+        return self.adopted.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once :meth:`wait` saw the process exit as its
+        parent; else ``None`` (see :class:`~scopeledger.Adopted`)."""
+        return self.adopted.returncode
+
+    async def wait(self, timeout: float | None = None, *, note: str | None = None) -> bool:
+        """:meth:`Adopted.wait <scopeledger.Adopted.wait>` on the loop: its
+        pidfd watched with ``loop.add_reader``, each probe and the release
+        in a thread. ``True`` once the process is gone and the grant
+        released, ``False`` when ``timeout`` (seconds, ``None``: for ever)
+        ran out or the grant is rebound (this process's own). Cancelled, it
+        releases nothing (a release already under way completes).
+
+        Raises:
+            ValueError, TypeError: as :meth:`Adopted.wait <scopeledger.Adopted.wait>`.
+        """
+        from . import _spawn as sp
+
+        check_timeout("timeout", timeout)
+        ad = self.adopted
+        if ad.rebound:
+            return False
+        a = ad.allocation
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd = sp.open_pidfd(a.pid)
+        vouched = False  # as in Adopted.wait: the pidfd is surely the holder's process
+        try:
+            while True:
+                verdict = (await self._aledger.liveness([a]))[a.name]
+                vouched = vouched or (fd >= 0 and sp.vouches_for(verdict, a))
+                if verdict.dead:
+                    if vouched and fd >= 0 and ad.returncode is None:
+                        ad.returncode = sp.exit_status(fd)
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                step = sp.ADOPT_POLL_SECONDS if remaining is None else min(remaining, sp.ADOPT_POLL_SECONDS)
+                if fd >= 0:
+                    if await _readable(fd, step):  # exited: from now on the probe alone (Adopted.wait)
+                        if vouched and ad.returncode is None:
+                            ad.returncode = sp.exit_status(fd)
+                        os.close(fd)
+                        fd = -1
+                else:
+                    await asyncio.sleep(step)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        await self.release(note=ad.exit_note(note))
+        return True
+
+    async def release(self, *, note: str | None = None) -> None:
+        """:meth:`Adopted.release <scopeledger.Adopted.release>`, in a
+        thread (it completes even if this call is cancelled)."""
+        await self._aledger._thread(functools.partial(self.adopted.release, note=note))
+
+    def __repr__(self) -> str:
+        return f"<AsyncAdopted {self.adopted!r}>"
+
+
+async def _readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` turns readable within ``timeout`` seconds, waited
+    for on the loop."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    loop.add_reader(fd, _settle, fut)
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            return False
+        return True
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _adopt(aledger: AsyncLedger, name: str, token: int) -> AsyncAdopted:
     from . import _spawn as sp
 
-    return await aledger._thread(sp.adopt, aledger.ledger, name, token)
+    return AsyncAdopted(aledger, await aledger._thread(sp.adopt, aledger.ledger, name, token))

@@ -5,6 +5,12 @@
 real processes that stay alive throughout; every wait is on a condition."""
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -15,7 +21,7 @@ from scopeledger import (
     ScopeConflict,
 )
 
-from helpers import Rd, W
+from helpers import Rd, W, readline
 from test_wait import BOUND, events, grants, holder_process, tickets
 
 
@@ -263,3 +269,139 @@ def test_async_decide_each_who_would_grant_liveness_answer_as_the_sync_ones(ledg
             assert await aled.refresh() == seq + 1  # only wb's grant was recorded
 
     run(main())
+
+
+# -- 4. adopt: what an adopter can know, and an awaitable wait ------------------------------
+
+
+EXEC_SUPERVISOR = textwrap.dedent("""
+    import json, os, subprocess, sys
+    from scopeledger import Ledger, ScopeRule
+    d, root, phase = sys.argv[1:4]
+    led = Ledger.open(d)
+    if phase == "start":
+        sup = led.register("sup", [ScopeRule(root, "write")])
+        w = led.spawn("w", ["sh", "-c", "read _; exit 7"], [ScopeRule(root + "/w", "write")], parent="sup",
+                      stdout=subprocess.DEVNULL)
+        led.close()
+        # Restart by exec: the same process, so the worker is still its child.
+        os.execv(sys.executable, [sys.executable, __file__, d, root, "adopt",
+                                  json.dumps([sup.token, w.allocation.token, w.pid])])
+    sup_token, w_token, w_pid = json.loads(sys.argv[4])
+    sup, w = led.adopt("sup", sup_token), led.adopt("w", w_token)
+    print(json.dumps({"pid": os.getpid(), "sup": sup.rebound, "w": w.rebound, "w_pid": w.pid,
+                      "bound": led.holder("w").pid}), flush=True)
+    gone = w.wait(timeout=60)
+    print(json.dumps({"gone": gone, "returncode": w.returncode}), flush=True)
+    led.release("sup", sup_token)
+""")
+
+
+def test_a_supervisor_restarted_by_exec_records_its_adopted_childs_exit_status(ledger_dir, tmp_path):
+    script = tmp_path / "supervisor.py"
+    script.write_text(EXEC_SUPERVISOR)
+    Ledger.open(ledger_dir).close()
+    sup = subprocess.Popen([sys.executable, str(script), ledger_dir, str(tmp_path / "root"), "start"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    first = {}
+    try:
+        first = json.loads(readline(sup, BOUND))
+        assert first["pid"] == sup.pid  # the same process after exec
+        assert first["sup"] is True and first["w"] is False and first["bound"] == first["w_pid"]
+        sup.stdin.write("go\n")  # the worker reads it (its stdin is the supervisor's) and exits 7
+        sup.stdin.flush()
+        assert json.loads(readline(sup, BOUND)) == {"gone": True, "returncode": 7}
+        assert sup.wait(BOUND) == 0
+    finally:
+        sup.kill()
+        sup.wait()
+        if "w_pid" in first:
+            try:
+                os.kill(first["w_pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    with Ledger.open(ledger_dir) as led:
+        ev = [e for e in events(led) if e["type"] == "released" and e["name"] == "w"]
+        assert [(e.get("exit_code"), e["note"]) for e in ev] == [(7, "exited while adopted")]
+        assert led.holders() == [] and led.verify().ok
+
+
+def spawned_child():
+    """A child of this process made without subprocess (nothing else will
+    reap it), running until killed."""
+    return os.posix_spawnp("sleep", ["sleep", "600"], os.environ)
+
+
+def orphan():
+    """A process that is not this process's child (its parent exited), running until killed."""
+    out = subprocess.run(["sh", "-c", "sleep 600 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True,
+                         check=True)
+    return int(out.stdout)
+
+
+def test_async_adopt_waits_on_the_loop_and_records_what_it_can_know(ledger_dir, tmp_path):
+    child, stranger = spawned_child(), orphan()
+    try:
+        with Ledger.open(ledger_dir) as led:
+            top = led.register("top", [W(str(tmp_path / "top"))])
+            kid = led.delegate("top", "kid", [W(str(tmp_path / "top" / "kid"))], pid=child)
+            far = led.delegate("top", "far", [W(str(tmp_path / "top" / "far"))], pid=stranger)
+
+        async def main():
+            async with await AsyncLedger.open(ledger_dir) as aled:
+                mine = await aled.adopt("top", top.token)
+                assert mine.rebound and await mine.wait() is False  # its own: not waited for
+                a = await aled.adopt("kid", kid.token)
+                b = await aled.adopt("far", far.token)
+                assert (a.rebound, b.rebound, a.pid, b.pid) == (False, False, child, stranger)
+                assert await a.wait(timeout=0) is False and a.returncode is None
+                # The wait is in progress while the loop kills the child: a wait that
+                # blocked the loop would time out (False) before the kill could run.
+                task = asyncio.ensure_future(a.wait(timeout=BOUND))
+                await asyncio.sleep(0)
+                os.kill(child, signal.SIGTERM)
+                assert await task is True and a.returncode == -signal.SIGTERM
+                task = asyncio.ensure_future(b.wait(timeout=BOUND, note=None))
+                await asyncio.sleep(0)
+                os.kill(stranger, signal.SIGKILL)
+                assert await task is True and b.returncode is None  # not our child: unknown
+                assert not await aled.check("kid", kid.token) and not await aled.check("far", far.token)
+                await a.release()  # released already: nothing more
+                with pytest.raises(ValueError):
+                    await a.wait(timeout=-1)
+
+        run(main())
+    finally:
+        for pid in (child, stranger):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    with Ledger.open(ledger_dir) as led:
+        got = {e["name"]: (e.get("exit_code"), e.get("exit_signal"), e["note"]) for e in events(led)
+               if e["type"] == "released"}
+        assert got == {"kid": (None, signal.SIGTERM, "exited while adopted"),
+                       "far": (None, None, "exited while adopted; exit status unknown to the adopting process")}
+
+
+def test_adopted_release_and_wait_arguments(ledger, tmp_path):
+    child = spawned_child()
+    try:
+        ledger.register("top", [W(str(tmp_path / "top"))])
+        kid = ledger.delegate("top", "kid", [W(str(tmp_path / "top" / "kid"))], pid=child)
+        ad = ledger.adopt("kid", kid.token)
+        with pytest.raises(ValueError):
+            ad.wait(timeout=-1)
+        with pytest.raises(ValueError):
+            ad.wait(timeout="1")
+        ad.release(note="given back early")  # the process runs on; its grant is gone
+        ad.release(note="twice")
+        assert not ledger.check("kid", kid.token)
+        assert [e["note"] for e in events(ledger) if e["type"] == "released"] == ["given back early"]
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
