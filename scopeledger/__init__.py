@@ -79,6 +79,7 @@ _PUBLIC = {
     "Ledger": "_ledger",
     "LostEvents": "_ledger",
     "ReclaimReport": "_ledger",
+    "RepairReport": "_ledger",
     "Reclaimed": "_ledger",
     "check_name": "_rules",
     "default_path": "_ledger",
@@ -184,6 +185,7 @@ __all__ = [
     "Reclaimed",
     "Refused",
     "Renewer",
+    "RepairReport",
     "ScopeConflict",
     "ScopeRule",
     "Spawned",
@@ -241,7 +243,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from ._ledger import (  # noqa: F401
         Decision, ENV_DIR, EffectiveScope, Hold, Ledger, LostEvents, ReclaimReport,
-        Reclaimed, default_path, verify,
+        Reclaimed, RepairReport, default_path, verify,
     )
     from ._identity import Lease, Liveness, ProcessIdentity, Verdict  # noqa: F401
     from ._lease import Renewer  # noqa: F401

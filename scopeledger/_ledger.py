@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import logging
 import operator
@@ -33,6 +34,7 @@ import orjson
 from . import _snapshots
 from ._errors import (
     SnapshotInvalid,
+    StoreError,
     CorruptLedger,
     DelegationError,
     InvalidLease,
@@ -50,8 +52,8 @@ from ._errors import (
     UnsafeLedgerPath,
     shown,
 )
-from ._events import MAX_LINE_BYTES, decode, encode, line_hash
-from ._history import Diff, Event, History, Holding, TimePoint, VerifyReport
+from ._events import GENESIS_HASH, MAX_LINE_BYTES, decode, encode, line_hash
+from ._history import Diff, Event, History, Holding, Problem, TimePoint, VerifyReport
 from ._events import FORMAT_VERSION, TS_LIMIT, FoldError
 from ._fold import (
     MAX_RULES_PER_REQUEST,
@@ -77,7 +79,7 @@ from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callabl
 from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._filestore import FileStore
 from ._logstore import Entry, Line, LogStore
-from ._store import Store
+from ._store import CUT_RECORD_NAME, Store
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._lease import Renewer
@@ -266,6 +268,71 @@ class LostEvents:
     last_seq: int
     snapshot_seq: int
     snapshots: tuple[str, ...]
+
+
+@attrs.frozen
+class RepairReport:
+    """What :meth:`Ledger.repair` found past the last line of the log that
+    checks out, and set aside (in a dry run: would set aside).
+
+    Attributes:
+        dry_run: ``bool``, as asked.
+        damaged: ``bool``: something lies past that line (bytes of the
+            log, or snapshots at later seqs). ``False``: nothing to
+            repair, and nothing was changed.
+        kept_seq: the seq of the last line that checks out, ``int`` (0:
+            none): the log's last line after the repair, the one new
+            events chain on from.
+        line: the first line set aside (1-based, so the seq it should
+            have), ``int``; ``None`` when no line is (snapshots only, or
+            nothing).
+        seq: the seq that line records, ``int``, when it could be read;
+            else ``None``.
+        reason: why that line does not check out, in ``verify``'s words
+            (``Problem.message``); a torn last line or snapshots past the
+            log's end say so; ``""`` when not damaged.
+        offset: the byte offset of the cut in the log, ``int`` (the log's
+            size when nothing is cut from it).
+        log_bytes: the log's size before the repair, ``int``.
+        bytes_cut: bytes cut from the log, ``int``.
+        lines_cut: lines cut from the log, ``int`` (a last line without a
+            newline counts).
+        sha256: the SHA-256 of the bytes cut, hex ``str``; ``None`` when none.
+        snapshots: the file names of the snapshots set aside (those past
+            ``kept_seq``), ``tuple[str, ...]``.
+        directory: where everything went, ``cut/<UTC time>-line-<N>`` in
+            the ledger directory (full path, ``str``); ``None`` in a dry
+            run or when not damaged.
+        record: the record of the cut in it (``record.json``), ``str`` or
+            ``None`` as ``directory``.
+        remaining: problems ``verify`` reports that a repair leaves alone,
+            ``tuple[Problem, ...]``: a snapshot at or before ``kept_seq``
+            that does not check out (opening skips it; remove it by hand).
+    """
+
+    dry_run: bool
+    damaged: bool
+    kept_seq: int
+    line: int | None
+    seq: int | None
+    reason: str
+    offset: int
+    log_bytes: int
+    bytes_cut: int
+    lines_cut: int
+    sha256: str | None
+    snapshots: tuple[str, ...]
+    directory: str | None
+    record: str | None
+    remaining: tuple[Problem, ...] = ()
+
+    def __str__(self) -> str:
+        if not self.damaged:
+            return f"nothing to repair: every line checks out (seq {self.kept_seq})"
+        verb = "would set aside" if self.dry_run else "set aside"
+        what = [f"{self.bytes_cut} bytes ({self.lines_cut} lines) from byte {self.offset}"] if self.bytes_cut else []
+        what += [f"{len(self.snapshots)} snapshot(s)"] if self.snapshots else []
+        return f"{verb} {' and '.join(what)}: {self.reason}; the log ends at seq {self.kept_seq}"
 
 
 @attrs.define
@@ -1895,6 +1962,140 @@ class Ledger:
         with self._mem:
             state = self._catch_up()
         return _snapshots.prune_keeping(self._log, keep, state.seq)
+
+    def repair(self, *, dry_run: bool = False) -> RepairReport:
+        """Set aside what lies past the last line of the log that checks
+        out, so that the ledger opens, verifies and goes on from that line.
+
+        The first line that does not check out is found as :meth:`verify`
+        finds it (the same checks: the line's format, its seq, the hash
+        chain, that its event applies and, for a grant, was grantable; a
+        line longer than ``MAX_LINE_BYTES``); a torn last line (no
+        newline) is damage too. Everything from that line to the end of
+        the log, and every snapshot at a later seq (it describes events no
+        longer in the log: kept, it would be reported by ``verify`` and,
+        once the log went on past it, no longer match), is moved into a
+        new directory ``cut/<UTC time>-line-<N>/`` of the ledger (0700;
+        files 0600): the bytes exactly as they were in
+        ``events.jsonl.cut``, the snapshot files under their names, and
+        ``record.json`` (what was cut and why: the line and seq, the
+        reason as ``verify`` says it, the byte offset, bytes and lines cut
+        and their SHA-256, the snapshots, when (UTC) and by whom: user,
+        uid, host, pid). Nothing is deleted. All of it is flushed to disk
+        before the log is cut (and the cut flushed), under the ledger's
+        lock: killed at any point, nothing is lost (the log still holds
+        what the directory may hold a copy of; run the repair again).
+
+        Open a damaged ledger with ``Ledger.open(path, fold=False)``:
+        opening folds the log and refuses the damage. A healthy ledger
+        is judged without the lock and left as it is. Other objects that
+        had read past the cut (in other processes too) find the log
+        shorter than they read (:class:`CorruptLedger`) and must be
+        opened again; this one folds again from the newest snapshot left.
+
+        Args:
+            dry_run: say what would be set aside, change nothing (no lock
+                taken: a ledger opened ``readonly`` may be asked).
+
+        Returns:
+            :class:`RepairReport`.
+
+        Raises:
+            TypeError: ``dry_run`` is not a ``bool``.
+            StoreError: the ledger is not a directory (a PostgreSQL
+                ledger's server refuses to change or remove its log's
+                lines, by design); nothing is read.
+            ReadOnlyLedger: not ``dry_run``, and the ledger was opened
+                ``readonly``.
+            LockTimeout: the lock was not free within ``timeout``.
+            LedgerIOError: the OS refused to read the log or the
+                snapshots, or to make, write or flush the files set aside,
+                move a snapshot, cut or flush the log (disk full, an I/O
+                error, ...); it names the file and says whether the log
+                was cut. Unless it says so, the log is as it was.
+            UnsafeLedgerPath: ``cut/`` (or what is in the way of a file
+                in it) is not a private directory of this user: a symlink,
+                another owner, a group- or other-writable mode.
+            CorruptLedger: (a dry run, without the lock) the log was cut
+                by another process while it was judged.
+        """
+        check_bool("dry_run", dry_run)
+        files = self._files
+        if files is None:
+            raise StoreError(self.path, f"cannot repair the ledger at {self.path}: only a ledger "
+                                        "directory's log can be cut (the PostgreSQL server refuses to "
+                                        "change or delete a ledger's lines, by design)")
+        if not dry_run and self._readonly:
+            raise ReadOnlyLedger(self.path, "repair the ledger")
+        with self._mem:
+            kept, first, others = self._damage()
+            if dry_run:
+                return self._repaired(True, kept, first, others, files.cut_plan(kept), None)
+            if files.past(kept) == (0, []):
+                return self._repaired(False, kept, first, others, files.cut_plan(kept), None)
+            try:
+                with files.exclusive(self.timeout):
+                    kept, first, others = self._damage()  # again, as the lock finds the log
+                    cut = files.cut_after(kept, self._repair_facts(kept, first, files.past(kept)))
+            finally:
+                self._state = None  # fold again from what the log holds now
+                self._seq_of_last_txn = -1
+                self._snap_seq = 0
+                self._boots = None
+            if cut is None:
+                return self._repaired(False, kept, first, others, files.cut_plan(kept), None)
+            where, record = cut
+            return self._repaired(False, kept, first, others, record, where)
+
+    def _damage(self) -> tuple[int, Problem | None, tuple[Problem, ...]]:
+        """``verify``'s judgement of the log: the seq of the last line that
+        checks out, the first problem of the log (``None``: none), and the
+        problems of snapshots at or before that seq (a repair leaves them).
+
+        Raises:
+            LedgerIOError: the log cannot be read past some line.
+        """
+        report = self._history.verify()
+        where = self._log_where
+        first = next((p for p in report.problems if p.file == where), None)
+        if first is not None and first.line is None:  # "cannot read: ...": an I/O error
+            raise LedgerIOError(where, "read the log", OSError(errno.EIO, first.message), "nothing was cut")
+        kept = report.events if first is None or first.line is None else first.line - 1
+        others = tuple(p for p in report.problems if p.file != where and (p.seq is None or p.seq <= kept))
+        return kept, first, others
+
+    def _repair_facts(self, kept: int, first: Problem | None, past: tuple[int, list[str]]) -> dict[str, Any]:
+        """What a repair's record says of why: ``reason``, ``line``, ``seq``,
+        ``kept_seq`` and ``kept_hash`` (the hash of line ``kept``, which the
+        next event's ``prev`` will be)."""
+        tail, snaps = past
+        if first is not None:
+            reason = first.message
+        elif tail:
+            reason = (f"a torn last line: {tail} bytes after line {kept} without a newline (a writer "
+                      "stopped in the middle of an append)")
+        else:
+            reason = f"snapshot(s) past the end of the log (seq {kept}): {', '.join(snaps)}"
+        line = self._log.read_after(kept - 1, 1) if kept else []
+        return {"reason": reason, "line": kept + 1 if tail else None, "seq": first.seq if first else None,
+                "kept_seq": kept, "kept_hash": line_hash(line[0][1]) if line else GENESIS_HASH}
+
+    def _repaired(self, dry_run: bool, kept: int, first: Problem | None, others: tuple[Problem, ...],
+                  cut: dict[str, Any], where: str | None) -> RepairReport:
+        """The report of a repair: ``cut`` is the record written, or (dry
+        run, nothing to do) what would be cut (``FileStore.cut_plan``)."""
+        damaged = bool(cut["bytes"] or cut["snapshots"])
+        if "reason" in cut:  # the record written
+            facts = cut
+        elif damaged:
+            facts = self._repair_facts(kept, first, (cut["bytes"], cut["snapshots"]))
+        else:
+            facts = {"reason": "", "line": None, "seq": None}
+        return RepairReport(
+            dry_run=dry_run, damaged=damaged, kept_seq=kept, line=facts["line"], seq=facts["seq"],
+            reason=facts["reason"], offset=cut["offset"], log_bytes=cut["log_bytes"], bytes_cut=cut["bytes"],
+            lines_cut=cut["lines"], sha256=cut["sha256"], snapshots=tuple(cut["snapshots"]), directory=where,
+            record=os.path.join(where, CUT_RECORD_NAME) if where is not None else None, remaining=others)
 
     def _write_snapshot(self, state: State) -> None:
         header, body = _snapshots.encode(state)
