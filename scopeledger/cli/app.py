@@ -21,8 +21,8 @@ from .params import SECONDS, Env, Group, common, pass_env
 #: Each command, and the module of this package that defines it.
 COMMANDS = {
     "check": "run", "demo": "demo", "diff": "query", "export": "pictures", "help": "helptopics", "history": "query",
-    "reclaim": "admin", "release": "admin", "renew": "admin", "replay": "query", "run": "run", "show": "query",
-    "snapshot": "admin", "timeline": "pictures", "verify": "admin", "who": "query",
+    "reclaim": "admin", "release": "admin", "renew": "admin", "repair": "admin", "replay": "query", "run": "run",
+    "show": "query", "snapshot": "admin", "timeline": "pictures", "verify": "admin", "who": "query",
 }
 
 
