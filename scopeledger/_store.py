@@ -1479,9 +1479,6 @@ class Store:
         """
         self.assert_locked()
         self.check_writable()
-        size = self.size()
-        if not 0 <= start <= size:
-            raise ValueError(f"a cut at byte {start} of a log of {size} bytes")
         now = time.time_ns()
         name = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9)) + f".{now % 10**9:09d}Z-{tag}"
         cut_dir = self.file(CUT_DIR)
@@ -1490,6 +1487,10 @@ class Store:
         cutfd = wherefd = NO_FD
         dir_made = False
         try:
+            with _naming(self.log_path):
+                size = os.fstat(self.logfd).st_size
+            if not 0 <= start <= size:
+                raise ValueError(f"a cut at byte {start} of a log of {size} bytes")
             cutfd = open_dir_fd(self.dirfd, CUT_DIR, cut_dir)
             with _naming(where):
                 if not _mkdir(cutfd, name):
@@ -1500,8 +1501,8 @@ class Store:
             counted = Tally()
             if start < size:
                 path = os.path.join(where, CUT_LOG_NAME)
+                made.append(CUT_LOG_NAME)  # (before: opened, it may still fail its checks)
                 fd = open_private_file(wherefd, CUT_LOG_NAME, path, os.O_WRONLY | os.O_EXCL)
-                made.append(CUT_LOG_NAME)
                 try:
                     with _naming(path):
                         self._copy_log(fd, start, size, counted)
@@ -1566,8 +1567,8 @@ class Store:
         data = json.dumps(record, indent=2).encode("ascii") + b"\n"  # (ASCII: any path, escaped)
         tmp = f".{CUT_RECORD_NAME}.tmp"
         path = os.path.join(where, CUT_RECORD_NAME)
-        fd = open_private_file(dirfd, tmp, os.path.join(where, tmp), os.O_WRONLY | os.O_EXCL)
         made.append(tmp)
+        fd = open_private_file(dirfd, tmp, os.path.join(where, tmp), os.O_WRONLY | os.O_EXCL)
         try:
             with _naming(path):
                 view = memoryview(data)
