@@ -528,8 +528,8 @@ class Ledger:
     reclaimed on its way may have been).
     On a ledger opened ``readonly``, every method that would record an event
     (``register``, ``delegate``, ``attach``, ``release``, ``hold``,
-    ``reclaim``/``reclaim_stale`` with something to reclaim, ``snapshot``) raises
-    :class:`ReadOnlyLedger` before doing anything.
+    ``reclaim``/``reclaim_stale`` with something to reclaim, ``snapshot``), and
+    ``repair`` but for a dry run, raises :class:`ReadOnlyLedger` before doing anything.
     Those methods check the type and value of every argument before they
     take the lock: a bad one (:class:`InvalidHolderName`,
     :class:`InvalidScope`, :class:`InvalidProcess`, ``TypeError``,
