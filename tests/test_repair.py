@@ -393,13 +393,18 @@ def test_a_postgresql_ledger_cannot_be_repaired(pg_url: str) -> None:
 
 
 def test_the_command_line_refuses_a_postgresql_url_in_one_line(pg_url: str) -> None:
+    with Ledger.open(pg_url) as led:
+        led.register("a", [W("/r/a")])
     p = ledger_cmd(pg_url, "repair", "--json", subprocess_=True)
     line = one_error_line(p.stderr)
     doc = json.loads(p.stdout)["error"]
-    # (Today the command line refuses a URL before opening it; once it opens one, the
-    # repair refuses: StoreError. Either way, one typed error with its documented code.)
+    # (A command line that does not open URLs refuses it before opening it: InvalidLedgerURL;
+    # one that does opens the ledger and the repair refuses: StoreError, exit 7. Either way,
+    # one typed error with its documented code, and nothing changed.)
     assert doc["type"] in ("InvalidLedgerURL", "StoreError") and p.returncode == doc["exit_code"] != 0
-    assert doc["message"] in line
+    assert doc["type"] == "InvalidLedgerURL" or "only a ledger directory's log can be cut" in line
+    with Ledger.open(pg_url) as led:
+        assert led.seq == 1 and led.verify().ok
 
 
 # -- crashes and failures at every step --------------------------------------------------------------
