@@ -423,15 +423,18 @@ class FileStore:
         try:
             return self.store.cut(offset, f"line-{kept + 1}", facts, names)
         finally:
-            self._forget()
+            self.forget()
 
-    def _forget(self) -> None:
-        """Forget where lines end (the log was cut: they may be elsewhere now)."""
+    def forget(self) -> None:
+        """Forget where lines end (they are hints: the log may have been cut
+        by a repair since, here or in another process, and a line now be
+        elsewhere). The next read finds them again from the start. (Not what
+        :meth:`begin` found for :meth:`append`: set under the lock, used
+        under it, and set again by the next :meth:`begin`.)"""
         self._marks = [(0, 0)]
         self._tail = (0, 0, 0)
         self._recent = []
         self._cursor = (0, 0)
-        self._head_seen = self._end_seen = 0
 
     # -- snapshots ----------------------------------------------------------------
 

@@ -2028,6 +2028,7 @@ class Ledger:
         if not dry_run and self._readonly:
             raise ReadOnlyLedger(self.path, "repair the ledger")
         with self._mem:
+            files.forget()  # (another repair may have cut the log since this object read it)
             kept, first, others = self._damage()
             if dry_run:
                 return self._repaired(True, kept, first, others, files.cut_plan(kept), None)
@@ -2035,6 +2036,7 @@ class Ledger:
                 return self._repaired(False, kept, first, others, files.cut_plan(kept), None)
             try:
                 with files.exclusive(self.timeout):
+                    files.forget()
                     kept, first, others = self._damage()  # again, as the lock finds the log
                     cut = files.cut_after(kept, self._repair_facts(kept, first, files.past(kept)))
             finally:

@@ -316,6 +316,19 @@ def test_a_dry_run_says_exactly_what_would_be_cut_and_changes_nothing(tmp_path: 
         "nothing was changed (--dry-run)"]
 
 
+def test_two_repairs_of_one_ledger_cut_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    lines, _ = _corrupt_middle(path)
+    with Ledger.open(path, fold=False) as first, Ledger.open(path, fold=False) as second:
+        assert second.repair(dry_run=True).damaged  # (it has read the whole log, past the cut to come)
+        assert first.repair().damaged
+        again = second.repair()  # judged again under the lock: the log as the first left it
+        assert not again.damaged and again.kept_seq == 11
+    assert len(_cut_dirs(path)) == 1
+    assert (path / "events.jsonl").read_bytes() == b"".join(lines[:11])
+    _open_ok(path)
+
+
 # -- permissions and refusals ----------------------------------------------------------------------
 
 
@@ -360,6 +373,18 @@ def test_another_users_ledger_is_refused_but_a_dry_run_may_look(tmp_path: Path) 
     p = ledger_cmd(path, "repair", "--dry-run", subprocess_=True)
     assert p.returncode == 0 and p.stdout.startswith("line 12: "), p.stderr
     assert _everything(path) == before
+
+
+def test_a_symlink_planted_at_cut_is_refused_and_not_followed(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _corrupt_middle(path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (path / "cut").symlink_to(elsewhere)
+    before = _everything(path)
+    p = ledger_cmd(path, "repair", subprocess_=True)
+    assert p.returncode == 5 and "cut: is a symlink, not a directory" in one_error_line(p.stderr)
+    assert _everything(path) == before and list(elsewhere.iterdir()) == []
 
 
 def test_bad_input_is_refused_naming_it_and_changes_nothing(tmp_path: Path) -> None:
