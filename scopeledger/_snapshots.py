@@ -41,7 +41,6 @@ import time
 from typing import Any, Callable, Iterator
 
 import orjson
-import psutil
 
 from ._errors import LedgerError, LedgerIOError, SnapshotInvalid, UnsafeLedgerPath
 from ._events import line_hash
@@ -258,6 +257,8 @@ def clean_temp_files(store: Store) -> list[str]:
         if not m:
             continue
         pid = int(m.group(1))
+        import psutil  # (here: rarely needed, and it costs start-up time, issue 18)
+
         if pid == me or psutil.pid_exists(pid):
             continue
         if _remove(store, name, "stale snapshot temp file"):
