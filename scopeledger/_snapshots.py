@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import logging
 import os
 import re
@@ -43,7 +42,7 @@ from typing import Any, Callable, Iterator
 import orjson
 
 from ._errors import LedgerError, LedgerIOError, SnapshotInvalid, UnsafeLedgerPath
-from ._events import line_hash
+from ._events import blake2b, line_hash
 from ._fold import SNAPSHOT_FORMAT, State
 from ._store import SNAPSHOT_DIR, SNAPSHOT_NAME, Store, open_private_file
 
@@ -144,7 +143,7 @@ def _listdir(store: Store) -> list[str]:
 
 
 def checksum(body: bytes) -> str:
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
+    return blake2b(body, digest_size=16).hexdigest()
 
 
 def header_of(state: State, body: bytes) -> dict[str, Any]:
