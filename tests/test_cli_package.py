@@ -72,6 +72,9 @@ def test_run_imports_no_rendering_manifest_or_plotting(tmp_path: Path) -> None:
     got = _ledger("--ledger", str(tmp_path / "L"), "run", "--write", str(tmp_path / "t"), "--", "true")
     assert not _top(got) & {"rich", "cattrs", "tomllib", "matplotlib", "pyarrow"}, _top(got)
     assert "scopeledger.cli.render" not in got and "scopeledger.cli.query" not in got
+    # Nor psutil (v1 identities only), OpenSSL's hashes (blake2b is _blake2's), nor, with a
+    # few holders, ctypes (malloc_trim: run.GIVE_BACK_HOLDERS).
+    assert not _top(got) & {"psutil", "_hashlib", "ctypes"}, _top(got)
 
 
 @pytest.mark.parametrize("command", [["show"], ["replay"], ["history", "a"], ["verify"]])
