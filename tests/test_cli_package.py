@@ -61,9 +61,9 @@ def test_version_and_help_import_no_library_module(args: list[str]) -> None:
     assert not {m for m in ours if m.startswith("scopeledger._")} - {"scopeledger._version"}, ours  # the library: none
     assert not _top(got) & HEAVY, _top(got) & HEAVY
     assert "logging" not in got  # installed when a command runs
-    if args == ["--version"]:  # and no command's module
-        assert ours == {"scopeledger", "scopeledger._version", "scopeledger.cli", "scopeledger.cli.app",
-                        "scopeledger.cli.errors", "scopeledger.cli.params"}, ours
+    # and no command's module (--help lists them from app.SUMMARIES)
+    assert ours == {"scopeledger", "scopeledger._version", "scopeledger.cli", "scopeledger.cli.app",
+                    "scopeledger.cli.errors", "scopeledger.cli.params"}, ours
 
 
 def test_run_imports_no_rendering_manifest_or_plotting(tmp_path: Path) -> None:
@@ -75,6 +75,56 @@ def test_run_imports_no_rendering_manifest_or_plotting(tmp_path: Path) -> None:
     # Nor psutil (v1 identities only), OpenSSL's hashes (blake2b is _blake2's), nor, with a
     # few holders, ctypes (malloc_trim: run.GIVE_BACK_HOLDERS).
     assert not _top(got) & {"psutil", "_hashlib", "ctypes"}, _top(got)
+
+
+# -- the group's help lists the commands without importing them --------------------------------
+
+
+def test_each_summary_is_the_first_paragraph_of_its_commands_help() -> None:
+    import click
+
+    from scopeledger.cli.app import COMMANDS, SUMMARIES, cli
+
+    assert set(SUMMARIES) == set(COMMANDS)
+    ctx = click.Context(cli, info_name="ledger")
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.help, name
+        # The stand-in listed in --help has only a name and help: nothing else may differ.
+        assert command.short_help is None and not command.hidden and not command.deprecated, name
+        assert SUMMARIES[name] == " ".join(command.help.partition("\n\n")[0].split()), (
+            f"app.SUMMARIES[{name!r}] is not the first paragraph of '{name}''s help: copy it there")
+
+
+_PAGES = """
+import sys
+import click
+from scopeledger.cli.app import COMMANDS, cli
+
+def pages():
+    out = []
+    for width in (50, 72, 80, 100, 132, 240):
+        ctx = click.Context(cli, info_name="ledger", terminal_width=width, **cli.context_settings)
+        out.append(cli.get_help(ctx))
+    return out
+
+lazy = pages()
+loaded = sorted(m for m in sys.modules if m.startswith("scopeledger.cli.") and m.rsplit(".", 1)[1] in COMMANDS.values())
+ctx = click.Context(cli, info_name="ledger")
+for name in COMMANDS:
+    cli.get_command(ctx, name)
+print(repr((loaded, lazy == pages(), lazy[3])))
+"""
+
+
+def test_the_groups_help_is_the_same_with_the_commands_loaded() -> None:
+    res = subprocess.run([sys.executable, "-c", _PAGES], capture_output=True, text=True, env=clean_env(),
+                         timeout=120)
+    assert res.returncode == 0, res
+    loaded, same, page = ast.literal_eval(res.stdout)
+    assert loaded == [], loaded  # listed from the summaries
+    assert same  # at every width, as click lists the commands themselves
+    assert "  run       Run COMMAND holding a scope, like flock(1): register it" in page, page
 
 
 @pytest.mark.parametrize("command", [["show"], ["replay"], ["history", "a"], ["verify"]])
