@@ -157,7 +157,8 @@ def measure(rounds: int = 15, log: Any = None, import_runs: int = 3, before: str
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = statistics.median(cpu[BASELINE])
-    out: dict[str, Any] = {"rounds": rounds, "baseline": BASELINE, "commands": {}}
+    out: dict[str, Any] = {"rounds": rounds, "baseline": BASELINE, "commands": {},
+                           "editable_installs": editable_installs()}
     for label in cmds:
         m = statistics.median(cpu[label])
         out["commands"][label] = {
@@ -172,6 +173,18 @@ def measure(rounds: int = 15, log: Any = None, import_runs: int = 3, before: str
     if before is not None:
         out["imports"].update({k + BEFORE: v for k, v in import_offenders(import_runs, before).items()})
     return out
+
+
+def editable_installs() -> list[str]:
+    """The editable installs' ``.pth`` files in this interpreter's site-packages: each
+    puts an import hook in every start, ``python3 -c pass`` included (setuptools' imports
+    pathlib, urllib.parse, ipaddress, ...: about 10 ms of CPU here), which a wheel install
+    does not; ratios to :data:`BASELINE` are then lower than an installed ``ledger``'s."""
+    import glob
+    import site
+
+    return sorted(os.path.basename(p) for d in site.getsitepackages()
+                  for p in glob.glob(os.path.join(d, "__editable__*.pth")))
 
 
 # ----------------------------------------------------------------------------- importtime
@@ -258,7 +271,10 @@ def render(s: dict[str, Any], top: int = 8) -> str:
         "Start-up: whole-process CPU time",
         ["command", "CPU ms (median)", f"÷ {s['baseline']}", "target", "CPU ms (min)", "wall ms (median)"], rows,
         f"{s['rounds']} interleaved rounds; CPU: user + system of the child and what it waited for "
-        "(os.wait4); the same interpreter for python3 and ledger.")]
+        "(os.wait4); the same interpreter for python3 and ledger."
+        + (f" Note: an editable install ({', '.join(s['editable_installs'])}) adds its import hook to every "
+           "start, the baseline's too; with a wheel install the baseline is cheaper and each ratio higher."
+           if s.get("editable_installs") else ""))]
     for label, p in s.get("imports", {}).items():
         rows = [[x["package"], f"{x['self_ms']:.1f}", str(x["modules"])] for x in p["packages"][:top]]
         out.append(run._table(
