@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import operator
 import os
@@ -50,7 +49,7 @@ from ._errors import (
     UnsafeLedgerPath,
     shown,
 )
-from ._events import MAX_LINE_BYTES, decode, encode, line_hash
+from ._events import MAX_LINE_BYTES, blake2b, decode, encode, line_hash
 from ._history import Diff, Event, History, Holding, TimePoint, VerifyReport
 from ._events import FORMAT_VERSION, TS_LIMIT, FoldError
 from ._fold import (
@@ -436,7 +435,7 @@ class _Txn:
         chain = list(getattr(err, "chain", ()) or ())
         rule = getattr(err, "rule", None)
         request = {"name": name, "parent": parent, "rules": [r.to_json() for r in rules]}
-        key = hashlib.blake2b(orjson.dumps([request, kind, chain, str(err)]), digest_size=12).hexdigest()
+        key = blake2b(orjson.dumps([request, kind, chain, str(err)]), digest_size=12).hexdigest()
         self.error = err
         if key in self.state.refusals:
             return  # the same refusal is already on record since the last change
