@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import hashlib
 import logging
 import operator
 import os
@@ -26,7 +25,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
 
 import attrs
 import orjson
@@ -52,7 +51,7 @@ from ._errors import (
     UnsafeLedgerPath,
     shown,
 )
-from ._events import GENESIS_HASH, MAX_LINE_BYTES, decode, encode, line_hash
+from ._events import GENESIS_HASH, MAX_LINE_BYTES, blake2b, decode, encode, line_hash
 from ._history import Diff, Event, History, Holding, Problem, TimePoint, VerifyReport
 from ._events import FORMAT_VERSION, TS_LIMIT, FoldError
 from ._fold import (
@@ -104,11 +103,18 @@ CHECK_NAME = "(check)"
 #: How often :meth:`Ledger.wait` looks at the log's size, in seconds.
 WAIT_POLL_SECONDS = 0.05
 
+#: One queried path's type, for :meth:`Ledger.who` given a ``list[str]`` or a
+#: ``list[pathlib.Path]`` (lists are invariant: neither is a
+#: ``list[str | os.PathLike[str]]``, the overload a list of both takes).
+_PathT = TypeVar("_PathT", bound="str | os.PathLike[str]")
+
 
 def default_path() -> str:
-    """The ledger directory used when none is given: ``$SCOPELEDGER_DIR``,
-    else ``$XDG_STATE_HOME/scopeledger``, else
-    ``~/.local/state/scopeledger``. History is the product, so the default
+    """The ledger used when none is given: ``$SCOPELEDGER_DIR`` (a
+    directory, or a ``postgresql://`` URL, returned as it is: ``ledger run``
+    and :func:`spawn` give their children the URL without its password,
+    see :meth:`Ledger.child_environment`), else
+    ``$XDG_STATE_HOME/scopeledger``, else ``~/.local/state/scopeledger``. History is the product, so the default
     is a state directory that survives reboots, not a runtime directory.
 
     A relative (or empty) ``$XDG_STATE_HOME`` is ignored, as the XDG Base
@@ -131,6 +137,8 @@ def default_path() -> str:
         if not env.strip():
             raise NoLedger(f"${ENV_DIR} is set but empty: set it to a ledger directory or unset it "
                            "for the default ledger")
+        if _is_postgresql_url(env):
+            return env  # a ledger on a server: Ledger.open and verify take it as it is
         return resolve_path(env)
     base = os.environ.get("XDG_STATE_HOME") or ""
     if not os.path.isabs(base):
@@ -494,7 +502,7 @@ class _Txn:
         chain = list(getattr(err, "chain", ()) or ())
         rule = getattr(err, "rule", None)
         request = {"name": name, "parent": parent, "rules": [r.to_json() for r in rules]}
-        key = hashlib.blake2b(orjson.dumps([request, kind, chain, str(err)]), digest_size=12).hexdigest()
+        key = blake2b(orjson.dumps([request, kind, chain, str(err)]), digest_size=12).hexdigest()
         self.error = err
         if key in self.state.refusals:
             return  # the same refusal is already on record since the last change
@@ -553,6 +561,13 @@ class Ledger:
                              "Snapshots kept, ``int`` >= 1 or ``None`` (all); as :meth:`open`.")
     resolve_symlinks = _option("resolve_symlinks", check_bool,
                                "Resolve symlinks in rules' paths, ``bool``; as :meth:`open`.")
+    # Where the options above keep their values (each set only through its
+    # property, which checks it; read directly on the hot path).
+    _timeout: float | None
+    _fsync: bool
+    _snapshot_every: int
+    _keep_snapshots: int | None
+    _resolve_symlinks: bool
 
     def __init__(self, store: LogStore | Store, *, timeout: float | None, probe: Probe | None,
                  fsync: bool, snapshot_every: int, keep_snapshots: int | None,
@@ -606,6 +621,36 @@ class Ledger:
         if load:
             with self._mem:
                 self._load()
+
+    def child_environment(self, environ: "Mapping[str, str] | None" = None) -> dict[str, str]:
+        """The environment variables a child process needs to open this
+        ledger the way ``Ledger.open()`` and ``ledger`` do by default, to
+        add to its environment (``ledger run`` and :func:`spawn` do):
+        ``{"SCOPELEDGER_DIR": where}``, ``where`` the directory, or the URL
+        as it was given but without its password (an environment is
+        printed by tools, ``env``, crash reports; the ``***`` of
+        :attr:`path` would not connect). When that URL carried a password
+        and ``environ`` (the child's environment as it stands; default
+        ``os.environ``) has no ``PGPASSWORD``, the password goes in
+        ``PGPASSWORD`` (libpq reads it): on Linux a process's environment
+        (``/proc/PID/environ``) is readable only by its owner (and root),
+        as the parent's own command line is not. A ``PGPASSWORD`` already
+        there is left as it is (it is then the one libpq uses); so are
+        ``~/.pgpass``, ``PGPASSFILE`` and the other libpq variables, which
+        the child inherits.
+
+        Returns:
+            ``dict[str, str]``: one or two entries, never a password
+            anywhere but under ``PGPASSWORD``.
+        """
+        reach = getattr(self._log, "child_location", None)
+        if reach is None:
+            return {ENV_DIR: self._path}
+        url, password = reach()
+        env = {ENV_DIR: url}
+        if password is not None and "PGPASSWORD" not in (os.environ if environ is None else environ):
+            env["PGPASSWORD"] = password
+        return env
 
     # -- opening -------------------------------------------------------------
 
@@ -742,17 +787,8 @@ class Ledger:
         check_callable("boottime", boottime)
         # Before the Store: a bad option creates no directory.
         check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
-        path = _dir_path(path)
-        store: LogStore
-        if _is_postgresql_url(path):
-            from ._pgstore import PgStore  # only for a URL: its client library stays unimported otherwise
-
-            store = PgStore.open(path, create=create, readonly=readonly)
-        else:
-            if create and not readonly:
-                check_not_in_another_users_directory(path)
-            store = FileStore.open(path, create=create, readonly=readonly, fsync=fsync,
-                                   allow_network_fs=allow_network_fs)
+        store = _open_store(_dir_path(path), create=create, readonly=readonly, fsync=fsync,
+                            allow_network_fs=allow_network_fs)
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
                        snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,
@@ -2153,6 +2189,10 @@ class Ledger:
     def who(self, path: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...], *,
             seq: int | None = None, time: dt.datetime | int | None = None) -> list[list[Holding]]: ...
 
+    @overload
+    def who(self, path: list[_PathT], *,  # a list[str] or list[Path] (lists are invariant)
+            seq: int | None = None, time: dt.datetime | int | None = None) -> list[list[Holding]]: ...
+
     def who(self, path: Any, *, seq: int | None = None, time: dt.datetime | int | None = None) -> Any:
         return self._history.who(path, seq=seq, time=time)
 
@@ -2294,15 +2334,91 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
     where = _dir_path(path)
     store: LogStore
     if _is_postgresql_url(where):
-        from ._pgstore import PgStore
-
-        store = PgStore.open(where, readonly=True)
+        store = _open_store(where, create=False, readonly=True)
     else:
         store = FileStore(Store(where, readonly=True))
     try:
         return unloaded(store).verify(workers=workers)
     finally:
         store.close()
+
+
+def _open_store(where: str, *, create: bool, readonly: bool, fsync: bool = False,
+                allow_network_fs: bool = False) -> LogStore:
+    """The store of the ledger at ``where``: a PostgreSQL URL's schema, or
+    a directory (as :meth:`Ledger.open` opens them, and raising what it
+    raises)."""
+    if _is_postgresql_url(where):
+        from ._pgstore import PgStore  # only for a URL: its client library stays unimported otherwise
+
+        return PgStore.open(where, create=create, readonly=readonly)
+    if create and not readonly:
+        check_not_in_another_users_directory(where)
+    return FileStore.open(where, create=create, readonly=readonly, fsync=fsync,
+                          allow_network_fs=allow_network_fs)
+
+
+def copy_ledger(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> int:
+    """Copy the ledger at ``source`` into ``dest``, byte for byte: each a
+    directory or a ``postgresql://`` URL (``ledger export URL DIR`` and
+    ``ledger import DIR URL``). ``dest`` then holds the same lines at the
+    same seqs and the same snapshots, so the hash chain, ``verify``,
+    ``replay`` and time travel give the same answers there; a ledger
+    copied into a directory passes ``verify`` on the file backend. Returns
+    the number of events copied (``int``).
+
+    ``source`` is opened read-only (nothing in it changes). ``dest`` is
+    created when missing (a directory 0700, a schema with its tables) and
+    may be an empty ledger (``ledger init``); the lines go in 5,000 to a
+    transaction, each read back and compared, then the snapshots that check
+    out. A copy that fails part way leaves ``dest`` holding a prefix of
+    ``source`` (the log is append-only): remove it (``rm -r DIR``, ``DROP
+    SCHEMA NAME CASCADE``) before copying again.
+
+    Raises:
+        LedgerNotEmpty: ``dest`` holds events already (nothing is copied).
+        NoLedger: no ledger at ``source``.
+        InvalidLedgerURL, StoreUnavailable, StoreError: a URL that is
+            malformed, a server that cannot be reached or refuses (no
+            message shows a password).
+        CorruptLedger: a line of ``source`` does not check out (what was
+            copied before it stays), or ``dest`` read back differs.
+        LedgerError: anything else :meth:`Ledger.open` raises for either
+            (an unsafe directory, a directory that is not a ledger, ...),
+            or another writer appended to ``dest`` during the copy.
+        TypeError: ``source`` or ``dest`` is not a ``str`` or ``os.PathLike[str]``.
+    """
+    from ._logstore import copy_log
+
+    src_where, dst_where = _dir_path(source), _dir_path(dest)
+    for given in (src_where, dst_where):
+        if not given or not given.strip():
+            raise NoLedger("an empty ledger path or URL: give a directory or a postgresql:// URL")
+    src = _open_store(src_where, create=False, readonly=True)
+    try:
+        dst = _open_store(dst_where, create=True, readonly=False, fsync=True)
+        try:
+            return copy_log(src, dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def redact_url(location: str) -> str:
+    """``location`` as messages may show it (``str``): a URL with its
+    password replaced by ``***`` (in the user info or a ``password``
+    parameter), anything else (a directory) unchanged. What
+    :attr:`Ledger.path` says of a ledger opened at a URL."""
+    if _URL_RE.match(location):
+        from ._pgstore import redact
+
+        return redact(location)
+    return location
+
+
+#: ``scheme://``: a URL (the test that :func:`redact_url` applies).
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def unloaded(store: LogStore | Store) -> Ledger:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -695,6 +694,8 @@ class Tally:
     ``sha256`` (a ``hashlib`` object), ``bytes`` and :meth:`lines`."""
 
     def __init__(self) -> None:
+        import hashlib  # (here: it loads OpenSSL, which no start of a command needs; issue 18)
+
         self.sha256 = hashlib.sha256()
         self.bytes = 0
         self.newlines = 0

@@ -72,7 +72,7 @@ def test_fold_runs_with_io_clock_and_psutil_poisoned(tmp_path, monkeypatch):
         for n in names:
             monkeypatch.setattr(mod, n, poisoned)
     state = State()
-    for line, (ev, h) in zip(lines, events):
+    for line, (ev, h) in zip(lines, events, strict=True):
         assert decode(line, "the log", ev["seq"]) == ev
         apply(state, ev, h)
         for alloc in list(state.holders.values())[:3]:

@@ -395,7 +395,8 @@ def test_a_case_insensitive_filesystem_folds_every_name(tmp_path, loop_devices, 
 
 FUSE_FOLDS = {
     # name: (the binary, how the image is made, how it is mounted (shell; $IMG, $MNT), folds)
-    "exfat-fuse": ("mount.exfat-fuse", "mkfs.exfat", 'L=$(losetup -f --show "$IMG"); echo "$L" > "$IMG.loop"; mount.exfat-fuse "$L" "$MNT"', True),
+    "exfat-fuse": ("mount.exfat-fuse", "mkfs.exfat",
+                   'L=$(losetup -f --show "$IMG"); echo "$L" > "$IMG.loop"; mount.exfat-fuse "$L" "$MNT"', True),
     "fusefat": ("fusefat", "mkfs.vfat", 'fusefat -o rw+ "$IMG" "$MNT"', True),
     "bindfs": ("bindfs", None, 'mkdir "$IMG"; bindfs "$IMG" "$MNT"', False),
 }
