@@ -1407,9 +1407,10 @@ class Store:
         """
         pos = start
         while pos < end:
-            piece = os.pread(self.logfd, min(1 << 20, end - pos), pos)
-            if not piece:
-                raise OSError(errno.EIO, f"the log ended at byte {pos}, before {end}")
+            with _naming(self.log_path):
+                piece = os.pread(self.logfd, min(1 << 20, end - pos), pos)
+                if not piece:
+                    raise OSError(errno.EIO, f"the log ended at byte {pos}, before {end}")
             pos += len(piece)
             yield piece
 
@@ -1505,9 +1506,13 @@ class Store:
                 made.append(CUT_LOG_NAME)  # (before: opened, it may still fail its checks)
                 fd = open_private_file(wherefd, CUT_LOG_NAME, path, os.O_WRONLY | os.O_EXCL)
                 try:
+                    self._copy_log(fd, start, size, counted)  # (a failed read names the log)
                     with _naming(path):
-                        self._copy_log(fd, start, size, counted)
                         os.fsync(fd)
+                except OSError as exc:
+                    if exc.filename is None:  # a failed write
+                        exc.filename = path
+                    raise
                 finally:
                     os.close(fd)
             record: dict[str, Any] = {"format": CUT_RECORD_FORMAT, "ledger": self.path, "log": self.log_path}
@@ -1531,7 +1536,8 @@ class Store:
                     os.rmdir(name, dir_fd=cutfd)
             for fd in (wherefd, cutfd):
                 if fd >= 0:
-                    os.close(fd)
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
             if isinstance(exc, LedgerError) or not isinstance(exc, OSError):
                 raise
             raise LedgerIOError(exc.filename if isinstance(exc.filename, str) else where,

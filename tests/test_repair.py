@@ -556,8 +556,12 @@ def _repair_killed_at(path: Path, k: int) -> int:
     return 0
 
 
-def _eio(name: str, fn: Any, args: tuple[Any, ...]) -> None:
-    raise OSError(errno.EIO, os.strerror(errno.EIO))
+def _eio(failed: list[str]) -> Any:
+    """A fault raising EIO, noting the call's name in ``failed``."""
+    def fault(name: str, fn: Any, args: tuple[Any, ...]) -> None:
+        failed.append(name)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    return fault
 
 
 def test_failing_at_any_io_call_of_the_cut_leaves_no_half_made_copy_and_says_so(
@@ -567,8 +571,9 @@ def test_failing_at_any_io_call_of_the_cut_leaves_no_half_made_copy_and_says_so(
     for k in range(1, 400):
         path = tmp_path / f"f{k}"
         shutil.copytree(src, path)
+        failed: list[str] = []
         with monkeypatch.context() as m:
-            count = _fault_at(k, _eio, m.setattr)
+            count = _fault_at(k, _eio(failed), m.setattr)
             with Ledger.open(path, fold=False) as led:
                 try:
                     led.repair()
@@ -590,6 +595,8 @@ def test_failing_at_any_io_call_of_the_cut_leaves_no_half_made_copy_and_says_so(
                 assert not any(_cut_dirs(path)), message  # before anything moved: nothing made stays
             else:  # the record and the copy are there (and the snapshots moved so far)
                 assert "the record and a copy of its tail are in " in message or "a copy of its tail is in" in message
+        if failed == ["pread"]:  # a read of the log is named as such, not as the copy's
+            assert f"failed to set the damaged tail aside: {path / 'events.jsonl'}: " in message, message
         said.add(message.split(":")[0])
         _finish(path, log, snaps, offset)
         shutil.rmtree(path)
