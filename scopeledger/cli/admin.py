@@ -111,12 +111,13 @@ def snapshot(env: Env, prune: bool, keep: int | None) -> int:
 @click.option("-n", "--dry-run", is_flag=True, help="Say exactly what would be set aside; change nothing.")
 @pass_env
 def repair(env: Env, dry_run: bool) -> int:
-    """Set aside what lies past the last line of the log that checks out (as
-    'ledger verify' judges it: a broken line, a broken hash chain, garbage
-    after the end, a torn last line) and the snapshots past it, into
-    cut/TIME-line-N/ in the ledger directory with a record of what was cut and
-    why; then cut the log there. New events go on from that line. Nothing to
-    repair: nothing changes. Exit 0 unless the repair failed."""
+    """Set a damaged tail of the log aside. The first line that does not check
+    out (as 'ledger verify' judges it: a broken line, a broken hash chain,
+    garbage after the end, a torn last line), everything after it and the
+    snapshots past it go into cut/TIME-line-N/ in the ledger directory, with a
+    record of what was cut and why; then the log is cut there, and new events go
+    on from the line before. Nothing to repair: nothing changes. Exit 0 unless
+    the repair failed."""
     # fold=False: opening would fold the log and refuse the damage.
     with env.open(readonly=dry_run, fold=False) as ledger:
         report = ledger.repair(dry_run=dry_run)
