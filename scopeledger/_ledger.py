@@ -1235,7 +1235,9 @@ class Ledger:
         if socket is not None:
             socket = check_socket(socket)
         rules_t = self._prepare(rules)
-        ident = self._identity(pid)
+        # The calling process (None) is the transaction's writer: its
+        # identity comes with the lock (no getpid() of its own here).
+        ident = self._identity(pid) if pid is not None else None
 
         def build(txn: _Txn) -> Allocation | None:
             err = self._check(txn, name, rules_t, None)
@@ -1329,7 +1331,7 @@ class Ledger:
         if socket is not None:
             socket = check_socket(socket)
         rules_t = self._prepare(rules)
-        ident = self._identity(pid)
+        ident = self._identity(pid) if pid is not None else None  # None: the writer (as _register)
 
         def build(txn: _Txn) -> Allocation | None:
             stale = stale_grant(txn.state, parent, parent_token, "parent")
@@ -2275,12 +2277,15 @@ def last_seen_ns(alloc: Allocation) -> int:
     return alloc.lease.renewed_ns if alloc.lease is not None else alloc.granted_ns
 
 
-def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,
+def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity | None,
            parent: str | None, reserved: bool, socket: str | None, note: str | None = None,
            advisory: list[Any] | None = None, lease: tuple[int, bool] | None = None) -> Allocation:
     """Emit the ``registered``/``delegated`` event (the transaction's last)
-    and return the :class:`Allocation` it grants, applied after the write."""
+    and return the :class:`Allocation` it grants, applied after the write;
+    bound to ``ident``, or (``None``) to the calling process, the writer."""
     # ``rules`` come from Ledger._prepare: canonical, ``given`` cleared.
+    if ident is None:
+        ident = txn.actor_ident
     perm = PERMISSION_TEXT
     holder: dict[str, Any] = {
         "name": name, "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
