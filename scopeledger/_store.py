@@ -987,7 +987,8 @@ class Store:
             # _let_go: the thread lock is owned or not (RLock._is_owned),
             # and the flock marker is set before flock is called, so that an
             # unlock follows whether or not flock had returned.
-            if not tlock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            # (no argument for ever: a keyword argument is parsed the slow way)
+            if not (tlock.acquire() if timeout is None else tlock.acquire(timeout=max(timeout, 0))):
                 raise LockTimeout(self.log_path, timeout or 0.0)
             self._holding_pid = pid
             stand_back = ((timeout is None or timeout > DEFER_SECONDS)
