@@ -69,7 +69,7 @@ from ._paths import canonical, check_reached, identity as identify_path, mount_t
 from ._identity import Lease, Liveness, Probe, ProcessIdentity, Verdict
 from ._process import boot_id, boottime_ns, host_id, identify, probe as default_probe, run_probe
 from ._lease import check_ttl, holder_verdict, judge_lease
-from ._rules import (PERMISSION_TEXT, ScopeRule, check_name, conflicts, covers,
+from ._rules import (PERMISSION_TEXT, Permission, ScopeRule, check_name, conflicts, covers,
                      identity_json)
 from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callable, check_forced,
                          check_keep_snapshots, check_note, check_options, check_snapshot_every, check_socket,
@@ -996,8 +996,14 @@ class Ledger:
             elif path != r.path or given is not None or r.ident is not None:
                 r = ScopeRule(path, r.permission, r.recursive)
             out.append(r)
-        if len(out) > 1:
-            out = list(dict.fromkeys(out))  # a rule given twice is held once
+        if len(out) > 1:  # a rule given twice is held once (the first of equal rules kept)
+            # By what ScopeRule's equality compares, (path, permission,
+            # recursive), hashed in C: the rules' own hash is a Python call.
+            firsts: dict[tuple[str, Permission, bool], ScopeRule] = {}
+            for r in out:
+                firsts.setdefault((r.path, r.permission, r.recursive), r)
+            if len(firsts) < len(out):
+                out = list(firsts.values())
         return tuple(out)
 
     # -- transactions -----------------------------------------------------------
