@@ -88,6 +88,8 @@ NO_FD = -1
 
 _O_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
+_EX_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
+
 _stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
 
 
@@ -993,14 +995,15 @@ class Store:
             self._holding_pid = pid
             stand_back = ((timeout is None or timeout > DEFER_SECONDS)
                           and t0 >= self._gate_ignored_until)
-            if stand_back and not self._gate_clear():
-                got = False
-            else:
-                try:
-                    fcntl.flock(self.logfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    got = True
-                except BlockingIOError:
-                    got = False
+            got = False
+            try:
+                if stand_back:  # _gate_clear(), inlined (the hot path)
+                    fcntl.flock(self.gatefd, _EX_NB)
+                    fcntl.flock(self.gatefd, fcntl.LOCK_UN)
+                fcntl.flock(self.logfd, _EX_NB)
+                got = True
+            except BlockingIOError:  # a sleeper holds gate, or the lock is taken
+                pass
             if not got and not self._poll(t0, timeout, on_wait, stand_back):
                 self._wait(t0, timeout)
         except BaseException as exc:
