@@ -964,6 +964,9 @@ class Ledger:
         table = mount_table()  # one look (and staleness check) for the whole request
         cache = table.rules if table is not None else None
         folding = table is not None and cache is None  # a directory may fold case: read its flags
+        # Components found missing by this request's earlier rules (see
+        # _paths.canonical): a second rule below one asks no more.
+        missing: dict[str, Any] | None = {} if resolve and len(given_rules) > 1 else None
         for r in given_rules:
             given = r.given
             path = r.path
@@ -971,7 +974,7 @@ class Ledger:
             if resolve:
                 # A '..' after a symlink means the link target's parent.
                 if given is None:
-                    real, existing, folds = canonical(path, folding)
+                    real, existing, folds = canonical(path, folding, missing)
                     known = (existing, folds)
                 else:
                     real = os.path.realpath(given)
