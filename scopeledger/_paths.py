@@ -160,7 +160,7 @@ def _below_missing(path: str, missing: dict[str, tuple[str, str, bool | None]]
             head, real, folds = note
             if head == "/":
                 return path, "/", None
-            return real + path[len(head):], real, folds
+            return (real if real != "/" else "") + path[len(head):], real, folds
         i = at.rfind("/")
         if i <= 0:
             return None
@@ -225,7 +225,7 @@ def canonical(path: str, want: bool = False,
         real, folds = _resolved(head, want)
         if missing is not None:
             missing[first] = (head, real, folds)
-        return real + path[len(head):], real, folds
+        return (real if real != "/" else "") + path[len(head):], real, folds  # (head a link to /)
     # Missing (or no /proc): walk down, stop at the first missing component.
     done = "/"
     parts = path.split("/")[1:] if path != "/" else []

@@ -19,13 +19,15 @@ def tree(tmp_path):
     os.symlink(root / "loop-b", root / "loop-a")
     os.symlink(root / "loop-a", root / "loop-b")
     os.symlink("../real", root / "real" / "sub" / "up")
+    os.symlink("/", root / "root-link")
     return root
 
 
 CASES = ["real", "real/sub/deep", "real/sub/missing/more", "abs-link", "abs-link/sub/deep",
          "abs-link/missing", "abs-link/missing/deeper", "rel-link", "rel-link/deep/x", "dangling",
          "dangling/below", "chain/deep", "chain/missing/x", "real/file", "real/file/below", "loop-a",
-         "loop-a/x", "missing", "missing/a/b", "real/sub/up/sub", "real/sub/up/missing", ""]
+         "loop-a/x", "missing", "missing/a/b", "real/sub/up/sub", "real/sub/up/missing", "root-link",
+         "root-link/no-such-top-level", "root-link/no-such-top-level/x", ""]
 
 
 @pytest.mark.parametrize("rel", CASES)
