@@ -1209,12 +1209,7 @@ class Ledger:
         if advisory is not False:
             check_advisory(advisory)
         if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
-            from ._wait import wait_for_grant, Request
-
-            req = Request.of(self, name, rules, None, None, wait)
-            return wait_for_grant(self, req, lambda commit: self._attempt(
-                lambda written: self._register(name, rules, pid, socket, written, commit, note, ttl=ttl,
-                                               lease_only=lease_only)))
+            return self._register_waiting(name, rules, pid, socket, wait, note, ttl, lease_only)
         written: list[Any] = []
         try:
             return self._register(name, rules, pid, socket, written, None, note, advisory, ttl=ttl,
@@ -1222,6 +1217,17 @@ class Ledger:
         except BaseException:
             self._withdraw(written)
             raise
+
+    def _register_waiting(self, name: str, rules: Any, pid: int | None, socket: str | None, wait: Any,
+                          note: str | None, ttl: Any, lease_only: Any) -> Allocation:
+        """:meth:`register` with ``wait`` (a method of its own: variables its
+        lambdas use would be cells, made in every call of ``register``)."""
+        from ._wait import wait_for_grant, Request
+
+        req = Request.of(self, name, rules, None, None, wait)
+        return wait_for_grant(self, req, lambda commit: self._attempt(
+            lambda written: self._register(name, rules, pid, socket, written, commit, note, ttl=ttl,
+                                           lease_only=lease_only)))
 
     def _attempt(self, grant: Callable[[list[Any]], Allocation]) -> Allocation:
         """``grant(written)``, withdrawing a grant whose call raised after
@@ -1310,12 +1316,8 @@ class Ledger:
         if advisory is not False:
             check_advisory(advisory)
         if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
-            from ._wait import wait_for_grant, Request
-
-            req = Request.of(self, child, rules, parent, parent_token, wait)
-            return wait_for_grant(self, req, lambda commit: self._attempt(
-                lambda written: self._delegate(parent, child, rules, pid, reserved, socket, parent_token,
-                                               written, commit, note, ttl=ttl, lease_only=lease_only)))
+            return self._delegate_waiting(parent, child, rules, pid, reserved, socket, parent_token, wait,
+                                          note, ttl, lease_only)
         written: list[Any] = []
         try:
             return self._delegate(parent, child, rules, pid, reserved, socket, parent_token, written, None, note,
@@ -1323,6 +1325,17 @@ class Ledger:
         except BaseException:
             self._withdraw(written)
             raise
+
+    def _delegate_waiting(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
+                          socket: str | None, parent_token: int | None, wait: Any, note: str | None,
+                          ttl: Any, lease_only: Any) -> Allocation:
+        """:meth:`delegate` with ``wait`` (as :meth:`_register_waiting`)."""
+        from ._wait import wait_for_grant, Request
+
+        req = Request.of(self, child, rules, parent, parent_token, wait)
+        return wait_for_grant(self, req, lambda commit: self._attempt(
+            lambda written: self._delegate(parent, child, rules, pid, reserved, socket, parent_token,
+                                           written, commit, note, ttl=ttl, lease_only=lease_only)))
 
     def _delegate(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
                   socket: str | None, parent_token: int | None, written: list[Any],
