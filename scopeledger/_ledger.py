@@ -197,6 +197,18 @@ def check_rule_count(n: int) -> None:
                            "hold a directory with one recursive rule, or split the request")
 
 
+def _plain_rules(rules: Any) -> Sequence[ScopeRule]:
+    """``rules`` themselves when they are a non-empty list or tuple of plain
+    :class:`ScopeRule` (the hot path; a loop: ``all()`` over a generator
+    makes a function and a generator per call), else :func:`_as_rules`'s."""
+    if type(rules) in (list, tuple) and rules:
+        for r in rules:
+            if type(r) is not ScopeRule:
+                return _as_rules(rules)
+        return rules  # type: ignore[no-any-return]
+    return _as_rules(rules)
+
+
 def _as_rules(rules: Any) -> list[ScopeRule]:
     if isinstance(rules, ScopeRule):
         rules = [rules]
@@ -416,6 +428,12 @@ class _Txn:
         line hash)`` for the caller's ``after``."""
         seq, ts, _, line = self._line(kind, payload)
         return seq, ts, line_hash(line)
+
+    def verdict(self, name: str) -> Verdict:
+        """Whether live holder ``name`` is alive, asked once per
+        transaction (``decide``'s ``liveness``: a bound method, not a
+        closure made per request)."""
+        return self.ledger._liveness(self, name)
 
     def reclaim(self, name: str, reason: str) -> tuple[int, list[list[Any]]]:
         plan = reparent_plan(self.state, name)
@@ -958,8 +976,7 @@ class Ledger:
         """
         out = []
         resolve = self.resolve_symlinks
-        given_rules = (rules if type(rules) in (list, tuple) and rules
-                       and all(type(r) is ScopeRule for r in rules) else _as_rules(rules))
+        given_rules = _plain_rules(rules)
         check_rule_count(len(given_rules))
         table = mount_table()  # one look (and staleness check) for the whole request
         cache = table.rules if table is not None else None
@@ -1135,7 +1152,7 @@ class Ledger:
 
     def _check(self, txn: _Txn, name: str, rules: tuple[ScopeRule, ...], parent: str | None) -> Exception | None:
         """check_request, reclaiming dead holders that stand in the way."""
-        return decide(txn.state, name, rules, parent, lambda n: self._liveness(txn, n), txn.reclaim)
+        return decide(txn.state, name, rules, parent, txn.verdict, txn.reclaim)
 
     # -- mutations -------------------------------------------------------------
 
@@ -1468,7 +1485,7 @@ class Ledger:
             plan = reparent_plan(txn.state, name)
             seq, ts, h = txn.emit_last("released", name=name, reparented=plan, **extras)
             txn.after = (commit_removal, name, seq, ts, h)
-            return [c for c, _ in plan]
+            return [c for c, _ in plan] if plan else []
 
         children: list[str] = self._transact(build)
         return children
@@ -2309,10 +2326,12 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
     if ident is None:
         ident = txn.actor_ident
     perm = PERMISSION_TEXT
+    shown_rules = []  # (a loop: a comprehension is a function made per call, perm a cell)
+    for r in rules:
+        shown_rules.append([r.path, perm[r.permission], r.recursive] if r.ident is None
+                           else [r.path, perm[r.permission], r.recursive, identity_json(r)])
     holder: dict[str, Any] = {
-        "name": name, "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
-                                else [r.path, perm[r.permission], r.recursive, identity_json(r)]
-                                for r in rules],
+        "name": name, "rules": shown_rules,
         "process": txn.actor if ident is txn.actor_ident else ident.to_json(), "parent": parent,
         "reserved": reserved, "socket": socket}
     if note is not None:

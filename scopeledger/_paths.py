@@ -887,8 +887,7 @@ def identity(path: str, recursive: bool, resolve: bool = True, table: MountTable
         inside = table.under.get(path) if recursive else None
         if inside is None:
             return m.dev
-        return (m.dev if path == "/" else m.dev + path, (),
-                tuple(dict.fromkeys(mount_key(table, n, n.point, n.point, resolve) for n in inside)))
+        return (m.dev if path == "/" else m.dev + path, (), _root_keys(table, inside, resolve))
     if m.fstype == "proc":
         magic = _MAGIC.match(path, len(m.point) if m.point != "/" else 0)
         if magic is not None:
@@ -912,5 +911,12 @@ def identity(path: str, recursive: bool, resolve: bool = True, table: MountTable
     if recursive:
         mounts = table.below(path)
         if mounts:
-            below = tuple(dict.fromkeys(mount_key(table, n, n.point, n.point, resolve) for n in mounts))
+            below = _root_keys(table, mounts, resolve)
     return compact_ident(path, key, via, below)
+
+
+def _root_keys(table: MountTable, mounts: Any, resolve: bool) -> tuple[str, ...]:
+    """The keys of the roots of ``mounts``, each once, in order (a function
+    of its own: in :func:`identity` the generator's variables were cells
+    made in every call)."""
+    return tuple(dict.fromkeys(mount_key(table, n, n.point, n.point, resolve) for n in mounts))
