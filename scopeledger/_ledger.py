@@ -1034,8 +1034,11 @@ class Ledger:
         :class:`ReadOnlyLedger`)."""
         return self._log.readonly
 
-    def _transact(self, build: Callable[[_Txn], Any], written: list[Any] | None = None) -> Any:
-        """Run ``build`` under the lock and append the lines it emitted.
+    def _transact(self, build: Callable[..., Any], written: list[Any] | None = None,
+                  args: tuple[Any, ...] = ()) -> Any:
+        """Run ``build(txn, *args)`` under the lock and append the lines it
+        emitted. (``args``: the hot path's builds are plain functions given
+        their values, not closures, whose cells cost more than the call.)
 
         An exception at any point (also a signal handler's, e.g.
         KeyboardInterrupt) leaves the lock free (``store.release`` in
@@ -1061,21 +1064,21 @@ class Ledger:
             try:
                 missed = files.begin(after_seq, self.timeout, self._fold_while_waiting)
                 self.last_wait = files.last_wait
-                result, txn, state = self._locked_part(build, written, after_seq, missed)
+                result, txn, state = self._locked_part(build, written, after_seq, missed, args)
             finally:
                 if txn is None or not txn.lines:  # (an append that returned let the lock go)
                     files.end()  # a no-op unless this thread still holds the lock (an exception)
         else:
             with store.locked(after_seq, self.timeout) as missed:
-                result, txn, state = self._locked_part(build, written, after_seq, missed)
+                result, txn, state = self._locked_part(build, written, after_seq, missed, args)
         if txn.lines and self._snapshot_due(state):
             self._maybe_snapshot()
         if txn.error is not None:
             raise txn.error
         return result
 
-    def _locked_part(self, build: Callable[[_Txn], Any], written: list[Any] | None, after_seq: int,
-                     missed: list[Line]) -> tuple[Any, _Txn, State]:
+    def _locked_part(self, build: Callable[..., Any], written: list[Any] | None, after_seq: int,
+                     missed: list[Line], args: tuple[Any, ...]) -> tuple[Any, _Txn, State]:
         """:meth:`_transact` with the lock held: fold ``missed``, build,
         append (which lets the lock go), apply the last event."""
         with self._mem:
@@ -1086,7 +1089,7 @@ class Ledger:
             base = state.seq
             txn = _Txn(self, state)
             try:
-                result = build(txn)
+                result = build(txn, *args) if args else build(txn)
                 lines = txn.lines
                 if lines:
                     after = txn.after
@@ -1270,18 +1273,8 @@ class Ledger:
         # The calling process (None) is the transaction's writer: its
         # identity comes with the lock (no getpid() of its own here).
         ident = self._identity(pid) if pid is not None else None
-
-        def build(txn: _Txn) -> Allocation | None:
-            err = self._check(txn, name, rules_t, None)
-            met = _advised(txn.state, name, rules_t, None, err) if advisory else None
-            if err is not None and met is None:
-                txn.refuse(name, None, rules_t, err)
-                return None
-            if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
-                commit()
-            return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met, lease)
-
-        granted: Allocation = self._transact(build, written)  # (not cast(): a call at run time)
+        granted: Allocation = self._transact(  # (not cast(): a call at run time)
+            _build_registered, written, (name, rules_t, commit, advisory, ident, socket, note, lease))
         return granted
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
@@ -1478,16 +1471,7 @@ class Ledger:
         if forced is not None:
             extras["forced"] = forced
 
-        def build(txn: _Txn) -> list[str]:
-            stale = stale_grant(txn.state, name, token)
-            if stale is not None:
-                raise stale
-            plan = reparent_plan(txn.state, name)
-            seq, ts, h = txn.emit_last("released", name=name, reparented=plan, **extras)
-            txn.after = (commit_removal, name, seq, ts, h)
-            return [c for c, _ in plan] if plan else []
-
-        children: list[str] = self._transact(build)
+        children: list[str] = self._transact(_build_released, None, (name, token, extras))
         return children
 
     def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
@@ -2314,6 +2298,33 @@ def last_seen_ns(alloc: Allocation) -> int:
     """When holder ``alloc`` was last seen alive, ns since the epoch (UTC,
     its writer's clock): its last renewal's ``ts``, else its grant's."""
     return alloc.lease.renewed_ns if alloc.lease is not None else alloc.granted_ns
+
+
+def _build_registered(txn: _Txn, name: str, rules_t: tuple[ScopeRule, ...], commit: Callable[[], None] | None,
+                      advisory: bool, ident: ProcessIdentity | None, socket: str | None, note: str | None,
+                      lease: tuple[int, bool] | None) -> Allocation | None:
+    """:meth:`Ledger.register`'s work under the lock (``Ledger._transact``'s
+    ``build``): decide, then grant or record the refusal."""
+    err = txn.ledger._check(txn, name, rules_t, None)
+    met = _advised(txn.state, name, rules_t, None, err) if advisory else None
+    if err is not None and met is None:
+        txn.refuse(name, None, rules_t, err)
+        return None
+    if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
+        commit()
+    return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met, lease)
+
+
+def _build_released(txn: _Txn, name: str, token: int | None, extras: dict[str, Any]) -> list[str]:
+    """:meth:`Ledger.release`'s work under the lock: the released line, its
+    children re-parented; their names."""
+    stale = stale_grant(txn.state, name, token)
+    if stale is not None:
+        raise stale
+    plan = reparent_plan(txn.state, name)
+    seq, ts, h = txn.emit_last("released", name=name, reparented=plan, **extras)
+    txn.after = (commit_removal, name, seq, ts, h)
+    return [c for c, _ in plan] if plan else []
 
 
 def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity | None,
