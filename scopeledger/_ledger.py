@@ -386,7 +386,12 @@ class _Txn:
         self.error: Exception | None = None
         self.liveness: dict[str, Verdict] = {}
         store = ledger._store
-        self.actor_ident, self.actor = ledger._actor_and_json(store._holding_pid if store is not None else None)
+        pid = store._holding_pid if store is not None else None
+        cache = ledger._actor_cache  # (_actor_and_json's hit, inlined: the hot path)
+        if cache is not None and cache[0] == pid:
+            self.actor_ident, self.actor = cache[1], cache[2]
+        else:
+            self.actor_ident, self.actor = ledger._actor_and_json(pid)
         #: ``(fold function, *args)`` that applies the last event, or None.
         self.after: tuple[Any, ...] | None = None
         self.network_fs = ledger._network_fs
@@ -504,6 +509,9 @@ class Ledger:
                              "Snapshots kept, ``int`` >= 1 or ``None`` (all); as :meth:`open`.")
     resolve_symlinks = _option("resolve_symlinks", check_bool,
                                "Resolve symlinks in rules' paths, ``bool``; as :meth:`open`.")
+    # The options' values, as _option stores them (the hot path reads these).
+    _fsync: bool
+    _snapshot_every: int
 
     def __init__(self, store: LogStore | Store, *, timeout: float | None, probe: Probe | None,
                  fsync: bool, snapshot_every: int, keep_snapshots: int | None,
@@ -1071,8 +1079,10 @@ class Ledger:
         else:
             with store.locked(after_seq, self.timeout) as missed:
                 result, txn, state = self._locked_part(build, written, after_seq, missed, args)
-        if txn.lines and self._snapshot_due(state):
-            self._maybe_snapshot()
+        if txn.lines:  # _snapshot_due(state), inlined (the hot path)
+            since = state.seq - self._snap_seq
+            if since >= self._snapshot_every and since >= len(state.holders):
+                self._maybe_snapshot()
         if txn.error is not None:
             raise txn.error
         return result
