@@ -512,6 +512,8 @@ class Ledger:
     # The options' values, as _option stores them (the hot path reads these).
     _fsync: bool
     _snapshot_every: int
+    _timeout: float | None
+    _resolve_symlinks: bool
 
     def __init__(self, store: LogStore | Store, *, timeout: float | None, probe: Probe | None,
                  fsync: bool, snapshot_every: int, keep_snapshots: int | None,
@@ -983,7 +985,7 @@ class Ledger:
                 flags cannot be read).
         """
         out = []
-        resolve = self.resolve_symlinks
+        resolve = self._resolve_symlinks
         given_rules = _plain_rules(rules)
         check_rule_count(len(given_rules))
         table = mount_table()  # one look (and staleness check) for the whole request
@@ -1070,14 +1072,14 @@ class Ledger:
         if files is not None:
             txn = None
             try:
-                missed = files.begin(after_seq, self.timeout, self._fold_while_waiting)
+                missed = files.begin(after_seq, self._timeout, self._fold_while_waiting)
                 self.last_wait = files.last_wait
                 result, txn, state = self._locked_part(build, written, after_seq, missed, args)
             finally:
                 if txn is None or not txn.lines:  # (an append that returned let the lock go)
                     files.end()  # a no-op unless this thread still holds the lock (an exception)
         else:
-            with store.locked(after_seq, self.timeout) as missed:
+            with store.locked(after_seq, self._timeout) as missed:
                 result, txn, state = self._locked_part(build, written, after_seq, missed, args)
         if txn.lines:  # _snapshot_due(state), inlined (the hot path)
             since = state.seq - self._snap_seq
