@@ -428,9 +428,11 @@ class _Txn:
         apply(self.state, ev, line_hash(line))
         return seq
 
-    def emit_last(self, kind: str, **payload: Any) -> tuple[int, int, str]:
-        """Build the transaction's last line, not applied yet; ``(seq, ts,
-        line hash)`` for the caller's ``after``."""
+    def emit_last(self, kind: str, payload: dict[str, Any]) -> tuple[int, int, str]:
+        """Build the transaction's last line (``payload``: its keys after the
+        envelope's, in order; a dict, not keyword arguments, which would
+        build one more), not applied yet; ``(seq, ts, line hash)`` for the
+        caller's ``after``."""
         seq, ts, _, line = self._line(kind, payload)
         return seq, ts, line_hash(line)
 
@@ -2334,7 +2336,10 @@ def _build_released(txn: _Txn, name: str, token: int | None, extras: dict[str, A
     if stale is not None:
         raise stale
     plan = reparent_plan(txn.state, name)
-    seq, ts, h = txn.emit_last("released", name=name, reparented=plan, **extras)
+    payload = {"name": name, "reparented": plan}
+    if extras:
+        payload.update(extras)
+    seq, ts, h = txn.emit_last("released", payload)
     txn.after = (commit_removal, name, seq, ts, h)
     return [c for c, _ in plan] if plan else []
 
@@ -2362,7 +2367,7 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
     if advisory is not None:
         holder["advisory"] = advisory
     if lease is None:
-        seq, ts, h = txn.emit_last(kind, holder=holder)
+        seq, ts, h = txn.emit_last(kind, {"holder": holder})
         alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket, advisory is not None)
     else:
         ttl_ns, only = lease
@@ -2370,7 +2375,7 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
         if only:
             holder["lease_only"] = True
         clock = _boot_reading(txn.ledger._boottime)
-        seq, ts, h = txn.emit_last(kind, holder=holder, **clock)
+        seq, ts, h = txn.emit_last(kind, {"holder": holder, **clock})
         actor = txn.actor
         alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket, advisory is not None,
                            Lease(ttl_ns, not only, actor.get("host"), actor.get("boot"), clock.get("boot_ns"), ts, seq))
