@@ -70,7 +70,7 @@ from ._paths import canonical, check_reached, identity as identify_path, mount_t
 from ._identity import Lease, Liveness, Probe, ProcessIdentity, Verdict
 from ._process import boot_id, boottime_ns, host_id, identify, probe as default_probe, run_probe
 from ._lease import check_ttl, holder_verdict, judge_lease
-from ._rules import (PERMISSION_TEXT, ScopeRule, check_name, conflicts, covers,
+from ._rules import (PERMISSION_TEXT, Permission, ScopeRule, check_name, conflicts, covers,
                      identity_json)
 from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callable, check_forced,
                          check_keep_snapshots, check_note, check_options, check_snapshot_every, check_socket,
@@ -205,6 +205,18 @@ def check_rule_count(n: int) -> None:
     if n > MAX_RULES_PER_REQUEST:
         raise InvalidScope(f"too many rules: {n} in one request, at most {MAX_RULES_PER_REQUEST}; "
                            "hold a directory with one recursive rule, or split the request")
+
+
+def _plain_rules(rules: Any) -> Sequence[ScopeRule]:
+    """``rules`` themselves when they are a non-empty list or tuple of plain
+    :class:`ScopeRule` (the hot path; a loop: ``all()`` over a generator
+    makes a function and a generator per call), else :func:`_as_rules`'s."""
+    if type(rules) in (list, tuple) and rules:
+        for r in rules:
+            if type(r) is not ScopeRule:
+                return _as_rules(rules)
+        return rules  # type: ignore[no-any-return]
+    return _as_rules(rules)
 
 
 def _as_rules(rules: Any) -> list[ScopeRule]:
@@ -449,7 +461,12 @@ class _Txn:
         self.error: Exception | None = None
         self.liveness: dict[str, Verdict] = {}
         store = ledger._store
-        self.actor_ident, self.actor = ledger._actor_and_json(store._holding_pid if store is not None else None)
+        pid = store._holding_pid if store is not None else None
+        cache = ledger._actor_cache  # (_actor_and_json's hit, inlined: the hot path)
+        if cache is not None and cache[0] == pid:
+            self.actor_ident, self.actor = cache[1], cache[2]
+        else:
+            self.actor_ident, self.actor = ledger._actor_and_json(pid)
         #: ``(fold function, *args)`` that applies the last event, or None.
         self.after: tuple[Any, ...] | None = None
         self.network_fs = ledger._network_fs
@@ -486,11 +503,19 @@ class _Txn:
         apply(self.state, ev, line_hash(line))
         return seq
 
-    def emit_last(self, kind: str, **payload: Any) -> tuple[int, int, str]:
-        """Build the transaction's last line, not applied yet; ``(seq, ts,
-        line hash)`` for the caller's ``after``."""
+    def emit_last(self, kind: str, payload: dict[str, Any]) -> tuple[int, int, str]:
+        """Build the transaction's last line (``payload``: its keys after the
+        envelope's, in order; a dict, not keyword arguments, which would
+        build one more), not applied yet; ``(seq, ts, line hash)`` for the
+        caller's ``after``."""
         seq, ts, _, line = self._line(kind, payload)
         return seq, ts, line_hash(line)
+
+    def verdict(self, name: str) -> Verdict:
+        """Whether live holder ``name`` is alive, asked once per
+        transaction (``decide``'s ``liveness``: a bound method, not a
+        closure made per request)."""
+        return self.ledger._liveness(self, name)
 
     def reclaim(self, name: str, reason: str) -> tuple[int, list[list[Any]]]:
         plan = reparent_plan(self.state, name)
@@ -1060,13 +1085,15 @@ class Ledger:
                 flags cannot be read).
         """
         out = []
-        resolve = self.resolve_symlinks
-        given_rules = (rules if type(rules) in (list, tuple) and rules
-                       and all(type(r) is ScopeRule for r in rules) else _as_rules(rules))
+        resolve = self._resolve_symlinks
+        given_rules = _plain_rules(rules)
         check_rule_count(len(given_rules))
         table = mount_table()  # one look (and staleness check) for the whole request
         cache = table.rules if table is not None else None
         folding = table is not None and cache is None  # a directory may fold case: read its flags
+        # Components found missing by this request's earlier rules (see
+        # _paths.canonical): a second rule below one asks no more.
+        missing: dict[str, Any] | None = {} if resolve and len(given_rules) > 1 else None
         for r in given_rules:
             given = r.given
             path = r.path
@@ -1074,7 +1101,7 @@ class Ledger:
             if resolve:
                 # A '..' after a symlink means the link target's parent.
                 if given is None:
-                    real, existing, folds = canonical(path, folding)
+                    real, existing, folds = canonical(path, folding, missing)
                     known = (existing, folds)
                 else:
                     real = os.path.realpath(given)
@@ -1099,8 +1126,14 @@ class Ledger:
             elif path != r.path or given is not None or r.ident is not None:
                 r = ScopeRule(path, r.permission, r.recursive)
             out.append(r)
-        if len(out) > 1:
-            out = list(dict.fromkeys(out))  # a rule given twice is held once
+        if len(out) > 1:  # a rule given twice is held once (the first of equal rules kept)
+            # By what ScopeRule's equality compares, (path, permission,
+            # recursive), hashed in C: the rules' own hash is a Python call.
+            firsts: dict[tuple[str, Permission, bool], ScopeRule] = {}
+            for r in out:
+                firsts.setdefault((r.path, r.permission, r.recursive), r)
+            if len(firsts) < len(out):
+                out = list(firsts.values())
         return tuple(out)
 
     # -- transactions -----------------------------------------------------------
@@ -1111,8 +1144,11 @@ class Ledger:
         :class:`ReadOnlyLedger`)."""
         return self._log.readonly
 
-    def _transact(self, build: Callable[[_Txn], Any], written: list[Any] | None = None) -> Any:
-        """Run ``build`` under the lock and append the lines it emitted.
+    def _transact(self, build: Callable[..., Any], written: list[Any] | None = None,
+                  args: tuple[Any, ...] = ()) -> Any:
+        """Run ``build(txn, *args)`` under the lock and append the lines it
+        emitted. (``args``: the hot path's builds are plain functions given
+        their values, not closures, whose cells cost more than the call.)
 
         An exception at any point (also a signal handler's, e.g.
         KeyboardInterrupt) leaves the lock free (``store.release`` in
@@ -1136,23 +1172,25 @@ class Ledger:
         if files is not None:
             txn = None
             try:
-                missed = files.begin(after_seq, self.timeout, self._fold_while_waiting)
+                missed = files.begin(after_seq, self._timeout, self._fold_while_waiting)
                 self.last_wait = files.last_wait
-                result, txn, state = self._locked_part(build, written, after_seq, missed)
+                result, txn, state = self._locked_part(build, written, after_seq, missed, args)
             finally:
                 if txn is None or not txn.lines:  # (an append that returned let the lock go)
                     files.end()  # a no-op unless this thread still holds the lock (an exception)
         else:
-            with store.locked(after_seq, self.timeout) as missed:
-                result, txn, state = self._locked_part(build, written, after_seq, missed)
-        if txn.lines and self._snapshot_due(state):
-            self._maybe_snapshot()
+            with store.locked(after_seq, self._timeout) as missed:
+                result, txn, state = self._locked_part(build, written, after_seq, missed, args)
+        if txn.lines:  # _snapshot_due(state), inlined (the hot path)
+            since = state.seq - self._snap_seq
+            if since >= self._snapshot_every and since >= len(state.holders):
+                self._maybe_snapshot()
         if txn.error is not None:
             raise txn.error
         return result
 
-    def _locked_part(self, build: Callable[[_Txn], Any], written: list[Any] | None, after_seq: int,
-                     missed: list[Line]) -> tuple[Any, _Txn, State]:
+    def _locked_part(self, build: Callable[..., Any], written: list[Any] | None, after_seq: int,
+                     missed: list[Line], args: tuple[Any, ...]) -> tuple[Any, _Txn, State]:
         """:meth:`_transact` with the lock held: fold ``missed``, build,
         append (which lets the lock go), apply the last event."""
         with self._mem:
@@ -1163,7 +1201,7 @@ class Ledger:
             base = state.seq
             txn = _Txn(self, state)
             try:
-                result = build(txn)
+                result = build(txn, *args) if args else build(txn)
                 lines = txn.lines
                 if lines:
                     after = txn.after
@@ -1229,7 +1267,7 @@ class Ledger:
 
     def _check(self, txn: _Txn, name: str, rules: tuple[ScopeRule, ...], parent: str | None) -> Exception | None:
         """check_request, reclaiming dead holders that stand in the way."""
-        return decide(txn.state, name, rules, parent, lambda n: self._liveness(txn, n), txn.reclaim)
+        return decide(txn.state, name, rules, parent, txn.verdict, txn.reclaim)
 
     # -- mutations -------------------------------------------------------------
 
@@ -1303,12 +1341,7 @@ class Ledger:
         if advisory is not False:
             check_advisory(advisory)
         if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
-            from ._wait import wait_for_grant, Request
-
-            req = Request.of(self, name, rules, None, None, wait)
-            return wait_for_grant(self, req, lambda commit: self._attempt(
-                lambda written: self._register(name, rules, pid, socket, written, commit, note, ttl=ttl,
-                                               lease_only=lease_only)))
+            return self._register_waiting(name, rules, pid, socket, wait, note, ttl, lease_only)
         written: list[Any] = []
         try:
             return self._register(name, rules, pid, socket, written, None, note, advisory, ttl=ttl,
@@ -1316,6 +1349,17 @@ class Ledger:
         except BaseException:
             self._withdraw(written)
             raise
+
+    def _register_waiting(self, name: str, rules: Any, pid: int | None, socket: str | None, wait: Any,
+                          note: str | None, ttl: Any, lease_only: Any) -> Allocation:
+        """:meth:`register` with ``wait`` (a method of its own: variables its
+        lambdas use would be cells, made in every call of ``register``)."""
+        from ._wait import wait_for_grant, Request
+
+        req = Request.of(self, name, rules, None, None, wait)
+        return wait_for_grant(self, req, lambda commit: self._attempt(
+            lambda written: self._register(name, rules, pid, socket, written, commit, note, ttl=ttl,
+                                           lease_only=lease_only)))
 
     def _attempt(self, grant: Callable[[list[Any]], Allocation]) -> Allocation:
         """``grant(written)``, withdrawing a grant whose call raised after
@@ -1338,19 +1382,11 @@ class Ledger:
         if socket is not None:
             socket = check_socket(socket)
         rules_t = self._prepare(rules)
-        ident = self._identity(pid)
-
-        def build(txn: _Txn) -> Allocation | None:
-            err = self._check(txn, name, rules_t, None)
-            met = _advised(txn.state, name, rules_t, None, err) if advisory else None
-            if err is not None and met is None:
-                txn.refuse(name, None, rules_t, err)
-                return None
-            if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
-                commit()
-            return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met, lease)
-
-        granted: Allocation = self._transact(build, written)  # (not cast(): a call at run time)
+        # The calling process (None) is the transaction's writer: its
+        # identity comes with the lock (no getpid() of its own here).
+        ident = self._identity(pid) if pid is not None else None
+        granted: Allocation = self._transact(  # (not cast(): a call at run time)
+            _build_registered, written, (name, rules_t, commit, advisory, ident, socket, note, lease))
         return granted
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
@@ -1402,12 +1438,8 @@ class Ledger:
         if advisory is not False:
             check_advisory(advisory)
         if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
-            from ._wait import wait_for_grant, Request
-
-            req = Request.of(self, child, rules, parent, parent_token, wait)
-            return wait_for_grant(self, req, lambda commit: self._attempt(
-                lambda written: self._delegate(parent, child, rules, pid, reserved, socket, parent_token,
-                                               written, commit, note, ttl=ttl, lease_only=lease_only)))
+            return self._delegate_waiting(parent, child, rules, pid, reserved, socket, parent_token, wait,
+                                          note, ttl, lease_only)
         written: list[Any] = []
         try:
             return self._delegate(parent, child, rules, pid, reserved, socket, parent_token, written, None, note,
@@ -1415,6 +1447,17 @@ class Ledger:
         except BaseException:
             self._withdraw(written)
             raise
+
+    def _delegate_waiting(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
+                          socket: str | None, parent_token: int | None, wait: Any, note: str | None,
+                          ttl: Any, lease_only: Any) -> Allocation:
+        """:meth:`delegate` with ``wait`` (as :meth:`_register_waiting`)."""
+        from ._wait import wait_for_grant, Request
+
+        req = Request.of(self, child, rules, parent, parent_token, wait)
+        return wait_for_grant(self, req, lambda commit: self._attempt(
+            lambda written: self._delegate(parent, child, rules, pid, reserved, socket, parent_token,
+                                           written, commit, note, ttl=ttl, lease_only=lease_only)))
 
     def _delegate(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
                   socket: str | None, parent_token: int | None, written: list[Any],
@@ -1432,7 +1475,7 @@ class Ledger:
         if socket is not None:
             socket = check_socket(socket)
         rules_t = self._prepare(rules)
-        ident = self._identity(pid)
+        ident = self._identity(pid) if pid is not None else None  # None: the writer (as _register)
 
         def build(txn: _Txn) -> Allocation | None:
             stale = stale_grant(txn.state, parent, parent_token, "parent")
@@ -1540,16 +1583,7 @@ class Ledger:
         if forced is not None:
             extras["forced"] = forced
 
-        def build(txn: _Txn) -> list[str]:
-            stale = stale_grant(txn.state, name, token)
-            if stale is not None:
-                raise stale
-            plan = reparent_plan(txn.state, name)
-            seq, ts, h = txn.emit_last("released", name=name, reparented=plan, **extras)
-            txn.after = (commit_removal, name, seq, ts, h)
-            return [c for c, _ in plan]
-
-        children: list[str] = self._transact(build)
+        children: list[str] = self._transact(_build_released, None, (name, token, extras))
         return children
 
     def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
@@ -2594,17 +2628,52 @@ def last_seen_ns(alloc: Allocation) -> int:
     return alloc.lease.renewed_ns if alloc.lease is not None else alloc.granted_ns
 
 
-def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,
+def _build_registered(txn: _Txn, name: str, rules_t: tuple[ScopeRule, ...], commit: Callable[[], None] | None,
+                      advisory: bool, ident: ProcessIdentity | None, socket: str | None, note: str | None,
+                      lease: tuple[int, bool] | None) -> Allocation | None:
+    """:meth:`Ledger.register`'s work under the lock (``Ledger._transact``'s
+    ``build``): decide, then grant or record the refusal."""
+    err = txn.ledger._check(txn, name, rules_t, None)
+    met = _advised(txn.state, name, rules_t, None, err) if advisory else None
+    if err is not None and met is None:
+        txn.refuse(name, None, rules_t, err)
+        return None
+    if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
+        commit()
+    return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met, lease)
+
+
+def _build_released(txn: _Txn, name: str, token: int | None, extras: dict[str, Any]) -> list[str]:
+    """:meth:`Ledger.release`'s work under the lock: the released line, its
+    children re-parented; their names."""
+    stale = stale_grant(txn.state, name, token)
+    if stale is not None:
+        raise stale
+    plan = reparent_plan(txn.state, name)
+    payload = {"name": name, "reparented": plan}
+    if extras:
+        payload.update(extras)
+    seq, ts, h = txn.emit_last("released", payload)
+    txn.after = (commit_removal, name, seq, ts, h)
+    return [c for c, _ in plan] if plan else []
+
+
+def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity | None,
            parent: str | None, reserved: bool, socket: str | None, note: str | None = None,
            advisory: list[Any] | None = None, lease: tuple[int, bool] | None = None) -> Allocation:
     """Emit the ``registered``/``delegated`` event (the transaction's last)
-    and return the :class:`Allocation` it grants, applied after the write."""
+    and return the :class:`Allocation` it grants, applied after the write;
+    bound to ``ident``, or (``None``) to the calling process, the writer."""
     # ``rules`` come from Ledger._prepare: canonical, ``given`` cleared.
+    if ident is None:
+        ident = txn.actor_ident
     perm = PERMISSION_TEXT
+    shown_rules = []  # (a loop: a comprehension is a function made per call, perm a cell)
+    for r in rules:
+        shown_rules.append([r.path, perm[r.permission], r.recursive] if r.ident is None
+                           else [r.path, perm[r.permission], r.recursive, identity_json(r)])
     holder: dict[str, Any] = {
-        "name": name, "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
-                                else [r.path, perm[r.permission], r.recursive, identity_json(r)]
-                                for r in rules],
+        "name": name, "rules": shown_rules,
         "process": txn.actor if ident is txn.actor_ident else ident.to_json(), "parent": parent,
         "reserved": reserved, "socket": socket}
     if note is not None:
@@ -2612,7 +2681,7 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
     if advisory is not None:
         holder["advisory"] = advisory
     if lease is None:
-        seq, ts, h = txn.emit_last(kind, holder=holder)
+        seq, ts, h = txn.emit_last(kind, {"holder": holder})
         alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket, advisory is not None)
     else:
         ttl_ns, only = lease
@@ -2620,7 +2689,7 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
         if only:
             holder["lease_only"] = True
         clock = _boot_reading(txn.ledger._boottime)
-        seq, ts, h = txn.emit_last(kind, holder=holder, **clock)
+        seq, ts, h = txn.emit_last(kind, {"holder": holder, **clock})
         actor = txn.actor
         alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket, advisory is not None,
                            Lease(ttl_ns, not only, actor.get("host"), actor.get("boot"), clock.get("boot_ns"), ts, seq))
