@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import hashlib
 import logging
 import os
 import threading
@@ -26,7 +25,7 @@ import orjson
 from . import _snapshots
 from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidScope, ScopeConflict,
                       SnapshotInvalid, shown)
-from ._events import EVENT_TYPES, GENESIS_HASH, FoldError, check_event, decode, line_hash
+from ._events import EVENT_TYPES, GENESIS_HASH, FoldError, blake2b, check_event, decode, line_hash
 from ._filestore import FileStore
 from ._fold import State, apply, check_request, holders_of
 from ._logstore import LogStore
@@ -831,14 +830,14 @@ class History:
                 (``line`` and ``seq`` say where).
         """
         path = self._where
-        blake2b = hashlib.blake2b
+        hash_of = blake2b  # (a local: looked up once per line)
         held = None  # an event is yielded once the next line vouches for it
         for page in self._pages(seq):
             for seq, line in page:
                 ev = decode(line, path, seq, payload=False)
                 if ev["prev"] != prev or ev["seq"] != seq:
                     raise CorruptLedger(path, _chain_fault(ev, seq, prev), line=seq, seq=ev["seq"])
-                prev = blake2b(line, digest_size=16).hexdigest()
+                prev = hash_of(line, digest_size=16).hexdigest()
                 if held is not None:
                     yield held
                 held = (ev, line) if lines else ev
