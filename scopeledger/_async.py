@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar, o
 from ._arguments import asks_to_wait, check_advisory, check_timeout, check_wait
 from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
+from ._ledger import delegate_attempt, register_attempt
 from ._rules import ScopeRule
 from ._wait import Gate, Request, Sleep, Watch, deadline_of, release_grant, resume, waiting, whoami
 
@@ -167,10 +168,7 @@ class AsyncLedger:
             check_wait(wait)  # checked, then not waited for: an advisory request never waits
             wait = 0
 
-        def attempt(commit: Callable[[], None]) -> Allocation:
-            return led._attempt(lambda written: led._register(name, rules, pid, socket, written, commit, note,
-                                                              advisory, ttl=ttl, lease_only=lease_only))
-
+        attempt = register_attempt(led, name, rules, pid, socket, note, advisory, ttl, lease_only)
         return await self._grant(name, rules, None, None, wait, attempt)
 
     async def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
@@ -185,11 +183,8 @@ class AsyncLedger:
             check_wait(wait)  # checked, then not waited for: an advisory request never waits
             wait = 0
 
-        def attempt(commit: Callable[[], None]) -> Allocation:
-            return led._attempt(lambda written: led._delegate(parent, child, rules, pid, reserved, socket,
-                                                              parent_token, written, commit, note, advisory,
-                                                              ttl=ttl, lease_only=lease_only))
-
+        attempt = delegate_attempt(led, parent, child, rules, pid, reserved, socket, parent_token, note, advisory,
+                                   ttl, lease_only)
         return await self._grant(child, rules, parent, parent_token, wait, attempt)
 
     async def _grant(self, name: Any, rules: Any, parent: Any, parent_token: Any, wait: Any,

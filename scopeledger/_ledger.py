@@ -461,7 +461,7 @@ class _Txn:
         self.error: Exception | None = None
         self.liveness: dict[str, Verdict] = {}
         store = ledger._store
-        pid = store._holding_pid if store is not None else None
+        pid = store.holding_pid if store is not None else None
         cache = ledger._actor_cache  # (_actor_and_json's hit, inlined: the hot path)
         if cache is not None and cache[0] == pid:
             self.actor_ident, self.actor = cache[1], cache[2]
@@ -1366,9 +1366,8 @@ class Ledger:
         from ._wait import wait_for_grant, Request
 
         req = Request.of(self, name, rules, None, None, wait)
-        return wait_for_grant(self, req, lambda commit: self._attempt(
-            lambda written: self._register(name, rules, pid, socket, written, commit, note, ttl=ttl,
-                                           lease_only=lease_only)))
+        return wait_for_grant(self, req, register_attempt(self, name, rules, pid, socket, note, False, ttl,
+                                                          lease_only))
 
     def _attempt(self, grant: Callable[[list[Any]], Allocation]) -> Allocation:
         """``grant(written)``, withdrawing a grant whose call raised after
@@ -1465,9 +1464,8 @@ class Ledger:
         from ._wait import wait_for_grant, Request
 
         req = Request.of(self, child, rules, parent, parent_token, wait)
-        return wait_for_grant(self, req, lambda commit: self._attempt(
-            lambda written: self._delegate(parent, child, rules, pid, reserved, socket, parent_token,
-                                           written, commit, note, ttl=ttl, lease_only=lease_only)))
+        return wait_for_grant(self, req, delegate_attempt(self, parent, child, rules, pid, reserved, socket,
+                                                          parent_token, note, False, ttl, lease_only))
 
     def _delegate(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
                   socket: str | None, parent_token: int | None, written: list[Any],
@@ -2392,6 +2390,26 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
         return unloaded(store).verify(workers=workers)
     finally:
         store.close()
+
+
+def register_attempt(ledger: Ledger, name: str, rules: Any, pid: int | None, socket: str | None,
+                     note: str | None, advisory: bool, ttl: Any,
+                     lease_only: Any) -> Callable[[Callable[[], None]], Allocation]:
+    """What a waiter for :meth:`Ledger.register` tries each time it may be
+    granted (``attempt(commit)``: ``commit`` is called under the lock just
+    before the grant is recorded; ``_wait.waiting``), for the blocking and
+    the asyncio callers (``_async``). Package-internal: not in ``__all__``."""
+    return lambda commit: ledger._attempt(lambda written: ledger._register(
+        name, rules, pid, socket, written, commit, note, advisory, ttl=ttl, lease_only=lease_only))
+
+
+def delegate_attempt(ledger: Ledger, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
+                     socket: str | None, parent_token: int | None, note: str | None, advisory: bool,
+                     ttl: Any, lease_only: Any) -> Callable[[Callable[[], None]], Allocation]:
+    """:func:`register_attempt` for :meth:`Ledger.delegate`."""
+    return lambda commit: ledger._attempt(lambda written: ledger._delegate(
+        parent, child, rules, pid, reserved, socket, parent_token, written, commit, note, advisory, ttl=ttl,
+        lease_only=lease_only))
 
 
 def _open_store(where: str, *, create: bool, readonly: bool, fsync: bool = False,

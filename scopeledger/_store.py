@@ -856,7 +856,10 @@ class Store:
         # (Any: _is_owned is CPython's, not in the typeshed stubs.)
         self._tlock: Any = threading.RLock()
         self._pid = os.getpid()
-        self._holding_pid: int | None = None
+        #: The pid that holds the lock through this Store (set by
+        #: :meth:`acquire`, cleared by :meth:`release`), else None. Read by
+        #: the ledger's transaction for its actor; never set outside this class.
+        self.holding_pid: int | None = None
         _stores.add(self)
 
 
@@ -978,7 +981,7 @@ class Store:
         # descriptions (and the flock) with the parent. Use new ones so that
         # nothing the child does can release or take the parent's lock.
         self._tlock = threading.RLock()
-        self._holding_pid = None
+        self.holding_pid = None
         old = (self.gatefd, self.logfd)
         try:
             self._open_lock_fds()
@@ -1041,7 +1044,7 @@ class Store:
             # (no argument for ever: a keyword argument is parsed the slow way)
             if not (tlock.acquire() if timeout is None else tlock.acquire(timeout=max(timeout, 0))):
                 raise LockTimeout(self.log_path, timeout or 0.0)
-            self._holding_pid = pid
+            self.holding_pid = pid
             stand_back = ((timeout is None or timeout > DEFER_SECONDS)
                           and t0 >= self._gate_ignored_until)
             got = False
@@ -1069,10 +1072,10 @@ class Store:
         tlock = self._tlock
         if not tlock._is_owned():
             return
-        if self._holding_pid == os.getpid():
+        if self.holding_pid == os.getpid():
             with contextlib.suppress(OSError):
                 fcntl.flock(self.logfd, fcntl.LOCK_UN)
-            self._holding_pid = None
+            self.holding_pid = None
         tlock.release()
 
     def owns_lock(self) -> bool:
@@ -1093,16 +1096,16 @@ class Store:
         tlock = self._tlock
         if not tlock._is_owned():
             return
-        if self._holding_pid == os.getpid():
+        if self.holding_pid == os.getpid():
             # Unlock first, then forget: interrupted in between, the next
             # call unlocks again (harmless) rather than never.
             try:
                 fcntl.flock(self.logfd, fcntl.LOCK_UN)
             except OSError as exc:
-                self._holding_pid = None
+                self.holding_pid = None
                 tlock.release()
                 raise LedgerIOError(self.log_path, "unlock the ledger", exc) from exc
-            self._holding_pid = None
+            self.holding_pid = None
         tlock.release()
 
     @contextlib.contextmanager
@@ -1233,7 +1236,7 @@ class Store:
             os.close(fd)  # lets go of the claim
 
     def assert_locked(self) -> None:
-        assert self._holding_pid == os.getpid(), "the ledger lock is not held"
+        assert self.holding_pid == os.getpid(), "the ledger lock is not held"
 
     # -- the log -----------------------------------------------------------
 

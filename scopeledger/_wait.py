@@ -649,8 +649,7 @@ class Watch:
             fds = self.fds()
             if not fds and self.ledger is not None and self.watch_log:
                 led = self.ledger
-                seen = led.refresh()
-                led._log.wait(seen, left)  # the log grew (or the time ran out)
+                led.wait(led.refresh(), left)  # the log grew (or the time ran out)
                 return
             if not fds:
                 time.sleep(left)

@@ -443,7 +443,7 @@ def test_a_waiting_ledger_folds_what_the_holder_appends(ledger_dir):
     assert "x" not in waiting._state.holders
     waiting._fold_while_waiting()  # what acquire() calls between tries
     assert "x" in waiting._state.holders
-    assert not waiting._store._holding_pid  # without taking the lock
+    assert not waiting._store.holding_pid  # without taking the lock
 
 
 def test_deleting_files_beside_the_log_never_lets_two_writers_in(ledger_dir):
