@@ -1316,7 +1316,31 @@ class PgStore:
             ValueError: an id is not an int.
             StoreUnavailable, StoreError.
         """
+        return {sid: why for sid, why in self.judge_sessions(ids).items() if why in SESSION_DEATHS}
+
+    def judge_sessions(self, ids: list[int], *, grace: bool = True) -> dict[int, str]:
+        """Each of the sessions ``ids`` that is in the table, judged on the
+        server's clock: a reason of :meth:`dead_sessions`
+        (:data:`SESSION_DEATHS`), or ``"alive"`` (its lock is held and its
+        lease runs), ``"lapsed"`` (its lease ended, its grace is not over:
+        dead once it is, unless its lock is found gone first), or
+        ``"unknown"`` (its lock is not held on this server instance, which
+        is not the one it was taken on: the server restarted and the client
+        has not taken it again, or never will; its lease decides). An id
+        not in the table is left out. One query.
+
+        ``grace=False`` is the holder's own view (``Ledger.check`` of a
+        session another process opened): a lease past ``lease_until``, the
+        grace not over yet, is already ``"lease_expired"`` (its client
+        stopped trusting it then, or earlier).
+
+        Raises:
+            ValueError: an id is not an int.
+            StoreUnavailable, StoreError.
+        """
         ids = [_int("a session id", i) for i in ids]
+        if not ids:
+            return {}
         s = self.schema
         sql = f"""
             SELECT s.id,
@@ -1335,11 +1359,15 @@ class PgStore:
         for sid, closed, expired, lapsed, same_instance, locked in rows:
             if closed:
                 out[sid] = "session_closed"
-            elif expired:
+            elif expired or (lapsed and not grace):
                 out[sid] = "lease_expired"
             elif same_instance and not locked:
                 # A client lets its lock go when its lease lapsed: say so.
                 out[sid] = "lease_expired" if lapsed else "session_lock_gone"
+            elif lapsed:
+                out[sid] = "lapsed"
+            else:
+                out[sid] = "alive" if locked else "unknown"
         return out
 
 
@@ -1403,6 +1431,11 @@ def copy_log(src: Any, dst: Any, *, page: int = COPY_PAGE) -> int:
 
 
 # -- sessions ----------------------------------------------------------------
+
+#: What :meth:`PgStore.dead_sessions` answers: the reclaim reasons of a
+#: holder judged by its session (``scopeledger._sessions``).
+SESSION_DEATHS = frozenset({"session_closed", "lease_expired", "session_lock_gone"})
+
 
 def default_grace(ttl: float) -> float:
     """The default grace of a session of ``ttl`` seconds: a tenth of the ttl,
