@@ -35,12 +35,17 @@ import logging
 import math
 import os
 import time
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar
 
+from ._arguments import asks_to_wait, check_timeout
 from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
 from ._rules import ScopeRule
 from ._wait import Gate, Request, Sleep, Watch, deadline_of, release_grant, resume, waiting, whoami
+
+if TYPE_CHECKING:
+    from ._ledger import Ledger
+    from ._spawn import Spawned
 
 T = TypeVar("T")
 log = logging.getLogger("scopeledger")
@@ -62,7 +67,7 @@ class AsyncLedger:
     and the call may also be cancelled at any point.
     """
 
-    def __init__(self, ledger: Any, *, executor: concurrent.futures.Executor | None = None) -> None:
+    def __init__(self, ledger: Ledger, *, executor: concurrent.futures.Executor | None = None) -> None:
         """Args:
             ledger: an open :class:`~scopeledger.Ledger`.
             executor: the threads blocking calls run in; default the
@@ -97,7 +102,8 @@ class AsyncLedger:
     @property
     def path(self) -> str:
         """The ledger directory, ``str``."""
-        return self._ledger.path
+        path: str = self._ledger.path  # (a property made by _ledger._option-like attrgetter: Any to mypy)
+        return path
 
     async def __aenter__(self) -> "AsyncLedger":
         return self
@@ -174,10 +180,8 @@ class AsyncLedger:
         """The grant, asked once (``wait`` 0) or waited for: the loop of
         :func:`scopeledger._wait.waiting`, its blocking steps run in threads
         and its sleeps on the event loop."""
-        from ._ledger import _waits
-
         led = self._ledger
-        if not _waits(wait):
+        if not asks_to_wait(wait):
             gate = Gate(None)
             return await self._gated(gate, attempt, gate.commit)
         req = await self._thread(Request.of, led, name, rules, parent, parent_token, wait)
@@ -188,9 +192,10 @@ class AsyncLedger:
         with contextlib.closing(steps):  # however this ends, the ticket is given back
             step = resume(steps)
             while not isinstance(step, Allocation):
+                reply: Any = None  # (a sleep's reply)
                 try:
                     if isinstance(step, Sleep):
-                        reply = await _sleep(step.watch, step.seconds, step.mine)
+                        await _sleep(step.watch, step.seconds, step.mine)
                     else:
                         reply = await self._thread(step.fn, *step.args, undo=step.undo, on_cancel=gate.cancel)
                 except BaseException as exc:  # noqa: BLE001 - thrown in (a cancellation too): the loop cleans up
@@ -199,7 +204,7 @@ class AsyncLedger:
                     step = resume(steps, reply)
             return step
 
-    async def _gated(self, gate: Gate, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _gated(self, gate: Gate, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a thread, where a grant passes ``gate``: if this
         coroutine is cancelled, the gate shuts (no grant after it), and a
         grant decided before is released before the cancellation goes on."""
@@ -330,9 +335,7 @@ class AsyncLedger:
         """
         if type(after) is not int:
             raise TypeError(f"after must be an int (a seq), not {shown(after)}")
-        from ._ledger import _check_timeout
-
-        _check_timeout("timeout", timeout)
+        check_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         watch = Watch.take(self._ledger, None)
         try:
@@ -429,6 +432,12 @@ class AsyncHold:
         await self.release()
 
 
+def _settle(fut: asyncio.Future[None]) -> None:
+    """Resolve ``fut`` once (a reader callback may fire again before it is removed)."""
+    if not fut.done():
+        fut.set_result(None)
+
+
 async def _sleep(watch: Watch, timeout: float, mine: int | None = None) -> None:
     """Sleep on the loop until something that matters to ticket ``mine``
     may have changed (:meth:`Watch.drain`), at most ``timeout`` (and
@@ -473,7 +482,7 @@ class AsyncSpawned:
     wait(note=...)`` waits on the loop (a pidfd) and releases the grant with
     the exit status."""
 
-    def __init__(self, aledger: AsyncLedger, spawned: Any) -> None:
+    def __init__(self, aledger: AsyncLedger, spawned: Spawned) -> None:
         self._aledger = aledger
         self._spawned = spawned
         self.process = spawned.process
@@ -500,7 +509,7 @@ class AsyncSpawned:
                     if fd >= 0:
                         loop = asyncio.get_running_loop()
                         fut = loop.create_future()
-                        loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+                        loop.add_reader(fd, _settle, fut)
                         try:
                             await fut
                         finally:

@@ -26,6 +26,7 @@ would naturally catch::
     ├── CorruptLedger                    a log line or file that does not check out
     ├── UnsafeLedgerPath (PermissionError)  wrong owner, loose mode, planted symlink
     ├── NoLedger (FileNotFoundError)     no ledger where one was expected
+    ├── LedgerNotEmpty                   a copy into a ledger that holds events
     ├── ReadOnlyLedger                   a change asked of a ledger opened read-only
     ├── HistoryUnavailable (LookupError) a point before the oldest retained
     │                                    history, or after the newest event
@@ -282,6 +283,20 @@ class UnsafeLedgerPath(LedgerError, PermissionError):
 class NoLedger(LedgerError, FileNotFoundError):
     """Raised by :func:`scopeledger.verify` (which never creates one) when no
     ledger is at the path, and by ``Ledger.open`` for an empty path."""
+
+
+class LedgerNotEmpty(LedgerError):
+    """Raised when a ledger is copied (:func:`scopeledger.copy_ledger`,
+    ``ledger export``/``ledger import``) into one that holds events
+    already: a ledger is copied only into an empty one (or a new one).
+    Attributes: ``path`` (the destination: a directory, or the URL
+    redacted) and ``events`` (how many it holds). Nothing was copied."""
+
+    def __init__(self, path: str, events: int) -> None:
+        self.path = path
+        self.events = events
+        super().__init__(f"{path} is not empty (it holds {events} event(s)): a ledger is copied only "
+                         "into a new or empty one")
 
 
 class ReadOnlyLedger(LedgerError):

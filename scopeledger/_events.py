@@ -126,13 +126,17 @@ the chain).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import operator
 import re
 from typing import Any, Callable
 
 import orjson
+
+try:  # what hashlib.blake2b is, without hashlib's import of OpenSSL's _hashlib (~3 ms of start-up, issue 18)
+    from _blake2 import blake2b as blake2b
+except ImportError:  # pragma: no cover - an interpreter without CPython's _blake2 module
+    from hashlib import blake2b as blake2b
 
 from ._errors import CorruptLedger, InvalidScope, shown
 from ._identity import ProcessIdentity
@@ -337,7 +341,7 @@ def unknown_key(obj: dict[str, Any], kind: str, version: int, where: str = "",
 
 def line_hash(line: bytes) -> str:
     """blake2b with a 16-byte digest of ``line`` (without newline), hex."""
-    return hashlib.blake2b(line, digest_size=16).hexdigest()
+    return blake2b(line, digest_size=16).hexdigest()
 
 
 def encode(event: dict[str, Any]) -> bytes:

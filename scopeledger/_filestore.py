@@ -334,9 +334,17 @@ class FileStore:
                 if type(line) is not bytes or b"\n" in line:
                     raise ValueError(f"a line is bytes without a newline, not {line!r:.80}")
             data = b"\n".join(lines) + b"\n"
-        store.append(data, self._end_seen, self.fsync)
-        end = self._end_seen + len(data)
-        self._remember(first_seq + len(entries) - 1, end - len(line) - 1, end)
+        start = self._end_seen
+        store.append(data, start, self.fsync)
+        end = start + len(data)
+        seq = first_seq + len(entries) - 1
+        tail = self._tail
+        if seq > tail[0] and seq % MARK_EVERY and len(self._recent) < RECENT_KEPT:
+            # _remember's common case, inlined (the hot path): the tail moves on.
+            self._recent.append((tail[0], tail[2]))
+            self._tail = (seq, end - len(line) - 1, end)
+        else:
+            self._remember(seq, end - len(line) - 1, end)
         store.release()
 
     # -- snapshots ----------------------------------------------------------------

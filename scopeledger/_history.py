@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import hashlib
 import logging
 import os
 import threading
 import time as _time
 import warnings
 from array import array
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, cast
 
 import attrs
 import orjson
@@ -26,7 +25,7 @@ import orjson
 from . import _snapshots
 from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidScope, ScopeConflict,
                       SnapshotInvalid, shown)
-from ._events import EVENT_TYPES, GENESIS_HASH, FoldError, check_event, decode, line_hash
+from ._events import EVENT_TYPES, GENESIS_HASH, FoldError, blake2b, check_event, decode, line_hash
 from ._filestore import FileStore
 from ._fold import State, apply, check_request, holders_of
 from ._logstore import LogStore
@@ -758,14 +757,16 @@ class History:
                 raise TypeError(f"{what} must be an int (a seq) or None, not {type(value).__name__} {shown(value)}")
         if holder is not None:
             check_name(holder)
-        want = None
+        want: set[str] | None = None
         if types is not None:
+            given: set[object]  # the caller's items, whatever they are until checked
             try:
-                want = {types} if isinstance(types, str) else set(types)
+                given = {types} if isinstance(types, str) else set(types)
             except TypeError:
-                want = {types}  # not iterable (or unhashable items): named below
-            if not all(isinstance(t, str) for t in want):
+                given = {types}  # not iterable (or unhashable items): named below
+            if not all(isinstance(t, str) for t in given):
                 raise TypeError(f"types must be an event type or an iterable of them, not {shown(types)}")
+            want = cast("set[str]", given)  # each one a str, checked just above
             bad = want - EVENT_TYPES
             if bad:
                 raise ValueError(f"unknown event type(s) {sorted(bad)}: expected {sorted(EVENT_TYPES)}")
@@ -829,14 +830,14 @@ class History:
                 (``line`` and ``seq`` say where).
         """
         path = self._where
-        blake2b = hashlib.blake2b
+        hash_of = blake2b  # (a local: looked up once per line)
         held = None  # an event is yielded once the next line vouches for it
         for page in self._pages(seq):
             for seq, line in page:
                 ev = decode(line, path, seq, payload=False)
                 if ev["prev"] != prev or ev["seq"] != seq:
                     raise CorruptLedger(path, _chain_fault(ev, seq, prev), line=seq, seq=ev["seq"])
-                prev = blake2b(line, digest_size=16).hexdigest()
+                prev = hash_of(line, digest_size=16).hexdigest()
                 if held is not None:
                     yield held
                 held = (ev, line) if lines else ev

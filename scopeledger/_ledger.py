@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import operator
 import os
@@ -25,7 +24,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, cast, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
 
 import attrs
 import orjson
@@ -35,7 +34,6 @@ from ._errors import (
     SnapshotInvalid,
     CorruptLedger,
     DelegationError,
-    InvalidArgument,
     InvalidLease,
     InvalidProcess,
     InvalidScope,
@@ -52,7 +50,7 @@ from ._errors import (
     UnsafeLedgerPath,
     shown,
 )
-from ._events import MAX_LINE_BYTES, decode, encode, line_hash
+from ._events import MAX_LINE_BYTES, blake2b, decode, encode, line_hash
 from ._history import Diff, Event, History, Holding, TimePoint, VerifyReport
 from ._events import FORMAT_VERSION, TS_LIMIT, FoldError
 from ._fold import (
@@ -72,8 +70,11 @@ from ._identity import Lease, Liveness, Probe, ProcessIdentity, Verdict, on_anot
 from ._process import boot_id, boottime_ns, host_id, identify, probe as default_probe, run_probe
 from ._lease import check_ttl, holder_verdict, judge_lease
 from ._sessions import Sessions, check_session_options
-from ._rules import (PERMISSION_TEXT, ScopeRule, check_name, check_path_text, conflicts, covers,
+from ._rules import (PERMISSION_TEXT, ScopeRule, check_name, conflicts, covers,
                      identity_json)
+from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callable, check_forced,
+                         check_keep_snapshots, check_note, check_options, check_snapshot_every, check_socket,
+                         check_timeout, check_token)
 from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._filestore import FileStore
 from ._logstore import Entry, Line, LogStore
@@ -102,11 +103,18 @@ CHECK_NAME = "(check)"
 #: How often :meth:`Ledger.wait` looks at the log's size, in seconds.
 WAIT_POLL_SECONDS = 0.05
 
+#: One queried path's type, for :meth:`Ledger.who` given a ``list[str]`` or a
+#: ``list[pathlib.Path]`` (lists are invariant: neither is a
+#: ``list[str | os.PathLike[str]]``, the overload a list of both takes).
+_PathT = TypeVar("_PathT", bound="str | os.PathLike[str]")
+
 
 def default_path() -> str:
-    """The ledger directory used when none is given: ``$SCOPELEDGER_DIR``,
-    else ``$XDG_STATE_HOME/scopeledger``, else
-    ``~/.local/state/scopeledger``. History is the product, so the default
+    """The ledger used when none is given: ``$SCOPELEDGER_DIR`` (a
+    directory, or a ``postgresql://`` URL, returned as it is: ``ledger run``
+    and :func:`spawn` give their children the URL without its password,
+    see :meth:`Ledger.child_environment`), else
+    ``$XDG_STATE_HOME/scopeledger``, else ``~/.local/state/scopeledger``. History is the product, so the default
     is a state directory that survives reboots, not a runtime directory.
 
     A relative (or empty) ``$XDG_STATE_HOME`` is ignored, as the XDG Base
@@ -129,6 +137,8 @@ def default_path() -> str:
         if not env.strip():
             raise NoLedger(f"${ENV_DIR} is set but empty: set it to a ledger directory or unset it "
                            "for the default ledger")
+        if _is_postgresql_url(env):
+            return env  # a ledger on a server: Ledger.open and verify take it as it is
         return resolve_path(env)
     base = os.environ.get("XDG_STATE_HOME") or ""
     if not os.path.isabs(base):
@@ -427,32 +437,12 @@ class _Txn:
         chain = list(getattr(err, "chain", ()) or ())
         rule = getattr(err, "rule", None)
         request = {"name": name, "parent": parent, "rules": [r.to_json() for r in rules]}
-        key = hashlib.blake2b(orjson.dumps([request, kind, chain, str(err)]), digest_size=12).hexdigest()
+        key = blake2b(orjson.dumps([request, kind, chain, str(err)]), digest_size=12).hexdigest()
         self.error = err
         if key in self.state.refusals:
             return  # the same refusal is already on record since the last change
         self.emit("refused", key=key, error=kind, message=str(err), request=request,
                   rule=rule.to_json() if rule is not None else None, chain=chain)
-
-
-def _check_bool(what: str, value: Any) -> None:
-    if type(value) is not bool:
-        raise TypeError(f"{what} must be True or False, not {shown(value)}")
-
-
-def _check_timeout(what: str, timeout: Any) -> None:
-    if timeout is not None and not (type(timeout) in (int, float) and 0 <= timeout <= 1e9):
-        raise ValueError(f"{what} must be None or a number of seconds from 0 to 1e9, not {shown(timeout)}")
-
-
-def _check_snapshot_every(what: str, snapshot_every: Any) -> None:
-    if type(snapshot_every) is not int or snapshot_every < 1:
-        raise ValueError(f"{what} must be an int >= 1, not {shown(snapshot_every)}")
-
-
-def _check_keep_snapshots(what: str, keep_snapshots: Any) -> None:
-    if keep_snapshots is not None and (type(keep_snapshots) is not int or keep_snapshots < 1):
-        raise ValueError(f"{what} must be None or an int >= 1, not {shown(keep_snapshots)}")
 
 
 def _option(name: str, check: Callable[[str, Any], None], doc: str) -> property:
@@ -497,15 +487,22 @@ class Ledger:
                      doc="The liveness probe (fixed at open: ``Ledger.open(probe=...)``).")
     clock = property(operator.attrgetter("_clock"),
                      doc="The event clock, ``() -> int`` ns (fixed at open: ``Ledger.open(clock=...)``).")
-    timeout = _option("timeout", _check_timeout,
+    timeout = _option("timeout", check_timeout,
                       "Seconds a mutation waits for the lock (``None``: for ever); as :meth:`open`.")
-    fsync = _option("fsync", _check_bool, "``fdatasync`` after every append, ``bool``; as :meth:`open`.")
-    snapshot_every = _option("snapshot_every", _check_snapshot_every,
+    fsync = _option("fsync", check_bool, "``fdatasync`` after every append, ``bool``; as :meth:`open`.")
+    snapshot_every = _option("snapshot_every", check_snapshot_every,
                              "Events between automatic snapshots, ``int`` >= 1; as :meth:`open`.")
-    keep_snapshots = _option("keep_snapshots", _check_keep_snapshots,
+    keep_snapshots = _option("keep_snapshots", check_keep_snapshots,
                              "Snapshots kept, ``int`` >= 1 or ``None`` (all); as :meth:`open`.")
-    resolve_symlinks = _option("resolve_symlinks", _check_bool,
+    resolve_symlinks = _option("resolve_symlinks", check_bool,
                                "Resolve symlinks in rules' paths, ``bool``; as :meth:`open`.")
+    # Where the options above keep their values (each set only through its
+    # property, which checks it; read directly on the hot path).
+    _timeout: float | None
+    _fsync: bool
+    _snapshot_every: int
+    _keep_snapshots: int | None
+    _resolve_symlinks: bool
 
     def __init__(self, store: LogStore | Store, *, timeout: float | None, probe: Probe | None,
                  fsync: bool, snapshot_every: int, keep_snapshots: int | None,
@@ -513,11 +510,13 @@ class Ledger:
                  load: bool = True, boottime: Callable[[], int | None] | None = None,
                  session_ttl: float | None = None,
                  on_session_lost: Callable[[SessionLost], object] | None = None) -> None:
-        _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
+        check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         if isinstance(store, Store):  # a directory opened by the caller
             store = FileStore(store, fsync=fsync)
         #: The store (the interface: seqs and lines).
         self._log: LogStore = store
+        #: Opened read-only (a store's mode never changes; read once, off the hot path).
+        self._readonly: bool = store.readonly
         #: A file store's own: its directory (the lock's polling, the
         #: snapshot claim, torn tails), else None.
         self._files: FileStore | None = store if isinstance(store, FileStore) else None
@@ -535,7 +534,7 @@ class Ledger:
         self.keep_snapshots = keep_snapshots
         self.resolve_symlinks = resolve_symlinks
         self._clock: Callable[[], int] = clock if clock is not None else time.time_ns
-        _check_callable("boottime", boottime)
+        check_callable("boottime", boottime)
         self._boottime: Callable[[], int | None] = boottime if boottime is not None else boottime_ns
         self._mem = threading.RLock()
         self._state: State | None = None
@@ -565,6 +564,36 @@ class Ledger:
         if load:
             with self._mem:
                 self._load()
+
+    def child_environment(self, environ: "Mapping[str, str] | None" = None) -> dict[str, str]:
+        """The environment variables a child process needs to open this
+        ledger the way ``Ledger.open()`` and ``ledger`` do by default, to
+        add to its environment (``ledger run`` and :func:`spawn` do):
+        ``{"SCOPELEDGER_DIR": where}``, ``where`` the directory, or the URL
+        as it was given but without its password (an environment is
+        printed by tools, ``env``, crash reports; the ``***`` of
+        :attr:`path` would not connect). When that URL carried a password
+        and ``environ`` (the child's environment as it stands; default
+        ``os.environ``) has no ``PGPASSWORD``, the password goes in
+        ``PGPASSWORD`` (libpq reads it): on Linux a process's environment
+        (``/proc/PID/environ``) is readable only by its owner (and root),
+        as the parent's own command line is not. A ``PGPASSWORD`` already
+        there is left as it is (it is then the one libpq uses); so are
+        ``~/.pgpass``, ``PGPASSFILE`` and the other libpq variables, which
+        the child inherits.
+
+        Returns:
+            ``dict[str, str]``: one or two entries, never a password
+            anywhere but under ``PGPASSWORD``.
+        """
+        reach = getattr(self._log, "child_location", None)
+        if reach is None:
+            return {ENV_DIR: self._path}
+        url, password = reach()
+        env = {ENV_DIR: url}
+        if password is not None and "PGPASSWORD" not in (os.environ if environ is None else environ):
+            env["PGPASSWORD"] = password
+        return env
 
     # -- opening -------------------------------------------------------------
 
@@ -714,25 +743,16 @@ class Ledger:
             ReadOnlyLedger: also when, without ``readonly``, the file
                 system is mounted read-only (EROFS).
         """
-        _check_bool("readonly", readonly)
-        _check_bool("create", create)
-        _check_bool("allow_network_fs", allow_network_fs)
-        _check_bool("fold", fold)
-        _check_callable("boottime", boottime)
+        check_bool("readonly", readonly)
+        check_bool("create", create)
+        check_bool("allow_network_fs", allow_network_fs)
+        check_bool("fold", fold)
+        check_callable("boottime", boottime)
         check_session_options(session_ttl, on_session_lost)
         # Before the Store: a bad option creates no directory.
-        _check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
-        path = _dir_path(path)
-        store: LogStore
-        if _is_postgresql_url(path):
-            from ._pgstore import PgStore  # only for a URL: its client library stays unimported otherwise
-
-            store = PgStore.open(path, create=create, readonly=readonly)
-        else:
-            if create and not readonly:
-                check_not_in_another_users_directory(path)
-            store = FileStore.open(path, create=create, readonly=readonly, fsync=fsync,
-                                   allow_network_fs=allow_network_fs)
+        check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
+        store = _open_store(_dir_path(path), create=create, readonly=readonly, fsync=fsync,
+                            allow_network_fs=allow_network_fs)
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
                        snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,
@@ -1084,7 +1104,7 @@ class Ledger:
         the append, so that the caller can withdraw a grant it recorded but
         never returned (:meth:`_withdraw`)."""
         store = self._log
-        if store.readonly:
+        if self._readonly:
             raise ReadOnlyLedger(self.path, "record a change")
         mem = self._mem
         state = self._state
@@ -1096,12 +1116,14 @@ class Ledger:
         files = self._files
         after_seq = state.seq
         if files is not None:
+            txn = None
             try:
                 missed = files.begin(after_seq, self.timeout, self._fold_while_waiting)
                 self.last_wait = files.last_wait
                 result, txn, state = self._locked_part(build, written, after_seq, missed)
             finally:
-                files.end()  # a no-op unless this thread still holds the lock (an exception)
+                if txn is None or not txn.lines:  # (an append that returned let the lock go)
+                    files.end()  # a no-op unless this thread still holds the lock (an exception)
         else:
             with store.locked(after_seq, self.timeout) as missed:
                 result, txn, state = self._locked_part(build, written, after_seq, missed)
@@ -1116,7 +1138,9 @@ class Ledger:
         """:meth:`_transact` with the lock held: fold ``missed``, build,
         append (which lets the lock go), apply the last event."""
         with self._mem:
-            state = self._fold_locked(after_seq, missed)
+            state = self._state
+            if missed or state is None or state.seq != after_seq:  # (else nothing to fold: no call)
+                state = self._fold_locked(after_seq, missed)
             self._others_active = state.seq != self._seq_of_last_txn
             base = state.seq
             txn = _Txn(self, state)
@@ -1270,8 +1294,9 @@ class Ledger:
             InvalidLease: ``ttl`` is not a finite number of seconds > 0
                 (at most 10**9); ``lease_only`` without ``ttl``.
         """
-        _check_advisory(advisory)
-        if _waits(wait) and not advisory:
+        if advisory is not False:
+            check_advisory(advisory)
+        if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
             from ._wait import wait_for_grant, Request
 
             req = Request.of(self, name, rules, None, None, wait)
@@ -1301,10 +1326,11 @@ class Ledger:
                   note: str | None = None, advisory: bool = False, ttl: Any = None,
                   lease_only: Any = False) -> Allocation:
         name = check_name(name)
-        note = _check_note(note)
-        lease = _lease_request(ttl, lease_only)
+        if note is not None:
+            note = check_note(note)
+        lease = None if ttl is None and lease_only is False else _lease_request(ttl, lease_only)
         if socket is not None:
-            socket = _check_socket(socket)
+            socket = check_socket(socket)
         rules_t = self._prepare(rules)
         ident = self._identity(pid)
 
@@ -1318,7 +1344,8 @@ class Ledger:
                 commit()
             return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met, lease)
 
-        return cast(Allocation, self._transact(build, written))
+        granted: Allocation = self._transact(build, written)  # (not cast(): a call at run time)
+        return granted
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                  pid: int | None = None, *, reserved: bool = False,
@@ -1366,8 +1393,9 @@ class Ledger:
                 neither an ``int`` nor ``None``.
             DuplicateHolder, InvalidScope, InvalidProcess, InvalidArgument, InvalidLease: as register.
         """
-        _check_advisory(advisory)
-        if _waits(wait) and not advisory:
+        if advisory is not False:
+            check_advisory(advisory)
+        if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
             from ._wait import wait_for_grant, Request
 
             req = Request.of(self, child, rules, parent, parent_token, wait)
@@ -1387,13 +1415,16 @@ class Ledger:
                   commit: Callable[[], None] | None = None, note: str | None = None,
                   advisory: bool = False, ttl: Any = None, lease_only: Any = False) -> Allocation:
         parent = check_name(parent, "parent")
-        note = _check_note(note)
-        lease = _lease_request(ttl, lease_only)
+        if note is not None:
+            note = check_note(note)
+        lease = None if ttl is None and lease_only is False else _lease_request(ttl, lease_only)
         child = check_name(child, "child")
-        _check_bool("reserved", reserved)
-        _check_token(parent_token, allow_none=True, what="parent_token")
+        if type(reserved) is not bool:
+            check_bool("reserved", reserved)
+        if parent_token is not None and type(parent_token) is not int:
+            check_token(parent_token, allow_none=True, what="parent_token")
         if socket is not None:
-            socket = _check_socket(socket)
+            socket = check_socket(socket)
         rules_t = self._prepare(rules)
         ident = self._identity(pid)
 
@@ -1412,7 +1443,8 @@ class Ledger:
                 commit()
             return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket, note, met, lease)
 
-        return cast(Allocation, self._transact(build, written))
+        granted: Allocation = self._transact(build, written)  # (not cast(): a call at run time)
+        return granted
 
     def attach(self, name: str, pid: int | None = None, token: int | None = None) -> Allocation:
         """Bind a (reserved) allocation to process ``pid`` (default: the
@@ -1435,7 +1467,7 @@ class Ledger:
             TypeError: ``token`` is neither an ``int`` nor ``None``.
         """
         name = check_name(name)
-        _check_token(token, allow_none=True)
+        check_token(token, allow_none=True)
         ident = self._identity(pid)
 
         def build(txn: _Txn) -> Allocation:
@@ -1445,7 +1477,8 @@ class Ledger:
             txn.emit("attached", name=name, process=ident.to_json())
             return txn.state.holders[name]
 
-        return cast(Allocation, self._transact(build))
+        renewed: Allocation = self._transact(build)
+        return renewed
 
     def release(self, name: str, token: int | None = None, *, returncode: int | None = None,
                 note: str | None = None, force: bool = False, reason: str | None = None) -> list[str]:
@@ -1493,9 +1526,11 @@ class Ledger:
                 Nothing is recorded.
         """
         name = check_name(name)
-        _check_token(token, allow_none=True)
-        extras = _release_extras(returncode, note)
-        forced = _check_forced(force, reason)
+        if token is not None and type(token) is not int:
+            check_token(token, allow_none=True)
+        # (defaults skip the checks' calls: the hot path)
+        extras = _release_extras(returncode, note) if returncode is not None or note is not None else {}
+        forced = check_forced(force, reason) if force is not False or reason is not None else None
         if forced is not None:
             extras["forced"] = forced
 
@@ -1508,7 +1543,8 @@ class Ledger:
             txn.after = (commit_removal, name, seq, ts, h)
             return [c for c, _ in plan]
 
-        return cast("list[str]", self._transact(build))
+        children: list[str] = self._transact(build)
+        return children
 
     def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
         """Renew the lease of grant ``(name, token)``: it lasts ``ttl``
@@ -1538,7 +1574,7 @@ class Ledger:
             TypeError: ``token`` is not an ``int``.
         """
         name = check_name(name)
-        _check_token(token)
+        check_token(token)
         ttl_ns = check_ttl(ttl) if ttl is not None else None
 
         def build(txn: _Txn) -> Allocation | None:
@@ -1561,7 +1597,8 @@ class Ledger:
                      ttl_ns=ttl_ns if ttl_ns is not None else alloc.lease.ttl_ns, **clock)
             return txn.state.holders[name]
 
-        return cast(Allocation, self._transact(build))
+        renewed: Allocation = self._transact(build)
+        return renewed
 
     def keep_renewed(self, name: str, token: int, ttl: float | None = None, *,
                      on_lost: Callable[[BaseException], Any] | None = None) -> "Renewer":
@@ -1619,8 +1656,8 @@ class Ledger:
             PartlyRecorded: the disk filled up part way: its ``recorded``
                 and ``not_recorded`` say which reclaims are in the log.
         """
-        _check_callable("probe", probe)
-        _check_bool("dry_run", dry_run)
+        check_callable("probe", probe)
+        check_bool("dry_run", dry_run)
         fn = probe if probe is not None else self._probe
         with self._mem:
             state = self._catch_up()
@@ -1735,7 +1772,7 @@ class Ledger:
             parent = check_name(parent, "parent")
         elif parent_token is not None:
             raise TypeError("parent_token is given without parent")
-        _check_token(parent_token, allow_none=True, what="parent_token")
+        check_token(parent_token, allow_none=True, what="parent_token")
         return name, parent, self._prepare(rules)
 
     @staticmethod
@@ -1811,7 +1848,7 @@ class Ledger:
         """
         if type(after) is not int:
             raise TypeError(f"after must be an int (a seq), not {shown(after)}")
-        _check_timeout("timeout", timeout)
+        check_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             seq = self.refresh()
@@ -1872,7 +1909,7 @@ class Ledger:
         guard = None
         alloc = None
         try:
-            if _waits(wait):
+            if asks_to_wait(wait):
                 alloc = (self.register(name, rules, pid, socket=socket, wait=wait, note=note, ttl=ttl,
                                        lease_only=lease_only) if parent is None
                          else self.delegate(parent, name, rules, pid, socket=socket, parent_token=parent_token,
@@ -1961,7 +1998,7 @@ class Ledger:
             LedgerIOError: the snapshots directory or the log cannot be read.
             CorruptLedger: a log line after the last one read does not check out.
         """
-        _check_keep_snapshots("keep", keep)
+        check_keep_snapshots("keep", keep)
         if self._log.readonly:
             raise ReadOnlyLedger(self.path, "prune snapshots")
         if keep is None:
@@ -2022,6 +2059,10 @@ class Ledger:
 
     @overload
     def who(self, path: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...], *,
+            seq: int | None = None, time: dt.datetime | int | None = None) -> list[list[Holding]]: ...
+
+    @overload
+    def who(self, path: list[_PathT], *,  # a list[str] or list[Path] (lists are invariant)
             seq: int | None = None, time: dt.datetime | int | None = None) -> list[list[Holding]]: ...
 
     def who(self, path: Any, *, seq: int | None = None, time: dt.datetime | int | None = None) -> Any:
@@ -2144,7 +2185,7 @@ class Ledger:
                 be read.
         """
         check_name(name)
-        _check_token(token)
+        check_token(token)
         sessions = self._sessions
         if sessions is not None:
             # A session of ours that was lost never comes back: say so before
@@ -2187,15 +2228,91 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
     where = _dir_path(path)
     store: LogStore
     if _is_postgresql_url(where):
-        from ._pgstore import PgStore
-
-        store = PgStore.open(where, readonly=True)
+        store = _open_store(where, create=False, readonly=True)
     else:
         store = FileStore(Store(where, readonly=True))
     try:
         return unloaded(store).verify(workers=workers)
     finally:
         store.close()
+
+
+def _open_store(where: str, *, create: bool, readonly: bool, fsync: bool = False,
+                allow_network_fs: bool = False) -> LogStore:
+    """The store of the ledger at ``where``: a PostgreSQL URL's schema, or
+    a directory (as :meth:`Ledger.open` opens them, and raising what it
+    raises)."""
+    if _is_postgresql_url(where):
+        from ._pgstore import PgStore  # only for a URL: its client library stays unimported otherwise
+
+        return PgStore.open(where, create=create, readonly=readonly)
+    if create and not readonly:
+        check_not_in_another_users_directory(where)
+    return FileStore.open(where, create=create, readonly=readonly, fsync=fsync,
+                          allow_network_fs=allow_network_fs)
+
+
+def copy_ledger(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> int:
+    """Copy the ledger at ``source`` into ``dest``, byte for byte: each a
+    directory or a ``postgresql://`` URL (``ledger export URL DIR`` and
+    ``ledger import DIR URL``). ``dest`` then holds the same lines at the
+    same seqs and the same snapshots, so the hash chain, ``verify``,
+    ``replay`` and time travel give the same answers there; a ledger
+    copied into a directory passes ``verify`` on the file backend. Returns
+    the number of events copied (``int``).
+
+    ``source`` is opened read-only (nothing in it changes). ``dest`` is
+    created when missing (a directory 0700, a schema with its tables) and
+    may be an empty ledger (``ledger init``); the lines go in 5,000 to a
+    transaction, each read back and compared, then the snapshots that check
+    out. A copy that fails part way leaves ``dest`` holding a prefix of
+    ``source`` (the log is append-only): remove it (``rm -r DIR``, ``DROP
+    SCHEMA NAME CASCADE``) before copying again.
+
+    Raises:
+        LedgerNotEmpty: ``dest`` holds events already (nothing is copied).
+        NoLedger: no ledger at ``source``.
+        InvalidLedgerURL, StoreUnavailable, StoreError: a URL that is
+            malformed, a server that cannot be reached or refuses (no
+            message shows a password).
+        CorruptLedger: a line of ``source`` does not check out (what was
+            copied before it stays), or ``dest`` read back differs.
+        LedgerError: anything else :meth:`Ledger.open` raises for either
+            (an unsafe directory, a directory that is not a ledger, ...),
+            or another writer appended to ``dest`` during the copy.
+        TypeError: ``source`` or ``dest`` is not a ``str`` or ``os.PathLike[str]``.
+    """
+    from ._logstore import copy_log
+
+    src_where, dst_where = _dir_path(source), _dir_path(dest)
+    for given in (src_where, dst_where):
+        if not given or not given.strip():
+            raise NoLedger("an empty ledger path or URL: give a directory or a postgresql:// URL")
+    src = _open_store(src_where, create=False, readonly=True)
+    try:
+        dst = _open_store(dst_where, create=True, readonly=False, fsync=True)
+        try:
+            return copy_log(src, dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def redact_url(location: str) -> str:
+    """``location`` as messages may show it (``str``): a URL with its
+    password replaced by ``***`` (in the user info or a ``password``
+    parameter), anything else (a directory) unchanged. What
+    :attr:`Ledger.path` says of a ledger opened at a URL."""
+    if _URL_RE.match(location):
+        from ._pgstore import redact
+
+        return redact(location)
+    return location
+
+
+#: ``scheme://``: a URL (the test that :func:`redact_url` applies).
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def unloaded(store: LogStore | Store) -> Ledger:
@@ -2245,28 +2362,6 @@ def _read_lines(store: LogStore, after: int, until: int) -> Iterator[Line]:
             return
         yield from page
         after = page[-1][0]
-
-
-def _check_token(token: Any, allow_none: bool = False, what: str = "token") -> None:
-    if not (type(token) is int or (allow_none and token is None)):
-        raise TypeError(f"{what} must be an int (a grant's seq){' or None' if allow_none else ''}, "
-                        f"not {shown(token)}")
-
-
-def _check_socket(socket: Any) -> str | None:
-    """``socket`` as the event records it: ``None`` or a plain ``str``
-    absolute path, UTF-8 encodable (the log is UTF-8 JSON), without NUL,
-    shorter than ``PATH_MAX`` (4096) bytes, as a rule's path.
-
-    Raises:
-        InvalidScope: anything else.
-    """
-    if socket is None:
-        return None
-    if not isinstance(socket, str):
-        raise InvalidScope(f"invalid socket {shown(socket)}: expected an absolute path or None")
-    check_path_text(socket, "socket")
-    return socket if type(socket) is str else str.__str__(socket)
 
 
 #: Every open Ledger, for the fork handler below.
@@ -2320,15 +2415,10 @@ def _release_extras(returncode: Any, note: Any) -> dict[str, Any]:
             out["exit_signal"] = -returncode
         else:
             out["exit_code"] = returncode
-    note = _check_note(note)
+    note = check_note(note)
     if note is not None:
         out["note"] = note
     return out
-
-
-def _check_advisory(advisory: Any) -> None:
-    if type(advisory) is not bool:
-        raise InvalidArgument(f"advisory must be True or False, not {shown(advisory)}")
 
 
 def _advised(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str | None,
@@ -2342,72 +2432,6 @@ def _advised(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str 
         return None
     return [[list(chain), theirs.to_json(), mine.to_json()]
             for chain, theirs, mine in conflicts_met(state, name, rules, parent)]
-
-
-def _check_forced(force: Any, reason: Any) -> str | None:
-    """``release``'s ``forced`` key from ``force`` and ``reason`` (see its
-    Raises), or ``None`` for a release that is not forced."""
-    if type(force) is not bool:
-        raise InvalidArgument(f"force must be True or False, not {shown(force)}")
-    if not force:
-        if reason is not None:
-            raise InvalidArgument(f"reason {shown(reason)} is given without force=True: a reason is "
-                                  "recorded for a forced release (give note= for a release's note)")
-        return None
-    if reason is None:
-        raise InvalidArgument("force=True needs a reason (reason='why the holder's scope is taken')")
-    if not isinstance(reason, str) or not 0 < len(reason) <= 4096:
-        raise InvalidArgument(f"reason must be a str of 1 to 4096 characters, not {shown(reason)}"
-                              + (f" ({len(reason)} characters)" if isinstance(reason, str) else ""))
-    try:
-        reason.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidArgument(f"reason {shown(reason)} is not text UTF-8 can encode: {exc.reason} "
-                              f"at {exc.start}") from None
-    return str.__str__(reason)
-
-
-def _check_note(note: Any) -> str | None:
-    """A grant's or release's ``note`` as the log records it.
-
-    Raises:
-        TypeError: not a ``str`` or ``None``.
-        ValueError: over 4096 characters, or not encodable (a lone surrogate).
-    """
-    if note is None:
-        return None
-    if not isinstance(note, str):
-        raise TypeError(f"note must be a str or None, not {shown(note)}")
-    if len(note) > 4096:
-        raise ValueError(f"note must be at most 4096 characters, not {len(note)}")
-    try:
-        note.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"note must be text that UTF-8 can encode: {exc.reason} at {exc.start}") from None
-    return str.__str__(note)
-
-
-def _waits(wait: Any) -> bool:
-    """Whether ``wait=`` asks to wait (anything but 0 or 0.0; a bad value
-    is refused by ``_wait.check_wait``)."""
-    return not (type(wait) in (int, float) and wait == 0)
-
-
-def _check_callable(what: str, value: Any) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{what} must be None or a callable, not {shown(value)}")
-
-
-def _check_options(timeout: Any, probe: Any, fsync: Any, snapshot_every: Any, keep_snapshots: Any,
-                   resolve_symlinks: Any, clock: Any) -> None:
-    """Validate :meth:`Ledger.open`'s options (see its Raises)."""
-    _check_timeout("timeout", timeout)
-    _check_snapshot_every("snapshot_every", snapshot_every)
-    _check_keep_snapshots("keep_snapshots", keep_snapshots)
-    _check_bool("fsync", fsync)
-    _check_bool("resolve_symlinks", resolve_symlinks)
-    _check_callable("probe", probe)
-    _check_callable("clock", clock)
 
 
 def _partly(exc: Any, lines: list[bytes]) -> PartlyRecorded:
@@ -2431,7 +2455,7 @@ def _lease_request(ttl: Any, lease_only: Any) -> tuple[int, bool] | None:
             without one.
         TypeError: ``lease_only`` is not a ``bool``.
     """
-    _check_bool("lease_only", lease_only)
+    check_bool("lease_only", lease_only)
     if ttl is None:
         if lease_only:
             raise InvalidLease("lease_only=True needs a ttl: a holder bound to nothing could never be reclaimed")

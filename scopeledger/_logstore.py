@@ -15,7 +15,9 @@ offsets or descriptors. Every store implements :class:`LogStore`:
 - ``scopeledger._pgstore.PgStore``: a PostgreSQL schema (issue 15).
 
 ``tests/test_store_contract.py`` runs one suite against every store; a new
-store joins it with one fixture.
+store joins it with one fixture. :func:`copy_log` moves a ledger from any
+store into an empty one through this interface alone (``copy_ledger``,
+``ledger export``/``ledger import``).
 
 A mutation, on any store::
 
@@ -36,6 +38,10 @@ before acting: the ledger reloads).
 from __future__ import annotations
 
 from typing import Any, ContextManager, Protocol, Sequence
+
+import orjson
+
+from ._errors import CorruptLedger, LedgerError, LedgerNotEmpty, SnapshotInvalid
 
 #: One line of the log as a store gives it back: ``(seq, line)``, the line
 #: the bytes appended (UTF-8 JSON, no newline).
@@ -186,3 +192,63 @@ class LogStore(Protocol):
     def close(self) -> None:
         """Let go of descriptors and connections; idempotent."""
         ...
+
+
+# -- moving a ledger between stores -----------------------------------------
+
+COPY_PAGE = 5000
+"""Lines per transaction when copying a log (:func:`copy_log`)."""
+
+
+def copy_log(src: Any, dst: Any, *, page: int = COPY_PAGE) -> int:
+    """Copy the log and snapshots of store ``src`` into the empty store
+    ``dst`` (any two stores of the store interface: a directory and a
+    PostgreSQL schema, either way), byte for byte: ``dst`` then holds the
+    same lines at the same seqs, and the same snapshots (header and body),
+    so the hash chain, ``verify``, replay and time travel give the same
+    answers. The lines are appended ``page`` at a time (one transaction
+    each) and read back and compared. Returns the number of lines copied.
+
+    Raises:
+        LedgerNotEmpty: ``dst`` holds events already (nothing is copied).
+        LedgerError: someone else appended to ``dst`` during the copy (what
+            was copied stays: a prefix of ``src``).
+        CorruptLedger: ``src`` is damaged, or ``dst`` read back differs.
+        ValueError: a line of ``src`` has no integer ``ts``.
+        and whatever either store raises when it cannot be read or written.
+    """
+    head = dst.head()
+    if head != 0:
+        raise LedgerNotEmpty(dst.location, head)
+    seen = 0
+    while True:
+        lines = src.read_after(seen, limit=page)
+        if not lines:
+            break
+        entries = []
+        for q, line in lines:
+            try:
+                ts = orjson.loads(line)["ts"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                raise CorruptLedger(src.location, f"line {q} is not an event line", line=q) from None
+            if type(ts) is not int:
+                raise ValueError(f"line {q} of {src.location} has ts {ts!r}, not an int")
+            entries.append((ts, line))
+        with dst.locked(seen) as missed:
+            if missed:
+                raise LedgerError(f"{dst.location} was appended to during the copy (seq {missed[0][0]} "
+                                  f"is not ours); it holds the first {seen} events of {src.location}")
+            dst.append(entries, seen + 1)
+        if dst.read_after(seen, limit=len(lines)) != lines:
+            raise CorruptLedger(dst.location, f"seqs {seen + 1}..{lines[-1][0]} read back differ "
+                                              f"from {src.location}'s")
+        seen = lines[-1][0]
+    for seq in src.snapshot_seqs():
+        if seq > seen:
+            continue  # a snapshot past the log's end describes nothing copied
+        try:
+            header, body = src.snapshot_read(seq)
+        except SnapshotInvalid:
+            continue  # an invalid snapshot is skipped on open too; the copy refolds
+        dst.snapshot_write(header, body)
+    return seen

@@ -122,6 +122,33 @@ def check_reached(given: str, real: str) -> None:
         "(nsenter --mount --target PID)")
 
 
+def real_path(path: str) -> str:
+    """``path`` as the ledger resolves a rule's path: absolute (relative to
+    the working directory), every symlink followed and every ``..`` applied
+    as the OS applies it (``os.path.realpath``; ``os.path.abspath`` would
+    drop a ``..`` after a symlink lexically). ``~`` is not expanded.
+
+    Args:
+        path: a path, ``str``.
+
+    Returns:
+        ``str``, absolute.
+
+    Raises:
+        InvalidScope: ``path`` contains NUL, or leads through a link of
+            /proc into another mount namespace (``/proc/PID/root/...``),
+            where the text ``realpath`` gives names another file
+            (:func:`check_reached`).
+    """
+    if "\x00" in path:
+        raise InvalidScope(f"invalid path {path!r}: contains NUL")
+    given = os.path.join(os.getcwd(), path)
+    real = os.path.realpath(given)
+    if real != given:
+        check_reached(given, real)  # not through /proc into another mount namespace
+    return real
+
+
 def canonical_path(path: str) -> str:
     """The canonical form of a normalised absolute ``path``: symlinks in its
     existing part resolved, the missing rest appended as it is.

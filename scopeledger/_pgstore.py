@@ -1,8 +1,8 @@
 """The PostgreSQL log store: the ledger's lines in a database schema.
 
-Not wired into :class:`~scopeledger.Ledger` yet (the store interface comes with
-the layering issue); this module is the groundwork and its reference. Only
-this module imports psycopg 3 (``pip install 'scopeledger[postgresql]'``).
+Behind ``Ledger.open("postgresql://...")`` and the command line's ``--ledger
+URL`` / ``$SCOPELEDGER_DIR=URL``. Only this module imports psycopg 3 (``pip
+install 'scopeledger[postgresql]'``).
 
 Where it lives
 --------------
@@ -127,7 +127,7 @@ import socket
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar, cast
 from urllib.parse import unquote
 
 import orjson
@@ -251,19 +251,45 @@ def redact(url: str) -> str:
     return url[:q + 1] + query + hash_ + fragment
 
 
+def without_password(url: str) -> str:
+    """``url`` with its password taken out: the user info's ``:password``
+    (read as :func:`redact` reads it; ``user:pw@`` becomes ``user@``, and
+    ``:pw@`` nothing) and every ``password`` parameter; the rest (the
+    schema, ``sslmode``, ...) as it was. What a child process is given
+    (:meth:`PgStore.child_location`): tools print their environment."""
+    at = _userinfo_end(url)
+    if at >= 0:
+        start = url.find("://") + 3
+        userinfo = url[start:at]
+        if ":" in userinfo:
+            user = userinfo.split(":", 1)[0]
+            url = url[:start] + (user + "@" if user else "") + url[at + 1:]
+    q = _query_start(url)
+    if q < 0:
+        return url
+    query, hash_, fragment = url[q + 1:].partition("#")
+    kept = [p for p in query.split("&") if unquote(p.split("=", 1)[0]) != "password"] if query else []
+    return url[:q] + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
+
+
 class PgLocation:
     """A parsed ledger URL: ``conninfo`` (the URL without ``schema``, for
-    libpq), ``schema``, ``shown`` (redacted, with the schema)."""
+    libpq), ``schema``, ``shown`` (redacted, with the schema), ``plain``
+    (the URL as given, with the schema, without its password:
+    :func:`without_password`) and ``password`` (the password the URL
+    carries, as libpq reads it, or ``None``)."""
 
-    __slots__ = ("conninfo", "schema", "shown", "params", "options")
+    __slots__ = ("conninfo", "schema", "shown", "params", "options", "plain", "password")
 
     def __init__(self, conninfo: str, schema: str, shown: str, params: frozenset[str] = frozenset(),
-                 options: str | None = None) -> None:
+                 options: str | None = None, plain: str | None = None, password: str | None = None) -> None:
         self.conninfo = conninfo
         self.schema = schema
         self.shown = shown
         self.params = params  # the libpq parameter names the URL sets
         self.options = options  # the URL's libpq ``options`` (server settings), if it sets them
+        self.plain = plain if plain is not None else shown
+        self.password = password
 
 
 def is_postgresql_url(text: str) -> bool:
@@ -274,14 +300,16 @@ def is_postgresql_url(text: str) -> bool:
 
 
 def refuse_url(url: str) -> InvalidLedgerURL:
-    """The error for a URL given where a ledger directory is expected (the
-    command line's ``--ledger``, ``$SCOPELEDGER_DIR``, a path argument;
-    ``Ledger.open`` itself opens a PostgreSQL URL). The message never
-    shows a password."""
+    """The error for a URL given where a path is expected
+    (:func:`~scopeledger.resolve_path`: a manifest, ``--root``, a runtime
+    directory; a ledger given as another scheme's URL). A PostgreSQL URL
+    names a ledger only where a ledger is chosen (``Ledger.open``,
+    ``--ledger``, ``$SCOPELEDGER_DIR``). The message never shows a password."""
     if is_postgresql_url(url):
-        return InvalidLedgerURL(f"{redact(url)}: the command line does not open a ledger at a PostgreSQL "
-                                "URL yet (the library does: Ledger.open(URL)); nothing was created")
-    return InvalidLedgerURL(f"{redact(url)} is a URL, not a path; nothing was created")
+        return InvalidLedgerURL(f"{redact(url)} is a PostgreSQL URL, not a path (a ledger at a URL is "
+                                "chosen with --ledger URL or $SCOPELEDGER_DIR); nothing was created")
+    return InvalidLedgerURL(f"{redact(url)} is a URL, not a path (a ledger is a directory or a "
+                            "postgresql:// URL); nothing was created")
 
 
 def parse_url(url: str) -> PgLocation:
@@ -316,6 +344,7 @@ def parse_url(url: str) -> PgLocation:
     conninfo = base + ("?" + "&".join(kept) if kept else "") + (hash_ + fragment)
     given: frozenset[str] = frozenset()
     options: Any = None
+    password: Any = None
     if psycopg is not None:
         try:
             params = psycopg.conninfo.conninfo_to_dict(conninfo)
@@ -330,9 +359,11 @@ def parse_url(url: str) -> PgLocation:
                                    "(%40, %2F, %3A, %3F, %23, %26)")
         given = frozenset(params)
         options = params.get("options")
+        password = params.get("password")
         if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
             conninfo += ("&" if kept else "?") + f"connect_timeout={CONNECT_TIMEOUT_S}"
-    return PgLocation(conninfo, schema, shown, given, None if options is None else str(options))
+    return PgLocation(conninfo, schema, shown, given, None if options is None else str(options),
+                      without_password(url), None if password is None else str(password))
 
 
 def _secrets(url: str) -> list[str]:
@@ -359,6 +390,9 @@ def _scrub(text: str, url: str) -> str:
     for secret in _secrets(url):
         text = text.replace(secret, "***")
     return text
+
+
+_T = TypeVar("_T")
 
 
 def _int(name: str, value: Any, lo: int | None = None) -> int:
@@ -733,8 +767,10 @@ class PgStore:
         return StoreError(self.url, f"failed to {doing}: {self._why(exc)}"
                                     + (f" (SQLSTATE {sqlstate})" if sqlstate else ""), sqlstate)
 
-    def _retrying(self, doing: str, fn: Callable[[Any], Any]) -> Any:
-        """Run a read ``fn(conn)``; on a lost connection, once more on a new one."""
+    def _retrying(self, doing: str, fn: Callable[[Any], _T]) -> _T:
+        """Run a read ``fn(conn)``; on a lost connection, once more on a new one.
+        Returns what ``fn`` returns (psycopg's rows are untyped: ``fn`` or its
+        caller names their types)."""
         with self._mutex:
             for attempt in (0, 1):
                 conn = self._connection()
@@ -778,6 +814,15 @@ class PgStore:
         """Opened with ``readonly=True``."""
         return self._readonly
 
+    def child_location(self) -> tuple[str, str | None]:
+        """How a child process reaches this ledger: ``(url, password)``,
+        the URL as it was given (with its schema) but without its password
+        (:func:`without_password`: it goes into an environment, which
+        tools print), and the password the URL carried (``None``: none;
+        libpq's ``PGPASSWORD``, ``~/.pgpass`` or another method then
+        serves the child as it served this process)."""
+        return self._loc.plain, self._loc.password
+
     def read_after(self, seq: int, limit: int | None = None) -> list[tuple[int, bytes]]:
         """The lines with seq > ``seq``, in order, at most ``limit`` of them:
         ``[(seq, line)]``, each line the stored bytes (no newline).
@@ -807,8 +852,8 @@ class PgStore:
 
     def head(self) -> int:
         """The last seq (0 for an empty log). Raises: StoreUnavailable, StoreError."""
-        return self._retrying("read the log", lambda conn: conn.execute(
-            self._head_sql).fetchone()[0])
+        return cast(int, self._retrying("read the log", lambda conn: conn.execute(
+            self._head_sql).fetchone()[0]))
 
     def seq_at(self, ts: int) -> int:
         """The last seq before the first line whose ``ts`` is later than
@@ -1124,7 +1169,7 @@ class PgStore:
             try:
                 with self._mutex:
                     conn = self._listen_connection()
-                head = conn.execute(self._head_sql).fetchone()[0]
+                head = cast(int, conn.execute(self._head_sql).fetchone()[0])
                 retried = False  # a connection lost later gets its own retry
                 if head > after:
                     return head
@@ -1263,8 +1308,8 @@ class PgStore:
 
         Raises: StoreUnavailable, StoreError.
         """
-        return self._retrying("read the server instance", lambda conn: conn.execute(
-            f"SELECT {self.schema}.instance()").fetchone()[0])
+        return cast(str, self._retrying("read the server instance", lambda conn: conn.execute(
+            f"SELECT {self.schema}.instance()").fetchone()[0]))
 
     def open_session(self, ttl: float, *, host: str | None = None, pid: int | None = None,
                      renew: bool = True, on_lost: Callable[["PgSession"], object] | None = None,
@@ -1369,65 +1414,6 @@ class PgStore:
             else:
                 out[sid] = "alive" if locked else "unknown"
         return out
-
-
-# -- moving a ledger between stores -----------------------------------------
-
-COPY_PAGE = 5000
-"""Lines per transaction when copying a log (:func:`copy_log`)."""
-
-
-def copy_log(src: Any, dst: Any, *, page: int = COPY_PAGE) -> int:
-    """Copy the log and snapshots of store ``src`` into the empty store
-    ``dst`` (any two stores of the store interface: a directory and a
-    PostgreSQL schema, either way), byte for byte: ``dst`` then holds the
-    same lines at the same seqs, and the same snapshots (header and body),
-    so the hash chain, ``verify``, replay and time travel give the same
-    answers. The lines are appended ``page`` at a time (one transaction
-    each) and read back and compared. Returns the number of lines copied.
-
-    Raises:
-        LedgerError: ``dst`` is not empty, or someone else appended to it
-            during the copy (what was copied stays: a prefix of ``src``).
-        CorruptLedger: ``src`` is damaged, or ``dst`` read back differs.
-        ValueError: a line of ``src`` has no integer ``ts``.
-        and whatever either store raises when it cannot be read or written.
-    """
-    if dst.head() != 0:
-        raise LedgerError(f"{dst.location} is not empty (it has {dst.head()} events): "
-                          "a ledger is copied only into an empty one")
-    seen = 0
-    while True:
-        lines = src.read_after(seen, limit=page)
-        if not lines:
-            break
-        entries = []
-        for q, line in lines:
-            try:
-                ts = orjson.loads(line)["ts"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                raise CorruptLedger(src.location, f"line {q} is not an event line", line=q) from None
-            if type(ts) is not int:
-                raise ValueError(f"line {q} of {src.location} has ts {ts!r}, not an int")
-            entries.append((ts, line))
-        with dst.locked(seen) as missed:
-            if missed:
-                raise LedgerError(f"{dst.location} was appended to during the copy (seq {missed[0][0]} "
-                                  f"is not ours); it holds the first {seen} events of {src.location}")
-            dst.append(entries, seen + 1)
-        if dst.read_after(seen, limit=len(lines)) != lines:
-            raise CorruptLedger(dst.location, f"seqs {seen + 1}..{lines[-1][0]} read back differ "
-                                              f"from {src.location}'s")
-        seen = lines[-1][0]
-    for seq in src.snapshot_seqs():
-        if seq > seen:
-            continue  # a snapshot past the log's end describes nothing copied
-        try:
-            header, body = src.snapshot_read(seq)
-        except SnapshotInvalid:
-            continue  # an invalid snapshot is skipped on open too; the copy refolds
-        dst.snapshot_write(header, body)
-    return seen
 
 
 # -- sessions ----------------------------------------------------------------

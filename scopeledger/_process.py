@@ -38,8 +38,6 @@ import os
 import time
 from typing import Callable
 
-import psutil
-
 from ._identity import Liveness, Probe, ProcessIdentity, Verdict
 
 #: Where /proc is (tests point it at a made-up tree).
@@ -589,6 +587,8 @@ def _judge_v1(ident: ProcessIdentity) -> Verdict:
                                               "record, which names no host)")
     if ident.pidns is not None and ident.pidns != pid_namespace():
         return _unknown(f"in another PID namespace ({ident.pidns}), as a v1 record")
+    import psutil  # (here: only v1 identities need it, and it costs start-up time, issue 18)
+
     pid = ident.pid
     try:
         proc = psutil.Process(pid)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import logging
 import os
 import re
@@ -41,10 +40,9 @@ import time
 from typing import Any, Callable, Iterator
 
 import orjson
-import psutil
 
 from ._errors import LedgerError, LedgerIOError, SnapshotInvalid, UnsafeLedgerPath
-from ._events import line_hash
+from ._events import blake2b, line_hash
 from ._fold import SNAPSHOT_FORMAT, State
 from ._store import SNAPSHOT_DIR, SNAPSHOT_NAME, Store, open_private_file
 
@@ -145,7 +143,7 @@ def _listdir(store: Store) -> list[str]:
 
 
 def checksum(body: bytes) -> str:
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
+    return blake2b(body, digest_size=16).hexdigest()
 
 
 def header_of(state: State, body: bytes) -> dict[str, Any]:
@@ -258,6 +256,8 @@ def clean_temp_files(store: Store) -> list[str]:
         if not m:
             continue
         pid = int(m.group(1))
+        import psutil  # (here: rarely needed, and it costs start-up time, issue 18)
+
         if pid == me or psutil.pid_exists(pid):
             continue
         if _remove(store, name, "stale snapshot temp file"):

@@ -8,7 +8,10 @@ the command never runs unbound), binds the grant to the child (``attach``
 with the grant's token), opens the gate, and returns a :class:`Spawned`.
 The child's environment has ``SCOPELEDGER_DIR``, ``SCOPELEDGER_HOLDER`` and
 ``SCOPELEDGER_TOKEN``, so that a ``ledger run`` (or a ``spawn`` reading
-:func:`from_environment`) inside it delegates from this holder.
+:func:`from_environment`) inside it delegates from this holder. On a
+PostgreSQL ledger ``SCOPELEDGER_DIR`` is its URL without the password, and a
+password the URL carried is passed as ``PGPASSWORD`` unless the child's
+environment sets one (:meth:`~scopeledger.Ledger.child_environment`).
 ``Spawned.wait()`` waits for the child and releases the grant with its exit
 status (``exit_code``, or ``exit_signal`` when a signal killed it) and an
 optional note. Bound to the child, the grant outlives the supervisor: if the
@@ -153,7 +156,8 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
         argv: the command and its arguments (``argv[0]`` looked up in
             ``PATH``); not found: the child exits 127, not runnable: 126.
         env: the child's environment (default this process's), to which the
-            three ``SCOPELEDGER_*`` variables are added.
+            three ``SCOPELEDGER_*`` variables are added (and ``PGPASSWORD``,
+            see :meth:`~scopeledger.Ledger.child_environment`).
         popen: more ``subprocess.Popen`` arguments (``cwd``, ``stdout``,
             ...; not ``args``, ``env``, ``pass_fds``, ``preexec_fn``,
             ``executable``).
@@ -198,7 +202,10 @@ def start(ledger: Any, alloc: Allocation, argv: Sequence[str], env: Mapping[str,
     On any failure the child (still at its gate) exits and the grant is
     released, and the exception goes on."""
     child_env = dict(os.environ if env is None else env)
-    child_env.update({ENV_DIR: ledger.path, ENV_HOLDER: alloc.name, ENV_TOKEN: str(alloc.token)})
+    # The ledger's directory, or its URL without the password (then given
+    # as PGPASSWORD unless the child's environment has one): Ledger.child_environment.
+    child_env.update(ledger.child_environment(child_env))
+    child_env.update({ENV_HOLDER: alloc.name, ENV_TOKEN: str(alloc.token)})
     r, w = os.pipe()
     proc = None
     try:

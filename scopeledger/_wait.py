@@ -81,7 +81,7 @@ import orjson
 from ._filestore import FileStore
 from ._errors import DelegationError, InvalidScope, Refused, ScopeConflict, UnknownHolder, WaitTimeout, shown
 from ._fold import Allocation
-from ._rules import Permission, ScopeRule, conflicts, rule_from_log
+from ._rules import Permission, ScopeRule, check_name, conflicts, rule_from_log
 
 log = logging.getLogger("scopeledger")
 
@@ -186,8 +186,6 @@ class Request:
         Raises:
             InvalidHolderName, InvalidScope, TypeError, ValueError.
         """
-        from ._ledger import check_name
-
         wait = check_wait(wait)
         name = check_name(name, None if parent is None else "child")
         if parent is not None:
@@ -584,7 +582,7 @@ class Watch:
         elif network is None:
             try:
                 self.log_watch = _inotify(os.path.join(ledger.path, "events.jsonl"), IN_MODIFY)
-                if queue is not None:
+                if queue is not None and queue.dir is not None:
                     self.queue_watch = _inotify(queue.dir, IN_DELETE | IN_CLOSE_WRITE | IN_MOVED_FROM)
             except (OSError, ImportError) as exc:
                 log.debug("waiting without inotify (looking every %gs): %s", POLL_SECONDS, exc)
@@ -796,7 +794,7 @@ class Sleep:
 
     watch: Watch
     seconds: float
-    mine: int
+    mine: int | None
 
 
 def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation], gate: Gate,
@@ -874,7 +872,8 @@ def resume(steps: Generator[Call | Sleep, Any, Allocation], reply: Any = None,
     try:
         return steps.send(reply) if error is None else steps.throw(error)
     except StopIteration as done:
-        return done.value
+        grant: Allocation = done.value
+        return grant
 
 
 def deadline_of(req: Request) -> float | None:
@@ -893,8 +892,12 @@ def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], No
     with contextlib.closing(steps):  # however this ends, the ticket is given back
         step = resume(steps)
         while not isinstance(step, Allocation):
+            reply: Any = None  # (a sleep's reply)
             try:
-                reply = step.watch.wait(step.seconds, step.mine) if isinstance(step, Sleep) else step.fn(*step.args)
+                if isinstance(step, Sleep):
+                    step.watch.wait(step.seconds, step.mine)
+                else:
+                    reply = step.fn(*step.args)
             except BaseException as exc:  # noqa: BLE001 - thrown in (KeyboardInterrupt too): the loop cleans up
                 step = resume(steps, error=exc)
             else:

@@ -51,7 +51,7 @@ def build(d: Path, events: int, pids: list[int], seed: int = 7, teams: int = 4,
         return now[0]
 
     fate = {pids[0]: Liveness.ALIVE}
-    for pid, reason in zip(pids[1:], REASONS):
+    for pid, reason in zip(pids[1:], REASONS, strict=False):  # fewer helpers than reasons: the first reasons
         fate[pid] = reason
 
     def probe(ident: ProcessIdentity) -> Liveness:

@@ -6,6 +6,8 @@
 - ``a_ledger``: a ledger directory (``Path``) in which holder ``a`` holds ``TMP/held`` (write),
   closed again;
 - ``tree``: a small source tree (``src/parser``, ``src/lexer``, ``tests``, ``docs``).
+- ``story`` (module scope, from tests/audit_support.py): ``(directory, Ledger, helper pids)``, a
+  ledger with a known, varied history (the timeline and export tests).
 """
 
 import os
@@ -26,6 +28,7 @@ settings.load_profile("scopeledger")
 from scopeledger import Ledger, ScopeRule  # noqa: E402
 from helpers import tree_of  # noqa: E402
 from pgserver import pg_cluster, pg_url  # noqa: E402,F401  (PostgreSQL test cluster)
+from audit_support import story  # noqa: E402,F401  (the timeline and export tests' ledger)
 
 
 @pytest.fixture

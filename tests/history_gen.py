@@ -5,6 +5,8 @@ import random
 from scopeledger import DelegationError, DuplicateHolder, Ledger, Liveness, Refused, ScopeRule, UnknownHolder
 
 PATHS = ["/r", "/r/a", "/r/a/x", "/r/a/y", "/r/b", "/r/b/z", "/s", "/s/t"]
+# Random liveness: each holder probed is dead with some chance.
+FATES = [Liveness.ALIVE] * 5 + [Liveness.GONE, Liveness.ZOMBIE, Liveness.PID_REUSED]
 
 
 def random_history(led: Ledger, steps: int, seed: int) -> None:
@@ -31,8 +33,6 @@ def random_history(led: Ledger, steps: int, seed: int) -> None:
             elif op < 0.9:
                 led.release(rng.choice(live))
             else:
-                # Random liveness: each holder probed is dead with some chance.
-                choices = [Liveness.ALIVE] * 5 + [Liveness.GONE, Liveness.ZOMBIE, Liveness.PID_REUSED]
-                led.reclaim_stale(lambda ident: rng.choice(choices))
+                led.reclaim_stale(lambda ident: rng.choice(FATES))
         except (Refused, DelegationError, DuplicateHolder, UnknownHolder):
             pass

@@ -164,10 +164,39 @@ class Cluster:
             raise RuntimeError("this cluster has no TCP listener")
         return f"host={host} port={self.port} dbname={dbname} user={user}"
 
-    def url(self, schema: str | None = None, *, tcp: bool = False, user: str = "postgres") -> str:
+    def url(self, schema: str | None = None, *, tcp: bool = False, user: str = "postgres",
+            password: str | None = None) -> str:
         host = "127.0.0.1" if tcp else quote(self.dir, safe="")
-        url = f"postgresql://{user}@{host}:{self.port}/postgres"
+        secret = f":{quote(password, safe='')}" if password is not None else ""
+        url = f"postgresql://{user}{secret}@{host}:{self.port}/postgres"
         return url + (f"?schema={schema}" if schema else "")
+
+    def password_role(self, name: str, password: str) -> None:
+        """A login role ``name`` that must give ``password`` (scram-sha-256,
+        on the socket and over TCP: its ``pg_hba.conf`` lines go before the
+        cluster's ``trust`` ones; other roles keep ``trust``), allowed to
+        create schemas in the database ``postgres``. Returns once a new
+        connection as ``name`` without the password is refused (the server
+        has read its new ``pg_hba.conf``)."""
+        import psycopg
+
+        self.psql_execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        self.psql_execute(f"GRANT CREATE ON DATABASE postgres TO {name}")
+        hba = os.path.join(self.data, "pg_hba.conf")
+        with open(hba, encoding="utf-8") as f:
+            old = f.read()
+        mine = f"local all {name} scram-sha-256\nhost all {name} 127.0.0.1/32 scram-sha-256\n"
+        with open(hba, "w", encoding="utf-8") as f:
+            f.write(mine + old)
+        self.psql_execute("SELECT pg_reload_conf()")
+
+        def refused() -> bool:
+            try:
+                psycopg.connect(self.conninfo(user=name), connect_timeout=5).close()
+            except psycopg.OperationalError:
+                return True
+            return False
+        wait_for(refused, f"the server asks {name} for a password")
 
     def psql_execute(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Run one statement as the superuser (autocommit); its rows, if any."""

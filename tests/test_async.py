@@ -4,18 +4,16 @@ writers are real processes; every wait is on a condition."""
 
 import asyncio
 import concurrent.futures
-import json
 import os
 import subprocess
 import sys
 import textwrap
 import threading
 
-import orjson
 import pytest
 
 import scopeledger._wait as wait_mod
-from scopeledger import AsyncLedger, Ledger, ScopeConflict, ScopeRule, WaitTimeout
+from scopeledger import AsyncLedger, Ledger, ScopeConflict, WaitTimeout
 
 from helpers import W
 from test_wait import BOUND, grants, holder_process, tickets, until, events
@@ -159,7 +157,7 @@ def test_many_waiting_coroutines_take_no_threads_and_are_served_in_order(ledger_
             tasks = []
             for i in range(20):
                 tasks.append(asyncio.ensure_future(worker(aled, i)))
-                await asyncio.to_thread(until, lambda: len(tickets(ledger_dir)) == i + 1, f"w{i}'s ticket")
+                await asyncio.to_thread(until, lambda n=i + 1: len(tickets(ledger_dir)) == n, f"w{i}'s ticket")
             h.stdin.close()
             await asyncio.gather(*tasks)
 
@@ -295,7 +293,7 @@ def test_waiting_coroutines_never_close_an_inotify_instance_on_the_loop(ledger_d
             tasks = []
             for i in range(n):
                 tasks.append(asyncio.ensure_future(worker(aled, i)))
-                await asyncio.to_thread(until, lambda: len(tickets(ledger_dir)) == i + 1, f"w{i}'s ticket")
+                await asyncio.to_thread(until, lambda n=i + 1: len(tickets(ledger_dir)) == n, f"w{i}'s ticket")
             h.stdin.close()
             await asyncio.gather(*tasks)
             # n watches were in use at once; POOL of them are kept, the others closed (two instances each).

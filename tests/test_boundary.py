@@ -53,7 +53,8 @@ def make_base(ledger_dir, root):
     led.close()
 
 
-NAMES = ["", "a//b", "..", ".x", "a b ", "x" * 256, "a/../b", "/a", "a\tb", "é", "a\n", None, 3, 1.0, True, b"a", ["a"], object()]
+NAMES = ["", "a//b", "..", ".x", "a b ", "x" * 256, "a/../b", "/a", "a\tb", "é", "a\n",
+         None, 3, 1.0, True, b"a", ["a"], object()]
 RULES = [[], (), set(), "not rules", None, 5, True, b"/x", [None], [5], ["/x"], [("/x",)],
          [("rel", "write")], [("/x", "execute")], [("/x", "write", "yes")], [("/x", "write", 1)],
          [("/x", "write", None)], [("/x\x00y", "write")], [("/\udcff", "write")],

@@ -4,6 +4,7 @@ what it imports to start (issue 18: a fact, not a timing)."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from helpers import clean_env
+
+import scopeledger
 from scopeledger import ENV_DIR
 from scopeledger.cli import params
 
@@ -51,7 +54,7 @@ def _top(modules: set[str]) -> set[str]:
 def test_import_scopeledger_imports_none_of_its_modules() -> None:
     got = _modules("import scopeledger")
     assert {m for m in got if m.startswith("scopeledger")} == {"scopeledger", "scopeledger._version"}
-    assert not _top(got) & (HEAVY | {"click"})
+    assert not _top(got) & (HEAVY | {"click", "typing"})
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"]])
@@ -61,9 +64,52 @@ def test_version_and_help_import_no_library_module(args: list[str]) -> None:
     assert not {m for m in ours if m.startswith("scopeledger._")} - {"scopeledger._version"}, ours  # the library: none
     assert not _top(got) & HEAVY, _top(got) & HEAVY
     assert "logging" not in got  # installed when a command runs
-    if args == ["--version"]:  # and no command's module
+    if args == ["--version"]:  # answered by scopeledger.cli.main: not even click
+        assert ours == {"scopeledger", "scopeledger._version", "scopeledger.cli"}, ours
+        assert not {"click", "typing"} & got
+    else:  # and no command's module (--help lists them from app.SUMMARIES)
         assert ours == {"scopeledger", "scopeledger._version", "scopeledger.cli", "scopeledger.cli.app",
                         "scopeledger.cli.errors", "scopeledger.cli.params"}, ours
+
+
+def _version_run(entry: str, args: list[str], stdout: str) -> tuple[int, str, str]:
+    """``ledger ARGS`` through ``entry`` (``from ... import main``) with stdout a pipe, closed
+    (``>&-``), ``/dev/full`` or a pipe whose reader is gone: (exit status, stdout, stderr)."""
+    code = f"import sys\nsys.argv[0] = 'ledger'\n{entry}\nmain(sys.argv[1:])"
+    argv = [sys.executable, "-c", code, *args]
+    if stdout == "closed":
+        argv = ["sh", "-c", 'exec "$@" >&-', "sh", *argv]
+    if stdout == "pipe":
+        res = subprocess.run(argv, capture_output=True, text=True, env=clean_env(), timeout=120)
+        return res.returncode, res.stdout, res.stderr
+    if stdout == "full":
+        with open("/dev/full", "w") as full:
+            res = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, env=clean_env(), timeout=120)
+        return res.returncode, "", res.stderr
+    if stdout == "broken":
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            res = subprocess.run(argv, stdout=w, stderr=subprocess.PIPE, text=True, env=clean_env(), timeout=120)
+        finally:
+            os.close(w)
+        return res.returncode, "", res.stderr
+    assert stdout == "closed", stdout
+    res = subprocess.run(argv, stderr=subprocess.PIPE, text=True, env=clean_env(), timeout=120)
+    return res.returncode, "", res.stderr
+
+
+@pytest.mark.parametrize("stdout", ["pipe", "closed", "full", "broken"])
+@pytest.mark.parametrize("args", [["--version"], ["-V"]])
+def test_version_without_click_is_what_click_says(args: list[str], stdout: str) -> None:
+    """``scopeledger.cli.main`` answers ``--version`` alone itself; the group's
+    ``click.version_option`` (``scopeledger.cli.app.main``) answers the same, exit status
+    and error line included, whatever stdout is."""
+    fast = _version_run("from scopeledger.cli import main", args, stdout)
+    with_click = _version_run("from scopeledger.cli.app import main", args, stdout)
+    assert fast == with_click
+    assert fast == {"pipe": (0, f"scopeledger, version {scopeledger.__version__}\n", ""), "closed": (0, "", ""),
+                    "full": (7, "", "error: no space left on device\n"), "broken": (1, "", "")}[stdout], fast
 
 
 def test_run_imports_no_rendering_manifest_or_plotting(tmp_path: Path) -> None:
@@ -72,6 +118,59 @@ def test_run_imports_no_rendering_manifest_or_plotting(tmp_path: Path) -> None:
     got = _ledger("--ledger", str(tmp_path / "L"), "run", "--write", str(tmp_path / "t"), "--", "true")
     assert not _top(got) & {"rich", "cattrs", "tomllib", "matplotlib", "pyarrow"}, _top(got)
     assert "scopeledger.cli.render" not in got and "scopeledger.cli.query" not in got
+    # Nor psutil (v1 identities only), OpenSSL's hashes (blake2b is _blake2's), nor, with a
+    # few holders, ctypes (malloc_trim: run.GIVE_BACK_HOLDERS).
+    assert not _top(got) & {"psutil", "_hashlib", "ctypes"}, _top(got)
+
+
+# -- the group's help lists the commands without importing them --------------------------------
+
+
+def test_each_summary_is_the_first_paragraph_of_its_commands_help() -> None:
+    import click
+
+    from scopeledger.cli.app import COMMANDS, SUMMARIES, cli
+
+    assert set(SUMMARIES) == set(COMMANDS)
+    ctx = click.Context(cli, info_name="ledger")
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.help, name
+        # The stand-in listed in --help has only a name and help: nothing else may differ.
+        assert command.short_help is None and not command.hidden and not command.deprecated, name
+        assert SUMMARIES[name] == " ".join(command.help.partition("\n\n")[0].split()), (
+            f"app.SUMMARIES[{name!r}] is not the first paragraph of '{name}''s help: copy it there")
+
+
+_PAGES = """
+import sys
+import click
+from scopeledger.cli.app import COMMANDS, cli
+
+def pages():
+    out = []
+    for width in (50, 72, 80, 100, 132, 240):
+        ctx = click.Context(cli, info_name="ledger", terminal_width=width, **cli.context_settings)
+        out.append(cli.get_help(ctx))
+    return out
+
+lazy = pages()
+loaded = sorted(m for m in sys.modules if m.startswith("scopeledger.cli.") and m.rsplit(".", 1)[1] in COMMANDS.values())
+ctx = click.Context(cli, info_name="ledger")
+for name in COMMANDS:
+    cli.get_command(ctx, name)
+print(repr((loaded, lazy == pages(), lazy[3])))
+"""
+
+
+def test_the_groups_help_is_the_same_with_the_commands_loaded() -> None:
+    res = subprocess.run([sys.executable, "-c", _PAGES], capture_output=True, text=True, env=clean_env(),
+                         timeout=120)
+    assert res.returncode == 0, res
+    loaded, same, page = ast.literal_eval(res.stdout)
+    assert loaded == [], loaded  # listed from the summaries
+    assert same  # at every width, as click lists the commands themselves
+    assert "  run       Run COMMAND holding a scope, like flock(1): register it" in page, page
 
 
 @pytest.mark.parametrize("command", [["show"], ["replay"], ["history", "a"], ["verify"]])
@@ -97,6 +196,8 @@ def _type_checking_imports() -> dict[str, str]:
     for node in tree.body:
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
             for imp in node.body:
+                if isinstance(imp, ast.ImportFrom) and imp.level == 0 and imp.module == "typing":
+                    continue  # (for annotations: typing itself is not imported, issue 18)
                 assert isinstance(imp, ast.ImportFrom) and imp.level == 1 and imp.module, ast.dump(imp)
                 for alias in imp.names:
                     assert alias.name not in found, alias.name

@@ -20,8 +20,6 @@ import pytest
 from scopeledger import Ledger
 from scopeledger.cli import export as X
 
-import audit_support
-from audit_support import story  # noqa: F401 - the fixture
 from helpers import CMD, clean_env, ledger_cmd, one_error_line
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "bench")
@@ -79,7 +77,7 @@ def test_csv_from_the_console_script_reads_back_every_event(story, tmp_path: Pat
     rows = list(csv.DictReader(io.StringIO(r.stdout.decode("utf-8"), newline="")))
     events = list(led.events())
     assert len(rows) == len(events) == 10
-    for got, e in zip(rows, events):
+    for got, e in zip(rows, events, strict=True):
         assert got == _expected_row(e), e.seq
     # spot checks a reader cares about, independent of the helper above
     by_seq = {int(x["seq"]): x for x in rows}
@@ -106,7 +104,7 @@ def test_csv_window_and_message_with_commas_quotes_and_newlines(tmp_path: Path) 
     r = ledger_cmd(d, "export", "--format", "csv", "--from", "2")
     rows = list(csv.reader(io.StringIO(r.stdout, newline="")))
     assert rows[0] == list(X.COLUMN_NAMES) and len(rows) == 2
-    got = dict(zip(rows[0], rows[1]))
+    got = dict(zip(rows[0], rows[1], strict=True))  # a value for every column
     assert got == _expected_row(events[1]) and tricky in got["message"]
 
 

@@ -24,7 +24,7 @@ from scopeledger._fold import State, apply, check_request
 
 from history_gen import random_history
 
-PURE = ["_errors", "_rules", "_identity", "_events", "_fold", "_decide", "_time"]
+PURE = ["_errors", "_arguments", "_rules", "_identity", "_events", "_fold", "_decide", "_time"]
 
 FORBIDDEN = {"os", "io", "time", "psutil", "pathlib", "subprocess", "socket", "random", "fcntl",
              "shutil", "tempfile", "logging", "threading", "multiprocessing", "select", "signal",
@@ -72,7 +72,7 @@ def test_fold_runs_with_io_clock_and_psutil_poisoned(tmp_path, monkeypatch):
         for n in names:
             monkeypatch.setattr(mod, n, poisoned)
     state = State()
-    for line, (ev, h) in zip(lines, events):
+    for line, (ev, h) in zip(lines, events, strict=True):
         assert decode(line, "the log", ev["seq"]) == ev
         apply(state, ev, h)
         for alloc in list(state.holders.values())[:3]:

@@ -6,7 +6,7 @@ import re
 import orjson
 import pytest
 
-from scopeledger import CorruptLedger, Ledger, ScopeRule, verify
+from scopeledger import CorruptLedger, Ledger, ScopeConflict, ScopeRule, verify
 from scopeledger._events import decode, line_hash
 from torture_support import as_v1_event
 
@@ -37,7 +37,7 @@ def _every_kind_of_event(path):
         led.register("top", [ScopeRule("/r", "write", True)])
         led.delegate("top", "kid", [W("/r/kid")], reserved=True)
         led.attach("kid")
-        with pytest.raises(Exception):
+        with pytest.raises(ScopeConflict):
             led.register("other", [W("/r/x")])  # refused
         led.release("kid")
         led.register("gone", [W("/g")])

@@ -7,7 +7,8 @@ import orjson
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from scopeledger import CorruptLedger, HistoryUnavailable, InvalidHolderName, Ledger, ScopeRule, verify
+from scopeledger import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidHolderName, Ledger, ScopeConflict,
+                         ScopeRule, verify)
 from scopeledger._events import line_hash
 from scopeledger._fold import State, apply
 
@@ -28,7 +29,8 @@ def prefix_folds(ledger_dir):
     return out
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), every=st.integers(3, 40))
 def test_state_at_every_seq_equals_a_fresh_fold_of_the_prefix(tmp_path_factory, seed, every):
     path = str(tmp_path_factory.mktemp("h") / "ledger")
@@ -94,7 +96,7 @@ def test_history_follows_the_delegated_subtree(ledger):
     ledger.delegate("A", "B", [W("/r/b")])
     ledger.delegate("B", "D", [W("/r/b/d")])
     ledger.delegate("X", "Y", [W("/x/y")])
-    with pytest.raises(Exception):
+    with pytest.raises(DelegationError, match="overlaps sibling 'D'"):
         ledger.delegate("B", "E", [W("/r/b/d/e")])
     ledger.release("B")
     assert [(e.seq, e.type) for e in ledger.history("B")] == [
@@ -122,7 +124,7 @@ def test_event_filters(ledger):
     ledger.register("A", [W("/r/a")])
     ledger.register("B", [W("/r/b")])
     ledger.release("A")
-    with pytest.raises(Exception):
+    with pytest.raises(ScopeConflict):
         ledger.register("C", [W("/r/b/c")])
     assert [e.seq for e in ledger.events(since=2, until=3)] == [2, 3]
     assert [e.type for e in ledger.events(types=["refused"])] == ["refused"]

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from scopeledger import InvalidHolderName, Ledger, ScopeRule, socket_path_for
+from scopeledger import InvalidHolderName, Ledger, socket_path_for
 
 from helpers import W, clean_env, ledger_cmd
 

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 import scopeledger._process as proc_mod
-from scopeledger import Ledger, Liveness, ScopeConflict, ScopeRule, Verdict, identify, judge, probe
+from scopeledger import Ledger, Liveness, ScopeConflict, ScopeRule, Verdict, identify, judge
 from scopeledger._process import INIT_PID_NS, boot_id, host_id, pid_namespace, read_stat
 from helpers import CMD, clean_env
 from torture_support import REPO, in_namespace
@@ -115,8 +115,6 @@ def test_start_ticks_are_read_past_a_command_name_with_spaces_and_parentheses(tm
 
 def test_a_v1_identity_from_an_old_log_is_read_and_judged_as_before(tmp_path):
     import orjson
-
-    from scopeledger._events import line_hash
 
     # A log written by the v1 code: a holder bound to this (live) process,
     # with v1's wall-clock start time.

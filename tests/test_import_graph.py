@@ -8,10 +8,9 @@
 - the command line imports only ``scopeledger``'s public names
   (``scopeledger.__all__``).
 
-The library's side has a ratchet: ``KNOWN`` lists what is left to mend
-(each entry fails the test once it is mended, so that the list only
-shrinks); anything new fails at once. The command line's side is marked
-xfail until its owner says in /work/notes/CLI_NEEDS.md that it is clean.
+The library's side has a ratchet: ``KNOWN_*`` lists what is left to mend
+(empty now; an entry fails the test once it is mended, so that the list
+only shrinks); anything new fails at once.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from __future__ import annotations
 import ast
 import os
 
-import pytest
 
 import scopeledger
 
@@ -154,13 +152,8 @@ EDGES, PRIVATE, CLI_PRIVATE = _analyse()
 
 #: What is left to mend in the library (the ratchet: remove an entry when
 #: it is mended; the test fails until you do).
-# Found when the runtime's waiting landed (7ad2d33): _ledger imports _wait,
-# _wait imports _ledger back; for its owner to cut (one module, or an
-# interface the ledger passes in).
-KNOWN_CYCLES: list[list[str]] = [["_ledger", "_wait"]]
-KNOWN_PRIVATE: set[tuple[str, str]] = {
-    ("_async", "_ledger._waits"), ("_async", "_ledger._check_timeout"),  # runtime's (7ad2d33)
-}
+KNOWN_CYCLES: list[list[str]] = []
+KNOWN_PRIVATE: set[tuple[str, str]] = set()
 
 
 def test_the_analysis_sees_the_package():
@@ -177,9 +170,6 @@ def test_no_private_name_crosses_a_module_boundary_in_the_library():
     assert PRIVATE == KNOWN_PRIVATE
 
 
-@pytest.mark.xfail(reason="the command line is being made a package that uses only the public API "
-                          "(cli's part of issue 14); flipped when CLI_NEEDS.md says it is clean",
-                   strict=False)
 def test_the_command_line_imports_only_public_names_and_no_cycle():
     assert CLI_PRIVATE == set()
     assert _cycles(EDGES) == []

@@ -52,7 +52,8 @@ def test_tokens_are_new_on_every_grant(ledger):
     assert ledger.holder("A").token == second.token
 
 
-@pytest.mark.parametrize("name", ["", "..", ".x", "x" * 256, None, 3, "é", "abc\n", "a\nb", "a//b", "a/", "/a", "a/../b", "a/./b", "a b ", " a", "a /b", "a\tb"])
+@pytest.mark.parametrize("name", ["", "..", ".x", "x" * 256, None, 3, "é", "abc\n", "a\nb", "a//b", "a/", "/a",
+                                  "a/../b", "a/./b", "a b ", " a", "a /b", "a\tb"])
 def test_bad_holder_names(ledger, name):
     with pytest.raises(InvalidHolderName):
         ledger.register(name, [W("/r")])
@@ -248,20 +249,20 @@ def test_reclaim_dry_run_records_nothing(ledger):
 
 
 def test_two_threads_racing_exactly_one_wins(ledger_dir):
+    def contender(led, barrier, results, name, path):
+        barrier.wait()
+        try:
+            led.register(name, [W(path)])
+            results.append(name)
+        except ScopeConflict:
+            pass
+
     for round_ in range(20):
         led = Ledger.open(ledger_dir)
         barrier = threading.Barrier(2)
         results = []
-
-        def contender(name, path):
-            barrier.wait()
-            try:
-                led.register(name, [W(path)])
-                results.append(name)
-            except ScopeConflict:
-                pass
-        t1 = threading.Thread(target=contender, args=(f"a{round_}", f"/race{round_}"))
-        t2 = threading.Thread(target=contender, args=(f"b{round_}", f"/race{round_}/x"))
+        t1 = threading.Thread(target=contender, args=(led, barrier, results, f"a{round_}", f"/race{round_}"))
+        t2 = threading.Thread(target=contender, args=(led, barrier, results, f"b{round_}", f"/race{round_}/x"))
         t1.start(), t2.start(), t1.join(), t2.join()
         assert len(results) == 1
         led.close()

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+import scopeledger
+
 from helpers import CMD, clean_env
 
 PY = sys.executable
@@ -265,6 +267,11 @@ def test_a_path_through_proc_into_another_mount_namespace_is_refused_never_misid
             a = ledger.register("mine", [ScopeRule(f"/proc/self/root{t}/mine", "write", True)])
             assert a.rules[0].path == f"{t}/mine"
             assert [x.name for x in ledger.holders()] == ["pod", "sharer", "mine"]
+        # The public real_path (what the command line resolves its paths with) says the same.
+        for path in (f"{root}/work", f"/proc/{pid}/cwd/x"):
+            with pytest.raises(InvalidScope, match="cannot identify"):
+                scopeledger.real_path(path)
+        assert scopeledger.real_path(f"/proc/self/root{t}/mine") == f"{t}/mine"
         for args in (["check", "--top-level", "--write", f"{root}/work/x"], ["who", f"{root}/work"]):
             p = subprocess.run([*CMD, "--ledger", str(led), *args], capture_output=True, text=True, env=clean_env())
             assert p.returncode == 2 and "cannot identify" in p.stderr and "Traceback" not in p.stderr, \
@@ -388,7 +395,8 @@ def test_a_case_insensitive_filesystem_folds_every_name(tmp_path, loop_devices, 
 
 FUSE_FOLDS = {
     # name: (the binary, how the image is made, how it is mounted (shell; $IMG, $MNT), folds)
-    "exfat-fuse": ("mount.exfat-fuse", "mkfs.exfat", 'L=$(losetup -f --show "$IMG"); echo "$L" > "$IMG.loop"; mount.exfat-fuse "$L" "$MNT"', True),
+    "exfat-fuse": ("mount.exfat-fuse", "mkfs.exfat",
+                   'L=$(losetup -f --show "$IMG"); echo "$L" > "$IMG.loop"; mount.exfat-fuse "$L" "$MNT"', True),
     "fusefat": ("fusefat", "mkfs.vfat", 'fusefat -o rw+ "$IMG" "$MNT"', True),
     "bindfs": ("bindfs", None, 'mkdir "$IMG"; bindfs "$IMG" "$MNT"', False),
 }

@@ -10,7 +10,8 @@ import pytest
 
 from scopeledger import CorruptLedger, LedgerError
 from scopeledger._events import line_hash
-from scopeledger._pgstore import PgStore, copy_log
+from scopeledger._logstore import copy_log
+from scopeledger._pgstore import PgStore
 
 import pgserver
 

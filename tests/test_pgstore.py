@@ -37,6 +37,7 @@ from scopeledger._pgstore import (
     StoreUnavailable,
     parse_url,
     redact,
+    without_password,
 )
 
 import pgserver
@@ -107,6 +108,25 @@ def test_passwords_are_never_shown():
         with pytest.raises(InvalidLedgerURL) as err:
             parse_url(bad)
         assert "s3cr3t" not in str(err.value), err.value
+
+
+@pytest.mark.parametrize("url, plain, password", [
+    ("postgresql://alice:s3cr%40t@h:5/db?schema=x&sslmode=disable", "postgresql://alice@h:5/db?schema=x&sslmode=disable",
+     "s3cr@t"),
+    ("postgresql://:pw@h/db?schema=x", "postgresql://h/db?schema=x", "pw"),
+    ("postgresql://alice@h/db?password=p%26w&schema=x", "postgresql://alice@h/db?schema=x", "p&w"),
+    ("postgresql://alice@h/db?password=pw", "postgresql://alice@h/db", "pw"),
+    ("postgresql://alice:pa?ss@h/db?schema=x", "postgresql://alice@h/db?schema=x", "pa?ss"),
+    ("postgres://alice@h/db?schema=x", "postgres://alice@h/db?schema=x", None),
+    ("postgresql:///db?host=/run/pg&schema=x", "postgresql:///db?host=/run/pg&schema=x", None),
+])
+def test_what_a_child_is_given_is_the_url_without_its_password_and_the_password(url, plain, password):
+    """``ledger run`` and ``spawn`` put the URL into the child's environment (tools print
+    it) without the password, and the password as libpq reads it apart (PGPASSWORD)."""
+    assert without_password(url) == plain
+    loc = parse_url(url)
+    assert (loc.plain, loc.password) == (plain, password)
+    assert psycopg.conninfo.conninfo_to_dict(parse_url(plain).conninfo).get("password") is None
 
 
 @pytest.mark.parametrize("url, shown, secret", [
@@ -445,7 +465,7 @@ def _appender(store, n, q):
                 lines = [line(first + k, pid=os.getpid(), i=i, k=k) for k in range(1 + i % 3)]
                 store.append(E(lines), first)
             seen = first + len(lines) - 1
-            acks.extend(zip(range(first, seen + 1), lines))
+            acks.extend(zip(range(first, seen + 1), lines, strict=True))
         q.put((os.getpid(), acks, waits))
     except BaseException as exc:
         q.put((os.getpid(), repr(exc), []))
@@ -465,7 +485,7 @@ def test_concurrent_appends_from_processes_are_gapless_and_lose_nothing(store, p
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    for pid, acks, _ in results:
+    for _pid, acks, _ in results:
         assert isinstance(acks, list), acks
     stored = store.read_after(0)
     # The parent's connection survived its children (they never used it).
@@ -697,7 +717,8 @@ def test_an_append_interrupted_on_its_way_is_resolved_not_reported_unrecorded(st
     # The server stalls the INSERT on an advisory lock the test holds (a real wait, not a timer).
     pg_cluster.psql_execute(f"CREATE FUNCTION {s}.stall() RETURNS trigger LANGUAGE plpgsql AS $$"
                             " BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NULL; END $$")
-    pg_cluster.psql_execute(f"CREATE TRIGGER stall AFTER INSERT ON {s}.events FOR EACH ROW EXECUTE FUNCTION {s}.stall()")
+    pg_cluster.psql_execute(f"CREATE TRIGGER stall AFTER INSERT ON {s}.events"
+                            f" FOR EACH ROW EXECUTE FUNCTION {s}.stall()")
     blocker = psycopg.connect(pg_cluster.conninfo(), autocommit=True)
     blocker.execute("SELECT pg_advisory_lock(4242)")
     old_backend = store._backend[0]

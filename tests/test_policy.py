@@ -224,7 +224,7 @@ def test_exclusive_read_delegation(ledger: Ledger, tmp_path: Path) -> None:
 
 
 def test_exclusive_read_in_text_and_log(ledger: Ledger, tmp_path: Path) -> None:
-    from scopeledger import CorruptLedger, Permission, parse_rule
+    from scopeledger import Permission, parse_rule
     from scopeledger._events import decode, check_event
     from scopeledger._events import FoldError
 

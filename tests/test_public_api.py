@@ -181,3 +181,20 @@ def test_every_time_argument_takes_a_datetime_or_int_nanoseconds(ledger):
     assert [e.seq for e in ledger.events(since_time=at, until_time=at)] == [1]
     assert [h.name for h in ledger.who("/r/a", time=at)] == ["a"]
     assert ledger.time_point(at).seq == 1
+
+
+def test_real_path_resolves_as_the_ledger_resolves_a_rule(tmp_path, monkeypatch):
+    # A '..' after a symlink is the link target's parent (abspath would drop
+    # it lexically); relative paths are from the working directory; NUL is
+    # refused, named.
+    (tmp_path / "deep" / "sub").mkdir(parents=True)
+    (tmp_path / "lk").symlink_to(tmp_path / "deep" / "sub")
+    monkeypatch.chdir(tmp_path)
+    assert scopeledger.real_path("lk/../x") == str(tmp_path / "deep" / "x")
+    assert scopeledger.real_path("lk/new/file") == str(tmp_path / "deep" / "sub" / "new" / "file")
+    assert scopeledger.real_path(str(tmp_path / "missing")) == str(tmp_path / "missing")
+    with Ledger.open(tmp_path / "led") as led:
+        got = led.register("a", [ScopeRule(str(tmp_path / "lk" / ".." / "x"), "write")])
+    assert got.rules[0].path == scopeledger.real_path("lk/../x")
+    with pytest.raises(scopeledger.InvalidScope, match="contains NUL"):
+        scopeledger.real_path("a\x00b")

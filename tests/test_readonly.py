@@ -142,7 +142,7 @@ def test_a_change_on_a_read_only_mount_is_an_os_error_naming_the_file(read_only_
 def test_a_write_protected_ledger_is_read_but_never_made_writable(recorded):
     # A fresh tester's find: 'chmod -R a-w' was undone ("tightening" 0500 to
     # 0700) by the next change, which then succeeded.
-    for root, dirs, files in os.walk(recorded):
+    for root, _dirs, files in os.walk(recorded):
         for n in files:
             os.chmod(os.path.join(root, n), 0o400)
         os.chmod(root, 0o500)
@@ -164,7 +164,7 @@ def test_a_write_protected_ledger_is_read_but_never_made_writable(recorded):
         with pytest.raises(ReadOnlyLedger, match=r"events.jsonl is mode 0400"):
             Ledger.open(recorded)
     finally:
-        for root, dirs, files in os.walk(recorded):
+        for root, _dirs, files in os.walk(recorded):
             os.chmod(root, 0o700)
             for n in files:
                 os.chmod(os.path.join(root, n), 0o600)

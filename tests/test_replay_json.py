@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scopeledger import Ledger, ScopeRule
+from scopeledger import Ledger, ScopeConflict, ScopeRule
 from helpers import CMD, clean_env, ledger_cmd
 import subprocess
 
@@ -31,7 +31,7 @@ def _busy_ledger(d: Path, tree: Path) -> Ledger:
     led.register("rt", [ScopeRule(str(tree / "src"), "write", True)])
     led.delegate("rt", "cafe-worker", [ScopeRule(str(tree / "src/é/日本"), "write", True)])
     led.register("docs", [ScopeRule(str(tree / "docs"), "read", True)])
-    with pytest.raises(Exception):
+    with pytest.raises(ScopeConflict):
         led.register("intruder", [ScopeRule(str(tree / "src/é"), "write", True)])
     led.release("cafe-worker")
     for i in range(6):

@@ -125,7 +125,7 @@ def test_an_exception_at_any_line_of_a_change_leaves_the_lock_free_and_the_log_t
     for k in range(1, lines + 1):
         name = f"h{k}"
         fault = _LineFault(k)
-        result, exc = _traced(fault, lambda: change(name))
+        result, exc = _traced(fault, lambda name=name: change(name))  # (bound now: B023)
         interrupted += exc is not None
         _lock_is_free(led, other, fault.where)
         live = _live(path)

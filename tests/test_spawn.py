@@ -18,13 +18,12 @@ from scopeledger import (
     CorruptLedger,
     Ledger,
     ScopeConflict,
-    ScopeRule,
     UnknownHolder,
 )
 from scopeledger._events import decode
 
 from helpers import W
-from test_wait import BOUND, events, until
+from test_wait import BOUND, events
 
 
 def released(led, name):

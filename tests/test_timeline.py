@@ -17,7 +17,6 @@ from scopeledger import ScopeRule
 from scopeledger.cli import timeline_model as T
 
 import audit_support
-from audit_support import story  # noqa: F401 - the fixture
 from helpers import CMD, PY, clean_env, ledger_cmd, one_error_line
 
 try:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from scopeledger import Ledger, Liveness, ScopeRule, probe
+from scopeledger import Ledger, Liveness, ScopeConflict, ScopeRule, probe
 from torture_support import REPO, in_namespace
 
 PIDNS = ["--pid", "--fork", "--mount-proc"]
@@ -43,7 +43,7 @@ def test_a_live_holder_inside_a_pid_namespace_is_not_reclaimed_from_outside(tmp_
         assert probe(ident) is Liveness.UNKNOWN
         assert led.reclaim_stale() == []
         led.register("outside", [ScopeRule("/ns/elsewhere", "write")])
-        with pytest.raises(Exception):  # the hot path does not reclaim it either
+        with pytest.raises(ScopeConflict):  # the hot path does not reclaim it either
             led.register("thief", [ScopeRule("/ns/inside", "write")])
     finally:
         p.stdin.write("\n")

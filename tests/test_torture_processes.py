@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from scopeledger import Ledger, Liveness, ScopeRule, identify, probe
+from scopeledger import Ledger, Liveness, ScopeConflict, ScopeRule, identify, probe
 from torture_support import in_namespace
 
 W = lambda p: ScopeRule(p, "write")  # noqa: E731
@@ -64,7 +64,7 @@ def test_a_wall_clock_step_does_not_make_a_live_holder_look_reused(tmp_path, mon
         # the step changes nothing.
         assert probe(led.holder("live").process) is Liveness.ALIVE
         assert led.reclaim_stale() == []
-        with pytest.raises(Exception):
+        with pytest.raises(ScopeConflict):
             led.register("thief", [W("/clock/live")])
         assert [a.name for a in led.holders()] == ["live"]
     finally:

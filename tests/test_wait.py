@@ -21,7 +21,6 @@ from scopeledger import (
     DuplicateHolder,
     Ledger,
     ScopeConflict,
-    ScopeRule,
     WaitTimeout,
 )
 from scopeledger._wait import QUEUE_DIR
@@ -165,10 +164,10 @@ def test_waiters_are_granted_in_the_order_they_joined_the_queue(ledger, ledger_d
         # Each waits for a part of the held scope (they all overlap each other).
         for i, n in enumerate(names):
             procs.append(waiter(ledger_dir, n, [src + "/" if i % 2 else src], hold_for="stdin"))
-            until(lambda: len(tickets(ledger_dir)) == i + 1, f"{n}'s ticket")
+            until(lambda k=i + 1: len(tickets(ledger_dir)) == k, f"{n}'s ticket")
         ledger.release("holder")
         order = []
-        for p, n in zip(procs, names):
+        for p, n in zip(procs, names, strict=True):
             assert json.loads(p.stdout.readline())["token"] > 0
             order.append(n)
             p.stdin.close()  # releases; the next in line is granted
@@ -405,7 +404,7 @@ def test_threads_sharing_one_ledger_wait_and_are_served_one_at_a_time(ledger, tm
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     for i, t in enumerate(threads):
         t.start()
-        until(lambda: len(tickets(ledger.path)) == i + 1, f"t{i}'s ticket")
+        until(lambda k=i + 1: len(tickets(ledger.path)) == k, f"t{i}'s ticket")
     ledger.release("holder", token=holder.token)
     for t in threads:
         t.join(BOUND)

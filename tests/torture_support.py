@@ -24,7 +24,7 @@ def tree_modes(root):
     import stat
 
     out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         out[dirpath] = stat.S_IMODE(os.lstat(dirpath).st_mode)
         for f in filenames:
             p = os.path.join(dirpath, f)

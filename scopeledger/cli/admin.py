@@ -35,22 +35,35 @@ def verify(env: Env, workers: int | None) -> int:
     """Check the whole log and every snapshot: format, gapless seqs, the hash
     chain, that every event applies and every grant was grantable, that every
     snapshot equals the fold. Exit 1 on any problem, naming file, line, seq."""
-    from scopeledger import verify as verify_dir
+    from scopeledger import NoLedger, verify as verify_dir
     from .render import verify_json
 
-    if nothing_at(env.path):
-        env.open(readonly=True)  # the one-line "no ledger at ..." error
+    if env.on_server:
+        if workers is not None:
+            env.file_only("--workers")  # (a ledger on a server is verified in one process)
+        env.open(readonly=True, fold=False).close()  # what opening says: no schema, no server, ...
+        label = f"verifying {env.shown}"
+        size = 0
+    else:
+        if nothing_at(env.path):
+            env.open(readonly=True)  # the one-line "no ledger at ..." error
+        size = _log_size(env.path)
+        label = f"verifying {env.path} ({size / 1e6:.0f} MB of log)"
     # Works on a ledger that open() refuses as corrupt.
-    size = _log_size(env.path)
-    with Spinner(env, f"verifying {env.path} ({size / 1e6:.0f} MB of log)", size):
-        report = verify_dir(env.path, workers=workers)
+    with Spinner(env, label, size):
+        try:
+            report = verify_dir(env.path, workers=workers)
+        except NoLedger as exc:
+            if not env.on_server:
+                raise
+            raise env.no_ledger(exc) from None
     if env.json:
-        env.emit_json({"ledger": env.path, **verify_json(report)})
+        env.emit_json({"ledger": env.shown, **verify_json(report)})
     else:
         from .render import safe, verify_text
 
         if report.ok:
-            env.out.print(safe(verify_text(report, env.path)), soft_wrap=True, markup=False)
+            env.out.print(safe(verify_text(report, env.shown)), soft_wrap=True, markup=False)
         for p in report.problems:
             env.err.print(safe(f"problem: {p}"), soft_wrap=True, markup=False)
         for n in report.notes:

@@ -19,26 +19,103 @@ from .errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXI
 from .params import SECONDS, Env, Group, common, pass_env
 
 #: Each command, and the module of this package that defines it.
+#: (A command whose name is a Python keyword is its module's ``NAME_``: ``import_``.)
 COMMANDS = {
     "check": "run", "demo": "demo", "diff": "query", "export": "pictures", "help": "helptopics", "history": "query",
+    "import": "transfer", "init": "transfer",
     "reclaim": "admin", "release": "admin", "renew": "admin", "replay": "query", "run": "run", "show": "query",
     "snapshot": "admin", "timeline": "pictures", "verify": "admin", "who": "query",
 }
 
 
+#: Each command's summary: the first paragraph of its help, words joined by one space,
+#: from which click makes the line ``ledger --help`` shows for it (the first sentence,
+#: shortened to the width), so that the group's help imports no command's module (issue
+#: 18). tests/test_cli_package.py checks each against its command's help.
+SUMMARIES = {
+    'check': ('Would this request be granted now? Exit 0 if yes, 1 if not (naming the owner chain). Holders in '
+              'the way whose process is dead do not count: the request itself would reclaim them. Records '
+              "nothing. Inside 'ledger run' it asks as a delegation from SCOPELEDGER_HOLDER, and a stale "
+              "SCOPELEDGER_TOKEN is an error (exit 6), as for a nested 'ledger run'."),
+    'demo': ('A tour on real processes in a real temporary tree: a runtime delegates to a builder, which '
+             'delegates to workers; one worker finishes, one is killed with SIGKILL, one is left a zombie; a '
+             'newcomer is refused, reclaim frees the dead, the newcomer gets in. Then it replays what '
+             'happened. It makes its own ledger (with the tree, in --dir), so --ledger is not taken.'),
+    'diff': ('What changed between two points A and B (each a seq, an ISO time, -1h or @EPOCH): holders added,'
+             ' removed, re-parented, re-bound, re-granted.'),
+    'export': ('Write the events for other tools (--format): CSV or Parquet (one row per event, columns in '
+               'docs/cli.md) for spreadsheets, pandas and DuckDB; Trace Event JSON (one track per holder, nested by '
+               'delegation, refusals as instant events) for Perfetto and chrome://tracing. Streams: a long log needs '
+               'no more memory than a short one.'),
+    'help': ("Print a page of docs/cli.md: rules, time, exit-codes, environment, completion; with a command's "
+             'name, that command\'s --help. Without TOPIC, the list of topics. --json: {"topics": {TOPIC: '
+             'what}} or {"topic", "text"} (the page\'s Markdown).'),
+    'history': ('Every event about holder NAME and the holders it delegated to: grants, attaches, refusals, '
+                're-parenting, releases and reclaims.'),
+    'import': ('Copy the ledger at SOURCE into DEST byte for byte: every event line at its seq and every snapshot that'
+               " checks out, so 'verify', 'replay' and 'show --at' answer the same there. Each is a directory or a "
+               'PostgreSQL URL (ledger import DIR postgresql://USER@HOST/DB?schema=NAME). DEST is created if missing, '
+               "and must otherwise be empty (exit 1 if it holds events). The same as 'ledger export SOURCE DEST'."),
+    'init': ("Make a new, empty ledger: a directory (as 'ledger run' would), or at a PostgreSQL URL its schema and "
+             "tables (postgresql://USER@HOST/DB?schema=NAME; the schema is the ledger, default 'scopeledger'). "
+             'Default: the ledger --ledger or $SCOPELEDGER_DIR selects. On a ledger that exists already it changes '
+             'nothing and says so (exit 0), so a setup script may run it again.'),
+    'reclaim': ('Reclaim every holder whose process is provably gone: exited, a zombie, its pid reused, from an '
+                'earlier boot of this host, or its PID namespace gone. Children are re-parented. Holders whose '
+                'liveness cannot be decided are kept, each with the reason.'),
+    'release': ("Release holder NAME by hand (an operator's tool: normally its process or 'ledger run' releases "
+                'it). Its children are re-parented. With --force --reason TEXT, the release records the reason '
+                "and who forced it; the holder's fencing check turns false."),
+    'renew': ("Renew the lease of holder NAME (granted with a ttl, as 'ledger run --ttl' does): it lasts its "
+              "ttl again from now, on this host's boot-time clock. Exit 6 when that grant is gone or its lease "
+              'had already expired (its reclaim is then recorded).'),
+    'replay': ('Print the events in order, one line each: who, what, which rules, and what it did to the tree '
+               '(re-parented children, reclaim reasons, refusals with the owner chain). --json prints JSON '
+               'Lines, one stored event each.'),
+    'run': ('Run COMMAND holding a scope, like flock(1): register it (or delegate it from the enclosing '
+            "'ledger run'), run the command as a child, release when it ends, and exit with its exit code "
+            '(128+N if signal N killed it).'),
+    'show': ('The live allocation tree: holders, pids, rules, delegation. Now, the process of each holder is '
+             'probed: dead ones are marked, and so are those whose liveness is unknown, with the reason.'),
+    'snapshot': ('Write a snapshot of the current state now (the ledger also writes them by itself every so many '
+                 'events); with --prune, then remove old ones.'),
+    'timeline': ('Draw the holders across time: one bar per grant, nested under its delegator, coloured by how it '
+                 'ended (released, reclaimed and why, still held); refusals marked where they happened. Needs the '
+                 "'plot' extra (pip install 'scopeledger[plot]')."),
+    'verify': ('Check the whole log and every snapshot: format, gapless seqs, the hash chain, that every event '
+               'applies and every grant was grantable, that every snapshot equals the fold. Exit 1 on any '
+               'problem, naming file, line, seq.'),
+    'who': ('Who holds PATH, for read and for write, with the delegation chain. With several paths, one line '
+            'each (one JSON object each with --json), all from one state of the ledger.'),
+}
+
+
 class _LazyGroup(Group):
-    """A group whose commands are imported when first asked for (:data:`COMMANDS`)."""
+    """A group whose commands are imported when first asked for (:data:`COMMANDS`); its
+    help lists them from :data:`SUMMARIES`, importing none."""
+
+    _summaries_only = False  # (True while the group's help lists the commands)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._summaries_only = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self._summaries_only = False
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = self.commands.get(cmd_name)
+        if command is None and self._summaries_only and cmd_name in SUMMARIES:
+            # What click reads to list it: its name and help (only the summary is used).
+            return click.Command(cmd_name, help=SUMMARIES[cmd_name])
         if command is None and cmd_name in COMMANDS:
             name = f"{__package__}.{COMMANDS[cmd_name]}"
             __import__(name)  # (not importlib.import_module: python -X importtime reports this one)
             module = sys.modules[name]
-            command = getattr(module, cmd_name)
+            command = getattr(module, cmd_name, None) or getattr(module, cmd_name + "_")
             assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
             self.add_command(command)
         return command

@@ -27,13 +27,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from .errors import EXIT_OK
 
 if TYPE_CHECKING:
+    from scopeledger import Event
+
     from .params import Env
 
 
@@ -133,11 +135,25 @@ def worker_main(name: str, mode: str) -> int:
     return 3
 
 
+def _until_zombie(pid: int) -> str:
+    """Poll process ``pid``'s status (psutil's) until it is a zombie (it
+    exited, and its parent does not wait for it) or ``STEP_TIMEOUT`` seconds
+    passed; returns the status last seen."""
+    import psutil
+
+    end = time.monotonic() + STEP_TIMEOUT
+    status = ""
+    while time.monotonic() < end:
+        status = psutil.Process(pid).status()
+        if status == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.01)
+    return status
+
+
 def builder_main() -> int:
     """The builder: attach to its reserved allocation, then serve the demo's
     requests (one line each) on stdin."""
-    import psutil
-
     from scopeledger import Ledger, LedgerError
 
     ledger = Ledger.open(os.environ["SCOPELEDGER_DIR"])
@@ -176,14 +192,7 @@ def builder_main() -> int:
                 assert p.stdin is not None
                 p.stdin.write("go\n")
                 p.stdin.flush()
-                end = time.monotonic() + STEP_TIMEOUT
-                status = ""
-                while time.monotonic() < end:  # exited, and we do not wait for it
-                    status = psutil.Process(p.pid).status()
-                    if status == psutil.STATUS_ZOMBIE:
-                        break
-                    time.sleep(0.01)
-                _reply(f"ok {status}")
+                _reply(f"ok {_until_zombie(p.pid)}")
             elif cmd == "reap":
                 _reply(f"ok {workers[args[0]].wait(STEP_TIMEOUT)}")
             elif cmd == "exit":
@@ -327,6 +336,19 @@ def _path_hint() -> tuple[str, ...]:
     return (f"export PATH={shlex.quote(bindir)}:\"$PATH\"",)
 
 
+def _refuse_a_ledger_inside_a_ledger(ledger_dir: str) -> None:
+    """The demo's ledger ``ledger_dir`` (its parent is, or will be, a
+    directory) may not be made inside another ledger.
+
+    Raises:
+        UnsafeLedgerPath: it would be (naming that ledger).
+    """
+    from scopeledger import check_ledger_path, non_directory_on_the_way
+
+    if non_directory_on_the_way(ledger_dir) is None:  # (else dir_problem says what is wrong)
+        check_ledger_path(ledger_dir)
+
+
 def dir_problem(base: str) -> str | None:
     """Why the demo cannot be built in ``base`` (``--dir``, as
     :func:`scopeledger.resolve_path` has it), for a usage error;
@@ -372,13 +394,11 @@ def run_demo(env: "Env", dir_: str | None, keep: bool, timeline: str | None = No
     """
     from scopeledger import resolve_path
 
-    from .internals import refuse_a_ledger_inside_a_ledger
-
     if dir_ is not None:
         base = resolve_path(dir_)  # a '..' after a symlink as the OS has it
         # Before anything is made: not a ledger inside another (--dir
         # L/snapshots, not empty either: this is what is wrong with it).
-        refuse_a_ledger_inside_a_ledger(os.path.join(os.path.realpath(base), "ledger"))
+        _refuse_a_ledger_inside_a_ledger(os.path.join(os.path.realpath(base), "ledger"))
         problem = dir_problem(base)
         if problem is not None:
             raise click.UsageError(problem)  # (inside the command: click adds its context, the hint)
@@ -395,7 +415,7 @@ def run_demo(env: "Env", dir_: str | None, keep: bool, timeline: str | None = No
     ledger_dir = os.path.join(base, "ledger")
     played = False
     try:
-        refuse_a_ledger_inside_a_ledger(ledger_dir)  # ($TMPDIR inside a ledger: removed below)
+        _refuse_a_ledger_inside_a_ledger(ledger_dir)  # ($TMPDIR inside a ledger: removed below)
         played = True
         summary = _play(env, base, tree, ledger_dir, keep, timeline)
     finally:
@@ -410,11 +430,7 @@ def run_demo(env: "Env", dir_: str | None, keep: bool, timeline: str | None = No
 
 def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool,
           timeline: str | None = None) -> dict[str, Any]:
-    from rich.text import Text
-
     from scopeledger import Ledger, parse_rule
-
-    from .render import REASONS, safe
 
     t0 = time.monotonic()
     _lay_out(tree)
@@ -551,42 +567,56 @@ def _play(env: "Env", base: str, tree: str, ledger_dir: str, keep: bool,
             drawn = draw_timeline(ledger, timeline, root=tree,
                                   title="ledger demo: who held what, and how it ended")
             summary["timeline"] = drawn["output"]
-        if story.quiet:
-            return summary
-        out.print()
-        out.print("[bold]What happened[/bold], as the ledger recorded it:")
-        if cli("replay", "--relative-to", ".").returncode != 0:
-            raise DemoError("ledger replay failed")
-        out.print()
-        out.print(f"[bold]The tree in the middle[/bold], before anything went wrong (seq {middle}):")
-        if cli("show", "--at", str(middle), "--relative-to", ".").returncode != 0:
-            raise DemoError("ledger show failed")
-        reasons = ", ".join(sorted({REASONS[e.data['reason']] for e in events if e.type == "reclaimed"}))
-        if timeline is not None:
-            out.print()
-            out.print(safe(f"The timeline of it all ('ledger timeline -o FILE'): {summary['timeline']}"),
-                      markup=False, soft_wrap=True)
-        out.print()
-        out.print(f"Done in {time.monotonic() - t0:.1f}s ({last} events; reclaimed because: {reasons}).")
-        if not keep:
-            out.print(safe(f"The ledger was in {ledger_dir}; it is removed now (--clean). Run "
-                           "'ledger demo' without --clean to keep one to explore."), markup=False)
-            return summary
-        out.print(Text.assemble("The ledger lives in ", (safe(ledger_dir), "bold"), "; explore it:"))
-        for cmd in (*_path_hint(),
-                    f"export SCOPELEDGER_DIR={shlex.quote(ledger_dir)}",
-                    f"cd {shlex.quote(tree)}",
-                    "ledger replay --holder builder --relative-to .",
-                    "ledger replay --type refused --type reclaimed --relative-to .",
-                    f"ledger who src/lexer --at {middle} --relative-to .",
-                    "ledger history lexer-worker --relative-to .",
-                    f"ledger diff {middle} {last}",
-                    "ledger show --relative-to .",
-                    "ledger replay --json | head -3",
-                    "ledger verify"):
-            out.print(safe(f"  {cmd}"), markup=False, style="cyan", soft_wrap=True)
-        out.print(safe(f"Remove it when done: rm -rf {shlex.quote(base)}"), markup=False, soft_wrap=True)
+        if not story.quiet:
+            _tell_what_happened(story, cli, events, summary, keep, t0)
     return summary
+
+
+def _tell_what_happened(story: _Story, cli: Callable[..., subprocess.CompletedProcess[str]],
+                        events: list[Event], summary: dict[str, Any], keep: bool, t0: float) -> None:
+    """The demo's epilogue: the replay, the tree in the middle, the timeline
+    drawn, and (``keep``) how to explore the ledger left behind."""
+    from rich.text import Text
+
+    from .render import REASONS, safe
+
+    out = story.env.out
+    base, tree, ledger_dir = summary["dir"], summary["tree"], summary["ledger"]
+    middle, last = summary["middle_seq"], summary["last_seq"]
+    timeline = summary.get("timeline")
+    out.print()
+    out.print("[bold]What happened[/bold], as the ledger recorded it:")
+    if cli("replay", "--relative-to", ".").returncode != 0:
+        raise DemoError("ledger replay failed")
+    out.print()
+    out.print(f"[bold]The tree in the middle[/bold], before anything went wrong (seq {middle}):")
+    if cli("show", "--at", str(middle), "--relative-to", ".").returncode != 0:
+        raise DemoError("ledger show failed")
+    reasons = ", ".join(sorted({REASONS[e.data['reason']] for e in events if e.type == "reclaimed"}))
+    if timeline is not None:
+        out.print()
+        out.print(safe(f"The timeline of it all ('ledger timeline -o FILE'): {timeline}"),
+                  markup=False, soft_wrap=True)
+    out.print()
+    out.print(f"Done in {time.monotonic() - t0:.1f}s ({last} events; reclaimed because: {reasons}).")
+    if not keep:
+        out.print(safe(f"The ledger was in {ledger_dir}; it is removed now (--clean). Run "
+                       "'ledger demo' without --clean to keep one to explore."), markup=False)
+        return
+    out.print(Text.assemble("The ledger lives in ", (safe(ledger_dir), "bold"), "; explore it:"))
+    for cmd in (*_path_hint(),
+                f"export SCOPELEDGER_DIR={shlex.quote(ledger_dir)}",
+                f"cd {shlex.quote(tree)}",
+                "ledger replay --holder builder --relative-to .",
+                "ledger replay --type refused --type reclaimed --relative-to .",
+                f"ledger who src/lexer --at {middle} --relative-to .",
+                "ledger history lexer-worker --relative-to .",
+                f"ledger diff {middle} {last}",
+                "ledger show --relative-to .",
+                "ledger replay --json | head -3",
+                "ledger verify"):
+        out.print(safe(f"  {cmd}"), markup=False, style="cyan", soft_wrap=True)
+    out.print(safe(f"Remove it when done: rm -rf {shlex.quote(base)}"), markup=False, soft_wrap=True)
 
 
 def _main(argv: list[str]) -> int:

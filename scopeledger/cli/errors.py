@@ -24,7 +24,7 @@ EXIT_LOCK_TIMEOUT = 3     # the ledger's lock was not free in time
 EXIT_CORRUPT = 4          # a log line or snapshot that does not check out
 EXIT_UNSAFE = 5           # ledger directory owned by another user, loose mode, symlink
 EXIT_NOT_FOUND = 6        # no such ledger, holder, or point in the history
-EXIT_OS = 7               # the OS refused (cannot create, read or write the ledger)
+EXIT_OS = 7               # the OS (or the database server) refused: cannot create, read or write the ledger
 EXIT_INTERNAL = 70        # a bug: please report it
 EXIT_CANNOT_EXEC = 126    # run: the command exists but cannot be executed
 EXIT_NO_COMMAND = 127     # run: the command was not found
@@ -43,16 +43,16 @@ class CliError(Exception):
 def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for an exception."""
     from scopeledger import (CorruptLedger, HistoryUnavailable, InvalidArgument, InvalidHolderName, InvalidLease,
-                             InvalidManifest,
+                             InvalidLedgerURL, InvalidManifest,
                              InvalidProcess, InvalidScope, LedgerError, LedgerIOError, LockTimeout,
-                             NoLedger, ReadOnlyLedger, Refused, UnknownHolder, UnsafeLedgerPath)
+                             NoLedger, ReadOnlyLedger, Refused, StoreError, UnknownHolder, UnsafeLedgerPath)
 
     if isinstance(exc, CliError):
         return exc.code
     if isinstance(exc, Refused):
         return EXIT_REFUSED
     if isinstance(exc, (InvalidScope, InvalidHolderName, InvalidManifest, InvalidProcess, InvalidArgument,
-                        InvalidLease)):
+                        InvalidLease, InvalidLedgerURL)):
         return EXIT_USAGE
     if isinstance(exc, LockTimeout):
         return EXIT_LOCK_TIMEOUT
@@ -62,7 +62,7 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_UNSAFE
     if isinstance(exc, (UnknownHolder, HistoryUnavailable, NoLedger)):
         return EXIT_NOT_FOUND
-    if isinstance(exc, ReadOnlyLedger):
+    if isinstance(exc, (ReadOnlyLedger, StoreError)):  # (a server that cannot be reached, or refused)
         return EXIT_OS
     if isinstance(exc, (LedgerIOError, OSError)):
         return EXIT_OS
@@ -79,7 +79,7 @@ def error_json(exc: BaseException, code: int) -> dict[str, Any]:
 
     body: dict[str, Any] = {"type": type(exc).__name__, "message": message_of(exc), "exit_code": code}
     for attr in ("path", "line", "seq", "reason", "name", "owner", "parent", "child", "sibling",
-                 "requester", "timeout", "holder"):
+                 "requester", "timeout", "holder", "url", "sqlstate", "events"):
         if attr in getattr(exc, "__dict__", {}):
             body[attr] = getattr(exc, attr)
     for attr in ("rule", "owner_rule"):
@@ -105,7 +105,27 @@ def message_of(exc: BaseException) -> str:
         msg = exc.format_message()
     else:
         msg = str(exc) or type(exc).__name__
+    if "://" in msg:
+        msg = without_passwords(msg)
     return _lowercase_first(msg).rstrip(".")
+
+
+def without_passwords(text: str) -> str:
+    """``text`` with every URL in it redacted (:func:`scopeledger.redact_url`:
+    a password replaced by ``***``). The library's messages show a ledger's
+    URL redacted already; click's do not (``got unexpected extra argument
+    (postgresql://me:pw@host/db)``), so no message of the command line
+    prints a password."""
+    import re
+
+    from scopeledger import redact_url
+
+    def one(m: re.Match[str]) -> str:
+        url = m.group(0)
+        url, tail = url.rstrip(").,;'\""), url[len(url.rstrip(").,;'\"")):]  # (the sentence's, not the URL's)
+        return redact_url(url) + tail
+
+    return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://\S*", one, text)
 
 
 def _lowercase_first(msg: str) -> str:

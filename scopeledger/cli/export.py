@@ -135,8 +135,8 @@ def write_csv(events: Iterable[Event], out: IO[str]) -> int:
 def parquet_available() -> bool:
     """Whether pyarrow can be imported (the ``parquet`` extra)."""
     try:
-        import pyarrow  # type: ignore[import-not-found]  # noqa: F401
-        import pyarrow.parquet  # type: ignore[import-not-found]  # noqa: F401
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
     except ImportError:
         return False
     return True
@@ -163,7 +163,7 @@ def write_parquet(events: Iterable[Event], out: Any) -> int:
         batch: list[tuple[Any, ...]] = []
 
         def flush() -> None:
-            cols = [list(c) for c in zip(*batch)]
+            cols = [list(c) for c in zip(*batch, strict=True)]  # every row has every column
             cols[time_col] = cols[ts_col]  # the same instant, typed as a timestamp
             writer.write_table(pa.Table.from_arrays(
                 [pa.array(c, type=schema.field(i).type) for i, c in enumerate(cols)], schema=schema))
@@ -195,6 +195,20 @@ def _us(ns: int) -> float:
 
 def _trace_label(bar: Bar, chain: str) -> str:
     return f"{chain} (token {bar.token})"
+
+
+def _trace_bar(b: Bar, pid: int, stop_ns: int) -> dict[str, Any]:
+    """Bar ``b``'s complete event (``X``) in process ``pid``, drawn up to
+    ``stop_ns`` (ns): see :func:`write_trace`."""
+    args: dict[str, Any] = {"token": b.token, "parent": b.parent, "rules": b.rules, "pid": b.pid,
+                            "granted_seq": b.start_seq, "ended": b.kind}
+    if b.before:
+        args["granted_before_window"] = True
+    if b.end_seq is not None:
+        args["end_seq"] = b.end_seq
+    return {"ph": "X", "name": b.name, "cat": b.ended, "pid": pid, "tid": b.token,
+            "ts": _us(b.start_ns), "dur": _us(max(0, stop_ns - b.start_ns)),
+            "cname": TRACE_COLORS[b.ended], "args": args}
 
 
 def write_trace(events: Iterable[Event], out: IO[bytes], live: Iterable[Bar] = (),
@@ -244,15 +258,7 @@ def write_trace(events: Iterable[Event], out: IO[bytes], live: Iterable[Bar] = (
 
     def finish(b: Bar, stop_ns: int) -> None:
         _b, pid, _chain = open_bars.pop(b.token)
-        args: dict[str, Any] = {"token": b.token, "parent": b.parent, "rules": b.rules, "pid": b.pid,
-                                "granted_seq": b.start_seq, "ended": b.kind}
-        if b.before:
-            args["granted_before_window"] = True
-        if b.end_seq is not None:
-            args["end_seq"] = b.end_seq
-        put({"ph": "X", "name": b.name, "cat": b.ended, "pid": pid, "tid": b.token,
-             "ts": _us(b.start_ns), "dur": _us(max(0, stop_ns - b.start_ns)),
-             "cname": TRACE_COLORS[b.ended], "args": args})
+        put(_trace_bar(b, pid, stop_ns))
 
     live = list(live)
     for held in live:

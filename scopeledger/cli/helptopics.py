@@ -82,13 +82,14 @@ def help_command(env: Env, topic: str | None) -> int:
             sys.stdout.write(_listing())
         return EXIT_OK
     if topic not in TOPICS:
-        ctx = click.get_current_context()
-        group = ctx.parent.command if ctx.parent is not None else None
-        command = group.get_command(ctx.parent, topic) if isinstance(group, click.Group) else None
+        parent = click.get_current_context().parent  # the ledger group's context
+        command = None
+        if parent is not None and isinstance(parent.command, click.Group):
+            command = parent.command.get_command(parent, topic)
         if command is None or topic == "help":
             raise CliError(f"no help topic {topic!r}: expected one of {', '.join(TOPICS)}, or a command's "
                            "name ('ledger help' lists them)", EXIT_USAGE)
-        with click.Context(command, info_name=topic, parent=ctx.parent) as sub:
+        with click.Context(command, info_name=topic, parent=parent) as sub:
             text = command.get_help(sub) + "\n"
         if env.json:
             env.emit_json({"topic": topic, "text": text})

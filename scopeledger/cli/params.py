@@ -33,6 +33,59 @@ ENV_DIR = "SCOPELEDGER_DIR"
 ENV_HOLDER = "SCOPELEDGER_HOLDER"
 ENV_TOKEN = "SCOPELEDGER_TOKEN"
 
+#: ``scheme://``: a URL (the plain string test the library makes too).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_postgresql_url(value: str) -> bool:
+    """Whether ``value`` names a ledger on a PostgreSQL server
+    (``postgresql://`` or ``postgres://``, any case) rather than a
+    directory: the test ``scopeledger.Ledger.open`` makes."""
+    scheme, sep, _ = value.partition("://")
+    return bool(sep) and scheme.lower() in ("postgresql", "postgres")
+
+
+def where(value: str) -> str:
+    """A ledger given on the command line (``--ledger``, ``$SCOPELEDGER_DIR``,
+    ``init``'s, ``export``'s and ``import``'s arguments) as it is opened: a
+    PostgreSQL URL as it is, a directory resolved as the OS reaches it
+    (:func:`scopeledger.resolve_path`).
+
+    Raises:
+        InvalidLedgerURL: another ``scheme://`` (exit 2).
+    """
+    if is_postgresql_url(value):
+        return value
+    from scopeledger import resolve_path
+
+    return resolve_path(value)
+
+
+def shown(location: str) -> str:
+    """A ledger's location as messages and ``--json`` show it: a URL with
+    its password replaced by ``***`` (:func:`scopeledger.redact_url`), a
+    directory as it is."""
+    if _URL.match(location):
+        from scopeledger import redact_url
+
+        return redact_url(location)
+    return location
+
+
+def check_postgresql_client(location: str) -> None:
+    """For a ledger at a PostgreSQL URL: psycopg 3 must be installed.
+
+    Raises:
+        CliError: (exit 2, what the environment lacks) it is not.
+    """
+    if is_postgresql_url(location):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None:
+            raise CliError(f"{shown(location)}: a ledger on PostgreSQL needs psycopg 3, which is not "
+                           "installed: install the 'postgresql' extra, pip install "
+                           "'scopeledger[postgresql]'", EXIT_USAGE)
+
 
 # -- shared options and context ----------------------------------------------------
 
@@ -54,24 +107,52 @@ class Env:
 
     @property
     def path(self) -> str:
-        """The selected ledger directory, ``str``, absolute: ``--ledger DIR``, else
+        """The selected ledger, ``str``: ``--ledger DIR|URL``, else
         :func:`scopeledger.default_path` (``$SCOPELEDGER_DIR``, else the state
-        directory), resolved as the OS reaches it (:func:`scopeledger.resolve_path`).
+        directory); a directory absolute, resolved as the OS reaches it
+        (:func:`scopeledger.resolve_path`), a PostgreSQL URL as given (with
+        its password, if it has one: show :attr:`shown` instead).
 
         Raises:
             CliError: (exit 2) ``$SCOPELEDGER_DIR`` is set but empty.
-            LedgerError: a URL given for the directory (``InvalidLedgerURL``,
-                from :func:`scopeledger.resolve_path`; exit 1).
+            InvalidLedgerURL: a URL of another scheme (exit 2).
         """
-        from scopeledger import NoLedger, default_path, resolve_path
+        from scopeledger import NoLedger, default_path
 
         if self.ledger_dir is not None:
             # As the OS reaches it: a '..' after a symlink is the link target's parent.
-            return resolve_path(self.ledger_dir)
+            return where(self.ledger_dir)
         try:
-            return resolve_path(default_path())
+            return where(default_path())
         except NoLedger as exc:  # $SCOPELEDGER_DIR set but empty: the library's rule, a usage error here
             raise CliError(message_of(exc), EXIT_USAGE) from None
+
+    @property
+    def shown(self) -> str:
+        """The selected ledger as messages and ``--json`` show it: its
+        directory, or its URL with the password replaced by ``***``."""
+        return shown(self.path)
+
+    @property
+    def on_server(self) -> bool:
+        """Whether the selected ledger is at a PostgreSQL URL."""
+        return is_postgresql_url(self.path)
+
+    def file_only(self, what: str) -> None:
+        """Refuse ``what`` (an option, ``'--workers'``) on a ledger at a URL.
+
+        Raises:
+            CliError: (exit 2) the selected ledger is at a URL.
+        """
+        if self.on_server:
+            raise CliError(f"{what} is for a ledger directory, not for a ledger on PostgreSQL "
+                           f"({self.shown})", EXIT_USAGE)
+
+    def no_ledger(self, exc: BaseException) -> CliError:
+        """The error for a ledger at a URL whose schema does not exist (the
+        library's ``NoLedger``): exit 6, saying how to create it."""
+        return CliError(f"{message_of(exc)} (create it with 'ledger init URL'; 'ledger run' "
+                        "creates a ledger directory, never a schema)", EXIT_NOT_FOUND)
 
     @property
     def out(self) -> Any:
@@ -95,17 +176,30 @@ class Env:
         for commands that only look: they then work on a read-only mount or
         write-protected copy, and change nothing (no file made, no mode tightened).
         ``fold=False``: as :meth:`scopeledger.Ledger.open` (a damaged ledger's replay).
-        Waits at most ``--lock-timeout`` seconds for the lock.
+        Waits at most ``--lock-timeout`` seconds for the lock. A ledger at a
+        PostgreSQL URL is never created here, ``create`` or not: its schema
+        is made by ``ledger init`` (or ``ledger import``).
 
         Raises:
-            CliError: (exit 6) without ``create``, nothing is at the path.
+            CliError: (exit 6) without ``create``, nothing is at the path; a
+                URL's schema does not exist. (exit 2) ``--allow-network-fs``
+                with a URL; psycopg is not installed.
             LedgerError: whatever :meth:`scopeledger.Ledger.open` raises (an unsafe
-                or corrupt ledger, a read-only one without ``readonly``, ...).
+                or corrupt ledger, a read-only one without ``readonly``, a
+                server that cannot be reached, ...).
             OSError: the OS refused to open it.
         """
-        from scopeledger import Ledger
+        from scopeledger import Ledger, NoLedger
 
         path = self.path
+        if self.on_server:
+            if self.allow_network_fs:
+                self.file_only("--allow-network-fs")
+            check_postgresql_client(path)
+            try:
+                return Ledger.open(path, timeout=self.lock_timeout, readonly=readonly, create=False, fold=fold)
+            except NoLedger as exc:
+                raise self.no_ledger(exc) from None
         if not create and nothing_at(path):
             raise CliError(f"no ledger at {path}: nothing has been recorded there "
                            f"(choose one with --ledger DIR or ${ENV_DIR})", EXIT_NOT_FOUND)
@@ -139,10 +233,10 @@ def ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
                                          param_hint="'--ledger'")
             ctx.ensure_object(Env).ledger_dir = value
 
-    return click.option("--ledger", "ledger_dir", metavar="DIR", expose_value=False,
+    return click.option("--ledger", "ledger_dir", metavar="DIR|URL", expose_value=False,
                         callback=cb, is_eager=True, shell_complete=_directories,
-                        help=f"Ledger directory (default: ${ENV_DIR}, else "
-                             "$XDG_STATE_HOME/scopeledger or ~/.local/state/scopeledger).")(f)
+                        help=f"Ledger directory, or postgresql://USER@HOST/DB?schema=NAME (default: "
+                             f"${ENV_DIR}, else $XDG_STATE_HOME/scopeledger or ~/.local/state/scopeledger).")(f)
 
 
 def _directories(_ctx: click.Context, _p: click.Parameter, incomplete: str) -> list[Any]:
@@ -340,27 +434,18 @@ def rules_from(writes: Sequence[str], reads: Sequence[str], root: str | None,
 
 
 def abs_path(p: str) -> str:
-    """``p`` as an absolute path, every ``..`` applied as the OS does.
+    """``p`` as an absolute path, ``~`` expanded, every ``..`` applied as
+    the OS does (:func:`scopeledger.real_path`: as the ledger resolves a
+    rule's path).
 
     Raises:
         InvalidScope: ``p`` contains NUL, or leads through a link of /proc
             into another mount namespace (``/proc/PID/root/...``), where
             the text realpath gives names another file.
     """
-    if "\x00" in p:
-        from scopeledger import InvalidScope
+    from scopeledger import real_path
 
-
-        raise InvalidScope(f"invalid path {p!r}: contains NUL")
-    # Not os.path.abspath: it drops a '..' lexically, before the symlink
-    # under it is resolved; realpath applies each '..' as the OS does.
-    given = os.path.join(os.getcwd(), os.path.expanduser(p))
-    real = os.path.realpath(given)
-    if real != given:
-        from .internals import check_reached
-
-        check_reached(given, real)  # not through /proc into another mount namespace
-    return real
+    return real_path(p if "\x00" in p else os.path.expanduser(p))  # (NUL: refused, named as given)
 
 
 def _seq_at_ns(ledger: Ledger, end_ns: int) -> int:

@@ -143,21 +143,40 @@ def timeline(env: Env, output: str, from_: str | None, until: str | None, holder
 
 @click.command(cls=Command)
 @common
-@click.option("--format", "format_", type=click.Choice(sorted(EXPORT_FORMATS)), required=True,
+@click.argument("places", nargs=-1, metavar="[SOURCE DEST]")
+@click.option("--format", "format_", type=click.Choice(sorted(EXPORT_FORMATS)),
               help="csv: one row per event; parquet: the same (the 'parquet' extra); trace: Trace "
-                   "Event JSON for Perfetto and chrome://tracing.")
+                   "Event JSON for Perfetto and chrome://tracing. (Not with SOURCE DEST.)")
 @click.option("-o", "--output", metavar="FILE", default="-", show_default=True, callback=output_path_param(),
               help="Where to write ('-': stdout; parquet needs a file).")
 @window_options
 @no_progress_option
 @pass_env
-def export(env: Env, format_: str, output: str, from_: str | None, until: str | None,
-           holder: str | None, path_: str | None) -> int:
-    """Write the events for other tools: CSV or Parquet (one row per event,
-    columns in docs/cli.md) for spreadsheets, pandas and DuckDB; Trace Event
-    JSON (one track per holder, nested by delegation, refusals as instant
-    events) for Perfetto and chrome://tracing. Streams: a long log needs no
-    more memory than a short one."""
+def export(env: Env, places: tuple[str, ...], format_: str | None, output: str, from_: str | None,
+           until: str | None, holder: str | None, path_: str | None) -> int:
+    """Write the events for other tools (--format): CSV or Parquet (one row
+    per event, columns in docs/cli.md) for spreadsheets, pandas and DuckDB;
+    Trace Event JSON (one track per holder, nested by delegation, refusals as
+    instant events) for Perfetto and chrome://tracing. Streams: a long log
+    needs no more memory than a short one.
+
+    With SOURCE DEST instead: copy the ledger at SOURCE into DEST byte for
+    byte (each a directory or a postgresql:// URL; DEST new or empty), as
+    'ledger import SOURCE DEST' does: 'ledger export URL DIR' makes a ledger
+    directory that 'ledger verify' checks on the file backend."""
+    if places:
+        ctx = click.get_current_context()
+        given = [name for name, param in (("--format", "format_"), ("-o", "output"), ("--from", "from_"),
+                                          ("--until", "until"), ("--holder", "holder"), ("--path", "path_"))
+                 if ctx.get_parameter_source(param) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"'ledger export SOURCE DEST' copies a whole ledger: {', '.join(given)} "
+                                   "do not apply (they are for --format's exports)")
+        from .transfer import copy
+
+        return copy(env, places, "export")
+    if format_ is None:
+        raise click.UsageError("missing option '--format' (or give SOURCE DEST to copy a ledger)")
     from scopeledger import __version__
 
     from . import export as exports

@@ -464,7 +464,8 @@ def who_table(path: str, holdings: list[Holding], when: str, root: str | None = 
         style = "bold" if h.rule.permission.value == "write" else ""
         table.add_row(Text(h.rule.permission.value, style=style),
                       Text(safe(chain_text(h.chain)) + (" [advisory]" if h.advisory else "")),
-                      Text(safe(rule_text(h.rule, root).split(" ", 1)[1])), "yes" if h.deepest else "no (delegated below)")
+                      Text(safe(rule_text(h.rule, root).split(" ", 1)[1])),
+                      "yes" if h.deepest else "no (delegated below)")
     title = Text(safe(f"who holds {path} {when}"), style="table.title")
     return Group(title, Trimmed(table))
 

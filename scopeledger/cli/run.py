@@ -20,7 +20,7 @@ import click
 
 from .errors import (EXIT_CANNOT_EXEC, EXIT_INTERNAL, EXIT_NO_COMMAND, EXIT_OK, EXIT_REFUSED, CliError,
                      error_json, exit_code_for, json_text, message_of, report)
-from .params import (ENV_DIR, ENV_HOLDER, ENV_TOKEN, SECONDS, TTL, Command, Env, Integer, check_enclosing, common,
+from .params import (ENV_HOLDER, ENV_TOKEN, SECONDS, TTL, Command, Env, Integer, check_enclosing, common,
                      display_root, holder_name_param, parent_from_env, pass_env, relative_option, request_from,
                      rule_options)
 
@@ -39,6 +39,12 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUI
 #: (at random) and checks again before asking, so that many waiters released
 #: at once do not all ask (and all but one record a refusal).
 RETRY_JITTER = 0.25
+
+#: A waiting 'run' that drops its folded state hands the freed memory back to the OS (a
+#: collection and ``malloc_trim``: several ms of CPU, most of it the collection, whatever
+#: the state's size) only when the state held at least this many live holders (about
+#: 2 kB each: below it there is little to hand back, issue 18).
+GIVE_BACK_HOLDERS = 1000
 
 # -- check --------------------------------------------------------------------------------
 
@@ -341,12 +347,24 @@ class _Runner:
             self.ledger.wait(seen, timeout=timeout)
             backoff = min(backoff * 2, 1.0)
 
+    def _holds_many(self) -> bool:
+        """Whether the folded state has :data:`GIVE_BACK_HOLDERS` live holders or more
+        (when that cannot be read: ``True``, so that the memory is handed back as before)."""
+        from scopeledger import LedgerError
+
+        try:
+            return len(self.ledger.holders()) >= GIVE_BACK_HOLDERS
+        except (LedgerError, OSError):
+            return True
+
     # the child
     def spawn(self) -> tuple[int, int]:
         """Fork a child that waits at a gate; returns (gate write end, exec
         error read end)."""
         env = dict(os.environ)
-        env[ENV_DIR] = self.ledger.path
+        # The ledger's directory, or its URL without the password (a password
+        # the URL carried goes in PGPASSWORD, unless that is set already).
+        env.update(self.ledger.child_environment(env))
         env[ENV_HOLDER] = self.name
         env[ENV_TOKEN] = str(self.alloc.token)
         gate_r, gate_w = os.pipe()
@@ -473,8 +491,10 @@ class _Runner:
                 # folded state (1 M holders: ~1.8 GB per waiting wrapper); the
                 # release folds it again from the newest snapshot. (A lease's
                 # renewals need it: kept then.)
+                large = self._holds_many()
                 self.ledger.unload()
-                _give_memory_back()
+                if large:
+                    _give_memory_back()
             data = b""
             while True:
                 try:

@@ -22,8 +22,9 @@ Rungs, each a register+release pair of a fresh holder with the harness's rules
 
 Rounds are interleaved (each rung in turn, ``--rounds`` times); the figures are the
 median of the round means, the p50 of every pair timed, and the CPU time (user + system,
-``time.process_time``) per pair, median of the rounds: the last two move least with load. Snapshots are off (``snapshot_every`` past the run) so
-that only the per-event path is compared.
+``time.process_time``) per pair, median of the rounds: the last two move least with load.
+Snapshots are off (``snapshot_every`` past the run) so that only the per-event path is
+compared.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         fixed = [ScopeRule(p, perm, rec) for p, perm, rec in transient_rules("fixed")]
         count = [0]
 
-        def rung(register: Callable, release: Callable, build: Callable) -> Callable[[], tuple[float, float, list[int]]]:
+        def rung(register: Callable, release: Callable,
+                 build: Callable) -> Callable[[], tuple[float, float, list[int]]]:
             def run() -> tuple[float, float, list[int]]:
                 clock = time.perf_counter_ns
                 lat = []

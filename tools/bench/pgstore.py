@@ -138,7 +138,9 @@ def wakeups(url: str, rounds: int) -> dict:
         got: list[float] = []
         ready = threading.Event()
 
-        def wait(h=head):
+        def wait(h: int = head, ready: threading.Event = ready, got: list[float] = got) -> None:
+            # This round's head, event and list (a thread outliving its
+            # join's timeout must not write into the next round's).
             ready.set()
             waiter.wait(h, 30)
             got.append(time.perf_counter())

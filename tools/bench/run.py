@@ -1040,7 +1040,7 @@ def _merge_contended(rs: list[dict[str, Any]]) -> dict[str, Any]:
     waits = sorted(w for r in rs for w in r["_waits"])
     lat = sorted(x for r in rs for x in r["_lat"])
     holds = sorted(x for r in rs for x in r["_holds"])
-    counts = [sum(c) for c in zip(*(r["per_process_pairs"] for r in rs))]
+    counts = [sum(c) for c in zip(*(r["per_process_pairs"] for r in rs), strict=True)]  # same procs in every run
     total, elapsed = sum(counts), sum(r["seconds"] for r in rs)
     cpu = sum(r["cpu_s"] for r in rs)
     return {
@@ -1463,7 +1463,8 @@ def render(results: dict[str, Any]) -> str:
             rows.append([f"marginal {mm['from']:,}→{mm['to']:,}", f"{mm['tracemalloc_per_holder']:,.0f}",
                          f"{mm['rss_per_holder']:,.0f}", ""])
         out.append(_table("Memory per live holder with 2 rules, bytes",
-                          ["live holders", "tracemalloc / holder", "RSS delta / holder", "RSS delta while registering"], rows,
+                          ["live holders", "tracemalloc / holder", "RSS delta / holder",
+                           "RSS delta while registering"], rows,
                           "tracemalloc and RSS: a fresh process opening the ledger (snapshot + tail), "
                           "divided by the live holders; last column: RSS growth of the benchmark "
                           "process per holder added through register()."))
@@ -1514,7 +1515,8 @@ def render(results: dict[str, Any]) -> str:
             rows.append([f"{b['events']:,}", f"{b['snapshots']:,}", f"{b['log_bytes'] / 1e6:,.1f} MB",
                          f"{o['median_ms']:.1f}", f"{o['snapshot_seq']:,}", f"{o['events_folded']:,}"])
         out.append(_table("Cold open (same live set, same tail after the newest snapshot)",
-                          ["events", "snapshots", "log size", "open ms (median)", "snapshot loaded", "events folded"], rows,
+                          ["events", "snapshots", "log size", "open ms (median)", "snapshot loaded",
+                           "events folded"], rows,
                           "Warm page cache, in-process Ledger.open(); live set "
                           f"{h[str(sizes[0])]['build']['live']:,} holders."))
         rows = []
@@ -1595,7 +1597,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         procs = max(int(k) for k in c)
         one, many = c["1"], c[str(procs)]
         x = many["pairs_per_s"] / one["pairs_per_s"]
-        add(f"{procs} processes", "aggregate ≥ 0.7× one process", f"{x:.2f}× ({many['pairs_per_s']:,.0f} vs {one['pairs_per_s']:,.0f} pairs/s)", x >= 0.7)
+        add(f"{procs} processes", "aggregate ≥ 0.7× one process",
+            f"{x:.2f}× ({many['pairs_per_s']:,.0f} vs {one['pairs_per_s']:,.0f} pairs/s)", x >= 0.7)
         probed = many["lock_acquisitions"] >= many["pairs"]  # the probe saw the lock taken
         add(f"{procs} processes", "p99 lock wait ≤ 5 ms",
             f"{many['wait_ms']['p99']:.2f} ms (max {many['wait_ms']['max']:.1f} ms)" if probed
@@ -1611,7 +1614,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         for floor in ("floor", "floor-fdatasync"):
             if floor in f:
                 x = f[floor]["amortized_us"] / led
-                add("fsync every event", f"≥ 0.8× the {'flock+append+fsync' if floor == 'floor' else 'flock+append+fdatasync'} floor",
+                which = "flock+append+fsync" if floor == "floor" else "flock+append+fdatasync"
+                add("fsync every event", f"≥ 0.8× the {which} floor",
                     f"{x:.2f}× ({_fmt_us(led)} vs {_fmt_us(f[floor]['amortized_us'])} per pair)", x >= 0.8)
     if "history" in results:
         h = results["history"]
@@ -1623,7 +1627,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{x:.2f}× ({b['open']['median_ms']:.1f} vs {a['open']['median_ms']:.1f} ms)", x <= 1.5)
         r = b["replay"]
         add("full replay", "events() ≥ 300k events/s",
-            f"{r['events_api_events_per_s']:,.0f}/s ({r['events_api_vs_parse']:.2f}× orjson parse at {r['parse_events_per_s']:,.0f}/s)",
+            f"{r['events_api_events_per_s']:,.0f}/s ({r['events_api_vs_parse']:.2f}× orjson parse"
+            f" at {r['parse_events_per_s']:,.0f}/s)",
             r["events_api_events_per_s"] >= 300_000)
         add("full replay", "verify() ≥ 300k events/s",
             f"{r['verify_events_per_s']:,.0f}/s with {r.get('verify_workers', 1)} workers "
@@ -1643,7 +1648,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         lo, hi = q[str(sizes[0])], q[str(sizes[-1])]
         x = hi["mean_us"] / lo["mean_us"]
         add("conflict query", f"query({sizes[-1]:,}) ≤ 2× query({sizes[0]:,})",
-            f"{x:.2f}× ({_fmt_us(hi['mean_us'])} vs {_fmt_us(lo['mean_us'])}; hit {hi['hit_us'] / lo['hit_us']:.2f}×, miss {hi['miss_us'] / lo['miss_us']:.2f}×)",
+            f"{x:.2f}× ({_fmt_us(hi['mean_us'])} vs {_fmt_us(lo['mean_us'])};"
+            f" hit {hi['hit_us'] / lo['hit_us']:.2f}×, miss {hi['miss_us'] / lo['miss_us']:.2f}×)",
             x <= 2)
     if "memory" in results:
         m = results["memory"]
@@ -1798,7 +1804,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {results['meta']['duration_s']:.0f} s; sections {results['meta'].get('section_seconds')}")
     for name, ld in results["meta"].get("load", {}).items():
         print(f"  {name}: machine busy {ld['machine_busy_cpus']:.2f} of {ld['cpus']} CPUs, ours "
-              f"{ld['ours_cpus']:.2f}, others {ld['others_cpus']:.2f} (loadavg {ld['loadavg_start']} → {ld['loadavg_end']})")
+              f"{ld['ours_cpus']:.2f}, others {ld['others_cpus']:.2f}"
+              f" (loadavg {ld['loadavg_start']} → {ld['loadavg_end']})")
     if args.json_path:
         with open(args.json_path, "wb") as f:
             f.write(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n")

@@ -60,8 +60,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"figure": figure, "target": target, "measured": measured, "pass": ok})
 
     st = results.get("startup", {}).get("commands")
-    for (_, figure, target), label, limit in zip(TARGETS, ("ledger run -- true", "ledger --version", "ledger --help"),
-                                                 (3, 2, 2)):
+    startup = ("ledger run -- true", "ledger --version", "ledger --help")
+    for (_, figure, target), label, limit in zip(TARGETS[:3], startup, (3, 2, 2), strict=True):
         if not st:
             add(figure, target, "not measured (section startup)", None)
             continue
@@ -129,7 +129,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         rate = r.get("events_api_events_per_cpu_s")
         add("`events()` / replay", "≥ 500k events/s on one core",
             f"{rate:,.0f} events/CPU-s ({ev:,} events; wall {r['events_api_events_per_s']:,.0f}/s; "
-            f"orjson parse alone {r.get('parse_events_per_cpu_s') or 0:,.0f}/CPU-s)", rate is not None and rate >= 500_000)
+            f"orjson parse alone {r.get('parse_events_per_cpu_s') or 0:,.0f}/CPU-s)",
+            rate is not None and rate >= 500_000)
         rate = r.get("verify1_events_per_cpu_s")
         add("`verify()`", "≥ 300k events/s on one core, more with workers",
             f"{rate:,.0f} events/CPU-s in one process (wall {r['verify1_events_per_s']:,.0f}/s); "
@@ -144,7 +145,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     if sizes:
         r = m[str(max(sizes))]
         add("memory per live holder (2 rules)", "≤ 1 KB",
-            f"{r['tracemalloc_per_holder']:,.0f} B (tracemalloc, {max(sizes):,} holders; RSS {r['rss_per_holder']:,.0f} B)",
+            f"{r['tracemalloc_per_holder']:,.0f} B (tracemalloc, {max(sizes):,} holders;"
+            f" RSS {r['rss_per_holder']:,.0f} B)",
             r["tracemalloc_per_holder"] <= 1024)
     else:
         add("memory per live holder (2 rules)", "≤ 1 KB", "not measured (section growth)", None)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -190,7 +191,7 @@ def handover(turns: int, mode: str, waiters: int = 8) -> dict[str, float]:
         spans.extend(doc["spans"])
         cpu += doc["cpu"]
     spans.sort()
-    gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:]) if b[0] > a[1]]
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(spans) if b[0] > a[1]]
     return {"p50_ms": pct(gaps, 50) * 1e3, "p99_ms": pct(gaps, 99) * 1e3, "max_ms": max(gaps) * 1e3,
             "mean_ms": statistics.fmean(gaps) * 1e3, "handovers": len(gaps),
             "cpu_ms_per_grant": cpu * 1e3 / max(1, len(spans))}

@@ -275,7 +275,7 @@ def inject_partial(ledger_dir: str, rng: random.Random, scratch: str) -> int:
     shutil.copytree(ledger_dir, scratch, symlinks=True)
     size = len(_log(scratch))
     with Ledger.open(scratch) as led:
-        for i in range(rng.choice([1, 1, 2, 3])):
+        for _ in range(rng.choice([1, 1, 2, 3])):
             try:
                 led.register(f"p{rng.randrange(10**9)}", [_rule(rng)])
             except Refused:

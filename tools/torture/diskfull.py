@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from typing import Any, Callable
 
 import orjson
@@ -166,13 +167,13 @@ def run(rounds: int = 2) -> dict[str, Any]:
             # -- enospc: nothing can be written at all ------------------------
             align_log_to_page(led, path, f"al{r}-")
             disk.fill()
-            ops = {
-                "register": lambda: led.register("new", [ScopeRule("/elsewhere", "write")]),
-                "delegate": lambda: led.delegate("top", "dnew", [ScopeRule("/df/new", "write")]),
-                "release": lambda: led.release("d0"),
-                "attach": lambda: led.attach("d1"),
-                "reclaim": lambda: led.reclaim_stale(lambda ident: False),
-                "snapshot": lambda: led.snapshot(),
+            ops: dict[str, Callable[[], Any]] = {  # this round's ledger's calls, bound now
+                "register": partial(led.register, "new", [ScopeRule("/elsewhere", "write")]),
+                "delegate": partial(led.delegate, "top", "dnew", [ScopeRule("/df/new", "write")]),
+                "release": partial(led.release, "d0"),
+                "attach": partial(led.attach, "d1"),
+                "reclaim": partial(led.reclaim_stale, lambda ident: False),
+                "snapshot": led.snapshot,
             }
             for what, op in ops.items():
                 expect_io_error(led, path, op, f"enospc-{what}", fig)
@@ -192,7 +193,7 @@ def run(rounds: int = 2) -> dict[str, Any]:
                 except LedgerIOError:
                     assert slack > 0
                     msg = expect_io_error(
-                        led, path, lambda: led.register(f"fill{r}-{i}", [ScopeRule(f"/short/{r}/{i}", "write")]),
+                        led, path, partial(led.register, f"fill{r}-{i}", [ScopeRule(f"/short/{r}/{i}", "write")]),
                         "short-write", fig)
                     assert "short write" in msg, msg
                     shorts += 1
@@ -230,10 +231,10 @@ def run(rounds: int = 2) -> dict[str, Any]:
             os.write(fd, fragment)
             os.close(fd)
             disk.fill()
-            expect_io_error(led, path, lambda: led.register("t1", [ScopeRule("/t1", "write")]),
+            expect_io_error(led, path, partial(led.register, "t1", [ScopeRule("/t1", "write")]),
                             "torn-nothing-free", fig)
             disk.free(PAGE)                     # room for part of the fragment only
-            expect_io_error(led, path, lambda: led.register("t1", [ScopeRule("/t1", "write")]),
+            expect_io_error(led, path, partial(led.register, "t1", [ScopeRule("/t1", "write")]),
                             "torn-part-free", fig)
             assert _bytes(path).endswith(fragment)
 

@@ -27,6 +27,7 @@ unknown and wrongly named grants are checked likewise.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -157,7 +158,7 @@ class LedgerMachine(RuleBasedStateMachine):
             chain = err.chain
             assert as_rule(err.rule) in [as_rule(r) for r in rules] and err.rule.permission.value == "write"
             assert self.model.holders[chain[0]]["parent"] is None, chain
-            for up, down in zip(chain, chain[1:]):
+            for up, down in itertools.pairwise(chain):
                 assert self.model.holders[down]["parent"] == up, chain
             for n in chain:
                 assert not self._dead(n), f"dead {n!r} left in the way: {chain}"

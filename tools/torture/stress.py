@@ -390,14 +390,15 @@ def check(ledger_dir: str, all_wids: list[tuple[int, str, int]], kills: dict[int
 
     accounted: set[int] = set()
     lost: list[str] = []
-    for wid, rec in acked:
+    for _wid, rec in acked:
         op = rec["op"]
         if op in ("register", "delegate"):
             ev = by_seq.get(rec["token"])
             want = "registered" if op == "register" else "delegated"
             if ev is None or ev["type"] != want or ev["holder"]["name"] != rec["name"] \
                     or ev["holder"]["parent"] != rec["parent"] \
-                    or sorted(tuple(r[:3]) for r in ev["holder"]["rules"]) != sorted({as_rule(r) for r in rec["rules"]}):
+                    or sorted(tuple(r[:3]) for r in ev["holder"]["rules"]) \
+                    != sorted({as_rule(r) for r in rec["rules"]}):
                 # (a rule requested twice is granted and recorded once)
                 lost.append(f"acknowledged {op} {rec} is not in the log at seq {rec['token']}: {ev}")
                 continue
