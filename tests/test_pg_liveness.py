@@ -35,10 +35,8 @@ import attrs
 import orjson
 import pytest
 
-from scopeledger import (InvalidProcess, Ledger, Liveness, ScopeConflict, ScopeRule, SessionLost, UnknownHolder,
-                         verify)
+from scopeledger import (Ledger, Liveness, ScopeConflict, ScopeRule, SessionLost, verify)
 
-import pgserver
 from pgserver import wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
