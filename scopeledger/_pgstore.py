@@ -458,6 +458,8 @@ CREATE TABLE {s}.sessions (
     lease_until timestamptz NOT NULL,
     closed_at timestamptz);
 
+-- (Not used since the instance also names the last crash recovery: INSTANCE_SQL;
+-- kept so that a schema made by an older scopeledger and a new one do not differ.)
 CREATE FUNCTION {s}.instance() RETURNS text LANGUAGE sql STABLE AS $$
     SELECT (SELECT system_identifier::text FROM pg_control_system()) || '@'
            || to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC',
@@ -538,6 +540,25 @@ CREATE TRIGGER sessions_no_truncate BEFORE TRUNCATE ON {s}.sessions
     FOR EACH STATEMENT EXECUTE FUNCTION {s}.refuse_change();
 INSERT INTO {s}.meta (format_version) VALUES ({STORE_FORMAT});
 """
+
+
+#: The server instance, as SQL: ``<system identifier>@<postmaster start>/<last
+#: reset of the cumulative statistics>`` (times UTC, to the microsecond). It
+#: changes when the server restarts, and when it resets after a backend
+#: crashed (an out-of-memory kill, a segfault: the postmaster ends every
+#: connection, so every session lock goes, and recovers without restarting,
+#: keeping its start time; crash recovery resets the statistics, and their
+#: reset time). A reset asked by an administrator (``pg_stat_reset_shared
+#: ('bgwriter')``) changes it too, which is safe: a session's lock then
+#: decides nothing until its client reconnects, only its lease. Inlined in
+#: the queries (not the schema's ``instance()`` function, which older
+#: schemas define without the last part), so every client of one server
+#: computes the same text; a client of an older scopeledger computes another,
+#: so that each judges the other's sessions by their leases alone.
+INSTANCE_SQL = ("((SELECT system_identifier::text FROM pg_control_system()) || '@'"
+                " || to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+                " || '/' || coalesce((SELECT to_char(stats_reset AT TIME ZONE 'UTC',"
+                " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM pg_stat_bgwriter), '-'))")
 
 
 def _signed32(oid: int) -> int:
@@ -1303,13 +1324,15 @@ class PgStore:
     # -- sessions -----------------------------------------------------------
 
     def instance(self) -> str:
-        """The server instance: ``<system identifier>@<postmaster start, UTC,
-        to the microsecond>``; it changes when the server restarts.
+        """The server instance (:data:`INSTANCE_SQL`): ``<system
+        identifier>@<postmaster start>/<statistics reset>``; it changes
+        when the server restarts, and when it resets after a backend's
+        crash (every connection, and so every session lock, gone).
 
         Raises: StoreUnavailable, StoreError.
         """
         return cast(str, self._retrying("read the server instance", lambda conn: conn.execute(
-            f"SELECT {self.schema}.instance()").fetchone()[0]))
+            f"SELECT {INSTANCE_SQL}").fetchone()[0]))
 
     def open_session(self, ttl: float, *, host: str | None = None, pid: int | None = None,
                      renew: bool = True, on_lost: Callable[["PgSession"], object] | None = None,
@@ -1392,7 +1415,7 @@ class PgStore:
                    s.closed_at IS NOT NULL,
                    s.lease_until + s.grace_ms * interval '1 millisecond' < clock_timestamp(),
                    s.lease_until < clock_timestamp(),
-                   s.instance = {s}.instance(),
+                   s.instance = {INSTANCE_SQL},
                    EXISTS (SELECT 1 FROM pg_locks l
                            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
                              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -1485,7 +1508,7 @@ class PgSession:
             sent = time.monotonic()
             row = conn.execute(
                 f"WITH s AS (INSERT INTO {s}.sessions (host, pid, instance, ttl_ms, grace_ms, lease_until)"
-                f"  VALUES (%s, %s, {s}.instance(), %s, %s, clock_timestamp() + %s * interval '1 millisecond')"
+                f"  VALUES (%s, %s, {INSTANCE_SQL}, %s, %s, clock_timestamp() + %s * interval '1 millisecond')"
                 "  RETURNING id, instance)"
                 " SELECT id, instance, pg_advisory_lock(%s, id) FROM s",
                 (host, pid, math.ceil(ttl * 1000), math.ceil(grace * 1000), math.ceil(ttl * 1000),
@@ -1598,14 +1621,14 @@ class PgSession:
                 pause = min(pause * 2, 0.5)
                 continue
             try:
-                instance = conn.execute(f"SELECT {s}.instance()").fetchone()[0]
+                instance = conn.execute(f"SELECT {INSTANCE_SQL}").fetchone()[0]
                 if instance == self.instance:
                     break  # the same server: the lock was gone there
                 if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (self.store._key, self.id)).fetchone()[0]:
                     break
                 sent = time.monotonic()
                 row = conn.execute(
-                    f"UPDATE {s}.sessions SET instance = {s}.instance(),"
+                    f"UPDATE {s}.sessions SET instance = {INSTANCE_SQL},"
                     " lease_until = clock_timestamp() + ttl_ms * interval '1 millisecond'"
                     " WHERE id = %s AND closed_at IS NULL AND lease_until > clock_timestamp() RETURNING id",
                     (self.id,)).fetchone()

@@ -37,6 +37,8 @@ import pytest
 
 from scopeledger import (Ledger, Liveness, ScopeConflict, ScopeRule, SessionLost, verify)
 
+from scopeledger._pgstore import INSTANCE_SQL
+
 from pgserver import wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -53,8 +55,9 @@ def _lines(led: Ledger) -> list[dict]:
 
 
 def _session_rows(pg_cluster, schema: str) -> dict[int, tuple]:
+    """``{id: (closed, on the server instance now)}`` of every session."""
     return {r[0]: r[1:] for r in pg_cluster.psql_execute(
-        f"SELECT id, closed_at IS NOT NULL, instance = {schema}.instance() FROM {schema}.sessions")}
+        f"SELECT id, closed_at IS NOT NULL, instance = {INSTANCE_SQL} FROM {schema}.sessions")}
 
 
 # -- another host ------------------------------------------------------------------
@@ -452,3 +455,52 @@ def test_a_remote_holder_is_never_reclaimed_across_a_server_restart(pg_cluster, 
         seen = remote.ask("check", "check")
         assert seen["ok"] is True and seen["lost"] is None
         assert [e for e in _lines(led) if e["type"] == "reclaimed"] == []
+
+
+def _crash_a_backend(pg_cluster) -> None:
+    """SIGKILL one backend of the cluster (one of our own making): the
+    postmaster then resets every backend, as after any backend's crash (an
+    out-of-memory kill, a segfault), and recovers, keeping its start time."""
+    import psycopg
+
+    victim = psycopg.connect(pg_cluster.conninfo(), autocommit=True)
+    pid = victim.execute("SELECT pg_backend_pid()").fetchone()[0]
+    before = pg_cluster.psql_execute("SELECT pg_postmaster_start_time()")
+    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(psycopg.Error):
+        victim.close()
+
+    def back():
+        with contextlib.suppress(psycopg.Error):
+            return pg_cluster.psql_execute("SELECT pg_postmaster_start_time()")
+    assert wait_for(back, "the server back after its crash recovery", bound=120) == before  # the same postmaster
+
+
+def test_a_remote_holder_is_never_reclaimed_when_the_server_resets_after_a_backend_crash(pg_cluster, pg_url,
+                                                                                           other_host):
+    """A backend's crash makes the postmaster end every connection (so every
+    session lock goes) and recover, without restarting: its start time stays.
+    The instance must still change, or the first checker back would judge
+    every remote session's lock gone "on the same instance"."""
+    schema = pg_url.rsplit("schema=", 1)[1]
+    remote = other_host(pg_url, "remote", "/hosts/remote", 120)
+    with Ledger.open(pg_url) as led:
+        assert led.liveness()["remote"].liveness is Liveness.ALIVE
+        remote.signal(signal.SIGSTOP)
+        try:
+            _crash_a_backend(pg_cluster)
+            assert pg_cluster.psql_execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s",
+                remote.session) == [(0,)]
+            for _ in range(3):
+                report = led.reclaim()
+                assert report.reclaimed == (), report
+                (name, v), = report.kept
+                assert name == "remote" and v.liveness is Liveness.UNKNOWN, v
+        finally:
+            remote.signal(signal.SIGCONT)
+        wait_for(lambda: _session_rows(pg_cluster, schema)[remote.session] == (False, True),
+                 "the remote session moved to the reset server", bound=120)
+        assert led.liveness()["remote"].liveness is Liveness.ALIVE and led.reclaim().reclaimed == ()
+        seen = remote.ask("check", "check")
+        assert seen["ok"] is True and seen["lost"] is None
