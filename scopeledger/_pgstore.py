@@ -80,14 +80,19 @@ then even while a renewal hangs on a cut link), when a renewal is refused, or
 when its connection broke and the same server instance answers again. When
 another instance answers (the server restarted), it takes its lock again
 there, then moves its row to that instance and renews.
-:meth:`PgStore.dead_sessions` judges other sessions: dead when closed, when
+:meth:`PgStore.dead_sessions` (and :meth:`PgStore.judge_sessions`, which
+also says alive, lapsed or unknown) judges other sessions: dead when closed, when
 its lease ended more than its grace ago (server clock; the holder knew at its
 own deadline, earlier), or when its lock is gone on the same server instance
-it was taken on (``system_identifier`` from ``pg_control_system()`` and
-``pg_postmaster_start_time()``): every session lock vanishes at a server
-restart, and without that rule the first client back would be judged to have
-outlived everyone. A pooler in transaction mode (PgBouncer) breaks
-session-level locks: connect to the server directly.
+it was taken on (:data:`INSTANCE_SQL`: ``system_identifier`` from
+``pg_control_system()``, ``pg_postmaster_start_time()`` and the last reset of
+the cumulative statistics, which crash recovery resets): every session lock
+vanishes at a server restart, and at the reset after a backend's crash, and
+without that rule the first client back would be judged to have outlived
+everyone. A ``Ledger`` records its session with every holder it binds, and
+judges other hosts' holders by theirs (``scopeledger._sessions``). A pooler
+in transaction mode (PgBouncer) breaks session-level locks: connect to the
+server directly.
 
 Processes and threads
 ---------------------
