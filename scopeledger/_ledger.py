@@ -560,6 +560,10 @@ class Ledger:
         self._sessions: Sessions | None = (
             Sessions(store, session_ttl, on_session_lost, store.location)
             if hasattr(store, "judge_sessions") else None)
+        if self._sessions is not None:
+            # Its grants carry the session; bound here, so that a file ledger's
+            # grants do not pay a call for it.
+            self._identity = self._identity_with_session  # type: ignore[method-assign]
         _ledgers.add(self)
         if load:
             with self._mem:
@@ -1001,19 +1005,12 @@ class Ledger:
 
     def _identity(self, pid: int | None) -> ProcessIdentity:
         """The identity to bind an allocation to (the calling process for
-        ``None``); on PostgreSQL, carrying this ledger's client session
-        (opened at the first grant: ``scopeledger._sessions``).
+        ``None``). On PostgreSQL, :meth:`_identity_with_session` instead.
 
         Raises:
             InvalidProcess: ``pid`` is not a positive ``int`` (a ``bool``,
                 a float, a string) or names no process.
-            StoreUnavailable, StoreError: (PostgreSQL) the session cannot
-                be opened.
         """
-        ident = self._process_identity(pid)
-        return ident if self._sessions is None else self._sessions.stamp(ident)
-
-    def _process_identity(self, pid: int | None) -> ProcessIdentity:
         if pid is None:
             return self._actor()
         if type(pid) is not int and isinstance(pid, int) and type(pid) is not bool:
@@ -1029,6 +1026,18 @@ class Ledger:
             raise InvalidProcess(f"cannot bind an allocation to pid {shown(pid)}: no such process") from None
         except (TypeError, ValueError) as exc:
             raise InvalidProcess(f"cannot bind an allocation to pid {shown(pid)}: {exc}") from None
+
+    def _identity_with_session(self, pid: int | None) -> ProcessIdentity:
+        """:meth:`_identity`, carrying this ledger's client session (opened
+        at the first grant: ``scopeledger._sessions``): a ledger on
+        PostgreSQL has it as its ``_identity`` (``__init__``).
+
+        Raises:
+            InvalidProcess: as :meth:`_identity`.
+            StoreUnavailable, StoreError: the session cannot be opened.
+        """
+        assert self._sessions is not None
+        return self._sessions.stamp(Ledger._identity(self, pid))
 
     def _prepare(self, rules: Any) -> tuple[ScopeRule, ...]:
         """The request's rules as the log will store them: canonical paths
