@@ -1640,9 +1640,12 @@ class Ledger:
     def reclaim(self, probe: Probe | None = None, *, dry_run: bool = False) -> ReclaimReport:
         """Reclaim every holder whose process is provably gone: exited, a
         zombie, its pid reused (a later start), from an earlier boot of this
-        host, or its PID namespace gone. Each is removed like a release
+        host, or its PID namespace gone; or whose lease expired; or, on
+        PostgreSQL, a holder of another host whose client session is dead
+        (``session_closed``, ``lease_expired``, ``session_lock_gone``, on
+        the server's clock: ``scopeledger._sessions``). Each is removed like a release
         (children re-parented) with the reason recorded. A holder whose
-        liveness cannot be decided (another host, another PID namespace
+        liveness cannot be decided (another host without a session, another PID namespace
         that still exists, /proc unreadable, ...) is kept, and the report
         says why.
 
@@ -1872,7 +1875,10 @@ class Ledger:
         """The ledger's verdict on each holder now, with why
         (:class:`Verdict`), in order: its process's (the ledger's probe)
         and, for a holder with a lease, its lease's (``scopeledger._lease``:
-        dead when either is); records nothing.
+        dead when either is); on PostgreSQL, for a holder of another host
+        carrying a client session, its session's instead of its process's
+        (one query for all of them: ``scopeledger._sessions``); records
+        nothing.
 
         Args:
             holders: the allocations to probe (say, those of a
