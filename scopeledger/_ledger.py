@@ -46,6 +46,7 @@ from ._errors import (
     Refused,
     ScopeConflict,
     SessionLost,
+    StoreError,
     UnknownHolder,
     UnsafeLedgerPath,
     shown,
@@ -2191,7 +2192,11 @@ class Ledger:
         which others may reclaim it), without asking the server, so a
         partitioned holder learns at once; another process's session is
         asked of the server (closed, lock gone, or past its lease end, the
-        grace not counted: ``False``).
+        grace not counted: ``False``). A call already reading from the
+        server when the link was cut waits for the read to fail (the
+        connection's TCP timeouts), then answers ``False`` if the session
+        was lost meanwhile; ``on_session_lost`` is called at the deadline
+        itself, whatever the other threads are doing.
 
         Raises:
             InvalidHolderName: ``name`` is not a holder name.
@@ -2202,15 +2207,25 @@ class Ledger:
         check_name(name)
         check_token(token)
         sessions = self._sessions
-        if sessions is not None:
+        if sessions is None:
+            with self._mem:
+                alloc = self._current().holders.get(name)
+        else:
             # A session of ours that was lost never comes back: say so before
-            # any IO (a partitioned holder's reads would hang on the cut link).
+            # any IO (a partitioned holder's reads would hang on the cut link),
+            # and rather than an error when the read failed because it was.
             state = self._state
             known = state.holders.get(name) if state is not None else None
-            if known is not None and known.token == token and sessions.lost(known.process.session):
+            sid = known.process.session if known is not None and known.token == token else None
+            if sessions.lost(sid):
                 return False
-        with self._mem:
-            alloc = self._current().holders.get(name)
+            try:
+                with self._mem:
+                    alloc = self._current().holders.get(name)
+            except StoreError:
+                if sessions.lost(sid):
+                    return False
+                raise
         if alloc is None or alloc.token != token:
             return False
         if sessions is not None and alloc.process.session is not None \

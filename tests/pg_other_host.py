@@ -11,6 +11,9 @@ PostgreSQL ledger at URL with that session ttl, registers NAME on PATH
 (write) and says so; then it obeys one command per line on stdin:
 
 - ``check``: its own ``check(NAME, token)``, and its session's state;
+- ``check-bg``: the same in a thread of its own, answered when it returns
+  (with the error, if it raised), so that a check stuck on a cut link can
+  be waited for;
 - ``close``: ``Ledger.close()`` without releasing NAME;
 - ``release``: releases NAME.
 
@@ -77,12 +80,22 @@ def main() -> None:
         at = time.monotonic()
         led = box["led"]
         ok = led.check(name, box["token"])  # the holder's own view, right then (no IO for a lost session)
-        say(event="lost", at=at, check=ok, check_at=time.monotonic(), why=str(error))
+        s = box["session"]
+        say(event="lost", at=at, check=ok, check_at=time.monotonic(), lost=s.lost, lost_at=s.lost_at,
+            why=str(error))
+
+    def check_bg() -> None:
+        started = time.monotonic()
+        try:
+            ok: object = led.check(name, box["token"])
+        except Exception as exc:  # noqa: BLE001 - reported
+            ok = f"{type(exc).__name__}: {exc}"
+        say(event="check_bg", ok=ok, started=started, at=time.monotonic())
 
     led = box["led"] = Ledger.open(url, session_ttl=ttl, on_session_lost=lost)
     alloc = led.register(name, [ScopeRule(path, "write")])
     box["token"] = alloc.token
-    session = led._sessions._current
+    session = box["session"] = led._sessions._current
     say(event="ready", token=alloc.token, session=alloc.process.session, host=host, boot=boot,
         pid=os.getpid(), session_id=session.id)
     for raw in sys.stdin:
@@ -91,6 +104,8 @@ def main() -> None:
             ok = led.check(name, alloc.token)
             say(event="check", ok=ok, at=time.monotonic(), lost=session.lost, lost_at=session.lost_at,
                 instance=session.instance)
+        elif cmd == "check-bg":
+            threading.Thread(target=check_bg, daemon=True).start()
         elif cmd == "close":
             led.close()
             say(event="closed")

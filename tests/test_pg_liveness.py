@@ -101,11 +101,14 @@ class OtherHost:
     def first(self, event: str) -> dict | None:
         return next((r for r in list(self.reports) if r["event"] == event), None)
 
-    def ask(self, command: str, answer: str, bound: float = 120) -> dict:
-        seen = len([r for r in list(self.reports) if r["event"] == answer])
+    def send(self, command: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(command.encode() + b"\n")
         self.proc.stdin.flush()
+
+    def ask(self, command: str, answer: str, bound: float = 120) -> dict:
+        seen = len([r for r in list(self.reports) if r["event"] == answer])
+        self.send(command)
         return wait_for(lambda: ([r for r in list(self.reports) if r["event"] == answer][seen:] or [None])[0],
                         f"the other host's answer to {command!r}", bound=bound)
 
@@ -389,13 +392,25 @@ class Blackhole:
                     dst.sendall(data)
 
     def close(self) -> None:
+        """Close every connection (shut down first: a thread blocked in
+        ``recv`` on one would keep it open) and the listener."""
         self.listener.close()
         for s in self._held:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 s.close()
 
 
 def test_a_partitioned_remote_holder_learns_first_and_its_scope_is_granted_after(pg_cluster, pg_url, other_host):
+    """Its link cut, the holder's renewals hang; at its own deadline its
+    session is lost (the watchdog), its callback fires and its check()
+    answers False without IO; the server still sees its backend holding the
+    lock (nothing crossed the cut), so only the lease, past its end and the
+    grace, lets the thief in. A check() that was reading when the link was
+    cut answers False once its read fails (here when the proxy closes its
+    sockets: the proxy's kernel acknowledges everything, so no TCP timeout
+    of the client's would fire), not an error."""
     schema = pg_url.rsplit("schema=", 1)[1]
     hole = Blackhole(pg_cluster.port)
     try:
@@ -404,6 +419,7 @@ def test_a_partitioned_remote_holder_learns_first_and_its_scope_is_granted_after
         with Ledger.open(pg_url) as led:
             assert led.liveness()["remote"].liveness is Liveness.ALIVE
             hole.cut.set()
+            remote.send("check-bg")  # a check() reading when the link is cut: answered below
             got: list = []
 
             def grant():
@@ -417,7 +433,13 @@ def test_a_partitioned_remote_holder_learns_first_and_its_scope_is_granted_after
             # Its backend still held the lock (no FIN crossed the cut): the lease decided.
             assert [(e["name"], e["reason"]) for e in reclaimed] == [("remote", "lease_expired")]
             lost = wait_for(lambda: remote.first("lost"), "the holder's own on_session_lost")
-            assert lost["check"] is False and lost["check_at"] < granted_at, (lost, granted_at)
+            # Lost at its own deadline (by its clock), before the grant; its check() then False.
+            assert lost["lost"] == "lease_expired" and lost["lost_at"] < granted_at, (lost, granted_at)
+            assert lost["check"] is False
+            assert remote.first("check_bg") is None  # still reading on the cut link
+            hole.close()  # its connections fail now
+            stuck = wait_for(lambda: remote.first("check_bg"), "the check that was reading when the link was cut")
+            assert stuck["ok"] is False, stuck
     finally:
         hole.close()
 
