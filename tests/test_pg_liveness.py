@@ -393,7 +393,10 @@ class Blackhole:
 
     def close(self) -> None:
         """Close every connection (shut down first: a thread blocked in
-        ``recv`` on one would keep it open) and the listener."""
+        ``recv`` on one would keep it open) and the listener (the same for
+        ``accept``)."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         for s in self._held:
             with contextlib.suppress(OSError):
