@@ -47,6 +47,7 @@ from ._errors import (
     ReadOnlyLedger,
     Refused,
     ScopeConflict,
+    SessionLost,
     UnknownHolder,
     UnsafeLedgerPath,
     shown,
@@ -67,9 +68,10 @@ from ._fold import (
     reparent_plan,
 )
 from ._paths import canonical, check_reached, identity as identify_path, mount_table
-from ._identity import Lease, Liveness, Probe, ProcessIdentity, Verdict
+from ._identity import Lease, Liveness, Probe, ProcessIdentity, Verdict, on_another_host
 from ._process import boot_id, boottime_ns, host_id, identify, probe as default_probe, run_probe
 from ._lease import check_ttl, holder_verdict, judge_lease
+from ._sessions import Sessions, check_session_options
 from ._rules import (PERMISSION_TEXT, Permission, ScopeRule, check_name, conflicts, covers,
                      identity_json)
 from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callable, check_forced,
@@ -597,7 +599,9 @@ class Ledger:
     def __init__(self, store: LogStore | Store, *, timeout: float | None, probe: Probe | None,
                  fsync: bool, snapshot_every: int, keep_snapshots: int | None,
                  resolve_symlinks: bool, clock: Callable[[], int] | None,
-                 load: bool = True, boottime: Callable[[], int | None] | None = None) -> None:
+                 load: bool = True, boottime: Callable[[], int | None] | None = None,
+                 session_ttl: float | None = None,
+                 on_session_lost: Callable[[SessionLost], object] | None = None) -> None:
         check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         if isinstance(store, Store):  # a directory opened by the caller
             store = FileStore(store, fsync=fsync)
@@ -642,6 +646,16 @@ class Ledger:
         self._holds: "weakref.WeakSet[Hold]" = weakref.WeakSet()
         self._history = History(store, self._current, self._mem, self._prepare, self._log_where)
         self._lost: LostEvents | None = None
+        check_session_options(session_ttl, on_session_lost)
+        #: On PostgreSQL: this ledger's client session and the judge of other
+        #: hosts' (scopeledger._sessions); None on any other store.
+        self._sessions: Sessions | None = (
+            Sessions(store, session_ttl, on_session_lost, store.location)
+            if hasattr(store, "judge_sessions") else None)
+        if self._sessions is not None:
+            # Its grants carry the session; bound here, so that a file ledger's
+            # grants do not pay a call for it.
+            self._identity = self._identity_with_session  # type: ignore[method-assign]
         _ledgers.add(self)
         if load:
             with self._mem:
@@ -686,7 +700,9 @@ class Ledger:
              resolve_symlinks: bool = True, clock: Callable[[], int] | None = None,
              readonly: bool = False, create: bool = True,
              allow_network_fs: bool = False, fold: bool = True,
-             boottime: Callable[[], int | None] | None = None) -> "Ledger":
+             boottime: Callable[[], int | None] | None = None,
+             session_ttl: float | None = None,
+             on_session_lost: Callable[[SessionLost], object] | None = None) -> "Ledger":
         """Open (creating if needed) the ledger in directory ``path``, or
         at a PostgreSQL URL.
 
@@ -736,6 +752,23 @@ class Ledger:
                 initial time namespace reads it, ``None`` when unreadable
                 (tests); default :func:`scopeledger._process.boottime_ns`.
                 Leases are recorded and judged on it (``scopeledger._lease``).
+            session_ttl: on PostgreSQL, the ttl in seconds (0.01 to 86400;
+                ``None``: ``scopeledger._sessions.DEFAULT_SESSION_TTL``, 30 s)
+                of the client session this object opens at its first grant
+                and records with every holder it grants or attaches: checkers
+                on other hosts judge those holders by it (dead when it is
+                closed, its lock is gone, or it is not renewed within the ttl
+                and a grace of max(0.25 s, ttl/10) by the server's clock;
+                renewed every ttl/3 by a thread). Does not apply to a
+                directory (a file ledger records no session).
+            on_session_lost: on PostgreSQL, ``on_session_lost(error)``,
+                called with a :class:`SessionLost` (and a warning logged)
+                when this object's session is lost (its lease ran out by
+                this process's clock, its connection was ended): the holders
+                it vouched for may be reclaimed by other hosts, and their
+                :meth:`check` is already ``False``. Called once per lost
+                session, from the thread that found it (the session's
+                watchdog or renewer, or a caller); its exceptions are logged.
             readonly: only read: open the log ``O_RDONLY`` and nothing else
                 (no lock, nothing created, no mode tightened), so that a
                 ledger on a read-only mount, or one write-protected with
@@ -795,8 +828,9 @@ class Ledger:
                 or ``fold`` is not a ``bool``; ``probe`` or ``clock`` is neither ``None`` nor
                 callable. Nothing is created.
             ValueError: ``timeout``, ``snapshot_every`` or
-                ``keep_snapshots`` of the wrong type or out of range.
-                Nothing is created.
+                ``keep_snapshots`` of the wrong type or out of range;
+                ``session_ttl`` out of range (``TypeError``: not a number;
+                ``on_session_lost`` not callable). Nothing is created.
             CorruptLedger: a complete log line does not check out (with
                 ``fold=False``: when the state is first needed).
             LedgerIOError: the OS refused to create, open or read the
@@ -810,6 +844,7 @@ class Ledger:
         check_bool("allow_network_fs", allow_network_fs)
         check_bool("fold", fold)
         check_callable("boottime", boottime)
+        check_session_options(session_ttl, on_session_lost)
         # Before the Store: a bad option creates no directory.
         check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         store = _open_store(_dir_path(path), create=create, readonly=readonly, fsync=fsync,
@@ -817,7 +852,8 @@ class Ledger:
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
                        snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,
-                       resolve_symlinks=resolve_symlinks, clock=clock, load=fold, boottime=boottime)
+                       resolve_symlinks=resolve_symlinks, clock=clock, load=fold, boottime=boottime,
+                       session_ttl=session_ttl, on_session_lost=on_session_lost)
         except BaseException:
             store.close()
             raise
@@ -826,9 +862,19 @@ class Ledger:
         """Release the allocations of this object's live :meth:`hold` guards
         (their holders are done when their ledger is), then close the
         descriptors (the log's, and the watches kept for the next
-        ``wait=``). The object cannot be used afterwards."""
+        ``wait=``). The object cannot be used afterwards.
+
+        On PostgreSQL it also closes its client session: holders it granted
+        or attached that are still held (``register``, ``delegate``,
+        ``spawn`` without a release) are then dead to checkers on other
+        hosts, who reclaim them as ``session_closed`` when they next look;
+        checkers on their own host keep judging their processes. So keep
+        the ledger open while they hold (``ledger run`` and a supervisor
+        do), or release them first."""
         for guard in list(self._holds):
             guard.release()
+        if self._sessions is not None:
+            self._sessions.close()
         self._log.close()
         waiting = sys.modules.get("scopeledger._wait")  # imported by the first wait=, if any
         if waiting is not None:
@@ -1051,7 +1097,7 @@ class Ledger:
 
     def _identity(self, pid: int | None) -> ProcessIdentity:
         """The identity to bind an allocation to (the calling process for
-        ``None``).
+        ``None``). On PostgreSQL, :meth:`_identity_with_session` instead.
 
         Raises:
             InvalidProcess: ``pid`` is not a positive ``int`` (a ``bool``,
@@ -1072,6 +1118,18 @@ class Ledger:
             raise InvalidProcess(f"cannot bind an allocation to pid {shown(pid)}: no such process") from None
         except (TypeError, ValueError) as exc:
             raise InvalidProcess(f"cannot bind an allocation to pid {shown(pid)}: {exc}") from None
+
+    def _identity_with_session(self, pid: int | None) -> ProcessIdentity:
+        """:meth:`_identity`, carrying this ledger's client session (opened
+        at the first grant: ``scopeledger._sessions``): a ledger on
+        PostgreSQL has it as its ``_identity`` (``__init__``).
+
+        Raises:
+            InvalidProcess: as :meth:`_identity`.
+            StoreUnavailable, StoreError: the session cannot be opened.
+        """
+        assert self._sessions is not None
+        return self._sessions.stamp(Ledger._identity(self, pid))
 
     def _prepare(self, rules: Any) -> tuple[ScopeRule, ...]:
         """The request's rules as the log will store them: canonical paths
@@ -1256,9 +1314,21 @@ class Ledger:
             lv = txn.liveness[name] = self._verdict(txn.state.holders[name], probe)
         return lv
 
-    def _verdict(self, alloc: Allocation, probe: Probe | None = None) -> Verdict:
+    def _verdict(self, alloc: Allocation, probe: Probe | None = None,
+                 sessions: dict[int, Verdict] | None = None) -> Verdict:
         """Whether holder ``alloc`` is alive: its process's verdict (by
-        ``probe``, default the ledger's) and its lease's (``_lease``)."""
+        ``probe``, default the ledger's) and its lease's (``_lease``). On
+        PostgreSQL, a holder on another host carrying a client session is
+        judged by its session (``scopeledger._sessions``; ``sessions``: the
+        verdicts on sessions asked already) instead of its process."""
+        judge = self._sessions
+        if judge is not None:
+            sid = alloc.process.session
+            if sid is not None and on_another_host(alloc.process, host_id(), boot_id()):
+                if alloc.lease is None:
+                    return judge.verdict(sid, sessions)
+                return holder_verdict(alloc.lease, lambda: judge.verdict(sid, sessions), self._boottime(),
+                                      host_id(), boot_id())
         fn = probe or self._probe
         if alloc.lease is None:
             return run_probe(fn, alloc.process, self._boot_spans)
@@ -1391,8 +1461,9 @@ class Ledger:
             socket = check_socket(socket)
         rules_t = self._prepare(rules)
         # The calling process (None) is the transaction's writer: its
-        # identity comes with the lock (no getpid() of its own here).
-        ident = self._identity(pid) if pid is not None else None
+        # identity comes with the lock (no getpid() of its own here); on
+        # PostgreSQL it carries the ledger's session, so it is asked here.
+        ident = self._identity(pid) if pid is not None or self._sessions is not None else None
         granted: Allocation = self._transact(  # (not cast(): a call at run time)
             _build_registered, written, (name, rules_t, commit, advisory, ident, socket, note, lease))
         return granted
@@ -1483,7 +1554,8 @@ class Ledger:
         if socket is not None:
             socket = check_socket(socket)
         rules_t = self._prepare(rules)
-        ident = self._identity(pid) if pid is not None else None  # None: the writer (as _register)
+        ident = (self._identity(pid) if pid is not None or self._sessions is not None
+                 else None)  # None: the writer (as _register)
 
         def build(txn: _Txn) -> Allocation | None:
             stale = stale_grant(txn.state, parent, parent_token, "parent")
@@ -1679,9 +1751,12 @@ class Ledger:
     def reclaim(self, probe: Probe | None = None, *, dry_run: bool = False) -> ReclaimReport:
         """Reclaim every holder whose process is provably gone: exited, a
         zombie, its pid reused (a later start), from an earlier boot of this
-        host, or its PID namespace gone. Each is removed like a release
+        host, or its PID namespace gone; or whose lease expired; or, on
+        PostgreSQL, a holder of another host whose client session is dead
+        (``session_closed``, ``lease_expired``, ``session_lock_gone``, on
+        the server's clock: ``scopeledger._sessions``). Each is removed like a release
         (children re-parented) with the reason recorded. A holder whose
-        liveness cannot be decided (another host, another PID namespace
+        liveness cannot be decided (another host without a session, another PID namespace
         that still exists, /proc unreadable, ...) is kept, and the report
         says why.
 
@@ -1712,7 +1787,8 @@ class Ledger:
             snapshot = list(state.holders.values())
             if dry_run:
                 state = state.copy()
-        verdicts = {a.name: self._verdict(a, fn) for a in snapshot}
+        known = self._session_verdicts(snapshot)
+        verdicts = {a.name: self._verdict(a, fn, known) for a in snapshot}
         suspects = [a for a in snapshot if verdicts[a.name].dead]
 
         def kept() -> tuple[tuple[str, Verdict], ...]:
@@ -1910,7 +1986,10 @@ class Ledger:
         """The ledger's verdict on each holder now, with why
         (:class:`Verdict`), in order: its process's (the ledger's probe)
         and, for a holder with a lease, its lease's (``scopeledger._lease``:
-        dead when either is); records nothing.
+        dead when either is); on PostgreSQL, for a holder of another host
+        carrying a client session, its session's instead of its process's
+        (one query for all of them: ``scopeledger._sessions``); records
+        nothing.
 
         Args:
             holders: the allocations to probe (say, those of a
@@ -1918,7 +1997,20 @@ class Ledger:
         """
         if holders is None:
             holders = self.holders()
-        return {a.name: self._verdict(a) for a in holders}
+        known = self._session_verdicts(holders)
+        return {a.name: self._verdict(a, None, known) for a in holders}
+
+    def _session_verdicts(self, holders: Iterable[Allocation]) -> dict[int, Verdict] | None:
+        """On PostgreSQL: the verdicts on the client sessions of the holders
+        of another host among ``holders``, asked in one query (``None``
+        elsewhere, or when there are none)."""
+        judge = self._sessions
+        if judge is None:
+            return None
+        here, boot = host_id(), boot_id()
+        sids = [a.process.session for a in holders
+                if a.process.session is not None and on_another_host(a.process, here, boot)]
+        return judge.verdicts(s for s in sids if s is not None) if sids else None
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
              *, parent: str | None = None, socket: str | None = None,
@@ -2346,15 +2438,51 @@ class Ledger:
         renewed on another host or boot cannot be judged here (nor is it
         reclaimed from here): ``True`` while the grant is live.
 
+        On PostgreSQL, also only while the client session the grant carries
+        vouches for it (``scopeledger._sessions``): a session of this object
+        turns ``False`` the moment it is lost by this process's clock (its
+        lease's deadline, before the server's lease end + grace, after
+        which others may reclaim it), without asking the server, so a
+        partitioned holder learns at once; another process's session is
+        asked of the server (closed, lock gone, or past its lease end, the
+        grace not counted: ``False``). A call already reading from the
+        server when the link was cut waits for the read to fail (the
+        connection's TCP timeouts), then answers ``False`` if the session
+        was lost meanwhile; ``on_session_lost`` is called at the deadline
+        itself, whatever the other threads are doing.
+
         Raises:
             InvalidHolderName: ``name`` is not a holder name.
             TypeError: ``token`` is not an ``int``.
+            StoreUnavailable, StoreError: (PostgreSQL) the server cannot
+                be read.
         """
         check_name(name)
         check_token(token)
-        with self._mem:
-            alloc = self._current().holders.get(name)
+        sessions = self._sessions
+        if sessions is None:
+            with self._mem:
+                alloc = self._current().holders.get(name)
+        else:
+            # A session of ours that was lost never comes back: say so before
+            # any IO (a partitioned holder's reads would hang on the cut link),
+            # and rather than an error when the read failed because it was.
+            state = self._state
+            known = state.holders.get(name) if state is not None else None
+            sid = known.process.session if known is not None and known.token == token else None
+            if sessions.lost(sid):
+                return False
+            try:
+                with self._mem:
+                    alloc = self._current().holders.get(name)
+            except StoreError:
+                if sessions.lost(sid):
+                    return False
+                raise
         if alloc is None or alloc.token != token:
+            return False
+        if sessions is not None and alloc.process.session is not None \
+                and not sessions.vouches(alloc.process.session):
             return False
         if alloc.lease is None:
             return True

@@ -16,7 +16,11 @@ environment sets one (:meth:`~scopeledger.Ledger.child_environment`).
 status (``exit_code``, or ``exit_signal`` when a signal killed it) and an
 optional note. Bound to the child, the grant outlives the supervisor: if the
 supervisor dies, the child keeps its scope until it exits (then it is
-reclaimed, or taken back by :func:`adopt`).
+reclaimed, or taken back by :func:`adopt`). On PostgreSQL that holds for
+checkers on the child's own host; to other hosts the grant is vouched for
+by the supervisor's ledger's client session, which the binding records
+(``scopeledger._sessions``): once the supervisor's ledger is closed or its
+process dies, other hosts reclaim it.
 
 ``adopt(ledger, name, token)`` is for a supervisor that restarted and kept
 the names and tokens of its grants: a grant whose process is alive (a child
