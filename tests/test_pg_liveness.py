@@ -489,11 +489,24 @@ def _crash_a_backend(pg_cluster) -> None:
     import psycopg
 
     victim = psycopg.connect(pg_cluster.conninfo(), autocommit=True)
+    witness = psycopg.connect(pg_cluster.conninfo(), autocommit=True)  # ended by the reset, when it comes
     pid = victim.execute("SELECT pg_backend_pid()").fetchone()[0]
     before = pg_cluster.psql_execute("SELECT pg_postmaster_start_time()")
     os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(psycopg.Error):
         victim.close()
+
+    def reset() -> bool:
+        # The postmaster resets on the crash asynchronously: until the witness
+        # is ended, a new connection may still get in before recovery starts.
+        try:
+            witness.execute("SELECT 1")
+        except psycopg.Error:
+            return True
+        return False
+    wait_for(reset, "the postmaster's reset after the backend's crash (the witness connection ended)", bound=120)
+    with contextlib.suppress(psycopg.Error):
+        witness.close()
 
     def back():
         with contextlib.suppress(psycopg.Error):
