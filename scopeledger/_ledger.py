@@ -2578,14 +2578,15 @@ def copy_ledger(source: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
         InvalidLedgerURL, StoreUnavailable, StoreError: a URL that is
             malformed, a server that cannot be reached or refuses (no
             message shows a password).
-        CorruptLedger: a line of ``source`` does not check out (what was
-            copied before it stays), or ``dest`` read back differs.
+        CorruptLedger: a line of ``source`` does not check out (its format,
+            seq or hash chain: nothing is made or copied), or ``dest`` read
+            back differs.
         LedgerError: anything else :meth:`Ledger.open` raises for either
             (an unsafe directory, a directory that is not a ledger, ...),
             or another writer appended to ``dest`` during the copy.
         TypeError: ``source`` or ``dest`` is not a ``str`` or ``os.PathLike[str]``.
     """
-    from ._logstore import copy_log
+    from ._logstore import check_chain, copy_log
 
     src_where, dst_where = _dir_path(source), _dir_path(dest)
     for given in (src_where, dst_where):
@@ -2593,6 +2594,7 @@ def copy_ledger(source: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
             raise NoLedger("an empty ledger path or URL: give a directory or a postgresql:// URL")
     src = _open_store(src_where, create=False, readonly=True)
     try:
+        check_chain(src)  # a damaged source is refused before dest is made or written
         dst = _open_store(dst_where, create=True, readonly=False, fsync=True)
         try:
             return copy_log(src, dst)

@@ -153,12 +153,16 @@ from ._errors import (
 )
 from ._events import line_hash
 
+#: Why psycopg could not be imported (None: it was): missing, or installed
+#: but unable to load (no libpq for its pure-Python build, a C build refused).
+_NO_PSYCOPG: ImportError | None = None
 try:
     import psycopg
     from psycopg import errors as pg_errors
-except ImportError:  # pragma: no cover - exercised only without the extra
+except ImportError as _exc:  # pragma: no cover - exercised only without (or with a broken) extra
     psycopg = None  # type: ignore[assignment]
     pg_errors = None  # type: ignore[assignment]
+    _NO_PSYCOPG = _exc
 
 STORE_FORMAT = 3
 """Version of the table layout (not of the line format). Development
@@ -651,15 +655,22 @@ class PgStore:
         Raises:
             InvalidLedgerURL: see :func:`parse_url`.
             LedgerError: psycopg is not installed (the message says how).
-            StoreUnavailable: the server cannot be reached or refuses the login.
+            StoreUnavailable: the server cannot be reached or refuses the
+                login; or psycopg is installed but cannot be loaded (its
+                error is in the message: no libpq, a refused C build).
             NoLedger: the schema does not exist and ``create`` is false.
             CorruptLedger: the schema exists and is not a scopeledger ledger,
                 or its store format is newer than this scopeledger knows.
             StoreError: the server refused creating it (e.g. permission denied).
         """
         if psycopg is None:
-            raise LedgerError("the PostgreSQL backend needs psycopg 3: "
-                              "pip install 'scopeledger[postgresql]'")
+            missing = isinstance(_NO_PSYCOPG, ModuleNotFoundError) and _NO_PSYCOPG.name == "psycopg"
+            if missing:
+                raise LedgerError("the PostgreSQL backend needs psycopg 3: "
+                                  "pip install 'scopeledger[postgresql]'")
+            raise StoreUnavailable(redact(url), f"the PostgreSQL backend needs psycopg 3, which is installed but "
+                                   f"cannot be loaded here: {_NO_PSYCOPG}; pip install 'psycopg[binary]' brings "
+                                   "its own libpq (or install the system's libpq)")
         store = cls(parse_url(url), resolve_timeout=resolve_timeout, readonly=readonly)
         try:
             store._open(create and not readonly)

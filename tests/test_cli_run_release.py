@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from scopeledger import Ledger
+from scopeledger import Ledger, ScopeRule
 from scopeledger._store import Store
 from helpers import CMD, clean_env, lines_of, wait_for
 
@@ -41,3 +41,42 @@ def test_run_releases_after_the_command_though_the_lock_is_busy_past_lock_timeou
     with Ledger.open(led, readonly=True) as ledger:
         assert ledger.holders() == []
         assert [e.type for e in ledger.events()][-1] == "released"  # released, not reclaimed
+
+
+def _run_that(tmp_path: Path, inner: str) -> subprocess.CompletedProcess[str]:
+    """``ledger run --name job`` over ``sh -c INNER`` (with $L the ledger, $T the tree)."""
+    led, tree = tmp_path / "led", tmp_path / "tree"
+    tree.mkdir()
+    with Ledger.open(led) as ledger:
+        ledger.register("early", [ScopeRule(str(tree / "e"))])
+        ledger.release("early")
+    env = clean_env(L=str(led), T=str(tree))
+    return subprocess.run([*CMD, "--ledger", str(led), "run", "--name", "job", "--write", str(tree / "w"),
+                           "--", "sh", "-c", inner], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_run_warns_when_its_grant_was_force_released_during_the_command(tmp_path: Path) -> None:
+    # The command keeps running after an operator took its scope: run says so
+    # at the end (before, it said nothing), naming the reason; the command's
+    # exit code is kept.
+    p = _run_that(tmp_path, 'ledger release job --force --reason "disk needed elsewhere" >/dev/null; exit 3')
+    assert p.returncode == 3, p.stderr
+    assert "warning: 'job' was no longer held when its command ended: force-released" in p.stderr, p.stderr
+    assert "disk needed elsewhere" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_run_warns_when_its_grant_was_cut_from_the_log_by_a_repair(tmp_path: Path) -> None:
+    # A repair during the command cut the log before the grant (an earlier
+    # line altered): the grant is no longer recorded; run says so.
+    inner = ('python3 -c "import sys; p=sys.argv[1]+\'/events.jsonl\'; b=open(p,\'rb\').read().split(b\'\\n\'); '
+             'b[1]=b[1].replace(b\'early\', b\'EARLY\'); open(p,\'wb\').write(b\'\\n\'.join(b))" "$L"; '
+             'ledger repair >/dev/null; exit 0')
+    p = _run_that(tmp_path, inner)
+    assert p.returncode == 0, p.stderr
+    assert "is no longer in the log (cut by 'ledger repair'?)" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_run_says_nothing_when_it_releases_its_own_grant(tmp_path: Path) -> None:
+    p = _run_that(tmp_path, "exit 0")
+    assert p.returncode == 0 and "warning" not in p.stderr, p.stderr

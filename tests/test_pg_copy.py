@@ -127,3 +127,37 @@ def test_a_file_ledger_goes_to_postgresql_and_back_byte_for_byte_and_verifies(pg
     with Ledger.open(str(tmp_path / "back")) as back:
         report = back.verify()
         assert report.ok and report.problems == () and report.events == n and report.snapshots >= 1, report
+
+
+@pytest.mark.parametrize("damage", ["altered", "garbage", "seq"])
+def test_a_damaged_ledger_is_refused_whole_before_anything_is_made(tmp_path, damage):
+    """copy_ledger (ledger import/export) reads SOURCE through first: a line
+    altered after the fact (valid JSON, off the hash chain), a garbage line
+    or a line out of seq order is refused, naming it, before DEST is made:
+    a copy never moves damage to a server, where nothing can be cut. (The
+    newcomer's finding: an altered line was copied, exit 0, into a schema
+    then unusable and unrepairable.)"""
+    from scopeledger import Ledger, ScopeRule, copy_ledger
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    with Ledger.open(src) as led:
+        for i in range(6):
+            led.register(f"h{i}", [ScopeRule(f"/t/{i}", "write")])
+    log = src / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    if damage == "altered":
+        lines[2] = lines[2].replace(b"/t/2", b"/t/X")
+    elif damage == "garbage":
+        lines.append(b'{"not": "an event"}\n')
+    else:
+        lines[4], lines[5] = lines[5], lines[4]
+    log.write_bytes(b"".join(lines))
+    with pytest.raises(CorruptLedger) as err:
+        copy_ledger(src, dest)
+    assert err.value.line in (4, 5, 7), err.value
+    assert not dest.exists()
+    from helpers import invoke
+
+    res = invoke(["import", str(src), str(dest)])
+    assert res.returncode == 4 and "Traceback" not in res.stderr and "line" in res.stderr, res
+    assert not dest.exists()

@@ -74,3 +74,16 @@ def test_a_path_with_a_colon_is_still_a_directory_and_needs_no_postgresql(tmp_pa
                          check=True, timeout=120)
     assert out.stdout.strip() == "[]"
     assert os.path.exists(tmp_path / "a:b" / "events.jsonl")
+
+
+def test_a_psycopg_that_cannot_load_is_said_with_its_reason_not_as_missing(tmp_path):
+    # psycopg installed but unable to load (PSYCOPG_IMPL=c asks for its C
+    # build, absent here, as a missing libpq would fail its pure build): the
+    # real reason and exit 7 (the environment), not "pip install" advice
+    # for what is already installed (a newcomer's finding: exit 1 so).
+    env = dict(os.environ, PSYCOPG_IMPL="c")
+    p = subprocess.run([sys.executable, "-m", "scopeledger", "--ledger", URLS[0], "show"], capture_output=True,
+                       text=True, env=env, cwd=tmp_path, timeout=120)
+    assert p.returncode == 7, (p.returncode, p.stderr)
+    assert "cannot be loaded here" in p.stderr and "psycopg_c" in p.stderr and "Traceback" not in p.stderr
+    assert "s3cr3t" not in p.stderr + p.stdout and os.listdir(tmp_path) == []

@@ -440,7 +440,9 @@ class _Runner:
                 finally:
                     ledger.timeout = short
         except UnknownHolder:
-            pass  # already reclaimed or released by an operator
+            why = _taken_away(ledger, alloc)  # (a reclaim after the command's exit: nothing to say)
+            if why is not None:
+                self.say(f"warning: '{alloc.name}' was no longer held when its command ended: {why}")
         except LedgerError as exc:
             self.say(f"warning: could not release '{alloc.name}': {message_of(exc)}; its command "
                      "has exited, so the next request that needs its scope reclaims it")
@@ -594,3 +596,33 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple
             return conflict_exit_code
 
 
+
+
+def _taken_away(ledger: Any, alloc: Any) -> str | None:
+    """Why the grant ``alloc`` (name, token) was gone when ``ledger run``
+    came to release it, when that is worth a warning: released by an
+    operator (forced, with the reason and who, or not), or no longer in the
+    log at all (cut by ``ledger repair``; its token may then go to another
+    grant). ``None`` for a reclaim (the command had exited: its process was
+    gone) or when the log cannot say."""
+    from scopeledger import LedgerError
+
+    try:
+        events = ledger.history(alloc.name)
+    except LedgerError:
+        return None
+    if not any(e.seq == alloc.token and e.type in ("registered", "delegated") for e in events):
+        return (f"its grant (token {alloc.token}) is no longer in the log (cut by 'ledger repair'?): "
+                "the scope was not recorded as its own for the whole command")
+    for e in events:
+        if e.seq <= alloc.token or e.data.get("name") != alloc.name:
+            continue
+        if e.type == "released":
+            forced = e.data.get("forced")
+            by = e.actor.get("pid") if isinstance(e.actor, dict) else None
+            if forced is not None:
+                return f"force-released at seq {e.seq} by pid {by}, reason: {forced}"
+            return f"released by another process (pid {by}) at seq {e.seq}"
+        if e.type == "reclaimed":
+            return None
+    return None
