@@ -131,8 +131,8 @@ except ImportError:  # pragma: no cover - an interpreter without CPython's _blak
 
 from ._errors import CorruptLedger, InvalidScope, shown
 from ._identity import ProcessIdentity
-from ._rules import (HOLDER_NAME, IDENTITY_KEYS, Permission, ScopeRule, identity_fault, is_normal, normalize_path,
-                     rule_from_log)
+from ._rules import (HOLDER_NAME, IDENTITY_KEYS, Permission, ScopeRule, identified_rule, identity_fault, is_normal,
+                     normalize_path, rule_from_log)
 
 # -- constants of the format ---------------------------------------------------
 
@@ -441,6 +441,15 @@ def decode(line: bytes, path: str, lineno: int | None, payload: bool = True) -> 
         raise CorruptLedger(path, _duplicate_key(line), line=lineno, seq=seq)
     return ev  # (a missing payload object: the fold names it)
 
+
+
+def payload_check(ev: dict[str, Any]) -> Callable[[dict[str, Any]], bool] | None:
+    """What :func:`decode` checks of the payload of ``ev`` (a line that
+    passed :func:`decode_page`) beyond ``payload=False``: ``ev -> bool``,
+    whether the objects in its payload carry only known keys (``KeyError``
+    when one is missing: the fold names that), or ``None`` for a payload
+    without objects."""
+    return _SPEC[ev["v"]][ev["type"]][4]  # type: ignore[no-any-return]  # (the table's item)
 
 def _a_key_twice(line: bytes, ev: dict[str, Any]) -> bool:
     """Whether ``line`` (decoded as ``ev``) has a key twice in one object.
@@ -758,6 +767,12 @@ def rules_from_log(value: Any, what: str, version: Any) -> tuple[ScopeRule, ...]
     out: list[ScopeRule] = []
     for r in value:
         if type(r) is list and len(r) == 4:
+            ident = r[3]
+            if version != 1 and type(ident) is dict and len(ident) == 1 and "fs" in ident:
+                fast = identified_rule(r[0], r[1], r[2], ident["fs"])  # (the usual rule, checked in one call)
+                if fast is not None:
+                    out.append(fast)
+                    continue
             if version == 1:
                 raise _bad(f"{what}[{len(out)}]", r, "[path, \"read\"|\"write\", true|false] (a v1 line)")
             why = identity_fault(r[3])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import functools
+import itertools
 import logging
 import operator
 import os
@@ -27,7 +28,8 @@ import orjson
 from . import _snapshots
 from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidScope, ScopeConflict,
                       SnapshotInvalid, shown)
-from ._events import EVENT_TYPES, GENESIS_HASH, FoldError, blake2b, check_event, decode, decode_page, line_hash
+from ._events import (EVENT_TYPES, GENESIS_HASH, FoldError, blake2b, check_event, decode, decode_page,
+                      line_hash, payload_check)
 from ._filestore import FileStore
 from ._fold import State, apply, check_request, holders_of
 from ._logstore import LogStore
@@ -440,16 +442,17 @@ class History:
         for page in self._pages(after, until):
             yield from page
 
-    def _checked_pages(self, seq: int, prev: str) -> Iterator[tuple[list[bytes], Any]]:
+    def _checked_pages(self, seq: int, prev: str, until: int | None = None) -> Iterator[tuple[list[bytes], Any]]:
         """The log's lines after event ``seq`` (whose line hashes to
         ``prev``) in pages of at most :data:`CHECKED_LINES`, each with what
         :func:`~scopeledger._events.decode_page` says of it: ``(events,
         hashes)`` when every line decodes (``payload=False``) and follows
         the one before, else ``None`` (the caller then goes line by line,
         and finds what is wrong); for a page found good, the chain goes on
-        from its last line's hash, else from ``prev`` unchanged."""
+        from its last line's hash, else from ``prev`` unchanged. Up to seq
+        ``until`` (``None``: the end)."""
         step = CHECKED_LINES
-        for page in self._pages(seq):
+        for page in self._pages(seq, until):
             for i in range(0, len(page), step):
                 lines = page[i:i + step] if len(page) > step else page
                 got = decode_page(lines, seq, prev)
@@ -1012,14 +1015,14 @@ class History:
 
     def _check_snapshot(self, seq: int, state: State, notes: list[str] | None = None) -> list[Problem]:
         try:
-            snap = _snapshots.read_state(self._store, seq)
+            same = _snapshots.holds(self._store, seq, state)
         except _snapshots.SnapshotOutdated as exc:
             if notes is not None:
                 notes.append(str(exc))
             return []
         except SnapshotInvalid as exc:
             return [Problem(exc.path, None, state.seq, exc.reason)]
-        if snap.to_json() != state.to_json():
+        if not same:
             return [Problem(_snapshots.where(self._store, seq), None, state.seq,
                             "snapshot differs from the fold of the log at its seq")]
         return []
@@ -1174,64 +1177,95 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
         if len(jumps) < CLOCK_JUMPS_KEPT:
             jumps.append(ClockJump(kind, stamped(e), stamped(prev) if prev is not None else None))
 
+    def fold(ev: dict[str, Any], line: bytes, hash_: str, lineno: int) -> Problem | FoldError | None:
+        """Every check of verify after the line's decoding, and the fold:
+        the problem that stops the scan, or the ``FoldError`` of ``apply``
+        (the caller words it: a broken chain is told from the lines
+        around), or ``None`` (a snapshot that differs is in ``problems``:
+        the scan goes on)."""
+        nonlocal events, before
+        try:
+            # The fold's own payload checks first, in its words; apply then
+            # folds what they read without checking the payload again.
+            checked = check_event(ev)
+        except FoldError as exc:
+            return Problem(path, lineno, ev["seq"], str(exc))
+        kind = ev["type"]
+        if kind == "registered" or kind == "delegated":
+            # check_event has checked the rules: a non-empty list of
+            # normalised [path, "read"|"write", bool], as ScopeRule objects
+            # equal to what ScopeRule.from_json would build from them (so
+            # "not normalised" and "no rules" cannot be found here).
+            try:
+                h = ev["holder"]
+                err = check_request(state, h["name"], checked[2], h["parent"])
+            except Exception as exc:  # noqa: BLE001 - e.g. no "parent" key: reported as is
+                err = exc
+            if err is not None and "advisory" in h and _advice_lifts(err):
+                err = None  # granted despite its conflicts, which its event records
+            if err is not None and ev.get("seq") == state.seq + 1:
+                return Problem(path, lineno, ev["seq"], f"{kind} event breaks an invariant: {err}")
+        try:
+            apply(state, ev, hash_, checked)
+        except FoldError as exc:
+            return exc
+        events += 1
+        ts = ev["ts"]
+        if before is not None:
+            if ts < before["ts"]:
+                jump("back", ev, before)
+            elif ts - before["ts"] > CLOCK_JUMP_FORWARD_NS:
+                jump("forward", ev, before)
+        if ts > future:
+            jump("future", ev, None)
+        before = ev
+        if state.seq in snaps:
+            snaps.discard(state.seq)
+            problems.extend(led._check_snapshot(state.seq, state, notes))  # (the scan goes on)
+        return None
+
     try:
-        lines = led._lines(state.seq, stop)
+        pages = led._checked_pages(state.seq, state.last_hash, stop)
+        lines: Iterator[bytes] = iter(())
+        for page, got in pages:
+            if got is None:  # a line in it does not decode or chain: line by line from here
+                lines = itertools.chain(page, (line for p, _ in pages for line in p))
+                break
+            # Each line decoded (its payload's keys still to check) and chained.
+            for ev, line, hash_ in zip(got[0], page, got[1], strict=True):
+                lineno = first_line + events
+                payload_ok = payload_check(ev)
+                if payload_ok is not None:
+                    try:
+                        known = payload_ok(ev)
+                    except KeyError:  # (a payload object missing: the fold names it)
+                        known = False
+                    if not known:
+                        decode(line, path, lineno)  # an unknown key there: it says which
+                found = fold(ev, line, hash_, lineno)
+                if found is not None:
+                    problems.append(found if isinstance(found, Problem)
+                                    else Problem(path, lineno, ev.get("seq"), str(found)))
+                    break
+            else:
+                continue
+            break
         prev_line: bytes | None = None
         for line in lines:
             lineno = first_line + events
-            try:
-                ev = decode(line, path, lineno)
-            except CorruptLedger as exc:
-                problems.append(Problem(path, lineno, exc.seq, exc.reason))
-                break
-            try:
-                # The fold's own payload checks first, in its words; apply then
-                # folds what they read without checking the payload again.
-                checked = check_event(ev)
-            except FoldError as exc:
-                problems.append(Problem(path, lineno, ev["seq"], str(exc)))
-                break
-            kind = ev["type"]
-            if kind == "registered" or kind == "delegated":
-                # check_event has checked the rules: a non-empty list of
-                # normalised [path, "read"|"write", bool], as ScopeRule objects
-                # equal to what ScopeRule.from_json would build from them (so
-                # "not normalised" and "no rules" cannot be found here).
-                try:
-                    h = ev["holder"]
-                    err = check_request(state, h["name"], checked[2], h["parent"])
-                except Exception as exc:  # noqa: BLE001 - e.g. no "parent" key: reported as is
-                    err = exc
-                if err is not None and "advisory" in h and _advice_lifts(err):
-                    err = None  # granted despite its conflicts, which its event records
-                if err is not None and ev.get("seq") == state.seq + 1:
-                    problems.append(Problem(path, lineno, ev["seq"],
-                                            f"{kind} event breaks an invariant: {err}"))
-                    break
-            try:
-                apply(state, ev, line_hash(line), checked)
-            except FoldError as exc:
+            ev = decode(line, path, lineno)
+            found = fold(ev, line, line_hash(line), lineno)
+            if isinstance(found, FoldError):
                 if ev.get("prev") != state.last_hash and ev.get("seq") == state.seq + 1:
-                    problems.append(_chain_problem(path, lineno, ev, line, prev_line, next(lines, None)))
+                    found = _chain_problem(path, lineno, ev, line, prev_line, next(lines, None))
                 else:
-                    problems.append(Problem(path, lineno, ev.get("seq"), str(exc)))
+                    found = Problem(path, lineno, ev.get("seq"), str(found))
+            if found is not None:
+                problems.append(found)
                 break
-            events += 1
             prev_line = line
-            ts = ev["ts"]
-            if before is not None:
-                if ts < before["ts"]:
-                    jump("back", ev, before)
-                elif ts - before["ts"] > CLOCK_JUMP_FORWARD_NS:
-                    jump("forward", ev, before)
-            if ts > future:
-                jump("future", ev, None)
-            before = ev
-            if state.seq in snaps:
-                snaps.discard(state.seq)
-                problems.extend(led._check_snapshot(state.seq, state, notes))
-    except CorruptLedger as exc:  # a line over MAX_LINE_BYTES, found while splitting
-        problems.append(Problem(path, first_line + events, None, exc.reason))
+    except CorruptLedger as exc:  # a line that does not decode, or one over MAX_LINE_BYTES (found splitting)
+        problems.append(Problem(path, first_line + events, exc.seq, exc.reason))
     except OSError as exc:  # LedgerIOError: an I/O error reading the log
         problems.append(Problem(path, None, None, f"cannot read: {_snapshots.why(exc)}"))
     else:

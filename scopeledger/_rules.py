@@ -477,6 +477,27 @@ def rule_from_log(value: Any) -> ScopeRule:
     return rule
 
 
+
+def identified_rule(path: Any, perm: Any, recursive: Any, fs: Any) -> ScopeRule | None:
+    """:func:`rule_from_log` of ``[path, perm, recursive, {"fs": fs}]``,
+    the usual rule of a v2 line, when it is one a v2 line may hold as it
+    is: a normal path (:func:`is_normal`), a permission's text, a bool, a
+    key; else ``None`` (the caller checks it the long way, which says
+    what is wrong). The fold's fast path: one call, no exception."""
+    if type(path) is not str or type(perm) is not str or type(recursive) is not bool or type(fs) is not str:
+        return None
+    permission = _PERMS.get(perm)
+    if permission is None or not is_normal(path) or not KEY.fullmatch(fs):
+        return None
+    rule = _new(ScopeRule)
+    path = _intern(path)
+    _set(rule, "path", path)
+    _set(rule, "permission", permission)
+    _set(rule, "recursive", recursive)
+    _set(rule, "given", None)
+    _set(rule, "ident", compact_ident(path, fs, (), ()))
+    return rule
+
 def _relation(a: tuple[str, ...], b: tuple[str, ...]) -> int:
     """Depth difference when one path is an ancestor-or-self of the other.
 
