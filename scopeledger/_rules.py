@@ -326,6 +326,12 @@ class ScopeRule:
             InvalidScope: when ``value`` is not a ``[str, str, bool]`` list
                 (or one with a valid identity as fourth item).
         """
+        if cls is ScopeRule and type(value) is list and len(value) == 4:  # the usual rule of a v2 line
+            ident = value[3]
+            if type(ident) is dict and len(ident) == 1 and "fs" in ident:
+                fast = identified_rule(value[0], value[1], value[2], ident["fs"])
+                if fast is not None:
+                    return fast
         if not (isinstance(value, (list, tuple)) and len(value) in (3, 4)):
             raise InvalidScope(f"invalid rule {shown(value)}: expected [path, permission, recursive]")
         path = value[0]
