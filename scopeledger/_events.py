@@ -522,7 +522,7 @@ def _all_good(found: set[Any], good: set[Any], check: Callable[[Any], bool]) -> 
     return True
 
 
-def decode_page(lines: list[bytes], seq: int, prev: str) -> tuple[list[dict[str, Any]], list[str]] | None:
+def decode_page(lines: list[bytes], seq: int, prev: str) -> tuple[list[dict[str, Any]], list[str], Any] | None:
     """:func:`decode` (``payload=False``) of each of ``lines``, the log's
     lines after seq ``seq`` (whose line hashes to ``prev``), and their hash
     chain: each line's ``seq`` the next one and its ``prev`` the hash of the
@@ -530,10 +530,12 @@ def decode_page(lines: list[bytes], seq: int, prev: str) -> tuple[list[dict[str,
     line shape and actor checked once), for the replay and ``verify``.
 
     Returns:
-        ``(events, hashes)``: what :func:`decode` returns for each line, and
-        each line's :func:`line_hash`, when every line passes; ``None`` when
-        one may not: the caller then decodes and chains the lines one by
-        one, which finds the first problem and names it.
+        ``(events, hashes, fields)``: what :func:`decode` returns for each
+        line, each line's :func:`line_hash`, and the events' ``seq``,
+        ``ts``, ``type`` and ``actor`` (four tuples), when every line
+        passes; ``None`` when one may not: the caller then decodes and
+        chains the lines one by one, which finds the first problem and
+        names it.
     """
     try:
         evs = list(map(orjson.loads, lines))
@@ -542,7 +544,7 @@ def decode_page(lines: list[bytes], seq: int, prev: str) -> tuple[list[dict[str,
         return None
     n = len(rows)
     if not n:
-        return [], []
+        return [], [], ((), (), (), ())
     vs, kinds, seqs, tss, prevs, actors = zip(*rows, strict=True)
     if (set(map(type, seqs)) != _INT or seqs != tuple(range(seq + 1, seq + 1 + n))
             or set(map(type, tss)) != _INT or min(tss) < -TS_LIMIT or max(tss) >= TS_LIMIT):
@@ -565,7 +567,7 @@ def decode_page(lines: list[bytes], seq: int, prev: str) -> tuple[list[dict[str,
     if dumped != lines and any(d != line and _said_twice(line, ev)  # (a key twice: see _a_key_twice)
                                for d, line, ev in zip(dumped, lines, evs, strict=True)):
         return None
-    return evs, hashes
+    return evs, hashes, (seqs, tss, kinds, actors)
 
 
 def _keys_in(obj: Any) -> int:
