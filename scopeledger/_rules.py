@@ -399,6 +399,7 @@ IDENTITY_KEYS = frozenset({"fs", "via", "below"})
 #: A key: a device number ``MAJ:MIN``, then the normalised path within that
 #: filesystem (nothing for its root): no empty, ``.`` or ``..`` component.
 KEY = re.compile(r"[0-9]{1,10}:[0-9]{1,10}(?:/(?!\.\.?(?:/|$))[^/\x00]+)*")
+_DEVICE = re.compile(r"[0-9]{1,10}:[0-9]{1,10}")  # (a key's device, as KEY begins)
 
 
 def compact_ident(path: str, key: str, via: tuple[str, ...], below: tuple[str, ...]) -> Any:
@@ -493,15 +494,23 @@ def identified_rule(path: Any, perm: Any, recursive: Any, fs: Any) -> ScopeRule 
     if type(path) is not str or type(perm) is not str or type(recursive) is not bool or type(fs) is not str:
         return None
     permission = _PERMS.get(perm)
-    if permission is None or not is_normal(path) or not KEY.fullmatch(fs):
+    if permission is None or not is_normal(path):
+        return None
+    n = len(fs) - len(path)
+    if n > 0 and path != "/" and fs.endswith(path) and _DEVICE.fullmatch(fs, 0, n):
+        # The key is a device and this normal path: a KEY, and compact_ident's
+        # answer is the device alone.
+        ident: Any = _intern(fs[:n])
+    elif KEY.fullmatch(fs):
+        ident = compact_ident(path, fs, (), ())
+    else:
         return None
     rule = _new(ScopeRule)
-    path = _intern(path)
-    _set(rule, "path", path)
+    _set(rule, "path", _intern(path))
     _set(rule, "permission", permission)
     _set(rule, "recursive", recursive)
     _set(rule, "given", None)
-    _set(rule, "ident", compact_ident(path, fs, (), ()))
+    _set(rule, "ident", ident)
     return rule
 
 def _relation(a: tuple[str, ...], b: tuple[str, ...]) -> int:

@@ -151,3 +151,37 @@ def test_a_page_of_a_v1_log_reads_as_line_by_line(ledger_dir):
     v1 = _rechained([orjson.dumps(e) for e in evs])
     one = _one_by_one(v1)
     assert one is not None and _page(v1) == one
+
+
+def test_the_usual_rule_read_in_one_call_is_the_rule_the_long_way_reads(monkeypatch):
+    """_rules.identified_rule (the fold's fast path for [path, perm, bool,
+    {"fs"}]) takes only what rules_from_log takes, and builds the same rule;
+    the rest (None) goes the long way."""
+    from scopeledger import _events
+    from scopeledger._events import FoldError, rules_from_log
+    from scopeledger._rules import identified_rule, is_normal
+
+    monkeypatch.setattr(_events, "identified_rule", lambda *a: None)  # rules_from_log: the long way only
+
+    paths = ["/", "/a", "/a/b", "/a/./b", "/a/../b", "//a", "/a/", "/.", "/..", "/a/.", "a", "", "/a\x00b",
+             "/\u00e9", "/a/..b", "/a/.b"]
+    devices = ["254:0", "0:0", "12345678901:1", "1:", ":1", "a:b", "254:0/x", "254:0/"]
+    taken = 0
+    for path in paths:
+        for dev in devices:
+            for fs in {dev + path, dev, dev + "/", dev + path + "/", dev + "/z" + path}:
+                for perm in ("read", "write", "exclusive-read", "nope"):
+                    for rec in (True, False, 1):
+                        fast = identified_rule(path, perm, rec, fs)
+                        try:
+                            (slow,) = rules_from_log([[path, perm, rec, {"fs": fs}]], "rules", 2)
+                        except FoldError:
+                            slow = None
+                        if fast is None:
+                            assert slow is None or not is_normal(path)  # (the long way reads it)
+                            continue
+                        taken += 1
+                        assert slow is not None
+                        assert (fast.path, fast.permission, fast.recursive, fast.ident, fast.given) == \
+                            (slow.path, slow.permission, slow.recursive, slow.ident, slow.given)
+    assert taken > 100
