@@ -83,6 +83,7 @@ _PUBLIC = {
     "Ledger": "_ledger",
     "LostEvents": "_ledger",
     "ReclaimReport": "_ledger",
+    "RepairReport": "_ledger",
     "Reclaimed": "_ledger",
     "check_name": "_rules",
     "default_path": "_ledger",
@@ -126,6 +127,7 @@ _PUBLIC = {
     "LeaseExpired": "_errors",
     "Renewer": "_lease",
     # _async.py (imports asyncio: only for those who use it)
+    "AsyncAdopted": "_async",
     "AsyncHold": "_async",
     "AsyncLedger": "_async",
     "AsyncSpawned": "_async",
@@ -144,6 +146,7 @@ __all__ = [
     "MAX_RULES_PER_REQUEST",
     "Adopted",
     "Allocation",
+    "AsyncAdopted",
     "AsyncHold",
     "AsyncLedger",
     "AsyncSpawned",
@@ -191,6 +194,7 @@ __all__ = [
     "Reclaimed",
     "Refused",
     "Renewer",
+    "RepairReport",
     "ScopeConflict",
     "ScopeRule",
     "Spawned",
@@ -250,7 +254,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from ._ledger import (  # noqa: F401
         Decision, ENV_DIR, EffectiveScope, Hold, Ledger, LostEvents, ReclaimReport,
-        Reclaimed, copy_ledger, default_path, redact_url, verify,
+        Reclaimed, RepairReport, copy_ledger, default_path, redact_url, verify,
     )
     from ._identity import Lease, Liveness, ProcessIdentity, Verdict  # noqa: F401
     from ._lease import Renewer  # noqa: F401
@@ -261,7 +265,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from ._store import check_ledger_path, non_directory_on_the_way, resolve_path  # noqa: F401
     from ._time import from_ns, to_ns  # noqa: F401
-    from ._async import AsyncHold, AsyncLedger, AsyncSpawned  # noqa: F401
+    from ._async import AsyncAdopted, AsyncHold, AsyncLedger, AsyncSpawned  # noqa: F401
     from ._spawn import Adopted, Spawned, adopt, from_environment, spawn  # noqa: F401
     from ._runtime import (  # noqa: F401
         Manifest, install_from_manifest, load_manifest, parse_manifest, runtime_base,

@@ -5,6 +5,7 @@ Pure: no IO, no clock, no process (``tests/test_fold_purity.py``)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ._errors import InvalidArgument, InvalidScope, shown
@@ -103,8 +104,23 @@ def check_note(note: Any) -> str | None:
 
 def asks_to_wait(wait: Any) -> bool:
     """Whether ``wait=`` asks to wait (anything but 0 or 0.0; a bad value
-    is refused by ``_wait.check_wait``)."""
+    is refused by :func:`check_wait`)."""
     return not (type(wait) in (int, float) and wait == 0)
+
+
+def check_wait(wait: Any) -> float:
+    """``wait`` as seconds (``math.inf``: for ever).
+
+    Raises:
+        TypeError: not an ``int`` or ``float`` (a ``bool``, ``None``).
+        ValueError: negative or NaN.
+    """
+    if type(wait) not in (int, float):
+        raise TypeError(f"wait must be seconds (int or float; 0 refuses at once, math.inf waits for ever), "
+                        f"not {shown(wait)}")
+    if math.isnan(wait) or wait < 0:
+        raise ValueError(f"wait must be seconds >= 0 (math.inf waits for ever), not {shown(wait)}")
+    return float(wait)
 
 
 def check_callable(what: str, value: Any) -> None:

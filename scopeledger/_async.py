@@ -30,24 +30,30 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime as dt
 import functools
 import logging
 import math
 import os
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar, overload
 
-from ._arguments import asks_to_wait, check_timeout
+from ._arguments import asks_to_wait, check_advisory, check_timeout, check_wait
 from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
+from ._ledger import delegate_attempt, register_attempt
 from ._rules import ScopeRule
 from ._wait import Gate, Request, Sleep, Watch, deadline_of, release_grant, resume, waiting, whoami
 
 if TYPE_CHECKING:
-    from ._ledger import Ledger
-    from ._spawn import Spawned
+    from ._errors import Refused
+    from ._history import Holding
+    from ._identity import Verdict
+    from ._ledger import Decision, Ledger
+    from ._spawn import Adopted, Spawned
 
 T = TypeVar("T")
+_PathT = TypeVar("_PathT", bound="str | os.PathLike[str]")
 log = logging.getLogger("scopeledger")
 
 
@@ -151,28 +157,34 @@ class AsyncLedger:
 
     async def register(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
                        socket: str | None = None, wait: float = 0, note: str | None = None,
-                       ttl: float | None = None, lease_only: bool = False) -> Allocation:
-        """:meth:`Ledger.register`, waiting (``wait``) on the loop."""
+                       advisory: bool = False, ttl: float | None = None, lease_only: bool = False) -> Allocation:
+        """:meth:`Ledger.register`, waiting (``wait``) on the loop.
+        ``advisory=True``: as there, granted at once with its conflicts
+        recorded, never waiting whatever ``wait`` says (``wait`` is still
+        checked)."""
         led = self._ledger
+        if advisory is not False:
+            check_advisory(advisory)
+            check_wait(wait)  # checked, then not waited for: an advisory request never waits
+            wait = 0
 
-        def attempt(commit: Callable[[], None]) -> Allocation:
-            return led._attempt(lambda written: led._register(name, rules, pid, socket, written, commit, note,
-                                                              ttl=ttl, lease_only=lease_only))
-
+        attempt = register_attempt(led, name, rules, pid, socket, note, advisory, ttl, lease_only)
         return await self._grant(name, rules, None, None, wait, attempt)
 
     async def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                        pid: int | None = None, *, reserved: bool = False, socket: str | None = None,
                        parent_token: int | None = None, wait: float = 0, note: str | None = None,
-                       ttl: float | None = None, lease_only: bool = False) -> Allocation:
-        """:meth:`Ledger.delegate`, waiting (``wait``) on the loop."""
+                       advisory: bool = False, ttl: float | None = None, lease_only: bool = False) -> Allocation:
+        """:meth:`Ledger.delegate`, waiting (``wait``) on the loop;
+        ``advisory``: as :meth:`register` (never waits)."""
         led = self._ledger
+        if advisory is not False:
+            check_advisory(advisory)
+            check_wait(wait)  # checked, then not waited for: an advisory request never waits
+            wait = 0
 
-        def attempt(commit: Callable[[], None]) -> Allocation:
-            return led._attempt(lambda written: led._delegate(parent, child, rules, pid, reserved, socket,
-                                                              parent_token, written, commit, note, ttl=ttl,
-                                                              lease_only=lease_only))
-
+        attempt = delegate_attempt(led, parent, child, rules, pid, reserved, socket, parent_token, note, advisory,
+                                   ttl, lease_only)
         return await self._grant(child, rules, parent, parent_token, wait, attempt)
 
     async def _grant(self, name: Any, rules: Any, parent: Any, parent_token: Any, wait: Any,
@@ -213,14 +225,17 @@ class AsyncLedger:
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
              parent: str | None = None, socket: str | None = None, parent_token: int | None = None,
-             wait: float = 0, note: str | None = None, ttl: float | None = None,
+             wait: float = 0, note: str | None = None, advisory: bool = False, ttl: float | None = None,
              lease_only: bool = False) -> "AsyncHold":
         """``async with aledger.hold(...) as alloc:``: register (or, with
         ``parent``, delegate) on entry, release (that grant, by token) on
-        exit, also on an exception or a cancellation. A lease (``ttl``) is
-        not renewed by the guard: :meth:`keep_renewed` does."""
+        exit, also on an exception or a cancellation. ``advisory``: as
+        :meth:`register` (granted at once, never waiting). A lease
+        (``ttl``) is not renewed by the guard: :meth:`keep_renewed` does.
+        The arguments are checked on entry (as :meth:`register` checks
+        them)."""
         return AsyncHold(self, name, rules, pid, parent, socket, parent_token, wait, note, ttl=ttl,
-                         lease_only=lease_only)
+                         lease_only=lease_only, advisory=advisory)
 
     async def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
         """:meth:`Ledger.renew` (it completes in its thread even if this
@@ -282,14 +297,20 @@ class AsyncLedger:
         """:meth:`Ledger.spawn` without blocking the loop: the scope is
         waited for on the loop (``wait=``), the child started in a thread;
         ``await spawned.wait()`` releases it with its exit status. Cancelled
-        after the child started, the child is killed and its grant released."""
+        after the child started, the child is killed and its grant released.
+        Options as :meth:`Ledger.spawn` (``advisory=True``: granted at once,
+        never waiting)."""
         return await _spawn(self, name, argv, rules, **options)
 
-    async def adopt(self, name: str, token: int) -> Any:
-        """:meth:`Ledger.adopt` (in a thread); an :class:`~scopeledger.Adopted`,
-        whose ``wait()`` blocks: call it in a thread
-        (``await asyncio.to_thread(adopted.wait, timeout)``), never on the
-        loop."""
+    async def adopt(self, name: str, token: int) -> "AsyncAdopted":
+        """:meth:`Ledger.adopt` (in a thread): an :class:`AsyncAdopted`,
+        whose ``await wait()`` waits for the process on the loop and then
+        releases the grant (with its exit status when this process is its
+        parent: ``scopeledger._spawn`` says what an adopter can know).
+
+        Raises:
+            as :meth:`Ledger.adopt`.
+        """
         return await _adopt(self, name, token)
 
     async def attach(self, name: str, pid: int | None = None, token: int | None = None) -> Allocation:
@@ -319,6 +340,44 @@ class AsyncLedger:
         """:meth:`Ledger.decide`."""
         return await self._thread(functools.partial(self._ledger.decide, name, rules, parent=parent,
                                                     parent_token=parent_token))
+
+    async def decide_each(self, name: str | None, rules: Sequence[ScopeRule] | ScopeRule, *,
+                          parent: str | None = None, parent_token: int | None = None) -> list[Decision]:
+        """:meth:`Ledger.decide_each`: one :class:`~scopeledger.Decision`
+        per rule, all against one state, in a thread (it canonicalises
+        paths and probes the holders in the way). Records nothing."""
+        return await self._thread(functools.partial(self._ledger.decide_each, name, rules, parent=parent,
+                                                    parent_token=parent_token))
+
+    async def would_grant(self, name: str | None, rules: Sequence[ScopeRule] | ScopeRule, *,
+                          parent: str | None = None, parent_token: int | None = None) -> Refused | None:
+        """:meth:`Ledger.would_grant`: the refusal the request would meet
+        now, or ``None``, in a thread. Records nothing."""
+        return await self._thread(functools.partial(self._ledger.would_grant, name, rules, parent=parent,
+                                                    parent_token=parent_token))
+
+    @overload
+    async def who(self, path: str | os.PathLike[str], *, seq: int | None = None,
+                  time: dt.datetime | int | None = None) -> list[Holding]: ...
+
+    @overload
+    async def who(self, path: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...], *,
+                  seq: int | None = None, time: dt.datetime | int | None = None) -> list[list[Holding]]: ...
+
+    @overload
+    async def who(self, path: list[_PathT], *,
+                  seq: int | None = None, time: dt.datetime | int | None = None) -> list[list[Holding]]: ...
+
+    async def who(self, path: Any, *, seq: int | None = None, time: dt.datetime | int | None = None) -> Any:
+        """:meth:`Ledger.who`, in a thread: who holds ``path`` now (or at
+        ``seq``/``time``, which may read much of the log); for a
+        ``list``/``tuple`` of paths, one answer per path from one state."""
+        return await self._thread(functools.partial(self._ledger.who, path, seq=seq, time=time))
+
+    async def liveness(self, holders: Sequence[Allocation] | None = None) -> dict[str, Verdict]:
+        """:meth:`Ledger.liveness`: the verdict on each holder (default the
+        live ones) now, probing their processes in a thread."""
+        return await self._thread(self._ledger.liveness, holders)
 
     async def refresh(self) -> int:
         """:meth:`Ledger.refresh`: the seq now folded."""
@@ -399,10 +458,10 @@ class AsyncHold:
 
     def __init__(self, aledger: AsyncLedger, name: str, rules: Any, pid: int | None, parent: str | None,
                  socket: str | None, parent_token: int | None, wait: float, note: str | None = None,
-                 ttl: float | None = None, lease_only: bool = False) -> None:
+                 ttl: float | None = None, lease_only: bool = False, advisory: bool = False) -> None:
         self._aledger = aledger
         self._args = (name, rules, pid, parent, socket, parent_token, wait, note)
-        self._ttl, self._lease_only = ttl, lease_only
+        self._ttl, self._lease_only, self._advisory = ttl, lease_only, advisory
         self.allocation: Allocation | None = None
         self._released = False
 
@@ -412,11 +471,13 @@ class AsyncHold:
             if parent_token is not None:
                 raise TypeError("parent_token is given without parent")
             self.allocation = await self._aledger.register(name, rules, pid, socket=socket, wait=wait, note=note,
-                                                           ttl=self._ttl, lease_only=self._lease_only)
+                                                           advisory=self._advisory, ttl=self._ttl,
+                                                           lease_only=self._lease_only)
         else:
             self.allocation = await self._aledger.delegate(parent, name, rules, pid, socket=socket,
                                                            parent_token=parent_token, wait=wait, note=note,
-                                                           ttl=self._ttl, lease_only=self._lease_only)
+                                                           advisory=self._advisory, ttl=self._ttl,
+                                                           lease_only=self._lease_only)
         return self.allocation
 
     async def release(self) -> None:
@@ -527,14 +588,15 @@ class AsyncSpawned:
 
 async def _spawn(aledger: AsyncLedger, name: str, argv: Sequence[str], rules: Any, *, parent: str | None = None,
                  parent_token: int | None = None, wait: float = 0, env: Any = None, note: str | None = None,
-                 **popen: Any) -> AsyncSpawned:
+                 advisory: bool = False, **popen: Any) -> AsyncSpawned:
     from . import _spawn as sp
 
     sp.check_spawn_args(argv, popen, parent, parent_token)
     if parent is None:
-        alloc = await aledger.register(name, rules, wait=wait, note=note)
+        alloc = await aledger.register(name, rules, wait=wait, note=note, advisory=advisory)
     else:
-        alloc = await aledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait, note=note)
+        alloc = await aledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait, note=note,
+                                       advisory=advisory)
 
     def undo(spawned: Any) -> None:  # cancelled while it started: stop it, release with a note
         spawned.process.kill()
@@ -544,7 +606,103 @@ async def _spawn(aledger: AsyncLedger, name: str, argv: Sequence[str], rules: An
     return AsyncSpawned(aledger, spawned)
 
 
-async def _adopt(aledger: AsyncLedger, name: str, token: int) -> Any:
+class AsyncAdopted:
+    """A grant taken back by :meth:`AsyncLedger.adopt`: as
+    :class:`~scopeledger.Adopted` (``adopted``, the object underneath;
+    ``allocation``, ``rebound``, ``pid``, ``returncode``), with ``await
+    wait(...)`` and ``await release(...)`` that never block the loop."""
+
+    def __init__(self, aledger: AsyncLedger, adopted: Adopted) -> None:
+        self._aledger = aledger
+        self.adopted = adopted
+        self.allocation = adopted.allocation
+        self.rebound = adopted.rebound
+
+    @property
+    def pid(self) -> int:
+        """The pid the grant is bound to."""
+        return self.adopted.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once :meth:`wait` saw the process exit as its
+        parent; else ``None`` (see :class:`~scopeledger.Adopted`)."""
+        return self.adopted.returncode
+
+    async def wait(self, timeout: float | None = None, *, note: str | None = None) -> bool:
+        """:meth:`Adopted.wait <scopeledger.Adopted.wait>` on the loop: its
+        pidfd watched with ``loop.add_reader``, each probe and the release
+        in a thread. ``True`` once the process is gone and the grant
+        released, ``False`` when ``timeout`` (seconds, ``None``: for ever)
+        ran out or the grant is rebound (this process's own). Cancelled, it
+        releases nothing (a release already under way completes).
+
+        Raises:
+            ValueError, TypeError: as :meth:`Adopted.wait <scopeledger.Adopted.wait>`.
+        """
+        from . import _spawn as sp
+
+        check_timeout("timeout", timeout)
+        ad = self.adopted
+        if ad.rebound:
+            return False
+        a = ad.allocation
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd = sp.open_pidfd(a.pid)
+        vouched = False  # as in Adopted.wait: the pidfd is surely the holder's process
+        try:
+            while True:
+                verdict = (await self._aledger.liveness([a]))[a.name]
+                vouched = vouched or (fd >= 0 and sp.vouches_for(verdict, a))
+                if verdict.dead:
+                    if vouched and fd >= 0 and ad.returncode is None:
+                        ad.returncode = sp.exit_status(fd)
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                step = sp.ADOPT_POLL_SECONDS if remaining is None else min(remaining, sp.ADOPT_POLL_SECONDS)
+                if fd >= 0:
+                    if await _readable(fd, step):  # exited: from now on the probe alone (Adopted.wait)
+                        if vouched and ad.returncode is None:
+                            ad.returncode = sp.exit_status(fd)
+                        os.close(fd)
+                        fd = -1
+                else:
+                    await asyncio.sleep(step)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        await self.release(note=ad.exit_note(note))
+        return True
+
+    async def release(self, *, note: str | None = None) -> None:
+        """:meth:`Adopted.release <scopeledger.Adopted.release>`, in a
+        thread (it completes even if this call is cancelled)."""
+        await self._aledger._thread(functools.partial(self.adopted.release, note=note))
+
+    def __repr__(self) -> str:
+        return f"<AsyncAdopted {self.adopted!r}>"
+
+
+async def _readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` turns readable within ``timeout`` seconds, waited
+    for on the loop."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    loop.add_reader(fd, _settle, fut)
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            return False
+        return True
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _adopt(aledger: AsyncLedger, name: str, token: int) -> AsyncAdopted:
     from . import _spawn as sp
 
-    return await aledger._thread(sp.adopt, aledger.ledger, name, token)
+    return AsyncAdopted(aledger, await aledger._thread(sp.adopt, aledger.ledger, name, token))

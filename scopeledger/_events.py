@@ -72,6 +72,10 @@ ARCHITECTURE.md, "The identity of a path")::
     reclaimed               "name", "reason", "reparented"
                             reason: process_gone | zombie | pid_reused | earlier_boot
                                     | namespace_gone (v2) | lease_expired (v2)
+                                    | session_closed (v2) | session_lock_gone (v2)
+                            (the last two, and lease_expired of a session: a
+                            holder on another host judged by its PostgreSQL
+                            client session, scopeledger._sessions)
                             v2, optional: "last_seen": when the holder was last
                             seen alive (the ts of its last renewal, or of its
                             grant), ns since the epoch, UTC; the event's own
@@ -88,14 +92,20 @@ keys: ``host`` (the machine id, 32 hex digits, or null when the host has
 none), ``boot`` (the kernel's boot id, or null when unreadable), ``pid``
 (int, in PID namespace ``pidns``), ``ticks`` (its start in clock ticks since
 boot, /proc/PID/stat field 22, an int > 0, or null when unknown), ``pidns``
-(``"pid:[inode]"``, or null when unknown). No wall-clock time. A v1 identity
+(``"pid:[inode]"``, or null when unknown). No wall-clock time. A holder's
+``process`` (in a grant's ``holder`` and in ``attached``; never an ``actor``)
+may also carry ``session`` (v2, optional: an int from 1 to 2**31-1), the id
+of the PostgreSQL client session of the ledger that bound it, which vouches
+for it to checkers on other hosts (``scopeledger._sessions``); a ledger in a
+directory never writes it, and a scopeledger older than this key refuses a
+line with it (as any unknown key). A v1 identity
 was ``{"pid", "start", "boot"[, "pidns"]}``, ``start`` in wall-clock seconds
 (a number or null); v1 lines keep it, and it is judged as it was.
 
 The format is strict: every object of a line (the line itself, ``actor``,
 ``holder``, ``process``, ``request``) may carry only the keys :data:`KEYS`
 lists for its format version and event type (a v2 process identity:
-all five of its keys). Any other key is
+all five of its keys, and a holder's ``process`` optionally ``session``). Any other key is
 :class:`CorruptLedger` naming the key, the object and the line, wherever a
 line is folded (open and every later read, time travel, ``verify``); a
 replay (``Ledger.events``, ``ledger replay``), which only shows lines,
@@ -149,7 +159,7 @@ EVENT_TYPES = frozenset({"registered", "delegated", "attached", "released", "rec
 
 #: Reasons a ``reclaimed`` event may carry (see ``Liveness``).
 RECLAIM_REASONS = frozenset({"process_gone", "zombie", "pid_reused", "earlier_boot", "namespace_gone",
-                             "lease_expired"})
+                             "lease_expired", "session_closed", "session_lock_gone"})
 
 GENESIS_HASH = "0" * 32
 
@@ -189,6 +199,9 @@ KEYS: dict[int, dict[str, frozenset[str]]] = {
 }
 KEYS[2] = dict(KEYS[1])
 KEYS[2]["actor"] = KEYS[2]["process"] = frozenset({"host", "boot", "pid", "ticks", "pidns"})
+# Liveness across hosts (issue 15), v2 only: the PostgreSQL client session of
+# the ledger that bound a holder to its process (never an actor's).
+KEYS[2]["process"] = KEYS[2]["process"] | {"session"}
 KEYS[2]["line"] = KEYS[1]["line"] | {"network_fs"}
 KEYS[2]["released"] = KEYS[1]["released"] | {"exit_code", "exit_signal", "note"}
 KEYS[2]["holder"] = KEYS[1]["holder"] | {"note"}
@@ -722,11 +735,16 @@ def iter_lines(chunks: Any, path: str = "the log", start: int = 0, limit: int | 
 _last_ident: list[Any] = [((), None)]
 
 
+#: The largest session id (``sessions.id`` is a PostgreSQL ``integer``).
+MAX_SESSION_ID = (1 << 31) - 1
+
+
 def process_from_log(value: Any) -> ProcessIdentity:
     """Process identity from the log, v1 (``start``) or v2 (``host``,
-    ``boot``, ``pid``, ``ticks``, ``pidns``: all present); consecutive
-    events of one process share one object (memoisation only: the result
-    is the same)."""
+    ``boot``, ``pid``, ``ticks``, ``pidns``: all present; a holder's may
+    add ``session``, an int from 1 to :data:`MAX_SESSION_ID`, which the key
+    tables allow only there); consecutive events of one process share one
+    object (memoisation only: the result is the same)."""
     if "start" in value:  # v1
         key: tuple[Any, ...] = (value["pid"], value["start"], value["boot"], value.get("pidns"))
         pid, start, boot, ns = key
@@ -734,8 +752,13 @@ def process_from_log(value: Any) -> ProcessIdentity:
                 or not (ns is None or type(ns) is str):
             raise ValueError(f"malformed process {shown(value)}")
     else:
-        key = (value["host"], value["boot"], value["pid"], value["ticks"], value["pidns"])
-        host, boot, pid, ticks, ns = key
+        session = None
+        if len(value) > 5:  # (a holder's session: only on PostgreSQL)
+            session = value.get("session", 0)
+            if type(session) is not int or not 1 <= session <= MAX_SESSION_ID:
+                raise ValueError(f"malformed process {shown(value)}")
+        key = (value["host"], value["boot"], value["pid"], value["ticks"], value["pidns"], session)
+        host, boot, pid, ticks, ns, _ = key
         if type(pid) is not int or not (boot is None or type(boot) is str) \
                 or not (host is None or type(host) is str) or not (ns is None or type(ns) is str) \
                 or not (ticks is None or (type(ticks) is int and ticks > 0)):
@@ -746,7 +769,7 @@ def process_from_log(value: Any) -> ProcessIdentity:
     if len(key) == 4:
         ident = ProcessIdentity(pid=key[0], start=key[1], boot=key[2], pidns=key[3], format=1)
     else:
-        ident = ProcessIdentity(host=key[0], boot=key[1], pid=key[2], ticks=key[3], pidns=key[4])
+        ident = ProcessIdentity(host=key[0], boot=key[1], pid=key[2], ticks=key[3], pidns=key[4], session=key[5])
     _last_ident[0] = (key, ident)
     return ident
 
@@ -826,7 +849,8 @@ def _process_shape(value: Any) -> str:
     it has a ``start``, else v2's."""
     if type(value) is dict and "start" in value:
         return '{"pid": int, "start": number, "boot": str}'
-    return '{"host": str|null, "boot": str|null, "pid": int, "ticks": int > 0|null, "pidns": str|null}'
+    return ('{"host": str|null, "boot": str|null, "pid": int, "ticks": int > 0|null, "pidns": str|null'
+            '[, "session": int 1..2**31-1]}')
 
 
 def _shape_grant(ev: dict[str, Any]) -> tuple[str, str | None, tuple[ScopeRule, ...], Any, bool, Any]:

@@ -34,6 +34,12 @@ class ProcessIdentity:
             (UTC, wall clock, as psutil gave it), ``float`` or ``None``.
         format: ``2``, or ``1`` for an identity read from a v1 line (its
             ``start``, not ``ticks`` and ``host``, identifies it).
+        session: the PostgreSQL client session (its ``sessions.id``, an
+            ``int`` >= 1) of the ledger that bound a holder to this
+            process (its grant, or an ``attach``): what vouches for the
+            holder to checkers on other hosts, who cannot see the process
+            (``scopeledger._sessions``). ``None``: none (every holder of a
+            ledger in a directory; a v1 identity; an actor).
     """
 
     pid: int
@@ -43,14 +49,19 @@ class ProcessIdentity:
     pidns: str | None = None
     start: float | None = None
     format: int = 2
+    session: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The log's form of this identity (v2 keys, or v1's for a v1 one)."""
+        """The log's form of this identity (v2 keys, or v1's for a v1 one;
+        ``session`` only when there is one)."""
         if self.format == 1:
             out: dict[str, Any] = {"pid": self.pid, "start": self.start, "boot": self.boot}
             if self.pidns is not None:
                 out["pidns"] = self.pidns
             return out
+        if self.session is not None:
+            return {"host": self.host, "boot": self.boot, "pid": self.pid, "ticks": self.ticks,
+                    "pidns": self.pidns, "session": self.session}
         return {"host": self.host, "boot": self.boot, "pid": self.pid, "ticks": self.ticks,
                 "pidns": self.pidns}
 
@@ -63,7 +74,23 @@ class ProcessIdentity:
             return cls(pid=value["pid"], boot=value["boot"], start=value["start"],
                        pidns=value.get("pidns"), format=1)
         return cls(pid=value["pid"], boot=value["boot"], host=value["host"], ticks=value["ticks"],
-                   pidns=value["pidns"])
+                   pidns=value["pidns"], session=value.get("session"))
+
+
+def on_another_host(ident: ProcessIdentity, here_host: str | None, here_boot: str | None) -> bool:
+    """Whether a checker on host ``here_host`` (machine id, or ``None``)
+    under boot ``here_boot`` (boot id, or ``None``) cannot judge the
+    process of ``ident`` by its own ``/proc``: not the same running kernel
+    (same boot id: judged here, whatever the machine ids say) and not the
+    same machine (same machine id: an earlier boot, judged here). So: on
+    another host, or where that cannot be told from an earlier boot (a
+    machine id missing on either side). A v1 identity is never (it is judged
+    as it always was)."""
+    if ident.format == 1:
+        return False
+    if ident.boot is not None and ident.boot == here_boot:
+        return False
+    return ident.host is None or ident.host != here_host
 
 
 class Liveness(enum.Enum):
@@ -79,8 +106,19 @@ class Liveness(enum.Enum):
     NAMESPACE_GONE = "namespace_gone"
     #: The holder's lease ran out (``scopeledger._lease``): not renewed
     #: within its ttl and the grace after it, on the clock of the boot that
-    #: last renewed it.
+    #: last renewed it. Also a holder on another host whose PostgreSQL
+    #: client session's lease ended more than its grace ago on the
+    #: server's clock (``scopeledger._sessions``).
     LEASE_EXPIRED = "lease_expired"
+    #: A holder on another host, on PostgreSQL (``scopeledger._sessions``):
+    #: the client session that vouched for it was closed (the ledger that
+    #: bound it was closed without releasing it).
+    SESSION_CLOSED = "session_closed"
+    #: A holder on another host, on PostgreSQL: its session's advisory lock
+    #: is gone on the server instance it was taken on (its client's
+    #: connection ended: the process died, or the connection was ended;
+    #: after a server restart only the lease decides).
+    SESSION_LOCK_GONE = "session_lock_gone"
 
     @property
     def dead(self) -> bool:

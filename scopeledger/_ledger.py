@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import logging
 import operator
 import os
@@ -32,6 +33,7 @@ import orjson
 from . import _snapshots
 from ._errors import (
     SnapshotInvalid,
+    StoreError,
     CorruptLedger,
     DelegationError,
     InvalidLease,
@@ -45,12 +47,13 @@ from ._errors import (
     ReadOnlyLedger,
     Refused,
     ScopeConflict,
+    SessionLost,
     UnknownHolder,
     UnsafeLedgerPath,
     shown,
 )
-from ._events import MAX_LINE_BYTES, blake2b, decode, encode, line_hash
-from ._history import Diff, Event, History, Holding, TimePoint, VerifyReport
+from ._events import GENESIS_HASH, MAX_LINE_BYTES, blake2b, decode, encode, line_hash
+from ._history import Diff, Event, History, Holding, Problem, TimePoint, VerifyReport
 from ._events import FORMAT_VERSION, TS_LIMIT, FoldError
 from ._fold import (
     MAX_RULES_PER_REQUEST,
@@ -65,18 +68,19 @@ from ._fold import (
     reparent_plan,
 )
 from ._paths import canonical, check_reached, identity as identify_path, mount_table
-from ._identity import Lease, Liveness, Probe, ProcessIdentity, Verdict
+from ._identity import Lease, Liveness, Probe, ProcessIdentity, Verdict, on_another_host
 from ._process import boot_id, boottime_ns, host_id, identify, probe as default_probe, run_probe
 from ._lease import check_ttl, holder_verdict, judge_lease
-from ._rules import (PERMISSION_TEXT, ScopeRule, check_name, conflicts, covers,
+from ._sessions import Sessions, check_session_options
+from ._rules import (PERMISSION_TEXT, Permission, ScopeRule, check_name, conflicts, covers,
                      identity_json)
 from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callable, check_forced,
                          check_keep_snapshots, check_note, check_options, check_snapshot_every, check_socket,
-                         check_timeout, check_token)
+                         check_timeout, check_token, check_wait)
 from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._filestore import FileStore
 from ._logstore import Entry, Line, LogStore
-from ._store import Store
+from ._store import CUT_RECORD_NAME, Store
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._lease import Renewer
@@ -205,6 +209,18 @@ def check_rule_count(n: int) -> None:
                            "hold a directory with one recursive rule, or split the request")
 
 
+def _plain_rules(rules: Any) -> Sequence[ScopeRule]:
+    """``rules`` themselves when they are a non-empty list or tuple of plain
+    :class:`ScopeRule` (the hot path; a loop: ``all()`` over a generator
+    makes a function and a generator per call), else :func:`_as_rules`'s."""
+    if type(rules) in (list, tuple) and rules:
+        for r in rules:
+            if type(r) is not ScopeRule:
+                return _as_rules(rules)
+        return rules  # type: ignore[no-any-return]
+    return _as_rules(rules)
+
+
 def _as_rules(rules: Any) -> list[ScopeRule]:
     if isinstance(rules, ScopeRule):
         rules = [rules]
@@ -274,6 +290,71 @@ class LostEvents:
     last_seq: int
     snapshot_seq: int
     snapshots: tuple[str, ...]
+
+
+@attrs.frozen
+class RepairReport:
+    """What :meth:`Ledger.repair` found past the last line of the log that
+    checks out, and set aside (in a dry run: would set aside).
+
+    Attributes:
+        dry_run: ``bool``, as asked.
+        damaged: ``bool``: something lies past that line (bytes of the
+            log, or snapshots at later seqs). ``False``: nothing to
+            repair, and nothing was changed.
+        kept_seq: the seq of the last line that checks out, ``int`` (0:
+            none): the log's last line after the repair, the one new
+            events chain on from.
+        line: the first line set aside (1-based, so the seq it should
+            have), ``int``; ``None`` when no line is (snapshots only, or
+            nothing).
+        seq: the seq that line records, ``int``, when it could be read;
+            else ``None``.
+        reason: why that line does not check out, in ``verify``'s words
+            (``Problem.message``); a torn last line or snapshots past the
+            log's end say so; ``""`` when not damaged.
+        offset: the byte offset of the cut in the log, ``int`` (the log's
+            size when nothing is cut from it).
+        log_bytes: the log's size before the repair, ``int``.
+        bytes_cut: bytes cut from the log, ``int``.
+        lines_cut: lines cut from the log, ``int`` (a last line without a
+            newline counts).
+        sha256: the SHA-256 of the bytes cut, hex ``str``; ``None`` when none.
+        snapshots: the file names of the snapshots set aside (those past
+            ``kept_seq``), ``tuple[str, ...]``.
+        directory: where everything went, ``cut/<UTC time>-line-<N>`` in
+            the ledger directory (full path, ``str``); ``None`` in a dry
+            run or when not damaged.
+        record: the record of the cut in it (``record.json``), ``str`` or
+            ``None`` as ``directory``.
+        remaining: problems ``verify`` reports that a repair leaves alone,
+            ``tuple[Problem, ...]``: a snapshot at or before ``kept_seq``
+            that does not check out (opening skips it; remove it by hand).
+    """
+
+    dry_run: bool
+    damaged: bool
+    kept_seq: int
+    line: int | None
+    seq: int | None
+    reason: str
+    offset: int
+    log_bytes: int
+    bytes_cut: int
+    lines_cut: int
+    sha256: str | None
+    snapshots: tuple[str, ...]
+    directory: str | None
+    record: str | None
+    remaining: tuple[Problem, ...] = ()
+
+    def __str__(self) -> str:
+        if not self.damaged:
+            return f"nothing to repair: every line checks out (seq {self.kept_seq})"
+        verb = "would set aside" if self.dry_run else "set aside"
+        what = [f"{self.bytes_cut} bytes ({self.lines_cut} lines) from byte {self.offset}"] if self.bytes_cut else []
+        what += [f"{len(self.snapshots)} snapshot(s)"] if self.snapshots else []
+        return f"{verb} {' and '.join(what)}: {self.reason}; the log ends at seq {self.kept_seq}"
 
 
 @attrs.define
@@ -382,7 +463,12 @@ class _Txn:
         self.error: Exception | None = None
         self.liveness: dict[str, Verdict] = {}
         store = ledger._store
-        self.actor_ident, self.actor = ledger._actor_and_json(store._holding_pid if store is not None else None)
+        pid = store.holding_pid if store is not None else None
+        cache = ledger._actor_cache  # (_actor_and_json's hit, inlined: the hot path)
+        if cache is not None and cache[0] == pid:
+            self.actor_ident, self.actor = cache[1], cache[2]
+        else:
+            self.actor_ident, self.actor = ledger._actor_and_json(pid)
         #: ``(fold function, *args)`` that applies the last event, or None.
         self.after: tuple[Any, ...] | None = None
         self.network_fs = ledger._network_fs
@@ -419,11 +505,19 @@ class _Txn:
         apply(self.state, ev, line_hash(line))
         return seq
 
-    def emit_last(self, kind: str, **payload: Any) -> tuple[int, int, str]:
-        """Build the transaction's last line, not applied yet; ``(seq, ts,
-        line hash)`` for the caller's ``after``."""
+    def emit_last(self, kind: str, payload: dict[str, Any]) -> tuple[int, int, str]:
+        """Build the transaction's last line (``payload``: its keys after the
+        envelope's, in order; a dict, not keyword arguments, which would
+        build one more), not applied yet; ``(seq, ts, line hash)`` for the
+        caller's ``after``."""
         seq, ts, _, line = self._line(kind, payload)
         return seq, ts, line_hash(line)
+
+    def verdict(self, name: str) -> Verdict:
+        """Whether live holder ``name`` is alive, asked once per
+        transaction (``decide``'s ``liveness``: a bound method, not a
+        closure made per request)."""
+        return self.ledger._liveness(self, name)
 
     def reclaim(self, name: str, reason: str) -> tuple[int, list[list[Any]]]:
         plan = reparent_plan(self.state, name)
@@ -469,8 +563,8 @@ class Ledger:
     reclaimed on its way may have been).
     On a ledger opened ``readonly``, every method that would record an event
     (``register``, ``delegate``, ``attach``, ``release``, ``hold``,
-    ``reclaim``/``reclaim_stale`` with something to reclaim, ``snapshot``) raises
-    :class:`ReadOnlyLedger` before doing anything.
+    ``reclaim``/``reclaim_stale`` with something to reclaim, ``snapshot``), and
+    ``repair`` but for a dry run, raises :class:`ReadOnlyLedger` before doing anything.
     Those methods check the type and value of every argument before they
     take the lock: a bad one (:class:`InvalidHolderName`,
     :class:`InvalidScope`, :class:`InvalidProcess`, ``TypeError``,
@@ -505,7 +599,9 @@ class Ledger:
     def __init__(self, store: LogStore | Store, *, timeout: float | None, probe: Probe | None,
                  fsync: bool, snapshot_every: int, keep_snapshots: int | None,
                  resolve_symlinks: bool, clock: Callable[[], int] | None,
-                 load: bool = True, boottime: Callable[[], int | None] | None = None) -> None:
+                 load: bool = True, boottime: Callable[[], int | None] | None = None,
+                 session_ttl: float | None = None,
+                 on_session_lost: Callable[[SessionLost], object] | None = None) -> None:
         check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         if isinstance(store, Store):  # a directory opened by the caller
             store = FileStore(store, fsync=fsync)
@@ -550,6 +646,16 @@ class Ledger:
         self._holds: "weakref.WeakSet[Hold]" = weakref.WeakSet()
         self._history = History(store, self._current, self._mem, self._prepare, self._log_where)
         self._lost: LostEvents | None = None
+        check_session_options(session_ttl, on_session_lost)
+        #: On PostgreSQL: this ledger's client session and the judge of other
+        #: hosts' (scopeledger._sessions); None on any other store.
+        self._sessions: Sessions | None = (
+            Sessions(store, session_ttl, on_session_lost, store.location)
+            if hasattr(store, "judge_sessions") else None)
+        if self._sessions is not None:
+            # Its grants carry the session; bound here, so that a file ledger's
+            # grants do not pay a call for it.
+            self._identity = self._identity_with_session  # type: ignore[method-assign]
         _ledgers.add(self)
         if load:
             with self._mem:
@@ -594,7 +700,9 @@ class Ledger:
              resolve_symlinks: bool = True, clock: Callable[[], int] | None = None,
              readonly: bool = False, create: bool = True,
              allow_network_fs: bool = False, fold: bool = True,
-             boottime: Callable[[], int | None] | None = None) -> "Ledger":
+             boottime: Callable[[], int | None] | None = None,
+             session_ttl: float | None = None,
+             on_session_lost: Callable[[SessionLost], object] | None = None) -> "Ledger":
         """Open (creating if needed) the ledger in directory ``path``, or
         at a PostgreSQL URL.
 
@@ -644,6 +752,23 @@ class Ledger:
                 initial time namespace reads it, ``None`` when unreadable
                 (tests); default :func:`scopeledger._process.boottime_ns`.
                 Leases are recorded and judged on it (``scopeledger._lease``).
+            session_ttl: on PostgreSQL, the ttl in seconds (0.01 to 86400;
+                ``None``: ``scopeledger._sessions.DEFAULT_SESSION_TTL``, 30 s)
+                of the client session this object opens at its first grant
+                and records with every holder it grants or attaches: checkers
+                on other hosts judge those holders by it (dead when it is
+                closed, its lock is gone, or it is not renewed within the ttl
+                and a grace of max(0.25 s, ttl/10) by the server's clock;
+                renewed every ttl/3 by a thread). Does not apply to a
+                directory (a file ledger records no session).
+            on_session_lost: on PostgreSQL, ``on_session_lost(error)``,
+                called with a :class:`SessionLost` (and a warning logged)
+                when this object's session is lost (its lease ran out by
+                this process's clock, its connection was ended): the holders
+                it vouched for may be reclaimed by other hosts, and their
+                :meth:`check` is already ``False``. Called once per lost
+                session, from the thread that found it (the session's
+                watchdog or renewer, or a caller); its exceptions are logged.
             readonly: only read: open the log ``O_RDONLY`` and nothing else
                 (no lock, nothing created, no mode tightened), so that a
                 ledger on a read-only mount, or one write-protected with
@@ -703,8 +828,9 @@ class Ledger:
                 or ``fold`` is not a ``bool``; ``probe`` or ``clock`` is neither ``None`` nor
                 callable. Nothing is created.
             ValueError: ``timeout``, ``snapshot_every`` or
-                ``keep_snapshots`` of the wrong type or out of range.
-                Nothing is created.
+                ``keep_snapshots`` of the wrong type or out of range;
+                ``session_ttl`` out of range (``TypeError``: not a number;
+                ``on_session_lost`` not callable). Nothing is created.
             CorruptLedger: a complete log line does not check out (with
                 ``fold=False``: when the state is first needed).
             LedgerIOError: the OS refused to create, open or read the
@@ -718,6 +844,7 @@ class Ledger:
         check_bool("allow_network_fs", allow_network_fs)
         check_bool("fold", fold)
         check_callable("boottime", boottime)
+        check_session_options(session_ttl, on_session_lost)
         # Before the Store: a bad option creates no directory.
         check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
         store = _open_store(_dir_path(path), create=create, readonly=readonly, fsync=fsync,
@@ -725,7 +852,8 @@ class Ledger:
         try:
             return cls(store, timeout=timeout, probe=probe, fsync=fsync,
                        snapshot_every=snapshot_every, keep_snapshots=keep_snapshots,
-                       resolve_symlinks=resolve_symlinks, clock=clock, load=fold, boottime=boottime)
+                       resolve_symlinks=resolve_symlinks, clock=clock, load=fold, boottime=boottime,
+                       session_ttl=session_ttl, on_session_lost=on_session_lost)
         except BaseException:
             store.close()
             raise
@@ -734,9 +862,19 @@ class Ledger:
         """Release the allocations of this object's live :meth:`hold` guards
         (their holders are done when their ledger is), then close the
         descriptors (the log's, and the watches kept for the next
-        ``wait=``). The object cannot be used afterwards."""
+        ``wait=``). The object cannot be used afterwards.
+
+        On PostgreSQL it also closes its client session: holders it granted
+        or attached that are still held (``register``, ``delegate``,
+        ``spawn`` without a release) are then dead to checkers on other
+        hosts, who reclaim them as ``session_closed`` when they next look;
+        checkers on their own host keep judging their processes. So keep
+        the ledger open while they hold (``ledger run`` and a supervisor
+        do), or release them first."""
         for guard in list(self._holds):
             guard.release()
+        if self._sessions is not None:
+            self._sessions.close()
         self._log.close()
         waiting = sys.modules.get("scopeledger._wait")  # imported by the first wait=, if any
         if waiting is not None:
@@ -959,7 +1097,7 @@ class Ledger:
 
     def _identity(self, pid: int | None) -> ProcessIdentity:
         """The identity to bind an allocation to (the calling process for
-        ``None``).
+        ``None``). On PostgreSQL, :meth:`_identity_with_session` instead.
 
         Raises:
             InvalidProcess: ``pid`` is not a positive ``int`` (a ``bool``,
@@ -981,6 +1119,18 @@ class Ledger:
         except (TypeError, ValueError) as exc:
             raise InvalidProcess(f"cannot bind an allocation to pid {shown(pid)}: {exc}") from None
 
+    def _identity_with_session(self, pid: int | None) -> ProcessIdentity:
+        """:meth:`_identity`, carrying this ledger's client session (opened
+        at the first grant: ``scopeledger._sessions``): a ledger on
+        PostgreSQL has it as its ``_identity`` (``__init__``).
+
+        Raises:
+            InvalidProcess: as :meth:`_identity`.
+            StoreUnavailable, StoreError: the session cannot be opened.
+        """
+        assert self._sessions is not None
+        return self._sessions.stamp(Ledger._identity(self, pid))
+
     def _prepare(self, rules: Any) -> tuple[ScopeRule, ...]:
         """The request's rules as the log will store them: canonical paths
         (symlinks resolved unless ``resolve_symlinks`` is off), identified
@@ -993,13 +1143,15 @@ class Ledger:
                 flags cannot be read).
         """
         out = []
-        resolve = self.resolve_symlinks
-        given_rules = (rules if type(rules) in (list, tuple) and rules
-                       and all(type(r) is ScopeRule for r in rules) else _as_rules(rules))
+        resolve = self._resolve_symlinks
+        given_rules = _plain_rules(rules)
         check_rule_count(len(given_rules))
         table = mount_table()  # one look (and staleness check) for the whole request
         cache = table.rules if table is not None else None
         folding = table is not None and cache is None  # a directory may fold case: read its flags
+        # Components found missing by this request's earlier rules (see
+        # _paths.canonical): a second rule below one asks no more.
+        missing: dict[str, Any] | None = {} if resolve and len(given_rules) > 1 else None
         for r in given_rules:
             given = r.given
             path = r.path
@@ -1007,7 +1159,7 @@ class Ledger:
             if resolve:
                 # A '..' after a symlink means the link target's parent.
                 if given is None:
-                    real, existing, folds = canonical(path, folding)
+                    real, existing, folds = canonical(path, folding, missing)
                     known = (existing, folds)
                 else:
                     real = os.path.realpath(given)
@@ -1032,8 +1184,14 @@ class Ledger:
             elif path != r.path or given is not None or r.ident is not None:
                 r = ScopeRule(path, r.permission, r.recursive)
             out.append(r)
-        if len(out) > 1:
-            out = list(dict.fromkeys(out))  # a rule given twice is held once
+        if len(out) > 1:  # a rule given twice is held once (the first of equal rules kept)
+            # By what ScopeRule's equality compares, (path, permission,
+            # recursive), hashed in C: the rules' own hash is a Python call.
+            firsts: dict[tuple[str, Permission, bool], ScopeRule] = {}
+            for r in out:
+                firsts.setdefault((r.path, r.permission, r.recursive), r)
+            if len(firsts) < len(out):
+                out = list(firsts.values())
         return tuple(out)
 
     # -- transactions -----------------------------------------------------------
@@ -1044,8 +1202,11 @@ class Ledger:
         :class:`ReadOnlyLedger`)."""
         return self._log.readonly
 
-    def _transact(self, build: Callable[[_Txn], Any], written: list[Any] | None = None) -> Any:
-        """Run ``build`` under the lock and append the lines it emitted.
+    def _transact(self, build: Callable[..., Any], written: list[Any] | None = None,
+                  args: tuple[Any, ...] = ()) -> Any:
+        """Run ``build(txn, *args)`` under the lock and append the lines it
+        emitted. (``args``: the hot path's builds are plain functions given
+        their values, not closures, whose cells cost more than the call.)
 
         An exception at any point (also a signal handler's, e.g.
         KeyboardInterrupt) leaves the lock free (``store.release`` in
@@ -1069,23 +1230,25 @@ class Ledger:
         if files is not None:
             txn = None
             try:
-                missed = files.begin(after_seq, self.timeout, self._fold_while_waiting)
+                missed = files.begin(after_seq, self._timeout, self._fold_while_waiting)
                 self.last_wait = files.last_wait
-                result, txn, state = self._locked_part(build, written, after_seq, missed)
+                result, txn, state = self._locked_part(build, written, after_seq, missed, args)
             finally:
                 if txn is None or not txn.lines:  # (an append that returned let the lock go)
                     files.end()  # a no-op unless this thread still holds the lock (an exception)
         else:
-            with store.locked(after_seq, self.timeout) as missed:
-                result, txn, state = self._locked_part(build, written, after_seq, missed)
-        if txn.lines and self._snapshot_due(state):
-            self._maybe_snapshot()
+            with store.locked(after_seq, self._timeout) as missed:
+                result, txn, state = self._locked_part(build, written, after_seq, missed, args)
+        if txn.lines:  # _snapshot_due(state), inlined (the hot path)
+            since = state.seq - self._snap_seq
+            if since >= self._snapshot_every and since >= len(state.holders):
+                self._maybe_snapshot()
         if txn.error is not None:
             raise txn.error
         return result
 
-    def _locked_part(self, build: Callable[[_Txn], Any], written: list[Any] | None, after_seq: int,
-                     missed: list[Line]) -> tuple[Any, _Txn, State]:
+    def _locked_part(self, build: Callable[..., Any], written: list[Any] | None, after_seq: int,
+                     missed: list[Line], args: tuple[Any, ...]) -> tuple[Any, _Txn, State]:
         """:meth:`_transact` with the lock held: fold ``missed``, build,
         append (which lets the lock go), apply the last event."""
         with self._mem:
@@ -1096,7 +1259,7 @@ class Ledger:
             base = state.seq
             txn = _Txn(self, state)
             try:
-                result = build(txn)
+                result = build(txn, *args) if args else build(txn)
                 lines = txn.lines
                 if lines:
                     after = txn.after
@@ -1151,9 +1314,21 @@ class Ledger:
             lv = txn.liveness[name] = self._verdict(txn.state.holders[name], probe)
         return lv
 
-    def _verdict(self, alloc: Allocation, probe: Probe | None = None) -> Verdict:
+    def _verdict(self, alloc: Allocation, probe: Probe | None = None,
+                 sessions: dict[int, Verdict] | None = None) -> Verdict:
         """Whether holder ``alloc`` is alive: its process's verdict (by
-        ``probe``, default the ledger's) and its lease's (``_lease``)."""
+        ``probe``, default the ledger's) and its lease's (``_lease``). On
+        PostgreSQL, a holder on another host carrying a client session is
+        judged by its session (``scopeledger._sessions``; ``sessions``: the
+        verdicts on sessions asked already) instead of its process."""
+        judge = self._sessions
+        if judge is not None:
+            sid = alloc.process.session
+            if sid is not None and on_another_host(alloc.process, host_id(), boot_id()):
+                if alloc.lease is None:
+                    return judge.verdict(sid, sessions)
+                return holder_verdict(alloc.lease, lambda: judge.verdict(sid, sessions), self._boottime(),
+                                      host_id(), boot_id())
         fn = probe or self._probe
         if alloc.lease is None:
             return run_probe(fn, alloc.process, self._boot_spans)
@@ -1162,7 +1337,7 @@ class Ledger:
 
     def _check(self, txn: _Txn, name: str, rules: tuple[ScopeRule, ...], parent: str | None) -> Exception | None:
         """check_request, reclaiming dead holders that stand in the way."""
-        return decide(txn.state, name, rules, parent, lambda n: self._liveness(txn, n), txn.reclaim)
+        return decide(txn.state, name, rules, parent, txn.verdict, txn.reclaim)
 
     # -- mutations -------------------------------------------------------------
 
@@ -1183,7 +1358,8 @@ class Ledger:
                 default) refuses at once. Waiters are served first come,
                 first served (``scopeledger._wait``: its docstring says
                 how); woken when the log changes or a holder's process in
-                the way exits.
+                the way exits. With ``advisory=True`` nothing is waited
+                for (see ``advisory``).
             note: why the scope is asked for, in the requester's words
                 (``str``, at most 4096 characters), recorded with the grant
                 (``holder.note``).
@@ -1192,7 +1368,14 @@ class Ledger:
                 recording each conflict on the grant (``holder.advisory``:
                 owner chain, its rule, the requested rule); the allocation is marked
                 ``advisory``. A taken name, or (``delegate``) a rule outside
-                the parent's scope, is still refused. Default ``False``.
+                the parent's scope, is still refused. An advisory request
+                never waits, whatever ``wait`` says: it is granted at once
+                with its conflicts recorded (what a waiter waits for, a
+                conflict, does not refuse it; what refuses it is refused at
+                once, as with ``wait``). ``wait`` is still checked, and the
+                request takes no place in the waiters' queue (it may be
+                granted ahead of waiters, as a request without ``wait`` may).
+                Default ``False``.
             ttl: a lease of this many seconds (``int``/``float`` > 0, at
                 most 10**9): the holder must be :meth:`renew`-ed within it
                 (:meth:`keep_renewed` does so every ttl/3), or it is
@@ -1224,8 +1407,8 @@ class Ledger:
                 holder's write rule (holders outside one line of delegation);
                 holders in the way whose process is dead are reclaimed
                 first. The refusal is recorded once.
-            WaitTimeout: with ``wait``, not granted within ``wait`` seconds
-                (it is never granted afterwards).
+            WaitTimeout: with ``wait`` (and not ``advisory``), not granted
+                within ``wait`` seconds (it is never granted afterwards).
             TypeError, ValueError: ``wait`` is not a number of seconds >= 0;
                 ``note`` is not a ``str`` of at most 4096 characters that
                 UTF-8 can encode.
@@ -1235,13 +1418,9 @@ class Ledger:
         """
         if advisory is not False:
             check_advisory(advisory)
+            check_wait(wait)  # an advisory request never waits; a bad wait is still refused
         if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
-            from ._wait import wait_for_grant, Request
-
-            req = Request.of(self, name, rules, None, None, wait)
-            return wait_for_grant(self, req, lambda commit: self._attempt(
-                lambda written: self._register(name, rules, pid, socket, written, commit, note, ttl=ttl,
-                                               lease_only=lease_only)))
+            return self._register_waiting(name, rules, pid, socket, wait, note, ttl, lease_only)
         written: list[Any] = []
         try:
             return self._register(name, rules, pid, socket, written, None, note, advisory, ttl=ttl,
@@ -1249,6 +1428,16 @@ class Ledger:
         except BaseException:
             self._withdraw(written)
             raise
+
+    def _register_waiting(self, name: str, rules: Any, pid: int | None, socket: str | None, wait: Any,
+                          note: str | None, ttl: Any, lease_only: Any) -> Allocation:
+        """:meth:`register` with ``wait`` (a method of its own: variables its
+        lambdas use would be cells, made in every call of ``register``)."""
+        from ._wait import wait_for_grant, Request
+
+        req = Request.of(self, name, rules, None, None, wait)
+        return wait_for_grant(self, req, register_attempt(self, name, rules, pid, socket, note, False, ttl,
+                                                          lease_only))
 
     def _attempt(self, grant: Callable[[list[Any]], Allocation]) -> Allocation:
         """``grant(written)``, withdrawing a grant whose call raised after
@@ -1271,19 +1460,12 @@ class Ledger:
         if socket is not None:
             socket = check_socket(socket)
         rules_t = self._prepare(rules)
-        ident = self._identity(pid)
-
-        def build(txn: _Txn) -> Allocation | None:
-            err = self._check(txn, name, rules_t, None)
-            met = _advised(txn.state, name, rules_t, None, err) if advisory else None
-            if err is not None and met is None:
-                txn.refuse(name, None, rules_t, err)
-                return None
-            if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
-                commit()
-            return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met, lease)
-
-        granted: Allocation = self._transact(build, written)  # (not cast(): a call at run time)
+        # The calling process (None) is the transaction's writer: its
+        # identity comes with the lock (no getpid() of its own here); on
+        # PostgreSQL it carries the ledger's session, so it is asked here.
+        ident = self._identity(pid) if pid is not None or self._sessions is not None else None
+        granted: Allocation = self._transact(  # (not cast(): a call at run time)
+            _build_registered, written, (name, rules_t, commit, advisory, ident, socket, note, lease))
         return granted
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
@@ -1316,8 +1498,8 @@ class Ledger:
                 outside the parent's scope is refused at once.
             note: as :meth:`register`.
             advisory: as :meth:`register`: a sibling's rule in the way is
-                recorded instead of refusing; a rule outside the parent's
-                scope is still refused.
+                recorded instead of refusing (at once, whatever ``wait``
+                says); a rule outside the parent's scope is still refused.
             ttl, lease_only: as :meth:`register` (a child's lease is its
                 own: the parent's does not renew it).
 
@@ -1326,7 +1508,7 @@ class Ledger:
                 grant than ``parent_token`` (the message says which).
             DelegationError: a rule is outside the parent's effective scope
                 or overlaps a sibling's write rule.
-            WaitTimeout: as :meth:`register`.
+            WaitTimeout: as :meth:`register` (never with ``advisory``).
             InvalidHolderName: ``parent`` or ``child`` is not a holder name.
             TypeError: ``reserved`` is not a ``bool``; ``parent_token`` is
                 neither an ``int`` nor ``None``.
@@ -1334,13 +1516,10 @@ class Ledger:
         """
         if advisory is not False:
             check_advisory(advisory)
+            check_wait(wait)  # an advisory request never waits; a bad wait is still refused
         if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
-            from ._wait import wait_for_grant, Request
-
-            req = Request.of(self, child, rules, parent, parent_token, wait)
-            return wait_for_grant(self, req, lambda commit: self._attempt(
-                lambda written: self._delegate(parent, child, rules, pid, reserved, socket, parent_token,
-                                               written, commit, note, ttl=ttl, lease_only=lease_only)))
+            return self._delegate_waiting(parent, child, rules, pid, reserved, socket, parent_token, wait,
+                                          note, ttl, lease_only)
         written: list[Any] = []
         try:
             return self._delegate(parent, child, rules, pid, reserved, socket, parent_token, written, None, note,
@@ -1348,6 +1527,16 @@ class Ledger:
         except BaseException:
             self._withdraw(written)
             raise
+
+    def _delegate_waiting(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
+                          socket: str | None, parent_token: int | None, wait: Any, note: str | None,
+                          ttl: Any, lease_only: Any) -> Allocation:
+        """:meth:`delegate` with ``wait`` (as :meth:`_register_waiting`)."""
+        from ._wait import wait_for_grant, Request
+
+        req = Request.of(self, child, rules, parent, parent_token, wait)
+        return wait_for_grant(self, req, delegate_attempt(self, parent, child, rules, pid, reserved, socket,
+                                                          parent_token, note, False, ttl, lease_only))
 
     def _delegate(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
                   socket: str | None, parent_token: int | None, written: list[Any],
@@ -1365,7 +1554,8 @@ class Ledger:
         if socket is not None:
             socket = check_socket(socket)
         rules_t = self._prepare(rules)
-        ident = self._identity(pid)
+        ident = (self._identity(pid) if pid is not None or self._sessions is not None
+                 else None)  # None: the writer (as _register)
 
         def build(txn: _Txn) -> Allocation | None:
             stale = stale_grant(txn.state, parent, parent_token, "parent")
@@ -1473,16 +1663,7 @@ class Ledger:
         if forced is not None:
             extras["forced"] = forced
 
-        def build(txn: _Txn) -> list[str]:
-            stale = stale_grant(txn.state, name, token)
-            if stale is not None:
-                raise stale
-            plan = reparent_plan(txn.state, name)
-            seq, ts, h = txn.emit_last("released", name=name, reparented=plan, **extras)
-            txn.after = (commit_removal, name, seq, ts, h)
-            return [c for c, _ in plan]
-
-        children: list[str] = self._transact(build)
+        children: list[str] = self._transact(_build_released, None, (name, token, extras))
         return children
 
     def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
@@ -1570,9 +1751,12 @@ class Ledger:
     def reclaim(self, probe: Probe | None = None, *, dry_run: bool = False) -> ReclaimReport:
         """Reclaim every holder whose process is provably gone: exited, a
         zombie, its pid reused (a later start), from an earlier boot of this
-        host, or its PID namespace gone. Each is removed like a release
+        host, or its PID namespace gone; or whose lease expired; or, on
+        PostgreSQL, a holder of another host whose client session is dead
+        (``session_closed``, ``lease_expired``, ``session_lock_gone``, on
+        the server's clock: ``scopeledger._sessions``). Each is removed like a release
         (children re-parented) with the reason recorded. A holder whose
-        liveness cannot be decided (another host, another PID namespace
+        liveness cannot be decided (another host without a session, another PID namespace
         that still exists, /proc unreadable, ...) is kept, and the report
         says why.
 
@@ -1603,7 +1787,8 @@ class Ledger:
             snapshot = list(state.holders.values())
             if dry_run:
                 state = state.copy()
-        verdicts = {a.name: self._verdict(a, fn) for a in snapshot}
+        known = self._session_verdicts(snapshot)
+        verdicts = {a.name: self._verdict(a, fn, known) for a in snapshot}
         suspects = [a for a in snapshot if verdicts[a.name].dead]
 
         def kept() -> tuple[tuple[str, Verdict], ...]:
@@ -1801,7 +1986,10 @@ class Ledger:
         """The ledger's verdict on each holder now, with why
         (:class:`Verdict`), in order: its process's (the ledger's probe)
         and, for a holder with a lease, its lease's (``scopeledger._lease``:
-        dead when either is); records nothing.
+        dead when either is); on PostgreSQL, for a holder of another host
+        carrying a client session, its session's instead of its process's
+        (one query for all of them: ``scopeledger._sessions``); records
+        nothing.
 
         Args:
             holders: the allocations to probe (say, those of a
@@ -1809,12 +1997,25 @@ class Ledger:
         """
         if holders is None:
             holders = self.holders()
-        return {a.name: self._verdict(a) for a in holders}
+        known = self._session_verdicts(holders)
+        return {a.name: self._verdict(a, None, known) for a in holders}
+
+    def _session_verdicts(self, holders: Iterable[Allocation]) -> dict[int, Verdict] | None:
+        """On PostgreSQL: the verdicts on the client sessions of the holders
+        of another host among ``holders``, asked in one query (``None``
+        elsewhere, or when there are none)."""
+        judge = self._sessions
+        if judge is None:
+            return None
+        here, boot = host_id(), boot_id()
+        sids = [a.process.session for a in holders
+                if a.process.session is not None and on_another_host(a.process, here, boot)]
+        return judge.verdicts(s for s in sids if s is not None) if sids else None
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
              *, parent: str | None = None, socket: str | None = None,
              parent_token: int | None = None, wait: float = 0, note: str | None = None,
-             ttl: float | None = None, lease_only: bool = False) -> "Hold":
+             advisory: bool = False, ttl: float | None = None, lease_only: bool = False) -> "Hold":
         """Register (or, with ``parent``, delegate) now and return a guard
         that releases the allocation when the ``with`` block ends (also on
         an exception), when the guard is garbage collected (with a
@@ -1822,28 +2023,34 @@ class Ledger:
         whichever comes first. ``with ledger.hold(...) as alloc``
         binds the :class:`Allocation`. ``parent_token``: as
         :meth:`delegate` (a ``TypeError`` without ``parent``). ``wait``,
-        ``note``, ``ttl``, ``lease_only``: as :meth:`register` (the guard
-        does not renew a lease: :meth:`keep_renewed` does).
+        ``note``, ``advisory``, ``ttl``, ``lease_only``: as :meth:`register`
+        (an advisory hold is granted at once, its conflicts recorded,
+        whatever ``wait`` says; the guard does not renew a lease:
+        :meth:`keep_renewed` does).
 
         Raises:
             as :meth:`register` / :meth:`delegate`.
         """
         if parent is None and parent_token is not None:
             raise TypeError("parent_token is given without parent")
+        if advisory is not False:
+            check_advisory(advisory)
+            check_wait(wait)  # an advisory request never waits; a bad wait is still refused
         written: list[Any] = []
         guard = None
         alloc = None
         try:
-            if asks_to_wait(wait):
+            if asks_to_wait(wait) and not advisory:
                 alloc = (self.register(name, rules, pid, socket=socket, wait=wait, note=note, ttl=ttl,
                                        lease_only=lease_only) if parent is None
                          else self.delegate(parent, name, rules, pid, socket=socket, parent_token=parent_token,
                                             wait=wait, note=note, ttl=ttl, lease_only=lease_only))
             elif parent is None:
-                alloc = self._register(name, rules, pid, socket, written, None, note, ttl=ttl, lease_only=lease_only)
+                alloc = self._register(name, rules, pid, socket, written, None, note, advisory, ttl=ttl,
+                                       lease_only=lease_only)
             else:
                 alloc = self._delegate(parent, name, rules, pid, False, socket, parent_token, written, None, note,
-                                       ttl=ttl, lease_only=lease_only)
+                                       advisory, ttl=ttl, lease_only=lease_only)
             guard = Hold(self, alloc)
             self._holds.add(guard)
             return guard
@@ -1864,7 +2071,8 @@ class Ledger:
         (``SCOPELEDGER_*`` set so nested tools delegate), and return the
         :class:`~scopeledger.Spawned` whose ``wait()`` releases it with the
         exit status: :func:`scopeledger._spawn.spawn` (options and errors
-        there: ``parent``, ``parent_token``, ``wait``, ``env``, Popen's)."""
+        there: ``parent``, ``parent_token``, ``wait``, ``note``, ``advisory``,
+        ``env``, Popen's)."""
         from ._spawn import spawn
 
         return spawn(self, name, argv, rules, **options)
@@ -1931,6 +2139,142 @@ class Ledger:
         with self._mem:
             state = self._catch_up()
         return _snapshots.prune_keeping(self._log, keep, state.seq)
+
+    def repair(self, *, dry_run: bool = False) -> RepairReport:
+        """Set aside what lies past the last line of the log that checks
+        out, so that the ledger opens, verifies and goes on from that line.
+
+        The first line that does not check out is found as :meth:`verify`
+        finds it (the same checks: the line's format, its seq, the hash
+        chain, that its event applies and, for a grant, was grantable; a
+        line longer than ``MAX_LINE_BYTES``); a torn last line (no
+        newline) is damage too. Everything from that line to the end of
+        the log, and every snapshot at a later seq (it describes events no
+        longer in the log: kept, it would be reported by ``verify`` and,
+        once the log went on past it, no longer match), is moved into a
+        new directory ``cut/<UTC time>-line-<N>/`` of the ledger (0700;
+        files 0600): the bytes exactly as they were in
+        ``events.jsonl.cut``, the snapshot files under their names, and
+        ``record.json`` (what was cut and why: the line and seq, the
+        reason as ``verify`` says it, the byte offset, bytes and lines cut
+        and their SHA-256, the snapshots, when (UTC) and by whom: user,
+        uid, host, pid). Nothing is deleted. All of it is flushed to disk
+        before the log is cut (and the cut flushed), under the ledger's
+        lock: killed at any point, nothing is lost (the log still holds
+        what the directory may hold a copy of; run the repair again).
+
+        Open a damaged ledger with ``Ledger.open(path, fold=False)``:
+        opening folds the log and refuses the damage. A healthy ledger
+        is judged without the lock and left as it is. Other objects that
+        had read past the cut (in other processes too) find the log
+        shorter than they read (:class:`CorruptLedger`) and must be
+        opened again; this one folds again from the newest snapshot left.
+
+        Args:
+            dry_run: say what would be set aside, change nothing (no lock
+                taken: a ledger opened ``readonly`` may be asked).
+
+        Returns:
+            :class:`RepairReport`.
+
+        Raises:
+            TypeError: ``dry_run`` is not a ``bool``.
+            StoreError: the ledger is not a directory (a PostgreSQL
+                ledger's server refuses to change or remove its log's
+                lines, by design); nothing is read.
+            ReadOnlyLedger: not ``dry_run``, and the ledger was opened
+                ``readonly``.
+            LockTimeout: the lock was not free within ``timeout``.
+            LedgerIOError: the OS refused to read the log or the
+                snapshots, or to make, write or flush the files set aside,
+                move a snapshot, cut or flush the log (disk full, an I/O
+                error, ...); it names the file and says whether the log
+                was cut. Unless it says so, the log is as it was.
+            UnsafeLedgerPath: ``cut/`` (or what is in the way of a file
+                in it) is not a private directory of this user: a symlink,
+                another owner, a group- or other-writable mode.
+            CorruptLedger: (a dry run, without the lock) the log was cut
+                by another process while it was judged.
+        """
+        check_bool("dry_run", dry_run)
+        files = self._files
+        if files is None:
+            raise StoreError(self.path, f"cannot repair the ledger at {self.path}: only a ledger "
+                                        "directory's log can be cut (the PostgreSQL server refuses to "
+                                        "change or delete a ledger's lines, by design)")
+        if not dry_run and self._readonly:
+            raise ReadOnlyLedger(self.path, "repair the ledger")
+        with self._mem:
+            files.forget()  # (another repair may have cut the log since this object read it)
+            kept, first, others = self._damage()
+            if dry_run:
+                return self._repaired(True, kept, first, others, files.cut_plan(kept), None)
+            if files.past(kept) == (0, []):
+                return self._repaired(False, kept, first, others, files.cut_plan(kept), None)
+            try:
+                with files.exclusive(self.timeout):
+                    files.forget()
+                    kept, first, others = self._damage()  # again, as the lock finds the log
+                    cut = files.cut_after(kept, self._repair_facts(kept, first, files.past(kept)))
+            finally:
+                self._state = None  # fold again from what the log holds now
+                self._seq_of_last_txn = -1
+                self._snap_seq = 0
+                self._boots = None
+            if cut is None:
+                return self._repaired(False, kept, first, others, files.cut_plan(kept), None)
+            where, record = cut
+            return self._repaired(False, kept, first, others, record, where)
+
+    def _damage(self) -> tuple[int, Problem | None, tuple[Problem, ...]]:
+        """``verify``'s judgement of the log: the seq of the last line that
+        checks out, the first problem of the log (``None``: none), and the
+        problems of snapshots at or before that seq (a repair leaves them).
+
+        Raises:
+            LedgerIOError: the log cannot be read past some line.
+        """
+        report = self._history.verify()
+        where = self._log_where
+        first = next((p for p in report.problems if p.file == where), None)
+        if first is not None and first.line is None:  # "cannot read: ...": an I/O error
+            raise LedgerIOError(where, "read the log", OSError(errno.EIO, first.message), "nothing was cut")
+        kept = report.events if first is None or first.line is None else first.line - 1
+        others = tuple(p for p in report.problems if p.file != where and (p.seq is None or p.seq <= kept))
+        return kept, first, others
+
+    def _repair_facts(self, kept: int, first: Problem | None, past: tuple[int, list[str]]) -> dict[str, Any]:
+        """What a repair's record says of why: ``reason``, ``line``, ``seq``,
+        ``kept_seq`` and ``kept_hash`` (the hash of line ``kept``, which the
+        next event's ``prev`` will be)."""
+        tail, snaps = past
+        if first is not None:
+            reason = first.message
+        elif tail:
+            reason = (f"a torn last line: {tail} bytes after line {kept} without a newline (a writer "
+                      "stopped in the middle of an append)")
+        else:
+            reason = f"snapshot(s) past the end of the log (seq {kept}): {', '.join(snaps)}"
+        line = self._log.read_after(kept - 1, 1) if kept else []
+        return {"reason": reason, "line": kept + 1 if tail else None, "seq": first.seq if first else None,
+                "kept_seq": kept, "kept_hash": line_hash(line[0][1]) if line else GENESIS_HASH}
+
+    def _repaired(self, dry_run: bool, kept: int, first: Problem | None, others: tuple[Problem, ...],
+                  cut: dict[str, Any], where: str | None) -> RepairReport:
+        """The report of a repair: ``cut`` is the record written, or (dry
+        run, nothing to do) what would be cut (``FileStore.cut_plan``)."""
+        damaged = bool(cut["bytes"] or cut["snapshots"])
+        if "reason" in cut:  # the record written
+            facts = cut
+        elif damaged:
+            facts = self._repair_facts(kept, first, (cut["bytes"], cut["snapshots"]))
+        else:
+            facts = {"reason": "", "line": None, "seq": None}
+        return RepairReport(
+            dry_run=dry_run, damaged=damaged, kept_seq=kept, line=facts["line"], seq=facts["seq"],
+            reason=facts["reason"], offset=cut["offset"], log_bytes=cut["log_bytes"], bytes_cut=cut["bytes"],
+            lines_cut=cut["lines"], sha256=cut["sha256"], snapshots=tuple(cut["snapshots"]), directory=where,
+            record=os.path.join(where, CUT_RECORD_NAME) if where is not None else None, remaining=others)
 
     def _write_snapshot(self, state: State) -> None:
         header, body = _snapshots.encode(state)
@@ -2094,15 +2438,51 @@ class Ledger:
         renewed on another host or boot cannot be judged here (nor is it
         reclaimed from here): ``True`` while the grant is live.
 
+        On PostgreSQL, also only while the client session the grant carries
+        vouches for it (``scopeledger._sessions``): a session of this object
+        turns ``False`` the moment it is lost by this process's clock (its
+        lease's deadline, before the server's lease end + grace, after
+        which others may reclaim it), without asking the server, so a
+        partitioned holder learns at once; another process's session is
+        asked of the server (closed, lock gone, or past its lease end, the
+        grace not counted: ``False``). A call already reading from the
+        server when the link was cut waits for the read to fail (the
+        connection's TCP timeouts), then answers ``False`` if the session
+        was lost meanwhile; ``on_session_lost`` is called at the deadline
+        itself, whatever the other threads are doing.
+
         Raises:
             InvalidHolderName: ``name`` is not a holder name.
             TypeError: ``token`` is not an ``int``.
+            StoreUnavailable, StoreError: (PostgreSQL) the server cannot
+                be read.
         """
         check_name(name)
         check_token(token)
-        with self._mem:
-            alloc = self._current().holders.get(name)
+        sessions = self._sessions
+        if sessions is None:
+            with self._mem:
+                alloc = self._current().holders.get(name)
+        else:
+            # A session of ours that was lost never comes back: say so before
+            # any IO (a partitioned holder's reads would hang on the cut link),
+            # and rather than an error when the read failed because it was.
+            state = self._state
+            known = state.holders.get(name) if state is not None else None
+            sid = known.process.session if known is not None and known.token == token else None
+            if sessions.lost(sid):
+                return False
+            try:
+                with self._mem:
+                    alloc = self._current().holders.get(name)
+            except StoreError:
+                if sessions.lost(sid):
+                    return False
+                raise
         if alloc is None or alloc.token != token:
+            return False
+        if sessions is not None and alloc.process.session is not None \
+                and not sessions.vouches(alloc.process.session):
             return False
         if alloc.lease is None:
             return True
@@ -2138,6 +2518,26 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
         return unloaded(store).verify(workers=workers)
     finally:
         store.close()
+
+
+def register_attempt(ledger: Ledger, name: str, rules: Any, pid: int | None, socket: str | None,
+                     note: str | None, advisory: bool, ttl: Any,
+                     lease_only: Any) -> Callable[[Callable[[], None]], Allocation]:
+    """What a waiter for :meth:`Ledger.register` tries each time it may be
+    granted (``attempt(commit)``: ``commit`` is called under the lock just
+    before the grant is recorded; ``_wait.waiting``), for the blocking and
+    the asyncio callers (``_async``). Package-internal: not in ``__all__``."""
+    return lambda commit: ledger._attempt(lambda written: ledger._register(
+        name, rules, pid, socket, written, commit, note, advisory, ttl=ttl, lease_only=lease_only))
+
+
+def delegate_attempt(ledger: Ledger, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
+                     socket: str | None, parent_token: int | None, note: str | None, advisory: bool,
+                     ttl: Any, lease_only: Any) -> Callable[[Callable[[], None]], Allocation]:
+    """:func:`register_attempt` for :meth:`Ledger.delegate`."""
+    return lambda commit: ledger._attempt(lambda written: ledger._delegate(
+        parent, child, rules, pid, reserved, socket, parent_token, written, commit, note, advisory, ttl=ttl,
+        lease_only=lease_only))
 
 
 def _open_store(where: str, *, create: bool, readonly: bool, fsync: bool = False,
@@ -2391,17 +2791,52 @@ def last_seen_ns(alloc: Allocation) -> int:
     return alloc.lease.renewed_ns if alloc.lease is not None else alloc.granted_ns
 
 
-def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,
+def _build_registered(txn: _Txn, name: str, rules_t: tuple[ScopeRule, ...], commit: Callable[[], None] | None,
+                      advisory: bool, ident: ProcessIdentity | None, socket: str | None, note: str | None,
+                      lease: tuple[int, bool] | None) -> Allocation | None:
+    """:meth:`Ledger.register`'s work under the lock (``Ledger._transact``'s
+    ``build``): decide, then grant or record the refusal."""
+    err = txn.ledger._check(txn, name, rules_t, None)
+    met = _advised(txn.state, name, rules_t, None, err) if advisory else None
+    if err is not None and met is None:
+        txn.refuse(name, None, rules_t, err)
+        return None
+    if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
+        commit()
+    return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met, lease)
+
+
+def _build_released(txn: _Txn, name: str, token: int | None, extras: dict[str, Any]) -> list[str]:
+    """:meth:`Ledger.release`'s work under the lock: the released line, its
+    children re-parented; their names."""
+    stale = stale_grant(txn.state, name, token)
+    if stale is not None:
+        raise stale
+    plan = reparent_plan(txn.state, name)
+    payload = {"name": name, "reparented": plan}
+    if extras:
+        payload.update(extras)
+    seq, ts, h = txn.emit_last("released", payload)
+    txn.after = (commit_removal, name, seq, ts, h)
+    return [c for c, _ in plan] if plan else []
+
+
+def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity | None,
            parent: str | None, reserved: bool, socket: str | None, note: str | None = None,
            advisory: list[Any] | None = None, lease: tuple[int, bool] | None = None) -> Allocation:
     """Emit the ``registered``/``delegated`` event (the transaction's last)
-    and return the :class:`Allocation` it grants, applied after the write."""
+    and return the :class:`Allocation` it grants, applied after the write;
+    bound to ``ident``, or (``None``) to the calling process, the writer."""
     # ``rules`` come from Ledger._prepare: canonical, ``given`` cleared.
+    if ident is None:
+        ident = txn.actor_ident
     perm = PERMISSION_TEXT
+    shown_rules = []  # (a loop: a comprehension is a function made per call, perm a cell)
+    for r in rules:
+        shown_rules.append([r.path, perm[r.permission], r.recursive] if r.ident is None
+                           else [r.path, perm[r.permission], r.recursive, identity_json(r)])
     holder: dict[str, Any] = {
-        "name": name, "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
-                                else [r.path, perm[r.permission], r.recursive, identity_json(r)]
-                                for r in rules],
+        "name": name, "rules": shown_rules,
         "process": txn.actor if ident is txn.actor_ident else ident.to_json(), "parent": parent,
         "reserved": reserved, "socket": socket}
     if note is not None:
@@ -2409,7 +2844,7 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
     if advisory is not None:
         holder["advisory"] = advisory
     if lease is None:
-        seq, ts, h = txn.emit_last(kind, holder=holder)
+        seq, ts, h = txn.emit_last(kind, {"holder": holder})
         alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket, advisory is not None)
     else:
         ttl_ns, only = lease
@@ -2417,7 +2852,7 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
         if only:
             holder["lease_only"] = True
         clock = _boot_reading(txn.ledger._boottime)
-        seq, ts, h = txn.emit_last(kind, holder=holder, **clock)
+        seq, ts, h = txn.emit_last(kind, {"holder": holder, **clock})
         actor = txn.actor
         alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket, advisory is not None,
                            Lease(ttl_ns, not only, actor.get("host"), actor.get("boot"), clock.get("boot_ns"), ts, seq))

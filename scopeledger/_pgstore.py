@@ -80,14 +80,19 @@ then even while a renewal hangs on a cut link), when a renewal is refused, or
 when its connection broke and the same server instance answers again. When
 another instance answers (the server restarted), it takes its lock again
 there, then moves its row to that instance and renews.
-:meth:`PgStore.dead_sessions` judges other sessions: dead when closed, when
+:meth:`PgStore.dead_sessions` (and :meth:`PgStore.judge_sessions`, which
+also says alive, lapsed or unknown) judges other sessions: dead when closed, when
 its lease ended more than its grace ago (server clock; the holder knew at its
 own deadline, earlier), or when its lock is gone on the same server instance
-it was taken on (``system_identifier`` from ``pg_control_system()`` and
-``pg_postmaster_start_time()``): every session lock vanishes at a server
-restart, and without that rule the first client back would be judged to have
-outlived everyone. A pooler in transaction mode (PgBouncer) breaks
-session-level locks: connect to the server directly.
+it was taken on (:data:`INSTANCE_SQL`: ``system_identifier`` from
+``pg_control_system()``, ``pg_postmaster_start_time()`` and the last reset of
+the cumulative statistics, which crash recovery resets): every session lock
+vanishes at a server restart, and at the reset after a backend's crash, and
+without that rule the first client back would be judged to have outlived
+everyone. A ``Ledger`` records its session with every holder it binds, and
+judges other hosts' holders by theirs (``scopeledger._sessions``). A pooler
+in transaction mode (PgBouncer) breaks session-level locks: connect to the
+server directly.
 
 Processes and threads
 ---------------------
@@ -458,6 +463,8 @@ CREATE TABLE {s}.sessions (
     lease_until timestamptz NOT NULL,
     closed_at timestamptz);
 
+-- (Not used since the instance also names the last crash recovery: INSTANCE_SQL;
+-- kept so that a schema made by an older scopeledger and a new one do not differ.)
 CREATE FUNCTION {s}.instance() RETURNS text LANGUAGE sql STABLE AS $$
     SELECT (SELECT system_identifier::text FROM pg_control_system()) || '@'
            || to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC',
@@ -538,6 +545,25 @@ CREATE TRIGGER sessions_no_truncate BEFORE TRUNCATE ON {s}.sessions
     FOR EACH STATEMENT EXECUTE FUNCTION {s}.refuse_change();
 INSERT INTO {s}.meta (format_version) VALUES ({STORE_FORMAT});
 """
+
+
+#: The server instance, as SQL: ``<system identifier>@<postmaster start>/<last
+#: reset of the cumulative statistics>`` (times UTC, to the microsecond). It
+#: changes when the server restarts, and when it resets after a backend
+#: crashed (an out-of-memory kill, a segfault: the postmaster ends every
+#: connection, so every session lock goes, and recovers without restarting,
+#: keeping its start time; crash recovery resets the statistics, and their
+#: reset time). A reset asked by an administrator (``pg_stat_reset_shared
+#: ('bgwriter')``) changes it too, which is safe: a session's lock then
+#: decides nothing until its client reconnects, only its lease. Inlined in
+#: the queries (not the schema's ``instance()`` function, which older
+#: schemas define without the last part), so every client of one server
+#: computes the same text; a client of an older scopeledger computes another,
+#: so that each judges the other's sessions by their leases alone.
+INSTANCE_SQL = ("((SELECT system_identifier::text FROM pg_control_system()) || '@'"
+                " || to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+                " || '/' || coalesce((SELECT to_char(stats_reset AT TIME ZONE 'UTC',"
+                " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM pg_stat_bgwriter), '-'))")
 
 
 def _signed32(oid: int) -> int:
@@ -1303,13 +1329,15 @@ class PgStore:
     # -- sessions -----------------------------------------------------------
 
     def instance(self) -> str:
-        """The server instance: ``<system identifier>@<postmaster start, UTC,
-        to the microsecond>``; it changes when the server restarts.
+        """The server instance (:data:`INSTANCE_SQL`): ``<system
+        identifier>@<postmaster start>/<statistics reset>``; it changes
+        when the server restarts, and when it resets after a backend's
+        crash (every connection, and so every session lock, gone).
 
         Raises: StoreUnavailable, StoreError.
         """
         return cast(str, self._retrying("read the server instance", lambda conn: conn.execute(
-            f"SELECT {self.schema}.instance()").fetchone()[0]))
+            f"SELECT {INSTANCE_SQL}").fetchone()[0]))
 
     def open_session(self, ttl: float, *, host: str | None = None, pid: int | None = None,
                      renew: bool = True, on_lost: Callable[["PgSession"], object] | None = None,
@@ -1361,14 +1389,38 @@ class PgStore:
             ValueError: an id is not an int.
             StoreUnavailable, StoreError.
         """
+        return {sid: why for sid, why in self.judge_sessions(ids).items() if why in SESSION_DEATHS}
+
+    def judge_sessions(self, ids: list[int], *, grace: bool = True) -> dict[int, str]:
+        """Each of the sessions ``ids`` that is in the table, judged on the
+        server's clock: a reason of :meth:`dead_sessions`
+        (:data:`SESSION_DEATHS`), or ``"alive"`` (its lock is held and its
+        lease runs), ``"lapsed"`` (its lease ended, its grace is not over:
+        dead once it is, unless its lock is found gone first), or
+        ``"unknown"`` (its lock is not held on this server instance, which
+        is not the one it was taken on: the server restarted and the client
+        has not taken it again, or never will; its lease decides). An id
+        not in the table is left out. One query.
+
+        ``grace=False`` is the holder's own view (``Ledger.check`` of a
+        session another process opened): a lease past ``lease_until``, the
+        grace not over yet, is already ``"lease_expired"`` (its client
+        stopped trusting it then, or earlier).
+
+        Raises:
+            ValueError: an id is not an int.
+            StoreUnavailable, StoreError.
+        """
         ids = [_int("a session id", i) for i in ids]
+        if not ids:
+            return {}
         s = self.schema
         sql = f"""
             SELECT s.id,
                    s.closed_at IS NOT NULL,
                    s.lease_until + s.grace_ms * interval '1 millisecond' < clock_timestamp(),
                    s.lease_until < clock_timestamp(),
-                   s.instance = {s}.instance(),
+                   s.instance = {INSTANCE_SQL},
                    EXISTS (SELECT 1 FROM pg_locks l
                            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
                              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -1380,15 +1432,24 @@ class PgStore:
         for sid, closed, expired, lapsed, same_instance, locked in rows:
             if closed:
                 out[sid] = "session_closed"
-            elif expired:
+            elif expired or (lapsed and not grace):
                 out[sid] = "lease_expired"
             elif same_instance and not locked:
                 # A client lets its lock go when its lease lapsed: say so.
                 out[sid] = "lease_expired" if lapsed else "session_lock_gone"
+            elif lapsed:
+                out[sid] = "lapsed"
+            else:
+                out[sid] = "alive" if locked else "unknown"
         return out
 
 
 # -- sessions ----------------------------------------------------------------
+
+#: What :meth:`PgStore.dead_sessions` answers: the reclaim reasons of a
+#: holder judged by its session (``scopeledger._sessions``).
+SESSION_DEATHS = frozenset({"session_closed", "lease_expired", "session_lock_gone"})
+
 
 def default_grace(ttl: float) -> float:
     """The default grace of a session of ``ttl`` seconds: a tenth of the ttl,
@@ -1452,7 +1513,7 @@ class PgSession:
             sent = time.monotonic()
             row = conn.execute(
                 f"WITH s AS (INSERT INTO {s}.sessions (host, pid, instance, ttl_ms, grace_ms, lease_until)"
-                f"  VALUES (%s, %s, {s}.instance(), %s, %s, clock_timestamp() + %s * interval '1 millisecond')"
+                f"  VALUES (%s, %s, {INSTANCE_SQL}, %s, %s, clock_timestamp() + %s * interval '1 millisecond')"
                 "  RETURNING id, instance)"
                 " SELECT id, instance, pg_advisory_lock(%s, id) FROM s",
                 (host, pid, math.ceil(ttl * 1000), math.ceil(grace * 1000), math.ceil(ttl * 1000),
@@ -1565,14 +1626,14 @@ class PgSession:
                 pause = min(pause * 2, 0.5)
                 continue
             try:
-                instance = conn.execute(f"SELECT {s}.instance()").fetchone()[0]
+                instance = conn.execute(f"SELECT {INSTANCE_SQL}").fetchone()[0]
                 if instance == self.instance:
                     break  # the same server: the lock was gone there
                 if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (self.store._key, self.id)).fetchone()[0]:
                     break
                 sent = time.monotonic()
                 row = conn.execute(
-                    f"UPDATE {s}.sessions SET instance = {s}.instance(),"
+                    f"UPDATE {s}.sessions SET instance = {INSTANCE_SQL},"
                     " lease_until = clock_timestamp() + ttl_ms * interval '1 millisecond'"
                     " WHERE id = %s AND closed_at IS NULL AND lease_until > clock_timestamp() RETURNING id",
                     (self.id,)).fetchone()

@@ -26,8 +26,8 @@ import json
 import sys
 from typing import Any
 
-from ._events import (EVENT_TYPES, KEYS, MAX_TTL_NS, NESTED, OPTIONAL as LINE_OPTIONAL, RECLAIM_REASONS, REFUSAL_KINDS,
-                      TS_LIMIT)
+from ._events import (EVENT_TYPES, KEYS, MAX_SESSION_ID, MAX_TTL_NS, NESTED, OPTIONAL as LINE_OPTIONAL,
+                      RECLAIM_REASONS, REFUSAL_KINDS, TS_LIMIT)
 from ._rules import HOLDER_NAME, KEY
 
 #: Where the schema is, inside the package.
@@ -129,7 +129,11 @@ _IDENTITY_V2: dict[str, Any] = {
         "ticks": {"anyOf": [{"type": "integer", "minimum": 1}, _NULL]},
         "pidns": {"type": ["string", "null"]},
     }
-VALUES_BY_VERSION[2]["actor"] = VALUES_BY_VERSION[2]["process"] = _IDENTITY_V2
+VALUES_BY_VERSION[2]["actor"] = _IDENTITY_V2
+#: A holder's process (v2) may add the PostgreSQL client session of the ledger
+#: that bound it (``scopeledger._sessions``); an actor never does.
+VALUES_BY_VERSION[2]["process"] = {**_IDENTITY_V2,
+                                   "session": {"type": "integer", "minimum": 1, "maximum": MAX_SESSION_ID}}
 
 #: Keys an object of a kind may leave out; every other key KEYS lists for it
 #: is required (the decoder and the fold refuse a line without it). A
@@ -143,7 +147,8 @@ OPTIONAL: dict[str, frozenset[str]] = {
 }
 #: Per version, optional keys that differ from :data:`OPTIONAL`.
 OPTIONAL_BY_VERSION: dict[int, dict[str, frozenset[str]]] = {
-    2: {"actor": frozenset(), "process": frozenset()},  # a v2 identity has all five keys
+    # a v2 identity has all five keys; a holder's may add its session
+    2: {"actor": frozenset(), "process": frozenset({"session"})},
 }
 
 #: A normalised absolute path, as the fold takes a rule's: ``/``, or

@@ -16,17 +16,41 @@ environment sets one (:meth:`~scopeledger.Ledger.child_environment`).
 status (``exit_code``, or ``exit_signal`` when a signal killed it) and an
 optional note. Bound to the child, the grant outlives the supervisor: if the
 supervisor dies, the child keeps its scope until it exits (then it is
-reclaimed, or taken back by :func:`adopt`).
+reclaimed, or taken back by :func:`adopt`). On PostgreSQL that holds for
+checkers on the child's own host; to other hosts the grant is vouched for
+by the supervisor's ledger's client session, which the binding records
+(``scopeledger._sessions``): once the supervisor's ledger is closed or its
+process dies, other hosts reclaim it.
 
 ``adopt(ledger, name, token)`` is for a supervisor that restarted and kept
 the names and tokens of its grants: a grant whose process is alive (a child
 still running), or not provably gone (liveness unknown: on another host, in
 another PID namespace, ...), stays bound to it, and the returned
 :class:`Adopted` waits until that process is proven gone and then releases
-it (its exit status is not known to a process that is not its parent: the
-release says so in its note); a grant whose process is proven gone (the old
-supervisor itself) is bound to this process, so that it is not reclaimed and
-its children stay its children.
+it; a grant whose process is proven gone (the old supervisor itself) is
+bound to this process, so that it is not reclaimed and its children stay its
+children.
+
+**What an adopter can know of an adopted process.** Only a process's parent
+learns its exit status (``waitid``); a supervisor that restarted is not the
+parent of its old children (they were re-parented to init, or to a
+subreaper), so:
+
+- *that* it exited: known on this host and in this PID namespace, at once
+  (a pidfd becomes readable; the ledger's probe confirms: gone, or a
+  zombie), and checked every :data:`ADOPT_POLL_SECONDS` anyway; elsewhere
+  (another host, another PID namespace) only what the probe can prove,
+  which may be never (liveness ``unknown``: the grant is kept);
+- *how* it exited: unknown, and the release says so in its note
+  (``exit status unknown to the adopting process``), unless the adopter is
+  its parent after all: a supervisor that restarted by ``exec`` in the same
+  process (its children stay its children), or a subreaper the children
+  were re-parented to. Then :meth:`Adopted.wait` reaps the child through its
+  pidfd (``waitid(P_PIDFD)``, so never another process that took its pid)
+  and records its exit status (``exit_code``, or ``exit_signal``) as
+  :meth:`Spawned.wait` does. So do not adopt a child that a
+  ``subprocess.Popen`` of this process still waits for (it would see
+  ``returncode`` 0): that one is a :class:`Spawned`.
 """
 
 from __future__ import annotations
@@ -38,9 +62,10 @@ import subprocess
 import time
 from typing import Any, Mapping, Sequence
 
+from ._arguments import check_timeout
 from ._errors import UnknownHolder, shown
 from ._fold import Allocation
-from ._identity import Liveness
+from ._identity import Liveness, Verdict
 
 #: The environment variables a spawned child sees (as ``ledger run`` sets them).
 ENV_DIR = "SCOPELEDGER_DIR"
@@ -146,13 +171,15 @@ class Spawned:
 
 def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: str | None = None,
           parent_token: int | None = None, wait: float = 0, env: Mapping[str, str] | None = None,
-          note: str | None = None, **popen: Any) -> Spawned:
+          note: str | None = None, advisory: bool = False, **popen: Any) -> Spawned:
     """Reserve ``rules`` for holder ``name``, start ``argv`` bound to it,
     return the :class:`Spawned` (see the module docstring).
 
     Args:
-        name, rules, parent, parent_token, wait, note: as :meth:`Ledger.register`
-            (``parent``: as :meth:`Ledger.delegate`).
+        name, rules, parent, parent_token, wait, note, advisory: as
+            :meth:`Ledger.register` (``parent``: as :meth:`Ledger.delegate`;
+            ``advisory=True``: granted at once with its conflicts recorded,
+            never waiting, as ``ledger run --advisory``).
         argv: the command and its arguments (``argv[0]`` looked up in
             ``PATH``); not found: the child exits 127, not runnable: 126.
         env: the child's environment (default this process's), to which the
@@ -175,9 +202,10 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
     """
     check_spawn_args(argv, popen, parent, parent_token)
     if parent is None:
-        alloc = ledger.register(name, rules, wait=wait, note=note)
+        alloc = ledger.register(name, rules, wait=wait, note=note, advisory=advisory)
     else:
-        alloc = ledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait, note=note)
+        alloc = ledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait, note=note,
+                                advisory=advisory)
     return start(ledger, alloc, argv, env, popen)
 
 
@@ -235,43 +263,69 @@ def start(ledger: Any, alloc: Allocation, argv: Sequence[str], env: Mapping[str,
 
 
 class Adopted:
-    """A grant taken back by :func:`adopt`.
+    """A grant taken back by :func:`adopt` (the module docstring says what
+    can be known of its process).
 
     Attributes:
-        allocation: the :class:`Allocation` as it is now.
+        allocation: the :class:`Allocation` as it was adopted.
         rebound: ``True`` when it was bound to this process (its process
             was proven gone, or was this one); ``False`` when its own
             process keeps it (a child still running, or a process whose
             liveness is unknown here).
+        returncode: ``None``, or the exit status (``-N``: signal N) once
+            :meth:`wait` saw the process exit as its parent (never for a
+            process this one is not the parent of).
     """
 
     def __init__(self, ledger: Any, allocation: Allocation, rebound: bool) -> None:
         self.ledger = ledger
         self.allocation = allocation
         self.rebound = rebound
+        self.returncode: int | None = None
+        self._released = False
+
+    @property
+    def pid(self) -> int:
+        """The pid the grant is bound to (this process's when ``rebound``)."""
+        return self.allocation.pid
 
     def wait(self, timeout: float | None = None, *, note: str | None = None) -> bool:
         """For a grant still bound to its process: wait until the ledger's
         probe proves that process gone (woken by a pidfd when it exits; the
         probe asked every :data:`ADOPT_POLL_SECONDS` anyway), then release
-        the grant (``note``, default one saying that the exit status is
-        unknown here). ``timeout``: seconds (``None``: for ever). ``True``
-        once the process is gone and the grant released (by this call, or
-        meanwhile by another), ``False`` when ``timeout`` ran out. A rebound grant (this process's own) is
-        not waited for: ``False`` at once."""
+        the grant, with the exit status when this process is its parent
+        (``returncode``; the module docstring), and ``note`` (default:
+        ``exited while adopted``, with ``; exit status unknown to the
+        adopting process`` when it is unknown). Blocks: from a coroutine use
+        :meth:`AsyncLedger.adopt`'s :class:`~scopeledger.AsyncAdopted`.
+
+        Args:
+            timeout: seconds (``int``/``float``, 0 to 1e9), ``None`` for ever.
+
+        Returns:
+            ``True`` once the process is gone and the grant released (by
+            this call, or meanwhile by another), ``False`` when ``timeout``
+            ran out. A rebound grant (this process's own) is not waited
+            for: ``False`` at once.
+
+        Raises:
+            ValueError: ``timeout`` is not ``None`` or 0 to 1e9 seconds.
+            TypeError, ValueError: ``note`` as :meth:`Ledger.release`.
+        """
+        check_timeout("timeout", timeout)
         if self.rebound:
             return False
         a = self.allocation
         deadline = None if timeout is None else time.monotonic() + timeout
-        fd = -1
+        fd = open_pidfd(a.pid)
+        vouched = False  # the pidfd was opened before the probe said it is the holder's process
         try:
-            try:
-                fd = os.pidfd_open(a.pid)
-            except OSError:
-                fd = -1
             while True:
                 verdict = self.ledger.liveness([a])[a.name]
+                vouched = vouched or (fd >= 0 and vouches_for(verdict, a))
                 if verdict.dead:
+                    if vouched and fd >= 0:
+                        self._exited(fd)
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -282,6 +336,8 @@ class Adopted:
                         # Exited. A pidfd stays readable: from now on the probe
                         # alone (a pid of another host or namespace names another
                         # process here, which may exit long before the holder's).
+                        if vouched:
+                            self._exited(fd)
                         os.close(fd)
                         fd = -1
                 else:
@@ -289,12 +345,84 @@ class Adopted:
         finally:
             if fd >= 0:
                 os.close(fd)
+        self.release(note=self.exit_note(note))
+        return True
+
+    def _exited(self, fd: int) -> None:
+        """Its exit status, read (and the child reaped) when this process
+        is its parent and it has exited."""
+        if self.returncode is None:
+            self.returncode = exit_status(fd)
+
+    def exit_note(self, note: str | None) -> str:
+        """``note``, or the default note of a release after the process
+        exited (see :meth:`wait`)."""
+        if note is not None:
+            return note
+        if self.returncode is None:
+            return "exited while adopted; exit status unknown to the adopting process"
+        return "exited while adopted"
+
+    def release(self, *, note: str | None = None) -> None:
+        """Release the grant now (that grant, by its token), with the exit
+        status once known (``returncode``) and ``note``: done once (a
+        no-op afterwards); a grant released or reclaimed meanwhile by
+        someone else is left so. The process itself is not touched: released
+        before it exits, its scope is no longer its own.
+
+        Raises:
+            TypeError, ValueError: ``note`` as :meth:`Ledger.release`.
+            LedgerError: the release could not be recorded (it may be
+                tried again).
+        """
+        if self._released:
+            return
+        a = self.allocation
         try:
-            self.ledger.release(a.name, token=a.token, note=note if note is not None else
-                                "exited while adopted; exit status unknown to the adopting process")
+            self.ledger.release(a.name, token=a.token, returncode=self.returncode, note=note)
         except UnknownHolder:
             pass
-        return True
+        self._released = True
+
+    def __repr__(self) -> str:
+        return (f"<Adopted {self.allocation.name!r} pid={self.pid} token={self.allocation.token}"
+                f"{' rebound' if self.rebound else ''}>")
+
+
+def open_pidfd(pid: int) -> int:
+    """A pidfd on ``pid`` (``-1`` when none can be opened: no such
+    process, an old kernel)."""
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return -1
+
+
+def vouches_for(verdict: Verdict, alloc: Allocation) -> bool:
+    """Whether a pidfd opened on ``alloc.pid`` *before* the probe answered
+    ``verdict`` surely names the holder's process: the probe found that
+    process there (alive, or a zombie with its recorded start time, which
+    its pid cannot be reused under), and it existed before the pidfd was
+    opened (it was granted before), so it held the pid then too."""
+    return verdict.liveness is Liveness.ALIVE or (verdict.liveness is Liveness.ZOMBIE
+                                                  and alloc.process.ticks is not None)
+
+
+def exit_status(fd: int) -> int | None:
+    """The exit status of pidfd ``fd``'s process (``-N``: killed by signal
+    N), reaping it, when this process is its parent and it has exited;
+    ``None`` otherwise (not our child: only its parent learns it; not
+    exited yet). Never blocks."""
+    p_pidfd = getattr(os, "P_PIDFD", None)
+    if p_pidfd is None:
+        return None
+    try:
+        info = os.waitid(p_pidfd, fd, os.WEXITED | os.WNOHANG)
+    except OSError:  # ChildProcessError: not our child
+        return None
+    if info is None:
+        return None
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
 def adopt(ledger: Any, name: str, token: int) -> Adopted:

@@ -78,6 +78,7 @@ from typing import Any, Callable, Generator
 import attrs
 import orjson
 
+from ._arguments import check_wait
 from ._filestore import FileStore
 from ._errors import DelegationError, InvalidScope, Refused, ScopeConflict, UnknownHolder, WaitTimeout, shown
 from ._fold import Allocation
@@ -113,21 +114,6 @@ def waitable(err: BaseException) -> bool:
     if isinstance(err, ScopeConflict):
         return True
     return isinstance(err, DelegationError) and err.sibling is not None
-
-
-def check_wait(wait: Any) -> float:
-    """``wait`` as seconds (``math.inf``: for ever).
-
-    Raises:
-        TypeError: not an ``int`` or ``float`` (a ``bool``, ``None``).
-        ValueError: negative or NaN.
-    """
-    if type(wait) not in (int, float):
-        raise TypeError(f"wait must be seconds (int or float; 0 refuses at once, math.inf waits for ever), "
-                        f"not {shown(wait)}")
-    if math.isnan(wait) or wait < 0:
-        raise ValueError(f"wait must be seconds >= 0 (math.inf waits for ever), not {shown(wait)}")
-    return float(wait)
 
 
 class GaveUp(Exception):
@@ -663,8 +649,7 @@ class Watch:
             fds = self.fds()
             if not fds and self.ledger is not None and self.watch_log:
                 led = self.ledger
-                seen = led.refresh()
-                led._log.wait(seen, left)  # the log grew (or the time ran out)
+                led.wait(led.refresh(), left)  # the log grew (or the time ran out)
                 return
             if not fds:
                 time.sleep(left)

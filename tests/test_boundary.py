@@ -123,6 +123,8 @@ CALLS = {
                           r"advisory must be True or False, not "),
     "delegate.advisory": (lambda L, r, v: L.delegate("p", "c", [W(r + "/t/c")], advisory=v), FORCES,
                           InvalidArgument, r"advisory must be True or False, not "),
+    "hold.advisory": (lambda L, r, v: L.hold("n", [W(r + "/n")], advisory=v), FORCES, InvalidArgument,
+                      r"advisory must be True or False, not "),
     "release.force": (lambda L, r, v: L.release("p", force=v, reason="why"), FORCES, InvalidArgument,
                       r"force must be True or False, not "),
     "release.reason": (lambda L, r, v: L.release("p", force=True, reason=v), REASONS, InvalidArgument,

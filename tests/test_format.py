@@ -213,3 +213,48 @@ def test_a_quote_and_colon_inside_a_value_is_not_taken_for_a_key(ledger_dir):
     with Ledger.open(ledger_dir) as led:
         assert sorted(a.name for a in led.holders()) == ["a", "b"]
     assert verify(ledger_dir).ok
+
+
+def _with_session(ev, where, value):
+    ev = orjson.loads(orjson.dumps(ev))
+    obj = ev
+    for key in where:
+        obj = obj[key]
+    obj["session"] = value
+    return ev
+
+
+@pytest.mark.parametrize("kind, where", [("registered", ("holder", "process")), ("delegated", ("holder", "process")),
+                                         ("attached", ("process",))])
+def test_a_holders_process_may_carry_its_client_session_and_the_fold_keeps_it(ledger_dir, kind, where):
+    """The key a ledger on PostgreSQL writes (scopeledger._sessions), read
+    from a file too: the format is one."""
+    _every_kind_of_event(ledger_dir)
+    events = [orjson.loads(x) for x in _lines(ledger_dir)]
+    at = [i for i, e in enumerate(events) if e["type"] == kind][0]
+    events[at] = _with_session(events[at], where, 7)
+    _write_rechained(ledger_dir, events)
+    with Ledger.open(ledger_dir) as led:
+        name = events[at]["holder"]["name"] if "holder" in events[at] else events[at]["name"]
+        assert led.state_at(seq=at + 1).holders[name].process.session == 7
+        assert led.state_at(seq=at + 1).holders[name].process.to_json()["session"] == 7
+    assert verify(ledger_dir).ok
+
+
+@pytest.mark.parametrize("where, value, named", [
+    (("actor",), 7, "unknown key 'session' in actor"),  # never a writer's
+    (("holder", "process"), 0, "holder.process"),
+    (("holder", "process"), 2**31, "holder.process"),
+    (("holder", "process"), None, "holder.process"),
+    (("holder", "process"), "7", "holder.process"),
+    (("holder", "process"), True, "holder.process"),
+])
+def test_a_bad_or_misplaced_session_is_corrupt(ledger_dir, where, value, named):
+    _every_kind_of_event(ledger_dir)
+    events = [orjson.loads(x) for x in _lines(ledger_dir)]
+    events[0] = _with_session(events[0], where, value)
+    _write_rechained(ledger_dir, events)
+    with pytest.raises(CorruptLedger, match=re.escape(named)):
+        Ledger.open(ledger_dir)
+    report = verify(ledger_dir)
+    assert not report.ok and report.problems[0].line == 1 and named in report.problems[0].message

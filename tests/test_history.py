@@ -310,7 +310,7 @@ _PAYLOAD_EDITS = {
                                                               "pidns": None}),
                        "process is {'host': None, 'boot': 'b', 'pid': '1', 'ticks': 1, 'pidns': None}, not "
                        "{\"host\": str|null, \"boot\": str|null, \"pid\": int, \"ticks\": int > 0|null, "
-                       "\"pidns\": str|null}"),
+                       "\"pidns\": str|null[, \"session\": int 1..2**31-1]}"),
     "re-parenting": (4, lambda e: e.__setitem__("reparented", []),
                      "recorded re-parenting [] differs from the fold's [['c', None]]"),
     "release unknown": (4, lambda e: e.__setitem__("name", "zz"), "removal of 'zz', which is not live"),

@@ -175,3 +175,23 @@ def test_the_schema_file_is_in_the_wheel(tmp_path: Path) -> None:
         data = z.read("scopeledger/schema/event.schema.json")
     assert json.loads(data) == _schema.generate()
     os.unlink(wheel)
+
+
+def test_a_holders_client_session_validates_where_the_decoder_takes_it(validator, tmp_path: Path) -> None:
+    """``process.session`` (a ledger on PostgreSQL: scopeledger._sessions):
+    an int from 1 to 2**31-1 in a holder's process and an attached event's,
+    never in an actor, never in a v1 line."""
+    with Ledger.open(tmp_path / "l") as led:
+        led.register("a", [ScopeRule("/a", "write")])
+        led.delegate("a", "k", [ScopeRule("/a/k", "write")], reserved=True)
+        led.attach("k")
+    grant, _, attached = (orjson.loads(x) for x in _lines(tmp_path / "l"))
+    with_session = dict(grant, holder=dict(grant["holder"], process=dict(grant["holder"]["process"], session=7)))
+    assert validator.is_valid(with_session)
+    assert validator.is_valid(dict(attached, process=dict(attached["process"], session=2**31 - 1)))
+    for bad in (0, 2**31, None, "7", 1.5):
+        assert not validator.is_valid(dict(grant, holder=dict(grant["holder"], process=dict(
+            grant["holder"]["process"], session=bad)))), bad
+    assert not validator.is_valid(dict(grant, actor=dict(grant["actor"], session=7)))
+    v1 = as_v1_event(grant)
+    assert not validator.is_valid(dict(v1, holder=dict(v1["holder"], process=dict(v1["holder"]["process"], session=7))))

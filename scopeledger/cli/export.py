@@ -45,7 +45,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("pid", "the pid the holder is bound to from this event on (grants, attaches)"),
     ("reserved", "a grant: true while the delegation waits for its process to attach"),
     ("socket", "a grant's socket path"),
-    ("reason", "a reclaim's reason: process_gone, zombie, pid_reused, earlier_boot, namespace_gone, lease_expired"),
+    ("reason", "a reclaim's reason: process_gone, zombie, pid_reused, earlier_boot, namespace_gone, "
+                "lease_expired, session_closed, session_lock_gone"),
     ("reparented", "a release's or reclaim's children moved, JSON [[child, new parent or null], ...]"),
     ("error", "a refusal's kind: scope_conflict, delegation, duplicate, unknown_parent"),
     ("message", "a refusal's message"),

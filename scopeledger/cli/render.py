@@ -46,6 +46,8 @@ REASONS = {
     "earlier_boot": "from an earlier boot",
     "namespace_gone": "its PID namespace is gone",
     "lease_expired": "its lease expired",
+    "session_closed": "its client session was closed",
+    "session_lock_gone": "its client session's connection ended",
 }
 
 _REASON_DETAIL = {
@@ -55,6 +57,8 @@ _REASON_DETAIL = {
     "earlier_boot": "pid {pid} ran under an earlier boot of this machine",
     "namespace_gone": "no process is left in the PID namespace pid {pid} was a number in",
     "lease_expired": "it was not renewed within its ttl and grace",
+    "session_closed": "the ledger that bound it (on another host) was closed without releasing it",
+    "session_lock_gone": "the server connection of the client that bound it (on another host) ended",
 }
 
 _TYPE_STYLE = {

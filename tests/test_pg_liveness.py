@@ -1,0 +1,544 @@
+"""Liveness across hosts at the ``Ledger`` level, on a real PostgreSQL server
+(issue 15, "Liveness across hosts"; ``scopeledger/_sessions.py``).
+
+A ledger on PostgreSQL records its client session with every holder it
+binds; a checker judges a holder of its own host by its process, and one of
+another host by that session, on the server's clock. "Another host" is a
+real process that, in a mount namespace of its own, has another machine id
+and another boot id (``tests/pg_other_host.py``): a checker here cannot see
+its processes, as it could not another machine's. Faults are real: the
+remote holder's ledger closed without releasing, its process SIGKILLed or
+stopped (SIGSTOP: its renewals frozen), its link cut by a TCP blackhole, the
+server restarted with ``pg_ctl restart -m immediate``. Waits poll real
+conditions with generous bounds; nothing depends on speed.
+
+The server part needs what ``tests/pgserver.py`` needs (skipped without it,
+a failure with ``SCOPELEDGER_REQUIRE_POSTGRES=1``); "another host" needs
+root and ``unshare --mount`` (skipped, saying why, otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import attrs
+import orjson
+import pytest
+
+from scopeledger import (Ledger, Liveness, ScopeConflict, ScopeRule, SessionLost, verify)
+
+from scopeledger._pgstore import INSTANCE_SQL
+
+from pgserver import wait_for
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HELPER = os.path.join(HERE, "pg_other_host.py")
+FORK = multiprocessing.get_context("fork")
+
+
+def W(path: str) -> ScopeRule:
+    return ScopeRule(path, "write")
+
+
+def _lines(led: Ledger) -> list[dict]:
+    return [orjson.loads(line) for _, line in led.event_lines()]
+
+
+def _session_rows(pg_cluster, schema: str) -> dict[int, tuple]:
+    """``{id: (closed, on the server instance now)}`` of every session."""
+    return {r[0]: r[1:] for r in pg_cluster.psql_execute(
+        f"SELECT id, closed_at IS NOT NULL, instance = {INSTANCE_SQL} FROM {schema}.sessions")}
+
+
+# -- another host ------------------------------------------------------------------
+
+def _need_another_host() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("another host needs root (a mount namespace with its own machine id and boot id)")
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        pytest.skip("another host needs unshare(1) and mount(8) (util-linux)")
+    r = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"unshare --mount is not permitted here: {r.stderr.decode().strip()}")
+
+
+class OtherHost:
+    """``tests/pg_other_host.py`` holding ``name`` on ``path`` in a mount
+    namespace of its own (another machine id and boot id)."""
+
+    def __init__(self, url: str, name: str, path: str, ttl: float) -> None:
+        self.proc = subprocess.Popen(["unshare", "--mount", sys.executable, HELPER, url, name, path, str(ttl)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.reports: list[dict] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        ready = wait_for(lambda: self.first("ready") or self.first("not_permitted") or self.proc.poll() is not None,
+                         "the other host's holder registered", bound=120)
+        if self.first("not_permitted"):
+            self.end()
+            pytest.skip(self.first("not_permitted")["why"])
+        if ready is True:
+            pytest.fail(f"the other host's helper died: {self.end()}")
+        self.ready = self.first("ready")
+        self.token, self.session = self.ready["token"], self.ready["session"]
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            with contextlib.suppress(ValueError):
+                self.reports.append(orjson.loads(raw))
+
+    def first(self, event: str) -> dict | None:
+        return next((r for r in list(self.reports) if r["event"] == event), None)
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def ask(self, command: str, answer: str, bound: float = 120) -> dict:
+        seen = len([r for r in list(self.reports) if r["event"] == answer])
+        self.send(command)
+        return wait_for(lambda: ([r for r in list(self.reports) if r["event"] == answer][seen:] or [None])[0],
+                        f"the other host's answer to {command!r}", bound=bound)
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)  # (unshare --mount without --fork execs the helper itself)
+
+    def end(self) -> str:
+        """Stop it (if it runs) and return what it wrote on stderr."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.proc.send_signal(signal.SIGCONT)
+                self.proc.kill()
+        self.proc.wait(60)
+        self._reader.join(30)
+        return self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+
+
+@pytest.fixture
+def other_host():
+    _need_another_host()
+    made: list[OtherHost] = []
+
+    def start(url: str, name: str, path: str, ttl: float) -> OtherHost:
+        h = OtherHost(url, name, path, ttl)
+        made.append(h)
+        return h
+
+    yield start
+    for h in made:
+        err = h.end()
+        print(h.ready if hasattr(h, "ready") else None, h.reports[-5:], err[-2000:])  # shown when a test fails
+
+
+def _reclaim_until(led: Ledger, name: str, what: str, bound: float = 120) -> tuple:
+    """Poll ``reclaim()`` until it reclaims ``name``: ``(Reclaimed, monotonic
+    time it returned)``; every earlier report must have kept it."""
+    got: list = []
+
+    def once():
+        report = led.reclaim()
+        done = [r for r in report.reclaimed if r.name == name]
+        if done:
+            got.append((done[0], time.monotonic()))  # after the answer: when a grantor could act on it
+        return got
+    return wait_for(once, what, bound=bound, every=0.02)[0]
+
+
+# -- a ledger's session ---------------------------------------------------------------
+
+def test_a_pg_ledger_records_its_session_with_every_holder_it_binds(pg_cluster, pg_url, tmp_path):
+    schema = pg_url.rsplit("schema=", 1)[1]
+    with Ledger.open(pg_url, session_ttl=60) as led, Ledger.open(pg_url) as other:
+        a = led.register("a", [W("/work/a")])
+        sid = a.process.session
+        assert type(sid) is int and sid >= 1
+        led.delegate("a", "a.kid", [W("/work/a/kid")], reserved=True)
+        spawned = led.spawn("job", ["sleep", "60"], [W("/work/job")])
+        try:
+            b = other.register("b", [W("/work/b")])
+            assert b.process.session not in (None, sid)  # another opening: its own session
+            assert _session_rows(pg_cluster, schema) == {sid: (False, True), b.process.session: (False, True)}
+            carried = {}
+            for ev in _lines(led):
+                if ev["type"] in ("registered", "delegated"):
+                    carried[(ev["type"], ev["holder"]["name"])] = ev["holder"]["process"].get("session")
+                elif ev["type"] == "attached":  # spawn bound the grant to its child: the spawner's session
+                    carried[("attached", ev["name"])] = ev["process"].get("session")
+                    assert ev["process"]["pid"] == spawned.pid
+                assert "session" not in ev["actor"]  # never a writer's
+            assert carried == {("registered", "a"): sid, ("delegated", "a.kid"): sid, ("registered", "job"): sid,
+                               ("attached", "job"): sid, ("registered", "b"): b.process.session}
+            assert led.holder("job").process.session == sid and led.holder("job").pid == spawned.pid
+            # The fold (and a snapshot) keeps it as the log says.
+            led.snapshot()
+            with Ledger.open(pg_url) as again:
+                assert {h.name: h.process.session for h in again.holders()} == \
+                    {"a": sid, "a.kid": sid, "job": sid, "b": b.process.session}
+            assert verify(pg_url).ok
+        finally:
+            spawned.process.kill()
+            spawned.process.wait()
+    # Closing a ledger closes its session; one that granted nothing opened none.
+    assert _session_rows(pg_cluster, schema) == {sid: (True, True), b.process.session: (True, True)}
+    with Ledger.open(pg_url) as reader:
+        reader.holders()
+    assert len(_session_rows(pg_cluster, schema)) == 2
+    # A directory ledger takes the option and records no session.
+    with Ledger.open(tmp_path / "dir", session_ttl=5) as on_file:
+        assert on_file.register("f", [W("/work/f")]).process.session is None
+    assert b'"session"' not in (tmp_path / "dir" / "events.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("kw, error", [
+    ({"session_ttl": 0}, ValueError), ({"session_ttl": 1e6}, ValueError), ({"session_ttl": float("nan")}, ValueError),
+    ({"session_ttl": "30"}, TypeError), ({"session_ttl": True}, TypeError), ({"on_session_lost": 5}, TypeError),
+])
+def test_bad_session_options_are_refused_and_nothing_is_created(tmp_path, kw, error):
+    with pytest.raises(error, match="session_ttl|on_session_lost"):
+        Ledger.open(tmp_path / "l", **kw)
+    assert not (tmp_path / "l").exists()
+
+
+def _child_registers(url, q):
+    try:
+        with Ledger.open(url) as led:
+            q.put(led.register("kid", [W("/work/kid")]).process.session)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        q.put(repr(exc))
+
+
+def test_a_forked_child_opens_its_own_session_and_never_uses_its_parents(pg_cluster, pg_url):
+    schema = pg_url.rsplit("schema=", 1)[1]
+    with Ledger.open(pg_url, session_ttl=60) as led:
+        sid = led.register("parent", [W("/work/p")]).process.session
+        q = FORK.Queue()
+        p = FORK.Process(target=_child_registers, args=(pg_url, q))
+        p.start()
+        kid_sid = q.get(timeout=120)
+        p.join(60)
+        assert type(kid_sid) is int and kid_sid != sid, kid_sid
+        # And one forked with the parent's Ledger object itself:
+        p = FORK.Process(target=lambda: q.put(led.register("kid2", [W("/work/kid2")]).process.session))
+        p.start()
+        kid2_sid = q.get(timeout=120)
+        p.join(60)
+        assert type(kid2_sid) is int and kid2_sid not in (sid, kid_sid), kid2_sid
+        # The parent's session is untouched: valid, its connection its own.
+        assert led.check("parent", led.holder("parent").token)
+        assert _session_rows(pg_cluster, schema)[sid] == (False, True)
+        assert led.register("parent2", [W("/work/p2")]).process.session == sid
+
+
+def test_the_holder_learns_when_its_session_is_lost_and_the_next_grant_opens_another(pg_cluster, pg_url, caplog):
+    schema = pg_url.rsplit("schema=", 1)[1]
+    told: list[BaseException] = []
+    with Ledger.open(pg_url, session_ttl=600, on_session_lost=told.append) as led:
+        a = led.register("a", [W("/work/a")])
+        sid = a.process.session
+        assert led.check("a", a.token)
+        # Its connection ended on the server (an administrator's pg_terminate_backend):
+        # its lock is gone on the same instance, so others may judge it dead at once.
+        with caplog.at_level(logging.WARNING, logger="scopeledger"):
+            pid = pg_cluster.psql_execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s", sid)[0][0]
+            pg_cluster.psql_execute("SELECT pg_terminate_backend(%s)", pid)
+            wait_for(lambda: told, "on_session_lost called")
+        assert len(told) == 1 and isinstance(told[0], SessionLost) and f"client session {sid}" in str(told[0])
+        assert any(f"client session {sid}" in r.getMessage() and "was lost" in r.getMessage() for r in caplog.records)
+        assert not led.check("a", a.token)  # the grant is still in the log; its session no longer vouches
+        assert [h.name for h in led.holders()] == ["a"]
+        with Ledger.open(pg_url) as other:
+            assert not other.check("a", a.token)  # from another process: the server says the lock is gone
+        b = led.register("b", [W("/work/b")])
+        assert b.process.session not in (None, sid) and led.check("b", b.token)
+        assert _session_rows(pg_cluster, schema)[b.process.session] == (False, True)
+    assert len(told) == 1
+
+
+def test_a_holder_of_this_host_keeps_its_process_check_whatever_its_session(pg_url):
+    with Ledger.open(pg_url, session_ttl=60) as led:
+        a = led.register("a", [W("/work/a")])  # bound to this process, alive
+        gone = led.spawn("gone", ["true"], [W("/work/gone")])
+        gone.process.wait()  # exited and reaped (its grant not released: Spawned.wait would)
+    # Its ledger closed: its session is closed; this host still judges the processes.
+    with Ledger.open(pg_url) as checker:
+        v = checker.liveness()
+        assert v["a"].liveness is Liveness.ALIVE
+        assert v["gone"].liveness in (Liveness.GONE, Liveness.ZOMBIE)
+        report = checker.reclaim()
+        assert [(r.name, r.reason) for r in report.reclaimed] == [("gone", v["gone"].liveness.value)]
+        assert [h.name for h in checker.holders()] == ["a"]
+        assert not checker.check("a", a.token)  # ... but the holder's session no longer vouches for it
+
+
+def test_a_holder_of_another_host_without_a_session_or_with_an_unknown_one_is_unknown(pg_url):
+    with Ledger.open(pg_url) as led:
+        a = led.register("a", [W("/work/a")])
+        elsewhere = attrs.evolve(a.process, host="0123456789abcdef0123456789abcdef",
+                                 boot="01234567-89ab-cdef-0123-456789abcdef")
+        none = attrs.evolve(a, process=attrs.evolve(elsewhere, session=None))
+        unknown = attrs.evolve(a, process=attrs.evolve(elsewhere, session=2**31 - 1))
+        v = led.liveness([none, unknown])
+        assert v["a"].liveness is Liveness.UNKNOWN  # (one name: the second's verdict)
+        assert led.liveness([none])["a"].why == "on another host (0123456789abcdef0123456789abcdef)"
+        assert led.liveness([unknown])["a"].why == \
+            f"its client session {2**31 - 1} is not in the server's sessions table"
+        # Its own session, seen as another host's: valid.
+        mine = attrs.evolve(a, process=elsewhere)
+        assert led.liveness([mine])["a"].liveness is Liveness.ALIVE
+        assert "is valid (server clock)" in led.liveness([mine])["a"].why
+
+
+# -- holders on another host -----------------------------------------------------------
+
+def test_a_remote_holder_is_kept_while_its_session_is_valid_and_reclaimed_session_closed_after_its_ledger_closes(
+        pg_url, other_host):
+    remote = other_host(pg_url, "remote", "/hosts/remote", 600)
+    with Ledger.open(pg_url, session_ttl=60) as led:
+        alloc = led.holder("remote")
+        assert alloc.process.host == remote.ready["host"] and alloc.process.session == remote.session
+        v = led.liveness()["remote"]
+        assert v.liveness is Liveness.ALIVE and v.why == f"its client session {remote.session} is valid (server clock)"
+        report = led.reclaim()
+        assert report.reclaimed == () and [n for n, _ in report.kept] == ["remote"]
+        with pytest.raises(ScopeConflict):
+            led.register("thief", [W("/hosts/remote/x")])
+        assert led.check("remote", remote.token)  # another process's session, asked of the server
+        assert remote.ask("check", "check")["ok"]
+        remote.ask("close", "closed")  # its ledger closed without releasing it
+        assert not led.check("remote", remote.token)
+        v = led.liveness()["remote"]
+        assert v.liveness is Liveness.SESSION_CLOSED and f"client session {remote.session} was closed" in v.why
+        report = led.reclaim()
+        assert [(r.name, r.reason) for r in report.reclaimed] == [("remote", "session_closed")]
+        assert led.register("thief", [W("/hosts/remote/x")]).name == "thief"
+        reclaimed = [e for e in _lines(led) if e["type"] == "reclaimed"]
+        assert [(e["name"], e["reason"]) for e in reclaimed] == [("remote", "session_closed")]
+        assert verify(pg_url).ok
+
+
+def test_a_killed_remote_holder_is_reclaimed_as_its_session_lock_gone_by_the_next_grant(pg_url, other_host):
+    remote = other_host(pg_url, "remote", "/hosts/remote", 600)  # a lease far off: the lock decides
+    with Ledger.open(pg_url) as led:
+        remote.signal(signal.SIGKILL)
+        remote.proc.wait(60)
+        got: list = []
+
+        def grant():
+            with contextlib.suppress(ScopeConflict):
+                got.append(led.register("thief", [W("/hosts/remote/x")]))
+            return got
+        wait_for(grant, "the thief granted once the killed holder's session is judged dead", bound=120)
+        reclaimed = [e for e in _lines(led) if e["type"] == "reclaimed"]
+        assert [(e["name"], e["reason"]) for e in reclaimed] == [("remote", "session_lock_gone")]
+
+
+def test_a_stopped_remote_holder_is_reclaimed_lease_expired_and_knew_it_first(pg_url, other_host):
+    remote = other_host(pg_url, "remote", "/hosts/remote", 1.5)
+    with Ledger.open(pg_url) as led:
+        remote.signal(signal.SIGSTOP)  # its renewals (and everything else) frozen; its connection stays
+        try:
+            done, judged_at = _reclaim_until(led, "remote", "the stopped holder's lease judged expired")
+        finally:
+            remote.signal(signal.SIGCONT)
+        assert done.reason == "lease_expired" and "was not renewed within its ttl and grace" in done.why
+        seen = remote.ask("check", "check")
+        assert seen["ok"] is False and seen["lost"] == "lease_expired"
+        assert seen["lost_at"] < judged_at  # its deadline, by its own clock, came before the judgement
+
+
+class Blackhole:
+    """A TCP forwarder to the cluster whose link can be cut: once ``cut`` is
+    set nothing more passes either way, and no socket is closed (a
+    partition: neither end hears from the other)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = upstream_port
+        self.cut = threading.Event()
+        self._held: list[socket.socket] = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            self._held += [client, server]
+            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if not self.cut.is_set():
+                    dst.sendall(data)
+
+    def close(self) -> None:
+        """Close every connection (shut down first: a thread blocked in
+        ``recv`` on one would keep it open) and the listener (the same for
+        ``accept``)."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for s in self._held:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+def test_a_partitioned_remote_holder_learns_first_and_its_scope_is_granted_after(pg_cluster, pg_url, other_host):
+    """Its link cut, the holder's renewals hang; at its own deadline its
+    session is lost (the watchdog), its callback fires and its check()
+    answers False without IO; the server still sees its backend holding the
+    lock (nothing crossed the cut), so only the lease, past its end and the
+    grace, lets the thief in. A check() that was reading when the link was
+    cut answers False once its read fails (here when the proxy closes its
+    sockets: the proxy's kernel acknowledges everything, so no TCP timeout
+    of the client's would fire), not an error."""
+    schema = pg_url.rsplit("schema=", 1)[1]
+    hole = Blackhole(pg_cluster.port)
+    try:
+        remote = other_host(f"postgresql://postgres@127.0.0.1:{hole.port}/postgres?sslmode=disable&schema={schema}",
+                            "remote", "/hosts/remote", 1.5)
+        with Ledger.open(pg_url) as led:
+            assert led.liveness()["remote"].liveness is Liveness.ALIVE
+            hole.cut.set()
+            remote.send("check-bg")  # a check() reading when the link is cut: answered below
+            got: list = []
+
+            def grant():
+                with contextlib.suppress(ScopeConflict):
+                    got.append(led.register("thief", [W("/hosts/remote/x")]))
+                    got.append(time.monotonic())  # after the answer: when the thief could act on its grant
+                return got
+            wait_for(grant, "the partitioned holder's scope granted to another", bound=120)
+            granted_at = got[1]
+            reclaimed = [e for e in _lines(led) if e["type"] == "reclaimed"]
+            # Its backend still held the lock (no FIN crossed the cut): the lease decided.
+            assert [(e["name"], e["reason"]) for e in reclaimed] == [("remote", "lease_expired")]
+            lost = wait_for(lambda: remote.first("lost"), "the holder's own on_session_lost")
+            # Lost at its own deadline (by its clock), before the grant; its check() then False.
+            assert lost["lost"] == "lease_expired" and lost["lost_at"] < granted_at, (lost, granted_at)
+            assert lost["check"] is False
+            assert remote.first("check_bg") is None  # still reading on the cut link
+            hole.close()  # its connections fail now
+            stuck = wait_for(lambda: remote.first("check_bg"), "the check that was reading when the link was cut")
+            assert stuck["ok"] is False, stuck
+    finally:
+        hole.close()
+
+
+def test_a_remote_holder_is_never_reclaimed_across_a_server_restart(pg_cluster, pg_url, other_host):
+    """Every session lock vanishes at a restart: without the instance check,
+    the first checker back would reclaim every remote holder. The holder is
+    stopped across the restart, so that its lock is certainly gone while the
+    checker looks; its lease (120 s) is far off."""
+    schema = pg_url.rsplit("schema=", 1)[1]
+    remote = other_host(pg_url, "remote", "/hosts/remote", 120)
+    with Ledger.open(pg_url) as led:
+        assert led.liveness()["remote"].liveness is Liveness.ALIVE
+        remote.signal(signal.SIGSTOP)
+        try:
+            pg_cluster.restart("immediate")
+            held = pg_cluster.psql_execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s",
+                remote.session)
+            assert held == [(0,)]  # its lock is gone, and it cannot take it again while stopped
+            for _ in range(3):
+                report = led.reclaim()
+                assert report.reclaimed == ()
+                (name, v), = report.kept
+                assert name == "remote" and v.liveness is Liveness.UNKNOWN
+                assert "has not taken its lock again since the server restarted" in v.why
+            with pytest.raises(ScopeConflict):
+                led.register("thief", [W("/hosts/remote/x")])
+        finally:
+            remote.signal(signal.SIGCONT)
+        # Continued, it takes its lock again on the new instance and moves its row there.
+        wait_for(lambda: _session_rows(pg_cluster, schema)[remote.session] == (False, True),
+                 "the remote session moved to the new server instance", bound=120)
+        assert led.liveness()["remote"].liveness is Liveness.ALIVE and led.reclaim().reclaimed == ()
+        seen = remote.ask("check", "check")
+        assert seen["ok"] is True and seen["lost"] is None
+        assert [e for e in _lines(led) if e["type"] == "reclaimed"] == []
+
+
+def _crash_a_backend(pg_cluster) -> None:
+    """SIGKILL one backend of the cluster (one of our own making): the
+    postmaster then resets every backend, as after any backend's crash (an
+    out-of-memory kill, a segfault), and recovers, keeping its start time."""
+    import psycopg
+
+    victim = psycopg.connect(pg_cluster.conninfo(), autocommit=True)
+    witness = psycopg.connect(pg_cluster.conninfo(), autocommit=True)  # ended by the reset, when it comes
+    pid = victim.execute("SELECT pg_backend_pid()").fetchone()[0]
+    before = pg_cluster.psql_execute("SELECT pg_postmaster_start_time()")
+    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(psycopg.Error):
+        victim.close()
+
+    def reset() -> bool:
+        # The postmaster resets on the crash asynchronously: until the witness
+        # is ended, a new connection may still get in before recovery starts.
+        try:
+            witness.execute("SELECT 1")
+        except psycopg.Error:
+            return True
+        return False
+    wait_for(reset, "the postmaster's reset after the backend's crash (the witness connection ended)", bound=120)
+    with contextlib.suppress(psycopg.Error):
+        witness.close()
+
+    def back():
+        with contextlib.suppress(psycopg.Error):
+            return pg_cluster.psql_execute("SELECT pg_postmaster_start_time()")
+    assert wait_for(back, "the server back after its crash recovery", bound=120) == before  # the same postmaster
+
+
+def test_a_remote_holder_is_never_reclaimed_when_the_server_resets_after_a_backend_crash(pg_cluster, pg_url,
+                                                                                           other_host):
+    """A backend's crash makes the postmaster end every connection (so every
+    session lock goes) and recover, without restarting: its start time stays.
+    The instance must still change, or the first checker back would judge
+    every remote session's lock gone "on the same instance"."""
+    schema = pg_url.rsplit("schema=", 1)[1]
+    remote = other_host(pg_url, "remote", "/hosts/remote", 120)
+    with Ledger.open(pg_url) as led:
+        assert led.liveness()["remote"].liveness is Liveness.ALIVE
+        remote.signal(signal.SIGSTOP)
+        try:
+            _crash_a_backend(pg_cluster)
+            assert pg_cluster.psql_execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s",
+                remote.session) == [(0,)]
+            for _ in range(3):
+                report = led.reclaim()
+                assert report.reclaimed == (), report
+                (name, v), = report.kept
+                assert name == "remote" and v.liveness is Liveness.UNKNOWN, v
+        finally:
+            remote.signal(signal.SIGCONT)
+        wait_for(lambda: _session_rows(pg_cluster, schema)[remote.session] == (False, True),
+                 "the remote session moved to the reset server", bound=120)
+        assert led.liveness()["remote"].liveness is Liveness.ALIVE and led.reclaim().reclaimed == ()
+        seen = remote.ask("check", "check")
+        assert seen["ok"] is True and seen["lost"] is None
