@@ -126,6 +126,7 @@ the chain).
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import re
@@ -140,8 +141,8 @@ except ImportError:  # pragma: no cover - an interpreter without CPython's _blak
 
 from ._errors import CorruptLedger, InvalidScope, shown
 from ._identity import ProcessIdentity
-from ._rules import (HOLDER_NAME, IDENTITY_KEYS, Permission, ScopeRule, identity_fault, is_normal, normalize_path,
-                     rule_from_log)
+from ._rules import (HOLDER_NAME, IDENTITY_KEYS, Permission, ScopeRule, identified_rule, identity_fault, is_normal,
+                     normalize_path, rule_from_log)
 
 # -- constants of the format ---------------------------------------------------
 
@@ -454,6 +455,15 @@ def decode(line: bytes, path: str, lineno: int | None, payload: bool = True) -> 
     return ev  # (a missing payload object: the fold names it)
 
 
+
+def payload_check(ev: dict[str, Any]) -> Callable[[dict[str, Any]], bool] | None:
+    """What :func:`decode` checks of the payload of ``ev`` (a line that
+    passed :func:`decode_page`) beyond ``payload=False``: ``ev -> bool``,
+    whether the objects in its payload carry only known keys (``KeyError``
+    when one is missing: the fold names that), or ``None`` for a payload
+    without objects."""
+    return _SPEC[ev["v"]][ev["type"]][4]  # type: ignore[no-any-return]  # (the table's item)
+
 def _a_key_twice(line: bytes, ev: dict[str, Any]) -> bool:
     """Whether ``line`` (decoded as ``ev``) has a key twice in one object.
     JSON readers differ on which value they keep (Python's and orjson the
@@ -469,8 +479,108 @@ def _a_key_twice(line: bytes, ev: dict[str, Any]) -> bool:
     """
     if orjson.dumps(ev) == line:
         return False
+    return _said_twice(line, ev)
+
+
+def _said_twice(line: bytes, ev: Any) -> bool:
+    """Whether ``line``'s text has more keys than ``ev`` (what it decoded
+    to): a key twice in one object (:func:`_a_key_twice`, for a line that
+    is not its own re-encoding)."""
     said = sum(1 for colon in _STRING.findall(line) if colon)
     return said != _keys_in(ev)
+
+
+# -- a page of lines at once (replay, verify) ------------------------------------
+
+#: What a page check reads of every line's envelope, one C call per line.
+_ENVELOPE = operator.itemgetter("v", "type", "seq", "ts", "prev", "actor")
+_HASHER = functools.partial(blake2b, digest_size=16)
+_HEX = operator.methodcaller("hexdigest")
+_INT = {int}
+
+#: What :func:`decode_page` has found good, so that each is checked once:
+#: shapes ``(type of v, v, type, the top-level keys in order)`` and actors
+#: ``(v, the actor's JSON)``. Bounded: started over when full.
+_shapes_good: set[tuple[Any, ...]] = set()
+_actors_good: set[tuple[Any, bytes]] = set()
+_GOOD_KEPT = 4096
+
+
+def _shape_ok(shape: tuple[Any, ...]) -> bool:
+    """Whether a line of this shape passes :func:`decode`'s checks of the
+    version, the type and the top-level keys (a known version, a type of
+    that version, no key it does not have)."""
+    vt, v, kind, keys = shape
+    if vt is not int or v not in KEYS or type(kind) is not str or kind not in EVENT_TYPES or kind not in KEYS[v]:
+        return False
+    return set(keys) <= KEYS[v]["line"] | KEYS[v][kind]
+
+
+def _actor_ok(item: tuple[Any, bytes]) -> bool:
+    """Whether an actor, as JSON (orjson's encoding keeps every value's
+    type), is what a line of version ``v`` (known) may carry."""
+    v, text = item
+    return ACTOR[v][0](orjson.loads(text), KEYS[v]["actor"])
+
+
+def _all_good(found: set[Any], good: set[Any], check: Callable[[Any], bool]) -> bool:
+    new = found - good
+    if not new:
+        return True
+    if not all(map(check, new)):
+        return False
+    if len(good) + len(new) > _GOOD_KEPT:
+        good.clear()
+    good.update(new)
+    return True
+
+
+def decode_page(lines: list[bytes], seq: int, prev: str) -> tuple[list[dict[str, Any]], list[str], Any] | None:
+    """:func:`decode` (``payload=False``) of each of ``lines``, the log's
+    lines after seq ``seq`` (whose line hashes to ``prev``), and their hash
+    chain: each line's ``seq`` the next one and its ``prev`` the hash of the
+    line before; a page at a time, in C loops over it (and each distinct
+    line shape and actor checked once), for the replay and ``verify``.
+
+    Returns:
+        ``(events, hashes, fields)``: what :func:`decode` returns for each
+        line, each line's :func:`line_hash`, and the events' ``seq``,
+        ``ts``, ``type`` and ``actor`` (four tuples), when every line
+        passes; ``None`` when one may not: the caller then decodes and
+        chains the lines one by one, which finds the first problem and
+        names it.
+    """
+    try:
+        evs = list(map(orjson.loads, lines))
+        rows = list(map(_ENVELOPE, evs))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    n = len(rows)
+    if not n:
+        return [], [], ((), (), (), ())
+    vs, kinds, seqs, tss, prevs, actors = zip(*rows, strict=True)
+    if (set(map(type, seqs)) != _INT or seqs != tuple(range(seq + 1, seq + 1 + n))
+            or set(map(type, tss)) != _INT or min(tss) < -TS_LIMIT or max(tss) >= TS_LIMIT):
+        return None
+    hashes = list(map(_HEX, map(_HASHER, lines)))
+    if prevs[0] != prev or list(prevs[1:]) != hashes[:-1]:
+        return None  # (a prev equal to a hash is a str)
+    try:
+        shapes = set(zip(map(type, vs), vs, kinds, map(tuple, evs), strict=True))
+        if not _all_good(shapes, _shapes_good, _shape_ok):
+            return None
+        if not _all_good(set(zip(vs, map(orjson.dumps, actors), strict=True)), _actors_good, _actor_ok):
+            return None
+    except TypeError:  # an unhashable version or type (or, never seen, a value orjson does not encode)
+        return None
+    if any("network_fs" in s[3] for s in shapes) and not all(
+            type(e.get("network_fs", "")) is str for e in evs):
+        return None
+    dumped = list(map(orjson.dumps, evs))
+    if dumped != lines and any(d != line and _said_twice(line, ev)  # (a key twice: see _a_key_twice)
+                               for d, line, ev in zip(dumped, lines, evs, strict=True)):
+        return None
+    return evs, hashes, (seqs, tss, kinds, actors)
 
 
 def _keys_in(obj: Any) -> int:
@@ -682,6 +792,12 @@ def rules_from_log(value: Any, what: str, version: Any) -> tuple[ScopeRule, ...]
     out: list[ScopeRule] = []
     for r in value:
         if type(r) is list and len(r) == 4:
+            ident = r[3]
+            if version != 1 and type(ident) is dict and len(ident) == 1 and "fs" in ident:
+                fast = identified_rule(r[0], r[1], r[2], ident["fs"])  # (the usual rule, checked in one call)
+                if fast is not None:
+                    out.append(fast)
+                    continue
             if version == 1:
                 raise _bad(f"{what}[{len(out)}]", r, "[path, \"read\"|\"write\", true|false] (a v1 line)")
             why = identity_fault(r[3])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ import orjson
 
 from . import _snapshots
 from ._errors import CorruptLedger, LedgerIOError, ReadOnlyLedger, SnapshotInvalid
-from ._events import split_lines
+from ._events import iter_lines, split_lines
 from ._logstore import Entry, Line
 from ._store import Store
 
@@ -208,6 +209,36 @@ class FileStore:
         if s > seq:
             self._remember(s, start, end)
         return out, end
+
+    def read_lines(self, seq: int, limit: int) -> list[bytes]:
+        """As :meth:`read_after` with a ``limit``, the lines alone (of seqs
+        ``seq + 1`` on, in order), each chunk read split at once: the
+        replay's and ``verify``'s reader (file store only).
+
+        Raises:
+            As :meth:`read_after`.
+        """
+        _check_seq(seq)
+        if type(limit) is not int or limit < 1:
+            raise ValueError(f"limit must be an int >= 1, not {limit!r}")
+        size = self.store.size()
+        pos = self._end_of(seq, size)
+        if pos == size:
+            return []
+        try:
+            out = list(itertools.islice(iter_lines(self.store.read(pos, size, self._chunk(limit)),
+                                                   self.store.log_path, pos), limit))
+        except CorruptLedger:  # a line over MAX_LINE_BYTES: the page is the lines before it
+            return [line for _, line in self._read_after(seq, limit, size)[0]]
+        if out:
+            n = len(out)
+            marks = MARK_EVERY
+            for k in range(marks - seq % marks, n, marks):  # (k lines in: seq + k is a multiple)
+                end = pos + sum(map(len, out[:k])) + k
+                self._remember(seq + k, end - len(out[k - 1]) - 1, end)
+            end = pos + sum(map(len, out)) + n
+            self._remember(seq + n, end - len(out[-1]) - 1, end)
+        return out
 
     def _chunk(self, limit: int | None) -> int:
         """Bytes to read at a time for ``limit`` lines: about twice what

@@ -326,6 +326,12 @@ class ScopeRule:
             InvalidScope: when ``value`` is not a ``[str, str, bool]`` list
                 (or one with a valid identity as fourth item).
         """
+        if cls is ScopeRule and type(value) is list and len(value) == 4:  # the usual rule of a v2 line
+            ident = value[3]
+            if type(ident) is dict and len(ident) == 1 and "fs" in ident:
+                fast = identified_rule(value[0], value[1], value[2], ident["fs"])
+                if fast is not None:
+                    return fast
         if not (isinstance(value, (list, tuple)) and len(value) in (3, 4)):
             raise InvalidScope(f"invalid rule {shown(value)}: expected [path, permission, recursive]")
         path = value[0]
@@ -393,6 +399,7 @@ IDENTITY_KEYS = frozenset({"fs", "via", "below"})
 #: A key: a device number ``MAJ:MIN``, then the normalised path within that
 #: filesystem (nothing for its root): no empty, ``.`` or ``..`` component.
 KEY = re.compile(r"[0-9]{1,10}:[0-9]{1,10}(?:/(?!\.\.?(?:/|$))[^/\x00]+)*")
+_DEVICE = re.compile(r"[0-9]{1,10}:[0-9]{1,10}")  # (a key's device, as KEY begins)
 
 
 def compact_ident(path: str, key: str, via: tuple[str, ...], below: tuple[str, ...]) -> Any:
@@ -476,6 +483,35 @@ def rule_from_log(value: Any) -> ScopeRule:
                                           tuple(below) if below else ()))
     return rule
 
+
+
+def identified_rule(path: Any, perm: Any, recursive: Any, fs: Any) -> ScopeRule | None:
+    """:func:`rule_from_log` of ``[path, perm, recursive, {"fs": fs}]``,
+    the usual rule of a v2 line, when it is one a v2 line may hold as it
+    is: a normal path (:func:`is_normal`), a permission's text, a bool, a
+    key; else ``None`` (the caller checks it the long way, which says
+    what is wrong). The fold's fast path: one call, no exception."""
+    if type(path) is not str or type(perm) is not str or type(recursive) is not bool or type(fs) is not str:
+        return None
+    permission = _PERMS.get(perm)
+    if permission is None or not is_normal(path):
+        return None
+    n = len(fs) - len(path)
+    if n > 0 and path != "/" and fs.endswith(path) and _DEVICE.fullmatch(fs, 0, n):
+        # The key is a device and this normal path: a KEY, and compact_ident's
+        # answer is the device alone.
+        ident: Any = _intern(fs[:n])
+    elif KEY.fullmatch(fs):
+        ident = compact_ident(path, fs, (), ())
+    else:
+        return None
+    rule = _new(ScopeRule)
+    _set(rule, "path", _intern(path))
+    _set(rule, "permission", permission)
+    _set(rule, "recursive", recursive)
+    _set(rule, "given", None)
+    _set(rule, "ident", ident)
+    return rule
 
 def _relation(a: tuple[str, ...], b: tuple[str, ...]) -> int:
     """Depth difference when one path is an ancestor-or-self of the other.

@@ -445,6 +445,28 @@ def read_state(store: Any, seq: int) -> State:
     return state_from(store, seq, header, body)
 
 
+
+def holds(store: Any, seq: int, state: State) -> bool:
+    """Whether the snapshot at ``seq`` of ``store`` holds ``state`` (the
+    fold at ``seq``): :func:`read_state`'s state compared with it, field
+    for field; a body that is byte for byte ``state``'s encoding (what
+    this scopeledger writes for it) is, once its header and checksum check
+    out, without being parsed.
+
+    Raises:
+        SnapshotInvalid: as :func:`read_state` (``SnapshotOutdated``: an
+            older format).
+        LedgerError: as :func:`read_state`.
+    """
+    header, body = store.snapshot_read(seq)
+    check_header(where(store, seq), header, seq)
+    with _gc_paused():
+        mine = state.to_json()
+        if (body == orjson.dumps(mine) and header["last_hash"] == state.last_hash == mine["last_hash"]
+                and state.seq == seq and checksum(body) == header["checksum"]):
+            return True
+        return state_from(store, seq, header, body).to_json() == mine
+
 def newest(store: Any, skipped: Callable[[int, SnapshotInvalid], object], *,
            seq: int | None = None, ts: int | None = None) -> State | None:
     """The one snapshot picker: the state of the newest snapshot of

@@ -140,11 +140,22 @@ def in_zone(ns: int, zone: Any = None) -> dt.datetime:
         return t
 
 
+#: ``(second, "2025-11-29T14:03:05")``: the UTC second :func:`short_time`
+#: wrote last (a replay's events come many to a second).
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
 def short_time(ns: int, zone: Any = None) -> str:
     """``2025-11-29T14:03:05.123Z``: milliseconds, for event lines; in another
     ``zone`` with its offset, ``2025-11-29T19:33:05.123+05:30``."""
+    global _last_second
     if zone is None:
-        return from_ns(ns).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        second, text = _last_second
+        if ns // 1_000_000_000 != second:
+            second = ns // 1_000_000_000
+            text = from_ns(second * 1_000_000_000).strftime("%Y-%m-%dT%H:%M:%S")
+            _last_second = (second, text)
+        return f"{text}.{ns // 1_000_000 % 1000:03d}Z"
     return in_zone(ns, zone).isoformat(timespec="milliseconds")
 
 
