@@ -47,10 +47,12 @@ channel ``scopeledger_<schema>`` with its seq (a hint for :meth:`PgStore.wait`).
 A mutation
 ----------
 :meth:`PgStore.locked` sends, in one round trip (pipeline mode): ``BEGIN``,
-``SET LOCAL lock_timeout``, ``pg_advisory_xact_lock(<schema oid>, 0)``, then
-reads the lines after the caller's seq and the head; the read is a statement
-of its own, after the lock, so in READ COMMITTED it sees everything committed
-before the lock was granted. :meth:`PgStore.append` sends the inserts and
+``SET LOCAL lock_timeout`` (only for a bounded wait: the connection's own is
+none), ``pg_advisory_xact_lock(<schema oid>, 0)``, then one read of the lines
+after the caller's seq, led by that seq's own row without its line (which
+shows the log reaches it); the read is a statement of its own, after the
+lock, so in READ COMMITTED it sees everything committed before the lock was
+granted. :meth:`PgStore.append` sends the inserts and
 ``COMMIT`` in one more round trip. Every connection forces what this relies
 on, whatever the role, the database or the URL ask for: READ COMMITTED, no
 server statement or lock timeout, no idle-session timeout, and
@@ -601,6 +603,10 @@ class PgStore:
         # The head, and seq_at (the last seq before the first line stamped after
         # %(t)s: one lookup in the ts_max index), each said once.
         self._head_sql = f"SELECT coalesce(max(seq), 0) FROM {loc.schema}.events"
+        # Under the lock (locked): the lines after seq a, led by the row of a
+        # itself without its line, which shows that the log reaches a.
+        self._missed_sql = (f"SELECT seq, CASE WHEN seq > %(a)s THEN line END FROM {loc.schema}.events"
+                            " WHERE seq >= %(a)s ORDER BY seq")
         self._seq_at_sql = (f"SELECT coalesce((SELECT seq FROM {loc.schema}.events WHERE ts_max <= %(t)s"
                             " ORDER BY ts_max DESC, seq DESC LIMIT 1), 0)")
         self._mutex = threading.RLock()
@@ -958,7 +964,6 @@ class PgStore:
                     self._rollback()
 
     def _begin(self, after: int, timeout: float | None) -> tuple[list[tuple[int, bytes]], int]:
-        s = self.schema
         trylock = timeout is not None and timeout < 0.001
         for attempt in (0, 1):
             conn = self._connection()
@@ -968,15 +973,13 @@ class PgStore:
                     if trylock:
                         got = conn.execute("SELECT pg_try_advisory_xact_lock(%s, 0)", (self._key,))
                     else:
-                        ms = 0 if timeout is None else max(1, math.ceil(timeout * 1000))
-                        conn.execute(f"SET LOCAL lock_timeout = {int(ms)}")
+                        if timeout is not None:  # (else the connection's own: 0, none; see _STARTUP)
+                            ms = max(1, math.ceil(timeout * 1000))
+                            conn.execute(f"SET LOCAL lock_timeout = {int(ms)}")
                         conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (self._key,))
-                    rows = conn.cursor(binary=True).execute(
-                        f"SELECT seq, line FROM {s}.events WHERE seq > %s ORDER BY seq", (after,))
-                    headc = conn.execute(self._head_sql)
+                    rows = conn.cursor(binary=True).execute(self._missed_sql, {"a": after})
                 granted = got.fetchone()[0] if trylock else True
-                lines = [(q, bytes(b)) for q, b in rows.fetchall()]
-                head = headc.fetchone()[0]
+                got_rows = rows.fetchall()
                 break
             except pg_errors.LockNotAvailable:
                 self._rollback()
@@ -1001,17 +1004,21 @@ class PgStore:
         if not granted:
             self._rollback()
             raise LockTimeout(self.url, timeout or 0.0)
-        if head < after:
+        if after and (not got_rows or got_rows[0][0] != after):
             self._rollback()
-            raise CorruptLedger(self.url, f"the log ends at seq {head}, and seq {after} was seen "
-                                          "before: replaced or restored from an older copy")
+            head = self.head()
+            if head < after:
+                raise CorruptLedger(self.url, f"the log ends at seq {head}, and seq {after} was seen "
+                                              "before: replaced or restored from an older copy")
+            raise CorruptLedger(self.url, f"seq {after} is missing from the log", seq=after)
+        lines = [(q, bytes(b)) for q, b in (got_rows[1:] if after else got_rows)]
         want = after + 1
         for q, _ in lines:
             if q != want:
                 self._rollback()
                 raise CorruptLedger(self.url, f"seq {q} where {want} was expected", seq=q)
             want += 1
-        return lines, head
+        return lines, after + len(lines)
 
     def _rollback(self) -> None:
         conn = self._conn
