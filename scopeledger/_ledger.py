@@ -372,7 +372,7 @@ class _Txn:
     released, so that the fold stays out of the time the lock is held."""
 
     __slots__ = ("ledger", "state", "lines", "entries", "error", "liveness", "actor_ident", "actor",
-                 "after", "network_fs")
+                 "after", "network_fs", "spare")
 
     def __init__(self, ledger: "Ledger", state: State) -> None:
         self.ledger = ledger
@@ -386,12 +386,22 @@ class _Txn:
         #: ``(fold function, *args)`` that applies the last event, or None.
         self.after: tuple[Any, ...] | None = None
         self.network_fs = ledger._network_fs
+        #: Clock readings of this call's earlier try that was not appended
+        #: (Ledger._speculative_part), latest first: used again, in order,
+        #: while none is earlier than an event folded since.
+        self.spare: list[int] | None = None
 
     def _line(self, kind: str, payload: dict[str, Any]) -> tuple[int, int, dict[str, Any], bytes]:
         assert self.after is None, "no event after the last one"
         st = self.state
         seq = st.seq + 1
-        ts = self.ledger._clock()
+        spare = self.spare
+        if spare and spare[-1] >= st.max_ts:
+            ts = spare.pop()
+        else:
+            if spare:
+                spare.clear()
+            ts = self.ledger._clock()
         if type(ts) is not int or not -TS_LIMIT <= ts < TS_LIMIT:  # never write a line no reader would accept
             if type(ts) is not int:
                 raise TypeError(f"clock() returned {type(ts).__name__} {shown(ts)}, not int nanoseconds")
@@ -441,6 +451,11 @@ class _Txn:
             return  # the same refusal is already on record since the last change
         self.emit("refused", key=key, error=kind, message=str(err), request=request,
                   rule=rule.to_json() if rule is not None else None, chain=chain)
+
+
+def _readings(txn: _Txn) -> list[int]:
+    """The clock readings ``txn`` took, latest first (``_Txn.spare``)."""
+    return [ts for ts, _ in reversed(txn.entries)]
 
 
 def _option(name: str, check: Callable[[str, Any], None], doc: str) -> property:
@@ -539,6 +554,9 @@ class Ledger:
         # checked for their lines before the lock is taken.
         self._seq_of_last_txn = -1
         self._others_active = True
+        #: The store's one-round-trip append (PostgreSQL), else None: see
+        #: _speculative_part.
+        self._try_append: Callable[[Sequence[Entry], int], bool] | None = getattr(store, "try_append", None)
         self._snap_seq = 0
         self._actor_cache: tuple[int, ProcessIdentity, dict[str, Any]] | None = None
         self._boots: tuple[int, dict[str, list[int]]] | None = None  # see _boot_spans
@@ -1076,8 +1094,19 @@ class Ledger:
                 if txn is None or not txn.lines:  # (an append that returned let the lock go)
                     files.end()  # a no-op unless this thread still holds the lock (an exception)
         else:
-            with store.locked(after_seq, self.timeout) as missed:
-                result, txn, state = self._locked_part(build, written, after_seq, missed)
+            done, spare = None, None
+            if self._try_append is not None and not self._others_active:
+                done, spare = self._speculative_part(build, written, state)
+            if done is not None:
+                result, txn, state = done
+            else:
+                state = self._state
+                if state is None:  # a speculation that applied events and was not appended
+                    with mem:
+                        state = self._catch_up()
+                after_seq = state.seq
+                with store.locked(after_seq, self.timeout) as missed:
+                    result, txn, state = self._locked_part(build, written, after_seq, missed, spare)
         if txn.lines and self._snapshot_due(state):
             self._maybe_snapshot()
         if txn.error is not None:
@@ -1085,7 +1114,7 @@ class Ledger:
         return result
 
     def _locked_part(self, build: Callable[[_Txn], Any], written: list[Any] | None, after_seq: int,
-                     missed: list[Line]) -> tuple[Any, _Txn, State]:
+                     missed: list[Line], spare: list[int] | None = None) -> tuple[Any, _Txn, State]:
         """:meth:`_transact` with the lock held: fold ``missed``, build,
         append (which lets the lock go), apply the last event."""
         with self._mem:
@@ -1095,6 +1124,8 @@ class Ledger:
             self._others_active = state.seq != self._seq_of_last_txn
             base = state.seq
             txn = _Txn(self, state)
+            if spare:
+                txn.spare = spare
             try:
                 result = build(txn)
                 lines = txn.lines
@@ -1122,6 +1153,76 @@ class Ledger:
                     self._state = None  # applied but perhaps not written: rebuild from the log
                 raise
         return result, txn, state
+
+    def _speculative_part(self, build: Callable[[_Txn], Any], written: list[Any] | None,
+                          state: State) -> tuple[tuple[Any, _Txn, State] | None, list[int] | None]:
+        """:meth:`_transact` in one round trip, for a store that has
+        ``try_append`` (PostgreSQL), while no other process has appended
+        lately: build on the state as folded, without the lock, and append
+        only if the lock is free and the log still ends at the state's seq
+        (the store checks both under the lock, on the server): then the
+        lines are those the locked path would have appended, decided on
+        the same log: ``((result, txn, state), None)``. ``(None, clock
+        readings)`` when that was not so, or when the
+        transaction appends nothing (an answer that records nothing is
+        given on the log as it is: under the lock): nothing was
+        appended, and :meth:`_transact` takes the lock and decides again
+        (on a state rebuilt from the log if this one had events applied);
+        so too when ``build`` raises an ``Exception`` (a KeyboardInterrupt
+        goes through). The clock readings it took are used again there
+        (while none is earlier than an event folded since: a line's ts
+        stays its writer's reading during the call, and the clock is read
+        as often as on a file)."""
+        try_append = self._try_append
+        assert try_append is not None
+        with self._mem:
+            if self._state is not state:  # dropped or reloaded meanwhile
+                return None, None
+            base = state.seq
+            txn = _Txn(self, state)
+            try:
+                result = build(txn)
+            except Exception:
+                # Decided on this state, which the log may have passed (a
+                # holder unknown here may have been registered since):
+                # decided again under the lock, which raises it if it holds.
+                if state.seq != base:
+                    self._state = None  # applied, not written: rebuild from the log
+                return None, _readings(txn)
+            except BaseException:
+                if state.seq != base:
+                    self._state = None
+                raise
+            lines = txn.lines
+            if not lines:
+                if state.seq != base:
+                    self._state = None
+                return None, _readings(txn)
+            after = txn.after
+            grant = None
+            if written is not None and after is not None and after[0] is commit_grant:
+                grant = (after[1].name, after[1].token, base + 1, list(lines))
+                written.append(grant)
+            try:
+                appended = try_append(txn.entries, base + 1)
+            except BaseException:
+                self._state = None  # applied but perhaps not written: rebuild from the log
+                raise
+            if not appended:
+                if grant is not None and written is not None:
+                    written.pop()  # not recorded: nothing to withdraw
+                if state.seq != base:
+                    self._state = None
+                self._others_active = True
+                return None, _readings(txn)
+            try:
+                if after is not None:
+                    after[0](state, *after[1:])
+                self._seq_of_last_txn = state.seq
+            except BaseException:
+                self._state = None
+                raise
+        return (result, txn, state), None
 
     def _withdraw(self, written: list[Any]) -> None:
         """After an exception left a grant's call (``written``, from

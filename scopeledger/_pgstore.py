@@ -580,6 +580,22 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # -- the store ---------------------------------------------------------------
 
+def _rows(entries: Sequence[tuple[int, bytes]], first_seq: int) -> list[tuple[int, int, bytes]]:
+    """``entries`` as the rows ``(seq, ts, line)`` from ``first_seq``.
+
+    Raises:
+        ValueError: a ts is not a signed 64-bit int, or a line holds a newline.
+    """
+    rows = []
+    for i, (ts, line) in enumerate(entries):
+        if type(ts) is not int or not -(1 << 63) <= ts < (1 << 63):
+            raise ValueError(f"the ts for seq {first_seq + i} is {ts!r}, not a signed 64-bit int")
+        if b"\n" in line:
+            raise ValueError(f"the line for seq {first_seq + i} holds a newline")
+        rows.append((first_seq + i, ts, bytes(line)))
+    return rows
+
+
 class _Txn:
     __slots__ = ("head", "thread", "done")
 
@@ -607,6 +623,19 @@ class PgStore:
         # itself without its line, which shows that the log reaches a.
         self._missed_sql = (f"SELECT seq, CASE WHEN seq > %(a)s THEN line END FROM {loc.schema}.events"
                             " WHERE seq >= %(a)s ORDER BY seq")
+        self._insert_sql = f"INSERT INTO {loc.schema}.events (seq, ts, line) VALUES (%s, %s, %b)"
+        # try_append: the lock without waiting, its answer kept for the
+        # transaction (a placeholder setting), then inserts only when it was
+        # granted and the log still ends where the caller decided (that
+        # subquery is evaluated once, before the first row).
+        self._try_lock_sql = ("SELECT set_config('scopeledger.locked',"
+                              " pg_try_advisory_xact_lock(%s, 0)::text, true)")
+        insert_if = (f" WHERE current_setting('scopeledger.locked') = 'true'"
+                     f" AND (SELECT coalesce(max(seq), 0) FROM {loc.schema}.events) = %s")
+        self._insert_if_sql = (f"INSERT INTO {loc.schema}.events (seq, ts, line)"
+                               " SELECT %s::bigint, %s::bigint, %b" + insert_if)
+        self._insert_many_if_sql = (f"INSERT INTO {loc.schema}.events (seq, ts, line)"
+                                    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[])" + insert_if)
         self._seq_at_sql = (f"SELECT coalesce((SELECT seq FROM {loc.schema}.events WHERE ts_max <= %(t)s"
                             " ORDER BY ts_max DESC, seq DESC LIMIT 1), 0)")
         self._mutex = threading.RLock()
@@ -1062,20 +1091,17 @@ class PgStore:
             raise ValueError("nothing to append")
         if first_seq != txn.head + 1:
             raise ValueError(f"first_seq {first_seq} is not the next seq ({txn.head + 1})")
-        rows = []
-        for i, (ts, line) in enumerate(entries):
-            if type(ts) is not int or not -(1 << 63) <= ts < (1 << 63):
-                raise ValueError(f"the ts for seq {first_seq + i} is {ts!r}, not a signed 64-bit int")
-            if b"\n" in line:
-                raise ValueError(f"the line for seq {first_seq + i} holds a newline")
-            rows.append((first_seq + i, ts, bytes(line)))
+        rows = _rows(entries, first_seq)
         conn = self._conn
         backend = self._backend
         txn.done = True
         try:
             with conn.pipeline():
-                with conn.cursor() as cur:
-                    cur.executemany(f"INSERT INTO {self.schema}.events (seq, ts, line) VALUES (%s, %s, %b)", rows)
+                if len(rows) == 1:
+                    conn.execute(self._insert_sql, rows[0])
+                else:
+                    with conn.cursor() as cur:
+                        cur.executemany(self._insert_sql, rows)
                 conn.execute("COMMIT")
             return
         except psycopg.Error as exc:
@@ -1096,6 +1122,80 @@ class PgStore:
             raise
         self._drop()
         self._resolve(rows, backend, cause)
+
+    def try_append(self, entries: Sequence[tuple[int, bytes]], first_seq: int) -> bool:
+        """Append ``entries`` (as :meth:`append`) as seqs ``first_seq ..``
+        and commit, in one round trip and outside :meth:`locked`, if at
+        that moment the ledger's lock is free and the log ends at
+        ``first_seq - 1``; else append nothing. ``True`` when appended
+        (durable when it returns, as :meth:`append`), ``False`` when not
+        (another client held the lock, or lines were appended after
+        ``first_seq - 1``, or the log ends before it): take :meth:`locked`
+        and decide again.
+
+        For a caller that decided on the log up to ``first_seq - 1``
+        without the lock: the server takes the lock without waiting for it
+        (``pg_try_advisory_xact_lock``, so a decision is never older than
+        this round trip, and no client waiting in the lock's queue is
+        overtaken), then, in a statement of its own (READ COMMITTED: it
+        sees every commit before the lock), inserts only if the last seq
+        is still ``first_seq - 1``: the lines are those :meth:`locked`
+        would have let it append. Synchronous commit and the server's
+        backstops apply as to every append.
+
+        Raises:
+            ReadOnlyLedger: opened read-only.
+            RuntimeError: inside :meth:`locked` in this thread.
+            ValueError: as :meth:`append` (nothing is sent), or
+                ``first_seq`` < 1.
+            InDoubt: the connection broke, and whether the lines were
+                appended could not be found out within the resolve timeout
+                (a connection that broke before they were is resolved as
+                not appended: ``False``).
+            StoreError: the server refused the insert (nothing recorded).
+            StoreUnavailable: the server cannot be reached.
+        """
+        if self._readonly:
+            raise ReadOnlyLedger(self.url, "append")
+        _int("first_seq", first_seq, 1)
+        if not entries:
+            raise ValueError("nothing to append")
+        rows = _rows(entries, first_seq)
+        with self._mutex:
+            if self._txn is not None:
+                raise RuntimeError("PgStore.try_append() inside locked()")
+            conn = self._connection()
+            backend = self._backend
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    conn.execute(self._try_lock_sql, (self._key,))
+                    if len(rows) == 1:
+                        cur = conn.execute(self._insert_if_sql, (*rows[0], first_seq - 1))
+                    else:
+                        cur = conn.execute(self._insert_many_if_sql, (
+                            [q for q, _, _ in rows], [t for _, t, _ in rows], [b for _, _, b in rows],
+                            first_seq - 1))
+                    conn.execute("COMMIT")
+                appended = int(cur.rowcount)
+                if appended not in (0, len(rows)):  # one statement: all or none
+                    raise CorruptLedger(self.url, f"{appended} of {len(rows)} lines from seq {first_seq} "
+                                                  "were appended", seq=first_seq)
+                return appended == len(rows)
+            except psycopg.Error as exc:
+                if _refused(exc) and not (conn.closed or conn.broken):
+                    self._rollback()
+                    raise self._error(exc, "append to the log") from exc
+                cause: BaseException = exc
+            except BaseException:
+                self._drop()  # as in append: the outcome unknown, no lock left behind
+                raise
+            self._drop()
+            try:
+                self._resolve(rows, backend, cause)
+            except NotRecorded:
+                return False
+            return True
 
     def _resolve(self, rows: list[tuple[int, int, bytes]], backend: tuple[int, Any] | None,
                  cause: BaseException) -> None:

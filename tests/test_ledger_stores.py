@@ -166,3 +166,87 @@ def test_ledger_wait_is_woken_by_another_opening_of_a_memory_store(tmp_path, req
     t.join(60)
     assert seen == [1]
     assert a.wait(1, timeout=0) == 1  # the time ran out: the newest seq
+
+
+# -- PostgreSQL: one round trip while no one else appends (Ledger._speculative_part)
+
+class _Calls:
+    """Counts a PostgreSQL ledger's calls to its store's ``locked`` and
+    ``try_append`` (and what ``try_append`` answered)."""
+
+    def __init__(self, led):
+        self.locked = 0
+        self.answers = []
+        store = led._log
+        locked, try_append = store.locked, store.try_append
+
+        def counted_locked(*a, **kw):
+            self.locked += 1
+            return locked(*a, **kw)
+
+        def counted_try_append(*a, **kw):
+            got = try_append(*a, **kw)
+            self.answers.append(got)
+            return got
+        store.locked = counted_locked
+        led._try_append = counted_try_append
+
+
+def test_on_postgresql_a_lone_writer_appends_without_the_locked_round_trip_and_never_on_a_stale_state(
+        tmp_path, request):
+    import time
+
+    from scopeledger import UnknownHolder
+
+    opener = _postgresql(tmp_path, request)
+    led, other = opener(time.time_ns), opener(time.time_ns)
+    try:
+        calls = _Calls(led)
+        led.register("a", [W("/work/a")])  # the first change of an opening takes the lock
+        led.release("a")
+        before = calls.locked
+        for i in range(5):
+            led.register(f"t{i}", [W(f"/work/t{i}")])
+            led.release(f"t{i}")
+        assert calls.locked == before and calls.answers[-10:] == [True] * 10
+        # Another opening appends: a grant decided on the state without it is
+        # not appended, and is decided again under the lock, on the log.
+        other.register("b", [W("/work/b")])
+        with pytest.raises(ScopeConflict, match="holder 'b'"):
+            led.register("intruder", [W("/work/b/x")])
+        assert calls.answers[-1] is False and calls.locked == before + 1
+        other.register("c", [W("/work/c")])
+        led.release("c")  # unknown to led's state until it read the log: not UnknownHolder
+        assert [h.name for h in other.holders()] == ["b"]
+        with pytest.raises(UnknownHolder):
+            led.release("c")
+        report = led.verify()
+        assert report.ok and report.events == led.refresh()
+        kinds = [e.type for e in led.events()]
+        assert kinds.count("registered") == 8 and kinds.count("refused") == 1
+    finally:
+        led.close()
+        other.close()
+
+
+def test_on_postgresql_a_try_that_reclaimed_and_was_not_appended_is_decided_again_on_the_log(
+        tmp_path, request):
+    import time
+
+    opener = _postgresql(tmp_path, request)
+    led, other = opener(time.time_ns), opener(time.time_ns)
+    try:
+        calls = _Calls(led)
+        led.register("ghost", [W("/work/x")], pid=GHOST)
+        led.register("mine", [W("/work/m")])  # now led is the lone writer
+        other.register("o", [W("/work/o")])
+        got = led.register("new", [W("/work/x/y")])  # reclaims ghost (applied to led's state), then grants
+        assert calls.answers[-1] is False  # the try with the reclaim was not appended: o's line came first
+        assert got.name == "new"
+        assert sorted(h.name for h in other.holders()) == ["mine", "new", "o"]
+        kinds = [(e.type, e.data.get("name")) for e in other.events()]
+        assert kinds.count(("reclaimed", "ghost")) == 1
+        assert led.verify().ok and led.state().to_json() == other.state().to_json()
+    finally:
+        led.close()
+        other.close()
