@@ -64,13 +64,16 @@ import orjson
 import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", ".."))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))
+# Appended, not put first: the scopeledger measured is the one Python finds
+# (PYTHONPATH=/a/clean/clone measures that commit), this checkout's otherwise.
+sys.path.append(os.path.join(HERE, "..", ".."))
+sys.path.append(os.path.join(HERE, "..", "..", "tests"))
 
+import scopeledger  # noqa: E402
 from scopeledger import Ledger, ScopeRule  # noqa: E402
 
 FORK = multiprocessing.get_context("fork")
-BACKENDS = ["pg", "file", "file-fsync", "peer-psycopg", "peer-es"]
+BACKENDS = ["pg", "file", "file-fsync", "peer-psycopg", "peer-es", "pg-base"]
 #: A line as long as the ledger's registration lines here (~330 bytes).
 PAD = "x" * 200
 
@@ -240,8 +243,94 @@ def _busy() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
+def _subprocess_worker() -> None:
+    """``pgledger.py --worker``: one client process of ``pg-base``, run by a
+    Python whose ``PYTHONPATH`` finds the base checkout's scopeledger. Reads
+    its orders (JSON) from stdin, says ``ready`` after its warm-up, starts at
+    ``go``, prints its report (JSON), and closes its ledger at ``done``."""
+    import base64
+
+    orders = orjson.loads(sys.stdin.readline())
+    try:
+        p = make_pairer("pg", orders["where"])
+        for j in range(2):
+            p.pair(f"b{orders['idx']}w{j}x{uuid.uuid4().hex[:6]}")
+    except BaseException:  # noqa: BLE001 - reported to the parent
+        print(orjson.dumps({"error": traceback.format_exc()}).decode(), flush=True)
+        return
+    print("ready", flush=True)
+    sys.stdin.readline()
+    tag, lat, clock = uuid.uuid4().hex[:6], array("q"), time.perf_counter_ns
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    start = clock()
+    deadline, j = start + int(orders["seconds"] * 1e9), 0
+    while True:
+        t0 = clock()
+        if t0 >= deadline:
+            break
+        p.pair(f"b{orders['idx']}{tag}x{j}")
+        lat.append(clock() - t0)
+        j += 1
+    elapsed = (clock() - start) / 1e9
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    print(orjson.dumps({"idx": orders["idx"], "count": j, "elapsed": elapsed, "cpu": cpu,
+                        "lat": base64.b64encode(lat.tobytes()).decode()}).decode(), flush=True)
+    sys.stdin.readline()
+    p.close()
+
+
+def _base_reports(where: dict[str, Any], procs: int, seconds: float, start: Any) -> list[Any]:
+    """The ``pg-base`` window's workers (subprocesses; see _subprocess_worker):
+    ``start()`` is called once all are warm, just before they are let go;
+    returns the reports as ``window`` has them, and a function ending them."""
+    import base64
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": where["base_path"]}
+    orders = {**where, "pg": where["pg-base"]}
+    ps = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker"], env=env, cwd="/",
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    try:
+        for i, p in enumerate(ps):
+            assert p.stdin is not None
+            p.stdin.write(orjson.dumps({"where": orders, "idx": i, "seconds": seconds}).decode() + "\n")
+            p.stdin.flush()
+        for p in ps:
+            assert p.stdout is not None
+            said = p.stdout.readline()
+            if said.strip() != "ready":
+                raise RuntimeError(f"pg-base: a worker failed:\n{said}")
+        start()
+        for p in ps:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        reports = []
+        for p in ps:
+            assert p.stdout is not None
+            r = orjson.loads(p.stdout.readline())
+            reports.append((r["idx"], r["count"], r["elapsed"], base64.b64decode(r["lat"]), r["cpu"], None))
+        return [reports, ps]
+    except BaseException:
+        for p in ps:
+            p.kill()
+        raise
+
+
 def window(kind: str, where: dict[str, Any], procs: int, seconds: float,
            postmaster: int | None) -> dict[str, Any]:
+    if kind == "pg-base":
+        marks: list[Any] = []
+        reports, ps = _base_reports(where, procs, seconds, lambda: marks.extend(
+            (_busy(), _server_cpu(postmaster), os.getloadavg()[0], time.monotonic())))
+        busy0, srv0, load0, t0 = marks
+        busy1, srv1, wall = _busy(), _server_cpu(postmaster), time.monotonic() - t0
+        for p in ps:
+            p.stdin.write("done\n")
+            p.stdin.close()
+            p.wait(60)
+        return _window_result(kind, procs, sorted(reports), busy0, busy1, srv0, srv1, load0, wall)
     barrier = FORK.Barrier(procs + 1)
     q = FORK.Queue()
     done = FORK.Event()
@@ -261,6 +350,11 @@ def window(kind: str, where: dict[str, Any], procs: int, seconds: float,
     for r in reports:
         if r[5]:
             raise RuntimeError(f"{kind}: a worker failed:\n{r[5]}")
+    return _window_result(kind, procs, reports, busy0, busy1, srv0, srv1, load0, wall)
+
+
+def _window_result(kind: str, procs: int, reports: list[Any], busy0: float, busy1: float, srv0: float | None,
+                   srv1: float | None, load0: float, wall: float) -> dict[str, Any]:
     lat = array("q")
     for r in reports:
         lat.frombytes(r[3])
@@ -324,6 +418,21 @@ def setup_peers(conninfo: str, peer_schema: str, es_schema: str | None, params: 
         peer.close()
 
 
+def _commit() -> str:
+    """The commit of the measured scopeledger's checkout, ``+dirty`` with changes."""
+    import subprocess
+
+    where = os.path.dirname(os.path.dirname(os.path.abspath(scopeledger.__file__)))
+    try:
+        head = subprocess.run(["git", "-C", where, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "not a git checkout"
+    return (head + ("+dirty" if dirty else "")) if head else "not a git checkout"
+
+
 def _fmt(v: float | None, digits: int = 0) -> str:
     if v is None:
         return "-"
@@ -375,12 +484,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holders", type=int, help="live holders (default 1000)")
     ap.add_argument("--backends", nargs="+", choices=BACKENDS, default=BACKENDS)
     ap.add_argument("--json", help="write every cell here")
+    ap.add_argument("--base", metavar="PATH",
+                    help="also measure pg-base: the Ledger on PostgreSQL from the scopeledger at PATH "
+                         "(a checkout, e.g. a clone of main), its clients run with PYTHONPATH=PATH: "
+                         "before/after in one run")
     args = ap.parse_args(argv)
     seconds = args.seconds or (0.4 if args.quick else 6.0)
     rounds = args.rounds or (1 if args.quick else 3)
     procs = args.procs or ([1, 4] if args.quick else [1, 4, 16])
     holders = args.holders if args.holders is not None else (50 if args.quick else 1000)
-    backends = list(args.backends)
+    backends = [b for b in args.backends if b != "pg-base"]
+    if args.base:
+        backends.insert(backends.index("pg") + 1 if "pg" in backends else 0, "pg-base")
     if "peer-es" in backends and (why := es_available()):
         print(f"peer-es skipped: {why}", flush=True)
         backends.remove("peer-es")
@@ -411,13 +526,22 @@ def main(argv: list[str] | None = None) -> int:
         "pg": f"{base}{sep}schema=bench_{tag}", "file": os.path.join(root, "file"),
         "file-fsync": os.path.join(root, "file-fsync"), "conninfo": loc.conninfo,
         "peer_schema": f"bench_peer_{tag}", "es_schema": f"bench_es_{tag}", "params": params,
+        "pg-base": f"{base}{sep}schema=bench_base_{tag}", "base_path": os.path.abspath(args.base or "."),
     }
     t_start, load_start = time.monotonic(), os.getloadavg()
     try:
+        print(f"scopeledger from {os.path.dirname(scopeledger.__file__)} ({_commit()})", flush=True)
         print(f"machine: {os.cpu_count()} CPUs, load average {load_start[0]:.2f} at the start; "
               f"{holders} live holders; {rounds} rounds of {seconds / rounds:g} s per cell", flush=True)
+        if args.base:
+            import subprocess
+
+            said = subprocess.run([sys.executable, "-c", "import os, scopeledger; "
+                                   "print(os.path.dirname(scopeledger.__file__))"], capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": where["base_path"]}, cwd="/").stdout.strip()
+            print(f"pg-base: scopeledger from {said}", flush=True)
         for b in backends:
-            if b in ("pg", "file", "file-fsync"):
+            if b in ("pg", "file", "file-fsync", "pg-base"):
                 t0 = time.monotonic()
                 prefill(where[b], holders, fsync=b == "file-fsync")
                 print(f"prefill {b}: {holders} holders in {time.monotonic() - t0:.1f} s", flush=True)
@@ -453,10 +577,13 @@ def main(argv: list[str] | None = None) -> int:
             cluster.stop()
         else:
             with contextlib.suppress(Exception), psycopg.connect(loc.conninfo, autocommit=True) as conn:
-                for s in (f"bench_{tag}", where["peer_schema"], where["es_schema"]):
+                for s in (f"bench_{tag}", f"bench_base_{tag}", where["peer_schema"], where["es_schema"]):
                     conn.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
     return 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--worker"]:
+        _subprocess_worker()
+        sys.exit(0)
     sys.exit(main())
