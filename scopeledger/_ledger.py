@@ -453,6 +453,12 @@ class _Txn:
                   rule=rule.to_json() if rule is not None else None, chain=chain)
 
 
+#: Seconds after its last change from which a ledger on a server store
+#: (PostgreSQL) reads what others appended before taking the lock
+#: (Ledger._unseen_long); sooner, only with the lock, in its round trip.
+_PREREAD_AFTER_S = 0.25
+
+
 def _readings(txn: _Txn) -> list[int]:
     """The clock readings ``txn`` took, latest first (``_Txn.spare``)."""
     return [ts for ts, _ in reversed(txn.entries)]
@@ -557,6 +563,7 @@ class Ledger:
         #: The store's one-round-trip append (PostgreSQL), else None: see
         #: _speculative_part.
         self._try_append: Callable[[Sequence[Entry], int], bool] | None = getattr(store, "try_append", None)
+        self._seen_at = 0.0  # (time.monotonic() of the last change on a server store: _unseen_long)
         self._snap_seq = 0
         self._actor_cache: tuple[int, ProcessIdentity, dict[str, Any]] | None = None
         self._boots: tuple[int, dict[str, list[int]]] | None = None  # see _boot_spans
@@ -1077,7 +1084,7 @@ class Ledger:
             raise ReadOnlyLedger(self.path, "record a change")
         mem = self._mem
         state = self._state
-        if state is None or self._others_active:
+        if state is None or (self._others_active and (self._try_append is None or self._unseen_long())):
             with mem:
                 # Fold what other processes appended before taking the lock,
                 # so that the lock is held for as little folding as possible.
@@ -1101,12 +1108,13 @@ class Ledger:
                 result, txn, state = done
             else:
                 state = self._state
-                if state is None:  # a speculation that applied events and was not appended
-                    with mem:
+                if state is None or (spare is not None and self._unseen_long()):
+                    with mem:  # (a try that applied events, or a log not read for long: as above)
                         state = self._catch_up()
                 after_seq = state.seq
                 with store.locked(after_seq, self.timeout) as missed:
                     result, txn, state = self._locked_part(build, written, after_seq, missed, spare)
+            self._seen_at = time.monotonic()
         if txn.lines and self._snapshot_due(state):
             self._maybe_snapshot()
         if txn.error is not None:
@@ -1153,6 +1161,16 @@ class Ledger:
                     self._state = None  # applied but perhaps not written: rebuild from the log
                 raise
         return result, txn, state
+
+    def _unseen_long(self) -> bool:
+        """On a server store: whether this object's last change is more
+        than ``_PREREAD_AFTER_S`` ago. The store reads the lines missed in
+        the lock's own round trip, so reading them first costs a round trip
+        of its own, which pays only when they may be many (a change that
+        folds them under the lock holds it that much longer): while changes
+        follow each other, as under contention, the lines missed while
+        queueing for the lock are read with it anyway."""
+        return time.monotonic() - self._seen_at > _PREREAD_AFTER_S
 
     def _speculative_part(self, build: Callable[[_Txn], Any], written: list[Any] | None,
                           state: State) -> tuple[tuple[Any, _Txn, State] | None, list[int] | None]:

@@ -250,3 +250,37 @@ def test_on_postgresql_a_try_that_reclaimed_and_was_not_appended_is_decided_agai
     finally:
         led.close()
         other.close()
+
+
+def test_on_postgresql_lines_missed_are_read_with_the_lock_unless_the_log_was_not_read_for_long(
+        tmp_path, request):
+    """Reading what others appended before taking the lock costs a round
+    trip on a server: a ledger changing often reads them with the lock;
+    one whose last change is older than _PREREAD_AFTER_S reads them first
+    (folding many lines under the lock would hold it that much longer)."""
+    import time
+
+    opener = _postgresql(tmp_path, request)
+    led, other = opener(time.time_ns), opener(time.time_ns)
+    try:
+        calls = _Calls(led)
+        reads = []
+        read_after = led._log.read_after
+        led._log.read_after = lambda *a, **kw: reads.append(a) or read_after(*a, **kw)
+        led.register("a", [W("/work/a")])  # (its first change: read first)
+        del reads[:]
+        led.register("a2", [W("/work/a2")])
+        other.register("b", [W("/work/b")])
+        led.register("c", [W("/work/c")])  # tried, not appended (b came first), then locked
+        other.register("d", [W("/work/d")])
+        led.register("e", [W("/work/e")])  # others are active: read with the lock
+        assert reads == [] and calls.answers.count(False) == 1
+        led._seen_at = 0.0  # its last change long ago
+        other.register("f", [W("/work/f")])
+        led.register("g", [W("/work/g")])
+        assert len(reads) == 1
+        assert [h.name for h in led.holders()] == ["a", "a2", "b", "c", "d", "e", "f", "g"]
+        assert led.verify().ok and led.state().to_json() == other.state().to_json()
+    finally:
+        led.close()
+        other.close()
