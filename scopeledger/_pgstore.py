@@ -1165,10 +1165,16 @@ class PgStore:
             if self._txn is not None:
                 raise RuntimeError("PgStore.try_append() inside locked()")
             conn = self._connection()
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self._rollback()  # (never so: the statements below must start a transaction of their own)
+                conn = self._connection()
             backend = self._backend
             try:
+                # No BEGIN and COMMIT: the statements before a pipeline's
+                # Sync are one implicit transaction (extended query protocol;
+                # psycopg sends the Sync when the block ends), committed
+                # there, synchronously, as any other.
                 with conn.pipeline():
-                    conn.execute("BEGIN")
                     conn.execute(self._try_lock_sql, (self._key,))
                     if len(rows) == 1:
                         cur = conn.execute(self._insert_if_sql, (*rows[0], first_seq - 1))
@@ -1176,7 +1182,6 @@ class PgStore:
                         cur = conn.execute(self._insert_many_if_sql, (
                             [q for q, _, _ in rows], [t for _, t, _ in rows], [b for _, _, b in rows],
                             first_seq - 1))
-                    conn.execute("COMMIT")
                 appended = int(cur.rowcount)
                 if appended not in (0, len(rows)):  # one statement: all or none
                     raise CorruptLedger(self.url, f"{appended} of {len(rows)} lines from seq {first_seq} "

@@ -392,6 +392,8 @@ def test_synchronous_commit_is_forced_on_and_the_server_refuses_appends_without_
                             "VALUES (2, 7, convert_to('{\"seq\": 2, \"ts\": 7}', 'UTF8'))")
             raw.close()
             assert st.head() == 1
+            assert st.try_append(E([line(2)]), 2) is True  # (its implicit transaction: forced on too)
+            assert st.head() == 2
     finally:
         pg_cluster.psql_execute("ALTER ROLE postgres IN DATABASE postgres RESET synchronous_commit")
 
@@ -485,8 +487,12 @@ def test_try_append_appends_only_with_the_lock_free_and_the_log_where_it_was_dec
         # nothing is appended, and the lock is not left held.
         with pytest.raises(StoreError, match="does not say"):
             store.try_append(E([line(8)]), 7)
+        with pytest.raises(StoreError, match="does not say"):  # one transaction: the first line neither
+            store.try_append(E([line(7), line(9)]), 7)
         assert store.head() == 6
         assert store.try_append(E([line(7)]), 7) is True
+        with other.locked(7, 0) as missed:  # a single try: the commit let the lock go
+            assert [q for q, _ in missed] == []
         with PgStore.open(pg_cluster.url(store.schema), readonly=True) as ro:
             with pytest.raises(ReadOnlyLedger):
                 ro.try_append(E([line(8)]), 8)
