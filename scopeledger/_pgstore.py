@@ -53,7 +53,13 @@ after the caller's seq, led by that seq's own row without its line (which
 shows the log reaches it); the read is a statement of its own, after the
 lock, so in READ COMMITTED it sees everything committed before the lock was
 granted. :meth:`PgStore.append` sends the inserts and
-``COMMIT`` in one more round trip. Every connection forces what this relies
+``COMMIT`` in one more round trip. :meth:`PgStore.try_append` does both in
+one, for a writer that decided without the lock (``Ledger`` does while no
+other process has appended lately): ``pg_try_advisory_xact_lock`` (never
+waiting: a client queued for the lock is not overtaken), then, in a
+statement of its own, the inserts only if the log still ends where the
+writer decided, committed at the pipeline's Sync; when not granted or
+moved on, nothing is appended and the writer takes :meth:`PgStore.locked`. Every connection forces what this relies
 on, whatever the role, the database or the URL ask for: READ COMMITTED, no
 server statement or lock timeout, no idle-session timeout, and
 ``synchronous_commit = on`` (asynchronous commit could drop an acknowledged
@@ -115,7 +121,9 @@ any other refusal by the server (disk full, permission denied), carrying its
 SQLSTATE. They are all :class:`~scopeledger.LedgerError`.
 
 Figures: ``tools/bench/pgstore.py`` (appends/s with 1, 4, 16 processes,
-fairness, LISTEN/NOTIFY wake-up, dead-client detection after SIGKILL).
+fairness, LISTEN/NOTIFY wake-up, dead-client detection after SIGKILL) and
+``tools/bench/pgledger.py`` (register+release pairs through ``Ledger``, beside
+the file backend and two peers).
 """
 
 from __future__ import annotations

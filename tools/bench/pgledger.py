@@ -530,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     t_start, load_start = time.monotonic(), os.getloadavg()
     try:
-        print(f"scopeledger from {os.path.dirname(scopeledger.__file__)} ({_commit()})", flush=True)
+        print(f"scopeledger from {os.path.dirname(os.path.realpath(scopeledger.__file__))} ({_commit()})", flush=True)
         print(f"machine: {os.cpu_count()} CPUs, load average {load_start[0]:.2f} at the start; "
               f"{holders} live holders; {rounds} rounds of {seconds / rounds:g} s per cell", flush=True)
         if args.base:
