@@ -83,6 +83,7 @@ _PUBLIC = {
     "Ledger": "_ledger",
     "LostEvents": "_ledger",
     "ReclaimReport": "_ledger",
+    "RepairReport": "_ledger",
     "Reclaimed": "_ledger",
     "check_name": "_rules",
     "default_path": "_ledger",
@@ -191,6 +192,7 @@ __all__ = [
     "Reclaimed",
     "Refused",
     "Renewer",
+    "RepairReport",
     "ScopeConflict",
     "ScopeRule",
     "Spawned",
@@ -250,7 +252,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from ._ledger import (  # noqa: F401
         Decision, ENV_DIR, EffectiveScope, Hold, Ledger, LostEvents, ReclaimReport,
-        Reclaimed, copy_ledger, default_path, redact_url, verify,
+        Reclaimed, RepairReport, copy_ledger, default_path, redact_url, verify,
     )
     from ._identity import Lease, Liveness, ProcessIdentity, Verdict  # noqa: F401
     from ._lease import Renewer  # noqa: F401

@@ -50,7 +50,12 @@ def decide(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str | 
             in_way = err.chain[err.chain.index(err.sibling):]
         else:
             return err
-        dead = [(n, lv) for n in in_way if n in state.holders and (lv := liveness(n)).dead]
+        dead = []  # (a loop: a comprehension would make state and liveness cells in every call)
+        for n in in_way:
+            if n in state.holders:
+                lv = liveness(n)
+                if lv.dead:
+                    dead.append((n, lv))
         if not dead:
             return err
         for n, lv in dead:

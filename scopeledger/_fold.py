@@ -708,7 +708,10 @@ def reparent_plan(state: State, name: str) -> list[list[Any]]:
     """``[[child, new_parent], ...]`` that removing ``name`` implies: its
     children move to its parent (``None`` at top level), in order."""
     parent = state.holders[name].parent
-    return [[c, parent] for c in state.children.get(name, ())]
+    out = []  # (a loop: a comprehension would make parent a cell in every call)
+    for c in state.children.get(name, ()):
+        out.append([c, parent])
+    return out
 
 
 def _remove(state: State, ev: dict[str, Any], _checked: None) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import logging
 import operator
 import os
@@ -32,6 +33,7 @@ import orjson
 from . import _snapshots
 from ._errors import (
     SnapshotInvalid,
+    StoreError,
     CorruptLedger,
     DelegationError,
     InvalidLease,
@@ -49,8 +51,8 @@ from ._errors import (
     UnsafeLedgerPath,
     shown,
 )
-from ._events import MAX_LINE_BYTES, blake2b, decode, encode, line_hash
-from ._history import Diff, Event, History, Holding, TimePoint, VerifyReport
+from ._events import GENESIS_HASH, MAX_LINE_BYTES, blake2b, decode, encode, line_hash
+from ._history import Diff, Event, History, Holding, Problem, TimePoint, VerifyReport
 from ._events import FORMAT_VERSION, TS_LIMIT, FoldError
 from ._fold import (
     MAX_RULES_PER_REQUEST,
@@ -68,7 +70,7 @@ from ._paths import canonical, check_reached, identity as identify_path, mount_t
 from ._identity import Lease, Liveness, Probe, ProcessIdentity, Verdict
 from ._process import boot_id, boottime_ns, host_id, identify, probe as default_probe, run_probe
 from ._lease import check_ttl, holder_verdict, judge_lease
-from ._rules import (PERMISSION_TEXT, ScopeRule, check_name, conflicts, covers,
+from ._rules import (PERMISSION_TEXT, Permission, ScopeRule, check_name, conflicts, covers,
                      identity_json)
 from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callable, check_forced,
                          check_keep_snapshots, check_note, check_options, check_snapshot_every, check_socket,
@@ -76,7 +78,7 @@ from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callabl
 from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._filestore import FileStore
 from ._logstore import Entry, Line, LogStore
-from ._store import Store
+from ._store import CUT_RECORD_NAME, Store
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._lease import Renewer
@@ -205,6 +207,18 @@ def check_rule_count(n: int) -> None:
                            "hold a directory with one recursive rule, or split the request")
 
 
+def _plain_rules(rules: Any) -> Sequence[ScopeRule]:
+    """``rules`` themselves when they are a non-empty list or tuple of plain
+    :class:`ScopeRule` (the hot path; a loop: ``all()`` over a generator
+    makes a function and a generator per call), else :func:`_as_rules`'s."""
+    if type(rules) in (list, tuple) and rules:
+        for r in rules:
+            if type(r) is not ScopeRule:
+                return _as_rules(rules)
+        return rules  # type: ignore[no-any-return]
+    return _as_rules(rules)
+
+
 def _as_rules(rules: Any) -> list[ScopeRule]:
     if isinstance(rules, ScopeRule):
         rules = [rules]
@@ -274,6 +288,71 @@ class LostEvents:
     last_seq: int
     snapshot_seq: int
     snapshots: tuple[str, ...]
+
+
+@attrs.frozen
+class RepairReport:
+    """What :meth:`Ledger.repair` found past the last line of the log that
+    checks out, and set aside (in a dry run: would set aside).
+
+    Attributes:
+        dry_run: ``bool``, as asked.
+        damaged: ``bool``: something lies past that line (bytes of the
+            log, or snapshots at later seqs). ``False``: nothing to
+            repair, and nothing was changed.
+        kept_seq: the seq of the last line that checks out, ``int`` (0:
+            none): the log's last line after the repair, the one new
+            events chain on from.
+        line: the first line set aside (1-based, so the seq it should
+            have), ``int``; ``None`` when no line is (snapshots only, or
+            nothing).
+        seq: the seq that line records, ``int``, when it could be read;
+            else ``None``.
+        reason: why that line does not check out, in ``verify``'s words
+            (``Problem.message``); a torn last line or snapshots past the
+            log's end say so; ``""`` when not damaged.
+        offset: the byte offset of the cut in the log, ``int`` (the log's
+            size when nothing is cut from it).
+        log_bytes: the log's size before the repair, ``int``.
+        bytes_cut: bytes cut from the log, ``int``.
+        lines_cut: lines cut from the log, ``int`` (a last line without a
+            newline counts).
+        sha256: the SHA-256 of the bytes cut, hex ``str``; ``None`` when none.
+        snapshots: the file names of the snapshots set aside (those past
+            ``kept_seq``), ``tuple[str, ...]``.
+        directory: where everything went, ``cut/<UTC time>-line-<N>`` in
+            the ledger directory (full path, ``str``); ``None`` in a dry
+            run or when not damaged.
+        record: the record of the cut in it (``record.json``), ``str`` or
+            ``None`` as ``directory``.
+        remaining: problems ``verify`` reports that a repair leaves alone,
+            ``tuple[Problem, ...]``: a snapshot at or before ``kept_seq``
+            that does not check out (opening skips it; remove it by hand).
+    """
+
+    dry_run: bool
+    damaged: bool
+    kept_seq: int
+    line: int | None
+    seq: int | None
+    reason: str
+    offset: int
+    log_bytes: int
+    bytes_cut: int
+    lines_cut: int
+    sha256: str | None
+    snapshots: tuple[str, ...]
+    directory: str | None
+    record: str | None
+    remaining: tuple[Problem, ...] = ()
+
+    def __str__(self) -> str:
+        if not self.damaged:
+            return f"nothing to repair: every line checks out (seq {self.kept_seq})"
+        verb = "would set aside" if self.dry_run else "set aside"
+        what = [f"{self.bytes_cut} bytes ({self.lines_cut} lines) from byte {self.offset}"] if self.bytes_cut else []
+        what += [f"{len(self.snapshots)} snapshot(s)"] if self.snapshots else []
+        return f"{verb} {' and '.join(what)}: {self.reason}; the log ends at seq {self.kept_seq}"
 
 
 @attrs.define
@@ -382,7 +461,12 @@ class _Txn:
         self.error: Exception | None = None
         self.liveness: dict[str, Verdict] = {}
         store = ledger._store
-        self.actor_ident, self.actor = ledger._actor_and_json(store._holding_pid if store is not None else None)
+        pid = store._holding_pid if store is not None else None
+        cache = ledger._actor_cache  # (_actor_and_json's hit, inlined: the hot path)
+        if cache is not None and cache[0] == pid:
+            self.actor_ident, self.actor = cache[1], cache[2]
+        else:
+            self.actor_ident, self.actor = ledger._actor_and_json(pid)
         #: ``(fold function, *args)`` that applies the last event, or None.
         self.after: tuple[Any, ...] | None = None
         self.network_fs = ledger._network_fs
@@ -429,11 +513,19 @@ class _Txn:
         apply(self.state, ev, line_hash(line))
         return seq
 
-    def emit_last(self, kind: str, **payload: Any) -> tuple[int, int, str]:
-        """Build the transaction's last line, not applied yet; ``(seq, ts,
-        line hash)`` for the caller's ``after``."""
+    def emit_last(self, kind: str, payload: dict[str, Any]) -> tuple[int, int, str]:
+        """Build the transaction's last line (``payload``: its keys after the
+        envelope's, in order; a dict, not keyword arguments, which would
+        build one more), not applied yet; ``(seq, ts, line hash)`` for the
+        caller's ``after``."""
         seq, ts, _, line = self._line(kind, payload)
         return seq, ts, line_hash(line)
+
+    def verdict(self, name: str) -> Verdict:
+        """Whether live holder ``name`` is alive, asked once per
+        transaction (``decide``'s ``liveness``: a bound method, not a
+        closure made per request)."""
+        return self.ledger._liveness(self, name)
 
     def reclaim(self, name: str, reason: str) -> tuple[int, list[list[Any]]]:
         plan = reparent_plan(self.state, name)
@@ -490,8 +582,8 @@ class Ledger:
     reclaimed on its way may have been).
     On a ledger opened ``readonly``, every method that would record an event
     (``register``, ``delegate``, ``attach``, ``release``, ``hold``,
-    ``reclaim``/``reclaim_stale`` with something to reclaim, ``snapshot``) raises
-    :class:`ReadOnlyLedger` before doing anything.
+    ``reclaim``/``reclaim_stale`` with something to reclaim, ``snapshot``), and
+    ``repair`` but for a dry run, raises :class:`ReadOnlyLedger` before doing anything.
     Those methods check the type and value of every argument before they
     take the lock: a bad one (:class:`InvalidHolderName`,
     :class:`InvalidScope`, :class:`InvalidProcess`, ``TypeError``,
@@ -1018,13 +1110,15 @@ class Ledger:
                 flags cannot be read).
         """
         out = []
-        resolve = self.resolve_symlinks
-        given_rules = (rules if type(rules) in (list, tuple) and rules
-                       and all(type(r) is ScopeRule for r in rules) else _as_rules(rules))
+        resolve = self._resolve_symlinks
+        given_rules = _plain_rules(rules)
         check_rule_count(len(given_rules))
         table = mount_table()  # one look (and staleness check) for the whole request
         cache = table.rules if table is not None else None
         folding = table is not None and cache is None  # a directory may fold case: read its flags
+        # Components found missing by this request's earlier rules (see
+        # _paths.canonical): a second rule below one asks no more.
+        missing: dict[str, Any] | None = {} if resolve and len(given_rules) > 1 else None
         for r in given_rules:
             given = r.given
             path = r.path
@@ -1032,7 +1126,7 @@ class Ledger:
             if resolve:
                 # A '..' after a symlink means the link target's parent.
                 if given is None:
-                    real, existing, folds = canonical(path, folding)
+                    real, existing, folds = canonical(path, folding, missing)
                     known = (existing, folds)
                 else:
                     real = os.path.realpath(given)
@@ -1057,8 +1151,14 @@ class Ledger:
             elif path != r.path or given is not None or r.ident is not None:
                 r = ScopeRule(path, r.permission, r.recursive)
             out.append(r)
-        if len(out) > 1:
-            out = list(dict.fromkeys(out))  # a rule given twice is held once
+        if len(out) > 1:  # a rule given twice is held once (the first of equal rules kept)
+            # By what ScopeRule's equality compares, (path, permission,
+            # recursive), hashed in C: the rules' own hash is a Python call.
+            firsts: dict[tuple[str, Permission, bool], ScopeRule] = {}
+            for r in out:
+                firsts.setdefault((r.path, r.permission, r.recursive), r)
+            if len(firsts) < len(out):
+                out = list(firsts.values())
         return tuple(out)
 
     # -- transactions -----------------------------------------------------------
@@ -1069,8 +1169,11 @@ class Ledger:
         :class:`ReadOnlyLedger`)."""
         return self._log.readonly
 
-    def _transact(self, build: Callable[[_Txn], Any], written: list[Any] | None = None) -> Any:
-        """Run ``build`` under the lock and append the lines it emitted.
+    def _transact(self, build: Callable[..., Any], written: list[Any] | None = None,
+                  args: tuple[Any, ...] = ()) -> Any:
+        """Run ``build(txn, *args)`` under the lock and append the lines it
+        emitted. (``args``: the hot path's builds are plain functions given
+        their values, not closures, whose cells cost more than the call.)
 
         An exception at any point (also a signal handler's, e.g.
         KeyboardInterrupt) leaves the lock free (``store.release`` in
@@ -1094,16 +1197,16 @@ class Ledger:
         if files is not None:
             txn = None
             try:
-                missed = files.begin(after_seq, self.timeout, self._fold_while_waiting)
+                missed = files.begin(after_seq, self._timeout, self._fold_while_waiting)
                 self.last_wait = files.last_wait
-                result, txn, state = self._locked_part(build, written, after_seq, missed)
+                result, txn, state = self._locked_part(build, written, after_seq, missed, args)
             finally:
                 if txn is None or not txn.lines:  # (an append that returned let the lock go)
                     files.end()  # a no-op unless this thread still holds the lock (an exception)
         else:
             done, spare = None, None
             if self._try_append is not None and not self._others_active:
-                done, spare = self._speculative_part(build, written, state)
+                done, spare = self._speculative_part(build, written, state, args)
             if done is not None:
                 result, txn, state = done
             else:
@@ -1112,17 +1215,20 @@ class Ledger:
                     with mem:  # (a try that applied events, or a log not read for long: as above)
                         state = self._catch_up()
                 after_seq = state.seq
-                with store.locked(after_seq, self.timeout) as missed:
-                    result, txn, state = self._locked_part(build, written, after_seq, missed, spare)
+                with store.locked(after_seq, self._timeout) as missed:
+                    result, txn, state = self._locked_part(build, written, after_seq, missed, args, spare)
             self._seen_at = time.monotonic()
-        if txn.lines and self._snapshot_due(state):
-            self._maybe_snapshot()
+        if txn.lines:  # _snapshot_due(state), inlined (the hot path)
+            since = state.seq - self._snap_seq
+            if since >= self._snapshot_every and since >= len(state.holders):
+                self._maybe_snapshot()
         if txn.error is not None:
             raise txn.error
         return result
 
-    def _locked_part(self, build: Callable[[_Txn], Any], written: list[Any] | None, after_seq: int,
-                     missed: list[Line], spare: list[int] | None = None) -> tuple[Any, _Txn, State]:
+    def _locked_part(self, build: Callable[..., Any], written: list[Any] | None, after_seq: int,
+                     missed: list[Line], args: tuple[Any, ...],
+                     spare: list[int] | None = None) -> tuple[Any, _Txn, State]:
         """:meth:`_transact` with the lock held: fold ``missed``, build,
         append (which lets the lock go), apply the last event."""
         with self._mem:
@@ -1135,7 +1241,7 @@ class Ledger:
             if spare:
                 txn.spare = spare
             try:
-                result = build(txn)
+                result = build(txn, *args) if args else build(txn)
                 lines = txn.lines
                 if lines:
                     after = txn.after
@@ -1172,8 +1278,8 @@ class Ledger:
         queueing for the lock are read with it anyway."""
         return time.monotonic() - self._seen_at > _PREREAD_AFTER_S
 
-    def _speculative_part(self, build: Callable[[_Txn], Any], written: list[Any] | None,
-                          state: State) -> tuple[tuple[Any, _Txn, State] | None, list[int] | None]:
+    def _speculative_part(self, build: Callable[..., Any], written: list[Any] | None, state: State,
+                          args: tuple[Any, ...]) -> tuple[tuple[Any, _Txn, State] | None, list[int] | None]:
         """:meth:`_transact` in one round trip, for a store that has
         ``try_append`` (PostgreSQL), while no other process has appended
         lately: build on the state as folded, without the lock, and append
@@ -1199,7 +1305,7 @@ class Ledger:
             base = state.seq
             txn = _Txn(self, state)
             try:
-                result = build(txn)
+                result = build(txn, *args) if args else build(txn)
             except Exception:
                 # Decided on this state, which the log may have passed (a
                 # holder unknown here may have been registered since):
@@ -1281,7 +1387,7 @@ class Ledger:
 
     def _check(self, txn: _Txn, name: str, rules: tuple[ScopeRule, ...], parent: str | None) -> Exception | None:
         """check_request, reclaiming dead holders that stand in the way."""
-        return decide(txn.state, name, rules, parent, lambda n: self._liveness(txn, n), txn.reclaim)
+        return decide(txn.state, name, rules, parent, txn.verdict, txn.reclaim)
 
     # -- mutations -------------------------------------------------------------
 
@@ -1355,12 +1461,7 @@ class Ledger:
         if advisory is not False:
             check_advisory(advisory)
         if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
-            from ._wait import wait_for_grant, Request
-
-            req = Request.of(self, name, rules, None, None, wait)
-            return wait_for_grant(self, req, lambda commit: self._attempt(
-                lambda written: self._register(name, rules, pid, socket, written, commit, note, ttl=ttl,
-                                               lease_only=lease_only)))
+            return self._register_waiting(name, rules, pid, socket, wait, note, ttl, lease_only)
         written: list[Any] = []
         try:
             return self._register(name, rules, pid, socket, written, None, note, advisory, ttl=ttl,
@@ -1368,6 +1469,17 @@ class Ledger:
         except BaseException:
             self._withdraw(written)
             raise
+
+    def _register_waiting(self, name: str, rules: Any, pid: int | None, socket: str | None, wait: Any,
+                          note: str | None, ttl: Any, lease_only: Any) -> Allocation:
+        """:meth:`register` with ``wait`` (a method of its own: variables its
+        lambdas use would be cells, made in every call of ``register``)."""
+        from ._wait import wait_for_grant, Request
+
+        req = Request.of(self, name, rules, None, None, wait)
+        return wait_for_grant(self, req, lambda commit: self._attempt(
+            lambda written: self._register(name, rules, pid, socket, written, commit, note, ttl=ttl,
+                                           lease_only=lease_only)))
 
     def _attempt(self, grant: Callable[[list[Any]], Allocation]) -> Allocation:
         """``grant(written)``, withdrawing a grant whose call raised after
@@ -1390,19 +1502,11 @@ class Ledger:
         if socket is not None:
             socket = check_socket(socket)
         rules_t = self._prepare(rules)
-        ident = self._identity(pid)
-
-        def build(txn: _Txn) -> Allocation | None:
-            err = self._check(txn, name, rules_t, None)
-            met = _advised(txn.state, name, rules_t, None, err) if advisory else None
-            if err is not None and met is None:
-                txn.refuse(name, None, rules_t, err)
-                return None
-            if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
-                commit()
-            return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met, lease)
-
-        granted: Allocation = self._transact(build, written)  # (not cast(): a call at run time)
+        # The calling process (None) is the transaction's writer: its
+        # identity comes with the lock (no getpid() of its own here).
+        ident = self._identity(pid) if pid is not None else None
+        granted: Allocation = self._transact(  # (not cast(): a call at run time)
+            _build_registered, written, (name, rules_t, commit, advisory, ident, socket, note, lease))
         return granted
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
@@ -1454,12 +1558,8 @@ class Ledger:
         if advisory is not False:
             check_advisory(advisory)
         if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
-            from ._wait import wait_for_grant, Request
-
-            req = Request.of(self, child, rules, parent, parent_token, wait)
-            return wait_for_grant(self, req, lambda commit: self._attempt(
-                lambda written: self._delegate(parent, child, rules, pid, reserved, socket, parent_token,
-                                               written, commit, note, ttl=ttl, lease_only=lease_only)))
+            return self._delegate_waiting(parent, child, rules, pid, reserved, socket, parent_token, wait,
+                                          note, ttl, lease_only)
         written: list[Any] = []
         try:
             return self._delegate(parent, child, rules, pid, reserved, socket, parent_token, written, None, note,
@@ -1467,6 +1567,17 @@ class Ledger:
         except BaseException:
             self._withdraw(written)
             raise
+
+    def _delegate_waiting(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
+                          socket: str | None, parent_token: int | None, wait: Any, note: str | None,
+                          ttl: Any, lease_only: Any) -> Allocation:
+        """:meth:`delegate` with ``wait`` (as :meth:`_register_waiting`)."""
+        from ._wait import wait_for_grant, Request
+
+        req = Request.of(self, child, rules, parent, parent_token, wait)
+        return wait_for_grant(self, req, lambda commit: self._attempt(
+            lambda written: self._delegate(parent, child, rules, pid, reserved, socket, parent_token,
+                                           written, commit, note, ttl=ttl, lease_only=lease_only)))
 
     def _delegate(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
                   socket: str | None, parent_token: int | None, written: list[Any],
@@ -1484,7 +1595,7 @@ class Ledger:
         if socket is not None:
             socket = check_socket(socket)
         rules_t = self._prepare(rules)
-        ident = self._identity(pid)
+        ident = self._identity(pid) if pid is not None else None  # None: the writer (as _register)
 
         def build(txn: _Txn) -> Allocation | None:
             stale = stale_grant(txn.state, parent, parent_token, "parent")
@@ -1592,16 +1703,7 @@ class Ledger:
         if forced is not None:
             extras["forced"] = forced
 
-        def build(txn: _Txn) -> list[str]:
-            stale = stale_grant(txn.state, name, token)
-            if stale is not None:
-                raise stale
-            plan = reparent_plan(txn.state, name)
-            seq, ts, h = txn.emit_last("released", name=name, reparented=plan, **extras)
-            txn.after = (commit_removal, name, seq, ts, h)
-            return [c for c, _ in plan]
-
-        children: list[str] = self._transact(build)
+        children: list[str] = self._transact(_build_released, None, (name, token, extras))
         return children
 
     def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
@@ -2050,6 +2152,142 @@ class Ledger:
         with self._mem:
             state = self._catch_up()
         return _snapshots.prune_keeping(self._log, keep, state.seq)
+
+    def repair(self, *, dry_run: bool = False) -> RepairReport:
+        """Set aside what lies past the last line of the log that checks
+        out, so that the ledger opens, verifies and goes on from that line.
+
+        The first line that does not check out is found as :meth:`verify`
+        finds it (the same checks: the line's format, its seq, the hash
+        chain, that its event applies and, for a grant, was grantable; a
+        line longer than ``MAX_LINE_BYTES``); a torn last line (no
+        newline) is damage too. Everything from that line to the end of
+        the log, and every snapshot at a later seq (it describes events no
+        longer in the log: kept, it would be reported by ``verify`` and,
+        once the log went on past it, no longer match), is moved into a
+        new directory ``cut/<UTC time>-line-<N>/`` of the ledger (0700;
+        files 0600): the bytes exactly as they were in
+        ``events.jsonl.cut``, the snapshot files under their names, and
+        ``record.json`` (what was cut and why: the line and seq, the
+        reason as ``verify`` says it, the byte offset, bytes and lines cut
+        and their SHA-256, the snapshots, when (UTC) and by whom: user,
+        uid, host, pid). Nothing is deleted. All of it is flushed to disk
+        before the log is cut (and the cut flushed), under the ledger's
+        lock: killed at any point, nothing is lost (the log still holds
+        what the directory may hold a copy of; run the repair again).
+
+        Open a damaged ledger with ``Ledger.open(path, fold=False)``:
+        opening folds the log and refuses the damage. A healthy ledger
+        is judged without the lock and left as it is. Other objects that
+        had read past the cut (in other processes too) find the log
+        shorter than they read (:class:`CorruptLedger`) and must be
+        opened again; this one folds again from the newest snapshot left.
+
+        Args:
+            dry_run: say what would be set aside, change nothing (no lock
+                taken: a ledger opened ``readonly`` may be asked).
+
+        Returns:
+            :class:`RepairReport`.
+
+        Raises:
+            TypeError: ``dry_run`` is not a ``bool``.
+            StoreError: the ledger is not a directory (a PostgreSQL
+                ledger's server refuses to change or remove its log's
+                lines, by design); nothing is read.
+            ReadOnlyLedger: not ``dry_run``, and the ledger was opened
+                ``readonly``.
+            LockTimeout: the lock was not free within ``timeout``.
+            LedgerIOError: the OS refused to read the log or the
+                snapshots, or to make, write or flush the files set aside,
+                move a snapshot, cut or flush the log (disk full, an I/O
+                error, ...); it names the file and says whether the log
+                was cut. Unless it says so, the log is as it was.
+            UnsafeLedgerPath: ``cut/`` (or what is in the way of a file
+                in it) is not a private directory of this user: a symlink,
+                another owner, a group- or other-writable mode.
+            CorruptLedger: (a dry run, without the lock) the log was cut
+                by another process while it was judged.
+        """
+        check_bool("dry_run", dry_run)
+        files = self._files
+        if files is None:
+            raise StoreError(self.path, f"cannot repair the ledger at {self.path}: only a ledger "
+                                        "directory's log can be cut (the PostgreSQL server refuses to "
+                                        "change or delete a ledger's lines, by design)")
+        if not dry_run and self._readonly:
+            raise ReadOnlyLedger(self.path, "repair the ledger")
+        with self._mem:
+            files.forget()  # (another repair may have cut the log since this object read it)
+            kept, first, others = self._damage()
+            if dry_run:
+                return self._repaired(True, kept, first, others, files.cut_plan(kept), None)
+            if files.past(kept) == (0, []):
+                return self._repaired(False, kept, first, others, files.cut_plan(kept), None)
+            try:
+                with files.exclusive(self.timeout):
+                    files.forget()
+                    kept, first, others = self._damage()  # again, as the lock finds the log
+                    cut = files.cut_after(kept, self._repair_facts(kept, first, files.past(kept)))
+            finally:
+                self._state = None  # fold again from what the log holds now
+                self._seq_of_last_txn = -1
+                self._snap_seq = 0
+                self._boots = None
+            if cut is None:
+                return self._repaired(False, kept, first, others, files.cut_plan(kept), None)
+            where, record = cut
+            return self._repaired(False, kept, first, others, record, where)
+
+    def _damage(self) -> tuple[int, Problem | None, tuple[Problem, ...]]:
+        """``verify``'s judgement of the log: the seq of the last line that
+        checks out, the first problem of the log (``None``: none), and the
+        problems of snapshots at or before that seq (a repair leaves them).
+
+        Raises:
+            LedgerIOError: the log cannot be read past some line.
+        """
+        report = self._history.verify()
+        where = self._log_where
+        first = next((p for p in report.problems if p.file == where), None)
+        if first is not None and first.line is None:  # "cannot read: ...": an I/O error
+            raise LedgerIOError(where, "read the log", OSError(errno.EIO, first.message), "nothing was cut")
+        kept = report.events if first is None or first.line is None else first.line - 1
+        others = tuple(p for p in report.problems if p.file != where and (p.seq is None or p.seq <= kept))
+        return kept, first, others
+
+    def _repair_facts(self, kept: int, first: Problem | None, past: tuple[int, list[str]]) -> dict[str, Any]:
+        """What a repair's record says of why: ``reason``, ``line``, ``seq``,
+        ``kept_seq`` and ``kept_hash`` (the hash of line ``kept``, which the
+        next event's ``prev`` will be)."""
+        tail, snaps = past
+        if first is not None:
+            reason = first.message
+        elif tail:
+            reason = (f"a torn last line: {tail} bytes after line {kept} without a newline (a writer "
+                      "stopped in the middle of an append)")
+        else:
+            reason = f"snapshot(s) past the end of the log (seq {kept}): {', '.join(snaps)}"
+        line = self._log.read_after(kept - 1, 1) if kept else []
+        return {"reason": reason, "line": kept + 1 if tail else None, "seq": first.seq if first else None,
+                "kept_seq": kept, "kept_hash": line_hash(line[0][1]) if line else GENESIS_HASH}
+
+    def _repaired(self, dry_run: bool, kept: int, first: Problem | None, others: tuple[Problem, ...],
+                  cut: dict[str, Any], where: str | None) -> RepairReport:
+        """The report of a repair: ``cut`` is the record written, or (dry
+        run, nothing to do) what would be cut (``FileStore.cut_plan``)."""
+        damaged = bool(cut["bytes"] or cut["snapshots"])
+        if "reason" in cut:  # the record written
+            facts = cut
+        elif damaged:
+            facts = self._repair_facts(kept, first, (cut["bytes"], cut["snapshots"]))
+        else:
+            facts = {"reason": "", "line": None, "seq": None}
+        return RepairReport(
+            dry_run=dry_run, damaged=damaged, kept_seq=kept, line=facts["line"], seq=facts["seq"],
+            reason=facts["reason"], offset=cut["offset"], log_bytes=cut["log_bytes"], bytes_cut=cut["bytes"],
+            lines_cut=cut["lines"], sha256=cut["sha256"], snapshots=tuple(cut["snapshots"]), directory=where,
+            record=os.path.join(where, CUT_RECORD_NAME) if where is not None else None, remaining=others)
 
     def _write_snapshot(self, state: State) -> None:
         header, body = _snapshots.encode(state)
@@ -2510,17 +2748,52 @@ def last_seen_ns(alloc: Allocation) -> int:
     return alloc.lease.renewed_ns if alloc.lease is not None else alloc.granted_ns
 
 
-def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity,
+def _build_registered(txn: _Txn, name: str, rules_t: tuple[ScopeRule, ...], commit: Callable[[], None] | None,
+                      advisory: bool, ident: ProcessIdentity | None, socket: str | None, note: str | None,
+                      lease: tuple[int, bool] | None) -> Allocation | None:
+    """:meth:`Ledger.register`'s work under the lock (``Ledger._transact``'s
+    ``build``): decide, then grant or record the refusal."""
+    err = txn.ledger._check(txn, name, rules_t, None)
+    met = _advised(txn.state, name, rules_t, None, err) if advisory else None
+    if err is not None and met is None:
+        txn.refuse(name, None, rules_t, err)
+        return None
+    if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
+        commit()
+    return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met, lease)
+
+
+def _build_released(txn: _Txn, name: str, token: int | None, extras: dict[str, Any]) -> list[str]:
+    """:meth:`Ledger.release`'s work under the lock: the released line, its
+    children re-parented; their names."""
+    stale = stale_grant(txn.state, name, token)
+    if stale is not None:
+        raise stale
+    plan = reparent_plan(txn.state, name)
+    payload = {"name": name, "reparented": plan}
+    if extras:
+        payload.update(extras)
+    seq, ts, h = txn.emit_last("released", payload)
+    txn.after = (commit_removal, name, seq, ts, h)
+    return [c for c, _ in plan] if plan else []
+
+
+def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident: ProcessIdentity | None,
            parent: str | None, reserved: bool, socket: str | None, note: str | None = None,
            advisory: list[Any] | None = None, lease: tuple[int, bool] | None = None) -> Allocation:
     """Emit the ``registered``/``delegated`` event (the transaction's last)
-    and return the :class:`Allocation` it grants, applied after the write."""
+    and return the :class:`Allocation` it grants, applied after the write;
+    bound to ``ident``, or (``None``) to the calling process, the writer."""
     # ``rules`` come from Ledger._prepare: canonical, ``given`` cleared.
+    if ident is None:
+        ident = txn.actor_ident
     perm = PERMISSION_TEXT
+    shown_rules = []  # (a loop: a comprehension is a function made per call, perm a cell)
+    for r in rules:
+        shown_rules.append([r.path, perm[r.permission], r.recursive] if r.ident is None
+                           else [r.path, perm[r.permission], r.recursive, identity_json(r)])
     holder: dict[str, Any] = {
-        "name": name, "rules": [[r.path, perm[r.permission], r.recursive] if r.ident is None
-                                else [r.path, perm[r.permission], r.recursive, identity_json(r)]
-                                for r in rules],
+        "name": name, "rules": shown_rules,
         "process": txn.actor if ident is txn.actor_ident else ident.to_json(), "parent": parent,
         "reserved": reserved, "socket": socket}
     if note is not None:
@@ -2528,7 +2801,7 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
     if advisory is not None:
         holder["advisory"] = advisory
     if lease is None:
-        seq, ts, h = txn.emit_last(kind, holder=holder)
+        seq, ts, h = txn.emit_last(kind, {"holder": holder})
         alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket, advisory is not None)
     else:
         ttl_ns, only = lease
@@ -2536,7 +2809,7 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
         if only:
             holder["lease_only"] = True
         clock = _boot_reading(txn.ledger._boottime)
-        seq, ts, h = txn.emit_last(kind, holder=holder, **clock)
+        seq, ts, h = txn.emit_last(kind, {"holder": holder, **clock})
         actor = txn.actor
         alloc = Allocation(name, rules, ident, parent, seq, ts, reserved, socket, advisory is not None,
                            Lease(ttl_ns, not only, actor.get("host"), actor.get("boot"), clock.get("boot_ns"), ts, seq))

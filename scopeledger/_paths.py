@@ -149,6 +149,24 @@ def real_path(path: str) -> str:
     return real
 
 
+def _below_missing(path: str, missing: dict[str, tuple[str, str, bool | None]]
+                   ) -> tuple[str, str | None, bool | None] | None:
+    """:func:`canonical`'s answer for ``path`` from a note in ``missing``
+    on it or a directory above it, or ``None`` when there is none."""
+    at = path
+    while True:
+        note = missing.get(at)
+        if note is not None:
+            head, real, folds = note
+            if head == "/":
+                return path, "/", None
+            return (real if real != "/" else "") + path[len(head):], real, folds
+        i = at.rfind("/")
+        if i <= 0:
+            return None
+        at = at[:i]
+
+
 def canonical_path(path: str) -> str:
     """The canonical form of a normalised absolute ``path``: symlinks in its
     existing part resolved, the missing rest appended as it is.
@@ -162,13 +180,28 @@ def canonical_path(path: str) -> str:
     return canonical(path)[0]
 
 
-def canonical(path: str, want: bool = False) -> tuple[str, str | None, bool | None]:
+def canonical(path: str, want: bool = False,
+              missing: dict[str, tuple[str, str, bool | None]] | None = None
+              ) -> tuple[str, str | None, bool | None]:
     """:func:`canonical_path`, and what it learnt on the way: ``(canonical
     path, its longest existing part (canonical) or None when not known,
     whether that part is a directory that folds case)``; the last is read
     only with ``want`` (one ``ioctl`` more), else ``None``, as it is when
-    unknown."""
+    unknown.
+
+    ``missing``: a dict the caller passes to every call for one request (the
+    rules of one ``register``, with one ``want``), empty at first. A call
+    that finds a component missing (not even a dangling link) notes it
+    there, and a later call for a path at or below it answers from the note
+    without asking again: what ``realpath`` gave at the moment the component
+    was found missing, during the same request (nothing below a missing
+    component can be a link). So one request's paths are resolved as of
+    moments within it, as without the notes; a new request starts afresh."""
     if _HAVE_PROC:
+        if missing:
+            known = _below_missing(path, missing)
+            if known is not None:
+                return known
         # os.access answers without raising (an exception costs as much as
         # the syscall): the common missing-path case stays cheap.
         if access(path, F_OK):
@@ -181,13 +214,18 @@ def canonical(path: str, want: bool = False) -> tuple[str, str | None, bool | No
                 break
         # The first missing component may be a dangling symlink (or a loop,
         # or one created just now): realpath then follows its text.
-        first = path[len(head):].split("/", 2)[1] if head != "/" else path.split("/", 2)[1]
-        if access((head if head != "/" else "") + "/" + first, F_OK, follow_symlinks=False):
+        name = path[len(head):].split("/", 2)[1] if head != "/" else path.split("/", 2)[1]
+        first = (head if head != "/" else "") + "/" + name
+        if access(first, F_OK, follow_symlinks=False):
             return os.path.realpath(path), None, None
         if head == "/":
+            if missing is not None:
+                missing[first] = ("/", "/", None)
             return path, "/", None
         real, folds = _resolved(head, want)
-        return real + path[len(head):], real, folds
+        if missing is not None:
+            missing[first] = (head, real, folds)
+        return (real if real != "/" else "") + path[len(head):], real, folds  # (head a link to /)
     # Missing (or no /proc): walk down, stop at the first missing component.
     done = "/"
     parts = path.split("/")[1:] if path != "/" else []
@@ -849,8 +887,7 @@ def identity(path: str, recursive: bool, resolve: bool = True, table: MountTable
         inside = table.under.get(path) if recursive else None
         if inside is None:
             return m.dev
-        return (m.dev if path == "/" else m.dev + path, (),
-                tuple(dict.fromkeys(mount_key(table, n, n.point, n.point, resolve) for n in inside)))
+        return (m.dev if path == "/" else m.dev + path, (), _root_keys(table, inside, resolve))
     if m.fstype == "proc":
         magic = _MAGIC.match(path, len(m.point) if m.point != "/" else 0)
         if magic is not None:
@@ -874,5 +911,12 @@ def identity(path: str, recursive: bool, resolve: bool = True, table: MountTable
     if recursive:
         mounts = table.below(path)
         if mounts:
-            below = tuple(dict.fromkeys(mount_key(table, n, n.point, n.point, resolve) for n in mounts))
+            below = _root_keys(table, mounts, resolve)
     return compact_ident(path, key, via, below)
+
+
+def _root_keys(table: MountTable, mounts: Any, resolve: bool) -> tuple[str, ...]:
+    """The keys of the roots of ``mounts``, each once, in order (a function
+    of its own: in :func:`identity` the generator's variables were cells
+    made in every call)."""
+    return tuple(dict.fromkeys(mount_key(table, n, n.point, n.point, resolve) for n in mounts))

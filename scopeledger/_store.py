@@ -10,6 +10,9 @@ Layout of a ledger directory (mode 0700, every file 0600)::
                           own, and deleting it let two writers in); unused
     snapshots/            snap-<seq:016d>.json checkpoints (see _snapshots)
     torn/                 fragments of torn last lines, set aside
+    cut/                  what ``Ledger.repair`` cut off the log: one directory
+                          per repair, holding the bytes cut, the snapshots
+                          past the cut and a record of it (see Store.cut)
 
 Every descriptor is opened close-on-exec, with ``O_NOFOLLOW`` relative to a
 descriptor of the directory, so a symlink planted where a file should be is
@@ -36,7 +39,7 @@ import stat
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from ._errors import (CorruptLedger, LedgerError, LedgerIOError, LockTimeout, NoLedger, ReadOnlyLedger,
                       UnsafeLedgerPath)
@@ -50,6 +53,13 @@ SNAPSHOT_DIR = "snapshots"
 #: A snapshot file's name in ``snapshots/``: ``snap-<seq, 16 digits>.json``.
 SNAPSHOT_NAME = re.compile(r"^snap-(\d{16})\.json$")
 TORN_DIR = "torn"
+CUT_DIR = "cut"
+#: In a repair's directory under ``cut/``: the bytes cut off the log, exactly
+#: as they were, and the record of the cut (JSON).
+CUT_LOG_NAME = "events.jsonl.cut"
+CUT_RECORD_NAME = "record.json"
+#: The record's format (its ``format`` key).
+CUT_RECORD_FORMAT = 1
 
 #: After this many seconds of waiting for the lock, say once which ledger.
 WAIT_NOTICE_SECONDS = 1.0
@@ -87,6 +97,8 @@ GATE_DISTRUST_SECONDS = 0.05
 NO_FD = -1
 
 _O_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+_EX_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
 
 _stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
 
@@ -413,7 +425,7 @@ def _check_owned(path: str, st: os.stat_result, owner: int | None = None) -> Non
 #: What a ledger directory may hold; one holding nothing else is a ledger
 #: (perhaps one another process is creating right now: it makes these one
 #: by one).
-_LAYOUT = frozenset((LOCK_NAME, GATE_NAME, LOG_NAME, SNAPSHOT_DIR, TORN_DIR))
+_LAYOUT = frozenset((LOCK_NAME, GATE_NAME, LOG_NAME, SNAPSHOT_DIR, TORN_DIR, CUT_DIR))
 
 
 def _write_protected(path: str, mode: int) -> ReadOnlyLedger:
@@ -677,6 +689,45 @@ def _check_file(fd: int, display: str, flags: int, create: bool, readonly: bool,
     elif mode & ~0o600 and not readonly:  # only ever take bits away
         log.warning("tightening mode of %s from %04o to %04o", display, mode, mode & 0o600)
         os.fchmod(fd, mode & 0o600)
+
+
+class Tally:
+    """What a run of the log's bytes holds, counted as it is read: its
+    ``sha256`` (a ``hashlib`` object), ``bytes`` and :meth:`lines`."""
+
+    def __init__(self) -> None:
+        import hashlib  # (here: it loads OpenSSL, which no start of a command needs; issue 18)
+
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+        self.newlines = 0
+        self.last = b""
+
+    def add(self, piece: bytes) -> None:
+        self.sha256.update(piece)
+        self.bytes += len(piece)
+        self.newlines += piece.count(b"\n")
+        if piece:
+            self.last = piece[-1:]
+
+    def lines(self) -> int:
+        """The lines counted, a last one without a newline (torn) too, ``int``."""
+        return self.newlines + (1 if self.bytes and self.last != b"\n" else 0)
+
+
+def _who() -> dict[str, Any]:
+    """Who is making a change, for a record: ``user`` (the effective
+    user's name, ``None`` when the password database has none), ``uid``,
+    ``host`` (the host name) and ``pid``."""
+    import pwd
+    import socket
+
+    uid = os.geteuid()
+    try:
+        user: str | None = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = None
+    return {"user": user, "uid": uid, "host": socket.gethostname(), "pid": os.getpid()}
 
 
 class Store:
@@ -987,19 +1038,21 @@ class Store:
             # _let_go: the thread lock is owned or not (RLock._is_owned),
             # and the flock marker is set before flock is called, so that an
             # unlock follows whether or not flock had returned.
-            if not tlock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            # (no argument for ever: a keyword argument is parsed the slow way)
+            if not (tlock.acquire() if timeout is None else tlock.acquire(timeout=max(timeout, 0))):
                 raise LockTimeout(self.log_path, timeout or 0.0)
             self._holding_pid = pid
             stand_back = ((timeout is None or timeout > DEFER_SECONDS)
                           and t0 >= self._gate_ignored_until)
-            if stand_back and not self._gate_clear():
-                got = False
-            else:
-                try:
-                    fcntl.flock(self.logfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    got = True
-                except BlockingIOError:
-                    got = False
+            got = False
+            try:
+                if stand_back:  # _gate_clear(), inlined (the hot path)
+                    fcntl.flock(self.gatefd, _EX_NB)
+                    fcntl.flock(self.gatefd, fcntl.LOCK_UN)
+                fcntl.flock(self.logfd, _EX_NB)
+                got = True
+            except BlockingIOError:  # a sleeper holds gate, or the lock is taken
+                pass
             if not got and not self._poll(t0, timeout, on_wait, stand_back):
                 self._wait(t0, timeout)
         except BaseException as exc:
@@ -1195,7 +1248,11 @@ class Store:
         if self.logfd < 0:
             raise LedgerError(f"ledger {self.path} is closed")
         try:
-            return os.fstat(self.logfd).st_size
+            # lseek(SEEK_END): the inode's size, as fstat's st_size, without
+            # building a stat_result (~4k instructions). The descriptor's
+            # offset it moves is used by nothing: the log is read with
+            # pread and appended to with O_APPEND.
+            return os.lseek(self.logfd, 0, os.SEEK_END)
         except OSError as exc:
             raise LedgerIOError(self.log_path, "read the log", exc) from exc
 
@@ -1327,15 +1384,7 @@ class Store:
             fd = open_private_file(tornfd, name, path, os.O_WRONLY | os.O_EXCL)
             created = True
             try:
-                pos = start
-                while pos < end:
-                    piece = os.pread(self.logfd, min(1 << 20, end - pos), pos)
-                    if not piece:
-                        raise OSError(errno.EIO, f"the log ended at byte {pos}, before {end}")
-                    pos += len(piece)
-                    view = memoryview(piece)
-                    while view:  # a short write is not an error: write the rest
-                        view = view[os.write(fd, view):]
+                self._copy_log(fd, start, end)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -1356,6 +1405,218 @@ class Store:
         except OSError as exc:
             raise LedgerIOError(self.log_path, "cut a torn line off the log", exc) from exc
         return path
+
+    def _pieces(self, start: int, end: int) -> Iterator[bytes]:
+        """The log's bytes ``start .. end`` in pieces of at most 1 MiB
+        (never whole: a damaged tail may be longer than any line).
+
+        Raises:
+            OSError: the OS refused a read; EIO when the log ends before ``end``.
+        """
+        pos = start
+        while pos < end:
+            with _naming(self.log_path):
+                piece = os.pread(self.logfd, min(1 << 20, end - pos), pos)
+                if not piece:
+                    raise OSError(errno.EIO, f"the log ended at byte {pos}, before {end}")
+            pos += len(piece)
+            yield piece
+
+    def _copy_log(self, fd: int, start: int, end: int, tally: "Tally | None" = None) -> None:
+        """Write the log's bytes ``start .. end`` to ``fd`` (:meth:`_pieces`),
+        each piece counted into ``tally`` when given.
+
+        Raises:
+            OSError: the OS refused a read or a write.
+        """
+        for piece in self._pieces(start, end):
+            if tally is not None:
+                tally.add(piece)
+            view = memoryview(piece)
+            while view:  # a short write is not an error: write the rest
+                view = view[os.write(fd, view):]
+
+    def tally(self, start: int, end: int) -> "Tally":
+        """The sha256, the length and the lines of the log's bytes ``start ..
+        end``, read in pieces (what :meth:`cut` would set aside; for a dry run).
+
+        Raises:
+            LedgerIOError: the OS refused a read; it names the log's full path.
+        """
+        counted = Tally()
+        try:
+            for piece in self._pieces(start, end):
+                counted.add(piece)
+        except OSError as exc:
+            raise LedgerIOError(self.log_path, "read the log", exc) from exc
+        return counted
+
+    def cut(self, start: int, tag: str, facts: dict[str, Any], snapshots: Sequence[str]) -> tuple[str, dict[str, Any]]:
+        """Set the log's bytes from ``start`` to its end, and the snapshot
+        files named ``snapshots``, aside into a new directory
+        ``cut/<UTC time>-<tag>/`` with a record of the cut, then cut the
+        log back to ``start``. The lock is held (:meth:`acquire`).
+
+        In that directory (0700, as ``cut/``; files 0600): ``events.jsonl.cut``,
+        the bytes exactly as they were (none when nothing is cut from the
+        log), the snapshot files under their own names, and
+        ``record.json``: ``format``, ``ledger``, ``log``, then ``facts``
+        (the caller's: why), then ``offset`` (where the cut is), ``log_bytes``
+        (the log's size before), ``bytes``, ``lines`` (a last line without
+        a newline counts) and ``sha256`` of the bytes cut, ``file``,
+        ``snapshots``, ``when`` (UTC, ISO 8601) and ``when_ns``, ``by``
+        (``user``, ``uid``, ``host``, ``pid``).
+
+        The order makes a crash at any point lose nothing: the bytes are
+        copied and flushed, the record written (to a temp name, flushed,
+        renamed) and the directories flushed before anything is moved; then
+        each snapshot is moved (a rename, same file system) and both
+        directories flushed; only then is the log cut and flushed. Killed
+        before the log is cut, the log still holds everything, and the
+        directory holds a copy (or part of one); a repair run again cuts
+        it. An error before a snapshot is moved removes what was made; one
+        after leaves it, saying so (everything is still in the log or in
+        the directory).
+
+        Returns:
+            ``(the directory's full path, the record as written)``.
+
+        Raises:
+            LedgerIOError: the OS refused (disk full, an I/O error, ...); it
+                names the file and says whether the log was cut.
+            UnsafeLedgerPath: ``cut/`` is not a private directory of this
+                user (a symlink, another owner, a group-writable mode).
+        """
+        self.assert_locked()
+        self.check_writable()
+        now = time.time_ns()
+        name = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9)) + f".{now % 10**9:09d}Z-{tag}"
+        cut_dir = self.file(CUT_DIR)
+        where = os.path.join(cut_dir, name)
+        made: list[str] = []  # the files made in it, removed again on an error before a move
+        cutfd = wherefd = NO_FD
+        dir_made = False
+        try:
+            with _naming(self.log_path):
+                size = os.fstat(self.logfd).st_size
+            if not 0 <= start <= size:
+                raise ValueError(f"a cut at byte {start} of a log of {size} bytes")
+            cutfd = open_dir_fd(self.dirfd, CUT_DIR, cut_dir)
+            with _naming(where):
+                if not _mkdir(cutfd, name):
+                    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
+                dir_made = True
+                wherefd = _open_dir(cutfd, name, where)
+                os.fchmod(wherefd, 0o700)
+            counted = Tally()
+            if start < size:
+                path = os.path.join(where, CUT_LOG_NAME)
+                made.append(CUT_LOG_NAME)  # (before: opened, it may still fail its checks)
+                fd = open_private_file(wherefd, CUT_LOG_NAME, path, os.O_WRONLY | os.O_EXCL)
+                try:
+                    self._copy_log(fd, start, size, counted)  # (a failed read names the log)
+                    with _naming(path):
+                        os.fsync(fd)
+                except OSError as exc:
+                    if exc.filename is None:  # a failed write
+                        exc.filename = path
+                    raise
+                finally:
+                    os.close(fd)
+            record: dict[str, Any] = {"format": CUT_RECORD_FORMAT, "ledger": self.path, "log": self.log_path}
+            record.update(facts)
+            record.update(
+                offset=start, log_bytes=size,
+                bytes=counted.bytes, lines=counted.lines(), sha256=counted.sha256.hexdigest() if start < size else None,
+                file=CUT_LOG_NAME if start < size else None, snapshots=list(snapshots),
+                when=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 10**9)) + f".{now % 10**9:09d}Z",
+                when_ns=now, by=_who())
+            self._write_record(wherefd, where, record, made)
+            os.fsync(wherefd)
+            os.fsync(cutfd)
+            os.fsync(self.dirfd)  # cut/ itself may be new
+        except BaseException as exc:  # also KeyboardInterrupt: nothing moved yet, nothing half made stays
+            if dir_made:
+                for f in made:
+                    with contextlib.suppress(OSError):
+                        os.unlink(f, dir_fd=wherefd)
+                with contextlib.suppress(OSError):
+                    os.rmdir(name, dir_fd=cutfd)
+            for fd in (wherefd, cutfd):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            if isinstance(exc, LedgerError) or not isinstance(exc, OSError):
+                raise
+            raise LedgerIOError(exc.filename if isinstance(exc.filename, str) else where,
+                                "set the damaged tail aside", exc, "the log was not cut") from exc
+        try:
+            self._move_snapshots(snapshots, wherefd, where)
+            try:
+                os.ftruncate(self.logfd, start)
+            except OSError as exc:
+                raise LedgerIOError(self.log_path, "cut the log", exc,
+                                    f"the log was not cut; a copy of its tail is in {where}") from exc
+            try:
+                os.fdatasync(self.logfd)
+            except OSError as exc:
+                self.flush_failed = exc  # as after a failed flush of an append (see append)
+                raise LedgerIOError(self.log_path, "flush the log", exc,
+                                    f"the log was cut, but the cut may not survive a power cut (its "
+                                    f"tail is in {where}; run the repair again after one)") from exc
+        finally:
+            os.close(wherefd)
+            os.close(cutfd)
+        return where, record
+
+    def _write_record(self, dirfd: int, where: str, record: dict[str, Any], made: list[str]) -> None:
+        """``record.json`` in ``dirfd`` (the directory ``where``), whole or
+        not at all: written to a temp name, flushed, renamed. Each name
+        made is added to ``made``.
+
+        Raises:
+            OSError: the OS refused; it names the file.
+        """
+        import json
+
+        data = json.dumps(record, indent=2).encode("ascii") + b"\n"  # (ASCII: any path, escaped)
+        tmp = f".{CUT_RECORD_NAME}.tmp"
+        path = os.path.join(where, CUT_RECORD_NAME)
+        made.append(tmp)
+        fd = open_private_file(dirfd, tmp, os.path.join(where, tmp), os.O_WRONLY | os.O_EXCL)
+        try:
+            with _naming(path):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        with _naming(path):
+            os.rename(tmp, CUT_RECORD_NAME, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+        made.append(CUT_RECORD_NAME)
+
+    def _move_snapshots(self, names: Sequence[str], dirfd: int, where: str) -> None:
+        """Move the snapshot files ``names`` into ``dirfd`` (the directory
+        ``where``), then flush both directories.
+
+        Raises:
+            LedgerIOError: a rename or a flush failed: the log was not cut
+                (the files moved so far are in ``where``, the rest where
+                they were).
+        """
+        if not names:
+            return
+        try:
+            for snap in names:
+                with _naming(os.path.join(self.file(SNAPSHOT_DIR), snap)):
+                    os.rename(snap, snap, src_dir_fd=self.snapfd, dst_dir_fd=dirfd)
+            os.fsync(dirfd)
+            os.fsync(self.snapfd)
+        except OSError as exc:
+            raise LedgerIOError(exc.filename if isinstance(exc.filename, str) else where,
+                                "move a snapshot past the cut", exc,
+                                f"the log was not cut; the record and a copy of its tail are in {where}") from exc
 
     # -- lifecycle ---------------------------------------------------------
 

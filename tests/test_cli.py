@@ -993,7 +993,7 @@ os.{call} = _eio
 def test_a_read_error_after_opening_names_the_log(led: Path, lib: Ledger, args: list[str]) -> None:
     # An OSError from pread on the log's descriptor named no file ('error:
     # input/output error', exit 7). It names the log in full, as an error
-    # opening it does. (fstat, for the log's size: tests/test_storage.py.)
+    # opening it does. (lseek, for the log's size: tests/test_storage.py.)
     lib.register("a", [ScopeRule("/b", "write")])
     log = str(led / "events.jsonl")
     res = cli_patched(EIO_ON.format(call="pread", path=log), "--ledger", str(led), *args)

@@ -82,7 +82,7 @@ def _bash(tmp_path: Path, words: list[str], cword: int) -> list[str]:
 
 
 def test_bash_completes_commands_options_and_choices(tmp_path: Path) -> None:
-    assert _bash(tmp_path, ["ledger", "re"], 1) == ["reclaim", "release", "renew", "replay"]
+    assert _bash(tmp_path, ["ledger", "re"], 1) == ["reclaim", "release", "renew", "repair", "replay"]
     commands = _bash(tmp_path, ["ledger", ""], 1)
     assert {"verify", "snapshot", "history", "timeline", "export", "run"} <= set(commands)
     assert _bash(tmp_path, ["ledger", "replay", "--f"], 2) == ["--from", "--follow"]
@@ -100,7 +100,7 @@ def test_fish_completes_commands_and_choices(tmp_path: Path) -> None:
                        timeout=60, env=_env(tmp_path))
     assert p.returncode == 0, p.stderr
     first, second = p.stdout.split("==\n")
-    assert [line.split("\t")[0] for line in first.splitlines()] == ["reclaim", "release", "renew", "replay"]
+    assert [line.split("\t")[0] for line in first.splitlines()] == ["reclaim", "release", "renew", "repair", "replay"]
     assert sorted(second.split()) == ["always", "auto", "never"]
 
 
@@ -118,7 +118,7 @@ def test_zsh_completes_commands_and_choices(tmp_path: Path) -> None:
                        env=_env(tmp_path))
     assert p.returncode == 0, p.stdout + p.stderr
     first, second = p.stdout.split("--\n")
-    assert [line.split(":")[0] for line in first.splitlines()] == ["reclaim", "release", "renew", "replay"]
+    assert [line.split(":")[0] for line in first.splitlines()] == ["reclaim", "release", "renew", "repair", "replay"]
     assert sorted(second.split()) == ["always", "auto", "never"]
 
 

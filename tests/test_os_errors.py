@@ -22,7 +22,7 @@ from fs_support import tmpfs_mount, xfs_mount
 #: The OS calls of scopeledger's store, snapshots and ledger modules that
 #: touch the file system (and can fail: EIO on a failing disk, ENOLCK on a
 #: network file system's flock).
-CALLS = {"open", "mkdir", "chmod", "fchmod", "fstat", "stat", "lstat", "listdir", "pread", "write",
+CALLS = {"open", "mkdir", "chmod", "fchmod", "fstat", "lseek", "stat", "lstat", "listdir", "pread", "write",
          "fsync", "fdatasync", "ftruncate", "rename", "unlink", "flock"}
 
 

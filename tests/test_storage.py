@@ -521,7 +521,7 @@ def test_a_short_write_is_cut_back(ledger, monkeypatch):
 
 
 def _eio_on(path, real):
-    """``real`` (``os.fstat``, ``os.pread``, ``os.ftruncate``), failing with
+    """``real`` (``os.lseek``, ``os.pread``, ``os.ftruncate``), failing with
     EIO on a descriptor of ``path`` (as a failing disk does after opening)."""
     def fail(fd, *args):
         if isinstance(fd, int) and os.readlink(f"/proc/self/fd/{fd}") == path:
@@ -541,7 +541,7 @@ READS = {
 
 
 @pytest.mark.parametrize("call, action", [("pread", a) for a in sorted(READS)] + [
-    ("fstat", a) for a in sorted(READS) if a not in ("events", "open")])  # (no size needed / opening)
+    ("lseek", a) for a in sorted(READS) if a not in ("events", "open")])  # (the size: no size needed / opening)
 def test_a_read_error_after_opening_names_the_log(ledger_dir, monkeypatch, call, action):
     # Store.size/read/read_at: an OSError from a descriptor names no file;
     # it must name the log in full, as an error opening it does.

@@ -1,4 +1,4 @@
-"""The operator's commands: ``verify``, ``snapshot``, ``reclaim``, ``release``, ``renew``."""
+"""The operator's commands: ``verify``, ``snapshot``, ``repair``, ``reclaim``, ``release``, ``renew``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .params import (TTL, Command, Env, Integer, TokenType, common, holder_name_
 from .progress import Spinner
 
 if TYPE_CHECKING:
-    from scopeledger import PartlyRecorded
+    from scopeledger import PartlyRecorded, RepairReport
 
 
 def _log_size(path: str) -> int:
@@ -104,6 +104,65 @@ def snapshot(env: Env, prune: bool, keep: int | None) -> int:
         if prune and not removed:
             env.out.print("no snapshot to remove", markup=False)
     return EXIT_OK
+
+
+@click.command(cls=Command)
+@common
+@click.option("-n", "--dry-run", is_flag=True, help="Say exactly what would be set aside; change nothing.")
+@pass_env
+def repair(env: Env, dry_run: bool) -> int:
+    """Set a damaged tail of the log aside. The first line that does not check
+    out (as 'ledger verify' judges it: a broken line, a broken hash chain,
+    garbage after the end, a torn last line), everything after it and the
+    snapshots past it go into cut/TIME-line-N/ in the ledger directory, with a
+    record of what was cut and why; then the log is cut there, and new events go
+    on from the line before. Nothing to repair: nothing changes. Exit 0 unless
+    the repair failed."""
+    # fold=False: opening would fold the log and refuse the damage.
+    with env.open(readonly=dry_run, fold=False) as ledger:
+        report = ledger.repair(dry_run=dry_run)
+        if env.json:
+            env.emit_json({"ledger": ledger.path, **repair_json(report)})
+        else:
+            from .render import safe
+
+            for line in repair_text(report, ledger.path):
+                env.out.print(safe(line), markup=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def repair_json(r: RepairReport) -> dict[str, Any]:
+    """``repair --json``'s document, without ``ledger`` (docs/cli.md, "--json shapes")."""
+    return {"dry_run": r.dry_run, "damaged": r.damaged, "kept_seq": r.kept_seq, "line": r.line, "seq": r.seq,
+            "reason": r.reason, "offset": r.offset, "log_bytes": r.log_bytes, "bytes": r.bytes_cut,
+            "lines": r.lines_cut, "sha256": r.sha256, "snapshots": list(r.snapshots), "directory": r.directory,
+            "record": r.record,
+            "remaining": [{"file": p.file, "line": p.line, "seq": p.seq, "message": p.message} for p in r.remaining]}
+
+
+def repair_text(r: RepairReport, ledger_path: str) -> list[str]:
+    """The lines ``ledger repair`` prints (the caller escapes them)."""
+    out = []
+    if not r.damaged:
+        out.append(f"nothing to repair in {ledger_path}: every line of the log checks out "
+                   f"(seq {r.kept_seq}) and no snapshot lies past its end")
+    else:
+        would = "would " if r.dry_run else ""
+        where = f"line {r.line}" + (f" (seq {r.seq})" if r.seq is not None else "") if r.line else "the log"
+        out.append(f"{where}: {r.reason}")
+        if r.bytes_cut:
+            out.append(f"{would}cut the log at byte {r.offset} of {r.log_bytes}, after seq {r.kept_seq}: "
+                       f"{r.bytes_cut} bytes, {r.lines_cut} line(s), sha256 {r.sha256}")
+        for name in r.snapshots:
+            out.append(f"{would}set aside snapshot {name} (past seq {r.kept_seq})")
+        if r.dry_run:
+            out.append("nothing was changed (--dry-run)")
+        else:
+            out.append(f"set aside in {r.directory} (record: {r.record})")
+            out.append(f"the log now ends at seq {r.kept_seq}; new events go on from it")
+    for p in r.remaining:
+        out.append(f"note: left as it is: {p}")
+    return out
 
 
 @click.command(cls=Command)

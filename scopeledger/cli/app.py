@@ -23,8 +23,8 @@ from .params import SECONDS, Env, Group, common, pass_env
 COMMANDS = {
     "check": "run", "demo": "demo", "diff": "query", "export": "pictures", "help": "helptopics", "history": "query",
     "import": "transfer", "init": "transfer",
-    "reclaim": "admin", "release": "admin", "renew": "admin", "replay": "query", "run": "run", "show": "query",
-    "snapshot": "admin", "timeline": "pictures", "verify": "admin", "who": "query",
+    "reclaim": "admin", "release": "admin", "renew": "admin", "repair": "admin", "replay": "query", "run": "run",
+    "show": "query", "snapshot": "admin", "timeline": "pictures", "verify": "admin", "who": "query",
 }
 
 
@@ -69,6 +69,11 @@ SUMMARIES = {
     'renew': ("Renew the lease of holder NAME (granted with a ttl, as 'ledger run --ttl' does): it lasts its "
               "ttl again from now, on this host's boot-time clock. Exit 6 when that grant is gone or its lease "
               'had already expired (its reclaim is then recorded).'),
+    'repair': ("Set a damaged tail of the log aside. The first line that does not check out (as 'ledger verify' "
+               'judges it: a broken line, a broken hash chain, garbage after the end, a torn last line), everything '
+               'after it and the snapshots past it go into cut/TIME-line-N/ in the ledger directory, with a record '
+               'of what was cut and why; then the log is cut there, and new events go on from the line before. '
+               'Nothing to repair: nothing changes. Exit 0 unless the repair failed.'),
     'replay': ('Print the events in order, one line each: who, what, which rules, and what it did to the tree '
                '(re-parented children, reclaim reasons, refusals with the owner chain). --json prints JSON '
                'Lines, one stored event each.'),

@@ -1,0 +1,606 @@
+"""``ledger repair [--dry-run] [--json]`` and ``Ledger.repair(dry_run=False)`` (issue 17,
+"Retention"): what lies past the last line of the log that checks out (as ``verify``
+judges it) and the snapshots past it are set aside into ``cut/<UTC time>-line-N/`` with
+a record of what was cut, instead of a manual ``head -n``; then the log is cut there.
+
+On real files; the command line in a real process where its exit code is the point.
+The crash tests kill (SIGKILL) or fail (EIO) the repair at each of its IO calls in turn
+and check that nothing was lost and that a repair run again finishes the job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from helpers import CMD, W, clean_env, ledger_cmd, one_error_line
+from scopeledger import (Ledger, LedgerIOError, LockTimeout, ReadOnlyLedger, RepairReport, StoreError,
+                         verify)
+from scopeledger import _store
+
+# -- ledgers to repair ------------------------------------------------------------------------
+
+
+def _make(path: Path, pairs: int = 15) -> list[bytes]:
+    """A ledger of ``2 * pairs`` events with a snapshot every 5; its log's lines."""
+    with Ledger.open(path, snapshot_every=5) as led:
+        for i in range(pairs):
+            led.register(f"h{i}", [W(f"/r/{i}")])
+            led.release(f"h{i}")
+    return (path / "events.jsonl").read_bytes().splitlines(keepends=True)
+
+
+def _write_log(path: Path, lines: list[bytes], tail: bytes = b"") -> bytes:
+    data = b"".join(lines) + tail
+    (path / "events.jsonl").write_bytes(data)
+    return data
+
+
+def _snaps(path: Path) -> list[int]:
+    return sorted(int(n[5:-5]) for n in os.listdir(path / "snapshots") if n.startswith("snap-"))
+
+
+def _snap_name(seq: int) -> str:
+    return f"snap-{seq:016d}.json"
+
+
+def _everything(path: Path) -> dict[str, Any]:
+    """Names, modes and bytes of everything in the ledger directory."""
+    out: dict[str, Any] = {".": stat.S_IMODE(os.stat(path).st_mode)}
+    for root, dirs, files in os.walk(path):
+        for n in dirs + files:
+            p = os.path.join(root, n)
+            st = os.lstat(p)
+            out[os.path.relpath(p, path)] = (stat.S_IMODE(st.st_mode),
+                                             Path(p).read_bytes() if stat.S_ISREG(st.st_mode) else None)
+    return out
+
+
+def _cut_dirs(path: Path) -> list[Path]:
+    cut = path / "cut"
+    return sorted(cut.iterdir()) if cut.exists() else []
+
+
+def _one_cut(path: Path) -> tuple[Path, dict[str, Any]]:
+    dirs = _cut_dirs(path)
+    assert len(dirs) == 1, dirs
+    return dirs[0], json.loads((dirs[0] / "record.json").read_text())
+
+
+def _first_problem(path: Path) -> Any:
+    report = verify(path)
+    assert not report.ok
+    return report.problems[0]
+
+
+def _corrupt_middle(path: Path) -> tuple[list[bytes], bytes]:
+    """Line 12 of 30 is not JSON; snapshots at 5, 10, ..., 30. Returns the lines and
+    the whole log."""
+    lines = _make(path)
+    lines[11] = b'{"v": 2, "seq": 12, oops\n'
+    return lines, _write_log(path, lines)
+
+
+def _open_ok(path: Path) -> None:
+    """The ledger opens (folding), verifies, and takes a new event chained to its last line."""
+    last = (path / "events.jsonl").read_bytes().splitlines()[-1]
+    with Ledger.open(path) as led:
+        assert led.lost is None
+        seq = led.seq
+        led.register("after", [W("/r/after")])
+    new = json.loads((path / "events.jsonl").read_bytes().splitlines()[-1])
+    assert new["seq"] == seq + 1
+    assert new["prev"] == hashlib.blake2b(last, digest_size=16).hexdigest()
+    report = verify(path)
+    assert report.ok, report.problems
+
+
+# -- what is cut, and the record -------------------------------------------------------------------
+
+
+def test_a_corrupt_middle_line_is_set_aside_with_everything_after_it_and_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    lines, before = _corrupt_middle(path)
+    problem = _first_problem(path)
+    assert problem.line == 12
+    with pytest.raises(Exception, match="corrupt ledger"):
+        Ledger.open(path)
+    t0 = dt.datetime.now(dt.timezone.utc)
+    with Ledger.open(path, fold=False) as led:
+        report = led.repair()
+    t1 = dt.datetime.now(dt.timezone.utc)
+    keep = b"".join(lines[:11])
+    cut = before[len(keep):]
+    # The log is its first 11 lines, byte for byte; the rest is in the side file, byte for byte.
+    assert (path / "events.jsonl").read_bytes() == keep
+    where, record = _one_cut(path)
+    assert (where / "events.jsonl.cut").read_bytes() == cut
+    assert where.name.endswith("Z-line-12")
+    # The snapshots past the cut moved with it, byte for byte; the others stayed.
+    assert _snaps(path) == [5, 10]
+    moved = [_snap_name(s) for s in (15, 20, 25, 30)]
+    assert sorted(p.name for p in where.iterdir()) == sorted(["events.jsonl.cut", "record.json", *moved])
+    assert record == {
+        "format": 1, "ledger": str(path), "log": str(path / "events.jsonl"),
+        "reason": problem.message, "line": 12, "seq": None, "kept_seq": 11,
+        "kept_hash": hashlib.blake2b(lines[10][:-1], digest_size=16).hexdigest(),
+        "offset": len(keep), "log_bytes": len(before), "bytes": len(cut), "lines": 19,
+        "sha256": hashlib.sha256(cut).hexdigest(), "file": "events.jsonl.cut", "snapshots": moved,
+        "when": record["when"], "when_ns": record["when_ns"],
+        "by": {"user": "root" if os.geteuid() == 0 else record["by"]["user"], "uid": os.geteuid(),
+               "host": socket.gethostname(), "pid": os.getpid()}}
+    when = dt.datetime.fromisoformat(record["when"][:26] + "+00:00")  # (to the microsecond)
+    assert t0 - dt.timedelta(microseconds=1) <= when <= t1
+    assert record["when"].endswith("Z") and record["when_ns"] // 1000 == int(when.timestamp() * 1e6 + 0.5)
+    assert report == RepairReport(
+        dry_run=False, damaged=True, kept_seq=11, line=12, seq=None, reason=problem.message,
+        offset=len(keep), log_bytes=len(before), bytes_cut=len(cut), lines_cut=19,
+        sha256=hashlib.sha256(cut).hexdigest(), snapshots=tuple(moved), directory=str(where),
+        record=str(where / "record.json"), remaining=())
+    _open_ok(path)
+
+
+def test_a_broken_hash_chain_is_cut_from_the_line_verify_names(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    lines = _make(path)
+    # Line 8 edited after it was written, still valid (a later ts): line 9 no longer chains to it.
+    ev = json.loads(lines[7])
+    ev["ts"] += 1
+    lines[7] = json.dumps(ev, separators=(",", ":")).encode() + b"\n"
+    before = _write_log(path, lines)
+    problem = _first_problem(path)
+    assert problem.line == 8 and "altered" in problem.message
+    p = ledger_cmd(path, "repair", "--json", subprocess_=True)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    keep = b"".join(lines[:7])
+    where, record = _one_cut(path)
+    assert doc == {"ledger": str(path), "dry_run": False, "damaged": True, "kept_seq": 7, "line": 8, "seq": 8,
+                   "reason": problem.message, "offset": len(keep), "log_bytes": len(before),
+                   "bytes": len(before) - len(keep), "lines": 23,
+                   "sha256": hashlib.sha256(before[len(keep):]).hexdigest(),
+                   "snapshots": [_snap_name(s) for s in (10, 15, 20, 25, 30)], "directory": str(where),
+                   "record": str(where / "record.json"), "remaining": []}
+    assert record["reason"] == problem.message and record["by"]["pid"] not in (None, os.getpid())
+    assert (path / "events.jsonl").read_bytes() == keep
+    assert (where / "events.jsonl.cut").read_bytes() == before[len(keep):]
+    _open_ok(path)
+
+
+def test_garbage_appended_after_the_last_line_is_cut_and_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    lines = _make(path)
+    good = b"".join(lines)
+    garbage = b"hello\n" + b'{"v": 2, "seq": 31}\n' + lines[-1]  # complete lines, none checks out
+    _write_log(path, lines, garbage)
+    snaps = {n: (path / "snapshots" / n).read_bytes() for n in os.listdir(path / "snapshots")}
+    assert _first_problem(path).line == 31
+    p = ledger_cmd(path, "repair", subprocess_=True)
+    assert p.returncode == 0, p.stderr
+    where, record = _one_cut(path)
+    assert p.stdout.splitlines() == [
+        f"line 31: {record['reason']}",
+        f"cut the log at byte {len(good)} of {len(good) + len(garbage)}, after seq 30: {len(garbage)} bytes, "
+        f"3 line(s), sha256 {hashlib.sha256(garbage).hexdigest()}",
+        f"set aside in {where} (record: {where / 'record.json'})",
+        "the log now ends at seq 30; new events go on from it"]
+    assert (path / "events.jsonl").read_bytes() == good
+    assert (where / "events.jsonl.cut").read_bytes() == garbage
+    assert record["lines"] == 3 and record["snapshots"] == []
+    assert {n: (path / "snapshots" / n).read_bytes() for n in os.listdir(path / "snapshots")} == snaps
+    _open_ok(path)
+
+
+def test_a_torn_last_line_and_snapshots_past_the_log_are_set_aside_too(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    lines = _make(path)
+    # A power cut took events 23 to 30 (snapshots 25 and 30 are past the log's end) and left half a line.
+    _write_log(path, lines[:22], lines[22][:40])
+    with Ledger.open(path, fold=False) as led:
+        report = led.repair()
+    assert report.line == 23 and report.seq is None and report.lines_cut == 1 and report.bytes_cut == 40
+    assert report.reason.startswith("a torn last line: 40 bytes after line 22 without a newline")
+    assert report.snapshots == (_snap_name(25), _snap_name(30))
+    assert (path / "events.jsonl").read_bytes() == b"".join(lines[:22])
+    _open_ok(path)  # (lost is None: no snapshot lies past the log any more)
+    # Snapshots alone past the log's end (a log cut short on a line boundary).
+    path2 = tmp_path / "L2"
+    lines = _make(path2)
+    _write_log(path2, lines[:17])
+    with Ledger.open(path2) as led:
+        assert led.lost is not None
+        report = led.repair()
+    assert (report.line, report.bytes_cut, report.offset) == (None, 0, len(b"".join(lines[:17])))
+    assert report.snapshots == tuple(_snap_name(s) for s in (20, 25, 30))
+    assert report.reason.startswith("snapshot(s) past the end of the log (seq 17)")
+    where, record = _one_cut(path2)
+    assert record["file"] is None and record["sha256"] is None and not (where / "events.jsonl.cut").exists()
+    _open_ok(path2)
+
+
+def test_a_snapshot_that_does_not_check_out_before_the_cut_is_left_and_named(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _corrupt_middle(path)
+    snap = path / "snapshots" / _snap_name(5)
+    data = bytearray(snap.read_bytes())
+    data[-5] ^= 1
+    snap.write_bytes(bytes(data))
+    p = ledger_cmd(path, "repair", subprocess_=True)
+    assert p.returncode == 0, p.stderr
+    notes = [line for line in p.stdout.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: left as it is: {snap} (seq 5): checksum does not match its content"]
+    assert snap.read_bytes() == bytes(data) and _snaps(path) == [5, 10]
+
+
+# -- nothing to repair, dry runs -------------------------------------------------------------------
+
+
+def test_a_healthy_ledger_has_nothing_to_repair_and_nothing_changes(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _make(path)
+    before = _everything(path)
+    p = ledger_cmd(path, "repair", subprocess_=True)
+    assert (p.returncode, p.stderr) == (0, "")
+    assert p.stdout == (f"nothing to repair in {path}: every line of the log checks out (seq 30) and no "
+                        "snapshot lies past its end\n")
+    p = ledger_cmd(path, "repair", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["damaged"] is False
+    assert _everything(path) == before  # no cut/ made either
+    # Judged without the lock: another process holding it does not stop the answer.
+    fd = os.open(path / "events.jsonl", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with Ledger.open(path, timeout=0.05) as led:
+            assert not led.repair().damaged
+    finally:
+        os.close(fd)
+    assert _everything(path) == before
+
+
+def test_a_damaged_ledger_is_cut_only_under_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _corrupt_middle(path)
+    before = _everything(path)
+    fd = os.open(path / "events.jsonl", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with Ledger.open(path, timeout=0.05, fold=False) as led:
+            with pytest.raises(LockTimeout):
+                led.repair()
+        p = ledger_cmd(path, "--lock-timeout", "0.05", "repair", subprocess_=True)
+        assert p.returncode == 3 and "timed out" in one_error_line(p.stderr)
+    finally:
+        os.close(fd)
+    assert _everything(path) == before
+
+
+def test_a_dry_run_says_exactly_what_would_be_cut_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _corrupt_middle(path)
+    before = _everything(path)
+    p = ledger_cmd(path, "repair", "--dry-run", subprocess_=True)
+    assert (p.returncode, p.stderr) == (0, "")
+    j = ledger_cmd(path, "repair", "--dry-run", "--json", subprocess_=True)
+    assert j.returncode == 0, j.stderr
+    with Ledger.open(path, readonly=True, fold=False) as led:  # a dry run needs no write access
+        dry = led.repair(dry_run=True)
+    assert _everything(path) == before  # byte for byte, modes and names too
+    with Ledger.open(path, fold=False) as led:
+        done = led.repair()
+    where, _ = _one_cut(path)
+    assert dry == attrs.evolve(done, dry_run=True, directory=None, record=None)
+    doc = json.loads(j.stdout)
+    assert doc == {"ledger": str(path), "dry_run": True, "damaged": True, "kept_seq": 11, "line": 12, "seq": None,
+                   "reason": done.reason, "offset": done.offset, "log_bytes": done.log_bytes,
+                   "bytes": done.bytes_cut, "lines": done.lines_cut, "sha256": done.sha256,
+                   "snapshots": list(done.snapshots), "directory": None, "record": None, "remaining": []}
+    assert p.stdout.splitlines() == [
+        f"line 12: {done.reason}",
+        f"would cut the log at byte {done.offset} of {done.log_bytes}, after seq 11: {done.bytes_cut} bytes, "
+        f"19 line(s), sha256 {done.sha256}",
+        *(f"would set aside snapshot {_snap_name(s)} (past seq 11)" for s in (15, 20, 25, 30)),
+        "nothing was changed (--dry-run)"]
+
+
+def test_two_repairs_of_one_ledger_cut_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    lines, _ = _corrupt_middle(path)
+    with Ledger.open(path, fold=False) as first, Ledger.open(path, fold=False) as second:
+        assert second.repair(dry_run=True).damaged  # (it has read the whole log, past the cut to come)
+        assert first.repair().damaged
+        again = second.repair()  # judged again under the lock: the log as the first left it
+        assert not again.damaged and again.kept_seq == 11
+    assert len(_cut_dirs(path)) == 1
+    assert (path / "events.jsonl").read_bytes() == b"".join(lines[:11])
+    _open_ok(path)
+
+
+# -- permissions and refusals ----------------------------------------------------------------------
+
+
+def test_what_is_set_aside_is_0600_in_directories_0700_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _corrupt_middle(path)
+    p = subprocess.run([*CMD, "--ledger", str(path), "repair"], capture_output=True, text=True, timeout=60,
+                       env=clean_env(), umask=0)
+    assert p.returncode == 0, p.stderr
+    where, _ = _one_cut(path)
+    assert stat.S_IMODE(os.stat(path / "cut").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(where).st_mode) == 0o700
+    for f in where.iterdir():
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
+    assert stat.S_IMODE(os.stat(path / "events.jsonl").st_mode) == 0o600
+
+
+def test_a_read_only_ledger_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _corrupt_middle(path)
+    before = _everything(path)
+    with Ledger.open(path, readonly=True, fold=False) as led:
+        with pytest.raises(ReadOnlyLedger, match="cannot repair the ledger: ledger .* is opened read-only"):
+            led.repair()
+    os.chmod(path / "events.jsonl", 0o400)  # write-protected
+    p = ledger_cmd(path, "repair", subprocess_=True)
+    assert p.returncode == 7 and "write-protected" in one_error_line(p.stderr)
+    os.chmod(path / "events.jsonl", 0o600)
+    assert _everything(path) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_another_users_ledger_is_refused_but_a_dry_run_may_look(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _corrupt_middle(path)
+    for root, dirs, files in os.walk(path):
+        for n in [*dirs, *files, "."]:
+            os.chown(os.path.join(root, n), 65534, 65534)
+    before = _everything(path)
+    p = ledger_cmd(path, "repair", subprocess_=True)
+    assert p.returncode == 5 and "owned by uid 65534" in one_error_line(p.stderr)
+    p = ledger_cmd(path, "repair", "--dry-run", subprocess_=True)
+    assert p.returncode == 0 and p.stdout.startswith("line 12: "), p.stderr
+    assert _everything(path) == before
+
+
+def test_a_symlink_planted_at_cut_is_refused_and_not_followed(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _corrupt_middle(path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (path / "cut").symlink_to(elsewhere)
+    before = _everything(path)
+    p = ledger_cmd(path, "repair", subprocess_=True)
+    assert p.returncode == 5 and "cut: is a symlink, not a directory" in one_error_line(p.stderr)
+    assert _everything(path) == before and list(elsewhere.iterdir()) == []
+
+
+def test_bad_input_is_refused_naming_it_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _corrupt_middle(path)
+    before = _everything(path)
+    with Ledger.open(path, fold=False) as led:
+        for bad in (1, "yes", None):
+            with pytest.raises(TypeError, match=f"dry_run must be True or False, not {bad!r}"):
+                led.repair(dry_run=bad)  # type: ignore[arg-type]
+    for args, says in ((["--dry-run=1"], "--dry-run"), (["extra"], "extra"), (["--bogus"], "--bogus")):
+        p = ledger_cmd(path, "repair", *args, subprocess_=True)
+        assert p.returncode == 2, (args, p.stdout)
+        assert says in one_error_line(p.stderr)
+    assert _everything(path) == before
+    nothing = tmp_path / "none"
+    p = ledger_cmd(nothing, "repair", subprocess_=True)
+    assert p.returncode == 6 and "no ledger at" in one_error_line(p.stderr)
+    assert not nothing.exists()
+
+
+def test_a_postgresql_ledger_cannot_be_repaired(pg_url: str) -> None:
+    with Ledger.open(pg_url) as led:
+        led.register("a", [W("/r/a")])
+        with pytest.raises(StoreError, match="cannot repair the ledger at postgresql://.*: only a ledger "
+                                             "directory's log can be cut"):
+            led.repair()
+        with pytest.raises(StoreError):
+            led.repair(dry_run=True)
+        assert led.verify().ok and led.seq == 1
+
+
+def test_the_command_line_refuses_a_postgresql_url_in_one_line(pg_url: str) -> None:
+    with Ledger.open(pg_url) as led:
+        led.register("a", [W("/r/a")])
+    p = ledger_cmd(pg_url, "repair", "--json", subprocess_=True)
+    line = one_error_line(p.stderr)
+    doc = json.loads(p.stdout)["error"]
+    assert (doc["type"], doc["exit_code"], p.returncode) == ("StoreError", 7, 7)
+    assert "cannot repair the ledger at postgresql://" in line and "only a ledger directory's log can be cut" in line
+    with Ledger.open(pg_url) as led:
+        assert led.seq == 1 and led.verify().ok
+
+
+# -- crashes and failures at every step --------------------------------------------------------------
+
+#: The os calls a repair's cut makes that touch the file system.
+IO_CALLS = ("open", "mkdir", "fchmod", "fstat", "pread", "write", "fsync", "rename", "ftruncate",
+            "fdatasync")
+
+
+def _pristine(tmp_path: Path) -> tuple[Path, bytes, dict[str, bytes], int]:
+    """A damaged ledger to copy for each round: its log, its snapshots, where the cut goes."""
+    src = tmp_path / "pristine"
+    lines, log = _corrupt_middle(src)
+    snaps = {n: (src / "snapshots" / n).read_bytes() for n in os.listdir(src / "snapshots")}
+    return src, log, snaps, len(b"".join(lines[:11]))
+
+
+def _nothing_lost(path: Path, log: bytes, snaps: dict[str, bytes], offset: int) -> bool:
+    """Everything of the damaged ledger is still there: the log as it was, or cut at
+    ``offset`` with a complete record and copy of the rest; every snapshot in
+    ``snapshots/`` or in a directory under ``cut/``. Returns whether the log was cut."""
+    now = (path / "events.jsonl").read_bytes()
+    found = {n: (path / "snapshots" / n).read_bytes() for n in os.listdir(path / "snapshots")
+             if n.startswith("snap-")}
+    records = []
+    for d in _cut_dirs(path):
+        for f in d.iterdir():
+            if f.name.startswith("snap-"):
+                assert f.name not in found, f"{f.name} twice"
+                found[f.name] = f.read_bytes()
+        if (d / "record.json").exists():  # whole, or not there at all
+            records.append((d, json.loads((d / "record.json").read_text())))
+    assert found == snaps
+    if now == log:
+        return False
+    assert now == log[:offset]
+    # Cut only once the record and the copy were there.
+    assert any(r["offset"] == offset and (d / "events.jsonl.cut").read_bytes() == log[offset:]
+               and r["sha256"] == hashlib.sha256(log[offset:]).hexdigest() for d, r in records)
+    return True
+
+
+def _finish(path: Path, log: bytes, snaps: dict[str, bytes], offset: int) -> None:
+    """A repair run again finishes the job: the log cut, every snapshot kept somewhere."""
+    with Ledger.open(path, fold=False) as led:
+        led.repair()
+    assert _nothing_lost(path, log, snaps, offset)
+    assert verify(path).ok
+
+
+def test_killed_at_any_io_call_of_the_cut_nothing_is_lost(tmp_path: Path) -> None:
+    src, log, snaps, offset = _pristine(tmp_path)
+    killed_in: list[str] = []
+    for k in range(1, 400):
+        path = tmp_path / f"k{k}"
+        shutil.copytree(src, path)
+        pid = os.fork()
+        if pid == 0:  # the child: SIGKILLed at its k-th IO call once the cut has begun
+            code = 3
+            try:
+                code = _repair_killed_at(path, k)
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFEXITED(status):
+            assert os.WEXITSTATUS(status) == 0, f"the child failed at k={k}"
+            assert _nothing_lost(path, log, snaps, offset)
+            break
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        killed_in.append((path / "killed-in").read_text())
+        os.unlink(path / "killed-in")
+        _nothing_lost(path, log, snaps, offset)
+        _finish(path, log, snaps, offset)
+        shutil.rmtree(path)
+    else:
+        raise AssertionError("the repair never finished")
+    # Every kind of step was killed: making the directory, copying, flushing, the record's
+    # rename, the snapshots' moves, the cut of the log and its flush.
+    assert {"mkdir", "write", "fsync", "rename", "ftruncate", "fdatasync"} <= set(killed_in), killed_in
+    assert len(killed_in) >= 20, killed_in
+
+
+def _fault_at(k: int, fault: Any, setattr_: Any = setattr) -> list[int]:
+    """Make the ``k``-th IO call (:data:`IO_CALLS`) made once a repair's cut has begun
+    (``Store.cut``) call ``fault(name, real function, args)`` first; attributes are set
+    with ``setattr_`` (a monkeypatch's, to be undone). Returns the count of calls so far."""
+    count = [0]
+    cutting = [False]
+
+    def wrap(name: str, fn: Any) -> Any:
+        def inner(*args: Any, **kw: Any) -> Any:
+            if cutting[0]:
+                count[0] += 1
+                if count[0] == k:
+                    fault(name, fn, args)
+            return fn(*args, **kw)
+        return inner
+
+    for name in IO_CALLS:
+        setattr_(os, name, wrap(name, getattr(os, name)))
+    real_cut = _store.Store.cut
+
+    def cut(self: Any, *args: Any, **kw: Any) -> Any:
+        cutting[0] = True
+        return real_cut(self, *args, **kw)
+
+    setattr_(_store.Store, "cut", cut)
+    return count
+
+
+def _repair_killed_at(path: Path, k: int) -> int:
+    """In a forked child: repair ``path``, SIGKILLed at the ``k``-th IO call made once the
+    cut has begun (a ``write`` first writes half of its bytes: a torn write). Writes the
+    call's name to ``path/killed-in`` first (outside the ledger's files)."""
+    note = os.open(path / "killed-in", os.O_WRONLY | os.O_CREAT, 0o600)
+    real_write = os.write
+
+    def kill(name: str, fn: Any, args: tuple[Any, ...]) -> None:
+        real_write(note, name.encode())
+        if name == "write" and len(args[1]) > 1:
+            fn(args[0], bytes(args[1])[: len(args[1]) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _fault_at(k, kill)
+    with Ledger.open(path, fold=False) as led:
+        led.repair()
+    return 0
+
+
+def _eio(failed: list[str]) -> Any:
+    """A fault raising EIO, noting the call's name in ``failed``."""
+    def fault(name: str, fn: Any, args: tuple[Any, ...]) -> None:
+        failed.append(name)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    return fault
+
+
+def test_failing_at_any_io_call_of_the_cut_leaves_no_half_made_copy_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, log, snaps, offset = _pristine(tmp_path)
+    said = set()
+    for k in range(1, 400):
+        path = tmp_path / f"f{k}"
+        shutil.copytree(src, path)
+        failed: list[str] = []
+        with monkeypatch.context() as m:
+            count = _fault_at(k, _eio(failed), m.setattr)
+            with Ledger.open(path, fold=False) as led:
+                try:
+                    led.repair()
+                except LedgerIOError as exc:
+                    error: LedgerIOError | None = exc
+                else:
+                    error = None
+        if error is None:
+            assert count[0] < k and _nothing_lost(path, log, snaps, offset)
+            break
+        assert error.errno == errno.EIO and isinstance(error.__cause__, OSError)
+        was_cut = _nothing_lost(path, log, snaps, offset)
+        message = str(error)
+        if was_cut:
+            assert "the log was cut, but the cut may not survive a power cut" in message
+        else:
+            assert "the log was not cut" in message
+            if message.startswith("failed to set the damaged tail aside"):
+                assert not any(_cut_dirs(path)), message  # before anything moved: nothing made stays
+            else:  # the record and the copy are there (and the snapshots moved so far)
+                assert "the record and a copy of its tail are in " in message or "a copy of its tail is in" in message
+        if failed == ["pread"]:  # a read of the log is named as such, not as the copy's
+            assert f"failed to set the damaged tail aside: {path / 'events.jsonl'}: " in message, message
+        said.add(message.split(":")[0])
+        _finish(path, log, snaps, offset)
+        shutil.rmtree(path)
+    else:
+        raise AssertionError("the repair never finished")
+    assert said >= {"failed to set the damaged tail aside", "failed to move a snapshot past the cut",
+                    "failed to cut the log", "failed to flush the log"}, said
