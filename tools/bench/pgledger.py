@@ -104,6 +104,17 @@ def es_available() -> str | None:
 class LedgerPairs:
     def __init__(self, target: str, fsync: bool = False) -> None:
         self.led = Ledger.open(target, fsync=fsync, create=False)
+        #: On PostgreSQL (where the ledger has one): its one-round-trip tries,
+        #: and how many were appended (the rest were decided again under the lock).
+        self.tries = [0, 0]
+        try_append = getattr(self.led, "_try_append", None)
+        if try_append is not None:
+            def counted(*a: Any) -> bool:
+                got = try_append(*a)
+                self.tries[0] += 1
+                self.tries[1] += bool(got)
+                return bool(got)
+            self.led._try_append = counted
 
     def pair(self, name: str) -> None:
         self.led.register(name, transient_rules(name))
@@ -211,11 +222,11 @@ def _worker(kind: str, where: dict[str, Any], idx: int, seconds: float, barrier:
         elapsed = (clock() - start) / 1e9
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-        q.put((idx, j, elapsed, lat.tobytes(), cpu, None))
+        q.put((idx, j, elapsed, lat.tobytes(), cpu, None, list(getattr(p, "tries", [0, 0]))))
         done.wait(300)  # the server's CPU is read while our backend lives
         p.close()
     except BaseException:  # noqa: BLE001 - reported to the parent
-        q.put((idx, 0, 0.0, b"", 0.0, traceback.format_exc()))
+        q.put((idx, 0, 0.0, b"", 0.0, traceback.format_exc(), [0, 0]))
 
 
 # -- the machine and the server ---------------------------------------------------
@@ -274,7 +285,7 @@ def _subprocess_worker() -> None:
     elapsed = (clock() - start) / 1e9
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    print(orjson.dumps({"idx": orders["idx"], "count": j, "elapsed": elapsed, "cpu": cpu,
+    print(orjson.dumps({"idx": orders["idx"], "count": j, "elapsed": elapsed, "cpu": cpu, "tries": p.tries,
                         "lat": base64.b64encode(lat.tobytes()).decode()}).decode(), flush=True)
     sys.stdin.readline()
     p.close()
@@ -310,7 +321,8 @@ def _base_reports(where: dict[str, Any], procs: int, seconds: float, start: Any)
         for p in ps:
             assert p.stdout is not None
             r = orjson.loads(p.stdout.readline())
-            reports.append((r["idx"], r["count"], r["elapsed"], base64.b64decode(r["lat"]), r["cpu"], None))
+            reports.append((r["idx"], r["count"], r["elapsed"], base64.b64decode(r["lat"]), r["cpu"], None,
+                            r.get("tries", [0, 0])))
         return [reports, ps]
     except BaseException:
         for p in ps:
@@ -359,10 +371,12 @@ def _window_result(kind: str, procs: int, reports: list[Any], busy0: float, busy
     for r in reports:
         lat.frombytes(r[3])
     client = sum(r[4] for r in reports)
+    tries = [sum(r[6][0] for r in reports), sum(r[6][1] for r in reports)]
     server = None if srv0 is None or srv1 is None else max(0.0, srv1 - srv0)
     return {
         "backend": kind, "procs": procs, "counts": [r[1] for r in reports],
         "seconds": max(r[2] for r in reports), "lat": lat, "client_cpu_s": client, "server_cpu_s": server,
+        "tries": tries,
         "load": {"loadavg": round(load0, 2),
                  "others_cpus": round(max(0.0, (busy1 - busy0) - client - (server or 0.0)) / wall, 2)},
     }
@@ -385,6 +399,9 @@ def merge(ws: list[dict[str, Any]]) -> dict[str, Any]:
         "client_cpu_us_per_pair": 1e6 * sum(w["client_cpu_s"] for w in ws) / max(1, total),
         "server_cpu_us_per_pair": None if server is None else 1e6 * server / max(1, total),
         "others_cpus": [w["load"]["others_cpus"] for w in ws],
+        # Changes (2 per pair) appended in one round trip, and tries not appended.
+        "one_trip_share": sum(w["tries"][1] for w in ws) / max(1, 2 * total),
+        "tries_missed": sum(w["tries"][0] - w["tries"][1] for w in ws),
         "loadavg": [w["load"]["loadavg"] for w in ws],
     }
 
@@ -433,6 +450,14 @@ def _commit() -> str:
     return (head + ("+dirty" if dirty else "")) if head else "not a git checkout"
 
 
+def _trips(c: dict[str, Any]) -> str:
+    """The share of changes appended in one round trip (and the tries that
+    were not), for a ledger that tries; ``-`` otherwise."""
+    if not c["one_trip_share"] and not c["tries_missed"]:
+        return "-"
+    return f"{100 * c['one_trip_share']:.0f} % ({c['tries_missed']} missed)"
+
+
 def _fmt(v: float | None, digits: int = 0) -> str:
     if v is None:
         return "-"
@@ -441,8 +466,8 @@ def _fmt(v: float | None, digits: int = 0) -> str:
 
 def table(cells: dict[tuple[str, int], dict[str, Any]], backends: list[str], procs: list[int]) -> str:
     out = ["| backend | procs | pairs/s | × file-fsync | fairness | p50 ms | p99 ms "
-           "| client CPU µs/pair | server CPU µs/pair | others' CPUs |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "| client CPU µs/pair | server CPU µs/pair | one-trip changes | others' CPUs |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for n in procs:
         ref = cells.get(("file-fsync", n))
         for b in backends:
@@ -453,6 +478,7 @@ def table(cells: dict[tuple[str, int], dict[str, Any]], backends: list[str], pro
             out.append(f"| {b} | {n} | {_fmt(c['pairs_per_s'])} | {_fmt(ratio, 2)} | {c['fairness']:.2f} "
                        f"| {c['p50_ms']:.2f} | {c['p99_ms']:.1f} | {_fmt(c['client_cpu_us_per_pair'])} "
                        f"| {_fmt(c['server_cpu_us_per_pair'])} "
+                       f"| {_trips(c)} "
                        f"| {'-'.join(f'{x:.1f}' for x in (min(c['others_cpus']), max(c['others_cpus'])))} |")
     return "\n".join(out)
 
