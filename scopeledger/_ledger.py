@@ -451,7 +451,7 @@ class _Txn:
     released, so that the fold stays out of the time the lock is held."""
 
     __slots__ = ("ledger", "state", "lines", "entries", "error", "liveness", "actor_ident", "actor",
-                 "after", "network_fs", "spare")
+                 "after", "network_fs", "clock")
 
     def __init__(self, ledger: "Ledger", state: State) -> None:
         self.ledger = ledger
@@ -470,22 +470,14 @@ class _Txn:
         #: ``(fold function, *args)`` that applies the last event, or None.
         self.after: tuple[Any, ...] | None = None
         self.network_fs = ledger._network_fs
-        #: Clock readings of this call's earlier try that was not appended
-        #: (Ledger._speculative_part), latest first: used again, in order,
-        #: while none is earlier than an event folded since.
-        self.spare: list[int] | None = None
+        #: The ledger's clock (or _replaying it, after a try that was not appended).
+        self.clock: Callable[[], int] = ledger._clock
 
     def _line(self, kind: str, payload: dict[str, Any]) -> tuple[int, int, dict[str, Any], bytes]:
         assert self.after is None, "no event after the last one"
         st = self.state
         seq = st.seq + 1
-        spare = self.spare
-        if spare and spare[-1] >= st.max_ts:
-            ts = spare.pop()
-        else:
-            if spare:
-                spare.clear()
-            ts = self.ledger._clock()
+        ts = self.clock()
         if type(ts) is not int or not -TS_LIMIT <= ts < TS_LIMIT:  # never write a line no reader would accept
             if type(ts) is not int:
                 raise TypeError(f"clock() returned {type(ts).__name__} {shown(ts)}, not int nanoseconds")
@@ -552,8 +544,23 @@ _PREREAD_AFTER_S = 0.25
 
 
 def _readings(txn: _Txn) -> list[int]:
-    """The clock readings ``txn`` took, latest first (``_Txn.spare``)."""
+    """The clock readings ``txn`` took, latest first (for :func:`_replaying`)."""
     return [ts for ts, _ in reversed(txn.entries)]
+
+
+def _replaying(readings: list[int], clock: Callable[[], int], state: State) -> Callable[[], int]:
+    """A clock giving ``readings`` (latest first: popped from the end) again,
+    in order, while none is earlier than an event ``state`` has folded since
+    (so a line's ts is never behind those before it for this reason), then
+    ``clock``'s: a change decided again under the lock after a try that was
+    not appended (Ledger._speculative_part) reads the clock as often as on a
+    file, and stamps its lines with readings taken during the call."""
+    def read() -> int:
+        if readings and readings[-1] >= state.max_ts:
+            return readings.pop()
+        readings.clear()
+        return clock()
+    return read
 
 
 def _option(name: str, check: Callable[[str, Any], None], doc: str) -> property:
@@ -611,6 +618,12 @@ class Ledger:
     # property, which checks it; read directly on the hot path).
     _timeout: float | None
     _fsync: bool
+    #: The store's one-round-trip append (PostgreSQL), else None: see
+    #: _speculative_part. Set on the instance only when there is one.
+    _try_append: Callable[[Sequence[Entry], int], bool] | None = None
+    #: time.monotonic() of the last change on a store that has try_append
+    #: (_unseen_long); set on the instance by the first.
+    _seen_at = 0.0
     _snapshot_every: int
     _keep_snapshots: int | None
     _resolve_symlinks: bool
@@ -652,10 +665,9 @@ class Ledger:
         # checked for their lines before the lock is taken.
         self._seq_of_last_txn = -1
         self._others_active = True
-        #: The store's one-round-trip append (PostgreSQL), else None: see
-        #: _speculative_part.
-        self._try_append: Callable[[Sequence[Entry], int], bool] | None = getattr(store, "try_append", None)
-        self._seen_at = 0.0  # (time.monotonic() of the last change on a server store: _unseen_long)
+        try_append = getattr(store, "try_append", None)
+        if try_append is not None:  # (else the class's None: a file ledger's dict stays as it was, the hot path)
+            self._try_append = try_append
         self._snap_seq = 0
         self._actor_cache: tuple[int, ProcessIdentity, dict[str, Any]] | None = None
         self._boots: tuple[int, dict[str, list[int]]] | None = None  # see _boot_spans
@@ -1239,7 +1251,7 @@ class Ledger:
             base = state.seq
             txn = _Txn(self, state)
             if spare:
-                txn.spare = spare
+                txn.clock = _replaying(spare, self._clock, state)
             try:
                 result = build(txn, *args) if args else build(txn)
                 lines = txn.lines
