@@ -1184,7 +1184,8 @@ class Ledger:
     def _transact(self, build: Callable[..., Any], written: list[Any] | None = None,
                   args: tuple[Any, ...] = ()) -> Any:
         """Run ``build(txn, *args)`` under the lock and append the lines it
-        emitted. (``args``: the hot path's builds are plain functions given
+        emitted (on PostgreSQL, while no other process appends, first
+        without the lock: :meth:`_speculative_part`). (``args``: the hot path's builds are plain functions given
         their values, not closures, whose cells cost more than the call.)
 
         An exception at any point (also a signal handler's, e.g.

@@ -284,3 +284,54 @@ def test_on_postgresql_lines_missed_are_read_with_the_lock_unless_the_log_was_no
     finally:
         led.close()
         other.close()
+
+
+def _contender(url, idx, rounds, q):
+    try:
+        led = Ledger.open(url, timeout=60)
+        for j in range(rounds):
+            name = f"p{idx}-{j}"
+            led.register(name, [W("/shared/x")], wait=60)
+            if j % 3 == 0:
+                led.register(f"{name}-own", [W(f"/own/{idx}")])  # changes of its own in between
+                led.release(f"{name}-own")
+            led.release(name)
+        led.close()
+        q.put((idx, None))
+    except BaseException as exc:  # noqa: BLE001 - reported to the test
+        q.put((idx, repr(exc)))
+
+
+def test_on_postgresql_processes_contending_for_one_scope_never_hold_it_together(tmp_path, request):
+    """Four processes take turns on one scope (register with wait=, release),
+    with changes of their own in between: a change tried on a stale state
+    is never appended (a grant over a live holder would be), so the log
+    never has two holders of the scope at once, and it is gapless and
+    verifies."""
+    import multiprocessing
+
+    url = request.getfixturevalue("pg_url")
+    Ledger.open(url).close()
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    rounds = 15
+    procs = [ctx.Process(target=_contender, args=(url, i, rounds, q)) for i in range(4)]
+    for p in procs:
+        p.start()
+    results = sorted(q.get(timeout=600) for _ in procs)
+    for p in procs:
+        p.join(60)
+    assert results == [(i, None) for i in range(4)]
+    with Ledger.open(url) as led:
+        report = led.verify()
+        assert report.ok, report.problems
+        holding = set()
+        grants = 0
+        for ev in led.events():
+            if ev.type == "registered" and ev.data["holder"]["rules"][0][0] == "/shared/x":
+                assert not holding, (ev.seq, ev.data["holder"]["name"], holding)
+                holding.add(ev.data["holder"]["name"])
+                grants += 1
+            elif ev.type == "released":
+                holding.discard(ev.data["name"])
+        assert grants == 4 * rounds and not holding and led.holders() == []

@@ -20,7 +20,7 @@ pair, fairness (slowest process ÷ fastest), side by side in one run with:
   append alone.
 
     .venv/bin/python tools/bench/pgledger.py                 # a throwaway cluster (tests/pgserver.py)
-    .venv/bin/python tools/bench/pgledger.py --quick         # keeps the harness working (~30 s)
+    .venv/bin/python tools/bench/pgledger.py --quick         # keeps the harness working (~10 s)
     .venv/bin/python tools/bench/pgledger.py --url postgresql://...   # a server of yours (schemas bench_*)
 
 Each (backend, processes) cell is measured in ``--rounds`` windows,
