@@ -453,7 +453,7 @@ class _Txn:
     released, so that the fold stays out of the time the lock is held."""
 
     __slots__ = ("ledger", "state", "lines", "entries", "error", "liveness", "actor_ident", "actor",
-                 "after", "network_fs")
+                 "after", "network_fs", "clock")
 
     def __init__(self, ledger: "Ledger", state: State) -> None:
         self.ledger = ledger
@@ -472,12 +472,14 @@ class _Txn:
         #: ``(fold function, *args)`` that applies the last event, or None.
         self.after: tuple[Any, ...] | None = None
         self.network_fs = ledger._network_fs
+        #: The ledger's clock (or _replaying it, after a try that was not appended).
+        self.clock: Callable[[], int] = ledger._clock
 
     def _line(self, kind: str, payload: dict[str, Any]) -> tuple[int, int, dict[str, Any], bytes]:
         assert self.after is None, "no event after the last one"
         st = self.state
         seq = st.seq + 1
-        ts = self.ledger._clock()
+        ts = self.clock()
         if type(ts) is not int or not -TS_LIMIT <= ts < TS_LIMIT:  # never write a line no reader would accept
             if type(ts) is not int:
                 raise TypeError(f"clock() returned {type(ts).__name__} {shown(ts)}, not int nanoseconds")
@@ -537,6 +539,32 @@ class _Txn:
                   rule=rule.to_json() if rule is not None else None, chain=chain)
 
 
+#: Seconds after its last change from which a ledger on a server store
+#: (PostgreSQL) reads what others appended before taking the lock
+#: (Ledger._unseen_long); sooner, only with the lock, in its round trip.
+_PREREAD_AFTER_S = 0.25
+
+
+def _readings(txn: _Txn) -> list[int]:
+    """The clock readings ``txn`` took, latest first (for :func:`_replaying`)."""
+    return [ts for ts, _ in reversed(txn.entries)]
+
+
+def _replaying(readings: list[int], clock: Callable[[], int], state: State) -> Callable[[], int]:
+    """A clock giving ``readings`` (latest first: popped from the end) again,
+    in order, while none is earlier than an event ``state`` has folded since
+    (so a line's ts is never behind those before it for this reason), then
+    ``clock``'s: a change decided again under the lock after a try that was
+    not appended (Ledger._speculative_part) reads the clock as often as on a
+    file, and stamps its lines with readings taken during the call."""
+    def read() -> int:
+        if readings and readings[-1] >= state.max_ts:
+            return readings.pop()
+        readings.clear()
+        return clock()
+    return read
+
+
 def _option(name: str, check: Callable[[str, Any], None], doc: str) -> property:
     """A :class:`Ledger` option that may be changed after opening: read as a
     plain attribute (a C getter: the hot path reads some on every change),
@@ -592,6 +620,12 @@ class Ledger:
     # property, which checks it; read directly on the hot path).
     _timeout: float | None
     _fsync: bool
+    #: The store's one-round-trip append (PostgreSQL), else None: see
+    #: _speculative_part. Set on the instance only when there is one.
+    _try_append: Callable[[Sequence[Entry], int], bool] | None = None
+    #: time.monotonic() of the last change on a store that has try_append
+    #: (_unseen_long); set on the instance by the first.
+    _seen_at = 0.0
     _snapshot_every: int
     _keep_snapshots: int | None
     _resolve_symlinks: bool
@@ -635,6 +669,9 @@ class Ledger:
         # checked for their lines before the lock is taken.
         self._seq_of_last_txn = -1
         self._others_active = True
+        try_append = getattr(store, "try_append", None)
+        if try_append is not None:  # (else the class's None: a file ledger's dict stays as it was, the hot path)
+            self._try_append = try_append
         self._snap_seq = 0
         self._actor_cache: tuple[int, ProcessIdentity, dict[str, Any]] | None = None
         self._boots: tuple[int, dict[str, list[int]]] | None = None  # see _boot_spans
@@ -1205,7 +1242,8 @@ class Ledger:
     def _transact(self, build: Callable[..., Any], written: list[Any] | None = None,
                   args: tuple[Any, ...] = ()) -> Any:
         """Run ``build(txn, *args)`` under the lock and append the lines it
-        emitted. (``args``: the hot path's builds are plain functions given
+        emitted (on PostgreSQL, while no other process appends, first
+        without the lock: :meth:`_speculative_part`). (``args``: the hot path's builds are plain functions given
         their values, not closures, whose cells cost more than the call.)
 
         An exception at any point (also a signal handler's, e.g.
@@ -1220,7 +1258,7 @@ class Ledger:
             raise ReadOnlyLedger(self.path, "record a change")
         mem = self._mem
         state = self._state
-        if state is None or self._others_active:
+        if state is None or (self._others_active and (self._try_append is None or self._unseen_long())):
             with mem:
                 # Fold what other processes appended before taking the lock,
                 # so that the lock is held for as little folding as possible.
@@ -1237,8 +1275,20 @@ class Ledger:
                 if txn is None or not txn.lines:  # (an append that returned let the lock go)
                     files.end()  # a no-op unless this thread still holds the lock (an exception)
         else:
-            with store.locked(after_seq, self._timeout) as missed:
-                result, txn, state = self._locked_part(build, written, after_seq, missed, args)
+            done, spare = None, None
+            if self._try_append is not None and not self._others_active:
+                done, spare = self._speculative_part(build, written, state, args)
+            if done is not None:
+                result, txn, state = done
+            else:
+                state = self._state
+                if state is None or (spare is not None and self._unseen_long()):
+                    with mem:  # (a try that applied events, or a log not read for long: as above)
+                        state = self._catch_up()
+                after_seq = state.seq
+                with store.locked(after_seq, self._timeout) as missed:
+                    result, txn, state = self._locked_part(build, written, after_seq, missed, args, spare)
+            self._seen_at = time.monotonic()
         if txn.lines:  # _snapshot_due(state), inlined (the hot path)
             since = state.seq - self._snap_seq
             if since >= self._snapshot_every and since >= len(state.holders):
@@ -1248,7 +1298,8 @@ class Ledger:
         return result
 
     def _locked_part(self, build: Callable[..., Any], written: list[Any] | None, after_seq: int,
-                     missed: list[Line], args: tuple[Any, ...]) -> tuple[Any, _Txn, State]:
+                     missed: list[Line], args: tuple[Any, ...],
+                     spare: list[int] | None = None) -> tuple[Any, _Txn, State]:
         """:meth:`_transact` with the lock held: fold ``missed``, build,
         append (which lets the lock go), apply the last event."""
         with self._mem:
@@ -1258,6 +1309,8 @@ class Ledger:
             self._others_active = state.seq != self._seq_of_last_txn
             base = state.seq
             txn = _Txn(self, state)
+            if spare:
+                txn.clock = _replaying(spare, self._clock, state)
             try:
                 result = build(txn, *args) if args else build(txn)
                 lines = txn.lines
@@ -1285,6 +1338,86 @@ class Ledger:
                     self._state = None  # applied but perhaps not written: rebuild from the log
                 raise
         return result, txn, state
+
+    def _unseen_long(self) -> bool:
+        """On a server store: whether this object's last change is more
+        than ``_PREREAD_AFTER_S`` ago. The store reads the lines missed in
+        the lock's own round trip, so reading them first costs a round trip
+        of its own, which pays only when they may be many (a change that
+        folds them under the lock holds it that much longer): while changes
+        follow each other, as under contention, the lines missed while
+        queueing for the lock are read with it anyway."""
+        return time.monotonic() - self._seen_at > _PREREAD_AFTER_S
+
+    def _speculative_part(self, build: Callable[..., Any], written: list[Any] | None, state: State,
+                          args: tuple[Any, ...]) -> tuple[tuple[Any, _Txn, State] | None, list[int] | None]:
+        """:meth:`_transact` in one round trip, for a store that has
+        ``try_append`` (PostgreSQL), while no other process has appended
+        lately: build on the state as folded, without the lock, and append
+        only if the lock is free and the log still ends at the state's seq
+        (the store checks both under the lock, on the server): then the
+        lines are those the locked path would have appended, decided on
+        the same log: ``((result, txn, state), None)``. ``(None, clock
+        readings)`` when that was not so, or when the
+        transaction appends nothing (an answer that records nothing is
+        given on the log as it is: under the lock): nothing was
+        appended, and :meth:`_transact` takes the lock and decides again
+        (on a state rebuilt from the log if this one had events applied);
+        so too when ``build`` raises an ``Exception`` (a KeyboardInterrupt
+        goes through). The clock readings it took are used again there
+        (while none is earlier than an event folded since: a line's ts
+        stays its writer's reading during the call, and the clock is read
+        as often as on a file)."""
+        try_append = self._try_append
+        assert try_append is not None
+        with self._mem:
+            if self._state is not state:  # dropped or reloaded meanwhile
+                return None, None
+            base = state.seq
+            txn = _Txn(self, state)
+            try:
+                result = build(txn, *args) if args else build(txn)
+            except Exception:
+                # Decided on this state, which the log may have passed (a
+                # holder unknown here may have been registered since):
+                # decided again under the lock, which raises it if it holds.
+                if state.seq != base:
+                    self._state = None  # applied, not written: rebuild from the log
+                return None, _readings(txn)
+            except BaseException:
+                if state.seq != base:
+                    self._state = None
+                raise
+            lines = txn.lines
+            if not lines:
+                if state.seq != base:
+                    self._state = None
+                return None, _readings(txn)
+            after = txn.after
+            grant = None
+            if written is not None and after is not None and after[0] is commit_grant:
+                grant = (after[1].name, after[1].token, base + 1, list(lines))
+                written.append(grant)
+            try:
+                appended = try_append(txn.entries, base + 1)
+            except BaseException:
+                self._state = None  # applied but perhaps not written: rebuild from the log
+                raise
+            if not appended:
+                if grant is not None and written is not None:
+                    written.pop()  # not recorded: nothing to withdraw
+                if state.seq != base:
+                    self._state = None
+                self._others_active = True
+                return None, _readings(txn)
+            try:
+                if after is not None:
+                    after[0](state, *after[1:])
+                self._seq_of_last_txn = state.seq
+            except BaseException:
+                self._state = None
+                raise
+        return (result, txn, state), None
 
     def _withdraw(self, written: list[Any]) -> None:
         """After an exception left a grant's call (``written``, from

@@ -47,11 +47,19 @@ channel ``scopeledger_<schema>`` with its seq (a hint for :meth:`PgStore.wait`).
 A mutation
 ----------
 :meth:`PgStore.locked` sends, in one round trip (pipeline mode): ``BEGIN``,
-``SET LOCAL lock_timeout``, ``pg_advisory_xact_lock(<schema oid>, 0)``, then
-reads the lines after the caller's seq and the head; the read is a statement
-of its own, after the lock, so in READ COMMITTED it sees everything committed
-before the lock was granted. :meth:`PgStore.append` sends the inserts and
-``COMMIT`` in one more round trip. Every connection forces what this relies
+``SET LOCAL lock_timeout`` (only for a bounded wait: the connection's own is
+none), ``pg_advisory_xact_lock(<schema oid>, 0)``, then one read of the lines
+after the caller's seq, led by that seq's own row without its line (which
+shows the log reaches it); the read is a statement of its own, after the
+lock, so in READ COMMITTED it sees everything committed before the lock was
+granted. :meth:`PgStore.append` sends the inserts and
+``COMMIT`` in one more round trip. :meth:`PgStore.try_append` does both in
+one, for a writer that decided without the lock (``Ledger`` does while no
+other process has appended lately): ``pg_try_advisory_xact_lock`` (never
+waiting: a client queued for the lock is not overtaken), then, in a
+statement of its own, the inserts only if the log still ends where the
+writer decided, committed at the pipeline's Sync; when not granted or
+moved on, nothing is appended and the writer takes :meth:`PgStore.locked`. Every connection forces what this relies
 on, whatever the role, the database or the URL ask for: READ COMMITTED, no
 server statement or lock timeout, no idle-session timeout, and
 ``synchronous_commit = on`` (asynchronous commit could drop an acknowledged
@@ -118,7 +126,9 @@ any other refusal by the server (disk full, permission denied), carrying its
 SQLSTATE. They are all :class:`~scopeledger.LedgerError`.
 
 Figures: ``tools/bench/pgstore.py`` (appends/s with 1, 4, 16 processes,
-fairness, LISTEN/NOTIFY wake-up, dead-client detection after SIGKILL).
+fairness, LISTEN/NOTIFY wake-up, dead-client detection after SIGKILL) and
+``tools/bench/pgledger.py`` (register+release pairs through ``Ledger``, beside
+the file backend and two peers).
 """
 
 from __future__ import annotations
@@ -608,6 +618,22 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # -- the store ---------------------------------------------------------------
 
+def _rows(entries: Sequence[tuple[int, bytes]], first_seq: int) -> list[tuple[int, int, bytes]]:
+    """``entries`` as the rows ``(seq, ts, line)`` from ``first_seq``.
+
+    Raises:
+        ValueError: a ts is not a signed 64-bit int, or a line holds a newline.
+    """
+    rows = []
+    for i, (ts, line) in enumerate(entries):
+        if type(ts) is not int or not -(1 << 63) <= ts < (1 << 63):
+            raise ValueError(f"the ts for seq {first_seq + i} is {ts!r}, not a signed 64-bit int")
+        if b"\n" in line:
+            raise ValueError(f"the line for seq {first_seq + i} holds a newline")
+        rows.append((first_seq + i, ts, bytes(line)))
+    return rows
+
+
 class _Txn:
     __slots__ = ("head", "thread", "done")
 
@@ -631,6 +657,23 @@ class PgStore:
         # The head, and seq_at (the last seq before the first line stamped after
         # %(t)s: one lookup in the ts_max index), each said once.
         self._head_sql = f"SELECT coalesce(max(seq), 0) FROM {loc.schema}.events"
+        # Under the lock (locked): the lines after seq a, led by the row of a
+        # itself without its line, which shows that the log reaches a.
+        self._missed_sql = (f"SELECT seq, CASE WHEN seq > %(a)s THEN line END FROM {loc.schema}.events"
+                            " WHERE seq >= %(a)s ORDER BY seq")
+        self._insert_sql = f"INSERT INTO {loc.schema}.events (seq, ts, line) VALUES (%s, %s, %b)"
+        # try_append: the lock without waiting, its answer kept for the
+        # transaction (a placeholder setting), then inserts only when it was
+        # granted and the log still ends where the caller decided (that
+        # subquery is evaluated once, before the first row).
+        self._try_lock_sql = ("SELECT set_config('scopeledger.locked',"
+                              " pg_try_advisory_xact_lock(%s, 0)::text, true)")
+        insert_if = (f" WHERE current_setting('scopeledger.locked') = 'true'"
+                     f" AND (SELECT coalesce(max(seq), 0) FROM {loc.schema}.events) = %s")
+        self._insert_if_sql = (f"INSERT INTO {loc.schema}.events (seq, ts, line)"
+                               " SELECT %s::bigint, %s::bigint, %b" + insert_if)
+        self._insert_many_if_sql = (f"INSERT INTO {loc.schema}.events (seq, ts, line)"
+                                    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[])" + insert_if)
         self._seq_at_sql = (f"SELECT coalesce((SELECT seq FROM {loc.schema}.events WHERE ts_max <= %(t)s"
                             " ORDER BY ts_max DESC, seq DESC LIMIT 1), 0)")
         self._mutex = threading.RLock()
@@ -995,7 +1038,6 @@ class PgStore:
                     self._rollback()
 
     def _begin(self, after: int, timeout: float | None) -> tuple[list[tuple[int, bytes]], int]:
-        s = self.schema
         trylock = timeout is not None and timeout < 0.001
         for attempt in (0, 1):
             conn = self._connection()
@@ -1005,15 +1047,13 @@ class PgStore:
                     if trylock:
                         got = conn.execute("SELECT pg_try_advisory_xact_lock(%s, 0)", (self._key,))
                     else:
-                        ms = 0 if timeout is None else max(1, math.ceil(timeout * 1000))
-                        conn.execute(f"SET LOCAL lock_timeout = {int(ms)}")
+                        if timeout is not None:  # (else the connection's own: 0, none; see _STARTUP)
+                            ms = max(1, math.ceil(timeout * 1000))
+                            conn.execute(f"SET LOCAL lock_timeout = {int(ms)}")
                         conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (self._key,))
-                    rows = conn.cursor(binary=True).execute(
-                        f"SELECT seq, line FROM {s}.events WHERE seq > %s ORDER BY seq", (after,))
-                    headc = conn.execute(self._head_sql)
+                    rows = conn.cursor(binary=True).execute(self._missed_sql, {"a": after})
                 granted = got.fetchone()[0] if trylock else True
-                lines = [(q, bytes(b)) for q, b in rows.fetchall()]
-                head = headc.fetchone()[0]
+                got_rows = rows.fetchall()
                 break
             except pg_errors.LockNotAvailable:
                 self._rollback()
@@ -1038,17 +1078,21 @@ class PgStore:
         if not granted:
             self._rollback()
             raise LockTimeout(self.url, timeout or 0.0)
-        if head < after:
+        if after and (not got_rows or got_rows[0][0] != after):
             self._rollback()
-            raise CorruptLedger(self.url, f"the log ends at seq {head}, and seq {after} was seen "
-                                          "before: replaced or restored from an older copy")
+            head = self.head()
+            if head < after:
+                raise CorruptLedger(self.url, f"the log ends at seq {head}, and seq {after} was seen "
+                                              "before: replaced or restored from an older copy")
+            raise CorruptLedger(self.url, f"seq {after} is missing from the log", seq=after)
+        lines = [(q, bytes(b)) for q, b in (got_rows[1:] if after else got_rows)]
         want = after + 1
         for q, _ in lines:
             if q != want:
                 self._rollback()
                 raise CorruptLedger(self.url, f"seq {q} where {want} was expected", seq=q)
             want += 1
-        return lines, head
+        return lines, after + len(lines)
 
     def _rollback(self) -> None:
         conn = self._conn
@@ -1092,20 +1136,17 @@ class PgStore:
             raise ValueError("nothing to append")
         if first_seq != txn.head + 1:
             raise ValueError(f"first_seq {first_seq} is not the next seq ({txn.head + 1})")
-        rows = []
-        for i, (ts, line) in enumerate(entries):
-            if type(ts) is not int or not -(1 << 63) <= ts < (1 << 63):
-                raise ValueError(f"the ts for seq {first_seq + i} is {ts!r}, not a signed 64-bit int")
-            if b"\n" in line:
-                raise ValueError(f"the line for seq {first_seq + i} holds a newline")
-            rows.append((first_seq + i, ts, bytes(line)))
+        rows = _rows(entries, first_seq)
         conn = self._conn
         backend = self._backend
         txn.done = True
         try:
             with conn.pipeline():
-                with conn.cursor() as cur:
-                    cur.executemany(f"INSERT INTO {self.schema}.events (seq, ts, line) VALUES (%s, %s, %b)", rows)
+                if len(rows) == 1:
+                    conn.execute(self._insert_sql, rows[0])
+                else:
+                    with conn.cursor() as cur:
+                        cur.executemany(self._insert_sql, rows)
                 conn.execute("COMMIT")
             return
         except psycopg.Error as exc:
@@ -1126,6 +1167,85 @@ class PgStore:
             raise
         self._drop()
         self._resolve(rows, backend, cause)
+
+    def try_append(self, entries: Sequence[tuple[int, bytes]], first_seq: int) -> bool:
+        """Append ``entries`` (as :meth:`append`) as seqs ``first_seq ..``
+        and commit, in one round trip and outside :meth:`locked`, if at
+        that moment the ledger's lock is free and the log ends at
+        ``first_seq - 1``; else append nothing. ``True`` when appended
+        (durable when it returns, as :meth:`append`), ``False`` when not
+        (another client held the lock, or lines were appended after
+        ``first_seq - 1``, or the log ends before it): take :meth:`locked`
+        and decide again.
+
+        For a caller that decided on the log up to ``first_seq - 1``
+        without the lock: the server takes the lock without waiting for it
+        (``pg_try_advisory_xact_lock``, so a decision is never older than
+        this round trip, and no client waiting in the lock's queue is
+        overtaken), then, in a statement of its own (READ COMMITTED: it
+        sees every commit before the lock), inserts only if the last seq
+        is still ``first_seq - 1``: the lines are those :meth:`locked`
+        would have let it append. Synchronous commit and the server's
+        backstops apply as to every append.
+
+        Raises:
+            ReadOnlyLedger: opened read-only.
+            RuntimeError: inside :meth:`locked` in this thread.
+            ValueError: as :meth:`append` (nothing is sent), or
+                ``first_seq`` < 1.
+            InDoubt: the connection broke, and whether the lines were
+                appended could not be found out within the resolve timeout
+                (a connection that broke before they were is resolved as
+                not appended: ``False``).
+            StoreError: the server refused the insert (nothing recorded).
+            StoreUnavailable: the server cannot be reached.
+        """
+        if self._readonly:
+            raise ReadOnlyLedger(self.url, "append")
+        _int("first_seq", first_seq, 1)
+        if not entries:
+            raise ValueError("nothing to append")
+        rows = _rows(entries, first_seq)
+        with self._mutex:
+            if self._txn is not None:
+                raise RuntimeError("PgStore.try_append() inside locked()")
+            conn = self._connection()
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self._rollback()  # (never so: the statements below must start a transaction of their own)
+                conn = self._connection()
+            backend = self._backend
+            try:
+                # No BEGIN and COMMIT: the statements before a pipeline's
+                # Sync are one implicit transaction (extended query protocol;
+                # psycopg sends the Sync when the block ends), committed
+                # there, synchronously, as any other.
+                with conn.pipeline():
+                    conn.execute(self._try_lock_sql, (self._key,))
+                    if len(rows) == 1:
+                        cur = conn.execute(self._insert_if_sql, (*rows[0], first_seq - 1))
+                    else:
+                        cur = conn.execute(self._insert_many_if_sql, (
+                            [q for q, _, _ in rows], [t for _, t, _ in rows], [b for _, _, b in rows],
+                            first_seq - 1))
+                appended = int(cur.rowcount)
+                if appended not in (0, len(rows)):  # one statement: all or none
+                    raise CorruptLedger(self.url, f"{appended} of {len(rows)} lines from seq {first_seq} "
+                                                  "were appended", seq=first_seq)
+                return appended == len(rows)
+            except psycopg.Error as exc:
+                if _refused(exc) and not (conn.closed or conn.broken):
+                    self._rollback()
+                    raise self._error(exc, "append to the log") from exc
+                cause: BaseException = exc
+            except BaseException:
+                self._drop()  # as in append: the outcome unknown, no lock left behind
+                raise
+            self._drop()
+            try:
+                self._resolve(rows, backend, cause)
+            except NotRecorded:
+                return False
+            return True
 
     def _resolve(self, rows: list[tuple[int, int, bytes]], backend: tuple[int, Any] | None,
                  cause: BaseException) -> None:

@@ -392,6 +392,8 @@ def test_synchronous_commit_is_forced_on_and_the_server_refuses_appends_without_
                             "VALUES (2, 7, convert_to('{\"seq\": 2, \"ts\": 7}', 'UTF8'))")
             raw.close()
             assert st.head() == 1
+            assert st.try_append(E([line(2)]), 2) is True  # (its implicit transaction: forced on too)
+            assert st.head() == 2
     finally:
         pg_cluster.psql_execute("ALTER ROLE postgres IN DATABASE postgres RESET synchronous_commit")
 
@@ -450,6 +452,67 @@ def test_the_lock_excludes_and_times_out(store, pg_cluster):
             assert [s for s, _ in missed] == [1]
     finally:
         other.close()
+
+
+def test_try_append_appends_only_with_the_lock_free_and_the_log_where_it_was_decided(store, pg_cluster):
+    """PgStore.try_append (one round trip, outside locked()): appended when
+    the lock is free and the log ends at first_seq - 1; otherwise nothing,
+    without waiting for the lock."""
+    other = PgStore.open(pg_cluster.url(store.schema))
+    try:
+        assert store.try_append(E([line(1)]), 1) is True
+        append(other, {"by": "other"})  # seq 2
+        mine = line(2, by="store")
+        assert store.try_append(E([mine]), 2) is False  # decided on seq 1; the log has moved on
+        assert store.try_append(E([line(9)]), 9) is False  # the log ends before 8
+        assert store.head() == 2 and store.read_after(1)[0][1] != mine
+        three = [line(3), line(4), line(5)]
+        assert store.try_append(E(three), 3) is True  # several lines, one statement
+        assert [x for _, x in store.read_after(2)] == three
+        with other.locked(5, 10):  # held by another client: not appended, and not waited for
+            t0 = time.monotonic()
+            assert store.try_append(E([line(6)]), 6) is False
+            assert time.monotonic() - t0 < 10  # (a bound far above a round trip: it did not wait)
+            other.append(E([line(6, by="other")]), 6)
+        assert store.head() == 6 and orjson.loads(store.read_after(5)[0][1])["by"] == "other"
+        with store.locked(6, 10):
+            with pytest.raises(RuntimeError, match="inside locked"):
+                store.try_append(E([line(7)]), 7)
+        for bad in ([], E([line(7) + b"\n"]), [(1.5, line(7))]):
+            with pytest.raises(ValueError):
+                store.try_append(bad, 7)
+        with pytest.raises(ValueError):
+            store.try_append(E([line(7)]), 0)
+        # The server's backstops apply: a line not saying its seq is refused,
+        # nothing is appended, and the lock is not left held.
+        with pytest.raises(StoreError, match="does not say"):
+            store.try_append(E([line(8)]), 7)
+        with pytest.raises(StoreError, match="does not say"):  # one transaction: the first line neither
+            store.try_append(E([line(7), line(9)]), 7)
+        assert store.head() == 6
+        assert store.try_append(E([line(7)]), 7) is True
+        with other.locked(7, 0) as missed:  # a single try: the commit let the lock go
+            assert [q for q, _ in missed] == []
+        with PgStore.open(pg_cluster.url(store.schema), readonly=True) as ro:
+            with pytest.raises(ReadOnlyLedger):
+                ro.try_append(E([line(8)]), 8)
+    finally:
+        other.close()
+    assert store.head() == 7
+
+
+def test_try_append_after_a_server_restart_appends_once_or_says_not(store, pg_cluster):
+    """A stale connection (the server restarted since it was last used):
+    the try is resolved by reading back, as an append is, never appended
+    twice and never reported appended when it was not."""
+    assert store.try_append(E([line(1)]), 1) is True
+    pg_cluster.restart("immediate")
+    got = store.try_append(E([line(2)]), 2)
+    lines = store.read_after(0)
+    assert [s for s, _ in lines] == ([1, 2] if got else [1])
+    if not got:
+        assert store.try_append(E([line(2)]), 2) is True
+    assert store.head() == 2
 
 
 def _appender(store, n, q):

@@ -10,11 +10,14 @@ restarts (``pg_ctl restart -m immediate`` under live sessions).
 
 One "append" = locked(seen) (lock + read of the missed lines, one round trip)
 + append of one ~300-byte line + COMMIT (second round trip, synchronous
-commit). Each process counts its appends over the same wall-clock window;
-fairness = slowest process's count / fastest's. Latencies are per append
-(p50/p99), CPU is the client processes' user+sys per append. The server's
-own CPU is not counted. The machine is shared: read the ratios, not the
-absolute numbers, and say so when quoting them.
+commit); ``pg-try``: try_append (lock if free + insert if the log ends where
+this process saw it + commit, one round trip), locked + append only when the
+try was not appended (what ``Ledger`` does while it is the only writer).
+Each process counts its appends over the same wall-clock window; fairness =
+slowest process's count / fastest's. Latencies are per append (p50/p99), CPU
+is the client processes' user+sys per append. The server's own CPU is not
+counted. The machine is shared: read the ratios, not the absolute numbers,
+and say so when quoting them.
 """
 
 from __future__ import annotations
@@ -81,6 +84,25 @@ def _worker(url: str, start_at: float, stop_at: float, q) -> None:
     q.put(result)
 
 
+def _try_worker(url: str, start_at: float, stop_at: float, q) -> None:
+    """``pg-try``: what ``Ledger`` does on PostgreSQL while it is the only
+    writer: ``try_append`` (one round trip), and ``locked`` + ``append`` only
+    when the try was not appended."""
+    st = PgStore.open(url)
+    seen = [st.head()]
+
+    def one() -> None:
+        first = seen[0] + 1
+        if not st.try_append([_entry(first)], first):
+            with st.locked(seen[0], 60) as missed:
+                first = seen[0] + len(missed) + 1
+                st.append([_entry(first)], first)
+        seen[0] = first
+    result = _timed(start_at, stop_at, one)
+    st.close()
+    q.put(result)
+
+
 def _file_worker(path: str, fsync: bool, start_at: float, stop_at: float, q) -> None:
     """The same append on the file store (scopeledger._store.Store): flock,
     read the bytes after what this process has seen, write one line
@@ -109,8 +131,9 @@ def appends(url: str, procs: int, seconds: float, backend: str = "pg") -> dict:
     q = FORK.Queue()
     start_at = time.time() + 1.0 + 0.05 * procs
     stop_at = start_at + seconds
-    if backend == "pg":
-        ps = [FORK.Process(target=_worker, args=(url, start_at, stop_at, q)) for _ in range(procs)]
+    if backend in ("pg", "pg-try"):
+        target = _worker if backend == "pg" else _try_worker
+        ps = [FORK.Process(target=target, args=(url, start_at, stop_at, q)) for _ in range(procs)]
     else:
         ps = [FORK.Process(target=_file_worker, args=(url, backend == "file-fsync", start_at, stop_at, q))
               for _ in range(procs)]
@@ -258,8 +281,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--rounds", type=int, default=50)
-    ap.add_argument("--backends", nargs="+", default=["pg", "file", "file-fsync"],
-                    choices=["pg", "file", "file-fsync"],
+    ap.add_argument("--backends", nargs="+", default=["pg", "pg-try", "file", "file-fsync"],
+                    choices=["pg", "pg-try", "file", "file-fsync"],
                     help="side by side, interleaved per process count (file: a ledger directory in /tmp)")
     ap.add_argument("--restarts", type=int, default=5,
                     help="pg_ctl restart -m immediate this many times under live sessions "
@@ -282,11 +305,11 @@ def main() -> None:
         for n in args.procs:
             for backend in args.backends:
                 target = url
-                if backend != "pg":
+                if not backend.startswith("pg"):
                     target = tempfile.mkdtemp(prefix="slbench-", dir="/tmp")
                     Ledger.open(target).close()
                 print(orjson.dumps({"appends": appends(target, n, args.seconds, backend)}).decode(), flush=True)
-                if backend != "pg":
+                if not backend.startswith("pg"):
                     import shutil
                     shutil.rmtree(target, ignore_errors=True)
         print(orjson.dumps({"wakeup": wakeups(url, args.rounds)}).decode(), flush=True)
