@@ -64,11 +64,11 @@ def one_loop_user():
     """Hold the machine's loop devices for the block: tests that attach
     loop devices run one at a time, so no test's device is freed and
     taken again by another while the first one's writes may still be in
-    flight. (A precaution taken after a whole-suite run failed with EIO
-    opening a directory on a fresh xfs right after the failing-disk test
-    had used the same loop device; the same EIO was seen once more with
-    this lock in place, so it is not the whole cause: see the
-    closing note of issue 14.)"""
+    flight. (A precaution; the EIO that whole-suite runs met now and then
+    in the power-cut test had another cause, found in session 8: a mount
+    namespace made by a concurrent test kept the shut down file system
+    alive, and mounting its device again handed it back; tools/powercut.py
+    remounts from a fresh loop device then, tests/test_durability.py.)"""
     fd = os.open(LOOP_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

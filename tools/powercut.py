@@ -68,6 +68,26 @@ def _writer(path: str, k: int, pairs: int, fsync: bool, every: int, ack_path: st
     os.close(ack)
 
 
+def _fresh_device(dev: str, image: str) -> str:
+    """The device to mount ``image`` again from after the power cut:
+    ``dev`` when its file system is gone, else a new loop device on the same
+    image. A mount namespace made while the file system was mounted (any
+    ``unshare --mount``, a container) holds a copy of the mount: ``umount``
+    here then leaves the shut down file system alive there, and mounting
+    ``dev`` again would hand back that same shut down file system (every
+    call EIO; whole-suite test runs failed so, with other tests' namespaces
+    about). A second device on the image is read afresh from what the cut
+    left (mounted ``nouuid``: the live copy has the same UUID)."""
+    try:
+        fd = os.open(dev, os.O_RDONLY | os.O_EXCL)  # EBUSY while a file system holds it anywhere
+    except OSError:
+        p = _run("losetup", "--find", "--show", image)
+        _check(p)
+        return p.stdout.strip()
+    os.close(fd)
+    return dev
+
+
 def one_round(base: str, pairs: int, writers: int, fsync: bool, every: int, settle: float,
               size_mb: int = 1024) -> dict[str, Any]:
     """One power cut (see the module docstring); ``base``: a directory on a
@@ -84,6 +104,7 @@ def one_round(base: str, pairs: int, writers: int, fsync: bool, every: int, sett
     dev = p.stdout.strip()
     out: dict[str, Any] = {"writers": writers, "pairs": pairs, "fsync": fsync, "snapshot_every": every,
                            "settle_s": settle}
+    extra: list[str] = []  # loop devices made for the remount (see _fresh_device)
     try:
         _check(_run("mount", "-t", "xfs", dev, mnt))
         path = os.path.join(mnt, "ledger")
@@ -108,7 +129,11 @@ def one_round(base: str, pairs: int, writers: int, fsync: bool, every: int, sett
         time.sleep(settle)
         _check(_run("xfs_io", "-x", "-c", "shutdown", mnt))  # no -f: the log is not flushed
         _check(_run("umount", mnt))
-        _check(_run("mount", "-t", "xfs", dev, mnt))
+        again = _fresh_device(dev, image)
+        if again != dev:
+            extra.append(again)
+        # (nouuid: the shut down file system may still be alive elsewhere, see _fresh_device)
+        _check(_run("mount", "-t", "xfs", *(["-o", "nouuid"] if again != dev else []), again, mnt))
         acknowledged = []
         for a in acks:
             with open(a) as f:
@@ -164,9 +189,12 @@ def one_round(base: str, pairs: int, writers: int, fsync: bool, every: int, sett
         out["lost_registers"] = lost_r
         out["lost_releases"] = lost_u
     finally:
-        if os.path.ismount(mnt) and _run("umount", mnt).returncode:
+        # (not os.path.ismount first: on a file system answering EIO it says False)
+        gone = _run("umount", mnt)
+        if gone.returncode and "not mounted" not in gone.stderr:
             _run("umount", "-l", mnt)  # something still open: let go lazily
-        _run("losetup", "-d", dev)
+        for d in (dev, *extra):
+            _run("losetup", "-d", d)
         os.unlink(image)
     return out
 
