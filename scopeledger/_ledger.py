@@ -2712,8 +2712,8 @@ def copy_ledger(source: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
             malformed, a server that cannot be reached or refuses (no
             message shows a password).
         CorruptLedger: a line of ``source`` does not check out (its format,
-            seq or hash chain: nothing is made or copied), or ``dest`` read
-            back differs.
+            seq or hash chain, or an event ``verify`` refuses: nothing is
+            made or copied), or ``dest`` read back differs.
         LedgerError: anything else :meth:`Ledger.open` raises for either
             (an unsafe directory, a directory that is not a ledger, ...),
             or another writer appended to ``dest`` during the copy.
@@ -2728,6 +2728,7 @@ def copy_ledger(source: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
     src = _open_store(src_where, create=False, readonly=True)
     try:
         check_chain(src)  # a damaged source is refused before dest is made or written
+        _refuse_what_verify_refuses(src, src_where)
         dst = _open_store(dst_where, create=True, readonly=False, fsync=True)
         try:
             return copy_log(src, dst)
@@ -2735,6 +2736,23 @@ def copy_ledger(source: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
             dst.close()
     finally:
         src.close()
+
+
+def _refuse_what_verify_refuses(src: LogStore, where: str) -> None:
+    """Before a copy: the first problem :meth:`Ledger.verify` finds in the
+    source's log lines (an event that does not apply, a grant that was not
+    grantable: damage the hash chain cannot see, such as an altered last
+    line), as :class:`CorruptLedger`. A snapshot that does not check out is
+    not copied, and a torn last line is not a line: neither refuses.
+
+    Raises:
+        CorruptLedger: naming the line.
+    """
+    report = unloaded(src).verify()
+    for p in report.problems:
+        if p.line is not None and "torn" not in p.message:
+            raise CorruptLedger(where, f"line {p.line}: {p.message} ('ledger verify' says so too; mend it with "
+                                       "'ledger repair' before copying)", line=p.line, seq=p.seq)
 
 
 def redact_url(location: str) -> str:

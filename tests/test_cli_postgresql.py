@@ -32,6 +32,7 @@ import pytest
 
 import pgserver
 from helpers import CMD, W, clean_env, invoke, jl, ledger_cmd, one_error_line, readline
+from pgserver import wait_for
 from scopeledger import Ledger, ScopeRule
 
 #: The password of the role the tests connect as: characters a URL must escape, so that
@@ -443,3 +444,78 @@ def test_without_psycopg_a_url_is_a_usage_error_saying_what_to_install(url: str)
     assert r.returncode == 2, r.stderr
     assert "pip install 'scopeledger[postgresql]'" in one_error_line(r.stderr)
     no_password(r)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _run_sleeping(url: str, tmp_path: Path, name: str, env: dict[str, str] | None = None):
+    """``ledger --ledger URL run --name NAME -- sh -c 'echo $$ > PIDFILE; exec sleep 600'``:
+    (the wrapper's Popen, COMMAND's pid once it runs)."""
+    pidfile = tmp_path / f"{name}.pid"
+    ok(invoke(["init", url]))
+    wrapper = subprocess.Popen([*CMD, "--ledger", url, "run", "--name", name, "--write", str(tmp_path / name), "--",
+                                "sh", "-c", f"echo $$ > {pidfile}; exec sleep 600"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env if env is not None else clean_env())
+    wait_for(lambda: (pidfile.exists() and pidfile.read_text().strip()) or wrapper.poll() is not None,
+             "COMMAND to start", bound=120)
+    assert wrapper.poll() is None, wrapper.communicate()
+    return wrapper, int(pidfile.read_text())
+
+
+def test_command_dies_with_its_wrapper_on_postgresql(url: str, tmp_path: Path) -> None:
+    # Other hosts judge the grant by the wrapper's client session, which ends
+    # with the wrapper: COMMAND must not outlive it (a newcomer found it did:
+    # another host reclaimed the scope while COMMAND ran on, session_lock_gone).
+    wrapper, child = _run_sleeping(url, tmp_path, "w1")
+    try:
+        assert _pid_alive(child)
+        wrapper.kill()  # SIGKILL: no handler runs
+        wrapper.wait(timeout=120)
+        wait_for(lambda: not _pid_alive(child), "COMMAND killed with its wrapper", bound=120)
+    finally:
+        if _pid_alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_command_is_told_to_stop_when_its_session_is_lost(url: str, tmp_path: Path, pg_cluster) -> None:
+    # The wrapper stopped past its session's ttl (+ grace): the server judges the
+    # session dead, other hosts may take the scope; once the wrapper runs again
+    # it learns its session was lost and sends COMMAND SIGTERM, saying so.
+    env = clean_env(SCOPELEDGER_SESSION_TTL="1")
+    wrapper, child = _run_sleeping(url, tmp_path, "w2", env)
+    schema = url.rsplit("schema=", 1)[1]
+    try:
+        wrapper.send_signal(signal.SIGSTOP)
+
+        def lapsed() -> bool:
+            rows = pg_cluster.psql_execute(
+                f"SELECT count(*) FROM {schema}.sessions WHERE lease_until + grace_ms * interval '1 ms'"
+                " < clock_timestamp()")
+            return rows[0][0] >= 1
+        wait_for(lapsed, "the wrapper's session past its lease and grace on the server's clock", bound=120)
+        wrapper.send_signal(signal.SIGCONT)
+        wait_for(lambda: not _pid_alive(child), "COMMAND stopped after the session was lost", bound=120)
+        out, err = wrapper.communicate(timeout=120)
+        assert wrapper.returncode == 128 + signal.SIGTERM, (wrapper.returncode, err)
+        assert "session on the server was lost" in err and "sending COMMAND SIGTERM" in err, err
+        assert "Traceback" not in err
+    finally:
+        if _pid_alive(child):
+            os.kill(child, signal.SIGKILL)
+        if wrapper.poll() is None:
+            wrapper.send_signal(signal.SIGCONT)
+            wrapper.kill()
+
+
+def test_a_bad_session_ttl_is_a_usage_error(url: str) -> None:
+    ok(invoke(["init", url]))
+    r = subprocess.run([*CMD, "--ledger", url, "run", "--name", "x", "--write", "/x", "--", "true"],
+                       capture_output=True, text=True, env=clean_env(SCOPELEDGER_SESSION_TTL="soon"), timeout=120)
+    assert r.returncode == 2 and "SCOPELEDGER_SESSION_TTL" in r.stderr and "Traceback" not in r.stderr, r.stderr

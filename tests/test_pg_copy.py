@@ -129,7 +129,7 @@ def test_a_file_ledger_goes_to_postgresql_and_back_byte_for_byte_and_verifies(pg
         assert report.ok and report.problems == () and report.events == n and report.snapshots >= 1, report
 
 
-@pytest.mark.parametrize("damage", ["altered", "garbage", "seq"])
+@pytest.mark.parametrize("damage", ["altered", "garbage", "seq", "last"])
 def test_a_damaged_ledger_is_refused_whole_before_anything_is_made(tmp_path, damage):
     """copy_ledger (ledger import/export) reads SOURCE through first: a line
     altered after the fact (valid JSON, off the hash chain), a garbage line
@@ -149,12 +149,17 @@ def test_a_damaged_ledger_is_refused_whole_before_anything_is_made(tmp_path, dam
         lines[2] = lines[2].replace(b"/t/2", b"/t/X")
     elif damage == "garbage":
         lines.append(b'{"not": "an event"}\n')
-    else:
+    elif damage == "seq":
         lines[4], lines[5] = lines[5], lines[4]
+    else:  # the last line altered: no line after it holds its hash, verify still refuses it
+        with Ledger.open(src) as led:
+            led.release("h5")
+        lines = log.read_bytes().splitlines(keepends=True)
+        lines[-1] = lines[-1].replace(b'"h5"', b'"h9"')
     log.write_bytes(b"".join(lines))
     with pytest.raises(CorruptLedger) as err:
         copy_ledger(src, dest)
-    assert err.value.line in (4, 5, 7), err.value
+    assert err.value.line in (4, 5, 7, 8), err.value
     assert not dest.exists()
     from helpers import invoke
 

@@ -10,6 +10,7 @@ Imports nothing from the library until a value needs it (``ledger --help`` stays
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 import stat
@@ -70,6 +71,28 @@ def shown(location: str) -> str:
 
         return redact_url(location)
     return location
+
+
+#: The client session's ttl of a ledger on PostgreSQL, seconds (default: the library's).
+ENV_SESSION_TTL = "SCOPELEDGER_SESSION_TTL"
+
+
+def session_ttl_from_env() -> float | None:
+    """``$SCOPELEDGER_SESSION_TTL`` as seconds, or ``None`` when unset.
+
+    Raises:
+        CliError: (exit 2) not a number of seconds the library takes.
+    """
+    raw = os.environ.get(ENV_SESSION_TTL)
+    if raw is None:
+        return None
+    try:
+        ttl = float(raw)
+    except ValueError:
+        ttl = math.nan
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise CliError(f"${ENV_SESSION_TTL} must be a number of seconds > 0, not {raw!r}", EXIT_USAGE)
+    return ttl
 
 
 def check_postgresql_client(location: str) -> None:
@@ -170,12 +193,15 @@ class Env:
             self._err = make_console(stderr=True, color=self.color)
         return self._err
 
-    def open(self, create: bool = False, readonly: bool = False, fold: bool = True) -> Ledger:
+    def open(self, create: bool = False, readonly: bool = False, fold: bool = True,
+             on_session_lost: Callable[[Any], object] | None = None) -> Ledger:
         """Open the selected ledger. Without ``create``, a directory that does
         not exist is an error (looking must not create state). ``readonly``
         for commands that only look: they then work on a read-only mount or
         write-protected copy, and change nothing (no file made, no mode tightened).
         ``fold=False``: as :meth:`scopeledger.Ledger.open` (a damaged ledger's replay).
+        On PostgreSQL, ``on_session_lost`` goes to :meth:`scopeledger.Ledger.open`, with
+        the session's ttl from ``$SCOPELEDGER_SESSION_TTL`` (seconds) when it is set.
         Waits at most ``--lock-timeout`` seconds for the lock. A ledger at a
         PostgreSQL URL is never created here, ``create`` or not: its schema
         is made by ``ledger init`` (or ``ledger import``).
@@ -197,7 +223,8 @@ class Env:
                 self.file_only("--allow-network-fs")
             check_postgresql_client(path)
             try:
-                return Ledger.open(path, timeout=self.lock_timeout, readonly=readonly, create=False, fold=fold)
+                return Ledger.open(path, timeout=self.lock_timeout, readonly=readonly, create=False, fold=fold,
+                                   session_ttl=session_ttl_from_env(), on_session_lost=on_session_lost)
             except NoLedger as exc:
                 raise self.no_ledger(exc) from None
         if not create and nothing_at(path):

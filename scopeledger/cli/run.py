@@ -369,11 +369,19 @@ class _Runner:
         env[ENV_TOKEN] = str(self.alloc.token)
         gate_r, gate_w = os.pipe()
         err_r, err_w = os.pipe()
+        # On PostgreSQL other hosts judge the grant by this process's client
+        # session, which ends with it: COMMAND must not outlive it, so the
+        # kernel kills COMMAND when this wrapper dies (even by SIGKILL).
+        die_with_us = _parent_death_signal() if self.env.on_server else None
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the child: no Python-level cleanup, ever
             try:
+                if die_with_us is not None:
+                    die_with_us()
+                    if os.getppid() != self.me:
+                        os._exit(125)  # the wrapper died before the signal was armed: do not run
                 for s in FORWARDED_SIGNALS:
                     signal.signal(s, signal.SIG_DFL)
                 for s in (signal.SIGPIPE, signal.SIGXFSZ):
@@ -410,6 +418,21 @@ class _Runner:
             self.waited = True
         code = os.waitstatus_to_exitcode(status)
         return 128 - code if code < 0 else code
+
+    def session_lost(self, err: Any) -> None:
+        """The ledger's client session on the server was lost (its lease
+        lapsed: this wrapper was stopped or cut off): other hosts may grant
+        the scope from now on, so COMMAND is told to stop (SIGTERM), with a
+        warning. Called from the session's own thread."""
+        child = self.child
+        if child is None or self.waited:
+            return
+        self.say(f"warning: the ledger's session on the server was lost ({message_of(err)}): "
+                 f"'{self.name}' no longer holds its scope for other hosts; sending COMMAND SIGTERM")
+        try:
+            os.kill(child, signal.SIGTERM)
+        except OSError:
+            pass
 
     def release(self) -> None:
         """Release the grant, once (a second call does nothing), with the
@@ -581,9 +604,15 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple
     name, rules = request_from(writes, reads, root, manifest, name, xreads)
     name = name if name is not None else _default_name(command)
     parent, token = parent_from_env(parent, top_level)
-    with env.open(create=True) as ledger:
+    runners: list[_Runner] = []  # (the session's callback runs in its own thread, once the runner exists)
+
+    def session_lost(err: Any) -> None:
+        for r in runners:
+            r.session_lost(err)
+    with env.open(create=True, on_session_lost=session_lost) as ledger:
         check_enclosing(ledger, parent, token)
         runner = _Runner(env, ledger, name, rules, parent, command, quiet, token, ttl)
+        runners.append(runner)
         runner.advisory = advisory
         from scopeledger import Refused
 
@@ -626,3 +655,19 @@ def _taken_away(ledger: Any, alloc: Any) -> str | None:
         if e.type == "reclaimed":
             return None
     return None
+
+
+def _parent_death_signal() -> Any:
+    """A function that, called in a forked child, asks the kernel to send
+    it SIGKILL when its parent (this wrapper) dies (``prctl(2)``
+    ``PR_SET_PDEATHSIG``); made before the fork (ctypes is imported here,
+    only for a ledger on PostgreSQL)."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+
+    return arm
