@@ -519,3 +519,10 @@ def test_a_bad_session_ttl_is_a_usage_error(url: str) -> None:
     r = subprocess.run([*CMD, "--ledger", url, "run", "--name", "x", "--write", "/x", "--", "true"],
                        capture_output=True, text=True, env=clean_env(SCOPELEDGER_SESSION_TTL="soon"), timeout=120)
     assert r.returncode == 2 and "SCOPELEDGER_SESSION_TTL" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_url_with_a_password_parameter_keeps_the_sentence_s_colon() -> None:
+    from scopeledger.cli.errors import without_passwords
+
+    said = without_passwords("cannot connect to postgresql://me@h/db?schema=t&password=pw: connection failed")
+    assert said == "cannot connect to postgresql://me@h/db?schema=t&password=***: connection failed", said

@@ -122,7 +122,7 @@ def without_passwords(text: str) -> str:
 
     def one(m: re.Match[str]) -> str:
         url = m.group(0)
-        url, tail = url.rstrip(").,;'\""), url[len(url.rstrip(").,;'\"")):]  # (the sentence's, not the URL's)
+        url, tail = url.rstrip(").,;:'\""), url[len(url.rstrip(").,;:'\"")):]  # (the sentence's, not the URL's)
         return redact_url(url) + tail
 
     return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://\S*", one, text)
