@@ -32,11 +32,13 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import functools
+import itertools
 import logging
 import math
 import os
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar, overload
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence, TypeVar,
+                    overload)
 
 from ._arguments import asks_to_wait, check_advisory, check_timeout, check_wait
 from ._errors import LedgerError, UnknownHolder, shown
@@ -46,10 +48,11 @@ from ._rules import ScopeRule
 from ._wait import Gate, Request, Sleep, Watch, deadline_of, release_grant, resume, waiting, whoami
 
 if TYPE_CHECKING:
-    from ._errors import Refused
-    from ._history import Holding
+    from ._errors import Refused, ScopeConflict
+    from ._fold import State
+    from ._history import Diff, Event, Holding, TimePoint, VerifyReport
     from ._identity import Verdict
-    from ._ledger import Decision, Ledger
+    from ._ledger import Decision, EffectiveScope, Ledger
     from ._spawn import Adopted, Spawned
 
 T = TypeVar("T")
@@ -379,6 +382,78 @@ class AsyncLedger:
         live ones) now, probing their processes in a thread."""
         return await self._thread(self._ledger.liveness, holders)
 
+    # -- the rest of Ledger's queries and maintenance, each in a thread ------------
+
+    async def children(self, name: str) -> list[str]:
+        """:meth:`Ledger.children`, in a thread."""
+        return await self._thread(self._ledger.children, name)
+
+    async def find_conflict(self, rules: Sequence[ScopeRule] | ScopeRule) -> ScopeConflict | None:
+        """:meth:`Ledger.find_conflict`, in a thread (it canonicalises paths)."""
+        return await self._thread(self._ledger.find_conflict, rules)
+
+    async def effective_scope(self, name: str) -> EffectiveScope:
+        """:meth:`Ledger.effective_scope`, in a thread."""
+        return await self._thread(self._ledger.effective_scope, name)
+
+    async def canonical_rules(self, rules: Sequence[ScopeRule] | ScopeRule) -> tuple[ScopeRule, ...]:
+        """:meth:`Ledger.canonical_rules`, in a thread (symlinks and mounts are read)."""
+        return await self._thread(self._ledger.canonical_rules, rules)
+
+    async def state(self) -> State:
+        """:meth:`Ledger.state`, in a thread (it folds what others appended)."""
+        return await self._thread(self._ledger.state)
+
+    async def state_at(self, seq: int | None = None, time: dt.datetime | int | None = None) -> State:
+        """:meth:`Ledger.state_at`, in a thread (time travel reads the log)."""
+        return await self._thread(functools.partial(self._ledger.state_at, seq, time))
+
+    async def time_point(self, time: dt.datetime | int) -> TimePoint:
+        """:meth:`Ledger.time_point`, in a thread."""
+        return await self._thread(self._ledger.time_point, time)
+
+    async def history(self, name: str) -> list[Event]:
+        """:meth:`Ledger.history`, in a thread."""
+        return await self._thread(self._ledger.history, name)
+
+    async def diff(self, a: int, b: int) -> Diff:
+        """:meth:`Ledger.diff`, in a thread."""
+        return await self._thread(self._ledger.diff, a, b)
+
+    async def events(self, since: int | None = None, until: int | None = None, *,
+                     types: Iterable[str] | None = None, holder: str | None = None,
+                     path: str | None = None, since_time: dt.datetime | int | None = None,
+                     until_time: dt.datetime | int | None = None) -> AsyncIterator[Event]:
+        """:meth:`Ledger.events` as an async iterator: the log is read in a
+        thread, :data:`EVENTS_PAGE` events at a time, so a long log never
+        blocks the loop nor sits whole in memory. Raises what
+        :meth:`Ledger.events` raises, while iterating."""
+        it = await self._thread(functools.partial(
+            self._ledger.events, since, until, types=types, holder=holder, path=path,
+            since_time=since_time, until_time=until_time))
+        while True:
+            page = await self._thread(_next_page, it)
+            if not page:
+                return
+            for event in page:
+                yield event
+
+    async def verify(self, *, workers: int | None = None) -> VerifyReport:
+        """:meth:`Ledger.verify`, in a thread (its workers, if any, are processes)."""
+        return await self._thread(functools.partial(self._ledger.verify, workers=workers))
+
+    async def snapshot(self) -> int:
+        """:meth:`Ledger.snapshot`, in a thread."""
+        return await self._thread(self._ledger.snapshot)
+
+    async def prune_snapshots(self, keep: int | None = None) -> list[int]:
+        """:meth:`Ledger.prune_snapshots`, in a thread."""
+        return await self._thread(self._ledger.prune_snapshots, keep)
+
+    async def reclaim_stale(self, probe: Any = None, *, dry_run: bool = False) -> list[str]:
+        """:meth:`Ledger.reclaim_stale`, in a thread (it probes processes)."""
+        return await self._thread(functools.partial(self._ledger.reclaim_stale, probe, dry_run=dry_run))
+
     async def refresh(self) -> int:
         """:meth:`Ledger.refresh`: the seq now folded."""
         return await self._thread(self._ledger.refresh)
@@ -491,6 +566,15 @@ class AsyncHold:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.release()
+
+
+#: Events read per thread hop by :meth:`AsyncLedger.events`.
+EVENTS_PAGE = 4096
+
+
+def _next_page(it: Iterator[Any]) -> list[Any]:
+    """Up to :data:`EVENTS_PAGE` items of ``it`` (in a worker thread)."""
+    return list(itertools.islice(it, EVENTS_PAGE))
 
 
 def _settle(fut: asyncio.Future[None]) -> None:

@@ -305,3 +305,61 @@ def test_waiting_coroutines_never_close_an_inotify_instance_on_the_loop(ledger_d
     finally:
         h.kill()
         h.wait()
+
+
+def test_every_query_and_maintenance_call_has_an_async_twin_that_answers_the_same(ledger_dir, tmp_path):
+    # The calls a supervisor would otherwise make blocking on the loop: each
+    # awaited one answers as its Ledger namesake (events as an async iterator,
+    # in pages, so a long log is never read whole on the loop).
+    import scopeledger._async as amod
+
+    tree = tmp_path / "t"
+    with Ledger.open(ledger_dir) as led:
+        led.register("p", [W(str(tree / "p"))])
+        led.delegate("p", "c", [W(str(tree / "p" / "c"))])
+        for i in range(7):
+            led.register(f"x{i}", [W(str(tree / f"x{i}"))])
+            led.release(f"x{i}")
+        seq = led.seq
+        want = {
+            "children": led.children("p"),
+            "find_conflict": str(led.find_conflict([W(str(tree / "p" / "c" / "f"))])),
+            "effective_scope": led.effective_scope("p"),
+            "canonical_rules": led.canonical_rules([W(str(tree / "p" / ".." / "q"))]),
+            "state": led.state().holders.keys(),
+            "state_at": led.state_at(seq=4).holders.keys(),
+            "history": [e.seq for e in led.history("p")],
+            "diff": led.diff(2, seq),
+            "events": [e.seq for e in led.events(since=3, types=["registered"])],
+            "verify": led.verify(workers=1).ok,
+            "reclaim_stale": led.reclaim_stale(dry_run=True),
+        }
+
+    async def main():
+        amod.EVENTS_PAGE = 2  # (several pages: the iterator must go on across them)
+        async with await AsyncLedger.open(ledger_dir) as al:
+            got = {
+                "children": await al.children("p"),
+                "find_conflict": str(await al.find_conflict([W(str(tree / "p" / "c" / "f"))])),
+                "effective_scope": await al.effective_scope("p"),
+                "canonical_rules": await al.canonical_rules([W(str(tree / "p" / ".." / "q"))]),
+                "state": (await al.state()).holders.keys(),
+                "state_at": (await al.state_at(seq=4)).holders.keys(),
+                "history": [e.seq for e in await al.history("p")],
+                "diff": await al.diff(2, seq),
+                "events": [e.seq async for e in al.events(since=3, types=["registered"])],
+                "verify": (await al.verify(workers=1)).ok,
+                "reclaim_stale": await al.reclaim_stale(dry_run=True),
+            }
+            assert (await al.time_point(10**19)).seq == seq
+            assert await al.snapshot() == seq
+            assert await al.prune_snapshots(keep=1) == []  # (the one snapshot there is, kept)
+            return got
+
+    saved = amod.EVENTS_PAGE
+    try:
+        got = run(main())
+    finally:
+        amod.EVENTS_PAGE = saved
+    assert got == want
+    assert len(want["events"]) == 7 and want["find_conflict"] != "None" and want["children"] == ["c"]
