@@ -672,21 +672,25 @@ class AsyncSpawned:
 
 async def _spawn(aledger: AsyncLedger, name: str, argv: Sequence[str], rules: Any, *, parent: str | None = None,
                  parent_token: int | None = None, wait: float = 0, env: Any = None, note: str | None = None,
-                 advisory: bool = False, **popen: Any) -> AsyncSpawned:
+                 advisory: bool = False, ttl: float | None = None, lease_only: bool = False,
+                 **popen: Any) -> AsyncSpawned:
     from . import _spawn as sp
 
     sp.check_spawn_args(argv, popen, parent, parent_token)
     if parent is None:
-        alloc = await aledger.register(name, rules, wait=wait, note=note, advisory=advisory)
+        alloc = await aledger.register(name, rules, wait=wait, note=note, advisory=advisory, ttl=ttl,
+                                       lease_only=lease_only)
     else:
         alloc = await aledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait, note=note,
-                                       advisory=advisory)
+                                       advisory=advisory, ttl=ttl, lease_only=lease_only)
 
     def undo(spawned: Any) -> None:  # cancelled while it started: stop it, release with a note
         spawned.process.kill()
         spawned.wait(note="spawn was cancelled; the child was killed")
 
     spawned = await aledger._thread(sp.start, aledger.ledger, alloc, argv, env, popen, undo=undo)
+    if ttl is not None:
+        spawned.keep_lease(ttl)  # (a thread of its own: the loop is not involved)
     return AsyncSpawned(aledger, spawned)
 
 

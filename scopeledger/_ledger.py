@@ -2204,7 +2204,7 @@ class Ledger:
         (``SCOPELEDGER_*`` set so nested tools delegate), and return the
         :class:`~scopeledger.Spawned` whose ``wait()`` releases it with the
         exit status: :func:`scopeledger._spawn.spawn` (options and errors
-        there: ``parent``, ``parent_token``, ``wait``, ``note``, ``advisory``,
+        there: ``parent``, ``parent_token``, ``wait``, ``note``, ``advisory``, ``ttl``, ``lease_only``,
         ``env``, Popen's)."""
         from ._spawn import spawn
 

@@ -134,10 +134,20 @@ class Spawned:
         self.allocation = allocation
         self.returncode: int | None = None
         self._released = False
+        #: The :class:`~scopeledger.Renewer` keeping a ``ttl=`` grant's lease
+        #: while the child runs (stopped by :meth:`release`), else None.
+        self.renewer: Any = None
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def keep_lease(self, ttl: float) -> None:
+        """Renew the grant's lease every ttl/3 until it is released
+        (:meth:`Ledger.keep_renewed`); a grant lost meanwhile ends the
+        renewing, logged. Called by :func:`spawn` for ``ttl=``."""
+        a = self.allocation
+        self.renewer = self.ledger.keep_renewed(a.name, a.token, ttl)
 
     def wait(self, timeout: float | None = None, *, note: str | None = None) -> int:
         """Wait for the child to exit (at most ``timeout`` seconds) and
@@ -159,6 +169,8 @@ class Spawned:
         if self._released:
             return
         self._released = True
+        if self.renewer is not None:
+            self.renewer.stop()  # (first: a renewal racing the release would only fail, harmlessly)
         a = self.allocation
         try:
             self.ledger.release(a.name, token=a.token, returncode=self.returncode, note=note)
@@ -171,15 +183,18 @@ class Spawned:
 
 def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: str | None = None,
           parent_token: int | None = None, wait: float = 0, env: Mapping[str, str] | None = None,
-          note: str | None = None, advisory: bool = False, **popen: Any) -> Spawned:
+          note: str | None = None, advisory: bool = False, ttl: float | None = None, lease_only: bool = False,
+          **popen: Any) -> Spawned:
     """Reserve ``rules`` for holder ``name``, start ``argv`` bound to it,
     return the :class:`Spawned` (see the module docstring).
 
     Args:
-        name, rules, parent, parent_token, wait, note, advisory: as
-            :meth:`Ledger.register` (``parent``: as :meth:`Ledger.delegate`;
+        name, rules, parent, parent_token, wait, note, advisory, ttl, lease_only:
+            as :meth:`Ledger.register` (``parent``: as :meth:`Ledger.delegate`;
             ``advisory=True``: granted at once with its conflicts recorded,
-            never waiting, as ``ledger run --advisory``).
+            never waiting, as ``ledger run --advisory``; ``ttl``: a lease of
+            ``ttl`` seconds, renewed every ttl/3 by :attr:`Spawned.renewer`
+            while the child runs, as ``ledger run --ttl``).
         argv: the command and its arguments (``argv[0]`` looked up in
             ``PATH``); not found: the child exits 127, not runnable: 126.
         env: the child's environment (default this process's), to which the
@@ -202,11 +217,15 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
     """
     check_spawn_args(argv, popen, parent, parent_token)
     if parent is None:
-        alloc = ledger.register(name, rules, wait=wait, note=note, advisory=advisory)
+        alloc = ledger.register(name, rules, wait=wait, note=note, advisory=advisory, ttl=ttl,
+                                lease_only=lease_only)
     else:
         alloc = ledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait, note=note,
-                                advisory=advisory)
-    return start(ledger, alloc, argv, env, popen)
+                                advisory=advisory, ttl=ttl, lease_only=lease_only)
+    spawned = start(ledger, alloc, argv, env, popen)
+    if ttl is not None:
+        spawned.keep_lease(ttl)
+    return spawned
 
 
 def check_spawn_args(argv: Any, popen: Mapping[str, Any], parent: Any, parent_token: Any) -> None:
