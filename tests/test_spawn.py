@@ -279,25 +279,34 @@ def test_spawn_with_a_ttl_keeps_the_lease_renewed_while_the_child_runs_and_stops
     # spawn(ttl=) as `ledger run --ttl`: the grant has a lease, renewed every
     # ttl/3 while the child runs (so it outlives many ttls), and the renewing
     # stops when the grant is released with the child's exit status.
-    from pgserver import wait_for
-
     go = tmp_path / "go"
     with Ledger.open(ledger_dir) as led:
         sp = led.spawn("leased", ["sh", "-c", f"while [ ! -e {go} ]; do sleep 0.01; done; exit 4"],
                        [W(str(tmp_path / "t"))], ttl=0.3, lease_only=True)
-        assert sp.allocation.lease is not None and sp.renewer is not None and sp.renewer.running
+        try:
+            _renewed_while_running(ledger_dir, led, sp, go)
+        finally:
+            go.touch()  # (the child ends whatever happened above)
+            sp.process.wait(timeout=120)
 
-        def renewals() -> int:
-            with Ledger.open(ledger_dir, readonly=True) as other:
-                return sum(1 for e in other.events() if e.type == "renewed")
-        wait_for(lambda: renewals() >= 5, "five renewals (five ttls/3) while the child runs", bound=120)
+
+def _renewed_while_running(ledger_dir, led, sp, go):
+    """The checks of the test above, while its child runs (it ends the child)."""
+    from pgserver import wait_for
+
+    assert sp.allocation.lease is not None and sp.renewer is not None and sp.renewer.running
+
+    def renewals() -> int:
         with Ledger.open(ledger_dir, readonly=True) as other:
-            assert other.liveness()["leased"].liveness.name == "ALIVE"
-        go.touch()
-        assert sp.wait(timeout=120) == 4
-        assert not sp.renewer.running
-        last = [e for e in led.events() if e.type == "released"][-1]
-        assert last.data["name"] == "leased" and last.data["exit_code"] == 4
+            return sum(1 for e in other.events() if e.type == "renewed")
+    wait_for(lambda: renewals() >= 5, "five renewals (five ttls/3) while the child runs", bound=120)
+    with Ledger.open(ledger_dir, readonly=True) as other:
+        assert other.liveness()["leased"].liveness.name == "ALIVE"
+    go.touch()
+    assert sp.wait(timeout=120) == 4
+    assert not sp.renewer.running
+    last = [e for e in led.events() if e.type == "released"][-1]
+    assert last.data["name"] == "leased" and last.data["exit_code"] == 4
 
 
 def test_async_spawn_with_a_ttl_keeps_the_lease_until_its_wait(ledger_dir, tmp_path):
