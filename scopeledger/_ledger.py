@@ -1598,7 +1598,8 @@ class Ledger:
         # PostgreSQL it carries the ledger's session, so it is asked here.
         ident = self._identity(pid) if pid is not None or self._sessions is not None else None
         granted: Allocation = self._transact(  # (not cast(): a call at run time)
-            _build_registered, written, (name, rules_t, commit, advisory, ident, socket, note, lease))
+            _build_grant, written, ("registered", name, rules_t, None, None, False, commit, advisory, ident, socket,
+                                    note, lease))
         return granted
 
     def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
@@ -1690,22 +1691,9 @@ class Ledger:
         ident = (self._identity(pid) if pid is not None or self._sessions is not None
                  else None)  # None: the writer (as _register)
 
-        def build(txn: _Txn) -> Allocation | None:
-            stale = stale_grant(txn.state, parent, parent_token, "parent")
-            if stale is not None:
-                raise stale
-            err = self._check(txn, child, rules_t, parent)
-            if isinstance(err, UnknownHolder):
-                raise err
-            met = _advised(txn.state, child, rules_t, parent, err) if advisory else None
-            if err is not None and met is None:
-                txn.refuse(child, parent, rules_t, err)
-                return None
-            if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
-                commit()
-            return _grant(txn, "delegated", child, rules_t, ident, parent, reserved, socket, note, met, lease)
-
-        granted: Allocation = self._transact(build, written)  # (not cast(): a call at run time)
+        granted: Allocation = self._transact(  # (not cast(): a call at run time)
+            _build_grant, written, ("delegated", child, rules_t, parent, parent_token, reserved, commit, advisory,
+                                    ident, socket, note, lease))
         return granted
 
     def attach(self, name: str, pid: int | None = None, token: int | None = None) -> Allocation:
@@ -2944,19 +2932,32 @@ def last_seen_ns(alloc: Allocation) -> int:
     return alloc.lease.renewed_ns if alloc.lease is not None else alloc.granted_ns
 
 
-def _build_registered(txn: _Txn, name: str, rules_t: tuple[ScopeRule, ...], commit: Callable[[], None] | None,
-                      advisory: bool, ident: ProcessIdentity | None, socket: str | None, note: str | None,
-                      lease: tuple[int, bool] | None) -> Allocation | None:
-    """:meth:`Ledger.register`'s work under the lock (``Ledger._transact``'s
-    ``build``): decide, then grant or record the refusal."""
-    err = txn.ledger._check(txn, name, rules_t, None)
-    met = _advised(txn.state, name, rules_t, None, err) if advisory else None
+def _build_grant(txn: _Txn, kind: str, name: str, rules_t: tuple[ScopeRule, ...], parent: str | None,
+                 parent_token: int | None, reserved: bool, commit: Callable[[], None] | None, advisory: bool,
+                 ident: ProcessIdentity | None, socket: str | None, note: str | None,
+                 lease: tuple[int, bool] | None) -> Allocation | None:
+    """:meth:`Ledger.register`'s and :meth:`Ledger.delegate`'s work under the
+    lock (``Ledger._transact``'s ``build``; ``kind`` ``registered`` or
+    ``delegated``): a delegation's parent checked, then decide, then grant
+    (advisory: granted with the conflicts recorded) or record the refusal.
+
+    Raises:
+        UnknownHolder: the parent is gone or granted again (``parent_token``).
+    """
+    if parent is not None:
+        stale = stale_grant(txn.state, parent, parent_token, "parent")
+        if stale is not None:
+            raise stale
+    err = txn.ledger._check(txn, name, rules_t, parent)
+    if isinstance(err, UnknownHolder):
+        raise err
+    met = _advised(txn.state, name, rules_t, parent, err) if advisory else None
     if err is not None and met is None:
-        txn.refuse(name, None, rules_t, err)
+        txn.refuse(name, parent, rules_t, err)
         return None
     if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
         commit()
-    return _grant(txn, "registered", name, rules_t, ident, None, False, socket, note, met, lease)
+    return _grant(txn, kind, name, rules_t, ident, parent, reserved, socket, note, met, lease)
 
 
 def _build_released(txn: _Txn, name: str, token: int | None, extras: dict[str, Any]) -> list[str]:
