@@ -2707,7 +2707,7 @@ def copy_ledger(source: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
             or another writer appended to ``dest`` during the copy.
         TypeError: ``source`` or ``dest`` is not a ``str`` or ``os.PathLike[str]``.
     """
-    from ._logstore import check_chain, copy_log
+    from ._logstore import copy_log
 
     src_where, dst_where = _dir_path(source), _dir_path(dest)
     for given in (src_where, dst_where):
@@ -2715,8 +2715,7 @@ def copy_ledger(source: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
             raise NoLedger("an empty ledger path or URL: give a directory or a postgresql:// URL")
     src = _open_store(src_where, create=False, readonly=True)
     try:
-        check_chain(src)  # a damaged source is refused before dest is made or written
-        _refuse_what_verify_refuses(src, src_where)
+        _refuse_what_verify_refuses(src, src_where)  # before dest is made or written
         dst = _open_store(dst_where, create=True, readonly=False, fsync=True)
         try:
             return copy_log(src, dst)
@@ -2728,9 +2727,10 @@ def copy_ledger(source: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
 
 def _refuse_what_verify_refuses(src: LogStore, where: str) -> None:
     """Before a copy: the first problem :meth:`Ledger.verify` finds in the
-    source's log lines (an event that does not apply, a grant that was not
-    grantable: damage the hash chain cannot see, such as an altered last
-    line), as :class:`CorruptLedger`. A snapshot that does not check out is
+    source's log lines (not an event line, a seq out of order, off the hash
+    chain, an event that does not apply or a grant that was not grantable:
+    also damage the chain cannot see, such as an altered last line), as
+    :class:`CorruptLedger`. A snapshot that does not check out is
     not copied, and a torn last line is not a line: neither refuses.
 
     Raises:

@@ -42,7 +42,6 @@ from typing import Any, ContextManager, Protocol, Sequence
 import orjson
 
 from ._errors import CorruptLedger, LedgerError, LedgerNotEmpty, SnapshotInvalid
-from ._events import GENESIS_HASH, decode, line_hash
 
 #: One line of the log as a store gives it back: ``(seq, line)``, the line
 #: the bytes appended (UTF-8 JSON, no newline).
@@ -201,34 +200,6 @@ COPY_PAGE = 5000
 """Lines per transaction when copying a log (:func:`copy_log`)."""
 
 
-def check_chain(store: Any, page: int = COPY_PAGE) -> int:
-    """Read the whole log of ``store`` and check what a copy must not carry
-    over: each line an event line of the format (``_events.decode``), its
-    seq the next one, its ``prev`` the hash of the line before (the hash
-    chain, from ``GENESIS_HASH``). Returns the number of lines. Cheaper
-    than ``verify`` (nothing is folded), and enough that a copy is never
-    the place where damage moves from a directory, which ``ledger repair``
-    can mend, to a server, where nothing is ever cut.
-
-    Raises:
-        CorruptLedger: the first line that does not check out, naming it.
-    """
-    expect, last = GENESIS_HASH, 0
-    while True:
-        lines = store.read_after(last, limit=page)
-        if not lines:
-            return last
-        for q, line in lines:
-            ev = decode(line, store.location, q, payload=False)
-            if ev.get("seq") != q:
-                raise CorruptLedger(store.location, f"line {q} holds seq {ev.get('seq')!r}", line=q)
-            if ev.get("prev") != expect:
-                raise CorruptLedger(store.location, f"line {q}: hash chain broken: prev does not match the hash "
-                                    f"of line {q - 1} (it or this line was altered)", line=q, seq=q)
-            expect = line_hash(line)
-        last = lines[-1][0]
-
-
 def copy_log(src: Any, dst: Any, *, page: int = COPY_PAGE) -> int:
     """Copy the log and snapshots of store ``src`` into the empty store
     ``dst`` (any two stores of the store interface: a directory and a
@@ -243,8 +214,8 @@ def copy_log(src: Any, dst: Any, *, page: int = COPY_PAGE) -> int:
         LedgerError: someone else appended to ``dst`` during the copy (what
             was copied stays: a prefix of ``src``).
         CorruptLedger: a line of ``src`` has no ``ts`` (what was copied
-            before it stays: the ledger's copy, ``copy_ledger``, runs
-            :func:`check_chain` first), or ``dst`` read back differs.
+            before it stays: the ledger's copy, ``copy_ledger``, verifies
+            the source first), or ``dst`` read back differs.
         ValueError: a line of ``src`` has no integer ``ts``.
         and whatever either store raises when it cannot be read or written.
     """
