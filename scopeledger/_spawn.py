@@ -143,9 +143,16 @@ class Spawned:
         return self.process.pid
 
     def keep_lease(self, ttl: float) -> None:
-        """Renew the grant's lease every ttl/3 until it is released
-        (:meth:`Ledger.keep_renewed`); a grant lost meanwhile ends the
-        renewing, logged. Called by :func:`spawn` for ``ttl=``."""
+        """Renew the grant's lease every ``ttl``/3 (``ttl``: seconds,
+        ``float``) until it is released (:meth:`Ledger.keep_renewed`, in a
+        thread of its own); a grant lost meanwhile ends the renewing,
+        logged. Called by :func:`spawn` for ``ttl=``.
+
+        Raises:
+            UnknownHolder: the grant is no longer live.
+            InvalidLease: it has no lease, or ``ttl`` is not a number of
+                seconds > 0 (at most 10**9).
+        """
         a = self.allocation
         self.renewer = self.ledger.keep_renewed(a.name, a.token, ttl)
 

@@ -282,7 +282,7 @@ def test_spawn_with_a_ttl_keeps_the_lease_renewed_while_the_child_runs_and_stops
     go = tmp_path / "go"
     with Ledger.open(ledger_dir) as led:
         sp = led.spawn("leased", ["sh", "-c", f"while [ ! -e {go} ]; do sleep 0.01; done; exit 4"],
-                       [W(str(tmp_path / "t"))], ttl=0.3, lease_only=True)
+                       [W(str(tmp_path / "t"))], ttl=6, lease_only=True)  # (renewed every 2 s)
         try:
             _renewed_while_running(ledger_dir, led, sp, go)
         finally:
@@ -299,9 +299,11 @@ def _renewed_while_running(ledger_dir, led, sp, go):
     def renewals() -> int:
         with Ledger.open(ledger_dir, readonly=True) as other:
             return sum(1 for e in other.events() if e.type == "renewed")
-    wait_for(lambda: renewals() >= 5, "five renewals (five ttls/3) while the child runs", bound=120)
+    wait_for(lambda: renewals() >= 2, "two renewals while the child runs", bound=120)
     with Ledger.open(ledger_dir, readonly=True) as other:
-        assert other.liveness()["leased"].liveness.name == "ALIVE"
+        # Alive by the log, not by a clock: still held, its lease renewed since its grant.
+        held = other.holder("leased")
+        assert held.lease is not None and held.lease.renewed_ns > held.granted_ns
     go.touch()
     assert sp.wait(timeout=120) == 4
     assert not sp.renewer.running
@@ -312,7 +314,7 @@ def _renewed_while_running(ledger_dir, led, sp, go):
 def test_async_spawn_with_a_ttl_keeps_the_lease_until_its_wait(ledger_dir, tmp_path):
     async def main():
         async with await AsyncLedger.open(ledger_dir) as al:
-            sp = await al.spawn("leased", ["true"], [W(str(tmp_path / "t"))], ttl=0.3, lease_only=True)
+            sp = await al.spawn("leased", ["true"], [W(str(tmp_path / "t"))], ttl=6, lease_only=True)
             renewer = sp._spawned.renewer
             assert sp.allocation.lease is not None and renewer is not None
             assert await sp.wait() == 0
