@@ -1723,7 +1723,11 @@ class PgSession:
                     " WHERE id = %s AND closed_at IS NULL AND lease_until > clock_timestamp() RETURNING id",
                     (self.id,)).fetchone()
             except psycopg.Error as exc:
-                if not (self._conn.closed or self._conn.broken):
+                # A lost link (OperationalError) is reconnected until the deadline, whether
+                # or not psycopg has marked the connection broken yet (a send on a cut link
+                # may fail first as "connection socket closed"); only an error the server
+                # answered with, on a sound connection, loses the session here.
+                if not isinstance(exc, psycopg.OperationalError) and not (self._conn.closed or self._conn.broken):
                     self._lose(f"connection_lost: {self.store._why(exc)}")
                     raise SessionLost(self.store.url, f"session {self.id} is lost: {self.store._why(exc)}") from exc
                 got = self._reattach(exc)
