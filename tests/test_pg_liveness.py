@@ -25,7 +25,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +39,7 @@ from scopeledger import (Ledger, Liveness, ScopeConflict, ScopeRule, SessionLost
 from scopeledger._pgstore import INSTANCE_SQL
 
 from pgserver import wait_for
+from tcpforward import Blackhole
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELPER = os.path.join(HERE, "pg_other_host.py")
@@ -357,52 +357,6 @@ def test_a_stopped_remote_holder_is_reclaimed_lease_expired_and_knew_it_first(pg
         seen = remote.ask("check", "check")
         assert seen["ok"] is False and seen["lost"] == "lease_expired"
         assert seen["lost_at"] < judged_at  # its deadline, by its own clock, came before the judgement
-
-
-class Blackhole:
-    """A TCP forwarder to the cluster whose link can be cut: once ``cut`` is
-    set nothing more passes either way, and no socket is closed (a
-    partition: neither end hears from the other)."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream = upstream_port
-        self.cut = threading.Event()
-        self._held: list[socket.socket] = []
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.upstream))
-            self._held += [client, server]
-            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                if not self.cut.is_set():
-                    dst.sendall(data)
-
-    def close(self) -> None:
-        """Close every connection (shut down first: a thread blocked in
-        ``recv`` on one would keep it open) and the listener (the same for
-        ``accept``)."""
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        for s in self._held:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
 
 
 def test_a_partitioned_remote_holder_learns_first_and_its_scope_is_granted_after(pg_cluster, pg_url, other_host):
