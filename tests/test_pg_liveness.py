@@ -401,6 +401,33 @@ def test_a_partitioned_remote_holder_learns_first_and_its_scope_is_granted_after
         hole.close()
 
 
+def _kept_unknown_while_its_lock_is_gone(led: Ledger, pg_cluster, remote, why: str | None = None) -> None:
+    """The stopped ``remote``'s session lock is gone from the server (and it
+    cannot take it again while stopped), yet three reclaims in a row keep it,
+    its liveness UNKNOWN (``why`` in the verdict's reason, if given)."""
+    held = pg_cluster.psql_execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s",
+        remote.session)
+    assert held == [(0,)]
+    for _ in range(3):
+        report = led.reclaim()
+        assert report.reclaimed == (), report
+        (name, v), = report.kept
+        assert name == "remote" and v.liveness is Liveness.UNKNOWN, v
+        if why is not None:
+            assert why in v.why, v
+
+
+def _back_and_alive(led: Ledger, pg_cluster, schema: str, remote, what: str) -> None:
+    """Continued, ``remote`` takes its lock again on the server's new
+    instance and moves its session row there (``what``, waited for); it is
+    ALIVE again, nothing is reclaimed, and its own check() holds."""
+    wait_for(lambda: _session_rows(pg_cluster, schema)[remote.session] == (False, True), what, bound=120)
+    assert led.liveness()["remote"].liveness is Liveness.ALIVE and led.reclaim().reclaimed == ()
+    seen = remote.ask("check", "check")
+    assert seen["ok"] is True and seen["lost"] is None
+
+
 def test_a_remote_holder_is_never_reclaimed_across_a_server_restart(pg_cluster, pg_url, other_host):
     """Every session lock vanishes at a restart: without the instance check,
     the first checker back would reclaim every remote holder. The holder is
@@ -413,26 +440,14 @@ def test_a_remote_holder_is_never_reclaimed_across_a_server_restart(pg_cluster, 
         remote.signal(signal.SIGSTOP)
         try:
             pg_cluster.restart("immediate")
-            held = pg_cluster.psql_execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s",
-                remote.session)
-            assert held == [(0,)]  # its lock is gone, and it cannot take it again while stopped
-            for _ in range(3):
-                report = led.reclaim()
-                assert report.reclaimed == ()
-                (name, v), = report.kept
-                assert name == "remote" and v.liveness is Liveness.UNKNOWN
-                assert "has not taken its lock again since the server restarted" in v.why
+            _kept_unknown_while_its_lock_is_gone(
+                led, pg_cluster, remote, why="has not taken its lock again since the server restarted")
             with pytest.raises(ScopeConflict):
                 led.register("thief", [W("/hosts/remote/x")])
         finally:
             remote.signal(signal.SIGCONT)
         # Continued, it takes its lock again on the new instance and moves its row there.
-        wait_for(lambda: _session_rows(pg_cluster, schema)[remote.session] == (False, True),
-                 "the remote session moved to the new server instance", bound=120)
-        assert led.liveness()["remote"].liveness is Liveness.ALIVE and led.reclaim().reclaimed == ()
-        seen = remote.ask("check", "check")
-        assert seen["ok"] is True and seen["lost"] is None
+        _back_and_alive(led, pg_cluster, schema, remote, "the remote session moved to the new server instance")
         assert [e for e in _lines(led) if e["type"] == "reclaimed"] == []
 
 
@@ -481,18 +496,7 @@ def test_a_remote_holder_is_never_reclaimed_when_the_server_resets_after_a_backe
         remote.signal(signal.SIGSTOP)
         try:
             _crash_a_backend(pg_cluster)
-            assert pg_cluster.psql_execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s",
-                remote.session) == [(0,)]
-            for _ in range(3):
-                report = led.reclaim()
-                assert report.reclaimed == (), report
-                (name, v), = report.kept
-                assert name == "remote" and v.liveness is Liveness.UNKNOWN, v
+            _kept_unknown_while_its_lock_is_gone(led, pg_cluster, remote)
         finally:
             remote.signal(signal.SIGCONT)
-        wait_for(lambda: _session_rows(pg_cluster, schema)[remote.session] == (False, True),
-                 "the remote session moved to the reset server", bound=120)
-        assert led.liveness()["remote"].liveness is Liveness.ALIVE and led.reclaim().reclaimed == ()
-        seen = remote.ask("check", "check")
-        assert seen["ok"] is True and seen["lost"] is None
+        _back_and_alive(led, pg_cluster, schema, remote, "the remote session moved to the reset server")
