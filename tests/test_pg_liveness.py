@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import attrs
 import orjson
@@ -114,6 +115,16 @@ class OtherHost:
 
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)  # (unshare --mount without --fork execs the helper itself)
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """Stopped (SIGSTOP: its renewals, and everything else, frozen; its
+        connection stays) for the ``with`` block, continued after it."""
+        self.signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.signal(signal.SIGCONT)
 
     def end(self) -> str:
         """Stop it (if it runs) and return what it wrote on stderr."""
@@ -348,11 +359,8 @@ def test_a_killed_remote_holder_is_reclaimed_as_its_session_lock_gone_by_the_nex
 def test_a_stopped_remote_holder_is_reclaimed_lease_expired_and_knew_it_first(pg_url, other_host):
     remote = other_host(pg_url, "remote", "/hosts/remote", 1.5)
     with Ledger.open(pg_url) as led:
-        remote.signal(signal.SIGSTOP)  # its renewals (and everything else) frozen; its connection stays
-        try:
+        with remote.stopped():
             done, judged_at = _reclaim_until(led, "remote", "the stopped holder's lease judged expired")
-        finally:
-            remote.signal(signal.SIGCONT)
         assert done.reason == "lease_expired" and "was not renewed within its ttl and grace" in done.why
         seen = remote.ask("check", "check")
         assert seen["ok"] is False and seen["lost"] == "lease_expired"
@@ -437,15 +445,12 @@ def test_a_remote_holder_is_never_reclaimed_across_a_server_restart(pg_cluster, 
     remote = other_host(pg_url, "remote", "/hosts/remote", 120)
     with Ledger.open(pg_url) as led:
         assert led.liveness()["remote"].liveness is Liveness.ALIVE
-        remote.signal(signal.SIGSTOP)
-        try:
+        with remote.stopped():
             pg_cluster.restart("immediate")
             _kept_unknown_while_its_lock_is_gone(
                 led, pg_cluster, remote, why="has not taken its lock again since the server restarted")
             with pytest.raises(ScopeConflict):
                 led.register("thief", [W("/hosts/remote/x")])
-        finally:
-            remote.signal(signal.SIGCONT)
         # Continued, it takes its lock again on the new instance and moves its row there.
         _back_and_alive(led, pg_cluster, schema, remote, "the remote session moved to the new server instance")
         assert [e for e in _lines(led) if e["type"] == "reclaimed"] == []
@@ -493,10 +498,7 @@ def test_a_remote_holder_is_never_reclaimed_when_the_server_resets_after_a_backe
     remote = other_host(pg_url, "remote", "/hosts/remote", 120)
     with Ledger.open(pg_url) as led:
         assert led.liveness()["remote"].liveness is Liveness.ALIVE
-        remote.signal(signal.SIGSTOP)
-        try:
+        with remote.stopped():
             _crash_a_backend(pg_cluster)
             _kept_unknown_while_its_lock_is_gone(led, pg_cluster, remote)
-        finally:
-            remote.signal(signal.SIGCONT)
         _back_and_alive(led, pg_cluster, schema, remote, "the remote session moved to the reset server")
