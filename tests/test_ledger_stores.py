@@ -16,7 +16,9 @@ where PostgreSQL is not installed), a schema per test, opened by URL
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import time
 
 import orjson
 import pytest
@@ -225,16 +227,24 @@ class _Calls:
         led._try_append = counted_try_append
 
 
-def test_on_postgresql_a_lone_writer_appends_without_the_locked_round_trip_and_never_on_a_stale_state(
-        tmp_path, request):
-    import time
-
-    from scopeledger import UnknownHolder
-
+@contextlib.contextmanager
+def _two_pg_openings(tmp_path, request):
+    """Two openings ``(led, other)`` of one PostgreSQL ledger on the real
+    clock, and a :class:`_Calls` counting ``led``'s; both closed after."""
     opener = _postgresql(tmp_path, request)
     led, other = opener(time.time_ns), opener(time.time_ns)
     try:
-        calls = _Calls(led)
+        yield led, other, _Calls(led)
+    finally:
+        led.close()
+        other.close()
+
+
+def test_on_postgresql_a_lone_writer_appends_without_the_locked_round_trip_and_never_on_a_stale_state(
+        tmp_path, request):
+    from scopeledger import UnknownHolder
+
+    with _two_pg_openings(tmp_path, request) as (led, other, calls):
         led.register("a", [W("/work/a")])  # the first change of an opening takes the lock
         led.release("a")
         before = calls.locked
@@ -257,19 +267,11 @@ def test_on_postgresql_a_lone_writer_appends_without_the_locked_round_trip_and_n
         assert report.ok and report.events == led.refresh()
         kinds = [e.type for e in led.events()]
         assert kinds.count("registered") == 8 and kinds.count("refused") == 1
-    finally:
-        led.close()
-        other.close()
 
 
 def test_on_postgresql_a_try_that_reclaimed_and_was_not_appended_is_decided_again_on_the_log(
         tmp_path, request):
-    import time
-
-    opener = _postgresql(tmp_path, request)
-    led, other = opener(time.time_ns), opener(time.time_ns)
-    try:
-        calls = _Calls(led)
+    with _two_pg_openings(tmp_path, request) as (led, other, calls):
         led.register("ghost", [W("/work/x")], pid=GHOST)
         led.register("mine", [W("/work/m")])  # now led is the lone writer
         other.register("o", [W("/work/o")])
@@ -280,9 +282,6 @@ def test_on_postgresql_a_try_that_reclaimed_and_was_not_appended_is_decided_agai
         kinds = [(e.type, e.data.get("name")) for e in other.events()]
         assert kinds.count(("reclaimed", "ghost")) == 1
         assert led.verify().ok and led.state().to_json() == other.state().to_json()
-    finally:
-        led.close()
-        other.close()
 
 
 def test_on_postgresql_lines_missed_are_read_with_the_lock_unless_the_log_was_not_read_for_long(
@@ -291,12 +290,7 @@ def test_on_postgresql_lines_missed_are_read_with_the_lock_unless_the_log_was_no
     trip on a server: a ledger changing often reads them with the lock;
     one whose last change is older than _PREREAD_AFTER_S reads them first
     (folding many lines under the lock would hold it that much longer)."""
-    import time
-
-    opener = _postgresql(tmp_path, request)
-    led, other = opener(time.time_ns), opener(time.time_ns)
-    try:
-        calls = _Calls(led)
+    with _two_pg_openings(tmp_path, request) as (led, other, calls):
         reads = []
         read_after = led._log.read_after
         led._log.read_after = lambda *a, **kw: reads.append(a) or read_after(*a, **kw)
@@ -314,9 +308,6 @@ def test_on_postgresql_lines_missed_are_read_with_the_lock_unless_the_log_was_no
         assert len(reads) == 1
         assert [h.name for h in led.holders()] == ["a", "a2", "b", "c", "d", "e", "f", "g"]
         assert led.verify().ok and led.state().to_json() == other.state().to_json()
-    finally:
-        led.close()
-        other.close()
 
 
 def _contender(url, idx, rounds, q):

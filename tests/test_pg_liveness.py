@@ -25,11 +25,11 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import attrs
 import orjson
@@ -40,6 +40,7 @@ from scopeledger import (Ledger, Liveness, ScopeConflict, ScopeRule, SessionLost
 from scopeledger._pgstore import INSTANCE_SQL
 
 from pgserver import wait_for
+from tcpforward import Blackhole
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELPER = os.path.join(HERE, "pg_other_host.py")
@@ -114,6 +115,16 @@ class OtherHost:
 
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)  # (unshare --mount without --fork execs the helper itself)
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """Stopped (SIGSTOP: its renewals, and everything else, frozen; its
+        connection stays) for the ``with`` block, continued after it."""
+        self.signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.signal(signal.SIGCONT)
 
     def end(self) -> str:
         """Stop it (if it runs) and return what it wrote on stderr."""
@@ -348,61 +359,12 @@ def test_a_killed_remote_holder_is_reclaimed_as_its_session_lock_gone_by_the_nex
 def test_a_stopped_remote_holder_is_reclaimed_lease_expired_and_knew_it_first(pg_url, other_host):
     remote = other_host(pg_url, "remote", "/hosts/remote", 1.5)
     with Ledger.open(pg_url) as led:
-        remote.signal(signal.SIGSTOP)  # its renewals (and everything else) frozen; its connection stays
-        try:
+        with remote.stopped():
             done, judged_at = _reclaim_until(led, "remote", "the stopped holder's lease judged expired")
-        finally:
-            remote.signal(signal.SIGCONT)
         assert done.reason == "lease_expired" and "was not renewed within its ttl and grace" in done.why
         seen = remote.ask("check", "check")
         assert seen["ok"] is False and seen["lost"] == "lease_expired"
         assert seen["lost_at"] < judged_at  # its deadline, by its own clock, came before the judgement
-
-
-class Blackhole:
-    """A TCP forwarder to the cluster whose link can be cut: once ``cut`` is
-    set nothing more passes either way, and no socket is closed (a
-    partition: neither end hears from the other)."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream = upstream_port
-        self.cut = threading.Event()
-        self._held: list[socket.socket] = []
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.upstream))
-            self._held += [client, server]
-            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                if not self.cut.is_set():
-                    dst.sendall(data)
-
-    def close(self) -> None:
-        """Close every connection (shut down first: a thread blocked in
-        ``recv`` on one would keep it open) and the listener (the same for
-        ``accept``)."""
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        for s in self._held:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
 
 
 def test_a_partitioned_remote_holder_learns_first_and_its_scope_is_granted_after(pg_cluster, pg_url, other_host):
@@ -447,6 +409,33 @@ def test_a_partitioned_remote_holder_learns_first_and_its_scope_is_granted_after
         hole.close()
 
 
+def _kept_unknown_while_its_lock_is_gone(led: Ledger, pg_cluster, remote, why: str | None = None) -> None:
+    """The stopped ``remote``'s session lock is gone from the server (and it
+    cannot take it again while stopped), yet three reclaims in a row keep it,
+    its liveness UNKNOWN (``why`` in the verdict's reason, if given)."""
+    held = pg_cluster.psql_execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s",
+        remote.session)
+    assert held == [(0,)]
+    for _ in range(3):
+        report = led.reclaim()
+        assert report.reclaimed == (), report
+        (name, v), = report.kept
+        assert name == "remote" and v.liveness is Liveness.UNKNOWN, v
+        if why is not None:
+            assert why in v.why, v
+
+
+def _back_and_alive(led: Ledger, pg_cluster, schema: str, remote, what: str) -> None:
+    """Continued, ``remote`` takes its lock again on the server's new
+    instance and moves its session row there (``what``, waited for); it is
+    ALIVE again, nothing is reclaimed, and its own check() holds."""
+    wait_for(lambda: _session_rows(pg_cluster, schema)[remote.session] == (False, True), what, bound=120)
+    assert led.liveness()["remote"].liveness is Liveness.ALIVE and led.reclaim().reclaimed == ()
+    seen = remote.ask("check", "check")
+    assert seen["ok"] is True and seen["lost"] is None
+
+
 def test_a_remote_holder_is_never_reclaimed_across_a_server_restart(pg_cluster, pg_url, other_host):
     """Every session lock vanishes at a restart: without the instance check,
     the first checker back would reclaim every remote holder. The holder is
@@ -456,29 +445,14 @@ def test_a_remote_holder_is_never_reclaimed_across_a_server_restart(pg_cluster, 
     remote = other_host(pg_url, "remote", "/hosts/remote", 120)
     with Ledger.open(pg_url) as led:
         assert led.liveness()["remote"].liveness is Liveness.ALIVE
-        remote.signal(signal.SIGSTOP)
-        try:
+        with remote.stopped():
             pg_cluster.restart("immediate")
-            held = pg_cluster.psql_execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s",
-                remote.session)
-            assert held == [(0,)]  # its lock is gone, and it cannot take it again while stopped
-            for _ in range(3):
-                report = led.reclaim()
-                assert report.reclaimed == ()
-                (name, v), = report.kept
-                assert name == "remote" and v.liveness is Liveness.UNKNOWN
-                assert "has not taken its lock again since the server restarted" in v.why
+            _kept_unknown_while_its_lock_is_gone(
+                led, pg_cluster, remote, why="has not taken its lock again since the server restarted")
             with pytest.raises(ScopeConflict):
                 led.register("thief", [W("/hosts/remote/x")])
-        finally:
-            remote.signal(signal.SIGCONT)
         # Continued, it takes its lock again on the new instance and moves its row there.
-        wait_for(lambda: _session_rows(pg_cluster, schema)[remote.session] == (False, True),
-                 "the remote session moved to the new server instance", bound=120)
-        assert led.liveness()["remote"].liveness is Liveness.ALIVE and led.reclaim().reclaimed == ()
-        seen = remote.ask("check", "check")
-        assert seen["ok"] is True and seen["lost"] is None
+        _back_and_alive(led, pg_cluster, schema, remote, "the remote session moved to the new server instance")
         assert [e for e in _lines(led) if e["type"] == "reclaimed"] == []
 
 
@@ -524,21 +498,7 @@ def test_a_remote_holder_is_never_reclaimed_when_the_server_resets_after_a_backe
     remote = other_host(pg_url, "remote", "/hosts/remote", 120)
     with Ledger.open(pg_url) as led:
         assert led.liveness()["remote"].liveness is Liveness.ALIVE
-        remote.signal(signal.SIGSTOP)
-        try:
+        with remote.stopped():
             _crash_a_backend(pg_cluster)
-            assert pg_cluster.psql_execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s",
-                remote.session) == [(0,)]
-            for _ in range(3):
-                report = led.reclaim()
-                assert report.reclaimed == (), report
-                (name, v), = report.kept
-                assert name == "remote" and v.liveness is Liveness.UNKNOWN, v
-        finally:
-            remote.signal(signal.SIGCONT)
-        wait_for(lambda: _session_rows(pg_cluster, schema)[remote.session] == (False, True),
-                 "the remote session moved to the reset server", bound=120)
-        assert led.liveness()["remote"].liveness is Liveness.ALIVE and led.reclaim().reclaimed == ()
-        seen = remote.ask("check", "check")
-        assert seen["ok"] is True and seen["lost"] is None
+            _kept_unknown_while_its_lock_is_gone(led, pg_cluster, remote)
+        _back_and_alive(led, pg_cluster, schema, remote, "the remote session moved to the reset server")

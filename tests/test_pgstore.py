@@ -42,6 +42,7 @@ from scopeledger._pgstore import (
 
 import pgserver
 from pgserver import wait_for
+from tcpforward import Blackhole, Forwarder
 
 FORK = multiprocessing.get_context("fork")
 
@@ -564,8 +565,8 @@ def test_concurrent_appends_from_processes_are_gapless_and_lose_nothing(store, p
 
 # -- faults: a TCP proxy that cuts the connection at a chosen message ----------
 
-class CuttingProxy:
-    """Forwards 127.0.0.1:<port> to the cluster's TCP port. Once armed, the
+class CuttingProxy(Forwarder):
+    """A :class:`~tcpforward.Forwarder` to the cluster's TCP port. Once armed, the
     first client message containing ``marker`` starts the fault, per ``mode``:
     ``"ack_lost"``: everything the client sends goes on, but nothing more
     comes back; once the server's answer holds ``COMMIT``'s completion (the
@@ -575,28 +576,11 @@ class CuttingProxy:
     still holds the transaction, and the lock)."""
 
     def __init__(self, upstream_port: int, marker: bytes, mode: str) -> None:
-        self.upstream = upstream_port
         self.marker, self.mode = marker, mode
         self.armed = threading.Event()
         self.fired = threading.Event()
         self.done = threading.Event()
-        self._held: list[socket.socket] = []
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.upstream))
-            pair = {"faulty": False}
-            threading.Thread(target=self._pump, args=(client, server, True, pair), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False, pair), daemon=True).start()
+        super().__init__(upstream_port)
 
     def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool, pair: dict) -> None:
         seen = b""
@@ -630,11 +614,6 @@ class CuttingProxy:
                     s.close()
                 except OSError:
                     pass
-
-    def close(self) -> None:
-        self.listener.close()
-        for s in self._held:
-            s.close()
 
 
 @contextlib.contextmanager
@@ -1108,28 +1087,6 @@ def test_a_holder_learns_its_lease_lapsed_before_anyone_judges_it_dead(store):
         assert not s.valid and fired and s.lost_at <= fired[0]
     finally:
         s.close()
-
-
-class Blackhole(CuttingProxy):
-    """A TCP forwarder to the cluster whose link can be cut: once ``cut`` is
-    set, nothing more passes either way and no socket is closed (a
-    partition: neither end hears from the other)."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.cut = threading.Event()
-        super().__init__(upstream_port, b"", "blackhole")
-
-    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool, pair: dict) -> None:
-        self._held.append(src)  # closed by close(), never before
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if not self.cut.is_set():
-                    dst.sendall(data)
-        except OSError:
-            pass
 
 
 def test_a_partitioned_client_learns_first_and_is_judged_dead_by_its_lease(store, pg_cluster):

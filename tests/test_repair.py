@@ -10,6 +10,7 @@ and check that nothing was lost and that a repair run again finishes the job.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import fcntl
@@ -21,6 +22,7 @@ import signal
 import socket
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,18 @@ def _corrupt_middle(path: Path) -> tuple[list[bytes], bytes]:
     lines = _make(path)
     lines[11] = b'{"v": 2, "seq": 12, oops\n'
     return lines, _write_log(path, lines)
+
+
+@contextlib.contextmanager
+def _lock_held_elsewhere(path: Path) -> Iterator[None]:
+    """The ledger's lock (an exclusive flock on ``events.jsonl``) held, by
+    an open file of its own, for the ``with`` block."""
+    fd = os.open(path / "events.jsonl", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _open_ok(path: Path) -> None:
@@ -261,13 +275,9 @@ def test_a_healthy_ledger_has_nothing_to_repair_and_nothing_changes(tmp_path: Pa
     assert p.returncode == 0 and json.loads(p.stdout)["damaged"] is False
     assert _everything(path) == before  # no cut/ made either
     # Judged without the lock: another process holding it does not stop the answer.
-    fd = os.open(path / "events.jsonl", os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _lock_held_elsewhere(path):
         with Ledger.open(path, timeout=0.05) as led:
             assert not led.repair().damaged
-    finally:
-        os.close(fd)
     assert _everything(path) == before
 
 
@@ -275,16 +285,12 @@ def test_a_damaged_ledger_is_cut_only_under_the_lock(tmp_path: Path) -> None:
     path = tmp_path / "L"
     _corrupt_middle(path)
     before = _everything(path)
-    fd = os.open(path / "events.jsonl", os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _lock_held_elsewhere(path):
         with Ledger.open(path, timeout=0.05, fold=False) as led:
             with pytest.raises(LockTimeout):
                 led.repair()
         p = ledger_cmd(path, "--lock-timeout", "0.05", "repair", subprocess_=True)
         assert p.returncode == 3 and "timed out" in one_error_line(p.stderr)
-    finally:
-        os.close(fd)
     assert _everything(path) == before
 
 

@@ -58,7 +58,7 @@ import time
 import traceback
 import uuid
 from array import array
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import psutil
@@ -198,6 +198,26 @@ def make_pairer(kind: str, where: dict[str, Any]) -> Any:
     raise ValueError(kind)
 
 
+def _window(pair: Callable[[str], object], prefix: str, seconds: float) -> tuple[int, float, array, float]:
+    """Call ``pair(prefix + str(j))`` for j = 0, 1, ... until ``seconds``
+    have passed: ``(pairs made, elapsed seconds, each pair's latency in ns,
+    CPU seconds this process used meanwhile)``."""
+    lat, clock = array("q"), time.perf_counter_ns
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    start = clock()
+    deadline, j = start + int(seconds * 1e9), 0
+    while True:
+        t0 = clock()
+        if t0 >= deadline:
+            break
+        pair(f"{prefix}{j}")
+        lat.append(clock() - t0)
+        j += 1
+    elapsed = (clock() - start) / 1e9
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return j, elapsed, lat, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+
 def _worker(kind: str, where: dict[str, Any], idx: int, seconds: float, barrier: Any, q: Any,
             done: Any) -> None:
     try:
@@ -205,23 +225,8 @@ def _worker(kind: str, where: dict[str, Any], idx: int, seconds: float, barrier:
         for j in range(2):  # warm-up, outside the window
             p.pair(f"p{idx}w{j}x{uuid.uuid4().hex[:6]}")
         tag = uuid.uuid4().hex[:6]
-        lat = array("q")
-        clock = time.perf_counter_ns
         barrier.wait()
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        start = clock()
-        deadline = start + int(seconds * 1e9)
-        j = 0
-        while True:
-            t0 = clock()
-            if t0 >= deadline:
-                break
-            p.pair(f"p{idx}{tag}x{j}")
-            lat.append(clock() - t0)
-            j += 1
-        elapsed = (clock() - start) / 1e9
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        j, elapsed, lat, cpu = _window(p.pair, f"p{idx}{tag}x", seconds)
         q.put((idx, j, elapsed, lat.tobytes(), cpu, None, list(getattr(p, "tries", [0, 0]))))
         done.wait(300)  # the server's CPU is read while our backend lives
         p.close()
@@ -271,20 +276,8 @@ def _subprocess_worker() -> None:
         return
     print("ready", flush=True)
     sys.stdin.readline()
-    tag, lat, clock = uuid.uuid4().hex[:6], array("q"), time.perf_counter_ns
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
-    start = clock()
-    deadline, j = start + int(orders["seconds"] * 1e9), 0
-    while True:
-        t0 = clock()
-        if t0 >= deadline:
-            break
-        p.pair(f"b{orders['idx']}{tag}x{j}")
-        lat.append(clock() - t0)
-        j += 1
-    elapsed = (clock() - start) / 1e9
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    tag = uuid.uuid4().hex[:6]
+    j, elapsed, lat, cpu = _window(p.pair, f"b{orders['idx']}{tag}x", orders["seconds"])
     print(orjson.dumps({"idx": orders["idx"], "count": j, "elapsed": elapsed, "cpu": cpu, "tries": p.tries,
                         "lat": base64.b64encode(lat.tobytes()).decode()}).decode(), flush=True)
     sys.stdin.readline()
