@@ -13,26 +13,35 @@ from ._rules import check_path_text
 
 
 def check_bool(what: str, value: Any) -> None:
+    """Raises ``TypeError`` (naming ``what``) unless ``value`` is a ``bool``."""
     if type(value) is not bool:
         raise TypeError(f"{what} must be True or False, not {shown(value)}")
 
 
 def check_timeout(what: str, timeout: Any) -> None:
+    """Raises ``ValueError`` (naming ``what``) unless ``timeout`` is ``None``
+    or a number of seconds from 0 to 1e9."""
     if timeout is not None and not (type(timeout) in (int, float) and 0 <= timeout <= 1e9):
         raise ValueError(f"{what} must be None or a number of seconds from 0 to 1e9, not {shown(timeout)}")
 
 
 def check_snapshot_every(what: str, snapshot_every: Any) -> None:
+    """Raises ``ValueError`` (naming ``what``) unless ``snapshot_every`` is an
+    ``int`` >= 1 (events)."""
     if type(snapshot_every) is not int or snapshot_every < 1:
         raise ValueError(f"{what} must be an int >= 1, not {shown(snapshot_every)}")
 
 
 def check_keep_snapshots(what: str, keep_snapshots: Any) -> None:
+    """Raises ``ValueError`` (naming ``what``) unless ``keep_snapshots`` is
+    ``None`` or an ``int`` >= 1."""
     if keep_snapshots is not None and (type(keep_snapshots) is not int or keep_snapshots < 1):
         raise ValueError(f"{what} must be None or an int >= 1, not {shown(keep_snapshots)}")
 
 
 def check_token(token: Any, allow_none: bool = False, what: str = "token") -> None:
+    """Raises ``TypeError`` (naming ``what``) unless ``token`` is an ``int``
+    (a grant's seq), or ``None`` with ``allow_none``."""
     if not (type(token) is int or (allow_none and token is None)):
         raise TypeError(f"{what} must be an int (a grant's seq){' or None' if allow_none else ''}, "
                         f"not {shown(token)}")
@@ -55,6 +64,7 @@ def check_socket(socket: Any) -> str | None:
 
 
 def check_advisory(advisory: Any) -> None:
+    """Raises :class:`InvalidArgument` unless ``advisory`` is a ``bool``."""
     if type(advisory) is not bool:
         raise InvalidArgument(f"advisory must be True or False, not {shown(advisory)}")
 
@@ -124,6 +134,8 @@ def check_wait(wait: Any) -> float:
 
 
 def check_callable(what: str, value: Any) -> None:
+    """Raises ``TypeError`` (naming ``what``) unless ``value`` is ``None`` or
+    callable."""
     if value is not None and not callable(value):
         raise TypeError(f"{what} must be None or a callable, not {shown(value)}")
 
