@@ -440,6 +440,28 @@ def _refused(exc: BaseException) -> bool:
     return sqlstate is not None and not sqlstate.startswith(("08", "57P"))
 
 
+def _options_refused(exc: BaseException) -> bool:
+    """Whether a failed connect was refused by the client before any
+    network: a connection parameter's value (``sslmode=bogus``, a port over
+    65535, ``connect_timeout=abc``, an unknown ``target_session_attrs``).
+    psycopg checks some values itself (a ``ProgrammingError``); libpq checks
+    the others in ``PQconnectStart``, which psycopg reports as ``connection is
+    bad: ...`` with libpq's ``invalid ... value`` (``psycopg.generators.connect``), while a failure
+    on the way to the server or from it reads ``connection failed: ...``.
+    tests/test_cli_postgresql.py holds each of these inputs, so a psycopg
+    that words them otherwise fails that test rather than exiting 7."""
+    if isinstance(exc, psycopg.ProgrammingError):
+        return True
+    return isinstance(exc, psycopg.OperationalError) and _BAD_OPTION.match(str(exc)) is not None
+
+
+#: libpq's words for a connection parameter's value it refuses (a value read
+#: once, or for each host it tries: ``... failed: invalid integer value "x"
+#: for connection option "keepalives"``).
+_BAD_OPTION = re.compile(r'connection is bad: (invalid |[^\n]* failed: invalid [a-z ]*value "[^\n]*" for '
+                         r'connection option )')
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -696,7 +718,10 @@ class PgStore:
         :class:`~scopeledger.ReadOnlyLedger`).
 
         Raises:
-            InvalidLedgerURL: see :func:`parse_url`.
+            InvalidLedgerURL: see :func:`parse_url`; or a connection
+                parameter's value that libpq refuses when connecting
+                (``sslmode=bogus``, a port over 65535: nothing reached the
+                server).
             LedgerError: psycopg is not installed (the message says how).
             StoreUnavailable: the server cannot be reached or refuses the
                 login; or psycopg is installed but cannot be loaded (its
@@ -769,6 +794,9 @@ class PgStore:
         try:
             conn = psycopg.connect(self._loc.conninfo, autocommit=True, **params)
         except psycopg.Error as exc:
+            if _options_refused(exc):
+                why = self._why(exc).removeprefix("connection is bad: ")
+                raise InvalidLedgerURL(f"libpq refuses {self.url}: {why}") from None
             raise StoreUnavailable(self.url, f"cannot connect to {self.url}: {self._why(exc)}",
                                    getattr(exc, "sqlstate", None)) from exc
         try:

@@ -434,6 +434,38 @@ def test_errors_on_a_url_are_one_line_with_their_exit_code_and_no_password(
     assert shown(url) in one_error_line(extra.stderr)
 
 
+@pytest.mark.parametrize("param, says", [
+    ("sslmode=bogus", 'invalid sslmode value: "bogus"'),
+    ("target_session_attrs=bogus", 'invalid target_session_attrs value: "bogus"'),
+    ("connect_timeout=abc", "bad value for connect_timeout: 'abc'"),
+    ("keepalives=x", 'invalid integer value "x" for connection option "keepalives"'),
+])
+def test_a_connection_parameter_libpq_refuses_is_a_usage_error(
+        url: str, param: str, says: str, pg_cluster, role, schema) -> None:
+    # A value libpq refuses before reaching any server is the user's to fix (exit 2, naming
+    # it), not the server's unavailability (exit 7): for every command, and for the library.
+    # Over TCP (libpq reads the keepalive options only for a TCP connection).
+    ok(invoke(["init", url]))
+    tcp = pg_cluster.url(schema, user=role, password=PASSWORD, tcp=True)
+    bad = f"{tcp}&{param}"
+    for args in (["show"], ["verify"], ["run", "--write", "/tmp/x", "--", "true"]):
+        r = ok(invoke(["--ledger", bad, *args]), 2)
+        line = one_error_line(r.stderr)
+        assert line.startswith(f"error: libpq refuses {shown(bad)}: ") and says in line, line
+    doc = json.loads(ok(invoke(["--ledger", bad, "--json", "show"]), 2).stdout)["error"]
+    assert doc["type"] == "InvalidLedgerURL" and says in doc["message"]
+    from scopeledger import InvalidLedgerURL
+
+    with pytest.raises(InvalidLedgerURL, match="libpq refuses"):
+        Ledger.open(bad)
+    port = tcp.replace(f":{pg_cluster.port}/", ":99999/")
+    r = ok(invoke(["--ledger", port, "show"]), 2)
+    assert 'invalid port number: "99999"' in one_error_line(r.stderr)
+    # What is not a parameter's value stays the server's: a socket that is not there.
+    gone = ok(invoke(["--ledger", f"{url}&host=/nonexistent-dir", "show"]), 7)
+    assert "cannot connect to" in one_error_line(gone.stderr)
+
+
 def test_without_psycopg_a_url_is_a_usage_error_saying_what_to_install(url: str) -> None:
     # A process in which psycopg cannot be found (find_spec answers None for it).
     r = subprocess.run([sys.executable, "-c",
