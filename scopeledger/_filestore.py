@@ -95,6 +95,10 @@ class FileStore:
     def readonly(self) -> bool:
         return self.store.readonly
 
+    @property
+    def created(self) -> bool:
+        return self.store.created
+
     # -- where lines are ------------------------------------------------------
 
     # No lock guards these hints (a ``with lock:`` interrupted by a signal

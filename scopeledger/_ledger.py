@@ -1239,6 +1239,15 @@ class Ledger:
         :class:`ReadOnlyLedger`)."""
         return self._log.readonly
 
+    @property
+    def created(self) -> bool:
+        """Whether this :meth:`open` made the ledger (``bool``): a new
+        directory's log, or on PostgreSQL its schema and tables. ``False``
+        when it was there already, whoever made it: of several processes
+        opening a missing ledger at once, exactly one sees ``True``
+        (``ledger init`` says "created" by it)."""
+        return self._log.created
+
     def _transact(self, build: Callable[..., Any], written: list[Any] | None = None,
                   args: tuple[Any, ...] = ()) -> Any:
         """Run ``build(txn, *args)`` under the lock and append the lines it

@@ -75,6 +75,13 @@ class LogStore(Protocol):
         ``ReadOnlyLedger``."""
         ...
 
+    @property
+    def created(self) -> bool:
+        """This open made the ledger (a directory's log, a schema and its
+        tables; a new memory log); ``False`` when it was there, whoever
+        made it. Of concurrent openers that create, exactly one says so."""
+        ...
+
     def read_after(self, seq: int, limit: int | None = None) -> list[Line]:
         """The complete lines with seq > ``seq``, ascending and gapless, at
         most ``limit`` of them (``None``: all); ``[]`` when there are none.

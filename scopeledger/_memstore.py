@@ -31,6 +31,8 @@ class MemoryLog:
         self.running: list[int] = []
         self.snapshots: dict[int, tuple[dict[str, Any], bytes]] = {}
         self.lock = threading.Lock()  # the append lock
+        self.opened = False  # a writable MemoryStore was made on it
+        self.opening = threading.Lock()  # guards opened
         self.news = threading.Condition()
 
 
@@ -40,6 +42,9 @@ class MemoryStore:
 
     def __init__(self, log: MemoryLog | None = None, *, readonly: bool = False) -> None:
         self._log = log if log is not None else MemoryLog()
+        with self._log.opening:  # the first writable store on a log made it (LogStore.created)
+            self._created = not readonly and not self._log.opened
+            self._log.opened = self._log.opened or not readonly
         self._readonly = readonly
         self._owner: int | None = None  # thread inside locked(), before its append
         self._head_seen = 0
@@ -56,6 +61,10 @@ class MemoryStore:
     @property
     def readonly(self) -> bool:
         return self._readonly
+
+    @property
+    def created(self) -> bool:
+        return self._created
 
     def _open(self) -> MemoryLog:
         if self._closed:

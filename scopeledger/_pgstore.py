@@ -704,6 +704,7 @@ class PgStore:
         self._backend: tuple[int, Any] | None = None  # (pid, backend_start) of _conn's backend
         self._txn: _Txn | None = None
         self._key = 0  # the schema's oid as int4: the first key of our advisory locks
+        self.created = False  # this open made the schema (LogStore.created)
         self._pid = os.getpid()
         self._resolve_timeout = resolve_timeout
         _live.add(self)
@@ -759,6 +760,7 @@ class PgStore:
                         exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (s,)).fetchone()
                         if not exists:
                             conn.execute(_ddl(s))
+                            self.created = True
                 oid = conn.execute("SELECT oid FROM pg_namespace WHERE nspname = %s", (s,)).fetchone()
                 if oid is None:
                     raise NoLedger(f"no ledger at {self.url}: schema {s} does not exist")

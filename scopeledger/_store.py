@@ -800,6 +800,9 @@ class Store:
         #: Opened with ``readonly=True``: ``bool``.
         self.readonly = readonly
         self._create = create
+        #: Whether this open made the log (a new ledger); ``False`` when it
+        #: was there, whoever made it.
+        self.created = False
         raw = os.fspath(path)
         if not raw or "\x00" in raw:
             raise NoLedger(f"no ledger at {raw!r}: give a directory path")
@@ -965,13 +968,18 @@ class Store:
             self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, os.O_RDONLY,
                                            readonly=True)
             return
-        if self._create:
-            self._refuse_a_lost_log()
+        flags = os.O_RDWR | os.O_APPEND
         try:
-            self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, os.O_RDWR | os.O_APPEND,
-                                           create=self._create)
-        except FileNotFoundError:  # removed since _check_there looked
-            raise NoLedger(f"no ledger at {self.path}: it has no {LOG_NAME}") from None
+            self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, flags, create=False)
+        except FileNotFoundError:
+            if not self._create:  # removed since _check_there looked
+                raise NoLedger(f"no ledger at {self.path}: it has no {LOG_NAME}") from None
+            self._refuse_a_lost_log()
+            try:  # made here, or by a concurrent opener: only one of them says it made it
+                self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, flags | os.O_EXCL)
+                self.created = True
+            except FileExistsError:
+                self.logfd = open_private_file(self.dirfd, LOG_NAME, self.log_path, flags, create=False)
         self.gatefd = open_private_file(self.dirfd, GATE_NAME, self.file(GATE_NAME), os.O_RDWR)
 
     # -- the lock ----------------------------------------------------------

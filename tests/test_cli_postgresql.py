@@ -122,6 +122,41 @@ def test_init_makes_a_directory_too(tmp_path: Path) -> None:
         "ledger": str(d), "created": False, "seq": 0}
 
 
+@pytest.mark.parametrize("where", ["directory", "postgresql"])
+def test_of_concurrent_inits_exactly_one_says_it_created_the_ledger(where: str, url: str, tmp_path: Path) -> None:
+    # Each 'init' that finds no ledger creates it; only the one whose creation made it
+    # says "created" (O_EXCL on the log; the schema made under the creators' lock), the
+    # library's Ledger.created alike. (Before: each said so whenever both looked first.)
+    import threading
+
+    place = url if where == "postgresql" else str(tmp_path / "new")
+    procs = [subprocess.Popen([*CMD, "--json", "init", place], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=clean_env()) for _ in range(6)]
+    said = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0 and "Traceback" not in err, (out, err)
+        said.append(json.loads(out)["created"])
+    assert sorted(said) == [False] * 5 + [True], said
+    # The library: threads opening one missing ledger at once; a barrier lines them up.
+    place = url.replace("schema=", "schema=x") if where == "postgresql" else str(tmp_path / "lib")
+    barrier = threading.Barrier(6)
+    made: list[bool] = []
+
+    def opener() -> None:
+        barrier.wait()
+        with Ledger.open(place) as led:
+            made.append(led.created)
+    threads = [threading.Thread(target=opener) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(made) == [False] * 5 + [True], made
+    with Ledger.open(place, readonly=True) as again:
+        assert again.created is False
+
+
 def test_every_command_works_on_a_url_and_never_prints_the_password(url: str, tmp_path: Path) -> None:
     ok(invoke(["init", url]))
     a, b, c, z = (str(tmp_path / n) for n in "abcz")

@@ -84,6 +84,12 @@ def append(st, *timestamps, payload=None):
 
 # -- reading and appending ---------------------------------------------------
 
+
+def test_only_the_open_that_made_the_store_says_it_created_it(make):
+    first = make()
+    assert first.created is True
+    assert make().created is False and make(readonly=True).created is False
+
 def test_an_empty_store_has_no_lines(store):
     assert store.head() == 0
     assert store.read_after(0) == []

@@ -59,7 +59,7 @@ def init(env: Env, ledger: str | None) -> int:
         with Ledger.open(location, create=True, timeout=env.lock_timeout,
                          allow_network_fs=env.allow_network_fs) as made:
             seq = made.seq
-        created = True
+            created = made.created  # another 'init' may have made it meanwhile
     said = shown(location)
     if env.json:
         env.emit_json({"ledger": said, "created": created, "seq": seq})
