@@ -427,7 +427,7 @@ def test_demo_dir_that_no_ledger_can_take_is_a_usage_error_and_makes_nothing(tmp
 def test_reclaim_with_nothing_to_reclaim_says_why(a_ledger: Path) -> None:
     # 'a' holds ./held, bound to this (live) process.
     res = ledger_cmd(a_ledger, "reclaim")
-    assert res.returncode == 0 and res.stdout == "nothing to reclaim: every holder's process is alive\n"
+    assert res.returncode == 0 and res.stdout == "nothing to reclaim: every holder is alive\n"
     assert ledger_cmd(a_ledger, "release", "a").returncode == 0
     res = ledger_cmd(a_ledger, "reclaim")  # it said every holder's process was alive: there were none
     assert res.returncode == 0 and res.stdout == "nothing to reclaim: no live holders\n"

@@ -168,7 +168,7 @@ def test_a_live_holder_on_another_host_is_kept_and_shown_as_on_another_host(tmp_
         r = ledger_cli(led_dir, "reclaim")
         assert r.returncode == 0, r.stderr
         assert f"kept 'remote' (pid {remote.pid}): liveness unknown: {why}" in r.stdout
-        assert "every holder's process is alive" not in r.stdout
+        assert "every holder is alive" not in r.stdout
         r = ledger_cli(led_dir, "show")
         assert f"[liveness unknown: {why}; kept]" in r.stdout, r.stdout
     finally:
@@ -472,7 +472,7 @@ def test_reclaim_says_why_a_holder_is_kept_or_reclaimed(tmp_path):
             led.register("alive", [W("/m/alive")])
             led.register("sleeper", [W("/m/sleeper")], pid=sleeper.pid)
         r = ledger_cli(led_dir, "reclaim")
-        assert r.stdout.strip() == "nothing to reclaim: every holder's process is alive", r.stdout
+        assert r.stdout.strip() == "nothing to reclaim: every holder is alive", r.stdout
         with Ledger.open(led_dir) as led:
             # A probe that cannot read the sleeper's start: kept, and why.
             report = led.reclaim(probe=lambda i: judge(attrs.evolve(i, ticks=None)) if i.pid == sleeper.pid

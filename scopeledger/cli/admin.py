@@ -215,7 +215,7 @@ def reclaim(env: Env, dry_run: bool) -> int:
                 if not report.kept:
                     env.out.print("nothing to reclaim: no live holders")
                 elif not unknown:
-                    env.out.print("nothing to reclaim: every holder's process is alive")
+                    env.out.print("nothing to reclaim: every holder is alive")
                 else:
                     alive = len(report.kept) - len(unknown)
                     env.out.print(f"nothing to reclaim: {alive} holder(s) alive, {len(unknown)} of "
