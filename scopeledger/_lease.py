@@ -28,7 +28,9 @@ so a ``lease_only`` holder of another host that stops renewing is
 reclaimed like one of this host. A line appended before the ledger had the
 column (made by an older scopeledger; a writable open adds it) has no
 server time: its lease is judged as on a file, below, until its next
-renewal.
+renewal (so is every lease, with a warning, when the server cannot be
+asked). A line copied in (``ledger import``) has the time of the copy:
+its lease runs on from then.
 
 On a file or in memory: no clock but the writers'. A lease is judged only
 from the same host and boot as its last renewal (grant or ``renewed``), on
