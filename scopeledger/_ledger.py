@@ -1871,9 +1871,16 @@ class Ledger:
             if alloc.lease is None:
                 raise InvalidLease(f"holder '{name}' has no lease to renew (it was granted without a ttl)")
             clock = _boot_reading(self._boottime)
-            ages = self._lease_ages((alloc,))  # (PostgreSQL: the server's clock, one query)
-            verdict = lease_verdict(alloc.lease, ages[alloc.lease.renewed_seq], clock.get("boot_ns"), host_id(),
-                                    boot_id())
+            lease, here, boot = alloc.lease, host_id(), boot_id()
+            if judge_lease(lease, clock.get("boot_ns"), here, boot, grace=False).liveness is Liveness.ALIVE:
+                # Within its ttl by the clock of the boot that last renewed it,
+                # this one (the holder renewing in time, the usual case): within
+                # ttl + grace on the server's too (_lease: the server's time of a
+                # line is after its boot-time reading), so it is not asked.
+                verdict, ages = Verdict(Liveness.ALIVE, ""), None
+            else:
+                ages = self._lease_ages((alloc,))  # (PostgreSQL: the server's clock, one query)
+                verdict = lease_verdict(lease, ages[lease.renewed_seq], clock.get("boot_ns"), here, boot)
             if verdict.dead:
                 # Reclaimed for the reason any reclaim records: its process's first
                 # (a holder whose process is also dead), else its lease's.
@@ -1882,7 +1889,7 @@ class Ledger:
                 txn.error = LeaseExpired(name, verdict.why)
                 return None
             txn.emit("renewed", name=name, token=token,
-                     ttl_ns=ttl_ns if ttl_ns is not None else alloc.lease.ttl_ns, **clock)
+                     ttl_ns=ttl_ns if ttl_ns is not None else lease.ttl_ns, **clock)
             return txn.state.holders[name]
 
         renewed: Allocation = self._transact(build)

@@ -266,6 +266,31 @@ def test_a_reclaim_asks_the_servers_clock_once_per_round_for_all_holders(pg_url,
         assert {ev.data["reason"] for ev in led.events(types=("reclaimed",))} == {"lease_expired"}
 
 
+def test_a_renewal_in_time_asks_the_server_nothing_and_one_past_its_own_ttl_asks_it(pg_url, monkeypatch):
+    boot = [1000 * S]
+    with Ledger.open(pg_url, boottime=lambda: boot[0]) as led:
+        a = led.register("agent", [W("/work/agent")], ttl=10, lease_only=True)
+        store = led._log
+        calls: list[list[int]] = []
+        real = store.appended_ago
+
+        def counted(seqs):
+            seqs = list(seqs)
+            calls.append(seqs)
+            return real(seqs)
+        monkeypatch.setattr(store, "appended_ago", counted)
+        # Within its ttl on the clock of the boot that renewed it (this one):
+        # within ttl + grace on the server's too, so the renewal is one append.
+        boot[0] += 9 * S
+        r = led.renew("agent", a.token)
+        assert calls == []
+        # Past its ttl on that clock (moved by hand), past ttl + grace even:
+        # the server's clock decides, which has seen moments pass.
+        boot[0] += 12 * S
+        r2 = led.renew("agent", a.token)
+        assert calls == [[r.lease.renewed_seq]] and r2.lease.renewed_seq > r.lease.renewed_seq
+
+
 # -- the column, its migration, and the append paths ------------------------------------
 
 def test_every_append_path_records_the_servers_time_without_a_round_trip_more(pg_cluster, pg_url, tmp_path):
