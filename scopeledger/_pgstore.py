@@ -770,11 +770,13 @@ class PgStore:
                 self._key = _signed32(int(oid[0]))
                 # Whether it is a ledger, and whether its events have the
                 # server's time (``at`` with its default: True; without the
-                # default: False; no column: None), in one round trip.
+                # default: False; no column: None), in one round trip (from
+                # the catalogs alone: no privilege on the schema is needed).
                 has_meta, at = conn.execute(
                     "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'meta'),"
-                    " (SELECT a.atthasdef FROM pg_attribute a WHERE a.attrelid = to_regclass(%s)"
-                    "  AND a.attname = 'at' AND NOT a.attisdropped)", (s, f"{s}.events")).fetchone()
+                    " (SELECT a.atthasdef FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                    "  JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = 'events'"
+                    "  AND a.attname = 'at' AND NOT a.attisdropped)", (s, s)).fetchone()
                 if not has_meta:
                     raise CorruptLedger(self.url, f"schema {s} exists and is not a scopeledger ledger "
                                                   "(it has no meta table)")
