@@ -25,9 +25,10 @@ Tables (created by ``PgStore.open(url, create=True)``, with the schema)::
                                             while no clock stepped back (see time_point)
            line bytea,                      the log line, byte for byte, no newline
            at timestamptz)                  the server's clock when the line was inserted
-                                            (default clock_timestamp(); NULL on rows of a
-                                            ledger made before the column: see
-                                            PgStore.appended_ago, leases judged on it)
+                                            (default clock_timestamp(); a writable open adds
+                                            it to a ledger made before it, whose earlier
+                                            rows keep NULL): PgStore.appended_ago, by
+                                            which leases are judged
     snapshots(seq bigint primary key references events,
               header bytea,                 the snapshot's header (JSON: format, seq,
                                             last_hash, ts, checksum)
