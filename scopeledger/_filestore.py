@@ -22,7 +22,7 @@ import itertools
 import logging
 import os
 import time
-from typing import Any, Callable, ContextManager, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Sequence
 
 import orjson
 
@@ -284,6 +284,12 @@ class FileStore:
                 return seq
             seq += 1
         return seq
+
+    def appended_ago(self, seqs: Iterable[int]) -> None:
+        """``None``: a directory has no clock of its own, only its writers'
+        (``LogStore.appended_ago``; leases are judged on the boot-time clock
+        of the host that renewed them)."""
+        return None
 
     def wait(self, after: int, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout

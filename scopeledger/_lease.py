@@ -9,26 +9,65 @@ holder that is not renewed in time is reclaimed with reason
 ``lease_expired`` by the normal reclaim path (``reclaim``, and a grant that
 meets it in its way).
 
-The clock (a file ledger). Every grant with a lease and every renewal
-records, beside ``ts``, its writer's ``CLOCK_BOOTTIME`` (``boot_ns``: counts
-suspend, never stepped; read as the initial time namespace reads it), and
-its writer's host and boot are in the line's ``actor``. A lease is judged
-only from the same host and boot as its last renewal (grant or
-``renewed``), on that clock:
+One clock judges a lease: the ledger's. Every grant with a lease and
+every renewal records, beside ``ts``, its writer's ``CLOCK_BOOTTIME``
+(``boot_ns``: counts suspend, never stepped; read as the initial time
+namespace reads it), and its writer's host and boot are in the line's
+``actor``; a store with a clock of its own also records when it appended
+the line, by that clock (``LogStore.appended_ago``).
 
-    expired  iff  now_boottime - boot_ns_of_last_renewal > ttl + grace,
-    grace = max(1 s, ttl / 10)                            (:func:`judge_lease`)
+On PostgreSQL: the server's clock. Each line's row has the server's
+``clock_timestamp()`` at its insert (``events.at``), and a lease is judged
+on the server's clock alone, from any host (one query for every holder a
+sweep judges: :func:`judge_lease_age`)::
+
+    expired  iff  server_now - server_time(last renewal) > ttl + grace,
+    grace = max(1 s, ttl / 10)
+
+so a ``lease_only`` holder of another host that stops renewing is
+reclaimed like one of this host. A line appended before the ledger had the
+column (made by an older scopeledger; a writable open adds it) has no
+server time: its lease is judged as on a file, below, until its next
+renewal (so is every lease, with a warning, when the server cannot be
+asked). A line copied in (``ledger import``) has the time of the copy:
+its lease runs on from then.
+
+On a file or in memory: no clock but the writers'. A lease is judged only
+from the same host and boot as its last renewal (grant or ``renewed``), on
+that boot's clock (:func:`judge_lease`)::
+
+    expired  iff  now_boottime - boot_ns_of_last_renewal > ttl + grace
 
 From another boot or host the clocks cannot be compared: the lease is
 ``unknown``, with the reason, and never reclaimed on a guess (an operator
-releases it; the PostgreSQL store judges on the server's clock instead). A
-holder also bound to its process is still reclaimed when its process is
-proven dead, from anywhere the process judge can prove it.
+releases it). ``CLOCK_BOOTTIME`` never steps and counts suspend, so the
+rule holds through wall-clock steps and a suspended machine; a reboot
+makes the lease unknown (its process, if it binds the holder, is then from
+an earlier boot: dead). ``ts`` is never used to judge a lease: it is only
+shown.
 
-The holder learns first: its own :meth:`Ledger.check` turns false at
-``ttl`` after its last renewal by its own boottime (from before it asked,
-when this process renewed it), ``grace`` before anyone else may count the
-lease expired. A wall-clock step changes nothing (``ts`` is only shown).
+On every store a holder also bound to its process is still reclaimed when
+its process is proven dead, from anywhere the process judge can prove it.
+
+The holder learns first. Its own :meth:`Ledger.check` turns false at
+``ttl`` after its last renewal by its own boot-time clock, counted from
+the ``boot_ns`` the renewal records: read before the line was sent (the
+renewal is built before the store's append, or its one-round-trip try, is
+sent). Others may count the lease expired only at ttl + grace after the
+store appended that line, which is later in real time:
+
+- on a file, on the same clock, grace later;
+- on PostgreSQL, the server's time of the insert is after the holder's
+  reading, so its ttl + grace end on the server's clock comes grace after
+  the holder's ttl end, but for what can make the server's clock run ahead
+  of the holder's: the two ticking at different rates (NTP slews at most
+  500 ppm: 0.05 % of the ttl, against a grace of 10 % or 1 s), and a step
+  of the server's wall clock forward smaller than the grace. A step
+  forward by more than the grace is outside what this protects against
+  (run the server with a slewing NTP client), as for the store's sessions
+  (``_pgstore.default_grace``). ``check`` from another host or boot than
+  the last renewal, which cannot read that boot's clock, asks the
+  server's, without the grace (false past ttl).
 
 The shape follows the PostgreSQL store's sessions (``_pgstore``: a ttl
 renewed every ttl/3, the client's deadline counted from before its renewal
@@ -49,7 +88,8 @@ from ._identity import Lease, Liveness, Verdict, lease_grace_ns
 
 log = logging.getLogger("scopeledger")
 
-__all__ = ["Renewer", "check_ttl", "holder_verdict", "judge_lease", "lease_grace_ns"]
+__all__ = ["Renewer", "check_ttl", "holder_verdict", "judge_lease", "judge_lease_age", "lease_grace_ns",
+           "lease_verdict"]
 
 
 def check_ttl(ttl: Any, what: str = "ttl") -> int:
@@ -112,18 +152,57 @@ def judge_lease(lease: Lease, now_ns: int | None, here_host: str | None, here_bo
     return Verdict(Liveness.ALIVE, f"its lease runs {(limit - age) / 1e9:.3f} s more")
 
 
+def judge_lease_age(lease: Lease, age_ns: int, *, grace: bool = True) -> Verdict:
+    """Whether ``lease`` has expired, judged on the store's own clock (the
+    PostgreSQL server's): ``age_ns`` is how long ago, by that clock, its
+    last renewal (the line ``lease.renewed_seq``) was appended
+    (``LogStore.appended_ago``). Pure: the caller asks the store.
+
+    Expired iff ``age_ns > ttl + grace`` (``grace=True``, anyone judging),
+    or ``age_ns > ttl`` (``grace=False``: the holder's view, from another
+    host or boot than its last renewal).
+
+    Returns:
+        :class:`Verdict`: ``LEASE_EXPIRED`` with how long it went
+        unrenewed, or ``ALIVE`` with how long it has left.
+    """
+    limit = lease.ttl_ns + (lease_grace_ns(lease.ttl_ns) if grace else 0)
+    if age_ns > limit:
+        extra = f" + grace {lease_grace_ns(lease.ttl_ns) / 1e9:g} s" if grace else ""
+        return Verdict(Liveness.LEASE_EXPIRED, f"its lease was not renewed for {age_ns / 1e9:.3f} s since "
+                                               f"seq {lease.renewed_seq} by the server's clock "
+                                               f"(ttl {lease.ttl_ns / 1e9:g} s{extra})")
+    return Verdict(Liveness.ALIVE, f"its lease runs {(limit - age_ns) / 1e9:.3f} s more by the server's clock")
+
+
+def lease_verdict(lease: Lease, age_ns: int | None, now_ns: int | None, here_host: str | None,
+                  here_boot: str | None, *, grace: bool = True) -> Verdict:
+    """``lease`` judged on one clock: the store's (:func:`judge_lease_age`)
+    when it knows how long ago the last renewal was appended (``age_ns``
+    not ``None``: PostgreSQL), else the boot-time clock of the host and
+    boot that renewed it (:func:`judge_lease`, with ``now_ns``,
+    ``here_host``, ``here_boot``). Pure."""
+    if age_ns is not None:
+        return judge_lease_age(lease, age_ns, grace=grace)
+    return judge_lease(lease, now_ns, here_host, here_boot, grace=grace)
+
+
 def holder_verdict(lease: Lease | None, process: Callable[[], Verdict], now_ns: int | None,
-                   here_host: str | None, here_boot: str | None) -> Verdict:
+                   here_host: str | None, here_boot: str | None,
+                   age: Callable[[], int | None] | None = None) -> Verdict:
     """The liveness of a holder: its process's (``process()``, asked only
-    when the process binds it) and its lease's, dead when either is proven
-    dead (the process's reason first), unknown when either is unknown,
-    else alive."""
+    when the process binds it) and its lease's (:func:`lease_verdict`:
+    ``age()``, asked only when the process does not already prove it dead,
+    is how long ago its last renewal was appended by the store's clock, or
+    ``None``; without ``age``, the boot-time clock), dead when either is
+    proven dead (the process's reason first), unknown when either is
+    unknown, else alive."""
     if lease is None:
         return process()
     pv = process() if lease.process else None
     if pv is not None and pv.dead:
         return pv
-    lv = judge_lease(lease, now_ns, here_host, here_boot)
+    lv = lease_verdict(lease, age() if age is not None else None, now_ns, here_host, here_boot)
     if lv.dead or pv is None or pv.liveness is not Liveness.UNKNOWN:
         return lv
     return pv

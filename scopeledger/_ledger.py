@@ -70,7 +70,7 @@ from ._fold import (
 from ._paths import canonical, check_reached, identity as identify_path, mount_table
 from ._identity import Lease, Liveness, Probe, ProcessIdentity, Verdict, on_another_host
 from ._process import boot_id, boottime_ns, host_id, identify, probe as default_probe, run_probe
-from ._lease import check_ttl, holder_verdict, judge_lease
+from ._lease import check_ttl, holder_verdict, judge_lease, judge_lease_age, lease_verdict
 from ._sessions import Sessions, check_session_options
 from ._rules import (PERMISSION_TEXT, Permission, ScopeRule, check_name, conflicts, covers,
                      identity_json)
@@ -1457,25 +1457,62 @@ class Ledger:
         return lv
 
     def _verdict(self, alloc: Allocation, probe: Probe | None = None,
-                 sessions: dict[int, Verdict] | None = None) -> Verdict:
+                 sessions: dict[int, Verdict] | None = None,
+                 ages: dict[int, int | None] | None = None) -> Verdict:
         """Whether holder ``alloc`` is alive: its process's verdict (by
-        ``probe``, default the ledger's) and its lease's (``_lease``). On
+        ``probe``, default the ledger's) and its lease's (``_lease``: on
+        the store's clock where it has one, PostgreSQL's; ``ages``: the
+        ages of last renewals asked already, :meth:`_lease_ages`). On
         PostgreSQL, a holder on another host carrying a client session is
         judged by its session (``scopeledger._sessions``; ``sessions``: the
         verdicts on sessions asked already) instead of its process."""
         judge = self._sessions
+        lease = alloc.lease
         if judge is not None:
             sid = alloc.process.session
             if sid is not None and on_another_host(alloc.process, host_id(), boot_id()):
-                if alloc.lease is None:
+                if lease is None:
                     return judge.verdict(sid, sessions)
-                return holder_verdict(alloc.lease, lambda: judge.verdict(sid, sessions), self._boottime(),
-                                      host_id(), boot_id())
+                return holder_verdict(lease, lambda: judge.verdict(sid, sessions), self._boottime(),
+                                      host_id(), boot_id(), lambda: self._lease_age(lease, ages))
         fn = probe or self._probe
-        if alloc.lease is None:
+        if lease is None:
             return run_probe(fn, alloc.process, self._boot_spans)
-        return holder_verdict(alloc.lease, lambda: run_probe(fn, alloc.process, self._boot_spans),
-                              self._boottime(), host_id(), boot_id())
+        return holder_verdict(lease, lambda: run_probe(fn, alloc.process, self._boot_spans),
+                              self._boottime(), host_id(), boot_id(), lambda: self._lease_age(lease, ages))
+
+    def _lease_ages(self, holders: Iterable[Allocation]) -> dict[int, int | None]:
+        """How long ago the last renewal of each leased holder of
+        ``holders`` was appended, by the store's clock, in one question to
+        the store (``LogStore.appended_ago``; PostgreSQL: one query):
+        ``{renewed_seq: ns}``, ``None`` for each the store cannot say (no
+        clock of its own, a line from before the server recorded it, or the
+        server cannot be asked: the lease is then judged on the boot-time
+        clock, ``_lease.lease_verdict``)."""
+        return self._ages([a.lease.renewed_seq for a in holders if a.lease is not None])
+
+    def _ages(self, seqs: list[int]) -> dict[int, int | None]:
+        """:meth:`_lease_ages` of the lines ``seqs``."""
+        if not seqs:
+            return {}
+        try:
+            got = self._log.appended_ago(seqs)
+        except LedgerError as exc:
+            log.warning("could not read the server's clock to judge leases (%s): judged on the boot-time "
+                        "clock of the host that renewed them", exc)
+            got = None
+        if got is None:
+            return dict.fromkeys(seqs)
+        return {q: got.get(q) for q in seqs}
+
+    def _lease_age(self, lease: Lease, ages: dict[int, int | None] | None) -> int | None:
+        """How long ago ``lease``'s last renewal was appended by the
+        store's clock: from ``ages`` (:meth:`_lease_ages`) when it was asked
+        there, else asked now; ``None`` when the store cannot say."""
+        seq = lease.renewed_seq
+        if ages is None or seq not in ages:
+            ages = self._ages([seq])
+        return ages[seq]
 
     def _check(self, txn: _Txn, name: str, rules: tuple[ScopeRule, ...], parent: str | None) -> Exception | None:
         """check_request, reclaiming dead holders that stand in the way."""
@@ -1522,10 +1559,13 @@ class Ledger:
                 most 10**9): the holder must be :meth:`renew`-ed within it
                 (:meth:`keep_renewed` does so every ttl/3), or it is
                 reclaimed as ``lease_expired`` once ttl + grace (max(1 s,
-                ttl/10)) have passed on the clock of the boot that last
-                renewed it; its own :meth:`check` turns false at ttl
-                (``scopeledger._lease`` says how the clocks are read).
-                ``None`` (the default): no lease.
+                ttl/10)) have passed since its last renewal on the ledger's
+                clock: on PostgreSQL the server's, from any host; on a
+                directory the boot-time clock of the boot that last renewed
+                it (from another host or boot: unknown, never reclaimed);
+                its own :meth:`check` turns false at ttl, by its own
+                boot-time clock (``scopeledger._lease`` says how the clocks
+                are read). ``None`` (the default): no lease.
             lease_only: with ``ttl``, bind the holder to the lease alone
                 (its process, ``pid``, is recorded as who asked but not
                 judged); without it a leased holder is bound to both (dead
@@ -1798,10 +1838,14 @@ class Ledger:
 
     def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
         """Renew the lease of grant ``(name, token)``: it lasts ``ttl``
-        seconds (default: its ttl so far) from now, on this boot's clock
-        (the ``renewed`` event records this process's boot-time clock;
-        ``scopeledger._lease`` says how it is judged). Renewing from
-        another host or boot moves the lease onto that boot's clock.
+        seconds (default: its ttl so far) from now, on the ledger's clock
+        (``scopeledger._lease`` says how it is judged): on PostgreSQL from
+        the server's time of the ``renewed`` line, whichever host renews;
+        on a directory from this process's boot-time clock, which the
+        ``renewed`` event records (renewing from another host or boot
+        moves the lease onto that boot's clock). The holder's own
+        :meth:`check` counts the ttl from that boot-time reading, taken
+        before the line was sent.
 
         Args:
             name: a live holder granted with ``ttl``.
@@ -1817,7 +1861,8 @@ class Ledger:
             UnknownHolder: ``name`` is not live, or is live with another
                 grant than ``token``; nothing is recorded.
             LeaseExpired: (an :class:`UnknownHolder`) its lease had run out
-                (past ttl + grace) before this call: the call records its
+                (past ttl + grace, on the ledger's clock: on PostgreSQL
+                the server's) before this call: the call records its
                 reclaim (``lease_expired``) instead, as any reclaim would.
             InvalidLease: a bad ``ttl``, or the holder has no lease.
             InvalidHolderName: ``name`` is not a holder name.
@@ -1835,16 +1880,25 @@ class Ledger:
             if alloc.lease is None:
                 raise InvalidLease(f"holder '{name}' has no lease to renew (it was granted without a ttl)")
             clock = _boot_reading(self._boottime)
-            verdict = judge_lease(alloc.lease, clock.get("boot_ns"), host_id(), boot_id())
+            lease, here, boot = alloc.lease, host_id(), boot_id()
+            if judge_lease(lease, clock.get("boot_ns"), here, boot, grace=False).liveness is Liveness.ALIVE:
+                # Within its ttl by the clock of the boot that last renewed it,
+                # this one (the holder renewing in time, the usual case): within
+                # ttl + grace on the server's too (_lease: the server's time of a
+                # line is after its boot-time reading), so it is not asked.
+                verdict, ages = Verdict(Liveness.ALIVE, ""), None
+            else:
+                ages = self._lease_ages((alloc,))  # (PostgreSQL: the server's clock, one query)
+                verdict = lease_verdict(lease, ages[lease.renewed_seq], clock.get("boot_ns"), here, boot)
             if verdict.dead:
                 # Reclaimed for the reason any reclaim records: its process's first
                 # (a holder whose process is also dead), else its lease's.
-                holder = self._verdict(alloc)
+                holder = self._verdict(alloc, None, None, ages)
                 txn.reclaim(name, (holder if holder.dead else verdict).liveness.value)
                 txn.error = LeaseExpired(name, verdict.why)
                 return None
             txn.emit("renewed", name=name, token=token,
-                     ttl_ns=ttl_ns if ttl_ns is not None else alloc.lease.ttl_ns, **clock)
+                     ttl_ns=ttl_ns if ttl_ns is not None else lease.ttl_ns, **clock)
             return txn.state.holders[name]
 
         renewed: Allocation = self._transact(build)
@@ -1881,7 +1935,8 @@ class Ledger:
     def reclaim(self, probe: Probe | None = None, *, dry_run: bool = False) -> ReclaimReport:
         """Reclaim every holder whose process is provably gone: exited, a
         zombie, its pid reused (a later start), from an earlier boot of this
-        host, or its PID namespace gone; or whose lease expired; or, on
+        host, or its PID namespace gone; or whose lease expired (on
+        PostgreSQL by the server's clock, one query for all); or, on
         PostgreSQL, a holder of another host whose client session is dead
         (``session_closed``, ``lease_expired``, ``session_lock_gone``, on
         the server's clock: ``scopeledger._sessions``). Each is removed like a release
@@ -1918,7 +1973,8 @@ class Ledger:
             if dry_run:
                 state = state.copy()
         known = self._session_verdicts(snapshot)
-        verdicts = {a.name: self._verdict(a, fn, known) for a in snapshot}
+        ages = self._lease_ages(snapshot)
+        verdicts = {a.name: self._verdict(a, fn, known, ages) for a in snapshot}
         suspects = [a for a in snapshot if verdicts[a.name].dead]
 
         def kept() -> tuple[tuple[str, Verdict], ...]:
@@ -1938,12 +1994,20 @@ class Ledger:
 
         def build(txn: _Txn) -> tuple[Reclaimed, ...]:
             out = []
+            # The suspects judged again under the lock: their sessions and
+            # leases asked of the server once for all of them (PostgreSQL).
+            again = [cur for a in suspects if (cur := txn.state.holders.get(a.name)) is not None]
+            known_now = self._session_verdicts(again)
+            ages_now = self._lease_ages(again)
             for a in suspects:
                 cur = txn.state.holders.get(a.name)
                 if cur is None or cur.token != a.token or cur.process != a.process:
                     del verdicts[a.name]  # released or granted again meanwhile: not ours to report
                     continue
-                v = verdicts[a.name] = self._liveness(txn, a.name, fn)
+                v = txn.liveness.get(a.name)
+                if v is None:
+                    v = txn.liveness[a.name] = self._verdict(cur, fn, known_now, ages_now)
+                verdicts[a.name] = v
                 if v.dead:
                     seen = last_seen_ns(cur)
                     seq, plan = txn.reclaim(a.name, v.liveness.value)
@@ -2116,7 +2180,8 @@ class Ledger:
         """The ledger's verdict on each holder now, with why
         (:class:`Verdict`), in order: its process's (the ledger's probe)
         and, for a holder with a lease, its lease's (``scopeledger._lease``:
-        dead when either is); on PostgreSQL, for a holder of another host
+        dead when either is; on PostgreSQL on the server's clock, one query
+        for all of them); on PostgreSQL, for a holder of another host
         carrying a client session, its session's instead of its process's
         (one query for all of them: ``scopeledger._sessions``); records
         nothing.
@@ -2128,7 +2193,8 @@ class Ledger:
         if holders is None:
             holders = self.holders()
         known = self._session_verdicts(holders)
-        return {a.name: self._verdict(a, None, known) for a in holders}
+        ages = self._lease_ages(holders)
+        return {a.name: self._verdict(a, None, known, ages) for a in holders}
 
     def _session_verdicts(self, holders: Iterable[Allocation]) -> dict[int, Verdict] | None:
         """On PostgreSQL: the verdicts on the client sessions of the holders
@@ -2563,10 +2629,15 @@ class Ledger:
         with this ``token`` is live (a new grant of the same name has
         another token) and, for a grant with a lease, while the lease runs
         by this process's boot-time clock: ``False`` from ``ttl`` after its
-        last renewal on, ``grace`` (max(1 s, ttl/10)) before anyone else
-        may reclaim it, so that the holder learns first. A lease last
-        renewed on another host or boot cannot be judged here (nor is it
-        reclaimed from here): ``True`` while the grant is live.
+        last renewal on (counted from the reading the renewal recorded,
+        taken before it was sent), ``grace`` (max(1 s, ttl/10)) before
+        anyone else may reclaim it, so that the holder learns first. A
+        lease last renewed on another host or boot is judged here on
+        PostgreSQL by the server's clock, without the grace (``False``
+        once ttl has passed since the server appended the renewal); on a
+        directory (or a line appended before the server recorded its
+        time) it cannot be judged here (nor is it reclaimed from here):
+        ``True`` while the grant is live.
 
         On PostgreSQL, also only while the client session the grant carries
         vouches for it (``scopeledger._sessions``): a session of this object
@@ -2614,9 +2685,19 @@ class Ledger:
         if sessions is not None and alloc.process.session is not None \
                 and not sessions.vouches(alloc.process.session):
             return False
-        if alloc.lease is None:
+        lease = alloc.lease
+        if lease is None:
             return True
-        return not judge_lease(alloc.lease, self._boottime(), host_id(), boot_id(), grace=False).dead
+        # By the boot-time clock of the boot that last renewed it, when this is
+        # that boot (the holder's own view, from before its renewal was sent:
+        # it learns first); else by the server's clock (PostgreSQL), without
+        # the grace; else (a file, a line without the server's time) unknown.
+        v = judge_lease(lease, self._boottime(), host_id(), boot_id(), grace=False)
+        if v.liveness is Liveness.UNKNOWN:
+            age = self._lease_age(lease, None)
+            if age is not None:
+                v = judge_lease_age(lease, age, grace=False)
+        return not v.dead
 
     def state(self) -> State:
         """A copy of the current folded :class:`State` (for inspection)."""

@@ -37,7 +37,7 @@ before acting: the ledger reloads).
 
 from __future__ import annotations
 
-from typing import Any, ContextManager, Protocol, Sequence
+from typing import Any, ContextManager, Iterable, Protocol, Sequence
 
 import orjson
 
@@ -154,6 +154,23 @@ class LogStore(Protocol):
         line is later, the head when none is. (Writers' clocks may step
         back, so a later line may carry an earlier time: the first later
         line ends the answer, whatever follows it.)"""
+        ...
+
+    def appended_ago(self, seqs: Iterable[int]) -> dict[int, int] | None:
+        """How long ago each line of ``seqs`` was appended, on the store's
+        own clock: ``{seq: ns}`` (int nanoseconds; one read of that clock
+        for all of them, so the ages of many holders' renewals cost one
+        round trip). A seq left out is unknown (no such line, or a line
+        whose time the store did not record). ``None``: the store has no
+        clock of its own (a directory, memory: the writers' clocks are all
+        there is, and leases are judged on the boot-time clock of the host
+        that renewed them; ``scopeledger._lease``). The PostgreSQL store
+        answers on the server's clock.
+
+        Raises:
+            ValueError: (a store with a clock) a seq is not an int >= 1.
+            LedgerError: as :meth:`read_after`.
+        """
         ...
 
     # -- snapshots: named by seq; headers as the interface sees them ---------

@@ -13,7 +13,7 @@ import bisect
 import contextlib
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from ._errors import CorruptLedger, LedgerError, LockTimeout, ReadOnlyLedger, SnapshotInvalid
 from ._events import line_hash
@@ -140,6 +140,10 @@ class MemoryStore:
 
     def seq_at(self, ts: int) -> int:
         return bisect.bisect_right(self._open().running, ts)
+
+    def appended_ago(self, seqs: Iterable[int]) -> None:
+        """``None``: no clock of its own (``LogStore.appended_ago``)."""
+        return None
 
     def snapshot_seqs(self) -> list[int]:
         return sorted(self._open().snapshots)

@@ -23,7 +23,12 @@ Tables (created by ``PgStore.open(url, create=True)``, with the schema)::
            ts_max bigint,                   the running maximum of ts, kept by the server:
                                             ascending, so time travel is an index lookup
                                             while no clock stepped back (see time_point)
-           line bytea)                      the log line, byte for byte, no newline
+           line bytea,                      the log line, byte for byte, no newline
+           at timestamptz)                  the server's clock when the line was inserted
+                                            (default clock_timestamp(); a writable open adds
+                                            it to a ledger made before it, whose earlier
+                                            rows keep NULL): PgStore.appended_ago, by
+                                            which leases are judged
     snapshots(seq bigint primary key references events,
               header bytea,                 the snapshot's header (JSON: format, seq,
                                             last_hash, ts, checksum)
@@ -134,6 +139,7 @@ the file backend and two peers).
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
@@ -142,7 +148,7 @@ import socket
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterator, Sequence, TypeVar, cast
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar, cast
 from urllib.parse import unquote
 
 import orjson
@@ -163,6 +169,8 @@ from ._errors import (
 )
 from ._events import line_hash
 
+log = logging.getLogger("scopeledger")
+
 #: Why psycopg could not be imported (None: it was): missing, or installed
 #: but unable to load (no libpq for its pure-Python build, a C build refused).
 _NO_PSYCOPG: ImportError | None = None
@@ -178,7 +186,10 @@ STORE_FORMAT = 3
 """Version of the table layout (not of the line format). Development
 versions, never behind ``Ledger``: 1 stored the running maximum as ``ts``;
 2 lacked the backstops that check ``synchronous_commit`` at commit, the
-line's seq and ts as JSON numbers, and who changes a session's row."""
+line's seq and ts as JSON numbers, and who changes a session's row.
+The ``events.at`` column (:func:`_events_at_ddl`) came without a new format:
+a ledger without it is read and written as before (an older scopeledger
+inserts naming its columns, so the server's default fills ``at``)."""
 
 DEFAULT_SCHEMA = "scopeledger"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,47}")
@@ -583,6 +594,24 @@ INSERT INTO {s}.meta (format_version) VALUES ({STORE_FORMAT});
 """
 
 
+#: How long a writable open waits for the locks that add ``events.at`` to a
+#: ledger made before it (:meth:`PgStore._add_at`), in milliseconds: the
+#: ``ALTER TABLE`` waits for transactions using the table, and appenders queue
+#: behind it meanwhile; not granted in time, it is tried at the next open.
+ADD_AT_LOCK_TIMEOUT_MS = 5_000
+
+
+def _events_at_ddl(schema: str) -> str:
+    """The ``events.at`` column (the server's clock when each line was
+    inserted: :meth:`PgStore.appended_ago`, by which leases are judged), on a
+    new ledger and on one made before it alike: added nullable without a
+    default, so no row is rewritten (the rows before have NULL: unknown),
+    then given its default for the rows to come. Idempotent. Kept apart from
+    :func:`_ddl` so that both paths run the same statements."""
+    return (f"ALTER TABLE {schema}.events ADD COLUMN IF NOT EXISTS at timestamptz;"
+            f" ALTER TABLE {schema}.events ALTER COLUMN at SET DEFAULT clock_timestamp();")
+
+
 #: The server instance, as SQL: ``<system identifier>@<postmaster start>/<last
 #: reset of the cumulative statistics>`` (times UTC, to the microsecond). It
 #: changes when the server restarts, and when it resets after a backend
@@ -705,6 +734,7 @@ class PgStore:
         self._txn: _Txn | None = None
         self._key = 0  # the schema's oid as int4: the first key of our advisory locks
         self.created = False  # this open made the schema (LogStore.created)
+        self._has_at = False  # events.at exists (set by _open): appended_ago can answer
         self._pid = os.getpid()
         self._resolve_timeout = resolve_timeout
         _live.add(self)
@@ -760,13 +790,21 @@ class PgStore:
                         exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (s,)).fetchone()
                         if not exists:
                             conn.execute(_ddl(s))
+                            conn.execute(_events_at_ddl(s))
                             self.created = True
                 oid = conn.execute("SELECT oid FROM pg_namespace WHERE nspname = %s", (s,)).fetchone()
                 if oid is None:
                     raise NoLedger(f"no ledger at {self.url}: schema {s} does not exist")
                 self._key = _signed32(int(oid[0]))
-                has_meta = conn.execute(
-                    "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'meta'", (s,)).fetchone()
+                # Whether it is a ledger, and whether its events have the
+                # server's time (``at`` with its default: True; without the
+                # default: False; no column: None), in one round trip (from
+                # the catalogs alone: no privilege on the schema is needed).
+                has_meta, at = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'meta'),"
+                    " (SELECT a.atthasdef FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                    "  JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = 'events'"
+                    "  AND a.attname = 'at' AND NOT a.attisdropped)", (s, s)).fetchone()
                 if not has_meta:
                     raise CorruptLedger(self.url, f"schema {s} exists and is not a scopeledger ledger "
                                                   "(it has no meta table)")
@@ -780,6 +818,37 @@ class PgStore:
                                               f"reads ({STORE_FORMAT}); upgrade scopeledger")
             if row[0] != STORE_FORMAT:
                 raise CorruptLedger(self.url, f"unsupported store format {row[0]!r}")
+            self._has_at = at is not None
+            if at is not True and not self._readonly:
+                self._has_at = self._add_at(conn) or self._has_at
+
+    def _add_at(self, conn: Any) -> bool:
+        """Add ``events.at`` to a ledger made before it (a writable open;
+        serialised with creators), with :data:`ADD_AT_LOCK_TIMEOUT_MS` as
+        the lock timeout. ``True`` when done; ``False``, with a warning,
+        when the locks were not granted in time or the role may not alter
+        the table (the ledger works on: the lines it appends then have no
+        server time, and leases are judged as on a file until an open by
+        the table's owner adds it).
+
+        Raises:
+            StoreUnavailable, StoreError: any other refusal.
+        """
+        s = self.schema
+        try:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL lock_timeout = {ADD_AT_LOCK_TIMEOUT_MS}")
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('scopeledger:create'), hashtext(%s))", (s,))
+                conn.execute(_events_at_ddl(s))
+        except (pg_errors.LockNotAvailable, pg_errors.InsufficientPrivilege) as exc:
+            log.warning("could not add the server's time of each line (%s.events.at) to the ledger at %s, "
+                        "made by an older scopeledger: %s; leases are judged on the boot-time clock of the "
+                        "host that renewed them until an open by the table's owner adds it",
+                        s, self.url, self._why(exc))
+            return False
+        except psycopg.Error as exc:
+            raise self._error(exc, f"add {s}.events.at to the ledger at {self.url}") from exc
+        return True
 
     # -- connections --------------------------------------------------------
 
@@ -964,6 +1033,32 @@ class PgStore:
         """The last seq (0 for an empty log). Raises: StoreUnavailable, StoreError."""
         return cast(int, self._retrying("read the log", lambda conn: conn.execute(
             self._head_sql).fetchone()[0]))
+
+    def appended_ago(self, seqs: Iterable[int]) -> dict[int, int] | None:
+        """How long ago each line of ``seqs`` was appended, on the server's
+        clock: ``{seq: ns}``, ``clock_timestamp()`` now minus the line's
+        ``events.at`` (both read by the server in one query: no client
+        clock, so clients on any host get the same answer; microsecond
+        resolution; negative if the server's clock stepped back since). A
+        seq left out is unknown: no such line, a line appended before the
+        ledger had the column (NULL), or a ledger without it (opened
+        read-only, or by a role that may not add it). A line copied in
+        (``copy_log``: ``ledger import``, ``copy_ledger``) has the time of
+        the copy. One query for all of them; ``{}`` without one when
+        ``seqs`` is empty.
+
+        Raises:
+            ValueError: a seq is not an int >= 1.
+            StoreUnavailable, StoreError.
+        """
+        ids = sorted({_int("a seq", q, 1) for q in seqs})
+        if not ids or not self._has_at:
+            return {}
+        sql = (f"WITH n AS (SELECT clock_timestamp() AS now)"
+               f" SELECT e.seq, round(extract(epoch FROM n.now - e.at) * 1000000)::bigint"
+               f" FROM {self.schema}.events e, n WHERE e.seq = ANY(%s) AND e.at IS NOT NULL")
+        rows = self._retrying("read when lines were appended", lambda conn: conn.execute(sql, (ids,)).fetchall())
+        return {int(q): int(us) * 1000 for q, us in rows}
 
     def seq_at(self, ts: int) -> int:
         """The last seq before the first line whose ``ts`` is later than

@@ -268,6 +268,24 @@ def test_seq_at_is_the_last_seq_before_the_first_later_line(store):
     assert [store.seq_at(t) for t in (5, 10, 15, 19, 20, 29, 30, 100)] == [0, 1, 1, 1, 3, 3, 4, 4]
 
 
+def test_appended_ago_is_the_stores_own_clock_or_none_without_one(make, request):
+    store = make()
+    append(store, 10, 20)
+    append(store, 5)  # a writer's clock behind: the store's own clock is not the lines' ts
+    got = store.appended_ago([1, 2, 3, 99])
+    if "postgresql" not in request.node.callspec.id:
+        assert got is None  # no clock of its own: leases are judged on the writers' boot-time clocks
+        return
+    # The server's clock: every line appended here has an age (ns, >= 0, the
+    # later line no older), one not in the log none.
+    assert set(got) == {1, 2, 3} and all(type(v) is int and v >= 0 for v in got.values())
+    assert got[3] <= got[1] and got[1] == max(got.values())
+    assert store.appended_ago([]) == {}
+    assert make(readonly=True).appended_ago([2]).keys() == {2}  # a reader asks the same server
+    with pytest.raises(ValueError, match="seq"):
+        store.appended_ago([0])
+
+
 # -- snapshots -----------------------------------------------------------------
 
 def _header(st, seq):

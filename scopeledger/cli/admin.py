@@ -273,9 +273,10 @@ def release(env: Env, name: str, token: int | None, force: bool, reason: str | N
 @pass_env
 def renew(env: Env, name: str, token: int, ttl: float | None) -> int:
     """Renew the lease of holder NAME (granted with a ttl, as 'ledger run
-    --ttl' does): it lasts its ttl again from now, on this host's boot-time
-    clock. Exit 6 when that grant is gone or its lease had already expired
-    (its reclaim is then recorded)."""
+    --ttl' does): it lasts its ttl again from now, on the ledger's clock (on
+    PostgreSQL the server's; in a directory this host's boot-time clock).
+    Exit 6 when that grant is gone or its lease had already expired (its
+    reclaim is then recorded)."""
     with env.open() as ledger:
         alloc = ledger.renew(name, token, ttl)
         lease = alloc.lease

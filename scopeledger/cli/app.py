@@ -67,8 +67,9 @@ SUMMARIES = {
                 'it). Its children are re-parented. With --force --reason TEXT, the release records the reason '
                 "and who forced it; the holder's fencing check turns false."),
     'renew': ("Renew the lease of holder NAME (granted with a ttl, as 'ledger run --ttl' does): it lasts its "
-              "ttl again from now, on this host's boot-time clock. Exit 6 when that grant is gone or its lease "
-              'had already expired (its reclaim is then recorded).'),
+              "ttl again from now, on the ledger's clock (on PostgreSQL the server's; in a directory this host's "
+              'boot-time clock). Exit 6 when that grant is gone or its lease had already expired (its reclaim is '
+              'then recorded).'),
     'repair': ("Set a damaged tail of the log aside. The first line that does not check out (as 'ledger verify' "
                'judges it: a broken line, a broken hash chain, garbage after the end, a torn last line), everything '
                'after it and the snapshots past it go into cut/TIME-line-N/ in the ledger directory, with a record '
