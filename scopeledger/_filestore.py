@@ -22,7 +22,7 @@ import itertools
 import logging
 import os
 import time
-from typing import Any, Callable, ContextManager, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Sequence
 
 import orjson
 
@@ -31,6 +31,9 @@ from ._errors import CorruptLedger, LedgerIOError, ReadOnlyLedger, SnapshotInval
 from ._events import iter_lines, split_lines
 from ._logstore import Entry, Line
 from ._store import Store
+
+if TYPE_CHECKING:
+    from ._filetickets import FileTickets
 
 log = logging.getLogger("scopeledger")
 
@@ -78,6 +81,7 @@ class FileStore:
         self.last_wait = 0.0
         self._head_seen = 0
         self._end_seen = 0
+        self._tickets: FileTickets | None = None  # the waiters' queue, made on first use
 
     @classmethod
     def open(cls, path: str, *, create: bool = True, readonly: bool = False, fsync: bool = False,
@@ -581,7 +585,18 @@ class FileStore:
         automatic snapshot that is due."""
         return self.store.snapshot_claim()
 
+    def tickets(self) -> "FileTickets":
+        """The waiters' queue: ``waiters/`` in the directory
+        (``scopeledger._filetickets``, imported on first use)."""
+        if self._tickets is None:
+            from ._filetickets import FileTickets
+
+            self._tickets = FileTickets(self.store)
+        return self._tickets
+
     def close(self) -> None:
+        if self._tickets is not None:
+            self._tickets.close()
         self.store.close()
 
 

@@ -1373,6 +1373,14 @@ class PgStore:
             self._listens[me] = conn
         return conn
 
+    # -- the waiters' queue -------------------------------------------------
+
+    @staticmethod
+    def tickets() -> None:
+        """No waiters' queue (yet): waiters on PostgreSQL are not ordered
+        among themselves (each is woken by :meth:`wait`)."""
+        return None
+
     # -- snapshots ----------------------------------------------------------
 
     def snapshot_read(self, seq: int) -> tuple[dict[str, Any], bytes]:

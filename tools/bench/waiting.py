@@ -130,16 +130,14 @@ def stall(seconds: float, rounds: int) -> dict[str, list[dict[str, float]]]:
 TAKER = textwrap.dedent("""
     import asyncio, json, sys, time
     from scopeledger import Ledger, ScopeRule, AsyncLedger
-    import scopeledger._wait as W
+    import scopeledger._filetickets as F
     d, i, turns, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     if mode == "poll":
-        # inotify turned off: as on a network file system
-        _init = W.Watch.__init__
-        def init(self, ledger, queue):
-            _init(self, ledger, queue)
-            self.close()
-            self.period = W.POLL_SECONDS
-        W.Watch.__init__ = init
+        # inotify turned off: as on a network file system (a look every F.POLL_SECONDS)
+        _init = F.FileWatch.__init__
+        def init(self, log_path, queue_dir, network):
+            _init(self, log_path, queue_dir, True)
+        F.FileWatch.__init__ = init
     led = Ledger.open(d)
     rule = [ScopeRule("/bench/shared", "write")]
     out = []
