@@ -81,7 +81,7 @@ class FileStore:
         self.last_wait = 0.0
         self._head_seen = 0
         self._end_seen = 0
-        self._tickets: FileTickets | None = None  # the waiters' queue, made on first use
+        self._made: dict[str, Any] = {}  # made on first use: "tickets", the waiters' queue
 
     @classmethod
     def open(cls, path: str, *, create: bool = True, readonly: bool = False, fsync: bool = False,
@@ -588,15 +588,18 @@ class FileStore:
     def tickets(self) -> "FileTickets":
         """The waiters' queue: ``waiters/`` in the directory
         (``scopeledger._filetickets``, imported on first use)."""
-        if self._tickets is None:
+        tickets: FileTickets | None = self._made.get("tickets")
+        if tickets is None:
             from ._filetickets import FileTickets
 
-            self._tickets = FileTickets(self.store)
-        return self._tickets
+            # (threads racing here keep the first one made: setdefault is atomic)
+            tickets = self._made.setdefault("tickets", FileTickets(self.store))
+        return tickets
 
     def close(self) -> None:
-        if self._tickets is not None:
-            self._tickets.close()
+        tickets = self._made.get("tickets")
+        if tickets is not None:
+            tickets.close()
         self.store.close()
 
 

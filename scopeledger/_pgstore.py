@@ -723,9 +723,11 @@ class PgStore:
         self._backend: tuple[int, Any] | None = None  # (pid, backend_start) of _conn's backend
         self._txn: _Txn | None = None
         self._key = 0  # the schema's oid as int4: the first key of our advisory locks
-        self._tickets: PgTickets | None = None  # the waiters' queue, made on first use
         self._pid = os.getpid()
         self._resolve_timeout = resolve_timeout
+        #: The waiters' queue (an object: nothing is read or made on the server
+        #: before a waiter looks).
+        self._tickets = PgTickets(self)
         _live.add(self)
 
     @classmethod
@@ -873,8 +875,7 @@ class PgStore:
         self._txn = None
         self._mutex = threading.RLock()
         self._pid = os.getpid()
-        if self._tickets is not None:
-            self._tickets.forked_child()
+        self._tickets.forked_child()
 
     def _why(self, exc: BaseException) -> str:
         """The first line of ``exc``'s message, without this URL's password
@@ -920,8 +921,7 @@ class PgStore:
             for conn in listens.values():
                 with contextlib.suppress(Exception):
                     conn.close()
-            if self._tickets is not None:
-                self._tickets.close()
+            self._tickets.close()
 
     def __enter__(self) -> "PgStore":
         return self
@@ -1425,10 +1425,7 @@ class PgStore:
     def tickets(self) -> "PgTickets":
         """The waiters' queue of this ledger (:class:`PgTickets`: the table
         ``<schema>.waiters``); nothing is read or made before a waiter looks."""
-        with self._mutex:
-            if self._tickets is None:
-                self._tickets = PgTickets(self)
-            return self._tickets
+        return self._tickets
 
     # -- snapshots ----------------------------------------------------------
 
