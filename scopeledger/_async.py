@@ -43,9 +43,9 @@ from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iter
 from ._arguments import asks_to_wait, check_advisory, check_timeout, check_wait
 from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
-from ._ledger import delegate_attempt, register_attempt
+from ._ledger import delegate_attempt, register_attempt, tickets_of
 from ._rules import ScopeRule
-from ._wait import Gate, Request, Sleep, Watch, deadline_of, release_grant, resume, waiting, whoami
+from ._wait import Gate, Request, Sleep, Watch, deadline_of, queue_of, release_grant, resume, waiting, whoami
 
 if TYPE_CHECKING:
     from ._errors import Refused, ScopeConflict
@@ -203,7 +203,7 @@ class AsyncLedger:
         if self._me is None:
             self._me = await self._thread(whoami, led)
         gate = Gate(deadline_of(req))
-        steps = waiting(led, req, attempt, gate, self._me)
+        steps = waiting(led, req, attempt, gate, self._me, tickets_of(led))
         with contextlib.closing(steps):  # however this ends, the ticket is given back
             step = resume(steps)
             while not isinstance(step, Allocation):
@@ -471,7 +471,8 @@ class AsyncLedger:
             raise TypeError(f"after must be an int (a seq), not {shown(after)}")
         check_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        watch = Watch.take(self._ledger, None)
+        led = self._ledger
+        watch = Watch.take(led, queue_of(led, tickets_of(led)), None)
         try:
             while True:
                 seq = await self.refresh()

@@ -22,7 +22,7 @@ import itertools
 import logging
 import os
 import time
-from typing import Any, Callable, ContextManager, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, Sequence
 
 import orjson
 
@@ -31,6 +31,9 @@ from ._errors import CorruptLedger, LedgerIOError, ReadOnlyLedger, SnapshotInval
 from ._events import iter_lines, split_lines
 from ._logstore import Entry, Line
 from ._store import Store
+
+if TYPE_CHECKING:
+    from ._filetickets import FileTickets
 
 log = logging.getLogger("scopeledger")
 
@@ -78,6 +81,7 @@ class FileStore:
         self.last_wait = 0.0
         self._head_seen = 0
         self._end_seen = 0
+        self._made: dict[str, Any] = {}  # made on first use: "tickets", the waiters' queue
 
     @classmethod
     def open(cls, path: str, *, create: bool = True, readonly: bool = False, fsync: bool = False,
@@ -591,7 +595,21 @@ class FileStore:
         automatic snapshot that is due."""
         return self.store.snapshot_claim()
 
+    def tickets(self) -> "FileTickets":
+        """The waiters' queue: ``waiters/`` in the directory
+        (``scopeledger._filetickets``, imported on first use)."""
+        tickets: FileTickets | None = self._made.get("tickets")
+        if tickets is None:
+            from ._filetickets import FileTickets
+
+            # (threads racing here keep the first one made: setdefault is atomic)
+            tickets = self._made.setdefault("tickets", FileTickets(self.store))
+        return tickets
+
     def close(self) -> None:
+        tickets = self._made.get("tickets")
+        if tickets is not None:
+            tickets.close()
         self.store.close()
 
 

@@ -79,7 +79,7 @@ from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callabl
                          check_timeout, check_token, check_wait)
 from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._filestore import FileStore
-from ._logstore import Entry, Line, LogStore
+from ._logstore import Entry, Line, LogStore, Tickets
 from ._store import CUT_RECORD_NAME, Store
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -1619,7 +1619,7 @@ class Ledger:
 
         req = Request.of(self, name, rules, None, None, wait)
         return wait_for_grant(self, req, register_attempt(self, name, rules, pid, socket, note, False, ttl,
-                                                          lease_only))
+                                                          lease_only), self._log.tickets())
 
     def _attempt(self, grant: Callable[[list[Any]], Allocation]) -> Allocation:
         """``grant(written)``, withdrawing a grant whose call raised after
@@ -1719,7 +1719,8 @@ class Ledger:
 
         req = Request.of(self, child, rules, parent, parent_token, wait)
         return wait_for_grant(self, req, delegate_attempt(self, parent, child, rules, pid, reserved, socket,
-                                                          parent_token, note, False, ttl, lease_only))
+                                                          parent_token, note, False, ttl, lease_only),
+                              self._log.tickets())
 
     def _delegate(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
                   socket: str | None, parent_token: int | None, written: list[Any],
@@ -2729,6 +2730,12 @@ def verify(path: str | os.PathLike[str] | None = None, *, workers: int | None = 
         return unloaded(store).verify(workers=workers)
     finally:
         store.close()
+
+
+def tickets_of(ledger: Ledger) -> "Tickets | None":
+    """The waiters' queue of ``ledger``'s store (``LogStore.tickets()``):
+    what ``AsyncLedger`` hands to ``scopeledger._wait``."""
+    return ledger._log.tickets()
 
 
 def register_attempt(ledger: Ledger, name: str, rules: Any, pid: int | None, socket: str | None,

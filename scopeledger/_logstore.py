@@ -15,7 +15,13 @@ offsets or descriptors. Every store implements :class:`LogStore`:
 - ``scopeledger._pgstore.PgStore``: a PostgreSQL schema (issue 15).
 
 ``tests/test_store_contract.py`` runs one suite against every store; a new
-store joins it with one fixture. :func:`copy_log` moves a ledger from any
+store joins it with one fixture.
+
+A store may also keep the waiters' queue (:class:`Tickets`, from
+:meth:`LogStore.tickets`): a ledger directory keeps its tickets as files
+(``scopeledger._filetickets``), a PostgreSQL schema as rows held by advisory
+locks (``scopeledger._pgstore``); the memory store keeps none. The waiting
+code (``scopeledger._wait``) uses it alone, whatever the store. :func:`copy_log` moves a ledger from any
 store into an empty one through this interface alone (``copy_ledger``,
 ``ledger export``/``ledger import``).
 
@@ -37,7 +43,7 @@ before acting: the ledger reloads).
 
 from __future__ import annotations
 
-from typing import Any, ContextManager, Iterable, Protocol, Sequence
+from typing import Any, ContextManager, Hashable, Iterable, Protocol, Sequence
 
 import orjson
 
@@ -213,8 +219,134 @@ class LogStore(Protocol):
         error. Raises ``LedgerError`` when the store refuses."""
         ...
 
+    def tickets(self) -> "Tickets | None":
+        """The waiters' queue of this ledger (:class:`Tickets`; the same
+        object on every call), or ``None`` for a store that keeps none (its
+        waiters are not ordered among themselves). Cheap: nothing is made
+        or read before a waiter looks at it."""
+        ...
+
     def close(self) -> None:
-        """Let go of descriptors and connections; idempotent."""
+        """Let go of descriptors and connections (the queue's too); idempotent."""
+        ...
+
+
+# -- the waiters' queue -------------------------------------------------------
+
+#: A waiter looks again at least this often, in seconds, whatever woke it or
+#: did not: what no wake-up shows (a holder in another PID namespace that
+#: died, a clock, a waiter ahead of it whose death makes no event).
+RECHECK_SECONDS = 1.0
+
+#: A ticket as :meth:`Tickets.earlier` lists it: ``(number, key, handle)``:
+#: its number; a key naming it while it exists (two tickets that exist at
+#: once never share one: what a reader caches its parsed request under); and
+#: what :meth:`Tickets.read` and :meth:`Tickets.alive` take.
+Queued = tuple[int, Hashable, Any]
+
+
+class Ticket(Protocol):
+    """A waiter's place in the queue (made by :meth:`Tickets.join`)."""
+
+    #: Its number: numbers grow in the order waiters joined, while the
+    #: ticket lives (``int`` >= 1).
+    number: int
+
+
+class Wakeup(Protocol):
+    """What wakes a waiter (:meth:`Tickets.watch`): descriptors to poll and
+    what happened once they are readable. One waiter's, one thread at a
+    time."""
+
+    #: The longest a waiter sleeps between two looks, seconds (shorter than
+    #: :data:`RECHECK_SECONDS` where nothing can wake it and it polls).
+    period: float
+
+    def fds(self, log_too: bool) -> list[int]:
+        """Descriptors that turn readable when something may have changed:
+        a ticket leaving the queue (or its waiter dying, where that is
+        seen), and, with ``log_too``, the log growing."""
+        ...
+
+    def changes(self) -> tuple[bool, list[int] | None]:
+        """What happened since the last call, without blocking: whether the
+        log grew, and the numbers of the tickets that left (or whose
+        waiters died) ``None`` when that is not known (events were lost,
+        the link broke): the waiter looks again. Raises nothing."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what it holds; idempotent."""
+        ...
+
+
+class Tickets(Protocol):
+    """The waiters' queue of one ledger: first come, first served
+    (``scopeledger._wait``'s docstring says how waiters use it). A ticket
+    holds a request's bytes (opaque here) and stays alive while its waiter
+    holds it: a lock that goes with the waiter's process (a file lock) or
+    connection (a server's advisory lock), so the ticket of a waiter that
+    died is found dead and removed by whoever looks at it.
+
+    Thread safety: one object may be used by several threads; each ticket,
+    and each :class:`Wakeup`, by one thread at a time. After ``fork()`` the
+    child neither holds nor gives back its parent's tickets.
+    """
+
+    def join(self, request: bytes) -> Ticket | None:
+        """Take a ticket behind every ticket taken before, holding
+        ``request``; visible to others only once it is held. ``None``: this
+        ledger cannot queue its waiters now (said once in the log: waiting
+        goes on unordered).
+
+        Raises:
+            ReadOnlyLedger: opened read-only.
+            LedgerError: the store refused (its subclass says why).
+        """
+        ...
+
+    def leave(self, ticket: Ticket | None) -> None:
+        """Give ``ticket`` back (``None``: nothing), waking the waiter that
+        stands behind it. Idempotent; raises nothing but an interruption
+        (``KeyboardInterrupt``), after which the ticket is given back anyway
+        (its lock is let go)."""
+        ...
+
+    def lost(self, ticket: Ticket) -> bool:
+        """Whether ``ticket`` lost its place (its lock went with a broken
+        server connection: others may have removed it). Its waiter leaves
+        and joins again, behind everyone who joined meanwhile."""
+        ...
+
+    def earlier(self, before: int | None) -> list[Queued]:
+        """The tickets numbered below ``before`` (``None``: all), nearest
+        first. Dead ones may be among them (:meth:`alive` tells).
+
+        Raises:
+            LedgerError: the store could not be read.
+        """
+        ...
+
+    def read(self, handle: Any) -> bytes | None:
+        """The request of a ticket :meth:`earlier` listed; ``None`` when it
+        is gone or cannot be read (the reader skips it)."""
+        ...
+
+    def alive(self, handle: Any) -> bool:
+        """Whether the waiter of a ticket :meth:`earlier` listed still holds
+        it; a dead one is removed (waking whoever stands behind it)."""
+        ...
+
+    def watch(self, ticket: Ticket | None) -> Wakeup | None:
+        """What wakes the waiter holding ``ticket`` (``None``: one in no
+        queue, following the log); ``None`` when nothing can, and the waiter
+        sleeps in :meth:`LogStore.wait`. Give it back with :meth:`done`
+        (before or after ``ticket`` leaves the queue)."""
+        ...
+
+    def done(self, watch: Wakeup) -> None:
+        """``watch`` is not used any more: kept for the next waiter, or
+        closed. Raises nothing."""
         ...
 
 

@@ -173,6 +173,12 @@ class MemoryStore:
             raise ReadOnlyLedger(self.location, "remove a snapshot")
         self._open().snapshots.pop(seq, None)
 
+    @staticmethod
+    def tickets() -> None:
+        """No waiters' queue: waiters on a memory ledger are not ordered
+        among themselves (they are woken by :meth:`wait`)."""
+        return None
+
     def close(self) -> None:
         self._closed = True
 

@@ -34,6 +34,9 @@ Tables (created by ``PgStore.open(url, create=True)``, with the schema)::
                                             last_hash, ts, checksum)
               body bytea)                   the state's JSON bytes as written
     sessions(id, host, pid, instance, ttl_ms, opened_at, lease_until, closed_at)
+    waiters(number, request, joined_at)     the waiters' queue (PgTickets); made when
+                                            a waiter first joins in a ledger made
+                                            without it (no STORE_FORMAT change)
 
 Server-side backstops that do not trust clients (triggers): an insert into
 ``events`` whose seq is not the current maximum + 1 is refused (rows of one
@@ -80,6 +83,25 @@ signal handler's exception interrupted it; a KeyboardInterrupt is let through
 after closing the connection). All there with the same bytes: the append succeeded.
 None there (or others' bytes at those seqs): nothing was recorded,
 :class:`NotRecorded`. Not resolvable within ``resolve_timeout``: :class:`InDoubt`.
+
+Advisory locks
+--------------
+All in the ledger's database, keyed by the schema's oid: the append lock
+``(<schema oid>, 0)`` (transaction-level) and each session's lock
+``(<schema oid>, <session id>)`` (session-level) are of the two-``int4``
+form (``pg_locks.objsubid = 2``); a waiter's ticket lock is of the
+one-``bigint`` form, ``(<schema oid> << 32) | (<ticket number> mod 2**32)``
+(``objsubid = 1``, ``classid`` the schema's oid, ``objid`` the number mod
+2**32), so the three never meet. Creators serialise on ``(hashtext
+('scopeledger:create'), hashtext(<schema>))`` (transaction-level).
+
+The waiters' queue
+------------------
+``wait=`` is first come, first served here as on a directory
+(:class:`PgTickets`): a waiter's ticket is a row of ``waiters`` held by its
+ticket lock on a connection of its own, which LISTENs on the log's channel
+and on ``scopeledger.q.<schema>`` (the numbers of the tickets that leave);
+a ticket whose lock is not held is dead, and deleted by whoever reads it.
 
 Sessions (liveness across hosts)
 --------------------------------
@@ -168,6 +190,7 @@ from ._errors import (
     StoreUnavailable,
 )
 from ._events import line_hash
+from ._logstore import RECHECK_SECONDS, Queued
 
 log = logging.getLogger("scopeledger")
 
@@ -181,6 +204,8 @@ except ImportError as _exc:  # pragma: no cover - exercised only without (or wit
     psycopg = None  # type: ignore[assignment]
     pg_errors = None  # type: ignore[assignment]
     _NO_PSYCOPG = _exc
+
+log = logging.getLogger("scopeledger")
 
 STORE_FORMAT = 3
 """Version of the table layout (not of the line format). Development
@@ -590,6 +615,7 @@ CREATE TRIGGER sessions_keep BEFORE DELETE ON {s}.sessions
     FOR EACH ROW EXECUTE FUNCTION {s}.refuse_change();
 CREATE TRIGGER sessions_no_truncate BEFORE TRUNCATE ON {s}.sessions
     FOR EACH STATEMENT EXECUTE FUNCTION {s}.refuse_change();
+{_waiters_ddl(s)}
 INSERT INTO {s}.meta (format_version) VALUES ({STORE_FORMAT});
 """
 
@@ -610,6 +636,20 @@ def _events_at_ddl(schema: str) -> str:
     :func:`_ddl` so that both paths run the same statements."""
     return (f"ALTER TABLE {schema}.events ADD COLUMN IF NOT EXISTS at timestamptz;"
             f" ALTER TABLE {schema}.events ALTER COLUMN at SET DEFAULT clock_timestamp();")
+
+
+def _waiters_ddl(schema: str) -> str:
+    """The waiters' queue (:class:`PgTickets`): made with a new ledger
+    (:func:`_ddl`), and in a ledger made by an earlier scopeledger when a
+    waiter first joins; ``IF NOT EXISTS``, so either may run it (creators
+    serialised by the creators' lock). Not part of :data:`STORE_FORMAT`: a
+    ledger without it is read, and written, as before."""
+    return f"""
+CREATE TABLE IF NOT EXISTS {schema}.waiters (
+    number bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    request bytea NOT NULL,
+    joined_at timestamptz NOT NULL DEFAULT clock_timestamp());
+"""
 
 
 #: The server instance, as SQL: ``<system identifier>@<postmaster start>/<last
@@ -737,6 +777,9 @@ class PgStore:
         self._has_at = False  # events.at exists (set by _open): appended_ago can answer
         self._pid = os.getpid()
         self._resolve_timeout = resolve_timeout
+        #: The waiters' queue (an object: nothing is read or made on the server
+        #: before a waiter looks).
+        self._tickets = PgTickets(self)
         _live.add(self)
 
     @classmethod
@@ -930,6 +973,7 @@ class PgStore:
         self._txn = None
         self._mutex = threading.RLock()
         self._pid = os.getpid()
+        self._tickets.forked_child()
 
     def _why(self, exc: BaseException) -> str:
         """The first line of ``exc``'s message, without this URL's password
@@ -965,7 +1009,8 @@ class PgStore:
 
     def close(self) -> None:
         """Close the connections (sessions opened from this store stay open
-        until their own :meth:`PgSession.close`). Idempotent; raises nothing."""
+        until their own :meth:`PgSession.close`; a waiter's ticket until it
+        leaves). Idempotent; raises nothing."""
         with self._mutex:
             if self._pid != os.getpid():
                 self._forked_child()
@@ -974,6 +1019,7 @@ class PgStore:
             for conn in listens.values():
                 with contextlib.suppress(Exception):
                     conn.close()
+            self._tickets.close()
 
     def __enter__(self) -> "PgStore":
         return self
@@ -1498,6 +1544,13 @@ class PgStore:
             self._listens[me] = conn
         return conn
 
+    # -- the waiters' queue -------------------------------------------------
+
+    def tickets(self) -> "PgTickets":
+        """The waiters' queue of this ledger (:class:`PgTickets`: the table
+        ``<schema>.waiters``); nothing is read or made before a waiter looks."""
+        return self._tickets
+
     # -- snapshots ----------------------------------------------------------
 
     def snapshot_read(self, seq: int) -> tuple[dict[str, Any], bytes]:
@@ -1698,6 +1751,362 @@ class PgStore:
             else:
                 out[sid] = "alive" if locked else "unknown"
         return out
+
+
+# -- the waiters' queue ------------------------------------------------------
+
+#: Idle ticket connections a store keeps for its next waiters.
+TICKET_POOL = 2
+
+#: The low half of a ticket lock's key: the ticket's number modulo 2**32.
+_LOW = 0xFFFFFFFF
+
+
+class PgTicket:
+    """A waiter's ticket (:meth:`PgTickets.join`): its ``number``, the
+    connection ``conn`` that holds its lock and listens for what wakes the
+    waiter (``None`` once it left), ``lost`` (that connection broke)."""
+
+    __slots__ = ("number", "conn", "lost")
+
+    def __init__(self, number: int, conn: Any) -> None:
+        self.number = number
+        self.conn = conn
+        self.lost = False
+
+
+class PgTickets:
+    """The waiters' queue of a ledger on PostgreSQL (the store interface's
+    ``Tickets``; ``scopeledger._wait`` says how waiters use it).
+
+    A ticket is a row of ``<schema>.waiters`` (``number``: an identity, so
+    numbers grow in the order waiters joined; ``request``: the waiter's
+    request as it wrote it; ``joined_at``), alive while its waiter holds a
+    session-level advisory lock on it: the one-``bigint`` form,
+    ``pg_try_advisory_lock((<schema oid> << 32) | (number mod 2**32))``, which
+    ``pg_locks`` shows with ``objsubid = 1``, ``classid`` the schema's oid
+    and ``objid`` the number mod 2**32. It cannot meet the store's other
+    locks, the append lock ``(<schema oid>, 0)`` and the sessions' ``(<schema
+    oid>, <id>)``, which are of the two-``int4`` form (``objsubid = 2``); two
+    live tickets of one ledger share a key only 2**32 joins apart (a waiter
+    that finds its key taken drops that row and takes the next number).
+    The row is inserted and its lock taken in one statement, so no other
+    waiter sees the row before its lock is held (the row is visible from
+    the commit, the lock from before it).
+
+    Each ticket has a connection of its own (kept for the next waiter after
+    it leaves, :data:`TICKET_POOL` per store), which holds the lock and,
+    while the ticket lives, LISTENs on the log's channel
+    (``scopeledger_<schema>``, the appends' seqs) and the queue's
+    (``scopeledger.q.<schema>``, the numbers of the tickets that leave): a
+    waiter sleeps polling that connection's socket. Joining (the LISTENs and
+    the row) is one round trip, and so is leaving (the row, the lock,
+    ``UNLISTEN``).
+    Leaving deletes the row and notifies its number in one statement, and
+    lets go of the lock. A ticket whose lock is not held (its waiter's
+    process or connection died) is deleted, and its number notified, by the
+    next waiter that reads the queue (one statement: the rows, which are
+    alive by ``pg_locks``, and the dead deleted); nothing wakes the waiter
+    behind a killed one before that, so it finds out at its next look (at
+    most ``RECHECK_SECONDS``). A waiter whose connection breaks loses its
+    place (its lock went with the connection, and others may have deleted
+    its row): it joins again, at the end of the queue.
+
+    A ledger made by an earlier scopeledger has no ``waiters`` table: it is
+    made (``CREATE TABLE IF NOT EXISTS`` under the creators' lock) when a
+    waiter first joins; until then the queue reads as empty. A read-only
+    store never makes or deletes anything. A role that may not create the
+    table waits unordered, as before, with a warning logged once. Clients of
+    an earlier scopeledger on the same ledger do not queue (they take their
+    chances, as before).
+    """
+
+    def __init__(self, store: PgStore) -> None:
+        self._store = store
+        s = store.schema
+        #: The queue's NOTIFY channel (at most 62 bytes: schema names have 48).
+        self.channel = f"scopeledger.q.{s}"
+        self._ready = False  # the table is known to exist
+        self._warned = False
+        self._lock = threading.Lock()
+        self._idle: list[Any] = []
+        self._busy: set[Any] = set()
+        self._pid = os.getpid()
+        self._closed = False
+        self._exists_sql = "SELECT to_regclass(%s) IS NOT NULL"
+        self._listen_sql = f"LISTEN {store._channel}"
+        self._listen_queue_sql = f'LISTEN "{self.channel}"'
+        self._table = f"{s}.waiters"
+        self._join_sql = (f"WITH t AS (INSERT INTO {s}.waiters (request) VALUES (%(r)b) RETURNING number)"
+                          f" SELECT number, pg_try_advisory_lock(%(base)s::bigint | (number & {_LOW})) FROM t")
+        self._drop_sql = f"DELETE FROM {s}.waiters WHERE number = %s"
+        self._leave_sql = (f"WITH d AS (DELETE FROM {s}.waiters WHERE number = %(n)s RETURNING number)"
+                           " SELECT pg_advisory_unlock(%(k)s::bigint),"
+                           " (SELECT count(pg_notify(%(c)s, d.number::text)) FROM d)")
+        live = ("SELECT l.objid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+                " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND l.classid = %(oid)s::bigint::oid")
+        # The live tickets before %(before)s, nearest first; the dead deleted
+        # (and notified) in the same statement.
+        self._earlier_sql = (
+            f"WITH live AS ({live}),"
+            f" q AS (SELECT w.number, w.request, (w.number & {_LOW})::oid IN (SELECT objid FROM live) AS alive"
+            f"       FROM {s}.waiters w WHERE w.number < %(before)s),"
+            f" gone AS (DELETE FROM {s}.waiters w USING q WHERE w.number = q.number AND NOT q.alive"
+            "           RETURNING w.number),"
+            " woken AS (SELECT count(pg_notify(%(c)s, gone.number::text)) AS n FROM gone)"
+            " SELECT q.number, q.request FROM q, woken WHERE q.alive ORDER BY q.number DESC")
+        self._earlier_readonly_sql = (
+            f"WITH live AS ({live})"
+            f" SELECT w.number, w.request FROM {s}.waiters w WHERE w.number < %(before)s"
+            f" AND (w.number & {_LOW})::oid IN (SELECT objid FROM live) ORDER BY w.number DESC")
+
+    # -- connections --------------------------------------------------------
+
+    def _take(self) -> Any:
+        """An idle ticket connection (notifications it got before its last
+        ``UNLISTEN`` read and dropped), or a new one."""
+        if self._pid != os.getpid():
+            self.forked_child()
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self._store._new_connection()
+            try:
+                if not (conn.closed or conn.broken):
+                    for _ in conn.notifies(timeout=0):
+                        pass
+                    return conn
+            except psycopg.Error:
+                pass
+            _close_quietly(conn)
+
+    def _give(self, conn: Any) -> None:
+        """Keep ``conn`` for the next waiter (at most :data:`TICKET_POOL`), or close it."""
+        with self._lock:
+            if (not self._closed and len(self._idle) < TICKET_POOL and self._pid == os.getpid()
+                    and not (conn.closed or conn.broken)):
+                self._idle.append(conn)
+                return
+        _close_quietly(conn)
+
+    def _table_made(self, conn: Any) -> bool:
+        """Make the table if it is missing (an earlier scopeledger's ledger);
+        whether it is there."""
+        store = self._store
+        if conn.execute(self._exists_sql, (self._table,)).fetchone()[0]:
+            self._ready = True
+            return True
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('scopeledger:create'), hashtext(%s))",
+                             (store.schema,))
+                conn.execute(_waiters_ddl(store.schema))
+        except pg_errors.InsufficientPrivilege as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning("waiters on %s are not queued (first come, first served) but take their "
+                            "chances: this role may not create %s (%s)", store.url, self._table,
+                            store._why(exc))
+            return False
+        self._ready = True
+        return True
+
+    # -- the interface (scopeledger._logstore.Tickets) ------------------------
+
+    def join(self, request: bytes) -> PgTicket | None:
+        """Take a ticket holding ``request`` (see the class docstring), on a
+        connection of its own; ``None`` when the table is missing and this
+        role may not make it.
+
+        Raises:
+            ReadOnlyLedger: the store was opened read-only.
+            StoreUnavailable, StoreError.
+        """
+        store = self._store
+        if store.readonly:
+            raise ReadOnlyLedger(store.url, "wait in its queue")
+        conn = self._take()
+        try:
+            if not self._ready and not self._table_made(conn):
+                self._give(conn)
+                return None
+            base = store._key << 32
+            for _ in range(16):
+                try:
+                    with conn.pipeline():  # one round trip: listening before the row is seen
+                        conn.execute(self._listen_sql)
+                        conn.execute(self._listen_queue_sql)
+                        cur = conn.execute(self._join_sql, {"r": bytes(request), "base": base})
+                    row = cur.fetchone()
+                except pg_errors.UndefinedTable:
+                    self._ready = False  # dropped since (a test does): made again
+                    if not self._table_made(conn):
+                        self._give(conn)
+                        return None
+                    continue
+                number, held = int(row[0]), bool(row[1])
+                if held:
+                    with self._lock:
+                        self._busy.add(conn)
+                    return PgTicket(number, conn)
+                conn.execute(self._drop_sql, (number,))  # its key is held by another: the next number
+            raise StoreError(store.url, "failed to join the waiters' queue: every ticket lock tried was "
+                                        "held by another session", None)
+        except psycopg.Error as exc:
+            _close_quietly(conn)
+            raise store._error(exc, "join the waiters' queue") from exc
+        except BaseException:
+            _close_quietly(conn)  # (its lock, if taken, goes with it)
+            raise
+
+    def leave(self, ticket: Any) -> None:
+        """Delete ``ticket``'s row, notify its number and let go of its lock
+        (one statement), and stop listening; its connection is kept for the
+        next waiter. A
+        connection that fails is closed (the lock goes with it; the next
+        reader of the queue deletes the row)."""
+        if ticket is None or ticket.conn is None:
+            return
+        conn, ticket.conn = ticket.conn, None
+        with self._lock:
+            self._busy.discard(conn)
+        if self._pid != os.getpid():
+            return  # a forked child's copy of a parent's ticket: the parent's to give back
+        try:
+            with conn.pipeline():  # one round trip; an idle connection listens to nothing
+                conn.execute(self._leave_sql, {"n": ticket.number, "c": self.channel,
+                                               "k": (self._store._key << 32) | (ticket.number & _LOW)})
+                conn.execute("UNLISTEN *")
+        except Exception:  # noqa: BLE001 - closing the connection gives the ticket back too
+            _close_quietly(conn)
+            return
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        self._give(conn)
+
+    @staticmethod
+    def lost(ticket: Any) -> bool:
+        conn = ticket.conn
+        return bool(ticket.lost or (conn is not None and (conn.closed or conn.broken)))
+
+    def earlier(self, before: int | None) -> list[Queued]:
+        """The live tickets numbered below ``before`` (``None``: all),
+        nearest first, ``(number, number, request)``; the dead deleted on
+        the way (not by a read-only store). One statement.
+
+        Raises:
+            StoreUnavailable, StoreError.
+        """
+        store = self._store
+        if not self._ready:
+            if not store._retrying("read the waiters' queue", lambda conn: conn.execute(
+                    self._exists_sql, (self._table,)).fetchone()[0]):
+                return []  # an earlier scopeledger's ledger, where nobody waited yet
+            self._ready = True
+        sql = self._earlier_readonly_sql if store.readonly else self._earlier_sql
+        params = {"oid": store._key & _LOW, "before": (1 << 63) - 1 if before is None else before,
+                  "c": self.channel}
+
+        def run(conn: Any) -> list[Queued] | None:
+            try:
+                with conn.cursor(binary=True) as cur:
+                    return [(int(n), int(n), bytes(r)) for n, r in cur.execute(sql, params)]
+            except pg_errors.UndefinedTable:
+                return None  # dropped since
+        rows = store._retrying("read the waiters' queue", run)
+        if rows is None:
+            self._ready = False
+            return []
+        return rows
+
+    @staticmethod
+    def read(handle: Any) -> bytes | None:
+        return cast(bytes, handle)
+
+    @staticmethod
+    def alive(handle: Any) -> bool:
+        return True  # (earlier() lists the live ones only)
+
+    def watch(self, ticket: Any) -> "PgWatch | None":
+        """The ticket's connection, polled (``None`` without a ticket: the
+        waiter sleeps in :meth:`PgStore.wait`)."""
+        return None if ticket is None else PgWatch(ticket, self._store._channel, self.channel)
+
+    @staticmethod
+    def done(watch: Any) -> None:
+        return None  # (the connection is the ticket's: given back by leave)
+
+    def close(self) -> None:
+        """Close the idle connections (tickets in use keep theirs until they
+        leave). Idempotent; raises nothing."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            _close_quietly(conn)
+
+    def forked_child(self) -> None:
+        """In a forked child: let go of the parent's connections without
+        touching them (:func:`_blind`), so its tickets stay the parent's."""
+        if self._pid == os.getpid():
+            return
+        for conn in (*self._idle, *self._busy):
+            _blind(conn)
+        self._idle = []
+        self._busy = set()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+
+class PgWatch:
+    """What wakes a waiter holding a :class:`PgTicket`: its connection's
+    notifications (the store interface's ``Wakeup``)."""
+
+    period = RECHECK_SECONDS
+
+    def __init__(self, ticket: PgTicket, log_channel: str, queue_channel: str) -> None:
+        self._ticket = ticket
+        self._log_channel = log_channel
+        self._queue_channel = queue_channel
+
+    def fds(self, log_too: bool) -> list[int]:
+        """The connection's socket (appends and tickets leaving both arrive
+        there: :meth:`changes` tells them apart); none once it broke."""
+        t = self._ticket
+        conn = t.conn
+        if conn is None or t.lost or conn.closed:
+            return []
+        return [conn.fileno()]
+
+    def changes(self) -> tuple[bool, list[int] | None]:
+        t = self._ticket
+        conn = t.conn
+        if conn is None:
+            return False, None
+        grew = False
+        left: list[int] = []
+        try:
+            for n in conn.notifies(timeout=0):
+                if n.channel == self._queue_channel:
+                    with contextlib.suppress(ValueError):
+                        left.append(int(n.payload))
+                elif n.channel == self._log_channel:
+                    grew = True
+        except psycopg.Error:  # the link broke, and the ticket's lock with it
+            t.lost = True
+            return True, None
+        return grew, left
+
+    def close(self) -> None:
+        return None
+
+
+def _close_quietly(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
 
 
 # -- sessions ----------------------------------------------------------------

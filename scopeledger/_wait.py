@@ -10,12 +10,19 @@ or a :class:`~scopeledger.DelegationError` naming a sibling
 parent that is gone are raised at once, as without ``wait``.
 
 **First come, first served: a queue of tickets beside the log.** A waiter
-that is refused joins the queue: a file ``waiters/<number>`` in the ledger
-directory (0700; files 0600) holding its request, created under a temporary
-name, locked (``flock(LOCK_EX)``, held while it waits) and then linked to
-the next free number (``link`` fails with ``EEXIST`` when another waiter took
-it: the next number is tried). Numbers only grow while the queue is not
-empty, so the order of the numbers is the order in which waiters joined.
+that is refused joins the ledger's queue (its store's, ``LogStore.tickets``:
+the interface ``scopeledger._logstore.Tickets``): it takes a ticket holding
+its request, numbered after every ticket taken before it, and alive while
+its waiter holds it, by a lock that goes with the waiter's process:
+
+- on a ledger directory, a file ``waiters/<number>`` held with ``flock``
+  (``scopeledger._filetickets``);
+- on PostgreSQL, a row of ``<schema>.waiters`` held with a session-level
+  advisory lock on a connection of the waiter's own, which also listens for
+  what wakes it (``scopeledger._pgstore``: ``PgTickets``);
+- a memory ledger keeps no queue: its waiters are not ordered among
+  themselves (each decides again when the log grows).
+
 Before each attempt a waiter reads the tickets before its own, nearest
 first; it stands back while one of them is alive and *contends* with it (a rule of one
 conflicts with a rule of the other: a write overlapping a write or an exclusive read,
@@ -23,11 +30,13 @@ conflicts with a rule of the other: a write overlapping a write or an exclusive 
 when that earlier waiter is itself kept out by the waiter's own line of
 delegation (its parent or the parent's ancestors hold what it needs: it
 cannot be granted before that line lets go, and standing back would
-deadlock). A ticket whose lock can be taken belongs to a waiter that died
-(its descriptors closed): it is skipped and removed. A waiter that is
-granted, times out or is cancelled removes its ticket. A waiter that stands
-back watches only the ticket it stands behind (the nearest), so a grant
-wakes the next waiter, not the whole queue.
+deadlock). A ticket whose waiter died (its lock free) is skipped and
+removed by whoever finds it. A waiter that is granted, times out or is
+cancelled gives its ticket back. A waiter that stands back is woken only
+by the ticket it stands behind (the nearest) leaving, so a grant wakes the
+next waiter, not the whole queue. A waiter whose ticket lost its place (on
+PostgreSQL, its connection broke and its lock with it: others may have
+removed the ticket) joins again, at the end of the queue.
 
 The queue orders waiters among themselves. A request without ``wait`` does
 not look at it (the hot path stays as it was) and may be granted ahead of
@@ -38,15 +47,15 @@ scope holds back later waiters for parts of it until it is granted; a
 process that waits while it holds what an earlier waiter needs (outside its
 own line of delegation) waits until one of them times out.
 
-**Waking.** A waiter sleeps until the log is appended to (inotify
-``IN_MODIFY`` on ``events.jsonl``), a ticket leaves the queue (``IN_DELETE``;
-a dead waiter's descriptors closing: ``IN_CLOSE_WRITE``), or the process of
-a holder in the way exits (a pidfd, for holders on this host and in this PID
+**Waking.** A waiter sleeps until the log grows, a ticket leaves the queue
+(or its waiter dies, where that makes an event), or the process of a holder
+in the way exits (a pidfd, for holders on this host and in this PID
 namespace); and at least every :data:`RECHECK_SECONDS`, for what none of
-these shows (a holder in another PID namespace that died, a clock). Without
-inotify (no more instances: ``fs.inotify.max_user_instances``) or on a
-network file system (other hosts' appends make no inotify event here), the
-waiter looks every :data:`POLL_SECONDS` instead.
+these shows (a holder in another PID namespace that died, a waiter killed
+on a server, a clock). On a directory: inotify (``scopeledger._filetickets``;
+on a network file system or without inotify, a look every 10 ms); on
+PostgreSQL: LISTEN on the ticket's connection (appends and tickets
+leaving are notified); on a store without a queue, ``LogStore.wait``.
 
 **A timed-out or cancelled wait is never granted afterwards.** The last
 check before a waiter's grant is written runs under the ledger's lock
@@ -56,19 +65,17 @@ that was cancelled; its canceller releases it (AsyncLedger does).
 
 Sources: the ticket queue is the classic ticket lock / the "lock" recipe of
 ZooKeeper and etcd (a waiter queues by a sequence number and watches its
-predecessors), with a file lock standing for the session.
+predecessors), with a file lock, or a server's advisory lock, standing for
+the session.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import functools
 import logging
 import math
 import os
-import secrets
 import select
 import threading
 import time
@@ -79,31 +86,12 @@ import attrs
 import orjson
 
 from ._arguments import check_wait
-from ._filestore import FileStore
-from ._errors import DelegationError, InvalidScope, Refused, ScopeConflict, UnknownHolder, WaitTimeout, shown
+from ._errors import DelegationError, Refused, ScopeConflict, UnknownHolder, WaitTimeout, shown
 from ._fold import Allocation
+from ._logstore import RECHECK_SECONDS, Ticket, Tickets, Wakeup
 from ._rules import Permission, ScopeRule, check_name, conflicts, rule_from_log
 
 log = logging.getLogger("scopeledger")
-
-#: The queue's directory in the ledger directory.
-QUEUE_DIR = "waiters"
-
-#: A waiter decides again at least this often, in seconds, whatever woke it
-#: (a holder in the way that died where no pidfd shows it).
-RECHECK_SECONDS = 1.0
-
-#: Without inotify, or on a network file system, a waiter looks this often.
-POLL_SECONDS = 0.01
-
-_O = os.O_CLOEXEC | os.O_NOFOLLOW
-
-#: inotify masks (linux/inotify.h).
-IN_MODIFY = 0x2
-IN_CLOSE_WRITE = 0x8
-IN_MOVED_FROM = 0x40
-IN_DELETE = 0x200
-IN_Q_OVERFLOW = 0x4000
 
 
 def waitable(err: BaseException) -> bool:
@@ -189,26 +177,6 @@ class Request:
                              "rules": [r.to_json() for r in self.rules]})
 
 
-#: The descriptors of this process's tickets (each holds its ticket's lock).
-_ticket_fds: set[int] = set()
-
-
-def _after_fork_in_child() -> None:
-    """A child forked while a thread waited must not keep that waiter's
-    ticket alive after the waiter's process died (the lock belongs to the
-    open file description the child shares): close the child's copies (the
-    lock stays while the parent holds it)."""
-    for fd in list(_ticket_fds):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _ticket_fds.clear()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 @attrs.frozen
 class Waiter:
     """A ticket read from the queue: its number, holder name, pid, write rules."""
@@ -223,164 +191,53 @@ def _contend(a: tuple[ScopeRule, ...] | list[ScopeRule], b: tuple[ScopeRule, ...
     return any(conflicts(x, y) for x in a for y in b)
 
 
-class NoQueue:
-    """The queue of a ledger that is not a directory (a PostgreSQL or
-    in-memory store): none yet. Its waiters are not ordered among
-    themselves; each decides again when the store says the log grew
-    (``LogStore.wait``) or a holder in the way exits."""
-
-    dir = None
-
-    def join(self, req: "Request") -> None:
-        return None
-
-    @staticmethod
-    def leave(ticket: Any) -> None:
-        return None
-
-    def ahead(self, mine: int | None, req: "Request", line_writes: Any) -> list[Any]:
-        return []
-
-
 class Queue:
-    """The waiters' queue of one ledger directory (see the module docstring)."""
+    """The waiters' queue of one ledger object, over its store's tickets
+    (``tickets``: ``LogStore.tickets()``; ``None``: a store without a queue,
+    whose waiters are not ordered among themselves and never stand back),
+    with the requests read from it, parsed once (see the module docstring)."""
 
-    def __init__(self, ledger_path: str) -> None:
-        self.dir = os.path.join(ledger_path, QUEUE_DIR)
-        self._cache: dict[tuple[str, int], Waiter | None] = {}
+    def __init__(self, tickets: Tickets | None) -> None:
+        self.tickets = tickets
+        self._cache: dict[Any, Waiter | None] = {}
 
-    def _make_dir(self) -> None:
-        try:
-            os.mkdir(self.dir, 0o700)
-        except FileExistsError:
-            pass
-        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | _O)
-        try:
-            st = os.fstat(fd)
-            if st.st_uid != os.geteuid():
-                raise InvalidScope(f"cannot wait: {self.dir} belongs to uid {st.st_uid}")
-            if st.st_mode & 0o777 != 0o700:
-                os.fchmod(fd, 0o700)
-        finally:
-            os.close(fd)
+    def join(self, req: Request) -> Ticket | None:
+        """A ticket for ``req`` (``None``: no queue here)."""
+        return None if self.tickets is None else self.tickets.join(req.to_json())
 
-    def join(self, req: Request) -> tuple[int, int, str]:
-        """Take the next ticket; ``(number, fd, path)``, the fd locked. The
-        file is made unnamed (``O_TMPFILE``) and linked in once complete
-        and locked, so that no other name comes and goes in the queue (each
-        would wake every waiter); where the file system has no
-        ``O_TMPFILE``, under a temporary name."""
-        self._make_dir()
-        tmp = None
-        try:
-            fd = os.open(self.dir, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
-            src = f"/proc/self/fd/{fd}"
-        except (OSError, AttributeError):
-            tmp = src = os.path.join(self.dir, f".tmp-{os.getpid()}-{secrets.token_hex(6)}")
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O, 0o600)
-        try:
-            dirfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | _O)
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            os.fchmod(fd, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, req.to_json())
-            number = max((n for n, _ in self._numbers()), default=0) + 1
-            while True:
-                path = os.path.join(self.dir, f"{number:016d}")
-                try:
-                    # linkat(AT_SYMLINK_FOLLOW): /proc/self/fd/N to the unnamed file (CPython
-                    # calls linkat, which follows, only with a dir_fd).
-                    os.link(src, os.path.basename(path), dst_dir_fd=dirfd, follow_symlinks=True)
-                    _ticket_fds.add(fd)
-                    return number, fd, path
-                except FileExistsError:
-                    number += 1
-        except BaseException:
-            os.close(fd)
-            raise
-        finally:
-            os.close(dirfd)
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+    def leave(self, ticket: Ticket | None) -> None:
+        """Give ``ticket`` back (``None``: nothing; twice: once)."""
+        if ticket is not None and self.tickets is not None:
+            self.tickets.leave(ticket)
 
-    @staticmethod
-    def leave(ticket: tuple[int, int, str] | None) -> None:
-        """Remove the ticket (its file, then its lock)."""
-        if ticket is None:
-            return
-        _number, fd, path = ticket
-        if fd not in _ticket_fds:
-            return  # closed already (by this call, or in a forked child)
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        _ticket_fds.discard(fd)
-        os.close(fd)
+    def lost(self, ticket: Ticket | None) -> bool:
+        """Whether ``ticket`` lost its place (see ``Tickets.lost``)."""
+        return ticket is not None and self.tickets is not None and self.tickets.lost(ticket)
 
-    def _numbers(self) -> list[tuple[int, os.DirEntry[str]]]:
-        try:
-            entries = list(os.scandir(self.dir))
-        except FileNotFoundError:
-            return []
-        out = []
-        for e in entries:
-            if len(e.name) == 16 and e.name.isdigit():
-                out.append((int(e.name), e))
-        out.sort(key=lambda x: x[0])
-        return out
+    def watch(self, ticket: Ticket | None) -> Wakeup | None:
+        return None if self.tickets is None else self.tickets.watch(ticket)
 
-    def _read(self, number: int, entry: os.DirEntry[str]) -> Waiter | None:
-        key = (entry.name, entry.inode())
+    def done(self, source: Wakeup | None) -> None:
+        if source is not None and self.tickets is not None:
+            self.tickets.done(source)
+
+    def _read(self, tickets: Tickets, number: int, key: Any, handle: Any) -> Waiter | None:
         if key in self._cache:
             return self._cache[key]
-        try:
-            fd = os.open(entry.path, os.O_RDONLY | _O | os.O_NONBLOCK)
-        except OSError:
-            return None
-        try:
-            data = os.read(fd, 1 << 26)
-            doc = orjson.loads(data)
-            rules = tuple(r for r in (rule_from_log(x) for x in doc["rules"])
-                          if r.permission is not Permission.READ)
-            w = Waiter(number, str(doc["name"]), int(doc["pid"]), rules)
-        except (OSError, ValueError, KeyError, TypeError):
-            w = None  # being written (not linked yet cannot be: link comes after) or damaged: ignored
-        finally:
-            os.close(fd)
+        data = tickets.read(handle)
+        w: Waiter | None = None
+        if data is not None:
+            try:
+                doc = orjson.loads(data)
+                rules = tuple(r for r in (rule_from_log(x) for x in doc["rules"])
+                              if r.permission is not Permission.READ)
+                w = Waiter(number, str(doc["name"]), int(doc["pid"]), rules)
+            except (ValueError, KeyError, TypeError):
+                pass  # damaged: ignored
         if len(self._cache) > 4096:
             self._cache.clear()
         self._cache[key] = w
         return w
-
-    @staticmethod
-    def _alive(entry: os.DirEntry[str]) -> bool:
-        """Whether the ticket's waiter still holds its lock; a dead one's
-        file is removed."""
-        try:
-            fd = os.open(entry.path, os.O_RDONLY | _O | os.O_NONBLOCK)
-        except OSError:
-            return False
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    return True
-                raise
-            try:  # nobody holds it: its waiter died
-                os.unlink(entry.path)
-            except OSError:
-                pass
-            return False
-        finally:
-            os.close(fd)
 
     def ahead(self, mine: int | None, req: Request, line_writes: Callable[[], list[ScopeRule]]) -> list[Waiter]:
         """The nearest live waiter before ticket ``mine`` (``None``: any)
@@ -390,15 +247,15 @@ class Queue:
         the whole queue.
         ``line_writes()``: the write rules of the requester's own line of
         delegation (the parent and its ancestors), asked only when needed."""
+        tickets = self.tickets
+        if tickets is None:
+            return []
         writes = req.writes()
         if not writes:
             return []
-        out = []
         line: list[ScopeRule] | None = None
-        for number, entry in reversed(self._numbers()):
-            if mine is not None and number >= mine:
-                continue
-            w = self._read(number, entry)
+        for number, key, handle in tickets.earlier(mine):
+            w = self._read(tickets, number, key, handle)
             if w is None or not _contend(w.writes, writes):
                 continue
             if req.parent is not None:
@@ -406,10 +263,9 @@ class Queue:
                     line = line_writes()
                 if _contend(w.writes, line):
                     continue  # it waits for this waiter's own line: standing back would deadlock
-            if self._alive(entry):
-                out.append(w)
-                break  # one is enough to stand back for (each look costs an open and a flock)
-        return out
+            if tickets.alive(handle):
+                return [w]  # one is enough to stand back for (each look may cost a lock's test)
+        return []
 
 
 @attrs.frozen
@@ -473,7 +329,7 @@ def behind(waiters: list[Waiter]) -> Blocked:
                    f"which asked first for an overlapping write scope{more}", (), w.number)
 
 
-def one_round(ledger: Any, req: Request, queue: Queue | NoQueue, mine: int | None,
+def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
               attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any) -> Allocation | Blocked:
     """One look: stand back for earlier waiters, else decide, else try.
     Returns the grant or why not.
@@ -511,7 +367,7 @@ def timed_out(req: Request, last: Blocked | None) -> WaitTimeout:
     return WaitTimeout(req.name, req.wait, last.refusal, last.in_the_way, last.reason)
 
 
-def first_attempt(ledger: Any, req: Request, queue: Queue | NoQueue,
+def first_attempt(ledger: Any, req: Request, queue: Queue,
                   attempt: Callable[[Callable[[], None]], Allocation], gate: Gate,
                   me: Any) -> Allocation | Blocked:
     """Before joining the queue: with no earlier waiter to stand back for,
@@ -532,57 +388,28 @@ def notice(req: Request, blocked: Blocked) -> None:
     log.info("holder '%s' waits %s for its scope: %s", req.name, forever, blocked.reason)
 
 
-def _inotify(path: str, mask: int) -> Any:
-    from inotify_simple import INotify
-
-    ino = INotify(nonblocking=True)
-    try:
-        ino.add_watch(path, mask)
-    except OSError:
-        ino.close()
-        raise
-    return ino
-
-
 class Watch:
-    """What wakes a waiter (see the module docstring): an inotify instance
-    watching the log and the queue, and pidfds of holders in the way."""
+    """What wakes a waiter (see the module docstring): its queue's wake-up
+    (``source``, ``Tickets.watch``: inotify on a directory, LISTEN on
+    PostgreSQL) and pidfds of holders in the way; without a source, the
+    store's ``LogStore.wait`` (through ``ledger.wait``)."""
 
-    def __init__(self, ledger: Any, queue: Queue | NoQueue | None) -> None:
-        #: One inotify instance for the log, one for the queue: a waiter
-        #: behind an earlier one sleeps through appends to the log (only the
-        #: head of the queue is woken by a release; 8 waiters on 2 cores
-        #: woken together delayed the one that mattered).
-        self.log_watch: Any = None
-        self.queue_watch: Any = None
+    def __init__(self, ledger: Any, queue: Queue, ticket: Ticket | None) -> None:
         self.pidfds: dict[int, int] = {}
         self.watch_log = True
         self.behind: int | None = None
-        self.pid = os.getpid()
-        store = getattr(ledger, "_log", None)
-        #: A ledger that is not a directory: woken by its store (LogStore.wait).
-        self.ledger = None if store is None or isinstance(store, FileStore) else ledger
-        network = getattr(getattr(ledger, "_store", None), "network_fs", None)
-        if self.ledger is not None:
-            pass  # no file to watch: the store's wait (a server notifies)
-        elif network is None:
-            try:
-                self.log_watch = _inotify(os.path.join(ledger.path, "events.jsonl"), IN_MODIFY)
-                if queue is not None and queue.dir is not None:
-                    self.queue_watch = _inotify(queue.dir, IN_DELETE | IN_CLOSE_WRITE | IN_MOVED_FROM)
-            except (OSError, ImportError) as exc:
-                log.debug("waiting without inotify (looking every %gs): %s", POLL_SECONDS, exc)
-                self.close()
+        self.queue = queue
+        #: What the queue wakes the waiter by (None: nothing: the store's wait).
+        self.source: Wakeup | None = queue.watch(ticket)
+        #: The ledger whose store's wait a waiter without a source sleeps in.
+        self.ledger = ledger if self.source is None else None
         #: The longest sleep between two looks, seconds.
-        self.period = (RECHECK_SECONDS if self.log_watch is not None or self.ledger is not None
-                       else POLL_SECONDS)
+        self.period = self.source.period if self.source is not None else RECHECK_SECONDS
 
     def fds(self) -> list[int]:
         out = list(self.pidfds.values())
-        if self.log_watch is not None and self.watch_log:
-            out.append(self.log_watch.fileno())
-        if self.queue_watch is not None:
-            out.append(self.queue_watch.fileno())
+        if self.source is not None:
+            out.extend(self.source.fds(self.watch_log))
         return out
 
     def arm(self, pids: tuple[int, ...], log_too: bool = True, behind: int | None = None) -> None:
@@ -606,32 +433,20 @@ class Watch:
     def drain(self, mine: int | None = None) -> bool:
         """Read what woke the waiter; whether it matters: an append to the
         log (while watched), a holder's exit, the ticket it stands behind
-        leaving or closing (without one: any ticket before ``mine``; names
-        that are not tickets never), or the queue's events lost (the
-        kernel's queue overflowed)."""
+        leaving or closing (without one: any ticket before ``mine``), or
+        the queue's events lost (the kernel's queue overflowed, a server's
+        link broke)."""
         relevant = False
-        if self.log_watch is not None:
-            try:
-                if list(self.log_watch.read(timeout=0)) and self.watch_log:
-                    relevant = True
-            except OSError:
+        if self.source is not None:
+            grew, left = self.source.changes()
+            if grew and self.watch_log:
                 relevant = True
-        if self.queue_watch is not None:
-            try:
-                for ev in self.queue_watch.read(timeout=0):
-                    name = ev.name
-                    if ev.mask & IN_Q_OVERFLOW:
-                        relevant = True  # events were lost: one that mattered may be among them
-                    elif not name.isdigit():
-                        continue
-                    elif self.behind is not None:
-                        relevant = relevant or int(name) == self.behind
-                    elif self.watch_log:
-                        continue  # refused: holders are in the way, not waiters
-                    elif mine is None or int(name) < mine:
-                        relevant = True
-            except OSError:
-                relevant = True
+            if left is None:
+                relevant = True  # events were lost: one that mattered may be among them
+            elif self.behind is not None:
+                relevant = relevant or self.behind in left
+            elif not self.watch_log and left:  # (refused: holders are in the way, not waiters)
+                relevant = relevant or mine is None or min(left) < mine
         for pid, fd in list(self.pidfds.items()):
             if select.select([fd], [], [], 0)[0]:  # exited: look once, then forget it
                 os.close(self.pidfds.pop(pid))
@@ -663,78 +478,45 @@ class Watch:
                 return
 
     @classmethod
-    def take(cls, ledger: Any, queue: Queue | NoQueue | None) -> "Watch":
-        """A watch for ``ledger`` from its pool, or a new one. Closing an
-        inotify instance costs milliseconds (the kernel waits for a grace
-        period): a waiter that is granted gives its watch back
-        (:meth:`give_back`) instead, and the next wait takes it."""
-        pool = _watches.get(ledger)
-        while pool:
-            try:
-                w = pool.pop()
-            except IndexError:
-                break
-            if (w.queue_watch is None) == (queue is None) and w.pid == os.getpid():
-                w.drain()
-                w.arm((), True, None)
-                return w
-            w.close()
-        return cls(ledger, queue)
+    def take(cls, ledger: Any, queue: Queue, ticket: Ticket | None = None) -> "Watch":
+        """A watch for the waiter holding ``ticket`` in ``queue`` (``None``:
+        a follower of the log). Its source may be one kept from an earlier
+        waiter (``Tickets.watch``)."""
+        return cls(ledger, queue, ticket)
 
-    def give_back(self, ledger: Any) -> None:
-        """Back to ``ledger``'s pool (at most :data:`POOL` kept), pidfds closed."""
+    def give_back(self, ledger: Any = None) -> None:
+        """Done: the pidfds closed, the source given back to the queue
+        (kept for the next waiter, or closed)."""
         self.arm((), True, None)
-        pool = _watches.setdefault(ledger, [])
-        if self.log_watch is not None and len(pool) < POOL and self.pid == os.getpid():
-            pool.append(self)
-        else:
-            self.close()
+        source, self.source = self.source, None
+        self.queue.done(source)
 
     def close(self) -> None:
-        """Close the pidfds now and the inotify instances in a thread of
-        their own: closing one waits for the kernel (an RCU grace period,
-        about 10 ms measured on 2 shared cores), which neither a caller
-        just granted nor an event loop (AsyncLedger gives watches back on
-        the loop) should wait for."""
+        """Close the pidfds and the source."""
         for fd in self.pidfds.values():
             os.close(fd)
         self.pidfds.clear()
-        inos = [ino for ino in (self.log_watch, self.queue_watch) if ino is not None]
-        self.log_watch = self.queue_watch = None
-        if inos:
-            threading.Thread(target=_close_all, args=(inos,), name="scopeledger-inotify-close", daemon=True).start()
+        source, self.source = self.source, None
+        if source is not None:
+            source.close()
 
-
-def _close_all(inos: list[Any]) -> None:
-    for ino in inos:
-        ino.close()
-
-
-#: Watches kept per ledger object for the next wait (see Watch.take).
-_watches: "weakref.WeakKeyDictionary[Any, list[Watch]]" = weakref.WeakKeyDictionary()
-
-#: At most this many watches kept per ledger object.
-POOL = 8
 
 #: One queue object (its cache of tickets read) per ledger object.
-_queues: "weakref.WeakKeyDictionary[Any, Queue | NoQueue]" = weakref.WeakKeyDictionary()
+_queues: "weakref.WeakKeyDictionary[Any, Queue]" = weakref.WeakKeyDictionary()
 
 
 def forget(ledger: Any) -> None:
-    """Close the watches kept for ``ledger`` (its :meth:`close`): their
-    inotify instances count against a per-user limit
-    (``fs.inotify.max_user_instances``, 128 by default)."""
-    for w in _watches.pop(ledger, ()):
-        w.close()
+    """Forget ``ledger``'s queue object (its :meth:`close`; the watches its
+    store kept are closed by the store)."""
     _queues.pop(ledger, None)
 
 
-def queue_of(ledger: Any) -> Queue | NoQueue:
+def queue_of(ledger: Any, tickets: Tickets | None) -> Queue:
+    """The queue object of ``ledger``, over ``tickets`` (its store's,
+    ``LogStore.tickets()``), made on first use."""
     q = _queues.get(ledger)
-    if q is None:
-        store = getattr(ledger, "_log", None)
-        q = _queues[ledger] = (Queue(ledger.path) if store is None or isinstance(store, FileStore)
-                               else NoQueue())
+    if q is None or q.tickets is not tickets:
+        q = _queues[ledger] = Queue(tickets)
     return q
 
 
@@ -783,7 +565,7 @@ class Sleep:
 
 
 def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation], gate: Gate,
-            me: Any) -> Generator[Call | Sleep, Any, Allocation]:
+            me: Any, tickets: Tickets | None) -> Generator[Call | Sleep, Any, Allocation]:
     """The waiting loop, written once for the blocking caller
     (:func:`wait_for_grant`) and the asyncio one (``AsyncLedger``): ask;
     while refused by holders in the way (or behind earlier waiters), wait in
@@ -792,7 +574,8 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
     step that may block (:class:`Call`, :class:`Sleep`), and its driver runs
     the step and hands back the outcome with :func:`resume` (what the step
     raised, a cancellation too, is thrown in: the ticket is given back on
-    the way out, as it is when the generator is closed). Its return value is
+    the way out, in one more :class:`Call` after which the exception goes
+    on; and, at once, when the generator is closed). Its return value is
     the grant. Every grant passes ``gate`` under the ledger's lock, so a
     wait that timed out or was cancelled (``gate.cancel()``) is never
     granted afterwards.
@@ -800,7 +583,8 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
     ``attempt(commit)`` asks the ledger once, calling ``commit()`` under the
     lock just before the grant is built (``Ledger.register`` passes it).
     ``me``: this process's identity (:func:`whoami`), to tell which holders
-    in the way have a pidfd here.
+    in the way have a pidfd here. ``tickets``: the ledger's queue, its
+    store's ``tickets()`` (``None``: none).
 
     Raises:
         WaitTimeout: not granted by the deadline (never granted afterwards).
@@ -809,7 +593,7 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
         UnknownHolder: the parent is gone (or granted again).
     """
     deadline = gate.deadline
-    queue = queue_of(ledger)
+    queue = queue_of(ledger, tickets)
     undo_grant = functools.partial(release_grant, ledger)
     try:
         out = yield Call(first_attempt, (ledger, req, queue, attempt, gate, me), undo_grant)
@@ -821,28 +605,71 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
     ticket = None
     watch = None
     try:
-        ticket = yield Call(queue.join, (req,), Queue.leave)
-        watch = Watch.take(ledger, queue)
-        notice(req, last)
-        while True:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise timed_out(req, last)
-            mine = ticket[0] if ticket is not None else None
-            out = yield Call(one_round, (ledger, req, queue, mine, attempt, gate, me), undo_grant)
-            if isinstance(out, Allocation):
-                return out
-            last = out
-            watch.arm(out.pids, log_too=out.refusal is not None, behind=out.behind)
-            remaining = math.inf if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise timed_out(req, last)
-            yield Sleep(watch, remaining, mine)
-    except GaveUp:
-        raise timed_out(req, last) from None
+        try:
+            ticket = yield Call(queue.join, (req,), queue.leave)
+            watch = Watch.take(ledger, queue, ticket)
+            notice(req, last)
+            while True:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise timed_out(req, last)
+                if queue.lost(ticket):  # its place is gone (a server connection broke): to the end
+                    log.info("holder '%s' lost its place in the waiters' queue (ticket %d: its connection "
+                             "broke) and joins again", req.name, ticket.number if ticket is not None else 0)
+                    watch.give_back(ledger)
+                    watch = None
+                    lost, ticket = ticket, None
+                    yield Call(queue.leave, (lost,), _nothing)
+                    ticket = yield Call(queue.join, (req,), queue.leave)
+                    watch = Watch.take(ledger, queue, ticket)
+                mine = ticket.number if ticket is not None else None
+                out = yield Call(settle, (ledger, req, queue, ticket, attempt, gate, me), undo_grant)
+                if isinstance(out, Allocation):
+                    return out  # (its ticket given back by settle, in the same step)
+                last = out
+                watch.arm(out.pids, log_too=out.refusal is not None, behind=out.behind)
+                remaining = math.inf if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise timed_out(req, last)
+                yield Sleep(watch, remaining, mine)
+        except GaveUp:
+            raise timed_out(req, last) from None
+    except GeneratorExit:
+        raise
+    except BaseException:
+        # Timed out, refused, cancelled, interrupted: the ticket is given back
+        # in a step of its own (on a server, a round trip: in the driver's
+        # thread, not on an event loop), then the exception goes on.
+        given, ticket = ticket, None
+        if given is not None:
+            try:
+                yield Call(queue.leave, (given,), _nothing)
+            finally:
+                queue.leave(given)  # (nothing if the step ran: the generator was closed meanwhile)
+        raise
     finally:
-        Queue.leave(ticket)  # first: the next waiter may go on
+        queue.leave(ticket)  # first: the next waiter may go on
         if watch is not None:
             watch.give_back(ledger)
+
+
+def settle(ledger: Any, req: Request, queue: Queue, ticket: Ticket | None,
+           attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any) -> Allocation | Blocked:
+    """:func:`one_round` for the waiter holding ``ticket``; once granted,
+    the ticket is given back in the same step (the next waiter may go on),
+    so that its round trip on a server runs where the step runs (a worker
+    thread under ``AsyncLedger``), not on an event loop.
+
+    Raises:
+        as :func:`one_round`.
+    """
+    out = one_round(ledger, req, queue, ticket.number if ticket is not None else None, attempt, gate, me)
+    if isinstance(out, Allocation):
+        queue.leave(ticket)
+    return out
+
+
+def _nothing(result: Any) -> None:
+    """The undo of a step that leaves nothing to undo."""
 
 
 def resume(steps: Generator[Call | Sleep, Any, Allocation], reply: Any = None,
@@ -867,13 +694,15 @@ def deadline_of(req: Request) -> float | None:
     return None if math.isinf(req.wait) else time.monotonic() + req.wait
 
 
-def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation]) -> Allocation:
-    """:func:`waiting`, blocking this thread; the grant.
+def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation],
+                   tickets: Tickets | None) -> Allocation:
+    """:func:`waiting`, blocking this thread; the grant. ``tickets``: the
+    ledger's queue (its store's ``tickets()``).
 
     Raises:
         as :func:`waiting`.
     """
-    steps = waiting(ledger, req, attempt, Gate(deadline_of(req)), whoami(ledger))
+    steps = waiting(ledger, req, attempt, Gate(deadline_of(req)), whoami(ledger), tickets)
     with contextlib.closing(steps):  # however this ends, the ticket is given back
         step = resume(steps)
         while not isinstance(step, Allocation):

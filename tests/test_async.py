@@ -13,6 +13,7 @@ import threading
 import pytest
 
 import scopeledger._wait as wait_mod
+import scopeledger._filetickets as filetickets
 from scopeledger import AsyncLedger, Ledger, ScopeConflict, WaitTimeout
 
 from helpers import W
@@ -281,7 +282,7 @@ def test_waiting_coroutines_never_close_an_inotify_instance_on_the_loop(ledger_d
     src = str(tmp_path / "src")
     Ledger.open(ledger_dir).close()
     h = holder_process(ledger_dir, "builder", [src])
-    n = wait_mod.POOL + 4
+    n = filetickets.POOL + 4
 
     async def worker(aled, i):
         async with aled.hold(f"w{i}", [W(src)], wait=BOUND):
@@ -297,7 +298,7 @@ def test_waiting_coroutines_never_close_an_inotify_instance_on_the_loop(ledger_d
             h.stdin.close()
             await asyncio.gather(*tasks)
             # n watches were in use at once; POOL of them are kept, the others closed (two instances each).
-            await asyncio.to_thread(until, lambda: len(closed_on) >= 2 * (n - wait_mod.POOL), "the closes")
+            await asyncio.to_thread(until, lambda: len(closed_on) >= 2 * (n - filetickets.POOL), "the closes")
             assert loop_thread not in closed_on
 
     try:

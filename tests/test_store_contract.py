@@ -23,6 +23,8 @@ from scopeledger._filestore import FileStore
 from scopeledger._fold import SNAPSHOT_FORMAT
 from scopeledger._memstore import MemoryLog, MemoryStore
 
+from helpers import wait_for
+
 BOUND = 60.0  # seconds: a generous bound on waits for a real condition
 
 
@@ -321,6 +323,54 @@ def test_a_snapshot_must_name_a_line_of_the_log_and_match_it(make):
 
 
 # -- the file store only ---------------------------------------------------------
+
+def _drop_lock(ticket):
+    """Let go of a ticket's lock as its waiter's death would (a file
+    ticket's descriptor closed; a server ticket's connection closed)."""
+    if hasattr(ticket, "fd"):
+        from scopeledger import _filetickets
+
+        _filetickets._ticket_fds.discard(ticket.fd)
+        os.close(ticket.fd)
+    else:
+        ticket.conn.close()
+
+
+def test_the_waiters_queue_keeps_join_order_and_forgets_who_leaves_or_dies(make):
+    """``LogStore.tickets()``: numbers in join order; another store object
+    on the same ledger sees the same tickets, nearest first, with their
+    requests; a ticket that left is gone, one whose lock went is found dead
+    and removed; the memory store keeps no queue."""
+    st, other = make(), make()
+    q = st.tickets()
+    if q is None:
+        assert isinstance(st, MemoryStore)
+        return
+    assert q is st.tickets() and q.earlier(None) == []
+    a, b, c = q.join(b'{"a": 1}'), q.join(b'{"b": 2}'), other.tickets().join(b'{"c": 3}')
+    assert a.number < b.number < c.number
+    seen = other.tickets()
+    listed = seen.earlier(None)
+    assert [n for n, _, _ in listed] == [c.number, b.number, a.number]
+    assert [seen.read(h) for _, _, h in listed] == [b'{"c": 3}', b'{"b": 2}', b'{"a": 1}']
+    assert all(seen.alive(h) for _, _, h in listed) and len({k for _, k, _ in listed}) == 3
+    assert [n for n, _, _ in seen.earlier(c.number)] == [b.number, a.number]
+    q.leave(b)
+    q.leave(b)  # (twice: once)
+    assert [n for n, _, _ in seen.earlier(None)] == [c.number, a.number]
+    _drop_lock(a)  # (a server lets go of a closed connection's lock when its backend has ended)
+    wait_for(lambda: [n for n, _, h in seen.earlier(None) if seen.alive(h)] == [c.number], BOUND,
+             "the dead ticket found dead")
+    assert [n for n, _, _ in seen.earlier(None)] == [c.number]  # the dead one was removed
+    assert not q.lost(c)
+    d = q.join(b"{}")
+    assert d.number > c.number  # (numbers grow while the queue holds a ticket)
+    other.tickets().leave(c)
+    q.leave(d)
+    assert seen.earlier(None) == []
+    with pytest.raises(ReadOnlyLedger):
+        make(readonly=True).tickets().join(b"{}")
+
 
 def test_file_a_torn_tail_is_not_read_and_is_set_aside_under_the_lock(tmp_path):
     st = FileStore.open(str(tmp_path / "l"))

@@ -23,7 +23,7 @@ from scopeledger import (
     ScopeConflict,
     WaitTimeout,
 )
-from scopeledger._wait import QUEUE_DIR
+from scopeledger._filetickets import QUEUE_DIR
 
 from helpers import W, wait_for
 
@@ -365,17 +365,18 @@ def test_a_child_forked_while_a_thread_waits_does_not_keep_the_dead_waiters_tick
 
 
 def test_tickets_are_made_under_a_temporary_name_without_o_tmpfile(ledger, ledger_dir, monkeypatch):
-    from scopeledger._wait import Queue, Request
+    from scopeledger._filetickets import FileTickets
+    from scopeledger._wait import Request
 
     monkeypatch.delattr(os, "O_TMPFILE")
-    q = Queue(ledger_dir)
-    req = Request.of(ledger, "a", [W("/x")], None, None, 1)
+    q = FileTickets(ledger._store)
+    req = Request.of(ledger, "a", [W("/x")], None, None, 1).to_json()
     t1, t2 = q.join(req), q.join(req)
-    assert (t1[0], t2[0]) == (1, 2) and tickets(ledger_dir) == [f"{1:016d}", f"{2:016d}"]
+    assert (t1.number, t2.number) == (1, 2) and tickets(ledger_dir) == [f"{1:016d}", f"{2:016d}"]
     assert sorted(os.listdir(q.dir)) == tickets(ledger_dir)  # no temporary name left
-    assert oct(os.stat(t1[2]).st_mode & 0o777) == "0o600"
-    Queue.leave(t1)
-    Queue.leave(t2)
+    assert oct(os.stat(t1.path).st_mode & 0o777) == "0o600"
+    q.leave(t1)
+    q.leave(t2)
     assert os.listdir(q.dir) == []
 
 
@@ -416,8 +417,9 @@ def test_threads_sharing_one_ledger_wait_and_are_served_one_at_a_time(ledger, tm
 def test_the_waiting_loop_gives_its_ticket_back_however_its_driver_stops(ledger, ledger_dir, tmp_path, how):
     """``_wait.waiting`` driven step by step, as ``Ledger`` and ``AsyncLedger``
     drive it: asleep in the queue, an exception thrown in (a cancellation,
-    ``KeyboardInterrupt``) goes on out of it, and closing it stops it too;
-    either way its ticket is gone and nothing was granted."""
+    ``KeyboardInterrupt``) goes on out of it once the ticket was given back
+    (a step of its own: on a server, a round trip), and closing it stops it
+    at once; either way its ticket is gone and nothing was granted."""
     from scopeledger._wait import Call, Gate, Request, Sleep, resume, waiting, whoami
 
     class Stop(BaseException):
@@ -427,14 +429,16 @@ def test_the_waiting_loop_gives_its_ticket_back_however_its_driver_stops(ledger,
     ledger.register("holder", [W(src)])
     req = Request.of(ledger, "w", [W(src)], None, None, BOUND)
     steps = waiting(ledger, req, lambda commit: ledger.register("w", [W(src)]), Gate(time.monotonic() + BOUND),
-                    whoami(ledger))
+                    whoami(ledger), ledger._log.tickets())
     step = resume(steps)
     while isinstance(step, Call):
         step = resume(steps, step.fn(*step.args))
     assert isinstance(step, Sleep) and len(tickets(ledger_dir)) == 1
     if how == "thrown":
-        with pytest.raises(Stop):
-            resume(steps, error=Stop())
+        step = resume(steps, error=Stop())  # the ticket is given back in a step of its own...
+        assert isinstance(step, Call) and len(tickets(ledger_dir)) == 1
+        with pytest.raises(Stop):  # ...then the exception goes on
+            resume(steps, step.fn(*step.args))
     else:
         steps.close()
     assert tickets(ledger_dir) == [] and grants(ledger, "w") == []
@@ -454,15 +458,15 @@ def test_a_waiter_looks_again_when_the_queues_inotify_events_were_lost(ledger, t
         limit = int(f.read())
     if limit > 100_000:
         pytest.skip(f"fs.inotify.max_queued_events is {limit}: too many files to make here")
-    q = Queue(ledger.path)
-    q._make_dir()
-    w = Watch(ledger, q)
-    if w.queue_watch is None:
+    tickets = ledger._log.tickets()
+    tickets._make_dir()
+    w = Watch(ledger, Queue(tickets), object())  # (a ticket: the queue is watched too)
+    if w.source.queue_watch is None:
         pytest.skip("no inotify here")
     try:
         w.arm((), log_too=False, behind=1)  # ticket 2 standing back for ticket 1: only ticket 1 matters
         for i in range(limit + 10):  # names that are not tickets: each alone does not matter
-            open(os.path.join(q.dir, f"x{i}"), "wb").close()
+            open(os.path.join(tickets.dir, f"x{i}"), "wb").close()
         assert w.drain(mine=2) is True
     finally:
         w.close()
@@ -483,8 +487,6 @@ def test_closing_a_ledger_closes_the_watches_it_kept_for_the_next_wait(ledger_di
     """A waiter's inotify instances are kept for the next wait of the same
     ledger object (up to POOL watches, two instances each, from a per-user
     limit of 128 by default); closing the ledger closes them."""
-    from scopeledger import _wait
-
     src = str(tmp_path / "src")
     before = _inotify_fds()
     led = Ledger.open(ledger_dir)
@@ -495,9 +497,10 @@ def test_closing_a_ledger_closes_the_watches_it_kept_for_the_next_wait(ledger_di
         kept = _inotify_fds() - before
         if not kept:
             pytest.skip("no inotify here: nothing is kept")
-        assert _wait._watches.get(led)
+        pool = led._log.tickets()._pool
+        assert pool
         led.close()
-        assert not _wait._watches.get(led)
+        assert not led._log.tickets()._pool
         until(lambda: not (kept & _inotify_fds()), "the kept inotify instances closed")
     finally:
         finish(h)

@@ -22,7 +22,16 @@ from one release's return to the next grant's return is read from
 ``CLOCK_MONOTONIC`` (one clock for every process of the boot). Side by side:
 woken by inotify and pidfds, against the fallback that looks every
 ``POLL_SECONDS`` (inotify turned off), and the async waiters
-(``AsyncLedger``, one process each).
+(``AsyncLedger``, one process each). Also the wait of each grant (from the
+``register`` call to its return): with the queue, at most about the 7 turns
+before it; without order, a longer tail.
+
+With ``--pg`` (a throwaway cluster, ``tests/pgserver.py``) or ``--pg-url
+URL`` (a server of yours: schemas ``wbench_*``, dropped after), the same on
+PostgreSQL: ``pg`` (the waiters' queue, woken by LISTEN on each ticket's
+connection), ``pg-async``, and ``pg-unordered`` (the queue turned off:
+waiters woken by ``LogStore.wait`` and racing, as before issue 16's queue
+on PostgreSQL). ``--no-stall`` skips the stall part.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -130,16 +140,18 @@ def stall(seconds: float, rounds: int) -> dict[str, list[dict[str, float]]]:
 TAKER = textwrap.dedent("""
     import asyncio, json, sys, time
     from scopeledger import Ledger, ScopeRule, AsyncLedger
-    import scopeledger._wait as W
+    import scopeledger._filetickets as F
     d, i, turns, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     if mode == "poll":
-        # inotify turned off: as on a network file system
-        _init = W.Watch.__init__
-        def init(self, ledger, queue):
-            _init(self, ledger, queue)
-            self.close()
-            self.period = W.POLL_SECONDS
-        W.Watch.__init__ = init
+        # inotify turned off: as on a network file system (a look every F.POLL_SECONDS)
+        _init = F.FileWatch.__init__
+        def init(self, log_path, queue_dir, network):
+            _init(self, log_path, queue_dir, True)
+        F.FileWatch.__init__ = init
+    if mode == "pg-unordered":
+        # no queue: woken by LogStore.wait (LISTEN), unordered, as before the queue on PostgreSQL
+        from scopeledger._pgstore import PgStore
+        PgStore.tickets = lambda self: None
     led = Ledger.open(d)
     rule = [ScopeRule("/bench/shared", "write")]
     out = []
@@ -149,6 +161,7 @@ TAKER = textwrap.dedent("""
     async def amain():
         aled = AsyncLedger(led)
         for k in range(turns):
+            s = time.monotonic()
             a = await aled.register(f"taker{i}", rule, wait=float("inf"))
             g = time.monotonic()
             t_end = g + 0.001
@@ -156,26 +169,33 @@ TAKER = textwrap.dedent("""
                 pass
             # the release's own return, in its thread (not when the loop resumes the coroutine)
             r = await asyncio.to_thread(lambda: (led.release(a.name, token=a.token), time.monotonic())[1])
-            out.append((g, r))
-    if mode == "async":
+            out.append((g, r, s))
+    if mode in ("async", "pg-async"):
         asyncio.run(amain())
     else:
         for k in range(turns):
+            s = time.monotonic()
             a = led.register(f"taker{i}", rule, wait=float("inf"))
             g = time.monotonic()
             t_end = g + 0.001
             while time.monotonic() < t_end:
                 pass
             led.release(a.name, token=a.token)
-            out.append((g, time.monotonic()))
+            out.append((g, time.monotonic(), s))
     print(json.dumps({"spans": out, "cpu": time.process_time() - cpu0}), flush=True)
 """)
 
 
-def handover(turns: int, mode: str, waiters: int = 8) -> dict[str, float]:
+def handover(turns: int, mode: str, waiters: int = 8, pg_base: str | None = None) -> dict[str, float]:
     from scopeledger import Ledger
 
-    d = tempfile.mkdtemp(prefix="wait-bench-") + "/ledger"
+    schema = None
+    if mode.startswith("pg"):
+        assert pg_base is not None
+        schema = f"wbench_{uuid.uuid4().hex[:12]}"
+        d = f"{pg_base}{'&' if '?' in pg_base else '?'}schema={schema}"
+    else:
+        d = tempfile.mkdtemp(prefix="wait-bench-") + "/ledger"
     Ledger.open(d).close()
     procs = [subprocess.Popen([sys.executable, "-c", TAKER, d, str(i), str(turns), mode],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(waiters)]
@@ -190,11 +210,25 @@ def handover(turns: int, mode: str, waiters: int = 8) -> dict[str, float]:
         doc = json.loads(p.communicate()[0])
         spans.extend(doc["spans"])
         cpu += doc["cpu"]
+    if schema is not None:
+        _drop_schema(d, schema)
     spans.sort()
     gaps = [b[0] - a[1] for a, b in itertools.pairwise(spans) if b[0] > a[1]]
+    waits = [g - s0 for g, _, s0 in spans]
     return {"p50_ms": pct(gaps, 50) * 1e3, "p99_ms": pct(gaps, 99) * 1e3, "max_ms": max(gaps) * 1e3,
             "mean_ms": statistics.fmean(gaps) * 1e3, "handovers": len(gaps),
-            "cpu_ms_per_grant": cpu * 1e3 / max(1, len(spans))}
+            "cpu_ms_per_grant": cpu * 1e3 / max(1, len(spans)),
+            "wait_p50_ms": pct(waits, 50) * 1e3, "wait_p99_ms": pct(waits, 99) * 1e3,
+            "wait_max_ms": max(waits) * 1e3}
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import psycopg
+
+    from scopeledger._pgstore import parse_url
+
+    with psycopg.connect(parse_url(url).conninfo, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,22 +237,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="per stall run")
     ap.add_argument("--rounds", type=int, default=3, help="alternated runs of each mode")
     ap.add_argument("--turns", type=int, default=50, help="grants per waiter process")
+    ap.add_argument("--pg", action="store_true", help="also on PostgreSQL, a throwaway cluster (tests/pgserver.py)")
+    ap.add_argument("--pg-url", help="also on PostgreSQL, this server (a URL without schema)")
+    ap.add_argument("--no-stall", action="store_true", help="skip the stall part")
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds, args.turns = 0.5, 1, 5
     print(f"# waiting bench: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
-    res = stall(args.seconds, args.rounds)
-    for mode, runs in res.items():
-        for r in runs:
-            print(f"stall {mode:8s} max {r['max_ms']:8.2f} ms  p99 {r['p99_ms']:6.2f} ms  p50 {r['p50_ms']:5.2f} ms"
-                  f"  loop pairs {int(r['pairs']):6d}  writer pairs {int(r['writer_pairs'])}")
-    for rnd in range(args.rounds):
-        modes = ("inotify", "poll", "async") if rnd % 2 == 0 else ("async", "poll", "inotify")
-        for mode in modes:
-            h = handover(args.turns, mode)
-            print(f"release->grant {mode:8s} p50 {h['p50_ms']:6.2f} ms  p99 {h['p99_ms']:6.2f} ms  "
-                  f"max {h['max_ms']:7.2f} ms  mean {h['mean_ms']:6.2f} ms  CPU/grant {h['cpu_ms_per_grant']:5.2f} ms "
-                  f"(all 8 processes, incl. the 1 ms held; {int(h['handovers'])} handovers)")
+    if not args.no_stall:
+        res = stall(args.seconds, args.rounds)
+        for mode, runs in res.items():
+            for r in runs:
+                print(f"stall {mode:8s} max {r['max_ms']:8.2f} ms  p99 {r['p99_ms']:6.2f} ms  p50 {r['p50_ms']:5.2f} ms"
+                      f"  loop pairs {int(r['pairs']):6d}  writer pairs {int(r['writer_pairs'])}")
+    cluster = None
+    pg_base = args.pg_url
+    if args.pg and pg_base is None:
+        sys.path.append(os.path.join(ROOT, "tests"))
+        import pgserver
+
+        bindir, why = pgserver.find_binaries()
+        if bindir is None:
+            sys.exit(why)
+        cluster = pgserver.Cluster(bindir).start()
+        pg_base = cluster.url()
+    try:
+        for rnd in range(args.rounds):
+            modes = ["inotify", "poll", "async"]
+            if pg_base is not None:
+                modes += ["pg", "pg-unordered", "pg-async"]
+            if rnd % 2:
+                modes.reverse()
+            for mode in modes:
+                h = handover(args.turns, mode, pg_base=pg_base)
+                print(f"release->grant {mode:12s} p50 {h['p50_ms']:6.2f} ms  p99 {h['p99_ms']:6.2f} ms  "
+                      f"max {h['max_ms']:7.2f} ms  mean {h['mean_ms']:6.2f} ms  "
+                      f"CPU/grant {h['cpu_ms_per_grant']:5.2f} ms"
+                      f"  wait p50 {h['wait_p50_ms']:6.1f} p99 {h['wait_p99_ms']:6.1f} max {h['wait_max_ms']:6.1f} ms "
+                      f"(all 8 processes, incl. the 1 ms held; {int(h['handovers'])} handovers; "
+                      f"load {os.getloadavg()[0]:.2f})", flush=True)
+    finally:
+        if cluster is not None:
+            cluster.stop()
     return 0
 
 

@@ -1,0 +1,383 @@
+"""Waiting for a scope on PostgreSQL, first come first served (issue 16;
+``scopeledger/_wait.py``, ``PgTickets`` in ``scopeledger/_pgstore.py``).
+
+Real processes hold, wait, are SIGKILLed and have their connections cut on a
+throwaway server (``tests/pgserver.py``: skipped without PostgreSQL, a
+failure with ``SCOPELEDGER_REQUIRE_POSTGRES=1``). Every wait is on a real
+condition (a ticket row in ``<schema>.waiters``, a line of the log, a
+process's output), never a sleep; outcomes and order are asserted, never
+timings. A waiter joins only once the one before it is in the queue, so the
+order in which they joined is known.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import pytest
+
+from scopeledger import Ledger, ScopeRule, WaitTimeout
+from scopeledger._pgstore import PgStore
+
+from pgserver import wait_for
+
+BOUND = 60.0  # seconds: a generous bound on any condition a test waits for
+
+
+def W(path: str) -> ScopeRule:
+    return ScopeRule(path, "write")
+
+
+def schema_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["schema"][0]
+
+
+def queued(pg_cluster, url: str) -> list[tuple[int, str]]:
+    """The tickets in the queue's table, ``(number, holder name)``, in order
+    ([] while the table does not exist)."""
+    s = schema_of(url)
+    if not pg_cluster.psql_execute("SELECT to_regclass(%s) IS NOT NULL", f"{s}.waiters")[0][0]:
+        return []
+    return [(n, orjson.loads(bytes(r))["name"]) for n, r in pg_cluster.psql_execute(
+        f"SELECT number, request FROM {s}.waiters ORDER BY number")]
+
+
+def names(pg_cluster, url: str) -> list[str]:
+    return [n for _, n in queued(pg_cluster, url)]
+
+
+def grants(led: Ledger) -> list[str]:
+    return [e.data["holder"]["name"] for e in led.events() if e.type in ("registered", "delegated")]
+
+
+WAITER = textwrap.dedent("""
+    import asyncio, json, logging, sys
+    from scopeledger import AsyncLedger, Ledger, ScopeRule, WaitTimeout
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    url, name, paths, wait, mode = json.loads(sys.argv[1])
+    led = Ledger.open(url)
+    rules = [ScopeRule(p, "write") for p in paths]
+    try:
+        if mode == "async":
+            async def main():
+                return await AsyncLedger(led).register(name, rules, wait=wait)
+            a = asyncio.run(main())
+        else:
+            a = led.register(name, rules, wait=wait)
+    except WaitTimeout as exc:
+        print(json.dumps({"timeout": str(exc)}), flush=True)
+        sys.exit(3)
+    print(json.dumps({"token": a.token}), flush=True)
+    sys.stdin.readline()  # hold until told
+    led.release(name, token=a.token)
+    led.close()
+""")
+
+
+def waiter(url: str, name: str, paths: list[str], wait: float = BOUND, mode: str = "sync") -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", WAITER, json.dumps([url, name, paths, wait, mode])],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def let_go(p: subprocess.Popen[str]) -> str:
+    """Tell a granted waiter to release and exit; its stderr."""
+    p.stdin.write("\n")
+    p.stdin.flush()
+    _, err = p.communicate(timeout=BOUND)
+    assert p.returncode == 0, err
+    return err
+
+
+def join_in_order(pg_cluster, url, led, specs):
+    """Start one waiter per ``(name, paths[, mode])``, each once the one
+    before it is in the queue (its ticket visible in the table)."""
+    procs = []
+    for i, spec in enumerate(specs):
+        name, paths = spec[0], spec[1]
+        procs.append(waiter(url, name, paths, mode=spec[2] if len(spec) > 2 else "sync"))
+        want = [s[0] for s in specs[:i + 1]]
+        wait_for(lambda w=want: names(pg_cluster, url) == w, f"{name}'s ticket behind {want[:-1]}", BOUND)
+    return procs
+
+
+def kill_all(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def test_waiters_are_granted_in_the_order_they_joined(pg_cluster, pg_url):
+    """H holds; w1, w2, w3 (separate processes, w2 asyncio) wait in that
+    order for overlapping scopes; H releases: w1, w2, w3 are granted in turn
+    (each holds until told, then releases), each waiting notice names the
+    holder or the earlier waiter it stands behind."""
+    led = Ledger.open(pg_url)
+    procs = []
+    try:
+        h = led.register("holder", [W("/q/src")])
+        specs = [("w1", ["/q/src"]), ("w2", ["/q/src/a"], "async"), ("w3", ["/q"])]
+        procs = join_in_order(pg_cluster, pg_url, led, specs)
+        led.release("holder", token=h.token)
+        errs = {}
+        for (name, *_), p in zip(specs, procs, strict=True):
+            got = json.loads(p.stdout.readline())
+            assert "token" in got, got
+            led.refresh()
+            assert [a.name for a in led.holders()] == [name]
+            errs[name] = let_go(p)
+        assert grants(led) == ["holder", "w1", "w2", "w3"]
+        assert "holder 'w1' waits up to 60s for its scope: " in errs["w1"] and "'holder'" in errs["w1"]
+        for name, ahead in (("w2", "w1"), ("w3", "w2")):
+            assert f"holder '{name}' waits up to 60s for its scope: waiting behind '{ahead}' (pid " in errs[name]
+        wait_for(lambda: queued(pg_cluster, pg_url) == [], "the queue empty", BOUND)
+    finally:
+        kill_all(procs)
+        led.close()
+
+
+def test_a_waiter_killed_in_the_queue_does_not_hold_up_the_ones_behind_it(pg_cluster, pg_url):
+    led = Ledger.open(pg_url)
+    procs = []
+    try:
+        h = led.register("holder", [W("/q/src")])
+        procs = join_in_order(pg_cluster, pg_url, led, [("doomed", ["/q/src"]), ("w2", ["/q/src"]),
+                                                        ("w3", ["/q/src"])])
+        doomed, w2, w3 = procs
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        led.release("holder", token=h.token)
+        assert "token" in json.loads(w2.stdout.readline())
+        let_go(w2)
+        assert "token" in json.loads(w3.stdout.readline())
+        let_go(w3)
+        assert grants(led) == ["holder", "w2", "w3"]
+        wait_for(lambda: queued(pg_cluster, pg_url) == [], "the dead waiter's ticket removed", BOUND)
+    finally:
+        kill_all(procs)
+        led.close()
+
+
+def test_a_timed_out_waiter_leaves_the_queue(pg_cluster, pg_url):
+    led = Ledger.open(pg_url)
+    other = Ledger.open(pg_url)
+    procs = []
+    try:
+        led.register("holder", [W("/q/src")])
+        procs = join_in_order(pg_cluster, pg_url, led, [("patient", ["/q/src"])])
+        with pytest.raises(WaitTimeout) as info:
+            other.register("hasty", [W("/q/src")], wait=0.3)
+        assert info.value.refusal is None and info.value.in_the_way == ("patient",)
+        assert "waiting behind 'patient'" in str(info.value)
+        assert names(pg_cluster, pg_url) == ["patient"]  # hasty's ticket is gone, patient's kept
+        assert "hasty" not in grants(led)
+    finally:
+        kill_all(procs)
+        other.close()
+        led.close()
+
+
+def test_a_waiter_for_a_scope_no_earlier_waiter_wants_is_not_held_back(pg_cluster, pg_url):
+    """w1 waits for /q/a, w2 (later) for /q/b: when /q/b is let go, w2 is
+    granted while w1 still waits."""
+    led = Ledger.open(pg_url)
+    procs = []
+    try:
+        ha = led.register("hold-a", [W("/q/a")])
+        hb = led.register("hold-b", [W("/q/b")])
+        procs = join_in_order(pg_cluster, pg_url, led, [("w1", ["/q/a"]), ("w2", ["/q/b"])])
+        w1, w2 = procs
+        led.release("hold-b", token=hb.token)
+        assert "token" in json.loads(w2.stdout.readline())
+        assert names(pg_cluster, pg_url) == ["w1"] and w1.poll() is None
+        led.release("hold-a", token=ha.token)
+        assert "token" in json.loads(w1.stdout.readline())
+        let_go(w1)
+        let_go(w2)
+        assert grants(led) == ["hold-a", "hold-b", "w2", "w1"]
+    finally:
+        kill_all(procs)
+        led.close()
+
+
+def test_a_waiter_whose_connection_is_cut_joins_again_at_the_end(pg_cluster, pg_url):
+    """w1's ticket connection is terminated by the server: w1 loses its place
+    (w2, behind it, is now first) and joins again behind w2; both are
+    granted, w2 first."""
+    led = Ledger.open(pg_url)
+    procs = []
+    try:
+        h = led.register("holder", [W("/q/src")])
+        procs = join_in_order(pg_cluster, pg_url, led, [("w1", ["/q/src"]), ("w2", ["/q/src"])])
+        w1, w2 = procs
+        before = dict((n, k) for k, n in queued(pg_cluster, pg_url))
+        s = schema_of(pg_url)
+        cut = pg_cluster.psql_execute(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1"
+            " AND l.classid = (SELECT oid FROM pg_namespace WHERE nspname = %s)"
+            " AND l.objid = (%s::bigint & 4294967295)::oid", s, before["w1"])
+        assert cut == [(True,)]
+        wait_for(lambda: names(pg_cluster, pg_url) == ["w2", "w1"], "w1 back in the queue, behind w2", BOUND)
+        after = dict((n, k) for k, n in queued(pg_cluster, pg_url))
+        assert after["w1"] > after["w2"] == before["w2"]
+        led.release("holder", token=h.token)
+        assert "token" in json.loads(w2.stdout.readline())
+        err2 = let_go(w2)
+        assert "token" in json.loads(w1.stdout.readline())
+        err1 = let_go(w1)
+        assert grants(led) == ["holder", "w2", "w1"]
+        assert "holder 'w1' lost its place in the waiters' queue" in err1 and "lost its place" not in err2
+    finally:
+        kill_all(procs)
+        led.close()
+
+
+def test_a_ledger_made_without_the_queue_table_works_and_gets_it_when_a_waiter_joins(pg_cluster, pg_url):
+    """A schema made by the previous scopeledger has no ``waiters`` table
+    (dropped here): reading the queue, and a read-only store, make nothing;
+    the first waiter makes it, and waiters are served in order."""
+    s = schema_of(pg_url)
+    Ledger.open(pg_url).close()
+    pg_cluster.psql_execute(f"DROP TABLE {s}.waiters")
+    exists = f"SELECT to_regclass('{s}.waiters') IS NOT NULL"
+    with PgStore.open(pg_url, readonly=True) as ro:
+        assert ro.tickets().earlier(None) == []
+    with Ledger.open(pg_url, readonly=True) as ro_led:
+        assert ro_led.holders() == []
+    led = Ledger.open(pg_url)
+    procs = []
+    try:
+        h = led.register("holder", [W("/q/src")])
+        with pytest.raises(WaitTimeout):
+            led.register("nobody-before", [W("/q/src")], wait=0.05)  # looks at the queue: no table, no one
+        assert pg_cluster.psql_execute(exists) == [(True,)]  # (made when it joined)
+        pg_cluster.psql_execute(f"DROP TABLE {s}.waiters")
+        procs = join_in_order(pg_cluster, pg_url, led, [("w1", ["/q/src"]), ("w2", ["/q/src"])])
+        led.release("holder", token=h.token)
+        for p in procs:
+            assert "token" in json.loads(p.stdout.readline())
+            let_go(p)
+        assert grants(led) == ["holder", "w1", "w2"]
+    finally:
+        kill_all(procs)
+        led.close()
+
+
+def test_a_read_only_store_never_makes_the_queue_table(pg_cluster, pg_url):
+    s = schema_of(pg_url)
+    Ledger.open(pg_url).close()
+    pg_cluster.psql_execute(f"DROP TABLE {s}.waiters")
+    with PgStore.open(pg_url, readonly=True) as ro:
+        q = ro.tickets()
+        assert q.earlier(None) == [] and q.earlier(5) == []
+        from scopeledger import ReadOnlyLedger
+
+        with pytest.raises(ReadOnlyLedger):
+            q.join(b"{}")
+    assert pg_cluster.psql_execute(f"SELECT to_regclass('{s}.waiters') IS NOT NULL") == [(False,)]
+
+
+def test_the_ticket_lock_keys_do_not_meet_the_append_or_session_locks(pg_cluster, pg_url):
+    """A ticket's lock is the one-bigint advisory form (objsubid 1) on the
+    schema's oid; the append lock and the sessions' are two-int4 (objsubid
+    2): a ticket numbered like a session takes its lock while that session
+    holds its own."""
+    s = schema_of(pg_url)
+    with PgStore.open(pg_url, create=True) as st:
+        session = st.open_session(30, renew=False)
+        try:
+            q = st.tickets()
+            tickets = [q.join(b'{"n": %d}' % i) for i in range(session.id + 1)]
+            assert session.id in [t.number for t in tickets]
+            rows = pg_cluster.psql_execute(
+                "SELECT objsubid, objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid = (SELECT oid FROM pg_namespace WHERE nspname = %s) ORDER BY 1, 2", s)
+            assert (2, session.id) in rows
+            assert [r[1] for r in rows if r[0] == 1] == sorted(t.number for t in tickets)
+            with st.locked(0, BOUND):  # the append lock is free too
+                pass
+            for t in tickets:
+                q.leave(t)
+            assert q.earlier(None) == []
+        finally:
+            session.close()
+
+
+def test_async_waiters_give_their_tickets_back_off_the_event_loop(pg_cluster, pg_url, monkeypatch):
+    """AsyncLedger on PostgreSQL: a grant, a cancellation and a timeout
+    each give the ticket back (a round trip to the server) in a worker
+    thread, never on the event loop's; the cancelled waiter leaves the queue
+    and is never granted."""
+    import asyncio
+    import threading
+
+    from scopeledger import AsyncLedger
+    from scopeledger._pgstore import PgTickets
+
+    leaving = []
+    real = PgTickets.leave
+
+    def leave(self, ticket):
+        if ticket is not None and ticket.conn is not None:
+            leaving.append(threading.get_ident())
+        return real(self, ticket)
+
+    monkeypatch.setattr(PgTickets, "leave", leave)
+    led = Ledger.open(pg_url)
+    try:
+        h = led.register("holder", [W("/q/src")])
+
+        async def main():
+            loop_thread = threading.get_ident()
+            async with await AsyncLedger.open(pg_url) as aled:
+                first = asyncio.ensure_future(aled.register("first", [W("/q/src")], wait=BOUND))
+                await asyncio.to_thread(wait_for, lambda: names(pg_cluster, pg_url) == ["first"], "first's ticket",
+                                        BOUND)
+                cancelled = asyncio.ensure_future(aled.register("cancelled", [W("/q/src")], wait=BOUND))
+                await asyncio.to_thread(wait_for, lambda: names(pg_cluster, pg_url) == ["first", "cancelled"],
+                                        "cancelled's ticket", BOUND)
+                cancelled.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await cancelled
+                assert names(pg_cluster, pg_url) == ["first"]
+                with pytest.raises(WaitTimeout):
+                    await aled.register("timed-out", [W("/q/src")], wait=0.2)  # behind first
+                assert names(pg_cluster, pg_url) == ["first"]
+                await asyncio.to_thread(led.release, "holder", token=h.token)
+                assert (await first).name == "first"
+            return loop_thread
+
+        loop_thread = asyncio.run(main())
+        assert len(leaving) == 3 and loop_thread not in leaving, (leaving, loop_thread)
+        assert grants(led) == ["holder", "first"]
+        assert queued(pg_cluster, pg_url) == []
+    finally:
+        led.close()
+
+
+def test_a_kept_ticket_connection_listens_to_nothing_and_holds_no_lock(pg_url):
+    """A ticket's connection listens (the log's channel and the queue's)
+    while the ticket lives; once it left, the connection kept for the next
+    waiter listens to nothing (notifications would pile up unread) and
+    holds no lock, and the next ticket reuses it."""
+    s = schema_of(pg_url)
+    with PgStore.open(pg_url, create=True) as st:
+        q = st.tickets()
+        t = q.join(b"{}")
+        conn = t.conn
+        assert sorted(r[0] for r in conn.execute("SELECT pg_listening_channels()")) == [
+            f"scopeledger.q.{s}", f"scopeledger_{s}"]
+        q.leave(t)
+        assert t.conn is None and q._idle == [conn]
+        assert conn.execute("SELECT pg_listening_channels()").fetchall() == []
+        assert conn.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()"
+                            " AND locktype = 'advisory'").fetchone()[0] == 0
+        t2 = q.join(b"{}")
+        assert t2.conn is conn and t2.number > t.number
+        q.leave(t2)
