@@ -20,7 +20,8 @@ reclaimed, or taken back by :func:`adopt`). On PostgreSQL that holds for
 checkers on the child's own host; to other hosts the grant is vouched for
 by the supervisor's ledger's client session, which the binding records
 (``scopeledger._sessions``): once the supervisor's ledger is closed or its
-process dies, other hosts reclaim it.
+process dies, other hosts reclaim it, unless a restarted supervisor adopted
+it first (:func:`adopt` binds it again, with its own session).
 
 ``adopt(ledger, name, token)`` is for a supervisor that restarted and kept
 the names and tokens of its grants: a grant whose process is alive (a child
@@ -455,7 +456,10 @@ def adopt(ledger: Any, name: str, token: int) -> Adopted:
     """Take back grant ``(name, token)`` after a restart (see the module
     docstring): its process alive or not provably gone (the ledger's probe
     says ``unknown``), it stays bound to it (a live holder is never taken
-    on a guess); proven gone, it is bound to this process (``attach``).
+    on a guess); proven gone, it is bound to this process (``attach``). On
+    PostgreSQL a running process's grant is bound to it again (``attach``
+    with its pid), which records this ledger's client session: the old
+    supervisor's, which vouched for it to other hosts, ends with it.
 
     Raises:
         TypeError: ``token`` is not an ``int``.
@@ -474,4 +478,14 @@ def adopt(ledger: Any, name: str, token: int) -> Adopted:
     ours = verdict.liveness is Liveness.ALIVE and alloc.pid == os.getpid()
     if verdict.dead or ours:
         return Adopted(ledger, ledger.attach(name, token=token), True)
+    if verdict.liveness is Liveness.ALIVE and alloc.process.session is not None:
+        # On PostgreSQL, a running child's grant is vouched for to other hosts by
+        # the session of the ledger that bound it: the old supervisor's, which
+        # dies with it (other hosts would reclaim a running child's scope).
+        # Bound again to the same process, it carries this ledger's session.
+        again = ledger.attach(name, pid=alloc.pid, token=token)
+        if again.process.ticks != alloc.process.ticks or again.process.boot != alloc.process.boot:
+            # The process exited and its pid was taken meanwhile: it is gone.
+            return Adopted(ledger, ledger.attach(name, token=token), True)
+        return Adopted(ledger, again, False)
     return Adopted(ledger, alloc, False)

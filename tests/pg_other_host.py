@@ -17,6 +17,9 @@ PostgreSQL ledger at URL with that session ttl, registers NAME on PATH
 - ``close``: ``Ledger.close()`` without releasing NAME;
 - ``release``: releases NAME.
 
+NAME ``-`` makes it a checker on the other host, with no holder of its own:
+``reclaim`` answers what its ``Ledger.reclaim()`` reclaimed and kept.
+
 EOF ends it (closing its ledger). When its session is lost, the callback
 (``on_session_lost``) says so at once, with ``check(NAME, token)`` asked
 right then. Every answer is a JSON line on stdout, times on
@@ -92,6 +95,17 @@ def main() -> None:
             ok = f"{type(exc).__name__}: {exc}"
         say(event="check_bg", ok=ok, started=started, at=time.monotonic())
 
+    if name == "-":  # a checker on the other host: no holder of its own
+        led = Ledger.open(url, session_ttl=ttl)
+        say(event="ready", token=None, session=None, host=host, boot=boot, pid=os.getpid(), session_id=None)
+        for raw in sys.stdin:
+            if raw.strip() == "reclaim":
+                report = led.reclaim()
+                say(event="reclaim", reclaimed=[[r.name, r.reason] for r in report.reclaimed],
+                    unknown=[[n, v.liveness.value] for n, v in report.unknown],
+                    kept=sorted(a.name for a in led.holders()))
+        led.close()
+        return
     led = box["led"] = Ledger.open(url, session_ttl=ttl, on_session_lost=lost)
     alloc = led.register(name, [ScopeRule(path, "write")])
     box["token"] = alloc.token

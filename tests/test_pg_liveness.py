@@ -502,3 +502,52 @@ def test_a_remote_holder_is_never_reclaimed_when_the_server_resets_after_a_backe
             _crash_a_backend(pg_cluster)
             _kept_unknown_while_its_lock_is_gone(led, pg_cluster, remote)
         _back_and_alive(led, pg_cluster, schema, remote, "the remote session moved to the reset server")
+
+
+# -- a restarted supervisor -----------------------------------------------------------
+
+SUPERVISOR = """
+import json, sys
+from scopeledger import Ledger, ScopeRule
+led = Ledger.open(sys.argv[1], session_ttl=600)
+top = led.register("supervisor", [ScopeRule("/sup", "write")])
+kid = led.spawn("worker", ["sleep", "600"], [ScopeRule("/sup/w", "write")], parent="supervisor",
+                parent_token=top.token)
+print(json.dumps({"supervisor": top.token, "worker": kid.allocation.token, "pid": kid.pid,
+                  "session": kid.allocation.process.session}), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_an_adopted_running_child_is_vouched_for_by_the_adopter_s_session(pg_cluster, pg_url, other_host):
+    # The old supervisor's session vouched for its running child to other hosts; it
+    # dies with the supervisor. adopt() binds the child's grant again, with the
+    # adopter's session, so a checker on another host keeps it. (Before: the child's
+    # grant kept the old session and was reclaimed as session_lock_gone while it ran.)
+    sup = subprocess.Popen([sys.executable, "-c", SUPERVISOR, pg_url], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    saved = orjson.loads(sup.stdout.readline())
+    try:
+        sup.kill()
+        sup.wait(60)
+        with Ledger.open(pg_url, session_ttl=600) as led:
+            old = saved["session"]
+            wait_for(lambda: not pg_cluster.psql_execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s::bigint::oid",
+                old), "the killed supervisor's session lock gone", bound=120)
+            top = led.adopt("supervisor", saved["supervisor"])
+            kid = led.adopt("worker", saved["worker"])
+            assert top.rebound and not kid.rebound and kid.pid == saved["pid"]
+            mine = led.holder("supervisor").process.session
+            assert mine is not None and mine != old
+            assert led.holder("worker").process.session == mine
+            assert led.holder("worker").process.ticks is not None
+            checker = other_host(pg_url, "-", "-", 600)
+            seen = checker.ask("reclaim", "reclaim")
+            assert seen["reclaimed"] == [] and seen["kept"] == ["supervisor", "worker"], seen
+            os.kill(saved["pid"], signal.SIGKILL)
+            assert kid.wait(timeout=120) is True  # released once it exits, by the adopter
+            assert [e["type"] for e in _lines(led) if e.get("name") == "worker"][-1] == "released"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(saved["pid"], signal.SIGKILL)
