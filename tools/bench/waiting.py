@@ -30,7 +30,12 @@ loop's thread was runnable but waiting for a CPU in that beat
 loop thread's time on a CPU (``time.thread_time``), waiting for a CPU, and
 asleep (the 1 ms sleep itself, waiting for the GIL or a lock); with
 ``--callbacks``, the loop's callbacks' CPU in that beat and the largest
-one's; the pairs done, by the loop and by the writers.
+one's; how many threads the loop's thread started during the run and the
+longest it waited in ``Thread.start``; the pairs done, by the loop and by
+the writers. Each run measures the steady state: before the heartbeat
+starts, 8 calls at once make the executor start its threads (``Thread.start``
+blocks the loop's thread until the new thread runs: up to 7 ms each on 2
+busy cores) and 20 pairs catch the ledger up with the writers.
 
 **Cost.** The price of the lowered switch interval, with no writer: pairs
 for a while alone (per second, the process's CPU and context switches per
@@ -150,6 +155,33 @@ class _Callbacks:
 
 CALLBACKS: list[bool] = [False]
 
+#: Before the heartbeat: this many calls at once (the executor starts its threads), then
+#: this many pairs (the ledger catches up).
+WARM_THREADS = 8
+WARM_PAIRS = 20
+
+
+class _ThreadStarts:
+    """How long each ``threading.Thread.start`` called on the loop's thread waited for its
+    new thread to run, seconds (a new executor thread, an inotify closer)."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self._orig = threading.Thread.start
+        loop_thread = threading.current_thread()
+        me = self
+
+        def start(thread: threading.Thread) -> None:
+            t = time.monotonic()
+            me._orig(thread)
+            if threading.current_thread() is loop_thread:
+                me.waits.append(time.monotonic() - t)
+
+        threading.Thread.start = start  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        threading.Thread.start = self._orig  # type: ignore[method-assign]
+
 
 async def _stall_run(d: str, seconds: float, mode: str) -> dict[str, float]:
     from scopeledger import AsyncLedger, Ledger, ScopeRule
@@ -157,9 +189,17 @@ async def _stall_run(d: str, seconds: float, mode: str) -> dict[str, float]:
     led = Ledger.open(d)
     aled = AsyncLedger(led, switch_interval=None if mode == "async-5ms" else SWITCH[0])
     rule = [ScopeRule("/bench/loop", "write")]
+    # Steady state first: the executor's threads started (Thread.start blocks its caller, the
+    # loop's thread, until the new thread runs: up to 7 ms each on 2 busy cores; see
+    # thread_starts below) and the ledger caught up with what the writers appended.
+    await asyncio.gather(*(aled.refresh() for _ in range(WARM_THREADS)))
+    for _ in range(WARM_PAIRS):
+        a = await aled.register("loop", rule)
+        await aled.release("loop", a.token)
     beats: list[tuple[float, int, int, int, int]] = []  # stall s, ns on a CPU, ns waiting for one, callbacks
     cpu_wait = _cpu_wait() or (lambda: 0)
     cbs = _Callbacks() if CALLBACKS[0] else None
+    starts = _ThreadStarts()
     stop = time.monotonic() + seconds
     pairs = 0
 
@@ -193,6 +233,7 @@ async def _stall_run(d: str, seconds: float, mode: str) -> dict[str, float]:
     try:
         await asyncio.gather(heartbeat(), work())
     finally:
+        starts.close()
         if cbs is not None:
             cbs.close()
     led.close()
@@ -207,6 +248,7 @@ async def _stall_run(d: str, seconds: float, mode: str) -> dict[str, float]:
             "worst_on_cpu_ms": worst[1] / 1e6, "worst_cpu_wait_ms": worst[2] / 1e6,
             "worst_asleep_ms": (worst[0] + 0.001) * 1e3 - (worst[1] + worst[2]) / 1e6,
             "worst_callbacks_ms": worst[3] / 1e6, "worst_largest_callback_ms": worst[4] / 1e6,
+            "thread_starts": len(starts.waits), "thread_start_max_ms": max(starts.waits, default=0) * 1e3,
             "pairs": pairs}
 
 
@@ -441,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"  less CPU wait {r['max_less_cpu_wait_ms']:6.2f}"
                       f"  worst: on CPU {r['worst_on_cpu_ms']:4.2f} CPU wait {r['worst_cpu_wait_ms']:5.2f}"
                       f" asleep {r['worst_asleep_ms']:5.2f}{cb}"
+                      f"  thread starts {int(r['thread_starts'])} ({r['thread_start_max_ms']:.2f})"
                       f"  pairs {int(r['pairs']):5d}  writers' {int(r['writer_pairs']):6d}"
                       f"  load {r['load']:.2f}")
     if "cost" in parts:
