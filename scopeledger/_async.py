@@ -297,7 +297,7 @@ class AsyncLedger:
                 reply: Any = None  # (a sleep's reply)
                 try:
                     if isinstance(step, Sleep):
-                        await _sleep(step.watch, step.seconds, step.mine)
+                        await _sleep(step.watch, step.seconds, step.mine, self._switch)
                     else:
                         reply = await self._thread(step.fn, *step.args, undo=step.undo, on_cancel=gate.cancel)
                 except BaseException as exc:  # noqa: BLE001 - thrown in (a cancellation too): the loop cleans up
@@ -567,7 +567,7 @@ class AsyncLedger:
                 remaining = math.inf if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     return seq
-                await _sleep(watch, remaining)
+                await _sleep(watch, remaining, None, self._switch)
         finally:
             watch.give_back(self._ledger)
 
@@ -680,16 +680,18 @@ def _settle(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-async def _sleep(watch: Watch, timeout: float, mine: int | None = None) -> None:
+async def _sleep(watch: Watch, timeout: float, mine: int | None = None,
+                 switch_interval: float | None = SWITCH_INTERVAL) -> None:
     """Sleep on the loop until something that matters to ticket ``mine``
     may have changed (:meth:`Watch.drain`), at most ``timeout`` (and
-    ``watch.period``) seconds."""
+    ``watch.period``) seconds; a store's wait (no descriptor to watch) in a
+    thread, the switch interval lowered there (``switch_interval``)."""
     loop = asyncio.get_running_loop()
     fds = watch.fds()
     end = time.monotonic() + min(timeout, watch.period)
     if not fds:
         if watch.ledger is not None and watch.watch_log:  # a store's wait (a server notifies): in a thread
-            await asyncio.to_thread(watch.wait, max(0.0, end - time.monotonic()), mine)
+            await asyncio.to_thread(_in_thread(switch_interval, watch.wait, max(0.0, end - time.monotonic()), mine))
             return
         await asyncio.sleep(max(0.0, end - time.monotonic()))
         return
