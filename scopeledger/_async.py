@@ -22,15 +22,17 @@ given back the same way.
 Python (folding what other writers appended, deciding, encoding) holds the
 GIL, and the loop's thread, woken for its own next callback, waits for it:
 CPython takes the GIL from a thread that does not let go of it only after
-the *switch interval* (:func:`sys.setswitchinterval`, 5 ms by default), and
-on 2 busy cores that was the loop's largest stall (BENCHMARKS.md, "Waiting
-and asyncio"). So while a call of an ``AsyncLedger`` runs in a worker
-thread, the interpreter's switch interval is at most
-:data:`SWITCH_INTERVAL` (``AsyncLedger(..., switch_interval=)``; ``None``
-leaves it alone), and it is put back when the last such call ends, unless
-the program set another meanwhile (that one is kept). The switch interval
-is the process's: other threads that compete for the GIL while a call runs
-are switched as often too.
+the *switch interval* (:func:`sys.setswitchinterval`, 5 ms by default):
+the largest stall the ledger itself caused the loop, measured with 4
+writer processes on 2 cores (BENCHMARKS.md, "Waiting and asyncio"). So
+while a call of an ``AsyncLedger`` runs in a worker thread, the
+interpreter's switch interval is at most :data:`SWITCH_INTERVAL`
+(``AsyncLedger(..., switch_interval=)``; ``None`` leaves it alone), and it
+is put back when the last such call ends, unless the program set another
+meanwhile (that one is kept). The switch interval is the process's: other
+threads that compete for the GIL while a call runs are switched as often
+too. What no switch interval shortens: a GIL holder that the scheduler
+took off its CPU, and the loop's thread waiting for a CPU itself.
 
 **Threads and forks.** See ``docs/threads-and-forks.md``: every method of
 :class:`~scopeledger.Ledger` may be called from several threads at once (a
