@@ -150,3 +150,15 @@ def check_options(timeout: Any, probe: Any, fsync: Any, snapshot_every: Any, kee
     check_bool("resolve_symlinks", resolve_symlinks)
     check_callable("probe", probe)
     check_callable("clock", clock)
+
+
+def check_switch_interval(interval: Any) -> None:
+    """Raises ``TypeError`` unless ``interval`` is ``None`` or an ``int`` or
+    ``float``, ``ValueError`` unless it is then seconds > 0 and <= 1
+    (``AsyncLedger``'s ``switch_interval``)."""
+    if interval is None:
+        return
+    if type(interval) not in (int, float):
+        raise TypeError(f"switch_interval must be None or seconds (an int or float), not {shown(interval)}")
+    if not 0 < interval <= 1:
+        raise ValueError(f"switch_interval must be None or seconds > 0 and <= 1, not {shown(interval)}")

@@ -18,6 +18,22 @@ further cancellation) before the ``CancelledError`` propagates, so that no
 scope is left to a holder nobody knows about. A ticket taken in the queue is
 given back the same way.
 
+**The event loop's stalls.** A worker thread doing the ledger's work in
+Python (folding what other writers appended, deciding, encoding) holds the
+GIL, and the loop's thread, woken for its own next callback, waits for it:
+CPython takes the GIL from a thread that does not let go of it only after
+the *switch interval* (:func:`sys.setswitchinterval`, 5 ms by default):
+the largest stall the ledger itself caused the loop, measured with 4
+writer processes on 2 cores (BENCHMARKS.md, "Waiting and asyncio"). So
+while a call of an ``AsyncLedger`` runs in a worker thread, the
+interpreter's switch interval is at most :data:`SWITCH_INTERVAL`
+(``AsyncLedger(..., switch_interval=)``; ``None`` leaves it alone), and it
+is put back when the last such call ends, unless the program set another
+meanwhile (that one is kept). The switch interval is the process's: other
+threads that compete for the GIL while a call runs are switched as often
+too. What no switch interval shortens: a GIL holder that the scheduler
+took off its CPU, and the loop's thread waiting for a CPU itself.
+
 **Threads and forks.** See ``docs/threads-and-forks.md``: every method of
 :class:`~scopeledger.Ledger` may be called from several threads at once (a
 thread lock per ledger object, beside ``flock``); an ``AsyncLedger`` belongs
@@ -36,11 +52,13 @@ import itertools
 import logging
 import math
 import os
+import sys
+import threading
 import time
 from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence, TypeVar,
                     overload)
 
-from ._arguments import asks_to_wait, check_advisory, check_timeout, check_wait
+from ._arguments import asks_to_wait, check_advisory, check_switch_interval, check_timeout, check_wait
 from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
 from ._ledger import delegate_attempt, register_attempt, tickets_of
@@ -59,6 +77,61 @@ T = TypeVar("T")
 _PathT = TypeVar("_PathT", bound="str | os.PathLike[str]")
 log = logging.getLogger("scopeledger")
 
+#: The interpreter's switch interval, in seconds, while a call of an
+#: :class:`AsyncLedger` runs in a worker thread (see the module docstring):
+#: the longest a worker thread running Python keeps the event loop's thread
+#: waiting for the GIL, give or take the time the worker takes to notice.
+#: CPython's default is 0.005.
+SWITCH_INTERVAL = 0.0005
+
+
+class _SwitchInterval:
+    """The process's switch interval, lowered while calls run in worker
+    threads (:meth:`run`) and put back when the last one ends, unless
+    something else set it meanwhile (then that value stays). One per
+    process (:data:`_switch`): the calls of every ``AsyncLedger`` count.
+
+    Lowered in the worker thread only, not from the call on the loop to the
+    coroutine's resumption: that doubled the forced switches between the
+    loop's thread and the worker, +40 % CPU per register+release pair
+    (BENCHMARKS.md)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls = 0
+        self._saved: float | None = None  # the value to put back
+        self._ours: float | None = None  # the value set here, as sys.getswitchinterval reads it back
+
+    def run(self, interval: float, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` with the switch interval at most ``interval`` seconds."""
+        self._lower(interval)
+        try:
+            return fn(*args)
+        finally:
+            self._restore()
+
+    def _lower(self, interval: float) -> None:
+        with self._lock:
+            self._calls += 1
+            now = sys.getswitchinterval()
+            if now != self._ours:  # not set here (the first call, or set by the program since): put it back
+                self._saved = now
+            if now > interval:
+                sys.setswitchinterval(interval)
+                self._ours = sys.getswitchinterval()
+
+    def _restore(self) -> None:
+        with self._lock:
+            self._calls -= 1
+            if self._calls:
+                return
+            if self._saved is not None and self._ours is not None and sys.getswitchinterval() == self._ours:
+                sys.setswitchinterval(self._saved)
+            self._saved = self._ours = None
+
+
+_switch = _SwitchInterval()
+
 
 class AsyncLedger:
     """An open ledger for asyncio: the methods of
@@ -76,31 +149,46 @@ class AsyncLedger:
     and the call may also be cancelled at any point.
     """
 
-    def __init__(self, ledger: Ledger, *, executor: concurrent.futures.Executor | None = None) -> None:
+    def __init__(self, ledger: Ledger, *, executor: concurrent.futures.Executor | None = None,
+                 switch_interval: float | None = SWITCH_INTERVAL) -> None:
         """Args:
             ledger: an open :class:`~scopeledger.Ledger`.
             executor: the threads blocking calls run in; default the
                 loop's default executor.
+            switch_interval: seconds; while a call runs in a worker thread,
+                the interpreter's switch interval
+                (:func:`sys.setswitchinterval`) is at most this, and put
+                back afterwards (see the module docstring); ``None``: left
+                alone.
+
+        Raises:
+            TypeError, ValueError: ``switch_interval`` is not ``None`` or
+                seconds > 0 and <= 1.
         """
+        check_switch_interval(switch_interval)
         self._ledger = ledger
         self._executor = executor
+        self._switch = switch_interval
         self._me: Any = None
         self._cleanups: set[asyncio.Task[Any]] = set()
 
     @classmethod
     async def open(cls, path: Any = None, *, executor: concurrent.futures.Executor | None = None,
-                   **options: Any) -> "AsyncLedger":
+                   switch_interval: float | None = SWITCH_INTERVAL, **options: Any) -> "AsyncLedger":
         """Open (creating if needed) the ledger in directory ``path``, in a
-        thread; ``options`` as :meth:`Ledger.open`.
+        thread; ``executor`` and ``switch_interval`` as :class:`AsyncLedger`,
+        ``options`` as :meth:`Ledger.open`.
 
         Raises:
+            TypeError, ValueError: a bad ``switch_interval``.
             as :meth:`Ledger.open`.
         """
         from ._ledger import Ledger
 
+        check_switch_interval(switch_interval)
         loop = asyncio.get_running_loop()
-        ledger = await loop.run_in_executor(executor, functools.partial(Ledger.open, path, **options))
-        return cls(ledger, executor=executor)
+        ledger = await loop.run_in_executor(executor, _in_thread(switch_interval, Ledger.open, path, **options))
+        return cls(ledger, executor=executor, switch_interval=switch_interval)
 
     @property
     def ledger(self) -> Any:
@@ -127,13 +215,14 @@ class AsyncLedger:
 
     async def _thread(self, fn: Callable[..., T], *args: Any, undo: Callable[[T], Any] | None = None,
                       on_cancel: Callable[[], Any] | None = None) -> T:
-        """``fn(*args)`` in a worker thread. If this coroutine is cancelled
-        while it runs, ``on_cancel()`` is called at once; the thread still
-        finishes (it cannot be stopped), and ``undo(result)`` then runs on
-        its result, in a thread, before the ``CancelledError`` goes on
-        (shielded from a second cancellation)."""
+        """``fn(*args)`` in a worker thread, the switch interval lowered
+        there while it runs (``switch_interval``). If this coroutine is
+        cancelled while it runs, ``on_cancel()`` is called at once; the
+        thread still finishes (it cannot be stopped), and ``undo(result)``
+        then runs on its result, in a thread, before the
+        ``CancelledError`` goes on (shielded from a second cancellation)."""
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        fut = loop.run_in_executor(self._executor, _in_thread(self._switch, fn, *args))
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -154,7 +243,7 @@ class AsyncLedger:
             return
         if result is not None:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, undo, result)
+            await loop.run_in_executor(self._executor, _in_thread(self._switch, undo, result))
 
     # -- mutations --------------------------------------------------------------
 
@@ -210,7 +299,7 @@ class AsyncLedger:
                 reply: Any = None  # (a sleep's reply)
                 try:
                     if isinstance(step, Sleep):
-                        await _sleep(step.watch, step.seconds, step.mine)
+                        await _sleep(step.watch, step.seconds, step.mine, self._switch)
                     else:
                         reply = await self._thread(step.fn, *step.args, undo=step.undo, on_cancel=gate.cancel)
                 except BaseException as exc:  # noqa: BLE001 - thrown in (a cancellation too): the loop cleans up
@@ -481,7 +570,7 @@ class AsyncLedger:
                 remaining = math.inf if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     return seq
-                await _sleep(watch, remaining)
+                await _sleep(watch, remaining, None, self._switch)
         finally:
             watch.give_back(self._ledger)
 
@@ -569,6 +658,16 @@ class AsyncHold:
         await self.release()
 
 
+def _in_thread(switch_interval: float | None, fn: Callable[..., T], *args: Any,
+               **kwargs: Any) -> Callable[[], T]:
+    """``fn(*args, **kwargs)`` as a worker thread runs it: with the switch
+    interval at most ``switch_interval`` (``None``: as it is)."""
+    call = functools.partial(fn, *args, **kwargs)
+    if switch_interval is None:
+        return call
+    return functools.partial(_switch.run, switch_interval, call)
+
+
 #: Events read per thread hop by :meth:`AsyncLedger.events`.
 EVENTS_PAGE = 4096
 
@@ -584,16 +683,18 @@ def _settle(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-async def _sleep(watch: Watch, timeout: float, mine: int | None = None) -> None:
+async def _sleep(watch: Watch, timeout: float, mine: int | None = None,
+                 switch_interval: float | None = SWITCH_INTERVAL) -> None:
     """Sleep on the loop until something that matters to ticket ``mine``
     may have changed (:meth:`Watch.drain`), at most ``timeout`` (and
-    ``watch.period``) seconds."""
+    ``watch.period``) seconds; a store's wait (no descriptor to watch) in a
+    thread, the switch interval lowered there (``switch_interval``)."""
     loop = asyncio.get_running_loop()
     fds = watch.fds()
     end = time.monotonic() + min(timeout, watch.period)
     if not fds:
         if watch.ledger is not None and watch.watch_log:  # a store's wait (a server notifies): in a thread
-            await asyncio.to_thread(watch.wait, max(0.0, end - time.monotonic()), mine)
+            await asyncio.to_thread(_in_thread(switch_interval, watch.wait, max(0.0, end - time.monotonic()), mine))
             return
         await asyncio.sleep(max(0.0, end - time.monotonic()))
         return
