@@ -230,19 +230,26 @@ def test_a_renewal_past_ttl_and_grace_on_the_servers_clock_records_the_reclaim(p
         assert [ev.data["reason"] for ev in led.events(types=("reclaimed",))] == ["lease_expired"]
 
 
+def count_clock_questions(led: Ledger, monkeypatch) -> list[list[int]]:
+    """The seqs of each question the ledger asks the server's clock
+    (``appended_ago``), appended as it asks."""
+    store = led._log
+    calls: list[list[int]] = []
+    real = store.appended_ago
+
+    def counted(seqs):
+        seqs = list(seqs)
+        calls.append(seqs)
+        return real(seqs)
+    monkeypatch.setattr(store, "appended_ago", counted)
+    return calls
+
+
 def test_a_reclaim_asks_the_servers_clock_once_per_round_for_all_holders(pg_url, monkeypatch):
     with Ledger.open(pg_url) as led:
         names = [f"h{i}" for i in range(6)]
         seq_of = {n: led.register(n, [W(f"/work/{n}")], ttl=1, lease_only=True).lease.renewed_seq for n in names}
-        store = led._log
-        calls: list[list[int]] = []
-        real = store.appended_ago
-
-        def counted(seqs):
-            seqs = list(seqs)
-            calls.append(seqs)
-            return real(seqs)
-        monkeypatch.setattr(store, "appended_ago", counted)
+        calls = count_clock_questions(led, monkeypatch)
         assert set(led.liveness()) == set(names)
         assert len(calls) == 1 and len(calls[0]) == 6
         calls.clear()
@@ -270,15 +277,7 @@ def test_a_renewal_in_time_asks_the_server_nothing_and_one_past_its_own_ttl_asks
     boot = [1000 * S]
     with Ledger.open(pg_url, boottime=lambda: boot[0]) as led:
         a = led.register("agent", [W("/work/agent")], ttl=10, lease_only=True)
-        store = led._log
-        calls: list[list[int]] = []
-        real = store.appended_ago
-
-        def counted(seqs):
-            seqs = list(seqs)
-            calls.append(seqs)
-            return real(seqs)
-        monkeypatch.setattr(store, "appended_ago", counted)
+        calls = count_clock_questions(led, monkeypatch)
         # Within its ttl on the clock of the boot that renewed it (this one):
         # within ttl + grace on the server's too, so the renewal is one append.
         boot[0] += 9 * S
