@@ -767,8 +767,18 @@ class PgStore:
                                     " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[])" + insert_if)
         self._seq_at_sql = (f"SELECT coalesce((SELECT seq FROM {loc.schema}.events WHERE ts_max <= %(t)s"
                             " ORDER BY ts_max DESC, seq DESC LIMIT 1), 0)")
+        # The main connection (_conn) and the append lock's transaction on it,
+        # held across locked(): a thread inside locked() holds _mutex until it
+        # appends. A Ledger takes its own lock (_mem) inside locked(), and
+        # holds it while it reads (catch-up) or tries an append: so another
+        # thread never waits for _mutex while it may hold _mem (a read takes
+        # the side connection when _mutex is held elsewhere, try_append gives
+        # up), or the two would wait for each other for ever.
         self._mutex = threading.RLock()
         self._conn: Any = None
+        self._side_mutex = threading.Lock()
+        self._side: Any = None  # reads while another thread holds _conn (see _retrying)
+        self._listen_mutex = threading.Lock()  # _listens
         self._listens: dict[int, Any] = {}  # thread ident -> its LISTEN connection (see wait)
         self._backend: tuple[int, Any] | None = None  # (pid, backend_start) of _conn's backend
         self._txn: _Txn | None = None
@@ -964,14 +974,16 @@ class PgStore:
     def _forked_child(self) -> None:
         if self._pid == os.getpid():
             return
-        for conn in (self._conn, *self._listens.values()):
+        for conn in (self._conn, self._side, *self._listens.values()):
             if conn is not None:
                 _blind(conn)
-        self._conn = None
+        self._conn = self._side = None
         self._listens = {}
         self._backend = None
         self._txn = None
         self._mutex = threading.RLock()
+        self._side_mutex = threading.Lock()
+        self._listen_mutex = threading.Lock()
         self._pid = os.getpid()
         self._tickets.forked_child()
 
@@ -991,10 +1003,16 @@ class PgStore:
                                     + (f" (SQLSTATE {sqlstate})" if sqlstate else ""), sqlstate)
 
     def _retrying(self, doing: str, fn: Callable[[Any], _T]) -> _T:
-        """Run a read ``fn(conn)``; on a lost connection, once more on a new one.
-        Returns what ``fn`` returns (psycopg's rows are untyped: ``fn`` or its
-        caller names their types)."""
-        with self._mutex:
+        """Run ``fn(conn)`` (a read, or a statement of its own outside the
+        append lock's transaction); on a lost connection, once more on a new
+        one. Returns what ``fn`` returns (psycopg's rows are untyped: ``fn``
+        or its caller names their types). On the main connection, or, while
+        another thread holds it (inside :meth:`locked`, which may wait for
+        that thread's ledger), on the side connection: never waiting for
+        the main one (see ``__init__``)."""
+        if not self._mutex.acquire(blocking=False):
+            return self._on_side(doing, fn)
+        try:
             for attempt in (0, 1):
                 conn = self._connection()
                 try:
@@ -1003,6 +1021,30 @@ class PgStore:
                     if self._txn is not None or not (conn.closed or conn.broken) or attempt:
                         raise self._error(exc, doing) from exc
                     self._drop()
+                except psycopg.Error as exc:
+                    raise self._error(exc, doing) from exc
+        finally:
+            self._mutex.release()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _on_side(self, doing: str, fn: Callable[[Any], _T]) -> _T:
+        """:meth:`_retrying` on the side connection (opened when first
+        needed: only a store used by several threads at once has one)."""
+        with self._side_mutex:
+            for attempt in (0, 1):
+                if self._pid != os.getpid():  # (the at-fork hook did this already)
+                    self._forked_child()
+                conn = self._side
+                if conn is None or conn.closed:
+                    conn = self._side = self._new_connection()
+                try:
+                    return fn(conn)
+                except psycopg.OperationalError as exc:
+                    if not (conn.closed or conn.broken) or attempt:
+                        raise self._error(exc, doing) from exc
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    self._side = None
                 except psycopg.Error as exc:
                     raise self._error(exc, doing) from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -1015,6 +1057,12 @@ class PgStore:
             if self._pid != os.getpid():
                 self._forked_child()
             self._drop()
+        with self._side_mutex:
+            if self._side is not None:
+                with contextlib.suppress(Exception):
+                    self._side.close()
+                self._side = None
+        with self._listen_mutex:
             listens, self._listens = self._listens, {}
             for conn in listens.values():
                 with contextlib.suppress(Exception):
@@ -1346,8 +1394,10 @@ class PgStore:
         ``first_seq - 1``; else append nothing. ``True`` when appended
         (durable when it returns, as :meth:`append`), ``False`` when not
         (another client held the lock, or lines were appended after
-        ``first_seq - 1``, or the log ends before it): take :meth:`locked`
-        and decide again.
+        ``first_seq - 1``, or the log ends before it, or another thread of
+        this process was using the store's connection, inside
+        :meth:`locked` or a read: not tried): take :meth:`locked` and
+        decide again.
 
         For a caller that decided on the log up to ``first_seq - 1``
         without the lock: the server takes the lock without waiting for it
@@ -1377,7 +1427,12 @@ class PgStore:
         if not entries:
             raise ValueError("nothing to append")
         rows = _rows(entries, first_seq)
-        with self._mutex:
+        if not self._mutex.acquire(blocking=False):
+            # Another thread of this process is using the connection (inside
+            # locked(), perhaps waiting for the caller's ledger): not tried.
+            return False
+        with contextlib.ExitStack() as held:
+            held.callback(self._mutex.release)
             if self._txn is not None:
                 raise RuntimeError("PgStore.try_append() inside locked()")
             conn = self._connection()
@@ -1495,7 +1550,7 @@ class PgStore:
         retried = False
         while True:
             try:
-                with self._mutex:
+                with self._listen_mutex:
                     conn = self._listen_connection()
                 head = cast(int, conn.execute(self._head_sql).fetchone()[0])
                 retried = False  # a connection lost later gets its own retry
@@ -1507,7 +1562,7 @@ class PgStore:
                 for _ in conn.notifies(timeout=remaining, stop_after=1):
                     pass
             except psycopg.OperationalError as exc:
-                with self._mutex:
+                with self._listen_mutex:
                     gone = self._listens.pop(threading.get_ident(), None)
                 if gone is not None:
                     with contextlib.suppress(Exception):
@@ -1525,7 +1580,7 @@ class PgStore:
 
     def _listen_connection(self) -> Any:
         """The calling thread's LISTEN connection, opened when missing or
-        closed (under ``_mutex``); those of threads that ended are closed."""
+        closed (under ``_listen_mutex``); those of threads that ended are closed."""
         if self._pid != os.getpid():
             self._forked_child()
         me = threading.get_ident()
