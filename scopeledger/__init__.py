@@ -126,6 +126,8 @@ _PUBLIC = {
     "InvalidLease": "_errors",
     "LeaseExpired": "_errors",
     "Renewer": "_lease",
+    "TTL_RANGE": "_lease",
+    "SESSION_TTL_RANGE": "_sessions",
     # _async.py (imports asyncio: only for those who use it)
     "AsyncAdopted": "_async",
     "AsyncHold": "_async",
@@ -144,6 +146,8 @@ __all__ = [
     "ENV_DIR",
     "EVENT_TYPES",
     "MAX_RULES_PER_REQUEST",
+    "SESSION_TTL_RANGE",
+    "TTL_RANGE",
     "Adopted",
     "Allocation",
     "AsyncAdopted",
@@ -257,7 +261,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         Reclaimed, RepairReport, copy_ledger, default_path, redact_url, verify,
     )
     from ._identity import Lease, Liveness, ProcessIdentity, Verdict  # noqa: F401
-    from ._lease import Renewer  # noqa: F401
+    from ._lease import TTL_RANGE, Renewer  # noqa: F401
+    from ._sessions import SESSION_TTL_RANGE  # noqa: F401
     from ._paths import real_path  # noqa: F401
     from ._process import host_id, identify, judge, probe  # noqa: F401
     from ._rules import (  # noqa: F401

@@ -118,18 +118,26 @@ def asks_to_wait(wait: Any) -> bool:
     return not (type(wait) in (int, float) and wait == 0)
 
 
+#: The longest finite ``wait=`` in seconds (about 31 years, as ``timeout``);
+#: ``math.inf`` waits for ever.
+MAX_WAIT = 1e9
+
+
 def check_wait(wait: Any) -> float:
     """``wait`` as seconds (``math.inf``: for ever).
 
     Raises:
         TypeError: not an ``int`` or ``float`` (a ``bool``, ``None``).
-        ValueError: negative or NaN.
+        ValueError: negative, NaN, or finite and above :data:`MAX_WAIT`
+            (``10**400`` too: no float holds it), naming the value.
     """
     if type(wait) not in (int, float):
         raise TypeError(f"wait must be seconds (int or float; 0 refuses at once, math.inf waits for ever), "
                         f"not {shown(wait)}")
-    if math.isnan(wait) or wait < 0:
-        raise ValueError(f"wait must be seconds >= 0 (math.inf waits for ever), not {shown(wait)}")
+    # (an int is compared as it is: float() of 10**400 overflows)
+    if wait != wait or wait < 0 or (wait > MAX_WAIT and wait != math.inf):
+        raise ValueError(f"wait must be seconds from 0 to {MAX_WAIT:g} (math.inf waits for ever), "
+                         f"not {shown(wait)}")
     return float(wait)
 
 

@@ -348,20 +348,26 @@ class AsyncLedger:
         Raises:
             RuntimeError: no running event loop.
             TypeError: ``on_lost`` is not callable.
+            InvalidLease: ``ttl`` is not ``None`` or a ttl :meth:`Ledger.renew`
+                takes (before the task is made).
         """
+        from ._lease import check_ttl
+
         if on_lost is not None and not callable(on_lost):
-            raise TypeError(f"on_lost must be None or a callable, not {on_lost!r}")
+            raise TypeError(f"on_lost must be None or a callable, not {shown(on_lost)}")
+        if ttl is not None:
+            check_ttl(ttl)
         return asyncio.get_running_loop().create_task(self._keep_renewed(name, token, ttl, on_lost),
                                                       name=f"scopeledger-renew-{name}")
 
     async def _keep_renewed(self, name: str, token: int, ttl: float | None,
                             on_lost: Callable[[BaseException], Any] | None) -> BaseException:
-        from ._lease import check_ttl
+        from ._lease import check_ttl, renewal_interval
 
         alloc = await self.holder(name)
         if alloc.token != token or alloc.lease is None:
             await self.renew(name, token, ttl)  # raises what a renewal would (another grant, no lease)
-        interval = (check_ttl(ttl) if ttl is not None else alloc.lease.ttl_ns) / 3e9  # type: ignore[union-attr]
+        interval = renewal_interval(check_ttl(ttl) if ttl is not None else alloc.lease.ttl_ns)  # type: ignore[union-attr]
         while True:
             await asyncio.sleep(interval)
             try:
@@ -375,7 +381,7 @@ class AsyncLedger:
                             name, token, interval, exc)
             else:
                 if ttl is None and renewed.lease is not None:  # the beat follows the ttl it has
-                    interval = renewed.lease.ttl_ns / 3e9
+                    interval = renewal_interval(renewed.lease.ttl_ns)
 
     async def release(self, name: str, token: int | None = None, *, returncode: int | None = None,
                       note: str | None = None, force: bool = False, reason: str | None = None) -> list[str]:

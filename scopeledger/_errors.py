@@ -11,8 +11,9 @@ would naturally catch::
     ├── InvalidArgument (ValueError, TypeError)  another argument of the wrong
     │                                    type or value (``force``, ``reason``,
     │                                    ``advisory``, ...)
-    ├── InvalidLease (ValueError)        a ttl that is not a number of seconds > 0,
-    │                                    or a renewal of a holder without a lease
+    ├── InvalidLease (ValueError)        a ttl that is not a number of seconds from
+    │                                    0.1 to 1e9, or a renewal of a holder
+    │                                    without a lease
     ├── Refused                          a request the ledger turned down
     │   ├── ScopeConflict                write overlaps a live holder's write
     │   ├── DelegationError              outside the parent's effective scope,
@@ -92,9 +93,10 @@ class InvalidArgument(LedgerError, ValueError, TypeError):
 
 class InvalidLease(LedgerError, ValueError):
     """Raised by ``register``/``delegate``/``hold``/``renew`` (and ``ledger
-    run --ttl``, ``ledger renew``) when a ttl is not a finite number of
-    seconds > 0 (at most 10**9), or a renewal names a holder granted
-    without a lease; nothing is recorded."""
+    run --ttl``, ``ledger renew``) when a ttl is not a number of seconds
+    from 0.1 to 10**9 (``scopeledger.TTL_RANGE``; the message names the
+    value), or a renewal names a holder granted without a lease; nothing is
+    recorded."""
 
 
 class InvalidManifest(LedgerError, ValueError):

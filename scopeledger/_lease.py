@@ -83,30 +83,48 @@ import threading
 from typing import Any, Callable
 
 from ._errors import InvalidLease, LedgerError, UnknownHolder, shown
-from ._events import MAX_TTL_NS
 from ._identity import Lease, Liveness, Verdict, lease_grace_ns
 
 log = logging.getLogger("scopeledger")
 
-__all__ = ["Renewer", "check_ttl", "holder_verdict", "judge_lease", "judge_lease_age", "lease_grace_ns",
-           "lease_verdict"]
+__all__ = ["TTL_RANGE", "Renewer", "check_ttl", "holder_verdict", "judge_lease", "judge_lease_age", "lease_grace_ns",
+           "lease_verdict", "renewal_interval"]
+
+
+#: The ttl a lease takes, in seconds: ``(least, most)``. The least keeps a
+#: holder's renewals, one every ttl/3, at most 30 log lines a second (a ttl
+#: of 1e-12 s once wrote ~950 a second); a shorter ttl would gain nothing
+#: for others anyway, who may reclaim a lease only a grace of at least 1 s
+#: after its ttl. The most is 10**9 s (about 31 years, ``holder.ttl_ns`` at
+#: most 10**18).
+TTL_RANGE: tuple[float, float] = (0.1, 1e9)
 
 
 def check_ttl(ttl: Any, what: str = "ttl") -> int:
-    """A lease's ttl in seconds (``int``/``float``, finite, > 0, at most
-    10**9) as ``int`` nanoseconds.
+    """A lease's ttl in seconds (``int``/``float`` within
+    :data:`TTL_RANGE`: 0.1 to 10**9) as ``int`` nanoseconds.
 
     Raises:
         InvalidLease: anything else (a ``bool``, a string, NaN, infinity,
-            zero or less, too large), naming the value. Nothing is recorded.
+            below 0.1 s, above 10**9 s, ``10**400``), naming the value.
+            Nothing is recorded.
     """
+    lo, hi = TTL_RANGE
     if type(ttl) not in (int, float):
-        raise InvalidLease(f"{what} must be a number of seconds > 0, not {shown(ttl)}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise InvalidLease(f"{what} must be a finite number of seconds > 0, not {shown(ttl)}")
-    if ttl > MAX_TTL_NS // 10**9:  # (before converting: 1e300 s is no int of ns)
-        raise InvalidLease(f"{what} must be at most {MAX_TTL_NS // 10**9} seconds, not {shown(ttl)}")
-    return max(math.ceil(ttl * 1e9) if type(ttl) is float else ttl * 1_000_000_000, 1)
+        raise InvalidLease(f"{what} must be a number of seconds from {lo:g} to {hi:g}, not {shown(ttl)}")
+    # (compared as given: an int is never made a float, which 10**400 is not;
+    # NaN fails both comparisons)
+    if not lo <= ttl <= hi:
+        raise InvalidLease(f"{what} must be from {lo:g} to {hi:g} seconds (a renewal every ttl/3), "
+                           f"not {shown(ttl)}")
+    return math.ceil(ttl * 1e9) if type(ttl) is float else ttl * 1_000_000_000
+
+
+def renewal_interval(ttl_ns: int) -> float:
+    """Seconds between two renewals of a lease of ``ttl_ns``: a third of
+    it, and never less than a third of :data:`TTL_RANGE`'s least (a lease
+    recorded shorter, by an earlier scopeledger, is not renewed faster)."""
+    return max(ttl_ns, math.ceil(TTL_RANGE[0] * 1e9)) / 3e9
 
 
 def _unknown(why: str) -> Verdict:
@@ -149,7 +167,7 @@ def judge_lease(lease: Lease, now_ns: int | None, here_host: str | None, here_bo
         extra = f" + grace {lease_grace_ns(lease.ttl_ns) / 1e9:g} s" if grace else ""
         return Verdict(Liveness.LEASE_EXPIRED, f"its lease was not renewed for {age / 1e9:.3f} s since "
                                                f"seq {lease.renewed_seq} (ttl {lease.ttl_ns / 1e9:g} s{extra})")
-    return Verdict(Liveness.ALIVE, f"its lease runs {(limit - age) / 1e9:.3f} s more")
+    return Verdict(Liveness.ALIVE, _running(lease, age, grace))
 
 
 def judge_lease_age(lease: Lease, age_ns: int, *, grace: bool = True) -> Verdict:
@@ -172,7 +190,21 @@ def judge_lease_age(lease: Lease, age_ns: int, *, grace: bool = True) -> Verdict
         return Verdict(Liveness.LEASE_EXPIRED, f"its lease was not renewed for {age_ns / 1e9:.3f} s since "
                                                f"seq {lease.renewed_seq} by the server's clock "
                                                f"(ttl {lease.ttl_ns / 1e9:g} s{extra})")
-    return Verdict(Liveness.ALIVE, f"its lease runs {(limit - age_ns) / 1e9:.3f} s more by the server's clock")
+    return Verdict(Liveness.ALIVE, _running(lease, age_ns, grace) + " by the server's clock")
+
+
+def _running(lease: Lease, age_ns: int, grace: bool) -> str:
+    """Why a lease ``age_ns`` since its last renewal is not expired, as
+    its holder's :meth:`Ledger.check` sees it: within its ttl, or (judged
+    with the grace) past it, its holder no longer trusting it, and
+    reclaimable once the grace is over."""
+    left = lease.ttl_ns - age_ns
+    if left >= 0:
+        then = f", then a grace of {lease_grace_ns(lease.ttl_ns) / 1e9:g} s" if grace else ""
+        return f"its lease runs {left / 1e9:.3f} s more{then}"
+    until = lease.ttl_ns + lease_grace_ns(lease.ttl_ns) - age_ns
+    return (f"its ttl ran out {-left / 1e9:.3f} s ago (not renewed since seq {lease.renewed_seq}): its holder "
+            f"no longer trusts it; reclaimable after its grace, in {until / 1e9:.3f} s")
 
 
 def lease_verdict(lease: Lease, age_ns: int | None, now_ns: int | None, here_host: str | None,
@@ -233,16 +265,17 @@ class Renewer:
                  on_lost: Callable[[BaseException], Any] | None = None) -> None:
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be None or a callable, not {shown(on_lost)}")
+        given = check_ttl(ttl) if ttl is not None else None  # (a bad argument first)
         alloc = ledger.holder(name)
         if alloc.token != token:
             raise UnknownHolder(name, message=f"holder '{name}' is live with another grant "
                                               f"(token {alloc.token}, not {shown(token)})")
         if alloc.lease is None:
             raise InvalidLease(f"holder '{name}' has no lease to renew (grant it with ttl=)")
-        ttl_ns = check_ttl(ttl) if ttl is not None else alloc.lease.ttl_ns
+        ttl_ns = given if given is not None else alloc.lease.ttl_ns
         self._ledger = ledger
         self.name, self.token, self._ttl = name, token, ttl
-        self.interval = ttl_ns / 3e9
+        self.interval = renewal_interval(ttl_ns)
         self._on_lost = on_lost
         self._stop = threading.Event()
         self.renewals = 0
@@ -268,7 +301,7 @@ class Renewer:
             else:
                 self.renewals += 1
                 if self._ttl is None:  # another renewal may have changed the ttl: a third of the one it has
-                    self.interval = alloc.lease.ttl_ns / 3e9
+                    self.interval = renewal_interval(alloc.lease.ttl_ns)
 
     @property
     def running(self) -> bool:

@@ -1533,7 +1533,7 @@ class Ledger:
             socket: the socket path the runtime exposes for it, if any.
             wait: seconds to wait while the request is refused only because
                 of other holders in the way (a :class:`ScopeConflict`),
-                ``int``/``float`` >= 0, ``math.inf`` for ever; ``0`` (the
+                ``int``/``float`` from 0 to 1e9, ``math.inf`` for ever; ``0`` (the
                 default) refuses at once. Waiters are served first come,
                 first served (``scopeledger._wait``: its docstring says
                 how); woken when the log changes or a holder's process in
@@ -1555,8 +1555,8 @@ class Ledger:
                 request takes no place in the waiters' queue (it may be
                 granted ahead of waiters, as a request without ``wait`` may).
                 Default ``False``.
-            ttl: a lease of this many seconds (``int``/``float`` > 0, at
-                most 10**9): the holder must be :meth:`renew`-ed within it
+            ttl: a lease of this many seconds (``int``/``float`` from 0.1
+                to 10**9, :data:`scopeledger.TTL_RANGE`): the holder must be :meth:`renew`-ed within it
                 (:meth:`keep_renewed` does so every ttl/3), or it is
                 reclaimed as ``lease_expired`` once ttl + grace (max(1 s,
                 ttl/10)) have passed since its last renewal on the ledger's
@@ -1591,12 +1591,13 @@ class Ledger:
                 first. The refusal is recorded once.
             WaitTimeout: with ``wait`` (and not ``advisory``), not granted
                 within ``wait`` seconds (it is never granted afterwards).
-            TypeError, ValueError: ``wait`` is not a number of seconds >= 0;
-                ``note`` is not a ``str`` of at most 4096 characters that
-                UTF-8 can encode.
+            TypeError, ValueError: ``wait`` is not ``math.inf`` or a number
+                of seconds from 0 to 1e9 (the message names it); ``note``
+                is not a ``str`` of at most 4096 characters that UTF-8 can
+                encode.
             InvalidArgument: ``advisory`` is not a ``bool``.
-            InvalidLease: ``ttl`` is not a finite number of seconds > 0
-                (at most 10**9); ``lease_only`` without ``ttl``.
+            InvalidLease: ``ttl`` is not a number of seconds from 0.1 to
+                10**9 (the message names it); ``lease_only`` without ``ttl``.
         """
         if advisory is not False:
             check_advisory(advisory)
@@ -1851,8 +1852,8 @@ class Ledger:
         Args:
             name: a live holder granted with ``ttl``.
             token: its grant's token (:attr:`Allocation.token`).
-            ttl: the new ttl in seconds (``int``/``float`` > 0, at most
-                10**9), or ``None`` to keep it.
+            ttl: the new ttl in seconds (``int``/``float`` from 0.1 to
+                10**9, :data:`scopeledger.TTL_RANGE`), or ``None`` to keep it.
 
         Returns:
             The :class:`Allocation` as renewed (``lease.renewed_seq`` is

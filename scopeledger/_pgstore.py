@@ -1871,9 +1871,14 @@ class PgTickets:
     made (``CREATE TABLE IF NOT EXISTS`` under the creators' lock) when a
     waiter first joins; until then the queue reads as empty. A read-only
     store never makes or deletes anything. A role that may not create the
-    table waits unordered, as before, with a warning logged once. Clients of
-    an earlier scopeledger on the same ledger do not queue (they take their
-    chances, as before).
+    table, or may not read, join or leave it (SQLSTATE 42501: a role given
+    ``... ON ALL TABLES IN SCHEMA`` before the table was made, without
+    ``ALTER DEFAULT PRIVILEGES``, docs/cli.md), waits unordered, as before,
+    with one warning naming the grant to give (:meth:`_unordered`): from
+    then on this store's waiters neither join nor read the queue (one that
+    joined and could not read would be stood back for without standing
+    back). Clients of an earlier scopeledger on the same ledger do not queue
+    (they take their chances, as before).
     """
 
     def __init__(self, store: PgStore) -> None:
@@ -1882,7 +1887,8 @@ class PgTickets:
         #: The queue's NOTIFY channel (at most 62 bytes: schema names have 48).
         self.channel = f"scopeledger.q.{s}"
         self._ready = False  # the table is known to exist
-        self._warned = False
+        #: Why this store's waiters do not queue (a permission refused), or None.
+        self.refused: str | None = None
         self._lock = threading.Lock()
         self._idle: list[Any] = []
         self._busy: set[Any] = set()
@@ -1959,14 +1965,29 @@ class PgTickets:
                              (store.schema,))
                 conn.execute(_waiters_ddl(store.schema))
         except pg_errors.InsufficientPrivilege as exc:
-            if not self._warned:
-                self._warned = True
-                log.warning("waiters on %s are not queued (first come, first served) but take their "
-                            "chances: this role may not create %s (%s)", store.url, self._table,
-                            store._why(exc))
+            self._unordered(exc, "create", conn)
             return False
         self._ready = True
         return True
+
+    def _unordered(self, exc: BaseException, doing: str, conn: Any) -> None:
+        """The server refused this role ``doing`` the queue (SQLSTATE 42501):
+        from now on this store's waiters do not queue; a warning, once,
+        naming the grant to give."""
+        if self.refused is not None:
+            return
+        store = self._store
+        user = _role_name(conn)
+        if doing == "create":
+            fix = (f"the table is made by the first waiter of a role that may create it (the schema's "
+                   f"owner), and this role then needs GRANT SELECT, INSERT, DELETE ON {self._table} TO {user}")
+        else:
+            fix = (f"the schema's owner can give GRANT SELECT, INSERT, DELETE ON {self._table} TO {user} "
+                   f"(and ALTER DEFAULT PRIVILEGES IN SCHEMA {store.schema} GRANT SELECT, INSERT, UPDATE, "
+                   f"DELETE ON TABLES TO {user} for tables made later: docs/cli.md)")
+        self.refused = f"this role may not {doing} the waiters' queue, {self._table}: {store._why(exc)}"
+        log.warning("waiters on %s are not queued (first come, first served) but take their chances: %s; %s",
+                    store.url, self.refused, fix)
 
     # -- the interface (scopeledger._logstore.Tickets) ------------------------
 
@@ -1982,6 +2003,8 @@ class PgTickets:
         store = self._store
         if store.readonly:
             raise ReadOnlyLedger(store.url, "wait in its queue")
+        if self.refused is not None:
+            return None
         conn = self._take()
         try:
             if not self._ready and not self._table_made(conn):
@@ -2009,6 +2032,10 @@ class PgTickets:
                 conn.execute(self._drop_sql, (number,))  # its key is held by another: the next number
             raise StoreError(store.url, "failed to join the waiters' queue: every ticket lock tried was "
                                         "held by another session", None)
+        except pg_errors.InsufficientPrivilege as exc:  # (on the row; closed: any lock taken goes with it)
+            self._unordered(exc, "join", conn)
+            _close_quietly(conn)  # (it listens)
+            return None
         except psycopg.Error as exc:
             _close_quietly(conn)
             raise store._error(exc, "join the waiters' queue") from exc
@@ -2034,6 +2061,12 @@ class PgTickets:
                 conn.execute(self._leave_sql, {"n": ticket.number, "c": self.channel,
                                                "k": (self._store._key << 32) | (ticket.number & _LOW)})
                 conn.execute("UNLISTEN *")
+        except pg_errors.InsufficientPrivilege as exc:
+            # The row stays (for the next reader who may delete it); the
+            # lock goes with the connection.
+            self._unordered(exc, "leave", conn)
+            _close_quietly(conn)
+            return
         except Exception:  # noqa: BLE001 - closing the connection gives the ticket back too
             _close_quietly(conn)
             return
@@ -2056,6 +2089,8 @@ class PgTickets:
             StoreUnavailable, StoreError.
         """
         store = self._store
+        if self.refused is not None:
+            return []  # (waiting unordered: see the class docstring)
         if not self._ready:
             if not store._retrying("read the waiters' queue", lambda conn: conn.execute(
                     self._exists_sql, (self._table,)).fetchone()[0]):
@@ -2071,6 +2106,9 @@ class PgTickets:
                     return [(int(n), int(n), bytes(r)) for n, r in cur.execute(sql, params)]
             except pg_errors.UndefinedTable:
                 return None  # dropped since
+            except pg_errors.InsufficientPrivilege as exc:
+                self._unordered(exc, "read", conn)
+                return []
         rows = store._retrying("read the waiters' queue", run)
         if rows is None:
             self._ready = False
@@ -2157,6 +2195,16 @@ class PgWatch:
 
     def close(self) -> None:
         return None
+
+
+def _role_name(conn: Any) -> str:
+    """The role ``conn`` is connected as, as SQL names it (quoted unless a
+    plain lower-case name), for a message; ``ROLE`` if it cannot be told."""
+    try:
+        user = str(conn.info.user)
+    except Exception:  # noqa: BLE001 - a message's detail only
+        return "ROLE"
+    return user if re.fullmatch(r"[a-z_][a-z0-9_$]*", user) else '"' + user.replace('"', '""') + '"'
 
 
 def _close_quietly(conn: Any) -> None:

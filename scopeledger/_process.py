@@ -38,6 +38,7 @@ import os
 import time
 from typing import Callable
 
+from ._errors import shown
 from ._identity import Liveness, Probe, ProcessIdentity, Verdict
 
 #: Where /proc is (tests point it at a made-up tree).
@@ -197,7 +198,8 @@ def identify(pid: int | None = None) -> ProcessIdentity:
 
     Raises:
         ProcessLookupError: no process has this pid.
-        TypeError: ``pid`` is not an ``int``. ValueError: ``pid`` <= 0.
+        TypeError: ``pid`` is not an ``int``. ValueError: ``pid`` <= 0, or
+            above 2**31-1 (no pid is: the kernel's are C ints).
     """
     if pid is None:
         where: int | str = "self"
@@ -206,7 +208,9 @@ def identify(pid: int | None = None) -> ProcessIdentity:
         if isinstance(pid, bool) or not isinstance(pid, int):
             raise TypeError(f"pid must be an int, not {type(pid).__name__}")
         if pid <= 0:
-            raise ValueError(f"pid must be positive, got {pid}")
+            raise ValueError(f"pid must be positive, got {shown(pid)}")
+        if pid >= 1 << 31:  # (os.kill would raise OverflowError)
+            raise ValueError(f"pid must be at most {(1 << 31) - 1}, got {shown(pid)}")
         where = pid if pid != os.getpid() else "self"
     ticks = None
     if where == "self" or _proc_is_ours():

@@ -65,7 +65,7 @@ from ._process import host_id
 
 log = logging.getLogger("scopeledger")
 
-__all__ = ["DEFAULT_SESSION_TTL", "Sessions", "check_session_options", "session_verdict"]
+__all__ = ["DEFAULT_SESSION_TTL", "SESSION_TTL_RANGE", "Sessions", "check_session_options", "session_verdict"]
 
 #: The ttl of a ledger's client session, in seconds, unless
 #: ``Ledger.open(session_ttl=...)`` says otherwise: renewed every 10 s; a
@@ -74,8 +74,10 @@ __all__ = ["DEFAULT_SESSION_TTL", "Sessions", "check_session_options", "session_
 #: or connection ends, at once by its lock.
 DEFAULT_SESSION_TTL = 30.0
 
-#: The ttl range a session takes (``PgStore.open_session``), in seconds.
-SESSION_TTL_RANGE = (0.01, 86400.0)
+#: The ttl range a session takes (``PgStore.open_session``,
+#: ``Ledger.open(session_ttl=...)``, ``$SCOPELEDGER_SESSION_TTL``), in
+#: seconds: ``(least, most)``.
+SESSION_TTL_RANGE: tuple[float, float] = (0.01, 86400.0)
 
 
 def check_session_options(ttl: Any, on_lost: Any) -> None:

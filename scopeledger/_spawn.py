@@ -152,7 +152,7 @@ class Spawned:
         Raises:
             UnknownHolder: the grant is no longer live.
             InvalidLease: it has no lease, or ``ttl`` is not a number of
-                seconds > 0 (at most 10**9).
+                seconds from 0.1 to 10**9 (``scopeledger.TTL_RANGE``).
         """
         a = self.allocation
         self.renewer = self.ledger.keep_renewed(a.name, a.token, ttl)
@@ -163,10 +163,15 @@ class Spawned:
         ``returncode`` (``-N``: signal N). Releasing twice is a no-op; a
         grant released or reclaimed meanwhile by someone else is left so.
 
+        Args:
+            timeout: seconds (``int``/``float``, 0 to 1e9), ``None`` for ever.
+
         Raises:
             subprocess.TimeoutExpired: still running after ``timeout``
                 (nothing is released).
+            ValueError: ``timeout`` is not ``None`` or 0 to 1e9 seconds.
         """
+        check_timeout("timeout", timeout)
         rc = self.process.wait(timeout)
         self.returncode = rc
         self.release(note=note)

@@ -54,9 +54,18 @@ def from_ns(ns: int) -> dt.datetime:
     truncated to the microsecond (toward the past) by integer arithmetic.
 
     Raises:
-        OverflowError: outside the years 1 to 9999.
+        TypeError: ``ns`` is not an ``int`` (a ``bool``, a ``float``, a
+            ``str`` ...), naming it.
+        OverflowError: outside the years 1 to 9999, naming it.
     """
-    return EPOCH + (ns // 1000) * _MICROSECOND
+    if type(ns) is not int:
+        if not isinstance(ns, int) or isinstance(ns, bool):
+            raise TypeError(f"ns must be an int of nanoseconds since the epoch, not {type(ns).__name__} {shown(ns)}")
+        ns = int.__int__(ns)  # an int subclass (IntEnum)
+    try:
+        return EPOCH + (ns // 1000) * _MICROSECOND
+    except OverflowError:
+        raise OverflowError(f"ns {shown(ns)} is not a time from the year 1 to 9999") from None
 
 
 def iso(ns: int) -> str:

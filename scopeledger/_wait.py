@@ -45,7 +45,17 @@ log: a waiter records at most its first refusal (as any refused request),
 and its grant. Strict order has the usual price: a waiter for a large
 scope holds back later waiters for parts of it until it is granted; a
 process that waits while it holds what an earlier waiter needs (outside its
-own line of delegation) waits until one of them times out.
+own line of delegation) waits until one of them times out. And a waiter
+that is stopped (SIGSTOP, Ctrl-Z, a frozen container or cgroup) keeps its
+ticket alive, by design (its lock is held by a process that exists): at
+the head of the queue it holds back every later waiter whose scope contends
+with its own until it dies, or is continued and then is granted or finds
+its time run out. The waiters it holds
+back say whom they wait behind, with its pid (the ``waits ... for its
+scope`` log line, and a :class:`~scopeledger.WaitTimeout`'s message:
+``waiting behind 'NAME' (pid N), which asked first ...``). Nothing else
+waits for it: it holds no lock of the ledger's, requests without ``wait``
+are granted past it, and waiters for other scopes do not stand back.
 
 **Waking.** A waiter sleeps until the log grows, a ticket leaves the queue
 (or its waiter dies, where that makes an event), or the process of a holder

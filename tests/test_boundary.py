@@ -66,12 +66,12 @@ RESERVED = ["y", 1, 0, None, [], "false", "True", 1.0]
 TOKENS = [True, False, "1", 1.0, [], b"1"]
 PROBES = [42, "probe", True, False, [], b"x"]
 DRY_RUNS = ["no", 1, 0, None, [], "False"]
-WAITS = [None, True, False, "1", -1, float("nan"), [1], b"1"]
+WAITS = [None, True, False, "1", -1, float("nan"), [1], b"1", 10**400, -(10**400), 1e10]
 RETURNCODES = [256, -128, "0", True, 1.5, [0]]
 NOTES = [5, "x" * 4097, "\udc80", b"x", ["x"]]
 FORCES = [1, 0, "yes", None, [], "True"]
 REASONS = [None, "", 5, "x" * 4097, "\udc80", b"x", ["x"]]
-TTLS = [0, -1, float("nan"), float("inf"), "10", True, [1], 10**10, 1e300]
+TTLS = [0, -1, float("nan"), float("inf"), "10", True, [1], 10**10, 1e300, 10**400, -(10**400), 1e-12, 5e-324, 0.05]
 LEASE_ONLY = [1, "yes", None, [], 1.0]  # (True without a ttl: tests/test_lease.py)
 
 # argument -> (call(ledger, root, bad value), bad values, error, message pattern)

@@ -586,6 +586,12 @@ def test_a_bad_session_ttl_is_a_usage_error(url: str) -> None:
     r = subprocess.run([*CMD, "--ledger", url, "run", "--name", "x", "--write", "/x", "--", "true"],
                        capture_output=True, text=True, env=clean_env(SCOPELEDGER_SESSION_TTL="soon"), timeout=120)
     assert r.returncode == 2 and "SCOPELEDGER_SESSION_TTL" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # A number outside the library's range (0.01 to 86400) was an internal error, exit 70.
+    for value in ("0.001", "1e6", "nan"):
+        r = invoke(["--ledger", url, "show"], env=clean_env(SCOPELEDGER_SESSION_TTL=value))
+        assert r.returncode == 2, (value, r.returncode, r.stderr)
+        assert (f"$SCOPELEDGER_SESSION_TTL must be a number of seconds from 0.01 to 86400, not '{value}'"
+                in one_error_line(r.stderr)), r.stderr
 
 
 def test_a_url_with_a_password_parameter_keeps_the_sentence_s_colon() -> None:

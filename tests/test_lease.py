@@ -268,7 +268,11 @@ def test_renewing_an_unknown_holder_a_wrong_token_or_no_lease_records_nothing(le
 
 
 def test_check_ttl_converts_seconds_to_nanoseconds():
-    assert check_ttl(1) == S and check_ttl(0.5) == S // 2 and check_ttl(1e-12) == 1
+    assert check_ttl(1) == S and check_ttl(0.5) == S // 2 and check_ttl(0.1) == S // 10
+    # (below the least ttl, 0.1 s, refused: 1e-12 was taken as 1 ns, renewed every 1/3 ns)
+    for tiny in (1e-12, 5e-324, 0.0999):
+        with pytest.raises(InvalidLease, match="ttl must be from 0.1 to 1e\\+09 seconds"):
+            check_ttl(tiny)
     assert check_ttl(10**9) == 10**18
 
 

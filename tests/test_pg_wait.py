@@ -13,6 +13,7 @@ order in which they joined is known.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -267,6 +268,139 @@ def test_a_ledger_made_without_the_queue_table_works_and_gets_it_when_a_waiter_j
     finally:
         kill_all(procs)
         led.close()
+
+
+@pytest.fixture
+def other_role(pg_cluster, pg_url):
+    """A login role (trust, as the cluster's others) with no rights on the
+    ledger at ``pg_url`` yet (whose owner is the cluster's superuser)."""
+    role = schema_of(pg_url) + "_w"
+    pg_cluster.psql_execute(f"CREATE ROLE {role} LOGIN")
+    yield role
+    pg_cluster.psql_execute(f"DROP OWNED BY {role}")
+    pg_cluster.psql_execute(f"DROP ROLE {role}")
+
+
+def documented_grants(pg_cluster, schema: str, role: str, *, default_privileges: bool) -> None:
+    """The grants docs/cli.md gives another role (with or without its
+    ``ALTER DEFAULT PRIVILEGES``, which covers tables the owner makes later)."""
+    pg_cluster.psql_execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+    pg_cluster.psql_execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    if default_privileges:
+        pg_cluster.psql_execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} "
+                                f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}")
+
+
+def owner_makes_the_queue_table(pg_cluster, pg_url: str, led: Ledger) -> None:
+    """As on a ledger made by an earlier scopeledger: no ``waiters`` table
+    until a waiter of the owner joins (after the grants were given)."""
+    s = schema_of(pg_url)
+    h = led.register("owner-holder", [W("/q/src")])
+    with pytest.raises(WaitTimeout):
+        led.register("owner-waiter", [W("/q/src")], wait=0.05)
+    assert pg_cluster.psql_execute(f"SELECT to_regclass('{s}.waiters') IS NOT NULL") == [(True,)]
+    led.release("owner-holder", token=h.token)
+
+
+def queue_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "are not queued" in r.getMessage()]
+
+
+def test_a_role_without_rights_on_a_queue_table_made_after_its_grants_waits_unordered(
+        pg_cluster, pg_url, other_role, caplog):
+    """The grants docs/cli.md gave (``ON ALL TABLES``, the tables that
+    existed then) do not cover ``waiters`` made later by the owner's
+    waiter: every wait of that role raised ``StoreError: failed to read the
+    waiters' queue: permission denied for table waiters``, even for a free
+    scope. It waits unordered, with one warning naming the grant to give."""
+    s = schema_of(pg_url)
+    Ledger.open(pg_url).close()
+    pg_cluster.psql_execute(f"DROP TABLE {s}.waiters")
+    documented_grants(pg_cluster, s, other_role, default_privileges=False)
+    led = Ledger.open(pg_url)
+    theirs = Ledger.open(pg_cluster.url(s, user=other_role))
+    try:
+        owner_makes_the_queue_table(pg_cluster, pg_url, led)
+        h = led.register("holder", [W("/q/held")])
+        with caplog.at_level(logging.WARNING, logger="scopeledger"):
+            free = theirs.register("free", [W("/q/free")], wait=BOUND)
+            with pytest.raises(WaitTimeout):
+                theirs.register("blocked", [W("/q/held")], wait=0.05)
+            later = theirs.register("later", [W("/q/later")], wait=BOUND)
+        grant = f"GRANT SELECT, INSERT, DELETE ON {s}.waiters TO {other_role}"
+        warned = queue_warnings(caplog)
+        assert len(warned) == 1 and grant in warned[0] and "permission denied for table waiters" in warned[0], warned
+        assert names(pg_cluster, pg_url) == []  # it took no place in the queue
+        assert grants(led)[-2:] == ["free", "later"]
+        for a in (free, later):
+            theirs.release(a.name, token=a.token)
+        led.release("holder", token=h.token)
+        # Given the grant the warning names, a new ledger object of that role queues.
+        pg_cluster.psql_execute(grant)
+        assert_role_queues(pg_cluster, pg_url, led, other_role)
+    finally:
+        theirs.close()
+        led.close()
+
+
+def assert_role_queues(pg_cluster, pg_url: str, led: Ledger, role: str) -> None:
+    """A waiter of ``role`` joins the queue (its ticket is in the table) and
+    is granted once the owner's holder lets go."""
+    s = schema_of(pg_url)
+    h = led.register("holder2", [W("/q/src2")])
+    procs = []
+    try:
+        procs = join_in_order(pg_cluster, pg_cluster.url(s, user=role), led, [("role-waiter", ["/q/src2"])])
+        assert names(pg_cluster, pg_url) == ["role-waiter"]
+        led.release("holder2", token=h.token)
+        assert "token" in json.loads(procs[0].stdout.readline())
+        let_go(procs[0])
+    finally:
+        kill_all(procs)
+
+
+def test_a_role_given_the_documented_default_privileges_is_ordered(pg_cluster, pg_url, other_role, caplog):
+    s = schema_of(pg_url)
+    Ledger.open(pg_url).close()
+    pg_cluster.psql_execute(f"DROP TABLE {s}.waiters")
+    documented_grants(pg_cluster, s, other_role, default_privileges=True)
+    led = Ledger.open(pg_url)
+    try:
+        owner_makes_the_queue_table(pg_cluster, pg_url, led)
+        with caplog.at_level(logging.WARNING, logger="scopeledger"):
+            assert_role_queues(pg_cluster, pg_url, led, other_role)
+        assert queue_warnings(caplog) == []
+    finally:
+        led.close()
+
+
+def test_a_refused_join_or_leave_falls_back_to_unordered_with_one_warning(pg_cluster, pg_url, other_role, caplog):
+    """Each queue operation's permission refusal (42501): joining without
+    INSERT, leaving without DELETE (the ticket's lock goes with its
+    connection; the row is removed by the next reader who may)."""
+    s = schema_of(pg_url)
+    Ledger.open(pg_url).close()
+    documented_grants(pg_cluster, s, other_role, default_privileges=False)
+    pg_cluster.psql_execute(f"REVOKE INSERT, DELETE ON {s}.waiters FROM {other_role}")
+    theirs = pg_cluster.url(s, user=other_role)
+    with caplog.at_level(logging.WARNING, logger="scopeledger"):
+        with PgStore.open(theirs) as st:
+            q = st.tickets()
+            assert q.join(b'{"name": "x"}') is None  # INSERT refused
+            assert q.join(b'{"name": "x"}') is None and q.earlier(None) == []
+        assert len(queue_warnings(caplog)) == 1 and "may not join" in queue_warnings(caplog)[0]
+        caplog.clear()
+        pg_cluster.psql_execute(f"GRANT INSERT ON {s}.waiters TO {other_role}")
+        with PgStore.open(theirs) as st:
+            q = st.tickets()
+            t = q.join(b'{"name": "x"}')
+            assert t is not None and names(pg_cluster, pg_url) == ["x"]
+            q.leave(t)  # DELETE refused
+            assert q.join(b'{"name": "y"}') is None and q.earlier(None) == []
+        assert len(queue_warnings(caplog)) == 1 and "may not leave" in queue_warnings(caplog)[0]
+    with PgStore.open(pg_url) as owner:
+        assert owner.tickets().earlier(None) == []  # its lock is gone: the row was deleted
+    assert names(pg_cluster, pg_url) == []
 
 
 def test_a_read_only_store_never_makes_the_queue_table(pg_cluster, pg_url):

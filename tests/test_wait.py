@@ -233,6 +233,34 @@ def _queued(ledger_dir, name):
     return False
 
 
+def test_a_stopped_waiter_at_the_head_holds_back_only_contending_waiters_and_is_named(
+        ledger, ledger_dir, tmp_path, caplog):
+    """By design (the module docstring, ARCHITECTURE.md): a waiter stopped
+    with SIGSTOP keeps its ticket; a later waiter for an overlapping scope
+    stands back for it and names it with its pid, while a request without
+    ``wait`` and a waiter for another scope pass it."""
+    src, other = str(tmp_path / "src"), str(tmp_path / "other")
+    h = ledger.register("holder", [W(src)])
+    first = waiter(ledger_dir, "first", [src], wait=math.inf)
+    try:
+        until(lambda: _queued(ledger_dir, "first"), "first's ticket")
+        first.send_signal(signal.SIGSTOP)
+        ledger.release("holder", token=h.token)
+        caplog.set_level(logging.INFO, logger="scopeledger")
+        with pytest.raises(WaitTimeout) as info:
+            ledger.register("second", [W(src + "/x")], wait=0.2)
+        named = f"waiting behind 'first' (pid {first.pid})"
+        assert info.value.in_the_way == ("first",) and named in str(info.value)
+        assert any(named in r.getMessage() for r in caplog.records if "waits up to" in r.getMessage())
+        assert ledger.register("elsewhere", [W(other)], wait=0.2).name == "elsewhere"
+        plain = ledger.register("plain", [W(src)])  # no wait=: the queue is not looked at
+        assert grants(ledger, "second") == [] and grants(ledger, "first") == []
+        ledger.release("plain", token=plain.token)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+
+
 def test_a_holder_in_the_way_that_dies_is_reclaimed_for_the_waiter(ledger, ledger_dir, tmp_path):
     src = str(tmp_path / "src")
     h = holder_process(ledger_dir, "doomed", [src])

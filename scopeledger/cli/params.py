@@ -81,17 +81,22 @@ def session_ttl_from_env() -> float | None:
     """``$SCOPELEDGER_SESSION_TTL`` as seconds, or ``None`` when unset.
 
     Raises:
-        CliError: (exit 2) not a number of seconds the library takes.
+        CliError: (exit 2) not a number of seconds the library takes
+            (``scopeledger.SESSION_TTL_RANGE``: 0.01 to 86400), naming its range.
     """
     raw = os.environ.get(ENV_SESSION_TTL)
     if raw is None:
         return None
+    from scopeledger import SESSION_TTL_RANGE
+
+    lo, hi = SESSION_TTL_RANGE
     try:
         ttl = float(raw)
     except ValueError:
         ttl = math.nan
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise CliError(f"${ENV_SESSION_TTL} must be a number of seconds > 0, not {raw!r}", EXIT_USAGE)
+    if not lo <= ttl <= hi:  # (NaN too)
+        raise CliError(f"${ENV_SESSION_TTL} must be a number of seconds from {lo:g} to {hi:g}, "
+                       f"not {_shown(raw)}", EXIT_USAGE)
     return ttl
 
 
@@ -758,13 +763,20 @@ def resolve_point(ledger: Ledger, value: str | None, what: str, edge: str = "end
 
 
 class Seconds(click.ParamType):  # type: ignore[type-arg]  # (not generic before click 8.2)
-    """A finite number of seconds from ``minimum`` (default 0) to :data:`MAX_SECONDS`
-    (not ``click.FloatRange``, which takes ``nan``: no comparison refuses it)."""
+    """A finite number of seconds from ``minimum`` (default 0) to ``maximum``
+    (default :data:`MAX_SECONDS`) (not ``click.FloatRange``, which takes
+    ``nan``: no comparison refuses it). A value out of range is refused
+    naming this option's own range (:meth:`range_error`)."""
 
     name = "seconds"
 
-    def __init__(self, minimum: float = 0.0) -> None:
+    def __init__(self, minimum: float = 0.0, maximum: float | None = None) -> None:
         self.minimum = minimum
+        self.maximum = MAX_SECONDS if maximum is None else maximum
+
+    def range_error(self, value: Any) -> str:
+        """The message for ``value``, a number outside the range."""
+        return f"{value!r} is out of range: give {self.minimum:g} to {self.maximum:g} seconds"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, float):
@@ -784,8 +796,8 @@ class Seconds(click.ParamType):  # type: ignore[type-arg]  # (not generic before
                 self.fail(f"{value!r} is not a number of seconds", param, ctx)
         if number != number or number in (float("inf"), float("-inf")):
             self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
-        if number < self.minimum or number > MAX_SECONDS:
-            self.fail(f"{value!r} is out of range: give {self.minimum:g} to {MAX_SECONDS:g} seconds", param, ctx)
+        if number < self.minimum or number > self.maximum:
+            self.fail(self.range_error(value), param, ctx)
         return number
 
 
@@ -814,15 +826,20 @@ SECONDS = Seconds()
 
 
 class Ttl(Seconds):
-    """A lease's ttl: seconds as :class:`Seconds` reads them, more than 0."""
+    """A lease's ttl: seconds as :class:`Seconds` reads them, within the
+    library's ``scopeledger.TTL_RANGE`` (0.1 to 1e9: read when a value is
+    converted, so that ``--help`` imports no more of the library)."""
 
     name = "ttl"
 
+    def range_error(self, value: Any) -> str:
+        return f"{value!r} is not a ttl: give {self.minimum:g} to {self.maximum:g} seconds"
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        number = super().convert(value, param, ctx)
-        if number <= 0:
-            self.fail(f"{value!r} is not a ttl: give a number of seconds > 0", param, ctx)
-        return number
+        from scopeledger import TTL_RANGE
+
+        self.minimum, self.maximum = TTL_RANGE
+        return super().convert(value, param, ctx)
 
 
 TTL = Ttl()

@@ -392,6 +392,8 @@ def _alloc_label(a: Allocation, liveness: Mapping[str, Verdict] | None, root: st
             t.append(safe(f"  [dead: {REASONS.get(code, code)}; 'ledger reclaim' frees it]"), style="red bold")
         elif v is not None and v.liveness is Liveness.UNKNOWN:
             t.append(safe(f"  [liveness unknown: {v.why or 'the probe could not tell'}; kept]"), style="yellow")
+        elif v is not None and lease is not None and v.why:
+            t.append(safe(f"  [{v.why}]"), style="dim")  # (its lease: how long it runs, or since when it lapsed)
     return t
 
 
