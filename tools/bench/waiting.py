@@ -30,9 +30,15 @@ loop's thread was runnable but waiting for a CPU in that beat
 loop thread's time on a CPU (``time.thread_time``), waiting for a CPU, and
 asleep (the 1 ms sleep itself, waiting for the GIL or a lock); with
 ``--callbacks``, the loop's callbacks' CPU in that beat and the largest
-one's; how many threads the loop's thread started during the run and the
-longest it waited in ``Thread.start``; the pairs done, by the loop and by
-the writers. Each run measures the steady state: before the heartbeat
+one's; the longest garbage collection in that beat (a collection holds
+the GIL until it is done, whatever the switch interval: one in a worker
+thread keeps the loop's thread asleep as long), its generation and whether
+a worker ran it, and the run's collections, the full ones (generation 2)
+and the longest of those; how many threads the loop's thread started during
+the run and the longest it waited in ``Thread.start``; the pairs done, by
+the loop and by the writers. ``--freeze``: ``gc.freeze()`` after the
+warm-up, as a program may do once started (a full collection then walks
+only the objects made since). Each run measures the steady state: before the heartbeat
 starts, 8 calls at once make the executor start its threads (``Thread.start``
 blocks the loop's thread until the new thread runs: up to 7 ms each on 2
 busy cores) and 20 pairs catch the ledger up with the writers.
@@ -66,6 +72,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import itertools
 import json
 import os
@@ -165,6 +172,42 @@ class _Callbacks:
 
 CALLBACKS: list[bool] = [False]
 
+
+class _Collections:
+    """The cyclic garbage collector's collections during a run (``gc.callbacks``): generation,
+    start and end (``time.monotonic_ns``), and whether the loop's thread ran it. A collection
+    holds the GIL from start to end whatever the switch interval: one run by a worker thread
+    stalls the loop's thread (asleep, waiting for the GIL) as long as it lasts; a full one
+    (generation 2) walks every object the process's collector tracks."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[int, int, int, bool]] = []
+        self._started: dict[int, int] = {}
+        loop_thread = threading.get_ident()
+        me = self
+
+        def callback(phase: str, info: dict[str, Any]) -> None:
+            now, me_ = time.monotonic_ns(), threading.get_ident()
+            if phase == "start":
+                me._started[me_] = now
+            elif me_ in me._started:
+                me.done.append((info["generation"], me._started.pop(me_), now, me_ == loop_thread))
+
+        self._callback = callback
+        gc.callbacks.append(callback)
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def during(self, t0: int, t1: int) -> list[tuple[int, int, int, bool]]:
+        """The collections that overlap ``t0 .. t1`` (ns)."""
+        return [c for c in self.done if c[2] > t0 and c[1] < t1]
+
+
+#: ``--freeze``: ``gc.freeze()`` after the warm-up (what a program may do after its start-up: the
+#: collector then leaves every object it tracked so far alone).
+FREEZE: list[bool] = [False]
+
 #: Before the heartbeat: this many calls at once (the executor starts its threads), then
 #: this many pairs (the ledger catches up).
 WARM_THREADS = 8
@@ -206,9 +249,13 @@ async def _stall_run(d: str, seconds: float, mode: str) -> dict[str, float]:
     for _ in range(WARM_PAIRS):
         a = await aled.register("loop", rule)
         await aled.release("loop", a.token)
-    beats: list[tuple[float, int, int, int, int]] = []  # stall s, ns on a CPU, ns waiting for one, callbacks
+    if FREEZE[0]:
+        gc.freeze()
+    # stall s, ns on a CPU, ns waiting for one, callbacks' ns, the largest one's, the beat's start and end ns
+    beats: list[tuple[float, int, int, int, int, int, int]] = []
     cpu_wait = _cpu_wait() or (lambda: 0)
     cbs = _Callbacks() if CALLBACKS[0] else None
+    collections = _Collections()
     starts = _ThreadStarts()
     stop = time.monotonic() + seconds
     pairs = 0
@@ -218,12 +265,13 @@ async def _stall_run(d: str, seconds: float, mode: str) -> dict[str, float]:
             on0, wait0 = time.thread_time_ns(), cpu_wait()
             if cbs is not None:
                 cbs.take()
-            t = time.monotonic()
+            t = time.monotonic_ns()
             await asyncio.sleep(0.001)
-            late = time.monotonic() - t - 0.001
+            t1 = time.monotonic_ns()
+            late = (t1 - t) / 1e9 - 0.001
             on1, wait1 = time.thread_time_ns(), cpu_wait()
             cb_cpu, cb_largest = cbs.take() if cbs is not None else (0, 0)
-            beats.append((late, on1 - on0, wait1 - wait0, cb_cpu, cb_largest))
+            beats.append((late, on1 - on0, wait1 - wait0, cb_cpu, cb_largest, t, t1))
 
     async def work() -> None:
         nonlocal pairs
@@ -244,11 +292,16 @@ async def _stall_run(d: str, seconds: float, mode: str) -> dict[str, float]:
         await asyncio.gather(heartbeat(), work())
     finally:
         starts.close()
+        collections.close()
         if cbs is not None:
             cbs.close()
+        if FREEZE[0]:
+            gc.unfreeze()
     led.close()
     stalls = [b[0] for b in beats]
     worst = max(beats)
+    full = [c for c in collections.done if c[0] == 2]
+    in_worst = collections.during(worst[5], worst[6])
     return {"max_ms": worst[0] * 1e3, "p99_ms": pct(stalls, 99) * 1e3, "p50_ms": pct(stalls, 50) * 1e3,
             "beats_over_5ms": sum(x > 0.005 for x in stalls), "beats": len(stalls),
             # the largest stall less the loop thread's wait for a CPU in that beat, over all beats
@@ -258,6 +311,13 @@ async def _stall_run(d: str, seconds: float, mode: str) -> dict[str, float]:
             "worst_on_cpu_ms": worst[1] / 1e6, "worst_cpu_wait_ms": worst[2] / 1e6,
             "worst_asleep_ms": (worst[0] + 0.001) * 1e3 - (worst[1] + worst[2]) / 1e6,
             "worst_callbacks_ms": worst[3] / 1e6, "worst_largest_callback_ms": worst[4] / 1e6,
+            # the collector: collections in the run, the full ones and the longest of those, and the
+            # longest collection that overlapped the largest stall's beat (its generation; by a worker)
+            "gc_collections": len(collections.done), "gc_full": len(full),
+            "gc_full_max_ms": max(((c[2] - c[1]) / 1e6 for c in full), default=0),
+            "worst_gc_ms": max(((c[2] - c[1]) / 1e6 for c in in_worst), default=0),
+            "worst_gc_generation": max(in_worst, key=lambda c: c[2] - c[1])[0] if in_worst else -1,
+            "worst_gc_by_worker": int(any(not c[3] for c in in_worst)),
             "thread_starts": len(starts.waits), "thread_start_max_ms": max(starts.waits, default=0) * 1e3,
             "pairs": pairs}
 
@@ -463,6 +523,13 @@ def _drop_schema(url: str, schema: str) -> None:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+def _gc_where(r: dict[str, float]) -> str:
+    """`` (gen G, worker)`` for the collection in the largest stall's beat, or ``""``."""
+    if r["worst_gc_generation"] < 0:
+        return ""
+    return f" (gen {int(r['worst_gc_generation'])}, {'worker' if r['worst_gc_by_worker'] else 'loop'})"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -481,7 +548,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="stall runs: also time the loop's callbacks (CPU, per beat; costs a little)")
     ap.add_argument("--switch-interval", type=float, default=None,
                     help="seconds, AsyncLedger's switch_interval in the async runs (default: as shipped)")
+    ap.add_argument("--freeze", action="store_true",
+                    help="stall runs: gc.freeze() after the warm-up (the collector leaves the objects of the "
+                         "start-up alone), gc.unfreeze() after the run")
     args = ap.parse_args(argv)
+    FREEZE[0] = args.freeze
     from scopeledger._async import SWITCH_INTERVAL
 
     CALLBACKS[0] = args.callbacks
@@ -511,8 +582,9 @@ def main(argv: list[str] | None = None) -> int:
         print("# stall: how late a 1 ms heartbeat wakes (max, p99, p50, beats over 5 ms), ms; 'less CPU wait': "
               "the largest of (a beat's stall less the time the loop's thread was runnable but off a CPU in it); "
               "'worst': the largest stall's beat (1 ms asleep + the stall): the loop's thread on a CPU, waiting "
-              "for one, asleep (the sleep, the GIL, a lock)" + (", its callbacks' CPU / the largest one's"
-                                                                 if CALLBACKS[0] else ""))
+              "for one, asleep (the sleep, the GIL, a lock), the longest garbage collection in it (by the loop's "
+              "thread or a worker's)" + (", its callbacks' CPU / the largest one's" if CALLBACKS[0] else "")
+              + "; 'gc': the run's collections, the full ones (the longest)")
         for key, runs in res.items():
             for r in runs:
                 cb = (f" callbacks {r['worst_callbacks_ms']:4.2f}/{r['worst_largest_callback_ms']:4.2f}"
@@ -522,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"  less CPU wait {r['max_less_cpu_wait_ms']:6.2f}"
                       f"  worst: on CPU {r['worst_on_cpu_ms']:4.2f} CPU wait {r['worst_cpu_wait_ms']:5.2f}"
                       f" asleep {r['worst_asleep_ms']:5.2f}{cb}"
+                      f" gc {r['worst_gc_ms']:4.2f}{_gc_where(r)}"
+                      f"  gc: {int(r['gc_collections'])}, full {int(r['gc_full'])} ({r['gc_full_max_ms']:.2f})"
                       f"  thread starts {int(r['thread_starts'])} ({r['thread_start_max_ms']:.2f})"
                       f"  pairs {int(r['pairs']):5d}  writers' {int(r['writer_pairs']):6d}"
                       f"  load {r['load']:.2f}")
