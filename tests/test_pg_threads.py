@@ -48,7 +48,7 @@ def run_together(*bodies: Callable[[], None]) -> None:
         t.start()
     for t in threads:
         t.join(BOUND)
-    stuck = [b.__name__ for b, t in zip(bodies, threads) if t.is_alive()]
+    stuck = [b.__name__ for b, t in zip(bodies, threads, strict=True) if t.is_alive()]
     assert not stuck, f"still running after {BOUND:g} s (a deadlock): {stuck}"
     if errors:
         raise errors[0]
