@@ -76,6 +76,7 @@ import functools
 import logging
 import math
 import os
+import random
 import select
 import threading
 import time
@@ -86,12 +87,18 @@ import attrs
 import orjson
 
 from ._arguments import check_wait
-from ._errors import DelegationError, Refused, ScopeConflict, UnknownHolder, WaitTimeout, shown
+from ._errors import DelegationError, Refused, ScopeConflict, StoreUnavailable, UnknownHolder, WaitTimeout, shown
 from ._fold import Allocation
 from ._logstore import RECHECK_SECONDS, Ticket, Tickets, Wakeup
 from ._rules import Permission, ScopeRule, check_name, conflicts, rule_from_log
 
 log = logging.getLogger("scopeledger")
+
+#: A waiter that cannot reach its store (``StoreUnavailable``) looks again
+#: after this many seconds, doubling each time up to
+#: :data:`OUTAGE_LONGEST_PAUSE` (:class:`Outage`).
+OUTAGE_FIRST_PAUSE = 0.05
+OUTAGE_LONGEST_PAUSE = 1.0
 
 
 def waitable(err: BaseException) -> bool:
@@ -484,6 +491,21 @@ class Watch:
         waiter (``Tickets.watch``)."""
         return cls(ledger, queue, ticket)
 
+    @classmethod
+    def timer(cls, queue: Queue) -> "Watch":
+        """A watch that wakes for nothing (no source, no pidfds, no store
+        wait): a :class:`Sleep` on it is a plain pause (a waiter's between
+        looks while its store cannot be reached)."""
+        w = cls.__new__(cls)
+        w.pidfds = {}
+        w.watch_log = False
+        w.behind = None
+        w.queue = queue
+        w.source = None
+        w.ledger = None
+        w.period = math.inf
+        return w
+
     def give_back(self, ledger: Any = None) -> None:
         """Done: the pidfds closed, the source given back to the queue
         (kept for the next waiter, or closed)."""
@@ -565,7 +587,8 @@ class Sleep:
 
 
 def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation], gate: Gate,
-            me: Any, tickets: Tickets | None) -> Generator[Call | Sleep, Any, Allocation]:
+            me: Any, tickets: Tickets | None, on_wait: Callable[[str, Refused | None], object] | None = None,
+            ) -> Generator[Call | Sleep, Any, Allocation]:
     """The waiting loop, written once for the blocking caller
     (:func:`wait_for_grant`) and the asyncio one (``AsyncLedger``): ask;
     while refused by holders in the way (or behind earlier waiters), wait in
@@ -580,57 +603,68 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
     wait that timed out or was cancelled (``gate.cancel()``) is never
     granted afterwards.
 
+    A step that raises :class:`StoreUnavailable` (the server cannot be
+    reached: nothing was recorded) is tried again after a pause
+    (:class:`Outage`: 0.05 s doubling to 1 s), with one warning per outage;
+    a ticket that lost its place meanwhile joins the queue again, at its
+    end. :class:`InDoubt` (an append whose outcome is unknown) is not a
+    ``StoreUnavailable``: it is raised.
+
     ``attempt(commit)`` asks the ledger once, calling ``commit()`` under the
     lock just before the grant is built (``Ledger.register`` passes it).
     ``me``: this process's identity (:func:`whoami`), to tell which holders
     in the way have a pidfd here. ``tickets``: the ledger's queue, its
-    store's ``tickets()`` (``None``: none).
+    store's ``tickets()`` (``None``: none). ``on_wait(reason, refusal)``:
+    called once the request waits (in the queue), instead of the ``INFO``
+    notice (:func:`notice`); ``None``: the notice.
 
     Raises:
         WaitTimeout: not granted by the deadline (never granted afterwards).
+        StoreUnavailable: the server still could not be reached when the
+            deadline passed (the last such error; never granted afterwards).
         Refused: a refusal that cannot clear by waiting (a ``DuplicateHolder``,
             a ``DelegationError`` not naming a sibling, ...).
         UnknownHolder: the parent is gone (or granted again).
+        whatever ``on_wait`` raises.
     """
     deadline = gate.deadline
     queue = queue_of(ledger, tickets)
     undo_grant = functools.partial(release_grant, ledger)
-    try:
-        out = yield Call(first_attempt, (ledger, req, queue, attempt, gate, me), undo_grant)
-    except GaveUp:
-        raise timed_out(req, None) from None
-    if isinstance(out, Allocation):
-        return out
-    last = out
-    ticket = None
-    watch = None
+    outage = Outage(req.name, deadline)
+    place = Place()
+    last: Blocked | None = None  # (None: not asked yet)
     try:
         try:
-            ticket = yield Call(queue.join, (req,), queue.leave)
-            watch = Watch.take(ledger, queue, ticket)
-            notice(req, last)
             while True:
                 if deadline is not None and time.monotonic() >= deadline:
+                    if outage.error is not None:
+                        raise outage.error  # the deadline passed while the server could not be reached
                     raise timed_out(req, last)
-                if queue.lost(ticket):  # its place is gone (a server connection broke): to the end
-                    log.info("holder '%s' lost its place in the waiters' queue (ticket %d: its connection "
-                             "broke) and joins again", req.name, ticket.number if ticket is not None else 0)
-                    watch.give_back(ledger)
-                    watch = None
-                    lost, ticket = ticket, None
-                    yield Call(queue.leave, (lost,), _nothing)
-                    ticket = yield Call(queue.join, (req,), queue.leave)
-                    watch = Watch.take(ledger, queue, ticket)
-                mine = ticket.number if ticket is not None else None
-                out = yield Call(settle, (ledger, req, queue, ticket, attempt, gate, me), undo_grant)
-                if isinstance(out, Allocation):
-                    return out  # (its ticket given back by settle, in the same step)
-                last = out
-                watch.arm(out.pids, log_too=out.refusal is not None, behind=out.behind)
-                remaining = math.inf if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
-                    raise timed_out(req, last)
-                yield Sleep(watch, remaining, mine)
+                try:
+                    if last is None:  # not in the queue yet: ask as a request without wait does
+                        out = yield Call(first_attempt, (ledger, req, queue, attempt, gate, me), undo_grant)
+                    else:
+                        if (yield from take_place(ledger, req, queue, place)) and not place.told:
+                            place.told = True
+                            tell(req, last, on_wait)
+                        out = yield Call(settle, (ledger, req, queue, place.ticket, attempt, gate, me), undo_grant)
+                    if isinstance(out, Allocation):
+                        return out  # (its ticket, if any, given back by settle, in the same step)
+                    last = out
+                    outage.over()
+                    watch = place.watch
+                    if watch is None:
+                        continue  # refused before joining: join, and look again
+                    watch.arm(out.pids, log_too=out.refusal is not None, behind=out.behind)
+                    remaining = math.inf if deadline is None else deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise timed_out(req, last)
+                    yield Sleep(watch, remaining, place.ticket.number if place.ticket is not None else None)
+                except StoreUnavailable as exc:
+                    # Nothing was recorded: look again once the server answers
+                    # (until the deadline), the ticket joining again if it lost
+                    # its place meanwhile.
+                    yield Sleep(Watch.timer(queue), outage.failed(exc), None)
         except GaveUp:
             raise timed_out(req, last) from None
     except GeneratorExit:
@@ -639,7 +673,7 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
         # Timed out, refused, cancelled, interrupted: the ticket is given back
         # in a step of its own (on a server, a round trip: in the driver's
         # thread, not on an event loop), then the exception goes on.
-        given, ticket = ticket, None
+        given, place.ticket = place.ticket, None
         if given is not None:
             try:
                 yield Call(queue.leave, (given,), _nothing)
@@ -647,9 +681,90 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
                 queue.leave(given)  # (nothing if the step ran: the generator was closed meanwhile)
         raise
     finally:
-        queue.leave(ticket)  # first: the next waiter may go on
-        if watch is not None:
-            watch.give_back(ledger)
+        queue.leave(place.ticket)  # first: the next waiter may go on
+        if place.watch is not None:
+            place.watch.give_back(ledger)
+
+
+class Place:
+    """A waiter's place in the queue: its ``ticket`` (``None``: none yet,
+    or a store without a queue), the :class:`Watch` that wakes it, whether
+    it ``joined``, and whether it was ``told`` that it waits."""
+
+    __slots__ = ("ticket", "watch", "joined", "told")
+
+    def __init__(self) -> None:
+        self.ticket: Ticket | None = None
+        self.watch: Watch | None = None
+        self.joined = False
+        self.told = False
+
+
+def take_place(ledger: Any, req: Request, queue: Queue, place: Place) -> Generator[Call, Any, bool]:
+    """Steps of :func:`waiting`: join the queue unless ``place`` is in it;
+    one whose ticket lost its place (on PostgreSQL its connection broke,
+    and its lock with it: others may have removed the ticket) gives it back
+    and joins again, at the end. Returns whether it joined now."""
+    if place.joined and queue.lost(place.ticket):
+        log.info("holder '%s' lost its place in the waiters' queue (ticket %d: its connection broke) and "
+                 "joins again", req.name, place.ticket.number if place.ticket is not None else 0)
+        if place.watch is not None:
+            place.watch.give_back(ledger)
+            place.watch = None
+        lost, place.ticket, place.joined = place.ticket, None, False
+        yield Call(queue.leave, (lost,), _nothing)
+    if place.joined:
+        return False
+    place.ticket = yield Call(queue.join, (req,), queue.leave)
+    place.joined = True
+    place.watch = Watch.take(ledger, queue, place.ticket)
+    return True
+
+
+def tell(req: Request, blocked: Blocked, on_wait: Callable[[str, Refused | None], object] | None) -> None:
+    """Say once that ``req`` waits: ``on_wait(reason, refusal)``, else the
+    ``INFO`` notice (:func:`notice`)."""
+    if on_wait is None:
+        notice(req, blocked)
+    else:
+        on_wait(blocked.reason, blocked.refusal)
+
+
+class Outage:
+    """A waiter's view of its store being unreachable (``StoreUnavailable``
+    from a step of :func:`waiting`): how long to pause before the next
+    look (:data:`OUTAGE_FIRST_PAUSE` seconds, doubling to
+    :data:`OUTAGE_LONGEST_PAUSE`, each within 20 % at random so that
+    waiters let go together do not all knock at once, never past
+    ``deadline``), one warning per outage, and the last error (``error``:
+    what the waiter raises if its deadline passes before the store
+    answers)."""
+
+    __slots__ = ("name", "deadline", "error", "pause")
+
+    def __init__(self, name: str, deadline: float | None) -> None:
+        self.name = name
+        self.deadline = deadline
+        self.error: StoreUnavailable | None = None
+        self.pause = OUTAGE_FIRST_PAUSE
+
+    def failed(self, exc: StoreUnavailable) -> float:
+        """A step raised ``exc``: the seconds to pause (warned once per outage)."""
+        if self.error is None:
+            until = "it is granted" if self.deadline is None else "its wait ends"
+            log.warning("holder '%s' cannot reach the ledger while it waits (%s): trying again until %s",
+                        self.name, exc, until)
+        self.error = exc
+        pause = self.pause * random.uniform(0.8, 1.2)
+        self.pause = min(self.pause * 2, OUTAGE_LONGEST_PAUSE)
+        if self.deadline is not None:
+            pause = min(pause, max(0.0, self.deadline - time.monotonic()))
+        return pause
+
+    def over(self) -> None:
+        """A step went through: the store answers again."""
+        self.error = None
+        self.pause = OUTAGE_FIRST_PAUSE
 
 
 def settle(ledger: Any, req: Request, queue: Queue, ticket: Ticket | None,
@@ -695,14 +810,15 @@ def deadline_of(req: Request) -> float | None:
 
 
 def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation],
-                   tickets: Tickets | None) -> Allocation:
+                   tickets: Tickets | None,
+                   on_wait: Callable[[str, Refused | None], object] | None = None) -> Allocation:
     """:func:`waiting`, blocking this thread; the grant. ``tickets``: the
-    ledger's queue (its store's ``tickets()``).
+    ledger's queue (its store's ``tickets()``); ``on_wait``: as :func:`waiting`.
 
     Raises:
         as :func:`waiting`.
     """
-    steps = waiting(ledger, req, attempt, Gate(deadline_of(req)), whoami(ledger), tickets)
+    steps = waiting(ledger, req, attempt, Gate(deadline_of(req)), whoami(ledger), tickets, on_wait)
     with contextlib.closing(steps):  # however this ends, the ticket is given back
         step = resume(steps)
         while not isinstance(step, Allocation):
