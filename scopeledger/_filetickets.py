@@ -37,7 +37,6 @@ import errno
 import fcntl
 import logging
 import os
-import secrets
 import threading
 from typing import Any
 
@@ -143,7 +142,7 @@ class FileTickets:
             fd = os.open(self.dir, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
             src = f"/proc/self/fd/{fd}"
         except (OSError, AttributeError):
-            tmp = src = os.path.join(self.dir, f".tmp-{os.getpid()}-{secrets.token_hex(6)}")
+            tmp = src = os.path.join(self.dir, f".tmp-{os.getpid()}-{os.urandom(6).hex()}")  # (not secrets: OpenSSL)
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O, 0o600)
         try:
             dirfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | _O)
