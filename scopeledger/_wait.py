@@ -685,7 +685,7 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
         # Timed out, refused, cancelled, interrupted: the ticket is given back
         # in a step of its own (on a server, a round trip: in the driver's
         # thread, not on an event loop), then the exception goes on.
-        given, place.ticket = place.ticket, None
+        given = place.ticket  # (kept in place until given back: leaving twice leaves once)
         if given is not None:
             try:
                 yield Call(queue.leave, (given,), _nothing)
@@ -723,14 +723,30 @@ def take_place(ledger: Any, req: Request, queue: Queue, place: Place) -> Generat
         if place.watch is not None:
             place.watch.give_back(ledger)
             place.watch = None
-        lost, place.ticket, place.joined = place.ticket, None, False
-        yield Call(queue.leave, (lost,), _nothing)
+        place.joined = False
+        yield Call(queue.leave, (place.ticket,), _nothing)
+        place.ticket = None
     if place.joined:
         return False
-    place.ticket = yield Call(queue.join, (req,), queue.leave)
+    yield Call(join, (queue, req, place), functools.partial(leave, queue, place))
     place.joined = True
     place.watch = Watch.take(ledger, queue, place.ticket)
     return True
+
+
+def join(queue: Queue, req: Request, place: Place) -> None:
+    """A step: join ``queue`` with ``req``, the ticket put in ``place``
+    by the same line (an exception, a signal handler's, cannot come
+    between the ticket's making and ``place``: whoever stops the loop gives
+    back the ticket in ``place``)."""
+    place.ticket = queue.join(req)
+
+
+def leave(queue: Queue, place: Place, _result: Any = None) -> None:
+    """Give back the ticket in ``place`` (the undo of :func:`join` for a
+    driver cancelled while it ran)."""
+    queue.leave(place.ticket)  # (then forgotten: leaving twice leaves once)
+    place.ticket = None
 
 
 def tell(req: Request, blocked: Blocked, on_wait: Callable[[str, Refused | None], object] | None) -> None:
