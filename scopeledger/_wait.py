@@ -57,11 +57,34 @@ on a network file system or without inotify, a look every 10 ms); on
 PostgreSQL: LISTEN on the ticket's connection (appends and tickets
 leaving are notified); on a store without a queue, ``LogStore.wait``.
 
+**Telling the caller.** Once a waiter is in the queue it says so, once: an
+``INFO`` record (``holder 'NAME' waits ... for its scope: REASON``), or,
+when the caller gave ``on_wait``, ``on_wait(reason, refusal)`` instead
+(``ledger run`` prints its own notice so).
+
+**Through an outage.** A step that raises ``StoreUnavailable`` (a server
+that cannot be reached: a restart, a broken link; by its contract nothing
+was recorded) is tried again after a pause (:class:`Outage`: 0.05 s,
+doubling to 1 s, within 20 % at random), with one warning per outage
+naming the error; a ticket that lost its place meanwhile (on PostgreSQL
+its connection broke with the server, and its lock with it) joins again,
+at the end of the queue, once the server answers: a restart loses every
+waiter's place, and they line up again in the order they come back. If the
+deadline passes while the store still cannot be reached, the waiter raises
+that ``StoreUnavailable`` (the cause), not a ``WaitTimeout``: it could not
+tell whether the scope was free. ``InDoubt`` (an append whose outcome the
+break left unknown) is not a ``StoreUnavailable`` and is raised at once.
+
 **A timed-out or cancelled wait is never granted afterwards.** The last
 check before a waiter's grant is written runs under the ledger's lock
 (:meth:`Gate.commit`): past the deadline, or once cancelled, nothing is
 written. A grant decided before the cancellation is returned by the call
-that was cancelled; its canceller releases it (AsyncLedger does).
+that was cancelled; its canceller releases it (AsyncLedger does). A
+blocking call interrupted (a signal handler's exception) after its grant
+was written withdraws it (``Ledger._register_waiting``: the attempt's
+``written``), and a ticket is put in the waiter's place by the step that
+takes it, so that an exception at any point gives it back
+(``tests/test_signals_forks.py``).
 
 Sources: the ticket queue is the classic ticket lock / the "lock" recipe of
 ZooKeeper and etcd (a waiter queues by a sequence number and watches its
