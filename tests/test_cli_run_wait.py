@@ -319,7 +319,7 @@ def test_a_server_outage_is_waited_through_until_the_deadline(pg: Where, pg_clus
                                    ("lib-short", lambda: lib_waiter(pg, "lib-short", src, float(short))),
                                    ("run-short", lambda: run_waiter(pg, "run-short", src, "-w", short))])
         lib_long, run_long, lib_short, run_short = procs
-        said = {name: lines_of(p.stderr) for name, p in zip(["lib-long", "run-long"], procs)}
+        said = {"lib-long": lines_of(lib_long.stderr), "run-long": lines_of(run_long.stderr)}
         pg_cluster.stop_server()
         try:
             out, err = lib_short.communicate(timeout=BOUND)
@@ -347,3 +347,33 @@ def test_a_server_outage_is_waited_through_until_the_deadline(pg: Where, pg_clus
         assert sorted(grants(pg.lib)) == ["holder", "lib-long", "run-long"]
     finally:
         kill_all(procs)
+
+
+def test_a_grant_a_signal_kept_from_run_is_released_and_no_other(tmp_path: Path) -> None:
+    """``_Runner._drop_unseen_grant``: after a signal ended the wait, a live
+    grant of the run's name, bound to the wrapper and granted since the wait
+    began, is released (the signal came between the library's return and
+    ``run`` taking it in); one bound to another process, or granted before,
+    is left alone."""
+    from scopeledger.cli.run import _Runner
+
+    other = subprocess.Popen(["sleep", "600"])
+    with Ledger.open(tmp_path / "ledger") as led:
+        try:
+            before = led.register("mine", [W(tmp_path / "old")])  # this process's, granted before the wait
+            since = led.seq
+            runner = _Runner(None, led, "mine", [W(tmp_path / "a")], None, ["true"], True)  # type: ignore[arg-type]
+            runner._drop_unseen_grant(since)
+            assert led.holder("mine").token == before.token
+            led.release("mine")
+            led.register("mine", [W(tmp_path / "a")], pid=other.pid)  # another process's
+            runner._drop_unseen_grant(since)
+            assert led.holder("mine").pid == other.pid
+            led.release("mine")
+            runner._drop_unseen_grant(since)  # none: nothing to do, nothing raised
+            led.register("mine", [W(tmp_path / "a")])  # the wrapper's own, since the wait began
+            runner._drop_unseen_grant(since)
+            assert "mine" not in [a.name for a in led.holders()]
+        finally:
+            other.kill()
+            other.wait()
