@@ -2285,6 +2285,8 @@ class Ledger:
         if advisory is not False:
             check_advisory(advisory)
             check_wait(wait)  # an advisory request never waits; a bad wait is still refused
+        if on_wait is not None:
+            check_callable("on_wait", on_wait)
         written: list[Any] = []
         guard = None
         alloc = None
