@@ -262,6 +262,13 @@ class _Runner:
         returned; :meth:`_drop_unseen_grant` covers the last step, from the
         library's return to ``self.alloc``."""
         since = self.ledger.seq
+        logger = level = None
+        if self.quiet:  # no notice while waiting: the library's (a waiter that lost its place) neither
+            import logging
+
+            logger = logging.getLogger("scopeledger")
+            level = logger.level
+            logger.setLevel(logging.WARNING)
         try:
             if self.parent is None:
                 self.alloc = self.ledger.register(self.name, self.rules, advisory=self.advisory, ttl=self.ttl,
@@ -274,6 +281,9 @@ class _Runner:
             if self.alloc is None:
                 self._drop_unseen_grant(since)
             raise
+        finally:
+            if logger is not None and level is not None:
+                logger.setLevel(level)
         if self.advisory:
             self._warn_conflicts()
 
