@@ -74,6 +74,9 @@ deadline passes while the store still cannot be reached, the waiter raises
 that ``StoreUnavailable`` (the cause), not a ``WaitTimeout``: it could not
 tell whether the scope was free. ``InDoubt`` (an append whose outcome the
 break left unknown) is not a ``StoreUnavailable`` and is raised at once.
+The deadline is looked at between steps: a step that hangs (a connection
+to a host that drops packets: libpq's ``connect_timeout``, none by
+default) can outlast it.
 
 **A timed-out or cancelled wait is never granted afterwards.** The last
 check before a waiter's grant is written runs under the ledger's lock
