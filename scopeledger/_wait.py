@@ -685,7 +685,7 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
                         if (yield from take_place(ledger, req, queue, place)) and not place.told:
                             place.told = True
                             tell(req, last, on_wait)
-                        out = yield Call(settle, (ledger, req, queue, place.ticket, attempt, gate, me), undo_grant)
+                        out = yield Call(settle, (ledger, req, queue, place, attempt, gate, me), undo_grant)
                     if isinstance(out, Allocation):
                         return out  # (its ticket, if any, given back by settle, in the same step)
                     last = out
@@ -711,31 +711,37 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
         # Timed out, refused, cancelled, interrupted: the ticket is given back
         # in a step of its own (on a server, a round trip: in the driver's
         # thread, not on an event loop), then the exception goes on.
-        given = place.ticket  # (kept in place until given back: leaving twice leaves once)
-        if given is not None:
+        if place.ticket is not None:
             try:
-                yield Call(queue.leave, (given,), _nothing)
+                yield Call(leave, (queue, place), _nothing)
             finally:
-                queue.leave(given)  # (nothing if the step ran: the generator was closed meanwhile)
+                leave(queue, place)  # (nothing if the step ran: the generator was closed meanwhile)
         raise
     finally:
-        queue.leave(place.ticket)  # first: the next waiter may go on
+        leave(queue, place)  # first: the next waiter may go on
         if place.watch is not None:
             place.watch.give_back(ledger)
 
 
 class Place:
     """A waiter's place in the queue: its ``ticket`` (``None``: none yet,
-    or a store without a queue), the :class:`Watch` that wakes it, whether
-    it ``joined``, and whether it was ``told`` that it waits."""
+    given back, or a store without a queue), the :class:`Watch` that wakes
+    it, whether it ``joined``, and whether it was ``told`` that it waits.
+    ``lock``: held while the ticket is given back (:func:`leave`): under
+    ``AsyncLedger`` a join cancelled while it runs in a worker thread gives
+    its ticket back there (its undo) while the loop may give it back too."""
 
-    __slots__ = ("ticket", "watch", "joined", "told")
+    __slots__ = ("ticket", "watch", "joined", "told", "lock")
 
     def __init__(self) -> None:
         self.ticket: Ticket | None = None
         self.watch: Watch | None = None
         self.joined = False
         self.told = False
+        # Re-entrant: an exception raised between a 'with' block's end and its
+        # __exit__ (a tracer's can be: tests/test_signals_forks.py) leaves it
+        # held, which must not stop this thread's next leave.
+        self.lock = threading.RLock()
 
 
 def take_place(ledger: Any, req: Request, queue: Queue, place: Place) -> Generator[Call, Any, bool]:
@@ -750,8 +756,7 @@ def take_place(ledger: Any, req: Request, queue: Queue, place: Place) -> Generat
             place.watch.give_back(ledger)
             place.watch = None
         place.joined = False
-        yield Call(queue.leave, (place.ticket,), _nothing)
-        place.ticket = None
+        yield Call(leave, (queue, place), _nothing)
     if place.joined:
         return False
     yield Call(join, (queue, req, place), functools.partial(leave, queue, place))
@@ -769,10 +774,13 @@ def join(queue: Queue, req: Request, place: Place) -> None:
 
 
 def leave(queue: Queue, place: Place, _result: Any = None) -> None:
-    """Give back the ticket in ``place`` (the undo of :func:`join` for a
-    driver cancelled while it ran)."""
-    queue.leave(place.ticket)  # (then forgotten: leaving twice leaves once)
-    place.ticket = None
+    """A step (and the undo of :func:`join` for a driver cancelled while it
+    ran): give back the ticket in ``place``, if any, once; it stays there
+    until given back (an exception on the way leaves it to the next call)."""
+    with place.lock:
+        if place.ticket is not None:
+            queue.leave(place.ticket)
+            place.ticket = None
 
 
 def tell(req: Request, blocked: Blocked, on_wait: Callable[[str, Refused | None], object] | None) -> None:
@@ -823,19 +831,20 @@ class Outage:
         self.pause = OUTAGE_FIRST_PAUSE
 
 
-def settle(ledger: Any, req: Request, queue: Queue, ticket: Ticket | None,
+def settle(ledger: Any, req: Request, queue: Queue, place: Place,
            attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any) -> Allocation | Blocked:
-    """:func:`one_round` for the waiter holding ``ticket``; once granted,
-    the ticket is given back in the same step (the next waiter may go on),
-    so that its round trip on a server runs where the step runs (a worker
+    """:func:`one_round` for the waiter in ``place``; once granted, its
+    ticket is given back in the same step (the next waiter may go on), so
+    that its round trip on a server runs where the step runs (a worker
     thread under ``AsyncLedger``), not on an event loop.
 
     Raises:
         as :func:`one_round`.
     """
+    ticket = place.ticket
     out = one_round(ledger, req, queue, ticket.number if ticket is not None else None, attempt, gate, me)
     if isinstance(out, Allocation):
-        queue.leave(ticket)
+        leave(queue, place)
     return out
 
 
