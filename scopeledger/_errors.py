@@ -203,6 +203,8 @@ class WaitTimeout(Refused, TimeoutError):
             waiter (first come, first served).
         in_the_way: ``tuple[str, ...]``: the holders (or, behind an earlier
             waiter, the waiters' holder names) it was waiting for.
+        reason: ``str``: why it was still waiting, as the message ends
+            (the refusal's message, or which earlier waiter it stood behind).
     """
 
     def __init__(self, name: str, waited: float, refusal: Refused | None, in_the_way: tuple[str, ...],
@@ -211,6 +213,7 @@ class WaitTimeout(Refused, TimeoutError):
         self.waited = waited
         self.refusal = refusal
         self.in_the_way = in_the_way
+        self.reason = reason
         super().__init__(f"timed out after {waited:g}s waiting for the scope of '{name}': {reason}")
 
 

@@ -37,7 +37,6 @@ import errno
 import fcntl
 import logging
 import os
-import secrets
 import threading
 from typing import Any
 
@@ -143,38 +142,46 @@ class FileTickets:
             fd = os.open(self.dir, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
             src = f"/proc/self/fd/{fd}"
         except (OSError, AttributeError):
-            tmp = src = os.path.join(self.dir, f".tmp-{os.getpid()}-{secrets.token_hex(6)}")
+            tmp = src = os.path.join(self.dir, f".tmp-{os.getpid()}-{os.urandom(6).hex()}")  # (not secrets: OpenSSL)
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O, 0o600)
+        # An exception at any point (a signal handler's) before the ticket is
+        # returned closes its descriptor (its lock goes with it): nothing
+        # after the return (no finally) can strand a live ticket.
+        path = None
         try:
             dirfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | _O)
+            try:
+                os.fchmod(fd, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, request)
+                number = max((n for n, _ in self._numbers()), default=0) + 1
+                while True:
+                    try:
+                        # linkat(AT_SYMLINK_FOLLOW): /proc/self/fd/N to the unnamed file (CPython
+                        # calls linkat, which follows, only with a dir_fd).
+                        os.link(src, f"{number:016d}", dst_dir_fd=dirfd, follow_symlinks=True)
+                        path = os.path.join(self.dir, f"{number:016d}")
+                        break
+                    except FileExistsError:
+                        number += 1
+            finally:
+                os.close(dirfd)
+                if tmp is not None:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+            _ticket_fds.add(fd)
+            return FileTicket(number, fd, path)
         except BaseException:
-            os.close(fd)
-            raise
-        try:
-            os.fchmod(fd, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, request)
-            number = max((n for n, _ in self._numbers()), default=0) + 1
-            while True:
-                path = os.path.join(self.dir, f"{number:016d}")
+            _ticket_fds.discard(fd)
+            if path is not None:  # (linked: taken out again; else dead, and removed by whoever meets it)
                 try:
-                    # linkat(AT_SYMLINK_FOLLOW): /proc/self/fd/N to the unnamed file (CPython
-                    # calls linkat, which follows, only with a dir_fd).
-                    os.link(src, os.path.basename(path), dst_dir_fd=dirfd, follow_symlinks=True)
-                    _ticket_fds.add(fd)
-                    return FileTicket(number, fd, path)
-                except FileExistsError:
-                    number += 1
-        except BaseException:
-            os.close(fd)
-            raise
-        finally:
-            os.close(dirfd)
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
+                    os.unlink(path)
                 except OSError:
                     pass
+            os.close(fd)
+            raise
 
     def leave(self, ticket: Any) -> None:
         """Remove the ticket (its file, then its lock)."""

@@ -1522,7 +1522,8 @@ class Ledger:
 
     def register(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
                  *, socket: str | None = None, wait: float = 0, note: str | None = None,
-                 advisory: bool = False, ttl: float | None = None, lease_only: bool = False) -> Allocation:
+                 advisory: bool = False, ttl: float | None = None, lease_only: bool = False,
+                 on_wait: Callable[[str, Refused | None], object] | None = None) -> Allocation:
         """Register a top-level holder.
 
         Args:
@@ -1537,7 +1538,12 @@ class Ledger:
                 default) refuses at once. Waiters are served first come,
                 first served (``scopeledger._wait``: its docstring says
                 how); woken when the log changes or a holder's process in
-                the way exits. With ``advisory=True`` nothing is waited
+                the way exits. On PostgreSQL a waiter rides out the
+                server being unreachable (``StoreUnavailable``: a restart,
+                a broken link), trying again with a backoff of 0.05 s
+                doubling to 1 s, with one warning logged, until its
+                deadline, and joins the queue again at its end (see
+                ``Raises``). With ``advisory=True`` nothing is waited
                 for (see ``advisory``).
             note: why the scope is asked for, in the requester's words
                 (``str``, at most 4096 characters), recorded with the grant
@@ -1570,6 +1576,20 @@ class Ledger:
                 (its process, ``pid``, is recorded as who asked but not
                 judged); without it a leased holder is bound to both (dead
                 when either says so).
+            on_wait: with ``wait``, called once, in the calling thread,
+                when the request starts waiting (refused by holders in the
+                way, or standing behind an earlier waiter, and in the
+                waiters' queue), as ``on_wait(reason, refusal)``:
+                ``reason`` (``str``) says why it waits (as
+                :class:`WaitTimeout` would), ``refusal`` is the
+                :class:`ScopeConflict` or :class:`DelegationError` met, or
+                ``None`` behind an earlier waiter. It takes the place of
+                the ``INFO`` record ``holder 'NAME' waits ... for its
+                scope: ...`` logged without it (a program that tells its
+                user itself: ``ledger run``'s notice). Not called when the
+                request is granted (or refused for good) without waiting.
+                What it raises ends the wait (nothing is granted; the
+                exception goes on). ``None`` (the default): the log record.
 
         Returns:
             The :class:`Allocation`; its ``token`` is the granting seq.
@@ -1591,10 +1611,14 @@ class Ledger:
                 first. The refusal is recorded once.
             WaitTimeout: with ``wait`` (and not ``advisory``), not granted
                 within ``wait`` seconds (it is never granted afterwards).
+            StoreUnavailable: (PostgreSQL) the server cannot be reached;
+                with ``wait``, only when it still could not be reached when
+                the deadline passed (nothing is granted afterwards). An
+                :class:`InDoubt` append is never tried again: it is raised.
             TypeError, ValueError: ``wait`` is not ``math.inf`` or a number
                 of seconds from 0 to 1e9 (the message names it); ``note``
                 is not a ``str`` of at most 4096 characters that UTF-8 can
-                encode.
+                encode; ``on_wait`` is neither ``None`` nor callable.
             InvalidArgument: ``advisory`` is not a ``bool``.
             InvalidLease: ``ttl`` is not a number of seconds from 0.1 to
                 10**9 (the message names it); ``lease_only`` without ``ttl``.
@@ -1602,8 +1626,10 @@ class Ledger:
         if advisory is not False:
             check_advisory(advisory)
             check_wait(wait)  # an advisory request never waits; a bad wait is still refused
+        if on_wait is not None:
+            check_callable("on_wait", on_wait)
         if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
-            return self._register_waiting(name, rules, pid, socket, wait, note, ttl, lease_only)
+            return self._register_waiting(name, rules, pid, socket, wait, note, ttl, lease_only, on_wait)
         written: list[Any] = []
         try:
             return self._register(name, rules, pid, socket, written, None, note, advisory, ttl=ttl,
@@ -1613,23 +1639,36 @@ class Ledger:
             raise
 
     def _register_waiting(self, name: str, rules: Any, pid: int | None, socket: str | None, wait: Any,
-                          note: str | None, ttl: Any, lease_only: Any) -> Allocation:
+                          note: str | None, ttl: Any, lease_only: Any,
+                          on_wait: Callable[[str, Refused | None], object] | None) -> Allocation:
         """:meth:`register` with ``wait`` (a method of its own: variables its
         lambdas use would be cells, made in every call of ``register``)."""
         from ._wait import wait_for_grant, Request
 
         req = Request.of(self, name, rules, None, None, wait)
-        return wait_for_grant(self, req, register_attempt(self, name, rules, pid, socket, note, False, ttl,
-                                                          lease_only), self._log.tickets())
+        written: list[Any] = []  # the last attempt's grant, once it is being written
+        try:
+            return wait_for_grant(self, req, register_attempt(self, name, rules, pid, socket, note, False, ttl,
+                                                              lease_only, written), self._log.tickets(), on_wait)
+        except BaseException:
+            self._withdraw(written)  # granted, then interrupted before this call returned it
+            raise
 
-    def _attempt(self, grant: Callable[[list[Any]], Allocation]) -> Allocation:
+    def _attempt(self, grant: Callable[[list[Any]], Allocation], written: list[Any] | None = None) -> Allocation:
         """``grant(written)``, withdrawing a grant whose call raised after
-        its line was written (as :meth:`register` does)."""
-        written: list[Any] = []
+        its line was written (as :meth:`register` does). ``written``: a
+        list the caller keeps (emptied first), which holds the grant being
+        written, and still holds it once this returned: so that a waiting
+        call interrupted after this attempt returned withdraws it too."""
+        if written is None:
+            written = []
+        else:
+            written.clear()
         try:
             return grant(written)
         except BaseException:
             self._withdraw(written)
+            written.clear()  # (withdrawn, or not recorded: nothing for the caller to withdraw again)
             raise
 
     def _register(self, name: str, rules: Any, pid: int | None, socket: str | None,
@@ -1656,7 +1695,8 @@ class Ledger:
                  pid: int | None = None, *, reserved: bool = False,
                  socket: str | None = None, parent_token: int | None = None,
                  wait: float = 0, note: str | None = None, advisory: bool = False, ttl: float | None = None,
-                 lease_only: bool = False) -> Allocation:
+                 lease_only: bool = False,
+                 on_wait: Callable[[str, Refused | None], object] | None = None) -> Allocation:
         """Delegate part of ``parent``'s effective scope to a new holder.
 
         Every rule must be fully covered by one of the parent's rules
@@ -1686,24 +1726,29 @@ class Ledger:
                 says); a rule outside the parent's scope is still refused.
             ttl, lease_only: as :meth:`register` (a child's lease is its
                 own: the parent's does not renew it).
+            on_wait: as :meth:`register`.
 
         Raises:
             UnknownHolder: ``parent`` is not live, or is live with another
                 grant than ``parent_token`` (the message says which).
             DelegationError: a rule is outside the parent's effective scope
                 or overlaps a sibling's write rule.
-            WaitTimeout: as :meth:`register` (never with ``advisory``).
+            WaitTimeout, StoreUnavailable: as :meth:`register` (never
+                ``WaitTimeout`` with ``advisory``).
             InvalidHolderName: ``parent`` or ``child`` is not a holder name.
             TypeError: ``reserved`` is not a ``bool``; ``parent_token`` is
-                neither an ``int`` nor ``None``.
+                neither an ``int`` nor ``None``; ``on_wait`` is neither
+                ``None`` nor callable.
             DuplicateHolder, InvalidScope, InvalidProcess, InvalidArgument, InvalidLease: as register.
         """
         if advisory is not False:
             check_advisory(advisory)
             check_wait(wait)  # an advisory request never waits; a bad wait is still refused
+        if on_wait is not None:
+            check_callable("on_wait", on_wait)
         if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
             return self._delegate_waiting(parent, child, rules, pid, reserved, socket, parent_token, wait,
-                                          note, ttl, lease_only)
+                                          note, ttl, lease_only, on_wait)
         written: list[Any] = []
         try:
             return self._delegate(parent, child, rules, pid, reserved, socket, parent_token, written, None, note,
@@ -1714,14 +1759,20 @@ class Ledger:
 
     def _delegate_waiting(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
                           socket: str | None, parent_token: int | None, wait: Any, note: str | None,
-                          ttl: Any, lease_only: Any) -> Allocation:
+                          ttl: Any, lease_only: Any,
+                          on_wait: Callable[[str, Refused | None], object] | None) -> Allocation:
         """:meth:`delegate` with ``wait`` (as :meth:`_register_waiting`)."""
         from ._wait import wait_for_grant, Request
 
         req = Request.of(self, child, rules, parent, parent_token, wait)
-        return wait_for_grant(self, req, delegate_attempt(self, parent, child, rules, pid, reserved, socket,
-                                                          parent_token, note, False, ttl, lease_only),
-                              self._log.tickets())
+        written: list[Any] = []
+        try:
+            return wait_for_grant(self, req, delegate_attempt(self, parent, child, rules, pid, reserved, socket,
+                                                              parent_token, note, False, ttl, lease_only, written),
+                                  self._log.tickets(), on_wait)
+        except BaseException:
+            self._withdraw(written)
+            raise
 
     def _delegate(self, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
                   socket: str | None, parent_token: int | None, written: list[Any],
@@ -2213,7 +2264,8 @@ class Ledger:
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None,
              *, parent: str | None = None, socket: str | None = None,
              parent_token: int | None = None, wait: float = 0, note: str | None = None,
-             advisory: bool = False, ttl: float | None = None, lease_only: bool = False) -> "Hold":
+             advisory: bool = False, ttl: float | None = None, lease_only: bool = False,
+             on_wait: Callable[[str, Refused | None], object] | None = None) -> "Hold":
         """Register (or, with ``parent``, delegate) now and return a guard
         that releases the allocation when the ``with`` block ends (also on
         an exception), when the guard is garbage collected (with a
@@ -2221,7 +2273,7 @@ class Ledger:
         whichever comes first. ``with ledger.hold(...) as alloc``
         binds the :class:`Allocation`. ``parent_token``: as
         :meth:`delegate` (a ``TypeError`` without ``parent``). ``wait``,
-        ``note``, ``advisory``, ``ttl``, ``lease_only``: as :meth:`register`
+        ``note``, ``advisory``, ``ttl``, ``lease_only``, ``on_wait``: as :meth:`register`
         (an advisory hold is granted at once, its conflicts recorded,
         whatever ``wait`` says; the guard does not renew a lease:
         :meth:`keep_renewed` does).
@@ -2234,15 +2286,17 @@ class Ledger:
         if advisory is not False:
             check_advisory(advisory)
             check_wait(wait)  # an advisory request never waits; a bad wait is still refused
+        if on_wait is not None:
+            check_callable("on_wait", on_wait)
         written: list[Any] = []
         guard = None
         alloc = None
         try:
             if asks_to_wait(wait) and not advisory:
                 alloc = (self.register(name, rules, pid, socket=socket, wait=wait, note=note, ttl=ttl,
-                                       lease_only=lease_only) if parent is None
+                                       lease_only=lease_only, on_wait=on_wait) if parent is None
                          else self.delegate(parent, name, rules, pid, socket=socket, parent_token=parent_token,
-                                            wait=wait, note=note, ttl=ttl, lease_only=lease_only))
+                                            wait=wait, note=note, ttl=ttl, lease_only=lease_only, on_wait=on_wait))
             elif parent is None:
                 alloc = self._register(name, rules, pid, socket, written, None, note, advisory, ttl=ttl,
                                        lease_only=lease_only)
@@ -2741,22 +2795,26 @@ def tickets_of(ledger: Ledger) -> "Tickets | None":
 
 def register_attempt(ledger: Ledger, name: str, rules: Any, pid: int | None, socket: str | None,
                      note: str | None, advisory: bool, ttl: Any,
-                     lease_only: Any) -> Callable[[Callable[[], None]], Allocation]:
+                     lease_only: Any, written: list[Any] | None = None) -> Callable[[Callable[[], None]], Allocation]:
     """What a waiter for :meth:`Ledger.register` tries each time it may be
     granted (``attempt(commit)``: ``commit`` is called under the lock just
     before the grant is recorded; ``_wait.waiting``), for the blocking and
-    the asyncio callers (``_async``). Package-internal: not in ``__all__``."""
-    return lambda commit: ledger._attempt(lambda written: ledger._register(
-        name, rules, pid, socket, written, commit, note, advisory, ttl=ttl, lease_only=lease_only))
+    the asyncio callers (``_async``). ``written``: the caller's list that
+    holds the grant being written (:meth:`Ledger._attempt`), to withdraw it
+    if the wait is interrupted after the attempt returned. Package-internal:
+    not in ``__all__``."""
+    return lambda commit: ledger._attempt(lambda w: ledger._register(
+        name, rules, pid, socket, w, commit, note, advisory, ttl=ttl, lease_only=lease_only), written)
 
 
 def delegate_attempt(ledger: Ledger, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
                      socket: str | None, parent_token: int | None, note: str | None, advisory: bool,
-                     ttl: Any, lease_only: Any) -> Callable[[Callable[[], None]], Allocation]:
+                     ttl: Any, lease_only: Any,
+                     written: list[Any] | None = None) -> Callable[[Callable[[], None]], Allocation]:
     """:func:`register_attempt` for :meth:`Ledger.delegate`."""
-    return lambda commit: ledger._attempt(lambda written: ledger._delegate(
-        parent, child, rules, pid, reserved, socket, parent_token, written, commit, note, advisory, ttl=ttl,
-        lease_only=lease_only))
+    return lambda commit: ledger._attempt(lambda w: ledger._delegate(
+        parent, child, rules, pid, reserved, socket, parent_token, w, commit, note, advisory, ttl=ttl,
+        lease_only=lease_only), written)
 
 
 def _open_store(where: str, *, create: bool, readonly: bool, fsync: bool = False,

@@ -67,11 +67,37 @@ on a network file system or without inotify, a look every 10 ms); on
 PostgreSQL: LISTEN on the ticket's connection (appends and tickets
 leaving are notified); on a store without a queue, ``LogStore.wait``.
 
+**Telling the caller.** Once a waiter is in the queue it says so, once: an
+``INFO`` record (``holder 'NAME' waits ... for its scope: REASON``), or,
+when the caller gave ``on_wait``, ``on_wait(reason, refusal)`` instead
+(``ledger run`` prints its own notice so).
+
+**Through an outage.** A step that raises ``StoreUnavailable`` (a server
+that cannot be reached: a restart, a broken link; by its contract nothing
+was recorded) is tried again after a pause (:class:`Outage`: 0.05 s,
+doubling to 1 s, within 20 % at random), with one warning per outage
+naming the error; a ticket that lost its place meanwhile (on PostgreSQL
+its connection broke with the server, and its lock with it) joins again,
+at the end of the queue, once the server answers: a restart loses every
+waiter's place, and they line up again in the order they come back. If the
+deadline passes while the store still cannot be reached, the waiter raises
+that ``StoreUnavailable`` (the cause), not a ``WaitTimeout``: it could not
+tell whether the scope was free. ``InDoubt`` (an append whose outcome the
+break left unknown) is not a ``StoreUnavailable`` and is raised at once.
+The deadline is looked at between steps: a step that hangs (a connection
+to a host that drops packets: libpq's ``connect_timeout``, none by
+default) can outlast it.
+
 **A timed-out or cancelled wait is never granted afterwards.** The last
 check before a waiter's grant is written runs under the ledger's lock
 (:meth:`Gate.commit`): past the deadline, or once cancelled, nothing is
 written. A grant decided before the cancellation is returned by the call
-that was cancelled; its canceller releases it (AsyncLedger does).
+that was cancelled; its canceller releases it (AsyncLedger does). A
+blocking call interrupted (a signal handler's exception) after its grant
+was written withdraws it (``Ledger._register_waiting``: the attempt's
+``written``), and a ticket is put in the waiter's place by the step that
+takes it, so that an exception at any point gives it back
+(``tests/test_signals_forks.py``).
 
 Sources: the ticket queue is the classic ticket lock / the "lock" recipe of
 ZooKeeper and etcd (a waiter queues by a sequence number and watches its
@@ -92,16 +118,21 @@ import time
 import weakref
 from typing import Any, Callable, Generator
 
-import attrs
 import orjson
 
 from ._arguments import check_wait
-from ._errors import DelegationError, Refused, ScopeConflict, UnknownHolder, WaitTimeout, shown
+from ._errors import DelegationError, Refused, ScopeConflict, StoreUnavailable, UnknownHolder, WaitTimeout, shown
 from ._fold import Allocation
 from ._logstore import RECHECK_SECONDS, Ticket, Tickets, Wakeup
 from ._rules import Permission, ScopeRule, check_name, conflicts, rule_from_log
 
 log = logging.getLogger("scopeledger")
+
+#: A waiter that cannot reach its store (``StoreUnavailable``) looks again
+#: after this many seconds, doubling each time up to
+#: :data:`OUTAGE_LONGEST_PAUSE` (:class:`Outage`).
+OUTAGE_FIRST_PAUSE = 0.05
+OUTAGE_LONGEST_PAUSE = 1.0
 
 
 def waitable(err: BaseException) -> bool:
@@ -152,16 +183,21 @@ class Gate:
             self.cancelled = True
 
 
-@attrs.frozen
 class Request:
     """A waiting request: the holder name, its rules as the ledger records
-    them, the parent (a delegation) and its token, the seconds to wait."""
+    them, the parent (a delegation) and its token, the seconds to wait.
+    (This module's values are plain classes, not attrs ones: making five
+    attrs classes cost a waiting ``ledger run`` 1.7 ms at start-up.)"""
 
-    name: str
-    rules: tuple[ScopeRule, ...]
-    parent: str | None
-    parent_token: int | None
-    wait: float
+    __slots__ = ("name", "rules", "parent", "parent_token", "wait")
+
+    def __init__(self, name: str, rules: tuple[ScopeRule, ...], parent: str | None, parent_token: int | None,
+                 wait: float) -> None:
+        self.name = name
+        self.rules = rules
+        self.parent = parent
+        self.parent_token = parent_token
+        self.wait = wait
 
     @classmethod
     def of(cls, ledger: Any, name: Any, rules: Any, parent: Any, parent_token: Any, wait: Any) -> "Request":
@@ -187,14 +223,16 @@ class Request:
                              "rules": [r.to_json() for r in self.rules]})
 
 
-@attrs.frozen
 class Waiter:
     """A ticket read from the queue: its number, holder name, pid, write rules."""
 
-    number: int
-    name: str
-    pid: int
-    writes: tuple[ScopeRule, ...]
+    __slots__ = ("number", "name", "pid", "writes")
+
+    def __init__(self, number: int, name: str, pid: int, writes: tuple[ScopeRule, ...]) -> None:
+        self.number = number
+        self.name = name
+        self.pid = pid
+        self.writes = writes
 
 
 def _contend(a: tuple[ScopeRule, ...] | list[ScopeRule], b: tuple[ScopeRule, ...] | list[ScopeRule]) -> bool:
@@ -278,17 +316,20 @@ class Queue:
         return []
 
 
-@attrs.frozen
 class Blocked:
     """Why a waiter is still waiting: the refusal it met (or ``None``,
     behind an earlier waiter: ``behind`` is its ticket number), who is in
     the way, and pids to watch."""
 
-    refusal: Refused | None
-    in_the_way: tuple[str, ...]
-    reason: str
-    pids: tuple[int, ...]
-    behind: int | None = None
+    __slots__ = ("refusal", "in_the_way", "reason", "pids", "behind")
+
+    def __init__(self, refusal: Refused | None, in_the_way: tuple[str, ...], reason: str, pids: tuple[int, ...],
+                 behind: int | None = None) -> None:
+        self.refusal = refusal
+        self.in_the_way = in_the_way
+        self.reason = reason
+        self.pids = pids
+        self.behind = behind
 
 
 def line_writes(ledger: Any, parent: str | None) -> list[ScopeRule]:
@@ -494,6 +535,21 @@ class Watch:
         waiter (``Tickets.watch``)."""
         return cls(ledger, queue, ticket)
 
+    @classmethod
+    def timer(cls, queue: Queue) -> "Watch":
+        """A watch that wakes for nothing (no source, no pidfds, no store
+        wait): a :class:`Sleep` on it is a plain pause (a waiter's between
+        looks while its store cannot be reached)."""
+        w = cls.__new__(cls)
+        w.pidfds = {}
+        w.watch_log = False
+        w.behind = None
+        w.queue = queue
+        w.source = None
+        w.ledger = None
+        w.period = math.inf
+        return w
+
     def give_back(self, ledger: Any = None) -> None:
         """Done: the pidfds closed, the source given back to the queue
         (kept for the next waiter, or closed)."""
@@ -551,31 +607,36 @@ def release_grant(ledger: Any, out: Any) -> None:
             pass
 
 
-@attrs.frozen
 class Call:
     """A step of :func:`waiting` that may block on the ledger's lock or the
     file system: ``fn(*args)``. ``undo(result)``: what a driver cancelled
     while the call runs does with its result once the call returns (a
     blocking driver cannot be cancelled there and ignores it)."""
 
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    undo: Callable[[Any], None]
+    __slots__ = ("fn", "args", "undo")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], undo: Callable[[Any], None]) -> None:
+        self.fn = fn
+        self.args = args
+        self.undo = undo
 
 
-@attrs.frozen
 class Sleep:
     """A step of :func:`waiting`: sleep at most ``seconds`` (``float``,
     ``math.inf``: no deadline) on ``watch`` (:meth:`Watch.wait`), waking
     for what matters to ticket number ``mine``."""
 
-    watch: Watch
-    seconds: float
-    mine: int | None
+    __slots__ = ("watch", "seconds", "mine")
+
+    def __init__(self, watch: "Watch", seconds: float, mine: int | None) -> None:
+        self.watch = watch
+        self.seconds = seconds
+        self.mine = mine
 
 
 def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation], gate: Gate,
-            me: Any, tickets: Tickets | None) -> Generator[Call | Sleep, Any, Allocation]:
+            me: Any, tickets: Tickets | None, on_wait: Callable[[str, Refused | None], object] | None = None,
+            ) -> Generator[Call | Sleep, Any, Allocation]:
     """The waiting loop, written once for the blocking caller
     (:func:`wait_for_grant`) and the asyncio one (``AsyncLedger``): ask;
     while refused by holders in the way (or behind earlier waiters), wait in
@@ -590,57 +651,68 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
     wait that timed out or was cancelled (``gate.cancel()``) is never
     granted afterwards.
 
+    A step that raises :class:`StoreUnavailable` (the server cannot be
+    reached: nothing was recorded) is tried again after a pause
+    (:class:`Outage`: 0.05 s doubling to 1 s), with one warning per outage;
+    a ticket that lost its place meanwhile joins the queue again, at its
+    end. :class:`InDoubt` (an append whose outcome is unknown) is not a
+    ``StoreUnavailable``: it is raised.
+
     ``attempt(commit)`` asks the ledger once, calling ``commit()`` under the
     lock just before the grant is built (``Ledger.register`` passes it).
     ``me``: this process's identity (:func:`whoami`), to tell which holders
     in the way have a pidfd here. ``tickets``: the ledger's queue, its
-    store's ``tickets()`` (``None``: none).
+    store's ``tickets()`` (``None``: none). ``on_wait(reason, refusal)``:
+    called once the request waits (in the queue), instead of the ``INFO``
+    notice (:func:`notice`); ``None``: the notice.
 
     Raises:
         WaitTimeout: not granted by the deadline (never granted afterwards).
+        StoreUnavailable: the server still could not be reached when the
+            deadline passed (the last such error; never granted afterwards).
         Refused: a refusal that cannot clear by waiting (a ``DuplicateHolder``,
             a ``DelegationError`` not naming a sibling, ...).
         UnknownHolder: the parent is gone (or granted again).
+        whatever ``on_wait`` raises.
     """
     deadline = gate.deadline
     queue = queue_of(ledger, tickets)
     undo_grant = functools.partial(release_grant, ledger)
-    try:
-        out = yield Call(first_attempt, (ledger, req, queue, attempt, gate, me), undo_grant)
-    except GaveUp:
-        raise timed_out(req, None) from None
-    if isinstance(out, Allocation):
-        return out
-    last = out
-    ticket = None
-    watch = None
+    outage = Outage(req.name, deadline)
+    place = Place()
+    last: Blocked | None = None  # (None: not asked yet)
     try:
         try:
-            ticket = yield Call(queue.join, (req,), queue.leave)
-            watch = Watch.take(ledger, queue, ticket)
-            notice(req, last)
             while True:
                 if deadline is not None and time.monotonic() >= deadline:
+                    if outage.error is not None:
+                        raise outage.error  # the deadline passed while the server could not be reached
                     raise timed_out(req, last)
-                if queue.lost(ticket):  # its place is gone (a server connection broke): to the end
-                    log.info("holder '%s' lost its place in the waiters' queue (ticket %d: its connection "
-                             "broke) and joins again", req.name, ticket.number if ticket is not None else 0)
-                    watch.give_back(ledger)
-                    watch = None
-                    lost, ticket = ticket, None
-                    yield Call(queue.leave, (lost,), _nothing)
-                    ticket = yield Call(queue.join, (req,), queue.leave)
-                    watch = Watch.take(ledger, queue, ticket)
-                mine = ticket.number if ticket is not None else None
-                out = yield Call(settle, (ledger, req, queue, ticket, attempt, gate, me), undo_grant)
-                if isinstance(out, Allocation):
-                    return out  # (its ticket given back by settle, in the same step)
-                last = out
-                watch.arm(out.pids, log_too=out.refusal is not None, behind=out.behind)
-                remaining = math.inf if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
-                    raise timed_out(req, last)
-                yield Sleep(watch, remaining, mine)
+                try:
+                    if last is None:  # not in the queue yet: ask as a request without wait does
+                        out = yield Call(first_attempt, (ledger, req, queue, attempt, gate, me), undo_grant)
+                    else:
+                        if (yield from take_place(ledger, req, queue, place)) and not place.told:
+                            place.told = True
+                            tell(req, last, on_wait)
+                        out = yield Call(settle, (ledger, req, queue, place, attempt, gate, me), undo_grant)
+                    if isinstance(out, Allocation):
+                        return out  # (its ticket, if any, given back by settle, in the same step)
+                    last = out
+                    outage.over()
+                    watch = place.watch
+                    if watch is None:
+                        continue  # refused before joining: join, and look again
+                    watch.arm(out.pids, log_too=out.refusal is not None, behind=out.behind)
+                    remaining = math.inf if deadline is None else deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise timed_out(req, last)
+                    yield Sleep(watch, remaining, place.ticket.number if place.ticket is not None else None)
+                except StoreUnavailable as exc:
+                    # Nothing was recorded: look again once the server answers
+                    # (until the deadline), the ticket joining again if it lost
+                    # its place meanwhile.
+                    yield Sleep(Watch.timer(queue), outage.failed(exc), None)
         except GaveUp:
             raise timed_out(req, last) from None
     except GeneratorExit:
@@ -649,32 +721,140 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
         # Timed out, refused, cancelled, interrupted: the ticket is given back
         # in a step of its own (on a server, a round trip: in the driver's
         # thread, not on an event loop), then the exception goes on.
-        given, ticket = ticket, None
-        if given is not None:
+        if place.ticket is not None:
             try:
-                yield Call(queue.leave, (given,), _nothing)
+                yield Call(leave, (queue, place), _nothing)
             finally:
-                queue.leave(given)  # (nothing if the step ran: the generator was closed meanwhile)
+                leave(queue, place)  # (nothing if the step ran: the generator was closed meanwhile)
         raise
     finally:
-        queue.leave(ticket)  # first: the next waiter may go on
-        if watch is not None:
-            watch.give_back(ledger)
+        leave(queue, place)  # first: the next waiter may go on
+        if place.watch is not None:
+            place.watch.give_back(ledger)
 
 
-def settle(ledger: Any, req: Request, queue: Queue, ticket: Ticket | None,
+class Place:
+    """A waiter's place in the queue: its ``ticket`` (``None``: none yet,
+    given back, or a store without a queue), the :class:`Watch` that wakes
+    it, whether it ``joined``, and whether it was ``told`` that it waits.
+    ``lock``: held while the ticket is given back (:func:`leave`): under
+    ``AsyncLedger`` a join cancelled while it runs in a worker thread gives
+    its ticket back there (its undo) while the loop may give it back too."""
+
+    __slots__ = ("ticket", "watch", "joined", "told", "lock")
+
+    def __init__(self) -> None:
+        self.ticket: Ticket | None = None
+        self.watch: Watch | None = None
+        self.joined = False
+        self.told = False
+        # Re-entrant: an exception raised between a 'with' block's end and its
+        # __exit__ (a tracer's can be: tests/test_signals_forks.py) leaves it
+        # held, which must not stop this thread's next leave.
+        self.lock = threading.RLock()
+
+
+def take_place(ledger: Any, req: Request, queue: Queue, place: Place) -> Generator[Call, Any, bool]:
+    """Steps of :func:`waiting`: join the queue unless ``place`` is in it;
+    one whose ticket lost its place (on PostgreSQL its connection broke,
+    and its lock with it: others may have removed the ticket) gives it back
+    and joins again, at the end. Returns whether it joined now."""
+    if place.joined and queue.lost(place.ticket):
+        log.info("holder '%s' lost its place in the waiters' queue (ticket %d: its connection broke) and "
+                 "joins again", req.name, place.ticket.number if place.ticket is not None else 0)
+        if place.watch is not None:
+            place.watch.give_back(ledger)
+            place.watch = None
+        place.joined = False
+        yield Call(leave, (queue, place), _nothing)
+    if place.joined:
+        return False
+    yield Call(join, (queue, req, place), functools.partial(leave, queue, place))
+    place.joined = True
+    place.watch = Watch.take(ledger, queue, place.ticket)
+    return True
+
+
+def join(queue: Queue, req: Request, place: Place) -> None:
+    """A step: join ``queue`` with ``req``, the ticket put in ``place``
+    by the same line (an exception, a signal handler's, cannot come
+    between the ticket's making and ``place``: whoever stops the loop gives
+    back the ticket in ``place``)."""
+    place.ticket = queue.join(req)
+
+
+def leave(queue: Queue, place: Place, _result: Any = None) -> None:
+    """A step (and the undo of :func:`join` for a driver cancelled while it
+    ran): give back the ticket in ``place``, if any, once; it stays there
+    until given back (an exception on the way leaves it to the next call)."""
+    with place.lock:
+        if place.ticket is not None:
+            queue.leave(place.ticket)
+            place.ticket = None
+
+
+def tell(req: Request, blocked: Blocked, on_wait: Callable[[str, Refused | None], object] | None) -> None:
+    """Say once that ``req`` waits: ``on_wait(reason, refusal)``, else the
+    ``INFO`` notice (:func:`notice`)."""
+    if on_wait is None:
+        notice(req, blocked)
+    else:
+        on_wait(blocked.reason, blocked.refusal)
+
+
+class Outage:
+    """A waiter's view of its store being unreachable (``StoreUnavailable``
+    from a step of :func:`waiting`): how long to pause before the next
+    look (:data:`OUTAGE_FIRST_PAUSE` seconds, doubling to
+    :data:`OUTAGE_LONGEST_PAUSE`, each within 20 % at random so that
+    waiters let go together do not all knock at once, never past
+    ``deadline``), one warning per outage, and the last error (``error``:
+    what the waiter raises if its deadline passes before the store
+    answers)."""
+
+    __slots__ = ("name", "deadline", "error", "pause")
+
+    def __init__(self, name: str, deadline: float | None) -> None:
+        self.name = name
+        self.deadline = deadline
+        self.error: StoreUnavailable | None = None
+        self.pause = OUTAGE_FIRST_PAUSE
+
+    def failed(self, exc: StoreUnavailable) -> float:
+        """A step raised ``exc``: the seconds to pause (warned once per outage)."""
+        if self.error is None:
+            until = "it is granted" if self.deadline is None else "its wait ends"
+            log.warning("holder '%s' cannot reach the ledger while it waits (%s): trying again until %s",
+                        self.name, exc, until)
+        self.error = exc
+        import random  # (here: a waiter's start-up does not pay for it)
+
+        pause = self.pause * random.uniform(0.8, 1.2)
+        self.pause = min(self.pause * 2, OUTAGE_LONGEST_PAUSE)
+        if self.deadline is not None:
+            pause = min(pause, max(0.0, self.deadline - time.monotonic()))
+        return pause
+
+    def over(self) -> None:
+        """A step went through: the store answers again."""
+        self.error = None
+        self.pause = OUTAGE_FIRST_PAUSE
+
+
+def settle(ledger: Any, req: Request, queue: Queue, place: Place,
            attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any) -> Allocation | Blocked:
-    """:func:`one_round` for the waiter holding ``ticket``; once granted,
-    the ticket is given back in the same step (the next waiter may go on),
-    so that its round trip on a server runs where the step runs (a worker
+    """:func:`one_round` for the waiter in ``place``; once granted, its
+    ticket is given back in the same step (the next waiter may go on), so
+    that its round trip on a server runs where the step runs (a worker
     thread under ``AsyncLedger``), not on an event loop.
 
     Raises:
         as :func:`one_round`.
     """
+    ticket = place.ticket
     out = one_round(ledger, req, queue, ticket.number if ticket is not None else None, attempt, gate, me)
     if isinstance(out, Allocation):
-        queue.leave(ticket)
+        leave(queue, place)
     return out
 
 
@@ -705,14 +885,15 @@ def deadline_of(req: Request) -> float | None:
 
 
 def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation],
-                   tickets: Tickets | None) -> Allocation:
+                   tickets: Tickets | None,
+                   on_wait: Callable[[str, Refused | None], object] | None = None) -> Allocation:
     """:func:`waiting`, blocking this thread; the grant. ``tickets``: the
-    ledger's queue (its store's ``tickets()``).
+    ledger's queue (its store's ``tickets()``); ``on_wait``: as :func:`waiting`.
 
     Raises:
         as :func:`waiting`.
     """
-    steps = waiting(ledger, req, attempt, Gate(deadline_of(req)), whoami(ledger), tickets)
+    steps = waiting(ledger, req, attempt, Gate(deadline_of(req)), whoami(ledger), tickets, on_wait)
     with contextlib.closing(steps):  # however this ends, the ticket is given back
         step = resume(steps)
         while not isinstance(step, Allocation):

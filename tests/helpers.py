@@ -274,3 +274,22 @@ def tree_of(tmp_path: Path) -> Path:
     for d in ("src/parser", "src/lexer", "tests", "docs"):
         (root / d).mkdir(parents=True)
     return root.resolve()
+
+
+def queued_names(led: str | os.PathLike[str]) -> list[str]:
+    """The holder names of the tickets in a ledger directory's waiters' queue
+    (``<led>/waiters/<number>``, each holding its waiter's request), in the
+    order they joined; a ticket that went away while read is skipped."""
+    d = os.path.join(led, "waiters")
+    try:
+        numbers = sorted(n for n in os.listdir(d) if n.isdigit())
+    except FileNotFoundError:
+        return []
+    out = []
+    for n in numbers:
+        try:
+            with open(os.path.join(d, n), "rb") as f:
+                out.append(json.loads(f.read())["name"])
+        except (OSError, ValueError, KeyError):
+            pass
+    return out

@@ -73,6 +73,7 @@ FORCES = [1, 0, "yes", None, [], "True"]
 REASONS = [None, "", 5, "x" * 4097, "\udc80", b"x", ["x"]]
 TTLS = [0, -1, float("nan"), float("inf"), "10", True, [1], 10**10, 1e300, 10**400, -(10**400), 1e-12, 5e-324, 0.05]
 LEASE_ONLY = [1, "yes", None, [], 1.0]  # (True without a ttl: tests/test_lease.py)
+ON_WAITS = [42, "print", True, [], b"x"]
 
 # argument -> (call(ledger, root, bad value), bad values, error, message pattern)
 CALLS = {
@@ -134,7 +135,8 @@ CALLS = {
     "renew.ttl": (lambda L, r, v: L.renew("p", 1, ttl=v), TTLS, InvalidLease, r"ttl must be"),
 }
 
-#: The three grants take ``wait``, ``note``, ``ttl`` and ``lease_only`` alike: one row per grant and argument.
+#: The three grants take ``wait``, ``note``, ``ttl``, ``lease_only`` and ``on_wait`` alike: one row per grant
+#: and argument.
 _GRANTS = {
     "register": lambda L, r, **kw: L.register("n", [W(r + "/n")], **kw),
     "delegate": lambda L, r, **kw: L.delegate("p", "c", [W(r + "/t/c")], **kw),
@@ -148,6 +150,8 @@ for _grant, _call in _GRANTS.items():
     CALLS[f"{_grant}.ttl"] = (lambda L, r, v, c=_call: c(L, r, ttl=v), TTLS, InvalidLease, r"ttl must be")
     CALLS[f"{_grant}.lease_only"] = (lambda L, r, v, c=_call: c(L, r, ttl=5, lease_only=v), LEASE_ONLY, TypeError,
                                      r"lease_only must be True or False")
+    CALLS[f"{_grant}.on_wait"] = (lambda L, r, v, c=_call: c(L, r, on_wait=v), ON_WAITS, TypeError,
+                                  r"on_wait must be None or a callable")
 
 CASES = [(arg, i) for arg, (_, bad, _, _) in CALLS.items() for i in range(len(bad))]
 

@@ -540,3 +540,196 @@ def test_hold_with_a_parent_token_but_no_parent_records_nothing(ledger, tmp_path
     with pytest.raises(TypeError, match="parent_token is given without parent"):
         ledger.hold("h", [W(str(tmp_path / "a"))], parent_token=1, wait=wait)
     assert ledger.seq == before and tickets(ledger.path) == []
+
+
+# -- on_wait: the caller is told, once, that its request waits -----------------------------
+
+
+def test_on_wait_is_told_once_when_the_request_waits_and_takes_the_notices_place(ledger, ledger_dir, tmp_path,
+                                                                                   caplog):
+    """``on_wait(reason, refusal)`` runs once, when the request starts waiting
+    (in the queue), instead of the INFO notice; the wait goes on after it
+    (here it lets the holder go: the request is granted). A request granted
+    at once never calls it."""
+    src = str(tmp_path / "src")
+    other = Ledger.open(ledger_dir)
+    try:
+        other.register("holder", [W(src)])
+        told = []
+
+        def on_wait(reason, refusal):
+            told.append((reason, refusal, tickets(ledger_dir)))
+            other.release("holder")
+
+        caplog.set_level(logging.INFO, logger="scopeledger")
+        alloc = ledger.register("w", [W(src + "/a")], wait=BOUND, on_wait=on_wait)
+        assert alloc.name == "w" and tickets(ledger_dir) == []
+        [(reason, refusal, queued)] = told
+        assert isinstance(refusal, ScopeConflict) and refusal.chain == ("holder",) and reason == str(refusal)
+        assert len(queued) == 1  # told once in the queue
+        assert not [r for r in caplog.records if "for its scope" in r.getMessage()]  # no notice besides
+        ledger.release("w")
+        with ledger.hold("h", [W(src)], wait=BOUND, on_wait=lambda *a: told.append(a)):
+            pass
+        assert ledger.register("x", [W(src)], wait=BOUND, on_wait=lambda *a: told.append(a)).name == "x"
+        assert len(told) == 1  # granted at once: not told
+    finally:
+        other.close()
+
+
+def test_on_wait_behind_an_earlier_waiter_gets_no_refusal_and_the_timeout_keeps_the_reason(
+        ledger, ledger_dir, tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    ledger.register("hold-a", [W(a)])
+    ledger.register("hold-b", [W(b)])
+    first = waiter(ledger_dir, "first", [a, b], hold_for="stdin")
+    try:
+        until(lambda: len(tickets(ledger_dir)) == 1, "first's ticket")
+        ledger.release("hold-a")
+        told = []
+        with pytest.raises(WaitTimeout) as info:
+            ledger.register("newcomer", [W(a)], wait=0.3, on_wait=lambda *args: told.append(args))
+        [(reason, refusal)] = told
+        assert refusal is None and reason.startswith(f"waiting behind 'first' (pid {first.pid}), ")
+        assert info.value.reason == reason and str(info.value).endswith(": " + reason)
+        assert grants(ledger, "newcomer") == []
+    finally:
+        ledger.release("hold-b")
+        finish(first)
+
+
+def test_what_on_wait_raises_ends_the_wait_with_nothing_granted(ledger, ledger_dir, tmp_path):
+    src = str(tmp_path / "src")
+    other = Ledger.open(ledger_dir)
+    try:
+        other.register("holder", [W(src)])
+
+        class Stop(Exception):
+            pass
+
+        def on_wait(reason, refusal):
+            other.release("holder")  # the scope is free, and stays free: nothing may take it
+            raise Stop(reason)
+
+        with pytest.raises(Stop):
+            ledger.register("w", [W(src)], wait=BOUND, on_wait=on_wait)
+        assert tickets(ledger_dir) == [] and grants(ledger, "w") == []
+        seq = ledger.seq
+        for bad in (1, "print"):
+            with pytest.raises(TypeError, match="on_wait must be None or a callable"):
+                ledger.register("w", [W(src)], wait=BOUND, on_wait=bad)
+            with pytest.raises(TypeError, match="on_wait must be None or a callable"):
+                ledger.hold("w", [W(src)], wait=BOUND, on_wait=bad)
+        assert ledger.seq == seq  # refused before anything was recorded
+    finally:
+        other.close()
+
+
+# -- a store that cannot be reached while a waiter waits (issue 15) -------------------------
+
+
+def _unreachable(n=None, then=None, error=None):
+    """A stand-in for ``Ledger.decide`` that raises ``StoreUnavailable``
+    (or ``error``) ``n`` times (``None``: for ever), calls ``then()`` at the
+    last, then decides as the ledger does. ``raised`` lists what it raised."""
+    from scopeledger import StoreUnavailable
+
+    def install(ledger, monkeypatch):
+        real = ledger.decide
+        left = [n]
+
+        def decide(*args, **kwargs):
+            if left[0] is None or left[0] > 0:
+                if left[0] is not None:
+                    left[0] -= 1
+                    if left[0] == 0 and then is not None:
+                        then()
+                exc = error if error is not None else StoreUnavailable(
+                    "postgresql://db/x", "failed to read the log: connection lost: injected")
+                decide.raised.append(exc)
+                raise exc
+            return real(*args, **kwargs)
+        decide.raised = []
+        monkeypatch.setattr(ledger, "decide", decide)
+        return decide
+    return install
+
+
+def test_a_waiter_rides_out_an_unreachable_store_with_one_warning(ledger, ledger_dir, tmp_path, caplog,
+                                                                 monkeypatch):
+    """Each look of the waiting loop raises StoreUnavailable three times (the
+    holder lets go meanwhile): the waiter looks again after a pause, warns
+    once, keeps its ticket, and is granted."""
+    src = str(tmp_path / "src")
+    other = Ledger.open(ledger_dir)
+    try:
+        other.register("holder", [W(src)])
+        decide = _unreachable(3, then=lambda: other.release("holder"))(ledger, monkeypatch)
+        caplog.set_level(logging.INFO, logger="scopeledger")
+        assert ledger.register("w", [W(src)], wait=BOUND).name == "w"
+        assert len(decide.raised) == 3
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warned == ["holder 'w' cannot reach the ledger while it waits (failed to read the log: connection "
+                          "lost: injected): trying again until its wait ends"]
+        assert not [r for r in caplog.records if "lost its place" in r.getMessage()]  # (a file ticket keeps it)
+        assert tickets(ledger_dir) == []
+    finally:
+        other.close()
+
+
+def test_an_async_waiter_rides_out_an_unreachable_store(ledger, ledger_dir, tmp_path, monkeypatch):
+    import asyncio
+
+    from scopeledger import AsyncLedger
+
+    src = str(tmp_path / "src")
+    other = Ledger.open(ledger_dir)
+    try:
+        other.register("holder", [W(src)])
+        decide = _unreachable(2, then=lambda: other.release("holder"))(ledger, monkeypatch)
+
+        async def main():
+            return await AsyncLedger(ledger).register("w", [W(src)], wait=BOUND)
+        assert asyncio.run(main()).name == "w"
+        assert len(decide.raised) == 2 and tickets(ledger_dir) == []
+    finally:
+        other.close()
+
+
+def test_a_deadline_that_passes_while_the_store_is_unreachable_raises_its_error(ledger, ledger_dir, tmp_path,
+                                                                               monkeypatch):
+    """Not a WaitTimeout: the StoreUnavailable last met (the cause); the
+    ticket is given back and nothing is granted, also once the holder let go."""
+    from scopeledger import StoreUnavailable
+
+    src = str(tmp_path / "src")
+    other = Ledger.open(ledger_dir)
+    try:
+        other.register("holder", [W(src)])
+        decide = _unreachable()(ledger, monkeypatch)
+        with pytest.raises(StoreUnavailable) as info:
+            ledger.register("w", [W(src)], wait=0.3)
+        assert not isinstance(info.value, WaitTimeout) and info.value is decide.raised[-1]
+        assert tickets(ledger_dir) == []
+        other.release("holder")
+        monkeypatch.undo()
+        assert grants(ledger, "w") == [] and ledger.holders() == []
+    finally:
+        other.close()
+
+
+def test_an_append_in_doubt_is_not_tried_again(ledger, ledger_dir, tmp_path, monkeypatch):
+    from scopeledger import InDoubt
+
+    src = str(tmp_path / "src")
+    other = Ledger.open(ledger_dir)
+    try:
+        other.register("holder", [W(src)])
+        doubt = InDoubt("postgresql://db/x", "whether seq 9 was recorded could not be found out", 9)
+        decide = _unreachable(error=doubt)(ledger, monkeypatch)
+        with pytest.raises(InDoubt) as info:
+            ledger.register("w", [W(src)], wait=BOUND)
+        assert info.value is doubt and len(decide.raised) == 1
+        assert tickets(ledger_dir) == [] and grants(ledger, "w") == []
+    finally:
+        other.close()

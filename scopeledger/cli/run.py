@@ -1,19 +1,19 @@
 """``check`` (would this request be granted now?) and ``run`` (hold a scope while a
-command runs, like flock(1)): both ask the ledger as it decides
-(:meth:`scopeledger.Ledger.decide`), ``run`` waits for news with
-:meth:`scopeledger.Ledger.wait`, forks a gated child, binds the grant to it,
-forwards signals and releases when it ends.
+command runs, like flock(1)): ``check`` asks the ledger as it decides
+(:meth:`scopeledger.Ledger.decide`); ``run`` registers (or delegates), waiting
+through the library's waiting (``wait=``: first come, first served with every
+other waiter, woken by the ledger's changes), forks a gated child, binds the
+grant to it, forwards signals and releases when it ends.
 """
 
 from __future__ import annotations
 
 import errno as errno_mod
+import math
 import os
-import random
 import re
 import signal
 import sys
-import time
 from typing import TYPE_CHECKING, Any, Sequence
 
 import click
@@ -35,11 +35,6 @@ RELEASE_WAIT_SECONDS = 10.0
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
 
-#: A waiting 'run' that sees its scope free waits up to this many seconds
-#: (at random) and checks again before asking, so that many waiters released
-#: at once do not all ask (and all but one record a refusal).
-RETRY_JITTER = 0.25
-
 #: A waiting 'run' that drops its folded state hands the freed memory back to the OS (a
 #: collection and ``malloc_trim``: several ms of CPU, most of it the collection, whatever
 #: the state's size) only when the state held at least this many live holders (about
@@ -47,17 +42,6 @@ RETRY_JITTER = 0.25
 GIVE_BACK_HOLDERS = 1000
 
 # -- check --------------------------------------------------------------------------------
-
-
-def waitable(err: BaseException) -> bool:
-    """Whether a refusal may clear by waiting: only a conflict with another
-    holder (a ScopeConflict, or a DelegationError naming a sibling). A request
-    outside the parent's scope, a taken name or a gone parent never clears."""
-    from scopeledger import DelegationError, ScopeConflict
-
-    if isinstance(err, ScopeConflict):
-        return True
-    return isinstance(err, DelegationError) and err.sibling is not None
 
 
 @click.command(cls=Command)
@@ -246,6 +230,8 @@ class _Runner:
 
     # acquisition
     def _try(self) -> None:
+        """Ask once (``-n``), with the forwarded signals blocked: a signal
+        then ends ``run`` only once the grant (or the refusal) is known."""
         old = self.block()
         try:
             if self.parent is None:
@@ -258,6 +244,66 @@ class _Runner:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         if self.advisory:
             self._warn_conflicts()
+
+    def _waiting(self, reason: str, refusal: Any) -> None:
+        """The library's ``on_wait``: the notice, once the request waits."""
+        why = message_of(refusal) if refusal is not None else reason[:1].lower() + reason[1:]
+        self.say(f"Blocking waiting for the scope: {why}")
+
+    def _try_waiting(self, wait: float) -> None:
+        """Ask, waiting up to ``wait`` seconds (``math.inf``: for ever)
+        through the library's waiting: in the ledger's queue of waiters,
+        first come first served with every other waiter (library or
+        ``run``), woken by the ledger's changes, riding out a server that
+        cannot be reached until the deadline. The forwarded signals are
+        not blocked (they must end a wait): one that arrives raises
+        :class:`_Interrupted` in the library's call, which gives its place
+        in the queue back and withdraws a grant it recorded but had not
+        returned; :meth:`_drop_unseen_grant` covers the last step, from the
+        library's return to ``self.alloc``."""
+        since = self.ledger.seq
+        logger = level = None
+        if self.quiet:  # no notice while waiting: the library's (a waiter that lost its place) neither
+            import logging
+
+            logger = logging.getLogger("scopeledger")
+            level = logger.level
+            logger.setLevel(logging.WARNING)
+        try:
+            if self.parent is None:
+                self.alloc = self.ledger.register(self.name, self.rules, advisory=self.advisory, ttl=self.ttl,
+                                                  wait=wait, on_wait=self._waiting)
+            else:
+                self.alloc = self.ledger.delegate(self.parent, self.name, self.rules,
+                                                  parent_token=self.parent_token, advisory=self.advisory,
+                                                  ttl=self.ttl, wait=wait, on_wait=self._waiting)
+        except _Interrupted:
+            if self.alloc is None:
+                self._drop_unseen_grant(since)
+            raise
+        finally:
+            if logger is not None and level is not None:
+                logger.setLevel(level)
+        if self.advisory:
+            self._warn_conflicts()
+
+    def _drop_unseen_grant(self, since: int) -> None:
+        """After a signal ended the wait: release a grant of this request
+        that the signal kept from reaching ``self.alloc`` (live under this
+        name, bound to this wrapper, granted after seq ``since``), with the
+        signals blocked. Raises nothing (what cannot be released is bound
+        to this wrapper, which is ending: reclaimable)."""
+        from scopeledger import LedgerError
+
+        old = self.block()
+        try:
+            mine = self.ledger.holder(self.name)
+            if mine.pid == self.me and mine.token > since:
+                self.ledger.release(mine.name, token=mine.token)
+        except LedgerError:
+            pass
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def _warn_conflicts(self) -> None:
         """One warning naming each conflict the advisory grant met, as its
@@ -274,78 +320,33 @@ class _Runner:
                 else:
                     self.env.err.print(safe("warning: " + message), markup=False, soft_wrap=True)
 
-    def _dry_check(self) -> Exception | None:
-        """The refusal the request would meet now (``None``: granted), as
-        ``check`` decides it (dead holders in the way count as reclaimable).
-        Records nothing.
-
-        Raises:
-            UnknownHolder: the parent is no longer live (cannot clear by waiting).
-        """
-        return self.ledger.would_grant(self.name, self.rules, parent=self.parent,
-                                       parent_token=self.parent_token)
-
     def acquire(self, wait: float | None) -> None:
         """``wait``: 0 fail at once, None for ever, else seconds.
 
-        Only a conflict with another holder is waited for (:func:`waitable`);
-        any other refusal fails at once. The first refused attempt is
-        recorded (once); after it, the request is only checked dry, and asked
-        for again when the dry check says it would be granted now.
-        """
-        from scopeledger import Refused
+        Only a conflict with another holder is waited for (the library's
+        ``wait=``: a :class:`~scopeledger.ScopeConflict`, or a
+        :class:`~scopeledger.DelegationError` naming a sibling); any other
+        refusal fails at once. A waiting request records its first refusal
+        only (none when it stands behind an earlier waiter), and its grant.
 
-        deadline = None if wait is None else time.monotonic() + wait
-        backoff = 0.05
-        noticed = False
-        last: Exception | None = None
-        while True:
-            seen = self.ledger.seq  # news after this (even during the check) ends the wait early
-            if last is None:
-                try:
-                    self._try()
-                    return
-                except Refused as exc:
-                    if not waitable(exc):
-                        raise
-                    last = exc
-            else:
-                err = self._dry_check()
-                if err is None:
-                    # Others may have seen the same opening: spread the
-                    # retries out and look again, so that only the first one
-                    # asks (a lost race would record a second refusal).
-                    time.sleep(random.uniform(0.0, RETRY_JITTER))
-                    err = self._dry_check()
-                if err is None:
-                    try:
-                        self._try()
-                        return
-                    except Refused as exc:  # taken meanwhile: rare, recorded once more
-                        if not waitable(exc):
-                            raise
-                        last = exc
-                elif not waitable(err):
-                    raise err  # cannot clear by waiting (e.g. the parent is gone)
-                else:
-                    last = err
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                if wait:
-                    raise CliError(f"timed out after {wait:g}s waiting for the scope: "
-                                   f"{message_of(last)}", EXIT_REFUSED, "refused") from last
-                raise last
-            if not noticed:
-                self.say(f"Blocking waiting for the scope: {message_of(last)}")
-                noticed = True
-            # Wait politely (no lock): until something is appended after what
-            # the check saw, or the backoff ends (a holder in the way may have
-            # died meanwhile: the dry check sees that).
-            timeout = backoff * random.uniform(0.8, 1.2)
-            if deadline is not None:
-                timeout = max(0.0, min(timeout, deadline - time.monotonic()))
-            self.ledger.wait(seen, timeout=timeout)
-            backoff = min(backoff * 2, 1.0)
+        Raises:
+            Refused: refused, and it cannot clear by waiting, or ``wait`` is 0.
+            CliError: ``wait`` seconds ran out (exit 1, kind ``refused``).
+            UnknownHolder: the parent is gone, or granted again (exit 6).
+            StoreUnavailable: (PostgreSQL) the server could not be reached,
+                and still could not when the deadline passed (exit 7).
+        """
+        if wait == 0:
+            self._try()
+            return
+        from scopeledger import WaitTimeout
+
+        try:
+            self._try_waiting(math.inf if wait is None else wait)
+        except WaitTimeout as exc:
+            why = message_of(exc.refusal) if exc.refusal is not None else exc.reason
+            raise CliError(f"timed out after {exc.waited:g}s waiting for the scope: {why}", EXIT_REFUSED,
+                           "refused") from exc
 
     def _holds_many(self) -> bool:
         """Whether the folded state has :data:`GIVE_BACK_HOLDERS` live holders or more
