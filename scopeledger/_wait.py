@@ -176,6 +176,19 @@ class Gate:
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 raise GaveUp("deadline")
 
+    def commit_first(self) -> None:
+        """:meth:`commit` for the first attempt, made as a request without
+        ``wait`` would be: only a cancellation stops it. A wait, however
+        short, is at least that one try (so ``wait=1e-9`` on a free scope is
+        granted, as ``wait=0`` is, whatever the machine's speed).
+
+        Raises:
+            GaveUp: cancelled.
+        """
+        with self._lock:
+            if self.cancelled:
+                raise GaveUp("cancelled")
+
     def cancel(self) -> None:
         """No grant after this (one that passed :meth:`commit` before is
         the cancelled call's result)."""
@@ -401,11 +414,13 @@ def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
     return _ask(ledger, attempt, gate, me)  # refused: taken meanwhile (rare; recorded once)
 
 
-def _ask(ledger: Any, attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any) -> Allocation | Blocked:
+def _ask(ledger: Any, attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any,
+         first: bool = False) -> Allocation | Blocked:
     """``attempt`` once: the grant, or why a refusal that may clear by
-    waiting was met (any other refusal is raised)."""
+    waiting was met (any other refusal is raised). ``first``: the first
+    attempt, which the deadline does not stop (:meth:`Gate.commit_first`)."""
     try:
-        return attempt(gate.commit)
+        return attempt(gate.commit_first if first else gate.commit)
     except Refused as exc:
         if not waitable(exc):
             raise
@@ -431,7 +446,7 @@ def first_attempt(ledger: Any, req: Request, queue: Queue,
     ahead = queue.ahead(None, req, lambda: line_writes(ledger, req.parent))
     if ahead:
         return behind(ahead)
-    return _ask(ledger, attempt, gate, me)
+    return _ask(ledger, attempt, gate, me, first=True)
 
 
 def notice(req: Request, blocked: Blocked) -> None:
@@ -684,7 +699,8 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
     try:
         try:
             while True:
-                if deadline is not None and time.monotonic() >= deadline:
+                tried = last is not None or outage.error is not None  # (a wait is at least one try)
+                if tried and deadline is not None and time.monotonic() >= deadline:
                     if outage.error is not None:
                         raise outage.error  # the deadline passed while the server could not be reached
                     raise timed_out(req, last)

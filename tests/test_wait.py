@@ -733,3 +733,19 @@ def test_an_append_in_doubt_is_not_tried_again(ledger, ledger_dir, tmp_path, mon
         assert tickets(ledger_dir) == [] and grants(ledger, "w") == []
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("wait", [5e-324, 1e-12, 1e-9])
+def test_a_wait_however_short_is_at_least_one_try(ledger, tmp_path, wait):
+    # The first attempt is made as without wait (only a cancellation stops it), so
+    # a free scope is granted whatever the machine's speed; before, a wait shorter
+    # than that attempt took raised WaitTimeout on a free scope.
+    a = ledger.register("w", [W(str(tmp_path / "free"))], wait=wait)
+    ledger.release("w", token=a.token)
+    with ledger.hold("h", [W(str(tmp_path / "free"))], wait=wait):
+        d = ledger.delegate("h", "c", [W(str(tmp_path / "free" / "x"))], wait=wait)
+        assert d.parent == "h"
+    other = ledger.register("other", [W(str(tmp_path / "taken"))])
+    with pytest.raises(WaitTimeout):  # taken: the one try is refused, and the time is up
+        ledger.register("late", [W(str(tmp_path / "taken"))], wait=wait)
+    ledger.release("other", token=other.token)
