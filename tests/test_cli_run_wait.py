@@ -251,7 +251,8 @@ def test_a_signal_ends_a_waiting_run_with_nothing_granted_and_its_place_given_ba
 
 def test_a_waiting_runs_notice_in_json_and_quiet(tmp_path: Path) -> None:
     """``--json``: the notice is ``{"notice": ...}`` on stderr, then the
-    timeout's error document; ``-q``: no notice, the error alone."""
+    timeout's error document, with the data of the refusal it last met;
+    ``-q``: no notice, the error alone."""
     led = tmp_path / "ledger"
     src = tmp_path / "src"
     with Ledger.open(led) as lib:
@@ -264,6 +265,10 @@ def test_a_waiting_runs_notice_in_json_and_quiet(tmp_path: Path) -> None:
         assert notice["notice"].startswith("Blocking waiting for the scope: ") and "'holder'" in notice["notice"]
         assert error["error"]["message"].startswith("timed out after 0.2s waiting for the scope: ")
         assert error["error"]["exit_code"] == 1
+        # Who was in the way, as data (as -n's refusal gives it), not only in the message.
+        body = error["error"]
+        assert (body["owner"], body["requester"], body["chain"], body["waited"]) == ("holder", "j", ["holder"], 0.2)
+        assert body["rule"][0] == body["owner_rule"][0] == str(src)
         res = subprocess.run([*CMD, "--ledger", str(led), "run", "-q", "-w", "0.2", "--name", "q",
                               "--write", str(src), "--", "true"], env=clean_env(), capture_output=True,
                              text=True, timeout=BOUND)

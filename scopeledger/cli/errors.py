@@ -74,22 +74,40 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 def error_json(exc: BaseException, code: int) -> dict[str, Any]:
-    """``{"error": {...}}``: what ``--json`` prints for a failure."""
-    from scopeledger import ScopeRule
+    """``{"error": {...}}``: what ``--json`` prints for a failure. A wait
+    that timed out (``ledger run -w``) carries the data of the refusal it
+    last met (``owner``, ``rule``, ``chain``, ...) as ``-n``'s refusal does,
+    with ``waited`` (seconds)."""
+    from scopeledger import WaitTimeout
 
     body: dict[str, Any] = {"type": type(exc).__name__, "message": message_of(exc), "exit_code": code}
+    _data(exc, body)
+    cause = exc.__cause__
+    if isinstance(cause, WaitTimeout):
+        body["waited"] = cause.waited
+        if cause.refusal is not None:
+            _data(cause.refusal, body)
+    return {"error": body}
+
+
+def _data(exc: BaseException, body: dict[str, Any]) -> None:
+    """The exception's data, into ``body`` (keys already there kept)."""
+    from scopeledger import ScopeRule
+
+    found: dict[str, Any] = {}
     for attr in ("path", "line", "seq", "reason", "name", "owner", "parent", "child", "sibling",
                  "requester", "timeout", "holder", "url", "sqlstate", "events"):
         if attr in getattr(exc, "__dict__", {}):
-            body[attr] = getattr(exc, attr)
+            found[attr] = getattr(exc, attr)
     for attr in ("rule", "owner_rule"):
         value = getattr(exc, "__dict__", {}).get(attr)
         if isinstance(value, ScopeRule):
-            body[attr] = value.to_json()
+            found[attr] = value.to_json()
     chain = getattr(exc, "__dict__", {}).get("chain")
     if chain:
-        body["chain"] = list(chain)
-    return {"error": body}
+        found["chain"] = list(chain)
+    for key, value in found.items():
+        body.setdefault(key, value)
 
 
 def message_of(exc: BaseException) -> str:
