@@ -1431,47 +1431,52 @@ class PgStore:
             # Another thread of this process is using the connection (inside
             # locked(), perhaps waiting for the caller's ledger): not tried.
             return False
-        with contextlib.ExitStack() as held:
-            held.callback(self._mutex.release)
-            if self._txn is not None:
-                raise RuntimeError("PgStore.try_append() inside locked()")
+        try:
+            return self._try_append_held(rows, first_seq)
+        finally:
+            self._mutex.release()
+
+    def _try_append_held(self, rows: list[tuple[int, int, bytes]], first_seq: int) -> bool:
+        """:meth:`try_append`'s work, with ``_mutex`` held."""
+        if self._txn is not None:
+            raise RuntimeError("PgStore.try_append() inside locked()")
+        conn = self._connection()
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self._rollback()  # (never so: the statements below must start a transaction of their own)
             conn = self._connection()
-            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                self._rollback()  # (never so: the statements below must start a transaction of their own)
-                conn = self._connection()
-            backend = self._backend
-            try:
-                # No BEGIN and COMMIT: the statements before a pipeline's
-                # Sync are one implicit transaction (extended query protocol;
-                # psycopg sends the Sync when the block ends), committed
-                # there, synchronously, as any other.
-                with conn.pipeline():
-                    conn.execute(self._try_lock_sql, (self._key,))
-                    if len(rows) == 1:
-                        cur = conn.execute(self._insert_if_sql, (*rows[0], first_seq - 1))
-                    else:
-                        cur = conn.execute(self._insert_many_if_sql, (
-                            [q for q, _, _ in rows], [t for _, t, _ in rows], [b for _, _, b in rows],
-                            first_seq - 1))
-                appended = int(cur.rowcount)
-                if appended not in (0, len(rows)):  # one statement: all or none
-                    raise CorruptLedger(self.url, f"{appended} of {len(rows)} lines from seq {first_seq} "
-                                                  "were appended", seq=first_seq)
-                return appended == len(rows)
-            except psycopg.Error as exc:
-                if _refused(exc) and not (conn.closed or conn.broken):
-                    self._rollback()
-                    raise self._error(exc, "append to the log") from exc
-                cause: BaseException = exc
-            except BaseException:
-                self._drop()  # as in append: the outcome unknown, no lock left behind
-                raise
-            self._drop()
-            try:
-                self._resolve(rows, backend, cause)
-            except NotRecorded:
-                return False
-            return True
+        backend = self._backend
+        try:
+            # No BEGIN and COMMIT: the statements before a pipeline's
+            # Sync are one implicit transaction (extended query protocol;
+            # psycopg sends the Sync when the block ends), committed
+            # there, synchronously, as any other.
+            with conn.pipeline():
+                conn.execute(self._try_lock_sql, (self._key,))
+                if len(rows) == 1:
+                    cur = conn.execute(self._insert_if_sql, (*rows[0], first_seq - 1))
+                else:
+                    cur = conn.execute(self._insert_many_if_sql, (
+                        [q for q, _, _ in rows], [t for _, t, _ in rows], [b for _, _, b in rows],
+                        first_seq - 1))
+            appended = int(cur.rowcount)
+            if appended not in (0, len(rows)):  # one statement: all or none
+                raise CorruptLedger(self.url, f"{appended} of {len(rows)} lines from seq {first_seq} "
+                                              "were appended", seq=first_seq)
+            return appended == len(rows)
+        except psycopg.Error as exc:
+            if _refused(exc) and not (conn.closed or conn.broken):
+                self._rollback()
+                raise self._error(exc, "append to the log") from exc
+            cause: BaseException = exc
+        except BaseException:
+            self._drop()  # as in append: the outcome unknown, no lock left behind
+            raise
+        self._drop()
+        try:
+            self._resolve(rows, backend, cause)
+        except NotRecorded:
+            return False
+        return True
 
     def _resolve(self, rows: list[tuple[int, int, bytes]], backend: tuple[int, Any] | None,
                  cause: BaseException) -> None:
