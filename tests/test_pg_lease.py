@@ -166,8 +166,9 @@ def test_a_lease_only_holder_of_another_host_that_keeps_renewing_is_kept_then_re
 
         def outlived() -> bool:
             # The server has appended a renewal later than the grant's ttl + grace.
-            at = _appended_at(pg_cluster, schema)
+            # (the lines first: a renewal appended between the two reads is then in both)
             renewals = [ev["seq"] for ev in _lines(pg_cluster, schema) if ev["type"] == "renewed"]
+            at = _appended_at(pg_cluster, schema)
             return any((at[q] - at[h.seq]).total_seconds() > ttl + 1 for q in renewals)
         wait_for(outlived, "the holder renewed past its first ttl + grace", bound=BOUND, every=0.2)
         report = led.reclaim()
