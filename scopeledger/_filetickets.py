@@ -354,6 +354,12 @@ class FileWatch:
                 left = None
         return grew, left
 
+    @staticmethod
+    def follow(log_too: bool, behind: int | None) -> bool:
+        """Nothing to change: the instances watch the log and the whole
+        queue (:meth:`fds` leaves the log out when not ``log_too``)."""
+        return False
+
     def close(self) -> None:
         """Close the inotify instances in a thread of their own: closing one
         waits for the kernel (an RCU grace period, about 10 ms measured on 2

@@ -623,9 +623,14 @@ class Ledger:
     #: The store's one-round-trip append (PostgreSQL), else None: see
     #: _speculative_part. Set on the instance only when there is one.
     _try_append: Callable[[Sequence[Entry], int], bool] | None = None
-    #: time.monotonic() of the last change on a store that has try_append
+    #: time.monotonic() of the last change, or of the start of the last
+    #: read of the log to its end, on a store that has try_append
     #: (_unseen_long); set on the instance by the first.
     _seen_at = 0.0
+    #: Whether the state was read to the log's end (on a store that has
+    #: try_append) since the last change was tried: that change is then
+    #: tried without the lock first (_transact); set on the instance.
+    _fresh = False
     _snapshot_every: int
     _keep_snapshots: int | None
     _resolve_symlinks: bool
@@ -1012,6 +1017,9 @@ class Ledger:
             self._load()
         state = self._state
         assert state is not None
+        if self._try_append is not None:  # a server store: the lines appended before now are read
+            self._seen_at = time.monotonic()
+            self._fresh = True
         lines = self._log.read_after(state.seq)
         if lines:
             self._fold(state, lines)
@@ -1254,6 +1262,10 @@ class Ledger:
         emitted (on PostgreSQL, while no other process appends, first
         without the lock: :meth:`_speculative_part`). (``args``: the hot path's builds are plain functions given
         their values, not closures, whose cells cost more than the call.)
+        On PostgreSQL, also tried without the lock first while other
+        processes append when the state was just read to the log's end
+        (``_fresh``: a waiter decides before it asks, and a change unseen
+        long reads first).
 
         An exception at any point (also a signal handler's, e.g.
         KeyboardInterrupt) leaves the lock free (``store.release`` in
@@ -1285,7 +1297,8 @@ class Ledger:
                     files.end()  # a no-op unless this thread still holds the lock (an exception)
         else:
             done, spare = None, None
-            if self._try_append is not None and not self._others_active:
+            fresh, self._fresh = self._fresh, False
+            if self._try_append is not None and (fresh or not self._others_active):
                 done, spare = self._speculative_part(build, written, state, args)
             if done is not None:
                 result, txn, state = done

@@ -275,6 +275,17 @@ class Wakeup(Protocol):
         the link broke): the waiter looks again. Raises nothing."""
         ...
 
+    def follow(self, log_too: bool, behind: int | None) -> bool:
+        """Be woken from now on by what can let the waiter on: the log
+        growing (``log_too``: holders are in the way) and ticket ``behind``
+        leaving (``None``: no ticket); a source that is woken by every
+        change anyway does nothing. Called in the waiter's thread after each
+        look (may block: a round trip on a server). Returns whether what
+        wakes it changed: the waiter then looks again before it sleeps (a
+        change between its look and now would wake nobody). Raises nothing
+        (a broken link: ``True``, and the ticket is lost)."""
+        ...
+
     def close(self) -> None:
         """Let go of what it holds; idempotent."""
         ...

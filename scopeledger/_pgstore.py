@@ -1108,20 +1108,28 @@ class PgStore:
         _int("seq", seq, 0)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"limit must be None or an int >= 1, not {limit!r}")
-        sql = (f"SELECT seq, line FROM {self.schema}.events WHERE seq > %s ORDER BY seq"
-               + (" LIMIT %s" if limit is not None else ""))
-        params = (seq, limit) if limit is not None else (seq,)
+        if seq == 0:
+            sql = (f"SELECT seq, line FROM {self.schema}.events ORDER BY seq"
+                   + (" LIMIT %s" if limit is not None else ""))
+            params: tuple[int, ...] = (limit,) if limit is not None else ()
+        else:
+            # seq itself too (its line left out), in the same statement: so
+            # that a log ending before it is told from one that merely has
+            # nothing new without a second round trip.
+            sql = (f"SELECT seq, CASE WHEN seq > %s THEN line END FROM {self.schema}.events"
+                   " WHERE seq >= %s ORDER BY seq" + (" LIMIT %s" if limit is not None else ""))
+            params = (seq, seq, limit + 1) if limit is not None else (seq, seq)
 
-        def run(conn: Any) -> list[tuple[int, bytes]]:
+        def run(conn: Any) -> list[tuple[int, Any]]:
             with conn.cursor(binary=True) as cur:
-                return [(s, bytes(b)) for s, b in cur.execute(sql, params)]
-        lines = self._retrying("read the log", run)
-        if not lines and seq > 0:
-            head = self.head()
-            if head < seq:
-                raise CorruptLedger(self.url, f"the log ends at seq {head}, and seq {seq} was seen "
-                                              "before: replaced or restored from an older copy")
-        return lines
+                return list(cur.execute(sql, params))
+        rows = self._retrying("read the log", run)
+        if seq == 0:
+            return [(s, bytes(b)) for s, b in rows]
+        if not rows or rows[0][0] != seq:
+            raise CorruptLedger(self.url, f"the log ends at seq {self.head()}, and seq {seq} was seen "
+                                          "before: replaced or restored from an older copy")
+        return [(s, bytes(b)) for s, b in rows[1:]]
 
     def head(self) -> int:
         """The last seq (0 for an empty log). Raises: StoreUnavailable, StoreError."""
@@ -1855,20 +1863,22 @@ class PgTickets:
     the commit, the lock from before it).
 
     Each ticket has a connection of its own (kept for the next waiter after
-    it leaves, :data:`TICKET_POOL` per store), which holds the lock and,
-    while the ticket lives, LISTENs on the log's channel
-    (``scopeledger_<schema>``, the appends' seqs) and the queue's
-    (``scopeledger.q.<schema>``, the numbers of the tickets that leave): a
-    waiter sleeps polling that connection's socket. Joining (the LISTENs and
-    the row) is one round trip, and so is leaving (the row, the lock,
-    ``UNLISTEN``).
-    Leaving deletes the row and notifies its number in one statement, and
-    lets go of the lock. A ticket whose lock is not held (its waiter's
-    process or connection died) is deleted, and its number notified, by the
-    next waiter that reads the queue (one statement: the rows, which are
-    alive by ``pg_locks``, and the dead deleted); nothing wakes the waiter
-    behind a killed one before that, so it finds out at its next look (at
-    most ``RECHECK_SECONDS``). A waiter whose connection breaks loses its
+    it leaves, :data:`TICKET_POOL` per store), which holds the lock and
+    LISTENs for what can let its waiter on, and for nothing else, so that a
+    change wakes one waiter, not the whole queue (:meth:`PgWatch.follow`):
+    the log's channel (``scopeledger_<schema>``, the appends' seqs) while
+    holders are in its way, and the channel of the ticket it stands behind
+    (``scopeledger.q.<schema oid>.<number>``) while it stands behind one. A
+    waiter sleeps polling that connection's socket. Joining (LISTEN on the
+    log's channel, and the row) is one round trip, and so is leaving (the
+    row, the lock, ``UNLISTEN``).
+    Leaving deletes the row and notifies its ticket's channel in one
+    statement, and lets go of the lock. A ticket whose lock is not held (its
+    waiter's process or connection died) is deleted, and its channel
+    notified, by the next waiter that reads the queue (one statement: the
+    rows, which are alive by ``pg_locks``, and the dead deleted); nothing
+    wakes the waiter behind a killed one before that, so it finds out at
+    its next look (at most ``RECHECK_SECONDS``). A waiter whose connection breaks loses its
     place (its lock went with the connection, and others may have deleted
     its row): it joins again, at the end of the queue.
 
@@ -1889,8 +1899,9 @@ class PgTickets:
     def __init__(self, store: PgStore) -> None:
         self._store = store
         s = store.schema
-        #: The queue's NOTIFY channel (at most 62 bytes: schema names have 48).
-        self.channel = f"scopeledger.q.{s}"
+        #: The queue's NOTIFY channels: this and a ticket's number (at most
+        #: 44 bytes of the 63 a channel name may have).
+        self.channel = f"scopeledger.q.{store._key & _LOW}."
         self._ready = False  # the table is known to exist
         #: Why this store's waiters do not queue (a permission refused), or None.
         self.refused: str | None = None
@@ -1901,14 +1912,13 @@ class PgTickets:
         self._closed = False
         self._exists_sql = "SELECT to_regclass(%s) IS NOT NULL"
         self._listen_sql = f"LISTEN {store._channel}"
-        self._listen_queue_sql = f'LISTEN "{self.channel}"'
         self._table = f"{s}.waiters"
         self._join_sql = (f"WITH t AS (INSERT INTO {s}.waiters (request) VALUES (%(r)b) RETURNING number)"
                           f" SELECT number, pg_try_advisory_lock(%(base)s::bigint | (number & {_LOW})) FROM t")
         self._drop_sql = f"DELETE FROM {s}.waiters WHERE number = %s"
         self._leave_sql = (f"WITH d AS (DELETE FROM {s}.waiters WHERE number = %(n)s RETURNING number)"
                            " SELECT pg_advisory_unlock(%(k)s::bigint),"
-                           " (SELECT count(pg_notify(%(c)s, d.number::text)) FROM d)")
+                           " (SELECT count(pg_notify(%(c)s || d.number::text, d.number::text)) FROM d)")
         live = ("SELECT l.objid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
                 " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 " AND l.classid = %(oid)s::bigint::oid")
@@ -1920,7 +1930,7 @@ class PgTickets:
             f"       FROM {s}.waiters w WHERE w.number < %(before)s),"
             f" gone AS (DELETE FROM {s}.waiters w USING q WHERE w.number = q.number AND NOT q.alive"
             "           RETURNING w.number),"
-            " woken AS (SELECT count(pg_notify(%(c)s, gone.number::text)) AS n FROM gone)"
+            " woken AS (SELECT count(pg_notify(%(c)s || gone.number::text, gone.number::text)) AS n FROM gone)"
             " SELECT q.number, q.request FROM q, woken WHERE q.alive ORDER BY q.number DESC")
         self._earlier_readonly_sql = (
             f"WITH live AS ({live})"
@@ -2018,9 +2028,9 @@ class PgTickets:
             base = store._key << 32
             for _ in range(16):
                 try:
-                    with conn.pipeline():  # one round trip: listening before the row is seen
+                    with conn.pipeline():  # one round trip: listening (to the log, until the first
+                        # look says otherwise: PgWatch.follow) before the row is seen
                         conn.execute(self._listen_sql)
-                        conn.execute(self._listen_queue_sql)
                         cur = conn.execute(self._join_sql, {"r": bytes(request), "base": base})
                     row = cur.fetchone()
                 except pg_errors.UndefinedTable:
@@ -2161,14 +2171,17 @@ class PgTickets:
 
 class PgWatch:
     """What wakes a waiter holding a :class:`PgTicket`: its connection's
-    notifications (the store interface's ``Wakeup``)."""
+    notifications (the store interface's ``Wakeup``), on the channels
+    :meth:`follow` chose (the log's, from the join)."""
 
     period = RECHECK_SECONDS
 
-    def __init__(self, ticket: PgTicket, log_channel: str, queue_channel: str) -> None:
+    def __init__(self, ticket: PgTicket, log_channel: str, queue_prefix: str) -> None:
         self._ticket = ticket
         self._log_channel = log_channel
-        self._queue_channel = queue_channel
+        self._queue_prefix = queue_prefix
+        #: The channels the ticket's connection LISTENs on (the join's).
+        self._listening = frozenset((log_channel,))
 
     def fds(self, log_too: bool) -> list[int]:
         """The connection's socket (appends and tickets leaving both arrive
@@ -2186,9 +2199,10 @@ class PgWatch:
             return False, None
         grew = False
         left: list[int] = []
+        prefix = self._queue_prefix
         try:
             for n in conn.notifies(timeout=0):
-                if n.channel == self._queue_channel:
+                if n.channel.startswith(prefix):
                     with contextlib.suppress(ValueError):
                         left.append(int(n.payload))
                 elif n.channel == self._log_channel:
@@ -2197,6 +2211,34 @@ class PgWatch:
             t.lost = True
             return True, None
         return grew, left
+
+    def follow(self, log_too: bool, behind: int | None) -> bool:
+        """LISTEN on the log's channel (``log_too``, or when there is
+        nothing else to be woken by) and on ticket ``behind``'s, and on no
+        other: one round trip when that changes (then ``True``), none
+        otherwise."""
+        want = set()
+        if behind is not None:
+            want.add(f"{self._queue_prefix}{behind}")
+        if log_too or not want:
+            want.add(self._log_channel)
+        if want == self._listening:
+            return False
+        t = self._ticket
+        conn = t.conn
+        if conn is None or t.lost:
+            return True
+        try:
+            with conn.pipeline():
+                for ch in self._listening - want:
+                    conn.execute(f'UNLISTEN "{ch}"')
+                for ch in want - self._listening:
+                    conn.execute(f'LISTEN "{ch}"')
+        except psycopg.Error:  # the link broke, and the ticket's lock with it
+            t.lost = True
+            return True
+        self._listening = frozenset(want)
+        return True
 
     def close(self) -> None:
         return None

@@ -64,8 +64,11 @@ namespace); and at least every :data:`RECHECK_SECONDS`, for what none of
 these shows (a holder in another PID namespace that died, a waiter killed
 on a server, a clock). On a directory: inotify (``scopeledger._filetickets``;
 on a network file system or without inotify, a look every 10 ms); on
-PostgreSQL: LISTEN on the ticket's connection (appends and tickets
-leaving are notified); on a store without a queue, ``LogStore.wait``.
+PostgreSQL: LISTEN on the ticket's connection, to the log's appends while
+holders are in the way and to the leaving of the ticket it stands behind
+while it stands behind one, not to every change (so that a grant wakes one
+waiter, not the whole queue: :meth:`Watch.follow`, after each look); on a
+store without a queue, ``LogStore.wait``.
 
 **Telling the caller.** Once a waiter is in the queue it says so, once: an
 ``INFO`` record (``holder 'NAME' waits ... for its scope: REASON``), or,
@@ -543,6 +546,14 @@ class Watch:
             if self.drain(mine):
                 return
 
+    def follow(self, blocked: Blocked) -> bool:
+        """Have the source wake this waiter by what can end ``blocked``
+        (``Wakeup.follow``; in the waiter's thread: on a server, a round
+        trip when that changes). Whether it changed: then look again before
+        sleeping."""
+        source = self.source
+        return source is not None and source.follow(blocked.refusal is not None, blocked.behind)
+
     @classmethod
     def take(cls, ledger: Any, queue: Queue, ticket: Ticket | None = None) -> "Watch":
         """A watch for the waiter holding ``ticket`` in ``queue`` (``None``:
@@ -862,16 +873,31 @@ def settle(ledger: Any, req: Request, queue: Queue, place: Place,
     """:func:`one_round` for the waiter in ``place``; once granted, its
     ticket is given back in the same step (the next waiter may go on), so
     that its round trip on a server runs where the step runs (a worker
-    thread under ``AsyncLedger``), not on an event loop.
+    thread under ``AsyncLedger``), not on an event loop. Still blocked, its
+    watch is told what can end that (:meth:`Watch.follow`); when that
+    changed, it looks again (at most :data:`_FOLLOW_LOOKS` times in one
+    step).
 
     Raises:
         as :func:`one_round`.
     """
     ticket = place.ticket
-    out = one_round(ledger, req, queue, ticket.number if ticket is not None else None, attempt, gate, me)
-    if isinstance(out, Allocation):
-        leave(queue, place)
+    mine = ticket.number if ticket is not None else None
+    for _ in range(_FOLLOW_LOOKS):
+        out = one_round(ledger, req, queue, mine, attempt, gate, me)
+        if isinstance(out, Allocation):
+            leave(queue, place)
+            return out
+        if place.watch is None or not place.watch.follow(out):
+            break
     return out
+
+
+#: The most looks :func:`settle` takes in one step while what wakes the
+#: waiter keeps changing (each change is followed by a look: a change
+#: between the look and the follow would wake nobody; after the last, the
+#: watch's period bounds the sleep).
+_FOLLOW_LOOKS = 3
 
 
 def _nothing(result: Any) -> None:

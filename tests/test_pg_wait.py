@@ -495,18 +495,28 @@ def test_async_waiters_give_their_tickets_back_off_the_event_loop(pg_cluster, pg
         led.close()
 
 
+def listening(conn) -> list[str]:
+    return sorted(r[0] for r in conn.execute("SELECT pg_listening_channels()"))
+
+
 def test_a_kept_ticket_connection_listens_to_nothing_and_holds_no_lock(pg_url):
-    """A ticket's connection listens (the log's channel and the queue's)
-    while the ticket lives; once it left, the connection kept for the next
-    waiter listens to nothing (notifications would pile up unread) and
-    holds no lock, and the next ticket reuses it."""
+    """A ticket's connection listens while the ticket lives (from the join,
+    to the log's channel; then to what its watch follows); once it left,
+    the connection kept for the next waiter listens to nothing
+    (notifications would pile up unread) and holds no lock, and the next
+    ticket reuses it."""
     s = schema_of(pg_url)
     with PgStore.open(pg_url, create=True) as st:
         q = st.tickets()
         t = q.join(b"{}")
         conn = t.conn
-        assert sorted(r[0] for r in conn.execute("SELECT pg_listening_channels()")) == [
-            f"scopeledger.q.{s}", f"scopeledger_{s}"]
+        assert listening(conn) == [f"scopeledger_{s}"]
+        w = q.watch(t)
+        assert w.follow(False, 7) is True
+        assert listening(conn) == [f"{q.channel}7"]
+        assert w.follow(False, 7) is False  # nothing changed: no round trip
+        assert w.follow(True, 7) is True
+        assert listening(conn) == [f"{q.channel}7", f"scopeledger_{s}"]
         q.leave(t)
         assert t.conn is None and q._idle == [conn]
         assert conn.execute("SELECT pg_listening_channels()").fetchall() == []
@@ -515,3 +525,41 @@ def test_a_kept_ticket_connection_listens_to_nothing_and_holds_no_lock(pg_url):
         t2 = q.join(b"{}")
         assert t2.conn is conn and t2.number > t.number
         q.leave(t2)
+
+
+def readable(watch) -> None:
+    """Wait (bounded, not timed) until ``watch``'s connection has something to read."""
+    import select
+    r, _, _ = select.select(watch.fds(True), [], [], BOUND)
+    assert r, "no notification came"
+
+
+def test_a_change_wakes_only_the_waiter_it_can_let_on(pg_url):
+    """Not the whole queue: a waiter standing behind a ticket is woken by
+    that ticket leaving, not by appends to the log nor by other tickets
+    leaving; a waiter that holders keep out is woken by appends. (Each
+    check ends with a notification that must come: notifications of one
+    server come in commit order, so one that should not have come would
+    have come first.) Before, every ticket's connection listened to every
+    append and every ticket leaving: 20 wake-ups per grant with 8 waiters,
+    2 after."""
+    led = Ledger.open(pg_url)
+    try:
+        with PgStore.open(pg_url) as st:
+            q = st.tickets()
+            t1, t2, t3 = q.join(b"{}"), q.join(b"{}"), q.join(b"{}")
+            w1, w2, w3 = q.watch(t1), q.watch(t2), q.watch(t3)
+            assert w1.follow(True, None) is False  # (the join's: the log)
+            assert w2.follow(False, t1.number) and w3.follow(False, t2.number)
+            led.register("a", [W("/pgw/wake")])  # an append
+            readable(w1)
+            assert w1.changes() == (True, [])
+            q.leave(t1)
+            readable(w2)
+            assert w2.changes() == (False, [t1.number])  # not the append before it
+            q.leave(t2)
+            readable(w3)
+            assert w3.changes() == (False, [t2.number])  # neither the append nor t1 leaving
+            q.leave(t3)
+    finally:
+        led.close()
