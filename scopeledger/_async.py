@@ -67,7 +67,7 @@ import time
 from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence, TypeVar,
                     overload)
 
-from ._arguments import asks_to_wait, check_advisory, check_switch_interval, check_timeout, check_wait
+from ._arguments import asks_to_wait, check_advisory, check_callable, check_switch_interval, check_timeout, check_wait
 from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
 from ._ledger import delegate_attempt, register_attempt, tickets_of
@@ -258,27 +258,42 @@ class AsyncLedger:
 
     async def register(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
                        socket: str | None = None, wait: float = 0, note: str | None = None,
-                       advisory: bool = False, ttl: float | None = None, lease_only: bool = False) -> Allocation:
+                       advisory: bool = False, ttl: float | None = None, lease_only: bool = False,
+                       on_wait: Callable[[str, Refused | None], object] | None = None) -> Allocation:
         """:meth:`Ledger.register`, waiting (``wait``) on the loop.
         ``advisory=True``: as there, granted at once with its conflicts
         recorded, never waiting whatever ``wait`` says (``wait`` is still
-        checked)."""
+        checked). ``on_wait(reason, refusal)``: as there, called once on the
+        loop when the request starts waiting (a plain function: not
+        awaited).
+
+        Raises:
+            as :meth:`Ledger.register`; ``TypeError`` when ``on_wait`` is
+            neither ``None`` nor callable."""
         led = self._ledger
+        if on_wait is not None:
+            check_callable("on_wait", on_wait)
         if advisory is not False:
             check_advisory(advisory)
             check_wait(wait)  # checked, then not waited for: an advisory request never waits
             wait = 0
 
         attempt = register_attempt(led, name, rules, pid, socket, note, advisory, ttl, lease_only)
-        return await self._grant(name, rules, None, None, wait, attempt)
+        return await self._grant(name, rules, None, None, wait, attempt, on_wait)
 
     async def delegate(self, parent: str, child: str, rules: Sequence[ScopeRule] | ScopeRule,
                        pid: int | None = None, *, reserved: bool = False, socket: str | None = None,
                        parent_token: int | None = None, wait: float = 0, note: str | None = None,
-                       advisory: bool = False, ttl: float | None = None, lease_only: bool = False) -> Allocation:
+                       advisory: bool = False, ttl: float | None = None, lease_only: bool = False,
+                       on_wait: Callable[[str, Refused | None], object] | None = None) -> Allocation:
         """:meth:`Ledger.delegate`, waiting (``wait``) on the loop;
-        ``advisory``: as :meth:`register` (never waits)."""
+        ``advisory``, ``on_wait``: as :meth:`register` (never waits).
+
+        Raises:
+            as :meth:`Ledger.delegate`."""
         led = self._ledger
+        if on_wait is not None:
+            check_callable("on_wait", on_wait)
         if advisory is not False:
             check_advisory(advisory)
             check_wait(wait)  # checked, then not waited for: an advisory request never waits
@@ -286,10 +301,11 @@ class AsyncLedger:
 
         attempt = delegate_attempt(led, parent, child, rules, pid, reserved, socket, parent_token, note, advisory,
                                    ttl, lease_only)
-        return await self._grant(child, rules, parent, parent_token, wait, attempt)
+        return await self._grant(child, rules, parent, parent_token, wait, attempt, on_wait)
 
     async def _grant(self, name: Any, rules: Any, parent: Any, parent_token: Any, wait: Any,
-                     attempt: Callable[[Callable[[], None]], Allocation]) -> Allocation:
+                     attempt: Callable[[Callable[[], None]], Allocation],
+                     on_wait: Callable[[str, Refused | None], object] | None = None) -> Allocation:
         """The grant, asked once (``wait`` 0) or waited for: the loop of
         :func:`scopeledger._wait.waiting`, its blocking steps run in threads
         and its sleeps on the event loop."""
@@ -301,7 +317,7 @@ class AsyncLedger:
         if self._me is None:
             self._me = await self._thread(whoami, led)
         gate = Gate(deadline_of(req))
-        steps = waiting(led, req, attempt, gate, self._me, tickets_of(led))
+        steps = waiting(led, req, attempt, gate, self._me, tickets_of(led), on_wait)
         with contextlib.closing(steps):  # however this ends, the ticket is given back
             step = resume(steps)
             while not isinstance(step, Allocation):
@@ -327,16 +343,17 @@ class AsyncLedger:
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
              parent: str | None = None, socket: str | None = None, parent_token: int | None = None,
              wait: float = 0, note: str | None = None, advisory: bool = False, ttl: float | None = None,
-             lease_only: bool = False) -> "AsyncHold":
+             lease_only: bool = False,
+             on_wait: Callable[[str, Refused | None], object] | None = None) -> "AsyncHold":
         """``async with aledger.hold(...) as alloc:``: register (or, with
         ``parent``, delegate) on entry, release (that grant, by token) on
-        exit, also on an exception or a cancellation. ``advisory``: as
-        :meth:`register` (granted at once, never waiting). A lease
+        exit, also on an exception or a cancellation. ``advisory``,
+        ``on_wait``: as :meth:`register` (granted at once, never waiting). A lease
         (``ttl``) is not renewed by the guard: :meth:`keep_renewed` does.
         The arguments are checked on entry (as :meth:`register` checks
         them)."""
         return AsyncHold(self, name, rules, pid, parent, socket, parent_token, wait, note, ttl=ttl,
-                         lease_only=lease_only, advisory=advisory)
+                         lease_only=lease_only, advisory=advisory, on_wait=on_wait)
 
     async def renew(self, name: str, token: int, ttl: float | None = None) -> Allocation:
         """:meth:`Ledger.renew` (it completes in its thread even if this
@@ -638,10 +655,11 @@ class AsyncHold:
 
     def __init__(self, aledger: AsyncLedger, name: str, rules: Any, pid: int | None, parent: str | None,
                  socket: str | None, parent_token: int | None, wait: float, note: str | None = None,
-                 ttl: float | None = None, lease_only: bool = False, advisory: bool = False) -> None:
+                 ttl: float | None = None, lease_only: bool = False, advisory: bool = False,
+                 on_wait: Callable[[str, Refused | None], object] | None = None) -> None:
         self._aledger = aledger
         self._args = (name, rules, pid, parent, socket, parent_token, wait, note)
-        self._ttl, self._lease_only, self._advisory = ttl, lease_only, advisory
+        self._ttl, self._lease_only, self._advisory, self._on_wait = ttl, lease_only, advisory, on_wait
         self.allocation: Allocation | None = None
         self._released = False
 
@@ -652,12 +670,12 @@ class AsyncHold:
                 raise TypeError("parent_token is given without parent")
             self.allocation = await self._aledger.register(name, rules, pid, socket=socket, wait=wait, note=note,
                                                            advisory=self._advisory, ttl=self._ttl,
-                                                           lease_only=self._lease_only)
+                                                           lease_only=self._lease_only, on_wait=self._on_wait)
         else:
             self.allocation = await self._aledger.delegate(parent, name, rules, pid, socket=socket,
                                                            parent_token=parent_token, wait=wait, note=note,
                                                            advisory=self._advisory, ttl=self._ttl,
-                                                           lease_only=self._lease_only)
+                                                           lease_only=self._lease_only, on_wait=self._on_wait)
         return self.allocation
 
     async def release(self) -> None:

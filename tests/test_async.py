@@ -364,3 +364,49 @@ def test_every_query_and_maintenance_call_has_an_async_twin_that_answers_the_sam
         amod.EVENTS_PAGE = saved
     assert got == want
     assert len(want["events"]) == 7 and want["find_conflict"] != "None" and want["children"] == ["c"]
+
+
+def test_on_wait_is_told_once_on_the_loop_for_register_delegate_and_hold(ledger_dir, tmp_path):
+    """``on_wait(reason, refusal)`` as ``Ledger.register`` takes it, for the
+    three waiting calls of ``AsyncLedger``: called once, on the loop's thread,
+    when the request starts waiting; the wait goes on after it (here it lets
+    the holder in the way go: granted). A bad ``on_wait`` is refused before
+    anything is recorded."""
+    src = str(tmp_path / "src")
+    other = Ledger.open(ledger_dir)
+
+    async def main():
+        told = []
+        loop_thread = threading.get_ident()
+        in_the_way = []  # the grant to let go once told
+
+        def on_wait(reason, refusal):
+            told.append((reason, refusal, threading.get_ident()))
+            g = in_the_way.pop()
+            other.release(g.name, token=g.token)
+
+        async with AsyncLedger(Ledger.open(ledger_dir)) as aled:
+            in_the_way.append(other.register("blocker", [W(src)]))
+            a = await aled.register("r", [W(src)], wait=BOUND, on_wait=on_wait)
+            in_the_way.append(other.delegate("r", "sibling", [W(src + "/child")]))
+            d = await aled.delegate("r", "d", [W(src + "/child")], wait=BOUND, on_wait=on_wait)
+            await aled.release(d.name)
+            await aled.release(a.name)
+            in_the_way.append(other.register("blocker", [W(src)]))
+            async with aled.hold("h", [W(src)], wait=BOUND, on_wait=on_wait) as h:
+                assert h.name == "h"
+            seq = aled.ledger.seq
+            for bad in (1, "print"):
+                with pytest.raises(TypeError, match="on_wait must be None or a callable"):
+                    await aled.register("x", [W(src)], wait=BOUND, on_wait=bad)
+                with pytest.raises(TypeError, match="on_wait must be None or a callable"):
+                    await aled.delegate("h", "x", [W(src)], wait=BOUND, on_wait=bad)
+            assert aled.ledger.seq == seq
+        return told, loop_thread
+
+    try:
+        told, loop_thread = run(main())
+    finally:
+        other.close()
+    assert [type(r).__name__ for _, r, _ in told] == ["ScopeConflict", "DelegationError", "ScopeConflict"], told
+    assert all(reason == str(refusal) and t == loop_thread for reason, refusal, t in told)
