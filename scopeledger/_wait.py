@@ -787,8 +787,8 @@ def take_place(ledger: Any, req: Request, queue: Queue, place: Place) -> Generat
     and its lock with it: others may have removed the ticket) gives it back
     and joins again, at the end. Returns whether it joined now."""
     if place.joined and queue.lost(place.ticket):
-        log.info("holder '%s' lost its place in the waiters' queue (ticket %d: its connection broke) and "
-                 "joins again", req.name, place.ticket.number if place.ticket is not None else 0)
+        log.warning("holder '%s' lost its place in the waiters' queue (ticket %d: its connection broke) and "
+                    "joins again, at its end", req.name, place.ticket.number if place.ticket is not None else 0)
         if place.watch is not None:
             place.watch.give_back(ledger)
             place.watch = None

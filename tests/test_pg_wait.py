@@ -60,7 +60,7 @@ def grants(led: Ledger) -> list[str]:
 WAITER = textwrap.dedent("""
     import asyncio, json, logging, sys
     from scopeledger import AsyncLedger, Ledger, ScopeRule, WaitTimeout
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
     url, name, paths, wait, mode = json.loads(sys.argv[1])
     led = Ledger.open(url)
     rules = [ScopeRule(p, "write") for p in paths]
@@ -233,7 +233,7 @@ def test_a_waiter_whose_connection_is_cut_joins_again_at_the_end(pg_cluster, pg_
         assert "token" in json.loads(w1.stdout.readline())
         err1 = let_go(w1)
         assert grants(led) == ["holder", "w2", "w1"]
-        assert "holder 'w1' lost its place in the waiters' queue" in err1 and "lost its place" not in err2
+        assert "WARNING holder 'w1' lost its place in the waiters' queue" in err1 and "lost its place" not in err2
     finally:
         kill_all(procs)
         led.close()
