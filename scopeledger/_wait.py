@@ -397,8 +397,10 @@ def behind(waiters: list[Waiter]) -> Blocked:
 
 
 def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
-              attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any) -> Allocation | Blocked:
-    """One look: stand back for earlier waiters, else decide, else try.
+              attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any,
+              first: bool = False) -> Allocation | Blocked:
+    """One look: stand back for earlier waiters (unless ``first``: none
+    can be there any more), else decide, else try.
     Returns the grant or why not.
 
     Raises:
@@ -406,9 +408,10 @@ def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
         UnknownHolder: the parent is gone (or granted again).
         GaveUp: the deadline passed, or cancelled, before the grant.
     """
-    ahead = queue.ahead(mine, req, lambda: line_writes(ledger, req.parent))
-    if ahead:
-        return behind(ahead)
+    if not first:
+        ahead = queue.ahead(mine, req, lambda: line_writes(ledger, req.parent))
+        if ahead:
+            return behind(ahead)
     decision = ledger.decide(req.name, req.rules, parent=req.parent, parent_token=req.parent_token)
     if decision.refusal is not None:
         if not waitable(decision.refusal):
@@ -764,17 +767,19 @@ class Place:
     """A waiter's place in the queue: its ``ticket`` (``None``: none yet,
     given back, or a store without a queue), the :class:`Watch` that wakes
     it, whether it ``joined``, and whether it was ``told`` that it waits.
-    ``lock``: held while the ticket is given back (:func:`leave`): under
+    ``first``: its ticket was found with no earlier live waiter to stand
+    back for (a register's: see :func:`settle`). ``lock``: held while the ticket is given back (:func:`leave`): under
     ``AsyncLedger`` a join cancelled while it runs in a worker thread gives
     its ticket back there (its undo) while the loop may give it back too."""
 
-    __slots__ = ("ticket", "watch", "joined", "told", "lock")
+    __slots__ = ("ticket", "watch", "joined", "told", "first", "lock")
 
     def __init__(self) -> None:
         self.ticket: Ticket | None = None
         self.watch: Watch | None = None
         self.joined = False
         self.told = False
+        self.first = False
         # Re-entrant: an exception raised between a 'with' block's end and its
         # __exit__ (a tracer's can be: tests/test_signals_forks.py) leaves it
         # held, which must not stop this thread's next leave.
@@ -807,6 +812,7 @@ def join(queue: Queue, req: Request, place: Place) -> None:
     by the same line (an exception, a signal handler's, cannot come
     between the ticket's making and ``place``: whoever stops the loop gives
     back the ticket in ``place``)."""
+    place.first = False
     place.ticket = queue.join(req)
 
 
@@ -878,16 +884,27 @@ def settle(ledger: Any, req: Request, queue: Queue, place: Place,
     changed, it looks again (at most :data:`_FOLLOW_LOOKS` times in one
     step).
 
+    A register's ticket once found with no earlier live waiter to stand
+    back for stays so (``place.first``: the queue is not read again, one
+    round trip less per look on a server): tickets joining later have
+    higher numbers, and those before it only leave or die. (Two joining at
+    once may number themselves either way round; either order is first
+    come, first served.) A delegation's reads the queue at every look: the
+    waiters it does not stand back for because they wait for its own line
+    of delegation (see :meth:`Queue.ahead`) may change with that line.
+
     Raises:
         as :func:`one_round`.
     """
     ticket = place.ticket
     mine = ticket.number if ticket is not None else None
     for _ in range(_FOLLOW_LOOKS):
-        out = one_round(ledger, req, queue, mine, attempt, gate, me)
+        out = one_round(ledger, req, queue, mine, attempt, gate, me, place.first)
         if isinstance(out, Allocation):
             leave(queue, place)
             return out
+        if ticket is not None and req.parent is None and out.refusal is not None:
+            place.first = True  # (refused by holders: nobody stood ahead)
         if place.watch is None or not place.watch.follow(out):
             break
     return out

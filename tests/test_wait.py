@@ -749,3 +749,51 @@ def test_a_wait_however_short_is_at_least_one_try(ledger, tmp_path, wait):
     with pytest.raises(WaitTimeout):  # taken: the one try is refused, and the time is up
         ledger.register("late", [W(str(tmp_path / "taken"))], wait=wait)
     ledger.release("other", token=other.token)
+
+
+def test_a_waiter_found_first_in_the_queue_does_not_read_the_queue_again(ledger, ledger_dir, tmp_path,
+                                                                         monkeypatch):
+    """A register's ticket found with no earlier waiter to stand back for
+    stays first (later tickets have higher numbers; earlier ones only
+    leave): each later look decides without reading the queue (on a server,
+    one round trip less per look). Its grant comes as before."""
+    import threading
+
+    import scopeledger._wait as wait_mod
+
+    src = str(tmp_path / "src")
+    other = Ledger.open(ledger_dir)
+    looks = {"ahead": 0, "decide": 0}
+    real_ahead = wait_mod.Queue.ahead
+
+    def ahead(self, mine, req, line):
+        if mine is not None:
+            looks["ahead"] += 1
+        return real_ahead(self, mine, req, line)
+    monkeypatch.setattr(wait_mod.Queue, "ahead", ahead)
+    real_decide = ledger.decide
+
+    def decide(*a, **k):
+        looks["decide"] += 1
+        return real_decide(*a, **k)
+    ledger.decide = decide
+    told = threading.Event()
+    out = []
+    try:
+        h = other.register("holder", [W(src)])
+        t = threading.Thread(target=lambda: out.append(ledger.register("w", [W(src)], wait=BOUND,
+                                                                       on_wait=lambda *a: told.set())))
+        t.start()
+        assert told.wait(BOUND)
+        until(lambda: looks["ahead"] >= 1, "w's first look in the queue")
+        first = dict(looks)
+        for i in range(3):  # appends elsewhere wake w (it watches the log): it looks again
+            before = looks["decide"]
+            other.release(other.register(f"elsewhere{i}", [W(str(tmp_path / f"e{i}"))]).name)
+            until(lambda: looks["decide"] > before, f"w's look after append {i}")
+        assert looks["ahead"] == first["ahead"], looks
+        other.release("holder", token=h.token)
+        t.join(BOUND)
+        assert not t.is_alive() and out[0].name == "w"
+    finally:
+        other.close()
