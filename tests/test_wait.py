@@ -790,7 +790,7 @@ def test_a_waiter_found_first_in_the_queue_does_not_read_the_queue_again(ledger,
         for i in range(3):  # appends elsewhere wake w (it watches the log): it looks again
             before = looks["decide"]
             other.release(other.register(f"elsewhere{i}", [W(str(tmp_path / f"e{i}"))]).name)
-            until(lambda: looks["decide"] > before, f"w's look after append {i}")
+            until(lambda before=before: looks["decide"] > before, f"w's look after append {i}")
         assert looks["ahead"] == first["ahead"], looks
         other.release("holder", token=h.token)
         t.join(BOUND)
