@@ -655,84 +655,76 @@ def _unreachable(n=None, then=None, error=None):
     return install
 
 
-def test_a_waiter_rides_out_an_unreachable_store_with_one_warning(ledger, ledger_dir, tmp_path, caplog,
-                                                                 monkeypatch):
-    """Each look of the waiting loop raises StoreUnavailable three times (the
-    holder lets go meanwhile): the waiter looks again after a pause, warns
-    once, keeps its ticket, and is granted."""
+@pytest.fixture
+def held(ledger_dir, tmp_path):
+    """``(src, other)``: a scope ``src`` held by ``'holder'`` through
+    ``other``, another ledger object on the same directory."""
     src = str(tmp_path / "src")
     other = Ledger.open(ledger_dir)
     try:
         other.register("holder", [W(src)])
-        decide = _unreachable(3, then=lambda: other.release("holder"))(ledger, monkeypatch)
-        caplog.set_level(logging.INFO, logger="scopeledger")
-        assert ledger.register("w", [W(src)], wait=BOUND).name == "w"
-        assert len(decide.raised) == 3
-        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-        assert warned == ["holder 'w' cannot reach the ledger while it waits (failed to read the log: connection "
-                          "lost: injected): trying again until its wait ends"]
-        assert not [r for r in caplog.records if "lost its place" in r.getMessage()]  # (a file ticket keeps it)
-        assert tickets(ledger_dir) == []
+        yield src, other
     finally:
         other.close()
 
 
-def test_an_async_waiter_rides_out_an_unreachable_store(ledger, ledger_dir, tmp_path, monkeypatch):
+def test_a_waiter_rides_out_an_unreachable_store_with_one_warning(ledger, ledger_dir, held, caplog, monkeypatch):
+    """Each look of the waiting loop raises StoreUnavailable three times (the
+    holder lets go meanwhile): the waiter looks again after a pause, warns
+    once, keeps its ticket, and is granted."""
+    src, other = held
+    decide = _unreachable(3, then=lambda: other.release("holder"))(ledger, monkeypatch)
+    caplog.set_level(logging.INFO, logger="scopeledger")
+    assert ledger.register("w", [W(src)], wait=BOUND).name == "w"
+    assert len(decide.raised) == 3
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == ["holder 'w' cannot reach the ledger while it waits (failed to read the log: connection "
+                      "lost: injected): trying again until its wait ends"]
+    assert not [r for r in caplog.records if "lost its place" in r.getMessage()]  # (a file ticket keeps it)
+    assert tickets(ledger_dir) == []
+
+
+def test_an_async_waiter_rides_out_an_unreachable_store(ledger, ledger_dir, held, monkeypatch):
     import asyncio
 
     from scopeledger import AsyncLedger
 
-    src = str(tmp_path / "src")
-    other = Ledger.open(ledger_dir)
-    try:
-        other.register("holder", [W(src)])
-        decide = _unreachable(2, then=lambda: other.release("holder"))(ledger, monkeypatch)
+    src, other = held
+    decide = _unreachable(2, then=lambda: other.release("holder"))(ledger, monkeypatch)
 
-        async def main():
-            return await AsyncLedger(ledger).register("w", [W(src)], wait=BOUND)
-        assert asyncio.run(main()).name == "w"
-        assert len(decide.raised) == 2 and tickets(ledger_dir) == []
-    finally:
-        other.close()
+    async def main():
+        return await AsyncLedger(ledger).register("w", [W(src)], wait=BOUND)
+    assert asyncio.run(main()).name == "w"
+    assert len(decide.raised) == 2 and tickets(ledger_dir) == []
 
 
-def test_a_deadline_that_passes_while_the_store_is_unreachable_raises_its_error(ledger, ledger_dir, tmp_path,
+def test_a_deadline_that_passes_while_the_store_is_unreachable_raises_its_error(ledger, ledger_dir, held,
                                                                                monkeypatch):
     """Not a WaitTimeout: the StoreUnavailable last met (the cause); the
     ticket is given back and nothing is granted, also once the holder let go."""
     from scopeledger import StoreUnavailable
 
-    src = str(tmp_path / "src")
-    other = Ledger.open(ledger_dir)
-    try:
-        other.register("holder", [W(src)])
-        decide = _unreachable()(ledger, monkeypatch)
-        with pytest.raises(StoreUnavailable) as info:
-            ledger.register("w", [W(src)], wait=0.3)
-        assert not isinstance(info.value, WaitTimeout) and info.value is decide.raised[-1]
-        assert tickets(ledger_dir) == []
-        other.release("holder")
-        monkeypatch.undo()
-        assert grants(ledger, "w") == [] and ledger.holders() == []
-    finally:
-        other.close()
+    src, other = held
+    decide = _unreachable()(ledger, monkeypatch)
+    with pytest.raises(StoreUnavailable) as info:
+        ledger.register("w", [W(src)], wait=0.3)
+    assert not isinstance(info.value, WaitTimeout) and info.value is decide.raised[-1]
+    assert tickets(ledger_dir) == []
+    other.release("holder")
+    monkeypatch.undo()
+    assert grants(ledger, "w") == [] and ledger.holders() == []
 
 
-def test_an_append_in_doubt_is_not_tried_again(ledger, ledger_dir, tmp_path, monkeypatch):
+def test_an_append_in_doubt_is_not_tried_again(ledger, ledger_dir, held, monkeypatch):
     from scopeledger import InDoubt
 
-    src = str(tmp_path / "src")
-    other = Ledger.open(ledger_dir)
-    try:
-        other.register("holder", [W(src)])
-        doubt = InDoubt("postgresql://db/x", "whether seq 9 was recorded could not be found out", 9)
-        decide = _unreachable(error=doubt)(ledger, monkeypatch)
-        with pytest.raises(InDoubt) as info:
-            ledger.register("w", [W(src)], wait=BOUND)
-        assert info.value is doubt and len(decide.raised) == 1
-        assert tickets(ledger_dir) == [] and grants(ledger, "w") == []
-    finally:
-        other.close()
+    src, _ = held
+    doubt = InDoubt("postgresql://db/x", "whether seq 9 was recorded could not be found out", 9)
+    decide = _unreachable(error=doubt)(ledger, monkeypatch)
+    with pytest.raises(InDoubt) as info:
+        ledger.register("w", [W(src)], wait=BOUND)
+    assert info.value is doubt and len(decide.raised) == 1
+    assert tickets(ledger_dir) == [] and grants(ledger, "w") == []
 
 
 @pytest.mark.parametrize("wait", [5e-324, 1e-12, 1e-9])
