@@ -563,3 +563,14 @@ def test_a_change_wakes_only_the_waiter_it_can_let_on(pg_url):
             q.leave(t3)
     finally:
         led.close()
+
+
+def test_the_queue_table_is_unlogged(pg_cluster, pg_url):
+    """Tickets live no longer than their waiters' connections, so the queue
+    is an UNLOGGED table: joining and leaving wait for no WAL flush (a
+    leave was a durable commit on the critical path of every handover)."""
+    s = schema_of(pg_url)
+    Ledger.open(pg_url).close()
+    assert pg_cluster.psql_execute(
+        "SELECT c.relpersistence FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = 'waiters'", s) == [("u",)]
