@@ -6,6 +6,7 @@ Usage (as root, from the repository root; needs xfsprogs and loop devices)::
     .venv/bin/python tools/powercut.py --pairs 1000 --writers 1
     .venv/bin/python tools/powercut.py --pairs 1000 --writers 4 --fsync
     .venv/bin/python tools/powercut.py --pairs 1000 --writers 4 --settle 2 --rounds 3
+    .venv/bin/python tools/powercut.py --pairs 20000 --writers 4 --snapshot-every 10000 --cut-after 5
 
 Each round makes a fresh xfs image (a sparse file under ``--dir``), mounts it
 on a loop device, and runs ``--writers`` forked processes that each do
@@ -16,12 +17,17 @@ writer exits, the file system is shut down without flushing its log
 (``xfs_io -x -c "shutdown"``: what the disk holds is what a power cut would
 leave), unmounted and mounted again. Then the ledger is opened, every
 acknowledged operation is looked for in the log at its seq, and one more
-register checks that it still takes changes.
+register checks that it still takes changes. With ``--cut-after S`` the
+file system is shut down ``S`` seconds after the writers start, while they
+write (a writer failing after the cut is expected, and counted in
+``writers_failed``); ``acknowledged`` counts what returned before it.
 
 Prints one JSON object per round: ``acknowledged``, ``lost`` (acknowledged
 operations not in the log), ``log_seq`` (the log's last seq after the cut),
 ``snapshots`` (their seqs), ``opened`` (or the error ``Ledger.open`` raised),
-``lost_events`` (``Ledger.lost``), ``works_after``; ``log_bytes`` is null
+``lost_events`` (``Ledger.lost``), ``said`` (the warnings opening logged),
+``torn_bytes`` (bytes after the log's last newline), ``works_after``,
+``verify`` (``ok`` or the first problem); ``log_bytes`` is null
 when the log itself did not survive (a ledger made with ``fsync=False``
 whose directory entries never reached the disk). Run it against another
 checkout with ``PYTHONPATH=/path/to/checkout`` to compare versions.
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -42,7 +49,18 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scopeledger import Ledger, ScopeRule  # noqa: E402
+from scopeledger import Ledger, ScopeRule, verify  # noqa: E402
+
+
+class _Said(logging.Handler):
+    """Keeps the warnings scopeledger logs (what opening says) in a list."""
+
+    def __init__(self, said: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.said = said
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.said.append(record.getMessage())
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess:
@@ -89,10 +107,12 @@ def _fresh_device(dev: str, image: str) -> str:
 
 
 def one_round(base: str, pairs: int, writers: int, fsync: bool, every: int, settle: float,
-              size_mb: int = 1024) -> dict[str, Any]:
+              size_mb: int = 1024, cut_after: float | None = None) -> dict[str, Any]:
     """One power cut (see the module docstring); ``base``: a directory on a
     file system that is not cut (the image and the acknowledgements live
-    there). Returns the figures of the round."""
+    there); ``cut_after``: cut that many seconds after the writers start,
+    while they write (else ``settle`` seconds after they end). Returns the
+    figures of the round."""
     image = os.path.join(base, "xfs.img")
     mnt = os.path.join(base, "mnt")
     os.makedirs(mnt, exist_ok=True)
@@ -103,7 +123,7 @@ def one_round(base: str, pairs: int, writers: int, fsync: bool, every: int, sett
     _check(p)
     dev = p.stdout.strip()
     out: dict[str, Any] = {"writers": writers, "pairs": pairs, "fsync": fsync, "snapshot_every": every,
-                           "settle_s": settle}
+                           "settle_s": settle, "cut_after_s": cut_after}
     extra: list[str] = []  # loop devices made for the remount (see _fresh_device)
     try:
         _check(_run("mount", "-t", "xfs", dev, mnt))
@@ -122,12 +142,19 @@ def one_round(base: str, pairs: int, writers: int, fsync: bool, every: int, sett
                     code = 1
                 os._exit(code)
             pids.append(pid)
+        if cut_after is not None:  # the cut while they write
+            time.sleep(cut_after)
+            _check(_run("xfs_io", "-x", "-c", "shutdown", mnt))  # no -f: the log is not flushed
+        failed = 0
         for pid in pids:
             _, status = os.waitpid(pid, 0)
-            if os.waitstatus_to_exitcode(status):
+            failed += bool(os.waitstatus_to_exitcode(status))
+        out["writers_failed"] = failed
+        if cut_after is None:
+            if failed:
                 raise RuntimeError("a writer failed")
-        time.sleep(settle)
-        _check(_run("xfs_io", "-x", "-c", "shutdown", mnt))  # no -f: the log is not flushed
+            time.sleep(settle)
+            _check(_run("xfs_io", "-x", "-c", "shutdown", mnt))  # no -f: the log is not flushed
         _check(_run("umount", mnt))
         again = _fresh_device(dev, image)
         if again != dev:
@@ -146,6 +173,15 @@ def one_round(base: str, pairs: int, writers: int, fsync: bool, every: int, sett
         snaps = sorted(int(n[5:21]) for n in (os.listdir(snap_dir) if os.path.isdir(snap_dir) else ())
                        if n.startswith("snap-"))
         out["snapshots"] = snaps
+        out["torn_bytes"] = None
+        if out["log_bytes"]:
+            with open(log_path, "rb") as f:
+                data = f.read()
+            out["torn_bytes"] = len(data) - (data.rfind(b"\n") + 1)
+            out["nul_bytes"] = data.count(b"\0")
+        said: list[str] = []
+        catch = _Said(said)
+        logging.getLogger("scopeledger").addHandler(catch)
         try:
             led = Ledger.open(path)
         except Exception as exc:  # noqa: BLE001 - the figure is the error
@@ -180,6 +216,11 @@ def one_round(base: str, pairs: int, writers: int, fsync: bool, every: int, sett
                 out["works_after"] = f"{type(exc).__name__}: {exc}"
             finally:
                 led.close()
+            rep = verify(path)
+            out["verify"] = "ok" if rep.ok else rep.problems[0].message
+        finally:
+            logging.getLogger("scopeledger").removeHandler(catch)
+            out["said"] = said
         registered = {(n, int(t)) for kind, n, t in acknowledged if kind == "R"}
         have = {(n, s) for kind, n, s in seen if kind == "registered"}
         released = {n for kind, n, s in seen if kind == "released"}
@@ -207,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snapshot-every", type=int, default=100)
     ap.add_argument("--settle", type=float, default=2.0,
                     help="seconds between the last writer's exit and the cut")
+    ap.add_argument("--cut-after", type=float, default=None,
+                    help="cut this many seconds after the writers start, while they write")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--dir", default=None, help="where the image lives (default: a temp dir)")
     args = ap.parse_args(argv)
@@ -221,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         base = tempfile.mkdtemp(prefix="scopeledger-powercut-", dir=args.dir)
         try:
             print(json.dumps(one_round(base, args.pairs, args.writers, args.fsync, args.snapshot_every,
-                                       args.settle)), flush=True)
+                                       args.settle, cut_after=args.cut_after)), flush=True)
         finally:
             shutil.rmtree(base, ignore_errors=True)
     return 0
