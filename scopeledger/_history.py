@@ -972,7 +972,10 @@ class History:
         if not isinstance(store, FileStore):
             return None  # (workers reopen the ledger by its path)
         listed = store.snapshot_seqs()
-        head = store.head()
+        try:
+            head = store.head()
+        except CorruptLedger:  # (a line over MAX_LINE_BYTES): one process names it, as a problem
+            return None
         # About 4 segments per worker, cut at snapshots, even in lines.
         want = max(1, min(len(listed) + 1, workers * 4))
         step = head / want

@@ -123,3 +123,43 @@ def test_a_writer_never_writes_a_line_over_the_limit(tmp_path, monkeypatch):
             led.register("b", rules)
         assert open(os.path.join(led.path, "events.jsonl"), "rb").read() == before
         assert [a.name for a in led.holders()] == ["a"]
+
+
+@pytest.mark.parametrize("how", ["library", "cli"])
+def test_a_line_over_the_limit_in_a_large_log_is_reported_by_verify_and_set_aside_by_repair(tmp_path, monkeypatch,
+                                                                                           how):
+    # A log large enough to be verified by forked workers (PARALLEL_MIN_BYTES):
+    # finding the log's head met the long line, and verify (so repair, which
+    # judges the log by verify) raised CorruptLedger instead of naming it:
+    # 'ledger verify' and 'ledger repair' exited 4 and nothing could set it aside.
+    import subprocess
+    import sys
+
+    from scopeledger import _history, verify
+
+    path = str(tmp_path / "L")
+    log, size = _ledger_with_tail(path, tail=0)
+    if how == "library":
+        with open(log, "ab") as f:
+            f.write(b"y" * (LIMIT + 1) + b"\n")
+        monkeypatch.setattr(_events, "MAX_LINE_BYTES", LIMIT, raising=False)
+        monkeypatch.setattr(_history, "PARALLEL_MIN_BYTES", 4096)
+        rep = verify(path, workers=2)
+        assert not rep.ok and rep.problems[0].line == 3 and "over the limit" in rep.problems[0].message, rep
+        with Ledger.open(path, fold=False) as led:
+            report = led.repair()
+        assert report.damaged and report.line == 3 and report.bytes_cut == LIMIT + 2, report
+        assert verify(path, workers=2).ok
+    else:  # the real limit and the real threshold, as a user meets them
+        with open(log, "ab") as f:
+            f.write(b"z" * (_events.MAX_LINE_BYTES + 1) + b"\n")
+        ledger = os.path.join(os.path.dirname(sys.executable), "ledger")
+        p = subprocess.run([ledger, "--ledger", path, "verify"], capture_output=True, text=True, timeout=300)
+        said = p.stdout + p.stderr
+        assert p.returncode == 1 and "line 3: the line at byte" in said and "over the limit" in said, (p.returncode,
+                                                                                                     said)
+        p = subprocess.run([ledger, "--ledger", path, "repair"], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0 and "set aside in" in p.stdout, (p.returncode, p.stdout, p.stderr)
+        p = subprocess.run([ledger, "--ledger", path, "verify"], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, (p.stdout, p.stderr)
+    assert os.path.getsize(log) == size
