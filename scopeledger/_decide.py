@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from ._errors import DelegationError, DuplicateHolder, ScopeConflict, UnknownHolder, shown
-from ._fold import State, check_request
+from ._fold import State, check_request_from
 from ._identity import Liveness, Verdict
 from ._rules import ScopeRule
 
@@ -27,7 +27,9 @@ def decide(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str | 
     :func:`check_request`; while it is refused only because of holders in
     the way (the conflicting chain, a sibling's subtree, the name's live
     holder) some of which are dead, ``reclaim(name, reason)`` each dead one
-    (which must remove it from ``state``) and ask again. Shared by the
+    (which must remove it from ``state``) and ask again, from the rule the
+    last answer stopped at (the rules before it stay clear: the work is the
+    request's once, plus each reclaim, not the request's per reclaim). Shared by the
     ledger (which records each reclaim) and ``ledger check`` (which
     simulates them on a copy).
 
@@ -38,8 +40,9 @@ def decide(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str | 
         The refusal (an exception, not raised) or ``None`` to grant.
     """
     err = None
+    start = 0  # the rules before it met no holder in the way (see check_request_from)
     for _ in range(len(state.holders) + 1):  # each round removes at least one holder
-        err = check_request(state, name, rules, parent)
+        err, start = check_request_from(state, name, rules, parent, start)
         if isinstance(err, DuplicateHolder):
             # The name of the requester's own parent is taken by the
             # parent: reclaiming it would remove what the request needs.

@@ -3043,8 +3043,16 @@ def _advised(state: State, name: str, rules: tuple[ScopeRule, ...], parent: str 
     if err is not None and not (isinstance(err, ScopeConflict)
                                 or (isinstance(err, DelegationError) and err.sibling is not None)):
         return None
-    return [[list(chain), theirs.to_json(), mine.to_json()]
-            for chain, theirs, mine in conflicts_met(state, name, rules, parent)]
+    out: list[Any] = []
+    least = 0  # bytes the record takes at least: the names and both paths of each conflict
+    for chain, theirs, mine in conflicts_met(state, name, rules, parent):
+        least += len(theirs.path) + len(mine.path) + sum(map(len, chain))
+        if least > MAX_LINE_BYTES:  # it cannot fit: stop (finding them all first took time and memory unbounded)
+            raise InvalidScope(f"the request is too large: its {len(out) + 1} conflicts found so far would "
+                               f"take more than the log's limit of {MAX_LINE_BYTES} bytes in its event's "
+                               "line (an advisory grant records each); ask for fewer or narrower rules")
+        out.append([list(chain), theirs.to_json(), mine.to_json()])
+    return out
 
 
 def _partly(exc: Any, lines: list[bytes]) -> PartlyRecorded:
