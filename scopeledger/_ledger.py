@@ -278,18 +278,25 @@ class LostEvents:
     before it reached the disk). The ledger opened from the newest snapshot
     the log still reaches and goes on after ``last_seq``; the snapshots are
     kept (``snapshots``, their file names), so that what they describe can
-    still be read.
+    still be read: in ``snapshots/`` while only readers have opened it; the
+    first object that opens it to write moves them (before the log can go
+    on past their seqs) into ``moved_to`` under ``cut/``, with a record, as
+    ``Ledger.repair`` would.
 
     Attributes:
         last_seq: the seq of the log's last line when opened, ``int``.
         snapshot_seq: the newest snapshot's seq, ``int``: events
             ``last_seq + 1`` to ``snapshot_seq`` (at least) were lost.
         snapshots: names of the snapshots past the log, ``tuple[str, ...]``.
+        moved_to: the directory under ``cut/`` this object moved them to,
+            ``str``, or ``None`` (opened read-only, or they could not be
+            moved: a warning said why).
     """
 
     last_seq: int
     snapshot_seq: int
     snapshots: tuple[str, ...]
+    moved_to: str | None = None
 
 
 @attrs.frozen
@@ -702,6 +709,8 @@ class Ledger:
         if load:
             with self._mem:
                 self._load()
+            if self._lost is not None and self._files is not None and not self._readonly:
+                self._move_lost_snapshots(self._files, self._lost)
 
     def child_environment(self, environ: "Mapping[str, str] | None" = None) -> dict[str, str]:
         """The environment variables a child process needs to open this
@@ -983,6 +992,42 @@ class Ledger:
                 self._write_snapshot(state)
             except (OSError, LedgerError) as exc:
                 log.warning("could not write snapshot at seq %d: %s", state.seq, exc)
+
+    def _move_lost_snapshots(self, files: FileStore, lost: LostEvents) -> None:
+        """A writer opening a log shorter than its snapshots: before its
+        first line, move the snapshots past the log's end (and a torn tail)
+        into ``cut/`` with a record, as :meth:`repair` does, under the lock.
+        Left in ``snapshots/`` they were met by the log going on: the
+        warning then counted the new events as lost, no snapshot was
+        written until the log passed the stale ones, which then failed to
+        match for ever (``verify`` exit 1, which ``repair`` did not mend),
+        and pruning deleted them. What the OS refuses is a warning: they
+        stay, as before."""
+        try:
+            with files.exclusive(self.timeout):
+                files.forget()
+                kept = self._log.head()
+                tail, names = files.past(kept)
+                if not names:
+                    return  # another writer moved them meanwhile
+                facts = self._repair_facts(kept, None, (tail, names))
+                facts["reason"] = (f"snapshot(s) past the end of the log (seq {kept}): {', '.join(names)}: "
+                                   f"events {kept + 1} to {lost.snapshot_seq} (at least) were lost, a power "
+                                   "cut before they reached the disk?; moved by the first writer to open "
+                                   "the ledger afterwards" + (f", with a torn last line of {tail} bytes"
+                                                              if tail else ""))
+                cut = files.cut_after(kept, facts)
+        except (OSError, LedgerError) as exc:
+            log.warning("could not move the snapshots past the end of the log %s aside: %s", self._log_where,
+                        exc)
+            return
+        if cut is None:
+            return
+        where, _ = cut
+        self._lost = attrs.evolve(lost, moved_to=where)
+        which = ", ".join(names) if len(names) <= 3 else f"{len(names)} of them, {names[0]} to {names[-1]}"
+        log.warning("moved the snapshots past the end of the log (%s) to %s, with a record of what was lost "
+                    "(record.json), so that the log going on never meets them", which, where)
 
     @property
     def lost(self) -> "LostEvents | None":

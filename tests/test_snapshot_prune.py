@@ -73,11 +73,19 @@ def test_snapshots_past_the_end_of_the_log_are_never_removed(tmp_path: Path) -> 
     log = led / "events.jsonl"
     lines = log.read_bytes().splitlines(keepends=True)
     log.write_bytes(b"".join(lines[:45]))  # a power cut took events 46 to 80
+    past = {s: (led / "snapshots" / f"snap-{s:016d}.json").read_bytes() for s in (50, 60, 70, 80)}
+    with Ledger.open(led, fold=False) as ledger:  # a writer that has not folded: they are still there
+        assert ledger.prune_snapshots(keep=1) == [10, 20, 30]  # (40: opening starts from it)
+    assert _snaps(led) == [40, 50, 60, 70, 80]
+    # A writer that opens the ledger moves them into cut/ first, with a record
+    # (tests/test_snapshots.py), so that pruning never meets them.
     p = ledger_cmd(led, "snapshot", "--prune", "--keep", "1")
     assert p.returncode == 0, p.stderr
-    assert [line for line in p.stdout.splitlines() if line.startswith("removed")] == [
-        f"removed snapshot at seq {s}" for s in (10, 20, 30, 40)]
-    assert _snaps(led) == [45, 50, 60, 70, 80]
+    assert "moved the snapshots past the end of the log" in p.stderr
+    assert [line for line in p.stdout.splitlines() if line.startswith("removed")] == ["removed snapshot at seq 40"]
+    assert _snaps(led) == [45]
+    (cut,) = (led / "cut").iterdir()
+    assert {s: (cut / f"snap-{s:016d}.json").read_bytes() for s in past} == past
 
 
 def test_bad_keep(tmp_path: Path) -> None:

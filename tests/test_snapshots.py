@@ -1,6 +1,7 @@
 """Snapshots: cheap opening, atomic writes, distrust of bad snapshots."""
 
 import errno
+import json
 import logging
 import os
 
@@ -275,7 +276,7 @@ def test_a_log_shorter_than_its_snapshot_opens_from_what_it_holds_and_says_what_
         with open(log, "wb") as f:
             f.write(kept)
         caplog.clear()
-        with Ledger.open(ledger_dir) as led:
+        with Ledger.open(ledger_dir, readonly=True) as led:  # a reader: 'ledger show'
             assert led.lost == LostEvents(kept_lines, 8, tuple(n for n in snaps if int(n[5:21]) > kept_lines))
             assert led.stats.snapshot_seq == opened_from
             assert [a.name for a in led.holders()] == [f"h{i}" for i in range(kept_lines)]
@@ -285,22 +286,75 @@ def test_a_log_shorter_than_its_snapshot_opens_from_what_it_holds_and_says_what_
         assert snapshot_files(ledger_dir) == snaps  # nothing deleted
         rep = verify(ledger_dir)
         assert not rep.ok and "past the end of the log" in rep.problems[0].message
-    # It keeps working: the log goes on from seq 5; the snapshot written at
-    # seq 8 of the new history keeps the old one, renamed, not overwritten.
-    old8 = open(os.path.join(ledger_dir, "snapshots", snaps[1]), "rb").read()
+    # The first writer moves the snapshots past the log's end into cut/,
+    # with a record (nothing deleted), then goes on: the log goes on from seq 5.
+    caplog.clear()
     with Ledger.open(ledger_dir, snapshot_every=1000) as led:
+        assert led.lost is not None and led.lost.moved_to is not None
+        assert led.lost.snapshots == ("snap-0000000000000008.json",)
+        moved = led.lost.moved_to
+        assert sorted(os.listdir(moved)) == ["record.json", "snap-0000000000000008.json"]
+        record = json.load(open(os.path.join(moved, "record.json")))
+        assert "events 6 to 8 (at least) were lost" in record["reason"] and record["kept_seq"] == 5
+        assert f"moved the snapshots past the end of the log (snap-0000000000000008.json) to {moved}" in caplog.text
         for i in range(5, 9):
             led.register(f"n{i}", [W(f"/n/{i}")])
             if i == 7:
                 assert led.snapshot() == 8
         assert led.seq == 9
-    names = sorted(os.listdir(os.path.join(ledger_dir, "snapshots")))
-    lost = [n for n in names if n.startswith("lost-snap-0000000000000008.json-")]
-    assert len(lost) == 1 and open(os.path.join(ledger_dir, "snapshots", lost[0]), "rb").read() == old8
+    assert snapshot_files(ledger_dir) == snaps  # snap-8 is the new history's
+    caplog.clear()
     with Ledger.open(ledger_dir) as led:
         assert led.lost is None and led.stats.snapshot_seq == 8
         assert [a.name for a in led.holders()] == [f"h{i}" for i in range(5)] + [f"n{i}" for i in range(5, 9)]
         assert led.verify().ok
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize("keep", [None, 2])
+def test_a_ledger_that_goes_on_after_losing_its_tail_keeps_the_lost_snapshots_and_its_schedule(
+        ledger_dir, caplog, keep):
+    # On 063fafc the snapshots past the log's end stayed in snapshots/ while
+    # the log went on: each opening said "events N+1 to S were lost" with N
+    # the new history's seq, no snapshot was written until the log passed S
+    # (the newest snapshot's seq was taken as the last one written), then
+    # every opening warned that they did not match the log, 'ledger verify'
+    # failed for ever (and 'ledger repair' found nothing to repair), and with
+    # keep_snapshots the automatic pruning deleted them.
+    with Ledger.open(ledger_dir, snapshot_every=100) as led:
+        for i in range(300):
+            led.register(f"h{i}", [W(f"/h/{i}")])
+            led.release(f"h{i}")
+    log = os.path.join(ledger_dir, "events.jsonl")
+    lines = open(log, "rb").read().split(b"\n")
+    with open(log, "wb") as f:
+        f.write(b"".join(line + b"\n" for line in lines[:100]))  # a power cut took 101..600
+    lost = {n: open(os.path.join(ledger_dir, "snapshots", n), "rb").read() for n in snapshot_files(ledger_dir)
+            if int(n[5:21]) > 100}
+    assert len(lost) == 5
+    said = []
+    for _ in range(12):  # writers come and go: 480 events, past the lost seqs
+        caplog.clear()
+        with Ledger.open(ledger_dir, snapshot_every=100, keep_snapshots=keep) as led:
+            for _ in range(20):
+                led.register(f"n{led.seq}", [W("/n")])
+                led.release(f"n{led.seq - 1}")
+            seq = led.seq
+        said.append(caplog.text)
+    assert "events 101 to 600 were lost" in said[0] and all(not s for s in said[1:]), said
+    assert seq == 580
+    seqs = [int(n[5:21]) for n in snapshot_files(ledger_dir)]
+    assert seqs[-1] >= 500, seqs  # written on schedule
+    (moved,) = os.listdir(os.path.join(ledger_dir, "cut"))
+    for name, data in lost.items():  # kept, byte for byte
+        assert open(os.path.join(ledger_dir, "cut", moved, name), "rb").read() == data
+    from scopeledger import verify
+
+    assert verify(ledger_dir).ok
+    caplog.clear()
+    with Ledger.open(ledger_dir, readonly=True) as led:
+        assert led.lost is None and led.seq == 580
+    assert caplog.text == ""
 
 
 def test_a_due_snapshot_is_written_by_the_process_that_claims_it_only(ledger_dir):
