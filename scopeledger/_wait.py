@@ -722,7 +722,7 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
                     if last is None:  # not in the queue yet: ask as a request without wait does
                         out = yield Call(first_attempt, (ledger, req, queue, attempt, gate, me), undo_grant)
                     else:
-                        if (yield from take_place(ledger, req, queue, place)) and not place.told:
+                        if (yield from take_place(ledger, req, queue, place, outage)) and not place.told:
                             place.told = True
                             tell(req, last, on_wait)
                         out = yield Call(settle, (ledger, req, queue, place, attempt, gate, me), undo_grant)
@@ -786,14 +786,18 @@ class Place:
         self.lock = threading.RLock()
 
 
-def take_place(ledger: Any, req: Request, queue: Queue, place: Place) -> Generator[Call, Any, bool]:
+def take_place(ledger: Any, req: Request, queue: Queue, place: Place,
+               outage: "Outage | None" = None) -> Generator[Call, Any, bool]:
     """Steps of :func:`waiting`: join the queue unless ``place`` is in it;
     one whose ticket lost its place (on PostgreSQL its connection broke,
     and its lock with it: others may have removed the ticket) gives it back
-    and joins again, at the end. Returns whether it joined now."""
+    and joins again, at the end, and says so once joined: a warning, or,
+    when ``outage`` has warned that the store could not be reached (every
+    waiter then loses its place: said there), an ``INFO`` record. Returns
+    whether it joined now."""
+    lost = None
     if place.joined and queue.lost(place.ticket):
-        log.warning("holder '%s' lost its place in the waiters' queue (ticket %d: its connection broke) and "
-                    "joins again, at its end", req.name, place.ticket.number if place.ticket is not None else 0)
+        lost = place.ticket.number if place.ticket is not None else 0
         if place.watch is not None:
             place.watch.give_back(ledger)
             place.watch = None
@@ -804,6 +808,10 @@ def take_place(ledger: Any, req: Request, queue: Queue, place: Place) -> Generat
     yield Call(join, (queue, req, place), functools.partial(leave, queue, place))
     place.joined = True
     place.watch = Watch.take(ledger, queue, place.ticket)
+    if lost is not None:
+        say = log.info if outage is not None and outage.error is not None else log.warning
+        say("holder '%s' lost its place in the waiters' queue (ticket %d: its connection broke) and joined "
+            "again, at its end", req.name, lost)
     return True
 
 
