@@ -271,9 +271,21 @@ class FileStore:
     def torn_bytes(self) -> int:
         """The bytes after the last complete line (a torn tail not set
         aside yet), ``int``; 0 for none. (File store only: for ``verify``'s
-        note.)"""
+        note.)
+
+        Judged at one look at the log's size: a line another process
+        appends meanwhile is not a torn tail, nor a log that shrank (the
+        head and its end taken at two sizes said so, on a ledger in use).
+        """
+        seq, pos = self._nearest(1 << 62)
         size = self.store.size()
-        return size - self._end_of(self.head(), size)
+        if pos > size:
+            raise CorruptLedger(self.store.log_path, f"the log shrank to {size} bytes, and line {seq} "
+                                                     f"ended at byte {pos} before")
+        end = pos
+        for _line, _start, line_end in self._lines(seq, pos, size):
+            end = line_end
+        return size - end
 
     def seq_at(self, ts: int) -> int:
         seq = 0

@@ -4,10 +4,13 @@ word for word the line-by-line one, on damaged logs of every kind."""
 
 import os
 import random
+import subprocess
+import sys
 
 import orjson
 import pytest
 
+from helpers import W
 from history_gen import random_history
 from scopeledger import Ledger, verify
 from scopeledger import _history
@@ -88,3 +91,67 @@ def test_damaged_logs_are_reported_as_line_by_line(ledger_dir, monkeypatch, seed
         assert fast == _line_by_line(ledger_dir, monkeypatch), lines
         differ += not fast[0]
     assert differ > 30  # (the damage is found, mostly)
+
+
+#: Another process: appends one grant each time it reads a line on stdin,
+#: and says so ("ok") once the line is in the log.
+_APPENDER = """
+import sys
+from scopeledger import Ledger, ScopeRule
+led = Ledger.open(sys.argv[1])
+for i, _ in enumerate(sys.stdin):
+    led.register(f"w{i}", [ScopeRule(f"/w/{i}", "write")])
+    print("ok", flush=True)
+"""
+
+
+def test_verify_of_a_log_another_process_appends_to_meanwhile_is_no_corruption(ledger_dir):
+    """``verify`` on a ledger in use: another process appends a line
+    between the two looks verify's tail check took at the log's size. It
+    said "corrupt ledger: the log shrank to N bytes, and line K ended at
+    byte M before" (a forked child verifying while its parent's threads
+    wrote found it, 3 times in 60 forks); the tail is judged at one size,
+    and lines appended since are simply not in the report."""
+    with Ledger.open(ledger_dir) as led:
+        for i in range(5):
+            led.register(f"h{i}", [W(f"/h/{i}")])
+    writer = subprocess.Popen([sys.executable, "-c", _APPENDER, ledger_dir], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        with Ledger.open(ledger_dir, readonly=True) as reader:
+            store = reader._log.store
+            real_size = store.size
+            appended = []
+
+            def size():
+                # Each look at the size during the tail check is followed by
+                # a line appended by the other process (at most twice).
+                n = real_size()
+                if checking and len(appended) < 2:
+                    writer.stdin.write("go\n")
+                    writer.stdin.flush()
+                    assert writer.stdout.readline() == "ok\n"
+                    appended.append(n)
+                return n
+
+            store.size = size
+            real_torn = reader._log.torn_bytes
+            checking = False
+
+            def torn_bytes():
+                nonlocal checking
+                checking = True
+                try:
+                    return real_torn()
+                finally:
+                    checking = False
+
+            reader._log.torn_bytes = torn_bytes
+            report = reader.verify(workers=1)
+            assert appended, "the tail check never looked at the log's size"
+            assert report.ok, report.problems
+            assert report.events >= 5 and not any("torn" in n for n in report.notes), report.notes
+    finally:
+        writer.stdin.close()
+        writer.wait(timeout=60)
+    assert verify(ledger_dir).events == 5 + len(appended)
