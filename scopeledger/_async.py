@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import concurrent.futures.thread  # noqa: F401 (asyncio imports it on its first executor: now, not in a call)
 import contextlib
 import datetime as dt
 import functools
@@ -73,6 +74,7 @@ from ._fold import Allocation
 from ._ledger import delegate_attempt, register_attempt, tickets_of
 from ._rules import ScopeRule
 from ._wait import Gate, Request, Sleep, Watch, deadline_of, queue_of, release_grant, resume, waiting, whoami
+from ._imports import first_use
 
 if TYPE_CHECKING:
     from ._errors import Refused, ScopeConflict
@@ -192,7 +194,8 @@ class AsyncLedger:
             TypeError, ValueError: a bad ``switch_interval``.
             as :meth:`Ledger.open`.
         """
-        from ._ledger import Ledger
+        with first_use:
+            from ._ledger import Ledger
 
         check_switch_interval(switch_interval)
         loop = asyncio.get_running_loop()
@@ -377,7 +380,8 @@ class AsyncLedger:
             InvalidLease: ``ttl`` is not ``None`` or a ttl :meth:`Ledger.renew`
                 takes (before the task is made).
         """
-        from ._lease import check_ttl
+        with first_use:
+            from ._lease import check_ttl
 
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be None or a callable, not {shown(on_lost)}")
@@ -388,7 +392,8 @@ class AsyncLedger:
 
     async def _keep_renewed(self, name: str, token: int, ttl: float | None,
                             on_lost: Callable[[BaseException], Any] | None) -> BaseException:
-        from ._lease import check_ttl, renewal_interval
+        with first_use:
+            from ._lease import check_ttl, renewal_interval
 
         alloc = await self.holder(name)
         if alloc.token != token or alloc.lease is None:
@@ -809,7 +814,8 @@ async def _spawn(aledger: AsyncLedger, name: str, argv: Sequence[str], rules: An
                  parent_token: int | None = None, wait: float = 0, env: Any = None, note: str | None = None,
                  advisory: bool = False, ttl: float | None = None, lease_only: bool = False,
                  **popen: Any) -> AsyncSpawned:
-    from . import _spawn as sp
+    with first_use:
+        from . import _spawn as sp
 
     sp.check_spawn_args(argv, popen, parent, parent_token)
     if parent is None:
@@ -863,7 +869,8 @@ class AsyncAdopted:
         Raises:
             ValueError, TypeError: as :meth:`Adopted.wait <scopeledger.Adopted.wait>`.
         """
-        from . import _spawn as sp
+        with first_use:
+            from . import _spawn as sp
 
         check_timeout("timeout", timeout)
         ad = self.adopted
@@ -926,6 +933,7 @@ async def _readable(fd: int, timeout: float) -> bool:
 
 
 async def _adopt(aledger: AsyncLedger, name: str, token: int) -> AsyncAdopted:
-    from . import _spawn as sp
+    with first_use:
+        from . import _spawn as sp
 
     return AsyncAdopted(aledger, await aledger._thread(sp.adopt, aledger.ledger, name, token))

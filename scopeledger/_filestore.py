@@ -31,6 +31,7 @@ from ._errors import CorruptLedger, LedgerIOError, ReadOnlyLedger, SnapshotInval
 from ._events import iter_lines, split_lines
 from ._logstore import Entry, Line
 from ._store import Store
+from ._imports import first_use
 
 if TYPE_CHECKING:
     from ._filetickets import FileTickets
@@ -612,7 +613,8 @@ class FileStore:
         (``scopeledger._filetickets``, imported on first use)."""
         tickets: FileTickets | None = self._made.get("tickets")
         if tickets is None:
-            from ._filetickets import FileTickets
+            with first_use:
+                from ._filetickets import FileTickets
 
             # (threads racing here keep the first one made: setdefault is atomic)
             tickets = self._made.setdefault("tickets", FileTickets(self.store))

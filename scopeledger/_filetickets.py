@@ -43,6 +43,7 @@ from typing import Any
 from ._errors import InvalidScope, ReadOnlyLedger
 from ._logstore import RECHECK_SECONDS, Queued
 from ._store import Store
+from ._imports import first_use
 
 log = logging.getLogger("scopeledger")
 
@@ -291,7 +292,8 @@ class FileTickets:
 
 
 def _inotify(path: str, mask: int) -> Any:
-    from inotify_simple import INotify
+    with first_use:
+        from inotify_simple import INotify
 
     ino = INotify(nonblocking=True)
     try:

@@ -34,6 +34,7 @@ from ._fold import State, apply, check_request, holders_of
 from ._logstore import LogStore
 from ._rules import Permission, ScopeRule, check_name, covers_place, overlaps
 from ._time import from_ns, iso, to_ns
+from ._imports import first_use
 
 log = logging.getLogger("scopeledger")
 
@@ -966,7 +967,8 @@ class History:
         """The segments verified in ``workers`` forked processes; ``None``
         when that is not possible or something was found (the caller then
         verifies in this process)."""
-        import multiprocessing
+        with first_use:
+            import multiprocessing
 
         store = self._store
         if not isinstance(store, FileStore):

@@ -81,6 +81,7 @@ from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._filestore import FileStore
 from ._logstore import Entry, Line, LogStore, Tickets
 from ._store import CUT_RECORD_NAME, Store
+from ._imports import first_use
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._lease import Renewer
@@ -132,7 +133,8 @@ def default_path() -> str:
             another ledger than the one meant (the command line says the
             same, exit 2).
     """
-    from ._store import resolve_path
+    with first_use:
+        from ._store import resolve_path
 
     env = os.environ.get(ENV_DIR)
     if env is not None:
@@ -146,7 +148,8 @@ def default_path() -> str:
     if not os.path.isabs(base):
         home = os.path.expanduser("~")
         if not os.path.isabs(home):
-            import pwd
+            with first_use:
+                import pwd
 
             try:
                 home = pwd.getpwuid(os.getuid()).pw_dir
@@ -185,7 +188,8 @@ def check_not_in_another_users_directory(path: str) -> None:
         break
     if here == path or st.st_uid == 0:
         return
-    import pwd
+    with first_use:
+        import pwd
 
     try:
         who = f"user {pwd.getpwuid(st.st_uid).pw_name!r} (uid {st.st_uid})"
@@ -1701,7 +1705,8 @@ class Ledger:
                           on_wait: Callable[[str, Refused | None], object] | None) -> Allocation:
         """:meth:`register` with ``wait`` (a method of its own: variables its
         lambdas use would be cells, made in every call of ``register``)."""
-        from ._wait import wait_for_grant, Request
+        with first_use:
+            from ._wait import wait_for_grant, Request
 
         req = Request.of(self, name, rules, None, None, wait)
         written: list[Any] = []  # the last attempt's grant, once it is being written
@@ -1820,7 +1825,8 @@ class Ledger:
                           ttl: Any, lease_only: Any,
                           on_wait: Callable[[str, Refused | None], object] | None) -> Allocation:
         """:meth:`delegate` with ``wait`` (as :meth:`_register_waiting`)."""
-        from ._wait import wait_for_grant, Request
+        with first_use:
+            from ._wait import wait_for_grant, Request
 
         req = Request.of(self, child, rules, parent, parent_token, wait)
         written: list[Any] = []
@@ -2029,7 +2035,8 @@ class Ledger:
             InvalidLease: it has no lease, or a bad ``ttl``.
             TypeError: ``on_lost`` is not callable.
         """
-        from ._lease import Renewer
+        with first_use:
+            from ._lease import Renewer
 
         return Renewer(self, name, token, ttl, on_lost)
 
@@ -2383,7 +2390,8 @@ class Ledger:
         exit status: :func:`scopeledger._spawn.spawn` (options and errors
         there: ``parent``, ``parent_token``, ``wait``, ``note``, ``advisory``, ``ttl``, ``lease_only``,
         ``env``, Popen's)."""
-        from ._spawn import spawn
+        with first_use:
+            from ._spawn import spawn
 
         return spawn(self, name, argv, rules, **options)
 
@@ -2393,7 +2401,8 @@ class Ledger:
         gone, keeps it, and the :class:`~scopeledger.Adopted` waits for it;
         a proven-gone process's grant is bound to this process; errors
         there)."""
-        from ._spawn import adopt
+        with first_use:
+            from ._spawn import adopt
 
         return adopt(self, name, token)
 
@@ -2881,7 +2890,8 @@ def _open_store(where: str, *, create: bool, readonly: bool, fsync: bool = False
     a directory (as :meth:`Ledger.open` opens them, and raising what it
     raises)."""
     if _is_postgresql_url(where):
-        from ._pgstore import PgStore  # only for a URL: its client library stays unimported otherwise
+        with first_use:
+            from ._pgstore import PgStore  # only for a URL: its client library stays unimported otherwise
 
         return PgStore.open(where, create=create, readonly=readonly)
     if create and not readonly:
@@ -2921,7 +2931,8 @@ def copy_ledger(source: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
             or another writer appended to ``dest`` during the copy.
         TypeError: ``source`` or ``dest`` is not a ``str`` or ``os.PathLike[str]``.
     """
-    from ._logstore import copy_log
+    with first_use:
+        from ._logstore import copy_log
 
     src_where, dst_where = _dir_path(source), _dir_path(dest)
     for given in (src_where, dst_where):
@@ -2963,7 +2974,8 @@ def redact_url(location: str) -> str:
     parameter), anything else (a directory) unchanged. What
     :attr:`Ledger.path` says of a ledger opened at a URL."""
     if _URL_RE.match(location):
-        from ._pgstore import redact
+        with first_use:
+            from ._pgstore import redact
 
         return redact(location)
     return location
@@ -3285,7 +3297,8 @@ def _release_quietly(ledger: Ledger, name: str, token: int, owner_pid: int,
     if os.getpid() != owner_pid:
         return  # a forked child's copy of the guard: the allocation is not its own
     if guard is not None and guard() is None:
-        import warnings
+        with first_use:
+            import warnings
 
         warnings.warn(f"the hold() guard of holder {name!r} (token {token}) was garbage collected: "
                       "its allocation is released; keep the guard (with ledger.hold(...) as alloc:, "

@@ -40,6 +40,7 @@ from typing import Callable
 
 from ._errors import shown
 from ._identity import Liveness, Probe, ProcessIdentity, Verdict
+from ._imports import first_use
 
 #: Where /proc is (tests point it at a made-up tree).
 PROC = "/proc"
@@ -68,8 +69,10 @@ def boot_id() -> str | None:
     ``None`` when it cannot be read. Cached for the life of the process."""
     if not _boot_id_cache:
         try:
-            with open(_BOOT_ID_PATH, encoding="ascii") as f:
-                value: str | None = f.read().strip() or None
+            # (bytes, decoded: a text file's codec is looked up, and its
+            # module imported, on first use: see scopeledger._imports)
+            with open(_BOOT_ID_PATH, "rb") as f:
+                value: str | None = f.read().decode("ascii").strip() or None
         except (OSError, ValueError):
             value = None
         _boot_id_cache.append(value)
@@ -135,8 +138,8 @@ def _boottime_offset() -> int | None:
                 # timens_offsets describes the namespace of this process's
                 # future children: it is ours only while both are the same.
                 if os.readlink(f"{PROC}/self/ns/time_for_children") == ns:
-                    with open(f"{PROC}/self/timens_offsets", encoding="ascii") as f:
-                        for line in f:
+                    with open(f"{PROC}/self/timens_offsets", "rb") as f:  # (bytes: as boot_id)
+                        for line in f.read().decode("ascii").splitlines():
                             parts = line.split()
                             if parts and parts[0] in ("boottime", "7"):
                                 offset = int(parts[1]) * 1_000_000_000 + int(parts[2])
@@ -591,7 +594,8 @@ def _judge_v1(ident: ProcessIdentity) -> Verdict:
                                               "record, which names no host)")
     if ident.pidns is not None and ident.pidns != pid_namespace():
         return _unknown(f"in another PID namespace ({ident.pidns}), as a v1 record")
-    import psutil  # (here: only v1 identities need it, and it costs start-up time, issue 18)
+    with first_use:
+        import psutil  # (here: only v1 identities need it, and it costs start-up time, issue 18)
 
     pid = ident.pid
     try:

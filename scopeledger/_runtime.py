@@ -36,6 +36,7 @@ from ._ledger import Hold, Ledger
 from ._rules import check_name
 from ._fold import MAX_RULES_PER_REQUEST
 from ._rules import ScopeRule, parse_rule, path_rule
+from ._imports import first_use
 
 ENV_RUNTIME_DIR = "SCOPELEDGER_RUNTIME_DIR"
 
@@ -47,7 +48,8 @@ def runtime_base() -> str:
     ``$XDG_RUNTIME_DIR/scopeledger`` (a relative ``$XDG_RUNTIME_DIR`` is
     ignored, as the XDG Base Directory specification says), else
     ``/tmp/scopeledger-<uid>``."""
-    from ._store import resolve_path
+    with first_use:
+        from ._store import resolve_path
 
     env = os.environ.get(ENV_RUNTIME_DIR)
     if env:
@@ -219,7 +221,8 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
         InvalidManifest: unreadable, not TOML, or invalid (see
             :func:`parse_manifest`).
     """
-    from ._store import resolve_path
+    with first_use:
+        from ._store import resolve_path
 
     # Not os.path.abspath: a '..' after a symlink is the target's parent, as
     # for the OS that opens it (and relative rules are based there).
@@ -248,7 +251,8 @@ def _read_manifest(path: str) -> bytes:
         InvalidManifest: it cannot be read, is not a regular file, or is
             too large; the message names ``path``.
     """
-    from ._store import kind_of
+    with first_use:
+        from ._store import kind_of
 
     def refuse(why: str) -> InvalidManifest:
         return InvalidManifest(f"cannot read manifest {path}: {why}")

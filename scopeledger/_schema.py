@@ -29,6 +29,7 @@ from typing import Any
 from ._events import (EVENT_TYPES, KEYS, MAX_SESSION_ID, MAX_TTL_NS, NESTED, OPTIONAL as LINE_OPTIONAL,
                       RECLAIM_REASONS, REFUSAL_KINDS, TS_LIMIT)
 from ._rules import HOLDER_NAME, KEY
+from ._imports import first_use
 
 #: Where the schema is, inside the package.
 SCHEMA_RESOURCE = ("schema", "event.schema.json")
@@ -290,7 +291,8 @@ def dumps() -> str:
 
 def load() -> dict[str, Any]:
     """The shipped schema (``scopeledger/schema/event.schema.json``)."""
-    from importlib.resources import files
+    with first_use:
+        from importlib.resources import files
 
     schema: dict[str, Any] = json.loads(files("scopeledger").joinpath(*SCHEMA_RESOURCE).read_text(encoding="utf-8"))
     return schema

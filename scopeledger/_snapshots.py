@@ -45,6 +45,7 @@ from ._errors import LedgerError, LedgerIOError, SnapshotInvalid, UnsafeLedgerPa
 from ._events import blake2b, line_hash
 from ._fold import SNAPSHOT_FORMAT, State
 from ._store import SNAPSHOT_DIR, SNAPSHOT_NAME, Store, open_private_file
+from ._imports import first_use
 
 log = logging.getLogger("scopeledger")
 
@@ -256,7 +257,8 @@ def clean_temp_files(store: Store) -> list[str]:
         if not m:
             continue
         pid = int(m.group(1))
-        import psutil  # (here: rarely needed, and it costs start-up time, issue 18)
+        with first_use:
+            import psutil  # (here: rarely needed, and it costs start-up time, issue 18)
 
         if pid == me or psutil.pid_exists(pid):
             continue

@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ._errors import (CorruptLedger, LedgerError, LedgerIOError, LockTimeout, NoLedger, ReadOnlyLedger,
                       UnsafeLedgerPath)
+from ._imports import first_use
 
 log = logging.getLogger("scopeledger")
 
@@ -242,7 +243,8 @@ def resolve_path(path: str) -> str:
     (``O_NOFOLLOW``). Trailing slashes and ``.`` components are dropped; a
     last ``..`` is resolved with the rest."""
     if _URL.match(path):  # a URL is not a directory (it would make one, password and all)
-        from ._pgstore import refuse_url
+        with first_use:
+            from ._pgstore import refuse_url
 
         raise refuse_url(path)
     if "\x00" in path:
@@ -696,7 +698,8 @@ class Tally:
     ``sha256`` (a ``hashlib`` object), ``bytes`` and :meth:`lines`."""
 
     def __init__(self) -> None:
-        import hashlib  # (here: it loads OpenSSL, which no start of a command needs; issue 18)
+        with first_use:
+            import hashlib  # (here: it loads OpenSSL, which no start of a command needs; issue 18)
 
         self.sha256 = hashlib.sha256()
         self.bytes = 0
@@ -719,8 +722,9 @@ def _who() -> dict[str, Any]:
     """Who is making a change, for a record: ``user`` (the effective
     user's name, ``None`` when the password database has none), ``uid``,
     ``host`` (the host name) and ``pid``."""
-    import pwd
-    import socket
+    with first_use:
+        import pwd
+        import socket
 
     uid = os.geteuid()
     try:
@@ -1588,7 +1592,8 @@ class Store:
         Raises:
             OSError: the OS refused; it names the file.
         """
-        import json
+        with first_use:
+            import json
 
         data = json.dumps(record, indent=2).encode("ascii") + b"\n"  # (ASCII: any path, escaped)
         tmp = f".{CUT_RECORD_NAME}.tmp"

@@ -128,6 +128,7 @@ from ._errors import DelegationError, Refused, ScopeConflict, StoreUnavailable, 
 from ._fold import Allocation
 from ._logstore import RECHECK_SECONDS, Ticket, Tickets, Wakeup
 from ._rules import Permission, ScopeRule, check_name, conflicts, rule_from_log
+from ._imports import first_use
 
 log = logging.getLogger("scopeledger")
 
@@ -620,7 +621,8 @@ def whoami(ledger: Any) -> Any:
     actor = getattr(ledger, "_actor", None)
     if actor is not None:
         return actor()
-    from ._process import identify
+    with first_use:
+        from ._process import identify
 
     return identify()
 
@@ -868,7 +870,8 @@ class Outage:
             log.warning("holder '%s' cannot reach the ledger while it waits (%s): trying again until %s",
                         self.name, exc, until)
         self.error = exc
-        import random  # (here: a waiter's start-up does not pay for it)
+        with first_use:
+            import random  # (here: a waiter's start-up does not pay for it)
 
         pause = self.pause * random.uniform(0.8, 1.2)
         self.pause = min(self.pause * 2, OUTAGE_LONGEST_PAUSE)

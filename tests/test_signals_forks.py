@@ -427,3 +427,174 @@ def test_the_command_line_names_a_stopped_holder_on_a_lock_timeout(stopped_holde
     assert err["holder"].startswith(f"held by pid {holder.pid} (stopped: it holds the lock until it is "
                                     "continued or killed): ")
     assert f"warning: waiting for the lock on {path}/events.jsonl, held by pid {holder.pid}" in p.stderr
+
+
+#: A fresh interpreter: a thread's ``register(..., wait=)`` is stopped inside
+#: the first import of MODULE (which that call makes) until the main thread
+#: forks; the child then makes the same call. Prints the child's pid.
+_FORK_DURING_IMPORT = r"""
+import importlib.abc, importlib.machinery, os, sys, threading
+ledger_dir, module = sys.argv[1], sys.argv[2]
+inside, go = threading.Event(), threading.Event()
+
+class Stopped(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != module:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        real = spec.loader
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return real.create_module(spec)
+
+            def exec_module(self, mod):
+                inside.set()
+                go.wait()
+                real.exec_module(mod)
+
+        spec.loader = Loader()
+        return spec
+
+sys.meta_path.insert(0, Stopped())
+from scopeledger import Ledger, ScopeRule
+assert module not in sys.modules, module
+led = Ledger.open(ledger_dir, timeout=10)
+thread = threading.Thread(target=lambda: led.register("t", [ScopeRule("/t", "write")], wait=10))
+thread.start()
+inside.wait()
+# Registered last, so run first at the fork: the importing thread may go on
+# from here, but needs the interpreter lock the forking thread holds until
+# the fork is made, unless a hook that runs after this one waits for it.
+os.register_at_fork(before=go.set)
+pid = os.fork()
+if pid == 0:
+    try:
+        led.register("c", [ScopeRule("/c", "write")], wait=10)
+        led.release("c")
+    finally:
+        os._exit(0)
+print(pid, flush=True)
+thread.join()
+led.release("t")
+"""
+
+
+@pytest.mark.parametrize("module", ["scopeledger._wait", "scopeledger._filetickets"])
+def test_a_child_forked_while_a_thread_imports_a_module_on_first_use_never_hangs(tmp_path, module):
+    """A thread's first ``register(..., wait=)`` imports ``_wait`` and
+    ``_filetickets`` on first use, under each module's import lock; a child
+    forked meanwhile inherited that lock held by a thread it does not have,
+    and its own first ``register(..., wait=)`` hung for ever (2 children of
+    360 in a fork stress against threads waiting). Forced here: the import
+    is stopped until the fork."""
+    path = str(tmp_path / "L")
+    p = subprocess.Popen([sys.executable, "-c", _FORK_DURING_IMPORT, path, module], stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        child = int(p.stdout.readline())
+        fd = os.pidfd_open(child)
+        try:
+            exited = select.select([fd], [], [], 60)[0]  # a bound a hang is told by, not a speed
+        finally:
+            os.close(fd)
+        if not exited:
+            os.kill(child, signal.SIGKILL)
+        assert exited, f"the child forked during the import of {module} hung"
+        assert p.wait(timeout=60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    with Ledger.open(path, readonly=True) as led:
+        # (the child's grant and release, and the thread's, in whatever order)
+        assert sorted((e.type, e.names[0]) for e in led.events()) == [
+            ("registered", "c"), ("registered", "t"), ("released", "c"), ("released", "t")]
+
+
+def test_every_import_the_library_makes_on_first_use_holds_first_use():
+    """What keeps the test above true of every such import: each import
+    inside a function of the library (not the command line) is made in a
+    ``with first_use:`` block (``scopeledger._imports``)."""
+    import ast
+
+    bare = []
+    for root, _, files in os.walk(PACKAGE):
+        if os.path.relpath(root, PACKAGE).split(os.sep)[0] == "cli":
+            continue
+        for f in files:
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(root, f)
+            tree = ast.parse(open(path, encoding="utf-8").read(), path)
+            held = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.With) and any(
+                        isinstance(item.context_expr, ast.Name) and item.context_expr.id == "first_use"
+                        for item in node.items):
+                    held.update(id(n) for n in node.body)
+            for fn in ast.walk(tree):
+                if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    for node in ast.walk(fn):
+                        if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in held:
+                            bare.append(f"{os.path.relpath(path, PACKAGE)}:{node.lineno}")
+    assert bare == []
+
+
+#: A fresh interpreter imports what a program imports (scopeledger, its
+#: public names), then records every import made during library calls: the
+#: module, whether ``first_use`` was held, and the library's frame.
+_IMPORTS_DURING_CALLS = r"""
+import asyncio, datetime as dt, importlib.abc, json, os, sys, traceback
+from scopeledger import AsyncLedger, Ledger, ScopeRule
+from scopeledger._imports import first_use
+seen = []
+
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        frames = [f for f in traceback.extract_stack()[:-1] if os.sep + "scopeledger" + os.sep in f.filename]
+        where = f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else "-"
+        seen.append([name, first_use._is_owned(), where])
+        return None
+
+sys.meta_path.insert(0, Spy())
+W = lambda p: ScopeRule(p, "write")
+led = Ledger.open(sys.argv[1], snapshot_every=5)
+for i in range(12):
+    led.register(f"a{i}", [W(f"/x/{i}")])
+    led.release(f"a{i}")
+led.release(led.register("w", [W("/y")], wait=1).name)
+with led.hold("h", [W("/h")], ttl=1):
+    pass
+led.reclaim()
+led.liveness()
+led.who("/x")
+led.state_at(time=dt.datetime.now(dt.timezone.utc))
+list(led.events())
+led.verify()
+led.snapshot()
+led.spawn("sp", [sys.executable, "-c", "pass"], [W("/sp")]).wait()
+
+async def main():
+    aled = await AsyncLedger.open(sys.argv[1])
+    await aled.release((await aled.register("as", [W("/as")], wait=1)).name)
+
+asyncio.run(main())
+print(json.dumps(seen))
+"""
+
+
+def test_every_import_made_during_a_library_call_holds_first_use(tmp_path):
+    """The imports a library call makes, its own and those the standard
+    library makes for it on first use (a text file's codec: ``boot_id``
+    read ``/proc/sys/kernel/random/boot_id`` as ASCII text, and the codec's
+    module was imported inside a thread's first ``register``, where the
+    fork stress above found a child hung on it), all hold ``first_use``."""
+    p = subprocess.run([sys.executable, "-c", _IMPORTS_DURING_CALLS, str(tmp_path / "L")], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    import json
+
+    seen = json.loads(p.stdout.splitlines()[-1])
+    assert any(name == "scopeledger._filetickets" for name, _, _ in seen), seen  # the spy saw the library's imports
+    assert [(name, where) for name, held, where in seen if not held] == []
