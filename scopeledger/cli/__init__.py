@@ -52,7 +52,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else list(argv)
     if args in (["--version"], ["-V"]) and _said_version():
         sys.exit(0)
-    from .app import main as run_command_line
+    try:
+        from .app import main as run_command_line
+    except KeyboardInterrupt:
+        # Ctrl-C while the command line's modules load (tens of milliseconds): the
+        # exit a Ctrl-C gets later (errors.EXIT_INTERRUPTED), not a traceback.
+        sys.exit(130)
 
     run_command_line(argv)
 
