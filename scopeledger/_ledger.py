@@ -164,12 +164,16 @@ def check_not_in_another_users_directory(path: str) -> None:
     another user: ``sudo -E ledger run ...`` keeps the user's ``$HOME``, and
     would leave root-owned ``~/.local`` and ``~/.local/state`` there,
     which the user's own ledger (and every application writing there) then
-    cannot use. Nothing is checked when ``path`` exists (opening checks its
-    owner) or when this process is not root.
+    cannot use. Every existing directory above ``path`` is looked at, not
+    only the nearest: a root-owned ``~/.local`` left by an earlier version
+    inside the user's home would otherwise let root make ``state/...`` there
+    too. Nothing is checked when ``path`` exists (opening checks its owner)
+    or when this process is not root.
 
     Raises:
-        UnsafeLedgerPath: the nearest existing directory above ``path`` is
-            owned by a user other than root; the message names the user.
+        UnsafeLedgerPath: an existing directory above ``path`` is owned by a
+            user other than root; the message names the nearest such
+            directory and its user.
     """
     if os.geteuid() != 0:
         return
@@ -180,14 +184,17 @@ def check_not_in_another_users_directory(path: str) -> None:
         except ValueError:  # NUL in the path: opening names it
             return
         except OSError:
-            parent = os.path.dirname(here)
-            if parent == here:
+            st = None
+        if st is not None:
+            if here == path:
                 return
-            here = parent
-            continue
-        break
-    if here == path or st.st_uid == 0:
-        return
+            if st.st_uid != 0:
+                break
+        parent = os.path.dirname(here)
+        if parent == here:
+            return
+        here = parent
+    assert st is not None
     with first_use:
         import pwd
 

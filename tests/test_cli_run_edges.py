@@ -149,6 +149,15 @@ def test_root_with_another_users_home_creates_nothing_there_and_names_the_owner(
     p = subprocess.run([LEDGER, "run", "--write", str(tmp_path / "w"), "--", "true"], env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
+    # A root-owned ~/.local left in the user's home by an earlier version: nothing is made
+    # inside it either (its owner is root, but the home around it is the user's).
+    del env["SCOPELEDGER_DIR"]
+    (home / ".local").mkdir()
+    p = subprocess.run([LEDGER, "run", "--write", str(tmp_path / "w"), "--", "true"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 5, (p.returncode, p.stderr)
+    assert f"{home} belongs to user {name!r}" in p.stderr, p.stderr
+    assert os.listdir(home / ".local") == []
 
 
 def test_the_users_own_ledger_in_its_home_still_works_for_the_user(other_user):
