@@ -127,6 +127,7 @@ from ._arguments import check_wait
 from ._errors import DelegationError, Refused, ScopeConflict, StoreUnavailable, UnknownHolder, WaitTimeout, shown
 from ._fold import Allocation
 from ._logstore import RECHECK_SECONDS, Ticket, Tickets, Wakeup
+from ._process import boot_id, pid_namespace
 from ._rules import Permission, ScopeRule, check_name, conflicts, rule_from_log
 from ._imports import first_use
 
@@ -236,20 +237,28 @@ class Request:
         return [r for r in self.rules if r.permission is not Permission.READ]
 
     def to_json(self) -> bytes:
+        """The ticket's request: with the waiter's pid, boot id and PID
+        namespace (``boot``, ``pidns``: so that a waiter behind it can tell
+        whether that pid is a process it can watch, :func:`behind`)."""
         return orjson.dumps({"name": self.name, "parent": self.parent, "pid": os.getpid(),
+                             "boot": boot_id(), "pidns": pid_namespace(),
                              "rules": [r.to_json() for r in self.rules]})
 
 
 class Waiter:
-    """A ticket read from the queue: its number, holder name, pid, write rules."""
+    """A ticket read from the queue: its number, holder name, pid, write
+    rules, and whether its waiter is a process of this boot and PID
+    namespace (``local``: its pid names it here)."""
 
-    __slots__ = ("number", "name", "pid", "writes")
+    __slots__ = ("number", "name", "pid", "writes", "local")
 
-    def __init__(self, number: int, name: str, pid: int, writes: tuple[ScopeRule, ...]) -> None:
+    def __init__(self, number: int, name: str, pid: int, writes: tuple[ScopeRule, ...],
+                 local: bool = False) -> None:
         self.number = number
         self.name = name
         self.pid = pid
         self.writes = writes
+        self.local = local
 
 
 def _contend(a: tuple[ScopeRule, ...] | list[ScopeRule], b: tuple[ScopeRule, ...] | list[ScopeRule]) -> bool:
@@ -296,7 +305,9 @@ class Queue:
                 doc = orjson.loads(data)
                 rules = tuple(r for r in (rule_from_log(x) for x in doc["rules"])
                               if r.permission is not Permission.READ)
-                w = Waiter(number, str(doc["name"]), int(doc["pid"]), rules)
+                boot = doc.get("boot")
+                w = Waiter(number, str(doc["name"]), int(doc["pid"]), rules,
+                           boot is not None and boot == boot_id() and doc.get("pidns") == pid_namespace())
             except (ValueError, KeyError, TypeError):
                 pass  # damaged: ignored
         if len(self._cache) > 4096:
@@ -391,10 +402,17 @@ def blocked_by(ledger: Any, err: Refused, me: Any) -> Blocked:
 
 
 def behind(waiters: list[Waiter]) -> Blocked:
+    """Why a waiter stands back for ``waiters`` (the nearest first): its
+    pid watched too when it is a process here (a pidfd turns readable once
+    the process is gone, its descriptors closed and its ticket's lock with
+    them; the ticket's own close event comes before the lock goes: a
+    waiter woken by it alone found the ticket still held, and slept until
+    its next look, up to :data:`RECHECK_SECONDS`)."""
     w = waiters[0]
     more = f" and {len(waiters) - 1} more" if len(waiters) > 1 else ""
     return Blocked(None, tuple(x.name for x in waiters), f"waiting behind '{w.name}' (pid {w.pid}), "
-                   f"which asked first for an overlapping write scope{more}", (), w.number)
+                   f"which asked first for an overlapping write scope{more}", (w.pid,) if w.local else (),
+                   w.number)
 
 
 def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
@@ -469,6 +487,8 @@ class Watch:
 
     def __init__(self, ledger: Any, queue: Queue, ticket: Ticket | None) -> None:
         self.pidfds: dict[int, int] = {}
+        #: The last :meth:`arm` asked for a look at once (see there).
+        self.relooked = False
         self.watch_log = True
         self.behind: int | None = None
         self.queue = queue
@@ -485,23 +505,33 @@ class Watch:
             out.extend(self.source.fds(self.watch_log))
         return out
 
-    def arm(self, pids: tuple[int, ...], log_too: bool = True, behind: int | None = None) -> None:
+    def arm(self, pids: tuple[int, ...], log_too: bool = True, behind: int | None = None) -> bool:
         """Watch these pids' exits (and no others); the log too unless
         ``log_too`` is false; in the queue, only ticket ``behind`` (the
         earlier waiter this one stands back for: only its leaving, or its
         waiter's death, can let this one on; a refused waiter has no waiter
-        before it to wait for)."""
+        before it to wait for). Returns whether to look again at once
+        rather than sleep: one of ``pids`` was gone already (it died since
+        the look that named it, and nothing may wake the waiter for it);
+        not twice in a row (a pid named and gone again waits for the
+        period)."""
         self.watch_log = log_too
         self.behind = behind
         for pid in list(self.pidfds):
             if pid not in pids:
                 os.close(self.pidfds.pop(pid))
+        gone = False
         for pid in pids:
             if pid not in self.pidfds:
                 try:
                     self.pidfds[pid] = os.pidfd_open(pid)
+                except ProcessLookupError:
+                    gone = True
                 except OSError:
-                    pass  # gone already (the next decision reclaims it), or no pidfds here
+                    pass  # no pidfds here (the periodic look stands in)
+        again = gone and not self.relooked
+        self.relooked = again
+        return again
 
     def drain(self, mine: int | None = None) -> bool:
         """Read what woke the waiter; whether it matters: an append to the
@@ -572,6 +602,7 @@ class Watch:
         looks while its store cannot be reached)."""
         w = cls.__new__(cls)
         w.pidfds = {}
+        w.relooked = False
         w.watch_log = False
         w.behind = None
         w.queue = queue
@@ -733,9 +764,10 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
                     last = out
                     outage.over()
                     watch = place.watch
-                    if watch is None:
-                        continue  # refused before joining: join, and look again
-                    watch.arm(out.pids, log_too=out.refusal is not None, behind=out.behind)
+                    # Refused before joining: join, and look again; or a pid the look
+                    # named died since: look again (nothing would wake the waiter for it).
+                    if watch is None or watch.arm(out.pids, log_too=out.refusal is not None, behind=out.behind):
+                        continue
                     remaining = math.inf if deadline is None else deadline - time.monotonic()
                     if remaining <= 0:
                         raise timed_out(req, last)

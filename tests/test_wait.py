@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from scopeledger import (
+    Allocation,
     DelegationError,
     DuplicateHolder,
     Ledger,
@@ -788,4 +789,47 @@ def test_a_waiter_found_first_in_the_queue_does_not_read_the_queue_again(ledger,
         t.join(BOUND)
         assert not t.is_alive() and out[0].name == "w"
     finally:
+        other.close()
+
+
+def test_a_waiter_behind_one_that_is_killed_is_woken_by_its_death(ledger, ledger_dir, tmp_path, monkeypatch):
+    """A waiter standing behind a waiter of this host that is SIGKILLed is
+    woken by that death (a pidfd of the waiter ahead), not left to its next
+    periodic look: the ticket's close event names the unnamed file it was
+    made as (``#<inode>``, not its number) and comes before its lock goes,
+    so it woke nobody, and the one behind slept up to a second with its
+    scope free. Here the periodic look is an hour away: only a wake-up can
+    grant it within the test's bound (before: a ``WaitTimeout``)."""
+    import threading
+
+    import scopeledger._filetickets as filetickets
+
+    monkeypatch.setattr(filetickets, "RECHECK_SECONDS", 3600.0)
+    src = str(tmp_path / "src")
+    other = Ledger.open(ledger_dir)
+    h = other.register("holder", [W(src)])
+    first = waiter(ledger_dir, "first", [src])
+    out, told = [], threading.Event()
+    try:
+        until(lambda: len(tickets(ledger_dir)) == 1, "first's ticket")
+
+        def second():
+            try:
+                out.append(ledger.register("second", [W(src)], wait=BOUND, on_wait=lambda *a: told.set()))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                out.append(exc)
+        t = threading.Thread(target=second)
+        t.start()
+        assert told.wait(BOUND)  # in the queue, behind 'first'
+        first.kill()
+        first.wait()
+        # (an append wakes only a waiter that holders keep out: 'second' must have seen
+        # first's death, and stood first in the queue since, to be woken by this release)
+        other.release("holder", token=h.token)
+        t.join(BOUND + 5)
+        assert not t.is_alive()
+        assert isinstance(out[0], Allocation) and out[0].name == "second", out
+    finally:
+        first.kill()
+        first.wait()
         other.close()
