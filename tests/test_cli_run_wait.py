@@ -384,3 +384,24 @@ def test_a_grant_a_signal_kept_from_run_is_released_and_no_other(tmp_path: Path)
         finally:
             other.kill()
             other.wait()
+
+
+def test_a_signal_raised_inside_library_code_that_catches_exception_is_not_swallowed(tmp_path: Path) -> None:
+    """``run`` turns a signal into ``_Interrupted``, raised by its handler
+    wherever the main thread is, also inside library code that catches
+    ``Exception`` (here: the liveness probe of a holder in the way, whose
+    failure counts as "unknown"). It goes through: before, it was an
+    ``Exception`` and was swallowed there, and a waiting ``run`` sent SIGTERM
+    waited on and ran its command (1 of 30 signals in a fresh tester's run)."""
+    from scopeledger.cli.run import _Interrupted
+
+    def probe(ident: Any) -> Any:
+        raise _Interrupted(signal.SIGTERM)  # as the handler would, mid-probe
+
+    path = str(tmp_path / "ledger")
+    with Ledger.open(path) as other:
+        other.register("in-the-way", [ScopeRule(str(tmp_path / "t"), "write")])
+        with Ledger.open(path, probe=probe) as led:
+            with pytest.raises(_Interrupted):
+                led.register("w", [ScopeRule(str(tmp_path / "t"), "write")])
+            assert [a.name for a in led.holders()] == ["in-the-way"]

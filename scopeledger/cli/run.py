@@ -117,7 +117,15 @@ def _answer(env: Env, decision: Any, name: str | None, parent: str | None, relat
 # -- run -------------------------------------------------------------------------------------
 
 
-class _Interrupted(Exception):
+class _Interrupted(BaseException):
+    """A signal that ends a waiting or starting ``run`` (raised by its
+    handler wherever the main thread is). A ``BaseException``, as
+    ``KeyboardInterrupt`` is: the library catches ``Exception`` in places
+    (a probe that fails counts as "unknown"; a speculative change that
+    fails is decided again under the lock), where an ``Exception`` raised
+    by the handler was swallowed, and the wrapper waited on and ran its
+    command (1 of 30 signals in a fresh tester's run)."""
+
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
@@ -619,6 +627,8 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple
 
         try:
             return runner.run(0 if nonblock else wait)
+        except _Interrupted as exc:  # a second signal while run's own handling of the first ran
+            return 128 + exc.signum
         except (Refused, CliError) as exc:
             if isinstance(exc, CliError) and exc.kind != "refused":
                 raise
