@@ -2535,20 +2535,26 @@ class Ledger:
             kept, first, others = self._damage()
             if dry_run:
                 return self._repaired(True, kept, first, others, files.cut_plan(kept), None)
-            if files.past(kept) == (0, []):
-                return self._repaired(False, kept, first, others, files.cut_plan(kept), None)
+            # (Each report's plan is read once, where it was judged: read again after
+            # the lock is let go, lines other writers appended meanwhile were reported
+            # as cut, "set aside in None", though nothing was.)
+            plan = files.cut_plan(kept)
+            if not plan["bytes"] and not plan["snapshots"]:
+                return self._repaired(False, kept, first, others, plan, None)
             try:
                 with files.exclusive(self.timeout):
                     files.forget()
                     kept, first, others = self._damage()  # again, as the lock finds the log
                     cut = files.cut_after(kept, self._repair_facts(kept, first, files.past(kept)))
+                    if cut is None:
+                        plan = files.cut_plan(kept)  # (nothing past line kept, under the lock)
             finally:
                 self._state = None  # fold again from what the log holds now
                 self._seq_of_last_txn = -1
                 self._snap_seq = 0
                 self._boots = None
             if cut is None:
-                return self._repaired(False, kept, first, others, files.cut_plan(kept), None)
+                return self._repaired(False, kept, first, others, plan, None)
             where, record = cut
             return self._repaired(False, kept, first, others, record, where)
 

@@ -611,3 +611,50 @@ def test_failing_at_any_io_call_of_the_cut_leaves_no_half_made_copy_and_says_so(
         raise AssertionError("the repair never finished")
     assert said >= {"failed to set the damaged tail aside", "failed to move a snapshot past the cut",
                     "failed to cut the log", "failed to flush the log"}, said
+
+
+def test_a_healthy_ledger_written_to_during_a_repair_is_reported_as_having_nothing_to_repair(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer appends while a repair judges a healthy ledger: once
+    after its first look (so the lines past what it verified send it to the
+    lock) and once as it lets the lock go. Nothing is cut, and the report
+    says so: each report is read where it was judged. Before, the plan was
+    read again after the lock was let go, and the line appended then was
+    reported as cut ("set aside in None"; a fresh tester's finding, in
+    every run with two writers)."""
+    path = tmp_path / "L"
+    _make(path)
+    other = Ledger.open(path)
+    led = Ledger.open(path)
+
+    def append() -> None:
+        other.release(other.register("late", [W(str(tmp_path / "late"))]).name)
+
+    real_damage = Ledger._damage
+    looks = []
+
+    def damage(self: Ledger) -> Any:
+        out = real_damage(self)
+        looks.append(out[0])
+        if len(looks) == 1:
+            append()  # after the first look: lines past what it verified
+        return out
+    monkeypatch.setattr(Ledger, "_damage", damage)
+    real_exclusive = type(led._files).exclusive
+
+    @contextlib.contextmanager
+    def exclusive(self: Any, timeout: Any) -> Iterator[Any]:
+        with real_exclusive(self, timeout) as held:
+            yield held
+        append()  # as the lock is let go
+    monkeypatch.setattr(type(led._files), "exclusive", exclusive)
+    try:
+        report = led.repair()
+        assert len(looks) == 2, looks  # (it went to the lock)
+        assert not report.damaged and report.bytes_cut == 0 and report.directory is None, report
+        assert not (path / "cut").exists() or os.listdir(path / "cut") == []
+        monkeypatch.undo()
+        assert led.verify().ok and led.seq == 30 + 4
+    finally:
+        led.close()
+        other.close()
