@@ -141,11 +141,26 @@ def check_wait(wait: Any) -> float:
     return float(wait)
 
 
+#: ``co_flags`` of a function whose call makes a coroutine, an awaitable
+#: generator or an async generator instead of running it
+#: (CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR; CPython's
+#: ``Include/cpython/code.h``).
+_ASYNC_CODE_FLAGS = 0x80 | 0x100 | 0x200
+
+
 def check_callable(what: str, value: Any) -> None:
     """Raises ``TypeError`` (naming ``what``) unless ``value`` is ``None`` or
-    callable."""
-    if value is not None and not callable(value):
+    a plain callable: every such callback is called, never awaited, so an
+    ``async def`` (whose call would only make a coroutine, never run) is
+    refused too."""
+    if value is None:
+        return
+    if not callable(value):
         raise TypeError(f"{what} must be None or a callable, not {shown(value)}")
+    code = getattr(getattr(value, "__func__", value), "__code__", None)
+    if code is not None and code.co_flags & _ASYNC_CODE_FLAGS:
+        raise TypeError(f"{what} must be a plain callable (it is called, not awaited), not an async "
+                        f"function: {shown(value)}")
 
 
 def check_options(timeout: Any, probe: Any, fsync: Any, snapshot_every: Any, keep_snapshots: Any,

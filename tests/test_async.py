@@ -410,3 +410,30 @@ def test_on_wait_is_told_once_on_the_loop_for_register_delegate_and_hold(ledger_
         other.close()
     assert [type(r).__name__ for _, r, _ in told] == ["ScopeConflict", "DelegationError", "ScopeConflict"], told
     assert all(reason == str(refusal) and t == loop_thread for reason, refusal, t in told)
+
+
+def test_an_async_function_as_on_wait_is_refused_before_anything_is_recorded(ledger_dir, tmp_path):
+    """``on_wait`` is called, never awaited: an ``async def`` (whose call only
+    makes a coroutine, never run, with a RuntimeWarning) is a TypeError, for
+    both APIs; before, it was accepted and never ran."""
+    src = str(tmp_path / "src")
+
+    async def told(reason, refusal):  # pragma: no cover - never called
+        pass
+
+    class Waiter:
+        async def told(self, reason, refusal):  # pragma: no cover - never called
+            pass
+
+    async def main():
+        async with AsyncLedger(Ledger.open(ledger_dir)) as aled:
+            for bad in (told, Waiter().told):
+                with pytest.raises(TypeError, match="on_wait must be a plain callable"):
+                    await aled.register("w", [W(src)], wait=BOUND, on_wait=bad)
+            return aled.ledger.seq
+
+    assert run(main()) == 0
+    with Ledger.open(ledger_dir) as led:
+        with pytest.raises(TypeError, match="on_wait must be a plain callable"):
+            led.register("w", [W(src)], wait=BOUND, on_wait=told)
+        assert led.seq == 0 and led.holders() == []
