@@ -1386,23 +1386,33 @@ class PgStore:
                 conn.execute("COMMIT")
             return
         except psycopg.Error as exc:
-            if _refused(exc) and not (conn.closed or conn.broken):
-                # The server refused a statement: the transaction is aborted
-                # (a pipeline skips what follows an error): nothing committed.
-                self._rollback()
-                raise self._error(exc, "append to the log") from exc
-            # The connection broke, or the client gave up on it (an error of
-            # psycopg's own, e.g. an interruption it turned into one), while
-            # the inserts and COMMIT may be at the server: resolve.
-            cause: BaseException = exc
+            cause = self._append_failed(exc, conn)
         except BaseException:
             # Interrupted (KeyboardInterrupt): let it through, the outcome
             # unknown; closing the connection leaves no transaction, and no
             # lock, behind (a COMMIT the server already read still commits).
             self._drop()
             raise
-        self._drop()
         self._resolve(rows, backend, cause)
+
+    def _append_failed(self, exc: psycopg.Error, conn: Any) -> BaseException:
+        """What an append's (or try_append's) psycopg error ``exc`` on
+        ``conn`` means. A statement the server refused on a live connection:
+        the transaction is aborted (a pipeline skips what follows an error),
+        nothing committed: rolled back, and raised as a ``StoreError``.
+        Otherwise the connection broke, or the client gave up on it (an error
+        of psycopg's own, e.g. an interruption it turned into one), while the
+        inserts and COMMIT may be at the server: the connection is dropped,
+        and ``exc`` returned, the cause for :meth:`_resolve`.
+
+        Raises:
+            StoreError: the server refused the statement.
+        """
+        if _refused(exc) and not (conn.closed or conn.broken):
+            self._rollback()
+            raise self._error(exc, "append to the log") from exc
+        self._drop()
+        return exc
 
     def try_append(self, entries: Sequence[tuple[int, bytes]], first_seq: int) -> bool:
         """Append ``entries`` (as :meth:`append`) as seqs ``first_seq ..``
@@ -1481,14 +1491,10 @@ class PgStore:
                                               "were appended", seq=first_seq)
             return appended == len(rows)
         except psycopg.Error as exc:
-            if _refused(exc) and not (conn.closed or conn.broken):
-                self._rollback()
-                raise self._error(exc, "append to the log") from exc
-            cause: BaseException = exc
+            cause = self._append_failed(exc, conn)
         except BaseException:
             self._drop()  # as in append: the outcome unknown, no lock left behind
             raise
-        self._drop()
         try:
             self._resolve(rows, backend, cause)
         except NotRecorded:
