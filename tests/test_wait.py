@@ -3,6 +3,7 @@
 killed; every wait is on a condition (a ticket in the queue, a line in the
 log), never on a sleep."""
 
+import contextlib
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ from scopeledger import (
     DuplicateHolder,
     Ledger,
     ScopeConflict,
+    UnknownHolder,
     WaitTimeout,
 )
 from scopeledger._filetickets import QUEUE_DIR
@@ -181,9 +183,12 @@ def test_waiters_are_granted_in_the_order_they_joined_the_queue(ledger, ledger_d
             p.wait()
 
 
-def test_a_newcomer_that_waits_stands_back_for_an_earlier_waiter(ledger, ledger_dir, tmp_path):
-    """A free scope is not taken by a waiting newcomer while an earlier
-    waiter for it is alive (the earlier one waits for a second holder)."""
+@pytest.fixture
+def first_ahead(ledger, ledger_dir, tmp_path):
+    """``(a, first)``: the waiting process ``first`` asked for scopes ``a``
+    and ``b`` before anyone else; ``a`` is free now ('hold-a' let it go),
+    ``b`` still held by 'hold-b' (released at the end if still held), so
+    ``first`` waits, ahead of any newcomer for ``a``."""
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     ledger.register("hold-a", [W(a)])
     ledger.register("hold-b", [W(b)])
@@ -191,17 +196,26 @@ def test_a_newcomer_that_waits_stands_back_for_an_earlier_waiter(ledger, ledger_
     try:
         until(lambda: len(tickets(ledger_dir)) == 1, "first's ticket")
         ledger.release("hold-a")
-        # 'a' is free, but 'first' asked for it before: the newcomer waits.
-        with pytest.raises(WaitTimeout) as info:
-            ledger.register("newcomer", [W(a)], wait=0.3)
-        assert info.value.refusal is None and info.value.in_the_way == ("first",)
-        assert "waiting behind 'first'" in str(info.value)
-        # Without wait= the queue is not looked at (the hot path is unchanged).
-        ledger.release(ledger.register("plain", [W(a)]).name)
-        ledger.release("hold-b")
-        assert json.loads(first.stdout.readline())["token"] > 0
+        yield a, first
     finally:
+        with contextlib.suppress(UnknownHolder):
+            ledger.release("hold-b")
         finish(first)
+
+
+def test_a_newcomer_that_waits_stands_back_for_an_earlier_waiter(ledger, first_ahead):
+    """A free scope is not taken by a waiting newcomer while an earlier
+    waiter for it is alive (the earlier one waits for a second holder)."""
+    a, first = first_ahead
+    # 'a' is free, but 'first' asked for it before: the newcomer waits.
+    with pytest.raises(WaitTimeout) as info:
+        ledger.register("newcomer", [W(a)], wait=0.3)
+    assert info.value.refusal is None and info.value.in_the_way == ("first",)
+    assert "waiting behind 'first'" in str(info.value)
+    # Without wait= the queue is not looked at (the hot path is unchanged).
+    ledger.release(ledger.register("plain", [W(a)]).name)
+    ledger.release("hold-b")
+    assert json.loads(first.stdout.readline())["token"] > 0
 
 
 def test_a_killed_waiter_does_not_hold_up_the_queue(ledger, ledger_dir, tmp_path):
@@ -578,25 +592,15 @@ def test_on_wait_is_told_once_when_the_request_waits_and_takes_the_notices_place
         other.close()
 
 
-def test_on_wait_behind_an_earlier_waiter_gets_no_refusal_and_the_timeout_keeps_the_reason(
-        ledger, ledger_dir, tmp_path):
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    ledger.register("hold-a", [W(a)])
-    ledger.register("hold-b", [W(b)])
-    first = waiter(ledger_dir, "first", [a, b], hold_for="stdin")
-    try:
-        until(lambda: len(tickets(ledger_dir)) == 1, "first's ticket")
-        ledger.release("hold-a")
-        told = []
-        with pytest.raises(WaitTimeout) as info:
-            ledger.register("newcomer", [W(a)], wait=0.3, on_wait=lambda *args: told.append(args))
-        [(reason, refusal)] = told
-        assert refusal is None and reason.startswith(f"waiting behind 'first' (pid {first.pid}), ")
-        assert info.value.reason == reason and str(info.value).endswith(": " + reason)
-        assert grants(ledger, "newcomer") == []
-    finally:
-        ledger.release("hold-b")
-        finish(first)
+def test_on_wait_behind_an_earlier_waiter_gets_no_refusal_and_the_timeout_keeps_the_reason(ledger, first_ahead):
+    a, first = first_ahead
+    told = []
+    with pytest.raises(WaitTimeout) as info:
+        ledger.register("newcomer", [W(a)], wait=0.3, on_wait=lambda *args: told.append(args))
+    [(reason, refusal)] = told
+    assert refusal is None and reason.startswith(f"waiting behind 'first' (pid {first.pid}), ")
+    assert info.value.reason == reason and str(info.value).endswith(": " + reason)
+    assert grants(ledger, "newcomer") == []
 
 
 def test_what_on_wait_raises_ends_the_wait_with_nothing_granted(ledger, ledger_dir, tmp_path):
