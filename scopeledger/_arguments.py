@@ -6,37 +6,160 @@ Pure: no IO, no clock, no process (``tests/test_fold_purity.py``)."""
 from __future__ import annotations
 
 import math
+import operator
+import sys
 from typing import Any
 
 from ._errors import InvalidArgument, InvalidScope, shown
 from ._rules import check_path_text
 
 
-def check_bool(what: str, value: Any) -> None:
-    """Raises ``TypeError`` (naming ``what``) unless ``value`` is a ``bool``."""
+def check_bool(what: str, value: Any) -> bool:
+    """``value``, when it is a ``bool``; else ``TypeError`` naming ``what``."""
     if type(value) is not bool:
         raise TypeError(f"{what} must be True or False, not {shown(value)}")
+    return value
 
 
-def check_timeout(what: str, timeout: Any) -> None:
-    """Raises ``ValueError`` (naming ``what``) unless ``timeout`` is ``None``
-    or a number of seconds from 0 to 1e9."""
-    if timeout is not None and not (type(timeout) in (int, float) and 0 <= timeout <= 1e9):
-        raise ValueError(f"{what} must be None or a number of seconds from 0 to 1e9, not {shown(timeout)}")
+# -- numbers: seconds and counts ------------------------------------------------------------
+#
+# What a number argument takes, the same for every one (seconds: wait, ttl,
+# timeout, session_ttl, switch_interval; counts: snapshot_every,
+# keep_snapshots, keep, workers): see real() and integer().
 
 
-def check_snapshot_every(what: str, snapshot_every: Any) -> None:
-    """Raises ``ValueError`` (naming ``what``) unless ``snapshot_every`` is an
-    ``int`` >= 1 (events)."""
-    if type(snapshot_every) is not int or snapshot_every < 1:
-        raise ValueError(f"{what} must be an int >= 1, not {shown(snapshot_every)}")
+def real(value: Any) -> int | float | None:
+    """``value`` as a plain ``int`` or ``float`` when it is a real number,
+    else ``None``: the one reading of a seconds argument (``wait=``,
+    ``ttl=``, ``timeout=``, ...), so that each takes what the others take.
+
+    Taken: ``int`` and ``float`` and their subclasses (an ``IntEnum``,
+    ``numpy.float64``), and whatever registers as a :class:`numbers.Real`
+    (``fractions.Fraction``, numpy's other scalars: ``numpy.int64``,
+    ``numpy.float32``): an integral one as its ``int``
+    (``operator.index``), any other as ``float(value)``, or, when no float
+    holds it (``Fraction(10**400)``, a huge ``numpy.longdouble``), as its
+    ``int``, which no range here admits.
+
+    Refused (``None``): a ``bool`` (a flag, though Python makes it an
+    ``int``), and what is not a :class:`numbers.Real`: ``None``, a ``str``,
+    ``bytes``, a ``complex``, and a ``decimal.Decimal``, which the standard
+    library registers as a :class:`numbers.Number` only (it refuses to mix
+    with ``float`` arithmetic): ``float(d)`` gives the seconds it means.
+    Pure: the caller checks the range and names the argument.
+    """
+    kind = type(value)
+    if kind is float or kind is int:  # (the common case first: no ABC check)
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return float.__float__(value)  # (a plain float, whatever the subclass's __float__ says)
+    if isinstance(value, int):
+        return operator.index(value)  # (a plain int: an IntEnum's)
+    numbers = _numbers()
+    if numbers is None or not isinstance(value, numbers.Real):
+        return None
+    if isinstance(value, numbers.Integral):
+        return operator.index(value)  # (a plain int: numpy.int64's)
+    try:
+        number = float(value)
+        if math.isinf(number) and value != number:  # (a numpy.longdouble beyond a float's range)
+            raise OverflowError
+    except OverflowError:
+        try:
+            return int(value)  # (out of every range here, compared as it is)
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return number
 
 
-def check_keep_snapshots(what: str, keep_snapshots: Any) -> None:
-    """Raises ``ValueError`` (naming ``what``) unless ``keep_snapshots`` is
-    ``None`` or an ``int`` >= 1."""
-    if keep_snapshots is not None and (type(keep_snapshots) is not int or keep_snapshots < 1):
-        raise ValueError(f"{what} must be None or an int >= 1, not {shown(keep_snapshots)}")
+def integer(value: Any) -> int | None:
+    """``value`` as a plain ``int`` when it is an integer, else ``None``:
+    the one reading of a count argument (``snapshot_every``, ``keep``,
+    ``workers``, ...). Taken: an ``int`` or a subclass of it (an
+    ``IntEnum``), or what registers as a :class:`numbers.Integral`
+    (``numpy.int64``). Refused: a ``bool``, and every float, ``5.0`` too
+    (a count is never a measurement)."""
+    if type(value) is int:
+        return value
+    if isinstance(value, bool):
+        return None
+    if not isinstance(value, int):
+        numbers = _numbers()
+        if numbers is None or not isinstance(value, numbers.Integral):
+            return None
+    return operator.index(value)
+
+
+def _numbers() -> Any:
+    """The :mod:`numbers` module when it is loaded, else ``None``. Not
+    imported here: it would cost every ``ledger run`` ~0.4 ms at start-up,
+    and it need not be. A value is a :class:`numbers.Real` only by a class
+    registered there (``fractions``, ``decimal``, numpy import it to
+    register theirs), so while it is not loaded no such value exists."""
+    return sys.modules.get("numbers")
+
+
+def described(value: Any) -> str:
+    """``value`` for an error message: :func:`shown`, with its type when
+    the text hides it (``0.5``, a ``float`` subclass; ``np.True_``, numpy's
+    ``bool``) or it is a ``decimal.Decimal`` (named with the way out)."""
+    text = shown(value)
+    kind = type(value)
+    if kind.__module__ == "decimal" and kind.__name__ == "Decimal":
+        return f"{text} (a decimal.Decimal is not a numbers.Real: give float(value))"
+    if kind.__module__ == "builtins" or kind.__name__ in text:
+        return text
+    return f"{text} (a {kind.__module__}.{kind.__qualname__})"
+
+
+#: What the messages say a seconds argument takes.
+REAL = "a real number: int, float, fractions.Fraction, a numpy number"
+
+
+def check_timeout(what: str, timeout: Any) -> float | int | None:
+    """``timeout`` as plain seconds (:func:`real`), or ``None`` (no limit).
+
+    Raises:
+        ValueError: not ``None`` or a real number of seconds from 0 to 1e9
+            (a ``bool``, a ``str``, NaN, an infinity, a negative number),
+            naming ``what`` and the value.
+    """
+    if timeout is None:
+        return None
+    seconds = real(timeout)
+    if seconds is None or not 0 <= seconds <= 1e9:  # (NaN fails the comparison)
+        raise ValueError(f"{what} must be None or a number of seconds from 0 to 1e9 ({REAL}), "
+                         f"not {described(timeout)}")
+    return seconds
+
+
+def check_snapshot_every(what: str, snapshot_every: Any) -> int:
+    """``snapshot_every`` (events) as a plain ``int`` (:func:`integer`).
+
+    Raises:
+        ValueError: not an integer >= 1, naming ``what`` and the value.
+    """
+    count = integer(snapshot_every)
+    if count is None or count < 1:
+        raise ValueError(f"{what} must be an int >= 1, not {described(snapshot_every)}")
+    return count
+
+
+def check_keep_snapshots(what: str, keep_snapshots: Any) -> int | None:
+    """``keep_snapshots`` as a plain ``int`` (:func:`integer`), or ``None``.
+
+    Raises:
+        ValueError: not ``None`` or an integer >= 1, naming ``what`` and
+            the value.
+    """
+    if keep_snapshots is None:
+        return None
+    count = integer(keep_snapshots)
+    if count is None or count < 1:
+        raise ValueError(f"{what} must be None or an int >= 1, not {described(keep_snapshots)}")
+    return count
 
 
 def check_token(token: Any, allow_none: bool = False, what: str = "token") -> None:
@@ -113,9 +236,9 @@ def check_note(note: Any) -> str | None:
 
 
 def asks_to_wait(wait: Any) -> bool:
-    """Whether ``wait=`` asks to wait (anything but 0 or 0.0; a bad value
-    is refused by :func:`check_wait`)."""
-    return not (type(wait) in (int, float) and wait == 0)
+    """Whether ``wait=`` asks to wait (anything but a zero, of any type
+    :func:`real` takes; a bad value is refused by :func:`check_wait`)."""
+    return real(wait) != 0
 
 
 #: The longest finite ``wait=`` in seconds (about 31 years, as ``timeout``);
@@ -124,21 +247,25 @@ MAX_WAIT = 1e9
 
 
 def check_wait(wait: Any) -> float:
-    """``wait`` as seconds (``math.inf``: for ever).
+    """``wait`` as ``float`` seconds (``math.inf``: for ever), read by
+    :func:`real`: an ``int``, a ``float``, a subclass of either
+    (``numpy.float64``), a ``fractions.Fraction``, a numpy number.
 
     Raises:
-        TypeError: not an ``int`` or ``float`` (a ``bool``, ``None``).
+        TypeError: not a real number (a ``bool``, ``None``, a ``str``, a
+            ``decimal.Decimal``: give ``float(d)``), naming the value.
         ValueError: negative, NaN, or finite and above :data:`MAX_WAIT`
             (``10**400`` too: no float holds it), naming the value.
     """
-    if type(wait) not in (int, float):
-        raise TypeError(f"wait must be seconds (int or float; 0 refuses at once, math.inf waits for ever), "
-                        f"not {shown(wait)}")
+    seconds = real(wait)
+    if seconds is None:
+        raise TypeError(f"wait must be seconds ({REAL}; 0 refuses at once, math.inf waits for ever), "
+                        f"not {described(wait)}")
     # (an int is compared as it is: float() of 10**400 overflows)
-    if wait != wait or wait < 0 or (wait > MAX_WAIT and wait != math.inf):
+    if seconds != seconds or seconds < 0 or (seconds > MAX_WAIT and seconds != math.inf):
         raise ValueError(f"wait must be seconds from 0 to {MAX_WAIT:g} (math.inf waits for ever), "
-                         f"not {shown(wait)}")
-    return float(wait)
+                         f"not {described(wait)}")
+    return float(seconds)
 
 
 #: ``co_flags`` of a function whose call makes a coroutine, an awaitable
@@ -175,13 +302,19 @@ def check_options(timeout: Any, probe: Any, fsync: Any, snapshot_every: Any, kee
     check_callable("clock", clock)
 
 
-def check_switch_interval(interval: Any) -> None:
-    """Raises ``TypeError`` unless ``interval`` is ``None`` or an ``int`` or
-    ``float``, ``ValueError`` unless it is then seconds > 0 and <= 1
-    (``AsyncLedger``'s ``switch_interval``)."""
+def check_switch_interval(interval: Any) -> float | None:
+    """``AsyncLedger``'s ``switch_interval`` as ``float`` seconds (read by
+    :func:`real`), or ``None``.
+
+    Raises:
+        TypeError: not ``None`` or a real number, naming the value.
+        ValueError: not > 0 and <= 1 (NaN too), naming the value.
+    """
     if interval is None:
-        return
-    if type(interval) not in (int, float):
-        raise TypeError(f"switch_interval must be None or seconds (an int or float), not {shown(interval)}")
-    if not 0 < interval <= 1:
-        raise ValueError(f"switch_interval must be None or seconds > 0 and <= 1, not {shown(interval)}")
+        return None
+    seconds = real(interval)
+    if seconds is None:
+        raise TypeError(f"switch_interval must be None or seconds ({REAL}), not {described(interval)}")
+    if not 0 < seconds <= 1:
+        raise ValueError(f"switch_interval must be None or seconds > 0 and <= 1, not {described(interval)}")
+    return float(seconds)

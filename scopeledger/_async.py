@@ -176,7 +176,7 @@ class AsyncLedger:
             TypeError, ValueError: ``switch_interval`` is not ``None`` or
                 seconds > 0 and <= 1.
         """
-        check_switch_interval(switch_interval)
+        switch_interval = check_switch_interval(switch_interval)
         self._ledger = ledger
         self._executor = executor
         self._switch = switch_interval
@@ -197,7 +197,7 @@ class AsyncLedger:
         with first_use:
             from ._ledger import Ledger
 
-        check_switch_interval(switch_interval)
+        switch_interval = check_switch_interval(switch_interval)
         loop = asyncio.get_running_loop()
         ledger = await loop.run_in_executor(executor, _in_thread(switch_interval, Ledger.open, path, **options))
         return cls(ledger, executor=executor, switch_interval=switch_interval)
@@ -595,7 +595,7 @@ class AsyncLedger:
         """
         if type(after) is not int:
             raise TypeError(f"after must be an int (a seq), not {shown(after)}")
-        check_timeout("timeout", timeout)
+        timeout = check_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         led = self._ledger
         watch = Watch.take(led, queue_of(led, tickets_of(led)), None)
@@ -872,7 +872,7 @@ class AsyncAdopted:
         with first_use:
             from . import _spawn as sp
 
-        check_timeout("timeout", timeout)
+        timeout = check_timeout("timeout", timeout)
         ad = self.adopted
         if ad.rebound:
             return False

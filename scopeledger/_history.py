@@ -25,6 +25,7 @@ import attrs
 import orjson
 
 from . import _snapshots
+from ._arguments import described, integer
 from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidScope, ScopeConflict,
                       SnapshotInvalid, shown)
 from ._events import (EVENT_TYPES, GENESIS_HASH, FoldError, blake2b, check_event, decode, decode_page,
@@ -942,16 +943,20 @@ class History:
         problem of the report, ``cannot read: ...``, naming the log.
 
         Raises:
-            TypeError: ``workers`` is not ``None`` or an ``int``.
+            TypeError: ``workers`` is not ``None`` or an integer (an ``int``, an
+                ``IntEnum``, a ``numpy.int64``; not a ``bool``, not a ``float``).
             ValueError: ``workers`` is below 1.
             LedgerIOError: the log's size or the snapshots directory cannot
                 be read; it names the full path.
         """
         store = self._store
-        if workers is not None and type(workers) is not int:
-            raise TypeError(f"workers must be None or an int, not {shown(workers)}")
-        if workers is not None and workers < 1:
-            raise ValueError(f"workers must be at least 1, not {workers}")
+        if workers is not None:
+            count = integer(workers)  # (an int, an IntEnum, a numpy.int64; never a bool or a float)
+            if count is None:
+                raise TypeError(f"workers must be None or an int, not {described(workers)}")
+            if count < 1:
+                raise ValueError(f"workers must be at least 1, not {count}")
+            workers = count
         if workers is None:
             workers = _auto_workers(store)
         if workers > 1:

@@ -82,6 +82,7 @@ import math
 import threading
 from typing import Any, Callable
 
+from ._arguments import REAL, described, real
 from ._errors import InvalidLease, LedgerError, UnknownHolder, shown
 from ._identity import Lease, Liveness, Verdict, lease_grace_ns
 
@@ -101,23 +102,27 @@ TTL_RANGE: tuple[float, float] = (0.1, 1e9)
 
 
 def check_ttl(ttl: Any, what: str = "ttl") -> int:
-    """A lease's ttl in seconds (``int``/``float`` within
-    :data:`TTL_RANGE`: 0.1 to 10**9) as ``int`` nanoseconds.
+    """A lease's ttl in seconds within :data:`TTL_RANGE` (0.1 to 10**9),
+    as ``int`` nanoseconds. Any real number is taken as ``wait=`` takes it
+    (``_arguments.real``: an ``int``, a ``float``, a subclass of either
+    such as ``numpy.float64``, a ``fractions.Fraction``, a numpy number).
 
     Raises:
-        InvalidLease: anything else (a ``bool``, a string, NaN, infinity,
-            below 0.1 s, above 10**9 s, ``10**400``), naming the value.
-            Nothing is recorded.
+        InvalidLease: anything else (a ``bool``, a string, a
+            ``decimal.Decimal``, NaN, infinity, below 0.1 s, above 10**9 s,
+            ``10**400``), naming the value. Nothing is recorded.
     """
     lo, hi = TTL_RANGE
-    if type(ttl) not in (int, float):
-        raise InvalidLease(f"{what} must be a number of seconds from {lo:g} to {hi:g}, not {shown(ttl)}")
+    seconds = real(ttl)
+    if seconds is None:
+        raise InvalidLease(f"{what} must be a number of seconds from {lo:g} to {hi:g} ({REAL}), "
+                           f"not {described(ttl)}")
     # (compared as given: an int is never made a float, which 10**400 is not;
     # NaN fails both comparisons)
-    if not lo <= ttl <= hi:
+    if not lo <= seconds <= hi:
         raise InvalidLease(f"{what} must be from {lo:g} to {hi:g} seconds (a renewal every ttl/3), "
-                           f"not {shown(ttl)}")
-    return math.ceil(ttl * 1e9) if type(ttl) is float else ttl * 1_000_000_000
+                           f"not {described(ttl)}")
+    return math.ceil(seconds * 1e9) if isinstance(seconds, float) else seconds * 1_000_000_000
 
 
 def renewal_interval(ttl_ns: int) -> float:

@@ -583,16 +583,16 @@ def _replaying(readings: list[int], clock: Callable[[], int], state: State) -> C
     return read
 
 
-def _option(name: str, check: Callable[[str, Any], None], doc: str) -> property:
+def _option(name: str, check: Callable[[str, Any], Any], doc: str) -> property:
     """A :class:`Ledger` option that may be changed after opening: read as a
     plain attribute (a C getter: the hot path reads some on every change),
     set only to a value ``check(name, value)`` accepts (it raises
-    ``TypeError``/``ValueError`` naming the option and the value)."""
+    ``TypeError``/``ValueError`` naming the option and the value), as that
+    check returns it (a ``numpy.float64`` timeout kept as a plain ``float``)."""
     private = "_" + name
 
     def set_(self: "Ledger", value: Any) -> None:
-        check(name, value)
-        object.__setattr__(self, private, value)
+        object.__setattr__(self, private, check(name, value))
 
     return property(operator.attrgetter(private), set_, doc=doc)
 
@@ -616,6 +616,17 @@ class Ledger:
     :class:`InvalidScope`, :class:`InvalidProcess`, ``TypeError``,
     ``ValueError``, naming the argument and the value) records nothing, so
     that no event the fold would refuse is ever written.
+
+    Seconds (every ``wait``, ``ttl``, ``timeout`` and ``session_ttl``) are
+    real numbers: an ``int``, a ``float``, a subclass of either
+    (``numpy.float64``), a ``fractions.Fraction``, a numpy number (what
+    registers as ``numbers.Real``); not a ``bool``, nor a
+    ``decimal.Decimal`` (the standard library does not make it a
+    ``numbers.Real``: give ``float(d)``). Counts (``snapshot_every``,
+    ``keep_snapshots``, ``keep``, ``workers``) are integers: an ``int``, a
+    subclass (an ``IntEnum``), a ``numpy.int64``; not a ``bool``, not a
+    ``float``. Each is used as the plain ``int`` or ``float`` it stands for
+    (``scopeledger._arguments.real``, ``integer``).
     """
 
     path = property(operator.attrgetter("_path"),
@@ -706,7 +717,7 @@ class Ledger:
         self._holds: "weakref.WeakSet[Hold]" = weakref.WeakSet()
         self._history = History(store, self._current, self._mem, self._prepare, self._log_where)
         self._lost: LostEvents | None = None
-        check_session_options(session_ttl, on_session_lost)
+        session_ttl = check_session_options(session_ttl, on_session_lost)
         #: On PostgreSQL: this ledger's client session and the judge of other
         #: hosts' (scopeledger._sessions); None on any other store.
         self._sessions: Sessions | None = (
@@ -1603,7 +1614,7 @@ class Ledger:
             socket: the socket path the runtime exposes for it, if any.
             wait: seconds to wait while the request is refused only because
                 of other holders in the way (a :class:`ScopeConflict`),
-                ``int``/``float`` from 0 to 1e9, ``math.inf`` for ever; ``0`` (the
+                a real number from 0 to 1e9, ``math.inf`` for ever; ``0`` (the
                 default) refuses at once. Waiters are served first come,
                 first served (``scopeledger._wait``: its docstring says
                 how); woken when the log changes or a holder's process in
@@ -1630,7 +1641,7 @@ class Ledger:
                 request takes no place in the waiters' queue (it may be
                 granted ahead of waiters, as a request without ``wait`` may).
                 Default ``False``.
-            ttl: a lease of this many seconds (``int``/``float`` from 0.1
+            ttl: a lease of this many seconds (a real number from 0.1
                 to 10**9, :data:`scopeledger.TTL_RANGE`): the holder must be :meth:`renew`-ed within it
                 (:meth:`keep_renewed` does so every ttl/3), or it is
                 reclaimed as ``lease_expired`` once ttl + grace (max(1 s,
@@ -1697,7 +1708,7 @@ class Ledger:
             check_wait(wait)  # an advisory request never waits; a bad wait is still refused
         if on_wait is not None:
             check_callable("on_wait", on_wait)
-        if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
+        if (wait != 0 if type(wait) in (int, float) else asks_to_wait(wait)) and not advisory:  # (int, float inlined)
             return self._register_waiting(name, rules, pid, socket, wait, note, ttl, lease_only, on_wait)
         written: list[Any] = []
         try:
@@ -1816,7 +1827,7 @@ class Ledger:
             check_wait(wait)  # an advisory request never waits; a bad wait is still refused
         if on_wait is not None:
             check_callable("on_wait", on_wait)
-        if not (type(wait) in (int, float) and wait == 0) and not advisory:  # asks_to_wait(), inlined
+        if (wait != 0 if type(wait) in (int, float) else asks_to_wait(wait)) and not advisory:  # (int, float inlined)
             return self._delegate_waiting(parent, child, rules, pid, reserved, socket, parent_token, wait,
                                           note, ttl, lease_only, on_wait)
         written: list[Any] = []
@@ -1974,7 +1985,7 @@ class Ledger:
         Args:
             name: a live holder granted with ``ttl``.
             token: its grant's token (:attr:`Allocation.token`).
-            ttl: the new ttl in seconds (``int``/``float`` from 0.1 to
+            ttl: the new ttl in seconds (a real number from 0.1 to
                 10**9, :data:`scopeledger.TTL_RANGE`), or ``None`` to keep it.
 
         Returns:
@@ -2290,7 +2301,7 @@ class Ledger:
         """
         if type(after) is not int:
             raise TypeError(f"after must be an int (a seq), not {shown(after)}")
-        check_timeout("timeout", timeout)
+        timeout = check_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             seq = self.refresh()
@@ -2457,7 +2468,7 @@ class Ledger:
             LedgerIOError: the snapshots directory or the log cannot be read.
             CorruptLedger: a log line after the last one read does not check out.
         """
-        check_keep_snapshots("keep", keep)
+        keep = check_keep_snapshots("keep", keep)
         if self._log.readonly:
             raise ReadOnlyLedger(self.path, "prune snapshots")
         if keep is None:

@@ -59,6 +59,7 @@ from typing import Any, Callable, Iterable
 
 import attrs
 
+from ._arguments import REAL, described, real
 from ._errors import LedgerError, SessionLost, shown
 from ._identity import Liveness, ProcessIdentity, Verdict
 from ._process import host_id
@@ -80,22 +81,29 @@ DEFAULT_SESSION_TTL = 30.0
 SESSION_TTL_RANGE: tuple[float, float] = (0.01, 86400.0)
 
 
-def check_session_options(ttl: Any, on_lost: Any) -> None:
-    """``Ledger.open``'s ``session_ttl`` and ``on_session_lost``.
+def check_session_options(ttl: Any, on_lost: Any) -> float | None:
+    """``Ledger.open``'s ``session_ttl`` and ``on_session_lost``; returns
+    the ttl as ``float`` seconds (any real number, read as ``wait=`` is:
+    ``_arguments.real``), or ``None``.
 
     Raises:
-        TypeError: ``ttl`` is not ``None`` or a number (a ``bool`` is not);
-            ``on_lost`` is not ``None`` or callable.
+        TypeError: ``ttl`` is not ``None`` or a real number (a ``bool``, a
+            ``str``, a ``decimal.Decimal`` are not); ``on_lost`` is not
+            ``None`` or callable.
         ValueError: ``ttl`` outside 0.01..86400 seconds (NaN too).
     """
+    seconds = None
     if ttl is not None:
-        if type(ttl) not in (int, float):
-            raise TypeError(f"session_ttl must be None or a number of seconds, not {shown(ttl)}")
+        seconds = real(ttl)
+        if seconds is None:
+            raise TypeError(f"session_ttl must be None or a number of seconds ({REAL}), not {described(ttl)}")
         lo, hi = SESSION_TTL_RANGE
-        if not lo <= ttl <= hi:
-            raise ValueError(f"session_ttl must be from {lo:g} to {hi:g} seconds, not {shown(ttl)}")
+        if not lo <= seconds <= hi:
+            raise ValueError(f"session_ttl must be from {lo:g} to {hi:g} seconds, not {described(ttl)}")
+        seconds = float(seconds)
     if on_lost is not None and not callable(on_lost):
         raise TypeError(f"on_session_lost must be None or a callable, not {shown(on_lost)}")
+    return seconds
 
 
 def _unknown(why: str) -> Verdict:

@@ -164,14 +164,14 @@ class Spawned:
         grant released or reclaimed meanwhile by someone else is left so.
 
         Args:
-            timeout: seconds (``int``/``float``, 0 to 1e9), ``None`` for ever.
+            timeout: seconds (a real number, 0 to 1e9), ``None`` for ever.
 
         Raises:
             subprocess.TimeoutExpired: still running after ``timeout``
                 (nothing is released).
             ValueError: ``timeout`` is not ``None`` or 0 to 1e9 seconds.
         """
-        check_timeout("timeout", timeout)
+        timeout = check_timeout("timeout", timeout)
         rc = self.process.wait(timeout)
         self.returncode = rc
         self.release(note=note)
@@ -332,7 +332,7 @@ class Adopted:
         :meth:`AsyncLedger.adopt`'s :class:`~scopeledger.AsyncAdopted`.
 
         Args:
-            timeout: seconds (``int``/``float``, 0 to 1e9), ``None`` for ever.
+            timeout: seconds (a real number, 0 to 1e9), ``None`` for ever.
 
         Returns:
             ``True`` once the process is gone and the grant released (by
@@ -344,7 +344,7 @@ class Adopted:
             ValueError: ``timeout`` is not ``None`` or 0 to 1e9 seconds.
             TypeError, ValueError: ``note`` as :meth:`Ledger.release`.
         """
-        check_timeout("timeout", timeout)
+        timeout = check_timeout("timeout", timeout)
         if self.rebound:
             return False
         a = self.allocation

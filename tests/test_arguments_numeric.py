@@ -11,6 +11,9 @@ was taken and its holder renewed every ttl/3, ~950 log lines a second."""
 from __future__ import annotations
 
 import asyncio
+import decimal
+import enum
+import fractions
 import itertools
 import math
 import os
@@ -30,6 +33,8 @@ from scopeledger import (
     Ledger,
     LedgerError,
     Refused,
+    ScopeConflict,
+    WaitTimeout,
     from_ns,
     identify,
     to_ns,
@@ -187,16 +192,203 @@ def test_spawned_wait_refuses_a_bad_timeout_naming_it(ledger, bad):
         assert s.wait() == 0
 
 
+# -- real numbers of other types: float and int subclasses, Fraction, numpy ---------------
+
+
+class Seconds(float):
+    """A float subclass of the user's own (numpy.float64 is one too)."""
+
+
+class Count(enum.IntEnum):
+    ONE = 1
+    TWO = 2
+    FIVE = 5
+
+
+def _numpy():
+    """numpy, when installed (never a dependency of scopeledger)."""
+    return pytest.importorskip("numpy", reason="numpy is not installed: its numbers are not tried")
+
+
+#: (label, seconds -> the same seconds of another type)
+SECOND_KINDS = [
+    ("float subclass", Seconds),
+    ("int subclass", lambda x: type("Int", (int,), {})(x) if x == int(x) else Seconds(x)),
+    ("Fraction", fractions.Fraction),
+    ("numpy.float64", lambda x: _numpy().float64(x)),
+    ("numpy.float32", lambda x: _numpy().float32(x)),
+    ("numpy.int64", lambda x: _numpy().int64(x) if x == int(x) else _numpy().float64(x)),
+]
+
+
+@pytest.mark.parametrize("kind", SECOND_KINDS, ids=[k[0] for k in SECOND_KINDS])
+def test_every_seconds_argument_takes_a_real_number_of_any_type_as_the_float(ledger, ledger_dir, kind):
+    """A float subclass (numpy.float64, a user's own) was refused as wait=
+    and ttl= with 'wait must be seconds (int or float...), not 0.5': the
+    value's text hid its type. Every seconds argument takes it, and
+    records what the plain number would."""
+    _, of = kind
+    led = ledger
+    a = led.register("a", [W("/num/a")], wait=of(2), ttl=of(2))
+    assert a.lease.ttl_ns == 2 * 10**9
+    assert led.renew("a", a.token, ttl=of(0.5)).lease.ttl_ns == math.ceil(float(of(0.5)) * 1e9)
+    with led.keep_renewed("a", a.token, ttl=of(2)) as renewer:
+        assert renewer.interval == pytest.approx(2 / 3)
+    b = led.delegate("a", "b", [W("/num/a/b")], wait=of(1), ttl=of(1))
+    assert b.lease.ttl_ns == 10**9
+    with led.hold("c", [W("/num/c")], wait=of(1), ttl=of(3)) as c:
+        assert c.lease.ttl_ns == 3 * 10**9
+    assert led.wait(led.seq, timeout=of(0)) == led.seq
+    led.timeout = of(4)
+    assert type(led.timeout) in (int, float) and led.timeout == 4
+    s = led.spawn("s", ["true"], [W("/num/s")], wait=of(1), ttl=of(2))  # (its keep_lease(ttl) too)
+    assert s.renewer.interval == pytest.approx(2 / 3)
+    assert s.wait(of(60)) == 0
+    with Ledger.open(ledger_dir, timeout=of(3), session_ttl=of(5)) as other:
+        assert type(other.timeout) in (int, float) and other.timeout == 3
+
+    async def main():
+        aled = AsyncLedger(led, switch_interval=of(0.5))
+        x = await aled.register("x", [W("/num/x")], wait=of(1), ttl=of(2))
+        assert x.lease.ttl_ns == 2 * 10**9
+        await aled.renew("x", x.token, ttl=of(2))
+        task = aled.keep_renewed("x", x.token, ttl=of(2))
+        task.cancel()
+        await aled.release("x", x.token)
+        async with aled.hold("y", [W("/num/y")], wait=of(1)):
+            pass
+        assert await aled.wait(led.seq, timeout=of(0)) == led.seq
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", SECOND_KINDS, ids=[k[0] for k in SECOND_KINDS])
+def test_a_zero_wait_of_any_type_refuses_at_once(ledger, kind):
+    """wait=0 of another type is 0: a conflict refuses at once (a
+    ScopeConflict), not after a wait (a WaitTimeout)."""
+    _, of = kind
+    ledger.register("a", [W("/num/a")])
+    with pytest.raises(ScopeConflict) as info:
+        ledger.register("b", [W("/num/a")], wait=of(0))
+    assert not isinstance(info.value, WaitTimeout)
+
+
+def _bad_reals():
+    """Values of the accepted types that no seconds argument takes (NaN, an
+    infinity where it means nothing, negative), and types none takes."""
+    bad = [Seconds("nan"), Seconds(-1), Seconds("-inf"), fractions.Fraction(-1, 2),
+           fractions.Fraction(10**400), Count.ONE - 2]
+    refused_types = [decimal.Decimal("0.5"), "0.5", b"1", True, False, 1j]
+    try:
+        import numpy
+    except ImportError:
+        pass
+    else:
+        bad += [numpy.float64("nan"), numpy.float64(-1), numpy.int64(-1)]
+        refused_types += [numpy.True_, numpy.array([0.5])]
+    return bad, refused_types
+
+
+BAD_REALS, REFUSED_TYPES = _bad_reals()
+
+
+@pytest.mark.parametrize("bad", BAD_REALS + REFUSED_TYPES, ids=repr)
+def test_a_bad_seconds_value_of_any_type_is_a_typed_error_naming_argument_and_value(ledger, ledger_dir, bad):
+    a = ledger.register("a", [W("/num/a")], ttl=5)
+    before = log_bytes(ledger_dir)
+    refused_type = any(bad is t for t in REFUSED_TYPES)
+    cases = [
+        ("wait", lambda: ledger.register("b", [W("/num/b")], wait=bad), TypeError if refused_type else ValueError),
+        ("ttl", lambda: ledger.register("b", [W("/num/b")], ttl=bad), InvalidLease),
+        ("ttl", lambda: ledger.renew("a", a.token, ttl=bad), InvalidLease),
+        ("ttl", lambda: ledger.keep_renewed("a", a.token, ttl=bad), InvalidLease),
+        ("timeout", lambda: ledger.wait(0, timeout=bad), ValueError),
+        ("timeout", lambda: setattr(ledger, "timeout", bad), ValueError),
+        ("timeout", lambda: Ledger.open(ledger_dir, timeout=bad), ValueError),
+        ("session_ttl", lambda: Ledger.open(ledger_dir, session_ttl=bad),
+         TypeError if refused_type else ValueError),
+        ("switch_interval", lambda: AsyncLedger(ledger, switch_interval=bad),
+         TypeError if refused_type else ValueError),
+    ]
+    for what, call, error in cases:
+        with pytest.raises(error) as info:
+            call()
+        message = str(info.value)
+        assert message.startswith(what + " must be"), message
+        assert repr(bad)[:40] in message or "<an int of" in message, message
+        assert "\n" not in message
+    assert ledger.timeout is None
+    assert log_bytes(ledger_dir) == before
+
+
+def test_a_refused_value_whose_text_hides_its_type_is_named_with_it():
+    from scopeledger._arguments import check_wait
+
+    class Odd(str):
+        pass
+
+    with pytest.raises(TypeError, match=r"not '0\.5' \(a .*Odd\)"):
+        check_wait(Odd("0.5"))
+    with pytest.raises(TypeError, match=r"Decimal\('0\.5'\) \(a decimal.Decimal is not a numbers.Real: "
+                                        r"give float\(value\)\)"):
+        check_wait(decimal.Decimal("0.5"))
+
+
+def test_numpy_numbers_are_taken_where_their_python_numbers_are(ledger):
+    np = _numpy()
+    a = ledger.register("a", [W("/num/a")], wait=np.float64(0.5), ttl=np.int64(5))
+    assert a.lease.ttl_ns == 5 * 10**9
+    assert ledger.renew("a", a.token, ttl=np.float64(1.5)).lease.ttl_ns == 1_500_000_000
+    with pytest.raises(InvalidLease, match=r"not np\.float64\(nan\)"):
+        ledger.renew("a", a.token, ttl=np.float64("nan"))
+    with pytest.raises(TypeError, match=r"not np\.True_ \(a numpy\.bool\)"):
+        ledger.register("b", [W("/num/b")], wait=np.True_)
+    with pytest.raises(ValueError, match=r"wait must be seconds from 0 to 1e\+09"):
+        ledger.register("b", [W("/num/b")], wait=np.longdouble("1e400"))
+
+
+@pytest.mark.parametrize("count", [Count.FIVE, "numpy.int64", "numpy.uint8"])
+def test_every_count_argument_takes_an_integer_of_any_type_as_the_int(ledger, ledger_dir, count):
+    if isinstance(count, str):
+        count = getattr(_numpy(), count.split(".")[1])(5)
+    with Ledger.open(ledger_dir, snapshot_every=count, keep_snapshots=count) as other:
+        assert (type(other.snapshot_every), other.snapshot_every) == (int, 5)
+        assert (type(other.keep_snapshots), other.keep_snapshots) == (int, 5)
+    ledger.snapshot_every = count
+    assert type(ledger.snapshot_every) is int
+    ledger.register("a", [W("/num/a")])
+    ledger.snapshot()
+    assert ledger.prune_snapshots(count) == []
+    assert ledger.verify(workers=count - 4).ok
+
+
+@pytest.mark.parametrize("bad", [5.0, Seconds(5), True, fractions.Fraction(5), decimal.Decimal(5), "5", 0,
+                                 Count.ONE - 1], ids=repr)
+def test_a_count_that_is_not_an_integer_at_least_1_is_refused_naming_it(ledger, ledger_dir, bad):
+    for what, call, error in [
+        ("snapshot_every", lambda: Ledger.open(ledger_dir, snapshot_every=bad), ValueError),
+        ("keep_snapshots", lambda: Ledger.open(ledger_dir, keep_snapshots=bad), ValueError),
+        ("snapshot_every", lambda: setattr(ledger, "snapshot_every", bad), ValueError),
+        ("keep", lambda: ledger.prune_snapshots(bad), ValueError),
+        ("workers", lambda: ledger.verify(workers=bad), TypeError if bad != 0 else ValueError),
+    ]:
+        with pytest.raises(error, match=f"^{what} must be") as info:
+            call()
+        assert repr(bad) in str(info.value) or str(bad) in str(info.value)
+
+
 # -- the property: any value, any numeric argument ----------------------------------------
 
 #: Values of every kind a numeric argument meets: ints of any size (huge
-#: ones too), floats of any kind (NaN, infinities, subnormals), and not numbers.
+#: ones too), floats of any kind (NaN, infinities, subnormals), a float
+#: subclass, an IntEnum, fractions, decimals, and not numbers.
 ANY_NUMBER = st.one_of(
     st.integers(),
     st.integers(min_value=2**53).flatmap(lambda n: st.sampled_from([n, -n, n**7])),
     st.sampled_from(HUGE + TINY + [0, -0.0, 1, 0.1, 1e9, 10**9, 2**31, 2**31 - 1]),
     st.floats(),
     st.booleans(), st.none(), st.text(max_size=3), st.sampled_from([[1], b"1", 1j]),
+    # other types of real numbers (taken as the plain number), and decimals (refused)
+    st.floats().map(Seconds), st.sampled_from(list(Count)), st.fractions(), st.decimals(),
 )
 
 #: Exceptions a call's docstring names (the ledger's, TypeError, ValueError).
