@@ -1193,7 +1193,12 @@ class Ledger:
         with self._mem:
             return self._catch_up().seq
 
-    def _actor(self) -> ProcessIdentity:
+    @property
+    def actor(self) -> ProcessIdentity:
+        """This process's identity, :class:`ProcessIdentity`, as this object
+        records it as the ``actor`` of the events it writes: read from /proc
+        once per process (a forked child reads its own), then cached. Reads
+        no log, takes no lock."""
         return self._actor_and_json()[0]
 
     def _actor_and_json(self, pid: int | None = None) -> tuple[ProcessIdentity, dict[str, Any]]:
@@ -1216,11 +1221,11 @@ class Ledger:
                 a float, a string) or names no process.
         """
         if pid is None:
-            return self._actor()
+            return self.actor
         if type(pid) is not int and isinstance(pid, int) and type(pid) is not bool:
             pid = int.__int__(pid)  # an int subclass (IntEnum): the log holds a plain int
         if type(pid) is int and pid == os.getpid():  # 12345.0 is no pid
-            return self._actor()
+            return self.actor
         if type(pid) is int and pid >= 1 << 31:
             raise InvalidProcess(f"cannot bind an allocation to pid {shown(pid)}: a pid is at most "
                                  f"{(1 << 31) - 1}")

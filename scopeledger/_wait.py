@@ -648,14 +648,9 @@ def queue_of(ledger: Any, tickets: Tickets | None) -> Queue:
 
 
 def whoami(ledger: Any) -> Any:
-    """This process's identity (the ledger's cached one where it has it)."""
-    actor = getattr(ledger, "_actor", None)
-    if actor is not None:
-        return actor()
-    with first_use:
-        from ._process import identify
-
-    return identify()
+    """This process's identity, as ``ledger`` records it (``Ledger.actor``:
+    cached per process)."""
+    return ledger.actor
 
 
 def release_grant(ledger: Any, out: Any) -> None:

@@ -4,7 +4,10 @@
   counts: it is a cycle deferred, not removed; one under ``if
   TYPE_CHECKING:`` does not: it is never executed);
 - no private name (``_x``) crosses a module boundary, whether imported
-  (``from ._m import _x``) or reached as an attribute (``_m._x``);
+  (``from ._m import _x``) or reached as an attribute, of a module
+  (``_m._x``) or of an object (``ledger._actor``, ``getattr(ledger,
+  "_actor")``: a private attribute that another module of the package
+  defines and this one does not; see :func:`_private_attributes`);
 - the command line imports only ``scopeledger``'s public names
   (``scopeledger.__all__``).
 
@@ -63,6 +66,76 @@ def _resolve(mod: str, node: ast.ImportFrom, is_pkg: bool) -> str | None:
     return name or "__init__"
 
 
+def _private(name: str) -> bool:
+    """``_x``, not ``__x`` (a dunder, or a class-private name that Python
+    mangles), not ``_`` (a throwaway)."""
+    return name.startswith("_") and not name.startswith("__") and len(name) > 1
+
+
+#: Calls whose second argument, a string, names an attribute.
+_ATTR_CALLS = {"getattr", "hasattr", "setattr", "delattr", "__setattr__", "__getattribute__"}
+
+
+def _attribute_names(tree: ast.AST) -> tuple[set[str], dict[str, int]]:
+    """``(defined, read)``: the private names a module defines (functions,
+    classes, methods, variables, arguments, imports, attributes it assigns,
+    ``__slots__`` entries, ``setattr``'s literal names) and those it reads as
+    an attribute of something that is not a module alias (``obj._x``,
+    ``getattr(obj, "_x")``), each with a line where it does."""
+    defined: set[str] = set()
+    read: dict[str, int] = {}
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(n.name)
+        elif isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
+            defined.add(n.id)
+        elif isinstance(n, ast.arg):
+            defined.add(n.arg)
+        elif isinstance(n, ast.alias):
+            defined.add(n.asname or n.name.split(".")[0])
+        elif isinstance(n, ast.Attribute):
+            if isinstance(n.ctx, ast.Load):
+                if _private(n.attr):
+                    read.setdefault(n.attr, n.lineno)
+            else:
+                defined.add(n.attr)
+        elif (isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+              and n.targets[0].id == "__slots__"):
+            defined |= {c.value for c in ast.walk(n.value) if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+        if isinstance(n, ast.Call) and len(n.args) >= 2:
+            func = (n.func.id if isinstance(n.func, ast.Name)
+                    else n.func.attr if isinstance(n.func, ast.Attribute) else None)
+            name = n.args[1].value if isinstance(n.args[1], ast.Constant) else None
+            if func in _ATTR_CALLS and isinstance(name, str) and _private(name):
+                if func in ("setattr", "__setattr__"):
+                    defined.add(name)
+                else:
+                    read.setdefault(name, n.lineno)
+    return {d for d in defined if _private(d)}, read
+
+
+def _private_attributes(trees: dict[str, ast.AST]) -> set[tuple[str, str]]:
+    """``(module, "owner._x:line")``: a private attribute a module reads
+    (``obj._x``, ``getattr(obj, "_x")``) that it does not define, and that
+    another module of the package does (``owner``: the first such, by
+    name). Without types this goes by name: an attribute both modules
+    define is not seen (nor a name built at run time); a private name of
+    another library (``os._exit``, a named tuple's ``_replace``) is no
+    concern of this check. A read through a module alias (``_m._x``) is
+    left to the import check, which names the module exactly."""
+    names = {mod: _attribute_names(tree) for mod, tree in trees.items()}
+    owners: dict[str, list[str]] = {}
+    for mod, (defined, _) in sorted(names.items()):
+        for name in defined:
+            owners.setdefault(name, []).append(mod)
+    out = set()
+    for mod, (defined, read) in names.items():
+        for name, line in read.items():
+            if name not in defined and name in owners:
+                out.add((mod, f"{owners[name][0]}.{name}:{line}"))
+    return out
+
+
 def _analyse():
     """``(edges, private, cli_private)``: ``edges[mod]`` = modules it
     imports; ``private`` = ``(mod, what)`` private names crossing a boundary
@@ -72,10 +145,11 @@ def _analyse():
     edges: dict[str, set[str]] = {}
     private: set[tuple[str, str]] = set()
     cli_private: set[tuple[str, str]] = set()
+    trees: dict[str, ast.AST] = {}
     for mod, path in MODULES.items():
         is_pkg = path.endswith("__init__.py")
         key = "__init__" if mod == "__init__" else mod
-        tree = ast.parse(open(path, encoding="utf-8").read(), path)
+        tree = trees[key] = ast.parse(open(path, encoding="utf-8").read(), path)
         edges[key] = set()
         aliases: dict[str, str] = {}  # local name -> module, for attribute access
         typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
@@ -107,6 +181,8 @@ def _analyse():
                     and not node.attr.startswith("__")):
                 where = (key, f"{aliases[node.value.id]}.{node.attr}")
                 (cli_private if _is_cli(key) else private).add(where)
+    for key, where in _private_attributes(trees):
+        (cli_private if _is_cli(key) else private).add((key, where))
     return edges, private, cli_private
 
 
@@ -183,3 +259,16 @@ def test_the_checks_catch_what_they_look_for():
     node = tree.body[0]
     assert _resolve("_ledger", node, False) == "_store"
     assert _resolve("cli.params", node, False) == "cli._store"
+    # A private attribute of an object, defined in another module: read
+    # (getattr with a literal too) where it is not defined is caught; where
+    # it is defined, or a name no module of the package defines, is not.
+    trees = {
+        "_ledger": ast.parse("class Ledger:\n    def _actor(self): ...\n    def run(self):\n"
+                             "        self._state = 1\n        return self._actor()\n"),
+        "_wait": ast.parse("import os\ndef who(ledger):\n    a = ledger._actor\n"
+                           "    b = getattr(ledger, '_state', None)\n    os._exit(0)\n"),
+        "_async": ast.parse("class A:\n    __slots__ = ('_state',)\n    def f(self):\n"
+                            "        return self._state, self._actor if False else 1\n"),
+    }
+    assert _private_attributes(trees) == {("_wait", "_ledger._actor:3"), ("_wait", "_async._state:4"),
+                                          ("_async", "_ledger._actor:4")}

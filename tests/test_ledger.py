@@ -225,7 +225,7 @@ def test_dead_owner_in_the_way_is_reclaimed_on_the_hot_path(ledger_dir):
 def test_duplicate_name_of_a_dead_holder_is_reclaimed(ledger_dir):
     led = Ledger.open(ledger_dir, probe=lambda ident: ident.pid != 999999)
     led.register("A", [W("/r")], pid=os.getppid())
-    led._identity = lambda pid: attrs.evolve(led._actor(), pid=999999, ticks=1)
+    led._identity = lambda pid: attrs.evolve(led.actor, pid=999999, ticks=1)
     led.register("B", [W("/b")], pid=123)
     led._identity = Ledger._identity.__get__(led)
     led.register("B", [W("/b")])

@@ -55,7 +55,7 @@ def test_a_short_write_never_takes_back_a_complete_line_a_reader_has_seen(tmp_pa
     path = str(tmp_path / "l")
     dead = {4242}
     writer = Ledger.open(path, probe=lambda i: Liveness.GONE if i.pid in dead else Liveness.ALIVE)
-    writer._identity = lambda pid: ProcessIdentity(pid=pid, boot=writer._actor().boot, ticks=1000)
+    writer._identity = lambda pid: ProcessIdentity(pid=pid, boot=writer.actor.boot, ticks=1000)
     writer.register("ghost", [ScopeRule("/x", "write")], pid=4242)
     reader = Ledger.open(path)
     assert [a.name for a in reader.holders()] == ["ghost"]

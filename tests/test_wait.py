@@ -456,6 +456,31 @@ def test_threads_sharing_one_ledger_wait_and_are_served_one_at_a_time(ledger, tm
     assert [g["holder"]["name"] for g in grants(ledger)][1:] == [f"t{i}" for i in range(8)]
 
 
+def test_a_waiter_knows_itself_as_its_ledger_records_it(ledger, tmp_path):
+    """``_wait.whoami`` asks the ledger through its public seam
+    (``Ledger.actor``; it read the private ``_actor`` across modules):
+    the identity the ledger records as the actor of its events, this
+    process's, and a forked child's its own."""
+    from scopeledger._wait import whoami
+
+    a = ledger.register("a", [W(str(tmp_path / "a"))])
+    assert whoami(ledger) is ledger.actor
+    assert ledger.actor.to_json() == grants(ledger)[-1]["actor"]
+    assert ledger.actor.pid == os.getpid() and a.pid == os.getpid()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # (the child: its own identity, then out at once)
+        try:
+            os.write(w, str(whoami(ledger).pid).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        child = int(f.read())
+    os.waitpid(pid, 0)
+    assert child == pid != os.getpid()
+
+
 @pytest.mark.parametrize("how", ["thrown", "closed"])
 def test_the_waiting_loop_gives_its_ticket_back_however_its_driver_stops(ledger, ledger_dir, tmp_path, how):
     """``_wait.waiting`` driven step by step, as ``Ledger`` and ``AsyncLedger``
