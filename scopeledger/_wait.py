@@ -82,7 +82,10 @@ doubling to 1 s, within 20 % at random), with one warning per outage
 naming the error; a ticket that lost its place meanwhile (on PostgreSQL
 its connection broke with the server, and its lock with it) joins again,
 at the end of the queue, once the server answers: a restart loses every
-waiter's place, and they line up again in the order they come back. If the
+waiter's place, and they line up again in the order they come back (each
+says so in an ``INFO`` record: the outage's warning is the one warning,
+also when the ticket's loss is found out only after the server answered
+again, :func:`take_place`). If the
 deadline passes while the store still cannot be reached, the waiter raises
 that ``StoreUnavailable`` (the cause), not a ``WaitTimeout``: it could not
 tell whether the scope was free. ``InDoubt`` (an append whose outcome the
@@ -797,11 +800,15 @@ class Place:
     given back, or a store without a queue), the :class:`Watch` that wakes
     it, whether it ``joined``, and whether it was ``told`` that it waits.
     ``first``: its ticket was found with no earlier live waiter to stand
-    back for (a register's: see :func:`settle`). ``lock``: held while the ticket is given back (:func:`leave`): under
+    back for (a register's: see :func:`settle`). ``lost``: the number of a
+    ticket that lost its place, until the waiter has joined again and said
+    so (a join that fails on the way, the server still down, does not drop
+    it). ``outages``: :attr:`Outage.warned` when the ticket joined (see
+    :func:`take_place`). ``lock``: held while the ticket is given back (:func:`leave`): under
     ``AsyncLedger`` a join cancelled while it runs in a worker thread gives
     its ticket back there (its undo) while the loop may give it back too."""
 
-    __slots__ = ("ticket", "watch", "joined", "told", "first", "lock")
+    __slots__ = ("ticket", "watch", "joined", "told", "first", "lost", "outages", "lock")
 
     def __init__(self) -> None:
         self.ticket: Ticket | None = None
@@ -809,6 +816,8 @@ class Place:
         self.joined = False
         self.told = False
         self.first = False
+        self.lost: int | None = None
+        self.outages = 0
         # Re-entrant: an exception raised between a 'with' block's end and its
         # __exit__ (a tracer's can be: tests/test_signals_forks.py) leaves it
         # held, which must not stop this thread's next leave.
@@ -820,13 +829,18 @@ def take_place(ledger: Any, req: Request, queue: Queue, place: Place,
     """Steps of :func:`waiting`: join the queue unless ``place`` is in it;
     one whose ticket lost its place (on PostgreSQL its connection broke,
     and its lock with it: others may have removed the ticket) gives it back
-    and joins again, at the end, and says so once joined: a warning, or,
-    when ``outage`` has warned that the store could not be reached (every
-    waiter then loses its place: said there), an ``INFO`` record. Returns
-    whether it joined now."""
-    lost = None
+    and joins again, at the end, and says so once joined: a warning; or an
+    ``INFO`` record when ``outage`` warned that the store could not be
+    reached while that ticket was held (the store's outage is what broke it,
+    and every waiter loses its place in one: the outage's warning is the one
+    the caller sees). Held, not "going on now": the loss is found out only
+    when the ticket's own connection is next used, which may be after a look
+    on the ledger's connection went through and ended the outage (a server
+    restart while the waiter was between two looks: the outage's warning,
+    then a "lost its place" warning, for one cause). Returns whether it
+    joined now."""
     if place.joined and queue.lost(place.ticket):
-        lost = place.ticket.number if place.ticket is not None else 0
+        place.lost = place.ticket.number if place.ticket is not None else 0
         if place.watch is not None:
             place.watch.give_back(ledger)
             place.watch = None
@@ -837,10 +851,14 @@ def take_place(ledger: Any, req: Request, queue: Queue, place: Place,
     yield Call(join, (queue, req, place), functools.partial(leave, queue, place))
     place.joined = True
     place.watch = Watch.take(ledger, queue, place.ticket)
+    warned = outage.warned if outage is not None else 0
+    lost, place.lost = place.lost, None
     if lost is not None:
-        say = log.info if outage is not None and outage.error is not None else log.warning
+        in_outage = outage is not None and (outage.error is not None or warned > place.outages)
+        say = log.info if in_outage else log.warning
         say("holder '%s' lost its place in the waiters' queue (ticket %d: its connection broke) and joined "
             "again, at its end", req.name, lost)
+    place.outages = warned
     return True
 
 
@@ -880,15 +898,17 @@ class Outage:
     waiters let go together do not all knock at once, never past
     ``deadline``), one warning per outage, and the last error (``error``:
     what the waiter raises if its deadline passes before the store
-    answers)."""
+    answers), and how many outages it warned of (``warned``, never reset:
+    :func:`take_place` tells by it whether a ticket lost its place in one)."""
 
-    __slots__ = ("name", "deadline", "error", "pause")
+    __slots__ = ("name", "deadline", "error", "pause", "warned")
 
     def __init__(self, name: str, deadline: float | None) -> None:
         self.name = name
         self.deadline = deadline
         self.error: StoreUnavailable | None = None
         self.pause = OUTAGE_FIRST_PAUSE
+        self.warned = 0
 
     def failed(self, exc: StoreUnavailable) -> float:
         """A step raised ``exc``: the seconds to pause (warned once per outage)."""
@@ -896,6 +916,7 @@ class Outage:
             until = "it is granted" if self.deadline is None else "its wait ends"
             log.warning("holder '%s' cannot reach the ledger while it waits (%s): trying again until %s",
                         self.name, exc, until)
+            self.warned += 1
         self.error = exc
         with first_use:
             import random  # (here: a waiter's start-up does not pay for it)

@@ -239,6 +239,164 @@ def test_a_waiter_whose_connection_is_cut_joins_again_at_the_end(pg_cluster, pg_
         led.close()
 
 
+# -- a ticket lost in an outage: one warning, the outage's (a fresh tester's finding) --------
+
+
+def _cut_ticket(pg_cluster, url: str, number: int) -> None:
+    """Terminate the backend holding ticket ``number``'s lock, and return
+    once it is gone (its lock released: nothing of the ticket is alive)."""
+    s = schema_of(url)
+    lock = ("FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1"
+            " AND l.classid = (SELECT oid FROM pg_namespace WHERE nspname = %s)"
+            " AND l.objid = (%s::bigint & 4294967295)::oid")
+    assert pg_cluster.psql_execute(f"SELECT pg_terminate_backend(l.pid) {lock}", s, number) == [(True,)]
+    wait_for(lambda: pg_cluster.psql_execute(f"SELECT count(*) {lock}", s, number) == [(0,)],
+             f"ticket {number}'s backend gone", BOUND)
+
+
+class _Scripted:
+    """A stand-in for ``Ledger.decide`` running ``script[i]()`` before the
+    ledger's own decision at its ``i``-th call (a step may raise instead);
+    after the script, ``last()`` before each call. ``calls`` counts them."""
+
+    def __init__(self, led: Ledger, monkeypatch, script, last) -> None:
+        self.real, self.script, self.last, self.calls = led.decide, list(script), last, 0
+        monkeypatch.setattr(led, "decide", self)
+
+    def __call__(self, *args, **kwargs):
+        step = self.script[self.calls] if self.calls < len(self.script) else self.last
+        self.calls += 1
+        step()
+        return self.real(*args, **kwargs)
+
+
+def _unavailable() -> None:
+    from scopeledger import StoreUnavailable
+
+    raise StoreUnavailable("postgresql://db/x", "failed to read the log: connection lost: injected")
+
+
+def _rejoined(pg_cluster, url: str, lost: int) -> bool:
+    """Whether the waiter holds a ticket again, another than ``lost``."""
+    return [n for n, _ in queued(pg_cluster, url) if n != lost] != []
+
+
+def _lost_records(caplog) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if "lost its place" in r.getMessage()]
+
+
+def test_a_ticket_found_lost_after_its_outage_ended_is_told_as_info(pg_cluster, pg_url, caplog, monkeypatch):
+    """The order fifo.py --restart met ~1 round in 10: the waiter warns that
+    it cannot reach the server (a look on the ledger's connection failed),
+    the next look goes through (the outage is over), and only then does it
+    find that its ticket's connection broke in that outage. One cause, one
+    warning: the outage's; losing its place is said as INFO. The order is
+    forced: the look after the warning cuts the ticket's connection (and
+    waits for its backend to be gone) before it decides."""
+    caplog.set_level(logging.INFO, logger="scopeledger")
+    led = Ledger.open(pg_url)
+    other = Ledger.open(pg_url)
+    try:
+        other.register("holder", [W("/q/src")])
+        ticket = []
+
+        def cut():
+            ticket.append(queued(pg_cluster, pg_url)[0][0])
+            _cut_ticket(pg_cluster, pg_url, ticket[0])
+
+        def release_once_rejoined():
+            if _rejoined(pg_cluster, pg_url, ticket[0]) and "holder" in {h.name for h in other.holders()}:
+                other.release("holder")
+
+        decide = _Scripted(led, monkeypatch, [_unavailable, cut], release_once_rejoined)
+        assert led.register("w", [W("/q/src")], wait=BOUND).name == "w"
+        assert decide.calls >= 3
+        warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warned) == 1 and "cannot reach the ledger while it waits" in warned[0], warned
+        assert _lost_records(caplog) == [
+            (logging.INFO, f"holder 'w' lost its place in the waiters' queue (ticket {ticket[0]}: its connection "
+                           "broke) and joined again, at its end")]
+        assert queued(pg_cluster, pg_url) == []
+    finally:
+        other.close()
+        led.close()
+
+
+def test_a_ticket_lost_whose_join_again_fails_says_so_once_it_joined(pg_cluster, pg_url, caplog, monkeypatch):
+    """The other order: the ticket's connection is cut while the server
+    answers, and the join again fails (the server went away meanwhile):
+    the outage's warning, then, once it joined, the loss as INFO (it was
+    not said at all: the join that failed forgot it)."""
+    from scopeledger._pgstore import PgTickets
+
+    caplog.set_level(logging.INFO, logger="scopeledger")
+    led = Ledger.open(pg_url)
+    other = Ledger.open(pg_url)
+    real_join = PgTickets.join
+    joins = []
+
+    def join(self, request):
+        joins.append(request)
+        if len(joins) == 2:  # (the join again, after the loss)
+            _unavailable()
+        return real_join(self, request)
+
+    monkeypatch.setattr(PgTickets, "join", join)
+    try:
+        other.register("holder", [W("/q/src")])
+        ticket = []
+
+        def cut():
+            ticket.append(queued(pg_cluster, pg_url)[0][0])
+            _cut_ticket(pg_cluster, pg_url, ticket[0])
+
+        def release_once_rejoined():
+            if _rejoined(pg_cluster, pg_url, ticket[0]) and "holder" in {h.name for h in other.holders()}:
+                other.release("holder")
+
+        _Scripted(led, monkeypatch, [cut], release_once_rejoined)
+        assert led.register("w", [W("/q/src")], wait=BOUND).name == "w"
+        assert len(joins) == 3
+        warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warned) == 1 and "cannot reach the ledger while it waits" in warned[0], warned
+        assert [level for level, _ in _lost_records(caplog)] == [logging.INFO]
+        assert f"(ticket {ticket[0]}: its connection broke)" in _lost_records(caplog)[0][1]
+        assert queued(pg_cluster, pg_url) == []
+    finally:
+        other.close()
+        led.close()
+
+
+def test_a_ticket_lost_with_no_outage_is_still_a_warning(pg_cluster, pg_url, caplog, monkeypatch):
+    """Without an outage warned while the ticket was held, a lost place is
+    the one warning (as test_a_waiter_whose_connection_is_cut... shows
+    across processes)."""
+    caplog.set_level(logging.INFO, logger="scopeledger")
+    led = Ledger.open(pg_url)
+    other = Ledger.open(pg_url)
+    try:
+        other.register("holder", [W("/q/src")])
+
+        ticket = []
+
+        def cut():
+            ticket.append(queued(pg_cluster, pg_url)[0][0])
+            _cut_ticket(pg_cluster, pg_url, ticket[0])
+
+        def release_once_rejoined():
+            if _rejoined(pg_cluster, pg_url, ticket[0]) and "holder" in {h.name for h in other.holders()}:
+                other.release("holder")
+
+        _Scripted(led, monkeypatch, [cut], release_once_rejoined)
+        assert led.register("w", [W("/q/src")], wait=BOUND).name == "w"
+        warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [r.getMessage() for r in warned] == [m for _, m in _lost_records(caplog)]
+        assert [level for level, _ in _lost_records(caplog)] == [logging.WARNING]
+    finally:
+        other.close()
+        led.close()
+
+
 def test_a_ledger_made_without_the_queue_table_works_and_gets_it_when_a_waiter_joins(pg_cluster, pg_url):
     """A schema made by the previous scopeledger has no ``waiters`` table
     (dropped here): reading the queue, and a read-only store, make nothing;
