@@ -462,6 +462,50 @@ class FileStore:
         return {"offset": offset, "log_bytes": size, "bytes": counted.bytes, "lines": counted.lines(),
                 "sha256": counted.sha256.hexdigest() if counted.bytes else None, "snapshots": names}
 
+    def judge_past(self, kept: int) -> tuple[int, dict[str, Any], int, int]:
+        """What lies past line ``kept``, the last line of a judgement made
+        without the lock (a repair's first look, a dry run), judged so that
+        other writers' appends are never taken for damage: under
+        :meth:`Store.quiet` (the lock shared for the moment, never waited
+        for). Complete lines past ``kept`` were appended meanwhile: not
+        damage, and not checked. A last line without its newline is torn
+        only when no writer holds the lock (a writer appends holding it, so
+        its line is complete before it lets go: the one that left this one
+        died in the middle of its append); while one holds it, the line is
+        being written. A snapshot past the log's last complete line is
+        damage (the snapshots are listed before the log's size is read: a
+        snapshot's lines are in the log before it is put in place).
+
+        Returns:
+            ``(last, plan, appended, writing)``: ``last`` the log's last
+            complete line now (``kept`` + ``appended``); ``plan`` as
+            :meth:`cut_plan` gives it for a cut after ``last``, holding the
+            damage only (a torn last line, snapshots past ``last``);
+            ``writing`` the bytes of a last line being written (not judged;
+            0 when none).
+
+        Raises:
+            CorruptLedger: the log has fewer than ``kept`` complete lines
+                (cut by a repair meanwhile).
+            LedgerIOError: the log or the snapshots cannot be read.
+        """
+        store = self.store
+        with store.quiet() as quiet:
+            snaps = _snapshots.list_snapshots(store)
+            size = store.size()
+            end = self._end_of(kept, size)
+            last = kept
+            for _line, _start, line_end in self._lines(kept, end, size):
+                last += 1
+                end = line_end
+            partial = size - end
+            torn = partial if quiet is not False else 0  # (None: no lock here, for anyone)
+            counted = store.tally(end, size) if torn else None
+        names = [name for seq, name in snaps if seq > last]
+        plan = {"offset": size - torn, "log_bytes": size, "bytes": torn, "lines": 1 if torn else 0,
+                "sha256": counted.sha256.hexdigest() if counted is not None else None, "snapshots": names}
+        return last, plan, last - kept, partial - torn
+
     def cut_after(self, kept: int, facts: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         """Set everything after line ``kept`` aside (:meth:`Store.cut`: the
         log's bytes past it, and the snapshots at seqs past it, into a new

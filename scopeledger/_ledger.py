@@ -348,6 +348,14 @@ class RepairReport:
         remaining: problems ``verify`` reports that a repair leaves alone,
             ``tuple[Problem, ...]``: a snapshot at or before ``kept_seq``
             that does not check out (opening skips it; remove it by hand).
+        appended: of the lines up to ``kept_seq``, how many other writers
+            appended while the log was judged without the lock (a dry run,
+            a repair that found nothing to repair), ``int``: complete lines,
+            not damage, and not checked (``ledger verify`` checks them).
+        writing: the bytes of a last line another writer was writing when
+            the log was judged (it held the lock), ``int``: not damage, and
+            not judged; 0 when none. A last line without its newline while
+            no writer holds the lock is torn: damage.
     """
 
     dry_run: bool
@@ -365,14 +373,28 @@ class RepairReport:
     directory: str | None
     record: str | None
     remaining: tuple[Problem, ...] = ()
+    appended: int = 0
+    writing: int = 0
 
     def __str__(self) -> str:
         if not self.damaged:
-            return f"nothing to repair: every line checks out (seq {self.kept_seq})"
+            return f"nothing to repair: every line checks out (seq {self.kept_seq - self.appended})" + self.unjudged()
         verb = "would set aside" if self.dry_run else "set aside"
         what = [f"{self.bytes_cut} bytes ({self.lines_cut} lines) from byte {self.offset}"] if self.bytes_cut else []
         what += [f"{len(self.snapshots)} snapshot(s)"] if self.snapshots else []
-        return f"{verb} {' and '.join(what)}: {self.reason}; the log ends at seq {self.kept_seq}"
+        return f"{verb} {' and '.join(what)}: {self.reason}; the log ends at seq {self.kept_seq}" + self.unjudged()
+
+    def unjudged(self) -> str:
+        """What other writers were writing while the log was judged, as
+        ``"; ..."`` to end a sentence with (``""``: nothing)."""
+        out = ""
+        if self.appended:
+            out += (f"; {self.appended} line(s) appended meanwhile by other writers (to seq {self.kept_seq}) "
+                    "were not checked")
+        if self.writing:
+            out += (f"; a line of {self.writing} bytes was being written at the log's end by a writer holding "
+                    "the lock (not judged)")
+        return out
 
 
 @attrs.define
@@ -2507,14 +2529,21 @@ class Ledger:
 
         Open a damaged ledger with ``Ledger.open(path, fold=False)``:
         opening folds the log and refuses the damage. A healthy ledger
-        is judged without the lock and left as it is. Other objects that
+        is judged without the lock and left as it is, also while other
+        processes write to it: lines they append meanwhile are not damage
+        (:attr:`RepairReport.appended`: not checked), nor a last line they
+        are writing (:attr:`RepairReport.writing`); a last line without its
+        newline is torn only when no writer holds the lock (looked at by
+        taking it shared for that moment, never waited for). Other objects that
         had read past the cut (in other processes too) find the log
         shorter than they read (:class:`CorruptLedger`) and must be
         opened again; this one folds again from the newest snapshot left.
 
         Args:
-            dry_run: say what would be set aside, change nothing (no lock
-                taken: a ledger opened ``readonly`` may be asked).
+            dry_run: say what would be set aside, change nothing (the
+                lock is not waited for, and taken only shared for the moment
+                the log's end is judged: a ledger opened ``readonly`` may be
+                asked).
 
         Returns:
             :class:`RepairReport`.
@@ -2549,14 +2578,20 @@ class Ledger:
         with self._mem:
             files.forget()  # (another repair may have cut the log since this object read it)
             kept, first, others = self._damage()
-            if dry_run:
-                return self._repaired(True, kept, first, others, files.cut_plan(kept), None)
-            # (Each report's plan is read once, where it was judged: read again after
-            # the lock is let go, lines other writers appended meanwhile were reported
-            # as cut, "set aside in None", though nothing was.)
-            plan = files.cut_plan(kept)
-            if not plan["bytes"] and not plan["snapshots"]:
-                return self._repaired(False, kept, first, others, plan, None)
+            # Judged without the lock: what lies past the lines verify read is, but
+            # for a line that does not check out among them, judged so that other
+            # writers' appends are not taken for damage (FileStore.judge_past: lines
+            # appended meanwhile are not, nor a line being written, which a torn one
+            # is told from by whether a writer holds the lock). Read once, where it
+            # was judged: read again after the lock is let go, lines appended
+            # meanwhile were reported as cut ("set aside in None").
+            appended = writing = 0
+            if first is None:
+                kept, plan, appended, writing = files.judge_past(kept)
+            else:
+                plan = files.cut_plan(kept)
+            if dry_run or (not plan["bytes"] and not plan["snapshots"]):
+                return self._repaired(dry_run, kept, first, others, plan, None, appended, writing)
             try:
                 with files.exclusive(self.timeout):
                     files.forget()
@@ -2608,9 +2643,10 @@ class Ledger:
                 "kept_seq": kept, "kept_hash": line_hash(line[0][1]) if line else GENESIS_HASH}
 
     def _repaired(self, dry_run: bool, kept: int, first: Problem | None, others: tuple[Problem, ...],
-                  cut: dict[str, Any], where: str | None) -> RepairReport:
+                  cut: dict[str, Any], where: str | None, appended: int = 0, writing: int = 0) -> RepairReport:
         """The report of a repair: ``cut`` is the record written, or (dry
-        run, nothing to do) what would be cut (``FileStore.cut_plan``)."""
+        run, nothing to do) what would be cut (``FileStore.cut_plan``,
+        ``judge_past``); ``appended``, ``writing``: as ``judge_past`` says."""
         damaged = bool(cut["bytes"] or cut["snapshots"])
         if "reason" in cut:  # the record written
             facts = cut
@@ -2622,7 +2658,8 @@ class Ledger:
             dry_run=dry_run, damaged=damaged, kept_seq=kept, line=facts["line"], seq=facts["seq"],
             reason=facts["reason"], offset=cut["offset"], log_bytes=cut["log_bytes"], bytes_cut=cut["bytes"],
             lines_cut=cut["lines"], sha256=cut["sha256"], snapshots=tuple(cut["snapshots"]), directory=where,
-            record=os.path.join(where, CUT_RECORD_NAME) if where is not None else None, remaining=others)
+            record=os.path.join(where, CUT_RECORD_NAME) if where is not None else None, remaining=others,
+            appended=appended, writing=writing)
 
     def _write_snapshot(self, state: State) -> None:
         header, body = _snapshots.encode(state)

@@ -737,7 +737,9 @@ def _who() -> dict[str, Any]:
 class Store:
     """The ledger directory's descriptors, the log's bytes and the lock.
 
-    ``locked()`` is the only code in scopeledger that takes the lock. It
+    ``locked()`` is the only code in scopeledger that takes the lock
+    (and :meth:`quiet`, shared and never waited for, for a judgement of the
+    log's end made without it). It
     excludes other processes (``flock(LOCK_EX)`` on ``events.jsonl``), other
     ``Store`` objects in this process (each has its own open file
     description), and other threads using this ``Store`` (a thread lock).
@@ -1129,6 +1131,50 @@ class Store:
             yield waited
         finally:
             self.release()
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[bool | None]:
+        """``with store.quiet() as quiet:`` the lock taken *shared* for the
+        block, never waited for, so that a judgement made without the lock
+        (a dry run of ``Ledger.repair``) can tell a line being written from
+        a torn one. ``True``: held; no writer is in the middle of an append
+        while the block runs (a writer holds the lock, exclusive, for the
+        whole of one; one that comes meanwhile waits for the block's end:
+        keep it short). ``False``: a writer holds the lock now (its append
+        may be under way); nothing was taken. ``None``: ``flock`` failed
+        (ENOLCK on a file system without locks, ...): cannot be told; no
+        writer can hold it there either.
+
+        Taken on an open file description of its own (the log opened again,
+        read-only, as a ``readonly`` Store opens it): a ``flock`` on this
+        Store's, held exclusive by a thread of this process, would be
+        converted to shared, not refused. With :meth:`acquire`, the only
+        places in scopeledger that take the lock (ARCHITECTURE.md).
+
+        Raises:
+            LedgerError: the ledger is closed.
+            LedgerIOError: the log cannot be opened again (it names it).
+            UnsafeLedgerPath: it is no longer the file it was (as at open).
+        """
+        if self.logfd < 0:
+            raise LedgerError(f"ledger {self.path} is closed")
+        try:
+            fd = open_private_file(self.dirfd, LOG_NAME, self.log_path, os.O_RDONLY, readonly=True)
+        except LedgerError:
+            raise
+        except OSError as exc:
+            raise LedgerIOError(self.log_path, "open the log to judge its end", exc) from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                state: bool | None = True
+            except BlockingIOError:
+                state = False
+            except OSError:
+                state = None
+            yield state
+        finally:
+            os.close(fd)  # (the shared lock, if taken, goes with it)
 
     def _gate_clear(self) -> bool:
         """``True`` when no sleeper holds ``gate`` (two ``flock`` calls)."""

@@ -137,7 +137,8 @@ def repair_json(r: RepairReport) -> dict[str, Any]:
             "reason": r.reason, "offset": r.offset, "log_bytes": r.log_bytes, "bytes": r.bytes_cut,
             "lines": r.lines_cut, "sha256": r.sha256, "snapshots": list(r.snapshots), "directory": r.directory,
             "record": r.record,
-            "remaining": [{"file": p.file, "line": p.line, "seq": p.seq, "message": p.message} for p in r.remaining]}
+            "remaining": [{"file": p.file, "line": p.line, "seq": p.seq, "message": p.message} for p in r.remaining],
+            "appended": r.appended, "writing": r.writing}
 
 
 def repair_text(r: RepairReport, ledger_path: str) -> list[str]:
@@ -145,7 +146,7 @@ def repair_text(r: RepairReport, ledger_path: str) -> list[str]:
     out = []
     if not r.damaged:
         out.append(f"nothing to repair in {ledger_path}: every line of the log checks out "
-                   f"(seq {r.kept_seq}) and no snapshot lies past its end")
+                   f"(seq {r.kept_seq - r.appended}) and no snapshot lies past its end")
     else:
         would = "would " if r.dry_run else ""
         where = f"line {r.line}" + (f" (seq {r.seq})" if r.seq is not None else "") if r.line else "the log"
@@ -160,6 +161,12 @@ def repair_text(r: RepairReport, ledger_path: str) -> list[str]:
         else:
             out.append(f"set aside in {r.directory} (record: {r.record})")
             out.append(f"the log now ends at seq {r.kept_seq}; new events go on from it")
+    if r.appended:
+        out.append(f"note: {r.appended} line(s) appended meanwhile by other writers (to seq {r.kept_seq}) "
+                   "were not checked ('ledger verify' checks them)")
+    if r.writing:
+        out.append(f"note: a line of {r.writing} bytes was being written at the log's end by a writer holding "
+                   "the lock: not judged")
     for p in r.remaining:
         out.append(f"note: left as it is: {p}")
     return out
