@@ -793,6 +793,25 @@ def test_a_dry_run_tells_a_line_being_written_from_a_torn_one(tmp_path: Path) ->
     assert attrs.evolve(done, dry_run=True, directory=None, record=None) == report
 
 
+def test_where_flock_fails_a_partial_last_line_is_torn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a file system whose flock fails (ENOLCK) the shared look cannot
+    tell; no writer can hold the lock there either, so a partial last line
+    is torn, as before; the failure is not raised."""
+    path = tmp_path / "L"
+    lines = _make(path)
+    _write_log(path, lines, lines[-1][:30])
+    real_flock = fcntl.flock
+
+    def flock(fd: int, op: int) -> None:
+        if op == fcntl.LOCK_SH | fcntl.LOCK_NB:
+            raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+        real_flock(fd, op)
+    monkeypatch.setattr(_store.fcntl, "flock", flock)
+    with Ledger.open(path, readonly=True, fold=False) as led:
+        report = led.repair(dry_run=True)
+    assert report.damaged and (report.bytes_cut, report.writing, report.line) == (30, 0, 31)
+
+
 def test_a_dry_run_while_a_writer_appends_reports_no_damage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A real writer process appends 50 pairs between the dry run's look
     (verify) and its judgement of what lies past it: not damage; the report
