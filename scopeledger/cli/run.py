@@ -14,11 +14,14 @@ import os
 import re
 import signal
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Any, Sequence
 
 import click
 
-from .errors import (EXIT_CANNOT_EXEC, EXIT_INTERNAL, EXIT_NO_COMMAND, EXIT_OK, EXIT_REFUSED, CliError,
+from .errors import (EXIT_CANNOT_EXEC, EXIT_INTERNAL, EXIT_NO_COMMAND, EXIT_NOT_FOUND, EXIT_OK, EXIT_OS,
+                     EXIT_REFUSED, CliError,
                      error_json, exit_code_for, json_text, message_of, report)
 from .params import (ENV_HOLDER, ENV_TOKEN, SECONDS, TTL, Command, Env, Integer, check_enclosing, common,
                      display_root, holder_name_param, parent_from_env, pass_env, relative_option, request_from,
@@ -40,6 +43,12 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUI
 #: the state's size) only when the state held at least this many live holders (about
 #: 2 kB each: below it there is little to hand back, issue 18).
 GIVE_BACK_HOLDERS = 1000
+
+#: Binding a grant to COMMAND (``attach``) when the server could not be reached or the
+#: connection broke with nothing recorded is tried again until the wait's deadline: at
+#: once, then after this pause (seconds), doubling up to :data:`BIND_LONGEST_PAUSE`.
+BIND_FIRST_PAUSE = 0.05
+BIND_LONGEST_PAUSE = 1.0
 
 # -- check --------------------------------------------------------------------------------
 
@@ -201,12 +210,22 @@ class _Runner:
         self.fg = _foreground_group()
         self.old_handlers: dict[int, Any] = {}
         self.advisory = False  # --advisory: granted despite conflicts, with a warning naming them
+        # The gate: COMMAND starts once it is open (``started``). The session's thread
+        # (session_lost) and the main thread (opening it) decide under ``_gate_lock``
+        # whether a lost session stops COMMAND (started) or keeps it from starting.
+        self._gate_lock = threading.Lock()
+        self.started = False
+        self.lost_before_start: Any = None  # the SessionLost noted while COMMAND was at its gate
+        self._lost_news = False  # one was noted since the last look at the grant
+        self.deadline = math.inf  # (time.monotonic()) until which binding the grant is tried again
 
     # signals
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if os.getpid() != self.me:
             return
-        if self.child is None:
+        if self.child is None or not self.started:
+            # (before COMMAND started, the forwarded signals are blocked, except
+            # while binding the grant pauses between tries: a signal ends run there)
             raise _Interrupted(signum)
         if signum in (signal.SIGINT, signal.SIGQUIT) and self.fg:
             return  # the terminal sent it to the child's process group already
@@ -228,13 +247,28 @@ class _Runner:
         return signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
 
     def say(self, message: str) -> None:
+        """A notice on stderr (nothing with ``-q``): see :meth:`tell`."""
         if not self.quiet:
+            self.tell("notice", message)
+
+    def tell(self, kind: str, message: str) -> None:
+        """``message`` on stderr: a line (``warning: ...`` when ``kind`` is
+        ``"warning"``), or with ``--json`` ``{kind: message}``. Raises
+        nothing: a stderr that cannot be written (its reader gone: EPIPE)
+        changes nothing ``run`` does (it was said in a wrapper's thread
+        before it stopped COMMAND, and a broken pipe there ended ``run``
+        with exit 1 and no word, as ``ledger show | head`` does)."""
+        try:
             if self.env.json:
-                sys.stderr.write(json_text({"notice": message}) + "\n")
+                sys.stderr.write(json_text({kind: message}) + "\n")
+                sys.stderr.flush()
             else:
                 from .render import safe
 
-                self.env.err.print(safe(message), markup=False, soft_wrap=True)
+                text = ("warning: " + message) if kind == "warning" else message
+                self.env.err.print(safe(text), markup=False, soft_wrap=True)
+        except (OSError, ValueError):
+            pass
 
     # acquisition
     def _try(self) -> None:
@@ -316,17 +350,13 @@ class _Runner:
     def _warn_conflicts(self) -> None:
         """One warning naming each conflict the advisory grant met, as its
         event records them (nothing when it met none)."""
-        from .render import chain_text, safe
+        from .render import chain_text
 
         token = self.alloc.token
         for ev in self.ledger.events(since=token, until=token):
             for chain, theirs, mine in ev.data["holder"].get("advisory", ()):
-                message = (f"advisory grant of '{self.name}': {mine[1]} {mine[0]} conflicts with "
-                           f"{chain_text(chain)} holding {theirs[1]} {theirs[0]}")
-                if self.env.json:
-                    sys.stderr.write(json_text({"warning": message}) + "\n")
-                else:
-                    self.env.err.print(safe("warning: " + message), markup=False, soft_wrap=True)
+                self.tell("warning", f"advisory grant of '{self.name}': {mine[1]} {mine[0]} conflicts with "
+                                     f"{chain_text(chain)} holding {theirs[1]} {theirs[0]}")
 
     def acquire(self, wait: float | None) -> None:
         """``wait``: 0 fail at once, None for ever, else seconds.
@@ -382,8 +412,11 @@ class _Runner:
         # session, which ends with it: COMMAND must not outlive it, so the
         # kernel kills COMMAND when this wrapper dies (even by SIGKILL).
         die_with_us = _parent_death_signal() if self.env.on_server else None
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # (its reader gone: what it held is not the child's to write again)
         pid = os.fork()
         if pid == 0:  # the child: no Python-level cleanup, ever
             try:
@@ -432,10 +465,20 @@ class _Runner:
         """The ledger's client session on the server was lost (its lease
         lapsed: this wrapper was stopped or cut off): other hosts may grant
         the scope from now on, so COMMAND is told to stop (SIGTERM), with a
-        warning. Called from the session's own thread."""
-        child = self.child
-        if child is None or self.waited:
-            return
+        warning. Called from the session's own thread.
+
+        While COMMAND is still at its gate, it is not stopped (it has not
+        run): the loss is noted, and the main thread, opening the gate,
+        starts COMMAND only if the grant's session (the one ``attach``
+        recorded, perhaps a new one) still vouches for it (:meth:`bind`)."""
+        with self._gate_lock:
+            child = self.child
+            if child is None or self.waited:
+                return
+            if not self.started:
+                self.lost_before_start = err
+                self._lost_news = True
+                return
         self.say(f"warning: the ledger's session on the server was lost ({message_of(err)}): "
                  f"'{self.name}' no longer holds its scope for other hosts; sending COMMAND SIGTERM")
         try:
@@ -474,12 +517,151 @@ class _Runner:
         except UnknownHolder:
             why = _taken_away(ledger, alloc)  # (a reclaim after the command's exit: nothing to say)
             if why is not None:
-                self.say(f"warning: '{alloc.name}' was no longer held when its command ended: {why}")
+                when = "when its command ended" if self.started else "before its command started"
+                self.say(f"warning: '{alloc.name}' was no longer held {when}: {why}")
         except LedgerError as exc:
+            ended = "has exited" if self.started else "did not run"
             self.say(f"warning: could not release '{alloc.name}': {message_of(exc)}; its command "
-                     "has exited, so the next request that needs its scope reclaims it")
+                     f"{ended}, so the next request that needs its scope reclaims it")
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def bind(self, token: int, gate_w: int, unblocked: Any) -> None:
+        """Bind the grant ``token`` to the child waiting at its gate
+        (``attach``, with the token: had the name been released and granted
+        again meanwhile, attaching by name alone would take over that newer
+        grant), then open the gate (COMMAND starts). Called with the
+        forwarded signals blocked (``unblocked``: the mask to pause with).
+
+        On PostgreSQL the gate opens only while the grant is live and
+        vouched for by the client session the attach recorded
+        (``Ledger.check``): a session lost before that (:meth:`session_lost`
+        does not stop a child at its gate) is replaced by a new one at the
+        attach, and one lost after it keeps COMMAND from running. A loss
+        noted while the grant was looked at is looked at again.
+
+        A step that failed because the server could not be reached, or the
+        connection broke where nothing was recorded
+        (:class:`~scopeledger.StoreUnavailable`, ``NotRecorded`` among them;
+        not a refused login, SQLSTATE class 28) is tried again, on a new
+        connection, until the wait's deadline (``-w``; for ever without
+        ``-w``, never with ``-n``), pausing between tries
+        (:data:`BIND_FIRST_PAUSE` doubling to :data:`BIND_LONGEST_PAUSE`)
+        with the forwarded signals unblocked: one that arrives ends ``run``
+        (:class:`_Interrupted`). The attach is recorded once: tried again
+        only after it raised ``StoreUnavailable`` (nothing recorded; an
+        append whose outcome is unknown raises ``InDoubt``, which is not
+        tried again) and never once it returned.
+
+        Raises:
+            CliError: the child died at its gate (exit 128+N when signal N
+                killed it); the grant is not held for certain (exit 7: the
+                session vouching for it was lost) or was released or
+                reclaimed (exit 6). COMMAND did not run.
+            LedgerError: from ``attach`` or ``check`` (``StoreUnavailable``
+                once the deadline passed, ``UnknownHolder`` when the grant
+                is gone, ...).
+        """
+        from scopeledger import StoreUnavailable
+
+        attached = False
+        pause = BIND_FIRST_PAUSE
+        said = False
+        while True:
+            try:
+                if not attached:
+                    self.ledger.attach(self.name, self.child, token=token)
+                    attached = True
+                with self._gate_lock:
+                    self._lost_news = False
+                # (on PostgreSQL: the grant live, and its session, which the attach recorded, not lost;
+                # a session's loss is known here as soon as the library's warning says it)
+                held = not self.env.on_server or self.ledger.check(self.name, token)
+            except StoreUnavailable as exc:
+                if not _can_try_again(exc) or time.monotonic() >= self.deadline:
+                    raise
+                if not said:
+                    left = self.deadline - time.monotonic()
+                    self.say(f"warning: could not bind '{self.name}' to COMMAND, which waits at its gate "
+                             f"({message_of(exc)}): trying again"
+                             + (f" for up to {left:.3g}s (the wait's deadline)" if left < math.inf else ""))
+                    said = True
+                self._pause(min(pause, max(0.0, self.deadline - time.monotonic())), unblocked)
+                pause = min(pause * 2, BIND_LONGEST_PAUSE)
+                continue
+            with self._gate_lock:
+                if self._lost_news:
+                    continue  # (a session was lost while the grant was looked at: look again)
+                if held:
+                    self._open_gate(gate_w)
+                    return
+            raise self._not_held(token)
+
+    def _not_held(self, token: int) -> CliError:
+        """The error for a grant that ``check`` found not held for certain
+        once bound, before COMMAND started: still live (its session on the
+        server was lost, which the library's warning has said: exit 7; or
+        its lease ran out), or released or reclaimed meanwhile (exit 6)."""
+        from scopeledger import LedgerError, UnknownHolder
+
+        try:
+            live = self.ledger.holder(self.name).token == token
+        except UnknownHolder:
+            live = False
+        except LedgerError:
+            live = True  # (cannot be read: what check found stands)
+        if not live:
+            return CliError(f"'{self.name}' (token {token}) was released or reclaimed before COMMAND started: "
+                            "COMMAND was not run", EXIT_NOT_FOUND)
+        lease = ", or its lease ran out" if self.ttl is not None else ""
+        return CliError(f"'{self.name}' was not held for certain when COMMAND was to start (the ledger's client "
+                        f"session on the server that vouches for it was lost{lease}): COMMAND was not run", EXIT_OS)
+
+    def _open_gate(self, gate_w: int) -> None:
+        """Let the child exec COMMAND (under ``_gate_lock``).
+
+        Raises:
+            CliError: the child is gone (the gate's pipe is broken: killed
+                at its gate, by a signal someone sent it); reaped here.
+        """
+        try:
+            os.write(gate_w, b"g")
+        except OSError as exc:  # EPIPE: nobody reads the gate (its only reader was the child)
+            raise self._gone_before_start(exc) from None
+        self.started = True
+
+    def _gone_before_start(self, exc: OSError) -> CliError:
+        """The error for a child that died at its gate (reaped here): exit
+        128+N when signal N killed it, as for COMMAND, else 70 (it exits
+        only after the gate opens or closes: a bug)."""
+        assert self.child is not None
+        try:
+            _pid, status = os.waitpid(self.child, 0)
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            code = 0
+        finally:
+            self.waited = True
+        if code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+            return CliError(f"the process that was to run COMMAND (pid {self.child}) {how} before COMMAND "
+                            f"started: COMMAND was not run", 128 - code)
+        return CliError(f"the process that was to run COMMAND (pid {self.child}) ended before COMMAND "
+                        f"started ({message_of(exc)}, exit status {code}): COMMAND was not run", EXIT_INTERNAL)
+
+    @staticmethod
+    def _pause(seconds: float, unblocked: Any) -> None:
+        """Sleep ``seconds`` with the signal mask ``unblocked`` (a forwarded
+        signal's handler raises :class:`_Interrupted` here), then block the
+        forwarded signals again."""
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+        try:
+            time.sleep(seconds)
+        finally:
+            signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
 
     def run(self, wait: float | None) -> int:
         """Acquire (``wait``: as :meth:`acquire`), run the command, release;
@@ -490,30 +672,26 @@ class _Runner:
             Refused: refused, and it cannot clear by waiting (:func:`waitable`)
                 or ``wait`` is 0.
             CliError: ``wait`` seconds ran out (exit 1, kind ``refused``); the
-                command cannot be run (exit 126, or 127 when not found).
+                command cannot be run (exit 126, or 127 when not found); it
+                did not start: as :meth:`bind` says.
             LedgerError, OSError: from the ledger (acquiring, attaching).
         """
         gate_w = err_r = -1
         token = None
         try:
             self.install()
+            self.deadline = math.inf if wait is None else time.monotonic() + wait
             self.acquire(wait)
             token = self.alloc.token
             old = self.block()
             try:
                 gate_w, err_r = self.spawn()
                 try:
-                    # This grant only: had another process released the
-                    # name and registered it again meanwhile, attaching by
-                    # name alone would take over that newer grant.
-                    self.ledger.attach(self.name, self.child, token=token)
-                except BaseException:
-                    os.close(gate_w)  # the child sees EOF and exits without running
+                    self.bind(token, gate_w, old)
+                finally:
+                    # Opened: COMMAND runs. Else the child sees EOF and exits without running.
+                    os.close(gate_w)
                     gate_w = -1
-                    raise
-                os.write(gate_w, b"g")
-                os.close(gate_w)
-                gate_w = -1
                 if self.ttl is not None:  # (started with the signals blocked: they stay the main thread's)
                     self.renewer = self.ledger.keep_renewed(
                         self.name, token, on_lost=lambda exc: self.say(
@@ -549,8 +727,12 @@ class _Runner:
                                EXIT_NO_COMMAND if errno_ == errno_mod.ENOENT else EXIT_CANNOT_EXEC)
             self.release()
             if self.env.json:
-                sys.stderr.write(json_text({"name": self.name, "token": token, "parent": self.parent,
-                                             "pid": self.child, "exit_code": code}) + "\n")
+                try:
+                    sys.stderr.write(json_text({"name": self.name, "token": token, "parent": self.parent,
+                                                 "pid": self.child, "exit_code": code}) + "\n")
+                    sys.stderr.flush()
+                except (OSError, ValueError):
+                    pass  # (stderr's reader gone: the exit status still says how COMMAND ended)
             return code
         except _Interrupted as exc:
             return 128 + exc.signum
@@ -682,3 +864,12 @@ def _parent_death_signal() -> Any:
         prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
 
     return arm
+
+
+def _can_try_again(exc: Any) -> bool:
+    """Whether binding a grant to COMMAND may be tried again after ``exc``
+    (a :class:`~scopeledger.StoreUnavailable`): the server could not be
+    reached or the connection broke (no SQLSTATE, or class 08 or 57P), not
+    a login the server refused (class 28: a wrong password stays wrong)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(("08", "57P"))
