@@ -8,6 +8,8 @@ the pipes the wrapper writes to:
 - the attach that binds the grant to COMMAND's process fails because the connection was cut
   and nothing was recorded (``NotRecorded``): tried again within the wait's deadline,
   recorded once, and never onto a newer grant of the name (it was exit 7 at once);
+- psycopg's own log line (``error ignored terminating <psycopg.Pipeline [BAD]>``) never
+  reaches ``run``'s stderr;
 - a stderr whose reader is gone does not change ``run``'s exit status.
 
 Real wrappers (the console script) against a throwaway cluster (tests/pgserver.py). A test
@@ -274,6 +276,37 @@ def test_an_attach_tried_again_never_binds_a_newer_grant_of_the_name(pg_cluster,
         assert (held.token, held.pid) == (newer.token, os.getpid())
     finally:
         other.close()
+
+
+# -- psycopg's own log lines ---------------------------------------------------------------------
+
+
+def test_psycopg_s_log_line_never_reaches_run_s_stderr(pg_cluster, url, tmp_path, stalls) -> None:
+    # A waiting 'run' whose connection to the waiters' queue was cut while its grant was
+    # being recorded: leaving the queue, psycopg logged 'error ignored terminating
+    # <psycopg.Pipeline [BAD] at 0x...>: the connection is lost' (Python's last-resort
+    # handler printed it), though the run went on fine.
+    with Ledger.open(url) as blocker:
+        b = blocker.register("blocker", [W(tmp_path / "scope")])
+        stalls.append(stall := Stall(pg_cluster, url, '%"type":"registered"%"name":"r"%'))
+        p, err, ran = start_run(url, tmp_path, "-w", "60")
+
+        def waits() -> bool:
+            err.seek(0)
+            return "Blocking waiting" in err.read()
+        wait_for(waits, "the wrapper waiting in the queue", bound=120)
+        blocker.release("blocker", b.token)
+        stall.stalled()
+        ((ticket_backend,),) = pg_cluster.psql_execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
+            " AND NOT (classid = 0 AND objid = %s)", STALL_KEY)
+        terminate(pg_cluster, ticket_backend)
+        stall.let_go()
+        text = finish(p, err)
+    assert p.returncode == 0, text
+    assert ran.exists()
+    (line,) = text.splitlines()
+    assert line.startswith("Blocking waiting for the scope: "), text
 
 
 # -- stderr's reader gone ------------------------------------------------------------------------

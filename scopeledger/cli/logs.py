@@ -57,3 +57,24 @@ def install_log_handler(env: Env | None = None) -> None:
         h.env = env
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    quiet_psycopg()
+
+
+def quiet_psycopg() -> None:
+    """Keep psycopg's own log records off stderr (unless ``$SCOPELEDGER_DEBUG``
+    is set). psycopg logs on the ``psycopg`` logger (its documented use of
+    ``logging``); with no handler configured, Python's last-resort handler
+    prints its warnings on stderr, e.g. ``error ignored terminating
+    <psycopg.Pipeline [BAD]>: the connection is lost``, which psycopg logs when
+    a pipeline whose block raised cannot be ended on a broken connection:
+    an error the library handles (a connection cut: connected again, the
+    waiters' queue left) or says as its own, in one line. So here the
+    ``psycopg`` logger gets a ``NullHandler`` and does not propagate."""
+    import os
+
+    if os.environ.get("SCOPELEDGER_DEBUG"):
+        return
+    logger = logging.getLogger("psycopg")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
