@@ -498,6 +498,44 @@ _BAD_OPTION = re.compile(r'connection is bad: (invalid |[^\n]* failed: invalid [
                          r'connection option )')
 
 
+#: The server's refusals of a login, as PostgreSQL words them (its messages
+#: untranslated: ``lc_messages`` C or English), and their SQLSTATE: 28P01
+#: (invalid_password: password, md5 and scram-sha-256 authentication) and
+#: 28000 (invalid_authorization_specification: another method failed, no or
+#: a ``reject`` pg_hba.conf line, an unknown role, a role without LOGIN, no
+#: valid client certificate).
+_LOGIN_REFUSALS = (
+    (re.compile(r'FATAL:  password authentication failed for user "'), "28P01"),
+    (re.compile(r'FATAL:  (?:(?!password )(?:[A-Za-z]+|"trust") authentication failed for user "'
+                r'|authentication failed for user "|no pg_hba\.conf entry for |pg_hba\.conf rejects '
+                r'|role "[^\n]*" does not exist|role "[^\n]*" is not permitted to log in'
+                r'|connection requires a valid client certificate)'),
+     "28000"),
+)
+
+
+def _connect_sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a failed connect: psycopg's, when it has one; else
+    that of a login the server refused (:data:`_LOGIN_REFUSALS`), read from
+    the message. libpq reports a failed connection as text alone (its
+    ``PQerrorMessage``: no result carries the server's error fields), so
+    psycopg's ``Error.sqlstate`` is ``None`` for a wrong password although
+    the server sent 28P01 (psycopg/psycopg#1188). The last refusal in the
+    message counts (libpq lists each host it tried, in order). ``None`` when
+    none is recognised: a server unreachable, or one answering in another
+    language."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        return str(sqlstate)
+    text = str(exc)
+    found: tuple[int, str] | None = None
+    for pattern, code in _LOGIN_REFUSALS:
+        for m in pattern.finditer(text):
+            if found is None or m.start() > found[0]:
+                found = (m.start(), code)
+    return found[1] if found is not None else None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -930,8 +968,9 @@ class PgStore:
             if _options_refused(exc):
                 why = self._why(exc).removeprefix("connection is bad: ")
                 raise InvalidLedgerURL(f"libpq refuses {self.url}: {why}") from None
-            raise StoreUnavailable(self.url, f"cannot connect to {self.url}: {self._why(exc)}",
-                                   getattr(exc, "sqlstate", None)) from exc
+            sqlstate = _connect_sqlstate(exc)
+            raise StoreUnavailable(self.url, f"cannot connect to {self.url}: {self._why(exc)}"
+                                             + (f" (SQLSTATE {sqlstate})" if sqlstate else ""), sqlstate) from exc
         try:
             # The server's side of the TCP settings too, for this connection:
             # a client whose link is cut while it holds the append lock is

@@ -469,6 +469,37 @@ def test_errors_on_a_url_are_one_line_with_their_exit_code_and_no_password(
     assert shown(url) in one_error_line(extra.stderr)
 
 
+def test_a_refused_login_carries_its_sqlstate(url: str, pg_cluster, role, schema, tmp_path: Path) -> None:
+    # libpq gives a failed connection's error as text alone, so psycopg's sqlstate is None
+    # and '--json' said "sqlstate": null for a wrong password (the server sent 28P01).
+    ok(invoke(["init", url]))
+    wrong = pg_cluster.url(schema, user=role, password="not-it")
+    human = ok(invoke(["--ledger", wrong, "show"]), 7)
+    line = one_error_line(human.stderr)
+    assert line.startswith(f"error: cannot connect to {shown(wrong)}: ") and line.endswith(
+        f'password authentication failed for user "{role}" (SQLSTATE 28P01)'), line
+    doc = json.loads(ok(invoke(["--ledger", wrong, "--json", "show"]), 7).stdout)["error"]
+    assert (doc["type"], doc["sqlstate"], doc["exit_code"]) == ("StoreUnavailable", "28P01", 7)
+    assert doc["url"] == shown(wrong)
+    assert doc["message"] == line.removeprefix("error: ")
+    # 'run', whose --json errors go to stderr; and over TCP (another libpq message)
+    tcp = pg_cluster.url(schema, user=role, password="not-it", tcp=True)
+    r = ok(subprocess.run([*CMD, "--ledger", tcp, "run", "--json", "--write", str(tmp_path / "x"), "--", "true"],
+                          capture_output=True, text=True, env=clean_env(), timeout=60), 7)
+    (doc,) = [json.loads(x)["error"] for x in r.stderr.splitlines()]
+    assert (doc["sqlstate"], doc["exit_code"]) == ("28P01", 7) and "password authentication failed" in doc["message"]
+    # Another refusal of the login: 28000 (a role that may not log in, on trust).
+    nologin = "cli_" + uuid.uuid4().hex[:10]
+    pg_cluster.psql_execute(f"CREATE ROLE {nologin} NOLOGIN")
+    barred = pg_cluster.url(schema, user=nologin)
+    doc = json.loads(ok(invoke(["--ledger", barred, "--json", "show"]), 7).stdout)["error"]
+    assert doc["sqlstate"] == "28000" and f'role "{nologin}" is not permitted to log in' in doc["message"], doc
+    # A server that cannot be reached has none.
+    down = f"postgresql://{role}@127.0.0.1:1/postgres"
+    doc = json.loads(ok(invoke(["--ledger", down, "--json", "show"]), 7).stdout)["error"]
+    assert doc["sqlstate"] is None and "SQLSTATE" not in doc["message"], doc
+
+
 @pytest.mark.parametrize("param, says", [
     ("sslmode=bogus", 'invalid sslmode value: "bogus"'),
     ("target_session_attrs=bogus", 'invalid target_session_attrs value: "bogus"'),
