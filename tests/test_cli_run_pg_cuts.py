@@ -72,7 +72,7 @@ class Stall:
         s = schema_of(url)
         pg_cluster.psql_execute(f"""
 CREATE SEQUENCE {s}.t_matched;
-CREATE FUNCTION {s}.t_stall() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION {s}.t_stall() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
   IF convert_from(NEW.line, 'UTF8') LIKE '{pattern}' AND nextval('{s}.t_matched') = 1 THEN
     PERFORM pg_advisory_xact_lock({STALL_KEY});
@@ -83,9 +83,11 @@ CREATE TRIGGER t_stall BEFORE INSERT ON {s}.events FOR EACH ROW EXECUTE FUNCTION
         self.conn = psycopg.connect(pg_cluster.conninfo(), autocommit=True)
         self.conn.execute("SELECT pg_advisory_lock(%s)", (STALL_KEY,))
 
-    def stalled(self) -> int:
-        """Once an insert waits in the trigger: the pid of its backend."""
+    def stalled(self, wrapper: subprocess.Popen[str]) -> int:
+        """Once an insert waits in the trigger: the pid of its backend (the test fails
+        if ``wrapper`` ends first)."""
         def waiting() -> int | None:
+            assert wrapper.poll() is None, f"the wrapper ended first: exit {wrapper.returncode}"
             rows = self.cluster.psql_execute(
                 "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND objid = %s"
                 " AND classid = 0 AND NOT granted", STALL_KEY)
@@ -158,7 +160,7 @@ def test_a_child_killed_at_its_gate_is_said_and_its_grant_released(pg_cluster, u
     # The gate's write met a broken pipe: 'run' exited 1 and said nothing.
     stalls.append(stall := Stall(pg_cluster, url, '%"type":"attached"%'))
     p, err, ran = start_run(url, tmp_path, "-w", "60")
-    stall.stalled()
+    stall.stalled(p)
     child = gated_child(p.pid)
     os.kill(child, signal.SIGKILL)
     stall.let_go()
@@ -177,7 +179,7 @@ def test_a_session_lost_while_command_waits_at_its_gate_keeps_it_from_running(
     # 'sending COMMAND SIGTERM' though COMMAND never ran).
     stalls.append(stall := Stall(pg_cluster, url, '%"type":"attached"%'))
     p, err, ran = start_run(url, tmp_path, "-w", "60")
-    stall.stalled()  # (the attach recorded the session it was stamped with before waiting)
+    stall.stalled(p)  # (the attach recorded the session it was stamped with before waiting)
     key = ledger_key(pg_cluster, url)
     ((session_backend,),) = pg_cluster.psql_execute(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid <> 0 AND objsubid = 2"
@@ -209,7 +211,7 @@ def test_an_attach_cut_off_unrecorded_is_tried_again_once(pg_cluster, url, tmp_p
     # does not reach stderr (finish() looks).
     stalls.append(stall := Stall(pg_cluster, url, '%"type":"attached"%'))
     p, err, ran = start_run(url, tmp_path, "-w", "60", *(["--json"] if json_out else []))
-    terminate(pg_cluster, stall.stalled())  # the wrapper's connection, in its attach's insert
+    terminate(pg_cluster, stall.stalled(p))  # the wrapper's connection, in its attach's insert
     stall.let_go()
     text = finish(p, err)
     assert p.returncode == 0, text
@@ -230,7 +232,7 @@ def test_without_a_deadline_left_the_attach_is_not_tried_again(pg_cluster, url, 
     # -n: no time to wait, for the scope or for the server: as before, exit 7.
     stalls.append(stall := Stall(pg_cluster, url, '%"type":"attached"%'))
     p, err, ran = start_run(url, tmp_path, "-n")
-    terminate(pg_cluster, stall.stalled())
+    terminate(pg_cluster, stall.stalled(p))
     stall.let_go()
     text = finish(p, err)
     assert p.returncode == 7, text
@@ -240,12 +242,80 @@ def test_without_a_deadline_left_the_attach_is_not_tried_again(pg_cluster, url, 
     assert events(url) == [("registered", "r"), ("released", "r")]
 
 
+@pytest.mark.parametrize("then", ["server-back", "sigterm"])
+def test_an_attach_that_cannot_reach_the_server_is_tried_again_until_a_signal_ends_run(
+        pg_cluster, tmp_path, stalls, then) -> None:
+    # The wrapper's connection is cut while its attach waits for the append lock, and the
+    # server refuses its new connections (its role's CONNECTION LIMIT 0: 'too many
+    # connections for role'): nothing was sent, so the attach is tried again, pausing,
+    # until the server takes connections again; a signal meanwhile ends run.
+    role = "run_" + os.urandom(5).hex()
+    pg_cluster.psql_execute(f"CREATE ROLE {role} LOGIN")
+    pg_cluster.psql_execute(f"GRANT CREATE ON DATABASE postgres TO {role}")
+    schema = pgserver.new_schema_name()
+    url = pg_cluster.url(schema, user=role)
+    assert subprocess.run([*CMD, "init", url], capture_output=True, env=clean_env(), timeout=120).returncode == 0
+    key = ledger_key(pg_cluster, url)
+    stalls.append(stall := Stall(pg_cluster, url, '%"type":"registered"%"name":"r"%'))
+    p, err, ran = start_run(url, tmp_path, "-w", "60")
+    stall.stalled(p)  # its grant's insert, the append lock held
+    import psycopg
+
+    with psycopg.connect(pg_cluster.conninfo(), autocommit=True) as lock:
+        took = threading.Thread(target=lock.execute, args=("SELECT pg_advisory_lock(%s, 0)", (key,)))
+        took.start()
+        wait_for(lambda: pg_cluster.psql_execute(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = 0 AND objsubid = 2"
+            " AND NOT granted", key), "the test queued for the append lock", bound=120)
+        stall.let_go()  # the grant commits; the test takes the lock, then the attach waits for it
+        took.join(timeout=120)
+
+        def attach_waits() -> int | None:
+            rows = pg_cluster.psql_execute(
+                "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
+                " AND l.classid = %s AND l.objid = 0 AND l.objsubid = 2 AND NOT l.granted AND a.usename = %s",
+                key, role)
+            return rows[0][0] if rows else None
+        backend = wait_for(attach_waits, "the wrapper's attach waiting for the append lock", bound=120)
+        pg_cluster.psql_execute(f"ALTER ROLE {role} CONNECTION LIMIT 0")
+        try:
+            terminate(pg_cluster, backend)
+
+            def trying() -> bool:
+                err.seek(0)
+                text = err.read()
+                assert p.poll() is None, f"the wrapper ended: exit {p.returncode}: {text}"
+                return "trying again" in text
+            wait_for(trying, "the wrapper trying the attach again", bound=120)
+            if then == "sigterm":
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=120)
+        finally:
+            pg_cluster.psql_execute(f"ALTER ROLE {role} CONNECTION LIMIT -1")
+            lock.execute("SELECT pg_advisory_unlock(%s, 0)", (key,))
+    text = finish(p, err)
+    lines = text.splitlines()
+    assert lines[0].startswith("warning: could not bind 'r' to COMMAND, which waits at its gate (cannot connect to "
+                               ) and "too many connections for role" in lines[0], text
+    if then == "server-back":
+        assert p.returncode == 0 and len(lines) == 1, text
+        assert ran.exists()
+        assert events(url) == [("registered", "r"), ("attached", "r"), ("released", "r")]
+    else:
+        assert p.returncode == 128 + signal.SIGTERM, text
+        assert not ran.exists()
+        # (the release could not reach the server either: said; bound to the ended wrapper, reclaimable)
+        assert lines[1:] == [] or lines[1].startswith("warning: could not release 'r': "), text
+        assert [e for e in events(url) if e[0] == "attached"] == []
+    pg_cluster.psql_execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def test_an_attach_tried_again_never_binds_a_newer_grant_of_the_name(pg_cluster, url, tmp_path, stalls) -> None:
     # Between the cut attach and its second try, another process takes the name back and
     # registers it again: the second try carries the first grant's token, and refuses.
     stalls.append(stall := Stall(pg_cluster, url, '%"type":"attached"%'))
     p, err, ran = start_run(url, tmp_path, "-w", "60")
-    wrapper_backend = stall.stalled()  # holding the ledger's append lock, in the trigger
+    wrapper_backend = stall.stalled(p)  # holding the ledger's append lock, in the trigger
     key = ledger_key(pg_cluster, url)
     other = Ledger.open(url)
     try:
@@ -296,7 +366,7 @@ def test_psycopg_s_log_line_never_reaches_run_s_stderr(pg_cluster, url, tmp_path
             return "Blocking waiting" in err.read()
         wait_for(waits, "the wrapper waiting in the queue", bound=120)
         blocker.release("blocker", b.token)
-        stall.stalled()
+        stall.stalled(p)
         ((ticket_backend,),) = pg_cluster.psql_execute(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
             " AND NOT (classid = 0 AND objid = %s)", STALL_KEY)

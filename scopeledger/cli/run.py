@@ -218,14 +218,16 @@ class _Runner:
         self.lost_before_start: Any = None  # the SessionLost noted while COMMAND was at its gate
         self._lost_news = False  # one was noted since the last look at the grant
         self.deadline = math.inf  # (time.monotonic()) until which binding the grant is tried again
+        self._pausing = False  # between two tries of binding it (bind): a forwarded signal ends run
 
     # signals
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if os.getpid() != self.me:
             return
-        if self.child is None or not self.started:
-            # (before COMMAND started, the forwarded signals are blocked, except
-            # while binding the grant pauses between tries: a signal ends run there)
+        if self.child is None or self._pausing:
+            # (once the child is forked, the forwarded signals are blocked until
+            # its gate opens, except while binding the grant pauses between
+            # tries: a signal ends run there)
             raise _Interrupted(signum)
         if signum in (signal.SIGINT, signal.SIGQUIT) and self.fg:
             return  # the terminal sent it to the child's process group already
@@ -652,16 +654,19 @@ class _Runner:
         return CliError(f"the process that was to run COMMAND (pid {self.child}) ended before COMMAND "
                         f"started ({message_of(exc)}, exit status {code}): COMMAND was not run", EXIT_INTERNAL)
 
-    @staticmethod
-    def _pause(seconds: float, unblocked: Any) -> None:
+    def _pause(self, seconds: float, unblocked: Any) -> None:
         """Sleep ``seconds`` with the signal mask ``unblocked`` (a forwarded
         signal's handler raises :class:`_Interrupted` here), then block the
         forwarded signals again."""
-        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+        self._pausing = True
         try:
-            time.sleep(seconds)
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+            try:
+                time.sleep(seconds)
+            finally:
+                signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
         finally:
-            signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+            self._pausing = False
 
     def run(self, wait: float | None) -> int:
         """Acquire (``wait``: as :meth:`acquire`), run the command, release;
