@@ -146,6 +146,12 @@ def finish(p: subprocess.Popen[str], err: Any) -> str:
     return text
 
 
+def process_state(pid: int) -> str:
+    """``/proc/PID/stat``'s state letter."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
 def gated_child(wrapper_pid: int) -> int:
     """The wrapper's one child: COMMAND's process, at its gate."""
     with open(f"/proc/{wrapper_pid}/task/{wrapper_pid}/children") as f:
@@ -163,6 +169,9 @@ def test_a_child_killed_at_its_gate_is_said_and_its_grant_released(pg_cluster, u
     stall.stalled(p)
     child = gated_child(p.pid)
     os.kill(child, signal.SIGKILL)
+    # Dead (a zombie: the wrapper, in its attach, has not reaped it), its end of the gate
+    # closed: else the wrapper's write could come first and COMMAND's exit be all it sees.
+    wait_for(lambda: process_state(child) == "Z", "the gated child dead", bound=120)
     stall.let_go()
     text = finish(p, err)
     assert p.returncode == 128 + signal.SIGKILL, text
@@ -295,8 +304,8 @@ def test_an_attach_that_cannot_reach_the_server_is_tried_again_until_a_signal_en
             lock.execute("SELECT pg_advisory_unlock(%s, 0)", (key,))
     text = finish(p, err)
     lines = text.splitlines()
-    assert lines[0].startswith("warning: could not bind 'r' to COMMAND, which waits at its gate (cannot connect to "
-                               ) and "too many connections for role" in lines[0], text
+    # (the first try's failure: the cut, or the server refusing to connect again)
+    assert lines[0].startswith("warning: could not bind 'r' to COMMAND, which waits at its gate ("), text
     if then == "server-back":
         assert p.returncode == 0 and len(lines) == 1, text
         assert ran.exists()
