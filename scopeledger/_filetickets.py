@@ -260,6 +260,14 @@ class FileTickets:
         finally:
             os.close(fd)
 
+    @staticmethod
+    def gone(number: int, entry: Any) -> bool:
+        """A lock still held is held by a live process: the ticket's lock
+        goes with its waiter's descriptors, before its death can be seen
+        (one that a child kept is closed at the fork), so its waiter being
+        gone means another process holds the file locked: not dead."""
+        return False
+
     def watch(self, ticket: Any) -> "FileWatch":
         """A watch of the log (and, for a ticket, of the queue) from those
         kept, or a new one."""

@@ -348,6 +348,19 @@ class Tickets(Protocol):
         it; a dead one is removed (waking whoever stands behind it)."""
         ...
 
+    def gone(self, number: int, handle: Any) -> bool:
+        """The waiter of ticket ``number`` (listed by :meth:`earlier` and
+        found :meth:`alive`) is provably gone: it was a process of this
+        host's running kernel and PID namespace that exited. Whether the
+        ticket is dead all the same: on a server, where a backend outlives
+        its client by moments (until it reads the end of the connection:
+        longer when the link keeps the server's side open), it is, and is
+        removed, waking whoever stands behind it; on a directory a ticket's
+        lock goes with its waiter's descriptors, before its death can be
+        seen, so a lock still held is held by a live process: not dead.
+        Raises nothing."""
+        ...
+
     def watch(self, ticket: Ticket | None) -> Wakeup | None:
         """What wakes the waiter holding ``ticket`` (``None``: one in no
         queue, following the log); ``None`` when nothing can, and the waiter

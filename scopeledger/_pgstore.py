@@ -1930,9 +1930,21 @@ class PgTickets:
     statement, and lets go of the lock. A ticket whose lock is not held (its
     waiter's process or connection died) is deleted, and its channel
     notified, by the next waiter that reads the queue (one statement: the
-    rows, which are alive by ``pg_locks``, and the dead deleted); nothing
-    wakes the waiter behind a killed one before that, so it finds out at
-    its next look (at most ``RECHECK_SECONDS``). A waiter whose connection breaks loses its
+    rows, which are alive by ``pg_locks``, and the dead deleted). A waiter
+    killed makes no notification itself. The waiter behind it, when the
+    ticket's waiter is a process of its own host (the request records its
+    pid, boot id and PID namespace: ``scopeledger._wait``), is woken by its
+    death (a pidfd) and looks at once; the killed waiter's backend ends
+    only once it reads the end of its connection, moments later (longer
+    when the link keeps the server's side open: a forwarder, a network
+    that loses the client's FIN), so its lock may still be held at that
+    look: a ticket whose waiter is a process of this host found gone is
+    dead whatever its lock says (:meth:`gone`: its row deleted, its channel
+    notified, which wakes the waiters of every host behind it). A waiter
+    behind a killed waiter of another host (or PID namespace) has no pidfd
+    of it: it finds the ticket dead at its next look (at most
+    ``RECHECK_SECONDS``), or when a waiter of the dead one's own host
+    removes it. A waiter whose connection breaks loses its
     place (its lock went with the connection, and others may have deleted
     its row): it joins again, at the end of the queue.
 
@@ -1970,6 +1982,10 @@ class PgTickets:
         self._join_sql = (f"WITH t AS (INSERT INTO {s}.waiters (request) VALUES (%(r)b) RETURNING number)"
                           f" SELECT number, pg_try_advisory_lock(%(base)s::bigint | (number & {_LOW})) FROM t")
         self._drop_sql = f"DELETE FROM {s}.waiters WHERE number = %s"
+        # A ticket whose waiter is gone (gone()): its row deleted and its
+        # channel notified, whatever its lock (held yet by its backend).
+        self._gone_sql = (f"WITH d AS (DELETE FROM {s}.waiters WHERE number = %(n)s RETURNING number)"
+                          " SELECT count(pg_notify(%(c)s || d.number::text, d.number::text)) FROM d")
         self._leave_sql = (f"WITH d AS (DELETE FROM {s}.waiters WHERE number = %(n)s RETURNING number)"
                            " SELECT pg_advisory_unlock(%(k)s::bigint),"
                            " (SELECT count(pg_notify(%(c)s || d.number::text, d.number::text)) FROM d)")
@@ -2191,6 +2207,23 @@ class PgTickets:
     @staticmethod
     def alive(handle: Any) -> bool:
         return True  # (earlier() lists the live ones only)
+
+    def gone(self, number: int, handle: Any) -> bool:
+        """Ticket ``number``'s waiter, a process of this host, exited (see
+        the class docstring): the ticket is dead, though its backend may
+        hold its lock yet; its row is deleted and its channel notified
+        (one statement; not by a read-only store, nor when the server
+        refuses: then whoever finds its lock gone deletes it). Always
+        ``True``; raises nothing."""
+        store = self._store
+        if store.readonly or self.refused is not None:
+            return True
+        try:
+            store._retrying("remove a dead waiter's ticket", lambda conn: conn.execute(
+                self._gone_sql, {"n": number, "c": self.channel}).fetchall())
+        except LedgerError as exc:
+            log.debug("the ticket %d of a waiter that is gone was left to the next reader: %s", number, exc)
+        return True
 
     def watch(self, ticket: Any) -> "PgWatch | None":
         """The ticket's connection, polled (``None`` without a ticket: the

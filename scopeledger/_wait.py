@@ -32,9 +32,15 @@ delegation (its parent or the parent's ancestors hold what it needs: it
 cannot be granted before that line lets go, and standing back would
 deadlock). A ticket whose waiter died (its lock free) is skipped and
 removed by whoever finds it. A waiter that is granted, times out or is
-cancelled gives its ticket back. A waiter that stands back is woken only
-by the ticket it stands behind (the nearest) leaving, so a grant wakes the
-next waiter, not the whole queue. A waiter whose ticket lost its place (on
+cancelled gives its ticket back. A ticket whose waiter is a process of
+this host (its request records the pid, boot id and PID namespace) found
+gone is dead too where its store says so (``Tickets.gone``: on PostgreSQL,
+whose backend outlives its client by moments, holding the ticket's lock;
+not on a directory, whose lock goes before the death can be seen). A
+waiter that stands back is woken only by the ticket it stands behind (the
+nearest) leaving, or by its waiter's death (a pidfd, for a process of this
+host), so a grant wakes the next waiter, not the whole queue. A waiter
+whose ticket lost its place (on
 PostgreSQL, its connection broke and its lock with it: others may have
 removed the ticket) joins again, at the end of the queue.
 
@@ -60,9 +66,10 @@ are granted past it, and waiters for other scopes do not stand back.
 **Waking.** A waiter sleeps until the log grows, a ticket leaves the queue
 (or its waiter dies, where that makes an event), or the process of a holder
 in the way exits (a pidfd, for holders on this host and in this PID
-namespace); and at least every :data:`RECHECK_SECONDS`, for what none of
-these shows (a holder in another PID namespace that died, a waiter killed
-on a server, a clock). On a directory: inotify (``scopeledger._filetickets``;
+namespace), or of the waiter it stands behind (the same); and at least
+every :data:`RECHECK_SECONDS`, for what none of these shows (a holder in
+another PID namespace that died, a waiter of another host or PID namespace
+killed on a server, a clock). On a directory: inotify (``scopeledger._filetickets``;
 on a network file system or without inotify, a look every 10 ms); on
 PostgreSQL: LISTEN on the ticket's connection, to the log's appends while
 holders are in the way and to the leaving of the ticket it stands behind
@@ -251,7 +258,7 @@ class Request:
 class Waiter:
     """A ticket read from the queue: its number, holder name, pid, write
     rules, and whether its waiter is a process of this boot and PID
-    namespace (``local``: its pid names it here)."""
+    namespace (``local``: its pid names it here; both known)."""
 
     __slots__ = ("number", "name", "pid", "writes", "local")
 
@@ -262,6 +269,26 @@ class Waiter:
         self.pid = pid
         self.writes = writes
         self.local = local
+
+
+def exited(pid: int) -> bool:
+    """Whether process ``pid`` (of this boot and PID namespace) is provably
+    gone: no such process, or one that exited (a zombie: its descriptors,
+    and with them its connections, closed). ``False`` when it cannot be
+    told (no pidfds here) or the pid is taken (by it, or by a process that
+    reused it).
+
+    A pidfd is opened and polled at once, never kept."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (OSError, AttributeError):
+        return False
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    finally:
+        os.close(fd)
 
 
 def _contend(a: tuple[ScopeRule, ...] | list[ScopeRule], b: tuple[ScopeRule, ...] | list[ScopeRule]) -> bool:
@@ -308,9 +335,10 @@ class Queue:
                 doc = orjson.loads(data)
                 rules = tuple(r for r in (rule_from_log(x) for x in doc["rules"])
                               if r.permission is not Permission.READ)
-                boot = doc.get("boot")
+                boot, pidns = doc.get("boot"), doc.get("pidns")
                 w = Waiter(number, str(doc["name"]), int(doc["pid"]), rules,
-                           boot is not None and boot == boot_id() and doc.get("pidns") == pid_namespace())
+                           boot is not None and pidns is not None and boot == boot_id()
+                           and pidns == pid_namespace())
             except (ValueError, KeyError, TypeError):
                 pass  # damaged: ignored
         if len(self._cache) > 4096:
@@ -342,8 +370,11 @@ class Queue:
                     line = line_writes()
                 if _contend(w.writes, line):
                     continue  # it waits for this waiter's own line: standing back would deadlock
-            if tickets.alive(handle):
-                return [w]  # one is enough to stand back for (each look may cost a lock's test)
+            if not tickets.alive(handle):
+                continue
+            if w.local and exited(w.pid) and tickets.gone(number, handle):
+                continue  # its waiter is gone, though its lock may be held yet (a server's backend)
+            return [w]  # one is enough to stand back for (each look may cost a lock's test)
         return []
 
 
@@ -407,10 +438,12 @@ def blocked_by(ledger: Any, err: Refused, me: Any) -> Blocked:
 def behind(waiters: list[Waiter]) -> Blocked:
     """Why a waiter stands back for ``waiters`` (the nearest first): its
     pid watched too when it is a process here (a pidfd turns readable once
-    the process is gone, its descriptors closed and its ticket's lock with
-    them; the ticket's own close event comes before the lock goes: a
-    waiter woken by it alone found the ticket still held, and slept until
-    its next look, up to :data:`RECHECK_SECONDS`)."""
+    the process is gone, its descriptors closed: on a directory its
+    ticket's lock with them, whose own close event comes before the lock
+    goes, so a waiter woken by it alone found the ticket still held, and
+    slept until its next look, up to :data:`RECHECK_SECONDS`; on a server
+    its backend may hold the lock moments longer, and the look finds the
+    ticket dead by its waiter's death: :meth:`Queue.ahead`)."""
     w = waiters[0]
     more = f" and {len(waiters) - 1} more" if len(waiters) > 1 else ""
     return Blocked(None, tuple(x.name for x in waiters), f"waiting behind '{w.name}' (pid {w.pid}), "

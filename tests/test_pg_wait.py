@@ -27,6 +27,7 @@ from scopeledger import Ledger, ScopeRule, WaitTimeout
 from scopeledger._pgstore import PgStore
 
 from pgserver import wait_for
+from tcpforward import Blackhole
 
 BOUND = 60.0  # seconds: a generous bound on any condition a test waits for
 
@@ -732,3 +733,98 @@ def test_the_queue_table_is_unlogged(pg_cluster, pg_url):
     assert pg_cluster.psql_execute(
         "SELECT c.relpersistence FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s AND c.relname = 'waiters'", s) == [("u",)]
+
+
+
+@pytest.mark.parametrize("link", ["socket", "outliving"])
+def test_a_waiter_behind_one_that_is_killed_is_woken_by_its_death(pg_cluster, pg_url, monkeypatch, link):
+    """As on a directory (tests/test_wait.py): 'second' (a thread here)
+    sleeps standing behind 'first' (a process of this host), which is
+    SIGKILLed; the holder in the way then releases. The periodic look is an
+    hour away, and an append wakes only a waiter that holders keep out:
+    'second' is granted only if first's death woke it (its pidfd) and its
+    look then found first's ticket dead. A backend outlives its client by
+    moments (it ends once it reads the end of the connection): first's
+    ticket lock may still be held at that look (on the unix socket 3 of 31
+    runs timed out before). ``outliving``: first's connections pass a
+    forwarder that keeps the server's side open after first dies, so its
+    backend, and its ticket's lock, outlive it for the whole test (every
+    run timed out before): a ticket of this host whose waiter is gone is
+    dead, whatever its lock says, and removed for the waiters behind it."""
+    import threading
+
+    from scopeledger import _wait
+    from scopeledger._pgstore import PgWatch
+
+    monkeypatch.setattr(PgWatch, "period", 3600.0)
+    asleep = threading.Event()  # 'second' sleeps standing behind a ticket (after its last look)
+    sleep = _wait.Watch.wait
+
+    def wait(self, timeout, mine=None):
+        if self.behind is not None:
+            asleep.set()
+        return sleep(self, timeout, mine)
+    monkeypatch.setattr(_wait.Watch, "wait", wait)
+    hole = Blackhole(pg_cluster.port)  # (nothing is cut: it only keeps the server's side open)
+    first_url = pg_url
+    if link == "outliving":
+        first_url = f"postgresql://postgres@127.0.0.1:{hole.port}/postgres?sslmode=disable&schema={schema_of(pg_url)}"
+    led = Ledger.open(pg_url)
+    other = Ledger.open(pg_url)
+    first = None
+    out = []
+    try:
+        h = other.register("holder", [W("/q/src")])
+        first = waiter(first_url, "first", ["/q/src"])
+        wait_for(lambda: names(pg_cluster, pg_url) == ["first"], "first's ticket", BOUND)
+
+        def second():
+            try:
+                out.append(led.register("second", [W("/q/src")], wait=BOUND))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                out.append(exc)
+        t = threading.Thread(target=second)
+        t.start()
+        assert asleep.wait(BOUND)  # in the queue, asleep behind 'first'
+        first.kill()
+        first.wait()
+        other.release("holder", token=h.token)
+        t.join(BOUND + 5)
+        assert not t.is_alive()
+        assert not isinstance(out[0], BaseException), out
+        assert out[0].name == "second"
+        assert names(pg_cluster, pg_url) == []  # first's ticket removed (its backend may still live)
+    finally:
+        if first is not None:
+            kill_all([first])
+        hole.close()
+        other.close()
+        led.close()
+
+
+def test_a_ticket_whose_waiter_is_gone_is_removed_though_its_lock_is_held(pg_cluster, pg_url):
+    """``PgTickets.gone``: the row of a ticket whose waiter was found gone
+    is deleted while its lock is still held (its backend not ended yet), and
+    the waiter standing behind it is notified, as when a ticket leaves: a
+    waiter of any host behind it is woken, not only the one that saw the
+    death. A read-only store deletes nothing."""
+    s = schema_of(pg_url)
+    with PgStore.open(pg_url, create=True) as st:
+        q = st.tickets()
+        t1, t2 = q.join(b"{}"), q.join(b"{}")
+        w2 = q.watch(t2)
+        assert w2.follow(False, t1.number)
+        with PgStore.open(pg_url, readonly=True) as ro:
+            assert ro.tickets().gone(t1.number, None) is True
+        assert [n for n, _, _ in q.earlier(None)] == [t2.number, t1.number]
+        assert q.gone(t1.number, None) is True
+        readable(w2)
+        assert w2.changes() == (False, [t1.number])
+        assert pg_cluster.psql_execute(f"SELECT number FROM {s}.waiters ORDER BY number") == [(t2.number,)]
+        held = pg_cluster.psql_execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
+            " AND objid = (%s::bigint & 4294967295)::oid", t1.number)
+        assert held == [(1,)]  # its lock is still held: only the row went
+        q.leave(t1)  # (a waiter that was not gone after all leaves as ever: nothing to delete)
+        q.leave(t2)
+        assert pg_cluster.psql_execute(f"SELECT count(*) FROM {s}.waiters") == [(0,)]
