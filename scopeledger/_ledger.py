@@ -965,11 +965,18 @@ class Ledger:
         hosts, who reclaim them as ``session_closed`` when they next look;
         checkers on their own host keep judging their processes. So keep
         the ledger open while they hold (``ledger run`` and a supervisor
-        do), or release them first."""
+        do), or release them first. About one close in
+        ``SESSION_PRUNE_EVERY`` (64) then prunes the server's sessions
+        table (``scopeledger._sessions``: the rows of sessions long dead
+        that no live holder carries); a prune that fails is logged, not
+        raised."""
         for guard in list(self._holds):
             guard.release()
         if self._sessions is not None:
+            prune = self._sessions.prune_due()
             self._sessions.close()
+            if prune:
+                self._prune_sessions()
         self._log.close()
         waiting = sys.modules.get("scopeledger._wait")  # imported by the first wait=, if any
         if waiting is not None:
@@ -2358,6 +2365,24 @@ class Ledger:
         known = self._session_verdicts(holders)
         ages = self._lease_ages(holders)
         return {a.name: self._verdict(a, None, known, ages) for a in holders}
+
+    def _prune_sessions(self) -> None:
+        """Prune the server's sessions table (``Sessions.prune``): the
+        sessions the live holders carry, read from the state folded to the
+        log's head. Logs what fails; raises nothing but an interruption."""
+        assert self._sessions is not None
+
+        def carried() -> tuple[int, list[int]]:
+            with self._mem:
+                state = self._current()
+                return state.seq, [s for s in {a.process.session for a in state.holders.values()} if s is not None]
+        try:
+            got = self._sessions.prune(carried)
+        except LedgerError as exc:
+            log.info("could not prune the sessions table of %s: %s", shown(self.path), exc)
+            return
+        log.debug("pruned the sessions table of %s: %s", shown(self.path),
+                  "the log kept moving" if got is None else f"{got} row(s)")
 
     def _session_verdicts(self, holders: Iterable[Allocation]) -> dict[int, Verdict] | None:
         """On PostgreSQL: the verdicts on the client sessions of the holders

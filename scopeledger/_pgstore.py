@@ -34,6 +34,9 @@ Tables (created by ``PgStore.open(url, create=True)``, with the schema)::
                                             last_hash, ts, checksum)
               body bytea)                   the state's JSON bytes as written
     sessions(id, host, pid, instance, ttl_ms, opened_at, lease_until, closed_at)
+                                            one row per client session; a dead one's row
+                                            deleted by a later prune (PgStore.prune_sessions)
+                                            once no live holder carries it
     waiters(number, request, joined_at)     the waiters' queue (PgTickets); made when
                                             a waiter first joins in a ledger made
                                             without it (no STORE_FORMAT change)
@@ -44,8 +47,9 @@ transaction are checked one statement at a time), as is one whose line does
 not say that seq and ts as JSON numbers (a JSON object; so the table and an
 exported file agree), and a transaction that commits an insert under
 ``synchronous_commit = off`` (checked at COMMIT, by a deferred trigger);
-UPDATE, DELETE and TRUNCATE of ``events`` are refused, as are DELETE and
-TRUNCATE of ``sessions``, and an UPDATE of a session's row by any connection
+UPDATE, DELETE and TRUNCATE of ``events`` are refused, as are TRUNCATE of
+``sessions``, a DELETE of the row of a session that is not dead (closed, or
+its lease over with its grace), and an UPDATE of a session's row by any connection
 but the one holding its lock (or of anything but its lease, instance and
 closing, or once it is closed). A role that owns the tables can still drop
 the triggers (and a client can ``SET CONSTRAINTS ALL IMMEDIATE`` before
@@ -127,7 +131,10 @@ without that rule the first client back would be judged to have outlived
 everyone. A ``Ledger`` records its session with every holder it binds, and
 judges other hosts' holders by theirs (``scopeledger._sessions``). A pooler
 in transaction mode (PgBouncer) breaks session-level locks: connect to the
-server directly.
+server directly. :meth:`PgStore.prune_sessions` deletes the rows of the
+sessions dead for a while that no live holder carries (the ledger says
+which, from its fold: ``Sessions.prune``), in one statement that deletes
+only while the log ends where the ledger folded it.
 
 Processes and threads
 ---------------------
@@ -649,10 +656,9 @@ BEGIN
 END $$;
 CREATE TRIGGER sessions_own BEFORE UPDATE ON {s}.sessions
     FOR EACH ROW EXECUTE FUNCTION {s}.sessions_own();
-CREATE TRIGGER sessions_keep BEFORE DELETE ON {s}.sessions
-    FOR EACH ROW EXECUTE FUNCTION {s}.refuse_change();
 CREATE TRIGGER sessions_no_truncate BEFORE TRUNCATE ON {s}.sessions
     FOR EACH STATEMENT EXECUTE FUNCTION {s}.refuse_change();
+{_sessions_delete_ddl(s)}
 {_waiters_ddl(s)}
 INSERT INTO {s}.meta (format_version) VALUES ({STORE_FORMAT});
 """
@@ -674,6 +680,31 @@ def _events_at_ddl(schema: str) -> str:
     :func:`_ddl` so that both paths run the same statements."""
     return (f"ALTER TABLE {schema}.events ADD COLUMN IF NOT EXISTS at timestamptz;"
             f" ALTER TABLE {schema}.events ALTER COLUMN at SET DEFAULT clock_timestamp();")
+
+
+def _sessions_delete_ddl(schema: str) -> str:
+    """Who may delete a session's row (:meth:`PgStore.prune_sessions`): a
+    row of a dead session only, dead by the judges' own rule on the server's
+    clock (closed, or its lease over with its grace: neither ever comes back,
+    as a renewal needs the lease running and the row open); a live
+    session's row is refused, whoever asks. Made with a new ledger
+    (:func:`_ddl`), and in a ledger made before it by the first prune that
+    finds deleting refused (:meth:`PgStore._allow_session_deletes`: the
+    trigger refused every delete before); idempotent."""
+    return f"""
+CREATE OR REPLACE FUNCTION {schema}.sessions_dead_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.closed_at IS NULL AND OLD.lease_until + OLD.grace_ms * interval '1 millisecond' >= clock_timestamp() THEN
+        RAISE EXCEPTION 'scopeledger: the row of session % is deleted only once the session is dead (closed, '
+                        'or its lease over with its grace)', OLD.id
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN OLD;
+END $$;
+DROP TRIGGER IF EXISTS sessions_keep ON {schema}.sessions;
+CREATE TRIGGER sessions_keep BEFORE DELETE ON {schema}.sessions
+    FOR EACH ROW EXECUTE FUNCTION {schema}.sessions_dead_only();
+"""
 
 
 def _waiters_ddl(schema: str) -> str:
@@ -837,6 +868,9 @@ class PgStore:
         #: The waiters' queue (an object: nothing is read or made on the server
         #: before a waiter looks).
         self._tickets = PgTickets(self)
+        #: Why this store does not prune sessions (deleting refused and the
+        #: trigger that refuses it not replaceable by this role), or None.
+        self.prune_refused: str | None = None
         _live.add(self)
 
     @classmethod
@@ -1873,6 +1907,88 @@ class PgStore:
             else:
                 out[sid] = "alive" if locked else "unknown"
         return out
+
+    def prune_sessions(self, seq: int, carried: Iterable[int], keep: float) -> int | None:
+        """Delete the rows of the sessions dead for more than ``keep``
+        seconds on the server's clock (closed, or their lease over with its
+        grace: the judges' own rule, under which a session never comes
+        back), but those in ``carried`` (the sessions the live holders of
+        the log folded to seq ``seq`` carry), and only while the log still
+        ends at ``seq`` (one statement: the head read and the rows deleted
+        in one snapshot, so no line folded after it is missed). Returns how
+        many rows went; ``None`` when the log has moved past ``seq`` (fold
+        the lines after it and ask again); 0 without trying on a read-only
+        store, or once this role was found unable to delete (see below).
+
+        In a ledger made before this scopeledger the trigger refuses every
+        delete: the first prune that meets that refusal replaces it by one
+        that lets a dead session's row go (:func:`_sessions_delete_ddl`;
+        serialised with creators, the lock waited for
+        :data:`ADD_AT_LOCK_TIMEOUT_MS` at most) and asks again; a role that
+        may not (not the tables' owner) leaves the rows, with one ``INFO``
+        record (:attr:`prune_refused`).
+
+        Raises:
+            ValueError: ``seq`` or a carried id is not an int, or ``keep``
+                not a number of 0..2**31 seconds.
+            StoreUnavailable, StoreError.
+        """
+        seq = _int("a seq", seq, 0)
+        ids = sorted({_int("a session id", i) for i in carried})
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 <= keep < 2**31:
+            raise ValueError(f"keep is 0..2**31 seconds, not {keep!r}")
+        if self._readonly or self.prune_refused is not None:
+            return 0
+        s = self.schema
+        sql = (f"WITH h AS (SELECT coalesce(max(seq), 0) AS head FROM {s}.events),"
+               f" d AS (DELETE FROM {s}.sessions x WHERE (SELECT head FROM h) = %(seq)s"
+               "        AND x.id <> ALL(%(carried)s::integer[])"
+               "        AND coalesce(x.closed_at, x.lease_until + x.grace_ms * interval '1 millisecond')"
+               "            < clock_timestamp() - %(keep)s * interval '1 millisecond'"
+               "        RETURNING 1)"
+               " SELECT (SELECT head FROM h), (SELECT count(*) FROM d)")
+        params = {"seq": seq, "carried": ids, "keep": math.ceil(keep * 1000)}
+        for attempt in (0, 1):
+            try:
+                head, n = self._retrying("prune the sessions table", lambda conn: conn.execute(
+                    sql, params).fetchone())
+            except StoreError as exc:
+                if exc.sqlstate != "23000" or attempt:
+                    raise
+                # The trigger of a ledger made before, which refused every delete.
+                if not self._allow_session_deletes():
+                    return 0
+                continue
+            return None if head != seq else int(n)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _allow_session_deletes(self) -> bool:
+        """Replace the trigger that refuses every delete of a session's row
+        (a ledger made before :meth:`prune_sessions`) by one that lets a dead
+        session's row go (:func:`_sessions_delete_ddl`). ``True`` when done;
+        ``False``, with one ``INFO`` record (:attr:`prune_refused`), when the
+        role may not or the locks were not granted in time.
+
+        Raises:
+            StoreUnavailable, StoreError: any other refusal.
+        """
+        s = self.schema
+
+        def run(conn: Any) -> None:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL lock_timeout = {ADD_AT_LOCK_TIMEOUT_MS}")
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('scopeledger:create'), hashtext(%s))", (s,))
+                conn.execute(_sessions_delete_ddl(s))
+        try:
+            self._retrying(f"let dead sessions' rows of {s}.sessions be deleted", run)
+        except StoreError as exc:
+            if exc.sqlstate not in ("42501", "55P03"):  # insufficient privilege; lock not available
+                raise
+            self.prune_refused = str(exc)
+            log.info("the sessions table of the ledger at %s, made by an older scopeledger, is not pruned: %s; "
+                     "an open by the tables' owner lets its dead sessions' rows go", self.url, exc)
+            return False
+        return True
 
 
 # -- the waiters' queue ------------------------------------------------------

@@ -48,6 +48,20 @@ keep judging their processes. ``ledger run`` and ``spawn``'s supervisor
 keep their ledger open while their child runs. A forked child never uses
 its parent's session (nor its connection): its first grant opens one of
 its own.
+
+Pruning. Every session is a row of the server's ``sessions`` table. A row
+is needed while a live holder carries its session (checkers on other
+hosts judge that holder by it) or while the session lives; nothing else
+reads it (:meth:`Sessions.prune`). A ledger that opened a session whose id
+is a multiple of :data:`SESSION_PRUNE_EVERY` deletes, when it is closed
+(never on register, delegate or release), the rows of the sessions dead
+for more than :data:`SESSION_KEEP_SECONDS` that no live holder carries, in
+the ledger folded to the log's head (one statement, which deletes only if
+the head is still the one folded). So the table holds the live sessions,
+those a live holder carries, those dead for less than
+:data:`SESSION_KEEP_SECONDS`, and about :data:`SESSION_PRUNE_EVERY` more
+(more when the ledgers that would prune are killed rather than closed).
+The server refuses to delete the row of a session that is not dead.
 """
 
 from __future__ import annotations
@@ -66,7 +80,8 @@ from ._process import host_id
 
 log = logging.getLogger("scopeledger")
 
-__all__ = ["DEFAULT_SESSION_TTL", "SESSION_TTL_RANGE", "Sessions", "check_session_options", "session_verdict"]
+__all__ = ["DEFAULT_SESSION_TTL", "SESSION_KEEP_SECONDS", "SESSION_PRUNE_EVERY", "SESSION_TTL_RANGE", "Sessions",
+           "check_session_options", "session_verdict"]
 
 #: The ttl of a ledger's client session, in seconds, unless
 #: ``Ledger.open(session_ttl=...)`` says otherwise: renewed every 10 s; a
@@ -79,6 +94,21 @@ DEFAULT_SESSION_TTL = 30.0
 #: ``Ledger.open(session_ttl=...)``, ``$SCOPELEDGER_SESSION_TTL``), in
 #: seconds: ``(least, most)``.
 SESSION_TTL_RANGE: tuple[float, float] = (0.01, 86400.0)
+
+#: A ledger that opened a session whose id is a multiple of this prunes the
+#: sessions table when it is closed (:meth:`Sessions.prune`): about one
+#: close in this many, so that the rows every session adds are taken out
+#: again at a rate that follows the rate they are added at.
+SESSION_PRUNE_EVERY = 64
+
+#: A dead session's row is kept this many seconds after its death (its
+#: closing, or its lease's end + grace, on the server's clock) before a
+#: prune may delete it: for people reading the table, and for a grant
+#: stamped with the session before it died and appended after that (a
+#: process stopped between its decision and its append), whose holder
+#: would find no row to be judged by (*unknown* to other hosts, so never
+#: reclaimed by them: kept, not lost).
+SESSION_KEEP_SECONDS = 3600.0
 
 
 def check_session_options(ttl: Any, on_lost: Any) -> float | None:
@@ -260,6 +290,47 @@ class Sessions:
                 s.close()
             except Exception as exc:  # noqa: BLE001 - best effort: its lock goes with its connection
                 log.warning("could not close client session %s of %s: %s", s.id, self._where, exc)
+
+    # -- pruning the table -----------------------------------------------------
+
+    def prune_due(self) -> bool:
+        """Whether this object opened a session whose id is a multiple of
+        :data:`SESSION_PRUNE_EVERY` (before :meth:`close`, which forgets
+        them): its ledger then prunes when it is closed. No IO."""
+        self._forked()
+        every = SESSION_PRUNE_EVERY
+        return any(sid % every == 0 for sid in list(self._mine))
+
+    def prune(self, carried: Callable[[], tuple[int, Iterable[int]]], tries: int = 3) -> int | None:
+        """Delete the rows of the sessions that are dead (closed, or their
+        lease over with its grace, on the server's clock) for more than
+        :data:`SESSION_KEEP_SECONDS`, and that no live holder carries
+        (``PgStore.prune_sessions``). ``carried()``: ``(seq, ids)``, the
+        session ids the live holders carry in the ledger folded to the
+        log's head as read now, ``seq`` that head (asked again when the log
+        moved on before the rows were deleted, ``tries`` times at most).
+        Returns how many rows went, or ``None`` when the log kept moving.
+
+        What a row is for, and so when it may go: a holder records its
+        session's id (``process.session``) and checkers on other hosts judge
+        it by the row, so the row of a session a live holder carries is
+        kept, dead or not (its holders are then reclaimed by it); nothing
+        else reads the rows (the log's events carry the id, and a reclaim
+        the reason it was judged by: ``replay``, ``history``, time travel and
+        ``verify`` never read the table). A pruned session's id, asked of
+        :meth:`verdicts` (``Ledger.liveness`` of a holder of the past), is
+        *unknown*: "not in the server's sessions table".
+
+        Raises:
+            StoreUnavailable, StoreError: the server cannot be asked, or
+                refused.
+        """
+        for _ in range(tries):
+            seq, ids = carried()
+            got = self._store.prune_sessions(seq, ids, SESSION_KEEP_SECONDS)
+            if got is not None:
+                return int(got)
+        return None
 
     # -- judging other hosts' holders ----------------------------------------
 

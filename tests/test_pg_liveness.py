@@ -551,3 +551,114 @@ def test_an_adopted_running_child_is_vouched_for_by_the_adopter_s_session(pg_clu
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(saved["pid"], signal.SIGKILL)
+
+
+# -- pruning the sessions table ---------------------------------------------------------
+
+#: A ledger that grants, releases and exits without closing (killed: its session is
+#: never closed; its lock goes with its connection, its lease, 0.1 s, lapses soon after).
+_UNCLOSED = ("import os, sys\n"
+             "from scopeledger import Ledger, ScopeRule\n"
+             "led = Ledger.open(sys.argv[1], session_ttl=0.1)\n"
+             "a = led.register(sys.argv[2], [ScopeRule(sys.argv[3], 'write')])\n"
+             "led.release(sys.argv[2], token=a.token)\n"
+             "print(a.process.session, flush=True)\n"
+             "os._exit(0)\n")
+
+
+def _unclosed(url: str, name: str) -> int:
+    out = subprocess.run([sys.executable, "-c", _UNCLOSED, url, name, f"/prune/{name}"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout)
+
+
+def _come_and_go(url: str, name: str) -> int:
+    """A ledger that grants, releases and is closed; its session's id."""
+    led = Ledger.open(url)
+    try:
+        a = led.register(name, [W(f"/prune/{name}")])
+        led.release(name, token=a.token)
+    finally:
+        led.close()
+    return a.process.session
+
+
+def _audit(url: str, led: Ledger) -> list:
+    """What the audit, replay and verify give, from the command line and the library."""
+    from helpers import ledger_cmd
+
+    answers = []
+    for args in (["replay"], ["verify"], ["history", "orphan"], ["history", "w3"], ["who", "/prune/orphan"],
+                 ["who", "--at", "5", "/prune/w1"], ["diff", "3", "9"], ["show"]):
+        r = ledger_cmd(url, "--json", *args)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        answers.append((args, r.stdout))
+    answers.append([(e.seq, e.type, e.data) for e in led.events()])
+    answers.append([(q, line) for q, line in led.event_lines()])
+    head = led.seq
+    answers.append([sorted((a.name, a.process, a.token) for a in led.state_at(q).holders.values())
+                    for q in range(0, head + 1, 7)])
+    report = led.verify()
+    answers.append((report.ok, report.events, [str(p) for p in report.problems]))
+    return answers
+
+
+def test_dead_sessions_rows_are_pruned_and_the_table_stays_bounded(pg_cluster, pg_url, monkeypatch):
+    """Every ledger's session was a row of ``<schema>.sessions`` for ever.
+    Now a closing ledger whose session id is a multiple of
+    SESSION_PRUNE_EVERY (8 here; rows dead for SESSION_KEEP_SECONDS, 0 here)
+    deletes the rows of dead sessions that no live holder carries: 96
+    ledgers come and go (6 of them killed, never closed) and the table never
+    holds more than 2 * 8 + 4 rows (15 seen; before: one per ledger, 104 at
+    the end).
+    Never a row that is needed: the live session's, nor the closed session
+    that a live holder ('orphan', its ledger closed without releasing it)
+    carries, which other hosts judge it by (session_closed, before and after
+    every prune; pruned once it is released). Every audit, replay and verify
+    answer is the same with the dead rows and without them."""
+    from scopeledger import _sessions
+
+    monkeypatch.setattr(_sessions, "SESSION_PRUNE_EVERY", 8)
+    monkeypatch.setattr(_sessions, "SESSION_KEEP_SECONDS", 0.0)
+    schema = pg_url.rsplit("schema=", 1)[1]
+    with Ledger.open(pg_url) as keeper:
+        keeper.register("kept", [W("/prune/kept")])  # its session lives throughout
+        by = Ledger.open(pg_url)
+        orphan = by.register("orphan", [W("/prune/orphan")])  # held by this process, alive
+        by.close()  # its session closed, 'orphan' still held
+        elsewhere = attrs.evolve(orphan, process=attrs.evolve(
+            orphan.process, host="0123456789abcdef0123456789abcdef", boot="01234567-89ab-cdef-0123-456789abcdef"))
+
+        def judged() -> Liveness:
+            return keeper.liveness([elsewhere])["orphan"].liveness
+
+        assert judged() is Liveness.SESSION_CLOSED
+        needed = {keeper.holder("kept").process.session, orphan.process.session}
+        most, unclosed = 0, []
+        for i in range(96):
+            if i % 16 == 5:
+                unclosed.append(_unclosed(pg_url, f"u{i}"))
+            _come_and_go(pg_url, f"w{i}")
+            rows = _session_rows(pg_cluster, schema)
+            assert needed <= set(rows), (i, sorted(rows))
+            assert judged() is Liveness.SESSION_CLOSED
+            most = max(most, len(rows))
+        assert most <= 2 * 8 + 4, most
+        # The unclosed sessions' leases over (server clock; or pruned already), one more prune
+        # leaves the needed rows alone.
+        wait_for(lambda: set(unclosed) - set(_session_rows(pg_cluster, schema))
+                 | set(keeper._log.dead_sessions(unclosed)) == set(unclosed), "the unclosed sessions dead")
+        monkeypatch.setattr(_sessions, "SESSION_PRUNE_EVERY", 1 << 30)  # no prune on close from here on
+        ids = [_come_and_go(pg_url, f"x{i}") for i in range(10)]
+        assert set(ids) <= set(_session_rows(pg_cluster, schema))
+        before = _audit(pg_url, keeper)
+        keeper._prune_sessions()
+        assert set(_session_rows(pg_cluster, schema)) == needed
+        assert judged() is Liveness.SESSION_CLOSED
+        assert _audit(pg_url, keeper) == before
+        # Released, the orphan's closed session is carried by nobody: its row goes at the next prune.
+        keeper.release("orphan", token=orphan.token)
+        keeper._prune_sessions()
+        assert set(_session_rows(pg_cluster, schema)) == {keeper.holder("kept").process.session}
+        assert verify(pg_url).ok

@@ -11,6 +11,7 @@ some tests print (``-s``) are measurements, not assertions.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -431,6 +432,86 @@ def test_the_backstops_hold_against_a_hostile_client(store, pg_cluster):
     assert store.dead_sessions([sess.id]) == {sess.id: "session_closed"}
     with pytest.raises(psycopg.Error, match="scopeledger: "):  # and a closed session stays closed
         pg_cluster.psql_execute(f"UPDATE {s}.sessions SET closed_at = NULL WHERE id = %s", sess.id)
+
+
+def _sessions_left(pg_cluster, s: str) -> list[int]:
+    return [r[0] for r in pg_cluster.psql_execute(f"SELECT id FROM {s}.sessions ORDER BY id")]
+
+
+def test_only_a_dead_sessions_row_is_deleted_and_a_prune_deletes_only_while_the_log_ends_where_it_was_folded(
+        store, pg_cluster):
+    """The server refuses to delete the row of a session that lives (open,
+    or its lease not over with its grace), whoever asks; a closed one's row
+    may go. ``prune_sessions(seq, carried, keep)`` deletes the dead rows not
+    carried, dead for longer than ``keep``, and only while the log ends at
+    ``seq`` (``None`` otherwise: nothing deleted)."""
+    s = store.schema
+    live = store.open_session(600)
+    lapsed = store.open_session(0.01, grace=0, renew=False)  # its lease over at once, never renewed
+    closed, carried = store.open_session(600), store.open_session(600)
+    try:
+        closed.close()
+        carried.close()
+        wait_for(lambda: store.dead_sessions([lapsed.id]) == {lapsed.id: "lease_expired"}, "the lease over")
+        with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="deleted only once the session is dead"):
+            pg_cluster.psql_execute(f"DELETE FROM {s}.sessions WHERE id = %s", live.id)
+        with pytest.raises(psycopg.Error, match="scopeledger: "):
+            pg_cluster.psql_execute(f"TRUNCATE {s}.sessions")
+        append(store, {})
+        assert store.prune_sessions(0, [carried.id], 0) is None  # the log ends at 1, not 0
+        assert store.prune_sessions(1, [carried.id], 3600) == 0  # dead for less than an hour
+        assert _sessions_left(pg_cluster, s) == sorted([live.id, lapsed.id, closed.id, carried.id])
+        assert store.prune_sessions(1, [carried.id], 0) == 2
+        assert _sessions_left(pg_cluster, s) == sorted([live.id, carried.id])
+        with PgStore.open(pg_cluster.url(s), readonly=True) as ro:
+            assert ro.prune_sessions(1, [], 0) == 0
+        assert store.prune_sessions(1, [], 0) == 1
+        assert _sessions_left(pg_cluster, s) == [live.id]
+        assert store.judge_sessions([live.id]) == {live.id: "alive"}
+        with pytest.raises(ValueError):
+            store.prune_sessions(1, ["7"], 0)
+    finally:
+        for sess in (live, lapsed, closed, carried):
+            sess.close()
+
+
+def test_a_ledger_whose_trigger_refuses_every_delete_gets_the_new_one_from_the_owner_s_first_prune(
+        store, pg_cluster, caplog):
+    """A ledger made before pruning has a trigger that refuses every delete
+    of a session's row: another role's prune leaves the rows (one INFO
+    record, no error, not tried again by that store); the owner's first
+    prune replaces the trigger and deletes."""
+    s = store.schema
+    pg_cluster.psql_execute(f"DROP TRIGGER sessions_keep ON {s}.sessions;"
+                            f" DROP FUNCTION {s}.sessions_dead_only();"
+                            f" CREATE TRIGGER sessions_keep BEFORE DELETE ON {s}.sessions"
+                            f" FOR EACH ROW EXECUTE FUNCTION {s}.refuse_change()")
+    sess = store.open_session(600)
+    sess.close()
+    role = s + "_p"
+    pg_cluster.psql_execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        pg_cluster.psql_execute(f"GRANT USAGE ON SCHEMA {s} TO {role}")
+        pg_cluster.psql_execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {role}")
+        with PgStore.open(pg_cluster.url(s, user=role)) as other:
+            with caplog.at_level(logging.INFO, logger="scopeledger"):
+                assert other.prune_sessions(0, [], 0) == 0
+                assert other.prune_sessions(0, [], 0) == 0
+            said = [r.getMessage() for r in caplog.records if "is not pruned" in r.getMessage()]
+            assert len(said) == 1 and "made by an older scopeledger" in said[0], said
+            assert other.prune_refused is not None
+        assert _sessions_left(pg_cluster, s) == [sess.id]
+        assert store.prune_sessions(0, [], 0) == 1
+        assert _sessions_left(pg_cluster, s) == []
+        live = store.open_session(600)
+        try:
+            with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="deleted only once"):
+                pg_cluster.psql_execute(f"DELETE FROM {s}.sessions WHERE id = %s", live.id)
+        finally:
+            live.close()
+    finally:
+        pg_cluster.psql_execute(f"DROP OWNED BY {role}")
+        pg_cluster.psql_execute(f"DROP ROLE {role}")
 
 
 # -- the lock --------------------------------------------------------------------
