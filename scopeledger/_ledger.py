@@ -974,8 +974,7 @@ class Ledger:
             guard.release()
         if self._sessions is not None:
             prune = self._sessions.prune_due()
-            self._sessions.close()
-            if prune:
+            if self._sessions.close() and prune:  # (not when the server did not answer just now)
                 self._prune_sessions()
         self._log.close()
         waiting = sys.modules.get("scopeledger._wait")  # imported by the first wait=, if any

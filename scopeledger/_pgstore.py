@@ -2518,6 +2518,8 @@ class PgSession:
         self.grace = grace
         self.lost: str | None = None
         self.lost_at: float | None = None
+        #: The server acknowledged its closing (:meth:`close`): it answers.
+        self.answered = False
         self._on_lost = on_lost
         self._mutex = threading.RLock()       # the connection and renewals (RLock: on_lost may close)
         self._state = threading.Condition()   # lost, _deadline, _closing
@@ -2753,6 +2755,7 @@ class PgSession:
                 with contextlib.suppress(psycopg.Error):
                     self._conn.execute(f"UPDATE {self.store.schema}.sessions SET closed_at = clock_timestamp()"
                                        " WHERE id = %s AND closed_at IS NULL", (self.id,))
+                    self.answered = True
             with self._state:
                 if self.lost is None:
                     self.lost = "closed"

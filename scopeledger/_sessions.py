@@ -54,7 +54,8 @@ is needed while a live holder carries its session (checkers on other
 hosts judge that holder by it) or while the session lives; nothing else
 reads it (:meth:`Sessions.prune`). A ledger that opened a session whose id
 is a multiple of :data:`SESSION_PRUNE_EVERY` deletes, when it is closed
-(never on register, delegate or release), the rows of the sessions dead
+(never on register, delegate or release; not when the server did not
+acknowledge closing its session: it may not answer), the rows of the sessions dead
 for more than :data:`SESSION_KEEP_SECONDS` that no live holder carries, in
 the ledger folded to the log's head (one statement, which deletes only if
 the head is still the one folded). So the table holds the live sessions,
@@ -277,19 +278,23 @@ class Sessions:
         state = self._store.judge_sessions([sid], grace=False).get(sid)
         return state not in ("session_closed", "lease_expired", "session_lock_gone")
 
-    def close(self) -> None:
+    def close(self) -> bool:
         """Close every session this object opened (the current one is
         marked closed: its holders are then ``session_closed`` to other
-        hosts). Idempotent; raises nothing (a session that cannot be marked
-        closed lapses, or its lock goes with its connection)."""
+        hosts). Returns whether the server acknowledged closing one (it
+        answers now). Idempotent; raises nothing (a session that cannot be
+        marked closed lapses, or its lock goes with its connection)."""
         self._forked()
         with self._lock:
             mine, self._mine, self._current, self._stamped = self._mine, {}, None, None
+        answered = False
         for s in mine.values():
             try:
                 s.close()
             except Exception as exc:  # noqa: BLE001 - best effort: its lock goes with its connection
                 log.warning("could not close client session %s of %s: %s", s.id, self._where, exc)
+            answered = answered or bool(getattr(s, "answered", False))
+        return answered
 
     # -- pruning the table -----------------------------------------------------
 

@@ -662,3 +662,35 @@ def test_dead_sessions_rows_are_pruned_and_the_table_stays_bounded(pg_cluster, p
         keeper._prune_sessions()
         assert set(_session_rows(pg_cluster, schema)) == {keeper.holder("kept").process.session}
         assert verify(pg_url).ok
+
+
+def test_a_ledger_prunes_on_close_only_when_due_and_the_server_just_answered(pg_cluster, pg_url, monkeypatch):
+    """The prune comes with ``close`` (never with a grant or a release), for
+    a ledger whose session id is a multiple of SESSION_PRUNE_EVERY (1 here:
+    every one), and not when the server did not acknowledge closing its
+    session (its connection ended: a prune would only wait for a server
+    that may not answer)."""
+    from scopeledger import _sessions
+
+    monkeypatch.setattr(_sessions, "SESSION_PRUNE_EVERY", 1)
+    calls: list[str] = []
+    prune = Ledger._prune_sessions
+    monkeypatch.setattr(Ledger, "_prune_sessions", lambda self: (calls.append("prune"), prune(self))[1])
+    led = Ledger.open(pg_url)
+    a = led.register("a", [W("/prune/a")])
+    led.release("a", token=a.token)
+    assert calls == []
+    led.close()
+    assert calls == ["prune"]
+    led = Ledger.open(pg_url)
+    led.register("b", [W("/prune/b")])
+    sid = led.holder("b").process.session
+    assert pg_cluster.psql_execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
+        " AND objid = %s::bigint::oid AND granted", sid) == [(1,)]
+    led.close()
+    assert calls == ["prune"]
+    monkeypatch.setattr(_sessions, "SESSION_PRUNE_EVERY", 1 << 30)
+    with Ledger.open(pg_url) as other:
+        other.register("c", [W("/prune/c")])
+    assert calls == ["prune"]
