@@ -1986,7 +1986,8 @@ class PgStore:
                 raise
             self.prune_refused = str(exc)
             log.info("the sessions table of the ledger at %s, made by an older scopeledger, is not pruned: %s; "
-                     "an open by the tables' owner lets its dead sessions' rows go", self.url, exc)
+                     "a prune by the tables' owner (one of its ledgers closing) lets its dead sessions' rows go",
+                     self.url, exc)
             return False
         return True
 

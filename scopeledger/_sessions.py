@@ -55,10 +55,10 @@ hosts judge that holder by it) or while the session lives; nothing else
 reads it (:meth:`Sessions.prune`). A ledger that opened a session whose id
 is a multiple of :data:`SESSION_PRUNE_EVERY` deletes, when it is closed
 (never on register, delegate or release; not when the server did not
-acknowledge closing its session: it may not answer), the rows of the sessions dead
-for more than :data:`SESSION_KEEP_SECONDS` that no live holder carries, in
-the ledger folded to the log's head (one statement, which deletes only if
-the head is still the one folded). So the table holds the live sessions,
+acknowledge closing its session: it may not answer), the rows of the
+sessions dead for more than :data:`SESSION_KEEP_SECONDS` that no live
+holder carries, in the ledger folded to the log's head (one statement,
+which deletes only if the head is still the one folded). So the table holds the live sessions,
 those a live holder carries, those dead for less than
 :data:`SESSION_KEEP_SECONDS`, and about :data:`SESSION_PRUNE_EVERY` more
 (more when the ledgers that would prune are killed rather than closed).
