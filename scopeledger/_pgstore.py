@@ -759,6 +759,14 @@ def _signed32(oid: int) -> int:
 _live: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
+def _ready(fd: int, events: int, deadline: float) -> bool:
+    """Wait until ``fd`` is ready for ``events`` (``select.POLL*``), at most
+    until ``deadline`` (``time.monotonic`` seconds); whether it is."""
+    p = select.poll()
+    p.register(fd, events)
+    return bool(p.poll(max(0, math.ceil((deadline - time.monotonic()) * 1000))))
+
+
 def _blind(conn: Any) -> None:
     """In a forked child: point our copy of ``conn``'s socket at /dev/null,
     then close it, so nothing (not even libpq's Terminate message) reaches
@@ -2103,9 +2111,8 @@ class PgTickets:
         # channel notified, whatever its lock (held yet by its backend).
         self._gone_sql = (f"WITH d AS (DELETE FROM {s}.waiters WHERE number = %(n)s RETURNING number)"
                           " SELECT count(pg_notify(%(c)s || d.number::text, d.number::text)) FROM d")
-        self._leave_sql = (f"WITH d AS (DELETE FROM {s}.waiters WHERE number = %(n)s RETURNING number)"
-                           " SELECT pg_advisory_unlock(%(k)s::bigint),"
-                           " (SELECT count(pg_notify(%(c)s || d.number::text, d.number::text)) FROM d)")
+        #: Idle connections whose leave was sent and not yet answered (:meth:`leave`).
+        self._unread: set[Any] = set()
         live = ("SELECT l.objid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
                 " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 " AND l.classid = %(oid)s::bigint::oid")
@@ -2127,8 +2134,9 @@ class PgTickets:
     # -- connections --------------------------------------------------------
 
     def _take(self) -> Any:
-        """An idle ticket connection (notifications it got before its last
-        ``UNLISTEN`` read and dropped), or a new one."""
+        """An idle ticket connection (the answer to its last leave read,
+        notifications it got before its ``UNLISTEN`` read and dropped), or a
+        new one."""
         if self._pid != os.getpid():
             self.forked_child()
         while True:
@@ -2137,7 +2145,7 @@ class PgTickets:
             if conn is None:
                 return self._store._new_connection()
             try:
-                if not (conn.closed or conn.broken):
+                if self._answered(conn) and not (conn.closed or conn.broken):
                     for _ in conn.notifies(timeout=0):
                         pass
                     return conn
@@ -2146,13 +2154,35 @@ class PgTickets:
             _close_quietly(conn)
 
     def _give(self, conn: Any) -> None:
-        """Keep ``conn`` for the next waiter (at most :data:`TICKET_POOL`), or close it."""
+        """Keep ``conn`` for the next waiter (at most :data:`TICKET_POOL`), or
+        close it (once the answer to a leave sent on it is read)."""
         with self._lock:
             if (not self._closed and len(self._idle) < TICKET_POOL and self._pid == os.getpid()
                     and not (conn.closed or conn.broken)):
                 self._idle.append(conn)
                 return
+        with contextlib.suppress(Exception):
+            self._answered(conn)
         _close_quietly(conn)
+
+    def _read_answers(self) -> None:
+        """Read the answers to the leaves sent on the idle connections
+        (:meth:`leave`), so that this store's own look at the queue never
+        sees a ticket it gave back (a round trip only for an answer not
+        come yet)."""
+        if not self._unread:
+            return
+        with self._lock:
+            mine = [c for c in self._idle if c in self._unread]
+            self._idle = [c for c in self._idle if c not in self._unread]
+        for conn in mine:
+            ok = False
+            with contextlib.suppress(Exception):
+                ok = self._answered(conn)
+            if ok:
+                self._give(conn)
+            else:
+                _close_quietly(conn)
 
     def _table_made(self, conn: Any) -> bool:
         """Make the table if it is missing (an earlier scopeledger's ledger);
@@ -2208,6 +2238,9 @@ class PgTickets:
         if self.refused is not None:
             return None
         conn = self._take()
+        if self.refused is not None:  # (the answer to a leave, read by _take, may say so)
+            self._give(conn)
+            return None
         try:
             if not self._ready and not self._table_made(conn):
                 self._give(conn)
@@ -2246,11 +2279,16 @@ class PgTickets:
             raise
 
     def leave(self, ticket: Any) -> None:
-        """Delete ``ticket``'s row, notify its number and let go of its lock
-        (one statement), and stop listening; its connection is kept for the
-        next waiter. A
-        connection that fails is closed (the lock goes with it; the next
-        reader of the queue deletes the row)."""
+        """Delete ``ticket``'s row, notify its number, let go of its lock and
+        stop listening (one message), and keep its connection for the next
+        waiter. The message is sent, not waited for: the server answers
+        while the caller goes on (a grant's call returns a round trip
+        sooner), and the answer is read when the connection is next taken
+        (:meth:`_take`) or closed (:meth:`close`). Until the server has
+        it, the ticket still stands in the queue: a waiter behind it is
+        woken by its leaving, as before. A connection that fails is closed
+        (the lock goes with it; the next reader of the queue deletes the
+        row)."""
         if ticket is None or ticket.conn is None:
             return
         conn, ticket.conn = ticket.conn, None
@@ -2258,24 +2296,64 @@ class PgTickets:
             self._busy.discard(conn)
         if self._pid != os.getpid():
             return  # a forked child's copy of a parent's ticket: the parent's to give back
+        number = int(ticket.number)
+        key = (self._store._key << 32) | (number & _LOW)
+        # Integers and our own channel (digits and dots) only: the simple
+        # protocol, whose one message may hold several statements. The lock
+        # first: a session's advisory lock is let go at once, whatever
+        # becomes of the transaction (a DELETE refused leaves a dead row,
+        # which the next reader deletes, not a live ticket).
+        query = (f"SELECT pg_advisory_unlock({key}::bigint);"
+                 f" WITH d AS (DELETE FROM {self._table} WHERE number = {number} RETURNING number)"
+                 f" SELECT count(pg_notify('{self.channel}' || d.number::text, d.number::text)) FROM d;"
+                 " UNLISTEN *").encode()
         try:
-            with conn.pipeline():  # one round trip; an idle connection listens to nothing
-                conn.execute(self._leave_sql, {"n": ticket.number, "c": self.channel,
-                                               "k": (self._store._key << 32) | (ticket.number & _LOW)})
-                conn.execute("UNLISTEN *")
-        except pg_errors.InsufficientPrivilege as exc:
-            # The row stays (for the next reader who may delete it); the
-            # lock goes with the connection.
-            self._unordered(exc, "leave", conn)
-            _close_quietly(conn)
-            return
+            pgconn = conn.pgconn
+            pgconn.send_query(query)
+            deadline = time.monotonic() + CONNECT_TIMEOUT_S
+            while pgconn.flush() != 0:  # (a few bytes: sent at once but on a full socket)
+                _ready(pgconn.socket, select.POLLOUT | select.POLLIN, deadline)
+                pgconn.consume_input()
         except Exception:  # noqa: BLE001 - closing the connection gives the ticket back too
             _close_quietly(conn)
             return
         except BaseException:
             _close_quietly(conn)
             raise
+        with self._lock:
+            self._unread.add(conn)
         self._give(conn)
+
+    def _answered(self, conn: Any) -> bool:
+        """Read the answer to the leave sent on ``conn`` (if any: see
+        :meth:`leave`; at most :data:`CONNECT_TIMEOUT_S` seconds) and the
+        notifications before it; whether ``conn`` may be used again (no:
+        the server failed it or did not answer; it is then the caller's to
+        close)."""
+        with self._lock:
+            if conn not in self._unread:
+                return True
+            self._unread.discard(conn)
+        pgconn = conn.pgconn
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        ok = True
+        while True:
+            while pgconn.is_busy():
+                if not _ready(pgconn.socket, select.POLLIN, deadline):
+                    return False
+                pgconn.consume_input()
+            res = pgconn.get_result()
+            if res is None:
+                break
+            if res.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+                ok = False
+                state = res.error_field(psycopg.pq.DiagnosticField.SQLSTATE)
+                if state == b"42501":  # (the row stays for the next reader; the lock goes with the close)
+                    msg = (res.error_message or b"permission denied").decode("utf-8", "replace").strip()
+                    self._unordered(pg_errors.InsufficientPrivilege(msg), "leave", conn)
+        while pgconn.notifies() is not None:
+            pass
+        return ok
 
     @staticmethod
     def lost(ticket: Any) -> bool:
@@ -2291,6 +2369,7 @@ class PgTickets:
             StoreUnavailable, StoreError.
         """
         store = self._store
+        self._read_answers()  # (this store's own leaves are seen)
         if self.refused is not None:
             return []  # (waiting unordered: see the class docstring)
         if not self._ready:
@@ -2353,11 +2432,15 @@ class PgTickets:
 
     def close(self) -> None:
         """Close the idle connections (tickets in use keep theirs until they
-        leave). Idempotent; raises nothing."""
+        leave), once the server answered the leaves sent on them (so every
+        ticket given back is out of the queue when this returns).
+        Idempotent; raises nothing."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
+            with contextlib.suppress(Exception):
+                self._answered(conn)  # (its leave done on the server before close returns)
             _close_quietly(conn)
 
     def forked_child(self) -> None:
@@ -2369,6 +2452,7 @@ class PgTickets:
             _blind(conn)
         self._idle = []
         self._busy = set()
+        self._unread = set()
         self._lock = threading.Lock()
         self._pid = os.getpid()
 

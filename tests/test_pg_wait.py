@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -554,7 +555,7 @@ def test_a_refused_join_or_leave_falls_back_to_unordered_with_one_warning(pg_clu
             q = st.tickets()
             t = q.join(b'{"name": "x"}')
             assert t is not None and names(pg_cluster, pg_url) == ["x"]
-            q.leave(t)  # DELETE refused
+            q.leave(t)  # DELETE refused (said when its answer is read: by the next join)
             assert q.join(b'{"name": "y"}') is None and q.earlier(None) == []
         assert len(queue_warnings(caplog)) == 1 and "may not leave" in queue_warnings(caplog)[0]
     with PgStore.open(pg_url) as owner:
@@ -676,14 +677,46 @@ def test_a_kept_ticket_connection_listens_to_nothing_and_holds_no_lock(pg_url):
         assert w.follow(False, 7) is False  # nothing changed: no round trip
         assert w.follow(True, 7) is True
         assert listening(conn) == [f"{q.channel}7", f"scopeledger_{s}"]
-        q.leave(t)
+        q.leave(t)  # sent, not waited for: its answer is read when the connection is next used
         assert t.conn is None and q._idle == [conn]
+        assert q._answered(conn) is True and q._answered(conn) is True  # (read once)
         assert conn.execute("SELECT pg_listening_channels()").fetchall() == []
         assert conn.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()"
                             " AND locktype = 'advisory'").fetchone()[0] == 0
         t2 = q.join(b"{}")
         assert t2.conn is conn and t2.number > t.number
         q.leave(t2)
+
+
+def test_a_leave_is_sent_and_its_answer_read_later(pg_cluster, pg_url):
+    """A ticket given back (a grant's last step) does not wait for the
+    server's answer: with the queue's table locked by another session, the
+    leave returns at once (it waited for the lock before), the ticket's
+    lock is already let go (it is dead to other readers), and once the
+    table is free the answer is read by the next use of the connection:
+    the row is gone, the connection listens to nothing and is kept."""
+    import psycopg
+
+    s = schema_of(pg_url)
+    with PgStore.open(pg_url, create=True) as st:
+        q = st.tickets()
+        t = q.join(b'{"name": "x"}')
+        conn = t.conn
+        with psycopg.connect(pg_cluster.conninfo()) as blocker:
+            blocker.execute(f"LOCK TABLE {s}.waiters IN ACCESS EXCLUSIVE MODE")
+            done = threading.Event()
+            leaver = threading.Thread(target=lambda: (q.leave(t), done.set()), daemon=True)
+            leaver.start()
+            assert done.wait(BOUND), "the leave waited for the server's answer"
+            assert t.conn is None and q._idle == [conn]
+            held = blocker.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+                                   " AND objid = %s::bigint::oid", (t.number,)).fetchone()[0]
+            assert held == 0  # let go before the DELETE, which waits for the table
+            blocker.rollback()
+        assert q._answered(conn) is True
+        assert names(pg_cluster, pg_url) == []
+        assert conn.execute("SELECT pg_listening_channels()").fetchall() == []
+        assert q.join(b'{"name": "y"}').conn is conn
 
 
 def readable(watch) -> None:
