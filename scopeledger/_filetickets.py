@@ -216,12 +216,20 @@ class FileTickets:
 
     def earlier(self, before: int | None) -> list[Queued]:
         """The tickets numbered below ``before`` (``None``: all), nearest
-        first: ``(number, (name, inode), entry)``."""
+        first: ``(number, (name, inode, ctime ns), entry)``. The key tells
+        a ticket from an earlier one of the same number: numbers start at 1
+        again once the queue is empty, and the file system may give the new
+        file the inode the last one freed at once (ext4 does), but not the
+        same change time (the link that named it)."""
         out: list[Queued] = []
         for number, entry in reversed(self._numbers()):
             if before is not None and number >= before:
                 continue
-            out.append((number, (entry.name, entry.inode()), entry))
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # (gone since the listing: it left)
+            out.append((number, (entry.name, st.st_ino, st.st_ctime_ns), entry))
         return out
 
     @staticmethod

@@ -862,3 +862,40 @@ def test_a_waiter_behind_one_that_is_killed_is_woken_by_its_death(ledger, ledger
         first.kill()
         first.wait()
         other.close()
+
+
+def test_a_ticket_numbered_as_one_that_left_is_not_taken_for_it(tmp_path):
+    """Ticket numbers start at 1 again once the queue is empty, and ext4
+    gives the next ticket file the inode the last one freed: a reader that
+    read the first ticket must read the second anew, not take it for the
+    first (its name, pid and rules: whom to stand back for, whose death to
+    watch)."""
+    from scopeledger._wait import Queue, Request
+
+    led = Ledger.open(tmp_path / "ledger")
+    try:
+        tickets = led._log.tickets()
+        queue = Queue(tickets)
+
+        def read() -> list[tuple[str, int]]:
+            out = []
+            for number, key, handle in tickets.earlier(None):
+                w = queue._read(tickets, number, key, handle)
+                out.append((w.name, os.stat(handle.path).st_ino))
+            return out
+
+        first = tickets.join(Request.of(led, "first", [W(tmp_path / "a")], None, None, 5).to_json())
+        [(name, inode)] = read()
+        assert name == "first"
+        tickets.leave(first)
+        second = tickets.join(Request.of(led, "second", [W(tmp_path / "b")], None, None, 5).to_json())
+        try:
+            [(name, again)] = read()
+            if again != inode:
+                pytest.skip(f"this file system gave the second ticket a new inode ({again}, not {inode}): "
+                            "nothing to tell apart")
+            assert name == "second"
+        finally:
+            tickets.leave(second)
+    finally:
+        led.close()
