@@ -2736,9 +2736,11 @@ class PgSession:
                 continue
             try:
                 instance = conn.execute(f"SELECT {INSTANCE_SQL}").fetchone()[0]
-                if instance == self.instance:
-                    break  # the same server: the lock was gone there
-                if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (self.store._key, self.id)).fetchone()[0]:
+                if instance == self.instance or not conn.execute(
+                        "SELECT pg_try_advisory_lock(%s, %s)", (self.store._key, self.id)).fetchone()[0]:
+                    # The same server (the lock was gone there), or the lock taken by
+                    # another: lost, and this connection is of no use.
+                    _close_quietly(conn)
                     break
                 sent = time.monotonic()
                 row = conn.execute(
