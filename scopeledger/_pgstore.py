@@ -2717,10 +2717,11 @@ class PgSession:
                 self._deadline = deadline
 
     def _reattach(self, cause: BaseException) -> tuple[int, float] | None:
-        """The connection broke: reconnect until the deadline; on another
-        server instance, take the lock again, then move the row there and
-        renew (``(id, sent)``; ``None``: the lease had lapsed). Under
-        ``_mutex``."""
+        """The connection broke: reconnect until the deadline (a login the
+        server refuses, SQLSTATE class 28, ends it at once: the session is
+        lost); on another server instance, take the lock again, then move
+        the row there and renew (``(id, sent)``; ``None``: the lease had
+        lapsed). Under ``_mutex``."""
         with contextlib.suppress(Exception):
             self._conn.close()
         s = self.store.schema
@@ -2731,6 +2732,8 @@ class PgSession:
                 conn = self._connect()
             except StoreError as exc:
                 why = self.store._why(exc)
+                if exc.sqlstate is not None and exc.sqlstate.startswith("28"):
+                    break  # a login the server refuses (a password changed): trying again does not mend it
                 time.sleep(min(pause, max(0.0, self._deadline - time.monotonic())))  # a back-off
                 pause = min(pause * 2, 0.5)
                 continue

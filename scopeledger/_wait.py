@@ -749,7 +749,9 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
     (:class:`Outage`: 0.05 s doubling to 1 s), with one warning per outage;
     a ticket that lost its place meanwhile joins the queue again, at its
     end. :class:`InDoubt` (an append whose outcome is unknown) is not a
-    ``StoreUnavailable``: it is raised.
+    ``StoreUnavailable``: it is raised; nor is a login the server refuses
+    (SQLSTATE class 28, :func:`refused_login`: a password changed while
+    the request waited) tried again: raised at once.
 
     ``attempt(commit)`` asks the ledger once, calling ``commit()`` under the
     lock just before the grant is built (``Ledger.register`` passes it).
@@ -762,7 +764,8 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
     Raises:
         WaitTimeout: not granted by the deadline (never granted afterwards).
         StoreUnavailable: the server still could not be reached when the
-            deadline passed (the last such error; never granted afterwards).
+            deadline passed (the last such error; never granted afterwards),
+            or refused a login (SQLSTATE class 28), at once.
         Refused: a refusal that cannot clear by waiting (a ``DuplicateHolder``,
             a ``DelegationError`` not naming a sibling, ...).
         UnknownHolder: the parent is gone (or granted again).
@@ -923,6 +926,14 @@ def tell(req: Request, blocked: Blocked, on_wait: Callable[[str, Refused | None]
         on_wait(blocked.reason, blocked.refusal)
 
 
+def refused_login(exc: StoreUnavailable) -> bool:
+    """Whether ``exc`` is a login the server refused (SQLSTATE class 28: a
+    wrong password, a role that may not log in, no ``pg_hba.conf`` entry),
+    which waiting for the server does not mend, unlike a server that cannot
+    be reached or a connection that broke."""
+    return exc.sqlstate is not None and exc.sqlstate.startswith("28")
+
+
 class Outage:
     """A waiter's view of its store being unreachable (``StoreUnavailable``
     from a step of :func:`waiting`): how long to pause before the next
@@ -944,7 +955,15 @@ class Outage:
         self.warned = 0
 
     def failed(self, exc: StoreUnavailable) -> float:
-        """A step raised ``exc``: the seconds to pause (warned once per outage)."""
+        """A step raised ``exc``: the seconds to pause (warned once per outage).
+
+        Raises:
+            StoreUnavailable: ``exc`` itself, when it is a login the server
+                refused (:func:`refused_login`: the server answers, and says
+                no; waiting does not change that).
+        """
+        if refused_login(exc):
+            raise exc
         if self.error is None:
             until = "it is granted" if self.deadline is None else "its wait ends"
             log.warning("holder '%s' cannot reach the ledger while it waits (%s): trying again until %s",

@@ -861,3 +861,49 @@ def test_a_ticket_whose_waiter_is_gone_is_removed_though_its_lock_is_held(pg_clu
         q.leave(t1)  # (a waiter that was not gone after all leaves as ever: nothing to delete)
         q.leave(t2)
         assert pg_cluster.psql_execute(f"SELECT count(*) FROM {s}.waiters") == [(0,)]
+
+
+def test_a_waiter_whose_login_the_server_refuses_raises_at_once(pg_cluster, pg_url):
+    """A waiter that cannot reach the server waits on (an outage, until its
+    deadline), but a login the server refuses (28P01: the role's password
+    changed while it waited, and its connections were ended) does not
+    clear by waiting: raised at once, not tried again for ever (``wait=inf``:
+    before, the waiter went on trying and the thread never ended), and its
+    client session is lost at once, not at its lease's end."""
+    import math
+
+    from scopeledger import StoreUnavailable
+
+    s = schema_of(pg_url)
+    role, password = s + "_pw", "the-first-one"
+    pg_cluster.password_role(role, password)
+    Ledger.open(pg_url).close()
+    documented_grants(pg_cluster, s, role, default_privileges=True)
+    owner = Ledger.open(pg_url)
+    # (its client session's lease an hour: a session that went on trying to
+    # connect until its lease lapsed kept the waiter's step waiting that long)
+    theirs = Ledger.open(pg_cluster.url(s, user=role, password=password), session_ttl=3600)
+    try:
+        h = owner.register("holder", [W("/q/login")])
+        out: list[object] = []
+        told = threading.Event()
+
+        def waiter() -> None:
+            try:
+                out.append(theirs.register("w", [W("/q/login")], wait=math.inf, on_wait=lambda *a: told.set()))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                out.append(exc)
+        t = threading.Thread(target=waiter, daemon=True)
+        t.start()
+        assert told.wait(BOUND)  # in the queue, behind 'holder'
+        pg_cluster.psql_execute(f"ALTER ROLE {role} PASSWORD 'the-second-one'")
+        pg_cluster.psql_execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s",
+                                role)
+        t.join(BOUND)
+        assert not t.is_alive(), "the waiter went on trying a login the server refuses"
+        assert isinstance(out[0], StoreUnavailable) and out[0].sqlstate == "28P01", out
+        assert [x.name for x in owner.holders()] == ["holder"]  # nothing granted
+        owner.release("holder", token=h.token)
+    finally:
+        theirs.close()
+        owner.close()
