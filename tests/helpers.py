@@ -293,3 +293,35 @@ def queued_names(led: str | os.PathLike[str]) -> list[str]:
         except (OSError, ValueError, KeyError):
             pass
     return out
+
+
+def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Start ``call()`` in a thread; the list gets its result, or what it
+    raised."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except BaseException as exc:  # noqa: BLE001 - the caller looks
+            out.append(exc)
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def asleep_behind(monkeypatch: Any) -> threading.Event:
+    """An event set when a waiter sleeps standing behind another's ticket,
+    after its last look (``Watch.wait`` with ``behind`` set): a change
+    before that look would be seen by the look itself."""
+    from scopeledger import _wait
+
+    asleep = threading.Event()
+    sleep = _wait.Watch.wait
+
+    def wait(self: Any, timeout: float, mine: int | None = None) -> None:
+        if self.behind is not None:
+            asleep.set()
+        return sleep(self, timeout, mine)
+    monkeypatch.setattr(_wait.Watch, "wait", wait)
+    return asleep

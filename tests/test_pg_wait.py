@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -27,6 +28,7 @@ import pytest
 from scopeledger import Ledger, ScopeRule, WaitTimeout
 from scopeledger._pgstore import PgStore
 
+from helpers import asleep_behind, in_thread
 from pgserver import wait_for
 from tcpforward import Blackhole
 
@@ -244,6 +246,23 @@ def test_a_waiter_whose_connection_is_cut_joins_again_at_the_end(pg_cluster, pg_
 # -- a ticket lost in an outage: one warning, the outage's (a fresh tester's finding) --------
 
 
+def _cut_then_release(pg_cluster, pg_url: str, other: Ledger) -> tuple[list[int], Any, Any]:
+    """For a scripted waiter (``_Scripted``): ``cut()`` cuts the connection
+    of the one ticket in the queue (its number put in the list), and
+    ``release_once_rejoined()`` lets 'holder' go (by ``other``) once that
+    waiter has joined again."""
+    ticket: list[int] = []
+
+    def cut() -> None:
+        ticket.append(queued(pg_cluster, pg_url)[0][0])
+        _cut_ticket(pg_cluster, pg_url, ticket[0])
+
+    def release_once_rejoined() -> None:
+        if _rejoined(pg_cluster, pg_url, ticket[0]) and "holder" in {h.name for h in other.holders()}:
+            other.release("holder")
+    return ticket, cut, release_once_rejoined
+
+
 def _cut_ticket(pg_cluster, url: str, number: int) -> None:
     """Terminate the backend holding ticket ``number``'s lock, and return
     once it is gone (its lock released: nothing of the ticket is alive)."""
@@ -300,15 +319,7 @@ def test_a_ticket_found_lost_after_its_outage_ended_is_told_as_info(pg_cluster, 
     other = Ledger.open(pg_url)
     try:
         other.register("holder", [W("/q/src")])
-        ticket = []
-
-        def cut():
-            ticket.append(queued(pg_cluster, pg_url)[0][0])
-            _cut_ticket(pg_cluster, pg_url, ticket[0])
-
-        def release_once_rejoined():
-            if _rejoined(pg_cluster, pg_url, ticket[0]) and "holder" in {h.name for h in other.holders()}:
-                other.release("holder")
+        ticket, cut, release_once_rejoined = _cut_then_release(pg_cluster, pg_url, other)
 
         decide = _Scripted(led, monkeypatch, [_unavailable, cut], release_once_rejoined)
         assert led.register("w", [W("/q/src")], wait=BOUND).name == "w"
@@ -346,15 +357,7 @@ def test_a_ticket_lost_whose_join_again_fails_says_so_once_it_joined(pg_cluster,
     monkeypatch.setattr(PgTickets, "join", join)
     try:
         other.register("holder", [W("/q/src")])
-        ticket = []
-
-        def cut():
-            ticket.append(queued(pg_cluster, pg_url)[0][0])
-            _cut_ticket(pg_cluster, pg_url, ticket[0])
-
-        def release_once_rejoined():
-            if _rejoined(pg_cluster, pg_url, ticket[0]) and "holder" in {h.name for h in other.holders()}:
-                other.release("holder")
+        ticket, cut, release_once_rejoined = _cut_then_release(pg_cluster, pg_url, other)
 
         _Scripted(led, monkeypatch, [cut], release_once_rejoined)
         assert led.register("w", [W("/q/src")], wait=BOUND).name == "w"
@@ -378,16 +381,7 @@ def test_a_ticket_lost_with_no_outage_is_still_a_warning(pg_cluster, pg_url, cap
     other = Ledger.open(pg_url)
     try:
         other.register("holder", [W("/q/src")])
-
-        ticket = []
-
-        def cut():
-            ticket.append(queued(pg_cluster, pg_url)[0][0])
-            _cut_ticket(pg_cluster, pg_url, ticket[0])
-
-        def release_once_rejoined():
-            if _rejoined(pg_cluster, pg_url, ticket[0]) and "holder" in {h.name for h in other.holders()}:
-                other.release("holder")
+        ticket, cut, release_once_rejoined = _cut_then_release(pg_cluster, pg_url, other)
 
         _Scripted(led, monkeypatch, [cut], release_once_rejoined)
         assert led.register("w", [W("/q/src")], wait=BOUND).name == "w"
@@ -784,20 +778,10 @@ def test_a_waiter_behind_one_that_is_killed_is_woken_by_its_death(pg_cluster, pg
     backend, and its ticket's lock, outlive it for the whole test (every
     run timed out before): a ticket of this host whose waiter is gone is
     dead, whatever its lock says, and removed for the waiters behind it."""
-    import threading
-
-    from scopeledger import _wait
     from scopeledger._pgstore import PgWatch
 
     monkeypatch.setattr(PgWatch, "period", 3600.0)
-    asleep = threading.Event()  # 'second' sleeps standing behind a ticket (after its last look)
-    sleep = _wait.Watch.wait
-
-    def wait(self, timeout, mine=None):
-        if self.behind is not None:
-            asleep.set()
-        return sleep(self, timeout, mine)
-    monkeypatch.setattr(_wait.Watch, "wait", wait)
+    asleep = asleep_behind(monkeypatch)  # 'second' sleeps standing behind a ticket (after its last look)
     hole = Blackhole(pg_cluster.port)  # (nothing is cut: it only keeps the server's side open)
     first_url = pg_url
     if link == "outliving":
@@ -805,19 +789,11 @@ def test_a_waiter_behind_one_that_is_killed_is_woken_by_its_death(pg_cluster, pg
     led = Ledger.open(pg_url)
     other = Ledger.open(pg_url)
     first = None
-    out = []
     try:
         h = other.register("holder", [W("/q/src")])
         first = waiter(first_url, "first", ["/q/src"])
         wait_for(lambda: names(pg_cluster, pg_url) == ["first"], "first's ticket", BOUND)
-
-        def second():
-            try:
-                out.append(led.register("second", [W("/q/src")], wait=BOUND))
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                out.append(exc)
-        t = threading.Thread(target=second)
-        t.start()
+        t, out = in_thread(lambda: led.register("second", [W("/q/src")], wait=BOUND))
         assert asleep.wait(BOUND)  # in the queue, asleep behind 'first'
         first.kill()
         first.wait()

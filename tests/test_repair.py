@@ -654,12 +654,19 @@ def test_a_healthy_ledger_written_to_during_a_repair_is_reported_as_having_nothi
             assert (report.appended, report.writing) == (2, 0) and report.kept_seq == looks[-1] + 2, report
             assert "2 line(s) appended meanwhile by other writers" in str(report)
         assert locked == [] and len(looks) == 2
-        assert not (path / "cut").exists() or os.listdir(path / "cut") == []
-        monkeypatch.undo()
-        assert led.verify().ok and led.seq == 30 + 4
+        _nothing_cut_and_verified(path, led, monkeypatch)
     finally:
         led.close()
         other.close()
+
+
+def _nothing_cut_and_verified(path: Path, led: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing set aside in ``cut/``; with the test's patches undone, the
+    ledger verifies and holds the 30 lines made plus the 4 two writers
+    appended."""
+    assert not (path / "cut").exists() or os.listdir(path / "cut") == []
+    monkeypatch.undo()
+    assert led.verify().ok and led.seq == 30 + 4
 
 
 def test_a_torn_tail_set_aside_by_a_writer_before_the_repair_locks_is_reported_as_nothing_cut(
@@ -701,9 +708,7 @@ def test_a_torn_tail_set_aside_by_a_writer_before_the_repair_locks_is_reported_a
         report = led.repair()
         assert judged[0][1]["bytes"] == 12  # (the first look found it torn: it went to the lock)
         assert not report.damaged and report.bytes_cut == 0 and report.directory is None, report
-        assert not (path / "cut").exists() or os.listdir(path / "cut") == []
-        monkeypatch.undo()
-        assert led.verify().ok and led.seq == 30 + 4
+        _nothing_cut_and_verified(path, led, monkeypatch)
     finally:
         led.close()
         other.close()

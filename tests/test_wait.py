@@ -28,7 +28,7 @@ from scopeledger import (
 )
 from scopeledger._filetickets import QUEUE_DIR
 
-from helpers import W, wait_for
+from helpers import W, asleep_behind, in_thread, wait_for
 
 BOUND = 60.0  # generous bound on any condition a test waits for
 
@@ -829,38 +829,17 @@ def test_a_waiter_behind_one_that_is_killed_is_woken_by_its_death(ledger, ledger
     so it woke nobody, and the one behind slept up to a second with its
     scope free. Here the periodic look is an hour away: only a wake-up can
     grant it within the test's bound (before: a ``WaitTimeout``)."""
-    import threading
-
     import scopeledger._filetickets as filetickets
 
-    from scopeledger import _wait
-
     monkeypatch.setattr(filetickets, "RECHECK_SECONDS", 3600.0)
-    # 'second' asleep standing behind a ticket, after its last look: a kill
-    # before that look would be seen by the look itself, fix or not.
-    asleep = threading.Event()
-    sleep = _wait.Watch.wait
-
-    def wait(self, timeout, mine=None):
-        if self.behind is not None:
-            asleep.set()
-        return sleep(self, timeout, mine)
-    monkeypatch.setattr(_wait.Watch, "wait", wait)
+    asleep = asleep_behind(monkeypatch)  # (a kill before the last look is seen by the look, fix or not)
     src = str(tmp_path / "src")
     other = Ledger.open(ledger_dir)
     h = other.register("holder", [W(src)])
     first = waiter(ledger_dir, "first", [src])
-    out = []
     try:
         until(lambda: len(tickets(ledger_dir)) == 1, "first's ticket")
-
-        def second():
-            try:
-                out.append(ledger.register("second", [W(src)], wait=BOUND))
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                out.append(exc)
-        t = threading.Thread(target=second)
-        t.start()
+        t, out = in_thread(lambda: ledger.register("second", [W(src)], wait=BOUND))
         assert asleep.wait(BOUND)  # in the queue, asleep behind 'first'
         first.kill()
         first.wait()
