@@ -59,6 +59,7 @@ from __future__ import annotations
 import os
 import select
 import shutil
+import signal
 import subprocess
 import time
 from typing import Any, Mapping, Sequence
@@ -224,7 +225,9 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
         Refused, WaitTimeout, ...: as :meth:`Ledger.register` /
             :meth:`Ledger.delegate` (nothing is started).
         OSError: the gate (bash, else ``/bin/sh``) cannot start (the grant
-            is released).
+            is released); ``ChildProcessError``, one of them: the child died
+            at its gate (killed by someone) before the command ran (the
+            grant is released; the message says how it ended).
         UnknownHolder: the grant was taken away before it could be bound
             to the child (the command never runs; the grant is released).
     """
@@ -277,7 +280,12 @@ def start(ledger: Any, alloc: Allocation, argv: Sequence[str], env: Mapping[str,
         # The command runs only once its grant is bound to it (this grant:
         # had the name been released and granted again, attach refuses).
         ledger.attach(alloc.name, proc.pid, token=alloc.token)
-        os.write(w, b"g\n")
+        try:
+            os.write(w, b"g\n")
+        except BrokenPipeError:  # nobody reads the gate: its only reader, the child, died there
+            raise ChildProcessError(
+                f"the process started for {argv[0]!r} (pid {proc.pid}) {_how_it_ended(proc)} at its gate, "
+                f"before the command ran; holder {alloc.name!r} is released") from None
     except BaseException:
         os.close(w)
         w = -1
@@ -292,6 +300,18 @@ def start(ledger: Any, alloc: Allocation, argv: Sequence[str], env: Mapping[str,
         if w >= 0:
             os.close(w)
     return Spawned(ledger, proc, ledger.holder(alloc.name) if ledger.check(alloc.name, alloc.token) else alloc)
+
+
+def _how_it_ended(proc: subprocess.Popen[Any]) -> str:
+    """How a child that died at its gate ended ("was killed by SIGKILL",
+    "exited with status 1"), reaped here."""
+    code = proc.wait()
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
 
 
 class Adopted:

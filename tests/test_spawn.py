@@ -22,7 +22,7 @@ from scopeledger import (
 )
 from scopeledger._events import decode
 
-from helpers import W
+from helpers import W, wait_for
 from test_wait import BOUND, events
 
 
@@ -197,6 +197,36 @@ def test_the_command_never_runs_when_its_grant_cannot_be_bound(ledger, tmp_path,
         ledger.spawn("job", ["touch", str(marker)], [W(str(tmp_path / "x"))])
     assert not marker.exists()
     assert released(ledger, "job")[0]["note"] == "spawn failed before the command ran"
+
+
+def test_a_child_killed_at_its_gate_is_said_and_its_grant_released(ledger, tmp_path, monkeypatch):
+    """Someone kills the child while it waits at its gate (after the grant
+    is bound to it, before the gate opens): spawn says so, naming the
+    signal, in a ChildProcessError, and releases the grant (it raised a
+    bare BrokenPipeError, 'Broken pipe', before)."""
+    marker = tmp_path / "ran"
+    real = ledger.attach
+
+    def attach(name, pid, **k):
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: _state(pid) == "Z", 20, "the child a zombie")  # (its end of the gate closed)
+        return real(name, pid, **k)
+
+    monkeypatch.setattr(ledger, "attach", attach)
+    with pytest.raises(ChildProcessError, match=r"was killed by SIGKILL at its gate, before the command ran; "
+                                                r"holder 'job' is released"):
+        ledger.spawn("job", ["touch", str(marker)], [W(str(tmp_path / "x"))])
+    assert not marker.exists()
+    assert released(ledger, "job")[0]["note"] == "spawn failed before the command ran"
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (``/proc/PID/stat``), ``""`` once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return ""
 
 
 def test_the_gate_without_bash(ledger, tmp_path, monkeypatch):
