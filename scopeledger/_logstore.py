@@ -318,9 +318,12 @@ class Tickets(Protocol):
 
     def leave(self, ticket: Ticket | None) -> None:
         """Give ``ticket`` back (``None``: nothing), waking the waiter that
-        stands behind it. Idempotent; raises nothing but an interruption
-        (``KeyboardInterrupt``), after which the ticket is given back anyway
-        (its lock is let go)."""
+        stands behind it: gone at once for this store's own reads; a server
+        store may send it without waiting for the answer (``PgTickets``),
+        so another store object may list it a moment longer, until the
+        server has it (the waiter behind is woken then). Idempotent; raises
+        nothing but an interruption (``KeyboardInterrupt``), after which the
+        ticket is given back anyway (its lock is let go)."""
         ...
 
     def lost(self, ticket: Ticket) -> bool:

@@ -329,7 +329,7 @@ def test_a_ticket_found_lost_after_its_outage_ended_is_told_as_info(pg_cluster, 
         assert _lost_records(caplog) == [
             (logging.INFO, f"holder 'w' lost its place in the waiters' queue (ticket {ticket[0]}: its connection "
                            "broke) and joined again, at its end")]
-        assert queued(pg_cluster, pg_url) == []
+        wait_for(lambda: queued(pg_cluster, pg_url) == [], "the grant's leave seen", BOUND)
     finally:
         other.close()
         led.close()
@@ -366,7 +366,7 @@ def test_a_ticket_lost_whose_join_again_fails_says_so_once_it_joined(pg_cluster,
         assert len(warned) == 1 and "cannot reach the ledger while it waits" in warned[0], warned
         assert [level for level, _ in _lost_records(caplog)] == [logging.INFO]
         assert f"(ticket {ticket[0]}: its connection broke)" in _lost_records(caplog)[0][1]
-        assert queued(pg_cluster, pg_url) == []
+        wait_for(lambda: queued(pg_cluster, pg_url) == [], "the grant's leave seen", BOUND)
     finally:
         other.close()
         led.close()
@@ -644,7 +644,7 @@ def test_async_waiters_give_their_tickets_back_off_the_event_loop(pg_cluster, pg
         loop_thread = asyncio.run(main())
         assert len(leaving) == 3 and loop_thread not in leaving, (leaving, loop_thread)
         assert grants(led) == ["holder", "first"]
-        assert queued(pg_cluster, pg_url) == []
+        wait_for(lambda: queued(pg_cluster, pg_url) == [], "the grant's leave seen", BOUND)
     finally:
         led.close()
 
@@ -802,7 +802,9 @@ def test_a_waiter_behind_one_that_is_killed_is_woken_by_its_death(pg_cluster, pg
         assert not t.is_alive()
         assert not isinstance(out[0], BaseException), out
         assert out[0].name == "second"
-        assert names(pg_cluster, pg_url) == []  # first's ticket removed (its backend may still live)
+        # first's ticket removed (its backend may still live), second's left
+        # (sent, not waited for: seen once the server has it)
+        wait_for(lambda: names(pg_cluster, pg_url) == [], "first's ticket removed, second's left", BOUND)
     finally:
         if first is not None:
             kill_all([first])
