@@ -358,7 +358,7 @@ def _zombie(pid: int) -> Verdict | None:
         return _unknown(f"pid {pid}'s main thread has exited and whether other threads of it still run "
                         f"cannot be read ({PROC}/{pid}/task)")
     if not threads:
-        return Verdict(Liveness.ZOMBIE, f"pid {pid} exited and was never reaped by its parent")
+        return Verdict(Liveness.ZOMBIE, f"pid {pid} has exited (a zombie: its parent has not reaped it)")
     return None
 
 

@@ -80,3 +80,27 @@ def test_run_warns_when_its_grant_was_cut_from_the_log_by_a_repair(tmp_path: Pat
 def test_run_says_nothing_when_it_releases_its_own_grant(tmp_path: Path) -> None:
     p = _run_that(tmp_path, "exit 0")
     assert p.returncode == 0 and "warning" not in p.stderr, p.stderr
+
+
+def test_run_records_how_its_command_ended_with_the_release(tmp_path: Path) -> None:
+    """The release of a ``ledger run`` carries its command's exit status, or
+    the signal that ended it, as ``spawn`` records them (``exit_code``,
+    ``exit_signal``); a command that never ran records neither."""
+    import orjson
+
+    def released(led: Path) -> dict[str, object]:
+        lines = [orjson.loads(raw) for raw in (led / "events.jsonl").read_bytes().splitlines()]
+        [line] = [ev for ev in lines if ev["type"] == "released" and ev["name"] == "job"]
+        return {k: line[k] for k in ("exit_code", "exit_signal") if k in line}
+
+    for d in "abc":
+        (tmp_path / d).mkdir()
+    p = _run_that(tmp_path / "a", "exit 3")
+    assert p.returncode == 3, p.stderr
+    assert released(tmp_path / "a" / "led") == {"exit_code": 3}
+    p = _run_that(tmp_path / "b", "kill -TERM $$")
+    assert p.returncode == 128 + 15, p.stderr
+    assert released(tmp_path / "b" / "led") == {"exit_signal": 15}
+    p = _run_that(tmp_path / "c", "exit 0")
+    assert p.returncode == 0, p.stderr
+    assert released(tmp_path / "c" / "led") == {"exit_code": 0}

@@ -52,7 +52,7 @@ REASONS = {
 
 _REASON_DETAIL = {
     "process_gone": "pid {pid} no longer exists",
-    "zombie": "pid {pid} exited and was never reaped by its parent",
+    "zombie": "pid {pid} has exited (a zombie: its parent has not reaped it)",
     "pid_reused": "pid {pid} now belongs to another process",
     "earlier_boot": "pid {pid} ran under an earlier boot of this machine",
     "namespace_gone": "no process is left in the PID namespace pid {pid} was a number in",

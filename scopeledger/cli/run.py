@@ -210,6 +210,9 @@ class _Runner:
         self.fg = _foreground_group()
         self.old_handlers: dict[int, Any] = {}
         self.advisory = False  # --advisory: granted despite conflicts, with a warning naming them
+        #: How COMMAND ended, once waited for (``Popen.returncode``'s form: -N for signal N),
+        #: recorded with the release (``exit_code`` / ``exit_signal``).
+        self.returncode: int | None = None
         # The gate: COMMAND starts once it is open (``started``). The session's thread
         # (session_lost) and the main thread (opening it) decide under ``_gate_lock``
         # whether a lost session stops COMMAND (started) or keeps it from starting.
@@ -461,6 +464,7 @@ class _Runner:
         finally:
             self.waited = True
         code = os.waitstatus_to_exitcode(status)
+        self.returncode = code  # (-N: killed by signal N; recorded with the release)
         return 128 - code if code < 0 else code
 
     def session_lost(self, err: Any) -> None:
@@ -505,15 +509,16 @@ class _Runner:
         old = self.block()
         ledger = self.ledger
         try:
+            ended = self.returncode if self.started else None  # (COMMAND never ran: nothing to record)
             try:
-                ledger.release(alloc.name, token=alloc.token)
+                ledger.release(alloc.name, token=alloc.token, returncode=ended)
             except LockTimeout:
                 # --lock-timeout bounds waiting to take a scope; the command
                 # has ended, and its scope should go back now: wait longer.
                 short = ledger.timeout
                 ledger.timeout = max(short or 0.0, RELEASE_WAIT_SECONDS)
                 try:
-                    ledger.release(alloc.name, token=alloc.token)
+                    ledger.release(alloc.name, token=alloc.token, returncode=ended)
                 finally:
                     ledger.timeout = short
         except UnknownHolder:
