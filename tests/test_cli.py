@@ -299,7 +299,8 @@ def test_replay_says_what_each_event_did(led: Path, lib: Ledger, tree: Path) -> 
     assert "refused     'newcomer'" in text and "'leaf' (delegated from 'mid', from 'rt')" in text
     assert "released    'mid'" in text and "re-parented 'leaf' to 'rt'" in text
     assert f"reclaimed   'gone' because process gone: pid {gone.pid} no longer exists" in text
-    assert f"reclaimed   'zombie' because zombie: pid {zombie.pid} has exited (a zombie: its parent has not reaped it)" in text
+    assert (f"reclaimed   'zombie' because zombie: pid {zombie.pid} has exited (a zombie: its parent has not "
+            "reaped it)") in text
 
     # --json: JSON Lines, the stored events
     js = jl(ledger_cmd(led, "replay", "--json").stdout)
