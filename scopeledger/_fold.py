@@ -996,12 +996,12 @@ def owner_chain(state: State, rule: ScopeRule, top: str) -> tuple[tuple[str, ...
     and the owner's conflicting rule.
     """
     chain = [top]
-    owner_rule = _conflicting(state.holders[top], rule)
+    owner_rule = _conflicting(state, state.holders[top], rule)
     assert owner_rule is not None
     current = top
     while True:
         for child in state.children.get(current, ()):
-            r = _conflicting(state.holders[child], rule)
+            r = _conflicting(state, state.holders[child], rule)
             if r is not None:
                 chain.append(child)
                 owner_rule = r
@@ -1011,11 +1011,33 @@ def owner_chain(state: State, rule: ScopeRule, top: str) -> tuple[tuple[str, ...
             return tuple(chain), owner_rule
 
 
-def _conflicting(alloc: Allocation, rule: ScopeRule) -> ScopeRule | None:
-    for r in alloc.rules:
-        if conflicts(r, rule):
-            return r
-    return None
+#: A holder with more rules than this is asked of the state's path index
+#: (:func:`_conflicting`), not scanned.
+_SCAN_RULES = 16
+
+
+def _conflicting(state: State, alloc: Allocation, rule: ScopeRule) -> ScopeRule | None:
+    """The first of ``alloc``'s rules (in their order) that conflicts with
+    ``rule``, or ``None``. A holder of many rules is not scanned: its rules
+    that overlap ``rule`` are found along ``rule``'s path in the state's
+    index (a decision per rule of 2,000 against a holder of 1,000 rules
+    scanned them all, 2,000 times)."""
+    rules = alloc.rules
+    if len(rules) <= _SCAN_RULES:
+        for r in rules:
+            if conflicts(r, rule):
+                return r
+        return None
+    name = alloc.name
+    found: ScopeRule | None = None
+    at = len(rules)
+    for permission in CONFLICTS_WITH[rule.permission]:
+        for holder, r in state.index_of(permission).overlapping(rule):
+            if holder == name and conflicts(r, rule):
+                i = rules.index(r)
+                if i < at:
+                    found, at = r, i
+    return found
 
 
 def check_request(state: State, name: str, rules: tuple[ScopeRule, ...],

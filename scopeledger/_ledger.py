@@ -2246,8 +2246,19 @@ class Ledger:
         with self._mem:
             state = self._current()
             _check_parent(state, parent, parent_token)
-            answers = [self._decided_copy(state, name, (r,), parent) for r in rules_t]
-        return [a if isinstance(a, Decision) else self._decided(a, name, (r,), parent)
+            answers: list[Decision | None] = []
+            for r in rules_t:
+                err = check_request(state, name, (r,), parent)
+                if isinstance(err, UnknownHolder):
+                    raise err
+                answers.append(Decision(None, (), (r,)) if err is None else None)
+            # One copy for every rule that meets a holder (each copied again
+            # only if its decision reclaims one: _decided's ``shared``); a copy
+            # per rule made 500 rules against 500 held ones 1.6 s of copying.
+            base = state.copy() if None in answers else None
+        verdicts: dict[str, Verdict] = {}  # (each holder in the way probed once for all the rules)
+        # (base is a copy whenever an answer is None)
+        return [a if a is not None else self._decided(base, name, (r,), parent, shared=True, verdicts=verdicts)  # type: ignore[arg-type]
                 for a, r in zip(answers, rules_t, strict=True)]
 
     def _question(self, name: str | None, rules: Any, parent: str | None,
@@ -2274,9 +2285,14 @@ class Ledger:
         return state.copy()  # the reclaims are simulated on a copy
 
     def _decided(self, state: State, name: str, rules_t: tuple[ScopeRule, ...],
-                 parent: str | None) -> Decision:
-        """:meth:`decide` on ``state`` (a copy), probing the holders in the way."""
-        verdicts: dict[str, Verdict] = {}
+                 parent: str | None, *, shared: bool = False,
+                 verdicts: dict[str, Verdict] | None = None) -> Decision:
+        """:meth:`decide` on ``state`` (a copy), probing the holders in the
+        way (``verdicts``: the probes' answers so far, shared by calls on one
+        state). ``shared``: ``state`` serves other decisions too and must not
+        change: a decision that would reclaim a holder is made again on a
+        copy of it."""
+        verdicts = {} if verdicts is None else verdicts
         reclaimed: list[Reclaimed] = []
 
         def liveness(n: str) -> Verdict:
@@ -2286,12 +2302,17 @@ class Ledger:
             return v
 
         def reclaim(n: str, reason: str) -> None:
+            if shared:
+                raise _SharedState
             plan = reparent_plan(state, n)
             reclaimed.append(Reclaimed(n, reason, verdicts[n].why, state.holders[n].pid, None,
                                        tuple((c, p) for c, p in plan), last_seen_ns(state.holders[n])))
             commit_removal(state, n, state.seq + 1, state.last_ts, state.last_hash)
 
-        err = decide(state, name, rules_t, parent, liveness, reclaim)
+        try:
+            err = decide(state, name, rules_t, parent, liveness, reclaim)
+        except _SharedState:  # (raised before anything changed)
+            return self._decided(state.copy(), name, rules_t, parent, verdicts=verdicts)
         if isinstance(err, UnknownHolder):
             raise err
         assert err is None or isinstance(err, Refused)
@@ -3336,6 +3357,11 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
                            Lease(ttl_ns, not only, actor.get("host"), actor.get("boot"), clock.get("boot_ns"), ts, seq))
     txn.after = (commit_grant, alloc, h)
     return alloc
+
+
+class _SharedState(Exception):
+    """:meth:`Ledger._decided` on a state other decisions share met a
+    holder to reclaim: decide again on a copy."""
 
 
 class Hold:

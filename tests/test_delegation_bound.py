@@ -294,3 +294,50 @@ def test_the_check_meets_what_comparing_with_every_overlapping_entry_meets(holde
     assert list(fold._in_the_way(state, rules, line)) == want
     for r in rules:
         assert fold.covered_by(state, parent, r) == any(covers(p, r) for p in state.holders[parent].rules)
+
+
+def test_decide_each_against_a_holder_of_many_rules_names_what_a_scan_names(tmp_path, monkeypatch):
+    """A refusal names the first of the holder's rules (in their order) that
+    conflicts; for a holder of many rules that rule is found along the
+    asked path in the state's index, not by scanning them all (decide_each
+    of 2,000 rules against 1,000 held: 6.4 s of CPU, now 0.08 s). The same
+    answers, refusal by refusal, as the scan gives (forced here)."""
+    import random
+
+    rng = random.Random(16)
+    t = tmp_path / "t"
+    paths = [t / f"a{i % 7}" / f"b{i % 5}" / f"c{i}" for i in range(300)] + [t / "a1", t / "a2" / "b3", t, t / "z"]
+    kinds = ["write", "read", "exclusive-read"]
+    held = {str(p): ScopeRule(str(p), rng.choice(kinds), rng.random() < 0.7) for p in rng.sample(paths[:300], 150)}
+    asks = [ScopeRule(str(rng.choice(paths)), rng.choice(kinds), rng.random() < 0.5) for _ in range(400)]
+    with Ledger.open(tmp_path / "ledger") as led:
+        led.register("big", list(held.values()))
+        indexed = [str(d.refusal) for d in led.decide_each(None, asks)]
+        monkeypatch.setattr(fold, "_SCAN_RULES", 10**9)
+        scanned = [str(d.refusal) for d in led.decide_each(None, asks)]
+    assert indexed == scanned
+    assert sum(r != "None" for r in indexed) > 50
+
+
+def test_decide_each_answers_as_decide_of_each_rule_alone_with_a_dead_holder_in_the_way(tmp_path):
+    """decide_each decides every rule on one copy of the state; a rule whose
+    decision reclaims a dead holder is decided again on a copy of its own,
+    so that each answer is the one decide gives for that rule alone (the
+    reclaim listed for each rule it lets through)."""
+    import subprocess
+
+    w = lambda p: ScopeRule(str(tmp_path / p), "write")  # noqa: E731
+    proc = subprocess.Popen(["sleep", "60"])
+    with Ledger.open(tmp_path / "ledger") as led:
+        try:
+            led.register("dead", [w("a"), w("b")], pid=proc.pid)
+        finally:
+            proc.kill()
+            proc.wait()
+        led.register("live", [w("c")])
+        rules = [w("a/x"), w("b"), w("c/y"), w("d"), w("a")]
+        each = [(str(d.refusal), [r.name for r in d.reclaimed]) for d in led.decide_each(None, rules)]
+        alone = [(str(d.refusal), [r.name for r in d.reclaimed]) for r in rules for d in [led.decide(None, [r])]]
+    assert each == alone
+    assert [names for _, names in each] == [["dead"], ["dead"], [], [], ["dead"]]
+    assert [refusal == "None" for refusal, _ in each] == [True, True, False, True, True]

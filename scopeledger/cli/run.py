@@ -509,16 +509,16 @@ class _Runner:
         old = self.block()
         ledger = self.ledger
         try:
-            ended = self.returncode if self.started else None  # (COMMAND never ran: nothing to record)
+            how = self.returncode if self.started else None  # (COMMAND never ran: nothing to record)
             try:
-                ledger.release(alloc.name, token=alloc.token, returncode=ended)
+                ledger.release(alloc.name, token=alloc.token, returncode=how)
             except LockTimeout:
                 # --lock-timeout bounds waiting to take a scope; the command
                 # has ended, and its scope should go back now: wait longer.
                 short = ledger.timeout
                 ledger.timeout = max(short or 0.0, RELEASE_WAIT_SECONDS)
                 try:
-                    ledger.release(alloc.name, token=alloc.token, returncode=ended)
+                    ledger.release(alloc.name, token=alloc.token, returncode=how)
                 finally:
                     ledger.timeout = short
         except UnknownHolder:
