@@ -817,7 +817,7 @@ async def _spawn(aledger: AsyncLedger, name: str, argv: Sequence[str], rules: An
     with first_use:
         from . import _spawn as sp
 
-    sp.check_spawn_args(argv, popen, parent, parent_token)
+    sp.check_spawn_args(argv, popen, parent, parent_token, env)
     if parent is None:
         alloc = await aledger.register(name, rules, wait=wait, note=note, advisory=advisory, ttl=ttl,
                                        lease_only=lease_only)

@@ -220,8 +220,11 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
 
     Raises:
         TypeError: ``argv`` is not a non-empty sequence of ``str``;
+            ``env`` is not ``None`` or a mapping of ``str`` to ``str``;
             ``popen`` has a key spawn sets itself; ``parent_token``
             without ``parent`` (nothing is asked or started).
+        NotADirectoryError: ``cwd`` is not a directory (nothing is asked
+            or started).
         Refused, WaitTimeout, ...: as :meth:`Ledger.register` /
             :meth:`Ledger.delegate` (nothing is started).
         OSError: the gate (bash, else ``/bin/sh``) cannot start (the grant
@@ -231,7 +234,7 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
         UnknownHolder: the grant was taken away before it could be bound
             to the child (the command never runs; the grant is released).
     """
-    check_spawn_args(argv, popen, parent, parent_token)
+    check_spawn_args(argv, popen, parent, parent_token, env)
     if parent is None:
         alloc = ledger.register(name, rules, wait=wait, note=note, advisory=advisory, ttl=ttl,
                                 lease_only=lease_only)
@@ -244,14 +247,22 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
     return spawned
 
 
-def check_spawn_args(argv: Any, popen: Mapping[str, Any], parent: Any, parent_token: Any) -> None:
+def check_spawn_args(argv: Any, popen: Mapping[str, Any], parent: Any, parent_token: Any,
+                     env: Any = None) -> None:
     """What :func:`spawn` refuses before it asks the ledger.
 
     Raises:
         TypeError: see :func:`spawn`.
+        NotADirectoryError: ``cwd`` (in ``popen``) is not a directory.
     """
     if isinstance(argv, (str, bytes)) or not argv or not all(isinstance(a, str) for a in argv):
         raise TypeError(f"argv must be a non-empty sequence of str, not {shown(argv)}")
+    if env is not None and not (isinstance(env, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+        raise TypeError(f"env must be None or a mapping of str to str, not {shown(env)}")
+    cwd = popen.get("cwd")
+    if cwd is not None and not os.path.isdir(cwd):
+        raise NotADirectoryError(f"spawn's cwd {shown(cwd)} is not a directory (nothing was asked or started)")
     for key in ("args", "env", "pass_fds", "preexec_fn", "executable"):
         if key in popen:
             raise TypeError(f"spawn() sets {key} itself")

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import re
 import textwrap
 
 import orjson
@@ -352,3 +353,20 @@ def test_async_spawn_with_a_ttl_keeps_the_lease_until_its_wait(ledger_dir, tmp_p
             assert not await al.check("leased", sp.allocation.token)
 
     asyncio.run(asyncio.wait_for(main(), 120))
+
+
+@pytest.mark.parametrize("kwargs, error, says", [
+    ({"env": ""}, TypeError, "env must be None or a mapping of str to str, not ''"),
+    ({"env": []}, TypeError, "env must be None or a mapping of str to str, not []"),
+    ({"env": {"A": 1}}, TypeError, "env must be None or a mapping of str to str"),
+    ({"cwd": "no/such/dir"}, NotADirectoryError, "spawn's cwd 'no/such/dir' is not a directory"),
+])
+def test_a_bad_env_or_cwd_is_refused_before_anything_is_asked(ledger, tmp_path, kwargs, error, says):
+    """A fresh tester's findings: env='' and env=[] were taken (an empty
+    environment), a missing cwd raised a bare FileNotFoundError after the
+    grant was made and released."""
+    marker = tmp_path / "ran"
+    seq = ledger.seq
+    with pytest.raises(error, match=re.escape(says)):
+        ledger.spawn("job", ["touch", str(marker)], [W(str(tmp_path / "x"))], **kwargs)
+    assert not marker.exists() and ledger.seq == seq  # nothing recorded
