@@ -266,6 +266,34 @@ def test_show_at_and_who_at(led: Path, lib: Ledger, tree: Path) -> None:
     assert "no state at seq 999" in one_error_line(res.stderr)
 
 
+def test_replay_shows_a_grant_s_note_and_how_each_release_came(led: Path, lib: Ledger, tree: Path) -> None:
+    """What issue 16 added to the events, in replay's words too (it was in
+    --json only: a forced release read as an ordinary one): a grant's note,
+    a forced release's reason, the exit status or signal, a release's note,
+    when a reclaimed holder was last seen alive. Control characters in a
+    note are shown escaped."""
+    a = lib.register("a", [W_at(tree, "a")], note="nightly build")
+    lib.release("a", token=a.token, returncode=3, note="tests failed")
+    b = lib.register("b", [W_at(tree, "b")])
+    lib.release("b", token=b.token, returncode=-9)
+    lib.register("c", [W_at(tree, "c")])
+    lib.release("c", force=True, reason="stuck for an hour\x1b[31m")
+    gone = subprocess.Popen([PY, "-c", "import time; time.sleep(30)"])
+    lib.register("gone", [W_at(tree, "g")], pid=gone.pid)
+    gone.kill()
+    gone.wait()
+    assert ledger_cmd(led, "reclaim").returncode == 0
+    res = ledger_cmd(led, "replay", "--relative-to", str(tree))
+    assert res.returncode == 0, res.stderr
+    text = res.stdout
+    assert "registered  'a' pid" in text and "; note: nightly build" in text
+    assert "; its process exited with status 3; note: tests failed" in text
+    assert "released    'b' (pid" in text and "; its process was killed by SIGKILL" in text
+    assert "released    'c' (pid" in text and "; forced, reason: stuck for an hour\\x1b[31m" in text
+    assert "\x1b" not in text
+    assert "reclaimed   'gone' because process gone" in text and "; last seen alive " in text
+
+
 def test_replay_says_what_each_event_did(led: Path, lib: Ledger, tree: Path) -> None:
     lib.register("rt", [W_at(tree, "src")])
     lib.delegate("rt", "mid", [W_at(tree, "src/parser"), W_at(tree, "src/lexer")])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import signal
 import sys
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
@@ -143,6 +144,37 @@ def in_zone(ns: int, zone: Any = None) -> dt.datetime:
 #: ``(second, "2025-11-29T14:03:05")``: the UTC second :func:`short_time`
 #: wrote last (a replay's events come many to a second).
 _last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
+def _grant_details(h: dict[str, Any]) -> str:
+    """What a grant's holder adds: its socket, its lease, its note (why it
+    was asked for); ``""`` when none."""
+    out = f"; socket {h['socket']}" if h.get("socket") else ""
+    if h.get("ttl_ns"):
+        out += f"; lease {h['ttl_ns'] / 1e9:g} s" + (" (lease only)" if h.get("lease_only") else "")
+    if "note" in h:
+        out += f"; note: {h['note']}"
+    return out
+
+
+def _release_details(d: dict[str, Any]) -> str:
+    """What a ``released`` event adds (v2): a forced release and its reason,
+    how the holder's process ended (``exit_code``, ``exit_signal``), the
+    releaser's note; ``""`` when none."""
+    out = ""
+    if "forced" in d:
+        out += f"; forced, reason: {d['forced']}"
+    if "exit_code" in d:
+        out += f"; its process exited with status {d['exit_code']}"
+    elif "exit_signal" in d:
+        sig = d["exit_signal"]
+        try:
+            out += f"; its process was killed by {signal.Signals(sig).name}"
+        except ValueError:
+            out += f"; its process was killed by signal {sig}"
+    if "note" in d:
+        out += f"; note: {d['note']}"
+    return out
 
 
 def short_time(ns: int, zone: Any = None) -> str:
@@ -292,10 +324,7 @@ class Narrator:
                 head = f"'{name}' from '{h['parent']}'"
                 head += (f", reserved by pid {pid} until its process attaches" if h.get("reserved")
                          else f" pid {pid}")
-            extra = f"; socket {h['socket']}" if h.get("socket") else ""
-            if h.get("ttl_ns"):
-                extra += f"; lease {h['ttl_ns'] / 1e9:g} s" + (" (lease only)" if h.get("lease_only") else "")
-            return f"{head}: {rules}{extra}"
+            return f"{head}: {rules}{_grant_details(h)}"
         if kind == "renewed":
             return f"'{d['name']}' (token {d['token']}) for {d['ttl_ns'] / 1e9:g} s"
         if kind == "attached":
@@ -315,12 +344,15 @@ class Narrator:
                 text = f"'{name}' ({pid_s})"
                 if actor is not None and pid is not None and actor != pid:
                     text += f" by pid {actor}"
+                text += _release_details(d)
             else:
                 reason = d["reason"]
                 detail = _REASON_DETAIL.get(reason, "{pid}").format(pid=pid if pid is not None else "?")
                 text = f"'{name}' because {REASONS.get(reason, reason)}: {detail}"
                 if actor is not None:
                     text += f"; by pid {actor}"
+                if d.get("last_seen"):
+                    text += f"; last seen alive {short_time(d['last_seen'], self.zone)}"
             moves = d.get("reparented") or []
             if moves:
                 parts = []
