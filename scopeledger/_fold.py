@@ -1128,7 +1128,9 @@ def _in_the_way(state: State, rules: tuple[ScopeRule, ...], line: set[str],
         against = CONFLICTS_WITH[rule.permission]
         if not against:
             continue
-        for index in ((state.writes, state.xreads) if _WRITE in against else (state.writes,)):
+        # (the tries of exactly the permissions it conflicts with: a write
+        # meets writes and exclusive reads, an exclusive read only writes)
+        for index in ((state.writes, state.xreads) if Permission.EXCLUSIVE_READ in against else (state.writes,)):
             if not index.size:
                 continue
             for owner, _ in index.outside(rule, line, seen):

@@ -223,6 +223,34 @@ def test_exclusive_read_delegation(ledger: Ledger, tmp_path: Path) -> None:
         ledger.delegate("q", "qx", [X(str(tmp_path / "b"))])  # not inside a shared read
 
 
+@pytest.mark.parametrize("parent_rule", [X, W])
+def test_sibling_exclusive_reads_of_one_path_share_it(ledger: Ledger, tmp_path: Path, parent_rule) -> None:
+    """Under one parent (an exclusive read, or a write), two children's
+    exclusive reads of one path, or of a path inside it, do not conflict,
+    as two top-level exclusive reads do not: every way of asking grants
+    them (a fresh tester's finding: each raised a bare AssertionError, and
+    ``ledger check --parent``/``run --parent`` exited 70, because a
+    delegation's exclusive read looked for siblings' exclusive reads in its
+    way too); a sibling's write over them is still refused."""
+    from scopeledger import DelegationError
+
+    a = str(tmp_path / "a")
+    ledger.register("p", [parent_rule(a)])
+    ledger.delegate("p", "c1", [X(a + "/s")])
+    for asked in ([X(a + "/s")], [X(a + "/s/t")]):
+        assert ledger.decide("c2", asked, parent="p").refusal is None
+        assert [d.refusal for d in ledger.decide_each("c2", asked, parent="p")] == [None]
+        g = ledger.delegate("p", "c2", asked, advisory=True)
+        [ev] = ledger.events(since=g.token, until=g.token)
+        assert ev.data["holder"]["advisory"] == []  # granted, meeting no conflict
+        ledger.release("c2")
+        assert ledger.delegate("p", "c2", asked, wait=5).name == "c2"
+        ledger.release("c2")
+    if parent_rule is W:
+        with pytest.raises(DelegationError, match="sibling"):
+            ledger.delegate("p", "c3", [W(a + "/s/w")])
+
+
 def test_exclusive_read_in_text_and_log(ledger: Ledger, tmp_path: Path) -> None:
     from scopeledger import Permission, parse_rule
     from scopeledger._events import decode, check_event
