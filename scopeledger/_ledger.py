@@ -2257,8 +2257,9 @@ class Ledger:
             # per rule made 500 rules against 500 held ones 1.6 s of copying.
             base = state.copy() if None in answers else None
         verdicts: dict[str, Verdict] = {}  # (each holder in the way probed once for all the rules)
+        reclaims: dict[tuple[int, str], tuple[State, Reclaimed]] = {}
         # (base is a copy whenever an answer is None)
-        return [a if a is not None else self._decided(base, name, (r,), parent, shared=True, verdicts=verdicts)  # type: ignore[arg-type]
+        return [a if a is not None else self._decided(base, name, (r,), parent, verdicts=verdicts, reclaims=reclaims)  # type: ignore[arg-type]
                 for a, r in zip(answers, rules_t, strict=True)]
 
     def _question(self, name: str | None, rules: Any, parent: str | None,
@@ -2285,13 +2286,19 @@ class Ledger:
         return state.copy()  # the reclaims are simulated on a copy
 
     def _decided(self, state: State, name: str, rules_t: tuple[ScopeRule, ...],
-                 parent: str | None, *, shared: bool = False,
-                 verdicts: dict[str, Verdict] | None = None) -> Decision:
+                 parent: str | None, *, verdicts: dict[str, Verdict] | None = None,
+                 reclaims: dict[tuple[int, str], tuple[State, Reclaimed]] | None = None) -> Decision:
         """:meth:`decide` on ``state`` (a copy), probing the holders in the
         way (``verdicts``: the probes' answers so far, shared by calls on one
-        state). ``shared``: ``state`` serves other decisions too and must not
-        change: a decision that would reclaim a holder is made again on a
-        copy of it."""
+        state).
+
+        ``reclaims``: given, ``state`` serves other decisions too
+        (:meth:`decide_each`) and is never changed: the first reclaim a
+        decision meets is simulated once on a copy, kept there under
+        ``(id(state), holder)`` for every decision that meets the same
+        reclaim first (each goes on from the same state, as deciding alone
+        it would), and the decision goes on on that copy. So as many copies
+        are made as there are distinct reclaims met, not one per rule."""
         verdicts = {} if verdicts is None else verdicts
         reclaimed: list[Reclaimed] = []
 
@@ -2302,17 +2309,23 @@ class Ledger:
             return v
 
         def reclaim(n: str, reason: str) -> None:
-            if shared:
-                raise _SharedState
-            plan = reparent_plan(state, n)
-            reclaimed.append(Reclaimed(n, reason, verdicts[n].why, state.holders[n].pid, None,
-                                       tuple((c, p) for c, p in plan), last_seen_ns(state.holders[n])))
-            commit_removal(state, n, state.seq + 1, state.last_ts, state.last_hash)
+            if reclaims is not None:
+                raise _SharedState(n, reason)
+            reclaimed.append(_simulate_reclaim(state, n, reason, verdicts[n]))
 
         try:
             err = decide(state, name, rules_t, parent, liveness, reclaim)
-        except _SharedState:  # (raised before anything changed)
-            return self._decided(state.copy(), name, rules_t, parent, verdicts=verdicts)
+        except _SharedState as first:  # (raised before anything changed)
+            assert reclaims is not None
+            key = (id(state), first.name)
+            kept = reclaims.get(key)
+            if kept is None:
+                after = state.copy()
+                kept = reclaims[key] = (after, _simulate_reclaim(after, first.name, first.reason,
+                                                                 verdicts[first.name]))
+            after, entry = kept
+            rest = self._decided(after, name, rules_t, parent, verdicts=verdicts, reclaims=reclaims)
+            return Decision(rest.refusal, (entry, *rest.reclaimed), rules_t)
         if isinstance(err, UnknownHolder):
             raise err
         assert err is None or isinstance(err, Refused)
@@ -3360,8 +3373,23 @@ def _grant(txn: _Txn, kind: str, name: str, rules: tuple[ScopeRule, ...], ident:
 
 
 class _SharedState(Exception):
-    """:meth:`Ledger._decided` on a state other decisions share met a
-    holder to reclaim: decide again on a copy."""
+    """:meth:`Ledger._decided` on a state other decisions share met holder
+    ``name`` to reclaim (for ``reason``): go on on a copy where it is."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(name)
+        self.name = name
+        self.reason = reason
+
+
+def _simulate_reclaim(state: State, name: str, reason: str, verdict: Verdict) -> Reclaimed:
+    """Reclaim holder ``name`` in ``state`` (a copy: nothing is recorded),
+    as a decision would; what it reclaimed."""
+    held = state.holders[name]
+    plan = reparent_plan(state, name)
+    entry = Reclaimed(name, reason, verdict.why, held.pid, None, tuple((c, p) for c, p in plan), last_seen_ns(held))
+    commit_removal(state, name, state.seq + 1, state.last_ts, state.last_hash)
+    return entry
 
 
 class Hold:

@@ -323,8 +323,10 @@ def test_decide_each_against_a_holder_of_many_rules_names_what_a_scan_names(tmp_
 
 
 def test_decide_each_answers_as_decide_of_each_rule_alone_with_a_dead_holder_in_the_way(tmp_path):
-    """decide_each decides every rule on one copy of the state; a rule whose
-    decision reclaims a dead holder is decided again on a copy of its own,
+    """decide_each decides every rule on one copy of the state; a decision
+    that reclaims a dead holder goes on on a copy where it is reclaimed,
+    made once for every decision that meets that reclaim first (one copy
+    per rule made 2,000 rules against a dead holder of 2,000 take 15 s),
     so that each answer is the one decide gives for that rule alone (the
     reclaim listed for each rule it lets through)."""
     import subprocess
