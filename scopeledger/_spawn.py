@@ -223,8 +223,10 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
             ``env`` is not ``None`` or a mapping of ``str`` to ``str``;
             ``popen`` has a key spawn sets itself; ``parent_token``
             without ``parent`` (nothing is asked or started).
+        ValueError: ``env`` has a name that is empty or holds ``=`` or
+            NUL, or a value that holds NUL (nothing is asked or started).
         NotADirectoryError: ``cwd`` is not a directory (nothing is asked
-            or started).
+            or started); ``TypeError`` when it is not a path.
         Refused, WaitTimeout, ...: as :meth:`Ledger.register` /
             :meth:`Ledger.delegate` (nothing is started).
         OSError: the gate (bash, else ``/bin/sh``) cannot start (the grant
@@ -257,12 +259,19 @@ def check_spawn_args(argv: Any, popen: Mapping[str, Any], parent: Any, parent_to
     """
     if isinstance(argv, (str, bytes)) or not argv or not all(isinstance(a, str) for a in argv):
         raise TypeError(f"argv must be a non-empty sequence of str, not {shown(argv)}")
-    if env is not None and not (isinstance(env, Mapping) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
-        raise TypeError(f"env must be None or a mapping of str to str, not {shown(env)}")
+    if env is not None:
+        if not (isinstance(env, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+            raise TypeError(f"env must be None or a mapping of str to str, not {shown(env)}")
+        for k, v in env.items():
+            if not k or "=" in k or "\0" in k or "\0" in v:
+                raise ValueError(f"env has a variable the OS cannot take (a name empty or with '=' or NUL, "
+                                 f"or a value with NUL): {shown(k)}")
     cwd = popen.get("cwd")
-    if cwd is not None and not os.path.isdir(cwd):
-        raise NotADirectoryError(f"spawn's cwd {shown(cwd)} is not a directory (nothing was asked or started)")
+    if cwd is not None:
+        if not isinstance(cwd, (str, bytes, os.PathLike)):
+            raise TypeError(f"spawn's cwd must be a path, not {shown(cwd)}")
+        if not os.path.isdir(cwd):
+            raise NotADirectoryError(f"spawn's cwd {shown(cwd)} is not a directory (nothing was asked or started)")
     for key in ("args", "env", "pass_fds", "preexec_fn", "executable"):
         if key in popen:
             raise TypeError(f"spawn() sets {key} itself")

@@ -360,6 +360,10 @@ def test_async_spawn_with_a_ttl_keeps_the_lease_until_its_wait(ledger_dir, tmp_p
     ({"env": []}, TypeError, "env must be None or a mapping of str to str, not []"),
     ({"env": {"A": 1}}, TypeError, "env must be None or a mapping of str to str"),
     ({"cwd": "no/such/dir"}, NotADirectoryError, "spawn's cwd 'no/such/dir' is not a directory"),
+    ({"cwd": 5}, TypeError, "spawn's cwd must be a path, not 5"),
+    ({"env": {"A=B": "1"}}, ValueError, "env has a variable the OS cannot take"),
+    ({"env": {"": "1"}}, ValueError, "env has a variable the OS cannot take"),
+    ({"env": {"A": "x\0y"}}, ValueError, "env has a variable the OS cannot take"),
 ])
 def test_a_bad_env_or_cwd_is_refused_before_anything_is_asked(ledger, tmp_path, kwargs, error, says):
     """A fresh tester's findings: env='' and env=[] were taken (an empty
