@@ -270,14 +270,16 @@ def test_replay_shows_a_grant_s_note_and_how_each_release_came(led: Path, lib: L
     """What issue 16 added to the events, in replay's words too (it was in
     --json only: a forced release read as an ordinary one): a grant's note,
     a forced release's reason, the exit status or signal, a release's note,
-    when a reclaimed holder was last seen alive. Control characters in a
-    note are shown escaped."""
+    when a reclaimed holder was last seen alive. Notes and reasons are
+    quoted, their control characters escaped."""
     a = lib.register("a", [W_at(tree, "a")], note="nightly build")
     lib.release("a", token=a.token, returncode=3, note="tests failed")
     b = lib.register("b", [W_at(tree, "b")])
     lib.release("b", token=b.token, returncode=-9)
     lib.register("c", [W_at(tree, "c")])
     lib.release("c", force=True, reason="stuck for an hour\x1b[31m")
+    d = lib.register("d", [W_at(tree, "d")])
+    lib.release("d", token=d.token, note='ok"; its process was killed by SIGKILL')
     gone = subprocess.Popen([PY, "-c", "import time; time.sleep(30)"])
     lib.register("gone", [W_at(tree, "g")], pid=gone.pid)
     gone.kill()
@@ -286,11 +288,13 @@ def test_replay_shows_a_grant_s_note_and_how_each_release_came(led: Path, lib: L
     res = ledger_cmd(led, "replay", "--relative-to", str(tree))
     assert res.returncode == 0, res.stderr
     text = res.stdout
-    assert "registered  'a' pid" in text and "; note: nightly build" in text
-    assert "; its process exited with status 3; note: tests failed" in text
+    assert "registered  'a' pid" in text and '; note: "nightly build"' in text
+    assert '; its process exited with status 3; note: "tests failed"' in text
     assert "released    'b' (pid" in text and "; its process was killed by SIGKILL" in text
-    assert "released    'c' (pid" in text and "; forced, reason: stuck for an hour\\x1b[31m" in text
+    assert "released    'c' (pid" in text and '; forced, reason: "stuck for an hour\\x1b[31m"' in text
     assert "\x1b" not in text
+    # (quoted, a quote in it escaped: a note never reads as the event's own words)
+    assert 'released    \'d\' (pid' in text and '; note: "ok\\"; its process was killed by SIGKILL"' in text
     assert "reclaimed   'gone' because process gone" in text and "; last seen alive " in text
 
 

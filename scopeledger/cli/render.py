@@ -153,7 +153,7 @@ def _grant_details(h: dict[str, Any]) -> str:
     if h.get("ttl_ns"):
         out += f"; lease {h['ttl_ns'] / 1e9:g} s" + (" (lease only)" if h.get("lease_only") else "")
     if "note" in h:
-        out += f"; note: {h['note']}"
+        out += f"; note: {_quoted(h['note'])}"
     return out
 
 
@@ -163,7 +163,7 @@ def _release_details(d: dict[str, Any]) -> str:
     releaser's note; ``""`` when none."""
     out = ""
     if "forced" in d:
-        out += f"; forced, reason: {d['forced']}"
+        out += f"; forced, reason: {_quoted(d['forced'])}"
     if "exit_code" in d:
         out += f"; its process exited with status {d['exit_code']}"
     elif "exit_signal" in d:
@@ -173,8 +173,15 @@ def _release_details(d: dict[str, Any]) -> str:
         except ValueError:
             out += f"; its process was killed by signal {sig}"
     if "note" in d:
-        out += f"; note: {d['note']}"
+        out += f"; note: {_quoted(d['note'])}"
     return out
+
+
+def _quoted(text: str) -> str:
+    """Words someone gave (a note, a reason) in double quotes, quotes and
+    backslashes in them escaped, so that they never read as the event's
+    own words (control characters are escaped with the whole line)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def short_time(ns: int, zone: Any = None) -> str:
