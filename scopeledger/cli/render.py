@@ -157,6 +157,15 @@ def _grant_details(h: dict[str, Any]) -> str:
     return out
 
 
+def signal_name(signum: int) -> str:
+    """Signal ``signum`` as people name it: ``"SIGKILL"``, or ``"signal
+    64"`` for one without a name here."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 def _release_details(d: dict[str, Any]) -> str:
     """What a ``released`` event adds (v2): a forced release and its reason,
     how the holder's process ended (``exit_code``, ``exit_signal``), the
@@ -167,11 +176,7 @@ def _release_details(d: dict[str, Any]) -> str:
     if "exit_code" in d:
         out += f"; its process exited with status {d['exit_code']}"
     elif "exit_signal" in d:
-        sig = d["exit_signal"]
-        try:
-            out += f"; its process was killed by {signal.Signals(sig).name}"
-        except ValueError:
-            out += f"; its process was killed by signal {sig}"
+        out += f"; its process was killed by {signal_name(d['exit_signal'])}"
     if "note" in d:
         out += f"; note: {_quoted(d['note'])}"
     return out

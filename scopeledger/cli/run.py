@@ -641,21 +641,13 @@ class _Runner:
         """The error for a child that died at its gate (reaped here): exit
         128+N when signal N killed it, as for COMMAND, else 70 (it exits
         only after the gate opens or closes: a bug)."""
-        assert self.child is not None
-        try:
-            _pid, status = os.waitpid(self.child, 0)
-            code = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:
-            code = 0
-        finally:
-            self.waited = True
+        from .render import signal_name
+
+        self.wait_child()
+        code = self.returncode or 0  # (None: it could not be waited for)
         if code < 0:
-            try:
-                how = f"was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"was killed by signal {-code}"
-            return CliError(f"the process that was to run COMMAND (pid {self.child}) {how} before COMMAND "
-                            f"started: COMMAND was not run", 128 - code)
+            return CliError(f"the process that was to run COMMAND (pid {self.child}) was killed by "
+                            f"{signal_name(-code)} before COMMAND started: COMMAND was not run", 128 - code)
         return CliError(f"the process that was to run COMMAND (pid {self.child}) ended before COMMAND "
                         f"started ({message_of(exc)}, exit status {code}): COMMAND was not run", EXIT_INTERNAL)
 
