@@ -10,7 +10,7 @@ import operator
 import sys
 from typing import Any
 
-from ._errors import InvalidArgument, InvalidScope, shown
+from ._errors import InvalidArgument, InvalidProcess, InvalidScope, shown
 from ._rules import check_path_text
 
 
@@ -76,20 +76,23 @@ def real(value: Any) -> int | float | None:
 
 def integer(value: Any) -> int | None:
     """``value`` as a plain ``int`` when it is an integer, else ``None``:
-    the one reading of a count argument (``snapshot_every``, ``keep``,
-    ``workers``, ...). Taken: an ``int`` or a subclass of it (an
-    ``IntEnum``), or what registers as a :class:`numbers.Integral`
-    (``numpy.int64``). Refused: a ``bool``, and every float, ``5.0`` too
-    (a count is never a measurement)."""
+    the one reading of an integer argument, counts (``snapshot_every``,
+    ``keep``, ``workers``, ...) and identifiers (a token, a seq, a pid: see
+    :func:`check_token`, :func:`check_seq`) alike. Taken: an ``int`` or a
+    subclass of it (an ``IntEnum``), or whatever ``operator.index`` takes
+    (``numpy.int64``, ``numpy.uint8``, a 0-d integer array), as the plain
+    ``int`` it stands for. Refused: a ``bool`` (a flag, though Python makes
+    it an ``int``; numpy's ``bool`` has no ``__index__``), and every float,
+    ``5.0`` too (a count is never a measurement), a ``str``, a
+    ``fractions.Fraction``, a ``decimal.Decimal``."""
     if type(value) is int:
         return value
     if isinstance(value, bool):
         return None
-    if not isinstance(value, int):
-        numbers = _numbers()
-        if numbers is None or not isinstance(value, numbers.Integral):
-            return None
-    return operator.index(value)
+    try:
+        return operator.index(value)  # (a plain int: an IntEnum's, numpy.int64's)
+    except TypeError:
+        return None
 
 
 def _numbers() -> Any:
@@ -162,12 +165,78 @@ def check_keep_snapshots(what: str, keep_snapshots: Any) -> int | None:
     return count
 
 
-def check_token(token: Any, allow_none: bool = False, what: str = "token") -> None:
-    """Raises ``TypeError`` (naming ``what``) unless ``token`` is an ``int``
-    (a grant's seq), or ``None`` with ``allow_none``."""
-    if not (type(token) is int or (allow_none and token is None)):
+def check_token(token: Any, allow_none: bool = False, what: str = "token") -> Any:
+    """``token`` (a grant's seq: seqs count from 1) as a plain ``int``
+    (:func:`integer`: an ``IntEnum``, a ``numpy.int64`` too), or ``None``
+    with ``allow_none``.
+
+    Raises:
+        TypeError: not an integer (a ``bool``, a float, ``3.0`` too, a
+            ``str``, a ``decimal.Decimal``), naming ``what`` and the value.
+        InvalidArgument: (a ``ValueError``) an integer below 1, which no
+            grant has, naming ``what`` and the value.
+    """
+    if type(token) is int and token >= 1:  # (the common case first)
+        return token
+    if token is None and allow_none:
+        return None
+    number = integer(token)
+    if number is None:
         raise TypeError(f"{what} must be an int (a grant's seq){' or None' if allow_none else ''}, "
-                        f"not {shown(token)}")
+                        f"not {described(token)}")
+    if number < 1:
+        raise InvalidArgument(f"{what} must be a grant's seq, an int >= 1 (seqs count from 1), "
+                              f"not {described(token)}")
+    return number
+
+
+def check_seq(what: str, seq: Any, allow_none: bool = False) -> Any:
+    """``seq`` (a point in the log: seq n is after its n-th line, 0 before
+    the first) as a plain ``int`` (:func:`integer`), or ``None`` with
+    ``allow_none``.
+
+    Raises:
+        TypeError: not an integer (a ``bool``, a float, a ``str``),
+            naming ``what`` and the value.
+        InvalidArgument: (a ``ValueError``) a negative integer, which no
+            point in the log is, naming ``what`` and the value.
+    """
+    if type(seq) is int and seq >= 0:  # (the common case first)
+        return seq
+    if seq is None and allow_none:
+        return None
+    number = integer(seq)
+    if number is None:
+        raise TypeError(f"{what} must be an int (a seq){' or None' if allow_none else ''}, "
+                        f"not {described(seq)}")
+    if number < 0:
+        raise InvalidArgument(f"{what} must be a seq, an int >= 0, not {described(seq)}")
+    return number
+
+
+#: The largest pid the kernel gives (``PID_MAX_LIMIT`` is 2**22; a pid is a
+#: C ``int``).
+MAX_PID = (1 << 31) - 1
+
+
+def check_pid(pid: Any) -> int | None:
+    """``pid`` as a plain ``int`` (:func:`integer`: an ``IntEnum``, a
+    ``numpy.int64`` too), or ``None`` (the calling process).
+
+    Raises:
+        InvalidProcess: (a ``ValueError``) not an integer (a ``bool``, a
+            float, a ``str``), or not from 1 to 2**31-1, naming the value.
+    """
+    if pid is None or (type(pid) is int and 0 < pid <= MAX_PID):
+        return pid
+    number = integer(pid)
+    if number is None:
+        raise InvalidProcess(f"cannot bind an allocation to pid {described(pid)}: pid must be an int "
+                             f"from 1 to {MAX_PID}, or None (this process)")
+    if not 0 < number <= MAX_PID:
+        raise InvalidProcess(f"cannot bind an allocation to pid {described(pid)}: pid must be positive "
+                             f"and at most {MAX_PID}")
+    return number
 
 
 def check_socket(socket: Any) -> str | None:

@@ -68,7 +68,8 @@ import time
 from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence, TypeVar,
                     overload)
 
-from ._arguments import asks_to_wait, check_advisory, check_callable, check_switch_interval, check_timeout, check_wait
+from ._arguments import (asks_to_wait, check_advisory, check_callable, check_seq, check_switch_interval,
+                         check_timeout, check_token, check_wait)
 from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
 from ._ledger import delegate_attempt, register_attempt, tickets_of
@@ -376,13 +377,16 @@ class AsyncLedger:
 
         Raises:
             RuntimeError: no running event loop.
-            TypeError: ``on_lost`` is not callable.
+            TypeError: ``on_lost`` is not callable; ``token`` is not an
+                integer (as :meth:`Ledger.renew`).
+            InvalidArgument: ``token`` is below 1 (as :meth:`Ledger.renew`).
             InvalidLease: ``ttl`` is not ``None`` or a ttl :meth:`Ledger.renew`
                 takes (before the task is made).
         """
         with first_use:
             from ._lease import check_ttl
 
+        token = check_token(token)
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be None or a callable, not {shown(on_lost)}")
         if ttl is not None:
@@ -593,8 +597,7 @@ class AsyncLedger:
         Raises:
             TypeError, ValueError, CorruptLedger: as :meth:`Ledger.wait`.
         """
-        if type(after) is not int:
-            raise TypeError(f"after must be an int (a seq), not {shown(after)}")
+        after = check_seq("after", after)
         timeout = check_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         led = self._ledger
@@ -624,9 +627,11 @@ class AsyncLedger:
         first; the log is then looked at every min(1 s, ttl/10)).
 
         Raises:
-            InvalidHolderName, TypeError: as :meth:`Ledger.check`.
+            InvalidHolderName, TypeError, InvalidArgument: as :meth:`Ledger.check`
+                (before anything is read).
             CorruptLedger: a line does not check out.
         """
+        token = check_token(token)
         led = self._ledger
         while True:
             seq = await self.refresh()

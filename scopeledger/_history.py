@@ -25,7 +25,7 @@ import attrs
 import orjson
 
 from . import _snapshots
-from ._arguments import described, integer
+from ._arguments import check_seq, described, integer
 from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidScope, ScopeConflict,
                       SnapshotInvalid, shown)
 from ._events import (EVENT_TYPES, GENESIS_HASH, FoldError, blake2b, check_event, decode, decode_page,
@@ -536,7 +536,9 @@ class History:
         """The folded state as it was after event ``seq``, or at ``time``.
 
         ``time`` (an aware datetime, naive taken as UTC, or ``int``
-        nanoseconds since the epoch, UTC) means: after the
+        nanoseconds since the epoch, UTC, from the year 1 to 9999: a
+        negative one is before 1970, where an event's stamp may lie, its
+        writer's clock never clamped) means: after the
         last event, by seq, stamped at or before it (:meth:`time_point`);
         the empty state (seq 0) when no event is. While the events' times
         are in order, that is every event stamped at or before ``time`` and
@@ -551,8 +553,11 @@ class History:
 
         Raises:
             TypeError: neither or both of ``seq`` and ``time`` given; ``seq``
-                not an ``int``, or ``time`` neither a ``datetime.datetime``
-                nor an ``int``.
+                not an integer (an ``int``, an ``IntEnum``, a
+                ``numpy.int64``; not a ``bool``, not a float), or ``time``
+                neither a ``datetime.datetime`` nor an integer.
+            InvalidArgument: an integer ``time`` outside the years 1 to
+                9999 (``scopeledger.to_ns``).
             HistoryUnavailable: ``seq`` is negative or after the newest
                 event. (A time after the newest event gives the newest
                 state: nothing has happened since.)
@@ -562,8 +567,10 @@ class History:
         with self._mem:
             newest = self._current().seq
         if seq is not None:
-            if isinstance(seq, bool) or not isinstance(seq, int):
-                raise TypeError(f"seq must be an int, not {type(seq).__name__}")
+            number = integer(seq)  # (a plain int: an IntEnum's, numpy.int64's; never a bool or a float)
+            if number is None:
+                raise TypeError(f"seq must be an int, not {described(seq)}")
+            seq = number
             if seq < 0 or seq > newest:
                 raise HistoryUnavailable(
                     f"no state at seq {shown(seq)}: the history holds seq 0 to {newest}")
@@ -596,7 +603,9 @@ class History:
         last event stamped at or before ``time`` may come after any jump).
 
         Raises:
-            TypeError: ``time`` is neither a datetime nor an int.
+            TypeError: ``time`` is neither a datetime nor an integer.
+            InvalidArgument: an integer ``time`` outside the years 1 to
+                9999 (``scopeledger.to_ns``).
             CorruptLedger: a line read does not decode.
         """
         ts = to_ns(time, "time")
@@ -699,7 +708,8 @@ class History:
 
         Raises:
             InvalidScope: a bad path (the message names it; for a list, the
-                first bad one), or an empty list. HistoryUnavailable: as
+                first bad one), or an empty list. HistoryUnavailable,
+                TypeError, InvalidArgument: ``seq`` or ``time`` as
                 :meth:`state_at`.
         """
         many = isinstance(path, (list, tuple))
@@ -726,7 +736,7 @@ class History:
 
         Raises:
             HistoryUnavailable: either point is outside the history.
-            TypeError: ``a`` or ``b`` is not an ``int``.
+            TypeError: ``a`` or ``b`` is not an integer (as ``state_at``'s ``seq``).
         """
         sa, sb = self.state_at(seq=a), self.state_at(seq=b)
         ha, hb = sa.holders, sb.holders
@@ -764,7 +774,12 @@ class History:
         Raises:
             CorruptLedger: a line does not check out (see :meth:`_chained`).
             ValueError: an unknown event type in ``types``.
-            TypeError: ``since``/``until`` not an ``int``, ``since_time``/
+            InvalidArgument: ``since``/``until`` negative (no seq is), an
+                integer ``since_time``/``until_time`` outside the years 1
+                to 9999.
+            TypeError: ``since``/``until`` not an integer (an ``int``, an
+                ``IntEnum``, a ``numpy.int64``; not a ``bool``, not a
+                float), ``since_time``/
                 ``until_time`` neither a ``datetime.datetime`` nor an ``int``, ``types`` not
                 a ``str`` or iterable of them.
             InvalidHolderName: ``holder`` is not a holder name.
@@ -791,9 +806,8 @@ class History:
         # (Complexity 25: the arguments' checks, then one pass applying every
         # filter; to become the one log reader's filters, issue 14.)
 
-        for what, value in (("since", since), ("until", until)):
-            if value is not None and (type(value) is not int):
-                raise TypeError(f"{what} must be an int (a seq) or None, not {type(value).__name__} {shown(value)}")
+        since = check_seq("since", since, allow_none=True)
+        until = check_seq("until", until, allow_none=True)
         if holder is not None:
             check_name(holder)
         want: set[str] | None = None

@@ -82,7 +82,7 @@ import math
 import threading
 from typing import Any, Callable
 
-from ._arguments import REAL, described, real
+from ._arguments import REAL, check_token, described, real
 from ._errors import InvalidLease, LedgerError, UnknownHolder, shown
 from ._identity import Lease, Liveness, Verdict, lease_grace_ns
 
@@ -271,6 +271,7 @@ class Renewer:
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be None or a callable, not {shown(on_lost)}")
         given = check_ttl(ttl) if ttl is not None else None  # (a bad argument first)
+        token = check_token(token)
         alloc = ledger.holder(name)
         if alloc.token != token:
             raise UnknownHolder(name, message=f"holder '{name}' is live with another grant "

@@ -75,8 +75,9 @@ from ._sessions import Sessions, check_session_options
 from ._rules import (PERMISSION_TEXT, Permission, ScopeRule, check_name, conflicts, covers,
                      identity_json)
 from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callable, check_forced,
-                         check_keep_snapshots, check_note, check_options, check_snapshot_every, check_socket,
-                         check_timeout, check_token, check_wait)
+                         check_keep_snapshots, check_note, check_options, check_pid, check_seq,
+                         check_snapshot_every, check_socket, check_timeout, check_token, check_wait,
+                         integer)
 from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._filestore import FileStore
 from ._logstore import Entry, Line, LogStore, Tickets
@@ -1245,18 +1246,13 @@ class Ledger:
         ``None``). On PostgreSQL, :meth:`_identity_with_session` instead.
 
         Raises:
-            InvalidProcess: ``pid`` is not a positive ``int`` (a ``bool``,
-                a float, a string) or names no process.
+            InvalidProcess: ``pid`` is not an integer from 1 to 2**31-1 (a
+                ``bool``, a float, a string, 0, a negative one:
+                ``_arguments.check_pid``) or names no process.
         """
-        if pid is None:
+        pid = check_pid(pid)  # (a plain int: an IntEnum's, numpy.int64's; the log holds a plain int)
+        if pid is None or pid == os.getpid():
             return self.actor
-        if type(pid) is not int and isinstance(pid, int) and type(pid) is not bool:
-            pid = int.__int__(pid)  # an int subclass (IntEnum): the log holds a plain int
-        if type(pid) is int and pid == os.getpid():  # 12345.0 is no pid
-            return self.actor
-        if type(pid) is int and pid >= 1 << 31:
-            raise InvalidProcess(f"cannot bind an allocation to pid {shown(pid)}: a pid is at most "
-                                 f"{(1 << 31) - 1}")
         try:
             return identify(pid)
         except ProcessLookupError:
@@ -1714,8 +1710,9 @@ class Ledger:
                 symlinks are resolved; more than
                 ``MAX_RULES_PER_REQUEST``, 10,000), or ``socket`` neither ``None`` nor
                 an absolute UTF-8 path without NUL, under 4096 bytes.
-            InvalidProcess: ``pid`` is not a positive ``int`` or names no
-                process.
+            InvalidProcess: ``pid`` is not an integer from 1 to 2**31-1
+                (an ``int``, an ``IntEnum``, a ``numpy.int64``; not a
+                ``bool``, not a float) or names no process.
             DuplicateHolder: a live holder has this name.
             ScopeConflict: a write rule overlaps a live holder's write or
                 exclusive read rule, or an exclusive read rule a live
@@ -1851,8 +1848,10 @@ class Ledger:
                 ``WaitTimeout`` with ``advisory``).
             InvalidHolderName: ``parent`` or ``child`` is not a holder name.
             TypeError: ``reserved`` is not a ``bool``; ``parent_token`` is
-                neither an ``int`` nor ``None``; ``on_wait`` is neither
-                ``None`` nor callable.
+                neither an integer (an ``int``, an ``IntEnum``, a
+                ``numpy.int64``; not a ``bool``, not a float) nor ``None``;
+                ``on_wait`` is neither ``None`` nor callable.
+            InvalidArgument: ``parent_token`` is below 1 (no grant's seq).
             DuplicateHolder, InvalidScope, InvalidProcess, InvalidArgument, InvalidLease: as register.
         """
         if advisory is not False:
@@ -1900,8 +1899,8 @@ class Ledger:
         child = check_name(child, "child")
         if type(reserved) is not bool:
             check_bool("reserved", reserved)
-        if parent_token is not None and type(parent_token) is not int:
-            check_token(parent_token, allow_none=True, what="parent_token")
+        if parent_token is not None and (type(parent_token) is not int or parent_token < 1):
+            parent_token = check_token(parent_token, allow_none=True, what="parent_token")
         if socket is not None:
             socket = check_socket(socket)
         rules_t = self._prepare(rules)
@@ -1929,12 +1928,16 @@ class Ledger:
             UnknownHolder: ``name`` is not live, or is live with another
                 grant than ``token`` (the message says which).
             InvalidHolderName: ``name`` is not a holder name.
-            InvalidProcess: ``pid`` is not a positive ``int`` or names no
-                process.
-            TypeError: ``token`` is neither an ``int`` nor ``None``.
+            InvalidProcess: ``pid`` is not an integer from 1 to 2**31-1
+                (an ``int``, an ``IntEnum``, a ``numpy.int64``; not a
+                ``bool``, not a float) or names no process.
+            TypeError: ``token`` is neither an integer (an ``int``, an
+                ``IntEnum``, a ``numpy.int64``; not a ``bool``, not a
+                float) nor ``None``.
+            InvalidArgument: ``token`` is below 1 (no grant's seq).
         """
         name = check_name(name)
-        check_token(token, allow_none=True)
+        token = check_token(token, allow_none=True)
         ident = self._identity(pid)
 
         def build(txn: _Txn) -> Allocation:
@@ -1981,20 +1984,23 @@ class Ledger:
             UnknownHolder: ``name`` is not live, or is live with another
                 grant than ``token`` (the message says which).
             InvalidHolderName: ``name`` is not a holder name.
-            TypeError: ``token`` is neither an ``int`` nor ``None``;
-                ``returncode`` not an ``int`` or ``None``; ``note`` not a
+            TypeError: ``token`` is neither an integer (an ``int``, an
+                ``IntEnum``, a ``numpy.int64``; not a ``bool``, not a
+                float) nor ``None``; ``returncode`` not an integer or
+                ``None``; ``note`` not a
                 ``str`` or ``None``.
             ValueError: ``returncode`` outside -127..255; ``note`` longer
                 than 4096 characters or not encodable (a lone surrogate).
                 Nothing is recorded.
-            InvalidArgument: ``force`` not a ``bool``; ``force`` without a
+            InvalidArgument: ``token`` below 1 (no grant's seq);
+                ``force`` not a ``bool``; ``force`` without a
                 ``reason``, or a ``reason`` without ``force``; ``reason``
                 not a ``str`` of 1 to 4096 characters UTF-8 can encode.
                 Nothing is recorded.
         """
         name = check_name(name)
-        if token is not None and type(token) is not int:
-            check_token(token, allow_none=True)
+        if token is not None and (type(token) is not int or token < 1):
+            token = check_token(token, allow_none=True)
         # (defaults skip the checks' calls: the hot path)
         extras = _release_extras(returncode, note) if returncode is not None or note is not None else {}
         forced = check_forced(force, reason) if force is not False or reason is not None else None
@@ -2034,10 +2040,13 @@ class Ledger:
                 reclaim (``lease_expired``) instead, as any reclaim would.
             InvalidLease: a bad ``ttl``, or the holder has no lease.
             InvalidHolderName: ``name`` is not a holder name.
-            TypeError: ``token`` is not an ``int``.
+            TypeError: ``token`` is not an integer (an ``int``, an
+                ``IntEnum``, a ``numpy.int64``; not a ``bool``, not a
+                float).
+            InvalidArgument: ``token`` is below 1 (no grant's seq).
         """
         name = check_name(name)
-        check_token(token)
+        token = check_token(token)
         ttl_ns = check_ttl(ttl) if ttl is not None else None
 
         def build(txn: _Txn) -> Allocation | None:
@@ -2084,7 +2093,8 @@ class Ledger:
         Raises:
             UnknownHolder: ``name`` is not live with ``token``.
             InvalidLease: it has no lease, or a bad ``ttl``.
-            TypeError: ``on_lost`` is not callable.
+            TypeError: ``on_lost`` is not callable; ``token`` as :meth:`renew`.
+            InvalidArgument: ``token`` as :meth:`renew`.
         """
         with first_use:
             from ._lease import Renewer
@@ -2212,10 +2222,10 @@ class Ledger:
         Raises:
             UnknownHolder: ``parent`` is not live, or is live with another
                 grant than ``parent_token`` (as :meth:`delegate` raises it).
-            InvalidHolderName, InvalidScope, TypeError: as :meth:`delegate`
-                (nothing is probed).
+            InvalidHolderName, InvalidScope, TypeError, InvalidArgument: as
+                :meth:`delegate` (nothing is probed).
         """
-        name, parent, rules_t = self._question(name, rules, parent, parent_token)
+        name, parent, parent_token, rules_t = self._question(name, rules, parent, parent_token)
         with self._mem:
             state = self._current()
             _check_parent(state, parent, parent_token)
@@ -2242,7 +2252,7 @@ class Ledger:
         Raises:
             as :meth:`decide` (a bad rule: nothing is decided).
         """
-        name, parent, rules_t = self._question(name, rules, parent, parent_token)
+        name, parent, parent_token, rules_t = self._question(name, rules, parent, parent_token)
         with self._mem:
             state = self._current()
             _check_parent(state, parent, parent_token)
@@ -2262,15 +2272,15 @@ class Ledger:
                 for a, r in zip(answers, rules_t, strict=True)]
 
     def _question(self, name: str | None, rules: Any, parent: str | None,
-                  parent_token: int | None) -> tuple[str, str | None, tuple[ScopeRule, ...]]:
-        """:meth:`decide`'s arguments checked: ``(name, parent, rules)``."""
+                  parent_token: int | None) -> tuple[str, str | None, int | None, tuple[ScopeRule, ...]]:
+        """:meth:`decide`'s arguments checked: ``(name, parent, parent_token, rules)``."""
         name = CHECK_NAME if name is None else check_name(name)
         if parent is not None:
             parent = check_name(parent, "parent")
         elif parent_token is not None:
             raise TypeError("parent_token is given without parent")
-        check_token(parent_token, allow_none=True, what="parent_token")
-        return name, parent, self._prepare(rules)
+        parent_token = check_token(parent_token, allow_none=True, what="parent_token")
+        return name, parent, parent_token, self._prepare(rules)
 
     @staticmethod
     def _decided_copy(state: State, name: str, rules_t: tuple[ScopeRule, ...],
@@ -2361,12 +2371,14 @@ class Ledger:
         Takes no lock: the log's size is looked at (``fstat``) every 50 ms.
 
         Raises:
-            TypeError: ``after`` is not an ``int``.
+            TypeError: ``after`` is not an integer (an ``int``, an
+                ``IntEnum``, a ``numpy.int64``; not a ``bool``, not a float).
+            InvalidArgument: ``after`` is negative (no seq is: 0 waits for
+                the first event).
             ValueError: ``timeout`` not ``None`` or 0 to 1e9 seconds.
             CorruptLedger: a new line does not check out.
         """
-        if type(after) is not int:
-            raise TypeError(f"after must be an int (a seq), not {shown(after)}")
+        after = check_seq("after", after)
         timeout = check_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -2900,12 +2912,16 @@ class Ledger:
 
         Raises:
             InvalidHolderName: ``name`` is not a holder name.
-            TypeError: ``token`` is not an ``int``.
+            TypeError: ``token`` is not an integer (an ``int``, an
+                ``IntEnum``, a ``numpy.int64``; not a ``bool``, not a
+                float).
+            InvalidArgument: ``token`` is below 1: no grant has it (an
+                error, not ``False``: such a token was never given out).
             StoreUnavailable, StoreError: (PostgreSQL) the server cannot
                 be read.
         """
         check_name(name)
-        check_token(token)
+        token = check_token(token)
         sessions = self._sessions
         if sessions is None:
             with self._mem:
@@ -3198,9 +3214,11 @@ def _release_extras(returncode: Any, note: Any) -> dict[str, Any]:
     """``release``'s optional keys from its arguments (see its Raises)."""
     out: dict[str, Any] = {}
     if returncode is not None:
-        if type(returncode) is not int:
+        code = integer(returncode)  # (a plain int: numpy.int64's too; never a bool or a float)
+        if code is None:
             raise TypeError(f"returncode must be an int (an exit status, or -N for signal N) or None, "
                             f"not {shown(returncode)}")
+        returncode = code
         if not -127 <= returncode <= 255:
             raise ValueError(f"returncode must be an exit status 0-255 or -N for signal N (1-127), "
                              f"not {shown(returncode)}")

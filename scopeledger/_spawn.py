@@ -64,7 +64,7 @@ import subprocess
 import time
 from typing import Any, Mapping, Sequence
 
-from ._arguments import check_timeout
+from ._arguments import check_timeout, check_token
 from ._errors import UnknownHolder, shown
 from ._fold import Allocation
 from ._identity import Liveness, Verdict
@@ -106,7 +106,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> tuple[str, int
 
     Raises:
         ValueError: one set without the other, or a token that is not an
-            integer.
+            integer of at least 1 (a grant's seq).
     """
     env = os.environ if environ is None else environ
     holder, token = env.get(ENV_HOLDER), env.get(ENV_TOKEN)
@@ -116,9 +116,12 @@ def from_environment(environ: Mapping[str, str] | None = None) -> tuple[str, int
         raise ValueError(f"${ENV_HOLDER} and ${ENV_TOKEN} must be set together (got {shown(holder)}, "
                          f"{shown(token)})")
     try:
-        return holder, int(token)
+        number = int(token)
     except ValueError:
         raise ValueError(f"${ENV_TOKEN} is {shown(token)}, not an integer") from None
+    if number < 1:
+        raise ValueError(f"${ENV_TOKEN} is {shown(token)}, not a grant's seq (an integer >= 1)")
+    return holder, number
 
 
 class Spawned:
@@ -507,14 +510,14 @@ def adopt(ledger: Any, name: str, token: int) -> Adopted:
     supervisor's, which vouched for it to other hosts, ends with it.
 
     Raises:
-        TypeError: ``token`` is not an ``int``.
+        TypeError: ``token`` is not an integer (as :meth:`Ledger.attach`).
+        InvalidArgument: ``token`` is below 1 (as :meth:`Ledger.attach`).
         UnknownHolder: the grant is not live any more (reclaimed or
             released meanwhile: too late), or ``name`` is live with another
             grant.
         InvalidHolderName: as :meth:`Ledger.attach`.
     """
-    if type(token) is not int:
-        raise TypeError(f"token must be an int (a grant's seq), not {shown(token)}")
+    token = check_token(token)
     alloc = ledger.holder(name)
     if alloc.token != token:
         raise UnknownHolder(name, message=f"holder '{name}' is live with another grant "

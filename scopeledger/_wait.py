@@ -133,8 +133,8 @@ from typing import Any, Callable, Generator
 
 import orjson
 
-from ._arguments import check_wait
-from ._errors import DelegationError, Refused, ScopeConflict, StoreUnavailable, UnknownHolder, WaitTimeout, shown
+from ._arguments import check_token, check_wait
+from ._errors import DelegationError, Refused, ScopeConflict, StoreUnavailable, UnknownHolder, WaitTimeout
 from ._fold import Allocation
 from ._logstore import RECHECK_SECONDS, Ticket, Tickets, Wakeup
 from ._process import boot_id, pid_namespace
@@ -238,8 +238,7 @@ class Request:
         name = check_name(name, None if parent is None else "child")
         if parent is not None:
             parent = check_name(parent, "parent")
-        if parent_token is not None and type(parent_token) is not int:
-            raise TypeError(f"parent_token must be an int (a grant's seq) or None, not {shown(parent_token)}")
+        parent_token = check_token(parent_token, allow_none=True, what="parent_token")
         return cls(name, ledger.canonical_rules(rules), parent, parent_token, wait)
 
     def writes(self) -> list[ScopeRule]:

@@ -442,7 +442,7 @@ def test_no_numeric_argument_escapes_as_an_undocumented_error(tmp_path):
                                lambda a, v: led.release(a.name, token=a.token, returncode=v),
                                lambda a: led.release(a.name) if a.name in {h.name for h in led.holders()} else None),
         "wait.after": (none, lambda _, v: led.wait(v, timeout=0), None),
-        "wait.timeout": (none, lambda _, v: led.wait(-1, timeout=v), None),
+        "wait.timeout": (none, lambda _, v: led.wait(0, timeout=v), None),  # (seq 1 is there: at once)
         "state_at.seq": (none, lambda _, v: led.state_at(seq=v), None),
         "state_at.time": (none, lambda _, v: led.state_at(time=v), None),
         "diff.a": (none, lambda _, v: led.diff(v, 0), None),
