@@ -863,16 +863,22 @@ class AsyncAdopted:
         parent; else ``None`` (see :class:`~scopeledger.Adopted`)."""
         return self.adopted.returncode
 
-    async def wait(self, timeout: float | None = None, *, note: str | None = None) -> bool:
+    async def wait(self, timeout: float | None = None, *, note: str | None = None) -> int | None:
         """:meth:`Adopted.wait <scopeledger.Adopted.wait>` on the loop: its
         pidfd watched with ``loop.add_reader``, each probe and the release
-        in a thread. ``True`` once the process is gone and the grant
-        released, ``False`` when ``timeout`` (seconds, ``None``: for ever)
-        ran out or the grant is rebound (this process's own). Cancelled, it
+        in a thread. Once the process is gone and the grant released, its
+        exit status (``int``, ``-N``: signal N) when this process is its
+        parent, else ``None`` (ended, exit status unknown). Cancelled, it
         releases nothing (a release already under way completes).
 
+        Args:
+            timeout: seconds (a real number, 0 to 1e9), ``None`` for ever.
+
         Raises:
-            ValueError, TypeError: as :meth:`Adopted.wait <scopeledger.Adopted.wait>`.
+            subprocess.TimeoutExpired, RuntimeError, ValueError, TypeError:
+                as :meth:`Adopted.wait <scopeledger.Adopted.wait>` (not
+                proven gone within ``timeout``, nothing released; the grant
+                is rebound; a bad ``timeout`` or ``note``).
         """
         with first_use:
             from . import _spawn as sp
@@ -880,7 +886,7 @@ class AsyncAdopted:
         timeout = check_timeout("timeout", timeout)
         ad = self.adopted
         if ad.rebound:
-            return False
+            raise ad.rebound_error()
         a = ad.allocation
         deadline = None if timeout is None else time.monotonic() + timeout
         fd = sp.open_pidfd(a.pid)
@@ -895,7 +901,7 @@ class AsyncAdopted:
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    return False
+                    raise ad.timed_out(timeout)
                 step = sp.ADOPT_POLL_SECONDS if remaining is None else min(remaining, sp.ADOPT_POLL_SECONDS)
                 if fd >= 0:
                     if await _readable(fd, step):  # exited: from now on the probe alone (Adopted.wait)
@@ -909,7 +915,7 @@ class AsyncAdopted:
             if fd >= 0:
                 os.close(fd)
         await self.release(note=ad.exit_note(note))
-        return True
+        return ad.returncode
 
     async def release(self, *, note: str | None = None) -> None:
         """:meth:`Adopted.release <scopeledger.Adopted.release>`, in a

@@ -42,14 +42,15 @@ subreaper), so:
   zombie), and checked every :data:`ADOPT_POLL_SECONDS` anyway; elsewhere
   (another host, another PID namespace) only what the probe can prove,
   which may be never (liveness ``unknown``: the grant is kept);
-- *how* it exited: unknown, and the release says so in its note
+- *how* it exited: unknown (:meth:`Adopted.wait` returns ``None``), and
+  the release says so in its note
   (``exit status unknown to the adopting process``), unless the adopter is
   its parent after all: a supervisor that restarted by ``exec`` in the same
   process (its children stay its children), or a subreaper the children
   were re-parented to. Then :meth:`Adopted.wait` reaps the child through its
   pidfd (``waitid(P_PIDFD)``, so never another process that took its pid)
-  and records its exit status (``exit_code``, or ``exit_signal``) as
-  :meth:`Spawned.wait` does. So do not adopt a child that a
+  and records and returns its exit status (``exit_code``, or
+  ``exit_signal``) as :meth:`Spawned.wait` does. So do not adopt a child that a
   ``subprocess.Popen`` of this process still waits for (it would see
   ``returncode`` 0): that one is a :class:`Spawned`.
 """
@@ -364,32 +365,44 @@ class Adopted:
         """The pid the grant is bound to (this process's when ``rebound``)."""
         return self.allocation.pid
 
-    def wait(self, timeout: float | None = None, *, note: str | None = None) -> bool:
+    def wait(self, timeout: float | None = None, *, note: str | None = None) -> int | None:
         """For a grant still bound to its process: wait until the ledger's
         probe proves that process gone (woken by a pidfd when it exits; the
         probe asked every :data:`ADOPT_POLL_SECONDS` anyway), then release
         the grant, with the exit status when this process is its parent
         (``returncode``; the module docstring), and ``note`` (default:
         ``exited while adopted``, with ``; exit status unknown to the
-        adopting process`` when it is unknown). Blocks: from a coroutine use
-        :meth:`AsyncLedger.adopt`'s :class:`~scopeledger.AsyncAdopted`.
+        adopting process`` when it is unknown); return the exit status as
+        far as it is known, as :meth:`Spawned.wait` returns it. Blocks: from
+        a coroutine use :meth:`AsyncLedger.adopt`'s
+        :class:`~scopeledger.AsyncAdopted`.
 
         Args:
             timeout: seconds (a real number, 0 to 1e9), ``None`` for ever.
 
         Returns:
-            ``True`` once the process is gone and the grant released (by
-            this call, or meanwhile by another), ``False`` when ``timeout``
-            ran out. A rebound grant (this process's own) is not waited
-            for: ``False`` at once.
+            Once the process is gone and the grant released (by this call,
+            or meanwhile by another; a later call returns the same at
+            once): its exit status, ``int`` (0-255, or ``-N`` when signal N
+            killed it), when this process is its parent; ``None`` when it
+            is not (the usual case for an adopter: only a process's parent
+            learns how it ended), meaning "ended, exit status unknown".
+            Test ``is None``, not truth: a status of 0 is false too.
 
         Raises:
+            subprocess.TimeoutExpired: the process was not proven gone
+                within ``timeout`` seconds (as :meth:`Spawned.wait`);
+                nothing is released.
+            RuntimeError: the grant is rebound (``rebound``: bound to this
+                process): there is no other process to wait for, as
+                ``threading.Thread.join()`` refuses to join the current
+                thread; :meth:`release` gives it back.
             ValueError: ``timeout`` is not ``None`` or 0 to 1e9 seconds.
             TypeError, ValueError: ``note`` as :meth:`Ledger.release`.
         """
         timeout = check_timeout("timeout", timeout)
         if self.rebound:
-            return False
+            raise self.rebound_error()
         a = self.allocation
         deadline = None if timeout is None else time.monotonic() + timeout
         fd = open_pidfd(a.pid)
@@ -404,7 +417,7 @@ class Adopted:
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    return False
+                    raise self.timed_out(timeout)
                 step = ADOPT_POLL_SECONDS if remaining is None else min(remaining, ADOPT_POLL_SECONDS)
                 if fd >= 0:
                     if select.select([fd], [], [], step)[0]:
@@ -421,7 +434,18 @@ class Adopted:
             if fd >= 0:
                 os.close(fd)
         self.release(note=self.exit_note(note))
-        return True
+        return self.returncode
+
+    def rebound_error(self) -> RuntimeError:
+        """What :meth:`wait` raises for a rebound grant."""
+        a = self.allocation
+        return RuntimeError(f"holder {a.name!r} (token {a.token}) is bound to this process (rebound by adopt): "
+                            "there is no other process to wait for; release() gives it back")
+
+    def timed_out(self, timeout: float | None) -> subprocess.TimeoutExpired:
+        """What :meth:`wait` raises when ``timeout`` ran out."""
+        a = self.allocation
+        return subprocess.TimeoutExpired(f"pid {a.pid}, adopted holder {a.name}", timeout or 0)
 
     def _exited(self, fd: int) -> None:
         """Its exit status, read (and the child reaped) when this process

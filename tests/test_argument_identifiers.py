@@ -2,7 +2,7 @@
 grant's seq: from 1), seqs (``after``, ``since``, ``until``: from 0), pids,
 int times (nanoseconds since the epoch, the years 1 to 9999), on every
 method of ``Ledger`` and ``AsyncLedger`` that takes one, and on the command
-line.
+line; and what ``Adopted.wait`` answers.
 
 - A value no grant, seq or time can have (a token of 0 or -1, ``after=-1``,
   ``time=10**30``) is a typed error naming the argument and the value,
@@ -13,6 +13,10 @@ line.
 - An integer of another type (``numpy.int64``, an ``IntEnum``) is taken as
   the plain ``int`` it stands for, as seconds and counts already were; a
   ``bool``, a float (``3.0`` too), a ``str``, a ``Decimal`` are not.
+- ``Adopted.wait()`` returns what ``Spawned.wait()`` returns, the exit
+  status, as far as the adopter can know it (``None``: ended, status
+  unknown); a timeout raises ``subprocess.TimeoutExpired`` as there; a
+  rebound grant (this process's own) has no process to wait for.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import decimal
 import enum
 import fractions
 import os
+import signal
+import subprocess
 from typing import Any, Callable
 
 import pytest
@@ -30,6 +36,9 @@ from scopeledger import (AsyncLedger, HistoryUnavailable, InvalidArgument, Inval
                          from_environment, to_ns)
 from scopeledger._errors import shown
 from helpers import W, ledger_cmd, one_error_line
+
+BOUND = 60.0  # seconds: a generous bound on a process's exit being seen
+
 
 def log_bytes(path: str) -> bytes:
     with open(os.path.join(path, "events.jsonl"), "rb") as f:
@@ -411,3 +420,65 @@ def test_the_command_line_refuses_every_such_value_in_one_line(ctx):
         assert res.returncode == 2, (args, env, res.stderr)
         one_error_line(res.stderr)
     assert log_bytes(ctx.dir) == before
+
+
+# -- 3. Adopted.wait answers as Spawned.wait --------------------------------------------
+
+
+def _orphan() -> int:
+    """A process that is not this process's child (its parent exited), running until killed."""
+    out = subprocess.run(["sh", "-c", "sleep 600 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True,
+                         check=True)
+    return int(out.stdout)
+
+
+@pytest.mark.parametrize("driver", ["Adopted", "AsyncAdopted"])
+def test_adopted_wait_returns_the_exit_status_as_far_as_it_is_known(ctx, driver):
+    """Adopted.wait returned True where Spawned.wait returns the exit
+    status, and False both for a timeout and for a rebound grant."""
+    led, root = ctx.led, ctx.root
+    child = os.posix_spawnp("sleep", ["sleep", "600"], os.environ)  # ours: its status is ours to read
+    stranger = _orphan()  # not ours: only its parent learns its status
+    try:
+        kid = led.delegate("top", "kid", [W(f"{root}/top/kid")], pid=child)
+        far = led.delegate("top", "far", [W(f"{root}/top/far")], pid=stranger)
+
+        async def flow(aled: AsyncLedger | None) -> list[Any]:
+            async def adopt(name: str, token: int) -> Any:
+                return await aled.adopt(name, token) if aled is not None else led.adopt(name, token)
+
+            async def wait(ad: Any, **kw: Any) -> Any:
+                return await ad.wait(**kw) if aled is not None else ad.wait(**kw)
+
+            mine, a, b = await adopt("top", ctx.top.token), await adopt("kid", kid.token), \
+                await adopt("far", far.token)
+            assert (mine.rebound, a.rebound, b.rebound) == (True, False, False)
+            with pytest.raises(RuntimeError, match=r"^holder 'top' \(token \d+\) is bound to this process"):
+                await wait(mine)  # no other process to wait for (as Thread.join() of the current thread)
+            with pytest.raises(subprocess.TimeoutExpired, match=f"pid {child}"):
+                await wait(a, timeout=0)  # running: as Spawned.wait, nothing released
+            assert led.check("kid", kid.token) and led.check("top", ctx.top.token)
+            os.kill(child, signal.SIGTERM)
+            os.kill(stranger, signal.SIGKILL)
+            got = [await wait(a, timeout=BOUND), await wait(b, timeout=BOUND)]
+            got += [await wait(a), await wait(b)]  # released: the same again, at once
+            return got + [a.returncode, b.returncode]
+
+        if driver == "Adopted":
+            got = asyncio.run(flow(None))
+        else:
+            got = ctx.run(lambda aled: flow(aled))
+        assert got == [-signal.SIGTERM, None, -signal.SIGTERM, None, -signal.SIGTERM, None]
+        assert type(got[0]) is int
+        assert not led.check("kid", kid.token) and not led.check("far", far.token)
+        assert led.check("top", ctx.top.token)  # the rebound grant: kept
+    finally:
+        for pid in (child, stranger):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            pass

@@ -291,8 +291,8 @@ EXEC_SUPERVISOR = textwrap.dedent("""
     sup, w = led.adopt("sup", sup_token), led.adopt("w", w_token)
     print(json.dumps({"pid": os.getpid(), "sup": sup.rebound, "w": w.rebound, "w_pid": w.pid,
                       "bound": led.holder("w").pid}), flush=True)
-    gone = w.wait(timeout=60)
-    print(json.dumps({"gone": gone, "returncode": w.returncode}), flush=True)
+    status = w.wait(timeout=60)
+    print(json.dumps({"status": status, "returncode": w.returncode}), flush=True)
     led.release("sup", sup_token)
 """)
 
@@ -310,7 +310,7 @@ def test_a_supervisor_restarted_by_exec_records_its_adopted_childs_exit_status(l
         assert first["sup"] is True and first["w"] is False and first["bound"] == first["w_pid"]
         sup.stdin.write("go\n")  # the worker reads it (its stdin is the supervisor's) and exits 7
         sup.stdin.flush()
-        assert json.loads(readline(sup, BOUND)) == {"gone": True, "returncode": 7}
+        assert json.loads(readline(sup, BOUND)) == {"status": 7, "returncode": 7}
         assert sup.wait(BOUND) == 0
     finally:
         sup.kill()
@@ -350,21 +350,25 @@ def test_async_adopt_waits_on_the_loop_and_records_what_it_can_know(ledger_dir, 
         async def main():
             async with await AsyncLedger.open(ledger_dir) as aled:
                 mine = await aled.adopt("top", top.token)
-                assert mine.rebound and await mine.wait() is False  # its own: not waited for
+                assert mine.rebound
+                with pytest.raises(RuntimeError, match="no other process to wait for"):  # its own
+                    await mine.wait()
                 a = await aled.adopt("kid", kid.token)
                 b = await aled.adopt("far", far.token)
                 assert (a.rebound, b.rebound, a.pid, b.pid) == (False, False, child, stranger)
-                assert await a.wait(timeout=0) is False and a.returncode is None
+                with pytest.raises(subprocess.TimeoutExpired):  # still running: as Spawned.wait
+                    await a.wait(timeout=0)
+                assert a.returncode is None
                 # The wait is in progress while the loop kills the child: a wait that
                 # blocked the loop would time out (False) before the kill could run.
                 task = asyncio.ensure_future(a.wait(timeout=BOUND))
                 await asyncio.sleep(0)
                 os.kill(child, signal.SIGTERM)
-                assert await task is True and a.returncode == -signal.SIGTERM
+                assert await task == -signal.SIGTERM == a.returncode  # our child: its status
                 task = asyncio.ensure_future(b.wait(timeout=BOUND, note=None))
                 await asyncio.sleep(0)
                 os.kill(stranger, signal.SIGKILL)
-                assert await task is True and b.returncode is None  # not our child: unknown
+                assert await task is None and b.returncode is None  # not our child: unknown
                 assert not await aled.check("kid", kid.token) and not await aled.check("far", far.token)
                 await a.release()  # released already: nothing more
                 with pytest.raises(ValueError):

@@ -159,9 +159,13 @@ def test_a_restarted_supervisor_adopts_its_holder_and_running_children(ledger, l
         assert ledger.reclaim_stale() == []  # nothing is dead: nothing moved to the top
         assert [a.parent for a in ledger.holders() if a.name.startswith("worker")] == ["supervisor"] * 2
         os.kill(pids[0], signal.SIGKILL)
-        assert kids[0].wait(timeout=BOUND) is True
+        assert kids[0].wait(timeout=BOUND) is None  # ended; not our child: its exit status is unknown
         assert "exit status unknown" in released(ledger, "worker-0")[0]["note"]
-        assert kids[1].wait(timeout=0.05) is False  # still running
+        with pytest.raises(subprocess.TimeoutExpired):  # still running: as Spawned.wait
+            kids[1].wait(timeout=0)
+        assert ledger.check("worker-1", saved["workers"][1][1])  # nothing released
+        with pytest.raises(RuntimeError, match="bound to this process"):  # its own: nothing to wait for
+            top.wait()
     finally:
         for p in pids:
             try:
@@ -287,7 +291,8 @@ def test_adopt_leaves_a_grant_whose_process_may_be_alive_bound_to_it(tmp_path):
             adopted = led.adopt("remote", remote.token)
             assert adopted.rebound is False
             assert led.holder("remote").process == remote.process
-            assert adopted.wait(timeout=0) is False
+            with pytest.raises(subprocess.TimeoutExpired):
+                adopted.wait(timeout=0)
             assert led.check("remote", remote.token) and released(led, "remote") == []
             # Its pid here names a process that has exited (the helper, not
             # reaped yet: its pidfd is readable) while the holder stays
@@ -298,7 +303,8 @@ def test_adopt_leaves_a_grant_whose_process_may_be_alive_bound_to_it(tmp_path):
             asks = []
             real = led.liveness
             led.liveness = lambda holders: asks.append(1) or real(holders)
-            assert adopted.wait(timeout=0.3) is False
+            with pytest.raises(subprocess.TimeoutExpired):
+                adopted.wait(timeout=0.3)
             assert 1 <= len(asks) <= 3, len(asks)  # the first look, one when woken, one at the deadline
             assert led.check("remote", remote.token)
     finally:
