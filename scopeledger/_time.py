@@ -20,7 +20,6 @@ Pure: no clock is read here.
 from __future__ import annotations
 
 import datetime as dt
-
 import operator
 
 from ._errors import InvalidArgument, shown
