@@ -80,6 +80,15 @@ ARCHITECTURE.md, "The identity of a path")::
                             seen alive (the ts of its last renewal, or of its
                             grant), ns since the epoch, UTC; the event's own
                             ts is when its death was noticed
+                            v2, optional, reason zombie only: "exit_code": int
+                            0-255 or "exit_signal": int 1-127 (at most one), as
+                            in released: how the holder's process ended, read
+                            by the reclaimer from the zombie (/proc/PID/stat)
+                            before its parent reaped it, only when the zombie
+                            is proven to be the holder's process and the
+                            kernel shows its status to the reclaimer; left out
+                            when unknown. A scopeledger older than these keys
+                            refuses a reclaimed line with them, naming the key
     renewed (v2)            "name", "token" (the grant's seq), "ttl_ns" (int ns > 0:
                             the lease now lasts that long from this event),
                             "boot_ns" (optional, as on a grant)
@@ -217,6 +226,9 @@ KEYS[2]["registered"] = KEYS[1]["registered"] | {"boot_ns"}
 KEYS[2]["delegated"] = KEYS[1]["delegated"] | {"boot_ns"}
 KEYS[2]["renewed"] = frozenset({"name", "token", "ttl_ns", "boot_ns"})
 KEYS[2]["reclaimed"] = KEYS[1]["reclaimed"] | {"last_seen"}
+# How a reclaimed zombie ended (read from /proc before its parent reaped it):
+# the release's keys, with their meaning.
+KEYS[2]["reclaimed"] = KEYS[2]["reclaimed"] | {"exit_code", "exit_signal"}
 
 #: Keys a line may carry or not (``KEYS`` lists them too): the fast path of
 #: :func:`decode` counts a line's keys without them, so that a line with
@@ -954,6 +966,11 @@ def _shape_removal(ev: dict[str, Any]) -> None:
         seen = ev.get("last_seen", 0)
         if type(seen) is not int or not -TS_LIMIT <= seen < TS_LIMIT:
             raise _bad("last_seen", seen, "an integer of nanoseconds since the epoch (signed 64 bits)")
+        if "exit_code" in ev or "exit_signal" in ev:  # how a zombie ended (v2)
+            check_exit_status(ev)
+            if reason != "zombie":
+                raise _bad("exit_code" if "exit_code" in ev else "exit_signal",
+                           ev.get("exit_code", ev.get("exit_signal")), f"absent from a reclaim for {reason}")
     elif len(ev) > 8:  # a release's optional keys (v2): how the process ended, a note
         check_release_extras(ev)
 
@@ -970,18 +987,29 @@ def check_release_extras(ev: dict[str, Any]) -> None:
     Raises:
         FoldError: naming the key and the value.
     """
-    code, sig, note = ev.get("exit_code"), ev.get("exit_signal"), ev.get("note")
+    check_exit_status(ev)
+    note = ev.get("note")
+    if "note" in ev and (type(note) is not str or len(note) > MAX_NOTE):
+        raise _bad("note", note, f"a string of at most {MAX_NOTE} characters")
+    forced = ev.get("forced", "x")
+    if type(forced) is not str or not 0 < len(forced) <= MAX_NOTE:
+        raise _bad("forced", forced, f"a reason of 1 to {MAX_NOTE} characters")
+
+
+def check_exit_status(ev: dict[str, Any]) -> None:
+    """A release's or a zombie's reclaim's optional ``exit_code`` (0-255)
+    and ``exit_signal`` (1-127): at most one of them, never null.
+
+    Raises:
+        FoldError: naming the key and the value.
+    """
+    code, sig = ev.get("exit_code"), ev.get("exit_signal")
     if code is not None and (type(code) is not int or not 0 <= code <= 255):
         raise _bad("exit_code", code, "an integer from 0 to 255")
     if sig is not None and (type(sig) is not int or not 1 <= sig <= 127):
         raise _bad("exit_signal", sig, "an integer from 1 to 127")
     if code is not None and sig is not None:
         raise _bad("exit_signal", sig, "absent when exit_code is given")
-    if "note" in ev and (type(note) is not str or len(note) > MAX_NOTE):
-        raise _bad("note", note, f"a string of at most {MAX_NOTE} characters")
-    forced = ev.get("forced", "x")
-    if type(forced) is not str or not 0 < len(forced) <= MAX_NOTE:
-        raise _bad("forced", forced, f"a reason of 1 to {MAX_NOTE} characters")
     if ("exit_code" in ev and code is None) or ("exit_signal" in ev and sig is None):
         raise _bad("exit_code" if "exit_code" in ev and code is None else "exit_signal", None,
                    "an integer (leave the key out when unknown)")

@@ -98,6 +98,9 @@ VALUES: dict[str, dict[str, Any]] = {
         "reason": {"enum": sorted(RECLAIM_REASONS)},
         "reparented": {"$ref": "#/$defs/reparented"},
         "last_seen": {"type": "integer", "minimum": -TS_LIMIT, "maximum": TS_LIMIT - 1},
+        # (a zombie's: how it ended, read before its parent reaped it)
+        "exit_code": {"type": "integer", "minimum": 0, "maximum": 255},
+        "exit_signal": {"type": "integer", "minimum": 1, "maximum": 127},
     },
     "refused": {
         "key": {"type": "string"},
