@@ -125,6 +125,15 @@ class Liveness(enum.Enum):
         return self not in (Liveness.ALIVE, Liveness.UNKNOWN)
 
 
+def _check_returncode(verdict: "Verdict", _attribute: Any, value: Any) -> None:
+    if value is None:
+        return
+    if type(value) is not int or not -127 <= value <= 255:
+        raise ValueError(f"returncode must be an exit status 0-255 or -N for signal N (1-127), not {value!r}")
+    if verdict.liveness is not Liveness.ZOMBIE:
+        raise ValueError(f"returncode is a zombie's exit status: a {verdict.liveness.value} verdict has none")
+
+
 @attrs.frozen(slots=True)
 class Verdict:
     """A probe's answer with its reason.
@@ -134,10 +143,23 @@ class Verdict:
         why: ``str``, one lowercase clause: for ``UNKNOWN`` what could not
             be decided and why (``"on another host (<machine id>)"``), for a
             dead one what proved it; ``""`` when there is nothing to say.
+        returncode: ``ZOMBIE`` only (keyword only): how the holder's
+            process ended, read from the zombie before its parent reaped
+            it, ``subprocess``'s convention (an exit status 0-255, or
+            ``-N`` when signal N, 1-127, killed it); ``None`` when not
+            known (the default probe reads it only from a zombie proven to
+            be the holder's process: ``scopeledger._process.judge``). A
+            reclaim on this verdict records it as its event's ``exit_code``
+            or ``exit_signal``, as a release records its ``returncode``.
+
+    Raises:
+        ValueError: ``returncode`` out of that range, or given with
+            another liveness than ``ZOMBIE``.
     """
 
     liveness: Liveness
     why: str = ""
+    returncode: int | None = attrs.field(default=None, kw_only=True, validator=_check_returncode)
 
     @property
     def dead(self) -> bool:

@@ -427,6 +427,13 @@ class Reclaimed:
             epoch (UTC, its writer's clock): its last renewal's time, else
             its grant's (the event's ``last_seen``); ``None`` where not
             known (a report rebuilt from an older log).
+        returncode: how the process of a holder reclaimed as a ``zombie``
+            ended, read from the zombie before its parent reaped it
+            (:attr:`Verdict.returncode`: an exit status 0-255, or ``-N``
+            for signal N), recorded as the event's ``exit_code`` or
+            ``exit_signal``; ``None`` when not known (any other reason, a
+            zombie not proven to be the holder's process, a status the
+            kernel does not show to this process).
     """
 
     name: str
@@ -436,6 +443,7 @@ class Reclaimed:
     seq: int | None
     reparented: tuple[tuple[str, str | None], ...]
     last_seen_ns: int | None = None
+    returncode: int | None = None
 
 
 @attrs.frozen
@@ -562,10 +570,17 @@ class _Txn:
         closure made per request)."""
         return self.ledger._liveness(self, name)
 
-    def reclaim(self, name: str, reason: str) -> tuple[int, list[list[Any]]]:
+    def reclaim(self, name: str, reason: str, verdict: Verdict | None = None) -> tuple[int, list[list[Any]]]:
+        """Record the reclaim of ``name`` for ``reason``; ``verdict``: the
+        one that proved it dead (default: this transaction's on it, if
+        any), whose zombie's exit status the event records (``exit_code``
+        or ``exit_signal``: :func:`exit_keys`). ``(seq, re-parenting)``."""
         plan = reparent_plan(self.state, name)
+        if verdict is None:
+            verdict = self.liveness.get(name)
         return self.emit("reclaimed", name=name, reason=reason, reparented=plan,
-                         last_seen=last_seen_ns(self.state.holders[name])), plan
+                         last_seen=last_seen_ns(self.state.holders[name]),
+                         **exit_keys(verdict, reason)), plan
 
     def refuse(self, name: str, parent: str | None, rules: Sequence[ScopeRule], err: Exception) -> None:
         kind = REFUSAL_KIND[type(err)]
@@ -2071,7 +2086,8 @@ class Ledger:
                 # Reclaimed for the reason any reclaim records: its process's first
                 # (a holder whose process is also dead), else its lease's.
                 holder = self._verdict(alloc, None, None, ages)
-                txn.reclaim(name, (holder if holder.dead else verdict).liveness.value)
+                proof = holder if holder.dead else verdict
+                txn.reclaim(name, proof.liveness.value, proof)
                 txn.error = LeaseExpired(name, verdict.why)
                 return None
             txn.emit("renewed", name=name, token=token,
@@ -2167,7 +2183,7 @@ class Ledger:
                 v = verdicts[a.name]
                 plan = reparent_plan(state, a.name)
                 out.append(Reclaimed(a.name, v.liveness.value, v.why, a.pid, None,
-                                     tuple((c, p) for c, p in plan), last_seen_ns(a)))
+                                     tuple((c, p) for c, p in plan), last_seen_ns(a), v.returncode))
                 commit_removal(state, a.name, state.seq + 1, state.last_ts, state.last_hash)
             return ReclaimReport(tuple(out), kept())
 
@@ -2189,9 +2205,9 @@ class Ledger:
                 verdicts[a.name] = v
                 if v.dead:
                     seen = last_seen_ns(cur)
-                    seq, plan = txn.reclaim(a.name, v.liveness.value)
+                    seq, plan = txn.reclaim(a.name, v.liveness.value, v)
                     out.append(Reclaimed(a.name, v.liveness.value, v.why, a.pid, seq,
-                                         tuple((c, p) for c, p in plan), seen))
+                                         tuple((c, p) for c, p in plan), seen, v.returncode))
             return tuple(out)
 
         done = self._transact(build)
@@ -3301,6 +3317,19 @@ def _boot_reading(boottime: Callable[[], int | None]) -> dict[str, int]:
     return {"boot_ns": ns}
 
 
+def exit_keys(verdict: Verdict | None, reason: str) -> dict[str, int]:
+    """What a ``reclaimed`` event for ``reason`` records of how the
+    holder's process ended: ``{"exit_code": status}`` or
+    ``{"exit_signal": N}`` from a ``zombie`` verdict that carries its
+    :attr:`Verdict.returncode` (the default probe reads it only from a
+    zombie proven to be the holder's process); ``{}`` otherwise."""
+    if verdict is None or verdict.returncode is None or reason != "zombie" \
+            or verdict.liveness is not Liveness.ZOMBIE:
+        return {}
+    code = verdict.returncode
+    return {"exit_signal": -code} if code < 0 else {"exit_code": code}
+
+
 def last_seen_ns(alloc: Allocation) -> int:
     """When holder ``alloc`` was last seen alive, ns since the epoch (UTC,
     its writer's clock): its last renewal's ``ts``, else its grant's."""
@@ -3404,7 +3433,8 @@ def _simulate_reclaim(state: State, name: str, reason: str, verdict: Verdict) ->
     as a decision would; what it reclaimed."""
     held = state.holders[name]
     plan = reparent_plan(state, name)
-    entry = Reclaimed(name, reason, verdict.why, held.pid, None, tuple((c, p) for c, p in plan), last_seen_ns(held))
+    entry = Reclaimed(name, reason, verdict.why, held.pid, None, tuple((c, p) for c, p in plan), last_seen_ns(held),
+                      verdict.returncode)
     commit_removal(state, name, state.seq + 1, state.last_ts, state.last_hash)
     return entry
 

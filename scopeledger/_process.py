@@ -35,6 +35,7 @@ is ``UNKNOWN`` with the reason.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Callable
 
@@ -165,19 +166,111 @@ def read_stat(pid: int | str) -> tuple[str, int | None]:
     """
     with open(f"{PROC}/{pid}/stat", "rb", buffering=0) as f:
         data = f.read(4096)
-    close = data.rfind(b")")
+    state, ticks, _ = _parse_stat(data, f"{PROC}/{pid}/stat")
+    return state, ticks
+
+
+def _parse_stat(data: bytes, where: str) -> tuple[str, int | None, list[bytes]]:
+    """``(state, start ticks, fields)`` of a ``/proc/PID/stat`` text (as
+    :func:`read_stat`); ``fields`` are those after the command name, the
+    state (field 3) first, so field N is ``fields[N - 3]``.
+
+    Raises:
+        ValueError: the text does not parse (``where`` names the file).
+    """
+    close = data.rfind(b")")  # (the command name may hold spaces and parentheses: after the last one)
     fields = data[close + 1:].split()
     if close < 0 or len(fields) < 20:
-        raise ValueError(f"{PROC}/{pid}/stat does not parse: {data[:200]!r}")
+        raise ValueError(f"{where} does not parse: {data[:200]!r}")
     state = fields[0].decode("ascii", "replace")
     ticks = int(fields[19])
     if ticks <= 0:
-        return state, None
+        return state, None, fields
     offset = _boottime_offset()
     if offset is None or offset % _NS_PER_TICK:
-        return state, None
+        return state, None, fields
     ticks -= offset // _NS_PER_TICK
-    return state, ticks if ticks > 0 else None
+    return state, ticks if ticks > 0 else None, fields
+
+
+#: ``exit_code``, the last field of ``/proc/PID/stat`` (since Linux 3.5): a
+#: thread's exit status as ``waitpid`` gives it (``fields[49]`` of
+#: :func:`_parse_stat`).
+_EXIT_CODE_FIELD = 52
+
+
+def zombie_status(pid: int, ticks: int) -> int | None:
+    """How zombie ``pid``, the process that started at ``ticks`` (clock
+    ticks since boot, as :func:`read_stat` reads them), ended, read from
+    ``/proc/PID/stat`` without reaping it: ``subprocess``'s convention, an
+    exit status 0-255, or ``-N`` when signal N (1-127) killed it.
+
+    ``None`` (nothing is known, nothing is guessed) unless all of these
+    hold, read through one ``/proc/PID`` directory descriptor, which names
+    one process and never another that takes its pid later (once the
+    zombie is reaped, reads through it fail): its ``stat`` says ``Z`` (a
+    zombie: exited, not reaped) and its start is ``ticks``; the kernel
+    shows the ``exit_code`` field (Linux 3.5 and later); and this process
+    may read it: the kernel shows 0 in its place to a reader that may not
+    ``ptrace``-read the process (another user's, without
+    ``CAP_SYS_PTRACE``), which would read as an exit status of 0, so
+    ``ns/pid``, refused under the same check, is read too, after it.
+
+    The field is the status of the process's main thread: a process whose
+    main thread ended on its own (``pthread_exit``) while other threads
+    ran on, then ended by another thread's ``exit``, shows the main
+    thread's status (0 after ``pthread_exit``) where its parent's
+    ``waitpid`` gets the process's. Its caller, :func:`judge`, asks only
+    once every thread is gone.
+    """
+    try:
+        fd = os.open(f"{PROC}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            sfd = os.open("stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                data = os.read(sfd, 4096)
+            finally:
+                os.close(sfd)
+            state, start, fields = _parse_stat(data, f"{PROC}/{pid}/stat")
+            if state != "Z" or start != ticks or len(fields) < _EXIT_CODE_FIELD - 2:
+                return None
+            raw = int(fields[_EXIT_CODE_FIELD - 3])
+            os.readlink("ns/pid", dir_fd=fd)  # (refused unless the field above was shown to us)
+        except (OSError, ValueError):
+            return None
+    finally:
+        os.close(fd)
+    return returncode_of(raw)
+
+
+def _ended(code: int) -> str:
+    """How a process ended, from its return code (``subprocess``'s
+    convention), as a clause: ``"it exited with status 3"``, ``"it was
+    killed by SIGKILL"``."""
+    if code >= 0:
+        return f"it exited with status {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"it was killed by {name}"
+
+
+def returncode_of(raw: int) -> int | None:
+    """A ``waitpid`` status (``int``) as ``subprocess``'s return code: the
+    exit status (0-255) of a process that exited, ``-N`` for one signal N
+    (1-127) killed (a core dump or not); ``None`` for anything else (a
+    stop, a value out of range)."""
+    if not 0 <= raw <= 0xFFFF:
+        return None
+    if os.WIFEXITED(raw):
+        return os.WEXITSTATUS(raw)
+    if os.WIFSIGNALED(raw):
+        return -os.WTERMSIG(raw)
+    return None
 
 
 def _proc_is_ours() -> bool:
@@ -275,6 +368,13 @@ def judge(ident: ProcessIdentity, boots: Callable[[], dict[str, list[int]]] | No
       alive, ``UNKNOWN`` when its threads cannot be read); a start not recorded or not
       readable: ``UNKNOWN`` (never proof of reuse); else ``ALIVE``.
 
+    A ``ZOMBIE`` verdict carries how the process ended
+    (:attr:`Verdict.returncode`, which a reclaim records as its
+    ``exit_code`` or ``exit_signal``) only when the zombie is proven to be
+    the holder's process (the same boot, PID namespace, pid and recorded
+    start) and the kernel shows its status to this process
+    (:func:`zombie_status`); else ``None``: never a guess.
+
     A v1 identity (``start`` in wall-clock seconds) is judged as before v2:
     another boot id is ``EARLIER_BOOT`` (v1 recorded no host), another PID
     namespace ``UNKNOWN``, a start time off by whole seconds ``UNKNOWN`` (a
@@ -340,6 +440,12 @@ def judge(ident: ProcessIdentity, boots: Callable[[], dict[str, list[int]]] | No
         # main thread has exited (pthread_exit) and other threads run on.
         verdict = _zombie(pid)
         if verdict is not None:
+            if verdict.liveness is Liveness.ZOMBIE and ident.ticks is not None and ticks == ident.ticks:
+                # Proven the holder's own process (its boot, PID namespace,
+                # pid and start): how it ended, if the kernel shows it to us.
+                code = zombie_status(pid, ident.ticks)
+                if code is not None:
+                    return Verdict(Liveness.ZOMBIE, verdict.why + f"; {_ended(code)}", returncode=code)
             return verdict
     if ident.ticks is None:
         return _unknown(f"its start time was not recorded: pid {pid} is in use, by it or by a "
