@@ -196,12 +196,15 @@ def reclaim(env: Env, dry_run: bool) -> int:
             got = [e for e in ledger.events(since=before.seq + 1, types=["reclaimed"]) if e.data["name"] in names]
             report = ReclaimReport(tuple(
                 Reclaimed(e.data["name"], e.data["reason"], "", before.holders[e.data["name"]].pid, e.seq,
-                          tuple((c, p) for c, p in e.data["reparented"]), e.data.get("last_seen"))
+                          tuple((c, p) for c, p in e.data["reparented"]), e.data.get("last_seen"),
+                          e.data.get("exit_code", -e.data["exit_signal"] if "exit_signal" in e.data else None))
                 for e in got if e.data["name"] in before.holders), ())
         pids = {a.name: a.pid for a in before.holders.values()}
         unknown = [{"name": n, "pid": pids.get(n), "why": v.why} for n, v in report.unknown]
         rows: list[dict[str, Any]] = [{"name": r.name, "reason": r.reason, "why": r.why, "pid": r.pid, "seq": r.seq,
-                 "reparented": [list(m) for m in r.reparented], "last_seen_ns": r.last_seen_ns}
+                 "reparented": [list(m) for m in r.reparented], "last_seen_ns": r.last_seen_ns,
+                 "exit_code": r.returncode if r.returncode is not None and r.returncode >= 0 else None,
+                 "exit_signal": -r.returncode if r.returncode is not None and r.returncode < 0 else None}
                 for r in report.reclaimed]
         if env.json:
             env.emit_json({"ledger": ledger.path, "dry_run": dry_run, "reclaimed": rows, "unknown": unknown})

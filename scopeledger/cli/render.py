@@ -173,13 +173,22 @@ def _release_details(d: dict[str, Any]) -> str:
     out = ""
     if "forced" in d:
         out += f"; forced, reason: {_quoted(d['forced'])}"
-    if "exit_code" in d:
-        out += f"; its process exited with status {d['exit_code']}"
-    elif "exit_signal" in d:
-        out += f"; its process was killed by {signal_name(d['exit_signal'])}"
+    out += exit_details(d)
     if "note" in d:
         out += f"; note: {_quoted(d['note'])}"
     return out
+
+
+def exit_details(d: dict[str, Any]) -> str:
+    """How the holder's process ended, as a ``released`` event records it
+    and a ``reclaimed`` one of a zombie (``exit_code``, ``exit_signal``):
+    ``"; its process exited with status 3"``, ``"; its process was killed
+    by SIGKILL"``; ``""`` when the event does not say."""
+    if "exit_code" in d:
+        return f"; its process exited with status {d['exit_code']}"
+    if "exit_signal" in d:
+        return f"; its process was killed by {signal_name(d['exit_signal'])}"
+    return ""
 
 
 def _quoted(text: str) -> str:
@@ -360,7 +369,7 @@ class Narrator:
             else:
                 reason = d["reason"]
                 detail = _REASON_DETAIL.get(reason, "{pid}").format(pid=pid if pid is not None else "?")
-                text = f"'{name}' because {REASONS.get(reason, reason)}: {detail}"
+                text = f"'{name}' because {REASONS.get(reason, reason)}: {detail}" + exit_details(d)
                 if actor is not None:
                     text += f"; by pid {actor}"
                 if d.get("last_seen"):
