@@ -216,12 +216,12 @@ def zombie_status(pid: int, ticks: int) -> int | None:
     ``CAP_SYS_PTRACE``), which would read as an exit status of 0, so
     ``ns/pid``, refused under the same check, is read too, after it.
 
-    The field is the status of the process's main thread: a process whose
-    main thread ended on its own (``pthread_exit``) while other threads
-    ran on, then ended by another thread's ``exit``, shows the main
-    thread's status (0 after ``pthread_exit``) where its parent's
-    ``waitpid`` gets the process's. Its caller, :func:`judge`, asks only
-    once every thread is gone.
+    The field is the main thread's (``stat`` shows the thread-group
+    leader); :func:`judge` asks only once every thread is gone. For a
+    process whose main thread ended first (``pthread_exit``) and another
+    thread then ended it (``exit``, a fatal signal), it was what the
+    parent's ``waitpid`` got on the kernel this was tried on (6.18;
+    ``tests/test_zombie_exit_status.py`` checks it on the kernel it runs on).
     """
     try:
         fd = os.open(f"{PROC}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

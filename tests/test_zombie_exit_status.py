@@ -168,6 +168,42 @@ def test_the_probe_reads_a_zombies_status_only_when_its_start_proves_it_the_hold
     assert _process.zombie_status(zombie.pid, ident.ticks) == 3
 
 
+LEADER_FIRST = """
+import ctypes, os, sys, threading
+def work():
+    sys.stdin.readline()
+    if sys.argv[1] == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), 9)
+threading.Thread(target=work).start()
+print("ready", flush=True)
+ctypes.CDLL(None).pthread_exit(None)  # the main thread ends first, as a C, Go or Java program's may
+"""
+
+
+@pytest.mark.parametrize(("how", "want"), [("exit", 3), ("kill", -9)])
+def test_a_process_whose_main_thread_ended_first_is_recorded_as_its_parent_learns_it(how, want) -> None:
+    # /proc/PID/stat shows the main thread: once every thread is gone, its
+    # exit_code must be what waitpid gives the parent for the whole process
+    # (another thread's exit or fatal signal), or the probe would record a
+    # status the process did not end with.
+    proc = subprocess.Popen([sys.executable, "-c", LEADER_FIRST, how], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        ident = _process.identify(proc.pid)
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        exited_unreaped(proc.pid)  # (a thread group is reapable once its last thread is gone)
+        v = judge(ident)
+        assert (v.liveness, v.returncode) == (Liveness.ZOMBIE, want), v
+    finally:
+        proc.stdin.close()  # (on a failure before "go": its thread reads the end and the process ends)
+        code = proc.wait()
+    assert code == want
+
+
 def test_a_reader_the_kernel_hides_the_status_from_records_none_not_zero(zombie) -> None:
     # The kernel shows another user's zombie's exit_code as 0 to a reader that
     # may not ptrace-read it: read as it is, that would be exit status 0.
