@@ -2135,7 +2135,12 @@ class Ledger:
         PostgreSQL, a holder of another host whose client session is dead
         (``session_closed``, ``lease_expired``, ``session_lock_gone``, on
         the server's clock: ``scopeledger._sessions``). Each is removed like a release
-        (children re-parented) with the reason recorded. A holder whose
+        (children re-parented) with the reason recorded, and for a zombie
+        how its process ended (``exit_code`` or ``exit_signal``, as a
+        release records it) when the probe read it from the zombie
+        (:attr:`Verdict.returncode`: the default probe only from a zombie
+        proven to be the holder's process whose status the kernel shows
+        this process; :attr:`Reclaimed.returncode`). A holder whose
         liveness cannot be decided (another host without a session, another PID namespace
         that still exists, /proc unreadable, ...) is kept, and the report
         says why.

@@ -14,7 +14,11 @@ password the URL carried is passed as ``PGPASSWORD`` unless the child's
 environment sets one (:meth:`~scopeledger.Ledger.child_environment`).
 ``Spawned.wait()`` waits for the child and releases the grant with its exit
 status (``exit_code``, or ``exit_signal`` when a signal killed it) and an
-optional note. Bound to the child, the grant outlives the supervisor: if the
+optional note. Another process may reclaim the grant between the child's exit
+and that release (it sees a zombie: not reaped yet); the ``reclaimed`` event
+then records the exit status instead, read from the zombie, when the reclaimer
+can prove it the child and the kernel shows it the status
+(``scopeledger._process.zombie_status``). Bound to the child, the grant outlives the supervisor: if the
 supervisor dies, the child keeps its scope until it exits (then it is
 reclaimed, or taken back by :func:`adopt`). On PostgreSQL that holds for
 checkers on the child's own host; to other hosts the grant is vouched for
@@ -166,7 +170,10 @@ class Spawned:
         """Wait for the child to exit (at most ``timeout`` seconds) and
         release its grant with its exit status (and ``note``); its
         ``returncode`` (``-N``: signal N). Releasing twice is a no-op; a
-        grant released or reclaimed meanwhile by someone else is left so.
+        grant released or reclaimed meanwhile by someone else is left so
+        (a reclaim of the exited child before this call reaped it records
+        its exit status itself, when the reclaimer can read it: the module
+        docstring).
 
         Args:
             timeout: seconds (a real number, 0 to 1e9), ``None`` for ever.
