@@ -178,16 +178,7 @@ def check_token(token: Any, allow_none: bool = False, what: str = "token") -> An
     """
     if type(token) is int and token >= 1:  # (the common case first)
         return token
-    if token is None and allow_none:
-        return None
-    number = integer(token)
-    if number is None:
-        raise TypeError(f"{what} must be an int (a grant's seq){' or None' if allow_none else ''}, "
-                        f"not {described(token)}")
-    if number < 1:
-        raise InvalidArgument(f"{what} must be a grant's seq, an int >= 1 (seqs count from 1), "
-                              f"not {described(token)}")
-    return number
+    return _seq_number(what, token, allow_none, 1, "a grant's seq", "an int >= 1 (seqs count from 1)")
 
 
 def check_seq(what: str, seq: Any, allow_none: bool = False) -> Any:
@@ -203,14 +194,22 @@ def check_seq(what: str, seq: Any, allow_none: bool = False) -> Any:
     """
     if type(seq) is int and seq >= 0:  # (the common case first)
         return seq
-    if seq is None and allow_none:
+    return _seq_number(what, seq, allow_none, 0, "a seq", "an int >= 0")
+
+
+def _seq_number(what: str, value: Any, allow_none: bool, least: int, kind: str, rule: str) -> Any:
+    """:func:`check_token`'s and :func:`check_seq`'s reading of a value
+    off their common case: ``None`` (with ``allow_none``), or the plain
+    ``int`` of an integer of at least ``least``; ``kind`` and ``rule``
+    say what it must be, for the messages."""
+    if value is None and allow_none:
         return None
-    number = integer(seq)
+    number = integer(value)
     if number is None:
-        raise TypeError(f"{what} must be an int (a seq){' or None' if allow_none else ''}, "
-                        f"not {described(seq)}")
-    if number < 0:
-        raise InvalidArgument(f"{what} must be a seq, an int >= 0, not {described(seq)}")
+        raise TypeError(f"{what} must be an int ({kind}){' or None' if allow_none else ''}, "
+                        f"not {described(value)}")
+    if number < least:
+        raise InvalidArgument(f"{what} must be {kind}, {rule}, not {described(value)}")
     return number
 
 

@@ -21,6 +21,7 @@ import logging
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -325,3 +326,18 @@ def asleep_behind(monkeypatch: Any) -> threading.Event:
         return sleep(self, timeout, mine)
     monkeypatch.setattr(_wait.Watch, "wait", wait)
     return asleep
+
+
+def kill_and_reap(pids: Sequence[int], child: int) -> None:
+    """A test's clean-up: SIGKILL each of ``pids`` still there, then reap
+    ``child`` (this process's child among them) if it has ended."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.waitpid(child, os.WNOHANG)
+    except ChildProcessError:
+        pass
+

@@ -35,7 +35,7 @@ import pytest
 from scopeledger import (AsyncLedger, HistoryUnavailable, InvalidArgument, InvalidProcess, Ledger, ScopeRule,
                          from_environment, to_ns)
 from scopeledger._errors import shown
-from helpers import W, ledger_cmd, one_error_line
+from helpers import W, kill_and_reap, ledger_cmd, one_error_line
 
 BOUND = 60.0  # seconds: a generous bound on a process's exit being seen
 
@@ -473,12 +473,4 @@ def test_adopted_wait_returns_the_exit_status_as_far_as_it_is_known(ctx, driver)
         assert not led.check("kid", kid.token) and not led.check("far", far.token)
         assert led.check("top", ctx.top.token)  # the rebound grant: kept
     finally:
-        for pid in (child, stranger):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            os.waitpid(child, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        kill_and_reap((child, stranger), child)

@@ -21,7 +21,7 @@ from scopeledger import (
     ScopeConflict,
 )
 
-from helpers import Rd, W, readline
+from helpers import Rd, W, kill_and_reap, readline
 from test_wait import BOUND, events, grants, holder_process, tickets
 
 
@@ -376,15 +376,7 @@ def test_async_adopt_waits_on_the_loop_and_records_what_it_can_know(ledger_dir, 
 
         run(main())
     finally:
-        for pid in (child, stranger):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            os.waitpid(child, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        kill_and_reap((child, stranger), child)
     with Ledger.open(ledger_dir) as led:
         got = {e["name"]: (e.get("exit_code"), e.get("exit_signal"), e["note"]) for e in events(led)
                if e["type"] == "released"}
