@@ -126,6 +126,7 @@ _PUBLIC = {
     "InvalidLease": "_errors",
     "LeaseExpired": "_errors",
     "Renewer": "_lease",
+    "GrantWatch": "_grantwatch",
     "TTL_RANGE": "_lease",
     "SESSION_TTL_RANGE": "_sessions",
     # _async.py (imports asyncio: only for those who use it)
@@ -170,6 +171,7 @@ __all__ = [
     "StoreUnavailable",
     "Event",
     "HistoryUnavailable",
+    "GrantWatch",
     "Hold",
     "Holding",
     "InvalidArgument",
@@ -262,6 +264,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from ._identity import Lease, Liveness, ProcessIdentity, Verdict  # noqa: F401
     from ._lease import TTL_RANGE, Renewer  # noqa: F401
+    from ._grantwatch import GrantWatch  # noqa: F401
     from ._sessions import SESSION_TTL_RANGE  # noqa: F401
     from ._paths import real_path  # noqa: F401
     from ._process import host_id, identify, judge, probe  # noqa: F401

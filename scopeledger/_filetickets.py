@@ -299,6 +299,12 @@ class FileTickets:
         else:
             watch.close()
 
+    def follower(self) -> "FileWatch":
+        """A watch of the log alone, of the caller's own (never one kept for
+        waiters): inotify on the log (none on a network file system or
+        without inotify: no descriptor then). Close it when done."""
+        return FileWatch(self._log_path, None, self._store.network_fs is not None)
+
     def close(self) -> None:
         """Close the watches kept: their inotify instances count against a
         per-user limit (``fs.inotify.max_user_instances``, 128 by default)."""

@@ -85,6 +85,7 @@ from ._store import CUT_RECORD_NAME, Store
 from ._imports import first_use
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._grantwatch import GrantWatch
     from ._lease import Renewer
     from ._spawn import Adopted, Spawned
 
@@ -2116,6 +2117,55 @@ class Ledger:
             from ._lease import Renewer
 
         return Renewer(self, name, token, ttl, on_lost)
+
+    def watch_grant(self, name: str, token: int,
+                    on_lost: Callable[[Event | None], object]) -> "GrantWatch":
+        """Learn, in a background thread, when grant ``(name, token)`` ends
+        while its holder works: ``on_lost(event)`` is called once, in that
+        thread, with the :class:`Event` that ended it: ``released``
+        (``event.actor`` says by whom; ``event.data["forced"]`` is the
+        reason of a forced release, ``ledger release --force``) or
+        ``reclaimed`` (``event.data["reason"]``: ``"lease_expired"``, a
+        lost client session's, or a process death's), or with ``None``
+        when the log holds no grant of ``name`` at seq ``token`` (its line
+        cut by :meth:`repair`, the log replaced; or never granted so). It
+        is called at once when the grant had ended before this call.
+
+        Woken by the store's change notification (inotify on a
+        directory's log, LISTEN on PostgreSQL; where there is none, a
+        network file system, it looks every 0.5 s), it reads only the lines
+        appended since its last look and decodes only those that name the
+        holder: it folds nothing and keeps no state but its place in the
+        log, so a process that dropped its folded state (:meth:`unload`)
+        stays small while it watches. A line that does not follow the last
+        one read (the log cut by a repair) makes it read the grant's line
+        again (``scopeledger._grantwatch`` says more). What the log does
+        not say is not seen here: a lease that ran out by the holder's own
+        clock (:meth:`check`; the renewer, :meth:`keep_renewed`, learns it
+        at its next renewal), or a client session lost on PostgreSQL
+        (``on_session_lost``), until a reclaim is recorded.
+
+        Returns a :class:`GrantWatch`: ``stop()`` (or ``with``) ends it;
+        once ``stop()`` has returned, ``on_lost`` is not called. The thread
+        is a daemon; it does not exist in a forked child.
+
+        Raises:
+            InvalidHolderName: ``name`` is not a holder name.
+            TypeError: ``token`` is not an ``int``, or ``on_lost`` is not
+                callable.
+            ValueError: ``token`` is below 1.
+        """
+        name = check_name(name)
+        check_token(token)
+        if token < 1:
+            raise ValueError(f"token must be a grant's seq (1 or more), not {token}")
+        if on_lost is None:
+            raise TypeError("on_lost must be a callable, not None")
+        check_callable("on_lost", on_lost)
+        with first_use:
+            from ._grantwatch import GrantWatch
+
+        return GrantWatch(self._log, self._mem, self._log_where, name, token, on_lost)
 
     def reclaim_stale(self, probe: Probe | None = None, *, dry_run: bool = False) -> list[str]:
         """Reclaim every holder whose process is provably gone; the names,

@@ -376,6 +376,19 @@ class Tickets(Protocol):
         closed. Raises nothing."""
         ...
 
+    def follower(self) -> Wakeup | None:
+        """What wakes a process that follows the log alone for a long while
+        (``Ledger.watch_grant``: a holder waiting to learn that its grant
+        ended): descriptors that turn readable when the log grows
+        (``fds(True)``, ``changes()``), a watch of its own, never one kept
+        for waiters; the caller closes it (``close()``). ``None`` when
+        nothing can wake it (the follower looks every so often).
+
+        Raises:
+            LedgerError: the store refused (a server that cannot be reached).
+        """
+        ...
+
 
 # -- moving a ledger between stores -----------------------------------------
 

@@ -2430,6 +2430,22 @@ class PgTickets:
     def done(watch: Any) -> None:
         return None  # (the connection is the ticket's: given back by leave)
 
+    def follower(self) -> "PgFollow":
+        """A connection of the caller's own that LISTENs on the log's channel
+        (:class:`PgFollow`; closed by its ``close()``).
+
+        Raises:
+            StoreUnavailable, StoreError: it could not be opened, or LISTEN failed.
+        """
+        store = self._store
+        conn = store._new_connection()
+        try:
+            conn.execute(f"LISTEN {store._channel}")
+        except psycopg.Error as exc:
+            _close_quietly(conn)
+            raise store._error(exc, "listen for new events") from exc
+        return PgFollow(conn)
+
     def close(self) -> None:
         """Close the idle connections (tickets in use keep theirs until they
         leave), once the server answered the leaves sent on them (so every
@@ -2530,6 +2546,48 @@ class PgWatch:
 
     def close(self) -> None:
         return None
+
+
+class PgFollow:
+    """What wakes a follower of the log (``Tickets.follower``): a connection
+    of its own LISTENing on the log's channel, on which every append
+    notifies. Broken, it has no descriptor and :meth:`changes` says events
+    may have been lost: the follower looks, and makes a new one."""
+
+    period = RECHECK_SECONDS
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        #: The connection broke (or was closed): make a new follower.
+        self.broken = False
+
+    def fds(self, log_too: bool) -> list[int]:
+        conn = self._conn
+        if self.broken or conn.closed:
+            return []
+        try:
+            return [conn.fileno()]
+        except psycopg.Error:
+            self.broken = True
+            return []
+
+    def changes(self) -> tuple[bool, list[int] | None]:
+        grew = False
+        try:
+            for _ in self._conn.notifies(timeout=0):
+                grew = True
+        except psycopg.Error:  # the link broke: appends may have been missed
+            self.broken = True
+            return True, None
+        return grew, []
+
+    @staticmethod
+    def follow(log_too: bool, behind: int | None) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.broken = True
+        _close_quietly(self._conn)
 
 
 def _role_name(conn: Any) -> str:

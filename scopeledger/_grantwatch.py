@@ -1,0 +1,285 @@
+"""Watching one grant for its end without the folded state:
+``Ledger.watch_grant`` (a :class:`GrantWatch`).
+
+A holder whose scope may be taken away while it works (an operator's forced
+release, a reclaim of its lapsed lease or of its lost client session) learns
+it from the log: the ``released`` or ``reclaimed`` line naming it, appended
+after its grant. A :class:`GrantWatch` follows the log from the grant's line
+on, in a thread of its own, woken by the store's change notification (the
+store interface's ``Tickets.follower``: inotify on the log of a directory,
+LISTEN on PostgreSQL), and reads only the lines appended since its last look
+(``LogStore.read_after``), decoding only those that name the holder: it keeps
+no folded state, so a process that drops its own (``Ledger.unload``, as
+``ledger run``'s wrapper does while its command runs) stays small however
+many holders the ledger has.
+
+It also notices, where that is cheap, that the log no longer holds the lines
+it read (cut by ``ledger repair``, or replaced): the first line of each read
+must name, as its ``prev``, the hash of the last line of the read before.
+Then it reads the grant's line again: gone or changed, the grant is no
+longer in the log (``on_lost(None)``); the same bytes, the cut was after it,
+and it follows on from the grant's line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+from typing import Any, Callable
+
+import orjson
+
+from ._errors import CorruptLedger, LedgerError
+from ._events import decode, line_hash
+from ._history import Event
+from ._logstore import LogStore, Wakeup
+
+log = logging.getLogger("scopeledger")
+
+#: Lines read per look (a page; a look reads pages until the log's end).
+FOLLOW_PAGE = 4096
+
+#: The longest a watch sleeps between two looks, seconds, when its store
+#: wakes it on every append (inotify, LISTEN): a backstop for a wake-up that
+#: is lost without a word, not the way it learns (that is the wake-up).
+FOLLOW_RECHECK_SECONDS = 5.0
+
+#: The same where nothing wakes it (a ledger on a network file system, or
+#: without inotify; memory), or while its store cannot be reached: it looks
+#: this often.
+FOLLOW_POLL_SECONDS = 0.5
+
+#: Event types that end a grant (of the holder the line names).
+ENDINGS = ("released", "reclaimed")
+
+
+class GrantWatch:
+    """Follows the log past grant ``(name, token)`` in a daemon thread
+    until the grant ends, then calls ``on_lost(event)`` once, in that
+    thread: ``event`` is the :class:`~scopeledger.Event` that ended it
+    (``released``: ``event.actor`` says by whom, ``event.data["forced"]``
+    the reason of a forced release; ``reclaimed``: ``event.data["reason"]``,
+    such as ``"lease_expired"``), or ``None`` when the grant's own line is
+    no longer in the log (cut by a repair, or the log replaced). Made by
+    :meth:`scopeledger.Ledger.watch_grant`, which says more.
+
+    :meth:`stop` (or the ``with`` block's end) ends it: once ``stop()``
+    has returned, ``on_lost`` is not called (a call under way is waited
+    for). A store that cannot be read is tried again at the next look
+    (logged); the thread is a daemon and does not exist in a forked child.
+
+    Attributes:
+        ended: the event that ended the grant once seen (``None`` before,
+            and when the grant's line is gone: :attr:`lost` says which).
+        lost: whether the end was seen (``on_lost`` was, or is being,
+            called), ``bool``.
+        looks: how many times it read the log, ``int`` (for tests and
+            measurements: a wake-up by the store's notification, or the
+            backstop, is one look).
+    """
+
+    def __init__(self, store: LogStore, lock: Any, where: str, name: str, token: int,
+                 on_lost: Callable[[Event | None], object]) -> None:
+        self._store = store
+        self._lock = lock  # the ledger's memory lock: the store object is shared with its other threads
+        self._where = where
+        self.name, self.token = name, token
+        self._needle = orjson.dumps(name)  # (a line naming the holder holds its name so encoded)
+        self._on_lost = on_lost
+        self._stopping = False
+        self._call = threading.Lock()  # held while on_lost runs, and by stop()
+        self._stop_r, self._stop_w = os.pipe()
+        os.set_blocking(self._stop_w, False)
+        self.ended: Event | None = None
+        self.lost = False
+        self.looks = 0
+        self._source: Wakeup | None = None
+        self._thread = threading.Thread(target=self._run, name=f"scopeledger-watch-{name}", daemon=True)
+        self._thread.start()
+
+    # -- the thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._follow()
+        except Exception:  # noqa: BLE001 - a daemon thread's error is logged, never raised into nothing
+            log.exception("the watch of grant %r (token %d) stopped", self.name, self.token)
+        finally:
+            self._close_source()
+            os.close(self._stop_r)
+
+    def _follow(self) -> None:
+        grant = self._grant_line()
+        if grant is None:
+            self._end(None)
+            return
+        pos, last = self.token, line_hash(grant)
+        restarted = False
+        while not self._stopping:
+            self._source_now()  # (made, or made again, before the look: an append after it wakes the sleep)
+            try:
+                with self._lock:
+                    lines = self._store.read_after(pos, FOLLOW_PAGE)
+                self.looks += 1
+                if lines and not self._follows(lines[0][1], last):
+                    raise CorruptLedger(self._where, f"line {lines[0][0]} does not follow the line read before",
+                                        line=lines[0][0])
+            except CorruptLedger as exc:
+                # The log no longer holds what was read: cut or replaced. The grant's line decides.
+                again = self._grant_line()
+                if again is None or again != grant:
+                    self._end(None)
+                    return
+                if restarted:
+                    log.warning("cannot follow the log of %s past seq %d (%s): the end of grant %r (token %d) "
+                                "is not watched any more", self._where, pos, exc, self.name, self.token)
+                    return
+                restarted = True
+                pos, last = self.token, line_hash(grant)
+                continue
+            except (LedgerError, OSError) as exc:
+                log.info("could not read the log of %s to watch grant %r (trying again): %s",
+                         self._where, self.name, exc)
+                self._sleep(FOLLOW_POLL_SECONDS)
+                continue
+            if lines:
+                needle = self._needle
+                for seq, line in lines:
+                    if needle in line:
+                        ev = decode(line, self._where, seq, payload=False)
+                        if ev["type"] in ENDINGS and ev["name"] == self.name:
+                            self._end(Event(seq, ev["ts"], ev["type"], ev["actor"], ev))
+                            return
+                pos, last = lines[-1][0], line_hash(lines[-1][1])
+                if len(lines) == FOLLOW_PAGE:
+                    continue  # (more to read before sleeping)
+            self._sleep(None)
+
+    @staticmethod
+    def _follows(line: bytes, last: str) -> bool:
+        """Whether ``line``'s ``prev`` is ``last`` (a line without a
+        ``prev`` of the right type is not judged here: the fold judges it)."""
+        try:
+            prev = orjson.loads(line).get("prev")
+        except (orjson.JSONDecodeError, AttributeError):
+            return False
+        return not isinstance(prev, str) or prev == last
+
+    def _grant_line(self) -> bytes | None:
+        """The grant's line, when the log still holds one granting it
+        (``registered``/``delegated`` of this name at seq ``token``);
+        ``None`` when it does not. Tries again while the store cannot be
+        read (until :meth:`stop`: then ``b""``, which ends nothing)."""
+        while not self._stopping:
+            try:
+                with self._lock:
+                    got = self._store.read_after(self.token - 1, 1)
+            except CorruptLedger:
+                return None  # (the log holds fewer lines than that)
+            except (LedgerError, OSError) as exc:
+                log.info("could not read the grant of %r (token %d) to watch it (trying again): %s",
+                         self.name, self.token, exc)
+                self._sleep(FOLLOW_POLL_SECONDS)
+                continue
+            if not got or got[0][0] != self.token:
+                return None
+            line = got[0][1]
+            try:
+                ev = decode(line, self._where, self.token, payload=False)
+            except CorruptLedger:
+                return None
+            holder = ev.get("holder")
+            if ev["type"] not in ("registered", "delegated") or not isinstance(holder, dict) \
+                    or holder.get("name") != self.name:
+                return None
+            return line
+        return b""
+
+    def _end(self, event: Event | None) -> None:
+        """Call ``on_lost(event)`` once, unless stopped."""
+        with self._call:
+            if self._stopping:
+                return
+            self.ended, self.lost = event, True
+            try:
+                self._on_lost(event)
+            except Exception:  # noqa: BLE001 - a callback's error must not kill silently
+                log.exception("on_lost of the watch of grant %r raised", self.name)
+
+    def _sleep(self, seconds: float | None) -> None:
+        """Until the log may have grown, :meth:`stop`, or ``seconds`` (the
+        source's backstop when ``None``). A source that broke since the
+        look is not slept on: the next look makes a new one first."""
+        source = self._source
+        if source is not None and getattr(source, "broken", False):
+            source, seconds = None, 0.0
+        fds = [self._stop_r]
+        if source is not None:
+            fds.extend(source.fds(True))
+        if seconds is None:
+            seconds = FOLLOW_RECHECK_SECONDS if len(fds) > 1 else FOLLOW_POLL_SECONDS
+        p = select.poll()
+        for fd in fds:
+            p.register(fd, select.POLLIN)
+        p.poll(int(seconds * 1000))
+        if source is not None:
+            source.changes()  # (drained: whatever it says, the next look reads the log)
+
+    def _source_now(self) -> Wakeup | None:
+        """The follower's wake-up (``Tickets.follower``), made when missing
+        or broken; ``None`` when the store has none or it cannot be made."""
+        source = self._source
+        if source is not None and not getattr(source, "broken", False):
+            return source
+        self._close_source()
+        tickets = self._store.tickets()
+        if tickets is None:
+            return None
+        try:
+            self._source = tickets.follower()
+        except (LedgerError, OSError) as exc:
+            log.info("cannot be woken by the log of %s's changes now (looking every %g s): %s",
+                     self._where, FOLLOW_POLL_SECONDS, exc)
+            return None
+        return self._source
+
+    def _close_source(self) -> None:
+        source, self._source = self._source, None
+        if source is not None:
+            source.close()
+
+    # -- the caller's side --------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread still follows the log."""
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Stop watching: ``on_lost`` is not called once this returns (a
+        call under way is waited for). Wakes the thread and waits for it
+        unless called from it. Idempotent."""
+        with self._call:
+            self._stopping = True
+        if self._stop_w >= 0:
+            try:
+                os.write(self._stop_w, b"x")
+            except OSError:
+                pass
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        if self._stop_w >= 0 and not self._thread.is_alive():
+            os.close(self._stop_w)
+            self._stop_w = -1
+
+    def __enter__(self) -> "GrantWatch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "lost" if self.lost else ("watching" if self.running else "stopped")
+        return f"<GrantWatch {self.name!r} token={self.token} {state}>"
