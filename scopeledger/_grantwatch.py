@@ -90,6 +90,7 @@ class GrantWatch:
         self._on_lost = on_lost
         self._stopping = False
         self._call = threading.Lock()  # held while on_lost runs, and by stop()
+        self._pipe = threading.Lock()  # the stop pipe's ends: closed by the thread, written by stop()
         self._stop_r, self._stop_w = os.pipe()
         os.set_blocking(self._stop_w, False)
         self.ended: Event | None = None
@@ -108,7 +109,10 @@ class GrantWatch:
             log.exception("the watch of grant %r (token %d) stopped", self.name, self.token)
         finally:
             self._close_source()
-            os.close(self._stop_r)
+            with self._pipe:
+                os.close(self._stop_r)
+                os.close(self._stop_w)
+                self._stop_r = self._stop_w = -1
 
     def _follow(self) -> None:
         grant = self._grant_line()
@@ -259,20 +263,18 @@ class GrantWatch:
 
     def stop(self) -> None:
         """Stop watching: ``on_lost`` is not called once this returns (a
-        call under way is waited for). Wakes the thread and waits for it
-        unless called from it. Idempotent."""
+        call under way is waited for). Wakes the thread and waits for it to
+        end, unless called from it. Idempotent."""
         with self._call:
             self._stopping = True
-        if self._stop_w >= 0:
-            try:
-                os.write(self._stop_w, b"x")
-            except OSError:
-                pass
+        with self._pipe:
+            if self._stop_w >= 0:
+                try:
+                    os.write(self._stop_w, b"x")
+                except OSError:
+                    pass
         if self._thread is not threading.current_thread():
             self._thread.join()
-        if self._stop_w >= 0 and not self._thread.is_alive():
-            os.close(self._stop_w)
-            self._stop_w = -1
 
     def __enter__(self) -> "GrantWatch":
         return self
