@@ -601,8 +601,10 @@ def test_command_is_told_to_stop_when_its_session_is_lost(url: str, tmp_path: Pa
         wrapper.send_signal(signal.SIGCONT)
         wait_for(lambda: not _pid_alive(child), "COMMAND stopped after the session was lost", bound=120)
         out, err = wrapper.communicate(timeout=120)
-        assert wrapper.returncode == 128 + signal.SIGTERM, (wrapper.returncode, err)
+        # exit 6: COMMAND was stopped because the grant was taken away (--on-lost term, the default)
+        assert wrapper.returncode == 6, (wrapper.returncode, err)
         assert "session on the server was lost" in err and "sending COMMAND SIGTERM" in err, err
+        assert "COMMAND was sent SIGTERM and was killed by SIGTERM" in err, err
         assert "Traceback" not in err
     finally:
         if _pid_alive(child):

@@ -231,7 +231,8 @@ def test_an_attach_cut_off_unrecorded_is_tried_again_once(pg_cluster, url, tmp_p
     if json_out:
         docs = [json.loads(line) for line in text.splitlines()]
         assert docs[0]["notice"].startswith("warning: " + said), docs
-        assert docs[1:] == [{"name": "r", "token": 1, "parent": None, "pid": docs[1]["pid"], "exit_code": 0}], docs
+        assert docs[1:] == [{"name": "r", "token": 1, "parent": None, "pid": docs[1]["pid"], "exit_code": 0,
+                             "lost": None}], docs
     else:
         (line,) = text.splitlines()
         assert line.startswith("warning: " + said) and "trying again for up to" in line, text

@@ -43,26 +43,28 @@ def test_run_releases_after_the_command_though_the_lock_is_busy_past_lock_timeou
         assert [e.type for e in ledger.events()][-1] == "released"  # released, not reclaimed
 
 
-def _run_that(tmp_path: Path, inner: str) -> subprocess.CompletedProcess[str]:
-    """``ledger run --name job`` over ``sh -c INNER`` (with $L the ledger, $T the tree)."""
+def _run_that(tmp_path: Path, inner: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``ledger run --name job ARGS`` over ``sh -c INNER`` (with $L the ledger, $T the tree)."""
     led, tree = tmp_path / "led", tmp_path / "tree"
     tree.mkdir()
     with Ledger.open(led) as ledger:
         ledger.register("early", [ScopeRule(str(tree / "e"))])
         ledger.release("early")
     env = clean_env(L=str(led), T=str(tree))
-    return subprocess.run([*CMD, "--ledger", str(led), "run", "--name", "job", "--write", str(tree / "w"),
+    return subprocess.run([*CMD, "--ledger", str(led), "run", "--name", "job", "--write", str(tree / "w"), *args,
                            "--", "sh", "-c", inner], capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_run_warns_when_its_grant_was_force_released_during_the_command(tmp_path: Path) -> None:
-    # The command keeps running after an operator took its scope: run says so
-    # at the end (before, it said nothing), naming the reason; the command's
-    # exit code is kept.
-    p = _run_that(tmp_path, 'ledger release job --force --reason "disk needed elsewhere" >/dev/null; exit 3')
+    # With --on-lost warn the command keeps running after an operator took its
+    # scope: run says so once (at once: tests/test_cli_run_lost.py shows when),
+    # naming the reason; the command's exit code is kept.
+    p = _run_that(tmp_path, 'ledger release job --force --reason "disk needed elsewhere" >/dev/null; exit 3',
+                  "--on-lost", "warn")
     assert p.returncode == 3, p.stderr
-    assert "warning: 'job' was no longer held when its command ended: force-released" in p.stderr, p.stderr
+    assert "warning: 'job' lost its scope while COMMAND runs: force-released" in p.stderr, p.stderr
     assert "disk needed elsewhere" in p.stderr and "Traceback" not in p.stderr
+    assert p.stderr.count("warning") == 1, p.stderr
 
 
 def test_run_warns_when_its_grant_was_cut_from_the_log_by_a_repair(tmp_path: Path) -> None:
@@ -71,10 +73,15 @@ def test_run_warns_when_its_grant_was_cut_from_the_log_by_a_repair(tmp_path: Pat
     inner = ('python3 -c "import sys; p=sys.argv[1]+\'/events.jsonl\'; b=open(p,\'rb\').read().split(b\'\\n\'); '
              'b[1]=b[1].replace(b\'early\', b\'EARLY\'); open(p,\'wb\').write(b\'\\n\'.join(b))" "$L"; '
              'ledger repair >/dev/null; exit 0')
-    p = _run_that(tmp_path, inner)
+    p = _run_that(tmp_path, inner, "--on-lost", "warn")
     assert p.returncode == 0, p.stderr
     assert "is no longer in the log (cut by 'ledger repair'?)" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+    # By default COMMAND is told to stop (SIGTERM), and run exits 6, whatever COMMAND's status.
+    (tmp_path / "again").mkdir()
+    p = _run_that(tmp_path / "again", inner.replace("exit 0", "exec sleep 1000"))
+    assert p.returncode == 6, p.stderr
+    assert "is no longer in the log (cut by 'ledger repair'?)" in p.stderr and "COMMAND was sent SIGTERM" in p.stderr
 
 
 def test_run_says_nothing_when_it_releases_its_own_grant(tmp_path: Path) -> None:

@@ -222,6 +222,15 @@ class _Runner:
         self._lost_news = False  # one was noted since the last look at the grant
         self.deadline = math.inf  # (time.monotonic()) until which binding the grant is tried again
         self._pausing = False  # between two tries of binding it (bind): a forwarded signal ends run
+        #: What to do when the grant is taken away while COMMAND runs (--on-lost): "term" sends
+        #: COMMAND SIGTERM, "warn" lets it run on; either way it is said at once (:meth:`lost`).
+        self.on_lost = "term"
+        self.watch: Any = None  # the GrantWatch following the log past the grant while COMMAND runs
+        self.pidfd = -1  # COMMAND's process (a pidfd): signalled by the loss's thread, never a reused pid
+        #: Why the grant was taken away while COMMAND ran, once said (under ``_gate_lock``).
+        self.lost_why: str | None = None
+        self.stopped_for_loss = False  # COMMAND was sent SIGTERM for it (--on-lost term)
+        self._ending = False  # COMMAND has ended (or run is ending): a loss is not said any more
 
     # signals
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -449,6 +458,10 @@ class _Runner:
                 pass
             os._exit(EXIT_NO_COMMAND)
         self.child = pid
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except (OSError, AttributeError):
+            self.pidfd = -1  # (no pidfds: the pid is signalled, and only before it is reaped)
         os.close(gate_r)
         os.close(err_w)
         return gate_w, err_r
@@ -485,10 +498,60 @@ class _Runner:
                 self.lost_before_start = err
                 self._lost_news = True
                 return
-        self.say(f"warning: the ledger's session on the server was lost ({message_of(err)}): "
-                 f"'{self.name}' no longer holds its scope for other hosts; sending COMMAND SIGTERM")
+        self.lost(f"the ledger's session on the server was lost ({message_of(err)}): other hosts may be "
+                  "granted its scope")
+
+    def lost(self, why: str) -> None:
+        """The grant was taken away while COMMAND runs (``why``: how, said
+        at once): the one policy of every way it is taken (a forced
+        release or a reclaim the log records, :meth:`grant_ended`; a lapsed
+        lease its renewal found, :meth:`lease_lost`; a lost client session,
+        :meth:`session_lost`). With ``--on-lost term`` COMMAND is sent
+        SIGTERM (and ``run`` exits 6 once it ends), with ``warn`` it runs
+        on. Said and acted on once, from whichever thread learns first;
+        nothing once COMMAND has ended (what the release then finds is
+        said as before, :func:`_taken_away`). Raises nothing."""
+        with self._gate_lock:
+            if self.lost_why is not None or not self.started or self.waited or self._ending \
+                    or self.child is None or self._command_ended():
+                return
+            self.lost_why = why
+            term = self.on_lost == "term"
+            if term:
+                self.stopped_for_loss = True
+                self._signal_command(signal.SIGTERM)
+        what = "sending COMMAND SIGTERM" if term else "COMMAND runs on without it (--on-lost warn)"
+        self.tell("warning", f"'{self.name}' lost its scope while COMMAND runs: {why}; {what}")
+
+    def grant_ended(self, event: Any) -> None:
+        """The :class:`~scopeledger.GrantWatch`'s ``on_lost``: the log says
+        the grant ended (``event``; ``None``: its line is gone)."""
+        self.lost(_ending_words(event, self.alloc.token if self.alloc is not None else 0))
+
+    def lease_lost(self, exc: BaseException) -> None:
+        """The renewer's ``on_lost``: a renewal found the grant gone (its
+        lease ran out: this renewal recorded its reclaim, or another
+        process had)."""
+        self.lost(f"its lease is lost: {message_of(exc)}")
+
+    def _command_ended(self) -> bool:
+        """Whether COMMAND's process has exited (not yet reaped, or reaped:
+        its pidfd readable); ``False`` when that cannot be told."""
+        if self.pidfd < 0:
+            return False
+        import select
+
+        return bool(select.select([self.pidfd], [], [], 0)[0])
+
+    def _signal_command(self, signum: int) -> None:
+        """Send COMMAND's process ``signum`` through its pidfd (never a
+        process that reused its pid), else by pid while it is not reaped
+        (under ``_gate_lock``). Raises nothing."""
         try:
-            os.kill(child, signal.SIGTERM)
+            if self.pidfd >= 0:
+                signal.pidfd_send_signal(self.pidfd, signum)
+            elif self.child is not None and not self.waited:
+                os.kill(self.child, signum)
         except OSError:
             pass
 
@@ -522,7 +585,8 @@ class _Runner:
                 finally:
                     ledger.timeout = short
         except UnknownHolder:
-            why = _taken_away(ledger, alloc)  # (a reclaim after the command's exit: nothing to say)
+            # (a reclaim after the command's exit: nothing to say; a loss said while it ran: said)
+            why = _taken_away(ledger, alloc) if self.lost_why is None else None
             if why is not None:
                 when = "when its command ended" if self.started else "before its command started"
                 self.say(f"warning: '{alloc.name}' was no longer held {when}: {why}")
@@ -694,10 +758,10 @@ class _Runner:
                     # Opened: COMMAND runs. Else the child sees EOF and exits without running.
                     os.close(gate_w)
                     gate_w = -1
-                if self.ttl is not None:  # (started with the signals blocked: they stay the main thread's)
-                    self.renewer = self.ledger.keep_renewed(
-                        self.name, token, on_lost=lambda exc: self.say(
-                            f"warning: the lease of '{self.name}' is lost: {message_of(exc)}"))
+                # (threads started with the signals blocked: they stay the main thread's)
+                self.watch = self.ledger.watch_grant(self.name, token, self.grant_ended)
+                if self.ttl is not None:
+                    self.renewer = self.ledger.keep_renewed(self.name, token, on_lost=self.lease_lost)
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
             if self.renewer is None:
@@ -721,21 +785,14 @@ class _Runner:
             os.close(err_r)
             err_r = -1
             code = self.wait_child()
+            self.stop_watching()
             if data:
                 errno_ = int(data or b"0")
                 reason = os.strerror(errno_)
                 self.release()
                 raise CliError(f"cannot run {self.command[0]!r}: {reason}",
                                EXIT_NO_COMMAND if errno_ == errno_mod.ENOENT else EXIT_CANNOT_EXEC)
-            self.release()
-            if self.env.json:
-                try:
-                    sys.stderr.write(json_text({"name": self.name, "token": token, "parent": self.parent,
-                                                 "pid": self.child, "exit_code": code}) + "\n")
-                    sys.stderr.flush()
-                except (OSError, ValueError):
-                    pass  # (stderr's reader gone: the exit status still says how COMMAND ended)
-            return code
+            return self._outcome(code, token)
         except _Interrupted as exc:
             return 128 + exc.signum
         finally:
@@ -749,8 +806,55 @@ class _Runner:
                     os.waitpid(self.child, 0)
                 except ChildProcessError:
                     pass
+            self.stop_watching()
             self.release()
+            if self.pidfd >= 0:
+                os.close(self.pidfd)
+                self.pidfd = -1
             self.restore()
+
+    def _outcome(self, code: int, token: int) -> int:
+        """COMMAND ran and ended with ``code``: release, and return ``code``
+        (with ``--json``, its document on stderr first).
+
+        Raises:
+            CliError: (exit 6) COMMAND was sent SIGTERM because the grant
+                was taken away (``--on-lost term``).
+        """
+        self.release()
+        if self.stopped_for_loss:
+            raise self._stopped_error(code)
+        if self.env.json:
+            try:
+                sys.stderr.write(json_text({"name": self.name, "token": token, "parent": self.parent,
+                                             "pid": self.child, "exit_code": code,
+                                             "lost": self.lost_why}) + "\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass  # (stderr's reader gone: the exit status still says how COMMAND ended)
+        return code
+
+    def stop_watching(self) -> None:
+        """COMMAND has ended: no loss is said or acted on from now on, and
+        the watch of the grant stops (before the release, which it would
+        otherwise take for a loss). Not under ``_gate_lock`` (the watch's
+        callback takes it). Idempotent."""
+        with self._gate_lock:
+            self._ending = True
+        watch, self.watch = self.watch, None
+        if watch is not None:
+            watch.stop()
+
+    def _stopped_error(self, code: int) -> CliError:
+        """The error (exit 6) of a ``run`` whose COMMAND was sent SIGTERM
+        because its grant was taken away (``--on-lost term``); ``code``:
+        how COMMAND then ended, in ``run``'s form (128+N for signal N)."""
+        from .render import signal_name
+
+        ended = (f"was killed by {signal_name(code - 128)}" if code > 128 and self.returncode is not None
+                 and self.returncode < 0 else f"exited with status {code}")
+        return CliError(f"'{self.name}' lost its scope while COMMAND ran ({self.lost_why}): COMMAND was sent "
+                        f"SIGTERM and {ended}", EXIT_NOT_FOUND)
 
 
 @click.command(cls=Command, context_settings={"allow_interspersed_args": False})
@@ -773,12 +877,16 @@ class _Runner:
               help="Hold it on a lease too: this wrapper renews it every SECONDS/3; if it stops renewing "
                    "(stopped, hung, killed), the scope is reclaimed after SECONDS plus a grace of "
                    "max(1, SECONDS/10), even while the command runs.")
+@click.option("--on-lost", type=click.Choice(["term", "warn"]), default="term", show_default=True,
+              help="When the scope is taken away while COMMAND runs (a forced release, a lapsed lease, a "
+                   "lost session on PostgreSQL): 'term' sends COMMAND SIGTERM and exits 6 once it ends; "
+                   "'warn' lets it run on. Either way a warning says at once why.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, callback=command_param)
 @pass_env
 def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple[str, ...], root: str | None,
         manifest: str | None, name: str | None, nonblock: bool, wait: float | None,
         conflict_exit_code: int, parent: str | None, top_level: bool, quiet: bool, advisory: bool,
-        ttl: float | None, command: tuple[str, ...]) -> int:
+        ttl: float | None, on_lost: str, command: tuple[str, ...]) -> int:
     """Run COMMAND holding a scope, like flock(1): register it (or delegate it
     from the enclosing 'ledger run'), run the command as a child, release when
     it ends, and exit with its exit code (128+N if signal N killed it).
@@ -787,7 +895,9 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple
     so a 'ledger run' inside it delegates from this holder. Signals sent to
     this process reach the command. The allocation is bound to the command's
     process: if this wrapper is killed, it is reclaimed once the command is
-    gone too.
+    gone too. If the scope is taken away while the command runs (a forced
+    release, a lapsed lease, a lost session), this wrapper says why at once
+    and sends the command SIGTERM, then exits 6 (--on-lost warn: it runs on).
 
     Example: ledger run --name build --write src --read docs -w 60 -- make
     """
@@ -807,6 +917,7 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple
         runner = _Runner(env, ledger, name, rules, parent, command, quiet, token, ttl)
         runners.append(runner)
         runner.advisory = advisory
+        runner.on_lost = on_lost
         from scopeledger import Refused
 
         try:
@@ -825,10 +936,12 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple
 def _taken_away(ledger: Any, alloc: Any) -> str | None:
     """Why the grant ``alloc`` (name, token) was gone when ``ledger run``
     came to release it, when that is worth a warning: released by an
-    operator (forced, with the reason and who, or not), or no longer in the
-    log at all (cut by ``ledger repair``; its token may then go to another
-    grant). ``None`` for a reclaim (the command had exited: its process was
-    gone) or when the log cannot say."""
+    operator (forced, with the reason and who, or not), reclaimed for its
+    lapsed lease or lost session, or no longer in the log at all (cut by
+    ``ledger repair``; its token may then go to another grant). ``None``
+    for a reclaim of a dead process (the command had exited) or when the
+    log cannot say. (What the wrapper learnt while COMMAND ran it said
+    then: :meth:`_Runner.lost`.)"""
     from scopeledger import LedgerError
 
     try:
@@ -842,14 +955,36 @@ def _taken_away(ledger: Any, alloc: Any) -> str | None:
         if e.seq <= alloc.token or e.data.get("name") != alloc.name:
             continue
         if e.type == "released":
-            forced = e.data.get("forced")
-            by = e.actor.get("pid") if isinstance(e.actor, dict) else None
-            if forced is not None:
-                return f"force-released at seq {e.seq} by pid {by}, reason: {forced}"
-            return f"released by another process (pid {by}) at seq {e.seq}"
+            return _ending_words(e, alloc.token)
         if e.type == "reclaimed":
-            return None
+            # (a lapsed lease, a lost session: taken while COMMAND ran; a process's death: after)
+            return _ending_words(e, alloc.token) if e.data.get("reason") in _NOT_A_DEATH else None
     return None
+
+
+#: Reclaim reasons that are not COMMAND's process's death: a reclaim for one of them took the
+#: scope while COMMAND may still have run.
+_NOT_A_DEATH = frozenset({"lease_expired", "session_closed", "session_lock_gone"})
+
+
+def _ending_words(event: Any, token: int) -> str:
+    """How grant ``token`` ended, in words: the ``released`` or
+    ``reclaimed`` :class:`~scopeledger.Event` that ended it (by whom, and
+    the reason of a forced release or of the reclaim), or ``None``: its
+    line is no longer in the log."""
+    if event is None:
+        return (f"its grant (token {token}) is no longer in the log (cut by 'ledger repair'?): the scope "
+                "is not recorded as its own")
+    by = event.actor.get("pid") if isinstance(event.actor, dict) else None
+    if event.type == "released":
+        forced = event.data.get("forced")
+        if forced is not None:
+            return f"force-released at seq {event.seq} by pid {by}, reason: {forced}"
+        return f"released by another process (pid {by}) at seq {event.seq}"
+    from .render import REASONS
+
+    reason = event.data.get("reason")
+    return f"reclaimed at seq {event.seq} by pid {by}: {REASONS.get(reason, reason)}"
 
 
 def _parent_death_signal() -> Any:

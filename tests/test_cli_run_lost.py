@@ -1,0 +1,202 @@
+"""``ledger run`` when its grant is taken away while COMMAND runs: one policy for every way
+(a forced release by an operator, a lapsed lease reclaimed, on a directory and on
+PostgreSQL): the wrapper learns it from the log's change notification, says at once on
+stderr why (who, and the reason of a forced release), and with ``--on-lost term`` (the
+default) sends COMMAND SIGTERM and exits 6 once it ends, whatever COMMAND's own status; with
+``--on-lost warn`` COMMAND runs on and its exit status is ``run``'s.
+
+Real wrappers (the console script). COMMAND is a Python process that says ``running``, then
+waits on its stdin (a pipe the test holds) for ever: it says ``got SIGTERM`` and exits 0 on
+SIGTERM (so that ``run``'s exit 6 is not COMMAND's), and exits 5 once the test writes a line.
+Every wait is on a condition with a generous bound; the order "warning, then COMMAND's end"
+is proved by COMMAND ending only when the test, having seen the warning, lets it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import CMD, clean_env, lines_of, wait_for
+from scopeledger import Ledger
+
+BOUND = 120.0
+
+CHILD = """
+import signal, sys
+def term(signum, frame):
+    print("got SIGTERM", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+print("running", flush=True)
+sys.stdin.readline()
+print("bye", flush=True)
+sys.exit(5)
+"""
+
+
+class Run:
+    """``ledger --ledger WHERE run --name job --write TREE ARGS -- python -c CHILD``, its
+    stdout and stderr read line by line as they come."""
+
+    def __init__(self, where: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        (tmp_path / "tree").mkdir(exist_ok=True)
+        self.p = subprocess.Popen([*CMD, "--ledger", where, "run", "--name", "job", "--write",
+                                   str(tmp_path / "tree"), *args, "--", sys.executable, "-c", CHILD],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env or clean_env())
+        self.out = lines_of(self.p.stdout)
+        self.err_q = lines_of(self.p.stderr)
+        self.said: list[str] = []
+        assert self.line() == "running\n", self.said
+
+    def line(self) -> str | None:
+        """COMMAND's next line of stdout (``None``: its end), failing after the bound."""
+        try:
+            return self.out.get(timeout=BOUND)
+        except queue.Empty:
+            raise AssertionError(f"no line from COMMAND within {BOUND}s; run said {self.said}") from None
+
+    def warning(self) -> str:
+        """The wrapper's next stderr line (a loss's warning), failing after the bound."""
+        try:
+            line = self.err_q.get(timeout=BOUND)
+        except queue.Empty:
+            raise AssertionError(f"no word from the wrapper within {BOUND}s; it said {self.said}") from None
+        assert line is not None, ("the wrapper's stderr ended", self.said)
+        self.said.append(line)
+        return line
+
+    def finish(self) -> tuple[int, str]:
+        code = self.p.wait(BOUND)
+        while (line := self.err_q.get(timeout=BOUND)) is not None:
+            self.said.append(line)
+        return code, "".join(self.said)
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGCONT)
+            self.p.kill()
+            self.p.wait()
+
+
+@pytest.fixture(params=["dir", "pg"])
+def where(request: Any, tmp_path: Path) -> str:
+    if request.param == "dir":
+        where = str(tmp_path / "led")
+    else:
+        where = str(request.getfixturevalue("pg_url"))
+    made = subprocess.run([*CMD, "init", where], capture_output=True, text=True, env=clean_env(), timeout=BOUND)
+    assert made.returncode == 0, made.stderr
+    return where
+
+
+def force_release(where: str) -> int:
+    """``ledger release job --force --reason ...`` in a process of its own; its pid."""
+    p = subprocess.Popen([*CMD, "--ledger", where, "release", "job", "--force", "--reason", "disk needed elsewhere"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    out, err = p.communicate(timeout=BOUND)
+    assert p.returncode == 0, err
+    return p.pid
+
+
+def test_a_forced_release_stops_command_with_sigterm_by_default(where: str, tmp_path: Path) -> None:
+    r = Run(where, tmp_path)
+    try:
+        by = force_release(where)
+        assert r.line() == "got SIGTERM\n", r.said
+        code, err = r.finish()
+        assert code == 6, err  # (COMMAND itself exited 0 after its SIGTERM)
+        assert (f"warning: 'job' lost its scope while COMMAND runs: force-released at seq 3 by pid {by}, "
+                "reason: disk needed elsewhere; sending COMMAND SIGTERM") in err, err
+        assert ("error: 'job' lost its scope while COMMAND ran (force-released at seq 3 by pid "
+                f"{by}, reason: disk needed elsewhere): COMMAND was sent SIGTERM and exited with status 0") in err, err
+        assert "was no longer held" not in err and "Traceback" not in err, err  # (said once)
+        with Ledger.open(where, readonly=True) as led:
+            assert [e.type for e in led.events()] == ["registered", "attached", "released"]  # (seq 3: the forced one)
+    finally:
+        r.kill()
+
+
+def test_a_forced_release_is_said_at_once_and_command_runs_on_with_warn(where: str, tmp_path: Path) -> None:
+    r = Run(where, tmp_path, "--on-lost", "warn")
+    try:
+        by = force_release(where)
+        said = r.warning()  # before COMMAND ends: it ends only once the test writes a line
+        assert said == (f"warning: 'job' lost its scope while COMMAND runs: force-released at seq 3 by pid {by}, "
+                        "reason: disk needed elsewhere; COMMAND runs on without it (--on-lost warn)\n"), said
+        assert r.p.poll() is None
+        r.p.stdin.write("go\n")  # type: ignore[union-attr]
+        r.p.stdin.flush()  # type: ignore[union-attr]
+        assert r.line() == "bye\n"
+        code, err = r.finish()
+        assert code == 5, err  # COMMAND's own
+        assert err.count("warning") == 1 and "error" not in err, err
+    finally:
+        r.kill()
+
+
+def lapse_lease(where: str, r: Run) -> None:
+    """Make the wrapper's lease lapse and have it reclaimed (``lease_expired``) while
+    COMMAND runs. In a directory: a checker whose boot-time clock reads 1000 s later judges
+    it (the wrapper, renewing every 10 s, renews nothing meanwhile, so only the log can tell
+    it). On PostgreSQL (leases on the server's clock): the wrapper stopped (SIGSTOP) until a
+    reclaim succeeds, then continued."""
+    if not where.startswith("postgresql:"):
+        from scopeledger._process import boottime_ns
+
+        with Ledger.open(where, boottime=lambda: boottime_ns() + 1000 * 10**9) as led:
+            (gone,) = led.reclaim().reclaimed
+            assert gone.name == "job" and gone.reason == "lease_expired", gone
+        return
+    os.kill(r.p.pid, signal.SIGSTOP)
+    try:
+        with Ledger.open(where) as led:
+            def reclaimed() -> bool:
+                return bool(led.reclaim().reclaimed)
+            wait_for(reclaimed, BOUND, "the lease reclaimed")
+    finally:
+        os.kill(r.p.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("mode", ["term", "warn"])
+def test_a_lapsed_lease_reclaimed_is_said_at_once_and_acted_on(where: str, tmp_path: Path, mode: str) -> None:
+    ttl = "0.3" if where.startswith("postgresql:") else "30"
+    r = Run(where, tmp_path, "--ttl", ttl, *(["--on-lost", "warn"] if mode == "warn" else []))  # (term: the default)
+    try:
+        lapse_lease(where, r)
+        if mode == "term":
+            assert r.line() == "got SIGTERM\n", r.said
+            code, err = r.finish()
+            assert code == 6, err
+            assert "warning: 'job' lost its scope while COMMAND runs: " in err and "lease" in err, err
+            assert "; sending COMMAND SIGTERM" in err and "COMMAND was sent SIGTERM" in err, err
+        else:
+            said = r.warning()
+            assert said.startswith("warning: 'job' lost its scope while COMMAND runs: ") and "lease" in said, said
+            assert said.endswith("; COMMAND runs on without it (--on-lost warn)\n"), said
+            assert r.p.poll() is None
+            r.p.stdin.write("go\n")  # type: ignore[union-attr]
+            r.p.stdin.flush()  # type: ignore[union-attr]
+            assert r.line() == "bye\n"
+            code, err = r.finish()
+            assert code == 5, err
+            assert err.count("warning") == 1, err
+        assert "Traceback" not in err, err
+    finally:
+        r.kill()
+
+
+def test_run_documents_on_lost() -> None:
+    r = subprocess.run([*CMD, "run", "--help"], capture_output=True, text=True, env=clean_env(), timeout=BOUND)
+    assert "--on-lost [term|warn]" in r.stdout and "SIGTERM" in r.stdout and "exits 6" in r.stdout, r.stdout
+    r = subprocess.run([*CMD, "--ledger", "/nonexistent", "run", "--on-lost", "kill", "--write", "/x", "--", "true"],
+                       capture_output=True, text=True, env=clean_env(), timeout=BOUND)
+    assert r.returncode == 2 and "'--on-lost'" in r.stderr and "Traceback" not in r.stderr, r.stderr
