@@ -68,7 +68,7 @@ import time
 from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence, TypeVar,
                     overload)
 
-from ._arguments import (asks_to_wait, check_advisory, check_callable, check_seq, check_switch_interval,
+from ._arguments import (asks_to_wait, check_advisory, check_callable, check_note, check_seq, check_switch_interval,
                          check_timeout, check_token, check_wait)
 from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
@@ -788,7 +788,12 @@ class AsyncSpawned:
 
     async def wait(self, *, note: str | None = None) -> int:
         """Wait for the child's exit without blocking the loop, release its
-        grant with the exit status (and ``note``); its returncode."""
+        grant with the exit status (and ``note``); its returncode.
+
+        Raises:
+            TypeError, ValueError: ``note`` as :meth:`Ledger.release`
+                (checked before waiting)."""
+        note = check_note(note)
         if self.process.poll() is None:
             try:
                 fd = os.pidfd_open(self.process.pid)
@@ -884,6 +889,7 @@ class AsyncAdopted:
             from . import _spawn as sp
 
         timeout = check_timeout("timeout", timeout)
+        note = check_note(note)
         ad = self.adopted
         if ad.rebound:
             raise ad.rebound_error()

@@ -434,7 +434,8 @@ class Reclaimed:
             for signal N), recorded as the event's ``exit_code`` or
             ``exit_signal``; ``None`` when not known (any other reason, a
             zombie not proven to be the holder's process, a status the
-            kernel does not show to this process).
+            kernel does not show to this process, a reserved delegation:
+            its process was the reserver's).
     """
 
     name: str
@@ -581,7 +582,7 @@ class _Txn:
             verdict = self.liveness.get(name)
         return self.emit("reclaimed", name=name, reason=reason, reparented=plan,
                          last_seen=last_seen_ns(self.state.holders[name]),
-                         **exit_keys(verdict, reason)), plan
+                         **exit_keys(verdict, reason, self.state.holders[name])), plan
 
     def refuse(self, name: str, parent: str | None, rules: Sequence[ScopeRule], err: Exception) -> None:
         kind = REFUSAL_KIND[type(err)]
@@ -2238,7 +2239,8 @@ class Ledger:
                 v = verdicts[a.name]
                 plan = reparent_plan(state, a.name)
                 out.append(Reclaimed(a.name, v.liveness.value, v.why, a.pid, None,
-                                     tuple((c, p) for c, p in plan), last_seen_ns(a), v.returncode))
+                                     tuple((c, p) for c, p in plan), last_seen_ns(a),
+                                     holder_returncode(v, a)))
                 commit_removal(state, a.name, state.seq + 1, state.last_ts, state.last_hash)
             return ReclaimReport(tuple(out), kept())
 
@@ -2262,7 +2264,7 @@ class Ledger:
                     seen = last_seen_ns(cur)
                     seq, plan = txn.reclaim(a.name, v.liveness.value, v)
                     out.append(Reclaimed(a.name, v.liveness.value, v.why, a.pid, seq,
-                                         tuple((c, p) for c, p in plan), seen, v.returncode))
+                                         tuple((c, p) for c, p in plan), seen, holder_returncode(v, cur)))
             return tuple(out)
 
         done = self._transact(build)
@@ -3372,16 +3374,27 @@ def _boot_reading(boottime: Callable[[], int | None]) -> dict[str, int]:
     return {"boot_ns": ns}
 
 
-def exit_keys(verdict: Verdict | None, reason: str) -> dict[str, int]:
-    """What a ``reclaimed`` event for ``reason`` records of how the
-    holder's process ended: ``{"exit_code": status}`` or
+def holder_returncode(verdict: Verdict | None, alloc: Allocation) -> int | None:
+    """How holder ``alloc``'s own process ended, from the verdict that
+    proved it dead (:attr:`Verdict.returncode`); ``None`` when not known,
+    and for a reserved delegation (``alloc.reserved``: bound to the
+    process that reserved it until its child attaches, so the process
+    judged is the reserver, not the holder's own, which never ran as it)."""
+    if verdict is None or alloc.reserved or verdict.liveness is not Liveness.ZOMBIE:
+        return None
+    return verdict.returncode
+
+
+def exit_keys(verdict: Verdict | None, reason: str, alloc: Allocation) -> dict[str, int]:
+    """What a ``reclaimed`` event for ``reason`` records of how holder
+    ``alloc``'s process ended: ``{"exit_code": status}`` or
     ``{"exit_signal": N}`` from a ``zombie`` verdict that carries its
     :attr:`Verdict.returncode` (the default probe reads it only from a
-    zombie proven to be the holder's process); ``{}`` otherwise."""
-    if verdict is None or verdict.returncode is None or reason != "zombie" \
-            or verdict.liveness is not Liveness.ZOMBIE:
+    zombie proven to be the holder's process; :func:`holder_returncode`);
+    ``{}`` otherwise."""
+    code = holder_returncode(verdict, alloc) if reason == "zombie" else None
+    if code is None:
         return {}
-    code = verdict.returncode
     return {"exit_signal": -code} if code < 0 else {"exit_code": code}
 
 
@@ -3489,7 +3502,7 @@ def _simulate_reclaim(state: State, name: str, reason: str, verdict: Verdict) ->
     held = state.holders[name]
     plan = reparent_plan(state, name)
     entry = Reclaimed(name, reason, verdict.why, held.pid, None, tuple((c, p) for c, p in plan), last_seen_ns(held),
-                      verdict.returncode)
+                      holder_returncode(verdict, held))
     commit_removal(state, name, state.seq + 1, state.last_ts, state.last_hash)
     return entry
 

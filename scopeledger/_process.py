@@ -216,6 +216,11 @@ def zombie_status(pid: int, ticks: int) -> int | None:
     ``CAP_SYS_PTRACE``), which would read as an exit status of 0, so
     ``ns/pid``, refused under the same check, is read too, after it.
 
+    "Proven" as far as a start time proves it: a pid reused within the
+    same clock tick as the holder's process started is not told apart
+    (RELIABILITY.md, "What remains"), and such a stranger's status would
+    be read as the holder's.
+
     The field is the main thread's (``stat`` shows the thread-group
     leader); :func:`judge` asks only once every thread is gone. For a
     process whose main thread ended first (``pthread_exit``) and another

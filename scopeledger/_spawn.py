@@ -69,7 +69,7 @@ import subprocess
 import time
 from typing import Any, Mapping, Sequence
 
-from ._arguments import check_timeout, check_token
+from ._arguments import check_note, check_timeout, check_token
 from ._errors import UnknownHolder, shown
 from ._fold import Allocation
 from ._identity import Liveness, Verdict
@@ -182,8 +182,11 @@ class Spawned:
             subprocess.TimeoutExpired: still running after ``timeout``
                 (nothing is released).
             ValueError: ``timeout`` is not ``None`` or 0 to 1e9 seconds.
+            TypeError, ValueError: ``note`` as :meth:`Ledger.release`,
+                checked before waiting (nothing is released).
         """
         timeout = check_timeout("timeout", timeout)
+        note = check_note(note)  # (before waiting: a bad note must not leave the grant to a process gone)
         rc = self.process.wait(timeout)
         self.returncode = rc
         self.release(note=note)
@@ -408,6 +411,7 @@ class Adopted:
             TypeError, ValueError: ``note`` as :meth:`Ledger.release`.
         """
         timeout = check_timeout("timeout", timeout)
+        note = check_note(note)  # (before waiting: a bad note must not leave the grant to a process gone)
         if self.rebound:
             raise self.rebound_error()
         a = self.allocation

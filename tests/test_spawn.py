@@ -380,3 +380,40 @@ def test_a_bad_env_or_cwd_is_refused_before_anything_is_asked(ledger, tmp_path, 
     with pytest.raises(error, match=re.escape(says)):
         ledger.spawn("job", ["touch", str(marker)], [W(str(tmp_path / "x"))], **kwargs)
     assert not marker.exists() and ledger.seq == seq  # nothing recorded
+
+
+def test_a_bad_note_to_wait_is_refused_before_waiting(ledger, ledger_dir, tmp_path):
+    # A note was checked only by the release after the wait: Spawned/Adopted.wait(timeout=0,
+    # note=123) raised TimeoutExpired, a longer wait reaped the child and then raised the
+    # TypeError with the grant still held (a fresh tester's finding); the async ones waited.
+    sp = ledger.spawn("job", ["sleep", "600"], [W(str(tmp_path / "a"))])
+    stranger = subprocess.Popen(["sleep", "600"])
+    try:
+        far = ledger.register("far", [W(str(tmp_path / "b"))], pid=stranger.pid)
+        ad = ledger.adopt("far", far.token)
+        for waiter in (sp, ad):
+            with pytest.raises(TypeError, match="note"):
+                waiter.wait(timeout=0, note=123)
+        assert sp.process.poll() is None and sp.returncode is None
+
+        async def main():
+            async with await AsyncLedger.open(ledger_dir) as aled:
+                asp = await aled.spawn("ajob", ["sleep", "600"], [W(str(tmp_path / "c"))])
+                aad = await aled.adopt("far", far.token)
+                try:
+                    for waiter in (asp, aad):
+                        with pytest.raises(TypeError, match="note"):
+                            await asyncio.wait_for(waiter.wait(note=123), BOUND)
+                    assert asp.process.poll() is None
+                    return asp.allocation.token
+                finally:
+                    asp.process.kill()
+                    assert await asp.wait() == -signal.SIGKILL
+        asp_token = asyncio.run(main())
+        assert ledger.check("job", sp.allocation.token) and ledger.check("far", far.token)
+        assert not ledger.check("ajob", asp_token)
+    finally:
+        sp.process.kill()
+        assert sp.wait() == -signal.SIGKILL
+        stranger.kill()
+        stranger.wait()

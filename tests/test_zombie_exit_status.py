@@ -141,6 +141,35 @@ def test_a_live_or_reaped_holder_gets_no_exit_status(tmp_path: Path) -> None:
 # -- the probe: only a zombie proven to be the holder's process, only a status shown ----------------
 
 
+def test_a_reserved_holder_does_not_get_its_reservers_exit_status(tmp_path: Path) -> None:
+    # A delegation reserved for a child not started yet is bound to the reserving process
+    # until the child attaches: when that reserver exits 9 and is reclaimed as a zombie, the
+    # reserver's own holder records its status, the reserved one none (it recorded the
+    # reserver's 9 as "its process exited with status 9": a fresh tester's finding).
+    where = str(tmp_path / "ledger")
+    root = tmp_path / "tree"
+    code = f"""
+from scopeledger import Ledger, ScopeRule
+led = Ledger.open({where!r})
+led.delegate("runtime", "sup", [ScopeRule({str(root / "w")!r}, "write")])
+led.delegate("sup", "worker", [ScopeRule({str(root / "w" / "x")!r}, "write")], reserved=True)
+raise SystemExit(9)
+"""
+    with Ledger.open(where) as led:
+        led.register("runtime", [W(root)])
+        p = subprocess.Popen([sys.executable, "-c", code], cwd=str(tmp_path))
+        try:
+            exited_unreaped(p.pid)
+            report = led.reclaim()
+        finally:
+            assert p.wait() == 9
+        assert sorted((r.name, r.reason, r.returncode) for r in report.reclaimed) == \
+            [("sup", "zombie", 9), ("worker", "zombie", None)]
+        assert removals(led, "sup")[0]["exit_code"] == 9
+        worker = removals(led, "worker")[0]
+        assert worker["reason"] == "zombie" and "exit_code" not in worker and "exit_signal" not in worker, worker
+
+
 @pytest.fixture
 def zombie():
     """A child of this process that exited with status 3, not reaped."""
