@@ -31,6 +31,7 @@ if not _sys.platform.startswith("linux"):  # before anything reads /proc or impo
 _PUBLIC = {
     # _errors.py
     "CorruptLedger": "_errors",
+    "NewerFormat": "_errors",
     "DelegationError": "_errors",
     "DuplicateHolder": "_errors",
     "HistoryUnavailable": "_errors",
@@ -158,6 +159,7 @@ __all__ = [
     "ClockJump",
     "ClockJumpWarning",
     "CorruptLedger",
+    "NewerFormat",
     "Decision",
     "DelegationError",
     "Diff",
@@ -250,7 +252,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         LedgerIOError, LockTimeout, NoLedger, PartlyRecorded, ReadOnlyLedger, Refused,
         ScopeConflict, UnknownHolder, UnsafeLedgerPath, UnsupportedPlatform, WaitTimeout,
         InDoubt, InvalidLedgerURL, NotRecorded, SessionLost, StoreError, StoreUnavailable,
-        format_chain, InvalidLease, LeaseExpired, LedgerNotEmpty,
+        format_chain, InvalidLease, LeaseExpired, LedgerNotEmpty, NewerFormat,
     )
     from ._events import EVENT_TYPES  # noqa: F401
     from ._fold import Allocation, MAX_RULES_PER_REQUEST, State  # noqa: F401

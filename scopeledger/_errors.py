@@ -25,6 +25,9 @@ would naturally catch::
     │   └── LeaseExpired                 a renewal that came after its lease ran out
     ├── LockTimeout (TimeoutError)       the ledger's lock was not free in time
     ├── CorruptLedger                    a log line or file that does not check out
+    │   └── NewerFormat                  a sound line of a newer scopeledger (a newer
+    │                                    format version, event type or key): upgrade,
+    │                                    do not repair
     ├── UnsafeLedgerPath (PermissionError)  wrong owner, loose mode, planted symlink
     ├── NoLedger (FileNotFoundError)     no ledger where one was expected
     ├── LedgerNotEmpty                   a copy into a ledger that holds events
@@ -272,6 +275,32 @@ class CorruptLedger(LedgerError):
         if seq is not None:
             where += f" (seq {seq})"
         super().__init__(f"corrupt ledger: {where}: {reason}")
+
+
+class NewerFormat(CorruptLedger):
+    """Raised for a log line whose envelope is sound (a JSON object whose
+    ``seq``, ``ts``, ``prev`` and ``actor`` have their types) but which
+    carries what this scopeledger does not know: a format version newer
+    than it writes, an unknown event type, or a key its format version does
+    not have in a known event. Such a line was probably written by a newer
+    scopeledger: the remedy is to upgrade scopeledger, not to repair the
+    ledger (``Ledger.repair`` cuts nothing at such a line: a version too old
+    to read it cannot judge it, nor any line after it).
+
+    A :class:`CorruptLedger` (callers that catch that catch this), with the
+    same attributes, and ``unknown`` (``str``): what this version does not
+    know (``"unknown key 'x' in a reclaimed event (...)"``). ``reason``
+    says that and what to do.
+    """
+
+    def __init__(self, path: str, unknown: str, *, line: int | None = None,
+                 seq: int | None = None) -> None:
+        reason = (f"{unknown}: probably written by a newer scopeledger; upgrade scopeledger to read this "
+                  "ledger, do not run 'ledger repair' (it would set this line and every later one aside)")
+        super().__init__(path, reason, line=line, seq=seq)
+        self.unknown = unknown
+        where = path + (f" line {line}" if line is not None else "") + (f" (seq {seq})" if seq is not None else "")
+        Exception.__init__(self, f"newer format: {where}: {reason}")
 
 
 class UnsafeLedgerPath(LedgerError, PermissionError):

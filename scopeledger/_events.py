@@ -4,7 +4,10 @@ One event is one line of UTF-8 JSON (no newline inside). This scopeledger
 writes format version 2 and reads versions 1 and 2: a log begun by an older
 scopeledger and continued by this one holds v1 lines, then v2 lines (the
 hash chain runs through both; a stored line is never rewritten). A version
-newer than it knows is :class:`CorruptLedger` ("upgrade scopeledger").
+newer than it knows, an unknown event type or an unknown key in a line
+otherwise sound is :class:`NewerFormat` (a :class:`CorruptLedger`: "probably
+written by a newer scopeledger; upgrade scopeledger"), which ``repair``
+never cuts.
 Keys in this order::
 
     {"v": 2,                    format version (int): 1 or 2
@@ -148,7 +151,7 @@ try:  # what hashlib.blake2b is, without hashlib's import of OpenSSL's _hashlib 
 except ImportError:  # pragma: no cover - an interpreter without CPython's _blake2 module
     from hashlib import blake2b as blake2b
 
-from ._errors import CorruptLedger, InvalidScope, shown
+from ._errors import CorruptLedger, InvalidScope, NewerFormat, shown
 from ._identity import ProcessIdentity
 from ._rules import (HOLDER_NAME, IDENTITY_KEYS, Permission, ScopeRule, identified_rule, identity_fault, is_normal,
                      normalize_path, rule_from_log)
@@ -326,12 +329,13 @@ _SPEC = _compile()
 
 
 def unknown_key(obj: dict[str, Any], kind: str, version: int, where: str = "",
-                inside: bool = True) -> str | None:
+                inside: bool = True) -> tuple[str, str] | None:
     """The first key of ``obj`` (or of an object nested in it) that format
-    ``version`` does not allow in a ``kind`` object, as a message naming it
-    and where it is (``"unknown key 'x' in holder.process"``); ``None`` when
-    every key is known. ``kind`` is an event type for a whole line (then
-    ``inside=False`` looks at its top level and actor only)."""
+    ``version`` does not allow in a ``kind`` object: ``(key, message)``,
+    the message naming it and where it is (``"unknown key 'x' in
+    holder.process"``); ``None`` when every key is known. ``kind`` is an
+    event type for a whole line (then ``inside=False`` looks at its top
+    level and actor only)."""
     keys = KEYS[version]
     if kind in EVENT_TYPES:
         allowed = keys["line"] | keys[kind]
@@ -341,8 +345,8 @@ def unknown_key(obj: dict[str, Any], kind: str, version: int, where: str = "",
         inside_ = NESTED.get(kind, ())
     if not obj.keys() <= allowed:
         extra = sorted(str(k) for k in obj if k not in allowed)
-        return (f"unknown key {shown(extra[0])} in {where or 'a ' + kind + ' event'} (format version "
-                f"{version} has only {', '.join(sorted(allowed))} there)")
+        return extra[0], (f"unknown key {shown(extra[0])} in {where or 'a ' + kind + ' event'} (format "
+                          f"version {version} has only {', '.join(sorted(allowed))} there)")
     for key, sub in inside_:
         child = obj.get(key)
         if type(child) is dict:
@@ -398,10 +402,18 @@ def decode(line: bytes, path: str, lineno: int | None, payload: bool = True) -> 
             cost), never where the payload is folded.
 
     Raises:
+        NewerFormat: (a :class:`CorruptLedger`) a line otherwise sound (an
+            object with an integer ``seq`` and ``ts``, a string ``prev``,
+            its actor as its version has it, no key twice) of a newer
+            format version, of an unknown event type, or with a key its
+            version does not have (:data:`KEYS`) in the line, its actor or
+            (``payload``) an object of its payload; an unknown type or key
+            only when it looks like one (``[a-z][a-z0-9_]*``). Probably
+            written by a newer scopeledger: not damage. Whether its ``seq``
+            and ``prev`` follow the line before is the caller's to check.
         CorruptLedger: not JSON, not an object, a missing or mistyped
-            envelope field, an unknown type, a newer format version, or a
-            key its version does not have (:data:`KEYS`) in the line, its
-            actor or (``payload``) an object of its payload.
+            envelope field, a version that is not one, a key twice, an
+            unknown type or key that does not look like one.
     """
     try:
         ev = orjson.loads(line)
@@ -434,12 +446,11 @@ def decode(line: bytes, path: str, lineno: int | None, payload: bool = True) -> 
         raise CorruptLedger(path, f"seq is {shown(seq)}, not an integer"
                             + (" (or an integer too large for a seq)" if big else ""), line=lineno)
     v = ev.get("v")
+    newer = None  # what this version does not know, in a line otherwise sound: NewerFormat
     if type(v) is not int or v not in FORMAT_VERSIONS:
-        if type(v) is int and v > FORMAT_VERSION:
-            raise CorruptLedger(path, f"format version {v} is newer than this scopeledger "
-                                      f"reads ({FORMAT_VERSION}); upgrade scopeledger",
-                                line=lineno, seq=seq)
-        raise CorruptLedger(path, f"unsupported format version {shown(v)}", line=lineno, seq=seq)
+        if type(v) is not int or v <= FORMAT_VERSION:
+            raise CorruptLedger(path, f"unsupported format version {shown(v)}", line=lineno, seq=seq)
+        newer = f"format version {v} (this scopeledger reads versions up to {FORMAT_VERSION})"
     if type(ev.get("ts")) is not int:
         raise CorruptLedger(path, "ts is not an integer", line=lineno, seq=seq)
     if not -TS_LIMIT <= ev["ts"] < TS_LIMIT:
@@ -448,23 +459,34 @@ def decode(line: bytes, path: str, lineno: int | None, payload: bool = True) -> 
     if type(ev.get("prev")) is not str:
         raise CorruptLedger(path, "prev is not a string", line=lineno, seq=seq)
     kind = ev.get("type")
-    if type(kind) is not str or kind not in EVENT_TYPES:
+    if type(kind) is not str or (newer is None and kind not in EVENT_TYPES and not _NAME.fullmatch(kind)):
         raise CorruptLedger(path, f"unknown event type {shown(kind)}", line=lineno, seq=seq)
-    if kind not in KEYS[v]:
-        raise CorruptLedger(path, f"event type {shown(kind)} is not in format version {v}", line=lineno, seq=seq)
+    if _a_key_twice(line, ev):
+        raise CorruptLedger(path, _duplicate_key(line), line=lineno, seq=seq)
+    if newer is not None:  # (the rest of a newer version's line is its to judge)
+        raise NewerFormat(path, newer, line=lineno, seq=seq)
     actor = ev.get("actor")
     check, shape = ACTOR[v]
     if not check(actor, frozenset(actor) if type(actor) is dict else frozenset()):  # keys: below
         raise CorruptLedger(path, f"actor is not an object of {shape}: {shown(actor)}", line=lineno, seq=seq)
-    unknown = unknown_key(ev, kind, v, inside=payload)
-    if unknown is not None:
-        raise CorruptLedger(path, unknown, line=lineno, seq=seq)
+    if kind not in EVENT_TYPES:
+        raise NewerFormat(path, f"unknown event type {shown(kind)}", line=lineno, seq=seq)
+    if kind not in KEYS[v]:
+        raise CorruptLedger(path, f"event type {shown(kind)} is not in format version {v}", line=lineno, seq=seq)
     if "network_fs" in ev and type(ev["network_fs"]) is not str:
         raise CorruptLedger(path, f"network_fs is {shown(ev['network_fs'])}, not a string",
                             line=lineno, seq=seq)
-    if _a_key_twice(line, ev):
-        raise CorruptLedger(path, _duplicate_key(line), line=lineno, seq=seq)
+    unknown = unknown_key(ev, kind, v, inside=payload)
+    if unknown is not None:
+        if not _NAME.fullmatch(unknown[0]):  # (not a name a format would give a key: damage)
+            raise CorruptLedger(path, unknown[1], line=lineno, seq=seq)
+        raise NewerFormat(path, unknown[1], line=lineno, seq=seq)
     return ev  # (a missing payload object: the fold names it)
+
+
+#: What a newer format's event type or key may look like (as every one so
+#: far): a line whose unknown type or key does not is damage, not news.
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 

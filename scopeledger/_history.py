@@ -26,8 +26,8 @@ import orjson
 
 from . import _snapshots
 from ._arguments import check_seq, described, integer
-from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidScope, ScopeConflict,
-                      SnapshotInvalid, shown)
+from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidScope, NewerFormat,
+                      ScopeConflict, SnapshotInvalid, shown)
 from ._events import (EVENT_TYPES, GENESIS_HASH, FoldError, blake2b, check_event, decode, decode_page,
                       line_hash, payload_check)
 from ._filestore import FileStore
@@ -316,12 +316,19 @@ class Diff:
 @attrs.frozen
 class Problem:
     """A problem ``verify`` found: ``file``, ``line`` (1-based or None),
-    ``seq`` (or None), ``message``."""
+    ``seq`` (or None), ``message``, and ``newer_format`` (``bool``, default
+    ``False``): the line is sound and follows the line before (its seq,
+    its prev) but carries what this scopeledger does not know
+    (:class:`NewerFormat`: a newer format version, event type or key),
+    probably written by a newer scopeledger. Not damage: upgrade
+    scopeledger; ``Ledger.repair`` cuts nothing at such a line, and this
+    version cannot judge the lines after it."""
 
     file: str
     line: int | None
     seq: int | None
     message: str
+    newer_format: bool = False
 
     def __str__(self) -> str:
         where = self.file + (f" line {self.line}" if self.line is not None else "")
@@ -1074,6 +1081,20 @@ def _chain_problem(path: str, lineno: int, ev: dict[str, Any], line: bytes,
     return Problem(path, lineno, ev.get("seq"), "hash chain broken: prev does not match the line before")
 
 
+def _newer_problem(path: str, lineno: int, exc: NewerFormat, line: bytes, state: State,
+                   prev_line: bytes | None, nxt: bytes | None) -> Problem:
+    """The problem of line ``lineno``, which :func:`decode` found sound but
+    of a newer format (``exc``): that (``newer_format``) when its seq and
+    prev follow the line before (``state``'s last), else the broken chain,
+    as the fold would name it (then it is damage)."""
+    ev = orjson.loads(line)  # (decode read it: a JSON object, seq an int, prev a str)
+    if ev["seq"] != state.seq + 1:
+        return Problem(path, lineno, ev["seq"], f"seq {ev['seq']} does not follow {state.seq}")
+    if ev["prev"] != state.last_hash:
+        return _chain_problem(path, lineno, ev, line, prev_line, nxt)
+    return Problem(path, lineno, exc.seq, exc.reason, newer_format=True)
+
+
 def _track_subtree(e: Event, subtree: set[str]) -> bool:
     d = e.data
     if e.type in ("registered", "delegated"):
@@ -1274,7 +1295,11 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
         prev_line: bytes | None = None
         for line in lines:
             lineno = first_line + events
-            ev = decode(line, path, lineno)
+            try:
+                ev = decode(line, path, lineno)
+            except NewerFormat as exc:  # a newer writer's line, if it follows the line before
+                problems.append(_newer_problem(path, lineno, exc, line, state, prev_line, next(lines, None)))
+                break
             found = fold(ev, line, line_hash(line), lineno)
             if isinstance(found, FoldError):
                 if ev.get("prev") != state.last_hash and ev.get("seq") == state.seq + 1:
@@ -1285,6 +1310,8 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
                 problems.append(found)
                 break
             prev_line = line
+    except NewerFormat as exc:  # (a payload's key, in a page whose lines decode_page chained)
+        problems.append(Problem(path, first_line + events, exc.seq, exc.reason, newer_format=True))
     except CorruptLedger as exc:  # a line that does not decode, or one over MAX_LINE_BYTES (found splitting)
         problems.append(Problem(path, first_line + events, exc.seq, exc.reason))
     except OSError as exc:  # LedgerIOError: an I/O error reading the log

@@ -358,6 +358,14 @@ class RepairReport:
             the log was judged (it held the lock), ``int``: not damage, and
             not judged; 0 when none. A last line without its newline while
             no writer holds the lock is torn: damage.
+        newer_format: ``bool``: the first line that does not check out
+            (``line``, ``seq``; ``reason`` says what it carries) is sound
+            and follows the line before, but carries what this scopeledger
+            does not know (:class:`NewerFormat`: a newer format version,
+            event type or key): probably written by a newer scopeledger.
+            Nothing was set aside (``damaged`` is ``False``, nothing cut):
+            upgrade scopeledger. Whether a line after it is damaged, this
+            version cannot judge.
     """
 
     dry_run: bool
@@ -377,8 +385,13 @@ class RepairReport:
     remaining: tuple[Problem, ...] = ()
     appended: int = 0
     writing: int = 0
+    newer_format: bool = False
 
     def __str__(self) -> str:
+        if self.newer_format:
+            return (f"nothing set aside: line {self.line} (seq {self.seq}): {self.reason}; this scopeledger "
+                    "cannot judge that line or any after it, so it cuts nothing (the log ends at seq "
+                    f"{self.kept_seq} as far as it can read)")
         if not self.damaged:
             return f"nothing to repair: every line checks out (seq {self.kept_seq - self.appended})" + self.unjudged()
         verb = "would set aside" if self.dry_run else "set aside"
@@ -2687,6 +2700,13 @@ class Ledger:
                 the log's end is judged: a ledger opened ``readonly`` may be
                 asked).
 
+        A line that is sound and follows the line before but carries what
+        this scopeledger does not know (:class:`NewerFormat`: a newer
+        format version, event type or key; probably written by a newer
+        scopeledger) is never cut, nor anything after it (this version
+        cannot judge those lines): nothing is changed, and the report says
+        so (:attr:`RepairReport.newer_format`). Upgrade scopeledger.
+
         Returns:
             :class:`RepairReport`.
 
@@ -2720,6 +2740,8 @@ class Ledger:
         with self._mem:
             files.forget()  # (another repair may have cut the log since this object read it)
             kept, first, others = self._damage()
+            if first is not None and first.newer_format:  # not damage: a newer scopeledger's line
+                return self._newer(dry_run, kept, first, others, files)
             # Judged without the lock: what lies past the lines verify read is, but
             # for a line that does not check out among them, judged so that other
             # writers' appends are not taken for damage (FileStore.judge_past: lines
@@ -2738,6 +2760,8 @@ class Ledger:
                 with files.exclusive(self.timeout):
                     files.forget()
                     kept, first, others = self._damage()  # again, as the lock finds the log
+                    if first is not None and first.newer_format:
+                        return self._newer(dry_run, kept, first, others, files)
                     cut = files.cut_after(kept, self._repair_facts(kept, first, files.past(kept)))
                     if cut is None:
                         plan = files.cut_plan(kept)  # (nothing past line kept, under the lock)
@@ -2767,6 +2791,16 @@ class Ledger:
         kept = report.events if first is None or first.line is None else first.line - 1
         others = tuple(p for p in report.problems if p.file != where and (p.seq is None or p.seq <= kept))
         return kept, first, others
+
+    def _newer(self, dry_run: bool, kept: int, first: Problem, others: tuple[Problem, ...],
+               files: Any) -> RepairReport:
+        """The report of a repair that met a line of a newer format first
+        (``first``): nothing set aside."""
+        size = files.cut_plan(kept)["log_bytes"]
+        return RepairReport(
+            dry_run=dry_run, damaged=False, kept_seq=kept, line=first.line, seq=first.seq, reason=first.message,
+            offset=size, log_bytes=size, bytes_cut=0, lines_cut=0, sha256=None, snapshots=(), directory=None,
+            record=None, remaining=others, newer_format=True)
 
     def _repair_facts(self, kept: int, first: Problem | None, past: tuple[int, list[str]]) -> dict[str, Any]:
         """What a repair's record says of why: ``reason``, ``line``, ``seq``,

@@ -189,7 +189,8 @@ def test_a_broken_hash_chain_is_cut_from_the_line_verify_names(tmp_path: Path) -
                    "bytes": len(before) - len(keep), "lines": 23,
                    "sha256": hashlib.sha256(before[len(keep):]).hexdigest(),
                    "snapshots": [_snap_name(s) for s in (10, 15, 20, 25, 30)], "directory": str(where),
-                   "record": str(where / "record.json"), "remaining": [], "appended": 0, "writing": 0}
+                   "record": str(where / "record.json"), "remaining": [], "appended": 0, "writing": 0,
+                   "newer_format": False}
     assert record["reason"] == problem.message and record["by"]["pid"] not in (None, os.getpid())
     assert (path / "events.jsonl").read_bytes() == keep
     assert (where / "events.jsonl.cut").read_bytes() == before[len(keep):]
@@ -316,7 +317,7 @@ def test_a_dry_run_says_exactly_what_would_be_cut_and_changes_nothing(tmp_path: 
                    "reason": done.reason, "offset": done.offset, "log_bytes": done.log_bytes,
                    "bytes": done.bytes_cut, "lines": done.lines_cut, "sha256": done.sha256,
                    "snapshots": list(done.snapshots), "directory": None, "record": None, "remaining": [],
-                   "appended": 0, "writing": 0}
+                   "appended": 0, "writing": 0, "newer_format": False}
     assert p.stdout.splitlines() == [
         f"line 12: {done.reason}",
         f"would cut the log at byte {done.offset} of {done.log_bytes}, after seq 11: {done.bytes_cut} bytes, "

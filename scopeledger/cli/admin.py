@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .errors import EXIT_OK, EXIT_REFUSED
+from .errors import EXIT_NEWER, EXIT_OK, EXIT_REFUSED
 from .params import (TTL, Command, Env, Integer, TokenType, common, holder_name_param, no_progress_option,
                      nothing_at, pass_env)
 from .progress import Spinner
@@ -34,7 +34,8 @@ def _log_size(path: str) -> int:
 def verify(env: Env, workers: int | None) -> int:
     """Check the whole log and every snapshot: format, gapless seqs, the hash
     chain, that every event applies and every grant was grantable, that every
-    snapshot equals the fold. Exit 1 on any problem, naming file, line, seq."""
+    snapshot equals the fold. Exit 1 on any problem, naming file, line, seq; exit 8
+    at a line written by a newer scopeledger (upgrade)."""
     from scopeledger import NoLedger, verify as verify_dir
     from .render import verify_json
 
@@ -68,6 +69,8 @@ def verify(env: Env, workers: int | None) -> int:
             env.err.print(safe(f"problem: {p}"), soft_wrap=True, markup=False)
         for n in report.notes:
             env.out.print(safe(f"note: {n}"), soft_wrap=True, markup=False)
+    if any(p.newer_format for p in report.problems):
+        return EXIT_NEWER  # (a newer scopeledger's line: what follows it is not judged)
     return EXIT_OK if report.ok else EXIT_REFUSED
 
 
@@ -117,7 +120,8 @@ def repair(env: Env, dry_run: bool) -> int:
     snapshots past it go into cut/TIME-line-N/ in the ledger directory, with a
     record of what was cut and why; then the log is cut there, and new events go
     on from the line before. Nothing to repair: nothing changes. Exit 0 unless
-    the repair failed."""
+    the repair failed; a line written by a newer scopeledger is never cut
+    (nothing changes; exit 8: upgrade scopeledger)."""
     # fold=False: opening would fold the log and refuse the damage.
     with env.open(readonly=dry_run, fold=False) as ledger:
         report = ledger.repair(dry_run=dry_run)
@@ -128,7 +132,7 @@ def repair(env: Env, dry_run: bool) -> int:
 
             for line in repair_text(report, ledger.path):
                 env.out.print(safe(line), markup=False, soft_wrap=True)
-    return EXIT_OK
+    return EXIT_NEWER if report.newer_format else EXIT_OK
 
 
 def repair_json(r: RepairReport) -> dict[str, Any]:
@@ -138,13 +142,18 @@ def repair_json(r: RepairReport) -> dict[str, Any]:
             "lines": r.lines_cut, "sha256": r.sha256, "snapshots": list(r.snapshots), "directory": r.directory,
             "record": r.record,
             "remaining": [{"file": p.file, "line": p.line, "seq": p.seq, "message": p.message} for p in r.remaining],
-            "appended": r.appended, "writing": r.writing}
+            "appended": r.appended, "writing": r.writing, "newer_format": r.newer_format}
 
 
 def repair_text(r: RepairReport, ledger_path: str) -> list[str]:
     """The lines ``ledger repair`` prints (the caller escapes them)."""
     out = []
-    if not r.damaged:
+    if r.newer_format:
+        out.append(f"line {r.line} (seq {r.seq}): {r.reason}")
+        out.append(f"nothing was set aside in {ledger_path}: this scopeledger cannot judge that line or any "
+                   "after it; upgrade scopeledger (a newer one reads them, and its 'ledger verify' and "
+                   "'ledger repair' judge them)")
+    elif not r.damaged:
         out.append(f"nothing to repair in {ledger_path}: every line of the log checks out "
                    f"(seq {r.kept_seq - r.appended}) and no snapshot lies past its end")
     else:

@@ -74,7 +74,8 @@ SUMMARIES = {
                'judges it: a broken line, a broken hash chain, garbage after the end, a torn last line), everything '
                'after it and the snapshots past it go into cut/TIME-line-N/ in the ledger directory, with a record '
                'of what was cut and why; then the log is cut there, and new events go on from the line before. '
-               'Nothing to repair: nothing changes. Exit 0 unless the repair failed.'),
+               'Nothing to repair: nothing changes. Exit 0 unless the repair failed; a line written by a newer '
+               'scopeledger is never cut (nothing changes; exit 8: upgrade scopeledger).'),
     'replay': ('Print the events in order, one line each: who, what, which rules, and what it did to the tree '
                '(re-parented children, reclaim reasons, refusals with the owner chain). --json prints JSON '
                'Lines, one stored event each.'),
@@ -90,7 +91,7 @@ SUMMARIES = {
                  "'plot' extra (pip install 'scopeledger[plot]')."),
     'verify': ('Check the whole log and every snapshot: format, gapless seqs, the hash chain, that every event '
                'applies and every grant was grantable, that every snapshot equals the fold. Exit 1 on any '
-               'problem, naming file, line, seq.'),
+               'problem, naming file, line, seq; exit 8 at a line written by a newer scopeledger (upgrade).'),
     'who': ('Who holds PATH, for read and for write, with the delegation chain. With several paths, one line '
             'each (one JSON object each with --json), all from one state of the ledger.'),
 }

@@ -25,6 +25,7 @@ EXIT_CORRUPT = 4          # a log line or snapshot that does not check out
 EXIT_UNSAFE = 5           # ledger directory owned by another user, loose mode, symlink
 EXIT_NOT_FOUND = 6        # no such ledger, holder, or point in the history
 EXIT_OS = 7               # the OS (or the database server) refused: cannot create, read or write the ledger
+EXIT_NEWER = 8            # a log line of a newer scopeledger (NewerFormat): upgrade, do not repair
 EXIT_INTERNAL = 70        # a bug: please report it
 EXIT_CANNOT_EXEC = 126    # run: the command exists but cannot be executed
 EXIT_NO_COMMAND = 127     # run: the command was not found
@@ -45,7 +46,8 @@ def exit_code_for(exc: BaseException) -> int:
     from scopeledger import (CorruptLedger, HistoryUnavailable, InvalidArgument, InvalidHolderName, InvalidLease,
                              InvalidLedgerURL, InvalidManifest,
                              InvalidProcess, InvalidScope, LedgerError, LedgerIOError, LockTimeout,
-                             NoLedger, ReadOnlyLedger, Refused, StoreError, UnknownHolder, UnsafeLedgerPath)
+                             NewerFormat, NoLedger, ReadOnlyLedger, Refused, StoreError, UnknownHolder,
+                             UnsafeLedgerPath)
 
     if isinstance(exc, CliError):
         return exc.code
@@ -56,6 +58,8 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_USAGE
     if isinstance(exc, LockTimeout):
         return EXIT_LOCK_TIMEOUT
+    if isinstance(exc, NewerFormat):  # (a CorruptLedger whose remedy is an upgrade, not a repair)
+        return EXIT_NEWER
     if isinstance(exc, CorruptLedger):
         return EXIT_CORRUPT
     if isinstance(exc, UnsafeLedgerPath):
@@ -95,7 +99,7 @@ def _data(exc: BaseException, body: dict[str, Any]) -> None:
     from scopeledger import ScopeRule
 
     found: dict[str, Any] = {}
-    for attr in ("path", "line", "seq", "reason", "name", "owner", "parent", "child", "sibling",
+    for attr in ("path", "line", "seq", "reason", "unknown", "name", "owner", "parent", "child", "sibling",
                  "requester", "timeout", "holder", "url", "sqlstate", "events"):
         if attr in getattr(exc, "__dict__", {}):
             found[attr] = getattr(exc, attr)

@@ -252,7 +252,7 @@ def _run_manifest(case: Case, path: str, work: str) -> str:
 # -- log lines -------------------------------------------------------------------------
 
 def _log_cases() -> list[Case]:
-    from scopeledger import CorruptLedger
+    from scopeledger import CorruptLedger, NewerFormat
 
     L = "log"
     # Each: (id, mutation of (next event dict, the line before's hash) -> bytes, message, where)
@@ -308,7 +308,8 @@ def _log_cases() -> list[Case]:
         ("seq-bool", ev_json(setk("seq", True)), r"seq is True, not an integer"),
         ("version-missing", ev_json(delk("v")), r"unsupported format version None"),
         ("version-newer", ev_json(setk("v", 3)),
-         r"format version 3 is newer than this scopeledger reads \(2\); upgrade"),
+         r"format version 3 \(this scopeledger reads versions up to 2\): probably written by a newer "
+         r"scopeledger; upgrade scopeledger"),
         ("version-older", ev_json(setk("v", 0)), r"unsupported format version 0"),
         ("version-string", ev_json(setk("v", "1")), r"unsupported format version '1'"),
         ("ts-string", ev_json(setk("ts", "now")), r"ts is not an integer"),
@@ -379,13 +380,18 @@ def _log_cases() -> list[Case]:
         ("key-v1-extra-holder", ev_json(lambda e: (_as_v1(e), holder(e, extra=1))[0]),
          r"unknown key 'extra' in holder \(format version 1"),
     ]
-    cases = [Case(f"log-last-{i}", L, CorruptLedger, m, (fn, "last")) for i, fn, m in raw]
+    # A line otherwise sound with what this version does not know: NewerFormat (not damage).
+    newer = {"version-newer", "type-unknown", "key-extra-top", "key-extra-holder", "key-extra-actor",
+             "key-extra-process", "key-v1-extra-holder"}
+    cases = [Case(f"log-last-{i}", L, NewerFormat if i in newer else CorruptLedger, m, (fn, "last"))
+             for i, fn, m in raw]
     # The same inputs in the middle of the log (replacing line 3).
     middle = {"not-json", "json-array", "invalid-utf8", "seq-string", "version-newer", "type-unknown",
               "actor-string", "seq-gap", "broken-hash", "name-live-twice", "released-unknown",
               "empty-line", "rule-relative", "name-int", "ts-back", "actor-pid-true", "refused-request-null",
               "key-extra-top", "key-extra-holder"}
-    cases += [Case(f"log-middle-{i}", L, CorruptLedger, m, (fn, "middle")) for i, fn, m in raw if i in middle]
+    cases += [Case(f"log-middle-{i}", L, NewerFormat if i in newer else CorruptLedger, m, (fn, "middle"))
+              for i, fn, m in raw if i in middle]
     return cases
 
 
@@ -428,6 +434,7 @@ def _run_log(case: Case, path: str, work: str) -> str:
         Ledger.open(path).close()
     except CorruptLedger as exc:
         msgs.append(str(exc))
+        assert type(exc) is case.expect, f"{case.id}: {type(exc).__name__}, expected {case.expect.__name__}"
         assert exc.line == lineno, f"{case.id}: names line {exc.line}, expected {lineno}: {exc}"
     else:
         raise AssertionError(f"{case.id}: Ledger.open accepted the log")
@@ -445,7 +452,8 @@ def _run_log(case: Case, path: str, work: str) -> str:
     assert first.line in (lineno, lineno - 1), f"{case.id}: verify names {first}"
     for m in msgs:
         assert re.search(case.match, m), f"{case.id}: {m!r} lacks {case.match!r}"
-        assert m.startswith("corrupt ledger: ") and "events.jsonl line" in m, m
+        assert m.startswith("corrupt ledger: " if case.expect is CorruptLedger else "newer format: "), m
+        assert "events.jsonl line" in m, m
         assert "\n" not in m
     assert log_bytes(path) == damaged, f"{case.id}: the log was changed"
     return msgs[0]

@@ -1,0 +1,254 @@
+"""A log line written by a newer scopeledger (a newer format version, an
+unknown event type, an unknown key in a known event), its envelope sound and
+its chain intact: NewerFormat ("upgrade scopeledger"), never cut by a repair;
+damage is still cut as before."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+import pytest
+
+from helpers import W, ledger_cmd, one_error_line
+from scopeledger import CorruptLedger, Ledger, NewerFormat, verify
+from scopeledger._events import line_hash
+
+
+def _make(path: Path) -> list[dict[str, Any]]:
+    """A ledger of 8 events (a snapshot every 3): h0..h3 registered and
+    released in turn; its events as dicts."""
+    with Ledger.open(path, snapshot_every=3) as led:
+        for i in range(4):
+            led.register(f"h{i}", [W(f"/r/{i}")])
+            led.release(f"h{i}")
+    return [orjson.loads(x) for x in (path / "events.jsonl").read_bytes().splitlines()]
+
+
+def _write(path: Path, events: list[dict[str, Any]], broken: int | None = None) -> bytes:
+    """``events`` as the log, each ``prev`` the hash of the line before (as a
+    newer writer leaves it), except at index ``broken`` (a wrong prev)."""
+    out, prev = [], "0" * 32
+    for i, ev in enumerate(events):
+        ev = dict(ev, prev="f" * 32 if i == broken else prev)
+        line = orjson.dumps(ev)
+        out.append(line)
+        prev = line_hash(line)
+    data = b"".join(x + b"\n" for x in out)
+    (path / "events.jsonl").write_bytes(data)
+    return data
+
+
+def _everything(path: Path) -> dict[str, Any]:
+    """Names and bytes of everything in the ledger directory."""
+    out: dict[str, Any] = {}
+    for root, dirs, files in os.walk(path):
+        for n in dirs + files:
+            p = os.path.join(root, n)
+            out[os.path.relpath(p, path)] = Path(p).read_bytes() if stat.S_ISREG(os.lstat(p).st_mode) else None
+    return out
+
+
+def _key(ev: dict[str, Any]) -> dict[str, Any]:
+    return dict(ev, outcome="fine")  # a key a newer scopeledger might add to a released event
+
+
+def _type(ev: dict[str, Any]) -> dict[str, Any]:
+    return dict(ev, type="paused")
+
+
+def _version(ev: dict[str, Any]) -> dict[str, Any]:
+    return dict(ev, v=3, shape="whatever v3 says")
+
+
+NEWER: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str]] = [
+    ("key", _key, r"unknown key 'outcome' in a released event"),
+    ("type", _type, r"unknown event type 'paused'"),
+    ("version", _version, r"format version 3 \(this scopeledger reads versions up to 2\)"),
+]
+
+
+def _newer_log(path: Path, change: Callable[[dict[str, Any]], dict[str, Any]], at: int = 3) -> bytes:
+    """The log of :func:`_make` with event index ``at`` (line ``at + 1``, a
+    release) changed as a newer writer would write it, the chain linked
+    through it."""
+    events = _make(path)
+    events[at] = change(events[at])
+    _drop_snapshots_after(path, at)
+    return _write(path, events)
+
+
+def _drop_snapshots_after(path: Path, seq: int) -> None:
+    """Remove the snapshots past ``seq`` (the lines after it are rewritten:
+    they no longer match them)."""
+    for name in os.listdir(path / "snapshots"):
+        if name.startswith("snap-") and int(name[5:-5]) > seq:
+            os.unlink(path / "snapshots" / name)
+
+
+@pytest.mark.parametrize("what,change,named", NEWER, ids=[n[0] for n in NEWER])
+def test_a_newer_line_is_newer_format_naming_it_and_repair_cuts_nothing(
+        tmp_path: Path, what: str, change: Any, named: str) -> None:
+    path = tmp_path / "L"
+    _newer_log(path, change)
+    with pytest.raises(NewerFormat, match=r"line 4 \(seq 4\): " + named) as got:
+        Ledger.open(path)
+    exc = got.value
+    assert isinstance(exc, CorruptLedger) and exc.line == 4 and exc.seq == 4
+    assert str(exc).startswith("newer format: ")
+    assert "probably written by a newer scopeledger" in str(exc) and "upgrade scopeledger" in str(exc)
+    assert "do not run 'ledger repair'" in str(exc)
+    problem = verify(path).problems[0]
+    assert (problem.line, problem.seq, problem.newer_format) == (4, 4, True)
+    before = _everything(path)
+    with Ledger.open(path, fold=False) as led:
+        for dry in (True, False):
+            report = led.repair(dry_run=dry)
+            assert report.newer_format and not report.damaged
+            assert (report.line, report.seq, report.kept_seq) == (4, 4, 3)
+            assert report.bytes_cut == report.lines_cut == 0 and report.snapshots == ()
+            assert report.directory is None and report.reason == problem.message
+            assert "upgrade scopeledger" in str(report) and "cannot judge that line or any after it" in str(report)
+            assert _everything(path) == before  # the log's bytes, the snapshots; no cut/
+    assert not (path / "cut").exists()
+
+
+def test_a_newer_key_in_a_nested_object_is_newer_format_too(tmp_path: Path) -> None:
+    """In a payload object (read through the page path of verify)."""
+    path = tmp_path / "L"
+    events = _make(path)
+    events[2] = dict(events[2], holder=dict(events[2]["holder"], colour="blue"))
+    _drop_snapshots_after(path, 2)
+    _write(path, events)
+    with pytest.raises(NewerFormat, match=r"line 3 \(seq 3\): unknown key 'colour' in holder"):
+        Ledger.open(path)
+    problem = verify(path).problems[0]
+    assert (problem.line, problem.newer_format) == (3, True)
+    with Ledger.open(path, fold=False) as led:
+        assert led.repair().newer_format
+    assert not (path / "cut").exists()
+
+
+@pytest.mark.parametrize("command", [["repair"], ["repair", "--dry-run"], ["verify"], ["show"], ["replay"]])
+def test_the_commands_say_upgrade_and_exit_8(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "L"
+    before = _newer_log(path, _key)
+    p = ledger_cmd(path, *command, subprocess_=True)
+    assert p.returncode == 8, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    said = p.stdout + p.stderr
+    assert "line 4 (seq 4): unknown key 'outcome' in a released event" in said
+    assert "upgrade scopeledger" in said
+    if command[0] == "repair":
+        assert "nothing was set aside" in p.stdout and p.stderr == ""
+    elif command[0] == "verify":
+        assert "problem: " in p.stderr
+    elif command[0] == "show":
+        line = one_error_line(p.stderr)
+        assert line.startswith("error: newer format: ") and "do not run 'ledger repair'" in line
+    assert (path / "events.jsonl").read_bytes() == before
+    assert not (path / "cut").exists()
+
+
+def test_repair_json_says_newer_format(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _newer_log(path, _type)
+    p = ledger_cmd(path, "repair", "--json", subprocess_=True)
+    assert p.returncode == 8, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["newer_format"] is True and doc["damaged"] is False and doc["bytes"] == 0
+    assert (doc["line"], doc["seq"], doc["kept_seq"]) == (4, 4, 3)
+
+
+def test_a_show_json_error_names_the_type_and_exit_8(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _newer_log(path, _key)
+    p = ledger_cmd(path, "show", "--json", subprocess_=True)
+    assert p.returncode == 8
+    err = json.loads(p.stdout or p.stderr)["error"]
+    assert err["type"] == "NewerFormat" and err["exit_code"] == 8 and err["line"] == 4
+    assert err["unknown"].startswith("unknown key 'outcome'")
+
+
+# -- damage is still damage ---------------------------------------------------------------------
+
+
+def test_an_unknown_key_on_a_line_whose_chain_is_broken_is_damage_and_cut(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    events = _make(path)
+    events[3] = _key(events[3])
+    _write(path, events, broken=3)
+    problem = verify(path).problems[0]
+    # (line 5 chains to line 4: the chain names line 3 as altered, as for any line)
+    assert problem.line == 3 and "altered" in problem.message and not problem.newer_format
+    with Ledger.open(path, fold=False) as led:
+        report = led.repair()
+    assert report.damaged and not report.newer_format and report.line == 3
+    assert len(list((path / "cut").iterdir())) == 1
+    with Ledger.open(path) as led:
+        assert led.seq == 2
+
+
+def test_an_unknown_key_on_the_last_line_with_a_wrong_prev_is_damage_and_cut(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    events = _make(path)
+    events[7] = _key(events[7])
+    _write(path, events, broken=7)
+    problem = verify(path).problems[0]
+    assert problem.line == 8 and "hash chain broken" in problem.message and not problem.newer_format
+    with Ledger.open(path, fold=False) as led:
+        report = led.repair()
+    assert report.damaged and not report.newer_format and report.line == 8
+    with Ledger.open(path) as led:
+        assert led.seq == 7
+
+
+def test_an_unknown_key_on_a_line_out_of_seq_is_damage(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    events = _make(path)
+    events[7] = dict(_key(events[7]), seq=12)
+    _write(path, events)
+    problem = verify(path).problems[0]
+    assert problem.line == 8 and "seq 12 does not follow 7" in problem.message and not problem.newer_format
+
+
+def test_a_key_no_format_would_name_is_damage_and_cut(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _newer_log(path, lambda ev: dict(ev, **{"Out come!": 1}))
+    with pytest.raises(CorruptLedger) as got:
+        Ledger.open(path)
+    assert type(got.value) is CorruptLedger and "unknown key 'Out come!'" in str(got.value)
+    with Ledger.open(path, fold=False) as led:
+        report = led.repair()
+    assert report.damaged and report.line == 4
+
+
+def test_a_line_that_is_not_json_after_good_lines_is_cut_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _make(path)
+    with open(path / "events.jsonl", "ab") as f:
+        f.write(b'{"v": 2, "seq": 9, oops\n')
+    p = ledger_cmd(path, "repair", subprocess_=True)
+    assert p.returncode == 0, p.stderr
+    assert len(list((path / "cut").iterdir())) == 1
+    with Ledger.open(path) as led:
+        assert led.seq == 8
+
+
+def test_damage_before_a_newer_line_is_cut_with_it(tmp_path: Path) -> None:
+    """The first problem decides: a broken line before a newer one is damage;
+    what lies after it (the newer line too) is set aside with it, as before."""
+    path = tmp_path / "L"
+    events = _make(path)
+    events[5] = _key(events[5])
+    data = _write(path, events)
+    lines = data.splitlines(keepends=True)
+    lines[2] = b'{"not": "an event"}\n'
+    (path / "events.jsonl").write_bytes(b"".join(lines))
+    with Ledger.open(path, fold=False) as led:
+        report = led.repair()
+    assert report.damaged and not report.newer_format and report.line == 3
