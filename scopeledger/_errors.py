@@ -281,8 +281,10 @@ class NewerFormat(CorruptLedger):
     """Raised for a log line whose envelope is sound (a JSON object whose
     ``seq``, ``ts``, ``prev`` and ``actor`` have their types) but which
     carries what this scopeledger does not know: a format version newer
-    than it writes, an unknown event type, or a key its format version does
-    not have in a known event. Such a line was probably written by a newer
+    than it writes, an unknown event type, a key its format version does
+    not have in a known event, or an unknown value a newer version may add
+    (a reclaim ``reason``, a refusal's ``error``) in an event otherwise
+    sound. Such a line was probably written by a newer
     scopeledger: the remedy is to upgrade scopeledger, not to repair the
     ledger (``Ledger.repair`` cuts nothing at such a line: a version too old
     to read it cannot judge it, nor any line after it).

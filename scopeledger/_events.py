@@ -186,6 +186,21 @@ class FoldError(Exception):
     store turns it into :class:`CorruptLedger` with file, line and seq)."""
 
 
+class NewerValue(FoldError):
+    """An event otherwise sound whose value of a known key this version
+    does not know but a newer one may write (a reclaim ``reason``, a
+    refusal's ``error``), shaped as such a value is (``[a-z][a-z0-9_]*``):
+    turned into :class:`NewerFormat` (:func:`fold_fault`)."""
+
+
+def fold_fault(path: str, exc: FoldError, line: int | None, seq: int | None) -> CorruptLedger:
+    """The error for an event that did not fold (``exc``): :class:`NewerFormat`
+    for a :class:`NewerValue`, else :class:`CorruptLedger`."""
+    if isinstance(exc, NewerValue):
+        return NewerFormat(path, str(exc), line=line, seq=seq)
+    return CorruptLedger(path, str(exc), line=line, seq=seq)
+
+
 _STARTS = (int, float, type(None))  # a process start time: seconds, or unknown
 
 #: The schema's keys, strictly: for each format version, the keys each kind
@@ -983,13 +998,16 @@ def _shape_removal(ev: dict[str, Any]) -> None:
         raise _bad("reparented", plan, "a list of [child, new parent or null]")
     if ev["type"] == "reclaimed":
         reason = ev.get("reason")
-        if type(reason) is not str or reason not in RECLAIM_REASONS:
+        if type(reason) is not str or (reason not in RECLAIM_REASONS and not _NAME.fullmatch(reason)):
             raise _bad("reason", reason, f"one of {sorted(RECLAIM_REASONS)}")
         seen = ev.get("last_seen", 0)
         if type(seen) is not int or not -TS_LIMIT <= seen < TS_LIMIT:
             raise _bad("last_seen", seen, "an integer of nanoseconds since the epoch (signed 64 bits)")
         if "exit_code" in ev or "exit_signal" in ev:  # how a zombie ended (v2)
             check_exit_status(ev)
+        if reason not in RECLAIM_REASONS:  # (the rest sound: a newer scopeledger's reason)
+            raise NewerValue(f"unknown reclaim reason {shown(reason)} (this scopeledger knows "
+                             f"{', '.join(sorted(RECLAIM_REASONS))})")
             if reason != "zombie":
                 raise _bad("exit_code" if "exit_code" in ev else "exit_signal",
                            ev.get("exit_code", ev.get("exit_signal")), f"absent from a reclaim for {reason}")
@@ -1043,8 +1061,9 @@ REFUSAL_KINDS = frozenset({"scope_conflict", "delegation", "duplicate", "unknown
 def _shape_refused(ev: dict[str, Any]) -> None:
     if type(ev.get("key")) is not str:
         raise _bad("key", ev.get("key"), "a string")
-    if type(ev.get("error")) is not str or ev["error"] not in REFUSAL_KINDS:
-        raise _bad("error", ev.get("error"), f"one of {sorted(REFUSAL_KINDS)}")
+    error = ev.get("error")
+    if type(error) is not str or (error not in REFUSAL_KINDS and not _NAME.fullmatch(error)):
+        raise _bad("error", error, f"one of {sorted(REFUSAL_KINDS)}")
     if type(ev.get("message")) is not str:
         raise _bad("message", ev.get("message"), "a string")
     req = ev.get("request")
@@ -1066,6 +1085,9 @@ def _shape_refused(ev: dict[str, Any]) -> None:
     chain = ev.get("chain")
     if type(chain) is not list or not all(type(c) is str for c in chain):
         raise _bad("chain", chain, "a list of holder names")
+    if error not in REFUSAL_KINDS:  # (the rest sound: a newer scopeledger's kind of refusal)
+        raise NewerValue(f"unknown kind of refusal {shown(error)} (this scopeledger knows "
+                         f"{', '.join(sorted(REFUSAL_KINDS))})")
 
 
 #: Per event type: the check of its payload (:func:`check_event`), returning

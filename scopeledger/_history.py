@@ -28,8 +28,8 @@ from . import _snapshots
 from ._arguments import check_seq, described, integer
 from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidScope, NewerFormat,
                       ScopeConflict, SnapshotInvalid, shown)
-from ._events import (EVENT_TYPES, GENESIS_HASH, FoldError, blake2b, check_event, decode, decode_page,
-                      line_hash, payload_check)
+from ._events import (EVENT_TYPES, GENESIS_HASH, FoldError, NewerValue, blake2b, check_event, decode, decode_page,
+                      fold_fault, line_hash, payload_check)
 from ._filestore import FileStore
 from ._fold import State, apply, check_request, holders_of
 from ._logstore import LogStore
@@ -509,7 +509,7 @@ class History:
             try:
                 apply(state, ev, line_hash(line))
             except FoldError as exc:
-                raise CorruptLedger(path, str(exc), line=lineno, seq=ev["seq"]) from None
+                raise fold_fault(path, exc, lineno, ev["seq"]) from None
             yield ev, line
 
     def _chain_start(self, before: int) -> tuple[int, str]:
@@ -1230,6 +1230,13 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
             # The fold's own payload checks first, in its words; apply then
             # folds what they read without checking the payload again.
             checked = check_event(ev)
+        except NewerValue as exc:  # a newer scopeledger's value, if the line follows the one before
+            if ev["seq"] != state.seq + 1:
+                return Problem(path, lineno, ev["seq"], f"seq {shown(ev['seq'])} does not follow {state.seq}")
+            if ev["prev"] != state.last_hash:
+                return FoldError("hash chain broken: prev does not match the line before")  # (worded by the caller)
+            return Problem(path, lineno, ev["seq"], fold_fault(path, exc, lineno, ev["seq"]).reason,
+                           newer_format=True)
         except FoldError as exc:
             return Problem(path, lineno, ev["seq"], str(exc))
         kind = ev["type"]

@@ -52,7 +52,7 @@ from ._errors import (
     UnsafeLedgerPath,
     shown,
 )
-from ._events import GENESIS_HASH, MAX_LINE_BYTES, blake2b, decode, encode, line_hash
+from ._events import GENESIS_HASH, MAX_LINE_BYTES, blake2b, decode, encode, fold_fault, line_hash
 from ._history import Diff, Event, History, Holding, Problem, TimePoint, VerifyReport
 from ._events import FORMAT_VERSION, TS_LIMIT, FoldError
 from ._fold import (
@@ -1161,7 +1161,7 @@ class Ledger:
                 try:
                     apply(state, ev, line_hash(line))
                 except FoldError as exc:
-                    raise CorruptLedger(where, str(exc), line=lineno, seq=ev["seq"]) from None
+                    raise fold_fault(where, exc, lineno, ev["seq"]) from None
             self.stats.events_folded += len(lines)
         except BaseException:
             self._state = None  # partly applied: rebuild on next use

@@ -133,6 +133,53 @@ def test_a_newer_key_in_a_nested_object_is_newer_format_too(tmp_path: Path) -> N
     assert not (path / "cut").exists()
 
 
+def _reclaimed(path: Path) -> list[dict[str, Any]]:
+    """A ledger of 4 events: a registered and reclaimed (line 2), then b
+    registered and released; its events as dicts."""
+    with Ledger.open(path) as led:
+        led.register("a", [W("/r/a")])
+        led.reclaim_stale(probe=lambda ident: False)
+        led.register("b", [W("/r/b")])
+        led.release("b")
+    return [orjson.loads(x) for x in (path / "events.jsonl").read_bytes().splitlines()]
+
+
+def test_a_reclaim_reason_of_a_newer_scopeledger_is_newer_format(tmp_path: Path) -> None:
+    """A value a newer version may add (as lease_expired and session_closed were
+    added to v2), in an event otherwise sound."""
+    path = tmp_path / "L"
+    events = _reclaimed(path)
+    assert events[1]["type"] == "reclaimed"
+    events[1]["reason"] = "cgroup_gone"
+    before = _write(path, events)
+    with pytest.raises(NewerFormat, match=r"line 2 \(seq 2\): unknown reclaim reason 'cgroup_gone'.*"
+                                          r"probably written by a newer scopeledger"):
+        Ledger.open(path)
+    problem = verify(path).problems[0]
+    assert (problem.line, problem.newer_format) == (2, True)
+    with Ledger.open(path, fold=False) as led:
+        assert led.repair().newer_format
+        with pytest.raises(NewerFormat):
+            led.state_at(seq=3)
+    assert (path / "events.jsonl").read_bytes() == before and not (path / "cut").exists()
+    events[1]["reason"] = "Cgroup gone!"  # no name a format would give: damage
+    _write(path, events)
+    with pytest.raises(CorruptLedger) as got:
+        Ledger.open(path)
+    assert type(got.value) is CorruptLedger
+    assert not verify(path).problems[0].newer_format
+
+
+def test_a_newer_reason_with_a_broken_chain_is_damage(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    events = _reclaimed(path)
+    events[3]["reason"] = "cgroup_gone"
+    events[3] = dict(events[3], type="reclaimed", reason="cgroup_gone")
+    _write(path, events, broken=3)
+    problem = verify(path).problems[0]
+    assert problem.line == 4 and "hash chain broken" in problem.message and not problem.newer_format
+
+
 @pytest.mark.parametrize("command", [["repair"], ["repair", "--dry-run"], ["verify"], ["show"], ["replay"]])
 def test_the_commands_say_upgrade_and_exit_8(tmp_path: Path, command: list[str]) -> None:
     path = tmp_path / "L"

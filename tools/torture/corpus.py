@@ -355,17 +355,23 @@ def _log_cases() -> list[Case]:
          r"removal of 'ghost', which is not live"),
         ("released-reparent-mismatch", ev_json(other("released", name="A", reparented=[])),
          r"recorded re-parenting \[\] differs"),
-        ("reclaimed-bad-reason", ev_json(other("reclaimed", name="C", reason="bored", reparented=[])),
-         r"reason is 'bored', not one of"),
+        ("reclaimed-bad-reason", ev_json(other("reclaimed", name="C", reason="Bored!", reparented=[])),
+         r"reason is 'Bored!', not one of"),
+        # A value shaped as a newer scopeledger's may be (NewerFormat, below).
+        ("reclaimed-newer-reason", ev_json(other("reclaimed", name="C", reason="bored", reparented=[])),
+         r"unknown reclaim reason 'bored'"),
         ("attached-unknown", ev_json(other("attached", name="ghost", process={"host": None, "boot": "b", "pid": 1,
                                                                                "ticks": None, "pidns": None})),
          r"attach to 'ghost', which is not live"),
         ("refused-no-key", ev_json(other("refused")), r"key is None, not a string"),
         ("refused-request-null", ev_json(other("refused", key="k", error="duplicate", message="m", request=None,
                                                rule=None, chain=[])), r"request is None, not an object"),
-        ("refused-error-unknown", ev_json(other("refused", key="k", error="nonsense", message="m",
+        ("refused-error-unknown", ev_json(other("refused", key="k", error="non-sense", message="m",
                                                 request={"name": "x", "parent": None, "rules": []},
-                                                rule=None, chain=[])), r"error is 'nonsense', not one of"),
+                                                rule=None, chain=[])), r"error is 'non-sense', not one of"),
+        ("refused-newer-error", ev_json(other("refused", key="k", error="nonsense", message="m",
+                                              request={"name": "x", "parent": None, "rules": []},
+                                              rule=None, chain=[])), r"unknown kind of refusal 'nonsense'"),
         ("refused-chain-int", ev_json(other("refused", key="k", error="duplicate", message="m",
                                             request={"name": "x", "parent": None, "rules": []},
                                             rule=None, chain=5)), r"chain is 5, not a list"),
@@ -382,7 +388,7 @@ def _log_cases() -> list[Case]:
     ]
     # A line otherwise sound with what this version does not know: NewerFormat (not damage).
     newer = {"version-newer", "type-unknown", "key-extra-top", "key-extra-holder", "key-extra-actor",
-             "key-extra-process", "key-v1-extra-holder"}
+             "key-extra-process", "key-v1-extra-holder", "reclaimed-newer-reason", "refused-newer-error"}
     cases = [Case(f"log-last-{i}", L, NewerFormat if i in newer else CorruptLedger, m, (fn, "last"))
              for i, fn, m in raw]
     # The same inputs in the middle of the log (replacing line 3).
