@@ -299,3 +299,23 @@ def test_damage_before_a_newer_line_is_cut_with_it(tmp_path: Path) -> None:
     with Ledger.open(path, fold=False) as led:
         report = led.repair()
     assert report.damaged and not report.newer_format and report.line == 3
+
+
+def test_a_snapshot_of_a_newer_format_is_skipped_and_never_set_aside(tmp_path: Path) -> None:
+    """As before this change: opening skips it (folding from the log), verify
+    names it, repair leaves it where it is."""
+    from scopeledger._fold import SNAPSHOT_FORMAT
+
+    path = tmp_path / "L"
+    _make(path)
+    snap = path / "snapshots" / "snap-0000000000000006.json"
+    header, body = snap.read_bytes().split(b"\n", 1)
+    snap.write_bytes(orjson.dumps(dict(orjson.loads(header), format=SNAPSHOT_FORMAT + 1)) + b"\n" + body)
+    with Ledger.open(path) as led:
+        assert led.seq == 8 and led.stats.snapshots_skipped == [snap.name]
+    assert f"format {SNAPSHOT_FORMAT + 1}" in verify(path).problems[0].message
+    before = _everything(path)
+    with Ledger.open(path, fold=False) as led:
+        report = led.repair()
+    assert not report.damaged and not report.newer_format and report.remaining[0].file == str(snap)
+    assert _everything(path) == before
