@@ -1003,14 +1003,15 @@ def _shape_removal(ev: dict[str, Any]) -> None:
         seen = ev.get("last_seen", 0)
         if type(seen) is not int or not -TS_LIMIT <= seen < TS_LIMIT:
             raise _bad("last_seen", seen, "an integer of nanoseconds since the epoch (signed 64 bits)")
-        if "exit_code" in ev or "exit_signal" in ev:  # how a zombie ended (v2)
+        exit_status = "exit_code" in ev or "exit_signal" in ev  # how a zombie ended (v2)
+        if exit_status:
             check_exit_status(ev)
         if reason not in RECLAIM_REASONS:  # (the rest sound: a newer scopeledger's reason)
             raise NewerValue(f"unknown reclaim reason {shown(reason)} (this scopeledger knows "
                              f"{', '.join(sorted(RECLAIM_REASONS))})")
-            if reason != "zombie":
-                raise _bad("exit_code" if "exit_code" in ev else "exit_signal",
-                           ev.get("exit_code", ev.get("exit_signal")), f"absent from a reclaim for {reason}")
+        if exit_status and reason != "zombie":
+            raise _bad("exit_code" if "exit_code" in ev else "exit_signal",
+                       ev.get("exit_code", ev.get("exit_signal")), f"absent from a reclaim for {reason}")
     elif len(ev) > 8:  # a release's optional keys (v2): how the process ended, a note
         check_release_extras(ev)
 
