@@ -73,6 +73,24 @@ def _traced(tracer, fn):
         return None, exc
     finally:
         sys.settrace(None)
+        _free_first_use()
+
+
+def _free_first_use():
+    """Let go of ``_imports.first_use`` if the injection left this thread
+    holding it. A tracer's exception can come at the ``line`` event CPython
+    reports for a ``with`` statement's line as its block ends, before the
+    ``__exit__`` call: ``with first_use:`` then never releases (no signal
+    handler runs there: the interpreter looks for pending signals at calls,
+    returns and back-edges, and ``RLock.__exit__`` is a C call). Left held by
+    the test's thread, which runs every later test of its worker, it hung
+    the next test that made a first-use import in another thread, and every
+    later fork of the worker (two CI runs: a forked child's test and waiters
+    timed out after 60 s)."""
+    from scopeledger._imports import first_use
+
+    while first_use._is_owned():
+        first_use.release()
 
 
 def _lock_is_free(led, other, where=None):
