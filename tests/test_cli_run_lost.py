@@ -80,6 +80,12 @@ class Run:
             self.said.append(line)
         return code, "".join(self.said)
 
+    def child_pid(self) -> int:
+        """COMMAND's pid: the wrapper's one child."""
+        with open(f"/proc/{self.p.pid}/task/{self.p.pid}/children") as f:
+            (pid,) = (int(x) for x in f.read().split())
+        return pid
+
     def kill(self) -> None:
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGCONT)
@@ -200,3 +206,51 @@ def test_run_documents_on_lost() -> None:
     r = subprocess.run([*CMD, "--ledger", "/nonexistent", "run", "--on-lost", "kill", "--write", "/x", "--", "true"],
                        capture_output=True, text=True, env=clean_env(), timeout=BOUND)
     assert r.returncode == 2 and "'--on-lost'" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_wrapper_whose_grant_was_cut_never_releases_the_grant_that_took_its_token(tmp_path: Path) -> None:
+    # A's grant line damaged and cut by 'ledger repair'; B then granted the same name with
+    # the same token (tokens are seqs, and the cut seqs are given again). When A's COMMAND
+    # ended, A released (name, token): B's grant (B's COMMAND was sent SIGTERM and B exited
+    # 6; a fresh tester's finding). A wrapper told its grant is gone asks no release.
+    where = str(tmp_path / "led")
+    pre = subprocess.run([*CMD, "--ledger", where, "run", "--name", "pre", "--write", str(tmp_path / "pre"),
+                          "--", "true"], capture_output=True, text=True, env=clean_env(), timeout=BOUND)
+    assert pre.returncode == 0, pre.stderr
+    a = Run(where, tmp_path, "--on-lost", "warn")
+    b = None
+    try:
+        log = Path(where) / "events.jsonl"
+        data = log.read_bytes()
+        start = data.index(b'"registered"', data.index(b'"released"'))  # A's grant, seq 4
+        start = data.rindex(b"\n", 0, start) + 1
+        with open(log, "r+b") as f:  # one byte of A's grant line made invalid UTF-8
+            f.seek(start + 3)
+            f.write(bytes([data[start + 3] ^ 0x80]))
+        cut = subprocess.run([*CMD, "--ledger", where, "repair"], capture_output=True, text=True,
+                             env=clean_env(), timeout=BOUND)
+        assert cut.returncode == 0, cut.stderr
+        said = a.warning()
+        assert "its grant (token 4) is no longer in the log" in said and "COMMAND runs on" in said, said
+        (tmp_path / "b").mkdir()
+        b = Run(where, tmp_path / "b", "--on-lost", "term")
+        with Ledger.open(where, readonly=True) as led:
+            assert led.holder("job").token == 4  # B's grant took A's old token
+        a.p.stdin.write("go\n")  # type: ignore[union-attr]
+        a.p.stdin.flush()  # type: ignore[union-attr]
+        assert a.line() == "bye\n"
+        code, err = a.finish()
+        assert code == 5, err
+        with Ledger.open(where, readonly=True) as led:
+            held = led.holder("job")
+            assert held.token == 4 and held.pid == b.child_pid(), held
+            assert [(e.seq, e.type) for e in led.events() if e.seq > 3] == [(4, "registered"), (5, "attached")]
+        b.p.stdin.write("go\n")  # type: ignore[union-attr]
+        b.p.stdin.flush()  # type: ignore[union-attr]
+        assert b.line() == "bye\n"
+        code, err = b.finish()
+        assert code == 5 and "lost its scope" not in err, err
+    finally:
+        a.kill()
+        if b is not None:
+            b.kill()

@@ -231,6 +231,10 @@ class _Runner:
         #: COMMAND SIGTERM, "warn" lets it run on; either way it is said at once (:meth:`lost`).
         self.on_lost = "term"
         self.watch: Any = None  # the GrantWatch following the log past the grant while COMMAND runs
+        # The log said the grant ended, or its line is gone (the watch, a renewal): the
+        # release is not asked for. By (name, token), it could release another grant: after
+        # a repair cut this one's line, a newer grant of the name may have its seq.
+        self.gone = False
         self.pidfd = -1  # COMMAND's process (a pidfd): signalled by the loss's thread, never a reused pid
         #: Why the grant was taken away while COMMAND ran, once said (under ``_gate_lock``).
         self.lost_why: str | None = None
@@ -530,13 +534,16 @@ class _Runner:
 
     def grant_ended(self, event: Any) -> None:
         """The :class:`~scopeledger.GrantWatch`'s ``on_lost``: the log says
-        the grant ended (``event``; ``None``: its line is gone)."""
+        the grant ended (``event``; ``None``: its line is gone). Nothing is
+        released for it afterwards (:attr:`gone`)."""
+        self.gone = True
         self.lost(_ending_words(event, self.alloc.token if self.alloc is not None else 0))
 
     def lease_lost(self, exc: BaseException) -> None:
         """The renewer's ``on_lost``: a renewal found the grant gone (its
         lease ran out: this renewal recorded its reclaim, or another
-        process had)."""
+        process had). Nothing is released for it afterwards (:attr:`gone`)."""
+        self.gone = True
         self.lost(f"its lease is lost: {message_of(exc)}")
 
     def _command_ended(self) -> bool:
@@ -574,6 +581,8 @@ class _Runner:
         if self.alloc is None:
             return
         alloc, self.alloc = self.alloc, None
+        if self.gone:
+            return  # (said when it was learnt)
         old = self.block()
         ledger = self.ledger
         try:
