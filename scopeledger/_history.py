@@ -1085,13 +1085,25 @@ def _newer_problem(path: str, lineno: int, exc: NewerFormat, line: bytes, state:
                    prev_line: bytes | None, nxt: bytes | None) -> Problem:
     """The problem of line ``lineno``, which :func:`decode` found sound but
     of a newer format (``exc``): that (``newer_format``) when its seq and
-    prev follow the line before (``state``'s last), else the broken chain,
-    as the fold would name it (then it is damage)."""
+    prev follow the line before (``state``'s last) and the line after
+    (``nxt``; ``None``: none, or not read with it) names its hash as its
+    ``prev``; else damage: the broken chain, as the fold would name it, or
+    the line altered after it was written (a bit flipped in a key or type
+    name reads as one a newer version may have: the chain tells them apart
+    wherever a line follows)."""
     ev = orjson.loads(line)  # (decode read it: a JSON object, seq an int, prev a str)
     if ev["seq"] != state.seq + 1:
         return Problem(path, lineno, ev["seq"], f"seq {ev['seq']} does not follow {state.seq}")
     if ev["prev"] != state.last_hash:
         return _chain_problem(path, lineno, ev, line, prev_line, nxt)
+    if nxt is not None:
+        try:
+            nxt_prev = orjson.loads(nxt).get("prev")
+        except (orjson.JSONDecodeError, AttributeError):
+            nxt_prev = None
+        if nxt_prev != line_hash(line):
+            return Problem(path, lineno, ev["seq"], f"line altered after it was written: the line after "
+                                                    f"does not chain to it ({exc.unknown})")
     return Problem(path, lineno, exc.seq, exc.reason, newer_format=True)
 
 
