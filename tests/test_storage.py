@@ -259,7 +259,7 @@ def test_a_line_that_is_not_utf8_is_named_so_with_the_byte(ledger_dir, bad):
     ("ts", 2**64 - 1, "ts 18446744073709551615 is out of range"),
     ("prev", None, "prev is not a string"),
     ("actor", [], "actor is not an object"),
-    ("v", 3, "format version 3 (this scopeledger reads versions up to 2): probably written by a newer"),
+    ("v", 3, "format version 3 (this scopeledger reads versions up to 2)"),  # (verify: altered, line 3 says)
     ("v", True, "unsupported format version True"),  # True == 1 in Python, not in the format
     ("v", None, "unsupported format version"),
 ])
