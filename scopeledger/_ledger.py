@@ -2165,14 +2165,14 @@ class Ledger:
 
         Raises:
             InvalidHolderName: ``name`` is not a holder name.
-            TypeError: ``token`` is not an ``int``, or ``on_lost`` is not
-                callable.
-            ValueError: ``token`` is below 1.
+            TypeError: ``token`` is not an integer (an ``int``, an
+                ``IntEnum``, a ``numpy.int64``; not a ``bool``, not a
+                float), or ``on_lost`` is not a plain callable (``None``
+                and an ``async def`` are not).
+            InvalidArgument: (a ``ValueError``) ``token`` is below 1.
         """
         name = check_name(name)
-        check_token(token)
-        if token < 1:
-            raise ValueError(f"token must be a grant's seq (1 or more), not {token}")
+        token = check_token(token)
         if on_lost is None:
             raise TypeError("on_lost must be a callable, not None")
         check_callable("on_lost", on_lost)

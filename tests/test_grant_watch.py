@@ -137,3 +137,21 @@ def test_bad_arguments_are_refused_and_nothing_starts(tmp_path: Path) -> None:
             with pytest.raises(exc):
                 led.watch_grant(*args)  # type: ignore[arg-type]
     assert threading.active_count() == before
+
+
+def test_a_token_of_another_integer_type_is_taken_as_the_plain_int(tmp_path: Path) -> None:
+    # watch_grant checked the token's type but kept the value given: an IntEnum token
+    # reached the watch (and its messages) as itself.
+    import enum
+
+    class Token(enum.IntEnum):
+        JOB = 1
+
+    with Ledger.open(tmp_path / "led", create=True) as led:
+        a = led.register("job", [W(tmp_path / "w")])
+        assert a.token == Token.JOB
+        w = led.watch_grant("job", Token.JOB, print)
+        try:
+            assert type(w.token) is int and w.token == 1
+        finally:
+            w.stop()
