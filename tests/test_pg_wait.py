@@ -838,7 +838,9 @@ def test_a_ticket_whose_waiter_is_gone_is_removed_though_its_lock_is_held(pg_clu
         assert held == [(1,)]  # its lock is still held: only the row went
         q.leave(t1)  # (a waiter that was not gone after all leaves as ever: nothing to delete)
         q.leave(t2)
-        assert pg_cluster.psql_execute(f"SELECT count(*) FROM {s}.waiters") == [(0,)]
+        # (a leave is sent, not waited for: the table is empty once the server has both)
+        wait_for(lambda: pg_cluster.psql_execute(f"SELECT count(*) FROM {s}.waiters") == [(0,)],
+                 "both tickets' rows gone", BOUND)
 
 
 def test_a_waiter_whose_login_the_server_refuses_raises_at_once(pg_cluster, pg_url):
