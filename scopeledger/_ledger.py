@@ -2693,6 +2693,10 @@ class Ledger:
         had read past the cut (in other processes too) find the log
         shorter than they read (:class:`CorruptLedger`) and must be
         opened again; this one folds again from the newest snapshot left.
+        The next events take the cut lines' seqs again, so a fencing token
+        (a grant's seq) of a grant that was cut may name a newer grant: a
+        process still holding one must stop (``ledger run`` stops its
+        COMMAND, ``--on-lost``; :meth:`watch_grant` tells a program).
 
         Args:
             dry_run: say what would be set aside, change nothing (the

@@ -34,6 +34,7 @@ from helpers import CMD, W, clean_env, ledger_cmd, one_error_line
 from scopeledger import (Ledger, LedgerIOError, LockTimeout, ReadOnlyLedger, RepairReport, StoreError,
                          verify)
 from scopeledger import _store
+from scopeledger.cli.admin import repair_text
 
 # -- ledgers to repair ------------------------------------------------------------------------
 
@@ -213,7 +214,8 @@ def test_garbage_appended_after_the_last_line_is_cut_and_nothing_else(tmp_path: 
         f"cut the log at byte {len(good)} of {len(good) + len(garbage)}, after seq 30: {len(garbage)} bytes, "
         f"3 line(s), sha256 {hashlib.sha256(garbage).hexdigest()}",
         f"set aside in {where} (record: {where / 'record.json'})",
-        "the log now ends at seq 30; new events go on from it"]
+        "the log now ends at seq 30; new events go on from it, so seqs 31 to 33 will be given again: a "
+        "process still holding a grant that was cut (its token among them) must stop"]
     assert (path / "events.jsonl").read_bytes() == good
     assert (where / "events.jsonl.cut").read_bytes() == garbage
     assert record["lines"] == 3 and record["snapshots"] == []
@@ -232,6 +234,9 @@ def test_a_torn_last_line_and_snapshots_past_the_log_are_set_aside_too(tmp_path:
     assert report.reason.startswith("a torn last line: 40 bytes after line 22 without a newline")
     assert report.snapshots == (_snap_name(25), _snap_name(30))
     assert (path / "events.jsonl").read_bytes() == b"".join(lines[:22])
+    assert repair_text(report, str(path))[-1] == (
+        "the log now ends at seq 22; new events go on from it, so seq 23 will be given again: a process "
+        "still holding a grant that was cut (its token among them) must stop")
     _open_ok(path)  # (lost is None: no snapshot lies past the log any more)
     # Snapshots alone past the log's end (a log cut short on a line boundary).
     path2 = tmp_path / "L2"
@@ -246,6 +251,7 @@ def test_a_torn_last_line_and_snapshots_past_the_log_are_set_aside_too(tmp_path:
     assert report.reason.startswith("snapshot(s) past the end of the log (seq 17)")
     where, record = _one_cut(path2)
     assert record["file"] is None and record["sha256"] is None and not (where / "events.jsonl.cut").exists()
+    assert repair_text(report, str(path2))[-1] == "the log now ends at seq 17; new events go on from it"
     _open_ok(path2)
 
 

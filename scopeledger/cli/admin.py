@@ -169,7 +169,8 @@ def repair_text(r: RepairReport, ledger_path: str) -> list[str]:
             out.append("nothing was changed (--dry-run)")
         else:
             out.append(f"set aside in {r.directory} (record: {r.record})")
-            out.append(f"the log now ends at seq {r.kept_seq}; new events go on from it")
+            out.append(f"the log now ends at seq {r.kept_seq}; new events go on from it"
+                       + (_seqs_again(r) if r.lines_cut else ""))
     if r.appended:
         out.append(f"note: {r.appended} line(s) appended meanwhile by other writers (to seq {r.kept_seq}) "
                    "were not checked ('ledger verify' checks them)")
@@ -179,6 +180,16 @@ def repair_text(r: RepairReport, ledger_path: str) -> list[str]:
     for p in r.remaining:
         out.append(f"note: left as it is: {p}")
     return out
+
+
+def _seqs_again(r: RepairReport) -> str:
+    """What a cut means for the fencing tokens of the grants it took (a
+    token is its grant's seq, and the next events take the cut lines' seqs
+    again)."""
+    first, last = r.kept_seq + 1, r.kept_seq + r.lines_cut
+    seqs = f"seq {first}" if first == last else f"seqs {first} to {last}"
+    return (f", so {seqs} will be given again: a process still holding a grant that was cut (its token "
+            "among them) must stop")
 
 
 @click.command(cls=Command)
