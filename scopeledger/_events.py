@@ -165,9 +165,14 @@ FORMAT_VERSION = 2
 #: Event format versions this code reads.
 FORMAT_VERSIONS = frozenset({1, 2})
 
-#: Every event type; each changes state except ``refused``. ``renewed`` is
-#: format v2's only (a v1 line of that type is corrupt).
-EVENT_TYPES = frozenset({"registered", "delegated", "attached", "released", "reclaimed", "refused", "renewed"})
+#: Every event type; each changes state except ``refused`` and ``void``.
+#: ``renewed``, ``repaired`` and ``void`` are format v2's only (a v1 line of
+#: such a type is corrupt).
+EVENT_TYPES = frozenset({"registered", "delegated", "attached", "released", "reclaimed", "refused", "renewed",
+                         "repaired", "void"})
+
+#: The event types format v1 does not have.
+V2_ONLY_TYPES = frozenset({"renewed", "repaired", "void"})
 
 #: Reasons a ``reclaimed`` event may carry (see ``Liveness``).
 RECLAIM_REASONS = frozenset({"process_gone", "zombie", "pid_reused", "earlier_boot", "namespace_gone",
@@ -247,6 +252,10 @@ KEYS[2]["reclaimed"] = KEYS[1]["reclaimed"] | {"last_seen"}
 # How a reclaimed zombie ended (read from /proc before its parent reaped it):
 # the release's keys, with their meaning.
 KEYS[2]["reclaimed"] = KEYS[2]["reclaimed"] | {"exit_code", "exit_signal"}
+# A repair's seqs kept (fencing tokens never given twice): the line in place
+# of the first line cut, and the lines filling the seqs up to the last one.
+KEYS[2]["repaired"] = frozenset({"through", "cut"})
+KEYS[2]["void"] = frozenset()
 
 #: Keys a line may carry or not (``KEYS`` lists them too): the fast path of
 #: :func:`decode` counts a line's keys without them, so that a line with
@@ -314,6 +323,11 @@ def _keys_within(kind: str, keys: dict[str, frozenset[str]]) -> Callable[[dict[s
     return lambda obj: obj.keys() <= allowed and all(type(c := obj.get(k)) is not dict or f(c) for k, f in inside)
 
 
+def _no_payload(ev: dict[str, Any]) -> tuple[()]:
+    """The payload getter of an event type without payload keys (``void``)."""
+    return ()
+
+
 def _compile() -> dict[int, dict[str, tuple[Any, ...]]]:
     """Per version and event type, for decode's fast path: ``(number of
     top-level keys, getter of the payload's top-level keys, actor check,
@@ -324,7 +338,7 @@ def _compile() -> dict[int, dict[str, tuple[Any, ...]]]:
     keys of the objects in the payload)."""
     out: dict[int, dict[str, tuple[Any, ...]]] = {}
     for v, keys in KEYS.items():
-        assert EVENT_TYPES - {"renewed"} <= keys.keys(), f"KEYS[{v}] lacks an event type"
+        assert EVENT_TYPES - V2_ONLY_TYPES <= keys.keys(), f"KEYS[{v}] lacks an event type"
         out[v] = {}
         for kind in EVENT_TYPES & keys.keys():
             payload = None
@@ -335,7 +349,8 @@ def _compile() -> dict[int, dict[str, tuple[Any, ...]]]:
             top = (keys["line"] | keys[kind]) - OPTIONAL
             # (the getter reads the required payload keys: an optional one missing must not send
             # every line without it the slow way)
-            out[v][kind] = (len(top), operator.itemgetter(*sorted(keys[kind] - OPTIONAL)), ACTOR[v][0],
+            required = sorted(keys[kind] - OPTIONAL)
+            out[v][kind] = (len(top), operator.itemgetter(*required) if required else _no_payload, ACTOR[v][0],
                             keys["actor"], payload)
     return out
 
@@ -981,6 +996,19 @@ def _shape_renewed(ev: dict[str, Any]) -> None:
     _boot_ns(ev)
 
 
+def _shape_repaired(ev: dict[str, Any]) -> None:
+    through = ev.get("through")
+    if type(through) is not int or not 1 <= through < TS_LIMIT:
+        raise _bad("through", through, "a seq (an integer >= 1, below 2**63)")
+    cut = ev.get("cut")
+    if type(cut) is not str or not cut or len(cut) > 4096 or not cut.isprintable():
+        raise _bad("cut", cut, "the directory the repair set the lines aside in (printable text)")
+
+
+def _shape_void(ev: dict[str, Any]) -> None:
+    return None
+
+
 def _shape_attached(ev: dict[str, Any]) -> ProcessIdentity:
     _holder_name(ev.get("name"), "name")
     try:
@@ -1101,5 +1129,7 @@ SHAPES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "reclaimed": _shape_removal,
     "refused": _shape_refused,
     "renewed": _shape_renewed,
+    "repaired": _shape_repaired,
+    "void": _shape_void,
 }
 assert set(SHAPES) == EVENT_TYPES

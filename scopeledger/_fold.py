@@ -637,10 +637,15 @@ class State:
         refusals: keys of refusals recorded since the last state change
             (a retry loop does not flood the log), at most
             ``REFUSALS_KEPT``: the set starts over when it is full.
+        void_through: the last seq a ``repaired`` event keeps void (0:
+            none), ``int``: while ``seq`` is below it, the next lines are
+            ``void`` ones (a writer appends them before its own event), so
+            that no seq of a line a repair cut, no fencing token, is given
+            twice.
     """
 
     __slots__ = ("seq", "last_hash", "last_ts", "max_ts", "clock_back_seq", "holders", "children",
-                 "writes", "reads", "xreads", "refusals")
+                 "writes", "reads", "xreads", "refusals", "void_through")
 
     def __init__(self) -> None:
         self.seq = 0
@@ -654,6 +659,7 @@ class State:
         self.reads = PathIndex()
         self.xreads = PathIndex()  # exclusive reads
         self.refusals: set[str] = set()
+        self.void_through = 0
 
     # -- structure -------------------------------------------------------
 
@@ -690,7 +696,7 @@ class State:
     # -- serialisation (snapshots) ----------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "seq": self.seq,
             "last_hash": self.last_hash,
             "last_ts": self.last_ts,
@@ -700,6 +706,9 @@ class State:
             "children": {k: list(v) for k, v in self.children.items()},
             "refusals": sorted(self.refusals),
         }
+        if self.void_through > self.seq:  # (between a repair's line and its last void line)
+            out["void_through"] = self.void_through
+        return out
 
     def _holders_json(self) -> list[dict[str, Any]]:
         # Allocation.to_json for every holder, inlined (a snapshot's main
@@ -741,6 +750,7 @@ class State:
             st._index(alloc)
         st.children = {k: list(v) for k, v in data["children"].items()}
         st.refusals = set(data["refusals"])
+        st.void_through = int(data.get("void_through", 0))
         return st
 
 
@@ -813,6 +823,9 @@ def apply(state: State, event: dict[str, Any], line_hash: str, checked: Any = _U
         if type(ts) is not int:
             raise FoldError(f"ts {shown(ts)} is not an integer")
         raise FoldError(f"ts {shown(ts)} is not an integer at or after the event before ({state.max_ts})")
+    if seq <= state.void_through and kind != "void" and kind != "repaired":
+        raise FoldError(f"a {kind} event at seq {seq}, a seq a repair keeps void (through "
+                        f"{state.void_through}): a fencing token given twice")
     try:
         change(state, event, shape(event) if checked is _UNCHECKED else checked)
     except FoldError:
@@ -930,6 +943,19 @@ def _refused(state: State, ev: dict[str, Any], _checked: None) -> None:
     refusals.add(ev["key"])
 
 
+def _repaired(state: State, ev: dict[str, Any], _checked: None) -> None:
+    through = ev["through"]
+    if through < ev["seq"]:
+        raise FoldError(f"a repair's line at seq {ev['seq']} keeps seqs void through {through}, before itself")
+    state.void_through = max(state.void_through, through)
+
+
+def _void(state: State, ev: dict[str, Any], _checked: None) -> None:
+    if ev["seq"] > state.void_through:
+        raise FoldError(f"a void line at seq {ev['seq']}, past the seqs a repair keeps void "
+                        f"({'through ' + str(state.void_through) if state.void_through else 'none'})")
+
+
 def _advance(state: State, seq: int, ts: int, line_hash: str) -> None:
     if state.seq == 0:
         state.max_ts = ts
@@ -976,6 +1002,8 @@ CHANGES: dict[str, Callable[[State, dict[str, Any], Any], None]] = {
     "reclaimed": _remove,
     "refused": _refused,
     "renewed": _renewed,
+    "repaired": _repaired,
+    "void": _void,
 }
 # type -> (payload check, change of state): one lookup on the fold's path
 _HANDLERS: dict[Any, tuple[Callable[[dict[str, Any]], Any], Callable[[State, dict[str, Any], Any], None]]] = {

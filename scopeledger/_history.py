@@ -228,8 +228,13 @@ class Event(NamedTuple):
     Attributes:
         seq: ``int``, gapless from 1.
         ts: ``int`` nanoseconds since the epoch, UTC.
-        type: ``str``, one of registered, delegated, attached, released,
-            reclaimed, refused.
+        type: ``str``, one of :data:`~scopeledger.EVENT_TYPES`: registered,
+            delegated, attached, renewed, released, reclaimed, refused,
+            repaired (a repair cut the log after the seq before this one;
+            ``data["through"]``: the last seq it keeps void, ``data["cut"]``:
+            where what it cut went, relative to the ledger directory), void
+            (a seq of a line a repair cut, kept so that no fencing token is
+            given twice).
         actor: ``dict`` ``{"pid", "start", "boot"}`` of the appending process.
         data: ``dict``, the whole decoded line (payload included); its
             schema is in :mod:`scopeledger._events`.

@@ -323,8 +323,8 @@ class RepairReport:
             log, or snapshots at later seqs). ``False``: nothing to
             repair, and nothing was changed.
         kept_seq: the seq of the last line that checks out, ``int`` (0:
-            none): the log's last line after the repair, the one new
-            events chain on from.
+            none): the log's last line kept; the repair's own lines
+            (``void_through``) follow it.
         line: the first line set aside (1-based, so the seq it should
             have), ``int``; ``None`` when no line is (snapshots only, or
             nothing).
@@ -366,6 +366,13 @@ class RepairReport:
             Nothing was set aside (``damaged`` is ``False``, nothing cut):
             upgrade scopeledger. Whether a line after it is damaged, this
             version cannot judge.
+        void_through: the last seq the repair keeps void, ``int``, when it
+            cut lines (``lines_cut``): seq ``kept_seq + 1`` is then a
+            ``repaired`` line naming ``directory``, the seqs after it up to
+            ``void_through`` are ``void`` lines, and new events go on from
+            ``void_through + 1``: the seqs of the lines cut, among them the
+            fencing tokens of the grants cut, are never given again.
+            ``None`` when no line was cut (or would be, in a dry run).
     """
 
     dry_run: bool
@@ -386,18 +393,26 @@ class RepairReport:
     appended: int = 0
     writing: int = 0
     newer_format: bool = False
+    void_through: int | None = None
 
     def __str__(self) -> str:
         if self.newer_format:
             return (f"nothing set aside: line {self.line} (seq {self.seq}): {self.reason}; this scopeledger "
                     "cannot judge that line or any after it, so it cuts nothing (the log ends at seq "
                     f"{self.kept_seq} as far as it can read)")
+        if not self.damaged and self.directory is not None:  # a repair stopped after its cut
+            done = "would record it and keep them void" if self.dry_run else "recorded it and kept them void"
+            return (self.reason + ("; " + done if self.void_through is not None else "")
+                    + self.unjudged())
         if not self.damaged:
             return f"nothing to repair: every line checks out (seq {self.kept_seq - self.appended})" + self.unjudged()
         verb = "would set aside" if self.dry_run else "set aside"
         what = [f"{self.bytes_cut} bytes ({self.lines_cut} lines) from byte {self.offset}"] if self.bytes_cut else []
         what += [f"{len(self.snapshots)} snapshot(s)"] if self.snapshots else []
-        return f"{verb} {' and '.join(what)}: {self.reason}; the log ends at seq {self.kept_seq}" + self.unjudged()
+        void = ("" if self.void_through is None
+                else f", then the repair's own lines to seq {self.void_through} (the cut seqs kept void)")
+        return (f"{verb} {' and '.join(what)}: {self.reason}; the log ends at seq {self.kept_seq}{void}"
+                + self.unjudged())
 
     def unjudged(self) -> str:
         """What other writers were writing while the log was judged, as
@@ -542,6 +557,12 @@ class _Txn:
     def _line(self, kind: str, payload: dict[str, Any]) -> tuple[int, int, dict[str, Any], bytes]:
         assert self.after is None, "no event after the last one"
         st = self.state
+        if st.seq < st.void_through and kind != "void":
+            # A repair's seqs not all filled yet (its void lines cut short by
+            # a crash and set aside as a torn tail): fill them first, so that
+            # no seq, no fencing token, is given twice.
+            while st.seq < st.void_through:
+                self.emit("void")
         seq = st.seq + 1
         ts = self.clock()
         if type(ts) is not int or not -TS_LIMIT <= ts < TS_LIMIT:  # never write a line no reader would accept
@@ -609,6 +630,10 @@ class _Txn:
         self.emit("refused", key=key, error=kind, message=str(err), request=request,
                   rule=rule.to_json() if rule is not None else None, chain=chain)
 
+
+#: Void lines a repair appends with one write (``Ledger._keep_void``): a
+#: bound on the memory a large cut takes (a void line is about 250 bytes).
+_VOID_PIECE = 4096
 
 #: Seconds after its last change from which a ledger on a server store
 #: (PostgreSQL) reads what others appended before taking the lock
@@ -2758,17 +2783,25 @@ class Ledger:
                 kept, plan, appended, writing = files.judge_past(kept)
             else:
                 plan = files.cut_plan(kept)
+            if first is None and not plan["bytes"] and not plan["snapshots"]:
+                reach = files.store.cut_reach()
+                if reach is not None and reach[0] > kept:  # a repair stopped before its own lines
+                    return self._finish_repair(dry_run, kept, others, files, *reach)
             if dry_run or (not plan["bytes"] and not plan["snapshots"]):
-                return self._repaired(dry_run, kept, first, others, plan, None, appended, writing)
+                return self._repaired(dry_run, kept, first, others, plan, None, appended, writing,
+                                      self._void_through(files, kept, plan["lines"]))
             try:
                 with files.exclusive(self.timeout):
                     files.forget()
                     kept, first, others = self._damage()  # again, as the lock finds the log
                     if first is not None and first.newer_format:
                         return self._newer(dry_run, kept, first, others, files)
-                    cut = files.cut_after(kept, self._repair_facts(kept, first, files.past(kept)))
+                    facts = self._repair_facts(kept, first, files.past(kept))
+                    cut = files.cut_after(kept, facts)
                     if cut is None:
                         plan = files.cut_plan(kept)  # (nothing past line kept, under the lock)
+                    else:
+                        through = self._keep_cut_void(files, kept, facts["kept_hash"], cut)
             finally:
                 self._state = None  # fold again from what the log holds now
                 self._seq_of_last_txn = -1
@@ -2777,7 +2810,110 @@ class Ledger:
             if cut is None:
                 return self._repaired(False, kept, first, others, plan, None)
             where, record = cut
-            return self._repaired(False, kept, first, others, record, where)
+            return self._repaired(False, kept, first, others, record, where, void_through=through)
+
+    @staticmethod
+    def _void_through(files: Any, kept: int, lines: int) -> int | None:
+        """The last seq a repair that keeps line ``kept`` and cuts ``lines``
+        lines after it keeps void: the last it cuts, or further when an
+        earlier repair's cut reached further (one stopped before it wrote its
+        own lines: ``Store.cut_reach``); ``None`` when neither passes
+        ``kept``."""
+        reach = files.store.cut_reach()
+        through = max(kept + lines, reach[0] if reach is not None else 0)
+        return through if through > kept else None
+
+    def _finish_repair(self, dry_run: bool, kept: int, others: tuple[Problem, ...], files: Any, through: int,
+                       where: str) -> RepairReport:
+        """Keep seqs ``kept + 1`` to ``through`` void, as the repair in
+        ``where`` that cut the log there was stopped before doing (its
+        record reaches ``through``; the log ends at ``kept``, every line
+        checking out), under the lock, the log's end judged again there."""
+        reason = (f"the repair recorded in {where} cut the log and was stopped before it recorded itself: "
+                  f"the cut seqs {kept + 1} to {through} are not kept void yet")
+        report = RepairReport(
+            dry_run=dry_run, damaged=False, kept_seq=kept, line=None, seq=None, reason=reason,
+            offset=0, log_bytes=0, bytes_cut=0, lines_cut=0, sha256=None, snapshots=(), directory=where,
+            record=os.path.join(where, CUT_RECORD_NAME), remaining=others, void_through=through)
+        if dry_run:
+            return report
+        try:
+            with files.exclusive(self.timeout):
+                files.forget()
+                if self._log.head() == kept:  # (else another writer went on meanwhile: too late)
+                    last = self._log.read_after(kept - 1, 1) if kept else []
+                    try:
+                        self._keep_void(files, kept, line_hash(last[0][1]) if last else GENESIS_HASH, through,
+                                        where)
+                    except LedgerIOError as exc:
+                        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else OSError(exc.errno, str(exc))
+                        raise LedgerIOError(exc.path, "append the repair's lines", cause,
+                                            f"seqs {kept + 1} to {through} are not kept void yet: run 'ledger "
+                                            "repair' again before anything else writes") from exc
+                else:
+                    report = attrs.evolve(report, void_through=None, reason=(
+                        f"{reason}; other writers appended meanwhile, so those seqs may be given again"))
+        finally:
+            self._state = None
+            self._seq_of_last_txn = -1
+            self._snap_seq = 0
+            self._boots = None
+        return report
+
+    def _keep_cut_void(self, files: Any, kept: int, kept_hash: str, cut: tuple[str, dict[str, Any]]) -> int | None:
+        """After the cut ``cut`` (its directory and record) past line
+        ``kept`` (whose hash is ``kept_hash``): keep the cut seqs void
+        (:meth:`_void_through`, :meth:`_keep_void`); the last seq kept void,
+        ``None`` when none.
+
+        Raises:
+            LedgerIOError: the OS refused to read the repairs' records, or to
+                write or flush the lines: the message says the log was cut and
+                that running the repair again keeps them void.
+        """
+        where = cut[0]
+        through = None
+        try:
+            through = self._void_through(files, kept, cut[1]["lines"])
+            if through is not None:
+                self._keep_void(files, kept, kept_hash, through, where)
+        except LedgerIOError as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else OSError(exc.errno, str(exc))
+            seqs = f"seqs {kept + 1} to {through}" if through is not None else "the cut seqs"
+            raise LedgerIOError(
+                exc.path, "keep the cut seqs void" if through is None else "append the repair's lines", cause,
+                f"the log was cut after seq {kept} (what was cut is in {where}); {seqs} are not kept void "
+                "yet: run 'ledger repair' again before anything else writes, or fencing tokens among them "
+                "may be given twice") from exc
+        return through
+
+    def _keep_void(self, files: Any, kept: int, kept_hash: str, through: int, where: str) -> None:
+        """After a cut past line ``kept`` (whose hash is ``kept_hash``), the
+        lock held: append a ``repaired`` line naming the cut's directory
+        ``where`` at seq ``kept + 1`` and ``void`` lines up to seq
+        ``through`` (the last seq cut), flushed: the seqs of the lines cut
+        (the fencing tokens of grants among them) are never given again. In
+        pieces of ``_VOID_PIECE`` lines; one cut short (a crash) is filled by
+        the next writer (``_Txn._line``: the fold knows ``through``).
+
+        Raises:
+            LedgerIOError: the OS refused the write or its flush.
+        """
+        state = State()
+        state.seq, state.last_hash = kept, kept_hash  # (what the lines chain on to)
+        txn = _Txn(self, state)
+        txn.emit("repaired", through=through, cut=os.path.relpath(where, self.path))
+        try:
+            while True:
+                while state.seq < through and len(txn.lines) < _VOID_PIECE:
+                    txn.emit("void")
+                files.store.append(b"\n".join(txn.lines) + b"\n", files.store.size(), True)
+                if state.seq >= through:
+                    break
+                txn.lines.clear()
+                txn.entries.clear()
+        finally:
+            files.forget()
 
     def _damage(self) -> tuple[int, Problem | None, tuple[Problem, ...]]:
         """``verify``'s judgement of the log: the seq of the last line that
@@ -2823,7 +2959,8 @@ class Ledger:
                 "kept_seq": kept, "kept_hash": line_hash(line[0][1]) if line else GENESIS_HASH}
 
     def _repaired(self, dry_run: bool, kept: int, first: Problem | None, others: tuple[Problem, ...],
-                  cut: dict[str, Any], where: str | None, appended: int = 0, writing: int = 0) -> RepairReport:
+                  cut: dict[str, Any], where: str | None, appended: int = 0, writing: int = 0,
+                  void_through: int | None = None) -> RepairReport:
         """The report of a repair: ``cut`` is the record written, or (dry
         run, nothing to do) what would be cut (``FileStore.cut_plan``,
         ``judge_past``); ``appended``, ``writing``: as ``judge_past`` says."""
@@ -2839,7 +2976,7 @@ class Ledger:
             reason=facts["reason"], offset=cut["offset"], log_bytes=cut["log_bytes"], bytes_cut=cut["bytes"],
             lines_cut=cut["lines"], sha256=cut["sha256"], snapshots=tuple(cut["snapshots"]), directory=where,
             record=os.path.join(where, CUT_RECORD_NAME) if where is not None else None, remaining=others,
-            appended=appended, writing=writing)
+            appended=appended, writing=writing, void_through=void_through if damaged else None)
 
     def _write_snapshot(self, state: State) -> None:
         header, body = _snapshots.encode(state)

@@ -102,6 +102,11 @@ VALUES: dict[str, dict[str, Any]] = {
         "exit_code": {"type": "integer", "minimum": 0, "maximum": 255},
         "exit_signal": {"type": "integer", "minimum": 1, "maximum": 127},
     },
+    # (a repair's line, in place of the first line it cut, and the lines
+    # keeping the cut seqs void up to its "through")
+    "repaired": {"through": {"type": "integer", "minimum": 1, "maximum": TS_LIMIT - 1},
+                 "cut": {"type": "string", "minLength": 1, "maxLength": 4096}},
+    "void": {},
     "refused": {
         "key": {"type": "string"},
         "error": {"enum": sorted(REFUSAL_KINDS)},
@@ -269,6 +274,9 @@ def generate() -> dict[str, Any]:
                                  "then": {"$ref": f"#/$defs/v{version}.{kind}"}})
             else:
                 defs[f"v{version}.{kind}"] = _object(version, kind, keys[kind])
+        for kind in sorted(EVENT_TYPES - keys.keys()):  # (a type this version does not have: never valid)
+            branches.append({"if": {"properties": {"v": {"const": version}, "type": {"const": kind}}},
+                             "then": False})
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "urn:scopeledger:event-line",

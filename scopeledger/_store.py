@@ -1512,6 +1512,72 @@ class Store:
             raise LedgerIOError(self.log_path, "read the log", exc) from exc
         return counted
 
+    def cut_reach(self) -> tuple[int, str] | None:
+        """The furthest any repair's cut reached: the highest ``kept_seq +
+        lines`` (the last seq it cut, a torn line counted) over the records
+        under ``cut/`` (as :meth:`cut` wrote them), and the full path of that
+        repair's directory; ``None`` when there is no ``cut/`` or no record
+        in it names lines cut. A directory without a readable record (a
+        repair killed before its record: the log was not cut then) is
+        skipped, as is a record that is not a JSON object of those keys.
+
+        Raises:
+            UnsafeLedgerPath: ``cut/`` or a directory in it is not a private
+                directory of this user's (or a symlink).
+            LedgerIOError: the OS refused to read them.
+        """
+        with first_use:
+            import json
+
+        cut_dir = self.file(CUT_DIR)
+        try:
+            cutfd = open_dir_fd(self.dirfd, CUT_DIR, cut_dir, create=False, readonly=True)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise LedgerIOError(cut_dir, "open the repairs' directory", exc) from exc
+        best: tuple[int, str] | None = None
+        try:
+            for name in sorted(n for n in os.listdir(cutfd) if not n.startswith(".")):
+                where = os.path.join(cut_dir, name)
+                data = self._record_bytes(cutfd, name, where)
+                try:
+                    record = json.loads(data) if data is not None else None
+                except ValueError:
+                    continue
+                if not isinstance(record, dict):
+                    continue
+                kept, lines = record.get("kept_seq"), record.get("lines")
+                if type(kept) is int and type(lines) is int and kept >= 0 and lines > 0 \
+                        and (best is None or kept + lines > best[0]):
+                    best = (kept + lines, where)
+        except OSError as exc:
+            if isinstance(exc, LedgerError):
+                raise
+            raise LedgerIOError(exc.filename or cut_dir, "read the repairs' records", exc) from exc
+        finally:
+            os.close(cutfd)
+        return best
+
+    @staticmethod
+    def _record_bytes(cutfd: int, name: str, where: str) -> bytes | None:
+        """The bytes of ``cut/<name>/record.json``, ``None`` when missing."""
+        with _naming(where):
+            wherefd = _open_dir(cutfd, name, where)
+        try:
+            path = os.path.join(where, CUT_RECORD_NAME)
+            with _naming(path):
+                try:
+                    fd = os.open(CUT_RECORD_NAME, os.O_RDONLY | _O_FLAGS, dir_fd=wherefd)
+                except FileNotFoundError:
+                    return None
+                try:
+                    return b"".join(iter(lambda: os.read(fd, 1 << 16), b""))
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(wherefd)
+
     def cut(self, start: int, tag: str, facts: dict[str, Any], snapshots: Sequence[str]) -> tuple[str, dict[str, Any]]:
         """Set the log's bytes from ``start`` to its end, and the snapshot
         files named ``snapshots``, aside into a new directory

@@ -111,6 +111,30 @@ def _lock_held_elsewhere(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _kept_then_void(path: Path, keep: bytes, kept_seq: int, through: int, where: Path) -> None:
+    """The log is ``keep`` (its first ``kept_seq`` lines) byte for byte, then the repair's own
+    lines: at seq ``kept_seq + 1`` a ``repaired`` line naming ``where`` (relative to the
+    ledger) and keeping seqs through ``through`` void, then a ``void`` line for each seq
+    after it up to ``through``, each chained to the line before."""
+    data = (path / "events.jsonl").read_bytes()
+    assert data.startswith(keep)
+    rest = data[len(keep):].splitlines(keepends=True)
+    assert len(rest) == through - kept_seq, (len(rest), through, kept_seq)
+    last = keep.splitlines()[-1] if keep else None
+    prev = hashlib.blake2b(last, digest_size=16).hexdigest() if last is not None else "0" * 32
+    envelope = {"v", "seq", "ts", "actor", "prev", "type"}
+    for i, raw in enumerate(rest):
+        ev = json.loads(raw)
+        assert (ev["v"], ev["seq"], ev["prev"]) == (2, kept_seq + 1 + i, prev), (i, ev)
+        if i == 0:
+            assert ev["type"] == "repaired" and set(ev) == envelope | {"through", "cut"}, ev
+            assert (ev["through"], ev["cut"]) == (through, os.path.relpath(where, path))
+        else:
+            assert ev["type"] == "void" and set(ev) == envelope, ev
+        assert ev["actor"]["pid"] > 0
+        prev = hashlib.blake2b(raw.rstrip(b"\n"), digest_size=16).hexdigest()
+
+
 def _open_ok(path: Path) -> None:
     """The ledger opens (folding), verifies, and takes a new event chained to its last line."""
     last = (path / "events.jsonl").read_bytes().splitlines()[-1]
@@ -141,9 +165,10 @@ def test_a_corrupt_middle_line_is_set_aside_with_everything_after_it_and_recorde
     t1 = dt.datetime.now(dt.timezone.utc)
     keep = b"".join(lines[:11])
     cut = before[len(keep):]
-    # The log is its first 11 lines, byte for byte; the rest is in the side file, byte for byte.
-    assert (path / "events.jsonl").read_bytes() == keep
+    # The log is its first 11 lines, byte for byte, then the repair's own lines keeping the
+    # cut seqs 12 to 30 void; the rest is in the side file, byte for byte.
     where, record = _one_cut(path)
+    _kept_then_void(path, keep, 11, 30, where)
     assert (where / "events.jsonl.cut").read_bytes() == cut
     assert where.name.endswith("Z-line-12")
     # The snapshots past the cut moved with it, byte for byte; the others stayed.
@@ -166,7 +191,7 @@ def test_a_corrupt_middle_line_is_set_aside_with_everything_after_it_and_recorde
         dry_run=False, damaged=True, kept_seq=11, line=12, seq=None, reason=problem.message,
         offset=len(keep), log_bytes=len(before), bytes_cut=len(cut), lines_cut=19,
         sha256=hashlib.sha256(cut).hexdigest(), snapshots=tuple(moved), directory=str(where),
-        record=str(where / "record.json"), remaining=())
+        record=str(where / "record.json"), remaining=(), void_through=30)
     _open_ok(path)
 
 
@@ -191,9 +216,9 @@ def test_a_broken_hash_chain_is_cut_from_the_line_verify_names(tmp_path: Path) -
                    "sha256": hashlib.sha256(before[len(keep):]).hexdigest(),
                    "snapshots": [_snap_name(s) for s in (10, 15, 20, 25, 30)], "directory": str(where),
                    "record": str(where / "record.json"), "remaining": [], "appended": 0, "writing": 0,
-                   "newer_format": False}
+                   "newer_format": False, "void_through": 30}
     assert record["reason"] == problem.message and record["by"]["pid"] not in (None, os.getpid())
-    assert (path / "events.jsonl").read_bytes() == keep
+    _kept_then_void(path, keep, 7, 30, where)
     assert (where / "events.jsonl.cut").read_bytes() == before[len(keep):]
     _open_ok(path)
 
@@ -213,10 +238,11 @@ def test_garbage_appended_after_the_last_line_is_cut_and_nothing_else(tmp_path: 
         f"line 31: {record['reason']}",
         f"cut the log at byte {len(good)} of {len(good) + len(garbage)}, after seq 30: {len(garbage)} bytes, "
         f"3 line(s), sha256 {hashlib.sha256(garbage).hexdigest()}",
+        "record the repair at seq 31 and keep seqs 32 to 33 void: the cut lines' seqs are never given again "
+        "(a fencing token names one grant)",
         f"set aside in {where} (record: {where / 'record.json'})",
-        "the log now ends at seq 30; new events go on from it, so seqs 31 to 33 will be given again: a "
-        "process still holding a grant that was cut (its token among them) must stop"]
-    assert (path / "events.jsonl").read_bytes() == good
+        "new events go on from seq 34"]
+    _kept_then_void(path, good, 30, 33, where)
     assert (where / "events.jsonl.cut").read_bytes() == garbage
     assert record["lines"] == 3 and record["snapshots"] == []
     assert {n: (path / "snapshots" / n).read_bytes() for n in os.listdir(path / "snapshots")} == snaps
@@ -233,10 +259,11 @@ def test_a_torn_last_line_and_snapshots_past_the_log_are_set_aside_too(tmp_path:
     assert report.line == 23 and report.seq is None and report.lines_cut == 1 and report.bytes_cut == 40
     assert report.reason.startswith("a torn last line: 40 bytes after line 22 without a newline")
     assert report.snapshots == (_snap_name(25), _snap_name(30))
-    assert (path / "events.jsonl").read_bytes() == b"".join(lines[:22])
-    assert repair_text(report, str(path))[-1] == (
-        "the log now ends at seq 22; new events go on from it, so seq 23 will be given again: a process "
-        "still holding a grant that was cut (its token among them) must stop")
+    assert report.void_through == 23  # (a torn line's seq too: kept, never a guess)
+    _kept_then_void(path, b"".join(lines[:22]), 22, 23, _one_cut(path)[0])
+    assert repair_text(report, str(path))[-2:] == [
+        f"set aside in {report.directory} (record: {report.record})", "new events go on from seq 24"]
+    assert "record the repair at seq 23: the cut lines' seqs are never given again" in repair_text(report, "L")[-3]
     _open_ok(path)  # (lost is None: no snapshot lies past the log any more)
     # Snapshots alone past the log's end (a log cut short on a line boundary).
     path2 = tmp_path / "L2"
@@ -251,7 +278,8 @@ def test_a_torn_last_line_and_snapshots_past_the_log_are_set_aside_too(tmp_path:
     assert report.reason.startswith("snapshot(s) past the end of the log (seq 17)")
     where, record = _one_cut(path2)
     assert record["file"] is None and record["sha256"] is None and not (where / "events.jsonl.cut").exists()
-    assert repair_text(report, str(path2))[-1] == "the log now ends at seq 17; new events go on from it"
+    assert report.void_through is None and (path2 / "events.jsonl").read_bytes() == b"".join(lines[:17])
+    assert repair_text(report, str(path2))[-1] == "new events go on from seq 18"
     _open_ok(path2)
 
 
@@ -323,12 +351,14 @@ def test_a_dry_run_says_exactly_what_would_be_cut_and_changes_nothing(tmp_path: 
                    "reason": done.reason, "offset": done.offset, "log_bytes": done.log_bytes,
                    "bytes": done.bytes_cut, "lines": done.lines_cut, "sha256": done.sha256,
                    "snapshots": list(done.snapshots), "directory": None, "record": None, "remaining": [],
-                   "appended": 0, "writing": 0, "newer_format": False}
+                   "appended": 0, "writing": 0, "newer_format": False, "void_through": 30}
     assert p.stdout.splitlines() == [
         f"line 12: {done.reason}",
         f"would cut the log at byte {done.offset} of {done.log_bytes}, after seq 11: {done.bytes_cut} bytes, "
         f"19 line(s), sha256 {done.sha256}",
         *(f"would set aside snapshot {_snap_name(s)} (past seq 11)" for s in (15, 20, 25, 30)),
+        "would record the repair at seq 12 and keep seqs 13 to 30 void: the cut lines' seqs are never given "
+        "again (a fencing token names one grant)",
         "nothing was changed (--dry-run)"]
 
 
@@ -338,10 +368,10 @@ def test_two_repairs_of_one_ledger_cut_it_once(tmp_path: Path) -> None:
     with Ledger.open(path, fold=False) as first, Ledger.open(path, fold=False) as second:
         assert second.repair(dry_run=True).damaged  # (it has read the whole log, past the cut to come)
         assert first.repair().damaged
-        again = second.repair()  # judged again under the lock: the log as the first left it
-        assert not again.damaged and again.kept_seq == 11
+        again = second.repair()  # judged again: the log as the first left it, its own lines too
+        assert not again.damaged and again.kept_seq == 30 and again.void_through is None
     assert len(_cut_dirs(path)) == 1
-    assert (path / "events.jsonl").read_bytes() == b"".join(lines[:11])
+    _kept_then_void(path, b"".join(lines[:11]), 11, 30, _cut_dirs(path)[0])
     _open_ok(path)
 
 
@@ -478,7 +508,12 @@ def _nothing_lost(path: Path, log: bytes, snaps: dict[str, bytes], offset: int) 
     assert found == snaps
     if now == log:
         return False
-    assert now == log[:offset]
+    # Cut at offset; after it nothing but the repair's own lines (the last one torn when the
+    # repair was stopped in the middle of writing them).
+    assert now.startswith(log[:offset])
+    ours = now[offset:].split(b"\n")
+    for raw in ours[:-1]:
+        assert json.loads(raw)["type"] in ("repaired", "void"), raw
     # Cut only once the record and the copy were there.
     assert any(r["offset"] == offset and (d / "events.jsonl.cut").read_bytes() == log[offset:]
                and r["sha256"] == hashlib.sha256(log[offset:]).hexdigest() for d, r in records)
@@ -486,11 +521,14 @@ def _nothing_lost(path: Path, log: bytes, snaps: dict[str, bytes], offset: int) 
 
 
 def _finish(path: Path, log: bytes, snaps: dict[str, bytes], offset: int) -> None:
-    """A repair run again finishes the job: the log cut, every snapshot kept somewhere."""
+    """A repair run again finishes the job: the log cut, every snapshot kept somewhere, and the
+    cut seqs (12 to 30) kept void, by the repair's own lines (verify: chained, each applies)."""
     with Ledger.open(path, fold=False) as led:
         led.repair()
     assert _nothing_lost(path, log, snaps, offset)
     assert verify(path).ok
+    ours = (path / "events.jsonl").read_bytes()[offset:].splitlines()
+    assert json.loads(ours[0])["type"] == "repaired" and json.loads(ours[-1])["seq"] == 30
 
 
 def test_killed_at_any_io_call_of_the_cut_nothing_is_lost(tmp_path: Path) -> None:
@@ -604,7 +642,11 @@ def test_failing_at_any_io_call_of_the_cut_leaves_no_half_made_copy_and_says_so(
         was_cut = _nothing_lost(path, log, snaps, offset)
         message = str(error)
         if was_cut:
-            assert "the log was cut, but the cut may not survive a power cut" in message
+            # Failed flushing the cut, or after it, keeping the cut seqs void: a repair run
+            # again keeps them void (_finish).
+            assert ("the log was cut, but the cut may not survive a power cut" in message
+                    or "the log was cut after seq 11 (what was cut is in " in message
+                    and "are not kept void yet: run 'ledger repair' again" in message), message
         else:
             assert "the log was not cut" in message
             if message.startswith("failed to set the damaged tail aside"):
@@ -619,7 +661,8 @@ def test_failing_at_any_io_call_of_the_cut_leaves_no_half_made_copy_and_says_so(
     else:
         raise AssertionError("the repair never finished")
     assert said >= {"failed to set the damaged tail aside", "failed to move a snapshot past the cut",
-                    "failed to cut the log", "failed to flush the log"}, said
+                    "failed to cut the log", "failed to flush the log", "failed to keep the cut seqs void",
+                    "failed to append the repair's lines"}, said
 
 
 def test_a_healthy_ledger_written_to_during_a_repair_is_reported_as_having_nothing_to_repair(

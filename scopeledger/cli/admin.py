@@ -142,7 +142,8 @@ def repair_json(r: RepairReport) -> dict[str, Any]:
             "lines": r.lines_cut, "sha256": r.sha256, "snapshots": list(r.snapshots), "directory": r.directory,
             "record": r.record,
             "remaining": [{"file": p.file, "line": p.line, "seq": p.seq, "message": p.message} for p in r.remaining],
-            "appended": r.appended, "writing": r.writing, "newer_format": r.newer_format}
+            "appended": r.appended, "writing": r.writing, "newer_format": r.newer_format,
+            "void_through": r.void_through}
 
 
 def repair_text(r: RepairReport, ledger_path: str) -> list[str]:
@@ -153,6 +154,12 @@ def repair_text(r: RepairReport, ledger_path: str) -> list[str]:
         out.append(f"nothing was set aside in {ledger_path}: this scopeledger cannot judge that line or any "
                    "after it; upgrade scopeledger (a newer one reads them, and its 'ledger verify' and "
                    "'ledger repair' judge them)")
+    elif not r.damaged and r.directory is not None:  # a repair stopped after its cut, finished
+        out.append(r.reason)
+        if r.void_through is not None:
+            out.append(f"{'would ' if r.dry_run else ''}{_kept_void(r)}")
+            out.append("nothing was changed (--dry-run)" if r.dry_run
+                       else f"new events go on from seq {r.void_through + 1}")
     elif not r.damaged:
         out.append(f"nothing to repair in {ledger_path}: every line of the log checks out "
                    f"(seq {r.kept_seq - r.appended}) and no snapshot lies past its end")
@@ -165,12 +172,13 @@ def repair_text(r: RepairReport, ledger_path: str) -> list[str]:
                        f"{r.bytes_cut} bytes, {r.lines_cut} line(s), sha256 {r.sha256}")
         for name in r.snapshots:
             out.append(f"{would}set aside snapshot {name} (past seq {r.kept_seq})")
+        if r.void_through is not None:
+            out.append(f"{would}{_kept_void(r)}")
         if r.dry_run:
             out.append("nothing was changed (--dry-run)")
         else:
             out.append(f"set aside in {r.directory} (record: {r.record})")
-            out.append(f"the log now ends at seq {r.kept_seq}; new events go on from it"
-                       + (_seqs_again(r) if r.lines_cut else ""))
+            out.append(f"new events go on from seq {(r.void_through or r.kept_seq) + 1}")
     if r.appended:
         out.append(f"note: {r.appended} line(s) appended meanwhile by other writers (to seq {r.kept_seq}) "
                    "were not checked ('ledger verify' checks them)")
@@ -182,14 +190,15 @@ def repair_text(r: RepairReport, ledger_path: str) -> list[str]:
     return out
 
 
-def _seqs_again(r: RepairReport) -> str:
-    """What a cut means for the fencing tokens of the grants it took (a
-    token is its grant's seq, and the next events take the cut lines' seqs
-    again)."""
-    first, last = r.kept_seq + 1, r.kept_seq + r.lines_cut
-    seqs = f"seq {first}" if first == last else f"seqs {first} to {last}"
-    return (f", so {seqs} will be given again: a process still holding a grant that was cut (its token "
-            "among them) must stop")
+def _kept_void(r: RepairReport) -> str:
+    """What a repair that cut lines appends: the seqs of the lines cut kept
+    void, so that a fencing token (a grant's seq) is never given twice."""
+    first, last = r.kept_seq + 1, r.void_through
+    assert last is not None
+    voids = ("" if last == first else f" and keep seq {last} void" if last == first + 1
+             else f" and keep seqs {first + 1} to {last} void")
+    return (f"record the repair at seq {first}{voids}: the cut lines' seqs are never given again "
+            "(a fencing token names one grant)")
 
 
 @click.command(cls=Command)

@@ -38,7 +38,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("seq", "the event's seq (integer, gapless from 1)"),
     ("ts", "its time, integer nanoseconds since the epoch, UTC"),
     ("time", "the same as ISO 8601 UTC with nanoseconds, 2025-11-29T14:35:24.696221000Z"),
-    ("type", "registered, delegated, attached, renewed, released, reclaimed or refused"),
+    ("type", "registered, delegated, attached, renewed, released, reclaimed, refused, repaired (a repair "
+             "cut the log after the seq before) or void (a seq of a cut line, kept void by it)"),
     ("holder", "the holder the event is about (for a refusal: the name asked for)"),
     ("parent", "a grant's delegator, a refusal's parent asked (empty: top level)"),
     ("rules", "a grant's rules or a refusal's request, JSON [[path, permission, recursive], ...]"),
@@ -49,7 +50,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
                 "lease_expired, session_closed, session_lock_gone"),
     ("reparented", "a release's or reclaim's children moved, JSON [[child, new parent or null], ...]"),
     ("error", "a refusal's kind: scope_conflict, delegation, duplicate, unknown_parent"),
-    ("message", "a refusal's message"),
+    ("message", "a refusal's message; a repair's, in words"),
     ("obstacle_rule", "a refusal's rule in the way, JSON [path, permission, recursive]"),
     ("chain", "a refusal's owner chain, JSON [names, top first]"),
     ("actor_pid", "the pid of the process that appended the event"),
@@ -98,7 +99,10 @@ def rows(events: Iterable[Event]) -> Iterator[tuple[Any, ...]]:
             holder, parent, rules = req.get("name"), req.get("parent"), _json(req.get("rules"))
             error, message = d.get("error"), d.get("message")
             obstacle, chain = _json(d.get("rule")), _json(d.get("chain"))
-        else:
+        elif kind == "repaired":
+            message = (f"the log was cut after seq {e.seq - 1} (into {d.get('cut')}); "
+                       f"seqs to {d.get('through')} kept void")
+        elif kind != "void":
             holder = d.get("name")
             if kind == "attached":
                 process = d.get("process")

@@ -12,7 +12,7 @@ import datetime as dt
 import re
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import attrs
 
@@ -70,7 +70,32 @@ _TYPE_STYLE = {
     "reclaimed": "red",
     "refused": "magenta",
     "renewed": "blue",
+    "repaired": "bright_red",
+    "void": "bright_black",
 }
+
+
+def _repair_words(e: Event, actor: int | None) -> str:
+    """A ``repaired`` or ``void`` event in words."""
+    if e.type == "void":
+        return "kept void by the repair before it (a seq of a line it cut)"
+    first, through = e.seq + 1, e.data["through"]
+    kept = ("" if through < first else f"; seq {through} kept void" if through == first
+            else f"; seqs {first} to {through} kept void")
+    by = f" by pid {actor}" if actor is not None else ""
+    return (f"the log was cut after seq {e.seq - 1}{by} (what was cut: {e.data['cut']}){kept}, "
+            "so no fencing token is given twice")
+
+
+def _renewed_words(e: Event, actor: int | None) -> str:
+    """A ``renewed`` event in words."""
+    d = e.data
+    return f"'{d['name']}' (token {d['token']}) for {d['ttl_ns'] / 1e9:g} s"
+
+
+#: Event types whose words need nothing the describer keeps.
+_WORDS: dict[str, Callable[[Event, int | None], str]] = {
+    "renewed": _renewed_words, "repaired": _repair_words, "void": _repair_words}
 
 
 def styled(console: Console) -> bool:
@@ -333,6 +358,9 @@ class Narrator:
         d = e.data
         kind = e.type
         actor = (e.actor or {}).get("pid")
+        words = _WORDS.get(kind)
+        if words is not None:  # (an event that changes nothing this describer keeps)
+            return words(e, actor)
         if kind in ("registered", "delegated"):
             h = d["holder"]
             name, pid = h["name"], h["process"]["pid"]
@@ -346,8 +374,6 @@ class Narrator:
                 head += (f", reserved by pid {pid} until its process attaches" if h.get("reserved")
                          else f" pid {pid}")
             return f"{head}: {rules}{_grant_details(h)}"
-        if kind == "renewed":
-            return f"'{d['name']}' (token {d['token']}) for {d['ttl_ns'] / 1e9:g} s"
         if kind == "attached":
             name, pid = d["name"], d["process"]["pid"]
             old = self._pid(name, e.seq)

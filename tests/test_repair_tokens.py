@@ -1,0 +1,227 @@
+"""A repair never lets a fencing token be given twice.
+
+A token is its grant's seq and seqs are gapless, so before this a repair that
+cut lines let the next grants take the cut lines' seqs again: a process still
+holding a cut grant and a newer holder then carried the same token, which a
+resource fencing by "no token below the largest seen" lets both through (a
+fresh tester's finding). Now a repair writes a ``repaired`` line in place of
+the first line it cut, naming what it cut and the last seq it cut
+(``through``), and a ``void`` line for each seq after it up to there; a writer
+that finds them cut short (a crash) fills them before its own event; a repair
+stopped between its cut and its own lines, run again, writes them. Real
+files, real repairs, the command line in real processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import W, ledger_cmd
+from scopeledger import CorruptLedger, Ledger, LedgerIOError, _store, verify
+from torture_support import as_v1_event
+
+
+def _log(path: Path) -> list[bytes]:
+    return (path / "events.jsonl").read_bytes().splitlines(keepends=True)
+
+
+def _h(line: bytes) -> str:
+    return hashlib.blake2b(line.rstrip(b"\n"), digest_size=16).hexdigest()
+
+
+def _grants(path: Path, n: int = 5) -> list[int]:
+    """``n`` live holders h0.. on /r/0.., their tokens."""
+    with Ledger.open(path) as led:
+        return [led.register(f"h{i}", [W(f"/r/{i}")]).token for i in range(n)]
+
+
+def _damage(path: Path, line: int) -> None:
+    """Line ``line`` (1-based) edited after it was written: the next line no longer chains to it."""
+    lines = _log(path)
+    lines[line - 1] = lines[line - 1].replace(b'"/r/', b'"/R/', 1)
+    (path / "events.jsonl").write_bytes(b"".join(lines))
+
+
+def _repair(path: Path) -> Any:
+    with Ledger.open(path, fold=False) as led:
+        return led.repair()
+
+
+def _types(path: Path) -> list[tuple[int, str]]:
+    return [(json.loads(raw)["seq"], json.loads(raw)["type"]) for raw in _log(path)]
+
+
+def test_a_cut_grants_token_is_never_given_again(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    assert _grants(path) == [1, 2, 3, 4, 5]
+    _damage(path, 3)
+    report = _repair(path)
+    assert (report.kept_seq, report.lines_cut, report.void_through) == (2, 3, 5)
+    assert _types(path) == [(1, "registered"), (2, "registered"), (3, "repaired"), (4, "void"), (5, "void")]
+    repaired = json.loads(_log(path)[2])
+    assert repaired["through"] == 5 and repaired["cut"] == os.path.relpath(report.directory, path)
+    assert verify(path).ok
+    with Ledger.open(path) as led:
+        # h2's grant (token 3) was cut; h2 asks again for the same scope: a token past every cut one.
+        assert not led.check("h2", 3) and not led.check("h3", 4)
+        again = led.register("h2", [W("/r/2")])
+        assert again.token == 6
+        assert led.register("h3", [W("/r/3")]).token == 7
+        # Time travel through the repair's seqs: the state as the kept lines left it.
+        assert sorted(led.state_at(seq=5).holders) == sorted(led.state_at(seq=2).holders) == ["h0", "h1"]
+    assert verify(path).ok
+
+
+def test_the_command_line_says_so_and_replays_it_in_words(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _grants(path)
+    _damage(path, 3)
+    p = ledger_cmd(path, "repair", subprocess_=True)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.splitlines()
+    assert ("record the repair at seq 3 and keep seqs 4 to 5 void: the cut lines' seqs are never given again "
+            "(a fencing token names one grant)") in out
+    assert out[-1] == "new events go on from seq 6"
+    where = Path(json.loads(_log(path)[2])["cut"])
+    p = ledger_cmd(path, "replay", subprocess_=True)
+    assert p.returncode == 0, p.stderr
+    rows = p.stdout.splitlines()
+    assert "repaired" in rows[2] and (f"the log was cut after seq 2 by pid " in rows[2])
+    assert f"(what was cut: {where}); seqs 4 to 5 kept void, so no fencing token is given twice" in rows[2]
+    assert "void" in rows[3] and "kept void by the repair before it" in rows[3]
+    p = ledger_cmd(path, "replay", "--json", subprocess_=True)
+    assert [json.loads(r)["type"] for r in p.stdout.splitlines()][2:] == ["repaired", "void", "void"]
+
+
+def test_void_lines_cut_short_by_a_crash_are_filled_by_the_next_writer(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _grants(path, 8)
+    _damage(path, 3)
+    assert _repair(path).void_through == 8
+    lines = _log(path)
+    # A crash in the middle of the repair's write: its line is there, the void lines are not
+    # (the last one half written).
+    (path / "events.jsonl").write_bytes(b"".join(lines[:4]) + lines[4][:30])
+    with Ledger.open(path) as led:  # a writer: sets the torn tail aside, fills seqs 5 to 8 first
+        grant = led.register("h2", [W("/r/2")])
+    assert grant.token == 9
+    assert _types(path)[2:] == [(3, "repaired"), (4, "void"), (5, "void"), (6, "void"), (7, "void"),
+                                (8, "void"), (9, "registered")]
+    assert verify(path).ok
+
+
+def test_a_repair_stopped_after_its_cut_is_finished_by_the_next_repair(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "L"
+    _grants(path, 6)
+    _damage(path, 2)
+    kept = b"".join(_log(path)[:1])
+    real = _store.Store.append
+
+    def refused(self: Any, data: bytes, expected_size: int, fsync: bool) -> None:
+        raise LedgerIOError(self.log_path, "write the log", OSError(28, "No space left on device"))
+
+    with monkeypatch.context() as m:
+        m.setattr(_store.Store, "append", refused)
+        with pytest.raises(LedgerIOError) as err:
+            _repair(path)
+    message = str(err.value)
+    assert "the log was cut after seq 1 (what was cut is in " in message
+    assert "seqs 2 to 6 are not kept void yet: run 'ledger repair' again before anything else writes" in message
+    assert (path / "events.jsonl").read_bytes() == kept  # cut, its own lines missing
+    assert _store.Store.append is real
+    dry = ledger_cmd(path, "repair", "--dry-run", subprocess_=True)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[1:] == [
+        "would record the repair at seq 2 and keep seqs 3 to 6 void: the cut lines' seqs are never given again "
+        "(a fencing token names one grant)", "nothing was changed (--dry-run)"]
+    assert dry.stdout.startswith("the repair recorded in ") and "was stopped before it recorded itself" in dry.stdout
+    assert (path / "events.jsonl").read_bytes() == kept
+    p = ledger_cmd(path, "repair", subprocess_=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == "new events go on from seq 7"
+    assert _types(path) == [(1, "registered"), (2, "repaired"), (3, "void"), (4, "void"), (5, "void"),
+                            (6, "void")]
+    p = ledger_cmd(path, "repair", subprocess_=True)  # finished: nothing more to do
+    assert p.stdout.startswith("nothing to repair in "), p.stdout
+    with Ledger.open(path) as led:
+        assert led.register("h1", [W("/r/1")]).token == 7
+    assert verify(path).ok
+
+
+def test_a_later_repair_below_an_earlier_ones_reach_keeps_the_earlier_seqs_void_too(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _grants(path, 6)
+    _damage(path, 4)
+    assert _repair(path).void_through == 6  # 4 repaired, 5-6 void
+    # Line 3 (a grant before that cut) damaged now: the cut from line 3 takes the repair's lines
+    # too; what is kept void reaches at least as far as before.
+    _damage(path, 3)
+    report = _repair(path)
+    assert (report.kept_seq, report.void_through) == (2, 6)
+    assert _types(path)[2:] == [(3, "repaired"), (4, "void"), (5, "void"), (6, "void")]
+    with Ledger.open(path) as led:
+        assert led.register("x", [W("/r/x")]).token == 7
+
+
+def _chain(lines: list[bytes], events: list[dict[str, Any]]) -> list[bytes]:
+    """``lines`` and then ``events`` encoded, each chained to the line before."""
+    out = list(lines)
+    for ev in events:
+        ev = dict(ev, seq=len(out) + 1, prev=_h(out[-1]))
+        out.append(json.dumps(ev, separators=(",", ":")).encode() + b"\n")
+    return out
+
+
+def test_an_event_other_than_void_inside_a_kept_range_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _grants(path, 5)
+    _damage(path, 3)
+    _repair(path)
+    lines = _log(path)  # 1-2 registered, 3 repaired through 5, 4-5 void
+    grant = json.loads(_log(path)[0])
+    forged = dict(grant, holder=dict(grant["holder"], name="sneak", rules=[["/r/9", "write", True]]))
+    (path / "events.jsonl").write_bytes(b"".join(_chain(lines[:3], [forged])))
+    problem = verify(path).problems[0]
+    assert problem.seq == 4 and "a registered event at seq 4, a seq a repair keeps void (through 5)" in problem.message
+    with pytest.raises(CorruptLedger, match="a seq a repair keeps void"):
+        Ledger.open(path)
+    # A void line where no repair keeps one is damage too.
+    void = json.loads(lines[3])
+    (path / "events.jsonl").write_bytes(b"".join(_chain(lines[:5], [void])))
+    problem = verify(path).problems[0]
+    assert problem.seq == 6 and "a void line at seq 6, past the seqs a repair keeps void (through 5)" in problem.message
+    (path / "events.jsonl").write_bytes(b"".join(_chain(lines[:2], [void])))
+    assert "past the seqs a repair keeps void (none)" in verify(path).problems[0].message
+    # A repair's line keeping seqs before itself, or with a bad through or cut, is damage.
+    repaired = json.loads(lines[2])
+    for bad, says in (({"through": 2}, "keeps seqs void through 2, before itself"),
+                      ({"through": 0}, "through is 0"), ({"through": "5"}, "through is '5'"),
+                      ({"cut": ""}, "cut is ''"), ({"cut": "a\nb"}, "cut is ")):
+        (path / "events.jsonl").write_bytes(b"".join(_chain(lines[:2], [dict(repaired, **bad)])))
+        problem = verify(path).problems[0]
+        assert problem.seq == 3 and says in problem.message, (bad, problem.message)
+
+
+def test_the_repairs_lines_validate_against_the_schema_and_only_as_v2(tmp_path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed (pip install -e '.[test]')")
+    from scopeledger import _schema
+
+    validator = jsonschema.Draft202012Validator(_schema.load())
+    path = tmp_path / "L"
+    _grants(path, 4)
+    _damage(path, 2)
+    _repair(path)
+    for raw in _log(path)[1:]:
+        ev = json.loads(raw)
+        assert ev["type"] in ("repaired", "void")
+        assert not list(validator.iter_errors(ev)), raw
+        assert not validator.is_valid(as_v1_event(ev)), raw  # (format v1 has neither type)
+        assert not validator.is_valid(dict(ev, extra=1)), raw
+    assert not validator.is_valid(dict(json.loads(_log(path)[1]), through=0))
