@@ -95,6 +95,14 @@ ARCHITECTURE.md, "The identity of a path")::
     renewed (v2)            "name", "token" (the grant's seq), "ttl_ns" (int ns > 0:
                             the lease now lasts that long from this event),
                             "boot_ns" (optional, as on a grant)
+    repaired (v2)           "through": int (the last seq the repair cut, >= this line's seq),
+                            "cut": str (where what it cut went, relative to the ledger
+                            directory: "cut/<UTC time>-line-<N>"). Written by a repair in
+                            place of the first line it cut; the seqs after it up to
+                            "through" are void lines, so that no seq, no fencing token,
+                            is given twice (any other event there is corrupt)
+    void (v2)               no payload: a seq a repair keeps void (above); a writer
+                            that finds them cut short writes the rest before its event
     refused                 "key", "error": scope_conflict|delegation|duplicate|unknown_parent,
                             "message", "request": {"name", "parent", "rules"},
                             "rule": rule|null, "chain": [names, top first]

@@ -2718,10 +2718,19 @@ class Ledger:
         had read past the cut (in other processes too) find the log
         shorter than they read (:class:`CorruptLedger`) and must be
         opened again; this one folds again from the newest snapshot left.
-        The next events take the cut lines' seqs again, so a fencing token
-        (a grant's seq) of a grant that was cut may name a newer grant: a
-        process still holding one must stop (``ledger run`` stops its
-        COMMAND, ``--on-lost``; :meth:`watch_grant` tells a program).
+        A cut line's seq is never given again (a fencing token is a grant's
+        seq): after cutting lines ``K+1`` to ``M`` the repair appends, under
+        the same lock, a ``repaired`` line at seq ``K+1`` naming the cut's
+        directory and keeping seqs through ``M`` void, and a ``void`` line
+        for each seq after it up to ``M``, flushed; new events go on from
+        ``M+1`` (:attr:`RepairReport.void_through`). When an earlier
+        repair's cut reached further (its record under ``cut/``), the seqs
+        are kept void as far. A repair stopped after its cut and before those
+        lines, run again, finds the log ending where the newest record says
+        it cut and writes them (the report's ``reason`` says so, with
+        ``damaged`` false). A process still holding a grant that was cut
+        holds nothing: ``ledger run`` stops its COMMAND (``--on-lost``);
+        :meth:`watch_grant` tells a program.
 
         Args:
             dry_run: say what would be set aside, change nothing (the
@@ -2749,9 +2758,12 @@ class Ledger:
             LockTimeout: the lock was not free within ``timeout``.
             LedgerIOError: the OS refused to read the log or the
                 snapshots, or to make, write or flush the files set aside,
-                move a snapshot, cut or flush the log (disk full, an I/O
-                error, ...); it names the file and says whether the log
-                was cut. Unless it says so, the log is as it was.
+                move a snapshot, cut or flush the log, read the records
+                under ``cut/`` or append and flush the repair's own lines
+                (disk full, an I/O error, ...); it names the file and says
+                whether the log was cut (then: run the repair again before
+                anything else writes, to keep the cut seqs void). Unless it
+                says so, the log is as it was.
             UnsafeLedgerPath: ``cut/`` (or what is in the way of a file
                 in it) is not a private directory of this user: a symlink,
                 another owner, a group- or other-writable mode.

@@ -209,10 +209,11 @@ def test_run_documents_on_lost() -> None:
 
 
 def test_a_wrapper_whose_grant_was_cut_never_releases_the_grant_that_took_its_token(tmp_path: Path) -> None:
-    # A's grant line damaged and cut by 'ledger repair'; B then granted the same name with
-    # the same token (tokens are seqs, and the cut seqs are given again). When A's COMMAND
-    # ended, A released (name, token): B's grant (B's COMMAND was sent SIGTERM and B exited
-    # 6; a fresh tester's finding). A wrapper told its grant is gone asks no release.
+    # A's grant line damaged and cut by 'ledger repair'; B then granted the same name. Before,
+    # B took the same token (tokens are seqs, and the cut seqs were given again), and when A's
+    # COMMAND ended, A released (name, token): B's grant (B's COMMAND was sent SIGTERM and B
+    # exited 6; a fresh tester's finding). A wrapper told its grant is gone asks no release,
+    # and the repair now keeps the cut seqs void, so B's token is a new one.
     where = str(tmp_path / "led")
     pre = subprocess.run([*CMD, "--ledger", where, "run", "--name", "pre", "--write", str(tmp_path / "pre"),
                           "--", "true"], capture_output=True, text=True, env=clean_env(), timeout=BOUND)
@@ -235,7 +236,7 @@ def test_a_wrapper_whose_grant_was_cut_never_releases_the_grant_that_took_its_to
         (tmp_path / "b").mkdir()
         b = Run(where, tmp_path / "b", "--on-lost", "term")
         with Ledger.open(where, readonly=True) as led:
-            assert led.holder("job").token == 4  # B's grant took A's old token
+            assert led.holder("job").token == 6  # not A's old token: seq 4 is the repair's, 5 void
         a.p.stdin.write("go\n")  # type: ignore[union-attr]
         a.p.stdin.flush()  # type: ignore[union-attr]
         assert a.line() == "bye\n"
@@ -243,8 +244,9 @@ def test_a_wrapper_whose_grant_was_cut_never_releases_the_grant_that_took_its_to
         assert code == 5, err
         with Ledger.open(where, readonly=True) as led:
             held = led.holder("job")
-            assert held.token == 4 and held.pid == b.child_pid(), held
-            assert [(e.seq, e.type) for e in led.events() if e.seq > 3] == [(4, "registered"), (5, "attached")]
+            assert held.token == 6 and held.pid == b.child_pid(), held
+            assert [(e.seq, e.type) for e in led.events() if e.seq > 3] == [
+                (4, "repaired"), (5, "void"), (6, "registered"), (7, "attached")]
         b.p.stdin.write("go\n")  # type: ignore[union-attr]
         b.p.stdin.flush()  # type: ignore[union-attr]
         assert b.line() == "bye\n"

@@ -236,8 +236,8 @@ def test_an_unknown_key_on_a_line_whose_chain_is_broken_is_damage_and_cut(tmp_pa
         report = led.repair()
     assert report.damaged and not report.newer_format and report.line == 3
     assert len(list((path / "cut").iterdir())) == 1
-    with Ledger.open(path) as led:
-        assert led.seq == 2
+    with Ledger.open(path) as led:  # (the lines kept, then the repair's own keeping seqs 3 to 8 void)
+        assert (report.kept_seq, report.void_through, led.seq) == (2, 8, 8)
 
 
 def test_an_unknown_key_on_the_last_line_with_a_wrong_prev_is_damage_and_cut(tmp_path: Path) -> None:
@@ -251,7 +251,7 @@ def test_an_unknown_key_on_the_last_line_with_a_wrong_prev_is_damage_and_cut(tmp
         report = led.repair()
     assert report.damaged and not report.newer_format and report.line == 8
     with Ledger.open(path) as led:
-        assert led.seq == 7
+        assert (report.kept_seq, report.void_through, led.seq) == (7, 8, 8)
 
 
 def test_an_unknown_key_on_a_line_out_of_seq_is_damage(tmp_path: Path) -> None:
@@ -282,8 +282,8 @@ def test_a_line_that_is_not_json_after_good_lines_is_cut_as_before(tmp_path: Pat
     p = ledger_cmd(path, "repair", subprocess_=True)
     assert p.returncode == 0, p.stderr
     assert len(list((path / "cut").iterdir())) == 1
-    with Ledger.open(path) as led:
-        assert led.seq == 8
+    with Ledger.open(path) as led:  # the 8 lines kept; seq 9, the line cut, is the repair's now
+        assert led.seq == 9 and [e.type for e in led.events()][7:] == ["released", "repaired"]
 
 
 def test_damage_before_a_newer_line_is_cut_with_it(tmp_path: Path) -> None:
@@ -342,4 +342,4 @@ def test_a_bit_flip_in_a_middle_line_that_reads_as_newer_is_damage_and_cut(tmp_p
         report = led.repair()
     assert report.damaged and not report.newer_format and report.line == 4
     with Ledger.open(path) as led:
-        assert led.seq == 3
+        assert (report.kept_seq, report.void_through, led.seq) == (3, 8, 8)

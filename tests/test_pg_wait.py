@@ -703,9 +703,12 @@ def test_a_leave_is_sent_and_its_answer_read_later(pg_cluster, pg_url):
             leaver.start()
             assert done.wait(BOUND), "the leave waited for the server's answer"
             assert t.conn is None and q._idle == [conn]
-            held = blocker.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
-                                   " AND objid = %s::bigint::oid", (t.number,)).fetchone()[0]
-            assert held == 0  # let go before the DELETE, which waits for the table
+            # Let go before the DELETE, which waits for the table (the unlock is sent without
+            # waiting, so the server may take a moment to act on it: pg_locks is read live).
+            wait_for(lambda: blocker.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+                " AND objid = %s::bigint::oid", (t.number,)).fetchone()[0] == 0,
+                "the ticket's lock let go while the table is locked", BOUND)
             blocker.rollback()
         assert q._answered(conn) is True
         assert names(pg_cluster, pg_url) == []
