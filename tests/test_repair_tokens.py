@@ -92,7 +92,7 @@ def test_the_command_line_says_so_and_replays_it_in_words(tmp_path: Path) -> Non
     p = ledger_cmd(path, "replay", subprocess_=True)
     assert p.returncode == 0, p.stderr
     rows = p.stdout.splitlines()
-    assert "repaired" in rows[2] and (f"the log was cut after seq 2 by pid " in rows[2])
+    assert "repaired" in rows[2] and "the log was cut after seq 2 by pid " in rows[2]
     assert f"(what was cut: {where}); seqs 4 to 5 kept void, so no fencing token is given twice" in rows[2]
     assert "void" in rows[3] and "kept void by the repair before it" in rows[3]
     p = ledger_cmd(path, "replay", "--json", subprocess_=True)
