@@ -2914,7 +2914,7 @@ class Ledger:
         state = State()
         state.seq, state.last_hash = kept, kept_hash  # (what the lines chain on to)
         txn = _Txn(self, state)
-        txn.emit("repaired", through=through, cut=os.path.relpath(where, self.path))
+        txn.emit("repaired", through=through, cut=os.path.relpath(where, files.store.path))
         try:
             while True:
                 while state.seq < through and len(txn.lines) < _VOID_PIECE:
