@@ -754,6 +754,52 @@ def _signed32(oid: int) -> int:
     return oid - (1 << 32) if oid >= (1 << 31) else oid
 
 
+# -- psycopg's blocks on a broken connection ---------------------------------
+
+@contextlib.contextmanager
+def _pipeline(conn: Any) -> Iterator[Any]:
+    """``conn.pipeline()`` for the store's own pipeline blocks (every one of
+    them: ARCHITECTURE.md, "psycopg's blocks on a broken connection"),
+    ended without psycopg's ``error ignored terminating <psycopg.Pipeline
+    [BAD]>: the connection is lost`` when the connection broke inside the
+    block. Yields psycopg's ``Pipeline``; raises what the block raised, as
+    ``with conn.pipeline()`` does.
+
+    Why: psycopg ends a pipeline by sending a Sync, even on a connection
+    it knows is broken; that fails, and when the block raised, psycopg logs
+    the failure (WARNING, logger ``psycopg``) so as not to hide the block's
+    error. A program that configures no logging prints it on stderr
+    (Python's last-resort handler), though the store handles that very cut
+    (connects again, or raises its own ``StoreUnavailable``,
+    ``NotRecorded``, ...). Closing the connection first does not help
+    (psycopg tries the Sync on a closed connection too); a filter on
+    psycopg's logger would be process-wide and hide records about the
+    application's own connections. So the condition is avoided: when the
+    block raised and psycopg knows the connection is broken
+    (``conn.closed``: libpq's status BAD; an error of a cut leaves it so),
+    the block's error is held here, so psycopg's exit sees a block that did
+    not raise: it then raises its Sync's failure instead of logging it,
+    having reset its pipeline state as always; that failure is dropped and
+    the block's error raised. An error on a live connection (a statement
+    the server refused) goes through psycopg's exit unchanged. psycopg's
+    ``transaction()`` blocks need nothing: on a connection it knows is
+    broken their exit sends nothing and logs nothing."""
+    failed: BaseException | None = None
+    try:
+        with conn.pipeline() as pipeline:
+            try:
+                yield pipeline
+            except BaseException as exc:
+                if not conn.closed:
+                    raise
+                failed = exc
+    except psycopg.Error:
+        if failed is None:
+            raise
+    if failed is not None:
+        raise failed
+
+
 # -- fork safety -------------------------------------------------------------
 
 _live: "weakref.WeakSet[Any]" = weakref.WeakSet()
@@ -1359,7 +1405,7 @@ class PgStore:
         for attempt in (0, 1):
             conn = self._connection()
             try:
-                with conn.pipeline():
+                with _pipeline(conn):
                     conn.execute("BEGIN")
                     if trylock:
                         got = conn.execute("SELECT pg_try_advisory_xact_lock(%s, 0)", (self._key,))
@@ -1458,7 +1504,7 @@ class PgStore:
         backend = self._backend
         txn.done = True
         try:
-            with conn.pipeline():
+            with _pipeline(conn):
                 if len(rows) == 1:
                     conn.execute(self._insert_sql, rows[0])
                 else:
@@ -1558,7 +1604,7 @@ class PgStore:
             # Sync are one implicit transaction (extended query protocol;
             # psycopg sends the Sync when the block ends), committed
             # there, synchronously, as any other.
-            with conn.pipeline():
+            with _pipeline(conn):
                 conn.execute(self._try_lock_sql, (self._key,))
                 if len(rows) == 1:
                     cur = conn.execute(self._insert_if_sql, (*rows[0], first_seq - 1))
@@ -2248,7 +2294,7 @@ class PgTickets:
             base = store._key << 32
             for _ in range(16):
                 try:
-                    with conn.pipeline():  # one round trip: listening (to the log, until the first
+                    with _pipeline(conn):  # one round trip: listening (to the log, until the first
                         # look says otherwise: PgWatch.follow) before the row is seen
                         conn.execute(self._listen_sql)
                         cur = conn.execute(self._join_sql, {"r": bytes(request), "base": base})
@@ -2533,7 +2579,7 @@ class PgWatch:
         if conn is None or t.lost:
             return True
         try:
-            with conn.pipeline():
+            with _pipeline(conn):
                 for ch in self._listening - want:
                     conn.execute(f'UNLISTEN "{ch}"')
                 for ch in want - self._listening:
