@@ -96,3 +96,30 @@ def test_psycopg_s_lines_about_the_program_s_own_blocks_still_reach_it(pg_cluste
     assert code == 0, err
     assert said == [{"outcome": "OperationalError"}]
     assert "error ignored terminating <psycopg.Pipeline [BAD]" in err, err
+
+
+def test_every_pipeline_block_of_the_store_goes_through_its_helper() -> None:
+    # The rule (ARCHITECTURE.md, "psycopg's blocks on a broken connection"), kept for
+    # blocks written later: _pgstore calls psycopg's pipeline() in _pipeline alone, and
+    # no other module of the library (only _pgstore imports psycopg) calls one.
+    import ast
+
+    import scopeledger
+
+    root = os.path.dirname(scopeledger.__file__)
+    found = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(dirpath, name)
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read(), path)
+            for fn in ast.walk(tree):
+                if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                            and node.func.attr == "pipeline":
+                        found.append((os.path.relpath(path, root), fn.name))
+    assert found and set(found) == {("_pgstore.py", "_pipeline")}, found
