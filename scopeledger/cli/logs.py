@@ -68,8 +68,11 @@ def quiet_psycopg() -> None:
     <psycopg.Pipeline [BAD]>: the connection is lost``, which psycopg logs when
     a pipeline whose block raised cannot be ended on a broken connection:
     an error the library handles (a connection cut: connected again, the
-    waiters' queue left) or says as its own, in one line. So here the
-    ``psycopg`` logger gets a ``NullHandler`` and does not propagate."""
+    waiters' queue left) or says as its own, in one line. The library's own
+    pipeline blocks no longer cause that record (``_pgstore._pipeline``);
+    the command line, an application, keeps any other record of psycopg's
+    off its one-line errors too: here the ``psycopg`` logger gets a
+    ``NullHandler`` and does not propagate."""
     import os
 
     if os.environ.get("SCOPELEDGER_DEBUG"):
