@@ -131,10 +131,14 @@ class FileStore:
         read or appended, one of the recent tails (a waiter that folded
         lines while it waited for the lock reads on from where it asked),
         the end of the last page read before the tail (a replay paging
-        through the log), or a mark."""
-        tseq, _, tend = self._tail
+        through the log), or a mark; the line before the tail ends where
+        the tail starts (a follower re-reading the last line it read,
+        ``GrantWatch``)."""
+        tseq, tstart, tend = self._tail
         if tseq <= seq:
             return tseq, tend
+        if tseq == seq + 1:
+            return seq, tstart
         marks = self._marks
         best = marks[bisect.bisect_right(marks, seq, key=_first) - 1]
         recent = self._recent[:]  # a copy: another thread may cut it meanwhile

@@ -13,16 +13,28 @@ no folded state, so a process that drops its own (``Ledger.unload``, as
 ``ledger run``'s wrapper does while its command runs) stays small however
 many holders the ledger has.
 
-It also notices, where that is cheap, that the log no longer holds the lines
-it read (cut by ``ledger repair``, or replaced): the first line of each read
-must name, as its ``prev``, the hash of the last line of the read before.
-Then it reads the grant's line again: gone or changed, the grant is no
-longer in the log (``on_lost(None)``); the same bytes, the cut was after it,
-and it follows on from the grant's line.
+It also learns of every cut of the log since its last look (``ledger
+repair``, which sets lines aside into ``cut/``; or the log replaced),
+whatever the log's length afterwards: each look reads the last line read
+again with the lines past it (``read_after(pos - 1)``: on a directory one
+``pread`` from where that line starts, as before from where it ended; on
+PostgreSQL one row more in the same query) and needs its bytes unchanged.
+A log cut and grown back to the same last seq, even to the same size,
+before the watch looked again, holds other bytes there. Then the store's
+memory of where lines are is dropped (a directory's: ``forget``) and the
+grant's line read again: gone or changed (another grant given its seq),
+the grant is no longer in the log (``on_lost(None)``); the same bytes, the
+cut was after it, and the watch reads on from the grant's line, what
+follows it now included (the grant's end may be there), as many times as
+cuts happen. A cut after the last line read changes nothing the watch
+read: it sees the lines that follow. A line past the grant that cannot be
+read at all (damage a repair has yet to cut) is not read again, from the
+grant, before the log changes (a warning says so).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import select
@@ -32,7 +44,7 @@ from typing import Any, Callable
 import orjson
 
 from ._errors import CorruptLedger, LedgerError
-from ._events import decode, line_hash
+from ._events import decode
 from ._history import Event
 from ._logstore import LogStore, Wakeup
 
@@ -62,8 +74,12 @@ class GrantWatch:
     (``released``: ``event.actor`` says by whom, ``event.data["forced"]``
     the reason of a forced release; ``reclaimed``: ``event.data["reason"]``,
     such as ``"lease_expired"``), or ``None`` when the grant's own line is
-    no longer in the log (cut by a repair, or the log replaced). Made by
-    :meth:`scopeledger.Ledger.watch_grant`, which says more.
+    no longer in the log (cut by a repair, or the log replaced; also when
+    the log was cut and grew back past it before the watch looked again).
+    A cut of lines after the grant only is followed: the watch reads on
+    from the grant's line, any number of times. Made by
+    :meth:`scopeledger.Ledger.watch_grant`, which says more (the module
+    docstring, how a cut is seen).
 
     :meth:`stop` (or the ``with`` block's end) ends it: once ``stop()``
     has returned, ``on_lost`` is not called (a call under way is waited
@@ -119,57 +135,61 @@ class GrantWatch:
         if grant is None:
             self._end(None)
             return
-        pos, last = self.token, line_hash(grant)
-        restarted = False
+        # ``pos``: the last line read, ``last`` its bytes. Each look reads it again with
+        # what follows: the log still holding it there is what says that nothing before
+        # it was cut since the last look, whatever the log's length now.
+        pos, last = self.token, grant
+        failed: tuple[int, bytes] | None = None  # where the last look that found no line ``pos`` was
+        forget = getattr(self._store, "forget", None)  # (a directory's memory of where lines are)
         while not self._stopping:
             self._source_now()  # (made, or made again, before the look: an append after it wakes the sleep)
             try:
                 with self._lock:
-                    lines = self._store.read_after(pos, FOLLOW_PAGE)
+                    lines = self._store.read_after(pos - 1, FOLLOW_PAGE)
                 self.looks += 1
-                if lines and not self._follows(lines[0][1], last):
-                    raise CorruptLedger(self._where, f"line {lines[0][0]} does not follow the line read before",
-                                        line=lines[0][0])
+                if not lines or lines[0][1] != last:
+                    raise CorruptLedger(self._where, f"line {pos} is not the line read before", line=pos)
             except CorruptLedger as exc:
-                # The log no longer holds what was read: cut or replaced. The grant's line decides.
+                # The log no longer holds the line read last: cut (by a repair) or replaced.
+                # Where lines were is no longer known; the grant's line decides.
+                if forget is not None:
+                    with self._lock:
+                        forget()
                 again = self._grant_line()
-                if again is None or again != grant:
+                if again == b"":
+                    return  # (stopped)
+                if again != grant:
                     self._end(None)
                     return
-                if restarted:
-                    log.warning("cannot follow the log of %s past seq %d (%s): the end of grant %r (token %d) "
-                                "is not watched any more", self._where, pos, exc, self.name, self.token)
-                    return
-                restarted = True
-                pos, last = self.token, line_hash(grant)
+                # The grant's line is there, the same: the cut was after it. Read on from it
+                # (what follows may hold its end). Failing again at the same line read the
+                # same way, it is not a cut but a line that cannot be read (damage ``repair``
+                # cuts): not read again before the log changes.
+                if failed == (pos, last):
+                    log.warning("cannot read the log of %s past seq %d (%s): the end of grant %r (token %d) "
+                                "is looked for again when the log changes", self._where, pos, exc, self.name,
+                                self.token)
+                    self._sleep(None)
+                failed = (pos, last)
+                pos, last = self.token, grant
                 continue
             except (LedgerError, OSError) as exc:
                 log.info("could not read the log of %s to watch grant %r (trying again): %s",
                          self._where, self.name, exc)
                 self._sleep(FOLLOW_POLL_SECONDS)
                 continue
-            if lines:
+            if len(lines) > 1:
                 needle = self._needle
-                for seq, line in lines:
+                for seq, line in itertools.islice(lines, 1, None):
                     if needle in line:
                         ev = decode(line, self._where, seq, payload=False)
                         if ev["type"] in ENDINGS and ev["name"] == self.name:
                             self._end(Event(seq, ev["ts"], ev["type"], ev["actor"], ev))
                             return
-                pos, last = lines[-1][0], line_hash(lines[-1][1])
+                pos, last = lines[-1]
                 if len(lines) == FOLLOW_PAGE:
                     continue  # (more to read before sleeping)
             self._sleep(None)
-
-    @staticmethod
-    def _follows(line: bytes, last: str) -> bool:
-        """Whether ``line``'s ``prev`` is ``last`` (a line without a
-        ``prev`` of the right type is not judged here: the fold judges it)."""
-        try:
-            prev = orjson.loads(line).get("prev")
-        except (orjson.JSONDecodeError, AttributeError):
-            return False
-        return not isinstance(prev, str) or prev == last
 
     def _grant_line(self) -> bytes | None:
         """The grant's line, when the log still holds one granting it

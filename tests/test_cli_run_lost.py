@@ -256,3 +256,75 @@ def test_a_wrapper_whose_grant_was_cut_never_releases_the_grant_that_took_its_to
         a.kill()
         if b is not None:
             b.kill()
+
+
+def watch_asleep(pid: int) -> bool:
+    """Whether a thread of wrapper ``pid`` other than its main one is asleep in
+    ``poll``: its grant's watch (the only other thread without ``--ttl``), which sleeps
+    only after a look at the log."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        if int(tid) == pid:
+            continue
+        try:
+            with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                wchan = f.read()
+            with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                call = f.read().split()[0]
+        except OSError:
+            continue  # (a thread that ended meanwhile)
+        if "poll" in wchan or call in {"7", "271"} and os.uname().machine == "x86_64" \
+                or call == "73" and os.uname().machine == "aarch64":  # (poll, ppoll)
+            return True
+    return False
+
+
+def test_a_wrapper_stopped_while_its_grant_is_cut_and_the_log_regrown_learns_it_when_continued(
+        tmp_path: Path) -> None:
+    # A's watch had read the log to its end (seq 5: A's grant and attach). A stopped, its
+    # grant line damaged and cut by 'ledger repair' (2 lines), B's run appended 2 lines of
+    # its own for the same name and scope: the log ended at seq 5 again (here at the same
+    # size, too). Continued, A's watch read past seq 5, found nothing and never noticed: A
+    # and B held the same write scope while both COMMANDs ran (a fresh tester's finding).
+    where = str(tmp_path / "led")
+    pre = subprocess.run([*CMD, "--ledger", where, "run", "--name", "pre", "--write", str(tmp_path / "pre"),
+                          "--", "true"], capture_output=True, text=True, env=clean_env(), timeout=BOUND)
+    assert pre.returncode == 0, pre.stderr
+    a = Run(where, tmp_path)  # (--on-lost term, the default)
+    b = None
+    try:
+        wait_for(lambda: watch_asleep(a.p.pid), BOUND, "A's watch asleep after a look")
+        os.kill(a.p.pid, signal.SIGSTOP)
+        try:
+            log = Path(where) / "events.jsonl"
+            data = log.read_bytes()
+            start = data.index(b'"registered"', data.index(b'"released"'))  # A's grant, seq 4
+            start = data.rindex(b"\n", 0, start) + 1
+            with open(log, "r+b") as f:  # one byte of A's grant line made invalid UTF-8
+                f.seek(start + 3)
+                f.write(bytes([data[start + 3] ^ 0x80]))
+            cut = subprocess.run([*CMD, "--ledger", where, "repair"], capture_output=True, text=True,
+                                 env=clean_env(), timeout=BOUND)
+            assert cut.returncode == 0, cut.stderr
+            with Ledger.open(where, readonly=True) as led:
+                assert led.seq == 3
+            b = Run(where, tmp_path)  # (the same tree: its grant is A's scope)
+            with Ledger.open(where, readonly=True) as led:
+                held = led.holder("job")
+                assert (held.token, led.seq) == (4, 5)  # the log back at A's last seq
+        finally:
+            os.kill(a.p.pid, signal.SIGCONT)
+        assert a.line() == "got SIGTERM\n", a.said
+        code, err = a.finish()
+        assert code == 6, err
+        assert "its grant (token 4) is no longer in the log" in err and "Traceback" not in err, err
+        with Ledger.open(where, readonly=True) as led:
+            assert led.holder("job").pid == b.child_pid()  # (A released nothing of B's)
+        b.p.stdin.write("go\n")  # type: ignore[union-attr]
+        b.p.stdin.flush()  # type: ignore[union-attr]
+        assert b.line() == "bye\n"
+        code, err = b.finish()
+        assert code == 5 and "lost its scope" not in err, err
+    finally:
+        a.kill()
+        if b is not None:
+            b.kill()

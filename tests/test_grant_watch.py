@@ -8,7 +8,9 @@ time: a watch that only polled would fail the bounded wait."""
 
 from __future__ import annotations
 
+import os
 import queue
+import select
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,61 @@ BOUND = 60.0  # seconds: a bound on a condition, never a measure of speed
 @pytest.fixture(autouse=True)
 def no_backstop(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(grantwatch, "FOLLOW_RECHECK_SECONDS", 1e6)
+
+
+class Gate:
+    """When a watch looks, in the test's hands: its sleep after a look ends only at
+    :meth:`wake` (or its ``stop``), whatever the store's notification says, and says that
+    it sleeps (:meth:`asleep` waits for it): between the two, the test changes the log
+    as it pleases, and the watch's next look sees it all at once."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sleeping: queue.Queue[int] = queue.Queue()
+        self.r, self.w = os.pipe()
+        gate = self
+
+        def sleep(watch: GrantWatch, seconds: float | None = None) -> None:
+            gate.sleeping.put(watch.looks)
+            p = select.poll()
+            p.register(watch._stop_r, select.POLLIN)
+            p.register(gate.r, select.POLLIN)
+            if any(fd == gate.r for fd, _ in p.poll()):
+                os.read(gate.r, 1)
+
+        monkeypatch.setattr(GrantWatch, "_sleep", sleep)
+
+    def asleep(self) -> int:
+        """Wait until the watch sleeps after a look; its looks so far."""
+        try:
+            return self.sleeping.get(timeout=BOUND)
+        except queue.Empty:
+            raise AssertionError(f"the watch did not go to sleep within {BOUND}s") from None
+
+    def wake(self) -> None:
+        os.write(self.w, b"x")
+
+    def close(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Any:
+    g = Gate(monkeypatch)
+    yield g
+    g.close()
+
+
+def damage(log: Path, seq: int, word: bytes) -> None:
+    """Line ``seq`` of ``log`` damaged in place: a byte of ``word`` in it made invalid
+    UTF-8, so that a repair cuts from it."""
+    data = log.read_bytes()
+    start = 0
+    for _ in range(seq - 1):
+        start = data.index(b"\n", start) + 1
+    at = data.index(word, start) + 1
+    assert at < data.index(b"\n", start)
+    log.write_bytes(data[:at] + b"\xff" + data[at + 1:])
 
 
 def watch(ledger: Ledger, name: str, token: int) -> tuple[GrantWatch, "queue.Queue[Event | None]"]:
@@ -153,5 +210,72 @@ def test_a_token_of_another_integer_type_is_taken_as_the_plain_int(tmp_path: Pat
         w = led.watch_grant("job", Token.JOB, print)
         try:
             assert type(w.token) is int and w.token == 1
+        finally:
+            w.stop()
+
+
+def test_a_cut_of_the_grant_regrown_to_the_same_seq_before_the_watch_looks_again_is_seen(
+        tmp_path: Path, gate: Gate) -> None:
+    # The watch read the log to seq 3. A repair cut its grant and the line after it, and
+    # other lines brought the log back to seq 3 (and to the same size) before the watch
+    # looked again: it read after seq 3, found nothing, and took the grant for its own
+    # while another held it (a fresh tester's finding, with ``ledger run`` stopped).
+    led_dir = tmp_path / "led"
+    log = led_dir / "events.jsonl"
+    with Ledger.open(led_dir, create=True) as led:
+        led.register("early", [W(tmp_path / "e")])
+        a = led.register("job", [W(tmp_path / "w")])
+        led.register("late", [W(tmp_path / "l")])
+        w, got = watch(led, "job", a.token)
+        try:
+            gate.asleep()
+            size = log.stat().st_size
+            damage(log, a.token, b'"job"')
+            with Ledger.open(led_dir, fold=False) as fixer:
+                assert fixer.repair().lines_cut == 2
+            with Ledger.open(led_dir) as other:
+                assert other.seq == 1
+                b = other.register("job", [W(tmp_path / "w")])  # the same name and token: another's grant
+                other.register("late", [W(tmp_path / "l")])
+                assert (b.token, other.seq, log.stat().st_size) == (a.token, 3, size)
+            gate.wake()
+            assert got.get(timeout=BOUND) is None
+            assert w.lost and w.ended is None
+        finally:
+            w.stop()
+
+
+def test_cuts_after_the_grant_are_followed_through_any_number_of_times(tmp_path: Path, gate: Gate) -> None:
+    # A repair that cuts only lines after the grant leaves the grant held: the watch reads
+    # on from the grant's line, what follows it now included. It did so once; the next such
+    # cut (hours later, say) ended the watch with a warning, the grant still held.
+    led_dir = tmp_path / "led"
+    log = led_dir / "events.jsonl"
+    with Ledger.open(led_dir, create=True) as led:
+        a = led.register("job", [W(tmp_path / "w")])
+        w, got = watch(led, "job", a.token)
+        try:
+            gate.asleep()
+            for round in range(4):
+                with Ledger.open(led_dir) as other:
+                    other.register("x", [W(tmp_path / "x")])
+                    other.release("x")
+                gate.wake()
+                gate.asleep()  # (it read them)
+                damage(log, a.token + 1, b'"type"')
+                with Ledger.open(led_dir, fold=False) as fixer:
+                    assert fixer.repair().kept_seq == a.token  # (the grant's line kept)
+                with Ledger.open(led_dir) as other:
+                    assert other.seq == a.token
+                    for i in range(round + 1):  # (more lines each time: the log's length says nothing)
+                        other.register(f"r{i}", [W(tmp_path / f"r{i}")])
+                    if round == 3:  # the grant's end among the lines past the cut
+                        other.release("job", force=True, reason="after the cut")
+                gate.wake()
+                if round < 3:
+                    gate.asleep()
+                    assert w.running and got.empty()
+            ev = got.get(timeout=BOUND)
+            assert ev is not None and ev.type == "released" and ev.data["forced"] == "after the cut"
         finally:
             w.stop()
