@@ -13,23 +13,28 @@ no folded state, so a process that drops its own (``Ledger.unload``, as
 ``ledger run``'s wrapper does while its command runs) stays small however
 many holders the ledger has.
 
-It also learns of every cut of the log since its last look (``ledger
-repair``, which sets lines aside into ``cut/``; or the log replaced),
-whatever the log's length afterwards: each look reads the last line read
-again with the lines past it (``read_after(pos - 1)``: on a directory one
-``pread`` from where that line starts, as before from where it ended; on
-PostgreSQL one row more in the same query) and needs its bytes unchanged.
-A log cut and grown back to the same last seq, even to the same size,
-before the watch looked again, holds other bytes there. Then the store's
-memory of where lines are is dropped (a directory's: ``forget``) and the
-grant's line read again: gone or changed (another grant given its seq),
-the grant is no longer in the log (``on_lost(None)``); the same bytes, the
-cut was after it, and the watch reads on from the grant's line, what
-follows it now included (the grant's end may be there), as many times as
-cuts happen. A cut after the last line read changes nothing the watch
-read: it sees the lines that follow. A line past the grant that cannot be
-read at all (damage a repair has yet to cut) is not read again, from the
-grant, before the log changes (a warning says so).
+It also learns of every cut of the log of a directory since its last look
+(``ledger repair``, which sets lines aside into ``cut/``; or the log
+rewritten), whatever the log's length afterwards: each look there reads
+the last line read again with the lines past it (``read_after(pos - 1)``:
+one ``pread`` from where the store remembers that line starts, as it was
+one from where it ended) and needs its bytes unchanged. A log cut and
+grown back to the same last seq, even to the same size, before the watch
+looked again holds other bytes there. Then the store's memory of where
+lines are is dropped (``FileStore.forget``) and the grant's line read
+again: gone or changed (another grant given its seq), the grant is no
+longer in the log (``on_lost(None)``); the same bytes, the cut was after
+it, and the watch reads on from the grant's line, what follows it now
+included (the grant's end may be there), as many times as cuts happen. A
+cut after the last line read changes nothing the watch read: it reads the
+lines that follow. A line past the grant that cannot be read at all
+(damage a repair has yet to cut) is not read again, from the grant, before
+the log changes (a warning says so, once).
+
+On PostgreSQL the server refuses to cut lines (a trigger refuses UPDATE,
+DELETE and TRUNCATE of ``events``), so a look reads only the new lines, as
+before: the first must name, as its ``prev``, the hash of the last line
+read (a log replaced, the schema made again, is seen where that shows).
 """
 
 from __future__ import annotations
@@ -44,9 +49,9 @@ from typing import Any, Callable
 import orjson
 
 from ._errors import CorruptLedger, LedgerError
-from ._events import decode
+from ._events import decode, line_hash
 from ._history import Event
-from ._logstore import LogStore, Wakeup
+from ._logstore import Line, LogStore, Wakeup
 
 log = logging.getLogger("scopeledger")
 
@@ -135,30 +140,30 @@ class GrantWatch:
         if grant is None:
             self._end(None)
             return
-        # ``pos``: the last line read, ``last`` its bytes. Each look reads it again with
-        # what follows: the log still holding it there is what says that nothing before
-        # it was cut since the last look, whatever the log's length now.
+        # ``pos``: the last line read, ``last`` its bytes. Where lines can be cut (a
+        # directory), each look reads it again with what follows: the log still holding
+        # it is what says that nothing before it was cut since the last look, whatever
+        # the log's length now. Elsewhere (PostgreSQL, whose server refuses to cut lines)
+        # the first line past it must chain to it.
         pos, last = self.token, grant
         failed: tuple[int, bytes] | None = None  # where the last look that found no line ``pos`` was
+        warned = failed
         forget = getattr(self._store, "forget", None)  # (a directory's memory of where lines are)
+        again = 1 if forget is not None else 0  # (lines read again per look)
         while not self._stopping:
             self._source_now()  # (made, or made again, before the look: an append after it wakes the sleep)
             try:
-                with self._lock:
-                    lines = self._store.read_after(pos - 1, FOLLOW_PAGE)
-                self.looks += 1
-                if not lines or lines[0][1] != last:
-                    raise CorruptLedger(self._where, f"line {pos} is not the line read before", line=pos)
+                lines = self._look(pos, last, again)
             except CorruptLedger as exc:
                 # The log no longer holds the line read last: cut (by a repair) or replaced.
                 # Where lines were is no longer known; the grant's line decides.
                 if forget is not None:
                     with self._lock:
                         forget()
-                again = self._grant_line()
-                if again == b"":
+                now = self._grant_line()
+                if now == b"":
                     return  # (stopped)
-                if again != grant:
+                if now != grant:
                     self._end(None)
                     return
                 # The grant's line is there, the same: the cut was after it. Read on from it
@@ -166,9 +171,11 @@ class GrantWatch:
                 # same way, it is not a cut but a line that cannot be read (damage ``repair``
                 # cuts): not read again before the log changes.
                 if failed == (pos, last):
-                    log.warning("cannot read the log of %s past seq %d (%s): the end of grant %r (token %d) "
-                                "is looked for again when the log changes", self._where, pos, exc, self.name,
-                                self.token)
+                    if warned != failed:
+                        log.warning("cannot read the log of %s past seq %d (%s): the end of grant %r (token %d) "
+                                    "is looked for again when the log changes", self._where, pos, exc, self.name,
+                                    self.token)
+                        warned = failed
                     self._sleep(None)
                 failed = (pos, last)
                 pos, last = self.token, grant
@@ -178,18 +185,59 @@ class GrantWatch:
                          self._where, self.name, exc)
                 self._sleep(FOLLOW_POLL_SECONDS)
                 continue
-            if len(lines) > 1:
-                needle = self._needle
-                for seq, line in itertools.islice(lines, 1, None):
-                    if needle in line:
-                        ev = decode(line, self._where, seq, payload=False)
-                        if ev["type"] in ENDINGS and ev["name"] == self.name:
-                            self._end(Event(seq, ev["ts"], ev["type"], ev["actor"], ev))
-                            return
+            if len(lines) > again:
+                ended = self._ending(lines, again)
+                if ended is not None:
+                    self._end(ended)
+                    return
                 pos, last = lines[-1]
                 if len(lines) == FOLLOW_PAGE:
                     continue  # (more to read before sleeping)
             self._sleep(None)
+
+    def _look(self, pos: int, last: bytes, again: int) -> list[Line]:
+        """The lines past line ``pos`` (a page), with line ``pos`` itself
+        first when ``again`` is 1, read under the ledger's lock.
+
+        Raises:
+            CorruptLedger: the log no longer holds line ``pos`` as ``last``
+                (``again``: its bytes read again; else the first new line
+                does not chain to it), or cannot be read past it.
+            LedgerError, OSError: the store could not be read.
+        """
+        with self._lock:
+            lines = self._store.read_after(pos - again, FOLLOW_PAGE)
+        self.looks += 1
+        if again:
+            if not lines or lines[0][1] != last:
+                raise CorruptLedger(self._where, f"line {pos} is not the line read before", line=pos)
+        elif lines and not self._follows(lines[0][1], last):
+            raise CorruptLedger(self._where, f"line {lines[0][0]} does not follow the line read before",
+                                line=lines[0][0])
+        return lines
+
+    def _ending(self, lines: list[Line], skip: int) -> Event | None:
+        """The event among ``lines`` (the first ``skip`` left out) that
+        ends the grant, if one does: only the lines naming the holder are
+        decoded."""
+        needle = self._needle
+        for seq, line in itertools.islice(lines, skip, None):
+            if needle in line:
+                ev = decode(line, self._where, seq, payload=False)
+                if ev["type"] in ENDINGS and ev["name"] == self.name:
+                    return Event(seq, ev["ts"], ev["type"], ev["actor"], ev)
+        return None
+
+    @staticmethod
+    def _follows(line: bytes, last: bytes) -> bool:
+        """Whether ``line``'s ``prev`` is the hash of ``last`` (a line
+        without a ``prev`` of the right type is not judged here: the fold
+        judges it)."""
+        try:
+            prev = orjson.loads(line).get("prev")
+        except (orjson.JSONDecodeError, AttributeError):
+            return False
+        return not isinstance(prev, str) or prev == line_hash(last)
 
     def _grant_line(self) -> bytes | None:
         """The grant's line, when the log still holds one granting it

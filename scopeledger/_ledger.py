@@ -2176,11 +2176,12 @@ class Ledger:
         appended since its last look and decodes only those that name the
         holder: it folds nothing and keeps no state but its place in the
         log, so a process that dropped its folded state (:meth:`unload`)
-        stays small while it watches. Each look reads the last line it read
-        again: changed or gone (the log cut by a repair since its last look,
-        whatever its length now), it reads the grant's line again, and a cut
-        after the grant's line only is followed from there, any number of
-        times (``scopeledger._grantwatch`` says more). What the log does
+        stays small while it watches. On a directory each look reads the
+        last line it read again: changed or gone (the log cut by a repair
+        since its last look, whatever its length now), it reads the grant's
+        line again, and a cut after the grant's line only is followed from
+        there, any number of times (``scopeledger._grantwatch`` says more;
+        PostgreSQL's server refuses to cut lines). What the log does
         not say is not seen here: a lease that ran out by the holder's own
         clock (:meth:`check`; the renewer, :meth:`keep_renewed`, learns it
         at its next renewal), or a client session lost on PostgreSQL
