@@ -27,13 +27,15 @@ longer in the log (``on_lost(None)``); the same bytes, the cut was after
 it, and the watch reads on from the grant's line, what follows it now
 included (the grant's end may be there), as many times as cuts happen. A
 cut after the last line read changes nothing the watch read: it reads the
-lines that follow. A line past the grant that cannot be read at all
-(damage a repair has yet to cut) is not read again, from the grant, before
-the log changes (a warning says so, once).
+lines that follow. A line that cannot be read at all (longer than a line
+may be: damage a repair has yet to cut, and no writer appends past it) is
+where reading stops until the log changes. The same failure at the same
+place twice in a row, the grant's line intact, is not tried again before
+the log changes (a warning says so, once): never a busy loop.
 
 On PostgreSQL the server refuses to cut lines (a trigger refuses UPDATE,
-DELETE and TRUNCATE of ``events``), so a look reads only the new lines, as
-before: the first must name, as its ``prev``, the hash of the last line
+DELETE and TRUNCATE of ``events``), as a memory log has no way to, so a
+look there reads only the new lines, as before: the first must name, as its ``prev``, the hash of the last line
 read (a log replaced, the schema made again, is seen where that shows).
 """
 
@@ -167,9 +169,8 @@ class GrantWatch:
                     self._end(None)
                     return
                 # The grant's line is there, the same: the cut was after it. Read on from it
-                # (what follows may hold its end). Failing again at the same line read the
-                # same way, it is not a cut but a line that cannot be read (damage ``repair``
-                # cuts): not read again before the log changes.
+                # (what follows may hold its end). Failing again at the same line, read the
+                # same way from the grant: not tried again before the log changes.
                 if failed == (pos, last):
                     if warned != failed:
                         log.warning("cannot read the log of %s past seq %d (%s): the end of grant %r (token %d) "
