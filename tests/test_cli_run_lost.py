@@ -282,9 +282,12 @@ def test_a_wrapper_stopped_while_its_grant_is_cut_and_the_log_regrown_learns_it_
         tmp_path: Path) -> None:
     # A's watch had read the log to its end (seq 5: A's grant and attach). A stopped, its
     # grant line damaged and cut by 'ledger repair' (2 lines), B's run appended 2 lines of
-    # its own for the same name and scope: the log ended at seq 5 again (here at the same
-    # size, too). Continued, A's watch read past seq 5, found nothing and never noticed: A
-    # and B held the same write scope while both COMMANDs ran (a fresh tester's finding).
+    # its own for the same name and scope: the log ended at seq 5 again (at the same size,
+    # too). Continued, A's watch read past seq 5, found nothing and never noticed: A and B
+    # held the same write scope while both COMMANDs ran (a fresh tester's finding). The
+    # repair now keeps the cut seqs 4 and 5 with lines of its own, so the log is back at
+    # seq 5 before B runs (B's grant takes seq 6); the library's test of the same-size case
+    # is tests/test_grant_watch.py's.
     where = str(tmp_path / "led")
     pre = subprocess.run([*CMD, "--ledger", where, "run", "--name", "pre", "--write", str(tmp_path / "pre"),
                           "--", "true"], capture_output=True, text=True, env=clean_env(), timeout=BOUND)
@@ -306,11 +309,12 @@ def test_a_wrapper_stopped_while_its_grant_is_cut_and_the_log_regrown_learns_it_
                                  env=clean_env(), timeout=BOUND)
             assert cut.returncode == 0, cut.stderr
             with Ledger.open(where, readonly=True) as led:
-                assert led.seq == 3
+                assert led.seq == 5  # the log back at A's last seq: the repair's own lines
+                assert [e.type for e in led.events()][3:] == ["repaired", "void"]
             b = Run(where, tmp_path)  # (the same tree: its grant is A's scope)
             with Ledger.open(where, readonly=True) as led:
                 held = led.holder("job")
-                assert (held.token, led.seq) == (4, 5)  # the log back at A's last seq
+                assert (held.token, led.seq) == (6, 7)
         finally:
             os.kill(a.p.pid, signal.SIGCONT)
         assert a.line() == "got SIGTERM\n", a.said

@@ -8,6 +8,8 @@ time: a watch that only polled would fail the bounded wait."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import queue
 import select
@@ -19,7 +21,7 @@ import pytest
 
 import scopeledger._grantwatch as grantwatch
 from helpers import W
-from scopeledger import Event, GrantWatch, Ledger
+from scopeledger import Event, GrantWatch, Ledger, verify
 
 BOUND = 60.0  # seconds: a bound on a condition, never a measure of speed
 
@@ -217,9 +219,10 @@ def test_a_token_of_another_integer_type_is_taken_as_the_plain_int(tmp_path: Pat
 def test_a_cut_of_the_grant_regrown_to_the_same_seq_before_the_watch_looks_again_is_seen(
         tmp_path: Path, gate: Gate) -> None:
     # The watch read the log to seq 3. A repair cut its grant and the line after it, and
-    # other lines brought the log back to seq 3 (and to the same size) before the watch
-    # looked again: it read after seq 3, found nothing, and took the grant for its own
-    # while another held it (a fresh tester's finding, with ``ledger run`` stopped).
+    # the log was back at seq 3 before the watch looked again: it read after seq 3, found
+    # nothing, and took the grant for its own (a fresh tester's finding, with ``ledger run``
+    # stopped: other runs' lines brought it back, at the same size; a repair now keeps the
+    # cut seqs itself, with its own lines, so every repair brings the log back there).
     led_dir = tmp_path / "led"
     log = led_dir / "events.jsonl"
     with Ledger.open(led_dir, create=True) as led:
@@ -232,12 +235,21 @@ def test_a_cut_of_the_grant_regrown_to_the_same_seq_before_the_watch_looks_again
             size = log.stat().st_size
             damage(log, a.token, b'"job"')
             with Ledger.open(led_dir, fold=False) as fixer:
-                assert fixer.repair().lines_cut == 2
+                report = fixer.repair()
+                assert (report.lines_cut, report.void_through) == (2, 3)
+            # The repair's lines as long as the lines they replace (its "cut" text padded, the
+            # void line chained again): the same seq and the same size, as the tester's runs had.
+            lines = log.read_bytes().splitlines(keepends=True)
+            marker = json.loads(lines[1])
+            marker["cut"] += "x" * (size - len(b"".join(lines)))
+            lines[1] = json.dumps(marker, separators=(",", ":")).encode() + b"\n"
+            void = json.loads(lines[2])
+            void["prev"] = hashlib.blake2b(lines[1][:-1], digest_size=16).hexdigest()
+            lines[2] = json.dumps(void, separators=(",", ":")).encode() + b"\n"
+            log.write_bytes(b"".join(lines))
+            assert log.stat().st_size == size and verify(led_dir).ok
             with Ledger.open(led_dir) as other:
-                assert other.seq == 1
-                b = other.register("job", [W(tmp_path / "w")])  # the same name and token: another's grant
-                other.register("late", [W(tmp_path / "l")])
-                assert (b.token, other.seq, log.stat().st_size) == (a.token, 3, size)
+                assert other.seq == 3 and [e.type for e in other.events()][1:] == ["repaired", "void"]
             gate.wake()
             assert got.get(timeout=BOUND) is None
             assert w.lost and w.ended is None
@@ -264,9 +276,10 @@ def test_cuts_after_the_grant_are_followed_through_any_number_of_times(tmp_path:
                 gate.asleep()  # (it read them)
                 damage(log, a.token + 1, b'"type"')
                 with Ledger.open(led_dir, fold=False) as fixer:
-                    assert fixer.repair().kept_seq == a.token  # (the grant's line kept)
+                    report = fixer.repair()
+                    assert report.kept_seq == a.token  # (the grant's line kept)
                 with Ledger.open(led_dir) as other:
-                    assert other.seq == a.token
+                    assert other.seq == report.void_through  # (the cut seqs kept void by the repair)
                     for i in range(round + 1):  # (more lines each time: the log's length says nothing)
                         other.register(f"r{i}", [W(tmp_path / f"r{i}")])
                     if round == 3:  # the grant's end among the lines past the cut
