@@ -214,6 +214,49 @@ def fold_fault(path: str, exc: FoldError, line: int | None, seq: int | None) -> 
     return CorruptLedger(path, str(exc), line=line, seq=seq)
 
 
+def newer_damage(exc: NewerFormat, line: bytes, seq: int, prev: str, nxt: bytes | None) -> str | None:
+    """Why line ``line``, which :func:`decode` or the fold found sound but
+    of a newer format (``exc``), is damage after all; ``None`` when it may
+    be a newer scopeledger's line: its seq is ``seq`` (the next one), its
+    ``prev`` is ``prev`` (the hash of the line before), and the line after
+    it (``nxt``: its bytes; ``None``: there is none) names its hash as its
+    ``prev``. A bit flipped in a middle line can make a known key, type or
+    version read as one a newer version may have; the line after, written
+    when this line was as stored, tells them apart. The one rule every
+    reader of the log applies (a last line cannot be told apart: it stays
+    newer). Pure."""
+    try:
+        ev = orjson.loads(line)
+    except orjson.JSONDecodeError:  # pragma: no cover - decode read it
+        return "not JSON"
+    if ev.get("seq") != seq:
+        return f"seq {shown(ev.get('seq'))} does not follow {seq - 1}"
+    if ev.get("prev") != prev:
+        return "hash chain broken: prev does not match the line before"
+    if nxt is None:
+        return None
+    try:
+        nxt_prev = orjson.loads(nxt).get("prev")
+    except (orjson.JSONDecodeError, AttributeError):
+        nxt_prev = None
+    if nxt_prev != line_hash(line):
+        return f"line altered after it was written: the line after does not chain to it ({exc.unknown})"
+    return None
+
+
+def newer_fault(exc: NewerFormat, line: bytes, seq: int, prev: str, nxt: bytes | None) -> CorruptLedger:
+    """The error for line ``line`` (seq ``seq``) that :func:`decode` or
+    the fold found of a newer format (``exc``), as :func:`newer_damage`
+    judges it (``prev``, ``nxt``: as there): ``exc`` itself, or a
+    :class:`CorruptLedger` (damage: ``ledger verify`` reports it,
+    ``ledger repair`` sets it aside) with the same path, line and seq."""
+    why = newer_damage(exc, line, seq, prev, nxt)
+    if why is None:
+        return exc
+    return CorruptLedger(exc.path, f"{why}; run 'ledger verify' for the whole report, and 'ledger repair' "
+                                   "to set the damaged tail aside", line=exc.line, seq=exc.seq)
+
+
 _STARTS = (int, float, type(None))  # a process start time: seconds, or unknown
 
 #: The schema's keys, strictly: for each format version, the keys each kind

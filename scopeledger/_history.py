@@ -26,13 +26,13 @@ import orjson
 
 from . import _snapshots
 from ._arguments import check_seq, described, integer
-from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidScope, NewerFormat,
+from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidScope, LedgerError, NewerFormat,
                       ScopeConflict, SnapshotInvalid, shown)
 from ._events import (EVENT_TYPES, GENESIS_HASH, FoldError, NewerValue, blake2b, check_event, decode, decode_page,
-                      fold_fault, line_hash, payload_check)
+                      fold_fault, line_hash, newer_damage, newer_fault, payload_check)
 from ._filestore import FileStore
 from ._fold import State, apply, check_request, holders_of
-from ._logstore import LogStore
+from ._logstore import LogStore, line_after
 from ._rules import Permission, ScopeRule, check_name, covers_place, overlaps
 from ._time import from_ns, iso, to_ns
 from ._imports import first_use
@@ -496,12 +496,12 @@ class History:
         for line in self._lines(state.seq):
             if vouch is not None:
                 prev, seq = vouch
-                ev = decode(line, path, seq + 1)
+                ev = self._decode(line, seq + 1, prev)
                 if ev["prev"] != prev or ev["seq"] != seq + 1:
                     raise CorruptLedger(path, _chain_fault(ev, seq + 1, prev), line=seq + 1, seq=ev["seq"])
                 return
             lineno = state.seq + 1
-            ev = decode(line, path, lineno)
+            ev = self._decode(line, lineno, state.last_hash)
             by_seq = stop_seq is not None and ev["seq"] > stop_seq
             if by_seq or (stop_ts is not None and ev["ts"] > stop_ts):
                 if ev["prev"] != state.last_hash or ev["seq"] != lineno:
@@ -514,8 +514,38 @@ class History:
             try:
                 apply(state, ev, line_hash(line))
             except FoldError as exc:
-                raise fold_fault(path, exc, lineno, ev["seq"]) from None
+                fault = fold_fault(path, exc, lineno, ev["seq"])
+                if isinstance(fault, NewerFormat):
+                    fault = self._newer_fault(fault, line, lineno, state.last_hash)
+                raise fault from None
             yield ev, line
+
+    def _decode(self, line: bytes, seq: int, prev: str, payload: bool = True) -> dict[str, Any]:
+        """:func:`~scopeledger._events.decode` of line ``seq``, which
+        should follow a line hashing to ``prev``; a line that reads as a
+        newer format's is judged by the lines around it
+        (:meth:`_newer_fault`).
+
+        Raises:
+            NewerFormat: a newer scopeledger's line, as far as can be told.
+            CorruptLedger: a line that does not decode, or damage that
+                reads as a newer format.
+        """
+        try:
+            return decode(line, self._where, seq, payload)
+        except NewerFormat as exc:
+            raise self._newer_fault(exc, line, seq, prev) from None
+
+    def _newer_fault(self, exc: NewerFormat, line: bytes, seq: int, prev: str) -> CorruptLedger:
+        """The error for line ``seq`` (``line``, to follow a line hashing
+        to ``prev``) that read as a newer format's (``exc``): ``exc``, or
+        damage when its seq, its ``prev`` or the line after it says so
+        (:func:`~scopeledger._events.newer_fault`, every reader's rule)."""
+        try:
+            nxt = line_after(self._store, seq)
+        except (LedgerError, OSError):  # (unread: judged as the last line)
+            nxt = None
+        return newer_fault(exc, line, seq, prev, nxt)
 
     def _chain_start(self, before: int) -> tuple[int, str]:
         """``(seq, hash of its line)`` of the newest snapshot before seq
@@ -646,7 +676,8 @@ class History:
         decided: tuple[str, int] | None = None
         doubted: tuple[Stamped, ...] = ()
         for line in self._lines(seq):
-            ev = decode(line, path, seq + 1, payload=False)
+            ev = self._decode(line, seq + 1, prev, payload=False) if decided is None \
+                else self._decode(line, decided[1] + 1, decided[0], payload=False)
             if decided is not None:
                 if ev["prev"] != decided[0] or ev["seq"] != decided[1] + 1:
                     raise CorruptLedger(path, _chain_fault(ev, decided[1] + 1, decided[0]),
@@ -676,7 +707,7 @@ class History:
         after_at: list[Stamped] = []  # the first events after ``at``
         seq, prev = 0, GENESIS_HASH
         for line in self._lines(0):
-            ev = decode(line, path, seq + 1, payload=False)
+            ev = self._decode(line, seq + 1, prev, payload=False)
             if ev["prev"] != prev or ev["seq"] != seq + 1:
                 raise CorruptLedger(path, _chain_fault(ev, seq + 1, prev), line=seq + 1, seq=ev["seq"])
             seq, prev = ev["seq"], line_hash(line)
@@ -912,7 +943,7 @@ class History:
                 continue
             for line in page:  # line by line: the first that does not check out stops it, named
                 page_seq += 1
-                ev = decode(line, path, page_seq, payload=False)
+                ev = self._decode(line, page_seq, prev, payload=False)
                 if ev["prev"] != prev or ev["seq"] != page_seq:
                     raise CorruptLedger(path, _chain_fault(ev, page_seq, prev), line=page_seq, seq=ev["seq"])
                 prev = hash_of(line, digest_size=16).hexdigest()
@@ -1088,28 +1119,32 @@ def _chain_problem(path: str, lineno: int, ev: dict[str, Any], line: bytes,
 
 def _newer_problem(path: str, lineno: int, exc: NewerFormat, line: bytes, state: State,
                    prev_line: bytes | None, nxt: bytes | None) -> Problem:
-    """The problem of line ``lineno``, which :func:`decode` found sound but
-    of a newer format (``exc``): that (``newer_format``) when its seq and
-    prev follow the line before (``state``'s last) and the line after
-    (``nxt``; ``None``: none, or not read with it) names its hash as its
-    ``prev``; else damage: the broken chain, as the fold would name it, or
+    """The problem of line ``lineno``, which :func:`decode` or the fold
+    found sound but of a newer format (``exc``): that (``newer_format``)
+    when its seq and prev follow the line before (``state``'s last) and
+    the line after (``nxt``; ``None``: none) names its hash as its
+    ``prev``; else damage: the broken chain, as the fold would name it
+    (``prev_line``: the line before, which may be the one altered), or
     the line altered after it was written (a bit flipped in a key or type
     name reads as one a newer version may have: the chain tells them apart
-    wherever a line follows)."""
+    wherever a line follows). :func:`~scopeledger._events.newer_damage`,
+    every reader's rule."""
     ev = orjson.loads(line)  # (decode read it: a JSON object, seq an int, prev a str)
-    if ev["seq"] != state.seq + 1:
-        return Problem(path, lineno, ev["seq"], f"seq {ev['seq']} does not follow {state.seq}")
-    if ev["prev"] != state.last_hash:
+    if ev["seq"] == state.seq + 1 and ev["prev"] != state.last_hash:
         return _chain_problem(path, lineno, ev, line, prev_line, nxt)
-    if nxt is not None:
-        try:
-            nxt_prev = orjson.loads(nxt).get("prev")
-        except (orjson.JSONDecodeError, AttributeError):
-            nxt_prev = None
-        if nxt_prev != line_hash(line):
-            return Problem(path, lineno, ev["seq"], f"line altered after it was written: the line after "
-                                                    f"does not chain to it ({exc.unknown})")
+    why = newer_damage(exc, line, state.seq + 1, state.last_hash, nxt)
+    if why is not None:
+        return Problem(path, lineno, ev["seq"], why)
     return Problem(path, lineno, exc.seq, exc.reason, newer_format=True)
+
+
+def _line_after(store: LogStore, seq: int) -> bytes | None:
+    """:func:`~scopeledger._logstore.line_after`, ``None`` when the store
+    cannot be read (then judged as a last line)."""
+    try:
+        return line_after(store, seq)
+    except (LedgerError, OSError):
+        return None
 
 
 def _track_subtree(e: Event, subtree: set[str]) -> bool:
@@ -1252,8 +1287,9 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
                 return Problem(path, lineno, ev["seq"], f"seq {shown(ev['seq'])} does not follow {state.seq}")
             if ev["prev"] != state.last_hash:
                 return FoldError("hash chain broken: prev does not match the line before")  # (worded by the caller)
-            return Problem(path, lineno, ev["seq"], fold_fault(path, exc, lineno, ev["seq"]).reason,
-                           newer_format=True)
+            newer = fold_fault(path, exc, lineno, ev["seq"])
+            assert isinstance(newer, NewerFormat)
+            return _newer_problem(path, lineno, newer, line, state, None, _line_after(store, lineno))
         except FoldError as exc:
             return Problem(path, lineno, ev["seq"], str(exc))
         kind = ev["type"]
@@ -1307,7 +1343,12 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
                     except KeyError:  # (a payload object missing: the fold names it)
                         known = False
                     if not known:
-                        decode(line, path, lineno)  # an unknown key there: it says which
+                        try:
+                            decode(line, path, lineno)  # an unknown key there: it says which
+                        except NewerFormat as exc:  # (decode_page chained the page: the line before is good)
+                            problems.append(_newer_problem(path, lineno, exc, line, state, None,
+                                                           _line_after(store, lineno)))
+                            break
                 found = fold(ev, line, hash_, lineno)
                 if found is not None:
                     problems.append(found if isinstance(found, Problem)
@@ -1322,7 +1363,8 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
             try:
                 ev = decode(line, path, lineno)
             except NewerFormat as exc:  # a newer writer's line, if it follows the line before
-                problems.append(_newer_problem(path, lineno, exc, line, state, prev_line, next(lines, None)))
+                problems.append(_newer_problem(path, lineno, exc, line, state, prev_line,
+                                               _line_after(store, lineno)))
                 break
             found = fold(ev, line, line_hash(line), lineno)
             if isinstance(found, FoldError):
@@ -1334,8 +1376,6 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
                 problems.append(found)
                 break
             prev_line = line
-    except NewerFormat as exc:  # (a payload's key, in a page whose lines decode_page chained)
-        problems.append(Problem(path, first_line + events, exc.seq, exc.reason, newer_format=True))
     except CorruptLedger as exc:  # a line that does not decode, or one over MAX_LINE_BYTES (found splitting)
         problems.append(Problem(path, first_line + events, exc.seq, exc.reason))
     except OSError as exc:  # LedgerIOError: an I/O error reading the log

@@ -42,6 +42,7 @@ from ._errors import (
     LeaseExpired,
     LedgerError,
     LedgerIOError,
+    NewerFormat,
     NoLedger,
     PartlyRecorded,
     ReadOnlyLedger,
@@ -52,7 +53,7 @@ from ._errors import (
     UnsafeLedgerPath,
     shown,
 )
-from ._events import GENESIS_HASH, MAX_LINE_BYTES, blake2b, decode, encode, fold_fault, line_hash
+from ._events import GENESIS_HASH, MAX_LINE_BYTES, blake2b, decode, encode, fold_fault, line_hash, newer_fault
 from ._history import Diff, Event, History, Holding, Problem, TimePoint, VerifyReport
 from ._events import FORMAT_VERSION, TS_LIMIT, FoldError
 from ._fold import (
@@ -80,7 +81,7 @@ from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callabl
                          integer)
 from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._filestore import FileStore
-from ._logstore import Entry, Line, LogStore, Tickets
+from ._logstore import Entry, Line, LogStore, Tickets, line_after
 from ._store import CUT_RECORD_NAME, Store
 from ._imports import first_use
 
@@ -1188,9 +1189,32 @@ class Ledger:
                 except FoldError as exc:
                     raise fold_fault(where, exc, lineno, ev["seq"]) from None
             self.stats.events_folded += len(lines)
+        except NewerFormat as exc:  # a newer scopeledger's line only if the lines around it say so
+            self._state = None
+            raise self._newer_fault(exc, state, lines) from None
         except BaseException:
             self._state = None  # partly applied: rebuild on next use
             raise
+
+    def _newer_fault(self, exc: NewerFormat, state: State, lines: list[Line]) -> CorruptLedger:
+        """:meth:`_fold`'s error for the line of ``lines`` that read as a
+        newer format's (``exc``; ``state``: the fold up to the line before
+        it): ``exc``, or damage when its seq, its ``prev`` or the line
+        after it (the next of ``lines``, else read from the store) says so
+        (:func:`~scopeledger._events.newer_fault`, every reader's rule)."""
+        first = lines[0][0]
+        at = state.seq + 1 - first  # (the line that raised: the fold stopped before it)
+        if not 0 <= at < len(lines) or lines[at][0] != exc.line:
+            return exc  # pragma: no cover - the fold stops at the line that raised
+        line = lines[at][1]
+        if at + 1 < len(lines):
+            nxt: bytes | None = lines[at + 1][1]
+        else:
+            try:
+                nxt = line_after(self._log, lines[at][0])
+            except (LedgerError, OSError):  # (unread: judged as the last line)
+                nxt = None
+        return newer_fault(exc, line, state.seq + 1, state.last_hash, nxt)
 
     def _fold_locked(self, after: int, missed: list[Line]) -> State:
         """Under the lock: fold ``missed`` (the lines after seq ``after``,

@@ -390,6 +390,21 @@ class Tickets(Protocol):
         ...
 
 
+def line_after(store: LogStore, seq: int) -> bytes | None:
+    """The bytes of line ``seq + 1`` of ``store``'s log, ``None`` when the
+    log ends at seq ``seq`` (or holds no complete line after it). What
+    judges a line that reads as a newer format's
+    (:func:`~scopeledger._events.newer_fault`): only the line after it can
+    tell it from a damaged one.
+
+    Raises:
+        CorruptLedger: the log holds fewer than ``seq`` lines.
+        LedgerError, OSError: the store cannot be read.
+    """
+    got = store.read_after(seq, 1)
+    return got[0][1] if got else None
+
+
 # -- moving a ledger between stores -----------------------------------------
 
 COPY_PAGE = 5000

@@ -343,3 +343,97 @@ def test_a_bit_flip_in_a_middle_line_that_reads_as_newer_is_damage_and_cut(tmp_p
     assert report.damaged and not report.newer_format and report.line == 4
     with Ledger.open(path) as led:
         assert (report.kept_seq, report.void_through, led.seq) == (3, 8, 8)
+
+
+def _flipped(path: Path, old: bytes, new: bytes, at: int = 3) -> bytes:
+    """The log of :func:`_make` with ``old`` replaced by ``new`` in line
+    ``at + 1`` in place (a bit flipped: the line after no longer chains to
+    it), the snapshots past line ``at`` removed; the log's bytes."""
+    events = _make(path)
+    lines = _write(path, events).split(b"\n")
+    assert old in lines[at]
+    lines[at] = lines[at].replace(old, new, 1)
+    data = b"\n".join(lines)
+    (path / "events.jsonl").write_bytes(data)
+    _drop_snapshots_after(path, at)
+    return data
+
+
+def _damage_at_line_4(exc: BaseException) -> None:
+    assert type(exc) is CorruptLedger, repr(exc)
+    assert (exc.line, exc.seq) == (4, 4), exc
+    assert "line altered after it was written: the line after does not chain to it" in exc.reason, exc
+    assert "ledger verify" in exc.reason and "upgrade" not in str(exc), exc
+
+
+@pytest.mark.parametrize("old,new", [(b'"released"', b'"releasee"'), (b'"name"', b'"namd"'), (b'"v":2', b'"v":3')])
+def test_a_bit_flip_in_a_middle_line_is_damage_to_every_reader(tmp_path: Path, old: bytes, new: bytes) -> None:
+    # verify and repair called it damage (the line after does not chain to it), but
+    # opening the ledger, replaying it and time travel said "newer format, upgrade, do
+    # not run 'ledger repair'" (NewerFormat): every command but verify exited 8 (a fresh
+    # tester's finding). Every reader applies verify's rule now.
+    path = tmp_path / "L"
+    _flipped(path, old, new)
+    with pytest.raises(CorruptLedger) as got:
+        Ledger.open(path)  # the fold of the lines after the snapshot at seq 3
+    _damage_at_line_4(got.value)
+    with Ledger.open(path, fold=False) as led:
+        for read in (lambda: list(led.events()), lambda: list(led.event_lines()), lambda: led.history("h3"),
+                     lambda: led.state_at(seq=3), lambda: led.state_at(seq=5)):
+            with pytest.raises(CorruptLedger) as got:
+                read()
+            _damage_at_line_4(got.value)
+
+
+def test_a_newer_value_flipped_in_a_middle_line_is_damage_to_verify_and_every_reader(tmp_path: Path) -> None:
+    # A reclaim reason with a bit flipped reads as one a newer scopeledger may write
+    # (NewerValue): verify called it newer_format whatever the line after said, and
+    # repair cut nothing.
+    path = tmp_path / "L"
+    events = _reclaimed(path)
+    lines = _write(path, events).split(b"\n")
+    assert b'"reason":"process_gone"' in lines[1]
+    lines[1] = lines[1].replace(b'"process_gone"', b'"process_gond"', 1)
+    (path / "events.jsonl").write_bytes(b"\n".join(lines))
+    _drop_snapshots_after(path, 0)
+    problem = verify(path).problems[0]
+    assert (problem.line, problem.newer_format) == (2, False) and "altered" in problem.message, problem
+    with pytest.raises(CorruptLedger) as got:
+        Ledger.open(path)
+    assert type(got.value) is CorruptLedger and got.value.line == 2 and "process_gond" in str(got.value)
+    with Ledger.open(path, fold=False) as led:
+        with pytest.raises(CorruptLedger) as got:
+            led.state_at(seq=3)
+        assert type(got.value) is CorruptLedger and got.value.line == 2
+        report = led.repair()
+    assert report.damaged and not report.newer_format and report.line == 2
+    with Ledger.open(path) as led:  # (the line kept, then the repair's own keeping the cut seqs)
+        assert report.kept_seq == 1 and led.seq == report.void_through
+
+
+def test_a_newer_line_chained_in_the_middle_is_still_newer_to_every_reader(tmp_path: Path) -> None:
+    """The other side of the rule: a line after it that chains to it."""
+    path = tmp_path / "L"
+    _newer_log(path, _type)
+    with pytest.raises(NewerFormat):
+        Ledger.open(path)
+    with Ledger.open(path, fold=False) as led:
+        for read in (lambda: list(led.events()), lambda: led.state_at(seq=3), lambda: led.state_at(seq=5)):
+            with pytest.raises(NewerFormat):
+                read()
+    assert verify(path).problems[0].newer_format
+
+
+@pytest.mark.parametrize("command", [["show"], ["who", "/r/1"], ["replay"], ["history", "h1"], ["snapshot"],
+                                     ["check", "--name", "x", "--write", "/r/9"], ["diff", "1", "2"],
+                                     ["show", "--at", "2"], ["reclaim", "--dry-run"]])
+def test_the_commands_call_a_middle_line_flip_corrupt_and_exit_4(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "L"
+    before = _flipped(path, b'"released"', b'"releasee"')
+    p = ledger_cmd(path, *command, subprocess_=True)
+    assert p.returncode == 4, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr and "upgrade" not in p.stderr and "newer format" not in p.stderr
+    assert "corrupt ledger: " in p.stderr and "line 4 (seq 4): line altered after it was written" in p.stderr
+    assert "'ledger verify'" in p.stderr and "'ledger repair'" in p.stderr
+    assert (path / "events.jsonl").read_bytes() == before
+
