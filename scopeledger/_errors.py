@@ -277,6 +277,12 @@ class CorruptLedger(LedgerError):
         super().__init__(f"corrupt ledger: {where}: {reason}")
 
 
+#: What :class:`NewerFormat`'s ``reason`` says after what this version
+#: does not know.
+NEWER_ADVICE = ("probably written by a newer scopeledger; upgrade scopeledger to read this ledger, do not run "
+                "'ledger repair' (it would set this line and every later one aside)")
+
+
 class NewerFormat(CorruptLedger):
     """Raised for a log line whose envelope is sound (a JSON object whose
     ``seq``, ``ts``, ``prev`` and ``actor`` have their types) but which
@@ -297,8 +303,7 @@ class NewerFormat(CorruptLedger):
 
     def __init__(self, path: str, unknown: str, *, line: int | None = None,
                  seq: int | None = None) -> None:
-        reason = (f"{unknown}: probably written by a newer scopeledger; upgrade scopeledger to read this "
-                  "ledger, do not run 'ledger repair' (it would set this line and every later one aside)")
+        reason = f"{unknown}: {NEWER_ADVICE}"
         super().__init__(path, reason, line=line, seq=seq)
         self.unknown = unknown
         where = path + (f" line {line}" if line is not None else "") + (f" (seq {seq})" if seq is not None else "")

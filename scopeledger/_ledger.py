@@ -42,6 +42,7 @@ from ._errors import (
     LeaseExpired,
     LedgerError,
     LedgerIOError,
+    NEWER_ADVICE,
     NewerFormat,
     NoLedger,
     PartlyRecorded,
@@ -3366,7 +3367,7 @@ def copy_ledger(source: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
             raise NoLedger("an empty ledger path or URL: give a directory or a postgresql:// URL")
     src = _open_store(src_where, create=False, readonly=True)
     try:
-        _refuse_what_verify_refuses(src, src_where)  # before dest is made or written
+        _refuse_what_verify_refuses(src)  # before dest is made or written
         dst = _open_store(dst_where, create=True, readonly=False, fsync=True)
         try:
             return copy_log(src, dst)
@@ -3376,22 +3377,27 @@ def copy_ledger(source: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
         src.close()
 
 
-def _refuse_what_verify_refuses(src: LogStore, where: str) -> None:
+def _refuse_what_verify_refuses(src: LogStore) -> None:
     """Before a copy: the first problem :meth:`Ledger.verify` finds in the
     source's log lines (not an event line, a seq out of order, off the hash
     chain, an event that does not apply or a grant that was not grantable:
     also damage the chain cannot see, such as an altered last line), as
-    :class:`CorruptLedger`. A snapshot that does not check out is
+    :class:`CorruptLedger`; a line of a newer scopeledger
+    (``Problem.newer_format``) as :class:`NewerFormat`, whose remedy is an
+    upgrade, not a repair. A snapshot that does not check out is
     not copied, and a torn last line is not a line: neither refuses.
 
     Raises:
+        NewerFormat: naming the line and what this version does not know.
         CorruptLedger: naming the line.
     """
     report = unloaded(src).verify()
     for p in report.problems:
         if p.line is not None and "torn" not in p.message:
-            raise CorruptLedger(where, f"line {p.line}: {p.message} ('ledger verify' says so too; mend it with "
-                                       "'ledger repair' before copying)", line=p.line, seq=p.seq)
+            if p.newer_format:
+                raise NewerFormat(p.file, p.message.removesuffix(f": {NEWER_ADVICE}"), line=p.line, seq=p.seq)
+            raise CorruptLedger(p.file, f"{p.message} ('ledger verify' says so too; mend it with 'ledger repair' "
+                                        "before copying)", line=p.line, seq=p.seq)
 
 
 def redact_url(location: str) -> str:

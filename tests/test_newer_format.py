@@ -437,3 +437,22 @@ def test_the_commands_call_a_middle_line_flip_corrupt_and_exit_4(tmp_path: Path,
     assert "'ledger verify'" in p.stderr and "'ledger repair'" in p.stderr
     assert (path / "events.jsonl").read_bytes() == before
 
+
+@pytest.mark.parametrize("command", ["export", "import"])
+def test_a_copy_of_a_ledger_with_a_newer_line_says_upgrade_and_exit_8(tmp_path: Path, command: str) -> None:
+    # It exited 4 (corrupt) with "do not run 'ledger repair'" and then "mend it with
+    # 'ledger repair' before copying", and named "line 4" twice (a fresh tester's finding).
+    from helpers import invoke
+    from scopeledger import copy_ledger
+
+    path, dest = tmp_path / "L", tmp_path / "D"
+    _newer_log(path, _key)
+    with pytest.raises(NewerFormat) as got:
+        copy_ledger(path, dest)
+    assert (got.value.line, got.value.seq) == (4, 4) and got.value.unknown.startswith("unknown key 'outcome'")
+    res = invoke([command, str(path), str(dest)])
+    assert res.returncode == 8, res
+    line = one_error_line(res.stderr)
+    assert line.startswith("error: newer format: ") and "upgrade scopeledger" in line, line
+    assert "mend it" not in line and line.count("line 4") == 1, line
+    assert not dest.exists()
