@@ -14,6 +14,7 @@ is proved by COMMAND ending only when the test, having seen the warning, lets it
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -46,9 +47,10 @@ class Run:
     """``ledger --ledger WHERE run --name job --write TREE ARGS -- python -c CHILD``, its
     stdout and stderr read line by line as they come."""
 
-    def __init__(self, where: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, where: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+                 cmd: list[str] = CMD) -> None:
         (tmp_path / "tree").mkdir(exist_ok=True)
-        self.p = subprocess.Popen([*CMD, "--ledger", where, "run", "--name", "job", "--write",
+        self.p = subprocess.Popen([*cmd, "--ledger", where, "run", "--name", "job", "--write",
                                    str(tmp_path / "tree"), *args, "--", sys.executable, "-c", CHILD],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True, env=env or clean_env())
@@ -332,3 +334,49 @@ def test_a_wrapper_stopped_while_its_grant_is_cut_and_the_log_regrown_learns_it_
         a.kill()
         if b is not None:
             b.kill()
+
+
+#: ``ledger`` whose ``run`` never starts the watch of its grant while COMMAND runs (it waits
+#: WATCH_AFTER for COMMAND to end first: an hour), so that a loss is learnt only at the
+#: release, as it is when COMMAND ends within WATCH_AFTER (50 ms), without a race.
+NO_WATCH = [sys.executable, "-c", "import scopeledger.cli.run as r; r.WATCH_AFTER = 3600.0; "
+            "from scopeledger.cli import main; main()"]
+
+
+@pytest.mark.parametrize("mode", ["term", "warn"])
+def test_a_loss_learnt_at_the_release_is_a_json_warning_and_the_lost_of_the_document(tmp_path: Path,
+                                                                                     mode: str) -> None:
+    # It was {"notice": "warning: 'job' was no longer held when its command ended: ..."}
+    # (docs/cli.md: warnings are {"warning": ...}), and the last document said "lost": null
+    # although the scope was taken away while COMMAND ran (a fresh tester's finding 5).
+    where = str(tmp_path / "led")
+    r = Run(where, tmp_path, "--json", "--on-lost", mode, cmd=NO_WATCH)
+    try:
+        by = force_release(where)
+        r.p.stdin.write("end\n")  # COMMAND ends (exit 5) once the release is in the log
+        r.p.stdin.flush()
+        assert r.line() == "bye\n", r.said
+        code, err = r.finish()
+        assert code == 5, err  # (COMMAND's own: it was not stopped, it had ended)
+        docs = [json.loads(line) for line in err.splitlines()]
+        why = f"force-released at seq 3 by pid {by}, reason: disk needed elsewhere"
+        assert docs[0] == {"warning": f"'job' was no longer held when its command ended: {why}"}, docs
+        assert docs[1]["exit_code"] == 5 and docs[1]["lost"] == why and len(docs) == 2, docs
+    finally:
+        r.kill()
+
+
+def test_a_loss_learnt_at_the_release_is_said_as_a_warning_in_text_too(tmp_path: Path) -> None:
+    where = str(tmp_path / "led")
+    r = Run(where, tmp_path, cmd=NO_WATCH)
+    try:
+        by = force_release(where)
+        r.p.stdin.write("end\n")
+        r.p.stdin.flush()
+        assert r.line() == "bye\n", r.said
+        code, err = r.finish()
+        assert code == 5, err
+        assert err == (f"warning: 'job' was no longer held when its command ended: force-released at seq 3 "
+                       f"by pid {by}, reason: disk needed elsewhere\n"), err
+    finally:
+        r.kill()

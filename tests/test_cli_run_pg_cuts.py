@@ -230,7 +230,7 @@ def test_an_attach_cut_off_unrecorded_is_tried_again_once(pg_cluster, url, tmp_p
             f"{url} broke during an append, and seq 2 was not recorded")
     if json_out:
         docs = [json.loads(line) for line in text.splitlines()]
-        assert docs[0]["notice"].startswith("warning: " + said), docs
+        assert docs[0]["warning"].startswith(said), docs  # (a warning: {"warning": ...}, docs/cli.md)
         assert docs[1:] == [{"name": "r", "token": 1, "parent": None, "pid": docs[1]["pid"], "exit_code": 0,
                              "lost": None}], docs
     else:

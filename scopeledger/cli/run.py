@@ -603,11 +603,13 @@ class _Runner:
             why = _taken_away(ledger, alloc) if self.lost_why is None else None
             if why is not None:
                 when = "when its command ended" if self.started else "before its command started"
-                self.say(f"warning: '{alloc.name}' was no longer held {when}: {why}")
+                if self.started:
+                    self.lost_why = why  # (--json's last document: "lost", as for a loss said at once)
+                self.tell("warning", f"'{alloc.name}' was no longer held {when}: {why}")
         except LedgerError as exc:
             ended = "has exited" if self.started else "did not run"
-            self.say(f"warning: could not release '{alloc.name}': {message_of(exc)}; its command "
-                     f"{ended}, so the next request that needs its scope reclaims it")
+            self.tell("warning", f"could not release '{alloc.name}': {message_of(exc)}; its command "
+                                 f"{ended}, so the next request that needs its scope reclaims it")
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
@@ -667,9 +669,10 @@ class _Runner:
                     raise
                 if not said:
                     left = self.deadline - time.monotonic()
-                    self.say(f"warning: could not bind '{self.name}' to COMMAND, which waits at its gate "
-                             f"({message_of(exc)}): trying again"
-                             + (f" for up to {left:.3g}s (the wait's deadline)" if left < math.inf else ""))
+                    self.tell("warning", f"could not bind '{self.name}' to COMMAND, which waits at its gate "
+                                         f"({message_of(exc)}): trying again"
+                                         + (f" for up to {left:.3g}s (the wait's deadline)"
+                                            if left < math.inf else ""))
                     said = True
                 self._pause(min(pause, max(0.0, self.deadline - time.monotonic())), unblocked)
                 pause = min(pause * 2, BIND_LONGEST_PAUSE)
