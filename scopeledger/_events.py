@@ -409,6 +409,12 @@ def _compile() -> dict[int, dict[str, tuple[Any, ...]]]:
 _SPEC = _compile()
 
 
+def a_an(word: str) -> str:
+    """``word`` with its indefinite article: ``"an attached"``, ``"a released"``
+    (by its first letter: the event types, which are all a message names so)."""
+    return ("an " if word[:1] in ("a", "e", "i", "o", "u") else "a ") + word
+
+
 def unknown_key(obj: dict[str, Any], kind: str, version: int, where: str = "",
                 inside: bool = True) -> tuple[str, str] | None:
     """The first key of ``obj`` (or of an object nested in it) that format
@@ -426,7 +432,7 @@ def unknown_key(obj: dict[str, Any], kind: str, version: int, where: str = "",
         inside_ = NESTED.get(kind, ())
     if not obj.keys() <= allowed:
         extra = sorted(str(k) for k in obj if k not in allowed)
-        return extra[0], (f"unknown key {shown(extra[0])} in {where or 'a ' + kind + ' event'} (format "
+        return extra[0], (f"unknown key {shown(extra[0])} in {where or a_an(kind) + ' event'} (format "
                           f"version {version} has only {', '.join(sorted(allowed))} there)")
     for key, sub in inside_:
         child = obj.get(key)

@@ -90,6 +90,7 @@ PLACES = [
     ("registered", ("holder", "process"), "in holder.process"),
     ("released", (), "in a released event"),
     ("attached", ("process",), "in process"),
+    ("attached", (), "in an attached event"),  # (it said "in a attached event")
     ("refused", ("request",), "in request"),
 ]
 
