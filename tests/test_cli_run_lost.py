@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 
 from helpers import CMD, clean_env, lines_of, wait_for
-from scopeledger import Ledger
+from scopeledger import Ledger, ScopeRule
 
 BOUND = 120.0
 
@@ -380,3 +381,56 @@ def test_a_loss_learnt_at_the_release_is_said_as_a_warning_in_text_too(tmp_path:
                        f"by pid {by}, reason: disk needed elsewhere\n"), err
     finally:
         r.kill()
+
+
+def test_a_lapsed_lease_learnt_by_the_renewal_is_said_in_the_log_s_words(tmp_path: Path) -> None:
+    # The renewal that found the grant gone said "its lease is lost: no live holder named
+    # 'job'", the watch "reclaimed at seq N by pid P: its lease expired": which one depended on
+    # which learnt first (a fresh tester's finding 6). Here only the renewal can learn it (the
+    # watch never starts: NO_WATCH), renewing every 0.1 s.
+    where = str(tmp_path / "led")
+    r = Run(where, tmp_path, "--ttl", "0.3", "--on-lost", "warn", cmd=NO_WATCH)
+    try:
+        lapse_lease(where, r)
+        said = r.warning()
+        assert re.fullmatch(rf"warning: 'job' lost its scope while COMMAND runs: reclaimed at seq \d+ by pid "
+                            rf"{os.getpid()}: its lease expired; COMMAND runs on without it \(--on-lost warn\)\n",
+                            said), said
+        r.p.stdin.write("go\n")  # type: ignore[union-attr]
+        r.p.stdin.flush()  # type: ignore[union-attr]
+        assert r.line() == "bye\n"
+        code, err = r.finish()
+        assert code == 5 and err.count("warning") == 1, err
+    finally:
+        r.kill()
+
+
+@pytest.mark.parametrize("learnt_by", ["watch", "renewal"])
+def test_a_loss_learnt_as_command_ended_is_said_at_the_release(tmp_path: Path, capsys: Any,
+                                                               learnt_by: str) -> None:
+    """``_Runner``: the watch (or a renewal) learnt the loss just as COMMAND ended (too late
+    to act on it: nothing said then), and marked the grant gone, so the release did not look
+    either: the loss was never said (a race, wider once a renewal looked the reclaim up in
+    the log; tests/test_cli_lease.py met it). The release says it now, as one it found."""
+    from types import SimpleNamespace
+
+    from scopeledger import UnknownHolder
+    from scopeledger.cli.run import _Runner
+
+    with Ledger.open(tmp_path / "led") as led, Ledger.open(tmp_path / "led") as operator:
+        alloc = led.register("job", [ScopeRule(str(tmp_path / "tree"), "write")])
+        runner = _Runner(SimpleNamespace(json=True), led, "job", [], None, ["true"], False)  # type: ignore[arg-type]
+        runner.alloc, runner.child, runner.started = alloc, os.getpid(), True
+        operator.release("job", force=True, reason="disk needed elsewhere")
+        runner.stop_watching()  # COMMAND has ended: nothing is acted on from here
+        if learnt_by == "watch":
+            (event,) = led.events(types=["released"])
+            runner.grant_ended(event)
+        else:
+            runner.lease_lost(UnknownHolder("job"))
+        assert capsys.readouterr().err == ""  # (too late to act on: said at the release)
+        runner.release()
+        why = f"force-released at seq 2 by pid {os.getpid()}, reason: disk needed elsewhere"
+        assert json.loads(capsys.readouterr().err) == {
+            "warning": f"'job' was no longer held when its command ended: {why}"}
+        assert runner.lost_why == why and not runner.stopped_for_loss

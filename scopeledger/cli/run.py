@@ -238,6 +238,9 @@ class _Runner:
         self.pidfd = -1  # COMMAND's process (a pidfd): signalled by the loss's thread, never a reused pid
         #: Why the grant was taken away while COMMAND ran, once said (under ``_gate_lock``).
         self.lost_why: str | None = None
+        #: Why, when the watch or a renewal learnt the loss only as COMMAND ended (not said then:
+        #: the release says it, as one it finds itself).
+        self.late_why: str | None = None
         self.stopped_for_loss = False  # COMMAND was sent SIGTERM for it (--on-lost term)
         self._ending = False  # COMMAND has ended (or run is ending): a loss is not said any more
 
@@ -518,11 +521,15 @@ class _Runner:
         :meth:`session_lost`). With ``--on-lost term`` COMMAND is sent
         SIGTERM (and ``run`` exits 6 once it ends), with ``warn`` it runs
         on. Said and acted on once, from whichever thread learns first;
-        nothing once COMMAND has ended (what the release then finds is
-        said as before, :func:`_taken_away`). Raises nothing."""
+        once COMMAND has ended, nothing is done, and the release says it
+        (``late_why``: learnt by the watch or a renewal as COMMAND ended;
+        else what the release finds, :func:`_taken_away`). Raises nothing."""
         with self._gate_lock:
-            if self.lost_why is not None or not self.started or self.waited or self._ending \
-                    or self.child is None or self._command_ended():
+            if self.lost_why is not None or not self.started or self.child is None:
+                return
+            if self.waited or self._ending or self._command_ended():
+                if self.late_why is None:
+                    self.late_why = why  # (COMMAND has ended: the release says it, :meth:`release`)
                 return
             self.lost_why = why
             term = self.on_lost == "term"
@@ -544,7 +551,13 @@ class _Runner:
         lease ran out: this renewal recorded its reclaim, or another
         process had). Nothing is released for it afterwards (:attr:`gone`)."""
         self.gone = True
-        self.lost(f"its lease is lost: {message_of(exc)}")
+        alloc = self.alloc
+        # (what the log says, as the watch says it, when it holds the reclaim: who, and why)
+        ending = _ending_in_log(self.ledger, alloc) if alloc is not None else None
+        if ending is not None:
+            self.lost(_ending_words(None if ending is _GONE else ending, alloc.token))
+        else:
+            self.lost(f"its lease is lost: {message_of(exc)}")
 
     def _command_ended(self) -> bool:
         """Whether COMMAND's process has exited (not yet reaped, or reaped:
@@ -581,8 +594,11 @@ class _Runner:
         if self.alloc is None:
             return
         alloc, self.alloc = self.alloc, None
-        if self.gone:
-            return  # (said when it was learnt)
+        if self.gone:  # (said when it was learnt, unless COMMAND had ended by then: said now)
+            if self.late_why is not None and self.lost_why is None and self.started:
+                self.lost_why = self.late_why
+                self.tell("warning", f"'{alloc.name}' was no longer held when its command ended: {self.late_why}")
+            return
         old = self.block()
         ledger = self.ledger
         try:
@@ -979,23 +995,40 @@ def _taken_away(ledger: Any, alloc: Any) -> str | None:
     for a reclaim of a dead process (the command had exited) or when the
     log cannot say. (What the wrapper learnt while COMMAND ran it said
     then: :meth:`_Runner.lost`.)"""
+    ending = _ending_in_log(ledger, alloc)
+    if ending is None:
+        return None
+    if ending is _GONE:
+        return (f"its grant (token {alloc.token}) is no longer in the log (cut by 'ledger repair'?): "
+                "the scope was not recorded as its own for the whole command")
+    if ending.type == "reclaimed" and ending.data.get("reason") not in _NOT_A_DEATH:
+        return None  # (a process's death: after COMMAND ended; a lapsed lease, a lost session: while it ran)
+    return _ending_words(ending, alloc.token)
+
+
+#: :func:`_ending_in_log`'s answer when the grant's line is not in the log.
+_GONE: Any = object()
+
+
+def _ending_in_log(ledger: Any, alloc: Any) -> Any:
+    """The ``released`` or ``reclaimed`` :class:`~scopeledger.Event` that
+    ended the grant ``alloc`` (name, token); :data:`_GONE` when the log
+    no longer holds the grant's line at its token; ``None`` when the log
+    holds no ending (yet) or cannot be read. Reads the log from the grant
+    on (from the newest snapshot before it), not the whole log."""
     from scopeledger import LedgerError
 
     try:
-        events = ledger.history(alloc.name)
+        events = ledger.events(since=alloc.token)
+        first = next(events, None)
+        if first is None or first.seq != alloc.token or first.type not in ("registered", "delegated") \
+                or first.data.get("holder", {}).get("name") != alloc.name:
+            return _GONE
+        for e in events:
+            if e.type in ("released", "reclaimed") and e.data.get("name") == alloc.name:
+                return e
     except LedgerError:
         return None
-    if not any(e.seq == alloc.token and e.type in ("registered", "delegated") for e in events):
-        return (f"its grant (token {alloc.token}) is no longer in the log (cut by 'ledger repair'?): "
-                "the scope was not recorded as its own for the whole command")
-    for e in events:
-        if e.seq <= alloc.token or e.data.get("name") != alloc.name:
-            continue
-        if e.type == "released":
-            return _ending_words(e, alloc.token)
-        if e.type == "reclaimed":
-            # (a lapsed lease, a lost session: taken while COMMAND ran; a process's death: after)
-            return _ending_words(e, alloc.token) if e.data.get("reason") in _NOT_A_DEATH else None
     return None
 
 
