@@ -211,6 +211,21 @@ def test_run_documents_on_lost() -> None:
     assert r.returncode == 2 and "'--on-lost'" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+def _cut_first_grant_after_pre(where: str) -> None:
+    """The grant after the 'pre' run's release (A's, seq 4) damaged in place (one byte made
+    invalid UTF-8) and cut by a real 'ledger repair'."""
+    log = Path(where) / "events.jsonl"
+    data = log.read_bytes()
+    start = data.index(b'"registered"', data.index(b'"released"'))
+    start = data.rindex(b"\n", 0, start) + 1
+    with open(log, "r+b") as f:
+        f.seek(start + 3)
+        f.write(bytes([data[start + 3] ^ 0x80]))
+    cut = subprocess.run([*CMD, "--ledger", where, "repair"], capture_output=True, text=True,
+                         env=clean_env(), timeout=BOUND)
+    assert cut.returncode == 0, cut.stderr
+
+
 def test_a_wrapper_whose_grant_was_cut_never_releases_the_grant_that_took_its_token(tmp_path: Path) -> None:
     # A's grant line damaged and cut by 'ledger repair'; B then granted the same name. Before,
     # B took the same token (tokens are seqs, and the cut seqs were given again), and when A's
@@ -224,16 +239,7 @@ def test_a_wrapper_whose_grant_was_cut_never_releases_the_grant_that_took_its_to
     a = Run(where, tmp_path, "--on-lost", "warn")
     b = None
     try:
-        log = Path(where) / "events.jsonl"
-        data = log.read_bytes()
-        start = data.index(b'"registered"', data.index(b'"released"'))  # A's grant, seq 4
-        start = data.rindex(b"\n", 0, start) + 1
-        with open(log, "r+b") as f:  # one byte of A's grant line made invalid UTF-8
-            f.seek(start + 3)
-            f.write(bytes([data[start + 3] ^ 0x80]))
-        cut = subprocess.run([*CMD, "--ledger", where, "repair"], capture_output=True, text=True,
-                             env=clean_env(), timeout=BOUND)
-        assert cut.returncode == 0, cut.stderr
+        _cut_first_grant_after_pre(where)
         said = a.warning()
         assert "its grant (token 4) is no longer in the log" in said and "COMMAND runs on" in said, said
         (tmp_path / "b").mkdir()
@@ -301,16 +307,7 @@ def test_a_wrapper_stopped_while_its_grant_is_cut_and_the_log_regrown_learns_it_
         wait_for(lambda: watch_asleep(a.p.pid), BOUND, "A's watch asleep after a look")
         os.kill(a.p.pid, signal.SIGSTOP)
         try:
-            log = Path(where) / "events.jsonl"
-            data = log.read_bytes()
-            start = data.index(b'"registered"', data.index(b'"released"'))  # A's grant, seq 4
-            start = data.rindex(b"\n", 0, start) + 1
-            with open(log, "r+b") as f:  # one byte of A's grant line made invalid UTF-8
-                f.seek(start + 3)
-                f.write(bytes([data[start + 3] ^ 0x80]))
-            cut = subprocess.run([*CMD, "--ledger", where, "repair"], capture_output=True, text=True,
-                                 env=clean_env(), timeout=BOUND)
-            assert cut.returncode == 0, cut.stderr
+            _cut_first_grant_after_pre(where)
             with Ledger.open(where, readonly=True) as led:
                 assert led.seq == 5  # the log back at A's last seq: the repair's own lines
                 assert [e.type for e in led.events()][3:] == ["repaired", "void"]
