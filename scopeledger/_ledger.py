@@ -2864,11 +2864,12 @@ class Ledger:
         return through if through > kept else None
 
     def _finish_repair(self, dry_run: bool, kept: int, others: tuple[Problem, ...], files: Any, through: int,
-                       where: str) -> RepairReport:
+                       where: str, start: int) -> RepairReport:
         """Keep seqs ``kept + 1`` to ``through`` void, as the repair in
-        ``where`` that cut the log there was stopped before doing (its
-        record reaches ``through``; the log ends at ``kept``, every line
-        checking out), under the lock, the log's end judged again there."""
+        ``where`` that cut the log at byte ``start`` was stopped before
+        doing (its record reaches ``through``; the log ends at ``kept``,
+        every line checking out), under the lock, the log's end judged
+        again there."""
         reason = (f"the repair recorded in {where} cut the log and was stopped before it recorded itself: "
                   f"the cut seqs {kept + 1} to {through} are not kept void yet")
         report = RepairReport(
@@ -2883,11 +2884,12 @@ class Ledger:
                 if self._log.head() == kept:  # (else another writer went on meanwhile: too late)
                     last = self._log.read_after(kept - 1, 1) if kept else []
                     try:
-                        self._keep_void(files, kept, line_hash(last[0][1]) if last else GENESIS_HASH, through,
-                                        where)
+                        through = self._keep_void(files, kept, line_hash(last[0][1]) if last else GENESIS_HASH,
+                                                  through, where, start)
+                        report = attrs.evolve(report, void_through=through)
                     except LedgerIOError as exc:
                         cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else OSError(exc.errno, str(exc))
-                        raise LedgerIOError(exc.path, "append the repair's lines", cause,
+                        raise LedgerIOError(exc.path, "keep the cut seqs void", cause,
                                             f"seqs {kept + 1} to {through} are not kept void yet: run 'ledger "
                                             "repair' again before anything else writes") from exc
                 else:
@@ -2916,18 +2918,18 @@ class Ledger:
         try:
             through = self._void_through(files, kept, cut[1]["lines"])
             if through is not None:
-                self._keep_void(files, kept, kept_hash, through, where)
+                through = self._keep_void(files, kept, kept_hash, through, where, cut[1]["offset"])
         except LedgerIOError as exc:
             cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else OSError(exc.errno, str(exc))
             seqs = f"seqs {kept + 1} to {through}" if through is not None else "the cut seqs"
             raise LedgerIOError(
-                exc.path, "keep the cut seqs void" if through is None else "append the repair's lines", cause,
+                exc.path, "keep the cut seqs void", cause,
                 f"the log was cut after seq {kept} (what was cut is in {where}); {seqs} are not kept void "
                 "yet: run 'ledger repair' again before anything else writes, or fencing tokens among them "
                 "may be given twice") from exc
         return through
 
-    def _keep_void(self, files: Any, kept: int, kept_hash: str, through: int, where: str) -> None:
+    def _keep_void(self, files: Any, kept: int, kept_hash: str, through: int, where: str, start: int) -> int:
         """After a cut past line ``kept`` (whose hash is ``kept_hash``), the
         lock held: append a ``repaired`` line naming the cut's directory
         ``where`` at seq ``kept + 1`` and ``void`` lines up to seq
@@ -2936,22 +2938,45 @@ class Ledger:
         pieces of ``_VOID_PIECE`` lines; one cut short (a crash) is filled by
         the next writer (``_Txn._line``: the fold knows ``through``).
 
+        The log's new end is never where a line of the cut lines ended
+        (``start``: the byte where the cut in ``where`` began): a process that had read the log to that line remembers
+        its end there, and finding the log ending there again it would take
+        it for unchanged and chain its next line to a line no longer in the
+        log. So one more ``void`` line is appended while it would be (the
+        line's seq kept void too); that process then finds the log not as it
+        read it (:class:`CorruptLedger`: open it again). Returns the last
+        seq kept void.
+
         Raises:
-            LedgerIOError: the OS refused the write or its flush.
+            LedgerIOError: the OS refused the write or its flush, or to read
+                the lines set aside.
         """
-        state = State()
-        state.seq, state.last_hash = kept, kept_hash  # (what the lines chain on to)
-        txn = _Txn(self, state)
-        txn.emit("repaired", through=through, cut=os.path.relpath(where, files.store.path))
-        try:
+        store = files.store
+        end = store.size()
+        rel = os.path.relpath(where, store.path)
+        ts = self._clock()  # (one reading for all its lines: two builds of them give the same bytes)
+
+        def pieces(through: int) -> Iterator[list[bytes]]:
+            state = State()
+            state.seq, state.last_hash = kept, kept_hash  # (what the lines chain on to)
+            txn = _Txn(self, state)
+            txn.clock = lambda: ts
+            txn.emit("repaired", through=through, cut=rel)
             while True:
                 while state.seq < through and len(txn.lines) < _VOID_PIECE:
                     txn.emit("void")
-                files.store.append(b"\n".join(txn.lines) + b"\n", files.store.size(), True)
+                yield txn.lines
                 if state.seq >= through:
-                    break
-                txn.lines.clear()
-                txn.entries.clear()
+                    return
+                txn.lines, txn.entries = [], []
+
+        try:
+            while store.ended_a_line(where, start, end + sum(len(line) + 1 for piece in pieces(through)
+                                                                for line in piece)):
+                through += 1  # (one more void line: see above)
+            for piece in pieces(through):
+                store.append(b"\n".join(piece) + b"\n", store.size(), True)
+            return through
         finally:
             files.forget()
 

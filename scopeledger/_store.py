@@ -1512,12 +1512,12 @@ class Store:
             raise LedgerIOError(self.log_path, "read the log", exc) from exc
         return counted
 
-    def cut_reach(self) -> tuple[int, str] | None:
+    def cut_reach(self) -> tuple[int, str, int] | None:
         """The furthest any repair's cut reached: the highest ``kept_seq +
         lines`` (the last seq it cut, a torn line counted) over the records
-        under ``cut/`` (as :meth:`cut` wrote them), and the full path of that
-        repair's directory; ``None`` when there is no ``cut/`` or no record
-        in it names lines cut. A directory without a readable record (a
+        under ``cut/`` (as :meth:`cut` wrote them), the full path of that
+        repair's directory and the byte offset its cut began at; ``None``
+        when there is no ``cut/`` or no record in it names lines cut. A directory without a readable record (a
         repair killed before its record: the log was not cut then) is
         skipped, as is a record that is not a JSON object of those keys.
 
@@ -1536,7 +1536,7 @@ class Store:
             return None
         except OSError as exc:
             raise LedgerIOError(cut_dir, "open the repairs' directory", exc) from exc
-        best: tuple[int, str] | None = None
+        best: tuple[int, str, int] | None = None
         try:
             for name in sorted(n for n in os.listdir(cutfd) if not n.startswith(".")):
                 where = os.path.join(cut_dir, name)
@@ -1547,10 +1547,10 @@ class Store:
                     continue
                 if not isinstance(record, dict):
                     continue
-                kept, lines = record.get("kept_seq"), record.get("lines")
-                if type(kept) is int and type(lines) is int and kept >= 0 and lines > 0 \
-                        and (best is None or kept + lines > best[0]):
-                    best = (kept + lines, where)
+                kept, lines, offset = record.get("kept_seq"), record.get("lines"), record.get("offset")
+                if type(kept) is int and type(lines) is int and type(offset) is int and kept >= 0 and lines > 0 \
+                        and offset >= 0 and (best is None or kept + lines > best[0]):
+                    best = (kept + lines, where, offset)
         except OSError as exc:
             if isinstance(exc, LedgerError):
                 raise
@@ -1558,6 +1558,33 @@ class Store:
         finally:
             os.close(cutfd)
         return best
+
+    @staticmethod
+    def ended_a_line(where: str, start: int, at: int) -> bool:
+        """Whether the log as it was before the cut set aside in ``where``
+        (its bytes from offset ``start`` on, ``where/events.jsonl.cut``) had
+        a line ending at byte offset ``at`` (its newline the byte before):
+        where a process that had read that line remembers its end. Reads one
+        byte; ``False`` outside the bytes cut.
+
+        Raises:
+            LedgerIOError: the OS refused to open or read the file (a symlink
+                in its place too).
+        """
+        if at <= start:
+            return False
+        path = os.path.join(where, CUT_LOG_NAME)
+        try:
+            with _naming(path):
+                fd = os.open(path, os.O_RDONLY | _O_FLAGS)
+                try:
+                    return os.pread(fd, 1, at - 1 - start) == b"\n"
+                finally:
+                    os.close(fd)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise LedgerIOError(path, "read the lines a repair set aside", exc) from exc
 
     @staticmethod
     def _record_bytes(cutfd: int, name: str, where: str) -> bytes | None:

@@ -225,3 +225,53 @@ def test_the_repairs_lines_validate_against_the_schema_and_only_as_v2(tmp_path: 
         assert not validator.is_valid(as_v1_event(ev)), raw  # (format v1 has neither type)
         assert not validator.is_valid(dict(ev, extra=1)), raw
     assert not validator.is_valid(dict(json.loads(_log(path)[1]), through=0))
+
+
+def _repair_lines_length(tmp_path: Path, pad: int) -> tuple[int, int]:
+    """In a scratch ledger built as the next test builds its own: the length of line 2
+    (h1's grant, its note ``pad`` x's) and of the lines a repair of lines 2 and 3 writes."""
+    path = tmp_path / "scratch"
+    with Ledger.open(path) as led:
+        led.register("h0", [W("/r/0")])
+        led.register("h1", [W("/r/1")], note="x" * pad)
+        led.register("h2", [W("/r/2")])
+        led.register("h3", [W("/r/3")])
+    lines = _log(path)
+    kept = len(lines[0])
+    _damage(path, 2)
+    assert _repair(path).void_through == 4
+    return len(lines[1]), (path / "events.jsonl").stat().st_size - kept
+
+
+def test_a_writer_that_read_a_cut_line_never_chains_to_it_even_when_the_log_ends_where_it_ended(
+        tmp_path: Path) -> None:
+    # A writer (another Ledger object, another process) had read the log to line 2 and
+    # remembers where that line ended. A repair cut lines 2 to 4 and wrote its own lines:
+    # had they ended the log at that very byte, the writer would have taken the log for
+    # unchanged and chained its next line to line 2 as it had read it, a line no longer in
+    # the log (a broken chain; before, a repair always left the log shorter, which the writer
+    # noticed). The repair adds a void line when its lines would end there.
+    line2, ours = _repair_lines_length(tmp_path, 1)
+    pad = ours - line2 + 1  # (h1's line then ends where the repair's lines will)
+    assert pad >= 1, (line2, ours)
+    path = tmp_path / "L"
+    writer = Ledger.open(path)
+    try:
+        writer.register("h0", [W("/r/0")])
+        writer.register("h1", [W("/r/1")], note="x" * pad)
+        end_of_line_2 = (path / "events.jsonl").stat().st_size
+        with Ledger.open(path) as other:
+            other.register("h2", [W("/r/2")])
+            other.register("h3", [W("/r/3")])
+        _damage(path, 2)
+        report = _repair(path)
+        assert (report.kept_seq, report.void_through) == (1, 5)  # (4, and one more: see above)
+        assert (path / "events.jsonl").stat().st_size != end_of_line_2
+        with pytest.raises(CorruptLedger):
+            writer.register("late", [W("/r/late")])
+    finally:
+        writer.close()
+    assert verify(path).ok
+    assert _types(path) == [(1, "registered"), (2, "repaired"), (3, "void"), (4, "void"), (5, "void")]
+    with Ledger.open(path) as led:
+        assert led.register("late", [W("/r/late")]).token == 6
