@@ -264,7 +264,7 @@ class Event(NamedTuple):
             return (req["name"],) + ((req["parent"],) if req["parent"] else ()) + tuple(d.get("chain") or ())
         if self.type in ("released", "reclaimed"):
             return (d["name"],) + tuple(c for c, _ in d["reparented"])
-        return (d["name"],)
+        return (d["name"],) if "name" in d else ()  # (a repair's lines are about no holder)
 
     @property
     def rules(self) -> tuple[ScopeRule, ...]:
@@ -1162,7 +1162,7 @@ def _track_subtree(e: Event, subtree: set[str]) -> bool:
         return req["name"] in subtree or req["parent"] in subtree
     if e.type in ("released", "reclaimed"):
         return d["name"] in subtree or any(c in subtree for c, _ in d["reparented"])
-    return d["name"] in subtree
+    return d.get("name") in subtree  # (a repair's lines are about no holder)
 
 
 def _touches_path(e: Event, probe: ScopeRule, rules_of: dict[str, tuple[ScopeRule, ...]]) -> bool:
@@ -1173,7 +1173,7 @@ def _touches_path(e: Event, probe: ScopeRule, rules_of: dict[str, tuple[ScopeRul
         return any(overlaps(r, probe) for r in rules)
     if e.type == "refused":
         return any(overlaps(r, probe) for r in e.rules)
-    rules = rules_of.get(d["name"], ())
+    rules = rules_of.get(d.get("name", ""), ())  # (a repair's lines are about no holder: none)
     if e.type in ("released", "reclaimed"):
         rules_of.pop(d["name"], None)
     return any(overlaps(r, probe) for r in rules)

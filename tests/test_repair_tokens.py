@@ -275,3 +275,27 @@ def test_a_writer_that_read_a_cut_line_never_chains_to_it_even_when_the_log_ends
     assert _types(path) == [(1, "registered"), (2, "repaired"), (3, "void"), (4, "void"), (5, "void")]
     with Ledger.open(path) as led:
         assert led.register("late", [W("/r/late")]).token == 6
+
+
+def test_every_reader_of_a_repaired_ledger_takes_its_lines(tmp_path: Path) -> None:
+    # The repair's lines are about no holder: the history of a holder, a replay by holder
+    # or by path read a holder's name from every event and crashed on them (KeyError:
+    # 'name', exit 70 at the command line: a fresh tester's finding).
+    path = tmp_path / "L"
+    _grants(path, 6)
+    _damage(path, 3)
+    _repair(path)
+    with Ledger.open(path) as led:
+        led.release("h0")
+        assert [e.type for e in led.history("h0")] == ["registered", "released"]
+        repaired = next(e for e in led.events() if e.type == "repaired")
+        assert repaired.names == ()
+    for args in (["history", "h0"], ["replay", "--holder", "h0"], ["replay", "--path", "/r/0"],
+                 ["--json", "history", "h0"]):
+        p = ledger_cmd(path, *args, subprocess_=True)
+        assert p.returncode == 0 and "Traceback" not in p.stderr and "internal error" not in p.stderr, (args, p)
+        assert "h0" in p.stdout and "repaired" not in p.stdout, (args, p.stdout)
+    p = ledger_cmd(path, "export", "--format", "csv", subprocess_=True)
+    assert p.returncode == 0, p.stderr
+    row = next(r for r in p.stdout.splitlines() if ",repaired," in r)
+    assert "seqs 4 to 6 kept void, so no fencing token is given twice" in row, row

@@ -31,6 +31,19 @@ from scopeledger import Event
 
 from .timeline_model import Bar, track
 
+
+def repair_words(e: Event) -> str:
+    """A ``repaired`` event in words, as ``replay`` and the CSV export say
+    it (here, without rich, so that an export does not import it)."""
+    first, through = e.seq + 1, e.data["through"]
+    kept = ("" if through < first else f"; seq {through} kept void" if through == first
+            else f"; seqs {first} to {through} kept void")
+    pid = (e.actor or {}).get("pid")
+    by = f" by pid {pid}" if pid is not None else ""
+    return (f"the log was cut after seq {e.seq - 1}{by} (what was cut: {e.data['cut']}){kept}, "
+            "so no fencing token is given twice")
+
+
 #: The columns of the CSV and Parquet exports, in order, and what each
 #: holds (docs/cli.md repeats this table). Structured values are compact
 #: JSON; a value an event does not have is an empty cell (null in Parquet).
@@ -100,8 +113,7 @@ def rows(events: Iterable[Event]) -> Iterator[tuple[Any, ...]]:
             error, message = d.get("error"), d.get("message")
             obstacle, chain = _json(d.get("rule")), _json(d.get("chain"))
         elif kind == "repaired":
-            message = (f"the log was cut after seq {e.seq - 1} (into {d.get('cut')}); "
-                       f"seqs to {d.get('through')} kept void")
+            message = repair_words(e)
         elif kind != "void":
             holder = d.get("name")
             if kind == "attached":

@@ -79,12 +79,9 @@ def _repair_words(e: Event, actor: int | None) -> str:
     """A ``repaired`` or ``void`` event in words."""
     if e.type == "void":
         return "kept void by the repair before it (a seq of a line it cut)"
-    first, through = e.seq + 1, e.data["through"]
-    kept = ("" if through < first else f"; seq {through} kept void" if through == first
-            else f"; seqs {first} to {through} kept void")
-    by = f" by pid {actor}" if actor is not None else ""
-    return (f"the log was cut after seq {e.seq - 1}{by} (what was cut: {e.data['cut']}){kept}, "
-            "so no fencing token is given twice")
+    from scopeledger.cli.export import repair_words
+
+    return repair_words(e)
 
 
 def _renewed_words(e: Event, actor: int | None) -> str:
