@@ -633,6 +633,16 @@ class _Txn:
                   rule=rule.to_json() if rule is not None else None, chain=chain)
 
 
+def _void_through(kept: int, lines: int, reach: tuple[int, str, int] | None) -> int | None:
+    """The last seq a repair that keeps line ``kept`` and cuts ``lines``
+    lines after it keeps void: the last it cuts, or further when an earlier
+    repair's cut of this log reached further (``reach``: ``Store.cut_reach``;
+    one stopped before it wrote its own lines); ``None`` when neither passes
+    ``kept``."""
+    through = max(kept + lines, reach[0] if reach is not None else 0)
+    return through if through > kept else None
+
+
 #: Void lines a repair appends with one write (``Ledger._keep_void``): a
 #: bound on the memory a large cut takes (a void line is about 250 bytes).
 _VOID_PIECE = 4096
@@ -2823,13 +2833,13 @@ class Ledger:
                 kept, plan, appended, writing = files.judge_past(kept)
             else:
                 plan = files.cut_plan(kept)
-            if first is None and not plan["bytes"] and not plan["snapshots"]:
-                reach = files.store.cut_reach()
-                if reach is not None and reach[0] > kept:  # a repair stopped before its own lines
-                    return self._finish_repair(dry_run, kept, others, files, *reach)
+            reach = files.store.cut_reach(self._keeps_line)
+            if first is None and not plan["bytes"] and not plan["snapshots"] \
+                    and reach is not None and reach[0] > kept:  # a repair stopped before its own lines
+                return self._finish_repair(dry_run, kept, others, files, *reach)
             if dry_run or (not plan["bytes"] and not plan["snapshots"]):
                 return self._repaired(dry_run, kept, first, others, plan, None, appended, writing,
-                                      self._void_through(files, kept, plan["lines"]))
+                                      _void_through(kept, plan["lines"], reach))
             try:
                 with files.exclusive(self.timeout):
                     files.forget()
@@ -2837,11 +2847,14 @@ class Ledger:
                     if first is not None and first.newer_format:
                         return self._newer(dry_run, kept, first, others, files)
                     facts = self._repair_facts(kept, first, files.past(kept))
+                    # (the earlier repairs' records read before anything is cut: one that cannot
+                    # be read stops the repair with the log as it was)
+                    reach = files.store.cut_reach(self._keeps_line)
                     cut = files.cut_after(kept, facts)
                     if cut is None:
                         plan = files.cut_plan(kept)  # (nothing past line kept, under the lock)
                     else:
-                        through = self._keep_cut_void(files, kept, facts["kept_hash"], cut)
+                        through = self._keep_cut_void(files, kept, facts["kept_hash"], cut, reach)
             finally:
                 self._state = None  # fold again from what the log holds now
                 self._seq_of_last_txn = -1
@@ -2852,16 +2865,17 @@ class Ledger:
             where, record = cut
             return self._repaired(False, kept, first, others, record, where, void_through=through)
 
-    @staticmethod
-    def _void_through(files: Any, kept: int, lines: int) -> int | None:
-        """The last seq a repair that keeps line ``kept`` and cuts ``lines``
-        lines after it keeps void: the last it cuts, or further when an
-        earlier repair's cut reached further (one stopped before it wrote its
-        own lines: ``Store.cut_reach``); ``None`` when neither passes
-        ``kept``."""
-        reach = files.store.cut_reach()
-        through = max(kept + lines, reach[0] if reach is not None else 0)
-        return through if through > kept else None
+    def _keeps_line(self, seq: int, hash_: str) -> bool:
+        """Whether the log holds at ``seq`` a line hashing to ``hash_``
+        (``GENESIS_HASH`` for 0): a repair's record is this log's
+        (``Store.cut_reach``)."""
+        if seq == 0:
+            return hash_ == GENESIS_HASH
+        try:
+            got = self._log.read_after(seq - 1, 1)
+        except LedgerError:  # (fewer lines than that)
+            return False
+        return bool(got) and got[0][0] == seq and line_hash(got[0][1]) == hash_
 
     def _finish_repair(self, dry_run: bool, kept: int, others: tuple[Problem, ...], files: Any, through: int,
                        where: str, start: int) -> RepairReport:
@@ -2902,21 +2916,22 @@ class Ledger:
             self._boots = None
         return report
 
-    def _keep_cut_void(self, files: Any, kept: int, kept_hash: str, cut: tuple[str, dict[str, Any]]) -> int | None:
+    def _keep_cut_void(self, files: Any, kept: int, kept_hash: str, cut: tuple[str, dict[str, Any]],
+                       reach: tuple[int, str, int] | None) -> int | None:
         """After the cut ``cut`` (its directory and record) past line
-        ``kept`` (whose hash is ``kept_hash``): keep the cut seqs void
-        (:meth:`_void_through`, :meth:`_keep_void`); the last seq kept void,
+        ``kept`` (whose hash is ``kept_hash``): keep the cut seqs void, as
+        far as ``reach`` (``Store.cut_reach``, read before the cut) too
+        (:func:`_void_through`, :meth:`_keep_void`); the last seq kept void,
         ``None`` when none.
 
         Raises:
-            LedgerIOError: the OS refused to read the repairs' records, or to
+            LedgerIOError: the OS refused to read the lines set aside, or to
                 write or flush the lines: the message says the log was cut and
                 that running the repair again keeps them void.
         """
         where = cut[0]
-        through = None
+        through = _void_through(kept, cut[1]["lines"], reach)
         try:
-            through = self._void_through(files, kept, cut[1]["lines"])
             if through is not None:
                 through = self._keep_void(files, kept, kept_hash, through, where, cut[1]["offset"])
         except LedgerIOError as exc:

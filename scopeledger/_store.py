@@ -1512,19 +1512,24 @@ class Store:
             raise LedgerIOError(self.log_path, "read the log", exc) from exc
         return counted
 
-    def cut_reach(self) -> tuple[int, str, int] | None:
-        """The furthest any repair's cut reached: the highest ``kept_seq +
-        lines`` (the last seq it cut, a torn line counted) over the records
-        under ``cut/`` (as :meth:`cut` wrote them), the full path of that
-        repair's directory and the byte offset its cut began at; ``None``
-        when there is no ``cut/`` or no record in it names lines cut. A directory without a readable record (a
+    def cut_reach(self, belongs: Callable[[int, str], bool]) -> tuple[int, str, int] | None:
+        """The furthest any repair's cut of this log reached: the highest
+        ``kept_seq + lines`` (the last seq it cut, a torn line counted) over
+        the records under ``cut/`` (as :meth:`cut` wrote them) for which
+        ``belongs(kept_seq, kept_hash)`` (the caller's test that the log
+        still holds, at ``kept_seq``, the line the cut kept: a record copied
+        from another ledger, or one whose digits changed, is not this log's),
+        the full path of that repair's directory and the byte offset its cut
+        began at; ``None`` when there is no ``cut/`` or no such record. A directory without a readable record (a
         repair killed before its record: the log was not cut then) is
         skipped, as is a record that is not a JSON object of those keys.
 
         Raises:
             UnsafeLedgerPath: ``cut/`` or a directory in it is not a private
                 directory of this user's (or a symlink).
-            LedgerIOError: the OS refused to read them.
+            LedgerIOError: the OS refused to read them (a symlink in place
+                of a record too); it says the log was not cut (a repair reads
+                them before it cuts).
         """
         with first_use:
             import json
@@ -1534,8 +1539,10 @@ class Store:
             cutfd = open_dir_fd(self.dirfd, CUT_DIR, cut_dir, create=False, readonly=True)
         except FileNotFoundError:
             return None
+        except LedgerError:  # (UnsafeLedgerPath: a symlink, another owner's: as a repair's cut says it)
+            raise
         except OSError as exc:
-            raise LedgerIOError(cut_dir, "open the repairs' directory", exc) from exc
+            raise LedgerIOError(cut_dir, "open the repairs' directory", exc, "the log was not cut") from exc
         best: tuple[int, str, int] | None = None
         try:
             for name in sorted(n for n in os.listdir(cutfd) if not n.startswith(".")):
@@ -1548,13 +1555,16 @@ class Store:
                 if not isinstance(record, dict):
                     continue
                 kept, lines, offset = record.get("kept_seq"), record.get("lines"), record.get("offset")
+                kept_hash = record.get("kept_hash")
                 if type(kept) is int and type(lines) is int and type(offset) is int and kept >= 0 and lines > 0 \
-                        and offset >= 0 and (best is None or kept + lines > best[0]):
+                        and offset >= 0 and type(kept_hash) is str and (best is None or kept + lines > best[0]) \
+                        and belongs(kept, kept_hash):
                     best = (kept + lines, where, offset)
         except OSError as exc:
             if isinstance(exc, LedgerError):
                 raise
-            raise LedgerIOError(exc.filename or cut_dir, "read the repairs' records", exc) from exc
+            raise LedgerIOError(exc.filename or cut_dir, "read the repairs' records", exc,
+                                "the log was not cut") from exc
         finally:
             os.close(cutfd)
         return best

@@ -299,3 +299,51 @@ def test_every_reader_of_a_repaired_ledger_takes_its_lines(tmp_path: Path) -> No
     assert p.returncode == 0, p.stderr
     row = next(r for r in p.stdout.splitlines() if ",repaired," in r)
     assert "seqs 4 to 6 kept void, so no fencing token is given twice" in row, row
+
+
+def test_the_earlier_repairs_records_are_read_before_anything_is_cut(tmp_path: Path) -> None:
+    # A record under cut/ that cannot be read: the repair cut the log first and then failed
+    # to keep the cut seqs void, every run again failing the same way, and the next grant took
+    # a cut grant's token (a fresh tester's finding). Read before the cut, it stops the repair
+    # with the log as it was.
+    path = tmp_path / "L"
+    _grants(path, 5)
+    (path / "cut" / "20000101T000000.000000000Z-line-1" / "record.json").mkdir(parents=True, mode=0o700)
+    os.chmod(path / "cut", 0o700)
+    _damage(path, 3)
+    before = (path / "events.jsonl").read_bytes()
+    p = ledger_cmd(path, "repair", subprocess_=True)
+    assert p.returncode == 7, (p.stdout, p.stderr)
+    assert "failed to read the repairs' records" in p.stderr and "the log was not cut" in p.stderr, p.stderr
+    assert (path / "events.jsonl").read_bytes() == before and len(os.listdir(path / "cut")) == 1
+
+
+def test_a_record_of_another_log_under_cut_is_not_taken_for_this_ones(tmp_path: Path) -> None:
+    # A record whose kept line this log does not hold (copied from another ledger, a digit
+    # changed) made a repair of a healthy ledger append void lines up to its reach (2 million:
+    # a fresh tester's finding). Only a record whose kept line the log holds counts.
+    path = tmp_path / "L"
+    _grants(path, 3)
+    where = path / "cut" / "20000101T000000.000000000Z-line-2000001"
+    where.mkdir(parents=True, mode=0o700)
+    os.chmod(path / "cut", 0o700)
+    record = {"kept_seq": 2_000_000, "kept_hash": "0" * 32, "lines": 5, "offset": 10}
+    (where / "record.json").write_text(json.dumps(record))
+    os.chmod(where / "record.json", 0o600)
+    before = (path / "events.jsonl").read_bytes()
+    assert not _repair(path).damaged
+    # Nor one naming a line the log holds but with another hash.
+    record.update(kept_seq=2, kept_hash="f" * 32)
+    (where / "record.json").write_text(json.dumps(record))
+    report = _repair(path)
+    assert not report.damaged and report.void_through is None
+    assert (path / "events.jsonl").read_bytes() == before
+
+
+def test_a_symlink_at_cut_is_refused_as_unsafe_by_a_repair_of_a_healthy_ledger_too(tmp_path: Path) -> None:
+    path = tmp_path / "L"
+    _grants(path, 2)
+    (tmp_path / "elsewhere").mkdir()
+    (path / "cut").symlink_to(tmp_path / "elsewhere")
+    p = ledger_cmd(path, "repair", subprocess_=True)
+    assert p.returncode == 5 and "is a symlink, not a directory" in p.stderr, (p.returncode, p.stderr)
