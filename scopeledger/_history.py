@@ -254,7 +254,8 @@ class Event(NamedTuple):
     @property
     def names(self) -> tuple[str, ...]:
         """Holder names this event is about (the subject, and for a grant
-        its parent; for a removal the re-parented children)."""
+        its parent; for a removal the re-parented children; none for a
+        repair's ``repaired`` and ``void`` lines), ``tuple[str, ...]``."""
         d = self.data
         if self.type in ("registered", "delegated"):
             h = d["holder"]
