@@ -1279,6 +1279,12 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
         around), or ``None`` (a snapshot that differs is in ``problems``:
         the scan goes on)."""
         nonlocal events, before
+        if ev.get("seq") == state.seq + 1 and ev.get("prev") != state.last_hash:
+            # The chain before anything the line says: a line K altered so
+            # that line K+1 no longer applies (its holder's name now taken,
+            # its scope now held) is line K's fault, which the lines around
+            # tell (the caller words it); K+1's payload is not judged.
+            return FoldError("hash chain broken: prev does not match the line before")
         try:
             # The fold's own payload checks first, in its words; apply then
             # folds what they read without checking the payload again.
@@ -1286,8 +1292,7 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
         except NewerValue as exc:  # a newer scopeledger's value, if the line follows the one before
             if ev["seq"] != state.seq + 1:
                 return Problem(path, lineno, ev["seq"], f"seq {shown(ev['seq'])} does not follow {state.seq}")
-            if ev["prev"] != state.last_hash:
-                return FoldError("hash chain broken: prev does not match the line before")  # (worded by the caller)
+            # (its prev matched the line before: checked first, above)
             newer = fold_fault(path, exc, lineno, ev["seq"])
             assert isinstance(newer, NewerFormat)
             return _newer_problem(path, lineno, newer, line, state, None, _line_after(store, lineno))

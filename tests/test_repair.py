@@ -223,6 +223,63 @@ def test_a_broken_hash_chain_is_cut_from_the_line_verify_names(tmp_path: Path) -
     _open_ok(path)
 
 
+def _live(path: Path, n: int = 5) -> list[bytes]:
+    """``n`` live holders h0.. writing /r/0..; the log's lines."""
+    with Ledger.open(path) as led:
+        for i in range(n):
+            led.register(f"h{i}", [W(f"/r/{i}")])
+    return (path / "events.jsonl").read_bytes().splitlines(keepends=True)
+
+
+@pytest.mark.parametrize("edit", [(b'"name":"h2"', b'"name":"h3"'), (b"/r/2", b"/r/3")],
+                         ids=["its-name-taken-by-the-next", "its-scope-taken-by-the-next"])
+def test_a_line_altered_so_that_the_next_one_no_longer_applies_is_the_one_named_and_cut(
+        tmp_path: Path, edit: tuple[bytes, bytes]) -> None:
+    # Line 3 (h2 on /r/2) edited to h3, or to /r/3: line 4, which registers h3 on
+    # /r/3, breaks an invariant on the altered state. Its chain says line 3 was
+    # altered; before, verify named line 4 and the repair kept the altered line 3
+    # (h3 with token 3 on /r/2, or h2 on /r/3, blessed as history; a fresh
+    # tester's finding).
+    path = tmp_path / "L"
+    lines = _live(path)
+    assert edit[0] in lines[2]
+    lines[2] = lines[2].replace(*edit)  # (a rule's path and its file-system key both)
+    _write_log(path, lines)
+    problem = _first_problem(path)
+    assert (problem.line, problem.seq) == (3, 3), problem
+    assert "altered" in problem.message and "line 4" in problem.message
+    report = Ledger.open(path, fold=False).repair()
+    assert (report.kept_seq, report.void_through) == (2, 5)
+    assert verify(path).ok
+    with Ledger.open(path) as led:
+        assert sorted(h.name for h in led.holders()) == ["h0", "h1"]
+
+
+def test_every_single_bit_flip_of_a_middle_line_is_named_on_that_line(tmp_path: Path) -> None:
+    # Each byte of line 3 but its newline, each of its 8 bits in turn: verify names
+    # line 3 whatever the flip makes of it (a name or scope the next line then
+    # takes, a value out of range, a line that no longer parses); line 4 still
+    # chains to the line as written, so no flip goes unnoticed.
+    path = tmp_path / "L"
+    lines = _live(path)
+    good = b"".join(lines)
+    start, end = len(lines[0]) + len(lines[1]), len(lines[0]) + len(lines[1]) + len(lines[2]) - 1
+    named: dict[int, int] = {}
+    for pos in range(start, end):
+        for bit in range(8):
+            flipped = bytearray(good)
+            flipped[pos] ^= 1 << bit
+            if flipped[pos] == ord("\n"):
+                continue  # (a line split in two: not a flip of one line)
+            (path / "events.jsonl").write_bytes(bytes(flipped))
+            report = verify(path)
+            assert not report.ok, (pos, bit)
+            first = report.problems[0]
+            named[first.line] = named.get(first.line, 0) + 1
+            assert first.line == 3, (pos - start, bit, bytes(flipped[start:end]), first)
+    assert named == {3: sum(named.values())} and named[3] > 8 * (end - start) - 10
+
+
 def test_garbage_appended_after_the_last_line_is_cut_and_nothing_else(tmp_path: Path) -> None:
     path = tmp_path / "L"
     lines = _make(path)
