@@ -1335,10 +1335,15 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
     try:
         pages = led._checked_pages(state.seq, state.last_hash, stop)
         lines: Iterator[bytes] = iter(())
+        # The line before the one being read (None: before the first read
+        # here): a page's first line that does not chain may be the last
+        # good page's last line altered, which the chain tells.
+        prev_line: bytes | None = None
         for page, got in pages:
             if got is None:  # a line in it does not decode or chain: line by line from here
                 lines = itertools.chain(page, (line for p, _ in pages for line in p))
                 break
+            prev_line = page[-1]
             # Each line decoded (its payload's keys still to check) and chained.
             for ev, line, hash_ in zip(got[0], page, got[1], strict=True):
                 lineno = first_line + events
@@ -1363,7 +1368,6 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
             else:
                 continue
             break
-        prev_line: bytes | None = None
         for line in lines:
             lineno = first_line + events
             try:

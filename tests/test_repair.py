@@ -34,6 +34,7 @@ from helpers import CMD, W, clean_env, ledger_cmd, one_error_line
 from scopeledger import (Ledger, LedgerIOError, LockTimeout, ReadOnlyLedger, RepairReport, StoreError,
                          verify)
 from scopeledger import _store
+from scopeledger._history import CHECKED_LINES
 from scopeledger.cli.admin import repair_text
 
 # -- ledgers to repair ------------------------------------------------------------------------
@@ -253,6 +254,21 @@ def test_a_line_altered_so_that_the_next_one_no_longer_applies_is_the_one_named_
     assert verify(path).ok
     with Ledger.open(path) as led:
         assert sorted(h.name for h in led.holders()) == ["h0", "h1"]
+
+
+@pytest.mark.parametrize("k", [CHECKED_LINES - 1, CHECKED_LINES, CHECKED_LINES + 1])
+def test_a_line_altered_at_the_end_of_a_page_of_verify_is_the_one_named(tmp_path: Path, k: int) -> None:
+    # verify reads the log in pages of CHECKED_LINES lines; a page that does not
+    # chain is read again line by line, knowing the last good page's last line:
+    # before, a page's last line altered was named as the next page's first
+    # ("hash chain broken") and the repair kept the altered line.
+    path = tmp_path / "L"
+    lines = _live(path, CHECKED_LINES + 3)
+    lines[k - 1] = lines[k - 1].replace(b'"name":"h%d"' % (k - 1), b'"name":"h%d"' % k)
+    _write_log(path, lines)
+    problem = _first_problem(path)
+    assert (problem.line, problem.seq) == (k, k) and f"line {k + 1}" in problem.message, problem
+    assert Ledger.open(path, fold=False).repair(dry_run=True).kept_seq == k - 1
 
 
 def test_every_single_bit_flip_of_a_middle_line_is_named_on_that_line(tmp_path: Path) -> None:
@@ -831,6 +847,7 @@ _WRITER = """
 import os, sys
 from scopeledger import Ledger, ScopeRule
 from scopeledger import _store
+from scopeledger._history import CHECKED_LINES
 path, what = sys.argv[1], sys.argv[2]
 if what == "pairs":
     with Ledger.open(path) as led:
