@@ -454,7 +454,7 @@ class FileStore:
     def cut_plan(self, kept: int) -> dict[str, Any]:
         """What :meth:`cut_after` would set aside after line ``kept`` now,
         as its record says it: ``offset``, ``log_bytes``, ``bytes``,
-        ``lines``, ``sha256`` (``None`` for no bytes) and ``snapshots``
+        ``lines``, ``seqs``, ``sha256`` (``None`` for no bytes) and ``snapshots``
         (file names). Reads the bytes (for their sha256); changes nothing.
 
         Raises:
@@ -462,8 +462,9 @@ class FileStore:
             LedgerIOError: the log or the snapshots cannot be read.
         """
         offset, size, names = self._past(kept)
-        counted = self.store.tally(offset, size)
+        counted = self.store.tally(offset, size, kept)
         return {"offset": offset, "log_bytes": size, "bytes": counted.bytes, "lines": counted.lines(),
+                "seqs": counted.seqs(),
                 "sha256": counted.sha256.hexdigest() if counted.bytes else None, "snapshots": names}
 
     def judge_past(self, kept: int) -> tuple[int, dict[str, Any], int, int]:
@@ -504,9 +505,10 @@ class FileStore:
                 end = line_end
             partial = size - end
             torn = partial if quiet is not False else 0  # (None: no lock here, for anyone)
-            counted = store.tally(end, size) if torn else None
+            counted = store.tally(end, size, last) if torn else None
         names = [name for seq, name in snaps if seq > last]
         plan = {"offset": size - torn, "log_bytes": size, "bytes": torn, "lines": 1 if torn else 0,
+                "seqs": counted.seqs() if counted is not None else 0,
                 "sha256": counted.sha256.hexdigest() if counted is not None else None, "snapshots": names}
         return last, plan, last - kept, partial - torn
 

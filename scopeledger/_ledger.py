@@ -633,13 +633,14 @@ class _Txn:
                   rule=rule.to_json() if rule is not None else None, chain=chain)
 
 
-def _void_through(kept: int, lines: int, reach: tuple[int, str, int] | None) -> int | None:
-    """The last seq a repair that keeps line ``kept`` and cuts ``lines``
-    lines after it keeps void: the last it cuts, or further when an earlier
+def _void_through(kept: int, seqs: int, reach: tuple[int, str, int] | None) -> int | None:
+    """The last seq a repair that keeps line ``kept`` and cuts lines that
+    may have carried ``seqs`` seqs after it (``Tally.seqs``: not one for an
+    empty line) keeps void: the last of those, or further when an earlier
     repair's cut of this log reached further (``reach``: ``Store.cut_reach``;
     one stopped before it wrote its own lines); ``None`` when neither passes
     ``kept``."""
-    through = max(kept + lines, reach[0] if reach is not None else 0)
+    through = max(kept + seqs, reach[0] if reach is not None else 0)
     return through if through > kept else None
 
 
@@ -2839,7 +2840,7 @@ class Ledger:
                 return self._finish_repair(dry_run, kept, others, files, *reach)
             if dry_run or (not plan["bytes"] and not plan["snapshots"]):
                 return self._repaired(dry_run, kept, first, others, plan, None, appended, writing,
-                                      _void_through(kept, plan["lines"], reach))
+                                      _void_through(kept, plan["seqs"], reach))
             try:
                 with files.exclusive(self.timeout):
                     files.forget()
@@ -2930,7 +2931,7 @@ class Ledger:
                 that running the repair again keeps them void.
         """
         where = cut[0]
-        through = _void_through(kept, cut[1]["lines"], reach)
+        through = _void_through(kept, cut[1]["seqs"], reach)
         try:
             if through is not None:
                 through = self._keep_void(files, kept, kept_hash, through, where, cut[1]["offset"])

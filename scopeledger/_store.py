@@ -693,11 +693,25 @@ def _check_file(fd: int, display: str, flags: int, create: bool, readonly: bool,
         os.fchmod(fd, mode & 0o600)
 
 
+#: The shortest line any scopeledger writer writes is longer than this
+#: (bytes, without its newline): the envelope alone, ``v``, ``seq``, ``ts``,
+#: ``type``, an ``actor`` object and a ``prev`` of 32 hex digits, takes more.
+#: A shorter line cut from the log (an empty line, a short piece of garbage)
+#: was never an event and carried no fencing token (:meth:`Tally.seqs`).
+MIN_EVENT_BYTES = 64
+
+#: A line's ``seq`` as a writer puts it, among its first bytes
+#: (:meth:`Tally.seqs`).
+_SEQ_AT = re.compile(rb'"seq":(\d{1,19})[,}]')
+
+
 class Tally:
     """What a run of the log's bytes holds, counted as it is read: its
-    ``sha256`` (a ``hashlib`` object), ``bytes`` and :meth:`lines`."""
+    ``sha256`` (a ``hashlib`` object), ``bytes``, :meth:`lines` and
+    :meth:`seqs`. ``kept``: the seq of the line the run follows, ``int``
+    (for :meth:`seqs`; ``None``: not counted)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kept: int | None = None) -> None:
         with first_use:
             import hashlib  # (here: it loads OpenSSL, which no start of a command needs; issue 18)
 
@@ -705,17 +719,72 @@ class Tally:
         self.bytes = 0
         self.newlines = 0
         self.last = b""
+        self.kept = kept
+        self.events = 0  # lines of MIN_EVENT_BYTES or more, ended
+        self.top = 0  # the highest plausible seq a line ended here names (0: none)
+        self._head = b""  # the first bytes of the line being read
+        self._length = 0  # its bytes so far
 
     def add(self, piece: bytes) -> None:
         self.sha256.update(piece)
+        if self.kept is not None:
+            self._lines(piece)
         self.bytes += len(piece)
         self.newlines += piece.count(b"\n")
         if piece:
             self.last = piece[-1:]
 
+    def _lines(self, piece: bytes) -> None:
+        at = 0
+        while True:
+            end = piece.find(b"\n", at)
+            if end < 0:
+                if len(self._head) < MIN_EVENT_BYTES:
+                    self._head += piece[at:at + MIN_EVENT_BYTES - len(self._head)]
+                self._length += len(piece) - at
+                return
+            length = self._length + end - at
+            if length >= MIN_EVENT_BYTES:
+                self.events += 1
+                self.top = max(self.top, self._seq(self._head + piece[at:at + MIN_EVENT_BYTES - len(self._head)],
+                                                   self.bytes + end + 1))
+            self._head, self._length = b"", 0
+            at = end + 1
+
+    def _seq(self, head: bytes, upto: int) -> int:
+        """The seq a line starting with ``head`` and ending at byte ``upto``
+        of the run names, if plausible (no more lines than fit in the bytes
+        up to its end: a seq further on is a damaged digit, not evidence);
+        else 0."""
+        found = _SEQ_AT.search(head)
+        if found is None:
+            return 0
+        seq = int(found[1])
+        assert self.kept is not None
+        return seq if self.kept < seq <= self.kept + upto // MIN_EVENT_BYTES else 0
+
     def lines(self) -> int:
         """The lines counted, a last one without a newline (torn) too, ``int``."""
         return self.newlines + (1 if self.bytes and self.last != b"\n" else 0)
+
+    def seqs(self) -> int:
+        """How many seqs after ``kept`` the lines counted may have carried,
+        ``int``: the lines that may have been events (of
+        :data:`MIN_EVENT_BYTES` or more, and a torn last line of any
+        length: one acknowledged but not flushed before a power cut may
+        have lost its end), or, when a
+        line names a later seq (lines before it merged or removed), up to
+        that seq; a seq is evidence only where that many lines fit in the
+        bytes up to it. So a repair keeps void every seq a cut line may
+        have been a grant at (its fencing token), and not one for each of
+        a million empty lines. ``0`` when ``kept`` was not given."""
+        if self.kept is None:
+            return 0
+        events, top = self.events, self.top
+        if self._length:  # a torn last line, however short: an event whose end was lost
+            events += 1
+            top = max(top, self._seq(self._head, self.bytes))
+        return max(events, top - self.kept)
 
 
 def _who() -> dict[str, Any]:
@@ -1497,14 +1566,16 @@ class Store:
             while view:  # a short write is not an error: write the rest
                 view = view[os.write(fd, view):]
 
-    def tally(self, start: int, end: int) -> "Tally":
+    def tally(self, start: int, end: int, kept: int | None = None) -> "Tally":
         """The sha256, the length and the lines of the log's bytes ``start ..
-        end``, read in pieces (what :meth:`cut` would set aside; for a dry run).
+        end``, read in pieces (what :meth:`cut` would set aside; for a dry
+        run), and the seqs they may have carried after seq ``kept``
+        (:meth:`Tally.seqs`; ``None``: not counted).
 
         Raises:
             LedgerIOError: the OS refused a read; it names the log's full path.
         """
-        counted = Tally()
+        counted = Tally(kept)
         try:
             for piece in self._pieces(start, end):
                 counted.add(piece)
@@ -1514,7 +1585,8 @@ class Store:
 
     def cut_reach(self, belongs: Callable[[int, str], bool]) -> tuple[int, str, int] | None:
         """The furthest any repair's cut of this log reached: the highest
-        ``kept_seq + lines`` (the last seq it cut, a torn line counted) over
+        ``kept_seq + seqs`` (the last seq it kept void; ``lines``, a torn
+        line counted, in a record without ``seqs``) over
         the records under ``cut/`` (as :meth:`cut` wrote them) for which
         ``belongs(kept_seq, kept_hash)`` (the caller's test that the log
         still holds, at ``kept_seq``, the line the cut kept: a record copied
@@ -1554,7 +1626,8 @@ class Store:
                     continue
                 if not isinstance(record, dict):
                     continue
-                kept, lines, offset = record.get("kept_seq"), record.get("lines"), record.get("offset")
+                kept, lines, offset = record.get("kept_seq"), record.get("seqs", record.get("lines")), \
+                    record.get("offset")
                 kept_hash = record.get("kept_hash")
                 if type(kept) is int and type(lines) is int and type(offset) is int and kept >= 0 and lines > 0 \
                         and offset >= 0 and type(kept_hash) is str and (best is None or kept + lines > best[0]) \
@@ -1627,7 +1700,9 @@ class Store:
         ``record.json``: ``format``, ``ledger``, ``log``, then ``facts``
         (the caller's: why), then ``offset`` (where the cut is), ``log_bytes``
         (the log's size before), ``bytes``, ``lines`` (a last line without
-        a newline counts) and ``sha256`` of the bytes cut, ``file``,
+        a newline counts), ``seqs`` (:meth:`Tally.seqs` after ``facts``'
+        ``kept_seq``: the seqs the lines cut may have carried) and
+        ``sha256`` of the bytes cut, ``file``,
         ``snapshots``, ``when`` (UTC, ISO 8601) and ``when_ns``, ``by``
         (``user``, ``uid``, ``host``, ``pid``).
 
@@ -1672,7 +1747,7 @@ class Store:
                 dir_made = True
                 wherefd = _open_dir(cutfd, name, where)
                 os.fchmod(wherefd, 0o700)
-            counted = Tally()
+            counted = Tally(facts.get("kept_seq"))
             if start < size:
                 path = os.path.join(where, CUT_LOG_NAME)
                 made.append(CUT_LOG_NAME)  # (before: opened, it may still fail its checks)
@@ -1691,7 +1766,8 @@ class Store:
             record.update(facts)
             record.update(
                 offset=start, log_bytes=size,
-                bytes=counted.bytes, lines=counted.lines(), sha256=counted.sha256.hexdigest() if start < size else None,
+                bytes=counted.bytes, lines=counted.lines(), seqs=counted.seqs(),
+                sha256=counted.sha256.hexdigest() if start < size else None,
                 file=CUT_LOG_NAME if start < size else None, snapshots=list(snapshots),
                 when=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 10**9)) + f".{now % 10**9:09d}Z",
                 when_ns=now, by=_who())

@@ -278,7 +278,7 @@ def test_a_line_that_is_not_json_after_good_lines_is_cut_as_before(tmp_path: Pat
     path = tmp_path / "L"
     _make(path)
     with open(path / "events.jsonl", "ab") as f:
-        f.write(b'{"v": 2, "seq": 9, oops\n')
+        f.write(b'{"v": 2, "seq": 9, "prev": "' + b"0" * 32 + b'", oops\n')  # (long enough to have been one)
     p = ledger_cmd(path, "repair", subprocess_=True)
     assert p.returncode == 0, p.stderr
     assert len(list((path / "cut").iterdir())) == 1

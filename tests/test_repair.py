@@ -180,7 +180,7 @@ def test_a_corrupt_middle_line_is_set_aside_with_everything_after_it_and_recorde
         "format": 1, "ledger": str(path), "log": str(path / "events.jsonl"),
         "reason": problem.message, "line": 12, "seq": None, "kept_seq": 11,
         "kept_hash": hashlib.blake2b(lines[10][:-1], digest_size=16).hexdigest(),
-        "offset": len(keep), "log_bytes": len(before), "bytes": len(cut), "lines": 19,
+        "offset": len(keep), "log_bytes": len(before), "bytes": len(cut), "lines": 19, "seqs": 19,
         "sha256": hashlib.sha256(cut).hexdigest(), "file": "events.jsonl.cut", "snapshots": moved,
         "when": record["when"], "when_ns": record["when_ns"],
         "by": {"user": "root" if os.geteuid() == 0 else record["by"]["user"], "uid": os.geteuid(),
@@ -311,13 +311,13 @@ def test_garbage_appended_after_the_last_line_is_cut_and_nothing_else(tmp_path: 
         f"line 31: {record['reason']}",
         f"cut the log at byte {len(good)} of {len(good) + len(garbage)}, after seq 30: {len(garbage)} bytes, "
         f"3 line(s), sha256 {hashlib.sha256(garbage).hexdigest()}",
-        "record the repair at seq 31 and keep seqs 32 to 33 void: the cut lines' seqs are never given again "
-        "(a fencing token names one grant)",
+        "record the repair at seq 31: the cut lines' seqs are never given again (a fencing token names one grant)",
         f"set aside in {where} (record: {where / 'record.json'})",
-        "new events go on from seq 34"]
-    _kept_then_void(path, good, 30, 33, where)
+        "new events go on from seq 32"]
+    # (the two short lines were never events: only the copied line's seq is kept void)
+    _kept_then_void(path, good, 30, 31, where)
     assert (where / "events.jsonl.cut").read_bytes() == garbage
-    assert record["lines"] == 3 and record["snapshots"] == []
+    assert (record["lines"], record["seqs"], record["snapshots"]) == (3, 1, [])
     assert {n: (path / "snapshots" / n).read_bytes() for n in os.listdir(path / "snapshots")} == snaps
     _open_ok(path)
 

@@ -347,3 +347,68 @@ def test_a_symlink_at_cut_is_refused_as_unsafe_by_a_repair_of_a_healthy_ledger_t
     (path / "cut").symlink_to(tmp_path / "elsewhere")
     p = ledger_cmd(path, "repair", subprocess_=True)
     assert p.returncode == 5 and "is a symlink, not a directory" in p.stderr, (p.returncode, p.stderr)
+
+
+# -- which seqs the cut lines may have carried ----------------------------------------------------
+
+
+def _next_token(path: Path) -> int:
+    with Ledger.open(path) as led:
+        return led.register("next", [W("/r/next")]).token
+
+
+def test_empty_lines_and_short_garbage_cut_keep_no_seq_void(tmp_path: Path) -> None:
+    # 200,000 empty lines and short pieces of garbage after the last line: none was
+    # ever an event (the shortest line a writer writes is longer), so none carried
+    # a token. Before, each became a void line of ~250 bytes (1 MB of newlines made
+    # a 255 MB log that every reader then folded; a fresh tester's finding).
+    path = tmp_path / "L"
+    _grants(path, 3)
+    with open(path / "events.jsonl", "ab") as f:
+        f.write(b"\n" * 100_000 + b"x" * (_store.MIN_EVENT_BYTES - 1) + b"\n" + b"garbage\n" * 99_999)
+    report = _repair(path)
+    assert (report.kept_seq, report.lines_cut, report.void_through) == (3, 200_000, None)
+    assert json.loads((Path(report.directory) / "record.json").read_text())["seqs"] == 0
+    assert (path / "events.jsonl").stat().st_size < 10_000
+    assert _next_token(path) == 4
+    assert verify(path).ok
+
+
+def test_a_line_long_enough_to_be_an_event_is_kept_void_whatever_it_holds(tmp_path: Path) -> None:
+    # A grant's line turned to noise (a block of bad disk) carried a token all the same.
+    path = tmp_path / "L"
+    _grants(path, 3)
+    with open(path / "events.jsonl", "ab") as f:
+        f.write(b"\n\n" + b"\xff" * _store.MIN_EVENT_BYTES + b"\n" + b"#" * 500 + b"\n\n")
+    report = _repair(path)
+    assert (report.kept_seq, report.lines_cut, report.void_through) == (3, 5, 5)
+    assert _next_token(path) == 6
+
+
+def test_lines_merged_into_one_are_kept_void_as_far_as_a_later_line_names(tmp_path: Path) -> None:
+    # Lines 3 to 5 zeroed, their newlines too (a bad block): one line where three
+    # were. Lines 6 and 7 are intact and name their seqs, so seqs up to 7 were
+    # given. Before, the repair counted the lines cut (3) and kept seqs up to 5
+    # void only: the next grants took tokens 6 and 7 again.
+    path = tmp_path / "L"
+    assert _grants(path, 7) == list(range(1, 8))
+    lines = _log(path)
+    merged = len(b"".join(lines[2:5])) - 1
+    (path / "events.jsonl").write_bytes(b"".join(lines[:2]) + b"\0" * merged + b"\n" + b"".join(lines[5:]))
+    report = _repair(path)
+    assert (report.kept_seq, report.lines_cut, report.void_through) == (2, 3, 7)
+    assert _next_token(path) == 8
+    assert verify(path).ok
+
+
+def test_a_seq_too_far_for_the_bytes_before_it_is_a_damaged_digit_not_evidence(tmp_path: Path) -> None:
+    # Line 4's seq turned into 40000 (no 40,000 lines fit in the 2 kB cut):
+    # the lines cut are counted, and the repair does not write 40,000 void lines.
+    path = tmp_path / "L"
+    _grants(path, 5)
+    lines = _log(path)
+    lines[3] = lines[3].replace(b'"seq":4,', b'"seq":40000,', 1)
+    (path / "events.jsonl").write_bytes(b"".join(lines))
+    report = _repair(path)
+    assert (report.kept_seq, report.void_through) == (3, 5)
+    assert _next_token(path) == 6
