@@ -514,3 +514,20 @@ def test_an_output_file_that_cannot_be_made_is_named_as_given(a_ledger: Path, co
     assert res.returncode == 7, res
     line = one_error_line(res.stderr)
     assert line.endswith(f": {target}") and ".scopeledger-export-" not in line, line
+
+
+# -- 10. replay --type: the docs list every type the command accepts -------------------------------
+
+
+def test_the_docs_list_every_event_type_replay_type_accepts() -> None:
+    # (the table listed six; renewed, repaired and void were accepted but not listed)
+    from scopeledger import EVENT_TYPES
+
+    (row,) = [line for line in _docs().splitlines() if line.startswith("| `--type TYPE` |")]
+    listed = re.findall(r"`([a-z]+)`", row.split("|")[2])
+    assert len(listed) == len(set(listed)), row
+    from scopeledger.cli import query
+
+    (option,) = [p for p in query.replay.params if p.name == "types"]
+    accepted = set(option.type.choices)  # type: ignore[attr-defined]
+    assert set(listed) == accepted == EVENT_TYPES
