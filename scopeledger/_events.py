@@ -199,6 +199,14 @@ class FoldError(Exception):
     store turns it into :class:`CorruptLedger` with file, line and seq)."""
 
 
+class ChainBroken(FoldError):
+    """An event whose ``prev`` is not the hash of the line before it
+    (:func:`~scopeledger._fold.apply`): the line before or this one was
+    altered after it was written, and nothing in the two tells which
+    (:func:`fold_fault` words it for a reader; ``verify`` asks the lines
+    around)."""
+
+
 class NewerValue(FoldError):
     """An event otherwise sound whose value of a known key this version
     does not know but a newer one may write (a reclaim ``reason``, a
@@ -206,12 +214,39 @@ class NewerValue(FoldError):
     turned into :class:`NewerFormat` (:func:`fold_fault`)."""
 
 
+#: What every reader's error for a damaged log line ends with (a line
+#: that does not decode, chain or fold: :func:`damaged`), after ``"; "``.
+DAMAGE_ADVICE = "run 'ledger verify' for the whole report, and 'ledger repair' to set the damaged tail aside"
+
+
+def damaged(exc: CorruptLedger) -> CorruptLedger:
+    """A reader's error for the damaged line ``exc`` names: a
+    :class:`CorruptLedger` with its path, line and seq, whose reason is
+    ``exc``'s and :data:`DAMAGE_ADVICE`; a :class:`NewerFormat` (whose
+    remedy is an upgrade, not a repair) or an error that carries the advice
+    already: ``exc`` itself. The one wording of every reader of the log
+    (opening, time travel, replay); ``verify`` reports the bare reason."""
+    if isinstance(exc, NewerFormat) or exc.reason.endswith(DAMAGE_ADVICE):
+        return exc
+    return CorruptLedger(exc.path, f"{exc.reason}; {DAMAGE_ADVICE}", line=exc.line, seq=exc.seq)
+
+
+def unchained(line: int) -> str:
+    """Why line ``line`` does not follow the line before it when its
+    ``prev`` is not that line's hash, in a reader's words: either line may
+    be the altered one (``verify`` tells them apart by the lines around)."""
+    return (f"hash chain broken: line {line} does not chain to line {line - 1} (one of them was altered "
+            "after it was written)")
+
+
 def fold_fault(path: str, exc: FoldError, line: int | None, seq: int | None) -> CorruptLedger:
     """The error for an event that did not fold (``exc``): :class:`NewerFormat`
-    for a :class:`NewerValue`, else :class:`CorruptLedger`."""
+    for a :class:`NewerValue`, else :class:`CorruptLedger` (a broken chain
+    worded by :func:`unchained`), with :data:`DAMAGE_ADVICE` (:func:`damaged`)."""
     if isinstance(exc, NewerValue):
         return NewerFormat(path, str(exc), line=line, seq=seq)
-    return CorruptLedger(path, str(exc), line=line, seq=seq)
+    reason = unchained(line) if isinstance(exc, ChainBroken) and line is not None else str(exc)
+    return damaged(CorruptLedger(path, reason, line=line, seq=seq))
 
 
 def newer_damage(exc: NewerFormat, line: bytes, seq: int, prev: str, nxt: bytes | None) -> str | None:
@@ -253,8 +288,7 @@ def newer_fault(exc: NewerFormat, line: bytes, seq: int, prev: str, nxt: bytes |
     why = newer_damage(exc, line, seq, prev, nxt)
     if why is None:
         return exc
-    return CorruptLedger(exc.path, f"{why}; run 'ledger verify' for the whole report, and 'ledger repair' "
-                                   "to set the damaged tail aside", line=exc.line, seq=exc.seq)
+    return damaged(CorruptLedger(exc.path, why, line=exc.line, seq=exc.seq))
 
 
 _STARTS = (int, float, type(None))  # a process start time: seconds, or unknown

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import attrs
 
 from ._errors import DelegationError, DuplicateHolder, ScopeConflict, UnknownHolder, format_chain, shown
-from ._events import GENESIS_HASH, SHAPES, FoldError, process_from_log
+from ._events import GENESIS_HASH, SHAPES, ChainBroken, FoldError, process_from_log
 from ._identity import Lease, ProcessIdentity
 from ._time import from_ns
 from ._rules import (CONFLICTS_WITH, PERMISSION_TEXT, Permission, ScopeRule, conflicts, covers, identity_json,
@@ -802,15 +802,15 @@ def apply(state: State, event: dict[str, Any], line_hash: str, checked: Any = _U
             envelope and the checks against the state are made either way.
 
     Raises:
-        FoldError: the event does not apply (seq gap, broken chain, unknown
-            holder, duplicate name, malformed payload). ``state`` may then be
+        FoldError: the event does not apply (seq gap, broken chain: a
+            ``ChainBroken``, unknown holder, duplicate name, malformed payload). ``state`` may then be
             partly changed; callers discard it.
     """
     seq = event.get("seq")
     if seq != state.seq + 1:
         raise FoldError(f"seq {shown(seq)} does not follow {state.seq}")
     if event.get("prev") != state.last_hash:
-        raise FoldError("hash chain broken: prev does not match the line before")
+        raise ChainBroken("hash chain broken: prev does not match the line before")
     kind = event.get("type")
     try:
         shape, change = _HANDLERS[kind]

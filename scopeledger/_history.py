@@ -28,8 +28,8 @@ from . import _snapshots
 from ._arguments import check_seq, described, integer
 from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, InvalidScope, LedgerError, NewerFormat,
                       ScopeConflict, SnapshotInvalid, shown)
-from ._events import (EVENT_TYPES, GENESIS_HASH, FoldError, NewerValue, blake2b, check_event, decode, decode_page,
-                      fold_fault, line_hash, newer_damage, newer_fault, payload_check)
+from ._events import (DAMAGE_ADVICE, EVENT_TYPES, GENESIS_HASH, FoldError, NewerValue, blake2b, check_event, damaged,
+                      decode, decode_page, fold_fault, line_hash, newer_damage, newer_fault, payload_check, unchained)
 from ._filestore import FileStore
 from ._fold import State, apply, check_request, holders_of
 from ._logstore import LogStore, line_after
@@ -395,12 +395,12 @@ def _advice_lifts(err: Exception) -> bool:
 
 def _chain_fault(ev: dict[str, Any], seq: int, prev: str) -> str:
     """Why event ``ev``, read as the ``seq``-th, does not follow the line
-    before it (whose hash is ``prev``)."""
+    before it (whose hash is ``prev``), as every reader says it
+    (:func:`~scopeledger._events.unchained`, ending with
+    :data:`~scopeledger._events.DAMAGE_ADVICE`)."""
     if ev["seq"] != seq:
-        return (f"seq {ev['seq']} where {seq} should be: a line was removed, moved or "
-                "added (run 'ledger verify' for the whole report)")
-    return (f"hash chain broken: prev does not match the hash of line {seq - 1} (it or this "
-            "line was altered after it was written; run 'ledger verify' for the whole report)")
+        return f"seq {ev['seq']} where {seq} should be: a line was removed, moved or added; {DAMAGE_ADVICE}"
+    return f"{unchained(seq)}; {DAMAGE_ADVICE}"
 
 
 def _skipping(exc: Exception) -> None:
@@ -530,12 +530,15 @@ class History:
         Raises:
             NewerFormat: a newer scopeledger's line, as far as can be told.
             CorruptLedger: a line that does not decode, or damage that
-                reads as a newer format.
+                reads as a newer format (the reason ending with
+                :data:`~scopeledger._events.DAMAGE_ADVICE`).
         """
         try:
             return decode(line, self._where, seq, payload)
         except NewerFormat as exc:
             raise self._newer_fault(exc, line, seq, prev) from None
+        except CorruptLedger as exc:
+            raise damaged(exc) from None
 
     def _newer_fault(self, exc: NewerFormat, line: bytes, seq: int, prev: str) -> CorruptLedger:
         """The error for line ``seq`` (``line``, to follow a line hashing

@@ -54,7 +54,8 @@ from ._errors import (
     UnsafeLedgerPath,
     shown,
 )
-from ._events import GENESIS_HASH, MAX_LINE_BYTES, blake2b, decode, encode, fold_fault, line_hash, newer_fault
+from ._events import (GENESIS_HASH, MAX_LINE_BYTES, blake2b, damaged, decode, encode, fold_fault, line_hash,
+                      newer_fault)
 from ._history import Diff, Event, History, Holding, Problem, TimePoint, VerifyReport
 from ._events import FORMAT_VERSION, TS_LIMIT, FoldError
 from ._fold import (
@@ -1204,6 +1205,9 @@ class Ledger:
         except NewerFormat as exc:  # a newer scopeledger's line only if the lines around it say so
             self._state = None
             raise self._newer_fault(exc, state, lines) from None
+        except CorruptLedger as exc:  # a line that does not decode (fold_fault's words have the advice)
+            self._state = None
+            raise damaged(exc) from None
         except BaseException:
             self._state = None  # partly applied: rebuild on next use
             raise

@@ -166,3 +166,62 @@ def test_a_last_line_ts_past_64_bits_is_refused_not_carried_into_later_events(tm
         assert r.returncode in (1, 4), (args, r)
         assert "ts 9223372036854775808 is out of range" in r.stderr, args
     assert log.read_bytes() == before
+
+
+# Every reader's message for a damaged line ends with what to do about it, as
+# the newer-format check's damage does (a fresh tester's finding 9: a plainly
+# edited middle line said only "hash chain broken: prev does not match the
+# line before"). A reader that sees the chain break at line K+1 cannot tell
+# whether K or K+1 was altered: it says so, not blaming K+1.
+ADVICE = "; run 'ledger verify' for the whole report, and 'ledger repair' to set the damaged tail aside"
+UNCHAINED = ("line 4 (seq 4): hash chain broken: line 4 does not chain to line 3 (one of them was altered "
+             "after it was written)")
+_DAMAGE = {
+    "edited": (lambda line: line.replace(b'"/t/d2"', b'"/t/x2"'), UNCHAINED),
+    "not JSON": (lambda line: b"garbage\n", "line 3: not JSON ("),
+    "does not apply": (lambda line: line.replace(b'"h2"', b'"h1"'),
+                       "line 3 (seq 3): holder 'h1' granted while already live"),
+}
+_READERS = [("show",), ("show", "--at", "4"), ("who", "/t"), ("who", "/t", "--at", "4"), ("history", "h1"),
+            ("diff", "1", "4"), ("replay", "--from", "2"), ("replay",), ("export", "--format", "csv"),
+            ("check", "--write", "/t/new"), ("snapshot",), ("release", "h0"), ("--json", "show")]
+
+
+def _damaged_ledger(d: Path, damage: str) -> bytes:
+    with Ledger.open(d, snapshot_every=10**6) as led:
+        for i in range(6):
+            led.register(f"h{i}", [ScopeRule(f"/t/d{i}", "write")])
+    log = d / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[2] = _DAMAGE[damage][0](lines[2])
+    log.write_bytes(b"".join(lines))
+    return log.read_bytes()
+
+
+@pytest.mark.parametrize("damage", sorted(_DAMAGE))
+def test_every_readers_message_of_damage_says_what_to_do(tmp_path: Path, damage: str) -> None:
+    d = tmp_path / "led"
+    before = _damaged_ledger(d, damage)
+    for args in _READERS:
+        says = _DAMAGE[damage][1]
+        r = ledger_cmd(d, *args)
+        assert r.returncode == 4, (args, r)
+        if args[0] == "--json":
+            message = json.loads(r.stdout)["error"]["message"]
+        else:
+            message = r.stderr.splitlines()[-1]  # (a replay from the start warns first)
+            assert message.startswith("error: corrupt ledger: "), (args, r.stderr)
+        if args == ("replay",) and damage == "does not apply":
+            says = UNCHAINED  # (a replay that shows the events before it checks the chain, not the fold)
+        assert says in message and message.endswith(ADVICE) and message.count("ledger verify") == 1, (args, message)
+    # The library's readers say the same; verify reports the bare problem.
+    with pytest.raises(CorruptLedger) as info:
+        Ledger.open(d, readonly=True)
+    assert _DAMAGE[damage][1] in str(info.value) and info.value.reason.endswith(ADVICE)
+    led = Ledger.open(d, readonly=True, fold=False)
+    with pytest.raises(CorruptLedger) as info:
+        list(led.events())
+    assert str(info.value).endswith(ADVICE)
+    r = ledger_cmd(d, "verify")
+    assert r.returncode == 1 and "ledger repair" not in r.stdout + r.stderr, r
+    assert (d / "events.jsonl").read_bytes() == before
