@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -356,6 +357,63 @@ def test_an_attach_tried_again_never_binds_a_newer_grant_of_the_name(pg_cluster,
         assert (held.token, held.pid) == (newer.token, os.getpid())
     finally:
         other.close()
+
+
+# -- the server gone while COMMAND runs -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_the_watch_s_notices_while_the_server_is_down_say_what_they_are(pg_cluster, url, tmp_path,
+                                                                      json_out) -> None:
+    # The watch of the grant cannot read the log while the server is down and says so
+    # until it is back: those lines had no prefix ('could not read the log of URL to watch
+    # grant 'r' (trying again): ...'), unlike every other line of run's stderr (a fresh
+    # tester's finding 9); with --json they were {"notice": ...} documents, as they stay.
+    # COMMAND starts, then waits until the test writes to a FIFO.
+    started, go = tmp_path / "started", tmp_path / "go"
+    os.mkfifo(go)
+    err = open(tmp_path / "stderr", "w+")  # noqa: SIM115 - closed by finish()
+    p = subprocess.Popen([*CMD, "--ledger", url, "run", "--name", "r", *(["--json"] if json_out else []),
+                          "--write", str(tmp_path / "scope"), "--",
+                          "sh", "-c", 'touch "$0"; read x < "$1"', str(started), str(go)],
+                         stdout=subprocess.DEVNULL, stderr=err, text=True, env=clean_env())
+
+    def said() -> str:
+        err.seek(0)
+        return err.read()
+    try:
+        wait_for(lambda: started.exists() or p.poll() is not None, "COMMAND started", bound=120)
+        assert p.poll() is None, said()
+        pg_cluster.stop_server()
+        try:
+            wait_for(lambda: "(trying again)" in said(), "the watch saying it cannot read the log", bound=120)
+        finally:
+            pg_cluster.start_server()
+        with open(go, "w") as fifo:
+            fifo.write("\n")
+    except BaseException:
+        try:  # (COMMAND let go, if it waits on the FIFO)
+            os.close(os.open(go, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        p.kill()
+        raise
+    text = finish(p, err)
+    assert p.returncode == 0, text
+    lines = text.splitlines()
+    # (the watch, started once COMMAND has run a moment, says either, as it was reading the
+    # log past the grant or the grant's own line when the server went)
+    watch = re.compile(rf"could not read the (log of {re.escape(url)} to watch grant 'r'|grant of 'r' "
+                       r"\(token 1\) to watch it) \(trying again\): ")
+    if json_out:
+        docs = [json.loads(line) for line in lines]
+        assert all(len(doc) == 1 and set(doc) <= {"notice", "warning"} for doc in docs[:-1]), docs
+        assert any(watch.match(doc.get("notice", "")) for doc in docs), docs
+        assert docs[-1]["exit_code"] == 0, docs
+    else:
+        assert all(line.startswith(("note: ", "warning: ")) for line in lines), text
+        assert any(line.startswith("note: ") and watch.match(line[6:]) for line in lines), text
+    assert events(url) == [("registered", "r"), ("attached", "r"), ("released", "r")]
 
 
 # -- psycopg's own log lines ---------------------------------------------------------------------

@@ -14,10 +14,13 @@ if TYPE_CHECKING:
 
 
 class LogHandler(logging.Handler):
-    """The library's log records on stderr: ``warning: ...`` for warnings
-    and worse, the message alone for notices (INFO); control characters
-    escaped. For ``run --json`` (whose stderr carries JSON documents only)
-    ``{"warning": ...}`` and ``{"notice": ...}``, the message exact."""
+    """The library's log records on stderr: ``error: ...`` for errors,
+    ``warning: ...`` for warnings, ``note: ...`` for notices (INFO: a
+    watch of ``ledger run``'s grant that cannot read the log for now, a
+    snapshot of an older format skipped, ...), as the command line's own
+    notes; control characters escaped. For ``run --json`` (whose stderr
+    carries JSON documents only) ``{"warning": ...}`` and
+    ``{"notice": ...}``, the message exact."""
 
     #: The command line's options (:func:`install_log_handler` sets it).
     env: "Env | None" = None
@@ -38,7 +41,7 @@ class LogHandler(logging.Handler):
             elif record.levelno >= logging.WARNING:
                 line = f"warning: {message}"
             else:
-                line = message
+                line = f"note: {message}"
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
         except Exception:  # noqa: BLE001 - never let a log line break a command
