@@ -1177,7 +1177,10 @@ class Ledger:
     def _catch_up(self) -> State:
         """Fold in the complete lines appended since the state's seq (no
         lock needed: the log is append-only, and a store returns only
-        complete lines)."""
+        complete lines). A log that no longer holds the last line folded
+        (cut by a repair, here or in another process) is folded again
+        from what it holds now (:meth:`_fold_again`), as opening it again
+        would."""
         if self._state is None:
             self._load()
         state = self._state
@@ -1185,9 +1188,63 @@ class Ledger:
         if self._try_append is not None:  # a server store: the lines appended before now are read
             self._seen_at = time.monotonic()
             self._fresh = True
-        lines = self._log.read_after(state.seq)
-        if lines:
-            self._fold(state, lines)
+        seq, last = state.seq, state.last_hash
+        try:
+            lines = self._log.read_after(seq)
+            if lines:
+                self._fold(state, lines)
+        except CorruptLedger:
+            if self._holds_folded(seq, last):
+                raise  # (damage past the lines folded: the error stands)
+            return self._fold_again(seq)
+        return state
+
+    def _holds_folded(self, seq: int, hash_: str) -> bool:
+        """Whether the log still holds line ``seq`` as this object folded
+        it (a line hashing to ``hash_``). Read where the store remembers
+        the line, then, not found so, with that memory dropped
+        (``FileStore.forget``: a cut leaves it pointing where lines no
+        longer are). ``True`` when the store cannot be read now (the
+        caller's error stands). With the memory lock held."""
+        if seq == 0:
+            return True
+        for again in (False, True):
+            if again:
+                if self._files is None:
+                    return False
+                self._files.forget()
+            try:
+                got = self._log.read_after(seq - 1, 1)
+            except CorruptLedger:
+                got = []  # (fewer lines than that, or where the store remembered them: the log changed)
+            except (LedgerError, OSError):
+                return True
+            if got and got[0][0] == seq and line_hash(got[0][1]) == hash_:
+                return True
+        return False
+
+    def _fold_again(self, seq: int) -> State:
+        """The log no longer holds line ``seq`` as this object folded it: a
+        repair cut it (in another process, or by another object), or the
+        log was replaced. Drop the folded state and fold the log as it is
+        now, from the newest snapshot that checks out, as opening it again
+        does (before, every later call raised :class:`CorruptLedger` until
+        the ledger was opened again). With the memory lock held.
+
+        Raises:
+            CorruptLedger: the log as it is now does not check out.
+        """
+        log.warning("the log %s no longer holds line %d as this object read it (cut by 'ledger repair', or "
+                    "the log replaced): folding it again from what it holds now", self._log_where, seq)
+        if self._files is not None:
+            self._files.forget()
+        self._state = None
+        self._seq_of_last_txn = -1
+        self._snap_seq = 0
+        self._boots = None
+        self._load()
+        state = self._state
+        assert state is not None
         return state
 
     def _fold(self, state: State, lines: list[Line]) -> None:
@@ -1479,13 +1536,26 @@ class Ledger:
         after_seq = state.seq
         if files is not None:
             txn = None
+            last = state.last_hash
             try:
                 missed = files.begin(after_seq, self._timeout, self._fold_while_waiting)
                 self.last_wait = files.last_wait
                 result, txn, state = self._locked_part(build, written, after_seq, missed, args)
+            except CorruptLedger:
+                # The log no longer holds the last line this object folded (a repair cut
+                # it; judged under the lock, unless begin let it go): nothing was appended
+                # (the lines missed did not follow that line), so the change is decided
+                # again on the log as it is now, folded outside the lock.
+                with mem:
+                    if self._holds_folded(after_seq, last):
+                        raise
             finally:
                 if txn is None or not txn.lines:  # (an append that returned let the lock go)
                     files.end()  # a no-op unless this thread still holds the lock (an exception)
+            if txn is None:  # (the cut above)
+                with mem:
+                    self._fold_again(after_seq)
+                return self._transact(build, written, args)
         else:
             done, spare = None, None
             fresh, self._fresh = self._fresh, False
@@ -2535,6 +2605,7 @@ class Ledger:
         after = check_seq("after", after)
         timeout = check_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
+        stale = False
         while True:
             seq = self.refresh()
             if seq > after:
@@ -2542,7 +2613,19 @@ class Ledger:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return seq
-            self._log.wait(seq, left)
+            try:
+                self._log.wait(seq, left)
+            except CorruptLedger:
+                # The log was cut (a repair) where the store remembered lines: the next
+                # refresh folds it as it is now; the store's memory is dropped once, and an
+                # error that comes again without it stands.
+                if stale or self._files is None:
+                    raise
+                with self._mem:
+                    self._files.forget()
+                stale = True
+            else:
+                stale = False
 
     def liveness(self, holders: Sequence[Allocation] | None = None) -> dict[str, Verdict]:
         """The ledger's verdict on each holder now, with why
