@@ -620,11 +620,16 @@ class AsyncLedger:
         (``released``, by whom and with which note, or ``reclaimed``, with
         the reason): the signal a holder needs when its scope is taken
         away (a forced release, a reclaim). Returns at once when the grant
-        is not live now; ``None`` when the ending event cannot be found
-        (the grant was never live), and when its lease lapsed by this
+        is not live now; ``None`` when the grant's own line is no longer in
+        the log (cut by a repair, ``ledger repair``, as
+        :meth:`Ledger.watch_grant` reports it; this object goes on with
+        the log as the repair left it), when the ending event cannot be
+        found (the grant was never live), and when its lease lapsed by this
         process's clock (:meth:`Ledger.check` turned false at its ttl:
         nobody may reclaim it before ttl + grace, so the holder learns
-        first; the log is then looked at every min(1 s, ttl/10)).
+        first; the log is then looked at every min(1 s, ttl/10)). A repair
+        that cuts only lines after the grant's (its end among them) leaves
+        the grant live: the wait goes on.
 
         Raises:
             InvalidHolderName, TypeError, InvalidArgument: as :meth:`Ledger.check`
@@ -633,19 +638,34 @@ class AsyncLedger:
         """
         token = check_token(token)
         led = self._ledger
-        while True:
-            seq = await self.refresh()
-            if not await self.check(name, token):
-                break
-            try:
-                lease = (await self.holder(name)).lease
-            except UnknownHolder:
-                continue
-            await self.wait(seq, None if lease is None else min(1.0, lease.ttl_ns / 1e10))
+        # Woken by any change of the log, not by a seq past the one folded (as wait() is): a
+        # repair that cut the grant may leave the log ending at the same seq.
+        watch = Watch.take(led, queue_of(led, tickets_of(led)), None)
+        try:
+            while True:
+                await self.refresh()
+                if not await self.check(name, token):
+                    break
+                try:
+                    lease = (await self.holder(name)).lease
+                except UnknownHolder:
+                    continue
+                await _sleep(watch, math.inf if lease is None else min(1.0, lease.ttl_ns / 1e10), None,
+                             self._switch)
+        finally:
+            watch.give_back(led)
 
         def ending() -> Any:
-            for e in led.events(since=token, types=("released", "reclaimed")):
-                if e.data["name"] == name:
+            # The grant's own line first: a repair that cut it left a line of its own at
+            # that seq (the grant is gone: None), and an ending found past it would be
+            # that of a later grant of the same name.
+            events = led.events(since=token, types=("registered", "delegated", "released", "reclaimed"))
+            grant = next(events, None)
+            holder = grant.data.get("holder") if grant is not None else None
+            if grant is None or grant.seq != token or not isinstance(holder, dict) or holder.get("name") != name:
+                return None
+            for e in events:
+                if e.type in ("released", "reclaimed") and e.data["name"] == name:
                     return e
             return None
 

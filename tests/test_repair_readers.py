@@ -11,16 +11,18 @@ last line it folded, folds it again as it is now (as opening it again does), and
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from typing import Any
 
 import pytest
 
+import scopeledger._async as async_mod
 from helpers import W, ledger_cmd
-from scopeledger import Ledger, verify
+from scopeledger import AsyncLedger, Ledger, verify
 from scopeledger._filestore import FileStore
-from test_wait import BOUND
+from test_wait import BOUND, tickets, until
 
 
 def _damage(ledger_dir: str, n: int) -> None:
@@ -44,6 +46,69 @@ def _repair(ledger_dir: str) -> None:
     p = ledger_cmd(ledger_dir, "repair", subprocess_=True)
     assert p.returncode == 0, p.stderr
     assert "set aside in" in p.stdout, p.stdout
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, BOUND * 2))
+
+
+def test_until_lost_learns_that_a_repair_cut_the_grant_and_the_async_ledger_goes_on(
+        ledger_dir: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> None:
+        waiting = asyncio.Event()  # until_lost sleeps on the loop until the log changes
+        sleep = async_mod._sleep
+
+        async def watched(*args: Any, **kwargs: Any) -> None:
+            waiting.set()
+            await sleep(*args, **kwargs)
+
+        monkeypatch.setattr(async_mod, "_sleep", watched)
+        me_dir = str(tmp_path / "me")
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            for i in range(3):
+                await aled.register(f"h{i}", [W(str(tmp_path / f"d{i}"))])
+            me = await aled.register("me", [W(me_dir)])
+            lost = asyncio.ensure_future(aled.until_lost("me", me.token))
+            await asyncio.wait_for(waiting.wait(), BOUND)
+            _damage(ledger_dir, 2)
+            await asyncio.to_thread(_repair, ledger_dir)
+            # The grant's line is gone: None, as watch_grant says it (before: CorruptLedger).
+            assert await asyncio.wait_for(lost, BOUND) is None
+            # The same object goes on with the repaired log (before: every call raised).
+            assert not await aled.check("me", me.token)
+            assert [a.name for a in await aled.holders()] == ["h0"]
+            again = await aled.register("me", [W(me_dir)])
+            assert again.token > me.token  # (a cut seq is never given again)
+            assert [e.type async for e in aled.events(holder="h0")] == ["registered"]
+            # A later grant of the same name ended since: the cut grant's end is still None,
+            # not that grant's release.
+            await aled.release("me", again.token)
+            assert await aled.until_lost("me", me.token) is None
+            assert (await aled.until_lost("me", again.token)).seq > again.token
+        assert verify(ledger_dir).ok
+
+    _run(main())
+
+
+def test_an_async_waiter_whose_holder_in_the_way_is_cut_by_a_repair_is_granted(
+        ledger_dir: str, tmp_path: Any) -> None:
+    src = str(tmp_path / "src")
+
+    async def main() -> None:
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            await aled.register("h0", [W(str(tmp_path / "d0"))])
+            builder = await aled.register("builder", [W(src)])
+            await aled.register("h2", [W(str(tmp_path / "d2"))])
+            job = asyncio.ensure_future(aled.register("job", [W(src)], wait=BOUND))
+            await asyncio.to_thread(until, lambda: tickets(ledger_dir), "the waiter's ticket")
+            _damage(ledger_dir, 2)  # (builder's line: cut, and what follows it)
+            await asyncio.to_thread(_repair, ledger_dir)
+            granted = await asyncio.wait_for(job, BOUND)  # (before: CorruptLedger)
+            assert granted.token > builder.token + 1
+            assert [a.name for a in await aled.holders()] == ["h0", "job"]
+        assert verify(ledger_dir).ok
+
+    _run(main())
 
 
 def test_a_ledger_that_read_past_a_cut_goes_on_with_the_repaired_log(ledger_dir: str, tmp_path: Any) -> None:
