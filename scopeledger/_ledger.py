@@ -84,7 +84,7 @@ from ._arguments import (asks_to_wait, check_advisory, check_bool, check_callabl
 from ._decide import REFUSAL_KIND, decide, stale_grant
 from ._filestore import FileStore
 from ._logstore import Entry, Line, LogStore, Tickets, line_after
-from ._store import CUT_RECORD_NAME, Store
+from ._store import CUT_RECORD_NAME, LOST_VOID_MAX, SNAPSHOT_NAME, Store
 from ._imports import first_use
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -296,8 +296,10 @@ class LostEvents:
     kept (``snapshots``, their file names), so that what they describe can
     still be read: in ``snapshots/`` while only readers have opened it; the
     first object that opens it to write moves them (before the log can go
-    on past their seqs) into ``moved_to`` under ``cut/``, with a record, as
-    ``Ledger.repair`` would.
+    on past their seqs) into ``moved_to`` under ``cut/``, with a record, and
+    keeps the lost seqs void (``void_through``), as ``Ledger.repair`` would:
+    a fencing token is its grant's seq, and a holder (a lease-only one on
+    another host, say) may still carry one of the lost grants' tokens.
 
     Attributes:
         last_seq: the seq of the log's last line when opened, ``int``.
@@ -305,14 +307,23 @@ class LostEvents:
             ``last_seq + 1`` to ``snapshot_seq`` (at least) were lost.
         snapshots: names of the snapshots past the log, ``tuple[str, ...]``.
         moved_to: the directory under ``cut/`` this object moved them to,
-            ``str``, or ``None`` (opened read-only, or they could not be
-            moved: a warning said why).
+            ``str``, or ``None`` (opened read-only, or another writer moved
+            them first).
+        void_through: the last seq this object kept void when it moved
+            them, ``int``, or ``None``: seq ``last_seq + 1`` is then a
+            ``repaired`` line naming ``moved_to``, the seqs after it up to
+            ``void_through`` ``void`` lines (as :meth:`Ledger.repair`
+            writes), and new events go on from ``void_through + 1``: the
+            lost seqs, fencing tokens among them, are never given again.
+            It is the newest snapshot that checks out on its own
+            (``snapshot_seq`` unless that one is damaged; none: ``None``).
     """
 
     last_seq: int
     snapshot_seq: int
     snapshots: tuple[str, ...]
     moved_to: str | None = None
+    void_through: int | None = None
 
 
 @attrs.frozen
@@ -370,7 +381,10 @@ class RepairReport:
             upgrade scopeledger. Whether a line after it is damaged, this
             version cannot judge.
         void_through: the last seq the repair keeps void, ``int``, when it
-            cut lines (``lines_cut``): seq ``kept_seq + 1`` is then a
+            cut lines (``lines_cut``) or set aside a snapshot past the log's
+            end that checks out on its own (its seq was given, though the
+            log lost its line: a power cut, an older log put back): seq
+            ``kept_seq + 1`` is then a
             ``repaired`` line naming ``directory``, the seqs after it up to
             ``void_through`` are ``void`` lines, and new events go on from
             ``void_through + 1``: the seqs of the lines cut, among them the
@@ -634,15 +648,37 @@ class _Txn:
                   rule=rule.to_json() if rule is not None else None, chain=chain)
 
 
-def _void_through(kept: int, seqs: int, reach: tuple[int, str, int] | None) -> int | None:
+def _void_through(kept: int, seqs: int, reach: tuple[int, str, int] | None,
+                  proven: int | None = None) -> int | None:
     """The last seq a repair that keeps line ``kept`` and cuts lines that
     may have carried ``seqs`` seqs after it (``Tally.seqs``: not one for an
     empty line) keeps void: the last of those, or further when an earlier
     repair's cut of this log reached further (``reach``: ``Store.cut_reach``;
-    one stopped before it wrote its own lines); ``None`` when neither passes
-    ``kept``."""
-    through = max(kept + seqs, reach[0] if reach is not None else 0)
+    one stopped before it wrote its own lines) or a snapshot it sets aside
+    proves the log held a later seq (``proven``: ``Ledger._lost_proof``);
+    ``None`` when none passes ``kept``."""
+    through = max(kept + seqs, reach[0] if reach is not None else 0, proven or 0)
     return through if through > kept else None
+
+
+#: The most seqs past the log's end a writer opening a ledger keeps void on
+#: its own when a snapshot proves they were given (``Ledger._move_lost_snapshots``;
+#: ``void`` lines are about 250 bytes each: 25 MB); further, opening to write
+#: is refused (``CorruptLedger``) and ``ledger repair`` does it, up to
+#: ``LOST_VOID_MAX``.
+_LOST_VOID_AUTO = 100_000
+
+
+#: What a repair refusing a snapshot that proves too many seqs says to do.
+_MOVE_IT_OUT = (f"more than a repair keeps void ({LOST_VOID_MAX}): if it is not this ledger's snapshot, move it "
+                "out of snapshots/ and run the repair again")
+
+
+def _kept_void_words(first: int, last: int) -> str:
+    """`` and kept seqs A to B void`` after a ``repaired`` line at ``first``
+    keeping seqs through ``last`` void (as ``ledger repair`` says it)."""
+    return ("" if last == first else f" and kept seq {last} void" if last == first + 1
+            else f" and kept seqs {first + 1} to {last} void")
 
 
 #: Void lines a repair appends with one write (``Ledger._keep_void``): a
@@ -823,8 +859,10 @@ class Ledger:
         if load:
             with self._mem:
                 self._load()
-            if self._lost is not None and self._files is not None and not self._readonly:
-                self._move_lost_snapshots(self._files, self._lost)
+            if self._files is not None and not self._readonly:
+                if self._lost is not None:
+                    self._move_lost_snapshots(self._files, self._lost)
+                self._finish_void(self._files)
 
     def child_environment(self, environ: "Mapping[str, str] | None" = None) -> dict[str, str]:
         """The environment variables a child process needs to open this
@@ -997,10 +1035,22 @@ class Ledger:
                 ``session_ttl`` out of range (``TypeError``: not a number;
                 ``on_session_lost`` not callable). Nothing is created.
             CorruptLedger: a complete log line does not check out (with
-                ``fold=False``: when the state is first needed).
+                ``fold=False``: when the state is first needed); or, without
+                ``readonly``, a snapshot past the log's end (:attr:`lost`)
+                says the log held a seq more than 100,000 past its end:
+                nothing is changed, and the message says to run ``ledger
+                repair`` or to move the file out of ``snapshots/``.
             LedgerIOError: the OS refused to create, open or read the
                 directory or a file in it (permission denied, an I/O error,
                 ...); it names the full path, ``__cause__`` is the OSError.
+                Without ``readonly``, also: it refused to set snapshots past
+                the log's end aside into ``cut/`` or to append the lines
+                that keep the lost seqs void (:attr:`LostEvents.void_through`);
+                the message says whether the log was changed (opening to
+                write again finishes the lines).
+            LockTimeout: without ``readonly``, the lock was not free within
+                ``timeout`` when snapshots past the log's end had to be set
+                aside, or a cut's seqs kept void (rare: see :attr:`lost`).
             ReadOnlyLedger: also when, without ``readonly``, the file
                 system is mounted read-only (EROFS).
         """
@@ -1115,14 +1165,30 @@ class Ledger:
 
     def _move_lost_snapshots(self, files: FileStore, lost: LostEvents) -> None:
         """A writer opening a log shorter than its snapshots: before its
-        first line, move the snapshots past the log's end (and a torn tail)
-        into ``cut/`` with a record, as :meth:`repair` does, under the lock.
-        Left in ``snapshots/`` they were met by the log going on: the
-        warning then counted the new events as lost, no snapshot was
-        written until the log passed the stale ones, which then failed to
-        match for ever (``verify`` exit 1, which ``repair`` did not mend),
-        and pruning deleted them. What the OS refuses is a warning: they
-        stay, as before."""
+        first line, under the lock, move the snapshots past the log's end
+        (and a torn tail) into ``cut/`` with a record, and keep the seqs the
+        newest of them that checks out on its own proves were given
+        (:meth:`_lost_proof`) void, as :meth:`repair` does (a ``repaired``
+        line, then ``void`` lines; the record's ``through``, so that a
+        writer killed before them has them written by the next:
+        :meth:`_finish_void`). Left in ``snapshots/`` they were met by the
+        log going on: the warning then counted the new events as lost, no
+        snapshot was written until the log passed the stale ones, which
+        then failed to match for ever (``verify`` exit 1, which ``repair``
+        did not mend), and pruning deleted them; and without the void lines
+        the next grants took the lost seqs, tokens a holder may still carry.
+
+        Raises:
+            CorruptLedger: the newest such snapshot proves more than
+                ``_LOST_VOID_AUTO`` seqs past the log's end (nothing changed:
+                the message says to run ``ledger repair``, or to move it out
+                of ``snapshots/`` if it is not this ledger's).
+            LockTimeout, LedgerIOError, UnsafeLedgerPath: as :meth:`repair`
+                (the message says whether the log was cut; a writer opening
+                the ledger afterwards finishes).
+        """
+        names: list[str] = []
+        cut = None
         try:
             with files.exclusive(self.timeout):
                 files.forget()
@@ -1130,30 +1196,136 @@ class Ledger:
                 tail, names = files.past(kept)
                 if not names:
                     return  # another writer moved them meanwhile
-                facts = self._repair_facts(kept, None, (tail, names))
+                proof = self._lost_proof(files, names, kept, _LOST_VOID_AUTO, (
+                    "more than a writer keeps void on its own when it opens the ledger: run 'ledger repair', "
+                    "which sets it aside and keeps them void, or, if it is not this ledger's snapshot, move it "
+                    "out of snapshots/"))
+                facts = self._repair_facts(kept, None, (tail, names), proof)
                 facts["reason"] = (f"snapshot(s) past the end of the log (seq {kept}): {', '.join(names)}: "
                                    f"events {kept + 1} to {lost.snapshot_seq} (at least) were lost, a power "
                                    "cut before they reached the disk?; moved by the first writer to open "
                                    "the ledger afterwards" + (f", with a torn last line of {tail} bytes"
                                                               if tail else ""))
+                # (the earlier repairs' records read before anything is cut, as repair does)
+                reach = files.store.cut_reach(self._keeps_line)
                 cut = files.cut_after(kept, facts)
-        except (OSError, LedgerError) as exc:
-            log.warning("could not move the snapshots past the end of the log %s aside: %s", self._log_where,
-                        exc)
-            return
-        if cut is None:
-            return
+                if cut is None:
+                    return
+                through = self._keep_cut_void(files, kept, facts["kept_hash"], cut, reach)
+        finally:
+            if cut is not None:  # fold again from what the log holds now
+                self._state = None
+                self._seq_of_last_txn = -1
+                self._snap_seq = 0
+                self._boots = None
         where, _ = cut
-        self._lost = attrs.evolve(lost, moved_to=where)
+        self._lost = attrs.evolve(lost, moved_to=where, void_through=through)
         which = ", ".join(names) if len(names) <= 3 else f"{len(names)} of them, {names[0]} to {names[-1]}"
+        if through is None:
+            void = "; none of them checks out on its own, so no lost seq is kept void"
+        else:
+            void = (f"; recorded that at seq {kept + 1}" + _kept_void_words(kept + 1, through)
+                    + f": the lost seqs are never given again (a fencing token names one grant); new events "
+                      f"go on from seq {through + 1}")
         log.warning("moved the snapshots past the end of the log (%s) to %s, with a record of what was lost "
-                    "(record.json), so that the log going on never meets them", which, where)
+                    "(record.json), so that the log going on never meets them%s", which, where, void)
+
+    def _lost_proof(self, files: FileStore, names: Sequence[str], known: int, limit: int,
+                    refused: str, say: bool = True) -> tuple[int, str] | None:
+        """What the snapshot files ``names`` (past the log's last line kept,
+        to be set aside) prove the log once held: ``(the last seq, the
+        file's name)`` of the newest that checks out on its own
+        (``_snapshots.proven_reach``: its header, checksum and body; not
+        against the log, which lost those lines), ``None`` when none does
+        or it proves nothing past ``known`` (the last seq the log's lines,
+        those to be cut too, account for). One that does not check out
+        (damaged, edited) proves nothing, and is said so (a warning,
+        unless not ``say``).
+
+        Raises:
+            CorruptLedger: it proves more than ``limit`` seqs past ``known``
+                (the last seq the log's bytes account for): a snapshot of
+                another, longer ledger copied here, say; that many void lines
+                are not written on its word (``refused``: what to do).
+        """
+        store = files.store
+        for name in sorted(names, reverse=True):
+            m = SNAPSHOT_NAME.match(name)
+            if m is None:
+                continue
+            reach, why = _snapshots.proven_reach(store, int(m.group(1)))
+            path = _snapshots.snapshot_path(store, name)
+            if reach is None:
+                if say:
+                    log.warning("snapshot %s past the end of the log proves nothing (%s): the seqs it "
+                                "names are not kept void on its word", path, why)
+                continue
+            if reach <= known:
+                return None  # (the log's lines, cut or not, account for it)
+            if reach - known > limit:
+                raise CorruptLedger(path, (
+                    f"this snapshot says the log held seq {reach}, {reach - known} seqs past what the log "
+                    f"holds (seq {known}): keeping them void (no fencing token given twice) takes a void "
+                    f"line each, {refused}"))
+            return reach, name
+        return None
+
+    def _finish_void(self, files: FileStore) -> None:
+        """A writer opening the ledger, before its first line: when a cut
+        recorded under ``cut/`` reaches past the log and the seqs its lines
+        keep void (``Store.cut_reach``: a repair, or a writer that moved
+        snapshots past the log's end, stopped between its cut and its own
+        lines: killed, a full disk), write them now, under the lock (a torn
+        tail set aside first), as :meth:`repair` run again would: so that
+        no seq, no fencing token, a cut took is given again. Costs one
+        ``openat`` of ``cut/`` when there is none.
+
+        Raises:
+            LockTimeout, LedgerIOError, UnsafeLedgerPath: as :meth:`repair`.
+        """
+        reach = files.store.cut_reach(self._keeps_line)
+        if reach is None:
+            return
+        through, where, start = reach
+        with self._mem:
+            state = self._catch_up()
+            if through <= max(state.seq, state.void_through):
+                return  # (the common case: the cuts kept void long ago)
+            missed = files.begin(state.seq, self.timeout)
+            wrote = False
+            try:
+                if missed:
+                    return  # another writer went on meanwhile (and finished this first: its own open did)
+                kept = state.seq
+                wrote = True
+                try:
+                    through = self._keep_void(files, kept, state.last_hash, through, where, start)
+                except LedgerIOError as exc:
+                    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else OSError(exc.errno, str(exc))
+                    raise LedgerIOError(exc.path, "keep the cut seqs void", cause,
+                                        f"seqs {kept + 1} to {through} (cut by the repair recorded in {where}) "
+                                        "are not kept void yet: open the ledger again, or run 'ledger repair', "
+                                        "before anything else writes") from exc
+            finally:
+                files.end()
+                if wrote:
+                    self._state = None
+                    self._seq_of_last_txn = -1
+                    self._snap_seq = 0
+                    self._boots = None
+        log.warning("the cut recorded in %s (a repair, or the first writer after the log lost its tail) was "
+                    "stopped before it kept its seqs void; recorded that at seq %d%s: no fencing token among "
+                    "them is given again; new events go on from seq %d", where, kept + 1,
+                    _kept_void_words(kept + 1, through), through + 1)
 
     @property
     def lost(self) -> "LostEvents | None":
         """What the log lost, as found when this object opened the ledger:
         a :class:`LostEvents` when snapshots were written at seqs the log
-        no longer reaches (a power cut took its tail), else ``None``."""
+        no longer reaches (a power cut took its tail), else ``None``. An
+        object opened to write has set them aside and kept the seqs they
+        prove were given void (:attr:`LostEvents.void_through`) before
+        ``open`` returned."""
         return self._lost
 
     def _past_the_log(self, seq: int, head: int) -> bool:
@@ -2850,8 +3022,11 @@ class Ledger:
         directory and keeping seqs through ``M`` void, and a ``void`` line
         for each seq after it up to ``M``, flushed; new events go on from
         ``M+1`` (:attr:`RepairReport.void_through`). When an earlier
-        repair's cut reached further (its record under ``cut/``), the seqs
-        are kept void as far. A repair stopped after its cut and before those
+        repair's cut reached further (its record under ``cut/``), or a
+        snapshot it sets aside past the log's end checks out on its own
+        (its header, checksum and body: the log once held its seq, though a
+        power cut took the line, or an older log was put back), the seqs
+        are kept void as far; a damaged one proves nothing (a warning). A repair stopped after its cut and before those
         lines, run again, finds the log ending where the newest record says
         it cut and writes them (the report's ``reason`` says so, with
         ``damaged`` false). A process still holding a grant that was cut
@@ -2894,7 +3069,11 @@ class Ledger:
                 in it) is not a private directory of this user: a symlink,
                 another owner, a group- or other-writable mode.
             CorruptLedger: (a dry run, without the lock) the log was cut
-                by another process while it was judged.
+                by another process while it was judged; or a snapshot past
+                the log's end says the log held a seq more than
+                ``LOST_VOID_MAX`` (10,000,000) past the lines it accounts
+                for (another ledger's, copied here?): nothing is changed;
+                move it out of ``snapshots/`` and run the repair again.
         """
         check_bool("dry_run", dry_run)
         files = self._files
@@ -2925,16 +3104,23 @@ class Ledger:
             if first is None and not plan["bytes"] and not plan["snapshots"] \
                     and reach is not None and reach[0] > kept:  # a repair stopped before its own lines
                 return self._finish_repair(dry_run, kept, others, files, *reach)
+            # Snapshots past the log's end prove their seqs were given (fencing tokens among them):
+            # kept void too (a snapshot claiming too many is refused here, before anything changes).
+            seqs = plan["seqs"]  # (the seqs the lines to be cut may have carried: Tally.seqs)
+            proof = self._lost_proof(files, plan["snapshots"], kept + seqs, LOST_VOID_MAX, _MOVE_IT_OUT,
+                                     say=dry_run)  # (said under the lock otherwise)
             if dry_run or (not plan["bytes"] and not plan["snapshots"]):
                 return self._repaired(dry_run, kept, first, others, plan, None, appended, writing,
-                                      _void_through(kept, plan["seqs"], reach))
+                                      _void_through(kept, plan["seqs"], reach, proof[0] if proof else None))
             try:
                 with files.exclusive(self.timeout):
                     files.forget()
                     kept, first, others = self._damage()  # again, as the lock finds the log
                     if first is not None and first.newer_format:
                         return self._newer(dry_run, kept, first, others, files)
-                    facts = self._repair_facts(kept, first, files.past(kept))
+                    past = files.past(kept)
+                    proof = self._lost_proof(files, past[1], kept + seqs, LOST_VOID_MAX, _MOVE_IT_OUT)
+                    facts = self._repair_facts(kept, first, past, proof)
                     # (the earlier repairs' records read before anything is cut: one that cannot
                     # be read stops the repair with the log as it was)
                     reach = files.store.cut_reach(self._keeps_line)
@@ -3018,7 +3204,7 @@ class Ledger:
                 that running the repair again keeps them void.
         """
         where = cut[0]
-        through = _void_through(kept, cut[1]["seqs"], reach)
+        through = _void_through(kept, cut[1]["seqs"], reach, cut[1].get("through"))
         try:
             if through is not None:
                 through = self._keep_void(files, kept, kept_hash, through, where, cut[1]["offset"])
@@ -3110,10 +3296,14 @@ class Ledger:
             offset=size, log_bytes=size, bytes_cut=0, lines_cut=0, sha256=None, snapshots=(), directory=None,
             record=None, remaining=others, newer_format=True)
 
-    def _repair_facts(self, kept: int, first: Problem | None, past: tuple[int, list[str]]) -> dict[str, Any]:
+    def _repair_facts(self, kept: int, first: Problem | None, past: tuple[int, list[str]],
+                      proof: tuple[int, str] | None = None) -> dict[str, Any]:
         """What a repair's record says of why: ``reason``, ``line``, ``seq``,
         ``kept_seq`` and ``kept_hash`` (the hash of line ``kept``, which the
-        next event's ``prev`` will be)."""
+        next event's ``prev`` will be); with ``proof`` (:meth:`_lost_proof`)
+        also ``through`` and ``proof``: the last seq a snapshot set aside
+        proves the log held, and that snapshot's name (``Store.cut_reach``
+        reads ``through``: the seqs are kept void as far)."""
         tail, snaps = past
         if first is not None:
             reason = first.message
@@ -3123,8 +3313,11 @@ class Ledger:
         else:
             reason = f"snapshot(s) past the end of the log (seq {kept}): {', '.join(snaps)}"
         line = self._log.read_after(kept - 1, 1) if kept else []
-        return {"reason": reason, "line": kept + 1 if tail else None, "seq": first.seq if first else None,
-                "kept_seq": kept, "kept_hash": line_hash(line[0][1]) if line else GENESIS_HASH}
+        facts = {"reason": reason, "line": kept + 1 if tail else None, "seq": first.seq if first else None,
+                 "kept_seq": kept, "kept_hash": line_hash(line[0][1]) if line else GENESIS_HASH}
+        if proof is not None:
+            facts["through"], facts["proof"] = proof
+        return facts
 
     def _repaired(self, dry_run: bool, kept: int, first: Problem | None, others: tuple[Problem, ...],
                   cut: dict[str, Any], where: str | None, appended: int = 0, writing: int = 0,

@@ -61,6 +61,12 @@ CUT_LOG_NAME = "events.jsonl.cut"
 CUT_RECORD_NAME = "record.json"
 #: The record's format (its ``format`` key).
 CUT_RECORD_FORMAT = 1
+#: The most seqs past the log's end that a snapshot set aside may prove were
+#: given (a record's ``through``) and so be kept void by ``void`` lines
+#: (about 250 bytes each: 2.5 GB): a snapshot claiming more is refused as
+#: proof (``Ledger.repair`` and opening say so), and a record claiming more
+#: is not taken (``Store.cut_reach``). See RELIABILITY.md, "Repair".
+LOST_VOID_MAX = 10_000_000
 
 #: After this many seconds of waiting for the lock, say once which ledger.
 WAIT_NOTICE_SECONDS = 1.0
@@ -1586,7 +1592,9 @@ class Store:
     def cut_reach(self, belongs: Callable[[int, str], bool]) -> tuple[int, str, int] | None:
         """The furthest any repair's cut of this log reached: the highest
         ``kept_seq + seqs`` (the last seq it kept void; ``lines``, a torn
-        line counted, in a record without ``seqs``) over
+        line counted, in a record without ``seqs``), or its ``through`` when
+        further (the seq a snapshot it set aside proved the log once held:
+        at most ``LOST_VOID_MAX`` past ``kept_seq``), over
         the records under ``cut/`` (as :meth:`cut` wrote them) for which
         ``belongs(kept_seq, kept_hash)`` (the caller's test that the log
         still holds, at ``kept_seq``, the line the cut kept: a record copied
@@ -1603,18 +1611,18 @@ class Store:
                 of a record too); it says the log was not cut (a repair reads
                 them before it cuts).
         """
-        with first_use:
-            import json
-
         cut_dir = self.file(CUT_DIR)
         try:
             cutfd = open_dir_fd(self.dirfd, CUT_DIR, cut_dir, create=False, readonly=True)
         except FileNotFoundError:
-            return None
+            return None  # (the common case: every writer that opens the ledger asks, Ledger._finish_void)
         except LedgerError:  # (UnsafeLedgerPath: a symlink, another owner's: as a repair's cut says it)
             raise
         except OSError as exc:
             raise LedgerIOError(cut_dir, "open the repairs' directory", exc, "the log was not cut") from exc
+        with first_use:
+            import json
+
         best: tuple[int, str, int] | None = None
         try:
             for name in sorted(n for n in os.listdir(cutfd) if not n.startswith(".")):
@@ -1628,11 +1636,15 @@ class Store:
                     continue
                 kept, lines, offset = record.get("kept_seq"), record.get("seqs", record.get("lines")), \
                     record.get("offset")
-                kept_hash = record.get("kept_hash")
-                if type(kept) is int and type(lines) is int and type(offset) is int and kept >= 0 and lines > 0 \
-                        and offset >= 0 and type(kept_hash) is str and (best is None or kept + lines > best[0]) \
-                        and belongs(kept, kept_hash):
-                    best = (kept + lines, where, offset)
+                kept_hash, through = record.get("kept_hash"), record.get("through")
+                if not (type(kept) is int and type(lines) is int and type(offset) is int and kept >= 0
+                        and lines >= 0 and offset >= 0 and type(kept_hash) is str):
+                    continue
+                reach = kept + lines
+                if type(through) is int and reach < through <= kept + LOST_VOID_MAX:
+                    reach = through  # (seqs a snapshot set aside proved: Ledger._lost_proof)
+                if reach > kept and (best is None or reach > best[0]) and belongs(kept, kept_hash):
+                    best = (reach, where, offset)
         except OSError as exc:
             if isinstance(exc, LedgerError):
                 raise

@@ -332,11 +332,16 @@ def test_a_torn_last_line_and_snapshots_past_the_log_are_set_aside_too(tmp_path:
     assert report.line == 23 and report.seq is None and report.lines_cut == 1 and report.bytes_cut == 40
     assert report.reason.startswith("a torn last line: 40 bytes after line 22 without a newline")
     assert report.snapshots == (_snap_name(25), _snap_name(30))
-    assert report.void_through == 23  # (a torn line's seq too: kept, never a guess)
-    _kept_then_void(path, b"".join(lines[:22]), 22, 23, _one_cut(path)[0])
+    # (the torn line's seq too: kept, never a guess; and the seqs to 30, which snapshot 30 proves
+    # were given: fencing tokens a holder may still carry, as of a line cut)
+    assert report.void_through == 30
+    where, record = _one_cut(path)
+    assert (record["through"], record["proof"]) == (30, _snap_name(30))
+    _kept_then_void(path, b"".join(lines[:22]), 22, 30, where)
     assert repair_text(report, str(path))[-2:] == [
-        f"set aside in {report.directory} (record: {report.record})", "new events go on from seq 24"]
-    assert "record the repair at seq 23: the cut lines' seqs are never given again" in repair_text(report, "L")[-3]
+        f"set aside in {report.directory} (record: {report.record})", "new events go on from seq 31"]
+    assert ("record the repair at seq 23 and keep seqs 24 to 30 void: the cut lines' seqs are never given "
+            "again") in repair_text(report, "L")[-3]
     _open_ok(path)  # (lost is None: no snapshot lies past the log any more)
     # Snapshots alone past the log's end (a log cut short on a line boundary).
     path2 = tmp_path / "L2"
@@ -351,8 +356,9 @@ def test_a_torn_last_line_and_snapshots_past_the_log_are_set_aside_too(tmp_path:
     assert report.reason.startswith("snapshot(s) past the end of the log (seq 17)")
     where, record = _one_cut(path2)
     assert record["file"] is None and record["sha256"] is None and not (where / "events.jsonl.cut").exists()
-    assert report.void_through is None and (path2 / "events.jsonl").read_bytes() == b"".join(lines[:17])
-    assert repair_text(report, str(path2))[-1] == "new events go on from seq 18"
+    assert report.void_through == 30 and (record["through"], record["proof"]) == (30, _snap_name(30))
+    _kept_then_void(path2, b"".join(lines[:17]), 17, 30, where)
+    assert repair_text(report, str(path2))[-1] == "new events go on from seq 31"
     _open_ok(path2)
 
 

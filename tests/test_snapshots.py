@@ -287,26 +287,34 @@ def test_a_log_shorter_than_its_snapshot_opens_from_what_it_holds_and_says_what_
         rep = verify(ledger_dir)
         assert not rep.ok and "past the end of the log" in rep.problems[0].message
     # The first writer moves the snapshots past the log's end into cut/,
-    # with a record (nothing deleted), then goes on: the log goes on from seq 5.
+    # with a record (nothing deleted), keeps the lost seqs 6 to 8 void (a
+    # repaired line and void lines, as a repair does: tokens 6 to 8 were
+    # given, and a holder may still carry one), then goes on from seq 9.
     caplog.clear()
     with Ledger.open(ledger_dir, snapshot_every=1000) as led:
         assert led.lost is not None and led.lost.moved_to is not None
         assert led.lost.snapshots == ("snap-0000000000000008.json",)
+        assert led.lost.void_through == 8 and led.seq == 8
         moved = led.lost.moved_to
         assert sorted(os.listdir(moved)) == ["record.json", "snap-0000000000000008.json"]
         record = json.load(open(os.path.join(moved, "record.json")))
         assert "events 6 to 8 (at least) were lost" in record["reason"] and record["kept_seq"] == 5
+        assert (record["through"], record["proof"]) == (8, "snap-0000000000000008.json")
         assert f"moved the snapshots past the end of the log (snap-0000000000000008.json) to {moved}" in caplog.text
+        assert ("recorded that at seq 6 and kept seqs 7 to 8 void: the lost seqs are never given again (a "
+                "fencing token names one grant); new events go on from seq 9") in caplog.text
         for i in range(5, 9):
             led.register(f"n{i}", [W(f"/n/{i}")])
             if i == 7:
-                assert led.snapshot() == 8
-        assert led.seq == 9
-    assert snapshot_files(ledger_dir) == snaps  # snap-8 is the new history's
+                assert led.snapshot() == 11
+        assert led.seq == 12
+    assert snapshot_files(ledger_dir) == ["snap-0000000000000004.json", "snap-0000000000000011.json"]
     caplog.clear()
     with Ledger.open(ledger_dir) as led:
-        assert led.lost is None and led.stats.snapshot_seq == 8
+        assert led.lost is None and led.stats.snapshot_seq == 11
         assert [a.name for a in led.holders()] == [f"h{i}" for i in range(5)] + [f"n{i}" for i in range(5, 9)]
+        assert [led.holders()[i].token for i in range(5, 9)] == [9, 10, 11, 12]
+        assert [e.type for e in led.events(6, 8)] == ["repaired", "void", "void"]
         assert led.verify().ok
     assert caplog.text == ""
 
@@ -333,7 +341,7 @@ def test_a_ledger_that_goes_on_after_losing_its_tail_keeps_the_lost_snapshots_an
             if int(n[5:21]) > 100}
     assert len(lost) == 5
     said = []
-    for _ in range(12):  # writers come and go: 480 events, past the lost seqs
+    for _ in range(12):  # writers come and go: 480 events, past the lost seqs (kept void: 101 to 600)
         caplog.clear()
         with Ledger.open(ledger_dir, snapshot_every=100, keep_snapshots=keep) as led:
             for _ in range(20):
@@ -342,9 +350,9 @@ def test_a_ledger_that_goes_on_after_losing_its_tail_keeps_the_lost_snapshots_an
             seq = led.seq
         said.append(caplog.text)
     assert "events 101 to 600 were lost" in said[0] and all(not s for s in said[1:]), said
-    assert seq == 580
+    assert seq == 1080
     seqs = [int(n[5:21]) for n in snapshot_files(ledger_dir)]
-    assert seqs[-1] >= 500, seqs  # written on schedule
+    assert seqs[-1] >= 1000, seqs  # written on schedule
     (moved,) = os.listdir(os.path.join(ledger_dir, "cut"))
     for name, data in lost.items():  # kept, byte for byte
         assert open(os.path.join(ledger_dir, "cut", moved, name), "rb").read() == data
@@ -353,7 +361,7 @@ def test_a_ledger_that_goes_on_after_losing_its_tail_keeps_the_lost_snapshots_an
     assert verify(ledger_dir).ok
     caplog.clear()
     with Ledger.open(ledger_dir, readonly=True) as led:
-        assert led.lost is None and led.seq == 580
+        assert led.lost is None and led.seq == 1080
     assert caplog.text == ""
 
 
