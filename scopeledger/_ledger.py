@@ -856,13 +856,13 @@ class Ledger:
             # grants do not pay a call for it.
             self._identity = self._identity_with_session  # type: ignore[method-assign]
         _ledgers.add(self)
+        #: A writer's duties before its first line, done once, when it first
+        #: folds (:meth:`_writer_duties`): a file store opened to write.
+        self._duties_due = self._files is not None and not self._readonly
         if load:
             with self._mem:
                 self._load()
-            if self._files is not None and not self._readonly:
-                if self._lost is not None:
-                    self._move_lost_snapshots(self._files, self._lost)
-                self._finish_void(self._files)
+            self._writer_duties()
 
     def child_environment(self, environ: "Mapping[str, str] | None" = None) -> dict[str, str]:
         """The environment variables a child process needs to open this
@@ -1163,6 +1163,31 @@ class Ledger:
             except (OSError, LedgerError) as exc:
                 log.warning("could not write snapshot at seq %d: %s", state.seq, exc)
 
+    def _writer_duties(self) -> None:
+        """What a writer of a file store does once, when it first folds the
+        log and before its first line: set snapshots past the log's end
+        aside and keep the seqs they prove were given void
+        (:meth:`_move_lost_snapshots`), and finish keeping void what a cut
+        recorded under ``cut/`` reaches (:meth:`_finish_void`). Due again
+        when it raised.
+
+        Raises:
+            as :meth:`_move_lost_snapshots` and :meth:`_finish_void`.
+        """
+        files = self._files
+        if not self._duties_due or files is None:
+            return
+        self._duties_due = False  # (not again from the fold below: _catch_up)
+        try:
+            with self._mem:
+                lost = self._lost
+                if lost is not None and lost.moved_to is None:
+                    self._move_lost_snapshots(files, lost)
+                self._finish_void(files)
+        except BaseException:
+            self._duties_due = True
+            raise
+
     def _move_lost_snapshots(self, files: FileStore, lost: LostEvents) -> None:
         """A writer opening a log shorter than its snapshots: before its
         first line, under the lock, move the snapshots past the log's end
@@ -1355,6 +1380,10 @@ class Ledger:
         would."""
         if self._state is None:
             self._load()
+            if self._duties_due:  # (opened with fold=False: the first call that needs the state)
+                self._writer_duties()
+                if self._state is None:
+                    self._load()
         state = self._state
         assert state is not None
         if self._try_append is not None:  # a server store: the lines appended before now are read

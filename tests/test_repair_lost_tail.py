@@ -108,6 +108,18 @@ def test_the_command_line_writer_keeps_them_void_and_says_so(tmp_path: Path) -> 
     assert verify(path).ok
 
 
+def test_a_writer_opened_without_folding_keeps_them_void_before_its_first_grant(tmp_path: Path) -> None:
+    # Ledger.open(fold=False) folds at the first call that needs the state "as opening
+    # does": a writer's duties too (before, it granted token 4).
+    path = tmp_path / "L"
+    _lost_tail(path)
+    with Ledger.open(path, fold=False) as led:
+        assert led.register(*_lease("new"), ttl=1e6, lease_only=True).token == 7
+        assert led.lost is not None and led.lost.void_through == 6
+    assert [t for _, t in _types(path)[3:]] == ["repaired", "void", "void", "registered"]
+    assert verify(path).ok
+
+
 def test_a_repair_that_sets_such_a_snapshot_aside_keeps_its_seqs_void(tmp_path: Path) -> None:
     # The same ledger repaired before any writer opened it (Ledger.open(fold=False)).
     path = tmp_path / "L"

@@ -74,19 +74,29 @@ def test_snapshots_past_the_end_of_the_log_are_never_removed(tmp_path: Path) -> 
     lines = log.read_bytes().splitlines(keepends=True)
     log.write_bytes(b"".join(lines[:45]))  # a power cut took events 46 to 80
     past = {s: (led / "snapshots" / f"snap-{s:016d}.json").read_bytes() for s in (50, 60, 70, 80)}
-    with Ledger.open(led, fold=False) as ledger:  # a writer that has not folded: they are still there
-        assert ledger.prune_snapshots(keep=1) == [10, 20, 30]  # (40: opening starts from it)
-    assert _snaps(led) == [40, 50, 60, 70, 80]
-    # A writer that opens the ledger moves them into cut/ first, with a record
-    # (tests/test_snapshots.py), so that pruning never meets them.
+    # A writer moves them into cut/ first, with a record, and keeps their seqs void
+    # (tests/test_snapshots.py), so that pruning never meets them: one opened without
+    # folding does it when it first folds, here to prune (before, pruning met them).
     p = ledger_cmd(led, "snapshot", "--prune", "--keep", "1")
     assert p.returncode == 0, p.stderr
     assert "moved the snapshots past the end of the log" in p.stderr
-    assert [line for line in p.stdout.splitlines() if line.startswith("removed")] == ["removed snapshot at seq 40"]
+    assert [line for line in p.stdout.splitlines() if line.startswith("removed")] == [
+        "removed snapshot at seq 10", "removed snapshot at seq 20", "removed snapshot at seq 30",
+        "removed snapshot at seq 40"]
     # (the lost seqs 46 to 80 kept void first, a repaired line and void lines: the log ends at 80)
     assert _snaps(led) == [80]
     (cut,) = (led / "cut").iterdir()
     assert {s: (cut / f"snap-{s:016d}.json").read_bytes() for s in past} == past
+    # The same with a writer opened without folding: its first fold does it.
+    led2 = tmp_path / "L2"
+    _make(led2)
+    (led2 / "events.jsonl").write_bytes(b"".join((led2 / "events.jsonl").read_bytes().splitlines(keepends=True)[:45]))
+    with Ledger.open(led2, fold=False) as ledger:
+        assert ledger.prune_snapshots(keep=1) == [10, 20, 30]  # (40: opening starts from it)
+        assert ledger.lost is not None and ledger.lost.void_through == 80 and ledger.seq == 80
+    assert _snaps(led2) == [40]
+    (cut,) = (led2 / "cut").iterdir()
+    assert sorted(os.listdir(cut)) == ["record.json", *(f"snap-{s:016d}.json" for s in past)]
 
 
 def test_bad_keep(tmp_path: Path) -> None:
