@@ -311,3 +311,34 @@ def test_a_records_reach_past_the_bound_is_not_taken(tmp_path: Path) -> None:
         assert led.seq == 5
     assert [t for _, t in _types(path)[3:]] == ["repaired", "void"]
     assert verify(path).ok
+
+
+def test_a_writer_opening_after_a_repair_stopped_after_its_cut_keeps_the_cut_seqs_void(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # The same record, of a repair's cut: before, a writer between the stopped repair and
+    # its second run took the first cut seq (a limit RELIABILITY.md named); now the
+    # writer's open writes the repair's lines first.
+    path = tmp_path / "L"
+    with Ledger.open(path) as led:
+        for i in range(6):
+            led.register(*_lease(f"h{i}"), ttl=1e6, lease_only=True)
+    lines = _log(path)
+    lines[1] = lines[1].replace(b'"/tmp/tree/', b'"/tmp/TREE/', 1)  # line 2 edited: the chain breaks there
+    (path / "events.jsonl").write_bytes(b"".join(lines))
+
+    def refused(self: Any, data: bytes, expected_size: int, fsync: bool) -> None:
+        raise LedgerIOError(self.log_path, "write the log", OSError(28, "No space left on device"))
+
+    with monkeypatch.context() as m:
+        m.setattr(_store.Store, "append", refused)
+        with Ledger.open(path, fold=False) as led, pytest.raises(LedgerIOError, match="seqs 2 to 6 are not kept"):
+            led.repair()
+    assert len(_log(path)) == 1  # cut after seq 1, the repair's own lines missing
+    (where,) = (path / "cut").iterdir()
+    caplog.clear()
+    with Ledger.open(path) as led:
+        assert led.seq == 6
+        assert led.register(*_lease("new"), ttl=1e6, lease_only=True).token == 7
+    assert f"the cut recorded in {where}" in caplog.text and "kept seqs 3 to 6 void" in caplog.text, caplog.text
+    assert [t for _, t in _types(path)] == ["registered", "repaired", "void", "void", "void", "void", "registered"]
+    assert verify(path).ok
