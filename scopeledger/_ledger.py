@@ -3042,9 +3042,11 @@ class Ledger:
         are writing (:attr:`RepairReport.writing`); a last line without its
         newline is torn only when no writer holds the lock (looked at by
         taking it shared for that moment, never waited for). Other objects that
-        had read past the cut (in other processes too) find the log
-        shorter than they read (:class:`CorruptLedger`) and must be
-        opened again; this one folds again from the newest snapshot left.
+        had read past the cut (in other processes too) find that the log no
+        longer holds the last line they folded and fold it again as it is now
+        (a warning; a grant whose line was cut is then not held: ``check``
+        false, ``watch_grant`` and ``AsyncLedger.until_lost`` report it);
+        this one folds again from the newest snapshot left.
         A cut line's seq is never given again (a fencing token is a grant's
         seq): after cutting lines ``K+1`` to ``M`` the repair appends, under
         the same lock, a ``repaired`` line at seq ``K+1`` naming the cut's
@@ -3262,8 +3264,7 @@ class Ledger:
         it for unchanged and chain its next line to a line no longer in the
         log. So one more ``void`` line is appended while it would be (the
         line's seq kept void too); that process then finds the log not as it
-        read it (:class:`CorruptLedger`: open it again). Returns the last
-        seq kept void.
+        read it, and folds it again. Returns the last seq kept void.
 
         Raises:
             LedgerIOError: the OS refused the write or its flush, or to read
