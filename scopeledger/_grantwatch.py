@@ -119,6 +119,7 @@ class GrantWatch:
         self.ended: Event | None = None
         self.lost = False
         self.looks = 0
+        self._failing = False  # the last look could not read the store (said once: _unreadable)
         self._source: Wakeup | None = None
         self._thread = threading.Thread(target=self._run, name=f"scopeledger-watch-{name}", daemon=True)
         self._thread.start()
@@ -182,10 +183,10 @@ class GrantWatch:
                 pos, last = self.token, grant
                 continue
             except (LedgerError, OSError) as exc:
-                log.info("could not read the log of %s to watch grant %r (trying again): %s",
-                         self._where, self.name, exc)
+                self._unreadable(exc)
                 self._sleep(FOLLOW_POLL_SECONDS)
                 continue
+            self._readable()
             if len(lines) > again:
                 ended = self._ending(lines, again)
                 if ended is not None:
@@ -195,6 +196,22 @@ class GrantWatch:
                 if len(lines) == FOLLOW_PAGE:
                     continue  # (more to read before sleeping)
             self._sleep(None)
+
+    def _unreadable(self, exc: BaseException) -> None:
+        """A look could not read the store (``exc``): said once (a notice)
+        until a look reads it again, not at every look (every
+        ``FOLLOW_POLL_SECONDS`` while a server is down)."""
+        if not self._failing:
+            self._failing = True
+            log.info("could not read the log of %s to watch grant %r (token %d); trying again every %g s "
+                     "until it can: %s", self._where, self.name, self.token, FOLLOW_POLL_SECONDS, exc)
+
+    def _readable(self) -> None:
+        """A look read the store: said when the looks before it could not."""
+        if self._failing:
+            self._failing = False
+            log.info("the log of %s can be read again: watching grant %r (token %d) again",
+                     self._where, self.name, self.token)
 
     def _look(self, pos: int, last: bytes, again: int) -> list[Line]:
         """The lines past line ``pos`` (a page), with line ``pos`` itself
@@ -252,10 +269,10 @@ class GrantWatch:
             except CorruptLedger:
                 return None  # (the log holds fewer lines than that)
             except (LedgerError, OSError) as exc:
-                log.info("could not read the grant of %r (token %d) to watch it (trying again): %s",
-                         self.name, self.token, exc)
+                self._unreadable(exc)
                 self._sleep(FOLLOW_POLL_SECONDS)
                 continue
+            self._readable()
             if not got or got[0][0] != self.token:
                 return None
             line = got[0][1]

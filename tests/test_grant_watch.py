@@ -9,6 +9,7 @@ time: a watch that only polled would fail the bounded wait."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import os
 import queue
@@ -292,3 +293,37 @@ def test_cuts_after_the_grant_are_followed_through_any_number_of_times(tmp_path:
             assert ev is not None and ev.type == "released" and ev.data["forced"] == "after the cut"
         finally:
             w.stop()
+
+
+def test_a_server_down_is_said_once_and_its_return_once_not_at_every_look(
+        pg_cluster: Any, pg_url: str, tmp_path: Path, gate: Gate, caplog: pytest.LogCaptureFixture) -> None:
+    # While the PostgreSQL server is down every look fails; before, each said 'could not
+    # read the log ... (trying again)', every 0.5 s for as long as it was down (a fresh
+    # tester's finding: `ledger run` printed one a half second). Now the first failed look
+    # says it and the first look that reads again says so; the looks in between, nothing.
+    # Each look is the test's (the gate), so the count of looks is known.
+    caplog.set_level(logging.INFO, logger="scopeledger")
+    with Ledger.open(pg_url, create=True) as led:
+        a = led.register("job", [W(tmp_path / "w")])
+        w, got = watch(led, "job", a.token)
+        try:
+            gate.asleep()
+            pg_cluster.stop_server()
+            try:
+                for _ in range(4):  # four looks, each failing, each followed by a sleep
+                    gate.wake()
+                    gate.asleep()
+            finally:
+                pg_cluster.start_server()
+            down = [r.getMessage() for r in caplog.records if "could not read the log" in r.getMessage()]
+            assert len(down) == 1 and "trying again every 0.5 s until it can" in down[0], down
+            assert not [r for r in caplog.records if "can be read again" in r.getMessage()]
+            gate.wake()
+            gate.asleep()
+            back = [r.getMessage() for r in caplog.records if "can be read again" in r.getMessage()]
+            assert back == [f"the log of {w._where} can be read again: watching grant 'job' (token "
+                            f"{a.token}) again"], back
+        finally:
+            w.stop()
+    with Ledger.open(pg_url) as led:
+        led.release("job", force=True, reason="done")
