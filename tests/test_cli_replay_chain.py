@@ -131,8 +131,9 @@ def test_replay_of_a_ledger_that_does_not_open_shows_what_precedes_the_damage(tm
     assert [int(x.split()[0]) for x in r.stdout.splitlines()] == list(range(1, 14))
     assert "x13" not in r.stdout
     warning, error = r.stderr.splitlines()
-    assert warning.startswith("warning: corrupt ledger: ") and warning.endswith(
-        "replaying the events before line 15 that the line after each vouches for")
+    # (the warning names the line; what is wrong with it is the error's, said once)
+    assert warning == (f"warning: line 15 of {log} does not check out: replaying the events before line 15 "
+                       "that the line after each vouches for (the error follows)")
     assert error.startswith("error: corrupt ledger: ") and "line 15 (seq 15)" in error
     r = ledger_cmd(d, "replay", "--json")
     assert r.returncode == 4

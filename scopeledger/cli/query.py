@@ -71,8 +71,11 @@ def _open_for_replay(env: Env, from_: str | None, until: str | None,
                 or (until is not None and not DIGITS_RE.fullmatch(until))):
             raise
         damage = exc
-    env.err.print(f"warning: {one_line(damage)}; replaying the events before line {damage.line} "
-                  "that the line after each vouches for",
+    from .render import safe
+
+    # (what is wrong with the line is the error's, after the events: said once)
+    env.err.print(f"warning: line {damage.line} of {safe(damage.path)} does not check out: replaying the "
+                  f"events before line {damage.line} that the line after each vouches for (the error follows)",
                   style="yellow", markup=False, highlight=False, soft_wrap=True)
     return env.open(readonly=True, fold=False), damage
 
