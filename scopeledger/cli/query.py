@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import click
 
-from .errors import EXIT_INTERRUPTED, EXIT_OK, one_line
+from .errors import EXIT_INTERRUPTED, EXIT_OK
 from .params import (DIGITS_RE, Command, Env, Seconds, abs_path, common, display_root, each_param,
                      holder_name_param, no_progress_option, pass_env, path_param, point_param,
                      relative_option, resolve_point, parse_point, zone_options)
