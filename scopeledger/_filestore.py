@@ -28,7 +28,7 @@ import orjson
 
 from . import _snapshots
 from ._errors import CorruptLedger, LedgerIOError, ReadOnlyLedger, SnapshotInvalid
-from ._events import iter_lines, split_lines
+from ._events import iter_lines, line_hash, split_lines
 from ._logstore import Entry, Line
 from ._store import Store
 from ._imports import first_use
@@ -54,6 +54,11 @@ WAIT_POLL_SECONDS = 0.05
 
 #: The keys a snapshot file's header holds that the interface does not see.
 _FILE_KEYS = ("offset", "line_start")
+
+
+#: Bytes :meth:`FileStore.begin` reads past the last line read (with it,
+#: checked): fewer say where the log ends; as many, the size is asked for.
+_BEGIN_READ = 4096
 
 
 class FileStore:
@@ -223,6 +228,41 @@ class FileStore:
             self._remember(s, start, end)
         return out, end
 
+    def read_on(self, seq: int, last: str, line: bytes | None = None) -> list[Line]:
+        """As :meth:`read_after` (no limit), for a reader that folded the
+        log to line ``seq``, whose hash was ``last``: the log must still
+        hold that line (where lines are is remembered for every reader of
+        this store, and a repair may have cut the log since this reader
+        read it, which another reader may have learnt since; the lines
+        after it would then chain to a line no longer there); ``line``: the
+        reader's copy of it, compared first (``None``: its hash is). One
+        ``pread`` from the line's start, in place of asking for the size,
+        in the common case.
+
+        Raises:
+            CorruptLedger: the log no longer holds line ``seq`` hashing to
+                ``last`` (cut by a repair, or replaced), or a line after it
+                does not decode.
+            LedgerIOError: the log cannot be read.
+        """
+        if not seq:
+            return self.read_after(0)
+        tseq, tstart, tend = self._tail
+        if tseq == seq:
+            n = tend - tstart
+            data = self.store.read_at(tstart, n + _BEGIN_READ)
+            if not self._same(data, n, last, line):
+                raise self._not_held(seq)
+            if len(data) == n:
+                return []
+            size = tstart + len(data) if len(data) < n + _BEGIN_READ else self.store.size()
+            return self._read_after(seq, None, size)[0]
+        lines = self.read_after(seq - 1)
+        if not lines or lines[0][0] != seq or (lines[0][1] != line and line_hash(lines[0][1]) != last):
+            raise self._not_held(seq)
+        del lines[0]
+        return lines
+
     def read_lines(self, seq: int, limit: int) -> list[bytes]:
         """As :meth:`read_after` with a ``limit``, the lines alone (of seqs
         ``seq + 1`` on, in order), each chunk read split at once: the
@@ -339,12 +379,28 @@ class FileStore:
             self.end()
 
     def begin(self, after: int, timeout: float | None = None,
-              on_wait: Callable[[], object] | None = None) -> list[Line]:
+              on_wait: Callable[[], object] | None = None, last: str | None = None,
+              line: bytes | None = None) -> list[Line]:
         """:meth:`locked` without the context manager (the ledger's hot
         path: a generator and its context manager cost more than the rest
         of taking the lock): take the lock, set a torn tail aside, return
         the lines after ``after``. Pair with :meth:`append` and, in a
-        ``finally``, :meth:`end`; an exception here lets the lock go."""
+        ``finally``, :meth:`end`; an exception here lets the lock go.
+
+        ``last``: the hash of line ``after`` as the caller read it (``None``:
+        not checked). Where lines are remembered is shared by every reader
+        of this store, and a repair may have cut the log since the caller
+        read it, which another reader may have learnt since: when no line
+        follows, the log must still hold that line, or the caller's next
+        line would chain to a line no longer there. Checked with the read
+        that finds the log's end (one ``pread`` from the line's start, in
+        place of asking for the size), by its bytes (``line``: the caller's
+        copy of it, when it has one) or its hash.
+
+        Raises:
+            CorruptLedger: the log no longer holds line ``after`` hashing
+                to ``last`` (cut by a repair, or replaced): read it again.
+        """
         if type(after) is not int or after < 0:
             _check_seq(after)
         store = self.store
@@ -353,13 +409,26 @@ class FileStore:
             # lets the lock go: Store.release is a no-op when this thread
             # holds nothing.
             self.last_wait = store.acquire(timeout, on_wait)
-            size = store.size()
-            tseq, _, tend = self._tail
+            tseq, tstart, tend = self._tail
+            if last is not None and tseq == after and after:
+                # The line read again with whatever follows it (a short read: the log's end).
+                n = tend - tstart
+                data = store.read_at(tstart, n + _BEGIN_READ)
+                if not self._same(data, n, last, line):
+                    raise self._not_held(after)
+                size = tstart + len(data) if len(data) < n + _BEGIN_READ else store.size()
+                last = None  # (checked)
+            else:
+                size = store.size()
             if tseq == after and tend == size:  # nothing new since the last line read or appended
                 missed: list[Line] = []
                 end = size
             else:
                 missed, end = self._read_after(after, None, size)
+            if last is not None and not missed and after:  # (lines missed: the fold checks their chain)
+                got = self._read_after(after - 1, 1, end)[0]
+                if not got or (got[0][1] != line and line_hash(got[0][1]) != last):
+                    raise self._not_held(after)
             head = after + len(missed)
             if size > end:
                 where = store.set_aside(end, size)
@@ -370,6 +439,24 @@ class FileStore:
         except BaseException:
             self.end()
             raise
+
+    @staticmethod
+    def _same(data: bytes, n: int, last: str, line: bytes | None) -> bool:
+        """Whether ``data`` starts with a line of ``n`` bytes (its newline
+        counted) hashing to ``last``: compared with ``line`` (the caller's
+        copy of it, ``None``: none) where given, a ``memcmp``; its hash
+        otherwise (or when they differ: the copy may be of another line)."""
+        if len(data) < n or data[n - 1] != 10:
+            return False
+        got = data[:n - 1]
+        return got == line or line_hash(got) == last
+
+    def _not_held(self, seq: int) -> CorruptLedger:
+        """The error of :meth:`begin` for a log that no longer holds line
+        ``seq`` as its caller read it; where lines are is forgotten."""
+        self.forget()
+        return CorruptLedger(self.store.log_path, f"the log no longer holds line {seq} as it was read (cut by "
+                                                  "'ledger repair', or the log replaced)", line=seq, seq=seq)
 
     def end(self) -> None:
         """End the locked section :meth:`begin` started: let the lock go

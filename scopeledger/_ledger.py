@@ -831,6 +831,10 @@ class Ledger:
         # checked for their lines before the lock is taken.
         self._seq_of_last_txn = -1
         self._others_active = True
+        # (seq, hash, bytes) of the last line folded or appended: what a file
+        # store compares the log's line with before going on from it
+        # (FileStore.begin, read_on), by its bytes rather than its hash.
+        self._last_line: tuple[int, str, bytes] | None = None
         try_append = getattr(store, "try_append", None)
         if try_append is not None:  # (else the class's None: a file ledger's dict stays as it was, the hot path)
             self._try_append = try_append
@@ -1391,7 +1395,14 @@ class Ledger:
             self._fresh = True
         seq, last = state.seq, state.last_hash
         try:
-            lines = self._log.read_after(seq)
+            # (a directory: its last line folded read again, by its hash: FileStore.read_on)
+            files = self._files
+            if files is not None:
+                mine = self._last_line
+                lines = files.read_on(seq, last, mine[2] if mine is not None and mine[0] == seq and mine[1] == last
+                                      else None)
+            else:
+                lines = self._log.read_after(seq)
             if lines:
                 self._fold(state, lines)
         except CorruptLedger:
@@ -1460,6 +1471,7 @@ class Ledger:
                 except FoldError as exc:
                     raise fold_fault(where, exc, lineno, ev["seq"]) from None
             self.stats.events_folded += len(lines)
+            self._last_line = (state.seq, state.last_hash, lines[-1][1]) if lines else self._last_line
         except NewerFormat as exc:  # a newer scopeledger's line only if the lines around it say so
             self._state = None
             raise self._newer_fault(exc, state, lines) from None
@@ -1499,6 +1511,15 @@ class Ledger:
         skip = state.seq - after
         if skip < len(missed):
             self._fold(state, missed[skip:] if skip else missed)
+        elif skip and (skip > len(missed) or line_hash(missed[-1][1]) != state.last_hash):
+            # Lines folded while waiting that the log under the lock no longer holds
+            # (a repair cut them meanwhile): nothing may chain to them.
+            self._state = None
+            if self._files is not None:
+                self._files.forget()
+            raise CorruptLedger(self._log_where, f"the log no longer holds line {state.seq} as it was read (cut "
+                                                 "by 'ledger repair' while this process waited for the lock)",
+                                line=state.seq, seq=state.seq)
         return state
 
     def _boot_spans(self) -> dict[str, list[int]]:
@@ -1738,8 +1759,11 @@ class Ledger:
         if files is not None:
             txn = None
             last = state.last_hash
+            mine = self._last_line  # (this object's copy of its last line: FileStore.begin compares it)
             try:
-                missed = files.begin(after_seq, self._timeout, self._fold_while_waiting)
+                missed = files.begin(after_seq, self._timeout, self._fold_while_waiting, last,
+                                     mine[2] if mine is not None and mine[0] == after_seq and mine[1] == last
+                                     else None)
                 self.last_wait = files.last_wait
                 result, txn, state = self._locked_part(build, written, after_seq, missed, args)
             except CorruptLedger:
@@ -1816,6 +1840,8 @@ class Ledger:
                     # event to its state.
                     if after is not None:
                         after[0](state, *after[1:])
+                    if state.seq == base + len(lines):  # (its last line's hash is state.last_hash)
+                        self._last_line = (state.seq, state.last_hash, lines[-1])
                 self._seq_of_last_txn = state.seq
             except BaseException:
                 if txn.lines:

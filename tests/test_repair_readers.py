@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import threading
 from typing import Any
 
@@ -163,4 +164,75 @@ def test_a_ledger_waiting_for_the_log_to_grow_goes_on_across_a_cut(
         # (woken by the repair's lines or by late's: a seq of the repaired log; before: CorruptLedger)
         assert isinstance(got[0], int) and seq < got[0] <= late, got
         assert [a.name for a in led.holders()] == ["h0", "late"]
+    assert verify(ledger_dir).ok
+
+
+# -- never a line chained to a line a repair cut -----------------------------------------------------
+
+
+def test_a_reader_that_learnt_the_repaired_log_leaves_no_object_on_the_cut_lines(
+        ledger_dir: str, tmp_path: Any) -> None:
+    # An object that folded 6 lines; a repair in another process cuts lines 3 to 6 and
+    # keeps their seqs void. The object then reads the events (which reads the log as it
+    # is now and learns where its lines end): before, the object took the log for one it
+    # had read to its end, went on saying h2 to h5 held their grants (check true), and its
+    # next grant chained to line 6 as it read it, no longer in the log (verify: hash chain
+    # broken at line 7; found reading the round's change again).
+    with Ledger.open(ledger_dir) as led:
+        tokens = [led.register(f"h{i}", [W(f"/r/{i}")]).token for i in range(6)]
+        log = os.path.join(ledger_dir, "events.jsonl")
+        with open(log, "r+b") as f:  # line 3 edited in place (its length kept): cut from it, void to 6
+            data = f.read()
+            f.seek(data.index(b'"/r/2"'))
+            f.write(b'"/R/2"')
+        _repair(ledger_dir)
+        types = [e.type for e in led.events()]
+        assert types == ["registered", "registered", "repaired", "void", "void", "void"]
+        assert [a.name for a in led.holders()] == ["h0", "h1"]
+        assert not led.check("h3", tokens[3])
+        assert led.register("next", [W(str(tmp_path / "next"))]).token == len(types) + 1
+    assert verify(ledger_dir).ok
+
+
+def _grow_to(ledger_dir: str, tmp_path: Any, size: int) -> None:
+    """Grants appended by another object until the log is ``size`` bytes long exactly
+    (the last one's note padded to fit; its line's length without the note measured on
+    a copy of the ledger)."""
+    log = os.path.join(ledger_dir, "events.jsonl")
+    copy = str(tmp_path / "copy")
+    shutil.copytree(ledger_dir, copy)
+    with Ledger.open(copy) as other:
+        before = os.path.getsize(os.path.join(copy, "events.jsonl"))
+        other.register("last", [W(str(tmp_path / "last"))], note="x")
+        per = os.path.getsize(os.path.join(copy, "events.jsonl")) - before - 1  # (less the note's byte)
+    shutil.rmtree(copy)
+    with Ledger.open(ledger_dir) as other:
+        i = 0
+        while size - os.path.getsize(log) > per + 2000:
+            other.register(f"g{i}", [W(str(tmp_path / f"g{i}"))])
+            i += 1
+        left = size - os.path.getsize(log)
+        assert left > per, (size, left, per)
+        other.register("last", [W(str(tmp_path / "last"))], note="x" * (left - per))
+    assert os.path.getsize(log) == size
+
+
+def test_a_log_cut_and_grown_back_to_the_same_size_is_not_taken_for_the_one_read(
+        ledger_dir: str, tmp_path: Any) -> None:
+    # An object that folded the log to its end (S bytes); a repair cuts it and another
+    # object appends until it is S bytes again. Before, the first object's next change
+    # took the log for unchanged (it ends where the line it read last ended) and chained
+    # its line to that line, no longer in the log (verify: hash chain broken); now that
+    # line is read again with the end of the log, and compared.
+    log = os.path.join(ledger_dir, "events.jsonl")
+    with Ledger.open(ledger_dir) as led:
+        for i in range(12):
+            led.register(f"h{i}", [W(str(tmp_path / f"d{i}"))])
+        size, seq = os.path.getsize(log), led.seq
+        _damage(ledger_dir, 3)
+        _repair(ledger_dir)
+        _grow_to(ledger_dir, tmp_path, size)
+        grant = led.register("mine", [W(str(tmp_path / "mine"))])
+        assert grant.token > seq
+        assert [a.name for a in led.holders()][:2] == ["h0", "h1"] and "h5" not in {a.name for a in led.holders()}
     assert verify(ledger_dir).ok
