@@ -622,6 +622,12 @@ class FileStore:
         finally:
             self.forget()
 
+    def replaced(self) -> str | None:
+        """Why the log open here is no longer the directory's log (renamed
+        over or deleted since it was opened), else ``None``:
+        :meth:`Store.replaced <scopeledger._store.Store.replaced>`."""
+        return self.store.replaced()
+
     def forget(self) -> None:
         """Forget where lines end (they are hints: the log may have been cut
         by a repair since, here or in another process, and a line now be

@@ -15,7 +15,11 @@ many holders the ledger has.
 
 It also learns of every cut of the log of a directory since its last look
 (``ledger repair``, which sets lines aside into ``cut/``; or the log
-rewritten), whatever the log's length afterwards: each look there reads
+rewritten), whatever the log's length afterwards: a log replaced (renamed
+over or deleted, as ``sed -i`` and editors do) is never read again through
+the descriptor the store has open, so each look first asks whether it was
+(``FileStore.replaced``), and then the grant is no longer in the log this
+process reads (``on_lost(None)``, with a warning saying why); each look there reads
 the last line read again with the lines past it (``read_after(pos - 1)``:
 one ``pread`` from where the store remembers that line starts, as it was
 one from where it ended) and needs its bytes unchanged. A log cut and
@@ -152,9 +156,17 @@ class GrantWatch:
         failed: tuple[int, bytes] | None = None  # where the last look that found no line ``pos`` was
         warned = failed
         forget = getattr(self._store, "forget", None)  # (a directory's memory of where lines are)
+        replaced = getattr(self._store, "replaced", None)  # (a directory's log renamed over, deleted)
         again = 1 if forget is not None else 0  # (lines read again per look)
         while not self._stopping:
             self._source_now()  # (made, or made again, before the look: an append after it wakes the sleep)
+            why = self._replaced(replaced)
+            if why is not None:
+                # What the directory's log holds now is not read through this descriptor:
+                # the grant's line is no longer in the log this process reads.
+                log.warning("the watch of grant %r (token %d) ends: %s", self.name, self.token, why)
+                self._end(None)
+                return
             try:
                 lines = self._look(pos, last, again)
             except CorruptLedger as exc:
@@ -196,6 +208,17 @@ class GrantWatch:
                 if len(lines) == FOLLOW_PAGE:
                     continue  # (more to read before sleeping)
             self._sleep(None)
+
+    def _replaced(self, replaced: Callable[[], str | None] | None) -> str | None:
+        """Why the store's log is no longer the directory's (``replaced``:
+        the file store's test), else ``None`` (also when it cannot say)."""
+        if replaced is None:
+            return None
+        try:
+            with self._lock:
+                return replaced()
+        except (LedgerError, OSError):
+            return None
 
     def _unreadable(self, exc: BaseException) -> None:
         """A look could not read the store (``exc``): said once (a notice)

@@ -681,6 +681,12 @@ def _kept_void_words(first: int, last: int) -> str:
             else f" and kept seqs {first + 1} to {last} void")
 
 
+#: Seconds between two looks of :meth:`Ledger.wait` on a ledger directory
+#: at the last line it folded and at whether the log is still the file it
+#: opened (a rewrite that keeps the log's size, a log renamed over: the
+#: store's wait, which watches the size, does not see them).
+WAIT_LOOK_SECONDS = 1.0
+
 #: Void lines a repair appends with one write (``Ledger._keep_void``): a
 #: bound on the memory a large cut takes (a void line is about 250 bytes).
 _VOID_PIECE = 4096
@@ -2819,7 +2825,10 @@ class Ledger:
         """Wait until the log holds an event after seq ``after``, at most
         ``timeout`` seconds (``None``: for ever), folding it in; returns the
         newest seq folded, ``int`` (``<= after`` when the time ran out).
-        Takes no lock: the log's size is looked at (``fstat``) every 50 ms.
+        Takes no lock: the log's size is looked at (``fstat``) every 50 ms;
+        on a ledger directory, the last line folded read again and the log
+        checked to be the file opened at least every ``WAIT_LOOK_SECONDS``
+        (1 s).
 
         Raises:
             TypeError: ``after`` is not an integer (an ``int``, an
@@ -2827,19 +2836,32 @@ class Ledger:
             InvalidArgument: ``after`` is negative (no seq is: 0 waits for
                 the first event).
             ValueError: ``timeout`` not ``None`` or 0 to 1e9 seconds.
-            CorruptLedger: a new line does not check out.
+            CorruptLedger: a new line does not check out; or (a ledger
+                directory) its log was deleted, moved away or renamed over
+                (as ``sed -i`` and editors do) since this object opened it:
+                what is written there now cannot be read through it; open
+                the ledger again. (A log cut by ``ledger repair`` is folded
+                again as it is now, with a warning.)
         """
         after = check_seq("after", after)
         timeout = check_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         stale = False
         while True:
+            why = self._files.store.replaced() if self._files is not None else None
+            if why is not None:
+                raise CorruptLedger(self._log_where, f"{why}: this object cannot read what is written there "
+                                                     "now; open the ledger again")
             seq = self.refresh()
             if seq > after:
                 return seq
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return seq
+            if self._files is not None:
+                # (a rewrite of the log that keeps its size, or a log renamed over, is not
+                # seen by the store's wait: looked for at least every WAIT_LOOK_SECONDS)
+                left = WAIT_LOOK_SECONDS if left is None else min(left, WAIT_LOOK_SECONDS)
             try:
                 self._log.wait(seq, left)
             except CorruptLedger:

@@ -1373,6 +1373,35 @@ class Store:
 
     # -- the log -----------------------------------------------------------
 
+    def replaced(self) -> str | None:
+        """Why the log this object has open is no longer the directory's
+        ``events.jsonl`` (renamed over or deleted since it was opened, as
+        ``sed -i``, editors and ``rsync`` do: what is written there now is
+        not read through this descriptor), ``str``; ``None`` while it still
+        is, or when the OS cannot say. Two calls, ``fstat`` and
+        ``fstatat``; the lock is not needed.
+
+        Raises:
+            LedgerError: the ledger is closed.
+        """
+        if self.logfd < 0:
+            raise LedgerError(f"ledger {self.path} is closed")
+        try:
+            mine = os.fstat(self.logfd)
+        except OSError:
+            return None  # (not judged: the read that follows says what the OS refuses)
+        if mine.st_nlink == 0:
+            return "the log was deleted or renamed over since this process opened it (as sed -i and editors do)"
+        try:
+            now = os.stat(LOG_NAME, dir_fd=self.dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return "the log was moved away since this process opened it"
+        except OSError:
+            return None
+        if (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
+            return "the log is another file than the one this process opened (it was replaced)"
+        return None
+
     def size(self) -> int:
         """The log's size in bytes, ``int``.
 

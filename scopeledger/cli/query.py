@@ -219,6 +219,10 @@ def _follow(ledger: Ledger, printer: _Printer, since: int | None, until: str | N
         if not isinstance(point, int):
             until_ns = point[1]
     follow_until = until_seq if until_ns is None else None
+    # The line of the last seq read (printed or passed over): the log must still hold it,
+    # or what was shown is no longer the log's (a repair cut it, or the log was rewritten).
+    read = max(high, folded)
+    shown = _line_of(ledger, read)
     try:
         while True:
             if follow_until is not None and high >= follow_until:
@@ -229,19 +233,58 @@ def _follow(ledger: Ledger, printer: _Printer, since: int | None, until: str | N
             # Read up to the seq folded now, and remember exactly that:
             # events appended meanwhile come in the next round.
             target = ledger.wait(folded, timeout=interval)  # (at most params.MAX_SECONDS: --interval's type)
+            if read and _line_of(ledger, read) != shown:
+                raise _not_shown(ledger, read)
             if target <= folded:
                 continue  # no news within the interval: look at --until's time again
             folded = target
             start = max(high + 1, since or 1)
             if follow_until is not None:
                 target = min(target, follow_until)
-            if target < start:
-                continue
-            everything = ledger.events(since=start) if filtered else None
-            printer.range(ledger, start, target, filters, everything, until_ns)
-            high = target
+            if target >= start:
+                everything = ledger.events(since=start) if filtered else None
+                printer.range(ledger, start, target, filters, everything, until_ns)
+                high = target
+            read = folded
+            shown = _line_of(ledger, read)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _line_of(ledger: Ledger, seq: int) -> bytes | None:
+    """The log's line of seq ``seq`` now (``None``: none, or not readable)."""
+    from scopeledger import LedgerError
+
+    if seq < 1:
+        return None
+    try:
+        for _event, line in ledger.event_lines(since=seq, until=seq):
+            return line
+    except LedgerError:
+        pass
+    return None
+
+
+def _not_shown(ledger: Ledger, seq: int) -> Exception:
+    """The error of ``replay --follow`` when the log no longer holds seq
+    ``seq`` as it was read: what the log's ``repaired`` lines say of it."""
+    from scopeledger import CorruptLedger, LedgerError
+
+    head = f"the log no longer holds seq {seq} as this replay read it"
+    repair = None
+    try:
+        for event in ledger.events(types=["repaired"]):
+            if event.seq <= seq <= event.data.get("through", 0):
+                repair = event
+    except LedgerError:
+        pass
+    if repair is not None:
+        why = (f"'ledger repair' cut the log from seq {repair.seq} since (its repaired line keeps seqs to "
+               f"{repair.data['through']} void; what was cut is in {repair.data.get('cut')} of the ledger)")
+    else:
+        why = "cut, rewritten or replaced since"
+    return CorruptLedger(str(ledger.path), f"{head}: {why}; run 'ledger replay' again to read the log as it is now",
+                         line=seq, seq=seq)
 
 
 # -- show, who ------------------------------------------------------------------------
