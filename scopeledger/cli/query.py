@@ -136,9 +136,12 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
         filtered = bool(types or holder or path) and not env.json
         narrator, everything = _narrator(ledger, since, filtered, display_root(relative_to), env.zone)
         high, folded = until_seq, 0
+        shown = None
         if follow:
             folded = ledger.refresh()  # what this pass reads; later events come in the loop
             high = folded if until_seq is None else min(folded, until_seq)
+            # (its line, read before the lines printed: a cut after it is seen in the loop)
+            shown = _line_of(ledger, folded)
         # The bar counts the events this pass reads (--from to --until), not the whole log
         # (a damaged ledger's seq is not known: it stops at the line before the damage).
         last = high if damage is not None or (high is not None and high <= ledger.seq) else ledger.seq
@@ -150,7 +153,7 @@ def replay(env: Env, from_: str | None, until: str | None, holder: str | None, p
         if damage is not None:
             raise damage  # what stopped the ledger from opening, after what precedes it
         if follow:
-            return _follow(ledger, printer, since, until, until_seq, high or 0, folded, filters, filtered,
+            return _follow(ledger, printer, since, until, until_seq, high or 0, folded, shown, filters, filtered,
                            interval)
         if printer.count == 0 and not env.json:
             env.err.print("no events match", style="dim")
@@ -208,11 +211,14 @@ class _Printer:
 
 
 def _follow(ledger: Ledger, printer: _Printer, since: int | None, until: str | None, until_seq: int | None,
-            high: int, folded: int, filters: dict[str, Any], filtered: bool, interval: float) -> int:
+            high: int, folded: int, shown: bytes | None, filters: dict[str, Any], filtered: bool,
+            interval: float) -> int:
     """``replay --follow`` after the first pass (which printed up to seq ``high``,
-    having folded up to ``folded``): wait for news (:meth:`scopeledger.Ledger.wait`),
-    print what was appended, until ``--until`` (a seq: once it is printed; a time:
-    once this machine's clock passes it) or Ctrl-C (exit 130)."""
+    having folded up to ``folded``, whose line was ``shown``, read before the
+    lines printed): wait for news (:meth:`scopeledger.Ledger.wait`), print what
+    was appended, until ``--until`` (a seq: once it is printed; a time: once
+    this machine's clock passes it) or Ctrl-C (exit 130); exit 4 when the log
+    no longer holds the line of the last seq read as it was read."""
     until_ns = None
     if until is not None:
         point = parse_point(until)  # (valid: resolve_point took it)
@@ -221,8 +227,8 @@ def _follow(ledger: Ledger, printer: _Printer, since: int | None, until: str | N
     follow_until = until_seq if until_ns is None else None
     # The line of the last seq read (printed or passed over): the log must still hold it,
     # or what was shown is no longer the log's (a repair cut it, or the log was rewritten).
-    read = max(high, folded)
-    shown = _line_of(ledger, read)
+    # Each is read before the lines printed up to it: a cut between the two is seen too.
+    read = folded
     try:
         while True:
             if follow_until is not None and high >= follow_until:
@@ -237,7 +243,8 @@ def _follow(ledger: Ledger, printer: _Printer, since: int | None, until: str | N
                 raise _not_shown(ledger, read)
             if target <= folded:
                 continue  # no news within the interval: look at --until's time again
-            folded = target
+            folded = read = target
+            shown = _line_of(ledger, read)
             start = max(high + 1, since or 1)
             if follow_until is not None:
                 target = min(target, follow_until)
@@ -245,8 +252,6 @@ def _follow(ledger: Ledger, printer: _Printer, since: int | None, until: str | N
                 everything = ledger.events(since=start) if filtered else None
                 printer.range(ledger, start, target, filters, everything, until_ns)
                 high = target
-            read = folded
-            shown = _line_of(ledger, read)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
