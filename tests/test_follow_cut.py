@@ -25,7 +25,7 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -144,23 +144,32 @@ class Follower:
         return code, docs[:-1], docs[-1]["error"], self.p.stderr.read()
 
 
-@pytest.mark.parametrize("after", ["shorter", "longer"])
-def test_replay_follow_stops_with_exit_4_naming_the_cut_of_a_repair(tmp_path: Path, after: str) -> None:
+def _followed_through(tmp_path: Path, change: Callable[[Path, Path, int], None]) -> tuple[
+        int, list[dict[str, Any]], dict[str, Any], str]:
+    """A follower of a new ledger of 6 grants, stopped while ``change(ledger, log, its
+    size)`` changes it, then let go on: :meth:`Follower.end`."""
     led = tmp_path / "led"
     _make(led)
     log = led / "events.jsonl"
-    size = log.stat().st_size
     f = Follower(led)
     f.stop()
     try:
+        change(led, log, log.stat().st_size)
+    finally:
+        f.go_on()
+    return f.end()
+
+
+@pytest.mark.parametrize("after", ["shorter", "longer"])
+def test_replay_follow_stops_with_exit_4_naming_the_cut_of_a_repair(tmp_path: Path, after: str) -> None:
+    def cut(led: Path, log: Path, size: int) -> None:
         _damage_in_place(log, 3)
         _repair(led)
         if after == "longer":
             _grow_past(led, size)
         assert (log.stat().st_size < size) == (after == "shorter")
-    finally:
-        f.go_on()
-    code, more, error, err = f.end()
+
+    code, more, error, err = _followed_through(tmp_path, cut)
     assert code == 4, err
     assert more == []  # nothing of the log as it is now: not the repair's lines, not later grants
     line, = [ln for ln in err.splitlines() if ln.startswith("error:")]
@@ -173,13 +182,7 @@ def test_replay_follow_stops_with_exit_4_naming_the_cut_of_a_repair(tmp_path: Pa
 @pytest.mark.parametrize("change", ["same length", "replaced"])
 def test_replay_follow_stops_with_exit_4_when_what_it_read_changes_whatever_the_size(
         tmp_path: Path, change: str) -> None:
-    led = tmp_path / "led"
-    _make(led)
-    log = led / "events.jsonl"
-    size = log.stat().st_size
-    f = Follower(led)
-    f.stop()
-    try:
+    def rewrite(led: Path, log: Path, size: int) -> None:
         if change == "same length":
             _rewrite_same_length(log, 6)
             assert log.stat().st_size == size
@@ -188,9 +191,8 @@ def test_replay_follow_stops_with_exit_4_when_what_it_read_changes_whatever_the_
             _replace(log)
             _repair(led)
             _grow_past(led, size)
-    finally:
-        f.go_on()
-    code, more, error, err = f.end()
+
+    code, more, error, err = _followed_through(tmp_path, rewrite)
     assert code == 4, err
     assert more == []
     assert error["exit_code"] == 4, error
