@@ -1326,7 +1326,7 @@ class Ledger:
             state = self._catch_up()
             if through <= max(state.seq, state.void_through):
                 return  # (the common case: the cuts kept void long ago)
-            missed = files.begin(state.seq, self.timeout)
+            missed = files.begin(state.seq, self.timeout, None, state.last_hash)  # (still the line folded)
             wrote = False
             try:
                 if missed:
