@@ -730,6 +730,7 @@ class Tally:
         self.top = 0  # the highest plausible seq a line ended here names (0: none)
         self._head = b""  # the first bytes of the line being read
         self._length = 0  # its bytes so far
+        self._zeros = 0  # its NUL bytes so far
 
     def add(self, piece: bytes) -> None:
         self.sha256.update(piece)
@@ -748,13 +749,14 @@ class Tally:
                 if len(self._head) < MIN_EVENT_BYTES:
                     self._head += piece[at:at + MIN_EVENT_BYTES - len(self._head)]
                 self._length += len(piece) - at
+                self._zeros += piece.count(0, at)
                 return
             length = self._length + end - at
             if length >= MIN_EVENT_BYTES:
-                self.events += 1
+                self.events += 1 + (self._zeros + piece.count(0, at, end)) // MIN_EVENT_BYTES
                 self.top = max(self.top, self._seq(self._head + piece[at:at + MIN_EVENT_BYTES - len(self._head)],
                                                    self.bytes + end + 1))
-            self._head, self._length = b"", 0
+            self._head, self._length, self._zeros = b"", 0, 0
             at = end + 1
 
     def _seq(self, head: bytes, upto: int) -> int:
@@ -778,7 +780,10 @@ class Tally:
         ``int``: the lines that may have been events (of
         :data:`MIN_EVENT_BYTES` or more, and a torn last line of any
         length: one acknowledged but not flushed before a power cut may
-        have lost its end), or, when a
+        have lost its end), and in each, one more for every
+        :data:`MIN_EVENT_BYTES` NUL bytes (a block zeroed by a power cut
+        merges the lines it held, their newlines zeroed too, into one:
+        that many may have been there); or, when a
         line names a later seq (lines before it merged or removed), up to
         that seq; a seq is evidence only where that many lines fit in the
         bytes up to it. So a repair keeps void every seq a cut line may
@@ -788,7 +793,7 @@ class Tally:
             return 0
         events, top = self.events, self.top
         if self._length:  # a torn last line, however short: an event whose end was lost
-            events += 1
+            events += 1 + self._zeros // MIN_EVENT_BYTES
             top = max(top, self._seq(self._head, self.bytes))
         return max(events, top - self.kept)
 

@@ -412,3 +412,26 @@ def test_a_seq_too_far_for_the_bytes_before_it_is_a_damaged_digit_not_evidence(t
     report = _repair(path)
     assert (report.kept_seq, report.void_through) == (3, 5)
     assert _next_token(path) == 6
+
+
+@pytest.mark.parametrize("to_the_end", [False, True], ids=["into-the-last-line", "to-the-end"])
+def test_a_zeroed_block_merging_the_last_lines_keeps_void_as_many_seqs_as_it_could_hold(
+        tmp_path: Path, to_the_end: bool) -> None:
+    # A block of NULs from the middle of line 5 to the middle of line 10 (or to the end
+    # of the file), as a power cut leaves it: one line where six were, its head naming
+    # seq 5 and no later line naming one. Before, it counted as one possible event: the
+    # repair kept seq 5 only and the next grant took token 6, which h5 still carried (a
+    # fresh tester's finding). Every 64 NUL bytes may have held an event.
+    path = tmp_path / "L"
+    tokens = _grants(path, 10)
+    data = bytearray((path / "events.jsonl").read_bytes())
+    lines = bytes(data).splitlines(keepends=True)
+    start = sum(map(len, lines[:4])) + len(lines[4]) // 2
+    end = len(data) if to_the_end else sum(map(len, lines[:9])) + len(lines[9]) // 2
+    data[start:end] = bytes(end - start)
+    (path / "events.jsonl").write_bytes(bytes(data))
+    report = _repair(path)
+    assert report.kept_seq == 4
+    assert report.void_through is not None and report.void_through >= 4 + (end - start) // _store.MIN_EVENT_BYTES
+    assert _next_token(path) > max(tokens)
+    assert verify(path).ok
