@@ -124,6 +124,7 @@ class GrantWatch:
         self.lost = False
         self.looks = 0
         self._failing = False  # the last look could not read the store (said once: _unreadable)
+        self._unwoken = False  # its wake-up could not be made last time (said once: _source_now)
         self._source: Wakeup | None = None
         self._thread = threading.Thread(target=self._run, name=f"scopeledger-watch-{name}", daemon=True)
         self._thread.start()
@@ -353,9 +354,16 @@ class GrantWatch:
         try:
             self._source = tickets.follower()
         except (LedgerError, OSError) as exc:
-            log.info("cannot be woken by the log of %s's changes now (looking every %g s): %s",
-                     self._where, FOLLOW_POLL_SECONDS, exc)
+            if not self._unwoken:  # (said once until it can be made again, not at every look)
+                self._unwoken = True
+                log.info("the watch of grant %r (token %d) cannot be woken by changes of the log of %s now "
+                         "(looking every %g s until it can): %s", self.name, self.token, self._where,
+                         FOLLOW_POLL_SECONDS, exc)
             return None
+        if self._unwoken:
+            self._unwoken = False
+            log.info("the watch of grant %r (token %d) is woken by changes of the log of %s again",
+                     self.name, self.token, self._where)
         return self._source
 
     def _close_source(self) -> None:

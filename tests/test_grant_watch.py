@@ -327,3 +327,44 @@ def test_a_server_down_is_said_once_and_its_return_once_not_at_every_look(
             w.stop()
     with Ledger.open(pg_url) as led:
         led.release("job", force=True, reason="done")
+
+
+def test_a_wake_up_that_cannot_be_made_while_the_server_is_down_is_said_once(
+        pg_cluster: Any, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The watch's own sleep, counted (not replaced): with the server down its LISTEN
+    # wake-up breaks, and each look after tries to make it again. Before, each failed try
+    # said 'cannot be woken by the log of URL's changes now' (11 notes in 5 s of a
+    # fresh tester's `ledger run`); now once, until it can be made again.
+    caplog.set_level(logging.INFO, logger="scopeledger")
+    sleeps: queue.Queue[int] = queue.Queue()
+    real = GrantWatch._sleep
+
+    def counted(watch: GrantWatch, seconds: float | None = None) -> None:
+        sleeps.put(1)
+        real(watch, seconds)
+
+    monkeypatch.setattr(GrantWatch, "_sleep", counted)
+    monkeypatch.setattr(grantwatch, "FOLLOW_RECHECK_SECONDS", 0.05)  # (looks often: the count is of looks)
+    with Ledger.open(pg_url, create=True) as led:
+        a = led.register("job", [W(tmp_path / "w")])
+        w, got = watch(led, "job", a.token)
+        try:
+            pg_cluster.stop_server()
+            try:
+                def said() -> list[str]:
+                    return [r.getMessage() for r in caplog.records if "cannot be woken" in r.getMessage()]
+                for _ in range(int(BOUND / 0.05)):
+                    if said():
+                        break
+                    sleeps.get(timeout=BOUND)
+                assert said(), "the watch never said it cannot be woken"
+                for _ in range(6):  # six more looks, the server still down
+                    sleeps.get(timeout=BOUND)
+                assert len(said()) == 1, said()
+            finally:
+                pg_cluster.start_server()
+        finally:
+            w.stop()
+    with Ledger.open(pg_url) as led:
+        led.release("job", force=True, reason="done")
