@@ -386,7 +386,7 @@ def test_a_line_long_enough_to_be_an_event_is_kept_void_whatever_it_holds(tmp_pa
 
 
 def test_lines_merged_into_one_are_kept_void_as_far_as_a_later_line_names(tmp_path: Path) -> None:
-    # Lines 3 to 5 zeroed, their newlines too (a bad block): one line where three
+    # Lines 3 to 5 overwritten, their newlines too (a bad block): one line where three
     # were. Lines 6 and 7 are intact and name their seqs, so seqs up to 7 were
     # given. Before, the repair counted the lines cut (3) and kept seqs up to 5
     # void only: the next grants took tokens 6 and 7 again.
@@ -394,7 +394,9 @@ def test_lines_merged_into_one_are_kept_void_as_far_as_a_later_line_names(tmp_pa
     assert _grants(path, 7) == list(range(1, 8))
     lines = _log(path)
     merged = len(b"".join(lines[2:5])) - 1
-    (path / "events.jsonl").write_bytes(b"".join(lines[:2]) + b"\0" * merged + b"\n" + b"".join(lines[5:]))
+    # (overwritten with '#', not NULs: every 64 NULs would keep a seq void on their own,
+    # test_a_zeroed_block_merging_the_last_lines_keeps_void_as_many_seqs_as_it_could_hold)
+    (path / "events.jsonl").write_bytes(b"".join(lines[:2]) + b"#" * merged + b"\n" + b"".join(lines[5:]))
     report = _repair(path)
     assert (report.kept_seq, report.lines_cut, report.void_through) == (2, 3, 7)
     assert _next_token(path) == 8
