@@ -969,3 +969,66 @@ def test_a_dry_run_while_a_writer_appends_reports_no_damage(tmp_path: Path, monk
     assert (report.kept_seq, report.appended, report.writing) == (130, 100, 0)
     monkeypatch.undo()
     assert verify(str(path)).ok
+
+
+# -- a snapshot at the last lines' seqs vouches for them --------------------------------------
+
+
+def _snapped(path: Path, n: int) -> list[bytes]:
+    """``n`` live holders h0.., a snapshot at seq ``n``; the log's lines."""
+    lines = _live(path, n)
+    with Ledger.open(path) as led:
+        led.snapshot()
+    assert _snaps(path) == [n]
+    return lines
+
+
+def test_the_last_line_altered_is_named_by_the_snapshot_at_its_seq_and_cut(tmp_path: Path) -> None:
+    # Nothing follows the last line to tell it was altered; the snapshot at its seq
+    # recorded its hash. Before, verify blamed the (genuine) snapshot and a repair found
+    # nothing to repair, keeping the edited grant (h4 on /r/X) for good (a fresh
+    # tester's finding).
+    path = tmp_path / "L"
+    lines = _snapped(path, 5)
+    lines[4] = lines[4].replace(b"/r/4", b"/r/X")
+    _write_log(path, lines)
+    problem = _first_problem(path)
+    assert (problem.file, problem.line, problem.seq) == (str(path / "events.jsonl"), 5, 5), problem
+    assert "the snapshot at seq 5 recorded" in problem.message
+    report = Ledger.open(path, fold=False).repair()
+    assert (report.kept_seq, report.void_through, report.snapshots) == (4, 5, (_snap_name(5),))
+    assert verify(path).ok
+    with Ledger.open(path) as led:
+        assert [a.name for a in led.holders()] == ["h0", "h1", "h2", "h3"]
+        assert led.register("next", [W("/r/next")]).token == 6
+
+
+def test_the_line_before_a_last_line_a_snapshot_vouches_for_is_named_when_altered(tmp_path: Path) -> None:
+    # Line 4 edited; line 5, the last, no longer chains to it, and nothing after line 5
+    # tells which of the two was altered, but the snapshot at seq 5 recorded line 5's
+    # hash: line 4 was. Before, the repair cut the genuine line 5 and kept the edited 4.
+    path = tmp_path / "L"
+    lines = _snapped(path, 5)
+    lines[3] = lines[3].replace(b"/r/3", b"/r/X")
+    _write_log(path, lines)
+    problem = _first_problem(path)
+    assert (problem.line, problem.seq) == (4, 4), problem
+    report = Ledger.open(path, fold=False).repair()
+    assert (report.kept_seq, report.void_through) == (3, 5)
+    with Ledger.open(path) as led:
+        assert [a.name for a in led.holders()] == ["h0", "h1", "h2"]
+
+
+def test_a_middle_line_altered_at_a_snapshots_seq_is_named_once_and_first(tmp_path: Path) -> None:
+    # Line 5 of 8 edited, a snapshot at seq 5: the first problem is the line, not the
+    # genuine snapshot (before: the snapshot first, then the line), and once.
+    path = tmp_path / "L"
+    _snapped(path, 5)
+    with Ledger.open(path) as led:
+        for i in range(5, 8):
+            led.register(f"h{i}", [W(f"/r/{i}")])
+    lines = (path / "events.jsonl").read_bytes().splitlines(keepends=True)
+    lines[4] = lines[4].replace(b"/r/4", b"/r/X")
+    _write_log(path, lines)
+    problems = verify(path).problems
+    assert [(p.line, p.seq) for p in problems] == [(5, 5)], problems
