@@ -1097,19 +1097,48 @@ class History:
         return []
 
     def _line_against(self, seq: int, state: State) -> Problem | None:
-        """The problem of line ``seq`` when the snapshot at ``seq``, sound on
-        its own (:func:`~scopeledger._snapshots.proven_reach`: its header,
-        checksum and body agree), recorded another hash for it than the
-        line's now (``state.last_hash``, the fold's): the line was altered
-        after the snapshot was written (its last line has no line after it
-        to tell, a fresh tester's finding: verify blamed the genuine
-        snapshot and a repair kept the edited line); else ``None``."""
+        """The problem of the log when the snapshot at ``seq``, sound on its
+        own (:func:`~scopeledger._snapshots.proven_reach`: its header,
+        checksum and body agree), recorded another hash for line ``seq``
+        than the line's now (``state.last_hash``, the fold's) and holds a
+        holder otherwise than the fold: the log was altered after the
+        snapshot was written, from at most the line that granted the first
+        such holder (its token); named there (a last line has no line after
+        it to tell, and a rechained edit fools the chain: a fresh tester's
+        finding, verify blamed the genuine snapshot and a repair kept the
+        edited line). ``None`` when they differ in the hash alone (the
+        snapshot is the one named)."""
         recorded = _snapshot_vouches(self._store, seq)
-        if recorded is not None and recorded != state.last_hash:
-            return Problem(self._where, seq, seq, f"line altered after it was written: its hash is not the "
-                                                  f"one the snapshot at seq {seq} recorded "
-                                                  f"({_snapshots.where(self._store, seq)})")
+        if recorded is None or recorded == state.last_hash:
+            return None
+        first = _first_differing_grant(self._store, seq, state)
+        if first is None:
+            return None
+        return Problem(self._where, first[0], first[0], (
+            f"line altered after it was written: the log from this line to seq {seq} is not what the snapshot "
+            f"at seq {seq} recorded ({_snapshots.where(self._store, seq)}): holder {first[1]!r}, granted "
+            "here, differs"))
+
+
+def _first_differing_grant(store: Any, seq: int, state: State) -> tuple[int, str] | None:
+    """``(token, name)`` of the earliest granted holder that the snapshot
+    file at ``seq`` holds otherwise than ``state`` (or holds and ``state``
+    does not, or the other way round); ``None`` when none, or the file
+    cannot be read as a snapshot body."""
+    inner = getattr(store, "store", None)
+    if inner is None:
         return None
+    try:
+        data = _snapshots.read_file(inner, _snapshots.snapshot_name(seq))
+        body = orjson.loads(data[data.index(b"\n") + 1:])
+        theirs = {h["name"]: h for h in body["holders"]}
+    except (OSError, ValueError, KeyError, TypeError, LedgerError):
+        return None
+    mine = {h["name"]: h for h in state.to_json()["holders"]}
+    differ = [h for name in theirs.keys() | mine.keys()
+              for h in (theirs.get(name), mine.get(name)) if h is not None and theirs.get(name) != mine.get(name)]
+    tokens = [(h["token"], h["name"]) for h in differ if type(h.get("token")) is int and h["token"] >= 1]
+    return min(tokens) if tokens else None
 
 
 def _snapshot_vouches(store: Any, seq: int) -> str | None:

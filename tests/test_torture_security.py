@@ -430,4 +430,10 @@ def test_a_rechained_edit_is_caught_by_a_later_snapshot(tmp_path):
     open(log, "wb").write(b"\n".join(lines) + b"\n")
     rep = verify(path)
     assert not rep.ok
-    assert "snap-0000000000000006.json" in rep.problems[0].file
+    # The snapshot (sound on its own) holds h2 on /e/2: the log is named from h2's grant,
+    # line 3, the edited one (before: the snapshot was named, and a repair kept line 3).
+    first = rep.problems[0]
+    assert (first.file, first.line) == (log, 3) and "snap-0000000000000006.json" in first.message, first
+    with Ledger.open(path, fold=False) as led:
+        assert led.repair().kept_seq == 2
+    assert verify(path).ok
