@@ -333,7 +333,22 @@ def start(ledger: Any, alloc: Allocation, argv: Sequence[str], env: Mapping[str,
     finally:
         if w >= 0:
             os.close(w)
-    return Spawned(ledger, proc, ledger.holder(alloc.name) if ledger.check(alloc.name, alloc.token) else alloc)
+    return Spawned(ledger, proc, bound(ledger, alloc))
+
+
+def bound(ledger: Any, alloc: Allocation) -> Allocation:
+    """``alloc`` as bound to its child (the attach recorded), or ``alloc``
+    itself once it is no longer live: a child that exits at once may be
+    released or reclaimed (a waiter finding its process gone) by then,
+    also between the check and the read here, and it ran all the same."""
+    if ledger.check(alloc.name, alloc.token):
+        try:
+            now: Allocation = ledger.holder(alloc.name)
+        except UnknownHolder:
+            return alloc
+        if now.token == alloc.token:
+            return now
+    return alloc
 
 
 def _how_it_ended(proc: subprocess.Popen[Any]) -> str:

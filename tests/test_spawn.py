@@ -204,6 +204,29 @@ def test_the_command_never_runs_when_its_grant_cannot_be_bound(ledger, tmp_path,
     assert released(ledger, "job")[0]["note"] == "spawn failed before the command ran"
 
 
+def test_a_child_reclaimed_as_soon_as_it_ran_is_returned_not_raised(ledger, tmp_path, monkeypatch):
+    """A child that exits at once may be reclaimed (by a waiter that finds
+    its process gone) between the grant's check and the read of the bound
+    grant at the end of ``spawn``: the child ran, so ``spawn`` returns it
+    (its ``allocation`` as granted) and ``wait`` releases nothing. (Found by
+    the test of spawned siblings on PostgreSQL: ``UnknownHolder: no live
+    holder named 'pod/worker 2'`` from ``spawn`` for a child that had run.)"""
+    check = ledger.check
+
+    def reclaimed_right_after(name, token):
+        live = check(name, token)
+        ledger.release(name, token=token, note="reclaimed meanwhile (the test)")
+        return live
+
+    monkeypatch.setattr(ledger, "check", reclaimed_right_after)
+    marker = tmp_path / "ran"
+    sp = ledger.spawn("job", ["touch", str(marker)], [W(str(tmp_path / "x"))])
+    assert sp.allocation.name == "job"
+    assert sp.wait() == 0 and marker.exists()
+    assert [e["note"] for e in released(ledger, "job")] == ["reclaimed meanwhile (the test)"]
+    assert ledger.holders() == []
+
+
 def test_a_child_killed_at_its_gate_is_said_and_its_grant_released(ledger, tmp_path, monkeypatch):
     """Someone kills the child while it waits at its gate (after the grant
     is bound to it, before the gate opens): spawn says so, naming the
