@@ -28,9 +28,15 @@ first; it stands back while one of them is alive and *contends* with it (a rule 
 conflicts with a rule of the other: a write overlapping a write or an exclusive read,
 ``scopeledger._rules.conflicts``), except
 when that earlier waiter is itself kept out by the waiter's own line of
-delegation (its parent or the parent's ancestors hold what it needs: it
-cannot be granted before that line lets go, and standing back would
-deadlock). A ticket whose waiter died (its lock free) is skipped and
+delegation: a holder of that line (the parent or one of its ancestors)
+that is not in the earlier waiter's own line holds what it needs
+(:func:`kept_out_by`): it cannot be granted before that line lets go, and
+standing back would deadlock. A delegation is never refused by its own
+parent or the parent's ancestors, so siblings of one parent, and
+delegations from different levels of one line, stand back for each other
+as top-level waiters do. Only the waiter at the head (no earlier live
+waiter to stand back for) decides, so only it reclaims a dead holder in
+the way, in the transaction that grants it. A ticket whose waiter died (its lock free) is skipped and
 removed by whoever finds it. A waiter that is granted, times out or is
 cancelled gives its ticket back. A ticket whose waiter is a process of
 this host (its request records the pid, boot id and PID namespace) found
@@ -256,18 +262,20 @@ class Request:
 
 class Waiter:
     """A ticket read from the queue: its number, holder name, pid, write
-    rules, and whether its waiter is a process of this boot and PID
-    namespace (``local``: its pid names it here; both known)."""
+    rules, whether its waiter is a process of this boot and PID namespace
+    (``local``: its pid names it here; both known), and the holder it
+    delegates from (``parent``; ``None``: a register)."""
 
-    __slots__ = ("number", "name", "pid", "writes", "local")
+    __slots__ = ("number", "name", "pid", "writes", "local", "parent")
 
     def __init__(self, number: int, name: str, pid: int, writes: tuple[ScopeRule, ...],
-                 local: bool = False) -> None:
+                 local: bool = False, parent: str | None = None) -> None:
         self.number = number
         self.name = name
         self.pid = pid
         self.writes = writes
         self.local = local
+        self.parent = parent
 
 
 def exited(pid: int) -> bool:
@@ -334,10 +342,10 @@ class Queue:
                 doc = orjson.loads(data)
                 rules = tuple(r for r in (rule_from_log(x) for x in doc["rules"])
                               if r.permission is not Permission.READ)
-                boot, pidns = doc.get("boot"), doc.get("pidns")
+                boot, pidns, parent = doc.get("boot"), doc.get("pidns"), doc.get("parent")
                 w = Waiter(number, str(doc["name"]), int(doc["pid"]), rules,
                            boot is not None and pidns is not None and boot == boot_id()
-                           and pidns == pid_namespace())
+                           and pidns == pid_namespace(), None if parent is None else str(parent))
             except (ValueError, KeyError, TypeError):
                 pass  # damaged: ignored
         if len(self._cache) > 4096:
@@ -345,29 +353,31 @@ class Queue:
         self._cache[key] = w
         return w
 
-    def ahead(self, mine: int | None, req: Request, line_writes: Callable[[], list[ScopeRule]]) -> list[Waiter]:
+    def ahead(self, mine: int | None, req: Request,
+              line_of: Callable[[str | None], list[tuple[str, list[ScopeRule]]]]) -> list[Waiter]:
         """The nearest live waiter before ticket ``mine`` (``None``: any)
         that ``req`` must stand back for (see the module docstring), in a
         list (empty: none). The nearest, not the first: each waiter then
         watches the one just before it, and a grant wakes one waiter, not
         the whole queue.
-        ``line_writes()``: the write rules of the requester's own line of
-        delegation (the parent and its ancestors), asked only when needed."""
+        ``line_of(parent)``: the live holders of a line of delegation
+        (``parent`` and its ancestors; ``[]`` for ``None``), each with its
+        write rules (:func:`line_holders`), asked only when needed."""
         tickets = self.tickets
         if tickets is None:
             return []
         writes = req.writes()
         if not writes:
             return []
-        line: list[ScopeRule] | None = None
+        line: list[tuple[str, list[ScopeRule]]] | None = None
         for number, key, handle in tickets.earlier(mine):
             w = self._read(tickets, number, key, handle)
             if w is None or not _contend(w.writes, writes):
                 continue
             if req.parent is not None:
                 if line is None:
-                    line = line_writes()
-                if _contend(w.writes, line):
+                    line = line_of(req.parent)
+                if kept_out_by(w, line, line_of):
                     continue  # it waits for this waiter's own line: standing back would deadlock
             if not tickets.alive(handle):
                 continue
@@ -393,10 +403,11 @@ class Blocked:
         self.behind = behind
 
 
-def line_writes(ledger: Any, parent: str | None) -> list[ScopeRule]:
-    """The rules of ``parent`` and its ancestors (live now) that exclude
-    others: writes and exclusive reads."""
-    out: list[ScopeRule] = []
+def line_holders(ledger: Any, parent: str | None) -> list[tuple[str, list[ScopeRule]]]:
+    """``parent`` and its ancestors (live now), nearest first, each with its
+    rules that exclude others: writes and exclusive reads (``[]`` for
+    ``None``)."""
+    out: list[tuple[str, list[ScopeRule]]] = []
     seen = set()
     while parent is not None and parent not in seen:
         seen.add(parent)
@@ -404,9 +415,32 @@ def line_writes(ledger: Any, parent: str | None) -> list[ScopeRule]:
             a = ledger.holder(parent)
         except UnknownHolder:
             break
-        out.extend(r for r in a.rules if r.permission is not Permission.READ)
+        out.append((parent, [r for r in a.rules if r.permission is not Permission.READ]))
         parent = a.parent
     return out
+
+
+def kept_out_by(w: Waiter, line: list[tuple[str, list[ScopeRule]]],
+                line_of: Callable[[str | None], list[tuple[str, list[ScopeRule]]]]) -> bool:
+    """Whether the earlier waiter ``w`` is kept out by a holder of ``line``
+    (a requester's own line of delegation, :func:`line_holders`): one whose
+    rules contend with ``w``'s and that is not in ``w``'s own line (a
+    delegation is never refused by its parent or the parent's ancestors,
+    ``_fold.check_request``: it is granted out of their scope). Such a ``w``
+    cannot be granted before that line lets go, so the requester must not
+    stand back for it (a deadlock). Siblings of one parent are not kept
+    out by it (a fresh tester's finding: each skipped every earlier
+    sibling, the parent's scope overlapping theirs, and siblings were
+    served in whatever order they looked)."""
+    theirs: set[str] | None = None
+    for name, rules in line:
+        if not _contend(w.writes, rules):
+            continue
+        if theirs is None:
+            theirs = {n for n, _ in line_of(w.parent)}
+        if name not in theirs:
+            return True
+    return False
 
 
 def _in_the_way(err: Refused) -> tuple[str, ...]:
@@ -463,7 +497,7 @@ def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
         GaveUp: the deadline passed, or cancelled, before the grant.
     """
     if not first:
-        ahead = queue.ahead(mine, req, lambda: line_writes(ledger, req.parent))
+        ahead = queue.ahead(mine, req, functools.partial(line_holders, ledger))
         if ahead:
             return behind(ahead)
     decision = ledger.decide(req.name, req.rules, parent=req.parent, parent_token=req.parent_token)
@@ -503,7 +537,7 @@ def first_attempt(ledger: Any, req: Request, queue: Queue,
     Raises:
         as :func:`one_round`.
     """
-    ahead = queue.ahead(None, req, lambda: line_writes(ledger, req.parent))
+    ahead = queue.ahead(None, req, functools.partial(line_holders, ledger))
     if ahead:
         return behind(ahead)
     return _ask(ledger, attempt, gate, me, first=True)

@@ -190,6 +190,53 @@ def test_run_waiters_are_granted_in_the_order_they_started_waiting(where: Where,
         kill_all(procs)
 
 
+@pytest.mark.parametrize("levels", [1, 2])
+def test_nested_runs_delegating_from_one_holder_are_granted_in_the_order_they_started_waiting(
+        where: Where, tmp_path: Path, levels: int) -> None:
+    """Four nested ``ledger run`` (``$SCOPELEDGER_HOLDER``: they delegate
+    from one enclosing holder, 'pod', or 'team', pod's child holding a
+    part of it), each started once the one before it is in the queue, for
+    overlapping parts of what a sibling ('r0') holds: granted in that
+    order, each after the first saying that it waits behind the one before
+    it. Their commands end at once, so a waiter often finds the last
+    one's process gone and reclaims it before ``run`` records its release.
+    (A fresh tester's finding: siblings did not stand back for each other,
+    and were granted in whatever order they looked: 2 of 3 rounds out of
+    order, each saying it waited for the sibling holding the scope.)"""
+    src = tmp_path / "src"
+    out = src / "out"
+    parent = where.lib.register("pod", [W(src)])
+    if levels == 2:
+        parent = where.lib.delegate("pod", "team", [W(out)])
+    r0 = where.lib.delegate(parent.name, "r0", [W(out)])
+    env = {**clean_env(), "SCOPELEDGER_HOLDER": parent.name, "SCOPELEDGER_TOKEN": str(parent.token)}
+    names = ["r1", "r2", "r3", "r4"]
+
+    def nested(name: str, path: Path) -> subprocess.Popen[str]:
+        return subprocess.Popen([*CMD, "--ledger", where.location, "run", "--name", name, "--write", str(path),
+                                 "-w", "60", "--", "true"], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        procs = join_in_order(where, [(n, lambda n=n, i=i: nested(n, out / "x" if i % 2 else out))
+                                      for i, n in enumerate(names)])
+        where.lib.release("r0", token=r0.token)
+        errs = []
+        for p in procs:
+            _, err = p.communicate(timeout=BOUND)
+            assert p.returncode == 0, err
+            errs.append(err)
+        assert grants(where.lib)[-5:] == ["r0", *names]
+        for i, err in enumerate(errs):
+            notices = [line for line in err.splitlines() if line.startswith("Blocking waiting for the scope: ")]
+            assert len(notices) == 1, err
+            assert ("sibling 'r0'" if i == 0 else f"waiting behind '{names[i - 1]}' (pid ") in notices[0], err
+        assert where.queued() == []
+    finally:
+        kill_all(procs)
+
+
 def test_run_and_library_waiters_interleave_first_come_first_served(where: Where, tmp_path: Path) -> None:
     """A library waiter, a ``ledger run -w``, a library waiter, a ``ledger
     run`` (for ever): granted in the order they joined the queue."""

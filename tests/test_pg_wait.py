@@ -890,3 +890,16 @@ def test_a_waiter_whose_login_the_server_refuses_raises_at_once(pg_cluster, pg_u
     finally:
         theirs.close()
         owner.close()
+
+
+def test_spawned_siblings_waiting_for_one_scope_are_served_in_the_order_of_their_tickets(
+        pg_cluster, pg_url, tmp_path):
+    """The fresh tester's reproducer on PostgreSQL (``test_async``'s
+    scenario: one AsyncLedger, workers spawned with ``parent="pod"`` and
+    ``wait=``): granted in the order of their tickets (before the fix:
+    ``[3, 2, 1]`` there, every sibling skipping every earlier one)."""
+    from test_async import spawned_siblings_take_turns
+
+    order, granted = spawned_siblings_take_turns(pg_url, lambda: names(pg_cluster, pg_url), tmp_path)
+    assert order == [f"pod/worker {i}" for i in range(1, 5)]
+    assert granted == order

@@ -28,7 +28,7 @@ from scopeledger import (
 )
 from scopeledger._filetickets import QUEUE_DIR
 
-from helpers import W, asleep_behind, in_thread, wait_for
+from helpers import W, asleep_behind, in_thread, queued_names, wait_for
 
 BOUND = 60.0  # generous bound on any condition a test waits for
 
@@ -198,8 +198,9 @@ def first_ahead(ledger, ledger_dir, tmp_path):
         ledger.release("hold-a")
         yield a, first
     finally:
-        with contextlib.suppress(UnknownHolder):
-            ledger.release("hold-b")
+        for n in ("newcomer", "hold-b"):  # (a failed run: let 'first' be granted and end)
+            with contextlib.suppress(UnknownHolder):
+                ledger.release(n)
         finish(first)
 
 
@@ -316,6 +317,94 @@ def test_a_delegation_from_the_holder_an_earlier_waiter_waits_for_is_not_held_ba
         until(lambda: _queued(ledger_dir, "outsider"), "the outsider's ticket")
         alloc = ledger.delegate("parent", "child", [W(src + "/c")], wait=BOUND)
         assert alloc.parent == "parent"
+    finally:
+        w.kill()
+        w.wait()
+
+
+def test_a_sibling_that_waits_stands_back_for_an_earlier_sibling_waiter(ledger, ledger_dir, tmp_path):
+    """Waiters delegating from one parent are not kept out by that parent
+    (the owner they delegate from), so the later stands back for the
+    earlier. (A fresh tester's finding: each skipped every earlier sibling
+    as one 'waiting for its own line of delegation', since the parent's
+    scope overlaps theirs, and the first to look after a release took the
+    scope: the newcomer here was granted at once.)"""
+    src = str(tmp_path / "src")
+    a, b = src + "/a", src + "/b"
+    ledger.register("pod", [W(src)])
+    ledger.delegate("pod", "hold-a", [W(a)])
+    ledger.delegate("pod", "hold-b", [W(b)])
+    first = waiter(ledger_dir, "first", [a, b], parent="pod", hold_for="stdin")
+    try:
+        until(lambda: _queued(ledger_dir, "first"), "first's ticket")
+        ledger.release("hold-a")
+        # 'a' is free, but 'first' (waiting for 'b' too) asked for it before.
+        with pytest.raises(WaitTimeout) as info:
+            ledger.delegate("pod", "newcomer", [W(a)], wait=0.3)
+        assert info.value.refusal is None and info.value.in_the_way == ("first",)
+        ledger.release("hold-b")
+        assert json.loads(first.stdout.readline())["token"] > 0
+        assert grants(ledger, "newcomer") == []
+    finally:
+        for n in ("newcomer", "hold-b"):  # (a failed run: let 'first' be granted and end)
+            with contextlib.suppress(UnknownHolder):
+                ledger.release(n)
+        finish(first)
+
+
+@pytest.mark.parametrize("parent", ["pod", "pod/team"])
+def test_siblings_waiting_to_delegate_from_one_parent_are_granted_in_the_order_they_joined(
+        ledger, ledger_dir, tmp_path, parent):
+    """Five processes wait to delegate from one parent (a top-level holder,
+    or one delegated from it: two levels), each started once the one before
+    it has its ticket, for overlapping parts of what a sibling holds: each
+    grant in the log goes to the next ticket in the queue's order (before
+    the fix the order was whoever looked first after a release)."""
+    src = str(tmp_path / "src")
+    out = src + "/out"
+    ledger.register("pod", [W(src)])
+    if parent == "pod/team":
+        ledger.delegate("pod", "pod/team", [W(out)])
+    ledger.delegate(parent, "w0", [W(out)])
+    names = [f"w{i}" for i in range(1, 6)]
+    procs = []
+    try:
+        for i, n in enumerate(names):
+            procs.append(waiter(ledger_dir, n, [out + "/x" if i % 2 else out], parent=parent,
+                                hold_for="stdin"))
+            until(lambda k=i + 1: len(tickets(ledger_dir)) == k, f"{n}'s ticket")
+        assert queued_names(ledger_dir) == names  # the tickets' order
+        ledger.release("w0")
+        for k, (p, n) in enumerate(zip(procs, names, strict=True)):
+            until(lambda k=k: len(grants(ledger)) == 3 + (parent != "pod") + k, f"grant {k + 1} after w0's")
+            assert grants(ledger)[-1]["holder"]["name"] == n  # the earliest ticket still waiting
+            assert json.loads(p.stdout.readline())["token"] > 0
+            p.stdin.close()  # releases; the next in line is granted
+            assert p.wait(BOUND) == 0
+        assert [g["holder"]["name"] for g in grants(ledger)][-5:] == names
+        assert tickets(ledger_dir) == []
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_a_delegation_is_not_held_back_by_an_earlier_waiter_kept_out_by_its_own_line_two_levels_down(
+        ledger, ledger_dir, tmp_path):
+    """An earlier waiter delegating from 'pod' for a part of what 'team'
+    (pod's child) holds waits for 'team': a delegation from 'team' (or from
+    its child) does not stand back for it (that would deadlock), while
+    the siblings of one parent do (above)."""
+    src = str(tmp_path / "src")
+    out = src + "/out"
+    ledger.register("pod", [W(src)])
+    ledger.delegate("pod", "team", [W(out)])
+    w = waiter(ledger_dir, "outsider", [out + "/x"], parent="pod", wait=BOUND)
+    try:
+        until(lambda: _queued(ledger_dir, "outsider"), "the outsider's ticket")
+        assert ledger.delegate("team", "mate", [W(out + "/x")], wait=BOUND).parent == "team"
+        assert ledger.delegate("mate", "sub", [W(out + "/x/z")], wait=BOUND).parent == "mate"
+        assert grants(ledger, "outsider") == []
     finally:
         w.kill()
         w.wait()
