@@ -648,6 +648,12 @@ class _Txn:
                   rule=rule.to_json() if rule is not None else None, chain=chain)
 
 
+class _CutWhileWaiting(CorruptLedger):
+    """Lines a change folded while it waited for the lock are no longer in
+    the log (a repair cut them meanwhile): ``Ledger._transact`` folds the
+    log again and decides the change again; never raised to a caller."""
+
+
 def _void_through(kept: int, seqs: int, reach: tuple[int, str, int] | None,
                   proven: int | None = None) -> int | None:
     """The last seq a repair that keeps line ``kept`` and cuts lines that
@@ -1515,17 +1521,22 @@ class Ledger:
         if state is None or state.seq < after:  # dropped (or reloaded) meanwhile
             return self._catch_up()
         skip = state.seq - after
-        if skip < len(missed):
-            self._fold(state, missed[skip:] if skip else missed)
-        elif skip and (skip > len(missed) or line_hash(missed[-1][1]) != state.last_hash):
-            # Lines folded while waiting that the log under the lock no longer holds
-            # (a repair cut them meanwhile): nothing may chain to them.
-            self._state = None
-            if self._files is not None:
-                self._files.forget()
-            raise CorruptLedger(self._log_where, f"the log no longer holds line {state.seq} as it was read (cut "
-                                                 "by 'ledger repair' while this process waited for the lock)",
-                                line=state.seq, seq=state.seq)
+        folded, last = state.seq, state.last_hash  # (with the lines folded while waiting)
+        try:
+            if skip < len(missed):
+                self._fold(state, missed[skip:] if skip else missed)
+            elif skip and (skip > len(missed) or line_hash(missed[-1][1]) != state.last_hash):
+                raise CorruptLedger(self._log_where, f"line {folded} is not as it was read", line=folded)
+        except CorruptLedger:
+            # Lines folded while waiting that the log under the lock no longer holds (a
+            # repair cut them meanwhile): the change is decided again on the log as it is
+            # now (_transact); damage in the lines missed stands.
+            if skip and not self._holds_folded(folded, last):
+                self._state = None
+                raise _CutWhileWaiting(self._log_where, f"the log no longer holds line {folded} as it was "
+                                       "read (cut by 'ledger repair' while this process waited for the lock)",
+                                       line=folded, seq=folded) from None
+            raise
         return state
 
     def _boot_spans(self) -> dict[str, list[int]]:
@@ -1765,6 +1776,7 @@ class Ledger:
         if files is not None:
             txn = None
             last = state.last_hash
+            cut_at = after_seq  # (the line no longer held, when the change is decided again)
             mine = self._last_line  # (this object's copy of its last line: FileStore.begin compares it)
             try:
                 missed = files.begin(after_seq, self._timeout, self._fold_while_waiting, last,
@@ -1772,20 +1784,22 @@ class Ledger:
                                      else None)
                 self.last_wait = files.last_wait
                 result, txn, state = self._locked_part(build, written, after_seq, missed, args)
-            except CorruptLedger:
+            except CorruptLedger as exc:
                 # The log no longer holds the last line this object folded (a repair cut
-                # it; judged under the lock, unless begin let it go): nothing was appended
-                # (the lines missed did not follow that line), so the change is decided
-                # again on the log as it is now, folded outside the lock.
+                # it; judged under the lock, unless begin let it go), or lines it folded
+                # while it waited for the lock: nothing was appended (the lines missed did
+                # not follow that line), so the change is decided again on the log as it
+                # is now, folded outside the lock.
                 with mem:
-                    if self._holds_folded(after_seq, last):
+                    if not isinstance(exc, _CutWhileWaiting) and self._holds_folded(after_seq, last):
                         raise
+                cut_at = exc.seq if isinstance(exc, _CutWhileWaiting) and exc.seq else after_seq
             finally:
                 if txn is None or not txn.lines:  # (an append that returned let the lock go)
                     files.end()  # a no-op unless this thread still holds the lock (an exception)
             if txn is None:  # (the cut above)
                 with mem:
-                    self._fold_again(after_seq)
+                    self._fold_again(cut_at)
                 return self._transact(build, written, args)
         else:
             done, spare = None, None

@@ -236,3 +236,56 @@ def test_a_log_cut_and_grown_back_to_the_same_size_is_not_taken_for_the_one_read
         assert grant.token > seq
         assert [a.name for a in led.holders()][:2] == ["h0", "h1"] and "h5" not in {a.name for a in led.holders()}
     assert verify(ledger_dir).ok
+
+
+def test_a_change_whose_lines_folded_while_it_waited_are_cut_is_decided_again(
+        ledger_dir: str, tmp_path: Any) -> None:
+    # A register waits for the lock (held here) and folds, meanwhile, lines another
+    # object appended; a repair cuts those lines before the lock is let go. Before, the
+    # register raised CorruptLedger ('line 6 does not chain to line 5 ... run ledger
+    # repair', or 'cut ... while this process waited'), the log sound (a fresh tester's
+    # finding); now it folds the repaired log again and is granted past the cut seqs.
+    import fcntl
+    from test_wait import until as until_
+    log = os.path.join(ledger_dir, "events.jsonl")
+    x = Ledger.open(ledger_dir)
+    try:
+        for i in range(3):
+            x.register(f"h{i}", [W(str(tmp_path / f"h{i}"))])
+        with Ledger.open(ledger_dir) as y:
+            for i in (3, 4):
+                y.register(f"h{i}", [W(str(tmp_path / f"h{i}"))])
+        # The repaired log, made on a copy: line 4 damaged, cut, seqs 4 and 5 kept void.
+        copy = str(tmp_path / "copy")
+        shutil.copytree(ledger_dir, copy)
+        _damage(copy, 4)
+        _repair(copy)
+        repaired = open(os.path.join(copy, "events.jsonl"), "rb").read()
+        fd = os.open(log, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another process's lock, as the store takes it
+        got: list[Any] = []
+
+        def change() -> None:
+            try:
+                got.append(x.register("me", [W(str(tmp_path / "me"))]).token)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                got.append(exc)
+
+        t = threading.Thread(target=change)
+        t.start()
+        try:
+            # (its state peeked at, not asked for: asking would fold them here, before the change began)
+            until_(lambda: getattr(x._state, "seq", 0) == 5, "the waiting change folding lines 4 and 5")
+            os.ftruncate(fd, 0)  # "the repair", under the lock: the log as the copy's repair left it
+            os.pwrite(fd, repaired, 0)
+            shutil.copytree(os.path.join(copy, "cut"), os.path.join(ledger_dir, "cut"))
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            t.join(BOUND)
+        assert not t.is_alive()
+        assert isinstance(got[0], int) and got[0] > 5, got
+        assert [a.name for a in x.holders()] == ["h0", "h1", "h2", "me"]
+    finally:
+        x.close()
+    assert verify(ledger_dir).ok
