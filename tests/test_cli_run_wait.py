@@ -175,19 +175,31 @@ def test_run_waiters_are_granted_in_the_order_they_started_waiting(where: Where,
         procs = join_in_order(where, [(n, lambda n=n, p=p, w=w: run_waiter(where, n, p, *w))
                                       for n, p, w in zip(names, paths, waits, strict=True)])
         where.lib.release("holder", token=h.token)
-        errs = []
-        for p in procs:
-            _, err = p.communicate(timeout=BOUND)
-            assert p.returncode == 0, err
-            errs.append(err)
+        errs = _succeeded(procs)
         assert grants(where.lib) == ["holder", *names]
-        for i, err in enumerate(errs):
-            notices = [line for line in err.splitlines() if line.startswith("Blocking waiting for the scope: ")]
-            assert len(notices) == 1 and len(err.splitlines()) == 1, err
-            assert ("'holder'" if i == 0 else f"waiting behind '{names[i - 1]}' (pid ") in notices[0], err
+        _each_behind_the_one_before(errs, names, "'holder'")
+        assert all(len(err.splitlines()) == 1 for err in errs), errs
         assert where.queued() == []
     finally:
         kill_all(procs)
+
+
+def _succeeded(procs: list[subprocess.Popen[str]]) -> list[str]:
+    """Each process's stderr, once it ended with status 0."""
+    errs = []
+    for p in procs:
+        _, err = p.communicate(timeout=BOUND)
+        assert p.returncode == 0, err
+        errs.append(err)
+    return errs
+
+
+def _each_behind_the_one_before(errs: list[str], names: list[str], first: str) -> None:
+    """Each waiter's one waiting notice names the one before it (the first: ``first``)."""
+    for i, err in enumerate(errs):
+        notices = [line for line in err.splitlines() if line.startswith("Blocking waiting for the scope: ")]
+        assert len(notices) == 1, err
+        assert (first if i == 0 else f"waiting behind '{names[i - 1]}' (pid ") in notices[0], err
 
 
 @pytest.mark.parametrize("levels", [1, 2])
@@ -222,16 +234,9 @@ def test_nested_runs_delegating_from_one_holder_are_granted_in_the_order_they_st
         procs = join_in_order(where, [(n, lambda n=n, i=i: nested(n, out / "x" if i % 2 else out))
                                       for i, n in enumerate(names)])
         where.lib.release("r0", token=r0.token)
-        errs = []
-        for p in procs:
-            _, err = p.communicate(timeout=BOUND)
-            assert p.returncode == 0, err
-            errs.append(err)
+        errs = _succeeded(procs)
         assert grants(where.lib)[-5:] == ["r0", *names]
-        for i, err in enumerate(errs):
-            notices = [line for line in err.splitlines() if line.startswith("Blocking waiting for the scope: ")]
-            assert len(notices) == 1, err
-            assert ("sibling 'r0'" if i == 0 else f"waiting behind '{names[i - 1]}' (pid ") in notices[0], err
+        _each_behind_the_one_before(errs, names, "sibling 'r0'")
         assert where.queued() == []
     finally:
         kill_all(procs)
