@@ -30,7 +30,7 @@ from . import _snapshots
 from ._errors import CorruptLedger, LedgerIOError, ReadOnlyLedger, SnapshotInvalid
 from ._events import iter_lines, line_hash, split_lines
 from ._logstore import Entry, Line
-from ._store import Store
+from ._store import MIN_EVENT_BYTES, Store
 from ._imports import first_use
 
 if TYPE_CHECKING:
@@ -59,6 +59,18 @@ _FILE_KEYS = ("offset", "line_start")
 #: Bytes :meth:`FileStore.begin` reads past the last line read (with it,
 #: checked): fewer say where the log ends; as many, the size is asked for.
 _BEGIN_READ = 4096
+
+
+def zeroed_tail(size: int, zeros: int, head: int) -> str:
+    """Why a log that ends with ``size`` bytes after its last complete line
+    ``head``, ``zeros`` of them NUL, is not written to: a torn tail with
+    that many NUL bytes is not one line cut short by a writer that died (a
+    line holds none) but lines a power cut zeroed, grants among them whose
+    holders may still carry their tokens; the next grant must not take
+    their seqs (``ledger repair`` keeps them void: ``Tally.seqs``)."""
+    return (f"the log ends with {size} bytes after line {head}, {zeros} of them NUL: lines zeroed by a power "
+            "cut, grants among them perhaps still held; run 'ledger repair', which sets them aside and keeps "
+            "their seqs void (nothing is written before)")
 
 
 class FileStore:
@@ -332,6 +344,23 @@ class FileStore:
             end = line_end
         return size - end
 
+    def _zeros(self, start: int, end: int) -> int:
+        """The NUL bytes among the log's bytes ``start .. end``, ``int``."""
+        return sum(piece.count(0) for piece in self.store.read(start, end))
+
+    def torn_zeros(self) -> tuple[int, int]:
+        """``(bytes, NUL bytes)`` after the last complete line (file store
+        only: for ``verify``), judged at one look at the log's size."""
+        seq, pos = self._nearest(1 << 62)
+        size = self.store.size()
+        if pos > size:
+            raise CorruptLedger(self.store.log_path, f"the log shrank to {size} bytes, and line {seq} "
+                                                     f"ended at byte {pos} before")
+        end = pos
+        for _line, _start, line_end in self._lines(seq, pos, size):
+            end = line_end
+        return size - end, self._zeros(end, size) if size > end else 0
+
     def seq_at(self, ts: int) -> int:
         seq = 0
         for line, _, _ in self._lines(0, 0, self.store.size()):
@@ -431,6 +460,9 @@ class FileStore:
                     raise self._not_held(after)
             head = after + len(missed)
             if size > end:
+                zeros = self._zeros(end, size)
+                if zeros >= MIN_EVENT_BYTES:
+                    raise CorruptLedger(store.log_path, zeroed_tail(size - end, zeros, head), line=head + 1)
                 where = store.set_aside(end, size)
                 log.warning("torn last line (%d bytes) in %s moved to %s", size - end, store.log_path, where)
                 self.torn.append(where)

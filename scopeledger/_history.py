@@ -30,7 +30,8 @@ from ._errors import (CorruptLedger, DelegationError, HistoryUnavailable, Invali
                       ScopeConflict, SnapshotInvalid, shown)
 from ._events import (DAMAGE_ADVICE, EVENT_TYPES, GENESIS_HASH, FoldError, NewerValue, blake2b, check_event, damaged,
                       decode, decode_page, fold_fault, line_hash, newer_damage, newer_fault, payload_check, unchained)
-from ._filestore import FileStore
+from ._filestore import FileStore, zeroed_tail
+from ._store import MIN_EVENT_BYTES
 from ._fold import State, apply, check_request, holders_of
 from ._logstore import LogStore, line_after
 from ._rules import Permission, ScopeRule, check_name, covers_place, overlaps
@@ -1463,10 +1464,12 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
     except OSError as exc:  # LedgerIOError: an I/O error reading the log
         problems.append(Problem(path, None, None, f"cannot read: {_snapshots.why(exc)}"))
     else:
-        torn = getattr(store, "torn_bytes", None)
+        torn = getattr(store, "torn_zeros", None)
         if not problems and check_tail and torn is not None:
-            left = torn()
-            if left:
+            left, zeros = torn()
+            if zeros >= MIN_EVENT_BYTES:  # (lines a power cut zeroed: writers refuse, repair keeps them void)
+                problems.append(Problem(path, state.seq + 1, None, zeroed_tail(left, zeros, state.seq)))
+            elif left:
                 notes.append(f"{path}: torn last line of {left} bytes after seq "
                              f"{state.seq} (the next writer sets it aside)")
     if not problems and check_tail:

@@ -437,3 +437,26 @@ def test_a_zeroed_block_merging_the_last_lines_keeps_void_as_many_seqs_as_it_cou
     assert report.void_through is not None and report.void_through >= 4 + (end - start) // _store.MIN_EVENT_BYTES
     assert _next_token(path) > max(tokens)
     assert verify(path).ok
+
+
+def test_a_tail_zeroed_to_the_end_stops_writers_until_a_repair_keeps_its_seqs_void(tmp_path: Path) -> None:
+    # Lines 7 to 10 zeroed to the end of the file, their last newline too (a power cut
+    # that kept the file's size, not its last blocks): a torn tail to a writer, which
+    # set it aside and took token 7 again while h6..h9 still carried 7..10, verify saying
+    # ok (a fresh tester's finding, HIGH). A torn tail with that many NULs is not a line a
+    # dying writer cut short (a line holds none): writers refuse it, verify names it.
+    path = tmp_path / "L"
+    tokens = _grants(path, 10)
+    data = bytearray((path / "events.jsonl").read_bytes())
+    start = sum(map(len, bytes(data).splitlines(keepends=True)[:6]))
+    data[start:] = bytes(len(data) - start)
+    (path / "events.jsonl").write_bytes(bytes(data))
+    with pytest.raises(CorruptLedger, match="of them NUL: lines zeroed by a power cut"):
+        with Ledger.open(path) as led:
+            led.register("next", [W("/r/next")])
+    assert (path / "events.jsonl").read_bytes() == bytes(data)  # nothing set aside, nothing written
+    report = verify(path)
+    assert not report.ok and (report.problems[0].line, report.problems[0].seq) == (7, None), report.problems
+    assert _repair(path).void_through >= 6 + (len(data) - start) // _store.MIN_EVENT_BYTES
+    assert _next_token(path) > max(tokens)
+    assert verify(path).ok
