@@ -325,32 +325,19 @@ class FileStore:
             seq += 1
         return seq
 
-    def torn_bytes(self) -> int:
-        """The bytes after the last complete line (a torn tail not set
-        aside yet), ``int``; 0 for none. (File store only: for ``verify``'s
-        note.)
-
-        Judged at one look at the log's size: a line another process
-        appends meanwhile is not a torn tail, nor a log that shrank (the
-        head and its end taken at two sizes said so, on a ledger in use).
-        """
-        seq, pos = self._nearest(1 << 62)
-        size = self.store.size()
-        if pos > size:
-            raise CorruptLedger(self.store.log_path, f"the log shrank to {size} bytes, and line {seq} "
-                                                     f"ended at byte {pos} before")
-        end = pos
-        for _line, _start, line_end in self._lines(seq, pos, size):
-            end = line_end
-        return size - end
-
     def _zeros(self, start: int, end: int) -> int:
         """The NUL bytes among the log's bytes ``start .. end``, ``int``."""
         return sum(piece.count(0) for piece in self.store.read(start, end))
 
     def torn_zeros(self) -> tuple[int, int]:
-        """``(bytes, NUL bytes)`` after the last complete line (file store
-        only: for ``verify``), judged at one look at the log's size."""
+        """``(bytes, NUL bytes)`` after the last complete line (a torn tail
+        not set aside yet, or lines a power cut zeroed: :func:`zeroed_tail`);
+        ``(0, 0)`` for none. (File store only: for ``verify``.)
+
+        Judged at one look at the log's size: a line another process
+        appends meanwhile is not a torn tail, nor a log that shrank (the
+        head and its end taken at two sizes said so, on a ledger in use).
+        """
         seq, pos = self._nearest(1 << 62)
         size = self.store.size()
         if pos > size:

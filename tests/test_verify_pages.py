@@ -135,10 +135,10 @@ def test_verify_of_a_log_another_process_appends_to_meanwhile_is_no_corruption(l
                 return n
 
             store.size = size
-            real_torn = reader._log.torn_bytes
+            real_torn = reader._log.torn_zeros
             checking = False
 
-            def torn_bytes():
+            def torn_zeros():
                 nonlocal checking
                 checking = True
                 try:
@@ -146,7 +146,7 @@ def test_verify_of_a_log_another_process_appends_to_meanwhile_is_no_corruption(l
                 finally:
                     checking = False
 
-            reader._log.torn_bytes = torn_bytes
+            reader._log.torn_zeros = torn_zeros
             report = reader.verify(workers=1)
             assert appended, "the tail check never looked at the log's size"
             assert report.ok, report.problems
