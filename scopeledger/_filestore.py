@@ -61,6 +61,13 @@ _FILE_KEYS = ("offset", "line_start")
 _BEGIN_READ = 4096
 
 
+def _is(got: bytes, last: str, line: bytes | None) -> bool:
+    """Whether the line ``got`` hashes to ``last``: compared with ``line``
+    (the reader's copy of it, ``None``: none) first, a ``memcmp``; by its
+    hash otherwise, or when they differ (the copy may be another line's)."""
+    return got == line or line_hash(got) == last
+
+
 def zeroed_tail(size: int, zeros: int, head: int) -> str:
     """Why a log that ends with ``size`` bytes after its last complete line
     ``head``, ``zeros`` of them NUL, is not written to: a torn tail with
@@ -259,21 +266,35 @@ class FileStore:
         """
         if not seq:
             return self.read_after(0)
-        tseq, tstart, tend = self._tail
-        if tseq == seq:
-            n = tend - tstart
-            data = self.store.read_at(tstart, n + _BEGIN_READ)
-            if not self._same(data, n, last, line):
-                raise self._not_held(seq)
-            if len(data) == n:
-                return []
-            size = tstart + len(data) if len(data) < n + _BEGIN_READ else self.store.size()
-            return self._read_after(seq, None, size)[0]
+        if self._tail[0] == seq:
+            size = self._size_past_tail(seq, last, line)
+            return [] if size == self._tail[2] else self._read_after(seq, None, size)[0]
         lines = self.read_after(seq - 1)
-        if not lines or lines[0][0] != seq or (lines[0][1] != line and line_hash(lines[0][1]) != last):
+        if not lines or lines[0][0] != seq or not _is(lines[0][1], last, line):
             raise self._not_held(seq)
         del lines[0]
         return lines
+
+    def _size_past_tail(self, seq: int, last: str, line: bytes | None) -> int:
+        """The log's size, found by reading the last line read (seq
+        ``seq``, the tail remembered) again with whatever follows it (a
+        short read: the log's end; a full one: the size is asked for),
+        once that line is checked to hash to ``last`` (``line``: the
+        reader's copy, compared first).
+
+        Raises:
+            CorruptLedger: it does not (:meth:`_not_held`).
+            LedgerIOError: the log cannot be read.
+        """
+        _, start, end = self._tail
+        n = end - start
+        data = self.store.read_at(start, n + _BEGIN_READ)
+        if len(data) < n or data[n - 1] != 10:
+            raise self._not_held(seq)
+        got = data[:n - 1]
+        if got != line and line_hash(got) != last:  # (_is, inlined: every change passes here)
+            raise self._not_held(seq)
+        return start + len(data) if len(data) < n + _BEGIN_READ else self.store.size()
 
     def read_lines(self, seq: int, limit: int) -> list[bytes]:
         """As :meth:`read_after` with a ``limit``, the lines alone (of seqs
@@ -425,14 +446,9 @@ class FileStore:
             # lets the lock go: Store.release is a no-op when this thread
             # holds nothing.
             self.last_wait = store.acquire(timeout, on_wait)
-            tseq, tstart, tend = self._tail
+            tseq, _, tend = self._tail
             if last is not None and tseq == after and after:
-                # The line read again with whatever follows it (a short read: the log's end).
-                n = tend - tstart
-                data = store.read_at(tstart, n + _BEGIN_READ)
-                if not self._same(data, n, last, line):
-                    raise self._not_held(after)
-                size = tstart + len(data) if len(data) < n + _BEGIN_READ else store.size()
+                size = self._size_past_tail(after, last, line)
                 last = None  # (checked)
             else:
                 size = store.size()
@@ -443,7 +459,7 @@ class FileStore:
                 missed, end = self._read_after(after, None, size)
             if last is not None and not missed and after:  # (lines missed: the fold checks their chain)
                 got = self._read_after(after - 1, 1, end)[0]
-                if not got or (got[0][1] != line and line_hash(got[0][1]) != last):
+                if not got or not _is(got[0][1], last, line):
                     raise self._not_held(after)
             head = after + len(missed)
             if size > end:
@@ -458,17 +474,6 @@ class FileStore:
         except BaseException:
             self.end()
             raise
-
-    @staticmethod
-    def _same(data: bytes, n: int, last: str, line: bytes | None) -> bool:
-        """Whether ``data`` starts with a line of ``n`` bytes (its newline
-        counted) hashing to ``last``: compared with ``line`` (the caller's
-        copy of it, ``None``: none) where given, a ``memcmp``; its hash
-        otherwise (or when they differ: the copy may be of another line)."""
-        if len(data) < n or data[n - 1] != 10:
-            return False
-        got = data[:n - 1]
-        return got == line or line_hash(got) == last
 
     def _not_held(self, seq: int) -> CorruptLedger:
         """The error of :meth:`begin` for a log that no longer holds line

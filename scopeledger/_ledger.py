@@ -1255,10 +1255,7 @@ class Ledger:
                 through = self._keep_cut_void(files, kept, facts["kept_hash"], cut, reach)
         finally:
             if cut is not None:  # fold again from what the log holds now
-                self._state = None
-                self._seq_of_last_txn = -1
-                self._snap_seq = 0
-                self._boots = None
+                self._drop_fold()
         where, _ = cut
         self._lost = attrs.evolve(lost, moved_to=where, void_through=through)
         which = ", ".join(names) if len(names) <= 3 else f"{len(names)} of them, {names[0]} to {names[-1]}"
@@ -1350,10 +1347,7 @@ class Ledger:
             finally:
                 files.end()
                 if wrote:
-                    self._state = None
-                    self._seq_of_last_txn = -1
-                    self._snap_seq = 0
-                    self._boots = None
+                    self._drop_fold()
         log.warning("the cut recorded in %s (a repair, or the first writer after the log lost its tail) was "
                     "stopped before it kept its seqs void; recorded that at seq %d%s: no fencing token among "
                     "them is given again; new events go on from seq %d", where, kept + 1,
@@ -1410,9 +1404,7 @@ class Ledger:
             # (a directory: its last line folded read again, by its hash: FileStore.read_on)
             files = self._files
             if files is not None:
-                mine = self._last_line
-                lines = files.read_on(seq, last, mine[2] if mine is not None and mine[0] == seq and mine[1] == last
-                                      else None)
+                lines = files.read_on(seq, last, self._copy_of(seq, last))
             else:
                 lines = self._log.read_after(seq)
             if lines:
@@ -1447,6 +1439,23 @@ class Ledger:
                 return True
         return False
 
+    def _drop_fold(self) -> None:
+        """Forget the folded state and what was learnt with it (the seq of
+        this object's last change, of its last snapshot, the boot spans):
+        the next call folds the log as it is now, as opening does (after a
+        cut of the log, here or in another process)."""
+        self._state = None
+        self._seq_of_last_txn = -1
+        self._snap_seq = 0
+        self._boots = None
+
+    def _copy_of(self, seq: int, last: str) -> bytes | None:
+        """This object's copy of line ``seq`` when it is the last it folded
+        or appended and hashes to ``last`` (``_last_line``), else ``None``:
+        what a file store compares the log's line with, a ``memcmp``."""
+        mine = self._last_line
+        return mine[2] if mine is not None and mine[0] == seq and mine[1] == last else None
+
     def _fold_again(self, seq: int) -> State:
         """The log no longer holds line ``seq`` as this object folded it: a
         repair cut it (in another process, or by another object), or the
@@ -1462,10 +1471,7 @@ class Ledger:
                     "the log replaced): folding it again from what it holds now", self._log_where, seq)
         if self._files is not None:
             self._files.forget()
-        self._state = None
-        self._seq_of_last_txn = -1
-        self._snap_seq = 0
-        self._boots = None
+        self._drop_fold()
         self._load()
         state = self._state
         assert state is not None
@@ -1777,11 +1783,9 @@ class Ledger:
             txn = None
             last = state.last_hash
             cut_at = after_seq  # (the line no longer held, when the change is decided again)
-            mine = self._last_line  # (this object's copy of its last line: FileStore.begin compares it)
             try:
                 missed = files.begin(after_seq, self._timeout, self._fold_while_waiting, last,
-                                     mine[2] if mine is not None and mine[0] == after_seq and mine[1] == last
-                                     else None)
+                                     self._copy_of(after_seq, last))
                 self.last_wait = files.last_wait
                 result, txn, state = self._locked_part(build, written, after_seq, missed, args)
             except CorruptLedger as exc:
@@ -2862,7 +2866,7 @@ class Ledger:
         deadline = None if timeout is None else time.monotonic() + timeout
         stale = False
         while True:
-            why = self._files.store.replaced() if self._files is not None else None
+            why = self._files.replaced() if self._files is not None else None
             if why is not None:
                 raise CorruptLedger(self._log_where, f"{why}: this object cannot read what is written there "
                                                      "now; open the ledger again")
@@ -3223,10 +3227,7 @@ class Ledger:
                     else:
                         through = self._keep_cut_void(files, kept, facts["kept_hash"], cut, reach)
             finally:
-                self._state = None  # fold again from what the log holds now
-                self._seq_of_last_txn = -1
-                self._snap_seq = 0
-                self._boots = None
+                self._drop_fold()  # fold again from what the log holds now
             if cut is None:
                 return self._repaired(False, kept, first, others, plan, None)
             where, record = cut
@@ -3277,10 +3278,7 @@ class Ledger:
                     report = attrs.evolve(report, void_through=None, reason=(
                         f"{reason}; other writers appended meanwhile, so those seqs may be given again"))
         finally:
-            self._state = None
-            self._seq_of_last_txn = -1
-            self._snap_seq = 0
-            self._boots = None
+            self._drop_fold()
         return report
 
     def _keep_cut_void(self, files: Any, kept: int, kept_hash: str, cut: tuple[str, dict[str, Any]],
