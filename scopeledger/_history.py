@@ -1099,7 +1099,7 @@ class History:
 
     def _line_against(self, seq: int, state: State) -> Problem | None:
         """The problem of the log when the snapshot at ``seq``, sound on its
-        own (:func:`~scopeledger._snapshots.proven_reach`: its header,
+        own (:func:`~scopeledger._snapshots.sound_alone`: its header,
         checksum and body agree), recorded another hash for line ``seq``
         than the line's now (``state.last_hash``, the fold's) and holds a
         holder otherwise than the fold: the log was altered after the
@@ -1109,10 +1109,10 @@ class History:
         finding, verify blamed the genuine snapshot and a repair kept the
         edited line). ``None`` when they differ in the hash alone (the
         snapshot is the one named)."""
-        recorded = _snapshot_vouches(self._store, seq)
-        if recorded is None or recorded == state.last_hash:
+        doc = _sound_snapshot(self._store, seq)
+        if doc is None or doc["last_hash"] == state.last_hash:
             return None
-        first = _first_differing_grant(self._store, seq, state)
+        first = _first_differing_grant(doc, state)
         if first is None:
             return None
         return Problem(self._where, first[0], first[0], (
@@ -1121,19 +1121,14 @@ class History:
             "here, differs"))
 
 
-def _first_differing_grant(store: Any, seq: int, state: State) -> tuple[int, str] | None:
+def _first_differing_grant(doc: dict[str, Any], state: State) -> tuple[int, str] | None:
     """``(token, name)`` of the earliest granted holder that the snapshot
-    file at ``seq`` holds otherwise than ``state`` (or holds and ``state``
-    does not, or the other way round); ``None`` when none, or the file
-    cannot be read as a snapshot body."""
-    inner = getattr(store, "store", None)
-    if inner is None:
-        return None
+    body ``doc`` holds otherwise than ``state`` (or holds and ``state``
+    does not, or the other way round); ``None`` when none (or its holders
+    cannot be read)."""
     try:
-        data = _snapshots.read_file(inner, _snapshots.snapshot_name(seq))
-        body = orjson.loads(data[data.index(b"\n") + 1:])
-        theirs = {h["name"]: h for h in body["holders"]}
-    except (OSError, ValueError, KeyError, TypeError, LedgerError):
+        theirs = {h["name"]: h for h in doc["holders"]}
+    except (KeyError, TypeError):
         return None
     mine = {h["name"]: h for h in state.to_json()["holders"]}
     differ = [h for name in theirs.keys() | mine.keys()
@@ -1142,42 +1137,39 @@ def _first_differing_grant(store: Any, seq: int, state: State) -> tuple[int, str
     return min(tokens) if tokens else None
 
 
-def _snapshot_vouches(store: Any, seq: int) -> str | None:
-    """The hash of line ``seq`` as the snapshot at ``seq`` recorded it, when
-    a snapshot sound on its own is there (a directory's:
-    :func:`~scopeledger._snapshots.proven_reach`), else ``None``; never
-    raises."""
-    header, inner = getattr(store, "snapshot_header", None), getattr(store, "store", None)
-    if header is None or inner is None:
+def _sound_snapshot(store: Any, seq: int) -> dict[str, Any] | None:
+    """The body of a directory's snapshot at ``seq`` when there is one that
+    checks out on its own (:func:`~scopeledger._snapshots.sound_alone`):
+    its ``last_hash`` is the hash it recorded for line ``seq``; else
+    ``None``. One read of the file; never raises."""
+    inner = getattr(store, "store", None)
+    if inner is None:
         return None
-    try:
-        recorded = header(seq).get("last_hash")
-    except (LedgerError, SnapshotInvalid, OSError, ValueError):  # (none there, or not one to read)
-        return None
-    if not isinstance(recorded, str) or _snapshots.proven_reach(inner, seq)[0] is None:
-        return None
-    return recorded
+    doc = _snapshots.sound_alone(inner, seq)
+    return None if isinstance(doc, str) else doc
 
 
 def _chain_problem(path: str, lineno: int, ev: dict[str, Any], line: bytes,
-                   prev_line: bytes | None, nxt: bytes | None) -> Problem:
+                   prev_line: bytes | None, nxt: bytes | None, vouched: bool = False) -> Problem:
     """Line ``lineno``'s ``prev`` does not match the line before. If the
-    next line (``nxt``, ``None`` at the end) still chains to this one, this
-    line is intact and the line before it was altered; otherwise this line
-    (its ``prev``) was."""
-    if prev_line is not None and nxt is not None:
+    next line (``nxt``, ``None`` at the end) still chains to this one, or
+    (``vouched``, the last line) a snapshot at its seq recorded its hash,
+    this line is intact and the line before it was altered; otherwise this
+    line (its ``prev``) was."""
+    if prev_line is not None and (nxt is not None or vouched):
         try:
-            nxt_prev = orjson.loads(nxt).get("prev")
+            nxt_prev = orjson.loads(nxt).get("prev") if nxt is not None else None
         except (orjson.JSONDecodeError, AttributeError):
             nxt_prev = None
-        if nxt_prev == line_hash(line):
+        if vouched or nxt_prev == line_hash(line):
             try:
                 before_seq = orjson.loads(prev_line).get("seq")
             except (orjson.JSONDecodeError, AttributeError):
                 before_seq = None
             return Problem(path, lineno - 1, before_seq,
-                           f"line altered after it was written: its hash no longer matches "
-                           f"the prev recorded by line {lineno}")
+                           f"line altered after it was written: its hash no longer matches the prev "
+                           f"recorded by line {lineno}" + (f", which the snapshot at seq {lineno} vouches for"
+                                                           if vouched else ""))
         return Problem(path, lineno, ev.get("seq"),
                        "line altered after it was written: its prev does not match the line before, "
                        "and the line after does not chain to it")
@@ -1446,12 +1438,10 @@ def _verify_range(led: Any, state: State, stop: int | None, snaps: set[int],  # 
             if isinstance(found, FoldError):
                 if ev.get("prev") != state.last_hash and ev.get("seq") == state.seq + 1:
                     nxt = next(lines, None)
-                    if nxt is None and prev_line is not None \
-                            and _snapshot_vouches(store, lineno) == line_hash(line):
-                        # The last line, vouched for by a sound snapshot at its seq: the
-                        # line before it was altered (no line after it to tell).
-                        nxt = orjson.dumps({"prev": line_hash(line)})
-                    found = _chain_problem(path, lineno, ev, line, prev_line, nxt)
+                    # (the last line: a sound snapshot at its seq that recorded its hash vouches for it)
+                    doc = _sound_snapshot(store, lineno) if nxt is None and prev_line is not None else None
+                    found = _chain_problem(path, lineno, ev, line, prev_line, nxt,
+                                           doc is not None and doc["last_hash"] == line_hash(line))
                 else:
                     found = Problem(path, lineno, ev.get("seq"), str(found))
             if found is not None:

@@ -438,42 +438,53 @@ def state_from(store: Any, seq: int, header: dict[str, Any], body: bytes) -> Sta
 
 def proven_reach(store: Store, seq: int) -> tuple[int | None, str]:
     """What the snapshot file at ``seq`` proves the log once held, checked
-    on its own: ``(the last seq it proves, "")``, that is ``seq`` (or the
-    seq a repair kept void through, when it was written between a repair's
-    line and its last ``void`` line), or ``(None, why not)``. Its checks:
-    the header (the format, an older one too, the fields, the seq its name
-    says), the body's checksum, and the body's ``seq`` and ``last_hash``
-    being the header's. Not against the log: a snapshot past the log's end
+    on its own (:func:`sound_alone`): ``(the last seq it proves, "")``,
+    that is ``seq`` (or the seq a repair kept void through, when it was
+    written between a repair's line and its last ``void`` line), or
+    ``(None, why not)``. Not against the log: a snapshot past the log's end
     (a power cut took its tail, an older log was put back) is the only
     record that those seqs, fencing tokens among them, were given, and they
     are kept void; a file failing these checks (damaged, edited) proves
     nothing. Reads the whole file; never raises."""
+    doc = sound_alone(store, seq)
+    if isinstance(doc, str):
+        return None, doc
+    void = doc.get("void_through")
+    return (max(seq, void) if type(void) is int else seq), ""
+
+
+def sound_alone(store: Store, seq: int) -> dict[str, Any] | str:
+    """The body (a dict: ``seq``, ``last_hash``, ``holders``, ...) of the
+    snapshot file at ``seq`` when it checks out on its own, else why not
+    (``str``). Its checks: the header (the format, an older one too, the
+    fields, the seq its name says), the body's checksum, and the body's
+    ``seq`` and ``last_hash`` being the header's; not against the log.
+    Reads the whole file; never raises."""
     name = snapshot_name(seq)
     display = snapshot_path(store, name)
     try:
         data = read_file(store, name)
     except OSError as exc:
-        return None, f"cannot read: {why(exc)}"
+        return f"cannot read: {why(exc)}"
     nl = data.find(b"\n")
     if nl < 0 or not data.endswith(b"\n"):
-        return None, "truncated"
+        return "truncated"
     try:
         header = parse_header(display, data[:nl], seq)
     except SnapshotOutdated:
         header = orjson.loads(data[:nl])  # (its fields checked: the same in every format so far)
     except SnapshotInvalid as exc:
-        return None, exc.reason
+        return exc.reason
     body = data[nl + 1:-1]
     if checksum(body) != header["checksum"]:
-        return None, "checksum does not match its content"
+        return "checksum does not match its content"
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None, "body is not JSON"
+        return "body is not JSON"
     if not isinstance(doc, dict) or doc.get("seq") != seq or doc.get("last_hash") != header["last_hash"]:
-        return None, "body's seq/hash differ from its header"
-    void = doc.get("void_through")
-    return (max(seq, void) if type(void) is int else seq), ""
+        return "body's seq/hash differ from its header"
+    return doc
 
 
 def read_state(store: Any, seq: int) -> State:
