@@ -974,13 +974,16 @@ def test_a_dry_run_while_a_writer_appends_reports_no_damage(tmp_path: Path, monk
 # -- a snapshot at the last lines' seqs vouches for them --------------------------------------
 
 
-def _snapped(path: Path, n: int) -> list[bytes]:
-    """``n`` live holders h0.., a snapshot at seq ``n``; the log's lines."""
+def _snapped_then_edited(path: Path, n: int, line: int, old: bytes, new: bytes) -> Any:
+    """``n`` live holders h0.., a snapshot at seq ``n``, then line ``line``
+    edited (``old`` to ``new``); verify's first problem."""
     lines = _live(path, n)
     with Ledger.open(path) as led:
         led.snapshot()
     assert _snaps(path) == [n]
-    return lines
+    lines[line - 1] = lines[line - 1].replace(old, new)
+    _write_log(path, lines)
+    return _first_problem(path)
 
 
 def test_the_last_line_altered_is_named_by_the_snapshot_at_its_seq_and_cut(tmp_path: Path) -> None:
@@ -989,10 +992,7 @@ def test_the_last_line_altered_is_named_by_the_snapshot_at_its_seq_and_cut(tmp_p
     # nothing to repair, keeping the edited grant (h4 on /r/X) for good (a fresh
     # tester's finding).
     path = tmp_path / "L"
-    lines = _snapped(path, 5)
-    lines[4] = lines[4].replace(b"/r/4", b"/r/X")
-    _write_log(path, lines)
-    problem = _first_problem(path)
+    problem = _snapped_then_edited(path, 5, 5, b"/r/4", b"/r/X")
     assert (problem.file, problem.line, problem.seq) == (str(path / "events.jsonl"), 5, 5), problem
     assert "the snapshot at seq 5 recorded" in problem.message
     report = Ledger.open(path, fold=False).repair()
@@ -1008,11 +1008,9 @@ def test_the_line_before_a_last_line_a_snapshot_vouches_for_is_named_when_altere
     # tells which of the two was altered, but the snapshot at seq 5 recorded line 5's
     # hash: line 4 was. Before, the repair cut the genuine line 5 and kept the edited 4.
     path = tmp_path / "L"
-    lines = _snapped(path, 5)
-    lines[3] = lines[3].replace(b"/r/3", b"/r/X")
-    _write_log(path, lines)
-    problem = _first_problem(path)
+    problem = _snapped_then_edited(path, 5, 4, b"/r/3", b"/r/X")
     assert (problem.line, problem.seq) == (4, 4), problem
+    assert "which the snapshot at seq 5 vouches for" in problem.message
     report = Ledger.open(path, fold=False).repair()
     assert (report.kept_seq, report.void_through) == (3, 5)
     with Ledger.open(path) as led:
@@ -1023,8 +1021,9 @@ def test_a_middle_line_altered_at_a_snapshots_seq_is_named_once_and_first(tmp_pa
     # Line 5 of 8 edited, a snapshot at seq 5: the first problem is the line, not the
     # genuine snapshot (before: the snapshot first, then the line), and once.
     path = tmp_path / "L"
-    _snapped(path, 5)
+    _live(path, 5)
     with Ledger.open(path) as led:
+        led.snapshot()
         for i in range(5, 8):
             led.register(f"h{i}", [W(f"/r/{i}")])
     lines = (path / "events.jsonl").read_bytes().splitlines(keepends=True)
