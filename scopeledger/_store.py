@@ -1395,8 +1395,11 @@ class Store:
             mine = os.fstat(self.logfd)
         except OSError:
             return None  # (not judged: the read that follows says what the OS refuses)
+        # (one wording for both signs of it: a look between the rename and the fstat
+        # sees the new file first, one after sees the old one unlinked)
+        gone = "the log was deleted or renamed over since this process opened it (as sed -i and editors do)"
         if mine.st_nlink == 0:
-            return "the log was deleted or renamed over since this process opened it (as sed -i and editors do)"
+            return gone
         try:
             now = os.stat(LOG_NAME, dir_fd=self.dirfd, follow_symlinks=False)
         except FileNotFoundError:
@@ -1404,7 +1407,7 @@ class Store:
         except OSError:
             return None
         if (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
-            return "the log is another file than the one this process opened (it was replaced)"
+            return gone
         return None
 
     def size(self) -> int:

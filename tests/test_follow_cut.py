@@ -49,15 +49,21 @@ def _line_start(data: bytes, seq: int) -> int:
     return start
 
 
-def _damage_in_place(log: Path, seq: int) -> None:
-    """Line ``seq`` damaged in place (same inode, same length): ``"seq":N,`` made
-    ``"seq":N ,`` minus one byte of its name, so a repair cuts from it."""
-    data = log.read_bytes()
+def _damaged(data: bytes, seq: int) -> tuple[int, bytes]:
+    """Where line ``seq`` of ``data`` starts, and the line damaged (same length): one
+    byte of a holder name made invalid UTF-8, so the line does not check out and a
+    repair cuts from it."""
     start = _line_start(data, seq)
     end = data.index(b"\n", start)
     line = data[start:end]
-    bad = line.replace(b'"h', b'"\xff', 1)  # (invalid UTF-8: the line does not check out)
+    bad = line.replace(b'"h', b'"\xff', 1)
     assert len(bad) == len(line) and bad != line
+    return start, bad
+
+
+def _damage_in_place(log: Path, seq: int) -> None:
+    """Line ``seq`` damaged in place (same inode, same length): :func:`_damaged`."""
+    start, bad = _damaged(log.read_bytes(), seq)
     fd = os.open(log, os.O_WRONLY)
     try:
         os.pwrite(fd, bad, start)
@@ -78,11 +84,16 @@ def _rewrite_same_length(log: Path, seq: int) -> None:
         os.close(fd)
 
 
-def _replace(log: Path) -> None:
+def _replace(log: Path, damage: int | None = None) -> None:
     """The log replaced by a copy of itself, as ``sed -i`` does: written to a new
-    file, renamed over (the follower's descriptor names the old one)."""
+    file, renamed over (the follower's descriptor names the old one); ``damage``:
+    that line of the copy damaged (:func:`_damaged`), in the same one step."""
+    data = log.read_bytes()
+    if damage is not None:
+        start, bad = _damaged(data, damage)
+        data = data[:start] + bad + data[start + len(bad):]
     tmp = log.with_name("events.jsonl.new")
-    tmp.write_bytes(log.read_bytes())
+    tmp.write_bytes(data)
     os.chmod(tmp, 0o600)
     os.rename(tmp, log)
 
@@ -187,8 +198,7 @@ def test_replay_follow_stops_with_exit_4_when_what_it_read_changes_whatever_the_
             _rewrite_same_length(log, 6)
             assert log.stat().st_size == size
         else:  # the reproducer's way: sed -i, then a repair of the new file, then a new grant
-            _damage_in_place(log, 3)
-            _replace(log)
+            _replace(log, damage=3)  # (one step: a follower looking between two would see a rewrite)
             _repair(led)
             _grow_past(led, size)
 
