@@ -814,22 +814,24 @@ class AsyncSpawned:
             TypeError, ValueError: ``note`` as :meth:`Ledger.release`
                 (checked before waiting)."""
         note = check_note(note)
-        if self.process.poll() is None:
+        # (Its exit is waited for on the loop without reaping it: Spawned.wait, in a
+        # thread, then learns the status at once, records the release, then reaps.)
+        if self.process.returncode is None:
             try:
                 fd = os.pidfd_open(self.process.pid)
             except OSError:
                 fd = -1
             try:
-                while self.process.poll() is None:
-                    if fd >= 0:
-                        loop = asyncio.get_running_loop()
-                        fut = loop.create_future()
-                        loop.add_reader(fd, _settle, fut)
-                        try:
-                            await fut
-                        finally:
-                            loop.remove_reader(fd)
-                    else:
+                if fd >= 0:
+                    loop = asyncio.get_running_loop()
+                    fut = loop.create_future()
+                    loop.add_reader(fd, _settle, fut)  # (readable once it exited: a zombie, or reaped)
+                    try:
+                        await fut
+                    finally:
+                        loop.remove_reader(fd)
+                else:
+                    while self.process.poll() is None:
                         await asyncio.sleep(0.05)
             finally:
                 if fd >= 0:
@@ -916,6 +918,7 @@ class AsyncAdopted:
         a = ad.allocation
         deadline = None if timeout is None else time.monotonic() + timeout
         fd = sp.open_pidfd(a.pid)
+        child = -1  # as in Adopted.wait: our own child's pidfd, reaped after the release
         vouched = False  # as in Adopted.wait: the pidfd is surely the holder's process
         try:
             while True:
@@ -923,7 +926,9 @@ class AsyncAdopted:
                 vouched = vouched or (fd >= 0 and sp.vouches_for(verdict, a))
                 if verdict.dead:
                     if vouched and fd >= 0 and ad.returncode is None:
-                        ad.returncode = sp.exit_status(fd)
+                        ad.returncode = sp.exit_status(fd, reap=False)
+                        if ad.returncode is not None:
+                            child, fd = fd, -1
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -932,15 +937,21 @@ class AsyncAdopted:
                 if fd >= 0:
                     if await _readable(fd, step):  # exited: from now on the probe alone (Adopted.wait)
                         if vouched and ad.returncode is None:
-                            ad.returncode = sp.exit_status(fd)
-                        os.close(fd)
-                        fd = -1
+                            ad.returncode = sp.exit_status(fd, reap=False)
+                        if ad.returncode is not None and child < 0:
+                            child, fd = fd, -1  # (our child: a zombie until reaped, after the release)
+                        else:
+                            os.close(fd)
+                            fd = -1
                 else:
                     await asyncio.sleep(step)
+            await self.release(note=ad.exit_note(note))
         finally:
             if fd >= 0:
                 os.close(fd)
-        await self.release(note=ad.exit_note(note))
+            if child >= 0:
+                sp.reap(child)
+                os.close(child)
         return ad.returncode
 
     async def release(self, *, note: str | None = None) -> None:

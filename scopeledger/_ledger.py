@@ -2039,9 +2039,18 @@ class Ledger:
             ages = self._ages([seq])
         return ages[seq]
 
-    def _check(self, txn: _Txn, name: str, rules: tuple[ScopeRule, ...], parent: str | None) -> Exception | None:
-        """check_request, reclaiming dead holders that stand in the way."""
-        return decide(txn.state, name, rules, parent, txn.verdict, txn.reclaim)
+    def _check(self, txn: _Txn, name: str, rules: tuple[ScopeRule, ...], parent: str | None,
+               commit: Callable[[], None] | None = None) -> Exception | None:
+        """check_request, reclaiming dead holders that stand in the way. A
+        waiter's ``commit`` (``scopeledger._wait.Commit``) may judge a holder
+        in the way otherwise than its verdict (``stand_back``: a waiter stands
+        back a moment for an exited holder whose parent lives, to record its
+        release); its reclaim, if any, records the verdict itself."""
+        stand_back = getattr(commit, "stand_back", None) if commit is not None else None
+        if stand_back is None:
+            return decide(txn.state, name, rules, parent, txn.verdict, txn.reclaim)
+        holders = txn.state.holders
+        return decide(txn.state, name, rules, parent, lambda n: stand_back(holders[n], txn.verdict(n)), txn.reclaim)
 
     # -- mutations -------------------------------------------------------------
 
@@ -4051,7 +4060,7 @@ def _build_grant(txn: _Txn, kind: str, name: str, rules_t: tuple[ScopeRule, ...]
         stale = stale_grant(txn.state, parent, parent_token, "parent")
         if stale is not None:
             raise stale
-    err = txn.ledger._check(txn, name, rules_t, parent)
+    err = txn.ledger._check(txn, name, rules_t, parent, commit)
     if isinstance(err, UnknownHolder):
         raise err
     met = _advised(txn.state, name, rules_t, parent, err) if advisory else None

@@ -251,6 +251,41 @@ def zombie_status(pid: int, ticks: int) -> int | None:
     return returncode_of(raw)
 
 
+def zombie_parent(pid: int, ticks: int) -> int | None:
+    """The pid of the parent of zombie ``pid`` (the process that started at
+    ``ticks``, as :func:`zombie_status` proves it) while that parent is
+    alive and so may yet record how its child ended (``ledger run``,
+    ``spawn``: they learn the exit status, record the release, then reap):
+    its ``stat`` says ``Z`` with that start, its parent (field 4) is above 1
+    (not init, nor a parent outside this PID namespace, shown as 0) and is
+    not a zombie itself. ``None`` otherwise, or when it cannot be read.
+    Read only by a waiter deciding whether to stand back a moment
+    (``scopeledger._wait``, :data:`~scopeledger._wait.ZOMBIE_GRACE_SECONDS`),
+    never on the hot path."""
+    try:
+        fd = os.open(f"{PROC}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        sfd = os.open("stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            data = os.read(sfd, 4096)
+        finally:
+            os.close(sfd)
+        state, start, fields = _parse_stat(data, f"{PROC}/{pid}/stat")
+        if state != "Z" or start != ticks:
+            return None
+        ppid = int(fields[1])
+        if ppid <= 1:
+            return None
+        parent_state, _ = read_stat(ppid)
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    return ppid if parent_state not in ("Z", "X") else None
+
+
 def _ended(code: int) -> str:
     """How a process ended, from its return code (``subprocess``'s
     convention), as a clause: ``"it exited with status 3"``, ``"it was

@@ -187,9 +187,12 @@ class Spawned:
         """
         timeout = check_timeout("timeout", timeout)
         note = check_note(note)  # (before waiting: a bad note must not leave the grant to a process gone)
-        rc = self.process.wait(timeout)
-        self.returncode = rc
+        code = exited_unreaped(self.process, timeout)
+        if code is None:  # (no pidfd or WNOWAIT here, or reaped already: reaped first, as before)
+            code = self.process.wait(timeout)
+        self.returncode = code
         self.release(note=note)
+        rc = self.process.wait()  # (reaped now, by Popen: its returncode set, as it knows it)
         return rc
 
     def release(self, *, note: str | None = None) -> None:
@@ -207,6 +210,40 @@ class Spawned:
 
     def __repr__(self) -> str:
         return f"<Spawned {self.allocation.name!r} pid={self.pid} token={self.allocation.token}>"
+
+
+def exited_unreaped(process: subprocess.Popen[Any], timeout: float | None) -> int | None:
+    """Wait at most ``timeout`` seconds (``None``: for ever) for
+    ``process`` to exit and return its exit status (``-N``: signal N)
+    *without reaping it* (``waitid(P_PIDFD, ..., WEXITED | WNOWAIT)``): it
+    stays a zombie, its pid its own, until ``process.wait()`` reaps it,
+    which its parent does after recording the release (a waiter woken by
+    the exit meanwhile stands back for that release: ``scopeledger._wait``).
+    ``None`` when that cannot be done here (no pidfds, no ``P_PIDFD`` or
+    ``WNOWAIT``) or ``process`` was reaped already: the caller waits as
+    before.
+
+    Raises:
+        subprocess.TimeoutExpired: still running after ``timeout``.
+    """
+    p_pidfd, nowait = getattr(os, "P_PIDFD", None), getattr(os, "WNOWAIT", None)
+    if p_pidfd is None or nowait is None or process.returncode is not None:
+        return None
+    fd = open_pidfd(process.pid)
+    if fd < 0:
+        return None
+    try:
+        if timeout is not None and not select.select([fd], [], [], timeout)[0]:
+            raise subprocess.TimeoutExpired(process.args, timeout)
+        try:
+            info = os.waitid(p_pidfd, fd, os.WEXITED | nowait)
+        except ChildProcessError:  # reaped meanwhile (by another thread's wait)
+            return None
+    finally:
+        os.close(fd)
+    if info is None:  # pragma: no cover - (no WNOHANG: waitid blocks until it exited)
+        return None
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
 def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: str | None = None,
@@ -432,14 +469,15 @@ class Adopted:
         a = self.allocation
         deadline = None if timeout is None else time.monotonic() + timeout
         fd = open_pidfd(a.pid)
+        child = -1  # the pidfd of our own child once it exited: reaped after the release
         vouched = False  # the pidfd was opened before the probe said it is the holder's process
         try:
             while True:
                 verdict = self.ledger.liveness([a])[a.name]
                 vouched = vouched or (fd >= 0 and vouches_for(verdict, a))
                 if verdict.dead:
-                    if vouched and fd >= 0:
-                        self._exited(fd)
+                    if vouched and fd >= 0 and self._exited(fd):
+                        child, fd = fd, -1
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -450,16 +488,20 @@ class Adopted:
                         # Exited. A pidfd stays readable: from now on the probe
                         # alone (a pid of another host or namespace names another
                         # process here, which may exit long before the holder's).
-                        if vouched:
-                            self._exited(fd)
-                        os.close(fd)
-                        fd = -1
+                        if vouched and self._exited(fd):
+                            child, fd = fd, -1  # (our child: a zombie until it is reaped, after the release)
+                        else:
+                            os.close(fd)
+                            fd = -1
                 else:
                     time.sleep(step)
+            self.release(note=self.exit_note(note))
         finally:
             if fd >= 0:
                 os.close(fd)
-        self.release(note=self.exit_note(note))
+            if child >= 0:
+                reap(child)
+                os.close(child)
         return self.returncode
 
     def rebound_error(self) -> RuntimeError:
@@ -473,11 +515,14 @@ class Adopted:
         a = self.allocation
         return subprocess.TimeoutExpired(f"pid {a.pid}, adopted holder {a.name}", timeout or 0)
 
-    def _exited(self, fd: int) -> None:
-        """Its exit status, read (and the child reaped) when this process
-        is its parent and it has exited."""
+    def _exited(self, fd: int) -> bool:
+        """Its exit status, read when this process is its parent and it has
+        exited; whether it is left for :func:`reap` (read without reaping
+        it: the release is recorded first)."""
         if self.returncode is None:
-            self.returncode = exit_status(fd)
+            self.returncode = exit_status(fd, reap=False)
+            return self.returncode is not None and getattr(os, "WNOWAIT", None) is not None
+        return False
 
     def exit_note(self, note: str | None) -> str:
         """``note``, or the default note of a release after the process
@@ -533,21 +578,35 @@ def vouches_for(verdict: Verdict, alloc: Allocation) -> bool:
                                                   and alloc.process.ticks is not None)
 
 
-def exit_status(fd: int) -> int | None:
+def exit_status(fd: int, *, reap: bool = True) -> int | None:
     """The exit status of pidfd ``fd``'s process (``-N``: killed by signal
-    N), reaping it, when this process is its parent and it has exited;
-    ``None`` otherwise (not our child: only its parent learns it; not
-    exited yet). Never blocks."""
+    N), reaping it (with ``reap=False`` not, where ``WNOWAIT`` is known:
+    :func:`reap` does it later), when this process is its parent and it has
+    exited; ``None`` otherwise (not our child: only its parent learns it;
+    not exited yet). Never blocks."""
     p_pidfd = getattr(os, "P_PIDFD", None)
     if p_pidfd is None:
         return None
+    flags = os.WEXITED | os.WNOHANG
+    if not reap:
+        flags |= getattr(os, "WNOWAIT", 0)
     try:
-        info = os.waitid(p_pidfd, fd, os.WEXITED | os.WNOHANG)
+        info = os.waitid(p_pidfd, fd, flags)
     except OSError:  # ChildProcessError: not our child
         return None
     if info is None:
         return None
     return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+
+def reap(fd: int) -> None:
+    """Reap pidfd ``fd``'s process, our child that exited (its status read
+    before with :func:`exit_status` ``reap=False``). Never blocks; raises
+    nothing."""
+    try:
+        os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
+    except (OSError, AttributeError):
+        pass
 
 
 def adopt(ledger: Any, name: str, token: int) -> Adopted:

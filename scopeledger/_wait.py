@@ -143,7 +143,8 @@ from ._arguments import check_token, check_wait
 from ._errors import DelegationError, Refused, ScopeConflict, StoreUnavailable, UnknownHolder, WaitTimeout
 from ._fold import Allocation
 from ._logstore import RECHECK_SECONDS, Ticket, Tickets, Wakeup
-from ._process import boot_id, pid_namespace
+from ._identity import Liveness, Verdict
+from ._process import boot_id, pid_namespace, zombie_parent
 from ._rules import Permission, ScopeRule, check_name, conflicts, rule_from_log
 from ._imports import first_use
 
@@ -154,6 +155,15 @@ log = logging.getLogger("scopeledger")
 #: :data:`OUTAGE_LONGEST_PAUSE` (:class:`Outage`).
 OUTAGE_FIRST_PAUSE = 0.05
 OUTAGE_LONGEST_PAUSE = 1.0
+
+#: The longest a waiter stands back for a holder in its way whose process
+#: has exited but whose parent lives (a zombie not reaped yet: ``ledger
+#: run``'s wrapper, a ``spawn``), so that the parent records the release
+#: with the exit status, in seconds, counted from when this waiter first
+#: found that process exited (:class:`Grace`). Past it the waiter reclaims
+#: the holder (reason ``zombie``, with its exit status where it can read
+#: it), as a request without ``wait`` and ``reclaim`` do at once.
+ZOMBIE_GRACE_SECONDS = 1.0
 
 
 def waitable(err: BaseException) -> bool:
@@ -171,19 +181,92 @@ class GaveUp(Exception):
     passed or it was cancelled; nothing is written."""
 
 
+class Grace:
+    """A waiter's stand-back for holders in its way whose process has
+    exited while its parent lives (see "Standing back for an exited
+    holder's parent" in the module docstring): each holder (name, token)
+    with the time this waiter first found its process exited (``seen``),
+    and those it stands back for in the current look (``standing``:
+    name -> (pid, parent's pid, end of the grace, ``time.monotonic``))."""
+
+    __slots__ = ("seen", "standing")
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, int], float] = {}
+        self.standing: dict[str, tuple[int, int, float]] = {}
+
+    def verdict(self, alloc: Allocation, verdict: Verdict) -> Verdict:
+        """The verdict the waiter decides by for holder ``alloc`` in its
+        way, whose liveness is ``verdict``: ``verdict`` itself, except for
+        a zombie proven its process (its recorded start) whose parent
+        lives (``_process.zombie_parent``) within
+        :data:`ZOMBIE_GRACE_SECONDS` of this waiter first finding it
+        exited: then ``UNKNOWN`` (kept), noted in ``standing``."""
+        if verdict.liveness is not Liveness.ZOMBIE or alloc.process.ticks is None:
+            return verdict
+        now = time.monotonic()
+        ends = self.seen.setdefault((alloc.name, alloc.token), now) + ZOMBIE_GRACE_SECONDS
+        if now >= ends:
+            return verdict
+        ppid = zombie_parent(alloc.pid, alloc.process.ticks)
+        if ppid is None:
+            return verdict
+        self.standing[alloc.name] = (alloc.pid, ppid, ends)
+        return Verdict(Liveness.UNKNOWN, grace_words(alloc.name, ppid))
+
+    def blocked(self, out: "Blocked") -> "Blocked":
+        """``out`` as the waiter is blocked when it stood back for an
+        exited holder in this look: said so, the exited process's pid not
+        watched (its pidfd stays readable: it would wake the waiter at
+        once, again and again), and the sleep bounded by the grace's end;
+        ``out`` itself otherwise."""
+        if not self.standing:
+            return out
+        name, (pid, ppid, ends) = next(iter(self.standing.items()))
+        gone = {p for p, _, _ in self.standing.values()}
+        return Blocked(None, out.in_the_way or tuple(self.standing), grace_words(name, ppid),
+                       tuple(p for p in out.pids if p not in gone), None,
+                       min(e for _, _, e in self.standing.values()))
+
+
+def grace_words(name: str, ppid: int) -> str:
+    """What a waiter standing back for exited holder ``name`` waits for."""
+    return (f"'{name}' has exited; waiting up to {ZOMBIE_GRACE_SECONDS:g} s for its parent (pid {ppid}) "
+            "to record its release")
+
+
+class Commit:
+    """What an attempt is given (``attempt(commit)``): ``commit()`` is the
+    waiter's last word under the lock (``check``: :meth:`Gate.commit`, or
+    :meth:`Gate.commit_first`), and ``stand_back(alloc, verdict)`` the
+    verdict by which the decision under the lock judges a holder in the
+    way (:meth:`Grace.verdict`)."""
+
+    __slots__ = ("check", "stand_back")
+
+    def __init__(self, check: Callable[[], None], stand_back: Callable[[Allocation, Verdict], Verdict]) -> None:
+        self.check = check
+        self.stand_back = stand_back
+
+    def __call__(self) -> None:
+        self.check()
+
+
 class Gate:
     """The waiter's last word on a grant, and its cancellation, made
     atomic with each other (a thread lock): either :meth:`commit` runs
     first (the grant is written, and the call that was cancelled returns
     it: the canceller must release it) or :meth:`cancel` does (no grant).
-    ``deadline``: ``time.monotonic`` seconds, ``None`` for none."""
+    ``deadline``: ``time.monotonic`` seconds, ``None`` for none. ``grace``:
+    the waiter's :class:`Grace`."""
 
-    __slots__ = ("_lock", "deadline", "cancelled")
+    __slots__ = ("_lock", "deadline", "cancelled", "grace")
 
     def __init__(self, deadline: float | None) -> None:
         self._lock = threading.Lock()
         self.deadline = deadline
         self.cancelled = False
+        self.grace = Grace()
 
     def commit(self) -> None:
         """Called under the ledger's lock just before the grant is built.
@@ -389,18 +472,26 @@ class Queue:
 
 class Blocked:
     """Why a waiter is still waiting: the refusal it met (or ``None``,
-    behind an earlier waiter: ``behind`` is its ticket number), who is in
-    the way, and pids to watch."""
+    behind an earlier waiter: ``behind`` is its ticket number; or standing
+    back for an exited holder's parent: ``until``, the grace's end,
+    ``time.monotonic``), who is in the way, and pids to watch."""
 
-    __slots__ = ("refusal", "in_the_way", "reason", "pids", "behind")
+    __slots__ = ("refusal", "in_the_way", "reason", "pids", "behind", "until")
 
     def __init__(self, refusal: Refused | None, in_the_way: tuple[str, ...], reason: str, pids: tuple[int, ...],
-                 behind: int | None = None) -> None:
+                 behind: int | None = None, until: float | None = None) -> None:
         self.refusal = refusal
         self.in_the_way = in_the_way
         self.reason = reason
         self.pids = pids
         self.behind = behind
+        self.until = until
+
+    @property
+    def by_holders(self) -> bool:
+        """Whether holders are in the way (then the log's changes wake the
+        waiter), not an earlier waiter."""
+        return self.refusal is not None or self.until is not None
 
 
 def line_holders(ledger: Any, parent: str | None) -> list[tuple[str, list[ScopeRule]]]:
@@ -505,6 +596,16 @@ def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
         if not waitable(decision.refusal):
             raise decision.refusal
         return blocked_by(ledger, decision.refusal, me)
+    grace = gate.grace
+    grace.standing.clear()
+    for r in decision.reclaimed:
+        if r.reason == Liveness.ZOMBIE.value:  # (exited: its parent may be about to release it)
+            try:
+                grace.verdict(ledger.holder(r.name), Verdict(Liveness.ZOMBIE, r.why))
+            except UnknownHolder:
+                pass
+    if grace.standing:
+        return grace.blocked(Blocked(None, tuple(grace.standing), "", ()))
     return _ask(ledger, attempt, gate, me)  # refused: taken meanwhile (rare; recorded once)
 
 
@@ -513,12 +614,14 @@ def _ask(ledger: Any, attempt: Callable[[Callable[[], None]], Allocation], gate:
     """``attempt`` once: the grant, or why a refusal that may clear by
     waiting was met (any other refusal is raised). ``first``: the first
     attempt, which the deadline does not stop (:meth:`Gate.commit_first`)."""
+    grace = gate.grace
+    grace.standing.clear()
     try:
-        return attempt(gate.commit_first if first else gate.commit)
+        return attempt(Commit(gate.commit_first if first else gate.commit, grace.verdict))
     except Refused as exc:
         if not waitable(exc):
             raise
-        return blocked_by(ledger, exc, me)
+        return grace.blocked(blocked_by(ledger, exc, me))
 
 
 def timed_out(req: Request, last: Blocked | None) -> WaitTimeout:
@@ -655,7 +758,7 @@ class Watch:
         trip when that changes). Whether it changed: then look again before
         sleeping."""
         source = self.source
-        return source is not None and source.follow(blocked.refusal is not None, blocked.behind)
+        return source is not None and source.follow(blocked.by_holders, blocked.behind)
 
     @classmethod
     def take(cls, ledger: Any, queue: Queue, ticket: Ticket | None = None) -> "Watch":
@@ -833,11 +936,13 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
                     watch = place.watch
                     # Refused before joining: join, and look again; or a pid the look
                     # named died since: look again (nothing would wake the waiter for it).
-                    if watch is None or watch.arm(out.pids, log_too=out.refusal is not None, behind=out.behind):
+                    if watch is None or watch.arm(out.pids, log_too=out.by_holders, behind=out.behind):
                         continue
                     remaining = math.inf if deadline is None else deadline - time.monotonic()
                     if remaining <= 0:
                         raise timed_out(req, last)
+                    if out.until is not None:  # (standing back for an exited holder's parent: until the grace ends)
+                        remaining = min(remaining, max(0.0, out.until - time.monotonic()))
                     yield Sleep(watch, remaining, place.ticket.number if place.ticket is not None else None)
                 except StoreUnavailable as exc:
                     # Nothing was recorded: look again once the server answers

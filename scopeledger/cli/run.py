@@ -479,18 +479,43 @@ class _Runner:
         return gate_w, err_r
 
     def wait_child(self) -> int:
-        """Wait for the child (signals keep being forwarded meanwhile);
-        its exit code, or 128+N when signal N killed it."""
+        """Wait for the child to exit (signals keep being forwarded
+        meanwhile: PEP 475 retries the wait after each handler); its exit
+        code, or 128+N when signal N killed it. Where the kernel allows it
+        (``waitid`` with ``WNOWAIT``) the child is *not* reaped here: it
+        stays a zombie until :meth:`reap`, after the release is recorded,
+        so that a waiter woken by its exit finds a zombie whose parent (this
+        wrapper) lives, and stands back for the release
+        (``scopeledger._wait``, "Standing back for an exited holder's
+        parent"), and one that reclaims it anyway records its exit status.
+        Elsewhere it is reaped here, as before."""
         assert self.child is not None
+        if self.returncode is not None:
+            return 128 - self.returncode if self.returncode < 0 else self.returncode
+        nowait = getattr(os, "WNOWAIT", None)
         try:
-            _pid, status = os.waitpid(self.child, 0)
+            if nowait is not None and hasattr(os, "waitid"):
+                info = os.waitid(os.P_PID, self.child, os.WEXITED | nowait)
+                code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+            else:
+                _pid, status = os.waitpid(self.child, 0)
+                self.waited = True
+                code = os.waitstatus_to_exitcode(status)
         except ChildProcessError:
-            return EXIT_INTERNAL
-        finally:
             self.waited = True
-        code = os.waitstatus_to_exitcode(status)
+            return EXIT_INTERNAL
         self.returncode = code  # (-N: killed by signal N; recorded with the release)
         return 128 - code if code < 0 else code
+
+    def reap(self) -> None:
+        """Reap the child once it has exited (:meth:`wait_child`: after the
+        release is recorded). Idempotent."""
+        if self.child is not None and not self.waited:
+            try:
+                os.waitpid(self.child, 0)
+            except ChildProcessError:
+                pass
+            self.waited = True
 
     def session_lost(self, err: Any) -> None:
         """The ledger's client session on the server was lost (its lease
@@ -836,12 +861,11 @@ class _Runner:
             if self.child is not None and not self.waited:
                 # A child still at its gate exits at once (EOF); one that runs
                 # the command keeps the scope until it ends: never release early.
-                try:
-                    os.waitpid(self.child, 0)
-                except ChildProcessError:
-                    pass
+                # (Released before it is reaped: wait_child.)
+                self.wait_child()
             self.stop_watching()
             self.release()
+            self.reap()
             if self.pidfd >= 0:
                 os.close(self.pidfd)
                 self.pidfd = -1
