@@ -14,11 +14,18 @@ password the URL carried is passed as ``PGPASSWORD`` unless the child's
 environment sets one (:meth:`~scopeledger.Ledger.child_environment`).
 ``Spawned.wait()`` waits for the child and releases the grant with its exit
 status (``exit_code``, or ``exit_signal`` when a signal killed it) and an
-optional note. Another process may reclaim the grant between the child's exit
-and that release (it sees a zombie: not reaped yet); the ``reclaimed`` event
-then records the exit status instead, read from the zombie, when the reclaimer
-can prove it the child and the kernel shows it the status
-(``scopeledger._process.zombie_status``). Bound to the child, the grant outlives the supervisor: if the
+optional note: the exit status is learnt without reaping the child
+(``waitid(P_PIDFD, ..., WEXITED | WNOWAIT)``), the release recorded, and only
+then is the child reaped (by ``Popen.wait``, so that ``Popen`` knows it), as
+``ledger run`` does. Meanwhile the child is a zombie whose parent lives, and a
+waiter (``wait=``) woken by its exit stands back for that release for up to
+``scopeledger._wait.ZOMBIE_GRACE_SECONDS``. Another process may still reclaim
+the grant between the child's exit and the release (``reclaim``, a request
+without ``wait``, a waiter past its grace: it sees a zombie); the ``reclaimed``
+event then records the exit status instead, read from the zombie, when the
+reclaimer can prove it the child and the kernel shows it the status
+(``scopeledger._process.zombie_status``). Where pidfds or ``WNOWAIT`` are
+missing, the child is reaped first, as before. Bound to the child, the grant outlives the supervisor: if the
 supervisor dies, the child keeps its scope until it exits (then it is
 reclaimed, or taken back by :func:`adopt`). On PostgreSQL that holds for
 checkers on the child's own host; to other hosts the grant is vouched for

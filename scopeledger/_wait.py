@@ -83,6 +83,23 @@ while it stands behind one, not to every change (so that a grant wakes one
 waiter, not the whole queue: :meth:`Watch.follow`, after each look); on a
 store without a queue, ``LogStore.wait``.
 
+**Standing back for an exited holder's parent.** A holder whose process has
+exited but is not reaped yet (a zombie) is dead, and a request without
+``wait`` (or ``reclaim``) reclaims it at once. But ``ledger run`` and
+``spawn`` learn their child's exit without reaping it, record the release
+with its exit status, and only then reap it; a waiter woken by the exit (the
+pidfd above) would otherwise reclaim the holder in that moment, and the log
+would keep a death instead of a release. So a waiter that finds in its way a
+zombie proven the holder's process (its recorded start) whose parent lives
+(its parent's pid above 1, not itself a zombie: ``_process.zombie_parent``)
+stands back (:class:`Grace`, under the lock too: :class:`Commit`) for at most
+:data:`ZOMBIE_GRACE_SECONDS`, counted from when it first found that process
+exited, woken by the log's changes (never by that process's pidfd, which
+stays readable) or the grace's end; its notice and a ``WaitTimeout`` say so
+(``'NAME' has exited; waiting up to 1 s for its parent (pid N) to record its
+release``). Past the grace it reclaims the holder as before (reason
+``zombie``, with the exit status where it can read it).
+
 **Telling the caller.** Once a waiter is in the queue it says so, once: an
 ``INFO`` record (``holder 'NAME' waits ... for its scope: REASON``), or,
 when the caller gave ``on_wait``, ``on_wait(reason, refusal)`` instead
