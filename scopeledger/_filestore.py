@@ -548,8 +548,34 @@ class FileStore:
         """
         size = self.store.size()
         offset = self._end_of(kept, size)
-        names = [name for seq, name in _snapshots.list_snapshots(self.store) if seq > kept]
+        snaps = _snapshots.list_snapshots(self.store)
+        names = self._foreign(snaps, kept) + [name for seq, name in snaps if seq > kept]
         return offset, size, names
+
+    def _foreign(self, snaps: list[tuple[int, str]], kept: int) -> list[str]:
+        """The names of the snapshot files among ``snaps`` at seqs up to
+        ``kept`` that name another ledger (``_snapshots.foreign``): a
+        repair sets them aside with what lies past the cut. Reads each
+        header; one that cannot be read is not named here (verify names it,
+        and the repair leaves it)."""
+        out = []
+        for seq, name in snaps:
+            if seq > kept:
+                break
+            header = _snapshots.header_at(self.store, name, seq)
+            if header is not None and _snapshots.foreign(self.store, header) is not None:
+                out.append(name)
+        return out
+
+    def ledger_id(self) -> str | None:
+        """This ledger's id (``_snapshots.ledger_id``): what a copy of it
+        keeps (``copy_log``); ``None`` when it has none that can be read."""
+        return _snapshots.ledger_id(self.store)
+
+    def adopt_ledger_id(self, value: str) -> None:
+        """Make ``value`` this (empty) ledger's id: a copy of the ledger
+        that has it (``copy_log``); :meth:`Store.adopt_ledger_id`."""
+        self.store.adopt_ledger_id(value)
 
     def past(self, kept: int) -> tuple[int, list[str]]:
         """What lies past line ``kept``: the log's bytes after it (a number)
@@ -617,7 +643,7 @@ class FileStore:
             partial = size - end
             torn = partial if quiet is not False else 0  # (None: no lock here, for anyone)
             counted = store.tally(end, size, last) if torn else None
-        names = [name for seq, name in snaps if seq > last]
+        names = self._foreign(snaps, last) + [name for seq, name in snaps if seq > last]
         plan = {"offset": size - torn, "log_bytes": size, "bytes": torn, "lines": 1 if torn else 0,
                 "seqs": counted.seqs() if counted is not None else 0,
                 "sha256": counted.sha256.hexdigest() if counted is not None else None, "snapshots": names}
@@ -698,6 +724,9 @@ class FileStore:
         if nl < 0:
             raise SnapshotInvalid(display, "truncated header")
         header = _snapshots.parse_header(display, head[:nl], seq)
+        other = _snapshots.foreign(self.store, header)
+        if other is not None:
+            raise SnapshotInvalid(display, other)
         for key in _FILE_KEYS:
             del header[key]
         return header
@@ -712,6 +741,9 @@ class FileStore:
         if nl < 0:
             raise SnapshotInvalid(display, "truncated (no header line)")
         header = _snapshots.parse_header(display, data[:nl], seq)
+        other = _snapshots.foreign(self.store, header)
+        if other is not None:  # (before the log: whatever else it matches, never this ledger's state)
+            raise SnapshotInvalid(display, other)
         if not data.endswith(b"\n"):
             raise SnapshotInvalid(display, "truncated body")
         body = data[nl + 1:-1]

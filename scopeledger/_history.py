@@ -1141,11 +1141,13 @@ def _sound_snapshot(store: Any, seq: int) -> dict[str, Any] | None:
     """The body of a directory's snapshot at ``seq`` when there is one that
     checks out on its own (:func:`~scopeledger._snapshots.sound_alone`):
     its ``last_hash`` is the hash it recorded for line ``seq``; else
-    ``None``. One read of the file; never raises."""
+    ``None``, also for one naming another ledger, or any ledger when this
+    one's id cannot be read (it vouches for no line of this log). One read
+    of the file; never raises."""
     inner = getattr(store, "store", None)
     if inner is None:
         return None
-    doc = _snapshots.sound_alone(inner, seq)
+    doc = _snapshots.sound_alone(inner, seq, vouching=True)
     return None if isinstance(doc, str) else doc
 
 

@@ -355,7 +355,8 @@ class RepairReport:
             newline counts).
         sha256: the SHA-256 of the bytes cut, hex ``str``; ``None`` when none.
         snapshots: the file names of the snapshots set aside (those past
-            ``kept_seq``), ``tuple[str, ...]``.
+            ``kept_seq``, and those of another ledger: their header names
+            another ledger id than this one's), ``tuple[str, ...]``.
         directory: where everything went, ``cut/<UTC time>-line-<N>`` in
             the ledger directory (full path, ``str``); ``None`` in a dry
             run or when not damaged.
@@ -652,6 +653,12 @@ class _CutWhileWaiting(CorruptLedger):
     """Lines a change folded while it waited for the lock are no longer in
     the log (a repair cut them meanwhile): ``Ledger._transact`` folds the
     log again and decides the change again; never raised to a caller."""
+
+
+def _seq_of(name: str) -> int:
+    """The seq of the snapshot file ``name`` (``snap-<seq>.json``)."""
+    m = SNAPSHOT_NAME.match(name)
+    return int(m.group(1)) if m is not None else 0
 
 
 def _void_through(kept: int, seqs: int, reach: tuple[int, str, int] | None,
@@ -1269,7 +1276,7 @@ class Ledger:
                     "(record.json), so that the log going on never meets them%s", which, where, void)
 
     def _lost_proof(self, files: FileStore, names: Sequence[str], known: int, limit: int,
-                    refused: str, say: bool = True) -> tuple[int, str] | None:
+                    refused: str, say: bool = True, kept: int | None = None) -> tuple[int, str] | None:
         """What the snapshot files ``names`` (past the log's last line kept,
         to be set aside) prove the log once held: ``(the last seq, the
         file's name)`` of the newest that checks out on its own
@@ -1278,7 +1285,9 @@ class Ledger:
         or it proves nothing past ``known`` (the last seq the log's lines,
         those to be cut too, account for). One that does not check out
         (damaged, edited) proves nothing, and is said so (a warning,
-        unless not ``say``).
+        unless not ``say``). With ``kept`` (the log's last line kept), a
+        name at a seq up to it (another ledger's, set aside too) is passed
+        over.
 
         Raises:
             CorruptLedger: it proves more than ``limit`` seqs past ``known``
@@ -1289,8 +1298,8 @@ class Ledger:
         store = files.store
         for name in sorted(names, reverse=True):
             m = SNAPSHOT_NAME.match(name)
-            if m is None:
-                continue
+            if m is None or (kept is not None and int(m.group(1)) <= kept):
+                continue  # (not past the log's end: another ledger's, set aside with the cut)
             reach, why = _snapshots.proven_reach(store, int(m.group(1)))
             path = _snapshots.snapshot_path(store, name)
             if reach is None:
@@ -3214,7 +3223,7 @@ class Ledger:
             # kept void too (a snapshot claiming too many is refused here, before anything changes).
             seqs = plan["seqs"]  # (the seqs the lines to be cut may have carried: Tally.seqs)
             proof = self._lost_proof(files, plan["snapshots"], kept + seqs, LOST_VOID_MAX, _MOVE_IT_OUT,
-                                     say=dry_run)  # (said under the lock otherwise)
+                                     say=dry_run, kept=kept)  # (said under the lock otherwise)
             if dry_run or (not plan["bytes"] and not plan["snapshots"]):
                 return self._repaired(dry_run, kept, first, others, plan, None, appended, writing,
                                       _void_through(kept, plan["seqs"], reach, proof[0] if proof else None))
@@ -3225,7 +3234,8 @@ class Ledger:
                     if first is not None and first.newer_format:
                         return self._newer(dry_run, kept, first, others, files)
                     past = files.past(kept)
-                    proof = self._lost_proof(files, past[1], kept + seqs, LOST_VOID_MAX, _MOVE_IT_OUT)
+                    proof = self._lost_proof(files, past[1], kept + seqs, LOST_VOID_MAX, _MOVE_IT_OUT,
+                                             kept=kept)
                     facts = self._repair_facts(kept, first, past, proof)
                     # (the earlier repairs' records read before anything is cut: one that cannot
                     # be read stops the repair with the log as it was)
@@ -3410,7 +3420,11 @@ class Ledger:
             reason = (f"a torn last line: {tail} bytes after line {kept} without a newline (a writer "
                       "stopped in the middle of an append)")
         else:
-            reason = f"snapshot(s) past the end of the log (seq {kept}): {', '.join(snaps)}"
+            past_end = [name for name in snaps if _seq_of(name) > kept]
+            other = [name for name in snaps if _seq_of(name) <= kept]
+            reason = "; ".join(
+                ([f"snapshot(s) of another ledger: {', '.join(other)}"] if other else [])
+                + ([f"snapshot(s) past the end of the log (seq {kept}): {', '.join(past_end)}"] if past_end else []))
         line = self._log.read_after(kept - 1, 1) if kept else []
         facts = {"reason": reason, "line": kept + 1 if tail else None, "seq": first.seq if first else None,
                  "kept_seq": kept, "kept_hash": line_hash(line[0][1]) if line else GENESIS_HASH}
@@ -3425,6 +3439,9 @@ class Ledger:
         run, nothing to do) what would be cut (``FileStore.cut_plan``,
         ``judge_past``); ``appended``, ``writing``: as ``judge_past`` says."""
         damaged = bool(cut["bytes"] or cut["snapshots"])
+        if cut["snapshots"] and self._files is not None:  # (set aside: not left as they are)
+            aside = {_snapshots.snapshot_path(self._files.store, name) for name in cut["snapshots"]}
+            others = tuple(p for p in others if p.file not in aside)
         if "reason" in cut:  # the record written
             facts = cut
         elif damaged:
@@ -3440,6 +3457,10 @@ class Ledger:
 
     def _write_snapshot(self, state: State) -> None:
         header, body = _snapshots.encode(state)
+        if self._files is not None:  # a directory's snapshot names its ledger (read once per store)
+            mine = self._files.ledger_id()
+            if mine is not None:
+                header[_snapshots.ID_KEY] = mine
         self._log.snapshot_write(header, body)  # never durable ahead of the log: the store's promise
         self._snap_seq = state.seq
         _snapshots.prune_store(self._log, self.keep_snapshots)

@@ -456,6 +456,14 @@ def copy_log(src: Any, dst: Any, *, page: int = COPY_PAGE) -> int:
             raise CorruptLedger(dst.location, f"seqs {seen + 1}..{lines[-1][0]} read back differ "
                                               f"from {src.location}'s")
         seen = lines[-1][0]
+    # A directory keeps the ledger's id, which its snapshots name: the copy is
+    # the same ledger (the source's id; from a store without one, the id its
+    # snapshots name, copied from a directory), so that it trusts them.
+    adopt = getattr(dst, "adopt_ledger_id", None)
+    ident = getattr(src, "ledger_id", None)
+    wanted = ident() if ident is not None else None
+    if adopt is not None and wanted is not None:
+        adopt(wanted)
     for seq in src.snapshot_seqs():
         if seq > seen:
             continue  # a snapshot past the log's end describes nothing copied
@@ -463,5 +471,9 @@ def copy_log(src: Any, dst: Any, *, page: int = COPY_PAGE) -> int:
             header, body = src.snapshot_read(seq)
         except SnapshotInvalid:
             continue  # an invalid snapshot is skipped on open too; the copy refolds
+        named = header.get("ledger")
+        if adopt is not None and wanted is None and isinstance(named, str):
+            adopt(named)
+            wanted = named
         dst.snapshot_write(header, body)
     return seen

@@ -4,12 +4,29 @@ after checking.
 A snapshot file ``snapshots/snap-<seq:016d>.json`` holds two lines::
 
     {"format": 2, "seq": S, "offset": O, "line_start": L, "last_hash": H,
-     "ts": T, "checksum": C, "events": S}
+     "ts": T, "checksum": C, "events": S, "ledger": I}
     <the State.to_json() document>
 
 ``offset`` is the log byte offset just past event S's newline, ``line_start``
 where that line starts, ``last_hash`` the hash of that line, ``ts`` its time
-(ns, UTC), ``checksum`` the blake2b-128 of the second line's bytes.
+(ns, UTC), ``checksum`` the blake2b-128 of the second line's bytes,
+``ledger`` (optional: written since snapshots carry it) the id of the
+ledger that wrote it (``ledger-id`` in the directory, see ``_store``).
+
+A snapshot naming another ledger than this one (a file copied from
+another ledger directory) is that ledger's, whatever else checks out: it
+is never loaded (skipped with a warning, as any that does not match),
+vouches for no line and proves no seq of this log; ``verify`` names it (a
+snapshot of another ledger: both ids) and ``repair`` sets it aside. One
+without ``ledger`` (an older scopeledger's) is judged as before. When the
+ledger's own id cannot be read (``Store.ledger_id``: a file that is not a
+private regular file, or does not hold an id) a snapshot naming a ledger
+is loaded as before but vouches for no line (``verify`` names no line on
+its word). A ledger whose ``ledger-id`` is missing takes the id its own
+newest snapshot carries, one whose hash is the log's line at its seq
+(:func:`carried_id`), else a new one. PostgreSQL keeps no ledger id: its
+snapshots are rows of the ledger's own schema, written only by the
+ledger's role through this code, not files that a copy puts in place.
 
 Writing (after the lock is released; a snapshot only restates the log):
 a temp file ``.tmp-<pid>-<ns>`` created 0600 with O_EXCL, written, fsynced,
@@ -44,7 +61,7 @@ import orjson
 from ._errors import LedgerError, LedgerIOError, SnapshotInvalid, UnsafeLedgerPath
 from ._events import blake2b, line_hash
 from ._fold import SNAPSHOT_FORMAT, State
-from ._store import SNAPSHOT_DIR, SNAPSHOT_NAME, Store, open_private_file
+from ._store import LEDGER_ID, SNAPSHOT_DIR, SNAPSHOT_NAME, Store, open_private_file
 from ._imports import first_use
 
 log = logging.getLogger("scopeledger")
@@ -145,6 +162,71 @@ def _listdir(store: Store) -> list[str]:
 
 def checksum(body: bytes) -> str:
     return blake2b(body, digest_size=16).hexdigest()
+
+
+#: The header key naming the ledger that wrote a snapshot (its ``ledger-id``).
+ID_KEY = "ledger"
+
+
+def ledger_id(store: Store) -> str | None:
+    """The id of the ledger directory ``store`` (``Store.ledger_id``, read
+    once per Store; a missing file made, or taken from the ledger's own
+    snapshots: :func:`carried_id`); ``None`` when it cannot be read."""
+    return store.ledger_id(lambda: carried_id(store))
+
+
+def carried_id(store: Store) -> str | None:
+    """The ledger id that the newest snapshot naming one carries, among
+    those whose header's ``last_hash`` is the hash of the log's line at its
+    offsets (a snapshot of this log: a file copied from another ledger is
+    not), else ``None``. For a ledger that lost its ``ledger-id``. Never
+    raises."""
+    try:
+        for seq, name in reversed(list_snapshots(store)):
+            header = header_at(store, name, seq)
+            theirs = header.get(ID_KEY) if header is not None else None
+            if theirs is not None and line_hash_at(store, header["line_start"], header["offset"]) \
+                    == header["last_hash"]:
+                return str(theirs)
+    except (OSError, LedgerError):
+        pass
+    return None
+
+
+def header_at(store: Store, name: str, seq: int) -> dict[str, Any] | None:
+    """The checked header (:func:`parse_header`) of the snapshot file
+    ``name`` at ``seq``, ``None`` when it cannot be read or does not check
+    out. Never raises."""
+    try:
+        head = read_head(store, name)
+        nl = head.find(b"\n")
+        return parse_header(snapshot_path(store, name), head[:nl], seq) if nl >= 0 else None
+    except (OSError, SnapshotInvalid):
+        return None
+
+
+def foreign(store: Any, header: dict[str, Any]) -> str | None:
+    """Why the snapshot whose header is ``header`` is another ledger's
+    than ``store``'s (``a snapshot of another ledger: its id X, this
+    ledger's Y``), else ``None``: it names none (an older scopeledger's),
+    or the store keeps no id (PostgreSQL, memory), or this ledger's id
+    cannot be read (see the module docstring)."""
+    theirs = header.get(ID_KEY)
+    inner = getattr(store, "store", store)
+    if theirs is None or not isinstance(inner, Store):
+        return None
+    mine = ledger_id(inner)
+    if mine is None or theirs == mine:
+        return None
+    return f"a snapshot of another ledger: its id {theirs}, this ledger's {mine}"
+
+
+def vouches(store: Store, header: dict[str, Any]) -> bool:
+    """Whether the snapshot whose header is ``header`` may vouch for the
+    lines of ``store``'s log: it names no ledger (an older scopeledger's),
+    or this one, whose id is read."""
+    theirs = header.get(ID_KEY)
+    return theirs is None or theirs == ledger_id(store)
 
 
 def header_of(state: State, body: bytes) -> dict[str, Any]:
@@ -377,6 +459,9 @@ def check_header(display: str, h: dict[str, Any], seq: int, file_keys: tuple[str
         _ = str(h["last_hash"]), int(h["ts"]), str(h["checksum"])
     except (KeyError, TypeError, ValueError):
         raise SnapshotInvalid(display, "header lacks a field or has a wrong type") from None
+    theirs = h.get(ID_KEY)
+    if theirs is not None and (type(theirs) is not str or LEDGER_ID.match(theirs) is None):
+        raise SnapshotInvalid(display, "header lacks a field or has a wrong type")
     if got != seq:
         raise SnapshotInvalid(display, f"header says seq {got}")
     if outdated:  # (the header's fields are the same in every format so far)
@@ -453,11 +538,13 @@ def proven_reach(store: Store, seq: int) -> tuple[int | None, str]:
     return (max(seq, void) if type(void) is int else seq), ""
 
 
-def sound_alone(store: Store, seq: int) -> dict[str, Any] | str:
+def sound_alone(store: Store, seq: int, vouching: bool = False) -> dict[str, Any] | str:
     """The body (a dict: ``seq``, ``last_hash``, ``holders``, ...) of the
     snapshot file at ``seq`` when it checks out on its own, else why not
     (``str``). Its checks: the header (the format, an older one too, the
-    fields, the seq its name says), the body's checksum, and the body's
+    fields, the seq its name says), that it names no other ledger
+    (:func:`foreign`; ``vouching``: nor any ledger when this one's id
+    cannot be read, :func:`vouches`), the body's checksum, and the body's
     ``seq`` and ``last_hash`` being the header's; not against the log.
     Reads the whole file; never raises."""
     name = snapshot_name(seq)
@@ -475,6 +562,11 @@ def sound_alone(store: Store, seq: int) -> dict[str, Any] | str:
         header = orjson.loads(data[:nl])  # (its fields checked: the same in every format so far)
     except SnapshotInvalid as exc:
         return exc.reason
+    other = foreign(store, header)
+    if other is not None:
+        return other
+    if vouching and not vouches(store, header):
+        return "it names a ledger, and this ledger's id cannot be read to compare"
     body = data[nl + 1:-1]
     if checksum(body) != header["checksum"]:
         return "checksum does not match its content"

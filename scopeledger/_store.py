@@ -8,6 +8,12 @@ Layout of a ledger directory (mode 0700, every file 0600)::
                           (see Store.acquire); empty, and safe to delete
     lock                  made by earlier versions (the lock was a file of its
                           own, and deleting it let two writers in); unused
+    ledger-id             this ledger's identity: 32 hex digits (128 random
+                          bits) and a newline, made with the ledger (or by
+                          the first writer of an older ledger without it);
+                          every snapshot written here carries it (see
+                          _snapshots), so that one copied from another
+                          ledger is told apart; a copy of the ledger keeps it
     snapshots/            snap-<seq:016d>.json checkpoints (see _snapshots)
     torn/                 fragments of torn last lines, set aside
     cut/                  what ``Ledger.repair`` cut off the log: one directory
@@ -50,6 +56,11 @@ log = logging.getLogger("scopeledger")
 LOCK_NAME = "lock"  # the lock file of earlier versions (see the layout above)
 GATE_NAME = "gate"
 LOG_NAME = "events.jsonl"
+ID_NAME = "ledger-id"
+#: A ledger id as the file and a snapshot header hold it.
+LEDGER_ID = re.compile(r"^[0-9a-f]{32}$")
+#: The id of a ledger not read yet (``Store.ledger_id``).
+_UNREAD = ""
 SNAPSHOT_DIR = "snapshots"
 #: A snapshot file's name in ``snapshots/``: ``snap-<seq, 16 digits>.json``.
 SNAPSHOT_NAME = re.compile(r"^snap-(\d{16})\.json$")
@@ -433,7 +444,7 @@ def _check_owned(path: str, st: os.stat_result, owner: int | None = None) -> Non
 #: What a ledger directory may hold; one holding nothing else is a ledger
 #: (perhaps one another process is creating right now: it makes these one
 #: by one).
-_LAYOUT = frozenset((LOCK_NAME, GATE_NAME, LOG_NAME, SNAPSHOT_DIR, TORN_DIR, CUT_DIR))
+_LAYOUT = frozenset((LOCK_NAME, GATE_NAME, LOG_NAME, ID_NAME, SNAPSHOT_DIR, TORN_DIR, CUT_DIR))
 
 
 def _write_protected(path: str, mode: int) -> ReadOnlyLedger:
@@ -889,6 +900,7 @@ class Store:
         #: Whether this open made the log (a new ledger); ``False`` when it
         #: was there, whoever made it.
         self.created = False
+        self._id: str | None = _UNREAD
         raw = os.fspath(path)
         if not raw or "\x00" in raw:
             raise NoLedger(f"no ledger at {raw!r}: give a directory path")
@@ -929,6 +941,8 @@ class Store:
             except FileNotFoundError:  # read-only: a ledger without snapshots
                 pass
             self._open_lock_fds()
+            if self.created:
+                self.ledger_id()  # (a new ledger gets its identity with its log)
             if create and fsync and fresh:
                 # A ledger made with fsync=True survives a power cut as made:
                 # its files' entries, and the directories made for it.
@@ -1046,6 +1060,116 @@ class Store:
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
+
+    # -- the ledger's identity ----------------------------------------------
+
+    def ledger_id(self, derive: Callable[[], str | None] | None = None) -> str | None:
+        """This ledger's id (``ledger-id``: 32 hex digits), read once per
+        Store; ``None`` when it cannot be read (a warning: then snapshots
+        that name a ledger vouch for no line, nothing else changes).
+
+        A ledger without the file (made by an older scopeledger, or the
+        file lost) takes the id ``derive()`` gives (the one its own
+        snapshots carry), else a new random one; opened for writing, it is
+        written: a file made unnamed (``O_TMPFILE``; else under a temporary
+        name), written, fsynced, then linked in, which fails when another
+        process linked its own first (then that one is read: one id per
+        ledger, without the lock); the directory fsynced. Never raises.
+        """
+        if self._id == _UNREAD:
+            self._id = self._read_id(derive)
+        return self._id
+
+    def _read_id(self, derive: Callable[[], str | None] | None) -> str | None:
+        display = self.file(ID_NAME)
+        try:
+            fd = open_private_file(self.dirfd, ID_NAME, display, os.O_RDONLY, create=False,
+                                   readonly=self.readonly)
+        except FileNotFoundError:
+            found = derive() if derive is not None else None
+            return found if self.readonly else self._make_id(found or os.urandom(16).hex())
+        except OSError as exc:  # (UnsafeLedgerPath too: a symlink, a directory, another owner)
+            log.warning("cannot read %s (%s): snapshots that name a ledger do not vouch for its lines",
+                        display, getattr(exc, "reason", None) or exc.strerror or exc)
+            return None
+        try:
+            text = os.read(fd, 64)
+        except OSError as exc:
+            log.warning("cannot read %s (%s): snapshots that name a ledger do not vouch for its lines",
+                        display, exc.strerror or exc)
+            return None
+        finally:
+            os.close(fd)
+        got = text.decode("ascii", "replace").strip()
+        if LEDGER_ID.match(got) is None:
+            log.warning("%s does not hold a ledger id (32 hex digits): snapshots that name a ledger do "
+                        "not vouch for its lines", display)
+            return None
+        return got
+
+    def _make_id(self, value: str) -> str | None:
+        """Link a file holding ``value`` in as ``ledger-id`` (see
+        :meth:`ledger_id`); the id the file holds then (another process's
+        when it linked one first), ``None`` when the OS refused (a warning)."""
+        display = self.file(ID_NAME)
+        tmp = None
+        try:
+            try:
+                fd = os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600, dir_fd=self.dirfd)
+            except (OSError, AttributeError):  # (no O_TMPFILE here)
+                tmp = f".{ID_NAME}-{os.getpid()}-{os.urandom(6).hex()}"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS, 0o600, dir_fd=self.dirfd)
+            try:
+                os.fchmod(fd, 0o600)
+                os.write(fd, value.encode() + b"\n")
+                os.fsync(fd)
+                try:
+                    if tmp is None:  # linkat(AT_SYMLINK_FOLLOW) of the unnamed file (_filetickets.join)
+                        os.link(f"/proc/self/fd/{fd}", ID_NAME, dst_dir_fd=self.dirfd, follow_symlinks=True)
+                    else:
+                        os.link(tmp, ID_NAME, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd)
+                except FileExistsError:
+                    return self._read_id(None)  # another process's, linked first
+                os.fsync(self.dirfd)
+                return value
+            finally:
+                os.close(fd)
+                if tmp is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=self.dirfd)
+        except OSError as exc:
+            log.warning("cannot write %s (%s): snapshots written now name no ledger", display,
+                        exc.strerror or exc)
+            return None
+
+    def adopt_ledger_id(self, value: str) -> None:
+        """Make ``value`` this ledger's id, replacing any (a copy of another
+        ledger into this empty one: ``copy_log``): a temporary file,
+        fsynced, renamed over ``ledger-id``, the directory fsynced.
+
+        Raises:
+            ValueError: ``value`` is not a ledger id.
+            LedgerIOError: the OS refused; it names the file.
+        """
+        if LEDGER_ID.match(value) is None:
+            raise ValueError(f"{value!r} is not a ledger id (32 hex digits)")
+        display = self.file(ID_NAME)
+        tmp = f".{ID_NAME}-{os.getpid()}-{os.urandom(6).hex()}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS, 0o600, dir_fd=self.dirfd)
+            try:
+                os.fchmod(fd, 0o600)
+                os.write(fd, value.encode() + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, ID_NAME, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd)
+            os.fsync(self.dirfd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=self.dirfd)
+            raise LedgerIOError(display, "write the ledger's id", exc) from exc
+        self._id = value
 
     def _open_lock_fds(self) -> None:
         """Open this Store's own descriptions of lock, gate and the log (the

@@ -1031,3 +1031,123 @@ def test_a_middle_line_altered_at_a_snapshots_seq_is_named_once_and_first(tmp_pa
     _write_log(path, lines)
     problems = verify(path).problems
     assert [(p.line, p.seq) for p in problems] == [(5, 5)], problems
+
+
+# -- a snapshot of another ledger ------------------------------------------------------------------
+
+
+def _two_ledgers(tmp_path: Path) -> tuple[Path, Path, str]:
+    """Two ledgers made apart, 5 live holders each (other names, other paths), a
+    snapshot at seq 5 in the other one only. Returns both and the snapshot's name."""
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    _live(mine, 5)
+    with Ledger.open(other) as led:
+        for i in range(5):
+            led.register(f"o{i}", [W(f"/o/{i}")])
+        led.snapshot()
+    return mine, other, _snap_name(5)
+
+
+def test_a_snapshot_copied_from_another_ledger_is_named_set_aside_and_cuts_no_line(tmp_path: Path) -> None:
+    # A fresh tester's finding: a snapshot copied from another ledger at the same seq
+    # (sound on its own) made verify name line 1 "altered" (the snapshot-vouch rule) and
+    # a repair cut every genuine line, every holder losing its grant.
+    mine, other, name = _two_ledgers(tmp_path)
+    shutil.copy2(other / "snapshots" / name, mine / "snapshots" / name)
+    log = (mine / "events.jsonl").read_bytes()
+    problems = verify(mine).problems
+    assert len(problems) == 1, problems
+    problem = problems[0]
+    assert (problem.file, problem.line, problem.seq) == (str(mine / "snapshots" / name), None, 5), problem
+    ids = [(p / "ledger-id").read_text().strip() for p in (mine, other)]
+    assert ids[0] != ids[1] and all(len(i) == 32 for i in ids)
+    assert problem.message == f"a snapshot of another ledger: its id {ids[1]}, this ledger's {ids[0]}"
+    p = ledger_cmd(mine, "repair", "--dry-run", "--json")
+    assert p.returncode == 0, p.stderr
+    dry = json.loads(p.stdout)
+    assert (dry["kept_seq"], dry["lines"], dry["snapshots"]) == (5, 0, [name]), dry
+    assert (mine / "events.jsonl").read_bytes() == log and _snaps(mine) == [5]
+    report = Ledger.open(mine, fold=False).repair()
+    assert (report.kept_seq, report.lines_cut, report.snapshots, report.void_through) == (5, 0, (name,), None)
+    assert "another ledger" in report.reason
+    where, record = _one_cut(mine)
+    assert (where / name).read_bytes() == (other / "snapshots" / name).read_bytes()
+    assert record["snapshots"] == [name]
+    assert (mine / "events.jsonl").read_bytes() == log and _snaps(mine) == []
+    assert verify(mine).ok
+    with Ledger.open(mine) as led:
+        held = led.holders()
+        assert [a.name for a in held] == [f"h{i}" for i in range(5)]
+        assert all(led.check(a.name, a.token) for a in held)
+
+
+def test_opening_never_loads_a_snapshot_of_another_ledger(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The other ledger's snapshot at seq 5, its header's and body's hash and offsets
+    # made this log's line 5's (its checksum too): it matches the log, and still names
+    # another ledger, whose holders it holds.
+    mine, other, name = _two_ledgers(tmp_path)
+    head, body = (other / "snapshots" / name).read_bytes().split(b"\n", 1)
+    header, doc = json.loads(head), json.loads(body)
+    lines = (mine / "events.jsonl").read_bytes().splitlines(keepends=True)
+    doc["last_hash"] = header["last_hash"] = hashlib.blake2b(lines[4][:-1], digest_size=16).hexdigest()
+    header["line_start"], header["offset"] = sum(map(len, lines[:4])), sum(map(len, lines))
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    header["checksum"] = hashlib.blake2b(body, digest_size=16).hexdigest()
+    snap = mine / "snapshots" / name
+    snap.write_bytes(json.dumps(header).encode() + b"\n" + body + b"\n")
+    snap.chmod(0o600)
+    with Ledger.open(mine) as led:
+        assert [a.name for a in led.holders()] == [f"h{i}" for i in range(5)]
+    assert any("another ledger" in r.getMessage() for r in caplog.records), caplog.records
+
+
+def test_a_ledger_copied_whole_keeps_its_id_and_trusts_its_snapshots(tmp_path: Path) -> None:
+    mine, _, name = _two_ledgers(tmp_path)
+    with Ledger.open(mine) as led:
+        led.snapshot()
+    copied = tmp_path / "copied"
+    shutil.copytree(mine, copied)
+    imported = tmp_path / "imported"
+    p = ledger_cmd(imported, "init")
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([*CMD, "import", str(mine), str(imported)], env=clean_env(), capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    for path in (copied, imported):
+        assert (path / "ledger-id").read_bytes() == (mine / "ledger-id").read_bytes()
+        assert (path / "snapshots" / name).read_bytes() == (mine / "snapshots" / name).read_bytes()
+        assert stat.S_IMODE((path / "ledger-id").stat().st_mode) == 0o600
+        report = verify(path)
+        assert report.ok and report.snapshots == 1, report.problems
+
+
+def test_a_ledger_without_its_id_file_is_used_as_before(tmp_path: Path) -> None:
+    # The id file lost: the ledger takes back the id its own snapshots carry (one that
+    # matches the log); unreadable, a snapshot naming a ledger vouches for no line,
+    # and nothing else changes.
+    mine, other, name = _two_ledgers(tmp_path)
+    before = (mine / "ledger-id").read_bytes()
+    with Ledger.open(mine) as led:
+        led.snapshot()
+    (mine / "ledger-id").unlink()
+    assert verify(mine).ok  # (read-only: the id is the one its snapshot carries)
+    with Ledger.open(mine) as led:
+        assert led.check("h5", led.register("h5", [W("/r/5")]).token)
+    assert (mine / "ledger-id").read_bytes() == before
+    (mine / "ledger-id").unlink()
+    (mine / "ledger-id").mkdir()  # (not a file: cannot be read)
+    report = verify(mine)
+    assert report.ok, report.problems
+    with Ledger.open(mine) as led:
+        led.register("h6", [W("/r/6")])
+        led.snapshot()
+    assert verify(mine).ok
+    # Another ledger's snapshot, sound, at the last line's seq: it vouches for nothing.
+    (mine / "snapshots" / _snap_name(7)).unlink()
+    with Ledger.open(other) as led:
+        led.register("o5", [W("/o/5")])
+        led.register("o6", [W("/o/6")])
+        led.snapshot()
+    shutil.copy2(other / "snapshots" / _snap_name(7), mine / "snapshots" / _snap_name(7))
+    problems = verify(mine).problems
+    assert [(p.file, p.line) for p in problems] == [(str(mine / "snapshots" / _snap_name(7)), None)], problems

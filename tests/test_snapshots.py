@@ -52,7 +52,8 @@ def test_snapshot_file_format(ledger_dir):
     header, body, rest = open(os.path.join(ledger_dir, "snapshots", name), "rb").read().split(b"\n")
     h = orjson.loads(header)
     assert rest == b""
-    assert set(h) == {"format", "seq", "offset", "line_start", "last_hash", "ts", "checksum"}
+    assert set(h) == {"format", "seq", "offset", "line_start", "last_hash", "ts", "checksum", "ledger"}
+    assert h["ledger"] == open(os.path.join(ledger_dir, "ledger-id")).read().strip()  # (the ledger's id)
     assert h["seq"] == 1 and h["line_start"] == 0
     assert h["offset"] == os.path.getsize(os.path.join(ledger_dir, "events.jsonl"))
     assert orjson.loads(body)["holders"][0]["name"] == "a"

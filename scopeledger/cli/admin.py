@@ -171,7 +171,9 @@ def repair_text(r: RepairReport, ledger_path: str) -> list[str]:
             out.append(f"{would}cut the log at byte {r.offset} of {r.log_bytes}, after seq {r.kept_seq}: "
                        f"{r.bytes_cut} bytes, {r.lines_cut} line(s), sha256 {r.sha256}")
         for name in r.snapshots:
-            out.append(f"{would}set aside snapshot {name} (past seq {r.kept_seq})")
+            seq = int(name[5:-5]) if name.startswith("snap-") and name[5:-5].isdigit() else r.kept_seq + 1
+            out.append(f"{would}set aside snapshot {name} "
+                       + (f"(past seq {r.kept_seq})" if seq > r.kept_seq else "(another ledger's)"))
         if r.void_through is not None:
             out.append(f"{would}{_kept_void(r)}")
         if r.dry_run:
