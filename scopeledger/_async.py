@@ -432,7 +432,8 @@ class AsyncLedger:
         ``await spawned.wait()`` releases it with its exit status. Cancelled
         after the child started, the child is killed and its grant released.
         Options as :meth:`Ledger.spawn` (``advisory=True``: granted at once,
-        never waiting)."""
+        never waiting; ``on_lost``: as there, a callable given the
+        :class:`AsyncSpawned` and called in a thread, not on the loop)."""
         return await _spawn(self, name, argv, rules, **options)
 
     async def adopt(self, name: str, token: int) -> "AsyncAdopted":
@@ -788,9 +789,12 @@ async def _sleep(watch: Watch, timeout: float, mine: int | None = None,
 
 class AsyncSpawned:
     """A child started by :meth:`AsyncLedger.spawn`: ``process`` (a
-    ``subprocess.Popen``), ``allocation``, ``returncode``; ``await
-    wait(note=...)`` waits on the loop (a pidfd) and releases the grant with
-    the exit status."""
+    ``subprocess.Popen``), ``allocation``, ``returncode``, ``lost``,
+    ``lost_event``, ``stopped_for_loss`` (as :class:`~scopeledger.Spawned`'s:
+    how the grant was taken away while the child ran, and whether the
+    child was sent SIGTERM for it); ``await wait(note=...)`` waits on the
+    loop (a pidfd) and releases the grant with the exit status; ``await
+    release(...)`` tries a release again."""
 
     def __init__(self, aledger: AsyncLedger, spawned: Spawned) -> None:
         self._aledger = aledger
@@ -806,13 +810,35 @@ class AsyncSpawned:
     def returncode(self) -> int | None:
         return self._spawned.returncode
 
+    @property
+    def lost(self) -> str | None:
+        """:attr:`Spawned.lost <scopeledger.Spawned.lost>`: ``None``, or how
+        the grant was taken away, ``str``."""
+        return self._spawned.lost
+
+    @property
+    def lost_event(self) -> Any:
+        """:attr:`Spawned.lost_event <scopeledger.Spawned.lost_event>`."""
+        return self._spawned.lost_event
+
+    @property
+    def stopped_for_loss(self) -> bool:
+        """Whether the child was sent SIGTERM because its grant was taken
+        away (``on_lost="term"``)."""
+        return self._spawned.stopped_for_loss
+
     async def wait(self, *, note: str | None = None) -> int:
         """Wait for the child's exit without blocking the loop, release its
-        grant with the exit status (and ``note``); its returncode.
+        grant with the exit status (and ``note``); its returncode, whatever
+        happened to the grant (:attr:`lost` says whether it was taken away:
+        :meth:`Spawned.wait <scopeledger.Spawned.wait>`).
 
         Raises:
             TypeError, ValueError: ``note`` as :meth:`Ledger.release`
-                (checked before waiting)."""
+                (checked before waiting).
+            LedgerError: the release could not be recorded (the child is
+                reaped, its exit status kept): as :meth:`Spawned.release
+                <scopeledger.Spawned.release>`; :meth:`release` tries again."""
         note = check_note(note)
         # (Its exit is waited for on the loop without reaping it: Spawned.wait, in a
         # thread, then learns the status at once, records the release, then reaps.)
@@ -838,6 +864,12 @@ class AsyncSpawned:
                     os.close(fd)
         return await self._aledger._thread(functools.partial(self._spawned.wait, note=note))
 
+    async def release(self, *, note: str | None = None) -> None:
+        """:meth:`Spawned.release <scopeledger.Spawned.release>`, in a
+        thread (it completes even if this call is cancelled): release now,
+        or try again a release that failed (the exit status kept)."""
+        await self._aledger._thread(functools.partial(self._spawned.release, note=note))
+
     def __repr__(self) -> str:
         return f"<AsyncSpawned {self.allocation.name!r} pid={self.pid} token={self.allocation.token}>"
 
@@ -845,11 +877,12 @@ class AsyncSpawned:
 async def _spawn(aledger: AsyncLedger, name: str, argv: Sequence[str], rules: Any, *, parent: str | None = None,
                  parent_token: int | None = None, wait: float = 0, env: Any = None, note: str | None = None,
                  advisory: bool = False, ttl: float | None = None, lease_only: bool = False,
-                 **popen: Any) -> AsyncSpawned:
+                 on_lost: Any = "term", **popen: Any) -> AsyncSpawned:
     with first_use:
         from . import _spawn as sp
 
     sp.check_spawn_args(argv, popen, parent, parent_token, env)
+    sp.check_on_lost(on_lost)
     if parent is None:
         alloc = await aledger.register(name, rules, wait=wait, note=note, advisory=advisory, ttl=ttl,
                                        lease_only=lease_only)
@@ -862,9 +895,13 @@ async def _spawn(aledger: AsyncLedger, name: str, argv: Sequence[str], rules: An
         spawned.wait(note="spawn was cancelled; the child was killed")
 
     spawned = await aledger._thread(sp.start, aledger.ledger, alloc, argv, env, popen, undo=undo)
+    result = AsyncSpawned(aledger, spawned)
+    spawned.on_lost, spawned.subject = on_lost, result  # (a callable on_lost is given the AsyncSpawned)
+    if on_lost is not None:
+        spawned.watch_for_loss()  # (a thread of its own, as the renewer's: the loop is not involved)
     if ttl is not None:
         spawned.keep_lease(ttl)  # (a thread of its own: the loop is not involved)
-    return AsyncSpawned(aledger, spawned)
+    return result
 
 
 class AsyncAdopted:

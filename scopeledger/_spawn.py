@@ -72,12 +72,14 @@ import os
 import select
 import shutil
 import signal
+import logging
 import subprocess
+import threading
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ._arguments import check_note, check_timeout, check_token
-from ._errors import UnknownHolder, shown
+from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
 from ._identity import Liveness, Verdict
 
@@ -85,6 +87,16 @@ from ._identity import Liveness, Verdict
 ENV_DIR = "SCOPELEDGER_DIR"
 ENV_HOLDER = "SCOPELEDGER_HOLDER"
 ENV_TOKEN = "SCOPELEDGER_TOKEN"
+
+log = logging.getLogger("scopeledger")
+
+#: What :func:`spawn`'s ``on_lost`` may name (or a callable, or ``None``): as
+#: ``ledger run --on-lost``.
+ON_LOST = ("term", "warn")
+
+#: Reclaim reasons that are not the child's death: a reclaim for one of them
+#: took the scope while the child may still have run (as ``ledger run`` says).
+NOT_A_DEATH = frozenset({"lease_expired", "session_closed", "session_lock_gone"})
 
 #: The exit status of a child whose supervisor gave up before it ran the
 #: command (the gate closed without the word).
@@ -143,17 +155,46 @@ class Spawned:
         process: the ``subprocess.Popen`` of the child.
         allocation: its :class:`Allocation` (bound to the child's pid).
         returncode: ``None`` until :meth:`wait` saw it exit.
+        lost: ``None``, or how the grant was taken away before this object
+            released it, ``str``, in the log's words (``"force-released at
+            seq 7 by pid 123, reason: ..."``, ``"reclaimed at seq 9 by pid
+            456: lease_expired"``, a grant no longer in the log): set once,
+            by the watch of the grant or the lease's renewer while the child
+            runs (``on_lost``, see :func:`spawn`), or by the release
+            (:meth:`wait`, :meth:`release`), which found it gone. A reclaim
+            of the exited child (its process gone, a zombie) is not a loss.
+        lost_event: the :class:`~scopeledger.Event` that ended the grant
+            when :attr:`lost` is set and the log holds it, else ``None``.
+        stopped_for_loss: ``True`` when the child was sent ``SIGTERM``
+            because its grant was taken away (``on_lost="term"``).
+        watch: the :class:`~scopeledger.GrantWatch` following the grant
+            while the child runs (``None`` with ``on_lost=None``, and once
+            stopped by the release).
+        renewer: the :class:`~scopeledger.Renewer` keeping a ``ttl=``
+            grant's lease while the child runs (stopped by :meth:`release`),
+            else ``None``.
     """
 
-    def __init__(self, ledger: Any, process: subprocess.Popen[Any], allocation: Allocation) -> None:
+    def __init__(self, ledger: Any, process: subprocess.Popen[Any], allocation: Allocation,
+                 on_lost: str | Callable[[Any], object] | None = "term") -> None:
         self.ledger = ledger
         self.process = process
         self.allocation = allocation
         self.returncode: int | None = None
         self._released = False
-        #: The :class:`~scopeledger.Renewer` keeping a ``ttl=`` grant's lease
-        #: while the child runs (stopped by :meth:`release`), else None.
         self.renewer: Any = None
+        self.watch: Any = None
+        self.lost: str | None = None
+        self.lost_event: Any = None
+        self.stopped_for_loss = False
+        self.on_lost = on_lost
+        #: What ``on_lost`` (a callable) is called with: this object, or
+        #: the :class:`~scopeledger.AsyncSpawned` around it.
+        self.subject: Any = self
+        self._guard = threading.Lock()  # lost / _ending / the signal, decided under it
+        self._ending = False  # the release began: an end of the grant from now on is ours
+        self._callers: set[int] = set()  # threads inside a watch's or renewer's callback
+        self._pidfd = open_pidfd(process.pid)  # (our unreaped child: surely this process)
 
     @property
     def pid(self) -> int:
@@ -162,8 +203,10 @@ class Spawned:
     def keep_lease(self, ttl: float) -> None:
         """Renew the grant's lease every ``ttl``/3 (``ttl``: seconds,
         ``float``) until it is released (:meth:`Ledger.keep_renewed`, in a
-        thread of its own); a grant lost meanwhile ends the renewing,
-        logged. Called by :func:`spawn` for ``ttl=``.
+        thread of its own); a renewal that finds the grant gone (its lease
+        ran out and it was reclaimed: the renewing process was stopped, or
+        cut off) ends the renewing and is a loss (:attr:`lost`, acted on as
+        ``on_lost`` says). Called by :func:`spawn` for ``ttl=``.
 
         Raises:
             UnknownHolder: the grant is no longer live.
@@ -171,16 +214,111 @@ class Spawned:
                 seconds from 0.1 to 10**9 (``scopeledger.TTL_RANGE``).
         """
         a = self.allocation
-        self.renewer = self.ledger.keep_renewed(a.name, a.token, ttl)
+        self.renewer = self.ledger.keep_renewed(a.name, a.token, ttl, on_lost=self._lease_lost)
+
+    def watch_for_loss(self) -> None:
+        """Follow the grant in the log while the child runs
+        (:meth:`Ledger.watch_grant`, a thread of its own), so that a forced
+        release or a reclaim of it is learnt at once and acted on as
+        ``on_lost`` says; stopped by the release. Called by :func:`spawn`
+        unless ``on_lost`` is ``None``; a second call does nothing."""
+        if self.watch is None and not self._ending:
+            a = self.allocation
+            self.watch = self.ledger.watch_grant(a.name, a.token, self._grant_ended)
+
+    # -- how a loss is learnt (in the watch's or the renewer's thread) --------
+
+    def _grant_ended(self, event: Any) -> None:
+        """The watch's ``on_lost``: the log says the grant ended."""
+        if event is not None and event.type == "reclaimed" and event.data.get("reason") not in NOT_A_DEATH:
+            return  # (the child's death proven: it has exited, nothing was taken from it)
+        self._lose(ending_words(event, self.allocation.token), event)
+
+    def _lease_lost(self, exc: BaseException) -> None:
+        """The renewer's ``on_lost``: a renewal found the grant gone."""
+        ending = ending_in_log(self.ledger, self.allocation)
+        if ending is GONE:
+            self._lose(ending_words(None, self.allocation.token), None)
+        elif ending is not None:
+            self._grant_ended(ending)
+        else:
+            self._lose(f"its lease is lost: {exc}", None)
+
+    def _lose(self, why: str, event: Any) -> None:
+        """The grant was taken away (``why``): said once (a warning on
+        logger ``scopeledger``), then acted on as ``on_lost`` says, unless
+        the release has begun (an end from then on is ours). Raises
+        nothing."""
+        me = threading.get_ident()
+        with self._guard:
+            if self.lost is not None or self._ending:
+                return
+            self.lost, self.lost_event = why, event
+            exited = self._exited()
+            term = self.on_lost == "term" and not exited
+            if term:
+                self.stopped_for_loss = True
+                self._signal(signal.SIGTERM)
+            self._callers.add(me)
+        try:
+            a = self.allocation
+            if exited:
+                what = "its child had exited"
+            elif term:
+                what = "sending the child SIGTERM"
+            elif callable(self.on_lost):
+                what = "calling on_lost"
+            else:
+                what = f"the child runs on without it (on_lost={self.on_lost!r})"
+            log.warning("holder %r (token %d, pid %d) lost its scope: %s; %s", a.name, a.token, self.pid, why, what)
+            if callable(self.on_lost):
+                try:
+                    self.on_lost(self.subject)
+                except Exception:  # noqa: BLE001 - a callback's error is logged, never lost
+                    log.exception("on_lost of spawned holder %r raised", a.name)
+        finally:
+            with self._guard:
+                self._callers.discard(me)
+
+    def _exited(self) -> bool:
+        """Whether the child has exited (a zombie, or reaped)."""
+        if self.process.returncode is not None:
+            return True
+        if self._pidfd >= 0:
+            return bool(select.select([self._pidfd], [], [], 0)[0])
+        return False
+
+    def _signal(self, signum: int) -> None:
+        """Send the child ``signum`` through its pidfd (never a process that
+        took its pid), else by pid while Popen has not reaped it. Raises
+        nothing."""
+        try:
+            if self._pidfd >= 0:
+                signal.pidfd_send_signal(self._pidfd, signum)
+            elif self.process.returncode is None:
+                os.kill(self.process.pid, signum)
+        except OSError:
+            pass
+
+    # -- waiting and releasing ------------------------------------------------
 
     def wait(self, timeout: float | None = None, *, note: str | None = None) -> int:
         """Wait for the child to exit (at most ``timeout`` seconds) and
-        release its grant with its exit status (and ``note``); its
-        ``returncode`` (``-N``: signal N). Releasing twice is a no-op; a
-        grant released or reclaimed meanwhile by someone else is left so
-        (a reclaim of the exited child before this call reaped it records
-        its exit status itself, when the reclaimer can read it: the module
-        docstring).
+        release its grant with its exit status (and ``note``); return its
+        ``returncode`` (``-N``: signal N), whatever happened to the grant:
+        test :attr:`lost` to learn whether the scope was taken away while it
+        ran (then nothing is released; with ``on_lost="term"`` the child
+        was sent SIGTERM, :attr:`stopped_for_loss`, and its returncode is
+        usually ``-15``). Releasing twice is a no-op (a reclaim of the
+        exited child before this call reaped it records its exit status
+        itself, when the reclaimer can read it: the module docstring).
+
+        The child is reaped even when the release fails (a store that
+        cannot be reached, ...): the error is raised, :attr:`returncode`
+        is kept, and :meth:`release` (or :meth:`wait` again, which returns
+        at once) tries the release again with it. Meanwhile the grant is
+        bound to a process that is gone, which the next request in its way
+        reclaims.
 
         Args:
             timeout: seconds (a real number, 0 to 1e9), ``None`` for ever.
@@ -191,6 +329,8 @@ class Spawned:
             ValueError: ``timeout`` is not ``None`` or 0 to 1e9 seconds.
             TypeError, ValueError: ``note`` as :meth:`Ledger.release`,
                 checked before waiting (nothing is released).
+            LedgerError: the release could not be recorded, as
+                :meth:`release` (the child is reaped; try again).
         """
         timeout = check_timeout("timeout", timeout)
         note = check_note(note)  # (before waiting: a bad note must not leave the grant to a process gone)
@@ -198,25 +338,137 @@ class Spawned:
         if code is None:  # (no pidfd or WNOWAIT here, or reaped already: reaped first, as before)
             code = self.process.wait(timeout)
         self.returncode = code
-        self.release(note=note)
-        rc = self.process.wait()  # (reaped now, by Popen: its returncode set, as it knows it)
+        try:
+            self.release(note=note)
+        finally:
+            rc = self.process.wait()  # (reaped now, by Popen: its returncode set, as it knows it)
+            with self._guard:
+                fd, self._pidfd = self._pidfd, -1
+            if fd >= 0:
+                os.close(fd)
         return rc
 
     def release(self, *, note: str | None = None) -> None:
-        """Release the grant now (with the exit status once known)."""
+        """Release the grant now (with the exit status once known), after
+        stopping its watch and lease renewal: from then on an end of the
+        grant is not a loss. Done once: a no-op once recorded, or once the
+        grant is found gone (released or reclaimed by someone else: then
+        :attr:`lost` says how, unless it was the exited child's reclaim).
+        A release that could not be recorded raises, and may be called
+        again (the exit status kept).
+
+        Raises:
+            TypeError, ValueError: ``note`` as :meth:`Ledger.release`.
+            StoreUnavailable: (PostgreSQL) the server could not be reached;
+                nothing was recorded.
+            InDoubt: (PostgreSQL) the connection broke while the release
+                was sent, and whether it was recorded is unknown (a call
+                again finds out).
+            LockTimeout: the ledger's lock was not free in time (the
+                ledger's ``timeout``).
+            LedgerIOError: the OS refused to write the log.
+            LedgerError: another reason the release was not recorded.
+        """
         if self._released:
             return
-        self._released = True
+        note = check_note(note)
+        with self._guard:
+            self._ending = True
+            inside = threading.get_ident() in self._callers
+        watch, self.watch = self.watch, None
+        if watch is not None and not inside:
+            watch.stop()  # (from the watch's own callback it is not waited for: it has ended its work)
         if self.renewer is not None:
-            self.renewer.stop()  # (first: a renewal racing the release would only fail, harmlessly)
+            self.renewer.stop()  # (a renewal racing the release would only fail, harmlessly)
         a = self.allocation
         try:
             self.ledger.release(a.name, token=a.token, returncode=self.returncode, note=note)
         except UnknownHolder:
-            pass
+            self._released = True
+            if self.lost is None:
+                self._found_gone()
+            return
+        self._released = True
+
+    def _found_gone(self) -> None:
+        """The release found the grant gone: say how, when it was taken
+        away rather than the exited child reclaimed (or our own release,
+        recorded by an earlier try that raised ``InDoubt``)."""
+        a = self.allocation
+        ending = ending_in_log(self.ledger, a)
+        if ending is None:
+            return
+        if ending is GONE:
+            why, event = ending_words(None, a.token), None
+        else:
+            if ending.type == "reclaimed" and ending.data.get("reason") not in NOT_A_DEATH:
+                return
+            actor = ending.actor if isinstance(ending.actor, dict) else {}
+            if ending.type == "released" and actor.get("pid") == os.getpid() and "forced" not in ending.data:
+                return  # (our own release: an earlier try was recorded after all)
+            why, event = ending_words(ending, a.token), ending
+        self.lost, self.lost_event = why, event
+        log.warning("holder %r (token %d) was no longer held when its child ended: %s", a.name, a.token, why)
 
     def __repr__(self) -> str:
-        return f"<Spawned {self.allocation.name!r} pid={self.pid} token={self.allocation.token}>"
+        lost = " lost" if self.lost is not None else ""
+        return f"<Spawned {self.allocation.name!r} pid={self.pid} token={self.allocation.token}{lost}>"
+
+
+#: :func:`ending_in_log`'s answer when the log no longer holds the grant's line.
+GONE: Any = object()
+
+
+def ending_in_log(ledger: Any, alloc: Allocation) -> Any:
+    """The ``released`` or ``reclaimed`` :class:`~scopeledger.Event` that
+    ended grant ``alloc`` (name, token); :data:`GONE` when the log no
+    longer holds the grant's line at its token; ``None`` when the log holds
+    no ending (yet) or cannot be read. Reads the log from the grant on."""
+    try:
+        events = ledger.events(since=alloc.token)
+        first = next(events, None)
+        if first is None or first.seq != alloc.token or first.type not in ("registered", "delegated") \
+                or first.data.get("holder", {}).get("name") != alloc.name:
+            return GONE
+        for e in events:
+            if e.type in ("released", "reclaimed") and e.data.get("name") == alloc.name:
+                return e
+    except LedgerError:
+        return None
+    return None
+
+
+def ending_words(event: Any, token: int) -> str:
+    """How grant ``token`` ended, in the log's words: the ``released`` or
+    ``reclaimed`` event (by whom, and the reason of a forced release or of
+    the reclaim), or ``None``: its line is no longer in the log."""
+    if event is None:
+        return f"its grant (token {token}) is no longer in the log (cut by a repair?)"
+    by = event.actor.get("pid") if isinstance(event.actor, dict) else None
+    if event.type == "released":
+        forced = event.data.get("forced")
+        if forced is not None:
+            return f"force-released at seq {event.seq} by pid {by}, reason: {forced}"
+        return f"released by another process (pid {by}) at seq {event.seq}"
+    return f"reclaimed at seq {event.seq} by pid {by}: {event.data.get('reason')}"
+
+
+def check_on_lost(on_lost: Any) -> None:
+    """``spawn``'s ``on_lost``: ``"term"``, ``"warn"``, ``None`` or a
+    plain callable.
+
+    Raises:
+        ValueError: a string other than ``"term"`` or ``"warn"``.
+        TypeError: anything else, or an ``async def`` function.
+    """
+    if on_lost is None or (isinstance(on_lost, str) and on_lost in ON_LOST):
+        return
+    if isinstance(on_lost, str):
+        raise ValueError(f"on_lost must be 'term', 'warn', None or a callable, not {shown(on_lost)}")
+    import inspect
+
+    if not callable(on_lost) or inspect.iscoroutinefunction(on_lost):
+        raise TypeError(f"on_lost must be 'term', 'warn', None or a plain callable, not {shown(on_lost)}")
 
 
 def exited_unreaped(process: subprocess.Popen[Any], timeout: float | None) -> int | None:
@@ -256,7 +508,7 @@ def exited_unreaped(process: subprocess.Popen[Any], timeout: float | None) -> in
 def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: str | None = None,
           parent_token: int | None = None, wait: float = 0, env: Mapping[str, str] | None = None,
           note: str | None = None, advisory: bool = False, ttl: float | None = None, lease_only: bool = False,
-          **popen: Any) -> Spawned:
+          on_lost: str | Callable[[Spawned], object] | None = "term", **popen: Any) -> Spawned:
     """Reserve ``rules`` for holder ``name``, start ``argv`` bound to it,
     return the :class:`Spawned` (see the module docstring).
 
@@ -269,6 +521,22 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
             while the child runs, as ``ledger run --ttl``).
         argv: the command and its arguments (``argv[0]`` looked up in
             ``PATH``); not found: the child exits 127, not runnable: 126.
+        on_lost: what is done when the grant is taken away while the child
+            runs (an operator's forced release, ``ledger release --force``;
+            a reclaim of its lapsed lease, ``ttl=``, when this process was
+            stopped or cut off; the grant's line cut from the log), as
+            ``ledger run --on-lost``: ``"term"`` (the default) sends the
+            child SIGTERM, ``"warn"`` lets it run on; a callable is called
+            with the :class:`Spawned` (its :attr:`~Spawned.lost` set), once,
+            in the watch's or the renewer's thread, and does what it likes
+            (it may call :meth:`Spawned.release`, not :meth:`Spawned.wait`).
+            Each is said at once in a warning on logger ``scopeledger``, and
+            :attr:`Spawned.lost` says how the grant was lost. The grant is
+            followed in the log by a :class:`~scopeledger.GrantWatch` (a
+            thread, and an inotify descriptor or a PostgreSQL connection,
+            per child while it runs; stopped by the release). ``None``: not
+            watched (the renewer still ends on a loss, without acting);
+            the release still finds the loss and sets :attr:`Spawned.lost`.
         env: the child's environment (default this process's), to which the
             three ``SCOPELEDGER_*`` variables are added (and ``PGPASSWORD``,
             see :meth:`~scopeledger.Ledger.child_environment`).
@@ -282,7 +550,10 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
             ``popen`` has a key spawn sets itself; ``parent_token``
             without ``parent`` (nothing is asked or started).
         ValueError: ``env`` has a name that is empty or holds ``=`` or
-            NUL, or a value that holds NUL (nothing is asked or started).
+            NUL, or a value that holds NUL; ``on_lost`` is a string other
+            than ``"term"`` or ``"warn"`` (nothing is asked or started).
+        TypeError: ``on_lost`` is not one of those, ``None`` or a plain
+            callable (an ``async def`` is not; nothing is asked or started).
         NotADirectoryError: ``cwd`` is not a directory (nothing is asked
             or started); ``TypeError`` when it is not a path.
         Refused, WaitTimeout, ...: as :meth:`Ledger.register` /
@@ -295,6 +566,7 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
             to the child (the command never runs; the grant is released).
     """
     check_spawn_args(argv, popen, parent, parent_token, env)
+    check_on_lost(on_lost)
     if parent is None:
         alloc = ledger.register(name, rules, wait=wait, note=note, advisory=advisory, ttl=ttl,
                                 lease_only=lease_only)
@@ -302,6 +574,9 @@ def spawn(ledger: Any, name: str, argv: Sequence[str], rules: Any, *, parent: st
         alloc = ledger.delegate(parent, name, rules, parent_token=parent_token, wait=wait, note=note,
                                 advisory=advisory, ttl=ttl, lease_only=lease_only)
     spawned = start(ledger, alloc, argv, env, popen)
+    spawned.on_lost = on_lost
+    if on_lost is not None:
+        spawned.watch_for_loss()  # (it reads the log from the grant's line on: nothing before is missed)
     if ttl is not None:
         spawned.keep_lease(ttl)
     return spawned
@@ -420,14 +695,20 @@ class Adopted:
         returncode: ``None``, or the exit status (``-N``: signal N) once
             :meth:`wait` saw the process exit as its parent (never for a
             process this one is not the parent of).
+        found_gone: ``True`` when :func:`adopt` found the grant's process
+            proven gone and released the grant (it was bound to that process
+            by another, a child of the old supervisor, and has no live
+            children): :meth:`wait` returns ``None`` at once (ended, exit
+            status unknown), :meth:`release` does nothing.
     """
 
-    def __init__(self, ledger: Any, allocation: Allocation, rebound: bool) -> None:
+    def __init__(self, ledger: Any, allocation: Allocation, rebound: bool, found_gone: bool = False) -> None:
         self.ledger = ledger
         self.allocation = allocation
         self.rebound = rebound
+        self.found_gone = found_gone
         self.returncode: int | None = None
-        self._released = False
+        self._released = found_gone
 
     @property
     def pid(self) -> int:
@@ -451,7 +732,8 @@ class Adopted:
 
         Returns:
             Once the process is gone and the grant released (by this call,
-            or meanwhile by another; a later call returns the same at
+            or meanwhile by another, or by :func:`adopt` itself:
+            :attr:`found_gone`; a later call returns the same at
             once): its exit status, ``int`` (0-255, or ``-N`` when signal N
             killed it), when this process is its parent; ``None`` when it
             is not (the usual case for an adopter: only a process's parent
@@ -471,6 +753,8 @@ class Adopted:
         """
         timeout = check_timeout("timeout", timeout)
         note = check_note(note)  # (before waiting: a bad note must not leave the grant to a process gone)
+        if self.found_gone:
+            return None
         if self.rebound:
             raise self.rebound_error()
         a = self.allocation
@@ -562,8 +846,8 @@ class Adopted:
         self._released = True
 
     def __repr__(self) -> str:
-        return (f"<Adopted {self.allocation.name!r} pid={self.pid} token={self.allocation.token}"
-                f"{' rebound' if self.rebound else ''}>")
+        state = " rebound" if self.rebound else (" found gone" if self.found_gone else "")
+        return f"<Adopted {self.allocation.name!r} pid={self.pid} token={self.allocation.token}{state}>"
 
 
 def open_pidfd(pid: int) -> int:
@@ -616,6 +900,34 @@ def reap(fd: int) -> None:
         pass
 
 
+#: The note of a release by :func:`adopt` of a grant whose process was gone.
+GONE_NOTE = "its process was gone when it was adopted; exit status unknown to the adopting process"
+
+
+def bound_itself(ledger: Any, alloc: Allocation) -> bool:
+    """Whether grant ``alloc`` was bound to its process by that process
+    itself (its own request, or an :func:`adopt` that bound it to the
+    adopter), as a supervisor's own grant is, rather than by another (a
+    spawn's ``attach``, a request with ``pid=``), as a child's is: the
+    last line that bound it, by its actor. ``True`` when the log cannot
+    say (kept, as before)."""
+    mine = None
+    try:
+        for e in ledger.events(since=alloc.token):
+            if e.seq == alloc.token and e.type in ("registered", "delegated"):
+                mine = (e.actor, e.data.get("holder", {}).get("process"))
+            elif e.type == "attached" and e.data.get("name") == alloc.name:
+                mine = (e.actor, e.data.get("process"))
+            elif e.type in ("released", "reclaimed") and e.data.get("name") == alloc.name:
+                break
+    except LedgerError:
+        return True
+    if mine is None or not isinstance(mine[0], dict) or not isinstance(mine[1], dict):
+        return True
+    actor, process = mine
+    return all(actor.get(k) == process.get(k) for k in ("host", "boot", "pid", "ticks"))
+
+
 def adopt(ledger: Any, name: str, token: int) -> Adopted:
     """Take back grant ``(name, token)`` after a restart (see the module
     docstring): its process alive or not provably gone (the ledger's probe
@@ -640,6 +952,15 @@ def adopt(ledger: Any, name: str, token: int) -> Adopted:
                                           f"(token {alloc.token}, not {token})")
     verdict = ledger.liveness([alloc])[name]
     ours = verdict.liveness is Liveness.ALIVE and alloc.pid == os.getpid()
+    if verdict.dead and not ledger.children(name) and not bound_itself(ledger, alloc):
+        # A child of the old supervisor (bound to its process by another) that
+        # exited while nobody watched, with no children of its own to keep:
+        # nothing to wait for, and nothing its scope is kept for.
+        try:
+            ledger.release(name, token=token, note=GONE_NOTE)
+        except UnknownHolder:
+            pass  # (reclaimed meanwhile: gone all the same)
+        return Adopted(ledger, alloc, False, found_gone=True)
     if verdict.dead or ours:
         return Adopted(ledger, ledger.attach(name, token=token), True)
     if verdict.liveness is Liveness.ALIVE and alloc.process.session is not None:
