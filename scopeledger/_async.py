@@ -907,7 +907,7 @@ async def _spawn(aledger: AsyncLedger, name: str, argv: Sequence[str], rules: An
 class AsyncAdopted:
     """A grant taken back by :meth:`AsyncLedger.adopt`: as
     :class:`~scopeledger.Adopted` (``adopted``, the object underneath;
-    ``allocation``, ``rebound``, ``pid``, ``returncode``), with ``await
+    ``allocation``, ``rebound``, ``found_gone``, ``pid``, ``returncode``), with ``await
     wait(...)`` and ``await release(...)`` that never block the loop."""
 
     def __init__(self, aledger: AsyncLedger, adopted: Adopted) -> None:
@@ -915,6 +915,7 @@ class AsyncAdopted:
         self.adopted = adopted
         self.allocation = adopted.allocation
         self.rebound = adopted.rebound
+        self.found_gone = adopted.found_gone
 
     @property
     def pid(self) -> int:
@@ -950,6 +951,8 @@ class AsyncAdopted:
         timeout = check_timeout("timeout", timeout)
         note = check_note(note)
         ad = self.adopted
+        if ad.found_gone:
+            return None  # (released by adopt: ended, exit status unknown)
         if ad.rebound:
             raise ad.rebound_error()
         a = ad.allocation

@@ -3025,7 +3025,8 @@ class Ledger:
         :class:`~scopeledger.Spawned` whose ``wait()`` releases it with the
         exit status: :func:`scopeledger._spawn.spawn` (options and errors
         there: ``parent``, ``parent_token``, ``wait``, ``note``, ``advisory``, ``ttl``, ``lease_only``,
-        ``env``, Popen's)."""
+        ``on_lost`` (a grant taken away while the child runs: ``"term"``, the default, sends it
+        SIGTERM, as ``ledger run --on-lost``), ``env``, Popen's)."""
         with first_use:
             from ._spawn import spawn
 
@@ -3035,8 +3036,9 @@ class Ledger:
         """Take back grant ``(name, token)`` after a restart:
         :func:`scopeledger._spawn.adopt` (a process alive, or not provably
         gone, keeps it, and the :class:`~scopeledger.Adopted` waits for it;
-        a proven-gone process's grant is bound to this process; errors
-        there)."""
+        a proven-gone process's grant is bound to this process when it was
+        the old supervisor's own or has live children, else released
+        (``found_gone``); errors there)."""
         with first_use:
             from ._spawn import adopt
 

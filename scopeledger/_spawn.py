@@ -34,14 +34,32 @@ by the supervisor's ledger's client session, which the binding records
 process dies, other hosts reclaim it, unless a restarted supervisor adopted
 it first (:func:`adopt` binds it again, with its own session).
 
+A grant taken away while the child runs (an operator's forced release, a
+reclaim of the lapsed lease of a ``ttl=`` spawn whose supervisor was stopped
+or cut off, its line cut by a repair) is learnt at once, by a
+:class:`~scopeledger.GrantWatch` following the grant in the log and by the
+lease's renewer, and handled as ``ledger run --on-lost`` does
+(``on_lost``: ``"term"``, the default, sends the child SIGTERM; ``"warn"``
+lets it run on; a callable is called): said in a warning, and
+:attr:`Spawned.lost` tells the supervisor how (``wait()`` still returns
+the child's exit status). A release that could not be recorded (a
+PostgreSQL outage, a busy lock) raises and may be tried again
+(:meth:`Spawned.release`), with the exit status learnt.
+
 ``adopt(ledger, name, token)`` is for a supervisor that restarted and kept
 the names and tokens of its grants: a grant whose process is alive (a child
 still running), or not provably gone (liveness unknown: on another host, in
 another PID namespace, ...), stays bound to it, and the returned
 :class:`Adopted` waits until that process is proven gone and then releases
-it; a grant whose process is proven gone (the old supervisor itself) is
-bound to this process, so that it is not reclaimed and its children stay its
-children.
+it; a grant whose process is proven gone is bound to this process when it is
+the old supervisor's own (bound to its process by that process itself: its
+own request, or an earlier adopt) or has live children, so that it is not
+reclaimed and its children stay its children; a grant bound to its process
+by another (a child of the old supervisor: spawn's ``attach``, a request
+with ``pid=``) that died while nobody watched and has no live children is
+released by :func:`adopt` (exit status unknown, said in the note), and the
+:class:`Adopted` says so (``found_gone``: its ``wait()`` returns ``None`` at
+once).
 
 **What an adopter can know of an adopted process.** Only a process's parent
 learns its exit status (``waitid``); a supervisor that restarted is not the
@@ -744,8 +762,11 @@ class Adopted:
             subprocess.TimeoutExpired: the process was not proven gone
                 within ``timeout`` seconds (as :meth:`Spawned.wait`);
                 nothing is released.
+            LedgerError: the release could not be recorded (as
+                :meth:`release`; nothing is marked released: call again).
             RuntimeError: the grant is rebound (``rebound``: bound to this
-                process): there is no other process to wait for, as
+                process: the old supervisor's own grant, or one with live
+                children): there is no other process to wait for, as
                 ``threading.Thread.join()`` refuses to join the current
                 thread; :meth:`release` gives it back.
             ValueError: ``timeout`` is not ``None`` or 0 to 1e9 seconds.
@@ -932,7 +953,10 @@ def adopt(ledger: Any, name: str, token: int) -> Adopted:
     """Take back grant ``(name, token)`` after a restart (see the module
     docstring): its process alive or not provably gone (the ledger's probe
     says ``unknown``), it stays bound to it (a live holder is never taken
-    on a guess); proven gone, it is bound to this process (``attach``). On
+    on a guess); proven gone, it is bound to this process (``attach``:
+    ``rebound``) when that process had bound it to itself (the old
+    supervisor's own grant) or it has live children, else released here
+    (a child that died meanwhile: ``found_gone``, exit status unknown). On
     PostgreSQL a running process's grant is bound to it again (``attach``
     with its pid), which records this ledger's client session: the old
     supervisor's, which vouched for it to other hosts, ends with it.
@@ -944,6 +968,9 @@ def adopt(ledger: Any, name: str, token: int) -> Adopted:
             released meanwhile: too late), or ``name`` is live with another
             grant.
         InvalidHolderName: as :meth:`Ledger.attach`.
+        LedgerError: the attach, or the release of a dead child's grant,
+            could not be recorded (as :meth:`Ledger.release`: a store that
+            cannot be reached, a busy lock); adopt may be called again.
     """
     token = check_token(token)
     alloc = ledger.holder(name)

@@ -236,3 +236,17 @@ def _zombie(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_async_adopt_of_a_dead_child_returns_none_at_once(ledger, ledger_dir, tmp_path):
+    child = subprocess.Popen(["true"])
+    kept = ledger.register("kid", [W(str(tmp_path / "k"))], pid=child.pid)  # bound to it by another
+    child.wait()
+
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            ad = await aled.adopt("kid", kept.token)
+            assert ad.found_gone and not ad.rebound
+            assert await asyncio.wait_for(ad.wait(), BOUND) is None
+    asyncio.run(main())
+    assert not ledger.check("kid", kept.token)
