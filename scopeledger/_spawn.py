@@ -90,6 +90,7 @@ import os
 import select
 import shutil
 import signal
+import inspect
 import logging
 import subprocess
 import threading
@@ -483,8 +484,6 @@ def check_on_lost(on_lost: Any) -> None:
         return
     if isinstance(on_lost, str):
         raise ValueError(f"on_lost must be 'term', 'warn', None or a callable, not {shown(on_lost)}")
-    import inspect
-
     if not callable(on_lost) or inspect.iscoroutinefunction(on_lost):
         raise TypeError(f"on_lost must be 'term', 'warn', None or a plain callable, not {shown(on_lost)}")
 
