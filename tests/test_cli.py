@@ -298,6 +298,25 @@ def test_replay_shows_a_grant_s_note_and_how_each_release_came(led: Path, lib: L
     assert "reclaimed   'gone' because process gone" in text and "; last seen alive " in text
 
 
+def test_replay_and_history_say_a_grant_was_advisory_and_what_it_met(led: Path, lib: Ledger, tree: Path) -> None:
+    """An advisory grant over a live writer reads as one in replay and history
+    (it read as a second ordinary write grant: fresh tester's F14), with the
+    conflicts its line records; --json is the stored line, which has them."""
+    lib.register("h", [W_at(tree, "src")])
+    lib.register("lint", [W_at(tree, "src")], advisory=True)
+    lib.register("calm", [W_at(tree, "docs")], advisory=True)
+    for args in (("replay",), ("history", "lint")):
+        res = ledger_cmd(led, *args, "--relative-to", str(tree))
+        assert res.returncode == 0, res.stderr
+        line = next(x for x in res.stdout.splitlines() if "registered  'lint'" in x)
+        assert line.endswith("write src/**; advisory, despite 'h' holding write src/**"), line
+    text = ledger_cmd(led, "replay", "--relative-to", str(tree)).stdout
+    assert "registered  'calm' pid" in text and "write docs/**; advisory (no conflict)" in text
+    assert "advisory" not in next(x for x in text.splitlines() if "registered  'h'" in x)
+    stored = [json.loads(x) for x in ledger_cmd(led, "history", "lint", "--json").stdout.splitlines()]
+    assert [c[0] for c in stored[0]["holder"]["advisory"]] == [["h"]]
+
+
 def test_replay_says_what_each_event_did(led: Path, lib: Ledger, tree: Path) -> None:
     lib.register("rt", [W_at(tree, "src")])
     lib.delegate("rt", "mid", [W_at(tree, "src/parser"), W_at(tree, "src/lexer")])

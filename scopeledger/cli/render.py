@@ -168,12 +168,18 @@ def in_zone(ns: int, zone: Any = None) -> dt.datetime:
 _last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
 
 
-def _grant_details(h: dict[str, Any]) -> str:
+def _grant_details(h: dict[str, Any], root: str | None = None) -> str:
     """What a grant's holder adds: its socket, its lease, its note (why it
-    was asked for); ``""`` when none."""
+    was asked for), and for an advisory grant the conflicts it was granted
+    despite (each holder in the way and its rule: ``; advisory, despite 'H'
+    holding write /r/**``; ``; advisory (no conflict)`` when it met none);
+    ``""`` when none."""
     out = f"; socket {h['socket']}" if h.get("socket") else ""
     if h.get("ttl_ns"):
         out += f"; lease {h['ttl_ns'] / 1e9:g} s" + (" (lease only)" if h.get("lease_only") else "")
+    if "advisory" in h:
+        met = [f"{chain_text(chain)} holding {rule_text(theirs, root)}" for chain, theirs, _mine in h["advisory"]]
+        out += "; advisory, despite " + ", ".join(met) if met else "; advisory (no conflict)"
     if "note" in h:
         out += f"; note: {_quoted(h['note'])}"
     return out
@@ -370,7 +376,7 @@ class Narrator:
                 head = f"'{name}' from '{h['parent']}'"
                 head += (f", reserved by pid {pid} until its process attaches" if h.get("reserved")
                          else f" pid {pid}")
-            return f"{head}: {rules}{_grant_details(h)}"
+            return f"{head}: {rules}{_grant_details(h, self.root)}"
         if kind == "attached":
             name, pid = d["name"], d["process"]["pid"]
             old = self._pid(name, e.seq)
