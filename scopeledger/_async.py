@@ -523,6 +523,11 @@ class AsyncLedger:
         """:meth:`Ledger.find_conflict`, in a thread (it canonicalises paths)."""
         return await self._thread(self._ledger.find_conflict, rules)
 
+    async def find_conflicts(self, rules: Sequence[ScopeRule] | ScopeRule, *, parent: str | None = None,
+                             limit: int | None = None) -> list[tuple[tuple[str, ...], ScopeRule, ScopeRule]]:
+        """:meth:`Ledger.find_conflicts`, in a thread (it canonicalises paths)."""
+        return await self._thread(functools.partial(self._ledger.find_conflicts, rules, parent=parent, limit=limit))
+
     async def effective_scope(self, name: str) -> EffectiveScope:
         """:meth:`Ledger.effective_scope`, in a thread."""
         return await self._thread(self._ledger.effective_scope, name)

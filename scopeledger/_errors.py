@@ -204,8 +204,10 @@ class WaitTimeout(Refused, TimeoutError):
             :class:`ScopeConflict` or a :class:`DelegationError` naming a
             sibling), or ``None`` when it was last waiting behind an earlier
             waiter (first come, first served).
-        in_the_way: ``tuple[str, ...]``: the holders (or, behind an earlier
-            waiter, the waiters' holder names) it was waiting for.
+        in_the_way: ``tuple[str, ...]``: the holders it was waiting for:
+            the refusal's chain, then every other holder in the way and
+            its chain (up to 32 more conflicts looked at); or, behind an
+            earlier waiter, the waiters' holder names.
         reason: ``str``: why it was still waiting, as the message ends
             (the refusal's message, or which earlier waiter it stood behind).
     """

@@ -3600,6 +3600,28 @@ class Ledger:
             err = check_request(self._current(), "\x00query", rules_t, None)
         return err if isinstance(err, ScopeConflict) else None
 
+    def find_conflicts(self, rules: Sequence[ScopeRule] | ScopeRule, *, parent: str | None = None,
+                       limit: int | None = None) -> list[tuple[tuple[str, ...], ScopeRule, ScopeRule]]:
+        """Every conflict a request for ``rules`` would meet now (from
+        ``parent``: as a delegation from it), not only the first one that
+        :meth:`find_conflict` and a refusal name: ``(owner chain, their rule,
+        requested rule)`` for each requested rule and each live holder
+        outside the requester's own line whose rule conflicts with it (the
+        deepest such holder of each chain; the chain top first), in request
+        order, once each: what an advisory grant records. ``[]`` when none.
+        Dead owners are reported too (a grant would reclaim them first).
+        ``limit``: at most this many (the walk stops there).
+
+        Raises:
+            InvalidScope: bad rules.
+            ValueError: ``limit`` is not ``None`` or an int >= 1.
+        """
+        limit = check_keep_snapshots("limit", limit)
+        rules_t = self._prepare(rules)
+        with self._mem:
+            found = conflicts_met(self._current(), "\x00query", rules_t, parent)
+            return [c for _, c in zip(range(limit), found, strict=False)] if limit is not None else list(found)
+
     def effective_scope(self, name: str) -> EffectiveScope:
         """``name``'s rules minus what it has delegated to live children.
 

@@ -103,7 +103,14 @@ release``). Past the grace it reclaims the holder as before (reason
 **Telling the caller.** Once a waiter is in the queue it says so, once: an
 ``INFO`` record (``holder 'NAME' waits ... for its scope: REASON``), or,
 when the caller gave ``on_wait``, ``on_wait(reason, refusal)`` instead
-(``ledger run`` prints its own notice so).
+(``ledger run`` prints its own notice so). REASON names every holder in
+the way: the refusal's conflict, then ``; also in the way: 'A' holding
+write /r/a/**, ...`` (``Ledger.find_conflicts``, at most
+:data:`MORE_IN_THE_WAY` more, looked for only when a waiting request is
+refused; ``WaitTimeout.in_the_way`` has all their chains); behind an
+earlier waiter, the waiter, and the holders in the way at the first look
+(``; in the way now: ...``: once, for the notice; the later looks behind
+it decide nothing, so a timeout behind it names the waiter alone).
 
 **Through an outage.** A step that raises ``StoreUnavailable`` (a server
 that cannot be reached: a restart, a broken link; by its contract nothing
@@ -157,7 +164,8 @@ from typing import Any, Callable, Generator
 import orjson
 
 from ._arguments import check_token, check_wait
-from ._errors import DelegationError, Refused, ScopeConflict, StoreUnavailable, UnknownHolder, WaitTimeout
+from ._errors import (DelegationError, Refused, ScopeConflict, StoreUnavailable, UnknownHolder, WaitTimeout,
+                      format_chain)
 from ._fold import Allocation
 from ._logstore import RECHECK_SECONDS, Ticket, Tickets, Wakeup
 from ._identity import Liveness, Verdict
@@ -571,9 +579,54 @@ def _local_pids(ledger: Any, names: tuple[str, ...], me: Any) -> tuple[int, ...]
     return tuple(out)
 
 
-def blocked_by(ledger: Any, err: Refused, me: Any) -> Blocked:
+#: At most this many conflicts are looked for beyond the refusal's, for the
+#: waiting notice and ``WaitTimeout.in_the_way`` (a request over thousands of
+#: holders names the first ones: the walk stops there).
+MORE_IN_THE_WAY = 32
+
+
+def _others(ledger: Any, req: "Request", names: tuple[str, ...]) -> list[tuple[tuple[str, ...], ScopeRule]]:
+    """The holders in ``req``'s way beside the refusal's (``names``): each
+    conflict's chain (below ``req``'s parent, for a delegation: the
+    sibling's subtree, as the refusal names it) and the rule it holds, the
+    holders already named left out; at most :data:`MORE_IN_THE_WAY`
+    conflicts looked at (only a waiting request that is refused asks)."""
+    out = []
+    seen = set(names[-1:])
+    for chain, theirs, _mine in ledger.find_conflicts(req.rules, parent=req.parent, limit=MORE_IN_THE_WAY):
+        if req.parent is not None and req.parent in chain:
+            chain = chain[chain.index(req.parent) + 1:]
+        if chain and chain[-1] not in seen:
+            seen.add(chain[-1])
+            out.append((chain, theirs))
+    return out
+
+
+def _held_text(held: list[tuple[tuple[str, ...], ScopeRule]]) -> str:
+    """``'A' holding write /r/a/**, 'B' (delegated from 'P') holding ...``."""
+    return ", ".join(f"{format_chain(chain)} holding {rule.permission.value} {rule.display()}{rule.identity_text()}"
+                     for chain, rule in held)
+
+
+def blocked_by(ledger: Any, err: Refused, me: Any, req: "Request | None" = None) -> Blocked:
+    """Why a waiting request refused by ``err`` waits: the refusal, and
+    every holder in its way (the refusal names the first conflict met; the
+    others, when ``req`` is given, are looked for and named after it:
+    ``; also in the way: 'A' holding write /r/a/**, ...``, their chains
+    added to ``in_the_way``)."""
     names = _in_the_way(err)
-    return Blocked(err, names, str(err), _local_pids(ledger, names, me))
+    reason = str(err)
+    if req is not None and names:
+        others = _others(ledger, req, names)
+        if others:
+            seen = set(names)
+            more = list(names)
+            for chain, _ in others:
+                more.extend(n for n in chain if n not in seen)
+                seen.update(chain)
+            names = tuple(more)
+            reason += "; also in the way: " + _held_text(others)
+    return Blocked(err, names, reason, _local_pids(ledger, names, me))
 
 
 def behind(waiters: list[Waiter]) -> Blocked:
@@ -612,7 +665,7 @@ def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
     if decision.refusal is not None:
         if not waitable(decision.refusal):
             raise decision.refusal
-        return blocked_by(ledger, decision.refusal, me)
+        return blocked_by(ledger, decision.refusal, me, req)
     grace = gate.grace
     grace.standing.clear()
     for r in decision.reclaimed:
@@ -623,11 +676,11 @@ def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
                 pass
     if grace.standing:
         return grace.blocked(Blocked(None, tuple(grace.standing), "", ()))
-    return _ask(ledger, attempt, gate, me)  # refused: taken meanwhile (rare; recorded once)
+    return _ask(ledger, attempt, gate, me, req)  # refused: taken meanwhile (rare; recorded once)
 
 
 def _ask(ledger: Any, attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any,
-         first: bool = False) -> Allocation | Blocked:
+         req: "Request", first: bool = False) -> Allocation | Blocked:
     """``attempt`` once: the grant, or why a refusal that may clear by
     waiting was met (any other refusal is raised). ``first``: the first
     attempt, which the deadline does not stop (:meth:`Gate.commit_first`)."""
@@ -638,7 +691,7 @@ def _ask(ledger: Any, attempt: Callable[[Callable[[], None]], Allocation], gate:
     except Refused as exc:
         if not waitable(exc):
             raise
-        return grace.blocked(blocked_by(ledger, exc, me))
+        return grace.blocked(blocked_by(ledger, exc, me, req))
 
 
 def timed_out(req: Request, last: Blocked | None) -> WaitTimeout:
@@ -659,8 +712,15 @@ def first_attempt(ledger: Any, req: Request, queue: Queue,
     """
     ahead = queue.ahead(None, req, functools.partial(line_holders, ledger))
     if ahead:
-        return behind(ahead)
-    return _ask(ledger, attempt, gate, me, first=True)
+        # Behind an earlier waiter: the holders in the way too, named once,
+        # here (the look that gives the waiting notice its words), not on
+        # each later look behind it (nothing is decided there).
+        out = behind(ahead)
+        held = _others(ledger, req, ())
+        if held:
+            out.reason += "; in the way now: " + _held_text(held)
+        return out
+    return _ask(ledger, attempt, gate, me, req, first=True)
 
 
 def notice(req: Request, blocked: Blocked) -> None:

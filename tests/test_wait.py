@@ -717,6 +717,69 @@ def test_on_wait_behind_an_earlier_waiter_gets_no_refusal_and_the_timeout_keeps_
     assert grants(ledger, "newcomer") == []
 
 
+def test_the_notice_and_the_timeout_name_every_holder_in_the_way(ledger, ledger_dir, tmp_path):
+    """Several holders in the way, each in a process of its own (two writes,
+    an exclusive read): the notice and the WaitTimeout name them all, not
+    only the one the refusal met (fresh tester's F7: only 'B' was named)."""
+    from scopeledger import ScopeRule
+
+    m = tmp_path / "m"
+    ha = holder_process(ledger_dir, "A", [str(m / "a")])
+    hb = holder_process(ledger_dir, "B", [str(m / "b")])
+    ledger.register("C", [ScopeRule(str(m / "c"), "exclusive-read")])
+    try:
+        told = []
+        with pytest.raises(WaitTimeout) as info:
+            ledger.register("W", [W(str(m))], wait=0.3, on_wait=lambda *args: told.append(args))
+        [(reason, refusal)] = told
+        assert isinstance(refusal, ScopeConflict) and reason.startswith(str(refusal) + "; also in the way: ")
+        for name, perm, path in (("A", "write", m / "a"), ("B", "write", m / "b"),
+                                 ("C", "exclusive-read", m / "c")):
+            assert f"'{name}' holding {perm} {path}/**" in reason
+        assert sorted(info.value.in_the_way) == ["A", "B", "C"] and info.value.in_the_way[0] == refusal.owner
+        assert info.value.reason == reason
+        assert grants(ledger, "W") == []
+        # One holder in the way: the reason is the refusal's alone, as before.
+        with pytest.raises(WaitTimeout) as info:
+            ledger.register("W", [W(str(m / "b"))], wait=0.2)
+        assert info.value.in_the_way == ("B",) and "also in the way" not in info.value.reason
+    finally:
+        finish(ha)
+        finish(hb)
+
+
+def test_a_waiter_behind_an_earlier_waiter_names_the_holders_in_the_way_too(ledger, first_ahead, tmp_path):
+    """A newcomer standing behind an earlier waiter says so, and names the
+    holder holding the scope they both wait for (it named the waiter
+    only)."""
+    _a, first = first_ahead
+    b = str(tmp_path / "b")
+    told = []
+    with pytest.raises(WaitTimeout) as info:
+        ledger.register("newcomer", [W(b)], wait=0.3, on_wait=lambda *args: told.append(args))
+    [(reason, refusal)] = told
+    assert refusal is None and reason.startswith(f"waiting behind 'first' (pid {first.pid}), ")
+    assert reason.endswith(f"; in the way now: 'hold-b' holding write {b}/**")
+    assert info.value.in_the_way == ("first",)
+    assert grants(ledger, "newcomer") == []
+
+
+def test_find_conflicts_lists_every_conflict_a_request_meets(ledger, tmp_path):
+    from scopeledger import ScopeRule
+
+    m = tmp_path / "m"
+    ledger.register("p", [W(str(m / "p"))])
+    ledger.delegate("p", "q", [W(str(m / "p" / "q"))])
+    ledger.register("x", [ScopeRule(str(m / "x"), "exclusive-read")])
+    got = ledger.find_conflicts([W(str(m))])
+    assert sorted((chain, theirs.path) for chain, theirs, _ in got) == [
+        (("p", "q"), str(m / "p" / "q")), (("x",), str(m / "x"))]
+    assert len(ledger.find_conflicts([W(str(m))], limit=1)) == 1
+    assert ledger.find_conflicts([W(str(tmp_path / "elsewhere"))]) == []
+    with pytest.raises(ValueError):
+        ledger.find_conflicts([W(str(m))], limit=0)
+
+
 def test_what_on_wait_raises_ends_the_wait_with_nothing_granted(ledger, ledger_dir, tmp_path):
     src = str(tmp_path / "src")
     other = Ledger.open(ledger_dir)
