@@ -9,6 +9,7 @@ A manifest is a TOML file::
     [scope]
     write = ["src/**", "out/*"]   # compact syntax, see parse_rule
     read = ["docs/**"]
+    exclusive-read = ["data/**"]  # read, no one writes meanwhile
 
     [[scope.rules]]           # the long form, may be mixed with the above
     path = "tests"
@@ -35,7 +36,7 @@ from ._errors import InvalidHolderName, InvalidManifest, InvalidScope
 from ._ledger import Hold, Ledger
 from ._rules import check_name
 from ._fold import MAX_RULES_PER_REQUEST
-from ._rules import ScopeRule, parse_rule, path_rule
+from ._rules import PERMISSION_TEXT, ScopeRule, parse_rule, path_rule
 from ._imports import first_use
 
 ENV_RUNTIME_DIR = "SCOPELEDGER_RUNTIME_DIR"
@@ -93,6 +94,8 @@ class ManifestHolder:
 class ManifestScope:
     write: list[str] = attrs.Factory(list)
     read: list[str] = attrs.Factory(list)
+    #: The manifest's key is ``exclusive-read``, as the permission is spelled.
+    exclusive_read: list[str] = attrs.Factory(list)
     rules: list[ManifestRule] = attrs.Factory(list)
 
 
@@ -151,6 +154,9 @@ def _format_error(exc: BaseException, type_: Any) -> str:
 _converter.register_structure_hook_func(_is_list, _strict_list)
 _converter.register_structure_hook(str, _strict_str)
 _converter.register_structure_hook(bool, _strict_bool)
+_converter.register_structure_hook(ManifestScope, cattrs.gen.make_dict_structure_fn(
+    ManifestScope, _converter, _cattrs_forbid_extra_keys=True,
+    exclusive_read=cattrs.gen.override(rename="exclusive-read")))
 
 
 def parse_manifest(data: dict[str, Any], root: str, source: str = "<manifest>") -> Manifest:
@@ -174,6 +180,8 @@ def parse_manifest(data: dict[str, Any], root: str, source: str = "<manifest>") 
     except (cattrs.ClassValidationError, cattrs.ForbiddenExtraKeysError) as exc:
         problems = "; ".join(cattrs.transform_error(exc, path="manifest",
                                                     format_exception=_format_error))
+        # (cattrs names a renamed key by its attribute: the manifest's own spelling here)
+        problems = problems.replace("@ manifest.scope.exclusive_read", "@ manifest.scope.exclusive-read")
         raise InvalidManifest(f"invalid manifest {source}: {problems}") from None
     except Exception as exc:  # noqa: BLE001 - cattrs may raise plain TypeErrors too
         raise InvalidManifest(f"invalid manifest {source}: {exc}") from None
@@ -194,22 +202,23 @@ def parse_manifest(data: dict[str, Any], root: str, source: str = "<manifest>") 
     base = raw.holder.root if raw.holder.root is not None else root
     if not base.startswith("/"):
         base = os.path.join(root, base)
-    given = len(raw.scope.write) + len(raw.scope.read) + len(raw.scope.rules)
+    given = len(raw.scope.write) + len(raw.scope.read) + len(raw.scope.exclusive_read) + len(raw.scope.rules)
     if given > MAX_RULES_PER_REQUEST:
         raise refuse(f"too many rules: {given}, at most {MAX_RULES_PER_REQUEST} in one request", "scope")
     rules: list[ScopeRule] = []
     try:
-        for perm, specs in (("write", raw.scope.write), ("read", raw.scope.read)):
+        for perm, specs in (("write", raw.scope.write), ("read", raw.scope.read),
+                            ("exclusive-read", raw.scope.exclusive_read)):
             for i, spec in enumerate(specs):
                 key = f"scope.{perm}[{i}]"
                 rules.append(parse_rule(spec, perm, base))
         for i, r in enumerate(raw.scope.rules):
-            key = f"scope.rules[{i}]." + ("path" if r.permission in ("read", "write") else "permission")
+            key = f"scope.rules[{i}]." + ("path" if r.permission in PERMISSION_TEXT.values() else "permission")
             rules.append(path_rule(r.path, r.permission, r.recursive, base))
     except (InvalidScope, ValueError) as exc:
         raise refuse(exc, key) from None
     if not rules:
-        raise InvalidManifest(f"invalid manifest {source}: no scope rules ([scope] write/read/rules)")
+        raise InvalidManifest(f"invalid manifest {source}: no scope rules ([scope] write/read/exclusive-read/rules)")
     return Manifest(name, tuple(rules))
 
 

@@ -46,6 +46,15 @@ def test_load_manifest(tmp_path):
                        ScopeRule(f"{root}/docs", "read", True), ScopeRule(f"{root}/tests", "write", False))
 
 
+def test_the_compact_scope_table_takes_exclusive_read(tmp_path):
+    """``exclusive-read = [...]`` beside write and read, as the command line's
+    --exclusive-read (it was refused as an extra field: fresh tester's F8)."""
+    m = load_manifest(write(tmp_path, '[holder]\nname="x"\nroot="/repo"\n[scope]\n'
+                                      'exclusive-read=["data/**", "cfg/*"]\nwrite=["out"]\n'))
+    assert m.rules == (ScopeRule("/repo/out", "write"), ScopeRule("/repo/data", "exclusive-read"),
+                       ScopeRule("/repo/cfg", "exclusive-read", False))
+
+
 def test_root_override(tmp_path):
     m = load_manifest(write(tmp_path, '[holder]\nname="x"\nroot="/repo"\n[scope]\nwrite=["a"]\n'))
     assert m.rules == (ScopeRule("/repo/a", "write"),)
@@ -68,6 +77,12 @@ def test_root_override(tmp_path):
     ("[holder]\nname='x'\n[[scope.rules]]\npath='src/**'\npermission='write'\nrecursive=false\n",
      r"'\*' is rule syntax, not part of a path .* @ manifest.scope.rules\[0\].path"),
     ("[holder]\nname='x'\n[scope]\nwrite=['src/*.py']\n", r"no other wildcard\) @ manifest.scope.write\[0\]"),
+    ("[holder]\nname='x'\n[scope]\nexclusive-read='a'\n", r"expected a list.* @ manifest.scope.exclusive-read$"),
+    ("[holder]\nname='x'\n[scope]\nexclusive-read=['../../etc']\n",
+     r"climbs out .*@ manifest.scope.exclusive-read\[0\]"),
+    ("[holder]\nname='x'\n[scope]\nexclusive_read=['a']\n", r"extra fields found \(exclusive_read\)"),
+    ("[holder]\nname='x'\n[[scope.rules]]\npath=''\npermission='exclusive-read'\n",
+     r"@ manifest.scope.rules\[0\].path"),
 ])
 def test_bad_manifests(tmp_path, text, why):
     with pytest.raises(InvalidManifest, match=why):
