@@ -629,6 +629,50 @@ def test_release_token_is_read_as_the_environment_token(led: Path, lib: Ledger, 
     assert lib.holders() == []
 
 
+def test_run_and_release_record_a_note(led: Path, lib: Ledger, tree: Path) -> None:
+    """``run --note`` is the grant's note and ``release --note`` the release's,
+    as the library's ``note=`` (there was no way to give either: fresh
+    tester's F10); control characters kept, as the library keeps them, and
+    escaped where shown."""
+    res = ledger_cmd(led, "run", "--name", "job", "--note", "nightly \x1b build", "--write", "src", "--",
+                     "touch", "ran", cwd=tree)
+    assert res.returncode == 0, res
+    [grant] = [e for e in lib.events() if e.type == "registered"]
+    assert grant.data["holder"]["note"] == "nightly \x1b build"
+    lib.register("h", [W_at(tree, "docs")])
+    res = ledger_cmd(led, "release", "h", "--note", "done by hand", "--json")
+    assert res.returncode == 0, res
+    assert json.loads(res.stdout)["note"] == "done by hand"
+    [gone] = [e for e in lib.events() if e.type == "released" and e.data["name"] == "h"]
+    assert gone.data["note"] == "done by hand" and "forced" not in gone.data
+    lib.register("f", [W_at(tree, "f")])
+    res = ledger_cmd(led, "release", "f", "--force", "--reason", "stuck", "--note", "ticket 12")
+    assert res.returncode == 0, res
+    [forced] = [e for e in lib.events() if e.type == "released" and e.data["name"] == "f"]
+    assert forced.data["forced"] == "stuck" and forced.data["note"] == "ticket 12"
+    text = ledger_cmd(led, "replay").stdout
+    assert '; note: "nightly \\x1b build"' in text and '; note: "done by hand"' in text
+
+
+@pytest.mark.parametrize("note, why", [
+    ("", "a note of 1 to 4096 characters, not 0"),
+    ("x" * 4097, "a note of 1 to 4096 characters, not 4097"),
+    (os.fsdecode(b"a\xff"), "a note must be text UTF-8 can encode"),
+])
+def test_a_bad_note_is_a_usage_error_and_records_nothing(led: Path, lib: Ledger, tree: Path, note: str,
+                                                         why: str) -> None:
+    lib.register("h", [W_at(tree, "docs")])
+    seq = lib.refresh()
+    for args in (("run", "--name", "job", "--note", note, "--write", "src", "--", "touch", "ran"),
+                 ("release", "h", "--note", note)):
+        res = ledger_cmd(led, *args, cwd=tree)
+        assert res.returncode == 2, res
+        line = one_error_line(res.stderr)
+        assert "'--note'" in line and why in line, line
+    assert not (tree / "ran").exists()
+    assert lib.refresh() == seq and [a.name for a in lib.holders()] == ["h"]
+
+
 def test_check_counts_dead_holders_as_reclaimable(led: Path, lib: Ledger, tree: Path) -> None:
     p = subprocess.Popen([PY, "-c", "pass"])
     lib.register("dead", [W_at(tree, "src")], pid=p.pid)

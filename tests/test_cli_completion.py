@@ -86,6 +86,8 @@ def test_bash_completes_commands_options_and_choices(tmp_path: Path) -> None:
     commands = _bash(tmp_path, ["ledger", ""], 1)
     assert {"verify", "snapshot", "history", "timeline", "export", "run"} <= set(commands)
     assert _bash(tmp_path, ["ledger", "replay", "--f"], 2) == ["--from", "--follow"]
+    assert _bash(tmp_path, ["ledger", "run", "--no"], 2) == ["--nonblock", "--note"]
+    assert _bash(tmp_path, ["ledger", "release", "--no"], 2) == ["--note"]
     assert _bash(tmp_path, ["ledger", "--color", ""], 2) == ["auto", "always", "never"]
     assert "registered" in _bash(tmp_path, ["ledger", "replay", "--type", ""], 3)
 

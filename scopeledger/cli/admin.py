@@ -9,7 +9,7 @@ import click
 
 from .errors import EXIT_NEWER, EXIT_OK, EXIT_REFUSED
 from .params import (TTL, Command, Env, Integer, TokenType, common, holder_name_param, no_progress_option,
-                     nothing_at, pass_env)
+                     note_param, nothing_at, pass_env)
 from .progress import Spinner
 
 if TYPE_CHECKING:
@@ -274,12 +274,15 @@ def reclaim(env: Env, dry_run: bool) -> int:
 @click.option("--force", is_flag=True,
               help="Take the scope from its holder, recording why (--reason) and who (this process).")
 @click.option("--reason", metavar="TEXT", help="Why the release is forced (needed with --force).")
+@click.option("--note", metavar="TEXT", callback=note_param,
+              help="A note the release records (why, in the releaser's words; 1 to 4096 characters).")
 @pass_env
-def release(env: Env, name: str, token: int | None, force: bool, reason: str | None) -> int:
+def release(env: Env, name: str, token: int | None, force: bool, reason: str | None, note: str | None) -> int:
     """Release holder NAME by hand (an operator's tool: normally its process
     or 'ledger run' releases it). Its children are re-parented. With --force
     --reason TEXT, the release records the reason and who forced it; the
-    holder's fencing check turns false."""
+    holder's fencing check turns false. --note TEXT records a note on any
+    release."""
     if force and reason is None:
         raise click.UsageError("--force needs --reason TEXT: why the holder's scope is taken")
     if reason is not None and not force:
@@ -288,11 +291,13 @@ def release(env: Env, name: str, token: int | None, force: bool, reason: str | N
         raise click.BadParameter(f"a reason of 1 to 4096 characters, not {len(reason)}",
                                  param_hint="'--reason'")
     with env.open() as ledger:
-        moved = ledger.release(name, token=token, force=force, reason=reason)
+        moved = ledger.release(name, token=token, force=force, reason=reason, note=note)
         if env.json:
             doc: dict[str, Any] = {"ledger": ledger.path, "name": name, "reparented": moved}
             if force:
                 doc["forced"] = reason
+            if note is not None:
+                doc["note"] = note
             env.emit_json(doc)
         else:
             from .render import safe

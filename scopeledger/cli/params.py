@@ -427,6 +427,28 @@ def holder_name_param(_ctx: click.Context, _p: click.Parameter, value: str | Non
         raise click.BadParameter(message_of(exc)) from None
 
 
+def note_param(_ctx: click.Context, _p: click.Parameter, value: str | None) -> str | None:
+    """A click callback for ``--note TEXT`` (``run``'s grant, ``release``):
+    what the library's ``note=`` takes, 1 to 4096 characters of text UTF-8
+    can encode (an argument's bytes that are not UTF-8 are not); control
+    characters are kept, as the library keeps them, and escaped wherever a
+    note is shown. A bad one is a usage error (exit 2): nothing recorded.
+
+    Raises:
+        click.BadParameter: empty, longer than 4096 characters, or not
+            encodable.
+    """
+    if value is None:
+        return None
+    if not 0 < len(value) <= 4096:
+        raise click.BadParameter(f"a note of 1 to 4096 characters, not {len(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise click.BadParameter(f"a note must be text UTF-8 can encode: {exc.reason} at {exc.start}") from None
+    return value
+
+
 def relative_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--relative-to", "relative_to", metavar="DIR", callback=not_empty(),
                         help="Show paths below DIR relative to it (human output only).")(f)

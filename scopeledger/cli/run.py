@@ -24,8 +24,8 @@ from .errors import (EXIT_CANNOT_EXEC, EXIT_INTERNAL, EXIT_NO_COMMAND, EXIT_NOT_
                      EXIT_REFUSED, CliError,
                      error_json, exit_code_for, json_text, message_of, report)
 from .params import (ENV_HOLDER, ENV_TOKEN, SECONDS, TTL, Command, Env, Integer, check_enclosing, common,
-                     display_root, holder_name_param, parent_from_env, pass_env, relative_option, request_from,
-                     rule_options)
+                     display_root, holder_name_param, note_param, parent_from_env, pass_env, relative_option,
+                     request_from, rule_options)
 
 if TYPE_CHECKING:
     from scopeledger import Ledger, ScopeRule
@@ -215,6 +215,7 @@ class _Runner:
         self.fg = _foreground_group()
         self.old_handlers: dict[int, Any] = {}
         self.advisory = False  # --advisory: granted despite conflicts, with a warning naming them
+        self.note: str | None = None  # --note: the grant's note (why the scope is asked for)
         #: How COMMAND ended, once waited for (``Popen.returncode``'s form: -N for signal N),
         #: recorded with the release (``exit_code`` / ``exit_signal``).
         self.returncode: int | None = None
@@ -303,11 +304,12 @@ class _Runner:
         old = self.block()
         try:
             if self.parent is None:
-                self.alloc = self.ledger.register(self.name, self.rules, advisory=self.advisory, ttl=self.ttl)
+                self.alloc = self.ledger.register(self.name, self.rules, advisory=self.advisory, ttl=self.ttl,
+                                                  note=self.note)
             else:
                 self.alloc = self.ledger.delegate(self.parent, self.name, self.rules,
                                                   parent_token=self.parent_token, advisory=self.advisory,
-                                                  ttl=self.ttl)
+                                                  ttl=self.ttl, note=self.note)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         if self.advisory:
@@ -340,11 +342,11 @@ class _Runner:
         try:
             if self.parent is None:
                 self.alloc = self.ledger.register(self.name, self.rules, advisory=self.advisory, ttl=self.ttl,
-                                                  wait=wait, on_wait=self._waiting)
+                                                  note=self.note, wait=wait, on_wait=self._waiting)
             else:
                 self.alloc = self.ledger.delegate(self.parent, self.name, self.rules,
                                                   parent_token=self.parent_token, advisory=self.advisory,
-                                                  ttl=self.ttl, wait=wait, on_wait=self._waiting)
+                                                  ttl=self.ttl, note=self.note, wait=wait, on_wait=self._waiting)
         except _Interrupted:
             if self.alloc is None:
                 self._drop_unseen_grant(since)
@@ -958,12 +960,14 @@ class _Runner:
               help="When the scope is taken away while COMMAND runs (a forced release, a lapsed lease, a "
                    "lost session on PostgreSQL): 'term' sends COMMAND SIGTERM and exits 6 once it ends; "
                    "'warn' lets it run on. Either way a warning says at once why.")
+@click.option("--note", metavar="TEXT", callback=note_param,
+              help="Why the scope is asked for: the grant records it (1 to 4096 characters; replay shows it).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, callback=command_param)
 @pass_env
 def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple[str, ...], root: str | None,
         manifest: str | None, name: str | None, nonblock: bool, wait: float | None,
         conflict_exit_code: int, parent: str | None, top_level: bool, quiet: bool, advisory: bool,
-        ttl: float | None, on_lost: str, command: tuple[str, ...]) -> int:
+        ttl: float | None, on_lost: str, note: str | None, command: tuple[str, ...]) -> int:
     """Run COMMAND holding a scope, like flock(1): register it (or delegate it
     from the enclosing 'ledger run'), run the command as a child, release when
     it ends, and exit with its exit code (128+N if signal N killed it).
@@ -994,6 +998,7 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple
         runner = _Runner(env, ledger, name, rules, parent, command, quiet, token, ttl)
         runners.append(runner)
         runner.advisory = advisory
+        runner.note = note
         runner.on_lost = on_lost
         from scopeledger import Refused
 
