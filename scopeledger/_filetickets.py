@@ -40,7 +40,7 @@ import os
 import threading
 from typing import Any
 
-from ._errors import InvalidScope, ReadOnlyLedger
+from ._errors import InvalidScope, LedgerIOError, ReadOnlyLedger
 from ._logstore import RECHECK_SECONDS, Queued
 from ._store import Store
 from ._imports import first_use
@@ -109,17 +109,28 @@ class FileTickets:
         self._pool: list[FileWatch] = []
 
     def _make_dir(self) -> None:
+        """``waiters/``, made 0700 if need be.
+
+        Raises:
+            InvalidScope: it belongs to another user.
+            LedgerIOError: the OS refused (naming the directory).
+        """
         try:
-            os.mkdir(self.dir, 0o700)
-        except FileExistsError:
-            pass
-        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | _O)
+            try:
+                os.mkdir(self.dir, 0o700)
+            except FileExistsError:
+                pass
+            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | _O)
+        except OSError as exc:
+            raise LedgerIOError(self.dir, "make the waiters' queue", exc) from exc
         try:
             st = os.fstat(fd)
             if st.st_uid != os.geteuid():
                 raise InvalidScope(f"cannot wait: {self.dir} belongs to uid {st.st_uid}")
             if st.st_mode & 0o777 != 0o700:
                 os.fchmod(fd, 0o700)
+        except OSError as exc:
+            raise LedgerIOError(self.dir, "make the waiters' queue", exc) from exc
         finally:
             os.close(fd)
 
@@ -133,7 +144,11 @@ class FileTickets:
         Raises:
             ReadOnlyLedger: the directory was opened read-only.
             InvalidScope: ``waiters/`` belongs to another user.
-            OSError: the file system refused.
+            LedgerIOError: the file system refused (a full disk: ENOSPC),
+                naming the ticket's file (``waiters/<number>``, the number
+                it was to take; the directory when it could not be made).
+                Nothing is left behind: the file is linked in only once
+                complete, and an unnamed one goes with its descriptor.
         """
         if self._store.readonly:
             raise ReadOnlyLedger(self._store.path, "wait in its queue")
@@ -144,18 +159,28 @@ class FileTickets:
             src = f"/proc/self/fd/{fd}"
         except (OSError, AttributeError):
             tmp = src = os.path.join(self.dir, f".tmp-{os.getpid()}-{os.urandom(6).hex()}")  # (not secrets: OpenSSL)
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O, 0o600)
+            try:
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O, 0o600)
+            except OSError as exc:
+                raise LedgerIOError(tmp, "create a waiter's ticket", exc) from exc
         # An exception at any point (a signal handler's) before the ticket is
         # returned closes its descriptor (its lock goes with it): nothing
         # after the return (no finally) can strand a live ticket.
         path = None
+        number = 0
+        verb = "create a waiter's ticket"
         try:
             dirfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | _O)
             try:
                 os.fchmod(fd, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                os.write(fd, request)
+                # (the number it is to take, first: the file an error names)
                 number = max((n for n, _ in self._numbers()), default=0) + 1
+                verb = "write a waiter's ticket"
+                left = memoryview(request)
+                while left:  # (a short write: the rest, whose write says why it cannot)
+                    left = left[os.write(fd, left):]
+                verb = "link a waiter's ticket"
                 while True:
                     try:
                         # linkat(AT_SYMLINK_FOLLOW): /proc/self/fd/N to the unnamed file (CPython
@@ -174,7 +199,7 @@ class FileTickets:
                         pass
             _ticket_fds.add(fd)
             return FileTicket(number, fd, path)
-        except BaseException:
+        except BaseException as exc:
             _ticket_fds.discard(fd)
             if path is not None:  # (linked: taken out again; else dead, and removed by whoever meets it)
                 try:
@@ -182,6 +207,9 @@ class FileTickets:
                 except OSError:
                     pass
             os.close(fd)
+            if isinstance(exc, OSError) and not isinstance(exc, LedgerIOError):
+                where = os.path.join(self.dir, f"{number:016d}") if number else tmp or self.dir
+                raise LedgerIOError(where, verb, exc) from exc
             raise
 
     def leave(self, ticket: Any) -> None:
@@ -207,6 +235,8 @@ class FileTickets:
             entries = list(os.scandir(self.dir))
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise LedgerIOError(self.dir, "read the waiters' queue", exc) from exc
         out = []
         for e in entries:
             if len(e.name) == 16 and e.name.isdigit():
@@ -259,7 +289,7 @@ class FileTickets:
             except OSError as exc:
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                     return True
-                raise
+                raise LedgerIOError(entry.path, "test a waiter's ticket's lock", exc) from exc
             try:  # nobody holds it: its waiter died
                 os.unlink(entry.path)
             except OSError:

@@ -207,3 +207,126 @@ def test_a_ledger_on_a_failing_file_system_is_a_ledger_io_error(tmp_path):
             with pytest.raises(LedgerIOError, match=f"failed to open the ledger: {path}") as info:
                 Ledger.open(path, readonly=readonly)
             assert info.value.errno == errno.EIO and isinstance(info.value.__cause__, OSError)
+
+
+def _fill(mnt):
+    """Fill the file system at ``mnt`` (a file ``fill`` up to ENOSPC)."""
+    with open(os.path.join(mnt, "fill"), "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+HOLDER = """
+import sys
+from scopeledger import Ledger, ScopeRule
+led = Ledger.open(sys.argv[1])
+led.register("h", [ScopeRule(sys.argv[2], "write")])
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_full_disk_while_a_waiter_joins_the_queue_is_a_ledger_io_error_naming_the_ticket(tmp_path):
+    """A real full file system (a 256 KiB tmpfs): a waiter's ticket cannot be
+    written. The library raises a LedgerIOError naming the ticket's file (it
+    was a bare OSError(28) without a name: fresh tester's F11) and leaves no
+    ticket behind; ``ledger run -w`` says the same (exit 7). The log's last
+    page is left room for the refusals the waiters record first, so that it
+    is the ticket that meets the full disk."""
+    import sys
+
+    from helpers import CMD, clean_env
+
+    scope = str(tmp_path / "scope")
+    with tmpfs_mount(tmp_path, "size=256k") as mnt:
+        path = os.path.join(mnt, "L")
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, path, scope], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline() == "held\n"
+            with Ledger.open(path) as led:
+                log = os.path.join(path, "events.jsonl")
+                while 4096 - os.path.getsize(log) % 4096 < 2048:  # room for two refusals in its last page
+                    led.release(led.register("pad", [ScopeRule(str(tmp_path / "pad"), "write")]).name)
+                os.mkdir(os.path.join(path, "waiters"), 0o700)  # (as the first waiter makes it)
+                _fill(mnt)
+                with pytest.raises(LedgerIOError) as info:
+                    led.register("w", [ScopeRule(scope, "write")], wait=5)
+                exc = info.value
+                assert exc.errno == errno.ENOSPC and isinstance(exc.__cause__, OSError)
+                ticket = os.path.join(path, "waiters", "0000000000000001")
+                assert exc.path == ticket and str(exc) == (
+                    f"failed to write a waiter's ticket: {ticket}: No space left on device")
+                assert os.listdir(os.path.join(path, "waiters")) == []
+                res = subprocess.run([*CMD, "--ledger", path, "run", "-w", "5", "--write", scope, "--", "true"],
+                                     capture_output=True, text=True, env=clean_env(), timeout=60)
+                assert res.returncode == 7, res
+                assert res.stderr == (f"error: failed to write a waiter's ticket: {ticket}: "
+                                      "No space left on device\n"), res.stderr
+                assert os.listdir(os.path.join(path, "waiters")) == []
+                os.unlink(os.path.join(mnt, "fill"))
+                assert led.verify().ok
+                assert [a.name for a in led.holders()] == ["h"]
+        finally:
+            holder.stdin.close()
+            holder.wait()
+
+
+class _FaultyTickets:
+    """``os``/``fcntl`` for ``_filetickets`` failing the ``fail_at``-th of its
+    calls that make a ticket (EIO)."""
+
+    CALLS = {"open", "mkdir", "fchmod", "fstat", "flock", "write", "link", "scandir"}
+
+    def __init__(self, real, plan):
+        self._real, self._plan = real, plan
+
+    def __getattr__(self, name):
+        value = getattr(self._real, name)
+        if name not in self.CALLS:
+            return value
+        plan = self._plan
+
+        def call(*args, **kwargs):
+            plan.n += 1
+            if plan.n == plan.fail_at:
+                plan.failed = name
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            return value(*args, **kwargs)
+
+        return call
+
+
+def test_every_os_call_that_makes_a_ticket_fails_as_a_ledger_io_error_and_leaves_none(tmp_path, monkeypatch):
+    from scopeledger import WaitTimeout, _filetickets
+
+    path = str(tmp_path / "L")
+    with Ledger.open(path) as led, Ledger.open(path) as other:
+        other.register("h", [ScopeRule("/r/h", "write")])
+
+        def wait(plan):
+            with monkeypatch.context() as m:
+                m.setattr(_filetickets, "os", _FaultyTickets(os, plan))
+                m.setattr(_filetickets, "fcntl", _FaultyTickets(fcntl, plan))
+                try:
+                    led.register("w", [ScopeRule("/r/h/w", "write")], wait=0.05)
+                except (WaitTimeout, LedgerIOError) as exc:
+                    return exc
+
+        count = _Plan(0, errno.EIO)
+        assert isinstance(wait(count), WaitTimeout) and count.n > 0
+        failed = []
+        for k in range(1, count.n + 1):
+            plan = _Plan(k, errno.EIO)
+            exc = wait(plan)
+            if isinstance(exc, WaitTimeout):
+                continue  # (a call of a later look than the join's)
+            assert isinstance(exc, LedgerIOError) and exc.errno == errno.EIO, (k, plan.failed, exc)
+            assert exc.path.startswith(os.path.join(path, "waiters")), (k, plan.failed, exc)
+            failed.append(plan.failed)
+            assert [n for n in os.listdir(os.path.join(path, "waiters")) if not n.startswith(".")] == []
+        assert {"write", "link", "flock"} <= set(failed), failed
+        assert led.verify().ok
