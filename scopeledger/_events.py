@@ -80,9 +80,14 @@ ARCHITECTURE.md, "The identity of a path")::
                             holder on another host judged by its PostgreSQL
                             client session, scopeledger._sessions)
                             v2, optional: "last_seen": when the holder was last
-                            seen alive (the ts of its last renewal, or of its
-                            grant), ns since the epoch, UTC; the event's own
-                            ts is when its death was noticed
+                            seen alive as the log shows it: the latest ts of
+                            its grant, its last renewal and its last
+                            "attached" line (whose writer identified the
+                            process, alive); ns since the epoch, UTC. Not a
+                            refusal it caused (that line records the request,
+                            not a verdict on the holder, which may have been
+                            unknown). The event's own ts is when its death
+                            was noticed
                             v2, optional, reason zombie only: "exit_code": int
                             0-255 or "exit_signal": int 1-127 (at most one), as
                             in released: how the holder's process ended, read

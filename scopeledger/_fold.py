@@ -32,8 +32,10 @@ from ._rules import (CONFLICTS_WITH, PERMISSION_TEXT, Permission, ScopeRule, con
 #: code writes and reads; a snapshot of another format is skipped (the state
 #: is folded from the log instead, and a new snapshot written in time).
 # 2: v2 process identities (host, boot, pid, ticks, pidns); 3: rules with their
-# identity; 4: max_ts, clock_back_seq; 5: a holder's "advisory" and its lease.
-SNAPSHOT_FORMAT = 5
+# identity; 4: max_ts, clock_back_seq; 5: a holder's "advisory" and its lease;
+# 6: a holder's "attached_ns" (a format-5 snapshot has no attach times: folded
+# from the log instead, so that every reader's last_seen agrees).
+SNAPSHOT_FORMAT = 6
 
 #: At most this many rules in one request (register, delegate, a manifest,
 #: the command line): the work under the lock and the event's line grow with
@@ -63,6 +65,10 @@ class Allocation:
             rules count against later requests like any holder's.
         lease: its :class:`~scopeledger.Lease` (ttl and last renewal), or
             ``None`` when only its process binds it.
+        attached_ns: the time of the last ``attached`` event that bound it
+            to a process (its writer identified that process, alive, from
+            /proc: a time it was seen alive), integer nanoseconds since the
+            epoch, UTC; ``None`` when never attached.
     """
 
     name: str
@@ -75,6 +81,7 @@ class Allocation:
     socket: str | None = None
     advisory: bool = False
     lease: Lease | None = None
+    attached_ns: int | None = None
 
     @property
     def pid(self) -> int:
@@ -102,6 +109,8 @@ class Allocation:
         }
         if self.lease is not None:
             out["lease"] = self.lease.to_json()
+        if self.attached_ns is not None:
+            out["attached_ns"] = self.attached_ns
         return out
 
 
@@ -730,6 +739,8 @@ class State:
                  "advisory": a.advisory}
             if a.lease is not None:
                 h["lease"] = a.lease.to_json()
+            if a.attached_ns is not None:
+                h["attached_ns"] = a.attached_ns
             out.append(h)
         return out
 
@@ -778,6 +789,7 @@ def _alloc_from_json(h: dict[str, Any], cache: dict[tuple[Any, ...], ScopeRule])
         socket=h.get("socket"),
         advisory=h.get("advisory") is True,
         lease=Lease.from_json(h["lease"]) if "lease" in h else None,
+        attached_ns=h.get("attached_ns"),
     )
 
 
@@ -884,7 +896,7 @@ def _attached(state: State, ev: dict[str, Any], process: ProcessIdentity) -> Non
     alloc = state.holders.get(name)
     if alloc is None:
         raise FoldError(f"attach to '{name}', which is not live")
-    state.holders[name] = attrs.evolve(alloc, process=process, reserved=False)
+    state.holders[name] = attrs.evolve(alloc, process=process, reserved=False, attached_ns=ev["ts"])
     state.refusals.clear()
 
 

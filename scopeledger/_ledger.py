@@ -471,9 +471,10 @@ class Reclaimed:
         seq: the ``reclaimed`` event's seq, ``int``; ``None`` in a dry run.
         reparented: ``tuple[(child, new parent or None), ...]``.
         last_seen_ns: when the holder was last seen alive, ns since the
-            epoch (UTC, its writer's clock): its last renewal's time, else
-            its grant's (the event's ``last_seen``); ``None`` where not
-            known (a report rebuilt from an older log).
+            epoch (UTC, its writer's clock): the latest of its grant's
+            time, its last renewal's and its last attach's (the event's
+            ``last_seen``); ``None`` where not known (a report rebuilt
+            from an older log).
         returncode: how the process of a holder reclaimed as a ``zombie``
             ended, read from the zombie before its parent reaped it
             (:attr:`Verdict.returncode`: an exit status 0-255, or ``-N``
@@ -4084,9 +4085,20 @@ def exit_keys(verdict: Verdict | None, reason: str, alloc: Allocation) -> dict[s
 
 
 def last_seen_ns(alloc: Allocation) -> int:
-    """When holder ``alloc`` was last seen alive, ns since the epoch (UTC,
-    its writer's clock): its last renewal's ``ts``, else its grant's."""
-    return alloc.lease.renewed_ns if alloc.lease is not None else alloc.granted_ns
+    """When holder ``alloc`` was last seen alive, as the log shows it, ns
+    since the epoch (UTC, each event's writer's clock): the latest of its
+    grant, its last renewal and the last ``attached`` event that bound it
+    (its writer identified the process from /proc, alive). A refusal
+    decided against the holder does not count: its line records the
+    refused request, not the verdict on the holder (a holder whose
+    liveness could not be told is kept, and refuses, as a live one does),
+    and reading one would take the words of its message."""
+    seen = alloc.granted_ns
+    if alloc.lease is not None and alloc.lease.renewed_ns > seen:
+        seen = alloc.lease.renewed_ns
+    if alloc.attached_ns is not None and alloc.attached_ns > seen:
+        seen = alloc.attached_ns
+    return seen
 
 
 def _build_grant(txn: _Txn, kind: str, name: str, rules_t: tuple[ScopeRule, ...], parent: str | None,
