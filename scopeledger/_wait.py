@@ -98,7 +98,13 @@ exited, woken by the log's changes (never by that process's pidfd, which
 stays readable) or the grace's end; its notice and a ``WaitTimeout`` say so
 (``'NAME' has exited; waiting up to 1 s for its parent (pid N) to record its
 release``). Past the grace it reclaims the holder as before (reason
-``zombie``, with the exit status where it can read it).
+``zombie``, with the exit status where it can read it). A waiter whose own
+deadline comes before the grace would end takes no grace: it reclaims at
+once, as a request without ``wait`` does (it would otherwise time out where
+``wait=0`` is granted). The grace is counted by each waiter from its own
+first look, so a zombie whose parent never reaps it costs each new waiter
+up to a second; a wrapper that is PID 1 of its PID namespace (a container's
+entry point) is seen, from inside, as init (parent pid 1), and gets none.
 
 **Telling the caller.** Once a waiter is in the queue it says so, once: an
 ``INFO`` record (``holder 'NAME' waits ... for its scope: REASON``), or,
@@ -214,11 +220,15 @@ class Grace:
     and those it stands back for in the current look (``standing``:
     name -> (pid, parent's pid, end of the grace, ``time.monotonic``))."""
 
-    __slots__ = ("seen", "standing")
+    __slots__ = ("seen", "standing", "deadline")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
         self.seen: dict[tuple[str, int], float] = {}
         self.standing: dict[str, tuple[int, int, float]] = {}
+        #: The waiter's deadline (``time.monotonic``; ``None``: none): a
+        #: grace that would end after it is not taken (the waiter reclaims
+        #: at once, as a request without ``wait`` does, instead of timing out).
+        self.deadline = deadline
 
     def verdict(self, alloc: Allocation, verdict: Verdict) -> Verdict:
         """The verdict the waiter decides by for holder ``alloc`` in its
@@ -231,8 +241,8 @@ class Grace:
             return verdict
         now = time.monotonic()
         ends = self.seen.setdefault((alloc.name, alloc.token), now) + ZOMBIE_GRACE_SECONDS
-        if now >= ends:
-            return verdict
+        if now >= ends or (self.deadline is not None and self.deadline <= ends):
+            return verdict  # (past the grace, or a wait too short for it: reclaimed now)
         ppid = zombie_parent(alloc.pid, alloc.process.ticks)
         if ppid is None:
             return verdict
@@ -291,7 +301,7 @@ class Gate:
         self._lock = threading.Lock()
         self.deadline = deadline
         self.cancelled = False
-        self.grace = Grace()
+        self.grace = Grace(deadline)
 
     def commit(self) -> None:
         """Called under the ledger's lock just before the grant is built.
