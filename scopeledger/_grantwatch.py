@@ -94,7 +94,8 @@ class GrantWatch:
 
     :meth:`stop` (or the ``with`` block's end) ends it: once ``stop()``
     has returned, ``on_lost`` is not called (a call under way is waited
-    for). A store that cannot be read is tried again at the next look
+    for); ``on_lost`` may call it (it returns at once, the thread ends
+    after the callback). A store that cannot be read is tried again at the next look
     (logged); the thread is a daemon and does not exist in a forked child.
 
     Attributes:
@@ -381,9 +382,17 @@ class GrantWatch:
     def stop(self) -> None:
         """Stop watching: ``on_lost`` is not called once this returns (a
         call under way is waited for). Wakes the thread and waits for it to
-        end, unless called from it. Idempotent."""
-        with self._call:
+        end, unless called from it: from ``on_lost`` itself (the watch's
+        own thread) it returns at once, and the thread ends once the
+        callback returns. Idempotent, from any thread, also after a stop
+        from the callback."""
+        if self._thread is threading.current_thread():
+            # From on_lost (the only code of the caller's this thread runs), which holds
+            # self._call: taking it again would never return. Nothing to wait for here.
             self._stopping = True
+        else:
+            with self._call:
+                self._stopping = True
         with self._pipe:
             if self._stop_w >= 0:
                 try:

@@ -368,3 +368,29 @@ def test_a_wake_up_that_cannot_be_made_while_the_server_is_down_is_said_once(
             w.stop()
     with Ledger.open(pg_url) as led:
         led.release("job", force=True, reason="done")
+
+
+def test_stop_from_its_own_on_lost_returns_and_later_stops_return(where: str, tmp_path: Path) -> None:
+    # The natural "stop watching once lost": stop() in on_lost returns at once (it is the
+    # watch's own thread: nothing to wait for), the thread ends after the callback, and a
+    # later stop() from another thread (a supervisor's shutdown, a with block's end) returns.
+    with Ledger.open(where, create=True) as led:
+        a = led.register("job", [W(tmp_path / "w")])
+        box: dict[str, Any] = {}
+        returned = threading.Event()
+
+        def on_lost(ev: Event | None) -> None:
+            box["ev"] = ev
+            box["w"].stop()
+            returned.set()
+
+        box["w"] = w = led.watch_grant("job", a.token, on_lost)
+        led.release("job", force=True, reason="operator")
+        assert returned.wait(BOUND), "stop() from on_lost did not return"
+        w._thread.join(BOUND)
+        assert not w.running
+        assert box["ev"] is not None and box["ev"].data["forced"] == "operator" and w.lost
+        later = threading.Thread(target=w.stop, daemon=True)
+        later.start()
+        later.join(BOUND)
+        assert not later.is_alive(), "a later stop() did not return"
