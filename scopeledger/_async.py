@@ -18,6 +18,32 @@ further cancellation) before the ``CancelledError`` propagates, so that no
 scope is left to a holder nobody knows about. A ticket taken in the queue is
 given back the same way.
 
+**Cancellation is prompt** for the grants (``register``, ``delegate``,
+``hold``, with or without ``wait=``) even while the ledger's lock is stalled
+(a writer stopped while it holds the lock; on PostgreSQL a session stopped
+in the middle of a transaction): a call whose thread has not yet reached
+its grant's last check under the lock (its gate shut first) raises at once;
+the thread goes on waiting for the lock in the background, and records
+nothing once it gets it; a waiter's ticket is given back after that (until
+then it stays in the queue, where everyone waits for the same lock anyway).
+:meth:`AsyncLedger.close` waits for such threads (a ledger is not closed
+under a thread that uses it), as ``asyncio.run``'s end waits for the
+executor's threads: bound the lock's wait (``AsyncLedger.open(...,
+timeout=)``) where that matters. The other calls cancelled while their
+thread runs raise at once too (a release still completes in its thread).
+
+**A release that fails after a cancellation** (a full disk, the server
+unreachable) never replaces the cancellation: the ``CancelledError`` (or
+``TimeoutError``) goes on after the first try, and the release is tried
+again in the background (a warning names the grant; 0.05 s doubling to
+5 s, :data:`UNDO_RETRY_FIRST`, :data:`UNDO_RETRY_MAX`) until it is recorded
+or the grant is found gone (released or reclaimed meanwhile), for at most
+:data:`UNDO_RETRY_SECONDS` (600 s) or until :meth:`AsyncLedger.close` (one
+last try at once). If it still cannot be recorded, an error on logger
+``scopeledger`` names the grant (its name and token: recorded and not
+released): it stays live until released (``ledger release NAME --token N``),
+or reclaimed once this process has ended.
+
 **The event loop's stalls.** A worker thread doing the ledger's work in
 Python (folding what other writers appended, deciding, encoding) holds the
 GIL, and the loop's thread, woken for its own next callback, waits for it:
@@ -70,11 +96,11 @@ from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iter
 
 from ._arguments import (asks_to_wait, check_advisory, check_callable, check_note, check_seq, check_switch_interval,
                          check_timeout, check_token, check_wait)
-from ._errors import LedgerError, UnknownHolder, shown
+from ._errors import LedgerError, LedgerIOError, LockTimeout, StoreError, UnknownHolder, shown
 from ._fold import Allocation
 from ._ledger import delegate_attempt, register_attempt, tickets_of
 from ._rules import ScopeRule
-from ._wait import Gate, Request, Sleep, Watch, deadline_of, queue_of, release_grant, resume, waiting, whoami
+from ._wait import Call, Gate, Request, Sleep, Watch, deadline_of, queue_of, release_grant, resume, waiting, whoami
 from ._imports import first_use
 
 if TYPE_CHECKING:
@@ -95,6 +121,61 @@ log = logging.getLogger("scopeledger")
 #: waiting for the GIL, give or take the time the worker takes to notice.
 #: CPython's default is 0.005.
 SWITCH_INTERVAL = 0.0005
+
+#: A cancelled call's undo (the release of a grant decided just before the
+#: cancellation) that failed (a full disk, a server outage) is tried again
+#: after this many seconds, doubling up to :data:`UNDO_RETRY_MAX`, until it
+#: is recorded or the grant is proven gone, for at most
+#: :data:`UNDO_RETRY_SECONDS` or until the :class:`AsyncLedger` is closed
+#: (one last try then); if it still fails, an error names the grant.
+UNDO_RETRY_FIRST = 0.05
+UNDO_RETRY_MAX = 5.0
+UNDO_RETRY_SECONDS = 600.0
+
+#: What a failed undo is tried again after: the store could not be written
+#: or reached (``InDoubt`` too: the release tried again is recorded, or finds
+#: the grant gone), or its lock not taken in time. Any other error is a fault
+#: that trying again does not mend: logged at once.
+_RETRIED = (LedgerIOError, StoreError, LockTimeout, OSError)
+
+
+class _Gate(Gate):
+    """A :class:`~scopeledger._wait.Gate` that also tells its canceller
+    whether the call may still be granted: :meth:`cancel` returns ``True``
+    when no step's :meth:`commit` was entered since :meth:`arm` (the thread
+    has not yet got as far as the ledger's lock and its last word: it never
+    grants now), ``False`` when one was (it may have granted: the caller
+    waits for it and undoes). Entering is recorded before the commit's check
+    and the cancellation before its read, each under the gate's lock: a
+    ``True`` is never wrong (a ``False`` may be: a commit entered just after
+    the cancellation refuses; waiting for it is then only slower)."""
+
+    __slots__ = ("entered",)
+
+    def __init__(self, deadline: float | None) -> None:
+        super().__init__(deadline)
+        self.entered = False
+
+    def arm(self) -> None:
+        """A new step begins (the last one ended without a grant)."""
+        with self._lock:
+            self.entered = False
+
+    def commit(self) -> None:
+        with self._lock:
+            self.entered = True
+        super().commit()
+
+    def commit_first(self) -> None:
+        with self._lock:
+            self.entered = True
+        super().commit_first()
+
+    def cancel(self) -> bool:  # type: ignore[override]
+        """:meth:`Gate.cancel`; whether no commit was entered (no grant, ever)."""
+        super().cancel()
+        with self._lock:
+            return not self.entered
 
 
 class _SwitchInterval:
@@ -183,6 +264,8 @@ class AsyncLedger:
         self._switch = switch_interval
         self._me: Any = None
         self._cleanups: set[asyncio.Task[Any]] = set()
+        self._closing: asyncio.Event | None = None  # (made on the loop, by the first undo tried again)
+        self._closed = False
 
     @classmethod
     async def open(cls, path: Any = None, *, executor: concurrent.futures.Executor | None = None,
@@ -227,36 +310,111 @@ class AsyncLedger:
     # -- threads ----------------------------------------------------------------
 
     async def _thread(self, fn: Callable[..., T], *args: Any, undo: Callable[[T], Any] | None = None,
-                      on_cancel: Callable[[], Any] | None = None) -> T:
+                      on_cancel: Callable[[], Any] | None = None, gate: _Gate | None = None,
+                      abandoned: list[asyncio.Future[Any]] | None = None) -> T:
         """``fn(*args)`` in a worker thread, the switch interval lowered
         there while it runs (``switch_interval``). If this coroutine is
         cancelled while it runs, ``on_cancel()`` is called at once; the
         thread still finishes (it cannot be stopped), and ``undo(result)``
         then runs on its result, in a thread, before the
-        ``CancelledError`` goes on (shielded from a second cancellation)."""
+        ``CancelledError`` goes on (shielded from a second cancellation;
+        tried again in the background if it fails: :meth:`_undo`).
+
+        ``gate``: the gate ``fn``'s grant passes (shut on cancellation).
+        When the cancellation shuts it before the thread entered its
+        commit (:meth:`_Gate.cancel`: it never grants now, a thread waiting
+        for a stalled ledger lock, say), the ``CancelledError`` goes on at
+        once, without waiting for the thread; the thread finishes in the
+        background (its outcome, a ``GaveUp``, dropped; :meth:`close` waits
+        for it), and its future is appended to ``abandoned`` (if given):
+        the caller must not clean up what the thread still uses before it
+        is done."""
         loop = asyncio.get_running_loop()
+        if gate is not None:
+            gate.arm()
         fut = loop.run_in_executor(self._executor, _in_thread(self._switch, fn, *args))
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
             if on_cancel is not None:
                 on_cancel()
-            if undo is not None:
-                task = asyncio.ensure_future(self._undo(fut, undo))
+            never = gate is not None and gate.cancel()
+            if undo is not None or never:
+                tried: asyncio.Future[None] = loop.create_future()
+                task = asyncio.ensure_future(self._undo(fut, undo, tried))
                 self._cleanups.add(task)
                 task.add_done_callback(self._cleanups.discard)
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(task)
+                if never:
+                    if abandoned is not None:
+                        abandoned.append(task)
+                else:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(tried)  # (the first try: its failure never replaces the cancellation)
             raise
 
-    async def _undo(self, fut: Awaitable[T], undo: Callable[[T], Any]) -> None:
+    async def _undo(self, fut: Awaitable[T], undo: Callable[[T], Any] | None, tried: asyncio.Future[None]) -> None:
+        """Once ``fut`` (a cancelled call's thread) is done, ``undo`` its
+        result (if any, and not ``None``) in a thread; ``tried`` is
+        resolved after the first try. A try that fails on the store
+        (:data:`_RETRIED`: a full disk, a server outage) is said once (a
+        warning) and made again after :data:`UNDO_RETRY_FIRST` seconds,
+        doubling up to :data:`UNDO_RETRY_MAX`, until it succeeds (a grant
+        released, or found released or reclaimed meanwhile: nothing left),
+        :data:`UNDO_RETRY_SECONDS` have passed or this object is closed
+        (one last try at once); then an error names what was left (a grant:
+        its name and token, recorded and not released; it stays live until
+        released, or reclaimed once this process has ended)."""
+        loop = asyncio.get_running_loop()
         try:
-            result = await fut
-        except BaseException:  # noqa: BLE001 - it failed: nothing to undo
+            try:
+                result = await fut
+            except BaseException:  # noqa: BLE001 - it failed (GaveUp: a shut gate): nothing to undo
+                return
+            if result is None or undo is None:
+                return
+            what = _what(result)
+            end = time.monotonic() + UNDO_RETRY_SECONDS
+            pause = UNDO_RETRY_FIRST
+            failed: BaseException | None = None
+            while True:
+                try:
+                    await loop.run_in_executor(self._executor, _in_thread(self._switch, undo, result))
+                except _RETRIED as exc:
+                    if failed is None:
+                        log.warning("a cancelled call could not undo %s: %s; trying again (up to %g s)",
+                                    what, exc, UNDO_RETRY_SECONDS)
+                    failed = exc
+                except Exception:  # noqa: BLE001 - a fault trying again does not mend
+                    log.exception("a cancelled call could not undo %s: %s is recorded and not released",
+                                  what, what)
+                    return
+                else:
+                    if failed is not None:
+                        log.warning("a cancelled call undid %s at last", what)
+                    return
+                finally:
+                    if not tried.done():
+                        tried.set_result(None)
+                if self._closed or time.monotonic() >= end:
+                    log.error("a cancelled call could not undo %s: %s is recorded and not released (it stays "
+                              "live until released, or reclaimed once this process has ended): %s",
+                              what, what, failed)
+                    return
+                await self._pause(min(pause, max(0.0, end - time.monotonic())))
+                pause = min(pause * 2, UNDO_RETRY_MAX)
+        finally:
+            if not tried.done():
+                tried.set_result(None)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until :meth:`close` begins."""
+        if self._closing is None:
+            self._closing = asyncio.Event()
+        if self._closed:
             return
-        if result is not None:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, _in_thread(self._switch, undo, result))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._closing.wait()
 
     # -- mutations --------------------------------------------------------------
 
@@ -315,14 +473,15 @@ class AsyncLedger:
         and its sleeps on the event loop."""
         led = self._ledger
         if not asks_to_wait(wait):
-            gate = Gate(None)
+            gate = _Gate(None)
             return await self._gated(gate, attempt, gate.commit)
         req = await self._thread(Request.of, led, name, rules, parent, parent_token, wait)
         if self._me is None:
             self._me = await self._thread(whoami, led)
-        gate = Gate(deadline_of(req))
+        gate = _Gate(deadline_of(req))
         steps = waiting(led, req, attempt, gate, self._me, tickets_of(led), on_wait)
-        with contextlib.closing(steps):  # however this ends, the ticket is given back
+        abandoned: list[asyncio.Future[Any]] = []
+        try:
             step = resume(steps)
             while not isinstance(step, Allocation):
                 reply: Any = None  # (a sleep's reply)
@@ -330,19 +489,53 @@ class AsyncLedger:
                     if isinstance(step, Sleep):
                         await _sleep(step.watch, step.seconds, step.mine, self._switch)
                     else:
-                        reply = await self._thread(step.fn, *step.args, undo=step.undo, on_cancel=gate.cancel)
+                        reply = await self._thread(step.fn, *step.args, undo=step.undo, gate=gate,
+                                                   abandoned=abandoned)
                 except BaseException as exc:  # noqa: BLE001 - thrown in (a cancellation too): the loop cleans up
+                    if abandoned:
+                        # The step's thread goes on (waiting for the ledger's lock, say) and uses
+                        # the waiter's ticket and watch: the loop cleans up once it is done.
+                        task = asyncio.ensure_future(self._wind_up(steps, abandoned[0], exc))
+                        self._cleanups.add(task)
+                        task.add_done_callback(self._cleanups.discard)
+                        raise
                     step = resume(steps, error=exc)
                 else:
                     step = resume(steps, reply)
             return step
+        finally:
+            if not abandoned:
+                steps.close()  # however this ends, the ticket is given back
 
-    async def _gated(self, gate: Gate, fn: Callable[..., T], *args: Any) -> T:
+    async def _wind_up(self, steps: Any, thread: Awaitable[Any], exc: BaseException) -> None:
+        """The end of a waiting loop (``steps``) whose cancelled step's
+        thread (``thread``, done once that thread is) was left running:
+        once it is done, ``exc`` is thrown in, and the steps the loop takes
+        on the way out (giving its ticket back) run in threads; the
+        exception that ends it is dropped (the caller raised ``exc``)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await thread
+            step = resume(steps, error=exc)
+            while isinstance(step, Call):
+                try:
+                    reply = await loop.run_in_executor(self._executor, _in_thread(self._switch, step.fn, *step.args))
+                except Exception as err:  # noqa: BLE001 - thrown in: the loop goes on cleaning up
+                    step = resume(steps, error=err)
+                else:
+                    step = resume(steps, reply)
+            if isinstance(step, Allocation):  # (cannot be: its gate is shut) -- released all the same
+                await loop.run_in_executor(self._executor, release_grant, self._ledger, step)
+        except BaseException:  # noqa: BLE001 - the exception that ends the loop (exc, or what cleaning up raised)
+            pass
+        finally:
+            steps.close()  # (given back now if not yet: blocking only when interrupted on the way)
+
+    async def _gated(self, gate: _Gate, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a thread, where a grant passes ``gate``: if this
         coroutine is cancelled, the gate shuts (no grant after it), and a
         grant decided before is released before the cancellation goes on."""
-        return await self._thread(fn, *args, undo=functools.partial(release_grant, self._ledger),
-                                  on_cancel=gate.cancel)
+        return await self._thread(fn, *args, undo=functools.partial(release_grant, self._ledger), gate=gate)
 
     def hold(self, name: str, rules: Sequence[ScopeRule] | ScopeRule, pid: int | None = None, *,
              parent: str | None = None, socket: str | None = None, parent_token: int | None = None,
@@ -678,9 +871,14 @@ class AsyncLedger:
         return await self._thread(ending)
 
     async def close(self) -> None:
-        """Finish pending clean-ups (releases of cancelled grants), then close
-        the ledger (:meth:`Ledger.close`, in a thread)."""
-        if self._cleanups:
+        """Finish pending clean-ups (releases of cancelled grants: one that
+        is being tried again makes its last try now; threads of cancelled
+        calls still waiting for the ledger's lock, and their tickets), then
+        close the ledger (:meth:`Ledger.close`, in a thread)."""
+        self._closed = True
+        if self._closing is not None:
+            self._closing.set()  # (an undo tried again makes its last try now)
+        while self._cleanups:
             await asyncio.gather(*self._cleanups, return_exceptions=True)
         await self._thread(self._ledger.close)
 
@@ -735,6 +933,13 @@ def _in_thread(switch_interval: float | None, fn: Callable[..., T], *args: Any,
     if switch_interval is None:
         return call
     return functools.partial(_switch.run, switch_interval, call)
+
+
+def _what(result: Any) -> str:
+    """What a cancelled call's undo undoes, said in a log record."""
+    if isinstance(result, Allocation):
+        return f"grant {result.name!r} (token {result.token})"
+    return repr(result)
 
 
 #: Events read per thread hop by :meth:`AsyncLedger.events`.
