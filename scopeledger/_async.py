@@ -138,6 +138,10 @@ UNDO_RETRY_SECONDS = 600.0
 #: that trying again does not mend: logged at once.
 _RETRIED = (LedgerIOError, StoreError, LockTimeout, OSError)
 
+#: What :meth:`AsyncLedger.until_lost` rides out (looking again): the store
+#: could not be read or reached.
+_UNREACHED = (LedgerIOError, StoreError)
+
 
 class _Gate(Gate):
     """A :class:`~scopeledger._wait.Gate` that also tells its canceller
@@ -830,29 +834,68 @@ class AsyncLedger:
         that cuts only lines after the grant's (its end among them) leaves
         the grant live: the wait goes on.
 
+        A store that cannot be read (the PostgreSQL server restarting or
+        unreachable, ``StoreError``; a read that failed, ``LedgerIOError``)
+        is ridden out as :meth:`Ledger.watch_grant` does: said once (an
+        ``INFO`` record), looked at again every
+        :data:`~scopeledger._grantwatch.FOLLOW_POLL_SECONDS` (0.5 s) until
+        it can be read (said too), and the wait goes on; cancel the call to
+        stop waiting.
+
         Raises:
             InvalidHolderName, TypeError, InvalidArgument: as :meth:`Ledger.check`
                 (before anything is read).
             CorruptLedger: a line does not check out.
         """
+        with first_use:
+            from ._grantwatch import FOLLOW_POLL_SECONDS
+
         token = check_token(token)
         led = self._ledger
+        failing = False
+
+        def unread(exc: BaseException) -> None:
+            nonlocal failing
+            if not failing:
+                failing = True
+                log.info("could not read the log of %s to wait for the end of grant %r (token %d); trying again "
+                         "every %g s until it can: %s", led.path, name, token, FOLLOW_POLL_SECONDS, exc)
+
+        def read_again() -> None:
+            nonlocal failing
+            if failing:
+                failing = False
+                log.info("the log of %s can be read again: waiting for the end of grant %r (token %d) again",
+                         led.path, name, token)
+
         # Woken by any change of the log, not by a seq past the one folded (as wait() is): a
         # repair that cut the grant may leave the log ending at the same seq.
-        watch = Watch.take(led, queue_of(led, tickets_of(led)), None)
+        watch: Watch | None = None
         try:
             while True:
-                await self.refresh()
-                if not await self.check(name, token):
-                    break
                 try:
-                    lease = (await self.holder(name)).lease
-                except UnknownHolder:
-                    continue
-                await _sleep(watch, math.inf if lease is None else min(1.0, lease.ttl_ns / 1e10), None,
-                             self._switch)
+                    if watch is None:  # (made again after an outage: its wake-up may have broken with it)
+                        watch = Watch.take(led, queue_of(led, tickets_of(led)), None)
+                    await self.refresh()
+                    if not await self.check(name, token):
+                        read_again()
+                        break
+                    try:
+                        lease = (await self.holder(name)).lease
+                    except UnknownHolder:
+                        continue
+                    read_again()
+                    await _sleep(watch, math.inf if lease is None else min(1.0, lease.ttl_ns / 1e10), None,
+                                 self._switch)
+                except _UNREACHED as exc:
+                    unread(exc)
+                    if watch is not None:
+                        watch.give_back(led)
+                        watch = None
+                    await asyncio.sleep(FOLLOW_POLL_SECONDS)
         finally:
-            watch.give_back(led)
+            if watch is not None:
+                watch.give_back(led)
 
         def ending() -> Any:
             # The grant's own line first: a repair that cut it left a line of its own at
@@ -868,7 +911,15 @@ class AsyncLedger:
                     return e
             return None
 
-        return await self._thread(ending)
+        while True:
+            try:
+                end = await self._thread(ending)
+            except _UNREACHED as exc:
+                unread(exc)
+                await asyncio.sleep(FOLLOW_POLL_SECONDS)
+                continue
+            read_again()
+            return end
 
     async def close(self) -> None:
         """Finish pending clean-ups (releases of cancelled grants: one that
