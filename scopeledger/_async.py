@@ -31,6 +31,11 @@ under a thread that uses it), as ``asyncio.run``'s end waits for the
 executor's threads: bound the lock's wait (``AsyncLedger.open(...,
 timeout=)``) where that matters. The other calls cancelled while their
 thread runs raise at once too (a release still completes in its thread).
+Not yet on PostgreSQL when the call first tried its grant in one round
+trip without the lock (``Ledger``'s speculative try, made while no other
+process appended lately): that try passed the gate, so the cancelled call
+waits for its thread as before (the lock's ``timeout=`` bounds it), then
+releases what it got.
 
 **A release that fails after a cancellation** (a full disk, the server
 unreachable) never replaces the cancellation: the ``CancelledError`` (or
