@@ -19,7 +19,7 @@ import pytest
 from scopeledger import AsyncLedger, Ledger, LedgerIOError
 
 from helpers import W
-from test_wait import BOUND, events, grants
+from test_wait import BOUND, events, grants, tickets
 
 
 def run(coro):
@@ -91,6 +91,7 @@ def test_a_timeout_takes_effect_while_the_lock_is_stalled_and_nothing_is_granted
         kill_holder()
     led = Ledger.open(ledger_dir)
     assert grants(led, "late") == [] and led.holders() == []
+    assert tickets(ledger_dir) == []  # (a waiter's ticket given back once its thread was done)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
