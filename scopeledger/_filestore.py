@@ -567,10 +567,12 @@ class FileStore:
                 out.append(name)
         return out
 
-    def ledger_id(self) -> str | None:
+    def ledger_id(self, make: bool = False) -> str | None:
         """This ledger's id (``_snapshots.ledger_id``): what a copy of it
-        keeps (``copy_log``); ``None`` when it has none that can be read."""
-        return _snapshots.ledger_id(self.store)
+        keeps (``copy_log``), what its snapshots name (``make``: one made
+        for a ledger that has none yet); ``None`` when it has none (yet)
+        or none that can be read."""
+        return _snapshots.ledger_id(self.store, make=make)
 
     def adopt_ledger_id(self, value: str) -> None:
         """Make ``value`` this (empty) ledger's id: a copy of the ledger

@@ -3460,8 +3460,8 @@ class Ledger:
 
     def _write_snapshot(self, state: State) -> None:
         header, body = _snapshots.encode(state)
-        if self._files is not None:  # a directory's snapshot names its ledger (read once per store)
-            mine = self._files.ledger_id()
+        if self._files is not None:  # a directory's snapshot names its ledger (made with the first one;
+            mine = self._files.ledger_id(make=True)  # the file looked at again: another may have made it)
             if mine is not None:
                 header[_snapshots.ID_KEY] = mine
         self._log.snapshot_write(header, body)  # never durable ahead of the log: the store's promise

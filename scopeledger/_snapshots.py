@@ -168,29 +168,32 @@ def checksum(body: bytes) -> str:
 ID_KEY = "ledger"
 
 
-def ledger_id(store: Store) -> str | None:
+def ledger_id(store: Store, make: bool = False) -> str | None:
     """The id of the ledger directory ``store`` (``Store.ledger_id``, read
-    once per Store; a missing file made, or taken from the ledger's own
-    snapshots: :func:`carried_id`); ``None`` when it cannot be read."""
-    return store.ledger_id(lambda: carried_id(store))
+    once per Store; a missing file taken back from the ledger's own
+    snapshots, :func:`carried_ids`; with ``make``, one made for a ledger
+    that has none yet); ``None`` when it has none or it cannot be read."""
+    return store.ledger_id(lambda: carried_ids(store), make=make)
 
 
-def carried_id(store: Store) -> str | None:
-    """The ledger id that the newest snapshot naming one carries, among
-    those whose header's ``last_hash`` is the hash of the log's line at its
-    offsets (a snapshot of this log: a file copied from another ledger is
-    not), else ``None``. For a ledger that lost its ``ledger-id``. Never
-    raises."""
+def carried_ids(store: Store) -> dict[str, list[str]]:
+    """The ledger ids that snapshots naming one carry, among those whose
+    header's ``last_hash`` is the hash of the log's line at its offsets (a
+    snapshot of this log: a file copied from another ledger is not, unless
+    made to match), each with those snapshots' paths. For a ledger that
+    lost its ``ledger-id``: it takes one back only when they name one.
+    Never raises."""
+    out: dict[str, list[str]] = {}
     try:
-        for seq, name in reversed(list_snapshots(store)):
+        for seq, name in list_snapshots(store):
             header = header_at(store, name, seq)
             theirs = header.get(ID_KEY) if header is not None else None
             if theirs is not None and line_hash_at(store, header["line_start"], header["offset"]) \
                     == header["last_hash"]:
-                return str(theirs)
+                out.setdefault(str(theirs), []).append(snapshot_path(store, name))
     except (OSError, LedgerError):
         pass
-    return None
+    return out
 
 
 def header_at(store: Store, name: str, seq: int) -> dict[str, Any] | None:
@@ -216,7 +219,10 @@ def foreign(store: Any, header: dict[str, Any]) -> str | None:
     if theirs is None or not isinstance(inner, Store):
         return None
     mine = ledger_id(inner)
-    if mine is None or theirs == mine:
+    if mine is None:
+        return (f"a snapshot of another ledger: its id {theirs}, and this ledger has none yet"
+                if inner.has_no_id() else None)
+    if theirs == mine:
         return None
     return f"a snapshot of another ledger: its id {theirs}, this ledger's {mine}"
 

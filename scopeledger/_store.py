@@ -61,6 +61,10 @@ ID_NAME = "ledger-id"
 LEDGER_ID = re.compile(r"^[0-9a-f]{32}$")
 #: The id of a ledger not read yet (``Store.ledger_id``).
 _UNREAD = ""
+#: The id of a ledger that has none yet (``Store.has_no_id``).
+_NONE_YET = "-"
+#: What a warning about a bad ``ledger-id`` tells to do.
+_ID_REMEDY = "remove it: the ledger takes its id back from its own snapshots, or makes a new one"
 SNAPSHOT_DIR = "snapshots"
 #: A snapshot file's name in ``snapshots/``: ``snap-<seq, 16 digits>.json``.
 SNAPSHOT_NAME = re.compile(r"^snap-(\d{16})\.json$")
@@ -901,6 +905,7 @@ class Store:
         #: was there, whoever made it.
         self.created = False
         self._id: str | None = _UNREAD
+        self._id_seen: tuple[int, ...] | None = None  # (which ledger-id was read: Store._id_changed)
         raw = os.fspath(path)
         if not raw or "\x00" in raw:
             raise NoLedger(f"no ledger at {raw!r}: give a directory path")
@@ -941,8 +946,6 @@ class Store:
             except FileNotFoundError:  # read-only: a ledger without snapshots
                 pass
             self._open_lock_fds()
-            if self.created:
-                self.ledger_id()  # (a new ledger gets its identity with its log)
             if create and fsync and fresh:
                 # A ledger made with fsync=True survives a power cut as made:
                 # its files' entries, and the directories made for it.
@@ -1063,49 +1066,122 @@ class Store:
 
     # -- the ledger's identity ----------------------------------------------
 
-    def ledger_id(self, derive: Callable[[], str | None] | None = None) -> str | None:
+    def ledger_id(self, derive: Callable[[], dict[str, list[str]]] | None = None,
+                  make: bool = False) -> str | None:
         """This ledger's id (``ledger-id``: 32 hex digits), read once per
-        Store; ``None`` when it cannot be read (a warning: then snapshots
-        that name a ledger vouch for no line, nothing else changes).
+        Store; ``None`` when it has none (yet: :meth:`has_no_id`) or it
+        cannot be read (a warning that says how to fix it: then snapshots
+        that name a ledger vouch for no line; for a read-only open refused
+        the file, a reader the owner let see the rest, no warning).
 
-        A ledger without the file (made by an older scopeledger, or the
-        file lost) takes the id ``derive()`` gives (the one its own
-        snapshots carry), else a new random one; opened for writing, it is
-        written: a file made unnamed (``O_TMPFILE``; else under a temporary
-        name), written, fsynced, then linked in, which fails when another
-        process linked its own first (then that one is read: one id per
-        ledger, without the lock); the directory fsynced. Never raises.
+        The id is made lazily, when the ledger first needs it: with
+        ``make`` (a snapshot about to be written; not read-only), a ledger
+        without one makes a random one. So an empty ledger (``ledger
+        init``) has none, and copies of it made before their first
+        snapshot get ids of their own. A ledger whose file is missing (an
+        older scopeledger's, or the file lost) takes back the id that
+        ``derive()`` finds its own snapshots carry (``{id: [their
+        files]}``: those whose hash is the log's line) when they name one
+        id; when they name more (one of them copied from another ledger,
+        made to match), none is trusted: a warning names the files, and a
+        writer makes a new id at once (a read-only open has none). Opened
+        for writing, an id taken back or made is written: a file made
+        unnamed (``O_TMPFILE``; else under a temporary name), written,
+        fsynced, then linked in, which fails when another process linked
+        its own first (then that one is read: one id per ledger, without
+        the lock); the directory fsynced.
+
+        With ``make``, and while the ledger has none, the file is looked at
+        again first (a stat): another process may have made, replaced or
+        removed it since it was read (a long-lived process then names the
+        id the file holds now). Never raises.
         """
+        if self._id != _UNREAD and (make or self._id == _NONE_YET) and self._id_changed():
+            self._id = _UNREAD
         if self._id == _UNREAD:
             self._id = self._read_id(derive)
-        return self._id
+        if self._id == _NONE_YET and make and not self.readonly:
+            self._id = self._make_id(os.urandom(16).hex())
+        return None if self._id == _NONE_YET else self._id
 
-    def _read_id(self, derive: Callable[[], str | None] | None) -> str | None:
+    def has_no_id(self) -> bool:
+        """Whether this ledger has no id (yet), as :meth:`ledger_id` last
+        found: ``ledger-id`` missing and nothing taken back from its
+        snapshots; a snapshot naming an id is then another ledger's.
+        ``False`` when the file is there but cannot be read."""
+        return self._id == _NONE_YET
+
+    def _id_key(self, st: os.stat_result | None) -> tuple[int, ...] | None:
+        return None if st is None else (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size, st.st_mode)
+
+    def _id_changed(self) -> bool:
+        """Whether ``ledger-id`` is not the file :meth:`ledger_id` read
+        (another inode, change time, size or kind; made, or gone)."""
+        try:
+            st: os.stat_result | None = os.stat(ID_NAME, dir_fd=self.dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        except OSError:
+            return False
+        return self._id_key(st) != self._id_seen
+
+    def _seen(self) -> None:
+        """Remember which ``ledger-id`` (if any) was read (:meth:`_id_changed`)."""
+        try:
+            self._id_seen = self._id_key(os.stat(ID_NAME, dir_fd=self.dirfd, follow_symlinks=False))
+        except OSError:
+            self._id_seen = None
+
+    def _read_id(self, derive: Callable[[], dict[str, list[str]]] | None) -> str | None:
         display = self.file(ID_NAME)
+        self._seen()
         try:
             fd = open_private_file(self.dirfd, ID_NAME, display, os.O_RDONLY, create=False,
                                    readonly=self.readonly)
         except FileNotFoundError:
-            found = derive() if derive is not None else None
-            return found if self.readonly else self._make_id(found or os.urandom(16).hex())
+            return self._take_back(derive)
         except OSError as exc:  # (UnsafeLedgerPath too: a symlink, a directory, another owner)
-            log.warning("cannot read %s (%s): snapshots that name a ledger do not vouch for its lines",
-                        display, getattr(exc, "reason", None) or exc.strerror or exc)
+            why = getattr(exc, "reason", None) or exc.strerror or exc
+            if self.readonly and getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
+                # A reader the owner let see the ledger, not its 0600 id: its snapshots
+                # vouch for no line in this reading; nothing for it to fix.
+                log.debug("cannot read %s (%s): snapshots that name a ledger do not vouch for its "
+                          "lines", display, why)
+            else:
+                log.warning("cannot read %s (%s): snapshots that name a ledger do not vouch for its "
+                            "lines; %s", display, why, _ID_REMEDY)
             return None
         try:
             text = os.read(fd, 64)
         except OSError as exc:
-            log.warning("cannot read %s (%s): snapshots that name a ledger do not vouch for its lines",
-                        display, exc.strerror or exc)
+            log.warning("cannot read %s (%s): snapshots that name a ledger do not vouch for its lines; %s",
+                        display, exc.strerror or exc, _ID_REMEDY)
             return None
         finally:
             os.close(fd)
         got = text.decode("ascii", "replace").strip()
         if LEDGER_ID.match(got) is None:
-            log.warning("%s does not hold a ledger id (32 hex digits): snapshots that name a ledger do "
-                        "not vouch for its lines", display)
+            log.warning("%s does not hold a ledger id (32 hex digits, lowercase): snapshots that name a "
+                        "ledger do not vouch for its lines; %s", display, _ID_REMEDY)
             return None
         return got
+
+    def _take_back(self, derive: Callable[[], dict[str, list[str]]] | None) -> str | None:
+        """The id of a ledger whose ``ledger-id`` is missing (see
+        :meth:`ledger_id`): the one id its snapshots carry, else
+        ``_NONE_YET``; when they name more than one, a new one (a writer)."""
+        named = derive() if derive is not None else {}
+        if len(named) == 1:
+            value = next(iter(named))
+            return value if self.readonly else self._make_id(value)
+        if not named:
+            return _NONE_YET
+        files = "; ".join(f"{', '.join(paths)} name {ident}" for ident, paths in sorted(named.items()))
+        log.warning("%s is missing and the snapshots that match the log name different ledgers (%s): "
+                    "none of them is taken as this ledger's (one was copied from another ledger), so "
+                    "none vouches for a line or is loaded; %s", self.file(ID_NAME), files,
+                    "the next writer makes a new id" if self.readonly else "a new id is made")
+        return _NONE_YET if self.readonly else self._make_id(os.urandom(16).hex())
 
     def _make_id(self, value: str) -> str | None:
         """Link a file holding ``value`` in as ``ledger-id`` (see
@@ -1131,6 +1207,7 @@ class Store:
                 except FileExistsError:
                     return self._read_id(None)  # another process's, linked first
                 os.fsync(self.dirfd)
+                self._seen()
                 return value
             finally:
                 os.close(fd)
@@ -1165,6 +1242,7 @@ class Store:
                 os.close(fd)
             os.rename(tmp, ID_NAME, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd)
             os.fsync(self.dirfd)
+            self._seen()
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=self.dirfd)

@@ -1038,9 +1038,13 @@ def test_a_middle_line_altered_at_a_snapshots_seq_is_named_once_and_first(tmp_pa
 
 def _two_ledgers(tmp_path: Path) -> tuple[Path, Path, str]:
     """Two ledgers made apart, 5 live holders each (other names, other paths), a
-    snapshot at seq 5 in the other one only. Returns both and the snapshot's name."""
+    snapshot at seq 5 in the other one only (mine has its id: made with a snapshot,
+    since removed). Returns both and the snapshot's name."""
     mine, other = tmp_path / "mine", tmp_path / "other"
     _live(mine, 5)
+    with Ledger.open(mine) as led:
+        led.snapshot()
+    (mine / "snapshots" / _snap_name(5)).unlink()
     with Ledger.open(other) as led:
         for i in range(5):
             led.register(f"o{i}", [W(f"/o/{i}")])
