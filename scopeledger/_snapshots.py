@@ -17,14 +17,33 @@ A snapshot naming another ledger than this one (a file copied from
 another ledger directory) is that ledger's, whatever else checks out: it
 is never loaded (skipped with a warning, as any that does not match),
 vouches for no line and proves no seq of this log; ``verify`` names it (a
-snapshot of another ledger: both ids) and ``repair`` sets it aside. One
-without ``ledger`` (an older scopeledger's) is judged as before. When the
-ledger's own id cannot be read (``Store.ledger_id``: a file that is not a
-private regular file, or does not hold an id) a snapshot naming a ledger
-is loaded as before but vouches for no line (``verify`` names no line on
-its word). A ledger whose ``ledger-id`` is missing takes the id its own
-newest snapshot carries, one whose hash is the log's line at its seq
-(:func:`carried_id`), else a new one. PostgreSQL keeps no ledger id: its
+snapshot of another ledger: both ids, or ``this ledger has none yet``) and
+``repair`` sets it aside. One without ``ledger`` (an older scopeledger's)
+is judged as before.
+
+The id is made with the ledger's first snapshot (``Store.ledger_id``), so
+copies of an empty ledger (``ledger init`` once, then copied) differ. A
+copy of a ledger that has its id is the same ledger up to the copy: a
+snapshot copied between two such copies after they diverged names the
+same id: the id cannot tell them apart, and it is judged as before the
+id (never loaded when it does not match the log; but ``verify`` may name
+a line altered on its word, and a repair cut lines, kept under ``cut/``).
+
+A ledger without an id yet (no ``ledger-id``, nothing taken back) calls
+every snapshot naming one another ledger's. A ledger whose ``ledger-id``
+is missing takes back the id its own snapshots carry, those whose hash is
+the log's line at their seq (:func:`carried_ids`), when they all name one;
+when they name more (one was copied from another ledger and made to match
+the log), none is trusted: a warning names the files, a writer makes a new
+id and every one of them is then another ledger's (the log is what
+counts; a repair sets them aside). A single snapshot forged to match the
+log, with the file missing and no snapshot of the ledger's own left, is
+taken for the ledger's own: the id tells copies apart, it does not
+authenticate. When the ledger's own id cannot be read (a file that is not
+a private regular file, or does not hold an id: a warning that says to
+remove it; a reader the owner let in refused the 0600 file: no warning) a
+snapshot naming a ledger is loaded as before but vouches for no line
+(``verify`` names no line on its word). PostgreSQL keeps no ledger id: its
 snapshots are rows of the ledger's own schema, written only by the
 ledger's role through this code, not files that a copy puts in place.
 

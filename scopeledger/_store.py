@@ -9,11 +9,12 @@ Layout of a ledger directory (mode 0700, every file 0600)::
     lock                  made by earlier versions (the lock was a file of its
                           own, and deleting it let two writers in); unused
     ledger-id             this ledger's identity: 32 hex digits (128 random
-                          bits) and a newline, made with the ledger (or by
-                          the first writer of an older ledger without it);
-                          every snapshot written here carries it (see
-                          _snapshots), so that one copied from another
-                          ledger is told apart; a copy of the ledger keeps it
+                          bits) and a newline, made with the ledger's first
+                          snapshot (not by ``ledger init``: copies of an
+                          empty ledger get ids of their own); every snapshot
+                          written here carries it (see _snapshots), so that
+                          one copied from another ledger is told apart; a
+                          copy of the ledger keeps it (see Store.ledger_id)
     snapshots/            snap-<seq:016d>.json checkpoints (see _snapshots)
     torn/                 fragments of torn last lines, set aside
     cut/                  what ``Ledger.repair`` cut off the log: one directory
