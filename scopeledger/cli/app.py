@@ -65,7 +65,8 @@ SUMMARIES = {
                 'liveness cannot be decided are kept, each with the reason.'),
     'release': ("Release holder NAME by hand (an operator's tool: normally its process or 'ledger run' releases "
                 'it). Its children are re-parented. With --force --reason TEXT, the release records the reason '
-                "and who forced it; the holder's fencing check turns false."),
+                "and who forced it; the holder's fencing check turns false. --note TEXT records a note on any "
+                'release.'),
     'renew': ("Renew the lease of holder NAME (granted with a ttl, as 'ledger run --ttl' does): it lasts its "
               "ttl again from now, on the ledger's clock (on PostgreSQL the server's; in a directory this host's "
               'boot-time clock). Exit 6 when that grant is gone or its lease had already expired (its reclaim is '
