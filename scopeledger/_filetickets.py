@@ -14,17 +14,26 @@ thread waits closes its copies of the ticket's descriptor (the lock belongs
 to the open file description it shares), so the ticket dies with the
 waiter's process, not with the child.
 
-**Waking.** One inotify instance watches the log (``IN_MODIFY`` on
-``events.jsonl``), another the queue (``IN_DELETE``, ``IN_MOVED_FROM``, and
-``IN_CLOSE_WRITE``: a dead waiter's descriptors closing): a waiter standing
-behind an earlier one polls only the queue's, so appends to the log do not
-wake it (8 waiters on 2 cores woken together delayed the one that
-mattered). Without inotify (no more instances: ``fs.inotify.max_user_instances``)
-or on a network file system (other hosts' appends make no inotify event
-here), a waiter looks every :data:`POLL_SECONDS` instead. Closing an inotify
-instance costs milliseconds (the kernel waits for a grace period), so a
-waiter that is done gives its watch back (:meth:`FileTickets.done`) and the
-next waiter takes it; :meth:`FileTickets.close` closes those kept.
+**Waking.** One inotify instance per process and ledger object (:class:`Hub`)
+watches the log (``IN_MODIFY`` on ``events.jsonl``) and the queue
+(``IN_DELETE``, ``IN_MOVED_FROM``, and ``IN_CLOSE_WRITE``: a dead waiter's
+descriptors closing), read by one thread while waiters are registered, which
+wakes each waiter (an ``eventfd`` of its own, :class:`HubWatch`) only for
+what can let it on, as it said after its last look (``follow``): a waiter
+standing behind an earlier one for that ticket leaving, a waiter with
+holders in its way for the log growing. So a hand-off wakes one waiter, not
+every waiter of the process (a fresh tester's finding: with a watch of its
+own each, every ticket leaving woke all N, and under ``AsyncLedger`` each
+wake took its descriptors off the loop and put them back: a queue of N
+cost O(N**2); and past 64 waiters the per-user limit of 128 instances made
+the rest poll). Without inotify (no instance left:
+``fs.inotify.max_user_instances``) or on a network file system (other hosts'
+appends make no inotify event here), a waiter looks every
+:data:`POLL_SECONDS` instead. Closing an inotify instance costs
+milliseconds (the kernel waits for a grace period), so the hub's is closed
+with the store (:meth:`FileTickets.close`), in a thread of its own.
+:meth:`FileTickets.follower` (``Ledger.watch_grant``) has a watch of its own
+(:class:`FileWatch`).
 
 Sources: the ticket lock, and the "lock" recipe of ZooKeeper and etcd (a
 waiter queues by a sequence number and watches its predecessor), with a
@@ -33,12 +42,14 @@ file lock standing for the session.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import os
+import select
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 from ._errors import InvalidScope, LedgerIOError, ReadOnlyLedger
 from ._logstore import RECHECK_SECONDS, Queued
@@ -53,9 +64,6 @@ QUEUE_DIR = "waiters"
 #: Without inotify, or on a network file system, a waiter looks this often
 #: (seconds).
 POLL_SECONDS = 0.01
-
-#: At most this many watches kept for the next waiter, per ledger opened.
-POOL = 8
 
 _O = os.O_CLOEXEC | os.O_NOFOLLOW
 
@@ -106,7 +114,7 @@ class FileTickets:
         self._store = store
         self.dir = os.path.join(store.path, QUEUE_DIR)
         self._log_path = store.log_path
-        self._pool: list[FileWatch] = []
+        self._hub: Hub | None = None
 
     def _make_dir(self) -> None:
         """``waiters/``, made 0700 if need be.
@@ -244,14 +252,15 @@ class FileTickets:
         out.sort(key=lambda x: x[0])
         return out
 
-    def earlier(self, before: int | None) -> list[Queued]:
+    def earlier(self, before: int | None) -> Iterator[Queued]:
         """The tickets numbered below ``before`` (``None``: all), nearest
-        first: ``(number, (name, inode, ctime ns), entry)``. The key tells
-        a ticket from an earlier one of the same number: numbers start at 1
-        again once the queue is empty, and the file system may give the new
-        file the inode the last one freed at once (ext4 does), but not the
-        same change time (the link that named it)."""
-        out: list[Queued] = []
+        first: ``(number, (name, inode, ctime ns), entry)``, each looked at
+        (``stat``) only when the reader gets to it (a waiter reads on only
+        to the nearest it stands back for: one in a queue of hundreds). The
+        key tells a ticket from an earlier one of the same number: numbers
+        start at 1 again once the queue is empty, and the file system may
+        give the new file the inode the last one freed at once (ext4 does),
+        but not the same change time (the link that named it)."""
         for number, entry in reversed(self._numbers()):
             if before is not None and number >= before:
                 continue
@@ -259,8 +268,7 @@ class FileTickets:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue  # (gone since the listing: it left)
-            out.append((number, (entry.name, st.st_ino, st.st_ctime_ns), entry))
-        return out
+            yield number, (entry.name, st.st_ino, st.st_ctime_ns), entry
 
     @staticmethod
     def read(entry: Any) -> bytes | None:
@@ -306,28 +314,18 @@ class FileTickets:
         gone means another process holds the file locked: not dead."""
         return False
 
-    def watch(self, ticket: Any) -> "FileWatch":
-        """A watch of the log (and, for a ticket, of the queue) from those
-        kept, or a new one."""
-        queue = ticket is not None
-        pool = self._pool
-        while pool:
-            try:
-                w = pool.pop()
-            except IndexError:
-                break
-            if (w.queue_watch is not None) == queue and w.pid == os.getpid():
-                w.changes()  # what happened before this waiter came is not its news
-                return w
-            w.close()
-        return FileWatch(self._log_path, self.dir if queue else None, self._store.network_fs is not None)
+    def watch(self, ticket: Any) -> "HubWatch":
+        """What wakes the waiter holding ``ticket`` (``None``: a follower
+        of the log): a watch on this process's :class:`Hub` of this queue
+        (one inotify instance for all its waiters), made at the first."""
+        hub = self._hub
+        if hub is None or hub.pid != os.getpid():
+            hub = self._hub = Hub(self._log_path, self.dir, self._store.network_fs is not None)
+        return hub.watch(ticket is not None)
 
     def done(self, watch: Any) -> None:
-        """Keep ``watch`` for the next waiter (at most :data:`POOL`), or close it."""
-        if watch.log_watch is not None and len(self._pool) < POOL and watch.pid == os.getpid():
-            self._pool.append(watch)
-        else:
-            watch.close()
+        """``watch`` is not used any more: it stops being woken."""
+        watch.close()
 
     def follower(self) -> "FileWatch":
         """A watch of the log alone, of the caller's own (never one kept for
@@ -336,11 +334,11 @@ class FileTickets:
         return FileWatch(self._log_path, None, self._store.network_fs is not None)
 
     def close(self) -> None:
-        """Close the watches kept: their inotify instances count against a
+        """Close this process's hub: its inotify instance counts against a
         per-user limit (``fs.inotify.max_user_instances``, 128 by default)."""
-        pool, self._pool = self._pool, []
-        for w in pool:
-            w.close()
+        hub, self._hub = self._hub, None
+        if hub is not None and hub.pid == os.getpid():
+            hub.close()
 
 
 def _inotify(path: str, mask: int) -> Any:
@@ -428,3 +426,244 @@ class FileWatch:
 def _close_all(inos: list[Any]) -> None:
     for ino in inos:
         ino.close()
+
+
+class Hub:
+    """What wakes this process's waiters on one ledger directory: one inotify
+    instance, on the log (``IN_MODIFY``) and on the queue (the ticket events
+    :class:`FileWatch` watches), read by one thread (``scopeledger-waiters``,
+    running while a waiter is registered), which wakes only the waiters the
+    change can let on (each a :class:`HubWatch`: an ``eventfd`` of its own):
+    those that watch the log when it grew, and the waiter standing behind a
+    ticket when that ticket left. So a hand-off wakes one waiter, not every
+    waiter of the process, and a thousand waiters take one inotify instance,
+    not two each from a per-user limit of 128 (past which they polled every
+    :data:`POLL_SECONDS`). Without inotify (a network file system, no
+    instance left) nothing is read and each waiter looks every
+    :data:`POLL_SECONDS`."""
+
+    def __init__(self, log_path: str, queue_dir: str, network: bool) -> None:
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._queue_dir = queue_dir
+        self.ino: Any = None
+        self._log_wd = self._queue_wd = -2
+        self._thread: threading.Thread | None = None
+        self._ctl = -1
+        #: Waiters woken by the log growing; by ticket N leaving; by any ticket leaving.
+        self._log: set[HubWatch] = set()
+        self._behind: dict[int, set[HubWatch]] = {}
+        self._any: set[HubWatch] = set()
+        self._count = 0
+        if not network:
+            try:
+                with first_use:
+                    from inotify_simple import INotify
+
+                self.ino = INotify(nonblocking=True)
+                self._log_wd = self.ino.add_watch(log_path, IN_MODIFY)
+                self._ctl = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            except (OSError, ImportError, AttributeError) as exc:
+                log.debug("waiting without inotify (looking every %gs): %s", POLL_SECONDS, exc)
+                self._close_ino()
+        #: The longest sleep between two looks, seconds.
+        self.period = RECHECK_SECONDS if self.ino is not None else POLL_SECONDS
+
+    def _close_ino(self) -> None:
+        ino, self.ino = self.ino, None
+        if self._ctl >= 0:
+            os.close(self._ctl)
+            self._ctl = -1
+        if ino is not None:  # (closing one waits for the kernel: never on a caller's thread)
+            threading.Thread(target=_close_all, args=([ino],), name="scopeledger-inotify-close", daemon=True).start()
+
+    def watch(self, queue: bool) -> "HubWatch":
+        """A waiter's watch: woken by everything (the log, and with
+        ``queue`` every ticket leaving) until its first :meth:`HubWatch.follow`."""
+        w = HubWatch(self)
+        with self._lock:
+            if self.ino is not None and queue and self._queue_wd == -2:
+                try:  # (the queue's directory exists once a ticket joined)
+                    self._queue_wd = self.ino.add_watch(self._queue_dir, IN_DELETE | IN_CLOSE_WRITE | IN_MOVED_FROM)
+                except OSError as exc:
+                    log.debug("waiting without inotify (looking every %gs): %s", POLL_SECONDS, exc)
+                    self._queue_wd = -1
+                    self.period = POLL_SECONDS
+            self._set(w, True, None, queue)
+            self._count += 1
+            if self.ino is not None and self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="scopeledger-waiters", daemon=True)
+                self._thread.start()
+        return w
+
+    def _set(self, w: "HubWatch", log_too: bool, behind: int | None, any_ticket: bool) -> None:
+        """Under the lock: what wakes ``w`` from now on."""
+        self._unset(w)
+        w.interest = (log_too, behind, any_ticket)
+        if log_too:
+            self._log.add(w)
+        if behind is not None:
+            self._behind.setdefault(behind, set()).add(w)
+        if any_ticket:
+            self._any.add(w)
+
+    def _unset(self, w: "HubWatch") -> None:
+        self._log.discard(w)
+        self._any.discard(w)
+        behind = w.interest[1]
+        if behind is not None:
+            ws = self._behind.get(behind)
+            if ws is not None:
+                ws.discard(w)
+                if not ws:
+                    del self._behind[behind]
+
+    def follow(self, w: "HubWatch", log_too: bool, behind: int | None) -> bool:
+        interest = (log_too, behind, not log_too and behind is None)
+        with self._lock:
+            if w.interest == interest or w.closed:
+                return False
+            self._set(w, *interest)
+        return True
+
+    def drop(self, w: "HubWatch") -> None:
+        with self._lock:
+            if w.closed:
+                return
+            w.closed = True
+            self._unset(w)
+            self._count -= 1
+            if not self._count and self._ctl >= 0:
+                os.eventfd_write(self._ctl, 1)  # (the thread ends)
+
+    def _run(self) -> None:
+        ino, ctl = self.ino, self._ctl
+        p = select.poll()
+        p.register(ino.fileno(), select.POLLIN)
+        p.register(ctl, select.POLLIN)
+        while True:
+            try:
+                p.poll()
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(ctl)
+                events = ino.read(timeout=0)
+            except (OSError, ValueError):
+                events = None  # (closed meanwhile: the waiters look, and the thread ends below)
+            with self._lock:
+                if events:
+                    self._dispatch(events)
+                elif events is None:
+                    for w in self._log | self._any | {x for ws in self._behind.values() for x in ws}:
+                        w.tell(False, None)
+                if not self._count or self.ino is not ino:
+                    self._thread = None
+                    return
+
+    def _dispatch(self, events: Any) -> None:
+        """Under the lock: wake the waiters ``events`` may let on."""
+        grew = False
+        left: list[int] = []
+        lost = False
+        for ev in events:
+            if ev.mask & IN_Q_OVERFLOW:
+                lost = True
+            elif ev.wd == self._log_wd:
+                grew = True
+            elif ev.wd == self._queue_wd and ev.name.isdigit():
+                left.append(int(ev.name))
+        if lost:  # events were lost: one that mattered may be among them
+            for w in self._log | self._any | {x for ws in self._behind.values() for x in ws}:
+                w.tell(False, None)
+            return
+        if grew:
+            for w in self._log:
+                w.tell(True, [])
+        if left:
+            for w in self._any:
+                w.tell(False, left)
+            for n in left:
+                for w in self._behind.get(n, ()):
+                    w.tell(False, [n])
+
+    def close(self) -> None:
+        """Close the inotify instance (its thread ends; waiters still
+        registered look every :data:`POLL_SECONDS`)."""
+        with self._lock:
+            ctl = self._ctl
+            self._ctl = -1
+            ino, self.ino = self.ino, None
+            self.period = POLL_SECONDS
+            if ctl >= 0:
+                os.eventfd_write(ctl, 1)
+        # The thread owns nothing but may be in poll() on these: close them
+        # once it has ended (in a thread of its own: never on a caller's).
+        thread = self._thread
+        if ino is not None or ctl >= 0:
+            threading.Thread(target=_close_after, args=(thread, ino, ctl), name="scopeledger-inotify-close",
+                             daemon=True).start()
+
+
+def _close_after(thread: threading.Thread | None, ino: Any, ctl: int) -> None:
+    if thread is not None:
+        thread.join()
+    if ctl >= 0:
+        os.close(ctl)
+    if ino is not None:
+        ino.close()
+
+
+class HubWatch:
+    """One waiter's :class:`~scopeledger._logstore.Wakeup` on a
+    :class:`Hub`: an ``eventfd`` the hub's thread writes when a change may
+    let this waiter on (what :meth:`follow` last named), and what it was."""
+
+    __slots__ = ("hub", "efd", "interest", "closed", "pid", "_grew", "_left", "__weakref__")
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.pid = hub.pid
+        self.efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) if hub.ino is not None else -1
+        self.interest: tuple[bool, int | None, bool] = (False, None, False)
+        self.closed = False
+        self._grew = False
+        self._left: list[int] | None = []
+
+    @property
+    def period(self) -> float:
+        return self.hub.period
+
+    def tell(self, grew: bool, left: list[int] | None) -> None:
+        """Under the hub's lock: a change (``left`` ``None``: unknown)."""
+        self._grew = self._grew or grew
+        if left is None or self._left is None:
+            self._left = None
+        else:
+            self._left.extend(left)
+        if self.efd >= 0:
+            os.eventfd_write(self.efd, 1)
+
+    def fds(self, log_too: bool) -> list[int]:
+        return [self.efd] if self.efd >= 0 and self.hub.ino is not None else []
+
+    def changes(self) -> tuple[bool, list[int] | None]:
+        if self.efd >= 0:
+            with contextlib.suppress(OSError):
+                os.eventfd_read(self.efd)
+        with self.hub._lock:
+            grew, left = self._grew, self._left
+            self._grew, self._left = False, []
+        return grew, left
+
+    def follow(self, log_too: bool, behind: int | None) -> bool:
+        """Be woken by the log growing (``log_too``) and ticket ``behind``
+        leaving (with neither: any ticket leaving). Whether that changed."""
+        if self.pid != os.getpid():
+            return False
+        return self.hub.follow(self, log_too, behind)
+
+    def close(self) -> None:
+        if self.pid == os.getpid():
+            self.hub.drop(self)
+        efd, self.efd = self.efd, -1
+        if efd >= 0:
+            os.close(efd)

@@ -332,9 +332,9 @@ class Tickets(Protocol):
         and joins again, behind everyone who joined meanwhile."""
         ...
 
-    def earlier(self, before: int | None) -> list[Queued]:
+    def earlier(self, before: int | None) -> Iterable[Queued]:
         """The tickets numbered below ``before`` (``None``: all), nearest
-        first. Dead ones may be among them (:meth:`alive` tells).
+        first (a list, or read as it is iterated). Dead ones may be among them (:meth:`alive` tells).
 
         Raises:
             LedgerError: the store could not be read.

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -618,12 +619,18 @@ def test_a_waiter_looks_again_when_the_queues_inotify_events_were_lost(ledger, t
     tickets = ledger._log.tickets()
     tickets._make_dir()
     w = Watch(ledger, Queue(tickets), object())  # (a ticket: the queue is watched too)
-    if w.source.queue_watch is None:
+    hub = w.source.hub
+    if hub.ino is None:
         pytest.skip("no inotify here")
     try:
         w.arm((), log_too=False, behind=1)  # ticket 2 standing back for ticket 1: only ticket 1 matters
-        for i in range(limit + 10):  # names that are not tickets: each alone does not matter
-            open(os.path.join(tickets.dir, f"x{i}"), "wb").close()
+        w.source.follow(False, 1)
+        # The process's one inotify instance is read by the hub's thread: held
+        # off (it blocks on the hub's lock), it lets the kernel's queue overflow.
+        with hub._lock:
+            for i in range(limit + 10):  # names that are not tickets: each alone does not matter
+                open(os.path.join(tickets.dir, f"x{i}"), "wb").close()
+        assert select.select(w.fds(), [], [], 60)[0], "the waiter was woken"
         assert w.drain(mine=2) is True
     finally:
         w.close()
@@ -640,10 +647,10 @@ def _inotify_fds():
     return out
 
 
-def test_closing_a_ledger_closes_the_watches_it_kept_for_the_next_wait(ledger_dir, tmp_path):
-    """A waiter's inotify instances are kept for the next wait of the same
-    ledger object (up to POOL watches, two instances each, from a per-user
-    limit of 128 by default); closing the ledger closes them."""
+def test_closing_a_ledger_closes_the_inotify_instance_its_waiters_share(ledger_dir, tmp_path):
+    """A ledger object's waiters in one process share one inotify instance
+    (``_filetickets.Hub``: from a per-user limit of 128 by default), kept
+    for the next wait; closing the ledger closes it."""
     src = str(tmp_path / "src")
     before = _inotify_fds()
     led = Ledger.open(ledger_dir)
@@ -654,11 +661,12 @@ def test_closing_a_ledger_closes_the_watches_it_kept_for_the_next_wait(ledger_di
         kept = _inotify_fds() - before
         if not kept:
             pytest.skip("no inotify here: nothing is kept")
-        pool = led._log.tickets()._pool
-        assert pool
+        assert len(kept) == 1
+        with pytest.raises(WaitTimeout):
+            led.register("w", [W(src)], wait=0.1)
+        assert _inotify_fds() - before == kept  # (the same one)
         led.close()
-        assert not led._log.tickets()._pool
-        until(lambda: not (kept & _inotify_fds()), "the kept inotify instances closed")
+        until(lambda: not (kept & _inotify_fds()), "the kept inotify instance closed")
     finally:
         finish(h)
 
