@@ -72,7 +72,11 @@ are granted past it, and waiters for other scopes do not stand back.
 **Waking.** A waiter sleeps until the log grows, a ticket leaves the queue
 (or its waiter dies, where that makes an event), or the process of a holder
 in the way exits (a pidfd, for holders on this host and in this PID
-namespace), or of the waiter it stands behind (the same); and at least
+namespace), or of the waiter it stands behind (the same), or the lease of
+a holder in the way may be reclaimed (its ttl + grace since its last
+renewal, on the boot-time clock of the boot that renewed it:
+:func:`lease_until`; a fresh tester's finding: it waited for its next
+periodic look, up to a second late); and at least
 every :data:`RECHECK_SECONDS`, for what none of these shows (a holder in
 another PID namespace that died, a waiter of another host or PID namespace
 killed on a server, a clock). On a directory: inotify (``scopeledger._filetickets``;
@@ -174,8 +178,8 @@ from ._errors import (DelegationError, Refused, ScopeConflict, StoreUnavailable,
                       format_chain)
 from ._fold import Allocation
 from ._logstore import RECHECK_SECONDS, Ticket, Tickets, Wakeup
-from ._identity import Liveness, Verdict
-from ._process import boot_id, pid_namespace, zombie_parent
+from ._identity import Liveness, Verdict, lease_grace_ns
+from ._process import boot_id, boottime_ns, pid_namespace, zombie_parent
 from ._rules import Permission, ScopeRule, check_name, conflicts, rule_from_log
 from ._imports import first_use
 
@@ -261,7 +265,7 @@ class Grace:
         gone = {p for p, _, _ in self.standing.values()}
         return Blocked(None, out.in_the_way or tuple(self.standing), grace_words(name, ppid),
                        tuple(p for p in out.pids if p not in gone), None,
-                       min(e for _, _, e in self.standing.values()))
+                       min(e for _, _, e in self.standing.values()), out.lease_until)
 
 
 def grace_words(name: str, ppid: int) -> str:
@@ -511,16 +515,19 @@ class Blocked:
     back for an exited holder's parent: ``until``, the grace's end,
     ``time.monotonic``), who is in the way, and pids to watch."""
 
-    __slots__ = ("refusal", "in_the_way", "reason", "pids", "behind", "until")
+    __slots__ = ("refusal", "in_the_way", "reason", "pids", "behind", "until", "lease_until")
 
     def __init__(self, refusal: Refused | None, in_the_way: tuple[str, ...], reason: str, pids: tuple[int, ...],
-                 behind: int | None = None, until: float | None = None) -> None:
+                 behind: int | None = None, until: float | None = None, lease_until: float | None = None) -> None:
         self.refusal = refusal
         self.in_the_way = in_the_way
         self.reason = reason
         self.pids = pids
         self.behind = behind
         self.until = until
+        #: When the earliest lease of the holders in the way may be reclaimed
+        #: (``time.monotonic``; ``None``: none known): the sleep's bound.
+        self.lease_until = lease_until
 
     @property
     def by_holders(self) -> bool:
@@ -618,6 +625,50 @@ def _held_text(held: list[tuple[tuple[str, ...], ScopeRule]]) -> str:
                      for chain, rule in held)
 
 
+#: A lease found past its end by this process's clock whose holder was
+#: still in the way (it ran out between the decision and the look at the
+#: clock, or a server appended its renewal a moment after its holder read
+#: its clock) is looked at again this often, for at most
+#: :data:`LEASE_LATE_SECONDS` past that end; then only the periodic look.
+LEASE_RETRY_SECONDS = 0.01
+LEASE_LATE_SECONDS = 1.0
+
+
+def lease_until(ledger: Any, names: tuple[str, ...], me: Any) -> float | None:
+    """When the first lease of holders ``names`` (in a waiter's way) may be
+    reclaimed, ``time.monotonic`` seconds, by the rule of ``_lease``
+    (ttl + grace after its last renewal, ``CLOCK_BOOTTIME`` of the boot
+    that renewed it); ``None`` when none of them has a lease this process
+    can time: one renewed on another host or boot (on a directory it is
+    never reclaimed from here; on PostgreSQL, judged by the server's clock,
+    the periodic look stands in). Early rather than late: on PostgreSQL the
+    server appends a renewal after its holder read its clock, so the
+    server's end comes a moment after this one (the waiter then looks
+    again every :data:`LEASE_RETRY_SECONDS`, for :data:`LEASE_LATE_SECONDS`)."""
+    best: float | None = None
+    now_boot: int | None = None
+    for n in names:
+        try:
+            lease = ledger.holder(n).lease
+        except UnknownHolder:
+            continue
+        if lease is None or lease.boot_ns is None or lease.boot is None or lease.boot != me.boot:
+            continue
+        if lease.host is not None and me.host is not None and lease.host != me.host:
+            continue
+        if now_boot is None:
+            now_boot = boottime_ns()
+            now = time.monotonic()
+            if now_boot is None:
+                return None
+        left = (lease.boot_ns + lease.ttl_ns + lease_grace_ns(lease.ttl_ns) - now_boot) / 1e9
+        if left < -LEASE_LATE_SECONDS:
+            continue
+        at = now + max(left + 0.001, LEASE_RETRY_SECONDS)  # (expired only past its end: a moment after)
+        best = at if best is None else min(best, at)
+    return best
+
+
 def blocked_by(ledger: Any, err: Refused, me: Any, req: "Request | None" = None) -> Blocked:
     """Why a waiting request refused by ``err`` waits: the refusal, and
     every holder in its way (the refusal names the first conflict met; the
@@ -636,7 +687,7 @@ def blocked_by(ledger: Any, err: Refused, me: Any, req: "Request | None" = None)
                 seen.update(chain)
             names = tuple(more)
             reason += "; also in the way: " + _held_text(others)
-    return Blocked(err, names, reason, _local_pids(ledger, names, me))
+    return Blocked(err, names, reason, _local_pids(ledger, names, me), lease_until=lease_until(ledger, names, me))
 
 
 def behind(waiters: list[Waiter]) -> Blocked:
@@ -1030,6 +1081,8 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
                         raise timed_out(req, last)
                     if out.until is not None:  # (standing back for an exited holder's parent: until the grace ends)
                         remaining = min(remaining, max(0.0, out.until - time.monotonic()))
+                    if out.lease_until is not None:  # (a lease in the way: until it may be reclaimed)
+                        remaining = min(remaining, max(0.0, out.lease_until - time.monotonic()))
                     yield Sleep(watch, remaining, place.ticket.number if place.ticket is not None else None)
                 except StoreUnavailable as exc:
                     # Nothing was recorded: look again once the server answers

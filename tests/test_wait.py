@@ -1050,3 +1050,57 @@ def test_a_ticket_numbered_as_one_that_left_is_not_taken_for_it(tmp_path):
             tickets.leave(second)
     finally:
         led.close()
+
+
+def test_a_waiter_behind_a_lapsed_lease_wakes_at_its_end_not_at_the_periodic_look(ledger_dir, tmp_path,
+                                                                                   monkeypatch):
+    """A fresh tester's finding: a waiter whose way a leased holder blocks
+    (nothing in the log changes, no process to watch) was granted only at
+    its next periodic look, up to RECHECK_SECONDS after the lease could be
+    reclaimed (ttl + grace). Its sleep is now bounded by that end: with the
+    periodic look made an hour, the waiter still gets the scope, by the
+    lease's reclaim, and each sleep it planned while the lease ran ended
+    no later than the lease's end (not measured: planned)."""
+    import scopeledger._filetickets as filetickets
+    import scopeledger._wait as wait_mod
+    from scopeledger._identity import lease_grace_ns
+    from scopeledger._process import boottime_ns
+
+    monkeypatch.setattr(filetickets, "RECHECK_SECONDS", 3600.0)
+    monkeypatch.setattr(wait_mod, "RECHECK_SECONDS", 3600.0)
+    planned = []  # (when a sleep was planned, when it ends), ns by the boot-time clock
+    real_init = wait_mod.Sleep.__init__
+
+    def init(self, watch, seconds, mine):
+        real_init(self, watch, seconds, mine)
+        now = boottime_ns()
+        planned.append((now, now + min(seconds, watch.period) * 1e9))
+
+    monkeypatch.setattr(wait_mod.Sleep, "__init__", init)
+    src = str(tmp_path / "src")
+    agent = Ledger.open(ledger_dir)
+    a = agent.register("agent", [W(src)], ttl=0.1, lease_only=True)
+    if a.lease is None or a.lease.boot_ns is None:
+        pytest.skip("no boot-time clock here")
+    ends = a.lease.boot_ns + a.lease.ttl_ns + lease_grace_ns(a.lease.ttl_ns)
+    led = Ledger.open(ledger_dir)
+    try:
+        probe = led._log.tickets().watch(None)
+        probe.close()
+        if probe.hub.ino is None:
+            pytest.skip("no inotify here: the waiter polls")
+        got = led.register("w", [W(src)], wait=BOUND)
+        assert got.name == "w"
+        reclaims = [e for e in events(led) if e["type"] == "reclaimed"]
+        assert len(reclaims) == 1 and "lease_expired" in str(reclaims[0]), reclaims
+        before = [(at, end) for at, end in planned if at < ends]
+        assert before, "the waiter slept while the lease ran"
+        # Each sleep planned while the lease ran ended at its end (+ the
+        # millisecond past it by which it is expired), or after the short
+        # retry when that end was closer than it.
+        retry = wait_mod.LEASE_RETRY_SECONDS * 1e9
+        late = [(end - max(ends + 1e6, at + retry)) / 1e9 for at, end in before]
+        assert all(x <= 0.001 for x in late), late
+    finally:
+        led.close()
+        agent.close()
