@@ -444,7 +444,10 @@ class Hub:
 
     def __init__(self, log_path: str, queue_dir: str, network: bool) -> None:
         self.pid = os.getpid()
-        self._lock = threading.Lock()
+        # Re-entrant: an exception raised between a 'with' block's end and its
+        # __exit__ (a tracer's can be: tests/test_signals_forks.py) leaves it
+        # held by the caller's thread, which must not stop that thread's next call.
+        self._lock = threading.RLock()
         self._queue_dir = queue_dir
         self.ino: Any = None
         self._log_wd = self._queue_wd = -2
@@ -492,8 +495,9 @@ class Hub:
             self._set(w, True, None, queue)
             self._count += 1
             if self.ino is not None and self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="scopeledger-waiters", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="scopeledger-waiters", daemon=True)
+                thread.start()
+                self._thread = thread
         return w
 
     def _set(self, w: "HubWatch", log_too: bool, behind: int | None, any_ticket: bool) -> None:
@@ -604,7 +608,7 @@ class Hub:
 
 
 def _close_after(thread: threading.Thread | None, ino: Any, ctl: int) -> None:
-    if thread is not None:
+    if thread is not None and thread.ident is not None:
         thread.join()
     if ctl >= 0:
         os.close(ctl)
