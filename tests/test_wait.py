@@ -628,7 +628,7 @@ def test_a_waiter_looks_again_when_the_queues_inotify_events_were_lost(ledger, t
         # The process's one inotify instance is read by the hub's thread: held
         # off (it blocks on the hub's lock), it lets the kernel's queue overflow.
         with hub._lock:
-            for i in range(limit + 10):  # names that are not tickets: each alone does not matter
+            for i in range(2 * limit + 10):  # (the thread may have read one queueful before it blocked)
                 open(os.path.join(tickets.dir, f"x{i}"), "wb").close()
         assert select.select(w.fds(), [], [], 60)[0], "the waiter was woken"
         assert w.drain(mine=2) is True
