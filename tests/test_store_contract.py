@@ -347,11 +347,11 @@ def test_the_waiters_queue_keeps_join_order_and_forgets_who_leaves_or_dies(make)
     if q is None:
         assert isinstance(st, MemoryStore)
         return
-    assert q is st.tickets() and q.earlier(None) == []
+    assert q is st.tickets() and list(q.earlier(None)) == []
     a, b, c = q.join(b'{"a": 1}'), q.join(b'{"b": 2}'), other.tickets().join(b'{"c": 3}')
     assert a.number < b.number < c.number
     seen = other.tickets()
-    listed = seen.earlier(None)
+    listed = list(seen.earlier(None))
     assert [n for n, _, _ in listed] == [c.number, b.number, a.number]
     assert [seen.read(h) for _, _, h in listed] == [b'{"c": 3}', b'{"b": 2}', b'{"a": 1}']
     assert all(seen.alive(h) for _, _, h in listed) and len({k for _, k, _ in listed}) == 3
@@ -372,7 +372,7 @@ def test_the_waiters_queue_keeps_join_order_and_forgets_who_leaves_or_dies(make)
     other.tickets().leave(c)
     q.leave(d)
     # (d was left by the other store: seen once the server has the leave, as b's above)
-    wait_for(lambda: seen.earlier(None) == [], BOUND, "d's leave seen")
+    wait_for(lambda: list(seen.earlier(None)) == [], BOUND, "d's leave seen")
     with pytest.raises(ReadOnlyLedger):
         make(readonly=True).tickets().join(b"{}")
 
