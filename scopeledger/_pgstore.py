@@ -198,6 +198,7 @@ from ._errors import (
 )
 from ._events import line_hash
 from ._logstore import RECHECK_SECONDS, Queued
+from ._process import ready
 
 log = logging.getLogger("scopeledger")
 
@@ -2875,7 +2876,7 @@ class PgSession:
         while self.lost is None:
             try:
                 fd = self._conn.pgconn.socket
-                readable, _, _ = select.select([fd, self._stop_r], [], [], period)
+                readable = ready([fd, self._stop_r], period)
             except (OSError, ValueError, psycopg.Error):
                 readable = []  # the connection is gone: renewing reconnects
             if self._stop_r in readable:

@@ -34,10 +34,12 @@ is ``UNKNOWN`` with the reason.
 
 from __future__ import annotations
 
+import math
 import os
+import select
 import signal
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from ._errors import shown
 from ._identity import Liveness, Probe, ProcessIdentity, Verdict
@@ -197,6 +199,25 @@ def _parse_stat(data: bytes, where: str) -> tuple[str, int | None, list[bytes]]:
 #: thread's exit status as ``waitpid`` gives it (``fields[49]`` of
 #: :func:`_parse_stat`).
 _EXIT_CODE_FIELD = 52
+
+
+def ready(fds: Sequence[int], timeout: float | None) -> list[int]:
+    """Which of the descriptors ``fds`` are readable, or hung up, within
+    ``timeout`` seconds (``None``: until one is; ``0``: now), by ``poll(2)``:
+    unlike ``select(2)`` it takes any descriptor number, also in a process
+    with more than 1024 files open (``select`` raised ``ValueError`` there: a
+    fresh tester's finding). A pidfd is readable once its process exited.
+    A descriptor that is not open counts as ready (``POLLNVAL``): its next
+    use says what is wrong.
+
+    Raises:
+        OSError: as ``poll(2)`` (not ``EINTR``: retried, PEP 475).
+    """
+    p = select.poll()
+    for fd in fds:
+        p.register(fd, select.POLLIN)
+    ms = None if timeout is None else math.ceil(max(0.0, timeout) * 1000)  # (never sooner than asked)
+    return [fd for fd, _ in p.poll(ms)]
 
 
 def zombie_status(pid: int, ticks: int) -> int | None:

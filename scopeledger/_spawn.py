@@ -87,7 +87,6 @@ subreaper), so:
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import signal
 import inspect
@@ -101,6 +100,7 @@ from ._arguments import check_note, check_timeout, check_token
 from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
 from ._identity import Liveness, Verdict
+from ._process import ready
 
 #: The environment variables a spawned child sees (as ``ledger run`` sets them).
 ENV_DIR = "SCOPELEDGER_DIR"
@@ -304,7 +304,7 @@ class Spawned:
         if self.process.returncode is not None:
             return True
         if self._pidfd >= 0:
-            return bool(select.select([self._pidfd], [], [], 0)[0])
+            return bool(ready([self._pidfd], 0))
         return False
 
     def _signal(self, signum: int) -> None:
@@ -509,7 +509,7 @@ def exited_unreaped(process: subprocess.Popen[Any], timeout: float | None) -> in
     if fd < 0:
         return None
     try:
-        if timeout is not None and not select.select([fd], [], [], timeout)[0]:
+        if timeout is not None and not ready([fd], timeout):
             raise subprocess.TimeoutExpired(process.args, timeout)
         try:
             info = os.waitid(p_pidfd, fd, os.WEXITED | nowait)
@@ -795,7 +795,7 @@ class Adopted:
                     raise self.timed_out(timeout)
                 step = ADOPT_POLL_SECONDS if remaining is None else min(remaining, ADOPT_POLL_SECONDS)
                 if fd >= 0:
-                    if select.select([fd], [], [], step)[0]:
+                    if ready([fd], step):
                         # Exited. A pidfd stays readable: from now on the probe
                         # alone (a pid of another host or namespace names another
                         # process here, which may exit long before the holder's).

@@ -179,7 +179,7 @@ from ._errors import (DelegationError, Refused, ScopeConflict, StoreUnavailable,
 from ._fold import Allocation
 from ._logstore import RECHECK_SECONDS, Ticket, Tickets, Wakeup
 from ._identity import Liveness, Verdict, lease_grace_ns
-from ._process import boot_id, boottime_ns, pid_namespace, zombie_parent
+from ._process import boot_id, boottime_ns, pid_namespace, ready, zombie_parent
 from ._rules import Permission, ScopeRule, check_name, conflicts, rule_from_log
 from ._imports import first_use
 
@@ -415,7 +415,7 @@ def exited(pid: int) -> bool:
     except (OSError, AttributeError):
         return False
     try:
-        return bool(select.select([fd], [], [], 0)[0])
+        return bool(ready([fd], 0))
     finally:
         os.close(fd)
 
@@ -861,7 +861,7 @@ class Watch:
             elif not self.watch_log and left:  # (refused: holders are in the way, not waiters)
                 relevant = relevant or mine is None or min(left) < mine
         for pid, fd in list(self.pidfds.items()):
-            if select.select([fd], [], [], 0)[0]:  # exited: look once, then forget it
+            if ready([fd], 0):  # exited: look once, then forget it
                 os.close(self.pidfds.pop(pid))
                 relevant = True
         return relevant

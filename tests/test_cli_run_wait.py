@@ -457,3 +457,19 @@ def test_a_signal_raised_inside_library_code_that_catches_exception_is_not_swall
             with pytest.raises(_Interrupted):
                 led.register("w", [ScopeRule(str(tmp_path / "t"), "write")])
             assert [a.name for a in led.holders()] == ["in-the-way"]
+
+
+def test_a_waiting_run_names_every_holder_in_its_way(tmp_path: Path) -> None:
+    # (a fresh tester's finding: the library named both, ledger run only the refusal's)
+    led = tmp_path / "led"
+    with Ledger.open(led, create=True) as lib:
+        lib.register("ha", [ScopeRule(str(tmp_path / "t" / "a"), "write")])
+        lib.register("hb", [ScopeRule(str(tmp_path / "t" / "b"), "write")])
+        res = subprocess.run([*CMD, "--ledger", str(led), "run", "--name", "w", "-w", "0.2",
+                              "--write", str(tmp_path / "t"), "--", "true"],
+                             capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert res.returncode == 1, res.stderr
+    notice = [ln for ln in res.stderr.splitlines() if "waiting for the scope" in ln]
+    assert len(notice) == 2, res.stderr  # the notice, then the timeout
+    for line in notice:
+        assert "'ha'" in line and "'hb'" in line and "also in the way" in line, line

@@ -143,7 +143,9 @@ class Spinner:
                               console=console, transient=True, redirect_stdout=False,
                               redirect_stderr=False) as bar:
                     bar.add_task(self.label, total=None)
-                    select.select([read], [], [])  # until the parent closes its end
+                    poll = select.poll()  # (poll: any descriptor number, where select takes < 1024)
+                    poll.register(read, select.POLLIN)
+                    poll.poll()  # until the parent closes its end
             except BaseException:  # noqa: BLE001 - Ctrl-C, a closed terminal: just stop
                 code = 1
             finally:

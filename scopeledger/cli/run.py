@@ -317,8 +317,7 @@ class _Runner:
 
     def _waiting(self, reason: str, refusal: Any) -> None:
         """The library's ``on_wait``: the notice, once the request waits."""
-        why = message_of(refusal) if refusal is not None else reason[:1].lower() + reason[1:]
-        self.say(f"Blocking waiting for the scope: {why}")
+        self.say(f"Blocking waiting for the scope: {_waiting_words(reason, refusal)}")
 
     def _try_waiting(self, wait: float) -> None:
         """Ask, waiting up to ``wait`` seconds (``math.inf``: for ever)
@@ -410,7 +409,7 @@ class _Runner:
         try:
             self._try_waiting(math.inf if wait is None else wait)
         except WaitTimeout as exc:
-            why = message_of(exc.refusal) if exc.refusal is not None else exc.reason
+            why = _waiting_words(exc.reason, exc.refusal)
             raise CliError(f"timed out after {exc.waited:g}s waiting for the scope: {why}", EXIT_REFUSED,
                            "refused") from exc
 
@@ -591,9 +590,7 @@ class _Runner:
         its pidfd readable); ``False`` when that cannot be told."""
         if self.pidfd < 0:
             return False
-        import select
-
-        return bool(select.select([self.pidfd], [], [], 0)[0])
+        return _readable(self.pidfd, 0)
 
     def _signal_command(self, signum: int) -> None:
         """Send COMMAND's process ``signum`` through its pidfd (never a
@@ -903,9 +900,7 @@ class _Runner:
         loss that a COMMAND ended within that time is said at the release
         (:func:`_taken_away`). The thread is started with the forwarded
         signals blocked (they stay the main thread's)."""
-        import select
-
-        if self.pidfd >= 0 and select.select([self.pidfd], [], [], WATCH_AFTER)[0]:
+        if self.pidfd >= 0 and _readable(self.pidfd, WATCH_AFTER):
             return
         old = self.block()
         try:
@@ -1037,6 +1032,30 @@ def _taken_away(ledger: Any, alloc: Any) -> str | None:
 
 #: :func:`_ending_in_log`'s answer when the grant's line is not in the log.
 _GONE: Any = object()
+
+
+def _waiting_words(reason: str, refusal: Any) -> str:
+    """What a waiting request waits for, in the CLI's words: the refusal's
+    message (without its class's prefix) and what the library's ``reason``
+    adds after it (``; also in the way: ...``, every other holder in the
+    way), else ``reason`` itself."""
+    if refusal is None:
+        return reason[:1].lower() + reason[1:]
+    head = str(refusal)
+    return message_of(refusal) + (reason[len(head):] if reason.startswith(head) else "")
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` (a pidfd: its process exited) is readable within
+    ``timeout`` seconds, by ``poll(2)``, which takes any descriptor number
+    (``select(2)`` refused one past 1024: a wrapper started with many
+    inherited files exited 70 after COMMAND ended)."""
+    import math
+    import select
+
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(math.ceil(max(0.0, timeout) * 1000)))
 
 
 def _ending_in_log(ledger: Any, alloc: Any) -> Any:

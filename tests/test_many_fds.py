@@ -1,0 +1,93 @@
+"""A process with more than 1024 files open (a fresh tester's finding, HIGH:
+``select(2)`` refuses a descriptor past 1024 with ``ValueError``, and every
+pidfd such a process opened was past it): a waiter woken by a holder's death,
+``spawn``'s loss of its grant, and ``ledger run`` started with many inherited
+files. Each story runs in a process of its own that first opens 1100 files,
+so that every descriptor opened after is past 1024."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from helpers import CMD, clean_env
+from test_wait import BOUND
+
+MANY = 1100
+
+#: A story run after MANY files were opened (inheritable, for ledger run).
+PRELUDE = textwrap.dedent(f"""
+    import os, resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < {MANY} + 200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, {MANY} + 400), hard))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range({MANY})]
+    for fd in held:
+        os.set_inheritable(fd, True)
+    assert held[-1] > 1024
+""")
+
+
+def _story(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=4 * BOUND, env=clean_env())
+
+
+def test_a_waiter_woken_by_a_holders_death_past_1024_files(tmp_path: Path) -> None:
+    res = _story(f"""
+        import subprocess, threading
+        from scopeledger import Ledger, ScopeRule
+        led = Ledger.open({str(tmp_path / 'led')!r}, create=True)
+        rule = ScopeRule({str(tmp_path / 'w')!r}, "write")
+        child = subprocess.Popen(["sleep", "600"])
+        led.register("h", [rule], pid=child.pid)
+        waiting = threading.Event()
+        got = []
+        def waiter():
+            try:
+                got.append(led.register("w", [rule], wait={BOUND}, on_wait=lambda *a: waiting.set()))
+            except BaseException as exc:
+                got.append(exc)
+                waiting.set()
+        t = threading.Thread(target=waiter)
+        t.start()
+        assert waiting.wait({BOUND})
+        child.kill()
+        child.wait()
+        t.join({BOUND})
+        print(type(got[0]).__name__, getattr(got[0], "name", got[0]))
+    """)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["Allocation", "w"], (res.stdout, res.stderr)
+
+
+def test_spawn_stops_its_child_on_a_forced_release_past_1024_files(tmp_path: Path) -> None:
+    led = tmp_path / "led"
+    res = _story(f"""
+        import signal, subprocess, sys
+        from scopeledger import Ledger, ScopeRule
+        led = Ledger.open({str(led)!r}, create=True)
+        sp = led.spawn("job", ["sleep", "600"], [ScopeRule({str(tmp_path / 'w')!r}, "write")])
+        out = subprocess.run([*{CMD!r}, "--ledger", {str(led)!r}, "release", "job", "--force", "--reason", "test"],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        print(sp.wait(timeout={BOUND}), sp.stopped_for_loss)
+    """)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [str(-15), "True"], (res.stdout, res.stderr)
+
+
+def test_ledger_run_with_many_inherited_files_exits_with_its_commands_status(tmp_path: Path) -> None:
+    res = _story(f"""
+        import subprocess, sys
+        out = subprocess.run([*{CMD!r}, "--ledger", {str(tmp_path / 'led')!r}, "run", "--name", "job",
+                              "--write", {str(tmp_path / 'w')!r}, "--", "sh", "-c", "exit 3"],
+                             close_fds=False, capture_output=True, text=True)
+        print(out.returncode)
+        sys.stderr.write(out.stderr)
+    """)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["3"], (res.stdout, res.stderr)
