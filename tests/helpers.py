@@ -66,6 +66,17 @@ CMD = [LEDGER] if LEDGER else [PY, "-m", "scopeledger"]
 SUBPROCESS_COMMANDS = frozenset({"run"})
 
 
+def as_from_a_terminal() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT, as Ctrl-C in a
+    terminal would: SIGINT unblocked and at its default, whatever the test
+    process (a pytest worker, a thread that blocked signals) passed on: a
+    child inherits a blocked signal mask, and Python keeps an ignored SIGINT
+    ignored (``replay --follow`` followers then ran on for 10-60 s after the
+    SIGINT in some CI runs)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without the variables an enclosing ``ledger run`` sets,
     with ``NO_COLOR=1``, the venv's ``bin`` first on ``PATH``, and ``extra``."""

@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import (BIN, CMD, PY, R_at, W_at, cli_as_nobody, clean_env, invoke, jl, ledger_cmd, lines_of,
-                     one_error_line, queued_names, readline, wait_for)
+from helpers import (BIN, CMD, PY, R_at, W_at, as_from_a_terminal, cli_as_nobody, clean_env, invoke, jl, ledger_cmd,
+                     lines_of, one_error_line, queued_names, readline, wait_for)
 from scopeledger import Ledger, LedgerError, ScopeRule, parse_rule
 from torture_support import NOBODY_UID, plant, shared_ledger
 
@@ -378,7 +378,7 @@ def test_replay_says_what_each_event_did(led: Path, lib: Ledger, tree: Path) -> 
 def test_replay_follow(led: Path, lib: Ledger, tree: Path) -> None:
     lib.register("first", [W_at(tree, "src")])
     p = subprocess.Popen([*CMD, "--ledger", str(led), "replay", "--follow", "--json", "--interval", "0.05"],
-                         stdout=subprocess.PIPE, text=True, env=clean_env())
+                         stdout=subprocess.PIPE, text=True, env=clean_env(), preexec_fn=as_from_a_terminal)
     try:
         assert json.loads(readline(p))["seq"] == 1
         lib.register("second", [W_at(tree, "docs")])
@@ -393,7 +393,7 @@ def test_replay_follow(led: Path, lib: Ledger, tree: Path) -> None:
 def test_replay_follow_misses_nothing_under_a_burst(led: Path, lib: Ledger, tree: Path) -> None:
     lib.register("first", [W_at(tree, "src")])
     p = subprocess.Popen([*CMD, "--ledger", str(led), "replay", "--follow", "--json", "--interval", "0.01"],
-                         stdout=subprocess.PIPE, text=True, env=clean_env())
+                         stdout=subprocess.PIPE, text=True, env=clean_env(), preexec_fn=as_from_a_terminal)
     seqs = []
     try:
         seqs.append(json.loads(readline(p))["seq"])

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 import pgserver
-from helpers import CMD, W, clean_env, invoke, jl, ledger_cmd, one_error_line, readline
+from helpers import CMD, W, as_from_a_terminal, clean_env, invoke, jl, ledger_cmd, one_error_line, readline
 from pgserver import wait_for
 from scopeledger import Ledger, ScopeRule
 
@@ -271,7 +271,8 @@ def test_replay_follow_on_a_url(url: str, tmp_path: Path) -> None:
     with Ledger.open(url) as lib:
         lib.register("first", [W(tmp_path / "a")])
         p = subprocess.Popen([*CMD, "--ledger", url, "replay", "--follow", "--json", "--interval", "0.05"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+                             preexec_fn=as_from_a_terminal)
         try:
             assert json.loads(readline(p))["seq"] == 1
             lib.register("second", [W(tmp_path / "b")])

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import pytest
 
-from helpers import CMD, W, clean_env, ledger_cmd, lines_of
+from helpers import CMD, W, as_from_a_terminal, clean_env, ledger_cmd, lines_of
 from scopeledger import CorruptLedger, Event, Ledger
 from test_wait import until
 
@@ -117,7 +117,7 @@ class Follower:
     def __init__(self, led: Path) -> None:
         self.p = subprocess.Popen([*CMD, "--ledger", str(led), "replay", "--follow", "--json", "--interval",
                                    "0.05"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=clean_env())
+                                  env=clean_env(), preexec_fn=as_from_a_terminal)
         assert self.p.stdout is not None
         self.out = lines_of(self.p.stdout)
         for seq in range(1, 7):
