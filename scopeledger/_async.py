@@ -754,6 +754,10 @@ class AsyncLedger:
         """:meth:`Ledger.history`, in a thread."""
         return await self._thread(self._ledger.history, name)
 
+    async def grant_ending(self, name: str, token: int) -> Event | None:
+        """:meth:`Ledger.grant_ending`, in a thread (it reads the log)."""
+        return await self._thread(self._ledger.grant_ending, name, token)
+
     async def diff(self, a: int, b: int) -> Diff:
         """:meth:`Ledger.diff`, in a thread."""
         return await self._thread(self._ledger.diff, a, b)

@@ -3587,6 +3587,34 @@ class Ledger:
                 raise UnknownHolder(name)
             return list(state.children.get(name, ()))
 
+    def grant_ending(self, name: str, token: int) -> Event | None:
+        """How grant ``(name, token)`` ended: the ``released`` or
+        ``reclaimed`` :class:`Event` that ended it, or ``None`` while the log
+        holds no ending (it is live, or its ending is not written yet). Reads
+        the log from the grant's line on (from the newest snapshot before
+        it), not the whole log. For a holder that learns its grant was taken
+        (``spawn``'s ``on_lost``, ``ledger run``) and for audits.
+
+        Raises:
+            InvalidHolderName: ``name`` is not a holder name.
+            TypeError, ValueError: ``token`` is not a seq (an ``int`` >= 1).
+            UnknownHolder: the log holds no grant of ``name`` at seq
+                ``token`` (never granted so, or its line was cut by
+                ``repair``).
+            LedgerError: the log cannot be read (``CorruptLedger``, ...).
+        """
+        check_name(name)
+        token = check_token(token)
+        events = self.events(since=token)
+        first = next(events, None)
+        if first is None or first.seq != token or first.type not in ("registered", "delegated") \
+                or first.data.get("holder", {}).get("name") != name:
+            raise UnknownHolder(name, message=f"the log holds no grant of {name!r} at seq {token}")
+        for e in events:
+            if e.type in ("released", "reclaimed") and e.data.get("name") == name:
+                return e
+        return None
+
     def find_conflict(self, rules: Sequence[ScopeRule] | ScopeRule) -> ScopeConflict | None:
         """The conflict a top-level request for ``rules`` would meet now, or
         ``None``. The :class:`ScopeConflict` carries the rule, the owner and

@@ -439,22 +439,17 @@ GONE: Any = object()
 
 
 def ending_in_log(ledger: Any, alloc: Allocation) -> Any:
-    """The ``released`` or ``reclaimed`` :class:`~scopeledger.Event` that
-    ended grant ``alloc`` (name, token); :data:`GONE` when the log no
-    longer holds the grant's line at its token; ``None`` when the log holds
-    no ending (yet) or cannot be read. Reads the log from the grant on."""
+    """:meth:`~scopeledger.Ledger.grant_ending` of grant ``alloc`` (name,
+    token), :data:`GONE` when the log no longer holds the grant's line at
+    its token, ``None`` when the log holds no ending (yet) or cannot be
+    read."""
     try:
-        events = ledger.events(since=alloc.token)
-        first = next(events, None)
-        if first is None or first.seq != alloc.token or first.type not in ("registered", "delegated") \
-                or first.data.get("holder", {}).get("name") != alloc.name:
-            return GONE
-        for e in events:
-            if e.type in ("released", "reclaimed") and e.data.get("name") == alloc.name:
-                return e
+        ending: Any = ledger.grant_ending(alloc.name, alloc.token)
+    except UnknownHolder:
+        return GONE
     except LedgerError:
         return None
-    return None
+    return ending
 
 
 def ending_words(event: Any, token: int) -> str:

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from scopeledger import AsyncLedger, Ledger, LockTimeout
+from scopeledger import AsyncLedger, Ledger, LockTimeout, UnknownHolder
 
 from helpers import W, wait_for
 from test_wait import BOUND
@@ -250,3 +250,21 @@ def test_async_adopt_of_a_dead_child_returns_none_at_once(ledger, ledger_dir, tm
             assert await asyncio.wait_for(ad.wait(), BOUND) is None
     asyncio.run(main())
     assert not ledger.check("kid", kept.token)
+
+
+def test_grant_ending_says_how_a_grant_ended_and_names_one_the_log_does_not_hold(ledger, tmp_path):
+    a = ledger.register("job", [W(tmp_path / "j")])
+    assert ledger.grant_ending("job", a.token) is None  # live
+    ledger.release("job", token=a.token, note="done")
+    ending = ledger.grant_ending("job", a.token)
+    assert (ending.type, ending.data["name"], ending.data["note"]) == ("released", "job", "done")
+    with pytest.raises(UnknownHolder, match="no grant of 'other' at seq 1"):
+        ledger.grant_ending("other", a.token)
+    with pytest.raises((TypeError, ValueError)):
+        ledger.grant_ending("job", 0)
+    assert asyncio.run(_async_ending(ledger.path, a.token)).seq == ending.seq
+
+
+async def _async_ending(path, token):
+    async with await AsyncLedger.open(path) as al:
+        return await al.grant_ending("job", token)

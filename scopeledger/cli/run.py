@@ -1059,25 +1059,18 @@ def _readable(fd: int, timeout: float) -> bool:
 
 
 def _ending_in_log(ledger: Any, alloc: Any) -> Any:
-    """The ``released`` or ``reclaimed`` :class:`~scopeledger.Event` that
-    ended the grant ``alloc`` (name, token); :data:`_GONE` when the log
-    no longer holds the grant's line at its token; ``None`` when the log
-    holds no ending (yet) or cannot be read. Reads the log from the grant
-    on (from the newest snapshot before it), not the whole log."""
-    from scopeledger import LedgerError
+    """:meth:`~scopeledger.Ledger.grant_ending` of the grant ``alloc``
+    (name, token); :data:`_GONE` when the log no longer holds the grant's
+    line at its token; ``None`` when the log holds no ending (yet) or cannot
+    be read."""
+    from scopeledger import LedgerError, UnknownHolder
 
     try:
-        events = ledger.events(since=alloc.token)
-        first = next(events, None)
-        if first is None or first.seq != alloc.token or first.type not in ("registered", "delegated") \
-                or first.data.get("holder", {}).get("name") != alloc.name:
-            return _GONE
-        for e in events:
-            if e.type in ("released", "reclaimed") and e.data.get("name") == alloc.name:
-                return e
+        return ledger.grant_ending(alloc.name, alloc.token)
+    except UnknownHolder:
+        return _GONE
     except LedgerError:
         return None
-    return None
 
 
 #: Reclaim reasons that are not COMMAND's process's death: a reclaim for one of them took the
