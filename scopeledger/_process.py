@@ -166,10 +166,16 @@ def read_stat(pid: int | str) -> tuple[str, int | None]:
             refuses (``hidepid``). OSError: another read error.
         ValueError: the file does not parse.
     """
+    state, ticks, _ = _stat_fields(pid)
+    return state, ticks
+
+
+def _stat_fields(pid: int | str) -> tuple[str, int | None, list[bytes]]:
+    """``(state, start ticks, fields)`` of process ``pid`` (:func:`_parse_stat`
+    of its ``/proc/PID/stat``); raises as :func:`read_stat`."""
     with open(f"{PROC}/{pid}/stat", "rb", buffering=0) as f:
         data = f.read(4096)
-    state, ticks, _ = _parse_stat(data, f"{PROC}/{pid}/stat")
-    return state, ticks
+    return _parse_stat(data, f"{PROC}/{pid}/stat")
 
 
 def _parse_stat(data: bytes, where: str) -> tuple[str, int | None, list[bytes]]:
@@ -284,26 +290,15 @@ def zombie_parent(pid: int, ticks: int) -> int | None:
     (``scopeledger._wait``, :data:`~scopeledger._wait.ZOMBIE_GRACE_SECONDS`),
     never on the hot path."""
     try:
-        fd = os.open(f"{PROC}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        sfd = os.open("stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=fd)
-        try:
-            data = os.read(sfd, 4096)
-        finally:
-            os.close(sfd)
-        state, start, fields = _parse_stat(data, f"{PROC}/{pid}/stat")
+        state, start, fields = _stat_fields(pid)
         if state != "Z" or start != ticks:
             return None
         ppid = int(fields[1])
         if ppid <= 1:
             return None
         parent_state, _ = read_stat(ppid)
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexError):
         return None
-    finally:
-        os.close(fd)
     return ppid if parent_state not in ("Z", "X") else None
 
 
