@@ -1189,17 +1189,9 @@ class Store:
         :meth:`ledger_id`); the id the file holds then (another process's
         when it linked one first), ``None`` when the OS refused (a warning)."""
         display = self.file(ID_NAME)
-        tmp = None
         try:
+            fd, tmp = self._id_file(value, unnamed=True)
             try:
-                fd = os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600, dir_fd=self.dirfd)
-            except (OSError, AttributeError):  # (no O_TMPFILE here)
-                tmp = f".{ID_NAME}-{os.getpid()}-{os.urandom(6).hex()}"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS, 0o600, dir_fd=self.dirfd)
-            try:
-                os.fchmod(fd, 0o600)
-                os.write(fd, value.encode() + b"\n")
-                os.fsync(fd)
                 try:
                     if tmp is None:  # linkat(AT_SYMLINK_FOLLOW) of the unnamed file (_filetickets.join)
                         os.link(f"/proc/self/fd/{fd}", ID_NAME, dst_dir_fd=self.dirfd, follow_symlinks=True)
@@ -1220,6 +1212,31 @@ class Store:
                         exc.strerror or exc)
             return None
 
+    def _id_file(self, value: str, unnamed: bool) -> tuple[int, str | None]:
+        """A new file (0600) holding ``value`` and a newline, fsynced, open
+        for writing: unnamed (``O_TMPFILE``, where there is one) with
+        ``unnamed``, else under a temporary name: ``(fd, that name or
+        None)``. Raises OSError (the file removed)."""
+        tmp = None
+        fd = -1
+        if unnamed:
+            with contextlib.suppress(OSError, AttributeError):  # (no O_TMPFILE here: a named one)
+                fd = os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600, dir_fd=self.dirfd)
+        if fd < 0:
+            tmp = f".{ID_NAME}-{os.getpid()}-{os.urandom(6).hex()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS, 0o600, dir_fd=self.dirfd)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, value.encode() + b"\n")
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=self.dirfd)
+            raise
+        return fd, tmp
+
     def adopt_ledger_id(self, value: str) -> None:
         """Make ``value`` this ledger's id, replacing any (a copy of another
         ledger into this empty one: ``copy_log``): a temporary file,
@@ -1232,21 +1249,17 @@ class Store:
         if LEDGER_ID.match(value) is None:
             raise ValueError(f"{value!r} is not a ledger id (32 hex digits)")
         display = self.file(ID_NAME)
-        tmp = f".{ID_NAME}-{os.getpid()}-{os.urandom(6).hex()}"
+        tmp = None
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS, 0o600, dir_fd=self.dirfd)
-            try:
-                os.fchmod(fd, 0o600)
-                os.write(fd, value.encode() + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fd, tmp = self._id_file(value, unnamed=False)
+            os.close(fd)
             os.rename(tmp, ID_NAME, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd)
             os.fsync(self.dirfd)
             self._seen()
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=self.dirfd)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=self.dirfd)
             raise LedgerIOError(display, "write the ledger's id", exc) from exc
         self._id = value
 
