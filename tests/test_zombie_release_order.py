@@ -59,7 +59,7 @@ WAITER = LONG_GRACE + textwrap.dedent("""
     import sys
     from scopeledger import Ledger, ScopeRule
     led = Ledger.open(sys.argv[1])
-    a = led.register("w", [ScopeRule(sys.argv[2], "write")], wait=2 * 60,
+    a = led.register("w", [ScopeRule(sys.argv[2], "write")], wait=2 * BOUND,
                      on_wait=lambda reason, refusal: print("waiting", flush=True))
     print("granted", flush=True)
     led.release("w", token=a.token)
@@ -93,7 +93,7 @@ def _waiter(led: str, tree: Path, cli: bool) -> tuple[subprocess.Popen[str], Any
     """A waiter already in the queue: ``ledger run -w`` (its notice on
     stderr) or a library ``register(wait=)`` (its ``on_wait``)."""
     if cli:
-        w = subprocess.Popen([*CLI, "--ledger", led, "run", "--name", "w", "--write", str(tree), "-w", "120",
+        w = subprocess.Popen([*CLI, "--ledger", led, "run", "--name", "w", "--write", str(tree), "-w", str(2 * BOUND),
                               "--", "true"], stderr=subprocess.PIPE, text=True, env=clean_env())
         q = lines_of(w.stderr)
         assert "Blocking waiting" in _next(q, "its notice")
@@ -195,24 +195,12 @@ def test_the_grace_ends_and_the_zombie_is_reclaimed_with_its_status(tmp_path: Pa
         lib.close()
 
 
-def test_a_wait_shorter_than_the_grace_reclaims_at_once_as_a_request_without_wait(tmp_path: Path) -> None:
-    # (a fresh tester's finding: it timed out where wait=0 was granted)
+@pytest.mark.parametrize("wait", [0, ZOMBIE_GRACE_SECONDS / 4], ids=["without-wait", "wait-shorter-than-grace"])
+def test_a_request_that_cannot_wait_out_the_grace_reclaims_the_zombie_at_once(tmp_path: Path, wait: float) -> None:
+    # (a wait shorter than the grace timed out where wait=0 was granted: a fresh tester's finding)
     lib, rule, child, fd = _zombie_holder(tmp_path)
     try:
-        a = lib.register("w", [rule], wait=ZOMBIE_GRACE_SECONDS / 4)
-        ending = _ending(str(tmp_path / "led"), "h")
-        assert (ending["type"], ending["reason"], ending.get("exit_code")) == ("reclaimed", "zombie", 5)
-        lib.release("w", token=a.token)
-    finally:
-        os.close(fd)
-        child.wait()
-        lib.close()
-
-
-def test_requests_without_wait_reclaim_the_zombie_at_once(tmp_path: Path) -> None:
-    lib, rule, child, fd = _zombie_holder(tmp_path)
-    try:
-        a = lib.register("w", [rule])
+        a = lib.register("w", [rule], wait=wait)
         ending = _ending(str(tmp_path / "led"), "h")
         assert (ending["type"], ending["reason"], ending.get("exit_code")) == ("reclaimed", "zombie", 5)
         lib.release("w", token=a.token)
