@@ -1097,10 +1097,12 @@ def test_a_waiter_behind_a_lapsed_lease_wakes_at_its_end_not_at_the_periodic_loo
         assert before, "the waiter slept while the lease ran"
         # Each sleep planned while the lease ran ended at its end (+ the
         # millisecond past it by which it is expired), or after the short
-        # retry when that end was closer than it.
+        # retry when that end was closer than it: not at the periodic look, an
+        # hour away. (The test reads the clock apart from the library's reads:
+        # a second's slack for scheduling between them, never a measure.)
         retry = wait_mod.LEASE_RETRY_SECONDS * 1e9
         late = [(end - max(ends + 1e6, at + retry)) / 1e9 for at, end in before]
-        assert all(x <= 0.001 for x in late), late
+        assert all(x <= 1.0 for x in late), late
     finally:
         led.close()
         agent.close()
