@@ -361,11 +361,16 @@ class Spawned:
             self.release(note=note)
         finally:
             rc = self.process.wait()  # (reaped now, by Popen: its returncode set, as it knows it)
-            with self._guard:
-                fd, self._pidfd = self._pidfd, -1
-            if fd >= 0:
-                os.close(fd)
+            self._close_pidfd()
         return rc
+
+    def _close_pidfd(self) -> None:
+        """Close the child's pidfd (kept to signal it while its grant is
+        watched): once it is reaped, or once the grant is released."""
+        with self._guard:
+            fd, self._pidfd = self._pidfd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def release(self, *, note: str | None = None) -> None:
         """Release the grant now (with the exit status once known), after
@@ -404,10 +409,12 @@ class Spawned:
             self.ledger.release(a.name, token=a.token, returncode=self.returncode, note=note)
         except UnknownHolder:
             self._released = True
+            self._close_pidfd()  # (nothing is signalled once the release began)
             if self.lost is None:
                 self._found_gone()
             return
         self._released = True
+        self._close_pidfd()
 
     def _found_gone(self) -> None:
         """The release found the grant gone: say how, when it was taken

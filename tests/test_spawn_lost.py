@@ -268,3 +268,27 @@ def test_grant_ending_says_how_a_grant_ended_and_names_one_the_log_does_not_hold
 async def _async_ending(path, token):
     async with await AsyncLedger.open(path) as al:
         return await al.grant_ending("job", token)
+
+
+def _pidfds():
+    out = []
+    for f in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{f}") == "anon_inode:[pidfd]":
+                out.append(f)
+        except OSError:
+            pass  # (listdir's own descriptor, closed)
+    return out
+
+
+def test_a_child_released_without_wait_leaves_no_pidfd_open(ledger, tmp_path):
+    # (a reviewer's finding: the pidfd kept for on_lost was closed only by wait())
+    before = len(_pidfds())
+    sp = ledger.spawn("job", ["sleep", "600"], [W(tmp_path / "j")], on_lost="warn")
+    try:
+        assert len(_pidfds()) == before + 1  # kept to signal the child while its grant is watched
+        sp.release()
+        assert len(_pidfds()) == before
+    finally:
+        sp.process.kill()
+        sp.process.wait()
