@@ -319,11 +319,11 @@ class AsyncLedger:
     # -- threads ----------------------------------------------------------------
 
     async def _thread(self, fn: Callable[..., T], *args: Any, undo: Callable[[T], Any] | None = None,
-                      on_cancel: Callable[[], Any] | None = None, gate: _Gate | None = None,
+                      gate: _Gate | None = None,
                       abandoned: list[asyncio.Future[Any]] | None = None) -> T:
         """``fn(*args)`` in a worker thread, the switch interval lowered
         there while it runs (``switch_interval``). If this coroutine is
-        cancelled while it runs, ``on_cancel()`` is called at once; the
+        cancelled while it runs, the
         thread still finishes (it cannot be stopped), and ``undo(result)``
         then runs on its result, in a thread, before the
         ``CancelledError`` goes on (shielded from a second cancellation;
@@ -345,8 +345,6 @@ class AsyncLedger:
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
-            if on_cancel is not None:
-                on_cancel()
             never = gate is not None and gate.cancel()
             if undo is not None or never:
                 tried: asyncio.Future[None] = loop.create_future()
@@ -727,7 +725,12 @@ class AsyncLedger:
 
     async def find_conflicts(self, rules: Sequence[ScopeRule] | ScopeRule, *, parent: str | None = None,
                              limit: int | None = None) -> list[tuple[tuple[str, ...], ScopeRule, ScopeRule]]:
-        """:meth:`Ledger.find_conflicts`, in a thread (it canonicalises paths)."""
+        """:meth:`Ledger.find_conflicts`, in a thread (it canonicalises paths).
+
+        Raises:
+            InvalidScope: bad rules. ValueError: ``limit`` is not ``None`` or
+                an int >= 1.
+        """
         return await self._thread(functools.partial(self._ledger.find_conflicts, rules, parent=parent, limit=limit))
 
     async def effective_scope(self, name: str) -> EffectiveScope:
@@ -1137,7 +1140,14 @@ class AsyncSpawned:
     async def release(self, *, note: str | None = None) -> None:
         """:meth:`Spawned.release <scopeledger.Spawned.release>`, in a
         thread (it completes even if this call is cancelled): release now,
-        or try again a release that failed (the exit status kept)."""
+        or try again a release that failed (the exit status kept).
+
+        Raises:
+            as :meth:`Spawned.release <scopeledger.Spawned.release>`
+            (``TypeError``/``ValueError`` for ``note``; ``StoreUnavailable``,
+            ``InDoubt``, ``LockTimeout``, ``LedgerIOError``, ``LedgerError``
+            when the release was not recorded).
+        """
         await self._aledger._thread(functools.partial(self._spawned.release, note=note))
 
     def __repr__(self) -> str:

@@ -48,7 +48,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import select
 import threading
 from typing import Any, Callable
 
@@ -58,6 +57,7 @@ from ._errors import CorruptLedger, LedgerError
 from ._events import decode, line_hash
 from ._history import Event
 from ._logstore import Line, LogStore, Wakeup
+from ._process import ready
 
 log = logging.getLogger("scopeledger")
 
@@ -335,10 +335,7 @@ class GrantWatch:
             fds.extend(source.fds(True))
         if seconds is None:
             seconds = FOLLOW_RECHECK_SECONDS if len(fds) > 1 else FOLLOW_POLL_SECONDS
-        p = select.poll()
-        for fd in fds:
-            p.register(fd, select.POLLIN)
-        p.poll(int(seconds * 1000))
+        ready(fds, seconds)
         if source is not None:
             source.changes()  # (drained: whatever it says, the next look reads the log)
 

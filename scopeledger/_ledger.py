@@ -3639,7 +3639,9 @@ class Ledger:
         deepest such holder of each chain; the chain top first), in request
         order, once each: what an advisory grant records. ``[]`` when none.
         Dead owners are reported too (a grant would reclaim them first).
-        ``limit``: at most this many (the walk stops there).
+        ``limit``: at most this many (the walk stops there). ``parent``
+        (``str``) is not checked to be live: a name that is not a live
+        holder's has no line of its own, so every conflicting holder counts.
 
         Raises:
             InvalidScope: bad rules.

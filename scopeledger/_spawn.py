@@ -173,7 +173,12 @@ class Spawned:
     Attributes:
         process: the ``subprocess.Popen`` of the child.
         allocation: its :class:`Allocation` (bound to the child's pid).
-        returncode: ``None`` until :meth:`wait` saw it exit.
+        returncode: ``int | None``: ``None`` until :meth:`wait` saw it
+            exit; then its exit code, or ``-N`` when signal N killed it.
+        on_lost: what a loss of the grant does, as given to :func:`spawn`
+            (``"term"``, ``"warn"``, a callable, or ``None``).
+        subject: what a callable ``on_lost`` is called with (this object, or
+            the :class:`~scopeledger.AsyncSpawned` around it).
         lost: ``None``, or how the grant was taken away before this object
             released it, ``str``, in the log's words (``"force-released at
             seq 7 by pid 123, reason: ..."``, ``"reclaimed at seq 9 by pid

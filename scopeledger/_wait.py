@@ -165,7 +165,6 @@ import functools
 import logging
 import math
 import os
-import select
 import threading
 import time
 import weakref
@@ -882,10 +881,7 @@ class Watch:
             if not fds:
                 time.sleep(left)
                 return
-            p = select.poll()
-            for fd in fds:
-                p.register(fd, select.POLLIN)
-            if not p.poll(max(0, math.ceil(left * 1000))):
+            if not ready(fds, left):
                 return
             if self.drain(mine):
                 return
