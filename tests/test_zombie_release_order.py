@@ -59,7 +59,7 @@ WAITER = LONG_GRACE + textwrap.dedent("""
     import sys
     from scopeledger import Ledger, ScopeRule
     led = Ledger.open(sys.argv[1])
-    a = led.register("w", [ScopeRule(sys.argv[2], "write")], wait=2 * BOUND,
+    a = led.register("w", [ScopeRule(sys.argv[2], "write")], wait=120,  # (2 * BOUND: longer than the waiters' grace)
                      on_wait=lambda reason, refusal: print("waiting", flush=True))
     print("granted", flush=True)
     led.release("w", token=a.token)
