@@ -69,10 +69,14 @@ SUBPROCESS_COMMANDS = frozenset({"run"})
 def as_from_a_terminal() -> None:
     """``preexec_fn`` for a child that a test stops with SIGINT, as Ctrl-C in a
     terminal would: SIGINT unblocked and at its default, whatever the test
-    process (a pytest worker, a thread that blocked signals) passed on: a
-    child inherits a blocked signal mask, and Python keeps an ignored SIGINT
-    ignored (``replay --follow`` followers then ran on for 10-60 s after the
-    SIGINT in some CI runs)."""
+    process passed on. A suite started as a background job of a
+    non-interactive shell (``.ci/run ... &``) runs with SIGINT ignored (POSIX
+    job control off: asynchronous commands ignore SIGINT and SIGQUIT), a
+    child inherits that, and Python keeps an ignored SIGINT ignored:
+    ``replay --follow`` followers then ran on after the test's SIGINT (four
+    tests failed so in fresh-clone runs; reproduced by launching pytest with
+    ``&`` in ``bash -c`` without this hook). A blocked SIGINT would be
+    inherited too, so it is unblocked as well."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
