@@ -5,6 +5,8 @@ Pure: no IO, no clock, no process (``tests/test_fold_purity.py``)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import operator
 import sys
@@ -288,14 +290,15 @@ def check_note(note: Any) -> str | None:
 
     Raises:
         TypeError: not a ``str`` or ``None``.
-        ValueError: over 4096 characters, or not encodable (a lone surrogate).
+        ValueError: empty (``None`` gives no note), over 4096 characters,
+            or not encodable (a lone surrogate).
     """
     if note is None:
         return None
     if not isinstance(note, str):
         raise TypeError(f"note must be a str or None, not {shown(note)}")
-    if len(note) > 4096:
-        raise ValueError(f"note must be at most 4096 characters, not {len(note)}")
+    if not 0 < len(note) <= 4096:
+        raise ValueError(f"note must be 1 to 4096 characters (None for no note), not {len(note)}")
     try:
         note.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -343,19 +346,46 @@ def check_wait(wait: Any) -> float:
 _ASYNC_CODE_FLAGS = 0x80 | 0x100 | 0x200
 
 
-def check_callable(what: str, value: Any) -> None:
+def _makes_awaitable(value: Any) -> bool:
+    """Whether calling ``value`` only makes an awaitable (an ``async def``
+    function or method, a ``functools.partial`` of one, or an object whose
+    ``__call__`` is one)."""
+    target = value
+    while isinstance(target, functools.partial):
+        target = target.func
+    target = getattr(target, "__func__", target)
+    code = getattr(target, "__code__", None)
+    if code is None and not isinstance(target, type):
+        call = getattr(type(target), "__call__", None)
+        code = getattr(getattr(call, "__func__", call), "__code__", None)
+    return code is not None and bool(code.co_flags & _ASYNC_CODE_FLAGS)
+
+
+def check_callable(what: str, value: Any, takes: tuple[str, ...]) -> None:
     """Raises ``TypeError`` (naming ``what``) unless ``value`` is ``None`` or
-    a plain callable: every such callback is called, never awaited, so an
-    ``async def`` (whose call would only make a coroutine, never run) is
-    refused too."""
+    a plain callable that can be called with ``len(takes)`` positional
+    arguments (``takes`` names them, for the message): every such callback
+    is called so, never awaited, so an ``async def`` (whose call would only
+    make a coroutine, never run), or an object with an ``async def
+    __call__``, is refused too. A callable whose signature Python cannot
+    tell (some built-ins) is taken as it is."""
     if value is None:
         return
     if not callable(value):
         raise TypeError(f"{what} must be None or a callable, not {shown(value)}")
-    code = getattr(getattr(value, "__func__", value), "__code__", None)
-    if code is not None and code.co_flags & _ASYNC_CODE_FLAGS:
+    if _makes_awaitable(value):
         raise TypeError(f"{what} must be a plain callable (it is called, not awaited), not an async "
                         f"function: {shown(value)}")
+    try:
+        signature = inspect.signature(value)
+    except (TypeError, ValueError):  # (no signature to read: a built-in)
+        return
+    try:
+        signature.bind(*takes)
+    except TypeError:
+        called = f"{what}({', '.join(takes)})"
+        raise TypeError(f"{what} must take {len(takes)} positional argument{'s' if len(takes) != 1 else ''} "
+                        f"(it is called as {called}), not {shown(value)} with signature {signature}") from None
 
 
 def check_options(timeout: Any, probe: Any, fsync: Any, snapshot_every: Any, keep_snapshots: Any,
@@ -366,8 +396,8 @@ def check_options(timeout: Any, probe: Any, fsync: Any, snapshot_every: Any, kee
     check_keep_snapshots("keep_snapshots", keep_snapshots)
     check_bool("fsync", fsync)
     check_bool("resolve_symlinks", resolve_symlinks)
-    check_callable("probe", probe)
-    check_callable("clock", clock)
+    check_callable("probe", probe, ("process",))
+    check_callable("clock", clock, ())
 
 
 def check_switch_interval(interval: Any) -> float | None:

@@ -441,7 +441,7 @@ class AsyncLedger:
             neither ``None`` nor callable."""
         led = self._ledger
         if on_wait is not None:
-            check_callable("on_wait", on_wait)
+            check_callable("on_wait", on_wait, ("reason", "refusal"))
         if advisory is not False:
             check_advisory(advisory)
             check_wait(wait)  # checked, then not waited for: an advisory request never waits
@@ -462,7 +462,7 @@ class AsyncLedger:
             as :meth:`Ledger.delegate`."""
         led = self._ledger
         if on_wait is not None:
-            check_callable("on_wait", on_wait)
+            check_callable("on_wait", on_wait, ("reason", "refusal"))
         if advisory is not False:
             check_advisory(advisory)
             check_wait(wait)  # checked, then not waited for: an advisory request never waits

@@ -82,7 +82,7 @@ import math
 import threading
 from typing import Any, Callable
 
-from ._arguments import REAL, check_token, described, real
+from ._arguments import REAL, check_callable, check_token, described, real
 from ._errors import InvalidLease, LedgerError, UnknownHolder, shown
 from ._identity import Lease, Liveness, Verdict, lease_grace_ns
 
@@ -268,8 +268,7 @@ class Renewer:
 
     def __init__(self, ledger: Any, name: str, token: int, ttl: float | None = None,
                  on_lost: Callable[[BaseException], Any] | None = None) -> None:
-        if on_lost is not None and not callable(on_lost):
-            raise TypeError(f"on_lost must be None or a callable, not {shown(on_lost)}")
+        check_callable("on_lost", on_lost, ("error",))
         given = check_ttl(ttl) if ttl is not None else None  # (a bad argument first)
         token = check_token(token)
         alloc = ledger.holder(name)

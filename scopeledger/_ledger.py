@@ -842,7 +842,7 @@ class Ledger:
         self.keep_snapshots = keep_snapshots
         self.resolve_symlinks = resolve_symlinks
         self._clock: Callable[[], int] = clock if clock is not None else time.time_ns
-        check_callable("boottime", boottime)
+        check_callable("boottime", boottime, ())
         self._boottime: Callable[[], int | None] = boottime if boottime is not None else boottime_ns
         self._mem = threading.RLock()
         self._state: State | None = None
@@ -1057,7 +1057,8 @@ class Ledger:
             ValueError: ``timeout``, ``snapshot_every`` or
                 ``keep_snapshots`` of the wrong type or out of range;
                 ``session_ttl`` out of range (``TypeError``: not a number;
-                ``on_session_lost`` not callable). Nothing is created.
+                ``on_session_lost`` not a plain callable taking
+                ``(error)``). Nothing is created.
             CorruptLedger: a complete log line does not check out (with
                 ``fold=False``: when the state is first needed); or, without
                 ``readonly``, a snapshot past the log's end (:attr:`lost`)
@@ -1082,7 +1083,7 @@ class Ledger:
         check_bool("create", create)
         check_bool("allow_network_fs", allow_network_fs)
         check_bool("fold", fold)
-        check_callable("boottime", boottime)
+        check_callable("boottime", boottime, ())
         check_session_options(session_ttl, on_session_lost)
         # Before the Store: a bad option creates no directory.
         check_options(timeout, probe, fsync, snapshot_every, keep_snapshots, resolve_symlinks, clock)
@@ -2090,7 +2091,7 @@ class Ledger:
                 ``Raises``). With ``advisory=True`` nothing is waited
                 for (see ``advisory``).
             note: why the scope is asked for, in the requester's words
-                (``str``, at most 4096 characters), recorded with the grant
+                (``str``, 1 to 4096 characters), recorded with the grant
                 (``holder.note``).
             advisory: ``True`` grants the request even where it conflicts
                 with live holders (for tools that warn rather than deny),
@@ -2162,8 +2163,9 @@ class Ledger:
                 :class:`InDoubt` append is never tried again: it is raised.
             TypeError, ValueError: ``wait`` is not ``math.inf`` or a number
                 of seconds from 0 to 1e9 (the message names it); ``note``
-                is not a ``str`` of at most 4096 characters that UTF-8 can
-                encode; ``on_wait`` is neither ``None`` nor callable.
+                is not a ``str`` of 1 to 4096 characters that UTF-8 can
+                encode; ``on_wait`` is neither ``None`` nor a plain callable
+                taking ``(reason, refusal)``.
             InvalidArgument: ``advisory`` is not a ``bool``.
             InvalidLease: ``ttl`` is not a number of seconds from 0.1 to
                 10**9 (the message names it); ``lease_only`` without ``ttl``.
@@ -2172,7 +2174,7 @@ class Ledger:
             check_advisory(advisory)
             check_wait(wait)  # an advisory request never waits; a bad wait is still refused
         if on_wait is not None:
-            check_callable("on_wait", on_wait)
+            check_callable("on_wait", on_wait, ("reason", "refusal"))
         if (wait != 0 if type(wait) in (int, float) else asks_to_wait(wait)) and not advisory:  # (int, float inlined)
             return self._register_waiting(name, rules, pid, socket, wait, note, ttl, lease_only, on_wait)
         written: list[Any] = []
@@ -2285,7 +2287,8 @@ class Ledger:
             TypeError: ``reserved`` is not a ``bool``; ``parent_token`` is
                 neither an integer (an ``int``, an ``IntEnum``, a
                 ``numpy.int64``; not a ``bool``, not a float) nor ``None``;
-                ``on_wait`` is neither ``None`` nor callable.
+                ``on_wait`` is neither ``None`` nor a plain callable taking
+                ``(reason, refusal)``.
             InvalidArgument: ``parent_token`` is below 1 (no grant's seq).
             DuplicateHolder, InvalidScope, InvalidProcess, InvalidArgument, InvalidLease: as register.
         """
@@ -2293,7 +2296,7 @@ class Ledger:
             check_advisory(advisory)
             check_wait(wait)  # an advisory request never waits; a bad wait is still refused
         if on_wait is not None:
-            check_callable("on_wait", on_wait)
+            check_callable("on_wait", on_wait, ("reason", "refusal"))
         if (wait != 0 if type(wait) in (int, float) else asks_to_wait(wait)) and not advisory:  # (int, float inlined)
             return self._delegate_waiting(parent, child, rules, pid, reserved, socket, parent_token, wait,
                                           note, ttl, lease_only, on_wait)
@@ -2398,7 +2401,7 @@ class Ledger:
                 release: ``subprocess``'s convention, an exit status 0-255,
                 or ``-N`` when signal N (1-127) killed it (``exit_code`` /
                 ``exit_signal`` in the event); ``None``: not recorded.
-            note: why, in the releaser's words (``str``, at most 4096
+            note: why, in the releaser's words (``str``, 1 to 4096
                 characters; recorded as ``note``).
             force: ``True`` when someone other than the holder releases it
                 (an operator, a supervisor taking a scope back), usually
@@ -2424,7 +2427,7 @@ class Ledger:
                 float) nor ``None``; ``returncode`` not an integer or
                 ``None``; ``note`` not a
                 ``str`` or ``None``.
-            ValueError: ``returncode`` outside -127..255; ``note`` longer
+            ValueError: ``returncode`` outside -127..255; ``note`` empty or longer
                 than 4096 characters or not encodable (a lone surrogate).
                 Nothing is recorded.
             InvalidArgument: ``token`` below 1 (no grant's seq);
@@ -2529,7 +2532,8 @@ class Ledger:
         Raises:
             UnknownHolder: ``name`` is not live with ``token``.
             InvalidLease: it has no lease, or a bad ``ttl``.
-            TypeError: ``on_lost`` is not callable; ``token`` as :meth:`renew`.
+            TypeError: ``on_lost`` is not a plain callable taking ``(error)``;
+                ``token`` as :meth:`renew`.
             InvalidArgument: ``token`` as :meth:`renew`.
         """
         with first_use:
@@ -2575,15 +2579,15 @@ class Ledger:
             InvalidHolderName: ``name`` is not a holder name.
             TypeError: ``token`` is not an integer (an ``int``, an
                 ``IntEnum``, a ``numpy.int64``; not a ``bool``, not a
-                float), or ``on_lost`` is not a plain callable (``None``
-                and an ``async def`` are not).
+                float), or ``on_lost`` is not a plain callable taking
+                ``(event)`` (``None`` and an ``async def`` are not).
             InvalidArgument: (a ``ValueError``) ``token`` is below 1.
         """
         name = check_name(name)
         token = check_token(token)
         if on_lost is None:
             raise TypeError("on_lost must be a callable, not None")
-        check_callable("on_lost", on_lost)
+        check_callable("on_lost", on_lost, ("event",))
         with first_use:
             from ._grantwatch import GrantWatch
 
@@ -2630,13 +2634,14 @@ class Ledger:
             :class:`ReclaimReport`.
 
         Raises:
-            TypeError: ``probe`` is neither ``None`` nor callable, or
+            TypeError: ``probe`` is neither ``None`` nor a plain callable
+                taking ``(process)``, or
                 ``dry_run`` is not a ``bool`` (before anything is probed or
                 recorded).
             PartlyRecorded: the disk filled up part way: its ``recorded``
                 and ``not_recorded`` say which reclaims are in the log.
         """
-        check_callable("probe", probe)
+        check_callable("probe", probe, ("process",))
         check_bool("dry_run", dry_run)
         fn = probe if probe is not None else self._probe
         with self._mem:
@@ -2989,7 +2994,7 @@ class Ledger:
             check_advisory(advisory)
             check_wait(wait)  # an advisory request never waits; a bad wait is still refused
         if on_wait is not None:
-            check_callable("on_wait", on_wait)
+            check_callable("on_wait", on_wait, ("reason", "refusal"))
         written: list[Any] = []
         guard = None
         alloc = None

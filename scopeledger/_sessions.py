@@ -74,7 +74,7 @@ from typing import Any, Callable, Iterable
 
 import attrs
 
-from ._arguments import REAL, described, real
+from ._arguments import REAL, check_callable, described, real
 from ._errors import LedgerError, SessionLost, shown
 from ._identity import Liveness, ProcessIdentity, Verdict
 from ._process import host_id
@@ -132,8 +132,7 @@ def check_session_options(ttl: Any, on_lost: Any) -> float | None:
         if not lo <= seconds <= hi:
             raise ValueError(f"session_ttl must be from {lo:g} to {hi:g} seconds, not {described(ttl)}")
         seconds = float(seconds)
-    if on_lost is not None and not callable(on_lost):
-        raise TypeError(f"on_session_lost must be None or a callable, not {shown(on_lost)}")
+    check_callable("on_session_lost", on_lost, ("error",))
     return seconds
 
 

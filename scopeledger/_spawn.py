@@ -89,14 +89,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import inspect
 import logging
 import subprocess
 import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from ._arguments import check_note, check_timeout, check_token
+from ._arguments import check_callable, check_note, check_timeout, check_token
 from ._errors import LedgerError, UnknownHolder, shown
 from ._fold import Allocation
 from ._identity import Liveness, Verdict
@@ -485,14 +484,17 @@ def check_on_lost(on_lost: Any) -> None:
 
     Raises:
         ValueError: a string other than ``"term"`` or ``"warn"``.
-        TypeError: anything else, or an ``async def`` function.
+        TypeError: anything else, an ``async def`` function (or an object
+            whose ``__call__`` is one), or a callable that cannot take one
+            positional argument (the :class:`Spawned`).
     """
     if on_lost is None or (isinstance(on_lost, str) and on_lost in ON_LOST):
         return
     if isinstance(on_lost, str):
         raise ValueError(f"on_lost must be 'term', 'warn', None or a callable, not {shown(on_lost)}")
-    if not callable(on_lost) or inspect.iscoroutinefunction(on_lost):
+    if not callable(on_lost):
         raise TypeError(f"on_lost must be 'term', 'warn', None or a plain callable, not {shown(on_lost)}")
+    check_callable("on_lost", on_lost, ("spawned",))
 
 
 def exited_unreaped(process: subprocess.Popen[Any], timeout: float | None) -> int | None:

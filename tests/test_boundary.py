@@ -64,16 +64,29 @@ SOCKETS = [5, True, b"/s", "relative/sock", "", "/a\x00b", "/\udcff", ["/s"], ob
            "/" + "s" * 4095, "/" + "é" * 2048]  # 4096 and 4097 bytes: longer than a path may be
 RESERVED = ["y", 1, 0, None, [], "false", "True", 1.0]
 TOKENS = [True, False, "1", 1.0, [], b"1"]
-PROBES = [42, "probe", True, False, [], b"x"]
+class _AsyncCall:
+    async def __call__(self, *args):
+        return True
+
+
+async def _async_fn(*args):
+    return True
+
+
+#: A callback must be a plain callable taking what it is called with: not an ``async def`` (or an object whose
+#: ``__call__`` is one: it would only make a coroutine), not one of the wrong arity.
+NOT_PLAIN = [_async_fn, _AsyncCall(), lambda a, b, c: True, lambda *, k: True]
+PROBES = [42, "probe", True, False, [], b"x", lambda: True, *NOT_PLAIN]
+CALLBACK = r"must be None or a callable, not |must be a plain callable \(it is called|must take \d positional"
 DRY_RUNS = ["no", 1, 0, None, [], "False"]
 WAITS = [None, True, False, "1", -1, float("nan"), [1], b"1", 10**400, -(10**400), 1e10]
 RETURNCODES = [256, -128, "0", True, 1.5, [0]]
-NOTES = [5, "x" * 4097, "\udc80", b"x", ["x"]]
+NOTES = [5, "", "x" * 4097, "\udc80", b"x", ["x"]]
 FORCES = [1, 0, "yes", None, [], "True"]
 REASONS = [None, "", 5, "x" * 4097, "\udc80", b"x", ["x"]]
 TTLS = [0, -1, float("nan"), float("inf"), "10", True, [1], 10**10, 1e300, 10**400, -(10**400), 1e-12, 5e-324, 0.05]
 LEASE_ONLY = [1, "yes", None, [], 1.0]  # (True without a ttl: tests/test_lease.py)
-ON_WAITS = [42, "print", True, [], b"x"]
+ON_WAITS = [42, "print", True, [], b"x", lambda reason: None, *NOT_PLAIN]
 
 # argument -> (call(ledger, root, bad value), bad values, error, message pattern)
 CALLS = {
@@ -110,11 +123,10 @@ CALLS = {
                     [n for n in NAMES if n is not None], InvalidHolderName, r"invalid holder name .* for parent"),
     "hold.socket": (lambda L, r, v: L.hold("n", [W(r + "/n")], socket=v), SOCKETS, InvalidScope,
                     r"invalid socket"),
-    "reclaim_stale.probe": (lambda L, r, v: L.reclaim_stale(v), PROBES, TypeError,
-                            r"probe must be None or a callable, not "),
+    "reclaim_stale.probe": (lambda L, r, v: L.reclaim_stale(v), PROBES, TypeError, r"probe " + CALLBACK),
     "reclaim_stale.dry_run": (lambda L, r, v: L.reclaim_stale(dry_run=v), DRY_RUNS, TypeError,
                               r"dry_run must be True or False, not "),
-    "reclaim.probe": (lambda L, r, v: L.reclaim(v), PROBES, TypeError, r"probe must be None or a callable, not "),
+    "reclaim.probe": (lambda L, r, v: L.reclaim(v), PROBES, TypeError, r"probe " + CALLBACK),
     "reclaim.dry_run": (lambda L, r, v: L.reclaim(dry_run=v), DRY_RUNS, TypeError,
                         r"dry_run must be True or False, not "),
     "release.returncode": (lambda L, r, v: L.release("p", returncode=v), RETURNCODES, (TypeError, ValueError),
@@ -151,7 +163,7 @@ for _grant, _call in _GRANTS.items():
     CALLS[f"{_grant}.lease_only"] = (lambda L, r, v, c=_call: c(L, r, ttl=5, lease_only=v), LEASE_ONLY, TypeError,
                                      r"lease_only must be True or False")
     CALLS[f"{_grant}.on_wait"] = (lambda L, r, v, c=_call: c(L, r, on_wait=v), ON_WAITS, TypeError,
-                                  r"on_wait must be None or a callable")
+                                  r"on_wait " + CALLBACK)
 
 CASES = [(arg, i) for arg, (_, bad, _, _) in CALLS.items() for i in range(len(bad))]
 
