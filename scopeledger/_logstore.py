@@ -49,6 +49,11 @@ import orjson
 
 from ._errors import CorruptLedger, LedgerError, LedgerNotEmpty, SnapshotInvalid
 
+
+#: The snapshot header's key naming the ledger that wrote it (its ledger id;
+#: ``scopeledger._snapshots``), read here when a log is copied.
+SNAPSHOT_ID_KEY = "ledger"
+
 #: One line of the log as a store gives it back: ``(seq, line)``, the line
 #: the bytes appended (UTF-8 JSON, no newline).
 Line = tuple[int, bytes]
@@ -471,7 +476,7 @@ def copy_log(src: Any, dst: Any, *, page: int = COPY_PAGE) -> int:
             header, body = src.snapshot_read(seq)
         except SnapshotInvalid:
             continue  # an invalid snapshot is skipped on open too; the copy refolds
-        named = header.get("ledger")
+        named = header.get(SNAPSHOT_ID_KEY)
         if adopt is not None and wanted is None and isinstance(named, str):
             adopt(named)
             wanted = named

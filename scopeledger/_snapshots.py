@@ -82,6 +82,7 @@ from ._events import blake2b, line_hash
 from ._fold import SNAPSHOT_FORMAT, State
 from ._store import LEDGER_ID, SNAPSHOT_DIR, SNAPSHOT_NAME, Store, open_private_file
 from ._imports import first_use
+from ._logstore import SNAPSHOT_ID_KEY
 
 log = logging.getLogger("scopeledger")
 
@@ -184,7 +185,7 @@ def checksum(body: bytes) -> str:
 
 
 #: The header key naming the ledger that wrote a snapshot (its ``ledger-id``).
-ID_KEY = "ledger"
+ID_KEY = SNAPSHOT_ID_KEY
 
 
 def ledger_id(store: Store, make: bool = False) -> str | None:

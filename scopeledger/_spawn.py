@@ -514,7 +514,7 @@ def exited_unreaped(process: subprocess.Popen[Any], timeout: float | None) -> in
     p_pidfd, nowait = getattr(os, "P_PIDFD", None), getattr(os, "WNOWAIT", None)
     if p_pidfd is None or nowait is None or process.returncode is not None:
         return None
-    fd = open_pidfd(process.pid)
+    fd = open_pidfd(process.pid)  # (its own: a Spawned's may be closed by a release in another thread meanwhile)
     if fd < 0:
         return None
     try:
