@@ -356,7 +356,7 @@ def _makes_awaitable(value: Any) -> bool:
     target = getattr(target, "__func__", target)
     code = getattr(target, "__code__", None)
     if code is None and not isinstance(target, type):
-        call = getattr(type(target), "__call__", None)
+        call = getattr(type(target), "__call__", None)  # noqa: B004 - its code is read
         code = getattr(getattr(call, "__func__", call), "__code__", None)
     return code is not None and bool(code.co_flags & _ASYNC_CODE_FLAGS)
 

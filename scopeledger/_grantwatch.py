@@ -7,7 +7,8 @@ it from the log: the ``released`` or ``reclaimed`` line naming it, appended
 after its grant. A :class:`GrantWatch` follows the log from the grant's line
 on, in a thread of its own, woken by the store's change notification (the
 store interface's ``Tickets.follower``: inotify on the log of a directory,
-LISTEN on PostgreSQL), and reads only the lines appended since its last look
+LISTEN on PostgreSQL; one per process and store for all its watches, read by
+one thread that rings each: :class:`_Bell`), and reads only the lines appended since its last look
 (``LogStore.read_after``), decoding only those that name the holder: it keeps
 no folded state, so a process that drops its own (``Ledger.unload``, as
 ``ledger run``'s wrapper does while its command runs) stays small however
@@ -78,6 +79,200 @@ FOLLOW_POLL_SECONDS = 0.5
 ENDINGS = ("released", "reclaimed")
 
 
+class _Bell:
+    """The one wake-up of this process's watches of one store's log: one
+    ``Tickets.follower()`` (inotify on a directory's log, a LISTEN
+    connection on PostgreSQL) read by one thread (``scopeledger-follow``,
+    while a watch is subscribed), which rings every subscribed watch (each
+    a :class:`_Ring`: an ``eventfd`` of its own) when the log may have
+    grown, and at the follower's backstop (:data:`FOLLOW_RECHECK_SECONDS`;
+    :data:`FOLLOW_POLL_SECONDS` while no follower can be made). So a
+    supervisor watching 150 grants (``spawn``'s ``on_lost``) holds one
+    inotify instance or one server connection for them, not 150 from a
+    per-user limit of 128 instances (which then failed the other programs
+    of that user) or from the server's ``max_connections`` (which then
+    refused other clients). A follower that broke (the server restarted)
+    is made again before the watches are rung: what they read after the
+    ring is followed. Made and ended by :func:`_subscribe` and
+    :meth:`_Ring.close`; never used in a forked child (the registry is
+    emptied there)."""
+
+    def __init__(self, store: LogStore, where: str) -> None:
+        self.store, self.where = store, where
+        self.lock = threading.Lock()
+        self.rings: set[_Ring] = set()  # (under _registry_lock)
+        self.source: Wakeup | None = None
+        self.unwoken = False  # a follower could not be made last time (said once)
+        self.stop_r, self.stop_w = os.pipe()  # (written under _registry_lock while alive)
+        os.set_blocking(self.stop_w, False)
+        self.alive = True
+        self.thread = threading.Thread(target=self._run, name="scopeledger-follow", daemon=True)
+
+    def source_now(self) -> Wakeup | None:
+        """The follower, made when missing or broken (said once when it
+        cannot be, and when it can again); ``None`` when the store has none
+        or it cannot be made."""
+        with self.lock:
+            source = self.source
+            if source is not None and not getattr(source, "broken", False):
+                return source
+            self.source = None
+            if source is not None:
+                source.close()
+            tickets = self.store.tickets()
+            if tickets is None:
+                return None
+            try:
+                self.source = tickets.follower()
+                self._write(b"p")  # (the thread may sleep on what it had: it polls this one now)
+            except (LedgerError, OSError) as exc:
+                if not self.unwoken:
+                    self.unwoken = True
+                    log.info("watches of grants cannot be woken by changes of the log of %s now (looking every "
+                             "%g s until they can): %s", self.where, FOLLOW_POLL_SECONDS, exc)
+                return None
+            if self.unwoken:
+                self.unwoken = False
+                log.info("watches of grants are woken by changes of the log of %s again", self.where)
+            return self.source
+
+    def _run(self) -> None:
+        try:
+            while True:
+                source = self.source_now()
+                fds = source.fds(True) if source is not None else []
+                woke = ready([self.stop_r, *fds], FOLLOW_RECHECK_SECONDS if fds else FOLLOW_POLL_SECONDS)
+                if self.stop_r in woke:
+                    if b"x" in os.read(self.stop_r, 64):
+                        return
+                    if len(woke) == 1:
+                        continue  # (poked: a new follower to poll)
+                if source is not None:
+                    source.changes()  # (drained: whatever it says, the watches look)
+                    if getattr(source, "broken", False):
+                        self.source_now()  # (made again before the ring: an append after it wakes them)
+                with _registry_lock:  # (a ring's descriptor is closed under it: never written once closed)
+                    for ring in self.rings:
+                        ring.ring()
+        except Exception:  # noqa: BLE001 - a daemon thread's error is logged, never raised into nothing
+            log.exception("the wake-up of the watches of grants on the log of %s stopped (they look every %g s)",
+                          self.where, FOLLOW_RECHECK_SECONDS)
+        finally:
+            with _registry_lock:
+                self.alive = False
+                if _registry.get(id(self.store)) is self:
+                    del _registry[id(self.store)]  # (stopped by an error: the next watch makes a new one)
+                os.close(self.stop_r)
+                os.close(self.stop_w)
+            with self.lock:
+                source, self.source = self.source, None
+            if source is not None:
+                source.close()
+
+    def _write(self, byte: bytes) -> None:
+        """To the thread: ``b"x"`` ends it, ``b"p"`` has it poll the
+        follower anew. Nothing once it ended."""
+        with _registry_lock:
+            if self.alive:
+                try:
+                    os.write(self.stop_w, byte)
+                except OSError:  # (full: it has a byte to read already)
+                    pass
+
+
+class _Ring:
+    """One watch's subscription to its store's :class:`_Bell`, a
+    ``Wakeup`` (``fds``, ``changes``, ``close``): an ``eventfd`` the bell's
+    thread writes to."""
+
+    def __init__(self, bell: _Bell) -> None:
+        self.bell = bell
+        self.period = FOLLOW_RECHECK_SECONDS
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.closed = False
+
+    def ring(self) -> None:
+        """Under ``_registry_lock`` (its descriptor is closed under it)."""
+        if not self.closed:
+            try:
+                os.eventfd_write(self.fd, 1)
+            except OSError:  # pragma: no cover - (a counter near 2**64)
+                pass
+
+    def fds(self, log_too: bool) -> list[int]:
+        return [] if self.closed else [self.fd]
+
+    def changes(self) -> tuple[bool, list[int] | None]:
+        try:
+            return os.eventfd_read(self.fd) > 0, []
+        except OSError:  # (not rung since: EAGAIN)
+            return False, []
+
+    @staticmethod
+    def follow(log_too: bool, behind: int | None) -> bool:
+        return False  # (rung for every append anyway)
+
+    def close(self) -> None:
+        """Leave the bell (the last to leave stops it); idempotent."""
+        with _registry_lock:
+            if self.closed:
+                return
+            self.closed = True
+            bell = self.bell
+            bell.rings.discard(self)
+            if not bell.rings and _registry.get(id(bell.store)) is bell:
+                del _registry[id(bell.store)]
+                if bell.alive:
+                    os.write(bell.stop_w, b"x")  # (the thread ends and closes the follower)
+            os.close(self.fd)
+
+
+#: The bells of this process, by their store object's ``id`` (a bell keeps
+#: its store alive while a watch is subscribed; it leaves the registry with
+#: its last ring, so an ``id`` is never taken for another store's).
+_registry: dict[int, _Bell] = {}
+_registry_lock = threading.Lock()
+
+
+def _forked_child() -> None:
+    """A forked child has none of its parent's watches: its bells, and a
+    registry lock another thread may have held, are its parent's."""
+    global _registry_lock
+    _registry.clear()
+    _registry_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked_child)
+
+
+def _subscribe(store: LogStore, where: str) -> Wakeup | None:
+    """A ring of ``store``'s bell (made and started when it has none); the
+    bell's follower made first, so that an append after this returns rings
+    it (where none can be made, the bell rings every
+    :data:`FOLLOW_POLL_SECONDS` and tries again). ``None`` when no
+    ``eventfd`` can be had: the watch then looks every
+    :data:`FOLLOW_POLL_SECONDS` on its own."""
+    with _registry_lock:
+        bell = _registry.get(id(store))
+        new = bell is None
+        if bell is None:
+            bell = _registry[id(store)] = _Bell(store, where)
+        try:
+            ring = _Ring(bell)
+        except OSError as exc:
+            log.debug("a watch of the log of %s looks every %g s: %s", where, FOLLOW_POLL_SECONDS, exc)
+            if new:
+                del _registry[id(store)]
+                os.close(bell.stop_r)
+                os.close(bell.stop_w)
+            return None
+        bell.rings.add(ring)
+        if new:
+            bell.thread.start()
+    bell.source_now()  # (made before the caller's look; without one the bell rings every FOLLOW_POLL_SECONDS)
+    return ring
+
+
 class GrantWatch:
     """Follows the log past grant ``(name, token)`` in a daemon thread
     until the grant ends, then calls ``on_lost(event)`` once, in that
@@ -125,7 +320,7 @@ class GrantWatch:
         self.lost = False
         self.looks = 0
         self._failing = False  # the last look could not read the store (said once: _unreadable)
-        self._unwoken = False  # its wake-up could not be made last time (said once: _source_now)
+        self._unwoken = False  # no wake-up could be had (_source_now): it looks every FOLLOW_POLL_SECONDS
         self._source: Wakeup | None = None
         self._thread = threading.Thread(target=self._run, name=f"scopeledger-watch-{name}", daemon=True)
         self._thread.start()
@@ -340,28 +535,13 @@ class GrantWatch:
             source.changes()  # (drained: whatever it says, the next look reads the log)
 
     def _source_now(self) -> Wakeup | None:
-        """The follower's wake-up (``Tickets.follower``), made when missing
-        or broken; ``None`` when the store has none or it cannot be made."""
-        source = self._source
-        if source is not None and not getattr(source, "broken", False):
-            return source
-        self._close_source()
-        tickets = self._store.tickets()
-        if tickets is None:
-            return None
-        try:
-            self._source = tickets.follower()
-        except (LedgerError, OSError) as exc:
-            if not self._unwoken:  # (said once until it can be made again, not at every look)
-                self._unwoken = True
-                log.info("the watch of grant %r (token %d) cannot be woken by changes of the log of %s now "
-                         "(looking every %g s until it can): %s", self.name, self.token, self._where,
-                         FOLLOW_POLL_SECONDS, exc)
-            return None
-        if self._unwoken:
-            self._unwoken = False
-            log.info("the watch of grant %r (token %d) is woken by changes of the log of %s again",
-                     self.name, self.token, self._where)
+        """The watch's wake-up: a ring of its store's :class:`_Bell` (one
+        follower for every watch of this process on that log), subscribed
+        at the first look; ``None`` when none can be had (it looks every
+        :data:`FOLLOW_POLL_SECONDS`)."""
+        if self._source is None and not self._unwoken:
+            self._source = _subscribe(self._store, self._where)
+            self._unwoken = self._source is None  # (not tried again at every look)
         return self._source
 
     def _close_source(self) -> None:

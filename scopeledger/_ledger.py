@@ -2555,8 +2555,9 @@ class Ledger:
         is called at once when the grant had ended before this call.
 
         Woken by the store's change notification (inotify on a
-        directory's log, LISTEN on PostgreSQL; where there is none, a
-        network file system, it looks every 0.5 s), it reads only the lines
+        directory's log, LISTEN on PostgreSQL: one instance or connection
+        per process and ledger object, however many watches; where there is
+        none, a network file system, it looks every 0.5 s), it reads only the lines
         appended since its last look and decodes only those that name the
         holder: it folds nothing and keeps no state but its place in the
         log, so a process that dropped its folded state (:meth:`unload`)

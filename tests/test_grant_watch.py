@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import scopeledger._grantwatch as grantwatch
-from helpers import W
+from helpers import W, wait_for
 from scopeledger import Event, GrantWatch, Ledger, verify
 
 BOUND = 60.0  # seconds: a bound on a condition, never a measure of speed
@@ -394,3 +394,104 @@ def test_stop_from_its_own_on_lost_returns_and_later_stops_return(where: str, tm
         later.start()
         later.join(BOUND)
         assert not later.is_alive(), "a later stop() did not return"
+
+
+def _inotify_instances() -> int:
+    """This process's inotify instances (descriptors; one closing may still be listed)."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify"
+        except OSError:
+            pass
+    return n
+
+
+def _followers_gone() -> None:
+    """Wait until no watch's wake-up thread runs (it closes its follower as it ends), nor
+    the thread it hands an inotify instance to (closing one waits for the kernel)."""
+    for name in ("scopeledger-follow", "scopeledger-inotify-close"):
+        for t in threading.enumerate():
+            if t.name == name:
+                t.join(BOUND)
+                assert not t.is_alive(), f"{name} did not end with the last watch"
+
+
+def _listeners(pg_cluster: Any) -> int:
+    """Server connections of this test's client that LISTEN (their last statement)."""
+    import psycopg
+
+    with psycopg.connect(pg_cluster.conninfo(), autocommit=True) as c:
+        return int(c.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %%' "
+                             "AND pid <> pg_backend_pid()").fetchone()[0])
+
+
+def test_many_watches_in_one_process_share_one_wake_up(where: str, request: Any, tmp_path: Path) -> None:
+    # A supervisor watching many grants (spawn's on_lost) held one inotify instance per
+    # watch (150 spawns: 127 instances, the per-user limit of 128 spent, other programs
+    # of the user refused) or one LISTEN connection per watch on PostgreSQL (past
+    # max_connections, other clients refused). Now one for all of them, each watch still
+    # woken by its own end (the backstop is off: only the wake-up can wake them in time).
+    kind = "dir" if where.startswith("/") else "pg"
+    _followers_gone()
+    before = _inotify_instances()
+    n = 24
+    with Ledger.open(where, create=True) as led, Ledger.open(where) as other:
+        grants = [led.register(f"w{i}", [W(tmp_path / f"w{i}")]) for i in range(n)]
+        watches = [watch(led, a.name, a.token) for a in grants]
+        try:
+            for w, _ in watches:  # (a watch subscribes before its first look)
+                wait_for(lambda w=w: w.looks >= 1, BOUND)
+            if kind == "dir":
+                assert _inotify_instances() - before == 1
+            else:
+                assert _listeners(request.getfixturevalue("pg_cluster")) == 1
+            for a in grants[::2]:
+                other.release(a.name, force=True, reason=f"taken from {a.name}")
+            for i, (w, got) in enumerate(watches):
+                if i % 2 == 0:
+                    ev = got.get(timeout=BOUND)
+                    assert ev is not None and ev.data["forced"] == f"taken from w{i}"
+                else:
+                    assert got.empty() and not w.lost
+        finally:
+            for w, _ in watches:
+                w.stop()
+    _followers_gone()
+    if kind == "dir":
+        assert _inotify_instances() == before
+    else:
+        assert _listeners(request.getfixturevalue("pg_cluster")) == 0
+
+
+def test_a_watch_in_a_forked_child_has_a_wake_up_of_its_own(tmp_path: Path) -> None:
+    # The parent's watches share a wake-up whose thread the child does not have: a watch
+    # the child makes is woken all the same (its own, not the parent's, which never rings).
+    where = str(tmp_path / "led")
+    with Ledger.open(where, create=True) as led:
+        a = led.register("parent-job", [W(tmp_path / "p")])
+        w, _ = watch(led, "parent-job", a.token)
+        try:
+            r, wfd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - (the child)
+                code = 1
+                try:
+                    os.close(r)
+                    with Ledger.open(where) as mine:
+                        b = mine.register("child-job", [W(tmp_path / "c")])
+                        cw, got = watch(mine, "child-job", b.token)
+                        os.write(wfd, b"ready")
+                        ev = got.get(timeout=BOUND)
+                        code = 0 if ev is not None and ev.data.get("forced") == "from the parent" else 2
+                        cw.stop()
+                finally:
+                    os._exit(code)
+            os.close(wfd)
+            with os.fdopen(r, "rb") as said:
+                assert said.read(5) == b"ready"
+            led.release("child-job", force=True, reason="from the parent")
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+        finally:
+            w.stop()
