@@ -150,6 +150,7 @@ class _Bell:
                 if source is not None:
                     source.changes()  # (drained: whatever it says, the watches look)
                     if getattr(source, "broken", False):
+                        log.debug("the wake-up of the watches on the log of %s broke: made again", self.where)
                         self.source_now()  # (made again before the ring: an append after it wakes them)
                 with _registry_lock:  # (a ring's descriptor is closed under it: never written once closed)
                     for ring in self.rings:
