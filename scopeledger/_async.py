@@ -148,45 +148,6 @@ _RETRIED = (LedgerIOError, StoreError, LockTimeout, OSError)
 _UNREACHED = (LedgerIOError, StoreError)
 
 
-class _Gate(Gate):
-    """A :class:`~scopeledger._wait.Gate` that also tells its canceller
-    whether the call may still be granted: :meth:`cancel` returns ``True``
-    when no step's :meth:`commit` was entered since :meth:`arm` (the thread
-    has not yet got as far as the ledger's lock and its last word: it never
-    grants now), ``False`` when one was (it may have granted: the caller
-    waits for it and undoes). Entering is recorded before the commit's check
-    and the cancellation before its read, each under the gate's lock: a
-    ``True`` is never wrong (a ``False`` may be: a commit entered just after
-    the cancellation refuses; waiting for it is then only slower)."""
-
-    __slots__ = ("entered",)
-
-    def __init__(self, deadline: float | None) -> None:
-        super().__init__(deadline)
-        self.entered = False
-
-    def arm(self) -> None:
-        """A new step begins (the last one ended without a grant)."""
-        with self._lock:
-            self.entered = False
-
-    def commit(self) -> None:
-        with self._lock:
-            self.entered = True
-        super().commit()
-
-    def commit_first(self) -> None:
-        with self._lock:
-            self.entered = True
-        super().commit_first()
-
-    def cancel(self) -> bool:  # type: ignore[override]
-        """:meth:`Gate.cancel`; whether no commit was entered (no grant, ever)."""
-        super().cancel()
-        with self._lock:
-            return not self.entered
-
-
 class _SwitchInterval:
     """The process's switch interval, lowered while calls run in worker
     threads (:meth:`run`) and put back when the last one ends, unless
@@ -319,7 +280,7 @@ class AsyncLedger:
     # -- threads ----------------------------------------------------------------
 
     async def _thread(self, fn: Callable[..., T], *args: Any, undo: Callable[[T], Any] | None = None,
-                      gate: _Gate | None = None,
+                      gate: Gate | None = None,
                       abandoned: list[asyncio.Future[Any]] | None = None) -> T:
         """``fn(*args)`` in a worker thread, the switch interval lowered
         there while it runs (``switch_interval``). If this coroutine is
@@ -331,7 +292,7 @@ class AsyncLedger:
 
         ``gate``: the gate ``fn``'s grant passes (shut on cancellation).
         When the cancellation shuts it before the thread entered its
-        commit (:meth:`_Gate.cancel`: it never grants now, a thread waiting
+        commit (:meth:`Gate.cancel <scopeledger._wait.Gate.cancel>`: it never grants now, a thread waiting
         for a stalled ledger lock, say), the ``CancelledError`` goes on at
         once, without waiting for the thread; the thread finishes in the
         background (its outcome, a ``GaveUp``, dropped; :meth:`close` waits
@@ -480,12 +441,12 @@ class AsyncLedger:
         and its sleeps on the event loop."""
         led = self._ledger
         if not asks_to_wait(wait):
-            gate = _Gate(None)
+            gate = Gate(None)
             return await self._gated(gate, attempt, gate.commit)
         req = await self._thread(Request.of, led, name, rules, parent, parent_token, wait)
         if self._me is None:
             self._me = await self._thread(whoami, led)
-        gate = _Gate(deadline_of(req))
+        gate = Gate(deadline_of(req))
         steps = waiting(led, req, attempt, gate, self._me, tickets_of(led), on_wait)
         abandoned: list[asyncio.Future[Any]] = []
         try:
@@ -538,7 +499,7 @@ class AsyncLedger:
         finally:
             steps.close()  # (given back now if not yet: blocking only when interrupted on the way)
 
-    async def _gated(self, gate: _Gate, fn: Callable[..., T], *args: Any) -> T:
+    async def _gated(self, gate: Gate, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a thread, where a grant passes ``gate``: if this
         coroutine is cancelled, the gate shuts (no grant after it), and a
         grant decided before is released before the cancellation goes on."""

@@ -296,15 +296,33 @@ class Gate:
     first (the grant is written, and the call that was cancelled returns
     it: the canceller must release it) or :meth:`cancel` does (no grant).
     ``deadline``: ``time.monotonic`` seconds, ``None`` for none. ``grace``:
-    the waiter's :class:`Grace`."""
+    the waiter's :class:`Grace`.
 
-    __slots__ = ("_lock", "deadline", "cancelled", "grace")
+    It also tells its canceller whether the call may still be granted
+    (``AsyncLedger``, whose canceller does not wait for a thread that cannot
+    grant): :meth:`cancel` returns ``True`` when no :meth:`commit` (or
+    :meth:`commit_first`) was entered since :meth:`arm` (the thread has not
+    yet got as far as the ledger's lock and its last word: it never grants
+    now), ``False`` when one was (it may have granted: the caller waits for
+    it and undoes). Entering is recorded in the commit's own check and the
+    cancellation before its read, each under the gate's lock: a ``True`` is
+    never wrong (a ``False`` may be: a commit entered just after the
+    cancellation refuses; waiting for it is then only slower)."""
+
+    __slots__ = ("_lock", "deadline", "cancelled", "grace", "entered")
 
     def __init__(self, deadline: float | None) -> None:
         self._lock = threading.Lock()
         self.deadline = deadline
         self.cancelled = False
         self.grace = Grace(deadline)
+        #: A commit was entered since :meth:`arm` (it may have granted).
+        self.entered = False
+
+    def arm(self) -> None:
+        """A new step begins (the last one ended without a grant)."""
+        with self._lock:
+            self.entered = False
 
     def commit(self) -> None:
         """Called under the ledger's lock just before the grant is built.
@@ -317,6 +335,7 @@ class Gate:
                 raise GaveUp("cancelled")
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 raise GaveUp("deadline")
+            self.entered = True
 
     def commit_first(self) -> None:
         """:meth:`commit` for the first attempt, made as a request without
@@ -330,12 +349,15 @@ class Gate:
         with self._lock:
             if self.cancelled:
                 raise GaveUp("cancelled")
+            self.entered = True
 
-    def cancel(self) -> None:
+    def cancel(self) -> bool:
         """No grant after this (one that passed :meth:`commit` before is
-        the cancelled call's result)."""
+        the cancelled call's result). Returns whether no commit was entered
+        since :meth:`arm` (no grant, ever: see the class docstring)."""
         with self._lock:
             self.cancelled = True
+            return not self.entered
 
 
 class Request:
