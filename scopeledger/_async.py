@@ -21,21 +21,23 @@ given back the same way.
 **Cancellation is prompt** for the grants (``register``, ``delegate``,
 ``hold``, with or without ``wait=``) even while the ledger's lock is stalled
 (a writer stopped while it holds the lock; on PostgreSQL a session stopped
-in the middle of a transaction): a call whose thread has not yet reached
-its grant's last check under the lock (its gate shut first) raises at once;
-the thread goes on waiting for the lock in the background, and records
-nothing once it gets it; a waiter's ticket is given back after that (until
-then it stays in the queue, where everyone waits for the same lock anyway).
+in the middle of a transaction): a call whose thread has not yet reached its
+grant's last check under the lock (its gate shut first) raises at once; the
+thread goes on waiting for the lock in the background, and records nothing
+once it gets it; a waiter's ticket is given back after that (until then it
+stays in the queue, where everyone waits for the same lock anyway).
 :meth:`AsyncLedger.close` waits for such threads (a ledger is not closed
 under a thread that uses it), as ``asyncio.run``'s end waits for the
 executor's threads: bound the lock's wait (``AsyncLedger.open(...,
-timeout=)``) where that matters. The other calls cancelled while their
-thread runs raise at once too (a release still completes in its thread).
-Not yet on PostgreSQL when the call first tried its grant in one round
-trip without the lock (``Ledger``'s speculative try, made while no other
-process appended lately): that try passed the gate, so the cancelled call
-waits for its thread as before (the lock's ``timeout=`` bounds it), then
-releases what it got.
+timeout=)``) where that matters. On PostgreSQL, a grant first tried in one
+round trip without the lock (``Ledger``'s speculative try, made while no
+other process appended lately) that found the lock taken wrote nothing, and
+says so to the gate (:meth:`Gate.unwritten
+<scopeledger._wait.Gate.unwritten>`): a cancellation while its thread then
+waits for the lock raises at once too; one that comes during that round trip
+waits for it (the try may append), then releases what it got. The other
+calls cancelled while their thread runs raise at once too (a release still
+completes in its thread).
 
 **A release that fails after a cancellation** (a full disk, the server
 unreachable) never replaces the cancellation: the ``CancelledError`` (or
@@ -105,7 +107,8 @@ from ._errors import LedgerError, LedgerIOError, LockTimeout, StoreError, Unknow
 from ._fold import Allocation
 from ._ledger import delegate_attempt, register_attempt, tickets_of
 from ._rules import ScopeRule
-from ._wait import Call, Gate, Request, Sleep, Watch, deadline_of, queue_of, release_grant, resume, waiting, whoami
+from ._wait import (Call, Commit, Gate, Request, Sleep, Watch, deadline_of, queue_of, release_grant, resume, waiting,
+                    whoami)
 from ._imports import first_use
 
 if TYPE_CHECKING:
@@ -442,7 +445,7 @@ class AsyncLedger:
         led = self._ledger
         if not asks_to_wait(wait):
             gate = Gate(None)
-            return await self._gated(gate, attempt, gate.commit)
+            return await self._gated(gate, attempt, Commit(gate.commit, None, gate.unwritten))
         req = await self._thread(Request.of, led, name, rules, parent, parent_token, wait)
         if self._me is None:
             self._me = await self._thread(whoami, led)

@@ -276,15 +276,19 @@ def grace_words(name: str, ppid: int) -> str:
 class Commit:
     """What an attempt is given (``attempt(commit)``): ``commit()`` is the
     waiter's last word under the lock (``check``: :meth:`Gate.commit`, or
-    :meth:`Gate.commit_first`), and ``stand_back(alloc, verdict)`` the
+    :meth:`Gate.commit_first`), ``stand_back(alloc, verdict)`` the
     verdict by which the decision under the lock judges a holder in the
-    way (:meth:`Grace.verdict`)."""
+    way (:meth:`Grace.verdict`; ``None``: its verdict, as for a request
+    without ``wait``), and ``unwritten()`` what ``Ledger`` calls when a
+    commit it made wrote nothing for certain (:meth:`Gate.unwritten`)."""
 
-    __slots__ = ("check", "stand_back")
+    __slots__ = ("check", "stand_back", "unwritten")
 
-    def __init__(self, check: Callable[[], None], stand_back: Callable[[Allocation, Verdict], Verdict]) -> None:
+    def __init__(self, check: Callable[[], None], stand_back: Callable[[Allocation, Verdict], Verdict] | None,
+                 unwritten: Callable[[], None]) -> None:
         self.check = check
         self.stand_back = stand_back
+        self.unwritten = unwritten
 
     def __call__(self) -> None:
         self.check()
@@ -325,7 +329,11 @@ class Gate:
             self.entered = False
 
     def commit(self) -> None:
-        """Called under the ledger's lock just before the grant is built.
+        """Called just before the grant is built: under the ledger's lock,
+        or on PostgreSQL in ``Ledger``'s speculative one-round-trip try,
+        whose append the server makes only if the lock is free and the log
+        has not moved on (a try that appended nothing calls
+        :meth:`unwritten`, and the locked path that follows commits again).
 
         Raises:
             GaveUp: cancelled, or past the deadline (``time.monotonic``).
@@ -350,6 +358,16 @@ class Gate:
             if self.cancelled:
                 raise GaveUp("cancelled")
             self.entered = True
+
+    def unwritten(self) -> None:
+        """The commit entered last wrote nothing, for certain (a speculative
+        try found the ledger's lock taken, or the log moved on: nothing was
+        appended): as if it had not been entered, so that a cancellation
+        while the thread then waits for the lock does not wait for it (the
+        commit it makes once it holds the lock refuses). Called by the
+        thread that entered it, before it commits again."""
+        with self._lock:
+            self.entered = False
 
     def cancel(self) -> bool:
         """No grant after this (one that passed :meth:`commit` before is
@@ -769,7 +787,7 @@ def _ask(ledger: Any, attempt: Callable[[Callable[[], None]], Allocation], gate:
     grace = gate.grace
     grace.standing.clear()
     try:
-        return attempt(Commit(gate.commit_first if first else gate.commit, grace.verdict))
+        return attempt(Commit(gate.commit_first if first else gate.commit, grace.verdict, gate.unwritten))
     except Refused as exc:
         if not waitable(exc):
             raise
