@@ -106,7 +106,7 @@ from ._arguments import (asks_to_wait, check_advisory, check_callable, check_not
 from ._errors import LedgerError, LedgerIOError, LockTimeout, StoreError, UnknownHolder, shown
 from ._fold import Allocation
 from ._ledger import delegate_attempt, register_attempt, tickets_of
-from ._rules import ScopeRule
+from ._rules import ScopeRule, check_name
 from ._wait import (Call, Commit, Gate, Request, Sleep, Watch, deadline_of, queue_of, release_grant, resume, waiting,
                     whoami)
 from ._imports import first_use
@@ -146,8 +146,9 @@ UNDO_RETRY_SECONDS = 600.0
 #: that trying again does not mend: logged at once.
 _RETRIED = (LedgerIOError, StoreError, LockTimeout, OSError)
 
-#: What :meth:`AsyncLedger.until_lost` rides out (looking again): the store
-#: could not be read or reached.
+#: What :meth:`AsyncLedger.until_lost` rides out (looking again, said once:
+#: ``_grantwatch.Unreadable``): a read of the log failed, or the store could
+#: not be reached or answered with an error.
 _UNREACHED = (LedgerIOError, StoreError)
 
 
@@ -810,39 +811,34 @@ class AsyncLedger:
         that cuts only lines after the grant's (its end among them) leaves
         the grant live: the wait goes on.
 
-        A store that cannot be read (the PostgreSQL server restarting or
-        unreachable, ``StoreError``; a read that failed, ``LedgerIOError``)
-        is ridden out as :meth:`Ledger.watch_grant` does: said once (an
-        ``INFO`` record), looked at again every
-        :data:`~scopeledger._grantwatch.FOLLOW_POLL_SECONDS` (0.5 s) until
-        it can be read (said too), and the wait goes on; cancel the call to
-        stop waiting.
+        A look that cannot read the log raises nothing: a ``LedgerIOError``
+        (a read of a directory's log failed) or a ``StoreError`` (on
+        PostgreSQL: the server restarting or unreachable,
+        ``StoreUnavailable``, or an error it answered with) is said once
+        (an ``INFO`` record, in the words :meth:`Ledger.watch_grant` uses:
+        ``scopeledger._grantwatch.Unreadable``), the log is looked at again
+        every :data:`~scopeledger._grantwatch.FOLLOW_POLL_SECONDS` (0.5 s)
+        until it can be read (said too), and the wait goes on; cancel the
+        call to stop waiting.
 
         Raises:
-            InvalidHolderName, TypeError, InvalidArgument: as :meth:`Ledger.check`
-                (before anything is read).
-            CorruptLedger: a line does not check out.
+            InvalidHolderName: ``name`` is not a holder name (before
+                anything is read).
+            TypeError: ``token`` is not an integer (an ``int``, an
+                ``IntEnum``, a ``numpy.int64``; not a ``bool``, not a
+                float) (before anything is read).
+            InvalidArgument: ``token`` is below 1 (before anything is read).
+            CorruptLedger: a line of the log does not check out (while it
+                waits, or while it looks for the event that ended the
+                grant); ``NewerFormat`` among them.
         """
         with first_use:
-            from ._grantwatch import FOLLOW_POLL_SECONDS
+            from ._grantwatch import FOLLOW_POLL_SECONDS, Unreadable
 
+        name = check_name(name)
         token = check_token(token)
         led = self._ledger
-        failing = False
-
-        def unread(exc: BaseException) -> None:
-            nonlocal failing
-            if not failing:
-                failing = True
-                log.info("could not read the log of %s to wait for the end of grant %r (token %d); trying again "
-                         "every %g s until it can: %s", led.path, name, token, FOLLOW_POLL_SECONDS, exc)
-
-        def read_again() -> None:
-            nonlocal failing
-            if failing:
-                failing = False
-                log.info("the log of %s can be read again: waiting for the end of grant %r (token %d) again",
-                         led.path, name, token)
+        unread = Unreadable(led._log_where, name, token)  # (as a GrantWatch says an outage: one place)
 
         # Woken by any change of the log, not by a seq past the one folded (as wait() is): a
         # repair that cut the grant may leave the log ending at the same seq.
@@ -854,17 +850,17 @@ class AsyncLedger:
                         watch = Watch.take(led, queue_of(led, tickets_of(led)), None)
                     await self.refresh()
                     if not await self.check(name, token):
-                        read_again()
+                        unread.read()
                         break
                     try:
                         lease = (await self.holder(name)).lease
                     except UnknownHolder:
                         continue
-                    read_again()
+                    unread.read()
                     await _sleep(watch, math.inf if lease is None else min(1.0, lease.ttl_ns / 1e10), None,
                                  self._switch)
                 except _UNREACHED as exc:
-                    unread(exc)
+                    unread.failed(exc)
                     if watch is not None:
                         watch.give_back(led)
                         watch = None
@@ -891,10 +887,10 @@ class AsyncLedger:
             try:
                 end = await self._thread(ending)
             except _UNREACHED as exc:
-                unread(exc)
+                unread.failed(exc)
                 await asyncio.sleep(FOLLOW_POLL_SECONDS)
                 continue
-            read_again()
+            unread.read()
             return end
 
     async def close(self) -> None:
