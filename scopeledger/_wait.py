@@ -143,8 +143,9 @@ default) can outlast it.
 
 **A timed-out or cancelled wait is never granted afterwards.** The last
 check before a waiter's grant is written runs under the ledger's lock
-(:meth:`Gate.commit`): past the deadline, or once cancelled, nothing is
-written. A grant decided before the cancellation is returned by the call
+(:meth:`Gate.commit`; on PostgreSQL perhaps in ``Ledger``'s speculative
+try, whose append the server makes only while the lock is free): past the
+deadline, or once cancelled, nothing is written. A grant decided before the cancellation is returned by the call
 that was cancelled; its canceller releases it (AsyncLedger does). A
 blocking call interrupted (a signal handler's exception) after its grant
 was written withdraws it (``Ledger._register_waiting``: the attempt's
