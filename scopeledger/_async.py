@@ -21,21 +21,23 @@ given back the same way.
 **Cancellation is prompt** for the grants (``register``, ``delegate``,
 ``hold``, with or without ``wait=``) even while the ledger's lock is stalled
 (a writer stopped while it holds the lock; on PostgreSQL a session stopped
-in the middle of a transaction): a call whose thread has not yet reached
-its grant's last check under the lock (its gate shut first) raises at once;
-the thread goes on waiting for the lock in the background, and records
-nothing once it gets it; a waiter's ticket is given back after that (until
-then it stays in the queue, where everyone waits for the same lock anyway).
+in the middle of a transaction): a call whose thread has not yet reached its
+grant's last check under the lock (its gate shut first) raises at once; the
+thread goes on waiting for the lock in the background, and records nothing
+once it gets it; a waiter's ticket is given back after that (until then it
+stays in the queue, where everyone waits for the same lock anyway).
 :meth:`AsyncLedger.close` waits for such threads (a ledger is not closed
 under a thread that uses it), as ``asyncio.run``'s end waits for the
 executor's threads: bound the lock's wait (``AsyncLedger.open(...,
-timeout=)``) where that matters. The other calls cancelled while their
-thread runs raise at once too (a release still completes in its thread).
-Not yet on PostgreSQL when the call first tried its grant in one round
-trip without the lock (``Ledger``'s speculative try, made while no other
-process appended lately): that try passed the gate, so the cancelled call
-waits for its thread as before (the lock's ``timeout=`` bounds it), then
-releases what it got.
+timeout=)``) where that matters. On PostgreSQL, a grant first tried in one
+round trip without the lock (``Ledger``'s speculative try, made while no
+other process appended lately) that found the lock taken wrote nothing, and
+says so to the gate (:meth:`Gate.unwritten
+<scopeledger._wait.Gate.unwritten>`): a cancellation while its thread then
+waits for the lock raises at once too; one that comes during that round trip
+waits for it (the try may append), then releases what it got. The other
+calls cancelled while their thread runs raise at once too (a release still
+completes in its thread).
 
 **A release that fails after a cancellation** (a full disk, the server
 unreachable) never replaces the cancellation: the ``CancelledError`` (or
@@ -104,8 +106,9 @@ from ._arguments import (asks_to_wait, check_advisory, check_callable, check_not
 from ._errors import LedgerError, LedgerIOError, LockTimeout, StoreError, UnknownHolder, shown
 from ._fold import Allocation
 from ._ledger import delegate_attempt, register_attempt, tickets_of
-from ._rules import ScopeRule
-from ._wait import Call, Gate, Request, Sleep, Watch, deadline_of, queue_of, release_grant, resume, waiting, whoami
+from ._rules import ScopeRule, check_name
+from ._wait import (Call, Commit, Gate, Request, Sleep, Watch, deadline_of, queue_of, release_grant, resume, waiting,
+                    whoami)
 from ._imports import first_use
 
 if TYPE_CHECKING:
@@ -143,48 +146,10 @@ UNDO_RETRY_SECONDS = 600.0
 #: that trying again does not mend: logged at once.
 _RETRIED = (LedgerIOError, StoreError, LockTimeout, OSError)
 
-#: What :meth:`AsyncLedger.until_lost` rides out (looking again): the store
-#: could not be read or reached.
+#: What :meth:`AsyncLedger.until_lost` rides out (looking again, said once:
+#: ``_grantwatch.Unreadable``): a read of the log failed, or the store could
+#: not be reached or answered with an error.
 _UNREACHED = (LedgerIOError, StoreError)
-
-
-class _Gate(Gate):
-    """A :class:`~scopeledger._wait.Gate` that also tells its canceller
-    whether the call may still be granted: :meth:`cancel` returns ``True``
-    when no step's :meth:`commit` was entered since :meth:`arm` (the thread
-    has not yet got as far as the ledger's lock and its last word: it never
-    grants now), ``False`` when one was (it may have granted: the caller
-    waits for it and undoes). Entering is recorded before the commit's check
-    and the cancellation before its read, each under the gate's lock: a
-    ``True`` is never wrong (a ``False`` may be: a commit entered just after
-    the cancellation refuses; waiting for it is then only slower)."""
-
-    __slots__ = ("entered",)
-
-    def __init__(self, deadline: float | None) -> None:
-        super().__init__(deadline)
-        self.entered = False
-
-    def arm(self) -> None:
-        """A new step begins (the last one ended without a grant)."""
-        with self._lock:
-            self.entered = False
-
-    def commit(self) -> None:
-        with self._lock:
-            self.entered = True
-        super().commit()
-
-    def commit_first(self) -> None:
-        with self._lock:
-            self.entered = True
-        super().commit_first()
-
-    def cancel(self) -> bool:  # type: ignore[override]
-        """:meth:`Gate.cancel`; whether no commit was entered (no grant, ever)."""
-        super().cancel()
-        with self._lock:
-            return not self.entered
 
 
 class _SwitchInterval:
@@ -319,7 +284,7 @@ class AsyncLedger:
     # -- threads ----------------------------------------------------------------
 
     async def _thread(self, fn: Callable[..., T], *args: Any, undo: Callable[[T], Any] | None = None,
-                      gate: _Gate | None = None,
+                      gate: Gate | None = None,
                       abandoned: list[asyncio.Future[Any]] | None = None) -> T:
         """``fn(*args)`` in a worker thread, the switch interval lowered
         there while it runs (``switch_interval``). If this coroutine is
@@ -331,7 +296,7 @@ class AsyncLedger:
 
         ``gate``: the gate ``fn``'s grant passes (shut on cancellation).
         When the cancellation shuts it before the thread entered its
-        commit (:meth:`_Gate.cancel`: it never grants now, a thread waiting
+        commit (:meth:`Gate.cancel <scopeledger._wait.Gate.cancel>`: it never grants now, a thread waiting
         for a stalled ledger lock, say), the ``CancelledError`` goes on at
         once, without waiting for the thread; the thread finishes in the
         background (its outcome, a ``GaveUp``, dropped; :meth:`close` waits
@@ -480,12 +445,12 @@ class AsyncLedger:
         and its sleeps on the event loop."""
         led = self._ledger
         if not asks_to_wait(wait):
-            gate = _Gate(None)
-            return await self._gated(gate, attempt, gate.commit)
+            gate = Gate(None)
+            return await self._gated(gate, attempt, Commit(gate.commit, None, gate.unwritten))
         req = await self._thread(Request.of, led, name, rules, parent, parent_token, wait)
         if self._me is None:
             self._me = await self._thread(whoami, led)
-        gate = _Gate(deadline_of(req))
+        gate = Gate(deadline_of(req))
         steps = waiting(led, req, attempt, gate, self._me, tickets_of(led), on_wait)
         abandoned: list[asyncio.Future[Any]] = []
         try:
@@ -538,7 +503,7 @@ class AsyncLedger:
         finally:
             steps.close()  # (given back now if not yet: blocking only when interrupted on the way)
 
-    async def _gated(self, gate: _Gate, fn: Callable[..., T], *args: Any) -> T:
+    async def _gated(self, gate: Gate, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a thread, where a grant passes ``gate``: if this
         coroutine is cancelled, the gate shuts (no grant after it), and a
         grant decided before is released before the cancellation goes on."""
@@ -846,39 +811,34 @@ class AsyncLedger:
         that cuts only lines after the grant's (its end among them) leaves
         the grant live: the wait goes on.
 
-        A store that cannot be read (the PostgreSQL server restarting or
-        unreachable, ``StoreError``; a read that failed, ``LedgerIOError``)
-        is ridden out as :meth:`Ledger.watch_grant` does: said once (an
-        ``INFO`` record), looked at again every
-        :data:`~scopeledger._grantwatch.FOLLOW_POLL_SECONDS` (0.5 s) until
-        it can be read (said too), and the wait goes on; cancel the call to
-        stop waiting.
+        A look that cannot read the log raises nothing: a ``LedgerIOError``
+        (a read of a directory's log failed) or a ``StoreError`` (on
+        PostgreSQL: the server restarting or unreachable,
+        ``StoreUnavailable``, or an error it answered with) is said once
+        (an ``INFO`` record, in the words :meth:`Ledger.watch_grant` uses:
+        ``scopeledger._grantwatch.Unreadable``), the log is looked at again
+        every :data:`~scopeledger._grantwatch.FOLLOW_POLL_SECONDS` (0.5 s)
+        until it can be read (said too), and the wait goes on; cancel the
+        call to stop waiting.
 
         Raises:
-            InvalidHolderName, TypeError, InvalidArgument: as :meth:`Ledger.check`
-                (before anything is read).
-            CorruptLedger: a line does not check out.
+            InvalidHolderName: ``name`` is not a holder name (before
+                anything is read).
+            TypeError: ``token`` is not an integer (an ``int``, an
+                ``IntEnum``, a ``numpy.int64``; not a ``bool``, not a
+                float) (before anything is read).
+            InvalidArgument: ``token`` is below 1 (before anything is read).
+            CorruptLedger: a line of the log does not check out (while it
+                waits, or while it looks for the event that ended the
+                grant); ``NewerFormat`` among them.
         """
         with first_use:
-            from ._grantwatch import FOLLOW_POLL_SECONDS
+            from ._grantwatch import FOLLOW_POLL_SECONDS, Unreadable
 
+        name = check_name(name)
         token = check_token(token)
         led = self._ledger
-        failing = False
-
-        def unread(exc: BaseException) -> None:
-            nonlocal failing
-            if not failing:
-                failing = True
-                log.info("could not read the log of %s to wait for the end of grant %r (token %d); trying again "
-                         "every %g s until it can: %s", led.path, name, token, FOLLOW_POLL_SECONDS, exc)
-
-        def read_again() -> None:
-            nonlocal failing
-            if failing:
-                failing = False
-                log.info("the log of %s can be read again: waiting for the end of grant %r (token %d) again",
-                         led.path, name, token)
+        unread = Unreadable(led._log_where, name, token)  # (as a GrantWatch says an outage: one place)
 
         # Woken by any change of the log, not by a seq past the one folded (as wait() is): a
         # repair that cut the grant may leave the log ending at the same seq.
@@ -890,17 +850,17 @@ class AsyncLedger:
                         watch = Watch.take(led, queue_of(led, tickets_of(led)), None)
                     await self.refresh()
                     if not await self.check(name, token):
-                        read_again()
+                        unread.read()
                         break
                     try:
                         lease = (await self.holder(name)).lease
                     except UnknownHolder:
                         continue
-                    read_again()
+                    unread.read()
                     await _sleep(watch, math.inf if lease is None else min(1.0, lease.ttl_ns / 1e10), None,
                                  self._switch)
                 except _UNREACHED as exc:
-                    unread(exc)
+                    unread.failed(exc)
                     if watch is not None:
                         watch.give_back(led)
                         watch = None
@@ -927,10 +887,10 @@ class AsyncLedger:
             try:
                 end = await self._thread(ending)
             except _UNREACHED as exc:
-                unread(exc)
+                unread.failed(exc)
                 await asyncio.sleep(FOLLOW_POLL_SECONDS)
                 continue
-            read_again()
+            unread.read()
             return end
 
     async def close(self) -> None:

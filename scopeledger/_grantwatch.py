@@ -274,6 +274,37 @@ def _subscribe(store: LogStore, where: str) -> Wakeup | None:
     return ring
 
 
+class Unreadable:
+    """What a follower of grant ``(name, token)`` says while the log of
+    ``where`` cannot be read (a read that failed, the server unreachable):
+    one ``INFO`` record when a look first fails (:meth:`failed`), and one
+    when a look reads it again (:meth:`read`), not one at every look
+    (every :data:`FOLLOW_POLL_SECONDS` while a server is down). The one
+    place both followers say it: :class:`GrantWatch` (``Ledger.watch_grant``,
+    ``ledger run``) and ``AsyncLedger.until_lost``."""
+
+    __slots__ = ("where", "name", "token", "failing")
+
+    def __init__(self, where: str, name: str, token: int) -> None:
+        self.where, self.name, self.token = where, name, token
+        self.failing = False  # the last look could not read the log
+
+    def failed(self, exc: BaseException) -> None:
+        """A look could not read the log (``exc``): said unless the look
+        before could not either."""
+        if not self.failing:
+            self.failing = True
+            log.info("could not read the log of %s to watch grant %r (token %d); trying again every %g s "
+                     "until it can: %s", self.where, self.name, self.token, FOLLOW_POLL_SECONDS, exc)
+
+    def read(self) -> None:
+        """A look read the log: said when the look before could not."""
+        if self.failing:
+            self.failing = False
+            log.info("the log of %s can be read again: watching grant %r (token %d) again",
+                     self.where, self.name, self.token)
+
+
 class GrantWatch:
     """Follows the log past grant ``(name, token)`` in a daemon thread
     until the grant ends, then calls ``on_lost(event)`` once, in that
@@ -320,7 +351,7 @@ class GrantWatch:
         self.ended: Event | None = None
         self.lost = False
         self.looks = 0
-        self._failing = False  # the last look could not read the store (said once: _unreadable)
+        self._unread = Unreadable(where, name, token)  # (an outage said once each way)
         self._unwoken = False  # no wake-up could be had (_source_now): it looks every FOLLOW_POLL_SECONDS
         self._source: Wakeup | None = None
         self._thread = threading.Thread(target=self._run, name=f"scopeledger-watch-{name}", daemon=True)
@@ -393,10 +424,10 @@ class GrantWatch:
                 pos, last = self.token, grant
                 continue
             except (LedgerError, OSError) as exc:
-                self._unreadable(exc)
+                self._unread.failed(exc)
                 self._sleep(FOLLOW_POLL_SECONDS)
                 continue
-            self._readable()
+            self._unread.read()
             if len(lines) > again:
                 ended = self._ending(lines, again)
                 if ended is not None:
@@ -417,22 +448,6 @@ class GrantWatch:
                 return replaced()
         except (LedgerError, OSError):
             return None
-
-    def _unreadable(self, exc: BaseException) -> None:
-        """A look could not read the store (``exc``): said once (a notice)
-        until a look reads it again, not at every look (every
-        ``FOLLOW_POLL_SECONDS`` while a server is down)."""
-        if not self._failing:
-            self._failing = True
-            log.info("could not read the log of %s to watch grant %r (token %d); trying again every %g s "
-                     "until it can: %s", self._where, self.name, self.token, FOLLOW_POLL_SECONDS, exc)
-
-    def _readable(self) -> None:
-        """A look read the store: said when the looks before it could not."""
-        if self._failing:
-            self._failing = False
-            log.info("the log of %s can be read again: watching grant %r (token %d) again",
-                     self._where, self.name, self.token)
 
     def _look(self, pos: int, last: bytes, again: int) -> list[Line]:
         """The lines past line ``pos`` (a page), with line ``pos`` itself
@@ -490,10 +505,10 @@ class GrantWatch:
             except CorruptLedger:
                 return None  # (the log holds fewer lines than that)
             except (LedgerError, OSError) as exc:
-                self._unreadable(exc)
+                self._unread.failed(exc)
                 self._sleep(FOLLOW_POLL_SECONDS)
                 continue
-            self._readable()
+            self._unread.read()
             if not got or got[0][0] != self.token:
                 return None
             line = got[0][1]

@@ -551,7 +551,7 @@ class _Txn:
     released, so that the fold stays out of the time the lock is held."""
 
     __slots__ = ("ledger", "state", "lines", "entries", "error", "liveness", "actor_ident", "actor",
-                 "after", "network_fs", "clock")
+                 "after", "network_fs", "clock", "committed")
 
     def __init__(self, ledger: "Ledger", state: State) -> None:
         self.ledger = ledger
@@ -572,6 +572,10 @@ class _Txn:
         self.network_fs = ledger._network_fs
         #: The ledger's clock (or _replaying it, after a try that was not appended).
         self.clock: Callable[[], int] = ledger._clock
+        #: A waiter's commit (``scopeledger._wait.Commit``) that this
+        #: transaction passed, if any: told when its lines were not appended
+        #: (Ledger._speculative_part).
+        self.committed: Any = None
 
     def _line(self, kind: str, payload: dict[str, Any]) -> tuple[int, int, dict[str, Any], bytes]:
         assert self.after is None, "no event after the last one"
@@ -1928,6 +1932,7 @@ class Ledger:
                 # decided again under the lock, which raises it if it holds.
                 if state.seq != base:
                     self._state = None  # applied, not written: rebuild from the log
+                _unwritten(txn)
                 return None, _readings(txn)
             except BaseException:
                 if state.seq != base:
@@ -1954,6 +1959,7 @@ class Ledger:
                 if state.seq != base:
                     self._state = None
                 self._others_active = True
+                _unwritten(txn)
                 return None, _readings(txn)
             try:
                 if after is not None:
@@ -4137,6 +4143,17 @@ def last_seen_ns(alloc: Allocation) -> int:
     return seen
 
 
+def _unwritten(txn: _Txn) -> None:
+    """A transaction whose lines were not appended, for certain (a
+    speculative try: :meth:`Ledger._speculative_part`): the waiter's commit
+    it passed, if any, is told (``Commit.unwritten``: a cancellation while
+    the locked path that follows waits for the lock need not wait for it)."""
+    unwritten = getattr(txn.committed, "unwritten", None)  # (None: no commit, or a plain callable)
+    txn.committed = None
+    if unwritten is not None:
+        unwritten()
+
+
 def _build_grant(txn: _Txn, kind: str, name: str, rules_t: tuple[ScopeRule, ...], parent: str | None,
                  parent_token: int | None, reserved: bool, commit: Callable[[], None] | None, advisory: bool,
                  ident: ProcessIdentity | None, socket: str | None, note: str | None,
@@ -4162,6 +4179,7 @@ def _build_grant(txn: _Txn, kind: str, name: str, rules_t: tuple[ScopeRule, ...]
         return None
     if commit is not None:  # a waiter's last word, under the lock (scopeledger._wait)
         commit()
+        txn.committed = commit
     return _grant(txn, kind, name, rules_t, ident, parent, reserved, socket, note, met, lease)
 
 

@@ -143,8 +143,9 @@ default) can outlast it.
 
 **A timed-out or cancelled wait is never granted afterwards.** The last
 check before a waiter's grant is written runs under the ledger's lock
-(:meth:`Gate.commit`): past the deadline, or once cancelled, nothing is
-written. A grant decided before the cancellation is returned by the call
+(:meth:`Gate.commit`; on PostgreSQL perhaps in ``Ledger``'s speculative
+try, whose append the server makes only while the lock is free): past the
+deadline, or once cancelled, nothing is written. A grant decided before the cancellation is returned by the call
 that was cancelled; its canceller releases it (AsyncLedger does). A
 blocking call interrupted (a signal handler's exception) after its grant
 was written withdraws it (``Ledger._register_waiting``: the attempt's
@@ -276,15 +277,19 @@ def grace_words(name: str, ppid: int) -> str:
 class Commit:
     """What an attempt is given (``attempt(commit)``): ``commit()`` is the
     waiter's last word under the lock (``check``: :meth:`Gate.commit`, or
-    :meth:`Gate.commit_first`), and ``stand_back(alloc, verdict)`` the
+    :meth:`Gate.commit_first`), ``stand_back(alloc, verdict)`` the
     verdict by which the decision under the lock judges a holder in the
-    way (:meth:`Grace.verdict`)."""
+    way (:meth:`Grace.verdict`; ``None``: its verdict, as for a request
+    without ``wait``), and ``unwritten()`` what ``Ledger`` calls when a
+    commit it made wrote nothing for certain (:meth:`Gate.unwritten`)."""
 
-    __slots__ = ("check", "stand_back")
+    __slots__ = ("check", "stand_back", "unwritten")
 
-    def __init__(self, check: Callable[[], None], stand_back: Callable[[Allocation, Verdict], Verdict]) -> None:
+    def __init__(self, check: Callable[[], None], stand_back: Callable[[Allocation, Verdict], Verdict] | None,
+                 unwritten: Callable[[], None]) -> None:
         self.check = check
         self.stand_back = stand_back
+        self.unwritten = unwritten
 
     def __call__(self) -> None:
         self.check()
@@ -296,18 +301,40 @@ class Gate:
     first (the grant is written, and the call that was cancelled returns
     it: the canceller must release it) or :meth:`cancel` does (no grant).
     ``deadline``: ``time.monotonic`` seconds, ``None`` for none. ``grace``:
-    the waiter's :class:`Grace`."""
+    the waiter's :class:`Grace`.
 
-    __slots__ = ("_lock", "deadline", "cancelled", "grace")
+    It also tells its canceller whether the call may still be granted
+    (``AsyncLedger``, whose canceller does not wait for a thread that cannot
+    grant): :meth:`cancel` returns ``True`` when no :meth:`commit` (or
+    :meth:`commit_first`) was entered since :meth:`arm` (the thread has not
+    yet got as far as the ledger's lock and its last word: it never grants
+    now), ``False`` when one was (it may have granted: the caller waits for
+    it and undoes). Entering is recorded in the commit's own check and the
+    cancellation before its read, each under the gate's lock: a ``True`` is
+    never wrong (a ``False`` may be: a commit entered just after the
+    cancellation refuses; waiting for it is then only slower)."""
+
+    __slots__ = ("_lock", "deadline", "cancelled", "grace", "entered")
 
     def __init__(self, deadline: float | None) -> None:
         self._lock = threading.Lock()
         self.deadline = deadline
         self.cancelled = False
         self.grace = Grace(deadline)
+        #: A commit was entered since :meth:`arm` (it may have granted).
+        self.entered = False
+
+    def arm(self) -> None:
+        """A new step begins (the last one ended without a grant)."""
+        with self._lock:
+            self.entered = False
 
     def commit(self) -> None:
-        """Called under the ledger's lock just before the grant is built.
+        """Called just before the grant is built: under the ledger's lock,
+        or on PostgreSQL in ``Ledger``'s speculative one-round-trip try,
+        whose append the server makes only if the lock is free and the log
+        has not moved on (a try that appended nothing calls
+        :meth:`unwritten`, and the locked path that follows commits again).
 
         Raises:
             GaveUp: cancelled, or past the deadline (``time.monotonic``).
@@ -317,6 +344,7 @@ class Gate:
                 raise GaveUp("cancelled")
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 raise GaveUp("deadline")
+            self.entered = True
 
     def commit_first(self) -> None:
         """:meth:`commit` for the first attempt, made as a request without
@@ -330,12 +358,25 @@ class Gate:
         with self._lock:
             if self.cancelled:
                 raise GaveUp("cancelled")
+            self.entered = True
 
-    def cancel(self) -> None:
+    def unwritten(self) -> None:
+        """The commit entered last wrote nothing, for certain (a speculative
+        try found the ledger's lock taken, or the log moved on: nothing was
+        appended): as if it had not been entered, so that a cancellation
+        while the thread then waits for the lock does not wait for it (the
+        commit it makes once it holds the lock refuses). Called by the
+        thread that entered it, before it commits again."""
+        with self._lock:
+            self.entered = False
+
+    def cancel(self) -> bool:
         """No grant after this (one that passed :meth:`commit` before is
-        the cancelled call's result)."""
+        the cancelled call's result). Returns whether no commit was entered
+        since :meth:`arm` (no grant, ever: see the class docstring)."""
         with self._lock:
             self.cancelled = True
+            return not self.entered
 
 
 class Request:
@@ -747,7 +788,7 @@ def _ask(ledger: Any, attempt: Callable[[Callable[[], None]], Allocation], gate:
     grace = gate.grace
     grace.standing.clear()
     try:
-        return attempt(Commit(gate.commit_first if first else gate.commit, grace.verdict))
+        return attempt(Commit(gate.commit_first if first else gate.commit, grace.verdict, gate.unwritten))
     except Refused as exc:
         if not waitable(exc):
             raise

@@ -4,6 +4,8 @@ writers are real processes; every wait is on a condition."""
 
 import asyncio
 import concurrent.futures
+import errno
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import threading
 import pytest
 
 import scopeledger._wait as wait_mod
-from scopeledger import AsyncLedger, Ledger, ScopeConflict, WaitTimeout
+from scopeledger import AsyncLedger, InvalidHolderName, Ledger, LedgerIOError, ScopeConflict, WaitTimeout
 
 from helpers import W
 from test_wait import BOUND, grants, holder_process, tickets, until, events
@@ -307,6 +309,54 @@ def test_until_lost_tells_the_holder_who_took_its_scope_and_why(ledger_dir, tmp_
             assert ev.type == "released" and ev.data["note"] == "forced by the operator: disk maintenance"
             assert ev.actor["pid"] == out.pid
             assert not await aled.check("worker", a.token)
+
+    run(main())
+
+
+
+def test_until_lost_says_a_log_it_cannot_read_as_watch_grant_says_it_once_each_way(ledger_dir, tmp_path, caplog):
+    """until_lost said an outage in words of its own, written out again
+    beside GrantWatch's; now both say it from one place (the same words:
+    once when a look fails, once when a look reads again)."""
+    caplog.set_level(logging.INFO, logger="scopeledger")
+
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            led = aled.ledger
+            a = await aled.register("worker", [W(str(tmp_path / "src"))])
+            await aled.release("worker", a.token)
+            real, failed = led.refresh, []
+            err = LedgerIOError(led._log_where, "read the log", OSError(errno.EIO, "I/O error"))
+
+            def refresh():
+                if len(failed) < 2:  # two looks fail, as while a disk or server is away
+                    failed.append(1)
+                    raise err
+                return real()
+
+            led.refresh = refresh
+            ev = await aled.until_lost("worker", a.token)
+            assert ev is not None and ev.type == "released" and len(failed) == 2
+            return led._log_where, a.token, err
+
+    where, token, err = run(main())
+    said = [r.getMessage() for r in caplog.records if r.name == "scopeledger" and "log of" in r.getMessage()]
+    assert said == [f"could not read the log of {where} to watch grant 'worker' (token {token}); trying again "
+                    f"every 0.5 s until it can: {err}",
+                    f"the log of {where} can be read again: watching grant 'worker' (token {token}) again"], said
+
+
+def test_until_lost_refuses_a_bad_holder_name_before_it_reads_anything(ledger_dir):
+    """Its docstring said so; it read the log first (and, with the store
+    away, rode that out for ever instead of raising)."""
+    async def main():
+        async with await AsyncLedger.open(ledger_dir) as aled:
+            led = aled.ledger
+            real, calls = led.refresh, []
+            led.refresh = lambda: calls.append(1) or real()
+            with pytest.raises(InvalidHolderName):
+                await aled.until_lost(" not a name", 1)
+            assert calls == []
 
     run(main())
 

@@ -1,5 +1,6 @@
 """AsyncLedger cancellation (scopeledger/_async.py): prompt under a stalled
-ledger lock (a real process holds the lock, stopped), and a grant decided
+ledger lock (a real process holds the lock, stopped; on PostgreSQL another
+session holds it in an open transaction), and a grant decided
 just before the cancellation whose release fails (a full disk, a server
 outage: injected at the ledger's release) is released later, the
 cancellation going on meanwhile."""
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -92,6 +94,54 @@ def test_a_timeout_takes_effect_while_the_lock_is_stalled_and_nothing_is_granted
     led = Ledger.open(ledger_dir)
     assert grants(led, "late") == [] and led.holders() == []
     assert tickets(ledger_dir) == []  # (a waiter's ticket given back once its thread was done)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+
+@pytest.mark.parametrize("wait", [0, 30])
+def test_a_timeout_takes_effect_while_another_session_holds_the_pg_ledgers_lock(pg_cluster, pg_url, tmp_path,
+                                                                                 caplog, wait):
+    """The same on PostgreSQL, after the grant's speculative one-round-trip
+    try (made while no other process appended lately), which found the lock
+    taken and wrote nothing: another session holds the ledger's advisory
+    lock in an open transaction (a client stopped in the middle of one);
+    ``asyncio.timeout`` around a register took effect only once that
+    session let go. Now it raises while the lock is still held, and nothing
+    is granted once it lets go."""
+    import psycopg
+
+    caplog.set_level(logging.INFO, logger="scopeledger")
+    schema = parse_qs(urlsplit(pg_url).query)["schema"][0]
+    with Ledger.open(pg_url, create=True) as led:
+        led.register("x", [W(tmp_path / "unrelated")])
+    holder = psycopg.connect(pg_cluster.conninfo())
+    oid = holder.execute("SELECT oid FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()[0]
+    holder.execute("SELECT pg_advisory_xact_lock(%s, 0)", (oid,))  # (psycopg: in a transaction until rollback)
+    let_go = threading.Timer(BOUND, holder.rollback)  # (before the fix the timeout waited for this)
+    let_go.start()
+
+    def lock_held():
+        with psycopg.connect(pg_cluster.conninfo()) as other:
+            return not other.execute("SELECT pg_try_advisory_xact_lock(%s, 0)", (oid,)).fetchone()[0]
+
+    async def main():
+        async with await AsyncLedger.open(pg_url) as aled:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await aled.register("late", [W(tmp_path / "src")], wait=wait)
+            held = let_go.is_alive() and await asyncio.to_thread(lock_held)
+            let_go.cancel()
+            holder.rollback()
+            assert held, "the timeout took effect only once the lock was free"
+        # (close waited for the abandoned thread, which got the lock and recorded nothing)
+
+    try:
+        run(main())
+    finally:
+        let_go.cancel()
+        holder.close()
+    with Ledger.open(pg_url) as led:
+        assert [e.type for e in led.events()] == ["registered"] and [a.name for a in led.holders()] == ["x"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
