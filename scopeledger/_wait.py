@@ -99,7 +99,9 @@ pidfd above) would otherwise reclaim the holder in that moment, and the log
 would keep a death instead of a release. So a waiter that finds in its way a
 zombie proven the holder's process (its recorded start) whose parent lives
 (its parent's pid above 1, not itself a zombie: ``_process.zombie_parent``)
-stands back (:class:`Grace`, under the lock too: :class:`Commit`) for at most
+stands back (:class:`Grace`: ``Grace.verdict``, one hook on the verdicts of the
+ledger's decision, in each look, ``Ledger._decide``, and under the lock,
+:class:`Commit`) for at most
 :data:`ZOMBIE_GRACE_SECONDS`, counted from when it first found that process
 exited, woken by the log's changes (never by that process's pidfd, which
 stays readable) or the grace's end; its notice and a ``WaitTimeout`` say so
@@ -762,21 +764,16 @@ def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
         ahead = queue.ahead(mine, req, functools.partial(line_holders, ledger))
         if ahead:
             return behind(ahead)
-    decision = ledger.decide(req.name, req.rules, parent=req.parent, parent_token=req.parent_token)
+    # Judged as the grant will be under the lock (the same hook, Commit.stand_back):
+    # an exited holder whose parent lives is kept for the grace, and refuses.
+    grace = gate.grace
+    grace.standing.clear()
+    decision = ledger._decide(req.name, req.rules, parent=req.parent, parent_token=req.parent_token,
+                              stand_back=grace.verdict)
     if decision.refusal is not None:
         if not waitable(decision.refusal):
             raise decision.refusal
-        return blocked_by(ledger, decision.refusal, me)
-    grace = gate.grace
-    grace.standing.clear()
-    for r in decision.reclaimed:
-        if r.reason == Liveness.ZOMBIE.value:  # (exited: its parent may be about to release it)
-            try:
-                grace.verdict(ledger.holder(r.name), Verdict(Liveness.ZOMBIE, r.why))
-            except UnknownHolder:
-                pass
-    if grace.standing:
-        return grace.blocked(Blocked(None, tuple(grace.standing), "", ()))
+        return grace.blocked(blocked_by(ledger, decision.refusal, me))
     return _ask(ledger, attempt, gate, me, req)  # refused: taken meanwhile (rare; recorded once)
 
 

@@ -819,13 +819,13 @@ def test_what_on_wait_raises_ends_the_wait_with_nothing_granted(ledger, ledger_d
 
 
 def _unreachable(n=None, then=None, error=None):
-    """A stand-in for ``Ledger.decide`` that raises ``StoreUnavailable``
+    """A stand-in for ``Ledger._decide`` (a waiter's look) that raises ``StoreUnavailable``
     (or ``error``) ``n`` times (``None``: for ever), calls ``then()`` at the
     last, then decides as the ledger does. ``raised`` lists what it raised."""
     from scopeledger import StoreUnavailable
 
     def install(ledger, monkeypatch):
-        real = ledger.decide
+        real = ledger._decide
         left = [n]
 
         def decide(*args, **kwargs):
@@ -840,7 +840,7 @@ def _unreachable(n=None, then=None, error=None):
                 raise exc
             return real(*args, **kwargs)
         decide.raised = []
-        monkeypatch.setattr(ledger, "decide", decide)
+        monkeypatch.setattr(ledger, "_decide", decide)
         return decide
     return install
 
@@ -953,12 +953,12 @@ def test_a_waiter_found_first_in_the_queue_does_not_read_the_queue_again(ledger,
             looks["ahead"] += 1
         return real_ahead(self, mine, req, line)
     monkeypatch.setattr(wait_mod.Queue, "ahead", ahead)
-    real_decide = ledger.decide
+    real_decide = ledger._decide
 
     def decide(*a, **k):
         looks["decide"] += 1
         return real_decide(*a, **k)
-    ledger.decide = decide
+    ledger._decide = decide  # (a waiter looks by Ledger._decide)
     told = threading.Event()
     out = []
     try:
