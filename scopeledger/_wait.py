@@ -945,8 +945,9 @@ class Watch:
     @classmethod
     def take(cls, ledger: Any, queue: Queue, ticket: Ticket | None = None) -> "Watch":
         """A watch for the waiter holding ``ticket`` in ``queue`` (``None``:
-        a follower of the log). Its source may be one kept from an earlier
-        waiter (``Tickets.watch``)."""
+        a follower of the log), with a source of its own (``Tickets.watch``:
+        on a directory a watch on the process's hub, on PostgreSQL the
+        ticket's connection; none for a follower there: the store's wait)."""
         return cls(ledger, queue, ticket)
 
     @classmethod
@@ -967,7 +968,8 @@ class Watch:
 
     def give_back(self, ledger: Any = None) -> None:
         """Done: the pidfds closed, the source given back to the queue
-        (kept for the next waiter, or closed)."""
+        (``Tickets.done``: closed; on PostgreSQL the ticket's connection
+        goes with the ticket, ``Tickets.leave``)."""
         self.arm((), True, None)
         source, self.source = self.source, None
         self.queue.done(source)
@@ -987,8 +989,8 @@ _queues: "weakref.WeakKeyDictionary[Any, Queue]" = weakref.WeakKeyDictionary()
 
 
 def forget(ledger: Any) -> None:
-    """Forget ``ledger``'s queue object (its :meth:`close`; the watches its
-    store kept are closed by the store)."""
+    """Forget ``ledger``'s queue object (its :meth:`close`; what its store
+    holds for waiters, a directory's hub, is closed by the store)."""
     _queues.pop(ledger, None)
 
 
