@@ -180,8 +180,8 @@ from typing import Any, Callable, Generator
 import orjson
 
 from ._arguments import check_token, check_wait
-from ._errors import (DelegationError, LedgerError, Refused, ScopeConflict, StoreUnavailable, UnknownHolder, WaitTimeout,
-                      format_chain)
+from ._errors import (DelegationError, LedgerError, Refused, ScopeConflict, StoreUnavailable, UnknownHolder,
+                      WaitTimeout, format_chain)
 from ._fold import Allocation
 from ._logstore import RECHECK_SECONDS, Ticket, Tickets, Wakeup
 from ._identity import Liveness, Verdict, lease_grace_ns

@@ -106,8 +106,8 @@ with Ledger.open(where) as led:
     a = led.register("waiter", [ScopeRule(os.path.join(root, "in"), "write")], wait=float("inf"))
 assert a.name == "waiter"
 assert appender.wait() == 0 and holder.wait() == 0
-print(json.dumps({"from": w.__file__, "looks": st["looks1"] - st["looks0"], "cpu_ns": round((st["cpu1"] - st["cpu0"]) * 1e9),
-                  "lines": n}))
+print(json.dumps({"from": w.__file__, "looks": st["looks1"] - st["looks0"],
+                  "cpu_ns": round((st["cpu1"] - st["cpu0"]) * 1e9), "lines": n}))
 """
 
 
