@@ -1,7 +1,9 @@
 """Waiting for a scope: ``register``/``delegate``/``hold`` with ``wait=``
 (and :class:`~scopeledger.AsyncLedger`'s forms), built on the ledger's
-public decisions (:meth:`~scopeledger.Ledger.decide`) plus one hook: the
-grant's last check under the lock (:class:`Gate`).
+decisions (:meth:`~scopeledger.Ledger.decide`, as ``Ledger._decide`` with
+the waiter's hook on the verdicts of the holders in its way,
+:meth:`Grace.verdict`) and the same hook under the lock, with the grant's
+last check there (:class:`Commit`, :class:`Gate`).
 
 **What is waited for.** Only a refusal that may clear by itself: a
 :class:`~scopeledger.ScopeConflict` (another holder's write rule in the way)
