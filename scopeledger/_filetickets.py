@@ -324,14 +324,17 @@ class FileTickets:
         return hub.watch(ticket is not None)
 
     def done(self, watch: Any) -> None:
-        """``watch`` is not used any more: it stops being woken."""
+        """``watch`` is not used any more: it stops being woken and is closed
+        (its eventfd; the hub's inotify instance stays, for this process's
+        other waiters, until :meth:`close`)."""
         watch.close()
 
     def follower(self) -> "FileWatch":
-        """A watch of the log alone, of the caller's own (never one kept for
-        waiters): inotify on the log (none on a network file system or
-        without inotify: no descriptor then). Close it when done."""
-        return FileWatch(self._log_path, None, self._store.network_fs is not None)
+        """A watch of the log alone, of the caller's own (not on this
+        process's :class:`Hub`, which serves waiters): inotify on the log
+        (none on a network file system or without inotify: no descriptor
+        then). Close it when done."""
+        return FileWatch(self._log_path, self._store.network_fs is not None)
 
     def close(self) -> None:
         """Close this process's hub: its inotify instance counts against a
@@ -355,72 +358,48 @@ def _inotify(path: str, mask: int) -> Any:
 
 
 class FileWatch:
-    """What wakes a waiter on a ledger directory: an inotify instance on the
-    log, and one on the queue (``queue_dir``; ``None``: the log alone); none
-    on a network file system or without inotify (:attr:`period` is then
-    :data:`POLL_SECONDS`)."""
+    """What wakes a follower of a ledger directory's log
+    (:meth:`FileTickets.follower`: ``Ledger.watch_grant``): an inotify
+    instance of its own on the log; none on a network file system or
+    without inotify (no descriptor; :attr:`period` is then
+    :data:`POLL_SECONDS`). Waiters are woken by this process's :class:`Hub`
+    instead (:class:`HubWatch`)."""
 
-    def __init__(self, log_path: str, queue_dir: str | None, network: bool) -> None:
+    def __init__(self, log_path: str, network: bool) -> None:
         self.log_watch: Any = None
-        self.queue_watch: Any = None
-        self.pid = os.getpid()
         if not network:
             try:
                 self.log_watch = _inotify(log_path, IN_MODIFY)
-                if queue_dir is not None:
-                    self.queue_watch = _inotify(queue_dir, IN_DELETE | IN_CLOSE_WRITE | IN_MOVED_FROM)
             except (OSError, ImportError) as exc:
                 log.debug("waiting without inotify (looking every %gs): %s", POLL_SECONDS, exc)
-                self.close()
         #: The longest sleep between two looks, seconds.
         self.period = RECHECK_SECONDS if self.log_watch is not None else POLL_SECONDS
 
     def fds(self, log_too: bool) -> list[int]:
-        out = []
-        if self.log_watch is not None and log_too:
-            out.append(self.log_watch.fileno())
-        if self.queue_watch is not None:
-            out.append(self.queue_watch.fileno())
-        return out
+        return [self.log_watch.fileno()] if self.log_watch is not None and log_too else []
 
     def changes(self) -> tuple[bool, list[int] | None]:
-        """Whether the log was modified, and the tickets that left or closed
-        (names that are not tickets are not; ``None``: the kernel's queue
-        overflowed, or an instance could not be read)."""
-        grew = False
-        left: list[int] | None = []
-        if self.log_watch is not None:
-            try:
-                grew = bool(list(self.log_watch.read(timeout=0)))
-            except OSError:
-                left = None
-        if self.queue_watch is not None:
-            try:
-                for ev in self.queue_watch.read(timeout=0):
-                    name = ev.name
-                    if ev.mask & IN_Q_OVERFLOW:
-                        left = None  # events were lost: one that mattered may be among them
-                    elif left is not None and name.isdigit():
-                        left.append(int(name))
-            except OSError:
-                left = None
-        return grew, left
+        """Whether the log was modified; no ticket is watched (``[]``;
+        ``None``: the instance could not be read)."""
+        if self.log_watch is None:
+            return False, []
+        try:
+            return bool(list(self.log_watch.read(timeout=0))), []
+        except OSError:
+            return False, None
 
     @staticmethod
     def follow(log_too: bool, behind: int | None) -> bool:
-        """Nothing to change: the instances watch the log and the whole
-        queue (:meth:`fds` leaves the log out when not ``log_too``)."""
+        """Nothing to change: it watches the log alone."""
         return False
 
     def close(self) -> None:
-        """Close the inotify instances in a thread of their own: closing one
+        """Close the inotify instance in a thread of its own: closing one
         waits for the kernel (an RCU grace period, about 10 ms measured on 2
-        shared cores), which neither a caller just granted nor an event loop
-        (AsyncLedger gives watches back on the loop) should wait for."""
-        inos = [ino for ino in (self.log_watch, self.queue_watch) if ino is not None]
-        self.log_watch = self.queue_watch = None
-        if inos:
-            threading.Thread(target=_close_all, args=(inos,), name="scopeledger-inotify-close", daemon=True).start()
+        shared cores), which no caller (a watch that ends) should wait for."""
+        ino, self.log_watch = self.log_watch, None
+        if ino is not None:
+            threading.Thread(target=_close_all, args=([ino],), name="scopeledger-inotify-close", daemon=True).start()
 
 
 def _close_all(inos: list[Any]) -> None:
@@ -430,8 +409,8 @@ def _close_all(inos: list[Any]) -> None:
 
 class Hub:
     """What wakes this process's waiters on one ledger directory: one inotify
-    instance, on the log (``IN_MODIFY``) and on the queue (the ticket events
-    :class:`FileWatch` watches), read by one thread (``scopeledger-waiters``,
+    instance, on the log (``IN_MODIFY``) and on the queue (``IN_DELETE``,
+    ``IN_CLOSE_WRITE``, ``IN_MOVED_FROM``), read by one thread (``scopeledger-waiters``,
     running while a waiter is registered), which wakes only the waiters the
     change can let on (each a :class:`HubWatch`: an ``eventfd`` of its own):
     those that watch the log when it grew, and the waiter standing behind a

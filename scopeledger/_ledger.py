@@ -2064,10 +2064,7 @@ class Ledger:
         back a moment for an exited holder whose parent lives, to record its
         release); its reclaim, if any, records the verdict itself."""
         stand_back = getattr(commit, "stand_back", None) if commit is not None else None
-        if stand_back is None:
-            return decide(txn.state, name, rules, parent, txn.verdict, txn.reclaim)
-        holders = txn.state.holders
-        return decide(txn.state, name, rules, parent, lambda n: stand_back(holders[n], txn.verdict(n)), txn.reclaim)
+        return decide(txn.state, name, rules, parent, _standing_back(txn.state, txn.verdict, stand_back), txn.reclaim)
 
     # -- mutations -------------------------------------------------------------
 
@@ -2731,12 +2728,25 @@ class Ledger:
             InvalidHolderName, InvalidScope, TypeError, InvalidArgument: as
                 :meth:`delegate` (nothing is probed).
         """
+        return self._decide(name, rules, parent=parent, parent_token=parent_token)
+
+    def _decide(self, name: str | None, rules: Sequence[ScopeRule] | ScopeRule, *, parent: str | None = None,
+                parent_token: int | None = None,
+                stand_back: Callable[[Allocation, Verdict], Verdict] | None = None) -> Decision:
+        """:meth:`decide`, each holder in the way judged by
+        ``stand_back(holder, verdict)`` (``None``: its verdict): a waiter's
+        look (``scopeledger._wait.one_round``), judged as its grant will be
+        under the lock (:meth:`_check`, the same hook).
+
+        Raises:
+            as :meth:`decide`.
+        """
         name, parent, parent_token, rules_t = self._question(name, rules, parent, parent_token)
         with self._mem:
             state = self._current()
             _check_parent(state, parent, parent_token)
             got = self._decided_copy(state, name, rules_t, parent)
-        return got if isinstance(got, Decision) else self._decided(got, name, rules_t, parent)
+        return got if isinstance(got, Decision) else self._decided(got, name, rules_t, parent, stand_back=stand_back)
 
     def decide_each(self, name: str | None, rules: Sequence[ScopeRule] | ScopeRule, *,
                     parent: str | None = None, parent_token: int | None = None) -> list[Decision]:
@@ -2802,10 +2812,12 @@ class Ledger:
 
     def _decided(self, state: State, name: str, rules_t: tuple[ScopeRule, ...],
                  parent: str | None, *, verdicts: dict[str, Verdict] | None = None,
-                 reclaims: dict[tuple[int, str], tuple[State, Reclaimed]] | None = None) -> Decision:
+                 reclaims: dict[tuple[int, str], tuple[State, Reclaimed]] | None = None,
+                 stand_back: Callable[[Allocation, Verdict], Verdict] | None = None) -> Decision:
         """:meth:`decide` on ``state`` (a copy), probing the holders in the
         way (``verdicts``: the probes' answers so far, shared by calls on one
-        state).
+        state), each judged by ``stand_back`` (:meth:`_decide`; a reclaim
+        records the probe's verdict itself).
 
         ``reclaims``: given, ``state`` serves other decisions too
         (:meth:`decide_each`) and is never changed: the first reclaim a
@@ -2829,7 +2841,7 @@ class Ledger:
             reclaimed.append(_simulate_reclaim(state, n, reason, verdicts[n]))
 
         try:
-            err = decide(state, name, rules_t, parent, liveness, reclaim)
+            err = decide(state, name, rules_t, parent, _standing_back(state, liveness, stand_back), reclaim)
         except _SharedState as first:  # (raised before anything changed)
             assert reclaims is not None
             key = (id(state), first.name)
@@ -2839,7 +2851,8 @@ class Ledger:
                 kept = reclaims[key] = (after, _simulate_reclaim(after, first.name, first.reason,
                                                                  verdicts[first.name]))
             after, entry = kept
-            rest = self._decided(after, name, rules_t, parent, verdicts=verdicts, reclaims=reclaims)
+            rest = self._decided(after, name, rules_t, parent, verdicts=verdicts, reclaims=reclaims,
+                                 stand_back=stand_back)
             return Decision(rest.refusal, (entry, *rest.reclaimed), rules_t)
         if isinstance(err, UnknownHolder):
             raise err
@@ -4245,6 +4258,19 @@ class _SharedState(Exception):
         super().__init__(name)
         self.name = name
         self.reason = reason
+
+
+def _standing_back(state: State, liveness: Callable[[str], Verdict],
+                   stand_back: Callable[[Allocation, Verdict], Verdict] | None) -> Callable[[str], Verdict]:
+    """A decision's verdict on each holder in the way, by name, as a waiter
+    judges it: ``stand_back(holder, liveness(name))`` (``scopeledger._wait``'s
+    ``Grace.verdict``: a moment's stand-back for an exited holder whose
+    parent lives, to record its release), ``liveness`` itself without one.
+    The one hook for a waiter's look (:meth:`Ledger._decide`) and its grant
+    under the lock (:meth:`Ledger._check`)."""
+    if stand_back is None:
+        return liveness
+    return lambda n: stand_back(state.holders[n], liveness(n))
 
 
 def _simulate_reclaim(state: State, name: str, reason: str, verdict: Verdict) -> Reclaimed:

@@ -377,16 +377,18 @@ class Tickets(Protocol):
         ...
 
     def done(self, watch: Wakeup) -> None:
-        """``watch`` is not used any more: kept for the next waiter, or
-        closed. Raises nothing."""
+        """``watch`` is not used any more: it stops being woken and is
+        closed (on a directory its place on the process's hub; on
+        PostgreSQL nothing: the ticket's connection goes with the ticket,
+        :meth:`leave`). Raises nothing."""
         ...
 
     def follower(self) -> Wakeup | None:
         """What wakes a process that follows the log alone for a long while
         (``Ledger.watch_grant``: a holder waiting to learn that its grant
         ended): descriptors that turn readable when the log grows
-        (``fds(True)``, ``changes()``), a watch of its own, never one kept
-        for waiters; the caller closes it (``close()``). ``None`` when
+        (``fds(True)``, ``changes()``), a watch of its own, shared with no
+        waiter; the caller closes it (``close()``). ``None`` when
         nothing can wake it (the follower looks every so often).
 
         Raises:

@@ -1,7 +1,9 @@
 """Waiting for a scope: ``register``/``delegate``/``hold`` with ``wait=``
 (and :class:`~scopeledger.AsyncLedger`'s forms), built on the ledger's
-public decisions (:meth:`~scopeledger.Ledger.decide`) plus one hook: the
-grant's last check under the lock (:class:`Gate`).
+decisions (:meth:`~scopeledger.Ledger.decide`, as ``Ledger._decide`` with
+the waiter's hook on the verdicts of the holders in its way,
+:meth:`Grace.verdict`) and the same hook under the lock, with the grant's
+last check there (:class:`Commit`, :class:`Gate`).
 
 **What is waited for.** Only a refusal that may clear by itself: a
 :class:`~scopeledger.ScopeConflict` (another holder's write rule in the way)
@@ -71,12 +73,15 @@ are granted past it, and waiters for other scopes do not stand back.
 
 **Waking.** A waiter sleeps until the log grows, a ticket leaves the queue
 (or its waiter dies, where that makes an event), or the process of a holder
-in the way exits (a pidfd, for holders on this host and in this PID
+the refusal names exits (a pidfd, for holders on this host and in this PID
 namespace), or of the waiter it stands behind (the same), or the lease of
-a holder in the way may be reclaimed (its ttl + grace since its last
+a holder the refusal names may be reclaimed (its ttl + grace since its last
 renewal, on the boot-time clock of the boot that renewed it:
 :func:`lease_until`; a fresh tester's finding: it waited for its next
-periodic look, up to a second late); and at least
+periodic look, up to a second late). The refusal's holders, not every
+holder in the way: while they hold, every look is refused whatever the
+others do; once they let go, the look names the next (:func:`blocked_by`).
+And at least
 every :data:`RECHECK_SECONDS`, for what none of these shows (a holder in
 another PID namespace that died, a waiter of another host or PID namespace
 killed on a server, a clock). On a directory: inotify (``scopeledger._filetickets``;
@@ -96,7 +101,9 @@ pidfd above) would otherwise reclaim the holder in that moment, and the log
 would keep a death instead of a release. So a waiter that finds in its way a
 zombie proven the holder's process (its recorded start) whose parent lives
 (its parent's pid above 1, not itself a zombie: ``_process.zombie_parent``)
-stands back (:class:`Grace`, under the lock too: :class:`Commit`) for at most
+stands back (:class:`Grace`: ``Grace.verdict``, one hook on the verdicts of the
+ledger's decision, in each look, ``Ledger._decide``, and under the lock,
+:class:`Commit`) for at most
 :data:`ZOMBIE_GRACE_SECONDS`, counted from when it first found that process
 exited, woken by the log's changes (never by that process's pidfd, which
 stays readable) or the grace's end; its notice and a ``WaitTimeout`` say so
@@ -116,8 +123,10 @@ when the caller gave ``on_wait``, ``on_wait(reason, refusal)`` instead
 (``ledger run`` prints its own notice so). REASON names every holder in
 the way: the refusal's conflict, then ``; also in the way: 'A' holding
 write /r/a/**, ...`` (``Ledger.find_conflicts``, at most
-:data:`MORE_IN_THE_WAY` more, looked for only when a waiting request is
-refused; ``WaitTimeout.in_the_way`` has all their chains); behind an
+:data:`MORE_IN_THE_WAY` more, looked for only where they are shown: at the
+first refusal, for the notice, and once the time runs out, for the
+``WaitTimeout``, not on every refused look: :func:`name_all`;
+``WaitTimeout.in_the_way`` has all their chains); behind an
 earlier waiter, the waiter, and the holders in the way at the first look
 (``; in the way now: ...``: once, for the notice; the later looks behind
 it decide nothing, so a timeout behind it names the waiter alone).
@@ -174,8 +183,8 @@ from typing import Any, Callable, Generator
 import orjson
 
 from ._arguments import check_token, check_wait
-from ._errors import (DelegationError, Refused, ScopeConflict, StoreUnavailable, UnknownHolder, WaitTimeout,
-                      format_chain)
+from ._errors import (DelegationError, LedgerError, Refused, ScopeConflict, StoreUnavailable, UnknownHolder,
+                      WaitTimeout, format_chain)
 from ._fold import Allocation
 from ._logstore import RECHECK_SECONDS, Ticket, Tickets, Wakeup
 from ._identity import Liveness, Verdict, lease_grace_ns
@@ -265,7 +274,8 @@ class Grace:
         gone = {p for p, _, _ in self.standing.values()}
         return Blocked(None, out.in_the_way or tuple(self.standing), grace_words(name, ppid),
                        tuple(p for p in out.pids if p not in gone), None,
-                       min(e for _, _, e in self.standing.values()), out.lease_until)
+                       min(e for _, _, e in self.standing.values()), out.lease_until,
+                       out.unnamed if out.in_the_way else None)
 
 
 def grace_words(name: str, ppid: int) -> str:
@@ -553,12 +563,16 @@ class Blocked:
     """Why a waiter is still waiting: the refusal it met (or ``None``,
     behind an earlier waiter: ``behind`` is its ticket number; or standing
     back for an exited holder's parent: ``until``, the grace's end,
-    ``time.monotonic``), who is in the way, and pids to watch."""
+    ``time.monotonic``), who is in the way, and pids to watch.
+    ``unnamed``: the refusal whose other holders in the way are not looked
+    for yet (a look names only the refusal's: :func:`blocked_by`;
+    :func:`name_all` names the rest where it is shown); ``None``: named."""
 
-    __slots__ = ("refusal", "in_the_way", "reason", "pids", "behind", "until", "lease_until")
+    __slots__ = ("refusal", "in_the_way", "reason", "pids", "behind", "until", "lease_until", "unnamed")
 
     def __init__(self, refusal: Refused | None, in_the_way: tuple[str, ...], reason: str, pids: tuple[int, ...],
-                 behind: int | None = None, until: float | None = None, lease_until: float | None = None) -> None:
+                 behind: int | None = None, until: float | None = None, lease_until: float | None = None,
+                 unnamed: Refused | None = None) -> None:
         self.refusal = refusal
         self.in_the_way = in_the_way
         self.reason = reason
@@ -568,6 +582,7 @@ class Blocked:
         #: When the earliest lease of the holders in the way may be reclaimed
         #: (``time.monotonic``; ``None``: none known): the sleep's bound.
         self.lease_until = lease_until
+        self.unnamed = unnamed
 
     @property
     def by_holders(self) -> bool:
@@ -624,16 +639,21 @@ def _in_the_way(err: Refused) -> tuple[str, ...]:
     return ()
 
 
-def _local_pids(ledger: Any, names: tuple[str, ...], me: Any) -> tuple[int, ...]:
+def _holders(ledger: Any, names: tuple[str, ...]) -> list[Allocation]:
+    """The live holders among ``names`` (one look each; a name gone since is left out)."""
     out = []
     for n in names:
         try:
-            p = ledger.holder(n).process
+            out.append(ledger.holder(n))
         except UnknownHolder:
             continue
-        if p.boot == me.boot and p.pidns == me.pidns and p.boot is not None:
-            out.append(p.pid)
-    return tuple(out)
+    return out
+
+
+def _local_pids(holders: list[Allocation], me: Any) -> tuple[int, ...]:
+    """The pids of ``holders`` that name a process of this boot and PID namespace."""
+    return tuple(a.process.pid for a in holders
+                 if a.process.boot == me.boot and a.process.pidns == me.pidns and a.process.boot is not None)
 
 
 #: At most this many conflicts are looked for beyond the refusal's, for the
@@ -647,7 +667,8 @@ def _others(ledger: Any, req: "Request", names: tuple[str, ...]) -> list[tuple[t
     conflict's chain (below ``req``'s parent, for a delegation: the
     sibling's subtree, as the refusal names it) and the rule it holds, the
     holders already named left out; at most :data:`MORE_IN_THE_WAY`
-    conflicts looked at (only a waiting request that is refused asks)."""
+    conflicts looked at (asked only where the reason is shown: :func:`name_all`,
+    :func:`first_attempt`)."""
     out = []
     seen = set(names[-1:])
     for chain, theirs, _mine in ledger.find_conflicts(req.rules, parent=req.parent, limit=MORE_IN_THE_WAY):
@@ -674,8 +695,8 @@ LEASE_RETRY_SECONDS = 0.01
 LEASE_LATE_SECONDS = 1.0
 
 
-def lease_until(ledger: Any, names: tuple[str, ...], me: Any) -> float | None:
-    """When the first lease of holders ``names`` (in a waiter's way) may be
+def lease_until(holders: list[Allocation], me: Any) -> float | None:
+    """When the first lease of ``holders`` (in a waiter's way) may be
     reclaimed, ``time.monotonic`` seconds, by the rule of ``_lease``
     (ttl + grace after its last renewal, ``CLOCK_BOOTTIME`` of the boot
     that renewed it); ``None`` when none of them has a lease this process
@@ -687,11 +708,8 @@ def lease_until(ledger: Any, names: tuple[str, ...], me: Any) -> float | None:
     again every :data:`LEASE_RETRY_SECONDS`, for :data:`LEASE_LATE_SECONDS`)."""
     best: float | None = None
     now_boot: int | None = None
-    for n in names:
-        try:
-            lease = ledger.holder(n).lease
-        except UnknownHolder:
-            continue
+    for a in holders:
+        lease = a.lease
         if lease is None or lease.boot_ns is None or lease.boot is None or lease.boot != me.boot:
             continue
         if lease.host is not None and me.host is not None and lease.host != me.host:
@@ -709,25 +727,52 @@ def lease_until(ledger: Any, names: tuple[str, ...], me: Any) -> float | None:
     return best
 
 
-def blocked_by(ledger: Any, err: Refused, me: Any, req: "Request | None" = None) -> Blocked:
-    """Why a waiting request refused by ``err`` waits: the refusal, and
-    every holder in its way (the refusal names the first conflict met; the
-    others, when ``req`` is given, are looked for and named after it:
-    ``; also in the way: 'A' holding write /r/a/**, ...``, their chains
-    added to ``in_the_way``)."""
+def blocked_by(ledger: Any, err: Refused, me: Any) -> Blocked:
+    """Why a waiting request refused by ``err`` waits, as a look needs it:
+    the refusal and the holders it names (the first conflict met), their
+    pids to watch and the first of their leases to end (:func:`lease_until`).
+    The other holders in the way are not looked for here (``unnamed``):
+    while the refusal's holders hold, nothing the others do can let the
+    waiter on (a look is refused by one of them whatever the others do), so
+    their exits and leases need not wake it; they are named only where the
+    reason is shown (:func:`name_all`: the waiting notice, once, and the
+    ``WaitTimeout``), not on every refused look."""
     names = _in_the_way(err)
-    reason = str(err)
-    if req is not None and names:
-        others = _others(ledger, req, names)
-        if others:
-            seen = set(names)
-            more = list(names)
-            for chain, _ in others:
-                more.extend(n for n in chain if n not in seen)
-                seen.update(chain)
-            names = tuple(more)
-            reason += "; also in the way: " + _held_text(others)
-    return Blocked(err, names, reason, _local_pids(ledger, names, me), lease_until=lease_until(ledger, names, me))
+    held = _holders(ledger, names)
+    return Blocked(err, names, str(err), _local_pids(held, me), lease_until=lease_until(held, me),
+                   unnamed=err if names else None)
+
+
+def name_all(ledger: Any, req: "Request", blocked: Blocked) -> Blocked:
+    """``blocked`` (a look's, :func:`blocked_by`; or standing back for an
+    exited holder's parent after it) with every holder in the way named:
+    the refusal names the first conflict met; the others are looked for
+    now (:func:`_others`), their chains added to ``in_the_way`` and, after a
+    refusal, named in the reason (``; also in the way: 'A' holding write
+    /r/a/**, ...``). ``blocked`` itself when there is nothing to name; the
+    refusal's holders alone when the ledger cannot be read (a store that
+    cannot be reached at a timeout: the ``WaitTimeout`` stays one)."""
+    err = blocked.unnamed
+    if err is None:
+        return blocked
+    names = blocked.in_the_way
+    try:
+        others = _others(ledger, req, _in_the_way(err))
+    except LedgerError as exc:
+        log.debug("could not name every holder in the way of '%s': %s", req.name, exc)
+        return blocked
+    out = Blocked(blocked.refusal, names, blocked.reason, blocked.pids, blocked.behind, blocked.until,
+                  blocked.lease_until)
+    if others:
+        seen = set(names)
+        more = list(names)
+        for chain, _ in others:
+            more.extend(n for n in chain if n not in seen)
+            seen.update(chain)
+        out.in_the_way = tuple(more)
+        if blocked.refusal is not None:
+            out.reason += "; also in the way: " + _held_text(others)
+    return out
 
 
 def behind(waiters: list[Waiter]) -> Blocked:
@@ -762,21 +807,16 @@ def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
         ahead = queue.ahead(mine, req, functools.partial(line_holders, ledger))
         if ahead:
             return behind(ahead)
-    decision = ledger.decide(req.name, req.rules, parent=req.parent, parent_token=req.parent_token)
+    # Judged as the grant will be under the lock (the same hook, Commit.stand_back):
+    # an exited holder whose parent lives is kept for the grace, and refuses.
+    grace = gate.grace
+    grace.standing.clear()
+    decision = ledger._decide(req.name, req.rules, parent=req.parent, parent_token=req.parent_token,
+                              stand_back=grace.verdict)
     if decision.refusal is not None:
         if not waitable(decision.refusal):
             raise decision.refusal
-        return blocked_by(ledger, decision.refusal, me, req)
-    grace = gate.grace
-    grace.standing.clear()
-    for r in decision.reclaimed:
-        if r.reason == Liveness.ZOMBIE.value:  # (exited: its parent may be about to release it)
-            try:
-                grace.verdict(ledger.holder(r.name), Verdict(Liveness.ZOMBIE, r.why))
-            except UnknownHolder:
-                pass
-    if grace.standing:
-        return grace.blocked(Blocked(None, tuple(grace.standing), "", ()))
+        return grace.blocked(blocked_by(ledger, decision.refusal, me))
     return _ask(ledger, attempt, gate, me, req)  # refused: taken meanwhile (rare; recorded once)
 
 
@@ -792,7 +832,16 @@ def _ask(ledger: Any, attempt: Callable[[Callable[[], None]], Allocation], gate:
     except Refused as exc:
         if not waitable(exc):
             raise
-        return grace.blocked(blocked_by(ledger, exc, me, req))
+        return grace.blocked(blocked_by(ledger, exc, me))
+
+
+def timing_out(ledger: Any, req: Request, last: Blocked | None) -> Generator[Call, Any, WaitTimeout]:
+    """Steps of :func:`waiting` whose deadline passed: every holder in the
+    way named (:func:`name_all`, a step: it reads the ledger), and the
+    :class:`WaitTimeout` to raise."""
+    if last is not None and last.unnamed is not None:
+        last = yield Call(name_all, (ledger, req, last), _nothing)
+    return timed_out(req, last)
 
 
 def timed_out(req: Request, last: Blocked | None) -> WaitTimeout:
@@ -821,7 +870,8 @@ def first_attempt(ledger: Any, req: Request, queue: Queue,
         if held:
             out.reason += "; in the way now: " + _held_text(held)
         return out
-    return _ask(ledger, attempt, gate, me, req, first=True)
+    out = _ask(ledger, attempt, gate, me, req, first=True)
+    return out if isinstance(out, Allocation) else name_all(ledger, req, out)  # (the notice's words)
 
 
 def notice(req: Request, blocked: Blocked) -> None:
@@ -938,8 +988,9 @@ class Watch:
     @classmethod
     def take(cls, ledger: Any, queue: Queue, ticket: Ticket | None = None) -> "Watch":
         """A watch for the waiter holding ``ticket`` in ``queue`` (``None``:
-        a follower of the log). Its source may be one kept from an earlier
-        waiter (``Tickets.watch``)."""
+        a follower of the log), with a source of its own (``Tickets.watch``:
+        on a directory a watch on the process's hub, on PostgreSQL the
+        ticket's connection; none for a follower there: the store's wait)."""
         return cls(ledger, queue, ticket)
 
     @classmethod
@@ -960,7 +1011,8 @@ class Watch:
 
     def give_back(self, ledger: Any = None) -> None:
         """Done: the pidfds closed, the source given back to the queue
-        (kept for the next waiter, or closed)."""
+        (``Tickets.done``: closed; on PostgreSQL the ticket's connection
+        goes with the ticket, ``Tickets.leave``)."""
         self.arm((), True, None)
         source, self.source = self.source, None
         self.queue.done(source)
@@ -980,8 +1032,8 @@ _queues: "weakref.WeakKeyDictionary[Any, Queue]" = weakref.WeakKeyDictionary()
 
 
 def forget(ledger: Any) -> None:
-    """Forget ``ledger``'s queue object (its :meth:`close`; the watches its
-    store kept are closed by the store)."""
+    """Forget ``ledger``'s queue object (its :meth:`close`; what its store
+    holds for waiters, a directory's hub, is closed by the store)."""
     _queues.pop(ledger, None)
 
 
@@ -1095,7 +1147,7 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
                 if tried and deadline is not None and time.monotonic() >= deadline:
                     if outage.error is not None:
                         raise outage.error  # the deadline passed while the server could not be reached
-                    raise timed_out(req, last)
+                    raise (yield from timing_out(ledger, req, last))
                 try:
                     if last is None:  # not in the queue yet: ask as a request without wait does
                         out = yield Call(first_attempt, (ledger, req, queue, attempt, gate, me), undo_grant)
@@ -1115,7 +1167,7 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
                         continue
                     remaining = math.inf if deadline is None else deadline - time.monotonic()
                     if remaining <= 0:
-                        raise timed_out(req, last)
+                        raise (yield from timing_out(ledger, req, last))
                     if out.until is not None:  # (standing back for an exited holder's parent: until the grace ends)
                         remaining = min(remaining, max(0.0, out.until - time.monotonic()))
                     if out.lease_until is not None:  # (a lease in the way: until it may be reclaimed)
@@ -1127,7 +1179,8 @@ def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], A
                     # its place meanwhile.
                     yield Sleep(Watch.timer(queue), outage.failed(exc), None)
         except GaveUp:
-            raise timed_out(req, last) from None
+            timeout = yield from timing_out(ledger, req, last)
+            raise timeout from None
     except GeneratorExit:
         raise
     except BaseException:

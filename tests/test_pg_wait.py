@@ -276,13 +276,13 @@ def _cut_ticket(pg_cluster, url: str, number: int) -> None:
 
 
 class _Scripted:
-    """A stand-in for ``Ledger.decide`` running ``script[i]()`` before the
+    """A stand-in for ``Ledger._decide`` (a waiter's look) running ``script[i]()`` before the
     ledger's own decision at its ``i``-th call (a step may raise instead);
     after the script, ``last()`` before each call. ``calls`` counts them."""
 
     def __init__(self, led: Ledger, monkeypatch, script, last) -> None:
-        self.real, self.script, self.last, self.calls = led.decide, list(script), last, 0
-        monkeypatch.setattr(led, "decide", self)
+        self.real, self.script, self.last, self.calls = led._decide, list(script), last, 0
+        monkeypatch.setattr(led, "_decide", self)
 
     def __call__(self, *args, **kwargs):
         step = self.script[self.calls] if self.calls < len(self.script) else self.last

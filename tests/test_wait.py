@@ -819,13 +819,13 @@ def test_what_on_wait_raises_ends_the_wait_with_nothing_granted(ledger, ledger_d
 
 
 def _unreachable(n=None, then=None, error=None):
-    """A stand-in for ``Ledger.decide`` that raises ``StoreUnavailable``
+    """A stand-in for ``Ledger._decide`` (a waiter's look) that raises ``StoreUnavailable``
     (or ``error``) ``n`` times (``None``: for ever), calls ``then()`` at the
     last, then decides as the ledger does. ``raised`` lists what it raised."""
     from scopeledger import StoreUnavailable
 
     def install(ledger, monkeypatch):
-        real = ledger.decide
+        real = ledger._decide
         left = [n]
 
         def decide(*args, **kwargs):
@@ -840,7 +840,7 @@ def _unreachable(n=None, then=None, error=None):
                 raise exc
             return real(*args, **kwargs)
         decide.raised = []
-        monkeypatch.setattr(ledger, "decide", decide)
+        monkeypatch.setattr(ledger, "_decide", decide)
         return decide
     return install
 
@@ -953,12 +953,12 @@ def test_a_waiter_found_first_in_the_queue_does_not_read_the_queue_again(ledger,
             looks["ahead"] += 1
         return real_ahead(self, mine, req, line)
     monkeypatch.setattr(wait_mod.Queue, "ahead", ahead)
-    real_decide = ledger.decide
+    real_decide = ledger._decide
 
     def decide(*a, **k):
         looks["decide"] += 1
         return real_decide(*a, **k)
-    ledger.decide = decide
+    ledger._decide = decide  # (a waiter looks by Ledger._decide)
     told = threading.Event()
     out = []
     try:
@@ -975,6 +975,52 @@ def test_a_waiter_found_first_in_the_queue_does_not_read_the_queue_again(ledger,
             until(lambda before=before: looks["decide"] > before, f"w's look after append {i}")
         assert looks["ahead"] == first["ahead"], looks
         other.release("holder", token=h.token)
+        t.join(BOUND)
+        assert not t.is_alive() and out[0].name == "w"
+    finally:
+        other.close()
+
+
+def test_a_refused_look_does_not_look_for_the_other_holders_in_the_way(ledger, ledger_dir, tmp_path):
+    """The holders in the way beside the one the refusal names are looked
+    for (``Ledger.find_conflicts``) where they are shown, the waiting
+    notice (and a timeout), not at every refused look: each look asked
+    ``find_conflicts``, preparing the rules again, for a text nobody saw.
+    The notice names them all as before, and the grant comes as before."""
+    import threading
+
+    src = str(tmp_path / "src")
+    other = Ledger.open(ledger_dir)
+    counts = {"find": 0, "decide": 0}
+    real_find, real_decide = ledger.find_conflicts, ledger._decide
+
+    def find(*a, **k):
+        counts["find"] += 1
+        return real_find(*a, **k)
+
+    def decide(*a, **k):
+        counts["decide"] += 1
+        return real_decide(*a, **k)
+    ledger.find_conflicts = find
+    ledger._decide = decide  # (a waiter looks by Ledger._decide)
+    told = []
+    out = []
+    try:
+        ha = other.register("ha", [W(src + "/a")])
+        hb = other.register("hb", [W(src + "/b")])
+        t = threading.Thread(target=lambda: out.append(ledger.register(
+            "w", [W(src)], wait=BOUND, on_wait=lambda reason, refusal: told.append(reason))))
+        t.start()
+        until(lambda: told and counts["decide"] >= 1, "w's notice and its first look in the queue")
+        assert "also in the way" in told[0] and "'ha'" in told[0] and "'hb'" in told[0], told
+        found = counts["find"]
+        for i in range(3):  # appends elsewhere wake w (holders are in its way): it looks again, refused
+            before = counts["decide"]
+            other.release(other.register(f"elsewhere{i}", [W(str(tmp_path / f"e{i}"))]).name)
+            until(lambda before=before: counts["decide"] > before, f"w's look after append {i}")
+        assert counts["find"] == found == 1, counts
+        other.release("ha", token=ha.token)
+        other.release("hb", token=hb.token)
         t.join(BOUND)
         assert not t.is_alive() and out[0].name == "w"
     finally:

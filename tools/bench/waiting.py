@@ -435,11 +435,12 @@ TAKER = textwrap.dedent("""
     import scopeledger._filetickets as F
     d, i, turns, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     if mode == "poll":
-        # inotify turned off: as on a network file system (a look every F.POLL_SECONDS)
-        _init = F.FileWatch.__init__
+        # inotify turned off: as on a network file system (a look every F.POLL_SECONDS).
+        # (The waiters' watches are the Hub's: FileWatch is a log follower's alone.)
+        _init = F.Hub.__init__
         def init(self, log_path, queue_dir, network):
             _init(self, log_path, queue_dir, True)
-        F.FileWatch.__init__ = init
+        F.Hub.__init__ = init
     if mode == "pg-unordered":
         # no queue: woken by LogStore.wait (LISTEN), unordered, as before the queue on PostgreSQL
         from scopeledger._pgstore import PgStore

@@ -98,9 +98,12 @@ with Ledger.open(where, create=True) as led:
 
 
 def measure(tree: str, where: str, n: int, paced: bool) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=tree)
-    out = subprocess.run([sys.executable, "-c", WATCHER, where, str(n), tempfile.mkdtemp(prefix="wl-tree-"),
-                          "1" if paced else "0", APPENDER], env=env, capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+    root = tempfile.mkdtemp(prefix="wl-tree-")
+    # In a directory of its own: ``-c`` puts the working directory first on sys.path, so
+    # that run from the repository root every tree measured was the repository's.
+    out = subprocess.run([sys.executable, "-c", WATCHER, where, str(n), root, "1" if paced else "0", APPENDER],
+                         env=env, capture_output=True, text=True, cwd=root)
     if out.returncode:
         raise SystemExit(f"{tree}: the measurement failed:\n{out.stderr}")
     got: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
