@@ -103,7 +103,7 @@ from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iter
 
 from ._arguments import (asks_to_wait, check_advisory, check_callable, check_note, check_seq, check_switch_interval,
                          check_timeout, check_token, check_wait)
-from ._errors import LedgerError, LedgerIOError, LockTimeout, StoreError, UnknownHolder, shown
+from ._errors import LedgerError, LedgerIOError, LockTimeout, StoreError, UnknownHolder
 from ._fold import Allocation
 from ._ledger import delegate_attempt, register_attempt, tickets_of
 from ._rules import ScopeRule, check_name
@@ -542,7 +542,8 @@ class AsyncLedger:
 
         Raises:
             RuntimeError: no running event loop.
-            TypeError: ``on_lost`` is not callable; ``token`` is not an
+            TypeError: ``on_lost`` is not a plain callable taking
+                ``(error)``; ``token`` is not an
                 integer (as :meth:`Ledger.renew`).
             InvalidArgument: ``token`` is below 1 (as :meth:`Ledger.renew`).
             InvalidLease: ``ttl`` is not ``None`` or a ttl :meth:`Ledger.renew`
@@ -552,8 +553,7 @@ class AsyncLedger:
             from ._lease import check_ttl
 
         token = check_token(token)
-        if on_lost is not None and not callable(on_lost):
-            raise TypeError(f"on_lost must be None or a callable, not {shown(on_lost)}")
+        check_callable("on_lost", on_lost, ("error",))
         if ttl is not None:
             check_ttl(ttl)
         return asyncio.get_running_loop().create_task(self._keep_renewed(name, token, ttl, on_lost),

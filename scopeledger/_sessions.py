@@ -75,7 +75,7 @@ from typing import Any, Callable, Iterable
 import attrs
 
 from ._arguments import REAL, check_callable, described, real
-from ._errors import LedgerError, SessionLost, shown
+from ._errors import LedgerError, SessionLost
 from ._identity import Liveness, ProcessIdentity, Verdict
 from ._process import host_id
 

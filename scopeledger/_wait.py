@@ -870,8 +870,8 @@ def first_attempt(ledger: Any, req: Request, queue: Queue,
         if held:
             out.reason += "; in the way now: " + _held_text(held)
         return out
-    out = _ask(ledger, attempt, gate, me, req, first=True)
-    return out if isinstance(out, Allocation) else name_all(ledger, req, out)  # (the notice's words)
+    asked = _ask(ledger, attempt, gate, me, req, first=True)
+    return asked if isinstance(asked, Allocation) else name_all(ledger, req, asked)  # (the notice's words)
 
 
 def notice(req: Request, blocked: Blocked) -> None:
