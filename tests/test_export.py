@@ -409,3 +409,32 @@ def test_parquet_carries_them_typed(forensic, tmp_path: Path) -> None:
     assert row("forced")["forced"] == "operator says" and row("forced")["note"] == "ticket 7"
     assert row("zombie")["exit_signal"] == 9 and row("zombie")["last_seen"] == ev["grant_z"].ts
 
+
+def test_trace_args_carry_them(forensic) -> None:
+    d, ev, _events = forensic
+    r = subprocess.run([*CMD, "--ledger", str(d), "export", "--format", "trace"], capture_output=True,
+                       env=clean_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    events = check_trace(json.loads(r.stdout))
+    bars = {e["name"]: e["args"] for e in events if e["ph"] == "X"}
+    assert bars["a"]["note"] == "why a" and bars["a"]["exit_code"] == 3 and "exit_signal" not in bars["a"]
+    assert "forced" not in bars["a"] and "ttl_ns" not in bars["a"]
+    b = bars["b"]
+    assert b["note"] == "why b" and b["ttl_ns"] == 600 * 10**9 and b["lease_only"] is False
+    assert b["forced"] == "operator says" and b["release_note"] == "ticket 7"
+    assert b["ended_by_pid"] == ev["forced"].actor["pid"]  # who forced it
+    assert bars["c"]["advisory"] == ev["grant_c"].data["holder"]["advisory"]
+    assert bars["e"]["lease_only"] is True
+    z = bars["z"]
+    assert z["ended"] == "reclaimed:zombie" and z["exit_signal"] == 9 and z["last_seen"] == ev["grant_z"].ts
+    renewals = [e for e in events if e["ph"] == "i" and e.get("cat") == "renewed"]
+    assert [(e["name"], e["args"]) for e in renewals] == [
+        ("lease renewed for 900 s", {"seq": ev["renew_b"].seq, "ttl_ns": 900 * 10**9})]
+    # a window that begins while b is held: its bar carries the lease as it stood then (renewed)
+    r = subprocess.run([*CMD, "--ledger", str(d), "export", "--format", "trace", "--from", str(ev["renew_b"].seq + 1)],
+                       capture_output=True, env=clean_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    bars = {e["name"]: e["args"] for e in check_trace(json.loads(r.stdout)) if e["ph"] == "X"}
+    b = bars["b"]
+    assert b.get("granted_before_window") is True and b["ttl_ns"] == 900 * 10**9 and b["lease_only"] is False
+    assert b["forced"] == "operator says" and bars["e"]["lease_only"] is True

@@ -246,13 +246,29 @@ def _trace_label(bar: Bar, chain: str) -> str:
 
 def _trace_bar(b: Bar, pid: int, stop_ns: int) -> dict[str, Any]:
     """Bar ``b``'s complete event (``X``) in process ``pid``, drawn up to
-    ``stop_ns`` (ns): see :func:`write_trace`."""
+    ``stop_ns`` (ns): see :func:`write_trace`. ``args`` leaves out what the
+    grant's events do not have: ``note``, ``ttl_ns`` and ``lease_only``,
+    ``advisory``, and of its end ``ended_by_pid`` (the actor), ``forced``,
+    ``release_note``, ``exit_code``, ``exit_signal``, ``last_seen`` (ns)."""
     args: dict[str, Any] = {"token": b.token, "parent": b.parent, "rules": b.rules, "pid": b.pid,
                             "granted_seq": b.start_seq, "ended": b.kind}
     if b.before:
         args["granted_before_window"] = True
+    if b.note is not None:
+        args["note"] = b.note
+    if b.ttl_ns is not None:
+        args["ttl_ns"] = b.ttl_ns
+        args["lease_only"] = b.lease_only
+    if b.advisory is not None:
+        args["advisory"] = b.advisory
     if b.end_seq is not None:
         args["end_seq"] = b.end_seq
+        if b.end_pid is not None:
+            args["ended_by_pid"] = b.end_pid
+    for key, value in (("forced", b.forced), ("release_note", b.end_note), ("exit_code", b.exit_code),
+                       ("exit_signal", b.exit_signal), ("last_seen", b.last_seen)):
+        if value is not None:
+            args[key] = value
     return {"ph": "X", "name": b.name, "cat": b.ended, "pid": pid, "tid": b.token,
             "ts": _us(b.start_ns), "dur": _us(max(0, stop_ns - b.start_ns)),
             "cname": TRACE_COLORS[b.ended], "args": args}
@@ -267,9 +283,13 @@ def write_trace(events: Iterable[Event], out: IO[bytes], live: Iterable[Bar] = (
     delegators (``runtime > builder > parser-worker (token 4)``) and sorted
     by token, so that a delegation sits below its delegator. Its bar is one
     complete event (``X``) named after the holder, category ``released``,
-    ``reclaimed`` or ``held``, with the grant's details in ``args``;
-    attaches and re-parentings are instant events on its track; refusals
-    are instant events on a track of their own (pid :data:`REFUSALS_PID`).
+    ``reclaimed`` or ``held``, with the grant's details in ``args`` (and,
+    when its events have them, its note, lease, advisory conflicts, who
+    ended it, a forced release's reason, the release's note, the exit
+    status and a reclaim's ``last_seen``: :func:`_trace_bar`); attaches,
+    re-parentings and lease renewals are instant events on its track;
+    refusals are instant events on a track of their own (pid
+    :data:`REFUSALS_PID`).
 
     ``live`` are the bars held when ``events`` begin (see
     :func:`.timeline_model.seed`); bars still held at the end are
@@ -332,6 +352,10 @@ def write_trace(events: Iterable[Event], out: IO[bytes], live: Iterable[Bar] = (
                     else f"re-parented to '{ch.detail}'" if ch.detail else "re-parented to top level")
             put({"ph": "i", "s": "t", "name": text, "cat": ch.what, "pid": pid, "tid": b.token,
                  "ts": _us(ch.ns), "args": {"seq": ch.seq}})
+        elif b is not None and ch.what == "renew":
+            _b, pid, _c = open_bars[b.token]
+            put({"ph": "i", "s": "t", "name": f"lease renewed for {ch.detail / 1e9:g} s", "cat": "renewed",
+                 "pid": pid, "tid": b.token, "ts": _us(ch.ns), "args": {"seq": ch.seq, "ttl_ns": ch.detail}})
         else:
             m = ch.detail
             if not refusals_named:
