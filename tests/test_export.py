@@ -62,7 +62,13 @@ def _expected_row(e) -> dict[str, str]:
     elif e.type == "attached":
         row.update(holder=d["name"], pid=str(d["process"]["pid"]), process=js(d["process"]))
     else:
-        row.update(holder=d["name"], reparented=js(d["reparented"]), reason=s(d.get("reason")))
+        row.update(holder=d["name"], reparented=js(d.get("reparented")), reason=s(d.get("reason")),
+                   note=s(d.get("note")), forced=s(d.get("forced")), exit_code=s(d.get("exit_code")),
+                   exit_signal=s(d.get("exit_signal")), last_seen=s(d.get("last_seen")),
+                   ttl_ns=s(d.get("ttl_ns")))
+    if e.type in ("registered", "delegated"):
+        row.update(note=s(h.get("note")), ttl_ns=s(h.get("ttl_ns")), advisory=js(h.get("advisory")),
+                   lease_only=s(h.get("lease_only", False)) if "ttl_ns" in h else "")
     return row
 
 
@@ -286,3 +292,149 @@ def test_export_usage_errors(tmp_path: Path) -> None:
     r = ledger_cmd(tmp_path / "led-missing", "export", "--format", "csv")
     assert r.returncode == 6  # no ledger: nothing created
     assert not (tmp_path / "led-missing").exists()
+
+
+# -- what a release, a lease, a note, an advisory grant and a reclaim add -------------------
+
+
+@pytest.fixture(scope="module")
+def forensic(tmp_path_factory: pytest.TempPathFactory):
+    """A ledger, made by real processes, with every field ``replay`` shows
+    beyond the first columns: ``ledger run --note`` of a child exiting 3; a
+    lease (renewed), a lease-only grant and an advisory grant; a release
+    forced by another process (``ledger release --force --reason --note``);
+    the reclaim of a killed process (a zombie: its signal, its last_seen).
+    Returns ``(directory, {name: value}, events)``."""
+    from scopeledger import ScopeRule
+
+    base = tmp_path_factory.mktemp("forensic")
+    d, t = base / "led", base / "tree"
+    t.mkdir()
+    r = ledger_cmd(d, "run", "--name", "a", "--write", str(t / "a"), "--note", "why a", "--",
+                   "sh", "-c", "exit 3")
+    assert r.returncode == 3, r.stderr
+    victim = subprocess.Popen(["sleep", "600"])
+    try:
+        with Ledger.open(d) as led:
+            b = led.register("b", [ScopeRule(str(t / "b"), "write", True)], ttl=600, note="why b")
+            led.renew("b", b.token, ttl=900)
+            led.register("c", [ScopeRule(str(t / "b" / "x"), "write", True)], advisory=True)
+            led.register("e", [ScopeRule(str(t / "e"), "write", True)], ttl=60, lease_only=True)
+            led.register("z", [ScopeRule(str(t / "z"), "write", True)], pid=victim.pid)
+        r = ledger_cmd(d, "release", "b", "--force", "--reason", "operator says", "--note", "ticket 7",
+                       subprocess_=True)
+        assert r.returncode == 0, r.stderr
+        victim.kill()
+        os.waitid(os.P_PID, victim.pid, os.WEXITED | os.WNOWAIT)  # dead, not reaped: a zombie
+        r = ledger_cmd(d, "reclaim", subprocess_=True)
+        assert r.returncode == 0, r.stderr
+    finally:
+        victim.kill()
+        victim.wait()
+    with Ledger.open(d, readonly=True) as led:
+        events = list(led.events())
+    by = {(e.type, e.data.get("name") or e.data["holder"]["name"]): e for e in events
+          if e.type not in ("refused", "repaired", "void")}
+    forced = by[("released", "b")]
+    zombie = by[("reclaimed", "z")]
+    assert zombie.data["reason"] == "zombie" and zombie.data.get("exit_signal") == 9, zombie.data
+    want = {"grant_a": by[("registered", "a")], "release_a": by[("released", "a")],
+            "grant_b": by[("registered", "b")], "renew_b": by[("renewed", "b")],
+            "grant_c": by[("registered", "c")], "grant_e": by[("registered", "e")],
+            "grant_z": by[("registered", "z")], "forced": forced, "zombie": zombie}
+    assert forced.actor["pid"] != os.getpid() and forced.data["forced"] == "operator says"
+    return d, want, events
+
+
+def test_csv_carries_notes_leases_advisory_forced_exit_and_last_seen(forensic) -> None:
+    d, ev, events = forensic
+    r = ledger_cmd(d, "export", "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    reader = csv.reader(io.StringIO(r.stdout, newline=""))
+    header = next(reader)
+    # the new columns come after every old one: an old reader's positions do not move
+    assert header[:21] == ["seq", "ts", "time", "type", "holder", "parent", "rules", "pid", "reserved",
+                           "socket", "reason", "reparented", "error", "message", "obstacle_rule", "chain",
+                           "actor_pid", "actor", "process", "prev", "v"]
+    rows = {int(row[0]): dict(zip(header, row, strict=True)) for row in reader}
+    assert len(rows) == len(events)
+    for e in events:
+        assert rows[e.seq] == _expected_row(e), e.seq
+
+    def row(key):
+        return rows[ev[key].seq]
+
+    assert row("grant_a")["note"] == "why a" and row("release_a")["exit_code"] == "3"
+    assert row("release_a")["exit_signal"] == "" and row("grant_a")["ttl_ns"] == ""
+    assert row("grant_b")["ttl_ns"] == str(600 * 10**9) and row("grant_b")["note"] == "why b"
+    assert row("grant_b")["lease_only"] == "false" and row("grant_e")["lease_only"] == "true"
+    assert row("renew_b")["ttl_ns"] == str(900 * 10**9)
+    conflicts = json.loads(row("grant_c")["advisory"])
+    assert len(conflicts) == 1 and conflicts[0][0] == ["b"] and conflicts[0][1][0].endswith("/b")
+    assert row("grant_b")["advisory"] == ""  # not asked advisory: no value, not []
+    f = row("forced")
+    assert f["forced"] == "operator says" and f["note"] == "ticket 7"
+    assert f["actor_pid"] == str(ev["forced"].actor["pid"])  # who forced it
+    z = row("zombie")
+    assert z["reason"] == "zombie" and z["exit_signal"] == "9" and z["exit_code"] == ""
+    assert z["last_seen"] == str(ev["grant_z"].ts)
+
+
+@needs_arrow
+def test_parquet_carries_them_typed(forensic, tmp_path: Path) -> None:
+    d, ev, events = forensic
+    out = tmp_path / "f.parquet"
+    r = ledger_cmd(d, "export", "--format", "parquet", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    table = pq.read_table(out)
+    assert table.column_names == list(X.COLUMN_NAMES)
+    types = {f.name: str(f.type) for f in table.schema}
+    assert {c: types[c] for c in ("note", "ttl_ns", "lease_only", "advisory", "forced", "exit_code",
+                                  "exit_signal", "last_seen")} == {
+        "note": "string", "ttl_ns": "int64", "lease_only": "bool", "advisory": "string", "forced": "string",
+        "exit_code": "int64", "exit_signal": "int64", "last_seen": "int64"}
+    assert types["time"] == "timestamp[ns, tz=UTC]"  # (to_pylist would want it in microseconds)
+    rows = {x["seq"]: x for x in table.select([c for c in table.column_names if c != "time"]).to_pylist()}
+    assert len(rows) == len(events)
+
+    def row(key):
+        return rows[ev[key].seq]
+
+    assert row("grant_a")["note"] == "why a" and row("release_a")["exit_code"] == 3
+    assert row("release_a")["exit_signal"] is None and row("grant_a")["ttl_ns"] is None
+    assert row("grant_b")["ttl_ns"] == 600 * 10**9 and row("renew_b")["ttl_ns"] == 900 * 10**9
+    assert row("grant_b")["lease_only"] is False and row("grant_e")["lease_only"] is True
+    assert row("grant_a")["lease_only"] is None
+    assert json.loads(row("grant_c")["advisory"]) == ev["grant_c"].data["holder"]["advisory"]
+    assert row("forced")["forced"] == "operator says" and row("forced")["note"] == "ticket 7"
+    assert row("zombie")["exit_signal"] == 9 and row("zombie")["last_seen"] == ev["grant_z"].ts
+
+
+def test_trace_args_carry_them(forensic) -> None:
+    d, ev, _events = forensic
+    r = subprocess.run([*CMD, "--ledger", str(d), "export", "--format", "trace"], capture_output=True,
+                       env=clean_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    events = check_trace(json.loads(r.stdout))
+    bars = {e["name"]: e["args"] for e in events if e["ph"] == "X"}
+    assert bars["a"]["note"] == "why a" and bars["a"]["exit_code"] == 3 and "exit_signal" not in bars["a"]
+    assert "forced" not in bars["a"] and "ttl_ns" not in bars["a"]
+    b = bars["b"]
+    assert b["note"] == "why b" and b["ttl_ns"] == 600 * 10**9 and b["lease_only"] is False
+    assert b["forced"] == "operator says" and b["release_note"] == "ticket 7"
+    assert b["ended_by_pid"] == ev["forced"].actor["pid"]  # who forced it
+    assert bars["c"]["advisory"] == ev["grant_c"].data["holder"]["advisory"]
+    assert bars["e"]["lease_only"] is True
+    z = bars["z"]
+    assert z["ended"] == "reclaimed:zombie" and z["exit_signal"] == 9 and z["last_seen"] == ev["grant_z"].ts
+    renewals = [e for e in events if e["ph"] == "i" and e.get("cat") == "renewed"]
+    assert [(e["name"], e["args"]) for e in renewals] == [
+        ("lease renewed for 900 s", {"seq": ev["renew_b"].seq, "ttl_ns": 900 * 10**9})]
+    # a window that begins while b is held: its bar carries the lease as it stood then (renewed)
+    r = subprocess.run([*CMD, "--ledger", str(d), "export", "--format", "trace", "--from", str(ev["renew_b"].seq + 1)],
+                       capture_output=True, env=clean_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    bars = {e["name"]: e["args"] for e in check_trace(json.loads(r.stdout)) if e["ph"] == "X"}
+    b = bars["b"]
+    assert b.get("granted_before_window") is True and b["ttl_ns"] == 900 * 10**9 and b["lease_only"] is False
+    assert b["forced"] == "operator says" and bars["e"]["lease_only"] is True

@@ -71,9 +71,27 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("process", "the identity the holder is bound to (grants, attaches), JSON, as stored"),
     ("prev", "blake2b-128 of the line before, hex"),
     ("v", "the line's format version"),
+    # (the columns below came later: appended, so that the ones above keep their positions)
+    ("note", "a grant's note (why the scope was asked for) or a release's (why, in the releaser's words)"),
+    ("ttl_ns", "a grant's lease or a renewal's new one: integer nanoseconds, from that event"),
+    ("lease_only", "a grant with a lease: true when the lease alone binds it (its process is then who "
+                   "asked, not judged)"),
+    ("advisory", "an advisory grant's conflicts, granted despite them, JSON [[chain, their rule, requested "
+                 "rule], ...]; [] when it met none (empty: not asked advisory)"),
+    ("forced", "a forced release's reason (who forced it: actor_pid, actor)"),
+    ("exit_code", "how the holder's process ended, when known (a release; a zombie's reclaim): its exit "
+                  "status, 0-255"),
+    ("exit_signal", "or the signal that killed it, 1-127 (at most one of the two)"),
+    ("last_seen", "a reclaim's: when the holder was last seen alive as the log shows it (its grant, last "
+                  "renewal or attach), integer nanoseconds since the epoch, UTC"),
 )
 
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
+
+#: The columns that hold booleans (``true``/``false`` in CSV) and integers
+#: (Parquet's types; the rest are strings but ``time``, a timestamp).
+BOOLEAN_COLUMNS = ("reserved", "lease_only")
+INTEGER_COLUMNS = ("seq", "ts", "pid", "actor_pid", "v", "ttl_ns", "exit_code", "exit_signal", "last_seen")
 
 #: Rows per Parquet row group (and per batch held in memory).
 PARQUET_BATCH = 65536
@@ -102,11 +120,15 @@ def rows(events: Iterable[Event]) -> Iterator[tuple[Any, ...]]:
         kind = e.type
         holder = parent = rules = pid = reserved = socket = reason = reparented = None
         error = message = obstacle = chain = process = None
+        note = ttl = lease_only = advisory = forced = exit_code = exit_signal = last_seen = None
         if kind == "registered" or kind == "delegated":
             h = d["holder"]
             holder, parent, reserved, socket = h.get("name"), h.get("parent"), h.get("reserved"), h.get("socket")
             rules = _json(h.get("rules"))
             process = h.get("process")
+            note, ttl, advisory = h.get("note"), h.get("ttl_ns"), _json(h.get("advisory"))
+            if ttl is not None:
+                lease_only = h.get("lease_only") is True
         elif kind == "refused":
             req = d.get("request") or {}
             holder, parent, rules = req.get("name"), req.get("parent"), _json(req.get("rules"))
@@ -118,16 +140,21 @@ def rows(events: Iterable[Event]) -> Iterator[tuple[Any, ...]]:
             holder = d.get("name")
             if kind == "attached":
                 process = d.get("process")
+            elif kind == "renewed":
+                ttl = d.get("ttl_ns")
             else:
                 reparented = _json(d.get("reparented"))
                 reason = d.get("reason")
+                note, forced, last_seen = d.get("note"), d.get("forced"), d.get("last_seen")
+                exit_code, exit_signal = d.get("exit_code"), d.get("exit_signal")
         if isinstance(process, dict):
             pid = process.get("pid")
         actor = e.actor
         yield (e.seq, e.ts, iso_ns(e.ts), kind, holder, parent, rules, pid, reserved, socket, reason,
                reparented, error, message, obstacle, chain,
                actor.get("pid") if isinstance(actor, dict) else None, _json(actor), _json(process),
-               d.get("prev"), d.get("v"))
+               d.get("prev"), d.get("v"),
+               note, ttl, lease_only, advisory, forced, exit_code, exit_signal, last_seen)
 
 
 def write_csv(events: Iterable[Event], out: IO[str]) -> int:
@@ -138,12 +165,15 @@ def write_csv(events: Iterable[Event], out: IO[str]) -> int:
     w = csv.writer(out)  # (it writes None as an empty cell)
     w.writerow(COLUMN_NAMES)
     put = w.writerow
-    at = COLUMN_NAMES.index("reserved")
-    words = {True: "true", False: "false", None: None}
+    flags = [COLUMN_NAMES.index(name) for name in BOOLEAN_COLUMNS]
+    words = {True: "true", False: "false"}
     n = 0
     for row in rows(events):
-        if row[at] is not None:
-            row = row[:at] + (words.get(row[at], row[at]),) + row[at + 1:]
+        if any(row[at] is not None for at in flags):
+            cells = list(row)
+            for at in flags:
+                cells[at] = words.get(cells[at], cells[at])
+            row = tuple(cells)
         put(row)
         n += 1
     return n
@@ -170,8 +200,8 @@ def write_parquet(events: Iterable[Event], out: Any) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    types = {"seq": pa.int64(), "ts": pa.int64(), "time": pa.timestamp("ns", tz="UTC"),
-             "pid": pa.int64(), "reserved": pa.bool_(), "actor_pid": pa.int64(), "v": pa.int64()}
+    types = {"time": pa.timestamp("ns", tz="UTC"), **dict.fromkeys(INTEGER_COLUMNS, pa.int64()),
+             **dict.fromkeys(BOOLEAN_COLUMNS, pa.bool_())}
     schema = pa.schema([(name, types.get(name, pa.string())) for name in COLUMN_NAMES])
     time_col = COLUMN_NAMES.index("time")
     ts_col = COLUMN_NAMES.index("ts")
@@ -216,13 +246,29 @@ def _trace_label(bar: Bar, chain: str) -> str:
 
 def _trace_bar(b: Bar, pid: int, stop_ns: int) -> dict[str, Any]:
     """Bar ``b``'s complete event (``X``) in process ``pid``, drawn up to
-    ``stop_ns`` (ns): see :func:`write_trace`."""
+    ``stop_ns`` (ns): see :func:`write_trace`. ``args`` leaves out what the
+    grant's events do not have: ``note``, ``ttl_ns`` and ``lease_only``,
+    ``advisory``, and of its end ``ended_by_pid`` (the actor), ``forced``,
+    ``release_note``, ``exit_code``, ``exit_signal``, ``last_seen`` (ns)."""
     args: dict[str, Any] = {"token": b.token, "parent": b.parent, "rules": b.rules, "pid": b.pid,
                             "granted_seq": b.start_seq, "ended": b.kind}
     if b.before:
         args["granted_before_window"] = True
+    if b.note is not None:
+        args["note"] = b.note
+    if b.ttl_ns is not None:
+        args["ttl_ns"] = b.ttl_ns
+        args["lease_only"] = b.lease_only
+    if b.advisory is not None:
+        args["advisory"] = b.advisory
     if b.end_seq is not None:
         args["end_seq"] = b.end_seq
+        if b.end_pid is not None:
+            args["ended_by_pid"] = b.end_pid
+    for key, value in (("forced", b.forced), ("release_note", b.end_note), ("exit_code", b.exit_code),
+                       ("exit_signal", b.exit_signal), ("last_seen", b.last_seen)):
+        if value is not None:
+            args[key] = value
     return {"ph": "X", "name": b.name, "cat": b.ended, "pid": pid, "tid": b.token,
             "ts": _us(b.start_ns), "dur": _us(max(0, stop_ns - b.start_ns)),
             "cname": TRACE_COLORS[b.ended], "args": args}
@@ -237,9 +283,13 @@ def write_trace(events: Iterable[Event], out: IO[bytes], live: Iterable[Bar] = (
     delegators (``runtime > builder > parser-worker (token 4)``) and sorted
     by token, so that a delegation sits below its delegator. Its bar is one
     complete event (``X``) named after the holder, category ``released``,
-    ``reclaimed`` or ``held``, with the grant's details in ``args``;
-    attaches and re-parentings are instant events on its track; refusals
-    are instant events on a track of their own (pid :data:`REFUSALS_PID`).
+    ``reclaimed`` or ``held``, with the grant's details in ``args`` (and,
+    when its events have them, its note, lease, advisory conflicts, who
+    ended it, a forced release's reason, the release's note, the exit
+    status and a reclaim's ``last_seen``: :func:`_trace_bar`); attaches,
+    re-parentings and lease renewals are instant events on its track;
+    refusals are instant events on a track of their own (pid
+    :data:`REFUSALS_PID`).
 
     ``live`` are the bars held when ``events`` begin (see
     :func:`.timeline_model.seed`); bars still held at the end are
@@ -302,6 +352,10 @@ def write_trace(events: Iterable[Event], out: IO[bytes], live: Iterable[Bar] = (
                     else f"re-parented to '{ch.detail}'" if ch.detail else "re-parented to top level")
             put({"ph": "i", "s": "t", "name": text, "cat": ch.what, "pid": pid, "tid": b.token,
                  "ts": _us(ch.ns), "args": {"seq": ch.seq}})
+        elif b is not None and ch.what == "renew":
+            _b, pid, _c = open_bars[b.token]
+            put({"ph": "i", "s": "t", "name": f"lease renewed for {ch.detail / 1e9:g} s", "cat": "renewed",
+                 "pid": pid, "tid": b.token, "ts": _us(ch.ns), "args": {"seq": ch.seq, "ttl_ns": ch.detail}})
         else:
             m = ch.detail
             if not refusals_named:

@@ -49,6 +49,22 @@ class Bar:
         before: ``True`` when it was granted before the window began.
         depth: ``int``, 0 at top level (or when the delegator is not among
             the bars), else the delegator's depth + 1.
+        note: the grant's note (why it was asked for), or ``None``.
+        ttl_ns: the grant's lease, ``int`` ns (for a grant before the
+            window, its lease as it stood then), or ``None``: no lease.
+        lease_only: ``True`` when the lease alone binds it.
+        advisory: an advisory grant's conflicts, as its event records them
+            (``[[chain, their rule, requested rule], ...]``, ``[]`` when it
+            met none), or ``None`` (not advisory, or granted before the
+            window: an :class:`Allocation` does not carry them).
+        end_pid: the pid of the process that released or reclaimed it (the
+            event's actor), or ``None``.
+        forced: a forced release's reason, or ``None``.
+        end_note: the release's note, or ``None``.
+        exit_code / exit_signal: how its process ended, when the release or
+            the reclaim of a zombie records it, else ``None``.
+        last_seen: a reclaim's ``last_seen`` (ns since the epoch, UTC), or
+            ``None``.
     """
 
     token: int
@@ -62,11 +78,21 @@ class Bar:
     before: bool = False
     depth: int = 0
     reserved: bool = False
+    note: str | None = None
+    ttl_ns: int | None = None
+    lease_only: bool = False
+    advisory: list[Any] | None = None
     end_ns: int | None = field(default=None, init=False)
     end_seq: int | None = field(default=None, init=False)
     ended: str = field(default="held", init=False)
     reason: str | None = field(default=None, init=False)
     attaches: list[tuple[int, int]] = field(default_factory=list, init=False)
+    end_pid: int | None = field(default=None, init=False)
+    forced: str | None = field(default=None, init=False)
+    end_note: str | None = field(default=None, init=False)
+    exit_code: int | None = field(default=None, init=False)
+    exit_signal: int | None = field(default=None, init=False)
+    last_seen: int | None = field(default=None, init=False)
 
     @property
     def kind(self) -> str:
@@ -98,7 +124,8 @@ class Mark(NamedTuple):
 class Change(NamedTuple):
     """One step of :func:`track`: ``what`` is ``"start"``, ``"end"``,
     ``"attach"`` (``detail``: the new pid), ``"reparent"`` (``detail``: the
-    new parent's name or ``None``), or ``"refused"`` (``bar`` is ``None``,
+    new parent's name or ``None``), ``"renew"`` (``detail``: the lease's
+    new ttl, ``int`` ns), or ``"refused"`` (``bar`` is ``None``,
     ``detail`` the :class:`Mark`); ``ns``/``seq`` when."""
 
     what: str
@@ -136,8 +163,11 @@ def seed(holders: Iterable[Allocation], start_ns: int, start_seq: int,
     by_name: dict[str, Bar] = {}
     for a in allocs:
         up = by_name.get(a.parent) if a.parent is not None else None
+        lease = a.lease
         b = Bar(a.token, a.name, a.parent, up.token if up else None, [r.to_json() for r in a.rules], a.pid,
-                start_ns, start_seq, before=True, depth=up.depth + 1 if up else 0, reserved=a.reserved)
+                start_ns, start_seq, before=True, depth=up.depth + 1 if up else 0, reserved=a.reserved,
+                ttl_ns=lease.ttl_ns if lease is not None else None,
+                lease_only=lease is not None and not lease.process)
         by_name[a.name] = b
         bars.append(b)
     return bars
@@ -161,7 +191,9 @@ def track(events: Iterable[Event], live: Iterable[Bar] = ()) -> Iterator[Change]
             up = current.get(parent) if parent is not None else None
             b = Bar(e.seq, h["name"], parent, up.token if up else None,
                     h["rules"], _process_pid(h.get("process")),
-                    e.ts, e.seq, depth=up.depth + 1 if up else 0, reserved=h.get("reserved") is True)
+                    e.ts, e.seq, depth=up.depth + 1 if up else 0, reserved=h.get("reserved") is True,
+                    note=h.get("note"), ttl_ns=h.get("ttl_ns"), lease_only=h.get("lease_only") is True,
+                    advisory=h.get("advisory"))
             current[b.name] = b
             yield Change("start", b, e.ts, e.seq)
         elif kind == "released" or kind == "reclaimed":
@@ -174,7 +206,17 @@ def track(events: Iterable[Event], live: Iterable[Bar] = ()) -> Iterator[Change]
                 gone.end_ns, gone.end_seq, gone.ended = e.ts, e.seq, kind
                 if kind == "reclaimed":
                     gone.reason = str(d.get("reason"))
+                    gone.last_seen = d.get("last_seen")
+                else:
+                    gone.forced, gone.end_note = d.get("forced"), d.get("note")
+                gone.exit_code, gone.exit_signal = d.get("exit_code"), d.get("exit_signal")
+                actor = e.actor
+                gone.end_pid = actor.get("pid") if isinstance(actor, dict) else None
                 yield Change("end", gone, e.ts, e.seq)
+        elif kind == "renewed":
+            renewed = current.get(d["name"])
+            if renewed is not None:
+                yield Change("renew", renewed, e.ts, e.seq, d.get("ttl_ns"))
         elif kind == "attached":
             bound = current.get(d["name"])
             if bound is not None:
