@@ -84,6 +84,25 @@ def test_run_with_a_wait_started_while_the_server_is_down_is_granted_once_it_is_
     assert "error" not in err, err
 
 
+def test_run_whose_wait_ends_while_the_server_is_down_exits_7_with_that_error(
+        pg_cluster: Any, url: str, tmp_path: Path) -> None:
+    """The deadline passes while the server is still down (it stays down until the
+    wrapper has ended): the server's error, exit 7, after the one warning; not a
+    timeout's exit 1 (it never knew whether the scope was free)."""
+    pg_cluster.stop_server()
+    try:
+        r = run(url, tmp_path, "-w", "1")
+        _, err = r.communicate(timeout=BOUND)
+    finally:
+        pg_cluster.start_server()
+    assert r.returncode == 7, err
+    lines = err.splitlines()
+    assert len(lines) == 2, err
+    assert lines[0].startswith("warning: holder 'x' cannot reach the ledger while it waits ("), err
+    assert lines[1].startswith("error: cannot connect to "), err
+    assert not (tmp_path / "ran").exists()
+
+
 @pytest.mark.parametrize("options", [["-w", "0"], ["-n"]])
 def test_run_without_a_wait_fails_at_once_while_the_server_is_down(
         pg_cluster: Any, url: str, tmp_path: Path, options: list[str]) -> None:
