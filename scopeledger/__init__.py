@@ -141,6 +141,8 @@ _PUBLIC = {
     "adopt": "_spawn",
     "from_environment": "_spawn",
     "spawn": "_spawn",
+    # _wait.py
+    "Outage": "_wait",
 }
 
 
@@ -193,6 +195,7 @@ __all__ = [
     "LostEvents",
     "Manifest",
     "NoLedger",
+    "Outage",
     "PartlyRecorded",
     "Permission",
     "Problem",
@@ -277,6 +280,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from ._time import from_ns, to_ns  # noqa: F401
     from ._async import AsyncAdopted, AsyncHold, AsyncLedger, AsyncSpawned  # noqa: F401
     from ._spawn import Adopted, Spawned, adopt, from_environment, spawn  # noqa: F401
+    from ._wait import Outage  # noqa: F401
     from ._runtime import (  # noqa: F401
         Manifest, install_from_manifest, load_manifest, parse_manifest, runtime_base,
         socket_path_for,

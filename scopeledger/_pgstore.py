@@ -511,7 +511,7 @@ _BAD_OPTION = re.compile(r'connection is bad: (invalid |[^\n]* failed: invalid [
 #: (invalid_password: password, md5 and scram-sha-256 authentication) and
 #: 28000 (invalid_authorization_specification: another method failed, no or
 #: a ``reject`` pg_hba.conf line, an unknown role, a role without LOGIN, no
-#: valid client certificate).
+#: valid client certificate); and 3D000, a database that does not exist.
 _LOGIN_REFUSALS = (
     (re.compile(r'FATAL:  password authentication failed for user "'), "28P01"),
     (re.compile(r'FATAL:  (?:(?!password )(?:[A-Za-z]+|"trust") authentication failed for user "'
@@ -519,13 +519,16 @@ _LOGIN_REFUSALS = (
                 r'|role "[^\n]*" does not exist|role "[^\n]*" is not permitted to log in'
                 r'|connection requires a valid client certificate)'),
      "28000"),
+    # Not a login's refusal, but as final: the database the URL names does not
+    # exist (invalid_catalog_name), which waiting for the server does not mend.
+    (re.compile(r'FATAL:  database "[^\n]*" does not exist'), "3D000"),
 )
 
 
 def _connect_sqlstate(exc: BaseException) -> str | None:
     """The SQLSTATE of a failed connect: psycopg's, when it has one; else
-    that of a login the server refused (:data:`_LOGIN_REFUSALS`), read from
-    the message. libpq reports a failed connection as text alone (its
+    that of a login the server refused, or of a database that does not
+    exist (:data:`_LOGIN_REFUSALS`), read from the message. libpq reports a failed connection as text alone (its
     ``PQerrorMessage``: no result carries the server's error fields), so
     psycopg's ``Error.sqlstate`` is ``None`` for a wrong password although
     the server sent 28P01 (psycopg/psycopg#1188). The last refusal in the

@@ -1302,6 +1302,14 @@ def refused_login(exc: StoreUnavailable) -> bool:
     return exc.sqlstate is not None and exc.sqlstate.startswith("28")
 
 
+def waiting_mends(exc: StoreUnavailable) -> bool:
+    """Whether waiting may mend ``exc``: a server that cannot be reached or a
+    connection that broke; not a login the server refused
+    (:func:`refused_login`) nor a database that does not exist (SQLSTATE
+    3D000): the server answers, and says no."""
+    return not refused_login(exc) and exc.sqlstate != "3D000"
+
+
 class Outage:
     """A waiter's view of its store being unreachable (``StoreUnavailable``
     from a step of :func:`waiting`): how long to pause before the next
@@ -1311,7 +1319,17 @@ class Outage:
     ``deadline``), one warning per outage, and the last error (``error``:
     what the waiter raises if its deadline passes before the store
     answers), and how many outages it warned of (``warned``, never reset:
-    :func:`take_place` tells by it whether a ticket lost its place in one)."""
+    :func:`take_place` tells by it whether a ticket lost its place in one).
+
+    Public (``scopeledger.Outage``), so that a caller with a deadline of its
+    own rides an outage as a waiter does, by the same pauses and the same
+    judgement of what waiting mends (``ledger run -w``, which opens its
+    ledger within its wait's deadline): ``Outage(name, deadline)``
+    (``deadline``: ``time.monotonic()`` seconds, ``None`` for none); each
+    time a call raises ``StoreUnavailable``, raise it if the deadline has
+    passed, else sleep :meth:`failed`'s seconds and call again; once a call
+    went through, :meth:`over`. The warning names the holder ``name``
+    (``holder 'NAME' cannot reach the ledger while it waits (...)``)."""
 
     __slots__ = ("name", "deadline", "error", "pause", "warned")
 
@@ -1326,11 +1344,12 @@ class Outage:
         """A step raised ``exc``: the seconds to pause (warned once per outage).
 
         Raises:
-            StoreUnavailable: ``exc`` itself, when it is a login the server
-                refused (:func:`refused_login`: the server answers, and says
-                no; waiting does not change that).
+            StoreUnavailable: ``exc`` itself, when waiting does not mend it
+                (:func:`waiting_mends`: a login the server refused, a
+                database that does not exist: the server answers, and says
+                no).
         """
-        if refused_login(exc):
+        if not waiting_mends(exc):
             raise exc
         if self.error is None:
             until = "it is granted" if self.deadline is None else "its wait ends"

@@ -244,6 +244,12 @@ class _Runner:
         self.late_why: str | None = None
         self.stopped_for_loss = False  # COMMAND was sent SIGTERM for it (--on-lost term)
         self._ending = False  # COMMAND has ended (or run is ending): a loss is not said any more
+        #: The ledger's seq read before the request was made (:func:`_open_within`): a grant
+        #: of this request has a later token (:meth:`_drop_unseen_grant`).
+        self.since = 0
+        #: ``-w``'s SECONDS, as given (what a timeout says it waited; the library's wait is what
+        #: reaching the ledger left of it).
+        self.wait_given: float | None = None
 
     # signals
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -279,23 +285,8 @@ class _Runner:
             self.tell("notice", message)
 
     def tell(self, kind: str, message: str) -> None:
-        """``message`` on stderr: a line (``warning: ...`` when ``kind`` is
-        ``"warning"``), or with ``--json`` ``{kind: message}``. Raises
-        nothing: a stderr that cannot be written (its reader gone: EPIPE)
-        changes nothing ``run`` does (it was said in a wrapper's thread
-        before it stopped COMMAND, and a broken pipe there ended ``run``
-        with exit 1 and no word, as ``ledger show | head`` does)."""
-        try:
-            if self.env.json:
-                sys.stderr.write(json_text({kind: message}) + "\n")
-                sys.stderr.flush()
-            else:
-                from .render import safe
-
-                text = ("warning: " + message) if kind == "warning" else message
-                self.env.err.print(safe(text), markup=False, soft_wrap=True)
-        except (OSError, ValueError):
-            pass
+        """``message`` on stderr: :func:`_tell`."""
+        _tell(self.env, kind, message)
 
     # acquisition
     def _try(self) -> None:
@@ -330,7 +321,7 @@ class _Runner:
         in the queue back and withdraws a grant it recorded but had not
         returned; :meth:`_drop_unseen_grant` covers the last step, from the
         library's return to ``self.alloc``."""
-        since = self.ledger.seq
+        since = self.since
         logger = level = None
         if self.quiet:  # no notice while waiting: the library's (a waiter that lost its place) neither
             import logging
@@ -410,6 +401,8 @@ class _Runner:
             self._try_waiting(math.inf if wait is None else wait)
         except WaitTimeout as exc:
             why = _waiting_words(exc.reason, exc.refusal)
+            if self.wait_given is not None:
+                exc.waited = self.wait_given  # (its --json document's "waited")
             raise CliError(f"timed out after {exc.waited:g}s waiting for the scope: {why}", EXIT_REFUSED,
                            "refused") from exc
 
@@ -938,7 +931,8 @@ class _Runner:
               help="Holder name (default: the command's name and this pid).")
 @click.option("-n", "--nonblock", is_flag=True, help="Fail at once if the scope is held.")
 @click.option("-w", "--wait", "wait", type=SECONDS, metavar="SECONDS",
-              help="Wait at most SECONDS for the scope (default: wait for ever).")
+              help="Wait at most SECONDS for the scope, and for a ledger that cannot be reached "
+                   "(default: wait for ever).")
 @click.option("-E", "--conflict-exit-code", type=Integer(0, 255), default=EXIT_REFUSED,
               show_default=True, help="Exit code when the scope is not granted.")
 @click.option("--parent", metavar="NAME", callback=holder_name_param,
@@ -980,6 +974,7 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple
     env.json_to_stderr = True
     if nonblock and wait is not None:
         raise click.UsageError("-n and -w exclude each other")
+    given = wait
     name, rules = request_from(writes, reads, root, manifest, name, xreads)
     name = name if name is not None else _default_name(command)
     parent, token = parent_from_env(parent, top_level)
@@ -988,9 +983,17 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple
     def session_lost(err: Any) -> None:
         for r in runners:
             r.session_lost(err)
-    with env.open(create=True, on_session_lost=session_lost) as ledger:
-        check_enclosing(ledger, parent, token)
+    # The wait's deadline covers reaching the ledger too (a server down for a restart).
+    deadline = (time.monotonic() if nonblock or wait == 0 else
+                math.inf if wait is None else time.monotonic() + wait)
+    ledger, since, rode = _open_within(env, name, deadline, session_lost, parent, token, quiet)
+    if rode and wait is not None and not nonblock:
+        # What the outage left of the wait (at least one try: a grant if the scope is free).
+        wait = max(deadline - time.monotonic(), 1e-6)
+    with ledger:
         runner = _Runner(env, ledger, name, rules, parent, command, quiet, token, ttl)
+        runner.since = since
+        runner.wait_given = given
         runners.append(runner)
         runner.advisory = advisory
         runner.note = note
@@ -1008,6 +1011,70 @@ def run(env: Env, writes: tuple[str, ...], reads: tuple[str, ...], xreads: tuple
             return conflict_exit_code
 
 
+
+
+def _open_within(env: Env, name: str, deadline: float, on_session_lost: Any, parent: str | None,
+                 token: int | None, quiet: bool) -> tuple[Ledger, int, bool]:
+    """``run``'s ledger, opened (``create``: a directory; ``on_session_lost``: as
+    :meth:`Env.open`), the enclosing holder checked (:func:`check_enclosing`), and its
+    seq read: ``(ledger, seq, whether it could not be reached at first)``. While the ledger cannot be reached
+    (:class:`~scopeledger.StoreUnavailable`: a PostgreSQL server down for a restart)
+    each is tried again until ``deadline`` (``time.monotonic``; ``math.inf``: for
+    ever) as a waiter rides an outage (:class:`scopeledger.Outage`: its pauses, its
+    one warning, and what waiting does not mend, a refused login or a database that
+    does not exist, raised at once), then a notice (none with ``quiet``) once it is
+    reached. A ``deadline`` already passed (``-n``, ``-w 0``) tries once.
+
+    Raises:
+        StoreUnavailable: the ledger could not be reached by the deadline, or the
+            server refused the login, or the database does not exist (exit 7).
+        CliError, LedgerError, OSError: as :meth:`Env.open` and :func:`check_enclosing`.
+    """
+    from scopeledger import Outage, StoreUnavailable
+
+    outage: Outage | None = None
+    ledger: Ledger | None = None
+    try:
+        while True:
+            try:
+                if ledger is None:
+                    ledger = env.open(create=True, on_session_lost=on_session_lost)
+                check_enclosing(ledger, parent, token)
+                since = ledger.seq
+            except StoreUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                if outage is None:
+                    outage = Outage(name, None if math.isinf(deadline) else deadline)
+                time.sleep(outage.failed(exc))
+                continue
+            if outage is not None and not quiet:
+                _tell(env, "notice", f"holder '{name}' reached the ledger: going on")
+            return ledger, since, outage is not None
+    except BaseException:
+        if ledger is not None:
+            ledger.close()
+        raise
+
+
+def _tell(env: Env, kind: str, message: str) -> None:
+    """``message`` on stderr: a line (``warning: ...`` when ``kind`` is
+    ``"warning"``), or with ``--json`` ``{kind: message}``. Raises
+    nothing: a stderr that cannot be written (its reader gone: EPIPE)
+    changes nothing ``run`` does (it was said in a wrapper's thread
+    before it stopped COMMAND, and a broken pipe there ended ``run``
+    with exit 1 and no word, as ``ledger show | head`` does)."""
+    try:
+        if env.json:
+            sys.stderr.write(json_text({kind: message}) + "\n")
+            sys.stderr.flush()
+        else:
+            from .render import safe
+
+            text = ("warning: " + message) if kind == "warning" else message
+            env.err.print(safe(text), markup=False, soft_wrap=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _taken_away(ledger: Any, alloc: Any) -> str | None:
