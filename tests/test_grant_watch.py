@@ -350,6 +350,9 @@ def test_a_wake_up_that_cannot_be_made_while_the_server_is_down_is_said_once(
         a = led.register("job", [W(tmp_path / "w")])
         w, got = watch(led, "job", a.token)
         try:
+            # Its first look made its wake-up (a watch first reads its grant's line: with the
+            # server down before that, it would look for that line until the server is back).
+            sleeps.get(timeout=BOUND)
             pg_cluster.stop_server()
             try:
                 def said() -> list[str]:
