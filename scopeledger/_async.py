@@ -105,7 +105,7 @@ from ._arguments import (asks_to_wait, check_advisory, check_callable, check_not
                          check_timeout, check_token, check_wait)
 from ._errors import LedgerError, LedgerIOError, LockTimeout, StoreError, UnknownHolder
 from ._fold import Allocation
-from ._ledger import delegate_attempt, register_attempt, tickets_of
+from ._ledger import WaiterAttempt, delegate_attempt, log_where, register_attempt, tickets_of
 from ._rules import ScopeRule, check_name
 from ._wait import (Call, Commit, Gate, Request, Sleep, Watch, deadline_of, queue_of, release_grant, resume, waiting,
                     whoami)
@@ -438,7 +438,7 @@ class AsyncLedger:
         return await self._grant(child, rules, parent, parent_token, wait, attempt, on_wait)
 
     async def _grant(self, name: Any, rules: Any, parent: Any, parent_token: Any, wait: Any,
-                     attempt: Callable[[Callable[[], None]], Allocation],
+                     attempt: WaiterAttempt,
                      on_wait: Callable[[str, Refused | None], object] | None = None) -> Allocation:
         """The grant, asked once (``wait`` 0) or waited for: the loop of
         :func:`scopeledger._wait.waiting`, its blocking steps run in threads
@@ -838,7 +838,7 @@ class AsyncLedger:
         name = check_name(name)
         token = check_token(token)
         led = self._ledger
-        unread = Unreadable(led._log_where, name, token)  # (as a GrantWatch says an outage: one place)
+        unread = Unreadable(log_where(led), name, token)  # (as a GrantWatch says an outage: one place)
 
         # Woken by any change of the log, not by a seq past the one folded (as wait() is): a
         # repair that cut the grant may leave the log ending at the same seq.

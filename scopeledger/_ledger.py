@@ -3808,26 +3808,53 @@ def tickets_of(ledger: Ledger) -> "Tickets | None":
     return ledger._log.tickets()
 
 
+def log_where(ledger: Ledger) -> str:
+    """How messages name ``ledger``'s log (a file's full path, else the
+    store's location): what ``AsyncLedger.until_lost`` says as a
+    :class:`~scopeledger.GrantWatch` does."""
+    return ledger._log_where
+
+
+class WaiterAttempt:
+    """What a waiter for :meth:`Ledger.register` or :meth:`Ledger.delegate`
+    tries each time it may be granted (``_wait.Attempt``), for the blocking
+    and the asyncio callers (``_async``): ``attempt(commit)`` asks for the
+    grant (``commit`` is called under the lock just before the grant is
+    recorded), ``attempt.look(req, stand_back)`` decides it now without the
+    lock (:meth:`Ledger._decide`: each holder in the way judged by
+    ``stand_back``, the waiter's grace, as under the lock). ``written``:
+    the caller's list that holds the grant being written
+    (:meth:`Ledger._attempt`), to withdraw it if the wait is interrupted
+    after the attempt returned. Package-internal: not in ``__all__``."""
+
+    __slots__ = ("ledger", "grant", "written")
+
+    def __init__(self, ledger: Ledger, grant: Callable[[list[Any], Callable[[], None]], Allocation],
+                 written: list[Any] | None) -> None:
+        self.ledger, self.grant, self.written = ledger, grant, written
+
+    def __call__(self, commit: Callable[[], None]) -> Allocation:
+        return self.ledger._attempt(lambda w: self.grant(w, commit), self.written)
+
+    def look(self, req: Any, stand_back: Callable[[Allocation, Verdict], Verdict]) -> Decision:
+        """Raises: as :meth:`Ledger.decide`."""
+        return self.ledger._decide(req.name, req.rules, parent=req.parent, parent_token=req.parent_token,
+                                   stand_back=stand_back)
+
+
 def register_attempt(ledger: Ledger, name: str, rules: Any, pid: int | None, socket: str | None,
                      note: str | None, advisory: bool, ttl: Any,
-                     lease_only: Any, written: list[Any] | None = None) -> Callable[[Callable[[], None]], Allocation]:
-    """What a waiter for :meth:`Ledger.register` tries each time it may be
-    granted (``attempt(commit)``: ``commit`` is called under the lock just
-    before the grant is recorded; ``_wait.waiting``), for the blocking and
-    the asyncio callers (``_async``). ``written``: the caller's list that
-    holds the grant being written (:meth:`Ledger._attempt`), to withdraw it
-    if the wait is interrupted after the attempt returned. Package-internal:
-    not in ``__all__``."""
-    return lambda commit: ledger._attempt(lambda w: ledger._register(
+                     lease_only: Any, written: list[Any] | None = None) -> WaiterAttempt:
+    """A waiter's :class:`WaiterAttempt` for :meth:`Ledger.register`."""
+    return WaiterAttempt(ledger, lambda w, commit: ledger._register(
         name, rules, pid, socket, w, commit, note, advisory, ttl=ttl, lease_only=lease_only), written)
 
 
 def delegate_attempt(ledger: Ledger, parent: str, child: str, rules: Any, pid: int | None, reserved: bool,
                      socket: str | None, parent_token: int | None, note: str | None, advisory: bool,
-                     ttl: Any, lease_only: Any,
-                     written: list[Any] | None = None) -> Callable[[Callable[[], None]], Allocation]:
-    """:func:`register_attempt` for :meth:`Ledger.delegate`."""
-    return lambda commit: ledger._attempt(lambda w: ledger._delegate(
+                     ttl: Any, lease_only: Any, written: list[Any] | None = None) -> WaiterAttempt:
+    """A waiter's :class:`WaiterAttempt` for :meth:`Ledger.delegate`."""
+    return WaiterAttempt(ledger, lambda w, commit: ledger._delegate(
         parent, child, rules, pid, reserved, socket, parent_token, w, commit, note, advisory, ttl=ttl,
         lease_only=lease_only), written)
 

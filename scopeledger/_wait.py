@@ -1,6 +1,6 @@
 """Waiting for a scope: ``register``/``delegate``/``hold`` with ``wait=``
 (and :class:`~scopeledger.AsyncLedger`'s forms), built on the ledger's
-decisions (:meth:`~scopeledger.Ledger.decide`, as ``Ledger._decide`` with
+decisions (:meth:`~scopeledger.Ledger.decide`, as :meth:`Attempt.look` with
 the waiter's hook on the verdicts of the holders in its way,
 :meth:`Grace.verdict`) and the same hook under the lock, with the grant's
 last check there (:class:`Commit`, :class:`Gate`).
@@ -102,7 +102,7 @@ would keep a death instead of a release. So a waiter that finds in its way a
 zombie proven the holder's process (its recorded start) whose parent lives
 (its parent's pid above 1, not itself a zombie: ``_process.zombie_parent``)
 stands back (:class:`Grace`: ``Grace.verdict``, one hook on the verdicts of the
-ledger's decision, in each look, ``Ledger._decide``, and under the lock,
+ledger's decision, in each look, :meth:`Attempt.look`, and under the lock,
 :class:`Commit`) for at most
 :data:`ZOMBIE_GRACE_SECONDS`, counted from when it first found that process
 exited, woken by the log's changes (never by that process's pidfd, which
@@ -178,7 +178,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, Protocol
 
 import orjson
 
@@ -282,6 +282,22 @@ def grace_words(name: str, ppid: int) -> str:
     """What a waiter standing back for exited holder ``name`` waits for."""
     return (f"'{name}' has exited; waiting up to {ZOMBIE_GRACE_SECONDS:g} s for its parent (pid {ppid}) "
             "to record its release")
+
+
+class Attempt(Protocol):
+    """What a waiter tries each time it may be granted, made by the ledger
+    (``_ledger.register_attempt``/``delegate_attempt``): ``attempt(commit)``
+    asks for the grant (``commit``: the waiter's :class:`Commit`, its last
+    word under the lock), ``attempt.look(req, stand_back)`` decides the
+    request now without the lock, each holder in the way judged by
+    ``stand_back(holder, verdict)`` as the grant under the lock will judge
+    it (``Ledger.decide`` with the waiter's grace)."""
+
+    def __call__(self, commit: Callable[[], None]) -> Allocation:
+        ...
+
+    def look(self, req: "Request", stand_back: Callable[[Allocation, Verdict], Verdict]) -> Any:
+        ...
 
 
 class Commit:
@@ -792,7 +808,7 @@ def behind(waiters: list[Waiter]) -> Blocked:
 
 
 def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
-              attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any,
+              attempt: Attempt, gate: Gate, me: Any,
               first: bool = False) -> Allocation | Blocked:
     """One look: stand back for earlier waiters (unless ``first``: none
     can be there any more), else decide, else try.
@@ -811,8 +827,7 @@ def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
     # an exited holder whose parent lives is kept for the grace, and refuses.
     grace = gate.grace
     grace.standing.clear()
-    decision = ledger._decide(req.name, req.rules, parent=req.parent, parent_token=req.parent_token,
-                              stand_back=grace.verdict)
+    decision = attempt.look(req, grace.verdict)
     if decision.refusal is not None:
         if not waitable(decision.refusal):
             raise decision.refusal
@@ -820,7 +835,7 @@ def one_round(ledger: Any, req: Request, queue: Queue, mine: int | None,
     return _ask(ledger, attempt, gate, me, req)  # refused: taken meanwhile (rare; recorded once)
 
 
-def _ask(ledger: Any, attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any,
+def _ask(ledger: Any, attempt: Attempt, gate: Gate, me: Any,
          req: "Request", first: bool = False) -> Allocation | Blocked:
     """``attempt`` once: the grant, or why a refusal that may clear by
     waiting was met (any other refusal is raised). ``first``: the first
@@ -851,7 +866,7 @@ def timed_out(req: Request, last: Blocked | None) -> WaitTimeout:
 
 
 def first_attempt(ledger: Any, req: Request, queue: Queue,
-                  attempt: Callable[[Callable[[], None]], Allocation], gate: Gate,
+                  attempt: Attempt, gate: Gate,
                   me: Any) -> Allocation | Blocked:
     """Before joining the queue: with no earlier waiter to stand back for,
     ask as a request without ``wait`` does (a refusal is recorded).
@@ -1090,7 +1105,7 @@ class Sleep:
         self.mine = mine
 
 
-def waiting(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation], gate: Gate,
+def waiting(ledger: Any, req: Request, attempt: Attempt, gate: Gate,
             me: Any, tickets: Tickets | None, on_wait: Callable[[str, Refused | None], object] | None = None,
             ) -> Generator[Call | Sleep, Any, Allocation]:
     """The waiting loop, written once for the blocking caller
@@ -1373,7 +1388,7 @@ class Outage:
 
 
 def settle(ledger: Any, req: Request, queue: Queue, place: Place,
-           attempt: Callable[[Callable[[], None]], Allocation], gate: Gate, me: Any) -> Allocation | Blocked:
+           attempt: Attempt, gate: Gate, me: Any) -> Allocation | Blocked:
     """:func:`one_round` for the waiter in ``place``; once granted, its
     ticket is given back in the same step (the next waiter may go on), so
     that its round trip on a server runs where the step runs (a worker
@@ -1441,7 +1456,7 @@ def deadline_of(req: Request) -> float | None:
     return None if math.isinf(req.wait) else time.monotonic() + req.wait
 
 
-def wait_for_grant(ledger: Any, req: Request, attempt: Callable[[Callable[[], None]], Allocation],
+def wait_for_grant(ledger: Any, req: Request, attempt: Attempt,
                    tickets: Tickets | None,
                    on_wait: Callable[[str, Refused | None], object] | None = None) -> Allocation:
     """:func:`waiting`, blocking this thread; the grant. ``tickets``: the

@@ -586,8 +586,10 @@ def test_the_waiting_loop_gives_its_ticket_back_however_its_driver_stops(ledger,
     src = str(tmp_path / "src")
     ledger.register("holder", [W(src)])
     req = Request.of(ledger, "w", [W(src)], None, None, BOUND)
-    steps = waiting(ledger, req, lambda commit: ledger.register("w", [W(src)]), Gate(time.monotonic() + BOUND),
-                    whoami(ledger), ledger._log.tickets())
+    from scopeledger._ledger import register_attempt
+
+    steps = waiting(ledger, req, register_attempt(ledger, "w", [W(src)], None, None, None, False, None, False),
+                    Gate(time.monotonic() + BOUND), whoami(ledger), ledger._log.tickets())
     step = resume(steps)
     while isinstance(step, Call):
         step = resume(steps, step.fn(*step.args))
