@@ -28,13 +28,12 @@ the look after the last line; figures are medians of the rounds; nothing is asse
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from trees import place, run_in  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -111,30 +110,6 @@ print(json.dumps({"from": w.__file__, "looks": st["looks1"] - st["looks0"],
 """
 
 
-def measure(tree: str, where: str, n: int, others: int) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
-    root = tempfile.mkdtemp(prefix="wait-tree-")
-    # (run in a directory of its own: ``-c`` puts the working directory first on sys.path)
-    out = subprocess.run([sys.executable, "-c", WAITER, where, str(n), root, str(others), HOLDER, APPENDER],
-                         env=env, capture_output=True, text=True, cwd=root)
-    if out.returncode:
-        raise SystemExit(f"{tree}: the measurement failed:\n{out.stderr}")
-    got: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    if not got.pop("from", "").startswith(os.path.abspath(tree)):
-        raise SystemExit(f"{tree}: scopeledger was imported from elsewhere")
-    return got
-
-
-def place(where: str | None) -> str:
-    """A new ledger: a directory under ``where`` (a temporary one by default), or a new
-    schema (``?schema=NAME``) of the PostgreSQL URL ``where``."""
-    if where and "://" in where:
-        sep = "&" if "?" in where else "?"
-        return f"{where}{sep}schema=wait_{uuid.uuid4().hex[:12]}"
-    base = where or tempfile.mkdtemp(prefix="wait-")
-    return os.path.join(base, f"led-{uuid.uuid4().hex[:8]}")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("trees", nargs="*", default=[ROOT])
@@ -147,7 +122,8 @@ def main() -> None:
     for r in range(args.rounds):
         order = args.trees if r % 2 == 0 else list(reversed(args.trees))
         for tree in order:
-            results[tree].append(measure(tree, place(args.where), args.appends, args.others))
+            results[tree].append(run_in(tree, WAITER, [place(args.where, "wait"), str(args.appends), str(args.others),
+                                                          HOLDER, APPENDER], "wait"))
     print(f"### A waiter's CPU per refused look ({args.appends} lines appended by another process, "
           f"{1 + args.others} holder(s) in the way, {args.rounds} rounds, medians)\n")
     print("| tree | looks | CPU µs/look | CPU ms total |")

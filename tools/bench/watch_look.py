@@ -27,13 +27,12 @@ nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from trees import place, run_in  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -97,29 +96,6 @@ with Ledger.open(where, create=True) as led:
 """
 
 
-def measure(tree: str, where: str, n: int, paced: bool) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
-    root = tempfile.mkdtemp(prefix="wl-tree-")
-    # In a directory of its own: ``-c`` puts the working directory first on sys.path, so
-    # that run from the repository root every tree measured was the repository's.
-    out = subprocess.run([sys.executable, "-c", WATCHER, where, str(n), root, "1" if paced else "0", APPENDER],
-                         env=env, capture_output=True, text=True, cwd=root)
-    if out.returncode:
-        raise SystemExit(f"{tree}: the measurement failed:\n{out.stderr}")
-    got: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return got
-
-
-def place(where: str | None) -> str:
-    """A new ledger: a directory under ``where`` (a temporary one by default), or a new
-    schema (``?schema=NAME``) of the PostgreSQL URL ``where``."""
-    if where and "://" in where:
-        sep = "&" if "?" in where else "?"
-        return f"{where}{sep}schema=wl_{uuid.uuid4().hex[:12]}"
-    base = where or tempfile.mkdtemp(prefix="wl-")
-    return os.path.join(base, f"led-{uuid.uuid4().hex[:8]}")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("trees", nargs="*", default=[ROOT])
@@ -132,7 +108,8 @@ def main() -> None:
     for r in range(args.rounds):
         order = args.trees if r % 2 == 0 else list(reversed(args.trees))
         for tree in order:
-            results[tree].append(measure(tree, place(args.where), args.appends, not args.free))
+            results[tree].append(run_in(tree, WATCHER, [place(args.where, "wl"), str(args.appends),
+                                                           "0" if args.free else "1", APPENDER], "wl"))
     mode = "free" if args.free else "paced"
     print(f"### GrantWatch look cost ({mode}, {args.appends} lines appended by another process, "
           f"{args.rounds} rounds, medians)\n")
