@@ -21,22 +21,9 @@ import pytest
 
 import pgserver
 from helpers import CMD, clean_env, lines_of, one_error_line
+from test_cli_run_pg_cuts import url  # noqa: F401 - the fixture: a new ledger made by ledger init
 
 BOUND = 60.0  # seconds: a bound on any condition a test waits for, not a measure of speed
-
-
-@pytest.fixture
-def url(pg_cluster: Any):
-    """A new ledger (made by ``ledger init``) in a fresh schema; dropped afterwards."""
-    schema = pgserver.new_schema_name()
-    url = pg_cluster.url(schema)
-    made = subprocess.run([*CMD, "init", url], capture_output=True, text=True, env=clean_env(), timeout=120)
-    assert made.returncode == 0, made.stderr
-    yield url
-    try:
-        pg_cluster.psql_execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    except Exception:  # (a test that broke the server: nothing to tidy)
-        pass
 
 
 def run(url: str, tmp_path: Path, *options: str) -> subprocess.Popen[str]:
