@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from typing import Callable
 
 
 def run_in(tree: str, script: str, args: list[str], prefix: str) -> dict[str, float]:
@@ -38,3 +39,14 @@ def place(where: str | None, prefix: str) -> str:
         return f"{where}{sep}schema={prefix}_{uuid.uuid4().hex[:12]}"
     base = where or tempfile.mkdtemp(prefix=f"{prefix}-")
     return os.path.join(base, f"led-{uuid.uuid4().hex[:8]}")
+
+
+def alternated(trees: list[str], rounds: int,
+               measure: Callable[[str], dict[str, float]]) -> dict[str, list[dict[str, float]]]:
+    """``measure(tree)`` for each tree, ``rounds`` times, the trees' order
+    reversed every other round (so that neither always runs first)."""
+    results: dict[str, list[dict[str, float]]] = {t: [] for t in trees}
+    for r in range(rounds):
+        for tree in trees if r % 2 == 0 else list(reversed(trees)):
+            results[tree].append(measure(tree))
+    return results

@@ -33,7 +33,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from trees import place, run_in  # noqa: E402
+from trees import alternated, place, run_in  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -118,12 +118,11 @@ def main() -> None:
     p.add_argument("--others", type=int, default=0)
     p.add_argument("--where", default=None)
     args = p.parse_args()
-    results: dict[str, list[dict[str, float]]] = {t: [] for t in args.trees}
-    for r in range(args.rounds):
-        order = args.trees if r % 2 == 0 else list(reversed(args.trees))
-        for tree in order:
-            results[tree].append(run_in(tree, WAITER, [place(args.where, "wait"), str(args.appends), str(args.others),
-                                                          HOLDER, APPENDER], "wait"))
+    def measure(tree: str) -> dict[str, float]:
+        ledger = place(args.where, "wait")
+        return run_in(tree, WAITER, [ledger, str(args.appends), str(args.others), HOLDER, APPENDER], "wait")
+
+    results = alternated(args.trees, args.rounds, measure)
     print(f"### A waiter's CPU per refused look ({args.appends} lines appended by another process, "
           f"{1 + args.others} holder(s) in the way, {args.rounds} rounds, medians)\n")
     print("| tree | looks | CPU µs/look | CPU ms total |")

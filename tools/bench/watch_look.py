@@ -32,7 +32,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from trees import place, run_in  # noqa: E402
+from trees import alternated, place, run_in  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -104,12 +104,11 @@ def main() -> None:
     p.add_argument("--free", action="store_true")
     p.add_argument("--where", default=None)
     args = p.parse_args()
-    results: dict[str, list[dict[str, float]]] = {t: [] for t in args.trees}
-    for r in range(args.rounds):
-        order = args.trees if r % 2 == 0 else list(reversed(args.trees))
-        for tree in order:
-            results[tree].append(run_in(tree, WATCHER, [place(args.where, "wl"), str(args.appends),
-                                                           "0" if args.free else "1", APPENDER], "wl"))
+    def measure(tree: str) -> dict[str, float]:
+        ledger = place(args.where, "wl")
+        return run_in(tree, WATCHER, [ledger, str(args.appends), "0" if args.free else "1", APPENDER], "wl")
+
+    results = alternated(args.trees, args.rounds, measure)
     mode = "free" if args.free else "paced"
     print(f"### GrantWatch look cost ({mode}, {args.appends} lines appended by another process, "
           f"{args.rounds} rounds, medians)\n")
