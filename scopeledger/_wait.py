@@ -74,7 +74,9 @@ are granted past it, and waiters for other scopes do not stand back.
 **Waking.** A waiter sleeps until the log grows, a ticket leaves the queue
 (or its waiter dies, where that makes an event), or the process of a holder
 the refusal names exits (a pidfd, for holders on this host and in this PID
-namespace), or of the waiter it stands behind (the same), or the lease of
+namespace, but for the waiter's own process, which cannot exit while it
+waits: no descriptor is spent on it), or of the waiter it stands behind
+(the same), or the lease of
 a holder the refusal names may be reclaimed (its ttl + grace since its last
 renewal, on the boot-time clock of the boot that renewed it:
 :func:`lease_until`; a fresh tester's finding: it waited for its next
@@ -914,15 +916,20 @@ class Watch:
         rather than sleep: one of ``pids`` was gone already (it died since
         the look that named it, and nothing may wake the waiter for it);
         not twice in a row (a pid named and gone again waits for the
-        period)."""
+        period). This process's own pid is never watched: it cannot exit
+        while it waits, and a pidfd on it would cost each of its waiters a
+        descriptor for nothing (a holder in the way, or the waiter ahead,
+        of this same process: a thousand waiting coroutines of one process
+        stand each behind the one before it)."""
         self.watch_log = log_too
         self.behind = behind
         for pid in list(self.pidfds):
             if pid not in pids:
                 os.close(self.pidfds.pop(pid))
         gone = False
+        here = os.getpid()
         for pid in pids:
-            if pid not in self.pidfds:
+            if pid != here and pid not in self.pidfds:
                 try:
                     self.pidfds[pid] = os.pidfd_open(pid)
                 except ProcessLookupError:
