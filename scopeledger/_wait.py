@@ -923,13 +923,21 @@ class Watch:
         stand each behind the one before it)."""
         self.watch_log = log_too
         self.behind = behind
+        here = os.getpid()
+        pids = tuple(pid for pid in pids if pid != here)
+        # On a directory the process's hub watches them, one pidfd per pid
+        # for all its waiters; elsewhere (or with no hub thread) the watch's own.
+        shared = getattr(self.source, "watch_pids", None)
+        gone = shared(pids) if shared is not None else None
+        if gone is not None:
+            pids = ()
+        else:
+            gone = False
         for pid in list(self.pidfds):
             if pid not in pids:
                 os.close(self.pidfds.pop(pid))
-        gone = False
-        here = os.getpid()
         for pid in pids:
-            if pid != here and pid not in self.pidfds:
+            if pid not in self.pidfds:
                 try:
                     self.pidfds[pid] = os.pidfd_open(pid)
                 except ProcessLookupError:
@@ -951,8 +959,8 @@ class Watch:
             grew, left = self.source.changes()
             if grew and self.watch_log:
                 relevant = True
-            if left is None:
-                relevant = True  # events were lost: one that mattered may be among them
+            if left is None or getattr(self.source, "exited", False):
+                relevant = True  # events were lost (one that mattered may be among them), or a pid exited
             elif self.behind is not None:
                 relevant = relevant or self.behind in left
             elif not self.watch_log and left:  # (refused: holders are in the way, not waiters)
@@ -971,6 +979,11 @@ class Watch:
             left = end - time.monotonic()
             if left <= 0:
                 return
+            if self.hubbed and not self.pidfds:
+                self.source.event.wait(left)  # type: ignore[union-attr]
+                if self.drain(mine):
+                    return
+                continue
             fds = self.fds()
             if not fds and self.ledger is not None and self.watch_log:
                 led = self.ledger
@@ -983,6 +996,13 @@ class Watch:
                 return
             if self.drain(mine):
                 return
+
+    @property
+    def hubbed(self) -> bool:
+        """Whether its source wakes it by an event set from a thread of the
+        process (a directory's hub: ``_filetickets.HubWatch``), not by
+        descriptors to poll."""
+        return bool(getattr(self.source, "hubbed", False))
 
     def follow(self, blocked: Blocked) -> bool:
         """Have the source wake this waiter by what can end ``blocked``
