@@ -988,7 +988,7 @@ async def _sleep(watch: Watch, timeout: float, mine: int | None = None,
     thread, the switch interval lowered there (``switch_interval``)."""
     loop = asyncio.get_running_loop()
     fds = watch.fds()
-    end = time.monotonic() + min(timeout, watch.period)
+    end = time.monotonic() + watch.longest(timeout)
     if not fds and watch.hubbed:  # (a directory's hub wakes it: no descriptor of its own)
         await _sleep_on_hub(watch, end, mine)
         return
