@@ -988,7 +988,10 @@ async def _sleep(watch: Watch, timeout: float, mine: int | None = None,
     thread, the switch interval lowered there (``switch_interval``)."""
     loop = asyncio.get_running_loop()
     fds = watch.fds()
-    end = time.monotonic() + min(timeout, watch.period)
+    end = time.monotonic() + watch.longest(timeout)
+    if not fds and watch.hubbed:  # (a directory's hub wakes it: no descriptor of its own)
+        await _sleep_on_hub(watch, end, mine)
+        return
     if not fds:
         if watch.ledger is not None and watch.watch_log:  # a store's wait (a server notifies): in a thread
             await asyncio.to_thread(_in_thread(switch_interval, watch.wait, max(0.0, end - time.monotonic()), mine))
@@ -1016,6 +1019,34 @@ async def _sleep(watch: Watch, timeout: float, mine: int | None = None,
         finally:
             for fd in fds:
                 loop.remove_reader(fd)
+        if watch.drain(mine):
+            return
+
+
+async def _sleep_on_hub(watch: Watch, end: float, mine: int | None) -> None:
+    """:func:`_sleep` for a watch its directory's hub wakes (``_filetickets.HubWatch``):
+    the hub's thread wakes the loop (``call_soon_threadsafe``) until ``end``."""
+    loop = asyncio.get_running_loop()
+    source: Any = watch.source
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        fut = loop.create_future()
+
+        def wake(fut: asyncio.Future[None] = fut) -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        source.set_notify(functools.partial(loop.call_soon_threadsafe, wake))
+        try:
+            try:
+                async with asyncio.timeout(left):
+                    await fut
+            except TimeoutError:
+                return
+        finally:
+            source.set_notify(None)
         if watch.drain(mine):
             return
 

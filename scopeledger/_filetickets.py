@@ -18,10 +18,17 @@ waiter's process, not with the child.
 watches the log (``IN_MODIFY`` on ``events.jsonl``) and the queue
 (``IN_DELETE``, ``IN_MOVED_FROM``, and ``IN_CLOSE_WRITE``: a dead waiter's
 descriptors closing), read by one thread while waiters are registered, which
-wakes each waiter (an ``eventfd`` of its own, :class:`HubWatch`) only for
+wakes each waiter (an event, and its event loop's wake-up under
+``AsyncLedger``: :class:`HubWatch`, no descriptor of its own) only for
 what can let it on, as it said after its last look (``follow``): a waiter
 standing behind an earlier one for that ticket leaving, a waiter with
-holders in its way for the log growing. So a hand-off wakes one waiter, not
+holders in its way for the log growing; and for the exit of a pid it
+watches (a holder in its way, or the waiter ahead, of another process: one
+pidfd per pid for all the process's waiters, polled and closed by the
+thread alone, :meth:`Hub.watch_pids`). A waiting call thus holds one
+descriptor, its ticket's (a fresh tester's finding: with an eventfd and a
+pidfd each, 360 waiting coroutines of one process ran out under a limit of
+1024). So a hand-off wakes one waiter, not
 every waiter of the process (a fresh tester's finding: with a watch of its
 own each, every ticket leaving woke all N, and under ``AsyncLedger`` each
 wake took its descriptors off the loop and put them back: a queue of N
@@ -437,6 +444,11 @@ class Hub:
         self._behind: dict[int, set[HubWatch]] = {}
         self._any: set[HubWatch] = set()
         self._count = 0
+        #: The pids the waiters watch (:meth:`watch_pids`), one pidfd each
+        #: however many waiters watch it, polled and closed by the thread
+        #: alone (never while it polls them); and who watches each.
+        self._pidfds: dict[int, int] = {}
+        self._watchers: dict[int, set[HubWatch]] = {}
         if not network:
             try:
                 with first_use:
@@ -509,36 +521,108 @@ class Hub:
             self._set(w, *interest)
         return True
 
+    def watch_pids(self, w: "HubWatch", pids: tuple[int, ...]) -> bool | None:
+        """Wake ``w`` when one of ``pids`` exits (and for no other pid), by
+        one pidfd per pid for all this process's waiters, which the thread
+        polls. Whether one of them was gone already; ``None`` when the hub
+        watches no pid (no thread: the waiter opens its own pidfds)."""
+        with self._lock:
+            if w.closed or self.ino is None or self._ctl < 0 or self._thread is None:
+                for pid in list(w.pids):
+                    self._unwatch(w, pid)
+                return None
+            poke = False
+            for pid in list(w.pids):
+                if pid not in pids:
+                    poke = self._unwatch(w, pid) or poke
+            gone = False
+            for pid in pids:
+                if pid in w.pids:
+                    continue
+                if pid not in self._pidfds:
+                    try:
+                        self._pidfds[pid] = os.pidfd_open(pid)
+                    except ProcessLookupError:
+                        gone = True
+                        continue
+                    except OSError:
+                        continue  # no pidfds here (the periodic look stands in)
+                    poke = True
+                self._watchers.setdefault(pid, set()).add(w)
+                w.pids.add(pid)
+            if poke:
+                os.eventfd_write(self._ctl, 1)  # (the thread polls the pidfds wanted now)
+            return gone
+
+    def _unwatch(self, w: "HubWatch", pid: int) -> bool:
+        """Under the lock: ``w`` stops watching ``pid``; whether nobody
+        watches it any more (its pidfd is closed by the thread)."""
+        w.pids.discard(pid)
+        ws = self._watchers.get(pid)
+        if ws is None:
+            return False
+        ws.discard(w)
+        if ws:
+            return False
+        del self._watchers[pid]
+        return True
+
     def drop(self, w: "HubWatch") -> None:
         with self._lock:
             if w.closed:
                 return
             w.closed = True
             self._unset(w)
+            poke = False
+            for pid in list(w.pids):
+                poke = self._unwatch(w, pid) or poke
             self._count -= 1
-            if not self._count and self._ctl >= 0:
-                os.eventfd_write(self._ctl, 1)  # (the thread ends)
+            if (poke or not self._count) and self._ctl >= 0:
+                os.eventfd_write(self._ctl, 1)  # (the thread ends, or closes a pidfd nobody watches)
 
     def _run(self) -> None:
         ino, ctl = self.ino, self._ctl
-        p = select.poll()
-        p.register(ino.fileno(), select.POLLIN)
-        p.register(ctl, select.POLLIN)
         while True:
+            with self._lock:
+                for pid in [pid for pid in self._pidfds if pid not in self._watchers]:
+                    os.close(self._pidfds.pop(pid))  # (nobody watches it: closed here, never while polled)
+                polled = {fd: pid for pid, fd in self._pidfds.items()}
+            p = select.poll()
+            p.register(ino.fileno(), select.POLLIN)
+            p.register(ctl, select.POLLIN)
+            for fd in polled:
+                p.register(fd, select.POLLIN)
+            exited: list[int] = []
             try:
-                p.poll()
+                woke = p.poll()
+                exited = [polled[fd] for fd, _ in woke if fd in polled]
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(ctl)
                 events = ino.read(timeout=0)
             except (OSError, ValueError):
                 events = None  # (closed meanwhile: the waiters look, and the thread ends below)
             with self._lock:
+                for pid in exited:  # (a pidfd stays readable: closed now, opened again if watched again)
+                    os.close(self._pidfds.pop(pid))
+                    for w in self._watchers.pop(pid, ()):
+                        w.pids.discard(pid)
+                        w.exit_seen()
                 if events:
                     self._dispatch(events)
                 elif events is None:
                     for w in self._log | self._any | {x for ws in self._behind.values() for x in ws}:
                         w.tell(False, None)
                 if not self._count or self.ino is not ino:
+                    # Ended: its pidfds closed (a hub closed with waiters registered
+                    # wakes them; they look, and watch their pids themselves).
+                    for fd in self._pidfds.values():
+                        os.close(fd)
+                    self._pidfds.clear()
+                    for pid, ws in self._watchers.items():
+                        for w in ws:
+                            w.pids.discard(pid)
+                            w.tell(False, None)
+                    self._watchers.clear()
                     self._thread = None
                     return
 
@@ -597,19 +681,69 @@ def _close_after(thread: threading.Thread | None, ino: Any, ctl: int) -> None:
 
 class HubWatch:
     """One waiter's :class:`~scopeledger._logstore.Wakeup` on a
-    :class:`Hub`: an ``eventfd`` the hub's thread writes when a change may
-    let this waiter on (what :meth:`follow` last named), and what it was."""
+    :class:`Hub`: no descriptor of its own (a waiting call holds its
+    ticket's alone: a fresh tester's finding, 1000 waiting coroutines of one
+    process ran out of descriptors under a limit of 1024). The hub's thread
+    sets :attr:`event` (and calls :attr:`notify`, an event loop's wake-up)
+    when a change may let this waiter on (what :meth:`follow` last named, or
+    the exit of a pid it watches, :meth:`watch_pids`), and notes what it was."""
 
-    __slots__ = ("hub", "efd", "interest", "closed", "pid", "_grew", "_left", "__weakref__")
+    __slots__ = ("hub", "interest", "closed", "pid", "pids", "event", "notify", "exited", "_grew", "_left",
+                 "_exit", "__weakref__")
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.pid = hub.pid
-        self.efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) if hub.ino is not None else -1
         self.interest: tuple[bool, int | None, bool] = (False, None, False)
         self.closed = False
+        #: The pids whose exit wakes it (through the hub's pidfds).
+        self.pids: set[int] = set()
+        self.event = threading.Event()
+        self.notify: Any = None
+        #: Whether a watched pid exited, as of the last :meth:`changes`.
+        self.exited = False
+        self._exit = False
         self._grew = False
         self._left: list[int] | None = []
+
+    @property
+    def hubbed(self) -> bool:
+        """Whether the hub's thread wakes it (:attr:`event`): else nothing
+        does (no inotify, the hub closed, a forked child), and the waiter
+        looks every :attr:`period`."""
+        hub = self.hub
+        return self.pid == os.getpid() and hub.ino is not None and hub._thread is not None and not self.closed
+
+    def watch_pids(self, pids: tuple[int, ...]) -> bool | None:
+        """See :meth:`Hub.watch_pids`."""
+        if self.pid != os.getpid():
+            return None
+        return self.hub.watch_pids(self, pids)
+
+    def set_notify(self, fn: Any) -> None:
+        """Call ``fn`` (from the hub's thread) when woken from now on
+        (``None``: no more); at once if woken already."""
+        with self.hub._lock:
+            self.notify = fn
+            if fn is not None and self.event.is_set():
+                self._call(fn)
+
+    @staticmethod
+    def _call(fn: Any) -> None:
+        try:
+            fn()
+        except RuntimeError:
+            pass  # (an event loop closed meanwhile)
+
+    def _wake(self) -> None:
+        self.event.set()
+        if self.notify is not None:
+            self._call(self.notify)
+
+    def exit_seen(self) -> None:
+        """Under the hub's lock: a watched pid exited."""
+        self._exit = True
+        self._wake()
 
     @property
     def period(self) -> float:
@@ -622,19 +756,18 @@ class HubWatch:
             self._left = None
         else:
             self._left.extend(left)
-        if self.efd >= 0:
-            os.eventfd_write(self.efd, 1)
+        self._wake()
 
-    def fds(self, log_too: bool) -> list[int]:
-        return [self.efd] if self.efd >= 0 and self.hub.ino is not None else []
+    @staticmethod
+    def fds(log_too: bool) -> list[int]:
+        return []  # (woken by its event: see the class docstring)
 
     def changes(self) -> tuple[bool, list[int] | None]:
-        if self.efd >= 0:
-            with contextlib.suppress(OSError):
-                os.eventfd_read(self.efd)
+        """As ``Wakeup.changes``; :attr:`exited` says whether a watched pid exited."""
         with self.hub._lock:
-            grew, left = self._grew, self._left
-            self._grew, self._left = False, []
+            grew, left, self.exited = self._grew, self._left, self._exit
+            self._grew, self._left, self._exit = False, [], False
+            self.event.clear()
         return grew, left
 
     def follow(self, log_too: bool, behind: int | None) -> bool:
@@ -647,6 +780,4 @@ class HubWatch:
     def close(self) -> None:
         if self.pid == os.getpid():
             self.hub.drop(self)
-        efd, self.efd = self.efd, -1
-        if efd >= 0:
-            os.close(efd)
+        self.notify = None

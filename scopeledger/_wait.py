@@ -74,7 +74,9 @@ are granted past it, and waiters for other scopes do not stand back.
 **Waking.** A waiter sleeps until the log grows, a ticket leaves the queue
 (or its waiter dies, where that makes an event), or the process of a holder
 the refusal names exits (a pidfd, for holders on this host and in this PID
-namespace), or of the waiter it stands behind (the same), or the lease of
+namespace, but for the waiter's own process, which cannot exit while it
+waits: no descriptor is spent on it), or of the waiter it stands behind
+(the same), or the lease of
 a holder the refusal names may be reclaimed (its ttl + grace since its last
 renewal, on the boot-time clock of the boot that renewed it:
 :func:`lease_until`; a fresh tester's finding: it waited for its next
@@ -894,6 +896,11 @@ def notice(req: Request, blocked: Blocked) -> None:
     log.info("holder '%s' waits %s for its scope: %s", req.name, forever, blocked.reason)
 
 
+#: The longest a register standing behind a waiter of its own process
+#: sleeps between two looks, woken by a directory's hub (:meth:`Watch.longest`).
+QUIET_RECHECK_SECONDS = 60.0
+
+
 class Watch:
     """What wakes a waiter (see the module docstring): its queue's wake-up
     (``source``, ``Tickets.watch``: inotify on a directory, LISTEN on
@@ -906,6 +913,8 @@ class Watch:
         self.relooked = False
         self.watch_log = True
         self.behind: int | None = None
+        #: Standing behind a waiter of this same process (see :meth:`longest`).
+        self.quiet = False
         self.queue = queue
         #: What the queue wakes the waiter by (None: nothing: the store's wait).
         self.source: Wakeup | None = queue.watch(ticket)
@@ -920,7 +929,8 @@ class Watch:
             out.extend(self.source.fds(self.watch_log))
         return out
 
-    def arm(self, pids: tuple[int, ...], log_too: bool = True, behind: int | None = None) -> bool:
+    def arm(self, pids: tuple[int, ...], log_too: bool = True, behind: int | None = None,
+            quiet: bool = False) -> bool:
         """Watch these pids' exits (and no others); the log too unless
         ``log_too`` is false; in the queue, only ticket ``behind`` (the
         earlier waiter this one stands back for: only its leaving, or its
@@ -929,13 +939,28 @@ class Watch:
         rather than sleep: one of ``pids`` was gone already (it died since
         the look that named it, and nothing may wake the waiter for it);
         not twice in a row (a pid named and gone again waits for the
-        period)."""
+        period). This process's own pid is never watched: it cannot exit
+        while it waits, and a pidfd on it would cost each of its waiters a
+        descriptor for nothing (a holder in the way, or the waiter ahead,
+        of this same process: a thousand waiting coroutines of one process
+        stand each behind the one before it). ``quiet``: a register's
+        (see :meth:`longest`)."""
         self.watch_log = log_too
         self.behind = behind
+        here = os.getpid()
+        self.quiet = quiet and behind is not None and here in pids
+        pids = tuple(pid for pid in pids if pid != here)
+        # On a directory the process's hub watches them, one pidfd per pid
+        # for all its waiters; elsewhere (or with no hub thread) the watch's own.
+        shared = getattr(self.source, "watch_pids", None)
+        gone = shared(pids) if shared is not None else None
+        if gone is not None:
+            pids = ()
+        else:
+            gone = False
         for pid in list(self.pidfds):
             if pid not in pids:
                 os.close(self.pidfds.pop(pid))
-        gone = False
         for pid in pids:
             if pid not in self.pidfds:
                 try:
@@ -959,8 +984,8 @@ class Watch:
             grew, left = self.source.changes()
             if grew and self.watch_log:
                 relevant = True
-            if left is None:
-                relevant = True  # events were lost: one that mattered may be among them
+            if left is None or getattr(self.source, "exited", False):
+                relevant = True  # events were lost (one that mattered may be among them), or a pid exited
             elif self.behind is not None:
                 relevant = relevant or self.behind in left
             elif not self.watch_log and left:  # (refused: holders are in the way, not waiters)
@@ -973,12 +998,17 @@ class Watch:
 
     def wait(self, timeout: float, mine: int | None = None) -> None:
         """Sleep until something that matters to ticket ``mine`` may have
-        changed (:meth:`drain`), at most ``timeout`` s and :attr:`period`."""
-        end = time.monotonic() + min(timeout, self.period)
+        changed (:meth:`drain`), at most ``timeout`` s and :meth:`longest`."""
+        end = time.monotonic() + self.longest(timeout)
         while True:
             left = end - time.monotonic()
             if left <= 0:
                 return
+            if self.hubbed and not self.pidfds:
+                self.source.event.wait(left)  # type: ignore[union-attr]
+                if self.drain(mine):
+                    return
+                continue
             fds = self.fds()
             if not fds and self.ledger is not None and self.watch_log:
                 led = self.ledger
@@ -991,6 +1021,30 @@ class Watch:
                 return
             if self.drain(mine):
                 return
+
+    def longest(self, timeout: float) -> float:
+        """The longest sleep before the next look: ``timeout``, at most
+        :attr:`period` (for what no wake-up shows), except for a register
+        standing behind a waiter of this same process while a directory's
+        hub wakes it (``quiet``): that waiter cannot die unseen, and its
+        ticket's leaving (or the hub's events lost, or the hub closed)
+        wakes this one, so it sleeps until then (or ``timeout``, at most
+        :data:`QUIET_RECHECK_SECONDS`: a last resort). Not a
+        delegation: the waiters it stands back for may change with its own
+        line of delegation (:meth:`Queue.ahead`). Without it, a thousand
+        waiters of one process each read the queue every second, the whole
+        queue each time: the hand-off through them took minutes (measured:
+        990 coroutines, 3 minutes)."""
+        if self.quiet and self.hubbed:
+            return min(timeout, QUIET_RECHECK_SECONDS)
+        return min(timeout, self.period)
+
+    @property
+    def hubbed(self) -> bool:
+        """Whether its source wakes it by an event set from a thread of the
+        process (a directory's hub: ``_filetickets.HubWatch``), not by
+        descriptors to poll."""
+        return bool(getattr(self.source, "hubbed", False))
 
     def follow(self, blocked: Blocked) -> bool:
         """Have the source wake this waiter by what can end ``blocked``
@@ -1018,6 +1072,7 @@ class Watch:
         w.relooked = False
         w.watch_log = False
         w.behind = None
+        w.quiet = False
         w.queue = queue
         w.source = None
         w.ledger = None
@@ -1178,7 +1233,8 @@ def waiting(ledger: Any, req: Request, attempt: Attempt, gate: Gate,
                     watch = place.watch
                     # Refused before joining: join, and look again; or a pid the look
                     # named died since: look again (nothing would wake the waiter for it).
-                    if watch is None or watch.arm(out.pids, log_too=out.by_holders, behind=out.behind):
+                    if watch is None or watch.arm(out.pids, log_too=out.by_holders, behind=out.behind,
+                                                  quiet=req.parent is None):
                         continue
                     remaining = math.inf if deadline is None else deadline - time.monotonic()
                     if remaining <= 0:

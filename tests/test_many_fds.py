@@ -91,3 +91,106 @@ def test_ledger_run_with_many_inherited_files_exits_with_its_commands_status(tmp
     """)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["3"], (res.stdout, res.stderr)
+
+
+#: Waiting coroutines of one process under a soft RLIMIT_NOFILE of FEW_FILES
+#: (a fresh tester's finding, MED: each held 3 descriptors, its ticket, its
+#: hub watch's eventfd and a pidfd on its own process, behind a holder or a
+#: waiter of that same process, or on the process of the holder in its way;
+#: 1000 waiters under 1024 failed with "Too many open files"). 1 each (its
+#: ticket): they fit; 2 or 3 each: they cannot.
+FEW_FILES = 320
+WAITERS = 200
+
+
+def test_many_waiting_coroutines_behind_their_own_process_fit_a_low_file_limit(tmp_path: Path) -> None:
+    led = tmp_path / "led"
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import asyncio, os, resource
+        from scopeledger import AsyncLedger, ScopeRule
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, ({FEW_FILES}, hard))
+        rule = ScopeRule({str(tmp_path / 'w')!r}, "write")
+        granted, errors = [], []
+        async def main():
+            async with await AsyncLedger.open({str(led)!r}, create=True) as al:
+                await al.register("H", [rule])
+                all_wait = asyncio.Event()
+                waiting = []
+                def told(*_):
+                    waiting.append(1)
+                    if len(waiting) == {WAITERS}:
+                        all_wait.set()
+                async def one(i):
+                    try:
+                        a = await al.register(f"c{{i}}", [rule], wait={BOUND}, on_wait=told)
+                    except BaseException as exc:
+                        errors.append(repr(exc))
+                        all_wait.set()
+                        return
+                    granted.append(i)
+                    await al.release(a.name, a.token)
+                tasks = [asyncio.create_task(one(i)) for i in range({WAITERS})]
+                await asyncio.wait_for(all_wait.wait(), {BOUND})
+                try:
+                    print("fds", len(os.listdir("/proc/self/fd")))
+                except OSError as exc:
+                    print("fds", exc)
+                await al.release("H")
+                await asyncio.wait_for(asyncio.gather(*tasks), {4 * BOUND})
+                print("verify", (await al.verify()).ok, "left", os.listdir({str(led / 'waiters')!r}))
+        asyncio.run(main())
+        print("granted", len(granted), "errors", len(errors), errors[:1])
+    """)], capture_output=True, text=True, timeout=8 * BOUND, env=clean_env())
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[-1] == f"granted {WAITERS} errors 0 []", res.stdout
+    assert lines[-2] == "verify True left []", res.stdout
+
+
+def test_many_waiting_coroutines_behind_one_holder_of_another_process_share_its_pidfd(tmp_path: Path) -> None:
+    """Each waits for a part of its own of the scope a child process holds
+    (they do not stand behind each other): every one watches that child's
+    pid, by the one pidfd the process's hub polls; killed, its holder is
+    reclaimed and each is granted."""
+    led = tmp_path / "led"
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import asyncio, os, resource, subprocess
+        from scopeledger import AsyncLedger, ScopeRule
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, ({FEW_FILES}, hard))
+        w = {str(tmp_path / 'w')!r}
+        granted, errors = [], []
+        async def main():
+            async with await AsyncLedger.open({str(led)!r}, create=True) as al:
+                child = subprocess.Popen(["sleep", "600"])
+                await al.register("H", [ScopeRule(w, "write")], pid=child.pid)
+                all_wait = asyncio.Event()
+                waiting = []
+                def told(*_):
+                    waiting.append(1)
+                    if len(waiting) == {WAITERS}:
+                        all_wait.set()
+                async def one(i):
+                    try:
+                        a = await al.register(f"c{{i}}", [ScopeRule(f"{{w}}/{{i}}", "write")], wait={BOUND},
+                                              on_wait=told)
+                    except BaseException as exc:
+                        errors.append(repr(exc))
+                        all_wait.set()
+                        return
+                    granted.append(i)
+                    await al.release(a.name, a.token)
+                tasks = [asyncio.create_task(one(i)) for i in range({WAITERS})]
+                await asyncio.wait_for(all_wait.wait(), {BOUND})
+                child.kill()
+                child.wait()
+                await asyncio.wait_for(asyncio.gather(*tasks), {4 * BOUND})
+                print("verify", (await al.verify()).ok, "left", os.listdir({str(led / 'waiters')!r}))
+        asyncio.run(main())
+        print("granted", len(granted), "errors", len(errors), errors[:1])
+    """)], capture_output=True, text=True, timeout=8 * BOUND, env=clean_env())
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[-1] == f"granted {WAITERS} errors 0 []", res.stdout
+    assert lines[-2] == "verify True left []", res.stdout

@@ -632,7 +632,7 @@ def test_a_waiter_looks_again_when_the_queues_inotify_events_were_lost(ledger, t
         with hub._lock:
             for i in range(2 * limit + 10):  # (the thread may have read one queueful before it blocked)
                 open(os.path.join(tickets.dir, f"x{i}"), "wb").close()
-        assert select.select(w.fds(), [], [], 60)[0], "the waiter was woken"
+        assert w.source.event.wait(60), "the waiter was woken"
         assert w.drain(mine=2) is True
     finally:
         w.close()
