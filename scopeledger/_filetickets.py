@@ -689,7 +689,7 @@ class HubWatch:
     the exit of a pid it watches, :meth:`watch_pids`), and notes what it was."""
 
     __slots__ = ("hub", "interest", "closed", "pid", "pids", "event", "notify", "exited", "_grew", "_left",
-                 "_exit", "__weakref__")
+                 "_pid_exited", "__weakref__")
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -702,7 +702,7 @@ class HubWatch:
         self.notify: Any = None
         #: Whether a watched pid exited, as of the last :meth:`changes`.
         self.exited = False
-        self._exit = False
+        self._pid_exited = False
         self._grew = False
         self._left: list[int] | None = []
 
@@ -742,7 +742,7 @@ class HubWatch:
 
     def exit_seen(self) -> None:
         """Under the hub's lock: a watched pid exited."""
-        self._exit = True
+        self._pid_exited = True
         self._wake()
 
     @property
@@ -765,8 +765,8 @@ class HubWatch:
     def changes(self) -> tuple[bool, list[int] | None]:
         """As ``Wakeup.changes``; :attr:`exited` says whether a watched pid exited."""
         with self.hub._lock:
-            grew, left, self.exited = self._grew, self._left, self._exit
-            self._grew, self._left, self._exit = False, [], False
+            grew, left, self.exited = self._grew, self._left, self._pid_exited
+            self._grew, self._left, self._pid_exited = False, [], False
             self.event.clear()
         return grew, left
 
