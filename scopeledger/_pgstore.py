@@ -448,10 +448,43 @@ def _secrets(url: str) -> list[str]:
     return sorted({f for f in found if f}, key=len, reverse=True)
 
 
+#: A password at least this long is masked wherever it appears in a message;
+#: a shorter one only where it stands as in a URL or a quoted value
+#: (:func:`_scrub`): a password ``p`` masked everywhere turned
+#: ``/tmp/pgsock`` and ``password authentication failed`` into
+#: ``/tm***/***gsock`` and ``***assword ...`` (a fresh tester's finding).
+SCRUB_EVERYWHERE_LENGTH = 8
+
+#: What stands right before, or right after, a password echoed from a URL or
+#: conninfo (user info ``:pw@``, ``password=pw&``, ``password=pw#``).
+_BEFORE_SECRET = frozenset(":=")
+_AFTER_SECRET = frozenset("@&#")
+_QUOTES = frozenset("\"'")
+
+
 def _scrub(text: str, url: str) -> str:
-    """``text`` with every password of ``url`` replaced by ``***``."""
+    """``text`` with every password of ``url`` replaced by ``***``: one of
+    :data:`SCRUB_EVERYWHERE_LENGTH` characters or more wherever it appears;
+    a shorter one where it stands as a password would in an echoed URL or
+    conninfo (after ``:`` or ``=``, before ``@``, ``&`` or ``#``, alone in
+    quotes, or the whole text), so that the message's other words keep
+    their letters."""
     for secret in _secrets(url):
-        text = text.replace(secret, "***")
+        if len(secret) >= SCRUB_EVERYWHERE_LENGTH:
+            text = text.replace(secret, "***")
+            continue
+        out, start = [], 0
+        while (i := text.find(secret, start)) >= 0:
+            end = i + len(secret)
+            before = text[i - 1] if i > 0 else None
+            after = text[end] if end < len(text) else None
+            if before in _BEFORE_SECRET or after in _AFTER_SECRET or (before is None and after is None) \
+                    or (before in _QUOTES and after == before):
+                out.append(text[start:i] + "***")
+            else:
+                out.append(text[start:end])
+            start = end
+        text = "".join(out) + text[start:]
     return text
 
 

@@ -160,6 +160,26 @@ def test_a_password_holding_url_delimiters_is_never_shown(url, shown, secret):
     assert secret not in str(err.value) and shown in str(err.value)
 
 
+def test_a_short_password_is_masked_where_it_stands_as_one_not_in_every_word():
+    """A fresh tester's finding: the password ``p`` was replaced wherever the letter
+    stood, ``socket "/tm***/fresh27/***gsock/..." failed: FATAL:  ***assword
+    authentication failed``. A short password is masked where it stands as a password
+    in an echoed URL or conninfo; one of 8 characters or more wherever it appears."""
+    from scopeledger._pgstore import _scrub
+
+    url = "postgresql://u:p@/postgres?host=/tmp/x/pgsock&port=5432&schema=pw"
+    said = ('connection to server on socket "/tmp/x/pgsock/.s.PGSQL.5432" failed: FATAL:  '
+            'password authentication failed for user "u" (SQLSTATE 28P01)')
+    assert _scrub(said, url) == said
+    assert _scrub('invalid URI "postgresql://u:p@/postgres"', url) == 'invalid URI "postgresql://u:***@/postgres"'
+    assert _scrub("host=h password=p dbname=x", url) == "host=h password=*** dbname=x"
+    assert _scrub("bad: password=p&port=1", url) == "bad: password=***&port=1"
+    assert _scrub('a value "p" refused', url) == 'a value "***" refused'
+    assert _scrub("p", url) == "***"
+    long_pw = "postgresql://u:s3cr3tpw@h/db"
+    assert _scrub("x s3cr3tpw y xs3cr3tpwx", long_pw) == "x *** y x***x"
+
+
 @pytest.mark.parametrize("conninfo", ["host=h password=s3cret dbname=x", "host=h PASSWORD = 's3cret x' dbname=x"])
 def test_a_keyword_value_conninfo_is_refused_without_showing_its_password(conninfo):
     """Found in review: libpq's keyword/value form given instead of a URL was
