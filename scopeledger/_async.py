@@ -998,29 +998,8 @@ async def _sleep(watch: Watch, timeout: float, mine: int | None = None,
             return
         await asyncio.sleep(max(0.0, end - time.monotonic()))
         return
-    while True:
-        left = end - time.monotonic()
-        if left <= 0:
-            return
-        fut = loop.create_future()
-
-        def wake(fut: asyncio.Future[None] = fut) -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        for fd in fds:
-            loop.add_reader(fd, wake)
-        try:
-            try:
-                async with asyncio.timeout(left):
-                    await fut
-            except TimeoutError:
-                return
-        finally:
-            for fd in fds:
-                loop.remove_reader(fd)
-        if watch.drain(mine):
-            return
+    await _woken(watch, end, mine, lambda wake: [loop.add_reader(fd, wake) for fd in fds],
+                 lambda: [loop.remove_reader(fd) for fd in fds])
 
 
 async def _sleep_on_hub(watch: Watch, end: float, mine: int | None) -> None:
@@ -1028,6 +1007,17 @@ async def _sleep_on_hub(watch: Watch, end: float, mine: int | None) -> None:
     the hub's thread wakes the loop (``call_soon_threadsafe``) until ``end``."""
     loop = asyncio.get_running_loop()
     source: Any = watch.source
+    await _woken(watch, end, mine, lambda wake: source.set_notify(functools.partial(loop.call_soon_threadsafe, wake)),
+                 lambda: source.set_notify(None))
+
+
+async def _woken(watch: Watch, end: float, mine: int | None, arm: Callable[[Callable[[], None]], object],
+                 disarm: Callable[[], object]) -> None:
+    """Until ``end`` (``time.monotonic``) or a wake-up that matters to ticket
+    ``mine`` (:meth:`Watch.drain`): each round ``arm(wake)`` has ``wake``
+    called on the loop when the watch may have changed, ``disarm()`` undoes
+    it (also when cancelled)."""
+    loop = asyncio.get_running_loop()
     while True:
         left = end - time.monotonic()
         if left <= 0:
@@ -1038,7 +1028,7 @@ async def _sleep_on_hub(watch: Watch, end: float, mine: int | None) -> None:
             if not fut.done():
                 fut.set_result(None)
 
-        source.set_notify(functools.partial(loop.call_soon_threadsafe, wake))
+        arm(wake)
         try:
             try:
                 async with asyncio.timeout(left):
@@ -1046,7 +1036,7 @@ async def _sleep_on_hub(watch: Watch, end: float, mine: int | None) -> None:
             except TimeoutError:
                 return
         finally:
-            source.set_notify(None)
+            disarm()
         if watch.drain(mine):
             return
 
