@@ -173,9 +173,13 @@ def read_stat(pid: int | str) -> tuple[str, int | None]:
 def _stat_fields(pid: int | str) -> tuple[str, int | None, list[bytes]]:
     """``(state, start ticks, fields)`` of process ``pid`` (:func:`_parse_stat`
     of its ``/proc/PID/stat``); raises as :func:`read_stat`."""
-    with open(f"{PROC}/{pid}/stat", "rb", buffering=0) as f:
-        data = f.read(4096)
-    return _parse_stat(data, f"{PROC}/{pid}/stat")
+    path = f"{PROC}/{pid}/stat"
+    try:
+        with open(path, "rb", buffering=0) as f:
+            data = f.read(4096)
+    except ProcessLookupError:  # (opened, then the process was reaped before the read: ESRCH)
+        raise FileNotFoundError(f"no such process: {path}") from None
+    return _parse_stat(data, path)
 
 
 def _parse_stat(data: bytes, where: str) -> tuple[str, int | None, list[bytes]]:
@@ -543,8 +547,8 @@ def _live_threads(pid: int) -> bool | None:
         try:
             with open(f"{PROC}/{pid}/task/{tid}/stat", "rb", buffering=0) as f:
                 data = f.read(4096)
-        except FileNotFoundError:
-            continue  # that thread exited meanwhile
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # that thread exited meanwhile (before the open, or before the read: ESRCH)
         except OSError:
             return None
         fields = data[data.rfind(b")") + 1:].split()

@@ -117,7 +117,7 @@ def _start(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # (gone before the open, or between the open and the read)
         return None
     return None if fields[0] == b"Z" else fields[19].decode()
 

@@ -181,3 +181,21 @@ def test_a_process_whose_main_thread_exited_while_others_run_is_alive(ledger_dir
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_process_reaped_between_the_open_and_the_read_of_its_stat_is_gone(monkeypatch):
+    """Reading ``/proc/PID/stat`` opened before the process was reaped fails with ESRCH
+    (``ProcessLookupError``), not ENOENT: the probe said "unknown" for a process that was
+    gone (a test helper met it in a fresh clone's run). The open is the test's, made
+    before the reap; the read is the library's."""
+    child = subprocess.Popen(["sleep", "60"])
+    ident = identify(child.pid)
+    opened = open(f"/proc/{child.pid}/stat", "rb", buffering=0)
+    child.kill()
+    child.wait()
+    monkeypatch.setattr(scopeledger._process, "open", lambda *a, **k: opened, raising=False)
+    try:
+        verdict = judge(ident)
+        assert verdict.liveness is Liveness.GONE, verdict
+    finally:
+        opened.close()
