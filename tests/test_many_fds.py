@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from helpers import CMD, clean_env
 from test_wait import BOUND
 
@@ -103,56 +105,22 @@ FEW_FILES = 320
 WAITERS = 200
 
 
-def test_many_waiting_coroutines_behind_their_own_process_fit_a_low_file_limit(tmp_path: Path) -> None:
-    led = tmp_path / "led"
-    res = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
-        import asyncio, os, resource
-        from scopeledger import AsyncLedger, ScopeRule
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, ({FEW_FILES}, hard))
-        rule = ScopeRule({str(tmp_path / 'w')!r}, "write")
-        granted, errors = [], []
-        async def main():
-            async with await AsyncLedger.open({str(led)!r}, create=True) as al:
-                await al.register("H", [rule])
-                all_wait = asyncio.Event()
-                waiting = []
-                def told(*_):
-                    waiting.append(1)
-                    if len(waiting) == {WAITERS}:
-                        all_wait.set()
-                async def one(i):
-                    try:
-                        a = await al.register(f"c{{i}}", [rule], wait={BOUND}, on_wait=told)
-                    except BaseException as exc:
-                        errors.append(repr(exc))
-                        all_wait.set()
-                        return
-                    granted.append(i)
-                    await al.release(a.name, a.token)
-                tasks = [asyncio.create_task(one(i)) for i in range({WAITERS})]
-                await asyncio.wait_for(all_wait.wait(), {BOUND})
-                try:
-                    print("fds", len(os.listdir("/proc/self/fd")))
-                except OSError as exc:
-                    print("fds", exc)
-                await al.release("H")
-                await asyncio.wait_for(asyncio.gather(*tasks), {4 * BOUND})
-                print("verify", (await al.verify()).ok, "left", os.listdir({str(led / 'waiters')!r}))
-        asyncio.run(main())
-        print("granted", len(granted), "errors", len(errors), errors[:1])
-    """)], capture_output=True, text=True, timeout=8 * BOUND, env=clean_env())
-    assert res.returncode == 0, res.stderr
-    lines = res.stdout.splitlines()
-    assert lines[-1] == f"granted {WAITERS} errors 0 []", res.stdout
-    assert lines[-2] == "verify True left []", res.stdout
+#: The holder in the waiters' way, as the script below makes it, its waiters' rules, and how it lets go.
+HOLDERS = {
+    # Behind a holder of their own process, and each behind the waiter before it (the same scope).
+    "own process": ('await al.register("H", [ScopeRule(w, "write")])', 'ScopeRule(w, "write")',
+                    'await al.release("H")'),
+    # Each for a part of its own of the scope a child process holds: every one watches that child's
+    # pid, by the one pidfd the process's hub polls; killed, its holder is reclaimed.
+    "child process": ('child = subprocess.Popen(["sleep", "600"]); '
+                      'await al.register("H", [ScopeRule(w, "write")], pid=child.pid)',
+                      'ScopeRule(f"{w}/{i}", "write")', "child.kill(); child.wait()"),
+}
 
 
-def test_many_waiting_coroutines_behind_one_holder_of_another_process_share_its_pidfd(tmp_path: Path) -> None:
-    """Each waits for a part of its own of the scope a child process holds
-    (they do not stand behind each other): every one watches that child's
-    pid, by the one pidfd the process's hub polls; killed, its holder is
-    reclaimed and each is granted."""
+@pytest.mark.parametrize("holder", list(HOLDERS))
+def test_many_waiting_coroutines_fit_a_low_file_limit(tmp_path: Path, holder: str) -> None:
+    hold, rule, let_go = HOLDERS[holder]
     led = tmp_path / "led"
     res = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         import asyncio, os, resource, subprocess
@@ -163,8 +131,7 @@ def test_many_waiting_coroutines_behind_one_holder_of_another_process_share_its_
         granted, errors = [], []
         async def main():
             async with await AsyncLedger.open({str(led)!r}, create=True) as al:
-                child = subprocess.Popen(["sleep", "600"])
-                await al.register("H", [ScopeRule(w, "write")], pid=child.pid)
+                {hold}
                 all_wait = asyncio.Event()
                 waiting = []
                 def told(*_):
@@ -173,8 +140,7 @@ def test_many_waiting_coroutines_behind_one_holder_of_another_process_share_its_
                         all_wait.set()
                 async def one(i):
                     try:
-                        a = await al.register(f"c{{i}}", [ScopeRule(f"{{w}}/{{i}}", "write")], wait={BOUND},
-                                              on_wait=told)
+                        a = await al.register(f"c{{i}}", [{rule}], wait={BOUND}, on_wait=told)
                     except BaseException as exc:
                         errors.append(repr(exc))
                         all_wait.set()
@@ -183,8 +149,7 @@ def test_many_waiting_coroutines_behind_one_holder_of_another_process_share_its_
                     await al.release(a.name, a.token)
                 tasks = [asyncio.create_task(one(i)) for i in range({WAITERS})]
                 await asyncio.wait_for(all_wait.wait(), {BOUND})
-                child.kill()
-                child.wait()
+                {let_go}
                 await asyncio.wait_for(asyncio.gather(*tasks), {4 * BOUND})
                 print("verify", (await al.verify()).ok, "left", os.listdir({str(led / 'waiters')!r}))
         asyncio.run(main())
